@@ -1,0 +1,257 @@
+//! `strata create`: write an archive, atomically when it goes to a file.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use strata_writer::{
+    ArchiveWriter, FileSource, ImageSource, Progress, StreamSource, WriterOptions,
+};
+
+use crate::{device, output, Failure};
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The archive to write, or `-` for standard output.
+    archive: PathBuf,
+    /// Add a block-image section NAME from SOURCE (a file, a block device, or `-` for
+    /// standard input). Repeatable.
+    #[arg(long = "image", value_name = "NAME=SOURCE", value_parser = crate::parse_named_path, required = true)]
+    images: Vec<(String, PathBuf)>,
+    /// zstd compression level.
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    level: i32,
+    /// Chunk size for images: a power of two from 4K to 16M (suffixes K and M).
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    chunk_size: u32,
+    /// Worker threads for hashing and compression (0: one per core). The archive is
+    /// the same whatever the number.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Fix the archive UUID (32 hex digits, dashes allowed) for reproducible output.
+    #[arg(long)]
+    uuid: Option<String>,
+    /// Fix the creation time, in seconds since the Unix epoch, for reproducible
+    /// output (default: $SOURCE_DATE_EPOCH if set, else now).
+    #[arg(long)]
+    created: Option<i64>,
+    /// Image a block device even if it is mounted read-write.
+    #[arg(long)]
+    force: bool,
+    /// No progress bars; only the summary and warnings, on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_size(value: &str) -> Result<u32, String> {
+    let (digits, scale) = match value.as_bytes().last() {
+        Some(b'K' | b'k') => (&value[..value.len() - 1], 1u64 << 10),
+        Some(b'M' | b'm') => (&value[..value.len() - 1], 1u64 << 20),
+        _ => (value, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size"))?;
+    u32::try_from(n * scale).map_err(|_| format!("{value:?} is too large"))
+}
+
+fn parse_uuid(value: &str) -> Result<[u8; 16], Failure> {
+    let hex: String = value.chars().filter(|c| *c != '-').collect();
+    let bad = || Failure::fatal(format!("--uuid {value:?}: expected 32 hexadecimal digits"));
+    if hex.len() != 32 {
+        return Err(bad());
+    }
+    let mut uuid = [0u8; 16];
+    for (i, byte) in uuid.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(uuid)
+}
+
+fn random_uuid() -> Result<[u8; 16], Failure> {
+    let mut uuid = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut uuid))
+        .map_err(|e| Failure::fatal(format!("reading /dev/urandom for the archive UUID: {e}")))?;
+    // RFC 4122 version 4, variant 1.
+    uuid[6] = (uuid[6] & 0x0f) | 0x40;
+    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    Ok(uuid)
+}
+
+struct BarProgress(indicatif::ProgressBar);
+
+impl Progress for BarProgress {
+    fn advance(&self, bytes: u64) {
+        self.0.inc(bytes);
+    }
+}
+
+/// The archive's destination: a temporary file renamed into place at the end, or
+/// standard output.
+enum Destination {
+    File {
+        temp: tempfile::NamedTempFile,
+        path: PathBuf,
+    },
+    Stdout,
+}
+
+impl Destination {
+    fn open(path: &Path) -> Result<Destination, Failure> {
+        if crate::is_stdio(path) {
+            return Ok(Destination::Stdout);
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| Failure::fatal(format!("{} is not a file name", path.display())))?;
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", file_name.to_string_lossy()))
+            .suffix(".tmp")
+            // Mode 0666 less the umask, as any newly created file gets.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .tempfile_in(&dir)
+            .map_err(|e| {
+                Failure::fatal(format!(
+                    "creating a temporary file in {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        Ok(Destination::File {
+            temp,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+pub fn run(args: CreateArgs) -> Result<u8, Failure> {
+    let started = Instant::now();
+    let uuid = match &args.uuid {
+        Some(text) => parse_uuid(text)?,
+        None => random_uuid()?,
+    };
+    let created_s = match args.created {
+        Some(s) => s,
+        None => match std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(s) => s,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        },
+    };
+    let mut options = WriterOptions::new(uuid, created_s.saturating_mul(1_000_000_000));
+    options.level = args.level;
+    options.chunk_size = args.chunk_size;
+    options.threads = args.threads;
+
+    if args
+        .images
+        .iter()
+        .filter(|(_, p)| crate::is_stdio(p))
+        .count()
+        > 1
+    {
+        return Err(Failure::fatal("only one --image can read standard input"));
+    }
+    // Open every source before writing anything, so a typo costs nothing.
+    let mut sources: Vec<(String, PathBuf, Box<dyn ImageSource>)> = Vec::new();
+    for (name, path) in &args.images {
+        let source: Box<dyn ImageSource> = if crate::is_stdio(path) {
+            Box::new(StreamSource::new(io::stdin()))
+        } else {
+            device::refuse_if_mounted(path, args.force, "image")?;
+            Box::new(
+                FileSource::open(path)
+                    .map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?,
+            )
+        };
+        sources.push((name.clone(), path.clone(), source));
+    }
+
+    let destination = Destination::open(&args.archive)?;
+    let label = args.archive.display().to_string();
+    let summary = match destination {
+        Destination::Stdout => {
+            let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
+            write_archive(out, options, &mut sources, args.quiet)?.1
+        }
+        Destination::File { temp, path } => {
+            let file = temp
+                .as_file()
+                .try_clone()
+                .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+            let (out, summary) = write_archive(
+                BufWriter::with_capacity(1 << 20, file),
+                options,
+                &mut sources,
+                args.quiet,
+            )?;
+            let file = out
+                .into_inner()
+                .map_err(|e| Failure::fatal(format!("writing {label}: {}", e.error())))?;
+            file.sync_all()
+                .map_err(|e| Failure::fatal(format!("syncing {label}: {e}")))?;
+            temp.persist(&path).map_err(|e| {
+                Failure::fatal(format!(
+                    "renaming the finished archive to {label}: {}",
+                    e.error
+                ))
+            })?;
+            summary
+        }
+    };
+    let logical: u64 = summary.images.iter().map(|i| i.logical_size).sum();
+    let stored = summary.archive_length;
+    let deduplicated: u64 = summary.images.iter().map(|i| i.deduplicated_chunks).sum();
+    let ratio = if stored > 0 {
+        logical as f64 / stored as f64
+    } else {
+        0.0
+    };
+    eprintln!(
+        "{label}: {} section{}, {} stored for {} ({ratio:.2}x), {} chunks deduplicated, {:.1} s",
+        summary.images.len(),
+        if summary.images.len() == 1 { "" } else { "s" },
+        output::size(stored),
+        output::size(logical),
+        output::grouped(deduplicated),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(0)
+}
+
+fn write_archive<W: Write>(
+    out: W,
+    options: WriterOptions,
+    sources: &mut [(String, PathBuf, Box<dyn ImageSource>)],
+    quiet: bool,
+) -> Result<(W, strata_writer::ArchiveSummary), Failure> {
+    let mut writer = ArchiveWriter::new(out, options).map_err(|e| Failure::fatal(e.to_string()))?;
+    for (name, path, source) in sources.iter_mut() {
+        let bar = output::bar(name, source.known_size(), quiet);
+        let image = writer
+            .add_image(name, source.as_mut(), &BarProgress(bar.clone()))
+            .map_err(|e| Failure::fatal(format!("image {name} from {}: {e}", path.display())))?;
+        bar.finish_and_clear();
+        if !quiet {
+            eprintln!(
+                "{name:8} {} image, {} data, {} zero (not stored), {} stored",
+                output::size(image.logical_size),
+                output::size(image.data_bytes),
+                output::size(image.zero_bytes),
+                output::size(image.stored_bytes)
+            );
+        }
+    }
+    writer.finish().map_err(|e| Failure::fatal(e.to_string()))
+}

@@ -1,0 +1,320 @@
+//! `strata info`, `strata verify`, `strata cat`: reading without restoring.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::json;
+use strata_format::Features;
+use strata_reader::verify::{self, Report};
+use strata_reader::{Archive, Limits, Section};
+
+use crate::{output, Failure};
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// The archive.
+    archive: PathBuf,
+    /// Print JSON (schema in spec/conformance.md).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The archive.
+    archive: PathBuf,
+    /// Print JSON (schema in spec/conformance.md).
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub struct CatArgs {
+    /// The archive.
+    archive: PathBuf,
+    /// The image section to read.
+    #[arg(long)]
+    image: String,
+    /// First image byte to write.
+    #[arg(long, default_value_t = 0)]
+    offset: u64,
+    /// How many bytes to write (default: to the end of the image).
+    #[arg(long)]
+    length: Option<u64>,
+}
+
+pub fn open_file(path: &Path) -> Result<File, Failure> {
+    File::open(path).map_err(|e| Failure::fatal(format!("cannot open {}: {e}", path.display())))
+}
+
+pub fn open_archive(path: &Path) -> Result<Archive<File>, Failure> {
+    if crate::is_stdio(path) {
+        return Err(Failure::fatal(
+            "this command needs random access: give the archive as a file (only `restore` reads from a pipe)",
+        ));
+    }
+    let file = open_file(path)?;
+    Archive::open(file).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))
+}
+
+pub fn info(args: InfoArgs) -> Result<u8, Failure> {
+    let archive = open_archive(&args.archive)?;
+    let header = archive.header();
+    let sections: Vec<serde_json::Value> = archive
+        .sections()
+        .iter()
+        .map(|section| match section {
+            Section::Image(image) => {
+                let zero = image.logical_size - image.end.data_bytes - image.end.lost_bytes;
+                json!({
+                    "kind": "image",
+                    "name": image.name,
+                    "image": {
+                        "logical_size": image.logical_size,
+                        "sector_size": image.sector_size,
+                        "chunk_size": image.chunk_size,
+                        "data_bytes": image.end.data_bytes,
+                        "zero_bytes": zero,
+                        "lost_bytes": image.end.lost_bytes,
+                        "extents": image.end.extent_count,
+                        "chunks": image.end.chunk_count,
+                        "stored_bytes": image.end.chunk_bytes,
+                    }
+                })
+            }
+        })
+        .collect();
+    if args.json {
+        output::print_json(&json!({
+            "archive": args.archive.display().to_string(),
+            "format_version": format!("{}.{}", header.version_major, header.version_minor),
+            "uuid": output::uuid(&header.archive_uuid),
+            "created_ns": header.created_ns,
+            "writer": header.writer_name(),
+            "archive_size": archive.size(),
+            "features": {
+                "incompatible": header.incompatible_features,
+                "compatible": header.compatible_features,
+                "autoclear": header.autoclear_features,
+            },
+            "sections": sections,
+        }));
+        return Ok(0);
+    }
+    println!(
+        "{}: Strata {}.{} archive, uuid {}, written {} by {}",
+        args.archive.display(),
+        header.version_major,
+        header.version_minor,
+        output::uuid(&header.archive_uuid),
+        output::utc(header.created_ns),
+        header.writer_name()
+    );
+    let required = Features::describe_unsupported(header.incompatible_features);
+    println!(
+        "required features: {}",
+        if required.is_empty() {
+            "none beyond 1.0".to_string()
+        } else {
+            required.join(", ")
+        }
+    );
+    for section in archive.sections() {
+        match section {
+            Section::Image(image) => {
+                let ratio = if image.end.chunk_bytes > 0 {
+                    format!(
+                        ", {:.2}x",
+                        image.end.data_bytes as f64 / image.end.chunk_bytes as f64
+                    )
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  image  {:8} {}, {}-byte sectors, {} chunks of {}, {} data, {} stored{ratio}{}",
+                    image.name,
+                    output::size(image.logical_size),
+                    image.sector_size,
+                    output::grouped(image.end.chunk_count),
+                    output::size(u64::from(image.chunk_size)),
+                    output::size(image.end.data_bytes),
+                    output::size(image.end.chunk_bytes),
+                    if image.end.lost_bytes > 0 {
+                        format!(", {} LOST in salvage", output::size(image.end.lost_bytes))
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// The JSON form of a verify report (spec/conformance.md).
+pub fn report_json(path: &Path, report: &Report) -> serde_json::Value {
+    let status = if report.is_clean() {
+        "ok"
+    } else if report.recognised {
+        "damaged"
+    } else {
+        "unreadable"
+    };
+    json!({
+        "archive": path.display().to_string(),
+        "status": status,
+        "problems": report.problems.iter().map(|p| json!({
+            "class": p.class.name(),
+            "offset": p.offset,
+            "what": p.what,
+            "detail": p.detail,
+            "affects": p.affects.iter().map(|a| json!({
+                "section": a.section,
+                "start": a.range.start,
+                "end": a.range.end,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "sections": report.sections.iter().map(|s| json!({
+            "kind": s.kind,
+            "name": s.name,
+            "logical_size": s.logical_size,
+            "data_bytes": s.data_bytes,
+            "lost_bytes": s.lost_bytes,
+        })).collect::<Vec<_>>(),
+        "records": report.records,
+        "chunks": report.chunks,
+        "verified_bytes": report.verified_bytes,
+        "archive_size": report.archive_size,
+    })
+}
+
+pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
+    if crate::is_stdio(&args.archive) {
+        return Err(Failure::fatal("verify needs the archive as a file"));
+    }
+    let file = open_file(&args.archive)?;
+    let size = file.metadata().map(|m| m.len()).ok();
+    let bar = output::bar("verify", size, args.quiet || args.json);
+    let report = verify::verify(&file, Limits::default(), &|n| bar.inc(n))
+        .map_err(|e| Failure::fatal(format!("{}: {e}", args.archive.display())))?;
+    bar.finish_and_clear();
+    let code = if report.is_clean() {
+        0
+    } else if report.recognised {
+        1
+    } else {
+        2
+    };
+    if args.json {
+        output::print_json(&report_json(&args.archive, &report));
+        return Ok(code);
+    }
+    let name = args.archive.display();
+    if report.is_clean() {
+        let lost: u64 = report.sections.iter().map(|s| s.lost_bytes).sum();
+        println!(
+            "{name}: ok, {} section{}, {} records, {} chunks, {} verified{}",
+            report.sections.len(),
+            if report.sections.len() == 1 { "" } else { "s" },
+            output::grouped(report.records),
+            output::grouped(report.chunks),
+            output::size(report.verified_bytes),
+            if lost > 0 {
+                format!("; {} recorded as lost in salvage", output::size(lost))
+            } else {
+                String::new()
+            }
+        );
+        return Ok(0);
+    }
+    if !report.recognised {
+        let detail = report
+            .problems
+            .first()
+            .map_or("not a Strata archive".to_string(), |p| p.detail.clone());
+        return Err(Failure::fatal(format!("{name}: {detail}")));
+    }
+    let count = report.problems.len();
+    println!(
+        "{name}: damaged, {count} problem{}",
+        if count == 1 { "" } else { "s" }
+    );
+    for problem in &report.problems {
+        println!(
+            "  byte {}: {}: {} [{}]",
+            output::grouped(problem.offset),
+            problem.what,
+            problem.detail,
+            problem.class
+        );
+        for affected in &problem.affects {
+            println!(
+                "      image {}: bytes {}-{} unreadable ({})",
+                affected.section,
+                output::grouped(affected.range.start),
+                output::grouped(affected.range.end - 1),
+                output::size(affected.range.end - affected.range.start)
+            );
+        }
+    }
+    if report.archive_size > 0 {
+        println!(
+            "everything else ({:.3}%) verified",
+            100.0 * report.verified_bytes as f64 / report.archive_size as f64
+        );
+    }
+    Ok(code)
+}
+
+pub fn cat(args: CatArgs) -> Result<u8, Failure> {
+    let archive = open_archive(&args.archive)?;
+    let image = archive.image(&args.image).ok_or_else(|| {
+        Failure::fatal(format!(
+            "{} has no image named {:?}",
+            args.archive.display(),
+            args.image
+        ))
+    })?;
+    if args.offset > image.logical_size {
+        return Err(Failure::fatal(format!(
+            "--offset {} is past the end of image {} ({} bytes)",
+            args.offset, image.name, image.logical_size
+        )));
+    }
+    let end = match args.length {
+        Some(length) => args
+            .offset
+            .checked_add(length)
+            .filter(|&e| e <= image.logical_size)
+            .ok_or_else(|| {
+                Failure::fatal(format!(
+                    "--offset {} --length {length} runs past the end of image {} ({} bytes)",
+                    args.offset, image.name, image.logical_size
+                ))
+            })?,
+        None => image.logical_size,
+    };
+    let mut out = io::stdout().lock();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = args.offset;
+    while at < end {
+        let take = (end - at).min(buf.len() as u64) as usize;
+        let n = archive
+            .read_image_at(image, at, &mut buf[..take])
+            .map_err(|e| Failure::fatal(format!("{}: {e}", args.archive.display())))?;
+        out.write_all(&buf[..n])
+            .map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
+        at += n as u64;
+        if n == 0 {
+            break;
+        }
+    }
+    out.flush()
+        .map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
+    Ok(0)
+}

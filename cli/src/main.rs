@@ -1,0 +1,100 @@
+//! `strata`: create, inspect, verify and restore Strata archives.
+//!
+//! Exit codes (every command): 0 success; 1 finished but damage was found or
+//! something was refused or warned about; 2 usage error, I/O failure, or nothing
+//! usable.
+
+mod create;
+mod device;
+mod inspect;
+mod output;
+mod restore;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Strata: one open format for system images and backups.
+#[derive(Parser)]
+#[command(name = "strata", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an archive from block images (disks, partitions, image files).
+    #[command(
+        after_help = "Examples:\n  strata create backup.strata --image disk=/dev/sdb\n  strata create - --image root=rootfs.img > backup.strata\n  dd if=/dev/sdb | strata create backup.strata --image disk=-"
+    )]
+    Create(create::CreateArgs),
+    /// Show an archive's sections, sizes and features without reading its data.
+    #[command(after_help = "Example:\n  strata info backup.strata --json")]
+    Info(inspect::InfoArgs),
+    /// Check every checksum and reference; report what is damaged.
+    #[command(
+        after_help = "Exit status: 0 clean, 1 damaged (the damage is listed), 2 unreadable or not a Strata archive.\n\nExample:\n  strata verify backup.strata"
+    )]
+    Verify(inspect::VerifyArgs),
+    /// Restore an image to a file, a block device, or standard output.
+    #[command(
+        after_help = "Examples:\n  strata restore backup.strata --image disk disk.img\n  strata restore backup.strata --image disk /dev/sdc\n  strata restore - --image disk disk.img < backup.strata"
+    )]
+    Restore(restore::RestoreArgs),
+    /// Write a byte range of an image to standard output, by random access.
+    #[command(
+        after_help = "Example:\n  strata cat backup.strata --image disk --offset 1048576 --length 512 | xxd"
+    )]
+    Cat(inspect::CatArgs),
+}
+
+/// A failure with the exit code it maps to.
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    /// Usage errors, I/O failures, nothing usable: exit 2.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Create(args) => create::run(args),
+        Command::Info(args) => inspect::info(args),
+        Command::Verify(args) => inspect::verify(args),
+        Command::Restore(args) => restore::run(args),
+        Command::Cat(args) => inspect::cat(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("strata: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// `-` means standard input or output.
+pub fn is_stdio(path: &std::path::Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Parses `NAME=SOURCE`.
+pub fn parse_named_path(value: &str) -> Result<(String, PathBuf), String> {
+    match value.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("expected NAME=SOURCE, got {value:?}")),
+    }
+}

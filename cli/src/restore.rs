@@ -1,0 +1,178 @@
+//! `strata restore`: an image back to a file, a device, or standard output.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use strata_reader::sink::{FileSink, ImageSink, StreamSink};
+use strata_reader::{stream, Archive, Limits};
+
+use crate::inspect::open_file;
+use crate::{device, output, Failure};
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// The archive, or `-` to read it front to back from standard input.
+    archive: PathBuf,
+    /// The image section to restore.
+    #[arg(long)]
+    image: String,
+    /// Where to: a file (written atomically; zeros stay holes), a block device
+    /// (must be at least as large as the image), or `-` for standard output.
+    dest: PathBuf,
+    /// Write to a block device even if it is mounted read-write.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+enum Target {
+    Stdout,
+    Device(File),
+    NewFile {
+        temp: tempfile::NamedTempFile,
+        path: PathBuf,
+    },
+}
+
+fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
+    if crate::is_stdio(dest) {
+        return Ok(Target::Stdout);
+    }
+    let is_device = std::fs::metadata(dest)
+        .map(|m| m.file_type().is_block_device())
+        .unwrap_or(false);
+    if is_device {
+        device::refuse_if_mounted(dest, force, "overwrite")?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dest)
+            .map_err(|e| Failure::fatal(format!("cannot open {}: {e}", dest.display())))?;
+        return Ok(Target::Device(file));
+    }
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dest
+        .file_name()
+        .ok_or_else(|| Failure::fatal(format!("{} is not a file name", dest.display())))?;
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        // Mode 0666 less the umask, as any newly created file gets.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(&dir)
+        .map_err(|e| {
+            Failure::fatal(format!(
+                "creating a temporary file in {}: {e}",
+                dir.display()
+            ))
+        })?;
+    Ok(Target::NewFile {
+        temp,
+        path: dest.to_path_buf(),
+    })
+}
+
+pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
+    let target = open_target(&args.dest, args.force)?;
+    let label = args.archive.display().to_string();
+    // Random access when the archive is a file with an intact index; front to back
+    // when it comes from a pipe, or when the index is damaged.
+    let archive = if crate::is_stdio(&args.archive) {
+        None
+    } else {
+        let file = open_file(&args.archive)?;
+        match Archive::open(file) {
+            Ok(archive) => Some(archive),
+            Err(e) => {
+                eprintln!("strata: {label}: {e}; reading the archive front to back instead");
+                None
+            }
+        }
+    };
+    let total = archive
+        .as_ref()
+        .and_then(|a| a.image(&args.image))
+        .map(|i| i.logical_size);
+    if archive.is_some() && total.is_none() {
+        return Err(Failure::fatal(format!(
+            "{label} has no image named {:?}",
+            args.image
+        )));
+    }
+    let bar = output::bar(
+        &args.image,
+        total,
+        args.quiet || matches!(target, Target::Stdout),
+    );
+    let run = |sink: &mut dyn ImageSink| -> Result<u64, Failure> {
+        let result = match &archive {
+            Some(archive) => {
+                let image = archive.image(&args.image).expect("checked above");
+                archive
+                    .restore_image(image, sink, &|n| bar.inc(n))
+                    .map(|_| image.logical_size)
+            }
+            None => {
+                let input: Box<dyn io::Read> = if crate::is_stdio(&args.archive) {
+                    Box::new(io::stdin().lock())
+                } else {
+                    Box::new(open_file(&args.archive)?)
+                };
+                stream::restore_image(
+                    BufReader::with_capacity(1 << 20, input),
+                    &args.image,
+                    sink,
+                    Limits::default(),
+                    &|n| bar.inc(n),
+                )
+            }
+        };
+        result.map_err(|e| Failure::fatal(format!("{label}: {e}")))
+    };
+    let size = match target {
+        Target::Stdout => {
+            let mut sink = StreamSink::new(BufWriter::with_capacity(1 << 20, io::stdout().lock()));
+            run(&mut sink)?
+        }
+        Target::Device(file) => {
+            let mut sink = FileSink::new(file)
+                .map_err(|e| Failure::fatal(format!("{}: {e}", args.dest.display())))?;
+            run(&mut sink)?
+        }
+        Target::NewFile { temp, path } => {
+            let file = temp
+                .as_file()
+                .try_clone()
+                .map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+            let mut sink = FileSink::new(file)
+                .map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+            let size = run(&mut sink)?;
+            temp.persist(&path).map_err(|e| {
+                Failure::fatal(format!(
+                    "renaming the restored image to {}: {}",
+                    path.display(),
+                    e.error
+                ))
+            })?;
+            size
+        }
+    };
+    bar.finish_and_clear();
+    if !args.quiet {
+        eprintln!(
+            "{}: restored image {} ({})",
+            args.dest.display(),
+            args.image,
+            output::size(size)
+        );
+    }
+    Ok(0)
+}

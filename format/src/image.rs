@@ -1,0 +1,402 @@
+//! Block-image sections: `IMAGE_BEGIN`, `IMAGE_EXTENTS`, `IMAGE_END`, `IMAGE_INDEX`.
+
+use binrw::{binrw, BinRead, BinWrite};
+
+use crate::layout::fixed_layout;
+use crate::{limits, ErrorClass, FormatError};
+
+/// `logical_size` in `IMAGE_BEGIN` when the writer did not know it (a pipe).
+pub const UNKNOWN_SIZE: u64 = u64::MAX;
+/// Length of the head (`section_id`, `reserved`, `count`) of an extent table body.
+pub const EXTENT_TABLE_HEAD: usize = 16;
+/// `chunk_ref` of an extent that reads as zeros and stores nothing.
+pub const REF_ZERO: u64 = 0;
+/// `chunk_ref` of an extent whose data was lost (written by salvage); reads as zeros.
+pub const REF_LOST: u64 = 1;
+/// `chunk_ref` values below this are kinds, not offsets (no record starts inside
+/// the 128-byte header).
+pub const REF_FIRST_OFFSET: u64 = 128;
+
+/// The body of `IMAGE_BEGIN`, which opens a block-image section.
+#[binrw]
+#[brw(little)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageBegin {
+    /// Sections are numbered from 0 in the order they begin.
+    pub section_id: u32,
+    /// Sector size of the source device: a power of two, 512 to 65536.
+    pub sector_size: u32,
+    /// Image size in bytes, or [`UNKNOWN_SIZE`]; `IMAGE_END` has the final word.
+    pub logical_size: u64,
+    /// Every data extent starts at a multiple of this: a power of two, 4 KiB to 16 MiB.
+    pub chunk_size: u32,
+    #[bw(calc = name.len() as u16)]
+    name_length: u16,
+    /// Zero.
+    pub reserved: u16,
+    /// The section's name: UTF-8, 1 to 255 bytes, no `/`, no NUL, not `.` or `..`.
+    #[br(count = name_length)]
+    pub name: Vec<u8>,
+}
+
+impl ImageBegin {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = binrw::io::Cursor::new(Vec::with_capacity(24 + self.name.len()));
+        self.write(&mut out).expect("writing to a Vec cannot fail");
+        out.into_inner()
+    }
+
+    /// Parses and validates a body whose CRC has been checked.
+    pub fn parse(body: &[u8]) -> Result<ImageBegin, FormatError> {
+        let mut cursor = binrw::io::Cursor::new(body);
+        let begin = ImageBegin::read(&mut cursor)
+            .map_err(|e| FormatError::malformed("IMAGE_BEGIN body", e.to_string()))?;
+        if cursor.position() != body.len() as u64 {
+            return Err(FormatError::malformed(
+                "IMAGE_BEGIN body",
+                format!(
+                    "{} bytes, the fields take {}",
+                    body.len(),
+                    cursor.position()
+                ),
+            ));
+        }
+        begin.validate()?;
+        Ok(begin)
+    }
+
+    pub fn validate(&self) -> Result<(), FormatError> {
+        validate_section_name(&self.name)?;
+        if self.reserved != 0 {
+            return Err(FormatError::malformed("IMAGE_BEGIN reserved", "not zero"));
+        }
+        if !self.sector_size.is_power_of_two()
+            || !(limits::MIN_SECTOR_SIZE..=limits::MAX_SECTOR_SIZE).contains(&self.sector_size)
+        {
+            return Err(FormatError::malformed(
+                "IMAGE_BEGIN sector_size",
+                format!(
+                    "{}, expected a power of two from 512 to 65536",
+                    self.sector_size
+                ),
+            ));
+        }
+        if !self.chunk_size.is_power_of_two()
+            || !(limits::MIN_CHUNK_SIZE..=limits::MAX_CHUNK_RAW).contains(&self.chunk_size)
+        {
+            return Err(FormatError::malformed(
+                "IMAGE_BEGIN chunk_size",
+                format!(
+                    "{}, expected a power of two from 4096 to 16777216",
+                    self.chunk_size
+                ),
+            ));
+        }
+        if self.logical_size != UNKNOWN_SIZE && self.logical_size > limits::MAX_IMAGE_SIZE {
+            return Err(FormatError::new(
+                ErrorClass::LimitExceeded,
+                "IMAGE_BEGIN logical_size",
+                format!("{} exceeds 2^63-1", self.logical_size),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// Checks a section name: UTF-8, 1 to 255 bytes, no `/`, no NUL, not `.` or `..`.
+pub fn validate_section_name(name: &[u8]) -> Result<(), FormatError> {
+    let ok = !name.is_empty()
+        && name.len() <= limits::MAX_SECTION_NAME
+        && core::str::from_utf8(name).is_ok()
+        && !name.contains(&b'/')
+        && !name.contains(&0)
+        && name != b"."
+        && name != b"..";
+    if ok {
+        Ok(())
+    } else {
+        Err(FormatError::malformed(
+            "section name",
+            format!(
+                "{:?}: expected 1 to 255 bytes of UTF-8 without '/' or NUL, not '.' or '..'",
+                String::from_utf8_lossy(name)
+            ),
+        ))
+    }
+}
+
+fixed_layout! {
+    /// One entry of an extent map: a byte range of the image and what it holds.
+    pub struct Extent : 24 bytes {
+        /// First byte of the range in the image.
+        pub image_offset: u64,
+        /// Length of the range in bytes, at least 1.
+        pub length: u64,
+        /// [`REF_ZERO`], [`REF_LOST`], or the archive offset of a `CHUNK` record.
+        pub chunk_ref: u64,
+    }
+}
+
+/// What an extent holds, from its `chunk_ref`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExtentKind {
+    /// Reads as zeros; nothing stored.
+    Zero,
+    /// Lost in salvage; reads as zeros, reported as lost.
+    Lost,
+    /// Stored in the chunk record at this archive offset.
+    Data(u64),
+}
+
+impl Extent {
+    pub fn kind(&self) -> Result<ExtentKind, FormatError> {
+        match self.chunk_ref {
+            REF_ZERO => Ok(ExtentKind::Zero),
+            REF_LOST => Ok(ExtentKind::Lost),
+            r if r < REF_FIRST_OFFSET => Err(FormatError::malformed(
+                "extent chunk_ref",
+                format!("{r} is a reserved kind"),
+            )),
+            r => Ok(ExtentKind::Data(r)),
+        }
+    }
+
+    pub fn end(&self) -> u64 {
+        self.image_offset.saturating_add(self.length)
+    }
+}
+
+fixed_layout! {
+    /// The head of an `IMAGE_EXTENTS` or `IMAGE_INDEX` body; `count` extents follow.
+    pub struct ExtentTableHead : 16 bytes {
+        pub section_id: u32,
+        /// Zero.
+        pub reserved: u32,
+        pub count: u64,
+    }
+}
+
+/// Parses an extent table body (`IMAGE_EXTENTS` or `IMAGE_INDEX`) whose CRC has been
+/// checked. The extents are decoded lazily by the caller via [`extents_of`].
+pub fn parse_extent_table<'a>(
+    body: &'a [u8],
+    what: &'static str,
+) -> Result<(ExtentTableHead, &'a [u8]), FormatError> {
+    let (head, rest) = crate::split_array::<EXTENT_TABLE_HEAD>(body).ok_or_else(|| {
+        FormatError::malformed(what, format!("body of {} bytes is too short", body.len()))
+    })?;
+    let head = ExtentTableHead::decode(head);
+    if head.reserved != 0 {
+        return Err(FormatError::malformed(what, "reserved field not zero"));
+    }
+    let expected = head.count.checked_mul(Extent::SIZE as u64);
+    if expected != Some(rest.len() as u64) {
+        return Err(FormatError::malformed(
+            what,
+            format!(
+                "count {} does not match {} bytes of extents",
+                head.count,
+                rest.len()
+            ),
+        ));
+    }
+    Ok((head, rest))
+}
+
+/// Decodes the extents of a table returned by [`parse_extent_table`].
+pub fn extents_of(table: &[u8]) -> impl ExactSizeIterator<Item = Extent> + '_ {
+    table.chunks_exact(Extent::SIZE).map(|raw| {
+        Extent::decode(
+            raw.try_into()
+                .expect("chunks_exact yields Extent::SIZE bytes"),
+        )
+    })
+}
+
+/// Encodes an extent table body.
+pub fn encode_extent_table(section_id: u32, extents: &[Extent]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(EXTENT_TABLE_HEAD + extents.len() * Extent::SIZE);
+    let head = ExtentTableHead {
+        section_id,
+        reserved: 0,
+        count: extents.len() as u64,
+    };
+    body.extend_from_slice(&head.encode());
+    for extent in extents {
+        body.extend_from_slice(&extent.encode());
+    }
+    body
+}
+
+fixed_layout! {
+    /// The body of `IMAGE_END`, which closes a block-image section.
+    pub struct ImageEnd : 64 bytes {
+        pub section_id: u32,
+        /// Zero.
+        pub reserved: u32,
+        /// The image size in bytes (authoritative).
+        pub logical_size: u64,
+        /// Number of extents in the section.
+        pub extent_count: u64,
+        /// Bytes of the image held by data extents.
+        pub data_bytes: u64,
+        /// Bytes of the image in lost extents (only salvage writes these).
+        pub lost_bytes: u64,
+        /// Number of `CHUNK` records between `IMAGE_BEGIN` and this record.
+        pub chunk_count: u64,
+        /// Total size (headers and bodies) of those `CHUNK` records.
+        pub chunk_bytes: u64,
+        /// Archive offset of the section's `IMAGE_BEGIN` record.
+        pub begin_offset: u64,
+    }
+}
+
+impl ImageEnd {
+    pub fn validate(&self) -> Result<(), FormatError> {
+        if self.reserved != 0 {
+            return Err(FormatError::malformed("IMAGE_END reserved", "not zero"));
+        }
+        if self.logical_size > limits::MAX_IMAGE_SIZE {
+            return Err(FormatError::new(
+                ErrorClass::LimitExceeded,
+                "IMAGE_END logical_size",
+                format!("{} exceeds 2^63-1", self.logical_size),
+            ));
+        }
+        if self
+            .data_bytes
+            .checked_add(self.lost_bytes)
+            .is_none_or(|sum| sum > self.logical_size)
+        {
+            return Err(FormatError::malformed(
+                "IMAGE_END data_bytes",
+                "data and lost bytes exceed the logical size",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a sequence of extents tiles an image: in order, contiguous from 0,
+/// aligned to the chunk size, data extents exactly one chunk window long. Feed it
+/// extents in order, then call [`ExtentMapCheck::finish`] with the final size.
+#[derive(Clone, Debug)]
+pub struct ExtentMapCheck {
+    chunk_size: u64,
+    /// The size declared by `IMAGE_BEGIN`, if it was known.
+    declared_size: Option<u64>,
+    next_offset: u64,
+    pub extent_count: u64,
+    pub data_bytes: u64,
+    pub lost_bytes: u64,
+}
+
+impl ExtentMapCheck {
+    pub fn new(begin: &ImageBegin) -> Self {
+        ExtentMapCheck {
+            chunk_size: u64::from(begin.chunk_size),
+            declared_size: (begin.logical_size != UNKNOWN_SIZE).then_some(begin.logical_size),
+            next_offset: 0,
+            extent_count: 0,
+            data_bytes: 0,
+            lost_bytes: 0,
+        }
+    }
+
+    /// Where the next extent must start.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Checks one extent, the next in image order.
+    pub fn push(&mut self, extent: &Extent) -> Result<ExtentKind, FormatError> {
+        let err = |detail: String| FormatError::new(ErrorClass::ExtentMap, "extent", detail);
+        let kind = extent.kind()?;
+        if extent.image_offset != self.next_offset {
+            return Err(err(format!(
+                "starts at image offset {}, expected {} (extents must tile the image in order)",
+                extent.image_offset, self.next_offset
+            )));
+        }
+        if extent.length == 0 {
+            return Err(err(format!(
+                "empty extent at image offset {}",
+                extent.image_offset
+            )));
+        }
+        let end = extent
+            .image_offset
+            .checked_add(extent.length)
+            .filter(|&end| end <= limits::MAX_IMAGE_SIZE)
+            .ok_or_else(|| {
+                err(format!(
+                    "extent at {} runs past 2^63-1",
+                    extent.image_offset
+                ))
+            })?;
+        if let Some(size) = self.declared_size {
+            if end > size {
+                return Err(err(format!(
+                    "image bytes {}..{} lie past the image size {size}",
+                    extent.image_offset, end
+                )));
+            }
+        }
+        if !extent.image_offset.is_multiple_of(self.chunk_size) {
+            return Err(err(format!(
+                "image offset {} is not a multiple of the chunk size {}",
+                extent.image_offset, self.chunk_size
+            )));
+        }
+        match kind {
+            // A data extent covers one chunk window; only the image's last may be short.
+            ExtentKind::Data(_) => {
+                if extent.length > self.chunk_size {
+                    return Err(err(format!(
+                        "data extent at image offset {} is {} bytes, longer than the chunk size {}",
+                        extent.image_offset, extent.length, self.chunk_size
+                    )));
+                }
+                self.data_bytes += extent.length;
+            }
+            ExtentKind::Lost => self.lost_bytes += extent.length,
+            ExtentKind::Zero => {}
+        }
+        self.next_offset = end;
+        self.extent_count += 1;
+        Ok(kind)
+    }
+
+    /// After a reported gap or overlap, continue checking as if the map had reached
+    /// `offset` (verify reports every problem, not just the first).
+    pub fn skip_to(&mut self, offset: u64) {
+        self.next_offset = offset;
+    }
+
+    /// Checks the map against the final image size from `IMAGE_END`.
+    pub fn finish(&self, logical_size: u64) -> Result<(), FormatError> {
+        if let Some(size) = self.declared_size {
+            if size != logical_size {
+                return Err(FormatError::malformed(
+                    "IMAGE_END logical_size",
+                    format!("{logical_size}, but IMAGE_BEGIN declared {size}"),
+                ));
+            }
+        }
+        if self.next_offset != logical_size {
+            return Err(FormatError::new(
+                ErrorClass::ExtentMap,
+                "extent map",
+                format!(
+                    "extents cover image bytes 0..{}, the image has {logical_size}",
+                    self.next_offset
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

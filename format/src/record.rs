@@ -1,0 +1,234 @@
+//! The record framing: one header type for everything after the archive header.
+
+use crate::layout::fixed_layout;
+use crate::{ErrorClass, FormatError};
+
+/// `D3 52 45 43` ("\xd3REC"): the resynchronisation marker that starts every record.
+pub const RECORD_MAGIC: [u8; 4] = *b"\xd3REC";
+/// Offset of `header_crc` inside a record header; the CRC covers the bytes before it.
+pub const RECORD_HEADER_CRC_OFFSET: usize = 28;
+
+fixed_layout! {
+    /// The header of every record (`spec/FORMAT.md`, "Record framing").
+    pub struct RecordHeader : 32 bytes {
+        /// [`RECORD_MAGIC`].
+        pub magic: [u8; 4],
+        /// A [`RecordType`] value.
+        pub record_type: u16,
+        /// [`RecordFlags`] bits.
+        pub flags: u16,
+        /// The first 8 bytes of the archive UUID: ties the record to its archive.
+        pub archive_tag: [u8; 8],
+        /// Length of the body that follows the header.
+        pub body_length: u64,
+        /// CRC-32C of the body.
+        pub body_crc: u32,
+        /// CRC-32C of header bytes 0 to 27.
+        pub header_crc: u32,
+    }
+}
+
+/// Record types (`spec/FORMAT.md`, "Record types").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordType {
+    /// A chunk of stored data.
+    Chunk,
+    /// Opens a block-image section.
+    ImageBegin,
+    /// A run of a block-image section's extent map.
+    ImageExtents,
+    /// Closes a block-image section, with its totals.
+    ImageEnd,
+    /// The complete extent map of one image, written after all sections.
+    ImageIndex,
+    /// The list of sections, written just before the trailer.
+    ArchiveIndex,
+    /// The fixed-size last record.
+    Trailer,
+}
+
+impl RecordType {
+    pub const fn code(self) -> u16 {
+        match self {
+            RecordType::Chunk => 0x0001,
+            RecordType::ImageBegin => 0x0010,
+            RecordType::ImageExtents => 0x0011,
+            RecordType::ImageEnd => 0x0012,
+            RecordType::ImageIndex => 0x0013,
+            RecordType::ArchiveIndex => 0x00F0,
+            RecordType::Trailer => 0x00FF,
+        }
+    }
+
+    pub const fn from_code(code: u16) -> Option<RecordType> {
+        Some(match code {
+            0x0001 => RecordType::Chunk,
+            0x0010 => RecordType::ImageBegin,
+            0x0011 => RecordType::ImageExtents,
+            0x0012 => RecordType::ImageEnd,
+            0x0013 => RecordType::ImageIndex,
+            0x00F0 => RecordType::ArchiveIndex,
+            0x00FF => RecordType::Trailer,
+            _ => return None,
+        })
+    }
+
+    /// The specification's name for the type.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RecordType::Chunk => "CHUNK",
+            RecordType::ImageBegin => "IMAGE_BEGIN",
+            RecordType::ImageExtents => "IMAGE_EXTENTS",
+            RecordType::ImageEnd => "IMAGE_END",
+            RecordType::ImageIndex => "IMAGE_INDEX",
+            RecordType::ArchiveIndex => "ARCHIVE_INDEX",
+            RecordType::Trailer => "TRAILER",
+        }
+    }
+
+    /// The largest body a valid record of this type can have, checked before any
+    /// body is read so a lying length cannot make a reader allocate.
+    pub const fn max_body_length(self) -> u64 {
+        match self {
+            RecordType::Chunk => {
+                crate::ChunkHeader::SIZE as u64 + crate::limits::MAX_CHUNK_RAW as u64
+            }
+            RecordType::ImageBegin => 24 + crate::limits::MAX_SECTION_NAME as u64,
+            RecordType::ImageExtents => {
+                crate::image::EXTENT_TABLE_HEAD as u64
+                    + crate::limits::MAX_EXTENTS_PER_RECORD as u64 * crate::Extent::SIZE as u64
+            }
+            RecordType::ImageEnd => crate::ImageEnd::SIZE as u64,
+            // Bounded by the file size and the reader's configured limit only.
+            RecordType::ImageIndex => u64::MAX,
+            RecordType::ArchiveIndex => {
+                8 + crate::limits::MAX_SECTIONS as u64 * crate::SectionEntry::SIZE as u64
+            }
+            RecordType::Trailer => crate::Trailer::SIZE as u64,
+        }
+    }
+}
+
+/// Record flag bits.
+pub struct RecordFlags;
+
+impl RecordFlags {
+    /// A reader that does not know the record's type may skip the record.
+    pub const ANCILLARY: u16 = 1 << 0;
+    /// Every bit this version defines; the others are reserved and must be zero.
+    pub const KNOWN: u16 = Self::ANCILLARY;
+}
+
+impl RecordHeader {
+    /// A header for a body of `body` bytes, CRCs filled in.
+    pub fn new(record_type: RecordType, flags: u16, archive_tag: [u8; 8], body: &[u8]) -> Self {
+        Self::for_body(
+            record_type.code(),
+            flags,
+            archive_tag,
+            body.len() as u64,
+            crate::crc32c(body),
+        )
+    }
+
+    /// A header from a body's length and CRC, for bodies written in pieces.
+    pub fn for_body(
+        code: u16,
+        flags: u16,
+        archive_tag: [u8; 8],
+        body_length: u64,
+        body_crc: u32,
+    ) -> Self {
+        let mut header = RecordHeader {
+            magic: RECORD_MAGIC,
+            record_type: code,
+            flags,
+            archive_tag,
+            body_length,
+            body_crc,
+            header_crc: 0,
+        };
+        header.header_crc = Self::compute_crc(&header.encode());
+        header
+    }
+
+    pub fn compute_crc(bytes: &[u8; 32]) -> u32 {
+        crate::crc32c(&bytes[..RECORD_HEADER_CRC_OFFSET])
+    }
+
+    /// Whether `bytes` start like a record of the archive with `archive_tag`: magic,
+    /// tag and header CRC. Used to resynchronise after damage.
+    pub fn looks_valid(bytes: &[u8; 32], archive_tag: [u8; 8]) -> bool {
+        let header = Self::decode(bytes);
+        header.magic == RECORD_MAGIC
+            && header.archive_tag == archive_tag
+            && header.header_crc == Self::compute_crc(bytes)
+    }
+
+    /// Validates the header alone: magic, CRC, tag, flags, and the body length
+    /// against the type's bound. Returns the type, or `None` for an unknown
+    /// ancillary type that the reader should skip.
+    pub fn validate(
+        &self,
+        bytes: &[u8; 32],
+        archive_tag: [u8; 8],
+    ) -> Result<Option<RecordType>, FormatError> {
+        if self.magic != RECORD_MAGIC {
+            return Err(FormatError::new(
+                ErrorClass::RecordChecksum,
+                "record magic",
+                format!("found {:02x?}, expected {:02x?}", self.magic, RECORD_MAGIC),
+            ));
+        }
+        let computed = Self::compute_crc(bytes);
+        if computed != self.header_crc {
+            return Err(FormatError::new(
+                ErrorClass::RecordChecksum,
+                "record header CRC-32C",
+                format!("stored {:08x}, computed {computed:08x}", self.header_crc),
+            ));
+        }
+        if self.archive_tag != archive_tag {
+            return Err(FormatError::new(
+                ErrorClass::RecordMalformed,
+                "record archive tag",
+                format!(
+                    "{:02x?} belongs to another archive (this one is {:02x?})",
+                    self.archive_tag, archive_tag
+                ),
+            ));
+        }
+        if self.flags & !RecordFlags::KNOWN != 0 {
+            return Err(FormatError::malformed(
+                "record flags",
+                format!("reserved bits set in {:#06x}", self.flags),
+            ));
+        }
+        let Some(record_type) = RecordType::from_code(self.record_type) else {
+            if self.flags & RecordFlags::ANCILLARY != 0 {
+                return Ok(None);
+            }
+            return Err(FormatError::new(
+                ErrorClass::UnknownRecord,
+                "record type",
+                format!(
+                    "{:#06x} is unknown and not marked ancillary",
+                    self.record_type
+                ),
+            ));
+        };
+        if self.body_length > record_type.max_body_length() {
+            return Err(FormatError::new(
+                ErrorClass::LimitExceeded,
+                "record body_length",
+                format!(
+                    "{} for a {} record, whose limit is {}",
+                    self.body_length,
+                    record_type.name(),
+                    record_type.max_body_length()
+                ),
+            ));
+        }
+        Ok(Some(record_type))
+    }
+}

@@ -1,0 +1,525 @@
+//! Random access: open from the trailer, look extents up by binary search.
+
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+use strata_format::image::{self, ExtentMapCheck};
+use strata_format::index::{SectionKind, TRAILER_RECORD_SIZE};
+use strata_format::{
+    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType,
+    Trailer,
+};
+
+use crate::record::{read_record_at, Record};
+use crate::sink::ImageSink;
+use crate::{chunk, Error, ReadAt};
+
+/// How much the reader is willing to allocate for structures whose size the
+/// format does not bound. Every other size is bounded by the format itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest `IMAGE_INDEX` (or unknown ancillary) record body loaded into memory.
+    pub max_index_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_index_bytes: 256 << 20,
+        }
+    }
+}
+
+/// One section of an archive.
+#[derive(Clone, Debug)]
+pub enum Section {
+    Image(ImageSection),
+}
+
+impl Section {
+    pub fn name(&self) -> &str {
+        match self {
+            Section::Image(image) => &image.name,
+        }
+    }
+    pub fn kind(&self) -> SectionKind {
+        match self {
+            Section::Image(_) => SectionKind::Image,
+        }
+    }
+}
+
+/// A block-image section with its complete extent map.
+#[derive(Clone, Debug)]
+pub struct ImageSection {
+    pub section_id: u32,
+    pub name: String,
+    pub sector_size: u32,
+    pub chunk_size: u32,
+    pub logical_size: u64,
+    pub end: ImageEnd,
+    /// The extent map, in image order, tiling `0..logical_size`.
+    pub extents: Vec<Extent>,
+}
+
+impl ImageSection {
+    /// Index of the extent holding image byte `offset` (O(log n)).
+    pub fn extent_at(&self, offset: u64) -> Option<usize> {
+        if offset >= self.logical_size {
+            return None;
+        }
+        let after = self.extents.partition_point(|e| e.image_offset <= offset);
+        after.checked_sub(1)
+    }
+}
+
+/// An archive opened for random access.
+pub struct Archive<R: ReadAt> {
+    source: R,
+    size: u64,
+    header: ArchiveHeader,
+    tag: [u8; 8],
+    limits: Limits,
+    sections: Vec<Section>,
+    /// The last chunk decoded, so sequential small reads decode each chunk once.
+    last_chunk: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+/// Reads and checks the header at offset 0.
+pub(crate) fn read_header<R: ReadAt + ?Sized>(
+    source: &R,
+    size: u64,
+) -> Result<ArchiveHeader, Error> {
+    let mut fixed = [0u8; ArchiveHeader::SIZE];
+    if size < ArchiveHeader::SIZE as u64 {
+        let mut start = vec![0u8; size as usize];
+        source
+            .read_exact_at(&mut start, 0)
+            .map_err(|e| Error::io("header", 0, e))?;
+        return Err(if ArchiveHeader::has_magic(&start) {
+            Error::new(
+                ErrorClass::Truncated,
+                "header",
+                format!("the file has {size} bytes, the header alone 128"),
+            )
+        } else {
+            Error::new(ErrorClass::NotStrata, "header", not_strata_detail(&start))
+        }
+        .at(0));
+    }
+    source
+        .read_exact_at(&mut fixed, 0)
+        .map_err(|e| Error::io("header", 0, e))?;
+    let header = ArchiveHeader::decode(&fixed);
+    if !ArchiveHeader::has_magic(&fixed) {
+        return Err(Error::new(ErrorClass::NotStrata, "header", not_strata_detail(&fixed)).at(0));
+    }
+    header.validate_length().map_err(|e| Error::from(e).at(0))?;
+    let extension_length = header.header_length as usize - ArchiveHeader::SIZE;
+    let mut extension = vec![0u8; extension_length];
+    if extension_length > 0 {
+        source
+            .read_exact_at(&mut extension, ArchiveHeader::SIZE as u64)
+            .map_err(|e| Error::io("header extension", 128, e))?;
+    }
+    header
+        .validate(&fixed, &extension)
+        .map_err(|e| Error::from(e).at(0))?;
+    Ok(header)
+}
+
+/// Says what a file that is not a Strata archive seems to be.
+pub fn not_strata_detail(start: &[u8]) -> String {
+    let shown: Vec<String> = start.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    let guess = match start {
+        [0x1f, 0x8b, ..] => ", a gzip stream",
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => ", a zstd stream",
+        [b'Q', b'F', b'I', 0xfb, ..] => ", a qcow2 image",
+        [0xfd, b'7', b'z', b'X', ..] => ", an xz stream",
+        [b'P', b'K', 3, 4, ..] => ", a zip archive",
+        [] => " (the file is empty)",
+        _ => "",
+    };
+    format!(
+        "not a Strata archive (it starts with {}{guess})",
+        shown.join(" ")
+    )
+}
+
+impl<R: ReadAt> Archive<R> {
+    /// Opens an archive with the default [`Limits`].
+    pub fn open(source: R) -> Result<Self, Error> {
+        Self::open_with_limits(source, Limits::default())
+    }
+
+    /// Opens an archive: header, trailer, index, and every section's extent map.
+    pub fn open_with_limits(source: R, limits: Limits) -> Result<Self, Error> {
+        let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
+        let header = read_header(&source, size)?;
+        let tag = header.archive_tag();
+        let first_record = u64::from(header.header_length);
+        if size < first_record + TRAILER_RECORD_SIZE {
+            return Err(Error::new(
+                ErrorClass::Truncated,
+                "trailer",
+                format!("the archive has {size} bytes, too few to hold a trailer; `strata salvage` recovers what is complete"),
+            )
+            .at(size));
+        }
+        let trailer_offset = size - TRAILER_RECORD_SIZE;
+        let trailer_record = read_record_at(&source, size, trailer_offset, tag, limits.max_index_bytes)
+            .map_err(|e| {
+                Error::new(
+                    ErrorClass::Truncated,
+                    "trailer",
+                    format!(
+                        "the last 64 bytes are not a valid trailer ({e}): the archive is truncated or its end is damaged; `strata salvage` recovers what is complete"
+                    ),
+                )
+                .at(trailer_offset)
+            })?;
+        let trailer = expect_type(&trailer_record, RecordType::Trailer)?;
+        let trailer = Trailer::decode(trailer.try_into().map_err(|_| {
+            Error::new(ErrorClass::RecordMalformed, "TRAILER body", "not 32 bytes")
+                .at(trailer_offset)
+        })?);
+        trailer
+            .validate()
+            .map_err(|e| Error::from(e).at(trailer_offset))?;
+        if trailer.archive_length != size {
+            return Err(Error::new(
+                if trailer.archive_length > size {
+                    ErrorClass::Truncated
+                } else {
+                    ErrorClass::IndexMismatch
+                },
+                "TRAILER archive_length",
+                format!("{}, but the file has {size} bytes", trailer.archive_length),
+            )
+            .at(trailer_offset));
+        }
+        let index_record = read_record_at(
+            &source,
+            size,
+            trailer.index_offset,
+            tag,
+            limits.max_index_bytes,
+        )?;
+        let index = ArchiveIndex::parse(expect_type(&index_record, RecordType::ArchiveIndex)?)
+            .map_err(|e| Error::from(e).at(trailer.index_offset))?;
+        let mut sections = Vec::with_capacity(index.sections.len());
+        for entry in &index.sections {
+            match SectionKind::from_code(entry.kind) {
+                Some(SectionKind::Image) => {
+                    let image = load_image_section(&source, size, tag, &limits, entry)?;
+                    if sections.iter().any(|s: &Section| s.name() == image.name) {
+                        return Err(Error::new(
+                            ErrorClass::RecordMalformed,
+                            "section name",
+                            format!("{:?} names two sections", image.name),
+                        )
+                        .at(entry.begin_offset));
+                    }
+                    sections.push(Section::Image(image));
+                }
+                _ => {
+                    return Err(Error::new(
+                        ErrorClass::UnknownRecord,
+                        "section kind",
+                        format!(
+                            "section {} has kind {}, which this reader does not read",
+                            entry.section_id, entry.kind
+                        ),
+                    )
+                    .at(entry.begin_offset))
+                }
+            }
+        }
+        Ok(Archive {
+            source,
+            size,
+            header,
+            tag,
+            limits,
+            sections,
+            last_chunk: Mutex::new(None),
+        })
+    }
+
+    pub fn header(&self) -> &ArchiveHeader {
+        &self.header
+    }
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn sections(&self) -> &[Section] {
+        &self.sections
+    }
+
+    /// The image section called `name`.
+    pub fn image(&self, name: &str) -> Option<&ImageSection> {
+        self.sections.iter().find_map(|s| match s {
+            Section::Image(image) if image.name == name => Some(image),
+            _ => None,
+        })
+    }
+
+    /// Reads, checks and decodes the chunk record at `chunk_ref`, which must hold
+    /// `expected_length` raw bytes.
+    pub fn read_chunk(&self, chunk_ref: u64, expected_length: u64) -> Result<Arc<Vec<u8>>, Error> {
+        if let Some((cached_ref, data)) = self.last_chunk.lock().ok().and_then(|c| c.clone()) {
+            if cached_ref == chunk_ref {
+                return Ok(data);
+            }
+        }
+        let record = read_record_at(
+            &self.source,
+            self.size,
+            chunk_ref,
+            self.tag,
+            self.limits.max_index_bytes,
+        )
+        .map_err(|e| {
+            let class = e.class();
+            if matches!(
+                class,
+                Some(ErrorClass::RecordChecksum) | Some(ErrorClass::Truncated) | None
+            ) {
+                e
+            } else {
+                Error::new(
+                    ErrorClass::DanglingReference,
+                    "chunk reference",
+                    format!("no chunk record here: {e}"),
+                )
+                .at(chunk_ref)
+            }
+        })?;
+        if record.record_type != Some(RecordType::Chunk) {
+            return Err(Error::new(
+                ErrorClass::DanglingReference,
+                "chunk reference",
+                format!(
+                    "the record here is {}, not CHUNK",
+                    record
+                        .record_type
+                        .map_or("an ancillary record", |t| t.name())
+                ),
+            )
+            .at(chunk_ref));
+        }
+        let (header, raw) =
+            chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(chunk_ref))?;
+        if u64::from(header.raw_length) != expected_length {
+            return Err(Error::new(
+                ErrorClass::ExtentMap,
+                "data extent length",
+                format!(
+                    "{expected_length}, but its chunk holds {} bytes",
+                    header.raw_length
+                ),
+            )
+            .at(chunk_ref));
+        }
+        let raw = Arc::new(raw);
+        if let Ok(mut cache) = self.last_chunk.lock() {
+            *cache = Some((chunk_ref, raw.clone()));
+        }
+        Ok(raw)
+    }
+
+    /// Reads image bytes at `offset` into `buf`; returns how many were read (fewer
+    /// than `buf.len()` only at the end of the image).
+    pub fn read_image_at(
+        &self,
+        image: &ImageSection,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Error> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let Some(index) = image.extent_at(at) else {
+                break;
+            };
+            let extent = image.extents[index];
+            let within = at - extent.image_offset;
+            let take = (extent.length - within).min((buf.len() - done) as u64) as usize;
+            match extent
+                .kind()
+                .map_err(|e| Error::from(e).in_section(&image.name))?
+            {
+                ExtentKind::Zero | ExtentKind::Lost => buf[done..done + take].fill(0),
+                ExtentKind::Data(chunk_ref) => {
+                    let data = self.read_chunk(chunk_ref, extent.length).map_err(|e| {
+                        e.in_section(&image.name)
+                            .in_image_range(extent.image_offset..extent.end())
+                    })?;
+                    buf[done..done + take]
+                        .copy_from_slice(&data[within as usize..within as usize + take]);
+                }
+            }
+            done += take;
+        }
+        Ok(done)
+    }
+
+    /// Restores a whole image into `sink`, decoding chunks in parallel batches and
+    /// writing them in image order. `progress` is told each restored byte count.
+    pub fn restore_image(
+        &self,
+        image: &ImageSection,
+        sink: &mut dyn ImageSink,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), Error> {
+        sink.start(Some(image.logical_size))
+            .map_err(|e| Error::local_io("preparing the destination", e))?;
+        // Batches bound memory: at most 32 chunks decoded and held at once.
+        for batch in image.extents.chunks(32) {
+            let decoded: Vec<Result<Option<Arc<Vec<u8>>>, Error>> = batch
+                .par_iter()
+                .map(|extent| match extent.kind().map_err(Error::from)? {
+                    ExtentKind::Data(chunk_ref) => self
+                        .read_chunk(chunk_ref, extent.length)
+                        .map(Some)
+                        .map_err(|e| {
+                            e.in_section(&image.name)
+                                .in_image_range(extent.image_offset..extent.end())
+                        }),
+                    _ => Ok(None),
+                })
+                .collect();
+            for (extent, data) in batch.iter().zip(decoded) {
+                match data? {
+                    Some(data) => sink.write_data(extent.image_offset, &data),
+                    None => sink.write_hole(extent.image_offset, extent.length),
+                }
+                .map_err(|e| {
+                    Error::local_io(format!("writing image byte {}", extent.image_offset), e)
+                })?;
+                progress(extent.length);
+            }
+        }
+        sink.finish(image.logical_size)
+            .map_err(|e| Error::local_io("finishing the destination", e))
+    }
+}
+
+fn expect_type(record: &Record, expected: RecordType) -> Result<&[u8], Error> {
+    if record.record_type != Some(expected) {
+        return Err(Error::new(
+            ErrorClass::IndexMismatch,
+            "record type",
+            format!(
+                "expected {} here, found {}",
+                expected.name(),
+                record
+                    .record_type
+                    .map_or("an ancillary record", |t| t.name())
+            ),
+        )
+        .at(record.offset));
+    }
+    Ok(&record.body)
+}
+
+fn load_image_section<R: ReadAt>(
+    source: &R,
+    size: u64,
+    tag: [u8; 8],
+    limits: &Limits,
+    entry: &strata_format::SectionEntry,
+) -> Result<ImageSection, Error> {
+    let read = |offset: u64| read_record_at(source, size, offset, tag, limits.max_index_bytes);
+    let begin_record = read(entry.begin_offset)?;
+    let begin = ImageBegin::parse(expect_type(&begin_record, RecordType::ImageBegin)?)
+        .map_err(|e| Error::from(e).at(entry.begin_offset))?;
+    let name = begin.name_lossy();
+    let mismatch = |what: &str, detail: String, offset: u64| {
+        Error::new(ErrorClass::IndexMismatch, what.to_string(), detail)
+            .at(offset)
+            .in_section(&name)
+    };
+    if begin.section_id != entry.section_id {
+        return Err(mismatch(
+            "IMAGE_BEGIN section_id",
+            format!("{}, the index says {}", begin.section_id, entry.section_id),
+            entry.begin_offset,
+        ));
+    }
+    let end_record = read(entry.end_offset).map_err(|e| e.in_section(&name))?;
+    let end_body: &[u8; ImageEnd::SIZE] = expect_type(&end_record, RecordType::ImageEnd)?
+        .try_into()
+        .map_err(|_| {
+            Error::new(
+                ErrorClass::RecordMalformed,
+                "IMAGE_END body",
+                "not 64 bytes",
+            )
+            .at(entry.end_offset)
+        })?;
+    let end = ImageEnd::decode(end_body);
+    end.validate()
+        .map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
+    if end.section_id != entry.section_id || end.begin_offset != entry.begin_offset {
+        return Err(mismatch(
+            "IMAGE_END",
+            "its section id or begin offset disagrees with the index".into(),
+            entry.end_offset,
+        ));
+    }
+    let table_record = read(entry.table_offset).map_err(|e| e.in_section(&name))?;
+    let (head, table) = image::parse_extent_table(
+        expect_type(&table_record, RecordType::ImageIndex)?,
+        "IMAGE_INDEX body",
+    )
+    .map_err(|e| Error::from(e).at(entry.table_offset).in_section(&name))?;
+    if head.section_id != entry.section_id {
+        return Err(mismatch(
+            "IMAGE_INDEX section_id",
+            format!("{}", head.section_id),
+            entry.table_offset,
+        ));
+    }
+    let mut check = ExtentMapCheck::new(&begin);
+    let mut extents = Vec::with_capacity(head.count as usize);
+    for extent in image::extents_of(table) {
+        check.push(&extent).map_err(|e| {
+            Error::from(e)
+                .at(entry.table_offset)
+                .in_section(&name)
+                .in_image_range(extent.image_offset..extent.end())
+        })?;
+        extents.push(extent);
+    }
+    check
+        .finish(end.logical_size)
+        .map_err(|e| Error::from(e).at(entry.table_offset).in_section(&name))?;
+    if check.extent_count != end.extent_count
+        || check.data_bytes != end.data_bytes
+        || check.lost_bytes != end.lost_bytes
+    {
+        return Err(mismatch(
+            "IMAGE_END totals",
+            format!(
+                "extents/data/lost {}/{}/{} in the index, {}/{}/{} in IMAGE_END",
+                check.extent_count,
+                check.data_bytes,
+                check.lost_bytes,
+                end.extent_count,
+                end.data_bytes,
+                end.lost_bytes
+            ),
+            entry.end_offset,
+        ));
+    }
+    Ok(ImageSection {
+        section_id: entry.section_id,
+        name,
+        sector_size: begin.sector_size,
+        chunk_size: begin.chunk_size,
+        logical_size: end.logical_size,
+        end,
+        extents,
+    })
+}

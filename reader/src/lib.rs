@@ -1,0 +1,28 @@
+//! Reads Strata archives (`spec/FORMAT.md`).
+//!
+//! - [`Archive`] opens an archive through positional reads ([`ReadAt`]: a file, a
+//!   byte slice, anything), finds the index from the trailer, and reads any byte
+//!   range of any image with an O(log n) extent lookup.
+//! - [`stream`] reads an archive front to back from a pipe, without the index.
+//! - [`verify`] walks every record, resynchronises past damage, and reports every
+//!   problem with its location and the image byte ranges it affects.
+//! - [`sink`] holds the restore destinations: a regular file (holes stay holes),
+//!   a block device (holes are zeroed), or a stream.
+//!
+//! Nothing here trusts a size from the archive before checking it against the
+//! format's limits and the caller's [`Limits`].
+
+mod archive;
+mod chunk;
+mod error;
+mod read_at;
+mod record;
+pub mod sink;
+pub mod stream;
+pub mod verify;
+
+pub use archive::{Archive, ImageSection, Limits, Section};
+pub use chunk::decode_chunk;
+pub use error::Error;
+pub use read_at::ReadAt;
+pub use strata_format::ErrorClass;

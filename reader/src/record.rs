@@ -1,0 +1,193 @@
+//! Reading one framed record: header checks first, then a bounded body read, then
+//! the body CRC. Nothing is allocated for a body before its header has passed.
+
+use std::io::{self, Read};
+
+use strata_format::{ErrorClass, RecordHeader, RecordType};
+
+use crate::{Error, ReadAt};
+
+/// A record whose header and body CRC have been checked.
+pub(crate) struct Record {
+    pub offset: u64,
+    /// `None` for an unknown ancillary type.
+    pub record_type: Option<RecordType>,
+    pub body: Vec<u8>,
+}
+
+/// The largest body the reader accepts for `record_type`: the format's bound,
+/// lowered by the caller's limit for unbounded types.
+pub(crate) fn body_limit(record_type: Option<RecordType>, index_limit: u64) -> u64 {
+    match record_type {
+        Some(RecordType::ImageIndex) => index_limit,
+        Some(t) => t.max_body_length(),
+        // Unknown ancillary records are skipped, but never read larger than an index.
+        None => index_limit,
+    }
+}
+
+/// Checks a record header read at `offset`.
+pub(crate) fn check_header(
+    bytes: &[u8; 32],
+    offset: u64,
+    tag: [u8; 8],
+    index_limit: u64,
+) -> Result<(RecordHeader, Option<RecordType>), Error> {
+    let header = RecordHeader::decode(bytes);
+    let record_type = header
+        .validate(bytes, tag)
+        .map_err(|e| Error::from(e).at(offset))?;
+    let limit = body_limit(record_type, index_limit);
+    if header.body_length > limit {
+        return Err(Error::new(
+            ErrorClass::LimitExceeded,
+            "record body_length",
+            format!(
+                "{} bytes for a {} record; this reader accepts at most {limit}",
+                header.body_length,
+                record_type.map_or("ancillary", |t| t.name())
+            ),
+        )
+        .at(offset));
+    }
+    Ok((header, record_type))
+}
+
+/// Reads and checks the record at `offset` of a positional source of `size` bytes.
+pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
+    source: &R,
+    size: u64,
+    offset: u64,
+    tag: [u8; 8],
+    index_limit: u64,
+) -> Result<Record, Error> {
+    if offset
+        .checked_add(RecordHeader::SIZE as u64)
+        .is_none_or(|end| end > size)
+    {
+        return Err(Error::new(
+            ErrorClass::Truncated,
+            "record header",
+            format!("the archive ends at byte {size}, before the 32-byte record header"),
+        )
+        .at(offset));
+    }
+    let mut raw = [0u8; 32];
+    source
+        .read_exact_at(&mut raw, offset)
+        .map_err(|e| Error::io("record header", offset, e))?;
+    let (header, record_type) = check_header(&raw, offset, tag, index_limit)?;
+    let body_start = offset + RecordHeader::SIZE as u64;
+    if body_start
+        .checked_add(header.body_length)
+        .is_none_or(|end| end > size)
+    {
+        return Err(Error::new(
+            ErrorClass::Truncated,
+            "record body",
+            format!(
+                "a {}-byte body runs past the end of the archive at byte {size}",
+                header.body_length
+            ),
+        )
+        .at(offset));
+    }
+    let mut body = vec![0u8; header.body_length as usize];
+    source
+        .read_exact_at(&mut body, body_start)
+        .map_err(|e| Error::io("record body", body_start, e))?;
+    check_body(&header, &body, offset)?;
+    Ok(Record {
+        offset,
+        record_type,
+        body,
+    })
+}
+
+pub(crate) fn check_body(header: &RecordHeader, body: &[u8], offset: u64) -> Result<(), Error> {
+    let crc = strata_format::crc32c(body);
+    if crc != header.body_crc {
+        return Err(Error::new(
+            ErrorClass::RecordChecksum,
+            "record body CRC-32C",
+            format!(
+                "stored {:08x}, computed {crc:08x} over {} bytes",
+                header.body_crc,
+                body.len()
+            ),
+        )
+        .at(offset));
+    }
+    Ok(())
+}
+
+/// Reads records front to back from a stream (a pipe), tracking the offset.
+pub(crate) struct RecordStream<R> {
+    input: R,
+    pub position: u64,
+    tag: [u8; 8],
+    index_limit: u64,
+}
+
+impl<R: Read> RecordStream<R> {
+    pub fn new(input: R, position: u64, tag: [u8; 8], index_limit: u64) -> Self {
+        RecordStream {
+            input,
+            position,
+            tag,
+            index_limit,
+        }
+    }
+
+    /// The next record, or `None` at a clean end of input between records.
+    pub fn next_record(&mut self) -> Result<Option<Record>, Error> {
+        let offset = self.position;
+        let mut raw = [0u8; 32];
+        let got = read_full(&mut self.input, &mut raw)
+            .map_err(|e| Error::io("record header", offset, e))?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < raw.len() {
+            return Err(Error::new(
+                ErrorClass::Truncated,
+                "record header",
+                format!("the input ends after {got} of its 32 bytes"),
+            )
+            .at(offset));
+        }
+        let (header, record_type) = check_header(&raw, offset, self.tag, self.index_limit)?;
+        let mut body = vec![0u8; header.body_length as usize];
+        let got = read_full(&mut self.input, &mut body)
+            .map_err(|e| Error::io("record body", offset, e))?;
+        if got < body.len() {
+            return Err(Error::new(
+                ErrorClass::Truncated,
+                "record body",
+                format!("the input ends after {got} of its {} bytes", body.len()),
+            )
+            .at(offset));
+        }
+        check_body(&header, &body, offset)?;
+        self.position += RecordHeader::SIZE as u64 + header.body_length;
+        Ok(Some(Record {
+            offset,
+            record_type,
+            body,
+        }))
+    }
+}
+
+/// Reads until `buf` is full or the input ends; returns how many bytes were read.
+pub(crate) fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match input.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}

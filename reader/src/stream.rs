@@ -1,0 +1,388 @@
+//! Front-to-back reading from a pipe: restores one image without the index and
+//! without seeking in the archive (`spec/FORMAT.md`, 10.2).
+//!
+//! Extents arrive before the chunks they announce, so each new chunk is decoded
+//! once and written straight to its place. References back to earlier chunks
+//! (deduplicated data) are served by reading the destination back where it can,
+//! or from a spill file holding the stored bytes of chunks seen so far.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+
+use strata_format::image::{self, ExtentMapCheck};
+use strata_format::{
+    ArchiveHeader, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType,
+};
+
+use crate::record::{read_full, RecordStream};
+use crate::sink::ImageSink;
+use crate::{chunk, Error, Limits};
+
+/// Where a chunk seen earlier in the stream can be found again.
+enum Seen {
+    /// Written to the destination at this image offset.
+    Restored { image_offset: u64 },
+    /// Its record body is in the spill file at this position.
+    Spilled { position: u64, length: u64 },
+}
+
+struct Spill {
+    file: Option<File>,
+    length: u64,
+}
+
+impl Spill {
+    fn store(&mut self, body: &[u8]) -> Result<Seen, Error> {
+        if self.file.is_none() {
+            self.file = Some(
+                tempfile::tempfile().map_err(|e| Error::local_io("creating the spill file", e))?,
+            );
+        }
+        let file = self.file.as_mut().expect("spill file was just created");
+        file.write_all(body)
+            .map_err(|e| Error::local_io("writing the spill file", e))?;
+        let seen = Seen::Spilled {
+            position: self.length,
+            length: body.len() as u64,
+        };
+        self.length += body.len() as u64;
+        Ok(seen)
+    }
+
+    fn load(&self, position: u64, length: u64) -> Result<Vec<u8>, Error> {
+        let file = self
+            .file
+            .as_ref()
+            .expect("a spilled chunk implies a spill file");
+        let mut body = vec![0u8; length as usize];
+        file.read_exact_at(&mut body, position)
+            .map_err(|e| Error::local_io("reading the spill file", e))?;
+        Ok(body)
+    }
+}
+
+/// Reads the archive header from the front of a stream.
+pub(crate) fn read_stream_header(input: &mut impl Read) -> Result<ArchiveHeader, Error> {
+    let mut fixed = [0u8; ArchiveHeader::SIZE];
+    let got = read_full(input, &mut fixed).map_err(|e| Error::io("header", 0, e))?;
+    if !ArchiveHeader::has_magic(&fixed[..got]) {
+        return Err(Error::new(
+            ErrorClass::NotStrata,
+            "header",
+            crate::archive::not_strata_detail(&fixed[..got]),
+        )
+        .at(0));
+    }
+    if got < fixed.len() {
+        return Err(Error::new(
+            ErrorClass::Truncated,
+            "header",
+            format!("the input ends after {got} bytes"),
+        )
+        .at(0));
+    }
+    let header = ArchiveHeader::decode(&fixed);
+    header.validate_length().map_err(|e| Error::from(e).at(0))?;
+    let mut extension = vec![0u8; header.header_length as usize - ArchiveHeader::SIZE];
+    let got = read_full(input, &mut extension).map_err(|e| Error::io("header", 128, e))?;
+    if got < extension.len() {
+        return Err(Error::new(
+            ErrorClass::Truncated,
+            "header extension",
+            "the input ends inside it",
+        )
+        .at(128));
+    }
+    header
+        .validate(&fixed, &extension)
+        .map_err(|e| Error::from(e).at(0))?;
+    Ok(header)
+}
+
+struct Active {
+    section_id: u32,
+    check: ExtentMapCheck,
+    /// Extents of the last `IMAGE_EXTENTS` record not yet written, in image order.
+    pending: VecDeque<Extent>,
+    /// Offset of that record: references beyond it are forward references.
+    extents_record: u64,
+}
+
+/// Restores the image section `name` from an archive read front to back. Returns
+/// the image size.
+pub fn restore_image(
+    mut input: impl Read,
+    name: &str,
+    sink: &mut dyn ImageSink,
+    limits: Limits,
+    progress: &dyn Fn(u64),
+) -> Result<u64, Error> {
+    let header = read_stream_header(&mut input)?;
+    let mut records = RecordStream::new(
+        input,
+        u64::from(header.header_length),
+        header.archive_tag(),
+        limits.max_index_bytes,
+    );
+    let can_read_back = sink.read_back(0, &mut []).unwrap_or(false);
+    let mut seen: HashMap<u64, Seen> = HashMap::new();
+    let mut spill = Spill {
+        file: None,
+        length: 0,
+    };
+    let mut next_section_id = 0u32;
+    let mut active: Option<Active> = None;
+    let mut started = false;
+
+    loop {
+        let Some(record) = records.next_record()? else {
+            return Err(Error::new(
+                ErrorClass::Truncated,
+                "archive",
+                if active.is_some() {
+                    format!("the input ended inside image {name:?}")
+                } else {
+                    format!("the input ended before an image named {name:?}")
+                },
+            )
+            .at(records.position));
+        };
+        let offset = record.offset;
+        let section_error = |e: Error| e.at(offset).in_section(name);
+        match record.record_type {
+            Some(RecordType::Chunk) => {
+                let wanted = active.as_ref().and_then(|a| a.pending.front().copied());
+                match wanted {
+                    Some(extent) if extent.chunk_ref == offset => {
+                        let (_, raw) = chunk::decode_chunk(&record.body)
+                            .map_err(|e| section_error(e.into()))?;
+                        check_length(&extent, raw.len(), name)?;
+                        if !started {
+                            sink.start(None)
+                                .map_err(|e| Error::local_io("preparing the destination", e))?;
+                            started = true;
+                        }
+                        sink.write_data(extent.image_offset, &raw).map_err(|e| {
+                            Error::local_io(
+                                format!("writing image byte {}", extent.image_offset),
+                                e,
+                            )
+                        })?;
+                        progress(extent.length);
+                        let place = if can_read_back {
+                            Seen::Restored {
+                                image_offset: extent.image_offset,
+                            }
+                        } else {
+                            spill.store(&record.body)?
+                        };
+                        seen.insert(offset, place);
+                        if let Some(active) = active.as_mut() {
+                            active.pending.pop_front();
+                        }
+                    }
+                    Some(extent)
+                        if extent.chunk_ref > offset
+                            && extent.chunk_ref
+                                > active.as_ref().map_or(0, |a| a.extents_record) =>
+                    {
+                        return Err(section_error(Error::new(
+                            ErrorClass::DanglingReference,
+                            "chunk order",
+                            format!(
+                                "the chunk at byte {offset} arrived while image byte {} waits for the chunk at byte {}",
+                                extent.image_offset, extent.chunk_ref
+                            ),
+                        )));
+                    }
+                    // A chunk of another section: later sections may refer back to it.
+                    _ => {
+                        let place = spill.store(&record.body)?;
+                        seen.insert(offset, place);
+                    }
+                }
+            }
+            Some(RecordType::ImageBegin) => {
+                let begin =
+                    ImageBegin::parse(&record.body).map_err(|e| Error::from(e).at(offset))?;
+                if begin.section_id != next_section_id {
+                    return Err(Error::new(
+                        ErrorClass::RecordMalformed,
+                        "IMAGE_BEGIN section_id",
+                        format!("{}, expected {next_section_id}", begin.section_id),
+                    )
+                    .at(offset));
+                }
+                next_section_id += 1;
+                if begin.name == name.as_bytes() {
+                    active = Some(Active {
+                        section_id: begin.section_id,
+                        check: ExtentMapCheck::new(&begin),
+                        pending: VecDeque::new(),
+                        extents_record: offset,
+                    });
+                }
+            }
+            Some(RecordType::ImageExtents) => {
+                let Some(state) = active.as_mut() else {
+                    continue;
+                };
+                let (head, table) = image::parse_extent_table(&record.body, "IMAGE_EXTENTS body")
+                    .map_err(|e| section_error(e.into()))?;
+                if head.section_id != state.section_id {
+                    continue;
+                }
+                if !state.pending.is_empty() {
+                    return Err(unresolved(state, name));
+                }
+                if head.count == 0
+                    || head.count > u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD)
+                {
+                    return Err(section_error(Error::new(
+                        ErrorClass::RecordMalformed,
+                        "IMAGE_EXTENTS count",
+                        format!("{}, expected 1 to 65536", head.count),
+                    )));
+                }
+                for extent in image::extents_of(table) {
+                    state.check.push(&extent).map_err(|e| {
+                        section_error(
+                            Error::from(e).in_image_range(extent.image_offset..extent.end()),
+                        )
+                    })?;
+                    state.pending.push_back(extent);
+                }
+                state.extents_record = offset;
+                if !started {
+                    sink.start(None)
+                        .map_err(|e| Error::local_io("preparing the destination", e))?;
+                    started = true;
+                }
+                drain_resolved(state, &seen, &spill, sink, name, progress)?;
+            }
+            Some(RecordType::ImageEnd) => {
+                let Some(state) = active.as_mut() else {
+                    continue;
+                };
+                let body: &[u8; ImageEnd::SIZE] =
+                    record.body.as_slice().try_into().map_err(|_| {
+                        section_error(Error::new(
+                            ErrorClass::RecordMalformed,
+                            "IMAGE_END body",
+                            "not 64 bytes",
+                        ))
+                    })?;
+                let end = ImageEnd::decode(body);
+                if end.section_id != state.section_id {
+                    continue;
+                }
+                end.validate().map_err(|e| section_error(e.into()))?;
+                if !state.pending.is_empty() {
+                    return Err(unresolved(state, name));
+                }
+                state
+                    .check
+                    .finish(end.logical_size)
+                    .map_err(|e| section_error(e.into()))?;
+                if !started {
+                    sink.start(Some(end.logical_size))
+                        .map_err(|e| Error::local_io("preparing the destination", e))?;
+                }
+                sink.finish(end.logical_size)
+                    .map_err(|e| Error::local_io("finishing the destination", e))?;
+                return Ok(end.logical_size);
+            }
+            Some(RecordType::Trailer) => {
+                return Err(Error::new(
+                    ErrorClass::RecordMalformed,
+                    "image section",
+                    format!("the archive has no image named {name:?}"),
+                )
+                .at(offset))
+            }
+            _ => {}
+        }
+        if let Some(state) = active.as_mut() {
+            drain_resolved(state, &seen, &spill, sink, name, progress)?;
+        }
+    }
+}
+
+fn check_length(extent: &Extent, raw_length: usize, name: &str) -> Result<(), Error> {
+    if extent.length != raw_length as u64 {
+        return Err(Error::new(
+            ErrorClass::ExtentMap,
+            "data extent length",
+            format!("{}, but its chunk holds {raw_length} bytes", extent.length),
+        )
+        .in_section(name)
+        .in_image_range(extent.image_offset..extent.end()));
+    }
+    Ok(())
+}
+
+fn unresolved(state: &Active, name: &str) -> Error {
+    let extent = state.pending.front().copied().unwrap_or_default();
+    Error::new(
+        ErrorClass::DanglingReference,
+        "chunk reference",
+        format!("the chunk at byte {} never arrived", extent.chunk_ref),
+    )
+    .at(state.extents_record)
+    .in_section(name)
+    .in_image_range(extent.image_offset..extent.end())
+}
+
+/// Writes the pending extents that can be written now: zeros, and data whose
+/// chunk was seen before. Stops at the first forward reference.
+fn drain_resolved(
+    state: &mut Active,
+    seen: &HashMap<u64, Seen>,
+    spill: &Spill,
+    sink: &mut dyn ImageSink,
+    name: &str,
+    progress: &dyn Fn(u64),
+) -> Result<(), Error> {
+    while let Some(&extent) = state.pending.front() {
+        let write_error =
+            |e| Error::local_io(format!("writing image byte {}", extent.image_offset), e);
+        match extent.kind().map_err(|e| Error::from(e).in_section(name))? {
+            ExtentKind::Zero | ExtentKind::Lost => sink
+                .write_hole(extent.image_offset, extent.length)
+                .map_err(write_error)?,
+            ExtentKind::Data(chunk_ref) => match seen.get(&chunk_ref) {
+                Some(Seen::Restored { image_offset }) => {
+                    let mut data = vec![0u8; extent.length as usize];
+                    sink.read_back(*image_offset, &mut data)
+                        .map_err(|e| Error::local_io("reading the destination back", e))?;
+                    sink.write_data(extent.image_offset, &data)
+                        .map_err(write_error)?;
+                }
+                Some(Seen::Spilled { position, length }) => {
+                    let body = spill.load(*position, *length)?;
+                    let (_, raw) = chunk::decode_chunk(&body)
+                        .map_err(|e| Error::from(e).at(chunk_ref).in_section(name))?;
+                    check_length(&extent, raw.len(), name)?;
+                    sink.write_data(extent.image_offset, &raw)
+                        .map_err(write_error)?;
+                }
+                None if chunk_ref > state.extents_record => return Ok(()),
+                None => {
+                    return Err(Error::new(
+                        ErrorClass::DanglingReference,
+                        "chunk reference",
+                        format!("byte {chunk_ref} holds no chunk seen earlier in the archive"),
+                    )
+                    .at(state.extents_record)
+                    .in_section(name)
+                    .in_image_range(extent.image_offset..extent.end()))
+                }
+            },
+        }
+        progress(extent.length);
+        state.pending.pop_front();
+    }
+    Ok(())
+}

@@ -1,0 +1,899 @@
+//! Verification: walk every record front to back, check every checksum and every
+//! rule, resynchronise past damage, and say what each problem costs in image byte
+//! ranges. Reports every problem, not just the first.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+
+use strata_format::image::{self, ExtentMapCheck};
+use strata_format::record::RECORD_MAGIC;
+use strata_format::{
+    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd,
+    RecordHeader, RecordType, Trailer,
+};
+
+use crate::archive::read_header;
+use crate::record::{check_body, check_header};
+use crate::{chunk, Error, Limits, ReadAt};
+
+/// Image bytes a problem makes unreadable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Affected {
+    pub section: String,
+    pub range: Range<u64>,
+}
+
+/// One thing wrong with an archive.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    pub class: ErrorClass,
+    /// Byte offset in the archive of the structure at fault.
+    pub offset: u64,
+    /// Which structure or field.
+    pub what: String,
+    /// What was found and what was expected.
+    pub detail: String,
+    /// What it costs: image byte ranges that cannot be restored.
+    pub affects: Vec<Affected>,
+}
+
+/// A section as the walk found it.
+#[derive(Clone, Debug, Default)]
+pub struct SectionReport {
+    pub name: String,
+    pub kind: &'static str,
+    pub logical_size: u64,
+    pub data_bytes: u64,
+    pub lost_bytes: u64,
+    pub extents: u64,
+    pub chunks: u64,
+    pub stored_bytes: u64,
+}
+
+/// Everything `verify` found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub archive_size: u64,
+    /// Whether anything of Strata was found (a header magic or a valid record).
+    pub recognised: bool,
+    pub problems: Vec<Problem>,
+    pub sections: Vec<SectionReport>,
+    pub records: u64,
+    pub chunks: u64,
+    /// Bytes of the archive inside records that passed every check.
+    pub verified_bytes: u64,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.recognised && self.problems.is_empty()
+    }
+}
+
+struct WalkSection {
+    begin_offset: u64,
+    begin: ImageBegin,
+    name: String,
+    check: ExtentMapCheck,
+    extents: Vec<Extent>,
+    chunk_count: u64,
+    chunk_bytes: u64,
+    end: Option<(u64, ImageEnd)>,
+}
+
+struct Walk<'a, R: ReadAt + ?Sized> {
+    source: &'a R,
+    size: u64,
+    tag: [u8; 8],
+    limits: Limits,
+    report: Report,
+    sections: Vec<WalkSection>,
+    open: Option<usize>,
+    chunks: HashMap<u64, u32>,
+    /// Archive byte ranges whose content is unusable, with the problem that says so.
+    damaged: Vec<(Range<u64>, usize)>,
+    expected_forward: VecDeque<u64>,
+    image_indexes: HashMap<u32, (u64, Vec<Extent>)>,
+    archive_index: Option<(u64, ArchiveIndex)>,
+    trailer: Option<(u64, Trailer)>,
+}
+
+/// Verifies a whole archive. Fails only when the source cannot be read at all;
+/// everything wrong with the archive is in the report.
+pub fn verify<R: ReadAt + ?Sized>(
+    source: &R,
+    limits: Limits,
+    progress: &dyn Fn(u64),
+) -> Result<Report, Error> {
+    let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
+    let mut report = Report {
+        archive_size: size,
+        ..Report::default()
+    };
+    let mut start = ArchiveHeader::SIZE as u64;
+    let tag = match read_header(source, size) {
+        Ok(header) => {
+            report.recognised = true;
+            start = u64::from(header.header_length);
+            Some(header.archive_tag())
+        }
+        Err(e) => {
+            let class = e.class();
+            if class.is_none() {
+                return Err(e);
+            }
+            let class = class.expect("checked above");
+            // Past a damaged header, the records still say which archive they belong to.
+            let found = find_any_record(source, size, 0)?;
+            let fatal = matches!(
+                class,
+                ErrorClass::UnsupportedVersion | ErrorClass::UnsupportedFeature
+            );
+            if class != ErrorClass::NotStrata || found.is_some() {
+                report.recognised = true;
+                report.problems.push(Problem {
+                    class: if class == ErrorClass::NotStrata {
+                        ErrorClass::BadHeader
+                    } else {
+                        class
+                    },
+                    offset: 0,
+                    what: e.what().to_string(),
+                    detail: e.detail().to_string(),
+                    affects: Vec::new(),
+                });
+            } else {
+                report.problems.push(Problem {
+                    class,
+                    offset: 0,
+                    what: e.what().to_string(),
+                    detail: e.detail().to_string(),
+                    affects: Vec::new(),
+                });
+            }
+            if fatal {
+                return Ok(report);
+            }
+            match found {
+                Some((offset, tag)) => {
+                    start = offset;
+                    Some(tag)
+                }
+                None => None,
+            }
+        }
+    };
+    let Some(tag) = tag else {
+        return Ok(report);
+    };
+    let mut walk = Walk {
+        source,
+        size,
+        tag,
+        limits,
+        report,
+        sections: Vec::new(),
+        open: None,
+        chunks: HashMap::new(),
+        damaged: Vec::new(),
+        expected_forward: VecDeque::new(),
+        image_indexes: HashMap::new(),
+        archive_index: None,
+        trailer: None,
+    };
+    walk.walk(start, progress)?;
+    walk.cross_check();
+    Ok(walk.finish())
+}
+
+/// Scans from `from` for the first 32 bytes that form a valid record header of
+/// any archive; returns its offset and tag.
+fn find_any_record<R: ReadAt + ?Sized>(
+    source: &R,
+    size: u64,
+    from: u64,
+) -> Result<Option<(u64, [u8; 8])>, Error> {
+    scan_for_record(source, size, from, |raw| {
+        let header = RecordHeader::decode(raw);
+        header.header_crc == RecordHeader::compute_crc(raw)
+    })
+    .map(|found| found.map(|(offset, raw)| (offset, RecordHeader::decode(&raw).archive_tag)))
+}
+
+/// Scans from `from` for a record header accepted by `accept`, reading in blocks.
+fn scan_for_record<R: ReadAt + ?Sized>(
+    source: &R,
+    size: u64,
+    from: u64,
+    accept: impl Fn(&[u8; 32]) -> bool,
+) -> Result<Option<(u64, [u8; 32])>, Error> {
+    const BLOCK: u64 = 1 << 20;
+    let mut block_start = from;
+    let mut buf = Vec::new();
+    while block_start + 32 <= size {
+        // Blocks overlap by 31 bytes so no header straddles two unseen.
+        let len = (size - block_start).min(BLOCK + 31) as usize;
+        buf.resize(len, 0);
+        source
+            .read_exact_at(&mut buf, block_start)
+            .map_err(|e| Error::io("scanning for records", block_start, e))?;
+        let mut at = 0usize;
+        while at + 32 <= len {
+            let Some(found) = buf[at..len - 31].windows(4).position(|w| w == RECORD_MAGIC) else {
+                break;
+            };
+            let candidate = at + found;
+            let raw: &[u8; 32] = buf[candidate..candidate + 32]
+                .try_into()
+                .expect("32 bytes remain");
+            if accept(raw) {
+                return Ok(Some((block_start + candidate as u64, *raw)));
+            }
+            at = candidate + 1;
+        }
+        block_start += BLOCK;
+    }
+    Ok(None)
+}
+
+fn merge_affected(affects: &mut Vec<Affected>) {
+    affects.sort_by(|a, b| {
+        a.section
+            .cmp(&b.section)
+            .then(a.range.start.cmp(&b.range.start))
+    });
+    let mut merged: Vec<Affected> = Vec::with_capacity(affects.len());
+    for item in affects.drain(..) {
+        match merged.last_mut() {
+            Some(last) if last.section == item.section && last.range.end >= item.range.start => {
+                last.range.end = last.range.end.max(item.range.end);
+            }
+            _ => merged.push(item),
+        }
+    }
+    *affects = merged;
+}
+
+impl<R: ReadAt + ?Sized> Walk<'_, R> {
+    fn problem(
+        &mut self,
+        class: ErrorClass,
+        offset: u64,
+        what: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> usize {
+        self.report.problems.push(Problem {
+            class,
+            offset,
+            what: what.into(),
+            detail: detail.into(),
+            affects: Vec::new(),
+        });
+        self.report.problems.len() - 1
+    }
+
+    fn problem_from(&mut self, e: Error, fallback_offset: u64) -> usize {
+        let class = e.class().unwrap_or(ErrorClass::Truncated);
+        let index = self.problem(
+            class,
+            e.offset().unwrap_or(fallback_offset),
+            e.what(),
+            e.detail(),
+        );
+        if let (Some(section), Some(range)) = (e.section(), e.image_range()) {
+            self.report.problems[index].affects.push(Affected {
+                section: section.to_string(),
+                range,
+            });
+        }
+        index
+    }
+
+    fn walk(&mut self, start: u64, progress: &dyn Fn(u64)) -> Result<(), Error> {
+        let mut pos = start;
+        let mut body = Vec::new();
+        while pos < self.size {
+            if self.size - pos < RecordHeader::SIZE as u64 {
+                let p = self.problem(
+                    ErrorClass::Truncated,
+                    pos,
+                    "record header",
+                    format!(
+                        "the archive ends {} bytes into a record header",
+                        self.size - pos
+                    ),
+                );
+                self.damaged.push((pos..self.size, p));
+                break;
+            }
+            let mut raw = [0u8; 32];
+            self.source
+                .read_exact_at(&mut raw, pos)
+                .map_err(|e| Error::io("record header", pos, e))?;
+            let header = RecordHeader::decode(&raw);
+            let checked = check_header(&raw, pos, self.tag, self.limits.max_index_bytes);
+            let crc_ok = header.magic == RECORD_MAGIC
+                && header.header_crc == RecordHeader::compute_crc(&raw);
+            let record_type = match checked {
+                Ok((_, record_type)) => record_type,
+                Err(e) => {
+                    let skippable = crc_ok
+                        && header.archive_tag == self.tag
+                        && pos + 32 + header.body_length <= self.size
+                        && matches!(
+                            e.class(),
+                            Some(
+                                ErrorClass::UnknownRecord
+                                    | ErrorClass::LimitExceeded
+                                    | ErrorClass::RecordMalformed
+                            )
+                        );
+                    let p = self.problem_from(e, pos);
+                    if skippable {
+                        let end = pos + 32 + header.body_length;
+                        self.damaged.push((pos..end, p));
+                        pos = end;
+                    } else {
+                        pos = self.resync(pos, p)?;
+                    }
+                    continue;
+                }
+            };
+            let end = pos + 32 + header.body_length;
+            if end > self.size {
+                let p = self.problem(
+                    ErrorClass::Truncated,
+                    pos,
+                    "record body",
+                    format!(
+                        "a {}-byte body runs past the end of the archive at byte {}: the archive is truncated",
+                        header.body_length, self.size
+                    ),
+                );
+                pos = self.resync(pos, p)?;
+                continue;
+            }
+            body.resize(header.body_length as usize, 0);
+            self.source
+                .read_exact_at(&mut body, pos + 32)
+                .map_err(|e| Error::io("record body", pos + 32, e))?;
+            self.report.records += 1;
+            progress(end - pos);
+            if let Err(e) = check_body(&header, &body, pos) {
+                let p = self.problem_from(e, pos);
+                let name = record_type.map_or("ancillary", |t| t.name());
+                self.report.problems[p].what = format!("{name} record body CRC-32C");
+                self.damaged.push((pos..end, p));
+                if record_type == Some(RecordType::Trailer) {
+                    break;
+                }
+                pos = end;
+                continue;
+            }
+            let ok = self.handle(pos, record_type, &body);
+            if ok {
+                self.report.verified_bytes += end - pos;
+            }
+            pos = end;
+            if record_type == Some(RecordType::Trailer) {
+                break;
+            }
+        }
+        if self.trailer.is_some() && pos < self.size {
+            self.problem(
+                ErrorClass::IndexMismatch,
+                pos,
+                "archive end",
+                format!("{} bytes follow the trailer", self.size - pos),
+            );
+        }
+        Ok(())
+    }
+
+    /// Finds the next valid record of this archive after a damaged one at `pos`.
+    fn resync(&mut self, pos: u64, problem: usize) -> Result<u64, Error> {
+        let tag = self.tag;
+        let next = scan_for_record(self.source, self.size, pos + 1, |raw| {
+            RecordHeader::looks_valid(raw, tag)
+        })?
+        .map_or(self.size, |(offset, _)| offset);
+        self.damaged.push((pos..next, problem));
+        let detail = if next == self.size {
+            format!("no valid record follows; bytes {pos}..{next} are unreadable")
+        } else {
+            format!("resynchronised at byte {next}; bytes {pos}..{next} are unreadable")
+        };
+        let p = &mut self.report.problems[problem];
+        p.detail = format!("{}; {detail}", p.detail);
+        Ok(next)
+    }
+
+    /// Checks one record whose CRCs passed; returns whether it was fully valid.
+    fn handle(&mut self, pos: u64, record_type: Option<RecordType>, body: &[u8]) -> bool {
+        let end = pos + 32 + body.len() as u64;
+        if record_type != Some(RecordType::Chunk) && !self.expected_forward.is_empty() {
+            self.expected_forward.clear();
+        }
+        match record_type {
+            None => true,
+            Some(RecordType::Chunk) => {
+                if let Some(&expected) = self.expected_forward.front() {
+                    if expected == pos {
+                        self.expected_forward.pop_front();
+                    } else {
+                        self.problem(
+                            ErrorClass::DanglingReference,
+                            pos,
+                            "chunk order",
+                            format!("this chunk follows an IMAGE_EXTENTS record whose next new chunk is at byte {expected}"),
+                        );
+                        self.expected_forward.clear();
+                    }
+                }
+                if let Some(open) = self.open {
+                    self.sections[open].chunk_count += 1;
+                    self.sections[open].chunk_bytes += end - pos;
+                }
+                self.report.chunks += 1;
+                match chunk::decode_chunk(body) {
+                    Ok((header, _)) => {
+                        self.chunks.insert(pos, header.raw_length);
+                        true
+                    }
+                    Err(e) => {
+                        let p = self.problem(e.class, pos, format!("CHUNK {}", e.what), e.detail);
+                        self.damaged.push((pos..end, p));
+                        false
+                    }
+                }
+            }
+            Some(RecordType::ImageBegin) => match ImageBegin::parse(body) {
+                Ok(begin) => {
+                    if let Some(open) = self.open.take() {
+                        let name = self.sections[open].name.clone();
+                        self.problem(
+                            ErrorClass::RecordMalformed,
+                            pos,
+                            "IMAGE_BEGIN",
+                            format!("section {name:?} was not closed before the next began"),
+                        );
+                    }
+                    if begin.section_id as usize != self.sections.len() {
+                        self.problem(
+                            ErrorClass::RecordMalformed,
+                            pos,
+                            "IMAGE_BEGIN section_id",
+                            format!("{}, expected {}", begin.section_id, self.sections.len()),
+                        );
+                    }
+                    let name = begin.name_lossy();
+                    if self.sections.iter().any(|s| s.name == name) {
+                        self.problem(
+                            ErrorClass::RecordMalformed,
+                            pos,
+                            "section name",
+                            format!("{name:?} names two sections"),
+                        );
+                    }
+                    self.open = Some(self.sections.len());
+                    self.sections.push(WalkSection {
+                        begin_offset: pos,
+                        check: ExtentMapCheck::new(&begin),
+                        begin,
+                        name,
+                        extents: Vec::new(),
+                        chunk_count: 0,
+                        chunk_bytes: 0,
+                        end: None,
+                    });
+                    true
+                }
+                Err(e) => {
+                    self.problem(e.class, pos, e.what, e.detail);
+                    false
+                }
+            },
+            Some(RecordType::ImageExtents) => self.handle_extents(pos, body),
+            Some(RecordType::ImageEnd) => self.handle_end(pos, body),
+            Some(RecordType::ImageIndex) => {
+                match image::parse_extent_table(body, "IMAGE_INDEX body") {
+                    Ok((head, table)) => {
+                        self.image_indexes
+                            .insert(head.section_id, (pos, image::extents_of(table).collect()));
+                        true
+                    }
+                    Err(e) => {
+                        self.problem(e.class, pos, e.what, e.detail);
+                        false
+                    }
+                }
+            }
+            Some(RecordType::ArchiveIndex) => match ArchiveIndex::parse(body) {
+                Ok(index) => {
+                    if let Some(open) = self.open.take() {
+                        let name = self.sections[open].name.clone();
+                        self.problem(
+                            ErrorClass::Truncated,
+                            pos,
+                            "image section",
+                            format!("{name:?} has no IMAGE_END"),
+                        );
+                    }
+                    self.archive_index = Some((pos, index));
+                    true
+                }
+                Err(e) => {
+                    self.problem(e.class, pos, e.what, e.detail);
+                    false
+                }
+            },
+            Some(RecordType::Trailer) => {
+                let trailer = Trailer::decode(body.try_into().unwrap_or(&[0u8; 32]));
+                match (body.len() == Trailer::SIZE).then(|| trailer.validate()) {
+                    Some(Ok(())) => {
+                        self.trailer = Some((pos, trailer));
+                        true
+                    }
+                    Some(Err(e)) => {
+                        self.problem(e.class, pos, e.what, e.detail);
+                        self.trailer = Some((pos, trailer));
+                        false
+                    }
+                    None => {
+                        self.problem(
+                            ErrorClass::RecordMalformed,
+                            pos,
+                            "TRAILER body",
+                            "not 32 bytes",
+                        );
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle_extents(&mut self, pos: u64, body: &[u8]) -> bool {
+        let (head, table) = match image::parse_extent_table(body, "IMAGE_EXTENTS body") {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.problem(e.class, pos, e.what, e.detail);
+                return false;
+            }
+        };
+        let Some(open) = self
+            .open
+            .filter(|&i| self.sections[i].begin.section_id == head.section_id)
+        else {
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                "IMAGE_EXTENTS section_id",
+                format!("section {} is not the open section", head.section_id),
+            );
+            return false;
+        };
+        let mut ok = true;
+        if head.count == 0 || head.count > u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD)
+        {
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                "IMAGE_EXTENTS count",
+                format!("{}, expected 1 to 65536", head.count),
+            );
+            ok = false;
+        }
+        let name = self.sections[open].name.clone();
+        for extent in image::extents_of(table) {
+            let gap_start = self.sections[open].check.next_offset();
+            if let Err(e) = self.sections[open].check.push(&extent) {
+                ok = false;
+                let p = self.problem(e.class, pos, e.what, e.detail);
+                let range = if extent.image_offset > gap_start {
+                    gap_start..extent.image_offset
+                } else {
+                    extent.image_offset..extent.end()
+                };
+                self.report.problems[p].affects.push(Affected {
+                    section: name.clone(),
+                    range,
+                });
+                // Carry on from this extent, so later extents are checked too.
+                let check = &mut self.sections[open].check;
+                check.skip_to(extent.image_offset);
+                if check.push(&extent).is_err() {
+                    check.skip_to(extent.end());
+                }
+            }
+            if let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() {
+                if chunk_ref > pos && !self.expected_forward.contains(&chunk_ref) {
+                    self.expected_forward.push_back(chunk_ref);
+                }
+            }
+            self.sections[open].extents.push(extent);
+        }
+        ok
+    }
+
+    fn handle_end(&mut self, pos: u64, body: &[u8]) -> bool {
+        let Ok(raw) = <&[u8; ImageEnd::SIZE]>::try_from(body) else {
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                "IMAGE_END body",
+                "not 64 bytes",
+            );
+            return false;
+        };
+        let end = ImageEnd::decode(raw);
+        if let Err(e) = end.validate() {
+            self.problem(e.class, pos, e.what, e.detail);
+            return false;
+        }
+        let Some(open) = self
+            .open
+            .filter(|&i| self.sections[i].begin.section_id == end.section_id)
+        else {
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                "IMAGE_END section_id",
+                format!("section {} is not the open section", end.section_id),
+            );
+            return false;
+        };
+        self.open = None;
+        let section = &mut self.sections[open];
+        section.end = Some((pos, end));
+        let name = section.name.clone();
+        let next = section.check.next_offset();
+        let finish = section.check.finish(end.logical_size);
+        let counts = (
+            section.check.extent_count,
+            section.check.data_bytes,
+            section.check.lost_bytes,
+            section.chunk_count,
+            section.chunk_bytes,
+            section.begin_offset,
+        );
+        let mut ok = true;
+        if let Err(e) = finish {
+            ok = false;
+            let p = self.problem(e.class, pos, e.what, e.detail);
+            if next < end.logical_size {
+                self.report.problems[p].affects.push(Affected {
+                    section: name.clone(),
+                    range: next..end.logical_size,
+                });
+            }
+        }
+        let declared = (
+            end.extent_count,
+            end.data_bytes,
+            end.lost_bytes,
+            end.chunk_count,
+            end.chunk_bytes,
+            end.begin_offset,
+        );
+        if counts != declared {
+            ok = false;
+            self.problem(
+                ErrorClass::IndexMismatch,
+                pos,
+                "IMAGE_END totals",
+                format!(
+                    "extents, data bytes, lost bytes, chunks, chunk bytes, begin offset: records give {counts:?}, IMAGE_END says {declared:?}"
+                ),
+            );
+        }
+        ok
+    }
+
+    /// Checks the index and trailer against the records, and every reference.
+    fn cross_check(&mut self) {
+        let last = self.sections.len();
+        for i in 0..last {
+            if self.sections[i].end.is_none() && self.open != Some(i) {
+                continue;
+            }
+            if self.sections[i].end.is_none() {
+                let name = self.sections[i].name.clone();
+                let offset = self.sections[i].begin_offset;
+                self.problem(
+                    ErrorClass::Truncated,
+                    offset,
+                    "image section",
+                    format!("{name:?} has no IMAGE_END"),
+                );
+            }
+        }
+        // Every data extent must resolve to a valid chunk of its length.
+        for i in 0..self.sections.len() {
+            let name = self.sections[i].name.clone();
+            let extents = std::mem::take(&mut self.sections[i].extents);
+            for extent in &extents {
+                let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() else {
+                    continue;
+                };
+                let affected = Affected {
+                    section: name.clone(),
+                    range: extent.image_offset..extent.end(),
+                };
+                match self.chunks.get(&chunk_ref) {
+                    Some(&raw_length) if u64::from(raw_length) == extent.length => {}
+                    Some(&raw_length) => {
+                        let p = self.problem(
+                            ErrorClass::ExtentMap,
+                            chunk_ref,
+                            "data extent length",
+                            format!("{}, but its chunk holds {raw_length} bytes", extent.length),
+                        );
+                        self.report.problems[p].affects.push(affected);
+                    }
+                    None => match self
+                        .damaged
+                        .iter()
+                        .find(|(span, _)| span.contains(&chunk_ref))
+                    {
+                        Some(&(_, p)) => self.report.problems[p].affects.push(affected),
+                        None => {
+                            let p = self.problem(
+                                ErrorClass::DanglingReference,
+                                chunk_ref,
+                                "chunk reference",
+                                format!("image bytes {}..{} refer to byte {chunk_ref}, where no chunk record starts", extent.image_offset, extent.end()),
+                            );
+                            self.report.problems[p].affects.push(affected);
+                        }
+                    },
+                }
+            }
+            self.sections[i].extents = extents;
+        }
+        let Some((trailer_offset, trailer)) = self.trailer else {
+            let already = self
+                .report
+                .problems
+                .iter()
+                .any(|p| p.class == ErrorClass::Truncated);
+            if !already {
+                self.problem(
+                    ErrorClass::Truncated,
+                    self.size,
+                    "trailer",
+                    "the archive has no trailer: it is truncated or its end is damaged",
+                );
+            }
+            return;
+        };
+        let Some((index_offset, index)) = self.archive_index.take() else {
+            self.problem(
+                ErrorClass::IndexMismatch,
+                trailer_offset,
+                "ARCHIVE_INDEX",
+                "no valid ARCHIVE_INDEX record was found",
+            );
+            return;
+        };
+        if trailer.index_offset != index_offset {
+            self.problem(
+                ErrorClass::IndexMismatch,
+                trailer_offset,
+                "TRAILER index_offset",
+                format!(
+                    "{}, but the ARCHIVE_INDEX is at byte {index_offset}",
+                    trailer.index_offset
+                ),
+            );
+        }
+        if trailer.archive_length != self.size {
+            self.problem(
+                if trailer.archive_length > self.size {
+                    ErrorClass::Truncated
+                } else {
+                    ErrorClass::IndexMismatch
+                },
+                trailer_offset,
+                "TRAILER archive_length",
+                format!(
+                    "{}, but the file has {} bytes",
+                    trailer.archive_length, self.size
+                ),
+            );
+        }
+        if trailer.record_count != self.report.records.saturating_sub(1) {
+            self.problem(
+                ErrorClass::IndexMismatch,
+                trailer_offset,
+                "TRAILER record_count",
+                format!(
+                    "{}, but {} records precede the trailer",
+                    trailer.record_count,
+                    self.report.records.saturating_sub(1)
+                ),
+            );
+        }
+        if index.sections.len() != self.sections.len() {
+            self.problem(
+                ErrorClass::IndexMismatch,
+                index_offset,
+                "ARCHIVE_INDEX section_count",
+                format!(
+                    "{}, but the records hold {} sections",
+                    index.sections.len(),
+                    self.sections.len()
+                ),
+            );
+        }
+        for (entry, section) in index.sections.iter().zip(0..self.sections.len()) {
+            let walked = &self.sections[section];
+            let end_offset = walked.end.map(|(offset, _)| offset);
+            let name = walked.name.clone();
+            if entry.begin_offset != walked.begin_offset || Some(entry.end_offset) != end_offset {
+                self.problem(
+                    ErrorClass::IndexMismatch,
+                    index_offset,
+                    "ARCHIVE_INDEX section entry",
+                    format!("section {name:?}: begin or end offset disagrees with the records"),
+                );
+            }
+            let indexed = self
+                .image_indexes
+                .get(&entry.section_id)
+                .map(|(offset, extents)| (*offset, extents == &self.sections[section].extents));
+            match indexed {
+                Some((table_offset, same_extents)) => {
+                    if table_offset != entry.table_offset {
+                        self.problem(
+                            ErrorClass::IndexMismatch,
+                            index_offset,
+                            "ARCHIVE_INDEX table_offset",
+                            format!("section {name:?}: {}, but its IMAGE_INDEX is at byte {table_offset}", entry.table_offset),
+                        );
+                    }
+                    if !same_extents {
+                        self.problem(
+                            ErrorClass::IndexMismatch,
+                            table_offset,
+                            "IMAGE_INDEX",
+                            format!("section {name:?}: its extents differ from the IMAGE_EXTENTS records"),
+                        );
+                    }
+                }
+                None => {
+                    self.problem(
+                        ErrorClass::IndexMismatch,
+                        entry.table_offset,
+                        "IMAGE_INDEX",
+                        format!("section {name:?}: no valid IMAGE_INDEX record"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        for problem in &mut self.report.problems {
+            merge_affected(&mut problem.affects);
+        }
+        self.report.sections = self
+            .sections
+            .iter()
+            .map(|s| SectionReport {
+                name: s.name.clone(),
+                kind: "image",
+                logical_size: s
+                    .end
+                    .map_or(s.check.next_offset(), |(_, end)| end.logical_size),
+                data_bytes: s.check.data_bytes,
+                lost_bytes: s.check.lost_bytes,
+                extents: s.check.extent_count,
+                chunks: s.chunk_count,
+                stored_bytes: s.chunk_bytes,
+            })
+            .collect();
+        self.report.recognised |= self.report.records > 0;
+        self.report
+    }
+}

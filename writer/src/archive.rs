@@ -1,0 +1,523 @@
+//! The archive writer: header first, then sections, then the index and trailer.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use rayon::prelude::*;
+use strata_format::image::{self, ExtentMapCheck, REF_ZERO, UNKNOWN_SIZE};
+use strata_format::index::{SectionKind, TRAILER_MAGIC};
+use strata_format::{
+    limits, ArchiveHeader, ArchiveIndex, ChunkHeader, Extent, ImageBegin, ImageEnd, RecordHeader,
+    RecordType, SectionEntry, Trailer,
+};
+
+use crate::chunker::{prepare, PreparedChunk, PreparedWindow};
+use crate::source::{ImageSource, Window};
+use crate::{Progress, WriteError};
+
+/// Choices that change the archive's bytes. Equal options and equal input give a
+/// byte-identical archive, whatever `threads` is.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// Chunk window size for images: a power of two from 4 KiB to 16 MiB.
+    pub chunk_size: u32,
+    /// zstd compression level.
+    pub level: i32,
+    /// The archive UUID; fix it for reproducible output.
+    pub archive_uuid: [u8; 16],
+    /// Creation time in nanoseconds since the Unix epoch; fix it for reproducible output.
+    pub created_ns: i64,
+    /// Worker threads for hashing and compression; 0 means one per core.
+    pub threads: usize,
+    /// Raw bytes read ahead and compressed as one batch: bounds memory in flight.
+    pub batch_bytes: usize,
+}
+
+impl WriterOptions {
+    /// The defaults of `strata create`: 1 MiB chunks, zstd level 3, all cores.
+    pub fn new(archive_uuid: [u8; 16], created_ns: i64) -> Self {
+        WriterOptions {
+            chunk_size: 1 << 20,
+            level: 3,
+            archive_uuid,
+            created_ns,
+            threads: 0,
+            batch_bytes: 32 << 20,
+        }
+    }
+}
+
+/// What one image section holds, for the summary a caller prints.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub name: String,
+    pub logical_size: u64,
+    pub data_bytes: u64,
+    pub zero_bytes: u64,
+    pub new_chunks: u64,
+    pub deduplicated_chunks: u64,
+    /// Bytes of chunk records this section added to the archive.
+    pub stored_bytes: u64,
+}
+
+/// What the whole archive holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveSummary {
+    pub archive_length: u64,
+    pub images: Vec<ImageSummary>,
+}
+
+struct SectionState {
+    begin_offset: u64,
+    end_offset: u64,
+    extents: Vec<Extent>,
+}
+
+/// Where a data extent's chunk is: already in the archive, or the n-th new chunk
+/// of the batch being written.
+enum ChunkLocation {
+    Stored(u64),
+    New(usize),
+}
+
+/// One batch of windows read from a source.
+#[derive(Default)]
+struct Batch {
+    image_offset: u64,
+    windows: Vec<Window>,
+    buffers: Vec<Vec<u8>>,
+}
+
+/// Writes one archive to `W` in a single pass; nothing is ever sought back to.
+pub struct ArchiveWriter<W: Write> {
+    out: W,
+    position: u64,
+    record_count: u64,
+    tag: [u8; 8],
+    options: WriterOptions,
+    pool: rayon::ThreadPool,
+    sections: Vec<SectionState>,
+    names: Vec<Vec<u8>>,
+    /// BLAKE3 of every stored chunk, to its record offset: the deduplication map.
+    stored_chunks: HashMap<[u8; 32], u64>,
+    summary: ArchiveSummary,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Starts an archive: checks the options and writes the header.
+    pub fn new(out: W, options: WriterOptions) -> Result<Self, WriteError> {
+        let chunk_size = options.chunk_size;
+        if !chunk_size.is_power_of_two()
+            || !(limits::MIN_CHUNK_SIZE..=limits::MAX_CHUNK_RAW).contains(&chunk_size)
+        {
+            return Err(WriteError::Invalid {
+                what: "chunk size",
+                detail: format!("{chunk_size}: expected a power of two from 4 KiB to 16 MiB"),
+            });
+        }
+        if !(zstd::zstd_safe::min_c_level()..=zstd::zstd_safe::max_c_level())
+            .contains(&options.level)
+        {
+            return Err(WriteError::Invalid {
+                what: "zstd level",
+                detail: format!(
+                    "{}: expected {} to {}",
+                    options.level,
+                    zstd::zstd_safe::min_c_level(),
+                    zstd::zstd_safe::max_c_level()
+                ),
+            });
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(options.threads)
+            .build()
+            .map_err(|e| WriteError::Invalid {
+                what: "threads",
+                detail: e.to_string(),
+            })?;
+        let header = ArchiveHeader::new(
+            options.archive_uuid,
+            options.created_ns,
+            concat!("strata ", env!("CARGO_PKG_VERSION")),
+        );
+        let mut writer = ArchiveWriter {
+            out,
+            position: 0,
+            record_count: 0,
+            tag: header.archive_tag(),
+            options,
+            pool,
+            sections: Vec::new(),
+            names: Vec::new(),
+            stored_chunks: HashMap::new(),
+            summary: ArchiveSummary::default(),
+        };
+        writer.write_bytes(&[&header.encode()])?;
+        Ok(writer)
+    }
+
+    fn write_bytes(&mut self, parts: &[&[u8]]) -> Result<(), WriteError> {
+        for part in parts {
+            self.out
+                .write_all(part)
+                .map_err(|source| WriteError::Output {
+                    offset: self.position,
+                    source,
+                })?;
+            self.position += part.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes one record whose body is the concatenation of `body`; returns its offset.
+    fn write_record(&mut self, record_type: RecordType, body: &[&[u8]]) -> Result<u64, WriteError> {
+        let length: u64 = body.iter().map(|part| part.len() as u64).sum();
+        let crc = body
+            .iter()
+            .fold(0u32, |crc, part| crc32c::crc32c_append(crc, part));
+        let header = RecordHeader::for_body(record_type.code(), 0, self.tag, length, crc);
+        let offset = self.position;
+        self.write_bytes(&[&header.encode()])?;
+        self.write_bytes(body)?;
+        self.record_count += 1;
+        Ok(offset)
+    }
+
+    fn chunk_record_size(chunk: &PreparedChunk) -> u64 {
+        (RecordHeader::SIZE + ChunkHeader::SIZE + chunk.stored.len()) as u64
+    }
+
+    /// Adds a block-image section named `name` holding everything `source` yields.
+    pub fn add_image(
+        &mut self,
+        name: &str,
+        source: &mut dyn ImageSource,
+        progress: &dyn Progress,
+    ) -> Result<ImageSummary, WriteError> {
+        let section_id = self.begin_section(name)?;
+        let begin = ImageBegin {
+            section_id,
+            sector_size: source.sector_size(),
+            logical_size: source.known_size().unwrap_or(UNKNOWN_SIZE),
+            chunk_size: self.options.chunk_size,
+            reserved: 0,
+            name: name.as_bytes().to_vec(),
+        };
+        begin.validate()?;
+        let begin_offset = self.write_record(RecordType::ImageBegin, &[&begin.to_bytes()])?;
+        let mut summary = ImageSummary {
+            name: name.to_string(),
+            ..ImageSummary::default()
+        };
+        let mut check = ExtentMapCheck::new(&begin);
+        let mut extents: Vec<Extent> = Vec::new();
+        // A run of zero windows stays open until data or the end closes it, so that
+        // neighbouring zero windows become one extent even across batches.
+        let mut open_zero: Option<Extent> = None;
+
+        let chunk_size = self.options.chunk_size as usize;
+        let windows_per_batch = (self.options.batch_bytes / chunk_size).clamp(1, 4096);
+        let mut current = Batch::default();
+        let mut next = Batch::default();
+        let read_error = |offset: u64, source: std::io::Error| WriteError::Source {
+            what: format!("image {name:?}"),
+            offset,
+            source,
+        };
+        read_batch(source, &mut current, 0, windows_per_batch, chunk_size)
+            .map_err(|e| read_error(e.0, e.1))?;
+        while !current.windows.is_empty() {
+            let level = self.options.level;
+            let next_offset = current.image_offset + batch_len(&current);
+            let (prepared, read_result) = self.pool.install(|| {
+                rayon::join(
+                    || {
+                        current
+                            .windows
+                            .par_iter()
+                            .zip(current.buffers.par_iter())
+                            .map(|(window, buffer)| match *window {
+                                Window::Data(len) => prepare(&buffer[..len], level),
+                                Window::Hole(len) => PreparedWindow::Zero { length: len as u64 },
+                                Window::End => unreachable!("a batch holds no End window"),
+                            })
+                            .collect::<Vec<_>>()
+                    },
+                    || {
+                        read_batch(
+                            source,
+                            &mut next,
+                            next_offset,
+                            windows_per_batch,
+                            chunk_size,
+                        )
+                    },
+                )
+            });
+            self.write_batch(
+                section_id,
+                current.image_offset,
+                prepared,
+                &mut open_zero,
+                &mut extents,
+                &mut summary,
+                progress,
+            )?;
+            read_result.map_err(|e| read_error(e.0, e.1))?;
+            std::mem::swap(&mut current, &mut next);
+        }
+        let logical_size = current.image_offset;
+        if let Some(zero) = open_zero.take() {
+            extents.push(zero);
+            self.write_record(
+                RecordType::ImageExtents,
+                &[&image::encode_extent_table(section_id, &[zero])],
+            )?;
+        }
+        if let Some(expected) = source.known_size() {
+            if expected != logical_size {
+                return Err(read_error(
+                    logical_size,
+                    std::io::Error::other(format!(
+                        "the source changed size from {expected} while it was read"
+                    )),
+                ));
+            }
+        }
+        for extent in &extents {
+            check.push(extent)?;
+        }
+        check.finish(logical_size)?;
+        let end = ImageEnd {
+            section_id,
+            reserved: 0,
+            logical_size,
+            extent_count: extents.len() as u64,
+            data_bytes: check.data_bytes,
+            lost_bytes: 0,
+            chunk_count: summary.new_chunks,
+            chunk_bytes: summary.stored_bytes,
+            begin_offset,
+        };
+        let end_offset = self.write_record(RecordType::ImageEnd, &[&end.encode()])?;
+        summary.logical_size = logical_size;
+        summary.data_bytes = check.data_bytes;
+        summary.zero_bytes = logical_size - check.data_bytes;
+        self.sections.push(SectionState {
+            begin_offset,
+            end_offset,
+            extents,
+        });
+        self.summary.images.push(summary.clone());
+        Ok(summary)
+    }
+
+    fn begin_section(&mut self, name: &str) -> Result<u32, WriteError> {
+        image::validate_section_name(name.as_bytes())?;
+        if self.names.iter().any(|n| n == name.as_bytes()) {
+            return Err(WriteError::Invalid {
+                what: "section name",
+                detail: format!("{name:?} is used by another section of this archive"),
+            });
+        }
+        if self.sections.len() as u32 >= limits::MAX_SECTIONS {
+            return Err(WriteError::Invalid {
+                what: "sections",
+                detail: format!("an archive holds at most {}", limits::MAX_SECTIONS),
+            });
+        }
+        self.names.push(name.as_bytes().to_vec());
+        Ok(self.sections.len() as u32)
+    }
+
+    /// Turns a prepared batch into extents, then writes its `IMAGE_EXTENTS` record
+    /// followed by its new chunks, in the order their extents first use them.
+    #[allow(clippy::too_many_arguments)]
+    fn write_batch(
+        &mut self,
+        section_id: u32,
+        image_offset: u64,
+        prepared: Vec<PreparedWindow>,
+        open_zero: &mut Option<Extent>,
+        extents: &mut Vec<Extent>,
+        summary: &mut ImageSummary,
+        progress: &dyn Progress,
+    ) -> Result<(), WriteError> {
+        let mut planned: Vec<(Extent, Option<ChunkLocation>)> = Vec::new();
+        let mut new_chunks: Vec<PreparedChunk> = Vec::new();
+        let mut new_by_hash: HashMap<[u8; 32], usize> = HashMap::new();
+        let mut offset = image_offset;
+        for window in prepared {
+            match window {
+                PreparedWindow::Zero { length } => {
+                    match open_zero {
+                        Some(zero) => zero.length += length,
+                        None => {
+                            *open_zero = Some(Extent {
+                                image_offset: offset,
+                                length,
+                                chunk_ref: REF_ZERO,
+                            })
+                        }
+                    }
+                    offset += length;
+                    progress.advance(length);
+                }
+                PreparedWindow::Data(chunk) => {
+                    if let Some(zero) = open_zero.take() {
+                        planned.push((zero, None));
+                    }
+                    let length = u64::from(chunk.raw_length);
+                    let location = if let Some(&stored) = self.stored_chunks.get(&chunk.blake3) {
+                        summary.deduplicated_chunks += 1;
+                        ChunkLocation::Stored(stored)
+                    } else if let Some(&index) = new_by_hash.get(&chunk.blake3) {
+                        summary.deduplicated_chunks += 1;
+                        ChunkLocation::New(index)
+                    } else {
+                        new_by_hash.insert(chunk.blake3, new_chunks.len());
+                        new_chunks.push(chunk);
+                        ChunkLocation::New(new_chunks.len() - 1)
+                    };
+                    planned.push((
+                        Extent {
+                            image_offset: offset,
+                            length,
+                            chunk_ref: 0,
+                        },
+                        Some(location),
+                    ));
+                    offset += length;
+                    progress.advance(length);
+                }
+            }
+        }
+        if planned.is_empty() {
+            return Ok(());
+        }
+        // The chunks follow the extent record, so their offsets are known now.
+        let table_length = image::EXTENT_TABLE_HEAD + planned.len() * Extent::SIZE;
+        let mut chunk_offsets = Vec::with_capacity(new_chunks.len());
+        let mut at = self.position + (RecordHeader::SIZE + table_length) as u64;
+        for chunk in &new_chunks {
+            chunk_offsets.push(at);
+            at += Self::chunk_record_size(chunk);
+        }
+        let batch_extents: Vec<Extent> = planned
+            .into_iter()
+            .map(|(extent, location)| Extent {
+                chunk_ref: match location {
+                    None => REF_ZERO,
+                    Some(ChunkLocation::Stored(at)) => at,
+                    Some(ChunkLocation::New(index)) => chunk_offsets[index],
+                },
+                ..extent
+            })
+            .collect();
+        self.write_record(
+            RecordType::ImageExtents,
+            &[&image::encode_extent_table(section_id, &batch_extents)],
+        )?;
+        extents.extend_from_slice(&batch_extents);
+        for (chunk, expected_offset) in new_chunks.iter().zip(chunk_offsets) {
+            let header = ChunkHeader {
+                blake3: chunk.blake3,
+                raw_length: chunk.raw_length,
+                encoding: chunk.encoding.code(),
+                reserved: [0; 3],
+            };
+            let offset =
+                self.write_record(RecordType::Chunk, &[&header.encode(), &chunk.stored])?;
+            debug_assert_eq!(
+                offset, expected_offset,
+                "chunk offsets are planned before writing"
+            );
+            self.stored_chunks.insert(chunk.blake3, offset);
+            summary.new_chunks += 1;
+            summary.stored_bytes += Self::chunk_record_size(chunk);
+        }
+        Ok(())
+    }
+
+    /// Writes the index and the trailer, flushes, and hands the output back.
+    pub fn finish(mut self) -> Result<(W, ArchiveSummary), WriteError> {
+        let mut entries = Vec::with_capacity(self.sections.len());
+        for section_id in 0..self.sections.len() {
+            let table =
+                image::encode_extent_table(section_id as u32, &self.sections[section_id].extents);
+            let table_offset = self.write_record(RecordType::ImageIndex, &[&table])?;
+            let section = &self.sections[section_id];
+            entries.push(SectionEntry {
+                kind: SectionKind::Image.code(),
+                reserved: [0; 3],
+                section_id: section_id as u32,
+                begin_offset: section.begin_offset,
+                end_offset: section.end_offset,
+                table_offset,
+            });
+        }
+        let index = ArchiveIndex {
+            reserved: 0,
+            sections: entries,
+        };
+        let index_offset = self.write_record(RecordType::ArchiveIndex, &[&index.to_bytes()])?;
+        let trailer = Trailer {
+            index_offset,
+            archive_length: self.position + strata_format::index::TRAILER_RECORD_SIZE,
+            record_count: self.record_count,
+            magic: TRAILER_MAGIC,
+        };
+        self.write_record(RecordType::Trailer, &[&trailer.encode()])?;
+        self.out.flush().map_err(|source| WriteError::Output {
+            offset: self.position,
+            source,
+        })?;
+        self.summary.archive_length = self.position;
+        Ok((self.out, self.summary))
+    }
+}
+
+fn batch_len(batch: &Batch) -> u64 {
+    batch
+        .windows
+        .iter()
+        .map(|w| match *w {
+            Window::Data(n) | Window::Hole(n) => n as u64,
+            Window::End => 0,
+        })
+        .sum()
+}
+
+/// Reads up to `count` windows starting at `image_offset` into `batch`. On error,
+/// returns the image offset it failed at.
+fn read_batch(
+    source: &mut dyn ImageSource,
+    batch: &mut Batch,
+    image_offset: u64,
+    count: usize,
+    chunk_size: usize,
+) -> Result<(), (u64, std::io::Error)> {
+    batch.image_offset = image_offset;
+    batch.windows.clear();
+    if batch.buffers.len() < count {
+        batch.buffers.resize_with(count, Vec::new);
+    }
+    let mut offset = image_offset;
+    for slot in 0..count {
+        let window = source
+            .next_window(&mut batch.buffers[slot], chunk_size)
+            .map_err(|e| (offset, e))?;
+        match window {
+            Window::End => break,
+            Window::Data(n) | Window::Hole(n) => {
+                batch.windows.push(window);
+                offset += n as u64;
+                // A short window ends the image: nothing may follow it.
+                if n < chunk_size {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}

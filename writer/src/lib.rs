@@ -1,0 +1,28 @@
+//! Writes Strata archives (`spec/FORMAT.md`) in one pass to any [`std::io::Write`].
+//!
+//! [`ArchiveWriter`] owns the output and the archive-wide state (the chunk store's
+//! deduplication map, the section list, the index to write at the end);
+//! [`ImageSource`] is where block-image bytes come from. Choosing the output file,
+//! atomic renames and progress display are the caller's policy.
+
+mod archive;
+mod chunker;
+mod error;
+mod source;
+
+pub use archive::{ArchiveSummary, ArchiveWriter, ImageSummary, WriterOptions};
+pub use error::WriteError;
+pub use source::{FileSource, ImageSource, StreamSource, Window};
+
+/// Receives progress as bytes of source are consumed. The CLI draws bars with it.
+pub trait Progress: Sync {
+    /// `bytes` more bytes of the source have been processed.
+    fn advance(&self, bytes: u64);
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn advance(&self, _bytes: u64) {}
+}
