@@ -12,7 +12,7 @@ mod source;
 
 pub use archive::{ArchiveSummary, ArchiveWriter, ImageSummary, WriterOptions};
 pub use error::WriteError;
-pub use source::{FileSource, ImageSource, StreamSource, Window};
+pub use source::{FileSource, ImageSource, SliceSource, StreamSource, Window};
 
 /// Receives progress as bytes of source are consumed. The CLI draws bars with it.
 pub trait Progress: Sync {

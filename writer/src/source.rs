@@ -207,3 +207,33 @@ impl<R: Read + Send> ImageSource for StreamSource<R> {
         })
     }
 }
+
+/// An image held in memory, of known size.
+pub struct SliceSource<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> SliceSource<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        SliceSource { bytes, position: 0 }
+    }
+}
+
+impl ImageSource for SliceSource<'_> {
+    fn known_size(&self) -> Option<u64> {
+        Some(self.bytes.len() as u64)
+    }
+
+    fn next_window(&mut self, buf: &mut Vec<u8>, len: usize) -> io::Result<Window> {
+        buf.clear();
+        let end = (self.position + len).min(self.bytes.len());
+        if end == self.position {
+            return Ok(Window::End);
+        }
+        buf.extend_from_slice(&self.bytes[self.position..end]);
+        let n = end - self.position;
+        self.position = end;
+        Ok(Window::Data(n))
+    }
+}

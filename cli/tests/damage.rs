@@ -1,0 +1,159 @@
+//! Damaged archives: every flipped byte is found and located, every truncation
+//! gives a clear error, never a panic.
+
+mod common;
+
+use common::archive::{write, MemorySink};
+use strata_format::{RecordHeader, RecordType};
+use strata_reader::{stream, verify, Archive, Limits, Section};
+
+/// A small archive holding every record type of an image archive: two images,
+/// zstd and raw chunks, zero extents, a deduplicated chunk.
+fn sample() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let mut disk = Vec::new();
+    disk.extend((0..12_000u32).map(|i| (i % 251) as u8)); // compressible
+    disk.resize(disk.len() + 9_000, 0); // zeros
+    let mut x = 99u32;
+    disk.extend((0..8_192).map(|_| {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        (x >> 16) as u8
+    })); // incompressible
+    disk.extend(std::iter::repeat_n(b'r', 5_000));
+    let part = disk[4096..12_288].to_vec(); // deduplicates against the disk
+    let archive = write(&[("disk", &disk), ("part", &part)], 1, true);
+    (archive, disk, part)
+}
+
+/// Record offsets and types of a valid archive.
+fn records(bytes: &[u8]) -> Vec<(usize, u16, usize)> {
+    let mut at = 128;
+    let mut out = Vec::new();
+    while at + 32 <= bytes.len() {
+        let head = RecordHeader::decode(bytes[at..at + 32].try_into().unwrap());
+        let end = at + 32 + head.body_length as usize;
+        out.push((at, head.record_type, end));
+        at = end;
+    }
+    out
+}
+
+#[test]
+fn every_flipped_byte_is_reported_and_chunk_damage_names_the_image_range() {
+    let (archive, _, _) = sample();
+    assert!(
+        archive.len() < 64 << 10,
+        "the sample is small: {} bytes",
+        archive.len()
+    );
+    let clean = verify::verify(&archive, Limits::default(), &|_| {}).unwrap();
+    assert!(clean.is_clean(), "{:?}", clean.problems);
+    let opened = Archive::open(archive.clone()).unwrap();
+    let chunk_records: Vec<(usize, usize)> = records(&archive)
+        .into_iter()
+        .filter(|r| r.1 == RecordType::Chunk.code())
+        .map(|r| (r.0, r.2))
+        .collect();
+    let mut damaged = archive.clone();
+    for i in 0..archive.len() {
+        damaged[i] ^= 0x40;
+        let report = verify::verify(&damaged, Limits::default(), &|_| {}).unwrap();
+        assert!(!report.is_clean(), "flipping byte {i} went unnoticed");
+        assert!(
+            report.recognised || i < 8,
+            "byte {i}: a damaged archive is still recognised"
+        );
+        // A flip inside a chunk's body must name every image range that uses it.
+        if let Some(&(start, _)) = chunk_records
+            .iter()
+            .find(|(start, end)| i >= start + 32 && i < *end)
+        {
+            for section in opened.sections() {
+                let Section::Image(image) = section;
+                for extent in image.extents.iter().filter(|e| e.chunk_ref == start as u64) {
+                    let named = report.problems.iter().any(|p| {
+                        p.affects.iter().any(|a| {
+                            a.section == image.name
+                                && a.range.start <= extent.image_offset
+                                && a.range.end >= extent.end()
+                        })
+                    });
+                    assert!(
+                        named,
+                        "byte {i} in the chunk at {start}: image {} range {}..{} not named: {:?}",
+                        image.name,
+                        extent.image_offset,
+                        extent.end(),
+                        report.problems
+                    );
+                }
+            }
+        }
+        damaged[i] ^= 0x40;
+    }
+}
+
+#[test]
+fn every_truncation_gives_a_clear_error_and_no_panic() {
+    let (archive, disk, _) = sample();
+    for cut in 0..archive.len() {
+        let truncated = &archive[..cut];
+        let report = verify::verify(truncated, Limits::default(), &|_| {}).unwrap();
+        assert!(!report.is_clean(), "a cut at {cut} went unnoticed");
+        let error = Archive::open(truncated.to_vec())
+            .err()
+            .unwrap_or_else(|| panic!("cut at {cut} opened"));
+        assert!(!error.to_string().is_empty());
+        let mut sink = MemorySink::default();
+        let streamed =
+            stream::restore_image(truncated, "disk", &mut sink, Limits::default(), &|_| {});
+        // A cut after the disk's IMAGE_END still restores the disk, identically.
+        if let Ok(size) = streamed {
+            assert_eq!(size as usize, disk.len());
+            assert_eq!(sink.bytes, disk);
+        }
+    }
+}
+
+#[test]
+fn short_reads_from_a_pipe_do_not_change_the_result() {
+    /// Returns at most 1 to 7 bytes per read, like a slow pipe.
+    struct Trickle<'a>(&'a [u8], usize);
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.1 = self.1 % 7 + 1;
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+    let (archive, disk, part) = sample();
+    for (name, want) in [("disk", &disk), ("part", &part)] {
+        let mut sink = MemorySink::default();
+        stream::restore_image(
+            Trickle(&archive, 0),
+            name,
+            &mut sink,
+            Limits::default(),
+            &|_| {},
+        )
+        .unwrap();
+        assert_eq!(&sink.bytes, want);
+    }
+    // The writer reading its source through short reads writes the same archive.
+    let mut options =
+        strata_writer::WriterOptions::new(*b"0123456789abcdef", 1_700_000_000_000_000_000);
+    options.chunk_size = 4096;
+    options.batch_bytes = 8 * 4096;
+    let mut writer = strata_writer::ArchiveWriter::new(Vec::new(), options).unwrap();
+    let mut source = strata_writer::StreamSource::new(Trickle(&disk, 3));
+    writer
+        .add_image("disk", &mut source, &strata_writer::NoProgress)
+        .unwrap();
+    let bytes = writer.finish().unwrap().0;
+    let opened = Archive::open(bytes).unwrap();
+    let image = opened.image("disk").unwrap();
+    let mut out = vec![0u8; disk.len()];
+    opened.read_image_at(image, 0, &mut out).unwrap();
+    assert_eq!(out, disk);
+}

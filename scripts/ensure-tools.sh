@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests and the demo use, when they are missing.
+# Safe to run again: it only installs what is not there.
+set -euo pipefail
+need=()
+command -v mke2fs >/dev/null || need+=(e2fsprogs)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v python3 >/dev/null || need+=(python3 python3-venv)
+command -v setpriv >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "ensure-tools: missing ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+  echo "ensure-tools: installing ${need[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The project's one test command: everything CI checks apart from fmt and clippy.
+# Stages print their duration. Environment:
+#   FUZZ_SECONDS   seconds per fuzz target in the smoke run (default 15; 0 skips)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+FUZZ_SECONDS=${FUZZ_SECONDS:-15}
+
+stage_start=0
+stage() { stage_start=$SECONDS; echo; echo "=== $1"; }
+done_stage() { echo "=== $1 took $((SECONDS - stage_start)) s"; }
+
+stage "tools"
+bash scripts/ensure-tools.sh
+done_stage "tools"
+
+stage "unit, property, vector, damage and CLI tests (cargo test --workspace)"
+cargo test --workspace --no-fail-fast
+done_stage "cargo test"
+
+if [[ -f benches/Cargo.toml ]]; then
+  stage "criterion benches, each run once (cargo test --benches)"
+  cargo test -p strata-benches --benches
+  done_stage "benches smoke"
+fi
+
+if [[ -d fuzz ]] && [[ "$FUZZ_SECONDS" != 0 ]]; then
+  stage "fuzz smoke: every target for ${FUZZ_SECONDS} s"
+  bash scripts/fuzz-smoke.sh "$FUZZ_SECONDS"
+  done_stage "fuzz smoke"
+fi

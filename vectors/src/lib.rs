@@ -1,0 +1,763 @@
+//! The generator of `spec/vectors/`: golden Strata archives, valid and invalid,
+//! with the outcome a conforming reader must give for each.
+//!
+//! Valid vectors are written by the reference writer from image models held here;
+//! their expected content (sizes, BLAKE3 of each image) is computed from the
+//! models, not by reading the archives back. Invalid vectors are valid ones with
+//! one deliberate defect, their checksums fixed up so that the defect is the one a
+//! reader meets; the expected error class is stated here, never observed.
+
+use std::io;
+use std::path::Path;
+
+use serde_json::json;
+use strata_format::index::TRAILER_RECORD_SIZE;
+use strata_format::{ArchiveHeader, ErrorClass, RecordHeader, RecordType};
+use strata_writer::{ArchiveWriter, ImageSource, NoProgress, Window, WriterOptions};
+
+/// Chunk size of every vector: small, so vectors stay a few KiB.
+pub const CHUNK: usize = 4096;
+const UUID: [u8; 16] = *b"strata-vectors-1";
+const CREATED_NS: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+
+/// A piece of an image model.
+#[derive(Clone, Copy, Debug)]
+pub enum Segment {
+    /// Zero bytes that the source reads out.
+    Zero(usize),
+    /// Zero bytes that the source reports as a hole, never read.
+    Hole(usize),
+    /// Pseudo-random (incompressible) bytes from a seed.
+    Random(u64, usize),
+    /// One byte repeated.
+    Repeat(u8, usize),
+    /// Compressible text-like bytes.
+    Text(usize),
+}
+
+/// An image as the generator knows it.
+#[derive(Clone, Debug)]
+pub struct ImageModel {
+    pub name: &'static str,
+    pub segments: Vec<Segment>,
+    /// Whether the writer is told the size up front (false: read like a pipe).
+    pub size_known: bool,
+}
+
+impl ImageModel {
+    fn new(name: &'static str, segments: Vec<Segment>) -> Self {
+        ImageModel {
+            name,
+            segments,
+            size_known: true,
+        }
+    }
+
+    /// The image bytes and the byte ranges that are holes.
+    pub fn materialise(&self) -> (Vec<u8>, Vec<(usize, usize)>) {
+        let mut bytes = Vec::new();
+        let mut holes = Vec::new();
+        for segment in &self.segments {
+            match *segment {
+                Segment::Zero(n) => bytes.resize(bytes.len() + n, 0),
+                Segment::Hole(n) => {
+                    holes.push((bytes.len(), bytes.len() + n));
+                    bytes.resize(bytes.len() + n, 0);
+                }
+                Segment::Random(seed, n) => {
+                    let mut state = seed;
+                    bytes.extend((0..n).map(|_| {
+                        // splitmix64
+                        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                        let mut z = state;
+                        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                        (z ^ (z >> 31)) as u8
+                    }));
+                }
+                Segment::Repeat(byte, n) => bytes.resize(bytes.len() + n, byte),
+                Segment::Text(n) => {
+                    const WORDS: &[&str] = &[
+                        "strata ", "image ", "backup ", "chunk ", "extent ", "zstd\n",
+                    ];
+                    let mut i = 0usize;
+                    while bytes.len() < bytes.len() + n && i < n {
+                        let word = WORDS[(i * 7 + i / 13) % WORDS.len()].as_bytes();
+                        let take = word.len().min(n - i);
+                        bytes.extend_from_slice(&word[..take]);
+                        i += take;
+                    }
+                }
+            }
+        }
+        (bytes, holes)
+    }
+
+    /// What a reader must report for this image, computed from the model and the
+    /// format's rule that an all-zero chunk window is a zero extent.
+    fn expectation(&self) -> SectionExpectation {
+        let (bytes, _) = self.materialise();
+        let data_bytes = bytes
+            .chunks(CHUNK)
+            .filter(|window| window.iter().any(|&b| b != 0))
+            .map(|window| window.len() as u64)
+            .sum();
+        SectionExpectation {
+            name: self.name,
+            logical_size: bytes.len() as u64,
+            data_bytes,
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+        }
+    }
+}
+
+/// An in-memory image source that reports the model's holes as holes.
+struct ModelSource {
+    bytes: Vec<u8>,
+    holes: Vec<(usize, usize)>,
+    position: usize,
+    size_known: bool,
+}
+
+impl ImageSource for ModelSource {
+    fn known_size(&self) -> Option<u64> {
+        self.size_known.then_some(self.bytes.len() as u64)
+    }
+
+    fn next_window(&mut self, buf: &mut Vec<u8>, len: usize) -> io::Result<Window> {
+        buf.clear();
+        let end = (self.position + len).min(self.bytes.len());
+        if end == self.position {
+            return Ok(Window::End);
+        }
+        let start = self.position;
+        self.position = end;
+        if self.holes.iter().any(|&(a, b)| a <= start && end <= b) {
+            return Ok(Window::Hole(end - start));
+        }
+        buf.extend_from_slice(&self.bytes[start..end]);
+        Ok(Window::Data(end - start))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SectionExpectation {
+    pub name: &'static str,
+    pub logical_size: u64,
+    pub data_bytes: u64,
+    pub blake3: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum Expectation {
+    Valid(Vec<SectionExpectation>),
+    Invalid(ErrorClass),
+}
+
+#[derive(Clone, Debug)]
+pub struct Vector {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub bytes: Vec<u8>,
+    pub expect: Expectation,
+}
+
+/// Writes `images` with the reference writer.
+pub fn build(images: &[ImageModel]) -> Vec<u8> {
+    let mut options = WriterOptions::new(UUID, CREATED_NS);
+    options.chunk_size = CHUNK as u32;
+    options.threads = 1;
+    let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
+    for image in images {
+        let (bytes, holes) = image.materialise();
+        let mut source = ModelSource {
+            bytes,
+            holes,
+            position: 0,
+            size_known: image.size_known,
+        };
+        writer
+            .add_image(image.name, &mut source, &NoProgress)
+            .expect("writing to memory cannot fail");
+    }
+    writer.finish().expect("writing to memory cannot fail").0
+}
+
+/// A record found in a valid archive.
+#[derive(Clone, Copy, Debug)]
+pub struct Rec {
+    pub offset: usize,
+    pub record_type: u16,
+    pub body_start: usize,
+    pub body_end: usize,
+}
+
+/// The records of a valid archive, front to back.
+pub fn records(bytes: &[u8]) -> Vec<Rec> {
+    let header = ArchiveHeader::decode(bytes[..128].try_into().expect("a vector has a header"));
+    let mut at = header.header_length as usize;
+    let mut out = Vec::new();
+    while at + 32 <= bytes.len() {
+        let head = RecordHeader::decode(bytes[at..at + 32].try_into().expect("32 bytes"));
+        let body_end = at + 32 + head.body_length as usize;
+        out.push(Rec {
+            offset: at,
+            record_type: head.record_type,
+            body_start: at + 32,
+            body_end,
+        });
+        at = body_end;
+    }
+    out
+}
+
+fn of_type(bytes: &[u8], t: RecordType) -> Vec<Rec> {
+    records(bytes)
+        .into_iter()
+        .filter(|r| r.record_type == t.code())
+        .collect()
+}
+
+/// Recomputes a record's body CRC and header CRC after its bytes were changed.
+pub fn refix_record(bytes: &mut [u8], offset: usize) {
+    let mut head = RecordHeader::decode(bytes[offset..offset + 32].try_into().expect("32 bytes"));
+    let body = &bytes[offset + 32..offset + 32 + head.body_length as usize];
+    head.body_crc = strata_format::crc32c(body);
+    refix_record_header(bytes, offset, head);
+}
+
+/// Writes a record header with its header CRC recomputed (the body CRC kept).
+fn refix_record_header(bytes: &mut [u8], offset: usize, mut head: RecordHeader) {
+    head.header_crc = RecordHeader::compute_crc(&head.encode());
+    bytes[offset..offset + 32].copy_from_slice(&head.encode());
+}
+
+fn edit_record_header(bytes: &mut [u8], offset: usize, edit: impl FnOnce(&mut RecordHeader)) {
+    let mut head = RecordHeader::decode(bytes[offset..offset + 32].try_into().expect("32 bytes"));
+    edit(&mut head);
+    refix_record_header(bytes, offset, head);
+}
+
+/// Edits the header and recomputes its CRC.
+fn edit_header(bytes: &mut [u8], edit: impl FnOnce(&mut ArchiveHeader)) {
+    let mut header = ArchiveHeader::decode(bytes[..128].try_into().expect("128 bytes"));
+    edit(&mut header);
+    header.header_crc = 0;
+    let fixed = header.encode();
+    header.header_crc = ArchiveHeader::compute_crc(&fixed, &[]);
+    bytes[..128].copy_from_slice(&header.encode());
+}
+
+fn put_u64(bytes: &mut [u8], at: usize, value: u64) {
+    bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+fn add_u64(bytes: &mut [u8], at: usize, delta: i64) {
+    let value = get_u64(bytes, at).wrapping_add_signed(delta);
+    put_u64(bytes, at, value);
+}
+
+fn get_u64(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Applies `edit` to extent number `n` of the archive's first image, in both the
+/// `IMAGE_EXTENTS` record that holds it and the `IMAGE_INDEX`, fixing both CRCs.
+fn edit_extent(bytes: &mut [u8], n: usize, edit: impl Fn(&mut [u8])) {
+    let mut seen = 0usize;
+    for rec in of_type(bytes, RecordType::ImageExtents) {
+        let count = get_u64(bytes, rec.body_start + 8) as usize;
+        if n < seen + count {
+            let at = rec.body_start + 16 + (n - seen) * 24;
+            edit(&mut bytes[at..at + 24]);
+            refix_record(bytes, rec.offset);
+            break;
+        }
+        seen += count;
+    }
+    let index = of_type(bytes, RecordType::ImageIndex)[0];
+    let at = index.body_start + 16 + n * 24;
+    edit(&mut bytes[at..at + 24]);
+    refix_record(bytes, index.offset);
+}
+
+/// The n-th extent of the first image, from its `IMAGE_INDEX`: (offset, length, chunk_ref).
+fn extent(bytes: &[u8], n: usize) -> (u64, u64, u64) {
+    let index = of_type(bytes, RecordType::ImageIndex)[0];
+    let at = index.body_start + 16 + n * 24;
+    (
+        get_u64(bytes, at),
+        get_u64(bytes, at + 8),
+        get_u64(bytes, at + 16),
+    )
+}
+
+/// The first chunk record with the given encoding.
+fn chunk_with_encoding(bytes: &[u8], encoding: u8) -> Rec {
+    *of_type(bytes, RecordType::Chunk)
+        .iter()
+        .find(|r| bytes[r.body_start + 36] == encoding)
+        .expect("the base vector has chunks of both encodings")
+}
+
+fn small_image() -> ImageModel {
+    ImageModel::new(
+        "disk",
+        vec![
+            Segment::Text(10_000),
+            Segment::Zero(8_192),
+            Segment::Random(7, 10_000),
+            Segment::Repeat(0xAB, 8_000),
+            Segment::Text(13_808),
+        ],
+    )
+}
+
+fn valid(name: &'static str, description: &'static str, images: Vec<ImageModel>) -> Vector {
+    Vector {
+        name,
+        description,
+        bytes: build(&images),
+        expect: Expectation::Valid(images.iter().map(ImageModel::expectation).collect()),
+    }
+}
+
+fn invalid(
+    name: &'static str,
+    description: &'static str,
+    class: ErrorClass,
+    mutate: impl FnOnce(&mut Vec<u8>),
+) -> Vector {
+    let mut bytes = build(&[small_image()]);
+    mutate(&mut bytes);
+    Vector {
+        name,
+        description,
+        bytes,
+        expect: Expectation::Invalid(class),
+    }
+}
+
+/// Every vector, in manifest order.
+pub fn all() -> Vec<Vector> {
+    let mut vectors = vec![
+        valid("empty-archive", "an archive with no section", vec![]),
+        valid("image-empty", "one image of size 0", vec![ImageModel::new("empty", vec![])]),
+        valid(
+            "image-small",
+            "one image, size not a multiple of the chunk size; text (zstd), random (raw), zero and repeated windows",
+            vec![small_image()],
+        ),
+        valid(
+            "image-sparse",
+            "leading and inner holes never read, a short last window",
+            vec![ImageModel::new(
+                "sparse",
+                vec![Segment::Hole(16_384), Segment::Text(4_096), Segment::Hole(12_288), Segment::Text(100)],
+            )],
+        ),
+        valid(
+            "image-trailing-zeros",
+            "the image ends with a zero extent that ends off a chunk boundary",
+            vec![ImageModel::new("disk", vec![Segment::Text(5_000), Segment::Zero(20_000)])],
+        ),
+        valid(
+            "image-large-hole",
+            "a 64 MiB hole stored as one zero extent, then a short data window",
+            vec![ImageModel::new("disk", vec![Segment::Hole(64 << 20), Segment::Text(100)])],
+        ),
+        valid(
+            "two-images-dedup",
+            "two images sharing chunks: the second refers back to chunks of the first",
+            vec![
+                ImageModel::new(
+                    "disk",
+                    vec![Segment::Text(8_192), Segment::Repeat(1, 8_192), Segment::Random(3, 8_192)],
+                ),
+                ImageModel::new("part1", vec![Segment::Repeat(1, 8_192), Segment::Random(3, 8_192)]),
+            ],
+        ),
+        valid(
+            "image-unknown-size",
+            "an image read from a pipe: IMAGE_BEGIN gives the unknown size, IMAGE_END the real one",
+            vec![ImageModel {
+                size_known: false,
+                ..small_image()
+            }],
+        ),
+    ];
+
+    let mut compat = valid(
+        "feature-compatible-unknown",
+        "unknown compatible (bit 7) and autoclear (bit 3) feature bits: readers ignore them",
+        vec![small_image()],
+    );
+    edit_header(&mut compat.bytes, |h| {
+        h.compatible_features = 1 << 7;
+        h.autoclear_features = 1 << 3;
+    });
+    vectors.push(compat);
+
+    let mut minor = valid(
+        "version-minor-7",
+        "format version 1.7: readers accept any minor version",
+        vec![small_image()],
+    );
+    edit_header(&mut minor.bytes, |h| h.version_minor = 7);
+    vectors.push(minor);
+
+    let mut ancillary = valid(
+        "ancillary-record",
+        "an unknown record type marked ANCILLARY before the ARCHIVE_INDEX: readers skip it",
+        vec![small_image()],
+    );
+    insert_ancillary(&mut ancillary.bytes);
+    vectors.push(ancillary);
+
+    vectors.extend(invalid_vectors());
+    vectors
+}
+
+/// Inserts an ancillary record before the `ARCHIVE_INDEX`, fixing the trailer.
+fn insert_ancillary(bytes: &mut Vec<u8>) {
+    let index = of_type(bytes, RecordType::ArchiveIndex)[0];
+    let body = b"a comment a reader may skip".to_vec();
+    let head = RecordHeader::for_body(
+        0x7A01,
+        strata_format::RecordFlags::ANCILLARY,
+        UUID[..8].try_into().expect("8 bytes"),
+        body.len() as u64,
+        strata_format::crc32c(&body),
+    );
+    let mut record = head.encode().to_vec();
+    record.extend_from_slice(&body);
+    bytes.splice(index.offset..index.offset, record.iter().copied());
+    let trailer = bytes.len() - TRAILER_RECORD_SIZE as usize;
+    let shift = record.len() as u64;
+    let t = trailer + 32;
+    add_u64(bytes, t, shift as i64);
+    add_u64(bytes, t + 8, shift as i64);
+    add_u64(bytes, t + 16, 1);
+    refix_record(bytes, trailer);
+}
+
+fn invalid_vectors() -> Vec<Vector> {
+    use ErrorClass::*;
+    let mut v = Vec::new();
+    v.push(Vector {
+        name: "not-strata-gzip",
+        description: "a gzip stream",
+        bytes: vec![
+            0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ],
+        expect: Expectation::Invalid(NotStrata),
+    });
+    v.push(Vector {
+        name: "empty-file",
+        description: "zero bytes",
+        bytes: Vec::new(),
+        expect: Expectation::Invalid(NotStrata),
+    });
+    v.push(invalid(
+        "header-crc",
+        "one byte of the header's writer field changed",
+        BadHeader,
+        |b| b[70] ^= 0x20,
+    ));
+    v.push(invalid(
+        "header-length-invalid",
+        "header_length 100 (CRC fixed)",
+        BadHeader,
+        |b| edit_header(b, |h| h.header_length = 100),
+    ));
+    v.push(invalid(
+        "version-major-2",
+        "format version 2.0 (CRC fixed)",
+        UnsupportedVersion,
+        |b| edit_header(b, |h| h.version_major = 2),
+    ));
+    v.push(invalid(
+        "feature-encryption",
+        "incompatible bit 0 (\"encryption\", reserved) set",
+        UnsupportedFeature,
+        |b| edit_header(b, |h| h.incompatible_features = 1),
+    ));
+    v.push(invalid(
+        "feature-unknown-incompatible",
+        "unknown incompatible bit 40 set",
+        UnsupportedFeature,
+        |b| edit_header(b, |h| h.incompatible_features = 1 << 40),
+    ));
+    v.push(invalid(
+        "record-header-crc",
+        "a byte of the first IMAGE_EXTENTS record header changed",
+        RecordChecksum,
+        |b| {
+            let rec = of_type(b, RecordType::ImageExtents)[0];
+            b[rec.offset + 16] ^= 0x01;
+        },
+    ));
+    v.push(invalid(
+        "chunk-body-crc",
+        "a stored byte of a zstd chunk changed",
+        RecordChecksum,
+        |b| {
+            let rec = chunk_with_encoding(b, 1);
+            b[rec.body_start + 50] ^= 0x01;
+        },
+    ));
+    v.push(invalid(
+        "chunk-blake3-mismatch",
+        "a byte of a raw chunk changed, CRC fixed: only BLAKE3 catches it",
+        ChunkCorrupt,
+        |b| {
+            let rec = chunk_with_encoding(b, 0);
+            b[rec.body_start + 100] ^= 0x01;
+            refix_record(b, rec.offset);
+        },
+    ));
+    v.push(invalid(
+        "chunk-zstd-size-lie",
+        "a zstd chunk declares one raw byte fewer than its frame holds (CRC fixed)",
+        ChunkCorrupt,
+        |b| {
+            let rec = chunk_with_encoding(b, 1);
+            let at = rec.body_start + 32;
+            let raw = u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+            b[at..at + 4].copy_from_slice(&(raw - 1).to_le_bytes());
+            refix_record(b, rec.offset);
+        },
+    ));
+    v.push(invalid(
+        "chunk-encoding-unknown",
+        "chunk encoding 9 (CRC fixed)",
+        RecordMalformed,
+        |b| {
+            let rec = chunk_with_encoding(b, 1);
+            b[rec.body_start + 36] = 9;
+            refix_record(b, rec.offset);
+        },
+    ));
+    v.push(invalid(
+        "chunk-raw-length-limit",
+        "a chunk declares 16 MiB + 1 raw bytes (CRC fixed)",
+        LimitExceeded,
+        |b| {
+            let rec = chunk_with_encoding(b, 1);
+            let at = rec.body_start + 32;
+            b[at..at + 4].copy_from_slice(&((1u32 << 24) + 1).to_le_bytes());
+            refix_record(b, rec.offset);
+        },
+    ));
+    v.push(invalid(
+        "extent-dangling",
+        "the first data extent refers to the IMAGE_BEGIN record (both tables, CRCs fixed)",
+        DanglingReference,
+        |b| {
+            let begin = of_type(b, RecordType::ImageBegin)[0].offset as u64;
+            edit_extent(b, 0, |e| e[16..24].copy_from_slice(&begin.to_le_bytes()));
+        },
+    ));
+    v.push(invalid(
+        "extent-gap",
+        "the second extent starts one chunk late, leaving a gap (both tables, CRCs fixed)",
+        ExtentMap,
+        |b| {
+            let (offset, _, _) = extent(b, 1);
+            edit_extent(b, 1, |e| {
+                e[0..8].copy_from_slice(&(offset + CHUNK as u64).to_le_bytes())
+            });
+        },
+    ));
+    v.push(invalid(
+        "extent-reserved-kind",
+        "an extent's chunk_ref is 5, a reserved kind (both tables, CRCs fixed)",
+        RecordMalformed,
+        |b| edit_extent(b, 0, |e| e[16..24].copy_from_slice(&5u64.to_le_bytes())),
+    ));
+    v.push(invalid(
+        "extent-1tib",
+        "a data extent claims 1 TiB (both tables, CRCs fixed)",
+        ExtentMap,
+        |b| {
+            edit_extent(b, 0, |e| {
+                e[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes())
+            })
+        },
+    ));
+    v.push(invalid(
+        "truncated-half",
+        "the archive cut at half its length",
+        Truncated,
+        |b| {
+            let half = b.len() / 2;
+            b.truncate(half);
+        },
+    ));
+    v.push(invalid(
+        "truncated-trailer",
+        "the archive without its last 64 bytes",
+        Truncated,
+        |b| {
+            b.truncate(b.len() - TRAILER_RECORD_SIZE as usize);
+        },
+    ));
+    v.push(invalid(
+        "trailer-index-offset",
+        "the trailer points at the IMAGE_INDEX instead of the ARCHIVE_INDEX (CRC fixed)",
+        IndexMismatch,
+        |b| {
+            let image_index = of_type(b, RecordType::ImageIndex)[0].offset as u64;
+            let trailer = b.len() - TRAILER_RECORD_SIZE as usize;
+            put_u64(b, trailer + 32, image_index);
+            refix_record(b, trailer);
+        },
+    ));
+    v.push(invalid(
+        "trailer-record-count",
+        "the trailer counts one record too many (CRC fixed)",
+        IndexMismatch,
+        |b| {
+            let trailer = b.len() - TRAILER_RECORD_SIZE as usize;
+            add_u64(b, trailer + 48, 1);
+            refix_record(b, trailer);
+        },
+    ));
+    v.push(invalid(
+        "image-end-totals",
+        "IMAGE_END claims one chunk fewer (CRC fixed)",
+        IndexMismatch,
+        |b| {
+            let end = of_type(b, RecordType::ImageEnd)[0];
+            add_u64(b, end.body_start + 40, -1);
+            refix_record(b, end.offset);
+        },
+    ));
+    v.push(invalid(
+        "index-extents-differ",
+        "the IMAGE_INDEX swaps the chunks of two data extents; the IMAGE_EXTENTS records do not",
+        IndexMismatch,
+        |b| {
+            let index = of_type(b, RecordType::ImageIndex)[0];
+            // Extents 0 and 1 hold the first two (different, full) text windows.
+            let (a, c) = (index.body_start + 16 + 16, index.body_start + 16 + 24 + 16);
+            let (ra, rc) = (get_u64(b, a), get_u64(b, c));
+            put_u64(b, a, rc);
+            put_u64(b, c, ra);
+            refix_record(b, index.offset);
+        },
+    ));
+    v.push(invalid(
+        "index-count-lie",
+        "the IMAGE_INDEX declares 2^32 extents in a body that holds far fewer (CRC fixed)",
+        RecordMalformed,
+        |b| {
+            let index = of_type(b, RecordType::ImageIndex)[0];
+            put_u64(b, index.body_start + 8, 1 << 32);
+            refix_record(b, index.offset);
+        },
+    ));
+    v.push(invalid(
+        "body-length-limit",
+        "an IMAGE_EXTENTS header declares a 1 TiB body (header CRC fixed)",
+        LimitExceeded,
+        |b| {
+            let rec = of_type(b, RecordType::ImageExtents)[0];
+            edit_record_header(b, rec.offset, |h| h.body_length = 1 << 40);
+        },
+    ));
+    v.push(invalid(
+        "unknown-critical-record",
+        "the IMAGE_END record's type changed to 0x0777, not ancillary (header CRC fixed)",
+        UnknownRecord,
+        |b| {
+            let rec = of_type(b, RecordType::ImageEnd)[0];
+            edit_record_header(b, rec.offset, |h| h.record_type = 0x0777);
+        },
+    ));
+    v.push(invalid(
+        "foreign-record",
+        "a chunk record carries another archive's tag (header CRC fixed)",
+        RecordMalformed,
+        |b| {
+            let rec = chunk_with_encoding(b, 1);
+            edit_record_header(b, rec.offset, |h| h.archive_tag = *b"othertag");
+        },
+    ));
+    v.push(invalid(
+        "record-flags-reserved",
+        "reserved record flag bit 3 set (header CRC fixed)",
+        RecordMalformed,
+        |b| {
+            let rec = of_type(b, RecordType::ImageBegin)[0];
+            edit_record_header(b, rec.offset, |h| h.flags = 1 << 3);
+        },
+    ));
+    v.push(invalid(
+        "section-name-slash",
+        "the image is named \"d/sk\" (CRC fixed)",
+        RecordMalformed,
+        |b| {
+            let rec = of_type(b, RecordType::ImageBegin)[0];
+            b[rec.body_start + 25] = b'/';
+            refix_record(b, rec.offset);
+        },
+    ));
+    v
+}
+
+/// The manifest (schema in `spec/conformance.md`).
+pub fn manifest(vectors: &[Vector]) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = vectors
+        .iter()
+        .map(|v| {
+            let mut entry = json!({
+                "name": v.name,
+                "file": format!("{}.strata", v.name),
+                "description": v.description,
+            });
+            match &v.expect {
+                Expectation::Valid(sections) => {
+                    entry["valid"] = json!(true);
+                    entry["sections"] = sections
+                        .iter()
+                        .map(|s| {
+                            json!({
+                                "kind": "image",
+                                "name": s.name,
+                                "logical_size": s.logical_size,
+                                "data_bytes": s.data_bytes,
+                                "lost_bytes": 0,
+                                "blake3": s.blake3,
+                            })
+                        })
+                        .collect();
+                }
+                Expectation::Invalid(class) => {
+                    entry["valid"] = json!(false);
+                    entry["error"] = json!(class.name());
+                }
+            }
+            entry
+        })
+        .collect();
+    json!({ "format_version": "1.0-draft", "vectors": entries })
+}
+
+/// The manifest's text as committed: pretty JSON with a final newline.
+pub fn manifest_text(vectors: &[Vector]) -> String {
+    let mut text =
+        serde_json::to_string_pretty(&manifest(vectors)).expect("a Value always serialises");
+    text.push('\n');
+    text
+}
+
+/// Writes every vector and the manifest into `dir`.
+pub fn write_all(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let vectors = all();
+    for vector in &vectors {
+        std::fs::write(dir.join(format!("{}.strata", vector.name)), &vector.bytes)?;
+    }
+    std::fs::write(dir.join("manifest.json"), manifest_text(&vectors))
+}
