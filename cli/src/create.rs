@@ -123,6 +123,7 @@ impl Destination {
                     dir.display()
                 ))
             })?;
+        crate::cleanup::register(temp.path());
         Ok(Destination::File {
             temp,
             path: path.to_path_buf(),
@@ -201,12 +202,14 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
                 .map_err(|e| Failure::fatal(format!("writing {label}: {}", e.error())))?;
             file.sync_all()
                 .map_err(|e| Failure::fatal(format!("syncing {label}: {e}")))?;
+            let temp_path = temp.path().to_path_buf();
             temp.persist(&path).map_err(|e| {
                 Failure::fatal(format!(
                     "renaming the finished archive to {label}: {}",
                     e.error
                 ))
             })?;
+            crate::cleanup::forget(&temp_path);
             summary
         }
     };

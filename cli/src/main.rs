@@ -4,6 +4,7 @@
 //! something was refused or warned about; 2 usage error, I/O failure, or nothing
 //! usable.
 
+mod cleanup;
 mod create;
 mod device;
 mod inspect;
@@ -68,6 +69,7 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cleanup::install();
     let result = match cli.command {
         Command::Create(args) => create::run(args),
         Command::Info(args) => inspect::info(args),

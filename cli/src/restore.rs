@@ -74,6 +74,7 @@ fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
                 dir.display()
             ))
         })?;
+    crate::cleanup::register(temp.path());
     Ok(Target::NewFile {
         temp,
         path: dest.to_path_buf(),
@@ -155,6 +156,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
             let mut sink = FileSink::new(file)
                 .map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
             let size = run(&mut sink)?;
+            let temp_path = temp.path().to_path_buf();
             temp.persist(&path).map_err(|e| {
                 Failure::fatal(format!(
                     "renaming the restored image to {}: {}",
@@ -162,6 +164,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
                     e.error
                 ))
             })?;
+            crate::cleanup::forget(&temp_path);
             size
         }
     };

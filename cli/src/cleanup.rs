@@ -1,0 +1,38 @@
+//! Temporary outputs that must not outlive an interrupted run.
+//!
+//! Final outputs are written under a temporary name and renamed when complete;
+//! `Drop` removes the temporary on an error, and this module removes it when
+//! SIGINT, SIGTERM or SIGHUP ends the process, so no half output is left behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Installs the signal handler; call once at start.
+pub fn install() {
+    // If a handler cannot be installed the run goes on; only cleanup on a signal is lost.
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(paths) = PENDING.lock() {
+            for path in paths.iter() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        eprintln!("strata: interrupted; temporary files removed");
+        std::process::exit(130);
+    });
+}
+
+/// Registers a temporary file to remove if the process is interrupted.
+pub fn register(path: &Path) {
+    if let Ok(mut paths) = PENDING.lock() {
+        paths.push(path.to_path_buf());
+    }
+}
+
+/// The file was renamed into place or removed: nothing to clean up any more.
+pub fn forget(path: &Path) {
+    if let Ok(mut paths) = PENDING.lock() {
+        paths.retain(|p| p != path);
+    }
+}
