@@ -15,6 +15,15 @@ stage "tools"
 bash scripts/ensure-tools.sh
 done_stage "tools"
 
+stage "the reader does not depend on the writer (cargo tree)"
+if cargo tree -p strata-reader -e normal,dev,build --prefix none | grep -q '^strata-writer'; then
+  echo "strata-reader depends on strata-writer:" >&2
+  cargo tree -p strata-reader -e normal,dev,build -i strata-writer >&2
+  exit 1
+fi
+echo "strata-reader: no path to strata-writer"
+done_stage "reader independence"
+
 stage "unit, property, vector, damage and CLI tests (cargo test --workspace)"
 cargo test --workspace --no-fail-fast
 done_stage "cargo test"

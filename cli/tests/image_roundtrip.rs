@@ -294,3 +294,53 @@ fn same_input_and_options_give_identical_archives_whatever_the_threads() {
     assert_eq!(archives[0], archives[1]);
     assert_eq!(archives[0], archives[2]);
 }
+
+#[test]
+fn a_one_tib_sparse_file_is_imaged_without_reading_its_holes() {
+    // Reading 1 TiB of holes would take hours: SEEK_DATA/SEEK_HOLE must skip them.
+    let work = temp_dir();
+    let dir = work.path();
+    let sparse = dir.join("sparse.raw");
+    sh(&format!(
+        "truncate -s 1T {0} && printf 'start' | dd of={0} conv=notrunc status=none && printf 'end' | dd of={0} bs=1 seek=$((1024*1024*1024*1024 - 3)) conv=notrunc status=none",
+        path_str(&sparse)
+    ));
+    let archive = dir.join("sparse.strata");
+    run_ok(&[
+        "create",
+        path_str(&archive),
+        "--image",
+        &format!("disk={}", path_str(&sparse)),
+        "--quiet",
+    ]);
+    assert!(std::fs::metadata(&archive).unwrap().len() < 64 << 10);
+    let info = run_ok(&["info", path_str(&archive), "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["sections"][0]["image"]["logical_size"], 1u64 << 40);
+    assert_eq!(info["sections"][0]["image"]["data_bytes"], 2u64 << 20);
+    assert_eq!(info["sections"][0]["image"]["extents"], 3);
+    let restored = dir.join("restored.raw");
+    run_ok(&[
+        "restore",
+        path_str(&archive),
+        "--image",
+        "disk",
+        path_str(&restored),
+        "--quiet",
+    ]);
+    assert_eq!(std::fs::metadata(&restored).unwrap().len(), 1u64 << 40);
+    assert!(
+        allocated(&restored) <= 2 << 20,
+        "the restore allocated {} bytes",
+        allocated(&restored)
+    );
+    let tail = run_ok(&[
+        "cat",
+        path_str(&archive),
+        "--image",
+        "disk",
+        "--offset",
+        &((1u64 << 40) - 3).to_string(),
+    ]);
+    assert_eq!(tail.stdout, b"end");
+}
