@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use strata_writer::{
-    ArchiveWriter, FileSource, ImageSource, Progress, StreamSource, WriterOptions,
-};
+use strata_writer::{ArchiveWriter, FileSource, ImageSource, Progress, StreamSource, TreeOptions, WriterOptions};
 
 use crate::{device, output, Failure};
 
@@ -18,8 +16,18 @@ pub struct CreateArgs {
     archive: PathBuf,
     /// Add a block-image section NAME from SOURCE (a file, a block device, or `-` for
     /// standard input). Repeatable.
-    #[arg(long = "image", value_name = "NAME=SOURCE", value_parser = crate::parse_named_path, required = true)]
+    #[arg(long = "image", value_name = "NAME=SOURCE", value_parser = crate::parse_named_path, required_unless_present = "trees")]
     images: Vec<(String, PathBuf)>,
+    /// Add a file-tree section NAME holding the folder DIR. Repeatable.
+    #[arg(long = "files", value_name = "NAME=DIR", value_parser = crate::parse_named_path)]
+    trees: Vec<(String, PathBuf)>,
+    /// Leave out files and folders matching GLOB: matched against the name, or,
+    /// when GLOB holds a `/`, against the path relative to the tree's root. Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Do not descend into folders on another file system than the tree's root.
+    #[arg(long)]
+    one_file_system: bool,
     /// zstd compression level.
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     level: i32,
@@ -51,9 +59,7 @@ fn parse_size(value: &str) -> Result<u32, String> {
         Some(b'M' | b'm') => (&value[..value.len() - 1], 1u64 << 20),
         _ => (value, 1),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{value:?} is not a size"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("{value:?} is not a size"))?;
     u32::try_from(n * scale).map_err(|_| format!("{value:?} is too large"))
 }
 
@@ -92,10 +98,7 @@ impl Progress for BarProgress {
 /// The archive's destination: a temporary file renamed into place at the end, or
 /// standard output.
 enum Destination {
-    File {
-        temp: tempfile::NamedTempFile,
-        path: PathBuf,
-    },
+    File { temp: tempfile::NamedTempFile, path: PathBuf },
     Stdout,
 }
 
@@ -108,26 +111,17 @@ impl Destination {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| Failure::fatal(format!("{} is not a file name", path.display())))?;
+        let file_name =
+            path.file_name().ok_or_else(|| Failure::fatal(format!("{} is not a file name", path.display())))?;
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{}.", file_name.to_string_lossy()))
             .suffix(".tmp")
             // Mode 0666 less the umask, as any newly created file gets.
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&dir)
-            .map_err(|e| {
-                Failure::fatal(format!(
-                    "creating a temporary file in {}: {e}",
-                    dir.display()
-                ))
-            })?;
+            .map_err(|e| Failure::fatal(format!("creating a temporary file in {}: {e}", dir.display())))?;
         crate::cleanup::register(temp.path());
-        Ok(Destination::File {
-            temp,
-            path: path.to_path_buf(),
-        })
+        Ok(Destination::File { temp, path: path.to_path_buf() })
     }
 }
 
@@ -139,10 +133,7 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
     };
     let created_s = match args.created {
         Some(s) => s,
-        None => match std::env::var("SOURCE_DATE_EPOCH")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
+        None => match std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()) {
             Some(s) => s,
             None => std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -155,13 +146,7 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
     options.chunk_size = args.chunk_size;
     options.threads = args.threads;
 
-    if args
-        .images
-        .iter()
-        .filter(|(_, p)| crate::is_stdio(p))
-        .count()
-        > 1
-    {
+    if args.images.iter().filter(|(_, p)| crate::is_stdio(p)).count() > 1 {
         return Err(Failure::fatal("only one --image can read standard input"));
     }
     // Open every source before writing anything, so a typo costs nothing.
@@ -172,64 +157,85 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
         } else {
             device::refuse_if_mounted(path, args.force, "image")?;
             Box::new(
-                FileSource::open(path)
-                    .map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?,
+                FileSource::open(path).map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?,
             )
         };
         sources.push((name.clone(), path.clone(), source));
     }
 
+    for (name, dir) in &args.trees {
+        if !dir.is_dir() {
+            return Err(Failure::fatal(format!("--files {name}={}: not a folder", dir.display())));
+        }
+    }
     let destination = Destination::open(&args.archive)?;
     let label = args.archive.display().to_string();
+    let mut tree_options =
+        TreeOptions { excludes: args.exclude.clone(), one_file_system: args.one_file_system, skip_inodes: Vec::new() };
+    // Never back up the archive being written, when it lies inside a tree.
+    if let Destination::File { temp, .. } = &destination {
+        if let Ok(meta) = temp.as_file().metadata() {
+            use std::os::unix::fs::MetadataExt;
+            tree_options.skip_inodes.push((meta.dev(), meta.ino()));
+        }
+    }
     let summary = match destination {
         Destination::Stdout => {
             let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            write_archive(out, options, &mut sources, args.quiet)?.1
+            write_archive(out, options, &mut sources, &args.trees, &tree_options, args.quiet)?.1
         }
         Destination::File { temp, path } => {
-            let file = temp
-                .as_file()
-                .try_clone()
-                .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+            let file = temp.as_file().try_clone().map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
             let (out, summary) = write_archive(
                 BufWriter::with_capacity(1 << 20, file),
                 options,
                 &mut sources,
+                &args.trees,
+                &tree_options,
                 args.quiet,
             )?;
-            let file = out
-                .into_inner()
-                .map_err(|e| Failure::fatal(format!("writing {label}: {}", e.error())))?;
-            file.sync_all()
-                .map_err(|e| Failure::fatal(format!("syncing {label}: {e}")))?;
+            let file = out.into_inner().map_err(|e| Failure::fatal(format!("writing {label}: {}", e.error())))?;
+            file.sync_all().map_err(|e| Failure::fatal(format!("syncing {label}: {e}")))?;
             let temp_path = temp.path().to_path_buf();
-            temp.persist(&path).map_err(|e| {
-                Failure::fatal(format!(
-                    "renaming the finished archive to {label}: {}",
-                    e.error
-                ))
-            })?;
+            temp.persist(&path)
+                .map_err(|e| Failure::fatal(format!("renaming the finished archive to {label}: {}", e.error)))?;
             crate::cleanup::forget(&temp_path);
             summary
         }
     };
-    let logical: u64 = summary.images.iter().map(|i| i.logical_size).sum();
+    let logical: u64 = summary.images.iter().map(|i| i.logical_size).sum::<u64>()
+        + summary.trees.iter().map(|t| t.content_bytes).sum::<u64>();
     let stored = summary.archive_length;
-    let deduplicated: u64 = summary.images.iter().map(|i| i.deduplicated_chunks).sum();
-    let ratio = if stored > 0 {
-        logical as f64 / stored as f64
-    } else {
-        0.0
-    };
+    let deduplicated: u64 = summary.images.iter().map(|i| i.deduplicated_chunks).sum::<u64>()
+        + summary.trees.iter().map(|t| t.deduplicated_chunks).sum::<u64>();
+    let warnings: Vec<String> = summary
+        .trees
+        .iter()
+        .flat_map(|t| {
+            t.warnings
+                .iter()
+                .map(move |w| format!("warning: {}/{}: {}", t.name, String::from_utf8_lossy(&w.path), w.message))
+        })
+        .collect();
+    let ratio = if stored > 0 { logical as f64 / stored as f64 } else { 0.0 };
+    let sections = summary.images.len() + summary.trees.len();
     eprintln!(
-        "{label}: {} section{}, {} stored for {} ({ratio:.2}x), {} chunks deduplicated, {:.1} s",
-        summary.images.len(),
-        if summary.images.len() == 1 { "" } else { "s" },
+        "{label}: {sections} section{}, {} stored for {} ({ratio:.2}x), {} chunks deduplicated, {:.1} s",
+        if sections == 1 { "" } else { "s" },
         output::size(stored),
         output::size(logical),
         output::grouped(deduplicated),
         started.elapsed().as_secs_f64()
     );
+    // As GNU tar and borg: what could not be read is a warning and exit 1, with a
+    // valid archive of everything else.
+    for warning in &warnings {
+        eprintln!("{warning}");
+    }
+    if !warnings.is_empty() {
+        eprintln!("{} warning{}", warnings.len(), if warnings.len() == 1 { "" } else { "s" });
+        return Ok(1);
+    }
     Ok(0)
 }
 
@@ -237,6 +243,8 @@ fn write_archive<W: Write>(
     out: W,
     options: WriterOptions,
     sources: &mut [(String, PathBuf, Box<dyn ImageSource>)],
+    trees: &[(String, PathBuf)],
+    tree_options: &TreeOptions,
     quiet: bool,
 ) -> Result<(W, strata_writer::ArchiveSummary), Failure> {
     let mut writer = ArchiveWriter::new(out, options).map_err(|e| Failure::fatal(e.to_string()))?;
@@ -253,6 +261,24 @@ fn write_archive<W: Write>(
                 output::size(image.data_bytes),
                 output::size(image.zero_bytes),
                 output::size(image.stored_bytes)
+            );
+        }
+    }
+    for (name, dir) in trees {
+        let bar = output::bar(name, None, quiet);
+        let tree = writer
+            .add_tree(name, dir, tree_options, &BarProgress(bar.clone()))
+            .map_err(|e| Failure::fatal(format!("files {name} from {}: {e}", dir.display())))?;
+        bar.finish_and_clear();
+        if !quiet {
+            eprintln!(
+                "{name:8} {} entries ({} files, {} dirs, {} symlinks), {}, {} stored",
+                output::grouped(tree.entries),
+                output::grouped(tree.files),
+                output::grouped(tree.directories),
+                output::grouped(tree.symlinks),
+                output::size(tree.content_bytes),
+                output::size(tree.stored_bytes)
             );
         }
     }

@@ -38,8 +38,13 @@ pub struct CatArgs {
     /// The archive.
     archive: PathBuf,
     /// The image section to read.
-    #[arg(long)]
-    image: String,
+    #[arg(long, required_unless_present = "files", conflicts_with = "files")]
+    image: Option<String>,
+    /// The file-tree section to read PATH from.
+    #[arg(long, requires = "path")]
+    files: Option<String>,
+    /// With --files: the file to write, relative to the section's root.
+    path: Option<String>,
     /// First image byte to write.
     #[arg(long, default_value_t = 0)]
     offset: u64,
@@ -87,6 +92,20 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                     }
                 })
             }
+            Section::Tree(tree) => json!({
+                "kind": "files",
+                "name": tree.name,
+                "files": {
+                    "entries": tree.end.entry_count,
+                    "regular_files": tree.end.file_count,
+                    "directories": tree.end.directory_count,
+                    "content_bytes": tree.end.content_bytes,
+                    "chunk_size": tree.begin.chunk_size,
+                    "chunks": tree.end.chunk_count,
+                    "stored_bytes": tree.end.chunk_bytes,
+                    "captured": tree.begin.captured,
+                }
+            }),
         })
         .collect();
     if args.json {
@@ -118,20 +137,13 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
     let required = Features::describe_unsupported(header.incompatible_features);
     println!(
         "required features: {}",
-        if required.is_empty() {
-            "none beyond 1.0".to_string()
-        } else {
-            required.join(", ")
-        }
+        if required.is_empty() { "none beyond 1.0".to_string() } else { required.join(", ") }
     );
     for section in archive.sections() {
         match section {
             Section::Image(image) => {
                 let ratio = if image.end.chunk_bytes > 0 {
-                    format!(
-                        ", {:.2}x",
-                        image.end.data_bytes as f64 / image.end.chunk_bytes as f64
-                    )
+                    format!(", {:.2}x", image.end.data_bytes as f64 / image.end.chunk_bytes as f64)
                 } else {
                     String::new()
                 };
@@ -151,6 +163,15 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                     }
                 );
             }
+            Section::Tree(tree) => println!(
+                "  files  {:8} {} entries ({} files, {} dirs), {}, {} stored",
+                tree.name,
+                output::grouped(tree.end.entry_count),
+                output::grouped(tree.end.file_count),
+                output::grouped(tree.end.directory_count),
+                output::size(tree.end.content_bytes),
+                output::size(tree.end.chunk_bytes)
+            ),
         }
     }
     Ok(0)
@@ -224,26 +245,16 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
             output::grouped(report.records),
             output::grouped(report.chunks),
             output::size(report.verified_bytes),
-            if lost > 0 {
-                format!("; {} recorded as lost in salvage", output::size(lost))
-            } else {
-                String::new()
-            }
+            if lost > 0 { format!("; {} recorded as lost in salvage", output::size(lost)) } else { String::new() }
         );
         return Ok(0);
     }
     if !report.recognised {
-        let detail = report
-            .problems
-            .first()
-            .map_or("not a Strata archive".to_string(), |p| p.detail.clone());
+        let detail = report.problems.first().map_or("not a Strata archive".to_string(), |p| p.detail.clone());
         return Err(Failure::fatal(format!("{name}: {detail}")));
     }
     let count = report.problems.len();
-    println!(
-        "{name}: damaged, {count} problem{}",
-        if count == 1 { "" } else { "s" }
-    );
+    println!("{name}: damaged, {count} problem{}", if count == 1 { "" } else { "s" });
     for problem in &report.problems {
         println!(
             "  byte {}: {}: {} [{}]",
@@ -273,13 +284,13 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
 
 pub fn cat(args: CatArgs) -> Result<u8, Failure> {
     let archive = open_archive(&args.archive)?;
-    let image = archive.image(&args.image).ok_or_else(|| {
-        Failure::fatal(format!(
-            "{} has no image named {:?}",
-            args.archive.display(),
-            args.image
-        ))
-    })?;
+    if let (Some(files), Some(path)) = (&args.files, &args.path) {
+        return cat_file(&archive, &args.archive, files, path);
+    }
+    let name = args.image.as_deref().unwrap_or_default();
+    let image = archive
+        .image(name)
+        .ok_or_else(|| Failure::fatal(format!("{} has no image named {name:?}", args.archive.display())))?;
     if args.offset > image.logical_size {
         return Err(Failure::fatal(format!(
             "--offset {} is past the end of image {} ({} bytes)",
@@ -287,16 +298,12 @@ pub fn cat(args: CatArgs) -> Result<u8, Failure> {
         )));
     }
     let end = match args.length {
-        Some(length) => args
-            .offset
-            .checked_add(length)
-            .filter(|&e| e <= image.logical_size)
-            .ok_or_else(|| {
-                Failure::fatal(format!(
-                    "--offset {} --length {length} runs past the end of image {} ({} bytes)",
-                    args.offset, image.name, image.logical_size
-                ))
-            })?,
+        Some(length) => args.offset.checked_add(length).filter(|&e| e <= image.logical_size).ok_or_else(|| {
+            Failure::fatal(format!(
+                "--offset {} --length {length} runs past the end of image {} ({} bytes)",
+                args.offset, image.name, image.logical_size
+            ))
+        })?,
         None => image.logical_size,
     };
     let mut out = io::stdout().lock();
@@ -307,14 +314,47 @@ pub fn cat(args: CatArgs) -> Result<u8, Failure> {
         let n = archive
             .read_image_at(image, at, &mut buf[..take])
             .map_err(|e| Failure::fatal(format!("{}: {e}", args.archive.display())))?;
-        out.write_all(&buf[..n])
-            .map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
+        out.write_all(&buf[..n]).map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
         at += n as u64;
         if n == 0 {
             break;
         }
     }
-    out.flush()
-        .map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
+    out.flush().map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
+    Ok(0)
+}
+
+/// `cat --files NAME PATH`: one file's content, checked against its BLAKE3.
+fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> Result<u8, Failure> {
+    let label = label.display();
+    let tree =
+        archive.tree(files).ok_or_else(|| Failure::fatal(format!("{label} has no file tree named {files:?}")))?;
+    let wanted = path.trim_matches('/').trim_start_matches("./");
+    let entry = archive
+        .lookup(tree, wanted.as_bytes())
+        .map_err(|e| Failure::fatal(format!("{label}: {e}")))?
+        .ok_or_else(|| Failure::fatal(format!("{wanted}: not in files {files}")))?;
+    let entry = match entry.kind {
+        strata_format::files::EntryKind::File => entry,
+        strata_format::files::EntryKind::Hardlink => {
+            // The content is the first entry's: find it among the entries.
+            let mut target = None;
+            archive
+                .walk_tree(tree, |item| {
+                    if item.entry.entry_id == entry.link_id {
+                        target = Some(item.entry);
+                    }
+                    Ok(())
+                })
+                .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+            target.ok_or_else(|| Failure::fatal(format!("{wanted}: its hard link target is missing")))?
+        }
+        other => return Err(Failure::fatal(format!("{wanted} is a {}, not a regular file", other.name()))),
+    };
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+    archive
+        .read_file(tree, &entry, &mut out)
+        .map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
+    out.flush().map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
     Ok(0)
 }

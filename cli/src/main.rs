@@ -7,6 +7,7 @@
 mod cleanup;
 mod create;
 mod device;
+mod files;
 mod inspect;
 mod output;
 mod restore;
@@ -26,9 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create an archive from block images (disks, partitions, image files).
+    /// Create an archive from block images (disks, partitions, image files) and file trees.
     #[command(
-        after_help = "Examples:\n  strata create backup.strata --image disk=/dev/sdb\n  strata create - --image root=rootfs.img > backup.strata\n  dd if=/dev/sdb | strata create backup.strata --image disk=-"
+        after_help = "Examples:\n  strata create backup.strata --image disk=/dev/sdb --files home=/home --exclude '*.tmp'\n  strata create - --image root=rootfs.img > backup.strata\n  dd if=/dev/sdb | strata create backup.strata --image disk=-"
     )]
     Create(create::CreateArgs),
     /// Show an archive's sections, sizes and features without reading its data.
@@ -39,14 +40,24 @@ enum Command {
         after_help = "Exit status: 0 clean, 1 damaged (the damage is listed), 2 unreadable or not a Strata archive.\n\nExample:\n  strata verify backup.strata"
     )]
     Verify(inspect::VerifyArgs),
+    /// List a file tree, like `tar -tv`.
+    #[command(
+        after_help = "Examples:\n  strata list backup.strata --files home --long\n  strata list backup.strata --files home alice/docs --json"
+    )]
+    List(files::ListArgs),
+    /// Extract a file tree (or chosen paths) into a folder, safely.
+    #[command(
+        after_help = "Examples:\n  strata extract backup.strata --files home /tmp/restore\n  strata extract backup.strata --files home /tmp/restore alice/thesis.pdf"
+    )]
+    Extract(files::ExtractArgs),
     /// Restore an image to a file, a block device, or standard output.
     #[command(
         after_help = "Examples:\n  strata restore backup.strata --image disk disk.img\n  strata restore backup.strata --image disk /dev/sdc\n  strata restore - --image disk disk.img < backup.strata"
     )]
     Restore(restore::RestoreArgs),
-    /// Write a byte range of an image to standard output, by random access.
+    /// Write a byte range of an image, or one file of a tree, to standard output.
     #[command(
-        after_help = "Example:\n  strata cat backup.strata --image disk --offset 1048576 --length 512 | xxd"
+        after_help = "Examples:\n  strata cat backup.strata --image disk --offset 1048576 --length 512 | xxd\n  strata cat backup.strata --files home alice/notes.txt"
     )]
     Cat(inspect::CatArgs),
 }
@@ -60,10 +71,7 @@ pub struct Failure {
 impl Failure {
     /// Usage errors, I/O failures, nothing usable: exit 2.
     pub fn fatal(message: impl Into<String>) -> Self {
-        Failure {
-            code: 2,
-            message: message.into(),
-        }
+        Failure { code: 2, message: message.into() }
     }
 }
 
@@ -75,6 +83,8 @@ fn main() -> ExitCode {
         Command::Info(args) => inspect::info(args),
         Command::Verify(args) => inspect::verify(args),
         Command::Restore(args) => restore::run(args),
+        Command::List(args) => files::list(args),
+        Command::Extract(args) => files::extract(args),
         Command::Cat(args) => inspect::cat(args),
     };
     match result {
@@ -94,9 +104,7 @@ pub fn is_stdio(path: &std::path::Path) -> bool {
 /// Parses `NAME=SOURCE`.
 pub fn parse_named_path(value: &str) -> Result<(String, PathBuf), String> {
     match value.split_once('=') {
-        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
-            Ok((name.to_string(), PathBuf::from(path)))
-        }
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), PathBuf::from(path))),
         _ => Err(format!("expected NAME=SOURCE, got {value:?}")),
     }
 }

@@ -48,24 +48,12 @@ pub fn utc(ns: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 pub fn uuid(bytes: &[u8; 16]) -> String {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// A progress bar on stderr when it is a terminal and not quieted; hidden otherwise.
@@ -74,8 +62,7 @@ pub fn bar(label: &str, total: Option<u64>, quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = match total {
-        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
-            .with_style(
+        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_style(
             ProgressStyle::with_template(
                 "{prefix:8} [{bar:24}] {bytes:>10} / {total_bytes:10} {bytes_per_sec:>12} {eta}",
             )
@@ -94,8 +81,5 @@ pub fn bar(label: &str, total: Option<u64>, quiet: bool) -> ProgressBar {
 
 /// Prints a JSON value on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("a Value always serialises")
-    );
+    println!("{}", serde_json::to_string_pretty(value).expect("a Value always serialises"));
 }

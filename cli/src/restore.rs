@@ -33,19 +33,14 @@ pub struct RestoreArgs {
 enum Target {
     Stdout,
     Device(File),
-    NewFile {
-        temp: tempfile::NamedTempFile,
-        path: PathBuf,
-    },
+    NewFile { temp: tempfile::NamedTempFile, path: PathBuf },
 }
 
 fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
     if crate::is_stdio(dest) {
         return Ok(Target::Stdout);
     }
-    let is_device = std::fs::metadata(dest)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
+    let is_device = std::fs::metadata(dest).map(|m| m.file_type().is_block_device()).unwrap_or(false);
     if is_device {
         device::refuse_if_mounted(dest, force, "overwrite")?;
         let file = OpenOptions::new()
@@ -59,26 +54,16 @@ fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = dest
-        .file_name()
-        .ok_or_else(|| Failure::fatal(format!("{} is not a file name", dest.display())))?;
+    let name = dest.file_name().ok_or_else(|| Failure::fatal(format!("{} is not a file name", dest.display())))?;
     let temp = tempfile::Builder::new()
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .suffix(".tmp")
         // Mode 0666 less the umask, as any newly created file gets.
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(&dir)
-        .map_err(|e| {
-            Failure::fatal(format!(
-                "creating a temporary file in {}: {e}",
-                dir.display()
-            ))
-        })?;
+        .map_err(|e| Failure::fatal(format!("creating a temporary file in {}: {e}", dir.display())))?;
     crate::cleanup::register(temp.path());
-    Ok(Target::NewFile {
-        temp,
-        path: dest.to_path_buf(),
-    })
+    Ok(Target::NewFile { temp, path: dest.to_path_buf() })
 }
 
 pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
@@ -98,28 +83,16 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
             }
         }
     };
-    let total = archive
-        .as_ref()
-        .and_then(|a| a.image(&args.image))
-        .map(|i| i.logical_size);
+    let total = archive.as_ref().and_then(|a| a.image(&args.image)).map(|i| i.logical_size);
     if archive.is_some() && total.is_none() {
-        return Err(Failure::fatal(format!(
-            "{label} has no image named {:?}",
-            args.image
-        )));
+        return Err(Failure::fatal(format!("{label} has no image named {:?}", args.image)));
     }
-    let bar = output::bar(
-        &args.image,
-        total,
-        args.quiet || matches!(target, Target::Stdout),
-    );
+    let bar = output::bar(&args.image, total, args.quiet || matches!(target, Target::Stdout));
     let run = |sink: &mut dyn ImageSink| -> Result<u64, Failure> {
         let result = match &archive {
             Some(archive) => {
                 let image = archive.image(&args.image).expect("checked above");
-                archive
-                    .restore_image(image, sink, &|n| bar.inc(n))
-                    .map(|_| image.logical_size)
+                archive.restore_image(image, sink, &|n| bar.inc(n)).map(|_| image.logical_size)
             }
             None => {
                 let input: Box<dyn io::Read> = if crate::is_stdio(&args.archive) {
@@ -144,25 +117,16 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
             run(&mut sink)?
         }
         Target::Device(file) => {
-            let mut sink = FileSink::new(file)
-                .map_err(|e| Failure::fatal(format!("{}: {e}", args.dest.display())))?;
+            let mut sink = FileSink::new(file).map_err(|e| Failure::fatal(format!("{}: {e}", args.dest.display())))?;
             run(&mut sink)?
         }
         Target::NewFile { temp, path } => {
-            let file = temp
-                .as_file()
-                .try_clone()
-                .map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
-            let mut sink = FileSink::new(file)
-                .map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+            let file = temp.as_file().try_clone().map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+            let mut sink = FileSink::new(file).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
             let size = run(&mut sink)?;
             let temp_path = temp.path().to_path_buf();
             temp.persist(&path).map_err(|e| {
-                Failure::fatal(format!(
-                    "renaming the restored image to {}: {}",
-                    path.display(),
-                    e.error
-                ))
+                Failure::fatal(format!("renaming the restored image to {}: {}", path.display(), e.error))
             })?;
             crate::cleanup::forget(&temp_path);
             size
@@ -170,12 +134,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     };
     bar.finish_and_clear();
     if !args.quiet {
-        eprintln!(
-            "{}: restored image {} ({})",
-            args.dest.display(),
-            args.image,
-            output::size(size)
-        );
+        eprintln!("{}: restored image {} ({})", args.dest.display(), args.image, output::size(size));
     }
     Ok(0)
 }

@@ -10,18 +10,9 @@ use common::*;
 
 fn make_archive(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let image = dir.join("img.raw");
-    sh(&format!(
-        "head -c 2500000 /dev/urandom > {0} && yes data | head -c 3000000 >> {0}",
-        path_str(&image)
-    ));
+    sh(&format!("head -c 2500000 /dev/urandom > {0} && yes data | head -c 3000000 >> {0}", path_str(&image)));
     let archive = dir.join("a.strata");
-    run_ok(&[
-        "create",
-        path_str(&archive),
-        "--image",
-        &format!("disk={}", path_str(&image)),
-        "--quiet",
-    ]);
+    run_ok(&["create", path_str(&archive), "--image", &format!("disk={}", path_str(&image)), "--quiet"]);
     (image, archive)
 }
 
@@ -41,21 +32,14 @@ fn verify_exit_codes_and_a_flipped_chunk_byte_names_the_image_range() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("damaged"), "{text}");
-    assert!(
-        text.contains("image disk: bytes 0-1,048,575 unreadable"),
-        "{text}"
-    );
+    assert!(text.contains("image disk: bytes 0-1,048,575 unreadable"), "{text}");
     let json = run(&["verify", path_str(&damaged), "--json"]);
     assert_eq!(json.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(report["status"], "damaged");
     let affects = &report["problems"][0]["affects"][0];
     assert_eq!(
-        (
-            affects["section"].as_str(),
-            affects["start"].as_u64(),
-            affects["end"].as_u64()
-        ),
+        (affects["section"].as_str(), affects["start"].as_u64(), affects["end"].as_u64()),
         (Some("disk"), Some(0), Some(1 << 20))
     );
 
@@ -65,10 +49,7 @@ fn verify_exit_codes_and_a_flipped_chunk_byte_names_the_image_range() {
     let out = run(&["verify", path_str(&other)]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gzip"));
-    assert_eq!(
-        run(&["verify", "/nonexistent.strata"]).status.code(),
-        Some(2)
-    );
+    assert_eq!(run(&["verify", "/nonexistent.strata"]).status.code(), Some(2));
 
     // A truncated archive: info says so and points at salvage.
     let cut = work.path().join("cut.strata");
@@ -82,31 +63,17 @@ fn verify_exit_codes_and_a_flipped_chunk_byte_names_the_image_range() {
 #[test]
 fn usage_errors_exit_2() {
     assert_eq!(run(&["create", "x.strata"]).status.code(), Some(2));
-    assert_eq!(
-        run(&["create", "x.strata", "--image", "noequals"])
-            .status
-            .code(),
-        Some(2)
-    );
+    assert_eq!(run(&["create", "x.strata", "--image", "noequals"]).status.code(), Some(2));
     assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
     let work = temp_dir();
     let (_, archive) = make_archive(work.path());
-    let out = run(&[
-        "restore",
-        path_str(&archive),
-        "--image",
-        "nope",
-        path_str(&work.path().join("o")),
-    ]);
+    let out = run(&["restore", path_str(&archive), "--image", "nope", path_str(&work.path().join("o"))]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no image named"));
     assert!(!work.path().join("o").exists());
     for cmd in ["create", "info", "verify", "restore", "cat"] {
         let help = run_ok(&[cmd, "--help"]);
-        assert!(
-            String::from_utf8_lossy(&help.stdout).contains("Example"),
-            "{cmd} --help has no example"
-        );
+        assert!(String::from_utf8_lossy(&help.stdout).contains("Example"), "{cmd} --help has no example");
     }
 }
 
@@ -144,11 +111,7 @@ fn interrupted_create_leaves_no_output_and_killed_create_keeps_the_old_archive()
     let status = child.wait().unwrap();
     assert!(!status.success());
     assert!(!archive.exists(), "an interrupted create left an archive");
-    assert!(
-        temp_files(dir).is_empty(),
-        "temporary files left: {:?}",
-        temp_files(dir)
-    );
+    assert!(temp_files(dir).is_empty(), "temporary files left: {:?}", temp_files(dir));
 
     let mut child = start_stalled_create(&archive);
     sh(&format!("kill -TERM {}", child.id()));
@@ -170,28 +133,18 @@ struct Loop(String);
 
 impl Loop {
     fn attach(file: &std::path::Path) -> Option<Loop> {
-        let out = std::process::Command::new("losetup")
-            .args(["--show", "-f", path_str(file)])
-            .output()
-            .ok()?;
+        let out = std::process::Command::new("losetup").args(["--show", "-f", path_str(file)]).output().ok()?;
         if !out.status.success() {
-            eprintln!(
-                "loop devices unavailable here: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            eprintln!("loop devices unavailable here: {}", String::from_utf8_lossy(&out.stderr));
             return None;
         }
-        Some(Loop(
-            String::from_utf8_lossy(&out.stdout).trim().to_string(),
-        ))
+        Some(Loop(String::from_utf8_lossy(&out.stdout).trim().to_string()))
     }
 }
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &self.0])
-            .status();
+        let _ = std::process::Command::new("losetup").args(["-d", &self.0]).status();
     }
 }
 
@@ -208,51 +161,26 @@ fn block_devices_image_and_restore_bit_identical_with_holes_zeroed() {
         return;
     };
     let archive = dir.join("dev.strata");
-    run_ok(&[
-        "create",
-        path_str(&archive),
-        "--image",
-        &format!("disk={}", source_dev.0),
-        "--quiet",
-    ]);
+    run_ok(&["create", path_str(&archive), "--image", &format!("disk={}", source_dev.0), "--quiet"]);
 
     // A target full of garbage: the holes must be zeroed for the device to match.
     let target = dir.join("target.raw");
-    sh(&format!(
-        "head -c 16777216 /dev/urandom > {}",
-        path_str(&target)
-    ));
+    sh(&format!("head -c 16777216 /dev/urandom > {}", path_str(&target)));
     let Some(target_dev) = Loop::attach(&target) else {
         return;
     };
-    run_ok(&[
-        "restore",
-        path_str(&archive),
-        "--image",
-        "disk",
-        &target_dev.0,
-        "--quiet",
-    ]);
+    run_ok(&["restore", path_str(&archive), "--image", "disk", &target_dev.0, "--quiet"]);
     drop(target_dev);
     assert_eq!(file_blake3(&source), file_blake3(&target));
 
     // A device smaller than the image is refused, and left alone.
     let small = dir.join("small.raw");
-    sh(&format!(
-        "head -c 8388608 /dev/urandom > {}",
-        path_str(&small)
-    ));
+    sh(&format!("head -c 8388608 /dev/urandom > {}", path_str(&small)));
     let before = file_blake3(&small);
     let Some(small_dev) = Loop::attach(&small) else {
         return;
     };
-    let out = run(&[
-        "restore",
-        path_str(&archive),
-        "--image",
-        "disk",
-        &small_dev.0,
-    ]);
+    let out = run(&["restore", path_str(&archive), "--image", "disk", &small_dev.0]);
     drop(small_dev);
     assert_eq!(out.status.code(), Some(2));
     assert!(

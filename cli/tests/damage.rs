@@ -40,35 +40,22 @@ fn records(bytes: &[u8]) -> Vec<(usize, u16, usize)> {
 #[test]
 fn every_flipped_byte_is_reported_and_chunk_damage_names_the_image_range() {
     let (archive, _, _) = sample();
-    assert!(
-        archive.len() < 64 << 10,
-        "the sample is small: {} bytes",
-        archive.len()
-    );
+    assert!(archive.len() < 64 << 10, "the sample is small: {} bytes", archive.len());
     let clean = verify::verify(&archive, Limits::default(), &|_| {}).unwrap();
     assert!(clean.is_clean(), "{:?}", clean.problems);
     let opened = Archive::open(archive.clone()).unwrap();
-    let chunk_records: Vec<(usize, usize)> = records(&archive)
-        .into_iter()
-        .filter(|r| r.1 == RecordType::Chunk.code())
-        .map(|r| (r.0, r.2))
-        .collect();
+    let chunk_records: Vec<(usize, usize)> =
+        records(&archive).into_iter().filter(|r| r.1 == RecordType::Chunk.code()).map(|r| (r.0, r.2)).collect();
     let mut damaged = archive.clone();
     for i in 0..archive.len() {
         damaged[i] ^= 0x40;
         let report = verify::verify(&damaged, Limits::default(), &|_| {}).unwrap();
         assert!(!report.is_clean(), "flipping byte {i} went unnoticed");
-        assert!(
-            report.recognised || i < 8,
-            "byte {i}: a damaged archive is still recognised"
-        );
+        assert!(report.recognised || i < 8, "byte {i}: a damaged archive is still recognised");
         // A flip inside a chunk's body must name every image range that uses it.
-        if let Some(&(start, _)) = chunk_records
-            .iter()
-            .find(|(start, end)| i >= start + 32 && i < *end)
-        {
+        if let Some(&(start, _)) = chunk_records.iter().find(|(start, end)| i >= start + 32 && i < *end) {
             for section in opened.sections() {
-                let Section::Image(image) = section;
+                let Section::Image(image) = section else { continue };
                 for extent in image.extents.iter().filter(|e| e.chunk_ref == start as u64) {
                     let named = report.problems.iter().any(|p| {
                         p.affects.iter().any(|a| {
@@ -99,13 +86,10 @@ fn every_truncation_gives_a_clear_error_and_no_panic() {
         let truncated = &archive[..cut];
         let report = verify::verify(truncated, Limits::default(), &|_| {}).unwrap();
         assert!(!report.is_clean(), "a cut at {cut} went unnoticed");
-        let error = Archive::open(truncated.to_vec())
-            .err()
-            .unwrap_or_else(|| panic!("cut at {cut} opened"));
+        let error = Archive::open(truncated.to_vec()).err().unwrap_or_else(|| panic!("cut at {cut} opened"));
         assert!(!error.to_string().is_empty());
         let mut sink = MemorySink::default();
-        let streamed =
-            stream::restore_image(truncated, "disk", &mut sink, Limits::default(), &|_| {});
+        let streamed = stream::restore_image(truncated, "disk", &mut sink, Limits::default(), &|_| {});
         // A cut after the disk's IMAGE_END still restores the disk, identically.
         if let Ok(size) = streamed {
             assert_eq!(size as usize, disk.len());
@@ -130,26 +114,16 @@ fn short_reads_from_a_pipe_do_not_change_the_result() {
     let (archive, disk, part) = sample();
     for (name, want) in [("disk", &disk), ("part", &part)] {
         let mut sink = MemorySink::default();
-        stream::restore_image(
-            Trickle(&archive, 0),
-            name,
-            &mut sink,
-            Limits::default(),
-            &|_| {},
-        )
-        .unwrap();
+        stream::restore_image(Trickle(&archive, 0), name, &mut sink, Limits::default(), &|_| {}).unwrap();
         assert_eq!(&sink.bytes, want);
     }
     // The writer reading its source through short reads writes the same archive.
-    let mut options =
-        strata_writer::WriterOptions::new(*b"0123456789abcdef", 1_700_000_000_000_000_000);
+    let mut options = strata_writer::WriterOptions::new(*b"0123456789abcdef", 1_700_000_000_000_000_000);
     options.chunk_size = 4096;
     options.batch_bytes = 8 * 4096;
     let mut writer = strata_writer::ArchiveWriter::new(Vec::new(), options).unwrap();
     let mut source = strata_writer::StreamSource::new(Trickle(&disk, 3));
-    writer
-        .add_image("disk", &mut source, &strata_writer::NoProgress)
-        .unwrap();
+    writer.add_image("disk", &mut source, &strata_writer::NoProgress).unwrap();
     let bytes = writer.finish().unwrap().0;
     let opened = Archive::open(bytes).unwrap();
     let image = opened.image("disk").unwrap();

@@ -11,28 +11,11 @@ use common::*;
 fn round_trip(image: &std::path::Path, work: &std::path::Path) {
     let archive = work.join("a.strata");
     let restored = work.join("restored.img");
-    run_ok(&[
-        "create",
-        path_str(&archive),
-        "--image",
-        &format!("disk={}", path_str(image)),
-        "--quiet",
-    ]);
+    run_ok(&["create", path_str(&archive), "--image", &format!("disk={}", path_str(image)), "--quiet"]);
     let verify = run_ok(&["verify", path_str(&archive)]);
     assert!(String::from_utf8_lossy(&verify.stdout).contains(": ok"));
-    run_ok(&[
-        "restore",
-        path_str(&archive),
-        "--image",
-        "disk",
-        path_str(&restored),
-        "--quiet",
-    ]);
-    assert_eq!(
-        file_blake3(image),
-        file_blake3(&restored),
-        "the restored image differs"
-    );
+    run_ok(&["restore", path_str(&archive), "--image", "disk", path_str(&restored), "--quiet"]);
+    assert_eq!(file_blake3(image), file_blake3(&restored), "the restored image differs");
 }
 
 #[test]
@@ -49,11 +32,7 @@ fn ext4_image_round_trips_bit_identical_and_stays_sparse() {
         path_str(&tree)
     ));
     let image = work.path().join("ext4.img");
-    sh(&format!(
-        "mke2fs -q -t ext4 -d {} {} 256M",
-        path_str(&tree),
-        path_str(&image)
-    ));
+    sh(&format!("mke2fs -q -t ext4 -d {} {} 256M", path_str(&tree), path_str(&image)));
     round_trip(&image, work.path());
     // The image is mostly free space: the restore must not allocate it.
     let restored = work.path().join("restored.img");
@@ -79,16 +58,8 @@ fn qcow2_converted_to_raw_round_trips() {
     ));
     let qcow2 = dir.join("disk.qcow2");
     let back = dir.join("back.raw");
-    sh(&format!(
-        "qemu-img convert -f raw -O qcow2 {} {}",
-        path_str(&raw),
-        path_str(&qcow2)
-    ));
-    sh(&format!(
-        "qemu-img convert -f qcow2 -O raw {} {}",
-        path_str(&qcow2),
-        path_str(&back)
-    ));
+    sh(&format!("qemu-img convert -f raw -O qcow2 {} {}", path_str(&raw), path_str(&qcow2)));
+    sh(&format!("qemu-img convert -f qcow2 -O raw {} {}", path_str(&qcow2), path_str(&back)));
     round_trip(&back, dir);
     assert_eq!(file_blake3(&raw), file_blake3(&dir.join("restored.img")));
 }
@@ -111,31 +82,16 @@ fn pipe_output_equals_file_output_and_restores_from_a_pipe() {
     let mut args = vec!["create", "-", "--image", &source];
     args.extend(fixed);
     let piped = run_ok(&args).stdout;
-    assert_eq!(
-        std::fs::read(&to_file).unwrap(),
-        piped,
-        "`create -` must write the same bytes as a file"
-    );
+    assert_eq!(std::fs::read(&to_file).unwrap(), piped, "`create -` must write the same bytes as a file");
 
     // The image itself from a pipe: the archive differs only in IMAGE_BEGIN's size.
     let from_stdin = dir.join("stdin.strata");
     let mut child = strata()
-        .args([
-            "create",
-            path_str(&from_stdin),
-            "--image",
-            "disk=-",
-            "--quiet",
-        ])
+        .args(["create", path_str(&from_stdin), "--image", "disk=-", "--quiet"])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&std::fs::read(&image).unwrap())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(&std::fs::read(&image).unwrap()).unwrap();
     assert!(child.wait().unwrap().success());
     run_ok(&["verify", path_str(&from_stdin)]);
 
@@ -155,10 +111,7 @@ fn pipe_output_equals_file_output_and_restores_from_a_pipe() {
             .output()
             .unwrap();
         assert!(out.status.success());
-        assert_eq!(
-            blake3::hash(&out.stdout).to_hex().to_string(),
-            file_blake3(&image)
-        );
+        assert_eq!(blake3::hash(&out.stdout).to_hex().to_string(), file_blake3(&image));
     }
 }
 
@@ -167,25 +120,11 @@ fn cat_reads_a_byte_range_by_random_access() {
     let work = temp_dir();
     let dir = work.path();
     let image = dir.join("img.raw");
-    sh(&format!(
-        "head -c 5000000 /dev/urandom > {}",
-        path_str(&image)
-    ));
+    sh(&format!("head -c 5000000 /dev/urandom > {}", path_str(&image)));
     let archive = dir.join("a.strata");
-    run_ok(&[
-        "create",
-        path_str(&archive),
-        "--image",
-        &format!("disk={}", path_str(&image)),
-        "--quiet",
-    ]);
+    run_ok(&["create", path_str(&archive), "--image", &format!("disk={}", path_str(&image)), "--quiet"]);
     let bytes = std::fs::read(&image).unwrap();
-    for (offset, length) in [
-        (0usize, 10usize),
-        (1_048_570, 20),
-        (4_999_990, 10),
-        (123_456, 2_000_000),
-    ] {
+    for (offset, length) in [(0usize, 10usize), (1_048_570, 20), (4_999_990, 10), (123_456, 2_000_000)] {
         let out = run_ok(&[
             "cat",
             path_str(&archive),
@@ -198,16 +137,7 @@ fn cat_reads_a_byte_range_by_random_access() {
         ]);
         assert_eq!(out.stdout, &bytes[offset..offset + length]);
     }
-    let past_end = run(&[
-        "cat",
-        path_str(&archive),
-        "--image",
-        "disk",
-        "--offset",
-        "4999999",
-        "--length",
-        "2",
-    ]);
+    let past_end = run(&["cat", path_str(&archive), "--image", "disk", "--offset", "4999999", "--length", "2"]);
     assert_eq!(past_end.status.code(), Some(2));
 }
 
@@ -234,31 +164,16 @@ fn two_images_restore_independently_and_share_chunks() {
     ]);
     // The partition's chunks are the disk's: the archive is barely larger than the disk.
     let size = std::fs::metadata(&archive).unwrap().len();
-    assert!(
-        size < (4 << 20) + (64 << 10),
-        "archive of {size} bytes did not deduplicate"
-    );
+    assert!(size < (4 << 20) + (64 << 10), "archive of {size} bytes did not deduplicate");
     let info = run_ok(&["info", path_str(&archive), "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    let names: Vec<&str> = info["sections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = info["sections"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["disk", "part1"]);
     assert_eq!(info["sections"][1]["kind"], "image");
     assert_eq!(info["sections"][1]["image"]["logical_size"], 2 << 20);
     for (name, source) in [("disk", &disk), ("part1", &part)] {
         let out = dir.join(format!("{name}.out"));
-        run_ok(&[
-            "restore",
-            path_str(&archive),
-            "--image",
-            name,
-            path_str(&out),
-            "--quiet",
-        ]);
+        run_ok(&["restore", path_str(&archive), "--image", name, path_str(&out), "--quiet"]);
         assert_eq!(file_blake3(source), file_blake3(&out), "{name}");
     }
 }
@@ -268,10 +183,7 @@ fn same_input_and_options_give_identical_archives_whatever_the_threads() {
     let work = temp_dir();
     let dir = work.path();
     let image = dir.join("img.raw");
-    sh(&format!(
-        "head -c 6000000 /dev/urandom > {0} && yes same | head -c 6000000 >> {0}",
-        path_str(&image)
-    ));
+    sh(&format!("head -c 6000000 /dev/urandom > {0} && yes same | head -c 6000000 >> {0}", path_str(&image)));
     let source = format!("disk={}", path_str(&image));
     let mut archives = Vec::new();
     for threads in ["1", "2", "3"] {
@@ -306,13 +218,7 @@ fn a_one_tib_sparse_file_is_imaged_without_reading_its_holes() {
         path_str(&sparse)
     ));
     let archive = dir.join("sparse.strata");
-    run_ok(&[
-        "create",
-        path_str(&archive),
-        "--image",
-        &format!("disk={}", path_str(&sparse)),
-        "--quiet",
-    ]);
+    run_ok(&["create", path_str(&archive), "--image", &format!("disk={}", path_str(&sparse)), "--quiet"]);
     assert!(std::fs::metadata(&archive).unwrap().len() < 64 << 10);
     let info = run_ok(&["info", path_str(&archive), "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
@@ -320,27 +226,9 @@ fn a_one_tib_sparse_file_is_imaged_without_reading_its_holes() {
     assert_eq!(info["sections"][0]["image"]["data_bytes"], 2u64 << 20);
     assert_eq!(info["sections"][0]["image"]["extents"], 3);
     let restored = dir.join("restored.raw");
-    run_ok(&[
-        "restore",
-        path_str(&archive),
-        "--image",
-        "disk",
-        path_str(&restored),
-        "--quiet",
-    ]);
+    run_ok(&["restore", path_str(&archive), "--image", "disk", path_str(&restored), "--quiet"]);
     assert_eq!(std::fs::metadata(&restored).unwrap().len(), 1u64 << 40);
-    assert!(
-        allocated(&restored) <= 2 << 20,
-        "the restore allocated {} bytes",
-        allocated(&restored)
-    );
-    let tail = run_ok(&[
-        "cat",
-        path_str(&archive),
-        "--image",
-        "disk",
-        "--offset",
-        &((1u64 << 40) - 3).to_string(),
-    ]);
+    assert!(allocated(&restored) <= 2 << 20, "the restore allocated {} bytes", allocated(&restored));
+    let tail = run_ok(&["cat", path_str(&archive), "--image", "disk", "--offset", &((1u64 << 40) - 3).to_string()]);
     assert_eq!(tail.stdout, b"end");
 }

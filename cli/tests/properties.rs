@@ -71,7 +71,7 @@ proptest! {
         prop_assert_eq!(&read_all(&archive, "b"), &b);
         for (name, want) in [("a", &a), ("b", &b)] {
             // Zero windows are not stored.
-            let Section::Image(image) = &archive.sections()[if name == "a" { 0 } else { 1 }];
+            let Section::Image(image) = &archive.sections()[if name == "a" { 0 } else { 1 }] else { unreachable!("both sections are images") };
             let nonzero: u64 = want.chunks(4096).filter(|w| w.iter().any(|&x| x != 0)).map(|w| w.len() as u64).sum();
             prop_assert_eq!(image.end.data_bytes, nonzero);
             // Random access, then front to back from a pipe.

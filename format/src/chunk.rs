@@ -56,19 +56,11 @@ impl ChunkHeader {
             return Err(FormatError::new(
                 ErrorClass::LimitExceeded,
                 "chunk raw_length",
-                format!(
-                    "{}, expected 1 to {}",
-                    self.raw_length,
-                    limits::MAX_CHUNK_RAW
-                ),
+                format!("{}, expected 1 to {}", self.raw_length, limits::MAX_CHUNK_RAW),
             ));
         }
         if self.reserved != [0; 3] {
-            return Err(FormatError::new(
-                ErrorClass::RecordMalformed,
-                "chunk reserved bytes",
-                "not zero",
-            ));
+            return Err(FormatError::new(ErrorClass::RecordMalformed, "chunk reserved bytes", "not zero"));
         }
         let encoding = ChunkEncoding::from_code(self.encoding).ok_or_else(|| {
             FormatError::new(
@@ -87,10 +79,7 @@ impl ChunkHeader {
             return Err(FormatError::new(
                 ErrorClass::RecordMalformed,
                 "chunk stored length",
-                format!(
-                    "{stored_length} stored bytes for {raw} raw bytes in a {} chunk",
-                    encoding.name()
-                ),
+                format!("{stored_length} stored bytes for {raw} raw bytes in a {} chunk", encoding.name()),
             ));
         }
         Ok(encoding)
@@ -110,13 +99,7 @@ const ZSTD_MAGIC: u32 = 0xFD2F_B528;
 /// Parses a zstd frame header (RFC 8878, 3.1.1) far enough to check the format's
 /// rules: content size present, no dictionary, bounded window.
 pub fn parse_zstd_frame_header(bytes: &[u8]) -> Result<ZstdFrameInfo, FormatError> {
-    let bad = |detail: &str| {
-        FormatError::new(
-            ErrorClass::ChunkCorrupt,
-            "zstd frame header",
-            detail.to_string(),
-        )
-    };
+    let bad = |detail: &str| FormatError::new(ErrorClass::ChunkCorrupt, "zstd frame header", detail.to_string());
     if bytes.len() < 5 {
         return Err(bad("shorter than a frame header"));
     }
@@ -141,9 +124,7 @@ pub fn parse_zstd_frame_header(bytes: &[u8]) -> Result<ZstdFrameInfo, FormatErro
     let mut at = 5usize;
     let mut window_size = 0u64;
     if !single_segment {
-        let wd = *bytes
-            .get(at)
-            .ok_or_else(|| bad("truncated Window_Descriptor"))?;
+        let wd = *bytes.get(at).ok_or_else(|| bad("truncated Window_Descriptor"))?;
         at += 1;
         let exponent = u32::from(wd >> 3);
         let mantissa = u64::from(wd & 7);
@@ -151,13 +132,8 @@ pub fn parse_zstd_frame_header(bytes: &[u8]) -> Result<ZstdFrameInfo, FormatErro
         window_size = base + (base / 8) * mantissa;
     }
     let field = |at: usize, len: usize| -> Result<u64, FormatError> {
-        let slice = bytes
-            .get(at..at + len)
-            .ok_or_else(|| bad("truncated frame header"))?;
-        Ok(slice
-            .iter()
-            .rev()
-            .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+        let slice = bytes.get(at..at + len).ok_or_else(|| bad("truncated frame header"))?;
+        Ok(slice.iter().rev().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
     };
     let dictionary_id = field(at, dict_len)? as u32;
     at += dict_len;
@@ -170,24 +146,14 @@ pub fn parse_zstd_frame_header(bytes: &[u8]) -> Result<ZstdFrameInfo, FormatErro
     if single_segment {
         window_size = content_size.unwrap_or(0);
     }
-    Ok(ZstdFrameInfo {
-        content_size,
-        window_size,
-        dictionary_id,
-    })
+    Ok(ZstdFrameInfo { content_size, window_size, dictionary_id })
 }
 
 /// Checks a zstd chunk's frame header against the chunk's raw length and the
 /// format's rules, before any decompression.
 pub fn validate_zstd_frame(stored: &[u8], raw_length: u32) -> Result<(), FormatError> {
     let info = parse_zstd_frame_header(stored)?;
-    let rule = |detail: String| {
-        Err(FormatError::new(
-            ErrorClass::ChunkCorrupt,
-            "zstd frame header",
-            detail,
-        ))
-    };
+    let rule = |detail: String| Err(FormatError::new(ErrorClass::ChunkCorrupt, "zstd frame header", detail));
     if info.content_size != Some(u64::from(raw_length)) {
         return rule(format!(
             "Frame_Content_Size {:?}, expected the chunk's raw length {raw_length}",
@@ -195,17 +161,10 @@ pub fn validate_zstd_frame(stored: &[u8], raw_length: u32) -> Result<(), FormatE
         ));
     }
     if info.dictionary_id != 0 {
-        return rule(format!(
-            "Dictionary_ID {} (dictionaries are not allowed)",
-            info.dictionary_id
-        ));
+        return rule(format!("Dictionary_ID {} (dictionaries are not allowed)", info.dictionary_id));
     }
     if info.window_size > limits::MAX_ZSTD_WINDOW {
-        return rule(format!(
-            "Window_Size {} exceeds the limit {}",
-            info.window_size,
-            limits::MAX_ZSTD_WINDOW
-        ));
+        return rule(format!("Window_Size {} exceeds the limit {}", info.window_size, limits::MAX_ZSTD_WINDOW));
     }
     Ok(())
 }

@@ -100,11 +100,7 @@ pub struct FormatError {
 
 impl FormatError {
     pub fn new(class: ErrorClass, what: &'static str, detail: impl Into<String>) -> Self {
-        FormatError {
-            class,
-            what,
-            detail: detail.into(),
-        }
+        FormatError { class, what, detail: detail.into() }
     }
 
     pub(crate) fn malformed(what: &'static str, detail: impl Into<String>) -> Self {

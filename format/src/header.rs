@@ -155,11 +155,7 @@ impl ArchiveHeader {
             ));
         }
         if self.reserved != [0; 28] {
-            return Err(FormatError::new(
-                ErrorClass::BadHeader,
-                "header reserved bytes",
-                "not zero",
-            ));
+            return Err(FormatError::new(ErrorClass::BadHeader, "header reserved bytes", "not zero"));
         }
         let unsupported = self.incompatible_features & !Features::INCOMPAT_SUPPORTED;
         if unsupported != 0 {

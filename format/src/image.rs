@@ -49,16 +49,12 @@ impl ImageBegin {
     /// Parses and validates a body whose CRC has been checked.
     pub fn parse(body: &[u8]) -> Result<ImageBegin, FormatError> {
         let mut cursor = binrw::io::Cursor::new(body);
-        let begin = ImageBegin::read(&mut cursor)
-            .map_err(|e| FormatError::malformed("IMAGE_BEGIN body", e.to_string()))?;
+        let begin =
+            ImageBegin::read(&mut cursor).map_err(|e| FormatError::malformed("IMAGE_BEGIN body", e.to_string()))?;
         if cursor.position() != body.len() as u64 {
             return Err(FormatError::malformed(
                 "IMAGE_BEGIN body",
-                format!(
-                    "{} bytes, the fields take {}",
-                    body.len(),
-                    cursor.position()
-                ),
+                format!("{} bytes, the fields take {}", body.len(), cursor.position()),
             ));
         }
         begin.validate()?;
@@ -75,10 +71,7 @@ impl ImageBegin {
         {
             return Err(FormatError::malformed(
                 "IMAGE_BEGIN sector_size",
-                format!(
-                    "{}, expected a power of two from 512 to 65536",
-                    self.sector_size
-                ),
+                format!("{}, expected a power of two from 512 to 65536", self.sector_size),
             ));
         }
         if !self.chunk_size.is_power_of_two()
@@ -86,10 +79,7 @@ impl ImageBegin {
         {
             return Err(FormatError::malformed(
                 "IMAGE_BEGIN chunk_size",
-                format!(
-                    "{}, expected a power of two from 4096 to 16777216",
-                    self.chunk_size
-                ),
+                format!("{}, expected a power of two from 4096 to 16777216", self.chunk_size),
             ));
         }
         if self.logical_size != UNKNOWN_SIZE && self.logical_size > limits::MAX_IMAGE_SIZE {
@@ -157,10 +147,9 @@ impl Extent {
         match self.chunk_ref {
             REF_ZERO => Ok(ExtentKind::Zero),
             REF_LOST => Ok(ExtentKind::Lost),
-            r if r < REF_FIRST_OFFSET => Err(FormatError::malformed(
-                "extent chunk_ref",
-                format!("{r} is a reserved kind"),
-            )),
+            r if r < REF_FIRST_OFFSET => {
+                Err(FormatError::malformed("extent chunk_ref", format!("{r} is a reserved kind")))
+            }
             r => Ok(ExtentKind::Data(r)),
         }
     }
@@ -182,13 +171,9 @@ fixed_layout! {
 
 /// Parses an extent table body (`IMAGE_EXTENTS` or `IMAGE_INDEX`) whose CRC has been
 /// checked. The extents are decoded lazily by the caller via [`extents_of`].
-pub fn parse_extent_table<'a>(
-    body: &'a [u8],
-    what: &'static str,
-) -> Result<(ExtentTableHead, &'a [u8]), FormatError> {
-    let (head, rest) = crate::split_array::<EXTENT_TABLE_HEAD>(body).ok_or_else(|| {
-        FormatError::malformed(what, format!("body of {} bytes is too short", body.len()))
-    })?;
+pub fn parse_extent_table<'a>(body: &'a [u8], what: &'static str) -> Result<(ExtentTableHead, &'a [u8]), FormatError> {
+    let (head, rest) = crate::split_array::<EXTENT_TABLE_HEAD>(body)
+        .ok_or_else(|| FormatError::malformed(what, format!("body of {} bytes is too short", body.len())))?;
     let head = ExtentTableHead::decode(head);
     if head.reserved != 0 {
         return Err(FormatError::malformed(what, "reserved field not zero"));
@@ -197,11 +182,7 @@ pub fn parse_extent_table<'a>(
     if expected != Some(rest.len() as u64) {
         return Err(FormatError::malformed(
             what,
-            format!(
-                "count {} does not match {} bytes of extents",
-                head.count,
-                rest.len()
-            ),
+            format!("count {} does not match {} bytes of extents", head.count, rest.len()),
         ));
     }
     Ok((head, rest))
@@ -209,22 +190,15 @@ pub fn parse_extent_table<'a>(
 
 /// Decodes the extents of a table returned by [`parse_extent_table`].
 pub fn extents_of(table: &[u8]) -> impl ExactSizeIterator<Item = Extent> + '_ {
-    table.chunks_exact(Extent::SIZE).map(|raw| {
-        Extent::decode(
-            raw.try_into()
-                .expect("chunks_exact yields Extent::SIZE bytes"),
-        )
-    })
+    table
+        .chunks_exact(Extent::SIZE)
+        .map(|raw| Extent::decode(raw.try_into().expect("chunks_exact yields Extent::SIZE bytes")))
 }
 
 /// Encodes an extent table body.
 pub fn encode_extent_table(section_id: u32, extents: &[Extent]) -> Vec<u8> {
     let mut body = Vec::with_capacity(EXTENT_TABLE_HEAD + extents.len() * Extent::SIZE);
-    let head = ExtentTableHead {
-        section_id,
-        reserved: 0,
-        count: extents.len() as u64,
-    };
+    let head = ExtentTableHead { section_id, reserved: 0, count: extents.len() as u64 };
     body.extend_from_slice(&head.encode());
     for extent in extents {
         body.extend_from_slice(&extent.encode());
@@ -267,15 +241,8 @@ impl ImageEnd {
                 format!("{} exceeds 2^63-1", self.logical_size),
             ));
         }
-        if self
-            .data_bytes
-            .checked_add(self.lost_bytes)
-            .is_none_or(|sum| sum > self.logical_size)
-        {
-            return Err(FormatError::malformed(
-                "IMAGE_END data_bytes",
-                "data and lost bytes exceed the logical size",
-            ));
+        if self.data_bytes.checked_add(self.lost_bytes).is_none_or(|sum| sum > self.logical_size) {
+            return Err(FormatError::malformed("IMAGE_END data_bytes", "data and lost bytes exceed the logical size"));
         }
         Ok(())
     }
@@ -323,21 +290,13 @@ impl ExtentMapCheck {
             )));
         }
         if extent.length == 0 {
-            return Err(err(format!(
-                "empty extent at image offset {}",
-                extent.image_offset
-            )));
+            return Err(err(format!("empty extent at image offset {}", extent.image_offset)));
         }
         let end = extent
             .image_offset
             .checked_add(extent.length)
             .filter(|&end| end <= limits::MAX_IMAGE_SIZE)
-            .ok_or_else(|| {
-                err(format!(
-                    "extent at {} runs past 2^63-1",
-                    extent.image_offset
-                ))
-            })?;
+            .ok_or_else(|| err(format!("extent at {} runs past 2^63-1", extent.image_offset)))?;
         if let Some(size) = self.declared_size {
             if end > size {
                 return Err(err(format!(
@@ -391,10 +350,7 @@ impl ExtentMapCheck {
             return Err(FormatError::new(
                 ErrorClass::ExtentMap,
                 "extent map",
-                format!(
-                    "extents cover image bytes 0..{}, the image has {logical_size}",
-                    self.next_offset
-                ),
+                format!("extents cover image bytes 0..{}, the image has {logical_size}", self.next_offset),
             ));
         }
         Ok(())

@@ -29,10 +29,7 @@ fixed_layout! {
 impl Trailer {
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.magic != TRAILER_MAGIC {
-            return Err(FormatError::malformed(
-                "TRAILER magic",
-                format!("{:02x?}", self.magic),
-            ));
+            return Err(FormatError::malformed("TRAILER magic", format!("{:02x?}", self.magic)));
         }
         if self.index_offset < 128 || self.index_offset >= self.archive_length {
             return Err(FormatError::new(
@@ -122,10 +119,7 @@ impl ArchiveIndex {
     /// Parses and validates a body whose CRC has been checked.
     pub fn parse(body: &[u8]) -> Result<ArchiveIndex, FormatError> {
         let Some((count, _)) = crate::split_array::<4>(body) else {
-            return Err(FormatError::malformed(
-                "ARCHIVE_INDEX body",
-                "shorter than 8 bytes",
-            ));
+            return Err(FormatError::malformed("ARCHIVE_INDEX body", "shorter than 8 bytes"));
         };
         let count = u32::from_le_bytes(*count);
         if count > limits::MAX_SECTIONS {
@@ -157,10 +151,7 @@ impl ArchiveIndex {
             if SectionKind::from_code(entry.kind).is_none() || entry.reserved != [0; 3] {
                 return Err(FormatError::malformed(
                     "ARCHIVE_INDEX section entry",
-                    format!(
-                        "entry {position}: unknown kind {} or reserved bytes set",
-                        entry.kind
-                    ),
+                    format!("entry {position}: unknown kind {} or reserved bytes set", entry.kind),
                 ));
             }
             if !(entry.begin_offset < entry.end_offset && entry.end_offset < entry.table_offset) {

@@ -13,6 +13,7 @@ pub(crate) mod layout;
 
 pub mod chunk;
 pub mod error;
+pub mod files;
 pub mod header;
 pub mod image;
 pub mod index;

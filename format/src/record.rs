@@ -41,6 +41,18 @@ pub enum RecordType {
     ImageEnd,
     /// The complete extent map of one image, written after all sections.
     ImageIndex,
+    /// Opens a file-tree section.
+    FilesBegin,
+    /// File content announced before the chunks that hold it.
+    FilesExtents,
+    /// File-tree entries (metadata), after their content.
+    FilesEntries,
+    /// Closes a file-tree section, with its totals.
+    FilesEnd,
+    /// One directory's sorted children, written after all sections.
+    FilesDir,
+    /// A file-tree section's table record, written after all sections.
+    FilesIndex,
     /// The list of sections, written just before the trailer.
     ArchiveIndex,
     /// The fixed-size last record.
@@ -55,6 +67,12 @@ impl RecordType {
             RecordType::ImageExtents => 0x0011,
             RecordType::ImageEnd => 0x0012,
             RecordType::ImageIndex => 0x0013,
+            RecordType::FilesBegin => 0x0020,
+            RecordType::FilesExtents => 0x0021,
+            RecordType::FilesEntries => 0x0022,
+            RecordType::FilesEnd => 0x0023,
+            RecordType::FilesDir => 0x0024,
+            RecordType::FilesIndex => 0x0025,
             RecordType::ArchiveIndex => 0x00F0,
             RecordType::Trailer => 0x00FF,
         }
@@ -67,6 +85,12 @@ impl RecordType {
             0x0011 => RecordType::ImageExtents,
             0x0012 => RecordType::ImageEnd,
             0x0013 => RecordType::ImageIndex,
+            0x0020 => RecordType::FilesBegin,
+            0x0021 => RecordType::FilesExtents,
+            0x0022 => RecordType::FilesEntries,
+            0x0023 => RecordType::FilesEnd,
+            0x0024 => RecordType::FilesDir,
+            0x0025 => RecordType::FilesIndex,
             0x00F0 => RecordType::ArchiveIndex,
             0x00FF => RecordType::Trailer,
             _ => return None,
@@ -81,6 +105,12 @@ impl RecordType {
             RecordType::ImageExtents => "IMAGE_EXTENTS",
             RecordType::ImageEnd => "IMAGE_END",
             RecordType::ImageIndex => "IMAGE_INDEX",
+            RecordType::FilesBegin => "FILES_BEGIN",
+            RecordType::FilesExtents => "FILES_EXTENTS",
+            RecordType::FilesEntries => "FILES_ENTRIES",
+            RecordType::FilesEnd => "FILES_END",
+            RecordType::FilesDir => "FILES_DIR",
+            RecordType::FilesIndex => "FILES_INDEX",
             RecordType::ArchiveIndex => "ARCHIVE_INDEX",
             RecordType::Trailer => "TRAILER",
         }
@@ -90,20 +120,25 @@ impl RecordType {
     /// body is read so a lying length cannot make a reader allocate.
     pub const fn max_body_length(self) -> u64 {
         match self {
-            RecordType::Chunk => {
-                crate::ChunkHeader::SIZE as u64 + crate::limits::MAX_CHUNK_RAW as u64
-            }
+            RecordType::Chunk => crate::ChunkHeader::SIZE as u64 + crate::limits::MAX_CHUNK_RAW as u64,
             RecordType::ImageBegin => 24 + crate::limits::MAX_SECTION_NAME as u64,
             RecordType::ImageExtents => {
                 crate::image::EXTENT_TABLE_HEAD as u64
                     + crate::limits::MAX_EXTENTS_PER_RECORD as u64 * crate::Extent::SIZE as u64
             }
             RecordType::ImageEnd => crate::ImageEnd::SIZE as u64,
-            // Bounded by the file size and the reader's configured limit only.
-            RecordType::ImageIndex => u64::MAX,
-            RecordType::ArchiveIndex => {
-                8 + crate::limits::MAX_SECTIONS as u64 * crate::SectionEntry::SIZE as u64
+            RecordType::FilesBegin => {
+                crate::files::FilesBeginHead::SIZE as u64 + crate::limits::MAX_SECTION_NAME as u64
             }
+            RecordType::FilesExtents => {
+                crate::image::EXTENT_TABLE_HEAD as u64
+                    + crate::limits::MAX_EXTENTS_PER_RECORD as u64 * crate::files::FileExtent::SIZE as u64
+            }
+            RecordType::FilesEntries => crate::files::MAX_ENTRIES_BODY,
+            RecordType::FilesEnd => crate::files::FilesEnd::SIZE as u64,
+            // Bounded by the file size and the reader's configured limit only.
+            RecordType::ImageIndex | RecordType::FilesDir | RecordType::FilesIndex => u64::MAX,
+            RecordType::ArchiveIndex => 8 + crate::limits::MAX_SECTIONS as u64 * crate::SectionEntry::SIZE as u64,
             RecordType::Trailer => crate::Trailer::SIZE as u64,
         }
     }
@@ -122,23 +157,11 @@ impl RecordFlags {
 impl RecordHeader {
     /// A header for a body of `body` bytes, CRCs filled in.
     pub fn new(record_type: RecordType, flags: u16, archive_tag: [u8; 8], body: &[u8]) -> Self {
-        Self::for_body(
-            record_type.code(),
-            flags,
-            archive_tag,
-            body.len() as u64,
-            crate::crc32c(body),
-        )
+        Self::for_body(record_type.code(), flags, archive_tag, body.len() as u64, crate::crc32c(body))
     }
 
     /// A header from a body's length and CRC, for bodies written in pieces.
-    pub fn for_body(
-        code: u16,
-        flags: u16,
-        archive_tag: [u8; 8],
-        body_length: u64,
-        body_crc: u32,
-    ) -> Self {
+    pub fn for_body(code: u16, flags: u16, archive_tag: [u8; 8], body_length: u64, body_crc: u32) -> Self {
         let mut header = RecordHeader {
             magic: RECORD_MAGIC,
             record_type: code,
@@ -168,11 +191,7 @@ impl RecordHeader {
     /// Validates the header alone: magic, CRC, tag, flags, and the body length
     /// against the type's bound. Returns the type, or `None` for an unknown
     /// ancillary type that the reader should skip.
-    pub fn validate(
-        &self,
-        bytes: &[u8; 32],
-        archive_tag: [u8; 8],
-    ) -> Result<Option<RecordType>, FormatError> {
+    pub fn validate(&self, bytes: &[u8; 32], archive_tag: [u8; 8]) -> Result<Option<RecordType>, FormatError> {
         if self.magic != RECORD_MAGIC {
             return Err(FormatError::new(
                 ErrorClass::RecordChecksum,
@@ -192,17 +211,11 @@ impl RecordHeader {
             return Err(FormatError::new(
                 ErrorClass::RecordMalformed,
                 "record archive tag",
-                format!(
-                    "{:02x?} belongs to another archive (this one is {:02x?})",
-                    self.archive_tag, archive_tag
-                ),
+                format!("{:02x?} belongs to another archive (this one is {:02x?})", self.archive_tag, archive_tag),
             ));
         }
         if self.flags & !RecordFlags::KNOWN != 0 {
-            return Err(FormatError::malformed(
-                "record flags",
-                format!("reserved bits set in {:#06x}", self.flags),
-            ));
+            return Err(FormatError::malformed("record flags", format!("reserved bits set in {:#06x}", self.flags)));
         }
         let Some(record_type) = RecordType::from_code(self.record_type) else {
             if self.flags & RecordFlags::ANCILLARY != 0 {
@@ -211,10 +224,7 @@ impl RecordHeader {
             return Err(FormatError::new(
                 ErrorClass::UnknownRecord,
                 "record type",
-                format!(
-                    "{:#06x} is unknown and not marked ancillary",
-                    self.record_type
-                ),
+                format!("{:#06x} is unknown and not marked ancillary", self.record_type),
             ));
         };
         if self.body_length > record_type.max_body_length() {

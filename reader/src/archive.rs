@@ -6,8 +6,7 @@ use rayon::prelude::*;
 use strata_format::image::{self, ExtentMapCheck};
 use strata_format::index::{SectionKind, TRAILER_RECORD_SIZE};
 use strata_format::{
-    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType,
-    Trailer,
+    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType, Trailer,
 };
 
 use crate::record::{read_record_at, Record};
@@ -24,9 +23,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_index_bytes: 256 << 20,
-        }
+        Limits { max_index_bytes: 256 << 20 }
     }
 }
 
@@ -34,17 +31,20 @@ impl Default for Limits {
 #[derive(Clone, Debug)]
 pub enum Section {
     Image(ImageSection),
+    Tree(crate::tree::TreeSection),
 }
 
 impl Section {
     pub fn name(&self) -> &str {
         match self {
             Section::Image(image) => &image.name,
+            Section::Tree(tree) => &tree.name,
         }
     }
     pub fn kind(&self) -> SectionKind {
         match self {
             Section::Image(_) => SectionKind::Image,
+            Section::Tree(_) => SectionKind::FileTree,
         }
     }
 }
@@ -86,30 +86,19 @@ pub struct Archive<R: ReadAt> {
 }
 
 /// Reads and checks the header at offset 0.
-pub(crate) fn read_header<R: ReadAt + ?Sized>(
-    source: &R,
-    size: u64,
-) -> Result<ArchiveHeader, Error> {
+pub(crate) fn read_header<R: ReadAt + ?Sized>(source: &R, size: u64) -> Result<ArchiveHeader, Error> {
     let mut fixed = [0u8; ArchiveHeader::SIZE];
     if size < ArchiveHeader::SIZE as u64 {
         let mut start = vec![0u8; size as usize];
-        source
-            .read_exact_at(&mut start, 0)
-            .map_err(|e| Error::io("header", 0, e))?;
+        source.read_exact_at(&mut start, 0).map_err(|e| Error::io("header", 0, e))?;
         return Err(if ArchiveHeader::has_magic(&start) {
-            Error::new(
-                ErrorClass::Truncated,
-                "header",
-                format!("the file has {size} bytes, the header alone 128"),
-            )
+            Error::new(ErrorClass::Truncated, "header", format!("the file has {size} bytes, the header alone 128"))
         } else {
             Error::new(ErrorClass::NotStrata, "header", not_strata_detail(&start))
         }
         .at(0));
     }
-    source
-        .read_exact_at(&mut fixed, 0)
-        .map_err(|e| Error::io("header", 0, e))?;
+    source.read_exact_at(&mut fixed, 0).map_err(|e| Error::io("header", 0, e))?;
     let header = ArchiveHeader::decode(&fixed);
     if !ArchiveHeader::has_magic(&fixed) {
         return Err(Error::new(ErrorClass::NotStrata, "header", not_strata_detail(&fixed)).at(0));
@@ -122,9 +111,7 @@ pub(crate) fn read_header<R: ReadAt + ?Sized>(
             .read_exact_at(&mut extension, ArchiveHeader::SIZE as u64)
             .map_err(|e| Error::io("header extension", 128, e))?;
     }
-    header
-        .validate(&fixed, &extension)
-        .map_err(|e| Error::from(e).at(0))?;
+    header.validate(&fixed, &extension).map_err(|e| Error::from(e).at(0))?;
     Ok(header)
 }
 
@@ -140,10 +127,7 @@ pub fn not_strata_detail(start: &[u8]) -> String {
         [] => " (the file is empty)",
         _ => "",
     };
-    format!(
-        "not a Strata archive (it starts with {}{guess})",
-        shown.join(" ")
-    )
+    format!("not a Strata archive (it starts with {}{guess})", shown.join(" "))
 }
 
 impl<R: ReadAt> Archive<R> {
@@ -179,71 +163,59 @@ impl<R: ReadAt> Archive<R> {
                 .at(trailer_offset)
             })?;
         let trailer = expect_type(&trailer_record, RecordType::Trailer)?;
-        let trailer = Trailer::decode(trailer.try_into().map_err(|_| {
-            Error::new(ErrorClass::RecordMalformed, "TRAILER body", "not 32 bytes")
-                .at(trailer_offset)
-        })?);
-        trailer
-            .validate()
-            .map_err(|e| Error::from(e).at(trailer_offset))?;
+        let trailer =
+            Trailer::decode(trailer.try_into().map_err(|_| {
+                Error::new(ErrorClass::RecordMalformed, "TRAILER body", "not 32 bytes").at(trailer_offset)
+            })?);
+        trailer.validate().map_err(|e| Error::from(e).at(trailer_offset))?;
         if trailer.archive_length != size {
             return Err(Error::new(
-                if trailer.archive_length > size {
-                    ErrorClass::Truncated
-                } else {
-                    ErrorClass::IndexMismatch
-                },
+                if trailer.archive_length > size { ErrorClass::Truncated } else { ErrorClass::IndexMismatch },
                 "TRAILER archive_length",
                 format!("{}, but the file has {size} bytes", trailer.archive_length),
             )
             .at(trailer_offset));
         }
-        let index_record = read_record_at(
-            &source,
-            size,
-            trailer.index_offset,
-            tag,
-            limits.max_index_bytes,
-        )?;
+        let index_record = read_record_at(&source, size, trailer.index_offset, tag, limits.max_index_bytes)?;
         let index = ArchiveIndex::parse(expect_type(&index_record, RecordType::ArchiveIndex)?)
             .map_err(|e| Error::from(e).at(trailer.index_offset))?;
         let mut sections = Vec::with_capacity(index.sections.len());
         for entry in &index.sections {
-            match SectionKind::from_code(entry.kind) {
-                Some(SectionKind::Image) => {
-                    let image = load_image_section(&source, size, tag, &limits, entry)?;
-                    if sections.iter().any(|s: &Section| s.name() == image.name) {
-                        return Err(Error::new(
-                            ErrorClass::RecordMalformed,
-                            "section name",
-                            format!("{:?} names two sections", image.name),
-                        )
-                        .at(entry.begin_offset));
-                    }
-                    sections.push(Section::Image(image));
+            let section = match SectionKind::from_code(entry.kind) {
+                Some(SectionKind::Image) => Section::Image(load_image_section(&source, size, tag, &limits, entry)?),
+                Some(SectionKind::FileTree) => {
+                    Section::Tree(crate::tree::load_tree_section(&source, size, tag, &limits, entry)?)
                 }
-                _ => {
+                None => {
                     return Err(Error::new(
-                        ErrorClass::UnknownRecord,
+                        ErrorClass::RecordMalformed,
                         "section kind",
-                        format!(
-                            "section {} has kind {}, which this reader does not read",
-                            entry.section_id, entry.kind
-                        ),
+                        format!("section {} has unknown kind {}", entry.section_id, entry.kind),
                     )
                     .at(entry.begin_offset))
                 }
+            };
+            if sections.iter().any(|s: &Section| s.name() == section.name()) {
+                return Err(Error::new(
+                    ErrorClass::RecordMalformed,
+                    "section name",
+                    format!("{:?} names two sections", section.name()),
+                )
+                .at(entry.begin_offset));
             }
+            sections.push(section);
         }
-        Ok(Archive {
-            source,
-            size,
-            header,
-            tag,
-            limits,
-            sections,
-            last_chunk: Mutex::new(None),
-        })
+        Ok(Archive { source, size, header, tag, limits, sections, last_chunk: Mutex::new(None) })
+    }
+
+    pub(crate) fn source(&self) -> &R {
+        &self.source
+    }
+    pub(crate) fn tag(&self) -> [u8; 8] {
+        self.tag
+    }
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn header(&self) -> &ArchiveHeader {
@@ -267,60 +239,47 @@ impl<R: ReadAt> Archive<R> {
     /// Reads, checks and decodes the chunk record at `chunk_ref`, which must hold
     /// `expected_length` raw bytes.
     pub fn read_chunk(&self, chunk_ref: u64, expected_length: u64) -> Result<Arc<Vec<u8>>, Error> {
+        let raw = self.read_chunk_whole(chunk_ref)?;
+        if raw.len() as u64 != expected_length {
+            return Err(Error::new(
+                ErrorClass::ExtentMap,
+                "data extent length",
+                format!("{expected_length}, but its chunk holds {} bytes", raw.len()),
+            )
+            .at(chunk_ref));
+        }
+        Ok(raw)
+    }
+
+    /// Reads, checks and decodes the chunk record at `chunk_ref`.
+    pub fn read_chunk_whole(&self, chunk_ref: u64) -> Result<Arc<Vec<u8>>, Error> {
         if let Some((cached_ref, data)) = self.last_chunk.lock().ok().and_then(|c| c.clone()) {
             if cached_ref == chunk_ref {
                 return Ok(data);
             }
         }
-        let record = read_record_at(
-            &self.source,
-            self.size,
-            chunk_ref,
-            self.tag,
-            self.limits.max_index_bytes,
-        )
-        .map_err(|e| {
-            let class = e.class();
-            if matches!(
-                class,
-                Some(ErrorClass::RecordChecksum) | Some(ErrorClass::Truncated) | None
-            ) {
-                e
-            } else {
-                Error::new(
-                    ErrorClass::DanglingReference,
-                    "chunk reference",
-                    format!("no chunk record here: {e}"),
-                )
-                .at(chunk_ref)
-            }
-        })?;
+        let record = read_record_at(&self.source, self.size, chunk_ref, self.tag, self.limits.max_index_bytes)
+            .map_err(|e| {
+                let class = e.class();
+                if matches!(class, Some(ErrorClass::RecordChecksum) | Some(ErrorClass::Truncated) | None) {
+                    e
+                } else {
+                    Error::new(ErrorClass::DanglingReference, "chunk reference", format!("no chunk record here: {e}"))
+                        .at(chunk_ref)
+                }
+            })?;
         if record.record_type != Some(RecordType::Chunk) {
             return Err(Error::new(
                 ErrorClass::DanglingReference,
                 "chunk reference",
                 format!(
                     "the record here is {}, not CHUNK",
-                    record
-                        .record_type
-                        .map_or("an ancillary record", |t| t.name())
+                    record.record_type.map_or("an ancillary record", |t| t.name())
                 ),
             )
             .at(chunk_ref));
         }
-        let (header, raw) =
-            chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(chunk_ref))?;
-        if u64::from(header.raw_length) != expected_length {
-            return Err(Error::new(
-                ErrorClass::ExtentMap,
-                "data extent length",
-                format!(
-                    "{expected_length}, but its chunk holds {} bytes",
-                    header.raw_length
-                ),
-            )
-            .at(chunk_ref));
-        }
+        let (_, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(chunk_ref))?;
         let raw = Arc::new(raw);
         if let Ok(mut cache) = self.last_chunk.lock() {
             *cache = Some((chunk_ref, raw.clone()));
@@ -330,12 +289,7 @@ impl<R: ReadAt> Archive<R> {
 
     /// Reads image bytes at `offset` into `buf`; returns how many were read (fewer
     /// than `buf.len()` only at the end of the image).
-    pub fn read_image_at(
-        &self,
-        image: &ImageSection,
-        offset: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, Error> {
+    pub fn read_image_at(&self, image: &ImageSection, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
         let mut done = 0usize;
         while done < buf.len() {
             let at = offset + done as u64;
@@ -345,18 +299,13 @@ impl<R: ReadAt> Archive<R> {
             let extent = image.extents[index];
             let within = at - extent.image_offset;
             let take = (extent.length - within).min((buf.len() - done) as u64) as usize;
-            match extent
-                .kind()
-                .map_err(|e| Error::from(e).in_section(&image.name))?
-            {
+            match extent.kind().map_err(|e| Error::from(e).in_section(&image.name))? {
                 ExtentKind::Zero | ExtentKind::Lost => buf[done..done + take].fill(0),
                 ExtentKind::Data(chunk_ref) => {
-                    let data = self.read_chunk(chunk_ref, extent.length).map_err(|e| {
-                        e.in_section(&image.name)
-                            .in_image_range(extent.image_offset..extent.end())
-                    })?;
-                    buf[done..done + take]
-                        .copy_from_slice(&data[within as usize..within as usize + take]);
+                    let data = self
+                        .read_chunk(chunk_ref, extent.length)
+                        .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end()))?;
+                    buf[done..done + take].copy_from_slice(&data[within as usize..within as usize + take]);
                 }
             }
             done += take;
@@ -372,8 +321,7 @@ impl<R: ReadAt> Archive<R> {
         sink: &mut dyn ImageSink,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(), Error> {
-        sink.start(Some(image.logical_size))
-            .map_err(|e| Error::local_io("preparing the destination", e))?;
+        sink.start(Some(image.logical_size)).map_err(|e| Error::local_io("preparing the destination", e))?;
         // Batches bound memory: at most 32 chunks decoded and held at once.
         for batch in image.extents.chunks(32) {
             let decoded: Vec<Result<Option<Arc<Vec<u8>>>, Error>> = batch
@@ -382,10 +330,7 @@ impl<R: ReadAt> Archive<R> {
                     ExtentKind::Data(chunk_ref) => self
                         .read_chunk(chunk_ref, extent.length)
                         .map(Some)
-                        .map_err(|e| {
-                            e.in_section(&image.name)
-                                .in_image_range(extent.image_offset..extent.end())
-                        }),
+                        .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end())),
                     _ => Ok(None),
                 })
                 .collect();
@@ -394,18 +339,15 @@ impl<R: ReadAt> Archive<R> {
                     Some(data) => sink.write_data(extent.image_offset, &data),
                     None => sink.write_hole(extent.image_offset, extent.length),
                 }
-                .map_err(|e| {
-                    Error::local_io(format!("writing image byte {}", extent.image_offset), e)
-                })?;
+                .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
                 progress(extent.length);
             }
         }
-        sink.finish(image.logical_size)
-            .map_err(|e| Error::local_io("finishing the destination", e))
+        sink.finish(image.logical_size).map_err(|e| Error::local_io("finishing the destination", e))
     }
 }
 
-fn expect_type(record: &Record, expected: RecordType) -> Result<&[u8], Error> {
+pub(crate) fn expect_type(record: &Record, expected: RecordType) -> Result<&[u8], Error> {
     if record.record_type != Some(expected) {
         return Err(Error::new(
             ErrorClass::IndexMismatch,
@@ -413,9 +355,7 @@ fn expect_type(record: &Record, expected: RecordType) -> Result<&[u8], Error> {
             format!(
                 "expected {} here, found {}",
                 expected.name(),
-                record
-                    .record_type
-                    .map_or("an ancillary record", |t| t.name())
+                record.record_type.map_or("an ancillary record", |t| t.name())
             ),
         )
         .at(record.offset));
@@ -436,9 +376,7 @@ fn load_image_section<R: ReadAt>(
         .map_err(|e| Error::from(e).at(entry.begin_offset))?;
     let name = begin.name_lossy();
     let mismatch = |what: &str, detail: String, offset: u64| {
-        Error::new(ErrorClass::IndexMismatch, what.to_string(), detail)
-            .at(offset)
-            .in_section(&name)
+        Error::new(ErrorClass::IndexMismatch, what.to_string(), detail).at(offset).in_section(&name)
     };
     if begin.section_id != entry.section_id {
         return Err(mismatch(
@@ -450,17 +388,9 @@ fn load_image_section<R: ReadAt>(
     let end_record = read(entry.end_offset).map_err(|e| e.in_section(&name))?;
     let end_body: &[u8; ImageEnd::SIZE] = expect_type(&end_record, RecordType::ImageEnd)?
         .try_into()
-        .map_err(|_| {
-            Error::new(
-                ErrorClass::RecordMalformed,
-                "IMAGE_END body",
-                "not 64 bytes",
-            )
-            .at(entry.end_offset)
-        })?;
+        .map_err(|_| Error::new(ErrorClass::RecordMalformed, "IMAGE_END body", "not 64 bytes").at(entry.end_offset))?;
     let end = ImageEnd::decode(end_body);
-    end.validate()
-        .map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
+    end.validate().map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
     if end.section_id != entry.section_id || end.begin_offset != entry.begin_offset {
         return Err(mismatch(
             "IMAGE_END",
@@ -469,32 +399,21 @@ fn load_image_section<R: ReadAt>(
         ));
     }
     let table_record = read(entry.table_offset).map_err(|e| e.in_section(&name))?;
-    let (head, table) = image::parse_extent_table(
-        expect_type(&table_record, RecordType::ImageIndex)?,
-        "IMAGE_INDEX body",
-    )
-    .map_err(|e| Error::from(e).at(entry.table_offset).in_section(&name))?;
+    let (head, table) =
+        image::parse_extent_table(expect_type(&table_record, RecordType::ImageIndex)?, "IMAGE_INDEX body")
+            .map_err(|e| Error::from(e).at(entry.table_offset).in_section(&name))?;
     if head.section_id != entry.section_id {
-        return Err(mismatch(
-            "IMAGE_INDEX section_id",
-            format!("{}", head.section_id),
-            entry.table_offset,
-        ));
+        return Err(mismatch("IMAGE_INDEX section_id", format!("{}", head.section_id), entry.table_offset));
     }
     let mut check = ExtentMapCheck::new(&begin);
     let mut extents = Vec::with_capacity(head.count as usize);
     for extent in image::extents_of(table) {
         check.push(&extent).map_err(|e| {
-            Error::from(e)
-                .at(entry.table_offset)
-                .in_section(&name)
-                .in_image_range(extent.image_offset..extent.end())
+            Error::from(e).at(entry.table_offset).in_section(&name).in_image_range(extent.image_offset..extent.end())
         })?;
         extents.push(extent);
     }
-    check
-        .finish(end.logical_size)
-        .map_err(|e| Error::from(e).at(entry.table_offset).in_section(&name))?;
+    check.finish(end.logical_size).map_err(|e| Error::from(e).at(entry.table_offset).in_section(&name))?;
     if check.extent_count != end.extent_count
         || check.data_bytes != end.data_bytes
         || check.lost_bytes != end.lost_bytes

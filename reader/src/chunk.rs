@@ -18,11 +18,7 @@ fn corrupt(what: &'static str, detail: impl Into<String>) -> FormatError {
 /// checking every rule of the format's chunk section. Returns the header too.
 pub fn decode_chunk(body: &[u8]) -> Result<(ChunkHeader, Vec<u8>), FormatError> {
     let (head, stored) = split_array::<{ ChunkHeader::SIZE }>(body).ok_or_else(|| {
-        FormatError::new(
-            ErrorClass::RecordMalformed,
-            "CHUNK body",
-            "shorter than its 40-byte header",
-        )
+        FormatError::new(ErrorClass::RecordMalformed, "CHUNK body", "shorter than its 40-byte header")
     })?;
     let header = ChunkHeader::decode(head);
     let encoding = header.validate(stored.len() as u64)?;
@@ -37,17 +33,12 @@ pub fn decode_chunk(body: &[u8]) -> Result<(ChunkHeader, Vec<u8>), FormatError> 
                     return Err(corrupt(
                         "zstd frame",
                         format!(
-                        "the frame takes {n} of the {} stored bytes; exactly one frame is allowed",
-                        stored.len()
-                    ),
+                            "the frame takes {n} of the {} stored bytes; exactly one frame is allowed",
+                            stored.len()
+                        ),
                     ))
                 }
-                Err(code) => {
-                    return Err(corrupt(
-                        "zstd frame",
-                        zstd::zstd_safe::get_error_name(code).to_string(),
-                    ))
-                }
+                Err(code) => return Err(corrupt("zstd frame", zstd::zstd_safe::get_error_name(code).to_string())),
             }
             // Capacity is the raw length from the chunk header, never a size from the
             // frame: a frame that expands further fails instead of allocating.
@@ -61,17 +52,13 @@ pub fn decode_chunk(body: &[u8]) -> Result<(ChunkHeader, Vec<u8>), FormatError> 
                         *cell = Some(d);
                     }
                     let d = cell.as_mut().expect("decompressor was just installed");
-                    d.decompress_to_buffer(stored, &mut out)
-                        .map_err(|e| e.to_string())
+                    d.decompress_to_buffer(stored, &mut out).map_err(|e| e.to_string())
                 })
                 .map_err(|e| corrupt("zstd frame", e))?;
             if out.len() != raw_length {
                 return Err(corrupt(
                     "zstd frame",
-                    format!(
-                        "decodes to {} bytes, the chunk declares {raw_length}",
-                        out.len()
-                    ),
+                    format!("decodes to {} bytes, the chunk declares {raw_length}", out.len()),
                 ));
             }
             out
@@ -79,10 +66,7 @@ pub fn decode_chunk(body: &[u8]) -> Result<(ChunkHeader, Vec<u8>), FormatError> 
     };
     let hash = blake3::hash(&raw);
     if hash.as_bytes() != &header.blake3 {
-        return Err(corrupt(
-            "chunk BLAKE3",
-            format!("stored {}, computed {}", hex(&header.blake3), hash.to_hex()),
-        ));
+        return Err(corrupt("chunk BLAKE3", format!("stored {}, computed {}", hex(&header.blake3), hash.to_hex())));
     }
     Ok((header, raw))
 }

@@ -24,11 +24,7 @@ struct Inner {
 }
 
 impl Error {
-    pub(crate) fn new(
-        class: ErrorClass,
-        what: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn new(class: ErrorClass, what: impl Into<String>, detail: impl Into<String>) -> Self {
         Error(Box::new(Inner {
             class: Some(class),
             what: what.into(),
@@ -43,11 +39,7 @@ impl Error {
     /// Reading the archive failed. An early end of file is a truncation.
     pub(crate) fn io(what: impl Into<String>, offset: u64, e: io::Error) -> Self {
         let class = (e.kind() == io::ErrorKind::UnexpectedEof).then_some(ErrorClass::Truncated);
-        let detail = if class.is_some() {
-            "the file ends before it".to_string()
-        } else {
-            e.to_string()
-        };
+        let detail = if class.is_some() { "the file ends before it".to_string() } else { e.to_string() };
         let mut error = Error::new(ErrorClass::Truncated, what, detail).at(offset);
         error.0.class = class;
         error.0.io = Some(e);
@@ -117,9 +109,7 @@ impl fmt::Display for Error {
             write!(f, " at byte {offset}")?;
         }
         match (&inner.section, &inner.image_range) {
-            (Some(s), Some(r)) => {
-                write!(f, " (section {s:?}, image bytes {}..{})", r.start, r.end)?
-            }
+            (Some(s), Some(r)) => write!(f, " (section {s:?}, image bytes {}..{})", r.start, r.end)?,
             (Some(s), None) => write!(f, " (section {s:?})")?,
             (None, Some(r)) => write!(f, " (image bytes {}..{})", r.start, r.end)?,
             (None, None) => {}

@@ -15,14 +15,18 @@
 mod archive;
 mod chunk;
 mod error;
+pub mod extract;
 mod read_at;
 mod record;
 pub mod sink;
 pub mod stream;
+pub mod tree;
 pub mod verify;
+mod verify_tree;
 
 pub use archive::{Archive, ImageSection, Limits, Section};
 pub use chunk::decode_chunk;
 pub use error::Error;
 pub use read_at::ReadAt;
 pub use strata_format::ErrorClass;
+pub use tree::{PathEntry, Piece, TreeSection};

@@ -34,9 +34,7 @@ pub(crate) fn check_header(
     index_limit: u64,
 ) -> Result<(RecordHeader, Option<RecordType>), Error> {
     let header = RecordHeader::decode(bytes);
-    let record_type = header
-        .validate(bytes, tag)
-        .map_err(|e| Error::from(e).at(offset))?;
+    let record_type = header.validate(bytes, tag).map_err(|e| Error::from(e).at(offset))?;
     let limit = body_limit(record_type, index_limit);
     if header.body_length > limit {
         return Err(Error::new(
@@ -61,10 +59,7 @@ pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
     tag: [u8; 8],
     index_limit: u64,
 ) -> Result<Record, Error> {
-    if offset
-        .checked_add(RecordHeader::SIZE as u64)
-        .is_none_or(|end| end > size)
-    {
+    if offset.checked_add(RecordHeader::SIZE as u64).is_none_or(|end| end > size) {
         return Err(Error::new(
             ErrorClass::Truncated,
             "record header",
@@ -73,35 +68,21 @@ pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
         .at(offset));
     }
     let mut raw = [0u8; 32];
-    source
-        .read_exact_at(&mut raw, offset)
-        .map_err(|e| Error::io("record header", offset, e))?;
+    source.read_exact_at(&mut raw, offset).map_err(|e| Error::io("record header", offset, e))?;
     let (header, record_type) = check_header(&raw, offset, tag, index_limit)?;
     let body_start = offset + RecordHeader::SIZE as u64;
-    if body_start
-        .checked_add(header.body_length)
-        .is_none_or(|end| end > size)
-    {
+    if body_start.checked_add(header.body_length).is_none_or(|end| end > size) {
         return Err(Error::new(
             ErrorClass::Truncated,
             "record body",
-            format!(
-                "a {}-byte body runs past the end of the archive at byte {size}",
-                header.body_length
-            ),
+            format!("a {}-byte body runs past the end of the archive at byte {size}", header.body_length),
         )
         .at(offset));
     }
     let mut body = vec![0u8; header.body_length as usize];
-    source
-        .read_exact_at(&mut body, body_start)
-        .map_err(|e| Error::io("record body", body_start, e))?;
+    source.read_exact_at(&mut body, body_start).map_err(|e| Error::io("record body", body_start, e))?;
     check_body(&header, &body, offset)?;
-    Ok(Record {
-        offset,
-        record_type,
-        body,
-    })
+    Ok(Record { offset, record_type, body })
 }
 
 pub(crate) fn check_body(header: &RecordHeader, body: &[u8], offset: u64) -> Result<(), Error> {
@@ -110,11 +91,7 @@ pub(crate) fn check_body(header: &RecordHeader, body: &[u8], offset: u64) -> Res
         return Err(Error::new(
             ErrorClass::RecordChecksum,
             "record body CRC-32C",
-            format!(
-                "stored {:08x}, computed {crc:08x} over {} bytes",
-                header.body_crc,
-                body.len()
-            ),
+            format!("stored {:08x}, computed {crc:08x} over {} bytes", header.body_crc, body.len()),
         )
         .at(offset));
     }
@@ -131,20 +108,14 @@ pub(crate) struct RecordStream<R> {
 
 impl<R: Read> RecordStream<R> {
     pub fn new(input: R, position: u64, tag: [u8; 8], index_limit: u64) -> Self {
-        RecordStream {
-            input,
-            position,
-            tag,
-            index_limit,
-        }
+        RecordStream { input, position, tag, index_limit }
     }
 
     /// The next record, or `None` at a clean end of input between records.
     pub fn next_record(&mut self) -> Result<Option<Record>, Error> {
         let offset = self.position;
         let mut raw = [0u8; 32];
-        let got = read_full(&mut self.input, &mut raw)
-            .map_err(|e| Error::io("record header", offset, e))?;
+        let got = read_full(&mut self.input, &mut raw).map_err(|e| Error::io("record header", offset, e))?;
         if got == 0 {
             return Ok(None);
         }
@@ -158,8 +129,7 @@ impl<R: Read> RecordStream<R> {
         }
         let (header, record_type) = check_header(&raw, offset, self.tag, self.index_limit)?;
         let mut body = vec![0u8; header.body_length as usize];
-        let got = read_full(&mut self.input, &mut body)
-            .map_err(|e| Error::io("record body", offset, e))?;
+        let got = read_full(&mut self.input, &mut body).map_err(|e| Error::io("record body", offset, e))?;
         if got < body.len() {
             return Err(Error::new(
                 ErrorClass::Truncated,
@@ -170,11 +140,7 @@ impl<R: Read> RecordStream<R> {
         }
         check_body(&header, &body, offset)?;
         self.position += RecordHeader::SIZE as u64 + header.body_length;
-        Ok(Some(Record {
-            offset,
-            record_type,
-            body,
-        }))
+        Ok(Some(Record { offset, record_type, body }))
     }
 }
 

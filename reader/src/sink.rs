@@ -80,8 +80,7 @@ impl ImageSink for FileSink {
                 at += BLOCK;
             }
             let run_end = at.min(data.len());
-            self.file
-                .write_all_at(&data[run_start..run_end], offset + run_start as u64)?;
+            self.file.write_all_at(&data[run_start..run_end], offset + run_start as u64)?;
         }
         Ok(())
     }

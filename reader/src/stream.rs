@@ -12,9 +12,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
 use strata_format::image::{self, ExtentMapCheck};
-use strata_format::{
-    ArchiveHeader, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType,
-};
+use strata_format::{ArchiveHeader, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType};
 
 use crate::record::{read_full, RecordStream};
 use crate::sink::ImageSink;
@@ -36,29 +34,19 @@ struct Spill {
 impl Spill {
     fn store(&mut self, body: &[u8]) -> Result<Seen, Error> {
         if self.file.is_none() {
-            self.file = Some(
-                tempfile::tempfile().map_err(|e| Error::local_io("creating the spill file", e))?,
-            );
+            self.file = Some(tempfile::tempfile().map_err(|e| Error::local_io("creating the spill file", e))?);
         }
         let file = self.file.as_mut().expect("spill file was just created");
-        file.write_all(body)
-            .map_err(|e| Error::local_io("writing the spill file", e))?;
-        let seen = Seen::Spilled {
-            position: self.length,
-            length: body.len() as u64,
-        };
+        file.write_all(body).map_err(|e| Error::local_io("writing the spill file", e))?;
+        let seen = Seen::Spilled { position: self.length, length: body.len() as u64 };
         self.length += body.len() as u64;
         Ok(seen)
     }
 
     fn load(&self, position: u64, length: u64) -> Result<Vec<u8>, Error> {
-        let file = self
-            .file
-            .as_ref()
-            .expect("a spilled chunk implies a spill file");
+        let file = self.file.as_ref().expect("a spilled chunk implies a spill file");
         let mut body = vec![0u8; length as usize];
-        file.read_exact_at(&mut body, position)
-            .map_err(|e| Error::local_io("reading the spill file", e))?;
+        file.read_exact_at(&mut body, position).map_err(|e| Error::local_io("reading the spill file", e))?;
         Ok(body)
     }
 }
@@ -68,36 +56,19 @@ pub(crate) fn read_stream_header(input: &mut impl Read) -> Result<ArchiveHeader,
     let mut fixed = [0u8; ArchiveHeader::SIZE];
     let got = read_full(input, &mut fixed).map_err(|e| Error::io("header", 0, e))?;
     if !ArchiveHeader::has_magic(&fixed[..got]) {
-        return Err(Error::new(
-            ErrorClass::NotStrata,
-            "header",
-            crate::archive::not_strata_detail(&fixed[..got]),
-        )
-        .at(0));
+        return Err(Error::new(ErrorClass::NotStrata, "header", crate::archive::not_strata_detail(&fixed[..got])).at(0));
     }
     if got < fixed.len() {
-        return Err(Error::new(
-            ErrorClass::Truncated,
-            "header",
-            format!("the input ends after {got} bytes"),
-        )
-        .at(0));
+        return Err(Error::new(ErrorClass::Truncated, "header", format!("the input ends after {got} bytes")).at(0));
     }
     let header = ArchiveHeader::decode(&fixed);
     header.validate_length().map_err(|e| Error::from(e).at(0))?;
     let mut extension = vec![0u8; header.header_length as usize - ArchiveHeader::SIZE];
     let got = read_full(input, &mut extension).map_err(|e| Error::io("header", 128, e))?;
     if got < extension.len() {
-        return Err(Error::new(
-            ErrorClass::Truncated,
-            "header extension",
-            "the input ends inside it",
-        )
-        .at(128));
+        return Err(Error::new(ErrorClass::Truncated, "header extension", "the input ends inside it").at(128));
     }
-    header
-        .validate(&fixed, &extension)
-        .map_err(|e| Error::from(e).at(0))?;
+    header.validate(&fixed, &extension).map_err(|e| Error::from(e).at(0))?;
     Ok(header)
 }
 
@@ -120,18 +91,11 @@ pub fn restore_image(
     progress: &dyn Fn(u64),
 ) -> Result<u64, Error> {
     let header = read_stream_header(&mut input)?;
-    let mut records = RecordStream::new(
-        input,
-        u64::from(header.header_length),
-        header.archive_tag(),
-        limits.max_index_bytes,
-    );
+    let mut records =
+        RecordStream::new(input, u64::from(header.header_length), header.archive_tag(), limits.max_index_bytes);
     let can_read_back = sink.read_back(0, &mut []).unwrap_or(false);
     let mut seen: HashMap<u64, Seen> = HashMap::new();
-    let mut spill = Spill {
-        file: None,
-        length: 0,
-    };
+    let mut spill = Spill { file: None, length: 0 };
     let mut next_section_id = 0u32;
     let mut active: Option<Active> = None;
     let mut started = false;
@@ -156,25 +120,17 @@ pub fn restore_image(
                 let wanted = active.as_ref().and_then(|a| a.pending.front().copied());
                 match wanted {
                     Some(extent) if extent.chunk_ref == offset => {
-                        let (_, raw) = chunk::decode_chunk(&record.body)
-                            .map_err(|e| section_error(e.into()))?;
+                        let (_, raw) = chunk::decode_chunk(&record.body).map_err(|e| section_error(e.into()))?;
                         check_length(&extent, raw.len(), name)?;
                         if !started {
-                            sink.start(None)
-                                .map_err(|e| Error::local_io("preparing the destination", e))?;
+                            sink.start(None).map_err(|e| Error::local_io("preparing the destination", e))?;
                             started = true;
                         }
-                        sink.write_data(extent.image_offset, &raw).map_err(|e| {
-                            Error::local_io(
-                                format!("writing image byte {}", extent.image_offset),
-                                e,
-                            )
-                        })?;
+                        sink.write_data(extent.image_offset, &raw)
+                            .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
                         progress(extent.length);
                         let place = if can_read_back {
-                            Seen::Restored {
-                                image_offset: extent.image_offset,
-                            }
+                            Seen::Restored { image_offset: extent.image_offset }
                         } else {
                             spill.store(&record.body)?
                         };
@@ -185,8 +141,7 @@ pub fn restore_image(
                     }
                     Some(extent)
                         if extent.chunk_ref > offset
-                            && extent.chunk_ref
-                                > active.as_ref().map_or(0, |a| a.extents_record) =>
+                            && extent.chunk_ref > active.as_ref().map_or(0, |a| a.extents_record) =>
                     {
                         return Err(section_error(Error::new(
                             ErrorClass::DanglingReference,
@@ -205,8 +160,7 @@ pub fn restore_image(
                 }
             }
             Some(RecordType::ImageBegin) => {
-                let begin =
-                    ImageBegin::parse(&record.body).map_err(|e| Error::from(e).at(offset))?;
+                let begin = ImageBegin::parse(&record.body).map_err(|e| Error::from(e).at(offset))?;
                 if begin.section_id != next_section_id {
                     return Err(Error::new(
                         ErrorClass::RecordMalformed,
@@ -237,9 +191,7 @@ pub fn restore_image(
                 if !state.pending.is_empty() {
                     return Err(unresolved(state, name));
                 }
-                if head.count == 0
-                    || head.count > u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD)
-                {
+                if head.count == 0 || head.count > u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD) {
                     return Err(section_error(Error::new(
                         ErrorClass::RecordMalformed,
                         "IMAGE_EXTENTS count",
@@ -247,17 +199,15 @@ pub fn restore_image(
                     )));
                 }
                 for extent in image::extents_of(table) {
-                    state.check.push(&extent).map_err(|e| {
-                        section_error(
-                            Error::from(e).in_image_range(extent.image_offset..extent.end()),
-                        )
-                    })?;
+                    state
+                        .check
+                        .push(&extent)
+                        .map_err(|e| section_error(Error::from(e).in_image_range(extent.image_offset..extent.end())))?;
                     state.pending.push_back(extent);
                 }
                 state.extents_record = offset;
                 if !started {
-                    sink.start(None)
-                        .map_err(|e| Error::local_io("preparing the destination", e))?;
+                    sink.start(None).map_err(|e| Error::local_io("preparing the destination", e))?;
                     started = true;
                 }
                 drain_resolved(state, &seen, &spill, sink, name, progress)?;
@@ -266,14 +216,9 @@ pub fn restore_image(
                 let Some(state) = active.as_mut() else {
                     continue;
                 };
-                let body: &[u8; ImageEnd::SIZE] =
-                    record.body.as_slice().try_into().map_err(|_| {
-                        section_error(Error::new(
-                            ErrorClass::RecordMalformed,
-                            "IMAGE_END body",
-                            "not 64 bytes",
-                        ))
-                    })?;
+                let body: &[u8; ImageEnd::SIZE] = record.body.as_slice().try_into().map_err(|_| {
+                    section_error(Error::new(ErrorClass::RecordMalformed, "IMAGE_END body", "not 64 bytes"))
+                })?;
                 let end = ImageEnd::decode(body);
                 if end.section_id != state.section_id {
                     continue;
@@ -282,16 +227,11 @@ pub fn restore_image(
                 if !state.pending.is_empty() {
                     return Err(unresolved(state, name));
                 }
-                state
-                    .check
-                    .finish(end.logical_size)
-                    .map_err(|e| section_error(e.into()))?;
+                state.check.finish(end.logical_size).map_err(|e| section_error(e.into()))?;
                 if !started {
-                    sink.start(Some(end.logical_size))
-                        .map_err(|e| Error::local_io("preparing the destination", e))?;
+                    sink.start(Some(end.logical_size)).map_err(|e| Error::local_io("preparing the destination", e))?;
                 }
-                sink.finish(end.logical_size)
-                    .map_err(|e| Error::local_io("finishing the destination", e))?;
+                sink.finish(end.logical_size).map_err(|e| Error::local_io("finishing the destination", e))?;
                 return Ok(end.logical_size);
             }
             Some(RecordType::Trailer) => {
@@ -346,27 +286,24 @@ fn drain_resolved(
     progress: &dyn Fn(u64),
 ) -> Result<(), Error> {
     while let Some(&extent) = state.pending.front() {
-        let write_error =
-            |e| Error::local_io(format!("writing image byte {}", extent.image_offset), e);
+        let write_error = |e| Error::local_io(format!("writing image byte {}", extent.image_offset), e);
         match extent.kind().map_err(|e| Error::from(e).in_section(name))? {
-            ExtentKind::Zero | ExtentKind::Lost => sink
-                .write_hole(extent.image_offset, extent.length)
-                .map_err(write_error)?,
+            ExtentKind::Zero | ExtentKind::Lost => {
+                sink.write_hole(extent.image_offset, extent.length).map_err(write_error)?
+            }
             ExtentKind::Data(chunk_ref) => match seen.get(&chunk_ref) {
                 Some(Seen::Restored { image_offset }) => {
                     let mut data = vec![0u8; extent.length as usize];
                     sink.read_back(*image_offset, &mut data)
                         .map_err(|e| Error::local_io("reading the destination back", e))?;
-                    sink.write_data(extent.image_offset, &data)
-                        .map_err(write_error)?;
+                    sink.write_data(extent.image_offset, &data).map_err(write_error)?;
                 }
                 Some(Seen::Spilled { position, length }) => {
                     let body = spill.load(*position, *length)?;
-                    let (_, raw) = chunk::decode_chunk(&body)
-                        .map_err(|e| Error::from(e).at(chunk_ref).in_section(name))?;
+                    let (_, raw) =
+                        chunk::decode_chunk(&body).map_err(|e| Error::from(e).at(chunk_ref).in_section(name))?;
                     check_length(&extent, raw.len(), name)?;
-                    sink.write_data(extent.image_offset, &raw)
-                        .map_err(write_error)?;
+                    sink.write_data(extent.image_offset, &raw).map_err(write_error)?;
                 }
                 None if chunk_ref > state.extents_record => return Ok(()),
                 None => {

@@ -8,18 +8,22 @@ use std::ops::Range;
 use strata_format::image::{self, ExtentMapCheck};
 use strata_format::record::RECORD_MAGIC;
 use strata_format::{
-    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd,
-    RecordHeader, RecordType, Trailer,
+    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordHeader, RecordType,
+    Trailer,
 };
 
 use crate::archive::read_header;
 use crate::record::{check_body, check_header};
+use crate::verify_tree::WalkTree;
 use crate::{chunk, Error, Limits, ReadAt};
+use strata_format::SectionKind;
 
 /// Image bytes a problem makes unreadable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Affected {
     pub section: String,
+    /// For a file-tree section, the file's path; the range is then in the file.
+    pub path: Option<Vec<u8>>,
     pub range: Range<u64>,
 }
 
@@ -81,18 +85,23 @@ struct WalkSection {
     end: Option<(u64, ImageEnd)>,
 }
 
-struct Walk<'a, R: ReadAt + ?Sized> {
-    source: &'a R,
-    size: u64,
-    tag: [u8; 8],
-    limits: Limits,
-    report: Report,
+pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
+    pub(crate) source: &'a R,
+    pub(crate) size: u64,
+    pub(crate) tag: [u8; 8],
+    pub(crate) limits: Limits,
+    pub(crate) report: Report,
     sections: Vec<WalkSection>,
     open: Option<usize>,
-    chunks: HashMap<u64, u32>,
+    pub(crate) trees: Vec<WalkTree>,
+    pub(crate) open_tree: Option<usize>,
+    /// Every section in archive order: its kind and its index in `sections` or `trees`.
+    pub(crate) order: Vec<(SectionKind, usize)>,
+    pub(crate) chunks: HashMap<u64, u32>,
+    pub(crate) chunk_cache: Option<(u64, std::sync::Arc<Vec<u8>>)>,
     /// Archive byte ranges whose content is unusable, with the problem that says so.
     damaged: Vec<(Range<u64>, usize)>,
-    expected_forward: VecDeque<u64>,
+    pub(crate) expected_forward: VecDeque<u64>,
     image_indexes: HashMap<u32, (u64, Vec<Extent>)>,
     archive_index: Option<(u64, ArchiveIndex)>,
     trailer: Option<(u64, Trailer)>,
@@ -100,16 +109,9 @@ struct Walk<'a, R: ReadAt + ?Sized> {
 
 /// Verifies a whole archive. Fails only when the source cannot be read at all;
 /// everything wrong with the archive is in the report.
-pub fn verify<R: ReadAt + ?Sized>(
-    source: &R,
-    limits: Limits,
-    progress: &dyn Fn(u64),
-) -> Result<Report, Error> {
+pub fn verify<R: ReadAt + ?Sized>(source: &R, limits: Limits, progress: &dyn Fn(u64)) -> Result<Report, Error> {
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
-    let mut report = Report {
-        archive_size: size,
-        ..Report::default()
-    };
+    let mut report = Report { archive_size: size, ..Report::default() };
     let mut start = ArchiveHeader::SIZE as u64;
     let tag = match read_header(source, size) {
         Ok(header) => {
@@ -125,18 +127,11 @@ pub fn verify<R: ReadAt + ?Sized>(
             let class = class.expect("checked above");
             // Past a damaged header, the records still say which archive they belong to.
             let found = find_any_record(source, size, 0)?;
-            let fatal = matches!(
-                class,
-                ErrorClass::UnsupportedVersion | ErrorClass::UnsupportedFeature
-            );
+            let fatal = matches!(class, ErrorClass::UnsupportedVersion | ErrorClass::UnsupportedFeature);
             if class != ErrorClass::NotStrata || found.is_some() {
                 report.recognised = true;
                 report.problems.push(Problem {
-                    class: if class == ErrorClass::NotStrata {
-                        ErrorClass::BadHeader
-                    } else {
-                        class
-                    },
+                    class: if class == ErrorClass::NotStrata { ErrorClass::BadHeader } else { class },
                     offset: 0,
                     what: e.what().to_string(),
                     detail: e.detail().to_string(),
@@ -174,7 +169,11 @@ pub fn verify<R: ReadAt + ?Sized>(
         report,
         sections: Vec::new(),
         open: None,
+        trees: Vec::new(),
+        open_tree: None,
+        order: Vec::new(),
         chunks: HashMap::new(),
+        chunk_cache: None,
         damaged: Vec::new(),
         expected_forward: VecDeque::new(),
         image_indexes: HashMap::new(),
@@ -188,11 +187,7 @@ pub fn verify<R: ReadAt + ?Sized>(
 
 /// Scans from `from` for the first 32 bytes that form a valid record header of
 /// any archive; returns its offset and tag.
-fn find_any_record<R: ReadAt + ?Sized>(
-    source: &R,
-    size: u64,
-    from: u64,
-) -> Result<Option<(u64, [u8; 8])>, Error> {
+fn find_any_record<R: ReadAt + ?Sized>(source: &R, size: u64, from: u64) -> Result<Option<(u64, [u8; 8])>, Error> {
     scan_for_record(source, size, from, |raw| {
         let header = RecordHeader::decode(raw);
         header.header_crc == RecordHeader::compute_crc(raw)
@@ -214,18 +209,14 @@ fn scan_for_record<R: ReadAt + ?Sized>(
         // Blocks overlap by 31 bytes so no header straddles two unseen.
         let len = (size - block_start).min(BLOCK + 31) as usize;
         buf.resize(len, 0);
-        source
-            .read_exact_at(&mut buf, block_start)
-            .map_err(|e| Error::io("scanning for records", block_start, e))?;
+        source.read_exact_at(&mut buf, block_start).map_err(|e| Error::io("scanning for records", block_start, e))?;
         let mut at = 0usize;
         while at + 32 <= len {
             let Some(found) = buf[at..len - 31].windows(4).position(|w| w == RECORD_MAGIC) else {
                 break;
             };
             let candidate = at + found;
-            let raw: &[u8; 32] = buf[candidate..candidate + 32]
-                .try_into()
-                .expect("32 bytes remain");
+            let raw: &[u8; 32] = buf[candidate..candidate + 32].try_into().expect("32 bytes remain");
             if accept(raw) {
                 return Ok(Some((block_start + candidate as u64, *raw)));
             }
@@ -237,15 +228,13 @@ fn scan_for_record<R: ReadAt + ?Sized>(
 }
 
 fn merge_affected(affects: &mut Vec<Affected>) {
-    affects.sort_by(|a, b| {
-        a.section
-            .cmp(&b.section)
-            .then(a.range.start.cmp(&b.range.start))
-    });
+    affects.sort_by(|a, b| a.section.cmp(&b.section).then(a.path.cmp(&b.path)).then(a.range.start.cmp(&b.range.start)));
     let mut merged: Vec<Affected> = Vec::with_capacity(affects.len());
     for item in affects.drain(..) {
         match merged.last_mut() {
-            Some(last) if last.section == item.section && last.range.end >= item.range.start => {
+            Some(last)
+                if last.section == item.section && last.path == item.path && last.range.end >= item.range.start =>
+            {
                 last.range.end = last.range.end.max(item.range.end);
             }
             _ => merged.push(item),
@@ -255,7 +244,7 @@ fn merge_affected(affects: &mut Vec<Affected>) {
 }
 
 impl<R: ReadAt + ?Sized> Walk<'_, R> {
-    fn problem(
+    pub(crate) fn problem(
         &mut self,
         class: ErrorClass,
         offset: u64,
@@ -274,17 +263,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
 
     fn problem_from(&mut self, e: Error, fallback_offset: u64) -> usize {
         let class = e.class().unwrap_or(ErrorClass::Truncated);
-        let index = self.problem(
-            class,
-            e.offset().unwrap_or(fallback_offset),
-            e.what(),
-            e.detail(),
-        );
+        let index = self.problem(class, e.offset().unwrap_or(fallback_offset), e.what(), e.detail());
         if let (Some(section), Some(range)) = (e.section(), e.image_range()) {
-            self.report.problems[index].affects.push(Affected {
-                section: section.to_string(),
-                range,
-            });
+            self.report.problems[index].affects.push(Affected { section: section.to_string(), path: None, range });
         }
         index
     }
@@ -298,22 +279,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     ErrorClass::Truncated,
                     pos,
                     "record header",
-                    format!(
-                        "the archive ends {} bytes into a record header",
-                        self.size - pos
-                    ),
+                    format!("the archive ends {} bytes into a record header", self.size - pos),
                 );
                 self.damaged.push((pos..self.size, p));
                 break;
             }
             let mut raw = [0u8; 32];
-            self.source
-                .read_exact_at(&mut raw, pos)
-                .map_err(|e| Error::io("record header", pos, e))?;
+            self.source.read_exact_at(&mut raw, pos).map_err(|e| Error::io("record header", pos, e))?;
             let header = RecordHeader::decode(&raw);
             let checked = check_header(&raw, pos, self.tag, self.limits.max_index_bytes);
-            let crc_ok = header.magic == RECORD_MAGIC
-                && header.header_crc == RecordHeader::compute_crc(&raw);
+            let crc_ok = header.magic == RECORD_MAGIC && header.header_crc == RecordHeader::compute_crc(&raw);
             let record_type = match checked {
                 Ok((_, record_type)) => record_type,
                 Err(e) => {
@@ -322,11 +297,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         && pos + 32 + header.body_length <= self.size
                         && matches!(
                             e.class(),
-                            Some(
-                                ErrorClass::UnknownRecord
-                                    | ErrorClass::LimitExceeded
-                                    | ErrorClass::RecordMalformed
-                            )
+                            Some(ErrorClass::UnknownRecord | ErrorClass::LimitExceeded | ErrorClass::RecordMalformed)
                         );
                     let p = self.problem_from(e, pos);
                     if skippable {
@@ -354,9 +325,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 continue;
             }
             body.resize(header.body_length as usize, 0);
-            self.source
-                .read_exact_at(&mut body, pos + 32)
-                .map_err(|e| Error::io("record body", pos + 32, e))?;
+            self.source.read_exact_at(&mut body, pos + 32).map_err(|e| Error::io("record body", pos + 32, e))?;
             self.report.records += 1;
             progress(end - pos);
             if let Err(e) = check_body(&header, &body, pos) {
@@ -393,10 +362,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// Finds the next valid record of this archive after a damaged one at `pos`.
     fn resync(&mut self, pos: u64, problem: usize) -> Result<u64, Error> {
         let tag = self.tag;
-        let next = scan_for_record(self.source, self.size, pos + 1, |raw| {
-            RecordHeader::looks_valid(raw, tag)
-        })?
-        .map_or(self.size, |(offset, _)| offset);
+        let next = scan_for_record(self.source, self.size, pos + 1, |raw| RecordHeader::looks_valid(raw, tag))?
+            .map_or(self.size, |(offset, _)| offset);
         self.damaged.push((pos..next, problem));
         let detail = if next == self.size {
             format!("no valid record follows; bytes {pos}..{next} are unreadable")
@@ -425,7 +392,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                             ErrorClass::DanglingReference,
                             pos,
                             "chunk order",
-                            format!("this chunk follows an IMAGE_EXTENTS record whose next new chunk is at byte {expected}"),
+                            format!(
+                                "this chunk follows an IMAGE_EXTENTS record whose next new chunk is at byte {expected}"
+                            ),
                         );
                         self.expected_forward.clear();
                     }
@@ -433,6 +402,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 if let Some(open) = self.open {
                     self.sections[open].chunk_count += 1;
                     self.sections[open].chunk_bytes += end - pos;
+                } else if let Some(open) = self.open_tree {
+                    self.trees[open].chunk_count += 1;
+                    self.trees[open].chunk_bytes += end - pos;
                 }
                 self.report.chunks += 1;
                 match chunk::decode_chunk(body) {
@@ -449,32 +421,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             }
             Some(RecordType::ImageBegin) => match ImageBegin::parse(body) {
                 Ok(begin) => {
-                    if let Some(open) = self.open.take() {
-                        let name = self.sections[open].name.clone();
-                        self.problem(
-                            ErrorClass::RecordMalformed,
-                            pos,
-                            "IMAGE_BEGIN",
-                            format!("section {name:?} was not closed before the next began"),
-                        );
-                    }
-                    if begin.section_id as usize != self.sections.len() {
-                        self.problem(
-                            ErrorClass::RecordMalformed,
-                            pos,
-                            "IMAGE_BEGIN section_id",
-                            format!("{}, expected {}", begin.section_id, self.sections.len()),
-                        );
-                    }
                     let name = begin.name_lossy();
-                    if self.sections.iter().any(|s| s.name == name) {
-                        self.problem(
-                            ErrorClass::RecordMalformed,
-                            pos,
-                            "section name",
-                            format!("{name:?} names two sections"),
-                        );
-                    }
+                    self.open_new_section(pos, begin.section_id, &name, "IMAGE_BEGIN");
+                    self.order.push((SectionKind::Image, self.sections.len()));
                     self.open = Some(self.sections.len());
                     self.sections.push(WalkSection {
                         begin_offset: pos,
@@ -495,29 +444,36 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             },
             Some(RecordType::ImageExtents) => self.handle_extents(pos, body),
             Some(RecordType::ImageEnd) => self.handle_end(pos, body),
-            Some(RecordType::ImageIndex) => {
-                match image::parse_extent_table(body, "IMAGE_INDEX body") {
-                    Ok((head, table)) => {
-                        self.image_indexes
-                            .insert(head.section_id, (pos, image::extents_of(table).collect()));
-                        true
-                    }
-                    Err(e) => {
-                        self.problem(e.class, pos, e.what, e.detail);
-                        false
-                    }
+            Some(RecordType::ImageIndex) => match image::parse_extent_table(body, "IMAGE_INDEX body") {
+                Ok((head, table)) => {
+                    self.image_indexes.insert(head.section_id, (pos, image::extents_of(table).collect()));
+                    true
                 }
-            }
+                Err(e) => {
+                    self.problem(e.class, pos, e.what, e.detail);
+                    false
+                }
+            },
+            Some(RecordType::FilesBegin) => self.handle_files_begin(pos, body),
+            Some(RecordType::FilesExtents) => self.handle_files_extents(pos, body),
+            Some(RecordType::FilesEntries) => self.handle_files_entries(pos, body),
+            Some(RecordType::FilesEnd) => self.handle_files_end(pos, body),
+            Some(RecordType::FilesDir) => self.handle_files_dir(pos, body),
+            Some(RecordType::FilesIndex) => self.handle_files_index(pos, body),
             Some(RecordType::ArchiveIndex) => match ArchiveIndex::parse(body) {
                 Ok(index) => {
-                    if let Some(open) = self.open.take() {
-                        let name = self.sections[open].name.clone();
+                    if let Some(open) = self.open_tree.take() {
+                        let name = self.trees[open].name.clone();
                         self.problem(
                             ErrorClass::Truncated,
                             pos,
-                            "image section",
-                            format!("{name:?} has no IMAGE_END"),
+                            "file-tree section",
+                            format!("{name:?} has no FILES_END"),
                         );
+                    }
+                    if let Some(open) = self.open.take() {
+                        let name = self.sections[open].name.clone();
+                        self.problem(ErrorClass::Truncated, pos, "image section", format!("{name:?} has no IMAGE_END"));
                     }
                     self.archive_index = Some((pos, index));
                     true
@@ -540,15 +496,56 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         false
                     }
                     None => {
-                        self.problem(
-                            ErrorClass::RecordMalformed,
-                            pos,
-                            "TRAILER body",
-                            "not 32 bytes",
-                        );
+                        self.problem(ErrorClass::RecordMalformed, pos, "TRAILER body", "not 32 bytes");
                         false
                     }
                 }
+            }
+        }
+    }
+
+    /// Checks a section's begin record against what came before: the previous
+    /// section closed, ids in order, names unique across kinds.
+    pub(crate) fn open_new_section(&mut self, pos: u64, section_id: u32, name: &str, what: &str) {
+        let unclosed = self
+            .open
+            .take()
+            .map(|i| self.sections[i].name.clone())
+            .or_else(|| self.open_tree.take().map(|i| self.trees[i].name.clone()));
+        if let Some(unclosed) = unclosed {
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                what,
+                format!("section {unclosed:?} was not closed before the next began"),
+            );
+        }
+        if section_id as usize != self.order.len() {
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                format!("{what} section_id"),
+                format!("{section_id}, expected {}", self.order.len()),
+            );
+        }
+        if self.sections.iter().any(|s| s.name == name) || self.trees.iter().any(|t| t.name == name) {
+            self.problem(ErrorClass::RecordMalformed, pos, "section name", format!("{name:?} names two sections"));
+        }
+    }
+
+    /// Attaches `affected` to the problem whose damaged span holds `chunk_ref`, or
+    /// reports a dangling reference.
+    pub(crate) fn attach_or_dangling(&mut self, chunk_ref: u64, affected: Affected) {
+        match self.damaged.iter().find(|(span, _)| span.contains(&chunk_ref)) {
+            Some(&(_, p)) => self.report.problems[p].affects.push(affected),
+            None => {
+                let p = self.problem(
+                    ErrorClass::DanglingReference,
+                    chunk_ref,
+                    "chunk reference",
+                    format!("data at byte {chunk_ref} is referenced, but no chunk record starts there"),
+                );
+                self.report.problems[p].affects.push(affected);
             }
         }
     }
@@ -561,10 +558,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 return false;
             }
         };
-        let Some(open) = self
-            .open
-            .filter(|&i| self.sections[i].begin.section_id == head.section_id)
-        else {
+        let Some(open) = self.open.filter(|&i| self.sections[i].begin.section_id == head.section_id) else {
             self.problem(
                 ErrorClass::RecordMalformed,
                 pos,
@@ -574,8 +568,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             return false;
         };
         let mut ok = true;
-        if head.count == 0 || head.count > u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD)
-        {
+        if head.count == 0 || head.count > u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD) {
             self.problem(
                 ErrorClass::RecordMalformed,
                 pos,
@@ -595,10 +588,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 } else {
                     extent.image_offset..extent.end()
                 };
-                self.report.problems[p].affects.push(Affected {
-                    section: name.clone(),
-                    range,
-                });
+                self.report.problems[p].affects.push(Affected { section: name.clone(), path: None, range });
                 // Carry on from this extent, so later extents are checked too.
                 let check = &mut self.sections[open].check;
                 check.skip_to(extent.image_offset);
@@ -618,12 +608,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
 
     fn handle_end(&mut self, pos: u64, body: &[u8]) -> bool {
         let Ok(raw) = <&[u8; ImageEnd::SIZE]>::try_from(body) else {
-            self.problem(
-                ErrorClass::RecordMalformed,
-                pos,
-                "IMAGE_END body",
-                "not 64 bytes",
-            );
+            self.problem(ErrorClass::RecordMalformed, pos, "IMAGE_END body", "not 64 bytes");
             return false;
         };
         let end = ImageEnd::decode(raw);
@@ -631,10 +616,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             self.problem(e.class, pos, e.what, e.detail);
             return false;
         }
-        let Some(open) = self
-            .open
-            .filter(|&i| self.sections[i].begin.section_id == end.section_id)
-        else {
+        let Some(open) = self.open.filter(|&i| self.sections[i].begin.section_id == end.section_id) else {
             self.problem(
                 ErrorClass::RecordMalformed,
                 pos,
@@ -664,18 +646,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             if next < end.logical_size {
                 self.report.problems[p].affects.push(Affected {
                     section: name.clone(),
+                    path: None,
                     range: next..end.logical_size,
                 });
             }
         }
-        let declared = (
-            end.extent_count,
-            end.data_bytes,
-            end.lost_bytes,
-            end.chunk_count,
-            end.chunk_bytes,
-            end.begin_offset,
-        );
+        let declared =
+            (end.extent_count, end.data_bytes, end.lost_bytes, end.chunk_count, end.chunk_bytes, end.begin_offset);
         if counts != declared {
             ok = false;
             self.problem(
@@ -700,14 +677,14 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             if self.sections[i].end.is_none() {
                 let name = self.sections[i].name.clone();
                 let offset = self.sections[i].begin_offset;
-                self.problem(
-                    ErrorClass::Truncated,
-                    offset,
-                    "image section",
-                    format!("{name:?} has no IMAGE_END"),
-                );
+                self.problem(ErrorClass::Truncated, offset, "image section", format!("{name:?} has no IMAGE_END"));
             }
         }
+        if let Some(open) = self.open_tree {
+            let (name, offset) = (self.trees[open].name.clone(), self.trees[open].begin_offset);
+            self.problem(ErrorClass::Truncated, offset, "file-tree section", format!("{name:?} has no FILES_END"));
+        }
+        self.check_tree_references();
         // Every data extent must resolve to a valid chunk of its length.
         for i in 0..self.sections.len() {
             let name = self.sections[i].name.clone();
@@ -716,10 +693,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() else {
                     continue;
                 };
-                let affected = Affected {
-                    section: name.clone(),
-                    range: extent.image_offset..extent.end(),
-                };
+                let affected = Affected { section: name.clone(), path: None, range: extent.image_offset..extent.end() };
                 match self.chunks.get(&chunk_ref) {
                     Some(&raw_length) if u64::from(raw_length) == extent.length => {}
                     Some(&raw_length) => {
@@ -731,32 +705,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         );
                         self.report.problems[p].affects.push(affected);
                     }
-                    None => match self
-                        .damaged
-                        .iter()
-                        .find(|(span, _)| span.contains(&chunk_ref))
-                    {
-                        Some(&(_, p)) => self.report.problems[p].affects.push(affected),
-                        None => {
-                            let p = self.problem(
-                                ErrorClass::DanglingReference,
-                                chunk_ref,
-                                "chunk reference",
-                                format!("image bytes {}..{} refer to byte {chunk_ref}, where no chunk record starts", extent.image_offset, extent.end()),
-                            );
-                            self.report.problems[p].affects.push(affected);
-                        }
-                    },
+                    None => self.attach_or_dangling(chunk_ref, affected),
                 }
             }
             self.sections[i].extents = extents;
         }
         let Some((trailer_offset, trailer)) = self.trailer else {
-            let already = self
-                .report
-                .problems
-                .iter()
-                .any(|p| p.class == ErrorClass::Truncated);
+            let already = self.report.problems.iter().any(|p| p.class == ErrorClass::Truncated);
             if !already {
                 self.problem(
                     ErrorClass::Truncated,
@@ -781,25 +736,15 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 ErrorClass::IndexMismatch,
                 trailer_offset,
                 "TRAILER index_offset",
-                format!(
-                    "{}, but the ARCHIVE_INDEX is at byte {index_offset}",
-                    trailer.index_offset
-                ),
+                format!("{}, but the ARCHIVE_INDEX is at byte {index_offset}", trailer.index_offset),
             );
         }
         if trailer.archive_length != self.size {
             self.problem(
-                if trailer.archive_length > self.size {
-                    ErrorClass::Truncated
-                } else {
-                    ErrorClass::IndexMismatch
-                },
+                if trailer.archive_length > self.size { ErrorClass::Truncated } else { ErrorClass::IndexMismatch },
                 trailer_offset,
                 "TRAILER archive_length",
-                format!(
-                    "{}, but the file has {} bytes",
-                    trailer.archive_length, self.size
-                ),
+                format!("{}, but the file has {} bytes", trailer.archive_length, self.size),
             );
         }
         if trailer.record_count != self.report.records.saturating_sub(1) {
@@ -814,19 +759,28 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 ),
             );
         }
-        if index.sections.len() != self.sections.len() {
+        if index.sections.len() != self.order.len() {
             self.problem(
                 ErrorClass::IndexMismatch,
                 index_offset,
                 "ARCHIVE_INDEX section_count",
-                format!(
-                    "{}, but the records hold {} sections",
-                    index.sections.len(),
-                    self.sections.len()
-                ),
+                format!("{}, but the records hold {} sections", index.sections.len(), self.order.len()),
             );
         }
-        for (entry, section) in index.sections.iter().zip(0..self.sections.len()) {
+        for (entry, (kind, section)) in index.sections.iter().zip(self.order.clone()) {
+            if entry.kind != kind.code() {
+                self.problem(
+                    ErrorClass::IndexMismatch,
+                    index_offset,
+                    "ARCHIVE_INDEX section kind",
+                    format!("section {}: kind {}, the records say {}", entry.section_id, entry.kind, kind.name()),
+                );
+                continue;
+            }
+            if kind == SectionKind::FileTree {
+                self.check_tree_tables(section, entry, index_offset);
+                continue;
+            }
             let walked = &self.sections[section];
             let end_offset = walked.end.map(|(offset, _)| offset);
             let name = walked.name.clone();
@@ -849,7 +803,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                             ErrorClass::IndexMismatch,
                             index_offset,
                             "ARCHIVE_INDEX table_offset",
-                            format!("section {name:?}: {}, but its IMAGE_INDEX is at byte {table_offset}", entry.table_offset),
+                            format!(
+                                "section {name:?}: {}, but its IMAGE_INDEX is at byte {table_offset}",
+                                entry.table_offset
+                            ),
                         );
                     }
                     if !same_extents {
@@ -878,22 +835,48 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             merge_affected(&mut problem.affects);
         }
         self.report.sections = self
-            .sections
+            .order
             .iter()
-            .map(|s| SectionReport {
-                name: s.name.clone(),
-                kind: "image",
-                logical_size: s
-                    .end
-                    .map_or(s.check.next_offset(), |(_, end)| end.logical_size),
-                data_bytes: s.check.data_bytes,
-                lost_bytes: s.check.lost_bytes,
-                extents: s.check.extent_count,
-                chunks: s.chunk_count,
-                stored_bytes: s.chunk_bytes,
+            .map(|&(kind, i)| match kind {
+                SectionKind::Image => {
+                    let s = &self.sections[i];
+                    SectionReport {
+                        name: s.name.clone(),
+                        kind: "image",
+                        logical_size: s.end.map_or(s.check.next_offset(), |(_, end)| end.logical_size),
+                        data_bytes: s.check.data_bytes,
+                        lost_bytes: s.check.lost_bytes,
+                        extents: s.check.extent_count,
+                        chunks: s.chunk_count,
+                        stored_bytes: s.chunk_bytes,
+                    }
+                }
+                SectionKind::FileTree => {
+                    let t = &self.trees[i];
+                    SectionReport {
+                        name: t.name.clone(),
+                        kind: "files",
+                        logical_size: t.content_bytes,
+                        data_bytes: t.content_bytes,
+                        lost_bytes: 0,
+                        extents: 0,
+                        chunks: t.chunk_count,
+                        stored_bytes: t.chunk_bytes,
+                    }
+                }
             })
             .collect();
         self.report.recognised |= self.report.records > 0;
         self.report
+    }
+}
+
+/// Feeds `n` zero bytes to a hasher (the holes of a sparse file).
+pub(crate) fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    while n > 0 {
+        let take = n.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..take]);
+        n -= take as u64;
     }
 }

@@ -11,8 +11,7 @@ fn vectors_dir() -> PathBuf {
 }
 
 fn manifest() -> serde_json::Value {
-    let text = std::fs::read_to_string(vectors_dir().join("manifest.json"))
-        .expect("manifest.json is committed");
+    let text = std::fs::read_to_string(vectors_dir().join("manifest.json")).expect("manifest.json is committed");
     serde_json::from_str(&text).expect("manifest.json is JSON")
 }
 
@@ -54,75 +53,35 @@ impl ImageSink for HashSink {
 }
 
 fn check_valid(name: &str, bytes: Vec<u8>, expected: &[serde_json::Value]) {
-    let report =
-        verify::verify(&bytes, Limits::default(), &|_| {}).expect("reading memory cannot fail");
-    assert!(
-        report.is_clean(),
-        "{name}: verify found {:?}",
-        report.problems
-    );
+    let report = verify::verify(&bytes, Limits::default(), &|_| {}).expect("reading memory cannot fail");
+    assert!(report.is_clean(), "{name}: verify found {:?}", report.problems);
     let archive = Archive::open(bytes.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert_eq!(
-        archive.sections().len(),
-        expected.len(),
-        "{name}: section count"
-    );
+    assert_eq!(archive.sections().len(), expected.len(), "{name}: section count");
     for (section, want) in archive.sections().iter().zip(expected) {
-        let Section::Image(image) = section;
+        let Section::Image(image) = section else { panic!("{name}: expected an image section") };
         assert_eq!(want["kind"], "image");
         assert_eq!(image.name, want["name"].as_str().expect("name"), "{name}");
-        assert_eq!(
-            image.logical_size,
-            want["logical_size"].as_u64().expect("size"),
-            "{name}"
-        );
-        assert_eq!(
-            image.end.data_bytes,
-            want["data_bytes"].as_u64().expect("data"),
-            "{name}"
-        );
-        assert_eq!(
-            image.end.lost_bytes,
-            want["lost_bytes"].as_u64().expect("lost"),
-            "{name}"
-        );
+        assert_eq!(image.logical_size, want["logical_size"].as_u64().expect("size"), "{name}");
+        assert_eq!(image.end.data_bytes, want["data_bytes"].as_u64().expect("data"), "{name}");
+        assert_eq!(image.end.lost_bytes, want["lost_bytes"].as_u64().expect("lost"), "{name}");
         let blake3 = want["blake3"].as_str().expect("blake3");
         // Random access, in uneven pieces so reads straddle extents.
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 7_777];
         let mut at = 0u64;
         while at < image.logical_size {
-            let n = archive
-                .read_image_at(image, at, &mut buf)
-                .expect("valid vectors read");
+            let n = archive.read_image_at(image, at, &mut buf).expect("valid vectors read");
             assert!(n > 0);
             hasher.update(&buf[..n]);
             at += n as u64;
         }
-        assert_eq!(
-            hasher.finalize().to_hex().as_str(),
-            blake3,
-            "{name}: random-access content"
-        );
+        assert_eq!(hasher.finalize().to_hex().as_str(), blake3, "{name}: random-access content");
         // Front to back, as from a pipe.
-        let mut sink = HashSink {
-            hasher: blake3::Hasher::new(),
-            position: 0,
-        };
-        let size = stream::restore_image(
-            bytes.as_slice(),
-            &image.name,
-            &mut sink,
-            Limits::default(),
-            &|_| {},
-        )
-        .unwrap_or_else(|e| panic!("{name}: stream restore: {e}"));
+        let mut sink = HashSink { hasher: blake3::Hasher::new(), position: 0 };
+        let size = stream::restore_image(bytes.as_slice(), &image.name, &mut sink, Limits::default(), &|_| {})
+            .unwrap_or_else(|e| panic!("{name}: stream restore: {e}"));
         assert_eq!(size, image.logical_size);
-        assert_eq!(
-            sink.hasher.finalize().to_hex().as_str(),
-            blake3,
-            "{name}: front-to-back content"
-        );
+        assert_eq!(sink.hasher.finalize().to_hex().as_str(), blake3, "{name}: front-to-back content");
     }
 }
 
@@ -130,40 +89,25 @@ fn check_valid(name: &str, bytes: Vec<u8>, expected: &[serde_json::Value]) {
 fn every_vector_gives_its_expected_outcome() {
     let manifest = manifest();
     let vectors = manifest["vectors"].as_array().expect("vectors array");
-    assert!(
-        vectors.len() >= 30,
-        "the manifest lists {} vectors",
-        vectors.len()
-    );
+    assert!(vectors.len() >= 30, "the manifest lists {} vectors", vectors.len());
     for vector in vectors {
         let name = vector["name"].as_str().expect("name");
-        let bytes = std::fs::read(vectors_dir().join(vector["file"].as_str().expect("file")))
-            .expect("vector file");
+        let bytes = std::fs::read(vectors_dir().join(vector["file"].as_str().expect("file"))).expect("vector file");
         if vector["valid"].as_bool().expect("valid") {
-            check_valid(
-                name,
-                bytes,
-                vector["sections"].as_array().expect("sections"),
-            );
+            check_valid(name, bytes, vector["sections"].as_array().expect("sections"));
             continue;
         }
-        let class =
-            ErrorClass::from_name(vector["error"].as_str().expect("error")).expect("a known class");
-        let report =
-            verify::verify(&bytes, Limits::default(), &|_| {}).expect("reading memory cannot fail");
+        let class = ErrorClass::from_name(vector["error"].as_str().expect("error")).expect("a known class");
+        let report = verify::verify(&bytes, Limits::default(), &|_| {}).expect("reading memory cannot fail");
         assert!(
             report.problems.iter().any(|p| p.class == class),
             "{name}: expected {class}, verify reported {:?}",
-            report
-                .problems
-                .iter()
-                .map(|p| (p.class, p.detail.as_str()))
-                .collect::<Vec<_>>()
+            report.problems.iter().map(|p| (p.class, p.detail.as_str())).collect::<Vec<_>>()
         );
         // Opening may fail, but never panics; nor does reading what opens.
         if let Ok(archive) = Archive::open(bytes.clone()) {
             for section in archive.sections() {
-                let Section::Image(image) = section;
+                let Section::Image(image) = section else { panic!("{name}: expected an image section") };
                 let mut buf = vec![0u8; 4096];
                 let mut at = 0;
                 while at < image.logical_size.min(1 << 20) {

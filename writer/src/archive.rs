@@ -7,8 +7,8 @@ use rayon::prelude::*;
 use strata_format::image::{self, ExtentMapCheck, REF_ZERO, UNKNOWN_SIZE};
 use strata_format::index::{SectionKind, TRAILER_MAGIC};
 use strata_format::{
-    limits, ArchiveHeader, ArchiveIndex, ChunkHeader, Extent, ImageBegin, ImageEnd, RecordHeader,
-    RecordType, SectionEntry, Trailer,
+    limits, ArchiveHeader, ArchiveIndex, ChunkHeader, Extent, ImageBegin, ImageEnd, RecordHeader, RecordType,
+    SectionEntry, Trailer,
 };
 
 use crate::chunker::{prepare, PreparedChunk, PreparedWindow};
@@ -36,14 +36,7 @@ pub struct WriterOptions {
 impl WriterOptions {
     /// The defaults of `strata create`: 1 MiB chunks, zstd level 3, all cores.
     pub fn new(archive_uuid: [u8; 16], created_ns: i64) -> Self {
-        WriterOptions {
-            chunk_size: 1 << 20,
-            level: 3,
-            archive_uuid,
-            created_ns,
-            threads: 0,
-            batch_bytes: 32 << 20,
-        }
+        WriterOptions { chunk_size: 1 << 20, level: 3, archive_uuid, created_ns, threads: 0, batch_bytes: 32 << 20 }
     }
 }
 
@@ -65,17 +58,36 @@ pub struct ImageSummary {
 pub struct ArchiveSummary {
     pub archive_length: u64,
     pub images: Vec<ImageSummary>,
+    pub trees: Vec<crate::TreeSummary>,
 }
 
-struct SectionState {
-    begin_offset: u64,
-    end_offset: u64,
-    extents: Vec<Extent>,
+pub(crate) struct SectionState {
+    pub begin_offset: u64,
+    pub end_offset: u64,
+    pub tables: SectionTables,
+}
+
+/// What a section's table records are made from, kept until `finish`.
+pub(crate) enum SectionTables {
+    Image(Vec<Extent>),
+    Tree(crate::tree::TreeTables),
+}
+
+/// Counts the chunks a section adds to the archive.
+pub(crate) trait ChunkTally {
+    fn add_chunk(&mut self, record_bytes: u64);
+}
+
+impl ChunkTally for ImageSummary {
+    fn add_chunk(&mut self, record_bytes: u64) {
+        self.new_chunks += 1;
+        self.stored_bytes += record_bytes;
+    }
 }
 
 /// Where a data extent's chunk is: already in the archive, or the n-th new chunk
 /// of the batch being written.
-enum ChunkLocation {
+pub(crate) enum ChunkLocation {
     Stored(u64),
     New(usize),
 }
@@ -91,33 +103,29 @@ struct Batch {
 /// Writes one archive to `W` in a single pass; nothing is ever sought back to.
 pub struct ArchiveWriter<W: Write> {
     out: W,
-    position: u64,
+    pub(crate) position: u64,
     record_count: u64,
     tag: [u8; 8],
-    options: WriterOptions,
-    pool: rayon::ThreadPool,
-    sections: Vec<SectionState>,
+    pub(crate) options: WriterOptions,
+    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) sections: Vec<SectionState>,
     names: Vec<Vec<u8>>,
     /// BLAKE3 of every stored chunk, to its record offset: the deduplication map.
     stored_chunks: HashMap<[u8; 32], u64>,
-    summary: ArchiveSummary,
+    pub(crate) summary: ArchiveSummary,
 }
 
 impl<W: Write> ArchiveWriter<W> {
     /// Starts an archive: checks the options and writes the header.
     pub fn new(out: W, options: WriterOptions) -> Result<Self, WriteError> {
         let chunk_size = options.chunk_size;
-        if !chunk_size.is_power_of_two()
-            || !(limits::MIN_CHUNK_SIZE..=limits::MAX_CHUNK_RAW).contains(&chunk_size)
-        {
+        if !chunk_size.is_power_of_two() || !(limits::MIN_CHUNK_SIZE..=limits::MAX_CHUNK_RAW).contains(&chunk_size) {
             return Err(WriteError::Invalid {
                 what: "chunk size",
                 detail: format!("{chunk_size}: expected a power of two from 4 KiB to 16 MiB"),
             });
         }
-        if !(zstd::zstd_safe::min_c_level()..=zstd::zstd_safe::max_c_level())
-            .contains(&options.level)
-        {
+        if !(zstd::zstd_safe::min_c_level()..=zstd::zstd_safe::max_c_level()).contains(&options.level) {
             return Err(WriteError::Invalid {
                 what: "zstd level",
                 detail: format!(
@@ -131,15 +139,9 @@ impl<W: Write> ArchiveWriter<W> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads)
             .build()
-            .map_err(|e| WriteError::Invalid {
-                what: "threads",
-                detail: e.to_string(),
-            })?;
-        let header = ArchiveHeader::new(
-            options.archive_uuid,
-            options.created_ns,
-            concat!("strata ", env!("CARGO_PKG_VERSION")),
-        );
+            .map_err(|e| WriteError::Invalid { what: "threads", detail: e.to_string() })?;
+        let header =
+            ArchiveHeader::new(options.archive_uuid, options.created_ns, concat!("strata ", env!("CARGO_PKG_VERSION")));
         let mut writer = ArchiveWriter {
             out,
             position: 0,
@@ -158,23 +160,16 @@ impl<W: Write> ArchiveWriter<W> {
 
     fn write_bytes(&mut self, parts: &[&[u8]]) -> Result<(), WriteError> {
         for part in parts {
-            self.out
-                .write_all(part)
-                .map_err(|source| WriteError::Output {
-                    offset: self.position,
-                    source,
-                })?;
+            self.out.write_all(part).map_err(|source| WriteError::Output { offset: self.position, source })?;
             self.position += part.len() as u64;
         }
         Ok(())
     }
 
     /// Writes one record whose body is the concatenation of `body`; returns its offset.
-    fn write_record(&mut self, record_type: RecordType, body: &[&[u8]]) -> Result<u64, WriteError> {
+    pub(crate) fn write_record(&mut self, record_type: RecordType, body: &[&[u8]]) -> Result<u64, WriteError> {
         let length: u64 = body.iter().map(|part| part.len() as u64).sum();
-        let crc = body
-            .iter()
-            .fold(0u32, |crc, part| crc32c::crc32c_append(crc, part));
+        let crc = body.iter().fold(0u32, |crc, part| crc32c::crc32c_append(crc, part));
         let header = RecordHeader::for_body(record_type.code(), 0, self.tag, length, crc);
         let offset = self.position;
         self.write_bytes(&[&header.encode()])?;
@@ -183,7 +178,7 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(offset)
     }
 
-    fn chunk_record_size(chunk: &PreparedChunk) -> u64 {
+    pub(crate) fn chunk_record_size(chunk: &PreparedChunk) -> u64 {
         (RecordHeader::SIZE + ChunkHeader::SIZE + chunk.stored.len()) as u64
     }
 
@@ -205,10 +200,7 @@ impl<W: Write> ArchiveWriter<W> {
         };
         begin.validate()?;
         let begin_offset = self.write_record(RecordType::ImageBegin, &[&begin.to_bytes()])?;
-        let mut summary = ImageSummary {
-            name: name.to_string(),
-            ..ImageSummary::default()
-        };
+        let mut summary = ImageSummary { name: name.to_string(), ..ImageSummary::default() };
         let mut check = ExtentMapCheck::new(&begin);
         let mut extents: Vec<Extent> = Vec::new();
         // A run of zero windows stays open until data or the end closes it, so that
@@ -224,8 +216,7 @@ impl<W: Write> ArchiveWriter<W> {
             offset,
             source,
         };
-        read_batch(source, &mut current, 0, windows_per_batch, chunk_size)
-            .map_err(|e| read_error(e.0, e.1))?;
+        read_batch(source, &mut current, 0, windows_per_batch, chunk_size).map_err(|e| read_error(e.0, e.1))?;
         while !current.windows.is_empty() {
             let level = self.options.level;
             let next_offset = current.image_offset + batch_len(&current);
@@ -243,15 +234,7 @@ impl<W: Write> ArchiveWriter<W> {
                             })
                             .collect::<Vec<_>>()
                     },
-                    || {
-                        read_batch(
-                            source,
-                            &mut next,
-                            next_offset,
-                            windows_per_batch,
-                            chunk_size,
-                        )
-                    },
+                    || read_batch(source, &mut next, next_offset, windows_per_batch, chunk_size),
                 )
             });
             self.write_batch(
@@ -269,18 +252,13 @@ impl<W: Write> ArchiveWriter<W> {
         let logical_size = current.image_offset;
         if let Some(zero) = open_zero.take() {
             extents.push(zero);
-            self.write_record(
-                RecordType::ImageExtents,
-                &[&image::encode_extent_table(section_id, &[zero])],
-            )?;
+            self.write_record(RecordType::ImageExtents, &[&image::encode_extent_table(section_id, &[zero])])?;
         }
         if let Some(expected) = source.known_size() {
             if expected != logical_size {
                 return Err(read_error(
                     logical_size,
-                    std::io::Error::other(format!(
-                        "the source changed size from {expected} while it was read"
-                    )),
+                    std::io::Error::other(format!("the source changed size from {expected} while it was read")),
                 ));
             }
         }
@@ -303,16 +281,12 @@ impl<W: Write> ArchiveWriter<W> {
         summary.logical_size = logical_size;
         summary.data_bytes = check.data_bytes;
         summary.zero_bytes = logical_size - check.data_bytes;
-        self.sections.push(SectionState {
-            begin_offset,
-            end_offset,
-            extents,
-        });
+        self.sections.push(SectionState { begin_offset, end_offset, tables: SectionTables::Image(extents) });
         self.summary.images.push(summary.clone());
         Ok(summary)
     }
 
-    fn begin_section(&mut self, name: &str) -> Result<u32, WriteError> {
+    pub(crate) fn begin_section(&mut self, name: &str) -> Result<u32, WriteError> {
         image::validate_section_name(name.as_bytes())?;
         if self.names.iter().any(|n| n == name.as_bytes()) {
             return Err(WriteError::Invalid {
@@ -352,13 +326,7 @@ impl<W: Write> ArchiveWriter<W> {
                 PreparedWindow::Zero { length } => {
                     match open_zero {
                         Some(zero) => zero.length += length,
-                        None => {
-                            *open_zero = Some(Extent {
-                                image_offset: offset,
-                                length,
-                                chunk_ref: REF_ZERO,
-                            })
-                        }
+                        None => *open_zero = Some(Extent { image_offset: offset, length, chunk_ref: REF_ZERO }),
                     }
                     offset += length;
                     progress.advance(length);
@@ -368,25 +336,9 @@ impl<W: Write> ArchiveWriter<W> {
                         planned.push((zero, None));
                     }
                     let length = u64::from(chunk.raw_length);
-                    let location = if let Some(&stored) = self.stored_chunks.get(&chunk.blake3) {
-                        summary.deduplicated_chunks += 1;
-                        ChunkLocation::Stored(stored)
-                    } else if let Some(&index) = new_by_hash.get(&chunk.blake3) {
-                        summary.deduplicated_chunks += 1;
-                        ChunkLocation::New(index)
-                    } else {
-                        new_by_hash.insert(chunk.blake3, new_chunks.len());
-                        new_chunks.push(chunk);
-                        ChunkLocation::New(new_chunks.len() - 1)
-                    };
-                    planned.push((
-                        Extent {
-                            image_offset: offset,
-                            length,
-                            chunk_ref: 0,
-                        },
-                        Some(location),
-                    ));
+                    let (location, deduplicated) = self.locate_chunk(chunk, &mut new_chunks, &mut new_by_hash);
+                    summary.deduplicated_chunks += u64::from(deduplicated);
+                    planned.push((Extent { image_offset: offset, length, chunk_ref: 0 }, Some(location)));
                     offset += length;
                     progress.advance(length);
                 }
@@ -395,71 +347,101 @@ impl<W: Write> ArchiveWriter<W> {
         if planned.is_empty() {
             return Ok(());
         }
-        // The chunks follow the extent record, so their offsets are known now.
-        let table_length = image::EXTENT_TABLE_HEAD + planned.len() * Extent::SIZE;
+        let extents_written = self.write_announced(RecordType::ImageExtents, new_chunks, summary, |resolve| {
+            let batch: Vec<Extent> = planned
+                .iter()
+                .map(|(extent, location)| Extent { chunk_ref: location.as_ref().map_or(REF_ZERO, resolve), ..*extent })
+                .collect();
+            (image::encode_extent_table(section_id, &batch), batch)
+        })?;
+        extents.extend_from_slice(&extents_written);
+        Ok(())
+    }
+
+    /// Looks a prepared chunk up in the archive's store and in the batch's new
+    /// chunks; adds it to the new ones if it is neither. One deduplication rule
+    /// for every section kind.
+    pub(crate) fn locate_chunk(
+        &self,
+        chunk: PreparedChunk,
+        new_chunks: &mut Vec<PreparedChunk>,
+        new_by_hash: &mut HashMap<[u8; 32], usize>,
+    ) -> (ChunkLocation, bool) {
+        if let Some(&stored) = self.stored_chunks.get(&chunk.blake3) {
+            return (ChunkLocation::Stored(stored), true);
+        }
+        if let Some(&index) = new_by_hash.get(&chunk.blake3) {
+            return (ChunkLocation::New(index), true);
+        }
+        new_by_hash.insert(chunk.blake3, new_chunks.len());
+        new_chunks.push(chunk);
+        (ChunkLocation::New(new_chunks.len() - 1), false)
+    }
+
+    /// Writes a record announcing `new_chunks` (built by `encode`, which is given a
+    /// resolver from chunk locations to record offsets), then the chunks, in the
+    /// order of their first use. Returns what `encode` returned besides the body.
+    pub(crate) fn write_announced<T>(
+        &mut self,
+        record_type: RecordType,
+        new_chunks: Vec<PreparedChunk>,
+        summary: &mut impl ChunkTally,
+        encode: impl Fn(&dyn Fn(&ChunkLocation) -> u64) -> (Vec<u8>, T),
+    ) -> Result<T, WriteError> {
+        // The body's length does not depend on the offsets: encode once to learn
+        // it, then again with the chunks' real offsets.
+        let (probe, _) = encode(&|_| 0);
         let mut chunk_offsets = Vec::with_capacity(new_chunks.len());
-        let mut at = self.position + (RecordHeader::SIZE + table_length) as u64;
+        let mut at = self.position + (RecordHeader::SIZE + probe.len()) as u64;
         for chunk in &new_chunks {
             chunk_offsets.push(at);
             at += Self::chunk_record_size(chunk);
         }
-        let batch_extents: Vec<Extent> = planned
-            .into_iter()
-            .map(|(extent, location)| Extent {
-                chunk_ref: match location {
-                    None => REF_ZERO,
-                    Some(ChunkLocation::Stored(at)) => at,
-                    Some(ChunkLocation::New(index)) => chunk_offsets[index],
-                },
-                ..extent
-            })
-            .collect();
-        self.write_record(
-            RecordType::ImageExtents,
-            &[&image::encode_extent_table(section_id, &batch_extents)],
-        )?;
-        extents.extend_from_slice(&batch_extents);
-        for (chunk, expected_offset) in new_chunks.iter().zip(chunk_offsets) {
+        let resolve = |location: &ChunkLocation| match *location {
+            ChunkLocation::Stored(offset) => offset,
+            ChunkLocation::New(index) => chunk_offsets[index],
+        };
+        let (body, result) = encode(&resolve);
+        debug_assert_eq!(body.len(), probe.len(), "an announcement's length cannot depend on offsets");
+        self.write_record(record_type, &[&body])?;
+        for (chunk, expected_offset) in new_chunks.iter().zip(&chunk_offsets) {
             let header = ChunkHeader {
                 blake3: chunk.blake3,
                 raw_length: chunk.raw_length,
                 encoding: chunk.encoding.code(),
                 reserved: [0; 3],
             };
-            let offset =
-                self.write_record(RecordType::Chunk, &[&header.encode(), &chunk.stored])?;
-            debug_assert_eq!(
-                offset, expected_offset,
-                "chunk offsets are planned before writing"
-            );
+            let offset = self.write_record(RecordType::Chunk, &[&header.encode(), &chunk.stored])?;
+            debug_assert_eq!(offset, *expected_offset, "chunk offsets are planned before writing");
             self.stored_chunks.insert(chunk.blake3, offset);
-            summary.new_chunks += 1;
-            summary.stored_bytes += Self::chunk_record_size(chunk);
+            summary.add_chunk(Self::chunk_record_size(chunk));
         }
-        Ok(())
+        Ok(result)
     }
 
     /// Writes the index and the trailer, flushes, and hands the output back.
     pub fn finish(mut self) -> Result<(W, ArchiveSummary), WriteError> {
         let mut entries = Vec::with_capacity(self.sections.len());
-        for section_id in 0..self.sections.len() {
-            let table =
-                image::encode_extent_table(section_id as u32, &self.sections[section_id].extents);
-            let table_offset = self.write_record(RecordType::ImageIndex, &[&table])?;
-            let section = &self.sections[section_id];
+        let sections = std::mem::take(&mut self.sections);
+        for (section_id, section) in sections.into_iter().enumerate() {
+            let section_id = section_id as u32;
+            let (kind, table_offset) = match section.tables {
+                SectionTables::Image(extents) => {
+                    let table = image::encode_extent_table(section_id, &extents);
+                    (SectionKind::Image, self.write_record(RecordType::ImageIndex, &[&table])?)
+                }
+                SectionTables::Tree(tables) => (SectionKind::FileTree, self.write_tree_tables(section_id, tables)?),
+            };
             entries.push(SectionEntry {
-                kind: SectionKind::Image.code(),
+                kind: kind.code(),
                 reserved: [0; 3],
-                section_id: section_id as u32,
+                section_id,
                 begin_offset: section.begin_offset,
                 end_offset: section.end_offset,
                 table_offset,
             });
         }
-        let index = ArchiveIndex {
-            reserved: 0,
-            sections: entries,
-        };
+        let index = ArchiveIndex { reserved: 0, sections: entries };
         let index_offset = self.write_record(RecordType::ArchiveIndex, &[&index.to_bytes()])?;
         let trailer = Trailer {
             index_offset,
@@ -468,10 +450,7 @@ impl<W: Write> ArchiveWriter<W> {
             magic: TRAILER_MAGIC,
         };
         self.write_record(RecordType::Trailer, &[&trailer.encode()])?;
-        self.out.flush().map_err(|source| WriteError::Output {
-            offset: self.position,
-            source,
-        })?;
+        self.out.flush().map_err(|source| WriteError::Output { offset: self.position, source })?;
         self.summary.archive_length = self.position;
         Ok((self.out, self.summary))
     }
@@ -504,9 +483,7 @@ fn read_batch(
     }
     let mut offset = image_offset;
     for slot in 0..count {
-        let window = source
-            .next_window(&mut batch.buffers[slot], chunk_size)
-            .map_err(|e| (offset, e))?;
+        let window = source.next_window(&mut batch.buffers[slot], chunk_size).map_err(|e| (offset, e))?;
         match window {
             Window::End => break,
             Window::Data(n) | Window::Hole(n) => {

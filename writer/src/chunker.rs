@@ -23,8 +23,7 @@ pub(crate) struct PreparedChunk {
 
 /// Whether every byte is zero; the inner fold has no early exit so it vectorises.
 pub(crate) fn is_all_zero(data: &[u8]) -> bool {
-    data.chunks(4096)
-        .all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
+    data.chunks(4096).all(|block| block.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 thread_local! {
@@ -41,15 +40,9 @@ fn compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
             use zstd::zstd_safe::CParameter;
             // The format requires the content size, forbids dictionaries, and needs
             // no frame checksum (BLAKE3 and the record CRC cover the data).
-            compressor
-                .set_parameter(CParameter::ContentSizeFlag(true))
-                .ok()?;
-            compressor
-                .set_parameter(CParameter::ChecksumFlag(false))
-                .ok()?;
-            compressor
-                .set_parameter(CParameter::DictIdFlag(false))
-                .ok()?;
+            compressor.set_parameter(CParameter::ContentSizeFlag(true)).ok()?;
+            compressor.set_parameter(CParameter::ChecksumFlag(false)).ok()?;
+            compressor.set_parameter(CParameter::DictIdFlag(false)).ok()?;
             *cell = Some((level, compressor));
         }
         let (_, compressor) = cell.as_mut().expect("compressor was just installed");
@@ -61,23 +54,22 @@ fn compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
-/// Prepares one window whose bytes were read (holes never reach here).
+/// Prepares one image window whose bytes were read (holes never reach here):
+/// all-zero windows store nothing.
 pub(crate) fn prepare(raw: &[u8], level: i32) -> PreparedWindow {
     if is_all_zero(raw) {
-        return PreparedWindow::Zero {
-            length: raw.len() as u64,
-        };
+        return PreparedWindow::Zero { length: raw.len() as u64 };
     }
+    PreparedWindow::Data(prepare_chunk(raw, level))
+}
+
+/// Hashes and compresses one chunk's raw bytes.
+pub(crate) fn prepare_chunk(raw: &[u8], level: i32) -> PreparedChunk {
     let blake3 = *blake3::hash(raw).as_bytes();
     let raw_length = u32::try_from(raw.len()).expect("windows are at most 16 MiB");
     let (encoding, stored) = match compress(raw, level) {
         Some(frame) => (ChunkEncoding::Zstd, frame),
         None => (ChunkEncoding::Raw, raw.to_vec()),
     };
-    PreparedWindow::Data(PreparedChunk {
-        blake3,
-        raw_length,
-        encoding,
-        stored,
-    })
+    PreparedChunk { blake3, raw_length, encoding, stored }
 }

@@ -25,9 +25,6 @@ pub enum WriteError {
 
 impl From<strata_format::FormatError> for WriteError {
     fn from(e: strata_format::FormatError) -> Self {
-        WriteError::Invalid {
-            what: e.what,
-            detail: e.detail,
-        }
+        WriteError::Invalid { what: e.what, detail: e.detail }
     }
 }

@@ -2,17 +2,20 @@
 //!
 //! [`ArchiveWriter`] owns the output and the archive-wide state (the chunk store's
 //! deduplication map, the section list, the index to write at the end);
-//! [`ImageSource`] is where block-image bytes come from. Choosing the output file,
+//! [`ImageSource`] is where block-image bytes come from; [`ArchiveWriter::add_tree`]
+//! walks a folder into a file-tree section. Choosing the output file,
 //! atomic renames and progress display are the caller's policy.
 
 mod archive;
 mod chunker;
 mod error;
 mod source;
+mod tree;
 
 pub use archive::{ArchiveSummary, ArchiveWriter, ImageSummary, WriterOptions};
 pub use error::WriteError;
 pub use source::{FileSource, ImageSource, SliceSource, StreamSource, Window};
+pub use tree::{TreeOptions, TreeSummary, TreeWarning};
 
 /// Receives progress as bytes of source are consumed. The CLI draws bars with it.
 pub trait Progress: Sync {

@@ -50,9 +50,7 @@ impl FileSource {
         let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
         let file = match File::options().read(true).custom_flags(noatime).open(path) {
             Ok(file) => file,
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
-                File::open(path)?
-            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => File::open(path)?,
             Err(e) => return Err(e),
         };
         FileSource::new(file)
@@ -63,11 +61,8 @@ impl FileSource {
         let file_type = file.metadata()?.file_type();
         // A block device reports length 0 in its metadata: its size is where its end is.
         let size = file.seek(SeekFrom::End(0))?;
-        let sector_size = if file_type.is_block_device() {
-            rustix::fs::ioctl_blksszget(&file).unwrap_or(512)
-        } else {
-            512
-        };
+        let sector_size =
+            if file_type.is_block_device() { rustix::fs::ioctl_blksszget(&file).unwrap_or(512) } else { 512 };
         Ok(FileSource {
             file,
             size,
@@ -89,8 +84,7 @@ impl FileSource {
         let from = self.position;
         match rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Data(from)) {
             Ok(start) => {
-                let end = rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Hole(start))
-                    .unwrap_or(self.size);
+                let end = rustix::fs::seek(&self.file, rustix::fs::SeekFrom::Hole(start)).unwrap_or(self.size);
                 self.data_range = Some((start, end.min(self.size)));
                 self.data_range_valid_until = end;
             }
@@ -144,10 +138,10 @@ impl ImageSource for FileSource {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         format!(
-                            "the source ended at byte {} while {} bytes were expected (did it shrink while it was read?)",
-                            self.position + filled as u64,
-                            self.size
-                        ),
+                        "the source ended at byte {} while {} bytes were expected (did it shrink while it was read?)",
+                        self.position + filled as u64,
+                        self.size
+                    ),
                     ))
                 }
                 Ok(n) => filled += n,
@@ -168,10 +162,7 @@ pub struct StreamSource<R> {
 
 impl<R: Read + Send> StreamSource<R> {
     pub fn new(reader: R) -> Self {
-        StreamSource {
-            reader,
-            ended: false,
-        }
+        StreamSource { reader, ended: false }
     }
 }
 
@@ -200,11 +191,7 @@ impl<R: Read + Send> ImageSource for StreamSource<R> {
             }
         }
         buf.truncate(filled);
-        Ok(if filled == 0 {
-            Window::End
-        } else {
-            Window::Data(filled)
-        })
+        Ok(if filled == 0 { Window::End } else { Window::Data(filled) })
     }
 }
 

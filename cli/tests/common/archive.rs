@@ -1,9 +1,7 @@
 //! In-process archive building for property and damage tests.
 
 use strata_reader::sink::ImageSink;
-use strata_writer::{
-    ArchiveWriter, ImageSource, NoProgress, SliceSource, StreamSource, WriterOptions,
-};
+use strata_writer::{ArchiveWriter, ImageSource, NoProgress, SliceSource, StreamSource, WriterOptions};
 
 /// Writes `images` with 4 KiB chunks (so small inputs hold many chunks).
 pub fn write(images: &[(&str, &[u8])], threads: usize, size_known: bool) -> Vec<u8> {
@@ -13,14 +11,9 @@ pub fn write(images: &[(&str, &[u8])], threads: usize, size_known: bool) -> Vec<
     options.batch_bytes = 8 * 4096;
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("valid options");
     for (name, bytes) in images {
-        let mut source: Box<dyn ImageSource> = if size_known {
-            Box::new(SliceSource::new(bytes))
-        } else {
-            Box::new(StreamSource::new(*bytes))
-        };
-        writer
-            .add_image(name, source.as_mut(), &NoProgress)
-            .expect("writing to memory");
+        let mut source: Box<dyn ImageSource> =
+            if size_known { Box::new(SliceSource::new(bytes)) } else { Box::new(StreamSource::new(*bytes)) };
+        writer.add_image(name, source.as_mut(), &NoProgress).expect("writing to memory");
     }
     writer.finish().expect("writing to memory").0
 }
@@ -36,20 +29,12 @@ impl ImageSink for MemorySink {
         Ok(())
     }
     fn write_data(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        assert_eq!(
-            offset as usize,
-            self.bytes.len(),
-            "restores write in image order"
-        );
+        assert_eq!(offset as usize, self.bytes.len(), "restores write in image order");
         self.bytes.extend_from_slice(data);
         Ok(())
     }
     fn write_hole(&mut self, offset: u64, length: u64) -> std::io::Result<()> {
-        assert_eq!(
-            offset as usize,
-            self.bytes.len(),
-            "restores write in image order"
-        );
+        assert_eq!(offset as usize, self.bytes.len(), "restores write in image order");
         self.bytes.resize(self.bytes.len() + length as usize, 0);
         Ok(())
     }

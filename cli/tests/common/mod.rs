@@ -12,11 +12,7 @@ pub fn strata() -> Command {
 
 /// Runs `strata ARGS`, returning its output; stdin is empty.
 pub fn run(args: &[&str]) -> Output {
-    strata()
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the strata binary runs")
+    strata().args(args).stdin(Stdio::null()).output().expect("the strata binary runs")
 }
 
 pub fn run_ok(args: &[&str]) -> Output {
@@ -48,10 +44,7 @@ pub fn require_tool(name: &str) -> bool {
 }
 
 pub fn sh(command: &str) {
-    let status = Command::new("sh")
-        .args(["-c", command])
-        .status()
-        .expect("sh runs");
+    let status = Command::new("sh").args(["-c", command]).status().expect("sh runs");
     assert!(status.success(), "`{command}` failed");
 }
 

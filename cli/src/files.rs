@@ -1,0 +1,298 @@
+//! `strata list` and `strata extract`: file-tree sections.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde_json::json;
+use strata_format::files::{Entry, EntryKind};
+use strata_reader::extract::{self, ExtractOptions, Owners};
+use strata_reader::{Archive, PathEntry, ReadAt, Section, TreeSection};
+
+use crate::inspect::open_archive;
+use crate::{output, Failure};
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// The archive.
+    archive: PathBuf,
+    /// The file-tree section (default: every one).
+    #[arg(long = "files", value_name = "NAME")]
+    files: Option<String>,
+    /// Paths to list (relative to the section's root), with everything below them.
+    paths: Vec<String>,
+    /// Mode, owner, size and time, like `ls -l`.
+    #[arg(long, short)]
+    long: bool,
+    /// Print JSON: one array of entries per section.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ExtractArgs {
+    /// The archive.
+    archive: PathBuf,
+    /// The file-tree section to extract.
+    #[arg(long = "files", value_name = "NAME")]
+    files: String,
+    /// The destination folder (created if missing).
+    dest: PathBuf,
+    /// Only these paths (with their parent directories and everything below them).
+    paths: Vec<String>,
+    /// Replace files that already exist.
+    #[arg(long)]
+    overwrite: bool,
+    /// Restore owners by number, ignoring the stored user and group names.
+    #[arg(long)]
+    numeric_owner: bool,
+    /// Do not restore owners, even as root.
+    #[arg(long)]
+    no_same_owner: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn trees<'a, R: ReadAt>(
+    archive: &'a Archive<R>,
+    name: Option<&str>,
+    label: &str,
+) -> Result<Vec<&'a TreeSection>, Failure> {
+    let trees: Vec<&TreeSection> = archive
+        .sections()
+        .iter()
+        .filter_map(|s| match s {
+            Section::Tree(t) if name.is_none_or(|n| n == t.name) => Some(t),
+            _ => None,
+        })
+        .collect();
+    if trees.is_empty() {
+        return Err(Failure::fatal(match name {
+            Some(name) => format!("{label} has no file tree named {name:?}"),
+            None => format!("{label} holds no file tree"),
+        }));
+    }
+    Ok(trees)
+}
+
+fn mode_string(entry: &Entry) -> String {
+    let m = entry.mode;
+    let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
+    let exec = |mask: u32, special: u32, set: char, unset: char| match (m & mask != 0, m & special != 0) {
+        (true, true) => set,
+        (false, true) => unset,
+        (true, false) => 'x',
+        (false, false) => '-',
+    };
+    let mut s = String::with_capacity(10);
+    s.push(entry.kind.letter());
+    s.push(bit(0o400, 'r'));
+    s.push(bit(0o200, 'w'));
+    s.push(exec(0o100, 0o4000, 's', 'S'));
+    s.push(bit(0o040, 'r'));
+    s.push(bit(0o020, 'w'));
+    s.push(exec(0o010, 0o2000, 's', 'S'));
+    s.push(bit(0o004, 'r'));
+    s.push(bit(0o002, 'w'));
+    s.push(exec(0o001, 0o1000, 't', 'T'));
+    s
+}
+
+fn owner(name: &[u8], id: u32) -> String {
+    if name.is_empty() {
+        id.to_string()
+    } else {
+        String::from_utf8_lossy(name).into_owned()
+    }
+}
+
+fn shown(path: &[u8]) -> String {
+    if path.is_empty() {
+        ".".to_string()
+    } else {
+        String::from_utf8_lossy(path).into_owned()
+    }
+}
+
+fn entry_json(item: &PathEntry) -> serde_json::Value {
+    let e = &item.entry;
+    let mut value = json!({
+        "path": shown(&item.path),
+        "kind": e.kind.name(),
+        "mode": e.mode,
+        "uid": e.uid,
+        "gid": e.gid,
+        "user": String::from_utf8_lossy(&e.user),
+        "group": String::from_utf8_lossy(&e.group),
+        "size": e.size,
+        "mtime_ns": e.mtime_ns,
+        "xattrs": e.xattrs.len(),
+    });
+    if e.kind == EntryKind::File {
+        value["blake3"] = json!(e.blake3.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    }
+    if e.kind == EntryKind::Symlink {
+        value["target"] = json!(String::from_utf8_lossy(&e.target));
+    }
+    if e.kind == EntryKind::Hardlink {
+        value["link_id"] = json!(e.link_id);
+    }
+    if matches!(e.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
+        value["rdev"] = json!([e.rdev_major, e.rdev_minor]);
+    }
+    value
+}
+
+fn print_entry(out: &mut impl Write, item: &PathEntry, long: bool) -> std::io::Result<()> {
+    let e = &item.entry;
+    if !long {
+        return writeln!(out, "{}", shown(&item.path));
+    }
+    let size = match e.kind {
+        EntryKind::CharDevice | EntryKind::BlockDevice => format!("{},{}", e.rdev_major, e.rdev_minor),
+        _ => e.size.to_string(),
+    };
+    let when = output::utc(e.mtime_ns);
+    let when = when.trim_end_matches(" UTC");
+    let suffix = match e.kind {
+        EntryKind::Symlink => format!(" -> {}", String::from_utf8_lossy(&e.target)),
+        EntryKind::Hardlink => format!(" link to entry {}", e.link_id),
+        _ => String::new(),
+    };
+    writeln!(
+        out,
+        "{}  {}/{} {:>10} {}  {}{suffix}",
+        mode_string(e),
+        owner(&e.user, e.uid),
+        owner(&e.group, e.gid),
+        size,
+        when,
+        shown(&item.path)
+    )
+}
+
+/// Everything at and below `path`, through the directory tables only.
+fn subtree<R: ReadAt>(
+    archive: &Archive<R>,
+    tree: &TreeSection,
+    path: &[u8],
+) -> Result<Option<Vec<PathEntry>>, Failure> {
+    let fail = |e: strata_reader::Error| Failure::fatal(e.to_string());
+    let Some(entry) = archive.lookup(tree, path).map_err(fail)? else {
+        return Ok(None);
+    };
+    let mut out = vec![PathEntry { path: path.to_vec(), entry }];
+    let mut pending = vec![path.to_vec()];
+    while let Some(dir) = pending.pop() {
+        let children = archive.list_dir(tree, &dir).map_err(fail)?.unwrap_or_default();
+        let mut dirs = Vec::new();
+        for child in children {
+            if child.entry.kind == EntryKind::Directory {
+                dirs.push(child.path.clone());
+            }
+            out.push(child);
+        }
+        pending.extend(dirs.into_iter().rev());
+    }
+    Ok(Some(out))
+}
+
+fn clean(path: &str) -> Vec<u8> {
+    path.trim_matches('/').trim_start_matches("./").as_bytes().to_vec()
+}
+
+pub fn list(args: ListArgs) -> Result<u8, Failure> {
+    let label = args.archive.display().to_string();
+    let archive = open_archive(&args.archive)?;
+    let trees = trees(&archive, args.files.as_deref(), &label)?;
+    let mut out = std::io::stdout().lock();
+    let mut json_sections = Vec::new();
+    let mut missing = 0;
+    for tree in &trees {
+        let mut items = Vec::new();
+        if args.paths.is_empty() {
+            archive
+                .walk_tree(tree, |item| {
+                    items.push(item);
+                    Ok(())
+                })
+                .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+        } else {
+            for path in &args.paths {
+                match subtree(&archive, tree, &clean(path))? {
+                    Some(found) => items.extend(found),
+                    None => {
+                        eprintln!("strata: {path}: not in files {}", tree.name);
+                        missing += 1;
+                    }
+                }
+            }
+        }
+        if args.json {
+            json_sections.push(json!({
+                "kind": "files",
+                "name": tree.name,
+                "entries": items.iter().map(entry_json).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        if trees.len() > 1 {
+            let _ = writeln!(out, "files {}:", tree.name);
+        }
+        for item in &items {
+            if print_entry(&mut out, item, args.long).is_err() {
+                return Ok(0); // stdout closed (a pager quit): not an error
+            }
+        }
+    }
+    if args.json {
+        output::print_json(&json!({ "sections": json_sections }));
+    }
+    Ok(if missing > 0 { 1 } else { 0 })
+}
+
+pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
+    let label = args.archive.display().to_string();
+    let archive = open_archive(&args.archive)?;
+    let tree = trees(&archive, Some(&args.files), &label)?[0];
+    let options = ExtractOptions {
+        overwrite: args.overwrite,
+        owners: if args.no_same_owner {
+            Owners::Never
+        } else if args.numeric_owner {
+            Owners::Numeric
+        } else {
+            Owners::Auto
+        },
+        select: args.paths.iter().map(|p| clean(p)).collect(),
+    };
+    let started = std::time::Instant::now();
+    let report =
+        extract::extract(&archive, tree, &args.dest, &options).map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+    for refusal in &report.refused {
+        eprintln!("strata: refusing {} in files {}: {}", shown(&refusal.path), tree.name, refusal.reason);
+    }
+    for warning in &report.warnings {
+        eprintln!("warning: {} in files {}: {}", shown(&warning.path), tree.name, warning.reason);
+    }
+    for path in &report.not_found {
+        eprintln!("strata: {}: not in files {}", shown(path), tree.name);
+    }
+    if !args.quiet {
+        eprintln!(
+            "{}: {} entries, {} extracted in {:.1} s{}",
+            args.dest.display(),
+            output::grouped(report.entries),
+            output::size(report.bytes),
+            started.elapsed().as_secs_f64(),
+            if report.refused.is_empty() {
+                String::new()
+            } else {
+                format!("; {} refused, the rest extracted", report.refused.len())
+            }
+        );
+    }
+    let troubled = !report.refused.is_empty() || !report.warnings.is_empty() || !report.not_found.is_empty();
+    Ok(u8::from(troubled))
+}

@@ -1,0 +1,500 @@
+//! Verification of file-tree sections: the walk's handlers for the `FILES_*`
+//! records and the cross-checks that tie entries, directory tables, the section
+//! index and chunk references together. Damage is reported by file path.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use strata_format::files::{
+    self, DirTable, Entry, EntryKind, FileExtent, FilesBegin, FilesEnd, FilesIndexHead, NO_PARENT,
+};
+use strata_format::ErrorClass;
+
+use crate::record::read_record_at;
+use crate::verify::{Affected, Walk};
+use crate::{chunk, ReadAt};
+
+/// What the walk keeps of each entry.
+pub(crate) struct EntryFacts {
+    parent_id: u64,
+    name: Vec<u8>,
+    kind: EntryKind,
+    record: u64,
+    offset: u32,
+}
+
+/// A file-tree section as the walk finds it.
+pub(crate) struct WalkTree {
+    pub begin_offset: u64,
+    pub section_id: u32,
+    pub name: String,
+    pub chunk_count: u64,
+    pub chunk_bytes: u64,
+    pub files: u64,
+    pub directories: u64,
+    pub content_bytes: u64,
+    pub end: Option<(u64, FilesEnd)>,
+    entries: Vec<EntryFacts>,
+    siblings: HashSet<(u64, Vec<u8>)>,
+    /// Extents announced by `FILES_EXTENTS` for entries not seen yet.
+    announced: HashMap<u64, Vec<FileExtent>>,
+    /// Every file extent with its entry, for the reference check.
+    file_extents: Vec<FileExtent>,
+    entries_records: Vec<u64>,
+    dir_tables: HashMap<u64, (u64, DirTable)>,
+    index: Option<(u64, FilesIndexHead, Vec<u64>)>,
+}
+
+impl WalkTree {
+    /// The path of an entry, from its parents.
+    pub fn path_of(&self, entry_id: u64) -> Vec<u8> {
+        let mut parts = Vec::new();
+        let mut id = entry_id;
+        while let Some(facts) = self.entries.get(id as usize) {
+            if facts.parent_id == NO_PARENT || parts.len() > self.entries.len() {
+                break;
+            }
+            parts.push(facts.name.clone());
+            id = facts.parent_id;
+        }
+        parts.reverse();
+        parts.join(&b'/')
+    }
+}
+
+impl<R: ReadAt + ?Sized> Walk<'_, R> {
+    pub(crate) fn handle_files_begin(&mut self, pos: u64, body: &[u8]) -> bool {
+        let begin = match FilesBegin::parse(body) {
+            Ok(begin) => begin,
+            Err(e) => {
+                self.problem(e.class, pos, e.what, e.detail);
+                return false;
+            }
+        };
+        let name = begin.name_lossy();
+        self.open_new_section(pos, begin.section_id, &name, "FILES_BEGIN");
+        self.open_tree = Some(self.trees.len());
+        self.order.push((strata_format::SectionKind::FileTree, self.trees.len()));
+        self.trees.push(WalkTree {
+            begin_offset: pos,
+            section_id: begin.section_id,
+            name,
+            chunk_count: 0,
+            chunk_bytes: 0,
+            files: 0,
+            directories: 0,
+            content_bytes: 0,
+            end: None,
+            entries: Vec::new(),
+            siblings: HashSet::new(),
+            announced: HashMap::new(),
+            file_extents: Vec::new(),
+            entries_records: Vec::new(),
+            dir_tables: HashMap::new(),
+            index: None,
+        });
+        true
+    }
+
+    fn open_tree_for(&mut self, pos: u64, section_id: u32, what: &str) -> Option<usize> {
+        let open = self.open_tree.filter(|&i| self.trees[i].section_id == section_id);
+        if open.is_none() {
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                format!("{what} section_id"),
+                format!("section {section_id} is not the open file-tree section"),
+            );
+        }
+        open
+    }
+
+    pub(crate) fn handle_files_extents(&mut self, pos: u64, body: &[u8]) -> bool {
+        let (section_id, extents) = match files::parse_file_extents(body) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.problem(e.class, pos, e.what, e.detail);
+                return false;
+            }
+        };
+        let Some(open) = self.open_tree_for(pos, section_id, "FILES_EXTENTS") else {
+            return false;
+        };
+        for extent in extents {
+            if extent.chunk_ref > pos && !self.expected_forward.contains(&extent.chunk_ref) {
+                self.expected_forward.push_back(extent.chunk_ref);
+            }
+            self.trees[open].announced.entry(extent.entry_id).or_default().push(extent);
+        }
+        true
+    }
+
+    pub(crate) fn handle_files_entries(&mut self, pos: u64, body: &[u8]) -> bool {
+        let (section_id, entries) = match files::parse_entries(body) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.problem(e.class, pos, format!("FILES_ENTRIES {}", e.what), e.detail);
+                return false;
+            }
+        };
+        let Some(open) = self.open_tree_for(pos, section_id, "FILES_ENTRIES") else {
+            return false;
+        };
+        self.trees[open].entries_records.push(pos);
+        let mut ok = true;
+        for (offset, entry) in entries {
+            ok &= self.check_entry(open, pos, offset, entry);
+        }
+        ok
+    }
+
+    fn check_entry(&mut self, open: usize, pos: u64, offset: u32, entry: Entry) -> bool {
+        let tree = &mut self.trees[open];
+        let expected_id = tree.entries.len() as u64;
+        let id = entry.entry_id;
+        let path = if entry.parent_id == NO_PARENT { Vec::new() } else { tree.path_of(entry.parent_id) };
+        let path = if path.is_empty() { entry.name.clone() } else { [path, entry.name.clone()].join(&b'/') };
+        let shown = String::from_utf8_lossy(&path).into_owned();
+        let mut faults: Vec<(ErrorClass, String)> = Vec::new();
+        if id != expected_id {
+            faults.push((ErrorClass::RecordMalformed, format!("entry_id {id}, expected {expected_id}")));
+        }
+        if id == 0 {
+            if entry.parent_id != NO_PARENT || entry.kind != EntryKind::Directory || !entry.name.is_empty() {
+                faults.push((ErrorClass::RecordMalformed, "entry 0 is not a root directory".into()));
+            }
+        } else {
+            let parent_ok = entry.parent_id < id
+                && tree.entries.get(entry.parent_id as usize).is_some_and(|p| p.kind == EntryKind::Directory);
+            if !parent_ok {
+                faults.push((
+                    ErrorClass::RecordMalformed,
+                    format!("{shown:?}: parent {} is not an earlier directory", entry.parent_id),
+                ));
+            }
+            if !Entry::name_is_safe(&entry.name) {
+                faults.push((
+                    ErrorClass::RecordMalformed,
+                    format!("{shown:?}: unsafe name (empty, `.`, `..`, or holds `/` or NUL)"),
+                ));
+            }
+            if !tree.siblings.insert((entry.parent_id, entry.name.clone())) {
+                faults.push((
+                    ErrorClass::RecordMalformed,
+                    format!("{shown:?}: a second entry of that name in one directory"),
+                ));
+            }
+        }
+        if entry.kind == EntryKind::Hardlink {
+            let target_ok = entry.link_id < id
+                && tree.entries.get(entry.link_id as usize).is_some_and(|t| t.kind == EntryKind::File);
+            if !target_ok {
+                faults.push((
+                    ErrorClass::RecordMalformed,
+                    format!("{shown:?}: hard link to {}, not an earlier file", entry.link_id),
+                ));
+            }
+        }
+        let announced = tree.announced.remove(&id).unwrap_or_default();
+        if announced != entry.extents {
+            faults.push((
+                ErrorClass::IndexMismatch,
+                format!("{shown:?}: its extents differ from those its FILES_EXTENTS records announced"),
+            ));
+        }
+        match entry.kind {
+            EntryKind::File => {
+                tree.files += 1;
+                tree.content_bytes += entry.size;
+            }
+            EntryKind::Directory => tree.directories += 1,
+            _ => {}
+        }
+        tree.entries.push(EntryFacts {
+            parent_id: entry.parent_id,
+            name: entry.name.clone(),
+            kind: entry.kind,
+            record: pos,
+            offset,
+        });
+        tree.file_extents.extend_from_slice(&entry.extents);
+        let ok = faults.is_empty();
+        for (class, detail) in faults {
+            self.problem(class, pos, "entry", detail);
+        }
+        if entry.kind == EntryKind::File {
+            self.check_content(open, pos, &entry, &path);
+        }
+        ok
+    }
+
+    /// Rebuilds a file's content from its chunks and checks its BLAKE3. Damaged
+    /// chunks are reported where the walk met them; this adds the file's path.
+    fn check_content(&mut self, open: usize, pos: u64, entry: &Entry, path: &[u8]) {
+        let mut hasher = blake3::Hasher::new();
+        let mut at = 0u64;
+        let name = self.trees[open].name.clone();
+        for extent in &entry.extents {
+            crate::verify::hash_zeros(&mut hasher, extent.file_offset.saturating_sub(at));
+            let Some(data) = self.chunk_data(extent.chunk_ref) else {
+                // Unreadable chunk: the reference check names this file.
+                return;
+            };
+            let start = extent.chunk_offset as usize;
+            let Some(bytes) = data.get(start..start + extent.length as usize) else {
+                let p = self.problem(
+                    ErrorClass::ExtentMap,
+                    pos,
+                    "file extent",
+                    format!("{:?}: runs past the end of its chunk", String::from_utf8_lossy(path)),
+                );
+                self.report.problems[p].affects.push(Affected {
+                    section: name.clone(),
+                    path: Some(path.to_vec()),
+                    range: extent.file_offset..extent.end(),
+                });
+                return;
+            };
+            hasher.update(bytes);
+            at = extent.end();
+        }
+        crate::verify::hash_zeros(&mut hasher, entry.size.saturating_sub(at));
+        if hasher.finalize().as_bytes() != &entry.blake3 {
+            let p = self.problem(
+                ErrorClass::ChunkCorrupt,
+                pos,
+                "file content BLAKE3",
+                format!("{:?}: the content does not match its BLAKE3", String::from_utf8_lossy(path)),
+            );
+            self.report.problems[p].affects.push(Affected {
+                section: name,
+                path: Some(path.to_vec()),
+                range: 0..entry.size,
+            });
+        }
+    }
+
+    /// A valid chunk's raw bytes, decoded again (one cached): `None` if the walk
+    /// did not find a valid chunk there.
+    fn chunk_data(&mut self, chunk_ref: u64) -> Option<Arc<Vec<u8>>> {
+        self.chunks.get(&chunk_ref)?;
+        if let Some((cached, data)) = &self.chunk_cache {
+            if *cached == chunk_ref {
+                return Some(data.clone());
+            }
+        }
+        let record = read_record_at(self.source, self.size, chunk_ref, self.tag, self.limits.max_index_bytes).ok()?;
+        let (_, raw) = chunk::decode_chunk(&record.body).ok()?;
+        let raw = Arc::new(raw);
+        self.chunk_cache = Some((chunk_ref, raw.clone()));
+        Some(raw)
+    }
+
+    pub(crate) fn handle_files_end(&mut self, pos: u64, body: &[u8]) -> bool {
+        let Ok(raw) = <&[u8; FilesEnd::SIZE]>::try_from(body) else {
+            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END body", "not 64 bytes");
+            return false;
+        };
+        let end = FilesEnd::decode(raw);
+        let Some(open) = self.open_tree_for(pos, end.section_id, "FILES_END") else {
+            return false;
+        };
+        self.open_tree = None;
+        let tree = &mut self.trees[open];
+        tree.end = Some((pos, end));
+        let counts = (
+            tree.entries.len() as u64,
+            tree.files,
+            tree.directories,
+            tree.content_bytes,
+            tree.chunk_count,
+            tree.chunk_bytes,
+            tree.begin_offset,
+        );
+        let declared = (
+            end.entry_count,
+            end.file_count,
+            end.directory_count,
+            end.content_bytes,
+            end.chunk_count,
+            end.chunk_bytes,
+            end.begin_offset,
+        );
+        let orphans = tree.announced.len();
+        let mut ok = end.reserved == 0;
+        if counts != declared {
+            ok = false;
+            self.problem(
+                ErrorClass::IndexMismatch,
+                pos,
+                "FILES_END totals",
+                format!("entries, files, directories, content bytes, chunks, chunk bytes, begin offset: records give {counts:?}, FILES_END says {declared:?}"),
+            );
+        }
+        if orphans > 0 {
+            ok = false;
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                "FILES_EXTENTS",
+                format!("content was announced for {orphans} entries that never came"),
+            );
+        }
+        ok
+    }
+
+    pub(crate) fn handle_files_dir(&mut self, pos: u64, body: &[u8]) -> bool {
+        match DirTable::parse(body) {
+            Ok(table) => match self.trees.iter_mut().find(|t| t.section_id == table.section_id) {
+                Some(tree) => {
+                    tree.dir_tables.insert(table.entry_id, (pos, table));
+                    true
+                }
+                None => {
+                    self.problem(
+                        ErrorClass::RecordMalformed,
+                        pos,
+                        "FILES_DIR section_id",
+                        format!("{}", table.section_id),
+                    );
+                    false
+                }
+            },
+            Err(e) => {
+                self.problem(e.class, pos, e.what, e.detail);
+                false
+            }
+        }
+    }
+
+    pub(crate) fn handle_files_index(&mut self, pos: u64, body: &[u8]) -> bool {
+        match files::parse_files_index(body) {
+            Ok((head, records)) => match self.trees.iter_mut().find(|t| t.section_id == head.section_id) {
+                Some(tree) => {
+                    tree.index = Some((pos, head, records));
+                    true
+                }
+                None => {
+                    self.problem(
+                        ErrorClass::RecordMalformed,
+                        pos,
+                        "FILES_INDEX section_id",
+                        format!("{}", head.section_id),
+                    );
+                    false
+                }
+            },
+            Err(e) => {
+                self.problem(e.class, pos, e.what, e.detail);
+                false
+            }
+        }
+    }
+
+    /// Every file extent must resolve to a valid chunk holding its bytes; damage
+    /// is named by file path.
+    pub(crate) fn check_tree_references(&mut self) {
+        for t in 0..self.trees.len() {
+            let extents = std::mem::take(&mut self.trees[t].file_extents);
+            for extent in &extents {
+                let affected = Affected {
+                    section: self.trees[t].name.clone(),
+                    path: Some(self.trees[t].path_of(extent.entry_id)),
+                    range: extent.file_offset..extent.end(),
+                };
+                match self.chunks.get(&extent.chunk_ref) {
+                    Some(&raw) if u64::from(extent.chunk_offset) + extent.length <= u64::from(raw) => {}
+                    Some(_) => {
+                        let p = self.problem(
+                            ErrorClass::ExtentMap,
+                            extent.chunk_ref,
+                            "file extent",
+                            "runs past the end of its chunk",
+                        );
+                        self.report.problems[p].affects.push(affected);
+                    }
+                    None => self.attach_or_dangling(extent.chunk_ref, affected),
+                }
+            }
+            self.trees[t].file_extents = extents;
+        }
+    }
+
+    /// Checks a file-tree section's tables against its entries; `entry` is its
+    /// line in the archive index.
+    pub(crate) fn check_tree_tables(&mut self, t: usize, entry: &strata_format::SectionEntry, index_offset: u64) {
+        let tree = &self.trees[t];
+        let name = tree.name.clone();
+        let mut faults: Vec<(u64, String)> = Vec::new();
+        if entry.begin_offset != tree.begin_offset || Some(entry.end_offset) != tree.end.map(|(o, _)| o) {
+            faults.push((index_offset, format!("section {name:?}: begin or end offset disagrees with the records")));
+        }
+        match &tree.index {
+            None => faults.push((entry.table_offset, format!("section {name:?}: no valid FILES_INDEX record"))),
+            Some((offset, head, records)) => {
+                if *offset != entry.table_offset {
+                    faults
+                        .push((index_offset, format!("section {name:?}: table_offset disagrees with its FILES_INDEX")));
+                }
+                if records != &tree.entries_records {
+                    faults.push((
+                        *offset,
+                        format!(
+                            "section {name:?}: FILES_INDEX lists other FILES_ENTRIES records than the section holds"
+                        ),
+                    ));
+                }
+                let root = tree.entries.first();
+                if root.map(|r| (r.record, r.offset)) != Some((head.root_entries_record, head.root_entry_offset))
+                    || tree.dir_tables.get(&0).map(|(o, _)| *o) != Some(head.root_dir)
+                {
+                    faults.push((*offset, format!("section {name:?}: FILES_INDEX does not point at the root")));
+                }
+            }
+        }
+        // Each directory's table lists exactly its children, where they are.
+        let mut children: HashMap<u64, usize> = HashMap::new();
+        for facts in tree.entries.iter().skip(1) {
+            *children.entry(facts.parent_id).or_default() += 1;
+        }
+        for (id, facts) in tree.entries.iter().enumerate() {
+            if facts.kind != EntryKind::Directory {
+                continue;
+            }
+            let Some((offset, table)) = tree.dir_tables.get(&(id as u64)) else {
+                faults.push((
+                    index_offset,
+                    format!(
+                        "section {name:?}: directory {:?} has no FILES_DIR",
+                        String::from_utf8_lossy(&tree.path_of(id as u64))
+                    ),
+                ));
+                continue;
+            };
+            let count_ok = table.children.len() == children.get(&(id as u64)).copied().unwrap_or(0);
+            let children_ok = table.children.iter().all(|(child, child_name)| {
+                tree.entries.get(child.entry_id as usize).is_some_and(|c| {
+                    c.parent_id == id as u64
+                        && &c.name == child_name
+                        && c.kind.code() == child.kind
+                        && c.record == child.entries_record
+                        && c.offset == child.entry_offset
+                        && (c.kind != EntryKind::Directory
+                            || tree.dir_tables.get(&child.entry_id).map(|(o, _)| *o) == Some(child.dir_table))
+                })
+            });
+            if !count_ok || !children_ok {
+                faults.push((
+                    *offset,
+                    format!(
+                        "section {name:?}: the FILES_DIR of {:?} disagrees with the entries",
+                        String::from_utf8_lossy(&tree.path_of(id as u64))
+                    ),
+                ));
+            }
+        }
+        for (offset, detail) in faults {
+            self.problem(ErrorClass::IndexMismatch, offset, "file-tree index", detail);
+        }
+    }
+}

@@ -1,0 +1,807 @@
+//! File-tree sections: walks a folder in a fixed order and writes its entries,
+//! their content as file extents into the shared chunk store (small files packed
+//! together, holes kept as holes), and at the end one sorted table per directory.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
+use std::io::{self, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use strata_format::files::{
+    self, Captured, DirChild, DirTable, Entry, EntryFlags, EntryKind, FileExtent, FilesBegin, FilesEnd, FilesIndexHead,
+    Xattr, NO_PARENT,
+};
+use strata_format::RecordType;
+
+use crate::archive::{ArchiveWriter, ChunkTally, SectionState, SectionTables};
+use crate::chunker::{prepare_chunk, PreparedChunk};
+use crate::{Progress, WriteError};
+
+/// What to leave out of a tree.
+#[derive(Clone, Debug, Default)]
+pub struct TreeOptions {
+    /// Glob patterns: a pattern with a `/` is matched against the path relative to
+    /// the tree's root, one without against the entry's name (as `tar --exclude`).
+    pub excludes: Vec<String>,
+    /// Do not descend into directories on another file system than the root's.
+    pub one_file_system: bool,
+    /// Files to skip by (device, inode): the archive being written, for one.
+    pub skip_inodes: Vec<(u64, u64)>,
+}
+
+/// Something that went wrong with one entry; the run goes on and ends non-zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeWarning {
+    /// Path relative to the tree's root, as bytes.
+    pub path: Vec<u8>,
+    pub message: String,
+}
+
+/// What one file-tree section holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TreeSummary {
+    pub name: String,
+    pub entries: u64,
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub content_bytes: u64,
+    pub new_chunks: u64,
+    pub deduplicated_chunks: u64,
+    pub stored_bytes: u64,
+    pub warnings: Vec<TreeWarning>,
+}
+
+impl ChunkTally for TreeSummary {
+    fn add_chunk(&mut self, record_bytes: u64) {
+        self.new_chunks += 1;
+        self.stored_bytes += record_bytes;
+    }
+}
+
+/// Per entry, what the directory tables need at the end.
+struct EntryPlace {
+    parent_id: u64,
+    name: Vec<u8>,
+    kind: EntryKind,
+    entries_record: u64,
+    entry_offset: u32,
+}
+
+/// Kept from the walk until `finish` writes the tables.
+pub(crate) struct TreeTables {
+    places: Vec<EntryPlace>,
+    entries_records: Vec<u64>,
+}
+
+/// Where an extent's bytes are before the batch is written.
+#[derive(Clone, Copy)]
+enum Loc {
+    /// The n-th raw chunk of the batch.
+    Raw(usize),
+    /// A chunk already written.
+    Stored(u64),
+}
+
+struct PendingEntry {
+    entry: Entry,
+    /// Extents of this batch still to resolve, as indices into `Batch::extents`.
+    unresolved: Vec<usize>,
+}
+
+#[derive(Default)]
+struct Batch {
+    raw_chunks: Vec<Vec<u8>>,
+    raw_bytes: usize,
+    /// The raw chunk small files are being packed into, if any.
+    open_pack: Option<usize>,
+    extents: Vec<(FileExtent, Loc)>,
+    entries: Vec<PendingEntry>,
+    entry_bytes: usize,
+}
+
+/// Owner names, from the system's user and group databases, cached.
+#[derive(Default)]
+struct Names {
+    users: Option<HashMap<u32, Vec<u8>>>,
+    groups: Option<HashMap<u32, Vec<u8>>>,
+}
+
+fn read_id_names(path: &str) -> HashMap<u32, Vec<u8>> {
+    let Ok(text) = std::fs::read(path) else {
+        return HashMap::new();
+    };
+    let mut names = HashMap::new();
+    for line in text.split(|&b| b == b'\n') {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+        if let (Some(name), Some(id)) = (fields.first(), fields.get(2)) {
+            if let Some(id) = std::str::from_utf8(id).ok().and_then(|s| s.parse().ok()) {
+                if name.len() <= 255 {
+                    names.entry(id).or_insert_with(|| name.to_vec());
+                }
+            }
+        }
+    }
+    names
+}
+
+impl Names {
+    fn user(&mut self, uid: u32) -> Vec<u8> {
+        self.users.get_or_insert_with(|| read_id_names("/etc/passwd")).get(&uid).cloned().unwrap_or_default()
+    }
+    fn group(&mut self, gid: u32) -> Vec<u8> {
+        self.groups.get_or_insert_with(|| read_id_names("/etc/group")).get(&gid).cloned().unwrap_or_default()
+    }
+}
+
+fn time_ns(secs: i64, nsecs: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
+}
+
+/// Opens a file to read its content without following a symbolic link and,
+/// where permitted, without changing its access time.
+fn open_content(path: &Path) -> io::Result<File> {
+    let nofollow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
+    match File::options().read(true).custom_flags(nofollow | noatime).open(path) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+            File::options().read(true).custom_flags(nofollow).open(path)
+        }
+        other => other,
+    }
+}
+
+/// Data ranges of a file of `size` bytes, from SEEK_DATA/SEEK_HOLE; the whole
+/// file where the file system cannot tell.
+fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
+    let mut ranges = Vec::new();
+    let mut at = 0u64;
+    while at < size {
+        let start = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(at)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return vec![(0, size)],
+        };
+        if start >= size {
+            break;
+        }
+        let end = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(start)).unwrap_or(size).min(size);
+        if end <= start {
+            return vec![(0, size)];
+        }
+        ranges.push((start, end));
+        at = end;
+    }
+    ranges
+}
+
+/// Reads `buf.len()` bytes at `offset`; returns fewer only at end of file.
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+fn xattrs_of(path: &Path) -> io::Result<Vec<Xattr>> {
+    let mut out = Vec::new();
+    // `xattr::list` and `xattr::get` act on a symbolic link itself, not its target.
+    for name in xattr::list(path)? {
+        let name = name.into_vec();
+        if name.is_empty() || name.len() > 255 {
+            continue;
+        }
+        if let Some(value) = xattr::get(path, OsString::from_vec(name.clone()))? {
+            if value.len() <= files::MAX_XATTR_VALUE as usize {
+                out.push(Xattr { name, value });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn kind_of(meta: &Metadata) -> EntryKind {
+    let t = meta.file_type();
+    if t.is_dir() {
+        EntryKind::Directory
+    } else if t.is_symlink() {
+        EntryKind::Symlink
+    } else if t.is_char_device() {
+        EntryKind::CharDevice
+    } else if t.is_block_device() {
+        EntryKind::BlockDevice
+    } else if t.is_fifo() {
+        EntryKind::Fifo
+    } else if t.is_socket() {
+        EntryKind::Socket
+    } else {
+        EntryKind::File
+    }
+}
+
+struct Frame {
+    path: PathBuf,
+    relative: Vec<u8>,
+    entry_id: u64,
+    /// Child names still to visit, sorted, last first.
+    children: Vec<Vec<u8>>,
+}
+
+/// The state of one `add_tree` call.
+struct Walk<'a> {
+    section_id: u32,
+    chunk_size: usize,
+    level: i32,
+    batch_bytes: usize,
+    excludes: globset::GlobSet,
+    excludes_by_name: globset::GlobSet,
+    options: &'a TreeOptions,
+    root_dev: u64,
+    names: Names,
+    next_id: u64,
+    hardlinks: HashMap<(u64, u64), u64>,
+    /// BLAKE3 of small files already stored, to (chunk_ref, chunk_offset).
+    small_files: HashMap<[u8; 32], (u64, u32)>,
+    batch: Batch,
+    tables: TreeTables,
+    summary: TreeSummary,
+    progress: &'a dyn Progress,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    /// Adds a file-tree section named `name` holding everything under `root`.
+    /// Entries that cannot be read are recorded with a warning in the summary.
+    pub fn add_tree(
+        &mut self,
+        name: &str,
+        root: &Path,
+        options: &TreeOptions,
+        progress: &dyn Progress,
+    ) -> Result<TreeSummary, WriteError> {
+        let root_meta = std::fs::metadata(root).map_err(|source| WriteError::Source {
+            what: format!("tree {name:?} at {}", root.display()),
+            offset: 0,
+            source,
+        })?;
+        if !root_meta.is_dir() {
+            return Err(WriteError::Invalid {
+                what: "tree root",
+                detail: format!("{} is not a directory", root.display()),
+            });
+        }
+        let (excludes, excludes_by_name) = build_excludes(&options.excludes)?;
+        let section_id = self.begin_section(name)?;
+        let captured = Captured::OWNER_NAMES
+            | Captured::XATTRS
+            | Captured::ATIME
+            | Captured::CTIME
+            | Captured::BTIME
+            | Captured::HOLES;
+        let begin =
+            FilesBegin { section_id, chunk_size: self.options.chunk_size, captured, name: name.as_bytes().to_vec() };
+        begin.validate()?;
+        let begin_offset = self.write_record(RecordType::FilesBegin, &[&begin.to_bytes()])?;
+        let mut walk = Walk {
+            section_id,
+            chunk_size: self.options.chunk_size as usize,
+            level: self.options.level,
+            batch_bytes: self.options.batch_bytes,
+            excludes,
+            excludes_by_name,
+            options,
+            root_dev: root_meta.dev(),
+            names: Names::default(),
+            next_id: 0,
+            hardlinks: HashMap::new(),
+            small_files: HashMap::new(),
+            batch: Batch::default(),
+            tables: TreeTables { places: Vec::new(), entries_records: Vec::new() },
+            summary: TreeSummary { name: name.to_string(), ..TreeSummary::default() },
+            progress,
+        };
+        let root_entry = walk.entry_for(root, &root_meta, Vec::new(), NO_PARENT, b"");
+        let mut stack = vec![walk.open_dir(self, root.to_path_buf(), Vec::new(), root_entry)?];
+        while let Some(frame) = stack.last_mut() {
+            let Some(child) = frame.children.pop() else {
+                stack.pop();
+                continue;
+            };
+            let parent_id = frame.entry_id;
+            let path = frame.path.join(std::ffi::OsStr::from_bytes(&child));
+            let mut relative = frame.relative.clone();
+            if !relative.is_empty() {
+                relative.push(b'/');
+            }
+            relative.extend_from_slice(&child);
+            if let Some(frame) = walk.visit(self, path, relative, parent_id, child)? {
+                stack.push(frame);
+            }
+        }
+        walk.flush(self)?;
+        let end = FilesEnd {
+            section_id,
+            reserved: 0,
+            entry_count: walk.next_id,
+            file_count: walk.summary.files,
+            directory_count: walk.summary.directories,
+            content_bytes: walk.summary.content_bytes,
+            chunk_count: walk.summary.new_chunks,
+            chunk_bytes: walk.summary.stored_bytes,
+            begin_offset,
+        };
+        let end_offset = self.write_record(RecordType::FilesEnd, &[&end.encode()])?;
+        walk.summary.entries = walk.next_id;
+        self.sections.push(SectionState { begin_offset, end_offset, tables: SectionTables::Tree(walk.tables) });
+        self.summary.trees.push(walk.summary.clone());
+        Ok(walk.summary)
+    }
+
+    /// Writes one `FILES_DIR` per directory, children before parents, then the
+    /// `FILES_INDEX`; returns the index's offset.
+    pub(crate) fn write_tree_tables(&mut self, section_id: u32, tables: TreeTables) -> Result<u64, WriteError> {
+        let places = &tables.places;
+        let mut children: Vec<Vec<u64>> = vec![Vec::new(); places.len()];
+        for (id, place) in places.iter().enumerate().skip(1) {
+            children[place.parent_id as usize].push(id as u64);
+        }
+        let mut dir_tables = vec![0u64; places.len()];
+        // Pre-order ids put every child after its parent: walking ids downwards
+        // writes each directory's children's tables before its own.
+        for id in (0..places.len()).rev() {
+            if places[id].kind != EntryKind::Directory {
+                continue;
+            }
+            let mut kids: Vec<(DirChild, Vec<u8>)> = children[id]
+                .iter()
+                .map(|&child| {
+                    let place = &places[child as usize];
+                    (
+                        DirChild {
+                            entry_id: child,
+                            entries_record: place.entries_record,
+                            entry_offset: place.entry_offset,
+                            name_length: place.name.len() as u16,
+                            kind: place.kind.code(),
+                            reserved: 0,
+                            dir_table: dir_tables[child as usize],
+                        },
+                        place.name.clone(),
+                    )
+                })
+                .collect();
+            kids.sort_by(|a, b| a.1.cmp(&b.1));
+            let table = DirTable { section_id, entry_id: id as u64, children: kids };
+            dir_tables[id] = self.write_record(RecordType::FilesDir, &[&table.encode()])?;
+        }
+        let root = &places[0];
+        let head = FilesIndexHead {
+            section_id,
+            reserved: 0,
+            root_dir: dir_tables[0],
+            root_entries_record: root.entries_record,
+            root_entry_offset: root.entry_offset,
+            reserved2: 0,
+            record_count: tables.entries_records.len() as u64,
+        };
+        self.write_record(RecordType::FilesIndex, &[&files::encode_files_index(&head, &tables.entries_records)])
+    }
+}
+
+fn build_excludes(patterns: &[String]) -> Result<(globset::GlobSet, globset::GlobSet), WriteError> {
+    let mut by_path = globset::GlobSetBuilder::new();
+    let mut by_name = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = globset::GlobBuilder::new(pattern.trim_end_matches('/'))
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| WriteError::Invalid { what: "--exclude pattern", detail: format!("{pattern:?}: {e}") })?;
+        if pattern.trim_end_matches('/').contains('/') {
+            by_path.add(glob);
+        } else {
+            by_name.add(glob);
+        }
+    }
+    let build = |b: globset::GlobSetBuilder| {
+        b.build().map_err(|e| WriteError::Invalid { what: "--exclude pattern", detail: e.to_string() })
+    };
+    Ok((build(by_path)?, build(by_name)?))
+}
+
+impl Walk<'_> {
+    fn warn(&mut self, relative: &[u8], message: impl Into<String>) {
+        self.summary.warnings.push(TreeWarning { path: relative.to_vec(), message: message.into() });
+    }
+
+    /// The metadata part of an entry (no content), with the next id.
+    fn entry_for(&mut self, path: &Path, meta: &Metadata, name: Vec<u8>, parent_id: u64, relative: &[u8]) -> Entry {
+        let kind = kind_of(meta);
+        let entry_id = self.next_id;
+        self.next_id += 1;
+        let (btime_ns, mut flags) = match meta.created() {
+            Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
+                Ok(d) => (d.as_nanos() as i64, EntryFlags::BTIME),
+                Err(e) => (-(e.duration().as_nanos() as i64), EntryFlags::BTIME),
+            },
+            Err(_) => (0, 0),
+        };
+        let xattrs = match xattrs_of(path) {
+            Ok(x) => x,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => Vec::new(),
+            Err(e) => {
+                self.warn(relative, format!("extended attributes not read: {e}"));
+                Vec::new()
+            }
+        };
+        let rdev = meta.rdev();
+        let is_device = matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice);
+        flags &= EntryFlags::KNOWN;
+        Entry {
+            kind,
+            flags,
+            entry_id,
+            parent_id,
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            rdev_major: if is_device { rustix::fs::major(rdev) } else { 0 },
+            rdev_minor: if is_device { rustix::fs::minor(rdev) } else { 0 },
+            mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
+            atime_ns: time_ns(meta.atime(), meta.atime_nsec()),
+            ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
+            btime_ns,
+            size: 0,
+            link_id: 0,
+            blake3: [0; 32],
+            user: self.names.user(meta.uid()),
+            group: self.names.group(meta.gid()),
+            name,
+            target: Vec::new(),
+            xattrs,
+            extents: Vec::new(),
+        }
+    }
+
+    /// Records a directory entry and lists its children.
+    fn open_dir<W: Write>(
+        &mut self,
+        writer: &mut ArchiveWriter<W>,
+        path: PathBuf,
+        relative: Vec<u8>,
+        entry: Entry,
+    ) -> Result<Frame, WriteError> {
+        let entry_id = entry.entry_id;
+        let mut children = Vec::new();
+        match std::fs::read_dir(&path) {
+            Ok(listing) => {
+                for child in listing {
+                    match child {
+                        Ok(child) => children.push(child.file_name().into_vec()),
+                        Err(e) => self.warn(&relative, format!("directory not fully listed: {e}")),
+                    }
+                }
+            }
+            Err(e) => self.warn(&relative, format!("directory not listed: {e}")),
+        }
+        // A fixed order makes the archive reproducible; popping takes the smallest first.
+        children.sort_unstable_by(|a, b| b.cmp(a));
+        self.summary.directories += 1;
+        self.complete(writer, entry, Vec::new())?;
+        Ok(Frame { path, relative, entry_id, children })
+    }
+
+    /// Visits one child; returns a frame if it is a directory to descend into.
+    fn visit<W: Write>(
+        &mut self,
+        writer: &mut ArchiveWriter<W>,
+        path: PathBuf,
+        relative: Vec<u8>,
+        parent_id: u64,
+        name: Vec<u8>,
+    ) -> Result<Option<Frame>, WriteError> {
+        let rel_os = std::ffi::OsStr::from_bytes(&relative);
+        if self.excludes.is_match(rel_os) || self.excludes_by_name.is_match(std::ffi::OsStr::from_bytes(&name)) {
+            return Ok(None);
+        }
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.warn(&relative, format!("not read: {e}"));
+                return Ok(None);
+            }
+        };
+        if self.options.skip_inodes.contains(&(meta.dev(), meta.ino())) {
+            return Ok(None);
+        }
+        let mut entry = self.entry_for(&path, &meta, name, parent_id, &relative);
+        match entry.kind {
+            EntryKind::Directory => {
+                if self.options.one_file_system && meta.dev() != self.root_dev {
+                    // Like tar: the mount point is kept, its content is not.
+                    self.summary.directories += 1;
+                    self.complete(writer, entry, Vec::new())?;
+                    return Ok(None);
+                }
+                return self.open_dir(writer, path, relative, entry).map(Some);
+            }
+            EntryKind::Symlink => {
+                match std::fs::read_link(&path) {
+                    Ok(target) => {
+                        entry.target = target.into_os_string().into_vec();
+                        entry.size = entry.target.len() as u64;
+                    }
+                    Err(e) => {
+                        self.warn(&relative, format!("symbolic link not read: {e}"));
+                        self.next_id -= 1;
+                        return Ok(None);
+                    }
+                }
+                if entry.target.is_empty() || entry.target.len() > files::MAX_TARGET as usize {
+                    self.warn(&relative, "symbolic link target is empty or longer than 4095 bytes: skipped");
+                    self.next_id -= 1;
+                    return Ok(None);
+                }
+                self.summary.symlinks += 1;
+                self.complete(writer, entry, Vec::new())?;
+            }
+            EntryKind::File => {
+                if meta.nlink() > 1 {
+                    if let Some(&first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
+                        entry.kind = EntryKind::Hardlink;
+                        entry.link_id = first;
+                        self.complete(writer, entry, Vec::new())?;
+                        return Ok(None);
+                    }
+                    self.hardlinks.insert((meta.dev(), meta.ino()), entry.entry_id);
+                }
+                self.summary.files += 1;
+                self.read_content(writer, &path, &relative, &meta, entry)?;
+            }
+            _ => self.complete(writer, entry, Vec::new())?,
+        }
+        Ok(None)
+    }
+
+    /// Reads a regular file's content into the batch and completes its entry.
+    fn read_content<W: Write>(
+        &mut self,
+        writer: &mut ArchiveWriter<W>,
+        path: &Path,
+        relative: &[u8],
+        meta: &Metadata,
+        mut entry: Entry,
+    ) -> Result<(), WriteError> {
+        let file = match open_content(path) {
+            Ok(file) => file,
+            Err(e) => {
+                self.warn(relative, format!("content not read: {e}"));
+                entry.flags |= EntryFlags::UNREADABLE;
+                return self.complete(writer, entry, Vec::new());
+            }
+        };
+        let size = meta.len();
+        let mut hasher = blake3::Hasher::new();
+        let mut unresolved = Vec::new();
+        let mut resolved_before: Vec<FileExtent> = Vec::new();
+        let mut covered = 0u64;
+        let mut shrank = false;
+        let ranges = data_ranges(&file, size);
+        let small = size < (self.chunk_size as u64).min(1 << 20) / 2 && ranges == [(0, size)];
+        let mut buf = Vec::new();
+        'ranges: for (start, end) in ranges {
+            let mut at = start;
+            while at < end {
+                let window_end = ((at / self.chunk_size as u64) + 1) * self.chunk_size as u64;
+                let piece = (end.min(window_end) - at) as usize;
+                buf.resize(piece, 0);
+                let got = match read_at_most(&file, &mut buf, at) {
+                    Ok(got) => got,
+                    Err(e) => {
+                        self.warn(relative, format!("content read failed at byte {at}: {e}; kept up to there"));
+                        shrank = true;
+                        break 'ranges;
+                    }
+                };
+                if got == 0 {
+                    shrank = true;
+                    break 'ranges;
+                }
+                buf.truncate(got);
+                // Holes read as zeros in the content hash.
+                hash_zeros(&mut hasher, at - covered);
+                hasher.update(&buf);
+                covered = at + got as u64;
+                let extent = FileExtent {
+                    entry_id: entry.entry_id,
+                    file_offset: at,
+                    length: got as u64,
+                    chunk_ref: 0,
+                    chunk_offset: 0,
+                    reserved: 0,
+                };
+                let (chunk_offset, loc) = if small {
+                    self.pack(&buf)
+                } else {
+                    self.batch.raw_chunks.push(std::mem::take(&mut buf));
+                    self.batch.raw_bytes += got;
+                    (0, Loc::Raw(self.batch.raw_chunks.len() - 1))
+                };
+                self.batch.extents.push((FileExtent { chunk_offset, ..extent }, loc));
+                unresolved.push(self.batch.extents.len() - 1);
+                self.progress.advance(got as u64);
+                at += got as u64;
+                if got < piece {
+                    shrank = true;
+                    break 'ranges;
+                }
+                if self.batch_is_full() {
+                    let resolved = self.flush(writer)?;
+                    resolved_before.extend(unresolved.drain(..).map(|i| resolved[i]));
+                }
+            }
+        }
+        let final_size = if shrank { covered } else { size };
+        hash_zeros(&mut hasher, final_size - covered);
+        entry.size = final_size;
+        entry.blake3 = *hasher.finalize().as_bytes();
+        self.summary.content_bytes += final_size;
+        // A file that changed while it was read is kept as read, and said so.
+        match file.metadata() {
+            Ok(after)
+                if !shrank
+                    && after.len() == meta.len()
+                    && after.mtime() == meta.mtime()
+                    && after.mtime_nsec() == meta.mtime_nsec() => {}
+            Ok(after) => {
+                entry.flags |= EntryFlags::CHANGED_WHILE_READ;
+                self.warn(
+                    relative,
+                    format!("changed while it was read (size {} -> {}); kept as read", meta.len(), after.len()),
+                );
+            }
+            Err(e) => self.warn(relative, format!("not checked after reading: {e}")),
+        }
+        entry.extents = resolved_before;
+        self.complete(writer, entry, unresolved)
+    }
+
+    /// Whether the batch should be written now: enough data read ahead, enough
+    /// entries, or as many extents as one `FILES_EXTENTS` record may hold.
+    fn batch_is_full(&self) -> bool {
+        self.batch.raw_bytes >= self.batch_bytes
+            || self.batch.entry_bytes >= 4 << 20
+            || self.batch.extents.len() >= strata_format::limits::MAX_EXTENTS_PER_RECORD as usize - 1
+    }
+
+    /// Appends a small file to the open pack chunk, starting a new one when full.
+    fn pack(&mut self, bytes: &[u8]) -> (u32, Loc) {
+        let hash = *blake3::hash(bytes).as_bytes();
+        if let Some(&(chunk_ref, offset)) = self.small_files.get(&hash) {
+            self.summary.deduplicated_chunks += 1;
+            return (offset, Loc::Stored(chunk_ref));
+        }
+        let index = match self.batch.open_pack {
+            Some(i) if self.batch.raw_chunks[i].len() + bytes.len() <= self.chunk_size => i,
+            _ => {
+                self.batch.raw_chunks.push(Vec::with_capacity(self.chunk_size));
+                self.batch.open_pack = Some(self.batch.raw_chunks.len() - 1);
+                self.batch.raw_chunks.len() - 1
+            }
+        };
+        let pack = &mut self.batch.raw_chunks[index];
+        let offset = pack.len() as u32;
+        pack.extend_from_slice(bytes);
+        self.batch.raw_bytes += bytes.len();
+        (offset, Loc::Raw(index))
+    }
+
+    /// Adds a finished entry to the batch, flushing when the batch is full.
+    fn complete<W: Write>(
+        &mut self,
+        writer: &mut ArchiveWriter<W>,
+        entry: Entry,
+        unresolved: Vec<usize>,
+    ) -> Result<(), WriteError> {
+        self.batch.entry_bytes += entry.encoded_len();
+        self.tables.places.push(EntryPlace {
+            parent_id: entry.parent_id,
+            name: entry.name.clone(),
+            kind: entry.kind,
+            entries_record: 0,
+            entry_offset: 0,
+        });
+        self.batch.entries.push(PendingEntry { entry, unresolved });
+        if self.batch_is_full() {
+            self.flush(writer)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch: `FILES_EXTENTS` and its new chunks, then `FILES_ENTRIES`.
+    /// Returns the batch's extents with their chunk offsets resolved.
+    fn flush<W: Write>(&mut self, writer: &mut ArchiveWriter<W>) -> Result<Vec<FileExtent>, WriteError> {
+        let batch = std::mem::take(&mut self.batch);
+        let level = self.level;
+        let prepared: Vec<PreparedChunk> =
+            writer.pool.install(|| batch.raw_chunks.par_iter().map(|raw| prepare_chunk(raw, level)).collect());
+        let mut new_chunks = Vec::new();
+        let mut new_by_hash = HashMap::new();
+        let mut raw_locations = Vec::with_capacity(prepared.len());
+        for chunk in prepared {
+            let (location, deduplicated) = writer.locate_chunk(chunk, &mut new_chunks, &mut new_by_hash);
+            self.summary.deduplicated_chunks += u64::from(deduplicated);
+            raw_locations.push(location);
+        }
+        let section_id = self.section_id;
+        let resolved: Vec<FileExtent> = if batch.extents.is_empty() {
+            Vec::new()
+        } else {
+            writer.write_announced(RecordType::FilesExtents, new_chunks, &mut self.summary, |resolve| {
+                let extents: Vec<FileExtent> = batch
+                    .extents
+                    .iter()
+                    .map(|(extent, loc)| FileExtent {
+                        chunk_ref: match *loc {
+                            Loc::Stored(offset) => offset,
+                            Loc::Raw(i) => resolve(&raw_locations[i]),
+                        },
+                        ..*extent
+                    })
+                    .collect();
+                (files::encode_file_extents(section_id, &extents), extents)
+            })?
+        };
+        if !batch.entries.is_empty() {
+            let mut body = Vec::with_capacity(16 + batch.entry_bytes);
+            body.extend_from_slice(
+                &strata_format::image::ExtentTableHead { section_id, reserved: 0, count: batch.entries.len() as u64 }
+                    .encode(),
+            );
+            let mut offsets = Vec::with_capacity(batch.entries.len());
+            for pending in batch.entries {
+                let mut entry = pending.entry;
+                entry.extents.extend(pending.unresolved.iter().map(|&i| resolved[i]));
+                // Small files now have a place: later copies refer to it.
+                if entry.kind == EntryKind::File
+                    && entry.extents.len() == 1
+                    && entry.size < (self.chunk_size as u64).min(1 << 20) / 2
+                {
+                    let e = entry.extents[0];
+                    self.small_files.entry(entry.blake3).or_insert((e.chunk_ref, e.chunk_offset));
+                }
+                offsets.push((entry.entry_id, body.len() as u32));
+                entry.encode_into(&mut body);
+            }
+            let record = writer.write_record(RecordType::FilesEntries, &[&body])?;
+            self.tables.entries_records.push(record);
+            for (entry_id, offset) in offsets {
+                let place = &mut self.tables.places[entry_id as usize];
+                place.entries_record = record;
+                place.entry_offset = offset;
+            }
+        }
+        Ok(resolved)
+    }
+}
+
+/// Feeds `n` zero bytes to a hasher (the holes of a sparse file).
+fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    while n > 0 {
+        let take = n.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..take]);
+        n -= take as u64;
+    }
+}
