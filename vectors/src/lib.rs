@@ -46,11 +46,7 @@ pub struct ImageModel {
 
 impl ImageModel {
     fn new(name: &'static str, segments: Vec<Segment>) -> Self {
-        ImageModel {
-            name,
-            segments,
-            size_known: true,
-        }
+        ImageModel { name, segments, size_known: true }
     }
 
     /// The image bytes and the byte ranges that are holes.
@@ -77,9 +73,7 @@ impl ImageModel {
                 }
                 Segment::Repeat(byte, n) => bytes.resize(bytes.len() + n, byte),
                 Segment::Text(n) => {
-                    const WORDS: &[&str] = &[
-                        "strata ", "image ", "backup ", "chunk ", "extent ", "zstd\n",
-                    ];
+                    const WORDS: &[&str] = &["strata ", "image ", "backup ", "chunk ", "extent ", "zstd\n"];
                     let mut i = 0usize;
                     while bytes.len() < bytes.len() + n && i < n {
                         let word = WORDS[(i * 7 + i / 13) % WORDS.len()].as_bytes();
@@ -97,11 +91,8 @@ impl ImageModel {
     /// format's rule that an all-zero chunk window is a zero extent.
     fn expectation(&self) -> SectionExpectation {
         let (bytes, _) = self.materialise();
-        let data_bytes = bytes
-            .chunks(CHUNK)
-            .filter(|window| window.iter().any(|&b| b != 0))
-            .map(|window| window.len() as u64)
-            .sum();
+        let data_bytes =
+            bytes.chunks(CHUNK).filter(|window| window.iter().any(|&b| b != 0)).map(|window| window.len() as u64).sum();
         SectionExpectation {
             name: self.name,
             logical_size: bytes.len() as u64,
@@ -170,15 +161,8 @@ pub fn build(images: &[ImageModel]) -> Vec<u8> {
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
     for image in images {
         let (bytes, holes) = image.materialise();
-        let mut source = ModelSource {
-            bytes,
-            holes,
-            position: 0,
-            size_known: image.size_known,
-        };
-        writer
-            .add_image(image.name, &mut source, &NoProgress)
-            .expect("writing to memory cannot fail");
+        let mut source = ModelSource { bytes, holes, position: 0, size_known: image.size_known };
+        writer.add_image(image.name, &mut source, &NoProgress).expect("writing to memory cannot fail");
     }
     writer.finish().expect("writing to memory cannot fail").0
 }
@@ -200,22 +184,14 @@ pub fn records(bytes: &[u8]) -> Vec<Rec> {
     while at + 32 <= bytes.len() {
         let head = RecordHeader::decode(bytes[at..at + 32].try_into().expect("32 bytes"));
         let body_end = at + 32 + head.body_length as usize;
-        out.push(Rec {
-            offset: at,
-            record_type: head.record_type,
-            body_start: at + 32,
-            body_end,
-        });
+        out.push(Rec { offset: at, record_type: head.record_type, body_start: at + 32, body_end });
         at = body_end;
     }
     out
 }
 
 fn of_type(bytes: &[u8], t: RecordType) -> Vec<Rec> {
-    records(bytes)
-        .into_iter()
-        .filter(|r| r.record_type == t.code())
-        .collect()
+    records(bytes).into_iter().filter(|r| r.record_type == t.code()).collect()
 }
 
 /// Recomputes a record's body CRC and header CRC after its bytes were changed.
@@ -285,11 +261,7 @@ fn edit_extent(bytes: &mut [u8], n: usize, edit: impl Fn(&mut [u8])) {
 fn extent(bytes: &[u8], n: usize) -> (u64, u64, u64) {
     let index = of_type(bytes, RecordType::ImageIndex)[0];
     let at = index.body_start + 16 + n * 24;
-    (
-        get_u64(bytes, at),
-        get_u64(bytes, at + 8),
-        get_u64(bytes, at + 16),
-    )
+    (get_u64(bytes, at), get_u64(bytes, at + 8), get_u64(bytes, at + 16))
 }
 
 /// The first chunk record with the given encoding.
@@ -330,12 +302,7 @@ fn invalid(
 ) -> Vector {
     let mut bytes = build(&[small_image()]);
     mutate(&mut bytes);
-    Vector {
-        name,
-        description,
-        bytes,
-        expect: Expectation::Invalid(class),
-    }
+    Vector { name, description, bytes, expect: Expectation::Invalid(class) }
 }
 
 /// Every vector, in manifest order.
@@ -380,10 +347,7 @@ pub fn all() -> Vec<Vector> {
         valid(
             "image-unknown-size",
             "an image read from a pipe: IMAGE_BEGIN gives the unknown size, IMAGE_END the real one",
-            vec![ImageModel {
-                size_known: false,
-                ..small_image()
-            }],
+            vec![ImageModel { size_known: false, ..small_image() }],
         ),
     ];
 
@@ -398,11 +362,8 @@ pub fn all() -> Vec<Vector> {
     });
     vectors.push(compat);
 
-    let mut minor = valid(
-        "version-minor-7",
-        "format version 1.7: readers accept any minor version",
-        vec![small_image()],
-    );
+    let mut minor =
+        valid("version-minor-7", "format version 1.7: readers accept any minor version", vec![small_image()]);
     edit_header(&mut minor.bytes, |h| h.version_minor = 7);
     vectors.push(minor);
 
@@ -447,9 +408,7 @@ fn invalid_vectors() -> Vec<Vector> {
     v.push(Vector {
         name: "not-strata-gzip",
         description: "a gzip stream",
-        bytes: vec![
-            0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ],
+        bytes: vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         expect: Expectation::Invalid(NotStrata),
     });
     v.push(Vector {
@@ -458,36 +417,22 @@ fn invalid_vectors() -> Vec<Vector> {
         bytes: Vec::new(),
         expect: Expectation::Invalid(NotStrata),
     });
-    v.push(invalid(
-        "header-crc",
-        "one byte of the header's writer field changed",
-        BadHeader,
-        |b| b[70] ^= 0x20,
-    ));
-    v.push(invalid(
-        "header-length-invalid",
-        "header_length 100 (CRC fixed)",
-        BadHeader,
-        |b| edit_header(b, |h| h.header_length = 100),
-    ));
-    v.push(invalid(
-        "version-major-2",
-        "format version 2.0 (CRC fixed)",
-        UnsupportedVersion,
-        |b| edit_header(b, |h| h.version_major = 2),
-    ));
+    v.push(invalid("header-crc", "one byte of the header's writer field changed", BadHeader, |b| b[70] ^= 0x20));
+    v.push(invalid("header-length-invalid", "header_length 100 (CRC fixed)", BadHeader, |b| {
+        edit_header(b, |h| h.header_length = 100)
+    }));
+    v.push(invalid("version-major-2", "format version 2.0 (CRC fixed)", UnsupportedVersion, |b| {
+        edit_header(b, |h| h.version_major = 2)
+    }));
     v.push(invalid(
         "feature-encryption",
         "incompatible bit 0 (\"encryption\", reserved) set",
         UnsupportedFeature,
         |b| edit_header(b, |h| h.incompatible_features = 1),
     ));
-    v.push(invalid(
-        "feature-unknown-incompatible",
-        "unknown incompatible bit 40 set",
-        UnsupportedFeature,
-        |b| edit_header(b, |h| h.incompatible_features = 1 << 40),
-    ));
+    v.push(invalid("feature-unknown-incompatible", "unknown incompatible bit 40 set", UnsupportedFeature, |b| {
+        edit_header(b, |h| h.incompatible_features = 1 << 40)
+    }));
     v.push(invalid(
         "record-header-crc",
         "a byte of the first IMAGE_EXTENTS record header changed",
@@ -497,15 +442,10 @@ fn invalid_vectors() -> Vec<Vector> {
             b[rec.offset + 16] ^= 0x01;
         },
     ));
-    v.push(invalid(
-        "chunk-body-crc",
-        "a stored byte of a zstd chunk changed",
-        RecordChecksum,
-        |b| {
-            let rec = chunk_with_encoding(b, 1);
-            b[rec.body_start + 50] ^= 0x01;
-        },
-    ));
+    v.push(invalid("chunk-body-crc", "a stored byte of a zstd chunk changed", RecordChecksum, |b| {
+        let rec = chunk_with_encoding(b, 1);
+        b[rec.body_start + 50] ^= 0x01;
+    }));
     v.push(invalid(
         "chunk-blake3-mismatch",
         "a byte of a raw chunk changed, CRC fixed: only BLAKE3 catches it",
@@ -528,16 +468,11 @@ fn invalid_vectors() -> Vec<Vector> {
             refix_record(b, rec.offset);
         },
     ));
-    v.push(invalid(
-        "chunk-encoding-unknown",
-        "chunk encoding 9 (CRC fixed)",
-        RecordMalformed,
-        |b| {
-            let rec = chunk_with_encoding(b, 1);
-            b[rec.body_start + 36] = 9;
-            refix_record(b, rec.offset);
-        },
-    ));
+    v.push(invalid("chunk-encoding-unknown", "chunk encoding 9 (CRC fixed)", RecordMalformed, |b| {
+        let rec = chunk_with_encoding(b, 1);
+        b[rec.body_start + 36] = 9;
+        refix_record(b, rec.offset);
+    }));
     v.push(invalid(
         "chunk-raw-length-limit",
         "a chunk declares 16 MiB + 1 raw bytes (CRC fixed)",
@@ -564,9 +499,7 @@ fn invalid_vectors() -> Vec<Vector> {
         ExtentMap,
         |b| {
             let (offset, _, _) = extent(b, 1);
-            edit_extent(b, 1, |e| {
-                e[0..8].copy_from_slice(&(offset + CHUNK as u64).to_le_bytes())
-            });
+            edit_extent(b, 1, |e| e[0..8].copy_from_slice(&(offset + CHUNK as u64).to_le_bytes()));
         },
     ));
     v.push(invalid(
@@ -575,33 +508,16 @@ fn invalid_vectors() -> Vec<Vector> {
         RecordMalformed,
         |b| edit_extent(b, 0, |e| e[16..24].copy_from_slice(&5u64.to_le_bytes())),
     ));
-    v.push(invalid(
-        "extent-1tib",
-        "a data extent claims 1 TiB (both tables, CRCs fixed)",
-        ExtentMap,
-        |b| {
-            edit_extent(b, 0, |e| {
-                e[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes())
-            })
-        },
-    ));
-    v.push(invalid(
-        "truncated-half",
-        "the archive cut at half its length",
-        Truncated,
-        |b| {
-            let half = b.len() / 2;
-            b.truncate(half);
-        },
-    ));
-    v.push(invalid(
-        "truncated-trailer",
-        "the archive without its last 64 bytes",
-        Truncated,
-        |b| {
-            b.truncate(b.len() - TRAILER_RECORD_SIZE as usize);
-        },
-    ));
+    v.push(invalid("extent-1tib", "a data extent claims 1 TiB (both tables, CRCs fixed)", ExtentMap, |b| {
+        edit_extent(b, 0, |e| e[8..16].copy_from_slice(&(1u64 << 40).to_le_bytes()))
+    }));
+    v.push(invalid("truncated-half", "the archive cut at half its length", Truncated, |b| {
+        let half = b.len() / 2;
+        b.truncate(half);
+    }));
+    v.push(invalid("truncated-trailer", "the archive without its last 64 bytes", Truncated, |b| {
+        b.truncate(b.len() - TRAILER_RECORD_SIZE as usize);
+    }));
     v.push(invalid(
         "trailer-index-offset",
         "the trailer points at the IMAGE_INDEX instead of the ARCHIVE_INDEX (CRC fixed)",
@@ -613,26 +529,16 @@ fn invalid_vectors() -> Vec<Vector> {
             refix_record(b, trailer);
         },
     ));
-    v.push(invalid(
-        "trailer-record-count",
-        "the trailer counts one record too many (CRC fixed)",
-        IndexMismatch,
-        |b| {
-            let trailer = b.len() - TRAILER_RECORD_SIZE as usize;
-            add_u64(b, trailer + 48, 1);
-            refix_record(b, trailer);
-        },
-    ));
-    v.push(invalid(
-        "image-end-totals",
-        "IMAGE_END claims one chunk fewer (CRC fixed)",
-        IndexMismatch,
-        |b| {
-            let end = of_type(b, RecordType::ImageEnd)[0];
-            add_u64(b, end.body_start + 40, -1);
-            refix_record(b, end.offset);
-        },
-    ));
+    v.push(invalid("trailer-record-count", "the trailer counts one record too many (CRC fixed)", IndexMismatch, |b| {
+        let trailer = b.len() - TRAILER_RECORD_SIZE as usize;
+        add_u64(b, trailer + 48, 1);
+        refix_record(b, trailer);
+    }));
+    v.push(invalid("image-end-totals", "IMAGE_END claims one chunk fewer (CRC fixed)", IndexMismatch, |b| {
+        let end = of_type(b, RecordType::ImageEnd)[0];
+        add_u64(b, end.body_start + 40, -1);
+        refix_record(b, end.offset);
+    }));
     v.push(invalid(
         "index-extents-differ",
         "the IMAGE_INDEX swaps the chunks of two data extents; the IMAGE_EXTENTS records do not",
@@ -693,16 +599,11 @@ fn invalid_vectors() -> Vec<Vector> {
             edit_record_header(b, rec.offset, |h| h.flags = 1 << 3);
         },
     ));
-    v.push(invalid(
-        "section-name-slash",
-        "the image is named \"d/sk\" (CRC fixed)",
-        RecordMalformed,
-        |b| {
-            let rec = of_type(b, RecordType::ImageBegin)[0];
-            b[rec.body_start + 25] = b'/';
-            refix_record(b, rec.offset);
-        },
-    ));
+    v.push(invalid("section-name-slash", "the image is named \"d/sk\" (CRC fixed)", RecordMalformed, |b| {
+        let rec = of_type(b, RecordType::ImageBegin)[0];
+        b[rec.body_start + 25] = b'/';
+        refix_record(b, rec.offset);
+    }));
     v
 }
 
@@ -746,8 +647,7 @@ pub fn manifest(vectors: &[Vector]) -> serde_json::Value {
 
 /// The manifest's text as committed: pretty JSON with a final newline.
 pub fn manifest_text(vectors: &[Vector]) -> String {
-    let mut text =
-        serde_json::to_string_pretty(&manifest(vectors)).expect("a Value always serialises");
+    let mut text = serde_json::to_string_pretty(&manifest(vectors)).expect("a Value always serialises");
     text.push('\n');
     text
 }

@@ -15,23 +15,14 @@ fn committed_vectors_match_the_generator() {
             path.display()
         );
     }
-    let manifest =
-        std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json is committed");
-    assert_eq!(
-        manifest,
-        strata_vectors::manifest_text(&vectors),
-        "manifest.json differs from the generator"
-    );
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).expect("manifest.json is committed");
+    assert_eq!(manifest, strata_vectors::manifest_text(&vectors), "manifest.json differs from the generator");
     let listed = std::fs::read_dir(&dir)
         .expect("spec/vectors exists")
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "strata"))
         .count();
-    assert_eq!(
-        listed,
-        vectors.len(),
-        "spec/vectors holds .strata files the generator does not make"
-    );
+    assert_eq!(listed, vectors.len(), "spec/vectors holds .strata files the generator does not make");
 }
 
 #[test]
