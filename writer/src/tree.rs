@@ -681,7 +681,7 @@ impl Walk<'_> {
     /// entries, or as many extents as one `FILES_EXTENTS` record may hold.
     fn batch_is_full(&self) -> bool {
         self.batch.raw_bytes >= self.batch_bytes
-            || self.batch.entry_bytes >= 4 << 20
+            || self.batch.entry_bytes >= 256 << 10
             || self.batch.extents.len() >= strata_format::limits::MAX_EXTENTS_PER_RECORD as usize - 1
     }
 

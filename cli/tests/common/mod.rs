@@ -68,6 +68,7 @@ pub fn temp_dir() -> tempfile::TempDir {
 }
 
 pub mod archive;
+pub mod manifest;
 
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
