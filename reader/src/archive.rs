@@ -208,7 +208,8 @@ impl<R: ReadAt> Archive<R> {
         Ok(Archive { source, size, header, tag, limits, sections, last_chunk: Mutex::new(None) })
     }
 
-    pub(crate) fn source(&self) -> &R {
+    /// The positional source the archive is read from.
+    pub fn source(&self) -> &R {
         &self.source
     }
     pub(crate) fn tag(&self) -> [u8; 8] {

@@ -1,0 +1,180 @@
+//! Random access into file trees: one path costs its directory tables, one
+//! entry record and its own chunks, never a scan; sections stay independent.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use common::*;
+use strata_format::{RecordHeader, RecordType};
+use strata_reader::{Archive, ReadAt};
+
+/// Records every byte range read.
+struct Counting {
+    file: std::fs::File,
+    reads: Mutex<Vec<(u64, u64)>>,
+}
+
+impl ReadAt for Counting {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.reads.lock().unwrap().push((offset, buf.len() as u64));
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+}
+
+/// (offset, end, type) of every record of a valid archive.
+fn record_map(bytes: &[u8]) -> Vec<(u64, u64, u16)> {
+    let mut at = 128usize;
+    let mut out = Vec::new();
+    while at + 32 <= bytes.len() {
+        let head = RecordHeader::decode(bytes[at..at + 32].try_into().unwrap());
+        let end = at + 32 + head.body_length as usize;
+        out.push((at as u64, end as u64, head.record_type));
+        at = end;
+    }
+    out
+}
+
+#[test]
+fn one_file_reads_only_the_index_and_its_own_chunks() {
+    let work = temp_dir();
+    let dir = work.path();
+    let archive_path = dir.join("doc.strata");
+    run_ok(&["create", path_str(&archive_path), "--files", "doc=/usr/share/doc", "--quiet"]);
+    let bytes = std::fs::read(&archive_path).unwrap();
+    let records = record_map(&bytes);
+
+    // The deepest regular file of the tree, found with a full listing first.
+    let listing = Archive::open(std::fs::File::open(&archive_path).unwrap()).unwrap();
+    let tree = listing.tree("doc").unwrap();
+    let mut deepest: Option<(Vec<u8>, u64)> = None;
+    listing
+        .walk_tree(tree, |item| {
+            if item.entry.kind == strata_format::files::EntryKind::File && item.entry.size > 0 {
+                let depth = item.path.iter().filter(|&&b| b == b'/').count();
+                if deepest.as_ref().is_none_or(|(p, _)| depth > p.iter().filter(|&&b| b == b'/').count()) {
+                    deepest = Some((item.path.clone(), item.entry.size));
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    let (path, size) = deepest.expect("the tree holds files");
+
+    let counting = Counting { file: std::fs::File::open(&archive_path).unwrap(), reads: Mutex::new(Vec::new()) };
+    let archive = Archive::open(counting).unwrap();
+    let tree = archive.tree("doc").unwrap();
+    let entry = archive.lookup(tree, &path).unwrap().expect("the file is found");
+    let mut content = Vec::new();
+    archive.read_file(tree, &entry, &mut content).unwrap();
+    assert_eq!(content.len() as u64, size);
+
+    let own_chunks: BTreeSet<u64> = entry.extents.iter().map(|e| e.chunk_ref).collect();
+    let reads = std::mem::take(&mut *archive_reads(&archive));
+    let mut total = 0;
+    let mut entry_records = BTreeSet::new();
+    for (offset, length) in reads {
+        total += length;
+        if offset == 0 {
+            continue; // the header
+        }
+        let &(start, end, kind) = records
+            .iter()
+            .find(|(start, end, _)| offset >= *start && offset < *end)
+            .unwrap_or_else(|| panic!("read at {offset} is inside no record"));
+        assert!(offset + length <= end, "a read crosses a record boundary");
+        match RecordType::from_code(kind) {
+            Some(RecordType::Chunk) => assert!(own_chunks.contains(&start), "read a chunk that is not the file's"),
+            Some(RecordType::FilesEntries) => {
+                entry_records.insert(start);
+            }
+            Some(
+                RecordType::Trailer
+                | RecordType::ArchiveIndex
+                | RecordType::FilesBegin
+                | RecordType::FilesEnd
+                | RecordType::FilesIndex
+                | RecordType::FilesDir,
+            ) => {}
+            other => panic!("read a {other:?} record for one path"),
+        }
+    }
+    assert_eq!(entry_records.len(), 1, "one entry record is enough to find one file");
+    let depth = path.iter().filter(|&&b| b == b'/').count() + 1;
+    eprintln!(
+        "looked up {} (depth {depth}, {size} bytes): {total} bytes read of a {}-byte archive",
+        String::from_utf8_lossy(&path),
+        bytes.len()
+    );
+    assert!(total < bytes.len() as u64 / 10, "{total} bytes read of {}", bytes.len());
+}
+
+/// The counting source of an archive.
+fn archive_reads(archive: &Archive<Counting>) -> std::sync::MutexGuard<'_, Vec<(u64, u64)>> {
+    archive.source().reads.lock().unwrap()
+}
+
+#[test]
+fn two_images_and_two_trees_are_independent_sections() {
+    let work = temp_dir();
+    let dir = work.path();
+    let (disk, part) = (dir.join("disk.raw"), dir.join("part.raw"));
+    sh(&format!("head -c 3000000 /dev/urandom > {0} && head -c 2097152 {0} > {1}", path_str(&disk), path_str(&part)));
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    sh(&format!(
+        "mkdir -p {0}/x {1}/y && cp {2} {0}/x/disk-copy && echo one > {0}/one && echo two > {1}/y/two",
+        path_str(&a),
+        path_str(&b),
+        path_str(&part)
+    ));
+    let archive = dir.join("all.strata");
+    run_ok(&[
+        "create",
+        path_str(&archive),
+        "--image",
+        &format!("disk={}", path_str(&disk)),
+        "--image",
+        &format!("part={}", path_str(&part)),
+        "--files",
+        &format!("a={}", path_str(&a)),
+        "--files",
+        &format!("b={}", path_str(&b)),
+        "--quiet",
+    ]);
+    run_ok(&["verify", path_str(&archive)]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", path_str(&archive), "--json"]).stdout).unwrap();
+    let kinds: Vec<(String, String)> = info["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["kind"].as_str().unwrap().to_string(), s["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("image", "disk"), ("image", "part"), ("files", "a"), ("files", "b")]
+            .map(|(k, n)| (k.to_string(), n.to_string()))
+    );
+    for (name, source) in [("disk", &disk), ("part", &part)] {
+        let out = dir.join(format!("{name}.out"));
+        run_ok(&["restore", path_str(&archive), "--image", name, path_str(&out), "--quiet"]);
+        assert_eq!(file_blake3(source), file_blake3(&out));
+    }
+    let list_b = run_ok(&["list", path_str(&archive), "--files", "b"]);
+    assert_eq!(String::from_utf8_lossy(&list_b.stdout), ".\ny\ny/two\n");
+    for (name, source) in [("a", &a), ("b", &b)] {
+        let out = dir.join(format!("{name}.out"));
+        run_ok(&["extract", path_str(&archive), "--files", name, path_str(&out), "--quiet"]);
+        sh(&format!("diff -r {} {}", path_str(source), path_str(&out)));
+    }
+    // The partition is the disk's first two chunk windows, and the file is a copy
+    // of the partition: one chunk store holds those 2 MiB once.
+    let size = std::fs::metadata(&archive).unwrap().len();
+    assert!(size < 3_000_000 + 200_000, "{size} bytes: the file did not deduplicate against the image");
+    let out = run_ok(&["cat", path_str(&archive), "--files", "a", "x/disk-copy"]);
+    assert_eq!(blake3::hash(&out.stdout).to_hex().to_string(), file_blake3(&part));
+}
