@@ -171,7 +171,7 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
     let destination = Destination::open(&args.archive)?;
     let label = args.archive.display().to_string();
     let mut tree_options =
-        TreeOptions { excludes: args.exclude.clone(), one_file_system: args.one_file_system, skip_inodes: Vec::new() };
+        TreeOptions { excludes: args.exclude.clone(), one_file_system: args.one_file_system, ..TreeOptions::default() };
     // Never back up the archive being written, when it lies inside a tree.
     if let Destination::File { temp, .. } = &destination {
         if let Ok(meta) = temp.as_file().metadata() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::json;
-use strata_format::Features;
+use strata_format::{ErrorClass, Features};
 use strata_reader::verify::{self, Report};
 use strata_reader::{Archive, Limits, Section};
 
@@ -179,8 +179,14 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
 
 /// The JSON form of a verify report (spec/conformance.md).
 pub fn report_json(path: &Path, report: &Report) -> serde_json::Value {
+    let unsupported = report
+        .problems
+        .iter()
+        .any(|p| matches!(p.class, ErrorClass::UnsupportedVersion | ErrorClass::UnsupportedFeature));
     let status = if report.is_clean() {
         "ok"
+    } else if unsupported {
+        "unsupported"
     } else if report.recognised {
         "damaged"
     } else {
@@ -194,11 +200,17 @@ pub fn report_json(path: &Path, report: &Report) -> serde_json::Value {
             "offset": p.offset,
             "what": p.what,
             "detail": p.detail,
-            "affects": p.affects.iter().map(|a| json!({
-                "section": a.section,
-                "start": a.range.start,
-                "end": a.range.end,
-            })).collect::<Vec<_>>(),
+            "affects": p.affects.iter().map(|a| {
+                let mut affected = json!({
+                    "section": a.section,
+                    "start": a.range.start,
+                    "end": a.range.end,
+                });
+                if let Some(path) = &a.path {
+                    affected["path"] = json!(String::from_utf8_lossy(path));
+                }
+                affected
+            }).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "sections": report.sections.iter().map(|s| json!({
             "kind": s.kind,
@@ -264,13 +276,23 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
             problem.class
         );
         for affected in &problem.affects {
-            println!(
-                "      image {}: bytes {}-{} unreadable ({})",
-                affected.section,
-                output::grouped(affected.range.start),
-                output::grouped(affected.range.end - 1),
-                output::size(affected.range.end - affected.range.start)
-            );
+            let (start, end) = (affected.range.start, affected.range.end);
+            match &affected.path {
+                None => println!(
+                    "      image {}: bytes {}-{} unreadable ({})",
+                    affected.section,
+                    output::grouped(start),
+                    output::grouped(end.saturating_sub(1)),
+                    output::size(end - start)
+                ),
+                Some(path) => println!(
+                    "      files {}: {}, bytes {}-{}",
+                    affected.section,
+                    String::from_utf8_lossy(path),
+                    output::grouped(start),
+                    output::grouped(end.saturating_sub(1))
+                ),
+            }
         }
     }
     if report.archive_size > 0 {

@@ -52,7 +52,14 @@ impl ChunkHeader {
     /// Validates the header against the length of the stored bytes that follow it,
     /// before they are decoded. Returns the encoding.
     pub fn validate(&self, stored_length: u64) -> Result<ChunkEncoding, FormatError> {
-        if self.raw_length == 0 || self.raw_length > limits::MAX_CHUNK_RAW {
+        if self.raw_length == 0 {
+            return Err(FormatError::new(
+                ErrorClass::RecordMalformed,
+                "chunk raw_length",
+                "0: a chunk holds at least one byte",
+            ));
+        }
+        if self.raw_length > limits::MAX_CHUNK_RAW {
             return Err(FormatError::new(
                 ErrorClass::LimitExceeded,
                 "chunk raw_length",

@@ -125,14 +125,24 @@ impl ArchiveHeader {
     }
 
     /// Validates everything a reader checks before trusting the header, in the
-    /// order the specification gives: magic, version, length, CRC, reserved bytes,
-    /// incompatible features. `extension` holds the bytes from 128 to `header_length`.
+    /// order the specification gives: magic, length, CRC, version, reserved bytes,
+    /// incompatible features. The CRC comes before the version so that a damaged
+    /// version byte reads as damage, not as a future format. `extension` holds the bytes from 128 to `header_length`.
     pub fn validate(&self, fixed: &[u8; 128], extension: &[u8]) -> Result<(), FormatError> {
         if self.magic != MAGIC {
             return Err(FormatError::new(
                 ErrorClass::NotStrata,
                 "header magic",
                 format!("found {:02x?}, expected {:02x?}", self.magic, MAGIC),
+            ));
+        }
+        self.validate_length()?;
+        let computed = Self::compute_crc(fixed, extension);
+        if computed != self.header_crc {
+            return Err(FormatError::new(
+                ErrorClass::BadHeader,
+                "header CRC-32C",
+                format!("stored {:08x}, computed {computed:08x}", self.header_crc),
             ));
         }
         if self.version_major != VERSION_MAJOR {
@@ -143,15 +153,6 @@ impl ArchiveHeader {
                     "format version {}.{}, this reader reads {}.x",
                     self.version_major, self.version_minor, VERSION_MAJOR
                 ),
-            ));
-        }
-        self.validate_length()?;
-        let computed = Self::compute_crc(fixed, extension);
-        if computed != self.header_crc {
-            return Err(FormatError::new(
-                ErrorClass::BadHeader,
-                "header CRC-32C",
-                format!("stored {:08x}, computed {computed:08x}", self.header_crc),
             ));
         }
         if self.reserved != [0; 28] {

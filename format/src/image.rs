@@ -208,7 +208,7 @@ pub fn encode_extent_table(section_id: u32, extents: &[Extent]) -> Vec<u8> {
 
 fixed_layout! {
     /// The body of `IMAGE_END`, which closes a block-image section.
-    pub struct ImageEnd : 64 bytes {
+    pub struct ImageEnd : 96 bytes {
         pub section_id: u32,
         /// Zero.
         pub reserved: u32,
@@ -226,6 +226,38 @@ fixed_layout! {
         pub chunk_bytes: u64,
         /// Archive offset of the section's `IMAGE_BEGIN` record.
         pub begin_offset: u64,
+        /// BLAKE3 of the extent map with each extent's content identity
+        /// ([`MapDigest`]): ties every range of the image to the chunk it must hold.
+        pub map_blake3: [u8; 32],
+    }
+}
+
+/// Content identity of a zero extent in the map digest.
+pub const ZERO_ID: [u8; 32] = [0; 32];
+/// Content identity of a lost extent in the map digest.
+pub const LOST_ID: [u8; 32] = [0xFF; 32];
+
+/// The map digest of `IMAGE_END`: BLAKE3 over, for each extent in image order,
+/// `image_offset` (u64 LE), `length` (u64 LE) and a 32-byte content identity (the
+/// chunk's BLAKE3, [`ZERO_ID`] or [`LOST_ID`]). A restore that computes it from
+/// what it wrote detects an index that points a range at the wrong chunk.
+#[derive(Clone, Debug, Default)]
+pub struct MapDigest(blake3::Hasher);
+
+impl MapDigest {
+    pub fn new() -> Self {
+        MapDigest(blake3::Hasher::new())
+    }
+
+    /// Adds the next extent with the identity of its content.
+    pub fn push(&mut self, extent: &Extent, content_id: &[u8; 32]) {
+        self.0.update(&extent.image_offset.to_le_bytes());
+        self.0.update(&extent.length.to_le_bytes());
+        self.0.update(content_id);
+    }
+
+    pub fn finish(&self) -> [u8; 32] {
+        *self.0.finalize().as_bytes()
     }
 }
 

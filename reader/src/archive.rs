@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
-use strata_format::image::{self, ExtentMapCheck};
+use strata_format::image::{self, ExtentMapCheck, MapDigest};
 use strata_format::index::{SectionKind, TRAILER_RECORD_SIZE};
 use strata_format::{
     ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType, Trailer,
@@ -82,7 +82,7 @@ pub struct Archive<R: ReadAt> {
     limits: Limits,
     sections: Vec<Section>,
     /// The last chunk decoded, so sequential small reads decode each chunk once.
-    last_chunk: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+    last_chunk: Mutex<Option<(u64, Arc<Chunk>)>>,
 }
 
 /// Reads and checks the header at offset 0.
@@ -239,21 +239,21 @@ impl<R: ReadAt> Archive<R> {
 
     /// Reads, checks and decodes the chunk record at `chunk_ref`, which must hold
     /// `expected_length` raw bytes.
-    pub fn read_chunk(&self, chunk_ref: u64, expected_length: u64) -> Result<Arc<Vec<u8>>, Error> {
-        let raw = self.read_chunk_whole(chunk_ref)?;
-        if raw.len() as u64 != expected_length {
+    pub fn read_chunk(&self, chunk_ref: u64, expected_length: u64) -> Result<Arc<Chunk>, Error> {
+        let chunk = self.read_chunk_whole(chunk_ref)?;
+        if chunk.raw.len() as u64 != expected_length {
             return Err(Error::new(
                 ErrorClass::ExtentMap,
                 "data extent length",
-                format!("{expected_length}, but its chunk holds {} bytes", raw.len()),
+                format!("{expected_length}, but its chunk holds {} bytes", chunk.raw.len()),
             )
             .at(chunk_ref));
         }
-        Ok(raw)
+        Ok(chunk)
     }
 
     /// Reads, checks and decodes the chunk record at `chunk_ref`.
-    pub fn read_chunk_whole(&self, chunk_ref: u64) -> Result<Arc<Vec<u8>>, Error> {
+    pub fn read_chunk_whole(&self, chunk_ref: u64) -> Result<Arc<Chunk>, Error> {
         if let Some((cached_ref, data)) = self.last_chunk.lock().ok().and_then(|c| c.clone()) {
             if cached_ref == chunk_ref {
                 return Ok(data);
@@ -280,12 +280,12 @@ impl<R: ReadAt> Archive<R> {
             )
             .at(chunk_ref));
         }
-        let (_, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(chunk_ref))?;
-        let raw = Arc::new(raw);
+        let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(chunk_ref))?;
+        let chunk = Arc::new(Chunk { blake3: header.blake3, raw });
         if let Ok(mut cache) = self.last_chunk.lock() {
-            *cache = Some((chunk_ref, raw.clone()));
+            *cache = Some((chunk_ref, chunk.clone()));
         }
-        Ok(raw)
+        Ok(chunk)
     }
 
     /// Reads image bytes at `offset` into `buf`; returns how many were read (fewer
@@ -306,7 +306,7 @@ impl<R: ReadAt> Archive<R> {
                     let data = self
                         .read_chunk(chunk_ref, extent.length)
                         .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end()))?;
-                    buf[done..done + take].copy_from_slice(&data[within as usize..within as usize + take]);
+                    buf[done..done + take].copy_from_slice(&data.raw[within as usize..within as usize + take]);
                 }
             }
             done += take;
@@ -323,9 +323,10 @@ impl<R: ReadAt> Archive<R> {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<(), Error> {
         sink.start(Some(image.logical_size)).map_err(|e| Error::local_io("preparing the destination", e))?;
+        let mut digest = MapDigest::new();
         // Batches bound memory: at most 32 chunks decoded and held at once.
         for batch in image.extents.chunks(32) {
-            let decoded: Vec<Result<Option<Arc<Vec<u8>>>, Error>> = batch
+            let decoded: Vec<Result<Option<Arc<Chunk>>, Error>> = batch
                 .par_iter()
                 .map(|extent| match extent.kind().map_err(Error::from)? {
                     ExtentKind::Data(chunk_ref) => self
@@ -337,15 +338,47 @@ impl<R: ReadAt> Archive<R> {
                 .collect();
             for (extent, data) in batch.iter().zip(decoded) {
                 match data? {
-                    Some(data) => sink.write_data(extent.image_offset, &data),
-                    None => sink.write_hole(extent.image_offset, extent.length),
+                    Some(chunk) => {
+                        digest.push(extent, &chunk.blake3);
+                        sink.write_data(extent.image_offset, &chunk.raw)
+                    }
+                    None => {
+                        let lost = extent.chunk_ref == strata_format::image::REF_LOST;
+                        digest.push(
+                            extent,
+                            if lost { &strata_format::image::LOST_ID } else { &strata_format::image::ZERO_ID },
+                        );
+                        sink.write_hole(extent.image_offset, extent.length)
+                    }
                 }
                 .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
                 progress(extent.length);
             }
         }
+        check_map_digest(&digest, &image.end, &image.name)?;
         sink.finish(image.logical_size).map_err(|e| Error::local_io("finishing the destination", e))
     }
+}
+
+/// A decoded chunk and its identity.
+#[derive(Debug)]
+pub struct Chunk {
+    pub blake3: [u8; 32],
+    pub raw: Vec<u8>,
+}
+
+/// Compares the digest of what a restore wrote with the one `IMAGE_END` holds.
+pub(crate) fn check_map_digest(digest: &MapDigest, end: &ImageEnd, name: &str) -> Result<(), Error> {
+    if digest.finish() != end.map_blake3 {
+        return Err(Error::new(
+            ErrorClass::IndexMismatch,
+            "IMAGE_END map_blake3",
+            "the restored image does not match its map digest: the extent map points ranges at other chunks than \
+             the writer stored (run `strata verify`)",
+        )
+        .in_section(name));
+    }
+    Ok(())
 }
 
 pub(crate) fn expect_type(record: &Record, expected: RecordType) -> Result<&[u8], Error> {
@@ -389,7 +422,7 @@ fn load_image_section<R: ReadAt>(
     let end_record = read(entry.end_offset).map_err(|e| e.in_section(&name))?;
     let end_body: &[u8; ImageEnd::SIZE] = expect_type(&end_record, RecordType::ImageEnd)?
         .try_into()
-        .map_err(|_| Error::new(ErrorClass::RecordMalformed, "IMAGE_END body", "not 64 bytes").at(entry.end_offset))?;
+        .map_err(|_| Error::new(ErrorClass::RecordMalformed, "IMAGE_END body", "not 96 bytes").at(entry.end_offset))?;
     let end = ImageEnd::decode(end_body);
     end.validate().map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
     if end.section_id != entry.section_id || end.begin_offset != entry.begin_offset {

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
-use strata_format::image::{self, ExtentMapCheck};
+use strata_format::image::{self, ExtentMapCheck, MapDigest};
 use strata_format::{ArchiveHeader, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType};
 
 use crate::record::{read_full, RecordStream};
@@ -20,8 +20,8 @@ use crate::{chunk, Error, Limits};
 
 /// Where a chunk seen earlier in the stream can be found again.
 enum Seen {
-    /// Written to the destination at this image offset.
-    Restored { image_offset: u64 },
+    /// Written to the destination at this image offset; its BLAKE3.
+    Restored { image_offset: u64, blake3: [u8; 32] },
     /// Its record body is in the spill file at this position.
     Spilled { position: u64, length: u64 },
 }
@@ -79,6 +79,8 @@ struct Active {
     pending: VecDeque<Extent>,
     /// Offset of that record: references beyond it are forward references.
     extents_record: u64,
+    /// The map digest of what was written so far.
+    digest: MapDigest,
 }
 
 /// Restores the image section `name` from an archive read front to back. Returns
@@ -120,7 +122,7 @@ pub fn restore_image(
                 let wanted = active.as_ref().and_then(|a| a.pending.front().copied());
                 match wanted {
                     Some(extent) if extent.chunk_ref == offset => {
-                        let (_, raw) = chunk::decode_chunk(&record.body).map_err(|e| section_error(e.into()))?;
+                        let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| section_error(e.into()))?;
                         check_length(&extent, raw.len(), name)?;
                         if !started {
                             sink.start(None).map_err(|e| Error::local_io("preparing the destination", e))?;
@@ -130,12 +132,13 @@ pub fn restore_image(
                             .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
                         progress(extent.length);
                         let place = if can_read_back {
-                            Seen::Restored { image_offset: extent.image_offset }
+                            Seen::Restored { image_offset: extent.image_offset, blake3: header.blake3 }
                         } else {
                             spill.store(&record.body)?
                         };
                         seen.insert(offset, place);
                         if let Some(active) = active.as_mut() {
+                            active.digest.push(&extent, &header.blake3);
                             active.pending.pop_front();
                         }
                     }
@@ -176,6 +179,7 @@ pub fn restore_image(
                         check: ExtentMapCheck::new(&begin),
                         pending: VecDeque::new(),
                         extents_record: offset,
+                        digest: MapDigest::new(),
                     });
                 }
             }
@@ -217,7 +221,7 @@ pub fn restore_image(
                     continue;
                 };
                 let body: &[u8; ImageEnd::SIZE] = record.body.as_slice().try_into().map_err(|_| {
-                    section_error(Error::new(ErrorClass::RecordMalformed, "IMAGE_END body", "not 64 bytes"))
+                    section_error(Error::new(ErrorClass::RecordMalformed, "IMAGE_END body", "not 96 bytes"))
                 })?;
                 let end = ImageEnd::decode(body);
                 if end.section_id != state.section_id {
@@ -228,6 +232,7 @@ pub fn restore_image(
                     return Err(unresolved(state, name));
                 }
                 state.check.finish(end.logical_size).map_err(|e| section_error(e.into()))?;
+                crate::archive::check_map_digest(&state.digest, &end, name)?;
                 if !started {
                     sink.start(Some(end.logical_size)).map_err(|e| Error::local_io("preparing the destination", e))?;
                 }
@@ -288,21 +293,28 @@ fn drain_resolved(
     while let Some(&extent) = state.pending.front() {
         let write_error = |e| Error::local_io(format!("writing image byte {}", extent.image_offset), e);
         match extent.kind().map_err(|e| Error::from(e).in_section(name))? {
-            ExtentKind::Zero | ExtentKind::Lost => {
+            ExtentKind::Zero => {
+                state.digest.push(&extent, &image::ZERO_ID);
+                sink.write_hole(extent.image_offset, extent.length).map_err(write_error)?
+            }
+            ExtentKind::Lost => {
+                state.digest.push(&extent, &image::LOST_ID);
                 sink.write_hole(extent.image_offset, extent.length).map_err(write_error)?
             }
             ExtentKind::Data(chunk_ref) => match seen.get(&chunk_ref) {
-                Some(Seen::Restored { image_offset }) => {
+                Some(Seen::Restored { image_offset, blake3 }) => {
                     let mut data = vec![0u8; extent.length as usize];
                     sink.read_back(*image_offset, &mut data)
                         .map_err(|e| Error::local_io("reading the destination back", e))?;
+                    state.digest.push(&extent, blake3);
                     sink.write_data(extent.image_offset, &data).map_err(write_error)?;
                 }
                 Some(Seen::Spilled { position, length }) => {
                     let body = spill.load(*position, *length)?;
-                    let (_, raw) =
+                    let (header, raw) =
                         chunk::decode_chunk(&body).map_err(|e| Error::from(e).at(chunk_ref).in_section(name))?;
                     check_length(&extent, raw.len(), name)?;
+                    state.digest.push(&extent, &header.blake3);
                     sink.write_data(extent.image_offset, &raw).map_err(write_error)?;
                 }
                 None if chunk_ref > state.extents_record => return Ok(()),

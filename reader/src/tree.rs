@@ -237,11 +237,11 @@ impl<R: ReadAt> Archive<R> {
             }
             let chunk = self.read_chunk_whole(extent.chunk_ref).map_err(|e| e.in_section(&tree.name))?;
             let start = extent.chunk_offset as usize;
-            let bytes = chunk.get(start..start + extent.length as usize).ok_or_else(|| {
+            let bytes = chunk.raw.get(start..start + extent.length as usize).ok_or_else(|| {
                 Error::new(
                     ErrorClass::ExtentMap,
                     "file extent",
-                    format!("bytes {start}.. of a chunk of {} bytes", chunk.len()),
+                    format!("bytes {start}.. of a chunk of {} bytes", chunk.raw.len()),
                 )
                 .at(extent.chunk_ref)
                 .in_section(&tree.name)

@@ -97,7 +97,8 @@ pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
     pub(crate) open_tree: Option<usize>,
     /// Every section in archive order: its kind and its index in `sections` or `trees`.
     pub(crate) order: Vec<(SectionKind, usize)>,
-    pub(crate) chunks: HashMap<u64, u32>,
+    /// Valid chunks by record offset: raw length and BLAKE3.
+    pub(crate) chunks: HashMap<u64, (u32, [u8; 32])>,
     pub(crate) chunk_cache: Option<(u64, std::sync::Arc<Vec<u8>>)>,
     /// Archive byte ranges whose content is unusable, with the problem that says so.
     damaged: Vec<(Range<u64>, usize)>,
@@ -117,6 +118,8 @@ pub fn verify<R: ReadAt + ?Sized>(source: &R, limits: Limits, progress: &dyn Fn(
         Ok(header) => {
             report.recognised = true;
             start = u64::from(header.header_length);
+            // A valid header counts as verified, so a clean archive verifies whole.
+            report.verified_bytes = start;
             Some(header.archive_tag())
         }
         Err(e) => {
@@ -126,7 +129,7 @@ pub fn verify<R: ReadAt + ?Sized>(source: &R, limits: Limits, progress: &dyn Fn(
             }
             let class = class.expect("checked above");
             // Past a damaged header, the records still say which archive they belong to.
-            let found = find_any_record(source, size, 0)?;
+            let found = find_any_record(source, size, ArchiveHeader::SIZE as u64)?;
             let fatal = matches!(class, ErrorClass::UnsupportedVersion | ErrorClass::UnsupportedFeature);
             if class != ErrorClass::NotStrata || found.is_some() {
                 report.recognised = true;
@@ -409,7 +412,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 self.report.chunks += 1;
                 match chunk::decode_chunk(body) {
                     Ok((header, _)) => {
-                        self.chunks.insert(pos, header.raw_length);
+                        self.chunks.insert(pos, (header.raw_length, header.blake3));
                         true
                     }
                     Err(e) => {
@@ -502,6 +505,26 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
             }
         }
+    }
+
+    /// Whether a section's extents and chunks give its `IMAGE_END` map digest.
+    /// Only asked when the map itself checked out; a damaged chunk is reported on
+    /// its own, so the digest is then not compared.
+    fn map_digest_matches(&self, section: usize, end: &ImageEnd) -> bool {
+        let mut digest = strata_format::image::MapDigest::new();
+        for extent in &self.sections[section].extents {
+            let id = match extent.kind() {
+                Ok(ExtentKind::Zero) => strata_format::image::ZERO_ID,
+                Ok(ExtentKind::Lost) => strata_format::image::LOST_ID,
+                Ok(ExtentKind::Data(chunk_ref)) => match self.chunks.get(&chunk_ref) {
+                    Some(&(_, blake3)) => blake3,
+                    None => return true,
+                },
+                Err(_) => return true,
+            };
+            digest.push(extent, &id);
+        }
+        digest.finish() == end.map_blake3
     }
 
     /// Checks a section's begin record against what came before: the previous
@@ -608,7 +631,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
 
     fn handle_end(&mut self, pos: u64, body: &[u8]) -> bool {
         let Ok(raw) = <&[u8; ImageEnd::SIZE]>::try_from(body) else {
-            self.problem(ErrorClass::RecordMalformed, pos, "IMAGE_END body", "not 64 bytes");
+            self.problem(ErrorClass::RecordMalformed, pos, "IMAGE_END body", "not 96 bytes");
             return false;
         };
         let end = ImageEnd::decode(raw);
@@ -650,6 +673,15 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     range: next..end.logical_size,
                 });
             }
+        }
+        if ok && !self.map_digest_matches(open, &end) {
+            ok = false;
+            self.problem(
+                ErrorClass::IndexMismatch,
+                pos,
+                "IMAGE_END map_blake3",
+                format!("section {name:?}: the extent map and chunks do not give the digest IMAGE_END holds"),
+            );
         }
         let declared =
             (end.extent_count, end.data_bytes, end.lost_bytes, end.chunk_count, end.chunk_bytes, end.begin_offset);
@@ -695,8 +727,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 };
                 let affected = Affected { section: name.clone(), path: None, range: extent.image_offset..extent.end() };
                 match self.chunks.get(&chunk_ref) {
-                    Some(&raw_length) if u64::from(raw_length) == extent.length => {}
-                    Some(&raw_length) => {
+                    Some(&(raw_length, _)) if u64::from(raw_length) == extent.length => {}
+                    Some(&(raw_length, _)) => {
                         let p = self.problem(
                             ErrorClass::ExtentMap,
                             chunk_ref,

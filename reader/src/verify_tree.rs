@@ -403,7 +403,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     range: extent.file_offset..extent.end(),
                 };
                 match self.chunks.get(&extent.chunk_ref) {
-                    Some(&raw) if u64::from(extent.chunk_offset) + extent.length <= u64::from(raw) => {}
+                    Some(&(raw, _)) if u64::from(extent.chunk_offset) + extent.length <= u64::from(raw) => {}
                     Some(_) => {
                         let p = self.problem(
                             ErrorClass::ExtentMap,

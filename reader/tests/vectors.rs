@@ -120,3 +120,16 @@ fn every_vector_gives_its_expected_outcome() {
         }
     }
 }
+
+/// An index that points a range at another valid chunk reads without a checksum
+/// error; the map digest is what stops a whole restore from writing it.
+#[test]
+fn a_swapped_index_fails_the_restore_by_its_map_digest() {
+    let bytes = std::fs::read(vectors_dir().join("index-extents-differ.strata")).expect("vector");
+    let archive = Archive::open(bytes).expect("the index itself is well formed");
+    let Section::Image(image) = &archive.sections()[0] else { panic!("an image section") };
+    let mut sink = HashSink { hasher: blake3::Hasher::new(), position: 0 };
+    let error = archive.restore_image(image, &mut sink, &|_| {}).expect_err("the restore must fail");
+    assert_eq!(error.class(), Some(ErrorClass::IndexMismatch), "{error}");
+    assert!(error.to_string().contains("map digest"), "{error}");
+}

@@ -73,6 +73,17 @@ pub(crate) enum SectionTables {
     Tree(crate::tree::TreeTables),
 }
 
+/// What `add_image` carries from batch to batch.
+struct ImageState {
+    section_id: u32,
+    /// A run of zero windows stays open until data or the end closes it, so that
+    /// neighbouring zero windows become one extent even across batches.
+    open_zero: Option<Extent>,
+    extents: Vec<Extent>,
+    summary: ImageSummary,
+    digest: image::MapDigest,
+}
+
 /// Counts the chunks a section adds to the archive.
 pub(crate) trait ChunkTally {
     fn add_chunk(&mut self, record_bytes: u64);
@@ -200,12 +211,14 @@ impl<W: Write> ArchiveWriter<W> {
         };
         begin.validate()?;
         let begin_offset = self.write_record(RecordType::ImageBegin, &[&begin.to_bytes()])?;
-        let mut summary = ImageSummary { name: name.to_string(), ..ImageSummary::default() };
         let mut check = ExtentMapCheck::new(&begin);
-        let mut extents: Vec<Extent> = Vec::new();
-        // A run of zero windows stays open until data or the end closes it, so that
-        // neighbouring zero windows become one extent even across batches.
-        let mut open_zero: Option<Extent> = None;
+        let mut state = ImageState {
+            section_id,
+            open_zero: None,
+            extents: Vec::new(),
+            summary: ImageSummary { name: name.to_string(), ..ImageSummary::default() },
+            digest: image::MapDigest::new(),
+        };
 
         let chunk_size = self.options.chunk_size as usize;
         let windows_per_batch = (self.options.batch_bytes / chunk_size).clamp(1, 4096);
@@ -237,21 +250,15 @@ impl<W: Write> ArchiveWriter<W> {
                     || read_batch(source, &mut next, next_offset, windows_per_batch, chunk_size),
                 )
             });
-            self.write_batch(
-                section_id,
-                current.image_offset,
-                prepared,
-                &mut open_zero,
-                &mut extents,
-                &mut summary,
-                progress,
-            )?;
+            self.write_batch(&mut state, current.image_offset, prepared, progress)?;
             read_result.map_err(|e| read_error(e.0, e.1))?;
             std::mem::swap(&mut current, &mut next);
         }
         let logical_size = current.image_offset;
+        let ImageState { mut open_zero, mut extents, mut summary, mut digest, .. } = state;
         if let Some(zero) = open_zero.take() {
             extents.push(zero);
+            digest.push(&zero, &image::ZERO_ID);
             self.write_record(RecordType::ImageExtents, &[&image::encode_extent_table(section_id, &[zero])])?;
         }
         if let Some(expected) = source.known_size() {
@@ -276,6 +283,7 @@ impl<W: Write> ArchiveWriter<W> {
             chunk_count: summary.new_chunks,
             chunk_bytes: summary.stored_bytes,
             begin_offset,
+            map_blake3: digest.finish(),
         };
         let end_offset = self.write_record(RecordType::ImageEnd, &[&end.encode()])?;
         summary.logical_size = logical_size;
@@ -306,18 +314,16 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Turns a prepared batch into extents, then writes its `IMAGE_EXTENTS` record
     /// followed by its new chunks, in the order their extents first use them.
-    #[allow(clippy::too_many_arguments)]
     fn write_batch(
         &mut self,
-        section_id: u32,
+        state: &mut ImageState,
         image_offset: u64,
         prepared: Vec<PreparedWindow>,
-        open_zero: &mut Option<Extent>,
-        extents: &mut Vec<Extent>,
-        summary: &mut ImageSummary,
         progress: &dyn Progress,
     ) -> Result<(), WriteError> {
-        let mut planned: Vec<(Extent, Option<ChunkLocation>)> = Vec::new();
+        let ImageState { section_id, open_zero, extents, summary, digest } = state;
+        let section_id = *section_id;
+        let mut planned: Vec<(Extent, Option<ChunkLocation>, [u8; 32])> = Vec::new();
         let mut new_chunks: Vec<PreparedChunk> = Vec::new();
         let mut new_by_hash: HashMap<[u8; 32], usize> = HashMap::new();
         let mut offset = image_offset;
@@ -333,12 +339,13 @@ impl<W: Write> ArchiveWriter<W> {
                 }
                 PreparedWindow::Data(chunk) => {
                     if let Some(zero) = open_zero.take() {
-                        planned.push((zero, None));
+                        planned.push((zero, None, image::ZERO_ID));
                     }
                     let length = u64::from(chunk.raw_length);
+                    let content_id = chunk.blake3;
                     let (location, deduplicated) = self.locate_chunk(chunk, &mut new_chunks, &mut new_by_hash);
                     summary.deduplicated_chunks += u64::from(deduplicated);
-                    planned.push((Extent { image_offset: offset, length, chunk_ref: 0 }, Some(location)));
+                    planned.push((Extent { image_offset: offset, length, chunk_ref: 0 }, Some(location), content_id));
                     offset += length;
                     progress.advance(length);
                 }
@@ -350,10 +357,16 @@ impl<W: Write> ArchiveWriter<W> {
         let extents_written = self.write_announced(RecordType::ImageExtents, new_chunks, summary, |resolve| {
             let batch: Vec<Extent> = planned
                 .iter()
-                .map(|(extent, location)| Extent { chunk_ref: location.as_ref().map_or(REF_ZERO, resolve), ..*extent })
+                .map(|(extent, location, _)| Extent {
+                    chunk_ref: location.as_ref().map_or(REF_ZERO, resolve),
+                    ..*extent
+                })
                 .collect();
             (image::encode_extent_table(section_id, &batch), batch)
         })?;
+        for (extent, (_, _, content_id)) in extents_written.iter().zip(&planned) {
+            digest.push(extent, content_id);
+        }
         extents.extend_from_slice(&extents_written);
         Ok(())
     }

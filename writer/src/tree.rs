@@ -21,8 +21,8 @@ use crate::archive::{ArchiveWriter, ChunkTally, SectionState, SectionTables};
 use crate::chunker::{prepare_chunk, PreparedChunk};
 use crate::{Progress, WriteError};
 
-/// What to leave out of a tree.
-#[derive(Clone, Debug, Default)]
+/// What to leave out of a tree, and what to record of what is in it.
+#[derive(Clone, Debug)]
 pub struct TreeOptions {
     /// Glob patterns: a pattern with a `/` is matched against the path relative to
     /// the tree's root, one without against the entry's name (as `tar --exclude`).
@@ -31,6 +31,23 @@ pub struct TreeOptions {
     pub one_file_system: bool,
     /// Files to skip by (device, inode): the archive being written, for one.
     pub skip_inodes: Vec<(u64, u64)>,
+    /// Which `Captured` bits to record (owner names, xattrs, atime, ctime, birth
+    /// time, holes); what is left out is recorded as not captured.
+    pub capture: u64,
+    /// Record every entry as owned by this uid and gid, like `tar --owner --group`.
+    pub fixed_owner: Option<(u32, u32)>,
+}
+
+impl Default for TreeOptions {
+    fn default() -> Self {
+        TreeOptions {
+            excludes: Vec::new(),
+            one_file_system: false,
+            skip_inodes: Vec::new(),
+            capture: Captured::KNOWN,
+            fixed_owner: None,
+        }
+    }
 }
 
 /// Something that went wrong with one entry; the run goes on and ends non-zero.
@@ -283,12 +300,7 @@ impl<W: Write> ArchiveWriter<W> {
         }
         let (excludes, excludes_by_name) = build_excludes(&options.excludes)?;
         let section_id = self.begin_section(name)?;
-        let captured = Captured::OWNER_NAMES
-            | Captured::XATTRS
-            | Captured::ATIME
-            | Captured::CTIME
-            | Captured::BTIME
-            | Captured::HOLES;
+        let captured = options.capture & Captured::KNOWN;
         let begin =
             FilesBegin { section_id, chunk_size: self.options.chunk_size, captured, name: name.as_bytes().to_vec() };
         begin.validate()?;
@@ -430,7 +442,7 @@ impl Walk<'_> {
         let kind = kind_of(meta);
         let entry_id = self.next_id;
         self.next_id += 1;
-        let (btime_ns, mut flags) = match meta.created() {
+        let (btime_ns, flags) = match meta.created() {
             Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
                 Ok(d) => (d.as_nanos() as i64, EntryFlags::BTIME),
                 Err(e) => (-(e.duration().as_nanos() as i64), EntryFlags::BTIME),
@@ -445,28 +457,37 @@ impl Walk<'_> {
                 Vec::new()
             }
         };
+        let capture = self.options.capture;
+        let (uid, gid) = self.options.fixed_owner.unwrap_or((meta.uid(), meta.gid()));
+        let (user, group) = if capture & Captured::OWNER_NAMES != 0 {
+            (self.names.user(uid), self.names.group(gid))
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let xattrs = if capture & Captured::XATTRS != 0 { xattrs } else { Vec::new() };
+        let (btime_ns, flags) =
+            if capture & Captured::BTIME != 0 { (btime_ns, flags) } else { (0, flags & !EntryFlags::BTIME) };
         let rdev = meta.rdev();
         let is_device = matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice);
-        flags &= EntryFlags::KNOWN;
         Entry {
             kind,
             flags,
             entry_id,
             parent_id,
             mode: meta.mode() & 0o7777,
-            uid: meta.uid(),
-            gid: meta.gid(),
+            uid,
+            gid,
             rdev_major: if is_device { rustix::fs::major(rdev) } else { 0 },
             rdev_minor: if is_device { rustix::fs::minor(rdev) } else { 0 },
             mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
-            atime_ns: time_ns(meta.atime(), meta.atime_nsec()),
-            ctime_ns: time_ns(meta.ctime(), meta.ctime_nsec()),
+            atime_ns: if capture & Captured::ATIME != 0 { time_ns(meta.atime(), meta.atime_nsec()) } else { 0 },
+            ctime_ns: if capture & Captured::CTIME != 0 { time_ns(meta.ctime(), meta.ctime_nsec()) } else { 0 },
             btime_ns,
             size: 0,
             link_id: 0,
             blake3: [0; 32],
-            user: self.names.user(meta.uid()),
-            group: self.names.group(meta.gid()),
+            user,
+            group,
             name,
             target: Vec::new(),
             xattrs,
@@ -597,7 +618,8 @@ impl Walk<'_> {
         let mut resolved_before: Vec<FileExtent> = Vec::new();
         let mut covered = 0u64;
         let mut shrank = false;
-        let ranges = data_ranges(&file, size);
+        let ranges =
+            if self.options.capture & Captured::HOLES != 0 { data_ranges(&file, size) } else { vec![(0, size)] };
         let small = size < (self.chunk_size as u64).min(1 << 20) / 2 && ranges == [(0, size)];
         let mut buf = Vec::new();
         'ranges: for (start, end) in ranges {
