@@ -178,3 +178,33 @@ fn two_images_and_two_trees_are_independent_sections() {
     let out = run_ok(&["cat", path_str(&archive), "--files", "a", "x/disk-copy"]);
     assert_eq!(blake3::hash(&out.stdout).to_hex().to_string(), file_blake3(&part));
 }
+
+#[test]
+fn a_symlink_already_in_the_destination_is_never_followed() {
+    let work = temp_dir();
+    let dir = work.path();
+    let source = dir.join("source");
+    sh(&format!("mkdir -p {0}/sub && echo inside > {0}/sub/f && echo top > {0}/top", path_str(&source)));
+    let archive = dir.join("t.strata");
+    run_ok(&["create", path_str(&archive), "--files", &format!("t={}", path_str(&source)), "--quiet"]);
+    let outside = dir.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let dest = dir.join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("sub")).unwrap();
+
+    let out = run(&["extract", path_str(&archive), "--files", "t", path_str(&dest)]);
+    assert_eq!(out.status.code(), Some(1), "refusals exit 1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refusing sub in files t"), "{stderr}");
+    assert!(stderr.contains("refusing sub/f"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something was written through the link");
+    assert_eq!(std::fs::read(dest.join("top")).unwrap(), b"top\n", "the rest is extracted");
+
+    // With --overwrite the link is replaced by the real directory; still nothing outside.
+    let out = run(&["extract", path_str(&archive), "--files", "t", path_str(&dest), "--overwrite", "--quiet"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::symlink_metadata(dest.join("sub")).unwrap().is_dir());
+    assert_eq!(std::fs::read(dest.join("sub/f")).unwrap(), b"inside\n");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+}

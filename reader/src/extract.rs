@@ -220,9 +220,14 @@ impl<R: ReadAt> Extractor<'_, R> {
         let name_bytes = entry.name.clone();
         let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name_bytes);
         let existing = rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).ok();
-        if let Some(stat) = &existing {
-            let is_dir = rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory;
-            let reuse_dir = entry.kind == EntryKind::Directory && is_dir;
+        let is_dir = existing
+            .as_ref()
+            .is_some_and(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory);
+        // An existing real directory is extracted into; anything else in the way
+        // (a file, or a symbolic link, which is never followed) is replaced only
+        // with --overwrite.
+        let reuse_dir = entry.kind == EntryKind::Directory && is_dir;
+        if existing.is_some() {
             if !reuse_dir && !self.options.overwrite {
                 self.refuse(&path, "already exists (use --overwrite to replace it)");
                 return Ok(());
@@ -237,7 +242,7 @@ impl<R: ReadAt> Extractor<'_, R> {
         }
         self.report.entries += 1;
         let result = match entry.kind {
-            EntryKind::Directory => self.make_dir(&parent, name, &path, entry, existing.is_some()),
+            EntryKind::Directory => self.make_dir(&parent, name, &path, entry, reuse_dir),
             EntryKind::File => self.make_file(&parent, name, &path, &entry),
             EntryKind::Symlink => self.make_symlink(&parent, name, &path, &entry),
             EntryKind::Hardlink => self.make_hardlink(&parent, name, &path, &entry),

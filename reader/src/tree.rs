@@ -101,16 +101,14 @@ impl<R: ReadAt> Archive<R> {
                 let path = if entry.parent_id == NO_PARENT {
                     Vec::new()
                 } else {
-                    let parent = dir_paths.get(entry.parent_id as usize).and_then(|p| p.as_ref()).ok_or_else(|| {
-                        Error::new(
-                            ErrorClass::RecordMalformed,
-                            "parent_id",
-                            format!("entry {}: parent {} is not an earlier directory", entry.entry_id, entry.parent_id),
-                        )
-                        .at(record)
-                        .in_section(&tree.name)
-                    })?;
-                    join(parent, &entry.name)
+                    match dir_paths.get(entry.parent_id as usize).and_then(|p| p.as_ref()) {
+                        Some(parent) => join(parent, &entry.name),
+                        // Not a directory before it: a damaged or hostile entry.
+                        // It is still listed (verify reports it) under a path that
+                        // names the problem; extraction refuses it, having no
+                        // directory to put it in.
+                        None => join(format!("<entry {} is no directory>", entry.parent_id).as_bytes(), &entry.name),
+                    }
                 };
                 dir_paths.push((entry.kind == EntryKind::Directory).then(|| path.clone()));
                 visit(PathEntry { path, entry })?;

@@ -3,8 +3,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use strata_reader::sink::ImageSink;
-use strata_reader::{stream, verify, Archive, ErrorClass, Limits, Section};
+
+use strata_reader::extract::{self, ExtractOptions, Owners};
+use strata_reader::{stream, verify, Archive, ErrorClass, Limits, Section, TreeSection};
 
 fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors")
@@ -58,7 +62,13 @@ fn check_valid(name: &str, bytes: Vec<u8>, expected: &[serde_json::Value]) {
     let archive = Archive::open(bytes.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(archive.sections().len(), expected.len(), "{name}: section count");
     for (section, want) in archive.sections().iter().zip(expected) {
-        let Section::Image(image) = section else { panic!("{name}: expected an image section") };
+        let image = match section {
+            Section::Image(image) => image,
+            Section::Tree(tree) => {
+                check_tree(name, &archive, tree, want);
+                continue;
+            }
+        };
         assert_eq!(want["kind"], "image");
         assert_eq!(image.name, want["name"].as_str().expect("name"), "{name}");
         assert_eq!(image.logical_size, want["logical_size"].as_u64().expect("size"), "{name}");
@@ -104,10 +114,15 @@ fn every_vector_gives_its_expected_outcome() {
             "{name}: expected {class}, verify reported {:?}",
             report.problems.iter().map(|p| (p.class, p.detail.as_str())).collect::<Vec<_>>()
         );
+        if let Some(refused) = vector.get("refused") {
+            check_hostile(name, &bytes, refused.as_array().expect("refused is a list"));
+        } else if class == ErrorClass::RecordMalformed && name.starts_with("tree-") {
+            check_hostile(name, &bytes, &[]);
+        }
         // Opening may fail, but never panics; nor does reading what opens.
         if let Ok(archive) = Archive::open(bytes.clone()) {
             for section in archive.sections() {
-                let Section::Image(image) = section else { panic!("{name}: expected an image section") };
+                let Section::Image(image) = section else { continue };
                 let mut buf = vec![0u8; 4096];
                 let mut at = 0;
                 while at < image.logical_size.min(1 << 20) {
@@ -132,4 +147,134 @@ fn a_swapped_index_fails_the_restore_by_its_map_digest() {
     let error = archive.restore_image(image, &mut sink, &|_| {}).expect_err("the restore must fail");
     assert_eq!(error.class(), Some(ErrorClass::IndexMismatch), "{error}");
     assert!(error.to_string().contains("map digest"), "{error}");
+}
+
+fn unhex(text: &str) -> Vec<u8> {
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex")).collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A tree section lists exactly the manifest's entries, and extracts to them.
+fn check_tree(name: &str, archive: &Archive<Vec<u8>>, tree: &TreeSection, want: &serde_json::Value) {
+    assert_eq!(want["kind"], "files", "{name}");
+    assert_eq!(tree.name, want["name"].as_str().expect("name"), "{name}");
+    let want = want["entries"].as_array().expect("entries");
+    let mut paths_by_id = Vec::new();
+    let mut got = Vec::new();
+    archive
+        .walk_tree(tree, |item| {
+            paths_by_id.push(String::from_utf8_lossy(&item.path).into_owned());
+            got.push(item);
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(got.len(), want.len(), "{name}: entry count");
+    for (item, w) in got.iter().zip(want) {
+        let e = &item.entry;
+        let path = String::from_utf8_lossy(&item.path).into_owned();
+        assert_eq!(hex(&item.path), w["path_hex"].as_str().expect("path_hex"), "{name}: {path}");
+        assert_eq!(e.kind.name(), w["kind"].as_str().expect("kind"), "{name}: {path}");
+        assert_eq!(u64::from(e.mode), w["mode"].as_u64().expect("mode"), "{name}: {path}");
+        assert_eq!(e.size, w["size"].as_u64().expect("size"), "{name}: {path}");
+        assert_eq!(e.mtime_ns, w["mtime_ns"].as_i64().expect("mtime"), "{name}: {path}");
+        if let Some(b) = w.get("blake3") {
+            assert_eq!(hex(&e.blake3), b.as_str().expect("blake3"), "{name}: {path}");
+        }
+        if let Some(t) = w.get("target") {
+            assert_eq!(String::from_utf8_lossy(&e.target), t.as_str().expect("target"), "{name}: {path}");
+        }
+        if let Some(l) = w.get("link") {
+            assert_eq!(paths_by_id[e.link_id as usize], l.as_str().expect("link"), "{name}: {path}");
+        }
+    }
+    // Extract and look at what landed.
+    let dest = tempfile::tempdir().expect("temp dir");
+    let options = ExtractOptions { overwrite: false, owners: Owners::Never, select: Vec::new() };
+    let report = extract::extract(archive, tree, dest.path(), &options).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert!(
+        report.refused.is_empty() && report.warnings.is_empty(),
+        "{name}: {:?} {:?}",
+        report.refused,
+        report.warnings
+    );
+    for w in want.iter().skip(1) {
+        let rel = w["path"].as_str().expect("path");
+        let raw = unhex(w["path_hex"].as_str().expect("path_hex"));
+        let full = dest.path().join(std::ffi::OsStr::from_bytes(&raw));
+        let meta = std::fs::symlink_metadata(&full).unwrap_or_else(|e| panic!("{name}: {rel}: {e}"));
+        match w["kind"].as_str().expect("kind") {
+            "file" => {
+                let content = std::fs::read(&full).expect("readable");
+                assert_eq!(
+                    blake3::hash(&content).to_hex().as_str(),
+                    w["blake3"].as_str().expect("blake3"),
+                    "{name}: {rel}"
+                );
+            }
+            "hardlink" => {
+                let first =
+                    std::fs::metadata(dest.path().join(w["link"].as_str().expect("link"))).expect("link target");
+                assert_eq!(meta.ino(), first.ino(), "{name}: {rel} is not a hard link");
+            }
+            "symlink" => {
+                let target = std::fs::read_link(&full).expect("a link");
+                assert_eq!(target.to_string_lossy(), w["target"].as_str().expect("target"), "{name}: {rel}");
+            }
+            "fifo" => assert!(meta.file_type().is_fifo(), "{name}: {rel}"),
+            "directory" => assert!(meta.is_dir(), "{name}: {rel}"),
+            other => panic!("{name}: unexpected kind {other}"),
+        }
+        if !matches!(w["kind"].as_str(), Some("symlink" | "hardlink")) {
+            assert_eq!(
+                u64::from(meta.permissions().mode() & 0o7777),
+                w["mode"].as_u64().expect("mode"),
+                "{name}: {rel}"
+            );
+            assert_eq!(
+                meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                w["mtime_ns"].as_i64().expect("mtime"),
+                "{name}: {rel}"
+            );
+        }
+    }
+}
+
+/// A hostile tree extracts without writing outside its destination, refusing
+/// (at least) the entries the manifest names.
+fn check_hostile(name: &str, bytes: &[u8], refused: &[serde_json::Value]) {
+    let sandbox = tempfile::tempdir().expect("temp dir");
+    let canary = sandbox.path().join("canary");
+    std::fs::write(&canary, b"untouched").expect("canary");
+    let dest = sandbox.path().join("a/b/c/dest");
+    let outside_tmp = std::path::Path::new("/tmp/pwned");
+    let existed = outside_tmp.exists();
+    let Ok(archive) = Archive::open(bytes.to_vec()) else {
+        return; // nothing to extract from
+    };
+    for section in archive.sections() {
+        let Section::Tree(tree) = section else { continue };
+        let options = ExtractOptions { overwrite: false, owners: Owners::Never, select: Vec::new() };
+        let report = extract::extract(&archive, tree, &dest, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let refused_paths: Vec<String> =
+            report.refused.iter().map(|r| String::from_utf8_lossy(&r.path).into_owned()).collect();
+        assert!(!refused_paths.is_empty(), "{name}: nothing was refused");
+        for want in refused {
+            let want = want.as_str().expect("a path");
+            assert!(refused_paths.iter().any(|p| p == want), "{name}: {want} not refused: {refused_paths:?}");
+        }
+    }
+    // Nothing beside the destination changed.
+    let mut beside: Vec<_> =
+        std::fs::read_dir(sandbox.path()).expect("sandbox").map(|e| e.expect("entry").file_name()).collect();
+    beside.sort();
+    assert_eq!(beside, ["a", "canary"], "{name}: something was written beside the destination");
+    assert_eq!(std::fs::read(&canary).expect("canary"), b"untouched");
+    assert_eq!(outside_tmp.exists(), existed, "{name}: /tmp/pwned appeared");
+    for dir in ["a", "a/b", "a/b/c"] {
+        let count = std::fs::read_dir(sandbox.path().join(dir)).expect("dir").count();
+        assert_eq!(count, 1, "{name}: {dir} holds more than the way to the destination");
+    }
 }

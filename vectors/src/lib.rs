@@ -7,6 +7,8 @@
 //! one deliberate defect, their checksums fixed up so that the defect is the one a
 //! reader meets; the expected error class is stated here, never observed.
 
+mod trees;
+
 use std::io;
 use std::path::Path;
 
@@ -17,8 +19,8 @@ use strata_writer::{ArchiveWriter, ImageSource, NoProgress, Window, WriterOption
 
 /// Chunk size of every vector: small, so vectors stay a few KiB.
 pub const CHUNK: usize = 4096;
-const UUID: [u8; 16] = *b"strata-vectors-1";
-const CREATED_NS: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
+pub(crate) const UUID: [u8; 16] = *b"strata-vectors-1";
+pub(crate) const CREATED_NS: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 
 /// A piece of an image model.
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +37,20 @@ pub enum Segment {
     Text(usize),
 }
 
+/// Pseudo-random (incompressible) bytes from a seed (splitmix64).
+pub(crate) fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) as u8
+        })
+        .collect()
+}
+
 /// An image as the generator knows it.
 #[derive(Clone, Debug)]
 pub struct ImageModel {
@@ -45,7 +61,7 @@ pub struct ImageModel {
 }
 
 impl ImageModel {
-    fn new(name: &'static str, segments: Vec<Segment>) -> Self {
+    pub(crate) fn new(name: &'static str, segments: Vec<Segment>) -> Self {
         ImageModel { name, segments, size_known: true }
     }
 
@@ -60,17 +76,7 @@ impl ImageModel {
                     holes.push((bytes.len(), bytes.len() + n));
                     bytes.resize(bytes.len() + n, 0);
                 }
-                Segment::Random(seed, n) => {
-                    let mut state = seed;
-                    bytes.extend((0..n).map(|_| {
-                        // splitmix64
-                        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                        let mut z = state;
-                        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                        (z ^ (z >> 31)) as u8
-                    }));
-                }
+                Segment::Random(seed, n) => bytes.extend(random_bytes(seed, n)),
                 Segment::Repeat(byte, n) => bytes.resize(bytes.len() + n, byte),
                 Segment::Text(n) => {
                     const WORDS: &[&str] = &["strata ", "image ", "backup ", "chunk ", "extent ", "zstd\n"];
@@ -89,7 +95,7 @@ impl ImageModel {
 
     /// What a reader must report for this image, computed from the model and the
     /// format's rule that an all-zero chunk window is a zero extent.
-    fn expectation(&self) -> SectionExpectation {
+    pub(crate) fn expectation(&self) -> SectionExpectation {
         let (bytes, _) = self.materialise();
         let data_bytes =
             bytes.chunks(CHUNK).filter(|window| window.iter().any(|&b| b != 0)).map(|window| window.len() as u64).sum();
@@ -139,10 +145,26 @@ pub struct SectionExpectation {
     pub blake3: String,
 }
 
+impl SectionExpectation {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        json!({
+            "kind": "image",
+            "name": self.name,
+            "logical_size": self.logical_size,
+            "data_bytes": self.data_bytes,
+            "lost_bytes": 0,
+            "blake3": self.blake3,
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Expectation {
-    Valid(Vec<SectionExpectation>),
-    Invalid(ErrorClass),
+    /// The sections a reader must list, as the manifest gives them.
+    Valid(Vec<serde_json::Value>),
+    /// The class `verify` must report, and for hostile trees the paths that
+    /// extraction must refuse.
+    Invalid { class: ErrorClass, refused: Vec<String> },
 }
 
 #[derive(Clone, Debug)]
@@ -190,7 +212,7 @@ pub fn records(bytes: &[u8]) -> Vec<Rec> {
     out
 }
 
-fn of_type(bytes: &[u8], t: RecordType) -> Vec<Rec> {
+pub(crate) fn of_type(bytes: &[u8], t: RecordType) -> Vec<Rec> {
     records(bytes).into_iter().filter(|r| r.record_type == t.code()).collect()
 }
 
@@ -290,7 +312,7 @@ fn valid(name: &'static str, description: &'static str, images: Vec<ImageModel>)
         name,
         description,
         bytes: build(&images),
-        expect: Expectation::Valid(images.iter().map(ImageModel::expectation).collect()),
+        expect: Expectation::Valid(images.iter().map(|i| i.expectation().to_json()).collect()),
     }
 }
 
@@ -302,7 +324,7 @@ fn invalid(
 ) -> Vector {
     let mut bytes = build(&[small_image()]);
     mutate(&mut bytes);
-    Vector { name, description, bytes, expect: Expectation::Invalid(class) }
+    Vector { name, description, bytes, expect: Expectation::Invalid { class, refused: Vec::new() } }
 }
 
 /// Every vector, in manifest order.
@@ -376,6 +398,7 @@ pub fn all() -> Vec<Vector> {
     vectors.push(ancillary);
 
     vectors.extend(invalid_vectors());
+    vectors.extend(trees::vectors());
     vectors
 }
 
@@ -409,13 +432,13 @@ fn invalid_vectors() -> Vec<Vector> {
         name: "not-strata-gzip",
         description: "a gzip stream",
         bytes: vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 3, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        expect: Expectation::Invalid(NotStrata),
+        expect: Expectation::Invalid { class: NotStrata, refused: Vec::new() },
     });
     v.push(Vector {
         name: "empty-file",
         description: "zero bytes",
         bytes: Vec::new(),
-        expect: Expectation::Invalid(NotStrata),
+        expect: Expectation::Invalid { class: NotStrata, refused: Vec::new() },
     });
     v.push(invalid("header-crc", "one byte of the header's writer field changed", BadHeader, |b| b[70] ^= 0x20));
     v.push(invalid("header-length-invalid", "header_length 100 (CRC fixed)", BadHeader, |b| {
@@ -620,23 +643,14 @@ pub fn manifest(vectors: &[Vector]) -> serde_json::Value {
             match &v.expect {
                 Expectation::Valid(sections) => {
                     entry["valid"] = json!(true);
-                    entry["sections"] = sections
-                        .iter()
-                        .map(|s| {
-                            json!({
-                                "kind": "image",
-                                "name": s.name,
-                                "logical_size": s.logical_size,
-                                "data_bytes": s.data_bytes,
-                                "lost_bytes": 0,
-                                "blake3": s.blake3,
-                            })
-                        })
-                        .collect();
+                    entry["sections"] = json!(sections);
                 }
-                Expectation::Invalid(class) => {
+                Expectation::Invalid { class, refused } => {
                     entry["valid"] = json!(false);
                     entry["error"] = json!(class.name());
+                    if !refused.is_empty() {
+                        entry["refused"] = json!(refused);
+                    }
                 }
             }
             entry

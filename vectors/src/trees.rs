@@ -1,0 +1,395 @@
+//! File-tree vectors: a tree model built on disk with every field fixed (modes,
+//! times, owner recorded as 0:0, no times or names that differ between
+//! machines), written by the reference writer, and its expected listing computed
+//! from the model; hostile and damaged variants patched in place.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use serde_json::json;
+use strata_format::files::{self, Captured, DirTable};
+use strata_format::{ErrorClass, RecordType};
+use strata_writer::{ArchiveWriter, NoProgress, SliceSource, TreeOptions, WriterOptions};
+
+use crate::{of_type, refix_record, Expectation, ImageModel, Rec, Vector, CHUNK, CREATED_NS, UUID};
+
+/// One node of a tree model.
+#[derive(Clone, Debug)]
+pub enum Node {
+    Dir,
+    /// Content, and byte ranges to punch as holes (block aligned).
+    File(Vec<u8>, Vec<(u64, u64)>),
+    Symlink(&'static [u8]),
+    /// A hard link to another path of the model.
+    Hardlink(&'static [u8]),
+    Fifo,
+}
+
+/// A tree: paths (relative, `/`-separated bytes) to nodes, modes and times.
+pub struct TreeModel {
+    pub nodes: Vec<(Vec<u8>, Node, u32, i64)>,
+    pub xattr: Option<(&'static [u8], &'static [u8], &'static str)>,
+}
+
+fn text(n: usize, seed: usize) -> Vec<u8> {
+    let words = ["tree ", "entry ", "chunk ", "strata ", "file\n"];
+    let mut out = Vec::new();
+    let mut i = seed;
+    while out.len() < n {
+        out.extend_from_slice(words[i % words.len()].as_bytes());
+        i = (i * 7 + 3) % 1_000_003;
+    }
+    out.truncate(n);
+    out
+}
+
+/// The standard tree of the vectors: every entry kind the format has (but
+/// devices, which need privileges to make), packed and windowed files, leading,
+/// inner and trailing holes, a non-UTF-8 and a 255-byte name, a dangling link.
+pub fn standard_tree() -> TreeModel {
+    let t = 1_767_225_600_123_456_789i64;
+    let mut long_name = b"docs/".to_vec();
+    long_name.extend(std::iter::repeat_n(b'L', 255));
+    let mut sparse = vec![0u8; 20_480];
+    sparse[8_192..8_292].copy_from_slice(&[b'x'; 100]);
+    TreeModel {
+        nodes: vec![
+            (b"docs".to_vec(), Node::Dir, 0o755, t),
+            (b"docs/readme.txt".to_vec(), Node::File(text(300, 1), vec![]), 0o644, t + 1),
+            (b"docs/hard".to_vec(), Node::Hardlink(b"docs/readme.txt"), 0o644, t + 1),
+            (b"docs/empty".to_vec(), Node::File(vec![], vec![]), 0o600, t + 2),
+            (b"docs/big.bin".to_vec(), Node::File(crate::random_bytes(11, 10_000), vec![]), 0o640, t + 3),
+            (b"docs/sparse".to_vec(), Node::File(sparse, vec![(0, 8_192), (12_288, 20_480)]), 0o644, t + 4),
+            (b"docs/link".to_vec(), Node::Symlink(b"readme.txt"), 0o777, t + 5),
+            (b"docs/dangling".to_vec(), Node::Symlink(b"../nowhere"), 0o777, t + 6),
+            (b"docs/caf\xe9".to_vec(), Node::File(text(50, 2), vec![]), 0o4755, t + 7),
+            (long_name, Node::File(text(10, 3), vec![]), 0o644, t + 8),
+            (b"docs/fifo".to_vec(), Node::Fifo, 0o620, t + 9),
+            (b"empty-dir".to_vec(), Node::Dir, 0o1777, t + 10),
+            (b"zz".to_vec(), Node::Dir, 0o755, t + 11),
+            (b"zz/evil".to_vec(), Node::File(text(20, 4), vec![]), 0o644, t + 12),
+            (b"esc".to_vec(), Node::Symlink(b"../../../../tmp"), 0o777, t + 13),
+            (b"esd".to_vec(), Node::Dir, 0o755, t + 14),
+            (b"esd/pwned".to_vec(), Node::File(text(20, 5), vec![]), 0o644, t + 15),
+            (b"d1".to_vec(), Node::File(text(30, 6), vec![]), 0o644, t + 16),
+            (b"d2".to_vec(), Node::File(text(31, 7), vec![]), 0o644, t + 17),
+            (b"abc".to_vec(), Node::File(text(40, 8), vec![]), 0o644, t + 18),
+        ],
+        xattr: Some((b"docs/readme.txt", b"user.comment", "made for the vectors")),
+    }
+}
+
+/// Builds the model under `root`.
+fn materialise(model: &TreeModel, root: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(root)?;
+    let path_of = |p: &[u8]| root.join(std::ffi::OsStr::from_bytes(p));
+    for (path, node, _, _) in &model.nodes {
+        let full = path_of(path);
+        match node {
+            Node::Dir => std::fs::create_dir(&full)?,
+            Node::File(bytes, holes) => {
+                std::fs::write(&full, bytes)?;
+                let file = std::fs::OpenOptions::new().write(true).open(&full)?;
+                for &(start, end) in holes {
+                    // Punch the hole so the file system reports it as one.
+                    rustix::fs::fallocate(
+                        &file,
+                        rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE,
+                        start,
+                        end - start,
+                    )?;
+                }
+            }
+            Node::Symlink(target) => std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &full)?,
+            Node::Hardlink(to) => std::fs::hard_link(path_of(to), &full)?,
+            Node::Fifo => rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &full,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )?,
+        }
+    }
+    if let Some((path, name, value)) = model.xattr {
+        xattr::set(path_of(path), std::ffi::OsStr::from_bytes(name), value.as_bytes())?;
+    }
+    for (path, node, mode, _) in &model.nodes {
+        if !matches!(node, Node::Symlink(_) | Node::Hardlink(_)) {
+            std::fs::set_permissions(path_of(path), std::fs::Permissions::from_mode(*mode))?;
+        }
+    }
+    // Times last, deepest first, so no later change touches them.
+    for (path, node, _, mtime) in model.nodes.iter().rev() {
+        if matches!(node, Node::Hardlink(_)) {
+            continue;
+        }
+        let time =
+            filetime::FileTime::from_unix_time(mtime.div_euclid(1_000_000_000), mtime.rem_euclid(1_000_000_000) as u32);
+        filetime::set_symlink_file_times(path_of(path), time, time)?;
+    }
+    let root_time = filetime::FileTime::from_unix_time(1_767_225_600, 0);
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;
+    filetime::set_symlink_file_times(root, root_time, root_time)
+}
+
+/// The entries a reader must list, in walk order (children by bytewise name,
+/// depth first), computed from the model.
+pub fn expected_entries(model: &TreeModel) -> Vec<serde_json::Value> {
+    let mut children: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut by_path: BTreeMap<Vec<u8>, (&Node, u32, i64)> = BTreeMap::new();
+    for (path, node, mode, mtime) in &model.nodes {
+        let parent = path.iter().rposition(|&b| b == b'/').map_or(Vec::new(), |i| path[..i].to_vec());
+        children.entry(parent).or_default().push(path.clone());
+        by_path.insert(path.clone(), (node, *mode, *mtime));
+    }
+    for list in children.values_mut() {
+        list.sort_by(|a, b| name_of(a).cmp(name_of(b)));
+    }
+    let mut order = Vec::new();
+    let mut stack: Vec<Vec<u8>> = children.get(&Vec::new()).cloned().unwrap_or_default().into_iter().rev().collect();
+    while let Some(path) = stack.pop() {
+        if let Some(kids) = children.get(&path) {
+            stack.extend(kids.iter().rev().cloned());
+        }
+        order.push(path);
+    }
+    // Of paths sharing an inode, the first in walk order holds the content.
+    let mut first_of_inode: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    let inode_of = |path: &Vec<u8>| -> Vec<u8> {
+        match by_path[path].0 {
+            Node::Hardlink(to) => to.to_vec(),
+            _ => path.clone(),
+        }
+    };
+    let mut out = vec![
+        json!({"path": "", "path_hex": "", "kind": "directory", "mode": 0o755, "size": 0, "mtime_ns": 1_767_225_600_000_000_000i64}),
+    ];
+    for path in &order {
+        let (node, _, _) = by_path[path];
+        let inode = inode_of(path);
+        let (content_node, mode, mtime) = by_path[&inode];
+        let shown = String::from_utf8_lossy(path).into_owned();
+        let hex: String = path.iter().map(|b| format!("{b:02x}")).collect();
+        // Names are bytes: `path_hex` is exact, `path` is for people (lossy UTF-8).
+        let mut entry = json!({ "path": shown, "path_hex": hex, "mode": mode, "mtime_ns": mtime });
+        match (node, content_node) {
+            (Node::Dir, _) => {
+                entry["kind"] = json!("directory");
+                entry["size"] = json!(0);
+            }
+            (Node::Symlink(target), _) => {
+                entry["kind"] = json!("symlink");
+                entry["size"] = json!(target.len());
+                entry["target"] = json!(String::from_utf8_lossy(target));
+            }
+            (Node::Fifo, _) => {
+                entry["kind"] = json!("fifo");
+                entry["size"] = json!(0);
+            }
+            (_, Node::File(bytes, _)) => match first_of_inode.get(&inode) {
+                Some(first) => {
+                    entry["kind"] = json!("hardlink");
+                    entry["size"] = json!(0);
+                    entry["link"] = json!(String::from_utf8_lossy(first));
+                }
+                None => {
+                    first_of_inode.insert(inode.clone(), path.clone());
+                    entry["kind"] = json!("file");
+                    entry["size"] = json!(bytes.len());
+                    entry["blake3"] = json!(blake3::hash(bytes).to_hex().to_string());
+                }
+            },
+            _ => unreachable!("a hard link in the model names a file"),
+        }
+        out.push(entry);
+    }
+    out
+}
+
+fn name_of(path: &[u8]) -> &[u8] {
+    path.iter().rposition(|&b| b == b'/').map_or(path, |i| &path[i + 1..])
+}
+
+/// Writes `images` then the tree `model` (named "tree").
+pub fn build_with_tree(images: &[ImageModel], model: &TreeModel) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let root = dir.path().join("tree");
+    materialise(model, &root).expect("the tree model builds on this file system");
+    let mut options = WriterOptions::new(UUID, CREATED_NS);
+    options.chunk_size = CHUNK as u32;
+    options.threads = 1;
+    let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
+    for image in images {
+        let (bytes, _) = image.materialise();
+        writer.add_image(image.name, &mut SliceSource::new(&bytes), &NoProgress).expect("writing to memory");
+    }
+    let tree_options = TreeOptions {
+        // Nothing that differs between machines: no atime, ctime, birth time or
+        // owner names, and every entry recorded as owned by 0:0.
+        capture: Captured::XATTRS | Captured::HOLES,
+        fixed_owner: Some((0, 0)),
+        ..TreeOptions::default()
+    };
+    let summary = writer.add_tree("tree", &root, &tree_options, &NoProgress).expect("the model is readable");
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    writer.finish().expect("writing to memory").0
+}
+
+/// Where an entry named `name` sits: its record and the name's byte offset.
+fn entry_name_at(bytes: &[u8], name: &[u8]) -> (Rec, usize) {
+    for rec in of_type(bytes, RecordType::FilesEntries) {
+        let (_, entries) = files::parse_entries(&bytes[rec.body_start..rec.body_end]).expect("valid entries");
+        if let Some((offset, _)) = entries.iter().find(|(_, e)| e.name == name) {
+            return (rec, rec.body_start + *offset as usize + files::ENTRY_HEAD);
+        }
+    }
+    panic!("no entry named {}", String::from_utf8_lossy(name));
+}
+
+/// Renames an entry in place (same length) in its entry record and its parent's
+/// directory table, fixing both CRCs.
+fn rename(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+    assert_eq!(from.len(), to.len(), "a rename in place keeps the length");
+    let (rec, at) = entry_name_at(bytes, from);
+    bytes[at..at + to.len()].copy_from_slice(to);
+    refix_record(bytes, rec.offset);
+    for rec in of_type(bytes, RecordType::FilesDir) {
+        let table = DirTable::parse(&bytes[rec.body_start..rec.body_end]).expect("valid table");
+        let mut at = rec.body_start + 24 + table.children.len() * 32;
+        for (_, name) in &table.children {
+            if name == from {
+                bytes[at..at + to.len()].copy_from_slice(to);
+                refix_record(bytes, rec.offset);
+                return;
+            }
+            at += name.len();
+        }
+    }
+    panic!("no directory table lists {}", String::from_utf8_lossy(from));
+}
+
+/// Changes one fixed field of the entry named `name` (offset inside the entry).
+fn patch_entry(bytes: &mut [u8], name: &[u8], field: usize, value: &[u8]) {
+    let (rec, name_at) = entry_name_at(bytes, name);
+    let entry = name_at - files::ENTRY_HEAD;
+    bytes[entry + field..entry + field + value.len()].copy_from_slice(value);
+    refix_record(bytes, rec.offset);
+}
+
+fn entry_id(bytes: &[u8], name: &[u8]) -> u64 {
+    let (_, name_at) = entry_name_at(bytes, name);
+    let at = name_at - files::ENTRY_HEAD + 8;
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn tree_vector(
+    name: &'static str,
+    description: &'static str,
+    class: ErrorClass,
+    refused: &[&str],
+    mutate: impl FnOnce(&mut Vec<u8>),
+) -> Vector {
+    let mut bytes = build_with_tree(&[], &standard_tree());
+    mutate(&mut bytes);
+    Vector {
+        name,
+        description,
+        bytes,
+        expect: Expectation::Invalid { class, refused: refused.iter().map(|s| s.to_string()).collect() },
+    }
+}
+
+/// Every file-tree vector.
+pub fn vectors() -> Vec<Vector> {
+    use ErrorClass::*;
+    let model = standard_tree();
+    let image = ImageModel::new("disk", vec![crate::Segment::Random(11, 10_000), crate::Segment::Zero(8_192)]);
+    let mut v = vec![
+        Vector {
+            name: "tree-small",
+            description: "a file tree with every entry kind but devices: packed and windowed files, holes, hard and symbolic links, a fifo, non-UTF-8 and 255-byte names, an xattr",
+            bytes: build_with_tree(&[], &model),
+            expect: Expectation::Valid(vec![json!({"kind": "files", "name": "tree", "entries": expected_entries(&model)})]),
+        },
+        Vector {
+            name: "image-and-tree",
+            description: "an image and a tree in one archive; the tree's big.bin shares its first chunks with the image",
+            bytes: build_with_tree(std::slice::from_ref(&image), &model),
+            expect: Expectation::Valid(vec![
+                image.expectation().to_json(),
+                json!({"kind": "files", "name": "tree", "entries": expected_entries(&model)}),
+            ]),
+        },
+    ];
+    v.push(tree_vector(
+        "tree-name-dotdot",
+        "a directory named \"..\" holding a file: extraction must not climb out",
+        RecordMalformed,
+        &["..", "../evil"],
+        |b| rename(b, b"zz", b".."),
+    ));
+    v.push(tree_vector("tree-name-slash", "a file named \"a/c\"", RecordMalformed, &["a/c"], |b| {
+        rename(b, b"abc", b"a/c")
+    }));
+    v.push(tree_vector(
+        "tree-duplicate-name",
+        "two files named \"d1\" in one directory",
+        RecordMalformed,
+        &["d1"],
+        |b| rename(b, b"d2", b"d1"),
+    ));
+    v.push(tree_vector(
+        "tree-symlink-escape",
+        "a symbolic link \"esc\" pointing outside, then a directory of the same name with a file in it",
+        RecordMalformed,
+        &["esc", "esc/pwned"],
+        |b| rename(b, b"esd", b"esc"),
+    ));
+    v.push(tree_vector(
+        "tree-hardlink-escape",
+        "a hard link whose target is the symbolic link \"dangling\", not a regular file",
+        RecordMalformed,
+        &["docs/readme.txt"],
+        |b| {
+            let target = entry_id(b, b"dangling");
+            patch_entry(b, b"readme.txt", 88, &target.to_le_bytes());
+        },
+    ));
+    v.push(tree_vector(
+        "tree-parent-not-dir",
+        "an entry whose parent is a regular file",
+        RecordMalformed,
+        // Its path has no directory to name: readers report it their own way.
+        &[],
+        |b| {
+            let parent = entry_id(b, b"abc");
+            patch_entry(b, b"evil", 16, &parent.to_le_bytes());
+        },
+    ));
+    v.push(tree_vector(
+        "tree-content-blake3",
+        "a file's whole-content BLAKE3 does not match its chunks (CRC fixed)",
+        ChunkCorrupt,
+        &[],
+        |b| patch_entry(b, b"big.bin", 96, &[0xEE; 4]),
+    ));
+    v.push(tree_vector(
+        "tree-extents-differ",
+        "an entry's extents differ from those its FILES_EXTENTS announced (CRC fixed)",
+        IndexMismatch,
+        &[],
+        |b| {
+            let (rec, name_at) = entry_name_at(b, b"big.bin");
+            let entry = name_at - files::ENTRY_HEAD;
+            let length = u32::from_le_bytes(b[entry..entry + 4].try_into().expect("4 bytes")) as usize;
+            // The last extent's chunk_offset field, inside the entry's own extent list.
+            let last_extent = entry + length - files::FileExtent::SIZE;
+            b[last_extent + 32] = 1;
+            refix_record(b, rec.offset);
+        },
+    ));
+    v
+}
