@@ -52,6 +52,9 @@ pub struct ExtractArgs {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// Print what was refused and warned about as JSON (spec/conformance.md).
+    #[arg(long)]
+    json: bool,
 }
 
 fn trees<'a, R: ReadAt>(
@@ -115,10 +118,17 @@ fn shown(path: &[u8]) -> String {
     }
 }
 
-fn entry_json(item: &PathEntry) -> serde_json::Value {
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One entry in the JSON shape of `spec/conformance.md`; `link` is the path of a
+/// hard link's first entry when known.
+fn entry_json(item: &PathEntry, link: Option<&[u8]>) -> serde_json::Value {
     let e = &item.entry;
     let mut value = json!({
-        "path": shown(&item.path),
+        "path": String::from_utf8_lossy(&item.path),
+        "path_hex": hex(&item.path),
         "kind": e.kind.name(),
         "mode": e.mode,
         "uid": e.uid,
@@ -130,13 +140,16 @@ fn entry_json(item: &PathEntry) -> serde_json::Value {
         "xattrs": e.xattrs.len(),
     });
     if e.kind == EntryKind::File {
-        value["blake3"] = json!(e.blake3.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        value["blake3"] = json!(hex(&e.blake3));
     }
     if e.kind == EntryKind::Symlink {
         value["target"] = json!(String::from_utf8_lossy(&e.target));
     }
     if e.kind == EntryKind::Hardlink {
         value["link_id"] = json!(e.link_id);
+        if let Some(link) = link {
+            value["link"] = json!(String::from_utf8_lossy(link));
+        }
     }
     if matches!(e.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
         value["rdev"] = json!([e.rdev_major, e.rdev_minor]);
@@ -144,7 +157,7 @@ fn entry_json(item: &PathEntry) -> serde_json::Value {
     value
 }
 
-fn print_entry(out: &mut impl Write, item: &PathEntry, long: bool) -> std::io::Result<()> {
+fn print_entry(out: &mut impl Write, item: &PathEntry, long: bool, link: Option<&[u8]>) -> std::io::Result<()> {
     let e = &item.entry;
     if !long {
         return writeln!(out, "{}", shown(&item.path));
@@ -157,7 +170,10 @@ fn print_entry(out: &mut impl Write, item: &PathEntry, long: bool) -> std::io::R
     let when = when.trim_end_matches(" UTC");
     let suffix = match e.kind {
         EntryKind::Symlink => format!(" -> {}", String::from_utf8_lossy(&e.target)),
-        EntryKind::Hardlink => format!(" link to entry {}", e.link_id),
+        EntryKind::Hardlink => match link {
+            Some(path) => format!(" link to {}", String::from_utf8_lossy(path)),
+            None => format!(" link to entry {}", e.link_id),
+        },
         _ => String::new(),
     };
     writeln!(
@@ -211,9 +227,14 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
     let mut missing = 0;
     for tree in &trees {
         let mut items = Vec::new();
+        // Paths of regular files by entry id, so hard links name their file.
+        let mut file_paths: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
         if args.paths.is_empty() {
             archive
                 .walk_tree(tree, |item| {
+                    if item.entry.kind == EntryKind::File {
+                        file_paths.insert(item.entry.entry_id, item.path.clone());
+                    }
                     items.push(item);
                     Ok(())
                 })
@@ -233,7 +254,10 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
             json_sections.push(json!({
                 "kind": "files",
                 "name": tree.name,
-                "entries": items.iter().map(entry_json).collect::<Vec<_>>(),
+                "entries": items
+                    .iter()
+                    .map(|item| entry_json(item, file_paths.get(&item.entry.link_id).map(Vec::as_slice)))
+                    .collect::<Vec<_>>(),
             }));
             continue;
         }
@@ -241,7 +265,8 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
             let _ = writeln!(out, "files {}:", tree.name);
         }
         for item in &items {
-            if print_entry(&mut out, item, args.long).is_err() {
+            let link = file_paths.get(&item.entry.link_id).map(Vec::as_slice);
+            if print_entry(&mut out, item, args.long, link).is_err() {
                 return Ok(0); // stdout closed (a pager quit): not an error
             }
         }
@@ -270,6 +295,23 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
     let started = std::time::Instant::now();
     let report =
         extract::extract(&archive, tree, &args.dest, &options).map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+    if args.json {
+        let list = |items: &[extract::Refusal]| -> Vec<serde_json::Value> {
+            items
+                .iter()
+                .map(
+                    |r| json!({"path": String::from_utf8_lossy(&r.path), "path_hex": hex(&r.path), "reason": r.reason}),
+                )
+                .collect()
+        };
+        output::print_json(&json!({
+            "entries": report.entries,
+            "bytes": report.bytes,
+            "refused": list(&report.refused),
+            "warnings": list(&report.warnings),
+            "not_found": report.not_found.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect::<Vec<_>>(),
+        }));
+    }
     for refusal in &report.refused {
         eprintln!("strata: refusing {} in files {}: {}", shown(&refusal.path), tree.name, refusal.reason);
     }
