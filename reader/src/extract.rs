@@ -240,6 +240,10 @@ impl<R: ReadAt> Extractor<'_, R> {
                 let _ = rustix::fs::unlinkat(&parent, name, AtFlags::empty());
             }
         }
+        if entry.flags & strata_format::files::EntryFlags::UNREADABLE != 0 {
+            self.warn(&path, "its content could not be read when the backup was made: not extracted");
+            return Ok(());
+        }
         self.report.entries += 1;
         let result = match entry.kind {
             EntryKind::Directory => self.make_dir(&parent, name, &path, entry, reuse_dir),

@@ -609,6 +609,8 @@ impl Walk<'_> {
             Err(e) => {
                 self.warn(relative, format!("content not read: {e}"));
                 entry.flags |= EntryFlags::UNREADABLE;
+                // No content: size 0 and the BLAKE3 of nothing, as for an empty file.
+                entry.blake3 = *blake3::hash(b"").as_bytes();
                 return self.complete(writer, entry, Vec::new());
             }
         };
