@@ -2,12 +2,13 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
 use strata_writer::{ArchiveWriter, FileSource, ImageSource, Progress, StreamSource, TreeOptions, WriterOptions};
 
+use crate::atomic::AtomicFile;
 use crate::{device, output, Failure};
 
 #[derive(Args)]
@@ -76,7 +77,7 @@ fn parse_uuid(value: &str) -> Result<[u8; 16], Failure> {
     Ok(uuid)
 }
 
-fn random_uuid() -> Result<[u8; 16], Failure> {
+pub(crate) fn random_uuid() -> Result<[u8; 16], Failure> {
     let mut uuid = [0u8; 16];
     File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut uuid))
@@ -87,7 +88,7 @@ fn random_uuid() -> Result<[u8; 16], Failure> {
     Ok(uuid)
 }
 
-struct BarProgress(indicatif::ProgressBar);
+pub(crate) struct BarProgress(pub(crate) indicatif::ProgressBar);
 
 impl Progress for BarProgress {
     fn advance(&self, bytes: u64) {
@@ -95,34 +96,10 @@ impl Progress for BarProgress {
     }
 }
 
-/// The archive's destination: a temporary file renamed into place at the end, or
-/// standard output.
+/// The archive's destination: a file written atomically, or standard output.
 enum Destination {
-    File { temp: tempfile::NamedTempFile, path: PathBuf },
+    File(AtomicFile),
     Stdout,
-}
-
-impl Destination {
-    fn open(path: &Path) -> Result<Destination, Failure> {
-        if crate::is_stdio(path) {
-            return Ok(Destination::Stdout);
-        }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name =
-            path.file_name().ok_or_else(|| Failure::fatal(format!("{} is not a file name", path.display())))?;
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", file_name.to_string_lossy()))
-            .suffix(".tmp")
-            // Mode 0666 less the umask, as any newly created file gets.
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(&dir)
-            .map_err(|e| Failure::fatal(format!("creating a temporary file in {}: {e}", dir.display())))?;
-        crate::cleanup::register(temp.path());
-        Ok(Destination::File { temp, path: path.to_path_buf() })
-    }
 }
 
 pub fn run(args: CreateArgs) -> Result<u8, Failure> {
@@ -168,38 +145,34 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
             return Err(Failure::fatal(format!("--files {name}={}: not a folder", dir.display())));
         }
     }
-    let destination = Destination::open(&args.archive)?;
+    let destination = if crate::is_stdio(&args.archive) {
+        Destination::Stdout
+    } else {
+        Destination::File(AtomicFile::create(&args.archive)?)
+    };
     let label = args.archive.display().to_string();
     let mut tree_options =
         TreeOptions { excludes: args.exclude.clone(), one_file_system: args.one_file_system, ..TreeOptions::default() };
     // Never back up the archive being written, when it lies inside a tree.
-    if let Destination::File { temp, .. } = &destination {
-        if let Ok(meta) = temp.as_file().metadata() {
-            use std::os::unix::fs::MetadataExt;
-            tree_options.skip_inodes.push((meta.dev(), meta.ino()));
-        }
+    if let Destination::File(file) = &destination {
+        tree_options.skip_inodes.extend(file.identity());
     }
     let summary = match destination {
         Destination::Stdout => {
             let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
             write_archive(out, options, &mut sources, &args.trees, &tree_options, args.quiet)?.1
         }
-        Destination::File { temp, path } => {
-            let file = temp.as_file().try_clone().map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+        Destination::File(atomic) => {
             let (out, summary) = write_archive(
-                BufWriter::with_capacity(1 << 20, file),
+                BufWriter::with_capacity(1 << 20, atomic.file()?),
                 options,
                 &mut sources,
                 &args.trees,
                 &tree_options,
                 args.quiet,
             )?;
-            let file = out.into_inner().map_err(|e| Failure::fatal(format!("writing {label}: {}", e.error())))?;
-            file.sync_all().map_err(|e| Failure::fatal(format!("syncing {label}: {e}")))?;
-            let temp_path = temp.path().to_path_buf();
-            temp.persist(&path)
-                .map_err(|e| Failure::fatal(format!("renaming the finished archive to {label}: {}", e.error)))?;
-            crate::cleanup::forget(&temp_path);
+            out.into_inner().map_err(|e| Failure::fatal(format!("writing {label}: {}", e.error())))?;
+            atomic.commit()?;
             summary
         }
     };

@@ -89,6 +89,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                         "extents": image.end.extent_count,
                         "chunks": image.end.chunk_count,
                         "stored_bytes": image.end.chunk_bytes,
+                        "lost_ranges": lost_ranges(image).iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
                     }
                 })
             }
@@ -162,6 +163,14 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                         String::new()
                     }
                 );
+                for (start, end) in lost_ranges(image) {
+                    println!(
+                        "         lost in salvage: bytes {}-{} ({})",
+                        output::grouped(start),
+                        output::grouped(end - 1),
+                        output::size(end - start)
+                    );
+                }
             }
             Section::Tree(tree) => println!(
                 "  files  {:8} {} entries ({} files, {} dirs), {}, {} stored",
@@ -175,6 +184,16 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         }
     }
     Ok(0)
+}
+
+/// Image ranges recorded as lost in salvage, as half-open byte ranges.
+fn lost_ranges(image: &strata_reader::ImageSection) -> Vec<(u64, u64)> {
+    image
+        .extents
+        .iter()
+        .filter(|e| e.chunk_ref == strata_format::image::REF_LOST)
+        .map(|e| (e.image_offset, e.end()))
+        .collect()
 }
 
 /// The JSON form of a verify report (spec/conformance.md).

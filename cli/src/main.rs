@@ -4,6 +4,7 @@
 //! something was refused or warned about; 2 usage error, I/O failure, or nothing
 //! usable.
 
+mod atomic;
 mod cleanup;
 mod create;
 mod device;
@@ -11,6 +12,7 @@ mod files;
 mod inspect;
 mod output;
 mod restore;
+mod salvage;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,11 @@ enum Command {
         after_help = "Exit status: 0 clean, 1 damaged (the damage is listed), 2 unreadable or not a Strata archive.\n\nExample:\n  strata verify backup.strata"
     )]
     Verify(inspect::VerifyArgs),
+    /// Write a new, valid archive holding everything intact from a damaged one.
+    #[command(
+        after_help = "Exit status: 0 nothing was lost, 1 something was lost (listed), 2 nothing usable.\n\nExample:\n  strata salvage old.strata recovered.strata"
+    )]
+    Salvage(salvage::SalvageArgs),
     /// List a file tree, like `tar -tv`.
     #[command(
         after_help = "Examples:\n  strata list backup.strata --files home --long\n  strata list backup.strata --files home alice/docs --json"
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => inspect::verify(args),
         Command::Restore(args) => restore::run(args),
         Command::List(args) => files::list(args),
+        Command::Salvage(args) => salvage::run(args),
         Command::Extract(args) => files::extract(args),
         Command::Cat(args) => inspect::cat(args),
     };

@@ -9,6 +9,7 @@ use clap::Args;
 use strata_reader::sink::{FileSink, ImageSink, StreamSink};
 use strata_reader::{stream, Archive, Limits};
 
+use crate::atomic::AtomicFile;
 use crate::inspect::open_file;
 use crate::{device, output, Failure};
 
@@ -33,7 +34,7 @@ pub struct RestoreArgs {
 enum Target {
     Stdout,
     Device(File),
-    NewFile { temp: tempfile::NamedTempFile, path: PathBuf },
+    NewFile(AtomicFile),
 }
 
 fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
@@ -50,20 +51,7 @@ fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
             .map_err(|e| Failure::fatal(format!("cannot open {}: {e}", dest.display())))?;
         return Ok(Target::Device(file));
     }
-    let dir = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = dest.file_name().ok_or_else(|| Failure::fatal(format!("{} is not a file name", dest.display())))?;
-    let temp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(".tmp")
-        // Mode 0666 less the umask, as any newly created file gets.
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(&dir)
-        .map_err(|e| Failure::fatal(format!("creating a temporary file in {}: {e}", dir.display())))?;
-    crate::cleanup::register(temp.path());
-    Ok(Target::NewFile { temp, path: dest.to_path_buf() })
+    Ok(Target::NewFile(AtomicFile::create(dest)?))
 }
 
 pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
@@ -120,15 +108,11 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
             let mut sink = FileSink::new(file).map_err(|e| Failure::fatal(format!("{}: {e}", args.dest.display())))?;
             run(&mut sink)?
         }
-        Target::NewFile { temp, path } => {
-            let file = temp.as_file().try_clone().map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
-            let mut sink = FileSink::new(file).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+        Target::NewFile(atomic) => {
+            let mut sink =
+                FileSink::new(atomic.file()?).map_err(|e| Failure::fatal(format!("{}: {e}", args.dest.display())))?;
             let size = run(&mut sink)?;
-            let temp_path = temp.path().to_path_buf();
-            temp.persist(&path).map_err(|e| {
-                Failure::fatal(format!("renaming the restored image to {}: {}", path.display(), e.error))
-            })?;
-            crate::cleanup::forget(&temp_path);
+            atomic.commit()?;
             size
         }
     };

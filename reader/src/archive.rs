@@ -360,6 +360,18 @@ impl<R: ReadAt> Archive<R> {
     }
 }
 
+/// Reads and decodes the `CHUNK` record at `offset` of any positional source,
+/// without an opened archive (salvage reads what a walk found).
+pub fn chunk_at<R: ReadAt + ?Sized>(source: &R, offset: u64, tag: [u8; 8], limits: &Limits) -> Result<Chunk, Error> {
+    let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
+    let record = read_record_at(source, size, offset, tag, limits.max_index_bytes)?;
+    if record.record_type != Some(RecordType::Chunk) {
+        return Err(Error::new(ErrorClass::DanglingReference, "chunk reference", "not a CHUNK record").at(offset));
+    }
+    let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(offset))?;
+    Ok(Chunk { blake3: header.blake3, raw })
+}
+
 /// A decoded chunk and its identity.
 #[derive(Debug)]
 pub struct Chunk {

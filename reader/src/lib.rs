@@ -24,7 +24,7 @@ pub mod tree;
 pub mod verify;
 mod verify_tree;
 
-pub use archive::{Archive, Chunk, ImageSection, Limits, Section};
+pub use archive::{chunk_at, Archive, Chunk, ImageSection, Limits, Section};
 pub use chunk::decode_chunk;
 pub use error::Error;
 pub use read_at::ReadAt;

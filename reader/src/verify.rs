@@ -111,6 +111,39 @@ pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
 /// Verifies a whole archive. Fails only when the source cannot be read at all;
 /// everything wrong with the archive is in the report.
 pub fn verify<R: ReadAt + ?Sized>(source: &R, limits: Limits, progress: &dyn Fn(u64)) -> Result<Report, Error> {
+    scan(source, limits, progress).map(|(report, _)| report)
+}
+
+/// An image section as a walk of the records found it: what salvage rebuilds.
+#[derive(Clone, Debug)]
+pub struct RecoveredImage {
+    pub name: String,
+    pub sector_size: u32,
+    pub chunk_size: u32,
+    /// From `IMAGE_END`, or else the end of the last extent found.
+    pub logical_size: u64,
+    /// The extents found, sorted by image offset; ranges no extent covers were lost.
+    pub extents: Vec<Extent>,
+}
+
+/// What survives in a damaged archive, for salvage.
+#[derive(Clone, Debug, Default)]
+pub struct Recovered {
+    pub images: Vec<RecoveredImage>,
+    /// The names of file-tree sections found (not salvaged yet).
+    pub trees: Vec<String>,
+    /// Every chunk that passed all its checks: record offset to raw length.
+    pub chunks: HashMap<u64, u32>,
+    /// The archive tag its records carry.
+    pub tag: [u8; 8],
+}
+
+/// [`verify`], also returning what survives.
+pub fn scan<R: ReadAt + ?Sized>(
+    source: &R,
+    limits: Limits,
+    progress: &dyn Fn(u64),
+) -> Result<(Report, Recovered), Error> {
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
     let mut report = Report { archive_size: size, ..Report::default() };
     let mut start = ArchiveHeader::SIZE as u64;
@@ -150,7 +183,7 @@ pub fn verify<R: ReadAt + ?Sized>(source: &R, limits: Limits, progress: &dyn Fn(
                 });
             }
             if fatal {
-                return Ok(report);
+                return Ok((report, Recovered::default()));
             }
             match found {
                 Some((offset, tag)) => {
@@ -162,7 +195,7 @@ pub fn verify<R: ReadAt + ?Sized>(source: &R, limits: Limits, progress: &dyn Fn(
         }
     };
     let Some(tag) = tag else {
-        return Ok(report);
+        return Ok((report, Recovered::default()));
     };
     let mut walk = Walk {
         source,
@@ -185,7 +218,8 @@ pub fn verify<R: ReadAt + ?Sized>(source: &R, limits: Limits, progress: &dyn Fn(
     };
     walk.walk(start, progress)?;
     walk.cross_check();
-    Ok(walk.finish())
+    let recovered = walk.recovered();
+    Ok((walk.finish(), recovered))
 }
 
 /// Scans from `from` for the first 32 bytes that form a valid record header of
@@ -284,7 +318,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     "record header",
                     format!("the archive ends {} bytes into a record header", self.size - pos),
                 );
-                self.damaged.push((pos..self.size, p));
+                self.damaged.push((pos..u64::MAX, p));
                 break;
             }
             let mut raw = [0u8; 32];
@@ -367,7 +401,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let tag = self.tag;
         let next = scan_for_record(self.source, self.size, pos + 1, |raw| RecordHeader::looks_valid(raw, tag))?
             .map_or(self.size, |(offset, _)| offset);
-        self.damaged.push((pos..next, problem));
+        // Past the last valid record, everything is gone, references beyond the
+        // end of a cut file included.
+        self.damaged.push((pos..if next == self.size { u64::MAX } else { next }, problem));
         let detail = if next == self.size {
             format!("no valid record follows; bytes {pos}..{next} are unreadable")
         } else {
@@ -859,6 +895,39 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     );
                 }
             }
+        }
+    }
+
+    fn recovered(&self) -> Recovered {
+        let images = self
+            .sections
+            .iter()
+            .map(|s| {
+                let mut extents = s.extents.clone();
+                extents.sort_by_key(|e| e.image_offset);
+                extents.dedup_by_key(|e| e.image_offset);
+                let end_of_map = extents.last().map_or(0, Extent::end);
+                RecoveredImage {
+                    name: s.name.clone(),
+                    sector_size: s.begin.sector_size,
+                    chunk_size: s.begin.chunk_size,
+                    logical_size: s.end.map_or(
+                        if s.begin.logical_size != strata_format::image::UNKNOWN_SIZE {
+                            s.begin.logical_size
+                        } else {
+                            end_of_map
+                        },
+                        |(_, end)| end.logical_size,
+                    ),
+                    extents,
+                }
+            })
+            .collect();
+        Recovered {
+            images,
+            trees: self.trees.iter().map(|t| t.name.clone()).collect(),
+            chunks: self.chunks.iter().map(|(&offset, &(raw, _))| (offset, raw)).collect(),
+            tag: self.tag,
         }
     }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use rayon::prelude::*;
-use strata_format::image::{self, ExtentMapCheck, REF_ZERO, UNKNOWN_SIZE};
+use strata_format::image::{self, ExtentMapCheck, REF_LOST, REF_ZERO, UNKNOWN_SIZE};
 use strata_format::index::{SectionKind, TRAILER_MAGIC};
 use strata_format::{
     limits, ArchiveHeader, ArchiveIndex, ChunkHeader, Extent, ImageBegin, ImageEnd, RecordHeader, RecordType,
@@ -47,6 +47,8 @@ pub struct ImageSummary {
     pub logical_size: u64,
     pub data_bytes: u64,
     pub zero_bytes: u64,
+    /// Bytes the source reported lost (salvage), recorded as lost extents.
+    pub lost_bytes: u64,
     pub new_chunks: u64,
     pub deduplicated_chunks: u64,
     /// Bytes of chunk records this section added to the archive.
@@ -71,6 +73,15 @@ pub(crate) struct SectionState {
 pub(crate) enum SectionTables {
     Image(Vec<Extent>),
     Tree(crate::tree::TreeTables),
+}
+
+/// The content identity of a zero or lost run in the map digest.
+fn run_id(run: &Extent) -> [u8; 32] {
+    if run.chunk_ref == REF_LOST {
+        image::LOST_ID
+    } else {
+        image::ZERO_ID
+    }
 }
 
 /// What `add_image` carries from batch to batch.
@@ -193,6 +204,19 @@ impl<W: Write> ArchiveWriter<W> {
         (RecordHeader::SIZE + ChunkHeader::SIZE + chunk.stored.len()) as u64
     }
 
+    /// Sets the chunk size of the sections added from now on (salvage keeps each
+    /// image's own).
+    pub fn set_chunk_size(&mut self, chunk_size: u32) -> Result<(), WriteError> {
+        if !chunk_size.is_power_of_two() || !(limits::MIN_CHUNK_SIZE..=limits::MAX_CHUNK_RAW).contains(&chunk_size) {
+            return Err(WriteError::Invalid {
+                what: "chunk size",
+                detail: format!("{chunk_size}: expected a power of two from 4 KiB to 16 MiB"),
+            });
+        }
+        self.options.chunk_size = chunk_size;
+        Ok(())
+    }
+
     /// Adds a block-image section named `name` holding everything `source` yields.
     pub fn add_image(
         &mut self,
@@ -243,6 +267,7 @@ impl<W: Write> ArchiveWriter<W> {
                             .map(|(window, buffer)| match *window {
                                 Window::Data(len) => prepare(&buffer[..len], level),
                                 Window::Hole(len) => PreparedWindow::Zero { length: len as u64 },
+                                Window::Lost(len) => PreparedWindow::Lost { length: len as u64 },
                                 Window::End => unreachable!("a batch holds no End window"),
                             })
                             .collect::<Vec<_>>()
@@ -256,10 +281,10 @@ impl<W: Write> ArchiveWriter<W> {
         }
         let logical_size = current.image_offset;
         let ImageState { mut open_zero, mut extents, mut summary, mut digest, .. } = state;
-        if let Some(zero) = open_zero.take() {
-            extents.push(zero);
-            digest.push(&zero, &image::ZERO_ID);
-            self.write_record(RecordType::ImageExtents, &[&image::encode_extent_table(section_id, &[zero])])?;
+        if let Some(run) = open_zero.take() {
+            extents.push(run);
+            digest.push(&run, &run_id(&run));
+            self.write_record(RecordType::ImageExtents, &[&image::encode_extent_table(section_id, &[run])])?;
         }
         if let Some(expected) = source.known_size() {
             if expected != logical_size {
@@ -279,7 +304,7 @@ impl<W: Write> ArchiveWriter<W> {
             logical_size,
             extent_count: extents.len() as u64,
             data_bytes: check.data_bytes,
-            lost_bytes: 0,
+            lost_bytes: check.lost_bytes,
             chunk_count: summary.new_chunks,
             chunk_bytes: summary.stored_bytes,
             begin_offset,
@@ -288,7 +313,8 @@ impl<W: Write> ArchiveWriter<W> {
         let end_offset = self.write_record(RecordType::ImageEnd, &[&end.encode()])?;
         summary.logical_size = logical_size;
         summary.data_bytes = check.data_bytes;
-        summary.zero_bytes = logical_size - check.data_bytes;
+        summary.zero_bytes = logical_size - check.data_bytes - check.lost_bytes;
+        summary.lost_bytes = check.lost_bytes;
         self.sections.push(SectionState { begin_offset, end_offset, tables: SectionTables::Image(extents) });
         self.summary.images.push(summary.clone());
         Ok(summary)
@@ -329,17 +355,24 @@ impl<W: Write> ArchiveWriter<W> {
         let mut offset = image_offset;
         for window in prepared {
             match window {
-                PreparedWindow::Zero { length } => {
+                PreparedWindow::Zero { length } | PreparedWindow::Lost { length } => {
+                    let kind = if matches!(window, PreparedWindow::Lost { .. }) { REF_LOST } else { REF_ZERO };
                     match open_zero {
-                        Some(zero) => zero.length += length,
-                        None => *open_zero = Some(Extent { image_offset: offset, length, chunk_ref: REF_ZERO }),
+                        Some(run) if run.chunk_ref == kind => run.length += length,
+                        _ => {
+                            if let Some(run) =
+                                open_zero.replace(Extent { image_offset: offset, length, chunk_ref: kind })
+                            {
+                                planned.push((run, None, run_id(&run)));
+                            }
+                        }
                     }
                     offset += length;
                     progress.advance(length);
                 }
                 PreparedWindow::Data(chunk) => {
-                    if let Some(zero) = open_zero.take() {
-                        planned.push((zero, None, image::ZERO_ID));
+                    if let Some(run) = open_zero.take() {
+                        planned.push((run, None, run_id(&run)));
                     }
                     let length = u64::from(chunk.raw_length);
                     let content_id = chunk.blake3;
@@ -358,7 +391,7 @@ impl<W: Write> ArchiveWriter<W> {
             let batch: Vec<Extent> = planned
                 .iter()
                 .map(|(extent, location, _)| Extent {
-                    chunk_ref: location.as_ref().map_or(REF_ZERO, resolve),
+                    chunk_ref: location.as_ref().map_or(extent.chunk_ref, resolve),
                     ..*extent
                 })
                 .collect();
@@ -474,7 +507,7 @@ fn batch_len(batch: &Batch) -> u64 {
         .windows
         .iter()
         .map(|w| match *w {
-            Window::Data(n) | Window::Hole(n) => n as u64,
+            Window::Data(n) | Window::Hole(n) | Window::Lost(n) => n as u64,
             Window::End => 0,
         })
         .sum()
@@ -499,7 +532,7 @@ fn read_batch(
         let window = source.next_window(&mut batch.buffers[slot], chunk_size).map_err(|e| (offset, e))?;
         match window {
             Window::End => break,
-            Window::Data(n) | Window::Hole(n) => {
+            Window::Data(n) | Window::Hole(n) | Window::Lost(n) => {
                 batch.windows.push(window);
                 offset += n as u64;
                 // A short window ends the image: nothing may follow it.

@@ -9,6 +9,8 @@ use strata_format::ChunkEncoding;
 pub(crate) enum PreparedWindow {
     /// A hole or all-zero window: becomes (part of) a zero extent.
     Zero { length: u64 },
+    /// A window whose data was lost (salvage): becomes (part of) a lost extent.
+    Lost { length: u64 },
     /// A window with data: becomes a data extent and, unless deduplicated, a chunk.
     Data(PreparedChunk),
 }

@@ -12,6 +12,9 @@ pub enum Window {
     Data(usize),
     /// This many bytes are a hole in a sparse file: zeros, not read.
     Hole(usize),
+    /// This many bytes were lost before they reached the writer (salvage of a
+    /// damaged archive): recorded as a lost extent, read back as zeros.
+    Lost(usize),
     /// The source has no more bytes.
     End,
 }
