@@ -208,3 +208,40 @@ fn a_symlink_already_in_the_destination_is_never_followed() {
     assert_eq!(std::fs::read(dest.join("sub/f")).unwrap(), b"inside\n");
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 }
+
+#[test]
+fn one_damaged_chunk_is_one_problem_naming_exactly_the_files_it_holds() {
+    let work = temp_dir();
+    let dir = work.path();
+    let src = dir.join("src");
+    sh(&format!(
+        "mkdir -p {0}/d && for i in 1 2 3 4 5 6; do head -c 300000 /dev/urandom > {0}/d/f$i; done && head -c 3000000 /dev/urandom > {0}/big",
+        path_str(&src)
+    ));
+    let archive = dir.join("t.strata");
+    run_ok(&["create", path_str(&archive), "--files", &format!("t={}", path_str(&src)), "--quiet"]);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    // The first chunk record: a pack of the small files.
+    let records = record_map(&bytes);
+    let &(chunk, _, _) = records.iter().find(|r| RecordType::from_code(r.2) == Some(RecordType::Chunk)).unwrap();
+    bytes[chunk as usize + 32 + 40 + 1000] ^= 0x55;
+    let damaged = dir.join("damaged.strata");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let out = run(&["verify", path_str(&damaged), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "one damaged chunk is one problem: {problems:?}");
+    let named: BTreeSet<String> = problems[0]["affects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().expect("a file path").to_string())
+        .collect();
+    assert!(!named.is_empty());
+    for file in ["d/f1", "d/f2", "d/f3", "d/f4", "d/f5", "d/f6", "big"] {
+        let cat = run(&["cat", path_str(&damaged), "--files", "t", file]);
+        let readable = cat.status.success();
+        assert_eq!(!readable, named.contains(file), "{file}: readable {readable}, named {named:?}");
+    }
+}

@@ -370,6 +370,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 let name = record_type.map_or("ancillary", |t| t.name());
                 self.report.problems[p].what = format!("{name} record body CRC-32C");
                 self.damaged.push((pos..end, p));
+                if record_type == Some(RecordType::Chunk) {
+                    // The header is sound: the chunk still takes its place in the
+                    // order and the totals, so only its own loss is reported.
+                    self.note_chunk_record(pos, end);
+                }
                 if record_type == Some(RecordType::Trailer) {
                     break;
                 }
@@ -423,29 +428,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         match record_type {
             None => true,
             Some(RecordType::Chunk) => {
-                if let Some(&expected) = self.expected_forward.front() {
-                    if expected == pos {
-                        self.expected_forward.pop_front();
-                    } else {
-                        self.problem(
-                            ErrorClass::DanglingReference,
-                            pos,
-                            "chunk order",
-                            format!(
-                                "this chunk follows an IMAGE_EXTENTS record whose next new chunk is at byte {expected}"
-                            ),
-                        );
-                        self.expected_forward.clear();
-                    }
-                }
-                if let Some(open) = self.open {
-                    self.sections[open].chunk_count += 1;
-                    self.sections[open].chunk_bytes += end - pos;
-                } else if let Some(open) = self.open_tree {
-                    self.trees[open].chunk_count += 1;
-                    self.trees[open].chunk_bytes += end - pos;
-                }
-                self.report.chunks += 1;
+                self.note_chunk_record(pos, end);
                 match chunk::decode_chunk(body) {
                     Ok((header, _)) => {
                         self.chunks.insert(pos, (header.raw_length, header.blake3));
@@ -541,6 +524,32 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
             }
         }
+    }
+
+    /// Accounts for a `CHUNK` record whose header is sound, whatever its body:
+    /// its place in the announced order, and the open section's totals.
+    fn note_chunk_record(&mut self, pos: u64, end: u64) {
+        if let Some(&expected) = self.expected_forward.front() {
+            if expected == pos {
+                self.expected_forward.pop_front();
+            } else {
+                self.problem(
+                    ErrorClass::DanglingReference,
+                    pos,
+                    "chunk order",
+                    format!("this chunk follows an extent record whose next new chunk is at byte {expected}"),
+                );
+                self.expected_forward.clear();
+            }
+        }
+        if let Some(open) = self.open {
+            self.sections[open].chunk_count += 1;
+            self.sections[open].chunk_bytes += end - pos;
+        } else if let Some(open) = self.open_tree {
+            self.trees[open].chunk_count += 1;
+            self.trees[open].chunk_bytes += end - pos;
+        }
+        self.report.chunks += 1;
     }
 
     /// Whether a section's extents and chunks give its `IMAGE_END` map digest.
