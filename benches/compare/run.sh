@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# benches/compare/run.sh: Strata beside the tools people use today for images and
+# backups, on the same corpus, in one run, with the same page-cache state for all
+# (inputs read once before every measured run). Prints a markdown table and
+# writes it to benches/RESULTS.md.
+#
+#   CORPUS=DIR   the corpus (built by benches/compare/corpus.sh when missing)
+#   RUNS=3       runs per measurement; the table shows medians
+#   WORK=DIR     scratch space (default /var/tmp/strata-compare, about 12 GB)
+#   OUT=FILE     where the table goes (default benches/RESULTS.md)
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+CORPUS=${CORPUS:-/var/tmp/strata-corpus}
+RUNS=${RUNS:-3}
+WORK=${WORK:-/var/tmp/strata-compare}
+OUT=${OUT:-$ROOT/benches/RESULTS.md}
+export RESTIC_PASSWORD=strata-compare BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+
+log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# --- tools -------------------------------------------------------------------
+need=()
+for pair in zstd:zstd qemu-img:qemu-utils partclone.ext4:partclone bsdtar:libarchive-tools \
+  mksquashfs:squashfs-tools borg:borgbackup restic:restic /usr/bin/time:time; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+[[ -f $CORPUS/image-clean.raw && -d $CORPUS/tree ]] || CORPUS=$CORPUS bash "$HERE/corpus.sh"
+# shellcheck disable=SC1091
+. "$CORPUS/meta.env"
+DEEP_OFF=${DEEP_OFF:-${image_clean_DEEP_OFF:?meta.env has no DEEP_OFF}}
+(cd "$ROOT" && cargo build --release --quiet --bin strata)
+STRATA=$ROOT/target/release/strata
+rm -rf "$WORK" && mkdir -p "$WORK"
+W=$WORK C=$CORPUS
+
+# --- measuring -----------------------------------------------------------------
+# measure WORK TOOL OUTPUT PREPARE COMMAND: RUNS runs of COMMAND (after PREPARE
+# and warming the inputs), recording median wall time, median peak RSS and the
+# size of OUTPUT (a file or folder; "-" for none).
+ROWS=()
+warm() { cat "$C/image-clean.raw" "$C/image-dirty.raw" >/dev/null; tar -C "$C/tree" -cf - . >/dev/null; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+measure() {
+  local work=$1 tool=$2 output=$3 prepare=$4 command=$5 times=() rss=() i
+  for ((i = 0; i < RUNS; i++)); do
+    bash -c "$prepare" >/dev/null 2>&1 || true
+    warm
+    local stats start
+    start=$EPOCHREALTIME
+    if ! /usr/bin/time -f '%M' -o "$W/time.txt" bash -c "$command" >/dev/null 2>"$W/stderr"; then
+      log "$tool $work failed: $(tail -3 "$W/stderr")"
+      ROWS+=("$work|$tool|failed|-|-")
+      return
+    fi
+    # Wall time with microseconds (one-file reads take milliseconds); RSS in KiB.
+    times+=("$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }')")
+    stats=$(tail -1 "$W/time.txt")
+    rss+=("$stats")
+  done
+  local t r size="-"
+  t=$(printf '%s\n' "${times[@]}" | median)
+  r=$(printf '%s\n' "${rss[@]}" | median)
+  [[ $output != - ]] && size=$(du -sb "$output" | cut -f1)
+  log "$work $tool: ${t}s, $((r / 1024)) MiB RSS, size $size"
+  ROWS+=("$work|$tool|$t|$size|$((r / 1024))")
+}
+
+# --- images --------------------------------------------------------------------
+for kind in clean dirty; do
+  IMG=$C/image-$kind.raw
+  measure "image-$kind create" strata "$W/$kind.strata" "rm -f $W/$kind.strata" "$STRATA create $W/$kind.strata --image disk=$IMG --quiet"
+  measure "image-$kind create" "zstd -3 -T2" "$W/$kind.zst" "rm -f $W/$kind.zst" "zstd -3 -T2 -q -f $IMG -o $W/$kind.zst"
+  measure "image-$kind create" "qemu-img qcow2 zstd" "$W/$kind.qcow2" "rm -f $W/$kind.qcow2" \
+    "qemu-img convert -c -O qcow2 -o compression_type=zstd $IMG $W/$kind.qcow2"
+  measure "image-$kind create" "partclone.ext4 + zstd (used blocks only)" "$W/$kind.pc.zst" "rm -f $W/$kind.pc.zst" \
+    "partclone.ext4 -c -s $IMG -o - 2>/dev/null | zstd -3 -T2 -q > $W/$kind.pc.zst"
+done
+IMG=$C/image-clean.raw
+measure "image-clean restore" strata - "rm -f $W/r.img" "$STRATA restore $W/clean.strata --image disk $W/r.img --quiet"
+cmp "$W/r.img" "$IMG" || { log "strata restore is not bit-identical"; exit 1; }
+measure "image-clean restore" "zstd -d" - "rm -f $W/r.img" "zstd -d -q -f $W/clean.zst -o $W/r.img"
+measure "image-clean restore" "qemu-img qcow2" - "rm -f $W/r.img" "qemu-img convert -O raw $W/clean.qcow2 $W/r.img"
+rm -f "$W/r.img"
+measure "16 KiB read at an image offset" strata - true \
+  "$STRATA cat $W/clean.strata --image disk --offset $DEEP_OFF --length 16384"
+measure "16 KiB read at an image offset" "qemu-io qcow2" - true \
+  "qemu-io -r -c 'read $DEEP_OFF 16k' $W/clean.qcow2"
+measure "16 KiB read at an image offset" "zstd -d (stream to the offset)" - true \
+  "zstd -dc $W/clean.zst | tail -c +$((DEEP_OFF + 1)) | head -c 16384"
+rm -f "$W"/dirty.*
+
+# --- trees ---------------------------------------------------------------------
+T=$C/tree
+measure "tree create" strata "$W/tree.strata" "rm -f $W/tree.strata" "$STRATA create $W/tree.strata --files tree=$T --quiet"
+measure "tree create" "tar + zstd -3 -T2" "$W/tree.tar.zst" "rm -f $W/tree.tar.zst" "tar -C $T -cf - . | zstd -3 -T2 -q > $W/tree.tar.zst"
+measure "tree create" "bsdtar --zstd" "$W/tree.bsdtar" "rm -f $W/tree.bsdtar" "bsdtar --zstd -cf $W/tree.bsdtar -C $T ."
+measure "tree create" "mksquashfs zstd" "$W/tree.sqfs" "rm -f $W/tree.sqfs" \
+  "mksquashfs $T $W/tree.sqfs -comp zstd -Xcompression-level 3 -processors 2 -noappend -quiet"
+measure "tree create" "borg" "$W/borg" "rm -rf $W/borg && borg init -e none $W/borg" \
+  "borg create --compression zstd,3 $W/borg::a $T"
+measure "tree create" "restic" "$W/restic" "rm -rf $W/restic && restic init -q --repo $W/restic" \
+  "restic -q -r $W/restic backup $T"
+X=$W/x
+measure "tree extract" strata - "rm -rf $X" "$STRATA extract $W/tree.strata --files tree $X --quiet"
+if [[ -x $ROOT/.venv/bin/python ]] && "$ROOT/.venv/bin/python" -c 'import blake3' 2>/dev/null; then
+  py=$ROOT/.venv/bin/python
+else
+  py=python3
+fi
+"$py" "$HERE/manifest.py" "$T" >"$W/want.txt"
+"$py" "$HERE/manifest.py" "$X" >"$W/got.txt"
+cmp -s "$W/want.txt" "$W/got.txt" || { log "strata extract differs from the tree"; exit 1; }
+measure "tree extract" "tar + zstd" - "rm -rf $X && mkdir -p $X" "zstd -dc $W/tree.tar.zst | tar -C $X -xf -"
+measure "tree extract" "bsdtar" - "rm -rf $X && mkdir -p $X" "bsdtar -xf $W/tree.bsdtar -C $X"
+measure "tree extract" "unsquashfs" - "rm -rf $X" "unsquashfs -q -n -d $X -processors 2 $W/tree.sqfs"
+measure "tree extract" "borg" - "rm -rf $X && mkdir -p $X" "cd $X && borg extract $W/borg::a"
+measure "tree extract" "restic" - "rm -rf $X" "restic -q -r $W/restic restore latest --target $X"
+rm -rf "$X"
+measure "one deep file out of the tree archive" strata - true "$STRATA cat $W/tree.strata --files tree $DEEP_REL"
+measure "one deep file out of the tree archive" "tar + zstd" - true "zstd -dc $W/tree.tar.zst | tar -xOf - ./$DEEP_REL"
+measure "one deep file out of the tree archive" "unsquashfs -cat" - true "unsquashfs -cat $W/tree.sqfs $DEEP_REL"
+measure "one deep file out of the tree archive" "borg" - true "borg extract --stdout $W/borg::a ${T#/}/$DEEP_REL"
+measure "one deep file out of the tree archive" "restic dump" - true "restic -q -r $W/restic dump latest $T/$DEEP_REL"
+
+# --- the table -----------------------------------------------------------------
+{
+  echo "# Strata beside the tools people use today"
+  echo
+  echo "Measured by \`benches/compare/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) cores,"
+  echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB of memory."
+  echo "Corpus: $(du -sh "$T" | cut -f1) tree (${TREE_ENTRIES:-$(find "$T" | wc -l)} entries), $(du -h --apparent-size "$C/image-clean.raw" | cut -f1) ext4 images of it"
+  echo "(clean: free space zero; dirty: free space random). Median of $RUNS runs, inputs in the page"
+  echo "cache for every tool. Ratio: Strata's time over the tool's (below 1: Strata faster)."
+  echo "Sizes in MB (10^6 bytes); RSS is the peak resident set of the whole command."
+  echo
+  echo "| work | tool | median s | Strata / tool | size MB | peak RSS MiB |"
+  echo "|---|---|---:|---:|---:|---:|"
+  declare -A strata_time
+  for row in "${ROWS[@]}"; do
+    IFS='|' read -r work tool t size rss <<<"$row"
+    [[ $tool == strata ]] && strata_time[$work]=$t
+  done
+  for row in "${ROWS[@]}"; do
+    IFS='|' read -r work tool t size rss <<<"$row"
+    ratio="-"
+    if [[ $tool != strata && $t != failed && -n ${strata_time[$work]:-} ]]; then
+      ratio=$(awk -v s="${strata_time[$work]}" -v p="$t" 'BEGIN { if (p > 0) printf "%.2f", s / p; else print "-" }')
+    fi
+    [[ $size != - ]] && size=$(awk -v b="$size" 'BEGIN { printf "%.1f", b / 1e6 }')
+    echo "| $work | $tool | $t | $ratio | $size | ${rss:--} |"
+  done
+  echo
+  echo "Tool versions: strata $("$STRATA" --version | cut -d' ' -f2), $(zstd --version | head -1),"
+  echo "$(qemu-img --version | head -1), partclone $(dpkg-query -W -f='${Version}' partclone),"
+  echo "$(bsdtar --version | head -1), mksquashfs $(dpkg-query -W -f='${Version}' squashfs-tools),"
+  echo "$(borg --version), $(restic version | cut -d' ' -f1-2), $(tar --version | head -1)."
+  echo
+  echo "partclone stores used blocks only: its image is not bit-identical (shown for context)."
+} >"$OUT"
+cat "$OUT"
