@@ -103,3 +103,60 @@ fn the_archive_being_written_is_not_backed_up_into_itself() {
     run_ok(&["create", path_str(&archive), "--files", &format!("s={}", path_str(dir)), "--quiet"]);
     assert_eq!(listing(&archive, "s"), ".\nfile\n");
 }
+
+#[test]
+fn a_file_that_changes_while_it_is_read_is_kept_as_read_with_a_warning() {
+    let work = temp_dir();
+    let dir = work.path();
+    let src = dir.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let growing = src.join("growing.log");
+    std::fs::write(&growing, vec![b'x'; 64 << 20]).unwrap();
+    // Something appends to the file the whole time the backup runs.
+    let mut appender = std::process::Command::new("sh")
+        .args(["-c", &format!("while :; do echo more >> {}; done", path_str(&growing))])
+        .spawn()
+        .unwrap();
+    let archive = dir.join("c.strata");
+    let out = run(&["create", path_str(&archive), "--files", &format!("s={}", path_str(&src)), "--quiet"]);
+    appender.kill().unwrap();
+    appender.wait().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("s/growing.log: changed while it was read"), "{stderr}");
+    run_ok(&["verify", path_str(&archive)]);
+    let content = run_ok(&["cat", path_str(&archive), "--files", "s", "growing.log"]).stdout;
+    assert!(content.len() >= 64 << 20 && content.starts_with(b"xxxx"), "kept as read");
+}
+
+#[test]
+fn one_file_system_keeps_mount_points_but_not_what_is_mounted_there() {
+    let work = temp_dir();
+    let dir = work.path();
+    let src = dir.join("src");
+    sh(&format!("mkdir -p {0}/mnt {0}/plain && echo here > {0}/plain/f", path_str(&src)));
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "strata-test", path_str(&src.join("mnt"))])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here: --one-file-system not exercised");
+        return;
+    }
+    sh(&format!("echo elsewhere > {}/mnt/other", path_str(&src)));
+    let archive = dir.join("o.strata");
+    let result = std::panic::catch_unwind(|| {
+        run_ok(&[
+            "create",
+            path_str(&archive),
+            "--files",
+            &format!("s={}", path_str(&src)),
+            "--one-file-system",
+            "--quiet",
+        ]);
+        listing(&archive, "s")
+    });
+    let _ = std::process::Command::new("umount").arg(src.join("mnt")).status();
+    assert_eq!(result.expect("create and list"), ".\nmnt\nplain\nplain/f\n");
+}
