@@ -104,6 +104,9 @@ struct Extractor<'a, R: ReadAt> {
     /// Directories created, deepest last, for their times at the end.
     directories: Vec<(Vec<u8>, Entry)>,
     temp_counter: u64,
+    /// The directory the last entry went into: entries come depth first, so most
+    /// share their parent with the one before and need no walk from DEST.
+    last_parent: Option<(u64, std::rc::Rc<OwnedFd>)>,
 }
 
 /// Extracts the file-tree section `tree` into `dest` (created if missing).
@@ -134,6 +137,7 @@ pub fn extract<R: ReadAt>(
         siblings: HashSet::new(),
         directories: Vec::new(),
         temp_counter: 0,
+        last_parent: None,
     };
     let mut found: HashSet<Vec<u8>> = HashSet::new();
     archive.walk_tree(tree, |item| {
@@ -184,6 +188,19 @@ impl<R: ReadAt> Extractor<'_, R> {
         Ok(fd)
     }
 
+    /// A handle on the directory of entry `id` at `path`, opened without following
+    /// links (or the same handle as for the previous entry).
+    fn parent_dir(&mut self, id: u64, path: &[u8]) -> io::Result<std::rc::Rc<OwnedFd>> {
+        if let Some((cached, fd)) = &self.last_parent {
+            if *cached == id {
+                return Ok(fd.clone());
+            }
+        }
+        let fd = std::rc::Rc::new(self.open_dir(path)?);
+        self.last_parent = Some((id, fd.clone()));
+        Ok(fd)
+    }
+
     fn entry(&mut self, item: PathEntry) -> Result<(), Error> {
         let PathEntry { path, entry } = item;
         if entry.parent_id == NO_PARENT {
@@ -210,7 +227,7 @@ impl<R: ReadAt> Extractor<'_, R> {
             self.refuse(&path, "a second entry of the same name in one directory");
             return Ok(());
         }
-        let parent = match self.open_dir(&parent_path) {
+        let parent = match self.parent_dir(entry.parent_id, &parent_path) {
             Ok(fd) => fd,
             Err(e) => {
                 self.refuse(&path, format!("its parent directory cannot be opened without following a link: {e}"));
