@@ -28,6 +28,18 @@ stage "unit, property, vector, damage and CLI tests (cargo test --workspace)"
 cargo test --workspace --no-fail-fast
 done_stage "cargo test"
 
+if [[ -f spec/conformance/run.py ]]; then
+  stage "conformance: the strata CLI and the independent Python reader through every vector"
+  if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+  fi
+  .venv/bin/pip install --quiet --disable-pip-version-check -r spec/reference-py/requirements.txt
+  cargo build --quiet --bin strata
+  .venv/bin/python spec/conformance/run.py --impl target/debug/strata
+  .venv/bin/python spec/conformance/run.py --impl ".venv/bin/python spec/reference-py/strata_ref.py"
+  done_stage "conformance"
+fi
+
 if [[ -f benches/Cargo.toml ]]; then
   stage "criterion benches, each run once (cargo test --benches)"
   cargo test -p strata-benches --benches
