@@ -190,3 +190,76 @@ fn block_devices_image_and_restore_bit_identical_with_holes_zeroed() {
     );
     assert_eq!(file_blake3(&small), before);
 }
+
+#[test]
+fn a_full_destination_fails_cleanly_with_nothing_under_the_final_name() {
+    let work = temp_dir();
+    let dir = work.path();
+    let image = dir.join("img.raw");
+    sh(&format!("head -c 3000000 /dev/urandom > {}", path_str(&image)));
+    let small = dir.join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "strata-full", path_str(&small)])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here: the real-file-system case is not exercised");
+        return;
+    }
+    let archive = small.join("a.strata");
+    let out = run(&["create", path_str(&archive), "--image", &format!("disk={}", path_str(&image)), "--quiet"]);
+    let left: Vec<_> = std::fs::read_dir(&small).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No space left"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_writer_whose_output_fails_reports_where_and_a_vanishing_source_is_an_error() {
+    /// Accepts `room` bytes, then fails like a full disk.
+    struct Full(usize);
+    impl std::io::Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+            }
+            let n = buf.len().min(self.0);
+            self.0 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut x = 12_345u32;
+    let data: Vec<u8> = (0..400_000)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            (x >> 16) as u8
+        })
+        .collect();
+    for room in [0, 100, 5_000, 50_000] {
+        let mut options = strata_writer::WriterOptions::new(*b"0123456789abcdef", 0);
+        options.chunk_size = 4096;
+        let result = strata_writer::ArchiveWriter::new(Full(room), options).and_then(|mut w| {
+            w.add_image("disk", &mut strata_writer::SliceSource::new(&data), &strata_writer::NoProgress)?;
+            w.finish().map(|_| ())
+        });
+        let error = result.expect_err("a full output fails the write").to_string();
+        assert!(error.contains("writing the archive at byte"), "{error}");
+    }
+    // A source that shrinks while it is read.
+    let work = temp_dir();
+    let path = work.path().join("shrinks.raw");
+    std::fs::write(&path, vec![1u8; 1 << 20]).unwrap();
+    let mut source = strata_writer::FileSource::open(&path).unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(1000).unwrap();
+    let mut options = strata_writer::WriterOptions::new(*b"0123456789abcdef", 0);
+    options.chunk_size = 4096;
+    let mut writer = strata_writer::ArchiveWriter::new(Vec::new(), options).unwrap();
+    let error = writer.add_image("disk", &mut source, &strata_writer::NoProgress).expect_err("the source shrank");
+    assert!(error.to_string().contains("reading image \"disk\""), "{error}");
+}
