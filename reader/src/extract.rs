@@ -297,7 +297,7 @@ impl<R: ReadAt> Extractor<'_, R> {
         )
         .map_err(|e| Error::local_io("opening the new directory", e.into()))?;
         // Owner, xattrs and mode now; times after everything inside is written.
-        self.apply_fd_metadata(&dir, path, &entry);
+        self.apply_fd_metadata(&dir, path, &entry, false);
         self.placed.insert(entry.entry_id, path.to_vec());
         self.directories.push((path.to_vec(), entry));
         Ok(())
@@ -306,12 +306,15 @@ impl<R: ReadAt> Extractor<'_, R> {
     fn make_file(&mut self, parent: &OwnedFd, name: &std::ffi::OsStr, path: &[u8], entry: &Entry) -> Result<(), Error> {
         let (temp_name, fd) = self.temp_file(parent)?;
         let file = File::from(fd);
-        let written = self.write_content(&file, entry);
-        if let Err(e) = written {
-            let _ = rustix::fs::unlinkat(parent, temp_name.as_str(), AtFlags::empty());
-            return Err(e);
+        match self.write_content(&file, entry) {
+            Ok(true) => {}
+            Ok(false) => self.warn(path, "content written but not checked: its holes exceed the hashing limit"),
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(parent, temp_name.as_str(), AtFlags::empty());
+                return Err(e);
+            }
         }
-        self.apply_fd_metadata(file.as_fd(), path, entry);
+        self.apply_fd_metadata(file.as_fd(), path, entry, true);
         if let Err(e) = rustix::fs::futimens(&file, &times(entry)) {
             self.warn(path, format!("times not set: {e}"));
         }
@@ -344,15 +347,15 @@ impl<R: ReadAt> Extractor<'_, R> {
 
     /// Writes a file's data extents at their offsets (holes stay holes), checking
     /// the whole content against the entry's BLAKE3.
-    fn write_content(&self, file: &File, entry: &Entry) -> Result<(), Error> {
-        self.archive.file_content(self.tree, entry, |offset, piece| match piece {
+    fn write_content(&self, file: &File, entry: &Entry) -> Result<bool, Error> {
+        let checked = self.archive.file_content(self.tree, entry, |offset, piece| match piece {
             crate::tree::Piece::Data(bytes) => {
                 file.write_all_at(bytes, offset).map_err(|e| Error::local_io("writing file content", e))
             }
             crate::tree::Piece::Hole(_) => Ok(()),
         })?;
         file.set_len(entry.size).map_err(|e| Error::local_io("setting the file size", e))?;
-        Ok(())
+        Ok(checked)
     }
 
     fn make_symlink(
@@ -419,7 +422,9 @@ impl<R: ReadAt> Extractor<'_, R> {
     }
 
     /// Owner, then xattrs (capabilities last), then mode, on an open file or directory.
-    fn apply_fd_metadata(&mut self, fd: impl AsFd, path: &[u8], entry: &Entry) {
+    /// `with_mode` is false for directories, whose mode is set at the end so that
+    /// a read-only directory can still be filled by a user who is not root.
+    fn apply_fd_metadata(&mut self, fd: impl AsFd, path: &[u8], entry: &Entry, with_mode: bool) {
         if let Some((uid, gid)) = self.owner_ids(entry) {
             if let Err(e) =
                 rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
@@ -432,8 +437,10 @@ impl<R: ReadAt> Extractor<'_, R> {
                 self.warn(path, format!("extended attribute {} not set: {e}", String::from_utf8_lossy(&xattr.name)));
             }
         }
-        if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode)) {
-            self.warn(path, format!("mode not set: {e}"));
+        if with_mode {
+            if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode)) {
+                self.warn(path, format!("mode not set: {e}"));
+            }
         }
     }
 
@@ -480,7 +487,8 @@ impl<R: ReadAt> Extractor<'_, R> {
         }
     }
 
-    /// Directory times last, deepest first, once nothing more is written inside.
+    /// Directory modes and times last, deepest first, once nothing more is written
+    /// inside.
     fn finish_directories(&mut self) {
         let directories = std::mem::take(&mut self.directories);
         for (path, entry) in directories.iter().rev() {
@@ -488,7 +496,10 @@ impl<R: ReadAt> Extractor<'_, R> {
                 Ok(fd) => {
                     if path.is_empty() {
                         // The destination itself gets the root's metadata too.
-                        self.apply_fd_metadata(&fd, path, entry);
+                        self.apply_fd_metadata(&fd, path, entry, false);
+                    }
+                    if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode)) {
+                        self.warn(path, format!("mode not set: {e}"));
                     }
                     if let Err(e) = rustix::fs::futimens(&fd, &times(entry)) {
                         self.warn(path, format!("times not set: {e}"));

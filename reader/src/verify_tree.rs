@@ -231,6 +231,20 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// Rebuilds a file's content from its chunks and checks its BLAKE3. Damaged
     /// chunks are reported where the walk met them; this adds the file's path.
     fn check_content(&mut self, open: usize, pos: u64, entry: &Entry, path: &[u8]) {
+        let holes = crate::archive::hole_bytes(entry);
+        if holes > self.limits.max_hole_hash_bytes {
+            let limit = self.limits.max_hole_hash_bytes;
+            self.problem(
+                ErrorClass::LimitExceeded,
+                pos,
+                "file content BLAKE3",
+                format!(
+                    "{:?}: {holes} bytes of holes; this reader hashes at most {limit} per file, so its content is not checked",
+                    String::from_utf8_lossy(path)
+                ),
+            );
+            return;
+        }
         let mut hasher = blake3::Hasher::new();
         let mut at = 0u64;
         let name = self.trees[open].name.clone();

@@ -278,3 +278,25 @@ fn check_hostile(name: &str, bytes: &[u8], refused: &[serde_json::Value]) {
         assert_eq!(count, 1, "{name}: {dir} holds more than the way to the destination");
     }
 }
+
+/// Regression (found by the independent reader): a file declaring a terabyte of
+/// holes made verify hash zeros for hours. It must answer at once.
+#[test]
+fn a_file_declaring_a_terabyte_of_holes_is_not_hashed() {
+    let mut bytes = std::fs::read(vectors_dir().join("tree-small.strata")).expect("vector");
+    // The FILES_ENTRIES record holding "abc", and the size field of that entry.
+    let record = 11_244usize;
+    assert_eq!(&bytes[record..record + 4], b"\xd3REC");
+    let body_length = u64::from_le_bytes(bytes[record + 16..record + 24].try_into().unwrap()) as usize;
+    let body = record + 32;
+    let size_field = body + 160 + 80;
+    bytes[size_field..size_field + 8].copy_from_slice(&((1u64 << 40) + 40).to_le_bytes());
+    let body_crc = crc32c::crc32c(&bytes[body..body + body_length]);
+    bytes[record + 24..record + 28].copy_from_slice(&body_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&bytes[record..record + 28]);
+    bytes[record + 28..record + 32].copy_from_slice(&header_crc.to_le_bytes());
+    let started = std::time::Instant::now();
+    let report = verify::verify(&bytes, Limits::default(), &|_| {}).unwrap();
+    assert!(report.problems.iter().any(|p| p.class == ErrorClass::LimitExceeded), "{:?}", report.problems);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "verify took {:?}", started.elapsed());
+}

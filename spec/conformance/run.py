@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""Conformance runner for Strata readers (spec/conformance.md).
+
+Drives any implementation that speaks the command protocol of conformance.md
+("The runner and its command protocol") through every vector of
+spec/vectors/manifest.json and prints one line per vector, `PASS name` or
+`FAIL name: reason`, then `N passed, M failed`; exits 1 if any vector failed.
+
+    python3 spec/conformance/run.py --impl 'COMMAND' [--vectors DIR] [--only NAME]...
+
+COMMAND is split like a shell command line and the protocol's arguments are
+appended. Each vector runs in a fresh temporary directory, which is also the
+working directory of the commands (so tokens of COMMAND that name existing
+relative paths are made absolute first). Any command that runs over 60 seconds,
+dies by a signal, or prints a Python traceback or a Rust panic fails the vector.
+
+Checks, as conformance.md describes them:
+
+valid vector
+  * `info ARCHIVE --json` exits 0 and lists exactly the manifest's sections, in
+    order: kind and name, and for an image image.logical_size, data_bytes and
+    lost_bytes;
+  * `restore ARCHIVE --image NAME DEST` of every image exits 0 and DEST hashes
+    (BLAKE3) to the manifest's value;
+  * `list ARCHIVE --files NAME --json` of every file tree exits 0 and gives the
+    manifest's entries in order (path, path_hex, kind, mode, size, mtime_ns,
+    blake3, target, link: a field the manifest leaves out must be absent or null);
+  * `extract ARCHIVE --files NAME DEST --json` exits 0, refuses and warns about
+    nothing, creates nothing beside DEST, and DEST then holds exactly the
+    listed entries: kind, mode (not for symbolic links), mtime, content (size
+    and BLAKE3), symbolic-link targets, hard links sharing the inode of their
+    `link`; the root entry is DEST itself;
+  * `verify ARCHIVE --json` exits 0 with status `ok`, no problem, and
+    verified_bytes equal to archive_size.
+
+invalid vector
+  * `verify ARCHIVE --json` exits 1 or 2 and reports a problem of the
+    manifest's class;
+  * with `refused`: every file tree that `info` names is extracted into a fresh
+    DEST; the extraction exits 1 and its `refused` holds every listed path, and
+    nothing appears beside DEST.
+
+For every vector, the `verify --json` object must have the fields and types of
+conformance.md ("`verify --json`"), classes from FORMAT.md section 12, `archive`
+equal to the path given, `archive_size` equal to the file size, and an exit
+status that agrees with `status` (0 ok; 1 damaged or unsupported; 2 unreadable).
+
+Standard library plus `blake3` only.
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+
+import blake3
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TIMEOUT = 60
+CLASSES = {"not-strata", "unsupported-version", "unsupported-feature", "bad-header", "record-checksum",
+           "record-malformed", "unknown-record", "chunk-corrupt", "dangling-reference", "extent-map",
+           "truncated", "index-mismatch", "limit-exceeded"}
+STATUS_EXIT = {"ok": 0, "damaged": 1, "unsupported": 1, "unreadable": 2}
+ENTRY_FIELDS = ("path", "path_hex", "kind", "mode", "size", "mtime_ns", "blake3", "target", "link")
+KIND_TEST = {"file": stat.S_ISREG, "directory": stat.S_ISDIR, "symlink": stat.S_ISLNK, "hardlink": stat.S_ISREG,
+             "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK, "char-device": stat.S_ISCHR,
+             "block-device": stat.S_ISBLK}
+CRASH_MARKS = ("Traceback (most recent call last)", "panicked")
+# DEST sits four levels below the vector's folder, so that a relative link that
+# climbs four levels out of DEST (as the vectors' "../../../../tmp") still
+# lands inside the folder, where the runner sees it.
+DEST_PARTS = ("box", "a", "b", "dest")
+
+
+class Fail(Exception):
+    """A check failed; the message says which and how."""
+
+
+def short(b, n=400):
+    s = b.decode("utf-8", "replace") if isinstance(b, bytes) else str(b)
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[:n] + "..."
+
+
+class Impl:
+    def __init__(self, command):
+        argv = shlex.split(command)
+        if not argv:
+            raise SystemExit("run.py: --impl is empty")
+        out = []
+        for i, tok in enumerate(argv):
+            if i == 0 and os.sep not in tok:
+                out.append(shutil.which(tok) or tok)
+            elif not os.path.isabs(tok) and os.path.exists(tok):
+                out.append(os.path.abspath(tok))
+            else:
+                out.append(tok)
+        self.argv = out
+
+    def run(self, args, cwd):
+        """Run one protocol command; returns (exit status, stdout bytes, stderr text)."""
+        shown = " ".join(shlex.quote(a) for a in args)
+        try:
+            p = subprocess.Popen(self.argv + args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as e:
+            raise Fail(f"`{shown}` could not be started: {e}")
+        try:
+            out, err = p.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)    # the process group this runner started
+            except ProcessLookupError:
+                pass
+            p.communicate()
+            raise Fail(f"`{shown}` ran over {TIMEOUT} s")
+        err = err.decode("utf-8", "replace")
+        if p.returncode < 0:
+            raise Fail(f"`{shown}` died by signal {signal.Signals(-p.returncode).name}: {short(err)}")
+        for mark in CRASH_MARKS:
+            if mark in err:
+                raise Fail(f"`{shown}` crashed ({mark}): {short(err[err.index(mark):], 600)}")
+        return p.returncode, out, err
+
+
+def load_json(out, shown):
+    try:
+        obj = json.loads(out)
+    except ValueError:
+        raise Fail(f"`{shown}` did not print one JSON object: {short(out)}")
+    if not isinstance(obj, dict):
+        raise Fail(f"`{shown}` printed JSON that is not an object")
+    return obj
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def file_blake3(path):
+    h = blake3.blake3()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def snapshot(top, skip):
+    """Every path under top (not following links) except the subtree skip, with
+    what identifies its content; directories only by their presence."""
+    seen = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for n in list(dirnames) + filenames:
+            p = os.path.join(dirpath, n)
+            if p == skip:
+                continue
+            st = os.lstat(p)
+            seen[p] = None if stat.S_ISDIR(st.st_mode) else (stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns)
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) != skip]
+    return seen
+
+
+def beside(before, after):
+    """What appeared, vanished or changed outside DEST."""
+    out = [f"{p} appeared" for p in sorted(set(after) - set(before))]
+    out += [f"{p} vanished" for p in sorted(set(before) - set(after))]
+    out += [f"{p} changed" for p in sorted(set(before) & set(after)) if before[p] != after[p]]
+    return out
+
+
+class Vector:
+    def __init__(self, impl, vdir, vec):
+        self.impl, self.vec = impl, vec
+        self.reasons = []
+        self.src = os.path.join(vdir, vec["file"])
+
+    def step(self, fn, *args):
+        """Run one check; a failure is recorded and the next checks still run."""
+        try:
+            return fn(*args)
+        except Fail as e:
+            self.reasons.append(str(e))
+        return None
+
+    def run(self):
+        self.tmp = tempfile.mkdtemp(prefix="strata-conformance-")
+        try:
+            self.archive = os.path.join(self.tmp, os.path.basename(self.vec["file"]))
+            shutil.copyfile(self.src, self.archive)
+            self.size = os.path.getsize(self.archive)
+            if self.vec["valid"]:
+                self.valid()
+            else:
+                self.invalid()
+        finally:
+            remove_tree(self.tmp)
+        return self.reasons
+
+    def cmd(self, *args):
+        return self.impl.run(list(args), self.tmp)
+
+    # -- valid vectors ---------------------------------------------------------------
+    def valid(self):
+        self.step(self.check_info)
+        for i, s in enumerate(self.vec["sections"]):
+            if s["kind"] == "image":
+                self.step(self.check_restore, i, s)
+            elif s["kind"] == "files":
+                self.step(self.check_list, s)
+                self.step(self.check_extract_valid, i, s)
+        self.step(self.check_verify_ok)
+
+    def check_info(self):
+        shown = "info ARCHIVE --json"
+        rc, out, err = self.cmd("info", self.archive, "--json")
+        if rc != 0:
+            raise Fail(f"`{shown}` exited {rc}: {short(err)}")
+        got = load_json(out, shown).get("sections")
+        want = self.vec["sections"]
+        if not isinstance(got, list) or len(got) != len(want):
+            raise Fail(f"`{shown}` lists {short(json.dumps(got), 300)}, expected {len(want)} section(s)")
+        for i, (g, w) in enumerate(zip(got, want)):
+            if not isinstance(g, dict) or g.get("kind") != w["kind"] or g.get("name") != w["name"]:
+                raise Fail(f"`{shown}` section {i}: {short(json.dumps(g), 200)}, expected kind {w['kind']!r} name {w['name']!r}")
+            if w["kind"] == "image":
+                img = g.get("image") if isinstance(g.get("image"), dict) else {}
+                for k in ("logical_size", "data_bytes", "lost_bytes"):
+                    if img.get(k) != w[k]:
+                        raise Fail(f"`{shown}` section {w['name']!r}: image.{k} {img.get(k)!r}, expected {w[k]}")
+
+    def check_restore(self, i, s):
+        shown = f"restore ARCHIVE --image {s['name']} DEST"
+        dest = os.path.join(self.tmp, f"restore-{i}.img")
+        rc, out, err = self.cmd("restore", self.archive, "--image", s["name"], dest)
+        if rc != 0:
+            raise Fail(f"`{shown}` exited {rc}: {short(err)}")
+        if not os.path.isfile(dest):
+            raise Fail(f"`{shown}` exited 0 but left no file at DEST")
+        got = file_blake3(dest)
+        if got != s["blake3"]:
+            raise Fail(f"`{shown}`: DEST hashes to {got}, expected {s['blake3']}")
+
+    def check_list(self, s):
+        shown = f"list ARCHIVE --files {s['name']} --json"
+        rc, out, err = self.cmd("list", self.archive, "--files", s["name"], "--json")
+        if rc != 0:
+            raise Fail(f"`{shown}` exited {rc}: {short(err)}")
+        secs = load_json(out, shown).get("sections")
+        match = [x for x in secs if isinstance(x, dict) and x.get("name") == s["name"]] if isinstance(secs, list) else []
+        if len(match) != 1 or match[0].get("kind") != "files" or not isinstance(match[0].get("entries"), list):
+            raise Fail(f"`{shown}` gives no single files section named {s['name']!r}")
+        got, want = match[0]["entries"], s["entries"]
+        for i, w in enumerate(want):
+            if i >= len(got):
+                raise Fail(f"`{shown}`: {len(got)} entries, expected {len(want)} (first missing: {w['path']!r})")
+            g = got[i] if isinstance(got[i], dict) else {}
+            for k in ENTRY_FIELDS:
+                if g.get(k) != w.get(k):
+                    raise Fail(f"`{shown}` entry {i} ({w['path']!r}): {k} {g.get(k)!r}, expected {w.get(k)!r}")
+        if len(got) > len(want):
+            raise Fail(f"`{shown}`: {len(got)} entries, expected {len(want)} (first extra: {short(json.dumps(got[len(want)]), 200)})")
+
+    def extract(self, name):
+        """Extract one file tree into a fresh DEST; returns (rc, report, dest, what appeared beside DEST)."""
+        box = os.path.join(self.tmp, *DEST_PARTS[:-1])
+        if os.path.exists(os.path.join(self.tmp, DEST_PARTS[0])):
+            remove_tree(os.path.join(self.tmp, DEST_PARTS[0]))
+        os.makedirs(box)
+        dest = os.path.join(box, DEST_PARTS[-1])
+        before = snapshot(self.tmp, dest)
+        shown = f"extract ARCHIVE --files {name} DEST --json"
+        rc, out, err = self.cmd("extract", self.archive, "--files", name, dest, "--json")
+        after = snapshot(self.tmp, dest)
+        rep = load_json(out, shown)
+        for k in ("refused", "warnings"):
+            if not isinstance(rep.get(k), list):
+                raise Fail(f"`{shown}` printed no {k} array: {short(out)}")
+        for r in rep["refused"]:
+            if not (isinstance(r, dict) and isinstance(r.get("path"), str) and isinstance(r.get("path_hex"), str)
+                    and isinstance(r.get("reason"), str)):
+                raise Fail(f"`{shown}`: a refused item is not {{path, path_hex, reason}}: {short(json.dumps(r), 200)}")
+        return rc, rep, dest, beside(before, after), err
+
+    def check_extract_valid(self, i, s):
+        shown = f"extract ARCHIVE --files {s['name']} DEST --json"
+        rc, rep, dest, outside, err = self.extract(s["name"])
+        if outside:
+            raise Fail(f"`{shown}` changed things beside DEST: {'; '.join(outside[:5])}")
+        if rep["refused"] or rep["warnings"]:
+            raise Fail(f"`{shown}` refused {short(json.dumps(rep['refused']), 300)} and warned "
+                       f"{short(json.dumps(rep['warnings']), 300)}")
+        if rc != 0:
+            raise Fail(f"`{shown}` exited {rc} with nothing refused or warned about: {short(err)}")
+        compare_tree(dest, s["entries"], shown)
+
+    def check_verify_ok(self):
+        shown = "verify ARCHIVE --json"
+        rc, rep = self.verify()
+        if rc != 0 or rep["status"] != "ok" or rep["problems"]:
+            raise Fail(f"`{shown}` exited {rc}, status {rep['status']!r}, problems {short(json.dumps(rep['problems']), 500)}")
+        if rep["verified_bytes"] != rep["archive_size"]:
+            raise Fail(f"`{shown}`: verified_bytes {rep['verified_bytes']} on a clean archive of {rep['archive_size']} bytes")
+
+    # -- invalid vectors -----------------------------------------------------------------
+    def invalid(self):
+        self.step(self.check_verify_class)
+        if self.vec.get("refused"):
+            self.step(self.check_refused)
+
+    def check_verify_class(self):
+        rc, rep = self.verify()
+        classes = [p["class"] for p in rep["problems"]]
+        if rc not in (1, 2):
+            raise Fail(f"`verify ARCHIVE --json` exited {rc}, expected 1 or 2 (classes {classes})")
+        if self.vec["error"] not in classes:
+            raise Fail(f"`verify ARCHIVE --json` reports classes {classes}, expected {self.vec['error']!r}")
+
+    def check_refused(self):
+        rc, out, err = self.cmd("info", self.archive, "--json")
+        secs = load_json(out, "info ARCHIVE --json").get("sections") if rc == 0 else None
+        names = [x.get("name") for x in secs or [] if isinstance(x, dict) and x.get("kind") == "files"]
+        if not names:
+            raise Fail(f"`info ARCHIVE --json` (exit {rc}) names no file tree to extract: {short(out or err)}")
+        refused, problems = set(), []
+        for name in names:
+            shown = f"extract ARCHIVE --files {name} DEST --json"
+            rc, rep, dest, outside, err = self.extract(name)
+            if outside:
+                problems.append(f"`{shown}` changed things beside DEST: {'; '.join(outside[:5])}")
+            if rep["refused"] and rc != 1:
+                problems.append(f"`{shown}` refused {len(rep['refused'])} entries but exited {rc}, expected 1")
+            refused |= {r["path"] for r in rep["refused"]}
+        missing = [p for p in self.vec["refused"] if p not in refused]
+        if missing:
+            problems.append(f"extract did not refuse {missing} (refused {sorted(refused)})")
+        if problems:
+            raise Fail("; ".join(problems))
+
+    # -- verify, for both ----------------------------------------------------------------
+    def verify(self):
+        shown = "verify ARCHIVE --json"
+        rc, out, err = self.cmd("verify", self.archive, "--json")
+        rep = load_json(out, shown)
+        check_verify_object(rep, rc, self.archive, self.size, shown)
+        return rc, rep
+
+
+def check_verify_object(rep, rc, archive, size, shown):
+    """The object of conformance.md "`verify --json`", and its exit status."""
+    types = {"archive": str, "status": str, "problems": list, "sections": list,
+             "records": int, "chunks": int, "verified_bytes": int, "archive_size": int}
+    for k, t in types.items():
+        if k not in rep or not isinstance(rep[k], t) or (t is int and not is_int(rep[k])):
+            raise Fail(f"`{shown}`: field {k!r} missing or not a {t.__name__}")
+    if rep["status"] not in STATUS_EXIT:
+        raise Fail(f"`{shown}`: status {rep['status']!r} is not one of {sorted(STATUS_EXIT)}")
+    if STATUS_EXIT[rep["status"]] != rc:
+        raise Fail(f"`{shown}` exited {rc} with status {rep['status']!r} (expected exit {STATUS_EXIT[rep['status']]})")
+    if rep["archive"] != archive:
+        raise Fail(f"`{shown}`: archive {rep['archive']!r}, the path given was {archive!r}")
+    if rep["archive_size"] != size:
+        raise Fail(f"`{shown}`: archive_size {rep['archive_size']}, the file has {size} bytes")
+    for p in rep["problems"]:
+        if not isinstance(p, dict):
+            raise Fail(f"`{shown}`: a problem is not an object")
+        if p.get("class") not in CLASSES:
+            raise Fail(f"`{shown}`: problem class {p.get('class')!r} is not a class of FORMAT.md section 12")
+        if not is_int(p.get("offset")) or not isinstance(p.get("what"), str) or not isinstance(p.get("detail"), str):
+            raise Fail(f"`{shown}`: problem {short(json.dumps(p), 200)} lacks offset, what or detail")
+        aff = p.get("affects")
+        # conformance.md does not say whether `section` is the section's id or its
+        # name: either is accepted.
+        if not isinstance(aff, list) or not all(
+                isinstance(a, dict) and all(is_int(a.get(k)) for k in ("start", "end"))
+                and (is_int(a.get("section")) or isinstance(a.get("section"), str))
+                and isinstance(a.get("path", ""), str) for a in aff):
+            raise Fail(f"`{shown}`: problem affects {short(json.dumps(aff), 200)} is not a list of {{section, [path,] start, end}}")
+    for s in rep["sections"]:
+        if not isinstance(s, dict) or not isinstance(s.get("kind"), str):
+            raise Fail(f"`{shown}`: section {short(json.dumps(s), 200)} has no kind")
+
+
+def compare_tree(dest, entries, shown):
+    """DEST holds exactly the manifest's entries, as conformance.md says."""
+    want = {bytes.fromhex(e["path_hex"]): e for e in entries}
+    bdest = os.fsencode(dest)
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(bdest):
+        for n in dirnames + filenames:
+            found.add(os.path.relpath(os.path.join(dirpath, n), bdest))
+    extra = sorted(found - set(want) - {b""})
+    if extra:
+        raise Fail(f"`{shown}`: DEST holds entries not in the manifest: {[x.decode('utf-8', 'replace') for x in extra[:5]]}")
+    for rel, e in want.items():
+        p = os.path.join(bdest, rel) if rel else bdest
+        name = e["path"] or "(the root, DEST)"
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            raise Fail(f"`{shown}`: {name!r} was not extracted")
+        test = KIND_TEST.get(e["kind"])
+        if test and not test(st.st_mode):
+            raise Fail(f"`{shown}`: {name!r} is not a {e['kind']} (st_mode 0o{st.st_mode:o})")
+        if e["kind"] != "symlink" and stat.S_IMODE(st.st_mode) != e["mode"]:
+            raise Fail(f"`{shown}`: {name!r} has mode 0o{stat.S_IMODE(st.st_mode):o}, expected 0o{e['mode']:o}")
+        if st.st_mtime_ns != e["mtime_ns"]:
+            raise Fail(f"`{shown}`: {name!r} has mtime_ns {st.st_mtime_ns}, expected {e['mtime_ns']}")
+        if e["kind"] == "file":
+            if st.st_size != e["size"]:
+                raise Fail(f"`{shown}`: {name!r} has {st.st_size} bytes, expected {e['size']}")
+            got = file_blake3(p)
+            if got != e["blake3"]:
+                raise Fail(f"`{shown}`: {name!r} hashes to {got}, expected {e['blake3']}")
+        elif e["kind"] == "symlink":
+            target = os.readlink(p).decode("utf-8", "replace")
+            if target != e["target"]:
+                raise Fail(f"`{shown}`: {name!r} points at {target!r}, expected {e['target']!r}")
+        elif e["kind"] == "hardlink":
+            other = next((x for x in entries if x["path"] == e["link"]), None)
+            if other is None:
+                raise Fail(f"`{shown}`: {name!r} links to {e['link']!r}, which the manifest does not list")
+            ost = os.lstat(os.path.join(bdest, bytes.fromhex(other["path_hex"])))
+            if (ost.st_dev, ost.st_ino) != (st.st_dev, st.st_ino):
+                raise Fail(f"`{shown}`: {name!r} does not share an inode with {e['link']!r}")
+
+
+def remove_tree(top):
+    """Remove a vector's folder, whatever modes the extraction left on it."""
+    def retry(func, path, _):
+        try:
+            os.chmod(os.path.dirname(path), 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+            func(path)
+        except OSError:
+            pass
+    if os.path.lexists(top):
+        shutil.rmtree(top, onerror=retry)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Run the Strata conformance vectors against an implementation.")
+    ap.add_argument("--impl", required=True, help="the implementation's command line, e.g. 'target/debug/strata'")
+    ap.add_argument("--vectors", default=os.path.join(HERE, "..", "vectors"), help="folder of manifest.json")
+    ap.add_argument("--only", action="append", help="run only this vector (repeatable)")
+    args = ap.parse_args()
+    impl = Impl(args.impl)
+    with open(os.path.join(args.vectors, "manifest.json")) as f:
+        manifest = json.load(f)
+    passed = failed = 0
+    for vec in manifest["vectors"]:
+        if args.only and vec["name"] not in args.only:
+            continue
+        try:
+            reasons = Vector(impl, args.vectors, vec).run()
+        except Fail as e:
+            reasons = [str(e)]
+        except Exception as e:          # a broken implementation output fails the vector, not the runner
+            reasons = [f"{type(e).__name__}: {e}"]
+        if reasons:
+            failed += 1
+            print(f"FAIL {vec['name']}: " + " | ".join(reasons), flush=True)
+        else:
+            passed += 1
+            print(f"PASS {vec['name']}", flush=True)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

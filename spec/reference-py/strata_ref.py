@@ -1,0 +1,2415 @@
+#!/usr/bin/env python3
+"""strata_ref: an independent Python reader for Strata archives (format 1.0-draft).
+
+Written from spec/FORMAT.md and spec/conformance.md alone, as a second
+implementation that tests the specification and the reference tools: it shares
+no code with the Rust implementation. Section numbers below are FORMAT.md's.
+
+Commands (the protocol of conformance.md, "The runner and its command protocol")
+    info    ARCHIVE [--json]                     sections, from the index (10.1)
+    verify  ARCHIVE [--json]                     walk and check every record (10.2, 11)
+    restore ARCHIVE --image NAME DEST            restore one image (DEST '-' = stdout)
+    list    ARCHIVE [--files NAME] [--json]      the entries of file trees (8.6)
+    extract ARCHIVE --files NAME DEST [--json]   extract a file tree safely (8.7)
+
+Exit status
+    verify  0 ok, 1 damaged or unsupported, 2 unreadable (conformance.md);
+    info    0, or 2 when the archive cannot be opened;
+    restore 0, or 1 (2: cannot be opened) with no file left at DEST;
+    list    0, or 1 when the entries break rules of section 8 (listed anyway),
+            2 when the archive cannot be opened;
+    extract 0 when nothing was refused or warned about, else 1 (2: cannot open).
+
+Layout of this file
+    1. constants and small helpers;
+    2. the header (3, 4);
+    3. body parsers, one per record type; each returns (value, errors) with
+       errors as (class, what, detail) triples and never raises on bad input;
+    4. chunks: the zstd frame rules and decoding (6);
+    5. MapChecker: the extent-map rules of an image (7.2);
+    6. Walker: the front-to-back verifier (10.2) with resynchronisation (11),
+       the record order (2), the end, index, directory and trailer cross-checks,
+       the map digest (7.3) and each file's whole-content BLAKE3 (8.3);
+    7. Archive: the random-access reader from the end (10.1), for info, list,
+       restore and extract;
+    8. Extractor: file-tree extraction with the restore order and safety rules
+       of 8.7 (every path resolved from a handle on DEST, never through a link);
+    9. the commands.
+
+Allocation bounds. A body is read only after its record header passed every
+check of section 5, including body_length against the type's maximum (5.1);
+bodies whose format maximum is "file size" (IMAGE_INDEX, FILES_DIR,
+FILES_INDEX) and unknown ancillary bodies are further limited to TABLE_LIMIT
+(256 MiB, the reference reader's default of section 13). Bodies are slices of
+a read-only mmap, so checking a CRC copies nothing. Every count read from a body
+is checked against the body's length before anything is allocated for it. A
+chunk is decoded into exactly raw_length (at most 16 MiB) bytes, never a size
+taken from the frame, and at most two decoded chunks are kept. Holes are hashed
+from one shared 1 MiB buffer of zeros.
+
+Time bounds. Checking a file's whole-content BLAKE3 (8.3) costs its declared
+size, holes included, whatever the archive's size: a few hundred bytes of
+archive can declare a sparse file of 2^63 bytes. So one command hashes at most
+HASH_LIMIT bytes of one file and HASH_BUDGET bytes in all; beyond, verify reports
+limit-exceeded and extract warns (section 13 lets a reader refuse less).
+"""
+import argparse
+import grp
+import json
+import mmap
+import os
+import pwd
+import secrets
+import stat
+import struct
+import sys
+from collections import OrderedDict, namedtuple
+
+import blake3
+import crc32c
+import zstandard
+
+# ----------------------------------------------------------------------------
+# 1. Constants and helpers
+
+HEADER_MAGIC = b"\x89STRATA\n"
+REC_MAGIC = b"\xd3REC"
+TRAILER_MAGIC = b"STRATA\r\n"
+
+CHUNK = 0x0001
+IMAGE_BEGIN, IMAGE_EXTENTS, IMAGE_END, IMAGE_INDEX = 0x0010, 0x0011, 0x0012, 0x0013
+FILES_BEGIN, FILES_EXTENTS, FILES_ENTRIES, FILES_END, FILES_DIR, FILES_INDEX = range(0x0020, 0x0026)
+ARCHIVE_INDEX, TRAILER = 0x00F0, 0x00FF
+TYPE_NAMES = {CHUNK: "CHUNK", IMAGE_BEGIN: "IMAGE_BEGIN", IMAGE_EXTENTS: "IMAGE_EXTENTS",
+              IMAGE_END: "IMAGE_END", IMAGE_INDEX: "IMAGE_INDEX", FILES_BEGIN: "FILES_BEGIN",
+              FILES_EXTENTS: "FILES_EXTENTS", FILES_ENTRIES: "FILES_ENTRIES", FILES_END: "FILES_END",
+              FILES_DIR: "FILES_DIR", FILES_INDEX: "FILES_INDEX", ARCHIVE_INDEX: "ARCHIVE_INDEX",
+              TRAILER: "TRAILER"}
+SECTION_TYPES = {CHUNK, IMAGE_BEGIN, IMAGE_EXTENTS, IMAGE_END,
+                 FILES_BEGIN, FILES_EXTENTS, FILES_ENTRIES, FILES_END}
+TABLE_TYPES = {IMAGE_INDEX, FILES_DIR, FILES_INDEX}
+
+MIB = 1 << 20
+MAX_RAW = 1 << 24                       # chunk raw length, zstd window, chunk size
+MAX_IMAGE = (1 << 63) - 1
+ALL_ONES = 0xFFFFFFFFFFFFFFFF           # unknown image size; the root's parent_id
+MAX_SECTIONS = 65536
+MAX_EXTENTS = 65536                     # per IMAGE_EXTENTS / FILES_EXTENTS record
+TABLE_LIMIT = 256 * MIB                 # implementation limit (section 13)
+HASH_LIMIT = 1 << 34                    # implementation limit: bytes of one file hashed (16 GiB)
+HASH_BUDGET = 1 << 36                   # implementation limit: bytes of file content hashed per command
+MAX_BODY = {CHUNK: 40 + MAX_RAW, IMAGE_BEGIN: 24 + 255, IMAGE_EXTENTS: 16 + MAX_EXTENTS * 24,
+            IMAGE_END: 96, IMAGE_INDEX: TABLE_LIMIT, FILES_BEGIN: 24 + 255,
+            FILES_EXTENTS: 16 + MAX_EXTENTS * 40, FILES_ENTRIES: 64 * MIB, FILES_END: 64,
+            FILES_DIR: TABLE_LIMIT, FILES_INDEX: TABLE_LIMIT,
+            ARCHIVE_INDEX: 8 + MAX_SECTIONS * 32, TRAILER: 32}
+INCOMPATIBLE_NAMES = {0: "encryption", 1: "incremental"}
+KIND_NAMES = {1: "file", 2: "directory", 3: "symlink", 4: "hardlink",
+              5: "char-device", 6: "block-device", 7: "fifo", 8: "socket"}
+K_FILE, K_DIR, K_SYMLINK, K_HARDLINK, K_CHR, K_BLK, K_FIFO, K_SOCK = range(1, 9)
+CAP_NAMES, CAP_XATTRS, CAP_ATIME, CAP_CTIME, CAP_BTIME, CAP_HOLES = (1 << i for i in range(6))
+ZERO32, ONES32 = bytes(32), b"\xff" * 32
+ZEROS = bytes(MIB)
+REC_HDR = struct.Struct("<4sHH8sQII")
+IMG_EXTENT = struct.Struct("<QQQ")
+FILE_EXTENT = struct.Struct("<QQQQII")
+ENTRY_FIXED = struct.Struct("<IBBHQQIIIIIIqqqqQQ32sHBBIII")
+DIR_CHILD = struct.Struct("<QQIHBBQ")
+
+Ent = namedtuple("Ent", "kind parent name rec off path")
+
+
+class StrataError(Exception):
+    """A problem that stops the random-access reader."""
+
+    def __init__(self, cls, offset, what, detail):
+        super().__init__(f"{cls} at offset {offset}: {what}: {detail}")
+        self.cls, self.offset, self.what, self.detail = cls, offset, what, detail
+
+
+class CannotOpen(StrataError):
+    """Not a Strata archive, an unusable header, or a file that cannot be read."""
+
+
+def crc(data, value=0):
+    return crc32c.crc32c(data, value)
+
+
+def u16(b, o): return struct.unpack_from("<H", b, o)[0]
+def u32(b, o): return struct.unpack_from("<I", b, o)[0]
+def u64(b, o): return struct.unpack_from("<Q", b, o)[0]
+
+
+def is_pow2(v):
+    return v > 0 and v & (v - 1) == 0
+
+
+def tname(t):
+    return TYPE_NAMES.get(t, f"type 0x{t:04x}")
+
+
+def lossy(b):
+    return bytes(b).decode("utf-8", "replace")
+
+
+def hash_zeros(h, n):
+    while n > 0:
+        k = min(n, len(ZEROS))
+        h.update(memoryview(ZEROS)[:k])
+        n -= k
+
+
+def bad_name(name):
+    """The name rules of 7.1 and 8.3: not empty, no '/', no NUL, not '.' or '..'."""
+    if not name:
+        return "empty"
+    if b"/" in name or b"\0" in name:
+        return "contains '/' or NUL"
+    if name in (b".", b".."):
+        return "is '.' or '..'"
+    return None
+
+
+# ----------------------------------------------------------------------------
+# 2. Header (sections 3, 4)
+
+def check_header(mm, size):
+    """Check the header in the order of section 3.
+
+    Returns (hdr, problems, mode): problems are (class, offset, what, detail);
+    mode is 'ok' (tag and header_length trusted), 'recover' (header damaged:
+    find the tag by scanning for records), 'scan' (no magic: not-strata unless
+    records are found) or 'stop' (a reader cannot go on)."""
+    if size < 8 or mm[0:8] != HEADER_MAGIC:
+        return None, [("not-strata", 0, "header.magic", "no Strata magic at offset 0")], "scan"
+    if size < 128:
+        return None, [("truncated", 0, "header", f"file of {size} bytes ends inside the header")], "stop"
+    hl = u32(mm, 12)
+    if hl % 8 or not 128 <= hl <= 4096:
+        return None, [("bad-header", 12, "header.header_length",
+                       f"{hl}, expected a multiple of 8 from 128 to 4096")], "recover"
+    if size < hl:
+        return None, [("truncated", 0, "header", f"file of {size} bytes ends inside the {hl}-byte header")], "stop"
+    want = crc(bytes(mm[128:hl]), crc(bytes(mm[0:124]) + b"\0\0\0\0"))
+    if want != u32(mm, 124):
+        return None, [("bad-header", 124, "header.header_crc",
+                       f"stored 0x{u32(mm, 124):08x}, computed 0x{want:08x}")], "recover"
+    hdr = {"version_major": u16(mm, 8), "version_minor": u16(mm, 10), "header_length": hl,
+           "uuid": bytes(mm[16:32]), "tag": bytes(mm[16:24]),
+           "incompatible": u64(mm, 32), "compatible": u64(mm, 40), "autoclear": u64(mm, 48),
+           "created_ns": struct.unpack_from("<q", mm, 56)[0],
+           "writer": bytes(mm[64:96]).rstrip(b"\0").decode("utf-8", "replace")}
+    if hdr["version_major"] != 1:
+        return hdr, [("unsupported-version", 8, "header.version_major",
+                      f"version {hdr['version_major']}.{hdr['version_minor']}, this reader reads 1.x")], "stop"
+    problems = []
+    if any(mm[96:124]):
+        problems.append(("bad-header", 96, "header.reserved", "reserved bytes 96..124 are not zero"))
+    if hdr["incompatible"]:             # this reader implements no incompatible feature
+        names = [INCOMPATIBLE_NAMES.get(b, f"bit {b}") for b in range(64) if hdr["incompatible"] >> b & 1]
+        problems.append(("unsupported-feature", 32, "header.incompatible_features",
+                         "unimplemented incompatible feature(s): " + ", ".join(names)))
+        return hdr, problems, "stop"
+    return hdr, problems, "ok"
+
+
+def record_header_ok(mm, pos, size, tag):
+    """True if 32 bytes at pos start with the record magic, (carry tag) and pass the header CRC."""
+    if pos + 32 > size or mm[pos:pos + 4] != REC_MAGIC:
+        return False
+    if tag is not None and mm[pos + 8:pos + 16] != tag:
+        return False
+    return crc(mm[pos:pos + 28]) == u32(mm, pos + 28)
+
+
+def next_record(mm, size, start, tag):
+    """The first offset >= start holding a record header (section 11), or None."""
+    pos = mm.find(REC_MAGIC, start) if size else -1
+    while pos != -1:
+        if record_header_ok(mm, pos, size, tag):
+            return pos
+        pos = mm.find(REC_MAGIC, pos + 1)
+    return None
+
+
+# ----------------------------------------------------------------------------
+# 3. Body parsers: each returns (value, errors); errors are (class, what, detail)
+
+def check_section_name(raw_name, what):
+    errs = []
+    try:
+        raw_name.decode("utf-8")
+    except UnicodeDecodeError:
+        errs.append(("record-malformed", what, "not valid UTF-8"))
+    why = bad_name(raw_name)
+    if why:
+        errs.append(("record-malformed", what, f"{lossy(raw_name)!r} {why}"))
+    return errs
+
+
+def check_chunk_size(cs, what):
+    if is_pow2(cs) and cs > MAX_RAW:
+        return [("limit-exceeded", what, f"{cs}, above 16 MiB")]
+    if not (is_pow2(cs) and 4096 <= cs <= MAX_RAW):
+        return [("record-malformed", what, f"{cs}, expected a power of two from 4096 to 16777216")]
+    return []
+
+
+def parse_image_begin(body):
+    if len(body) < 24:
+        return None, [("record-malformed", "IMAGE_BEGIN.body_length", f"{len(body)}, at least 25 needed")]
+    sid, sector, size, chunk_size, name_len, res = struct.unpack_from("<IIQIHH", body, 0)
+    if len(body) != 24 + name_len:
+        return None, [("record-malformed", "IMAGE_BEGIN.body_length",
+                       f"{len(body)}, expected 24 + name_length ({name_len})")]
+    errs = []
+    if res:
+        errs.append(("record-malformed", "IMAGE_BEGIN.reserved", "not zero"))
+    if not (is_pow2(sector) and 512 <= sector <= 65536):
+        errs.append(("record-malformed", "IMAGE_BEGIN.sector_size", f"{sector}, expected a power of two from 512 to 65536"))
+    if size != ALL_ONES and size > MAX_IMAGE:
+        errs.append(("limit-exceeded", "IMAGE_BEGIN.logical_size", f"{size}, above 2^63-1"))
+    errs += check_chunk_size(chunk_size, "IMAGE_BEGIN.chunk_size")
+    raw_name = bytes(body[24:])
+    errs += check_section_name(raw_name, "IMAGE_BEGIN.name")
+    return {"section_id": sid, "sector_size": sector, "logical_size": size,
+            "chunk_size": chunk_size, "name": lossy(raw_name)}, errs
+
+
+def parse_files_begin(body):
+    if len(body) < 24:
+        return None, [("record-malformed", "FILES_BEGIN.body_length", f"{len(body)}, at least 25 needed")]
+    sid, chunk_size, captured, name_len = struct.unpack_from("<IIQH", body, 0)
+    if len(body) != 24 + name_len:
+        return None, [("record-malformed", "FILES_BEGIN.body_length",
+                       f"{len(body)}, expected 24 + name_length ({name_len})")]
+    errs = []
+    if any(body[18:24]):
+        errs.append(("record-malformed", "FILES_BEGIN.reserved", "not zero"))
+    if captured >> 6:
+        errs.append(("record-malformed", "FILES_BEGIN.captured", f"reserved bits set: 0x{captured:x}"))
+    errs += check_chunk_size(chunk_size, "FILES_BEGIN.chunk_size")
+    raw_name = bytes(body[24:])
+    errs += check_section_name(raw_name, "FILES_BEGIN.name")
+    return {"section_id": sid, "chunk_size": chunk_size, "captured": captured, "name": lossy(raw_name)}, errs
+
+
+def parse_extents(body, what, bounded, width):
+    """IMAGE_EXTENTS / FILES_EXTENTS (bounded) or IMAGE_INDEX (unbounded) body.
+
+    Returns ((section_id, extents), errors); extents are tuples of the 7.2 or 8.2
+    layout; the value is None when the body cannot be parsed."""
+    if len(body) < 16:
+        return None, [("record-malformed", f"{what}.body_length", f"{len(body)}, at least 16 needed")]
+    sid, res, count = struct.unpack_from("<IIQ", body, 0)
+    if bounded and not 1 <= count <= MAX_EXTENTS:
+        return None, [("record-malformed", f"{what}.count", f"{count}, expected 1 to 65536")]
+    if len(body) != 16 + width * count:     # checked before anything is allocated
+        return None, [("record-malformed", f"{what}.count",
+                       f"{count} extents need a {16 + width * count}-byte body, body_length is {len(body)}")]
+    errs = [("record-malformed", f"{what}.reserved", "not zero")] if res else []
+    if width == 24:
+        extents = list(IMG_EXTENT.iter_unpack(body[16:]))
+        for i, (_, _, ref) in enumerate(extents):
+            if 2 <= ref < 128:
+                errs.append(("record-malformed", f"{what}.extents[{i}].chunk_ref", f"{ref}, a reserved kind (2..127)"))
+    else:
+        extents = []
+        for i, (eid, foff, length, ref, coff, r) in enumerate(FILE_EXTENT.iter_unpack(body[16:])):
+            if r:
+                errs.append(("record-malformed", f"{what}.extents[{i}].reserved", "not zero"))
+            if ref < 128:
+                errs.append(("record-malformed", f"{what}.extents[{i}].chunk_ref",
+                             f"{ref}: not a record offset (file extents have no zero or lost kind)"))
+            extents.append((eid, foff, length, ref, coff))
+    return (sid, extents), errs
+
+
+def parse_image_end(body):
+    if len(body) != 96:                 # a longer body failed the type's limit already
+        return None, [("record-malformed", "IMAGE_END.body_length", f"{len(body)}, expected 96")]
+    keys = ("section_id", "reserved", "logical_size", "extent_count", "data_bytes",
+            "lost_bytes", "chunk_count", "chunk_bytes", "begin_offset")
+    end = dict(zip(keys, struct.unpack_from("<IIQQQQQQQ", body, 0)))
+    end["map_blake3"] = bytes(body[64:96])
+    errs = []
+    if end["reserved"]:
+        errs.append(("record-malformed", "IMAGE_END.reserved", "not zero"))
+    if end["logical_size"] > MAX_IMAGE:
+        errs.append(("limit-exceeded", "IMAGE_END.logical_size", f"{end['logical_size']}, above 2^63-1"))
+    return end, errs
+
+
+def parse_files_end(body):
+    if len(body) != 64:
+        return None, [("record-malformed", "FILES_END.body_length", f"{len(body)}, expected 64")]
+    keys = ("section_id", "reserved", "entry_count", "file_count", "directory_count",
+            "content_bytes", "chunk_count", "chunk_bytes", "begin_offset")
+    end = dict(zip(keys, struct.unpack_from("<IIQQQQQQQ", body, 0)))
+    errs = [("record-malformed", "FILES_END.reserved", "not zero")] if end["reserved"] else []
+    return end, errs
+
+
+def parse_entry(body, p, end):
+    """Parse one FILES_ENTRIES entry at body offset p (8.3), structure only.
+
+    Returns (entry dict, None) or (None, detail) when the entry's lengths do not
+    add up; the rules on field values are entry_rule_errors'."""
+    if end - p < 144:
+        return None, f"entry at body offset {p}: {end - p} bytes left, an entry takes at least 144"
+    (el, kind, flags, res1, eid, parent, mode, uid, gid, rmaj, rmin, res2, mtime, atime, ctime,
+     btime, size, link_id, digest, nl, ul, gl, tl, xc, ec) = ENTRY_FIXED.unpack_from(body, p)
+    if el < 144 or el > end - p:
+        return None, f"entry at body offset {p}: entry_length {el}, {end - p} bytes left"
+    stop = p + el
+    q = p + 144
+    if nl + ul + gl + tl > el - 144:
+        return None, f"entry {eid}: name, user, group and target lengths exceed entry_length {el}"
+    name = bytes(body[q:q + nl])
+    q += nl
+    user = bytes(body[q:q + ul])
+    q += ul
+    group = bytes(body[q:q + gl])
+    q += gl
+    target = bytes(body[q:q + tl])
+    q += tl
+    xattrs = []
+    for _ in range(xc):                 # every xattr takes at least 5 bytes: bounded by el
+        if stop - q < 5:
+            return None, f"entry {eid}: xattr_count {xc} does not fit in entry_length {el}"
+        xn, xv = struct.unpack_from("<BI", body, q)
+        q += 5
+        if xn + xv > stop - q:
+            return None, f"entry {eid}: an xattr of {xn} + {xv} bytes does not fit in entry_length {el}"
+        xattrs.append((bytes(body[q:q + xn]), bytes(body[q + xn:q + xn + xv])))
+        q += xn + xv
+    if ec * 40 != stop - q:
+        return None, f"entry {eid}: entry_length {el} is not 144 plus the lengths that follow"
+    extents = [(x[0], x[1], x[2], x[3], x[4], x[5]) for x in FILE_EXTENT.iter_unpack(body[q:stop])]
+    return {"entry_length": el, "kind": kind, "flags": flags, "res1": res1, "res2": res2,
+            "entry_id": eid, "parent_id": parent, "mode": mode, "uid": uid, "gid": gid,
+            "rdev_major": rmaj, "rdev_minor": rmin, "mtime_ns": mtime, "atime_ns": atime,
+            "ctime_ns": ctime, "btime_ns": btime, "size": size, "link_id": link_id,
+            "blake3": digest, "name": name, "user": user, "group": group, "target": target,
+            "xattrs": xattrs, "extents": extents}, None
+
+
+def parse_entries(body):
+    """FILES_ENTRIES body: ((section_id, [(body offset, entry)]), errors)."""
+    if len(body) < 16:
+        return None, [("record-malformed", "FILES_ENTRIES.body_length", f"{len(body)}, at least 16 needed")]
+    sid, res, count = struct.unpack_from("<IIQ", body, 0)
+    errs = [("record-malformed", "FILES_ENTRIES.reserved", "not zero")] if res else []
+    if count > (len(body) - 16) // 144:  # checked before anything is allocated
+        return None, errs + [("record-malformed", "FILES_ENTRIES.count",
+                              f"{count} entries cannot fit in a {len(body)}-byte body")]
+    out, p = [], 16
+    for _ in range(count):
+        e, why = parse_entry(body, p, len(body))
+        if e is None:
+            return (sid, out), errs + [("record-malformed", "FILES_ENTRIES.entry_length", why)]
+        out.append((p, e))
+        p += e["entry_length"]
+    if p != len(body):
+        errs.append(("record-malformed", "FILES_ENTRIES.count",
+                     f"{count} entries end at body offset {p}, the body has {len(body)} bytes"))
+    return (sid, out), errs
+
+
+def entry_rule_errors(e, captured):
+    """The rules of 8.3 that one entry can be checked against on its own.
+
+    Returns (class, what, detail) triples; the rules that involve other
+    entries (ids, parents, siblings, links, extents) are the callers'."""
+    errs = []
+    k, flags, eid = e["kind"], e["flags"], e["entry_id"]
+    w = f"FILES_ENTRIES entry {eid}"
+
+    def bad(field, detail):
+        errs.append(("record-malformed", f"{w}.{field}", detail))
+
+    if k not in KIND_NAMES:
+        bad("kind", f"{k}, expected 1 to 8")
+    if flags & 0xF8:
+        bad("flags", f"reserved bits set: 0x{flags:02x}")
+    if e["res1"] or e["res2"]:
+        bad("reserved", "not zero")
+    if e["mode"] > 0o7777:
+        bad("mode", f"0o{e['mode']:o}, above 0o7777")
+    if k not in (K_CHR, K_BLK) and (e["rdev_major"] or e["rdev_minor"]):
+        bad("rdev", "not zero for an entry that is not a device")
+    if not captured & CAP_ATIME and e["atime_ns"]:
+        bad("atime_ns", "not zero, but atime was not captured")
+    if not captured & CAP_CTIME and e["ctime_ns"]:
+        bad("ctime_ns", "not zero, but ctime was not captured")
+    if flags & 1 and not captured & CAP_BTIME:
+        bad("flags", "birth time present, but birth times were not captured")
+    if not flags & 1 and e["btime_ns"]:
+        bad("btime_ns", "not zero without flag bit 0")
+    if k == K_SYMLINK:
+        if e["size"] != len(e["target"]):
+            bad("size", f"{e['size']}, the target is {len(e['target'])} bytes")
+    elif k != K_FILE and e["size"]:
+        bad("size", f"{e['size']}, expected 0 for a {KIND_NAMES.get(k, 'entry')}")
+    if k != K_HARDLINK and e["link_id"]:
+        bad("link_id", f"{e['link_id']}, expected 0 for an entry that is not a hard link")
+    if k != K_FILE and e["blake3"] != ZERO32:
+        bad("blake3", "not zero for an entry that is not a regular file")
+    if eid != 0 or e["parent_id"] != ALL_ONES:
+        why = bad_name(e["name"])
+        if why:
+            bad("name", f"the name {why}")
+        elif len(e["name"]) > 255:
+            bad("name_length", f"{len(e['name'])}, above 255")
+    if not captured & CAP_NAMES and (e["user"] or e["group"]):
+        bad("user_length", "owner names present, but names were not captured")
+    if k == K_SYMLINK:
+        if not 1 <= len(e["target"]) <= 4095:
+            bad("target_length", f"{len(e['target'])}, expected 1 to 4095")
+        if b"\0" in e["target"]:
+            bad("target", "contains NUL")
+    elif e["target"]:
+        bad("target_length", f"{len(e['target'])}, expected 0 for an entry that is not a symbolic link")
+    if e["xattrs"] and not captured & CAP_XATTRS:
+        bad("xattr_count", f"{len(e['xattrs'])}, but extended attributes were not captured")
+    prev = None
+    for xn, xv in e["xattrs"]:
+        if not xn:
+            bad("xattrs", "an xattr name of length 0")
+        if len(xv) > 65536:
+            bad("xattrs", f"xattr {lossy(xn)!r}: value of {len(xv)} bytes, above 65536")
+        if prev is not None and xn <= prev:
+            bad("xattrs", f"xattr {lossy(xn)!r} is not after {lossy(prev)!r} (increasing, unique names)")
+        prev = xn
+    if e["extents"] and k != K_FILE:
+        bad("extent_count", f"{len(e['extents'])} extents for an entry that is not a regular file")
+    if e["extents"] and flags & 4:
+        bad("extent_count", "extents, but flag bit 2 says the content could not be read")
+    for i, x in enumerate(e["extents"]):
+        if x[0] != eid:
+            bad(f"extents[{i}].entry_id", f"{x[0]}, the entry is {eid}")
+        if x[5]:
+            bad(f"extents[{i}].reserved", "not zero")
+        if x[3] < 128:
+            bad(f"extents[{i}].chunk_ref", f"{x[3]}: not a record offset")
+    return errs
+
+
+def file_extent_errors(extents, size):
+    """8.2: a file's extents increase, do not overlap, are not empty and end by its size."""
+    errs, pos = [], 0
+    for foff, length, ref, coff in extents:
+        if length == 0:
+            errs.append(f"extent at file offset {foff} has length 0")
+        if foff < pos:
+            errs.append(f"extent at file offset {foff} starts before the previous one ended ({pos})")
+        pos = max(pos, foff + length)
+    if size is not None and pos > size:
+        errs.append(f"extents end at {pos}, the file's size is {size}")
+    return errs
+
+
+def parse_files_dir(body):
+    """FILES_DIR body (8.5): ((section_id, dir entry_id, children), errors)."""
+    if len(body) < 24:
+        return None, [("record-malformed", "FILES_DIR.body_length", f"{len(body)}, at least 24 needed")]
+    sid, res, did, count = struct.unpack_from("<IIQQ", body, 0)
+    if count > (len(body) - 24) // 32:
+        return None, [("record-malformed", "FILES_DIR.count", f"{count} children cannot fit in a {len(body)}-byte body")]
+    errs = [("record-malformed", "FILES_DIR.reserved", "not zero")] if res else []
+    children, q = [], 24 + 32 * count
+    for i, (eid, rec, off, nl, kind, r, table) in enumerate(DIR_CHILD.iter_unpack(body[24:24 + 32 * count])):
+        if r:
+            errs.append(("record-malformed", f"FILES_DIR.children[{i}].reserved", "not zero"))
+        if nl > len(body) - q:
+            return None, errs + [("record-malformed", "FILES_DIR.body_length", "the names run past the body")]
+        children.append((eid, rec, off, nl, kind, table, bytes(body[q:q + nl])))
+        q += nl
+    if q != len(body):
+        errs.append(("record-malformed", "FILES_DIR.body_length",
+                     f"{len(body)}, the children and their names take {q}"))
+    return (sid, did, children), errs
+
+
+def parse_files_index(body):
+    """FILES_INDEX body (8.6)."""
+    if len(body) < 40:
+        return None, [("record-malformed", "FILES_INDEX.body_length", f"{len(body)}, at least 40 needed")]
+    sid, res, root_dir, root_rec, root_off, res2, count = struct.unpack_from("<IIQQIIQ", body, 0)
+    if len(body) != 40 + 8 * count:
+        return None, [("record-malformed", "FILES_INDEX.record_count",
+                       f"{count} offsets need a {40 + 8 * count}-byte body, body_length is {len(body)}")]
+    errs = [("record-malformed", "FILES_INDEX.reserved", "not zero")] if res or res2 else []
+    offsets = [v[0] for v in struct.iter_unpack("<Q", body[40:])]
+    return {"section_id": sid, "root_dir": root_dir, "root_entries_record": root_rec,
+            "root_entry_offset": root_off, "records": offsets}, errs
+
+
+def parse_archive_index(body):
+    if len(body) < 8:
+        return None, [("record-malformed", "ARCHIVE_INDEX.body_length", f"{len(body)}, at least 8 needed")]
+    count, res = struct.unpack_from("<II", body, 0)
+    if count > MAX_SECTIONS:
+        return None, [("limit-exceeded", "ARCHIVE_INDEX.section_count", f"{count}, above 65536")]
+    if len(body) != 8 + 32 * count:
+        return None, [("record-malformed", "ARCHIVE_INDEX.section_count",
+                       f"{count} sections need a {8 + 32 * count}-byte body, body_length is {len(body)}")]
+    errs = [("record-malformed", "ARCHIVE_INDEX.reserved", "not zero")] if res else []
+    entries = []
+    for i in range(count):
+        kind, r0, r1, r2, sid, b, e, t = struct.unpack_from("<BBBBIQQQ", body, 8 + 32 * i)
+        w = f"ARCHIVE_INDEX.sections[{i}]"
+        if kind not in (1, 2):
+            errs.append(("record-malformed", f"{w}.kind", f"{kind}, expected 1 (image) or 2 (file tree)"))
+        if r0 or r1 or r2:
+            errs.append(("record-malformed", f"{w}.reserved", "not zero"))
+        if sid != i:
+            errs.append(("index-mismatch", f"{w}.section_id", f"{sid}, expected {i}"))
+        if not b < e < t:
+            errs.append(("index-mismatch", w, f"offsets begin {b}, end {e}, table {t} are not increasing"))
+        entries.append({"kind": kind, "section_id": sid, "begin": b, "end": e, "table": t})
+    return entries, errs
+
+
+def parse_trailer(body):
+    if len(body) != 32:
+        return None, [("record-malformed", "TRAILER.body_length", f"{len(body)}, expected 32")]
+    t = {"index_offset": u64(body, 0), "archive_length": u64(body, 8), "record_count": u64(body, 16)}
+    errs = []
+    if bytes(body[24:32]) != TRAILER_MAGIC:
+        errs.append(("record-malformed", "TRAILER.magic", f"{bytes(body[24:32]).hex()}, expected 5354524154410d0a"))
+    return t, errs
+
+
+# ----------------------------------------------------------------------------
+# 4. Chunks (section 6)
+
+def parse_chunk_fields(body):
+    if len(body) < 40:
+        return None, [("record-malformed", "CHUNK.body_length", f"{len(body)} bytes, at least 40 needed")]
+    raw_length, encoding = u32(body, 32), body[36]
+    errs = []
+    if raw_length == 0:
+        errs.append(("record-malformed", "CHUNK.raw_length", "0, expected 1 to 16777216"))
+    elif raw_length > MAX_RAW:
+        errs.append(("limit-exceeded", "CHUNK.raw_length", f"{raw_length}, above 16 MiB"))
+    if encoding not in (0, 1):
+        errs.append(("record-malformed", "CHUNK.encoding", f"{encoding}, expected 0 (raw) or 1 (zstd)"))
+    if any(body[37:40]):
+        errs.append(("record-malformed", "CHUNK.reserved", "not zero"))
+    n = len(body) - 40
+    if not errs:
+        if encoding == 0 and n != raw_length:
+            errs.append(("record-malformed", "CHUNK.body_length", f"raw chunk stores {n} bytes, raw_length {raw_length}"))
+        elif encoding == 1 and n >= raw_length:
+            errs.append(("record-malformed", "CHUNK.body_length",
+                         f"zstd chunk stores {n} bytes, not fewer than raw_length {raw_length}"))
+    return {"blake3": bytes(body[0:32]), "raw_length": raw_length, "encoding": encoding}, errs
+
+
+def check_zstd_frame(stored, raw_length):
+    """Section 6: exactly one frame, Frame_Content_Size == raw_length, no dictionary,
+    Window_Size at most 16 MiB, nothing after the frame. Returns a reason or None."""
+    n = len(stored)
+    if n < 6:
+        return "too short to be a zstd frame"
+    magic = u32(stored, 0)
+    if 0x184D2A50 <= magic <= 0x184D2A5F:
+        return "skippable frame"
+    if magic != 0xFD2FB528:
+        return f"zstd magic 0x{magic:08x}"
+    fhd, p = stored[4], 5
+    fcs_flag, single, checksum, did_flag = fhd >> 6, fhd >> 5 & 1, fhd >> 2 & 1, fhd & 3
+    if fhd >> 3 & 1:
+        return "reserved bit of Frame_Header_Descriptor set"
+    window = None
+    if not single:
+        wd = stored[p]
+        p += 1
+        base = 1 << (10 + (wd >> 3))
+        window = base + (base >> 3) * (wd & 7)
+    did_size = (0, 1, 2, 4)[did_flag]
+    fcs_size = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if p + did_size + fcs_size > n:
+        return "frame ends inside its header"
+    if int.from_bytes(stored[p:p + did_size], "little"):
+        return "Dictionary_ID is not 0"
+    p += did_size
+    if fcs_size == 0:
+        return "frame header has no Frame_Content_Size"
+    fcs = int.from_bytes(stored[p:p + fcs_size], "little") + (256 if fcs_size == 2 else 0)
+    p += fcs_size
+    if fcs != raw_length:
+        return f"Frame_Content_Size {fcs}, raw_length {raw_length}"
+    if single:
+        window = fcs
+    if window > MAX_RAW:
+        return f"Window_Size {window}, above 16 MiB"
+    while True:
+        if p + 3 > n:
+            return "frame ends inside a block header"
+        bh = int.from_bytes(stored[p:p + 3], "little")
+        p += 3
+        btype = bh >> 1 & 3
+        if btype == 3:
+            return "reserved block type"
+        p += 1 if btype == 1 else bh >> 3
+        if p > n:
+            return "frame ends inside a block"
+        if bh & 1:
+            break
+    p += 4 * checksum
+    if p > n:
+        return "frame ends inside its content checksum"
+    if p != n:
+        return f"{n - p} byte(s) follow the zstd frame"
+    return None
+
+
+def decode_chunk(fields, stored):
+    """Decode and check a chunk whose fields passed parse_chunk_fields (section 6).
+    Returns (raw bytes or None, errors)."""
+    raw_length = fields["raw_length"]
+    if fields["encoding"] == 0:
+        raw = bytes(stored)
+    else:
+        why = check_zstd_frame(stored, raw_length)
+        if why:
+            return None, [("chunk-corrupt", "CHUNK.stored", why)]
+        try:                            # the output is bounded by raw_length, never by the frame
+            raw = zstandard.ZstdDecompressor(max_window_size=MAX_RAW).decompress(
+                bytes(stored), max_output_size=raw_length)
+        except zstandard.ZstdError as e:
+            return None, [("chunk-corrupt", "CHUNK.stored", f"zstd: {e}")]
+        if len(raw) != raw_length:
+            return None, [("chunk-corrupt", "CHUNK.stored", f"decoded {len(raw)} bytes, raw_length {raw_length}")]
+    digest = blake3.blake3(raw).digest()
+    if digest != fields["blake3"]:
+        return None, [("chunk-corrupt", "CHUNK.blake3", f"stored {fields['blake3'].hex()}, computed {digest.hex()}")]
+    return raw, []
+
+
+# ----------------------------------------------------------------------------
+# 5. Extent map rules of an image (7.2 rules 1-4)
+
+class MapChecker:
+    """Checks that extents tile an image; tolerates gaps left by damaged records."""
+
+    def __init__(self, chunk_size, size_hint=None):
+        self.cs, self.size_hint = chunk_size, size_hint
+        self.next, self.off_window = 0, False
+        self.gap_from = None            # the map is unknown from here (damage)
+        self.unknown = []               # [start, end] spans the walk could not map
+        self.count = self.data = self.lost = 0
+
+    def gap(self):
+        if self.gap_from is None:
+            self.gap_from = self.next
+
+    def feed(self, start, length, ref):
+        errs = []
+        if self.gap_from is not None:
+            if start > self.gap_from:
+                self.unknown.append([self.gap_from, start])
+            elif start < self.gap_from:
+                errs.append(("extent-map", f"extent at {start} overlaps the image before {self.gap_from}"))
+            self.gap_from = None
+        elif start != self.next:
+            errs.append(("extent-map", f"extent starts at {start}, previous extent ended at {self.next}"))
+        elif self.off_window:
+            errs.append(("extent-map", f"extent at {start} follows an extent that ended off a window boundary"))
+        if length == 0:
+            errs.append(("extent-map", f"extent at {start} has length 0"))
+        end = start + length
+        if self.cs:
+            if start % self.cs:
+                errs.append(("extent-map", f"extent start {start} is not a multiple of chunk_size {self.cs}"))
+            if ref >= 128 and length > self.cs:
+                errs.append(("extent-map", f"data extent at {start} is {length} bytes, chunk_size is {self.cs}"))
+            self.off_window = end % self.cs != 0
+        if end > MAX_IMAGE:
+            errs.append(("extent-map", f"extent at {start} ends at {end}, beyond 2^63-1"))
+        elif self.size_hint is not None and end > self.size_hint:
+            errs.append(("extent-map", f"extent at {start} ends at {end}, past logical_size {self.size_hint}"))
+        self.next = end
+        self.count += 1
+        if ref >= 128:
+            self.data += length
+        elif ref == 1:
+            self.lost += length
+        return errs
+
+    def finish(self, logical_size):
+        if self.gap_from is not None:
+            if logical_size > self.gap_from:
+                self.unknown.append([self.gap_from, logical_size])
+            self.gap_from = None
+            return []
+        if self.next != logical_size:
+            return [("extent-map", f"extents end at {self.next}, logical_size is {logical_size}")]
+        return []
+
+
+def map_digest(extents, chunk_blake3):
+    """The map digest of 7.3 over (image_offset, length, chunk_ref) extents;
+    chunk_blake3(ref) gives the blake3 field of the CHUNK record at ref."""
+    h = blake3.blake3()
+    for start, length, ref in extents:
+        ident = chunk_blake3(ref) if ref >= 128 else (ZERO32 if ref == 0 else ONES32)
+        h.update(struct.pack("<QQ", start, length) + ident)
+    return h.digest()
+
+
+# ----------------------------------------------------------------------------
+# 6. Front-to-back verification (sections 2, 7, 8, 9, 10.2, 11)
+
+def entry_place_errors(e, get):
+    """The rules of 8.3 that place an entry among the others: the root, the
+    parent, the hard-link target. get(entry_id) returns the Ent of an earlier
+    entry, or None when it is unknown. Returns (what, detail) pairs."""
+    eid, parent, k = e["entry_id"], e["parent_id"], e["kind"]
+    out = []
+    if eid == 0:
+        if parent != ALL_ONES or k != K_DIR or e["name"]:
+            out.append(("parent_id", "entry 0 must be the root: a directory with no name and parent_id 0xFFFFFFFFFFFFFFFF"))
+    elif parent == ALL_ONES:
+        out.append(("parent_id", "only entry 0 is the root"))
+    elif parent >= eid:
+        out.append(("parent_id", f"{parent} is not an earlier entry"))
+    else:
+        p = get(parent)
+        if p is not None and p.kind != K_DIR:
+            out.append(("parent_id", f"{parent} is a {KIND_NAMES.get(p.kind, 'entry')}, not a directory"))
+    if k == K_HARDLINK:
+        lid, t = e["link_id"], get(e["link_id"])
+        if lid >= eid or (t is not None and t.kind != K_FILE):
+            what = "not an earlier entry" if lid >= eid else f"a {KIND_NAMES.get(t.kind, 'entry')}"
+            out.append(("link_id", f"{lid} is {what}, not an earlier regular file of this section"))
+    return out
+
+
+def entry_path(e, get):
+    """Path bytes of an entry (the root is b''), from its parent's path."""
+    eid, parent = e["entry_id"], e["parent_id"]
+    if parent == ALL_ONES:
+        return b"" if eid == 0 else e["name"]
+    if parent == 0:
+        return e["name"]
+    p = get(parent) if parent < eid else None
+    return (p.path if p is not None else b"<entry %d>" % parent) + b"/" + e["name"]
+
+
+class ImageSection:
+    kind = "image"
+
+    def __init__(self, sid, begin_off, begin):
+        self.sid, self.begin_off, self.begin = sid, begin_off, begin
+        self.name = begin["name"] if begin else None
+        cs = begin["chunk_size"] if begin else None
+        hint = begin["logical_size"] if begin and begin["logical_size"] != ALL_ONES else None
+        self.map = MapChecker(cs if cs and is_pow2(cs) and cs <= MAX_RAW else None, hint)
+        self.extents = []               # (image_offset, length, chunk_ref) in archive order
+        self.end = self.end_off = self.table_off = None
+        self.damaged = begin is None    # any damage while this section was open
+        self.chunk_count = self.chunk_bytes = 0
+        self.gap_probs = []             # problems whose damage opened a gap in the map
+        self.recovered = False          # unknown spans filled in from the IMAGE_INDEX
+        self.map_broken = False         # an extent-map problem was reported
+
+    def note_damage(self, prob):
+        self.damaged = True
+        self.map.gap()
+        self.gap_probs.append(prob)
+
+    def close_damaged(self):
+        self.damaged = True
+        self.map.finish(self.map.next if self.map.gap_from is None else self.map.gap_from)
+
+    def listing(self):
+        size = self.end["logical_size"] if self.end else (
+            self.begin["logical_size"] if self.begin and self.begin["logical_size"] != ALL_ONES else self.map.next)
+        complete = not self.map.unknown and not self.damaged
+        data = self.map.data if complete or not self.end else self.end["data_bytes"]
+        lost = self.map.lost if complete or not self.end else self.end["lost_bytes"]
+        return {"kind": "image", "name": self.name, "logical_size": size, "data_bytes": data, "lost_bytes": lost}
+
+
+class FilesSection:
+    kind = "files"
+
+    def __init__(self, sid, begin_off, begin):
+        self.sid, self.begin_off, self.begin = sid, begin_off, begin
+        self.name = begin["name"] if begin else None
+        self.captured = begin["captured"] if begin else 0x3F    # unknown: accept what was captured
+        self.end = self.end_off = self.table_off = None
+        self.damaged = begin is None
+        self.chunk_count = self.chunk_bytes = 0
+        self.entries = {}               # entry_id -> Ent
+        self.next_id = 0
+        self.announced = {}             # entry_id -> [(file_offset, length, chunk_ref, chunk_offset)]
+        self.names = {}                 # directory id -> names of its children so far
+        self.children = {}              # directory id -> number of children
+        self.entries_records = []       # offsets of the section's FILES_ENTRIES records
+        self.dir_tables = {}            # directory id -> offset of its FILES_DIR
+        self.entry_count = self.file_count = self.dir_count = 0
+        self.content_bytes = self.data_bytes = 0
+
+    def note_damage(self, prob):
+        self.damaged = True
+
+    def close_damaged(self):
+        self.damaged = True
+
+    def listing(self):
+        return {"kind": "files", "name": self.name, "logical_size": self.content_bytes,
+                "data_bytes": self.data_bytes, "lost_bytes": 0, "entries": self.entry_count}
+
+
+class Walker:
+    """Walks every record from the header to the trailer and reports problems."""
+
+    def __init__(self, path, mm, size):
+        self.path, self.mm, self.size = path, mm, size
+        self.problems = []
+        self.sections, self.open = [], None
+        self.chunks = {}                # offset -> [raw_length, blake3 field, problem]
+        self.spans = []                 # damaged spans [start, end, problem]
+        self.data_refs = []             # (section id, entry id or None, start, end, chunk_ref)
+        self.pending = OrderedDict()    # forward references of the last extents record
+        self.arrival = []               # the pending chunks in the order they arrived
+        self.run_owner, self.in_run = None, False
+        self.records = self.chunk_records = 0
+        self.good = []                  # (offset, length) of records that passed their CRCs
+        self.phase = 0                  # 0 sections, 1 table records, 2 ARCHIVE_INDEX seen, 3 TRAILER
+        self.table_cursor = 0           # the section whose table records come next
+        self.archive_index_off = None
+        self.unexplained = False        # damage since the last begin or end record
+        self.tag, self.header_bytes, self.status = None, 0, None
+        self.cache = OrderedDict()      # at most two decoded chunks, for file contents
+        self.hash_budget = HASH_BUDGET
+
+    def problem(self, cls, offset, what, detail, affects=None):
+        p = {"class": cls, "offset": offset, "what": what, "detail": detail, "affects": list(affects or [])}
+        self.problems.append(p)
+        return p
+
+    def errs(self, offset, errs):
+        return [self.problem(c, offset, w, d) for c, w, d in errs]
+
+    # -- driver -----------------------------------------------------------------
+    def run(self):
+        hdr, hprobs, mode = check_header(self.mm, self.size)
+        for c, o, w, d in hprobs:
+            self.problem(c, o, w, d)
+        if mode == "stop":
+            unsupported = any(c in ("unsupported-version", "unsupported-feature") for c, _, _, _ in hprobs)
+            self.status = "unsupported" if unsupported else "damaged"
+        elif mode == "ok":
+            self.tag, start = hdr["tag"], hdr["header_length"]
+            if not hprobs:
+                self.header_bytes = start
+            self.walk(start)
+        else:
+            start = self.recover_tag(mode)
+            if start is not None:
+                self.walk(start)
+        self.finish()
+
+    def recover_tag(self, mode):
+        """Header not trusted: take the tag of the first record found from byte 128 (11)."""
+        first = next_record(self.mm, self.size, 128, None)
+        if first is None:
+            if mode == "scan":
+                self.status = "unreadable"
+            else:
+                self.problems[-1]["detail"] += "; no record found, nothing to recover"
+                self.status = "damaged"
+            return None
+        if mode == "scan":
+            self.problems[-1].update({"class": "bad-header",
+                                      "detail": "no Strata magic at offset 0, but records were found"})
+        self.tag = bytes(self.mm[first + 8:first + 16])
+        self.problems[-1]["detail"] += f"; archive tag {self.tag.hex()} taken from the record at {first}"
+        return first
+
+    def walk(self, pos):
+        mm, size = self.mm, self.size
+        while pos < size:
+            if size - pos < 32:
+                self.resync(pos, self.problem("truncated", pos, "record header",
+                                              f"the file ends {size - pos} bytes into a record header"))
+                return
+            magic, typ, flags, tag, blen, bcrc, hcrc = REC_HDR.unpack_from(mm, pos)
+            if magic != REC_MAGIC or crc(mm[pos:pos + 28]) != hcrc:
+                pos = self.resync(pos, self.problem("record-checksum", pos, "record header",
+                                                    "bad magic" if magic != REC_MAGIC else "header_crc mismatch"))
+                continue
+            if tag != self.tag:
+                pos = self.resync(pos, self.problem("record-malformed", pos, "record.archive_tag",
+                                                    f"{tag.hex()}, the archive tag is {self.tag.hex()}"))
+                continue
+            fail = None
+            if flags & 0xFFFE:
+                fail = ("record-malformed", "record.flags", f"reserved flag bits set: 0x{flags:04x}")
+            elif typ not in TYPE_NAMES and not flags & 1:
+                fail = ("unknown-record", "record.record_type", f"0x{typ:04x}, unknown and not ANCILLARY")
+            else:
+                limit = MAX_BODY.get(typ, TABLE_LIMIT)
+                if blen > limit:
+                    fail = ("limit-exceeded", f"{tname(typ)}.body_length", f"{blen}, maximum {limit}")
+            within = blen <= size - pos - 32
+            if fail:
+                prob = self.problem(fail[0], pos, fail[1], fail[2])
+                if within:              # the header CRC vouches for the length (11)
+                    prob["detail"] += f"; record skipped ({32 + blen} bytes)"
+                    self.lost_body(pos, typ, blen, prob, counted=False)
+                    pos += 32 + blen
+                else:
+                    pos = self.resync(pos, prob)
+                continue
+            if not within:
+                pos = self.resync(pos, self.problem("truncated", pos, f"{tname(typ)} body",
+                                                    f"a body of {blen} bytes runs {pos + 32 + blen - size} bytes past the end of the file"))
+                continue
+            self.records += 1
+            body = memoryview(mm)[pos + 32:pos + 32 + blen]
+            if crc(body) != bcrc:
+                prob = self.problem("record-checksum", pos, f"{tname(typ)} body", "body_crc mismatch; record skipped")
+                self.lost_body(pos, typ, blen, prob)
+            else:
+                self.good.append((pos, 32 + blen))
+                if typ == TRAILER:
+                    self.on_trailer(pos, body)
+                    return
+                self.dispatch(pos, typ, body)
+            pos += 32 + blen
+
+    def resync(self, bad, prob):
+        """Scan from the next byte for a record header of this archive (11)."""
+        nxt = next_record(self.mm, self.size, bad + 1, self.tag)
+        nxt = self.size if nxt is None else nxt
+        prob["detail"] += f"; damaged span {bad}..{nxt}" + (
+            f", resynchronised at {nxt}" if nxt < self.size else ", no record found after it")
+        self.spans.append([bad, nxt, prob])
+        self.note_damage(prob)
+        return nxt
+
+    def note_damage(self, prob):
+        self.unexplained = True
+        if self.open:
+            self.open.note_damage(prob)
+
+    def in_span(self, off):
+        """The damaged span holding off; a span that reaches the end of the file
+        also holds every offset past it (what a truncation cut off)."""
+        for s in self.spans:
+            if s[0] <= off < s[1] or (s[1] >= self.size and off >= s[0]):
+                return s
+        return None
+
+    # -- records whose content is lost, but whose header is trusted for type and length
+    def lost_body(self, pos, typ, blen, prob, counted=True):
+        if typ == CHUNK:                # references to it are charged to prob in finish()
+            self.chunk_records += counted
+            if self.open and self.phase == 0:
+                self.open.chunk_count += 1
+                self.open.chunk_bytes += 32 + blen
+            self.chunks[pos] = [None, None, prob]
+            self.arrival.append(pos)
+            return
+        self.spans.append([pos, pos + 32 + blen, prob])
+        self.end_run()
+        if typ not in TYPE_NAMES:
+            self.note_damage(prob)
+        elif typ in (IMAGE_BEGIN, FILES_BEGIN):
+            self.close_open(pos)
+            cls = ImageSection if typ == IMAGE_BEGIN else FilesSection
+            self.open = cls(len(self.sections), pos, None)
+            self.open.note_damage(prob)
+            self.sections.append(self.open)
+            self.unexplained = False
+        elif typ in (IMAGE_EXTENTS, FILES_EXTENTS, FILES_ENTRIES):
+            self.note_damage(prob)
+            if typ == FILES_ENTRIES and isinstance(self.open, FilesSection):
+                self.open.entries_records.append(pos)
+        elif typ in (IMAGE_END, FILES_END):
+            if self.open:
+                self.open.end_off = pos
+                self.open.close_damaged()
+                self.open = None
+            self.unexplained = False
+        elif typ in TABLE_TYPES:
+            self.close_open(pos)
+            self.phase = max(self.phase, 1)
+            self.unexplained = True
+            if typ != FILES_DIR:
+                self.table_cursor += 1
+        elif typ == ARCHIVE_INDEX:
+            self.close_open(pos)
+            self.phase = 2
+            self.archive_index_off = pos
+        elif typ == TRAILER:
+            self.phase = 3
+
+    def dispatch(self, pos, typ, body):
+        if typ == CHUNK:
+            self.on_chunk(pos, body)
+            return
+        self.end_run()                  # any other record ends a run of chunks (7.2 rule 6)
+        if typ not in TYPE_NAMES:       # ANCILLARY record of an unknown type: skipped
+            if self.phase >= 2:
+                self.problem("record-malformed", pos, f"{tname(typ)} (ancillary)", "an ancillary record after the ARCHIVE_INDEX")
+            return
+        if typ in SECTION_TYPES and self.phase >= 1:
+            self.problem("record-malformed", pos, tname(typ), "a section record after the table records")
+            return
+        {IMAGE_BEGIN: self.on_image_begin, IMAGE_EXTENTS: self.on_image_extents, IMAGE_END: self.on_image_end,
+         IMAGE_INDEX: self.on_image_index, FILES_BEGIN: self.on_files_begin,
+         FILES_EXTENTS: self.on_files_extents, FILES_ENTRIES: self.on_files_entries,
+         FILES_END: self.on_files_end, FILES_DIR: self.on_files_dir, FILES_INDEX: self.on_files_index,
+         ARCHIVE_INDEX: self.on_archive_index}[typ](pos, body)
+
+    def close_open(self, pos):
+        """A section still open when a record that cannot be inside it arrives."""
+        sec = self.open
+        if sec is None:
+            return
+        if not sec.damaged:
+            self.problem("record-malformed", sec.begin_off, tname(IMAGE_BEGIN if sec.kind == "image" else FILES_BEGIN),
+                         f"section {sec.sid} is not closed by its end record before offset {pos}")
+        sec.close_damaged()
+        self.open = None
+
+    def new_section(self, pos, cls, begin):
+        self.close_open(pos)
+        self.unexplained = False
+        sid = len(self.sections)
+        if sid >= MAX_SECTIONS:
+            self.problem("limit-exceeded", pos, f"{tname(FILES_BEGIN if cls is FilesSection else IMAGE_BEGIN)}",
+                         f"section {sid}: more than 65536 sections")
+        if begin is not None:
+            what = "FILES_BEGIN" if cls is FilesSection else "IMAGE_BEGIN"
+            if begin["section_id"] != sid:
+                self.problem("record-malformed", pos, f"{what}.section_id", f"{begin['section_id']}, expected {sid}")
+            if any(s.name == begin["name"] for s in self.sections):
+                self.problem("record-malformed", pos, f"{what}.name", f"{begin['name']!r} is not unique among the sections")
+        self.open = cls(sid, pos, begin)
+        if begin is None:
+            self.open.note_damage(self.problems[-1])
+        self.sections.append(self.open)
+
+    def section_for(self, pos, typ, sid, kind):
+        """The open section a record of a section belongs to (or None)."""
+        sec = self.open
+        if sec is not None:
+            if sec.kind != kind:
+                self.problem("record-malformed", pos, tname(typ), f"inside {sec.kind} section {sec.sid}")
+                return None
+            if sid is not None and sid != sec.sid:
+                self.problem("record-malformed", pos, f"{tname(typ)}.section_id", f"{sid}, the open section is {sec.sid}")
+            return sec
+        if self.unexplained and sid == len(self.sections) and self.phase == 0:
+            sec = (ImageSection if kind == "image" else FilesSection)(sid, None, None)   # begin lost to damage
+            sec.note_damage(self.spans[-1][2] if self.spans else self.problems[-1])
+            self.sections.append(sec)
+            self.open = sec
+            return sec
+        self.problem("record-malformed", pos, tname(typ), "not inside a section")
+        return None
+
+    # -- chunk references (7.2 rules 5 and 6, 8.2) -------------------------------
+    def start_run(self, pos):
+        self.run_owner, self.in_run = pos, True
+
+    def add_ref(self, pos, rec_end, sec, eid, start, length, coff, ref):
+        self.data_refs.append((sec.sid, eid, start, start + length, ref))
+        aff = [(sec.sid, eid, start, start + length)]
+        what = f"{tname(IMAGE_EXTENTS if sec.kind == 'image' else FILES_EXTENTS)}.chunk_ref"
+        if ref >= rec_end:              # forward: one of the CHUNK records that follow
+            self.pending.setdefault(ref, []).append((sec, eid, start, length, coff))
+        elif ref in self.chunks:        # backward, to a CHUNK record before this record
+            raw_length, _, bad = self.chunks[ref]
+            if raw_length is not None and bad is None:
+                self.check_fit(pos, sec, eid, start, length, coff, ref, raw_length)
+        elif ref >= pos:
+            self.problem("dangling-reference", pos, what, f"{ref}: inside this record", aff)
+        elif not self.in_span(ref):
+            self.problem("dangling-reference", pos, what, f"{ref}: not the offset of a CHUNK record before this record", aff)
+
+    def check_fit(self, at, sec, eid, start, length, coff, ref, raw_length):
+        aff = [(sec.sid, eid, start, start + length)]
+        if sec.kind == "image":
+            if raw_length != length:
+                sec.map_broken = True
+                self.problem("extent-map", at, "IMAGE_EXTENTS", f"data extent at {start} is {length} bytes, chunk {ref} holds {raw_length}", aff)
+        elif coff + length > raw_length:
+            self.problem("extent-map", at, "FILES_EXTENTS", f"extent of entry {eid} at file offset {start}: "
+                         f"chunk_offset {coff} + length {length} > raw_length {raw_length} of chunk {ref}", aff)
+
+    def end_run(self):
+        """The run of CHUNK records after an extents record ends: every forward
+        reference must have arrived, in the order of first reference (7.2 rule 6)."""
+        if self.run_owner is not None and self.pending:
+            came = set(self.arrival)
+            order = [r for r in self.pending if r in came]
+            arrived = [r for r in self.arrival if r in self.pending]
+            if arrived != order:
+                self.problem("dangling-reference", self.run_owner, "chunk_ref",
+                             f"the CHUNK records after this record arrive in the order {arrived}, "
+                             f"their first references are in the order {order}")
+            for ref, targets in self.pending.items():
+                if ref in came or self.in_span(ref):
+                    continue
+                self.problem("dangling-reference", self.run_owner, "chunk_ref",
+                             f"{ref}: a forward reference to no CHUNK record in the run following this record",
+                             [(s.sid, eid, a, a + n) for s, eid, a, n, _ in targets])
+        self.pending, self.arrival = OrderedDict(), []
+        self.run_owner, self.in_run = None, False
+
+    def decoded(self, ref):
+        """The raw bytes of the valid CHUNK record at ref, decoded again (at most two kept)."""
+        if ref in self.cache:
+            self.cache.move_to_end(ref)
+            return self.cache[ref]
+        blen = u64(self.mm, ref + 16)
+        body = memoryview(self.mm)[ref + 32:ref + 32 + blen]
+        fields, errs = parse_chunk_fields(body)
+        raw = decode_chunk(fields, body[40:])[0] if not errs else None
+        self.cache[ref] = raw
+        while len(self.cache) > 2:
+            self.cache.popitem(last=False)
+        return raw
+
+    # -- record handlers: chunks and image sections ------------------------------------
+    def on_chunk(self, pos, body):
+        self.chunk_records += 1
+        sec = self.open
+        if self.phase >= 1 or sec is None:
+            if not self.unexplained:
+                self.problem("record-malformed", pos, "CHUNK", "a CHUNK record outside a section")
+        else:
+            if not self.in_run and not self.unexplained:
+                self.problem("record-malformed", pos, "CHUNK", "a CHUNK record that does not follow an extents record or a CHUNK record")
+            sec.chunk_count += 1
+            sec.chunk_bytes += 32 + len(body)
+        fields, errs = parse_chunk_fields(body)
+        if fields is not None and not errs:
+            _, errs = decode_chunk(fields, body[40:])
+        probs = self.errs(pos, errs)
+        self.chunks[pos] = [fields["raw_length"] if fields else None, fields["blake3"] if fields else None,
+                            probs[0] if probs else None]
+        if pos in self.pending:
+            self.arrival.append(pos)
+            if not probs:
+                for s, eid, start, length, coff in self.pending[pos]:
+                    self.check_fit(self.run_owner, s, eid, start, length, coff, pos, fields["raw_length"])
+
+    def on_image_begin(self, pos, body):
+        begin, errs = parse_image_begin(body)
+        self.errs(pos, errs)
+        self.new_section(pos, ImageSection, begin)
+
+    def on_image_extents(self, pos, body):
+        parsed, errs = parse_extents(body, "IMAGE_EXTENTS", True, 24)
+        self.errs(pos, errs)
+        sec = self.section_for(pos, IMAGE_EXTENTS, parsed[0] if parsed else None, "image")
+        self.start_run(pos)
+        if sec is None:
+            return
+        if parsed is None:
+            sec.note_damage(self.problems[-1])
+            return
+        rec_end = pos + 32 + len(body)
+        for start, length, ref in parsed[1]:
+            for c, d in sec.map.feed(start, length, ref):
+                self.problem(c, pos, "IMAGE_EXTENTS", d, [(sec.sid, None, start, start + length)])
+                sec.map_broken = True
+            sec.extents.append((start, length, ref))
+            if ref >= 128:
+                self.add_ref(pos, rec_end, sec, None, start, length, 0, ref)
+
+    def on_image_end(self, pos, body):
+        end, errs = parse_image_end(body)
+        self.errs(pos, errs)
+        sec = self.section_for(pos, IMAGE_END, end["section_id"] if end else None, "image")
+        self.unexplained = False
+        if sec is None:
+            return
+        self.open = None
+        sec.end_off = pos
+        if end is None:
+            sec.close_damaged()
+            return
+        sec.end = end
+        size = end["logical_size"]
+        if sec.begin and sec.begin["logical_size"] not in (ALL_ONES, size):
+            self.problem("record-malformed", pos, "IMAGE_END.logical_size", f"{size}, IMAGE_BEGIN gave {sec.begin['logical_size']}")
+        for c, d in sec.map.finish(size):
+            self.problem(c, pos, "IMAGE_END.logical_size", d,
+                         [(sec.sid, None, min(size, sec.map.next), max(size, sec.map.next))])
+            sec.map_broken = True
+        if sec.begin_off is not None and end["begin_offset"] != sec.begin_off:
+            self.problem("index-mismatch", pos, "IMAGE_END.begin_offset", f"{end['begin_offset']}, IMAGE_BEGIN is at {sec.begin_off}")
+        if sec.damaged:
+            return                      # totals and digest cannot be checked against lost records
+        walked = {"extent_count": sec.map.count, "data_bytes": sec.map.data, "lost_bytes": sec.map.lost,
+                  "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes}
+        for k, v in walked.items():
+            if end[k] != v:
+                self.problem("index-mismatch", pos, f"IMAGE_END.{k}", f"{end[k]}, the records give {v}")
+        refs = {r for _, _, r in sec.extents if r >= 128}
+        if not sec.map_broken and all(r in self.chunks and self.chunks[r][2] is None and self.chunks[r][0] is not None for r in refs):
+            digest = map_digest(sec.extents, lambda r: self.chunks[r][1])
+            if digest != end["map_blake3"]:
+                self.problem("index-mismatch", pos, "IMAGE_END.map_blake3",
+                             f"{end['map_blake3'].hex()}, the extents and chunks give {digest.hex()}",
+                             [(sec.sid, None, 0, size)])
+
+    # -- record handlers: file-tree sections -------------------------------------------
+    def on_files_begin(self, pos, body):
+        begin, errs = parse_files_begin(body)
+        self.errs(pos, errs)
+        self.new_section(pos, FilesSection, begin)
+
+    def on_files_extents(self, pos, body):
+        parsed, errs = parse_extents(body, "FILES_EXTENTS", True, 40)
+        self.errs(pos, errs)
+        sec = self.section_for(pos, FILES_EXTENTS, parsed[0] if parsed else None, "files")
+        self.start_run(pos)
+        if sec is None:
+            return
+        if parsed is None:
+            sec.note_damage(self.problems[-1])
+            return
+        rec_end = pos + 32 + len(body)
+        for eid, foff, length, ref, coff in parsed[1]:
+            aff = [(sec.sid, eid, foff, foff + length)]
+            if eid < sec.next_id:
+                self.problem("record-malformed", pos, "FILES_EXTENTS.entry_id",
+                             f"{eid}: that entry came already (an entry comes after its extents)", aff)
+            lst = sec.announced.setdefault(eid, [])
+            for d in file_extent_errors(lst[-1:] + [(foff, length, ref, coff)], None):
+                self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff)
+            lst.append((foff, length, ref, coff))
+            sec.data_bytes += length
+            if ref >= 128:
+                self.add_ref(pos, rec_end, sec, eid, foff, length, coff, ref)
+
+    def on_files_entries(self, pos, body):
+        parsed, errs = parse_entries(body)
+        self.errs(pos, errs)
+        sec = self.section_for(pos, FILES_ENTRIES, parsed[0] if parsed else None, "files")
+        if sec is None:
+            return
+        sec.entries_records.append(pos)
+        if parsed is None or any(w in ("FILES_ENTRIES.entry_length", "FILES_ENTRIES.count") for _, w, _ in errs):
+            sec.note_damage(self.problems[-1])     # entries after a broken length are lost
+        for eoff, e in (parsed[1] if parsed else []):
+            self.on_entry(pos, eoff, sec, e)
+
+    def on_entry(self, pos, eoff, sec, e):
+        eid, k, size = e["entry_id"], e["kind"], e["size"]
+        path = entry_path(e, sec.entries.get)
+        show = lossy(path)
+        w = f"FILES_ENTRIES entry {eid}"
+        for c, what, d in entry_rule_errors(e, sec.captured):
+            self.problem(c, pos, what, f"{show!r}: {d}")
+        if eid != sec.next_id and not (sec.damaged and eid > sec.next_id):
+            self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}")
+        if eid in sec.entries:
+            return
+        sec.next_id = max(sec.next_id, eid + 1)
+
+        def known(i):
+            return sec.entries.get(i)
+        for what, d in entry_place_errors(e, known):
+            self.problem("record-malformed", pos, f"{w}.{what}", f"{show!r}: {d}")
+        if e["parent_id"] != ALL_ONES and eid:
+            names = sec.names.setdefault(e["parent_id"], set())
+            if e["name"] in names:
+                self.problem("record-malformed", pos, f"{w}.name", f"{show!r} is not unique among its siblings")
+            names.add(e["name"])
+            sec.children[e["parent_id"]] = sec.children.get(e["parent_id"], 0) + 1
+        announced = sec.announced.pop(eid, [])
+        own = [(x[1], x[2], x[3], x[4]) for x in e["extents"]]
+        aff = [(sec.sid, eid, 0, size)]
+        if k == K_FILE:
+            if own != announced:
+                self.problem("index-mismatch", pos, f"{w}.extents",
+                             f"{show!r}: {own} (file_offset, length, chunk_ref, chunk_offset), "
+                             f"its FILES_EXTENTS records gave {announced}", aff)
+            elif announced and announced[-1][0] + announced[-1][1] > size:
+                self.problem("extent-map", pos, f"{w}.size", f"{show!r}: the extents end at "
+                             f"{announced[-1][0] + announced[-1][1]}, the file's size is {size}", aff)
+            else:
+                self.check_content(pos, sec, e, show, announced)
+        elif announced:
+            self.problem("index-mismatch", pos, f"{w}.kind", f"{show!r}: FILES_EXTENTS records gave "
+                         f"{len(announced)} extents for an entry that is not a regular file")
+        sec.entry_count += 1
+        if k == K_FILE:
+            sec.file_count += 1
+            sec.content_bytes += size
+        elif k == K_DIR:
+            sec.dir_count += 1
+        sec.entries[eid] = Ent(k, e["parent_id"], e["name"], pos, eoff, path)
+
+    def check_content(self, pos, sec, e, show, extents):
+        """8.3: the BLAKE3 of the whole content, holes as zeros, from the chunks."""
+        eid, size = e["entry_id"], e["size"]
+        if e["flags"] & 4 or file_extent_errors(extents, size):
+            return                      # no content to check, or a problem reported already
+        for foff, length, ref, coff in extents:
+            c = self.chunks.get(ref)
+            if c is None or c[0] is None or c[2] is not None or coff + length > c[0]:
+                return                  # the chunk's own problem (or a reference problem) says so
+        if size > min(HASH_LIMIT, self.hash_budget):
+            self.problem("limit-exceeded", pos, f"FILES_ENTRIES entry {eid}.size",
+                         f"{show!r}: content not checked: {size} bytes, this reader hashes at most "
+                         f"{HASH_LIMIT} bytes of a file and {HASH_BUDGET} in all ({self.hash_budget} left)")
+            return
+        self.hash_budget -= size
+        h, p = blake3.blake3(), 0
+        for foff, length, ref, coff in extents:
+            raw = self.decoded(ref)
+            if raw is None:
+                return
+            hash_zeros(h, foff - p)
+            h.update(memoryview(raw)[coff:coff + length])
+            p = foff + length
+        hash_zeros(h, size - p)
+        if h.digest() != e["blake3"]:
+            self.problem("chunk-corrupt", pos, f"FILES_ENTRIES entry {eid}.blake3",
+                         f"{show!r}: stored {e['blake3'].hex()}, the content hashes to {h.hexdigest()}",
+                         [(sec.sid, eid, 0, size)])
+
+    def on_files_end(self, pos, body):
+        end, errs = parse_files_end(body)
+        self.errs(pos, errs)
+        sec = self.section_for(pos, FILES_END, end["section_id"] if end else None, "files")
+        self.unexplained = False
+        if sec is None:
+            return
+        self.open = None
+        sec.end_off = pos
+        if end is None:
+            sec.close_damaged()
+            return
+        sec.end = end
+        if sec.begin_off is not None and end["begin_offset"] != sec.begin_off:
+            self.problem("index-mismatch", pos, "FILES_END.begin_offset", f"{end['begin_offset']}, FILES_BEGIN is at {sec.begin_off}")
+        if sec.damaged:
+            return
+        if 0 not in sec.entries:
+            self.problem("record-malformed", pos, "FILES_END", f"section {sec.sid} has no root entry")
+        for eid, lst in sec.announced.items():
+            self.problem("index-mismatch", pos, "FILES_EXTENTS.entry_id",
+                         f"{len(lst)} extent(s) announced for entry {eid}, which never came",
+                         [(sec.sid, eid, a, a + n) for a, n, _, _ in lst])
+        walked = {"entry_count": sec.entry_count, "file_count": sec.file_count,
+                  "directory_count": sec.dir_count, "content_bytes": sec.content_bytes,
+                  "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes}
+        for k, v in walked.items():
+            if end[k] != v:
+                self.problem("index-mismatch", pos, f"FILES_END.{k}", f"{end[k]}, the records give {v}")
+
+    # -- table records (9.1, 8.5, 8.6) ---------------------------------------------------
+    def table_section(self, pos, typ, sid, kind):
+        """The section a table record describes; checks the section order (2)."""
+        self.close_open(pos)
+        if self.phase >= 2:
+            self.problem("record-malformed", pos, tname(typ), "a table record after the ARCHIVE_INDEX")
+        self.phase = max(self.phase, 1)
+        cursor = self.table_cursor
+        self.table_cursor = sid + (typ != FILES_DIR) if sid < len(self.sections) else cursor + (typ != FILES_DIR)
+        if sid >= len(self.sections):
+            self.problem("index-mismatch", pos, f"{tname(typ)}.section_id", f"{sid}: no such section")
+            return None
+        sec = self.sections[sid]
+        if sec.kind != kind:
+            self.problem("index-mismatch", pos, f"{tname(typ)}.section_id", f"{sid} is a {sec.kind} section")
+            return None
+        if sid != cursor and not self.unexplained:
+            self.problem("index-mismatch", pos, f"{tname(typ)}.section_id",
+                         f"{sid}: out of section order, the table records of section {cursor} come next")
+        return sec
+
+    def on_image_index(self, pos, body):
+        parsed, errs = parse_extents(body, "IMAGE_INDEX", False, 24)
+        self.errs(pos, errs)
+        if parsed is None:
+            self.table_section(pos, IMAGE_INDEX, self.table_cursor, "image")
+            return
+        sid, entries = parsed
+        sec = self.table_section(pos, IMAGE_INDEX, sid, "image")
+        if sec is None:
+            return
+        sec.table_off = pos
+        if sec.end and len(entries) != sec.end["extent_count"]:
+            self.problem("index-mismatch", pos, "IMAGE_INDEX.count", f"{len(entries)}, IMAGE_END gives {sec.end['extent_count']}")
+        if not entries and sec.end and sec.end["logical_size"]:
+            self.problem("index-mismatch", pos, "IMAGE_INDEX.count", "0 for an image that is not empty")
+        if not sec.damaged and not sec.map.unknown:
+            if entries != sec.extents:
+                i = next((i for i, (a, b) in enumerate(zip(entries, sec.extents)) if a != b),
+                         min(len(entries), len(sec.extents)))
+                got = entries[i] if i < len(entries) else "nothing"
+                want = sec.extents[i] if i < len(sec.extents) else "nothing"
+                self.problem("index-mismatch", pos, f"IMAGE_INDEX.extents[{i}]",
+                             f"{got} (start, length, chunk_ref), the IMAGE_EXTENTS records give {want}; "
+                             f"{len(entries)} extents against {len(sec.extents)}")
+            return
+        # A damaged section: the index must agree with every extent the walk saw, and
+        # supplies the extents of the spans the walk could not map (11).
+        known = set(entries)
+        missing = [e for e in sec.extents if e not in known]
+        if missing:
+            self.problem("index-mismatch", pos, "IMAGE_INDEX.extents",
+                         f"{len(missing)} extent(s) of the IMAGE_EXTENTS records are not in the index, first {missing[0]}")
+            return
+        check = MapChecker(sec.map.cs, sec.end["logical_size"] if sec.end else None)
+        errs = [x for s, l, r in entries for x in check.feed(s, l, r)]
+        errs += check.finish(sec.end["logical_size"]) if sec.end else []
+        if errs:
+            self.problem("index-mismatch", pos, "IMAGE_INDEX.extents", "cannot stand in for the lost extents: " + errs[0][1])
+            return
+        seen = set(sec.extents)
+        for s, l, r in entries:
+            if r >= 128 and (s, l, r) not in seen:
+                self.data_refs.append((sid, None, s, s + l, r))
+                if r not in self.chunks and not self.in_span(r):
+                    self.problem("dangling-reference", pos, "IMAGE_INDEX.chunk_ref", f"{r}: not a CHUNK record",
+                                 [(sid, None, s, s + l)])
+        if sec.end or not sec.map.unknown:
+            sec.recovered = True
+
+    def on_files_dir(self, pos, body):
+        parsed, errs = parse_files_dir(body)
+        self.errs(pos, errs)
+        if parsed is None:
+            self.table_section(pos, FILES_DIR, self.table_cursor, "files")
+            return
+        sid, did, children = parsed
+        sec = self.table_section(pos, FILES_DIR, sid, "files")
+        if sec is None:
+            return
+        w = f"FILES_DIR (directory {did})"
+        if did in sec.dir_tables:
+            self.problem("index-mismatch", pos, f"{w}.entry_id", f"a second FILES_DIR for directory {did}")
+        sec.dir_tables[did] = pos
+        if sec.damaged:
+            return                      # the entries it describes may be lost
+        d = sec.entries.get(did)
+        if d is None or d.kind != K_DIR:
+            self.problem("index-mismatch", pos, f"{w}.entry_id", f"{did} is not a directory of section {sid}")
+            return
+        if len(children) != sec.children.get(did, 0):
+            self.problem("index-mismatch", pos, f"{w}.count", f"{len(children)}, the directory has {sec.children.get(did, 0)} children")
+        prev = None
+        for i, (ceid, rec, off, nl, kind, table, name) in enumerate(children):
+            cw = f"{w}.children[{i}]"
+            if prev is not None and not prev < name:
+                self.problem("record-malformed", pos, f"{cw}.name", f"{lossy(name)!r} does not sort after {lossy(prev)!r}")
+            prev = name
+            c = sec.entries.get(ceid)
+            if c is None or c.parent != did:
+                self.problem("index-mismatch", pos, f"{cw}.entry_id", f"{ceid} is not a child of directory {did}")
+                continue
+            if (rec, off) != (c.rec, c.off):
+                self.problem("index-mismatch", pos, f"{cw}.entries_record", f"({rec}, {off}), the entry is at ({c.rec}, {c.off})")
+            if name != c.name:
+                self.problem("index-mismatch", pos, f"{cw}.name", f"{lossy(name)!r}, the entry's name is {lossy(c.name)!r}")
+            if kind != c.kind:
+                self.problem("index-mismatch", pos, f"{cw}.kind", f"{kind}, the entry's kind is {c.kind}")
+            want = sec.dir_tables.get(ceid) if c.kind == K_DIR else 0
+            if table != want:
+                self.problem("index-mismatch", pos, f"{cw}.dir_table", f"{table}, expected {want}"
+                             + (" (the child's FILES_DIR, which comes before its parent's)" if c.kind == K_DIR else ""))
+
+    def on_files_index(self, pos, body):
+        parsed, errs = parse_files_index(body)
+        self.errs(pos, errs)
+        if parsed is None:
+            self.table_section(pos, FILES_INDEX, self.table_cursor, "files")
+            return
+        sec = self.table_section(pos, FILES_INDEX, parsed["section_id"], "files")
+        if sec is None:
+            return
+        sec.table_off = pos
+        if sec.damaged:
+            return
+        root = sec.entries.get(0)
+        if parsed["root_dir"] != sec.dir_tables.get(0):
+            self.problem("index-mismatch", pos, "FILES_INDEX.root_dir", f"{parsed['root_dir']}, the root's FILES_DIR is at {sec.dir_tables.get(0)}")
+        if root and (parsed["root_entries_record"], parsed["root_entry_offset"]) != (root.rec, root.off):
+            self.problem("index-mismatch", pos, "FILES_INDEX.root_entries_record",
+                         f"({parsed['root_entries_record']}, {parsed['root_entry_offset']}), the root entry is at ({root.rec}, {root.off})")
+        if parsed["records"] != sec.entries_records:
+            self.problem("index-mismatch", pos, "FILES_INDEX.records",
+                         f"{len(parsed['records'])} offsets, the section's FILES_ENTRIES records are {len(sec.entries_records)} at {sec.entries_records[:8]}")
+        missing = [i for i, x in sec.entries.items() if x.kind == K_DIR and i not in sec.dir_tables]
+        if missing:
+            self.problem("index-mismatch", pos, "FILES_DIR", f"no FILES_DIR record for directory {missing[0]}"
+                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+
+    def on_archive_index(self, pos, body):
+        self.close_open(pos)
+        if self.archive_index_off is not None:
+            self.problem("record-malformed", pos, "ARCHIVE_INDEX", f"a second ARCHIVE_INDEX (the first is at {self.archive_index_off})")
+        self.phase = 2
+        self.archive_index_off = pos
+        entries, errs = parse_archive_index(body)
+        self.errs(pos, errs)
+        if self.table_cursor < len(self.sections) and not self.unexplained:
+            self.problem("index-mismatch", pos, "ARCHIVE_INDEX",
+                         f"the table records of section {self.table_cursor} and after are missing")
+        if entries is None:
+            return
+        if len(entries) != len(self.sections):
+            self.problem("index-mismatch", pos, "ARCHIVE_INDEX.section_count", f"{len(entries)}, the records hold {len(self.sections)} sections")
+        for e, sec in zip(entries, self.sections):
+            w = f"ARCHIVE_INDEX.sections[{sec.sid}]"
+            if e["kind"] in (1, 2) and e["kind"] != (1 if sec.kind == "image" else 2):
+                self.problem("index-mismatch", pos, f"{w}.kind", f"{e['kind']}, section {sec.sid} is a {sec.kind} section")
+            for key, walked in (("begin", sec.begin_off), ("end", sec.end_off), ("table", sec.table_off)):
+                if walked is not None and e[key] != walked:
+                    self.problem("index-mismatch", pos, f"{w}.{key}_offset", f"{e[key]}, the record is at {walked}")
+
+    def on_trailer(self, pos, body):
+        self.close_open(pos)
+        self.end_run()
+        self.phase = 3
+        t, errs = parse_trailer(body)
+        self.errs(pos, errs)
+        if t is None:
+            return
+        if t["index_offset"] != self.archive_index_off:
+            self.problem("index-mismatch", pos, "TRAILER.index_offset",
+                         f"{t['index_offset']}, the ARCHIVE_INDEX is at {self.archive_index_off}")
+        if t["archive_length"] > self.size:
+            self.problem("truncated", pos, "TRAILER.archive_length", f"{t['archive_length']}, file size {self.size}")
+        elif t["archive_length"] != self.size:
+            self.problem("index-mismatch", pos, "TRAILER.archive_length", f"{t['archive_length']}, file size {self.size}")
+        if t["record_count"] != self.records - 1 and not self.spans:
+            self.problem("index-mismatch", pos, "TRAILER.record_count",
+                         f"{t['record_count']}, {self.records - 1} records come before the trailer")
+        if pos + 64 != self.size:
+            self.problem("record-malformed", pos, "TRAILER", f"{self.size - pos - 64} bytes follow the trailer")
+
+    # -- end of the walk -----------------------------------------------------------
+    def finish(self):
+        if self.tag is not None:
+            self.end_run()
+            if self.phase < 3 and not any(s[1] >= self.size for s in self.spans):
+                self.problem("truncated", self.size, "TRAILER", "the file ends before the trailer")
+            if self.open:
+                self.open.close_damaged()
+        for sid, eid, start, end, ref in self.data_refs:       # ranges lost with their chunks
+            c = self.chunks.get(ref)
+            prob = c[2] if c else None
+            if c is None:
+                span = self.in_span(ref)
+                prob = span[2] if span else None
+            if prob is not None:
+                prob["affects"].append((sid, eid, start, end))
+        for sec in self.sections:                              # image ranges the walk could not map
+            if sec.kind != "image" or sec.recovered:
+                continue
+            for start, end in sec.map.unknown:
+                prob = sec.gap_probs[0] if sec.gap_probs else self.problems[-1]
+                prob["affects"].append((sec.sid, None, start, end))
+        for p in self.problems:
+            p["affects"] = self.affects(p["affects"])
+        self.problems.sort(key=lambda p: p["offset"])
+        if self.status is None:
+            self.status = "ok" if not self.problems else "damaged"
+
+    def affects(self, items):
+        """(section, entry or None, start, end) tuples as merged JSON objects."""
+        out = []
+        for sid, eid, start, end in sorted(set(items), key=lambda t: (t[0], -1 if t[1] is None else t[1], t[2], t[3])):
+            if out and out[-1][0] == (sid, eid) and start <= out[-1][2]:
+                out[-1][2] = max(out[-1][2], end)
+            else:
+                out.append([(sid, eid), start, end])
+        res = []
+        for (sid, eid), start, end in out:
+            if eid is None:
+                res.append({"section": sid, "start": start, "end": end})
+            else:
+                sec = self.sections[sid] if sid < len(self.sections) else None
+                ent = sec.entries.get(eid) if isinstance(sec, FilesSection) else None
+                res.append({"section": sid, "path": lossy(ent.path) if ent else f"<entry {eid}>", "start": start, "end": end})
+        return res
+
+    def report(self):
+        bad = {p["offset"] for p in self.problems}
+        verified = self.header_bytes + sum(n for o, n in self.good if o not in bad)
+        return {"archive": self.path, "status": self.status, "problems": self.problems,
+                "sections": [s.listing() for s in self.sections],
+                "records": self.records, "chunks": self.chunk_records,
+                "verified_bytes": verified, "archive_size": self.size}
+
+
+# ----------------------------------------------------------------------------
+# 7. Random access from the end (10.1)
+
+class Archive:
+    """Opens an archive by its trailer and index; raises StrataError on any problem met."""
+
+    def __init__(self, path):
+        self.path = path
+        self.file = open(path, "rb")
+        self.size = os.fstat(self.file.fileno()).st_size
+        self.mm = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
+        self.cache = OrderedDict()      # at most two decoded chunks
+        mm, size = self.mm, self.size
+        hdr, probs, mode = check_header(mm, size)
+        if probs:
+            raise CannotOpen(*probs[0])
+        self.hdr, self.tag, hl = hdr, hdr["tag"], hdr["header_length"]
+        if size < hl + 64:
+            raise StrataError("truncated", size, "TRAILER", f"a file of {size} bytes has no room for a trailer")
+        tpos = size - 64
+        if not record_header_ok(mm, tpos, size, None):     # 10.1 step 2
+            raise StrataError("truncated", tpos, "TRAILER", "the last 64 bytes are not a trailer record")
+        t, errs = parse_trailer(self.record(tpos, TRAILER))
+        self.raise_first(tpos, errs)
+        if t["archive_length"] != size:
+            cls = "truncated" if t["archive_length"] > size else "index-mismatch"
+            raise StrataError(cls, tpos, "TRAILER.archive_length", f"{t['archive_length']}, file size {size}")
+        ipos = t["index_offset"]
+        if not hl <= ipos < tpos:
+            raise StrataError("index-mismatch", tpos, "TRAILER.index_offset", f"{ipos} is outside the records")
+        body = self.record(ipos, ARCHIVE_INDEX, "TRAILER.index_offset")
+        if ipos + 32 + len(body) != tpos:
+            raise StrataError("index-mismatch", ipos, "ARCHIVE_INDEX", "is not the record before the trailer")
+        entries, errs = parse_archive_index(body)
+        self.raise_first(ipos, errs)
+        self.sections = [self.load_image(e) if e["kind"] == 1 else self.load_files(e) for e in entries]
+        names = [s["name"] for s in self.sections]
+        for i, e in enumerate(entries):
+            if names.index(names[i]) != i:
+                raise StrataError("record-malformed", e["begin"], "section name", f"{names[i]!r} is not unique")
+
+    @staticmethod
+    def raise_first(offset, errs):
+        if errs:
+            c, w, d = errs[0]
+            raise StrataError(c, offset, w, d)
+
+    def record(self, pos, typ, via=None):
+        """Read and check the record at pos, of type typ (checks in the order of 5); its body."""
+        mm, size = self.mm, self.size
+        what = via or tname(typ)
+        if pos < 128 or pos + 32 > size:
+            raise StrataError("dangling-reference" if typ == CHUNK else ("index-mismatch" if via else "truncated"),
+                              pos, what, f"offset {pos} cannot hold a record")
+        magic, rtyp, flags, tag, blen, bcrc, hcrc = REC_HDR.unpack_from(mm, pos)
+        if magic != REC_MAGIC or crc(mm[pos:pos + 28]) != hcrc:
+            if typ == CHUNK and magic != REC_MAGIC:
+                raise StrataError("dangling-reference", pos, what, "not the offset of a record")
+            raise StrataError("record-checksum", pos, tname(typ), "record header magic or CRC mismatch")
+        if tag != self.tag:
+            raise StrataError("record-malformed", pos, "record.archive_tag", f"{tag.hex()}, the archive tag is {self.tag.hex()}")
+        if flags & 0xFFFE:
+            raise StrataError("record-malformed", pos, "record.flags", f"reserved bits set: 0x{flags:04x}")
+        if rtyp != typ:
+            raise StrataError("dangling-reference" if typ == CHUNK else "index-mismatch", pos, what,
+                              f"points at a {tname(rtyp)} record, expected {tname(typ)}")
+        if blen > MAX_BODY[typ]:
+            raise StrataError("limit-exceeded", pos, f"{tname(typ)}.body_length", f"{blen}, maximum {MAX_BODY[typ]}")
+        if pos + 32 + blen > size:
+            raise StrataError("truncated", pos, tname(typ), "the body runs past the end of the file")
+        body = memoryview(mm)[pos + 32:pos + 32 + blen]
+        if crc(body) != bcrc:
+            raise StrataError("record-checksum", pos, f"{tname(typ)} body", "body_crc mismatch")
+        return body
+
+    def load_image(self, e):
+        sid = e["section_id"]
+        begin, errs = parse_image_begin(self.record(e["begin"], IMAGE_BEGIN, "ARCHIVE_INDEX.begin_offset"))
+        self.raise_first(e["begin"], errs)
+        end, errs = parse_image_end(self.record(e["end"], IMAGE_END, "ARCHIVE_INDEX.end_offset"))
+        self.raise_first(e["end"], errs)
+        parsed, errs = parse_extents(self.record(e["table"], IMAGE_INDEX, "ARCHIVE_INDEX.table_offset"), "IMAGE_INDEX", False, 24)
+        self.raise_first(e["table"], errs)
+        tsid, extents = parsed
+        for off, what, got in ((e["begin"], "IMAGE_BEGIN", begin["section_id"]), (e["end"], "IMAGE_END", end["section_id"]),
+                               (e["table"], "IMAGE_INDEX", tsid)):
+            if got != sid:
+                raise StrataError("index-mismatch", off, f"{what}.section_id", f"{got}, ARCHIVE_INDEX entry {sid}")
+        if end["begin_offset"] != e["begin"]:
+            raise StrataError("index-mismatch", e["end"], "IMAGE_END.begin_offset", f"{end['begin_offset']}, the ARCHIVE_INDEX gives {e['begin']}")
+        size = end["logical_size"]
+        if begin["logical_size"] not in (ALL_ONES, size):
+            raise StrataError("record-malformed", e["end"], "IMAGE_END.logical_size", f"{size}, IMAGE_BEGIN gave {begin['logical_size']}")
+        check = MapChecker(begin["chunk_size"], size)
+        errs = [x for s, l, r in extents for x in check.feed(s, l, r)] + check.finish(size)
+        if errs:
+            raise StrataError(errs[0][0], e["table"], "IMAGE_INDEX.extents", errs[0][1])
+        for k, v in (("extent_count", check.count), ("data_bytes", check.data), ("lost_bytes", check.lost)):
+            if end[k] != v:
+                raise StrataError("index-mismatch", e["end"], f"IMAGE_END.{k}", f"{end[k]}, the IMAGE_INDEX gives {v}")
+        return {"kind": "image", "sid": sid, "name": begin["name"], "begin": begin, "end": end, "extents": extents}
+
+    def load_files(self, e):
+        sid = e["section_id"]
+        begin, errs = parse_files_begin(self.record(e["begin"], FILES_BEGIN, "ARCHIVE_INDEX.begin_offset"))
+        self.raise_first(e["begin"], errs)
+        end, errs = parse_files_end(self.record(e["end"], FILES_END, "ARCHIVE_INDEX.end_offset"))
+        self.raise_first(e["end"], errs)
+        index, errs = parse_files_index(self.record(e["table"], FILES_INDEX, "ARCHIVE_INDEX.table_offset"))
+        self.raise_first(e["table"], errs)
+        for off, what, got in ((e["begin"], "FILES_BEGIN", begin["section_id"]), (e["end"], "FILES_END", end["section_id"]),
+                               (e["table"], "FILES_INDEX", index["section_id"])):
+            if got != sid:
+                raise StrataError("index-mismatch", off, f"{what}.section_id", f"{got}, ARCHIVE_INDEX entry {sid}")
+        if end["begin_offset"] != e["begin"]:
+            raise StrataError("index-mismatch", e["end"], "FILES_END.begin_offset", f"{end['begin_offset']}, the ARCHIVE_INDEX gives {e['begin']}")
+        return {"kind": "files", "sid": sid, "name": begin["name"], "begin": begin, "end": end, "index": index,
+                "table": e["table"]}
+
+    def entries(self, sec):
+        """Every entry of a file-tree section, in entry order, from the records its
+        FILES_INDEX lists (8.6): [(record offset, body offset, entry)]. Reads no chunk."""
+        index, out = sec["index"], []
+        for rec in index["records"]:
+            parsed, errs = parse_entries(self.record(rec, FILES_ENTRIES, "FILES_INDEX.records"))
+            fatal = [x for x in errs if x[1] in ("FILES_ENTRIES.entry_length", "FILES_ENTRIES.count", "FILES_ENTRIES.body_length")]
+            self.raise_first(rec, fatal)
+            if parsed[0] != sec["sid"]:
+                raise StrataError("index-mismatch", rec, "FILES_ENTRIES.section_id", f"{parsed[0]}, the section is {sec['sid']}")
+            for off, e in parsed[1]:
+                if e["entry_id"] != len(out):
+                    raise StrataError("record-malformed", rec, "FILES_ENTRIES.entry_id", f"{e['entry_id']}, expected {len(out)}")
+                out.append((rec, off, e))
+        if len(out) != sec["end"]["entry_count"]:
+            raise StrataError("index-mismatch", sec["table"], "FILES_INDEX.records",
+                              f"they hold {len(out)} entries, FILES_END counts {sec['end']['entry_count']}")
+        if out and (index["root_entries_record"], index["root_entry_offset"]) != out[0][:2]:
+            raise StrataError("index-mismatch", sec["table"], "FILES_INDEX.root_entries_record",
+                              f"({index['root_entries_record']}, {index['root_entry_offset']}), entry 0 is at {out[0][:2]}")
+        return out
+
+    def chunk(self, ref, via):
+        """(fields, raw bytes) of the CHUNK record at ref, read, checked and decoded (6)."""
+        if ref in self.cache:
+            self.cache.move_to_end(ref)
+            return self.cache[ref]
+        body = self.record(ref, CHUNK, via)
+        fields, errs = parse_chunk_fields(body)
+        self.raise_first(ref, errs)
+        raw, errs = decode_chunk(fields, body[40:])
+        self.raise_first(ref, errs)
+        self.cache[ref] = (fields, raw)
+        while len(self.cache) > 2:
+            self.cache.popitem(last=False)
+        return fields, raw
+
+
+def tree_listing(entries, captured):
+    """Entries as the JSON objects of conformance.md (list), with the problems found
+    by the rules of 8.3 as (path, detail) pairs."""
+    ents, out, issues, names = {}, [], [], {}
+    for rec, off, e in entries:
+        eid, k = e["entry_id"], e["kind"]
+        path = entry_path(e, ents.get)
+        for _, what, d in entry_rule_errors(e, captured):
+            issues.append((path, f"{what}: {d}"))
+        for what, d in entry_place_errors(e, ents.get):
+            issues.append((path, f"{what}: {d}"))
+        if eid:
+            sib = names.setdefault(e["parent_id"], set())
+            if e["name"] in sib:
+                issues.append((path, "name: not unique among its siblings"))
+            sib.add(e["name"])
+        ents[eid] = Ent(k, e["parent_id"], e["name"], rec, off, path)
+        o = {"path": lossy(path), "path_hex": path.hex(), "kind": KIND_NAMES.get(k, f"kind-{k}"),
+             "mode": e["mode"], "size": e["size"], "mtime_ns": e["mtime_ns"], "entry_id": eid,
+             "uid": e["uid"], "gid": e["gid"], "user": lossy(e["user"]), "group": lossy(e["group"]),
+             "xattrs": [lossy(n) for n, _ in e["xattrs"]]}
+        if captured & CAP_ATIME:
+            o["atime_ns"] = e["atime_ns"]
+        if captured & CAP_CTIME:
+            o["ctime_ns"] = e["ctime_ns"]
+        if e["flags"] & 1:
+            o["btime_ns"] = e["btime_ns"]
+        if k == K_FILE:
+            o["blake3"] = e["blake3"].hex()
+        elif k == K_SYMLINK:
+            o["target"] = lossy(e["target"])
+            o["target_hex"] = e["target"].hex()
+        elif k == K_HARDLINK:
+            t = ents.get(e["link_id"]) if e["link_id"] < eid else None
+            o["link"] = lossy(t.path) if t else None
+        elif k in (K_CHR, K_BLK):
+            o["rdev"] = [e["rdev_major"], e["rdev_minor"]]
+        if e["flags"] & 2:
+            o["changed_while_read"] = True
+        if e["flags"] & 4:
+            o["unreadable"] = True
+        out.append(o)
+    return out, issues
+
+
+# ----------------------------------------------------------------------------
+# 8. File-tree extraction (8.7)
+
+O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Extractor:
+    """Extracts the entries of one file-tree section into DEST.
+
+    Every path is resolved component by component from a handle on DEST with
+    O_NOFOLLOW (a directory is only ever entered through a handle opened on a
+    directory this extraction created), so nothing outside DEST is created,
+    written or changed. Per entry: content to a temporary name, renamed into
+    place; then owner (root only), extended attributes (capabilities last), mode
+    (not for symbolic links), times. Directories get their mode and times last,
+    deepest first."""
+
+    def __init__(self, archive, sec, entries, dest):
+        self.ar, self.sec, self.entries, self.dest = archive, sec, entries, dest
+        self.captured = sec["begin"]["captured"]
+        self.refused, self.warnings = [], []
+        self.as_root = os.geteuid() == 0
+        self.kinds = {}                 # entry_id -> kind, for every entry seen
+        self.paths = {}                 # entry_id -> path bytes
+        self.dirs = {}                  # entry_id -> (parent id, name, depth): directories created
+        self.files = {}                 # entry_id -> (parent id, name): regular files extracted
+        self.taken = {}                 # directory id -> names of the entries placed in it
+        self.fds = OrderedDict()        # directory id -> open handle (a few, reopened on demand)
+        self.deferred = []              # (depth, entry_id, entry): directory mode and times
+        self.extracted = 0
+        self.root_fd = None
+        self.hash_budget = HASH_BUDGET
+
+    def refuse(self, path, reason):
+        self.refused.append({"path": lossy(path), "path_hex": path.hex(), "reason": reason})
+        print(f"strata_ref: refusing {lossy(path)!r}: {reason}", file=sys.stderr)
+
+    def warn(self, path, reason):
+        self.warnings.append({"path": lossy(path), "path_hex": path.hex(), "reason": reason})
+        print(f"strata_ref: warning: {lossy(path)!r}: {reason}", file=sys.stderr)
+
+    def dirfd(self, eid):
+        """A new handle (the caller closes it) on the extracted directory eid."""
+        if eid == 0:
+            return os.dup(self.root_fd)
+        if eid in self.fds:
+            self.fds.move_to_end(eid)
+            return os.dup(self.fds[eid])
+        parent, name, _ = self.dirs[eid]
+        pfd = self.dirfd(parent)
+        try:
+            fd = os.open(name, O_DIR, dir_fd=pfd)
+        finally:
+            os.close(pfd)
+        self.fds[eid] = fd
+        while len(self.fds) > 32:
+            os.close(self.fds.popitem(last=False)[1])
+        return os.dup(fd)
+
+    def run(self):
+        os.makedirs(self.dest, exist_ok=True)
+        self.root_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for _, _, e in self.entries:
+                self.one(e)
+            for depth, eid, e in sorted(self.deferred, key=lambda t: (-t[0], -t[1])):
+                fd = self.dirfd(eid)
+                try:
+                    self.set_mode_times(fd, e, self.paths[eid])
+                except (OSError, OverflowError, ValueError) as ex:
+                    self.warn(self.paths[eid], f"mode or times: {getattr(ex, 'strerror', None) or ex}")
+                finally:
+                    os.close(fd)
+        finally:
+            for fd in self.fds.values():
+                os.close(fd)
+            os.close(self.root_fd)
+
+    def one(self, e):
+        eid, k, parent, name = e["entry_id"], e["kind"], e["parent_id"], e["name"]
+        path = entry_path(e, lambda i: Ent(0, 0, b"", 0, 0, self.paths[i]) if i in self.paths else None)
+        self.paths[eid], self.kinds[eid] = path, k
+        if eid == 0:
+            if k != K_DIR or parent != ALL_ONES or name:
+                self.refuse(path, "entry 0 is not a root directory: nothing can be extracted under it")
+                return
+            self.dirs[0] = (None, b"", 0)
+            fd = self.dirfd(0)
+            try:
+                self.set_owner_xattrs(fd, None, None, e, path)
+            finally:
+                os.close(fd)
+            self.deferred.append((0, 0, e))
+            self.extracted += 1
+            return
+        why = bad_name(name)
+        if why:
+            self.refuse(path, f"unsafe name ({why}): it could point outside the destination")
+            return
+        if parent == ALL_ONES or parent >= eid or parent not in self.dirs:
+            self.refuse(path, "its parent is not a directory extracted before it")
+            return
+        taken = self.taken.setdefault(parent, set())
+        if name in taken:
+            self.refuse(path, "a second entry of the same name in one directory")
+            return
+        taken.add(name)
+        if k == K_HARDLINK:
+            lid = e["link_id"]
+            if not (lid < eid and self.kinds.get(lid) == K_FILE):
+                self.refuse(path, f"a hard link to entry {lid}, which is not an earlier regular file of this section")
+                return
+            if lid not in self.files:
+                self.warn(path, f"not linked: its target {lossy(self.paths[lid])!r} was not extracted")
+                return
+        if k not in KIND_NAMES:
+            self.warn(path, f"not extracted: unknown kind {k}")
+            return
+        pfd = self.dirfd(parent)
+        try:
+            try:
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and not (k == K_DIR and stat.S_ISDIR(st.st_mode)):
+                self.refuse(path, "it already exists in the destination")
+                return
+            {K_FILE: self.make_file, K_DIR: self.make_dir, K_SYMLINK: self.make_symlink,
+             K_HARDLINK: self.make_hardlink}.get(k, self.make_special)(pfd, e, path, st)
+        except OSError as ex:
+            self.warn(path, f"not extracted: {ex.strerror or ex}")
+        except (OverflowError, ValueError) as ex:     # a value this system cannot take
+            self.warn(path, f"not extracted: {ex}")
+        except StrataError as ex:
+            self.warn(path, f"not extracted: {ex} [{ex.cls}]")
+        finally:
+            os.close(pfd)
+
+    # -- one kind each ---------------------------------------------------------------
+    def make_file(self, pfd, e, path, _):
+        eid, name, size = e["entry_id"], e["name"], e["size"]
+        extents = [(x[1], x[2], x[3], x[4]) for x in e["extents"]]
+        errs = file_extent_errors(extents, size)
+        if errs:
+            self.warn(path, f"not extracted: {errs[0]} [extent-map]")
+            return
+        if size > MAX_IMAGE:            # beyond off_t: no file system holds it
+            self.warn(path, f"not extracted: a size of {size} bytes is beyond 2^63-1 [limit-exceeded]")
+            return
+        tmp = None
+        for _ in range(100):
+            cand = b".strata-tmp-" + secrets.token_hex(8).encode()
+            try:
+                fd = os.open(cand, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+                tmp = cand
+                break
+            except FileExistsError:
+                continue
+        if tmp is None:
+            raise OSError("cannot create a temporary file")
+        try:
+            check = not e["flags"] & 4 and size <= min(HASH_LIMIT, self.hash_budget)
+            if check:
+                self.hash_budget -= size
+            elif e["flags"] & 4:
+                self.warn(path, "its content could not be read when the archive was made: extracted as a hole")
+            else:
+                self.warn(path, f"content not checked: {size} bytes, this reader hashes at most {HASH_LIMIT} "
+                          f"bytes of a file and {HASH_BUDGET} in all [limit-exceeded]")
+            h, pos = blake3.blake3(), 0
+            for foff, length, ref, coff in extents:
+                fields, raw = self.ar.chunk(ref, "FILES_EXTENTS.chunk_ref")
+                if coff + length > len(raw):
+                    self.warn(path, f"not extracted: extent at {foff} runs past its chunk's {len(raw)} bytes [extent-map]")
+                    return
+                data = memoryview(raw)[coff:coff + length]
+                done = 0
+                while done < length:
+                    done += os.pwrite(fd, data[done:], foff + done)
+                if check:
+                    hash_zeros(h, foff - pos)
+                    h.update(data)
+                pos = foff + length
+            os.ftruncate(fd, size)      # the rest of the file is a hole
+            if check:
+                hash_zeros(h, size - pos)
+                if h.digest() != e["blake3"]:
+                    self.warn(path, "not extracted: the content does not match its BLAKE3 [chunk-corrupt]")
+                    return
+            os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
+            tmp = None
+            self.set_owner_xattrs(fd, None, None, e, path)
+            self.set_mode_times(fd, e, path)
+            self.files[eid] = (e["parent_id"], name)
+            self.extracted += 1
+        finally:
+            os.close(fd)
+            if tmp is not None:
+                os.unlink(tmp, dir_fd=pfd)
+
+    def make_dir(self, pfd, e, path, existing):
+        eid, name = e["entry_id"], e["name"]
+        if existing is None:
+            os.mkdir(name, 0o700, dir_fd=pfd)
+        fd = os.open(name, O_DIR, dir_fd=pfd)
+        try:
+            depth = self.dirs[e["parent_id"]][2] + 1
+            self.dirs[eid] = (e["parent_id"], name, depth)
+            self.set_owner_xattrs(fd, None, None, e, path)
+            self.deferred.append((depth, eid, e))
+            self.extracted += 1
+        finally:
+            os.close(fd)
+
+    def make_symlink(self, pfd, e, path, _):
+        os.symlink(e["target"], e["name"], dir_fd=pfd)
+        self.meta_by_name(pfd, e, path)
+
+    def make_hardlink(self, pfd, e, path, _):
+        sparent, sname = self.files[e["link_id"]]
+        sfd = self.dirfd(sparent)
+        try:
+            os.link(sname, e["name"], src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(sfd)
+        self.meta_by_name(pfd, e, path)
+
+    def make_special(self, pfd, e, path, _):
+        k, name = e["kind"], e["name"]
+        if k == K_FIFO:
+            os.mkfifo(name, 0o600, dir_fd=pfd)
+        elif k == K_SOCK:
+            os.mknod(name, 0o600 | stat.S_IFSOCK, dir_fd=pfd)
+        else:
+            if not self.as_root:
+                self.warn(path, "not extracted: creating a device takes root")
+                return
+            kind = stat.S_IFCHR if k == K_CHR else stat.S_IFBLK
+            os.mknod(name, 0o600 | kind, os.makedev(e["rdev_major"], e["rdev_minor"]), dir_fd=pfd)
+        self.meta_by_name(pfd, e, path)
+
+    # -- metadata, in the order of 8.7 ---------------------------------------------------
+    def owner(self, e):
+        uid, gid = e["uid"], e["gid"]
+        if e["user"]:
+            try:
+                uid = pwd.getpwnam(os.fsdecode(e["user"])).pw_uid
+            except (KeyError, ValueError):
+                pass
+        if e["group"]:
+            try:
+                gid = grp.getgrnam(os.fsdecode(e["group"])).gr_gid
+            except (KeyError, ValueError):
+                pass
+        return uid, gid
+
+    def set_owner_xattrs(self, fd, pfd, name, e, path):
+        """Owner (as root only), then extended attributes, capabilities last. Through
+        the handle fd, or (pfd, name) without following a symbolic link."""
+        if self.as_root:
+            uid, gid = self.owner(e)
+            try:
+                if fd is not None:
+                    os.fchown(fd, uid, gid)
+                else:
+                    os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            except OSError as ex:
+                self.warn(path, f"owner {uid}:{gid}: {ex.strerror}")
+        xattrs = sorted(e["xattrs"], key=lambda x: x[0] == b"security.capability")
+        for xn, xv in xattrs:
+            try:
+                if fd is not None:
+                    os.setxattr(fd, xn, xv)
+                else:                   # an O_PATH handle on the entry itself, never its target
+                    h = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+                    try:
+                        os.setxattr(f"/proc/self/fd/{h}", xn, xv)
+                    finally:
+                        os.close(h)
+            except OSError as ex:
+                self.warn(path, f"extended attribute {lossy(xn)!r}: {ex.strerror}")
+
+    def times(self, e, st):
+        atime = e["atime_ns"] if self.captured & CAP_ATIME else st.st_atime_ns
+        return atime, e["mtime_ns"]
+
+    def mode(self, e, path):
+        """The permission bits to set; a mode beyond 0o7777 breaks 8.3 (warned, masked)."""
+        if e["mode"] > 0o7777:
+            self.warn(path, f"mode 0o{e['mode']:o} has bits beyond 0o7777: only 0o{e['mode'] & 0o7777:o} applied")
+        return e["mode"] & 0o7777
+
+    def set_mode_times(self, fd, e, path):
+        os.fchmod(fd, self.mode(e, path))
+        os.utime(fd, ns=self.times(e, os.fstat(fd)))
+
+    def meta_by_name(self, pfd, e, path):
+        """Metadata of an entry without a handle of its own (links, fifos, devices, sockets)."""
+        name = e["name"]
+        self.set_owner_xattrs(None, pfd, name, e, path)
+        try:
+            if e["kind"] != K_SYMLINK:
+                h = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+                try:
+                    os.chmod(f"/proc/self/fd/{h}", self.mode(e, path))
+                finally:
+                    os.close(h)
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+            os.utime(name, ns=self.times(e, st), dir_fd=pfd, follow_symlinks=False)
+        except (OSError, OverflowError, ValueError) as ex:
+            self.warn(path, f"mode or times: {getattr(ex, 'strerror', None) or ex}")
+        self.extracted += 1
+
+
+# ----------------------------------------------------------------------------
+# 9. Commands
+
+def open_or_report(path):
+    """(Archive, None), or (None, the StrataError that stopped it)."""
+    try:
+        return Archive(path), None
+    except StrataError as e:
+        return None, e
+    except OSError as e:
+        return None, CannotOpen("unreadable", 0, "archive", f"cannot read {path}: {e.strerror}")
+
+
+def cmd_verify(args):
+    try:
+        f = open(args.archive, "rb")
+        size = os.fstat(f.fileno()).st_size
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except OSError as e:
+        print(f"strata_ref: cannot read {args.archive}: {e.strerror}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"archive": args.archive, "status": "unreadable", "problems": [], "sections": [],
+                              "records": 0, "chunks": 0, "verified_bytes": 0, "archive_size": 0}))
+        return 2
+    w = Walker(args.archive, mm, size)
+    w.run()
+    rep = w.report()
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        for p in rep["problems"]:
+            aff = ", ".join(f"section {a['section']}" + (f" {a['path']!r}" if "path" in a else "")
+                            + f" bytes {a['start']}..{a['end']}" for a in p["affects"])
+            print(f"{p['class']} at offset {p['offset']}: {p['what']}: {p['detail']}" + (f" (affects {aff})" if aff else ""))
+        print(f"{rep['status']}: {rep['records']} records, {rep['chunks']} chunks, "
+              f"{rep['verified_bytes']} of {rep['archive_size']} bytes verified, {len(rep['problems'])} problem(s)")
+    return {"ok": 0, "damaged": 1, "unsupported": 1}.get(rep["status"], 2)
+
+
+def cmd_info(args):
+    ar, err = open_or_report(args.archive)
+    if ar is None:
+        print(f"strata_ref: {err}", file=sys.stderr)
+        if isinstance(err, CannotOpen):
+            return 2
+        # The index is damaged: list what a walk of the records finds (10.1, 11).
+        print("strata_ref: random access failed; walking the records instead", file=sys.stderr)
+        with open(args.archive, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            w = Walker(args.archive, mm, size)
+            w.run()
+        if w.tag is None:
+            return 2
+        secs = []
+        for s in w.sections:
+            l = s.listing()
+            if s.kind == "image":
+                secs.append({"kind": "image", "name": s.name, "image": {k: l[k] for k in ("logical_size", "data_bytes", "lost_bytes")}})
+            else:
+                secs.append({"kind": "files", "name": s.name})
+        out = {"archive": args.archive, "archive_size": size, "sections": secs, "complete": False}
+    else:
+        h, secs = ar.hdr, []
+        for s in ar.sections:
+            if s["kind"] == "image":
+                b, e = s["begin"], s["end"]
+                secs.append({"kind": "image", "name": s["name"], "image": {
+                    "logical_size": e["logical_size"], "sector_size": b["sector_size"], "chunk_size": b["chunk_size"],
+                    "data_bytes": e["data_bytes"], "zero_bytes": e["logical_size"] - e["data_bytes"] - e["lost_bytes"],
+                    "lost_bytes": e["lost_bytes"], "extents": e["extent_count"], "chunks": e["chunk_count"],
+                    "stored_bytes": e["chunk_bytes"]}})
+            else:
+                b, e = s["begin"], s["end"]
+                secs.append({"kind": "files", "name": s["name"], "files": {
+                    "chunk_size": b["chunk_size"], "captured": b["captured"], "entries": e["entry_count"],
+                    "regular_files": e["file_count"], "directories": e["directory_count"],
+                    "content_bytes": e["content_bytes"], "chunks": e["chunk_count"], "stored_bytes": e["chunk_bytes"]}})
+        u = h["uuid"].hex()
+        out = {"archive": args.archive, "format_version": f"{h['version_major']}.{h['version_minor']}",
+               "uuid": f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}", "created_ns": h["created_ns"],
+               "writer": h["writer"], "archive_size": ar.size,
+               "features": {"incompatible": h["incompatible"], "compatible": h["compatible"], "autoclear": h["autoclear"]},
+               "sections": secs}
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for s in out["sections"]:
+            detail = s.get("image") or s.get("files") or {}
+            print(f"{s['kind']:6} {s['name']!s:24} " + " ".join(f"{k}={v}" for k, v in detail.items()))
+    return 0
+
+
+def cmd_restore(args):
+    ar, err = open_or_report(args.archive)
+    if ar is None:
+        print(f"strata_ref: {err}", file=sys.stderr)
+        return 2 if isinstance(err, CannotOpen) else 1
+    sec = next((s for s in ar.sections if s["kind"] == "image" and s["name"] == args.image), None)
+    if sec is None:
+        print(f"strata_ref: no image section named {args.image!r}", file=sys.stderr)
+        return 1
+    size, tmp = sec["end"]["logical_size"], None
+    try:
+        if args.dest == "-":
+            out, seekable = sys.stdout.buffer, False
+        elif os.path.exists(args.dest) and stat.S_ISBLK(os.stat(args.dest).st_mode):
+            out, seekable = open(args.dest, "r+b"), False      # a device: write every byte
+            if out.seek(0, 2) < size:
+                raise StrataError("limit-exceeded", 0, "destination", "the device is smaller than the image")
+            out.seek(0)
+        elif os.path.isdir(args.dest):
+            raise StrataError("unreadable", 0, "destination", f"{args.dest} is a directory")
+        else:
+            d = os.path.dirname(os.path.abspath(args.dest))
+            tmp = os.path.join(d, ".strata-restore-" + secrets.token_hex(8))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            out, seekable = os.fdopen(fd, "wb"), True
+        blakes = {}
+        for start, length, ref in sec["extents"]:
+            if ref >= 128:
+                fields, raw = ar.chunk(ref, "IMAGE_INDEX.chunk_ref")
+                if fields["raw_length"] != length:
+                    raise StrataError("extent-map", ref, "CHUNK.raw_length", f"{fields['raw_length']}, the extent is {length} bytes")
+                blakes[ref] = fields["blake3"]
+                if seekable:
+                    out.seek(start)
+                out.write(raw)
+            else:
+                if ref == 1:
+                    print(f"strata_ref: warning: image bytes {start}..{start + length} are lost (restored as zeros)", file=sys.stderr)
+                if not seekable:
+                    for o in range(0, length, len(ZEROS)):
+                        out.write(memoryview(ZEROS)[:min(len(ZEROS), length - o)])
+        digest = map_digest(sec["extents"], blakes.__getitem__)     # 7.3: from what was written
+        if digest != sec["end"]["map_blake3"]:
+            raise StrataError("index-mismatch", 0, "IMAGE_END.map_blake3",
+                              f"{sec['end']['map_blake3'].hex()}, the restored map gives {digest.hex()}")
+        if seekable:
+            out.truncate(size)
+            out.flush()
+            os.fsync(out.fileno())
+            out.close()
+            os.replace(tmp, args.dest)
+            tmp = None
+        else:
+            out.flush()
+    except StrataError as e:
+        print(f"strata_ref: restore failed: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"strata_ref: restore failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+    return 0
+
+
+def cmd_list(args):
+    ar, err = open_or_report(args.archive)
+    if ar is None:
+        print(f"strata_ref: {err}", file=sys.stderr)
+        return 2 if isinstance(err, CannotOpen) else 1
+    secs = [s for s in ar.sections if s["kind"] == "files" and args.files in (None, s["name"])]
+    if args.files is not None and not secs:
+        print(f"strata_ref: no file-tree section named {args.files!r}", file=sys.stderr)
+        return 1
+    out, rc = [], 0
+    for s in secs:
+        try:
+            entries, issues = tree_listing(ar.entries(s), s["begin"]["captured"])
+        except StrataError as e:
+            print(f"strata_ref: section {s['name']!r}: {e}", file=sys.stderr)
+            return 1
+        for path, d in issues:
+            print(f"strata_ref: section {s['name']!r}: {lossy(path)!r}: {d}", file=sys.stderr)
+        rc = 1 if issues else rc
+        out.append({"kind": "files", "name": s["name"], "entries": entries})
+    if args.json:
+        print(json.dumps({"archive": args.archive, "sections": out}, indent=2))
+    else:
+        for s in out:
+            for e in s["entries"]:
+                extra = f" -> {e['target']}" if "target" in e else (f" link to {e['link']}" if "link" in e else "")
+                print(f"{e['kind']:10} {e['mode']:05o} {e['size']:>12} {e['path'] or '.'}{extra}")
+    return rc
+
+
+def cmd_extract(args):
+    def fail(reason, rc):
+        print(f"strata_ref: {reason}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"refused": [], "warnings": [{"path": "", "path_hex": "", "reason": reason}]}, indent=2))
+        return rc
+    ar, err = open_or_report(args.archive)
+    if ar is None:
+        return fail(str(err), 2 if isinstance(err, CannotOpen) else 1)
+    sec = next((s for s in ar.sections if s["kind"] == "files" and s["name"] == args.files), None)
+    if sec is None:
+        return fail(f"no file-tree section named {args.files!r}", 1)
+    try:
+        entries = ar.entries(sec)
+    except StrataError as e:
+        return fail(f"section {args.files!r}: {e}", 1)
+    ex = Extractor(ar, sec, entries, args.dest)
+    try:
+        ex.run()
+    except OSError as e:
+        return fail(f"{args.dest}: {e}", 1)
+    if args.json:
+        print(json.dumps({"refused": ex.refused, "warnings": ex.warnings, "entries": ex.extracted}, indent=2))
+    else:
+        print(f"{ex.extracted} entries extracted, {len(ex.refused)} refused, {len(ex.warnings)} warning(s)")
+    return 1 if ex.refused or ex.warnings else 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="strata_ref.py", description="Independent reader for Strata archives (1.0-draft).")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("info", help="the sections, from the index")
+    p.add_argument("archive")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("verify", help="walk and check every record")
+    p.add_argument("archive")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("restore", help="restore one image")
+    p.add_argument("archive")
+    p.add_argument("--image", required=True)
+    p.add_argument("dest", help="file path, block device, or - for standard output")
+    p = sub.add_parser("list", help="list the entries of file trees")
+    p.add_argument("archive")
+    p.add_argument("--files", help="the file-tree section (default: every one)")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("extract", help="extract a file tree into DEST")
+    p.add_argument("archive")
+    p.add_argument("--files", required=True)
+    p.add_argument("dest")
+    p.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    return {"info": cmd_info, "verify": cmd_verify, "restore": cmd_restore,
+            "list": cmd_list, "extract": cmd_extract}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
