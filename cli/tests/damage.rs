@@ -7,8 +7,9 @@ use common::archive::{write, MemorySink};
 use strata_format::{RecordHeader, RecordType};
 use strata_reader::{stream, verify, Archive, Limits, Section};
 
-/// A small archive holding every record type of an image archive: two images,
-/// zstd and raw chunks, zero extents, a deduplicated chunk.
+/// A small archive holding every record type: two images (zstd and raw chunks,
+/// zero extents, a deduplicated chunk) and a file tree (packed and windowed files,
+/// a hole, a symlink, a hard link, nested directories).
 fn sample() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let mut disk = Vec::new();
     disk.extend((0..12_000u32).map(|i| (i % 251) as u8)); // compressible
@@ -20,7 +21,17 @@ fn sample() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     })); // incompressible
     disk.extend(std::iter::repeat_n(b'r', 5_000));
     let part = disk[4096..12_288].to_vec(); // deduplicates against the disk
-    let archive = write(&[("disk", &disk), ("part", &part)], 1, true);
+    let tree = tempfile::tempdir().expect("a temporary directory");
+    let root = tree.path();
+    std::fs::create_dir_all(root.join("a/b")).unwrap();
+    std::fs::write(root.join("a/small.txt"), b"a small file, packed with others\n").unwrap();
+    std::fs::write(root.join("a/b/other.txt"), vec![b'o'; 3_000]).unwrap();
+    std::fs::write(root.join("big.bin"), &disk[..10_000]).unwrap();
+    let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"after a hole", 16_384).unwrap();
+    std::os::unix::fs::symlink("a/small.txt", root.join("link")).unwrap();
+    std::fs::hard_link(root.join("a/small.txt"), root.join("hard")).unwrap();
+    let archive = common::archive::write_with_tree(&[("disk", &disk), ("part", &part)], Some(root), 1, true);
     (archive, disk, part)
 }
 
@@ -130,4 +141,38 @@ fn short_reads_from_a_pipe_do_not_change_the_result() {
     let mut out = vec![0u8; disk.len()];
     opened.read_image_at(image, 0, &mut out).unwrap();
     assert_eq!(out, disk);
+}
+
+#[test]
+fn short_writes_do_not_change_the_archive() {
+    /// Takes 1 to 7 bytes per write, like a slow pipe.
+    struct Dribble(Vec<u8>, usize);
+    impl std::io::Write for Dribble {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.1 = self.1 % 7 + 1;
+            let n = self.1.min(buf.len());
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let (expected, disk, part) = sample_images_only();
+    let mut options = strata_writer::WriterOptions::new(*b"0123456789abcdef", 1_700_000_000_000_000_000);
+    options.chunk_size = 4096;
+    options.threads = 1;
+    options.batch_bytes = 8 * 4096;
+    let mut writer = strata_writer::ArchiveWriter::new(Dribble(Vec::new(), 0), options).unwrap();
+    for (name, bytes) in [("disk", &disk), ("part", &part)] {
+        writer.add_image(name, &mut strata_writer::SliceSource::new(bytes), &strata_writer::NoProgress).unwrap();
+    }
+    let written = writer.finish().unwrap().0 .0;
+    assert_eq!(written, expected);
+}
+
+/// The sample's images alone, written normally.
+fn sample_images_only() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (_, disk, part) = sample();
+    (write(&[("disk", &disk), ("part", &part)], 1, true), disk, part)
 }

@@ -5,6 +5,16 @@ use strata_writer::{ArchiveWriter, ImageSource, NoProgress, SliceSource, StreamS
 
 /// Writes `images` with 4 KiB chunks (so small inputs hold many chunks).
 pub fn write(images: &[(&str, &[u8])], threads: usize, size_known: bool) -> Vec<u8> {
+    write_with_tree(images, None, threads, size_known)
+}
+
+/// Writes `images`, then the folder `tree` (if any) as the file tree "tree".
+pub fn write_with_tree(
+    images: &[(&str, &[u8])],
+    tree: Option<&std::path::Path>,
+    threads: usize,
+    size_known: bool,
+) -> Vec<u8> {
     let mut options = WriterOptions::new(*b"0123456789abcdef", 1_700_000_000_000_000_000);
     options.chunk_size = 4096;
     options.threads = threads;
@@ -14,6 +24,10 @@ pub fn write(images: &[(&str, &[u8])], threads: usize, size_known: bool) -> Vec<
         let mut source: Box<dyn ImageSource> =
             if size_known { Box::new(SliceSource::new(bytes)) } else { Box::new(StreamSource::new(*bytes)) };
         writer.add_image(name, source.as_mut(), &NoProgress).expect("writing to memory");
+    }
+    if let Some(dir) = tree {
+        let options = strata_writer::TreeOptions::default();
+        writer.add_tree("tree", dir, &options, &NoProgress).expect("the test tree is readable");
     }
     writer.finish().expect("writing to memory").0
 }
