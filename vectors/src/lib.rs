@@ -453,6 +453,12 @@ fn invalid_vectors() -> Vec<Vector> {
         UnsupportedFeature,
         |b| edit_header(b, |h| h.incompatible_features = 1),
     ));
+    v.push(invalid(
+        "feature-incremental",
+        "incompatible bit 1 (\"incremental\", reserved) set",
+        UnsupportedFeature,
+        |b| edit_header(b, |h| h.incompatible_features = 1 << 1),
+    ));
     v.push(invalid("feature-unknown-incompatible", "unknown incompatible bit 40 set", UnsupportedFeature, |b| {
         edit_header(b, |h| h.incompatible_features = 1 << 40)
     }));
