@@ -33,7 +33,7 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     level: i32,
     /// Chunk size for images: a power of two from 4K to 16M (suffixes K and M).
-    #[arg(long, default_value = "1M", value_parser = parse_size)]
+    #[arg(long, default_value = "4M", value_parser = parse_size)]
     chunk_size: u32,
     /// Worker threads for hashing and compression (0: one per core). The archive is
     /// the same whatever the number.

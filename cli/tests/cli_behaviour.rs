@@ -23,7 +23,7 @@ fn verify_exit_codes_and_a_flipped_chunk_byte_names_the_image_range() {
     assert_eq!(run(&["verify", path_str(&archive)]).status.code(), Some(0));
 
     // Flip a byte well inside the first chunk (the first data after the header and
-    // the first IMAGE_EXTENTS record): image bytes 0..1048576 are affected.
+    // the first IMAGE_EXTENTS record): image bytes 0..4194304 (one 4 MiB window) are affected.
     let mut bytes = std::fs::read(&archive).unwrap();
     bytes[128 + 2_000] ^= 0xff;
     let damaged = work.path().join("damaged.strata");
@@ -32,7 +32,7 @@ fn verify_exit_codes_and_a_flipped_chunk_byte_names_the_image_range() {
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("damaged"), "{text}");
-    assert!(text.contains("image disk: bytes 0-1,048,575 unreadable"), "{text}");
+    assert!(text.contains("image disk: bytes 0-4,194,303 unreadable"), "{text}");
     let json = run(&["verify", path_str(&damaged), "--json"]);
     assert_eq!(json.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
@@ -40,7 +40,7 @@ fn verify_exit_codes_and_a_flipped_chunk_byte_names_the_image_range() {
     let affects = &report["problems"][0]["affects"][0];
     assert_eq!(
         (affects["section"].as_str(), affects["start"].as_u64(), affects["end"].as_u64()),
-        (Some("disk"), Some(0), Some(1 << 20))
+        (Some("disk"), Some(0), Some(4 << 20))
     );
 
     // Not Strata at all, or missing: exit 2.

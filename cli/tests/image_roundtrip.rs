@@ -160,6 +160,9 @@ fn two_images_restore_independently_and_share_chunks() {
         &format!("disk={}", path_str(&disk)),
         "--image",
         &format!("part1={}", path_str(&part)),
+        // 1 MiB windows: the partition starts 1 MiB into the disk.
+        "--chunk-size",
+        "1M",
         "--quiet",
     ]);
     // The partition's chunks are the disk's: the archive is barely larger than the disk.
@@ -218,7 +221,15 @@ fn a_one_tib_sparse_file_is_imaged_without_reading_its_holes() {
         path_str(&sparse)
     ));
     let archive = dir.join("sparse.strata");
-    run_ok(&["create", path_str(&archive), "--image", &format!("disk={}", path_str(&sparse)), "--quiet"]);
+    run_ok(&[
+        "create",
+        path_str(&archive),
+        "--image",
+        &format!("disk={}", path_str(&sparse)),
+        "--chunk-size",
+        "1M",
+        "--quiet",
+    ]);
     assert!(std::fs::metadata(&archive).unwrap().len() < 64 << 10);
     let info = run_ok(&["info", path_str(&archive), "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();

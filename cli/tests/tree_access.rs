@@ -143,6 +143,9 @@ fn two_images_and_two_trees_are_independent_sections() {
         &format!("a={}", path_str(&a)),
         "--files",
         &format!("b={}", path_str(&b)),
+        // 1 MiB windows: the partition is the disk's first two windows.
+        "--chunk-size",
+        "1M",
         "--quiet",
     ]);
     run_ok(&["verify", path_str(&archive)]);

@@ -34,9 +34,9 @@ pub struct WriterOptions {
 }
 
 impl WriterOptions {
-    /// The defaults of `strata create`: 1 MiB chunks, zstd level 3, all cores.
+    /// The defaults of `strata create`: 4 MiB chunks, zstd level 3, all cores.
     pub fn new(archive_uuid: [u8; 16], created_ns: i64) -> Self {
-        WriterOptions { chunk_size: 1 << 20, level: 3, archive_uuid, created_ns, threads: 0, batch_bytes: 32 << 20 }
+        WriterOptions { chunk_size: 4 << 20, level: 3, archive_uuid, created_ns, threads: 0, batch_bytes: 32 << 20 }
     }
 }
 

@@ -709,6 +709,12 @@ impl Walk<'_> {
             || self.batch.extents.len() >= strata_format::limits::MAX_EXTENTS_PER_RECORD as usize - 1
     }
 
+    /// The largest pack of small files: reading one small file decodes its whole
+    /// pack, so packs stay at 1 MiB even when large files use bigger windows.
+    fn pack_size(&self) -> usize {
+        self.chunk_size.min(1 << 20)
+    }
+
     /// Appends a small file to the open pack chunk, starting a new one when full.
     fn pack(&mut self, bytes: &[u8]) -> (u32, Loc) {
         let hash = *blake3::hash(bytes).as_bytes();
@@ -717,9 +723,9 @@ impl Walk<'_> {
             return (offset, Loc::Stored(chunk_ref));
         }
         let index = match self.batch.open_pack {
-            Some(i) if self.batch.raw_chunks[i].len() + bytes.len() <= self.chunk_size => i,
+            Some(i) if self.batch.raw_chunks[i].len() + bytes.len() <= self.pack_size() => i,
             _ => {
-                self.batch.raw_chunks.push(Vec::with_capacity(self.chunk_size));
+                self.batch.raw_chunks.push(Vec::with_capacity(self.pack_size()));
                 self.batch.open_pack = Some(self.batch.raw_chunks.len() - 1);
                 self.batch.raw_chunks.len() - 1
             }
