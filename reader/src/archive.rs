@@ -334,8 +334,10 @@ impl<R: ReadAt> Archive<R> {
     ) -> Result<(), Error> {
         sink.start(Some(image.logical_size)).map_err(|e| Error::local_io("preparing the destination", e))?;
         let mut digest = MapDigest::new();
-        // Batches bound memory: at most 32 chunks decoded and held at once.
-        for batch in image.extents.chunks(32) {
+        // Batches bound memory: about 32 MiB of decoded chunks held at once,
+        // whatever the chunk size (at least two chunks, so both cores work).
+        let per_batch = ((32usize << 20) / image.chunk_size.max(1) as usize).max(2);
+        for batch in image.extents.chunks(per_batch) {
             let decoded: Vec<Result<Option<Arc<Chunk>>, Error>> = batch
                 .par_iter()
                 .map(|extent| match extent.kind().map_err(Error::from)? {
