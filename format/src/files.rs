@@ -7,6 +7,17 @@
 use crate::layout::fixed_layout;
 use crate::{limits, ErrorClass, FormatError};
 
+/// Feeds `n` zero bytes to a hasher: how holes enter a file's whole-content
+/// BLAKE3 (`spec/FORMAT.md` 8.3), for writers and readers alike.
+pub fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
+    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+    while n > 0 {
+        let take = n.min(ZEROS.len() as u64) as usize;
+        hasher.update(&ZEROS[..take]);
+        n -= take as u64;
+    }
+}
+
 /// `parent_id` of the root entry.
 pub const NO_PARENT: u64 = u64::MAX;
 /// Fixed part of an entry, before its variable fields.

@@ -269,29 +269,7 @@ impl<R: ReadAt> Archive<R> {
                 return Ok(data);
             }
         }
-        let record = read_record_at(&self.source, self.size, chunk_ref, self.tag, self.limits.max_index_bytes)
-            .map_err(|e| {
-                let class = e.class();
-                if matches!(class, Some(ErrorClass::RecordChecksum) | Some(ErrorClass::Truncated) | None) {
-                    e
-                } else {
-                    Error::new(ErrorClass::DanglingReference, "chunk reference", format!("no chunk record here: {e}"))
-                        .at(chunk_ref)
-                }
-            })?;
-        if record.record_type != Some(RecordType::Chunk) {
-            return Err(Error::new(
-                ErrorClass::DanglingReference,
-                "chunk reference",
-                format!(
-                    "the record here is {}, not CHUNK",
-                    record.record_type.map_or("an ancillary record", |t| t.name())
-                ),
-            )
-            .at(chunk_ref));
-        }
-        let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(chunk_ref))?;
-        let chunk = Arc::new(Chunk { blake3: header.blake3, raw });
+        let chunk = Arc::new(decode_chunk_record(&self.source, self.size, chunk_ref, self.tag, &self.limits)?);
         if let Ok(mut cache) = self.last_chunk.lock() {
             *cache = Some((chunk_ref, chunk.clone()));
         }
@@ -376,9 +354,33 @@ impl<R: ReadAt> Archive<R> {
 /// without an opened archive (salvage reads what a walk found).
 pub fn chunk_at<R: ReadAt + ?Sized>(source: &R, offset: u64, tag: [u8; 8], limits: &Limits) -> Result<Chunk, Error> {
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
-    let record = read_record_at(source, size, offset, tag, limits.max_index_bytes)?;
+    decode_chunk_record(source, size, offset, tag, limits)
+}
+
+/// Reads the record at `offset`, which a reference says is a `CHUNK`, and decodes
+/// it. Anything else there is a dangling reference; a damaged record keeps its class.
+pub(crate) fn decode_chunk_record<R: ReadAt + ?Sized>(
+    source: &R,
+    size: u64,
+    offset: u64,
+    tag: [u8; 8],
+    limits: &Limits,
+) -> Result<Chunk, Error> {
+    let record = read_record_at(source, size, offset, tag, limits.max_index_bytes).map_err(|e| {
+        if matches!(e.class(), Some(ErrorClass::RecordChecksum) | Some(ErrorClass::Truncated) | None) {
+            e
+        } else {
+            Error::new(ErrorClass::DanglingReference, "chunk reference", format!("no chunk record here: {e}"))
+                .at(offset)
+        }
+    })?;
     if record.record_type != Some(RecordType::Chunk) {
-        return Err(Error::new(ErrorClass::DanglingReference, "chunk reference", "not a CHUNK record").at(offset));
+        return Err(Error::new(
+            ErrorClass::DanglingReference,
+            "chunk reference",
+            format!("the record here is {}, not CHUNK", record.record_type.map_or("an ancillary record", |t| t.name())),
+        )
+        .at(offset));
     }
     let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(offset))?;
     Ok(Chunk { blake3: header.blake3, raw })

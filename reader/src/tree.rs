@@ -232,7 +232,7 @@ impl<R: ReadAt> Archive<R> {
         let mut hasher = blake3::Hasher::new();
         let hash_zeros = |hasher: &mut blake3::Hasher, n: u64| {
             if check {
-                crate::verify::hash_zeros(hasher, n)
+                strata_format::files::hash_zeros(hasher, n)
             }
         };
         let mut at = 0u64;

@@ -980,13 +980,3 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         self.report
     }
 }
-
-/// Feeds `n` zero bytes to a hasher (the holes of a sparse file).
-pub(crate) fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
-    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-    while n > 0 {
-        let take = n.min(ZEROS.len() as u64) as usize;
-        hasher.update(&ZEROS[..take]);
-        n -= take as u64;
-    }
-}

@@ -10,9 +10,8 @@ use strata_format::files::{
 };
 use strata_format::ErrorClass;
 
-use crate::record::read_record_at;
 use crate::verify::{Affected, Walk};
-use crate::{chunk, ReadAt};
+use crate::ReadAt;
 
 /// What the walk keeps of each entry.
 pub(crate) struct EntryFacts {
@@ -249,7 +248,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let mut at = 0u64;
         let name = self.trees[open].name.clone();
         for extent in &entry.extents {
-            crate::verify::hash_zeros(&mut hasher, extent.file_offset.saturating_sub(at));
+            strata_format::files::hash_zeros(&mut hasher, extent.file_offset.saturating_sub(at));
             let Some(data) = self.chunk_data(extent.chunk_ref) else {
                 // Unreadable chunk: the reference check names this file.
                 return;
@@ -272,7 +271,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             hasher.update(bytes);
             at = extent.end();
         }
-        crate::verify::hash_zeros(&mut hasher, entry.size.saturating_sub(at));
+        strata_format::files::hash_zeros(&mut hasher, entry.size.saturating_sub(at));
         if hasher.finalize().as_bytes() != &entry.blake3 {
             let p = self.problem(
                 ErrorClass::ChunkCorrupt,
@@ -297,9 +296,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 return Some(data.clone());
             }
         }
-        let record = read_record_at(self.source, self.size, chunk_ref, self.tag, self.limits.max_index_bytes).ok()?;
-        let (_, raw) = chunk::decode_chunk(&record.body).ok()?;
-        let raw = Arc::new(raw);
+        let chunk =
+            crate::archive::decode_chunk_record(self.source, self.size, chunk_ref, self.tag, &self.limits).ok()?;
+        let raw = Arc::new(chunk.raw);
         self.chunk_cache = Some((chunk_ref, raw.clone()));
         Some(raw)
     }

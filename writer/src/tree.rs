@@ -644,7 +644,7 @@ impl Walk<'_> {
                 }
                 buf.truncate(got);
                 // Holes read as zeros in the content hash.
-                hash_zeros(&mut hasher, at - covered);
+                files::hash_zeros(&mut hasher, at - covered);
                 hasher.update(&buf);
                 covered = at + got as u64;
                 let extent = FileExtent {
@@ -677,7 +677,7 @@ impl Walk<'_> {
             }
         }
         let final_size = if shrank { covered } else { size };
-        hash_zeros(&mut hasher, final_size - covered);
+        files::hash_zeros(&mut hasher, final_size - covered);
         entry.size = final_size;
         entry.blake3 = *hasher.finalize().as_bytes();
         self.summary.content_bytes += final_size;
@@ -823,15 +823,5 @@ impl Walk<'_> {
             }
         }
         Ok(resolved)
-    }
-}
-
-/// Feeds `n` zero bytes to a hasher (the holes of a sparse file).
-fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
-    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-    while n > 0 {
-        let take = n.min(ZEROS.len() as u64) as usize;
-        hasher.update(&ZEROS[..take]);
-        n -= take as u64;
     }
 }
