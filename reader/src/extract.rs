@@ -258,7 +258,7 @@ impl<R: ReadAt> Extractor<'_, R> {
             }
         }
         if entry.flags & strata_format::files::EntryFlags::UNREADABLE != 0 {
-            self.warn(&path, "its content could not be read when the backup was made: not extracted");
+            self.warn(&path, "its content could not be read when the archive was written (or was lost before a salvage): not extracted");
             return Ok(());
         }
         self.report.entries += 1;

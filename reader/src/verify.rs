@@ -2,7 +2,7 @@
 //! rule, resynchronise past damage, and say what each problem costs in image byte
 //! ranges. Reports every problem, not just the first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 
 use strata_format::image::{self, ExtentMapCheck};
@@ -101,7 +101,7 @@ pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
     pub(crate) chunks: HashMap<u64, (u32, [u8; 32])>,
     pub(crate) chunk_cache: Option<(u64, std::sync::Arc<Vec<u8>>)>,
     /// Archive byte ranges whose content is unusable, with the problem that says so.
-    damaged: Vec<(Range<u64>, usize)>,
+    pub(crate) damaged: Vec<(Range<u64>, usize)>,
     pub(crate) expected_forward: VecDeque<u64>,
     image_indexes: HashMap<u32, (u64, Vec<Extent>)>,
     archive_index: Option<(u64, ArchiveIndex)>,
@@ -126,16 +126,48 @@ pub struct RecoveredImage {
     pub extents: Vec<Extent>,
 }
 
+pub use crate::verify_tree::EntryFacts;
+
+/// A file-tree section as the walk found it.
+#[derive(Clone, Debug)]
+pub struct RecoveredTree {
+    pub name: String,
+    pub chunk_size: u32,
+    pub captured: u64,
+    /// The entries whose `FILES_ENTRIES` records survived, by `entry_id`.
+    pub entries: BTreeMap<u64, EntryFacts>,
+    /// What the surviving `FILES_DIR` tables say of each child: its `entry_id`
+    /// to its parent's id, its name and its kind code. This names entries whose
+    /// own records were lost.
+    pub listed: HashMap<u64, (u64, Vec<u8>, u8)>,
+    /// `entry_count` of the section's `FILES_END`, if that survived.
+    pub entry_count: Option<u64>,
+}
+
 /// What survives in a damaged archive, for salvage.
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
     pub images: Vec<RecoveredImage>,
-    /// The names of file-tree sections found (not salvaged yet).
-    pub trees: Vec<String>,
+    pub trees: Vec<RecoveredTree>,
     /// Every chunk that passed all its checks: record offset to raw length.
     pub chunks: HashMap<u64, u32>,
     /// The archive tag its records carry.
     pub tag: [u8; 8],
+}
+
+/// Reads one `FILES_ENTRIES` record again (salvage does, after the walk found
+/// it sound): its entries with their byte offsets in the body.
+pub fn entries_record_at<R: ReadAt + ?Sized>(
+    source: &R,
+    offset: u64,
+    tag: [u8; 8],
+    limits: &Limits,
+) -> Result<Vec<(u32, strata_format::files::Entry)>, Error> {
+    let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
+    let record = crate::record::read_record_at(source, size, offset, tag, limits.max_index_bytes)?;
+    let body = crate::archive::expect_type(&record, RecordType::FilesEntries)?;
+    let (_, entries) = strata_format::files::parse_entries(body).map_err(|e| Error::from(e).at(offset))?;
+    Ok(entries)
 }
 
 /// [`verify`], also returning what survives.
@@ -934,7 +966,27 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             .collect();
         Recovered {
             images,
-            trees: self.trees.iter().map(|t| t.name.clone()).collect(),
+            trees: self
+                .trees
+                .iter()
+                .map(|t| RecoveredTree {
+                    name: t.name.clone(),
+                    chunk_size: t.chunk_size,
+                    captured: t.captured,
+                    entries: t.entries.clone(),
+                    listed: t
+                        .dir_tables
+                        .values()
+                        .flat_map(|(_, table)| {
+                            table
+                                .children
+                                .iter()
+                                .map(|(child, name)| (child.entry_id, (table.entry_id, name.clone(), child.kind)))
+                        })
+                        .collect(),
+                    entry_count: t.end.map(|(_, end)| end.entry_count),
+                })
+                .collect(),
             chunks: self.chunks.iter().map(|(&offset, &(raw, _))| (offset, raw)).collect(),
             tag: self.tag,
         }

@@ -2,7 +2,7 @@
 //! records and the cross-checks that tie entries, directory tables, the section
 //! index and chunk references together. Damage is reported by file path.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use strata_format::files::{
@@ -13,13 +13,20 @@ use strata_format::ErrorClass;
 use crate::verify::{Affected, Walk};
 use crate::ReadAt;
 
-/// What the walk keeps of each entry.
-pub(crate) struct EntryFacts {
-    parent_id: u64,
-    name: Vec<u8>,
-    kind: EntryKind,
-    record: u64,
-    offset: u32,
+/// What the walk keeps of each entry, and salvage starts from.
+#[derive(Clone, Debug)]
+pub struct EntryFacts {
+    pub parent_id: u64,
+    pub name: Vec<u8>,
+    pub kind: EntryKind,
+    /// A hard link's `link_id`; else 0.
+    pub link_id: u64,
+    pub record: u64,
+    pub offset: u32,
+    /// The entry broke no rule of its table (8.3).
+    pub sound: bool,
+    /// A regular file whose every chunk is valid and whose content matches its BLAKE3.
+    pub content_intact: bool,
 }
 
 /// A file-tree section as the walk finds it.
@@ -32,15 +39,25 @@ pub(crate) struct WalkTree {
     pub files: u64,
     pub directories: u64,
     pub content_bytes: u64,
+    pub chunk_size: u32,
+    pub captured: u64,
     pub end: Option<(u64, FilesEnd)>,
-    entries: Vec<EntryFacts>,
+    /// By `entry_id`: after damage, ids have gaps where entries were lost.
+    pub entries: BTreeMap<u64, EntryFacts>,
+    /// The id the next entry should have.
+    next_id: u64,
+    /// How many damaged spans the walk had met at this section's last entry: an
+    /// id gap is the damage's doing when more have been met since.
+    damage_mark: usize,
+    /// How many damaged spans the walk had met at this section's `FILES_BEGIN`.
+    damage_at_begin: usize,
     siblings: HashSet<(u64, Vec<u8>)>,
     /// Extents announced by `FILES_EXTENTS` for entries not seen yet.
     announced: HashMap<u64, Vec<FileExtent>>,
     /// Every file extent with its entry, for the reference check.
     file_extents: Vec<FileExtent>,
     entries_records: Vec<u64>,
-    dir_tables: HashMap<u64, (u64, DirTable)>,
+    pub dir_tables: HashMap<u64, (u64, DirTable)>,
     index: Option<(u64, FilesIndexHead, Vec<u64>)>,
 }
 
@@ -49,7 +66,7 @@ impl WalkTree {
     pub fn path_of(&self, entry_id: u64) -> Vec<u8> {
         let mut parts = Vec::new();
         let mut id = entry_id;
-        while let Some(facts) = self.entries.get(id as usize) {
+        while let Some(facts) = self.entries.get(&id) {
             if facts.parent_id == NO_PARENT || parts.len() > self.entries.len() {
                 break;
             }
@@ -78,13 +95,18 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             begin_offset: pos,
             section_id: begin.section_id,
             name,
+            chunk_size: begin.chunk_size,
+            captured: begin.captured,
             chunk_count: 0,
             chunk_bytes: 0,
             files: 0,
             directories: 0,
             content_bytes: 0,
             end: None,
-            entries: Vec::new(),
+            entries: BTreeMap::new(),
+            next_id: 0,
+            damage_mark: self.damaged.len(),
+            damage_at_begin: self.damaged.len(),
             siblings: HashSet::new(),
             announced: HashMap::new(),
             file_extents: Vec::new(),
@@ -148,14 +170,19 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     fn check_entry(&mut self, open: usize, pos: u64, offset: u32, entry: Entry) -> bool {
+        let damage_seen = self.damaged.len();
         let tree = &mut self.trees[open];
-        let expected_id = tree.entries.len() as u64;
+        let expected_id = tree.next_id;
         let id = entry.entry_id;
+        let lost_before = id > expected_id && damage_seen > tree.damage_mark;
+        // An entry whose parent or link target was in a damaged record is not at
+        // fault itself: salvage keeps it elsewhere.
+        let lost = |other: u64| other < id && !tree.entries.contains_key(&other) && damage_seen > tree.damage_at_begin;
         let path = if entry.parent_id == NO_PARENT { Vec::new() } else { tree.path_of(entry.parent_id) };
         let path = if path.is_empty() { entry.name.clone() } else { [path, entry.name.clone()].join(&b'/') };
         let shown = String::from_utf8_lossy(&path).into_owned();
         let mut faults: Vec<(ErrorClass, String)> = Vec::new();
-        if id != expected_id {
+        if id != expected_id && !lost_before {
             faults.push((ErrorClass::RecordMalformed, format!("entry_id {id}, expected {expected_id}")));
         }
         if id == 0 {
@@ -164,8 +191,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             }
         } else {
             let parent_ok = entry.parent_id < id
-                && tree.entries.get(entry.parent_id as usize).is_some_and(|p| p.kind == EntryKind::Directory);
-            if !parent_ok {
+                && tree.entries.get(&entry.parent_id).is_some_and(|p| p.kind == EntryKind::Directory);
+            if !parent_ok && !lost(entry.parent_id) {
                 faults.push((
                     ErrorClass::RecordMalformed,
                     format!("{shown:?}: parent {} is not an earlier directory", entry.parent_id),
@@ -185,9 +212,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             }
         }
         if entry.kind == EntryKind::Hardlink {
-            let target_ok = entry.link_id < id
-                && tree.entries.get(entry.link_id as usize).is_some_and(|t| t.kind == EntryKind::File);
-            if !target_ok {
+            let target_ok =
+                entry.link_id < id && tree.entries.get(&entry.link_id).is_some_and(|t| t.kind == EntryKind::File);
+            if !target_ok && !lost(entry.link_id) {
                 faults.push((
                     ErrorClass::RecordMalformed,
                     format!("{shown:?}: hard link to {}, not an earlier file", entry.link_id),
@@ -209,27 +236,44 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             EntryKind::Directory => tree.directories += 1,
             _ => {}
         }
-        tree.entries.push(EntryFacts {
-            parent_id: entry.parent_id,
-            name: entry.name.clone(),
-            kind: entry.kind,
-            record: pos,
-            offset,
-        });
-        tree.file_extents.extend_from_slice(&entry.extents);
         let ok = faults.is_empty();
+        let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
+        // A repeated id keeps the first entry that had it.
+        if id >= expected_id {
+            tree.next_id = id.saturating_add(1);
+            tree.entries.insert(
+                id,
+                EntryFacts {
+                    parent_id: entry.parent_id,
+                    name: entry.name.clone(),
+                    kind: entry.kind,
+                    link_id: entry.link_id,
+                    record: pos,
+                    offset,
+                    sound,
+                    content_intact: false,
+                },
+            );
+        }
+        tree.damage_mark = damage_seen;
+        tree.file_extents.extend_from_slice(&entry.extents);
         for (class, detail) in faults {
             self.problem(class, pos, "entry", detail);
         }
         if entry.kind == EntryKind::File {
-            self.check_content(open, pos, &entry, &path);
+            let intact = self.check_content(open, pos, &entry, &path);
+            if let Some(facts) = self.trees[open].entries.get_mut(&id).filter(|f| f.record == pos) {
+                facts.content_intact = intact;
+            }
         }
         ok
     }
 
     /// Rebuilds a file's content from its chunks and checks its BLAKE3. Damaged
     /// chunks are reported where the walk met them; this adds the file's path.
-    fn check_content(&mut self, open: usize, pos: u64, entry: &Entry, path: &[u8]) {
+    /// Returns whether every chunk is valid and the content matches (or, past the
+    /// hole limit, whether every chunk is valid).
+    fn check_content(&mut self, open: usize, pos: u64, entry: &Entry, path: &[u8]) -> bool {
         let holes = crate::archive::hole_bytes(entry);
         if holes > self.limits.max_hole_hash_bytes {
             let limit = self.limits.max_hole_hash_bytes;
@@ -242,7 +286,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     String::from_utf8_lossy(path)
                 ),
             );
-            return;
+            return entry.extents.iter().all(|e| {
+                self.chunks.get(&e.chunk_ref).is_some_and(|c| e.chunk_offset as u64 + e.length <= u64::from(c.0))
+            });
         }
         let mut hasher = blake3::Hasher::new();
         let mut at = 0u64;
@@ -251,7 +297,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             strata_format::files::hash_zeros(&mut hasher, extent.file_offset.saturating_sub(at));
             let Some(data) = self.chunk_data(extent.chunk_ref) else {
                 // Unreadable chunk: the reference check names this file.
-                return;
+                return false;
             };
             let start = extent.chunk_offset as usize;
             let Some(bytes) = data.get(start..start + extent.length as usize) else {
@@ -266,7 +312,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     path: Some(path.to_vec()),
                     range: extent.file_offset..extent.end(),
                 });
-                return;
+                return false;
             };
             hasher.update(bytes);
             at = extent.end();
@@ -284,7 +330,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 path: Some(path.to_vec()),
                 range: 0..entry.size,
             });
+            return false;
         }
+        true
     }
 
     /// A valid chunk's raw bytes, decoded again (one cached): `None` if the walk
@@ -316,7 +364,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let tree = &mut self.trees[open];
         tree.end = Some((pos, end));
         let counts = (
-            tree.entries.len() as u64,
+            tree.next_id,
             tree.files,
             tree.directories,
             tree.content_bytes,
@@ -457,7 +505,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         ),
                     ));
                 }
-                let root = tree.entries.first();
+                let root = tree.entries.get(&0);
                 if root.map(|r| (r.record, r.offset)) != Some((head.root_entries_record, head.root_entry_offset))
                     || tree.dir_tables.get(&0).map(|(o, _)| *o) != Some(head.root_dir)
                 {
@@ -467,27 +515,27 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
         // Each directory's table lists exactly its children, where they are.
         let mut children: HashMap<u64, usize> = HashMap::new();
-        for facts in tree.entries.iter().skip(1) {
+        for facts in tree.entries.values().filter(|f| f.parent_id != NO_PARENT) {
             *children.entry(facts.parent_id).or_default() += 1;
         }
-        for (id, facts) in tree.entries.iter().enumerate() {
+        for (&id, facts) in &tree.entries {
             if facts.kind != EntryKind::Directory {
                 continue;
             }
-            let Some((offset, table)) = tree.dir_tables.get(&(id as u64)) else {
+            let Some((offset, table)) = tree.dir_tables.get(&id) else {
                 faults.push((
                     index_offset,
                     format!(
                         "section {name:?}: directory {:?} has no FILES_DIR",
-                        String::from_utf8_lossy(&tree.path_of(id as u64))
+                        String::from_utf8_lossy(&tree.path_of(id))
                     ),
                 ));
                 continue;
             };
-            let count_ok = table.children.len() == children.get(&(id as u64)).copied().unwrap_or(0);
+            let count_ok = table.children.len() == children.get(&id).copied().unwrap_or(0);
             let children_ok = table.children.iter().all(|(child, child_name)| {
-                tree.entries.get(child.entry_id as usize).is_some_and(|c| {
-                    c.parent_id == id as u64
+                tree.entries.get(&child.entry_id).is_some_and(|c| {
+                    c.parent_id == id
                         && &c.name == child_name
                         && c.kind.code() == child.kind
                         && c.record == child.entries_record
@@ -501,7 +549,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     *offset,
                     format!(
                         "section {name:?}: the FILES_DIR of {:?} disagrees with the entries",
-                        String::from_utf8_lossy(&tree.path_of(id as u64))
+                        String::from_utf8_lossy(&tree.path_of(id))
                     ),
                 ));
             }

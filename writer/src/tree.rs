@@ -50,6 +50,26 @@ impl Default for TreeOptions {
     }
 }
 
+/// One entry for [`ArchiveWriter::add_tree_from`].
+pub struct SourceEntry {
+    /// The entry as it is to be written; for a regular file, `size` is its length
+    /// (holes included) and `blake3` and `extents` are recomputed.
+    pub entry: Entry,
+    /// Its path in the tree, for messages.
+    pub path: Vec<u8>,
+    /// A regular file's data ranges, in order; the gaps between them are holes.
+    pub data_ranges: Vec<(u64, u64)>,
+}
+
+/// Entries from somewhere else than a folder, numbered from 0 in order, every
+/// parent (and hard link target) before the entries that name it.
+pub trait EntrySource {
+    fn next_entry(&mut self) -> io::Result<Option<SourceEntry>>;
+    /// Reads the current entry's content at `offset` into `buf`; returns the
+    /// bytes read (0 at its end).
+    fn read_content(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+}
+
 /// Something that went wrong with one entry; the run goes on and ends non-zero.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeWarning {
@@ -259,6 +279,7 @@ struct Frame {
 /// The state of one `add_tree` call.
 struct Walk<'a> {
     section_id: u32,
+    begin_offset: u64,
     chunk_size: usize,
     level: i32,
     batch_bytes: usize,
@@ -298,31 +319,7 @@ impl<W: Write> ArchiveWriter<W> {
                 detail: format!("{} is not a directory", root.display()),
             });
         }
-        let (excludes, excludes_by_name) = build_excludes(&options.excludes)?;
-        let section_id = self.begin_section(name)?;
-        let captured = options.capture & Captured::KNOWN;
-        let begin =
-            FilesBegin { section_id, chunk_size: self.options.chunk_size, captured, name: name.as_bytes().to_vec() };
-        begin.validate()?;
-        let begin_offset = self.write_record(RecordType::FilesBegin, &[&begin.to_bytes()])?;
-        let mut walk = Walk {
-            section_id,
-            chunk_size: self.options.chunk_size as usize,
-            level: self.options.level,
-            batch_bytes: self.options.batch_bytes,
-            excludes,
-            excludes_by_name,
-            options,
-            root_dev: root_meta.dev(),
-            names: Names::default(),
-            next_id: 0,
-            hardlinks: HashMap::new(),
-            small_files: HashMap::new(),
-            batch: Batch::default(),
-            tables: TreeTables { places: Vec::new(), entries_records: Vec::new() },
-            summary: TreeSummary { name: name.to_string(), ..TreeSummary::default() },
-            progress,
-        };
+        let mut walk = self.begin_tree(name, options, root_meta.dev(), progress)?;
         let root_entry = walk.entry_for(root, &root_meta, Vec::new(), NO_PARENT, b"");
         let mut stack = vec![walk.open_dir(self, root.to_path_buf(), Vec::new(), root_entry)?];
         while let Some(frame) = stack.last_mut() {
@@ -341,9 +338,114 @@ impl<W: Write> ArchiveWriter<W> {
                 stack.push(frame);
             }
         }
+        self.end_tree(walk)
+    }
+
+    /// Adds a file-tree section named `name` holding the entries `source` gives,
+    /// as they are (salvage rebuilds a tree this way). `captured` is the
+    /// section's `Captured` bits. Regular files get their size, BLAKE3 and
+    /// extents from the content read.
+    pub fn add_tree_from(
+        &mut self,
+        name: &str,
+        captured: u64,
+        source: &mut dyn EntrySource,
+        progress: &dyn Progress,
+    ) -> Result<TreeSummary, WriteError> {
+        let options = TreeOptions { capture: captured, ..TreeOptions::default() };
+        let mut walk = self.begin_tree(name, &options, 0, progress)?;
+        while let Some(SourceEntry { mut entry, path, data_ranges }) = source
+            .next_entry()
+            .map_err(|e| WriteError::Source { what: format!("tree {name:?}"), offset: 0, source: e })?
+        {
+            let id = walk.next_id;
+            let place = |other: u64| walk.tables.places.get(other as usize).map(|p| p.kind);
+            let invalid = if entry.entry_id != id {
+                Some(format!("entry_id {}, expected {id}", entry.entry_id))
+            } else if (id == 0) != (entry.parent_id == NO_PARENT) || (id == 0 && entry.kind != EntryKind::Directory) {
+                Some("only entry 0, a directory, has no parent".to_string())
+            } else if id > 0 && place(entry.parent_id) != Some(EntryKind::Directory) {
+                Some(format!("parent {} is not an earlier directory", entry.parent_id))
+            } else if entry.kind == EntryKind::Hardlink && place(entry.link_id) != Some(EntryKind::File) {
+                Some(format!("hard link to {}, not an earlier file", entry.link_id))
+            } else {
+                None
+            };
+            if let Some(detail) = invalid {
+                return Err(WriteError::Invalid {
+                    what: "tree entry",
+                    detail: format!("{:?}: {detail}", String::from_utf8_lossy(&path)),
+                });
+            }
+            walk.next_id += 1;
+            match entry.kind {
+                EntryKind::File => {
+                    walk.summary.files += 1;
+                    let size = data_ranges.last().map_or(0, |r| r.1).max(entry.size);
+                    entry.extents.clear();
+                    let (_, unresolved) =
+                        walk.store_content(self, &path, &mut entry, size, data_ranges, &mut |buf, at| {
+                            source.read_content(buf, at)
+                        })?;
+                    walk.complete(self, entry, unresolved)?;
+                }
+                kind => {
+                    match kind {
+                        EntryKind::Directory => walk.summary.directories += 1,
+                        EntryKind::Symlink => walk.summary.symlinks += 1,
+                        _ => {}
+                    }
+                    walk.complete(self, entry, Vec::new())?;
+                }
+            }
+        }
+        if walk.next_id == 0 {
+            return Err(WriteError::Invalid { what: "tree", detail: format!("{name:?}: no root entry") });
+        }
+        self.end_tree(walk)
+    }
+
+    /// Starts a file-tree section: its `FILES_BEGIN` and the walk's state.
+    fn begin_tree<'a>(
+        &mut self,
+        name: &str,
+        options: &'a TreeOptions,
+        root_dev: u64,
+        progress: &'a dyn Progress,
+    ) -> Result<Walk<'a>, WriteError> {
+        let (excludes, excludes_by_name) = build_excludes(&options.excludes)?;
+        let section_id = self.begin_section(name)?;
+        let captured = options.capture & Captured::KNOWN;
+        let begin =
+            FilesBegin { section_id, chunk_size: self.options.chunk_size, captured, name: name.as_bytes().to_vec() };
+        begin.validate()?;
+        let begin_offset = self.write_record(RecordType::FilesBegin, &[&begin.to_bytes()])?;
+        Ok(Walk {
+            section_id,
+            begin_offset,
+            chunk_size: self.options.chunk_size as usize,
+            level: self.options.level,
+            batch_bytes: self.options.batch_bytes,
+            excludes,
+            excludes_by_name,
+            options,
+            root_dev,
+            names: Names::default(),
+            next_id: 0,
+            hardlinks: HashMap::new(),
+            small_files: HashMap::new(),
+            batch: Batch::default(),
+            tables: TreeTables { places: Vec::new(), entries_records: Vec::new() },
+            summary: TreeSummary { name: name.to_string(), ..TreeSummary::default() },
+            progress,
+        })
+    }
+
+    /// Ends a file-tree section: the last batch and its `FILES_END`.
+    fn end_tree(&mut self, mut walk: Walk<'_>) -> Result<TreeSummary, WriteError> {
         walk.flush(self)?;
         let end = FilesEnd {
-            section_id,
+            section_id: walk.section_id,
             reserved: 0,
             entry_count: walk.next_id,
             file_count: walk.summary.files,
@@ -351,11 +453,15 @@ impl<W: Write> ArchiveWriter<W> {
             content_bytes: walk.summary.content_bytes,
             chunk_count: walk.summary.new_chunks,
             chunk_bytes: walk.summary.stored_bytes,
-            begin_offset,
+            begin_offset: walk.begin_offset,
         };
         let end_offset = self.write_record(RecordType::FilesEnd, &[&end.encode()])?;
         walk.summary.entries = walk.next_id;
-        self.sections.push(SectionState { begin_offset, end_offset, tables: SectionTables::Tree(walk.tables) });
+        self.sections.push(SectionState {
+            begin_offset: walk.begin_offset,
+            end_offset,
+            tables: SectionTables::Tree(walk.tables),
+        });
         self.summary.trees.push(walk.summary.clone());
         Ok(walk.summary)
     }
@@ -615,13 +721,47 @@ impl Walk<'_> {
             }
         };
         let size = meta.len();
+        let ranges =
+            if self.options.capture & Captured::HOLES != 0 { data_ranges(&file, size) } else { vec![(0, size)] };
+        let (shrank, unresolved) = self
+            .store_content(writer, relative, &mut entry, size, ranges, &mut |buf, at| read_at_most(&file, buf, at))?;
+        // A file that changed while it was read is kept as read, and said so.
+        match file.metadata() {
+            Ok(after)
+                if !shrank
+                    && after.len() == meta.len()
+                    && after.mtime() == meta.mtime()
+                    && after.mtime_nsec() == meta.mtime_nsec() => {}
+            Ok(after) => {
+                entry.flags |= EntryFlags::CHANGED_WHILE_READ;
+                self.warn(
+                    relative,
+                    format!("changed while it was read (size {} -> {}); kept as read", meta.len(), after.len()),
+                );
+            }
+            Err(e) => self.warn(relative, format!("not checked after reading: {e}")),
+        }
+        self.complete(writer, entry, unresolved)
+    }
+
+    /// Reads the `ranges` of a `size`-byte file through `read` into the batch,
+    /// in windows aligned to file offset 0 (small files packed), and fills in the
+    /// entry's size, BLAKE3 and the extents already resolved. Returns whether the
+    /// content ended early (kept as read) and the extents still to resolve.
+    fn store_content<W: Write>(
+        &mut self,
+        writer: &mut ArchiveWriter<W>,
+        relative: &[u8],
+        entry: &mut Entry,
+        size: u64,
+        ranges: Vec<(u64, u64)>,
+        read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
+    ) -> Result<(bool, Vec<usize>), WriteError> {
         let mut hasher = blake3::Hasher::new();
         let mut unresolved = Vec::new();
         let mut resolved_before: Vec<FileExtent> = Vec::new();
         let mut covered = 0u64;
         let mut shrank = false;
-        let ranges =
-            if self.options.capture & Captured::HOLES != 0 { data_ranges(&file, size) } else { vec![(0, size)] };
         let small = size < (self.chunk_size as u64).min(1 << 20) / 2 && ranges == [(0, size)];
         let mut buf = Vec::new();
         'ranges: for (start, end) in ranges {
@@ -630,7 +770,7 @@ impl Walk<'_> {
                 let window_end = ((at / self.chunk_size as u64) + 1) * self.chunk_size as u64;
                 let piece = (end.min(window_end) - at) as usize;
                 buf.resize(piece, 0);
-                let got = match read_at_most(&file, &mut buf, at) {
+                let got = match read(&mut buf, at) {
                     Ok(got) => got,
                     Err(e) => {
                         self.warn(relative, format!("content read failed at byte {at}: {e}; kept up to there"));
@@ -680,25 +820,9 @@ impl Walk<'_> {
         files::hash_zeros(&mut hasher, final_size - covered);
         entry.size = final_size;
         entry.blake3 = *hasher.finalize().as_bytes();
-        self.summary.content_bytes += final_size;
-        // A file that changed while it was read is kept as read, and said so.
-        match file.metadata() {
-            Ok(after)
-                if !shrank
-                    && after.len() == meta.len()
-                    && after.mtime() == meta.mtime()
-                    && after.mtime_nsec() == meta.mtime_nsec() => {}
-            Ok(after) => {
-                entry.flags |= EntryFlags::CHANGED_WHILE_READ;
-                self.warn(
-                    relative,
-                    format!("changed while it was read (size {} -> {}); kept as read", meta.len(), after.len()),
-                );
-            }
-            Err(e) => self.warn(relative, format!("not checked after reading: {e}")),
-        }
         entry.extents = resolved_before;
-        self.complete(writer, entry, unresolved)
+        self.summary.content_bytes += final_size;
+        Ok((shrank, unresolved))
     }
 
     /// Whether the batch should be written now: enough data read ahead, enough

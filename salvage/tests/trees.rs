@@ -1,0 +1,248 @@
+//! Salvage of file trees: what survives damage comes back, at its path, with its
+//! content; what does not is named.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use strata_format::files::{EntryFlags, EntryKind};
+use strata_format::{RecordHeader, RecordType};
+use strata_reader::{Archive, Limits};
+use strata_writer::{ArchiveWriter, NoProgress, TreeOptions, WriterOptions};
+
+/// A tree with folders, small and large files, a hole, a symlink and a hard link.
+fn make_tree(root: &Path, files_per_dir: usize) {
+    for d in 0..4 {
+        let dir = root.join(format!("dir{d}")).join("inner");
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..files_per_dir {
+            // Long names make many entries per record, so a tree spans several.
+            let name = format!("file-{f:04}-{}", "n".repeat(120));
+            let body: Vec<u8> = (0..(f * 37 + d * 1000) % 5000).map(|i| (i * 7 + f + d) as u8).collect();
+            std::fs::write(dir.join(name), body).unwrap();
+        }
+    }
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(root.join("big.bin"), &big).unwrap();
+    std::os::unix::fs::symlink("big.bin", root.join("link")).unwrap();
+    std::fs::hard_link(root.join("big.bin"), root.join("dir0/big-again")).unwrap();
+    let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+    sparse.set_len(1 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"middle", 500_000).unwrap();
+}
+
+fn archive_of(root: &Path) -> Vec<u8> {
+    let mut options = WriterOptions::new([7; 16], 1_700_000_000_000_000_000);
+    options.chunk_size = 64 << 10;
+    let mut writer = ArchiveWriter::new(Vec::new(), options).unwrap();
+    writer.add_tree("t", root, &TreeOptions::default(), &NoProgress).unwrap();
+    writer.finish().unwrap().0
+}
+
+/// Every entry of the archive's tree: path to (kind, flags, content).
+fn listing(bytes: &[u8]) -> BTreeMap<Vec<u8>, (EntryKind, u8, Vec<u8>)> {
+    let archive = Archive::open(bytes).expect("the salvaged archive opens");
+    let tree = archive.tree("t").expect("the tree survives").clone();
+    let mut out = BTreeMap::new();
+    let mut files = Vec::new();
+    archive
+        .walk_tree(&tree, |item| {
+            if item.entry.kind == EntryKind::File {
+                files.push((item.path.clone(), item.entry.clone()));
+            }
+            out.insert(item.path, (item.entry.kind, item.entry.flags, Vec::new()));
+            Ok(())
+        })
+        .unwrap();
+    for (path, entry) in files {
+        let mut content = Vec::new();
+        archive.read_file(&tree, &entry, &mut content).unwrap();
+        out.get_mut(&path).unwrap().2 = content;
+    }
+    out
+}
+
+fn salvage(bytes: &[u8]) -> (Vec<u8>, strata_salvage::Outcome) {
+    let options = WriterOptions::new([9; 16], 1_700_000_000_000_000_000);
+    strata_salvage::salvage(bytes, Vec::new(), options, Limits::default(), &|_| {}, &NoProgress).expect("salvage")
+}
+
+/// Offsets and ends of the records of `kind`.
+fn records(bytes: &[u8], kind: RecordType) -> Vec<(usize, usize)> {
+    let mut at = 128;
+    let mut found = Vec::new();
+    while at + 32 <= bytes.len() {
+        let head = RecordHeader::decode(bytes[at..at + 32].try_into().unwrap());
+        let end = at + 32 + head.body_length as usize;
+        if head.record_type == kind.code() {
+            found.push((at, end));
+        }
+        at = end;
+    }
+    found
+}
+
+fn assert_clean(bytes: &[u8]) {
+    let report = strata_reader::verify::verify(bytes, Limits::default(), &|_| {}).unwrap();
+    assert!(report.is_clean(), "the salvaged archive verifies clean: {:?}", report.problems);
+}
+
+#[test]
+fn a_damaged_chunk_costs_only_the_files_that_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path(), 20);
+    let good = archive_of(dir.path());
+    let original = listing(&good);
+    let chunks = records(&good, RecordType::Chunk);
+    // Damage the third chunk's body.
+    let mut bad = good.clone();
+    let (start, end) = chunks[2];
+    bad[(start + end) / 2] ^= 0x40;
+    let (salvaged, outcome) = salvage(&bad);
+    assert_clean(&salvaged);
+    let tree = &outcome.trees[0];
+    assert!(!tree.content_lost.is_empty(), "some file used that chunk");
+    assert!(tree.lost.is_empty() && tree.relocated.is_empty(), "{tree:?}");
+    let after = listing(&salvaged);
+    assert_eq!(after.keys().collect::<Vec<_>>(), original.keys().collect::<Vec<_>>(), "every entry kept");
+    for (path, (kind, flags, content)) in &after {
+        let (_, _, was) = &original[path];
+        if tree.content_lost.contains(path) {
+            assert_eq!(*flags & EntryFlags::UNREADABLE, EntryFlags::UNREADABLE);
+            assert!(content.is_empty());
+        } else {
+            assert_eq!(content, was, "{} kept whole", String::from_utf8_lossy(path));
+            assert_eq!(*kind, original[path].0);
+        }
+    }
+}
+
+#[test]
+fn a_lost_entries_record_costs_its_entries_and_keeps_the_rest_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path(), 700);
+    let good = archive_of(dir.path());
+    let original = listing(&good);
+    let entry_records = records(&good, RecordType::FilesEntries);
+    assert!(entry_records.len() >= 3, "the tree spans several entry records: {}", entry_records.len());
+    // Lose the first record: the root and the first folders go with it.
+    let mut bad = good.clone();
+    let (start, _) = entry_records[0];
+    bad[start + 40] ^= 0x01;
+    let (salvaged, outcome) = salvage(&bad);
+    assert_clean(&salvaged);
+    let tree = &outcome.trees[0];
+    assert!(!tree.lost.is_empty(), "the lost entries are named");
+    // Folders whose entries were lost stand in at their old paths.
+    assert!(!tree.made_up.is_empty());
+    for path in &tree.made_up {
+        assert_eq!(original.get(path).map(|v| v.0), Some(EntryKind::Directory), "{}", String::from_utf8_lossy(path));
+    }
+    // The directory tables still name the lost folders: nothing goes to lost+found.
+    assert!(tree.relocated.is_empty(), "{:?}", tree.relocated);
+    let after = listing(&salvaged);
+    let mut kept_files = 0;
+    for (path, (kind, _, content)) in &after {
+        if let Some((was_kind, _, was)) = original.get(path) {
+            if *kind == EntryKind::File {
+                assert_eq!(content, was, "{} keeps its content", String::from_utf8_lossy(path));
+                kept_files += 1;
+            }
+            assert!(*kind == *was_kind || *kind == EntryKind::Directory);
+        } else {
+            panic!("{} is not in the original", String::from_utf8_lossy(path));
+        }
+    }
+    let lost_paths: Vec<&Vec<u8>> = tree.lost.iter().map(|l| &l.path).collect();
+    for path in original.keys() {
+        assert!(
+            after.contains_key(path) || lost_paths.contains(&path),
+            "{} kept or named as lost",
+            String::from_utf8_lossy(path)
+        );
+    }
+    assert!(kept_files > 1000, "the later records' files are kept: {kept_files}");
+}
+
+#[test]
+fn a_cut_keeps_every_entry_whose_records_came_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path(), 300);
+    let good = archive_of(dir.path());
+    let original = listing(&good);
+    let entry_records = records(&good, RecordType::FilesEntries);
+    let archive = Archive::open(good.as_slice()).unwrap();
+    let tree = archive.tree("t").unwrap().clone();
+    let mut paths = std::collections::HashMap::new();
+    archive
+        .walk_tree(&tree, |item| {
+            paths.insert(item.entry.entry_id, item.path);
+            Ok(())
+        })
+        .unwrap();
+    let step = good.len() / 23;
+    for cut in (200..good.len()).step_by(step) {
+        let complete = entry_records.iter().filter(|(_, end)| *end <= cut).count();
+        let bad = &good[..cut];
+        if complete == 0 {
+            // Nothing of the tree survives but its beginning: salvage may keep an empty tree.
+            continue;
+        }
+        let (salvaged, outcome) = salvage(bad);
+        assert_clean(&salvaged);
+        let after = listing(&salvaged);
+        // Every file listed in a complete record whose chunks came before the cut
+        // is back with its content.
+        for &(record, end) in &entry_records[..complete] {
+            assert!(end <= cut);
+            for (_, entry) in archive.entries_at(&tree, record as u64).unwrap() {
+                let path = &paths[&entry.entry_id];
+                let whole = entry.extents.iter().all(|e| (e.chunk_ref as usize) < cut);
+                let (kind, _, content) = after
+                    .get(path)
+                    .unwrap_or_else(|| panic!("cut at {cut}: {} is back", String::from_utf8_lossy(path)));
+                assert_eq!(*kind, entry.kind);
+                if entry.kind == EntryKind::File && whole {
+                    assert_eq!(
+                        content,
+                        &original[path].2,
+                        "cut at {cut}: {} keeps its content",
+                        String::from_utf8_lossy(path)
+                    );
+                }
+            }
+        }
+        assert!(outcome.trees[0].entries >= complete as u64);
+    }
+}
+
+#[test]
+fn entries_whose_folders_nothing_names_go_to_lost_and_found() {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path(), 700);
+    let good = archive_of(dir.path());
+    let original = listing(&good);
+    let entry_records = records(&good, RecordType::FilesEntries);
+    let tables = records(&good, RecordType::FilesDir);
+    // Lose the first entries record, and cut before the directory tables.
+    let mut bad = good[..tables[0].0].to_vec();
+    bad[entry_records[0].0 + 40] ^= 0x01;
+    let (salvaged, outcome) = salvage(&bad);
+    assert_clean(&salvaged);
+    let tree = &outcome.trees[0];
+    assert!(!tree.relocated.is_empty());
+    assert!(tree.relocated.iter().all(|p| p.starts_with(b"lost+found/#")), "{:?}", tree.relocated);
+    let after = listing(&salvaged);
+    let mut moved_files = 0;
+    for (path, (kind, _, content)) in &after {
+        if !path.starts_with(b"lost+found/") || *kind != EntryKind::File {
+            continue;
+        }
+        let name = path.rsplit(|&b| b == b'/').next().unwrap();
+        let twin = original.iter().any(|(p, (k, _, c))| {
+            *k == EntryKind::File && p.ends_with(name) && p[..p.len() - name.len()].ends_with(b"/") && c == content
+        });
+        assert!(twin, "{} is a file of the original tree", String::from_utf8_lossy(path));
+        moved_files += 1;
+    }
+    assert!(moved_files > 100, "{moved_files}");
+}
