@@ -37,6 +37,10 @@ if [[ -f spec/conformance/run.py ]]; then
   cargo build --quiet --bin strata
   .venv/bin/python spec/conformance/run.py --impl target/debug/strata
   .venv/bin/python spec/conformance/run.py --impl ".venv/bin/python spec/reference-py/strata_ref.py"
+  # Archives the Rust writer makes from generated trees and images: the Python
+  # reader must list, verify, extract and restore them exactly as strata does.
+  .venv/bin/python spec/conformance/cross_check.py --strata target/debug/strata \
+    --impl ".venv/bin/python spec/reference-py/strata_ref.py" --seeds 24
   done_stage "conformance"
 fi
 

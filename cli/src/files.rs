@@ -137,7 +137,7 @@ fn entry_json(item: &PathEntry, link: Option<&[u8]>) -> serde_json::Value {
         "group": String::from_utf8_lossy(&e.group),
         "size": e.size,
         "mtime_ns": e.mtime_ns,
-        "xattrs": e.xattrs.len(),
+        "xattrs": e.xattrs.iter().map(|x| String::from_utf8_lossy(&x.name)).collect::<Vec<_>>(),
     });
     if e.kind == EntryKind::File {
         value["blake3"] = json!(hex(&e.blake3));

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::json;
 use strata_format::files::{self, Captured, DirTable};
 use strata_format::{ErrorClass, RecordType};
-use strata_writer::{ArchiveWriter, NoProgress, SliceSource, TreeOptions, WriterOptions};
+use strata_writer::{ArchiveWriter, EntrySource, NoProgress, SliceSource, SourceEntry, TreeOptions, WriterOptions};
 
 use crate::{of_type, refix_record, Expectation, ImageModel, Rec, Vector, CHUNK, CREATED_NS, UUID};
 
@@ -302,6 +302,105 @@ fn tree_vector(
     }
 }
 
+/// The entries of the devices vector, for a writer that takes them as they are:
+/// devices need privileges to make on disk, an archive does not.
+struct ModelEntries {
+    entries: std::vec::IntoIter<(files::Entry, Vec<u8>)>,
+    content: Vec<u8>,
+}
+
+impl EntrySource for ModelEntries {
+    fn next_entry(&mut self) -> std::io::Result<Option<SourceEntry>> {
+        Ok(self.entries.next().map(|(entry, content)| {
+            let data_ranges = if content.is_empty() { Vec::new() } else { vec![(0, content.len() as u64)] };
+            self.content = content;
+            SourceEntry { path: entry.name.clone(), entry, data_ranges }
+        }))
+    }
+
+    fn read_content(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let rest = self.content.get(offset as usize..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        Ok(n)
+    }
+}
+
+/// A tree of the entry kinds a folder walk cannot make unprivileged: character
+/// and block devices and a socket, beside a directory and a file. Returns the
+/// archive and its expected listing.
+fn devices_tree() -> (Vec<u8>, serde_json::Value) {
+    use files::{Entry, EntryKind, NO_PARENT};
+    let t = 1_767_225_600_000_000_000i64;
+    let entry = |id: u64, parent: u64, kind: EntryKind, name: &[u8], mode: u32, rdev: (u32, u32)| Entry {
+        kind,
+        flags: 0,
+        entry_id: id,
+        parent_id: parent,
+        mode,
+        uid: 0,
+        gid: 0,
+        rdev_major: rdev.0,
+        rdev_minor: rdev.1,
+        mtime_ns: t + id as i64,
+        atime_ns: 0,
+        ctime_ns: 0,
+        btime_ns: 0,
+        size: 0,
+        link_id: 0,
+        blake3: [0; 32],
+        name: name.to_vec(),
+        user: Vec::new(),
+        group: Vec::new(),
+        target: Vec::new(),
+        xattrs: Vec::new(),
+        extents: Vec::new(),
+    };
+    let readme = b"device numbers are major, minor\n".to_vec();
+    let mut file = entry(5, 1, EntryKind::File, b"readme", 0o644, (0, 0));
+    file.size = readme.len() as u64;
+    let model = vec![
+        (entry(0, NO_PARENT, EntryKind::Directory, b"", 0o755, (0, 0)), Vec::new()),
+        (entry(1, 0, EntryKind::Directory, b"dev", 0o755, (0, 0)), Vec::new()),
+        (entry(2, 1, EntryKind::CharDevice, b"null", 0o666, (1, 3)), Vec::new()),
+        (entry(3, 1, EntryKind::BlockDevice, b"sda1", 0o660, (8, 1)), Vec::new()),
+        // Numbers past 8 bits of major and minor, as Linux makes them.
+        (entry(4, 1, EntryKind::CharDevice, b"wide", 0o600, (4095, 1_048_575)), Vec::new()),
+        (file, readme.clone()),
+        (entry(6, 0, EntryKind::Directory, b"run", 0o755, (0, 0)), Vec::new()),
+        (entry(7, 6, EntryKind::Socket, b"control", 0o700, (0, 0)), Vec::new()),
+    ];
+    let mut expected = Vec::new();
+    let mut paths: Vec<Vec<u8>> = Vec::new();
+    for (e, content) in &model {
+        let path = if e.parent_id == NO_PARENT || e.parent_id == 0 {
+            e.name.clone()
+        } else {
+            [paths[e.parent_id as usize].clone(), e.name.clone()].join(&b'/')
+        };
+        paths.push(path.clone());
+        let hex: String = path.iter().map(|b| format!("{b:02x}")).collect();
+        let mut item = json!({
+            "path": String::from_utf8_lossy(&path), "path_hex": hex, "kind": e.kind.name(), "mode": e.mode,
+            "size": content.len(), "mtime_ns": e.mtime_ns,
+        });
+        match e.kind {
+            EntryKind::File => item["blake3"] = json!(blake3::hash(content).to_hex().to_string()),
+            EntryKind::CharDevice | EntryKind::BlockDevice => item["rdev"] = json!([e.rdev_major, e.rdev_minor]),
+            _ => {}
+        }
+        expected.push(item);
+    }
+    let mut options = WriterOptions::new(UUID, CREATED_NS);
+    options.chunk_size = CHUNK as u32;
+    options.threads = 1;
+    let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
+    let mut source = ModelEntries { entries: model.into_iter(), content: Vec::new() };
+    writer.add_tree_from("devices", 0, &mut source, &NoProgress).expect("the model is a valid tree");
+    let bytes = writer.finish().expect("writing to memory").0;
+    (bytes, json!({"kind": "files", "name": "devices", "entries": expected}))
+}
+
 /// Every file-tree vector.
 pub fn vectors() -> Vec<Vector> {
     use ErrorClass::*;
@@ -324,6 +423,13 @@ pub fn vectors() -> Vec<Vector> {
             ]),
         },
     ];
+    let (bytes, listing) = devices_tree();
+    v.push(Vector {
+        name: "tree-devices",
+        description: "character and block devices (one with a 12-bit major and 20-bit minor) and a socket, written from entries rather than a folder",
+        bytes,
+        expect: Expectation::Valid(vec![listing]),
+    });
     v.push(tree_vector(
         "tree-name-dotdot",
         "a directory named \"..\" holding a file: extraction must not climb out",
