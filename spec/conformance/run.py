@@ -66,7 +66,8 @@ CLASSES = {"not-strata", "unsupported-version", "unsupported-feature", "bad-head
            "record-malformed", "unknown-record", "chunk-corrupt", "dangling-reference", "extent-map",
            "truncated", "index-mismatch", "limit-exceeded"}
 STATUS_EXIT = {"ok": 0, "damaged": 1, "unsupported": 1, "unreadable": 2}
-ENTRY_FIELDS = ("path", "path_hex", "kind", "mode", "size", "mtime_ns", "blake3", "target", "link", "rdev")
+ENTRY_FIELDS = ("path", "path_hex", "kind", "mode", "size", "mtime_ns", "blake3", "target", "link", "rdev",
+                "uid", "gid", "user", "group", "xattrs")
 DEVICE_KINDS = ("char-device", "block-device")
 KIND_TEST = {"file": stat.S_ISREG, "directory": stat.S_ISDIR, "symlink": stat.S_ISLNK, "hardlink": stat.S_ISREG,
              "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK, "char-device": stat.S_ISCHR,

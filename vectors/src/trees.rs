@@ -164,9 +164,10 @@ pub fn expected_entries(model: &TreeModel) -> Vec<serde_json::Value> {
             _ => path.clone(),
         }
     };
-    let mut out = vec![
-        json!({"path": "", "path_hex": "", "kind": "directory", "mode": 0o755, "size": 0, "mtime_ns": 1_767_225_600_000_000_000i64}),
-    ];
+    let mut out = vec![json!({
+        "path": "", "path_hex": "", "kind": "directory", "mode": 0o755, "size": 0,
+        "mtime_ns": 1_767_225_600_000_000_000i64, "uid": 0, "gid": 0, "user": "", "group": "", "xattrs": [],
+    })];
     for path in &order {
         let (node, _, _) = by_path[path];
         let inode = inode_of(path);
@@ -174,7 +175,14 @@ pub fn expected_entries(model: &TreeModel) -> Vec<serde_json::Value> {
         let shown = String::from_utf8_lossy(path).into_owned();
         let hex: String = path.iter().map(|b| format!("{b:02x}")).collect();
         // Names are bytes: `path_hex` is exact, `path` is for people (lossy UTF-8).
-        let mut entry = json!({ "path": shown, "path_hex": hex, "mode": mode, "mtime_ns": mtime });
+        let xattrs: Vec<String> = match model.xattr {
+            Some((on, name, _)) if inode_of(&on.to_vec()) == inode => vec![String::from_utf8_lossy(name).into_owned()],
+            _ => Vec::new(),
+        };
+        let mut entry = json!({
+            "path": shown, "path_hex": hex, "mode": mode, "mtime_ns": mtime,
+            "uid": 0, "gid": 0, "user": "", "group": "", "xattrs": xattrs,
+        });
         match (node, content_node) {
             (Node::Dir, _) => {
                 entry["kind"] = json!("directory");
@@ -359,7 +367,15 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
     let readme = b"device numbers are major, minor\n".to_vec();
     let mut file = entry(5, 1, EntryKind::File, b"readme", 0o644, (0, 0));
     file.size = readme.len() as u64;
-    let model = vec![
+    file.xattrs = vec![
+        files::Xattr {
+            name: b"security.capability".to_vec(),
+            value: vec![0, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        },
+        files::Xattr { name: b"user.binary".to_vec(), value: vec![0, 1, 2, 255] },
+        files::Xattr { name: b"user.empty".to_vec(), value: Vec::new() },
+    ];
+    let mut model = vec![
         (entry(0, NO_PARENT, EntryKind::Directory, b"", 0o755, (0, 0)), Vec::new()),
         (entry(1, 0, EntryKind::Directory, b"dev", 0o755, (0, 0)), Vec::new()),
         (entry(2, 1, EntryKind::CharDevice, b"null", 0o666, (1, 3)), Vec::new()),
@@ -370,6 +386,24 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
         (entry(6, 0, EntryKind::Directory, b"run", 0o755, (0, 0)), Vec::new()),
         (entry(7, 6, EntryKind::Socket, b"control", 0o700, (0, 0)), Vec::new()),
     ];
+    // Every metadata kind the format records: owners by number and by name
+    // (names no system has, so a restore falls back to the numbers), atime,
+    // ctime, and a birth time on some entries.
+    for (e, _) in &mut model {
+        let id = e.entry_id;
+        e.uid = [0, 0, 0, 6, 1000, 1234, 0, 65_534][id as usize];
+        e.gid = [0, 0, 6, 6, 1000, 4321, 0, 65_534][id as usize];
+        if id % 2 == 1 {
+            e.user = format!("strata-vector-user-{}", e.uid).into_bytes();
+            e.group = format!("strata-vector-group-{}", e.gid).into_bytes();
+        }
+        e.atime_ns = t + 1_000_000 + id as i64;
+        e.ctime_ns = t + 2_000_000 + id as i64;
+        if id % 3 == 0 {
+            e.flags |= files::EntryFlags::BTIME;
+            e.btime_ns = t - 1_000_000_000 * id as i64 - 1;
+        }
+    }
     let mut expected = Vec::new();
     let mut paths: Vec<Vec<u8>> = Vec::new();
     for (e, content) in &model {
@@ -380,9 +414,11 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
         };
         paths.push(path.clone());
         let hex: String = path.iter().map(|b| format!("{b:02x}")).collect();
+        let xattrs: Vec<String> = e.xattrs.iter().map(|x| String::from_utf8_lossy(&x.name).into_owned()).collect();
         let mut item = json!({
             "path": String::from_utf8_lossy(&path), "path_hex": hex, "kind": e.kind.name(), "mode": e.mode,
-            "size": content.len(), "mtime_ns": e.mtime_ns,
+            "size": content.len(), "mtime_ns": e.mtime_ns, "uid": e.uid, "gid": e.gid,
+            "user": String::from_utf8_lossy(&e.user), "group": String::from_utf8_lossy(&e.group), "xattrs": xattrs,
         });
         match e.kind {
             EntryKind::File => item["blake3"] = json!(blake3::hash(content).to_hex().to_string()),
@@ -396,7 +432,7 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
     options.threads = 1;
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
     let mut source = ModelEntries { entries: model.into_iter(), content: Vec::new() };
-    writer.add_tree_from("devices", 0, &mut source, &NoProgress).expect("the model is a valid tree");
+    writer.add_tree_from("devices", Captured::KNOWN, &mut source, &NoProgress).expect("the model is a valid tree");
     let bytes = writer.finish().expect("writing to memory").0;
     (bytes, json!({"kind": "files", "name": "devices", "entries": expected}))
 }
@@ -426,7 +462,7 @@ pub fn vectors() -> Vec<Vector> {
     let (bytes, listing) = devices_tree();
     v.push(Vector {
         name: "tree-devices",
-        description: "character and block devices (one with a 12-bit major and 20-bit minor) and a socket, written from entries rather than a folder",
+        description: "character and block devices (one with a 12-bit major and 20-bit minor), a socket, and every metadata kind: owners by number and name, atime, ctime, birth times, binary, empty and capability xattrs",
         bytes,
         expect: Expectation::Valid(vec![listing]),
     });
