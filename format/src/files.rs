@@ -515,10 +515,26 @@ impl Entry {
 
     /// Rules tied to the kind that a reader checks on each entry alone. Name
     /// safety (no `/`, no `..`) is the extractor's to enforce and report by path.
-    fn validate_kind(&self) -> Result<(), FormatError> {
+    pub fn validate_kind(&self) -> Result<(), FormatError> {
         let bad = |detail: &str| Err(FormatError::malformed("entry", format!("entry {}: {detail}", self.entry_id)));
         if self.mode & !0o7777 != 0 {
             return bad("mode has bits beyond 07777");
+        }
+        let device = matches!(self.kind, EntryKind::CharDevice | EntryKind::BlockDevice);
+        if !device && (self.rdev_major != 0 || self.rdev_minor != 0) {
+            return bad("device numbers on an entry that is not a device");
+        }
+        if self.kind != EntryKind::Hardlink && self.link_id != 0 {
+            return bad("link_id on an entry that is not a hard link");
+        }
+        if self.kind != EntryKind::File && self.blake3 != [0; 32] {
+            return bad("a BLAKE3 on an entry that is not a regular file");
+        }
+        if self.flags & EntryFlags::BTIME == 0 && self.btime_ns != 0 {
+            return bad("a birth time without flag bit 0");
+        }
+        if self.flags & EntryFlags::UNREADABLE != 0 && (self.size != 0 || !self.extents.is_empty()) {
+            return bad("content on an entry whose flag bit 2 says it could not be read");
         }
         match self.kind {
             EntryKind::Symlink if self.target.is_empty() || self.size != self.target.len() as u64 => {
@@ -529,6 +545,29 @@ impl Entry {
             EntryKind::File => Ok(()),
             _ if !self.extents.is_empty() || self.size != 0 => bad("only regular files have content"),
             _ => Ok(()),
+        }
+    }
+
+    /// The rules that tie an entry to its section's `captured` bits: what was
+    /// not captured is zero or empty.
+    pub fn check_captured(&self, captured: u64) -> Result<(), FormatError> {
+        let missing = |bit: u64| captured & bit == 0;
+        let fault = if missing(Captured::ATIME) && self.atime_ns != 0 {
+            Some("an atime, but atimes were not captured")
+        } else if missing(Captured::CTIME) && self.ctime_ns != 0 {
+            Some("a ctime, but ctimes were not captured")
+        } else if missing(Captured::BTIME) && self.flags & EntryFlags::BTIME != 0 {
+            Some("a birth time, but birth times were not captured")
+        } else if missing(Captured::OWNER_NAMES) && (!self.user.is_empty() || !self.group.is_empty()) {
+            Some("owner names, but owner names were not captured")
+        } else if missing(Captured::XATTRS) && !self.xattrs.is_empty() {
+            Some("extended attributes, but they were not captured")
+        } else {
+            None
+        };
+        match fault {
+            Some(detail) => Err(FormatError::malformed("entry", format!("entry {}: {detail}", self.entry_id))),
+            None => Ok(()),
         }
     }
 

@@ -221,6 +221,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 ));
             }
         }
+        if let Err(e) = entry.check_captured(tree.captured) {
+            faults.push((e.class, format!("{shown:?}: {}", e.detail)));
+        }
         let announced = tree.announced.remove(&id).unwrap_or_default();
         if announced != entry.extents {
             faults.push((

@@ -371,6 +371,10 @@ impl<W: Write> ArchiveWriter<W> {
             } else {
                 None
             };
+            let invalid = invalid.or_else(|| {
+                let rules = entry.validate_kind().and_then(|()| entry.check_captured(captured));
+                rules.err().map(|e| e.detail)
+            });
             if let Some(detail) = invalid {
                 return Err(WriteError::Invalid {
                     what: "tree entry",
