@@ -509,7 +509,8 @@ impl Entry {
             xattrs,
             extents,
         };
-        entry.validate_kind()?;
+        // The per-entry rules (validate_kind, check_captured) are the caller's:
+        // an entry that breaks one is refused alone, its record's others kept.
         Ok((entry, length))
     }
 

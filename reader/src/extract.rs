@@ -227,6 +227,10 @@ impl<R: ReadAt> Extractor<'_, R> {
             self.refuse(&path, "a second entry of the same name in one directory");
             return Ok(());
         }
+        if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(self.tree.begin.captured)) {
+            self.refuse(&path, format!("it breaks a rule of the format: {}", e.detail));
+            return Ok(());
+        }
         let parent = match self.parent_dir(entry.parent_id, &parent_path) {
             Ok(fd) => fd,
             Err(e) => {

@@ -221,7 +221,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 ));
             }
         }
-        if let Err(e) = entry.check_captured(tree.captured) {
+        if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(tree.captured)) {
             faults.push((e.class, format!("{shown:?}: {}", e.detail)));
         }
         let announced = tree.announced.remove(&id).unwrap_or_default();
