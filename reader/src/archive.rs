@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
-use strata_format::image::{self, ExtentMapCheck, MapDigest};
+use strata_format::image::{self, ExtentMapCheck, MapDigest, LOST_ID, ZERO_ID};
 use strata_format::index::{SectionKind, TRAILER_RECORD_SIZE};
 use strata_format::{
     ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType, Trailer,
@@ -312,6 +312,38 @@ impl<R: ReadAt> Archive<R> {
     ) -> Result<(), Error> {
         sink.start(Some(image.logical_size)).map_err(|e| Error::local_io("preparing the destination", e))?;
         let mut digest = MapDigest::new();
+        if let Some(target) = sink.positional() {
+            // Each worker reads, decodes, checks and writes one chunk at a time: memory
+            // holds a chunk per thread, and no batch waits for its slowest chunk to be
+            // written. The map digest takes the content ids in image order after.
+            for batch in image.extents.chunks(4096) {
+                let ids = batch
+                    .par_iter()
+                    .map(|extent| {
+                        let id = match extent.kind().map_err(Error::from)? {
+                            ExtentKind::Data(chunk_ref) => {
+                                let chunk = self.read_chunk(chunk_ref, extent.length).map_err(|e| {
+                                    e.in_section(&image.name).in_image_range(extent.image_offset..extent.end())
+                                })?;
+                                target.write_data_at(extent.image_offset, &chunk.raw).map(|()| chunk.blake3)
+                            }
+                            ExtentKind::Lost => {
+                                target.write_hole_at(extent.image_offset, extent.length).map(|()| LOST_ID)
+                            }
+                            _ => target.write_hole_at(extent.image_offset, extent.length).map(|()| ZERO_ID),
+                        }
+                        .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
+                        progress(extent.length);
+                        Ok(id)
+                    })
+                    .collect::<Result<Vec<[u8; 32]>, Error>>()?;
+                for (extent, id) in batch.iter().zip(&ids) {
+                    digest.push(extent, id);
+                }
+            }
+            check_map_digest(&digest, &image.end, &image.name)?;
+            return sink.finish(image.logical_size).map_err(|e| Error::local_io("finishing the destination", e));
+        }
         // Batches bound memory: about 32 MiB of decoded chunks held at once,
         // whatever the chunk size (at least two chunks, so both cores work).
         let per_batch = ((32usize << 20) / image.chunk_size.max(1) as usize).max(2);

@@ -7,6 +7,14 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 
 /// Where a restored image goes.
+/// A destination that takes data at any offset from several threads at once:
+/// restore decodes and writes each chunk on the same thread, while it is hot in
+/// the cache, instead of handing it to one writer.
+pub trait PositionalSink: Sync {
+    fn write_data_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    fn write_hole_at(&self, offset: u64, length: u64) -> io::Result<()>;
+}
+
 pub trait ImageSink {
     /// Called once before anything is written, with the image size if known.
     fn start(&mut self, logical_size: Option<u64>) -> io::Result<()>;
@@ -19,6 +27,10 @@ pub trait ImageSink {
     fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool>;
     /// Called once after everything is written, with the final image size.
     fn finish(&mut self, logical_size: u64) -> io::Result<()>;
+    /// The same destination written by offset from many threads, if it can be.
+    fn positional(&self) -> Option<&dyn PositionalSink> {
+        None
+    }
 }
 
 static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
@@ -37,6 +49,46 @@ impl FileSink {
 
     pub fn into_file(self) -> File {
         self.file
+    }
+}
+
+impl PositionalSink for FileSink {
+    fn write_data_at(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        if self.is_device {
+            return self.file.write_all_at(data, offset);
+        }
+        const BLOCK: usize = 4096;
+        let mut at = 0usize;
+        while at < data.len() {
+            let is_zero = |start: usize| {
+                let end = (start + BLOCK).min(data.len());
+                data[start..end].iter().fold(0u8, |acc, &b| acc | b) == 0
+            };
+            if is_zero(at) {
+                at += BLOCK;
+                continue;
+            }
+            let run_start = at;
+            while at < data.len() && !is_zero(at) {
+                at += BLOCK;
+            }
+            let run_end = at.min(data.len());
+            self.file.write_all_at(&data[run_start..run_end], offset + run_start as u64)?;
+        }
+        Ok(())
+    }
+
+    fn write_hole_at(&self, offset: u64, length: u64) -> io::Result<()> {
+        if !self.is_device {
+            return Ok(());
+        }
+        let mut done = 0u64;
+        while done < length {
+            let take = (length - done).min(ZEROS.len() as u64) as usize;
+            self.file.write_all_at(&ZEROS[..take], offset + done)?;
+            done += take as u64;
+        }
+        Ok(())
     }
 }
 
@@ -59,43 +111,15 @@ impl ImageSink for FileSink {
     }
 
     fn write_data(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        if self.is_device {
-            return self.file.write_all_at(data, offset);
-        }
-        // The file started empty, so zero blocks inside a chunk can stay holes too:
-        // write only the runs of 4 KiB blocks that hold data.
-        const BLOCK: usize = 4096;
-        let mut at = 0usize;
-        while at < data.len() {
-            let is_zero = |start: usize| {
-                let end = (start + BLOCK).min(data.len());
-                data[start..end].iter().fold(0u8, |acc, &b| acc | b) == 0
-            };
-            if is_zero(at) {
-                at += BLOCK;
-                continue;
-            }
-            let run_start = at;
-            while at < data.len() && !is_zero(at) {
-                at += BLOCK;
-            }
-            let run_end = at.min(data.len());
-            self.file.write_all_at(&data[run_start..run_end], offset + run_start as u64)?;
-        }
-        Ok(())
+        self.write_data_at(offset, data)
     }
 
     fn write_hole(&mut self, offset: u64, length: u64) -> io::Result<()> {
-        if !self.is_device {
-            return Ok(());
-        }
-        let mut done = 0u64;
-        while done < length {
-            let take = (length - done).min(ZEROS.len() as u64) as usize;
-            self.file.write_all_at(&ZEROS[..take], offset + done)?;
-            done += take as u64;
-        }
-        Ok(())
+        self.write_hole_at(offset, length)
+    }
+
+    fn positional(&self) -> Option<&dyn PositionalSink> {
+        Some(self)
     }
 
     fn read_back(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<bool> {

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use rayon::prelude::*;
 use strata_format::image::{self, ExtentMapCheck, REF_LOST, REF_ZERO, UNKNOWN_SIZE};
 use strata_format::index::{SectionKind, TRAILER_MAGIC};
 use strata_format::{
@@ -84,6 +83,21 @@ fn run_id(run: &Extent) -> [u8; 32] {
     }
 }
 
+/// Why the image pipeline stopped.
+enum PipelineError {
+    Read(u64, std::io::Error),
+    Write(WriteError),
+}
+
+impl PipelineError {
+    fn into_write_error(self, read_error: &dyn Fn(u64, std::io::Error) -> WriteError) -> WriteError {
+        match self {
+            PipelineError::Read(offset, e) => read_error(offset, e),
+            PipelineError::Write(e) => e,
+        }
+    }
+}
+
 /// What `add_image` carries from batch to batch.
 struct ImageState {
     section_id: u32,
@@ -112,14 +126,6 @@ impl ChunkTally for ImageSummary {
 pub(crate) enum ChunkLocation {
     Stored(u64),
     New(usize),
-}
-
-/// One batch of windows read from a source.
-#[derive(Default)]
-struct Batch {
-    image_offset: u64,
-    windows: Vec<Window>,
-    buffers: Vec<Vec<u8>>,
 }
 
 /// Writes one archive to `W` in a single pass; nothing is ever sought back to.
@@ -246,40 +252,14 @@ impl<W: Write> ArchiveWriter<W> {
 
         let chunk_size = self.options.chunk_size as usize;
         let windows_per_batch = (self.options.batch_bytes / chunk_size).clamp(1, 4096);
-        let mut current = Batch::default();
-        let mut next = Batch::default();
         let read_error = |offset: u64, source: std::io::Error| WriteError::Source {
             what: format!("image {name:?}"),
             offset,
             source,
         };
-        read_batch(source, &mut current, 0, windows_per_batch, chunk_size).map_err(|e| read_error(e.0, e.1))?;
-        while !current.windows.is_empty() {
-            let level = self.options.level;
-            let next_offset = current.image_offset + batch_len(&current);
-            let (prepared, read_result) = self.pool.install(|| {
-                rayon::join(
-                    || {
-                        current
-                            .windows
-                            .par_iter()
-                            .zip(current.buffers.par_iter())
-                            .map(|(window, buffer)| match *window {
-                                Window::Data(len) => prepare(&buffer[..len], level),
-                                Window::Hole(len) => PreparedWindow::Zero { length: len as u64 },
-                                Window::Lost(len) => PreparedWindow::Lost { length: len as u64 },
-                                Window::End => unreachable!("a batch holds no End window"),
-                            })
-                            .collect::<Vec<_>>()
-                    },
-                    || read_batch(source, &mut next, next_offset, windows_per_batch, chunk_size),
-                )
-            });
-            self.write_batch(&mut state, current.image_offset, prepared, progress)?;
-            read_result.map_err(|e| read_error(e.0, e.1))?;
-            std::mem::swap(&mut current, &mut next);
-        }
-        let logical_size = current.image_offset;
+        let logical_size = self
+            .pipeline(&mut state, source, windows_per_batch, progress)
+            .map_err(|e| e.into_write_error(&read_error))?;
         let ImageState { mut open_zero, mut extents, mut summary, mut digest, .. } = state;
         if let Some(run) = open_zero.take() {
             extents.push(run);
@@ -318,6 +298,107 @@ impl<W: Write> ArchiveWriter<W> {
         self.sections.push(SectionState { begin_offset, end_offset, tables: SectionTables::Image(extents) });
         self.summary.images.push(summary.clone());
         Ok(summary)
+    }
+
+    /// Reads `source` window by window on this thread while worker threads hash
+    /// and compress, and writes the results in image order, `group` windows to an
+    /// `IMAGE_EXTENTS` record. No batch waits for its slowest chunk before the next
+    /// starts; memory holds at most `group` + 2 per worker windows. Returns the
+    /// image's size.
+    fn pipeline(
+        &mut self,
+        state: &mut ImageState,
+        source: &mut dyn ImageSource,
+        group: usize,
+        progress: &dyn Progress,
+    ) -> Result<u64, PipelineError> {
+        let chunk_size = self.options.chunk_size as usize;
+        let level = self.options.level;
+        let workers = self.pool.current_num_threads().max(1);
+        let slots = group + 2 * workers;
+        let (work_tx, work_rx) = std::sync::mpsc::channel::<(u64, Vec<u8>, usize)>();
+        let work_rx = std::sync::Mutex::new(work_rx);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, PreparedWindow, Vec<u8>)>();
+        std::thread::scope(|scope| {
+            // Workers stop when `work_tx` is dropped, which the early returns do too.
+            let work_tx = work_tx;
+            for _ in 0..workers {
+                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+                scope.spawn(move || loop {
+                    let job = work_rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
+                    let Ok((seq, buffer, len)) = job else { break };
+                    let prepared = prepare(&buffer[..len], level);
+                    if done_tx.send((seq, prepared, buffer)).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(done_tx);
+            let mut free: Vec<Vec<u8>> = (0..slots).map(|_| Vec::new()).collect();
+            let mut ready: std::collections::BTreeMap<u64, PreparedWindow> = std::collections::BTreeMap::new();
+            let (mut next_seq, mut next_write, mut in_flight) = (0u64, 0u64, 0usize);
+            let (mut image_offset, mut group_offset, mut read_offset) = (0u64, 0u64, 0u64);
+            let mut pending: Vec<PreparedWindow> = Vec::with_capacity(group);
+            let mut ended = false;
+            loop {
+                while !ended {
+                    let Some(mut buffer) = free.pop() else { break };
+                    let window =
+                        source.next_window(&mut buffer, chunk_size).map_err(|e| PipelineError::Read(read_offset, e))?;
+                    let n = match window {
+                        Window::End => {
+                            free.push(buffer);
+                            ended = true;
+                            break;
+                        }
+                        Window::Data(n) => {
+                            work_tx.send((next_seq, buffer, n)).expect("workers run until the sender is dropped");
+                            in_flight += 1;
+                            n
+                        }
+                        Window::Hole(n) | Window::Lost(n) => {
+                            let length = n as u64;
+                            let lost = matches!(window, Window::Lost(_));
+                            ready.insert(
+                                next_seq,
+                                if lost { PreparedWindow::Lost { length } } else { PreparedWindow::Zero { length } },
+                            );
+                            free.push(buffer);
+                            n
+                        }
+                    };
+                    next_seq += 1;
+                    read_offset += n as u64;
+                    // A short window ends the image: nothing may follow it.
+                    ended = n < chunk_size;
+                }
+                // Write what is ready, in order, a group at a time.
+                while let Some(window) = ready.remove(&next_write) {
+                    next_write += 1;
+                    image_offset += window.length();
+                    pending.push(window);
+                    if pending.len() == group {
+                        self.write_batch(state, group_offset, std::mem::take(&mut pending), progress)
+                            .map_err(PipelineError::Write)?;
+                        group_offset = image_offset;
+                    }
+                }
+                if in_flight == 0 {
+                    if ended {
+                        break;
+                    }
+                    continue;
+                }
+                let (seq, prepared, buffer) = done_rx.recv().expect("a worker answers every job it took");
+                ready.insert(seq, prepared);
+                free.push(buffer);
+                in_flight -= 1;
+            }
+            if !pending.is_empty() {
+                self.write_batch(state, group_offset, pending, progress).map_err(PipelineError::Write)?;
+            }
+            Ok(image_offset)
+        })
     }
 
     pub(crate) fn begin_section(&mut self, name: &str) -> Result<u32, WriteError> {
@@ -500,47 +581,4 @@ impl<W: Write> ArchiveWriter<W> {
         self.summary.archive_length = self.position;
         Ok((self.out, self.summary))
     }
-}
-
-fn batch_len(batch: &Batch) -> u64 {
-    batch
-        .windows
-        .iter()
-        .map(|w| match *w {
-            Window::Data(n) | Window::Hole(n) | Window::Lost(n) => n as u64,
-            Window::End => 0,
-        })
-        .sum()
-}
-
-/// Reads up to `count` windows starting at `image_offset` into `batch`. On error,
-/// returns the image offset it failed at.
-fn read_batch(
-    source: &mut dyn ImageSource,
-    batch: &mut Batch,
-    image_offset: u64,
-    count: usize,
-    chunk_size: usize,
-) -> Result<(), (u64, std::io::Error)> {
-    batch.image_offset = image_offset;
-    batch.windows.clear();
-    if batch.buffers.len() < count {
-        batch.buffers.resize_with(count, Vec::new);
-    }
-    let mut offset = image_offset;
-    for slot in 0..count {
-        let window = source.next_window(&mut batch.buffers[slot], chunk_size).map_err(|e| (offset, e))?;
-        match window {
-            Window::End => break,
-            Window::Data(n) | Window::Hole(n) | Window::Lost(n) => {
-                batch.windows.push(window);
-                offset += n as u64;
-                // A short window ends the image: nothing may follow it.
-                if n < chunk_size {
-                    break;
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -15,6 +15,16 @@ pub(crate) enum PreparedWindow {
     Data(PreparedChunk),
 }
 
+impl PreparedWindow {
+    /// The image bytes the window covers.
+    pub(crate) fn length(&self) -> u64 {
+        match self {
+            PreparedWindow::Zero { length } | PreparedWindow::Lost { length } => *length,
+            PreparedWindow::Data(chunk) => u64::from(chunk.raw_length),
+        }
+    }
+}
+
 pub(crate) struct PreparedChunk {
     pub blake3: [u8; 32],
     pub raw_length: u32,

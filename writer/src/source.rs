@@ -115,7 +115,8 @@ impl ImageSource for FileSource {
     }
 
     fn next_window(&mut self, buf: &mut Vec<u8>, len: usize) -> io::Result<Window> {
-        buf.clear();
+        // Buffers come back for reuse: keep their bytes (the read overwrites
+        // them) rather than zero 4 MiB before every read.
         let remaining = self.size - self.position;
         if remaining == 0 {
             return Ok(Window::End);
@@ -133,6 +134,7 @@ impl ImageSource for FileSource {
             self.position = window_end;
             return Ok(Window::Hole(len));
         }
+        buf.truncate(len);
         buf.resize(len, 0);
         let mut filled = 0;
         while filled < len {
