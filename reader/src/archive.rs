@@ -93,6 +93,8 @@ pub struct Archive<R: ReadAt> {
     sections: Vec<Section>,
     /// The last chunk decoded, so sequential small reads decode each chunk once.
     last_chunk: Mutex<Option<(u64, Arc<Chunk>)>>,
+    /// The last chunk read only in part: a second read in it decodes it whole.
+    last_partial: std::sync::atomic::AtomicU64,
 }
 
 /// Reads and checks the header at offset 0.
@@ -215,7 +217,16 @@ impl<R: ReadAt> Archive<R> {
             }
             sections.push(section);
         }
-        Ok(Archive { source, size, header, tag, limits, sections, last_chunk: Mutex::new(None) })
+        Ok(Archive {
+            source,
+            size,
+            header,
+            tag,
+            limits,
+            sections,
+            last_chunk: Mutex::new(None),
+            last_partial: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     /// The positional source the archive is read from.
@@ -291,10 +302,26 @@ impl<R: ReadAt> Archive<R> {
             match extent.kind().map_err(|e| Error::from(e).in_section(&image.name))? {
                 ExtentKind::Zero | ExtentKind::Lost => buf[done..done + take].fill(0),
                 ExtentKind::Data(chunk_ref) => {
-                    let data = self
-                        .read_chunk(chunk_ref, extent.length)
-                        .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end()))?;
-                    buf[done..done + take].copy_from_slice(&data.raw[within as usize..within as usize + take]);
+                    let range = within as usize..within as usize + take;
+                    let in_context =
+                        |e: Error| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end());
+                    let cached =
+                        self.last_chunk.lock().ok().is_some_and(|c| c.as_ref().is_some_and(|(r, _)| *r == chunk_ref));
+                    // One read of part of a chunk decodes only up to the part's end;
+                    // a second read in the same chunk decodes it whole, and keeps it.
+                    let partial = !cached
+                        && (range.end as u64) < extent.length
+                        && self.last_partial.swap(chunk_ref, std::sync::atomic::Ordering::Relaxed) != chunk_ref;
+                    if partial {
+                        let record = read_chunk_record(&self.source, self.size, chunk_ref, self.tag, &self.limits)
+                            .map_err(in_context)?;
+                        let prefix = chunk::decode_chunk_prefix(&record.body, range.end)
+                            .map_err(|e| in_context(Error::from(e).at(chunk_ref)))?;
+                        buf[done..done + take].copy_from_slice(&prefix[range]);
+                    } else {
+                        let data = self.read_chunk(chunk_ref, extent.length).map_err(in_context)?;
+                        buf[done..done + take].copy_from_slice(&data.raw[range]);
+                    }
                 }
             }
             done += take;
@@ -398,6 +425,20 @@ pub(crate) fn decode_chunk_record<R: ReadAt + ?Sized>(
     tag: [u8; 8],
     limits: &Limits,
 ) -> Result<Chunk, Error> {
+    let record = read_chunk_record(source, size, offset, tag, limits)?;
+    let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(offset))?;
+    Ok(Chunk { blake3: header.blake3, raw })
+}
+
+/// Reads the record at `offset`, which a reference says is a `CHUNK`, and checks
+/// its CRCs and type.
+fn read_chunk_record<R: ReadAt + ?Sized>(
+    source: &R,
+    size: u64,
+    offset: u64,
+    tag: [u8; 8],
+    limits: &Limits,
+) -> Result<Record, Error> {
     let record = read_record_at(source, size, offset, tag, limits.max_index_bytes).map_err(|e| {
         if matches!(e.class(), Some(ErrorClass::RecordChecksum) | Some(ErrorClass::Truncated) | None) {
             e
@@ -414,8 +455,7 @@ pub(crate) fn decode_chunk_record<R: ReadAt + ?Sized>(
         )
         .at(offset));
     }
-    let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(offset))?;
-    Ok(Chunk { blake3: header.blake3, raw })
+    Ok(record)
 }
 
 /// A decoded chunk and its identity.

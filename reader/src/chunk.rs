@@ -8,38 +8,89 @@ use strata_format::{split_array, ChunkEncoding, ChunkHeader, ErrorClass, FormatE
 thread_local! {
     /// One zstd decompression context per thread, reused.
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    /// One streaming context per thread, for partial decodes.
+    static STREAM: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
 }
 
 fn corrupt(what: &'static str, detail: impl Into<String>) -> FormatError {
     FormatError::new(ErrorClass::ChunkCorrupt, what, detail)
 }
 
-/// Decodes the body of a `CHUNK` record (CRC already checked) into its raw bytes,
-/// checking every rule of the format's chunk section. Returns the header too.
-pub fn decode_chunk(body: &[u8]) -> Result<(ChunkHeader, Vec<u8>), FormatError> {
+/// Splits a `CHUNK` body into its header and stored bytes, checking the header
+/// and, for zstd, the frame's header rules and that it is exactly one frame.
+fn split_checked(body: &[u8]) -> Result<(ChunkHeader, ChunkEncoding, &[u8]), FormatError> {
     let (head, stored) = split_array::<{ ChunkHeader::SIZE }>(body).ok_or_else(|| {
         FormatError::new(ErrorClass::RecordMalformed, "CHUNK body", "shorter than its 40-byte header")
     })?;
     let header = ChunkHeader::decode(head);
     let encoding = header.validate(stored.len() as u64)?;
+    if encoding == ChunkEncoding::Zstd {
+        validate_zstd_frame(stored, header.raw_length)?;
+        match zstd::zstd_safe::find_frame_compressed_size(stored) {
+            Ok(n) if n == stored.len() => {}
+            Ok(n) => {
+                return Err(corrupt(
+                    "zstd frame",
+                    format!("the frame takes {n} of the {} stored bytes; exactly one frame is allowed", stored.len()),
+                ))
+            }
+            Err(code) => return Err(corrupt("zstd frame", zstd::zstd_safe::get_error_name(code).to_string())),
+        }
+    }
+    Ok((header, encoding, stored))
+}
+
+/// Decodes the first `prefix` raw bytes of a `CHUNK` body whose record CRC was
+/// checked: a read of part of a chunk stops decoding where the part ends. The
+/// header and frame rules are checked; the BLAKE3, which covers the whole
+/// chunk, is not (FORMAT.md 10.1 allows this for partial reads).
+pub fn decode_chunk_prefix(body: &[u8], prefix: usize) -> Result<Vec<u8>, FormatError> {
+    let (header, encoding, stored) = split_checked(body)?;
+    let prefix = prefix.min(header.raw_length as usize);
+    match encoding {
+        ChunkEncoding::Raw => Ok(stored[..prefix].to_vec()),
+        ChunkEncoding::Zstd => {
+            use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
+            let mut out: Vec<u8> = Vec::with_capacity(prefix);
+            STREAM
+                .with(|cell| {
+                    let mut cell = cell.borrow_mut();
+                    if cell.is_none() {
+                        let mut d = DCtx::create();
+                        d.set_parameter(DParameter::WindowLogMax(24)).map_err(zstd::zstd_safe::get_error_name)?;
+                        *cell = Some(d);
+                    }
+                    let d = cell.as_mut().expect("context was just installed");
+                    d.reset(ResetDirective::SessionOnly).map_err(zstd::zstd_safe::get_error_name)?;
+                    let mut input = InBuffer::around(stored);
+                    let mut output = OutBuffer::around(&mut out);
+                    while output.pos() < prefix {
+                        let before = (input.pos(), output.pos());
+                        let left =
+                            d.decompress_stream(&mut output, &mut input).map_err(zstd::zstd_safe::get_error_name)?;
+                        if left == 0 || (input.pos(), output.pos()) == before {
+                            break;
+                        }
+                    }
+                    Ok(())
+                })
+                .map_err(|e: &str| corrupt("zstd frame", e.to_string()))?;
+            if out.len() != prefix {
+                return Err(corrupt("zstd frame", format!("decodes to fewer than the {prefix} bytes asked for")));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Decodes the body of a `CHUNK` record (CRC already checked) into its raw bytes,
+/// checking every rule of the format's chunk section. Returns the header too.
+pub fn decode_chunk(body: &[u8]) -> Result<(ChunkHeader, Vec<u8>), FormatError> {
+    let (header, encoding, stored) = split_checked(body)?;
     let raw_length = header.raw_length as usize;
     let raw = match encoding {
         ChunkEncoding::Raw => stored.to_vec(),
         ChunkEncoding::Zstd => {
-            validate_zstd_frame(stored, header.raw_length)?;
-            match zstd::zstd_safe::find_frame_compressed_size(stored) {
-                Ok(n) if n == stored.len() => {}
-                Ok(n) => {
-                    return Err(corrupt(
-                        "zstd frame",
-                        format!(
-                            "the frame takes {n} of the {} stored bytes; exactly one frame is allowed",
-                            stored.len()
-                        ),
-                    ))
-                }
-                Err(code) => return Err(corrupt("zstd frame", zstd::zstd_safe::get_error_name(code).to_string())),
-            }
             // Capacity is the raw length from the chunk header, never a size from the
             // frame: a frame that expands further fails instead of allocating.
             let mut out = Vec::with_capacity(raw_length);
