@@ -10,7 +10,7 @@ use strata_format::{
     SectionEntry, Trailer,
 };
 
-use crate::chunker::{prepare, PreparedChunk, PreparedWindow};
+use crate::chunker::{prepare, PreparedChunk, PreparedWindow, SparePool};
 use crate::source::{ImageSource, Window};
 use crate::{Progress, WriteError};
 
@@ -35,7 +35,7 @@ pub struct WriterOptions {
 impl WriterOptions {
     /// The defaults of `strata create`: 4 MiB chunks, zstd level 3, all cores.
     pub fn new(archive_uuid: [u8; 16], created_ns: i64) -> Self {
-        WriterOptions { chunk_size: 4 << 20, level: 3, archive_uuid, created_ns, threads: 0, batch_bytes: 32 << 20 }
+        WriterOptions { chunk_size: 4 << 20, level: 3, archive_uuid, created_ns, threads: 0, batch_bytes: 16 << 20 }
     }
 }
 
@@ -141,6 +141,8 @@ pub struct ArchiveWriter<W: Write> {
     /// BLAKE3 of every stored chunk, to its record offset: the deduplication map.
     stored_chunks: HashMap<[u8; 32], u64>,
     pub(crate) summary: ArchiveSummary,
+    /// Buffers for stored chunk bytes, reused from chunk to chunk.
+    pub(crate) spares: std::sync::Arc<SparePool>,
 }
 
 impl<W: Write> ArchiveWriter<W> {
@@ -181,6 +183,7 @@ impl<W: Write> ArchiveWriter<W> {
             names: Vec::new(),
             stored_chunks: HashMap::new(),
             summary: ArchiveSummary::default(),
+            spares: std::sync::Arc::new(SparePool::default()),
         };
         writer.write_bytes(&[&header.encode()])?;
         Ok(writer)
@@ -316,18 +319,28 @@ impl<W: Write> ArchiveWriter<W> {
         let level = self.options.level;
         let workers = self.pool.current_num_threads().max(1);
         let slots = group + 2 * workers;
-        let (work_tx, work_rx) = std::sync::mpsc::channel::<(u64, Vec<u8>, usize)>();
+        // A job: sequence number, buffer, image offset, length, and whether the
+        // worker must read the bytes itself (sources with a window reader).
+        type Job = (u64, Vec<u8>, u64, usize, bool);
+        type Done = (u64, Result<PreparedWindow, (u64, std::io::Error)>, Vec<u8>);
+        let (work_tx, work_rx) = std::sync::mpsc::channel::<Job>();
         let work_rx = std::sync::Mutex::new(work_rx);
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, PreparedWindow, Vec<u8>)>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+        let reader = source.window_reader();
+        let spares = self.spares.clone();
         std::thread::scope(|scope| {
             // Workers stop when `work_tx` is dropped, which the early returns do too.
             let work_tx = work_tx;
             for _ in 0..workers {
-                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+                let (work_rx, done_tx, reader, spares) = (&work_rx, done_tx.clone(), reader.as_deref(), &*spares);
                 scope.spawn(move || loop {
                     let job = work_rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok((seq, buffer, len)) = job else { break };
-                    let prepared = prepare(&buffer[..len], level);
+                    let Ok((seq, mut buffer, offset, len, unread)) = job else { break };
+                    let read = match (unread, reader) {
+                        (true, Some(reader)) => reader.read_window(&mut buffer, offset, len),
+                        _ => Ok(()),
+                    };
+                    let prepared = read.map(|()| prepare(&mut buffer, len, level, spares)).map_err(|e| (offset, e));
                     if done_tx.send((seq, prepared, buffer)).is_err() {
                         break;
                     }
@@ -343,8 +356,12 @@ impl<W: Write> ArchiveWriter<W> {
             loop {
                 while !ended {
                     let Some(mut buffer) = free.pop() else { break };
-                    let window =
-                        source.next_window(&mut buffer, chunk_size).map_err(|e| PipelineError::Read(read_offset, e))?;
+                    let window = if reader.is_some() {
+                        source.skip_window(chunk_size)
+                    } else {
+                        source.next_window(&mut buffer, chunk_size)
+                    }
+                    .map_err(|e| PipelineError::Read(read_offset, e))?;
                     let n = match window {
                         Window::End => {
                             free.push(buffer);
@@ -352,7 +369,9 @@ impl<W: Write> ArchiveWriter<W> {
                             break;
                         }
                         Window::Data(n) => {
-                            work_tx.send((next_seq, buffer, n)).expect("workers run until the sender is dropped");
+                            work_tx
+                                .send((next_seq, buffer, read_offset, n, reader.is_some()))
+                                .expect("workers run until the sender is dropped");
                             in_flight += 1;
                             n
                         }
@@ -390,6 +409,7 @@ impl<W: Write> ArchiveWriter<W> {
                     continue;
                 }
                 let (seq, prepared, buffer) = done_rx.recv().expect("a worker answers every job it took");
+                let prepared = prepared.map_err(|(offset, e)| PipelineError::Read(offset, e))?;
                 ready.insert(seq, prepared);
                 free.push(buffer);
                 in_flight -= 1;
@@ -542,6 +562,9 @@ impl<W: Write> ArchiveWriter<W> {
             debug_assert_eq!(offset, *expected_offset, "chunk offsets are planned before writing");
             self.stored_chunks.insert(chunk.blake3, offset);
             summary.add_chunk(Self::chunk_record_size(chunk));
+        }
+        for chunk in new_chunks {
+            self.spares.give(chunk.stored);
         }
         Ok(result)
     }

@@ -43,45 +43,177 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
 }
 
-/// Compresses `raw` into one zstd frame if that is smaller than `raw`; `None` if not.
-fn compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
+/// Compresses `raw` into one zstd frame in `out` if that is smaller than `raw`;
+/// returns whether it did.
+fn compress_into(raw: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.as_ref().map(|(l, _)| *l) != Some(level) {
-            let mut compressor = zstd::bulk::Compressor::new(level).ok()?;
+            let Ok(mut compressor) = zstd::bulk::Compressor::new(level) else { return false };
             use zstd::zstd_safe::CParameter;
             // The format requires the content size, forbids dictionaries, and needs
             // no frame checksum (BLAKE3 and the record CRC cover the data).
-            compressor.set_parameter(CParameter::ContentSizeFlag(true)).ok()?;
-            compressor.set_parameter(CParameter::ChecksumFlag(false)).ok()?;
-            compressor.set_parameter(CParameter::DictIdFlag(false)).ok()?;
+            let set = [
+                compressor.set_parameter(CParameter::ContentSizeFlag(true)),
+                compressor.set_parameter(CParameter::ChecksumFlag(false)),
+                compressor.set_parameter(CParameter::DictIdFlag(false)),
+            ];
+            if set.iter().any(Result::is_err) {
+                return false;
+            }
             *cell = Some((level, compressor));
         }
-        let (_, compressor) = cell.as_mut().expect("compressor was just installed");
-        // A destination one byte short of the input makes zstd fail exactly when
-        // compression would not shrink the chunk, which then is stored raw.
-        let mut out = Vec::with_capacity(raw.len() - 1);
-        compressor.compress_to_buffer(raw, &mut out).ok()?;
-        Some(out)
+        let Some((_, compressor)) = cell.as_mut() else { return false };
+        if looks_incompressible(compressor, raw) {
+            return false;
+        }
+        out.clear();
+        out.reserve(raw.len());
+        // zstd fails when the frame does not fit; a frame that fits but does not
+        // shrink the chunk is refused too, and the chunk is stored raw.
+        matches!(compressor.compress_to_buffer(raw, out), Ok(n) if n < raw.len())
     })
+}
+
+/// Whether a large chunk is already compressed (media, archives, encrypted or
+/// random bytes): 256 samples of 256 bytes, one every 1/256 of the chunk,
+/// compressed alone, save under 0.5% together, and the chunk has no more zero
+/// bytes than random data. Such a chunk is stored raw without spending a full
+/// compression on it. What a compressible stretch shorter than the sample
+/// stride (16 KiB in a 4 MiB chunk) would have saved is lost; the decision
+/// depends only on the bytes, so output stays deterministic.
+fn looks_incompressible(compressor: &mut zstd::bulk::Compressor<'static>, raw: &[u8]) -> bool {
+    const SAMPLES: usize = 256;
+    const SAMPLE: usize = 256;
+    if raw.len() < 256 << 10 {
+        return false;
+    }
+    let stride = raw.len() / SAMPLES;
+    let mut out = Vec::with_capacity(4 * SAMPLE);
+    let mut stored = 0usize;
+    for i in 0..SAMPLES {
+        let sample = &raw[i * stride..i * stride + SAMPLE];
+        out.clear();
+        match compressor.compress_to_buffer(sample, &mut out) {
+            Ok(n) => stored += n.min(SAMPLE),
+            Err(_) => stored += SAMPLE,
+        }
+    }
+    if stored * 1000 < SAMPLES * SAMPLE * 995 {
+        return false;
+    }
+    // Compressed files on a file system end in zero padding that zstd still
+    // saves: more zero bytes than random data has (1 in 256) means compress.
+    let zeros: usize = raw.chunks(4096).map(|block| block.iter().filter(|&&b| b == 0).count()).sum();
+    zeros * 128 < raw.len()
 }
 
 /// Prepares one image window whose bytes were read (holes never reach here):
 /// all-zero windows store nothing.
-pub(crate) fn prepare(raw: &[u8], level: i32) -> PreparedWindow {
+///
+/// A chunk stored raw takes `buffer` itself, and `buffer` becomes a spare: no copy.
+pub(crate) fn prepare(buffer: &mut Vec<u8>, len: usize, level: i32, spares: &SparePool) -> PreparedWindow {
+    let raw = &buffer[..len];
     if is_all_zero(raw) {
-        return PreparedWindow::Zero { length: raw.len() as u64 };
+        return PreparedWindow::Zero { length: len as u64 };
     }
-    PreparedWindow::Data(prepare_chunk(raw, level))
+    let mut chunk = prepare_chunk(raw, level, spares);
+    if chunk.encoding == ChunkEncoding::Raw && buffer.len() == len {
+        std::mem::swap(buffer, &mut chunk.stored);
+    }
+    PreparedWindow::Data(chunk)
 }
 
 /// Hashes and compresses one chunk's raw bytes.
-pub(crate) fn prepare_chunk(raw: &[u8], level: i32) -> PreparedChunk {
+pub(crate) fn prepare_chunk(raw: &[u8], level: i32, spares: &SparePool) -> PreparedChunk {
     let blake3 = *blake3::hash(raw).as_bytes();
     let raw_length = u32::try_from(raw.len()).expect("windows are at most 16 MiB");
-    let (encoding, stored) = match compress(raw, level) {
-        Some(frame) => (ChunkEncoding::Zstd, frame),
-        None => (ChunkEncoding::Raw, raw.to_vec()),
+    let mut stored = spares.take();
+    let encoding = if compress_into(raw, level, &mut stored) {
+        ChunkEncoding::Zstd
+    } else {
+        stored.clear();
+        stored.extend_from_slice(raw);
+        ChunkEncoding::Raw
     };
     PreparedChunk { blake3, raw_length, encoding, stored }
+}
+
+/// Buffers for stored chunk bytes, handed back once a chunk is written: memory
+/// is reused instead of freshly faulted in for every chunk, and stays bounded.
+#[derive(Default)]
+pub(crate) struct SparePool(std::sync::Mutex<Vec<Vec<u8>>>);
+
+impl SparePool {
+    const KEPT: usize = 32;
+
+    pub(crate) fn take(&self) -> Vec<u8> {
+        self.0.lock().ok().and_then(|mut pool| pool.pop()).unwrap_or_default()
+    }
+
+    pub(crate) fn give(&self, buffer: Vec<u8>) {
+        if let Ok(mut pool) = self.0.lock() {
+            if pool.len() < Self::KEPT {
+                pool.push(buffer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_chunks_are_stored_raw_without_a_full_compression() {
+        let raw = noise(4 << 20, 7);
+        let chunk = prepare_chunk(&raw, 3, &SparePool::default());
+        assert_eq!(chunk.encoding, ChunkEncoding::Raw);
+        assert_eq!(chunk.stored, raw);
+    }
+
+    #[test]
+    fn compressed_data_with_zero_padding_is_still_compressed() {
+        // Like .gz files on a file system: random blocks whose tails are zero.
+        let mut raw = noise(4 << 20, 9);
+        for block in raw.chunks_mut(4096) {
+            block[3000..].fill(0);
+        }
+        let chunk = prepare_chunk(&raw, 3, &SparePool::default());
+        assert_eq!(chunk.encoding, ChunkEncoding::Zstd);
+        assert!(chunk.stored.len() < raw.len() * 80 / 100, "{}", chunk.stored.len());
+    }
+
+    #[test]
+    fn a_compressible_region_between_samples_is_not_missed() {
+        let mut raw = noise(4 << 20, 11);
+        // Text between two sample positions of a sparser probe (every 64 KiB).
+        raw[70_000..120_000].copy_from_slice(&b"strata ".repeat(50_000 / 7 + 1)[..50_000]);
+        let chunk = prepare_chunk(&raw, 3, &SparePool::default());
+        assert_eq!(chunk.encoding, ChunkEncoding::Zstd);
+        assert!(chunk.stored.len() < raw.len());
+    }
+
+    #[test]
+    fn a_raw_window_gives_its_buffer_to_the_chunk() {
+        let mut buffer = noise(1 << 20, 5);
+        let copy = buffer.clone();
+        let PreparedWindow::Data(chunk) = prepare(&mut buffer, copy.len(), 3, &SparePool::default()) else {
+            panic!("data")
+        };
+        assert_eq!(chunk.encoding, ChunkEncoding::Raw);
+        assert_eq!(chunk.stored, copy);
+    }
 }

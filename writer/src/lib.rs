@@ -14,7 +14,7 @@ mod tree;
 
 pub use archive::{ArchiveSummary, ArchiveWriter, ImageSummary, WriterOptions};
 pub use error::WriteError;
-pub use source::{FileSource, ImageSource, SliceSource, StreamSource, Window};
+pub use source::{FileSource, ImageSource, SliceSource, StreamSource, Window, WindowReader};
 pub use tree::{EntrySource, SourceEntry, TreeOptions, TreeSummary, TreeWarning};
 
 /// Receives progress as bytes of source are consumed. The CLI draws bars with it.

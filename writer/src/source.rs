@@ -30,6 +30,63 @@ pub trait ImageSource: Send {
     /// Reads the next window of `len` bytes (fewer only at the end) into `buf`,
     /// which is cleared first, unless the whole window is a hole.
     fn next_window(&mut self, buf: &mut Vec<u8>, len: usize) -> io::Result<Window>;
+    /// For a source that any thread can read at any offset: a reader for its data
+    /// windows. The writer then calls [`ImageSource::skip_window`] instead of
+    /// `next_window` and its worker threads read the data themselves, so reading
+    /// is spread over every core instead of one.
+    fn window_reader(&self) -> Option<Box<dyn WindowReader>> {
+        None
+    }
+    /// Like `next_window`, but leaves a data window's bytes for a
+    /// [`WindowReader`] to read. Only called when `window_reader` gave one.
+    fn skip_window(&mut self, len: usize) -> io::Result<Window> {
+        let _ = len;
+        Err(io::Error::other("this source cannot be read out of order"))
+    }
+}
+
+/// Reads the data windows of a source at their image offsets, from any thread.
+pub trait WindowReader: Send + Sync {
+    /// Fills `buf` with the `len` bytes at `offset`.
+    fn read_window(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<()>;
+}
+
+/// Fills `buf` with `len` bytes of `file` at `offset`; a file that ends first
+/// has shrunk since it was measured at `size` bytes.
+fn read_file_window(file: &File, size: u64, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<()> {
+    // Buffers come back for reuse: keep their bytes (the read overwrites them)
+    // rather than zero 4 MiB before every read.
+    buf.truncate(len);
+    buf.resize(len, 0);
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                    "the source ended at byte {} while {size} bytes were expected (did it shrink while it was read?)",
+                    offset + filled as u64,
+                ),
+                ))
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+struct FileWindowReader {
+    file: File,
+    size: u64,
+}
+
+impl WindowReader for FileWindowReader {
+    fn read_window(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<()> {
+        read_file_window(&self.file, self.size, buf, offset, len)
+    }
 }
 
 /// A regular file or a block device, read with positional reads. Holes of a sparse
@@ -115,8 +172,20 @@ impl ImageSource for FileSource {
     }
 
     fn next_window(&mut self, buf: &mut Vec<u8>, len: usize) -> io::Result<Window> {
-        // Buffers come back for reuse: keep their bytes (the read overwrites
-        // them) rather than zero 4 MiB before every read.
+        let position = self.position;
+        let window = self.skip_window(len)?;
+        if let Window::Data(n) = window {
+            read_file_window(&self.file, self.size, buf, position, n)?;
+        }
+        Ok(window)
+    }
+
+    fn window_reader(&self) -> Option<Box<dyn WindowReader>> {
+        let file = self.file.try_clone().ok()?;
+        Some(Box::new(FileWindowReader { file, size: self.size }))
+    }
+
+    fn skip_window(&mut self, len: usize) -> io::Result<Window> {
         let remaining = self.size - self.position;
         if remaining == 0 {
             return Ok(Window::End);
@@ -130,32 +199,8 @@ impl ImageSource for FileSource {
             None => true,
             Some((start, _)) => start >= window_end,
         };
-        if is_hole {
-            self.position = window_end;
-            return Ok(Window::Hole(len));
-        }
-        buf.truncate(len);
-        buf.resize(len, 0);
-        let mut filled = 0;
-        while filled < len {
-            match self.file.read_at(&mut buf[filled..], self.position + filled as u64) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                        "the source ended at byte {} while {} bytes were expected (did it shrink while it was read?)",
-                        self.position + filled as u64,
-                        self.size
-                    ),
-                    ))
-                }
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
         self.position = window_end;
-        Ok(Window::Data(len))
+        Ok(if is_hole { Window::Hole(len) } else { Window::Data(len) })
     }
 }
 

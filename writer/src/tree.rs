@@ -892,8 +892,9 @@ impl Walk<'_> {
     fn flush<W: Write>(&mut self, writer: &mut ArchiveWriter<W>) -> Result<Vec<FileExtent>, WriteError> {
         let batch = std::mem::take(&mut self.batch);
         let level = self.level;
-        let prepared: Vec<PreparedChunk> =
-            writer.pool.install(|| batch.raw_chunks.par_iter().map(|raw| prepare_chunk(raw, level)).collect());
+        let prepared: Vec<PreparedChunk> = writer
+            .pool
+            .install(|| batch.raw_chunks.par_iter().map(|raw| prepare_chunk(raw, level, &writer.spares)).collect());
         let mut new_chunks = Vec::new();
         let mut new_by_hash = HashMap::new();
         let mut raw_locations = Vec::with_capacity(prepared.len());
