@@ -154,6 +154,9 @@ fn entry_json(item: &PathEntry, link: Option<&[u8]>) -> serde_json::Value {
     if matches!(e.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
         value["rdev"] = json!([e.rdev_major, e.rdev_minor]);
     }
+    if e.flags & strata_format::files::EntryFlags::LOST_IN_SALVAGE != 0 {
+        value["lost_in_salvage"] = json!(true);
+    }
     value
 }
 

@@ -10,6 +10,7 @@ use strata_format::{ErrorClass, Features};
 use strata_reader::verify::{self, Report};
 use strata_reader::{Archive, Limits, Section};
 
+use crate::output::say;
 use crate::{output, Failure};
 
 #[derive(Args)]
@@ -96,6 +97,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
             Section::Tree(tree) => json!({
                 "kind": "files",
                 "name": tree.name,
+                "lost_entries": lost_entries(&archive, tree).iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
                 "files": {
                     "entries": tree.end.entry_count,
                     "regular_files": tree.end.file_count,
@@ -126,7 +128,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         }));
         return Ok(0);
     }
-    println!(
+    say!(
         "{}: Strata {}.{} archive, uuid {}, written {} by {}",
         args.archive.display(),
         header.version_major,
@@ -136,7 +138,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         header.writer_name()
     );
     let required = Features::describe_unsupported(header.incompatible_features);
-    println!(
+    say!(
         "required features: {}",
         if required.is_empty() { "none beyond 1.0".to_string() } else { required.join(", ") }
     );
@@ -148,7 +150,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                 } else {
                     String::new()
                 };
-                println!(
+                say!(
                     "  image  {:8} {}, {}-byte sectors, {} chunks of {}, {} data, {} stored{ratio}{}",
                     image.name,
                     output::size(image.logical_size),
@@ -164,7 +166,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                     }
                 );
                 for (start, end) in lost_ranges(image) {
-                    println!(
+                    say!(
                         "         lost in salvage: bytes {}-{} ({})",
                         output::grouped(start),
                         output::grouped(end - 1),
@@ -172,18 +174,43 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                     );
                 }
             }
-            Section::Tree(tree) => println!(
-                "  files  {:8} {} entries ({} files, {} dirs), {}, {} stored",
-                tree.name,
-                output::grouped(tree.end.entry_count),
-                output::grouped(tree.end.file_count),
-                output::grouped(tree.end.directory_count),
-                output::size(tree.end.content_bytes),
-                output::size(tree.end.chunk_bytes)
-            ),
+            Section::Tree(tree) => {
+                say!(
+                    "  files  {:8} {} entries ({} files, {} dirs), {}, {} stored",
+                    tree.name,
+                    output::grouped(tree.end.entry_count),
+                    output::grouped(tree.end.file_count),
+                    output::grouped(tree.end.directory_count),
+                    output::size(tree.end.content_bytes),
+                    output::size(tree.end.chunk_bytes)
+                );
+                let lost = lost_entries(&archive, tree);
+                if !lost.is_empty() {
+                    say!("         {} LOST in salvage:", output::grouped(lost.len() as u64));
+                    for path in lost.iter().take(50) {
+                        say!("         lost in salvage: {}", shown_path(path));
+                    }
+                    if lost.len() > 50 {
+                        say!("         and {} more (info --json lists them all)", lost.len() - 50);
+                    }
+                }
+            }
         }
     }
     Ok(0)
+}
+
+/// Entries of a tree recorded as lost in salvage (flag bit 3), by path. Reads
+/// the entry records, never file content.
+fn lost_entries(archive: &Archive<File>, tree: &strata_reader::TreeSection) -> Vec<Vec<u8>> {
+    let mut lost = Vec::new();
+    let _ = archive.walk_tree(tree, |item| {
+        if item.entry.flags & strata_format::files::EntryFlags::LOST_IN_SALVAGE != 0 {
+            lost.push(item.path);
+        }
+        Ok(())
+    });
+    lost
 }
 
 /// Image ranges recorded as lost in salvage, as half-open byte ranges.
@@ -242,7 +269,37 @@ pub fn report_json(path: &Path, report: &Report) -> serde_json::Value {
         "chunks": report.chunks,
         "verified_bytes": report.verified_bytes,
         "archive_size": report.archive_size,
+        "lost_entries": report.lost_entries.iter().map(|(section, path)| json!({
+            "section": section,
+            "path": String::from_utf8_lossy(path),
+            "path_hex": path.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// A tree path for people: the root, whose path is empty, says so.
+fn shown_path(path: &[u8]) -> String {
+    if path.is_empty() {
+        "(the root folder)".to_string()
+    } else {
+        String::from_utf8_lossy(path).into_owned()
+    }
+}
+
+/// The entries a salvage recorded as lost, as `verify` and `info` list them.
+fn print_lost_entries(report: &Report) {
+    const SHOWN: usize = 50;
+    if report.lost_entries.is_empty() {
+        return;
+    }
+    let count = report.lost_entries.len();
+    say!("  {count} entr{} recorded as lost in salvage:", if count == 1 { "y" } else { "ies" });
+    for (section, path) in report.lost_entries.iter().take(SHOWN) {
+        say!("    files {section}: {}", shown_path(path));
+    }
+    if count > SHOWN {
+        say!("    and {} more (verify --json lists them all)", count - SHOWN);
+    }
 }
 
 pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
@@ -269,7 +326,7 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
     let name = args.archive.display();
     if report.is_clean() {
         let lost: u64 = report.sections.iter().map(|s| s.lost_bytes).sum();
-        println!(
+        say!(
             "{name}: ok, {} section{}, {} records, {} chunks, {} verified{}",
             report.sections.len(),
             if report.sections.len() == 1 { "" } else { "s" },
@@ -278,6 +335,7 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
             output::size(report.verified_bytes),
             if lost > 0 { format!("; {} recorded as lost in salvage", output::size(lost)) } else { String::new() }
         );
+        print_lost_entries(&report);
         return Ok(0);
     }
     if !report.recognised {
@@ -285,26 +343,23 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
         return Err(Failure::fatal(format!("{name}: {detail}")));
     }
     let count = report.problems.len();
-    println!("{name}: damaged, {count} problem{}", if count == 1 { "" } else { "s" });
+    say!("{name}: damaged, {count} problem{}", if count == 1 { "" } else { "s" });
     for problem in &report.problems {
-        println!(
-            "  byte {}: {}: {} [{}]",
-            output::grouped(problem.offset),
-            problem.what,
-            problem.detail,
-            problem.class
-        );
+        say!("  byte {}: {}: {} [{}]", output::grouped(problem.offset), problem.what, problem.detail, problem.class);
         for affected in &problem.affects {
             let (start, end) = (affected.range.start, affected.range.end);
             match &affected.path {
-                None => println!(
+                None => say!(
                     "      image {}: bytes {}-{} unreadable ({})",
                     affected.section,
                     output::grouped(start),
                     output::grouped(end.saturating_sub(1)),
                     output::size(end - start)
                 ),
-                Some(path) => println!(
+                Some(path) if start == end => {
+                    say!("      files {}: {} (its entry is lost)", affected.section, String::from_utf8_lossy(path))
+                }
+                Some(path) => say!(
                     "      files {}: {}, bytes {}-{}",
                     affected.section,
                     String::from_utf8_lossy(path),
@@ -315,10 +370,7 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
         }
     }
     if report.archive_size > 0 {
-        println!(
-            "everything else ({:.3}%) verified",
-            100.0 * report.verified_bytes as f64 / report.archive_size as f64
-        );
+        say!("everything else ({:.3}%) verified", 100.0 * report.verified_bytes as f64 / report.archive_size as f64);
     }
     Ok(code)
 }

@@ -1,5 +1,24 @@
 //! What a person sees: sizes, dates, progress bars.
 
+/// `println!` that survives a reader going away: `strata verify A | head` ends
+/// quietly with status 2 (the output could not be written) instead of a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::say_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+pub fn say_line(line: std::fmt::Arguments) {
+    use std::io::Write;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("strata: writing to standard output: {e}");
+        }
+        std::process::exit(2);
+    }
+}
+
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -81,5 +100,5 @@ pub fn bar(label: &str, total: Option<u64>, quiet: bool) -> ProgressBar {
 
 /// Prints a JSON value on stdout.
 pub fn print_json(value: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(value).expect("a Value always serialises"));
+    say!("{}", serde_json::to_string_pretty(value).expect("a Value always serialises"));
 }

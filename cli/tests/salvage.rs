@@ -142,3 +142,54 @@ fn salvage_past_corruption_in_the_middle_keeps_everything_else() {
         }
     }
 }
+
+#[test]
+fn a_salvaged_tree_lists_what_was_lost_and_extraction_skips_it() {
+    let dir = temp_dir();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/kept.txt"), b"kept ".repeat(100)).unwrap();
+    let lost_bytes: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(tree.join("sub/big.bin"), &lost_bytes).unwrap();
+    let archive = dir.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), "--files", &format!("t={}", path_str(&tree)), "--chunk-size", "64K", "-q"]);
+    // Damage the first chunk of big.bin: the only chunk holding exactly its first 64 KiB.
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let needle = &lost_bytes[..64];
+    let chunk_start = bytes.windows(64).position(|w| w == needle).expect("big.bin's first chunk is stored raw");
+    bytes[chunk_start + 10] ^= 0x55;
+    let damaged = dir.path().join("damaged.strata");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let salvaged = dir.path().join("salvaged.strata");
+    let out = run(&["salvage", "-q", path_str(&damaged), path_str(&salvaged)]);
+    assert_eq!(out.status.code(), Some(1), "salvage says something was lost");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("content lost: sub/big.bin"));
+
+    // The salvaged archive verifies clean and says what was lost, in text and JSON.
+    let out = run(&["verify", path_str(&salvaged)]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("files t: sub/big.bin"));
+    let out = run(&["verify", path_str(&salvaged), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["lost_entries"],
+        serde_json::json!([{"section": "t", "path": "sub/big.bin", "path_hex": "7375622f6269672e62696e"}])
+    );
+    let out = run_ok(&["info", path_str(&salvaged), "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["sections"][0]["lost_entries"], serde_json::json!(["sub/big.bin"]));
+    let out = run_ok(&["list", path_str(&salvaged), "--files", "t", "--json"]);
+    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let big =
+        listing["sections"][0]["entries"].as_array().unwrap().iter().find(|e| e["path"] == "sub/big.bin").unwrap();
+    assert_eq!(big["lost_in_salvage"], true);
+    assert_eq!(big["size"], 0);
+
+    // Extraction gives back the rest and warns about the lost file.
+    let dest = dir.path().join("x");
+    let out = run(&["extract", path_str(&salvaged), "--files", "t", path_str(&dest)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lost in salvage"));
+    assert_eq!(std::fs::read(dest.join("sub/kept.txt")).unwrap(), b"kept ".repeat(100));
+    assert!(!dest.join("sub/big.bin").exists());
+}

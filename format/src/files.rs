@@ -49,7 +49,10 @@ impl EntryFlags {
     pub const BTIME: u8 = 1 << 0;
     pub const CHANGED_WHILE_READ: u8 = 1 << 1;
     pub const UNREADABLE: u8 = 1 << 2;
-    pub const KNOWN: u8 = (1 << 3) - 1;
+    /// Lost to damage before a salvage: a file's content (size 0, no extents),
+    /// or, on a directory, the entry itself (the salvager made this one up).
+    pub const LOST_IN_SALVAGE: u8 = 1 << 3;
+    pub const KNOWN: u8 = (1 << 4) - 1;
 }
 
 /// Entry kinds.
@@ -418,7 +421,7 @@ impl Entry {
         }
         let kind = EntryKind::from_code(head.kind)
             .ok_or_else(|| FormatError::malformed("entry kind", format!("unknown kind {}", head.kind)))?;
-        if head.reserved != 0 || head.reserved2 != 0 || head.flags & !EntryFlags::KNOWN != 0 {
+        if head.reserved != 0 || head.reserved2 != 0 {
             return Err(FormatError::malformed("entry", format!("entry {}: reserved bits set", head.entry_id)));
         }
         if head.target_length > MAX_TARGET || head.name_length as usize > limits::MAX_SECTION_NAME {
@@ -521,6 +524,9 @@ impl Entry {
         if self.mode & !0o7777 != 0 {
             return bad("mode has bits beyond 07777");
         }
+        if self.flags & !EntryFlags::KNOWN != 0 {
+            return bad("reserved flag bits set");
+        }
         let device = matches!(self.kind, EntryKind::CharDevice | EntryKind::BlockDevice);
         if !device && (self.rdev_major != 0 || self.rdev_minor != 0) {
             return bad("device numbers on an entry that is not a device");
@@ -534,8 +540,17 @@ impl Entry {
         if self.flags & EntryFlags::BTIME == 0 && self.btime_ns != 0 {
             return bad("a birth time without flag bit 0");
         }
-        if self.flags & EntryFlags::UNREADABLE != 0 && (self.size != 0 || !self.extents.is_empty()) {
-            return bad("content on an entry whose flag bit 2 says it could not be read");
+        // Bits 1 and 2 mean something only on regular files (readers ignore them
+        // elsewhere); bit 3 also on directories.
+        if self.kind == EntryKind::File
+            && self.flags & (EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) != 0
+            && (self.size != 0 || !self.extents.is_empty() || self.blake3 != *blake3::hash(b"").as_bytes())
+        {
+            return bad("content on a file whose flag bit 2 or 3 says it has none");
+        }
+        if self.flags & EntryFlags::LOST_IN_SALVAGE != 0 && !matches!(self.kind, EntryKind::File | EntryKind::Directory)
+        {
+            return bad("flag bit 3 (lost in salvage) on an entry that is neither a file nor a directory");
         }
         match self.kind {
             EntryKind::Symlink if self.target.is_empty() || self.size != self.target.len() as u64 => {

@@ -101,6 +101,9 @@ struct Extractor<'a, R: ReadAt> {
     /// their path, for children and hard links.
     placed: HashMap<u64, Vec<u8>>,
     siblings: HashSet<(u64, Vec<u8>)>,
+    /// Regular files skipped with a warning (no content to give): hard links to
+    /// them are skipped with a warning too.
+    skipped: HashSet<u64>,
     /// Directories created, deepest last, for their times at the end.
     directories: Vec<(Vec<u8>, Entry)>,
     temp_counter: u64,
@@ -135,6 +138,7 @@ pub fn extract<R: ReadAt>(
         owners,
         placed: HashMap::new(),
         siblings: HashSet::new(),
+        skipped: HashSet::new(),
         directories: Vec::new(),
         temp_counter: 0,
         last_parent: None,
@@ -261,8 +265,21 @@ impl<R: ReadAt> Extractor<'_, R> {
                 let _ = rustix::fs::unlinkat(&parent, name, AtFlags::empty());
             }
         }
-        if entry.flags & strata_format::files::EntryFlags::UNREADABLE != 0 {
-            self.warn(&path, "its content could not be read when the archive was written (or was lost before a salvage): not extracted");
+        if entry.kind == EntryKind::File {
+            use strata_format::files::EntryFlags;
+            if entry.flags & EntryFlags::UNREADABLE != 0 {
+                self.skipped.insert(entry.entry_id);
+                self.warn(&path, "its content could not be read when the archive was written: not extracted");
+                return Ok(());
+            }
+            if entry.flags & EntryFlags::LOST_IN_SALVAGE != 0 {
+                self.skipped.insert(entry.entry_id);
+                self.warn(&path, "its content was lost in salvage: not extracted");
+                return Ok(());
+            }
+        }
+        if entry.kind == EntryKind::Hardlink && self.skipped.contains(&entry.link_id) {
+            self.warn(&path, "a hard link to a file whose content is not in the archive: not extracted");
             return Ok(());
         }
         self.report.entries += 1;

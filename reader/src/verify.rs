@@ -66,6 +66,9 @@ pub struct Report {
     pub chunks: u64,
     /// Bytes of the archive inside records that passed every check.
     pub verified_bytes: u64,
+    /// Entries of file trees flagged as lost in salvage (8.3 flag bit 3):
+    /// section name and path.
+    pub lost_entries: Vec<(String, Vec<u8>)>,
 }
 
 impl Report {
@@ -794,6 +797,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             self.problem(ErrorClass::Truncated, offset, "file-tree section", format!("{name:?} has no FILES_END"));
         }
         self.check_tree_references();
+        self.name_lost_entries();
         // Every data extent must resolve to a valid chunk of its length.
         for i in 0..self.sections.len() {
             let name = self.sections[i].name.clone();

@@ -64,14 +64,32 @@ pub(crate) struct WalkTree {
 impl WalkTree {
     /// The path of an entry, from its parents.
     pub fn path_of(&self, entry_id: u64) -> Vec<u8> {
+        self.path_with(entry_id, &HashMap::new())
+    }
+
+    /// The path of an entry, from its parents' entries or, for entries whose
+    /// records were lost, from what the directory tables say of them (`listed`:
+    /// child id to parent id and name). A part nothing names shows as `#ID`.
+    pub fn path_with(&self, entry_id: u64, listed: &HashMap<u64, (u64, Vec<u8>)>) -> Vec<u8> {
         let mut parts = Vec::new();
         let mut id = entry_id;
-        while let Some(facts) = self.entries.get(&id) {
-            if facts.parent_id == NO_PARENT || parts.len() > self.entries.len() {
-                break;
+        // Entry 0 is the root, named by nothing: paths start below it.
+        while id != 0 {
+            let known = match self.entries.get(&id) {
+                Some(facts) => Some((facts.parent_id, facts.name.as_slice())),
+                None => listed.get(&id).map(|(parent, name)| (*parent, name.as_slice())),
+            };
+            match known {
+                Some((NO_PARENT, _)) => break,
+                Some((parent, name)) if parts.len() <= self.entries.len() + listed.len() => {
+                    parts.push(name.to_vec());
+                    id = parent;
+                }
+                _ => {
+                    parts.push(format!("#{id}").into_bytes());
+                    break;
+                }
             }
-            parts.push(facts.name.clone());
-            id = facts.parent_id;
         }
         parts.reverse();
         parts.join(&b'/')
@@ -263,6 +281,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         for (class, detail) in faults {
             self.problem(class, pos, "entry", detail);
         }
+        if entry.flags & files::EntryFlags::LOST_IN_SALVAGE != 0 {
+            let section = self.trees[open].name.clone();
+            self.report.lost_entries.push((section, path.clone()));
+        }
         if entry.kind == EntryKind::File {
             let intact = self.check_content(open, pos, &entry, &path);
             if let Some(facts) = self.trees[open].entries.get_mut(&id).filter(|f| f.record == pos) {
@@ -451,6 +473,38 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             Err(e) => {
                 self.problem(e.class, pos, e.what, e.detail);
                 false
+            }
+        }
+    }
+
+    /// Entries whose `FILES_ENTRIES` record was damaged, named by the directory
+    /// tables that list them: each is added, by path, to what that damage costs.
+    pub(crate) fn name_lost_entries(&mut self) {
+        for t in 0..self.trees.len() {
+            let tree = &self.trees[t];
+            let listed: HashMap<u64, (u64, Vec<u8>)> = tree
+                .dir_tables
+                .values()
+                .flat_map(|(_, table)| {
+                    table.children.iter().map(|(child, name)| (child.entry_id, (table.entry_id, name.clone())))
+                })
+                .collect();
+            let mut lost: Vec<(u64, u64)> = tree
+                .dir_tables
+                .values()
+                .flat_map(|(_, table)| table.children.iter().map(|(child, _)| (child.entry_id, child.entries_record)))
+                .filter(|(id, _)| !tree.entries.contains_key(id))
+                .collect();
+            lost.sort_unstable();
+            let named: Vec<(u64, Vec<u8>)> =
+                lost.into_iter().map(|(id, record)| (record, tree.path_with(id, &listed))).collect();
+            let section = tree.name.clone();
+            for (record, path) in named {
+                // The whole entry is lost: the range is empty, the path says which.
+                let affected = Affected { section: section.clone(), path: Some(path), range: 0..0 };
+                if let Some(&(_, p)) = self.damaged.iter().find(|(span, _)| span.contains(&record)) {
+                    self.report.problems[p].affects.push(affected);
+                }
             }
         }
     }

@@ -161,6 +161,12 @@ fn hex(bytes: &[u8]) -> String {
 fn check_tree(name: &str, archive: &Archive<Vec<u8>>, tree: &TreeSection, want: &serde_json::Value) {
     assert_eq!(want["kind"], "files", "{name}");
     assert_eq!(tree.name, want["name"].as_str().expect("name"), "{name}");
+    // Files lost in salvage: extraction skips exactly these, with a warning.
+    let warned: Vec<String> = want
+        .get("warned")
+        .and_then(|w| w.as_array())
+        .map(|w| w.iter().map(|p| p.as_str().expect("a path").to_string()).collect())
+        .unwrap_or_default();
     let want = want["entries"].as_array().expect("entries");
     let mut paths_by_id = Vec::new();
     let mut got = Vec::new();
@@ -189,6 +195,8 @@ fn check_tree(name: &str, archive: &Archive<Vec<u8>>, tree: &TreeSection, want: 
         if let Some(l) = w.get("link") {
             assert_eq!(paths_by_id[e.link_id as usize], l.as_str().expect("link"), "{name}: {path}");
         }
+        let lost = e.flags & strata_format::files::EntryFlags::LOST_IN_SALVAGE != 0;
+        assert_eq!(lost, w.get("lost_in_salvage") == Some(&serde_json::json!(true)), "{name}: {path}");
     }
     // Extract and look at what landed.
     let dest = tempfile::tempdir().expect("temp dir");
@@ -196,14 +204,20 @@ fn check_tree(name: &str, archive: &Archive<Vec<u8>>, tree: &TreeSection, want: 
     let report = extract::extract(archive, tree, dest.path(), &options).unwrap_or_else(|e| panic!("{name}: {e}"));
     let devices_skipped = !rustix::process::geteuid().is_root()
         && want.iter().any(|w| matches!(w["kind"].as_str(), Some("char-device" | "block-device")));
+    let warnings: Vec<String> = report.warnings.iter().map(|w| String::from_utf8_lossy(&w.path).into_owned()).collect();
     assert!(
-        report.refused.is_empty() && (report.warnings.is_empty() || devices_skipped),
+        report.refused.is_empty() && (warnings == warned || devices_skipped),
         "{name}: {:?} {:?}",
         report.refused,
         report.warnings
     );
     for w in want.iter().skip(1) {
         let rel = w["path"].as_str().expect("path");
+        if warned.iter().any(|p| p == rel) {
+            let full = dest.path().join(rel);
+            assert!(!full.exists(), "{name}: {rel} lost in salvage is not extracted");
+            continue;
+        }
         let raw = unhex(w["path_hex"].as_str().expect("path_hex"));
         let full = dest.path().join(std::ffi::OsStr::from_bytes(&raw));
         let device = matches!(w["kind"].as_str(), Some("char-device" | "block-device"));

@@ -28,8 +28,8 @@ pub struct TreeOutcome {
     pub name: String,
     /// Entries written, folders made up for lost ones included.
     pub entries: u64,
-    /// Regular files kept whose content was damaged: their entries say the
-    /// content could not be read. Paths in the new tree.
+    /// Regular files kept whose content was damaged: their entries say it was
+    /// lost in salvage. Paths in the new tree.
     pub content_lost: Vec<Vec<u8>>,
     /// Entries not kept.
     pub lost: Vec<LostEntry>,
@@ -66,6 +66,9 @@ enum Origin {
     MadeUp(u64),
     /// The root, when entry 0 was lost.
     Root,
+    /// A regular file (or hard link) whose entry was lost but which a table
+    /// names: recorded as a file lost in salvage.
+    LostFile(u64),
     /// `lost+found`.
     LostFound,
 }
@@ -107,7 +110,7 @@ impl<'a> Plan<'a> {
         self.nodes.push(Node { origin, name: name.clone(), parent, key, children: Vec::new(), is_dir });
         self.nodes[parent].children.push(index);
         self.names.insert((parent, name), index);
-        if let Origin::Kept(id) | Origin::MadeUp(id) = origin {
+        if let Origin::Kept(id) | Origin::MadeUp(id) | Origin::LostFile(id) = origin {
             self.node_of.insert(id, index);
         }
         index
@@ -270,6 +273,24 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
         }
     }
 
+    // Files lost whole that a table names are recorded where they were, flagged.
+    let mut named_files: Vec<u64> = tree
+        .listed
+        .iter()
+        .filter(|(id, (_, _, kind))| {
+            !tree.entries.contains_key(id) && (*kind == EntryKind::File.code() || *kind == EntryKind::Hardlink.code())
+        })
+        .map(|(&id, _)| id)
+        .collect();
+    named_files.sort_unstable();
+    for id in named_files {
+        let (parent, name, _) = &tree.listed[&id];
+        let folder = plan.folder(*parent, 0);
+        if !plan.names.contains_key(&(folder, name.clone())) {
+            plan.add(Origin::LostFile(id), folder, name.clone(), id, false);
+        }
+    }
+
     // The new order: depth first, children in the old order, lost+found last.
     let mut order = Vec::with_capacity(plan.nodes.len());
     let mut stack = vec![0usize];
@@ -316,11 +337,15 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
     let mut named_lost: Vec<u64> = tree.listed.keys().copied().filter(|id| !tree.entries.contains_key(id)).collect();
     named_lost.sort_unstable();
     for id in named_lost {
-        let made_up = plan.node_of.get(&id).is_some_and(|&n| plan.nodes[n].origin == Origin::MadeUp(id));
+        let stands_in = plan.node_of.get(&id).map(|&n| plan.nodes[n].origin);
         let path = plan.old_path(id);
         plan.outcome.lost.push(LostEntry {
             path,
-            why: if made_up { "its entry was lost; a folder of that name stands in" } else { "its entry was lost" },
+            why: match stands_in {
+                Some(Origin::MadeUp(_)) => "its entry was lost; a folder of that name stands in",
+                Some(Origin::LostFile(_)) => "its entry and content were lost; recorded as a file lost in salvage",
+                _ => "its entry was lost",
+            },
         });
     }
     let known = tree.entries.len() as u64
@@ -407,7 +432,8 @@ impl<R: ReadAt + ?Sized> PlanSource<'_, R> {
         let lost_found = self.plan.nodes[node].origin == Origin::LostFound;
         Entry {
             kind: EntryKind::Directory,
-            flags: 0,
+            // lost+found stands for nothing that was lost; the others stand in for lost entries.
+            flags: if lost_found { 0 } else { EntryFlags::LOST_IN_SALVAGE },
             entry_id: 0,
             parent_id: 0,
             // As fsck makes lost+found: for its owner only.
@@ -465,8 +491,8 @@ impl<R: ReadAt + ?Sized> EntrySource for PlanSource<'_, R> {
                         data = data_ranges(&entry.extents);
                         self.extents = std::mem::take(&mut entry.extents);
                     } else {
-                        // Kept as an entry whose content could not be read (8.3 flag bit 2).
-                        entry.flags |= EntryFlags::UNREADABLE;
+                        // Kept as an entry whose content was lost in salvage (8.3 flag bit 3).
+                        entry.flags |= EntryFlags::LOST_IN_SALVAGE;
                         entry.size = 0;
                         entry.blake3 = *blake3::hash(b"").as_bytes();
                         entry.extents.clear();
@@ -480,6 +506,13 @@ impl<R: ReadAt + ?Sized> EntrySource for PlanSource<'_, R> {
                 entry
             }
             Origin::MadeUp(_) | Origin::Root | Origin::LostFound => self.made_up_folder(node),
+            Origin::LostFile(_) => {
+                let mut entry = self.made_up_folder(node);
+                entry.kind = EntryKind::File;
+                entry.mode = 0o644;
+                entry.blake3 = *blake3::hash(b"").as_bytes();
+                entry
+            }
         };
         entry.entry_id = self.new_id[&node];
         entry.parent_id = if node == 0 { NO_PARENT } else { self.new_id[&n.parent] };

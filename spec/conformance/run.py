@@ -23,15 +23,17 @@ valid vector
   * `restore ARCHIVE --image NAME DEST` of every image exits 0 and DEST hashes
     (BLAKE3) to the manifest's value;
   * `list ARCHIVE --files NAME --json` of every file tree exits 0 and gives the
-    manifest's entries in order (path, path_hex, kind, mode, size, mtime_ns,
-    blake3, target, link: a field the manifest leaves out must be absent or null);
-  * `extract ARCHIVE --files NAME DEST --json` exits 0, refuses and warns about
-    nothing, creates nothing beside DEST, and DEST then holds exactly the
-    listed entries: kind, mode (not for symbolic links), mtime, content (size
-    and BLAKE3), symbolic-link targets, hard links sharing the inode of their
-    `link`; the root entry is DEST itself;
-  * `verify ARCHIVE --json` exits 0 with status `ok`, no problem, and
-    verified_bytes equal to archive_size.
+    manifest's entries in order (the entry fields of conformance.md: a field
+    the manifest leaves out must be absent or null);
+  * `extract ARCHIVE --files NAME DEST --json` refuses nothing, warns about
+    exactly the section's `warned` paths (exit 1 then, else 0), creates nothing
+    beside DEST, and DEST then holds exactly the listed entries but the warned
+    ones: kind, mode (not for symbolic links), mtime, content (size and
+    BLAKE3), symbolic-link targets, device numbers, hard links sharing the
+    inode of their `link`; the root entry is DEST itself;
+  * `verify ARCHIVE --json` exits 0 with status `ok`, no problem,
+    verified_bytes equal to archive_size, and `lost_entries` naming, in order,
+    the entries the manifest marks `lost_in_salvage`.
 
 invalid vector
   * `verify ARCHIVE --json` exits 1 or 2 and reports a problem of the
@@ -67,7 +69,7 @@ CLASSES = {"not-strata", "unsupported-version", "unsupported-feature", "bad-head
            "truncated", "index-mismatch", "limit-exceeded"}
 STATUS_EXIT = {"ok": 0, "damaged": 1, "unsupported": 1, "unreadable": 2}
 ENTRY_FIELDS = ("path", "path_hex", "kind", "mode", "size", "mtime_ns", "blake3", "target", "link", "rdev",
-                "uid", "gid", "user", "group", "xattrs")
+                "uid", "gid", "user", "group", "xattrs", "lost_in_salvage")
 DEVICE_KINDS = ("char-device", "block-device")
 KIND_TEST = {"file": stat.S_ISREG, "directory": stat.S_ISDIR, "symlink": stat.S_ISLNK, "hardlink": stat.S_ISREG,
              "fifo": stat.S_ISFIFO, "socket": stat.S_ISSOCK, "char-device": stat.S_ISCHR,
@@ -295,12 +297,18 @@ class Vector:
             raise Fail(f"`{shown}` changed things beside DEST: {'; '.join(outside[:5])}")
         # Unprivileged, an extraction warns about the devices it cannot make.
         devices_skipped = os.geteuid() != 0 and any(e["kind"] in DEVICE_KINDS for e in s["entries"])
-        if rep["refused"] or (rep["warnings"] and not devices_skipped):
+        # Files lost in salvage are not extracted: exactly those are warned about.
+        warned = set(s.get("warned", []))
+        got = {w.get("path") if isinstance(w, dict) else None for w in rep["warnings"]}
+        if rep["refused"] or (got != warned and not devices_skipped):
             raise Fail(f"`{shown}` refused {short(json.dumps(rep['refused']), 300)} and warned "
-                       f"{short(json.dumps(rep['warnings']), 300)}")
-        if rc != 0 and not devices_skipped:
-            raise Fail(f"`{shown}` exited {rc} with nothing refused or warned about: {short(err)}")
-        compare_tree(dest, s["entries"], shown)
+                       f"{short(json.dumps(rep['warnings']), 300)}; expected warnings for {sorted(warned)}")
+        if rc != (1 if warned else 0) and not devices_skipped:
+            raise Fail(f"`{shown}` exited {rc} with {len(rep['warnings'])} warnings: {short(err)}")
+        for path in warned:
+            if os.path.lexists(os.path.join(dest, path)):
+                raise Fail(f"`{shown}`: {path!r} was extracted, but its content was lost in salvage")
+        compare_tree(dest, [e for e in s["entries"] if e["path"] not in warned], shown)
 
     def check_verify_ok(self):
         shown = "verify ARCHIVE --json"
@@ -309,6 +317,12 @@ class Vector:
             raise Fail(f"`{shown}` exited {rc}, status {rep['status']!r}, problems {short(json.dumps(rep['problems']), 500)}")
         if rep["verified_bytes"] != rep["archive_size"]:
             raise Fail(f"`{shown}`: verified_bytes {rep['verified_bytes']} on a clean archive of {rep['archive_size']} bytes")
+        # In archive order, which for one tree is the manifest's walk order.
+        lost = [(s["name"], e["path"]) for s in self.vec["sections"] if s["kind"] == "files"
+                for e in s["entries"] if e.get("lost_in_salvage")]
+        got = [(x.get("section"), x.get("path")) for x in rep["lost_entries"] if isinstance(x, dict)]
+        if got != lost:
+            raise Fail(f"`{shown}`: lost_entries {short(json.dumps(rep['lost_entries']), 300)}, expected {lost}")
 
     # -- invalid vectors -----------------------------------------------------------------
     def invalid(self):
@@ -357,7 +371,7 @@ class Vector:
 def check_verify_object(rep, rc, archive, size, shown):
     """The object of conformance.md "`verify --json`", and its exit status."""
     types = {"archive": str, "status": str, "problems": list, "sections": list,
-             "records": int, "chunks": int, "verified_bytes": int, "archive_size": int}
+             "records": int, "chunks": int, "verified_bytes": int, "archive_size": int, "lost_entries": list}
     for k, t in types.items():
         if k not in rep or not isinstance(rep[k], t) or (t is int and not is_int(rep[k])):
             raise Fail(f"`{shown}`: field {k!r} missing or not a {t.__name__}")

@@ -108,7 +108,9 @@ KIND_NAMES = {1: "file", 2: "directory", 3: "symlink", 4: "hardlink",
               5: "char-device", 6: "block-device", 7: "fifo", 8: "socket"}
 K_FILE, K_DIR, K_SYMLINK, K_HARDLINK, K_CHR, K_BLK, K_FIFO, K_SOCK = range(1, 9)
 CAP_NAMES, CAP_XATTRS, CAP_ATIME, CAP_CTIME, CAP_BTIME, CAP_HOLES = (1 << i for i in range(6))
+F_BTIME, F_CHANGED, F_UNREAD, F_LOST = (1 << i for i in range(4))   # entry flags (8.3)
 ZERO32, ONES32 = bytes(32), b"\xff" * 32
+EMPTY_BLAKE3 = blake3.blake3(b"").digest()  # the blake3 of a file with no content (flag bit 2 or 3)
 ZEROS = bytes(MIB)
 REC_HDR = struct.Struct("<4sHH8sQII")
 IMG_EXTENT = struct.Struct("<QQQ")
@@ -430,8 +432,10 @@ def entry_rule_errors(e, captured):
 
     if k not in KIND_NAMES:
         bad("kind", f"{k}, expected 1 to 8")
-    if flags & 0xF8:
+    if flags & 0xF0:
         bad("flags", f"reserved bits set: 0x{flags:02x}")
+    if flags & F_LOST and k in KIND_NAMES and k not in (K_FILE, K_DIR):
+        bad("flags", f"bit 3 (lost in salvage) on a {KIND_NAMES[k]}: only a regular file or a directory is")
     if e["res1"] or e["res2"]:
         bad("reserved", "not zero")
     if e["mode"] > 0o7777:
@@ -483,8 +487,14 @@ def entry_rule_errors(e, captured):
         prev = xn
     if e["extents"] and k != K_FILE:
         bad("extent_count", f"{len(e['extents'])} extents for an entry that is not a regular file")
-    if e["extents"] and flags & 4:
-        bad("extent_count", "extents, but flag bit 2 says the content could not be read")
+    if k == K_FILE and flags & (F_UNREAD | F_LOST):    # the file has no content (8.3)
+        why = "lost in salvage (flag bit 3)" if flags & F_LOST else "could not be read (flag bit 2)"
+        if e["size"]:
+            bad("size", f"{e['size']}, expected 0: the content {why}")
+        if e["extents"]:
+            bad("extent_count", f"{len(e['extents'])}, expected 0: the content {why}")
+        if e["blake3"] != EMPTY_BLAKE3:
+            bad("blake3", f"{e['blake3'].hex()}, expected the BLAKE3 of no bytes: the content {why}")
     for i, x in enumerate(e["extents"]):
         if x[0] != eid:
             bad(f"extents[{i}].entry_id", f"{x[0]}, the entry is {eid}")
@@ -887,6 +897,7 @@ class Walker:
         self.tag, self.header_bytes, self.status = None, 0, None
         self.cache = OrderedDict()      # at most two decoded chunks, for file contents
         self.hash_budget = HASH_BUDGET
+        self.lost_entries = []          # (section, path bytes) of entries with flag bit 3, in archive order
 
     def problem(self, cls, offset, what, detail, affects=None):
         p = {"class": cls, "offset": offset, "what": what, "detail": detail, "affects": list(affects or [])}
@@ -1316,6 +1327,8 @@ class Walker:
             self.problem(c, pos, what, f"{show!r}: {d}")
         if eid != sec.next_id and not (sec.damaged and eid > sec.next_id):
             self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}")
+        if e["flags"] & F_LOST:         # not a problem in itself: listed apart (11); bit 3 on
+            self.lost_entries.append((sec, path))     # another kind is listed too, and reported by entry_rule_errors
         if eid in sec.entries:
             return
         sec.next_id = max(sec.next_id, eid + 1)
@@ -1357,8 +1370,8 @@ class Walker:
     def check_content(self, pos, sec, e, show, extents):
         """8.3: the BLAKE3 of the whole content, holes as zeros, from the chunks."""
         eid, size = e["entry_id"], e["size"]
-        if e["flags"] & 4 or file_extent_errors(extents, size):
-            return                      # no content to check, or a problem reported already
+        if e["flags"] & (F_UNREAD | F_LOST) or file_extent_errors(extents, size):
+            return                      # no content (entry_rule_errors checks it), or a problem reported already
         for foff, length, ref, coff in extents:
             c = self.chunks.get(ref)
             if c is None or c[0] is None or c[2] is not None or coff + length > c[0]:
@@ -1634,12 +1647,13 @@ class Walker:
                 out.append([(sid, eid), start, end])
         res = []
         for (sid, eid), start, end in out:
+            sec = self.sections[sid] if sid < len(self.sections) else None
             if eid is None:
-                res.append({"section": sid, "start": start, "end": end})
+                res.append({"section": section_label(sec, sid), "start": start, "end": end})
             else:
-                sec = self.sections[sid] if sid < len(self.sections) else None
                 ent = sec.entries.get(eid) if isinstance(sec, FilesSection) else None
-                res.append({"section": sid, "path": lossy(ent.path) if ent else f"<entry {eid}>", "start": start, "end": end})
+                res.append({"section": section_label(sec, sid), "path": lossy(ent.path) if ent else f"<entry {eid}>",
+                            "start": start, "end": end})
         return res
 
     def report(self):
@@ -1648,7 +1662,15 @@ class Walker:
         return {"archive": self.path, "status": self.status, "problems": self.problems,
                 "sections": [s.listing() for s in self.sections],
                 "records": self.records, "chunks": self.chunk_records,
-                "verified_bytes": verified, "archive_size": self.size}
+                "verified_bytes": verified, "archive_size": self.size,
+                "lost_entries": [{"section": section_label(sec, sec.sid), "path": lossy(path), "path_hex": path.hex()}
+                                 for sec, path in self.lost_entries]}
+
+
+def section_label(sec, sid):
+    """How verify --json names a section: by its name (conformance.md), or by its
+    number when its begin record, which holds the name, was lost."""
+    return sec.name if sec is not None and sec.name is not None else sid
 
 
 # ----------------------------------------------------------------------------
@@ -1780,10 +1802,10 @@ class Archive:
             self.raise_first(rec, fatal)
             if parsed[0] != sec["sid"]:
                 raise StrataError("index-mismatch", rec, "FILES_ENTRIES.section_id", f"{parsed[0]}, the section is {sec['sid']}")
-            for off, e in parsed[1]:
-                if e["entry_id"] != len(out):
-                    raise StrataError("record-malformed", rec, "FILES_ENTRIES.entry_id", f"{e['entry_id']}, expected {len(out)}")
-                out.append((rec, off, e))
+            # An entry_id out of sequence breaks a rule of 8.3: list reports it and
+            # extract refuses the entries it cannot place by their ids (8.7 lets a
+            # reader stop there; this one goes on), so it does not stop the reader.
+            out += [(rec, off, e) for off, e in parsed[1]]
         if len(out) != sec["end"]["entry_count"]:
             raise StrataError("index-mismatch", sec["table"], "FILES_INDEX.records",
                               f"they hold {len(out)} entries, FILES_END counts {sec['end']['entry_count']}")
@@ -1812,9 +1834,11 @@ def tree_listing(entries, captured):
     """Entries as the JSON objects of conformance.md (list), with the problems found
     by the rules of 8.3 as (path, detail) pairs."""
     ents, out, issues, names = {}, [], [], {}
-    for rec, off, e in entries:
+    for i, (rec, off, e) in enumerate(entries):
         eid, k = e["entry_id"], e["kind"]
         path = entry_path(e, ents.get)
+        if eid != i:
+            issues.append((path, f"entry_id: {eid}, expected {i}"))
         for _, what, d in entry_rule_errors(e, captured):
             issues.append((path, f"{what}: {d}"))
         for what, d in entry_place_errors(e, ents.get):
@@ -1824,7 +1848,8 @@ def tree_listing(entries, captured):
             if e["name"] in sib:
                 issues.append((path, "name: not unique among its siblings"))
             sib.add(e["name"])
-        ents[eid] = Ent(k, e["parent_id"], e["name"], rec, off, path)
+        if eid == i:
+            ents[eid] = Ent(k, e["parent_id"], e["name"], rec, off, path)
         o = {"path": lossy(path), "path_hex": path.hex(), "kind": KIND_NAMES.get(k, f"kind-{k}"),
              "mode": e["mode"], "size": e["size"], "mtime_ns": e["mtime_ns"], "entry_id": eid,
              "uid": e["uid"], "gid": e["gid"], "user": lossy(e["user"]), "group": lossy(e["group"]),
@@ -1845,10 +1870,12 @@ def tree_listing(entries, captured):
             o["link"] = lossy(t.path) if t else None
         elif k in (K_CHR, K_BLK):
             o["rdev"] = [e["rdev_major"], e["rdev_minor"]]
-        if e["flags"] & 2:
+        if k == K_FILE and e["flags"] & F_CHANGED:   # bits 1 and 2 mean nothing on other kinds
             o["changed_while_read"] = True
-        if e["flags"] & 4:
+        if k == K_FILE and e["flags"] & F_UNREAD:
             o["unreadable"] = True
+        if e["flags"] & F_LOST:
+            o["lost_in_salvage"] = True
         out.append(o)
     return out, issues
 
@@ -1879,6 +1906,8 @@ class Extractor:
         self.paths = {}                 # entry_id -> path bytes
         self.dirs = {}                  # entry_id -> (parent id, name, depth): directories created
         self.files = {}                 # entry_id -> (parent id, name): regular files extracted
+        self.skipped = {}               # entry_id -> why: regular files with flag bit 2 or 3, not created
+        self.refused_ids = set()        # entries refused (placed by their ids)
         self.taken = {}                 # directory id -> names of the entries placed in it
         self.fds = OrderedDict()        # directory id -> open handle (a few, reopened on demand)
         self.deferred = []              # (depth, entry_id, entry): directory mode and times
@@ -1916,8 +1945,8 @@ class Extractor:
         os.makedirs(self.dest, exist_ok=True)
         self.root_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for _, _, e in self.entries:
-                self.one(e)
+            for i, (_, _, e) in enumerate(self.entries):
+                self.one(e, i)
             for depth, eid, e in sorted(self.deferred, key=lambda t: (-t[0], -t[1])):
                 fd = self.dirfd(eid)
                 try:
@@ -1931,13 +1960,33 @@ class Extractor:
                 os.close(fd)
             os.close(self.root_fd)
 
-    def one(self, e):
+    def rule_errors(self, e):
+        """The rules of 8.3 an entry breaks on its own, as one reason (or None)."""
+        errs = entry_rule_errors(e, self.captured)
+        if not errs:
+            return None
+        return "breaks a rule of 8.3: " + "; ".join(f"{w}: {d}" for _, w, d in errs) + " [record-malformed]"
+
+    def one(self, e, position):
+        refused = len(self.refused)
+        self.place(e, position)
+        if len(self.refused) > refused and e["entry_id"] == position:
+            self.refused_ids.add(position)      # what is inside it is refused with it (8.7)
+
+    def place(self, e, position):
         eid, k, parent, name = e["entry_id"], e["kind"], e["parent_id"], e["name"]
         path = entry_path(e, lambda i: Ent(0, 0, b"", 0, 0, self.paths[i]) if i in self.paths else None)
+        if eid != position:             # it cannot be told apart from the entry whose id it takes
+            self.refuse(path, f"entry_id {eid} out of sequence, expected {position} [record-malformed]")
+            return
         self.paths[eid], self.kinds[eid] = path, k
         if eid == 0:
             if k != K_DIR or parent != ALL_ONES or name:
                 self.refuse(path, "entry 0 is not a root directory: nothing can be extracted under it")
+                return
+            why = self.rule_errors(e)
+            if why:
+                self.refuse(path, f"the root {why}: nothing can be extracted under it")
                 return
             self.dirs[0] = (None, b"", 0)
             fd = self.dirfd(0)
@@ -1952,6 +2001,9 @@ class Extractor:
         if why:
             self.refuse(path, f"unsafe name ({why}): it could point outside the destination")
             return
+        if parent in self.refused_ids:  # 8.7: refused with the directory it is in
+            self.refuse(path, f"inside the refused entry {lossy(self.paths[parent])!r}: it has nowhere to go")
+            return
         if parent == ALL_ONES or parent >= eid or parent not in self.dirs:
             self.refuse(path, "its parent is not a directory extracted before it")
             return
@@ -1960,16 +2012,28 @@ class Extractor:
             self.refuse(path, "a second entry of the same name in one directory")
             return
         taken.add(name)
+        why = self.rule_errors(e)       # 8.7: refused by path; the other entries are extracted
+        if why:
+            self.refuse(path, why)
+            return
         if k == K_HARDLINK:
             lid = e["link_id"]
             if not (lid < eid and self.kinds.get(lid) == K_FILE):
                 self.refuse(path, f"a hard link to entry {lid}, which is not an earlier regular file of this section")
                 return
+            if lid in self.refused_ids:     # no inode to share: refused with its file, as with a directory (8.7)
+                self.refuse(path, f"a hard link to the refused entry {lossy(self.paths[lid])!r}")
+                return
+            if lid in self.skipped:     # 8.7: warned about like the file it links to
+                self.warn(path, f"not extracted: a hard link to {lossy(self.paths[lid])!r}, whose content {self.skipped[lid]}")
+                return
             if lid not in self.files:
                 self.warn(path, f"not linked: its target {lossy(self.paths[lid])!r} was not extracted")
                 return
-        if k not in KIND_NAMES:
-            self.warn(path, f"not extracted: unknown kind {k}")
+        if k == K_FILE and e["flags"] & (F_LOST | F_UNREAD):   # 8.3 flag bits 3 and 2: not created, warned
+            self.skipped[eid] = ("was lost in salvage" if e["flags"] & F_LOST
+                                 else "could not be read when the archive was made")
+            self.warn(path, f"not extracted: its content {self.skipped[eid]}")
             return
         pfd = self.dirfd(parent)
         try:
@@ -2014,11 +2078,9 @@ class Extractor:
         if tmp is None:
             raise OSError("cannot create a temporary file")
         try:
-            check = not e["flags"] & 4 and size <= min(HASH_LIMIT, self.hash_budget)
+            check = size <= min(HASH_LIMIT, self.hash_budget)
             if check:
                 self.hash_budget -= size
-            elif e["flags"] & 4:
-                self.warn(path, "its content could not be read when the archive was made: extracted as a hole")
             else:
                 self.warn(path, f"content not checked: {size} bytes, this reader hashes at most {HASH_LIMIT} "
                           f"bytes of a file and {HASH_BUDGET} in all [limit-exceeded]")
@@ -2189,7 +2251,8 @@ def cmd_verify(args):
         print(f"strata_ref: cannot read {args.archive}: {e.strerror}", file=sys.stderr)
         if args.json:
             print(json.dumps({"archive": args.archive, "status": "unreadable", "problems": [], "sections": [],
-                              "records": 0, "chunks": 0, "verified_bytes": 0, "archive_size": 0}))
+                              "records": 0, "chunks": 0, "verified_bytes": 0, "archive_size": 0,
+                              "lost_entries": []}))
         return 2
     w = Walker(args.archive, mm, size)
     w.run()
@@ -2201,9 +2264,36 @@ def cmd_verify(args):
             aff = ", ".join(f"section {a['section']}" + (f" {a['path']!r}" if "path" in a else "")
                             + f" bytes {a['start']}..{a['end']}" for a in p["affects"])
             print(f"{p['class']} at offset {p['offset']}: {p['what']}: {p['detail']}" + (f" (affects {aff})" if aff else ""))
+        for x in rep["lost_entries"]:
+            print(f"lost in salvage: section {x['section']}: {x['path']!r}")
         print(f"{rep['status']}: {rep['records']} records, {rep['chunks']} chunks, "
               f"{rep['verified_bytes']} of {rep['archive_size']} bytes verified, {len(rep['problems'])} problem(s)")
     return {"ok": 0, "damaged": 1, "unsupported": 1}.get(rep["status"], 2)
+
+
+def lost_ranges(extents):
+    """The [start, end] ranges of an image recorded as lost in salvage (7, 11), for
+    info: its lost extents (chunk_ref 1), neighbouring ones merged."""
+    out = []
+    for start, length, ref in extents:
+        if ref != 1:
+            continue
+        if out and out[-1][1] == start:
+            out[-1][1] = start + length
+        else:
+            out.append([start, start + length])
+    return out
+
+
+def lost_entries(ar, sec):
+    """The paths of a file tree's entries lost in salvage (11), for info; None when
+    the entries cannot be read."""
+    try:
+        listed = tree_listing(ar.entries(sec), sec["begin"]["captured"])[0]
+    except StrataError as e:
+        print(f"strata_ref: section {sec['name']!r}: {e}", file=sys.stderr)
+        return None
+    return [o["path"] for o in listed if o.get("lost_in_salvage")]
 
 
 def cmd_info(args):
@@ -2225,9 +2315,12 @@ def cmd_info(args):
         for s in w.sections:
             l = s.listing()
             if s.kind == "image":
-                secs.append({"kind": "image", "name": s.name, "image": {k: l[k] for k in ("logical_size", "data_bytes", "lost_bytes")}})
+                img = {k: l[k] for k in ("logical_size", "data_bytes", "lost_bytes")}
+                img["lost_ranges"] = lost_ranges(s.extents)    # those the walk met
+                secs.append({"kind": "image", "name": s.name, "image": img})
             else:
-                secs.append({"kind": "files", "name": s.name})
+                secs.append({"kind": "files", "name": s.name,
+                             "lost_entries": [lossy(p) for x, p in w.lost_entries if x is s]})
         out = {"archive": args.archive, "archive_size": size, "sections": secs, "complete": False}
     else:
         h, secs = ar.hdr, []
@@ -2238,13 +2331,14 @@ def cmd_info(args):
                     "logical_size": e["logical_size"], "sector_size": b["sector_size"], "chunk_size": b["chunk_size"],
                     "data_bytes": e["data_bytes"], "zero_bytes": e["logical_size"] - e["data_bytes"] - e["lost_bytes"],
                     "lost_bytes": e["lost_bytes"], "extents": e["extent_count"], "chunks": e["chunk_count"],
-                    "stored_bytes": e["chunk_bytes"]}})
+                    "stored_bytes": e["chunk_bytes"], "lost_ranges": lost_ranges(s["extents"])}})
             else:
                 b, e = s["begin"], s["end"]
                 secs.append({"kind": "files", "name": s["name"], "files": {
                     "chunk_size": b["chunk_size"], "captured": b["captured"], "entries": e["entry_count"],
                     "regular_files": e["file_count"], "directories": e["directory_count"],
-                    "content_bytes": e["content_bytes"], "chunks": e["chunk_count"], "stored_bytes": e["chunk_bytes"]}})
+                    "content_bytes": e["content_bytes"], "chunks": e["chunk_count"], "stored_bytes": e["chunk_bytes"]},
+                    "lost_entries": lost_entries(ar, s)})
         u = h["uuid"].hex()
         out = {"archive": args.archive, "format_version": f"{h['version_major']}.{h['version_minor']}",
                "uuid": f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}", "created_ns": h["created_ns"],
@@ -2257,6 +2351,8 @@ def cmd_info(args):
         for s in out["sections"]:
             detail = s.get("image") or s.get("files") or {}
             print(f"{s['kind']:6} {s['name']!s:24} " + " ".join(f"{k}={v}" for k, v in detail.items()))
+            for path in s.get("lost_entries") or []:
+                print(f"       lost in salvage: {path!r}")
     return 0
 
 

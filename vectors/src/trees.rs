@@ -437,6 +437,39 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
     (bytes, json!({"kind": "files", "name": "devices", "entries": expected}))
 }
 
+/// The standard tree after damage to the first chunk of `docs/big.bin` and a
+/// salvage: the file stays, flagged as lost in salvage, everything else intact.
+/// The listing is the model's, with that one change.
+fn salvaged_tree() -> (Vec<u8>, serde_json::Value) {
+    let model = standard_tree();
+    let mut damaged = build_with_tree(&[], &model);
+    // big.bin's first window is random, so it is stored raw: find it and flip a byte.
+    let big = crate::random_bytes(11, 10_000);
+    let at = damaged.windows(64).position(|w| w == &big[..64]).expect("big.bin's first chunk is stored raw");
+    damaged[at + 100] ^= 0x01;
+    let mut options = WriterOptions::new(UUID, CREATED_NS);
+    options.chunk_size = CHUNK as u32;
+    options.threads = 1;
+    let (bytes, _) = strata_salvage::salvage(
+        damaged.as_slice(),
+        Vec::new(),
+        options,
+        strata_reader::Limits::default(),
+        &|_| {},
+        &NoProgress,
+    )
+    .expect("salvage of a damaged vector");
+    let mut entries = expected_entries(&model);
+    for entry in &mut entries {
+        if entry["path"] == "docs/big.bin" {
+            entry["size"] = json!(0);
+            entry["blake3"] = json!(blake3::hash(b"").to_hex().to_string());
+            entry["lost_in_salvage"] = json!(true);
+        }
+    }
+    (bytes, json!({"kind": "files", "name": "tree", "entries": entries, "warned": ["docs/big.bin"]}))
+}
+
 /// Every file-tree vector.
 pub fn vectors() -> Vec<Vector> {
     use ErrorClass::*;
@@ -459,6 +492,13 @@ pub fn vectors() -> Vec<Vector> {
             ]),
         },
     ];
+    let (bytes, listing) = salvaged_tree();
+    v.push(Vector {
+        name: "tree-salvaged",
+        description: "the standard tree salvaged after damage to a chunk of docs/big.bin: the file is kept with flag bit 3 (lost in salvage), size 0; extraction warns about it and extracts the rest",
+        bytes,
+        expect: Expectation::Valid(vec![listing]),
+    });
     let (bytes, listing) = devices_tree();
     v.push(Vector {
         name: "tree-devices",
