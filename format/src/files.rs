@@ -351,6 +351,35 @@ fn take<'a>(rest: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8
 }
 
 impl Entry {
+    /// An entry of `kind` named `name` with every other field zero or empty, for
+    /// writers that build entries rather than read them from a folder.
+    pub fn bare(kind: EntryKind, name: &[u8]) -> Entry {
+        Entry {
+            kind,
+            flags: 0,
+            entry_id: 0,
+            parent_id: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            rdev_major: 0,
+            rdev_minor: 0,
+            mtime_ns: 0,
+            atime_ns: 0,
+            ctime_ns: 0,
+            btime_ns: 0,
+            size: 0,
+            link_id: 0,
+            blake3: [0; 32],
+            name: name.to_vec(),
+            user: Vec::new(),
+            group: Vec::new(),
+            target: Vec::new(),
+            xattrs: Vec::new(),
+            extents: Vec::new(),
+        }
+    }
+
     /// Encoded length.
     pub fn encoded_len(&self) -> usize {
         ENTRY_HEAD

@@ -147,6 +147,18 @@ pub struct RecoveredTree {
     pub entry_count: Option<u64>,
 }
 
+impl RecoveredTree {
+    /// The path of an entry in the damaged tree, as far as the surviving entries
+    /// and directory tables name it (a part nothing names shows as `#ID`).
+    pub fn path_of(&self, entry_id: u64) -> Vec<u8> {
+        crate::verify_tree::tree_path(
+            &self.entries,
+            &|id| self.listed.get(&id).map(|(parent, name, _)| (*parent, name.as_slice())),
+            entry_id,
+        )
+    }
+}
+
 /// What survives in a damaged archive, for salvage.
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {

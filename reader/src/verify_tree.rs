@@ -69,31 +69,43 @@ impl WalkTree {
 
     /// The path of an entry, from its parents' entries or, for entries whose
     /// records were lost, from what the directory tables say of them (`listed`:
-    /// child id to parent id and name). A part nothing names shows as `#ID`.
+    /// child id to parent id and name).
     pub fn path_with(&self, entry_id: u64, listed: &HashMap<u64, (u64, Vec<u8>)>) -> Vec<u8> {
-        let mut parts = Vec::new();
-        let mut id = entry_id;
-        // Entry 0 is the root, named by nothing: paths start below it.
-        while id != 0 {
-            let known = match self.entries.get(&id) {
-                Some(facts) => Some((facts.parent_id, facts.name.as_slice())),
-                None => listed.get(&id).map(|(parent, name)| (*parent, name.as_slice())),
-            };
-            match known {
-                Some((NO_PARENT, _)) => break,
-                Some((parent, name)) if parts.len() <= self.entries.len() + listed.len() => {
-                    parts.push(name.to_vec());
-                    id = parent;
-                }
-                _ => {
-                    parts.push(format!("#{id}").into_bytes());
-                    break;
-                }
+        tree_path(&self.entries, &|id| listed.get(&id).map(|(parent, name)| (*parent, name.as_slice())), entry_id)
+    }
+}
+
+/// The path of entry `entry_id` of a tree whose surviving entries are
+/// `entries`; `listed` names the entries whose records were lost (parent id and
+/// name). A part nothing names shows as `#ID`. Entry 0 is the root, named by
+/// nothing: paths start below it.
+pub(crate) fn tree_path<'a>(
+    entries: &'a BTreeMap<u64, EntryFacts>,
+    listed: &dyn Fn(u64) -> Option<(u64, &'a [u8])>,
+    entry_id: u64,
+) -> Vec<u8> {
+    let mut parts = Vec::new();
+    let mut id = entry_id;
+    while id != 0 {
+        let known = match entries.get(&id) {
+            Some(facts) => Some((facts.parent_id, facts.name.as_slice())),
+            None => listed(id),
+        };
+        match known {
+            Some((NO_PARENT, _)) => break,
+            // A chain longer than the tree has entries is a loop in damaged tables.
+            Some((parent, name)) if parts.len() <= entries.len() + 4096 => {
+                parts.push(name.to_vec());
+                id = parent;
+            }
+            _ => {
+                parts.push(format!("#{id}").into_bytes());
+                break;
             }
         }
-        parts.reverse();
-        parts.join(&b'/')
     }
+    parts.reverse();
+    parts.join(&b'/')
 }
 
 impl<R: ReadAt + ?Sized> Walk<'_, R> {

@@ -170,35 +170,6 @@ impl<'a> Plan<'a> {
         parts.reverse();
         parts.join(&b'/')
     }
-
-    /// A path in the damaged tree, from surviving entries and tables.
-    fn old_path(&self, id: u64) -> Vec<u8> {
-        let mut parts: Vec<Vec<u8>> = Vec::new();
-        let mut id = id;
-        for _ in 0..MAX_DEPTH {
-            if id == 0 {
-                break;
-            }
-            let known = self
-                .tree
-                .entries
-                .get(&id)
-                .map(|f| (f.parent_id, f.name.clone()))
-                .or_else(|| self.tree.listed.get(&id).map(|(p, n, _)| (*p, n.clone())));
-            match known {
-                Some((parent, name)) if parent != NO_PARENT => {
-                    parts.push(name);
-                    id = parent;
-                }
-                _ => {
-                    parts.push(format!("#{id}").into_bytes());
-                    break;
-                }
-            }
-        }
-        parts.reverse();
-        parts.join(&b'/')
-    }
 }
 
 pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
@@ -249,7 +220,7 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
             continue;
         }
         if !facts.sound {
-            let path = plan.old_path(id);
+            let path = tree.path_of(id);
             plan.outcome.lost.push(LostEntry { path, why: "its entry breaks the format's rules" });
             continue;
         }
@@ -321,7 +292,7 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
             });
             if !ok {
                 dropped.insert(link_node);
-                let path = plan.old_path(id);
+                let path = tree.path_of(id);
                 plan.outcome.lost.push(LostEntry { path, why: "a hard link whose file was lost" });
                 let new_path = plan.new_path(link_node);
                 plan.outcome.relocated.retain(|p| p != &new_path);
@@ -338,7 +309,7 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
     named_lost.sort_unstable();
     for id in named_lost {
         let stands_in = plan.node_of.get(&id).map(|&n| plan.nodes[n].origin);
-        let path = plan.old_path(id);
+        let path = tree.path_of(id);
         plan.outcome.lost.push(LostEntry {
             path,
             why: match stands_in {
@@ -430,32 +401,13 @@ impl<R: ReadAt + ?Sized> PlanSource<'_, R> {
 
     fn made_up_folder(&self, node: usize) -> Entry {
         let lost_found = self.plan.nodes[node].origin == Origin::LostFound;
-        Entry {
-            kind: EntryKind::Directory,
-            // lost+found stands for nothing that was lost; the others stand in for lost entries.
-            flags: if lost_found { 0 } else { EntryFlags::LOST_IN_SALVAGE },
-            entry_id: 0,
-            parent_id: 0,
-            // As fsck makes lost+found: for its owner only.
-            mode: if lost_found { 0o700 } else { 0o755 },
-            uid: 0,
-            gid: 0,
-            rdev_major: 0,
-            rdev_minor: 0,
-            mtime_ns: self.created_ns,
-            atime_ns: 0,
-            ctime_ns: 0,
-            btime_ns: 0,
-            size: 0,
-            link_id: 0,
-            blake3: [0; 32],
-            name: Vec::new(),
-            user: Vec::new(),
-            group: Vec::new(),
-            target: Vec::new(),
-            xattrs: Vec::new(),
-            extents: Vec::new(),
-        }
+        let mut entry = Entry::bare(EntryKind::Directory, b"");
+        // lost+found stands for nothing that was lost; the others stand in for lost entries.
+        entry.flags = if lost_found { 0 } else { EntryFlags::LOST_IN_SALVAGE };
+        // As fsck makes lost+found: for its owner only.
+        entry.mode = if lost_found { 0o700 } else { 0o755 };
+        entry.mtime_ns = self.created_ns;
+        entry
     }
 }
 

@@ -341,28 +341,13 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
     use files::{Entry, EntryKind, NO_PARENT};
     let t = 1_767_225_600_000_000_000i64;
     let entry = |id: u64, parent: u64, kind: EntryKind, name: &[u8], mode: u32, rdev: (u32, u32)| Entry {
-        kind,
-        flags: 0,
         entry_id: id,
         parent_id: parent,
         mode,
-        uid: 0,
-        gid: 0,
         rdev_major: rdev.0,
         rdev_minor: rdev.1,
         mtime_ns: t + id as i64,
-        atime_ns: 0,
-        ctime_ns: 0,
-        btime_ns: 0,
-        size: 0,
-        link_id: 0,
-        blake3: [0; 32],
-        name: name.to_vec(),
-        user: Vec::new(),
-        group: Vec::new(),
-        target: Vec::new(),
-        xattrs: Vec::new(),
-        extents: Vec::new(),
+        ..Entry::bare(kind, name)
     };
     let readme = b"device numbers are major, minor\n".to_vec();
     let mut file = entry(5, 1, EntryKind::File, b"readme", 0o644, (0, 0));
