@@ -35,7 +35,7 @@ pub struct WriterOptions {
 impl WriterOptions {
     /// The defaults of `strata create`: 4 MiB chunks, zstd level 3, all cores.
     pub fn new(archive_uuid: [u8; 16], created_ns: i64) -> Self {
-        WriterOptions { chunk_size: 4 << 20, level: 3, archive_uuid, created_ns, threads: 0, batch_bytes: 16 << 20 }
+        WriterOptions { chunk_size: 4 << 20, level: 3, archive_uuid, created_ns, threads: 0, batch_bytes: 32 << 20 }
     }
 }
 
@@ -254,7 +254,9 @@ impl<W: Write> ArchiveWriter<W> {
         };
 
         let chunk_size = self.options.chunk_size as usize;
-        let windows_per_batch = (self.options.batch_bytes / chunk_size).clamp(1, 4096);
+        // Half the batch is one group of windows (one IMAGE_EXTENTS record and its
+        // chunks); the other half is read ahead and in the workers' hands.
+        let windows_per_batch = (self.options.batch_bytes / 2 / chunk_size).clamp(1, 4096);
         let read_error = |offset: u64, source: std::io::Error| WriteError::Source {
             what: format!("image {name:?}"),
             offset,

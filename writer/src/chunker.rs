@@ -140,21 +140,30 @@ pub(crate) fn prepare_chunk(raw: &[u8], level: i32, spares: &SparePool) -> Prepa
 }
 
 /// Buffers for stored chunk bytes, handed back once a chunk is written: memory
-/// is reused instead of freshly faulted in for every chunk, and stays bounded.
+/// is reused instead of freshly faulted in for every chunk. The pool keeps at
+/// most `KEPT_BYTES` of capacity, so it never holds more than a few chunks.
 #[derive(Default)]
-pub(crate) struct SparePool(std::sync::Mutex<Vec<Vec<u8>>>);
+pub(crate) struct SparePool(std::sync::Mutex<(Vec<Vec<u8>>, usize)>);
 
 impl SparePool {
-    const KEPT: usize = 32;
+    const KEPT_BYTES: usize = 24 << 20;
 
     pub(crate) fn take(&self) -> Vec<u8> {
-        self.0.lock().ok().and_then(|mut pool| pool.pop()).unwrap_or_default()
+        let Ok(mut pool) = self.0.lock() else { return Vec::new() };
+        match pool.0.pop() {
+            Some(buffer) => {
+                pool.1 -= buffer.capacity();
+                buffer
+            }
+            None => Vec::new(),
+        }
     }
 
     pub(crate) fn give(&self, buffer: Vec<u8>) {
         if let Ok(mut pool) = self.0.lock() {
-            if pool.len() < Self::KEPT {
-                pool.push(buffer);
+            if pool.1 + buffer.capacity() <= Self::KEPT_BYTES {
+                pool.1 += buffer.capacity();
+                pool.0.push(buffer);
             }
         }
     }
