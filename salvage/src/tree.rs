@@ -147,7 +147,10 @@ impl<'a> Plan<'a> {
             return self.lost_found();
         }
         if let Some(&(parent, ref name, kind)) = self.tree.listed.get(&id) {
-            if depth < MAX_DEPTH && kind == EntryKind::Directory.code() && parent != id && parent < id {
+            // A table's names are not checked as entries' are: a damaged or hostile
+            // table may name a folder `..` or `a/b`, which then goes to lost+found.
+            let usable = kind == EntryKind::Directory.code() && Entry::name_is_safe(name);
+            if depth < MAX_DEPTH && usable && parent != id && parent < id {
                 let parent_node = self.folder(parent, depth + 1);
                 if !self.names.contains_key(&(parent_node, name.clone()))
                     && parent_node != self.lost_found.unwrap_or(usize::MAX)
@@ -248,8 +251,10 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
     let mut named_files: Vec<u64> = tree
         .listed
         .iter()
-        .filter(|(id, (_, _, kind))| {
-            !tree.entries.contains_key(id) && (*kind == EntryKind::File.code() || *kind == EntryKind::Hardlink.code())
+        .filter(|(id, (_, name, kind))| {
+            !tree.entries.contains_key(id)
+                && (*kind == EntryKind::File.code() || *kind == EntryKind::Hardlink.code())
+                && Entry::name_is_safe(name)
         })
         .map(|(&id, _)| id)
         .collect();

@@ -252,3 +252,23 @@ fn entries_whose_folders_nothing_names_go_to_lost_and_found() {
     }
     assert!(moved_files > 100, "{moved_files}");
 }
+
+/// Inputs the `salvage` fuzz target once found a fault with, kept as plain tests:
+/// whatever salvage makes of them verifies clean.
+#[test]
+fn fuzz_regressions_salvage_to_clean_archives() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/regressions");
+    let mut seen = 0;
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let path = file.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let options = WriterOptions::new([1; 16], 0);
+        if let Ok((salvaged, _)) =
+            strata_salvage::salvage(bytes.as_slice(), Vec::new(), options, Limits::default(), &|_| {}, &NoProgress)
+        {
+            assert_clean(&salvaged);
+        }
+        seen += 1;
+    }
+    assert!(seen > 0, "no regression inputs in {}", dir.display());
+}
