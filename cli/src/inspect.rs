@@ -71,10 +71,20 @@ pub fn open_archive(path: &Path) -> Result<Archive<File>, Failure> {
 pub fn info(args: InfoArgs) -> Result<u8, Failure> {
     let archive = open_archive(&args.archive)?;
     let header = archive.header();
-    let sections: Vec<serde_json::Value> = archive
+    // Entries lost in salvage, per section: a walk of each tree's entry records.
+    let lost: Vec<Vec<Vec<u8>>> = archive
         .sections()
         .iter()
         .map(|section| match section {
+            Section::Tree(tree) => lost_entries(&archive, tree),
+            Section::Image(_) => Vec::new(),
+        })
+        .collect();
+    let sections: Vec<serde_json::Value> = archive
+        .sections()
+        .iter()
+        .zip(&lost)
+        .map(|(section, lost)| match section {
             Section::Image(image) => {
                 let zero = image.logical_size - image.end.data_bytes - image.end.lost_bytes;
                 json!({
@@ -97,7 +107,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
             Section::Tree(tree) => json!({
                 "kind": "files",
                 "name": tree.name,
-                "lost_entries": lost_entries(&archive, tree).iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+                "lost_entries": lost.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
                 "files": {
                     "entries": tree.end.entry_count,
                     "regular_files": tree.end.file_count,
@@ -142,7 +152,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         "required features: {}",
         if required.is_empty() { "none beyond 1.0".to_string() } else { required.join(", ") }
     );
-    for section in archive.sections() {
+    for (section, lost) in archive.sections().iter().zip(&lost) {
         match section {
             Section::Image(image) => {
                 let ratio = if image.end.chunk_bytes > 0 {
@@ -184,7 +194,6 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                     output::size(tree.end.content_bytes),
                     output::size(tree.end.chunk_bytes)
                 );
-                let lost = lost_entries(&archive, tree);
                 if !lost.is_empty() {
                     say!("         {} LOST in salvage:", output::grouped(lost.len() as u64));
                     for path in lost.iter().take(50) {

@@ -32,6 +32,12 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
 }
 
+/// Whether every byte is zero. The fold has no early exit so it vectorises;
+/// callers test long buffers block by block.
+pub fn is_zero(bytes: &[u8]) -> bool {
+    bytes.iter().fold(0u8, |acc, &b| acc | b) == 0
+}
+
 /// Format limits: what a valid archive may contain. Implementation limits (how
 /// much a given reader is willing to allocate) are the reader's, and are smaller.
 pub mod limits {

@@ -62,7 +62,7 @@ impl PositionalSink for FileSink {
         while at < data.len() {
             let is_zero = |start: usize| {
                 let end = (start + BLOCK).min(data.len());
-                data[start..end].iter().fold(0u8, |acc, &b| acc | b) == 0
+                strata_format::is_zero(&data[start..end])
             };
             if is_zero(at) {
                 at += BLOCK;

@@ -142,7 +142,7 @@ pub struct RecoveredTree {
     /// What the surviving `FILES_DIR` tables say of each child: its `entry_id`
     /// to its parent's id, its name and its kind code. This names entries whose
     /// own records were lost.
-    pub listed: HashMap<u64, (u64, Vec<u8>, u8)>,
+    pub listed: crate::verify_tree::Listed,
     /// `entry_count` of the section's `FILES_END`, if that survived.
     pub entry_count: Option<u64>,
 }
@@ -990,16 +990,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     chunk_size: t.chunk_size,
                     captured: t.captured,
                     entries: t.entries.clone(),
-                    listed: t
-                        .dir_tables
-                        .values()
-                        .flat_map(|(_, table)| {
-                            table
-                                .children
-                                .iter()
-                                .map(|(child, name)| (child.entry_id, (table.entry_id, name.clone(), child.kind)))
-                        })
-                        .collect(),
+                    listed: t.listed(),
                     entry_count: t.end.map(|(_, end)| end.entry_count),
                 })
                 .collect(),

@@ -68,12 +68,25 @@ impl WalkTree {
     }
 
     /// The path of an entry, from its parents' entries or, for entries whose
-    /// records were lost, from what the directory tables say of them (`listed`:
-    /// child id to parent id and name).
-    pub fn path_with(&self, entry_id: u64, listed: &HashMap<u64, (u64, Vec<u8>)>) -> Vec<u8> {
-        tree_path(&self.entries, &|id| listed.get(&id).map(|(parent, name)| (*parent, name.as_slice())), entry_id)
+    /// records were lost, from what the directory tables say of them.
+    pub fn path_with(&self, entry_id: u64, listed: &Listed) -> Vec<u8> {
+        tree_path(&self.entries, &|id| listed.get(&id).map(|(parent, name, _)| (*parent, name.as_slice())), entry_id)
+    }
+
+    /// What the surviving `FILES_DIR` tables say of each child: its `entry_id` to
+    /// its parent's id, its name and its kind code.
+    pub fn listed(&self) -> Listed {
+        self.dir_tables
+            .values()
+            .flat_map(|(_, table)| {
+                table.children.iter().map(|(child, name)| (child.entry_id, (table.entry_id, name.clone(), child.kind)))
+            })
+            .collect()
     }
 }
+
+/// Child id to (parent id, name, kind code), from the directory tables.
+pub type Listed = HashMap<u64, (u64, Vec<u8>, u8)>;
 
 /// The path of entry `entry_id` of a tree whose surviving entries are
 /// `entries`; `listed` names the entries whose records were lost (parent id and
@@ -494,13 +507,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     pub(crate) fn name_lost_entries(&mut self) {
         for t in 0..self.trees.len() {
             let tree = &self.trees[t];
-            let listed: HashMap<u64, (u64, Vec<u8>)> = tree
-                .dir_tables
-                .values()
-                .flat_map(|(_, table)| {
-                    table.children.iter().map(|(child, name)| (child.entry_id, (table.entry_id, name.clone())))
-                })
-                .collect();
+            let listed = tree.listed();
             let mut lost: Vec<(u64, u64)> = tree
                 .dir_tables
                 .values()

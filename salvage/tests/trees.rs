@@ -38,8 +38,10 @@ fn archive_of(root: &Path) -> Vec<u8> {
     writer.finish().unwrap().0
 }
 
-/// Every entry of the archive's tree: path to (kind, flags, content).
-fn listing(bytes: &[u8]) -> BTreeMap<Vec<u8>, (EntryKind, u8, Vec<u8>)> {
+/// Every entry of an archive's tree: path to (kind, flags, content).
+type Listing = BTreeMap<Vec<u8>, (EntryKind, u8, Vec<u8>)>;
+
+fn listing(bytes: &[u8]) -> Listing {
     let archive = Archive::open(bytes).expect("the salvaged archive opens");
     let tree = archive.tree("t").expect("the tree survives").clone();
     let mut out = BTreeMap::new();
@@ -59,6 +61,15 @@ fn listing(bytes: &[u8]) -> BTreeMap<Vec<u8>, (EntryKind, u8, Vec<u8>)> {
         out.get_mut(&path).unwrap().2 = content;
     }
     out
+}
+
+/// The archive of a fresh `make_tree`, and its listing.
+fn sample(files_per_dir: usize) -> (Vec<u8>, Listing) {
+    let dir = tempfile::tempdir().unwrap();
+    make_tree(dir.path(), files_per_dir);
+    let good = archive_of(dir.path());
+    let original = listing(&good);
+    (good, original)
 }
 
 fn salvage(bytes: &[u8]) -> (Vec<u8>, strata_salvage::Outcome) {
@@ -88,10 +99,7 @@ fn assert_clean(bytes: &[u8]) {
 
 #[test]
 fn a_damaged_chunk_costs_only_the_files_that_use_it() {
-    let dir = tempfile::tempdir().unwrap();
-    make_tree(dir.path(), 20);
-    let good = archive_of(dir.path());
-    let original = listing(&good);
+    let (good, original) = sample(20);
     let chunks = records(&good, RecordType::Chunk);
     // Damage the third chunk's body.
     let mut bad = good.clone();
@@ -118,10 +126,7 @@ fn a_damaged_chunk_costs_only_the_files_that_use_it() {
 
 #[test]
 fn a_lost_entries_record_costs_its_entries_and_keeps_the_rest_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    make_tree(dir.path(), 700);
-    let good = archive_of(dir.path());
-    let original = listing(&good);
+    let (good, original) = sample(700);
     let entry_records = records(&good, RecordType::FilesEntries);
     assert!(entry_records.len() >= 3, "the tree spans several entry records: {}", entry_records.len());
     // Lose the first record: the root and the first folders go with it.
@@ -171,10 +176,7 @@ fn a_lost_entries_record_costs_its_entries_and_keeps_the_rest_in_place() {
 
 #[test]
 fn a_cut_keeps_every_entry_whose_records_came_before_it() {
-    let dir = tempfile::tempdir().unwrap();
-    make_tree(dir.path(), 300);
-    let good = archive_of(dir.path());
-    let original = listing(&good);
+    let (good, original) = sample(300);
     let entry_records = records(&good, RecordType::FilesEntries);
     let archive = Archive::open(good.as_slice()).unwrap();
     let tree = archive.tree("t").unwrap().clone();
@@ -223,10 +225,7 @@ fn a_cut_keeps_every_entry_whose_records_came_before_it() {
 
 #[test]
 fn entries_whose_folders_nothing_names_go_to_lost_and_found() {
-    let dir = tempfile::tempdir().unwrap();
-    make_tree(dir.path(), 700);
-    let good = archive_of(dir.path());
-    let original = listing(&good);
+    let (good, original) = sample(700);
     let entry_records = records(&good, RecordType::FilesEntries);
     let tables = records(&good, RecordType::FilesDir);
     // Lose the first entries record, and cut before the directory tables.

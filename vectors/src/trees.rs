@@ -558,23 +558,28 @@ pub fn vectors() -> Vec<Vector> {
             refix_record(b, rec.offset);
         },
     ));
-    // The "else 0" and "0 unless captured" rules of 8.3, one vector each kind.
-    v.push(tree_vector(
-        "tree-atime-not-captured",
-        "an entry with an atime in a section whose captured bits leave atimes out",
-        RecordMalformed,
-        &[],
-        |b| patch_entry(b, b"abc", 56, &1_767_225_600_000_000_000i64.to_le_bytes()),
-    ));
-    v.push(tree_vector("tree-rdev-on-file", "a regular file with device numbers", RecordMalformed, &[], |b| {
-        patch_entry(b, b"abc", 36, &8u32.to_le_bytes())
-    }));
-    v.push(tree_vector(
-        "tree-btime-without-flag",
-        "a birth time on an entry whose flag bit 0 is clear",
-        RecordMalformed,
-        &[],
-        |b| patch_entry(b, b"d1", 72, &1i64.to_le_bytes()),
-    ));
+    // The "else 0" and "0 unless captured" rules of 8.3, one vector each kind:
+    // (name, description, entry, field offset in the entry, new value).
+    type FieldRule = (&'static str, &'static str, &'static [u8], usize, Vec<u8>);
+    let field_rules: [FieldRule; 3] = [
+        (
+            "tree-atime-not-captured",
+            "an entry with an atime in a section whose captured bits leave atimes out",
+            b"abc",
+            56,
+            1_767_225_600_000_000_000i64.to_le_bytes().to_vec(),
+        ),
+        ("tree-rdev-on-file", "a regular file with device numbers", b"abc", 36, 8u32.to_le_bytes().to_vec()),
+        (
+            "tree-btime-without-flag",
+            "a birth time on an entry whose flag bit 0 is clear",
+            b"d1",
+            72,
+            1i64.to_le_bytes().to_vec(),
+        ),
+    ];
+    for (name, description, entry, field, value) in field_rules {
+        v.push(tree_vector(name, description, RecordMalformed, &[], |b| patch_entry(b, entry, field, &value)));
+    }
     v
 }
