@@ -12,6 +12,10 @@ thread_local! {
     static STREAM: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
 }
 
+/// How much stored input a partial decode hands zstd at a time: one maximal
+/// block (section 6: blocks are at most 128 KiB).
+const PARTIAL_INPUT_STEP: usize = 128 * 1024;
+
 fn corrupt(what: &'static str, detail: impl Into<String>) -> FormatError {
     FormatError::new(ErrorClass::ChunkCorrupt, what, detail)
 }
@@ -51,33 +55,47 @@ pub fn decode_chunk_prefix(body: &[u8], prefix: usize) -> Result<Vec<u8>, Format
         ChunkEncoding::Raw => Ok(stored[..prefix].to_vec()),
         ChunkEncoding::Zstd => {
             use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
-            let mut out: Vec<u8> = Vec::with_capacity(prefix);
+            // Room for the whole chunk (the header's raw length, never a size from
+            // the frame) lets zstd decode straight into `out` with a stable output
+            // buffer instead of into a window of its own and then copying: a fresh
+            // process touches half the pages, and the pages past the prefix are
+            // allocated but never touched.
+            let mut out: Vec<u8> = Vec::with_capacity(header.raw_length as usize);
             STREAM
                 .with(|cell| {
                     let mut cell = cell.borrow_mut();
                     if cell.is_none() {
                         let mut d = DCtx::create();
                         d.set_parameter(DParameter::WindowLogMax(24)).map_err(zstd::zstd_safe::get_error_name)?;
+                        d.set_parameter(DParameter::StableOutBuffer(true)).map_err(zstd::zstd_safe::get_error_name)?;
                         *cell = Some(d);
                     }
                     let d = cell.as_mut().expect("context was just installed");
                     d.reset(ResetDirective::SessionOnly).map_err(zstd::zstd_safe::get_error_name)?;
-                    let mut input = InBuffer::around(stored);
                     let mut output = OutBuffer::around(&mut out);
+                    // Input is given a block's worth at a time: handed the whole
+                    // frame and room for all of it, zstd would decode it all at once.
+                    let mut fed = 0usize;
+                    let mut pos = 0usize;
                     while output.pos() < prefix {
-                        let before = (input.pos(), output.pos());
+                        fed = (fed + PARTIAL_INPUT_STEP).min(stored.len());
+                        let mut input = InBuffer { src: &stored[..fed], pos };
+                        let before = (pos, output.pos());
                         let left =
                             d.decompress_stream(&mut output, &mut input).map_err(zstd::zstd_safe::get_error_name)?;
-                        if left == 0 || (input.pos(), output.pos()) == before {
+                        pos = input.pos();
+                        if left == 0 || ((pos, output.pos()) == before && fed == stored.len()) {
                             break;
                         }
                     }
                     Ok(())
                 })
                 .map_err(|e: &str| corrupt("zstd frame", e.to_string()))?;
-            if out.len() != prefix {
+            // zstd stops at a block's end, which may lie past the prefix.
+            if out.len() < prefix {
                 return Err(corrupt("zstd frame", format!("decodes to fewer than the {prefix} bytes asked for")));
             }
+            out.truncate(prefix);
             Ok(out)
         }
     }
