@@ -100,7 +100,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                         "extents": image.end.extent_count,
                         "chunks": image.end.chunk_count,
                         "stored_bytes": image.end.chunk_bytes,
-                        "lost_ranges": lost_ranges(image).iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
+                        "lost_ranges": image.lost_ranges().iter().map(|r| json!([r.start, r.end])).collect::<Vec<_>>(),
                     }
                 })
             }
@@ -175,13 +175,8 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                         String::new()
                     }
                 );
-                for (start, end) in lost_ranges(image) {
-                    say!(
-                        "         lost in salvage: bytes {}-{} ({})",
-                        output::grouped(start),
-                        output::grouped(end - 1),
-                        output::size(end - start)
-                    );
+                for range in image.lost_ranges() {
+                    say!("         lost in salvage: {}", output::byte_range(&range));
                 }
             }
             Section::Tree(tree) => {
@@ -220,16 +215,6 @@ fn lost_entries(archive: &Archive<File>, tree: &strata_reader::TreeSection) -> V
         Ok(())
     });
     lost
-}
-
-/// Image ranges recorded as lost in salvage, as half-open byte ranges.
-fn lost_ranges(image: &strata_reader::ImageSection) -> Vec<(u64, u64)> {
-    image
-        .extents
-        .iter()
-        .filter(|e| e.chunk_ref == strata_format::image::REF_LOST)
-        .map(|e| (e.image_offset, e.end()))
-        .collect()
 }
 
 /// The JSON form of a verify report (spec/conformance.md).

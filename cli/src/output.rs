@@ -52,6 +52,11 @@ pub fn grouped(n: u64) -> String {
     out
 }
 
+/// A half-open image byte range as people read it: `bytes 4,096-8,191 (4.0 KiB)`.
+pub fn byte_range(range: &std::ops::Range<u64>) -> String {
+    format!("bytes {}-{} ({})", grouped(range.start), grouped(range.end - 1), size(range.end - range.start))
+}
+
 /// UTC date and time from nanoseconds since the epoch, `2026-11-25 12:00:03 UTC`.
 pub fn utc(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);

@@ -75,6 +75,9 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     if archive.is_some() && total.is_none() {
         return Err(Failure::fatal(format!("{label} has no image named {:?}", args.image)));
     }
+    // Ranges a salvage recorded as lost restore as zeros; the user is told which
+    // (FORMAT.md 7: a reader reports them), whatever --quiet says.
+    let lost = archive.as_ref().and_then(|a| a.image(&args.image)).map(|i| i.lost_ranges()).unwrap_or_default();
     let bar = output::bar(&args.image, total, args.quiet || matches!(target, Target::Stdout));
     let run = |sink: &mut dyn ImageSink| -> Result<u64, Failure> {
         let result = match &archive {
@@ -117,6 +120,13 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
         }
     };
     bar.finish_and_clear();
+    for range in &lost {
+        eprintln!(
+            "strata: note: image {}: {} was lost in salvage, restored as zeros",
+            args.image,
+            output::byte_range(range)
+        );
+    }
     if !args.quiet {
         eprintln!("{}: restored image {} ({})", args.dest.display(), args.image, output::size(size));
     }

@@ -79,12 +79,7 @@ fn print_outcome(outcome: &Outcome) {
             if lost == 0 { String::new() } else { format!(", {} lost:", output::size(lost)) }
         );
         for (start, end) in &image.lost {
-            eprintln!(
-                "    bytes {}-{} lost ({})",
-                output::grouped(*start),
-                output::grouped(end - 1),
-                output::size(end - start)
-            );
+            eprintln!("    {} lost", output::byte_range(&(*start..*end)));
         }
     }
     let shown = |path: &[u8]| String::from_utf8_lossy(path).into_owned();

@@ -110,6 +110,23 @@ fn every_truncation_gives_a_clear_error_and_no_panic() {
 }
 
 #[test]
+fn a_damaged_trailer_is_told_apart_from_a_cut() {
+    use strata_format::ErrorClass;
+    let (archive, _, _) = sample();
+    let trailer = archive.len() - 64;
+    // A header that passes says a trailer is there: damage to its body is damage.
+    let mut body_flipped = archive.clone();
+    body_flipped[trailer + 40] ^= 1;
+    let error = Archive::open(body_flipped).err().expect("a trailer whose body fails its CRC is refused");
+    assert_eq!((error.class(), error.offset()), (Some(ErrorClass::RecordChecksum), Some(trailer as u64)));
+    // Without a sound record header in the last 64 bytes there is no trailer at all.
+    let mut header_flipped = archive.clone();
+    header_flipped[trailer + 2] ^= 1;
+    let error = Archive::open(header_flipped).err().expect("a trailer whose header fails its CRC is refused");
+    assert_eq!((error.class(), error.offset()), (Some(ErrorClass::Truncated), Some(trailer as u64)));
+}
+
+#[test]
 fn short_reads_from_a_pipe_do_not_change_the_result() {
     /// Returns at most 1 to 7 bytes per read, like a slow pipe.
     struct Trickle<'a>(&'a [u8], usize);

@@ -126,7 +126,13 @@ fn salvage_past_corruption_in_the_middle_keeps_everything_else() {
     let lost = info["sections"][0]["image"]["lost_ranges"].as_array().unwrap().clone();
     assert!(!lost.is_empty(), "the damaged chunk's range is listed as lost");
     let restored = dir.join("restored.img");
-    run_ok(&["restore", path_str(&out), "--image", "disk", path_str(&restored), "--quiet"]);
+    let restore = run_ok(&["restore", path_str(&out), "--image", "disk", path_str(&restored), "--quiet"]);
+    let said = String::from_utf8_lossy(&restore.stderr);
+    assert_eq!(
+        said.matches("lost in salvage, restored as zeros").count(),
+        lost.len(),
+        "restore names each lost range, even with --quiet: {said}"
+    );
     let got = std::fs::read(&restored).unwrap();
     for (extent, _, chunk_end) in &layout {
         let range = extent.image_offset as usize..extent.end() as usize;
@@ -192,4 +198,34 @@ fn a_salvaged_tree_lists_what_was_lost_and_extraction_skips_it() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lost in salvage"));
     assert_eq!(std::fs::read(dest.join("sub/kept.txt")).unwrap(), b"kept ".repeat(100));
     assert!(!dest.join("sub/big.bin").exists());
+}
+
+#[test]
+fn extraction_skips_a_file_whose_chunk_is_damaged_and_its_hard_links_with_warnings() {
+    let dir = temp_dir();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/kept.txt"), b"kept ".repeat(100)).unwrap();
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(tree.join("sub/big.bin"), &bytes).unwrap();
+    std::fs::hard_link(tree.join("sub/big.bin"), tree.join("twin.bin")).unwrap();
+    let archive = dir.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), "--files", &format!("t={}", path_str(&tree)), "--chunk-size", "64K", "-q"]);
+    let mut damaged = std::fs::read(&archive).unwrap();
+    let at = damaged.windows(64).position(|w| w == &bytes[..64]).expect("big.bin's first chunk is stored raw");
+    damaged[at + 10] ^= 0x55;
+    std::fs::write(&archive, &damaged).unwrap();
+
+    let dest = dir.path().join("x");
+    let out = run(&["extract", path_str(&archive), "--files", "t", path_str(&dest), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["refused"], serde_json::json!([]), "nothing is refused: {report}");
+    let warned: Vec<&str> =
+        report["warnings"].as_array().unwrap().iter().map(|w| w["path"].as_str().unwrap()).collect();
+    assert_eq!(warned, ["sub/big.bin", "twin.bin"], "the file and its hard link are skipped with warnings");
+    assert!(!dest.join("sub/big.bin").exists() && !dest.join("twin.bin").exists());
+    assert_eq!(std::fs::read(dest.join("sub/kept.txt")).unwrap(), b"kept ".repeat(100));
+    let leftovers: Vec<_> = std::fs::read_dir(dest.join("sub")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, ["kept.txt"], "no temporary file is left behind");
 }

@@ -9,7 +9,7 @@ use strata_format::{
     ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType, Trailer,
 };
 
-use crate::record::{read_record_at, Record};
+use crate::record::{read_record_at, Record, BODY_CRC_WHAT};
 use crate::sink::ImageSink;
 use crate::{chunk, Error, ReadAt};
 
@@ -80,6 +80,19 @@ impl ImageSection {
         }
         let after = self.extents.partition_point(|e| e.image_offset <= offset);
         after.checked_sub(1)
+    }
+
+    /// The ranges recorded as lost in salvage (`chunk_ref` 1), half-open, with
+    /// touching ranges merged (spec/conformance.md, `info --json`).
+    pub fn lost_ranges(&self) -> Vec<std::ops::Range<u64>> {
+        let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+        for extent in self.extents.iter().filter(|e| e.chunk_ref == image::REF_LOST) {
+            match ranges.last_mut() {
+                Some(last) if last.end == extent.image_offset => last.end = extent.end(),
+                _ => ranges.push(extent.image_offset..extent.end()),
+            }
+        }
+        ranges
     }
 }
 
@@ -165,6 +178,11 @@ impl<R: ReadAt> Archive<R> {
         let trailer_offset = size - TRAILER_RECORD_SIZE;
         let trailer_record = read_record_at(&source, size, trailer_offset, tag, limits.max_index_bytes)
             .map_err(|e| {
+                // A record header that passes says a trailer is there: a body that
+                // then fails its CRC is damage to it, not a cut (FORMAT.md 10.1).
+                if e.what() == BODY_CRC_WHAT {
+                    return e;
+                }
                 Error::new(
                     ErrorClass::Truncated,
                     "trailer",

@@ -283,6 +283,7 @@ impl<R: ReadAt> Extractor<'_, R> {
             return Ok(());
         }
         self.report.entries += 1;
+        let (kind, entry_id) = (entry.kind, entry.entry_id);
         let result = match entry.kind {
             EntryKind::Directory => self.make_dir(&parent, name, &path, entry, reuse_dir),
             EntryKind::File => self.make_file(&parent, name, &path, &entry),
@@ -292,7 +293,11 @@ impl<R: ReadAt> Extractor<'_, R> {
         };
         if let Err(e) = result {
             // A failure of the archive (corrupt chunk) is a warning for this file;
-            // the extraction goes on.
+            // the extraction goes on, and hard links to the file are skipped with a
+            // warning too (FORMAT.md 8.7).
+            if kind == EntryKind::File {
+                self.skipped.insert(entry_id);
+            }
             self.warn(&path, e.to_string());
         }
         Ok(())

@@ -85,12 +85,15 @@ pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
     Ok(Record { offset, record_type, body })
 }
 
+/// The `what` of a body that fails its CRC, told apart from header faults.
+pub(crate) const BODY_CRC_WHAT: &str = "record body CRC-32C";
+
 pub(crate) fn check_body(header: &RecordHeader, body: &[u8], offset: u64) -> Result<(), Error> {
     let crc = strata_format::crc32c(body);
     if crc != header.body_crc {
         return Err(Error::new(
             ErrorClass::RecordChecksum,
-            "record body CRC-32C",
+            BODY_CRC_WHAT,
             format!("stored {:08x}, computed {crc:08x} over {} bytes", header.body_crc, body.len()),
         )
         .at(offset));
