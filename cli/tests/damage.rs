@@ -127,6 +127,46 @@ fn a_damaged_trailer_is_told_apart_from_a_cut() {
 }
 
 #[test]
+fn damage_to_end_and_begin_records_is_reported_as_spec_section_11_says() {
+    use strata_format::ErrorClass;
+    let (archive, disk, _) = sample();
+    let layout = records(&archive);
+    let find = |t: RecordType| layout.iter().find(|r| r.1 == t.code()).copied().unwrap();
+    let classes = |r: &verify::Report| r.problems.iter().map(|p| p.class).collect::<Vec<_>>();
+
+    // IMAGE_END and every extent record lost: the size IMAGE_BEGIN declared
+    // still gives the image's size.
+    let (end_at, _, _) = find(RecordType::ImageEnd);
+    let mut bytes = archive.clone();
+    bytes[end_at + 40] ^= 1;
+    for &(at, _, _) in layout.iter().filter(|r| r.1 == RecordType::ImageExtents.code() && r.0 < end_at) {
+        bytes[at + 40] ^= 1;
+    }
+    let report = verify::verify(&bytes, Limits::default(), &|_| {}).unwrap();
+    assert_eq!(report.sections[0].logical_size, disk.len() as u64, "{:?}", report.problems);
+
+    // IMAGE_BEGIN broken: no section is opened, and its IMAGE_INDEX describes none.
+    let (begin_at, _, _) = find(RecordType::ImageBegin);
+    let mut bytes = archive.clone();
+    bytes[begin_at + 40] ^= 1;
+    let report = verify::verify(&bytes, Limits::default(), &|_| {}).unwrap();
+    assert!(report.sections.iter().all(|s| s.name != "disk"), "{:?}", report.sections.iter().map(|s| &s.name));
+    let (index_at, _, _) = find(RecordType::ImageIndex);
+    assert!(
+        report.problems.iter().any(|p| p.class == ErrorClass::IndexMismatch && p.offset == index_at as u64),
+        "the orphaned IMAGE_INDEX is reported: {:?}",
+        report.problems
+    );
+
+    // A trailer whose body fails its CRC is that, not a missing trailer.
+    let mut bytes = archive.clone();
+    let trailer = bytes.len() - 64;
+    bytes[trailer + 40] ^= 1;
+    let report = verify::verify(&bytes, Limits::default(), &|_| {}).unwrap();
+    assert_eq!(classes(&report), [ErrorClass::RecordChecksum], "{:?}", report.problems);
+}
+
+#[test]
 fn short_reads_from_a_pipe_do_not_change_the_result() {
     /// Returns at most 1 to 7 bytes per read, like a slow pipe.
     struct Trickle<'a>(&'a [u8], usize);

@@ -2,7 +2,7 @@
 //! rule, resynchronise past damage, and say what each problem costs in image byte
 //! ranges. Reports every problem, not just the first.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Range;
 
 use strata_format::image::{self, ExtentMapCheck};
@@ -109,6 +109,8 @@ pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
     image_indexes: HashMap<u32, (u64, Vec<Extent>)>,
     archive_index: Option<(u64, ArchiveIndex)>,
     trailer: Option<(u64, Trailer)>,
+    /// A trailer whose body failed its CRC: the end was found, only damaged.
+    damaged_trailer: bool,
 }
 
 /// Verifies a whole archive. Fails only when the source cannot be read at all;
@@ -262,6 +264,7 @@ pub fn scan<R: ReadAt + ?Sized>(
         image_indexes: HashMap::new(),
         archive_index: None,
         trailer: None,
+        damaged_trailer: false,
     };
     walk.walk(start, progress)?;
     walk.cross_check();
@@ -423,6 +426,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     self.note_chunk_record(pos, end);
                 }
                 if record_type == Some(RecordType::Trailer) {
+                    self.damaged_trailer = true;
                     break;
                 }
                 pos = end;
@@ -836,7 +840,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             self.sections[i].extents = extents;
         }
         let Some((trailer_offset, trailer)) = self.trailer else {
-            let already = self.report.problems.iter().any(|p| p.class == ErrorClass::Truncated);
+            // A trailer with a damaged body was reported as such: the file is
+            // not short of one.
+            let already = self.damaged_trailer || self.report.problems.iter().any(|p| p.class == ErrorClass::Truncated);
             if !already {
                 self.problem(
                     ErrorClass::Truncated,
@@ -953,6 +959,24 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
             }
         }
+        // An IMAGE_INDEX of a section the walk never found (its begin record was
+        // lost or broken) describes nothing: FORMAT.md 9.1.
+        let walked: HashSet<u32> = self.sections.iter().map(|s| s.begin.section_id).collect();
+        let mut strays: Vec<(u64, u32)> = self
+            .image_indexes
+            .iter()
+            .filter(|(id, _)| !walked.contains(id))
+            .map(|(&id, &(offset, _))| (offset, id))
+            .collect();
+        strays.sort_unstable();
+        for (offset, id) in strays {
+            self.problem(
+                ErrorClass::IndexMismatch,
+                offset,
+                "IMAGE_INDEX section_id",
+                format!("section {id}: no image section with this id was found"),
+            );
+        }
     }
 
     fn recovered(&self) -> Recovered {
@@ -1012,7 +1036,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     SectionReport {
                         name: s.name.clone(),
                         kind: "image",
-                        logical_size: s.end.map_or(s.check.next_offset(), |(_, end)| end.logical_size),
+                        // IMAGE_END has the final word; without it, the size
+                        // IMAGE_BEGIN declared, else the end of the last extent.
+                        logical_size: match (s.end, s.begin.logical_size) {
+                            (Some((_, end)), _) => end.logical_size,
+                            (None, image::UNKNOWN_SIZE) => s.check.next_offset(),
+                            (None, declared) => declared,
+                        },
                         data_bytes: s.check.data_bytes,
                         lost_bytes: s.check.lost_bytes,
                         extents: s.check.extent_count,
