@@ -3,7 +3,10 @@
 //! file is removed on an error (by `Drop`) and on SIGINT/SIGTERM (by `cleanup`).
 
 use std::fs::File;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
 
 use crate::Failure;
 
@@ -36,6 +39,11 @@ impl AtomicFile {
         self.temp.as_file().try_clone().map_err(|e| Failure::fatal(format!("{}: {e}", self.path.display())))
     }
 
+    /// A writer on the temporary file that keeps its writeback going behind it.
+    pub fn sync_behind(&self) -> Result<SyncBehind, Failure> {
+        SyncBehind::new(self.file()?).map_err(|e| Failure::fatal(format!("{}: {e}", self.path.display())))
+    }
+
     /// (device, inode) of the temporary file, so a backup can leave it out.
     pub fn identity(&self) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
@@ -52,5 +60,76 @@ impl AtomicFile {
             .map_err(|e| Failure::fatal(format!("renaming the result to {shown}: {}", e.error)))?;
         crate::cleanup::forget(&temp_path);
         Ok(())
+    }
+}
+
+/// How much is written between two background syncs.
+const SYNC_STEP: u64 = 64 << 20;
+
+/// Writes to a file and keeps its writeback going behind the writer: every
+/// [`SYNC_STEP`] bytes a background thread flushes what has been written so far
+/// (`fdatasync`), so the sync before the rename finds little left to write.
+/// Without it, a 3.5 GB archive left gigabytes of dirty pages for that last
+/// sync (1.1 s of a 10 s create, measured), written while nothing else ran.
+pub struct SyncBehind {
+    file: File,
+    unsynced: u64,
+    wake: Option<mpsc::SyncSender<()>>,
+    syncer: Option<thread::JoinHandle<io::Result<()>>>,
+}
+
+impl SyncBehind {
+    fn new(file: File) -> io::Result<SyncBehind> {
+        let for_syncer = file.try_clone()?;
+        // One pending wake-up at most: a sync asked for while one runs is
+        // covered by the next.
+        let (wake, woken) = mpsc::sync_channel::<()>(1);
+        let syncer = thread::Builder::new().name("strata-sync".into()).spawn(move || {
+            for () in woken {
+                rustix::fs::fdatasync(&for_syncer)?;
+            }
+            Ok(())
+        })?;
+        Ok(SyncBehind { file, unsynced: 0, wake: Some(wake), syncer: Some(syncer) })
+    }
+
+    /// Stops the background syncs and returns the first error one met: an error
+    /// a background sync consumed is never seen by the final sync.
+    pub fn finish(mut self) -> io::Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> io::Result<()> {
+        drop(self.wake.take());
+        match self.syncer.take().map(thread::JoinHandle::join) {
+            None => Ok(()),
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the background sync thread panicked")),
+        }
+    }
+}
+
+impl Write for SyncBehind {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.unsynced += n as u64;
+        if self.unsynced >= SYNC_STEP {
+            self.unsynced = 0;
+            if let Some(wake) = &self.wake {
+                let _ = wake.try_send(());
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for SyncBehind {
+    fn drop(&mut self) {
+        // On an error path the file is removed anyway; only stop the thread.
+        let _ = self.stop();
     }
 }

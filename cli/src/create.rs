@@ -164,14 +164,15 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
         }
         Destination::File(atomic) => {
             let (out, summary) = write_archive(
-                BufWriter::with_capacity(1 << 20, atomic.file()?),
+                BufWriter::with_capacity(1 << 20, atomic.sync_behind()?),
                 options,
                 &mut sources,
                 &args.trees,
                 &tree_options,
                 args.quiet,
             )?;
-            out.into_inner().map_err(|e| Failure::fatal(format!("writing {label}: {}", e.error())))?;
+            let out = out.into_inner().map_err(|e| Failure::fatal(format!("writing {label}: {}", e.error())))?;
+            out.finish().map_err(|e| Failure::fatal(format!("syncing {label}: {e}")))?;
             atomic.commit()?;
             summary
         }
