@@ -3,7 +3,7 @@
 //! file is removed on an error (by `Drop`) and on SIGINT/SIGTERM (by `cleanup`).
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
@@ -39,9 +39,21 @@ impl AtomicFile {
         self.temp.as_file().try_clone().map_err(|e| Failure::fatal(format!("{}: {e}", self.path.display())))
     }
 
-    /// A writer on the temporary file that keeps its writeback going behind it.
-    pub fn sync_behind(&self) -> Result<SyncBehind, Failure> {
-        SyncBehind::new(self.file()?).map_err(|e| Failure::fatal(format!("{}: {e}", self.path.display())))
+    /// A buffered writer on the temporary file that keeps its writeback going
+    /// behind it; hand it back to [`AtomicFile::commit_written`].
+    pub fn writer(&self) -> Result<BufWriter<SyncBehind>, Failure> {
+        let file =
+            SyncBehind::new(self.file()?).map_err(|e| Failure::fatal(format!("{}: {e}", self.path.display())))?;
+        Ok(BufWriter::with_capacity(1 << 20, file))
+    }
+
+    /// Flushes what [`AtomicFile::writer`] wrote, waits for its background
+    /// syncs, then syncs the file and renames it to its final name.
+    pub fn commit_written(self, out: BufWriter<SyncBehind>) -> Result<(), Failure> {
+        let shown = self.path.display().to_string();
+        let out = out.into_inner().map_err(|e| Failure::fatal(format!("writing {shown}: {}", e.error())))?;
+        out.finish().map_err(|e| Failure::fatal(format!("syncing {shown}: {e}")))?;
+        self.commit()
     }
 
     /// (device, inode) of the temporary file, so a backup can leave it out.

@@ -163,17 +163,9 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
             write_archive(out, options, &mut sources, &args.trees, &tree_options, args.quiet)?.1
         }
         Destination::File(atomic) => {
-            let (out, summary) = write_archive(
-                BufWriter::with_capacity(1 << 20, atomic.sync_behind()?),
-                options,
-                &mut sources,
-                &args.trees,
-                &tree_options,
-                args.quiet,
-            )?;
-            let out = out.into_inner().map_err(|e| Failure::fatal(format!("writing {label}: {}", e.error())))?;
-            out.finish().map_err(|e| Failure::fatal(format!("syncing {label}: {e}")))?;
-            atomic.commit()?;
+            let (out, summary) =
+                write_archive(atomic.writer()?, options, &mut sources, &args.trees, &tree_options, args.quiet)?;
+            atomic.commit_written(out)?;
             summary
         }
     };

@@ -1,7 +1,6 @@
 //! `strata salvage`: everything intact from a damaged archive, into a new valid one.
 //! The work is in `strata-salvage`; this prints what was kept and lost.
 
-use std::io::BufWriter;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -37,7 +36,7 @@ pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
     let created_ns =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
     let atomic = AtomicFile::create(&args.out)?;
-    let out = BufWriter::with_capacity(1 << 20, atomic.file()?);
+    let out = atomic.writer()?;
     let result = strata_salvage::salvage(
         &file,
         out,
@@ -52,8 +51,7 @@ pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
         SalvageError::Write(e) => Failure::fatal(format!("{}: {e}", args.out.display())),
         e => Failure::fatal(format!("{label}: {e}")),
     })?;
-    out.into_inner().map_err(|e| Failure::fatal(format!("writing {}: {}", args.out.display(), e.error())))?;
-    atomic.commit()?;
+    atomic.commit_written(out)?;
     print_outcome(&outcome);
     let sections = outcome.images.len() + outcome.trees.len();
     let problems = outcome.report.problems.len();
