@@ -192,6 +192,19 @@ fn open_content(path: &Path) -> io::Result<File> {
     }
 }
 
+/// Opens a directory to list it, without following a symbolic link and, where
+/// permitted, without changing its access time: `std::fs::read_dir` would set
+/// it, so backing up an unchanged tree twice would give two different archives.
+fn open_listing(path: &Path) -> io::Result<rustix::fs::Dir> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(path, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::open(path, flags, Mode::empty()),
+        other => other,
+    }?;
+    Ok(rustix::fs::Dir::new(fd)?)
+}
+
 /// Data ranges of a file of `size` bytes, from SEEK_DATA/SEEK_HOLE; the whole
 /// file where the file system cannot tell.
 fn data_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
@@ -615,11 +628,12 @@ impl Walk<'_> {
     ) -> Result<Frame, WriteError> {
         let entry_id = entry.entry_id;
         let mut children = Vec::new();
-        match std::fs::read_dir(&path) {
+        match open_listing(&path) {
             Ok(listing) => {
                 for child in listing {
                     match child {
-                        Ok(child) => children.push(child.file_name().into_vec()),
+                        Ok(child) if matches!(child.file_name().to_bytes(), b"." | b"..") => {}
+                        Ok(child) => children.push(child.file_name().to_bytes().to_vec()),
                         Err(e) => self.warn(&relative, format!("directory not fully listed: {e}")),
                     }
                 }
