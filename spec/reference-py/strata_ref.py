@@ -15,7 +15,8 @@ Commands (the protocol of conformance.md, "The runner and its command protocol")
 Exit status
     verify  0 ok, 1 damaged or unsupported, 2 unreadable (conformance.md);
     info    0, or 2 when the archive cannot be opened;
-    restore 0, or 1 (2: cannot be opened) with no file left at DEST;
+    restore 0 (lost extents included: written as zeros, named on stderr), or 2
+            with no file left at DEST;
     list    0, or 1 when the entries break rules of section 8 (listed anyway),
             2 when the archive cannot be opened;
     extract 0 when nothing was refused or warned about, else 1 (2: cannot open).
@@ -178,7 +179,8 @@ def bad_name(name):
 def check_header(mm, size):
     """Check the header in the order of section 3.
 
-    Returns (hdr, problems, mode): problems are (class, offset, what, detail);
+    Returns (hdr, problems, mode): problems are (class, offset, what, detail),
+    every one at offset 0, the header's offset, whatever field it is about (3);
     mode is 'ok' (tag and header_length trusted), 'recover' (header damaged:
     find the tag by scanning for records), 'scan' (no magic: not-strata unless
     records are found) or 'stop' (a reader cannot go on)."""
@@ -188,28 +190,29 @@ def check_header(mm, size):
         return None, [("truncated", 0, "header", f"file of {size} bytes ends inside the header")], "stop"
     hl = u32(mm, 12)
     if hl % 8 or not 128 <= hl <= 4096:
-        return None, [("bad-header", 12, "header.header_length",
+        return None, [("bad-header", 0, "header.header_length",
                        f"{hl}, expected a multiple of 8 from 128 to 4096")], "recover"
     if size < hl:
         return None, [("truncated", 0, "header", f"file of {size} bytes ends inside the {hl}-byte header")], "stop"
     want = crc(bytes(mm[128:hl]), crc(bytes(mm[0:124]) + b"\0\0\0\0"))
     if want != u32(mm, 124):
-        return None, [("bad-header", 124, "header.header_crc",
+        return None, [("bad-header", 0, "header.header_crc",
                        f"stored 0x{u32(mm, 124):08x}, computed 0x{want:08x}")], "recover"
     hdr = {"version_major": u16(mm, 8), "version_minor": u16(mm, 10), "header_length": hl,
            "uuid": bytes(mm[16:32]), "tag": bytes(mm[16:24]),
            "incompatible": u64(mm, 32), "compatible": u64(mm, 40), "autoclear": u64(mm, 48),
            "created_ns": struct.unpack_from("<q", mm, 56)[0],
-           "writer": bytes(mm[64:96]).rstrip(b"\0").decode("utf-8", "replace")}
+           # the text before the first zero byte; what follows it is ignored (3)
+           "writer": bytes(mm[64:96]).split(b"\0", 1)[0].decode("utf-8", "replace")}
     if hdr["version_major"] != 1:
-        return hdr, [("unsupported-version", 8, "header.version_major",
+        return hdr, [("unsupported-version", 0, "header.version_major",
                       f"version {hdr['version_major']}.{hdr['version_minor']}, this reader reads 1.x")], "stop"
     problems = []
     if any(mm[96:124]):
-        problems.append(("bad-header", 96, "header.reserved", "reserved bytes 96..124 are not zero"))
+        problems.append(("bad-header", 0, "header.reserved", "reserved bytes 96..124 are not zero"))
     if hdr["incompatible"]:             # this reader implements no incompatible feature
         names = [INCOMPATIBLE_NAMES.get(b, f"bit {b}") for b in range(64) if hdr["incompatible"] >> b & 1]
-        problems.append(("unsupported-feature", 32, "header.incompatible_features",
+        problems.append(("unsupported-feature", 0, "header.incompatible_features",
                          "unimplemented incompatible feature(s): " + ", ".join(names)))
         return hdr, problems, "stop"
     return hdr, problems, "ok"
@@ -250,8 +253,7 @@ def check_section_name(raw_name, what):
 
 
 def check_chunk_size(cs, what):
-    if is_pow2(cs) and cs > MAX_RAW:
-        return [("limit-exceeded", what, f"{cs}, above 16 MiB")]
+    """7.1, 8.1: any other value, a power of two above 16 MiB included, is record-malformed."""
     if not (is_pow2(cs) and 4096 <= cs <= MAX_RAW):
         return [("record-malformed", what, f"{cs}, expected a power of two from 4096 to 16777216")]
     return []
@@ -309,7 +311,9 @@ def parse_extents(body, what, bounded, width):
     if len(body) != 16 + width * count:     # checked before anything is allocated
         return None, [("record-malformed", f"{what}.count",
                        f"{count} extents need a {16 + width * count}-byte body, body_length is {len(body)}")]
-    errs = [("record-malformed", f"{what}.reserved", "not zero")] if res else []
+    if res:                             # the record is not used: its extents are lost (7.2)
+        return None, [("record-malformed", f"{what}.reserved", "not zero")]
+    errs = []
     if width == 24:
         extents = list(IMG_EXTENT.iter_unpack(body[16:]))
         for i, (_, _, ref) in enumerate(extents):
@@ -339,6 +343,9 @@ def parse_image_end(body):
         errs.append(("record-malformed", "IMAGE_END.reserved", "not zero"))
     if end["logical_size"] > MAX_IMAGE:
         errs.append(("limit-exceeded", "IMAGE_END.logical_size", f"{end['logical_size']}, above 2^63-1"))
+    if end["data_bytes"] + end["lost_bytes"] > end["logical_size"]:     # 7.3
+        errs.append(("record-malformed", "IMAGE_END.data_bytes",
+                     f"data_bytes {end['data_bytes']} + lost_bytes {end['lost_bytes']} exceed logical_size {end['logical_size']}"))
     return end, errs
 
 
@@ -496,12 +503,27 @@ def entry_rule_errors(e, captured):
         if e["blake3"] != EMPTY_BLAKE3:
             bad("blake3", f"{e['blake3'].hex()}, expected the BLAKE3 of no bytes: the content {why}")
     for i, x in enumerate(e["extents"]):
+        for d in file_extent_own_errors(x[1], x[2], x[4]):
+            errs.append(("extent-map", f"{w}.extents[{i}]", d))
         if x[0] != eid:
             bad(f"extents[{i}].entry_id", f"{x[0]}, the entry is {eid}")
         if x[5]:
             bad(f"extents[{i}].reserved", "not zero")
         if x[3] < 128:
             bad(f"extents[{i}].chunk_ref", f"{x[3]}: not a record offset")
+    return errs
+
+
+def file_extent_own_errors(foff, length, coff):
+    """8.2: what one file extent breaks by itself: it is empty, or it runs past the
+    end of any file or of any chunk (chunk_offset + length above 16 MiB)."""
+    errs = []
+    if length == 0:
+        errs.append(f"extent at file offset {foff} has length 0")
+    if foff + length > ALL_ONES:
+        errs.append(f"extent at file offset {foff} of {length} bytes ends beyond 2^64")
+    if coff + length > MAX_RAW:
+        errs.append(f"extent at file offset {foff}: chunk_offset {coff} + length {length} runs past any chunk (16 MiB)")
     return errs
 
 
@@ -531,9 +553,15 @@ def parse_files_dir(body):
     for i, (eid, rec, off, nl, kind, r, table) in enumerate(DIR_CHILD.iter_unpack(body[24:24 + 32 * count])):
         if r:
             errs.append(("record-malformed", f"FILES_DIR.children[{i}].reserved", "not zero"))
+        if kind not in KIND_NAMES:
+            errs.append(("record-malformed", f"FILES_DIR.children[{i}].kind", f"{kind}, expected 1 to 8"))
         if nl > len(body) - q:
             return None, errs + [("record-malformed", "FILES_DIR.body_length", "the names run past the body")]
-        children.append((eid, rec, off, nl, kind, table, bytes(body[q:q + nl])))
+        name = bytes(body[q:q + nl])
+        if children and not children[-1][6] < name:     # sorted, names unique (8.5)
+            errs.append(("record-malformed", f"FILES_DIR.children[{i}].name",
+                         f"{lossy(name)!r} does not sort after {lossy(children[-1][6])!r}"))
+        children.append((eid, rec, off, nl, kind, table, name))
         q += nl
     if q != len(body):
         errs.append(("record-malformed", "FILES_DIR.body_length",
@@ -588,6 +616,9 @@ def parse_trailer(body):
     errs = []
     if bytes(body[24:32]) != TRAILER_MAGIC:
         errs.append(("record-malformed", "TRAILER.magic", f"{bytes(body[24:32]).hex()}, expected 5354524154410d0a"))
+    if not 128 <= t["index_offset"] < t["archive_length"]:    # 9.3: no record can be there
+        errs.append(("index-mismatch", "TRAILER.index_offset",
+                     f"{t['index_offset']}, outside the archive's records (128..{t['archive_length']})"))
     return t, errs
 
 
@@ -717,6 +748,8 @@ class MapChecker:
             self.gap_from = self.next
 
     def feed(self, start, length, ref):
+        """Checks one extent; returns its problems. An extent counts in data and lost
+        only when it breaks no rule but where it starts (conformance.md, sections[])."""
         errs = []
         if self.gap_from is not None:
             if start > self.gap_from:
@@ -728,6 +761,7 @@ class MapChecker:
             errs.append(("extent-map", f"extent starts at {start}, previous extent ended at {self.next}"))
         elif self.off_window:
             errs.append(("extent-map", f"extent at {start} follows an extent that ended off a window boundary"))
+        placed = len(errs)                # the problems of where it starts
         if length == 0:
             errs.append(("extent-map", f"extent at {start} has length 0"))
         end = start + length
@@ -743,10 +777,11 @@ class MapChecker:
             errs.append(("extent-map", f"extent at {start} ends at {end}, past logical_size {self.size_hint}"))
         self.next = end
         self.count += 1
-        if ref >= 128:
-            self.data += length
-        elif ref == 1:
-            self.lost += length
+        if len(errs) == placed:
+            if ref >= 128:
+                self.data += length
+            elif ref == 1:
+                self.lost += length
         return errs
 
     def finish(self, logical_size):
@@ -836,12 +871,13 @@ class ImageSection:
         self.map.finish(self.map.next if self.map.gap_from is None else self.map.gap_from)
 
     def listing(self):
+        """conformance.md, sections[]: the size from IMAGE_END if it is intact, else from
+        IMAGE_BEGIN if it gave one, else the end of the last extent found; data and lost
+        bytes from the extents found in intact IMAGE_EXTENTS records, never IMAGE_END's."""
         size = self.end["logical_size"] if self.end else (
             self.begin["logical_size"] if self.begin and self.begin["logical_size"] != ALL_ONES else self.map.next)
-        complete = not self.map.unknown and not self.damaged
-        data = self.map.data if complete or not self.end else self.end["data_bytes"]
-        lost = self.map.lost if complete or not self.end else self.end["lost_bytes"]
-        return {"kind": "image", "name": self.name, "logical_size": size, "data_bytes": data, "lost_bytes": lost}
+        return {"kind": "image", "name": self.name, "logical_size": size,
+                "data_bytes": self.map.data, "lost_bytes": self.map.lost}
 
 
 class FilesSection:
@@ -862,7 +898,7 @@ class FilesSection:
         self.entries_records = []       # offsets of the section's FILES_ENTRIES records
         self.dir_tables = {}            # directory id -> offset of its FILES_DIR
         self.entry_count = self.file_count = self.dir_count = 0
-        self.content_bytes = self.data_bytes = 0
+        self.content_bytes = 0
 
     def note_damage(self, prob):
         self.damaged = True
@@ -872,7 +908,7 @@ class FilesSection:
 
     def listing(self):
         return {"kind": "files", "name": self.name, "logical_size": self.content_bytes,
-                "data_bytes": self.data_bytes, "lost_bytes": 0, "entries": self.entry_count}
+                "data_bytes": self.content_bytes, "lost_bytes": 0, "entries": self.entry_count}
 
 
 class Walker:
@@ -898,14 +934,23 @@ class Walker:
         self.cache = OrderedDict()      # at most two decoded chunks, for file contents
         self.hash_budget = HASH_BUDGET
         self.lost_entries = []          # (section, path bytes) of entries with flag bit 3, in archive order
+        self.own = set()                # record offsets of records with a problem of their own
 
-    def problem(self, cls, offset, what, detail, affects=None):
+    def problem(self, cls, offset, what, detail, affects=None, own=False):
+        """Reports a problem. own: whether it is found while checking the record at offset
+        during the walk, by its own rules or its agreement with the records before it, so
+        that the record does not count in verified_bytes (conformance.md, verified_bytes).
+        Problems found by comparing a table record, the trailer or a reference with the
+        records, and the few checks conformance.md lists apart, leave it counted."""
         p = {"class": cls, "offset": offset, "what": what, "detail": detail, "affects": list(affects or [])}
         self.problems.append(p)
+        if own:
+            self.own.add(offset)
         return p
 
     def errs(self, offset, errs):
-        return [self.problem(c, offset, w, d) for c, w, d in errs]
+        """The problems of a record's body rules: always its own."""
+        return [self.problem(c, offset, w, d, own=True) for c, w, d in errs]
 
     # -- driver -----------------------------------------------------------------
     def run(self):
@@ -1033,12 +1078,7 @@ class Walker:
         if typ not in TYPE_NAMES:
             self.note_damage(prob)
         elif typ in (IMAGE_BEGIN, FILES_BEGIN):
-            self.close_open(pos)
-            cls = ImageSection if typ == IMAGE_BEGIN else FilesSection
-            self.open = cls(len(self.sections), pos, None)
-            self.open.note_damage(prob)
-            self.sections.append(self.open)
-            self.unexplained = False
+            self.begin_failed(pos)
         elif typ in (IMAGE_EXTENTS, FILES_EXTENTS, FILES_ENTRIES):
             self.note_damage(prob)
             if typ == FILES_ENTRIES and isinstance(self.open, FilesSection):
@@ -1069,16 +1109,32 @@ class Walker:
         self.end_run()                  # any other record ends a run of chunks (7.2 rule 6)
         if typ not in TYPE_NAMES:       # ANCILLARY record of an unknown type: skipped
             if self.phase >= 2:
-                self.problem("record-malformed", pos, f"{tname(typ)} (ancillary)", "an ancillary record after the ARCHIVE_INDEX")
+                self.problem("record-malformed", pos, f"{tname(typ)} (ancillary)", "an ancillary record after the ARCHIVE_INDEX",
+                             own=False)
             return
         if typ in SECTION_TYPES and self.phase >= 1:
-            self.problem("record-malformed", pos, tname(typ), "a section record after the table records")
+            self.problem("record-malformed", pos, tname(typ), "a section record after the table records", own=False)
+            self.out_of_place(pos, typ, body)
             return
         {IMAGE_BEGIN: self.on_image_begin, IMAGE_EXTENTS: self.on_image_extents, IMAGE_END: self.on_image_end,
          IMAGE_INDEX: self.on_image_index, FILES_BEGIN: self.on_files_begin,
          FILES_EXTENTS: self.on_files_extents, FILES_ENTRIES: self.on_files_entries,
          FILES_END: self.on_files_end, FILES_DIR: self.on_files_dir, FILES_INDEX: self.on_files_index,
          ARCHIVE_INDEX: self.on_archive_index}[typ](pos, body)
+
+    def out_of_place(self, pos, typ, body):
+        """A section record after the table records belongs to no section, but the rules
+        of its body are still checked, and one that needs an open section has none: both
+        keep it out of verified_bytes, the record order alone does not (conformance.md)."""
+        parse = {IMAGE_BEGIN: parse_image_begin, FILES_BEGIN: parse_files_begin, IMAGE_END: parse_image_end,
+                 FILES_END: parse_files_end, FILES_ENTRIES: parse_entries,
+                 IMAGE_EXTENTS: lambda b: parse_extents(b, "IMAGE_EXTENTS", True, 24),
+                 FILES_EXTENTS: lambda b: parse_extents(b, "FILES_EXTENTS", True, 40)}[typ]
+        _, errs = parse(body)
+        self.errs(pos, errs)
+        if typ not in (IMAGE_BEGIN, FILES_BEGIN):
+            self.problem("record-malformed", pos, f"{tname(typ)}.section_id", "no section is open after the table records",
+                         own=True)
 
     def close_open(self, pos):
         """A section still open when a record that cannot be inside it arrives."""
@@ -1087,51 +1143,57 @@ class Walker:
             return
         if not sec.damaged:
             self.problem("record-malformed", sec.begin_off, tname(IMAGE_BEGIN if sec.kind == "image" else FILES_BEGIN),
-                         f"section {sec.sid} is not closed by its end record before offset {pos}")
+                         f"section {sec.sid} is not closed by its end record before offset {pos}", own=False)
         sec.close_damaged()
         self.open = None
 
     def new_section(self, pos, cls, begin):
+        """A begin record that passed every check of its own opens a section (E)."""
         self.close_open(pos)
         self.unexplained = False
         sid = len(self.sections)
+        what = "FILES_BEGIN" if cls is FilesSection else "IMAGE_BEGIN"
         if sid >= MAX_SECTIONS:
-            self.problem("limit-exceeded", pos, f"{tname(FILES_BEGIN if cls is FilesSection else IMAGE_BEGIN)}",
-                         f"section {sid}: more than 65536 sections")
-        if begin is not None:
-            what = "FILES_BEGIN" if cls is FilesSection else "IMAGE_BEGIN"
-            if begin["section_id"] != sid:
-                self.problem("record-malformed", pos, f"{what}.section_id", f"{begin['section_id']}, expected {sid}")
-            if any(s.name == begin["name"] for s in self.sections):
-                self.problem("record-malformed", pos, f"{what}.name", f"{begin['name']!r} is not unique among the sections")
+            self.problem("limit-exceeded", pos, what, f"section {sid}: more than 65536 sections", own=False)
+        if begin["section_id"] != sid:
+            self.problem("record-malformed", pos, f"{what}.section_id", f"{begin['section_id']}, expected {sid}", own=False)
+        if any(s.name == begin["name"] for s in self.sections):
+            self.problem("record-malformed", pos, f"{what}.name", f"{begin['name']!r} is not unique among the sections",
+                         own=False)
         self.open = cls(sid, pos, begin)
-        if begin is None:
-            self.open.note_damage(self.problems[-1])
         self.sections.append(self.open)
 
+    def begin_failed(self, pos):
+        """A begin record with a problem of its own (a header check of 5 that lets it be
+        skipped, its body CRC, a rule of its body) opens no section and takes no
+        section_id: the records that follow it with its section_id belong to no open
+        section (record-malformed, and not otherwise checked); its CHUNK records are
+        checked as chunks only (section 2, "Begin records")."""
+        self.close_open(pos)
+        self.unexplained = True         # what follows is explained by this record
+
     def section_for(self, pos, typ, sid, kind):
-        """The open section a record of a section belongs to (or None)."""
+        """The open section a record of a section belongs to (or None): the one whose
+        begin record carried sid (7.2)."""
         sec = self.open
-        if sec is not None:
-            if sec.kind != kind:
-                self.problem("record-malformed", pos, tname(typ), f"inside {sec.kind} section {sec.sid}")
-                return None
-            if sid is not None and sid != sec.sid:
-                self.problem("record-malformed", pos, f"{tname(typ)}.section_id", f"{sid}, the open section is {sec.sid}")
-            return sec
-        if self.unexplained and sid == len(self.sections) and self.phase == 0:
-            sec = (ImageSection if kind == "image" else FilesSection)(sid, None, None)   # begin lost to damage
-            sec.note_damage(self.spans[-1][2] if self.spans else self.problems[-1])
-            self.sections.append(sec)
-            self.open = sec
-            return sec
-        self.problem("record-malformed", pos, tname(typ), "not inside a section")
-        return None
+        if sec is None:
+            self.problem("record-malformed", pos, f"{tname(typ)}.section_id",
+                         (f"{sid}: " if sid is not None else "") + "no section is open", own=True)
+            return None
+        if sec.kind != kind:
+            self.problem("record-malformed", pos, tname(typ), f"inside {sec.kind} section {sec.sid}", own=True)
+            return None
+        if sid is not None and sid != sec.begin["section_id"]:
+            self.problem("record-malformed", pos, f"{tname(typ)}.section_id",
+                         f"{sid}, the open section is {sec.begin['section_id']}", own=True)
+            return None
+        return sec
 
     # -- chunk references (7.2 rules 5 and 6, 8.2) -------------------------------
     def start_run(self, pos):
         self.run_owner, self.in_run = pos, True
 
+    # A reference problem is reported at the chunk_ref it names (7.2 rule 5).
     def add_ref(self, pos, rec_end, sec, eid, start, length, coff, ref):
         self.data_refs.append((sec.sid, eid, start, start + length, ref))
         aff = [(sec.sid, eid, start, start + length)]
@@ -1141,20 +1203,21 @@ class Walker:
         elif ref in self.chunks:        # backward, to a CHUNK record before this record
             raw_length, _, bad = self.chunks[ref]
             if raw_length is not None and bad is None:
-                self.check_fit(pos, sec, eid, start, length, coff, ref, raw_length)
+                self.check_fit(sec, eid, start, length, coff, ref, raw_length)
         elif ref >= pos:
-            self.problem("dangling-reference", pos, what, f"{ref}: inside this record", aff)
+            self.problem("dangling-reference", ref, what, f"{ref}: inside the extents record at {pos}", aff)
         elif not self.in_span(ref):
-            self.problem("dangling-reference", pos, what, f"{ref}: not the offset of a CHUNK record before this record", aff)
+            self.problem("dangling-reference", ref, what,
+                         f"{ref}: not the offset of a CHUNK record before the extents record at {pos}", aff)
 
-    def check_fit(self, at, sec, eid, start, length, coff, ref, raw_length):
+    def check_fit(self, sec, eid, start, length, coff, ref, raw_length):
         aff = [(sec.sid, eid, start, start + length)]
         if sec.kind == "image":
             if raw_length != length:
                 sec.map_broken = True
-                self.problem("extent-map", at, "IMAGE_EXTENTS", f"data extent at {start} is {length} bytes, chunk {ref} holds {raw_length}", aff)
+                self.problem("extent-map", ref, "IMAGE_EXTENTS", f"data extent at {start} is {length} bytes, chunk {ref} holds {raw_length}", aff)
         elif coff + length > raw_length:
-            self.problem("extent-map", at, "FILES_EXTENTS", f"extent of entry {eid} at file offset {start}: "
+            self.problem("extent-map", ref, "FILES_EXTENTS", f"extent of entry {eid} at file offset {start}: "
                          f"chunk_offset {coff} + length {length} > raw_length {raw_length} of chunk {ref}", aff)
 
     def end_run(self):
@@ -1164,15 +1227,17 @@ class Walker:
             came = set(self.arrival)
             order = [r for r in self.pending if r in came]
             arrived = [r for r in self.arrival if r in self.pending]
-            if arrived != order:
-                self.problem("dangling-reference", self.run_owner, "chunk_ref",
-                             f"the CHUNK records after this record arrive in the order {arrived}, "
-                             f"their first references are in the order {order}")
+            if arrived != order:        # at the first CHUNK record out of place
+                first = next(a for a, o in zip(arrived, order) if a != o)
+                self.problem("dangling-reference", first, "chunk_ref",
+                             f"the CHUNK records after the extents record at {self.run_owner} arrive in the order "
+                             f"{arrived}, their first references are in the order {order}")
             for ref, targets in self.pending.items():
                 if ref in came or self.in_span(ref):
                     continue
-                self.problem("dangling-reference", self.run_owner, "chunk_ref",
-                             f"{ref}: a forward reference to no CHUNK record in the run following this record",
+                self.problem("dangling-reference", ref, "chunk_ref",
+                             f"{ref}: a forward reference of the extents record at {self.run_owner} "
+                             "to no CHUNK record in the run following it",
                              [(s.sid, eid, a, a + n) for s, eid, a, n, _ in targets])
         self.pending, self.arrival = OrderedDict(), []
         self.run_owner, self.in_run = None, False
@@ -1197,10 +1262,11 @@ class Walker:
         sec = self.open
         if self.phase >= 1 or sec is None:
             if not self.unexplained:
-                self.problem("record-malformed", pos, "CHUNK", "a CHUNK record outside a section")
+                self.problem("record-malformed", pos, "CHUNK", "a CHUNK record outside a section", own=False)
         else:
             if not self.in_run and not self.unexplained:
-                self.problem("record-malformed", pos, "CHUNK", "a CHUNK record that does not follow an extents record or a CHUNK record")
+                self.problem("record-malformed", pos, "CHUNK",
+                             "a CHUNK record that does not follow an extents record or a CHUNK record", own=False)
             sec.chunk_count += 1
             sec.chunk_bytes += 32 + len(body)
         fields, errs = parse_chunk_fields(body)
@@ -1213,12 +1279,15 @@ class Walker:
             self.arrival.append(pos)
             if not probs:
                 for s, eid, start, length, coff in self.pending[pos]:
-                    self.check_fit(self.run_owner, s, eid, start, length, coff, pos, fields["raw_length"])
+                    self.check_fit(s, eid, start, length, coff, pos, fields["raw_length"])
 
     def on_image_begin(self, pos, body):
         begin, errs = parse_image_begin(body)
         self.errs(pos, errs)
-        self.new_section(pos, ImageSection, begin)
+        if begin is None or errs:
+            self.begin_failed(pos)
+        else:
+            self.new_section(pos, ImageSection, begin)
 
     def on_image_extents(self, pos, body):
         parsed, errs = parse_extents(body, "IMAGE_EXTENTS", True, 24)
@@ -1233,7 +1302,7 @@ class Walker:
         rec_end = pos + 32 + len(body)
         for start, length, ref in parsed[1]:
             for c, d in sec.map.feed(start, length, ref):
-                self.problem(c, pos, "IMAGE_EXTENTS", d, [(sec.sid, None, start, start + length)])
+                self.problem(c, pos, "IMAGE_EXTENTS", d, [(sec.sid, None, start, start + length)], own=True)
                 sec.map_broken = True
             sec.extents.append((start, length, ref))
             if ref >= 128:
@@ -1248,39 +1317,44 @@ class Walker:
             return
         self.open = None
         sec.end_off = pos
-        if end is None:
+        if end is None or errs:         # not intact: its totals and size are not used
             sec.close_damaged()
             return
         sec.end = end
         size = end["logical_size"]
         if sec.begin and sec.begin["logical_size"] not in (ALL_ONES, size):
-            self.problem("record-malformed", pos, "IMAGE_END.logical_size", f"{size}, IMAGE_BEGIN gave {sec.begin['logical_size']}")
+            self.problem("record-malformed", pos, "IMAGE_END.logical_size", f"{size}, IMAGE_BEGIN gave {sec.begin['logical_size']}",
+                         own=True)
         for c, d in sec.map.finish(size):
             self.problem(c, pos, "IMAGE_END.logical_size", d,
-                         [(sec.sid, None, min(size, sec.map.next), max(size, sec.map.next))])
+                         [(sec.sid, None, min(size, sec.map.next), max(size, sec.map.next))], own=True)
             sec.map_broken = True
         if sec.begin_off is not None and end["begin_offset"] != sec.begin_off:
-            self.problem("index-mismatch", pos, "IMAGE_END.begin_offset", f"{end['begin_offset']}, IMAGE_BEGIN is at {sec.begin_off}")
+            self.problem("index-mismatch", pos, "IMAGE_END.begin_offset", f"{end['begin_offset']}, IMAGE_BEGIN is at {sec.begin_off}",
+                         own=True)
         if sec.damaged:
             return                      # totals and digest cannot be checked against lost records
         walked = {"extent_count": sec.map.count, "data_bytes": sec.map.data, "lost_bytes": sec.map.lost,
                   "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes}
         for k, v in walked.items():
             if end[k] != v:
-                self.problem("index-mismatch", pos, f"IMAGE_END.{k}", f"{end[k]}, the records give {v}")
+                self.problem("index-mismatch", pos, f"IMAGE_END.{k}", f"{end[k]}, the records give {v}", own=True)
         refs = {r for _, _, r in sec.extents if r >= 128}
         if not sec.map_broken and all(r in self.chunks and self.chunks[r][2] is None and self.chunks[r][0] is not None for r in refs):
             digest = map_digest(sec.extents, lambda r: self.chunks[r][1])
             if digest != end["map_blake3"]:
                 self.problem("index-mismatch", pos, "IMAGE_END.map_blake3",
                              f"{end['map_blake3'].hex()}, the extents and chunks give {digest.hex()}",
-                             [(sec.sid, None, 0, size)])
+                             [(sec.sid, None, 0, size)], own=True)
 
     # -- record handlers: file-tree sections -------------------------------------------
     def on_files_begin(self, pos, body):
         begin, errs = parse_files_begin(body)
         self.errs(pos, errs)
-        self.new_section(pos, FilesSection, begin)
+        if begin is None or errs:
+            self.begin_failed(pos)
+        else:
+            self.new_section(pos, FilesSection, begin)
 
     def on_files_extents(self, pos, body):
         parsed, errs = parse_extents(body, "FILES_EXTENTS", True, 40)
@@ -1297,12 +1371,18 @@ class Walker:
             aff = [(sec.sid, eid, foff, foff + length)]
             if eid < sec.next_id:
                 self.problem("record-malformed", pos, "FILES_EXTENTS.entry_id",
-                             f"{eid}: that entry came already (an entry comes after its extents)", aff)
+                             f"{eid}: that entry came already (an entry comes after its extents)", aff, own=False)
             lst = sec.announced.setdefault(eid, [])
+            # An extent that is empty or runs past any chunk breaks the record's own
+            # rules (8.2); one that overlaps the extent before it of its file is
+            # reported, but the record still counts: its entry repeats its extents and
+            # is checked (conformance.md, verified_bytes).
+            for d in file_extent_own_errors(foff, length, coff):
+                self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff, own=True)
             for d in file_extent_errors(lst[-1:] + [(foff, length, ref, coff)], None):
-                self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff)
+                if "length 0" not in d:
+                    self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff)
             lst.append((foff, length, ref, coff))
-            sec.data_bytes += length
             if ref >= 128:
                 self.add_ref(pos, rec_end, sec, eid, foff, length, coff, ref)
 
@@ -1324,11 +1404,16 @@ class Walker:
         show = lossy(path)
         w = f"FILES_ENTRIES entry {eid}"
         for c, what, d in entry_rule_errors(e, sec.captured):
-            self.problem(c, pos, what, f"{show!r}: {d}")
+            self.problem(c, pos, what, f"{show!r}: {d}", own=True)
         if eid != sec.next_id and not (sec.damaged and eid > sec.next_id):
-            self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}")
+            self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}", own=True)
         if e["flags"] & F_LOST:         # not a problem in itself: listed apart (11); bit 3 on
             self.lost_entries.append((sec, path))     # another kind is listed too, and reported by entry_rule_errors
+        if k == K_FILE:                 # every regular-file entry read counts (sections[], FILES_END)
+            sec.file_count += 1
+            sec.content_bytes += size
+        elif k == K_DIR:
+            sec.dir_count += 1
         if eid in sec.entries:
             return
         sec.next_id = max(sec.next_id, eid + 1)
@@ -1336,35 +1421,32 @@ class Walker:
         def known(i):
             return sec.entries.get(i)
         for what, d in entry_place_errors(e, known):
-            self.problem("record-malformed", pos, f"{w}.{what}", f"{show!r}: {d}")
+            self.problem("record-malformed", pos, f"{w}.{what}", f"{show!r}: {d}", own=True)
         if e["parent_id"] != ALL_ONES and eid:
             names = sec.names.setdefault(e["parent_id"], set())
             if e["name"] in names:
-                self.problem("record-malformed", pos, f"{w}.name", f"{show!r} is not unique among its siblings")
+                self.problem("record-malformed", pos, f"{w}.name", f"{show!r} is not unique among its siblings", own=True)
             names.add(e["name"])
             sec.children[e["parent_id"]] = sec.children.get(e["parent_id"], 0) + 1
         announced = sec.announced.pop(eid, [])
         own = [(x[1], x[2], x[3], x[4]) for x in e["extents"]]
         aff = [(sec.sid, eid, 0, size)]
         if k == K_FILE:
+            # The entry's own extents: in order, not overlapping, within its size (8.2);
+            # an empty one is entry_rule_errors'.
+            misplaced = [d for d in file_extent_errors(own, size) if "length 0" not in d]
+            for d in misplaced:
+                self.problem("extent-map", pos, f"{w}.extents", f"{show!r}: {d}", aff, own=True)
             if own != announced:
                 self.problem("index-mismatch", pos, f"{w}.extents",
                              f"{show!r}: {own} (file_offset, length, chunk_ref, chunk_offset), "
-                             f"its FILES_EXTENTS records gave {announced}", aff)
-            elif announced and announced[-1][0] + announced[-1][1] > size:
-                self.problem("extent-map", pos, f"{w}.size", f"{show!r}: the extents end at "
-                             f"{announced[-1][0] + announced[-1][1]}, the file's size is {size}", aff)
-            else:
+                             f"its FILES_EXTENTS records gave {announced}", aff, own=True)
+            elif not misplaced:
                 self.check_content(pos, sec, e, show, announced)
         elif announced:
             self.problem("index-mismatch", pos, f"{w}.kind", f"{show!r}: FILES_EXTENTS records gave "
-                         f"{len(announced)} extents for an entry that is not a regular file")
+                         f"{len(announced)} extents for an entry that is not a regular file", own=True)
         sec.entry_count += 1
-        if k == K_FILE:
-            sec.file_count += 1
-            sec.content_bytes += size
-        elif k == K_DIR:
-            sec.dir_count += 1
         sec.entries[eid] = Ent(k, e["parent_id"], e["name"], pos, eoff, path)
 
     def check_content(self, pos, sec, e, show, extents):
@@ -1379,7 +1461,7 @@ class Walker:
         if size > min(HASH_LIMIT, self.hash_budget):
             self.problem("limit-exceeded", pos, f"FILES_ENTRIES entry {eid}.size",
                          f"{show!r}: content not checked: {size} bytes, this reader hashes at most "
-                         f"{HASH_LIMIT} bytes of a file and {HASH_BUDGET} in all ({self.hash_budget} left)")
+                         f"{HASH_LIMIT} bytes of a file and {HASH_BUDGET} in all ({self.hash_budget} left)", own=False)
             return
         self.hash_budget -= size
         h, p = blake3.blake3(), 0
@@ -1394,7 +1476,7 @@ class Walker:
         if h.digest() != e["blake3"]:
             self.problem("chunk-corrupt", pos, f"FILES_ENTRIES entry {eid}.blake3",
                          f"{show!r}: stored {e['blake3'].hex()}, the content hashes to {h.hexdigest()}",
-                         [(sec.sid, eid, 0, size)])
+                         [(sec.sid, eid, 0, size)], own=False)
 
     def on_files_end(self, pos, body):
         end, errs = parse_files_end(body)
@@ -1410,39 +1492,50 @@ class Walker:
             return
         sec.end = end
         if sec.begin_off is not None and end["begin_offset"] != sec.begin_off:
-            self.problem("index-mismatch", pos, "FILES_END.begin_offset", f"{end['begin_offset']}, FILES_BEGIN is at {sec.begin_off}")
+            self.problem("index-mismatch", pos, "FILES_END.begin_offset", f"{end['begin_offset']}, FILES_BEGIN is at {sec.begin_off}",
+                         own=True)
         if sec.damaged:
             return
         if 0 not in sec.entries:
-            self.problem("record-malformed", pos, "FILES_END", f"section {sec.sid} has no root entry")
+            self.problem("record-malformed", pos, "FILES_END", f"section {sec.sid} has no root entry", own=False)
         for eid, lst in sec.announced.items():
             self.problem("index-mismatch", pos, "FILES_EXTENTS.entry_id",
                          f"{len(lst)} extent(s) announced for entry {eid}, which never came",
-                         [(sec.sid, eid, a, a + n) for a, n, _, _ in lst])
+                         [(sec.sid, eid, a, a + n) for a, n, _, _ in lst], own=True)
         walked = {"entry_count": sec.entry_count, "file_count": sec.file_count,
                   "directory_count": sec.dir_count, "content_bytes": sec.content_bytes,
                   "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes}
         for k, v in walked.items():
             if end[k] != v:
-                self.problem("index-mismatch", pos, f"FILES_END.{k}", f"{end[k]}, the records give {v}")
+                self.problem("index-mismatch", pos, f"FILES_END.{k}", f"{end[k]}, the records give {v}", own=True)
 
     # -- table records (9.1, 8.5, 8.6) ---------------------------------------------------
     def table_section(self, pos, typ, sid, kind):
-        """The section a table record describes; checks the section order (2)."""
+        """The section a table record describes (None when its body could not be read,
+        sid None); checks the section order (2). A table names a section by the
+        section_id its begin record carried: the section's place in the walk differs
+        from it only after a begin record that failed or carried a wrong id (11)."""
         self.close_open(pos)
         if self.phase >= 2:
-            self.problem("record-malformed", pos, tname(typ), "a table record after the ARCHIVE_INDEX")
+            self.problem("record-malformed", pos, tname(typ), "a table record after the ARCHIVE_INDEX", own=False)
         self.phase = max(self.phase, 1)
-        cursor = self.table_cursor
-        self.table_cursor = sid + (typ != FILES_DIR) if sid < len(self.sections) else cursor + (typ != FILES_DIR)
-        if sid >= len(self.sections):
-            self.problem("index-mismatch", pos, f"{tname(typ)}.section_id", f"{sid}: no such section")
+        cursor, step = self.table_cursor, typ != FILES_DIR
+        named = [s for s in self.sections if s.begin["section_id"] == sid]
+        sec = next((s for s in named if s.kind == kind), None)
+        self.table_cursor = (sec.sid if sec is not None else cursor) + step
+        if sid is None:
             return None
-        sec = self.sections[sid]
-        if sec.kind != kind:
-            self.problem("index-mismatch", pos, f"{tname(typ)}.section_id", f"{sid} is a {sec.kind} section")
+        # A FILES_DIR or FILES_INDEX naming no file-tree section is record-malformed (8.5,
+        # 8.6); an IMAGE_INDEX naming no image section, index-mismatch (9.1).
+        # The first removes the record from verified_bytes, the second does not (an
+        # IMAGE_INDEX is compared with the sections after the walk; conformance.md).
+        cls = "index-mismatch" if typ == IMAGE_INDEX else "record-malformed"
+        own = typ != IMAGE_INDEX
+        if sec is None:
+            detail = f"{sid} is a {named[0].kind} section" if named else f"{sid}: no such section"
+            self.problem(cls, pos, f"{tname(typ)}.section_id", detail, own=own)
             return None
-        if sid != cursor and not self.unexplained:
+        if sec.sid != cursor and not self.unexplained:
             self.problem("index-mismatch", pos, f"{tname(typ)}.section_id",
                          f"{sid}: out of section order, the table records of section {cursor} come next")
         return sec
@@ -1451,7 +1544,7 @@ class Walker:
         parsed, errs = parse_extents(body, "IMAGE_INDEX", False, 24)
         self.errs(pos, errs)
         if parsed is None:
-            self.table_section(pos, IMAGE_INDEX, self.table_cursor, "image")
+            self.table_section(pos, IMAGE_INDEX, None, "image")
             return
         sid, entries = parsed
         sec = self.table_section(pos, IMAGE_INDEX, sid, "image")
@@ -1489,10 +1582,10 @@ class Walker:
         seen = set(sec.extents)
         for s, l, r in entries:
             if r >= 128 and (s, l, r) not in seen:
-                self.data_refs.append((sid, None, s, s + l, r))
+                self.data_refs.append((sec.sid, None, s, s + l, r))
                 if r not in self.chunks and not self.in_span(r):
-                    self.problem("dangling-reference", pos, "IMAGE_INDEX.chunk_ref", f"{r}: not a CHUNK record",
-                                 [(sid, None, s, s + l)])
+                    self.problem("dangling-reference", r, "IMAGE_INDEX.chunk_ref",
+                                 f"{r}: not a CHUNK record (in the IMAGE_INDEX at {pos})", [(sec.sid, None, s, s + l)])
         if sec.end or not sec.map.unknown:
             sec.recovered = True
 
@@ -1500,7 +1593,7 @@ class Walker:
         parsed, errs = parse_files_dir(body)
         self.errs(pos, errs)
         if parsed is None:
-            self.table_section(pos, FILES_DIR, self.table_cursor, "files")
+            self.table_section(pos, FILES_DIR, None, "files")
             return
         sid, did, children = parsed
         sec = self.table_section(pos, FILES_DIR, sid, "files")
@@ -1518,12 +1611,8 @@ class Walker:
             return
         if len(children) != sec.children.get(did, 0):
             self.problem("index-mismatch", pos, f"{w}.count", f"{len(children)}, the directory has {sec.children.get(did, 0)} children")
-        prev = None
         for i, (ceid, rec, off, nl, kind, table, name) in enumerate(children):
             cw = f"{w}.children[{i}]"
-            if prev is not None and not prev < name:
-                self.problem("record-malformed", pos, f"{cw}.name", f"{lossy(name)!r} does not sort after {lossy(prev)!r}")
-            prev = name
             c = sec.entries.get(ceid)
             if c is None or c.parent != did:
                 self.problem("index-mismatch", pos, f"{cw}.entry_id", f"{ceid} is not a child of directory {did}")
@@ -1543,7 +1632,7 @@ class Walker:
         parsed, errs = parse_files_index(body)
         self.errs(pos, errs)
         if parsed is None:
-            self.table_section(pos, FILES_INDEX, self.table_cursor, "files")
+            self.table_section(pos, FILES_INDEX, None, "files")
             return
         sec = self.table_section(pos, FILES_INDEX, parsed["section_id"], "files")
         if sec is None:
@@ -1568,7 +1657,8 @@ class Walker:
     def on_archive_index(self, pos, body):
         self.close_open(pos)
         if self.archive_index_off is not None:
-            self.problem("record-malformed", pos, "ARCHIVE_INDEX", f"a second ARCHIVE_INDEX (the first is at {self.archive_index_off})")
+            self.problem("record-malformed", pos, "ARCHIVE_INDEX", f"a second ARCHIVE_INDEX (the first is at {self.archive_index_off})",
+                         own=False)
         self.phase = 2
         self.archive_index_off = pos
         entries, errs = parse_archive_index(body)
@@ -1606,8 +1696,8 @@ class Walker:
         if t["record_count"] != self.records - 1 and not self.spans:
             self.problem("index-mismatch", pos, "TRAILER.record_count",
                          f"{t['record_count']}, {self.records - 1} records come before the trailer")
-        if pos + 64 != self.size:
-            self.problem("record-malformed", pos, "TRAILER", f"{self.size - pos - 64} bytes follow the trailer")
+        # Bytes after the trailer: the archive_length check above says so, index-mismatch
+        # and nothing else (9.3); the walk stops here.
 
     # -- end of the walk -----------------------------------------------------------
     def finish(self):
@@ -1657,8 +1747,9 @@ class Walker:
         return res
 
     def report(self):
-        bad = {p["offset"] for p in self.problems}
-        verified = self.header_bytes + sum(n for o, n in self.good if o not in bad)
+        # verified_bytes: the records whose CRCs passed, less those with a problem of
+        # their own; a fault found by comparing records does not remove a record.
+        verified = self.header_bytes + sum(n for o, n in self.good if o not in self.own)
         return {"archive": self.path, "status": self.status, "problems": self.problems,
                 "sections": [s.listing() for s in self.sections],
                 "records": self.records, "chunks": self.chunk_records,
@@ -1668,8 +1759,9 @@ class Walker:
 
 
 def section_label(sec, sid):
-    """How verify --json names a section: by its name (conformance.md), or by its
-    number when its begin record, which holds the name, was lost."""
+    """How verify --json names a section: by its name (conformance.md). A section
+    exists only from a begin record that passed (FORMAT.md 11, "Begin records"), so
+    the number is only a fallback for an id that names no section."""
     return sec.name if sec is not None and sec.name is not None else sid
 
 
@@ -2134,13 +2226,15 @@ class Extractor:
         self.meta_by_name(pfd, e, path)
 
     def make_hardlink(self, pfd, e, path, _):
+        """A link to the target's inode; no metadata of the link entry is applied: the
+        inode keeps the target's mode, owner, times and xattrs (8.7)."""
         sparent, sname = self.files[e["link_id"]]
         sfd = self.dirfd(sparent)
         try:
             os.link(sname, e["name"], src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
         finally:
             os.close(sfd)
-        self.meta_by_name(pfd, e, path)
+        self.extracted += 1
 
     def make_special(self, pfd, e, path, _):
         k, name = e["kind"], e["name"]
@@ -2357,14 +2451,17 @@ def cmd_info(args):
 
 
 def cmd_restore(args):
+    """Exit 0, or 2 when the restore fails (nothing usable: no file at DEST), as
+    conformance.md says. Lost extents do not fail it: they are written as zeros and
+    named on stderr, and the exit status stays 0 (7, 11)."""
     ar, err = open_or_report(args.archive)
     if ar is None:
         print(f"strata_ref: {err}", file=sys.stderr)
-        return 2 if isinstance(err, CannotOpen) else 1
+        return 2
     sec = next((s for s in ar.sections if s["kind"] == "image" and s["name"] == args.image), None)
     if sec is None:
         print(f"strata_ref: no image section named {args.image!r}", file=sys.stderr)
-        return 1
+        return 2
     size, tmp = sec["end"]["logical_size"], None
     try:
         if args.dest == "-":
@@ -2392,8 +2489,6 @@ def cmd_restore(args):
                     out.seek(start)
                 out.write(raw)
             else:
-                if ref == 1:
-                    print(f"strata_ref: warning: image bytes {start}..{start + length} are lost (restored as zeros)", file=sys.stderr)
                 if not seekable:
                     for o in range(0, length, len(ZEROS)):
                         out.write(memoryview(ZEROS)[:min(len(ZEROS), length - o)])
@@ -2410,12 +2505,14 @@ def cmd_restore(args):
             tmp = None
         else:
             out.flush()
+        for a, b in lost_ranges(sec["extents"]):   # recorded as lost: not a failure (7)
+            print(f"strata_ref: note: image bytes {a}..{b} are recorded as lost; restored as zeros", file=sys.stderr)
     except StrataError as e:
         print(f"strata_ref: restore failed: {e}", file=sys.stderr)
-        return 1
+        return 2
     except OSError as e:
         print(f"strata_ref: restore failed: {e}", file=sys.stderr)
-        return 1
+        return 2
     finally:
         if tmp is not None:
             os.unlink(tmp)
