@@ -166,6 +166,48 @@ fn damage_to_end_and_begin_records_is_reported_as_spec_section_11_says() {
     assert_eq!(classes(&report), [ErrorClass::RecordChecksum], "{:?}", report.problems);
 }
 
+/// Recomputes the body and header CRCs of the record at `at`, so that a field
+/// changed in its body is the defect a reader meets.
+fn fix_crcs(bytes: &mut [u8], at: usize) {
+    let length = u64::from_le_bytes(bytes[at + 16..at + 24].try_into().unwrap()) as usize;
+    let body = strata_format::crc32c(&bytes[at + 32..at + 32 + length]);
+    bytes[at + 24..at + 28].copy_from_slice(&body.to_le_bytes());
+    let header = strata_format::crc32c(&bytes[at..at + 28]);
+    bytes[at + 28..at + 32].copy_from_slice(&header.to_le_bytes());
+}
+
+#[test]
+fn rules_of_files_dir_and_files_end_fields_are_checked() {
+    use strata_format::ErrorClass;
+    let (archive, _, _) = sample();
+    let layout = records(&archive);
+    let problems_at = |bytes: &[u8], at: usize| {
+        let report = verify::verify(bytes, Limits::default(), &|_| {}).unwrap();
+        report.problems.iter().filter(|p| p.offset == at as u64).map(|p| p.class).collect::<Vec<_>>()
+    };
+
+    // A FILES_DIR child that is not a directory must have dir_table 0.
+    let (dir_at, child) = layout
+        .iter()
+        .filter(|r| r.1 == RecordType::FilesDir.code())
+        .find_map(|&(at, _, _)| {
+            let count = u64::from_le_bytes(archive[at + 48..at + 56].try_into().unwrap()) as usize;
+            (0..count).map(|i| at + 56 + i * 32).find(|&c| archive[c + 22] != 2).map(|c| (at, c))
+        })
+        .expect("the sample has a directory holding a file");
+    let mut bytes = archive.clone();
+    bytes[child + 24] = 0x80;
+    fix_crcs(&mut bytes, dir_at);
+    assert_eq!(problems_at(&bytes, dir_at), [ErrorClass::IndexMismatch]);
+
+    // FILES_END reserved must be zero.
+    let (end_at, _, _) = *layout.iter().find(|r| r.1 == RecordType::FilesEnd.code()).unwrap();
+    let mut bytes = archive.clone();
+    bytes[end_at + 32 + 4] = 1;
+    fix_crcs(&mut bytes, end_at);
+    assert_eq!(problems_at(&bytes, end_at), [ErrorClass::RecordMalformed]);
+}
+
 #[test]
 fn short_reads_from_a_pipe_do_not_change_the_result() {
     /// Returns at most 1 to 7 bytes per read, like a slow pipe.

@@ -432,7 +432,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             end.begin_offset,
         );
         let orphans = tree.announced.len();
-        let mut ok = end.reserved == 0;
+        let mut ok = true;
+        if end.reserved != 0 {
+            ok = false;
+            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END reserved", "not zero");
+        }
         if counts != declared {
             ok = false;
             self.problem(
@@ -445,7 +449,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         if orphans > 0 {
             ok = false;
             self.problem(
-                ErrorClass::RecordMalformed,
+                ErrorClass::IndexMismatch,
                 pos,
                 "FILES_EXTENTS",
                 format!("content was announced for {orphans} entries that never came"),
@@ -616,8 +620,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         && c.kind.code() == child.kind
                         && c.record == child.entries_record
                         && c.offset == child.entry_offset
-                        && (c.kind != EntryKind::Directory
-                            || tree.dir_tables.get(&child.entry_id).map(|(o, _)| *o) == Some(child.dir_table))
+                        && if c.kind == EntryKind::Directory {
+                            tree.dir_tables.get(&child.entry_id).map(|(o, _)| *o) == Some(child.dir_table)
+                        } else {
+                            child.dir_table == 0
+                        }
                 })
             });
             if !count_ok || !children_ok {
