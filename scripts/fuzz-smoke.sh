@@ -24,10 +24,31 @@ fi
 cargo "${toolchain[@]}" fuzz build "${sanitizer[@]}"
 mkdir -p artifacts
 
+# decode_chunk reads one CHUNK body after a byte that picks a prefix length: its
+# seeds are the chunk bodies of the vectors, found by walking their records.
+chunk_seeds() {
+  python3 - "$1" ../spec/vectors/*.strata <<'PY'
+import os, struct, sys
+out = sys.argv[1]
+for path in sys.argv[2:]:
+    data = open(path, "rb").read()
+    if data[:8] != b"\x89STRATA\n":
+        continue
+    at = struct.unpack_from("<I", data, 12)[0]
+    while at + 32 <= len(data):
+        kind, length = struct.unpack_from("<H", data, at + 4)[0], struct.unpack_from("<Q", data, at + 16)[0]
+        if kind == 1 and at + 32 + length <= len(data):
+            name = f"{os.path.basename(path)}.{at}"
+            open(os.path.join(out, name), "wb").write(b"\x40" + data[at + 32:at + 32 + length])
+        at += 32 + length
+PY
+}
+
 run_target() {
   local target=$1 log="artifacts/$1.run.log"
   mkdir -p "corpus/$target"
   cp -n ../spec/vectors/*.strata "corpus/$target/" 2>/dev/null || true
+  if [[ $target == decode_chunk ]]; then chunk_seeds "corpus/$target"; fi
   if ! cargo "${toolchain[@]}" fuzz run "${sanitizer[@]}" "$target" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     tail -n 40 "$log" >&2

@@ -25,7 +25,7 @@ pub mod verify;
 mod verify_tree;
 
 pub use archive::{chunk_at, Archive, Chunk, ImageSection, Limits, Section};
-pub use chunk::decode_chunk;
+pub use chunk::{decode_chunk, decode_chunk_prefix};
 pub use error::Error;
 pub use read_at::ReadAt;
 pub use strata_format::ErrorClass;
