@@ -9,19 +9,10 @@
 #   WORK=DIR     scratch space (default /var/tmp/strata-damage)
 #   PICK=N       which shared chunk to damage, counted from the middle (default 0)
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-CORPUS=${CORPUS:-/var/tmp/strata-corpus}
 WORK=${WORK:-/var/tmp/strata-damage}
 PICK=${PICK:-0}
-[[ -d $CORPUS/tree ]] || CORPUS=$CORPUS bash "$HERE/corpus.sh"
-(cd "$ROOT" && cargo build --release --quiet --bin strata)
-STRATA=$ROOT/target/release/strata
-PY=$ROOT/.venv/bin/python
-if [[ ! -x $PY ]]; then
-  python3 -m venv "$ROOT/.venv"
-  "$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/spec/reference-py/requirements.txt"
-fi
+# shellcheck source=checks.sh
+. "$(dirname "$0")/checks.sh"
 rm -rf "$WORK" && mkdir -p "$WORK"
 "$STRATA" create "$WORK/tree.strata" --files "tree=$CORPUS/tree" --quiet
 "$PY" - "$STRATA" "$PY" "$ROOT/spec/reference-py/strata_ref.py" "$WORK" "$CORPUS/tree" "$PICK" <<'EOF'

@@ -9,19 +9,9 @@
 #   CORPUS=DIR   the corpus (default /var/tmp/strata-corpus; see corpus.sh)
 #   WORK=DIR     scratch space (default /var/tmp/strata-second-reader, ~6 GB)
 set -euo pipefail
-HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-CORPUS=${CORPUS:-/var/tmp/strata-corpus}
 WORK=${WORK:-/var/tmp/strata-second-reader}
-[[ -d $CORPUS/tree && -f $CORPUS/image-clean.raw ]] || CORPUS=$CORPUS bash "$HERE/corpus.sh"
-(cd "$ROOT" && cargo build --release --quiet --bin strata)
-STRATA=$ROOT/target/release/strata
-PY=$ROOT/.venv/bin/python
-if [[ ! -x $PY ]]; then
-  python3 -m venv "$ROOT/.venv"
-  "$PY" -m pip install --quiet --disable-pip-version-check -r "$ROOT/spec/reference-py/requirements.txt"
-fi
-REF=("$PY" "$ROOT/spec/reference-py/strata_ref.py")
+# shellcheck source=checks.sh
+. "$(dirname "$0")/checks.sh"
 rm -rf "$WORK" && mkdir -p "$WORK"
 W=$WORK
 log() { printf '[second-reader %(%H:%M:%S)T] %s\n' -1 "$*"; }
