@@ -149,23 +149,30 @@ fn salvage_past_corruption_in_the_middle_keeps_everything_else() {
     }
 }
 
+/// A tree of `sub/kept.txt` and `sub/big.bin` (`size` pseudo-random bytes, so its
+/// first 64 KiB chunk is stored raw), plus what `more` adds, archived with 64 KiB
+/// chunks; returns `damaged.strata`, the archive with a byte of that chunk flipped.
+fn tree_with_damaged_file(dir: &std::path::Path, size: u32, more: impl FnOnce(&std::path::Path)) -> std::path::PathBuf {
+    let tree = dir.join("tree");
+    std::fs::create_dir_all(tree.join("sub")).unwrap();
+    std::fs::write(tree.join("sub/kept.txt"), b"kept ".repeat(100)).unwrap();
+    let big: Vec<u8> = (0..size).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(tree.join("sub/big.bin"), &big).unwrap();
+    more(&tree);
+    let archive = dir.join("a.strata");
+    run_ok(&["create", path_str(&archive), "--files", &format!("t={}", path_str(&tree)), "--chunk-size", "64K", "-q"]);
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let at = bytes.windows(64).position(|w| w == &big[..64]).expect("big.bin's first chunk is stored raw");
+    bytes[at + 10] ^= 0x55;
+    let damaged = dir.join("damaged.strata");
+    std::fs::write(&damaged, &bytes).unwrap();
+    damaged
+}
+
 #[test]
 fn a_salvaged_tree_lists_what_was_lost_and_extraction_skips_it() {
     let dir = temp_dir();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("sub")).unwrap();
-    std::fs::write(tree.join("sub/kept.txt"), b"kept ".repeat(100)).unwrap();
-    let lost_bytes: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-    std::fs::write(tree.join("sub/big.bin"), &lost_bytes).unwrap();
-    let archive = dir.path().join("a.strata");
-    run_ok(&["create", path_str(&archive), "--files", &format!("t={}", path_str(&tree)), "--chunk-size", "64K", "-q"]);
-    // Damage the first chunk of big.bin: the only chunk holding exactly its first 64 KiB.
-    let mut bytes = std::fs::read(&archive).unwrap();
-    let needle = &lost_bytes[..64];
-    let chunk_start = bytes.windows(64).position(|w| w == needle).expect("big.bin's first chunk is stored raw");
-    bytes[chunk_start + 10] ^= 0x55;
-    let damaged = dir.path().join("damaged.strata");
-    std::fs::write(&damaged, &bytes).unwrap();
+    let damaged = tree_with_damaged_file(dir.path(), 200_000, |_| {});
     let salvaged = dir.path().join("salvaged.strata");
     let out = run(&["salvage", "-q", path_str(&damaged), path_str(&salvaged)]);
     assert_eq!(out.status.code(), Some(1), "salvage says something was lost");
@@ -203,18 +210,9 @@ fn a_salvaged_tree_lists_what_was_lost_and_extraction_skips_it() {
 #[test]
 fn extraction_skips_a_file_whose_chunk_is_damaged_and_its_hard_links_with_warnings() {
     let dir = temp_dir();
-    let tree = dir.path().join("tree");
-    std::fs::create_dir_all(tree.join("sub")).unwrap();
-    std::fs::write(tree.join("sub/kept.txt"), b"kept ".repeat(100)).unwrap();
-    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-    std::fs::write(tree.join("sub/big.bin"), &bytes).unwrap();
-    std::fs::hard_link(tree.join("sub/big.bin"), tree.join("twin.bin")).unwrap();
-    let archive = dir.path().join("a.strata");
-    run_ok(&["create", path_str(&archive), "--files", &format!("t={}", path_str(&tree)), "--chunk-size", "64K", "-q"]);
-    let mut damaged = std::fs::read(&archive).unwrap();
-    let at = damaged.windows(64).position(|w| w == &bytes[..64]).expect("big.bin's first chunk is stored raw");
-    damaged[at + 10] ^= 0x55;
-    std::fs::write(&archive, &damaged).unwrap();
+    let archive = tree_with_damaged_file(dir.path(), 100_000, |tree| {
+        std::fs::hard_link(tree.join("sub/big.bin"), tree.join("twin.bin")).unwrap();
+    });
 
     let dest = dir.path().join("x");
     let out = run(&["extract", path_str(&archive), "--files", "t", path_str(&dest), "--json"]);
