@@ -5,12 +5,16 @@
 //! SIGINT, SIGTERM or SIGHUP ends the process, so no half output is left behind.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, Once};
 
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static INSTALL: Once = Once::new();
 
-/// Installs the signal handler; call once at start.
-pub fn install() {
+/// Installs the signal handler, once, when the first temporary file is
+/// registered: the handler runs on a thread of its own, which a command that
+/// writes no output (`cat`, `list`, `info`) has no reason to start, and until
+/// then a signal's default action leaves nothing behind.
+fn install() {
     // If a handler cannot be installed the run goes on; only cleanup on a signal is lost.
     let _ = ctrlc::set_handler(|| {
         if let Ok(paths) = PENDING.lock() {
@@ -25,6 +29,7 @@ pub fn install() {
 
 /// Registers a temporary file to remove if the process is interrupted.
 pub fn register(path: &Path) {
+    INSTALL.call_once(install);
     if let Ok(mut paths) = PENDING.lock() {
         paths.push(path.to_path_buf());
     }

@@ -84,7 +84,6 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cleanup::install();
     let result = match cli.command {
         Command::Create(args) => create::run(args),
         Command::Info(args) => inspect::info(args),
