@@ -99,9 +99,17 @@ pub struct ZstdFrameInfo {
     pub content_size: Option<u64>,
     pub window_size: u64,
     pub dictionary_id: u32,
+    /// Bytes from the magic to the first block header.
+    pub header_length: u64,
+    /// Whether a 4-byte content checksum follows the last block.
+    pub has_checksum: bool,
 }
 
 const ZSTD_MAGIC: u32 = 0xFD2F_B528;
+
+/// The longest zstd frame header: magic, descriptor, window descriptor, a 4-byte
+/// dictionary id and an 8-byte content size.
+pub const MAX_ZSTD_FRAME_HEADER: usize = 4 + 1 + 1 + 4 + 8;
 
 /// Parses a zstd frame header (RFC 8878, 3.1.1) far enough to check the format's
 /// rules: content size present, no dictionary, bounded window.
@@ -153,7 +161,68 @@ pub fn parse_zstd_frame_header(bytes: &[u8]) -> Result<ZstdFrameInfo, FormatErro
     if single_segment {
         window_size = content_size.unwrap_or(0);
     }
-    Ok(ZstdFrameInfo { content_size, window_size, dictionary_id })
+    Ok(ZstdFrameInfo {
+        content_size,
+        window_size,
+        dictionary_id,
+        header_length: (at + fcs_len) as u64,
+        has_checksum: descriptor & 0x04 != 0,
+    })
+}
+
+/// Finds where a zstd frame ends from its block headers alone (RFC 8878,
+/// 3.1.1.2), for a reader that streams the stored bytes instead of holding them:
+/// it is told each 3-byte block header in turn and says where the next one is.
+#[derive(Clone, Copy, Debug)]
+pub struct ZstdBlockWalk {
+    next_header: u64,
+    end: Option<u64>,
+    checksum_length: u64,
+}
+
+impl ZstdBlockWalk {
+    pub fn new(info: &ZstdFrameInfo) -> Self {
+        ZstdBlockWalk {
+            next_header: info.header_length,
+            end: None,
+            checksum_length: if info.has_checksum { 4 } else { 0 },
+        }
+    }
+
+    /// Where, from the frame's start, the next block header lies; `None` once the
+    /// last block was seen.
+    pub fn next_header(&self) -> Option<u64> {
+        self.end.is_none().then_some(self.next_header)
+    }
+
+    /// Takes the block header found at `next_header()`.
+    pub fn take(&mut self, header: [u8; 3]) -> Result<(), FormatError> {
+        let value = u32::from(header[0]) | u32::from(header[1]) << 8 | u32::from(header[2]) << 16;
+        let last = value & 1 != 0;
+        let size = u64::from(value >> 3);
+        let content = match (value >> 1) & 3 {
+            // Raw and compressed blocks store `size` bytes; an RLE block stores one.
+            0 | 2 => size,
+            1 => 1,
+            _ => {
+                return Err(FormatError::new(
+                    ErrorClass::ChunkCorrupt,
+                    "zstd block header",
+                    format!("reserved block type at frame byte {}", self.next_header),
+                ))
+            }
+        };
+        self.next_header += 3 + content;
+        if last {
+            self.end = Some(self.next_header + self.checksum_length);
+        }
+        Ok(())
+    }
+
+    /// The frame's whole length, once the last block was taken.
+    pub fn frame_length(&self) -> Option<u64> {
+        self.end
+    }
 }
 
 /// Checks a zstd chunk's frame header against the chunk's raw length and the

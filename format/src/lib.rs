@@ -32,6 +32,12 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
 }
 
+/// Continues a CRC-32C over more bytes: `crc32c_append(crc32c(a), b)` is the
+/// CRC of `a` followed by `b`.
+pub fn crc32c_append(crc: u32, bytes: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc, bytes)
+}
+
 /// Whether every byte is zero. The fold has no early exit so it vectorises;
 /// callers test long buffers block by block.
 pub fn is_zero(bytes: &[u8]) -> bool {

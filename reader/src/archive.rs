@@ -6,10 +6,11 @@ use rayon::prelude::*;
 use strata_format::image::{self, ExtentMapCheck, MapDigest, LOST_ID, ZERO_ID};
 use strata_format::index::{SectionKind, TRAILER_RECORD_SIZE};
 use strata_format::{
-    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType, Trailer,
+    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordHeader, RecordType,
+    Trailer,
 };
 
-use crate::record::{read_record_at, Record, BODY_CRC_WHAT};
+use crate::record::{check_body, read_record_at, read_record_header_at, Record, BODY_CRC_WHAT};
 use crate::sink::ImageSink;
 use crate::{chunk, Error, ReadAt};
 
@@ -331,10 +332,18 @@ impl<R: ReadAt> Archive<R> {
                         && (range.end as u64) < extent.length
                         && self.last_partial.swap(chunk_ref, std::sync::atomic::Ordering::Relaxed) != chunk_ref;
                     if partial {
-                        let record = read_chunk_record(&self.source, self.size, chunk_ref, self.tag, &self.limits)
-                            .map_err(in_context)?;
-                        let prefix = chunk::decode_chunk_prefix(&record.body, range.end)
-                            .map_err(|e| in_context(Error::from(e).at(chunk_ref)))?;
+                        let header =
+                            read_chunk_record_header(&self.source, self.size, chunk_ref, self.tag, &self.limits)
+                                .map_err(in_context)?;
+                        let body_start = chunk_ref + RecordHeader::SIZE as u64;
+                        let prefix = chunk::decode_prefix_streamed(
+                            &self.source,
+                            body_start,
+                            header.body_length,
+                            Some((&header, chunk_ref)),
+                            range.end,
+                        )
+                        .map_err(|e| in_context(e.at(chunk_ref)))?;
                         buf[done..done + take].copy_from_slice(&prefix[range]);
                     } else {
                         let data = self.read_chunk(chunk_ref, extent.length).map_err(in_context)?;
@@ -457,23 +466,41 @@ fn read_chunk_record<R: ReadAt + ?Sized>(
     tag: [u8; 8],
     limits: &Limits,
 ) -> Result<Record, Error> {
-    let record = read_record_at(source, size, offset, tag, limits.max_index_bytes).map_err(|e| {
-        if matches!(e.class(), Some(ErrorClass::RecordChecksum) | Some(ErrorClass::Truncated) | None) {
-            e
-        } else {
-            Error::new(ErrorClass::DanglingReference, "chunk reference", format!("no chunk record here: {e}"))
-                .at(offset)
-        }
-    })?;
-    if record.record_type != Some(RecordType::Chunk) {
+    let header = read_chunk_record_header(source, size, offset, tag, limits)?;
+    let body_start = offset + RecordHeader::SIZE as u64;
+    let mut body = vec![0u8; header.body_length as usize];
+    source.read_exact_at(&mut body, body_start).map_err(|e| Error::io("record body", body_start, e))?;
+    check_body(&header, &body, offset)?;
+    Ok(Record { offset, record_type: Some(RecordType::Chunk), body })
+}
+
+/// Reads and checks the header of the record a chunk reference points at, which
+/// must be a `CHUNK` record.
+fn read_chunk_record_header<R: ReadAt + ?Sized>(
+    source: &R,
+    size: u64,
+    offset: u64,
+    tag: [u8; 8],
+    limits: &Limits,
+) -> Result<RecordHeader, Error> {
+    let (header, record_type) =
+        read_record_header_at(source, size, offset, tag, limits.max_index_bytes).map_err(|e| {
+            if matches!(e.class(), Some(ErrorClass::RecordChecksum) | Some(ErrorClass::Truncated) | None) {
+                e
+            } else {
+                Error::new(ErrorClass::DanglingReference, "chunk reference", format!("no chunk record here: {e}"))
+                    .at(offset)
+            }
+        })?;
+    if record_type != Some(RecordType::Chunk) {
         return Err(Error::new(
             ErrorClass::DanglingReference,
             "chunk reference",
-            format!("the record here is {}, not CHUNK", record.record_type.map_or("an ancillary record", |t| t.name())),
+            format!("the record here is {}, not CHUNK", record_type.map_or("an ancillary record", |t| t.name())),
         )
         .at(offset));
     }
-    Ok(record)
+    Ok(header)
 }
 
 /// A decoded chunk and its identity.

@@ -51,14 +51,15 @@ pub(crate) fn check_header(
     Ok((header, record_type))
 }
 
-/// Reads and checks the record at `offset` of a positional source of `size` bytes.
-pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
+/// Reads and checks the header of the record at `offset` of a positional source
+/// of `size` bytes, and that its body lies inside the source.
+pub(crate) fn read_record_header_at<R: ReadAt + ?Sized>(
     source: &R,
     size: u64,
     offset: u64,
     tag: [u8; 8],
     index_limit: u64,
-) -> Result<Record, Error> {
+) -> Result<(RecordHeader, Option<RecordType>), Error> {
     if offset.checked_add(RecordHeader::SIZE as u64).is_none_or(|end| end > size) {
         return Err(Error::new(
             ErrorClass::Truncated,
@@ -79,6 +80,19 @@ pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
         )
         .at(offset));
     }
+    Ok((header, record_type))
+}
+
+/// Reads and checks the record at `offset` of a positional source of `size` bytes.
+pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
+    source: &R,
+    size: u64,
+    offset: u64,
+    tag: [u8; 8],
+    index_limit: u64,
+) -> Result<Record, Error> {
+    let (header, record_type) = read_record_header_at(source, size, offset, tag, index_limit)?;
+    let body_start = offset + RecordHeader::SIZE as u64;
     let mut body = vec![0u8; header.body_length as usize];
     source.read_exact_at(&mut body, body_start).map_err(|e| Error::io("record body", body_start, e))?;
     check_body(&header, &body, offset)?;
@@ -89,12 +103,16 @@ pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
 pub(crate) const BODY_CRC_WHAT: &str = "record body CRC-32C";
 
 pub(crate) fn check_body(header: &RecordHeader, body: &[u8], offset: u64) -> Result<(), Error> {
-    let crc = strata_format::crc32c(body);
+    check_body_crc(header, strata_format::crc32c(body), offset)
+}
+
+/// Compares a body CRC computed elsewhere (a body read in pieces) with the header's.
+pub(crate) fn check_body_crc(header: &RecordHeader, crc: u32, offset: u64) -> Result<(), Error> {
     if crc != header.body_crc {
         return Err(Error::new(
             ErrorClass::RecordChecksum,
             BODY_CRC_WHAT,
-            format!("stored {:08x}, computed {crc:08x} over {} bytes", header.body_crc, body.len()),
+            format!("stored {:08x}, computed {crc:08x} over {} bytes", header.body_crc, header.body_length),
         )
         .at(offset));
     }
