@@ -4,6 +4,7 @@
 mod common;
 
 use common::archive::{write, MemorySink};
+use common::fix_crcs;
 use strata_format::{RecordHeader, RecordType};
 use strata_reader::{stream, verify, Archive, Limits, Section};
 
@@ -164,16 +165,6 @@ fn damage_to_end_and_begin_records_is_reported_as_spec_section_11_says() {
     bytes[trailer + 40] ^= 1;
     let report = verify::verify(&bytes, Limits::default(), &|_| {}).unwrap();
     assert_eq!(classes(&report), [ErrorClass::RecordChecksum], "{:?}", report.problems);
-}
-
-/// Recomputes the body and header CRCs of the record at `at`, so that a field
-/// changed in its body is the defect a reader meets.
-fn fix_crcs(bytes: &mut [u8], at: usize) {
-    let length = u64::from_le_bytes(bytes[at + 16..at + 24].try_into().unwrap()) as usize;
-    let body = strata_format::crc32c(&bytes[at + 32..at + 32 + length]);
-    bytes[at + 24..at + 28].copy_from_slice(&body.to_le_bytes());
-    let header = strata_format::crc32c(&bytes[at..at + 28]);
-    bytes[at + 28..at + 32].copy_from_slice(&header.to_le_bytes());
 }
 
 #[test]

@@ -248,3 +248,63 @@ fn one_damaged_chunk_is_one_problem_naming_exactly_the_files_it_holds() {
         assert_eq!(!readable, named.contains(file), "{file}: readable {readable}, named {named:?}");
     }
 }
+
+/// `cat` of a file packed with others decodes the pack only up to the file's end
+/// (FORMAT.md 10.1, step 5) and checks the file by its own BLAKE3: a file before
+/// damaged bytes of its pack is given back whole, one after them is refused.
+#[test]
+fn cat_of_a_packed_file_is_checked_by_its_own_blake3() {
+    let work = temp_dir();
+    let dir = work.path();
+    let source = dir.join("src");
+    std::fs::create_dir(&source).unwrap();
+    // Random bytes do not compress, so the pack is stored raw and a flipped byte
+    // changes only the file it falls in.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut contents = Vec::new();
+    for name in ["a", "b", "c"] {
+        let bytes: Vec<u8> = (0..3000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        std::fs::write(source.join(name), &bytes).unwrap();
+        contents.push(bytes);
+    }
+    let archive_path = dir.join("t.strata");
+    run_ok(&["create", path_str(&archive_path), "--files", &format!("t={}", path_str(&source)), "--quiet"]);
+    let cat = |name: &str| run(&["cat", path_str(&archive_path), "--files", "t", name]);
+    for (name, bytes) in ["a", "b", "c"].iter().zip(&contents) {
+        let out = cat(name);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(&out.stdout, bytes, "cat {name}");
+    }
+
+    let archive = Archive::open(std::fs::File::open(&archive_path).unwrap()).unwrap();
+    let tree = archive.tree("t").unwrap();
+    let b = archive.lookup(tree, b"b").unwrap().unwrap();
+    let a = archive.lookup(tree, b"a").unwrap().unwrap();
+    let (pack, b_offset) = (b.extents[0].chunk_ref, b.extents[0].chunk_offset);
+    assert_eq!(a.extents[0].chunk_ref, pack, "the small files share one pack");
+    assert!(a.extents[0].chunk_offset < b_offset, "a is packed before b");
+    drop(archive);
+    let mut bytes = std::fs::read(&archive_path).unwrap();
+    let stored = pack as usize + 32 + strata_format::ChunkHeader::SIZE;
+    assert_eq!(bytes[stored - 4], strata_format::ChunkEncoding::Raw.code(), "the pack is stored raw");
+    bytes[stored + b_offset as usize + 100] ^= 1;
+    fix_crcs(&mut bytes, pack as usize);
+    std::fs::write(&archive_path, &bytes).unwrap();
+
+    let out = cat("a");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, contents[0], "the file before the damage is given back whole");
+    let out = cat("b");
+    assert!(!out.status.success(), "a damaged file must be refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("BLAKE3"), "{stderr}");
+    // verify checks the pack's own BLAKE3 and names the damage.
+    assert!(!run(&["verify", path_str(&archive_path)]).status.success());
+}

@@ -282,12 +282,7 @@ impl<R: ReadAt> Archive<R> {
     pub fn read_chunk(&self, chunk_ref: u64, expected_length: u64) -> Result<Arc<Chunk>, Error> {
         let chunk = self.read_chunk_whole(chunk_ref)?;
         if chunk.raw.len() as u64 != expected_length {
-            return Err(Error::new(
-                ErrorClass::ExtentMap,
-                "data extent length",
-                format!("{expected_length}, but its chunk holds {} bytes", chunk.raw.len()),
-            )
-            .at(chunk_ref));
+            return Err(short_chunk(expected_length, chunk.raw.len() as u64).at(chunk_ref));
         }
         Ok(chunk)
     }
@@ -304,6 +299,26 @@ impl<R: ReadAt> Archive<R> {
             *cache = Some((chunk_ref, chunk.clone()));
         }
         Ok(chunk)
+    }
+
+    /// Whether a read of part of the chunk at `chunk_ref` should decode only the
+    /// part: true for the first read of a chunk not held whole. A second read in
+    /// the same chunk decodes it whole, checks its BLAKE3 and keeps it, so reads
+    /// that walk a chunk piece by piece decode it about twice, not once per piece.
+    pub(crate) fn first_read_of(&self, chunk_ref: u64) -> bool {
+        let cached = self.last_chunk.lock().ok().is_some_and(|c| c.as_ref().is_some_and(|(r, _)| *r == chunk_ref));
+        !cached && self.last_partial.swap(chunk_ref, std::sync::atomic::Ordering::Relaxed) != chunk_ref
+    }
+
+    /// The first `prefix` raw bytes of the chunk at `chunk_ref` (fewer if the
+    /// chunk is shorter), decoded only that far: the record CRC and the frame
+    /// rules are checked, the chunk's BLAKE3 is not (FORMAT.md 10.1, steps 4
+    /// and 5), so the caller checks what it reads some other way or says so.
+    pub(crate) fn read_chunk_prefix(&self, chunk_ref: u64, prefix: usize) -> Result<Vec<u8>, Error> {
+        let header = read_chunk_record_header(&self.source, self.size, chunk_ref, self.tag, &self.limits)?;
+        let body_start = chunk_ref + RecordHeader::SIZE as u64;
+        chunk::decode_prefix_streamed(&self.source, body_start, header.body_length, Some((&header, chunk_ref)), prefix)
+            .map_err(|e| e.at(chunk_ref))
     }
 
     /// Reads image bytes at `offset` into `buf`; returns how many were read (fewer
@@ -324,27 +339,12 @@ impl<R: ReadAt> Archive<R> {
                     let range = within as usize..within as usize + take;
                     let in_context =
                         |e: Error| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end());
-                    let cached =
-                        self.last_chunk.lock().ok().is_some_and(|c| c.as_ref().is_some_and(|(r, _)| *r == chunk_ref));
-                    // One read of part of a chunk decodes only up to the part's end;
-                    // a second read in the same chunk decodes it whole, and keeps it.
-                    let partial = !cached
-                        && (range.end as u64) < extent.length
-                        && self.last_partial.swap(chunk_ref, std::sync::atomic::Ordering::Relaxed) != chunk_ref;
-                    if partial {
-                        let header =
-                            read_chunk_record_header(&self.source, self.size, chunk_ref, self.tag, &self.limits)
-                                .map_err(in_context)?;
-                        let body_start = chunk_ref + RecordHeader::SIZE as u64;
-                        let prefix = chunk::decode_prefix_streamed(
-                            &self.source,
-                            body_start,
-                            header.body_length,
-                            Some((&header, chunk_ref)),
-                            range.end,
-                        )
-                        .map_err(|e| in_context(e.at(chunk_ref)))?;
-                        buf[done..done + take].copy_from_slice(&prefix[range]);
+                    if (range.end as u64) < extent.length && self.first_read_of(chunk_ref) {
+                        let prefix = self.read_chunk_prefix(chunk_ref, range.end).map_err(in_context)?;
+                        let part = prefix
+                            .get(range)
+                            .ok_or_else(|| in_context(short_chunk(extent.length, prefix.len() as u64).at(chunk_ref)))?;
+                        buf[done..done + take].copy_from_slice(part);
                     } else {
                         let data = self.read_chunk(chunk_ref, extent.length).map_err(in_context)?;
                         buf[done..done + take].copy_from_slice(&data.raw[range]);
@@ -501,6 +501,15 @@ fn read_chunk_record_header<R: ReadAt + ?Sized>(
         .at(offset));
     }
     Ok(header)
+}
+
+/// A data extent longer or shorter than the chunk it refers to.
+fn short_chunk(expected_length: u64, holds: u64) -> Error {
+    Error::new(
+        ErrorClass::ExtentMap,
+        "data extent length",
+        format!("{expected_length}, but its chunk holds {holds} bytes"),
+    )
 }
 
 /// A decoded chunk and its identity.

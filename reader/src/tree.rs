@@ -198,9 +198,13 @@ impl<R: ReadAt> Archive<R> {
 
     /// Writes a regular file's content to `out` (holes as zeros), checking it
     /// against the entry's BLAKE3. Returns the bytes written.
+    ///
+    /// A file held in one extent of a chunk not read before is decoded only up to
+    /// the file's end (FORMAT.md 10.1, step 5): the file's BLAKE3 checks every byte
+    /// given, the chunk's own BLAKE3 is not checked.
     pub fn read_file(&self, tree: &TreeSection, entry: &Entry, out: &mut dyn Write) -> Result<u64, Error> {
         static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-        self.file_content(tree, entry, |_, piece| {
+        self.visit_file(tree, entry, true, |_, piece| {
             let result = match piece {
                 Piece::Data(bytes) => out.write_all(bytes),
                 Piece::Hole(mut n) => {
@@ -226,6 +230,18 @@ impl<R: ReadAt> Archive<R> {
         &self,
         tree: &TreeSection,
         entry: &Entry,
+        visit: impl FnMut(u64, Piece<'_>) -> Result<(), Error>,
+    ) -> Result<bool, Error> {
+        self.visit_file(tree, entry, false, visit)
+    }
+
+    /// `file_content`, which may decode the chunk of a one-extent file only up
+    /// to the file's end when `partial` is set.
+    fn visit_file(
+        &self,
+        tree: &TreeSection,
+        entry: &Entry,
+        partial: bool,
         mut visit: impl FnMut(u64, Piece<'_>) -> Result<(), Error>,
     ) -> Result<bool, Error> {
         let check = crate::archive::hole_bytes(entry) <= self.limits().max_hole_hash_bytes;
@@ -241,13 +257,23 @@ impl<R: ReadAt> Archive<R> {
                 hash_zeros(&mut hasher, extent.file_offset - at);
                 visit(at, Piece::Hole(extent.file_offset - at))?;
             }
-            let chunk = self.read_chunk_whole(extent.chunk_ref).map_err(|e| e.in_section(&tree.name))?;
             let start = extent.chunk_offset as usize;
-            let bytes = chunk.raw.get(start..start + extent.length as usize).ok_or_else(|| {
+            let end = start.saturating_add(extent.length as usize);
+            // The file's BLAKE3 is checked below only when `check` holds: a partial
+            // decode, which skips the chunk's BLAKE3, is used only then.
+            let (whole, part);
+            let raw: &[u8] = if partial && check && entry.extents.len() == 1 && self.first_read_of(extent.chunk_ref) {
+                part = self.read_chunk_prefix(extent.chunk_ref, end).map_err(|e| e.in_section(&tree.name))?;
+                &part
+            } else {
+                whole = self.read_chunk_whole(extent.chunk_ref).map_err(|e| e.in_section(&tree.name))?;
+                &whole.raw
+            };
+            let bytes = raw.get(start..end).ok_or_else(|| {
                 Error::new(
                     ErrorClass::ExtentMap,
                     "file extent",
-                    format!("bytes {start}.. of a chunk of {} bytes", chunk.raw.len()),
+                    format!("bytes {start}..{end}, past the chunk's end at byte {}", raw.len()),
                 )
                 .at(extent.chunk_ref)
                 .in_section(&tree.name)

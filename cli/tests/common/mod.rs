@@ -73,3 +73,13 @@ pub mod manifest;
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// Recomputes the body and header CRCs of the record at `at`, so that a field
+/// changed in its body is the defect a reader meets.
+pub fn fix_crcs(bytes: &mut [u8], at: usize) {
+    let length = u64::from_le_bytes(bytes[at + 16..at + 24].try_into().unwrap()) as usize;
+    let body = strata_format::crc32c(&bytes[at + 32..at + 32 + length]);
+    bytes[at + 24..at + 28].copy_from_slice(&body.to_le_bytes());
+    let header = strata_format::crc32c(&bytes[at..at + 28]);
+    bytes[at + 28..at + 32].copy_from_slice(&header.to_le_bytes());
+}
