@@ -22,7 +22,7 @@ log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 # --- tools -------------------------------------------------------------------
 need=()
 for pair in zstd:zstd qemu-img:qemu-utils partclone.ext4:partclone bsdtar:libarchive-tools \
-  mksquashfs:squashfs-tools borg:borgbackup restic:restic /usr/bin/time:time; do
+  mksquashfs:squashfs-tools borg:borgbackup restic:restic /usr/bin/time:time hyperfine:hyperfine; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
@@ -52,6 +52,8 @@ measure() {
     # into the page cache: a read benchmark measures the read, not the disk).
     warm
     bash -c "$prepare" >/dev/null 2>&1 || true
+    # The previous tool's output is written back now, not during this run.
+    sync
     local stats start
     start=$EPOCHREALTIME
     if ! /usr/bin/time -f '%M' -o "$W/time.txt" bash -c "$command" >/dev/null 2>"$W/stderr"; then
@@ -72,6 +74,31 @@ measure() {
   ROWS+=("$work|$tool|$t|$size|$((r / 1024))")
 }
 
+# measure_quick WORK TOOL PREPARE COMMAND: for the one-file reads, which take
+# milliseconds. "For the whole process" means the tool's own process: hyperfine
+# starts it directly (no shell, whose start-up would be most of the figure), or,
+# for a pipeline, through a shell whose start-up it measures and subtracts. At
+# least 10 runs after 3 warm-up runs (which also read the archive into the page
+# cache); the median is kept. Peak RSS comes from one more run under time(1).
+measure_quick() {
+  local work=$1 tool=$2 prepare=$3 command=$4 shell=(-N) t r
+  warm
+  bash -c "$prepare" >/dev/null 2>&1 || true
+  sync
+  [[ $command == *'|'* ]] && shell=()
+  if ! hyperfine "${shell[@]}" --warmup 3 --min-runs 10 --style none --export-json "$W/quick.json" \
+    "$command" >/dev/null 2>"$W/stderr" ||
+    ! /usr/bin/time -f '%M' -o "$W/time.txt" bash -c "$command" >/dev/null 2>>"$W/stderr"; then
+    log "$tool $work failed: $(tail -3 "$W/stderr")"
+    ROWS+=("$work|$tool|failed|-|-")
+    return
+  fi
+  t=$(python3 -c 'import json, sys; print("%.4f" % json.load(open(sys.argv[1]))["results"][0]["median"])' "$W/quick.json")
+  r=$(tail -1 "$W/time.txt")
+  log "$work $tool: ${t}s, $((r / 1024)) MiB RSS"
+  ROWS+=("$work|$tool|$t|-|$((r / 1024))")
+}
+
 # --- images --------------------------------------------------------------------
 for kind in clean dirty; do
   IMG=$C/image-$kind.raw
@@ -90,11 +117,11 @@ cmp "$W/r.img" "$IMG" || { log "strata restore is not bit-identical"; exit 1; }
 measure "image-clean restore" "zstd -d" - "rm -f $W/r.img" "zstd -d -q -f $W/clean.zst -o $W/r.img"
 measure "image-clean restore" "qemu-img qcow2" - "rm -f $W/r.img" "qemu-img convert -O raw $W/clean.qcow2 $W/r.img"
 rm -f "$W/r.img"
-measure "16 KiB read at an image offset" strata - "cat $W/clean.strata" \
+measure_quick "16 KiB read at an image offset" strata "cat $W/clean.strata" \
   "$STRATA cat $W/clean.strata --image disk --offset $DEEP_OFF --length 16384"
-measure "16 KiB read at an image offset" "qemu-io qcow2" - "cat $W/clean.qcow2" \
+measure_quick "16 KiB read at an image offset" "qemu-io qcow2" "cat $W/clean.qcow2" \
   "qemu-io -r -c 'read $DEEP_OFF 16k' $W/clean.qcow2"
-measure "16 KiB read at an image offset" "zstd -d (stream to the offset)" - "cat $W/clean.zst" \
+measure_quick "16 KiB read at an image offset" "zstd -d (stream to the offset)" "cat $W/clean.zst" \
   "zstd -dc $W/clean.zst | tail -c +$((DEEP_OFF + 1)) | head -c 16384"
 
 # --- trees ---------------------------------------------------------------------
@@ -124,11 +151,11 @@ measure "tree extract" "unsquashfs" - "rm -rf $X" "unsquashfs -q -n -d $X -proce
 measure "tree extract" "borg" - "rm -rf $X && mkdir -p $X" "cd $X && borg extract $W/borg::a"
 measure "tree extract" "restic" - "rm -rf $X" "restic -q -r $W/restic restore latest --target $X"
 rm -rf "$X"
-measure "one deep file out of the tree archive" strata - "cat $W/tree.strata" "$STRATA cat $W/tree.strata --files tree $DEEP_REL"
-measure "one deep file out of the tree archive" "tar + zstd" - "cat $W/tree.tar.zst" "zstd -dc $W/tree.tar.zst | tar -xOf - ./$DEEP_REL"
-measure "one deep file out of the tree archive" "unsquashfs -cat" - "cat $W/tree.sqfs" "unsquashfs -cat $W/tree.sqfs $DEEP_REL"
-measure "one deep file out of the tree archive" "borg" - "tar -C $W/borg -cf - ." "borg extract --stdout $W/borg::a ${T#/}/$DEEP_REL"
-measure "one deep file out of the tree archive" "restic dump" - "tar -C $W/restic -cf - ." "restic -q -r $W/restic dump latest $T/$DEEP_REL"
+measure_quick "one deep file out of the tree archive" strata "cat $W/tree.strata" "$STRATA cat $W/tree.strata --files tree $DEEP_REL"
+measure_quick "one deep file out of the tree archive" "tar + zstd" "cat $W/tree.tar.zst" "zstd -dc $W/tree.tar.zst | tar -xOf - ./$DEEP_REL"
+measure_quick "one deep file out of the tree archive" "unsquashfs -cat" "cat $W/tree.sqfs" "unsquashfs -cat $W/tree.sqfs $DEEP_REL"
+measure_quick "one deep file out of the tree archive" "borg" "tar -C $W/borg -cf - ." "borg extract --stdout $W/borg::a ${T#/}/$DEEP_REL"
+measure_quick "one deep file out of the tree archive" "restic dump" "tar -C $W/restic -cf - ." "restic -q -r $W/restic dump latest $T/$DEEP_REL"
 
 # --- the table -----------------------------------------------------------------
 {
@@ -138,8 +165,10 @@ measure "one deep file out of the tree archive" "restic dump" - "tar -C $W/resti
   echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB of memory."
   echo "Corpus: $(du -sh "$T" | cut -f1) tree (${TREE_ENTRIES:-$(find "$T" | wc -l)} entries), $(du -h --apparent-size "$C/image-clean.raw" | cut -f1) ext4 images of it"
   echo "(clean: free space zero; dirty: free space random). Median of $RUNS runs, inputs in the page"
-  echo "cache for every tool (for the one-file reads, the archive read too). Ratio: Strata's time over"
-  echo "the tool's (below 1: Strata faster)."
+  echo "cache for every tool and earlier output synced first. The one-file reads (milliseconds) are"
+  echo "the median of at least 10 hyperfine runs after 3 warm-up runs (which read the archive into"
+  echo "the page cache), timing the tool's own process: no shell, or for a pipeline the shell's"
+  echo "start-up subtracted. Ratio: Strata's time over the tool's (below 1: Strata faster)."
   echo "Sizes in MB (10^6 bytes); RSS is the peak resident set of the whole command."
   echo
   echo "| work | tool | median s | Strata / tool | size MB | peak RSS MiB |"
