@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
@@ -78,20 +79,20 @@ impl AtomicFile {
 /// How much is written between two background syncs.
 const SYNC_STEP: u64 = 64 << 20;
 
-/// Writes to a file and keeps its writeback going behind the writer: every
-/// [`SYNC_STEP`] bytes a background thread flushes what has been written so far
+/// Keeps a file's writeback going behind its writers: every [`SYNC_STEP`] bytes
+/// they report, a background thread flushes what has been written so far
 /// (`fdatasync`), so the sync before the rename finds little left to write.
 /// Without it, a 3.5 GB archive left gigabytes of dirty pages for that last
-/// sync (1.1 s of a 10 s create, measured), written while nothing else ran.
-pub struct SyncBehind {
-    file: File,
-    unsynced: u64,
+/// sync (1.1 s of a 10 s create, measured), and a 4 GiB restore 0.54 s of its
+/// 2.2 s, written while nothing else ran.
+pub struct BackgroundSync {
+    reported: AtomicU64,
     wake: Option<mpsc::SyncSender<()>>,
     syncer: Option<thread::JoinHandle<io::Result<()>>>,
 }
 
-impl SyncBehind {
-    fn new(file: File) -> io::Result<SyncBehind> {
+impl BackgroundSync {
+    pub fn start(file: &File) -> io::Result<BackgroundSync> {
         let for_syncer = file.try_clone()?;
         // One pending wake-up at most: a sync asked for while one runs is
         // covered by the next.
@@ -102,7 +103,17 @@ impl SyncBehind {
             }
             Ok(())
         })?;
-        Ok(SyncBehind { file, unsynced: 0, wake: Some(wake), syncer: Some(syncer) })
+        Ok(BackgroundSync { reported: AtomicU64::new(0), wake: Some(wake), syncer: Some(syncer) })
+    }
+
+    /// `n` more bytes were written (from any thread).
+    pub fn wrote(&self, n: u64) {
+        let before = self.reported.fetch_add(n, Ordering::Relaxed);
+        if (before + n) / SYNC_STEP != before / SYNC_STEP {
+            if let Some(wake) = &self.wake {
+                let _ = wake.try_send(());
+            }
+        }
     }
 
     /// Stops the background syncs and returns the first error one met: an error
@@ -121,27 +132,39 @@ impl SyncBehind {
     }
 }
 
+impl Drop for BackgroundSync {
+    fn drop(&mut self) {
+        // On an error path the file is removed anyway; only stop the thread.
+        let _ = self.stop();
+    }
+}
+
+/// A file written through [`BackgroundSync`].
+pub struct SyncBehind {
+    file: File,
+    sync: BackgroundSync,
+}
+
+impl SyncBehind {
+    fn new(file: File) -> io::Result<SyncBehind> {
+        let sync = BackgroundSync::start(&file)?;
+        Ok(SyncBehind { file, sync })
+    }
+
+    /// Stops the background syncs; see [`BackgroundSync::finish`].
+    pub fn finish(self) -> io::Result<()> {
+        self.sync.finish()
+    }
+}
+
 impl Write for SyncBehind {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
-        self.unsynced += n as u64;
-        if self.unsynced >= SYNC_STEP {
-            self.unsynced = 0;
-            if let Some(wake) = &self.wake {
-                let _ = wake.try_send(());
-            }
-        }
+        self.sync.wrote(n as u64);
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
-    }
-}
-
-impl Drop for SyncBehind {
-    fn drop(&mut self) {
-        // On an error path the file is removed anyway; only stop the thread.
-        let _ = self.stop();
     }
 }

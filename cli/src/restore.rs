@@ -9,7 +9,7 @@ use clap::Args;
 use strata_reader::sink::{FileSink, ImageSink, StreamSink};
 use strata_reader::{stream, Archive, Limits};
 
-use crate::atomic::AtomicFile;
+use crate::atomic::{AtomicFile, BackgroundSync};
 use crate::inspect::open_file;
 use crate::{device, output, Failure};
 
@@ -54,6 +54,23 @@ fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
     Ok(Target::NewFile(AtomicFile::create(dest)?))
 }
 
+/// Restores into `file` (a device, or the temporary of a new file) through
+/// `run`, keeping its writeback going behind the restore: restored bytes (holes
+/// included, which cost a sync nothing) wake a background sync, so the final
+/// sync has little left to write.
+fn write_synced(
+    file: File,
+    dest: &Path,
+    run: impl FnOnce(&mut dyn ImageSink, &(dyn Fn(u64) + Sync)) -> Result<u64, Failure>,
+) -> Result<u64, Failure> {
+    let shown = dest.display();
+    let sync = BackgroundSync::start(&file).map_err(|e| Failure::fatal(format!("{shown}: {e}")))?;
+    let mut sink = FileSink::new(file).map_err(|e| Failure::fatal(format!("{shown}: {e}")))?;
+    let size = run(&mut sink, &|n| sync.wrote(n))?;
+    sync.finish().map_err(|e| Failure::fatal(format!("syncing {shown}: {e}")))?;
+    Ok(size)
+}
+
 pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     let target = open_target(&args.dest, args.force)?;
     let label = args.archive.display().to_string();
@@ -79,11 +96,15 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     // (FORMAT.md 7: a reader reports them), whatever --quiet says.
     let lost = archive.as_ref().and_then(|a| a.image(&args.image)).map(|i| i.lost_ranges()).unwrap_or_default();
     let bar = output::bar(&args.image, total, args.quiet || matches!(target, Target::Stdout));
-    let run = |sink: &mut dyn ImageSink| -> Result<u64, Failure> {
+    let run = |sink: &mut dyn ImageSink, wrote: &(dyn Fn(u64) + Sync)| -> Result<u64, Failure> {
+        let progress = |n| {
+            bar.inc(n);
+            wrote(n);
+        };
         let result = match &archive {
             Some(archive) => {
                 let image = archive.image(&args.image).expect("checked above");
-                archive.restore_image(image, sink, &|n| bar.inc(n)).map(|_| image.logical_size)
+                archive.restore_image(image, sink, &progress).map(|_| image.logical_size)
             }
             None => {
                 let input: Box<dyn io::Read> = if crate::is_stdio(&args.archive) {
@@ -96,7 +117,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
                     &args.image,
                     sink,
                     Limits::default(),
-                    &|n| bar.inc(n),
+                    &progress,
                 )
             }
         };
@@ -105,16 +126,11 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     let size = match target {
         Target::Stdout => {
             let mut sink = StreamSink::new(BufWriter::with_capacity(1 << 20, io::stdout().lock()));
-            run(&mut sink)?
+            run(&mut sink, &|_| {})?
         }
-        Target::Device(file) => {
-            let mut sink = FileSink::new(file).map_err(|e| Failure::fatal(format!("{}: {e}", args.dest.display())))?;
-            run(&mut sink)?
-        }
+        Target::Device(file) => write_synced(file, &args.dest, run)?,
         Target::NewFile(atomic) => {
-            let mut sink =
-                FileSink::new(atomic.file()?).map_err(|e| Failure::fatal(format!("{}: {e}", args.dest.display())))?;
-            let size = run(&mut sink)?;
+            let size = write_synced(atomic.file()?, &args.dest, run)?;
             atomic.commit()?;
             size
         }
