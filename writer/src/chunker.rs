@@ -64,6 +64,16 @@ fn compress_into(raw: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
             *cell = Some((level, compressor));
         }
         let Some((_, compressor)) = cell.as_mut() else { return false };
+        // A window that covers the whole chunk: level 3 would keep 2 MiB of a
+        // 4 MiB chunk, and matches further back are lost. Measured on the corpus
+        // image: 0.6% smaller, same CPU time (alternating runs, one thread).
+        // zstd lowers it again for an input shorter than its table's window (a
+        // probe sample, a small chunk). Set before the probe, so the context's
+        // state never depends on the chunk this thread compressed before.
+        let window_log = (usize::BITS - raw.len().saturating_sub(1).leading_zeros()).clamp(10, 24);
+        if compressor.set_parameter(zstd::zstd_safe::CParameter::WindowLog(window_log)).is_err() {
+            return false;
+        }
         if looks_incompressible(compressor, raw) {
             return false;
         }
