@@ -10,7 +10,7 @@ use strata_format::{
     Trailer,
 };
 
-use crate::record::{check_body, read_record_at, read_record_header_at, Record, BODY_CRC_WHAT};
+use crate::record::{read_checked_body, read_record_at, read_record_header_at, Record, BODY_CRC_WHAT};
 use crate::sink::ImageSink;
 use crate::{chunk, Error, ReadAt};
 
@@ -467,10 +467,7 @@ fn read_chunk_record<R: ReadAt + ?Sized>(
     limits: &Limits,
 ) -> Result<Record, Error> {
     let header = read_chunk_record_header(source, size, offset, tag, limits)?;
-    let body_start = offset + RecordHeader::SIZE as u64;
-    let mut body = vec![0u8; header.body_length as usize];
-    source.read_exact_at(&mut body, body_start).map_err(|e| Error::io("record body", body_start, e))?;
-    check_body(&header, &body, offset)?;
+    let body = read_checked_body(source, offset, &header)?;
     Ok(Record { offset, record_type: Some(RecordType::Chunk), body })
 }
 

@@ -92,11 +92,22 @@ pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
     index_limit: u64,
 ) -> Result<Record, Error> {
     let (header, record_type) = read_record_header_at(source, size, offset, tag, index_limit)?;
+    let body = read_checked_body(source, offset, &header)?;
+    Ok(Record { offset, record_type, body })
+}
+
+/// Reads the body of the record at `offset` whose header passed
+/// [`read_record_header_at`], and checks its CRC.
+pub(crate) fn read_checked_body<R: ReadAt + ?Sized>(
+    source: &R,
+    offset: u64,
+    header: &RecordHeader,
+) -> Result<Vec<u8>, Error> {
     let body_start = offset + RecordHeader::SIZE as u64;
     let mut body = vec![0u8; header.body_length as usize];
     source.read_exact_at(&mut body, body_start).map_err(|e| Error::io("record body", body_start, e))?;
-    check_body(&header, &body, offset)?;
-    Ok(Record { offset, record_type, body })
+    check_body(header, &body, offset)?;
+    Ok(body)
 }
 
 /// The `what` of a body that fails its CRC, told apart from header faults.
