@@ -112,10 +112,10 @@ done
 # The dirty outputs (11 GB) are not read again: free their page cache for the rest.
 rm -f "$W"/dirty.*
 IMG=$C/image-clean.raw
-measure "image-clean restore" strata - "rm -f $W/r.img" "$STRATA restore $W/clean.strata --image disk $W/r.img --quiet"
+measure "image-clean restore" strata - "rm -f $W/r.img; cat $W/clean.strata" "$STRATA restore $W/clean.strata --image disk $W/r.img --quiet"
 cmp "$W/r.img" "$IMG" || { log "strata restore is not bit-identical"; exit 1; }
-measure "image-clean restore" "zstd -d" - "rm -f $W/r.img" "zstd -d -q -f $W/clean.zst -o $W/r.img"
-measure "image-clean restore" "qemu-img qcow2" - "rm -f $W/r.img" "qemu-img convert -O raw $W/clean.qcow2 $W/r.img"
+measure "image-clean restore" "zstd -d" - "rm -f $W/r.img; cat $W/clean.zst" "zstd -d -q -f $W/clean.zst -o $W/r.img"
+measure "image-clean restore" "qemu-img qcow2" - "rm -f $W/r.img; cat $W/clean.qcow2" "qemu-img convert -O raw $W/clean.qcow2 $W/r.img"
 rm -f "$W/r.img"
 measure_quick "16 KiB read at an image offset" strata "cat $W/clean.strata" \
   "$STRATA cat $W/clean.strata --image disk --offset $DEEP_OFF --length 16384"
@@ -136,7 +136,7 @@ measure "tree create" "borg" "$W/borg" "rm -rf $W/borg && borg init -e none $W/b
 measure "tree create" "restic" "$W/restic" "rm -rf $W/restic && restic init -q --repo $W/restic" \
   "restic -q -r $W/restic backup $T"
 X=$W/x
-measure "tree extract" strata - "rm -rf $X" "$STRATA extract $W/tree.strata --files tree $X --quiet"
+measure "tree extract" strata - "rm -rf $X; cat $W/tree.strata" "$STRATA extract $W/tree.strata --files tree $X --quiet"
 if [[ -x $ROOT/.venv/bin/python ]] && "$ROOT/.venv/bin/python" -c 'import blake3' 2>/dev/null; then
   py=$ROOT/.venv/bin/python
 else
@@ -145,11 +145,11 @@ fi
 "$py" "$HERE/manifest.py" "$T" >"$W/want.txt"
 "$py" "$HERE/manifest.py" "$X" >"$W/got.txt"
 cmp -s "$W/want.txt" "$W/got.txt" || { log "strata extract differs from the tree"; exit 1; }
-measure "tree extract" "tar + zstd" - "rm -rf $X && mkdir -p $X" "zstd -dc $W/tree.tar.zst | tar -C $X -xf -"
-measure "tree extract" "bsdtar" - "rm -rf $X && mkdir -p $X" "bsdtar -xf $W/tree.bsdtar -C $X"
-measure "tree extract" "unsquashfs" - "rm -rf $X" "unsquashfs -q -n -d $X -processors 2 $W/tree.sqfs"
-measure "tree extract" "borg" - "rm -rf $X && mkdir -p $X" "cd $X && borg extract $W/borg::a"
-measure "tree extract" "restic" - "rm -rf $X" "restic -q -r $W/restic restore latest --target $X"
+measure "tree extract" "tar + zstd" - "rm -rf $X && mkdir -p $X; cat $W/tree.tar.zst" "zstd -dc $W/tree.tar.zst | tar -C $X -xf -"
+measure "tree extract" "bsdtar" - "rm -rf $X && mkdir -p $X; cat $W/tree.bsdtar" "bsdtar -xf $W/tree.bsdtar -C $X"
+measure "tree extract" "unsquashfs" - "rm -rf $X; cat $W/tree.sqfs" "unsquashfs -q -n -d $X -processors 2 $W/tree.sqfs"
+measure "tree extract" "borg" - "rm -rf $X && mkdir -p $X; tar -C $W/borg -cf - ." "cd $X && borg extract $W/borg::a"
+measure "tree extract" "restic" - "rm -rf $X; tar -C $W/restic -cf - ." "restic -q -r $W/restic restore latest --target $X"
 rm -rf "$X"
 measure_quick "one deep file out of the tree archive" strata "cat $W/tree.strata" "$STRATA cat $W/tree.strata --files tree $DEEP_REL"
 measure_quick "one deep file out of the tree archive" "tar + zstd" "cat $W/tree.tar.zst" "zstd -dc $W/tree.tar.zst | tar -xOf - ./$DEEP_REL"
@@ -164,8 +164,8 @@ measure_quick "one deep file out of the tree archive" "restic dump" "tar -C $W/r
   echo "Measured by \`benches/compare/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) cores,"
   echo "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB of memory."
   echo "Corpus: $(du -sh "$T" | cut -f1) tree (${TREE_ENTRIES:-$(find "$T" | wc -l)} entries), $(du -h --apparent-size "$C/image-clean.raw" | cut -f1) ext4 images of it"
-  echo "(clean: free space zero; dirty: free space random). Median of $RUNS runs, inputs in the page"
-  echo "cache for every tool and earlier output synced first. The one-file reads (milliseconds) are"
+  echo "(clean: free space zero; dirty: free space random). Median of $RUNS runs, inputs (for reads, the"
+  echo "archive too) in the page cache for every tool and earlier output synced first. The one-file reads (milliseconds) are"
   echo "the median of at least 10 hyperfine runs after 3 warm-up runs (which read the archive into"
   echo "the page cache), timing the tool's own process: no shell, or for a pipeline the shell's"
   echo "start-up subtracted. Ratio: Strata's time over the tool's (below 1: Strata faster)."
