@@ -40,6 +40,14 @@ impl AtomicFile {
         self.temp.as_file().try_clone().map_err(|e| Failure::fatal(format!("{}: {e}", self.path.display())))
     }
 
+    /// A second handle on the temporary file opened with `O_DIRECT`, where the
+    /// file system allows it.
+    pub fn open_direct(&self) -> Option<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
+        std::fs::OpenOptions::new().write(true).custom_flags(direct).open(self.temp.path()).ok()
+    }
+
     /// A writer on the temporary file for a whole archive written front to
     /// back; hand it back to [`AtomicFile::commit_written`].
     pub fn writer(&self) -> Result<ArchiveOut, Failure> {

@@ -55,17 +55,22 @@ fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
 }
 
 /// Restores into `file` (a device, or the temporary of a new file) through
-/// `run`, keeping its writeback going behind the restore: restored bytes (holes
-/// included, which cost a sync nothing) wake a background sync, so the final
-/// sync has little left to write.
+/// `run`, whole aligned blocks through `direct` (the same file opened with
+/// `O_DIRECT`) where given, and keeping the writeback of the rest going behind
+/// the restore: restored bytes (holes included, which cost a sync nothing) wake
+/// a background sync, so the final sync has little left to write.
 fn write_synced(
     file: File,
+    direct: Option<File>,
     dest: &Path,
     run: impl FnOnce(&mut dyn ImageSink, &(dyn Fn(u64) + Sync)) -> Result<u64, Failure>,
 ) -> Result<u64, Failure> {
     let shown = dest.display();
     let sync = BackgroundSync::start(&file).map_err(|e| Failure::fatal(format!("{shown}: {e}")))?;
     let mut sink = FileSink::new(file).map_err(|e| Failure::fatal(format!("{shown}: {e}")))?;
+    if let Some(direct) = direct {
+        sink = sink.with_direct(direct);
+    }
     let size = run(&mut sink, &|n| sync.wrote(n))?;
     sync.finish().map_err(|e| Failure::fatal(format!("syncing {shown}: {e}")))?;
     Ok(size)
@@ -128,9 +133,9 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
             let mut sink = StreamSink::new(BufWriter::with_capacity(1 << 20, io::stdout().lock()));
             run(&mut sink, &|_| {})?
         }
-        Target::Device(file) => write_synced(file, &args.dest, run)?,
+        Target::Device(file) => write_synced(file, None, &args.dest, run)?,
         Target::NewFile(atomic) => {
-            let size = write_synced(atomic.file()?, &args.dest, run)?;
+            let size = write_synced(atomic.file()?, atomic.open_direct(), &args.dest, run)?;
             atomic.commit()?;
             size
         }

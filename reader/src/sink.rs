@@ -2,9 +2,11 @@
 //! block device gets those ranges zeroed so it ends bit-identical, and a stream
 //! gets every byte in order.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a restored image goes.
 /// A destination that takes data at any offset from several threads at once:
@@ -39,12 +41,67 @@ static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 pub struct FileSink {
     file: File,
     is_device: bool,
+    /// A second handle on the same regular file opened with `O_DIRECT`, through
+    /// which whole aligned blocks go, and whether it still works.
+    direct: Option<File>,
+    direct_works: AtomicBool,
+}
+
+/// What direct writes are aligned to, in memory, in the file and in length: a
+/// multiple of every logical block size in use (512 and 4096 bytes). It is also
+/// the granularity of holes in a restored file.
+const DIRECT_ALIGN: usize = 4096;
+/// The most one direct write carries.
+const DIRECT_STEP: usize = 4 << 20;
+
+thread_local! {
+    /// One aligned buffer per restoring thread for direct writes.
+    static ALIGNED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl FileSink {
     pub fn new(file: File) -> io::Result<FileSink> {
         let is_device = file.metadata()?.file_type().is_block_device();
-        Ok(FileSink { file, is_device })
+        Ok(FileSink { file, is_device, direct: None, direct_works: AtomicBool::new(false) })
+    }
+
+    /// Writes whole aligned blocks of a regular file through `direct`, a handle
+    /// on the same file opened with `O_DIRECT`: no copy into the page cache and
+    /// nothing left for the final sync (restoring the corpus image copied 1 GB
+    /// into the page cache, a fifth of its CPU time, and two writers waited on
+    /// each other for the file's lock meanwhile). A direct write that fails is
+    /// done again buffered, and the rest goes buffered.
+    pub fn with_direct(mut self, direct: File) -> FileSink {
+        if !self.is_device {
+            self.direct = Some(direct);
+            self.direct_works = AtomicBool::new(true);
+        }
+        self
+    }
+
+    /// Writes `data` at `offset` of the regular file, directly where it can.
+    fn write_run(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64) && data.len().is_multiple_of(DIRECT_ALIGN);
+        if let (true, Some(direct)) = (aligned && self.direct_works.load(Ordering::Relaxed), &self.direct) {
+            let written = ALIGNED.with(|cell| -> io::Result<()> {
+                let mut storage = cell.borrow_mut();
+                if storage.len() < DIRECT_STEP + DIRECT_ALIGN {
+                    *storage = vec![0u8; DIRECT_STEP + DIRECT_ALIGN];
+                }
+                let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+                for (i, piece) in data.chunks(DIRECT_STEP).enumerate() {
+                    let block = &mut storage[start..start + piece.len()];
+                    block.copy_from_slice(piece);
+                    direct.write_all_at(block, offset + (i * DIRECT_STEP) as u64)?;
+                }
+                Ok(())
+            });
+            if written.is_ok() {
+                return Ok(());
+            }
+            self.direct_works.store(false, Ordering::Relaxed);
+        }
+        self.file.write_all_at(data, offset)
     }
 
     pub fn into_file(self) -> File {
@@ -57,7 +114,7 @@ impl PositionalSink for FileSink {
         if self.is_device {
             return self.file.write_all_at(data, offset);
         }
-        const BLOCK: usize = 4096;
+        const BLOCK: usize = DIRECT_ALIGN;
         let mut at = 0usize;
         while at < data.len() {
             let is_zero = |start: usize| {
@@ -73,7 +130,7 @@ impl PositionalSink for FileSink {
                 at += BLOCK;
             }
             let run_end = at.min(data.len());
-            self.file.write_all_at(&data[run_start..run_end], offset + run_start as u64)?;
+            self.write_run(&data[run_start..run_end], offset + run_start as u64)?;
         }
         Ok(())
     }
@@ -194,5 +251,49 @@ impl<W: Write> ImageSink for StreamSink<W> {
             )));
         }
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+
+    /// Restores `image` in two pieces (the second at an unaligned offset) into a
+    /// new file, directly or not, and returns the file's bytes and allocation.
+    fn restore(image: &[u8], direct: bool) -> (Vec<u8>, u64) {
+        let temp = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+        let mut sink = FileSink::new(temp.as_file().try_clone().unwrap()).unwrap();
+        if direct {
+            let flags = rustix::fs::OFlags::DIRECT.bits() as i32;
+            if let Ok(handle) = std::fs::OpenOptions::new().write(true).custom_flags(flags).open(temp.path()) {
+                sink = sink.with_direct(handle);
+            }
+        }
+        sink.start(Some(image.len() as u64)).unwrap();
+        let cut = 3 * DIRECT_ALIGN + 100;
+        sink.write_data_at(0, &image[..cut]).unwrap();
+        sink.write_data_at(cut as u64, &image[cut..]).unwrap();
+        sink.finish(image.len() as u64).unwrap();
+        let meta = temp.as_file().metadata().unwrap();
+        (std::fs::read(temp.path()).unwrap(), meta.blocks() * 512)
+    }
+
+    #[test]
+    fn direct_and_buffered_restores_give_the_same_file_with_the_same_holes() {
+        // Data blocks, zero blocks (holes), a run longer than one direct write,
+        // and a last block that is not whole.
+        let mut image = Vec::new();
+        for (i, blocks) in [2usize, 0, 3, 0, 0, 1100, 0, 1].into_iter().enumerate() {
+            image.extend(std::iter::repeat_n((i + 1) as u8, blocks * DIRECT_ALIGN));
+            image.extend(std::iter::repeat_n(0u8, DIRECT_ALIGN));
+        }
+        image.extend_from_slice(&[9u8; 123]);
+        let (buffered, buffered_allocated) = restore(&image, false);
+        let (direct, direct_allocated) = restore(&image, true);
+        assert!(buffered == image, "the buffered restore differs from the image");
+        assert!(direct == image, "the direct restore differs from the image");
+        assert_eq!(direct_allocated, buffered_allocated, "holes differ");
+        assert!(direct_allocated < image.len() as u64, "zero blocks must stay holes");
     }
 }
