@@ -177,8 +177,13 @@ pub struct Vector {
 
 /// Writes `images` with the reference writer.
 pub fn build(images: &[ImageModel]) -> Vec<u8> {
+    build_chunked(images, CHUNK)
+}
+
+/// Writes `images` with the reference writer and a chunk size of `chunk_size`.
+fn build_chunked(images: &[ImageModel], chunk_size: usize) -> Vec<u8> {
     let mut options = WriterOptions::new(UUID, CREATED_NS);
-    options.chunk_size = CHUNK as u32;
+    options.chunk_size = chunk_size as u32;
     options.threads = 1;
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
     for image in images {
@@ -366,6 +371,20 @@ pub fn all() -> Vec<Vector> {
                 ImageModel::new("part1", vec![Segment::Repeat(1, 8_192), Segment::Random(3, 8_192)]),
             ],
         ),
+        {
+            // The largest chunk, whose frame declares the largest window: the writer
+            // gives a chunk a window covering it, and a single-segment frame's
+            // window is its content size. Text, then one repeated byte, keep the
+            // vector small.
+            let image =
+                ImageModel::new("disk", vec![Segment::Text(64 << 10), Segment::Repeat(7, (16 << 20) - (64 << 10))]);
+            Vector {
+                name: "image-chunk-16m",
+                description: "one image in one 16 MiB chunk (the largest raw_length), a zstd frame with a 16 MiB Window_Size (the limit): readers must decode it",
+                bytes: build_chunked(std::slice::from_ref(&image), 16 << 20),
+                expect: Expectation::Valid(vec![image.expectation().to_json()]),
+            }
+        },
         valid(
             "image-unknown-size",
             "an image read from a pipe: IMAGE_BEGIN gives the unknown size, IMAGE_END the real one",
