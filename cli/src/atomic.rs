@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
+use strata_reader::sink::{AlignedBuffer, DIRECT_ALIGN};
+
 use crate::Failure;
 
 /// A file being written for `path`.
@@ -43,15 +45,14 @@ impl AtomicFile {
     /// A second handle on the temporary file opened with `O_DIRECT`, where the
     /// file system allows it.
     pub fn open_direct(&self) -> Option<File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
-        std::fs::OpenOptions::new().write(true).custom_flags(direct).open(self.temp.path()).ok()
+        open_direct(self.temp.path())
     }
 
     /// A writer on the temporary file for a whole archive written front to
     /// back; hand it back to [`AtomicFile::commit_written`].
     pub fn writer(&self) -> Result<ArchiveOut, Failure> {
-        ArchiveOut::new(self.file()?).map_err(|e| Failure::fatal(format!("{}: {e}", self.path.display())))
+        ArchiveOut::new(self.file()?, self.open_direct())
+            .map_err(|e| Failure::fatal(format!("{}: {e}", self.path.display())))
     }
 
     /// Writes what [`AtomicFile::writer`] still holds, waits for its background
@@ -144,59 +145,53 @@ impl Drop for BackgroundSync {
     }
 }
 
-/// What direct writes are aligned to, in memory, in the file and in length: a
-/// multiple of every logical block size in use (512 and 4096 bytes).
-const DIRECT_ALIGN: usize = 4096;
+/// A write-only handle on `path` opened with `O_DIRECT`, where the file system
+/// allows it.
+fn open_direct(path: &Path) -> Option<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
+    std::fs::OpenOptions::new().write(true).custom_flags(direct).open(path).ok()
+}
+
 /// How much one write carries.
 const BLOCK: usize = 1 << 20;
 
 /// A new archive, written front to back in 1 MiB blocks. Where the file system
-/// allows it the blocks are written with `O_DIRECT`: straight to the device, with
-/// no copy into the page cache and nothing left for the final sync. Writing a
-/// 342 MB archive through the page cache cost between 0.1 and 1.5 s of kernel
-/// time depending on the cache's state (8% of a clean image's create), against
-/// under 0.1 s direct. Where direct writes are refused (at the start, or by a
-/// later write) it goes on buffered, with the writeback kept going behind it.
+/// allows it the blocks go through a second handle opened with `O_DIRECT`:
+/// straight to the device, with no copy into the page cache and nothing left for
+/// the final sync. Writing a 342 MB archive through the page cache cost between
+/// 0.1 and 1.5 s of kernel time depending on the cache's state (8% of a clean
+/// image's create), against under 0.1 s direct. Where there is no direct handle,
+/// or a direct write fails, it goes on buffered, with the writeback kept going
+/// behind it.
 pub struct ArchiveOut {
     file: File,
-    /// `BLOCK` bytes starting at `start`, aligned to `DIRECT_ALIGN`.
-    storage: Vec<u8>,
-    start: usize,
+    direct: Option<File>,
+    block: AlignedBuffer,
     filled: usize,
     /// Bytes of the archive written to the file so far.
     written: u64,
-    direct: bool,
     sync: BackgroundSync,
 }
 
 impl ArchiveOut {
-    fn new(file: File) -> io::Result<ArchiveOut> {
-        let direct = set_direct(&file, true).is_ok();
-        ArchiveOut::with_mode(file, direct)
-    }
-
-    fn with_mode(file: File, direct: bool) -> io::Result<ArchiveOut> {
+    fn new(file: File, direct: Option<File>) -> io::Result<ArchiveOut> {
         let sync = BackgroundSync::start(&file)?;
-        let storage = vec![0u8; BLOCK + DIRECT_ALIGN];
-        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
-        Ok(ArchiveOut { file, storage, start, filled: 0, written: 0, direct, sync })
+        Ok(ArchiveOut { file, direct, block: AlignedBuffer::new(BLOCK), filled: 0, written: 0, sync })
     }
 
     /// Writes the `len` bytes held (a padded last block may hold more than the
     /// archive has), at the archive's current end.
     fn write_held(&mut self, len: usize) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let block = &self.storage[self.start..self.start + len];
-        if self.direct {
-            match self.file.write_all_at(block, self.written) {
-                Ok(()) => return Ok(()),
-                // A file system may refuse a direct write it accepted the flag
-                // for, or cut one short: the block is written again buffered.
-                Err(_) => {
-                    self.direct = false;
-                    set_direct(&self.file, false)?;
-                }
+        let block = &self.block.as_slice()[..len];
+        if let Some(direct) = &self.direct {
+            // A file system may refuse a direct write it accepted the flag for, or
+            // cut one short: the block is written again buffered, and the rest too.
+            if direct.write_all_at(block, self.written).is_ok() {
+                return Ok(());
             }
+            self.direct = None;
         }
         self.file.write_all_at(block, self.written)?;
         self.sync.wrote(len as u64);
@@ -210,8 +205,8 @@ impl ArchiveOut {
         if self.filled > 0 {
             // Direct writes go in whole aligned blocks: the last one is padded with
             // zeros and the file cut back to the archive's length.
-            let len = if self.direct { self.filled.next_multiple_of(DIRECT_ALIGN) } else { self.filled };
-            self.storage[self.start + self.filled..self.start + len].fill(0);
+            let len = if self.direct.is_some() { self.filled.next_multiple_of(DIRECT_ALIGN) } else { self.filled };
+            self.block.as_mut_slice()[self.filled..len].fill(0);
             self.write_held(len)?;
         }
         self.file.set_len(length)?;
@@ -219,19 +214,10 @@ impl ArchiveOut {
     }
 }
 
-/// Turns `O_DIRECT` on or off for `file`.
-fn set_direct(file: &File, on: bool) -> io::Result<()> {
-    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
-    let flags = fcntl_getfl(file)?;
-    let flags = if on { flags | OFlags::DIRECT } else { flags - OFlags::DIRECT };
-    fcntl_setfl(file, flags).map_err(io::Error::from)
-}
-
 impl Write for ArchiveOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let take = (BLOCK - self.filled).min(buf.len());
-        let at = self.start + self.filled;
-        self.storage[at..at + take].copy_from_slice(&buf[..take]);
+        self.block.as_mut_slice()[self.filled..self.filled + take].copy_from_slice(&buf[..take]);
         self.filled += take;
         if self.filled == BLOCK {
             self.write_held(BLOCK)?;
@@ -256,8 +242,8 @@ mod tests {
     fn write_pieces(direct: bool, pieces: &[usize]) -> (Vec<u8>, Vec<u8>) {
         let temp = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
         let file = temp.as_file().try_clone().unwrap();
-        let direct = direct && set_direct(&file, true).is_ok();
-        let mut out = ArchiveOut::with_mode(file, direct).unwrap();
+        let handle = if direct { open_direct(temp.path()) } else { None };
+        let mut out = ArchiveOut::new(file, handle).unwrap();
         let mut want = Vec::new();
         for (i, &n) in pieces.iter().enumerate() {
             let piece: Vec<u8> = (0..n).map(|j| (i * 7 + j * 13) as u8).collect();

@@ -50,13 +50,45 @@ pub struct FileSink {
 /// What direct writes are aligned to, in memory, in the file and in length: a
 /// multiple of every logical block size in use (512 and 4096 bytes). It is also
 /// the granularity of holes in a restored file.
-const DIRECT_ALIGN: usize = 4096;
+pub const DIRECT_ALIGN: usize = 4096;
 /// The most one direct write carries.
 const DIRECT_STEP: usize = 4 << 20;
 
+/// `len` bytes whose first byte is aligned to [`DIRECT_ALIGN`], as `O_DIRECT`
+/// writes need.
+pub struct AlignedBuffer {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuffer {
+    pub fn new(len: usize) -> AlignedBuffer {
+        let storage = vec![0u8; len + DIRECT_ALIGN];
+        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuffer { storage, start, len }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
 thread_local! {
     /// One aligned buffer per restoring thread for direct writes.
-    static ALIGNED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static ALIGNED: RefCell<Option<AlignedBuffer>> = const { RefCell::new(None) };
 }
 
 impl FileSink {
@@ -84,13 +116,10 @@ impl FileSink {
         let aligned = offset.is_multiple_of(DIRECT_ALIGN as u64) && data.len().is_multiple_of(DIRECT_ALIGN);
         if let (true, Some(direct)) = (aligned && self.direct_works.load(Ordering::Relaxed), &self.direct) {
             let written = ALIGNED.with(|cell| -> io::Result<()> {
-                let mut storage = cell.borrow_mut();
-                if storage.len() < DIRECT_STEP + DIRECT_ALIGN {
-                    *storage = vec![0u8; DIRECT_STEP + DIRECT_ALIGN];
-                }
-                let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+                let mut cell = cell.borrow_mut();
+                let buffer = cell.get_or_insert_with(|| AlignedBuffer::new(DIRECT_STEP));
                 for (i, piece) in data.chunks(DIRECT_STEP).enumerate() {
-                    let block = &mut storage[start..start + piece.len()];
+                    let block = &mut buffer.as_mut_slice()[..piece.len()];
                     block.copy_from_slice(piece);
                     direct.write_all_at(block, offset + (i * DIRECT_STEP) as u64)?;
                 }
