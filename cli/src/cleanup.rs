@@ -5,10 +5,15 @@
 //! SIGINT, SIGTERM or SIGHUP ends the process, so no half output is left behind.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
+/// Set by the first signal when work that cleans up after itself is running
+/// (see [`cancellation`]); a second signal ends the process at once.
+static CANCEL: AtomicBool = AtomicBool::new(false);
+static CANCELLABLE: AtomicBool = AtomicBool::new(false);
 
 /// Installs the signal handler, once, when the first temporary file is
 /// registered: the handler runs on a thread of its own, which a command that
@@ -17,6 +22,10 @@ static INSTALL: Once = Once::new();
 fn install() {
     // If a handler cannot be installed the run goes on; only cleanup on a signal is lost.
     let _ = ctrlc::set_handler(|| {
+        if CANCELLABLE.load(Ordering::SeqCst) && !CANCEL.swap(true, Ordering::SeqCst) {
+            // The work stops at its next step and removes what it was writing.
+            return;
+        }
         if let Ok(paths) = PENDING.lock() {
             for path in paths.iter() {
                 let _ = std::fs::remove_file(path);
@@ -40,4 +49,19 @@ pub fn forget(path: &Path) {
     if let Ok(mut paths) = PENDING.lock() {
         paths.retain(|p| p != path);
     }
+}
+
+/// A flag that the first SIGINT, SIGTERM or SIGHUP sets instead of ending the
+/// process, for work that removes its own temporary files when it sees it
+/// (extraction writes them through directory handles, under names that no
+/// path from here could reach past PATH_MAX).
+pub fn cancellation() -> &'static AtomicBool {
+    INSTALL.call_once(install);
+    CANCELLABLE.store(true, Ordering::SeqCst);
+    &CANCEL
+}
+
+/// Whether a signal asked the work to stop.
+pub fn cancelled() -> bool {
+    CANCEL.load(Ordering::SeqCst)
 }

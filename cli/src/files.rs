@@ -191,91 +191,105 @@ fn print_entry(out: &mut impl Write, item: &PathEntry, long: bool, link: Option<
     )
 }
 
-/// Everything at and below `path`, through the directory tables only.
-fn subtree<R: ReadAt>(
-    archive: &Archive<R>,
-    tree: &TreeSection,
-    path: &[u8],
-) -> Result<Option<Vec<PathEntry>>, Failure> {
-    let fail = |e: strata_reader::Error| Failure::fatal(e.to_string());
-    let Some(entry) = archive.lookup(tree, path).map_err(fail)? else {
-        return Ok(None);
-    };
-    let mut out = vec![PathEntry { path: path.to_vec(), entry }];
-    let mut pending = vec![path.to_vec()];
-    while let Some(dir) = pending.pop() {
-        let children = archive.list_dir(tree, &dir).map_err(fail)?.unwrap_or_default();
-        let mut dirs = Vec::new();
-        for child in children {
-            if child.entry.kind == EntryKind::Directory {
-                dirs.push(child.path.clone());
-            }
-            out.push(child);
-        }
-        pending.extend(dirs.into_iter().rev());
-    }
-    Ok(Some(out))
-}
-
 fn clean(path: &str) -> Vec<u8> {
     path.trim_matches('/').trim_start_matches("./").as_bytes().to_vec()
+}
+
+/// Where regular files and directories were listed, as parent and name, so a
+/// hard link can name its file: memory grows with the names, not with the
+/// depth of their paths.
+#[derive(Default)]
+struct Places(std::collections::HashMap<u64, (u64, Vec<u8>)>);
+
+impl Places {
+    fn note(&mut self, entry: &Entry) {
+        if matches!(entry.kind, EntryKind::File | EntryKind::Directory) {
+            self.0.insert(entry.entry_id, (entry.parent_id, entry.name.clone()));
+        }
+    }
+
+    /// The path of `id`, if it and its directories were listed.
+    fn path(&self, mut id: u64) -> Option<Vec<u8>> {
+        let mut names = Vec::new();
+        loop {
+            let (parent, name) = self.0.get(&id)?;
+            if *parent == strata_format::files::NO_PARENT {
+                break;
+            }
+            if *parent >= id {
+                return None;
+            }
+            names.push(name.as_slice());
+            id = *parent;
+        }
+        names.reverse();
+        Some(names.join(&b'/'))
+    }
 }
 
 pub fn list(args: ListArgs) -> Result<u8, Failure> {
     let label = args.archive.display().to_string();
     let archive = open_archive(&args.archive)?;
     let trees = trees(&archive, args.files.as_deref(), &label)?;
-    let mut out = std::io::stdout().lock();
-    let mut json_sections = Vec::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut missing = 0;
-    for tree in &trees {
-        let mut items = Vec::new();
-        // Paths of regular files by entry id, so hard links name their file.
-        let mut file_paths: std::collections::HashMap<u64, Vec<u8>> = std::collections::HashMap::new();
+    // stdout closed (a pager quit) is not an error: the listing just stops.
+    let mut closed = false;
+    // JSON is written as it comes too, one entry at a time, so memory does not
+    // grow with the tree: `{"sections": [{"kind", "name", "entries": [...]}]}`.
+    if args.json {
+        closed |= write!(out, "{{\"sections\": [").is_err();
+    }
+    for (index, tree) in trees.iter().enumerate() {
+        if args.json {
+            let head = json!({ "kind": "files", "name": tree.name }).to_string();
+            let comma = if index > 0 { "," } else { "" };
+            closed |= write!(out, "{comma}\n{}, \"entries\": [", head.trim_end_matches('}')).is_err();
+        } else if trees.len() > 1 {
+            closed |= writeln!(out, "files {}:", tree.name).is_err();
+        }
+        let mut places = Places::default();
+        let mut first = true;
+        // Entries are printed as they come: nothing grows with the tree but the
+        // names kept for hard links.
+        let mut show = |item: PathEntry| {
+            places.note(&item.entry);
+            let link = (item.entry.kind == EntryKind::Hardlink).then(|| places.path(item.entry.link_id)).flatten();
+            if closed {
+                return Ok(());
+            }
+            let written = if args.json {
+                let comma = if first { "" } else { "," };
+                first = false;
+                write!(out, "{comma}\n  {}", entry_json(&item, link.as_deref()))
+            } else {
+                print_entry(&mut out, &item, args.long, link.as_deref())
+            };
+            closed |= written.is_err();
+            Ok(())
+        };
         if args.paths.is_empty() {
-            archive
-                .walk_tree(tree, |item| {
-                    if item.entry.kind == EntryKind::File {
-                        file_paths.insert(item.entry.entry_id, item.path.clone());
-                    }
-                    items.push(item);
-                    Ok(())
-                })
-                .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+            archive.walk_tree(tree, &mut show).map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
         } else {
             for path in &args.paths {
-                match subtree(&archive, tree, &clean(path))? {
-                    Some(found) => items.extend(found),
-                    None => {
-                        eprintln!("strata: {path}: not in files {}", tree.name);
-                        missing += 1;
-                    }
+                let found = archive
+                    .walk_below(tree, &clean(path), &mut show)
+                    .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+                if !found {
+                    eprintln!("strata: {path}: not in files {}", tree.name);
+                    missing += 1;
                 }
             }
         }
         if args.json {
-            json_sections.push(json!({
-                "kind": "files",
-                "name": tree.name,
-                "entries": items
-                    .iter()
-                    .map(|item| entry_json(item, file_paths.get(&item.entry.link_id).map(Vec::as_slice)))
-                    .collect::<Vec<_>>(),
-            }));
-            continue;
-        }
-        if trees.len() > 1 {
-            let _ = writeln!(out, "files {}:", tree.name);
-        }
-        for item in &items {
-            let link = file_paths.get(&item.entry.link_id).map(Vec::as_slice);
-            if print_entry(&mut out, item, args.long, link).is_err() {
-                return Ok(0); // stdout closed (a pager quit): not an error
-            }
+            closed |= write!(out, "]}}").is_err();
         }
     }
     if args.json {
-        output::print_json(&json!({ "sections": json_sections }));
+        closed |= writeln!(out, "\n]}}").is_err();
+    }
+    if !closed {
+        let _ = out.flush();
     }
     Ok(if missing > 0 { 1 } else { 0 })
 }
@@ -294,10 +308,17 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
             Owners::Auto
         },
         select: args.paths.iter().map(|p| clean(p)).collect(),
+        cancel: Some(crate::cleanup::cancellation()),
     };
     let started = std::time::Instant::now();
-    let report =
-        extract::extract(&archive, tree, &args.dest, &options).map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+    let report = extract::extract(&archive, tree, &args.dest, &options).map_err(|e| {
+        if crate::cleanup::cancelled() {
+            return Failure { code: 130, message: "interrupted; temporary files removed".to_string() };
+        }
+        // A failure of the destination names the destination, not the archive.
+        let place = if e.class().is_none() { args.dest.display().to_string() } else { label.clone() };
+        Failure::fatal(format!("{place}: {e}"))
+    })?;
     if args.json {
         let list = |items: &[extract::Refusal]| -> Vec<serde_json::Value> {
             items

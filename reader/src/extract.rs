@@ -45,6 +45,10 @@ pub struct ExtractOptions {
     pub owners: Owners,
     /// Only these paths (and what is below them, and their parent directories).
     pub select: Vec<Vec<u8>>,
+    /// Set from elsewhere (a signal handler) to stop: the file being written is
+    /// removed, nothing is left under a temporary name, and `extract` fails
+    /// with an error of kind [`io::ErrorKind::Interrupted`].
+    pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 /// One entry that was not extracted, or not completely.
@@ -93,32 +97,77 @@ struct Extractor<'a, R: ReadAt> {
     archive: &'a Archive<R>,
     tree: &'a TreeSection,
     dest: OwnedFd,
+    /// Whether extraction made the destination folder: only then does it take
+    /// the root entry's metadata (an existing folder keeps its own).
+    dest_created: bool,
     options: &'a ExtractOptions,
     report: ExtractReport,
     /// Owners to apply: `None` to leave them.
     owners: Option<(IdsByName, IdsByName)>,
-    /// Entries that exist in the destination (by id): directories and files, with
-    /// their path, for children and hard links.
-    placed: HashMap<u64, Vec<u8>>,
+    /// Directories placed in the destination, by entry id.
+    dirs: HashMap<u64, PlacedDir>,
+    /// Regular files placed, by entry id: their directory and name, for hard links.
+    files: HashMap<u64, (u64, Vec<u8>)>,
     siblings: HashSet<(u64, Vec<u8>)>,
     /// Regular files skipped with a warning (no content to give): hard links to
     /// them are skipped with a warning too.
     skipped: HashSet<u64>,
-    /// Directories created, deepest last, for their times at the end.
-    directories: Vec<(Vec<u8>, Entry)>,
+    /// The directories from the root to the one the last entry went into, each
+    /// finished (mode, times) when the walk leaves it.
+    chain: Vec<Frame>,
+    /// How many of the deepest frames of `chain` hold an open handle: at most
+    /// [`MAX_OPEN_DIRS`], so depth never exhausts file descriptors.
+    open_frames: usize,
+    /// The temporary file being written, removed if the run stops.
+    temp: Option<(std::rc::Rc<OwnedFd>, String)>,
     temp_counter: u64,
-    /// The directory the last entry went into: entries come depth first, so most
-    /// share their parent with the one before and need no walk from DEST.
-    last_parent: Option<(u64, std::rc::Rc<OwnedFd>)>,
+}
+
+/// Directory handles kept open along the current chain. Deeper chains drop the
+/// handles of their shallowest directories and reopen them through `..` (checked
+/// by device and inode) on the way back up.
+const MAX_OPEN_DIRS: usize = 64;
+
+struct PlacedDir {
+    parent_id: u64,
+    name: Vec<u8>,
+    entry: Entry,
+}
+
+/// One directory of the current chain.
+struct Frame {
+    id: u64,
+    fd: Option<std::rc::Rc<OwnedFd>>,
+    dev: u64,
+    ino: u64,
+}
+
+/// Whether a failure of the destination ends the whole extraction: every
+/// later file would fail the same way, and one message says it best.
+fn fatal_to_destination(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(rustix::io::Errno::from_raw_os_error),
+        Some(rustix::io::Errno::NOSPC | rustix::io::Errno::DQUOT | rustix::io::Errno::ROFS | rustix::io::Errno::IO)
+    )
+}
+
+fn interrupted() -> Error {
+    Error::local_io("extracting", io::Error::new(io::ErrorKind::Interrupted, "interrupted"))
 }
 
 /// Extracts the file-tree section `tree` into `dest` (created if missing).
+///
+/// An existing `dest` keeps its own mode, owner, times and ACLs; a `dest` this
+/// call creates takes the root entry's. Time and memory grow with the number of
+/// entries, not with their depth. A destination that is full or read-only stops
+/// the extraction with an error (the entries before it stay extracted).
 pub fn extract<R: ReadAt>(
     archive: &Archive<R>,
     tree: &TreeSection,
     dest: &Path,
     options: &ExtractOptions,
 ) -> Result<ExtractReport, Error> {
+    let dest_created = !dest.exists();
     std::fs::create_dir_all(dest).map_err(|e| Error::local_io(format!("creating {}", dest.display()), e))?;
     let dest_fd = rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| Error::local_io(format!("opening {}", dest.display()), e.into()))?;
@@ -133,18 +182,24 @@ pub fn extract<R: ReadAt>(
         archive,
         tree,
         dest: dest_fd,
+        dest_created,
         options,
         report: ExtractReport::default(),
         owners,
-        placed: HashMap::new(),
+        dirs: HashMap::new(),
+        files: HashMap::new(),
         siblings: HashSet::new(),
         skipped: HashSet::new(),
-        directories: Vec::new(),
+        chain: Vec::new(),
+        open_frames: 0,
+        temp: None,
         temp_counter: 0,
-        last_parent: None,
     };
     let mut found: HashSet<Vec<u8>> = HashSet::new();
-    archive.walk_tree(tree, |item| {
+    let walked = archive.walk_tree(tree, |item| {
+        if options.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Err(interrupted());
+        }
         if !options.select.is_empty() {
             let wanted = options.select.iter().any(|s| {
                 let exact = item.path == *s;
@@ -162,9 +217,15 @@ pub fn extract<R: ReadAt>(
             }
         }
         extractor.entry(item)
-    })?;
+    });
+    if let Some((dir, name)) = extractor.temp.take() {
+        let _ = rustix::fs::unlinkat(&*dir, name.as_str(), AtFlags::empty());
+    }
+    // Directories get their modes and times even when the walk failed, so what
+    // was extracted is left as complete as it can be.
+    extractor.leave_to(0);
+    walked?;
     extractor.report.not_found = options.select.iter().filter(|s| !found.contains(*s)).cloned().collect();
-    extractor.finish_directories();
     Ok(extractor.report)
 }
 
@@ -177,49 +238,189 @@ impl<R: ReadAt> Extractor<'_, R> {
         self.report.warnings.push(Refusal { path: path.to_vec(), reason: reason.into() });
     }
 
-    /// Opens the directory at `path` (relative to the destination) without
-    /// following any symbolic link on the way.
-    fn open_dir(&self, path: &[u8]) -> io::Result<OwnedFd> {
+    /// The path of a placed directory, for messages and for reopening it.
+    fn path_of(&self, mut id: u64) -> Vec<u8> {
+        let mut names = Vec::new();
+        while let Some(dir) = self.dirs.get(&id) {
+            if dir.parent_id == NO_PARENT || dir.parent_id >= id {
+                break;
+            }
+            names.push(dir.name.as_slice());
+            id = dir.parent_id;
+        }
+        names.reverse();
+        names.join(&b'/')
+    }
+
+    /// Opens the placed directory `id` from the destination, component by
+    /// component, without following any symbolic link on the way.
+    fn open_placed_dir(&self, id: u64) -> io::Result<OwnedFd> {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mut fd = rustix::fs::openat(&self.dest, ".", flags, Mode::empty())?;
-        for component in path.split(|&b| b == b'/').filter(|c| !c.is_empty()) {
+        for component in self.path_of(id).split(|&b| b == b'/').filter(|c| !c.is_empty()) {
             if !Entry::name_is_safe(component) {
                 return Err(io::Error::other("unsafe path component"));
             }
-            let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(component);
-            fd = rustix::fs::openat(&fd, name, flags, Mode::empty())?;
+            fd = rustix::fs::openat(&fd, os(component), flags, Mode::empty())?;
         }
         Ok(fd)
     }
 
-    /// A handle on the directory of entry `id` at `path`, opened without following
-    /// links (or the same handle as for the previous entry).
-    fn parent_dir(&mut self, id: u64, path: &[u8]) -> io::Result<std::rc::Rc<OwnedFd>> {
-        if let Some((cached, fd)) = &self.last_parent {
-            if *cached == id {
-                return Ok(fd.clone());
+    /// Adds directory `id` (open as `fd`) to the end of the chain, dropping the
+    /// handle of the shallowest frame that holds one when too many are open.
+    fn push_frame(&mut self, id: u64, fd: OwnedFd) -> io::Result<std::rc::Rc<OwnedFd>> {
+        let stat = rustix::fs::fstat(&fd)?;
+        let fd = std::rc::Rc::new(fd);
+        self.chain.push(Frame { id, fd: Some(fd.clone()), dev: stat.st_dev, ino: stat.st_ino });
+        self.open_frames += 1;
+        if self.open_frames > MAX_OPEN_DIRS {
+            // Handles are held by the deepest frames only (a suffix of the chain).
+            let shallowest = self.chain.len() - self.open_frames;
+            self.chain[shallowest].fd = None;
+            self.open_frames -= 1;
+        }
+        Ok(fd)
+    }
+
+    /// Reopens `frame`'s directory as the parent of `child`, checking that it is
+    /// the same directory; else from the destination by path.
+    fn reopen(&self, frame: &Frame, child: Option<&OwnedFd>) -> io::Result<OwnedFd> {
+        if let Some(child) = child {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            if let Ok(fd) = rustix::fs::openat(child, "..", flags, Mode::empty()) {
+                if rustix::fs::fstat(&fd).is_ok_and(|st| st.st_dev == frame.dev && st.st_ino == frame.ino) {
+                    return Ok(fd);
+                }
             }
         }
-        let fd = std::rc::Rc::new(self.open_dir(path)?);
-        self.last_parent = Some((id, fd.clone()));
+        let fd = self.open_placed_dir(frame.id)?;
+        let stat = rustix::fs::fstat(&fd)?;
+        if (stat.st_dev, stat.st_ino) != (frame.dev, frame.ino) {
+            return Err(io::Error::other("the directory was replaced during the extraction"));
+        }
         Ok(fd)
+    }
+
+    /// Leaves the chain's directories deeper than `len`, deepest first, giving
+    /// each its mode and times now that nothing more is written inside; the new
+    /// end of the chain gets its handle back if it was dropped.
+    fn leave_to(&mut self, len: usize) {
+        let mut child: Option<std::rc::Rc<OwnedFd>> = None;
+        while self.chain.len() > len {
+            let Some(frame) = self.chain.pop() else { break };
+            let fd = match frame.fd.clone() {
+                Some(fd) => {
+                    self.open_frames -= 1;
+                    Ok(fd)
+                }
+                None => self.reopen(&frame, child.as_deref()).map(std::rc::Rc::new),
+            };
+            match fd {
+                Ok(fd) => {
+                    self.finish_dir(frame.id, &fd);
+                    child = Some(fd);
+                }
+                Err(e) => {
+                    let path = self.path_of(frame.id);
+                    self.warn(&path, format!("mode and times not set: {e}"));
+                    child = None;
+                }
+            }
+        }
+        if let Some(top) = self.chain.last() {
+            if top.fd.is_none() {
+                let reopened = self.reopen(top, child.as_deref());
+                let top = self.chain.last_mut().expect("checked above");
+                if let Ok(fd) = reopened {
+                    top.fd = Some(std::rc::Rc::new(fd));
+                    self.open_frames += 1;
+                }
+            }
+        }
+    }
+
+    /// Makes the placed directory `id` the end of the chain and returns a handle
+    /// on it. Entries come depth first, so this is nearly always the current end
+    /// or one of its parents; otherwise the chain is rebuilt from the root.
+    fn enter(&mut self, id: u64) -> io::Result<std::rc::Rc<OwnedFd>> {
+        if let Some(at) = self.chain.iter().rposition(|f| f.id == id) {
+            self.leave_to(at + 1);
+            if let Some(fd) = self.chain.last().and_then(|f| f.fd.clone()) {
+                return Ok(fd);
+            }
+            return Err(io::Error::other("the directory cannot be reopened"));
+        }
+        self.leave_to(0);
+        let mut ids = vec![id];
+        let mut at = id;
+        while let Some(dir) = self.dirs.get(&at) {
+            if dir.parent_id == NO_PARENT || dir.parent_id >= at {
+                break;
+            }
+            ids.push(dir.parent_id);
+            at = dir.parent_id;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut fd = rustix::fs::openat(&self.dest, ".", flags, Mode::empty())?;
+        let mut last = self.push_frame(*ids.last().expect("holds id"), fd)?;
+        for &dir in ids.iter().rev().skip(1) {
+            let name = self.dirs.get(&dir).map(|d| d.name.clone()).unwrap_or_default();
+            if !Entry::name_is_safe(&name) {
+                return Err(io::Error::other("unsafe path component"));
+            }
+            fd = rustix::fs::openat(&*last, os(&name), flags, Mode::empty())?;
+            last = self.push_frame(dir, fd)?;
+        }
+        Ok(last)
+    }
+
+    /// A directory is left: its deferred default ACL, then mode and times. The
+    /// root's metadata goes to the destination only if extraction created it.
+    fn finish_dir(&mut self, id: u64, fd: &OwnedFd) {
+        let Some(dir) = self.dirs.get(&id) else { return };
+        let (is_root, entry) = (dir.parent_id == NO_PARENT, dir.entry.clone());
+        if is_root && !self.dest_created {
+            return;
+        }
+        if is_root {
+            self.apply_fd_metadata(fd, b"", &entry, false, true);
+        }
+        // The path is built only for a message: building it for every directory
+        // would cost its depth each time.
+        if let Some(acl) = entry.xattrs.iter().find(|x| x.name == DEFAULT_ACL) {
+            if let Err(e) = rustix::fs::fsetxattr(fd, xattr_name(&acl.name), &acl.value, XattrFlags::empty()) {
+                self.warn(&self.path_of(id), format!("default ACL not set: {e}"));
+            }
+        }
+        if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode)) {
+            self.warn(&self.path_of(id), format!("mode not set: {e}"));
+        }
+        if let Err(e) = rustix::fs::futimens(fd, &times(&entry)) {
+            self.warn(&self.path_of(id), format!("times not set: {e}"));
+        }
     }
 
     fn entry(&mut self, item: PathEntry) -> Result<(), Error> {
         let PathEntry { path, entry } = item;
         if entry.parent_id == NO_PARENT {
             // The root is the destination itself: only its metadata applies.
-            self.placed.insert(entry.entry_id, Vec::new());
-            self.directories.push((Vec::new(), entry));
+            self.leave_to(0);
+            let id = entry.entry_id;
+            self.dirs.insert(id, PlacedDir { parent_id: NO_PARENT, name: Vec::new(), entry });
+            let pushed = rustix::fs::openat(
+                &self.dest,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(io::Error::from)
+            .and_then(|fd| self.push_frame(id, fd));
+            return pushed.map(|_| ()).map_err(|e| Error::local_io("opening the destination", e));
+        }
+        if !self.dirs.contains_key(&entry.parent_id) {
+            self.refuse(&path, "its parent directory was refused or is not a directory");
             return Ok(());
         }
-        let parent_path = match self.placed.get(&entry.parent_id) {
-            Some(p) => p.clone(),
-            None => {
-                self.refuse(&path, "its parent directory was refused or is not a directory");
-                return Ok(());
-            }
-        };
         if !Entry::name_is_safe(&entry.name) {
             self.refuse(
                 &path,
@@ -235,7 +436,7 @@ impl<R: ReadAt> Extractor<'_, R> {
             self.refuse(&path, format!("it breaks a rule of the format: {}", e.detail));
             return Ok(());
         }
-        let parent = match self.parent_dir(entry.parent_id, &parent_path) {
+        let parent = match self.enter(entry.parent_id) {
             Ok(fd) => fd,
             Err(e) => {
                 self.refuse(&path, format!("its parent directory cannot be opened without following a link: {e}"));
@@ -243,8 +444,8 @@ impl<R: ReadAt> Extractor<'_, R> {
             }
         };
         let name_bytes = entry.name.clone();
-        let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&name_bytes);
-        let existing = rustix::fs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let name = os(&name_bytes);
+        let existing = rustix::fs::statat(&*parent, name, AtFlags::SYMLINK_NOFOLLOW).ok();
         let is_dir = existing
             .as_ref()
             .is_some_and(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory);
@@ -262,7 +463,7 @@ impl<R: ReadAt> Extractor<'_, R> {
                 return Ok(());
             }
             if !reuse_dir && entry.kind != EntryKind::File {
-                let _ = rustix::fs::unlinkat(&parent, name, AtFlags::empty());
+                let _ = rustix::fs::unlinkat(&*parent, name, AtFlags::empty());
             }
         }
         if entry.kind == EntryKind::File {
@@ -292,6 +493,15 @@ impl<R: ReadAt> Extractor<'_, R> {
             _ => self.make_node(&parent, name, &path, &entry),
         };
         if let Err(e) = result {
+            let io_error = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<io::Error>());
+            if io_error.is_some_and(|io| io.kind() == io::ErrorKind::Interrupted) {
+                return Err(e);
+            }
+            if let Some(io) = io_error.filter(|io| fatal_to_destination(io)) {
+                let io =
+                    io.raw_os_error().map_or_else(|| io::Error::other(io.to_string()), io::Error::from_raw_os_error);
+                return Err(Error::local_io(format!("{}: {}", String::from_utf8_lossy(&path), e.what()), io));
+            }
             // A failure of the archive (corrupt chunk) is a warning for this file;
             // the extraction goes on, and hard links to the file are skipped with a
             // warning too (FORMAT.md 8.7).
@@ -322,35 +532,45 @@ impl<R: ReadAt> Extractor<'_, R> {
             Mode::empty(),
         )
         .map_err(|e| Error::local_io("opening the new directory", e.into()))?;
-        // Owner, xattrs and mode now; times after everything inside is written.
-        self.apply_fd_metadata(&dir, path, &entry, false);
-        self.placed.insert(entry.entry_id, path.to_vec());
-        self.directories.push((path.to_vec(), entry));
+        // Owner and xattrs now (the default ACL, which new entries inside would
+        // inherit, only when the directory is left); mode and times then too.
+        self.apply_fd_metadata(&dir, path, &entry, false, true);
+        let id = entry.entry_id;
+        self.dirs.insert(id, PlacedDir { parent_id: entry.parent_id, name: entry.name.clone(), entry });
+        self.push_frame(id, dir).map_err(|e| Error::local_io("opening the new directory", e))?;
         Ok(())
     }
 
-    fn make_file(&mut self, parent: &OwnedFd, name: &std::ffi::OsStr, path: &[u8], entry: &Entry) -> Result<(), Error> {
+    fn make_file(
+        &mut self,
+        parent: &std::rc::Rc<OwnedFd>,
+        name: &std::ffi::OsStr,
+        path: &[u8],
+        entry: &Entry,
+    ) -> Result<(), Error> {
         let (temp_name, fd) = self.temp_file(parent)?;
+        self.temp = Some((parent.clone(), temp_name.clone()));
         let file = File::from(fd);
-        match self.write_content(&file, entry) {
-            Ok(true) => {}
-            Ok(false) => self.warn(path, "content written but not checked: its holes exceed the hashing limit"),
-            Err(e) => {
-                let _ = rustix::fs::unlinkat(parent, temp_name.as_str(), AtFlags::empty());
-                return Err(e);
+        let written = self.write_content(&file, entry);
+        let renamed = written.and_then(|checked| {
+            if !checked {
+                self.warn(path, "content written but not checked: its holes exceed the hashing limit");
             }
-        }
-        self.apply_fd_metadata(file.as_fd(), path, entry, true);
-        if let Err(e) = rustix::fs::futimens(&file, &times(entry)) {
-            self.warn(path, format!("times not set: {e}"));
-        }
-        let flags = if self.options.overwrite { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
-        if let Err(e) = rustix::fs::renameat_with(parent, temp_name.as_str(), parent, name, flags) {
-            let _ = rustix::fs::unlinkat(parent, temp_name.as_str(), AtFlags::empty());
-            return Err(Error::local_io("renaming into place", e.into()));
+            self.apply_fd_metadata(file.as_fd(), path, entry, true, false);
+            if let Err(e) = rustix::fs::futimens(&file, &times(entry)) {
+                self.warn(path, format!("times not set: {e}"));
+            }
+            let flags = if self.options.overwrite { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+            rustix::fs::renameat_with(&**parent, temp_name.as_str(), &**parent, name, flags)
+                .map_err(|e| Error::local_io("renaming into place", e.into()))
+        });
+        self.temp = None;
+        if let Err(e) = renamed {
+            let _ = rustix::fs::unlinkat(&**parent, temp_name.as_str(), AtFlags::empty());
+            return Err(e);
         }
         self.report.bytes += entry.size;
-        self.placed.insert(entry.entry_id, path.to_vec());
+        self.files.insert(entry.entry_id, (entry.parent_id, entry.name.clone()));
         Ok(())
     }
 
@@ -374,11 +594,17 @@ impl<R: ReadAt> Extractor<'_, R> {
     /// Writes a file's data extents at their offsets (holes stay holes), checking
     /// the whole content against the entry's BLAKE3.
     fn write_content(&self, file: &File, entry: &Entry) -> Result<bool, Error> {
-        let checked = self.archive.file_content(self.tree, entry, |offset, piece| match piece {
-            crate::tree::Piece::Data(bytes) => {
-                file.write_all_at(bytes, offset).map_err(|e| Error::local_io("writing file content", e))
+        let cancel = self.options.cancel;
+        let checked = self.archive.file_content(self.tree, entry, |offset, piece| {
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(interrupted());
             }
-            crate::tree::Piece::Hole(_) => Ok(()),
+            match piece {
+                crate::tree::Piece::Data(bytes) => {
+                    file.write_all_at(bytes, offset).map_err(|e| Error::local_io("writing file content", e))
+                }
+                crate::tree::Piece::Hole(_) => Ok(()),
+            }
         })?;
         file.set_len(entry.size).map_err(|e| Error::local_io("setting the file size", e))?;
         Ok(checked)
@@ -391,8 +617,7 @@ impl<R: ReadAt> Extractor<'_, R> {
         path: &[u8],
         entry: &Entry,
     ) -> Result<(), Error> {
-        let target = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&entry.target);
-        rustix::fs::symlinkat(target, parent, name)
+        rustix::fs::symlinkat(os(&entry.target), parent, name)
             .map_err(|e| Error::local_io("creating the symbolic link", e.into()))?;
         self.apply_at_metadata(parent, name, path, entry, true);
         Ok(())
@@ -405,7 +630,7 @@ impl<R: ReadAt> Extractor<'_, R> {
         path: &[u8],
         entry: &Entry,
     ) -> Result<(), Error> {
-        let Some(target_path) = self.placed.get(&entry.link_id).cloned() else {
+        let Some((target_dir, target_name)) = self.files.get(&entry.link_id).cloned() else {
             self.report.entries -= 1;
             self.refuse(
                 path,
@@ -413,13 +638,15 @@ impl<R: ReadAt> Extractor<'_, R> {
             );
             return Ok(());
         };
-        let (dir, file_name) = match target_path.iter().rposition(|&b| b == b'/') {
-            Some(i) => (&target_path[..i], &target_path[i + 1..]),
-            None => (&b""[..], &target_path[..]),
+        let open_dir = self.chain.iter().rev().find(|f| f.id == target_dir).and_then(|f| f.fd.clone());
+        let source_dir = match open_dir {
+            Some(fd) => fd,
+            None => std::rc::Rc::new(
+                self.open_placed_dir(target_dir)
+                    .map_err(|e| Error::local_io("opening the link's target directory", e))?,
+            ),
         };
-        let source_dir = self.open_dir(dir).map_err(|e| Error::local_io("opening the link's target directory", e))?;
-        let file_name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(file_name);
-        rustix::fs::linkat(&source_dir, file_name, parent, name, AtFlags::empty())
+        rustix::fs::linkat(&*source_dir, os(&target_name), parent, name, AtFlags::empty())
             .map_err(|e| Error::local_io("creating the hard link", e.into()))?;
         Ok(())
     }
@@ -447,10 +674,24 @@ impl<R: ReadAt> Extractor<'_, R> {
         Some((uid, gid))
     }
 
-    /// Owner, then xattrs (capabilities last), then mode, on an open file or directory.
-    /// `with_mode` is false for directories, whose mode is set at the end so that
-    /// a read-only directory can still be filled by a user who is not root.
-    fn apply_fd_metadata(&mut self, fd: impl AsFd, path: &[u8], entry: &Entry, with_mode: bool) {
+    /// The ACLs a new entry may have inherited from the default ACL of the
+    /// folder it was made in, and that its own record does not hold: removed,
+    /// so that an entry gets exactly the ACLs it was recorded with. Only when
+    /// the section captured extended attributes: otherwise nothing is known.
+    fn inherited_acls(&self, entry: &Entry, is_dir: bool) -> Vec<&'static [u8]> {
+        if self.tree.begin.captured & strata_format::files::Captured::XATTRS == 0 {
+            return Vec::new();
+        }
+        let names: &[&'static [u8]] = if is_dir { &[ACCESS_ACL, DEFAULT_ACL] } else { &[ACCESS_ACL] };
+        names.iter().copied().filter(|n| !entry.xattrs.iter().any(|x| x.name == *n)).collect()
+    }
+
+    /// Owner, then ACLs inherited and not recorded removed, then xattrs
+    /// (capabilities last; a directory's default ACL when it is left), then mode,
+    /// on an open file or directory. `with_mode` is false for directories, whose
+    /// mode is set when they are left, so that a read-only directory can still
+    /// be filled by a user who is not root.
+    fn apply_fd_metadata(&mut self, fd: impl AsFd, path: &[u8], entry: &Entry, with_mode: bool, is_dir: bool) {
         if let Some((uid, gid)) = self.owner_ids(entry) {
             if let Err(e) =
                 rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
@@ -458,7 +699,13 @@ impl<R: ReadAt> Extractor<'_, R> {
                 self.warn(path, format!("owner not set: {e}"));
             }
         }
-        for xattr in ordered_xattrs(entry) {
+        for name in self.inherited_acls(entry, is_dir) {
+            match rustix::fs::fremovexattr(&fd, xattr_name(name)) {
+                Ok(()) | Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => {}
+                Err(e) => self.warn(path, format!("inherited ACL not removed: {e}")),
+            }
+        }
+        for xattr in ordered_xattrs(entry).into_iter().filter(|x| !(is_dir && x.name == DEFAULT_ACL)) {
             if let Err(e) = rustix::fs::fsetxattr(&fd, xattr_name(&xattr.name), &xattr.value, XattrFlags::empty()) {
                 self.warn(path, format!("extended attribute {} not set: {e}", String::from_utf8_lossy(&xattr.name)));
             }
@@ -485,13 +732,20 @@ impl<R: ReadAt> Extractor<'_, R> {
                 self.warn(path, format!("owner not set: {e}"));
             }
         }
-        if !entry.xattrs.is_empty() {
-            // lsetxattr through the parent's /proc/self/fd link: the last component
+        let inherited = if is_link { Vec::new() } else { self.inherited_acls(entry, false) };
+        if !entry.xattrs.is_empty() || !inherited.is_empty() {
+            // l*xattr through the parent's /proc/self/fd link: the last component
             // is not followed.
             use std::os::fd::AsRawFd;
             let mut proc_path = format!("/proc/self/fd/{}/", parent.as_raw_fd()).into_bytes();
             proc_path.extend_from_slice(&entry.name);
-            let proc_path = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&proc_path);
+            let proc_path = os(&proc_path);
+            for name in inherited {
+                match rustix::fs::lremovexattr(proc_path, xattr_name(name)) {
+                    Ok(()) | Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => {}
+                    Err(e) => self.warn(path, format!("inherited ACL not removed: {e}")),
+                }
+            }
             for xattr in ordered_xattrs(entry) {
                 if let Err(e) =
                     rustix::fs::lsetxattr(proc_path, xattr_name(&xattr.name), &xattr.value, XattrFlags::empty())
@@ -512,29 +766,13 @@ impl<R: ReadAt> Extractor<'_, R> {
             self.warn(path, format!("times not set: {e}"));
         }
     }
+}
 
-    /// Directory modes and times last, deepest first, once nothing more is written
-    /// inside.
-    fn finish_directories(&mut self) {
-        let directories = std::mem::take(&mut self.directories);
-        for (path, entry) in directories.iter().rev() {
-            match self.open_dir(path) {
-                Ok(fd) => {
-                    if path.is_empty() {
-                        // The destination itself gets the root's metadata too.
-                        self.apply_fd_metadata(&fd, path, entry, false);
-                    }
-                    if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode)) {
-                        self.warn(path, format!("mode not set: {e}"));
-                    }
-                    if let Err(e) = rustix::fs::futimens(&fd, &times(entry)) {
-                        self.warn(path, format!("times not set: {e}"));
-                    }
-                }
-                Err(e) => self.warn(path, format!("times not set: {e}")),
-            }
-        }
-    }
+const ACCESS_ACL: &[u8] = b"system.posix_acl_access";
+const DEFAULT_ACL: &[u8] = b"system.posix_acl_default";
+
+fn os(bytes: &[u8]) -> &std::ffi::OsStr {
+    <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(bytes)
 }
 
 /// Extended attributes in restore order: file capabilities last, since changing

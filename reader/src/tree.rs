@@ -78,13 +78,17 @@ impl<R: ReadAt> Archive<R> {
 
     /// Calls `visit` with every entry of `tree` in order, with its path. Reads the
     /// entry records only, never file content.
+    ///
+    /// Time and memory are linear in the entries whatever the depth: the path of
+    /// the current directory is kept in one buffer, and only a directory's parent
+    /// and name are remembered (a path is rebuilt from them only when entries do
+    /// not come depth first).
     pub fn walk_tree(
         &self,
         tree: &TreeSection,
         mut visit: impl FnMut(PathEntry) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        // Directory paths by entry id; other entries need none after their visit.
-        let mut dir_paths: Vec<Option<Vec<u8>>> = Vec::new();
+        let mut paths = PathBuilder::default();
         let mut next_id = 0u64;
         for &record in &tree.entries_records {
             for (_, entry) in self.entries_at(tree, record)? {
@@ -98,19 +102,7 @@ impl<R: ReadAt> Archive<R> {
                     .in_section(&tree.name));
                 }
                 next_id += 1;
-                let path = if entry.parent_id == NO_PARENT {
-                    Vec::new()
-                } else {
-                    match dir_paths.get(entry.parent_id as usize).and_then(|p| p.as_ref()) {
-                        Some(parent) => join(parent, &entry.name),
-                        // Not a directory before it: a damaged or hostile entry.
-                        // It is still listed (verify reports it) under a path that
-                        // names the problem; extraction refuses it, having no
-                        // directory to put it in.
-                        None => join(format!("<entry {} is no directory>", entry.parent_id).as_bytes(), &entry.name),
-                    }
-                };
-                dir_paths.push((entry.kind == EntryKind::Directory).then(|| path.clone()));
+                let path = paths.place(&entry);
                 visit(PathEntry { path, entry })?;
             }
         }
@@ -139,61 +131,174 @@ impl<R: ReadAt> Archive<R> {
         Ok(table)
     }
 
+    /// Reads the directory table at `offset`, which must belong to the directory
+    /// `dir_id` reached as `dir_path`: a table that names another directory, or a
+    /// child that is not a later entry than its directory, would let a walk loop
+    /// or reach a path that no entry has (FORMAT.md 8.5).
+    fn table_of(&self, tree: &TreeSection, offset: u64, dir_id: u64, dir_path: &[u8]) -> Result<DirTable, Error> {
+        let table = self.dir_table(tree, offset)?;
+        let mismatch = |detail: String| {
+            Error::new(ErrorClass::IndexMismatch, format!("FILES_DIR of {}", shown_path(dir_path)), detail)
+                .at(offset)
+                .in_section(&tree.name)
+        };
+        if table.entry_id != dir_id {
+            return Err(mismatch(format!("the table is entry {}'s, but entry {dir_id} leads to it", table.entry_id)));
+        }
+        if let Some((child, name)) = table.children.iter().find(|(child, _)| child.entry_id <= dir_id) {
+            return Err(mismatch(format!(
+                "child {:?} is entry {}, not after its directory (entry {dir_id})",
+                String::from_utf8_lossy(name),
+                child.entry_id
+            )));
+        }
+        Ok(table)
+    }
+
+    /// The entry a directory-table child points to, checked against the child
+    /// and the directory (`dir_id`) whose table lists it.
+    fn child_entry(
+        &self,
+        tree: &TreeSection,
+        cache: &mut Option<(u64, Vec<(u32, Entry)>)>,
+        child: &files::DirChild,
+        dir_id: u64,
+        path: &[u8],
+    ) -> Result<Entry, Error> {
+        if cache.as_ref().map(|c| c.0) != Some(child.entries_record) {
+            *cache = Some((child.entries_record, self.entries_at(tree, child.entries_record)?));
+        }
+        let entries = &cache.as_ref().expect("just filled").1;
+        let entry = entries.iter().find(|(at, _)| *at == child.entry_offset).map(|(_, e)| e);
+        match entry {
+            Some(entry) if entry.entry_id == child.entry_id && entry.parent_id == dir_id => Ok(entry.clone()),
+            found => Err(Error::new(
+                ErrorClass::IndexMismatch,
+                format!("FILES_DIR child {}", shown_path(path)),
+                match found {
+                    None => format!("no entry starts at body byte {}", child.entry_offset),
+                    Some(e) => format!(
+                        "the table names entry {} in directory {dir_id}, the record holds entry {} in directory {}",
+                        child.entry_id, e.entry_id, e.parent_id
+                    ),
+                },
+            )
+            .at(child.entries_record)
+            .in_section(&tree.name)),
+        }
+    }
+
     /// Finds the entry at `path` (relative to the section's root; `""` is the
-    /// root) through the directory tables: one table per path component.
+    /// root) through the directory tables: one table per path component and one
+    /// entry record. Every table must belong to the directory that leads to it,
+    /// so a lookup ends after at most `depth` tables and finds only real paths.
     pub fn lookup(&self, tree: &TreeSection, path: &[u8]) -> Result<Option<Entry>, Error> {
+        Ok(self.find(tree, path)?.map(|(entry, _)| entry))
+    }
+
+    /// [`Archive::lookup`], with the record offset of the directory table of the
+    /// entry found when it is a directory.
+    fn find(&self, tree: &TreeSection, path: &[u8]) -> Result<Option<(Entry, u64)>, Error> {
         let components: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
         if components.is_empty() {
-            return self.entry_at(tree, tree.root_entries_record, tree.root_entry_offset).map(Some);
+            let root = self.entry_at(tree, tree.root_entries_record, tree.root_entry_offset)?;
+            return Ok(Some((root, tree.root_dir)));
         }
-        let mut table_offset = tree.root_dir;
+        let (mut table_offset, mut dir_id) = (tree.root_dir, 0u64);
+        let mut cache = None;
+        let mut walked: Vec<u8> = Vec::new();
         for (depth, component) in components.iter().enumerate() {
-            let table = self.dir_table(tree, table_offset)?;
+            let table = self.table_of(tree, table_offset, dir_id, &walked)?;
             let Some(child) = table.find(component) else {
                 return Ok(None);
             };
+            walked = join(&walked, component);
             if depth + 1 == components.len() {
-                return self.entry_at(tree, child.entries_record, child.entry_offset).map(Some);
+                let entry = self.child_entry(tree, &mut cache, child, dir_id, &walked)?;
+                return Ok(Some((entry, child.dir_table)));
             }
             if child.kind != EntryKind::Directory.code() || child.dir_table == 0 {
                 return Ok(None);
             }
-            table_offset = child.dir_table;
+            (table_offset, dir_id) = (child.dir_table, child.entry_id);
         }
         Ok(None)
     }
 
     /// The children of the directory at `path`, with their entries, sorted by name.
     pub fn list_dir(&self, tree: &TreeSection, path: &[u8]) -> Result<Option<Vec<PathEntry>>, Error> {
-        let components: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
-        let mut table_offset = tree.root_dir;
-        for component in &components {
-            let table = self.dir_table(tree, table_offset)?;
-            match table.find(component) {
-                Some(child) if child.kind == EntryKind::Directory.code() && child.dir_table != 0 => {
-                    table_offset = child.dir_table
-                }
-                _ => return Ok(None),
-            }
+        let Some((dir, table_offset)) = self.find(tree, path)? else {
+            return Ok(None);
+        };
+        if dir.kind != EntryKind::Directory {
+            return Ok(None);
         }
-        let table = self.dir_table(tree, table_offset)?;
-        let base = components.join(&b'/');
-        let mut out = Vec::with_capacity(table.children.len());
-        let mut cached: Option<(u64, Vec<(u32, Entry)>)> = None;
-        for (child, name) in &table.children {
-            if cached.as_ref().map(|c| c.0) != Some(child.entries_record) {
-                cached = Some((child.entries_record, self.entries_at(tree, child.entries_record)?));
-            }
-            let entries = &cached.as_ref().expect("just filled").1;
-            let entry =
-                entries.iter().find(|(at, _)| *at == child.entry_offset).map(|(_, e)| e.clone()).ok_or_else(|| {
-                    Error::new(ErrorClass::IndexMismatch, "FILES_DIR child", "no entry at its location")
-                        .at(child.entries_record)
-                        .in_section(&tree.name)
-                })?;
-            out.push(PathEntry { path: join(&base, name), entry });
-        }
+        let base = normal_path(path);
+        let mut out = Vec::new();
+        self.dir_children(tree, table_offset, dir.entry_id, &base, &mut None, |item, _| {
+            out.push(item);
+            Ok(())
+        })?;
         Ok(Some(out))
+    }
+
+    /// Calls `visit` with each child of the directory `dir_id` at `dir_path`,
+    /// whose table is at `table_offset`, in name order, with the record offset of
+    /// the child's own table (0 unless it is a directory).
+    fn dir_children(
+        &self,
+        tree: &TreeSection,
+        table_offset: u64,
+        dir_id: u64,
+        dir_path: &[u8],
+        cache: &mut Option<(u64, Vec<(u32, Entry)>)>,
+        mut visit: impl FnMut(PathEntry, u64) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let table = self.table_of(tree, table_offset, dir_id, dir_path)?;
+        for (child, name) in &table.children {
+            let path = join(dir_path, name);
+            let entry = self.child_entry(tree, cache, child, dir_id, &path)?;
+            visit(PathEntry { path, entry }, child.dir_table)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `visit` with the entry at `path` and everything below it, depth
+    /// first in name order, through the directory tables only (no whole-tree
+    /// walk). Returns false when the archive holds no such path. Each table is
+    /// read once, and tables must belong to the directories that lead to them,
+    /// so the walk ends whatever the tables hold.
+    pub fn walk_below(
+        &self,
+        tree: &TreeSection,
+        path: &[u8],
+        mut visit: impl FnMut(PathEntry) -> Result<(), Error>,
+    ) -> Result<bool, Error> {
+        let Some((entry, table_offset)) = self.find(tree, path)? else {
+            return Ok(false);
+        };
+        let base = normal_path(path);
+        let is_dir = entry.kind == EntryKind::Directory;
+        let dir_id = entry.entry_id;
+        visit(PathEntry { path: base.clone(), entry })?;
+        if !is_dir {
+            return Ok(true);
+        }
+        // Directories still to list: (path, table, entry id). Children are
+        // pushed in reverse so the smallest name is listed first.
+        let mut pending = vec![(base, table_offset, dir_id)];
+        let mut cache = None;
+        while let Some((dir_path, table_offset, dir_id)) = pending.pop() {
+            let mut below = Vec::new();
+            self.dir_children(tree, table_offset, dir_id, &dir_path, &mut cache, |item, table| {
+                if item.entry.kind == EntryKind::Directory && table != 0 {
+                    below.push((item.path.clone(), table, item.entry.entry_id));
+                }
+                visit(item)
+            })?;
+            pending.extend(below.into_iter().rev());
+        }
+        Ok(true)
     }
 
     /// Writes a regular file's content to `out` (holes as zeros), checking it
@@ -317,6 +422,103 @@ pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     }
     path.extend_from_slice(name);
     path
+}
+
+/// `path` without empty and `.` components.
+fn normal_path(path: &[u8]) -> Vec<u8> {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect::<Vec<_>>().join(&b'/')
+}
+
+/// A path for messages: `.` for the root.
+fn shown_path(path: &[u8]) -> String {
+    if path.is_empty() {
+        ".".to_string()
+    } else {
+        String::from_utf8_lossy(path).into_owned()
+    }
+}
+
+/// Builds entry paths in one pass over entries in id order, in time and memory
+/// linear in the entries whatever the depth: the path of the current directory
+/// chain is one buffer, and each directory keeps only its parent and name.
+#[derive(Default)]
+struct PathBuilder {
+    /// Per entry id: a directory's parent and name (`None` for other entries).
+    dirs: Vec<Option<(u64, Box<[u8]>)>>,
+    /// The current chain of directories: entry id and the path length up to it.
+    chain: Vec<(u64, usize)>,
+    path: Vec<u8>,
+}
+
+impl PathBuilder {
+    /// The path of `entry`, whose `entry_id` is the next one; remembers it if it
+    /// is a directory.
+    fn place(&mut self, entry: &Entry) -> Vec<u8> {
+        let path = if entry.parent_id == NO_PARENT {
+            self.chain.clear();
+            self.path.clear();
+            Vec::new()
+        } else if self.enter(entry.parent_id) {
+            join(&self.path, &entry.name)
+        } else {
+            // Not a directory before it: a damaged or hostile entry. It is still
+            // listed (verify reports it) under a path that names the problem;
+            // extraction refuses it, having no directory to put it in.
+            join(format!("<entry {} is no directory>", entry.parent_id).as_bytes(), &entry.name)
+        };
+        let placed = entry.parent_id == NO_PARENT || self.chain.last().map(|c| c.0) == Some(entry.parent_id);
+        if entry.kind == EntryKind::Directory && placed {
+            self.dirs.push(Some((entry.parent_id, entry.name.clone().into_boxed_slice())));
+            self.path.clone_from(&path);
+            self.chain.push((entry.entry_id, path.len()));
+        } else {
+            self.dirs.push(None);
+        }
+        path
+    }
+
+    /// Makes `dir` the end of the current chain; false if it is not a directory
+    /// seen before.
+    fn enter(&mut self, dir: u64) -> bool {
+        if let Some(at) = self.chain.iter().rposition(|c| c.0 == dir) {
+            self.chain.truncate(at + 1);
+            self.path.truncate(self.chain[at].1);
+            return true;
+        }
+        // Entries did not come depth first: rebuild the chain from the parents.
+        // Each parent is an earlier entry, so the climb ends.
+        let mut ids = Vec::new();
+        let mut at = dir;
+        loop {
+            match self.dirs.get(at as usize) {
+                Some(Some((parent, _))) => {
+                    ids.push(at);
+                    if *parent == NO_PARENT {
+                        break;
+                    }
+                    if *parent >= at {
+                        return false;
+                    }
+                    at = *parent;
+                }
+                _ => return false,
+            }
+        }
+        self.chain.clear();
+        self.path.clear();
+        for &id in ids.iter().rev() {
+            if let Some(Some((parent, name))) = self.dirs.get(id as usize) {
+                if *parent != NO_PARENT {
+                    if !self.path.is_empty() {
+                        self.path.push(b'/');
+                    }
+                    self.path.extend_from_slice(name);
+                }
+            }
+            self.chain.push((id, self.path.len()));
+        }
+        true
+    }
 }
 
 /// Loads a file-tree section's records named by the archive index.
