@@ -160,3 +160,162 @@ fn one_file_system_keeps_mount_points_but_not_what_is_mounted_there() {
     let _ = std::process::Command::new("umount").arg(src.join("mnt")).status();
     assert_eq!(result.expect("create and list"), ".\nmnt\nplain\nplain/f\n");
 }
+
+/// Removes a tree too deep for `std::fs::remove_dir_all` (paths past PATH_MAX,
+/// a descriptor per level) when the test ends, however it ends; GNU rm walks
+/// any depth.
+struct RemoveDeep(std::path::PathBuf);
+
+impl Drop for RemoveDeep {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rm").arg("-rf").arg(&self.0).status();
+    }
+}
+
+/// Makes `root/chain/dd/dd/…` `levels` directories deep through directory
+/// handles (paths this long cannot be made by name), with `bottom` in
+/// `bottom.txt` at the bottom and, every `every` levels, a `zz.txt` holding the
+/// level's number, visited after the way down. Returns the bottom file's path
+/// relative to `root` and whether it got the extended attribute `user.x`.
+fn deep_chain(root: &std::path::Path, levels: usize, every: usize, bottom: &[u8]) -> (String, bool) {
+    use rustix::fs::{mkdirat, openat, Mode, OFlags, XattrFlags};
+    use std::io::Write;
+    let mut dir = openat(rustix::fs::CWD, root, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+    let mut relative = String::new();
+    let write = |dir: &std::os::fd::OwnedFd, name: &str, content: &[u8]| {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+        let mut file = std::fs::File::from(openat(dir, name, flags, Mode::from_raw_mode(0o644)).unwrap());
+        file.write_all(content).unwrap();
+        file
+    };
+    for level in 0..=levels {
+        let name = if level == 0 { "chain" } else { "dd" };
+        mkdirat(&dir, name, Mode::from_raw_mode(0o755)).unwrap();
+        dir = openat(&dir, name, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        relative.push_str(if level == 0 { "chain" } else { "/dd" });
+        if level % every == 0 {
+            write(&dir, "zz.txt", level.to_string().as_bytes());
+        }
+    }
+    let file = write(&dir, "bottom.txt", bottom);
+    let xattr = match rustix::fs::fsetxattr(&file, "user.x", b"deep", XattrFlags::empty()) {
+        Ok(()) => true,
+        Err(rustix::io::Errno::NOTSUP) => false,
+        Err(e) => panic!("setting user.x: {e}"),
+    };
+    relative.push_str("/bottom.txt");
+    (relative, xattr)
+}
+
+/// The `zz.txt` files `deep_chain` made, as (path, content).
+fn deep_chain_extras(levels: usize, every: usize) -> Vec<(String, String)> {
+    (0..=levels)
+        .filter(|level| level % every == 0)
+        .map(|level| (format!("chain{}/zz.txt", "/dd".repeat(level)), level.to_string()))
+        .collect()
+}
+
+/// Backs up a deep chain with `prefix` before the strata command (a descriptor
+/// limit, say) and checks, without extracting, that every file is in the
+/// archive as it was.
+fn deep_chain_backs_up(levels: usize, prefix: &[&str]) {
+    const BOTTOM: &[u8] = b"at the bottom of a very deep tree\n";
+    let every = 100;
+    let work = temp_dir();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let _cleanup = RemoveDeep(src.clone());
+    let (bottom, xattr) = deep_chain(&src, levels, every, BOTTOM);
+    assert!(bottom.len() > 4096, "the chain is deeper than PATH_MAX");
+    let archive = work.path().join("deep.strata");
+    let (program, args) = match prefix {
+        [program, args @ ..] => (*program, args),
+        [] => (env!("CARGO_BIN_EXE_strata"), &[][..]),
+    };
+    let mut command = std::process::Command::new(program);
+    command.args(args);
+    if !prefix.is_empty() {
+        command.arg(env!("CARGO_BIN_EXE_strata"));
+    }
+    let out = command
+        .args(["create", path_str(&archive), "--files", &format!("t={}", path_str(&src))])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let listed = listing(&archive, "t");
+    assert!(listed.lines().any(|line| line == bottom), "{} not listed", &bottom[..64]);
+    assert_eq!(listed.lines().count(), 1 + 1 + levels + 1 + levels / every + 1);
+    let content = run_ok(&["cat", path_str(&archive), "--files", "t", &bottom]).stdout;
+    assert_eq!(content, BOTTOM);
+    for (path, level) in deep_chain_extras(levels, every) {
+        let content = run_ok(&["cat", path_str(&archive), "--files", "t", &path]).stdout;
+        assert_eq!(content, level.as_bytes(), "{}", &path[..path.len().min(64)]);
+    }
+    if xattr {
+        let json = run_ok(&["list", path_str(&archive), "--files", "t", &bottom, "--json"]).stdout;
+        let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(json["sections"][0]["entries"][0]["xattrs"], serde_json::json!(["user.x"]));
+    } else {
+        eprintln!("no user xattrs on this file system: user.x not checked");
+    }
+}
+
+#[test]
+fn a_tree_deeper_than_path_max_is_backed_up() {
+    // About 9,000 bytes of path, twice PATH_MAX.
+    deep_chain_backs_up(3000, &[]);
+}
+
+#[test]
+fn a_deep_tree_backs_up_with_few_file_descriptors() {
+    if !require_tool("prlimit") {
+        return;
+    }
+    // Deeper than the descriptor limit, and than PATH_MAX too.
+    deep_chain_backs_up(1500, &["prlimit", "--nofile=64:64"]);
+}
+
+#[test]
+fn a_deep_tree_moved_while_it_is_walked_is_a_warning_not_a_wrong_path() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use strata_writer::{ArchiveWriter, Progress, TreeOptions, WriterOptions};
+
+    /// Moves a directory elsewhere when the walk reads its first content, at
+    /// the bottom of the chain, so that its parent is no longer its `..`.
+    struct MoveOnce {
+        from: std::path::PathBuf,
+        to: std::path::PathBuf,
+        done: AtomicBool,
+    }
+    impl Progress for MoveOnce {
+        fn advance(&self, _bytes: u64) {
+            if !self.done.swap(true, Ordering::SeqCst) {
+                std::fs::rename(&self.from, &self.to).unwrap();
+            }
+        }
+    }
+
+    let work = temp_dir();
+    let src = work.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let _cleanup = RemoveDeep(src.clone());
+    // Deeper than the directory handles the walk keeps open, so that `chain`
+    // and `chain/dd` are reopened through `..` on the way back up; each has a
+    // `zz.txt` still to read then.
+    deep_chain(&src, 300, 1, b"bottom\n");
+    let progress = MoveOnce { from: src.join("chain/dd/dd"), to: src.join("elsewhere"), done: AtomicBool::new(false) };
+    let options = WriterOptions::new(*b"0123456789abcdef", 1_700_000_000_000_000_000);
+    let mut writer = ArchiveWriter::new(Vec::new(), options).unwrap();
+    let summary = writer.add_tree("t", &src, &TreeOptions::default(), &progress).unwrap();
+    writer.finish().unwrap();
+    assert!(progress.done.load(Ordering::SeqCst));
+    let warnings: Vec<(String, String)> =
+        summary.warnings.iter().map(|w| (String::from_utf8_lossy(&w.path).into_owned(), w.message.clone())).collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(warnings[0].0, "chain/dd", "{warnings:?}");
+    assert!(warnings[0].1.contains("moved while it was read"), "{warnings:?}");
+    assert_eq!(warnings[1].0, "chain", "{warnings:?}");
+}

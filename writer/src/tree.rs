@@ -3,14 +3,16 @@
 //! together, holes kept as holes), and at the end one sorted table per directory.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
-use std::fs::{File, Metadata};
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use rayon::prelude::*;
+use rustix::fs::{AtFlags, Mode, OFlags};
 use strata_format::files::{
     self, Captured, DirChild, DirTable, Entry, EntryFlags, EntryKind, FileExtent, FilesBegin, FilesEnd, FilesIndexHead,
     Xattr, NO_PARENT,
@@ -179,30 +181,223 @@ fn time_ns(secs: i64, nsecs: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
 }
 
-/// Opens a file to read its content without following a symbolic link and,
-/// where permitted, without changing its access time.
-fn open_content(path: &Path) -> io::Result<File> {
-    let nofollow = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
-    let noatime = rustix::fs::OFlags::NOATIME.bits() as i32;
-    match File::options().read(true).custom_flags(nofollow | noatime).open(path) {
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
-            File::options().read(true).custom_flags(nofollow).open(path)
+/// Directory handles the walk keeps open at most. Each directory being walked
+/// holds one, so a deep tree would otherwise use one descriptor per level and
+/// run into the process's limit (often 1024, shared with the archive and the
+/// file being read); past this many, the shallowest are closed and reopened
+/// through `..` on the way back up.
+const MAX_OPEN_DIRS: usize = 128;
+
+/// How many directory handles this walk may keep open: [`MAX_OPEN_DIRS`], or a
+/// quarter of the soft descriptor limit when that is lower, so that a process
+/// started with a small limit still has descriptors for everything else.
+fn open_dirs_allowed() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(u64::MAX);
+    usize::try_from(soft / 4).unwrap_or(usize::MAX).clamp(2, MAX_OPEN_DIRS)
+}
+
+/// What the walk records of one file system object.
+struct Meta {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    nlink: u64,
+    uid: u32,
+    gid: u32,
+    rdev: u64,
+    size: u64,
+    atime: (i64, i64),
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    btime: Option<(i64, i64)>,
+}
+
+impl Meta {
+    fn from_statx(x: &rustix::fs::Statx) -> Meta {
+        let time = |t: &rustix::fs::StatxTimestamp| (t.tv_sec, i64::from(t.tv_nsec));
+        let has_btime = x.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0;
+        Meta {
+            dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+            ino: x.stx_ino,
+            mode: u32::from(x.stx_mode),
+            nlink: u64::from(x.stx_nlink),
+            uid: x.stx_uid,
+            gid: x.stx_gid,
+            rdev: rustix::fs::makedev(x.stx_rdev_major, x.stx_rdev_minor),
+            size: x.stx_size,
+            atime: time(&x.stx_atime),
+            mtime: time(&x.stx_mtime),
+            ctime: time(&x.stx_ctime),
+            btime: has_btime.then(|| time(&x.stx_btime)),
         }
-        other => other,
+    }
+
+    // The field types of `struct stat` differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn from_stat(st: &rustix::fs::Stat) -> Meta {
+        Meta {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mode: st.st_mode as u32,
+            nlink: st.st_nlink as u64,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u64,
+            size: st.st_size as u64,
+            atime: (st.st_atime as i64, st.st_atime_nsec as i64),
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            btime: None,
+        }
+    }
+
+    fn id(&self) -> (u64, u64) {
+        (self.dev, self.ino)
     }
 }
 
-/// Opens a directory to list it, without following a symbolic link and, where
-/// permitted, without changing its access time: `std::fs::read_dir` would set
-/// it, so backing up an unchanged tree twice would give two different archives.
-fn open_listing(path: &Path) -> io::Result<rustix::fs::Dir> {
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let fd = match rustix::fs::open(path, flags | OFlags::NOATIME, Mode::empty()) {
-        Err(rustix::io::Errno::PERM) => rustix::fs::open(path, flags, Mode::empty()),
+/// Stats `name` in `dir` (`flags` say whether to follow a symbolic link, or to
+/// stat `dir` itself), with the birth time where the kernel has `statx`.
+fn stat_at<P: rustix::path::Arg>(dir: BorrowedFd<'_>, name: P, flags: AtFlags) -> io::Result<Meta> {
+    use rustix::fs::StatxFlags;
+    name.into_with_c_str(|name| {
+        match rustix::fs::statx(dir, name, flags, StatxFlags::BASIC_STATS | StatxFlags::BTIME) {
+            Ok(x) => Ok(Meta::from_statx(&x)),
+            Err(rustix::io::Errno::NOSYS) => rustix::fs::statat(dir, name, flags).map(|st| Meta::from_stat(&st)),
+            Err(e) => Err(e),
+        }
+    })
+    .map_err(io::Error::from)
+}
+
+/// Opens `name` in `dir` read-only with `flags`, and `O_NOATIME` where
+/// permitted: reading a file or listing a directory would otherwise set its
+/// access time, so backing up an unchanged tree twice would give two
+/// different archives.
+fn open_at<P: rustix::path::Arg + Copy>(dir: BorrowedFd<'_>, name: P, flags: OFlags) -> io::Result<File> {
+    let flags = flags | OFlags::RDONLY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::openat(dir, name, flags, Mode::empty()),
         other => other,
     }?;
-    Ok(rustix::fs::Dir::new(fd)?)
+    Ok(File::from(fd))
+}
+
+/// Opens a file in `dir` to read its content, not following a symbolic link.
+fn open_content(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<File> {
+    open_at(dir, name, OFlags::NOFOLLOW)
+}
+
+/// Opens a directory in `dir` to list it and walk below it, not following a
+/// symbolic link; `meta` is what was stat'ed by name, and a directory put in
+/// its place since is refused.
+fn open_directory(dir: BorrowedFd<'_>, name: &CStr, meta: &Meta) -> io::Result<File> {
+    let handle = open_at(dir, name, OFlags::DIRECTORY | OFlags::NOFOLLOW)?;
+    same_directory(handle, meta.id(), "replaced while it was read")
+}
+
+/// Opens the tree's root; the user named it, so a symbolic link to a
+/// directory is followed, as it was to stat it.
+fn open_root(root: &Path, meta: &Meta) -> io::Result<File> {
+    let handle = open_at(rustix::fs::CWD, root, OFlags::DIRECTORY)?;
+    same_directory(handle, meta.id(), "replaced while it was read")
+}
+
+/// Reopens a directory whose handle was closed, as the parent of `below`;
+/// `id` is its (device, inode) when it was first opened.
+fn reopen_parent(below: &File, id: (u64, u64)) -> io::Result<File> {
+    let handle = open_at(below.as_fd(), c"..", OFlags::DIRECTORY | OFlags::NOFOLLOW)?;
+    same_directory(handle, id, "moved while it was read")
+}
+
+/// `handle` if it is the directory `id`, else an error saying `what` happened.
+fn same_directory(handle: File, id: (u64, u64), what: &str) -> io::Result<File> {
+    if Meta::from_stat(&rustix::fs::fstat(&handle)?).id() == id {
+        Ok(handle)
+    } else {
+        Err(io::Error::other(what.to_string()))
+    }
+}
+
+/// The names in a directory, sorted so that popping gives the smallest first:
+/// a fixed order makes the archive reproducible. Also the errors met, when the
+/// listing stopped early.
+fn list_directory(dir: &File) -> io::Result<(Vec<CString>, Option<io::Error>)> {
+    // `read_from` opens the directory again with the handle's flags, O_NOATIME
+    // included, and leaves the handle's own position alone.
+    let listing = rustix::fs::Dir::read_from(dir)?;
+    let mut children = Vec::new();
+    let mut failed = None;
+    for child in listing {
+        match child {
+            Ok(child) if matches!(child.file_name().to_bytes(), b"." | b"..") => {}
+            Ok(child) => children.push(child.file_name().to_owned()),
+            Err(e) => failed = Some(e.into()),
+        }
+    }
+    children.sort_unstable_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+    Ok((children, failed))
+}
+
+/// Where to read an entry's extended attributes from.
+enum XattrsFrom<'a> {
+    /// An open regular file or directory.
+    Handle(&'a File),
+    /// A name in a directory, for what is not opened (symbolic links, special
+    /// files, what could not be opened); the name itself is not followed.
+    At(BorrowedFd<'a>, &'a CStr),
+    /// The tree's root, when it could not be opened.
+    Path(&'a Path),
+}
+
+fn xattrs_of(from: XattrsFrom<'_>) -> io::Result<Vec<Xattr>> {
+    use xattr::FileExt;
+    match from {
+        XattrsFrom::Handle(file) => collect_xattrs(file.list_xattr()?, |name| file.get_xattr(name)),
+        XattrsFrom::At(dir, name) => {
+            // The parent's /proc/self/fd link reaches the name by a short path
+            // however deep it lies; `xattr::list` and `xattr::get` do not follow
+            // its last component.
+            let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+            path.extend_from_slice(name.to_bytes());
+            let path = Path::new(OsStr::from_bytes(&path));
+            collect_xattrs(xattr::list(path)?, |name| xattr::get(path, name))
+        }
+        XattrsFrom::Path(path) => collect_xattrs(xattr::list(path)?, |name| xattr::get(path, name)),
+    }
+}
+
+fn collect_xattrs(
+    names: impl Iterator<Item = OsString>,
+    mut get: impl FnMut(&OsStr) -> io::Result<Option<Vec<u8>>>,
+) -> io::Result<Vec<Xattr>> {
+    let mut out = Vec::new();
+    for name in names {
+        let name = name.into_vec();
+        if name.is_empty() || name.len() > 255 {
+            continue;
+        }
+        if let Some(value) = get(OsStr::from_bytes(&name))? {
+            if value.len() <= files::MAX_XATTR_VALUE as usize {
+                out.push(Xattr { name, value });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn kind_of(mode: u32) -> EntryKind {
+    use rustix::fs::FileType;
+    match FileType::from_raw_mode(mode) {
+        FileType::Directory => EntryKind::Directory,
+        FileType::Symlink => EntryKind::Symlink,
+        FileType::CharacterDevice => EntryKind::CharDevice,
+        FileType::BlockDevice => EntryKind::BlockDevice,
+        FileType::Fifo => EntryKind::Fifo,
+        FileType::Socket => EntryKind::Socket,
+        _ => EntryKind::File,
+    }
 }
 
 /// Data ranges of a file of `size` bytes, from SEEK_DATA/SEEK_HOLE; the whole
@@ -244,49 +439,18 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(filled)
 }
 
-fn xattrs_of(path: &Path) -> io::Result<Vec<Xattr>> {
-    let mut out = Vec::new();
-    // `xattr::list` and `xattr::get` act on a symbolic link itself, not its target.
-    for name in xattr::list(path)? {
-        let name = name.into_vec();
-        if name.is_empty() || name.len() > 255 {
-            continue;
-        }
-        if let Some(value) = xattr::get(path, OsString::from_vec(name.clone()))? {
-            if value.len() <= files::MAX_XATTR_VALUE as usize {
-                out.push(Xattr { name, value });
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn kind_of(meta: &Metadata) -> EntryKind {
-    let t = meta.file_type();
-    if t.is_dir() {
-        EntryKind::Directory
-    } else if t.is_symlink() {
-        EntryKind::Symlink
-    } else if t.is_char_device() {
-        EntryKind::CharDevice
-    } else if t.is_block_device() {
-        EntryKind::BlockDevice
-    } else if t.is_fifo() {
-        EntryKind::Fifo
-    } else if t.is_socket() {
-        EntryKind::Socket
-    } else {
-        EntryKind::File
-    }
-}
-
+/// A directory being walked.
 struct Frame {
-    path: PathBuf,
-    relative: Vec<u8>,
+    /// Its handle, while it is among the deepest [`open_dirs_allowed`] ones.
+    dir: Option<File>,
+    /// Its (device, inode), to check it when it is reopened.
+    id: (u64, u64),
+    /// The length of its path relative to the root, a prefix of the walk's
+    /// current path.
+    relative_len: usize,
     entry_id: u64,
     /// Child names still to visit, sorted, last first.
-    children: Vec<Vec<u8>>,
+    children: Vec<CString>,
 }
 
 /// The state of one `add_tree` call.
@@ -321,34 +485,52 @@ impl<W: Write> ArchiveWriter<W> {
         options: &TreeOptions,
         progress: &dyn Progress,
     ) -> Result<TreeSummary, WriteError> {
-        let root_meta = std::fs::metadata(root).map_err(|source| WriteError::Source {
+        // Followed, as the user named it.
+        let root_meta = stat_at(rustix::fs::CWD, root, AtFlags::empty()).map_err(|source| WriteError::Source {
             what: format!("tree {name:?} at {}", root.display()),
             offset: 0,
             source,
         })?;
-        if !root_meta.is_dir() {
+        if kind_of(root_meta.mode) != EntryKind::Directory {
             return Err(WriteError::Invalid {
                 what: "tree root",
                 detail: format!("{} is not a directory", root.display()),
             });
         }
-        let mut walk = self.begin_tree(name, options, root_meta.dev(), progress)?;
-        let root_entry = walk.entry_for(root, &root_meta, Vec::new(), NO_PARENT, b"");
-        let mut stack = vec![walk.open_dir(self, root.to_path_buf(), Vec::new(), root_entry)?];
+        let mut walk = self.begin_tree(name, options, root_meta.dev, progress)?;
+        let handle = open_root(root, &root_meta);
+        let xattrs = handle.as_ref().map_or(XattrsFrom::Path(root), XattrsFrom::Handle);
+        let root_entry = walk.entry_for(&root_meta, xattrs, Vec::new(), NO_PARENT, b"");
+        // The path of the entry visited last, relative to the root; every frame's
+        // own path is a prefix of it.
+        let mut relative = Vec::new();
+        let mut stack: Vec<Frame> =
+            walk.enter_dir(self, handle, &root_meta, &relative, root_entry)?.into_iter().collect();
+        let open_allowed = open_dirs_allowed();
+        // Frames below this index have had their handles closed.
+        let mut open_from = 0;
         while let Some(frame) = stack.last_mut() {
-            let Some(child) = frame.children.pop() else {
-                stack.pop();
+            let next = match &frame.dir {
+                Some(dir) => frame.children.pop().map(|child| (dir.as_fd(), child)),
+                None => None,
+            };
+            let Some((dir, child)) = next else {
+                let done = stack.pop().map(|done| done.dir).unwrap_or_default();
+                walk.back_to_parent(stack.last_mut(), done, &relative);
+                open_from = open_from.min(stack.len().saturating_sub(1));
                 continue;
             };
-            let parent_id = frame.entry_id;
-            let path = frame.path.join(std::ffi::OsStr::from_bytes(&child));
-            let mut relative = frame.relative.clone();
+            relative.truncate(frame.relative_len);
             if !relative.is_empty() {
                 relative.push(b'/');
             }
-            relative.extend_from_slice(&child);
-            if let Some(frame) = walk.visit(self, path, relative, parent_id, child)? {
-                stack.push(frame);
+            relative.extend_from_slice(child.to_bytes());
+            if let Some(below) = walk.visit(self, dir, &relative, frame.entry_id, &child)? {
+                stack.push(below);
+                if stack.len() - open_from > open_allowed {
+                    stack[open_from].dir = None;
+                    open_from += 1;
+                }
             }
         }
         self.end_tree(walk)
@@ -561,18 +743,22 @@ impl Walk<'_> {
     }
 
     /// The metadata part of an entry (no content), with the next id.
-    fn entry_for(&mut self, path: &Path, meta: &Metadata, name: Vec<u8>, parent_id: u64, relative: &[u8]) -> Entry {
-        let kind = kind_of(meta);
+    fn entry_for(
+        &mut self,
+        meta: &Meta,
+        xattrs: XattrsFrom<'_>,
+        name: Vec<u8>,
+        parent_id: u64,
+        relative: &[u8],
+    ) -> Entry {
+        let kind = kind_of(meta.mode);
         let entry_id = self.next_id;
         self.next_id += 1;
-        let (btime_ns, flags) = match meta.created() {
-            Ok(t) => match t.duration_since(std::time::UNIX_EPOCH) {
-                Ok(d) => (d.as_nanos() as i64, EntryFlags::BTIME),
-                Err(e) => (-(e.duration().as_nanos() as i64), EntryFlags::BTIME),
-            },
-            Err(_) => (0, 0),
+        let (btime_ns, flags) = match meta.btime {
+            Some((secs, nsecs)) => (time_ns(secs, nsecs), EntryFlags::BTIME),
+            None => (0, 0),
         };
-        let xattrs = match xattrs_of(path) {
+        let xattrs = match xattrs_of(xattrs) {
             Ok(x) => x,
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => Vec::new(),
             Err(e) => {
@@ -581,7 +767,7 @@ impl Walk<'_> {
             }
         };
         let capture = self.options.capture;
-        let (uid, gid) = self.options.fixed_owner.unwrap_or((meta.uid(), meta.gid()));
+        let (uid, gid) = self.options.fixed_owner.unwrap_or((meta.uid, meta.gid));
         let (user, group) = if capture & Captured::OWNER_NAMES != 0 {
             (self.names.user(uid), self.names.group(gid))
         } else {
@@ -590,21 +776,21 @@ impl Walk<'_> {
         let xattrs = if capture & Captured::XATTRS != 0 { xattrs } else { Vec::new() };
         let (btime_ns, flags) =
             if capture & Captured::BTIME != 0 { (btime_ns, flags) } else { (0, flags & !EntryFlags::BTIME) };
-        let rdev = meta.rdev();
+        let rdev = meta.rdev;
         let is_device = matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice);
         Entry {
             kind,
             flags,
             entry_id,
             parent_id,
-            mode: meta.mode() & 0o7777,
+            mode: meta.mode & 0o7777,
             uid,
             gid,
             rdev_major: if is_device { rustix::fs::major(rdev) } else { 0 },
             rdev_minor: if is_device { rustix::fs::minor(rdev) } else { 0 },
-            mtime_ns: time_ns(meta.mtime(), meta.mtime_nsec()),
-            atime_ns: if capture & Captured::ATIME != 0 { time_ns(meta.atime(), meta.atime_nsec()) } else { 0 },
-            ctime_ns: if capture & Captured::CTIME != 0 { time_ns(meta.ctime(), meta.ctime_nsec()) } else { 0 },
+            mtime_ns: time_ns(meta.mtime.0, meta.mtime.1),
+            atime_ns: if capture & Captured::ATIME != 0 { time_ns(meta.atime.0, meta.atime.1) } else { 0 },
+            ctime_ns: if capture & Captured::CTIME != 0 { time_ns(meta.ctime.0, meta.ctime.1) } else { 0 },
             btime_ns,
             size: 0,
             link_id: 0,
@@ -618,117 +804,164 @@ impl Walk<'_> {
         }
     }
 
-    /// Records a directory entry and lists its children.
-    fn open_dir<W: Write>(
+    /// Records a directory entry and lists its children; returns a frame to
+    /// walk them unless there are none.
+    fn enter_dir<W: Write>(
         &mut self,
         writer: &mut ArchiveWriter<W>,
-        path: PathBuf,
-        relative: Vec<u8>,
+        handle: io::Result<File>,
+        meta: &Meta,
+        relative: &[u8],
         entry: Entry,
-    ) -> Result<Frame, WriteError> {
+    ) -> Result<Option<Frame>, WriteError> {
         let entry_id = entry.entry_id;
-        let mut children = Vec::new();
-        match open_listing(&path) {
-            Ok(listing) => {
-                for child in listing {
-                    match child {
-                        Ok(child) if matches!(child.file_name().to_bytes(), b"." | b"..") => {}
-                        Ok(child) => children.push(child.file_name().to_bytes().to_vec()),
-                        Err(e) => self.warn(&relative, format!("directory not fully listed: {e}")),
-                    }
-                }
-            }
-            Err(e) => self.warn(&relative, format!("directory not listed: {e}")),
-        }
-        // A fixed order makes the archive reproducible; popping takes the smallest first.
-        children.sort_unstable_by(|a, b| b.cmp(a));
+        let listed = handle.and_then(|dir| list_directory(&dir).map(|listed| (dir, listed)));
         self.summary.directories += 1;
         self.complete(writer, entry, Vec::new())?;
-        Ok(Frame { path, relative, entry_id, children })
-    }
-
-    /// Visits one child; returns a frame if it is a directory to descend into.
-    fn visit<W: Write>(
-        &mut self,
-        writer: &mut ArchiveWriter<W>,
-        path: PathBuf,
-        relative: Vec<u8>,
-        parent_id: u64,
-        name: Vec<u8>,
-    ) -> Result<Option<Frame>, WriteError> {
-        let rel_os = std::ffi::OsStr::from_bytes(&relative);
-        if self.excludes.is_match(rel_os) || self.excludes_by_name.is_match(std::ffi::OsStr::from_bytes(&name)) {
-            return Ok(None);
-        }
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
+        let (dir, children) = match listed {
+            Ok((dir, (children, None))) => (dir, children),
+            Ok((dir, (children, Some(e)))) => {
+                self.warn(relative, format!("directory not fully listed: {e}"));
+                (dir, children)
+            }
             Err(e) => {
-                self.warn(&relative, format!("not read: {e}"));
+                self.warn(relative, format!("directory not listed: {e}"));
                 return Ok(None);
             }
         };
-        if self.options.skip_inodes.contains(&(meta.dev(), meta.ino())) {
+        if children.is_empty() {
             return Ok(None);
         }
-        let mut entry = self.entry_for(&path, &meta, name, parent_id, &relative);
-        match entry.kind {
+        Ok(Some(Frame { dir: Some(dir), id: meta.id(), relative_len: relative.len(), entry_id, children }))
+    }
+
+    /// Gives `parent`, once a frame below it is done, its handle back if it was
+    /// closed, reopened as `below`'s parent; if that fails or is not the same
+    /// directory (the tree was moved while it was read), the rest of it is
+    /// skipped with a warning. `relative` starts with its path.
+    fn back_to_parent(&mut self, parent: Option<&mut Frame>, below: Option<File>, relative: &[u8]) {
+        let Some(parent) = parent else { return };
+        if parent.dir.is_some() {
+            return;
+        }
+        let reopened = match &below {
+            Some(below) => reopen_parent(below, parent.id),
+            None => Err(io::Error::other("the directory below it was not reopened either")),
+        };
+        match reopened {
+            Ok(dir) => parent.dir = Some(dir),
+            Err(e) if !parent.children.is_empty() => {
+                let path = &relative[..parent.relative_len.min(relative.len())];
+                self.warn(path, format!("directory not reopened: {e}; the rest of it is skipped"));
+                parent.children.clear();
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Visits `name` in `dir`, `relative` being its path; returns a frame if it
+    /// is a directory to descend into.
+    fn visit<W: Write>(
+        &mut self,
+        writer: &mut ArchiveWriter<W>,
+        dir: BorrowedFd<'_>,
+        relative: &[u8],
+        parent_id: u64,
+        name: &CStr,
+    ) -> Result<Option<Frame>, WriteError> {
+        // Matching copies the path even against no pattern, which costs a deep
+        // tree its depth for every entry.
+        if (!self.excludes.is_empty() && self.excludes.is_match(OsStr::from_bytes(relative)))
+            || (!self.excludes_by_name.is_empty() && self.excludes_by_name.is_match(OsStr::from_bytes(name.to_bytes())))
+        {
+            return Ok(None);
+        }
+        let meta = match stat_at(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(meta) => meta,
+            Err(e) => {
+                self.warn(relative, format!("not read: {e}"));
+                return Ok(None);
+            }
+        };
+        if self.options.skip_inodes.contains(&meta.id()) {
+            return Ok(None);
+        }
+        let at = XattrsFrom::At(dir, name);
+        match kind_of(meta.mode) {
             EntryKind::Directory => {
-                if self.options.one_file_system && meta.dev() != self.root_dev {
+                if self.options.one_file_system && meta.dev != self.root_dev {
                     // Like tar: the mount point is kept, its content is not.
+                    let entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
                     self.summary.directories += 1;
                     self.complete(writer, entry, Vec::new())?;
                     return Ok(None);
                 }
-                return self.open_dir(writer, path, relative, entry).map(Some);
+                let handle = open_directory(dir, name, &meta);
+                let xattrs = handle.as_ref().map_or(at, XattrsFrom::Handle);
+                let entry = self.entry_for(&meta, xattrs, name.to_bytes().to_vec(), parent_id, relative);
+                self.enter_dir(writer, handle, &meta, relative, entry)
             }
             EntryKind::Symlink => {
-                match std::fs::read_link(&path) {
+                let target = rustix::fs::readlinkat(dir, name, Vec::new());
+                let mut entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
+                match target {
                     Ok(target) => {
-                        entry.target = target.into_os_string().into_vec();
+                        entry.target = target.into_bytes();
                         entry.size = entry.target.len() as u64;
                     }
                     Err(e) => {
-                        self.warn(&relative, format!("symbolic link not read: {e}"));
+                        self.warn(relative, format!("symbolic link not read: {e}"));
                         self.next_id -= 1;
                         return Ok(None);
                     }
                 }
                 if entry.target.is_empty() || entry.target.len() > files::MAX_TARGET as usize {
-                    self.warn(&relative, "symbolic link target is empty or longer than 4095 bytes: skipped");
+                    self.warn(relative, "symbolic link target is empty or longer than 4095 bytes: skipped");
                     self.next_id -= 1;
                     return Ok(None);
                 }
                 self.summary.symlinks += 1;
                 self.complete(writer, entry, Vec::new())?;
+                Ok(None)
             }
             EntryKind::File => {
-                if meta.nlink() > 1 {
-                    if let Some(&first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
+                if meta.nlink > 1 {
+                    if let Some(&first) = self.hardlinks.get(&meta.id()) {
+                        let mut entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
                         entry.kind = EntryKind::Hardlink;
                         entry.link_id = first;
                         self.complete(writer, entry, Vec::new())?;
                         return Ok(None);
                     }
-                    self.hardlinks.insert((meta.dev(), meta.ino()), entry.entry_id);
+                }
+                let file = open_content(dir, name);
+                let xattrs = file.as_ref().map_or(at, XattrsFrom::Handle);
+                let entry = self.entry_for(&meta, xattrs, name.to_bytes().to_vec(), parent_id, relative);
+                if meta.nlink > 1 {
+                    self.hardlinks.insert(meta.id(), entry.entry_id);
                 }
                 self.summary.files += 1;
-                self.read_content(writer, &path, &relative, &meta, entry)?;
+                self.read_content(writer, file, relative, &meta, entry)?;
+                Ok(None)
             }
-            _ => self.complete(writer, entry, Vec::new())?,
+            _ => {
+                let entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
+                self.complete(writer, entry, Vec::new())?;
+                Ok(None)
+            }
         }
-        Ok(None)
     }
 
     /// Reads a regular file's content into the batch and completes its entry.
     fn read_content<W: Write>(
         &mut self,
         writer: &mut ArchiveWriter<W>,
-        path: &Path,
+        file: io::Result<File>,
         relative: &[u8],
-        meta: &Metadata,
+        meta: &Meta,
         mut entry: Entry,
     ) -> Result<(), WriteError> {
-        let file = match open_content(path) {
+        let file = match file {
             Ok(file) => file,
             Err(e) => {
                 self.warn(relative, format!("content not read: {e}"));
@@ -738,7 +971,7 @@ impl Walk<'_> {
                 return self.complete(writer, entry, Vec::new());
             }
         };
-        let size = meta.len();
+        let size = meta.size;
         let ranges =
             if self.options.capture & Captured::HOLES != 0 { data_ranges(&file, size) } else { vec![(0, size)] };
         let (shrank, unresolved) = self
@@ -747,14 +980,14 @@ impl Walk<'_> {
         match file.metadata() {
             Ok(after)
                 if !shrank
-                    && after.len() == meta.len()
-                    && after.mtime() == meta.mtime()
-                    && after.mtime_nsec() == meta.mtime_nsec() => {}
+                    && after.len() == meta.size
+                    && after.mtime() == meta.mtime.0
+                    && after.mtime_nsec() == meta.mtime.1 => {}
             Ok(after) => {
                 entry.flags |= EntryFlags::CHANGED_WHILE_READ;
                 self.warn(
                     relative,
-                    format!("changed while it was read (size {} -> {}); kept as read", meta.len(), after.len()),
+                    format!("changed while it was read (size {} -> {}); kept as read", meta.size, after.len()),
                 );
             }
             Err(e) => self.warn(relative, format!("not checked after reading: {e}")),
