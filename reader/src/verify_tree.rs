@@ -10,7 +10,7 @@ use strata_format::files::{
 };
 use strata_format::ErrorClass;
 
-use crate::verify::{Affected, Walk};
+use crate::verify::{Affected, ForwardTarget, Walk};
 use crate::ReadAt;
 
 /// What the walk keeps of each entry, and salvage starts from.
@@ -185,8 +185,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             return false;
         };
         for extent in extents {
-            if extent.chunk_ref > pos && !self.expected_forward.contains(&extent.chunk_ref) {
-                self.expected_forward.push_back(extent.chunk_ref);
+            if extent.chunk_ref > pos {
+                let target = ForwardTarget::File {
+                    tree: open,
+                    entry_id: extent.entry_id,
+                    range: extent.file_offset..extent.end(),
+                };
+                self.expect_forward(pos, extent.chunk_ref, target);
             }
             self.trees[open].announced.entry(extent.entry_id).or_default().push(extent);
         }
