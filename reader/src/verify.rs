@@ -69,6 +69,13 @@ pub struct Report {
     /// Entries of file trees flagged as lost in salvage (8.3 flag bit 3):
     /// section name and path.
     pub lost_entries: Vec<(String, Vec<u8>)>,
+    /// Regular files whose content could not be read when the archive was
+    /// written (8.3 flag bit 2): section name and path. Facts recorded at
+    /// backup time, not problems.
+    pub unreadable_entries: Vec<(String, Vec<u8>)>,
+    /// Regular files that changed while they were read (8.3 flag bit 1), kept
+    /// as read: section name and path. Not problems either.
+    pub changed_entries: Vec<(String, Vec<u8>)>,
 }
 
 impl Report {

@@ -315,6 +315,15 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             let section = self.trees[open].name.clone();
             self.report.lost_entries.push((section, path.clone()));
         }
+        // Flag bits 1 and 2 mean something on regular files only (8.3).
+        if entry.kind == EntryKind::File && entry.flags & files::EntryFlags::UNREADABLE != 0 {
+            let section = self.trees[open].name.clone();
+            self.report.unreadable_entries.push((section, path.clone()));
+        }
+        if entry.kind == EntryKind::File && entry.flags & files::EntryFlags::CHANGED_WHILE_READ != 0 {
+            let section = self.trees[open].name.clone();
+            self.report.changed_entries.push((section, path.clone()));
+        }
         if entry.kind == EntryKind::File {
             let intact = self.check_content(open, pos, &entry, &path);
             if let Some(facts) = self.trees[open].entries.get_mut(&id).filter(|f| f.record == pos) {
