@@ -154,10 +154,45 @@ fn entry_json(item: &PathEntry, link: Option<&[u8]>) -> serde_json::Value {
     if matches!(e.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
         value["rdev"] = json!([e.rdev_major, e.rdev_minor]);
     }
-    if e.flags & strata_format::files::EntryFlags::LOST_IN_SALVAGE != 0 {
-        value["lost_in_salvage"] = json!(true);
+    let flags = flag_names(e);
+    for name in ["changed_while_read", "unreadable", "lost_in_salvage"] {
+        if flags.contains(&name) {
+            value[name] = json!(true);
+        }
     }
+    value["flags"] = json!(flags);
     value
+}
+
+/// The names of an entry's flags (FORMAT.md 8.3), in bit order. Bits 1 and 2
+/// mean something on regular files only, and are not named elsewhere.
+fn flag_names(e: &Entry) -> Vec<&'static str> {
+    use strata_format::files::EntryFlags;
+    let file = e.kind == EntryKind::File;
+    [
+        (EntryFlags::BTIME, true, "birth_time"),
+        (EntryFlags::CHANGED_WHILE_READ, file, "changed_while_read"),
+        (EntryFlags::UNREADABLE, file, "unreadable"),
+        (EntryFlags::LOST_IN_SALVAGE, true, "lost_in_salvage"),
+    ]
+    .into_iter()
+    .filter(|&(bit, applies, _)| applies && e.flags & bit != 0)
+    .map(|(_, _, name)| name)
+    .collect()
+}
+
+/// What `list -l` says after an entry's name about the flags a backup or a
+/// salvage recorded: the content is missing, or may not be what the file was.
+fn flag_marks(e: &Entry) -> String {
+    flag_names(e)
+        .into_iter()
+        .filter_map(|name| match name {
+            "unreadable" => Some("  [unreadable at backup]"),
+            "changed_while_read" => Some("  [changed while read]"),
+            "lost_in_salvage" => Some("  [lost in salvage]"),
+            _ => None,
+        })
+        .collect()
 }
 
 fn print_entry(out: &mut impl Write, item: &PathEntry, long: bool, link: Option<&[u8]>) -> std::io::Result<()> {
@@ -181,13 +216,14 @@ fn print_entry(out: &mut impl Write, item: &PathEntry, long: bool, link: Option<
     };
     writeln!(
         out,
-        "{}  {}/{} {:>10} {}  {}{suffix}",
+        "{}  {}/{} {:>10} {}  {}{suffix}{}",
         mode_string(e),
         owner(&e.user, e.uid),
         owner(&e.group, e.gid),
         size,
         when,
-        shown(&item.path)
+        shown(&item.path),
+        flag_marks(e)
     )
 }
 

@@ -71,20 +71,21 @@ pub fn open_archive(path: &Path) -> Result<Archive<File>, Failure> {
 pub fn info(args: InfoArgs) -> Result<u8, Failure> {
     let archive = open_archive(&args.archive)?;
     let header = archive.header();
-    // Entries lost in salvage, per section: a walk of each tree's entry records.
-    let lost: Vec<Vec<Vec<u8>>> = archive
+    // Entries flagged unreadable, changed while read or lost in salvage, per
+    // section: a walk of each tree's entry records.
+    let flagged: Vec<Flagged> = archive
         .sections()
         .iter()
         .map(|section| match section {
-            Section::Tree(tree) => lost_entries(&archive, tree),
-            Section::Image(_) => Vec::new(),
+            Section::Tree(tree) => flagged_entries(&archive, tree),
+            Section::Image(_) => Flagged::default(),
         })
         .collect();
     let sections: Vec<serde_json::Value> = archive
         .sections()
         .iter()
-        .zip(&lost)
-        .map(|(section, lost)| match section {
+        .zip(&flagged)
+        .map(|(section, flagged)| match section {
             Section::Image(image) => {
                 let zero = image.logical_size - image.end.data_bytes - image.end.lost_bytes;
                 json!({
@@ -107,7 +108,10 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
             Section::Tree(tree) => json!({
                 "kind": "files",
                 "name": tree.name,
-                "lost_entries": lost.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+                "lost_entries": flagged.lost.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+                "unreadable_entries": flagged.unreadable.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+                "changed_entries": flagged.changed.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+                "flagged_entries": flagged.counts_json(),
                 "files": {
                     "entries": tree.end.entry_count,
                     "regular_files": tree.end.file_count,
@@ -152,7 +156,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         "required features: {}",
         if required.is_empty() { "none beyond 1.0".to_string() } else { required.join(", ") }
     );
-    for (section, lost) in archive.sections().iter().zip(&lost) {
+    for (section, flagged) in archive.sections().iter().zip(&flagged) {
         match section {
             Section::Image(image) => {
                 let ratio = if image.end.chunk_bytes > 0 {
@@ -180,15 +184,28 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                 }
             }
             Section::Tree(tree) => {
+                let words = flagged.words();
                 say!(
-                    "  files  {:8} {} entries ({} files, {} dirs), {}, {} stored",
+                    "  files  {:8} {} entries ({} files, {} dirs), {}, {} stored{}",
                     tree.name,
                     output::grouped(tree.end.entry_count),
                     output::grouped(tree.end.file_count),
                     output::grouped(tree.end.directory_count),
                     output::size(tree.end.content_bytes),
-                    output::size(tree.end.chunk_bytes)
+                    output::size(tree.end.chunk_bytes),
+                    if words.is_empty() { String::new() } else { format!("; {}", words.join(", ")) }
                 );
+                for (paths, what) in
+                    [(&flagged.unreadable, "could not be read"), (&flagged.changed, "changed while read")]
+                {
+                    for path in paths.iter().take(50) {
+                        say!("         {what}: {}", shown_path(path));
+                    }
+                    if paths.len() > 50 {
+                        say!("         and {} more (info --json lists them all)", paths.len() - 50);
+                    }
+                }
+                let lost = &flagged.lost;
                 if !lost.is_empty() {
                     say!("         {} LOST in salvage:", output::grouped(lost.len() as u64));
                     for path in lost.iter().take(50) {
@@ -204,17 +221,92 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
-/// Entries of a tree recorded as lost in salvage (flag bit 3), by path. Reads
+/// The entries of one tree that carry a flag recorded at backup time or by a
+/// salvage (FORMAT.md 8.3), by path.
+#[derive(Default)]
+struct Flagged {
+    /// Regular files whose content could not be read (flag bit 2).
+    unreadable: Vec<Vec<u8>>,
+    /// Regular files that changed while they were read, kept as read (bit 1).
+    changed: Vec<Vec<u8>>,
+    /// Entries lost in salvage (bit 3).
+    lost: Vec<Vec<u8>>,
+}
+
+impl Flagged {
+    /// The counts as `info --json` and `verify --json` give them (conformance.md).
+    fn counts_json(&self) -> serde_json::Value {
+        json!({
+            "unreadable": self.unreadable.len(),
+            "changed_while_read": self.changed.len(),
+            "lost_in_salvage": self.lost.len(),
+        })
+    }
+
+    /// The counts in plain words, for a summary line; empty when there are none.
+    fn words(&self) -> Vec<String> {
+        flag_words(self.unreadable.len(), self.changed.len(), self.lost.len())
+    }
+}
+
+/// "2 files could not be read when the archive was written", and so on.
+fn flag_words(unreadable: usize, changed: usize, lost: usize) -> Vec<String> {
+    let files = |n: usize| if n == 1 { "1 file".to_string() } else { format!("{} files", output::grouped(n as u64)) };
+    let mut words = Vec::new();
+    if unreadable > 0 {
+        words.push(format!("{} could not be read when the archive was written", files(unreadable)));
+    }
+    if changed > 0 {
+        let verb = if changed == 1 { "it was" } else { "they were" };
+        words.push(format!("{} changed while {verb} read (kept as read)", files(changed)));
+    }
+    if lost > 0 {
+        let entries =
+            if lost == 1 { "1 entry".to_string() } else { format!("{} entries", output::grouped(lost as u64)) };
+        words.push(format!("{entries} recorded as lost in salvage"));
+    }
+    words
+}
+
+/// Entries of a tree flagged unreadable, changed while read (regular files
+/// only: the bits mean nothing elsewhere) or lost in salvage, by path. Reads
 /// the entry records, never file content.
-fn lost_entries(archive: &Archive<File>, tree: &strata_reader::TreeSection) -> Vec<Vec<u8>> {
-    let mut lost = Vec::new();
+fn flagged_entries(archive: &Archive<File>, tree: &strata_reader::TreeSection) -> Flagged {
+    use strata_format::files::{EntryFlags, EntryKind};
+    let mut flagged = Flagged::default();
     let _ = archive.walk_tree(tree, |item| {
-        if item.entry.flags & strata_format::files::EntryFlags::LOST_IN_SALVAGE != 0 {
-            lost.push(item.path);
+        let (flags, file) = (item.entry.flags, item.entry.kind == EntryKind::File);
+        if file && flags & EntryFlags::UNREADABLE != 0 {
+            flagged.unreadable.push(item.path.clone());
+        }
+        if file && flags & EntryFlags::CHANGED_WHILE_READ != 0 {
+            flagged.changed.push(item.path.clone());
+        }
+        if flags & EntryFlags::LOST_IN_SALVAGE != 0 {
+            flagged.lost.push(item.path);
         }
         Ok(())
     });
-    lost
+    flagged
+}
+
+/// Section name and path, as `verify --json` lists flagged entries.
+fn entries_json(entries: &[(String, Vec<u8>)]) -> Vec<serde_json::Value> {
+    entries
+        .iter()
+        .map(|(section, path)| {
+            json!({
+                "section": section,
+                "path": String::from_utf8_lossy(path),
+                "path_hex": path.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            })
+        })
+        .collect()
+}
+
+/// How many entries of section `name` a list of flagged entries holds.
+fn count_in(entries: &[(String, Vec<u8>)], name: &str) -> usize {
+    entries.iter().filter(|(section, _)| section == name).count()
 }
 
 /// The JSON form of a verify report (spec/conformance.md).
@@ -252,22 +344,30 @@ pub fn report_json(path: &Path, report: &Report) -> serde_json::Value {
                 affected
             }).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "sections": report.sections.iter().map(|s| json!({
-            "kind": s.kind,
-            "name": s.name,
-            "logical_size": s.logical_size,
-            "data_bytes": s.data_bytes,
-            "lost_bytes": s.lost_bytes,
-        })).collect::<Vec<_>>(),
+        "sections": report.sections.iter().map(|s| {
+            let mut section = json!({
+                "kind": s.kind,
+                "name": s.name,
+                "logical_size": s.logical_size,
+                "data_bytes": s.data_bytes,
+                "lost_bytes": s.lost_bytes,
+            });
+            if s.kind == "files" {
+                section["flagged_entries"] = json!({
+                    "unreadable": count_in(&report.unreadable_entries, &s.name),
+                    "changed_while_read": count_in(&report.changed_entries, &s.name),
+                    "lost_in_salvage": count_in(&report.lost_entries, &s.name),
+                });
+            }
+            section
+        }).collect::<Vec<_>>(),
         "records": report.records,
         "chunks": report.chunks,
         "verified_bytes": report.verified_bytes,
         "archive_size": report.archive_size,
-        "lost_entries": report.lost_entries.iter().map(|(section, path)| json!({
-            "section": section,
-            "path": String::from_utf8_lossy(path),
-            "path_hex": path.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-        })).collect::<Vec<_>>(),
+        "lost_entries": entries_json(&report.lost_entries),
+        "unreadable_entries": entries_json(&report.unreadable_entries),
+        "changed_entries": entries_json(&report.changed_entries),
     })
 }
 
@@ -277,6 +377,28 @@ fn shown_path(path: &[u8]) -> String {
         "(the root folder)".to_string()
     } else {
         String::from_utf8_lossy(path).into_owned()
+    }
+}
+
+/// The files a backup could not read or saw change, as `verify` lists them.
+fn print_backup_flags(report: &Report) {
+    const SHOWN: usize = 50;
+    let (unreadable, changed) = (report.unreadable_entries.len(), report.changed_entries.len());
+    for (entries, words) in [
+        (&report.unreadable_entries, flag_words(unreadable, 0, 0)),
+        (&report.changed_entries, flag_words(0, changed, 0)),
+    ] {
+        let count = entries.len();
+        let Some(what) = words.first() else {
+            continue;
+        };
+        say!("  {what}:");
+        for (section, path) in entries.iter().take(SHOWN) {
+            say!("    files {section}: {}", shown_path(path));
+        }
+        if count > SHOWN {
+            say!("    and {} more (verify --json lists them all)", count - SHOWN);
+        }
     }
 }
 
@@ -318,8 +440,14 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
         return Ok(code);
     }
     let name = args.archive.display();
+    // Facts the archive records about its entries: not damage.
+    let mut facts =
+        flag_words(report.unreadable_entries.len(), report.changed_entries.len(), report.lost_entries.len());
     if report.is_clean() {
         let lost: u64 = report.sections.iter().map(|s| s.lost_bytes).sum();
+        if lost > 0 {
+            facts.insert(0, format!("{} recorded as lost in salvage", output::size(lost)));
+        }
         say!(
             "{name}: ok, {} section{}, {} records, {} chunks, {} verified{}",
             report.sections.len(),
@@ -327,8 +455,9 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
             output::grouped(report.records),
             output::grouped(report.chunks),
             output::size(report.verified_bytes),
-            if lost > 0 { format!("; {} recorded as lost in salvage", output::size(lost)) } else { String::new() }
+            if facts.is_empty() { String::new() } else { format!("; {}", facts.join(", ")) }
         );
+        print_backup_flags(&report);
         print_lost_entries(&report);
         return Ok(0);
     }
@@ -337,7 +466,11 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
         return Err(Failure::fatal(format!("{name}: {detail}")));
     }
     let count = report.problems.len();
-    say!("{name}: damaged, {count} problem{}", if count == 1 { "" } else { "s" });
+    say!(
+        "{name}: damaged, {count} problem{}{}",
+        if count == 1 { "" } else { "s" },
+        if facts.is_empty() { String::new() } else { format!("; {}", facts.join(", ")) }
+    );
     for problem in &report.problems {
         say!("  byte {}: {}: {} [{}]", output::grouped(problem.offset), problem.what, problem.detail, problem.class);
         for affected in &problem.affects {
@@ -366,6 +499,8 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
     if report.archive_size > 0 {
         say!("everything else ({:.3}%) verified", 100.0 * report.verified_bytes as f64 / report.archive_size as f64);
     }
+    print_backup_flags(&report);
+    print_lost_entries(&report);
     Ok(code)
 }
 
@@ -438,10 +573,29 @@ fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> R
         }
         other => return Err(Failure::fatal(format!("{wanted} is a {}, not a regular file", other.name()))),
     };
+    // What the backup or a salvage recorded about the file (FORMAT.md 8.3):
+    // no content to give is exit 1 with nothing written, as extraction skips it.
+    use strata_format::files::EntryFlags;
+    let missing = if entry.flags & EntryFlags::UNREADABLE != 0 {
+        Some("its content could not be read when the archive was written: the archive holds none")
+    } else if entry.flags & EntryFlags::LOST_IN_SALVAGE != 0 {
+        Some("its content was lost in salvage: the archive holds none")
+    } else {
+        None
+    };
+    if let Some(why) = missing {
+        return Err(Failure { code: 1, message: format!("{wanted} in files {files}: {why}") });
+    }
     let mut out = std::io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     archive
         .read_file(tree, &entry, &mut out)
         .map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
     out.flush().map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
+    if entry.flags & EntryFlags::CHANGED_WHILE_READ != 0 {
+        eprintln!(
+            "warning: {wanted} in files {files}: it changed while it was read when the archive was written; written as read"
+        );
+        return Ok(1);
+    }
     Ok(0)
 }

@@ -485,6 +485,8 @@ impl<R: ReadAt> Extractor<'_, R> {
         }
         self.report.entries += 1;
         let (kind, entry_id) = (entry.kind, entry.entry_id);
+        let changed =
+            kind == EntryKind::File && entry.flags & strata_format::files::EntryFlags::CHANGED_WHILE_READ != 0;
         let result = match entry.kind {
             EntryKind::Directory => self.make_dir(&parent, name, &path, entry, reuse_dir),
             EntryKind::File => self.make_file(&parent, name, &path, &entry),
@@ -509,6 +511,10 @@ impl<R: ReadAt> Extractor<'_, R> {
                 self.skipped.insert(entry_id);
             }
             self.warn(&path, e.to_string());
+        } else if changed {
+            // Extracted as the archive holds it, which may not be what the file
+            // ever was: the writer saw it change while it read it (8.3 bit 1).
+            self.warn(&path, "it changed while it was read when the archive was written: extracted as read");
         }
         Ok(())
     }

@@ -247,7 +247,14 @@ pub fn restore_image(
                 )
                 .at(offset))
             }
-            _ => {}
+            // Any other record, an ancillary one included, ends the run of chunks
+            // after the last extent record: a forward reference still waiting is
+            // one no CHUNK record of the run answered (FORMAT.md 7.2 rule 6).
+            _ => {
+                if let Some(state) = active.as_ref().filter(|state| !state.pending.is_empty()) {
+                    return Err(unresolved(state, name));
+                }
+            }
         }
         if let Some(state) = active.as_mut() {
             drain_resolved(state, &seen, &spill, sink, name, progress)?;
@@ -268,14 +275,19 @@ fn check_length(extent: &Extent, raw_length: usize, name: &str) -> Result<(), Er
     Ok(())
 }
 
+/// A forward reference of the last extent record that the run of `CHUNK`
+/// records after it did not answer: reported at the offset it holds (7.2 rule 5).
 fn unresolved(state: &Active, name: &str) -> Error {
     let extent = state.pending.front().copied().unwrap_or_default();
     Error::new(
         ErrorClass::DanglingReference,
         "chunk reference",
-        format!("the chunk at byte {} never arrived", extent.chunk_ref),
+        format!(
+            "the chunk at byte {} did not arrive in the run of CHUNK records after the extent record at byte {}",
+            extent.chunk_ref, state.extents_record
+        ),
     )
-    .at(state.extents_record)
+    .at(extent.chunk_ref)
     .in_section(name)
     .in_image_range(extent.image_offset..extent.end())
 }

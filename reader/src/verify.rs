@@ -69,6 +69,13 @@ pub struct Report {
     /// Entries of file trees flagged as lost in salvage (8.3 flag bit 3):
     /// section name and path.
     pub lost_entries: Vec<(String, Vec<u8>)>,
+    /// Regular files whose content could not be read when the archive was
+    /// written (8.3 flag bit 2): section name and path. Facts recorded at
+    /// backup time, not problems.
+    pub unreadable_entries: Vec<(String, Vec<u8>)>,
+    /// Regular files that changed while they were read (8.3 flag bit 1), kept
+    /// as read: section name and path. Not problems either.
+    pub changed_entries: Vec<(String, Vec<u8>)>,
 }
 
 impl Report {
@@ -106,11 +113,31 @@ pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
     /// Archive byte ranges whose content is unusable, with the problem that says so.
     pub(crate) damaged: Vec<(Range<u64>, usize)>,
     pub(crate) expected_forward: VecDeque<u64>,
+    /// The record offset of the extent record those references belong to.
+    pub(crate) forward_owner: u64,
+    /// What each of those references stands for, for the report if its run
+    /// ends without it.
+    pub(crate) forward_targets: HashMap<u64, Vec<ForwardTarget>>,
+    /// Forward references whose run ended before they were answered (FORMAT.md
+    /// 7.2 rule 6): the extent record, the `chunk_ref`, what it stands for.
+    broken_forward: Vec<(u64, u64, Vec<ForwardTarget>)>,
+    /// An ancillary record stood inside the open section since the last extent
+    /// record or record of another type: the `CHUNK` records that follow it are
+    /// out of place (FORMAT.md section 2).
+    ancillary_in_run: bool,
     image_indexes: HashMap<u32, (u64, Vec<Extent>)>,
     archive_index: Option<(u64, ArchiveIndex)>,
     trailer: Option<(u64, Trailer)>,
     /// A trailer whose body failed its CRC: the end was found, only damaged.
     damaged_trailer: bool,
+}
+
+/// What a forward reference stands for: an image range, or a range of a file
+/// whose path is known only once its entry comes.
+#[derive(Clone, Debug)]
+pub(crate) enum ForwardTarget {
+    Image { section: String, range: Range<u64> },
+    File { tree: usize, entry_id: u64, range: Range<u64> },
 }
 
 /// Verifies a whole archive. Fails only when the source cannot be read at all;
@@ -261,6 +288,10 @@ pub fn scan<R: ReadAt + ?Sized>(
         chunk_cache: None,
         damaged: Vec::new(),
         expected_forward: VecDeque::new(),
+        forward_owner: 0,
+        forward_targets: HashMap::new(),
+        broken_forward: Vec::new(),
+        ancillary_in_run: false,
         image_indexes: HashMap::new(),
         archive_index: None,
         trailer: None,
@@ -390,6 +421,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     if skippable {
                         let end = pos + 32 + header.body_length;
                         self.damaged.push((pos..end, p));
+                        if header.record_type != RecordType::Chunk.code() {
+                            // A record of another type ends a run of chunks (7.2 rule 6).
+                            self.end_run();
+                            self.ancillary_in_run = false;
+                        }
                         pos = end;
                     } else {
                         pos = self.resync(pos, p)?;
@@ -424,6 +460,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     // The header is sound: the chunk still takes its place in the
                     // order and the totals, so only its own loss is reported.
                     self.note_chunk_record(pos, end);
+                } else {
+                    self.end_run();
+                    self.ancillary_in_run = false;
                 }
                 if record_type == Some(RecordType::Trailer) {
                     self.damaged_trailer = true;
@@ -457,6 +496,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let tag = self.tag;
         let next = scan_for_record(self.source, self.size, pos + 1, |raw| RecordHeader::looks_valid(raw, tag))?
             .map_or(self.size, |(offset, _)| offset);
+        // What follows damage is not charged to an ancillary record before it.
+        self.ancillary_in_run = false;
         // Past the last valid record, everything is gone, references beyond the
         // end of a cut file included.
         self.damaged.push((pos..if next == self.size { u64::MAX } else { next }, problem));
@@ -473,12 +514,29 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// Checks one record whose CRCs passed; returns whether it was fully valid.
     fn handle(&mut self, pos: u64, record_type: Option<RecordType>, body: &[u8]) -> bool {
         let end = pos + 32 + body.len() as u64;
-        if record_type != Some(RecordType::Chunk) && !self.expected_forward.is_empty() {
-            self.expected_forward.clear();
+        let after_ancillary = std::mem::replace(&mut self.ancillary_in_run, false);
+        if record_type != Some(RecordType::Chunk) {
+            // Any record of another type, an ancillary one included, ends the run
+            // of chunks that follows an extent record (7.2 rule 6).
+            self.end_run();
         }
         match record_type {
-            None => true,
+            None => {
+                self.ancillary_in_run = self.open.is_some() || self.open_tree.is_some();
+                true
+            }
             Some(RecordType::Chunk) => {
+                if after_ancillary {
+                    // Section 2: ancillary records never stand inside a run of
+                    // chunks, so this chunk follows no extent record.
+                    self.ancillary_in_run = true;
+                    self.problem(
+                        ErrorClass::RecordMalformed,
+                        pos,
+                        "CHUNK",
+                        "a CHUNK record after an ancillary record: it does not follow an extent record or a CHUNK record (an ancillary record may not stand inside a run of CHUNK records)",
+                    );
+                }
                 self.note_chunk_record(pos, end);
                 match chunk::decode_chunk(body) {
                     Ok((header, _)) => {
@@ -583,6 +641,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         if let Some(&expected) = self.expected_forward.front() {
             if expected == pos {
                 self.expected_forward.pop_front();
+                self.forward_targets.remove(&pos);
             } else {
                 self.problem(
                     ErrorClass::DanglingReference,
@@ -591,6 +650,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     format!("this chunk follows an extent record whose next new chunk is at byte {expected}"),
                 );
                 self.expected_forward.clear();
+                self.forward_targets.clear();
             }
         }
         if let Some(open) = self.open {
@@ -601,6 +661,61 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             self.trees[open].chunk_bytes += end - pos;
         }
         self.report.chunks += 1;
+    }
+
+    /// Ends the run of `CHUNK` records that follows an extent record: the forward
+    /// references no `CHUNK` record of the run answered break rule 6 of 7.2.
+    /// They are reported after the walk, when it is known which of them point at
+    /// a chunk that came later (a reference to no chunk is reported as dangling
+    /// anyway, by the reference check).
+    pub(crate) fn end_run(&mut self) {
+        if self.expected_forward.is_empty() {
+            return;
+        }
+        let owner = self.forward_owner;
+        let mut targets = std::mem::take(&mut self.forward_targets);
+        for chunk_ref in std::mem::take(&mut self.expected_forward) {
+            let stands_for = targets.remove(&chunk_ref).unwrap_or_default();
+            self.broken_forward.push((owner, chunk_ref, stands_for));
+        }
+    }
+
+    /// Notes a forward reference of the extent record at `owner` (7.2 rule 6).
+    pub(crate) fn expect_forward(&mut self, owner: u64, chunk_ref: u64, target: ForwardTarget) {
+        self.forward_owner = owner;
+        if !self.expected_forward.contains(&chunk_ref) {
+            self.expected_forward.push_back(chunk_ref);
+        }
+        self.forward_targets.entry(chunk_ref).or_default().push(target);
+    }
+
+    /// Reports the forward references whose run ended before them (rule 6) and
+    /// that point at a valid chunk further on, at the offset they hold (rule 5).
+    fn report_broken_forward(&mut self) {
+        for (owner, chunk_ref, stands_for) in std::mem::take(&mut self.broken_forward) {
+            if !self.chunks.contains_key(&chunk_ref) {
+                continue;
+            }
+            let p = self.problem(
+                ErrorClass::DanglingReference,
+                chunk_ref,
+                "chunk reference order",
+                format!(
+                    "{chunk_ref}: a forward reference of the extent record at byte {owner} that no CHUNK record of the run following it answers: a record of another type, an ancillary one included, ends the run (7.2 rule 6)"
+                ),
+            );
+            for target in stands_for {
+                let affected = match target {
+                    ForwardTarget::Image { section, range } => Affected { section, path: None, range },
+                    ForwardTarget::File { tree, entry_id, range } => Affected {
+                        section: self.trees[tree].name.clone(),
+                        path: Some(self.trees[tree].path_of(entry_id)),
+                        range,
+                    },
+                };
+                self.report.problems[p].affects.push(affected);
+            }
+        }
     }
 
     /// Whether a section's extents and chunks give its `IMAGE_END` map digest.
@@ -716,8 +831,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
             }
             if let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() {
-                if chunk_ref > pos && !self.expected_forward.contains(&chunk_ref) {
-                    self.expected_forward.push_back(chunk_ref);
+                if chunk_ref > pos {
+                    let target =
+                        ForwardTarget::Image { section: name.clone(), range: extent.image_offset..extent.end() };
+                    self.expect_forward(pos, chunk_ref, target);
                 }
             }
             self.sections[open].extents.push(extent);
@@ -812,6 +929,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             let (name, offset) = (self.trees[open].name.clone(), self.trees[open].begin_offset);
             self.problem(ErrorClass::Truncated, offset, "file-tree section", format!("{name:?} has no FILES_END"));
         }
+        self.report_broken_forward();
         self.check_tree_references();
         self.name_lost_entries();
         // Every data extent must resolve to a valid chunk of its length.

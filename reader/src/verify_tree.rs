@@ -10,7 +10,7 @@ use strata_format::files::{
 };
 use strata_format::ErrorClass;
 
-use crate::verify::{Affected, Walk};
+use crate::verify::{Affected, ForwardTarget, Walk};
 use crate::ReadAt;
 
 /// What the walk keeps of each entry, and salvage starts from.
@@ -185,8 +185,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             return false;
         };
         for extent in extents {
-            if extent.chunk_ref > pos && !self.expected_forward.contains(&extent.chunk_ref) {
-                self.expected_forward.push_back(extent.chunk_ref);
+            if extent.chunk_ref > pos {
+                let target = ForwardTarget::File {
+                    tree: open,
+                    entry_id: extent.entry_id,
+                    range: extent.file_offset..extent.end(),
+                };
+                self.expect_forward(pos, extent.chunk_ref, target);
             }
             self.trees[open].announced.entry(extent.entry_id).or_default().push(extent);
         }
@@ -309,6 +314,15 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         if entry.flags & files::EntryFlags::LOST_IN_SALVAGE != 0 {
             let section = self.trees[open].name.clone();
             self.report.lost_entries.push((section, path.clone()));
+        }
+        // Flag bits 1 and 2 mean something on regular files only (8.3).
+        if entry.kind == EntryKind::File && entry.flags & files::EntryFlags::UNREADABLE != 0 {
+            let section = self.trees[open].name.clone();
+            self.report.unreadable_entries.push((section, path.clone()));
+        }
+        if entry.kind == EntryKind::File && entry.flags & files::EntryFlags::CHANGED_WHILE_READ != 0 {
+            let section = self.trees[open].name.clone();
+            self.report.changed_entries.push((section, path.clone()));
         }
         if entry.kind == EntryKind::File {
             let intact = self.check_content(open, pos, &entry, &path);

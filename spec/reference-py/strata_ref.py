@@ -934,6 +934,8 @@ class Walker:
         self.cache = OrderedDict()      # at most two decoded chunks, for file contents
         self.hash_budget = HASH_BUDGET
         self.lost_entries = []          # (section, path bytes) of entries with flag bit 3, in archive order
+        self.unreadable_entries = []    # (section, path bytes) of regular files with flag bit 2
+        self.changed_entries = []       # (section, path bytes) of regular files with flag bit 1
         self.own = set()                # record offsets of records with a problem of their own
 
     def problem(self, cls, offset, what, detail, affects=None, own=False):
@@ -1409,6 +1411,10 @@ class Walker:
             self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}", own=True)
         if e["flags"] & F_LOST:         # not a problem in itself: listed apart (11); bit 3 on
             self.lost_entries.append((sec, path))     # another kind is listed too, and reported by entry_rule_errors
+        if k == K_FILE and e["flags"] & F_UNREAD:    # bits 1 and 2: facts of the backup, not problems
+            self.unreadable_entries.append((sec, path))
+        if k == K_FILE and e["flags"] & F_CHANGED:
+            self.changed_entries.append((sec, path))
         if k == K_FILE:                 # every regular-file entry read counts (sections[], FILES_END)
             sec.file_count += 1
             sec.content_bytes += size
@@ -1750,12 +1756,24 @@ class Walker:
         # verified_bytes: the records whose CRCs passed, less those with a problem of
         # their own; a fault found by comparing records does not remove a record.
         verified = self.header_bytes + sum(n for o, n in self.good if o not in self.own)
+        sections = []
+        for s in self.sections:
+            listing = s.listing()
+            if s.kind == "files":       # conformance.md: entries flagged at backup time or by a salvage
+                listing["flagged_entries"] = {
+                    "unreadable": sum(x is s for x, _ in self.unreadable_entries),
+                    "changed_while_read": sum(x is s for x, _ in self.changed_entries),
+                    "lost_in_salvage": sum(x is s for x, _ in self.lost_entries)}
+            sections.append(listing)
+        listed = lambda entries: [{"section": section_label(sec, sec.sid), "path": lossy(path), "path_hex": path.hex()}
+                                  for sec, path in entries]
         return {"archive": self.path, "status": self.status, "problems": self.problems,
-                "sections": [s.listing() for s in self.sections],
+                "sections": sections,
                 "records": self.records, "chunks": self.chunk_records,
                 "verified_bytes": verified, "archive_size": self.size,
-                "lost_entries": [{"section": section_label(sec, sec.sid), "path": lossy(path), "path_hex": path.hex()}
-                                 for sec, path in self.lost_entries]}
+                "lost_entries": listed(self.lost_entries),
+                "unreadable_entries": listed(self.unreadable_entries),
+                "changed_entries": listed(self.changed_entries)}
 
 
 def section_label(sec, sid):
@@ -1968,6 +1986,10 @@ def tree_listing(entries, captured):
             o["unreadable"] = True
         if e["flags"] & F_LOST:
             o["lost_in_salvage"] = True
+        # Every flag by name, in bit order; bits 1 and 2 are named on regular files only.
+        o["flags"] = [n for bit, n in ((F_BTIME, "birth_time"), (F_CHANGED, "changed_while_read"),
+                                       (F_UNREAD, "unreadable"), (F_LOST, "lost_in_salvage"))
+                      if e["flags"] & bit and (k == K_FILE or bit in (F_BTIME, F_LOST))]
         out.append(o)
     return out, issues
 
@@ -2202,6 +2224,8 @@ class Extractor:
             self.set_mode_times(fd, e, path)
             self.files[eid] = (e["parent_id"], name)
             self.extracted += 1
+            if e["flags"] & F_CHANGED:  # 8.3 bit 1: extracted as the archive holds it, with a warning
+                self.warn(path, "extracted as read: it changed while it was read when the archive was written")
         finally:
             os.close(fd)
             if tmp is not None:
@@ -2346,7 +2370,7 @@ def cmd_verify(args):
         if args.json:
             print(json.dumps({"archive": args.archive, "status": "unreadable", "problems": [], "sections": [],
                               "records": 0, "chunks": 0, "verified_bytes": 0, "archive_size": 0,
-                              "lost_entries": []}))
+                              "lost_entries": [], "unreadable_entries": [], "changed_entries": []}))
         return 2
     w = Walker(args.archive, mm, size)
     w.run()
@@ -2358,8 +2382,11 @@ def cmd_verify(args):
             aff = ", ".join(f"section {a['section']}" + (f" {a['path']!r}" if "path" in a else "")
                             + f" bytes {a['start']}..{a['end']}" for a in p["affects"])
             print(f"{p['class']} at offset {p['offset']}: {p['what']}: {p['detail']}" + (f" (affects {aff})" if aff else ""))
-        for x in rep["lost_entries"]:
-            print(f"lost in salvage: section {x['section']}: {x['path']!r}")
+        for key, what in (("unreadable_entries", "could not be read when the archive was written"),
+                          ("changed_entries", "changed while it was read (kept as read)"),
+                          ("lost_entries", "lost in salvage")):
+            for x in rep[key]:
+                print(f"{what}: section {x['section']}: {x['path']!r}")
         print(f"{rep['status']}: {rep['records']} records, {rep['chunks']} chunks, "
               f"{rep['verified_bytes']} of {rep['archive_size']} bytes verified, {len(rep['problems'])} problem(s)")
     return {"ok": 0, "damaged": 1, "unsupported": 1}.get(rep["status"], 2)
@@ -2379,15 +2406,23 @@ def lost_ranges(extents):
     return out
 
 
-def lost_entries(ar, sec):
-    """The paths of a file tree's entries lost in salvage (11), for info; None when
-    the entries cannot be read."""
+FLAGGED = (("unreadable_entries", "unreadable"), ("changed_entries", "changed_while_read"),
+           ("lost_entries", "lost_in_salvage"))
+
+
+def flagged_entries(ar, sec):
+    """For info: the paths of a file tree's entries flagged unreadable or changed
+    while read (8.3 bits 2 and 1, regular files) or lost in salvage (bit 3, 11),
+    under the keys of FLAGGED, and their counts (conformance.md); the lists are
+    None when the entries cannot be read."""
     try:
         listed = tree_listing(ar.entries(sec), sec["begin"]["captured"])[0]
     except StrataError as e:
         print(f"strata_ref: section {sec['name']!r}: {e}", file=sys.stderr)
-        return None
-    return [o["path"] for o in listed if o.get("lost_in_salvage")]
+        return {key: None for key, _ in FLAGGED}
+    out = {key: [o["path"] for o in listed if flag in o["flags"]] for key, flag in FLAGGED}
+    out["flagged_entries"] = {flag: len(out[key]) for key, flag in FLAGGED}
+    return out
 
 
 def cmd_info(args):
@@ -2413,8 +2448,9 @@ def cmd_info(args):
                 img["lost_ranges"] = lost_ranges(s.extents)    # those the walk met
                 secs.append({"kind": "image", "name": s.name, "image": img})
             else:
-                secs.append({"kind": "files", "name": s.name,
-                             "lost_entries": [lossy(p) for x, p in w.lost_entries if x is s]})
+                paths = {key: [lossy(p) for x, p in getattr(w, key) if x is s] for key, _ in FLAGGED}
+                secs.append({"kind": "files", "name": s.name, **paths,
+                             "flagged_entries": {flag: len(paths[key]) for key, flag in FLAGGED}})
         out = {"archive": args.archive, "archive_size": size, "sections": secs, "complete": False}
     else:
         h, secs = ar.hdr, []
@@ -2432,7 +2468,7 @@ def cmd_info(args):
                     "chunk_size": b["chunk_size"], "captured": b["captured"], "entries": e["entry_count"],
                     "regular_files": e["file_count"], "directories": e["directory_count"],
                     "content_bytes": e["content_bytes"], "chunks": e["chunk_count"], "stored_bytes": e["chunk_bytes"]},
-                    "lost_entries": lost_entries(ar, s)})
+                    **flagged_entries(ar, s)})
         u = h["uuid"].hex()
         out = {"archive": args.archive, "format_version": f"{h['version_major']}.{h['version_minor']}",
                "uuid": f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}", "created_ns": h["created_ns"],
@@ -2445,8 +2481,10 @@ def cmd_info(args):
         for s in out["sections"]:
             detail = s.get("image") or s.get("files") or {}
             print(f"{s['kind']:6} {s['name']!s:24} " + " ".join(f"{k}={v}" for k, v in detail.items()))
-            for path in s.get("lost_entries") or []:
-                print(f"       lost in salvage: {path!r}")
+            for key, what in (("unreadable_entries", "could not be read"), ("changed_entries", "changed while read"),
+                              ("lost_entries", "lost in salvage")):
+                for path in s.get(key) or []:
+                    print(f"       {what}: {path!r}")
     return 0
 
 

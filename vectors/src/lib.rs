@@ -421,9 +421,9 @@ pub fn all() -> Vec<Vector> {
     vectors
 }
 
-/// Inserts an ancillary record before the `ARCHIVE_INDEX`, fixing the trailer.
-fn insert_ancillary(bytes: &mut Vec<u8>) {
-    let index = of_type(bytes, RecordType::ArchiveIndex)[0];
+/// An unknown record type marked `ANCILLARY`, header and body, as a future
+/// writer might add one (a comment).
+pub fn ancillary_record() -> Vec<u8> {
     let body = b"a comment a reader may skip".to_vec();
     let head = RecordHeader::for_body(
         0x7A01,
@@ -434,14 +434,128 @@ fn insert_ancillary(bytes: &mut Vec<u8>) {
     );
     let mut record = head.encode().to_vec();
     record.extend_from_slice(&body);
-    bytes.splice(index.offset..index.offset, record.iter().copied());
-    let trailer = bytes.len() - TRAILER_RECORD_SIZE as usize;
+    record
+}
+
+/// Inserts an ancillary record before the `ARCHIVE_INDEX`, fixing the trailer.
+fn insert_ancillary(bytes: &mut Vec<u8>) {
+    let index = of_type(bytes, RecordType::ArchiveIndex)[0];
+    insert_record(bytes, index.offset, &ancillary_record());
+}
+
+/// The record offset of the `CHUNK` record number `n` (from 0) of the run that
+/// follows the first extent record of type `extents`, checked to be one that
+/// record refers forward to: an ancillary record inserted there stands inside
+/// the run and leaves that reference unanswered (FORMAT.md 7.2 rule 6).
+pub fn inside_chunk_run(bytes: &[u8], extents: RecordType, n: usize) -> usize {
+    let all = records(bytes);
+    let first = all.iter().position(|r| r.record_type == extents.code()).expect("the base vector has extent records");
+    let owner = all[first];
+    let chunk = all[first + 1 + n];
+    assert!(
+        all[first + 1..=first + 1 + n].iter().all(|r| r.record_type == RecordType::Chunk.code()),
+        "the extent record is followed by at least {} CHUNK records",
+        n + 1
+    );
+    let (entry_size, ref_at) = if extents == RecordType::ImageExtents { (24, 16) } else { (40, 24) };
+    let count = get_u64(bytes, owner.body_start + 8) as usize;
+    let refers =
+        (0..count).any(|i| get_u64(bytes, owner.body_start + 16 + i * entry_size + ref_at) == chunk.offset as u64);
+    assert!(refers, "the extent record refers forward to the CHUNK record at {}", chunk.offset);
+    chunk.offset
+}
+
+/// Inserts `record` (header and body) at record offset `at` of a valid archive
+/// and moves every record offset the archive holds at or past `at` by the
+/// record's length: chunk references of image and file extents (in extent
+/// records, entries and the `IMAGE_INDEX`), the `begin_offset` of end records,
+/// the offsets of `FILES_DIR` and `FILES_INDEX` tables, of the `ARCHIVE_INDEX`
+/// and of the trailer, whose length and record count grow too. Every record it
+/// changes gets its CRCs fixed, so the insertion is the only change a reader meets.
+pub fn insert_record(bytes: &mut Vec<u8>, at: usize, record: &[u8]) {
     let shift = record.len() as u64;
-    let t = trailer + 32;
-    add_u64(bytes, t, shift as i64);
-    add_u64(bytes, t + 8, shift as i64);
-    add_u64(bytes, t + 16, 1);
-    refix_record(bytes, trailer);
+    let moved = |value: u64| if value >= at as u64 { value + shift } else { value };
+    let fix = |bytes: &mut [u8], field: usize| {
+        let value = get_u64(bytes, field);
+        put_u64(bytes, field, moved(value));
+    };
+    for rec in records(bytes) {
+        let body = rec.body_start;
+        let count_at = |bytes: &[u8], at: usize| get_u64(bytes, at) as usize;
+        let changed = match RecordType::from_code(rec.record_type) {
+            Some(RecordType::ImageExtents | RecordType::ImageIndex) => {
+                for n in 0..count_at(bytes, body + 8) {
+                    let chunk_ref = body + 16 + n * 24 + 16;
+                    if get_u64(bytes, chunk_ref) >= 128 {
+                        fix(bytes, chunk_ref);
+                    }
+                }
+                true
+            }
+            Some(RecordType::FilesExtents) => {
+                for n in 0..count_at(bytes, body + 8) {
+                    fix(bytes, body + 16 + n * 40 + 24);
+                }
+                true
+            }
+            Some(RecordType::FilesEntries) => {
+                let mut entry = body + 16;
+                for _ in 0..count_at(bytes, body + 8) {
+                    let length = u32::from_le_bytes(bytes[entry..entry + 4].try_into().expect("4 bytes")) as usize;
+                    let extents = u32::from_le_bytes(bytes[entry + 140..entry + 144].try_into().expect("4 bytes"));
+                    let first = entry + length - extents as usize * 40;
+                    for n in 0..extents as usize {
+                        fix(bytes, first + n * 40 + 24);
+                    }
+                    entry += length;
+                }
+                true
+            }
+            Some(RecordType::ImageEnd | RecordType::FilesEnd) => {
+                fix(bytes, body + 56);
+                true
+            }
+            Some(RecordType::FilesDir) => {
+                for n in 0..count_at(bytes, body + 16) {
+                    let child = body + 24 + n * 32;
+                    fix(bytes, child + 8);
+                    if get_u64(bytes, child + 24) != 0 {
+                        fix(bytes, child + 24);
+                    }
+                }
+                true
+            }
+            Some(RecordType::FilesIndex) => {
+                fix(bytes, body + 8);
+                fix(bytes, body + 16);
+                for n in 0..count_at(bytes, body + 32) {
+                    fix(bytes, body + 40 + n * 8);
+                }
+                true
+            }
+            Some(RecordType::ArchiveIndex) => {
+                let count = u32::from_le_bytes(bytes[body..body + 4].try_into().expect("4 bytes")) as usize;
+                for n in 0..count {
+                    let entry = body + 8 + n * 32;
+                    for field in [8, 16, 24] {
+                        fix(bytes, entry + field);
+                    }
+                }
+                true
+            }
+            Some(RecordType::Trailer) => {
+                fix(bytes, body);
+                add_u64(bytes, body + 8, shift as i64);
+                add_u64(bytes, body + 16, 1);
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            refix_record(bytes, rec.offset);
+        }
+    }
+    bytes.splice(at..at, record.iter().copied());
 }
 
 fn invalid_vectors() -> Vec<Vector> {
@@ -645,6 +759,15 @@ fn invalid_vectors() -> Vec<Vector> {
         |b| {
             let rec = of_type(b, RecordType::ImageBegin)[0];
             edit_record_header(b, rec.offset, |h| h.flags = 1 << 3);
+        },
+    ));
+    v.push(invalid(
+        "ancillary-in-chunk-run",
+        "an ancillary record between the first and second CHUNK records after the IMAGE_EXTENTS record that refers forward to both: it ends the run, so the reference to the second is answered by no CHUNK record of the run (7.2 rule 6)",
+        DanglingReference,
+        |b| {
+            let at = inside_chunk_run(b, RecordType::ImageExtents, 1);
+            insert_record(b, at, &ancillary_record());
         },
     ));
     v.push(invalid("section-name-slash", "the image is named \"d/sk\" (CRC fixed)", RecordMalformed, |b| {

@@ -558,6 +558,16 @@ pub fn vectors() -> Vec<Vector> {
             refix_record(b, rec.offset);
         },
     ));
+    v.push(tree_vector(
+        "tree-ancillary-in-chunk-run",
+        "an ancillary record between the second and third CHUNK records after the FILES_EXTENTS record that refers forward to all of them: it ends the run, so the references to the chunks after it are answered by no CHUNK record of the run (7.2 rule 6, 8.2)",
+        DanglingReference,
+        &[],
+        |b| {
+            let at = crate::inside_chunk_run(b, RecordType::FilesExtents, 2);
+            crate::insert_record(b, at, &crate::ancillary_record());
+        },
+    ));
     // The "else 0" and "0 unless captured" rules of 8.3, one vector each kind:
     // (name, description, entry, field offset in the entry, new value).
     type FieldRule = (&'static str, &'static str, &'static [u8], usize, Vec<u8>);
