@@ -262,6 +262,8 @@ fn ten_thousand_nested_directories_extract_and_list() {
     bottom.push_str("bottom.txt");
     let cat = run_within(&["cat", a, "--files", "t", &bottom], limit);
     assert_eq!(cat.stdout, b"at the bottom\n", "{}", String::from_utf8_lossy(&cat.stderr));
+    let verify = run_within(&["verify", a], limit);
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
     let sub = run_within(&["list", a, "--files", "t", "d/d/d"], limit);
     assert_eq!(sub.status.code(), Some(0));
     let lines = sub.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();

@@ -85,6 +85,16 @@ impl WalkTree {
     }
 }
 
+/// The path of `entry` (not yet in the tree's entries), from its parent's.
+fn entry_path(tree: &WalkTree, entry: &Entry) -> Vec<u8> {
+    let parent = if entry.parent_id == NO_PARENT { Vec::new() } else { tree.path_of(entry.parent_id) };
+    if parent.is_empty() {
+        entry.name.clone()
+    } else {
+        [parent, entry.name.clone()].join(&b'/')
+    }
+}
+
 /// Child id to (parent id, name, kind code), from the directory tables.
 pub type Listed = HashMap<u64, (u64, Vec<u8>, u8)>;
 
@@ -226,9 +236,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         // An entry whose parent or link target was in a damaged record is not at
         // fault itself: salvage keeps it elsewhere.
         let lost = |other: u64| other < id && !tree.entries.contains_key(&other) && damage_seen > tree.damage_at_begin;
-        let path = if entry.parent_id == NO_PARENT { Vec::new() } else { tree.path_of(entry.parent_id) };
-        let path = if path.is_empty() { entry.name.clone() } else { [path, entry.name.clone()].join(&b'/') };
-        let shown = String::from_utf8_lossy(&path).into_owned();
+        // The path is built only for a message: building it for every entry
+        // would cost its depth each time, quadratic in a deep tree.
+        let shown = |tree: &WalkTree| String::from_utf8_lossy(&entry_path(tree, &entry)).into_owned();
         let mut faults: Vec<(ErrorClass, String)> = Vec::new();
         if id != expected_id && !lost_before {
             faults.push((ErrorClass::RecordMalformed, format!("entry_id {id}, expected {expected_id}")));
@@ -243,19 +253,19 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             if !parent_ok && !lost(entry.parent_id) {
                 faults.push((
                     ErrorClass::RecordMalformed,
-                    format!("{shown:?}: parent {} is not an earlier directory", entry.parent_id),
+                    format!("{:?}: parent {} is not an earlier directory", shown(tree), entry.parent_id),
                 ));
             }
             if !Entry::name_is_safe(&entry.name) {
                 faults.push((
                     ErrorClass::RecordMalformed,
-                    format!("{shown:?}: unsafe name (empty, `.`, `..`, or holds `/` or NUL)"),
+                    format!("{:?}: unsafe name (empty, `.`, `..`, or holds `/` or NUL)", shown(tree)),
                 ));
             }
             if !tree.siblings.insert((entry.parent_id, entry.name.clone())) {
                 faults.push((
                     ErrorClass::RecordMalformed,
-                    format!("{shown:?}: a second entry of that name in one directory"),
+                    format!("{:?}: a second entry of that name in one directory", shown(tree)),
                 ));
             }
         }
@@ -265,18 +275,18 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             if !target_ok && !lost(entry.link_id) {
                 faults.push((
                     ErrorClass::RecordMalformed,
-                    format!("{shown:?}: hard link to {}, not an earlier file", entry.link_id),
+                    format!("{:?}: hard link to {}, not an earlier file", shown(tree), entry.link_id),
                 ));
             }
         }
         if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(tree.captured)) {
-            faults.push((e.class, format!("{shown:?}: {}", e.detail)));
+            faults.push((e.class, format!("{:?}: {}", shown(tree), e.detail)));
         }
         let announced = tree.announced.remove(&id).unwrap_or_default();
         if announced != entry.extents {
             faults.push((
                 ErrorClass::IndexMismatch,
-                format!("{shown:?}: its extents differ from those its FILES_EXTENTS records announced"),
+                format!("{:?}: its extents differ from those its FILES_EXTENTS records announced", shown(tree)),
             ));
         }
         match entry.kind {
@@ -311,21 +321,26 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         for (class, detail) in faults {
             self.problem(class, pos, "entry", detail);
         }
-        if entry.flags & files::EntryFlags::LOST_IN_SALVAGE != 0 {
-            let section = self.trees[open].name.clone();
-            self.report.lost_entries.push((section, path.clone()));
-        }
+        let flagged = |bit: u8| entry.flags & bit != 0;
         // Flag bits 1 and 2 mean something on regular files only (8.3).
-        if entry.kind == EntryKind::File && entry.flags & files::EntryFlags::UNREADABLE != 0 {
-            let section = self.trees[open].name.clone();
-            self.report.unreadable_entries.push((section, path.clone()));
-        }
-        if entry.kind == EntryKind::File && entry.flags & files::EntryFlags::CHANGED_WHILE_READ != 0 {
-            let section = self.trees[open].name.clone();
-            self.report.changed_entries.push((section, path.clone()));
+        let is_file = entry.kind == EntryKind::File;
+        let lost = flagged(files::EntryFlags::LOST_IN_SALVAGE);
+        let unreadable = is_file && flagged(files::EntryFlags::UNREADABLE);
+        let changed = is_file && flagged(files::EntryFlags::CHANGED_WHILE_READ);
+        if lost || unreadable || changed {
+            let (section, path) = (self.trees[open].name.clone(), entry_path(&self.trees[open], &entry));
+            for (list, set) in [
+                (&mut self.report.lost_entries, lost),
+                (&mut self.report.unreadable_entries, unreadable),
+                (&mut self.report.changed_entries, changed),
+            ] {
+                if set {
+                    list.push((section.clone(), path.clone()));
+                }
+            }
         }
         if entry.kind == EntryKind::File {
-            let intact = self.check_content(open, pos, &entry, &path);
+            let intact = self.check_content(open, pos, &entry);
             if let Some(facts) = self.trees[open].entries.get_mut(&id).filter(|f| f.record == pos) {
                 facts.content_intact = intact;
             }
@@ -337,7 +352,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// chunks are reported where the walk met them; this adds the file's path.
     /// Returns whether every chunk is valid and the content matches (or, past the
     /// hole limit, whether every chunk is valid).
-    fn check_content(&mut self, open: usize, pos: u64, entry: &Entry, path: &[u8]) -> bool {
+    fn check_content(&mut self, open: usize, pos: u64, entry: &Entry) -> bool {
+        // Paths only for messages (see check_entry).
+        let path_of = |walk: &Self| entry_path(&walk.trees[open], entry);
         let holes = crate::archive::hole_bytes(entry);
         if holes > self.limits.max_hole_hash_bytes {
             let limit = self.limits.max_hole_hash_bytes;
@@ -347,7 +364,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 "file content BLAKE3",
                 format!(
                     "{:?}: {holes} bytes of holes; this reader hashes at most {limit} per file, so its content is not checked",
-                    String::from_utf8_lossy(path)
+                    String::from_utf8_lossy(&path_of(self))
                 ),
             );
             return entry.extents.iter().all(|e| {
@@ -365,15 +382,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             };
             let start = extent.chunk_offset as usize;
             let Some(bytes) = data.get(start..start + extent.length as usize) else {
+                let path = path_of(self);
                 let p = self.problem(
                     ErrorClass::ExtentMap,
                     pos,
                     "file extent",
-                    format!("{:?}: runs past the end of its chunk", String::from_utf8_lossy(path)),
+                    format!("{:?}: runs past the end of its chunk", String::from_utf8_lossy(&path)),
                 );
                 self.report.problems[p].affects.push(Affected {
                     section: name.clone(),
-                    path: Some(path.to_vec()),
+                    path: Some(path),
                     range: extent.file_offset..extent.end(),
                 });
                 return false;
@@ -383,17 +401,14 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
         strata_format::files::hash_zeros(&mut hasher, entry.size.saturating_sub(at));
         if hasher.finalize().as_bytes() != &entry.blake3 {
+            let path = path_of(self);
             let p = self.problem(
                 ErrorClass::ChunkCorrupt,
                 pos,
                 "file content BLAKE3",
-                format!("{:?}: the content does not match its BLAKE3", String::from_utf8_lossy(path)),
+                format!("{:?}: the content does not match its BLAKE3", String::from_utf8_lossy(&path)),
             );
-            self.report.problems[p].affects.push(Affected {
-                section: name,
-                path: Some(path.to_vec()),
-                range: 0..entry.size,
-            });
+            self.report.problems[p].affects.push(Affected { section: name, path: Some(path), range: 0..entry.size });
             return false;
         }
         true
