@@ -14,7 +14,7 @@ PICK=${PICK:-0}
 # shellcheck source=checks.sh
 . "$(dirname "$0")/checks.sh"
 rm -rf "$WORK" && mkdir -p "$WORK"
-"$STRATA" create "$WORK/tree.strata" --files "tree=$CORPUS/tree" --quiet
+"$STRATA" create "$WORK/tree.strata" --files "tree=$CORPUS/tree" --quiet --force
 "$PY" - "$STRATA" "$PY" "$ROOT/spec/reference-py/strata_ref.py" "$WORK" "$CORPUS/tree" "$PICK" <<'EOF'
 import json, os, struct, subprocess, sys
 strata, py, ref, work, source, pick = sys.argv[1:7]

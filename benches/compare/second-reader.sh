@@ -16,8 +16,8 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 W=$WORK
 log() { printf '[second-reader %(%H:%M:%S)T] %s\n' -1 "$*"; }
 
-"$STRATA" create "$W/tree.strata" --files "tree=$CORPUS/tree" --quiet
-"$STRATA" create "$W/image.strata" --image "disk=$CORPUS/image-clean.raw" --quiet
+"$STRATA" create "$W/tree.strata" --files "tree=$CORPUS/tree" --quiet --force
+"$STRATA" create "$W/image.strata" --image "disk=$CORPUS/image-clean.raw" --quiet --force
 
 log "list: every field of every entry, both readers"
 "$STRATA" list "$W/tree.strata" --files tree --json >"$W/list.rust.json"

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -21,6 +22,7 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(path: &Path) -> Result<AtomicFile, Failure> {
+        check_output(path, true)?;
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -230,6 +232,45 @@ impl Write for ArchiveOut {
     /// Blocks are written as they fill; the last one by [`ArchiveOut::finish`].
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Checks, before any work, that `path` can become an output file: its folder
+/// exists, it is not a folder, and it does not exist unless `force` (as zstd
+/// and qemu-img refuse to replace a file unasked). Messages name what was
+/// typed, never a temporary name.
+pub fn check_output(path: &Path, force: bool) -> Result<(), Failure> {
+    let shown = path.display();
+    let typed_as_folder = path.as_os_str().as_encoded_bytes().ends_with(b"/");
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(Failure::fatal(format!(
+                "{shown} is a folder: give a file name, for example {}",
+                path.join("backup.strata").display()
+            )))
+        }
+        Ok(_) if typed_as_folder => {
+            return Err(Failure::fatal(format!("{shown} ends with `/` but is not a folder: give a file name")))
+        }
+        Ok(meta) if !force && !meta.file_type().is_block_device() && !meta.file_type().is_char_device() => {
+            return Err(Failure::fatal(format!("{shown} already exists: use --force to replace it")))
+        }
+        Ok(_) => return Ok(()),
+        Err(_) if typed_as_folder => {
+            return Err(Failure::fatal(format!(
+                "{shown} ends with `/`: give a file name, for example {shown}backup.strata"
+            )))
+        }
+        Err(_) => {}
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Failure::fatal(format!("{} is not a folder, so {shown} cannot be written", dir.display()))),
+        Err(_) => Err(Failure::fatal(format!("the folder {} does not exist (create it first)", dir.display()))),
     }
 }
 

@@ -15,13 +15,19 @@ use crate::{device, output, Failure};
 pub struct CreateArgs {
     /// The archive to write, or `-` for standard output.
     archive: PathBuf,
-    /// Add a block-image section NAME from SOURCE (a file, a block device, or `-` for
-    /// standard input). Repeatable.
-    #[arg(long = "image", value_name = "NAME=SOURCE", value_parser = crate::parse_named_path, required_unless_present = "trees")]
-    images: Vec<(String, PathBuf)>,
-    /// Add a file-tree section NAME holding the folder DIR. Repeatable.
-    #[arg(long = "files", value_name = "NAME=DIR", value_parser = crate::parse_named_path)]
-    trees: Vec<(String, PathBuf)>,
+    /// Folders to back up, each a file-tree section named after the folder
+    /// (`/home/alice` gives `alice`): the same as `--files DIR`.
+    #[arg(value_name = "DIR")]
+    folders: Vec<PathBuf>,
+    /// Add a block-image section from SOURCE (a file, a block device, or `-` for
+    /// standard input), named NAME or after the source (`/dev/sdb` gives `sdb`,
+    /// `disk.img` gives `disk`). Repeatable.
+    #[arg(long = "image", value_name = "[NAME=]SOURCE", value_parser = crate::parse_named_path)]
+    images: Vec<(Option<String>, PathBuf)>,
+    /// Add a file-tree section holding the folder DIR, named NAME or after the
+    /// folder. Repeatable.
+    #[arg(long = "files", value_name = "[NAME=]DIR", value_parser = crate::parse_named_path)]
+    trees: Vec<(Option<String>, PathBuf)>,
     /// Leave out files and folders matching GLOB: matched against the name, or,
     /// when GLOB holds a `/`, against the path relative to the tree's root. Repeatable.
     #[arg(long, value_name = "GLOB")]
@@ -29,11 +35,13 @@ pub struct CreateArgs {
     /// Do not descend into folders on another file system than the tree's root.
     #[arg(long)]
     one_file_system: bool,
-    /// zstd compression level.
-    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    /// zstd compression level: 1 (fastest) to 22 (smallest), negative levels
+    /// for more speed, `max` for 22.
+    #[arg(long, default_value = "3", value_parser = parse_level, allow_negative_numbers = true)]
     level: i32,
-    /// Chunk size for images: a power of two from 4K to 16M (suffixes K and M).
-    #[arg(long, default_value = "4M", value_parser = parse_size)]
+    /// Chunk size: a power of two from 4K to 16M (4096 to 16777216 bytes; K, KiB,
+    /// M and MiB suffixes).
+    #[arg(long, default_value = "4M", value_parser = parse_chunk_size)]
     chunk_size: u32,
     /// Worker threads for hashing and compression (0: one per core). The archive is
     /// the same whatever the number.
@@ -42,26 +50,127 @@ pub struct CreateArgs {
     /// Fix the archive UUID (32 hex digits, dashes allowed) for reproducible output.
     #[arg(long)]
     uuid: Option<String>,
-    /// Fix the creation time, in seconds since the Unix epoch, for reproducible
-    /// output (default: $SOURCE_DATE_EPOCH if set, else now).
-    #[arg(long)]
+    /// Fix the creation time for reproducible output: seconds since 1970, or a
+    /// date (2024-01-01, 2024-01-01T12:00:00Z; UTC unless an offset is given).
+    /// Default: $SOURCE_DATE_EPOCH if set, else now.
+    #[arg(long, value_parser = crate::parse_time)]
     created: Option<i64>,
-    /// Image a block device even if it is mounted read-write.
-    #[arg(long)]
+    /// Replace an existing archive; write an archive to a terminal; image a block
+    /// device even if it is mounted read-write.
+    #[arg(long, short)]
     force: bool,
     /// No progress bars; only the summary and warnings, on stderr.
     #[arg(long, short)]
     quiet: bool,
 }
 
-fn parse_size(value: &str) -> Result<u32, String> {
-    let (digits, scale) = match value.as_bytes().last() {
-        Some(b'K' | b'k') => (&value[..value.len() - 1], 1u64 << 10),
-        Some(b'M' | b'm') => (&value[..value.len() - 1], 1u64 << 20),
-        _ => (value, 1),
-    };
-    let n: u64 = digits.parse().map_err(|_| format!("{value:?} is not a size"))?;
-    u32::try_from(n * scale).map_err(|_| format!("{value:?} is too large"))
+fn parse_level(value: &str) -> Result<i32, String> {
+    if value.eq_ignore_ascii_case("max") {
+        return Ok(22);
+    }
+    let level: i32 = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a level: give a number from 1 (fastest) to 22 (smallest), or max"))?;
+    let range = zstd_levels();
+    if !range.contains(&level) || level == 0 {
+        return Err(format!(
+            "{value}: zstd levels go from 1 (fastest) to 22 (smallest), and down to {} for more speed",
+            range.start()
+        ));
+    }
+    Ok(level)
+}
+
+/// The levels zstd accepts; 0 would mean "the default" to zstd, so it is
+/// refused rather than given a second meaning.
+fn zstd_levels() -> std::ops::RangeInclusive<i32> {
+    -131_072..=22
+}
+
+fn parse_chunk_size(value: &str) -> Result<u32, String> {
+    let bytes = crate::parse_bytes(value)?;
+    if !bytes.is_power_of_two() || !(4096..=16 << 20).contains(&bytes) {
+        return Err(format!("{value}: the chunk size is a power of two from 4K to 16M (4K, 8K, ..., 4M, 8M, 16M)"));
+    }
+    Ok(bytes as u32)
+}
+
+/// The sections to write, named and checked before anything is read or written:
+/// names valid and unique (one name space for both kinds), images not folders,
+/// trees folders, something to back up at all.
+/// Sections to write: (name, source path), images then trees.
+type Planned = (Vec<(String, PathBuf)>, Vec<(String, PathBuf)>);
+
+fn plan_sections(args: &CreateArgs) -> Result<Planned, Failure> {
+    if args.images.is_empty() && args.trees.is_empty() && args.folders.is_empty() {
+        return Err(Failure::fatal(
+            "nothing to back up: name folders (strata create backup.strata /etc /home/alice), \
+             --files NAME=DIR, or --image NAME=SOURCE for a disk or image file",
+        ));
+    }
+    let images: Vec<(String, PathBuf)> = args
+        .images
+        .iter()
+        .map(|(name, path)| (name.clone().unwrap_or_else(|| crate::section_name_for(path, true)), path.clone()))
+        .collect();
+    let trees: Vec<(String, PathBuf)> = args
+        .trees
+        .iter()
+        .map(|(name, path)| (name.clone(), path.clone()))
+        .chain(args.folders.iter().map(|path| (None, path.clone())))
+        .map(|(name, path)| (name.unwrap_or_else(|| crate::section_name_for(&path, false)), path))
+        .collect();
+    let mut seen: Vec<(&str, &PathBuf)> = Vec::new();
+    for (name, path) in images.iter().chain(&trees) {
+        if let Err(e) = strata_format::image::validate_section_name(name.as_bytes()) {
+            return Err(Failure::fatal(format!(
+                "{name:?} (for {}) cannot name a section: {}; name it with NAME=PATH",
+                path.display(),
+                e.detail
+            )));
+        }
+        if let Some((_, other)) = seen.iter().find(|(n, _)| *n == name) {
+            return Err(Failure::fatal(format!(
+                "two sections would be named {name:?} ({} and {}): name them apart, for example --files {name}2={}",
+                other.display(),
+                path.display(),
+                path.display()
+            )));
+        }
+        seen.push((name, path));
+    }
+    for (name, path) in &images {
+        if crate::is_stdio(path) {
+            continue;
+        }
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => {
+                return Err(Failure::fatal(format!(
+                    "--image {name}={}: that is a folder; back up a folder's files with --files {name}={} \
+                     (or name it alone: strata create ARCHIVE {})",
+                    path.display(),
+                    path.display(),
+                    path.display()
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Failure::fatal(format!("--image {name}={}: {e}", path.display()))),
+        }
+    }
+    for (name, dir) in &trees {
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(Failure::fatal(format!(
+                    "{} is not a folder; to image a disk or an image file, use --image {name}={}",
+                    dir.display(),
+                    dir.display()
+                )))
+            }
+            Err(e) => return Err(Failure::fatal(format!("{}: {e}", dir.display()))),
+        }
+    }
+    Ok((images, trees))
 }
 
 fn parse_uuid(value: &str) -> Result<[u8; 16], Failure> {
@@ -118,17 +227,27 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
                 .unwrap_or(0),
         },
     };
+    let (images, trees) = plan_sections(&args)?;
+    if crate::is_stdio(&args.archive) {
+        if io::IsTerminal::is_terminal(&io::stdout()) && !args.force {
+            return Err(Failure::fatal(
+                "refusing to write an archive to a terminal: redirect it (> backup.strata) or use --force",
+            ));
+        }
+    } else {
+        crate::atomic::check_output(&args.archive, args.force)?;
+    }
     let mut options = WriterOptions::new(uuid, created_s.saturating_mul(1_000_000_000));
     options.level = args.level;
     options.chunk_size = args.chunk_size;
     options.threads = args.threads;
 
-    if args.images.iter().filter(|(_, p)| crate::is_stdio(p)).count() > 1 {
+    if images.iter().filter(|(_, p)| crate::is_stdio(p)).count() > 1 {
         return Err(Failure::fatal("only one --image can read standard input"));
     }
     // Open every source before writing anything, so a typo costs nothing.
     let mut sources: Vec<(String, PathBuf, Box<dyn ImageSource>)> = Vec::new();
-    for (name, path) in &args.images {
+    for (name, path) in &images {
         let source: Box<dyn ImageSource> = if crate::is_stdio(path) {
             Box::new(StreamSource::new(io::stdin()))
         } else {
@@ -140,11 +259,6 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
         sources.push((name.clone(), path.clone(), source));
     }
 
-    for (name, dir) in &args.trees {
-        if !dir.is_dir() {
-            return Err(Failure::fatal(format!("--files {name}={}: not a folder", dir.display())));
-        }
-    }
     let destination = if crate::is_stdio(&args.archive) {
         Destination::Stdout
     } else {
@@ -160,11 +274,11 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
     let summary = match destination {
         Destination::Stdout => {
             let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            write_archive(out, options, &mut sources, &args.trees, &tree_options, args.quiet)?.1
+            write_archive(out, options, &mut sources, &trees, &tree_options, args.quiet)?.1
         }
         Destination::File(atomic) => {
             let (out, summary) =
-                write_archive(atomic.writer()?, options, &mut sources, &args.trees, &tree_options, args.quiet)?;
+                write_archive(atomic.writer()?, options, &mut sources, &trees, &tree_options, args.quiet)?;
             atomic.commit_written(out)?;
             summary
         }

@@ -33,9 +33,9 @@ pub struct ListArgs {
 pub struct ExtractArgs {
     /// The archive.
     archive: PathBuf,
-    /// The file-tree section to extract.
+    /// The file-tree section to extract (may be left out when the archive holds one).
     #[arg(long = "files", value_name = "NAME")]
-    files: String,
+    files: Option<String>,
     /// The destination folder (created if missing).
     dest: PathBuf,
     /// Only these paths (with their parent directories and everything below them).
@@ -57,24 +57,113 @@ pub struct ExtractArgs {
     json: bool,
 }
 
+/// The two kinds of section, for messages and for picking one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum SectionKind {
+    Image,
+    Files,
+}
+
+impl SectionKind {
+    fn singular(self) -> &'static str {
+        match self {
+            SectionKind::Image => "image",
+            SectionKind::Files => "file tree",
+        }
+    }
+    fn plural(self) -> &'static str {
+        match self {
+            SectionKind::Image => "images",
+            SectionKind::Files => "file trees",
+        }
+    }
+    fn option(self) -> &'static str {
+        match self {
+            SectionKind::Image => "--image",
+            SectionKind::Files => "--files",
+        }
+    }
+}
+
+fn names_of<R: ReadAt>(archive: &Archive<R>, kind: SectionKind) -> Vec<String> {
+    archive
+        .sections()
+        .iter()
+        .filter_map(|s| match (s, kind) {
+            (Section::Image(i), SectionKind::Image) => Some(i.name.clone()),
+            (Section::Tree(t), SectionKind::Files) => Some(t.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The section a read verb works on: `name` when the archive has a section of
+/// that kind by that name, or the only one of the kind when no name is given.
+/// A wrong or missing name lists the names there are.
+pub fn pick_section<R: ReadAt>(
+    archive: &Archive<R>,
+    name: Option<&str>,
+    kind: SectionKind,
+    label: &str,
+) -> Result<String, Failure> {
+    let names = names_of(archive, kind);
+    let listed = || names.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+    let other = match kind {
+        SectionKind::Image => SectionKind::Files,
+        SectionKind::Files => SectionKind::Image,
+    };
+    match name {
+        Some(name) if names.iter().any(|n| n == name) => Ok(name.to_string()),
+        Some(name) if names_of(archive, other).iter().any(|n| n == name) => Err(Failure::fatal(format!(
+            "{label}: {name:?} is one of its {}, not of its {}: use {} {name}",
+            other.plural(),
+            kind.plural(),
+            other.option()
+        ))),
+        Some(name) if names.is_empty() => Err(Failure::fatal(format!(
+            "{label} has no {} named {name:?}: it holds no {}",
+            kind.singular(),
+            kind.plural()
+        ))),
+        Some(name) => Err(Failure::fatal(format!(
+            "{label} has no {} named {name:?}; its {}: {}",
+            kind.singular(),
+            kind.plural(),
+            listed()
+        ))),
+        None => match names.as_slice() {
+            [only] => Ok(only.clone()),
+            [] => Err(Failure::fatal(format!("{label} holds no {}", kind.plural()))),
+            _ => Err(Failure::fatal(format!(
+                "{label} holds {} {}: choose one with {} NAME ({})",
+                names.len(),
+                kind.plural(),
+                kind.option(),
+                listed()
+            ))),
+        },
+    }
+}
+
 fn trees<'a, R: ReadAt>(
     archive: &'a Archive<R>,
     name: Option<&str>,
     label: &str,
 ) -> Result<Vec<&'a TreeSection>, Failure> {
+    let wanted = match name {
+        Some(name) => Some(pick_section(archive, Some(name), SectionKind::Files, label)?),
+        None => None,
+    };
     let trees: Vec<&TreeSection> = archive
         .sections()
         .iter()
         .filter_map(|s| match s {
-            Section::Tree(t) if name.is_none_or(|n| n == t.name) => Some(t),
+            Section::Tree(t) if wanted.as_ref().is_none_or(|n| *n == t.name) => Some(t),
             _ => None,
         })
         .collect();
     if trees.is_empty() {
-        return Err(Failure::fatal(match name {
-            Some(name) => format!("{label} has no file tree named {name:?}"),
-            None => format!("{label} holds no file tree"),
-        }));
+        return Err(Failure::fatal(format!("{label} holds no file tree")));
     }
     Ok(trees)
 }
@@ -333,7 +422,8 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
 pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
     let label = args.archive.display().to_string();
     let archive = open_archive(&args.archive)?;
-    let tree = trees(&archive, Some(&args.files), &label)?[0];
+    let name = pick_section(&archive, args.files.as_deref(), SectionKind::Files, &label)?;
+    let tree = trees(&archive, Some(&name), &label)?[0];
     let options = ExtractOptions {
         overwrite: args.overwrite,
         owners: if args.no_same_owner {

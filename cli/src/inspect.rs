@@ -10,6 +10,7 @@ use strata_format::{ErrorClass, Features};
 use strata_reader::verify::{self, Report};
 use strata_reader::{Archive, Limits, Section};
 
+use crate::files::SectionKind;
 use crate::output::say;
 use crate::{output, Failure};
 
@@ -38,19 +39,20 @@ pub struct VerifyArgs {
 pub struct CatArgs {
     /// The archive.
     archive: PathBuf,
-    /// The image section to read.
-    #[arg(long, required_unless_present = "files", conflicts_with = "files")]
+    /// A file to write, relative to the file tree's root (the tree may be left
+    /// out when the archive holds one).
+    path: Option<String>,
+    /// Write bytes of this image section instead of a file.
+    #[arg(long, conflicts_with_all = ["files", "path"])]
     image: Option<String>,
     /// The file-tree section to read PATH from.
     #[arg(long, requires = "path")]
     files: Option<String>,
-    /// With --files: the file to write, relative to the section's root.
-    path: Option<String>,
-    /// First image byte to write.
-    #[arg(long, default_value_t = 0)]
+    /// With --image: the first byte to write (K, M, G suffixes).
+    #[arg(long, default_value = "0", value_parser = crate::parse_bytes)]
     offset: u64,
-    /// How many bytes to write (default: to the end of the image).
-    #[arg(long)]
+    /// With --image: how many bytes to write (default: to the end of the image).
+    #[arg(long, value_parser = crate::parse_bytes)]
     length: Option<u64>,
 }
 
@@ -64,8 +66,30 @@ pub fn open_archive(path: &Path) -> Result<Archive<File>, Failure> {
             "this command needs random access: give the archive as a file (only `restore` reads from a pipe)",
         ));
     }
+    if path.is_dir() {
+        return Err(Failure::fatal(format!("{} is a folder, not an archive", path.display())));
+    }
     let file = open_file(path)?;
-    Archive::open(file).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))
+    Archive::open(file).map_err(|e| Failure::fatal(open_error(path, &e)))
+}
+
+/// An archive that cannot be opened, in plain words first: what is wrong and
+/// what to do, then the detail a bug report needs.
+pub fn open_error(path: &Path, e: &strata_reader::Error) -> String {
+    let shown = path.display();
+    match e.class() {
+        Some(ErrorClass::NotStrata) if e.detail().contains("empty") => {
+            format!("{shown} is empty: not a Strata archive")
+        }
+        Some(ErrorClass::NotStrata) => format!("{shown} is {}", e.detail()),
+        Some(ErrorClass::Truncated) => format!(
+            "{shown} ends early (it is {} bytes; its end is cut or damaged): `strata salvage {shown} OUT` recovers \
+             everything complete, and `strata verify` lists what is lost\n  detail: {e}",
+            std::fs::metadata(path).map_or_else(|_| "?".to_string(), |m| output::grouped(m.len())),
+        ),
+        Some(ErrorClass::UnsupportedFeature) => format!("{shown}: {}", e.detail()),
+        _ => format!("{shown}: {e}"),
+    }
 }
 
 pub fn info(args: InfoArgs) -> Result<u8, Failure> {
@@ -506,13 +530,18 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
 
 pub fn cat(args: CatArgs) -> Result<u8, Failure> {
     let archive = open_archive(&args.archive)?;
-    if let (Some(files), Some(path)) = (&args.files, &args.path) {
-        return cat_file(&archive, &args.archive, files, path);
+    let label = args.archive.display().to_string();
+    if let Some(path) = &args.path {
+        let files = crate::files::pick_section(&archive, args.files.as_deref(), SectionKind::Files, &label)?;
+        return cat_file(&archive, &args.archive, &files, path);
     }
-    let name = args.image.as_deref().unwrap_or_default();
-    let image = archive
-        .image(name)
-        .ok_or_else(|| Failure::fatal(format!("{} has no image named {name:?}", args.archive.display())))?;
+    if args.image.is_none() {
+        return Err(Failure::fatal(
+            "say what to write: a file (strata cat ARCHIVE PATH) or an image's bytes (strata cat ARCHIVE --image NAME)",
+        ));
+    }
+    let name = crate::files::pick_section(&archive, args.image.as_deref(), SectionKind::Image, &label)?;
+    let image = archive.image(&name).expect("picked among the archive's images");
     if args.offset > image.logical_size {
         return Err(Failure::fatal(format!(
             "--offset {} is past the end of image {} ({} bytes)",

@@ -31,7 +31,7 @@ struct Cli {
 enum Command {
     /// Create an archive from block images (disks, partitions, image files) and file trees.
     #[command(
-        after_help = "Examples:\n  strata create backup.strata --image disk=/dev/sdb --files home=/home --exclude '*.tmp'\n  strata create - --image root=rootfs.img > backup.strata\n  dd if=/dev/sdb | strata create backup.strata --image disk=-"
+        after_help = "Examples:\n  strata create backup.strata /etc /home/alice\n  strata create backup.strata --image disk=/dev/sdb --files home=/home --exclude '*.tmp'\n  strata create - --image root=rootfs.img > backup.strata\n  dd if=/dev/sdb | strata create backup.strata --image disk=-"
     )]
     Create(create::CreateArgs),
     /// Show an archive's sections, sizes and features without reading its data.
@@ -49,22 +49,22 @@ enum Command {
     Salvage(salvage::SalvageArgs),
     /// List a file tree, like `tar -tv`.
     #[command(
-        after_help = "Examples:\n  strata list backup.strata --files home --long\n  strata list backup.strata --files home alice/docs --json"
+        after_help = "Examples:\n  strata list backup.strata --long\n  strata list backup.strata --files home alice/docs --json"
     )]
     List(files::ListArgs),
     /// Extract a file tree (or chosen paths) into a folder, safely.
     #[command(
-        after_help = "Examples:\n  strata extract backup.strata --files home /tmp/restore\n  strata extract backup.strata --files home /tmp/restore alice/thesis.pdf"
+        after_help = "Examples:\n  strata extract backup.strata /tmp/restore\n  strata extract backup.strata --files home /tmp/restore alice/thesis.pdf"
     )]
     Extract(files::ExtractArgs),
     /// Restore an image to a file, a block device, or standard output.
     #[command(
-        after_help = "Examples:\n  strata restore backup.strata --image disk disk.img\n  strata restore backup.strata --image disk /dev/sdc\n  strata restore - --image disk disk.img < backup.strata"
+        after_help = "Examples:\n  strata restore backup.strata disk.img\n  strata restore backup.strata --image disk /dev/sdc\n  strata restore - --image disk disk.img < backup.strata"
     )]
     Restore(restore::RestoreArgs),
     /// Write a byte range of an image, or one file of a tree, to standard output.
     #[command(
-        after_help = "Examples:\n  strata cat backup.strata --image disk --offset 1048576 --length 512 | xxd\n  strata cat backup.strata --files home alice/notes.txt"
+        after_help = "Examples:\n  strata cat backup.strata --image disk --offset 1M --length 512 | xxd\n  strata cat backup.strata --files home alice/notes.txt"
     )]
     Cat(inspect::CatArgs),
 }
@@ -108,10 +108,181 @@ pub fn is_stdio(path: &std::path::Path) -> bool {
     path.as_os_str() == "-"
 }
 
-/// Parses `NAME=SOURCE`.
-pub fn parse_named_path(value: &str) -> Result<(String, PathBuf), String> {
+/// Parses `NAME=SOURCE`, or a bare `SOURCE` whose section is named after it
+/// (see [`section_name_for`]). A `=` after a `/` belongs to the path.
+pub fn parse_named_path(value: &str) -> Result<(Option<String>, PathBuf), String> {
     match value.split_once('=') {
-        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), PathBuf::from(path))),
-        _ => Err(format!("expected NAME=SOURCE, got {value:?}")),
+        Some((name, _)) if name.contains('/') => Ok((None, PathBuf::from(value))),
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((Some(name.to_string()), PathBuf::from(path))),
+        Some(_) => Err(format!("{value:?}: expected NAME=PATH (for example home=/home) or a path")),
+        None if value.is_empty() => Err("an empty path".to_string()),
+        None => Ok((None, PathBuf::from(value))),
+    }
+}
+
+/// The section name a path gives when none is written: its last component
+/// (`/home/alice` gives `alice`, `/` gives `root`), without the extension for
+/// an image file (`disk.img` gives `disk`, `/dev/sdb` gives `sdb`).
+pub fn section_name_for(path: &std::path::Path, image: bool) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // `absolute` keeps `..` and `.` as typed: resolve them lexically for the name.
+    let mut parts: Vec<std::ffi::OsString> = Vec::new();
+    for component in absolute.components() {
+        match component {
+            std::path::Component::Normal(part) => parts.push(part.to_os_string()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    let Some(last) = parts.last() else {
+        return "root".to_string();
+    };
+    let last = std::path::Path::new(last);
+    let name = if image { last.file_stem().unwrap_or(last.as_os_str()) } else { last.as_os_str() };
+    name.to_string_lossy().into_owned()
+}
+
+/// Parses a byte count as people type it: `4096`, `4K`, `4KiB`, `1.5M`, `2G`
+/// (K, M, G and T are powers of 1024, as qemu-img and zstd read them; a
+/// trailing `B` or `iB` is accepted).
+pub fn parse_bytes(value: &str) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "{value:?} is not a size: write a number with an optional K, M, G or T (powers of 1024), for example 4M"
+        )
+    };
+    let trimmed = value.trim();
+    let unit_at = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(unit_at);
+    let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    if number.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(whole) = number.parse::<u64>() {
+        return whole.checked_mul(scale).ok_or_else(|| format!("{value:?} is too large"));
+    }
+    let fraction: f64 = number.parse().map_err(|_| bad())?;
+    let bytes = fraction * scale as f64;
+    if bytes.fract() != 0.0 || bytes >= u64::MAX as f64 {
+        return Err(format!("{value:?} is not a whole number of bytes"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a time as seconds since the Unix epoch, or as an RFC 3339 date
+/// (`2024-01-01`, `2024-01-01T12:00:00Z`, `2024-01-01 12:00:00+02:00`; a date
+/// or time without an offset is UTC, so that a reproducible build does not
+/// depend on the machine's time zone).
+pub fn parse_time(value: &str) -> Result<i64, String> {
+    let bad = || {
+        format!("{value:?} is not a time: write seconds since 1970 (1700000000) or a date (2024-01-01 or 2024-01-01T12:00:00Z)")
+    };
+    if let Ok(seconds) = value.parse::<i64>() {
+        return Ok(seconds);
+    }
+    let (date, time) = match value.find(['T', 't', ' ']) {
+        Some(at) => (&value[..at], &value[at + 1..]),
+        None => (value, ""),
+    };
+    let mut fields = date.splitn(3, '-');
+    let mut next = || fields.next().and_then(|f| f.parse::<i64>().ok()).ok_or_else(bad);
+    let (year, month, day) = (next()?, next()?, next()?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || date.len() < 8 {
+        return Err(bad());
+    }
+    // Offset: Z, or +HH:MM / -HH:MM at the end of the time.
+    let (clock, offset) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
+        (clock, 0)
+    } else if let Some(at) = time.rfind(['+', '-']).filter(|_| !time.is_empty()) {
+        let (h, m) = time[at + 1..].split_once(':').ok_or_else(bad)?;
+        let minutes = h.parse::<i64>().map_err(|_| bad())? * 60 + m.parse::<i64>().map_err(|_| bad())?;
+        (&time[..at], if &time[at..at + 1] == "-" { -minutes * 60 } else { minutes * 60 })
+    } else {
+        (time, 0)
+    };
+    let mut seconds_of_day = 0;
+    if !clock.is_empty() {
+        let parts: Vec<&str> = clock.split(':').collect();
+        if parts.len() < 2 || parts.len() > 3 {
+            return Err(bad());
+        }
+        let hour: i64 = parts[0].parse().map_err(|_| bad())?;
+        let minute: i64 = parts[1].parse().map_err(|_| bad())?;
+        // Fractions of a second are dropped: archives record whole seconds.
+        let second: i64 = match parts.get(2) {
+            Some(s) => s.split('.').next().unwrap_or("").parse().map_err(|_| bad())?,
+            None => 0,
+        };
+        if hour > 23 || minute > 59 || second > 60 {
+            return Err(bad());
+        }
+        seconds_of_day = hour * 3600 + minute * 60 + second;
+    }
+    Ok(days_from_civil(year, month, day) * 86_400 + seconds_of_day - offset)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+/// algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("4K"), Ok(4096));
+        assert_eq!(parse_bytes("4KiB"), Ok(4096));
+        assert_eq!(parse_bytes("4kb"), Ok(4096));
+        assert_eq!(parse_bytes("1.5M"), Ok(1_572_864));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert!(parse_bytes("1Q").unwrap_err().contains("\"1Q\""));
+        assert!(parse_bytes("").is_err());
+        assert!(parse_bytes("1.3").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
+
+    #[test]
+    fn times_read_as_seconds_or_rfc_3339() {
+        assert_eq!(parse_time("1700000000"), Ok(1_700_000_000));
+        assert_eq!(parse_time("1970-01-01"), Ok(0));
+        assert_eq!(parse_time("2024-01-01"), Ok(1_704_067_200));
+        assert_eq!(parse_time("2024-01-01T12:00:00Z"), Ok(1_704_110_400));
+        assert_eq!(parse_time("2024-01-01 14:00:00+02:00"), Ok(1_704_110_400));
+        assert_eq!(parse_time("2024-01-01T11:30:00-00:30"), Ok(1_704_110_400));
+        assert_eq!(parse_time("2000-02-29T00:00:00.5Z"), Ok(951_782_400));
+        assert_eq!(parse_time("1969-12-31T23:59:59Z"), Ok(-1));
+        assert!(parse_time("yesterday").unwrap_err().contains("yesterday"));
+        assert!(parse_time("2024-13-01").is_err());
+    }
+
+    #[test]
+    fn sections_are_named_after_their_paths() {
+        use std::path::Path;
+        assert_eq!(section_name_for(Path::new("/home/alice"), false), "alice");
+        assert_eq!(section_name_for(Path::new("/home/alice/"), false), "alice");
+        assert_eq!(section_name_for(Path::new("/"), false), "root");
+        assert_eq!(section_name_for(Path::new("/srv/www.d"), false), "www.d");
+        assert_eq!(section_name_for(Path::new("disk.img"), true), "disk");
+        assert_eq!(section_name_for(Path::new("/dev/sdb"), true), "sdb");
+        assert_eq!(section_name_for(Path::new("/home/alice/.."), false), "home");
     }
 }

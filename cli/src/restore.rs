@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use strata_reader::sink::{FileSink, ImageSink, StreamSink};
-use strata_reader::{stream, Archive, Limits};
+use strata_reader::{stream, Archive, ErrorClass, Limits};
+
+use crate::files::SectionKind;
 
 use crate::atomic::{AtomicFile, BackgroundSync};
 use crate::inspect::open_file;
@@ -17,14 +19,15 @@ use crate::{device, output, Failure};
 pub struct RestoreArgs {
     /// The archive, or `-` to read it front to back from standard input.
     archive: PathBuf,
-    /// The image section to restore.
+    /// The image section to restore (may be left out when the archive holds one).
     #[arg(long)]
-    image: String,
+    image: Option<String>,
     /// Where to: a file (written atomically; zeros stay holes), a block device
     /// (must be at least as large as the image), or `-` for standard output.
     dest: PathBuf,
-    /// Write to a block device even if it is mounted read-write.
-    #[arg(long)]
+    /// Replace an existing file; write to a terminal; write to a block device
+    /// even if it is mounted read-write.
+    #[arg(long, short)]
     force: bool,
     /// No progress bar.
     #[arg(long, short)]
@@ -39,6 +42,11 @@ enum Target {
 
 fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
     if crate::is_stdio(dest) {
+        if io::IsTerminal::is_terminal(&io::stdout()) && !force {
+            return Err(Failure::fatal(
+                "refusing to write an image to a terminal: redirect it (> disk.img) or use --force",
+            ));
+        }
         return Ok(Target::Stdout);
     }
     let is_device = std::fs::metadata(dest).map(|m| m.file_type().is_block_device()).unwrap_or(false);
@@ -51,6 +59,7 @@ fn open_target(dest: &Path, force: bool) -> Result<Target, Failure> {
             .map_err(|e| Failure::fatal(format!("cannot open {}: {e}", dest.display())))?;
         return Ok(Target::Device(file));
     }
+    crate::atomic::check_output(dest, force)?;
     Ok(Target::NewFile(AtomicFile::create(dest)?))
 }
 
@@ -77,8 +86,10 @@ fn write_synced(
 }
 
 pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
-    let target = open_target(&args.dest, args.force)?;
     let label = args.archive.display().to_string();
+    if !crate::is_stdio(&args.archive) && args.archive.is_dir() {
+        return Err(Failure::fatal(format!("{label} is a folder, not an archive")));
+    }
     // Random access when the archive is a file with an intact index; front to back
     // when it comes from a pipe, or when the index is damaged.
     let archive = if crate::is_stdio(&args.archive) {
@@ -87,20 +98,38 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
         let file = open_file(&args.archive)?;
         match Archive::open(file) {
             Ok(archive) => Some(archive),
+            // Not an archive at all, or one this reader cannot read: reading it
+            // front to back would only say so a second time.
+            Err(e) if matches!(e.class(), Some(ErrorClass::NotStrata | ErrorClass::UnsupportedFeature)) => {
+                return Err(Failure::fatal(crate::inspect::open_error(&args.archive, &e)));
+            }
             Err(e) => {
                 eprintln!("strata: {label}: {e}; reading the archive front to back instead");
                 None
             }
         }
     };
-    let total = archive.as_ref().and_then(|a| a.image(&args.image)).map(|i| i.logical_size);
-    if archive.is_some() && total.is_none() {
-        return Err(Failure::fatal(format!("{label} has no image named {:?}", args.image)));
+    let image_name = match (&args.image, &archive) {
+        (Some(name), _) => name.clone(),
+        (None, Some(archive)) => crate::files::pick_section(archive, None, SectionKind::Image, &label)?,
+        (None, None) => {
+            return Err(Failure::fatal("reading an archive front to back needs the section's name: add --image NAME"))
+        }
+    };
+    let image_name = image_name.as_str();
+    let total = archive.as_ref().and_then(|a| a.image(image_name)).map(|i| i.logical_size);
+    if let Some(archive) = &archive {
+        if total.is_none() {
+            crate::files::pick_section(archive, Some(image_name), SectionKind::Image, &label)?;
+        }
     }
+    // Checked once the archive and the section are known to be there: nothing
+    // is created for a typo.
+    let target = open_target(&args.dest, args.force)?;
     // Ranges a salvage recorded as lost restore as zeros; the user is told which
     // (FORMAT.md 7: a reader reports them), whatever --quiet says.
-    let lost = archive.as_ref().and_then(|a| a.image(&args.image)).map(|i| i.lost_ranges()).unwrap_or_default();
-    let bar = output::bar(&args.image, total, args.quiet || matches!(target, Target::Stdout));
+    let lost = archive.as_ref().and_then(|a| a.image(image_name)).map(|i| i.lost_ranges()).unwrap_or_default();
+    let bar = output::bar(image_name, total, args.quiet || matches!(target, Target::Stdout));
     let run = |sink: &mut dyn ImageSink, wrote: &(dyn Fn(u64) + Sync)| -> Result<u64, Failure> {
         let progress = |n| {
             bar.inc(n);
@@ -108,7 +137,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
         };
         let result = match &archive {
             Some(archive) => {
-                let image = archive.image(&args.image).expect("checked above");
+                let image = archive.image(image_name).expect("checked above");
                 archive.restore_image(image, sink, &progress).map(|_| image.logical_size)
             }
             None => {
@@ -119,14 +148,22 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
                 };
                 stream::restore_image(
                     BufReader::with_capacity(1 << 20, input),
-                    &args.image,
+                    image_name,
                     sink,
                     Limits::default(),
                     &progress,
                 )
             }
         };
-        result.map_err(|e| Failure::fatal(format!("{label}: {e}")))
+        // A failure of the destination (full, read-only) names the destination.
+        let place = |e: &strata_reader::Error| {
+            if e.class().is_none() {
+                args.dest.display().to_string()
+            } else {
+                label.clone()
+            }
+        };
+        result.map_err(|e| Failure::fatal(format!("{}: {e}", place(&e))))
     };
     let size = match target {
         Target::Stdout => {
@@ -144,12 +181,12 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     for range in &lost {
         eprintln!(
             "strata: note: image {}: {} was lost in salvage, restored as zeros",
-            args.image,
+            image_name,
             output::byte_range(range)
         );
     }
     if !args.quiet {
-        eprintln!("{}: restored image {} ({})", args.dest.display(), args.image, output::size(size));
+        eprintln!("{}: restored image {} ({})", args.dest.display(), image_name, output::size(size));
     }
     Ok(0)
 }

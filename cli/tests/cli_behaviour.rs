@@ -80,7 +80,7 @@ fn usage_errors_exit_2() {
 /// Starts `create` reading from a pipe that is never closed, so it stays busy.
 fn start_stalled_create(archive: &std::path::Path) -> std::process::Child {
     let mut child = strata()
-        .args(["create", path_str(archive), "--image", "disk=-", "--quiet"])
+        .args(["create", path_str(archive), "--image", "disk=-", "--quiet", "--force"])
         .stdin(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

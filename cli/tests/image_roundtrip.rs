@@ -99,7 +99,7 @@ fn pipe_output_equals_file_output_and_restores_from_a_pipe() {
     for archive in [&to_file, &from_stdin] {
         let out = dir.join("from-pipe.img");
         let status = strata()
-            .args(["restore", "-", "--image", "disk", path_str(&out), "--quiet"])
+            .args(["restore", "-", "--image", "disk", path_str(&out), "--quiet", "--force"])
             .stdin(std::fs::File::open(archive).unwrap())
             .status()
             .unwrap();

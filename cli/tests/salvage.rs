@@ -84,7 +84,7 @@ fn salvage_after_a_cut_keeps_every_extent_complete_before_it() {
             Some(0),
             "cut {cut}: the salvaged archive is not valid"
         );
-        run_ok(&["restore", path_str(&out), "--image", "disk", path_str(&restored), "--quiet"]);
+        run_ok(&["restore", path_str(&out), "--image", "disk", path_str(&restored), "--quiet", "--force"]);
         let got = std::fs::read(&restored).unwrap();
         assert_eq!(got.len(), original.len(), "cut {cut}: the image keeps its size");
         for (extent, record_end, chunk_end) in &layout {

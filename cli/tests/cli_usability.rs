@@ -1,0 +1,233 @@
+//! The command as a tar, borg or zstd user types it (issue 15): plain paths,
+//! sections picked when there is one, everything checked before any work,
+//! sizes and dates as people write them, outputs never replaced unasked, and
+//! errors that say what to do.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{path_str, run, run_ok, temp_dir};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_fails(out: &Output, code: i32, wanted: &[&str]) {
+    let said = stderr(out);
+    assert_eq!(out.status.code(), Some(code), "exit code; stderr: {said}");
+    for w in wanted {
+        assert!(said.contains(w), "stderr lacks {w:?}: {said}");
+    }
+    // Temporary outputs are named `.NAME.XXXXXX.tmp` (and `.strata-*.tmp` in an
+    // extraction): no word of a message may end so.
+    let leaked =
+        said.split(|c: char| c.is_whitespace() || c == ':' || c == '(' || c == ')').any(|w| w.ends_with(".tmp"));
+    assert!(!leaked, "a temporary name leaked into a message: {said}");
+}
+
+/// Two small folders, `etc` and `home/alice`, with a file each.
+fn folders(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let etc = root.join("etc");
+    let alice = root.join("home/alice");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::create_dir_all(&alice).unwrap();
+    std::fs::write(etc.join("passwd"), b"root:x:0:0\n").unwrap();
+    std::fs::write(alice.join("notes.txt"), b"notes\n").unwrap();
+    (etc, alice)
+}
+
+fn section_names(archive: &Path) -> Vec<String> {
+    let out = run_ok(&["info", path_str(archive), "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    info["sections"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn plain_folders_become_sections_named_after_them() {
+    let work = temp_dir();
+    let (etc, alice) = folders(work.path());
+    let archive = work.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), path_str(&etc), path_str(&alice)]);
+    assert_eq!(section_names(&archive), ["etc", "alice"]);
+    // `--files DIR` without a name is the same.
+    let second = work.path().join("b.strata");
+    run_ok(&["create", path_str(&second), "--files", path_str(&etc)]);
+    assert_eq!(section_names(&second), ["etc"]);
+    // Two folders of one name: a clear error with the fix, and nothing written.
+    let other = work.path().join("srv/etc");
+    std::fs::create_dir_all(&other).unwrap();
+    let clash = work.path().join("c.strata");
+    let out = run(&["create", path_str(&clash), path_str(&etc), path_str(&other)]);
+    assert_fails(&out, 2, &["two sections would be named \"etc\"", "--files etc2="]);
+    assert!(!clash.exists());
+    // Nothing to back up says what to give.
+    let out = run(&["create", path_str(&clash)]);
+    assert_fails(&out, 2, &["nothing to back up", "--files NAME=DIR", "--image NAME=SOURCE"]);
+}
+
+#[test]
+fn everything_is_checked_before_any_work() {
+    let work = temp_dir();
+    let (etc, _) = folders(work.path());
+    let out_file = work.path().join("a.strata");
+    // A folder given as an image: say it is a folder and suggest --files.
+    let out = run(&["create", path_str(&out_file), "--image", &format!("disk={}", path_str(&etc))]);
+    assert_fails(&out, 2, &["is a folder", "--files disk="]);
+    // A file given as a folder: suggest --image.
+    let file = etc.join("passwd");
+    let out = run(&["create", path_str(&out_file), path_str(&file)]);
+    assert_fails(&out, 2, &["is not a folder", "--image"]);
+    // An invalid name.
+    let out = run(&["create", path_str(&out_file), "--files", &format!("a/b={}", path_str(&etc))]);
+    assert_eq!(out.status.code(), Some(2));
+    // The output is a folder, or lies in a missing folder.
+    let out = run(&["create", path_str(work.path()), path_str(&etc)]);
+    assert_fails(&out, 2, &["is a folder", "give a file name"]);
+    let missing = work.path().join("nonexistent/dir/x.strata");
+    let out = run(&["create", path_str(&missing), path_str(&etc)]);
+    assert_fails(&out, 2, &["does not exist"]);
+    assert!(!out_file.exists(), "no archive after a refused create");
+    assert!(std::fs::read_dir(work.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+}
+
+#[test]
+fn outputs_are_replaced_only_with_force() {
+    let work = temp_dir();
+    let (etc, _) = folders(work.path());
+    let archive = work.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), path_str(&etc)]);
+    let before = std::fs::read(&archive).unwrap();
+    let out = run(&["create", path_str(&archive), path_str(&etc)]);
+    assert_fails(&out, 2, &["already exists", "--force"]);
+    assert_eq!(std::fs::read(&archive).unwrap(), before, "the existing archive is untouched");
+    run_ok(&["create", path_str(&archive), path_str(&etc), "--force"]);
+
+    let image = work.path().join("disk.img");
+    std::fs::write(&image, vec![7u8; 65536]).unwrap();
+    let with_image = work.path().join("i.strata");
+    run_ok(&["create", path_str(&with_image), "--image", path_str(&image)]);
+    let restored = work.path().join("restored.img");
+    std::fs::write(&restored, b"precious").unwrap();
+    let out = run(&["restore", path_str(&with_image), path_str(&restored)]);
+    assert_fails(&out, 2, &["already exists", "--force"]);
+    assert_eq!(std::fs::read(&restored).unwrap(), b"precious");
+    run_ok(&["restore", path_str(&with_image), path_str(&restored), "--force"]);
+    assert_eq!(std::fs::read(&restored).unwrap(), std::fs::read(&image).unwrap());
+    // A folder as the destination is refused before the image is written.
+    let out = run(&["restore", path_str(&with_image), path_str(work.path())]);
+    assert_fails(&out, 2, &["is a folder"]);
+}
+
+#[test]
+fn read_verbs_pick_the_only_section_and_name_the_others() {
+    let work = temp_dir();
+    let (etc, alice) = folders(work.path());
+    let one = work.path().join("one.strata");
+    run_ok(&["create", path_str(&one), path_str(&etc)]);
+    // cat PATH and extract DEST need no --files when there is one tree.
+    let cat = run_ok(&["cat", path_str(&one), "passwd"]);
+    assert_eq!(cat.stdout, b"root:x:0:0\n");
+    let dest = work.path().join("out");
+    run_ok(&["extract", path_str(&one), path_str(&dest)]);
+    assert_eq!(std::fs::read(dest.join("passwd")).unwrap(), b"root:x:0:0\n");
+    // A wrong name lists the names there are.
+    let two = work.path().join("two.strata");
+    run_ok(&["create", path_str(&two), path_str(&etc), path_str(&alice)]);
+    let out = run(&["list", path_str(&two), "--files", "nosuch"]);
+    assert_fails(&out, 2, &["no file tree named \"nosuch\"", "\"etc\"", "\"alice\""]);
+    // Two trees and none named: choose, with the names.
+    let out = run(&["cat", path_str(&two), "passwd"]);
+    assert_fails(&out, 2, &["2 file trees", "--files NAME", "\"etc\""]);
+    // restore without --image when the archive holds one image.
+    let image = work.path().join("disk.img");
+    std::fs::write(&image, vec![9u8; 8192]).unwrap();
+    let img = work.path().join("img.strata");
+    run_ok(&["create", path_str(&img), "--image", path_str(&image)]);
+    let restored = work.path().join("r.img");
+    run_ok(&["restore", path_str(&img), path_str(&restored)]);
+    assert_eq!(std::fs::read(&restored).unwrap(), std::fs::read(&image).unwrap());
+    // A tree's name given as an image says which option it wants.
+    let out = run(&["restore", path_str(&two), "--image", "etc", path_str(&work.path().join("x.img"))]);
+    assert_fails(&out, 2, &["is one of its file trees", "--files etc"]);
+}
+
+#[test]
+fn sizes_levels_and_dates_as_people_write_them() {
+    let work = temp_dir();
+    let (etc, _) = folders(work.path());
+    let archive = work.path().join("a.strata");
+    let out = run(&["create", path_str(&archive), path_str(&etc), "--chunk-size", "3M"]);
+    assert_fails(&out, 2, &["3M", "power of two from 4K to 16M"]);
+    let out = run(&["create", path_str(&archive), path_str(&etc), "--chunk-size", "1G"]);
+    assert_fails(&out, 2, &["1G", "power of two"]);
+    let out = run(&["create", path_str(&archive), path_str(&etc), "--chunk-size", "1Q"]);
+    assert_fails(&out, 2, &["\"1Q\" is not a size", "K, M, G"]);
+    let out = run(&["create", path_str(&archive), path_str(&etc), "--level", "30"]);
+    assert_fails(&out, 2, &["levels go from 1", "22"]);
+    run_ok(&[
+        "create",
+        path_str(&archive),
+        path_str(&etc),
+        "--level",
+        "max",
+        "--chunk-size",
+        "64KiB",
+        "--created",
+        "2024-01-01T00:00:00Z",
+    ]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", path_str(&archive), "--json"]).stdout).unwrap();
+    let created = info["created_ns"].as_i64().or_else(|| info["created"].as_i64());
+    assert_eq!(created.map(|c| c / 1_000_000_000), Some(1_704_067_200), "{info}");
+    let out = run(&["create", path_str(&archive), path_str(&etc), "--created", "yesterday", "--force"]);
+    assert_fails(&out, 2, &["\"yesterday\" is not a time", "2024-01-01"]);
+    // Offsets with suffixes.
+    let image = work.path().join("disk.img");
+    let bytes: Vec<u8> = (0..16384u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&image, &bytes).unwrap();
+    let img = work.path().join("img.strata");
+    run_ok(&["create", path_str(&img), "--image", path_str(&image)]);
+    let cat = run_ok(&["cat", path_str(&img), "--image", "disk", "--offset", "1K", "--length", "2KiB"]);
+    assert_eq!(cat.stdout, &bytes[1024..3072]);
+}
+
+#[test]
+fn errors_on_opening_say_what_the_file_is() {
+    let work = temp_dir();
+    let empty = work.path().join("empty.strata");
+    std::fs::write(&empty, b"").unwrap();
+    let out = run(&["info", path_str(&empty)]);
+    assert_fails(&out, 2, &["is empty: not a Strata archive"]);
+    let out = run(&["info", path_str(work.path())]);
+    assert_fails(&out, 2, &["is a folder, not an archive"]);
+    assert!(!stderr(&out).contains("byte 0"), "no byte noise for a folder: {}", stderr(&out));
+    let gz = work.path().join("x.tar.gz");
+    std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap();
+    let out = run(&["restore", path_str(&gz), "--image", "disk", path_str(&work.path().join("o.img"))]);
+    assert_fails(&out, 2, &["not a Strata archive", "gzip"]);
+    assert_eq!(stderr(&out).matches("not a Strata archive").count(), 1, "said once: {}", stderr(&out));
+}
+
+#[test]
+fn binary_output_to_a_terminal_is_refused() {
+    if !common::require_tool("script") {
+        return;
+    }
+    let work = temp_dir();
+    let (etc, _) = folders(work.path());
+    let strata = env!("CARGO_BIN_EXE_strata");
+    // `script` gives the command a terminal as its standard output.
+    let out = std::process::Command::new("script")
+        .args(["-qec", &format!("{strata} create - {}", path_str(&etc)), "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("refusing to write an archive to a terminal"), "{said}");
+}
