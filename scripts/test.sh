@@ -11,6 +11,37 @@ stage_start=0
 stage() { stage_start=$SECONDS; echo; echo "=== $1"; }
 done_stage() { echo "=== $1 took $((SECONDS - stage_start)) s"; }
 
+# Every stage's output also goes to a log, from which the last line counts the
+# tests of every runner (cargo's "test result" lines and the conformance
+# runners' "N passed, N failed"); printed even when a stage fails.
+log=$(mktemp)
+exec 3>&1 4>&2
+exec > >(tee "$log") 2>&1
+tee_pid=$!
+summary() {
+  local status=$?
+  # Back to the real outputs, and let tee finish writing the log first.
+  exec >&3 2>&4
+  wait "$tee_pid" 2>/dev/null || true
+  python3 - "$log" "$status" "$SECONDS" <<'PY'
+import re, sys
+text = open(sys.argv[1], errors="replace").read()
+passed = failed = 0
+for m in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed", text):
+    passed += int(m[1]); failed += int(m[2])
+for m in re.finditer(r"^(\d+) passed, (\d+) failed$", text, re.M):
+    passed += int(m[1]); failed += int(m[2])
+status = int(sys.argv[2])
+if status != 0 and failed == 0:
+    failed = 1  # a stage failed outside any runner's count (build, fuzz, a script)
+print(f"\n=== scripts/test.sh {'passed' if status == 0 else 'FAILED'} in {sys.argv[3]} s")
+print(f"{passed} passed, {failed} failed")
+PY
+  rm -f "$log"
+  exit "$status"
+}
+trap summary EXIT
+
 stage "tools"
 bash scripts/ensure-tools.sh
 done_stage "tools"
