@@ -59,9 +59,6 @@ pub struct CreateArgs {
     /// device even if it is mounted read-write.
     #[arg(long, short)]
     force: bool,
-    /// No progress bars; only the summary and warnings, on stderr.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 fn parse_level(value: &str) -> Result<i32, String> {
@@ -274,11 +271,11 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
     let summary = match destination {
         Destination::Stdout => {
             let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            write_archive(out, options, &mut sources, &trees, &tree_options, args.quiet)?.1
+            write_archive(out, options, &mut sources, &trees, &tree_options, output::quiet())?.1
         }
         Destination::File(atomic) => {
             let (out, summary) =
-                write_archive(atomic.writer()?, options, &mut sources, &trees, &tree_options, args.quiet)?;
+                write_archive(atomic.writer()?, options, &mut sources, &trees, &tree_options, output::quiet())?;
             atomic.commit_written(out)?;
             summary
         }

@@ -49,9 +49,6 @@ pub struct ExtractArgs {
     /// Do not restore owners, even as root.
     #[arg(long)]
     no_same_owner: bool,
-    /// No progress output.
-    #[arg(long, short)]
-    quiet: bool,
     /// Print what was refused and warned about as JSON (spec/conformance.md).
     #[arg(long)]
     json: bool,
@@ -435,9 +432,26 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
         },
         select: args.paths.iter().map(|p| clean(p)).collect(),
         cancel: Some(crate::cleanup::cancellation()),
+        progress: Some(std::sync::Arc::new(extract::ExtractProgress::default())),
     };
     let started = std::time::Instant::now();
-    let report = extract::extract(&archive, tree, &args.dest, &options).map_err(|e| {
+    // The totals come from the section's end record: bytes for the bar, entries
+    // for its message (a selection extracts fewer; the bar then ends early).
+    let bar = output::bar("extract", Some(tree.end.content_bytes), false);
+    let counters = options.progress.clone().expect("set above");
+    let (total_entries, ticking) = (tree.end.entry_count, bar.clone());
+    let ticker = std::thread::spawn(move || {
+        while !ticking.is_finished() {
+            ticking.set_position(counters.bytes.load(std::sync::atomic::Ordering::Relaxed));
+            let done = counters.entries.load(std::sync::atomic::Ordering::Relaxed);
+            ticking.set_message(format!("{} / {} entries", output::grouped(done), output::grouped(total_entries)));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    let report = extract::extract(&archive, tree, &args.dest, &options);
+    bar.finish_and_clear();
+    let _ = ticker.join();
+    let report = report.map_err(|e| {
         if crate::cleanup::cancelled() {
             return Failure { code: 130, message: "interrupted; temporary files removed".to_string() };
         }
@@ -471,7 +485,8 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
     for path in &report.not_found {
         eprintln!("strata: {}: not in files {}", shown(path), tree.name);
     }
-    if !args.quiet {
+    // The one-line summary stays with --quiet, as for every command.
+    {
         eprintln!(
             "{}: {} entries, {} extracted in {:.1} s{}",
             args.dest.display(),

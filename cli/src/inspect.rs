@@ -30,9 +30,6 @@ pub struct VerifyArgs {
     /// Print JSON (schema in spec/conformance.md).
     #[arg(long)]
     json: bool,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 #[derive(Args)]
@@ -448,7 +445,7 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
     }
     let file = open_file(&args.archive)?;
     let size = file.metadata().map(|m| m.len()).ok();
-    let bar = output::bar("verify", size, args.quiet || args.json);
+    let bar = output::bar("verify", size, output::quiet() || args.json);
     let report = verify::verify(&file, Limits::default(), &|n| bar.inc(n))
         .map_err(|e| Failure::fatal(format!("{}: {e}", args.archive.display())))?;
     bar.finish_and_clear();

@@ -25,6 +25,14 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// No progress and no per-section lines: only the one-line summary, warnings
+    /// and errors, on stderr (every command).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Progress as a plain line every few seconds, for logs, when stderr is not a
+    /// terminal (on a terminal a bar is shown anyway).
+    #[arg(long, global = true, conflicts_with = "quiet")]
+    progress: bool,
 }
 
 #[derive(Subcommand)]
@@ -84,6 +92,7 @@ impl Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    output::configure(cli.quiet, cli.progress);
     let result = match cli.command {
         Command::Create(args) => create::run(args),
         Command::Info(args) => inspect::info(args),

@@ -80,27 +80,88 @@ pub fn uuid(bytes: &[u8; 16]) -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
-/// A progress bar on stderr when it is a terminal and not quieted; hidden otherwise.
-pub fn bar(label: &str, total: Option<u64>, quiet: bool) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static PLAIN_PROGRESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The one rule of every command, from `--quiet` and `--progress`.
+pub fn configure(quiet: bool, progress: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    PLAIN_PROGRESS.store(progress, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `--quiet`: no progress and no per-section lines; the summary, warnings and
+/// errors stay.
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How often `--progress` prints its plain line.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// Progress for `label`: a bar on stderr when it is a terminal; with
+/// `--progress` and no terminal, a plain line every few seconds (for logs);
+/// nothing when quiet or `hide`. `total` in bytes, when known. Finish it with
+/// `finish_and_clear`.
+pub fn bar(label: &str, total: Option<u64>, hide: bool) -> ProgressBar {
+    if quiet() || hide {
         return ProgressBar::hidden();
+    }
+    if !std::io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::hidden());
+        if PLAIN_PROGRESS.load(std::sync::atomic::Ordering::Relaxed) {
+            plain_lines(label.to_string(), bar.clone());
+        }
+        return bar;
     }
     let bar = match total {
         Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_style(
             ProgressStyle::with_template(
-                "{prefix:8} [{bar:24}] {bytes:>10} / {total_bytes:10} {bytes_per_sec:>12} {eta}",
+                "{prefix:8} [{bar:24}] {bytes:>10} / {total_bytes:10} {bytes_per_sec:>12} {eta} {msg}",
             )
             .expect("the template is valid")
             .progress_chars("#>-"),
         ),
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-            ProgressStyle::with_template("{prefix:8} {spinner} {bytes:>10} {bytes_per_sec:>12}")
+            ProgressStyle::with_template("{prefix:8} {spinner} {bytes:>10} {bytes_per_sec:>12} {msg}")
                 .expect("the template is valid"),
         ),
     };
     bar.set_prefix(label.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// Prints `bar`'s state as one plain line every [`PLAIN_EVERY`] until it is
+/// finished: `extract: 1.2 GiB / 3.4 GiB (35%), 210 MiB/s, 11 s left, 10,432 files`.
+fn plain_lines(label: String, bar: ProgressBar) {
+    std::thread::spawn(move || {
+        // The first line at once, so a log shows that work began and how much
+        // there is.
+        let mut waited = PLAIN_EVERY;
+        while !bar.is_finished() {
+            std::thread::sleep(Duration::from_millis(100));
+            waited += Duration::from_millis(100);
+            if waited < PLAIN_EVERY || bar.is_finished() {
+                continue;
+            }
+            waited = Duration::ZERO;
+            let done = bar.position();
+            let rate = format!("{}/s", size(bar.per_sec() as u64));
+            let message = bar.message();
+            let message = if message.is_empty() { String::new() } else { format!(", {message}") };
+            let line = match bar.length().filter(|&t| t > 0) {
+                Some(total) => format!(
+                    "{label}: {} / {} ({}%), {rate}, {} s left{message}",
+                    size(done),
+                    size(total),
+                    done * 100 / total,
+                    bar.eta().as_secs()
+                ),
+                None => format!("{label}: {}, {rate}{message}", size(done)),
+            };
+            eprintln!("{line}");
+        }
+    });
 }
 
 /// Prints a JSON value on stdout.

@@ -29,9 +29,6 @@ pub struct RestoreArgs {
     /// even if it is mounted read-write.
     #[arg(long, short)]
     force: bool,
-    /// No progress bar.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 enum Target {
@@ -129,7 +126,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     // Ranges a salvage recorded as lost restore as zeros; the user is told which
     // (FORMAT.md 7: a reader reports them), whatever --quiet says.
     let lost = archive.as_ref().and_then(|a| a.image(image_name)).map(|i| i.lost_ranges()).unwrap_or_default();
-    let bar = output::bar(image_name, total, args.quiet || matches!(target, Target::Stdout));
+    let bar = output::bar(image_name, total, output::quiet() || matches!(target, Target::Stdout));
     let run = |sink: &mut dyn ImageSink, wrote: &(dyn Fn(u64) + Sync)| -> Result<u64, Failure> {
         let progress = |n| {
             bar.inc(n);
@@ -185,7 +182,8 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
             output::byte_range(range)
         );
     }
-    if !args.quiet {
+    // The one-line summary stays with --quiet, as for every command.
+    {
         eprintln!("{}: restored image {} ({})", args.dest.display(), image_name, output::size(size));
     }
     Ok(0)

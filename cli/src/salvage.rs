@@ -19,9 +19,6 @@ pub struct SalvageArgs {
     damaged: PathBuf,
     /// The new archive to write (never the damaged one).
     out: PathBuf,
-    /// No progress bars.
-    #[arg(long, short)]
-    quiet: bool,
 }
 
 pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
@@ -31,8 +28,8 @@ pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
     }
     let file = open_file(&args.damaged)?;
     let size = file.metadata().map(|m| m.len()).ok();
-    let scan_bar = output::bar("scan", size, args.quiet);
-    let write_bar = output::bar("write", None, args.quiet);
+    let scan_bar = output::bar("scan", size, output::quiet());
+    let write_bar = output::bar("write", None, output::quiet());
     let created_ns =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
     let atomic = AtomicFile::create(&args.out)?;
@@ -68,6 +65,10 @@ pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
 fn print_outcome(outcome: &Outcome) {
     for image in &outcome.images {
         let lost: u64 = image.lost.iter().map(|(start, end)| end - start).sum();
+        // --quiet keeps what was lost (warnings), not what was kept.
+        if output::quiet() && lost == 0 {
+            continue;
+        }
         eprintln!(
             "image {}: {} of {} kept ({} data){}",
             image.name,
@@ -82,6 +83,15 @@ fn print_outcome(outcome: &Outcome) {
     }
     let shown = |path: &[u8]| String::from_utf8_lossy(path).into_owned();
     for tree in &outcome.trees {
+        let intact = tree.lost.is_empty()
+            && !tree.end_lost
+            && tree.unnamed_lost == 0
+            && tree.content_lost.is_empty()
+            && tree.relocated.is_empty()
+            && tree.made_up.is_empty();
+        if output::quiet() && intact {
+            continue;
+        }
         eprintln!(
             "files {}: {} entries kept; {} lost, {} with damaged content, {} moved to lost+found",
             tree.name,

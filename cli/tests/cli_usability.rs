@@ -231,3 +231,91 @@ fn binary_output_to_a_terminal_is_refused() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("refusing to write an archive to a terminal"), "{said}");
 }
+
+/// A tree whose extraction takes a few seconds in a debug build: 192 MiB that
+/// compress to little, in three files.
+fn slow_tree(root: &Path) -> std::path::PathBuf {
+    let src = root.join("big");
+    std::fs::create_dir_all(&src).unwrap();
+    let block: Vec<u8> = (0..1u32 << 20).map(|n| (n % 251) as u8 | 1).collect();
+    for i in 0..3 {
+        let mut file = std::fs::File::create(src.join(format!("f{i}"))).unwrap();
+        for _ in 0..64 {
+            std::io::Write::write_all(&mut file, &block).unwrap();
+        }
+    }
+    src
+}
+
+#[test]
+fn extraction_shows_progress_on_a_terminal_and_in_logs() {
+    if !common::require_tool("tmux") {
+        return;
+    }
+    let work = temp_dir();
+    let src = slow_tree(work.path());
+    let archive = work.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), path_str(&src)]);
+    let strata = env!("CARGO_BIN_EXE_strata");
+    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().expect("tmux runs");
+    for (round, (verb, seen)) in [
+        (format!("{strata} extract {} {}", path_str(&archive), path_str(&work.path().join("out"))), "entries"),
+        (format!("{strata} create {} {} --force", path_str(&work.path().join("b.strata")), path_str(&src)), "big"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let session = format!("strata-progress-{}-{round}", std::process::id());
+        // The command, then a pause so its last screen can still be read.
+        let command = format!("{verb}; sleep 30");
+        tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "20", &command]);
+        let start = std::time::Instant::now();
+        let mut screen = String::new();
+        let mut shown = false;
+        while start.elapsed() < std::time::Duration::from_secs(60) {
+            screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned();
+            // A bar: its label, a byte count and a rate, while the work runs.
+            if screen.contains(seen) && screen.contains("/s") {
+                shown = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        tmux(&["kill-session", "-t", &session]);
+        assert!(shown, "no progress seen for `{verb}`; the screen:\n{screen}");
+    }
+    // Not a terminal: nothing but the summary, unless --progress asks for lines.
+    let quiet_log = run_ok(&["extract", path_str(&archive), path_str(&work.path().join("o2"))]);
+    assert!(!stderr(&quiet_log).contains("/s,"), "{}", stderr(&quiet_log));
+    let log = run_ok(&["--progress", "extract", path_str(&archive), path_str(&work.path().join("o3"))]);
+    let said = stderr(&log);
+    assert!(said.contains("extract: ") && said.contains("/s") && said.contains("entries"), "{said}");
+    assert!(said.contains("entries, 192.0 MiB extracted"), "the summary stays: {said}");
+}
+
+#[test]
+fn quiet_is_one_rule_for_every_command() {
+    let work = temp_dir();
+    let (etc, _) = folders(work.path());
+    let archive = work.path().join("a.strata");
+    let create = run_ok(&["create", "-q", path_str(&archive), path_str(&etc)]);
+    assert!(stderr(&create).contains("1 section"), "create -q keeps its summary: {}", stderr(&create));
+    assert!(!stderr(&create).contains("entries ("), "create -q drops per-section lines: {}", stderr(&create));
+    for args in [
+        vec!["info", "-q", path_str(&archive)],
+        vec!["list", "-q", path_str(&archive)],
+        vec!["cat", "-q", path_str(&archive), "passwd"],
+        vec!["verify", "-q", path_str(&archive)],
+    ] {
+        run_ok(&args);
+    }
+    let dest = work.path().join("out");
+    let extract = run_ok(&["extract", "-q", path_str(&archive), path_str(&dest)]);
+    assert!(stderr(&extract).contains("entries"), "extract -q keeps its summary: {}", stderr(&extract));
+    // Counts agree: create, info and extract give the same number of entries.
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", path_str(&archive), "--json"]).stdout).unwrap();
+    let entries = info["sections"][0]["files"]["entries"].as_u64();
+    let entries = entries.expect("info --json gives a tree's entries");
+    assert!(stderr(&extract).contains(&format!("{entries} entries")), "{} vs {entries}", stderr(&extract));
+}

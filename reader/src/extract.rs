@@ -49,6 +49,15 @@ pub struct ExtractOptions {
     /// removed, nothing is left under a temporary name, and `extract` fails
     /// with an error of kind [`io::ErrorKind::Interrupted`].
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
+    /// Counters the extraction advances as it goes, for a progress display.
+    pub progress: Option<std::sync::Arc<ExtractProgress>>,
+}
+
+/// How far an extraction has come: entries done and content bytes written.
+#[derive(Debug, Default)]
+pub struct ExtractProgress {
+    pub entries: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
 }
 
 /// One entry that was not extracted, or not completely.
@@ -401,10 +410,15 @@ impl<R: ReadAt> Extractor<'_, R> {
     }
 
     fn entry(&mut self, item: PathEntry) -> Result<(), Error> {
+        if let Some(progress) = &self.options.progress {
+            progress.entries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let PathEntry { path, entry } = item;
         if entry.parent_id == NO_PARENT {
-            // The root is the destination itself: only its metadata applies.
+            // The root is the destination itself: only its metadata applies. It
+            // counts as extracted, so counts agree with `info` and `list`.
             self.leave_to(0);
+            self.report.entries += 1;
             let id = entry.entry_id;
             self.dirs.insert(id, PlacedDir { parent_id: NO_PARENT, name: Vec::new(), entry });
             let pushed = rustix::fs::openat(
@@ -601,16 +615,22 @@ impl<R: ReadAt> Extractor<'_, R> {
     /// the whole content against the entry's BLAKE3.
     fn write_content(&self, file: &File, entry: &Entry) -> Result<bool, Error> {
         let cancel = self.options.cancel;
+        let progress = self.options.progress.as_deref();
         let checked = self.archive.file_content(self.tree, entry, |offset, piece| {
             if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
                 return Err(interrupted());
             }
-            match piece {
+            let length = match piece {
                 crate::tree::Piece::Data(bytes) => {
-                    file.write_all_at(bytes, offset).map_err(|e| Error::local_io("writing file content", e))
+                    file.write_all_at(bytes, offset).map_err(|e| Error::local_io("writing file content", e))?;
+                    bytes.len() as u64
                 }
-                crate::tree::Piece::Hole(_) => Ok(()),
+                crate::tree::Piece::Hole(n) => n,
+            };
+            if let Some(progress) = progress {
+                progress.bytes.fetch_add(length, std::sync::atomic::Ordering::Relaxed);
             }
+            Ok(())
         })?;
         file.set_len(entry.size).map_err(|e| Error::local_io("setting the file size", e))?;
         Ok(checked)
