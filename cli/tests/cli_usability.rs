@@ -266,14 +266,18 @@ fn extraction_shows_progress_on_a_terminal_and_in_logs() {
     .enumerate()
     {
         let session = format!("strata-progress-{}-{round}", std::process::id());
-        // The command, then a pause so its last screen can still be read.
-        let command = format!("{verb}; sleep 30");
+        // Everything the terminal receives is logged (pipe-pane, set up during
+        // the pause before the command), so a bar drawn and cleared between
+        // two looks at the screen is still seen.
+        let log = work.path().join(format!("screen-{round}.log"));
+        let command = format!("sleep 1; {verb}; sleep 30");
         tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "20", &command]);
+        tmux(&["pipe-pane", "-o", "-t", &session, &format!("cat >> {}", path_str(&log))]);
         let start = std::time::Instant::now();
         let mut screen = String::new();
         let mut shown = false;
         while start.elapsed() < std::time::Duration::from_secs(60) {
-            screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", &session]).stdout).into_owned();
+            screen = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
             // A bar: its label, a byte count and a rate, while the work runs.
             if screen.contains(seen) && screen.contains("/s") {
                 shown = true;
