@@ -13,6 +13,7 @@ use crate::inspect::open_archive;
 use crate::{output, Failure};
 
 #[derive(Args)]
+#[command(disable_help_flag = true)]
 pub struct ListArgs {
     /// The archive.
     archive: PathBuf,
@@ -21,12 +22,22 @@ pub struct ListArgs {
     files: Option<String>,
     /// Paths to list (relative to the section's root), with everything below them.
     paths: Vec<String>,
-    /// Mode, owner, size and time, like `ls -l`.
+    /// Mode, owner, size and local time, like `ls -l` and `tar -tv`.
     #[arg(long, short)]
     long: bool,
-    /// Print JSON: one array of entries per section.
-    #[arg(long)]
+    /// With --long: sizes as 1.5K, 23M, 4.0G (as `ls -lh`).
+    #[arg(long = "human-readable", short = 'h')]
+    human: bool,
+    /// Print JSON: one document, an array of entries per section (every field).
+    #[arg(long, conflicts_with = "json_lines")]
     json: bool,
+    /// Print one JSON object per entry and line, as it is read (for large trees
+    /// and for streaming tools); each carries its section's name.
+    #[arg(long)]
+    json_lines: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
 }
 
 #[derive(Args)]
@@ -210,13 +221,16 @@ fn hex(bytes: &[u8]) -> String {
 
 /// One entry in the JSON shape of `spec/conformance.md`; `link` is the path of a
 /// hard link's first entry when known.
-fn entry_json(item: &PathEntry, link: Option<&[u8]>) -> serde_json::Value {
+fn entry_json(item: &PathEntry, link: Option<&[u8]>, captured: u64) -> serde_json::Value {
+    use strata_format::files::Captured;
     let e = &item.entry;
     let mut value = json!({
         "path": String::from_utf8_lossy(&item.path),
         "path_hex": hex(&item.path),
         "kind": e.kind.name(),
         "mode": e.mode,
+        "mode_octal": format!("{:04o}", e.mode),
+        "mode_string": mode_string(e),
         "uid": e.uid,
         "gid": e.gid,
         "user": String::from_utf8_lossy(&e.user),
@@ -225,6 +239,17 @@ fn entry_json(item: &PathEntry, link: Option<&[u8]>) -> serde_json::Value {
         "mtime_ns": e.mtime_ns,
         "xattrs": e.xattrs.iter().map(|x| String::from_utf8_lossy(&x.name)).collect::<Vec<_>>(),
     });
+    // Times the section captured, and only those (a time not captured is
+    // unknown, not zero).
+    if captured & Captured::ATIME != 0 {
+        value["atime_ns"] = json!(e.atime_ns);
+    }
+    if captured & Captured::CTIME != 0 {
+        value["ctime_ns"] = json!(e.ctime_ns);
+    }
+    if e.flags & strata_format::files::EntryFlags::BTIME != 0 {
+        value["btime_ns"] = json!(e.btime_ns);
+    }
     if e.kind == EntryKind::File {
         value["blake3"] = json!(hex(&e.blake3));
     }
@@ -281,17 +306,17 @@ fn flag_marks(e: &Entry) -> String {
         .collect()
 }
 
-fn print_entry(out: &mut impl Write, item: &PathEntry, long: bool, link: Option<&[u8]>) -> std::io::Result<()> {
+fn print_entry(out: &mut impl Write, item: &PathEntry, args: &ListArgs, link: Option<&[u8]>) -> std::io::Result<()> {
     let e = &item.entry;
-    if !long {
+    if !args.long {
         return writeln!(out, "{}", shown(&item.path));
     }
     let size = match e.kind {
         EntryKind::CharDevice | EntryKind::BlockDevice => format!("{},{}", e.rdev_major, e.rdev_minor),
+        _ if args.human => human(e.size),
         _ => e.size.to_string(),
     };
-    let when = output::utc(e.mtime_ns);
-    let when = when.trim_end_matches(" UTC");
+    let when = output::local(e.mtime_ns);
     let suffix = match e.kind {
         EntryKind::Symlink => format!(" -> {}", String::from_utf8_lossy(&e.target)),
         EntryKind::Hardlink => match link {
@@ -311,6 +336,43 @@ fn print_entry(out: &mut impl Write, item: &PathEntry, long: bool, link: Option<
         shown(&item.path),
         flag_marks(e)
     )
+}
+
+/// `ls -lh` sizes: `512`, `1.5K`, `23M`, `4.0G` (one decimal below 10).
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["K", "M", "G", "T", "P", "E"];
+    if bytes < 1024 {
+        return bytes.to_string();
+    }
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    value /= 1024.0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if value < 10.0 {
+        format!("{value:.1}{}", UNITS[unit])
+    } else {
+        format!("{value:.0}{}", UNITS[unit])
+    }
+}
+
+/// The names of a section's `captured` bits (FORMAT.md 8.1).
+fn captured_names(captured: u64) -> Vec<&'static str> {
+    use strata_format::files::Captured;
+    [
+        (Captured::OWNER_NAMES, "owner_names"),
+        (Captured::XATTRS, "xattrs"),
+        (Captured::ATIME, "atime"),
+        (Captured::CTIME, "ctime"),
+        (Captured::BTIME, "birth_time"),
+        (Captured::HOLES, "holes"),
+    ]
+    .into_iter()
+    .filter(|(bit, _)| captured & bit != 0)
+    .map(|(_, name)| name)
+    .collect()
 }
 
 fn clean(path: &str) -> Vec<u8> {
@@ -363,11 +425,12 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
         closed |= write!(out, "{{\"sections\": [").is_err();
     }
     for (index, tree) in trees.iter().enumerate() {
+        let captured = tree.begin.captured;
         if args.json {
-            let head = json!({ "kind": "files", "name": tree.name }).to_string();
+            let head = json!({ "kind": "files", "name": tree.name, "captured": captured_names(captured) }).to_string();
             let comma = if index > 0 { "," } else { "" };
             closed |= write!(out, "{comma}\n{}, \"entries\": [", head.trim_end_matches('}')).is_err();
-        } else if trees.len() > 1 {
+        } else if trees.len() > 1 && !args.json_lines {
             closed |= writeln!(out, "files {}:", tree.name).is_err();
         }
         let mut places = Places::default();
@@ -383,9 +446,13 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
             let written = if args.json {
                 let comma = if first { "" } else { "," };
                 first = false;
-                write!(out, "{comma}\n  {}", entry_json(&item, link.as_deref()))
+                write!(out, "{comma}\n  {}", entry_json(&item, link.as_deref(), captured))
+            } else if args.json_lines {
+                let mut value = entry_json(&item, link.as_deref(), captured);
+                value["section"] = json!(tree.name);
+                writeln!(out, "{value}")
             } else {
-                print_entry(&mut out, &item, args.long, link.as_deref())
+                print_entry(&mut out, &item, &args, link.as_deref())
             };
             closed |= written.is_err();
             Ok(())

@@ -75,6 +75,18 @@ pub fn utc(ns: i64) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Local date and time from nanoseconds since the epoch, as `ls -l` and `tar -tv`
+/// show it: `2026-11-25 13:00:03` (the system's time zone; UTC where it has
+/// none, or for a time the zone database cannot place).
+pub fn local(ns: i64) -> String {
+    let zoned =
+        jiff::Timestamp::from_nanosecond(i128::from(ns)).map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()));
+    match zoned {
+        Ok(zoned) => zoned.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        Err(_) => utc(ns).trim_end_matches(" UTC").to_string(),
+    }
+}
+
 pub fn uuid(bytes: &[u8; 16]) -> String {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])

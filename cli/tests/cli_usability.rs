@@ -323,3 +323,48 @@ fn quiet_is_one_rule_for_every_command() {
     let entries = entries.expect("info --json gives a tree's entries");
     assert!(stderr(&extract).contains(&format!("{entries} entries")), "{} vs {entries}", stderr(&extract));
 }
+
+#[test]
+fn list_long_reads_like_ls_and_json_carries_every_field() {
+    let work = temp_dir();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let file = src.join("data.bin");
+    std::fs::write(&file, vec![1u8; 1_572_864]).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    // 2024-01-01T00:00:00Z.
+    filetime::set_file_mtime(&file, filetime::FileTime::from_unix_time(1_704_067_200, 0)).unwrap();
+    let archive = work.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), path_str(&src)]);
+    let line = |tz: &str, extra: &[&str]| {
+        let mut command = common::strata();
+        command.env("TZ", tz).args(["list", "-l", path_str(&archive)]).args(extra);
+        let out = command.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).lines().find(|l| l.ends_with("data.bin")).unwrap().to_string()
+    };
+    let utc = line("UTC", &[]);
+    assert!(utc.starts_with("-rw-r-----  root/root"), "{utc}");
+    assert!(utc.contains(" 1572864 2024-01-01 00:00:00  data.bin"), "{utc}");
+    // Local time, as ls and tar show it.
+    assert!(line("Asia/Tokyo", &[]).contains("2024-01-01 09:00:00"), "{}", line("Asia/Tokyo", &[]));
+    assert!(line("UTC", &["-h"]).contains(" 1.5M 2024-01-01"), "{}", line("UTC", &["-h"]));
+    // JSON: every field, the mode also as octal, captured fields by name.
+    let out = run_ok(&["list", "--json", path_str(&archive)]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let section = &doc["sections"][0];
+    let captured: Vec<&str> = section["captured"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(captured.contains(&"owner_names") && captured.contains(&"xattrs"), "{captured:?}");
+    let entry = section["entries"].as_array().unwrap().iter().find(|e| e["path"] == "data.bin").unwrap();
+    assert_eq!(entry["mode_octal"], "0640");
+    assert_eq!(entry["mode_string"], "-rw-r-----");
+    assert_eq!(entry["mtime_ns"], 1_704_067_200_000_000_000i64);
+    assert!(entry["flags"].is_array());
+    assert!(entry.get("atime_ns").is_some() == captured.contains(&"atime"));
+    // One object per line, each naming its section.
+    let out = run_ok(&["list", "--json-lines", path_str(&archive)]);
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["section"] == "src"));
+}
