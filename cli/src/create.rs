@@ -32,6 +32,18 @@ pub struct CreateArgs {
     /// when GLOB holds a `/`, against the path relative to the tree's root. Repeatable.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    /// Read --exclude patterns from FILE, one per line (empty lines and lines
+    /// starting with `#` are skipped). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    exclude_from: Vec<PathBuf>,
+    /// Read folders to back up from FILE, one per line, as if named on the
+    /// command line (`-` for standard input). Repeatable.
+    #[arg(long, short = 'T', value_name = "FILE")]
+    files_from: Vec<PathBuf>,
+    /// Leave out the contents of folders holding a CACHEDIR.TAG (the folder and
+    /// the tag are kept), as tar and borg do.
+    #[arg(long)]
+    exclude_caches: bool,
     /// Do not descend into folders on another file system than the tree's root.
     #[arg(long)]
     one_file_system: bool,
@@ -98,8 +110,29 @@ fn parse_chunk_size(value: &str) -> Result<u32, String> {
 /// Sections to write: (name, source path), images then trees.
 type Planned = (Vec<(String, PathBuf)>, Vec<(String, PathBuf)>);
 
+/// The lines of a list file (`-` for standard input): empty lines and, when
+/// `comments`, lines starting with `#` skipped.
+fn list_file(path: &std::path::Path, comments: bool, what: &str) -> Result<Vec<String>, Failure> {
+    let text = if crate::is_stdio(path) {
+        let mut text = String::new();
+        io::stdin().read_to_string(&mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| Failure::fatal(format!("{what} {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .filter(|line| !line.trim().is_empty() && !(comments && line.trim_start().starts_with('#')))
+        .map(str::to_string)
+        .collect())
+}
+
 fn plan_sections(args: &CreateArgs) -> Result<Planned, Failure> {
-    if args.images.is_empty() && args.trees.is_empty() && args.folders.is_empty() {
+    let mut folders = args.folders.clone();
+    for list in &args.files_from {
+        folders.extend(list_file(list, false, "--files-from")?.into_iter().map(PathBuf::from));
+    }
+    if args.images.is_empty() && args.trees.is_empty() && folders.is_empty() {
         return Err(Failure::fatal(
             "nothing to back up: name folders (strata create backup.strata /etc /home/alice), \
              --files NAME=DIR, or --image NAME=SOURCE for a disk or image file",
@@ -114,7 +147,7 @@ fn plan_sections(args: &CreateArgs) -> Result<Planned, Failure> {
         .trees
         .iter()
         .map(|(name, path)| (name.clone(), path.clone()))
-        .chain(args.folders.iter().map(|path| (None, path.clone())))
+        .chain(folders.iter().map(|path| (None, path.clone())))
         .map(|(name, path)| (name.unwrap_or_else(|| crate::section_name_for(&path, false)), path))
         .collect();
     let mut seen: Vec<(&str, &PathBuf)> = Vec::new();
@@ -262,8 +295,16 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
         Destination::File(AtomicFile::create(&args.archive)?)
     };
     let label = args.archive.display().to_string();
-    let mut tree_options =
-        TreeOptions { excludes: args.exclude.clone(), one_file_system: args.one_file_system, ..TreeOptions::default() };
+    let mut excludes = args.exclude.clone();
+    for list in &args.exclude_from {
+        excludes.extend(list_file(list, true, "--exclude-from")?);
+    }
+    let mut tree_options = TreeOptions {
+        excludes,
+        one_file_system: args.one_file_system,
+        exclude_caches: args.exclude_caches,
+        ..TreeOptions::default()
+    };
     // Never back up the archive being written, when it lies inside a tree.
     if let Destination::File(file) = &destination {
         tree_options.skip_inodes.extend(file.identity());

@@ -1,6 +1,7 @@
 //! `strata list` and `strata extract`: file-tree sections.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -20,7 +21,8 @@ pub struct ListArgs {
     /// The file-tree section (default: every one).
     #[arg(long = "files", value_name = "NAME")]
     files: Option<String>,
-    /// Paths to list (relative to the section's root), with everything below them.
+    /// Paths to list (relative to the section's root), with everything below
+    /// them; `*`, `?` and `[...]` match as in tar (`*` also across `/`).
     paths: Vec<String>,
     /// Mode, owner, size and local time, like `ls -l` and `tar -tv`.
     #[arg(long, short)]
@@ -49,8 +51,12 @@ pub struct ExtractArgs {
     files: Option<String>,
     /// The destination folder (created if missing).
     dest: PathBuf,
-    /// Only these paths (with their parent directories and everything below them).
+    /// Only these paths (with their parent directories and everything below
+    /// them); `*`, `?` and `[...]` match as in tar (`*` also across `/`).
     paths: Vec<String>,
+    /// Leave out this many leading path components, as tar does.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    strip_components: u32,
     /// Replace files that already exist.
     #[arg(long)]
     overwrite: bool,
@@ -375,6 +381,59 @@ fn captured_names(captured: u64) -> Vec<&'static str> {
     .collect()
 }
 
+/// Whether a PATH argument is a pattern rather than a path.
+fn is_pattern(path: &str) -> bool {
+    path.contains(['*', '?', '['])
+}
+
+/// PATH arguments as tar matches members: `*` also across `/`.
+fn patterns(paths: &[String]) -> Result<globset::GlobSet, Failure> {
+    let mut set = globset::GlobSetBuilder::new();
+    for path in paths.iter().filter(|p| is_pattern(p)) {
+        let cleaned = String::from_utf8_lossy(&clean(path)).into_owned();
+        let glob = globset::GlobBuilder::new(&cleaned)
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| Failure::fatal(format!("{path:?} is not a valid pattern: {e}")))?;
+        set.add(glob);
+    }
+    set.build().map_err(|e| Failure::fatal(e.to_string()))
+}
+
+/// The exact paths an extraction selects: the PATH arguments, with each
+/// pattern replaced by the paths it matches (found from the entry records,
+/// before anything is written, so the matched entries' folders come too).
+fn selected_paths<R: ReadAt>(
+    archive: &Archive<R>,
+    tree: &TreeSection,
+    paths: &[String],
+    label: &str,
+) -> Result<Vec<Vec<u8>>, Failure> {
+    let mut selected: Vec<Vec<u8>> = paths.iter().filter(|p| !is_pattern(p)).map(|p| clean(p)).collect();
+    if paths.iter().any(|p| is_pattern(p)) {
+        let set = patterns(paths)?;
+        let mut matched = 0usize;
+        archive
+            .walk_tree(tree, |item| {
+                if !item.path.is_empty() && set.is_match(std::ffi::OsStr::from_bytes(&item.path)) {
+                    selected.push(item.path);
+                    matched += 1;
+                }
+                Ok(())
+            })
+            .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+        if matched == 0 {
+            return Err(Failure::fatal(format!(
+                "no entry of files {} matches {}",
+                tree.name,
+                paths.iter().filter(|p| is_pattern(p)).cloned().collect::<Vec<_>>().join(" ")
+            )));
+        }
+    }
+    Ok(selected)
+}
+
 fn clean(path: &str) -> Vec<u8> {
     path.trim_matches('/').trim_start_matches("./").as_bytes().to_vec()
 }
@@ -460,7 +519,35 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
         if args.paths.is_empty() {
             archive.walk_tree(tree, &mut show).map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
         } else {
-            for path in &args.paths {
+            if args.paths.iter().any(|p| is_pattern(p)) {
+                // Patterns match against every path, as tar's do: one walk of
+                // the entry records, showing what matches and what is below it.
+                let set = patterns(&args.paths)?;
+                let mut below: Vec<Vec<u8>> = Vec::new();
+                let mut matched = false;
+                archive
+                    .walk_tree(tree, |item| {
+                        let inside =
+                            below.iter().any(|m| item.path.starts_with(m) && item.path.get(m.len()) == Some(&b'/'));
+                        if !item.path.is_empty() && set.is_match(std::ffi::OsStr::from_bytes(&item.path)) {
+                            matched = true;
+                            if item.entry.kind == EntryKind::Directory {
+                                below.push(item.path.clone());
+                            }
+                            return show(item);
+                        }
+                        if inside {
+                            return show(item);
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+                if !matched {
+                    eprintln!("strata: no entry of files {} matches the patterns given", tree.name);
+                    missing += 1;
+                }
+            }
+            for path in args.paths.iter().filter(|p| !is_pattern(p)) {
                 let found = archive
                     .walk_below(tree, &clean(path), &mut show)
                     .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
@@ -497,8 +584,9 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
         } else {
             Owners::Auto
         },
-        select: args.paths.iter().map(|p| clean(p)).collect(),
+        select: selected_paths(&archive, tree, &args.paths, &label)?,
         cancel: Some(crate::cleanup::cancellation()),
+        strip_components: args.strip_components,
         progress: Some(std::sync::Arc::new(extract::ExtractProgress::default())),
     };
     let started = std::time::Instant::now();

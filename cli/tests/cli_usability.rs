@@ -368,3 +368,53 @@ fn list_long_reads_like_ls_and_json_carries_every_field() {
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["section"] == "src"));
 }
+
+#[test]
+fn the_options_tar_and_borg_users_reach_for() {
+    let work = temp_dir();
+    let root = work.path().join("proj");
+    for dir in ["src/a", "build/cache", "docs"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::write(root.join("src/a/main.rs"), b"fn main() {}\n").unwrap();
+    std::fs::write(root.join("src/a/old.bak"), b"old\n").unwrap();
+    std::fs::write(root.join("docs/guide.md"), b"# guide\n").unwrap();
+    std::fs::write(root.join("docs/notes.txt"), b"notes\n").unwrap();
+    std::fs::write(root.join("build/cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55\n").unwrap();
+    std::fs::write(root.join("build/cache/blob"), vec![5u8; 10000]).unwrap();
+    let excludes = work.path().join("excludes");
+    std::fs::write(&excludes, b"# backups\n*.bak\n\n").unwrap();
+    let list = work.path().join("folders");
+    std::fs::write(&list, format!("{}\n", path_str(&root))).unwrap();
+    let archive = work.path().join("a.strata");
+    run_ok(&[
+        "create",
+        path_str(&archive),
+        "--files-from",
+        path_str(&list),
+        "--exclude-from",
+        path_str(&excludes),
+        "--exclude-caches",
+    ]);
+    let listing = String::from_utf8_lossy(&run_ok(&["list", path_str(&archive)]).stdout).into_owned();
+    let paths: Vec<&str> = listing.lines().collect();
+    assert!(paths.contains(&"src/a/main.rs"), "{listing}");
+    assert!(!paths.contains(&"src/a/old.bak"), "--exclude-from: {listing}");
+    assert!(paths.contains(&"build/cache/CACHEDIR.TAG"), "the tag is kept: {listing}");
+    assert!(!paths.contains(&"build/cache/blob"), "--exclude-caches: {listing}");
+    // Patterns select as in tar, and bring their folders.
+    let out = run_ok(&["list", path_str(&archive), "*.md"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(), ["docs/guide.md"]);
+    let dest = work.path().join("out");
+    run_ok(&["extract", path_str(&archive), path_str(&dest), "docs/*.txt"]);
+    assert_eq!(std::fs::read(dest.join("docs/notes.txt")).unwrap(), b"notes\n");
+    assert!(!dest.join("docs/guide.md").exists() && !dest.join("src").exists());
+    let out = run(&["extract", path_str(&archive), path_str(&work.path().join("none")), "*.nothing"]);
+    assert_fails(&out, 2, &["no entry", "matches", "*.nothing"]);
+    // --strip-components: one level up.
+    let stripped = work.path().join("stripped");
+    run_ok(&["extract", path_str(&archive), path_str(&stripped), "--strip-components", "1"]);
+    assert_eq!(std::fs::read(stripped.join("a/main.rs")).unwrap(), b"fn main() {}\n");
+    assert_eq!(std::fs::read(stripped.join("guide.md")).unwrap(), b"# guide\n");
+    assert!(!stripped.join("src").exists() && !stripped.join("docs").exists());
+}

@@ -51,6 +51,10 @@ pub struct ExtractOptions {
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
     /// Counters the extraction advances as it goes, for a progress display.
     pub progress: Option<std::sync::Arc<ExtractProgress>>,
+    /// Leave out this many leading path components (`tar --strip-components`):
+    /// entries no deeper than that are not created, and what is below them
+    /// goes that many levels up.
+    pub strip_components: u32,
 }
 
 /// How far an extraction has come: entries done and content bytes written.
@@ -118,6 +122,9 @@ struct Extractor<'a, R: ReadAt> {
     /// Regular files placed, by entry id: their directory and name, for hard links.
     files: HashMap<u64, (u64, Vec<u8>)>,
     siblings: HashSet<(u64, Vec<u8>)>,
+    /// Directories left out by `strip_components`, to the placed directory
+    /// that stands for them.
+    stripped: HashMap<u64, u64>,
     /// Regular files skipped with a warning (no content to give): hard links to
     /// them are skipped with a warning too.
     skipped: HashSet<u64>,
@@ -198,6 +205,7 @@ pub fn extract<R: ReadAt>(
         dirs: HashMap::new(),
         files: HashMap::new(),
         siblings: HashSet::new(),
+        stripped: HashMap::new(),
         skipped: HashSet::new(),
         chain: Vec::new(),
         open_frames: 0,
@@ -430,6 +438,19 @@ impl<R: ReadAt> Extractor<'_, R> {
             .map_err(io::Error::from)
             .and_then(|fd| self.push_frame(id, fd));
             return pushed.map(|_| ()).map_err(|e| Error::local_io("opening the destination", e));
+        }
+        let mut entry = entry;
+        if let Some(&placed) = self.stripped.get(&entry.parent_id) {
+            entry.parent_id = placed;
+        }
+        let strip = self.options.strip_components as usize;
+        if strip > 0 && path.split(|&b| b == b'/').count() <= strip {
+            // Not created: a directory stands for its placed parent, so what is
+            // below it goes up a level; anything else is left out (as tar does).
+            if entry.kind == EntryKind::Directory && self.dirs.contains_key(&entry.parent_id) {
+                self.stripped.insert(entry.entry_id, entry.parent_id);
+            }
+            return Ok(());
         }
         if !self.dirs.contains_key(&entry.parent_id) {
             self.refuse(&path, "its parent directory was refused or is not a directory");

@@ -200,8 +200,14 @@ fn check_tree(name: &str, archive: &Archive<Vec<u8>>, tree: &TreeSection, want: 
     }
     // Extract and look at what landed.
     let dest = tempfile::tempdir().expect("temp dir");
-    let options =
-        ExtractOptions { overwrite: false, owners: Owners::Never, select: Vec::new(), cancel: None, progress: None };
+    let options = ExtractOptions {
+        overwrite: false,
+        owners: Owners::Never,
+        select: Vec::new(),
+        cancel: None,
+        progress: None,
+        strip_components: 0,
+    };
     let report = extract::extract(archive, tree, dest.path(), &options).unwrap_or_else(|e| panic!("{name}: {e}"));
     let devices_skipped = !rustix::process::geteuid().is_root()
         && want.iter().any(|w| matches!(w["kind"].as_str(), Some("char-device" | "block-device")));

@@ -38,6 +38,10 @@ pub struct TreeOptions {
     pub capture: u64,
     /// Record every entry as owned by this uid and gid, like `tar --owner --group`.
     pub fixed_owner: Option<(u32, u32)>,
+    /// Leave out the contents of folders marked as caches by a `CACHEDIR.TAG`
+    /// file (bford.info/cachedir), keeping the folder and the tag itself, as
+    /// `tar --exclude-caches` and borg do.
+    pub exclude_caches: bool,
 }
 
 impl Default for TreeOptions {
@@ -48,6 +52,7 @@ impl Default for TreeOptions {
             skip_inodes: Vec::new(),
             capture: Captured::KNOWN,
             fixed_owner: None,
+            exclude_caches: false,
         }
     }
 }
@@ -737,6 +742,26 @@ fn build_excludes(patterns: &[String]) -> Result<(globset::GlobSet, globset::Glo
     Ok((build(by_path)?, build(by_name)?))
 }
 
+const CACHEDIR_TAG: &[u8] = b"CACHEDIR.TAG";
+
+/// Whether a folder holds a `CACHEDIR.TAG` that starts with the standard's
+/// signature (a regular file, read without following a link).
+fn is_cache_dir(dir: &File, children: &[std::ffi::CString]) -> bool {
+    const SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+    if !children.iter().any(|c| c.as_bytes() == CACHEDIR_TAG) {
+        return false;
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let Ok(fd) = rustix::fs::openat(dir, c"CACHEDIR.TAG", flags, Mode::empty()) else {
+        return false;
+    };
+    let file = File::from(fd);
+    let mut start = [0u8; SIGNATURE.len()];
+    file.metadata().is_ok_and(|m| m.is_file())
+        && read_at_most(&file, &mut start, 0).ok() == Some(SIGNATURE.len())
+        && start == SIGNATURE
+}
+
 impl Walk<'_> {
     fn warn(&mut self, relative: &[u8], message: impl Into<String>) {
         self.summary.warnings.push(TreeWarning { path: relative.to_vec(), message: message.into() });
@@ -828,6 +853,11 @@ impl Walk<'_> {
                 self.warn(relative, format!("directory not listed: {e}"));
                 return Ok(None);
             }
+        };
+        let children = if self.options.exclude_caches && is_cache_dir(&dir, &children) {
+            children.into_iter().filter(|name| name.as_bytes() == CACHEDIR_TAG).collect()
+        } else {
+            children
         };
         if children.is_empty() {
             return Ok(None);
