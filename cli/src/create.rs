@@ -122,7 +122,10 @@ fn list_file(path: &std::path::Path, comments: bool, what: &str) -> Result<Vec<S
     .map_err(|e| Failure::fatal(format!("{what} {}: {e}", path.display())))?;
     Ok(text
         .lines()
-        .filter(|line| !line.trim().is_empty() && !(comments && line.trim_start().starts_with('#')))
+        .filter(|line| {
+            let skipped = line.trim().is_empty() || (comments && line.trim_start().starts_with('#'));
+            !skipped
+        })
         .map(str::to_string)
         .collect())
 }
