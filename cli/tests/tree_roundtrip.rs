@@ -224,14 +224,7 @@ fn archive_tree(root: &Path, threads: usize, capture: u64) -> Vec<u8> {
 fn extract_all(archive: Vec<u8>, dest: &Path) {
     let archive = Archive::open(archive).unwrap();
     let tree = archive.tree("tree").unwrap();
-    let options = ExtractOptions {
-        overwrite: false,
-        owners: Owners::Auto,
-        select: Vec::new(),
-        cancel: None,
-        progress: None,
-        strip_components: 0,
-    };
+    let options = ExtractOptions { owners: Owners::Auto, ..ExtractOptions::default() };
     let report = extract::extract(&archive, tree, dest, &options).unwrap();
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);

@@ -38,6 +38,8 @@ pub enum Owners {
     Never,
 }
 
+/// How to extract: [`ExtractOptions::default`] extracts everything, restores
+/// owners as root, and replaces nothing.
 #[derive(Clone, Debug)]
 pub struct ExtractOptions {
     /// Replace files that already exist (never follows a symbolic link to do so).
@@ -55,6 +57,19 @@ pub struct ExtractOptions {
     /// entries no deeper than that are not created, and what is below them
     /// goes that many levels up.
     pub strip_components: u32,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            overwrite: false,
+            owners: Owners::Auto,
+            select: Vec::new(),
+            cancel: None,
+            progress: None,
+            strip_components: 0,
+        }
+    }
 }
 
 /// How far an extraction has come: entries done and content bytes written.

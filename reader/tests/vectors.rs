@@ -200,14 +200,7 @@ fn check_tree(name: &str, archive: &Archive<Vec<u8>>, tree: &TreeSection, want: 
     }
     // Extract and look at what landed.
     let dest = tempfile::tempdir().expect("temp dir");
-    let options = ExtractOptions {
-        overwrite: false,
-        owners: Owners::Never,
-        select: Vec::new(),
-        cancel: None,
-        progress: None,
-        strip_components: 0,
-    };
+    let options = ExtractOptions { owners: Owners::Never, ..ExtractOptions::default() };
     let report = extract::extract(archive, tree, dest.path(), &options).unwrap_or_else(|e| panic!("{name}: {e}"));
     let devices_skipped = !rustix::process::geteuid().is_root()
         && want.iter().any(|w| matches!(w["kind"].as_str(), Some("char-device" | "block-device")));
@@ -294,13 +287,7 @@ fn check_hostile(name: &str, bytes: &[u8], refused: &[serde_json::Value]) {
     };
     for section in archive.sections() {
         let Section::Tree(tree) = section else { continue };
-        let options = ExtractOptions {
-            overwrite: false,
-            owners: Owners::Never,
-            select: Vec::new(),
-            cancel: None,
-            progress: None,
-        };
+        let options = ExtractOptions { owners: Owners::Never, ..ExtractOptions::default() };
         let report = extract::extract(&archive, tree, &dest, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
         let refused_paths: Vec<String> =
             report.refused.iter().map(|r| String::from_utf8_lossy(&r.path).into_owned()).collect();
