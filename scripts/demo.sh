@@ -28,9 +28,11 @@ echo "== strata restore"
 time "$strata" restore "$work/demo.strata" --image disk "$work/restored.img"
 if cmp "$source" "$work/restored.img"; then
   echo "== restored image is bit-identical to $source"
-  du -h --apparent-size "$work/restored.img"; du -h "$work/restored.img"
+  echo "   image size:              $(du -h --apparent-size "$work/restored.img" | cut -f1)"
+  echo "   allocated (holes kept):  $(du -h "$work/restored.img" | cut -f1)"
+  echo "   archive size:            $(du -h --apparent-size "$work/demo.strata" | cut -f1)"
 else
   echo "== RESTORED IMAGE DIFFERS" >&2
   exit 1
 fi
-echo "files are in $work"
+echo "== the demo's files ($(du -sh "$work" | cut -f1)) are in $work; remove them with: rm -r $work"

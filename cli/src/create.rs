@@ -71,6 +71,10 @@ pub struct CreateArgs {
     /// device even if it is mounted read-write.
     #[arg(long, short)]
     force: bool,
+    /// Print the summary as JSON on stdout: sections with their sizes, the
+    /// ratio, and the warnings (not with `-` as the archive).
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_level(value: &str) -> Result<i32, String> {
@@ -261,6 +265,11 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
         },
     };
     let (images, trees) = plan_sections(&args)?;
+    if args.json && crate::is_stdio(&args.archive) {
+        return Err(Failure::fatal(
+            "--json prints on standard output, where `-` writes the archive: give the archive a file name",
+        ));
+    }
     if crate::is_stdio(&args.archive) {
         if io::IsTerminal::is_terminal(&io::stdout()) && !args.force {
             return Err(Failure::fatal(
@@ -338,16 +347,55 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
                 .map(move |w| format!("warning: {}/{}: {}", t.name, String::from_utf8_lossy(&w.path), w.message))
         })
         .collect();
-    let ratio = if stored > 0 { logical as f64 / stored as f64 } else { 0.0 };
+    let ratio = output::ratio(logical, stored);
     let sections = summary.images.len() + summary.trees.len();
     eprintln!(
-        "{label}: {sections} section{}, {} stored for {} ({ratio:.2}x), {} chunks deduplicated, {:.1} s",
+        "{label}: {sections} section{}, {} stored for {} ({ratio}), {} chunks deduplicated, {:.1} s",
         if sections == 1 { "" } else { "s" },
         output::size(stored),
         output::size(logical),
         output::grouped(deduplicated),
         started.elapsed().as_secs_f64()
     );
+    if args.json {
+        let mut sections: Vec<serde_json::Value> = summary
+            .images
+            .iter()
+            .map(|i| {
+                serde_json::json!({
+                    "kind": "image", "name": i.name, "logical_size": i.logical_size, "data_bytes": i.data_bytes,
+                    "zero_bytes": i.zero_bytes, "stored_bytes": i.stored_bytes, "new_chunks": i.new_chunks,
+                    "deduplicated_chunks": i.deduplicated_chunks,
+                })
+            })
+            .collect();
+        sections.extend(summary.trees.iter().map(|t| {
+            serde_json::json!({
+                "kind": "files", "name": t.name, "entries": t.entries, "files": t.files, "directories": t.directories,
+                "symlinks": t.symlinks, "content_bytes": t.content_bytes, "stored_bytes": t.stored_bytes,
+                "new_chunks": t.new_chunks, "deduplicated_chunks": t.deduplicated_chunks,
+            })
+        }));
+        let warnings: Vec<serde_json::Value> = summary
+            .trees
+            .iter()
+            .flat_map(|t| {
+                t.warnings.iter().map(move |w| {
+                    serde_json::json!({"section": t.name, "path": String::from_utf8_lossy(&w.path), "message": w.message})
+                })
+            })
+            .collect();
+        output::print_json(&serde_json::json!({
+            "archive": label,
+            "archive_size": stored,
+            "given_back_bytes": logical,
+            "ratio": if stored > 0 { logical as f64 / stored as f64 } else { 0.0 },
+            "deduplicated_chunks": deduplicated,
+            "seconds": started.elapsed().as_secs_f64(),
+            "sections": sections,
+            "warnings": warnings,
+        }));
+    }
     // As GNU tar and borg: what could not be read is a warning and exit 1, with a
     // valid archive of everything else.
     for warning in &warnings {

@@ -177,14 +177,26 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         "required features: {}",
         if required.is_empty() { "none beyond 1.0".to_string() } else { required.join(", ") }
     );
+    let given_back: u64 = archive
+        .sections()
+        .iter()
+        .map(|s| match s {
+            Section::Image(image) => image.logical_size,
+            Section::Tree(tree) => tree.end.content_bytes,
+        })
+        .sum();
+    say!(
+        "{} section{}: {} stored for {} ({}: what restore and extract give back, over the archive's size)",
+        archive.sections().len(),
+        if archive.sections().len() == 1 { "" } else { "s" },
+        output::size(archive.size()),
+        output::size(given_back),
+        output::ratio(given_back, archive.size())
+    );
     for (section, flagged) in archive.sections().iter().zip(&flagged) {
         match section {
             Section::Image(image) => {
-                let ratio = if image.end.chunk_bytes > 0 {
-                    format!(", {:.2}x", image.end.data_bytes as f64 / image.end.chunk_bytes as f64)
-                } else {
-                    String::new()
-                };
+                let ratio = format!(" ({})", output::ratio(image.logical_size, image.end.chunk_bytes));
                 say!(
                     "  image  {:8} {}, {}-byte sectors, {} chunks of {}, {} data, {} stored{ratio}{}",
                     image.name,
@@ -207,13 +219,14 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
             Section::Tree(tree) => {
                 let words = flagged.words();
                 say!(
-                    "  files  {:8} {} entries ({} files, {} dirs), {}, {} stored{}",
+                    "  files  {:8} {} entries ({} files, {} dirs), {}, {} stored ({}){}",
                     tree.name,
                     output::grouped(tree.end.entry_count),
                     output::grouped(tree.end.file_count),
                     output::grouped(tree.end.directory_count),
                     output::size(tree.end.content_bytes),
                     output::size(tree.end.chunk_bytes),
+                    output::ratio(tree.end.content_bytes, tree.end.chunk_bytes),
                     if words.is_empty() { String::new() } else { format!("; {}", words.join(", ")) }
                 );
                 for (paths, what) in

@@ -75,6 +75,17 @@ enum Command {
         after_help = "Examples:\n  strata cat backup.strata --image disk --offset 1M --length 512 | xxd\n  strata cat backup.strata --files home alice/notes.txt"
     )]
     Cat(inspect::CatArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  strata completions bash > /etc/bash_completion.d/strata\n  strata completions zsh > \"${fpath[1]}/_strata\""
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), for `man`.
+    #[command(after_help = "Example:\n  strata manpage > /usr/local/share/man/man1/strata.1 && mandb -q")]
+    Manpage,
 }
 
 /// A failure with the exit code it maps to.
@@ -102,6 +113,13 @@ fn main() -> ExitCode {
         Command::Salvage(args) => salvage::run(args),
         Command::Extract(args) => files::extract(args),
         Command::Cat(args) => inspect::cat(args),
+        Command::Completions { shell } => {
+            // Into memory first: clap_complete panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "strata", &mut script);
+            write_stdout(&script)
+        }
+        Command::Manpage => manpage(),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -109,6 +127,38 @@ fn main() -> ExitCode {
             eprintln!("strata: {}", failure.message);
             ExitCode::from(failure.code)
         }
+    }
+}
+
+/// The manual page: the command's and every subcommand's help, in roff.
+fn manpage() -> Result<u8, Failure> {
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    let fail = |e: std::io::Error| Failure::fatal(format!("writing the manual page: {e}"));
+    clap_mangen::Man::new(command.clone()).render(&mut out).map_err(fail)?;
+    for sub in command.get_subcommands().filter(|s| !matches!(s.get_name(), "completions" | "manpage" | "help")) {
+        let name: &'static str = Box::leak(format!("strata-{}", sub.get_name()).into_boxed_str());
+        let sub = sub.clone().name(name).bin_name(name);
+        let man = clap_mangen::Man::new(sub);
+        // One page: each subcommand as a section of its own.
+        std::io::Write::write_all(&mut out, b"\n").map_err(fail)?;
+        man.render_name_section(&mut out).map_err(fail)?;
+        man.render_synopsis_section(&mut out).map_err(fail)?;
+        man.render_description_section(&mut out).map_err(fail)?;
+        man.render_options_section(&mut out).map_err(fail)?;
+        man.render_extra_section(&mut out).map_err(fail)?;
+    }
+    write_stdout(&out)
+}
+
+/// Writes `bytes` to standard output; a reader that went away is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<u8, Failure> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::fatal(format!("writing to standard output: {e}")))
+        }
+        _ => Ok(0),
     }
 }
 

@@ -39,6 +39,16 @@ pub fn size(bytes: u64) -> String {
     format!("{value:.1} {}", UNITS[unit])
 }
 
+/// The one compression ratio every command shows: the bytes a section (or the
+/// archive) gives back when restored or extracted, zeros and holes included,
+/// over the bytes it stores. `3.04x`; `-` when nothing is stored.
+pub fn ratio(given_back: u64, stored: u64) -> String {
+    if stored == 0 {
+        return "-".to_string();
+    }
+    format!("{:.2}x", given_back as f64 / stored as f64)
+}
+
 /// `1,234,567` style counts.
 pub fn grouped(n: u64) -> String {
     let digits = n.to_string();

@@ -29,6 +29,9 @@ pub struct RestoreArgs {
     /// even if it is mounted read-write.
     #[arg(long, short)]
     force: bool,
+    /// Print the summary as JSON on stdout (not with `-` as the destination).
+    #[arg(long)]
+    json: bool,
 }
 
 enum Target {
@@ -84,6 +87,10 @@ fn write_synced(
 
 pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     let label = args.archive.display().to_string();
+    if args.json && crate::is_stdio(&args.dest) {
+        return Err(Failure::fatal("--json prints on standard output, where `-` writes the image: give a file"));
+    }
+    let started = std::time::Instant::now();
     if !crate::is_stdio(&args.archive) && args.archive.is_dir() {
         return Err(Failure::fatal(format!("{label} is a folder, not an archive")));
     }
@@ -181,6 +188,16 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
             image_name,
             output::byte_range(range)
         );
+    }
+    if args.json {
+        output::print_json(&serde_json::json!({
+            "archive": label,
+            "image": image_name,
+            "destination": args.dest.display().to_string(),
+            "size": size,
+            "lost_in_salvage": lost.iter().map(|r| [r.start, r.end]).collect::<Vec<_>>(),
+            "seconds": started.elapsed().as_secs_f64(),
+        }));
     }
     // The one-line summary stays with --quiet, as for every command.
     {

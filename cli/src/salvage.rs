@@ -19,6 +19,9 @@ pub struct SalvageArgs {
     damaged: PathBuf,
     /// The new archive to write (never the damaged one).
     out: PathBuf,
+    /// Print what was kept and lost as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
@@ -49,6 +52,9 @@ pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
         e => Failure::fatal(format!("{label}: {e}")),
     })?;
     atomic.commit_written(out)?;
+    if args.json {
+        print_json(&outcome, &label, &args.out);
+    }
     print_outcome(&outcome);
     let sections = outcome.images.len() + outcome.trees.len();
     let problems = outcome.report.problems.len();
@@ -60,6 +66,42 @@ pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
         output::size(outcome.archive_length)
     );
     Ok(u8::from(outcome.lost_anything()))
+}
+
+fn print_json(outcome: &Outcome, damaged: &str, out: &std::path::Path) {
+    let text = |path: &[u8]| String::from_utf8_lossy(path).into_owned();
+    let images: Vec<serde_json::Value> = outcome
+        .images
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "kind": "image", "name": i.name, "logical_size": i.logical_size, "data_bytes": i.data_bytes,
+                "lost": i.lost.iter().map(|(start, end)| [start, end]).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let trees: Vec<serde_json::Value> = outcome
+        .trees
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "kind": "files", "name": t.name, "entries_kept": t.entries,
+                "lost": t.lost.iter().map(|l| serde_json::json!({"path": text(&l.path), "why": l.why})).collect::<Vec<_>>(),
+                "unnamed_lost": t.unnamed_lost, "end_lost": t.end_lost,
+                "content_lost": t.content_lost.iter().map(|p| text(p)).collect::<Vec<_>>(),
+                "moved": t.relocated.iter().map(|p| text(p)).collect::<Vec<_>>(),
+                "made_up": t.made_up.iter().map(|p| text(p)).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    output::print_json(&serde_json::json!({
+        "damaged": damaged,
+        "out": out.display().to_string(),
+        "archive_size": outcome.archive_length,
+        "problems": outcome.report.problems.len(),
+        "lost_anything": outcome.lost_anything(),
+        "sections": images.into_iter().chain(trees).collect::<Vec<_>>(),
+    }));
 }
 
 fn print_outcome(outcome: &Outcome) {

@@ -418,3 +418,57 @@ fn the_options_tar_and_borg_users_reach_for() {
     assert_eq!(std::fs::read(stripped.join("guide.md")).unwrap(), b"# guide\n");
     assert!(!stripped.join("src").exists() && !stripped.join("docs").exists());
 }
+
+#[test]
+fn summaries_as_json_and_one_ratio() {
+    let work = temp_dir();
+    let (etc, _) = folders(work.path());
+    let image = work.path().join("disk.img");
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[..4096].fill(3);
+    std::fs::write(&image, &bytes).unwrap();
+    let archive = work.path().join("a.strata");
+    let out = run_ok(&["create", path_str(&archive), path_str(&etc), "--image", path_str(&image), "--json"]);
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let size = std::fs::metadata(&archive).unwrap().len();
+    assert_eq!(created["archive_size"], size);
+    assert_eq!(created["given_back_bytes"], (1u64 << 20) + 11);
+    let kinds: Vec<&str> =
+        created["sections"].as_array().unwrap().iter().map(|s| s["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["image", "files"]);
+    // The ratio create prints is the one info prints for the whole archive.
+    let ratio = format!("{:.2}x", created["ratio"].as_f64().unwrap());
+    assert!(stderr(&out).contains(&format!("({ratio})")), "{}", stderr(&out));
+    let info = String::from_utf8_lossy(&run_ok(&["info", path_str(&archive)]).stdout).into_owned();
+    assert!(info.contains(&format!("({ratio}:")), "{info}");
+    let out = run(&["create", "-", path_str(&etc), "--json"]);
+    assert_fails(&out, 2, &["--json", "file name"]);
+
+    let restored = work.path().join("r.img");
+    let out = run_ok(&["restore", path_str(&archive), "--image", "disk", path_str(&restored), "--json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["size"], 1u64 << 20);
+    assert_eq!(summary["image"], "disk");
+
+    let salvaged = work.path().join("s.strata");
+    let out = run_ok(&["salvage", path_str(&archive), path_str(&salvaged), "--json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["lost_anything"], false);
+    assert_eq!(summary["sections"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn completions_and_a_manual_page() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run_ok(&["completions", shell]);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("strata") && script.contains("extract"), "{shell}: {script}");
+    }
+    let out = run_ok(&["manpage"]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.starts_with(".ie") || page.contains(".TH strata"), "roff: {}", &page[..200.min(page.len())]);
+    // roff writes a hyphen as `\-`.
+    for verb in ["strata\\-create", "strata\\-extract", "strata\\-restore", "strata\\-verify"] {
+        assert!(page.contains(verb), "the page covers {verb}");
+    }
+}
