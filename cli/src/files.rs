@@ -10,7 +10,7 @@ use strata_format::files::{Entry, EntryKind};
 use strata_reader::extract::{self, ExtractOptions, Owners};
 use strata_reader::{Archive, PathEntry, ReadAt, Section, TreeSection};
 
-use crate::inspect::open_archive;
+use crate::inspect::open_intact;
 use crate::{output, Failure};
 
 #[derive(Args)]
@@ -472,7 +472,7 @@ impl Places {
 
 pub fn list(args: ListArgs) -> Result<u8, Failure> {
     let label = args.archive.display().to_string();
-    let archive = open_archive(&args.archive)?;
+    let (archive, damaged) = open_intact(&args.archive)?;
     let trees = trees(&archive, args.files.as_deref(), &label)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut missing = 0;
@@ -567,12 +567,12 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
     if !closed {
         let _ = out.flush();
     }
-    Ok(if missing > 0 { 1 } else { 0 })
+    Ok(u8::from(missing > 0 || damaged))
 }
 
 pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
     let label = args.archive.display().to_string();
-    let archive = open_archive(&args.archive)?;
+    let (archive, damaged) = open_intact(&args.archive)?;
     let name = pick_section(&archive, args.files.as_deref(), SectionKind::Files, &label)?;
     let tree = trees(&archive, Some(&name), &label)?[0];
     let options = ExtractOptions {
@@ -655,6 +655,6 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
             }
         );
     }
-    let troubled = !report.refused.is_empty() || !report.warnings.is_empty() || !report.not_found.is_empty();
+    let troubled = damaged || !report.refused.is_empty() || !report.warnings.is_empty() || !report.not_found.is_empty();
     Ok(u8::from(troubled))
 }

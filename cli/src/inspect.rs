@@ -70,6 +70,45 @@ pub fn open_archive(path: &Path) -> Result<Archive<File>, Failure> {
     Archive::open(file).map_err(|e| Failure::fatal(open_error(path, &e)))
 }
 
+/// Opens an archive for reading its content; one whose end is cut or whose
+/// index is damaged is read through what is intact: salvaged first into an
+/// unnamed temporary file (gone when the process ends), with a warning. The
+/// flag says so, and the command then exits 1.
+pub fn open_intact(path: &Path) -> Result<(Archive<File>, bool), Failure> {
+    if crate::is_stdio(path) || path.is_dir() {
+        return open_archive(path).map(|a| (a, false));
+    }
+    let file = open_file(path)?;
+    let error = match Archive::open(file) {
+        Ok(archive) => return Ok((archive, false)),
+        Err(e) if matches!(e.class(), None | Some(ErrorClass::NotStrata | ErrorClass::UnsupportedFeature)) => {
+            return Err(Failure::fatal(open_error(path, &e)))
+        }
+        Err(e) => e,
+    };
+    let shown = path.display();
+    eprintln!(
+        "warning: {shown} {}; reading what is intact, as `strata salvage` would recover it (`strata verify {shown}` lists what is lost)",
+        if error.class() == Some(ErrorClass::Truncated) { "ends early" } else { "has a damaged index" }
+    );
+    let source = open_file(path)?;
+    let temp =
+        tempfile::tempfile().map_err(|e| Failure::fatal(format!("a temporary file to read {shown} through: {e}")))?;
+    let created_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    let (temp, _) = strata_salvage::salvage(
+        &source,
+        temp,
+        strata_writer::WriterOptions::new(crate::create::random_uuid()?, created_ns),
+        Limits::default(),
+        &|_| {},
+        &strata_writer::NoProgress,
+    )
+    .map_err(|e| Failure::fatal(format!("{shown}: nothing could be read ({e}); {}", open_error(path, &error))))?;
+    let archive = Archive::open(temp).map_err(|e| Failure::fatal(format!("{shown}: reading what is intact: {e}")))?;
+    Ok((archive, true))
+}
+
 /// An archive that cannot be opened, in plain words first: what is wrong and
 /// what to do, then the detail a bug report needs.
 pub fn open_error(path: &Path, e: &strata_reader::Error) -> String {
@@ -533,17 +572,33 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
     if report.archive_size > 0 {
         say!("everything else ({:.3}%) verified", 100.0 * report.verified_bytes as f64 / report.archive_size as f64);
     }
+    // A cut loses more than the problems show: what came after it, sections
+    // included, which only the index at the end could have named.
+    if report.problems.iter().any(|p| p.class == ErrorClass::Truncated) {
+        let open: Vec<&str> = report
+            .problems
+            .iter()
+            .filter(|p| p.class == ErrorClass::Truncated)
+            .filter_map(|p| p.affects.first().map(|a| a.section.as_str()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        say!(
+            "the archive ends early at byte {}: {}any section written after that point is lost too, and cannot be named (the index that lists the sections is at the end); `strata salvage` keeps everything before the cut",
+            output::grouped(report.archive_size),
+            if open.is_empty() { String::new() } else { format!("the end of {} is lost, ", open.join(", ")) }
+        );
+    }
     print_backup_flags(&report);
     print_lost_entries(&report);
     Ok(code)
 }
 
 pub fn cat(args: CatArgs) -> Result<u8, Failure> {
-    let archive = open_archive(&args.archive)?;
+    let (archive, damaged) = open_intact(&args.archive)?;
     let label = args.archive.display().to_string();
     if let Some(path) = &args.path {
         let files = crate::files::pick_section(&archive, args.files.as_deref(), SectionKind::Files, &label)?;
-        return cat_file(&archive, &args.archive, &files, path);
+        return cat_file(&archive, &args.archive, &files, path).map(|code| code.max(u8::from(damaged)));
     }
     if args.image.is_none() {
         return Err(Failure::fatal(
@@ -582,7 +637,7 @@ pub fn cat(args: CatArgs) -> Result<u8, Failure> {
         }
     }
     out.flush().map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
-    Ok(0)
+    Ok(u8::from(damaged))
 }
 
 /// `cat --files NAME PATH`: one file's content, checked against its BLAKE3.

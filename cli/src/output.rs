@@ -49,6 +49,11 @@ pub fn ratio(given_back: u64, stored: u64) -> String {
     format!("{:.2}x", given_back as f64 / stored as f64)
 }
 
+/// `1 entry`, `2,048 entries`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", grouped(n), if n == 1 { one } else { many })
+}
+
 /// `1,234,567` style counts.
 pub fn grouped(n: u64) -> String {
     let digits = n.to_string();

@@ -58,6 +58,11 @@ pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
     print_outcome(&outcome);
     let sections = outcome.images.len() + outcome.trees.len();
     let problems = outcome.report.problems.len();
+    if outcome.report.problems.iter().any(|p| p.class == strata_reader::ErrorClass::Truncated) {
+        eprintln!(
+            "{label} ends early: any section written after the cut is lost too, and cannot be named (the index that lists the sections is at the end)"
+        );
+    }
     eprintln!(
         "{}: {sections} section{} salvaged from {problems} problem{} in {label}; {} written",
         args.out.display(),
@@ -135,9 +140,9 @@ fn print_outcome(outcome: &Outcome) {
             continue;
         }
         eprintln!(
-            "files {}: {} entries kept; {} lost, {} with damaged content, {} moved to lost+found",
+            "files {}: {} kept; {} lost, {} with damaged content, {} moved to lost+found",
             tree.name,
-            tree.entries,
+            output::count(tree.entries, "entry", "entries"),
             tree.lost.len() as u64 + tree.unnamed_lost,
             tree.content_lost.len(),
             tree.relocated.len()

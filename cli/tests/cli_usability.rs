@@ -472,3 +472,43 @@ fn completions_and_a_manual_page() {
         assert!(page.contains(verb), "the page covers {verb}");
     }
 }
+
+#[test]
+fn a_cut_archive_is_read_as_far_as_it_is_intact() {
+    let work = temp_dir();
+    let first = work.path().join("first");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::write(first.join("kept.txt"), b"kept\n").unwrap();
+    let second = work.path().join("second");
+    std::fs::create_dir_all(&second).unwrap();
+    for i in 0..50 {
+        let body: Vec<u8> = (0..20_000u32).map(|n| (n.wrapping_mul(2_654_435_761) >> (i % 7)) as u8).collect();
+        std::fs::write(second.join(format!("f{i}")), body).unwrap();
+    }
+    let archive = work.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), path_str(&first), path_str(&second)]);
+    let bytes = std::fs::read(&archive).unwrap();
+    let cut = work.path().join("cut.strata");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    // verify says, in plain words, that the end is gone and what that costs.
+    let verify = run(&["verify", path_str(&cut)]);
+    assert_eq!(verify.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(said.contains("the archive ends early at byte") && said.contains("strata salvage"), "{said}");
+    // list, cat and extract read what is intact, warn, and exit 1.
+    let list = run(&["list", path_str(&cut), "--files", "first"]);
+    assert_eq!(list.status.code(), Some(1), "{}", stderr(&list));
+    assert!(String::from_utf8_lossy(&list.stdout).contains("kept.txt"));
+    assert!(stderr(&list).contains("ends early; reading what is intact"), "{}", stderr(&list));
+    let cat = run(&["cat", path_str(&cut), "--files", "first", "kept.txt"]);
+    assert_eq!((cat.status.code(), cat.stdout.as_slice()), (Some(1), &b"kept\n"[..]));
+    let dest = work.path().join("out");
+    let extract = run(&["extract", path_str(&cut), "--files", "first", path_str(&dest)]);
+    assert_eq!(extract.status.code(), Some(1));
+    assert_eq!(std::fs::read(dest.join("kept.txt")).unwrap(), b"kept\n");
+    // salvage says that sections after the cut cannot be named.
+    let out = run(&["salvage", path_str(&cut), path_str(&work.path().join("s.strata"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("ends early: any section written after the cut is lost too"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(" 1 entries"), "{}", stderr(&out));
+}
