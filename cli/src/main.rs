@@ -8,6 +8,7 @@ mod atomic;
 mod cleanup;
 mod create;
 mod device;
+mod diff;
 mod files;
 mod inspect;
 mod output;
@@ -75,6 +76,11 @@ enum Command {
         after_help = "Examples:\n  strata cat backup.strata --image disk --offset 1M --length 512 | xxd\n  strata cat backup.strata --files home alice/notes.txt"
     )]
     Cat(inspect::CatArgs),
+    /// What differs between a file tree and a folder, or between two archives.
+    #[command(
+        after_help = "Exit status: 0 no differences, 1 differences (listed: + added, - removed, M modified), 2 trouble.\n\nExamples:\n  strata diff backup.strata --files home /home\n  strata diff monday.strata tuesday.strata --files home --json"
+    )]
+    Diff(diff::DiffArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Examples:\n  strata completions bash > /etc/bash_completion.d/strata\n  strata completions zsh > \"${fpath[1]}/_strata\""
@@ -113,6 +119,7 @@ fn main() -> ExitCode {
         Command::Salvage(args) => salvage::run(args),
         Command::Extract(args) => files::extract(args),
         Command::Cat(args) => inspect::cat(args),
+        Command::Diff(args) => diff::run(args),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics on a closed pipe.
             let mut script = Vec::new();

@@ -512,3 +512,50 @@ fn a_cut_archive_is_read_as_far_as_it_is_intact() {
     assert!(stderr(&out).contains("ends early: any section written after the cut is lost too"), "{}", stderr(&out));
     assert!(!stderr(&out).contains(" 1 entries"), "{}", stderr(&out));
 }
+
+#[test]
+fn diff_against_a_folder_and_another_archive() {
+    let work = temp_dir();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("same.txt"), b"same\n").unwrap();
+    std::fs::write(src.join("edit.txt"), b"abcd\n").unwrap();
+    std::fs::write(src.join("gone.txt"), b"gone\n").unwrap();
+    std::fs::write(src.join("sub/mode.txt"), b"mode\n").unwrap();
+    let before = work.path().join("before.strata");
+    run_ok(&["create", path_str(&before), path_str(&src)]);
+    // Nothing changed yet: exit 0.
+    let out = run_ok(&["diff", path_str(&before), path_str(&src)]);
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    // Same size, new content; a removal; an addition; a mode change.
+    let mtime = std::fs::metadata(src.join("edit.txt")).unwrap().modified().unwrap();
+    std::fs::write(src.join("edit.txt"), b"wxyz\n").unwrap();
+    filetime::set_file_mtime(src.join("edit.txt"), filetime::FileTime::from_system_time(mtime)).unwrap();
+    std::fs::remove_file(src.join("gone.txt")).unwrap();
+    std::fs::write(src.join("new.txt"), b"new\n").unwrap();
+    std::fs::set_permissions(src.join("sub/mode.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let out = run(&["diff", path_str(&before), path_str(&src)]);
+    assert_eq!(out.status.code(), Some(1));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(
+        lines,
+        ["M edit.txt  (content)", "- gone.txt", "+ new.txt", "M sub/mode.txt  (mode 0644 -> 0600)"],
+        "{listed}"
+    );
+    // Between two archives, by the entries' content hashes.
+    let after = work.path().join("after.strata");
+    run_ok(&["create", path_str(&after), path_str(&src)]);
+    let out = run(&["diff", path_str(&before), path_str(&after), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changes: Vec<(String, String)> = doc["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["path"].as_str().unwrap().to_string(), c["change"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(changes.contains(&("edit.txt".into(), "modified".into())), "{changes:?}");
+    assert!(changes.contains(&("gone.txt".into(), "removed".into())));
+    assert!(changes.contains(&("new.txt".into(), "added".into())));
+}

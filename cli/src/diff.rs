@@ -1,0 +1,266 @@
+//! `strata diff`: what differs between a file-tree section and a folder (as
+//! `tar --diff`), or between the same-named sections of two archives (as
+//! `borg diff`), by metadata and content hash.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::json;
+use strata_format::files::{Entry, EntryKind};
+
+use crate::files::{pick_section, SectionKind};
+use crate::inspect::open_intact;
+use crate::output::say;
+use crate::{output, Failure};
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The archive.
+    archive: PathBuf,
+    /// A folder to compare the tree with, or a second archive to compare with
+    /// (its section of the same name).
+    other: PathBuf,
+    /// The file-tree section (may be left out when the archive holds one).
+    #[arg(long = "files", value_name = "NAME")]
+    files: Option<String>,
+    /// Print the differences as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `diff` compares of one entry: enough to say what changed, for a tree
+/// section and a folder alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Facts {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    mtime_ns: i64,
+    target: Vec<u8>,
+    /// Regular files: BLAKE3 of the content (holes as zeros), as entries record it.
+    content: Option<[u8; 32]>,
+    /// Hard links: nothing of their own is compared but their kind.
+    link: bool,
+}
+
+impl Facts {
+    fn of_entry(entry: &Entry) -> Facts {
+        Facts {
+            kind: if entry.kind == EntryKind::Hardlink { EntryKind::File.name() } else { entry.kind.name() },
+            mode: entry.mode,
+            uid: entry.uid,
+            gid: entry.gid,
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            target: entry.target.clone(),
+            content: (entry.kind == EntryKind::File).then_some(entry.blake3),
+            link: entry.kind == EntryKind::Hardlink,
+        }
+    }
+
+    /// What changed from `self` to `other`, in words, in a fixed order.
+    fn changes(&self, other: &Facts) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.kind != other.kind {
+            out.push(format!("kind {} -> {}", self.kind, other.kind));
+            return out;
+        }
+        if self.mode != other.mode {
+            out.push(format!("mode {:04o} -> {:04o}", self.mode, other.mode));
+        }
+        if (self.uid, self.gid) != (other.uid, other.gid) {
+            out.push(format!("owner {}:{} -> {}:{}", self.uid, self.gid, other.uid, other.gid));
+        }
+        if self.kind == "file" && self.size != other.size {
+            out.push(format!("size {} -> {}", self.size, other.size));
+        }
+        if self.target != other.target {
+            out.push(format!(
+                "target {} -> {}",
+                String::from_utf8_lossy(&self.target),
+                String::from_utf8_lossy(&other.target)
+            ));
+        }
+        // A hard link's own times and content are its file's: not compared twice.
+        if !(self.link || other.link) {
+            if self.kind != "directory" && self.mtime_ns != other.mtime_ns {
+                out.push("mtime".to_string());
+            }
+            if self.size == other.size
+                && self.content.is_some()
+                && other.content.is_some()
+                && self.content != other.content
+            {
+                out.push("content".to_string());
+            }
+        }
+        out
+    }
+}
+
+/// Every entry of a tree section, by path.
+fn section_facts(
+    archive: &std::path::Path,
+    name: Option<&str>,
+) -> Result<(String, BTreeMap<Vec<u8>, Facts>, bool), Failure> {
+    let label = archive.display().to_string();
+    let (archive, damaged) = open_intact(archive)?;
+    let name = pick_section(&archive, name, SectionKind::Files, &label)?;
+    let tree = archive.tree(&name).expect("picked among the archive's trees");
+    let mut facts = BTreeMap::new();
+    archive
+        .walk_tree(tree, |item| {
+            facts.insert(item.path, Facts::of_entry(&item.entry));
+            Ok(())
+        })
+        .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+    Ok((name, facts, damaged))
+}
+
+/// Every entry below `root`, by path relative to it (symbolic links not
+/// followed; content hashed only where the archive side has a file of the same
+/// size, since a size change already says it differs).
+fn folder_facts(root: &Path, wanted: &BTreeMap<Vec<u8>, Facts>) -> Result<BTreeMap<Vec<u8>, Facts>, Failure> {
+    let mut out = BTreeMap::new();
+    let mut pending: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
+    while let Some((path, relative)) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+        let file_type = meta.file_type();
+        let kind = if file_type.is_dir() {
+            EntryKind::Directory
+        } else if file_type.is_symlink() {
+            EntryKind::Symlink
+        } else if file_type.is_file() {
+            EntryKind::File
+        } else if file_type.is_char_device() {
+            EntryKind::CharDevice
+        } else if file_type.is_block_device() {
+            EntryKind::BlockDevice
+        } else if file_type.is_fifo() {
+            EntryKind::Fifo
+        } else {
+            EntryKind::Socket
+        };
+        let target = if kind == EntryKind::Symlink {
+            std::fs::read_link(&path).map(|t| t.as_os_str().as_bytes().to_vec()).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let size = match kind {
+            EntryKind::File => meta.len(),
+            EntryKind::Symlink => target.len() as u64,
+            _ => 0,
+        };
+        let content = if kind == EntryKind::File && wanted.get(&relative).is_some_and(|f| f.size == size) {
+            let mut hasher = blake3::Hasher::new();
+            hasher
+                .update_reader(
+                    std::fs::File::open(&path).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?,
+                )
+                .map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+            Some(*hasher.finalize().as_bytes())
+        } else {
+            None
+        };
+        if kind == EntryKind::Directory {
+            let listing = std::fs::read_dir(&path).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+            for child in listing {
+                let child = child.map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+                let name = child.file_name();
+                let mut below = relative.clone();
+                if !below.is_empty() {
+                    below.push(b'/');
+                }
+                below.extend_from_slice(name.as_bytes());
+                pending.push((child.path(), below));
+            }
+        }
+        out.insert(
+            relative,
+            Facts {
+                kind: kind.name(),
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                size,
+                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                target,
+                content,
+                link: false,
+            },
+        );
+    }
+    Ok(out)
+}
+
+pub fn run(args: DiffArgs) -> Result<u8, Failure> {
+    let (name, ours, mut damaged) = section_facts(&args.archive, args.files.as_deref())?;
+    let (theirs, what) = if args.other.is_dir() {
+        (folder_facts(&args.other, &ours)?, format!("the folder {}", args.other.display()))
+    } else {
+        let (_, theirs, other_damaged) = section_facts(&args.other, Some(&name))?;
+        damaged |= other_damaged;
+        (theirs, format!("files {name} of {}", args.other.display()))
+    };
+    let mut changes: Vec<(Vec<u8>, &'static str, Vec<String>)> = Vec::new();
+    for (path, facts) in &ours {
+        match theirs.get(path) {
+            None => changes.push((path.clone(), "removed", Vec::new())),
+            Some(other) => {
+                let what = facts.changes(other);
+                // The root's own metadata is the folder's: its times change with
+                // every entry added, so only its kind and mode are compared.
+                let what: Vec<String> =
+                    if path.is_empty() { what.into_iter().filter(|w| w.starts_with("mode")).collect() } else { what };
+                if !what.is_empty() {
+                    changes.push((path.clone(), "modified", what));
+                }
+            }
+        }
+    }
+    for path in theirs.keys().filter(|p| !ours.contains_key(*p)) {
+        changes.push((path.clone(), "added", Vec::new()));
+    }
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    let shown =
+        |path: &[u8]| if path.is_empty() { ".".to_string() } else { String::from_utf8_lossy(path).into_owned() };
+    if args.json {
+        output::print_json(&json!({
+            "archive": args.archive.display().to_string(),
+            "section": name,
+            "other": args.other.display().to_string(),
+            "changes": changes.iter().map(|(path, kind, what)| json!({
+                "path": shown(path), "change": kind, "what": what,
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        for (path, kind, what) in &changes {
+            let mark = match *kind {
+                "added" => "+",
+                "removed" => "-",
+                _ => "M",
+            };
+            if what.is_empty() {
+                say!("{mark} {}", shown(path));
+            } else {
+                say!("{mark} {}  ({})", shown(path), what.join(", "));
+            }
+        }
+    }
+    eprintln!(
+        "files {name} of {} against {what}: {}",
+        args.archive.display(),
+        if changes.is_empty() {
+            "no differences".to_string()
+        } else {
+            output::count(changes.len() as u64, "difference", "differences")
+        }
+    );
+    // As diff and tar --diff: 1 when something differs.
+    Ok(u8::from(!changes.is_empty() || damaged))
+}
