@@ -103,11 +103,12 @@ impl Facts {
     }
 }
 
-/// Every entry of a tree section, by path.
-fn section_facts(
-    archive: &std::path::Path,
-    name: Option<&str>,
-) -> Result<(String, BTreeMap<Vec<u8>, Facts>, bool), Failure> {
+/// Entries by path, relative to the tree's root.
+type ByPath = BTreeMap<Vec<u8>, Facts>;
+
+/// Every entry of a tree section, by path, with the section's name and whether
+/// the archive was damaged (read through what is intact).
+fn section_facts(archive: &std::path::Path, name: Option<&str>) -> Result<(String, ByPath, bool), Failure> {
     let label = archive.display().to_string();
     let (archive, damaged) = open_intact(archive)?;
     let name = pick_section(&archive, name, SectionKind::Files, &label)?;
@@ -125,7 +126,7 @@ fn section_facts(
 /// Every entry below `root`, by path relative to it (symbolic links not
 /// followed; content hashed only where the archive side has a file of the same
 /// size, since a size change already says it differs).
-fn folder_facts(root: &Path, wanted: &BTreeMap<Vec<u8>, Facts>) -> Result<BTreeMap<Vec<u8>, Facts>, Failure> {
+fn folder_facts(root: &Path, wanted: &ByPath) -> Result<ByPath, Failure> {
     let mut out = BTreeMap::new();
     let mut pending: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
     while let Some((path, relative)) = pending.pop() {
