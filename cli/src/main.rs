@@ -108,7 +108,17 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let hint = tar_hint(&e);
+            let _ = e.print();
+            if let Some(hint) = hint {
+                eprintln!("\n  hint: {hint}");
+            }
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
     output::configure(cli.quiet, cli.progress);
     let result = match cli.command {
         Command::Create(args) => create::run(args),
@@ -135,6 +145,25 @@ fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// What a tar, borg or zstd habit that clap did not recognise is called here.
+fn tar_hint(error: &clap::Error) -> Option<&'static str> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if error.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(argument)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    Some(match argument.split('=').next().unwrap_or_default() {
+        "-v" | "--verbose" => "strata shows progress on a terminal (--progress for logs); `strata list -l ARCHIVE` shows what an archive holds",
+        "-C" | "--directory" => "name the folders themselves (strata create ARCHIVE /srv/www), or give the destination folder to extract as its last argument",
+        "-c" | "-x" | "-t" | "-z" | "--zstd" => "strata's verbs are words: strata create, strata extract, strata list; archives are always compressed with zstd",
+        "-o" | "--output" => "the output comes right after the verb: strata create OUT.strata ..., strata restore ARCHIVE OUT.img",
+        "-r" | "--recursive" => "folders are always backed up whole",
+        _ => return None,
+    })
 }
 
 /// The manual page: the command's and every subcommand's help, in roff.

@@ -559,3 +559,13 @@ fn diff_against_a_folder_and_another_archive() {
     assert!(changes.contains(&("gone.txt".into(), "removed".into())));
     assert!(changes.contains(&("new.txt".into(), "added".into())));
 }
+
+#[test]
+fn tar_habits_get_a_hint() {
+    let out = run(&["create", "-v", "x.strata", "/etc"]);
+    assert_fails(&out, 2, &["'-v'", "hint:", "--progress", "strata list -l"]);
+    let out = run(&["extract", "-C", "/tmp", "x.strata"]);
+    assert_fails(&out, 2, &["hint:", "destination folder"]);
+    let out = run(&["create", "-z", "x.strata"]);
+    assert_fails(&out, 2, &["hint:", "zstd"]);
+}
