@@ -55,8 +55,11 @@ fi
 echo "strata-reader: no path to strata-writer"
 done_stage "reader independence"
 
-stage "unit, property, vector, damage and CLI tests (cargo test --workspace)"
-cargo test --workspace --no-fail-fast
+stage "unit, property, vector, damage, CLI tests and each criterion bench once (cargo test --workspace --all-targets)"
+# One build for everything: benches, tests and the strata binary the
+# conformance stage drives share one feature resolution (building the benches
+# or the binary alone would resolve features anew and rebuild dependencies).
+cargo test --workspace --all-targets --no-fail-fast
 done_stage "cargo test"
 
 if [[ -f spec/conformance/run.py ]]; then
@@ -65,7 +68,8 @@ if [[ -f spec/conformance/run.py ]]; then
     python3 -m venv .venv
   fi
   .venv/bin/pip install --quiet --disable-pip-version-check -r spec/reference-py/requirements.txt
-  cargo build --quiet --bin strata
+  # Built by cargo test above (integration tests run it).
+  [[ -x target/debug/strata ]] || cargo test --workspace --all-targets --no-run
   .venv/bin/python spec/conformance/run.py --impl target/debug/strata
   .venv/bin/python spec/conformance/run.py --impl ".venv/bin/python spec/reference-py/strata_ref.py"
   # Archives the Rust writer makes from generated trees and images: the Python
@@ -73,12 +77,6 @@ if [[ -f spec/conformance/run.py ]]; then
   .venv/bin/python spec/conformance/cross_check.py --strata target/debug/strata \
     --impl ".venv/bin/python spec/reference-py/strata_ref.py" --seeds 24
   done_stage "conformance"
-fi
-
-if [[ -f benches/Cargo.toml ]]; then
-  stage "criterion benches, each run once (cargo test --benches)"
-  cargo test -p strata-benches --benches
-  done_stage "benches smoke"
 fi
 
 if [[ -d fuzz ]] && [[ "$FUZZ_SECONDS" != 0 ]]; then
