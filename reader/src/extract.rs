@@ -501,12 +501,18 @@ impl<R: ReadAt> Extractor<'_, R> {
 
     fn entry(&mut self, item: PathEntry) -> Result<(), Error> {
         let PathEntry { path, entry } = item;
-        if entry.parent_id == NO_PARENT {
-            // The root is the destination itself: only its metadata applies.
+        // The root is entry 0, a directory: the destination itself, of which
+        // only its metadata applies. Another entry without a parent is no
+        // root (FORMAT.md 8.3): it is refused below, having no directory.
+        if entry.parent_id == NO_PARENT && entry.entry_id == 0 {
+            if entry.kind != EntryKind::Directory {
+                self.refuse(&path, "the root entry is not a directory");
+                return Ok(());
+            }
             let stat =
                 rustix::fs::fstat(&*self.dest).map_err(|e| Error::local_io("opening the destination", e.into()))?;
             let (dev, ino) = (stat.st_dev, stat.st_ino);
-            self.dirs.insert(entry.entry_id, PlacedDir { parent_id: NO_PARENT, name: Vec::new(), entry, dev, ino });
+            self.dirs.insert(0, PlacedDir { parent_id: NO_PARENT, name: Vec::new(), entry, dev, ino });
             return Ok(());
         }
         if !self.dirs.contains_key(&entry.parent_id) {
@@ -526,6 +532,20 @@ impl<R: ReadAt> Extractor<'_, R> {
         }
         if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(self.tree.begin.captured)) {
             self.refuse(&path, format!("it breaks a rule of the format: {}", e.detail));
+            return Ok(());
+        }
+        // A hard link whose file was not extracted is not made: decided before
+        // anything in the destination is touched, so that --overwrite does not
+        // remove what stands at its name for nothing.
+        if entry.kind == EntryKind::Hardlink && self.skipped.contains(&entry.link_id) {
+            self.warn(&path, "a hard link to a file whose content is not in the archive: not extracted");
+            return Ok(());
+        }
+        if entry.kind == EntryKind::Hardlink && !self.files.contains_key(&entry.link_id) {
+            self.refuse(
+                &path,
+                format!("hard link to entry {}, which is not an extracted regular file of this tree", entry.link_id),
+            );
             return Ok(());
         }
         let parent = match self.dir_handle(entry.parent_id) {
@@ -571,10 +591,6 @@ impl<R: ReadAt> Extractor<'_, R> {
                 return Ok(());
             }
         }
-        if entry.kind == EntryKind::Hardlink && self.skipped.contains(&entry.link_id) {
-            self.warn(&path, "a hard link to a file whose content is not in the archive: not extracted");
-            return Ok(());
-        }
         self.report.entries += 1;
         let (kind, entry_id) = (entry.kind, entry.entry_id);
         let changed =
@@ -583,7 +599,7 @@ impl<R: ReadAt> Extractor<'_, R> {
             EntryKind::Directory => self.make_dir(&parent, name, &path, entry, reuse_dir),
             EntryKind::File => self.make_file(&parent, name, &path, &entry),
             EntryKind::Symlink => self.make_symlink(&parent, name, &path, &entry),
-            EntryKind::Hardlink => self.make_hardlink(&parent, name, &path, &entry),
+            EntryKind::Hardlink => self.make_hardlink(&parent, name, &entry),
             _ => self.make_node(&parent, name, &path, &entry),
         };
         if let Err(e) = result {
@@ -724,21 +740,12 @@ impl<R: ReadAt> Extractor<'_, R> {
         Ok(())
     }
 
-    fn make_hardlink(
-        &mut self,
-        parent: &OwnedFd,
-        name: &std::ffi::OsStr,
-        path: &[u8],
-        entry: &Entry,
-    ) -> Result<(), Error> {
-        let Some((target_dir, target_name)) = self.files.get(&entry.link_id).cloned() else {
-            self.report.entries -= 1;
-            self.refuse(
-                path,
-                format!("hard link to entry {}, which is not an extracted regular file of this tree", entry.link_id),
-            );
-            return Ok(());
-        };
+    fn make_hardlink(&mut self, parent: &OwnedFd, name: &std::ffi::OsStr, entry: &Entry) -> Result<(), Error> {
+        // `entry` checked that the file was extracted.
+        let (target_dir, target_name) =
+            self.files.get(&entry.link_id).cloned().ok_or_else(|| {
+                Error::local_io("creating the hard link", io::Error::other("its file was not extracted"))
+            })?;
         let source_dir =
             self.dir_handle(target_dir).map_err(|e| Error::local_io("opening the link's target directory", e))?;
         rustix::fs::linkat(&*source_dir, os(&target_name), parent, name, AtFlags::empty())

@@ -456,7 +456,9 @@ impl PathBuilder {
     /// The path of `entry`, whose `entry_id` is the next one; remembers it if it
     /// is a directory.
     fn place(&mut self, entry: &Entry) -> Vec<u8> {
-        let root = entry.parent_id == NO_PARENT;
+        // Only entry 0 is the root (FORMAT.md 8.3): another entry without a
+        // parent has no directory, as below.
+        let root = entry.parent_id == NO_PARENT && entry.entry_id == 0;
         let at = if root {
             self.chain.clear();
             self.path.clear();
@@ -470,6 +472,7 @@ impl PathBuilder {
             // Not a directory before it: a damaged or hostile entry. It is still
             // listed (verify reports it) under a path that names the problem;
             // extraction refuses it, having no directory to put it in.
+            None if entry.parent_id == NO_PARENT => join(b"<no parent>", &entry.name),
             None => join(format!("<entry {} is no directory>", entry.parent_id).as_bytes(), &entry.name),
         };
         if entry.kind == EntryKind::Directory && (root || at.is_some()) {
