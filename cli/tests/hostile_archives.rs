@@ -203,14 +203,7 @@ fn snapshot(root: &Path, skip: Option<&Path>) -> Snapshot {
                 .file_type()
                 .is_file()
                 .then(|| blake3::hash(&std::fs::read(&path).expect("readable")).to_hex().to_string());
-            let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(&path)
-                .map(|names| {
-                    names
-                        .filter_map(|n| xattr::get(&path, &n).ok().flatten().map(|v| (n.as_bytes().to_vec(), v)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            xattrs.sort();
+            let xattrs = common::manifest::xattrs(&path);
             let facts = Facts {
                 kind,
                 mode: meta.mode() & 0o7777,

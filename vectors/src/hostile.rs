@@ -304,6 +304,25 @@ fn set_entry(bytes: &mut [u8], id: u64, field: usize, value: &[u8]) {
     refix_record(bytes, rec.offset);
 }
 
+/// Edits the one extent of regular file `id` in both places the archive
+/// holds it: its `FILES_EXTENTS` record and its entry.
+fn edit_file_extent(bytes: &mut [u8], id: u64, edit: impl Fn(&mut [u8])) {
+    for rec in of_type(bytes, RecordType::FilesExtents) {
+        let count = get_u64(bytes, rec.body_start + 8) as usize;
+        for n in 0..count {
+            let at = rec.body_start + 16 + n * files::FileExtent::SIZE;
+            if get_u64(bytes, at) == id {
+                edit(&mut bytes[at..at + files::FileExtent::SIZE]);
+                refix_record(bytes, rec.offset);
+            }
+        }
+    }
+    let (rec, at) = entry_at(bytes, id);
+    let end = at + u32_at(bytes, at) as usize;
+    edit(&mut bytes[end - files::FileExtent::SIZE..end]);
+    refix_record(bytes, rec.offset);
+}
+
 /// The `FILES_DIR` records with their tables.
 fn tables(bytes: &[u8]) -> Vec<(Rec, DirTable)> {
     of_type(bytes, RecordType::FilesDir)
@@ -1373,19 +1392,8 @@ fn cycles() -> Vec<HostileCase> {
     let own = t.file(0, b"own", &random_bytes(22, 3_000));
     t.file(0, b"ok.txt", OK);
     let mut bytes = t.archive();
-    let extents_rec = of_type(&bytes, RecordType::FilesExtents)[0];
-    let count = get_u64(&bytes, extents_rec.body_start + 8) as usize;
-    for n in 0..count {
-        let at = extents_rec.body_start + 16 + n * 40;
-        if get_u64(&bytes, at) == own {
-            put_u64(&mut bytes, at + 24, extents_rec.offset as u64);
-        }
-    }
-    refix_record(&mut bytes, extents_rec.offset);
-    let (rec, at) = entry_at(&bytes, own);
-    let length = u32_at(&bytes, at) as usize;
-    put_u64(&mut bytes, at + length - 40 + 24, extents_rec.offset as u64);
-    refix_record(&mut bytes, rec.offset);
+    let announced = of_type(&bytes, RecordType::FilesExtents)[0].offset as u64;
+    edit_file_extent(&mut bytes, own, |e| e[24..32].copy_from_slice(&announced.to_le_bytes()));
     v.push(tree_case(
         "cycle-file-extent-self",
         "a file's extent refers to the FILES_EXTENTS record that announces it (and the entry agrees)",
@@ -1682,21 +1690,9 @@ fn sizes() -> Vec<HostileCase> {
     let big = t.file(0, b"big", &random_bytes(25, 3_000));
     t.file(0, b"ok.txt", OK);
     let mut bytes = t.archive();
-    let extents_rec = of_type(&bytes, RecordType::FilesExtents)[0];
     let length = 1u64 << 62;
-    let count = get_u64(&bytes, extents_rec.body_start + 8) as usize;
-    for n in 0..count {
-        let at = extents_rec.body_start + 16 + n * 40;
-        if get_u64(&bytes, at) == big {
-            put_u64(&mut bytes, at + 16, length);
-        }
-    }
-    refix_record(&mut bytes, extents_rec.offset);
-    let (rec, at) = entry_at(&bytes, big);
-    let entry_length = u32_at(&bytes, at) as usize;
-    put_u64(&mut bytes, at + field::SIZE, length + 3_000);
-    put_u64(&mut bytes, at + entry_length - 40 + 16, length);
-    refix_record(&mut bytes, rec.offset);
+    set_entry(&mut bytes, big, field::SIZE, &(length + 3_000).to_le_bytes());
+    edit_file_extent(&mut bytes, big, |e| e[16..24].copy_from_slice(&length.to_le_bytes()));
     v.push(tree_case(
         "size-file-extent-2e62",
         "a file extent of 2^62 bytes (FILES_EXTENTS and the entry agree), in a file of 2^62 + 3,000 bytes",
