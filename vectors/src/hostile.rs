@@ -1748,7 +1748,7 @@ fn sizes() -> Vec<HostileCase> {
     add_to_body_u64(&mut bytes, end, 32, files_count * (hole - data.len() as u64));
     v.push(tree_case(
         "size-file-holes-many",
-        "300 files of 1 GiB, each 19 bytes of data and a hole: 300 GiB of holes to hash, in 60 KiB",
+        "300 files of 1 GiB, each 19 bytes of data and a hole: 300 GiB of holes to hash, in 82 KiB",
         bytes,
         damaged(LimitExceeded),
         tree_checks(
