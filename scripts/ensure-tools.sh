@@ -11,6 +11,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v script >/dev/null || need+=(bsdutils)
 command -v tmux >/dev/null || need+=(tmux)
 command -v setfacl >/dev/null || need+=(acl)
+# GNU time measures the peak memory of each command of the hostile-archive test.
+[[ -x /usr/bin/time ]] || need+=(time)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "ensure-tools: missing ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2

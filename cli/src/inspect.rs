@@ -653,7 +653,9 @@ fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> R
     let entry = match entry.kind {
         strata_format::files::EntryKind::File => entry,
         strata_format::files::EntryKind::Hardlink => {
-            // The content is the first entry's: find it among the entries.
+            // The content is the first entry's: find it among the entries. Only
+            // an earlier regular file can be it (FORMAT.md 8.3); whatever else
+            // link_id names (a link, a directory, a later entry) gives nothing.
             let mut target = None;
             archive
                 .walk_tree(tree, |item| {
@@ -663,7 +665,14 @@ fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> R
                     Ok(())
                 })
                 .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
-            target.ok_or_else(|| Failure::fatal(format!("{wanted}: its hard link target is missing")))?
+            target
+                .filter(|t| t.kind == strata_format::files::EntryKind::File && t.entry_id < entry.entry_id)
+                .ok_or_else(|| {
+                    Failure::fatal(format!(
+                        "{wanted}: a hard link to entry {}, which is not an earlier regular file of files {files}",
+                        entry.link_id
+                    ))
+                })?
         }
         other => return Err(Failure::fatal(format!("{wanted} is a {}, not a regular file", other.name()))),
     };

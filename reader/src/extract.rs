@@ -20,6 +20,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, XattrFlags};
 use strata_format::files::{Entry, EntryKind, NO_PARENT};
@@ -124,7 +125,7 @@ fn user_ids(path: &str) -> IdsByName {
 struct Extractor<'a, R: ReadAt> {
     archive: &'a Archive<R>,
     tree: &'a TreeSection,
-    dest: OwnedFd,
+    dest: Rc<OwnedFd>,
     /// Whether extraction made the destination folder: only then does it take
     /// the root entry's metadata (an existing folder keeps its own).
     dest_created: bool,
@@ -143,32 +144,41 @@ struct Extractor<'a, R: ReadAt> {
     /// Regular files skipped with a warning (no content to give): hard links to
     /// them are skipped with a warning too.
     skipped: HashSet<u64>,
-    /// The directories from the root to the one the last entry went into, each
-    /// finished (mode, times) when the walk leaves it.
+    /// Handles on the directories most recently extracted into, by entry id,
+    /// with when each was last used: at most [`MAX_OPEN_DIRS`], so neither depth
+    /// nor width exhausts file descriptors.
+    handles: HashMap<u64, (Rc<OwnedFd>, u64)>,
+    uses: u64,
+    /// The directories from the root to the one being finished, in the last
+    /// pass that gives every directory its mode and times.
     chain: Vec<Frame>,
     /// How many of the deepest frames of `chain` hold an open handle: at most
-    /// [`MAX_OPEN_DIRS`], so depth never exhausts file descriptors.
+    /// [`MAX_OPEN_DIRS`].
     open_frames: usize,
     /// The temporary file being written, removed if the run stops.
-    temp: Option<(std::rc::Rc<OwnedFd>, String)>,
+    temp: Option<(Rc<OwnedFd>, String)>,
     temp_counter: u64,
 }
 
-/// Directory handles kept open along the current chain. Deeper chains drop the
-/// handles of their shallowest directories and reopen them through `..` (checked
-/// by device and inode) on the way back up.
+/// Directory handles kept open: while extracting, those of the directories
+/// used last; while finishing, those of the deepest directories of the chain
+/// (the others are reopened through `..`, checked by device and inode, on the
+/// way back up).
 const MAX_OPEN_DIRS: usize = 64;
 
 struct PlacedDir {
     parent_id: u64,
     name: Vec<u8>,
     entry: Entry,
+    /// Device and inode of the directory made (or found) there.
+    dev: u64,
+    ino: u64,
 }
 
-/// One directory of the current chain.
+/// One directory of the chain.
 struct Frame {
     id: u64,
-    fd: Option<std::rc::Rc<OwnedFd>>,
+    fd: Option<Rc<OwnedFd>>,
     dev: u64,
     ino: u64,
 }
@@ -190,8 +200,9 @@ fn interrupted() -> Error {
 ///
 /// An existing `dest` keeps its own mode, owner, times and ACLs; a `dest` this
 /// call creates takes the root entry's. Time and memory grow with the number of
-/// entries, not with their depth. A destination that is full or read-only stops
-/// the extraction with an error (the entries before it stay extracted).
+/// entries, not with their depth, in whatever order the entries come. A
+/// destination that is full or read-only stops the extraction with an error
+/// (the entries before it stay extracted).
 pub fn extract<R: ReadAt>(
     archive: &Archive<R>,
     tree: &TreeSection,
@@ -212,7 +223,7 @@ pub fn extract<R: ReadAt>(
     let mut extractor = Extractor {
         archive,
         tree,
-        dest: dest_fd,
+        dest: Rc::new(dest_fd),
         dest_created,
         options,
         report: ExtractReport::default(),
@@ -222,6 +233,8 @@ pub fn extract<R: ReadAt>(
         siblings: HashSet::new(),
         stripped: HashMap::new(),
         skipped: HashSet::new(),
+        handles: HashMap::new(),
+        uses: 0,
         chain: Vec::new(),
         open_frames: 0,
         temp: None,
@@ -255,7 +268,7 @@ pub fn extract<R: ReadAt>(
     }
     // Directories get their modes and times even when the walk failed, so what
     // was extracted is left as complete as it can be.
-    extractor.leave_to(0);
+    extractor.finish_dirs();
     walked?;
     extractor.report.not_found = options.select.iter().filter(|s| !found.contains(*s)).cloned().collect();
     Ok(extractor.report)
@@ -300,9 +313,8 @@ impl<R: ReadAt> Extractor<'_, R> {
 
     /// Adds directory `id` (open as `fd`) to the end of the chain, dropping the
     /// handle of the shallowest frame that holds one when too many are open.
-    fn push_frame(&mut self, id: u64, fd: OwnedFd) -> io::Result<std::rc::Rc<OwnedFd>> {
-        let stat = rustix::fs::fstat(&fd)?;
-        let fd = std::rc::Rc::new(fd);
+    fn push_frame(&mut self, id: u64, fd: Rc<OwnedFd>) -> io::Result<Rc<OwnedFd>> {
+        let stat = rustix::fs::fstat(&*fd)?;
         self.chain.push(Frame { id, fd: Some(fd.clone()), dev: stat.st_dev, ino: stat.st_ino });
         self.open_frames += 1;
         if self.open_frames > MAX_OPEN_DIRS {
@@ -337,7 +349,7 @@ impl<R: ReadAt> Extractor<'_, R> {
     /// each its mode and times now that nothing more is written inside; the new
     /// end of the chain gets its handle back if it was dropped.
     fn leave_to(&mut self, len: usize) {
-        let mut child: Option<std::rc::Rc<OwnedFd>> = None;
+        let mut child: Option<Rc<OwnedFd>> = None;
         while self.chain.len() > len {
             let Some(frame) = self.chain.pop() else { break };
             let fd = match frame.fd.clone() {
@@ -345,7 +357,7 @@ impl<R: ReadAt> Extractor<'_, R> {
                     self.open_frames -= 1;
                     Ok(fd)
                 }
-                None => self.reopen(&frame, child.as_deref()).map(std::rc::Rc::new),
+                None => self.reopen(&frame, child.as_deref()).map(Rc::new),
             };
             match fd {
                 Ok(fd) => {
@@ -364,46 +376,133 @@ impl<R: ReadAt> Extractor<'_, R> {
                 let reopened = self.reopen(top, child.as_deref());
                 let top = self.chain.last_mut().expect("checked above");
                 if let Ok(fd) = reopened {
-                    top.fd = Some(std::rc::Rc::new(fd));
+                    top.fd = Some(Rc::new(fd));
                     self.open_frames += 1;
                 }
             }
         }
     }
 
-    /// Makes the placed directory `id` the end of the chain and returns a handle
-    /// on it. Entries come depth first, so this is nearly always the current end
-    /// or one of its parents; otherwise the chain is rebuilt from the root.
-    fn enter(&mut self, id: u64) -> io::Result<std::rc::Rc<OwnedFd>> {
-        if let Some(at) = self.chain.iter().rposition(|f| f.id == id) {
-            self.leave_to(at + 1);
-            if let Some(fd) = self.chain.last().and_then(|f| f.fd.clone()) {
-                return Ok(fd);
-            }
-            return Err(io::Error::other("the directory cannot be reopened"));
-        }
-        self.leave_to(0);
-        let mut ids = vec![id];
+    /// A handle on the placed directory `id`, to extract into: one kept open,
+    /// else opened from the nearest kept directory above it (the destination at
+    /// worst) one component at a time, without following links, each checked to
+    /// be the directory placed there. Entries in any order cost the distance to
+    /// a kept directory, not the depth: going back and forth between two deep
+    /// directories reuses both handles.
+    fn dir_handle(&mut self, id: u64) -> io::Result<Rc<OwnedFd>> {
+        self.uses += 1;
+        let uses = self.uses;
+        let mut below = Vec::new();
         let mut at = id;
-        while let Some(dir) = self.dirs.get(&at) {
-            if dir.parent_id == NO_PARENT || dir.parent_id >= at {
-                break;
+        let mut fd = loop {
+            if let Some((fd, used)) = self.handles.get_mut(&at) {
+                *used = uses;
+                break fd.clone();
             }
-            ids.push(dir.parent_id);
+            let dir = self.dirs.get(&at).ok_or_else(|| io::Error::other("not a directory of this extraction"))?;
+            if dir.parent_id == NO_PARENT {
+                break self.dest.clone();
+            }
+            // Parents are placed before their children: the climb ends.
+            if dir.parent_id >= at {
+                return Err(io::Error::other("a directory placed before its parent"));
+            }
+            below.push(at);
             at = dir.parent_id;
-        }
+        };
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mut fd = rustix::fs::openat(&self.dest, ".", flags, Mode::empty())?;
-        let mut last = self.push_frame(*ids.last().expect("holds id"), fd)?;
-        for &dir in ids.iter().rev().skip(1) {
-            let name = self.dirs.get(&dir).map(|d| d.name.clone()).unwrap_or_default();
-            if !Entry::name_is_safe(&name) {
+        for id in below.iter().rev() {
+            let dir = &self.dirs[id];
+            if !Entry::name_is_safe(&dir.name) {
                 return Err(io::Error::other("unsafe path component"));
             }
-            fd = rustix::fs::openat(&*last, os(&name), flags, Mode::empty())?;
-            last = self.push_frame(dir, fd)?;
+            let next = rustix::fs::openat(&*fd, os(&dir.name), flags, Mode::empty())?;
+            let stat = rustix::fs::fstat(&next)?;
+            if (stat.st_dev, stat.st_ino) != (dir.dev, dir.ino) {
+                return Err(io::Error::other("the directory was replaced during the extraction"));
+            }
+            fd = Rc::new(next);
         }
-        Ok(last)
+        if !below.is_empty() {
+            self.keep(id, fd.clone());
+        }
+        Ok(fd)
+    }
+
+    /// Keeps a handle on directory `id`, dropping the one used longest ago when
+    /// [`MAX_OPEN_DIRS`] are kept.
+    fn keep(&mut self, id: u64, fd: Rc<OwnedFd>) {
+        if self.handles.len() >= MAX_OPEN_DIRS {
+            let oldest = self.handles.iter().min_by_key(|(_, (_, used))| *used).map(|(&id, _)| id);
+            if let Some(oldest) = oldest {
+                self.handles.remove(&oldest);
+            }
+        }
+        self.uses += 1;
+        self.handles.insert(id, (fd, self.uses));
+    }
+
+    /// Gives every placed directory its default ACL, mode and times, once
+    /// everything is written, deepest first (FORMAT.md 8.7). Entries may come
+    /// in any order, so only now is a directory known to be complete. The
+    /// directories are walked depth first through the chain of handles: each
+    /// entered from its parent and left through `..`, one step per directory
+    /// whatever the depth.
+    fn finish_dirs(&mut self) {
+        self.handles.clear();
+        let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
+        let mut root = None;
+        for (&id, dir) in &self.dirs {
+            if dir.parent_id == NO_PARENT {
+                root = Some(id);
+            } else {
+                children.entry(dir.parent_id).or_default().push(id);
+            }
+        }
+        let Some(root) = root else { return };
+        for list in children.values_mut() {
+            list.sort_unstable();
+        }
+        self.chain.clear();
+        self.open_frames = 0;
+        if let Err(e) = self.push_frame(root, self.dest.clone()) {
+            self.warn(b"", format!("directory modes and times not set: {e}"));
+            return;
+        }
+        // Per directory of the chain, the next of its children to enter.
+        let mut next = vec![0usize];
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        while let (Some(frame), Some(&n)) = (self.chain.last(), next.last()) {
+            let Some(&child) = children.get(&frame.id).and_then(|list| list.get(n)) else {
+                // Everything below it is finished: so is it.
+                next.pop();
+                self.leave_to(self.chain.len() - 1);
+                continue;
+            };
+            *next.last_mut().expect("checked above") += 1;
+            let dir = &self.dirs[&child];
+            let opened = match &frame.fd {
+                Some(parent) => {
+                    rustix::fs::openat(&**parent, os(&dir.name), flags, Mode::empty()).map_err(io::Error::from)
+                }
+                None => Err(io::Error::other("its parent directory cannot be reopened")),
+            }
+            .and_then(|fd| {
+                let stat = rustix::fs::fstat(&fd)?;
+                if (stat.st_dev, stat.st_ino) != (dir.dev, dir.ino) {
+                    return Err(io::Error::other("the directory was replaced during the extraction"));
+                }
+                Ok(fd)
+            })
+            .and_then(|fd| self.push_frame(child, Rc::new(fd)));
+            match opened {
+                Ok(_) => next.push(0),
+                Err(e) => {
+                    let path = self.path_of(child);
+                    self.warn(&path, format!("mode and times not set (nor below it): {e}"));
+                }
+            }
+        }
     }
 
     /// A directory is left: its deferred default ACL, then mode and times. The
@@ -437,22 +536,21 @@ impl<R: ReadAt> Extractor<'_, R> {
             progress.entries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let PathEntry { path, entry } = item;
-        if entry.parent_id == NO_PARENT {
-            // The root is the destination itself: only its metadata applies. It
-            // counts as extracted, so counts agree with `info` and `list`.
-            self.leave_to(0);
+        // The root is entry 0, a directory: the destination itself, of which
+        // only its metadata applies. Another entry without a parent is no
+        // root (FORMAT.md 8.3): it is refused below, having no directory.
+        if entry.parent_id == NO_PARENT && entry.entry_id == 0 {
+            if entry.kind != EntryKind::Directory {
+                self.refuse(&path, "the root entry is not a directory");
+                return Ok(());
+            }
+            let stat =
+                rustix::fs::fstat(&*self.dest).map_err(|e| Error::local_io("opening the destination", e.into()))?;
+            let (dev, ino) = (stat.st_dev, stat.st_ino);
+            self.dirs.insert(0, PlacedDir { parent_id: NO_PARENT, name: Vec::new(), entry, dev, ino });
+            // It counts as extracted, so counts agree with `info` and `list`.
             self.report.entries += 1;
-            let id = entry.entry_id;
-            self.dirs.insert(id, PlacedDir { parent_id: NO_PARENT, name: Vec::new(), entry });
-            let pushed = rustix::fs::openat(
-                &self.dest,
-                ".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(io::Error::from)
-            .and_then(|fd| self.push_frame(id, fd));
-            return pushed.map(|_| ()).map_err(|e| Error::local_io("opening the destination", e));
+            return Ok(());
         }
         let mut entry = entry;
         if let Some(&placed) = self.stripped.get(&entry.parent_id) {
@@ -486,7 +584,21 @@ impl<R: ReadAt> Extractor<'_, R> {
             self.refuse(&path, format!("it breaks a rule of the format: {}", e.detail));
             return Ok(());
         }
-        let parent = match self.enter(entry.parent_id) {
+        // A hard link whose file was not extracted is not made: decided before
+        // anything in the destination is touched, so that --overwrite does not
+        // remove what stands at its name for nothing.
+        if entry.kind == EntryKind::Hardlink && self.skipped.contains(&entry.link_id) {
+            self.warn(&path, "a hard link to a file whose content is not in the archive: not extracted");
+            return Ok(());
+        }
+        if entry.kind == EntryKind::Hardlink && !self.files.contains_key(&entry.link_id) {
+            self.refuse(
+                &path,
+                format!("hard link to entry {}, which is not an extracted regular file of this tree", entry.link_id),
+            );
+            return Ok(());
+        }
+        let parent = match self.dir_handle(entry.parent_id) {
             Ok(fd) => fd,
             Err(e) => {
                 self.refuse(&path, format!("its parent directory cannot be opened without following a link: {e}"));
@@ -529,10 +641,6 @@ impl<R: ReadAt> Extractor<'_, R> {
                 return Ok(());
             }
         }
-        if entry.kind == EntryKind::Hardlink && self.skipped.contains(&entry.link_id) {
-            self.warn(&path, "a hard link to a file whose content is not in the archive: not extracted");
-            return Ok(());
-        }
         self.report.entries += 1;
         let (kind, entry_id) = (entry.kind, entry.entry_id);
         let changed =
@@ -541,7 +649,7 @@ impl<R: ReadAt> Extractor<'_, R> {
             EntryKind::Directory => self.make_dir(&parent, name, &path, entry, reuse_dir),
             EntryKind::File => self.make_file(&parent, name, &path, &entry),
             EntryKind::Symlink => self.make_symlink(&parent, name, &path, &entry),
-            EntryKind::Hardlink => self.make_hardlink(&parent, name, &path, &entry),
+            EntryKind::Hardlink => self.make_hardlink(&parent, name, &entry),
             _ => self.make_node(&parent, name, &path, &entry),
         };
         if let Err(e) = result {
@@ -588,18 +696,21 @@ impl<R: ReadAt> Extractor<'_, R> {
             Mode::empty(),
         )
         .map_err(|e| Error::local_io("opening the new directory", e.into()))?;
+        let stat = rustix::fs::fstat(&dir).map_err(|e| Error::local_io("opening the new directory", e.into()))?;
         // Owner and xattrs now (the default ACL, which new entries inside would
-        // inherit, only when the directory is left); mode and times then too.
+        // inherit, only once everything is extracted); mode and times then too.
         self.apply_fd_metadata(&dir, path, &entry, false, true);
         let id = entry.entry_id;
-        self.dirs.insert(id, PlacedDir { parent_id: entry.parent_id, name: entry.name.clone(), entry });
-        self.push_frame(id, dir).map_err(|e| Error::local_io("opening the new directory", e))?;
+        let (dev, ino) = (stat.st_dev, stat.st_ino);
+        self.dirs.insert(id, PlacedDir { parent_id: entry.parent_id, name: entry.name.clone(), entry, dev, ino });
+        // Entries inside it usually come next.
+        self.keep(id, Rc::new(dir));
         Ok(())
     }
 
     fn make_file(
         &mut self,
-        parent: &std::rc::Rc<OwnedFd>,
+        parent: &Rc<OwnedFd>,
         name: &std::ffi::OsStr,
         path: &[u8],
         entry: &Entry,
@@ -685,29 +796,14 @@ impl<R: ReadAt> Extractor<'_, R> {
         Ok(())
     }
 
-    fn make_hardlink(
-        &mut self,
-        parent: &OwnedFd,
-        name: &std::ffi::OsStr,
-        path: &[u8],
-        entry: &Entry,
-    ) -> Result<(), Error> {
-        let Some((target_dir, target_name)) = self.files.get(&entry.link_id).cloned() else {
-            self.report.entries -= 1;
-            self.refuse(
-                path,
-                format!("hard link to entry {}, which is not an extracted regular file of this tree", entry.link_id),
-            );
-            return Ok(());
-        };
-        let open_dir = self.chain.iter().rev().find(|f| f.id == target_dir).and_then(|f| f.fd.clone());
-        let source_dir = match open_dir {
-            Some(fd) => fd,
-            None => std::rc::Rc::new(
-                self.open_placed_dir(target_dir)
-                    .map_err(|e| Error::local_io("opening the link's target directory", e))?,
-            ),
-        };
+    fn make_hardlink(&mut self, parent: &OwnedFd, name: &std::ffi::OsStr, entry: &Entry) -> Result<(), Error> {
+        // `entry` checked that the file was extracted.
+        let (target_dir, target_name) =
+            self.files.get(&entry.link_id).cloned().ok_or_else(|| {
+                Error::local_io("creating the hard link", io::Error::other("its file was not extracted"))
+            })?;
+        let source_dir =
+            self.dir_handle(target_dir).map_err(|e| Error::local_io("opening the link's target directory", e))?;
         rustix::fs::linkat(&*source_dir, os(&target_name), parent, name, AtFlags::empty())
             .map_err(|e| Error::local_io("creating the hard link", e.into()))?;
         Ok(())

@@ -445,6 +445,8 @@ fn shown_path(path: &[u8]) -> String {
 struct PathBuilder {
     /// Per entry id: a directory's parent and name (`None` for other entries).
     dirs: Vec<Option<(u64, Box<[u8]>)>>,
+    /// Per entry id: a directory's depth, which is its place in any chain.
+    depths: Vec<usize>,
     /// The current chain of directories: entry id and the path length up to it.
     chain: Vec<(u64, usize)>,
     path: Vec<u8>,
@@ -454,36 +456,49 @@ impl PathBuilder {
     /// The path of `entry`, whose `entry_id` is the next one; remembers it if it
     /// is a directory.
     fn place(&mut self, entry: &Entry) -> Vec<u8> {
-        let path = if entry.parent_id == NO_PARENT {
+        // Only entry 0 is the root (FORMAT.md 8.3): another entry without a
+        // parent has no directory, as below.
+        let root = entry.parent_id == NO_PARENT && entry.entry_id == 0;
+        let at = if root {
             self.chain.clear();
             self.path.clear();
-            Vec::new()
-        } else if self.enter(entry.parent_id) {
-            join(&self.path, &entry.name)
+            None
         } else {
+            self.find(entry.parent_id)
+        };
+        let path = match at {
+            _ if root => Vec::new(),
+            Some(at) => join(&self.path[..self.chain[at].1], &entry.name),
             // Not a directory before it: a damaged or hostile entry. It is still
             // listed (verify reports it) under a path that names the problem;
             // extraction refuses it, having no directory to put it in.
-            join(format!("<entry {} is no directory>", entry.parent_id).as_bytes(), &entry.name)
+            None if entry.parent_id == NO_PARENT => join(b"<no parent>", &entry.name),
+            None => join(format!("<entry {} is no directory>", entry.parent_id).as_bytes(), &entry.name),
         };
-        let placed = entry.parent_id == NO_PARENT || self.chain.last().map(|c| c.0) == Some(entry.parent_id);
-        if entry.kind == EntryKind::Directory && placed {
+        if entry.kind == EntryKind::Directory && (root || at.is_some()) {
+            // The chain ends at the new directory; for other entries it stays
+            // as it is, so entries that go back and forth between a deep
+            // directory and one above it cost nothing more.
+            if let Some(at) = at {
+                self.chain.truncate(at + 1);
+            }
             self.dirs.push(Some((entry.parent_id, entry.name.clone().into_boxed_slice())));
+            self.depths.push(self.chain.len());
             self.path.clone_from(&path);
             self.chain.push((entry.entry_id, path.len()));
         } else {
             self.dirs.push(None);
+            self.depths.push(0);
         }
         path
     }
 
-    /// Makes `dir` the end of the current chain; false if it is not a directory
-    /// seen before.
-    fn enter(&mut self, dir: u64) -> bool {
-        if let Some(at) = self.chain.iter().rposition(|c| c.0 == dir) {
-            self.chain.truncate(at + 1);
-            self.path.truncate(self.chain[at].1);
-            return true;
+    /// Where `dir` is in the current chain, making it the chain's end when it
+    /// is not on it; `None` if it is not a directory seen before.
+    fn find(&mut self, dir: u64) -> Option<usize> {
+        let depth = self.depths.get(dir as usize).copied().unwrap_or(0);
+        if self.chain.get(depth).is_some_and(|c| c.0 == dir) {
+            return Some(depth);
         }
         // Entries did not come depth first: rebuild the chain from the parents.
         // Each parent is an earlier entry, so the climb ends.
@@ -497,11 +512,11 @@ impl PathBuilder {
                         break;
                     }
                     if *parent >= at {
-                        return false;
+                        return None;
                     }
                     at = *parent;
                 }
-                _ => return false,
+                _ => return None,
             }
         }
         self.chain.clear();
@@ -517,7 +532,7 @@ impl PathBuilder {
             }
             self.chain.push((id, self.path.len()));
         }
-        true
+        Some(self.chain.len() - 1)
     }
 }
 

@@ -567,9 +567,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         for t in 0..self.trees.len() {
             let extents = std::mem::take(&mut self.trees[t].file_extents);
             for extent in &extents {
-                let affected = Affected {
-                    section: self.trees[t].name.clone(),
-                    path: Some(self.trees[t].path_of(extent.entry_id)),
+                // The path only for a problem: building it costs the file's depth,
+                // quadratic over many files deep in a tree.
+                let affected = |walk: &Self| Affected {
+                    section: walk.trees[t].name.clone(),
+                    path: Some(walk.trees[t].path_of(extent.entry_id)),
                     range: extent.file_offset..extent.end(),
                 };
                 match self.chunks.get(&extent.chunk_ref) {
@@ -581,9 +583,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                             "file extent",
                             "runs past the end of its chunk",
                         );
+                        let affected = affected(self);
                         self.report.problems[p].affects.push(affected);
                     }
-                    None => self.attach_or_dangling(extent.chunk_ref, affected),
+                    None => {
+                        let affected = affected(self);
+                        self.attach_or_dangling(extent.chunk_ref, affected);
+                    }
                 }
             }
             self.trees[t].file_extents = extents;

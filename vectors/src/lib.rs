@@ -7,6 +7,7 @@
 //! one deliberate defect, their checksums fixed up so that the defect is the one a
 //! reader meets; the expected error class is stated here, never observed.
 
+pub mod hostile;
 mod trees;
 
 use std::io;

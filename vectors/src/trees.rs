@@ -310,17 +310,39 @@ fn tree_vector(
     }
 }
 
-/// The entries of the devices vector, for a writer that takes them as they are:
-/// devices need privileges to make on disk, an archive does not.
-struct ModelEntries {
-    entries: std::vec::IntoIter<(files::Entry, Vec<u8>)>,
+/// Entries given as they are, with their content, for a writer that takes them
+/// from a model: devices need privileges to make on disk, an archive does not.
+/// An entry with its content and the data ranges of its content (the rest is holes).
+pub(crate) type ModelEntry = (files::Entry, Vec<u8>, Vec<(u64, u64)>);
+
+pub(crate) struct ModelEntries {
+    entries: std::vec::IntoIter<ModelEntry>,
     content: Vec<u8>,
+}
+
+impl ModelEntries {
+    /// Entries with their content, all of it data.
+    pub(crate) fn new(entries: Vec<(files::Entry, Vec<u8>)>) -> Self {
+        Self::with_ranges(
+            entries
+                .into_iter()
+                .map(|(entry, content)| {
+                    let ranges = if content.is_empty() { Vec::new() } else { vec![(0, content.len() as u64)] };
+                    (entry, content, ranges)
+                })
+                .collect(),
+        )
+    }
+
+    /// Entries with their content and its data ranges: the rest is holes.
+    pub(crate) fn with_ranges(entries: Vec<ModelEntry>) -> Self {
+        ModelEntries { entries: entries.into_iter(), content: Vec::new() }
+    }
 }
 
 impl EntrySource for ModelEntries {
     fn next_entry(&mut self) -> std::io::Result<Option<SourceEntry>> {
-        Ok(self.entries.next().map(|(entry, content)| {
-            let data_ranges = if content.is_empty() { Vec::new() } else { vec![(0, content.len() as u64)] };
+        Ok(self.entries.next().map(|(entry, content, data_ranges)| {
             self.content = content;
             SourceEntry { path: entry.name.clone(), entry, data_ranges }
         }))
@@ -416,7 +438,7 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
     options.chunk_size = CHUNK as u32;
     options.threads = 1;
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
-    let mut source = ModelEntries { entries: model.into_iter(), content: Vec::new() };
+    let mut source = ModelEntries::new(model);
     writer.add_tree_from("devices", Captured::KNOWN, &mut source, &NoProgress).expect("the model is a valid tree");
     let bytes = writer.finish().expect("writing to memory").0;
     (bytes, json!({"kind": "files", "name": "devices", "entries": expected}))

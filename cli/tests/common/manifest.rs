@@ -38,6 +38,18 @@ fn data_ranges(path: &Path, size: u64) -> Vec<(u64, u64)> {
     ranges
 }
 
+/// The extended attributes of `path` itself (a link's own, not its target's),
+/// sorted by name.
+pub fn xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(path)
+        .map(|names| {
+            names.filter_map(|n| xattr::get(path, &n).ok().flatten().map(|v| (n.as_bytes().to_vec(), v))).collect()
+        })
+        .unwrap_or_default();
+    xattrs.sort();
+    xattrs
+}
+
 /// Walks `root`; paths are relative, as bytes. `with_times` includes the mtime.
 pub fn manifest(root: &Path) -> BTreeMap<Vec<u8>, Facts> {
     let mut out = BTreeMap::new();
@@ -66,14 +78,7 @@ pub fn manifest(root: &Path) -> BTreeMap<Vec<u8>, Facts> {
             } else {
                 '-'
             };
-            let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = xattr::list(&path)
-                .map(|names| {
-                    names
-                        .filter_map(|n| xattr::get(&path, &n).ok().flatten().map(|v| (n.as_bytes().to_vec(), v)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            xattrs.sort();
+            let xattrs = xattrs(&path);
             let link_group = if kind == '-' {
                 inodes.entry((meta.dev(), meta.ino())).or_insert_with(|| rel.clone()).clone()
             } else {
