@@ -8,6 +8,8 @@ command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 { command -v setpriv && command -v prlimit; } >/dev/null || need+=(util-linux)
+{ command -v setfacl && command -v getfacl; } >/dev/null || need+=(acl)
+[[ -x /usr/bin/time ]] || need+=(time)
 if ((${#need[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "ensure-tools: missing ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2
