@@ -60,6 +60,10 @@ fn peak_rss_kb() -> String {
         .map_or_else(|| "?".to_string(), |v| v.trim().trim_end_matches(" kB").to_string())
 }
 
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -69,8 +73,9 @@ fn unhex(hex: &str) -> Vec<u8> {
 }
 
 /// `list --json`: every entry's path (from `path_hex`) with its JSON.
-fn listed(archive: &Path) -> Vec<(Vec<u8>, serde_json::Value)> {
-    let out = common::run_ok(&["list", path_str(archive), "--files", "t", "--json"]);
+fn listed(case: Case, archive: &Path) -> Vec<(Vec<u8>, serde_json::Value)> {
+    let out = step(case, "list", &["list", path_str(archive), "--files", "t", "--json"]);
+    assert!(out.status.success(), "list failed with {:?}: {}", out.status.code(), stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("list --json is JSON");
     let entries = json["sections"][0]["entries"].as_array().expect("one section of entries").clone();
     entries.into_iter().map(|e| (unhex(e["path_hex"].as_str().expect("path_hex")), e)).collect()
@@ -87,7 +92,8 @@ struct Expect {
 /// warning naming each such path and exit 1), the source unchanged, `verify`
 /// exit 0, `list --json` naming every path once, `extract` into a new folder
 /// with no warning, and the extraction equal to the source in every field
-/// (times out of range: the nearest the archive holds).
+/// (times out of range: the nearest the archive holds). A file with more
+/// holes than a reader hashes is a known defect (see `verify` below).
 fn round_trip(case: Case, expect: Expect) {
     let size = Size::from_env();
     let work = temp_dir();
@@ -116,7 +122,10 @@ fn round_trip(case: Case, expect: Expect) {
         }
         for warning in &warnings {
             assert!(
-                built.out_of_range.iter().any(|(p, _)| warning.starts_with(&format!("warning: t/{}: ", shown(p)))),
+                built
+                    .out_of_range
+                    .iter()
+                    .any(|(p, _)| { warning.starts_with(&format!("warning: t/{}: ", String::from_utf8_lossy(p))) }),
                 "a warning for a time the archive holds: {warning}"
             );
         }
@@ -126,9 +135,29 @@ fn round_trip(case: Case, expect: Expect) {
     assert!(changed.is_empty(), "the backup changed its source:\n{}", changed.join("\n"));
 
     let out = step(case, "verify", &["verify", path_str(&archive)]);
-    assert!(out.status.success(), "verify failed with {:?}: {}", out.status.code(), stderr(&out));
+    if built.holes_past_limit.is_empty() {
+        assert!(out.status.success(), "verify failed with {:?}: {}", out.status.code(), stdout(&out));
+    } else {
+        // KNOWN DEFECT: (defect 7) a file's BLAKE3 covers its holes, so a
+        // reader hashes at most `Limits::max_hole_hash_bytes` (16 GiB) of them
+        // and leaves a sparser file unchecked: `verify` calls the archive
+        // `create` just wrote damaged (exit 1), `extract` writes the file with
+        // a warning (exit 1). The format change that takes holes out of the
+        // hash ends this; then this branch must go.
+        let report = stdout(&out);
+        assert_eq!(out.status.code(), Some(1), "{report}");
+        assert!(report.contains(&format!("{} problem", built.holes_past_limit.len())), "{report}");
+        for path in &built.holes_past_limit {
+            let named = format!("{:?}", String::from_utf8_lossy(path));
+            assert!(
+                report.lines().any(|l| l.contains(&named) && l.contains("[limit-exceeded]")),
+                "verify does not name {named} as not checked: {report}"
+            );
+        }
+        println!("KNOWN DEFECT (defect 7): {} verify: {}", case.name(), report.lines().nth(1).unwrap_or("").trim());
+    }
 
-    let entries = timed(case, "list", || listed(&archive));
+    let entries = timed(case, "json", || listed(case, &archive));
     let mut seen = BTreeSet::new();
     for (path, _) in &entries {
         assert!(seen.insert(path.clone()), "listed twice: {}", shown(path));
@@ -149,8 +178,21 @@ fn round_trip(case: Case, expect: Expect) {
 
     let dest = work.path().join("dest");
     let out = step(case, "extract", &["extract", path_str(&archive), "--files", "t", path_str(&dest), "--quiet"]);
-    assert!(out.status.success(), "extract failed with {:?}: {}", out.status.code(), stderr(&out));
-    assert!(!stderr(&out).contains("warning"), "extract warned: {}", stderr(&out));
+    if built.holes_past_limit.is_empty() {
+        assert!(out.status.success(), "extract failed with {:?}: {}", out.status.code(), stderr(&out));
+        assert!(!stderr(&out).contains("warning"), "extract warned: {}", stderr(&out));
+    } else {
+        // KNOWN DEFECT: (defect 7) as for verify above.
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let err = stderr(&out);
+        let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
+        assert_eq!(warnings.len(), built.holes_past_limit.len(), "{err}");
+        for path in &built.holes_past_limit {
+            let named =
+                format!("warning: {} in files t: content written but not checked", String::from_utf8_lossy(path));
+            assert!(warnings.iter().any(|w| w.starts_with(&named)), "no warning names {named:?}: {err}");
+        }
+    }
     let mut expected = before;
     for (path, recorded) in &built.out_of_range {
         let facts = expected.get_mut(path).expect("in the source");
