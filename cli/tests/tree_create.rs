@@ -4,6 +4,7 @@ mod common;
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
+use common::hard_tree::{deep_chain, deep_chain_extras, RemoveDeep};
 use common::*;
 
 fn listing(archive: &std::path::Path, name: &str) -> String {
@@ -162,60 +163,6 @@ fn one_file_system_keeps_mount_points_but_not_what_is_mounted_there() {
     });
     let _ = std::process::Command::new("umount").arg(src.join("mnt")).status();
     assert_eq!(result.expect("create and list"), ".\nmnt\nplain\nplain/f\n");
-}
-
-/// Removes a tree too deep for `std::fs::remove_dir_all` (paths past PATH_MAX,
-/// a descriptor per level) when the test ends, however it ends; GNU rm walks
-/// any depth.
-struct RemoveDeep(std::path::PathBuf);
-
-impl Drop for RemoveDeep {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rm").arg("-rf").arg(&self.0).status();
-    }
-}
-
-/// Makes `root/chain/dd/dd/…` `levels` directories deep through directory
-/// handles (paths this long cannot be made by name), with `bottom` in
-/// `bottom.txt` at the bottom and, every `every` levels, a `zz.txt` holding the
-/// level's number, visited after the way down. Returns the bottom file's path
-/// relative to `root` and whether it got the extended attribute `user.x`.
-fn deep_chain(root: &std::path::Path, levels: usize, every: usize, bottom: &[u8]) -> (String, bool) {
-    use rustix::fs::{mkdirat, openat, Mode, OFlags, XattrFlags};
-    use std::io::Write;
-    let mut dir = openat(rustix::fs::CWD, root, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
-    let mut relative = String::new();
-    let write = |dir: &std::os::fd::OwnedFd, name: &str, content: &[u8]| {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-        let mut file = std::fs::File::from(openat(dir, name, flags, Mode::from_raw_mode(0o644)).unwrap());
-        file.write_all(content).unwrap();
-        file
-    };
-    for level in 0..=levels {
-        let name = if level == 0 { "chain" } else { "dd" };
-        mkdirat(&dir, name, Mode::from_raw_mode(0o755)).unwrap();
-        dir = openat(&dir, name, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).unwrap();
-        relative.push_str(if level == 0 { "chain" } else { "/dd" });
-        if level % every == 0 {
-            write(&dir, "zz.txt", level.to_string().as_bytes());
-        }
-    }
-    let file = write(&dir, "bottom.txt", bottom);
-    let xattr = match rustix::fs::fsetxattr(&file, "user.x", b"deep", XattrFlags::empty()) {
-        Ok(()) => true,
-        Err(rustix::io::Errno::NOTSUP) => false,
-        Err(e) => panic!("setting user.x: {e}"),
-    };
-    relative.push_str("/bottom.txt");
-    (relative, xattr)
-}
-
-/// The `zz.txt` files `deep_chain` made, as (path, content).
-fn deep_chain_extras(levels: usize, every: usize) -> Vec<(String, String)> {
-    (0..=levels)
-        .filter(|level| level % every == 0)
-        .map(|level| (format!("chain{}/zz.txt", "/dd".repeat(level)), level.to_string()))
-        .collect()
 }
 
 /// Backs up a deep chain with `prefix` before the strata command (a descriptor

@@ -182,8 +182,32 @@ impl Names {
     }
 }
 
-fn time_ns(secs: i64, nsecs: i64) -> i64 {
-    secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
+/// A time as the archive holds it, nanoseconds since 1970 in an i64
+/// (1677-09-21 to 2262-04-11), and whether it had to be moved there: a time
+/// outside is recorded as the nearest the archive holds.
+fn time_ns(secs: i64, nsecs: i64) -> (i64, bool) {
+    let exact = i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
+    let held = exact.clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+    (held as i64, held != exact)
+}
+
+/// `2262-04-11 23:47:16.854775807 UTC`, for messages, whatever the year.
+fn utc(secs: i64, nsecs: i64) -> String {
+    let (secs, nsecs) =
+        (i128::from(secs) + i128::from(nsecs.div_euclid(1_000_000_000)), nsecs.rem_euclid(1_000_000_000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i128::from(month <= 2);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{nsecs:09} UTC")
 }
 
 /// Directory handles the walk keeps open at most. Each directory being walked
@@ -767,6 +791,23 @@ impl Walk<'_> {
         self.summary.warnings.push(TreeWarning { path: relative.to_vec(), message: message.into() });
     }
 
+    /// A time of the entry at `relative` as the archive holds it; one it
+    /// cannot hold is recorded as the nearest it can, with a warning.
+    fn held_time(&mut self, relative: &[u8], what: &str, (secs, nsecs): (i64, i64)) -> i64 {
+        let (held, moved) = time_ns(secs, nsecs);
+        if moved {
+            self.warn(
+                relative,
+                format!(
+                    "{what} {} is outside the times an archive holds (1677-09-21 to 2262-04-11): recorded as {}",
+                    utc(secs, nsecs),
+                    utc(held.div_euclid(1_000_000_000), held.rem_euclid(1_000_000_000))
+                ),
+            );
+        }
+        held
+    }
+
     /// The metadata part of an entry (no content), with the next id.
     fn entry_for(
         &mut self,
@@ -779,9 +820,15 @@ impl Walk<'_> {
         let kind = kind_of(meta.mode);
         let entry_id = self.next_id;
         self.next_id += 1;
+        let capture = self.options.capture;
+        let mtime_ns = self.held_time(relative, "mtime", meta.mtime);
+        let atime_ns = if capture & Captured::ATIME != 0 { self.held_time(relative, "atime", meta.atime) } else { 0 };
+        let ctime_ns = if capture & Captured::CTIME != 0 { self.held_time(relative, "ctime", meta.ctime) } else { 0 };
         let (btime_ns, flags) = match meta.btime {
-            Some((secs, nsecs)) => (time_ns(secs, nsecs), EntryFlags::BTIME),
-            None => (0, 0),
+            Some(btime) if capture & Captured::BTIME != 0 => {
+                (self.held_time(relative, "birth time", btime), EntryFlags::BTIME)
+            }
+            _ => (0, 0),
         };
         let xattrs = match xattrs_of(xattrs) {
             Ok(x) => x,
@@ -791,7 +838,6 @@ impl Walk<'_> {
                 Vec::new()
             }
         };
-        let capture = self.options.capture;
         let (uid, gid) = self.options.fixed_owner.unwrap_or((meta.uid, meta.gid));
         let (user, group) = if capture & Captured::OWNER_NAMES != 0 {
             (self.names.user(uid), self.names.group(gid))
@@ -799,8 +845,6 @@ impl Walk<'_> {
             (Vec::new(), Vec::new())
         };
         let xattrs = if capture & Captured::XATTRS != 0 { xattrs } else { Vec::new() };
-        let (btime_ns, flags) =
-            if capture & Captured::BTIME != 0 { (btime_ns, flags) } else { (0, flags & !EntryFlags::BTIME) };
         let rdev = meta.rdev;
         let is_device = matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice);
         Entry {
@@ -813,9 +857,9 @@ impl Walk<'_> {
             gid,
             rdev_major: if is_device { rustix::fs::major(rdev) } else { 0 },
             rdev_minor: if is_device { rustix::fs::minor(rdev) } else { 0 },
-            mtime_ns: time_ns(meta.mtime.0, meta.mtime.1),
-            atime_ns: if capture & Captured::ATIME != 0 { time_ns(meta.atime.0, meta.atime.1) } else { 0 },
-            ctime_ns: if capture & Captured::CTIME != 0 { time_ns(meta.ctime.0, meta.ctime.1) } else { 0 },
+            mtime_ns,
+            atime_ns,
+            ctime_ns,
             btime_ns,
             size: 0,
             link_id: 0,
@@ -1229,5 +1273,65 @@ impl Walk<'_> {
             }
         }
         Ok(resolved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{time_ns, utc};
+
+    /// Every time is either recorded exactly or moved to the nearest the
+    /// archive holds, and then said to be moved (the walk warns on that).
+    #[test]
+    fn no_time_is_ever_changed_without_a_warning() {
+        let mut secs: Vec<i64> = vec![
+            i64::MIN,
+            i64::MIN + 1,
+            -9_223_372_037,
+            -9_223_372_036,
+            -(1 << 31),
+            -1,
+            0,
+            1,
+            9_223_372_036,
+            9_223_372_037,
+            15_021_158_400,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        // And a spread between, both signs.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            secs.push((x as i64) >> (x % 53));
+        }
+        for &s in &secs {
+            for nsecs in [0, 1, 145_224_191, 145_224_192, 500_000_000, 854_775_807, 854_775_808, 999_999_999] {
+                let exact = i128::from(s) * 1_000_000_000 + i128::from(nsecs);
+                let (held, moved) = time_ns(s, nsecs);
+                if moved {
+                    let nearest = if exact < 0 { i64::MIN } else { i64::MAX };
+                    assert_eq!(held, nearest, "{s} s {nsecs} ns");
+                    assert!(exact < i128::from(i64::MIN) || exact > i128::from(i64::MAX), "{s} s {nsecs} ns");
+                } else {
+                    assert_eq!(i128::from(held), exact, "{s} s {nsecs} ns changed without a warning");
+                }
+            }
+        }
+        // The earliest representable time, reached from the second before it:
+        // seconds that alone overflow, brought back in range by nanoseconds.
+        assert_eq!(time_ns(-9_223_372_037, 145_224_192), (i64::MIN, false));
+        assert_eq!(time_ns(9_223_372_036, 854_775_807), (i64::MAX, false));
+        assert_eq!(time_ns(9_223_372_036, 854_775_808), (i64::MAX, true));
+    }
+
+    #[test]
+    fn times_in_messages_are_dates() {
+        assert_eq!(utc(9_223_372_036, 854_775_807), "2262-04-11 23:47:16.854775807 UTC");
+        assert_eq!(utc(-9_223_372_037, 145_224_192), "1677-09-21 00:12:43.145224192 UTC");
+        assert_eq!(utc(15_021_158_400, 250_000_000), "2446-01-01 00:00:00.250000000 UTC");
+        assert_eq!(utc(-1, 500_000_000), "1969-12-31 23:59:59.500000000 UTC");
     }
 }

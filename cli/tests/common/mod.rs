@@ -68,6 +68,7 @@ pub fn temp_dir() -> tempfile::TempDir {
 }
 
 pub mod archive;
+pub mod hard_tree;
 pub mod manifest;
 
 pub fn join(dir: &Path, name: &str) -> PathBuf {
