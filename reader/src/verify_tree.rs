@@ -8,9 +8,10 @@ use std::sync::Arc;
 use strata_format::files::{
     self, DirTable, Entry, EntryKind, FileExtent, FilesBegin, FilesEnd, FilesIndexHead, NO_PARENT,
 };
+use strata_format::image::ExtentTableHead;
 use strata_format::ErrorClass;
 
-use crate::verify::{Affected, ForwardTarget, Walk};
+use crate::verify::{Affected, ForwardTarget, Summary, Walk};
 use crate::ReadAt;
 
 /// What the walk keeps of each entry, and salvage starts from.
@@ -46,22 +47,33 @@ pub(crate) struct WalkTree {
     pub entries: BTreeMap<u64, EntryFacts>,
     /// The id the next entry should have.
     next_id: u64,
-    /// How many damaged spans the walk had met at this section's last entry: an
-    /// id gap is the damage's doing when more have been met since.
-    damage_mark: usize,
-    /// How many damaged spans the walk had met at this section's `FILES_BEGIN`.
-    damage_at_begin: usize,
+    /// A record was lost since the last entry read: the next may skip ids
+    /// (FORMAT.md section 11, "What a verifier reports").
+    jump_ok: bool,
+    /// A record of the section was lost: entries may name lost ones, and their
+    /// extents are no longer compared with those announced.
+    lost: bool,
     siblings: HashSet<(u64, Vec<u8>)>,
     /// Extents announced by `FILES_EXTENTS` for entries not seen yet.
     announced: HashMap<u64, Vec<FileExtent>>,
-    /// Every file extent with its entry, for the reference check.
+    /// Every extent of the `FILES_EXTENTS` records read, for the reference check.
     file_extents: Vec<FileExtent>,
     entries_records: Vec<u64>,
+    /// The first `FILES_DIR` read of each directory.
     pub dir_tables: HashMap<u64, (u64, DirTable)>,
-    index: Option<(u64, FilesIndexHead, Vec<u64>)>,
+    /// Every `FILES_DIR` read, in archive order.
+    dirs: Vec<(u64, DirTable)>,
+    /// Every `FILES_INDEX` read, in archive order.
+    pub(crate) indexes: Vec<(u64, FilesIndexHead, Vec<u64>)>,
 }
 
 impl WalkTree {
+    /// A record of the section was lost (or could not be read).
+    pub(crate) fn note_lost(&mut self) {
+        self.jump_ok = true;
+        self.lost = true;
+    }
+
     /// The path of an entry, from its parents.
     pub fn path_of(&self, entry_id: u64) -> Vec<u8> {
         self.path_with(entry_id, &HashMap::new())
@@ -109,16 +121,24 @@ pub(crate) fn tree_path<'a>(
 ) -> Vec<u8> {
     let mut parts = Vec::new();
     let mut id = entry_id;
+    // A parent comes before its child: a parent id not below the child's names
+    // no entry read before it (conformance.md, `affects`).
+    let mut below = u64::MAX;
     while id != 0 {
         let known = match entries.get(&id) {
-            Some(facts) => Some((facts.parent_id, facts.name.as_slice())),
+            Some(facts) if id < below => Some((facts.parent_id, facts.name.as_slice())),
+            Some(_) => None,
             None => listed(id),
         };
         match known {
-            Some((NO_PARENT, _)) => break,
+            Some((NO_PARENT, name)) => {
+                parts.push(name.to_vec());
+                break;
+            }
             // A chain longer than the tree has entries is a loop in damaged tables.
             Some((parent, name)) if parts.len() <= entries.len() + 4096 => {
                 parts.push(name.to_vec());
+                below = id;
                 id = parent;
             }
             _ => {
@@ -132,12 +152,12 @@ pub(crate) fn tree_path<'a>(
 }
 
 impl<R: ReadAt + ?Sized> Walk<'_, R> {
-    pub(crate) fn handle_files_begin(&mut self, pos: u64, body: &[u8]) -> bool {
+    pub(crate) fn handle_files_begin(&mut self, pos: u64, body: &[u8]) {
         let begin = match FilesBegin::parse(body) {
             Ok(begin) => begin,
             Err(e) => {
                 self.problem(e.class, pos, e.what, e.detail);
-                return false;
+                return;
             }
         };
         let name = begin.name_lossy();
@@ -158,84 +178,139 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             end: None,
             entries: BTreeMap::new(),
             next_id: 0,
-            damage_mark: self.damaged.len(),
-            damage_at_begin: self.damaged.len(),
+            jump_ok: false,
+            lost: false,
             siblings: HashSet::new(),
             announced: HashMap::new(),
             file_extents: Vec::new(),
             entries_records: Vec::new(),
             dir_tables: HashMap::new(),
-            index: None,
+            dirs: Vec::new(),
+            indexes: Vec::new(),
         });
-        true
     }
 
-    fn open_tree_for(&mut self, pos: u64, section_id: u32, what: &str) -> Option<usize> {
-        let open = self.open_tree.filter(|&i| self.trees[i].section_id == section_id);
-        if open.is_none() {
-            self.problem(
+    /// The open file-tree section, if `section_id` is its; else the problem
+    /// reported.
+    fn open_tree_for(&mut self, pos: u64, section_id: u32, what: &str) -> Result<usize, usize> {
+        match self.open_tree.filter(|&i| self.trees[i].section_id == section_id) {
+            Some(open) => Ok(open),
+            None => Err(self.problem(
                 ErrorClass::RecordMalformed,
                 pos,
                 format!("{what} section_id"),
                 format!("section {section_id} is not the open file-tree section"),
-            );
+            )),
         }
-        open
     }
 
-    pub(crate) fn handle_files_extents(&mut self, pos: u64, body: &[u8]) -> bool {
-        let (section_id, extents) = match files::parse_file_extents(body) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                self.problem(e.class, pos, e.what, e.detail);
-                return false;
+    pub(crate) fn handle_files_extents(&mut self, pos: u64, body: &[u8]) {
+        // The head as for IMAGE_EXTENTS, with 40-byte extents; each extent's own
+        // rules are checked below, one by one (FORMAT.md 8.2), and the record is
+        // read whatever they say.
+        let head = body.get(..16).map(|raw| ExtentTableHead::decode(raw.try_into().expect("16 bytes")));
+        let max = u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD);
+        let fault = match head {
+            None => Some("a body shorter than 16 bytes".to_string()),
+            Some(h) if h.reserved != 0 => Some("reserved field set".to_string()),
+            Some(h) if h.count == 0 || h.count > max => Some(format!("count {}, expected 1 to 65536", h.count)),
+            Some(h) if h.count * FileExtent::SIZE as u64 != body.len() as u64 - 16 => {
+                Some(format!("count {} does not match {} bytes of extents", h.count, body.len() - 16))
+            }
+            Some(_) => None,
+        };
+        let (Some(head), None) = (head, fault.clone()) else {
+            let p = self.problem(ErrorClass::RecordMalformed, pos, "FILES_EXTENTS head", fault.unwrap_or_default());
+            self.lost(p);
+            return;
+        };
+        let table = &body[16..];
+        let open = match self.open_tree_for(pos, head.section_id, "FILES_EXTENTS") {
+            Ok(open) => open,
+            Err(p) => {
+                self.lost(p);
+                return;
             }
         };
-        let Some(open) = self.open_tree_for(pos, section_id, "FILES_EXTENTS") else {
-            return false;
-        };
+        let extents: Vec<FileExtent> = table
+            .chunks_exact(FileExtent::SIZE)
+            .map(|raw| FileExtent::decode(raw.try_into().expect("40 bytes")))
+            .collect();
         for extent in extents {
-            if extent.chunk_ref > pos {
-                let target = ForwardTarget::File {
-                    tree: open,
-                    entry_id: extent.entry_id,
-                    range: extent.file_offset..extent.end(),
-                };
-                self.expect_forward(pos, extent.chunk_ref, target);
+            let range = extent.file_offset..extent.file_offset.saturating_add(extent.length);
+            let mut faults: Vec<(ErrorClass, &str)> = Vec::new();
+            if extent.length == 0 {
+                faults.push((ErrorClass::ExtentMap, "empty"));
+            }
+            if extent.file_offset.checked_add(extent.length).is_none()
+                || u64::from(extent.chunk_offset) + extent.length > u64::from(strata_format::limits::MAX_CHUNK_RAW)
+            {
+                faults.push((ErrorClass::ExtentMap, "runs past the end of any file or chunk"));
+            }
+            if extent.chunk_ref < strata_format::image::REF_FIRST_OFFSET {
+                faults.push((ErrorClass::RecordMalformed, "its chunk_ref is not a record offset"));
+            }
+            if extent.reserved != 0 {
+                faults.push((ErrorClass::RecordMalformed, "reserved field set"));
+            }
+            if extent.entry_id < self.trees[open].next_id {
+                faults.push((ErrorClass::RecordMalformed, "its entry came already (an entry comes after its extents)"));
+            }
+            let before = self.trees[open].announced.get(&extent.entry_id).and_then(|l| l.last()).map(FileExtent::end);
+            if extent.length > 0 && before.is_some_and(|end| extent.file_offset < end) {
+                faults.push((ErrorClass::ExtentMap, "starts before the file's extent before it ends"));
+            }
+            for (class, detail) in faults {
+                let p = self.problem(
+                    class,
+                    pos,
+                    "file extent",
+                    format!("entry {} at file offset {}: {detail}", extent.entry_id, extent.file_offset),
+                );
+                self.file_affects.push((p, open, extent.entry_id, range.clone()));
+            }
+            if extent.chunk_ref >= strata_format::image::REF_FIRST_OFFSET {
+                self.trees[open].file_extents.push(extent);
+                if extent.chunk_ref > pos {
+                    let target = ForwardTarget::File { tree: open, entry_id: extent.entry_id, range };
+                    self.expect_forward(pos, extent.chunk_ref, target);
+                }
             }
             self.trees[open].announced.entry(extent.entry_id).or_default().push(extent);
         }
-        true
     }
 
-    pub(crate) fn handle_files_entries(&mut self, pos: u64, body: &[u8]) -> bool {
+    pub(crate) fn handle_files_entries(&mut self, pos: u64, body: &[u8]) {
         let (section_id, entries) = match files::parse_entries(body) {
             Ok(parsed) => parsed,
             Err(e) => {
-                self.problem(e.class, pos, format!("FILES_ENTRIES {}", e.what), e.detail);
-                return false;
+                let p = self.problem(e.class, pos, format!("FILES_ENTRIES {}", e.what), e.detail);
+                self.lost(p);
+                return;
             }
         };
-        let Some(open) = self.open_tree_for(pos, section_id, "FILES_ENTRIES") else {
-            return false;
+        let open = match self.open_tree_for(pos, section_id, "FILES_ENTRIES") {
+            Ok(open) => open,
+            Err(p) => {
+                self.lost(p);
+                return;
+            }
         };
         self.trees[open].entries_records.push(pos);
-        let mut ok = true;
         for (offset, entry) in entries {
-            ok &= self.check_entry(open, pos, offset, entry);
+            self.check_entry(open, pos, offset, entry);
         }
-        ok
     }
 
-    fn check_entry(&mut self, open: usize, pos: u64, offset: u32, entry: Entry) -> bool {
-        let damage_seen = self.damaged.len();
+    fn check_entry(&mut self, open: usize, pos: u64, offset: u32, entry: Entry) {
         let tree = &mut self.trees[open];
         let expected_id = tree.next_id;
         let id = entry.entry_id;
-        let lost_before = id > expected_id && damage_seen > tree.damage_mark;
-        // An entry whose parent or link target was in a damaged record is not at
-        // fault itself: salvage keeps it elsewhere.
-        let lost = |other: u64| other < id && !tree.entries.contains_key(&other) && damage_seen > tree.damage_at_begin;
+        let lost_before = id > expected_id && tree.jump_ok;
+        let section_lost = tree.lost;
+        // An entry whose parent or link target was in a lost record is not at
+        // fault itself: salvage keeps it elsewhere (FORMAT.md section 11).
+        let lost = |other: u64| other < id && !tree.entries.contains_key(&other) && section_lost;
         // The path is built only for a message: building it for every entry
         // would cost its depth each time, quadratic in a deep tree.
         let shown = |tree: &WalkTree| String::from_utf8_lossy(&entry_path(tree, &entry)).into_owned();
@@ -283,7 +358,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             faults.push((e.class, format!("{:?}: {}", shown(tree), e.detail)));
         }
         let announced = tree.announced.remove(&id).unwrap_or_default();
-        if announced != entry.extents {
+        // After a lost record, what was announced may be lost too: not compared.
+        let extents_differ = !section_lost && announced != entry.extents;
+        if extents_differ {
             faults.push((
                 ErrorClass::IndexMismatch,
                 format!("{:?}: its extents differ from those its FILES_EXTENTS records announced", shown(tree)),
@@ -297,7 +374,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             EntryKind::Directory => tree.directories += 1,
             _ => {}
         }
-        let ok = faults.is_empty();
         let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
         // A repeated id keeps the first entry that had it.
         if id >= expected_id {
@@ -316,10 +392,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 },
             );
         }
-        tree.damage_mark = damage_seen;
-        tree.file_extents.extend_from_slice(&entry.extents);
+        tree.jump_ok = false;
+        let name = tree.name.clone();
         for (class, detail) in faults {
-            self.problem(class, pos, "entry", detail);
+            let p = self.problem(class, pos, "entry", detail);
+            if class == ErrorClass::IndexMismatch {
+                // The content is in doubt, all of it.
+                let path = entry_path(&self.trees[open], &entry);
+                let affected = Affected { section: name.clone(), path: Some(path), range: 0..entry.size };
+                self.report.problems[p].affects.push(affected);
+            }
         }
         let flagged = |bit: u8| entry.flags & bit != 0;
         // Flag bits 1 and 2 mean something on regular files only (8.3).
@@ -339,13 +421,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
             }
         }
-        if entry.kind == EntryKind::File {
-            let intact = self.check_content(open, pos, &entry);
+        let no_content = entry.flags & (files::EntryFlags::UNREADABLE | files::EntryFlags::LOST_IN_SALVAGE) != 0;
+        if entry.kind == EntryKind::File && !extents_differ {
+            let intact = no_content || self.check_content(open, pos, &entry);
             if let Some(facts) = self.trees[open].entries.get_mut(&id).filter(|f| f.record == pos) {
                 facts.content_intact = intact;
             }
         }
-        ok
     }
 
     /// Rebuilds a file's content from its chunks and checks its BLAKE3. Damaged
@@ -382,18 +464,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             };
             let start = extent.chunk_offset as usize;
             let Some(bytes) = data.get(start..start + extent.length as usize) else {
-                let path = path_of(self);
-                let p = self.problem(
-                    ErrorClass::ExtentMap,
-                    pos,
-                    "file extent",
-                    format!("{:?}: runs past the end of its chunk", String::from_utf8_lossy(&path)),
-                );
-                self.report.problems[p].affects.push(Affected {
-                    section: name.clone(),
-                    path: Some(path),
-                    range: extent.file_offset..extent.end(),
-                });
+                // Past its chunk: the reference check names this file.
                 return false;
             };
             hasher.update(bytes);
@@ -430,18 +501,30 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         Some(raw)
     }
 
-    pub(crate) fn handle_files_end(&mut self, pos: u64, body: &[u8]) -> bool {
+    pub(crate) fn handle_files_end(&mut self, pos: u64, body: &[u8]) {
         let Ok(raw) = <&[u8; FilesEnd::SIZE]>::try_from(body) else {
             self.problem(ErrorClass::RecordMalformed, pos, "FILES_END body", "not 64 bytes");
-            return false;
+            return;
         };
         let end = FilesEnd::decode(raw);
-        let Some(open) = self.open_tree_for(pos, end.section_id, "FILES_END") else {
-            return false;
+        let Ok(open) = self.open_tree_for(pos, end.section_id, "FILES_END") else {
+            return;
         };
+        // It ends its section; one that breaks a rule of its body is not used.
         self.open_tree = None;
-        let tree = &mut self.trees[open];
-        tree.end = Some((pos, end));
+        if end.reserved != 0 {
+            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END reserved", "not zero");
+            return;
+        }
+        self.trees[open].end = Some((pos, end));
+        self.summaries.push((pos, Summary::FilesEnd(open)));
+    }
+
+    /// The summary checks of a `FILES_END` (FORMAT.md 8.4): its totals, content
+    /// announced for entries that never came, and the root entry.
+    pub(crate) fn summary_files_end(&mut self, t: usize) {
+        let tree = &self.trees[t];
+        let Some((pos, end)) = tree.end else { return };
         let counts = (
             tree.next_id,
             tree.files,
@@ -461,13 +544,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             end.begin_offset,
         );
         let orphans = tree.announced.len();
-        let mut ok = true;
-        if end.reserved != 0 {
-            ok = false;
-            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END reserved", "not zero");
-        }
+        let rootless = !tree.entries.contains_key(&0);
         if counts != declared {
-            ok = false;
             self.problem(
                 ErrorClass::IndexMismatch,
                 pos,
@@ -476,7 +554,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             );
         }
         if orphans > 0 {
-            ok = false;
             self.problem(
                 ErrorClass::IndexMismatch,
                 pos,
@@ -484,15 +561,19 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 format!("content was announced for {orphans} entries that never came"),
             );
         }
-        ok
+        if rootless {
+            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END", "the section has no root entry");
+        }
     }
 
-    pub(crate) fn handle_files_dir(&mut self, pos: u64, body: &[u8]) -> bool {
+    pub(crate) fn handle_files_dir(&mut self, pos: u64, body: &[u8]) {
         match DirTable::parse(body) {
-            Ok(table) => match self.trees.iter_mut().find(|t| t.section_id == table.section_id) {
-                Some(tree) => {
-                    tree.dir_tables.insert(table.entry_id, (pos, table));
-                    true
+            Ok(table) => match self.trees.iter().position(|t| t.section_id == table.section_id) {
+                Some(t) => {
+                    let tree = &mut self.trees[t];
+                    tree.dir_tables.entry(table.entry_id).or_insert_with(|| (pos, table.clone()));
+                    self.summaries.push((pos, Summary::FilesDir(t, tree.dirs.len())));
+                    tree.dirs.push((pos, table));
                 }
                 None => {
                     self.problem(
@@ -501,22 +582,21 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         "FILES_DIR section_id",
                         format!("{}", table.section_id),
                     );
-                    false
                 }
             },
             Err(e) => {
                 self.problem(e.class, pos, e.what, e.detail);
-                false
             }
         }
     }
 
-    pub(crate) fn handle_files_index(&mut self, pos: u64, body: &[u8]) -> bool {
+    pub(crate) fn handle_files_index(&mut self, pos: u64, body: &[u8]) {
         match files::parse_files_index(body) {
-            Ok((head, records)) => match self.trees.iter_mut().find(|t| t.section_id == head.section_id) {
-                Some(tree) => {
-                    tree.index = Some((pos, head, records));
-                    true
+            Ok((head, records)) => match self.trees.iter().position(|t| t.section_id == head.section_id) {
+                Some(t) => {
+                    let tree = &mut self.trees[t];
+                    self.summaries.push((pos, Summary::FilesIndex(t, tree.indexes.len())));
+                    tree.indexes.push((pos, head, records));
                 }
                 None => {
                     self.problem(
@@ -525,44 +605,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         "FILES_INDEX section_id",
                         format!("{}", head.section_id),
                     );
-                    false
                 }
             },
             Err(e) => {
                 self.problem(e.class, pos, e.what, e.detail);
-                false
             }
         }
     }
 
-    /// Entries whose `FILES_ENTRIES` record was damaged, named by the directory
-    /// tables that list them: each is added, by path, to what that damage costs.
-    pub(crate) fn name_lost_entries(&mut self) {
-        for t in 0..self.trees.len() {
-            let tree = &self.trees[t];
-            let listed = tree.listed();
-            let mut lost: Vec<(u64, u64)> = tree
-                .dir_tables
-                .values()
-                .flat_map(|(_, table)| table.children.iter().map(|(child, _)| (child.entry_id, child.entries_record)))
-                .filter(|(id, _)| !tree.entries.contains_key(id))
-                .collect();
-            lost.sort_unstable();
-            let named: Vec<(u64, Vec<u8>)> =
-                lost.into_iter().map(|(id, record)| (record, tree.path_with(id, &listed))).collect();
-            let section = tree.name.clone();
-            for (record, path) in named {
-                // The whole entry is lost: the range is empty, the path says which.
-                let affected = Affected { section: section.clone(), path: Some(path), range: 0..0 };
-                if let Some(&(_, p)) = self.damaged.iter().find(|(span, _)| span.contains(&record)) {
-                    self.report.problems[p].affects.push(affected);
-                }
-            }
-        }
-    }
-
-    /// Every file extent must resolve to a valid chunk holding its bytes; damage
-    /// is named by file path.
+    /// Every extent of the `FILES_EXTENTS` records read must resolve to a valid
+    /// chunk holding its bytes; damage is named by file path.
     pub(crate) fn check_tree_references(&mut self) {
         for t in 0..self.trees.len() {
             let extents = std::mem::take(&mut self.trees[t].file_extents);
@@ -590,59 +642,20 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
     }
 
-    /// Checks a file-tree section's tables against its entries; `entry` is its
-    /// line in the archive index.
-    pub(crate) fn check_tree_tables(&mut self, t: usize, entry: &strata_format::SectionEntry, index_offset: u64) {
+    /// A `FILES_DIR` compared with the entries (FORMAT.md 8.5): the table of a
+    /// directory of the section that no earlier table named, listing exactly
+    /// its children where they are.
+    pub(crate) fn summary_files_dir(&mut self, t: usize, i: usize) {
         let tree = &self.trees[t];
-        let name = tree.name.clone();
-        let mut faults: Vec<(u64, String)> = Vec::new();
-        if entry.begin_offset != tree.begin_offset || Some(entry.end_offset) != tree.end.map(|(o, _)| o) {
-            faults.push((index_offset, format!("section {name:?}: begin or end offset disagrees with the records")));
-        }
-        match &tree.index {
-            None => faults.push((entry.table_offset, format!("section {name:?}: no valid FILES_INDEX record"))),
-            Some((offset, head, records)) => {
-                if *offset != entry.table_offset {
-                    faults
-                        .push((index_offset, format!("section {name:?}: table_offset disagrees with its FILES_INDEX")));
-                }
-                if records != &tree.entries_records {
-                    faults.push((
-                        *offset,
-                        format!(
-                            "section {name:?}: FILES_INDEX lists other FILES_ENTRIES records than the section holds"
-                        ),
-                    ));
-                }
-                let root = tree.entries.get(&0);
-                if root.map(|r| (r.record, r.offset)) != Some((head.root_entries_record, head.root_entry_offset))
-                    || tree.dir_tables.get(&0).map(|(o, _)| *o) != Some(head.root_dir)
-                {
-                    faults.push((*offset, format!("section {name:?}: FILES_INDEX does not point at the root")));
-                }
-            }
-        }
-        // Each directory's table lists exactly its children, where they are.
-        let mut children: HashMap<u64, usize> = HashMap::new();
-        for facts in tree.entries.values().filter(|f| f.parent_id != NO_PARENT) {
-            *children.entry(facts.parent_id).or_default() += 1;
-        }
-        for (&id, facts) in &tree.entries {
-            if facts.kind != EntryKind::Directory {
-                continue;
-            }
-            let Some((offset, table)) = tree.dir_tables.get(&id) else {
-                faults.push((
-                    index_offset,
-                    format!(
-                        "section {name:?}: directory {:?} has no FILES_DIR",
-                        String::from_utf8_lossy(&tree.path_of(id))
-                    ),
-                ));
-                continue;
-            };
-            let count_ok = table.children.len() == children.get(&id).copied().unwrap_or(0);
-            let children_ok = table.children.iter().all(|(child, child_name)| {
+        let (offset, table) = &tree.dirs[i];
+        let id = table.entry_id;
+        let first = tree.dirs[..i].iter().all(|(_, other)| other.entry_id != id);
+        let is_dir = tree.entries.get(&id).is_some_and(|d| d.kind == EntryKind::Directory);
+        let children = tree.entries.values().filter(|f| f.parent_id == id && f.parent_id != NO_PARENT).count();
+        let agrees = first
+            && is_dir
+            && table.children.len() == children
+            && table.children.iter().all(|(child, child_name)| {
                 tree.entries.get(&child.entry_id).is_some_and(|c| {
                     c.parent_id == id
                         && &c.name == child_name
@@ -656,18 +669,33 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         }
                 })
             });
-            if !count_ok || !children_ok {
-                faults.push((
-                    *offset,
-                    format!(
-                        "section {name:?}: the FILES_DIR of {:?} disagrees with the entries",
-                        String::from_utf8_lossy(&tree.path_of(id))
-                    ),
-                ));
-            }
+        if !agrees {
+            let detail = format!(
+                "section {:?}: the FILES_DIR of {:?} disagrees with the entries",
+                tree.name,
+                String::from_utf8_lossy(&tree.path_of(id))
+            );
+            let offset = *offset;
+            self.problem(ErrorClass::IndexMismatch, offset, "FILES_DIR", detail);
         }
-        for (offset, detail) in faults {
-            self.problem(ErrorClass::IndexMismatch, offset, "file-tree index", detail);
+    }
+
+    /// A `FILES_INDEX` compared with its section (FORMAT.md 8.6).
+    pub(crate) fn summary_files_index(&mut self, t: usize, i: usize) {
+        let tree = &self.trees[t];
+        let (offset, head, records) = &tree.indexes[i];
+        let root = tree.entries.get(&0).map(|r| (r.record, r.offset));
+        let agrees = records == &tree.entries_records
+            && root == Some((head.root_entries_record, head.root_entry_offset))
+            && tree.dir_tables.get(&0).map(|(o, _)| *o) == Some(head.root_dir)
+            && tree
+                .entries
+                .iter()
+                .all(|(id, facts)| facts.kind != EntryKind::Directory || tree.dir_tables.contains_key(id));
+        if !agrees {
+            let detail = format!("section {:?}: FILES_INDEX disagrees with the section's records", tree.name);
+            let offset = *offset;
+            self.problem(ErrorClass::IndexMismatch, offset, "FILES_INDEX", detail);
         }
     }
 }

@@ -37,8 +37,10 @@ valid vector
     the entries the manifest marks `lost_in_salvage`.
 
 invalid vector
-  * `verify ARCHIVE --json` exits 1 or 2 and reports a problem of the
-    manifest's class;
+  * `verify ARCHIVE --json` exits 1 or 2 and reports exactly the manifest's
+    `problems`, compared as conformance.md makes them normative: one problem per
+    class and offset, with what it affects (for each section and file path, the
+    union of the ranges); `what`, `detail` and the order are not compared;
   * with `refused`: every file tree that `info` names is extracted into a fresh
     DEST; the extraction exits 1 and its `refused` holds every listed path, and
     nothing appears beside DEST.
@@ -333,17 +335,23 @@ class Vector:
 
     # -- invalid vectors -----------------------------------------------------------------
     def invalid(self):
-        self.step(self.check_verify_class)
+        self.step(self.check_verify_problems)
         if self.vec.get("refused"):
             self.step(self.check_refused)
 
-    def check_verify_class(self):
+    def check_verify_problems(self):
         rc, rep = self.verify()
         classes = [p["class"] for p in rep["problems"]]
         if rc not in (1, 2):
             raise Fail(f"`verify ARCHIVE --json` exited {rc}, expected 1 or 2 (classes {classes})")
         if self.vec["error"] not in classes:
             raise Fail(f"`verify ARCHIVE --json` reports classes {classes}, expected {self.vec['error']!r}")
+        got, want = normal_problems(rep["problems"]), normal_problems(self.vec["problems"])
+        extra, missing = diff_problems(got, want)
+        if extra or missing:
+            raise Fail("`verify ARCHIVE --json` problems differ from the manifest's: "
+                       + "; ".join([f"unexpected {show_problem(p)}" for p in extra]
+                                   + [f"missing {show_problem(p)}" for p in missing]))
 
     def check_refused(self):
         rc, out, err = self.cmd("info", self.archive, "--json")
