@@ -1124,10 +1124,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
         let mut summaries = std::mem::take(&mut self.summaries);
         summaries.sort_by_key(|&(offset, _)| offset);
+        // Problems are only added from here on, at the offsets of the checks.
+        let mut lowest = self.report.problems.iter().map(|p| p.offset).min().unwrap_or(u64::MAX);
         for (offset, summary) in summaries {
-            if self.report.problems.iter().any(|p| p.offset < offset) {
+            if lowest < offset {
                 continue;
             }
+            let before = self.report.problems.len();
             match summary {
                 Summary::LeftOpen => {
                     self.problem(
@@ -1144,6 +1147,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 Summary::FilesIndex(t, i) => self.summary_files_index(t, i),
                 Summary::ArchiveIndex => self.summary_archive_index(),
                 Summary::Trailer => self.summary_trailer(),
+            }
+            if self.report.problems.len() > before {
+                lowest = lowest.min(offset);
             }
         }
     }
@@ -1167,6 +1173,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     fn summary_archive_index(&mut self) {
         let Some((index_offset, index)) = self.archive_index.take() else { return };
         let mut faults = Vec::new();
+        let mut tables: HashMap<u32, u64> = HashMap::new();
+        for &(offset, id, _) in &self.image_indexes {
+            tables.entry(id).or_insert(offset);
+        }
         if index.sections.len() != self.order.len() {
             faults.push(format!("{} sections, but the records hold {}", index.sections.len(), self.order.len()));
         }
@@ -1175,7 +1185,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 SectionKind::Image => {
                     let s = &self.sections[i];
                     let id = s.begin.section_id;
-                    let table = self.image_indexes.iter().find(|t| t.1 == id).map(|t| t.0);
+                    let table = tables.get(&id).copied();
                     (s.name.clone(), s.begin_offset, s.end.map(|(o, _)| o), table)
                 }
                 SectionKind::FileTree => {

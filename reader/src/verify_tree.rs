@@ -63,6 +63,8 @@ pub(crate) struct WalkTree {
     pub dir_tables: HashMap<u64, (u64, DirTable)>,
     /// Every `FILES_DIR` read, in archive order.
     dirs: Vec<(u64, DirTable)>,
+    /// How many entries read name each directory as their parent.
+    children: HashMap<u64, usize>,
     /// Every `FILES_INDEX` read, in archive order.
     pub(crate) indexes: Vec<(u64, FilesIndexHead, Vec<u64>)>,
 }
@@ -186,6 +188,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             entries_records: Vec::new(),
             dir_tables: HashMap::new(),
             dirs: Vec::new(),
+            children: HashMap::new(),
             indexes: Vec::new(),
         });
     }
@@ -377,6 +380,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
         // A repeated id keeps the first entry that had it.
         if id >= expected_id {
+            if entry.parent_id != NO_PARENT {
+                *tree.children.entry(entry.parent_id).or_default() += 1;
+            }
             tree.next_id = id.saturating_add(1);
             tree.entries.insert(
                 id,
@@ -619,14 +625,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         for t in 0..self.trees.len() {
             let extents = std::mem::take(&mut self.trees[t].file_extents);
             for extent in &extents {
-                let affected = Affected {
-                    section: self.trees[t].name.clone(),
-                    path: Some(self.trees[t].path_of(extent.entry_id)),
+                // Paths only for problems: building one costs its depth.
+                let affected = |walk: &Self| Affected {
+                    section: walk.trees[t].name.clone(),
+                    path: Some(walk.trees[t].path_of(extent.entry_id)),
                     range: extent.file_offset..extent.end(),
                 };
                 match self.chunks.get(&extent.chunk_ref) {
                     Some(&(raw, _)) if u64::from(extent.chunk_offset) + extent.length <= u64::from(raw) => {}
                     Some(_) => {
+                        let affected = affected(self);
                         let p = self.problem(
                             ErrorClass::ExtentMap,
                             extent.chunk_ref,
@@ -635,7 +643,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         );
                         self.report.problems[p].affects.push(affected);
                     }
-                    None => self.attach_or_dangling(extent.chunk_ref, affected),
+                    None => {
+                        let affected = affected(self);
+                        self.attach_or_dangling(extent.chunk_ref, affected);
+                    }
                 }
             }
             self.trees[t].file_extents = extents;
@@ -649,9 +660,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let tree = &self.trees[t];
         let (offset, table) = &tree.dirs[i];
         let id = table.entry_id;
-        let first = tree.dirs[..i].iter().all(|(_, other)| other.entry_id != id);
+        let first = tree.dir_tables.get(&id).is_some_and(|(o, _)| o == offset);
         let is_dir = tree.entries.get(&id).is_some_and(|d| d.kind == EntryKind::Directory);
-        let children = tree.entries.values().filter(|f| f.parent_id == id && f.parent_id != NO_PARENT).count();
+        let children = tree.children.get(&id).copied().unwrap_or(0);
         let agrees = first
             && is_dir
             && table.children.len() == children

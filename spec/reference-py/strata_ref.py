@@ -878,6 +878,7 @@ class FilesSection:
         self.entries_records = []       # offsets of the section's FILES_ENTRIES records read
         self.dirs = []                  # (offset, directory id, children) of every FILES_DIR read
         self.dir_tables = {}            # directory id -> offset of its first FILES_DIR
+        self.children = {}              # directory id -> entries read that name it as their parent
         self.indexes = []               # (offset, parsed) of every FILES_INDEX read
         self.entry_count = self.file_count = self.dir_count = 0
         self.content_bytes = 0
@@ -1370,6 +1371,7 @@ class Walker:
             if e["name"] in names:
                 self.problem("record-malformed", pos, f"{w}.name", f"{show!r} is not unique among its siblings")
             names.add(e["name"])
+            sec.children[e["parent_id"]] = sec.children.get(e["parent_id"], 0) + 1
         announced = sec.announced.pop(eid, [])
         own = [(x[1], x[2], x[3], x[4], x[5]) for x in e["extents"]]
         if k == K_FILE:
@@ -1505,14 +1507,14 @@ class Walker:
         exactly its children where they are."""
         _, did, children = sec.dirs[i]
         w = f"FILES_DIR (directory {did})"
-        if any(d == did for _, d, _ in sec.dirs[:i]):
+        if sec.dir_tables.get(did) != pos:
             self.problem("index-mismatch", pos, f"{w}.entry_id", f"a second FILES_DIR for directory {did}")
             return
         d = sec.entries.get(did)
         if d is None or d.kind != K_DIR:
             self.problem("index-mismatch", pos, f"{w}.entry_id", f"{did} is not a directory of section {sec.sid}")
             return
-        count = sum(1 for c in sec.entries.values() if c.parent == did)
+        count = sec.children.get(did, 0)
         if len(children) != count:
             self.problem("index-mismatch", pos, f"{w}.count", f"{len(children)}, the directory has {count} children")
         for i, (ceid, rec, off, nl, kind, table, name) in enumerate(children):
@@ -1572,6 +1574,9 @@ class Walker:
     def summary_archive_index(self, pos):
         """9.2: the sections the walk found, in order: kinds and record offsets."""
         entries = self.archive_index[1]
+        tables = {}
+        for o, s, _ in self.image_indexes:
+            tables.setdefault(id(s), o)
         if len(entries) != len(self.sections):
             self.problem("index-mismatch", pos, "ARCHIVE_INDEX.section_count", f"{len(entries)}, the records hold {len(self.sections)} sections")
         for e, sec in zip(entries, self.sections):
@@ -1579,7 +1584,7 @@ class Walker:
             if e["kind"] != (1 if sec.kind == "image" else 2):
                 self.problem("index-mismatch", pos, f"{w}.kind", f"{e['kind']}, section {sec.sid} is a {sec.kind} section")
             if sec.kind == "image":
-                table = next((o for o, s, _ in self.image_indexes if s is sec), None)
+                table = tables.get(id(sec))
             else:
                 table = sec.indexes[0][0] if sec.indexes else None
             for key, walked in (("begin", sec.begin_off), ("end", sec.end_off), ("table", table)):
@@ -1660,26 +1665,25 @@ class Walker:
     def summary_checks(self):
         """The checks of a record against the records before it as a whole, in archive
         order, each only when no problem is reported at a lower offset (11)."""
+        lowest = min((p["offset"] for p in self.problems), default=None)
         for pos, check in sorted(self.summaries, key=lambda x: x[0]):
-            if any(p["offset"] < pos for p in self.problems):
+            if lowest is not None and lowest < pos:
                 continue
-            kind = check[0]
-            if kind == "left-open":
-                self.problem("record-malformed", pos, "section end", "a section was left open: this record came before its end record")
-            elif kind == "image-end":
-                self.summary_image_end(pos, check[1])
-            elif kind == "files-end":
-                self.summary_files_end(pos, check[1])
-            elif kind == "image-index":
-                self.summary_image_index(pos, check[1], check[2])
-            elif kind == "files-dir":
-                self.summary_files_dir(pos, check[1], check[2])
-            elif kind == "files-index":
-                self.summary_files_index(pos, check[1], check[2])
-            elif kind == "archive-index":
-                self.summary_archive_index(pos)
-            elif kind == "trailer":
-                self.summary_trailer(pos)
+            before = len(self.problems)
+            self.summary_check(pos, check)
+            if len(self.problems) > before:
+                lowest = pos if lowest is None else min(lowest, pos)
+
+    def summary_check(self, pos, check):
+        """One summary check, by its kind."""
+        kind, args = check[0], check[1:]
+        if kind == "left-open":
+            self.problem("record-malformed", pos, "section end", "a section was left open: this record came before its end record")
+            return
+        {"image-end": self.summary_image_end, "files-end": self.summary_files_end,
+         "image-index": self.summary_image_index, "files-dir": self.summary_files_dir,
+         "files-index": self.summary_files_index, "archive-index": self.summary_archive_index,
+         "trailer": self.summary_trailer}[kind](pos, *args)
 
     def affects(self, items):
         """(section, entry or None, start, end) tuples as merged JSON objects; empty
