@@ -247,8 +247,12 @@ pub fn entries_record_at<R: ReadAt + ?Sized>(
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
     let record = crate::record::read_record_at(source, size, offset, tag, limits.max_index_bytes)?;
     let body = crate::archive::expect_type(&record, RecordType::FilesEntries)?;
-    let (_, entries) = strata_format::files::parse_entries(body).map_err(|e| Error::from(e).at(offset))?;
-    Ok(entries)
+    // As the walk read it: entries that break a rule of their own are there too.
+    let (_, entries) = crate::verify_tree::read_entries(body).map_err(|detail| {
+        Error::from(strata_format::FormatError::new(ErrorClass::RecordMalformed, "FILES_ENTRIES body", detail))
+            .at(offset)
+    })?;
+    Ok(entries.into_iter().map(|e| (e.offset, e.entry)).collect())
 }
 
 /// [`verify`], also returning what survives.

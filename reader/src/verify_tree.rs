@@ -284,10 +284,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     pub(crate) fn handle_files_entries(&mut self, pos: u64, body: &[u8]) {
-        let (section_id, entries) = match files::parse_entries(body) {
+        let (section_id, entries) = match read_entries(body) {
             Ok(parsed) => parsed,
-            Err(e) => {
-                let p = self.problem(e.class, pos, format!("FILES_ENTRIES {}", e.what), e.detail);
+            Err(detail) => {
+                let p = self.problem(ErrorClass::RecordMalformed, pos, "FILES_ENTRIES body", detail);
                 self.lost(p);
                 return;
             }
@@ -300,12 +300,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             }
         };
         self.trees[open].entries_records.push(pos);
-        for (offset, entry) in entries {
-            self.check_entry(open, pos, offset, entry);
+        for entry in entries {
+            self.check_entry(open, pos, entry);
         }
     }
 
-    fn check_entry(&mut self, open: usize, pos: u64, offset: u32, entry: Entry) {
+    fn check_entry(&mut self, open: usize, pos: u64, read: ReadEntry) {
+        let ReadEntry { offset, entry, kind_code, reserved } = read;
         let tree = &mut self.trees[open];
         let expected_id = tree.next_id;
         let id = entry.entry_id;
@@ -317,58 +318,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         // The path is built only for a message: building it for every entry
         // would cost its depth each time, quadratic in a deep tree.
         let shown = |tree: &WalkTree| String::from_utf8_lossy(&entry_path(tree, &entry)).into_owned();
-        let mut faults: Vec<(ErrorClass, String)> = Vec::new();
+        let mut faults: Vec<(ErrorClass, String)> = entry_faults(&entry, kind_code, reserved, tree.captured);
         if id != expected_id && !lost_before {
             faults.push((ErrorClass::RecordMalformed, format!("entry_id {id}, expected {expected_id}")));
         }
-        if id == 0 {
-            if entry.parent_id != NO_PARENT || entry.kind != EntryKind::Directory || !entry.name.is_empty() {
-                faults.push((ErrorClass::RecordMalformed, "entry 0 is not a root directory".into()));
-            }
-        } else {
-            let parent_ok = entry.parent_id < id
-                && tree.entries.get(&entry.parent_id).is_some_and(|p| p.kind == EntryKind::Directory);
-            if !parent_ok && !lost(entry.parent_id) {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("{:?}: parent {} is not an earlier directory", shown(tree), entry.parent_id),
-                ));
-            }
-            if !Entry::name_is_safe(&entry.name) {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("{:?}: unsafe name (empty, `.`, `..`, or holds `/` or NUL)", shown(tree)),
-                ));
-            }
-            if !tree.siblings.insert((entry.parent_id, entry.name.clone())) {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("{:?}: a second entry of that name in one directory", shown(tree)),
-                ));
-            }
-        }
-        if entry.kind == EntryKind::Hardlink {
-            let target_ok =
-                entry.link_id < id && tree.entries.get(&entry.link_id).is_some_and(|t| t.kind == EntryKind::File);
-            if !target_ok && !lost(entry.link_id) {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("{:?}: hard link to {}, not an earlier file", shown(tree), entry.link_id),
-                ));
-            }
-        }
-        if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(tree.captured)) {
-            faults.push((e.class, format!("{:?}: {}", shown(tree), e.detail)));
-        }
-        let announced = tree.announced.remove(&id).unwrap_or_default();
-        // After a lost record, what was announced may be lost too: not compared.
-        let extents_differ = !section_lost && announced != entry.extents;
-        if extents_differ {
-            faults.push((
-                ErrorClass::IndexMismatch,
-                format!("{:?}: its extents differ from those its FILES_EXTENTS records announced", shown(tree)),
-            ));
-        }
+        tree.jump_ok = false;
         match entry.kind {
             EntryKind::File => {
                 tree.files += 1;
@@ -377,13 +331,62 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             EntryKind::Directory => tree.directories += 1,
             _ => {}
         }
-        let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
-        // A repeated id keeps the first entry that had it.
-        if id >= expected_id {
-            if entry.parent_id != NO_PARENT {
+        // A repeated id keeps the first entry that had it; the later one is
+        // checked by its own rules and its id only.
+        let first = !tree.entries.contains_key(&id);
+        let mut extents_differ = false;
+        let misplaced = entry.kind == EntryKind::File && extents_misplaced(&entry);
+        if first {
+            tree.next_id = tree.next_id.max(id.saturating_add(1));
+            if misplaced {
+                faults.push((
+                    ErrorClass::ExtentMap,
+                    format!("{:?}: extents out of order, overlapping, or past its size", shown(tree)),
+                ));
+            }
+            if id == 0 {
+                if entry.parent_id != NO_PARENT || entry.kind != EntryKind::Directory || !entry.name.is_empty() {
+                    faults.push((ErrorClass::RecordMalformed, "entry 0 is not a root directory".into()));
+                }
+            } else {
+                let parent_ok = entry.parent_id < id
+                    && tree.entries.get(&entry.parent_id).is_some_and(|p| p.kind == EntryKind::Directory);
+                if !parent_ok && !lost(entry.parent_id) {
+                    faults.push((
+                        ErrorClass::RecordMalformed,
+                        format!("{:?}: parent {} is not an earlier directory", shown(tree), entry.parent_id),
+                    ));
+                }
+            }
+            if entry.kind == EntryKind::Hardlink {
+                let target_ok =
+                    entry.link_id < id && tree.entries.get(&entry.link_id).is_some_and(|t| t.kind == EntryKind::File);
+                if !target_ok && !lost(entry.link_id) {
+                    faults.push((
+                        ErrorClass::RecordMalformed,
+                        format!("{:?}: hard link to {}, not an earlier file", shown(tree), entry.link_id),
+                    ));
+                }
+            }
+            if entry.parent_id != NO_PARENT && id != 0 {
+                if !tree.siblings.insert((entry.parent_id, entry.name.clone())) {
+                    faults.push((
+                        ErrorClass::RecordMalformed,
+                        format!("{:?}: a second entry of that name in one directory", shown(tree)),
+                    ));
+                }
                 *tree.children.entry(entry.parent_id).or_default() += 1;
             }
-            tree.next_id = id.saturating_add(1);
+            let announced = tree.announced.remove(&id).unwrap_or_default();
+            // After a lost record, what was announced may be lost too: not compared.
+            extents_differ = !section_lost && announced != entry.extents;
+            if extents_differ {
+                faults.push((
+                    ErrorClass::IndexMismatch,
+                    format!("{:?}: its extents differ from those its FILES_EXTENTS records announced", shown(tree)),
+                ));
+            }
+            let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
             tree.entries.insert(
                 id,
                 EntryFacts {
@@ -398,7 +401,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 },
             );
         }
-        tree.jump_ok = false;
         let name = tree.name.clone();
         for (class, detail) in faults {
             let p = self.problem(class, pos, "entry", detail);
@@ -428,9 +430,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             }
         }
         let no_content = entry.flags & (files::EntryFlags::UNREADABLE | files::EntryFlags::LOST_IN_SALVAGE) != 0;
-        if entry.kind == EntryKind::File && !extents_differ {
+        if first && is_file && !extents_differ && !misplaced {
             let intact = no_content || self.check_content(open, pos, &entry);
-            if let Some(facts) = self.trees[open].entries.get_mut(&id).filter(|f| f.record == pos) {
+            if let Some(facts) = self.trees[open].entries.get_mut(&id) {
                 facts.content_intact = intact;
             }
         }
@@ -709,4 +711,241 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             self.problem(ErrorClass::IndexMismatch, offset, "FILES_INDEX", detail);
         }
     }
+}
+
+/// An entry as a verifier reads it (FORMAT.md section 11): its fields, with
+/// what the `Entry` type cannot hold kept apart.
+pub(crate) struct ReadEntry {
+    /// Byte offset of the entry in its record's body.
+    pub offset: u32,
+    /// The entry; a `kind` this version does not know reads as a fifo, which
+    /// is neither a file nor a directory, and is reported by `kind_code`.
+    pub entry: Entry,
+    pub kind_code: u8,
+    /// A reserved field of the entry is not zero.
+    pub reserved: bool,
+}
+
+/// Reads a `FILES_ENTRIES` body: its `section_id` and entries, or why it
+/// cannot be read (FORMAT.md section 11: its head breaks a rule, or the lengths
+/// of its entries do not fill it exactly). Every other rule of 8.3 is the
+/// caller's, entry by entry.
+pub(crate) fn read_entries(body: &[u8]) -> Result<(u32, Vec<ReadEntry>), String> {
+    let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+    if body.len() < 16 {
+        return Err(format!("a body of {} bytes, shorter than its 16-byte head", body.len()));
+    }
+    let (section_id, reserved, count) = (u32_at(0), u32_at(4), u64_at(8));
+    if reserved != 0 {
+        return Err("reserved field of the head set".into());
+    }
+    if count == 0 || count > ((body.len() - 16) / files::ENTRY_HEAD) as u64 {
+        return Err(format!("count {count}: at least 1, and entries of {} bytes do not fit", body.len() - 16));
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    let mut p = 16usize;
+    for _ in 0..count {
+        if body.len() - p < files::ENTRY_HEAD {
+            return Err(format!("entry at body offset {p}: shorter than its 144-byte head"));
+        }
+        let head = files::EntryHead::decode(body[p..p + files::ENTRY_HEAD].try_into().expect("144 bytes"));
+        let length = head.entry_length as usize;
+        if length < files::ENTRY_HEAD || length > body.len() - p {
+            return Err(format!("entry at body offset {p}: entry_length {length}, {} bytes left", body.len() - p));
+        }
+        let stop = p + length;
+        let mut q = p + files::ENTRY_HEAD;
+        let strings =
+            [head.name_length as usize, head.user_length.into(), head.group_length.into(), head.target_length as usize];
+        if strings.iter().sum::<usize>() > stop - q {
+            return Err(format!("entry {}: its names and target exceed entry_length {length}", head.entry_id));
+        }
+        let mut take = |n: usize| {
+            let bytes = body[q..q + n].to_vec();
+            q += n;
+            bytes
+        };
+        let (name, user, group, target) = (take(strings[0]), take(strings[1]), take(strings[2]), take(strings[3]));
+        let mut xattrs = Vec::new();
+        for _ in 0..head.xattr_count {
+            if stop - q < 5 {
+                return Err(format!("entry {}: its xattrs do not fit in entry_length {length}", head.entry_id));
+            }
+            let name_length = body[q] as usize;
+            let value_length = u32_at(q + 1) as usize;
+            q += 5;
+            if name_length + value_length > stop - q {
+                return Err(format!("entry {}: an xattr does not fit in entry_length {length}", head.entry_id));
+            }
+            let name = body[q..q + name_length].to_vec();
+            let value = body[q + name_length..q + name_length + value_length].to_vec();
+            q += name_length + value_length;
+            xattrs.push(files::Xattr { name, value });
+        }
+        if head.extent_count as usize * FileExtent::SIZE != stop - q {
+            return Err(format!(
+                "entry {}: entry_length {length} is not 144 plus the lengths that follow",
+                head.entry_id
+            ));
+        }
+        let extents = body[q..stop]
+            .chunks_exact(FileExtent::SIZE)
+            .map(|raw| FileExtent::decode(raw.try_into().expect("40 bytes")))
+            .collect();
+        let entry = Entry {
+            kind: EntryKind::from_code(head.kind).unwrap_or(EntryKind::Fifo),
+            flags: head.flags,
+            entry_id: head.entry_id,
+            parent_id: head.parent_id,
+            mode: head.mode,
+            uid: head.uid,
+            gid: head.gid,
+            rdev_major: head.rdev_major,
+            rdev_minor: head.rdev_minor,
+            mtime_ns: head.mtime_ns,
+            atime_ns: head.atime_ns,
+            ctime_ns: head.ctime_ns,
+            btime_ns: head.btime_ns,
+            size: head.size,
+            link_id: head.link_id,
+            blake3: head.blake3,
+            name,
+            user,
+            group,
+            target,
+            xattrs,
+            extents,
+        };
+        let reserved = head.reserved != 0 || head.reserved2 != 0;
+        entries.push(ReadEntry { offset: p as u32, entry, kind_code: head.kind, reserved });
+        p = stop;
+    }
+    if p != body.len() {
+        return Err(format!("{count} entries end at body offset {p}, the body has {} bytes", body.len()));
+    }
+    Ok((section_id, entries))
+}
+
+/// The rules of 8.3 that one entry can be checked against on its own, with
+/// its section's `captured` bits: `record-malformed`, and `extent-map` for an
+/// extent that is empty or runs past the end of any file or chunk.
+fn entry_faults(e: &Entry, kind_code: u8, reserved: bool, captured: u64) -> Vec<(ErrorClass, String)> {
+    use files::{Captured, EntryFlags};
+    use EntryKind::*;
+    let mut out: Vec<(ErrorClass, String)> = Vec::new();
+    let mut bad = |detail: &str| out.push((ErrorClass::RecordMalformed, format!("entry {}: {detail}", e.entry_id)));
+    let known = EntryKind::from_code(kind_code);
+    let is = |k: EntryKind| known == Some(k);
+    let missing = |bit: u64| captured & bit == 0;
+    if known.is_none() {
+        bad("unknown kind");
+    }
+    if e.flags & !EntryFlags::KNOWN != 0 {
+        bad("reserved flag bits set");
+    }
+    if e.flags & EntryFlags::LOST_IN_SALVAGE != 0 && known.is_some() && !is(File) && !is(Directory) {
+        bad("flag bit 3 (lost in salvage) on an entry that is neither a file nor a directory");
+    }
+    if reserved {
+        bad("reserved field set");
+    }
+    if e.mode & !0o7777 != 0 {
+        bad("mode has bits beyond 07777");
+    }
+    if !is(CharDevice) && !is(BlockDevice) && (e.rdev_major != 0 || e.rdev_minor != 0) {
+        bad("device numbers on an entry that is not a device");
+    }
+    if missing(Captured::ATIME) && e.atime_ns != 0 {
+        bad("an atime, but atimes were not captured");
+    }
+    if missing(Captured::CTIME) && e.ctime_ns != 0 {
+        bad("a ctime, but ctimes were not captured");
+    }
+    if missing(Captured::BTIME) && e.flags & EntryFlags::BTIME != 0 {
+        bad("a birth time, but birth times were not captured");
+    }
+    if e.flags & EntryFlags::BTIME == 0 && e.btime_ns != 0 {
+        bad("a birth time without flag bit 0");
+    }
+    if is(Symlink) {
+        if e.size != e.target.len() as u64 {
+            bad("a symbolic link's size is not its target's length");
+        }
+    } else if !is(File) && e.size != 0 {
+        bad("a size on an entry that is neither a file nor a symbolic link");
+    }
+    if !is(Hardlink) && e.link_id != 0 {
+        bad("link_id on an entry that is not a hard link");
+    }
+    if !is(File) && e.blake3 != [0; 32] {
+        bad("a BLAKE3 on an entry that is not a regular file");
+    }
+    if e.entry_id != 0 || e.parent_id != NO_PARENT {
+        if !Entry::name_is_safe(&e.name) {
+            bad("unsafe name (empty, `.`, `..`, or holds `/` or NUL)");
+        } else if e.name.len() > 255 {
+            bad("a name longer than 255 bytes");
+        }
+    }
+    if missing(Captured::OWNER_NAMES) && (!e.user.is_empty() || !e.group.is_empty()) {
+        bad("owner names, but owner names were not captured");
+    }
+    if is(Symlink) {
+        if e.target.is_empty() || e.target.len() > files::MAX_TARGET as usize || e.target.contains(&0) {
+            bad("a symbolic link's target is 1 to 4095 bytes, none of them NUL");
+        }
+    } else if !e.target.is_empty() {
+        bad("only symbolic links have a target");
+    }
+    if missing(Captured::XATTRS) && !e.xattrs.is_empty() {
+        bad("extended attributes, but they were not captured");
+    }
+    for (i, x) in e.xattrs.iter().enumerate() {
+        if x.name.is_empty() || x.value.len() > files::MAX_XATTR_VALUE as usize {
+            bad("an xattr with an empty name or a value over 64 KiB");
+        }
+        if i > 0 && e.xattrs[i - 1].name >= x.name {
+            bad("xattr names not in increasing order");
+        }
+    }
+    if !e.extents.is_empty() && !is(File) {
+        bad("extents on an entry that is not a regular file");
+    }
+    if is(File)
+        && e.flags & (EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) != 0
+        && (e.size != 0 || !e.extents.is_empty() || e.blake3 != *blake3::hash(b"").as_bytes())
+    {
+        bad("content on a file whose flag bit 2 or 3 says it has none");
+    }
+    for x in &e.extents {
+        if x.entry_id != e.entry_id || x.reserved != 0 || x.chunk_ref < strata_format::image::REF_FIRST_OFFSET {
+            bad("an extent of another entry, with a reserved field set, or whose chunk_ref is not an offset");
+        }
+    }
+    for x in &e.extents {
+        if x.length == 0
+            || x.file_offset.checked_add(x.length).is_none()
+            || u64::from(x.chunk_offset) + x.length > u64::from(strata_format::limits::MAX_CHUNK_RAW)
+        {
+            out.push((
+                ErrorClass::ExtentMap,
+                format!("entry {}: an extent that is empty or runs past any file or chunk", e.entry_id),
+            ));
+        }
+    }
+    out
+}
+
+/// A regular file's extents are not in increasing order, overlap, or end
+/// past its size (FORMAT.md 8.2).
+fn extents_misplaced(e: &Entry) -> bool {
+    let mut end = 0u64;
+    for x in &e.extents {
+        if x.file_offset < end {
+            return true;
+        }
+        end = end.max(x.file_offset.saturating_add(x.length));
+    }
+    end > e.size
 }

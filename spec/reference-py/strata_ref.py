@@ -1374,21 +1374,18 @@ class Walker:
             sec.children[e["parent_id"]] = sec.children.get(e["parent_id"], 0) + 1
         announced = sec.announced.pop(eid, [])
         own = [(x[1], x[2], x[3], x[4], x[5]) for x in e["extents"]]
-        if k == K_FILE:
-            # The entry's own extents: in order, not overlapping, within its size (8.2);
-            # an empty one is entry_rule_errors'.
-            misplaced = [d for d in file_extent_errors(own, size) if "length 0" not in d]
-            for d in misplaced:
-                self.problem("extent-map", pos, f"{w}.extents", f"{show!r}: {d}", [(sec.sid, eid, 0, size)])
-            if not sec.lost and own != announced:    # after a lost record, not compared (11)
-                self.problem("index-mismatch", pos, f"{w}.extents",
-                             f"{show!r}: {own} (file_offset, length, chunk_ref, chunk_offset), "
-                             f"its FILES_EXTENTS records gave {announced}", [(sec.sid, eid, 0, size)])
-            elif not misplaced:
-                self.check_content(pos, sec, e, show, own)
-        elif announced and not sec.lost:
-            self.problem("index-mismatch", pos, f"{w}.kind", f"{show!r}: FILES_EXTENTS records gave "
-                         f"{len(announced)} extents for an entry that is not a regular file", [(sec.sid, eid, 0, size)])
+        # The entry's own extents: in order, not overlapping, within its size (8.2);
+        # an empty one is entry_rule_errors'.
+        misplaced = [d for d in file_extent_errors(own, size) if "length 0" not in d] if k == K_FILE else []
+        for d in misplaced:
+            self.problem("extent-map", pos, f"{w}.extents", f"{show!r}: {d}")
+        differ = own != announced or any(x[0] != eid for x in e["extents"])
+        if differ and not sec.lost:     # after a lost record, not compared (11)
+            self.problem("index-mismatch", pos, f"{w}.extents",
+                         f"{show!r}: {own} (file_offset, length, chunk_ref, chunk_offset, reserved), "
+                         f"its FILES_EXTENTS records gave {announced}", [(sec.sid, eid, 0, size)])
+        elif k == K_FILE and not misplaced:
+            self.check_content(pos, sec, e, show, own)
         sec.entry_count += 1
         sec.entries[eid] = Ent(k, e["parent_id"], e["name"], pos, eoff, path)
 
