@@ -19,7 +19,8 @@ pub(crate) struct Record {
 /// lowered by the caller's limit for unbounded types.
 pub(crate) fn body_limit(record_type: Option<RecordType>, index_limit: u64) -> u64 {
     match record_type {
-        Some(RecordType::ImageIndex) => index_limit,
+        // Every table is loaded into memory: the reader's limit (FORMAT.md 13).
+        Some(RecordType::ImageIndex | RecordType::FilesDir | RecordType::FilesIndex) => index_limit,
         Some(t) => t.max_body_length(),
         // Unknown ancillary records are skipped, but never read larger than an index.
         None => index_limit,

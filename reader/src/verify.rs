@@ -2,7 +2,7 @@
 //! rule, resynchronise past damage, and say what each problem costs in image byte
 //! ranges. Reports every problem, not just the first.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use strata_format::image::{self, ExtentMapCheck};
@@ -93,6 +93,28 @@ struct WalkSection {
     chunk_count: u64,
     chunk_bytes: u64,
     end: Option<(u64, ImageEnd)>,
+    /// A lost record left a gap in the map since the last extent read: the
+    /// problem that opened it (FORMAT.md section 11, "What a verifier reports").
+    gap: Option<usize>,
+}
+
+/// A check that compares a record with the records before it as a whole
+/// (FORMAT.md section 11, "What a verifier reports"): made after the walk, in
+/// archive order, only when no problem is reported at a lower offset.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Summary {
+    /// A section that this record ended before its end record came.
+    LeftOpen,
+    ImageEnd(usize),
+    FilesEnd(usize),
+    /// An `IMAGE_INDEX`: its place in `image_indexes`.
+    ImageIndex(usize),
+    /// A `FILES_DIR` of a tree: the tree and its place in the tree's tables.
+    FilesDir(usize, usize),
+    /// A `FILES_INDEX` of a tree: the tree and its place in the tree's indexes.
+    FilesIndex(usize, usize),
+    ArchiveIndex,
+    Trailer,
 }
 
 pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
@@ -112,7 +134,11 @@ pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
     pub(crate) chunk_cache: Option<(u64, std::sync::Arc<Vec<u8>>)>,
     /// Archive byte ranges whose content is unusable, with the problem that says so.
     pub(crate) damaged: Vec<(Range<u64>, usize)>,
-    pub(crate) expected_forward: VecDeque<u64>,
+    /// The offsets after its own that the last extent record refers to, in the
+    /// order of first reference (FORMAT.md 7.2 rule 6).
+    pub(crate) forward: Vec<u64>,
+    /// Those of them the run of `CHUNK` records after it holds, as they came.
+    arrived: Vec<u64>,
     /// The record offset of the extent record those references belong to.
     pub(crate) forward_owner: u64,
     /// What each of those references stands for, for the report if its run
@@ -121,15 +147,26 @@ pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
     /// Forward references whose run ended before they were answered (FORMAT.md
     /// 7.2 rule 6): the extent record, the `chunk_ref`, what it stands for.
     broken_forward: Vec<(u64, u64, Vec<ForwardTarget>)>,
-    /// An ancillary record stood inside the open section since the last extent
-    /// record or record of another type: the `CHUNK` records that follow it are
-    /// out of place (FORMAT.md section 2).
-    ancillary_in_run: bool,
-    image_indexes: HashMap<u32, (u64, Vec<Extent>)>,
+    /// The run of `CHUNK` records now read follows an extent record or a lost
+    /// record (FORMAT.md section 2): its `CHUNK` records are in place.
+    run_in_place: bool,
+    /// Ranges of files that problems affect, named by path once the walk has
+    /// read the entries: the problem, the tree, the `entry_id`, the range.
+    pub(crate) file_affects: Vec<(usize, usize, u64, Range<u64>)>,
+    /// Every `IMAGE_INDEX` read: its offset, `section_id` and extents.
+    image_indexes: Vec<(u64, u32, Vec<Extent>)>,
     archive_index: Option<(u64, ArchiveIndex)>,
     trailer: Option<(u64, Trailer)>,
-    /// A trailer whose body failed its CRC: the end was found, only damaged.
-    damaged_trailer: bool,
+    /// The walk stopped at a record whose header says `TRAILER`: its offset.
+    trailer_at: Option<u64>,
+    /// A damaged span runs to the end of the file.
+    span_to_end: bool,
+    /// Offset and length of every record counted in `records`.
+    counted: Vec<(u64, u64)>,
+    /// The checks made after the walk, at the offset of their record.
+    pub(crate) summaries: Vec<(u64, Summary)>,
+    /// The header passed every check: its length.
+    header_bytes: u64,
 }
 
 /// What a forward reference stands for: an image range, or a range of a file
@@ -210,8 +247,12 @@ pub fn entries_record_at<R: ReadAt + ?Sized>(
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
     let record = crate::record::read_record_at(source, size, offset, tag, limits.max_index_bytes)?;
     let body = crate::archive::expect_type(&record, RecordType::FilesEntries)?;
-    let (_, entries) = strata_format::files::parse_entries(body).map_err(|e| Error::from(e).at(offset))?;
-    Ok(entries)
+    // As the walk read it: entries that break a rule of their own are there too.
+    let (_, entries) = crate::verify_tree::read_entries(body).map_err(|detail| {
+        Error::from(strata_format::FormatError::new(ErrorClass::RecordMalformed, "FILES_ENTRIES body", detail))
+            .at(offset)
+    })?;
+    Ok(entries.into_iter().map(|e| (e.offset, e.entry)).collect())
 }
 
 /// [`verify`], also returning what survives.
@@ -227,8 +268,6 @@ pub fn scan<R: ReadAt + ?Sized>(
         Ok(header) => {
             report.recognised = true;
             start = u64::from(header.header_length);
-            // A valid header counts as verified, so a clean archive verifies whole.
-            report.verified_bytes = start;
             Some(header.archive_tag())
         }
         Err(e) => {
@@ -273,6 +312,8 @@ pub fn scan<R: ReadAt + ?Sized>(
     let Some(tag) = tag else {
         return Ok((report, Recovered::default()));
     };
+    // A valid header counts as verified, so a clean archive verifies whole.
+    let header_bytes = if report.problems.is_empty() { start } else { 0 };
     let mut walk = Walk {
         source,
         size,
@@ -287,15 +328,21 @@ pub fn scan<R: ReadAt + ?Sized>(
         chunks: HashMap::new(),
         chunk_cache: None,
         damaged: Vec::new(),
-        expected_forward: VecDeque::new(),
+        forward: Vec::new(),
+        arrived: Vec::new(),
         forward_owner: 0,
         forward_targets: HashMap::new(),
         broken_forward: Vec::new(),
-        ancillary_in_run: false,
-        image_indexes: HashMap::new(),
+        run_in_place: false,
+        file_affects: Vec::new(),
+        image_indexes: Vec::new(),
         archive_index: None,
         trailer: None,
-        damaged_trailer: false,
+        trailer_at: None,
+        span_to_end: false,
+        counted: Vec::new(),
+        summaries: Vec::new(),
+        header_bytes,
     };
     walk.walk(start, progress)?;
     walk.cross_check();
@@ -343,6 +390,34 @@ fn scan_for_record<R: ReadAt + ?Sized>(
         block_start += BLOCK;
     }
     Ok(None)
+}
+
+/// One problem per class and offset, what it affects the union of theirs, in
+/// increasing offset (FORMAT.md section 11, "What a verifier reports").
+fn merge_problems(problems: Vec<Problem>) -> Vec<Problem> {
+    let mut merged: Vec<Problem> = Vec::with_capacity(problems.len());
+    let mut at: HashMap<(ErrorClass, u64), usize> = HashMap::new();
+    for problem in problems {
+        match at.get(&(problem.class, problem.offset)) {
+            Some(&i) => {
+                let first = &mut merged[i];
+                if first.detail != problem.detail {
+                    first.detail = format!("{}; {}: {}", first.detail, problem.what, problem.detail);
+                }
+                first.affects.extend(problem.affects);
+            }
+            None => {
+                at.insert((problem.class, problem.offset), merged.len());
+                merged.push(problem);
+            }
+        }
+    }
+    for problem in &mut merged {
+        problem.affects.retain(|a| a.range.start < a.range.end);
+        merge_affected(&mut problem.affects);
+    }
+    merged.sort_by_key(|p| p.offset);
+    merged
 }
 
 fn merge_affected(affects: &mut Vec<Affected>) {
@@ -400,6 +475,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     format!("the archive ends {} bytes into a record header", self.size - pos),
                 );
                 self.damaged.push((pos..u64::MAX, p));
+                self.span_to_end = true;
+                self.lost(p);
                 break;
             }
             let mut raw = [0u8; 32];
@@ -419,12 +496,21 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         );
                     let p = self.problem_from(e, pos);
                     if skippable {
+                        // The header CRC vouches for the type and the length:
+                        // the record is skipped, and lost (FORMAT.md section 11).
                         let end = pos + 32 + header.body_length;
                         self.damaged.push((pos..end, p));
-                        if header.record_type != RecordType::Chunk.code() {
-                            // A record of another type ends a run of chunks (7.2 rule 6).
-                            self.end_run();
-                            self.ancillary_in_run = false;
+                        let code = header.record_type;
+                        self.header_seen(pos, RecordType::from_code(code), false);
+                        if code == RecordType::Chunk.code() {
+                            self.chunk_in_run(pos, false);
+                        } else {
+                            self.lost(p);
+                        }
+                        if code == RecordType::Trailer.code() {
+                            self.trailer_at = Some(pos);
+                            pos = end;
+                            break;
                         }
                         pos = end;
                     } else {
@@ -450,40 +536,44 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             body.resize(header.body_length as usize, 0);
             self.source.read_exact_at(&mut body, pos + 32).map_err(|e| Error::io("record body", pos + 32, e))?;
             self.report.records += 1;
+            self.counted.push((pos, end - pos));
             progress(end - pos);
             if let Err(e) = check_body(&header, &body, pos) {
                 let p = self.problem_from(e, pos);
                 let name = record_type.map_or("ancillary", |t| t.name());
                 self.report.problems[p].what = format!("{name} record body CRC-32C");
                 self.damaged.push((pos..end, p));
+                self.header_seen(pos, record_type, false);
                 if record_type == Some(RecordType::Chunk) {
                     // The header is sound: the chunk still takes its place in the
-                    // order and the totals, so only its own loss is reported.
+                    // run and the totals, so only its own loss is reported.
+                    self.chunk_in_run(pos, false);
                     self.note_chunk_record(pos, end);
                 } else {
-                    self.end_run();
-                    self.ancillary_in_run = false;
+                    self.lost(p);
                 }
                 if record_type == Some(RecordType::Trailer) {
-                    self.damaged_trailer = true;
+                    self.trailer_at = Some(pos);
+                    pos = end;
                     break;
                 }
                 pos = end;
                 continue;
             }
-            let ok = self.handle(pos, record_type, &body);
-            if ok {
-                self.report.verified_bytes += end - pos;
-            }
-            pos = end;
+            self.header_seen(pos, record_type, true);
+            self.handle(pos, record_type, &body);
             if record_type == Some(RecordType::Trailer) {
+                self.trailer_at = Some(pos);
+                pos = end;
                 break;
             }
+            pos = end;
         }
-        if self.trailer.is_some() && pos < self.size {
+        if let Some(at) = self.trailer_at.filter(|_| pos < self.size) {
+            // Bytes after the first trailer: at the trailer (FORMAT.md 9.3).
             self.problem(
                 ErrorClass::IndexMismatch,
-                pos,
+                at,
                 "archive end",
                 format!("{} bytes follow the trailer", self.size - pos),
             );
@@ -496,11 +586,14 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let tag = self.tag;
         let next = scan_for_record(self.source, self.size, pos + 1, |raw| RecordHeader::looks_valid(raw, tag))?
             .map_or(self.size, |(offset, _)| offset);
-        // What follows damage is not charged to an ancillary record before it.
-        self.ancillary_in_run = false;
         // Past the last valid record, everything is gone, references beyond the
         // end of a cut file included.
         self.damaged.push((pos..if next == self.size { u64::MAX } else { next }, problem));
+        self.span_to_end |= next == self.size;
+        // A damaged span does not end a run of chunks, and what follows it is
+        // not out of place (FORMAT.md section 2).
+        self.run_in_place = true;
+        self.lost(problem);
         let detail = if next == self.size {
             format!("no valid record follows; bytes {pos}..{next} are unreadable")
         } else {
@@ -511,42 +604,63 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         Ok(next)
     }
 
-    /// Checks one record whose CRCs passed; returns whether it was fully valid.
-    fn handle(&mut self, pos: u64, record_type: Option<RecordType>, body: &[u8]) -> bool {
-        let end = pos + 32 + body.len() as u64;
-        let after_ancillary = std::mem::replace(&mut self.ancillary_in_run, false);
-        if record_type != Some(RecordType::Chunk) {
+    /// A record lost to the walk, or whose extents or entries cannot be read,
+    /// inside the open section: a gap in an image's map, entries of a tree
+    /// that may be missing (FORMAT.md section 11, "What a verifier reports").
+    pub(crate) fn lost(&mut self, problem: usize) {
+        if let Some(open) = self.open {
+            self.sections[open].gap.get_or_insert(problem);
+        } else if let Some(open) = self.open_tree {
+            self.trees[open].note_lost();
+        }
+    }
+
+    /// What a record whose header passed its magic, CRC and tag checks does to
+    /// the open section and the run of chunks, from its type alone: `read` is
+    /// whether its body is read (not skipped, its CRC passed).
+    fn header_seen(&mut self, pos: u64, record_type: Option<RecordType>, read: bool) {
+        use RecordType::*;
+        let ends_section = matches!(
+            record_type,
+            Some(ImageBegin | FilesBegin | ImageIndex | FilesDir | FilesIndex | ArchiveIndex | Trailer)
+        );
+        if ends_section && (self.open.is_some() || self.open_tree.is_some()) {
+            // Left open: its end record never came (FORMAT.md section 11).
+            self.open = None;
+            self.open_tree = None;
+            self.summaries.push((pos, Summary::LeftOpen));
+        }
+        if !read {
+            // An end record whose body is not read still ends its section.
+            if record_type == Some(ImageEnd) {
+                self.open = None;
+            } else if record_type == Some(FilesEnd) {
+                self.open_tree = None;
+            }
+        }
+        if record_type != Some(Chunk) {
             // Any record of another type, an ancillary one included, ends the run
             // of chunks that follows an extent record (7.2 rule 6).
             self.end_run();
+            self.run_in_place = !read || matches!(record_type, Some(ImageExtents | FilesExtents));
         }
+    }
+
+    /// Checks one record whose CRCs passed.
+    fn handle(&mut self, pos: u64, record_type: Option<RecordType>, body: &[u8]) {
+        let end = pos + 32 + body.len() as u64;
         match record_type {
-            None => {
-                self.ancillary_in_run = self.open.is_some() || self.open_tree.is_some();
-                true
-            }
+            None => {}
             Some(RecordType::Chunk) => {
-                if after_ancillary {
-                    // Section 2: ancillary records never stand inside a run of
-                    // chunks, so this chunk follows no extent record.
-                    self.ancillary_in_run = true;
-                    self.problem(
-                        ErrorClass::RecordMalformed,
-                        pos,
-                        "CHUNK",
-                        "a CHUNK record after an ancillary record: it does not follow an extent record or a CHUNK record (an ancillary record may not stand inside a run of CHUNK records)",
-                    );
-                }
+                self.chunk_in_run(pos, true);
                 self.note_chunk_record(pos, end);
                 match chunk::decode_chunk(body) {
                     Ok((header, _)) => {
                         self.chunks.insert(pos, (header.raw_length, header.blake3));
-                        true
                     }
                     Err(e) => {
                         let p = self.problem(e.class, pos, format!("CHUNK {}", e.what), e.detail);
                         self.damaged.push((pos..end, p));
-                        false
                     }
                 }
             }
@@ -565,24 +679,22 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         chunk_count: 0,
                         chunk_bytes: 0,
                         end: None,
+                        gap: None,
                     });
-                    true
                 }
                 Err(e) => {
                     self.problem(e.class, pos, e.what, e.detail);
-                    false
                 }
             },
             Some(RecordType::ImageExtents) => self.handle_extents(pos, body),
             Some(RecordType::ImageEnd) => self.handle_end(pos, body),
             Some(RecordType::ImageIndex) => match image::parse_extent_table(body, "IMAGE_INDEX body") {
                 Ok((head, table)) => {
-                    self.image_indexes.insert(head.section_id, (pos, image::extents_of(table).collect()));
-                    true
+                    self.summaries.push((pos, Summary::ImageIndex(self.image_indexes.len())));
+                    self.image_indexes.push((pos, head.section_id, image::extents_of(table).collect()));
                 }
                 Err(e) => {
                     self.problem(e.class, pos, e.what, e.detail);
-                    false
                 }
             },
             Some(RecordType::FilesBegin) => self.handle_files_begin(pos, body),
@@ -593,66 +705,59 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             Some(RecordType::FilesIndex) => self.handle_files_index(pos, body),
             Some(RecordType::ArchiveIndex) => match ArchiveIndex::parse(body) {
                 Ok(index) => {
-                    if let Some(open) = self.open_tree.take() {
-                        let name = self.trees[open].name.clone();
-                        self.problem(
-                            ErrorClass::Truncated,
-                            pos,
-                            "file-tree section",
-                            format!("{name:?} has no FILES_END"),
-                        );
-                    }
-                    if let Some(open) = self.open.take() {
-                        let name = self.sections[open].name.clone();
-                        self.problem(ErrorClass::Truncated, pos, "image section", format!("{name:?} has no IMAGE_END"));
-                    }
                     self.archive_index = Some((pos, index));
-                    true
+                    self.summaries.push((pos, Summary::ArchiveIndex));
                 }
                 Err(e) => {
                     self.problem(e.class, pos, e.what, e.detail);
-                    false
                 }
             },
             Some(RecordType::Trailer) => {
                 let trailer = Trailer::decode(body.try_into().unwrap_or(&[0u8; 32]));
-                match (body.len() == Trailer::SIZE).then(|| trailer.validate()) {
-                    Some(Ok(())) => {
-                        self.trailer = Some((pos, trailer));
-                        true
-                    }
-                    Some(Err(e)) => {
-                        self.problem(e.class, pos, e.what, e.detail);
-                        self.trailer = Some((pos, trailer));
-                        false
-                    }
-                    None => {
-                        self.problem(ErrorClass::RecordMalformed, pos, "TRAILER body", "not 32 bytes");
-                        false
-                    }
+                if body.len() != Trailer::SIZE {
+                    self.problem(ErrorClass::RecordMalformed, pos, "TRAILER body", "not 32 bytes");
+                    return;
                 }
+                if let Err(e) = trailer.validate() {
+                    self.problem(e.class, pos, e.what, e.detail);
+                }
+                if trailer.archive_length != self.size {
+                    self.problem(
+                        if trailer.archive_length > self.size {
+                            ErrorClass::Truncated
+                        } else {
+                            ErrorClass::IndexMismatch
+                        },
+                        pos,
+                        "TRAILER archive_length",
+                        format!("{}, but the file has {} bytes", trailer.archive_length, self.size),
+                    );
+                }
+                self.trailer = Some((pos, trailer));
+                self.summaries.push((pos, Summary::Trailer));
             }
         }
     }
 
-    /// Accounts for a `CHUNK` record whose header is sound, whatever its body:
-    /// its place in the announced order, and the open section's totals.
-    fn note_chunk_record(&mut self, pos: u64, end: u64) {
-        if let Some(&expected) = self.expected_forward.front() {
-            if expected == pos {
-                self.expected_forward.pop_front();
-                self.forward_targets.remove(&pos);
-            } else {
-                self.problem(
-                    ErrorClass::DanglingReference,
-                    pos,
-                    "chunk order",
-                    format!("this chunk follows an extent record whose next new chunk is at byte {expected}"),
-                );
-                self.expected_forward.clear();
-                self.forward_targets.clear();
-            }
+    /// A `CHUNK` record whose header passed, read or not: its place in the run
+    /// that follows an extent record (FORMAT.md section 2 and 7.2 rule 6).
+    fn chunk_in_run(&mut self, pos: u64, read: bool) {
+        if read && !self.run_in_place {
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                "CHUNK",
+                "a CHUNK record in a run that follows neither an extent record nor a lost record (section 2; an ancillary record ends a run)",
+            );
         }
+        if self.forward.contains(&pos) {
+            self.arrived.push(pos);
+        }
+    }
+
+    /// Accounts for a `CHUNK` record whose body was read, whatever it holds:
+    /// the open section's totals.
+    fn note_chunk_record(&mut self, pos: u64, end: u64) {
         if let Some(open) = self.open {
             self.sections[open].chunk_count += 1;
             self.sections[open].chunk_bytes += end - pos;
@@ -663,18 +768,31 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         self.report.chunks += 1;
     }
 
-    /// Ends the run of `CHUNK` records that follows an extent record: the forward
-    /// references no `CHUNK` record of the run answered break rule 6 of 7.2.
-    /// They are reported after the walk, when it is known which of them point at
-    /// a chunk that came later (a reference to no chunk is reported as dangling
-    /// anyway, by the reference check).
+    /// Ends the run of `CHUNK` records that follows an extent record (7.2 rule
+    /// 6): the `CHUNK` records it referred to forward came in the order of first
+    /// reference, and those that did not come are reported after the walk,
+    /// when what lies at their offsets is known.
     pub(crate) fn end_run(&mut self) {
-        if self.expected_forward.is_empty() {
+        if self.forward.is_empty() {
             return;
         }
         let owner = self.forward_owner;
+        let forward = std::mem::take(&mut self.forward);
+        let arrived = std::mem::take(&mut self.arrived);
         let mut targets = std::mem::take(&mut self.forward_targets);
-        for chunk_ref in std::mem::take(&mut self.expected_forward) {
+        let came: HashSet<u64> = arrived.iter().copied().collect();
+        let order = forward.iter().filter(|r| came.contains(r));
+        if let Some((&first, _)) = arrived.iter().zip(order).find(|(a, o)| a != o) {
+            self.problem(
+                ErrorClass::DanglingReference,
+                first,
+                "chunk order",
+                format!(
+                    "the CHUNK records after the extent record at byte {owner} do not come in the order of its first references to them"
+                ),
+            );
+        }
+        for chunk_ref in forward.into_iter().filter(|r| !came.contains(r)) {
             let stands_for = targets.remove(&chunk_ref).unwrap_or_default();
             self.broken_forward.push((owner, chunk_ref, stands_for));
         }
@@ -683,26 +801,19 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// Notes a forward reference of the extent record at `owner` (7.2 rule 6).
     pub(crate) fn expect_forward(&mut self, owner: u64, chunk_ref: u64, target: ForwardTarget) {
         self.forward_owner = owner;
-        if !self.expected_forward.contains(&chunk_ref) {
-            self.expected_forward.push_back(chunk_ref);
+        if !self.forward.contains(&chunk_ref) {
+            self.forward.push(chunk_ref);
         }
         self.forward_targets.entry(chunk_ref).or_default().push(target);
     }
 
-    /// Reports the forward references whose run ended before them (rule 6) and
-    /// that point at a valid chunk further on, at the offset they hold (rule 5).
+    /// Reports the forward references whose run ended before them (rule 6) at
+    /// the offset they hold (rule 5), unless that lies in damage, which they
+    /// are charged to.
     fn report_broken_forward(&mut self) {
         for (owner, chunk_ref, stands_for) in std::mem::take(&mut self.broken_forward) {
-            if !self.chunks.contains_key(&chunk_ref) {
-                continue;
-            }
-            let p = self.problem(
-                ErrorClass::DanglingReference,
-                chunk_ref,
-                "chunk reference order",
-                format!(
-                    "{chunk_ref}: a forward reference of the extent record at byte {owner} that no CHUNK record of the run following it answers: a record of another type, an ancillary one included, ends the run (7.2 rule 6)"
-                ),
+            let detail = format!(
+                "{chunk_ref}: a forward reference of the extent record at byte {owner} that no CHUNK record of the run following it answers (7.2 rule 6)"
             );
             for target in stands_for {
                 let affected = match target {
@@ -713,7 +824,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         range,
                     },
                 };
-                self.report.problems[p].affects.push(affected);
+                self.charge_or_report(chunk_ref, affected, "chunk reference order", &detail);
             }
         }
     }
@@ -741,19 +852,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// Checks a section's begin record against what came before: the previous
     /// section closed, ids in order, names unique across kinds.
     pub(crate) fn open_new_section(&mut self, pos: u64, section_id: u32, name: &str, what: &str) {
-        let unclosed = self
-            .open
-            .take()
-            .map(|i| self.sections[i].name.clone())
-            .or_else(|| self.open_tree.take().map(|i| self.trees[i].name.clone()));
-        if let Some(unclosed) = unclosed {
-            self.problem(
-                ErrorClass::RecordMalformed,
-                pos,
-                what,
-                format!("section {unclosed:?} was not closed before the next began"),
-            );
-        }
         if section_id as usize != self.order.len() {
             self.problem(
                 ErrorClass::RecordMalformed,
@@ -764,6 +862,19 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
         if self.sections.iter().any(|s| s.name == name) || self.trees.iter().any(|t| t.name == name) {
             self.problem(ErrorClass::RecordMalformed, pos, "section name", format!("{name:?} names two sections"));
+        }
+    }
+
+    /// Charges `affected` to the damage that holds `chunk_ref` (FORMAT.md section
+    /// 11: a lost record, a damaged span or a damaged chunk), or reports a
+    /// dangling reference there.
+    fn charge_or_report(&mut self, chunk_ref: u64, affected: Affected, what: &str, detail: &str) {
+        match self.damaged.iter().find(|(span, _)| span.contains(&chunk_ref)) {
+            Some(&(_, p)) => self.report.problems[p].affects.push(affected),
+            None => {
+                let p = self.problem(ErrorClass::DanglingReference, chunk_ref, what, detail);
+                self.report.problems[p].affects.push(affected);
+            }
         }
     }
 
@@ -784,44 +895,53 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
     }
 
-    fn handle_extents(&mut self, pos: u64, body: &[u8]) -> bool {
+    fn handle_extents(&mut self, pos: u64, body: &[u8]) {
         let (head, table) = match image::parse_extent_table(body, "IMAGE_EXTENTS body") {
             Ok(parsed) => parsed,
             Err(e) => {
-                self.problem(e.class, pos, e.what, e.detail);
-                return false;
+                let p = self.problem(e.class, pos, e.what, e.detail);
+                self.lost(p);
+                return;
             }
         };
-        let Some(open) = self.open.filter(|&i| self.sections[i].begin.section_id == head.section_id) else {
-            self.problem(
-                ErrorClass::RecordMalformed,
-                pos,
-                "IMAGE_EXTENTS section_id",
-                format!("section {} is not the open section", head.section_id),
-            );
-            return false;
-        };
-        let mut ok = true;
         if head.count == 0 || head.count > u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD) {
-            self.problem(
+            let p = self.problem(
                 ErrorClass::RecordMalformed,
                 pos,
                 "IMAGE_EXTENTS count",
                 format!("{}, expected 1 to 65536", head.count),
             );
-            ok = false;
+            self.lost(p);
+            return;
         }
+        let Some(open) = self.open.filter(|&i| self.sections[i].begin.section_id == head.section_id) else {
+            let p = self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                "IMAGE_EXTENTS section_id",
+                format!("section {} is not the open section", head.section_id),
+            );
+            self.lost(p);
+            return;
+        };
         let name = self.sections[open].name.clone();
         for extent in image::extents_of(table) {
-            let gap_start = self.sections[open].check.next_offset();
+            let range = extent.image_offset..extent.image_offset.saturating_add(extent.length);
+            let next = self.sections[open].check.next_offset();
+            if let Some(gap) = self.sections[open].gap.take() {
+                // After a lost record the map resumes where this extent starts
+                // (FORMAT.md section 11); the range skipped is what it cost.
+                if extent.image_offset > next {
+                    self.report.problems[gap].affects.push(Affected {
+                        section: name.clone(),
+                        path: None,
+                        range: next..extent.image_offset,
+                    });
+                    self.sections[open].check.skip_to(extent.image_offset);
+                }
+            }
             if let Err(e) = self.sections[open].check.push(&extent) {
-                ok = false;
                 let p = self.problem(e.class, pos, e.what, e.detail);
-                let range = if extent.image_offset > gap_start {
-                    gap_start..extent.image_offset
-                } else {
-                    extent.image_offset..extent.end()
-                };
                 self.report.problems[p].affects.push(Affected { section: name.clone(), path: None, range });
                 // Carry on from this extent, so later extents are checked too.
                 let check = &mut self.sections[open].check;
@@ -839,19 +959,21 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             }
             self.sections[open].extents.push(extent);
         }
-        ok
     }
 
-    fn handle_end(&mut self, pos: u64, body: &[u8]) -> bool {
+    fn handle_end(&mut self, pos: u64, body: &[u8]) {
         let Ok(raw) = <&[u8; ImageEnd::SIZE]>::try_from(body) else {
             self.problem(ErrorClass::RecordMalformed, pos, "IMAGE_END body", "not 96 bytes");
-            return false;
+            return;
         };
         let end = ImageEnd::decode(raw);
-        if let Err(e) = end.validate() {
-            self.problem(e.class, pos, e.what, e.detail);
-            return false;
-        }
+        let valid = match end.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                self.problem(e.class, pos, e.what, e.detail);
+                false
+            }
+        };
         let Some(open) = self.open.filter(|&i| self.sections[i].begin.section_id == end.section_id) else {
             self.problem(
                 ErrorClass::RecordMalformed,
@@ -859,14 +981,34 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 "IMAGE_END section_id",
                 format!("section {} is not the open section", end.section_id),
             );
-            return false;
+            return;
         };
+        // It ends its section; one that breaks a rule of its body is not used.
         self.open = None;
+        if !valid {
+            return;
+        }
         let section = &mut self.sections[open];
         section.end = Some((pos, end));
+        let declared = section.begin.logical_size;
+        if declared != image::UNKNOWN_SIZE && declared != end.logical_size {
+            self.problem(
+                ErrorClass::RecordMalformed,
+                pos,
+                "IMAGE_END logical_size",
+                format!("{}, but IMAGE_BEGIN declared {declared}", end.logical_size),
+            );
+        }
+        self.summaries.push((pos, Summary::ImageEnd(open)));
+    }
+
+    /// The summary checks of an `IMAGE_END` (FORMAT.md 7.3): the end of the map,
+    /// the map digest and the totals.
+    fn summary_image_end(&mut self, open: usize) {
+        let section = &self.sections[open];
+        let Some((pos, end)) = section.end else { return };
         let name = section.name.clone();
         let next = section.check.next_offset();
-        let finish = section.check.finish(end.logical_size);
         let counts = (
             section.check.extent_count,
             section.check.data_bytes,
@@ -875,31 +1017,31 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             section.chunk_bytes,
             section.begin_offset,
         );
-        let mut ok = true;
-        if let Err(e) = finish {
-            ok = false;
-            let p = self.problem(e.class, pos, e.what, e.detail);
-            if next < end.logical_size {
-                self.report.problems[p].affects.push(Affected {
-                    section: name.clone(),
-                    path: None,
-                    range: next..end.logical_size,
-                });
-            }
+        if next != end.logical_size {
+            let p = self.problem(
+                ErrorClass::ExtentMap,
+                pos,
+                "extent map",
+                format!("extents cover image bytes 0..{next}, the image has {}", end.logical_size),
+            );
+            self.report.problems[p].affects.push(Affected {
+                section: name.clone(),
+                path: None,
+                range: next.min(end.logical_size)..next.max(end.logical_size),
+            });
         }
-        if ok && !self.map_digest_matches(open, &end) {
-            ok = false;
-            self.problem(
+        if !self.map_digest_matches(open, &end) {
+            let p = self.problem(
                 ErrorClass::IndexMismatch,
                 pos,
                 "IMAGE_END map_blake3",
                 format!("section {name:?}: the extent map and chunks do not give the digest IMAGE_END holds"),
             );
+            self.report.problems[p].affects.push(Affected { section: name, path: None, range: 0..end.logical_size });
         }
         let declared =
             (end.extent_count, end.data_bytes, end.lost_bytes, end.chunk_count, end.chunk_bytes, end.begin_offset);
         if counts != declared {
-            ok = false;
             self.problem(
                 ErrorClass::IndexMismatch,
                 pos,
@@ -909,29 +1051,34 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 ),
             );
         }
-        ok
     }
 
-    /// Checks the index and trailer against the records, and every reference.
-    fn cross_check(&mut self) {
-        let last = self.sections.len();
-        for i in 0..last {
-            if self.sections[i].end.is_none() && self.open != Some(i) {
-                continue;
-            }
-            if self.sections[i].end.is_none() {
-                let name = self.sections[i].name.clone();
-                let offset = self.sections[i].begin_offset;
-                self.problem(ErrorClass::Truncated, offset, "image section", format!("{name:?} has no IMAGE_END"));
-            }
+    /// The image size `verify` reports for a section (conformance.md,
+    /// `sections`).
+    fn image_size(s: &WalkSection) -> u64 {
+        match (s.end, s.begin.logical_size) {
+            (Some((_, end)), _) => end.logical_size,
+            (None, image::UNKNOWN_SIZE) => s.check.next_offset(),
+            (None, declared) => declared,
         }
-        if let Some(open) = self.open_tree {
-            let (name, offset) = (self.trees[open].name.clone(), self.trees[open].begin_offset);
-            self.problem(ErrorClass::Truncated, offset, "file-tree section", format!("{name:?} has no FILES_END"));
+    }
+
+    /// Checks every reference, then the records against the records before them
+    /// (FORMAT.md section 11, "What a verifier reports").
+    fn cross_check(&mut self) {
+        self.end_run();
+        // Gaps still open at the end of their section run to its size.
+        for i in 0..self.sections.len() {
+            if let Some(gap) = self.sections[i].gap.take() {
+                let (next, size) = (self.sections[i].check.next_offset(), Self::image_size(&self.sections[i]));
+                if size > next {
+                    let section = self.sections[i].name.clone();
+                    self.report.problems[gap].affects.push(Affected { section, path: None, range: next..size });
+                }
+            }
         }
         self.report_broken_forward();
         self.check_tree_references();
-        self.name_lost_entries();
         // Every data extent must resolve to a valid chunk of its length.
         for i in 0..self.sections.len() {
             let name = self.sections[i].name.clone();
@@ -957,142 +1104,142 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             }
             self.sections[i].extents = extents;
         }
-        let Some((trailer_offset, trailer)) = self.trailer else {
-            // A trailer with a damaged body was reported as such: the file is
-            // not short of one.
-            let already = self.damaged_trailer || self.report.problems.iter().any(|p| p.class == ErrorClass::Truncated);
-            if !already {
+        // An IMAGE_INDEX of a section the walk never found (its begin record was
+        // lost or broken) describes nothing: FORMAT.md 9.1.
+        let walked: HashSet<u32> = self.sections.iter().map(|s| s.begin.section_id).collect();
+        for i in 0..self.image_indexes.len() {
+            let (offset, id, _) = self.image_indexes[i];
+            if !walked.contains(&id) {
                 self.problem(
-                    ErrorClass::Truncated,
-                    self.size,
-                    "trailer",
-                    "the archive has no trailer: it is truncated or its end is damaged",
+                    ErrorClass::IndexMismatch,
+                    offset,
+                    "IMAGE_INDEX section_id",
+                    format!("section {id}: no image section with this id was found"),
                 );
             }
-            return;
-        };
-        let Some((index_offset, index)) = self.archive_index.take() else {
+        }
+        if self.trailer_at.is_none() && !self.span_to_end {
             self.problem(
-                ErrorClass::IndexMismatch,
-                trailer_offset,
-                "ARCHIVE_INDEX",
-                "no valid ARCHIVE_INDEX record was found",
-            );
-            return;
-        };
-        if trailer.index_offset != index_offset {
-            self.problem(
-                ErrorClass::IndexMismatch,
-                trailer_offset,
-                "TRAILER index_offset",
-                format!("{}, but the ARCHIVE_INDEX is at byte {index_offset}", trailer.index_offset),
+                ErrorClass::Truncated,
+                self.size,
+                "trailer",
+                "the archive has no trailer: it is truncated or its end is damaged",
             );
         }
-        if trailer.archive_length != self.size {
+        let mut summaries = std::mem::take(&mut self.summaries);
+        summaries.sort_by_key(|&(offset, _)| offset);
+        // Problems are only added from here on, at the offsets of the checks.
+        let mut lowest = self.report.problems.iter().map(|p| p.offset).min().unwrap_or(u64::MAX);
+        for (offset, summary) in summaries {
+            if lowest < offset {
+                continue;
+            }
+            let before = self.report.problems.len();
+            match summary {
+                Summary::LeftOpen => {
+                    self.problem(
+                        ErrorClass::RecordMalformed,
+                        offset,
+                        "section end",
+                        "a section was left open: this record came before its end record",
+                    );
+                }
+                Summary::ImageEnd(i) => self.summary_image_end(i),
+                Summary::FilesEnd(t) => self.summary_files_end(t),
+                Summary::ImageIndex(i) => self.summary_image_index(i),
+                Summary::FilesDir(t, i) => self.summary_files_dir(t, i),
+                Summary::FilesIndex(t, i) => self.summary_files_index(t, i),
+                Summary::ArchiveIndex => self.summary_archive_index(),
+                Summary::Trailer => self.summary_trailer(),
+            }
+            if self.report.problems.len() > before {
+                lowest = lowest.min(offset);
+            }
+        }
+    }
+
+    /// An `IMAGE_INDEX` compared with its section's extents (FORMAT.md 9.1).
+    fn summary_image_index(&mut self, i: usize) {
+        let (offset, id, _) = self.image_indexes[i];
+        let Some(section) = self.sections.iter().position(|s| s.begin.section_id == id) else { return };
+        if self.image_indexes[i].2 != self.sections[section].extents {
+            let name = self.sections[section].name.clone();
             self.problem(
-                if trailer.archive_length > self.size { ErrorClass::Truncated } else { ErrorClass::IndexMismatch },
-                trailer_offset,
-                "TRAILER archive_length",
-                format!("{}, but the file has {} bytes", trailer.archive_length, self.size),
+                ErrorClass::IndexMismatch,
+                offset,
+                "IMAGE_INDEX",
+                format!("section {name:?}: its extents differ from the IMAGE_EXTENTS records"),
             );
         }
-        if trailer.record_count != self.report.records.saturating_sub(1) {
+    }
+
+    /// The `ARCHIVE_INDEX` compared with the sections the walk found (9.2).
+    fn summary_archive_index(&mut self) {
+        let Some((index_offset, index)) = self.archive_index.take() else { return };
+        let mut faults = Vec::new();
+        let mut tables: HashMap<u32, u64> = HashMap::new();
+        for &(offset, id, _) in &self.image_indexes {
+            tables.entry(id).or_insert(offset);
+        }
+        if index.sections.len() != self.order.len() {
+            faults.push(format!("{} sections, but the records hold {}", index.sections.len(), self.order.len()));
+        }
+        for (entry, &(kind, i)) in index.sections.iter().zip(&self.order) {
+            let (name, begin, end, table) = match kind {
+                SectionKind::Image => {
+                    let s = &self.sections[i];
+                    let id = s.begin.section_id;
+                    let table = tables.get(&id).copied();
+                    (s.name.clone(), s.begin_offset, s.end.map(|(o, _)| o), table)
+                }
+                SectionKind::FileTree => {
+                    let t = &self.trees[i];
+                    (t.name.clone(), t.begin_offset, t.end.map(|(o, _)| o), t.indexes.first().map(|x| x.0))
+                }
+            };
+            if entry.kind != kind.code()
+                || entry.begin_offset != begin
+                || Some(entry.end_offset) != end
+                || Some(entry.table_offset) != table
+            {
+                faults.push(format!("section {name:?}: its kind or offsets disagree with the records"));
+            }
+        }
+        if !faults.is_empty() {
+            self.problem(ErrorClass::IndexMismatch, index_offset, "ARCHIVE_INDEX", faults.join("; "));
+        }
+        self.archive_index = Some((index_offset, index));
+    }
+
+    /// The trailer's `index_offset` and `record_count` (9.3).
+    fn summary_trailer(&mut self) {
+        let Some((trailer_offset, trailer)) = self.trailer else { return };
+        match self.archive_index {
+            Some((index_offset, _)) if index_offset == trailer.index_offset => {}
+            Some((index_offset, _)) => {
+                self.problem(
+                    ErrorClass::IndexMismatch,
+                    trailer_offset,
+                    "TRAILER index_offset",
+                    format!("{}, but the ARCHIVE_INDEX is at byte {index_offset}", trailer.index_offset),
+                );
+            }
+            None => {
+                self.problem(
+                    ErrorClass::IndexMismatch,
+                    trailer_offset,
+                    "TRAILER index_offset",
+                    "no valid ARCHIVE_INDEX record was found",
+                );
+            }
+        }
+        let before = self.report.records.saturating_sub(1);
+        if trailer.record_count != before {
             self.problem(
                 ErrorClass::IndexMismatch,
                 trailer_offset,
                 "TRAILER record_count",
-                format!(
-                    "{}, but {} records precede the trailer",
-                    trailer.record_count,
-                    self.report.records.saturating_sub(1)
-                ),
-            );
-        }
-        if index.sections.len() != self.order.len() {
-            self.problem(
-                ErrorClass::IndexMismatch,
-                index_offset,
-                "ARCHIVE_INDEX section_count",
-                format!("{}, but the records hold {} sections", index.sections.len(), self.order.len()),
-            );
-        }
-        for (entry, (kind, section)) in index.sections.iter().zip(self.order.clone()) {
-            if entry.kind != kind.code() {
-                self.problem(
-                    ErrorClass::IndexMismatch,
-                    index_offset,
-                    "ARCHIVE_INDEX section kind",
-                    format!("section {}: kind {}, the records say {}", entry.section_id, entry.kind, kind.name()),
-                );
-                continue;
-            }
-            if kind == SectionKind::FileTree {
-                self.check_tree_tables(section, entry, index_offset);
-                continue;
-            }
-            let walked = &self.sections[section];
-            let end_offset = walked.end.map(|(offset, _)| offset);
-            let name = walked.name.clone();
-            if entry.begin_offset != walked.begin_offset || Some(entry.end_offset) != end_offset {
-                self.problem(
-                    ErrorClass::IndexMismatch,
-                    index_offset,
-                    "ARCHIVE_INDEX section entry",
-                    format!("section {name:?}: begin or end offset disagrees with the records"),
-                );
-            }
-            let indexed = self
-                .image_indexes
-                .get(&entry.section_id)
-                .map(|(offset, extents)| (*offset, extents == &self.sections[section].extents));
-            match indexed {
-                Some((table_offset, same_extents)) => {
-                    if table_offset != entry.table_offset {
-                        self.problem(
-                            ErrorClass::IndexMismatch,
-                            index_offset,
-                            "ARCHIVE_INDEX table_offset",
-                            format!(
-                                "section {name:?}: {}, but its IMAGE_INDEX is at byte {table_offset}",
-                                entry.table_offset
-                            ),
-                        );
-                    }
-                    if !same_extents {
-                        self.problem(
-                            ErrorClass::IndexMismatch,
-                            table_offset,
-                            "IMAGE_INDEX",
-                            format!("section {name:?}: its extents differ from the IMAGE_EXTENTS records"),
-                        );
-                    }
-                }
-                None => {
-                    self.problem(
-                        ErrorClass::IndexMismatch,
-                        entry.table_offset,
-                        "IMAGE_INDEX",
-                        format!("section {name:?}: no valid IMAGE_INDEX record"),
-                    );
-                }
-            }
-        }
-        // An IMAGE_INDEX of a section the walk never found (its begin record was
-        // lost or broken) describes nothing: FORMAT.md 9.1.
-        let walked: HashSet<u32> = self.sections.iter().map(|s| s.begin.section_id).collect();
-        let mut strays: Vec<(u64, u32)> = self
-            .image_indexes
-            .iter()
-            .filter(|(id, _)| !walked.contains(id))
-            .map(|(&id, &(offset, _))| (offset, id))
-            .collect();
-        strays.sort_unstable();
-        for (offset, id) in strays {
-            self.problem(
-                ErrorClass::IndexMismatch,
-                offset,
-                "IMAGE_INDEX section_id",
-                format!("section {id}: no image section with this id was found"),
+                format!("{}, but {before} records precede the trailer", trailer.record_count),
             );
         }
     }
@@ -1142,9 +1289,24 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     fn finish(mut self) -> Report {
-        for problem in &mut self.report.problems {
-            merge_affected(&mut problem.affects);
+        for (p, tree, entry_id, range) in std::mem::take(&mut self.file_affects) {
+            let affected = Affected {
+                section: self.trees[tree].name.clone(),
+                path: Some(self.trees[tree].path_of(entry_id)),
+                range,
+            };
+            self.report.problems[p].affects.push(affected);
         }
+        self.report.problems = merge_problems(std::mem::take(&mut self.report.problems));
+        // Bytes in records at whose offset no problem is reported (conformance.md).
+        let at_fault: HashSet<u64> = self.report.problems.iter().map(|p| p.offset).collect();
+        self.report.verified_bytes = if at_fault.contains(&0) { 0 } else { self.header_bytes }
+            + self
+                .counted
+                .iter()
+                .filter(|(offset, _)| !at_fault.contains(offset))
+                .map(|&(_, length)| length)
+                .sum::<u64>();
         self.report.sections = self
             .order
             .iter()

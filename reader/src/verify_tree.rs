@@ -8,9 +8,10 @@ use std::sync::Arc;
 use strata_format::files::{
     self, DirTable, Entry, EntryKind, FileExtent, FilesBegin, FilesEnd, FilesIndexHead, NO_PARENT,
 };
+use strata_format::image::ExtentTableHead;
 use strata_format::ErrorClass;
 
-use crate::verify::{Affected, ForwardTarget, Walk};
+use crate::verify::{Affected, ForwardTarget, Summary, Walk};
 use crate::ReadAt;
 
 /// What the walk keeps of each entry, and salvage starts from.
@@ -46,22 +47,35 @@ pub(crate) struct WalkTree {
     pub entries: BTreeMap<u64, EntryFacts>,
     /// The id the next entry should have.
     next_id: u64,
-    /// How many damaged spans the walk had met at this section's last entry: an
-    /// id gap is the damage's doing when more have been met since.
-    damage_mark: usize,
-    /// How many damaged spans the walk had met at this section's `FILES_BEGIN`.
-    damage_at_begin: usize,
+    /// A record was lost since the last entry read: the next may skip ids
+    /// (FORMAT.md section 11, "What a verifier reports").
+    jump_ok: bool,
+    /// A record of the section was lost: entries may name lost ones, and their
+    /// extents are no longer compared with those announced.
+    lost: bool,
     siblings: HashSet<(u64, Vec<u8>)>,
     /// Extents announced by `FILES_EXTENTS` for entries not seen yet.
     announced: HashMap<u64, Vec<FileExtent>>,
-    /// Every file extent with its entry, for the reference check.
+    /// Every extent of the `FILES_EXTENTS` records read, for the reference check.
     file_extents: Vec<FileExtent>,
     entries_records: Vec<u64>,
+    /// The first `FILES_DIR` read of each directory.
     pub dir_tables: HashMap<u64, (u64, DirTable)>,
-    index: Option<(u64, FilesIndexHead, Vec<u64>)>,
+    /// Every `FILES_DIR` read, in archive order.
+    dirs: Vec<(u64, DirTable)>,
+    /// How many entries read name each directory as their parent.
+    children: HashMap<u64, usize>,
+    /// Every `FILES_INDEX` read, in archive order.
+    pub(crate) indexes: Vec<(u64, FilesIndexHead, Vec<u64>)>,
 }
 
 impl WalkTree {
+    /// A record of the section was lost (or could not be read).
+    pub(crate) fn note_lost(&mut self) {
+        self.jump_ok = true;
+        self.lost = true;
+    }
+
     /// The path of an entry, from its parents.
     pub fn path_of(&self, entry_id: u64) -> Vec<u8> {
         self.path_with(entry_id, &HashMap::new())
@@ -109,16 +123,24 @@ pub(crate) fn tree_path<'a>(
 ) -> Vec<u8> {
     let mut parts = Vec::new();
     let mut id = entry_id;
+    // A parent comes before its child: a parent id not below the child's names
+    // no entry read before it (conformance.md, `affects`).
+    let mut below = u64::MAX;
     while id != 0 {
         let known = match entries.get(&id) {
-            Some(facts) => Some((facts.parent_id, facts.name.as_slice())),
+            Some(facts) if id < below => Some((facts.parent_id, facts.name.as_slice())),
+            Some(_) => None,
             None => listed(id),
         };
         match known {
-            Some((NO_PARENT, _)) => break,
+            Some((NO_PARENT, name)) => {
+                parts.push(name.to_vec());
+                break;
+            }
             // A chain longer than the tree has entries is a loop in damaged tables.
             Some((parent, name)) if parts.len() <= entries.len() + 4096 => {
                 parts.push(name.to_vec());
+                below = id;
                 id = parent;
             }
             _ => {
@@ -132,12 +154,12 @@ pub(crate) fn tree_path<'a>(
 }
 
 impl<R: ReadAt + ?Sized> Walk<'_, R> {
-    pub(crate) fn handle_files_begin(&mut self, pos: u64, body: &[u8]) -> bool {
+    pub(crate) fn handle_files_begin(&mut self, pos: u64, body: &[u8]) {
         let begin = match FilesBegin::parse(body) {
             Ok(begin) => begin,
             Err(e) => {
                 self.problem(e.class, pos, e.what, e.detail);
-                return false;
+                return;
             }
         };
         let name = begin.name_lossy();
@@ -158,137 +180,149 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             end: None,
             entries: BTreeMap::new(),
             next_id: 0,
-            damage_mark: self.damaged.len(),
-            damage_at_begin: self.damaged.len(),
+            jump_ok: false,
+            lost: false,
             siblings: HashSet::new(),
             announced: HashMap::new(),
             file_extents: Vec::new(),
             entries_records: Vec::new(),
             dir_tables: HashMap::new(),
-            index: None,
+            dirs: Vec::new(),
+            children: HashMap::new(),
+            indexes: Vec::new(),
         });
-        true
     }
 
-    fn open_tree_for(&mut self, pos: u64, section_id: u32, what: &str) -> Option<usize> {
-        let open = self.open_tree.filter(|&i| self.trees[i].section_id == section_id);
-        if open.is_none() {
-            self.problem(
+    /// The open file-tree section, if `section_id` is its; else the problem
+    /// reported.
+    fn open_tree_for(&mut self, pos: u64, section_id: u32, what: &str) -> Result<usize, usize> {
+        match self.open_tree.filter(|&i| self.trees[i].section_id == section_id) {
+            Some(open) => Ok(open),
+            None => Err(self.problem(
                 ErrorClass::RecordMalformed,
                 pos,
                 format!("{what} section_id"),
                 format!("section {section_id} is not the open file-tree section"),
-            );
+            )),
         }
-        open
     }
 
-    pub(crate) fn handle_files_extents(&mut self, pos: u64, body: &[u8]) -> bool {
-        let (section_id, extents) = match files::parse_file_extents(body) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                self.problem(e.class, pos, e.what, e.detail);
-                return false;
+    pub(crate) fn handle_files_extents(&mut self, pos: u64, body: &[u8]) {
+        // The head as for IMAGE_EXTENTS, with 40-byte extents; each extent's own
+        // rules are checked below, one by one (FORMAT.md 8.2), and the record is
+        // read whatever they say.
+        let head = body.get(..16).map(|raw| ExtentTableHead::decode(raw.try_into().expect("16 bytes")));
+        let max = u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD);
+        let fault = match head {
+            None => Some("a body shorter than 16 bytes".to_string()),
+            Some(h) if h.reserved != 0 => Some("reserved field set".to_string()),
+            Some(h) if h.count == 0 || h.count > max => Some(format!("count {}, expected 1 to 65536", h.count)),
+            Some(h) if h.count * FileExtent::SIZE as u64 != body.len() as u64 - 16 => {
+                Some(format!("count {} does not match {} bytes of extents", h.count, body.len() - 16))
+            }
+            Some(_) => None,
+        };
+        let (Some(head), None) = (head, fault.clone()) else {
+            let p = self.problem(ErrorClass::RecordMalformed, pos, "FILES_EXTENTS head", fault.unwrap_or_default());
+            self.lost(p);
+            return;
+        };
+        let table = &body[16..];
+        let open = match self.open_tree_for(pos, head.section_id, "FILES_EXTENTS") {
+            Ok(open) => open,
+            Err(p) => {
+                self.lost(p);
+                return;
             }
         };
-        let Some(open) = self.open_tree_for(pos, section_id, "FILES_EXTENTS") else {
-            return false;
-        };
+        let extents: Vec<FileExtent> = table
+            .chunks_exact(FileExtent::SIZE)
+            .map(|raw| FileExtent::decode(raw.try_into().expect("40 bytes")))
+            .collect();
         for extent in extents {
-            if extent.chunk_ref > pos {
-                let target = ForwardTarget::File {
-                    tree: open,
-                    entry_id: extent.entry_id,
-                    range: extent.file_offset..extent.end(),
-                };
-                self.expect_forward(pos, extent.chunk_ref, target);
+            let range = extent.file_offset..extent.file_offset.saturating_add(extent.length);
+            let mut faults: Vec<(ErrorClass, &str)> = Vec::new();
+            if extent.length == 0 {
+                faults.push((ErrorClass::ExtentMap, "empty"));
+            }
+            if extent.file_offset.checked_add(extent.length).is_none()
+                || u64::from(extent.chunk_offset) + extent.length > u64::from(strata_format::limits::MAX_CHUNK_RAW)
+            {
+                faults.push((ErrorClass::ExtentMap, "runs past the end of any file or chunk"));
+            }
+            if extent.chunk_ref < strata_format::image::REF_FIRST_OFFSET {
+                faults.push((ErrorClass::RecordMalformed, "its chunk_ref is not a record offset"));
+            }
+            if extent.reserved != 0 {
+                faults.push((ErrorClass::RecordMalformed, "reserved field set"));
+            }
+            if extent.entry_id < self.trees[open].next_id {
+                faults.push((ErrorClass::RecordMalformed, "its entry came already (an entry comes after its extents)"));
+            }
+            let before = self.trees[open].announced.get(&extent.entry_id).and_then(|l| l.last()).map(FileExtent::end);
+            if extent.length > 0 && before.is_some_and(|end| extent.file_offset < end) {
+                faults.push((ErrorClass::ExtentMap, "starts before the file's extent before it ends"));
+            }
+            for (class, detail) in faults {
+                let p = self.problem(
+                    class,
+                    pos,
+                    "file extent",
+                    format!("entry {} at file offset {}: {detail}", extent.entry_id, extent.file_offset),
+                );
+                self.file_affects.push((p, open, extent.entry_id, range.clone()));
+            }
+            if extent.chunk_ref >= strata_format::image::REF_FIRST_OFFSET {
+                self.trees[open].file_extents.push(extent);
+                if extent.chunk_ref > pos {
+                    let target = ForwardTarget::File { tree: open, entry_id: extent.entry_id, range };
+                    self.expect_forward(pos, extent.chunk_ref, target);
+                }
             }
             self.trees[open].announced.entry(extent.entry_id).or_default().push(extent);
         }
-        true
     }
 
-    pub(crate) fn handle_files_entries(&mut self, pos: u64, body: &[u8]) -> bool {
-        let (section_id, entries) = match files::parse_entries(body) {
+    pub(crate) fn handle_files_entries(&mut self, pos: u64, body: &[u8]) {
+        let (section_id, entries) = match read_entries(body) {
             Ok(parsed) => parsed,
-            Err(e) => {
-                self.problem(e.class, pos, format!("FILES_ENTRIES {}", e.what), e.detail);
-                return false;
+            Err(detail) => {
+                let p = self.problem(ErrorClass::RecordMalformed, pos, "FILES_ENTRIES body", detail);
+                self.lost(p);
+                return;
             }
         };
-        let Some(open) = self.open_tree_for(pos, section_id, "FILES_ENTRIES") else {
-            return false;
+        let open = match self.open_tree_for(pos, section_id, "FILES_ENTRIES") {
+            Ok(open) => open,
+            Err(p) => {
+                self.lost(p);
+                return;
+            }
         };
         self.trees[open].entries_records.push(pos);
-        let mut ok = true;
-        for (offset, entry) in entries {
-            ok &= self.check_entry(open, pos, offset, entry);
+        for entry in entries {
+            self.check_entry(open, pos, entry);
         }
-        ok
     }
 
-    fn check_entry(&mut self, open: usize, pos: u64, offset: u32, entry: Entry) -> bool {
-        let damage_seen = self.damaged.len();
+    fn check_entry(&mut self, open: usize, pos: u64, read: ReadEntry) {
+        let ReadEntry { offset, entry, kind_code, reserved } = read;
         let tree = &mut self.trees[open];
         let expected_id = tree.next_id;
         let id = entry.entry_id;
-        let lost_before = id > expected_id && damage_seen > tree.damage_mark;
-        // An entry whose parent or link target was in a damaged record is not at
-        // fault itself: salvage keeps it elsewhere.
-        let lost = |other: u64| other < id && !tree.entries.contains_key(&other) && damage_seen > tree.damage_at_begin;
+        let lost_before = id > expected_id && tree.jump_ok;
+        let section_lost = tree.lost;
+        // An entry whose parent or link target was in a lost record is not at
+        // fault itself: salvage keeps it elsewhere (FORMAT.md section 11).
+        let lost = |other: u64| other < id && !tree.entries.contains_key(&other) && section_lost;
         // The path is built only for a message: building it for every entry
         // would cost its depth each time, quadratic in a deep tree.
         let shown = |tree: &WalkTree| String::from_utf8_lossy(&entry_path(tree, &entry)).into_owned();
-        let mut faults: Vec<(ErrorClass, String)> = Vec::new();
+        let mut faults: Vec<(ErrorClass, String)> = entry_faults(&entry, kind_code, reserved, tree.captured);
         if id != expected_id && !lost_before {
             faults.push((ErrorClass::RecordMalformed, format!("entry_id {id}, expected {expected_id}")));
         }
-        if id == 0 {
-            if entry.parent_id != NO_PARENT || entry.kind != EntryKind::Directory || !entry.name.is_empty() {
-                faults.push((ErrorClass::RecordMalformed, "entry 0 is not a root directory".into()));
-            }
-        } else {
-            let parent_ok = entry.parent_id < id
-                && tree.entries.get(&entry.parent_id).is_some_and(|p| p.kind == EntryKind::Directory);
-            if !parent_ok && !lost(entry.parent_id) {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("{:?}: parent {} is not an earlier directory", shown(tree), entry.parent_id),
-                ));
-            }
-            if !Entry::name_is_safe(&entry.name) {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("{:?}: unsafe name (empty, `.`, `..`, or holds `/` or NUL)", shown(tree)),
-                ));
-            }
-            if !tree.siblings.insert((entry.parent_id, entry.name.clone())) {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("{:?}: a second entry of that name in one directory", shown(tree)),
-                ));
-            }
-        }
-        if entry.kind == EntryKind::Hardlink {
-            let target_ok =
-                entry.link_id < id && tree.entries.get(&entry.link_id).is_some_and(|t| t.kind == EntryKind::File);
-            if !target_ok && !lost(entry.link_id) {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("{:?}: hard link to {}, not an earlier file", shown(tree), entry.link_id),
-                ));
-            }
-        }
-        if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(tree.captured)) {
-            faults.push((e.class, format!("{:?}: {}", shown(tree), e.detail)));
-        }
-        let announced = tree.announced.remove(&id).unwrap_or_default();
-        if announced != entry.extents {
-            faults.push((
-                ErrorClass::IndexMismatch,
-                format!("{:?}: its extents differ from those its FILES_EXTENTS records announced", shown(tree)),
-            ));
-        }
+        tree.jump_ok = false;
         match entry.kind {
             EntryKind::File => {
                 tree.files += 1;
@@ -297,11 +331,62 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             EntryKind::Directory => tree.directories += 1,
             _ => {}
         }
-        let ok = faults.is_empty();
-        let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
-        // A repeated id keeps the first entry that had it.
-        if id >= expected_id {
-            tree.next_id = id.saturating_add(1);
+        // A repeated id keeps the first entry that had it; the later one is
+        // checked by its own rules and its id only.
+        let first = !tree.entries.contains_key(&id);
+        let mut extents_differ = false;
+        let misplaced = entry.kind == EntryKind::File && extents_misplaced(&entry);
+        if first {
+            tree.next_id = tree.next_id.max(id.saturating_add(1));
+            if misplaced {
+                faults.push((
+                    ErrorClass::ExtentMap,
+                    format!("{:?}: extents out of order, overlapping, or past its size", shown(tree)),
+                ));
+            }
+            if id == 0 {
+                if entry.parent_id != NO_PARENT || entry.kind != EntryKind::Directory || !entry.name.is_empty() {
+                    faults.push((ErrorClass::RecordMalformed, "entry 0 is not a root directory".into()));
+                }
+            } else {
+                let parent_ok = entry.parent_id < id
+                    && tree.entries.get(&entry.parent_id).is_some_and(|p| p.kind == EntryKind::Directory);
+                if !parent_ok && !lost(entry.parent_id) {
+                    faults.push((
+                        ErrorClass::RecordMalformed,
+                        format!("{:?}: parent {} is not an earlier directory", shown(tree), entry.parent_id),
+                    ));
+                }
+            }
+            if entry.kind == EntryKind::Hardlink {
+                let target_ok =
+                    entry.link_id < id && tree.entries.get(&entry.link_id).is_some_and(|t| t.kind == EntryKind::File);
+                if !target_ok && !lost(entry.link_id) {
+                    faults.push((
+                        ErrorClass::RecordMalformed,
+                        format!("{:?}: hard link to {}, not an earlier file", shown(tree), entry.link_id),
+                    ));
+                }
+            }
+            if entry.parent_id != NO_PARENT && id != 0 {
+                if !tree.siblings.insert((entry.parent_id, entry.name.clone())) {
+                    faults.push((
+                        ErrorClass::RecordMalformed,
+                        format!("{:?}: a second entry of that name in one directory", shown(tree)),
+                    ));
+                }
+                *tree.children.entry(entry.parent_id).or_default() += 1;
+            }
+            let announced = tree.announced.remove(&id).unwrap_or_default();
+            // After a lost record, what was announced may be lost too: not compared.
+            extents_differ = !section_lost && announced != entry.extents;
+            if extents_differ {
+                faults.push((
+                    ErrorClass::IndexMismatch,
+                    format!("{:?}: its extents differ from those its FILES_EXTENTS records announced", shown(tree)),
+                ));
+            }
+            let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
             tree.entries.insert(
                 id,
                 EntryFacts {
@@ -316,10 +401,15 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 },
             );
         }
-        tree.damage_mark = damage_seen;
-        tree.file_extents.extend_from_slice(&entry.extents);
+        let name = tree.name.clone();
         for (class, detail) in faults {
-            self.problem(class, pos, "entry", detail);
+            let p = self.problem(class, pos, "entry", detail);
+            if class == ErrorClass::IndexMismatch {
+                // The content is in doubt, all of it.
+                let path = entry_path(&self.trees[open], &entry);
+                let affected = Affected { section: name.clone(), path: Some(path), range: 0..entry.size };
+                self.report.problems[p].affects.push(affected);
+            }
         }
         let flagged = |bit: u8| entry.flags & bit != 0;
         // Flag bits 1 and 2 mean something on regular files only (8.3).
@@ -339,13 +429,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
             }
         }
-        if entry.kind == EntryKind::File {
-            let intact = self.check_content(open, pos, &entry);
-            if let Some(facts) = self.trees[open].entries.get_mut(&id).filter(|f| f.record == pos) {
+        let no_content = entry.flags & (files::EntryFlags::UNREADABLE | files::EntryFlags::LOST_IN_SALVAGE) != 0;
+        if first && is_file && !extents_differ && !misplaced {
+            let intact = no_content || self.check_content(open, pos, &entry);
+            if let Some(facts) = self.trees[open].entries.get_mut(&id) {
                 facts.content_intact = intact;
             }
         }
-        ok
     }
 
     /// Rebuilds a file's content from its chunks and checks its BLAKE3. Damaged
@@ -382,18 +472,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             };
             let start = extent.chunk_offset as usize;
             let Some(bytes) = data.get(start..start + extent.length as usize) else {
-                let path = path_of(self);
-                let p = self.problem(
-                    ErrorClass::ExtentMap,
-                    pos,
-                    "file extent",
-                    format!("{:?}: runs past the end of its chunk", String::from_utf8_lossy(&path)),
-                );
-                self.report.problems[p].affects.push(Affected {
-                    section: name.clone(),
-                    path: Some(path),
-                    range: extent.file_offset..extent.end(),
-                });
+                // Past its chunk: the reference check names this file.
                 return false;
             };
             hasher.update(bytes);
@@ -430,18 +509,30 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         Some(raw)
     }
 
-    pub(crate) fn handle_files_end(&mut self, pos: u64, body: &[u8]) -> bool {
+    pub(crate) fn handle_files_end(&mut self, pos: u64, body: &[u8]) {
         let Ok(raw) = <&[u8; FilesEnd::SIZE]>::try_from(body) else {
             self.problem(ErrorClass::RecordMalformed, pos, "FILES_END body", "not 64 bytes");
-            return false;
+            return;
         };
         let end = FilesEnd::decode(raw);
-        let Some(open) = self.open_tree_for(pos, end.section_id, "FILES_END") else {
-            return false;
+        let Ok(open) = self.open_tree_for(pos, end.section_id, "FILES_END") else {
+            return;
         };
+        // It ends its section; one that breaks a rule of its body is not used.
         self.open_tree = None;
-        let tree = &mut self.trees[open];
-        tree.end = Some((pos, end));
+        if end.reserved != 0 {
+            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END reserved", "not zero");
+            return;
+        }
+        self.trees[open].end = Some((pos, end));
+        self.summaries.push((pos, Summary::FilesEnd(open)));
+    }
+
+    /// The summary checks of a `FILES_END` (FORMAT.md 8.4): its totals, content
+    /// announced for entries that never came, and the root entry.
+    pub(crate) fn summary_files_end(&mut self, t: usize) {
+        let tree = &self.trees[t];
+        let Some((pos, end)) = tree.end else { return };
         let counts = (
             tree.next_id,
             tree.files,
@@ -461,13 +552,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             end.begin_offset,
         );
         let orphans = tree.announced.len();
-        let mut ok = true;
-        if end.reserved != 0 {
-            ok = false;
-            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END reserved", "not zero");
-        }
+        let rootless = !tree.entries.contains_key(&0);
         if counts != declared {
-            ok = false;
             self.problem(
                 ErrorClass::IndexMismatch,
                 pos,
@@ -476,7 +562,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             );
         }
         if orphans > 0 {
-            ok = false;
             self.problem(
                 ErrorClass::IndexMismatch,
                 pos,
@@ -484,15 +569,19 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 format!("content was announced for {orphans} entries that never came"),
             );
         }
-        ok
+        if rootless {
+            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END", "the section has no root entry");
+        }
     }
 
-    pub(crate) fn handle_files_dir(&mut self, pos: u64, body: &[u8]) -> bool {
+    pub(crate) fn handle_files_dir(&mut self, pos: u64, body: &[u8]) {
         match DirTable::parse(body) {
-            Ok(table) => match self.trees.iter_mut().find(|t| t.section_id == table.section_id) {
-                Some(tree) => {
-                    tree.dir_tables.insert(table.entry_id, (pos, table));
-                    true
+            Ok(table) => match self.trees.iter().position(|t| t.section_id == table.section_id) {
+                Some(t) => {
+                    let tree = &mut self.trees[t];
+                    tree.dir_tables.entry(table.entry_id).or_insert_with(|| (pos, table.clone()));
+                    self.summaries.push((pos, Summary::FilesDir(t, tree.dirs.len())));
+                    tree.dirs.push((pos, table));
                 }
                 None => {
                     self.problem(
@@ -501,22 +590,21 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         "FILES_DIR section_id",
                         format!("{}", table.section_id),
                     );
-                    false
                 }
             },
             Err(e) => {
                 self.problem(e.class, pos, e.what, e.detail);
-                false
             }
         }
     }
 
-    pub(crate) fn handle_files_index(&mut self, pos: u64, body: &[u8]) -> bool {
+    pub(crate) fn handle_files_index(&mut self, pos: u64, body: &[u8]) {
         match files::parse_files_index(body) {
-            Ok((head, records)) => match self.trees.iter_mut().find(|t| t.section_id == head.section_id) {
-                Some(tree) => {
-                    tree.index = Some((pos, head, records));
-                    true
+            Ok((head, records)) => match self.trees.iter().position(|t| t.section_id == head.section_id) {
+                Some(t) => {
+                    let tree = &mut self.trees[t];
+                    self.summaries.push((pos, Summary::FilesIndex(t, tree.indexes.len())));
+                    tree.indexes.push((pos, head, records));
                 }
                 None => {
                     self.problem(
@@ -525,44 +613,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         "FILES_INDEX section_id",
                         format!("{}", head.section_id),
                     );
-                    false
                 }
             },
             Err(e) => {
                 self.problem(e.class, pos, e.what, e.detail);
-                false
             }
         }
     }
 
-    /// Entries whose `FILES_ENTRIES` record was damaged, named by the directory
-    /// tables that list them: each is added, by path, to what that damage costs.
-    pub(crate) fn name_lost_entries(&mut self) {
-        for t in 0..self.trees.len() {
-            let tree = &self.trees[t];
-            let listed = tree.listed();
-            let mut lost: Vec<(u64, u64)> = tree
-                .dir_tables
-                .values()
-                .flat_map(|(_, table)| table.children.iter().map(|(child, _)| (child.entry_id, child.entries_record)))
-                .filter(|(id, _)| !tree.entries.contains_key(id))
-                .collect();
-            lost.sort_unstable();
-            let named: Vec<(u64, Vec<u8>)> =
-                lost.into_iter().map(|(id, record)| (record, tree.path_with(id, &listed))).collect();
-            let section = tree.name.clone();
-            for (record, path) in named {
-                // The whole entry is lost: the range is empty, the path says which.
-                let affected = Affected { section: section.clone(), path: Some(path), range: 0..0 };
-                if let Some(&(_, p)) = self.damaged.iter().find(|(span, _)| span.contains(&record)) {
-                    self.report.problems[p].affects.push(affected);
-                }
-            }
-        }
-    }
-
-    /// Every file extent must resolve to a valid chunk holding its bytes; damage
-    /// is named by file path.
+    /// Every extent of the `FILES_EXTENTS` records read must resolve to a valid
+    /// chunk holding its bytes; damage is named by file path.
     pub(crate) fn check_tree_references(&mut self) {
         for t in 0..self.trees.len() {
             let extents = std::mem::take(&mut self.trees[t].file_extents);
@@ -577,13 +637,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 match self.chunks.get(&extent.chunk_ref) {
                     Some(&(raw, _)) if u64::from(extent.chunk_offset) + extent.length <= u64::from(raw) => {}
                     Some(_) => {
+                        let affected = affected(self);
                         let p = self.problem(
                             ErrorClass::ExtentMap,
                             extent.chunk_ref,
                             "file extent",
                             "runs past the end of its chunk",
                         );
-                        let affected = affected(self);
                         self.report.problems[p].affects.push(affected);
                     }
                     None => {
@@ -596,59 +656,20 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
     }
 
-    /// Checks a file-tree section's tables against its entries; `entry` is its
-    /// line in the archive index.
-    pub(crate) fn check_tree_tables(&mut self, t: usize, entry: &strata_format::SectionEntry, index_offset: u64) {
+    /// A `FILES_DIR` compared with the entries (FORMAT.md 8.5): the table of a
+    /// directory of the section that no earlier table named, listing exactly
+    /// its children where they are.
+    pub(crate) fn summary_files_dir(&mut self, t: usize, i: usize) {
         let tree = &self.trees[t];
-        let name = tree.name.clone();
-        let mut faults: Vec<(u64, String)> = Vec::new();
-        if entry.begin_offset != tree.begin_offset || Some(entry.end_offset) != tree.end.map(|(o, _)| o) {
-            faults.push((index_offset, format!("section {name:?}: begin or end offset disagrees with the records")));
-        }
-        match &tree.index {
-            None => faults.push((entry.table_offset, format!("section {name:?}: no valid FILES_INDEX record"))),
-            Some((offset, head, records)) => {
-                if *offset != entry.table_offset {
-                    faults
-                        .push((index_offset, format!("section {name:?}: table_offset disagrees with its FILES_INDEX")));
-                }
-                if records != &tree.entries_records {
-                    faults.push((
-                        *offset,
-                        format!(
-                            "section {name:?}: FILES_INDEX lists other FILES_ENTRIES records than the section holds"
-                        ),
-                    ));
-                }
-                let root = tree.entries.get(&0);
-                if root.map(|r| (r.record, r.offset)) != Some((head.root_entries_record, head.root_entry_offset))
-                    || tree.dir_tables.get(&0).map(|(o, _)| *o) != Some(head.root_dir)
-                {
-                    faults.push((*offset, format!("section {name:?}: FILES_INDEX does not point at the root")));
-                }
-            }
-        }
-        // Each directory's table lists exactly its children, where they are.
-        let mut children: HashMap<u64, usize> = HashMap::new();
-        for facts in tree.entries.values().filter(|f| f.parent_id != NO_PARENT) {
-            *children.entry(facts.parent_id).or_default() += 1;
-        }
-        for (&id, facts) in &tree.entries {
-            if facts.kind != EntryKind::Directory {
-                continue;
-            }
-            let Some((offset, table)) = tree.dir_tables.get(&id) else {
-                faults.push((
-                    index_offset,
-                    format!(
-                        "section {name:?}: directory {:?} has no FILES_DIR",
-                        String::from_utf8_lossy(&tree.path_of(id))
-                    ),
-                ));
-                continue;
-            };
-            let count_ok = table.children.len() == children.get(&id).copied().unwrap_or(0);
-            let children_ok = table.children.iter().all(|(child, child_name)| {
+        let (offset, table) = &tree.dirs[i];
+        let id = table.entry_id;
+        let first = tree.dir_tables.get(&id).is_some_and(|(o, _)| o == offset);
+        let is_dir = tree.entries.get(&id).is_some_and(|d| d.kind == EntryKind::Directory);
+        let children = tree.children.get(&id).copied().unwrap_or(0);
+        let agrees = first
+            && is_dir
+            && table.children.len() == children
+            && table.children.iter().all(|(child, child_name)| {
                 tree.entries.get(&child.entry_id).is_some_and(|c| {
                     c.parent_id == id
                         && &c.name == child_name
@@ -662,18 +683,270 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         }
                 })
             });
-            if !count_ok || !children_ok {
-                faults.push((
-                    *offset,
-                    format!(
-                        "section {name:?}: the FILES_DIR of {:?} disagrees with the entries",
-                        String::from_utf8_lossy(&tree.path_of(id))
-                    ),
-                ));
-            }
-        }
-        for (offset, detail) in faults {
-            self.problem(ErrorClass::IndexMismatch, offset, "file-tree index", detail);
+        if !agrees {
+            let detail = format!(
+                "section {:?}: the FILES_DIR of {:?} disagrees with the entries",
+                tree.name,
+                String::from_utf8_lossy(&tree.path_of(id))
+            );
+            let offset = *offset;
+            self.problem(ErrorClass::IndexMismatch, offset, "FILES_DIR", detail);
         }
     }
+
+    /// A `FILES_INDEX` compared with its section (FORMAT.md 8.6).
+    pub(crate) fn summary_files_index(&mut self, t: usize, i: usize) {
+        let tree = &self.trees[t];
+        let (offset, head, records) = &tree.indexes[i];
+        let root = tree.entries.get(&0).map(|r| (r.record, r.offset));
+        let agrees = records == &tree.entries_records
+            && root == Some((head.root_entries_record, head.root_entry_offset))
+            && tree.dir_tables.get(&0).map(|(o, _)| *o) == Some(head.root_dir)
+            && tree
+                .entries
+                .iter()
+                .all(|(id, facts)| facts.kind != EntryKind::Directory || tree.dir_tables.contains_key(id));
+        if !agrees {
+            let detail = format!("section {:?}: FILES_INDEX disagrees with the section's records", tree.name);
+            let offset = *offset;
+            self.problem(ErrorClass::IndexMismatch, offset, "FILES_INDEX", detail);
+        }
+    }
+}
+
+/// An entry as a verifier reads it (FORMAT.md section 11): its fields, with
+/// what the `Entry` type cannot hold kept apart.
+pub(crate) struct ReadEntry {
+    /// Byte offset of the entry in its record's body.
+    pub offset: u32,
+    /// The entry; a `kind` this version does not know reads as a fifo, which
+    /// is neither a file nor a directory, and is reported by `kind_code`.
+    pub entry: Entry,
+    pub kind_code: u8,
+    /// A reserved field of the entry is not zero.
+    pub reserved: bool,
+}
+
+/// Reads a `FILES_ENTRIES` body: its `section_id` and entries, or why it
+/// cannot be read (FORMAT.md section 11: its head breaks a rule, or the lengths
+/// of its entries do not fill it exactly). Every other rule of 8.3 is the
+/// caller's, entry by entry.
+pub(crate) fn read_entries(body: &[u8]) -> Result<(u32, Vec<ReadEntry>), String> {
+    let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+    if body.len() < 16 {
+        return Err(format!("a body of {} bytes, shorter than its 16-byte head", body.len()));
+    }
+    let (section_id, reserved, count) = (u32_at(0), u32_at(4), u64_at(8));
+    if reserved != 0 {
+        return Err("reserved field of the head set".into());
+    }
+    if count == 0 || count > ((body.len() - 16) / files::ENTRY_HEAD) as u64 {
+        return Err(format!("count {count}: at least 1, and entries of {} bytes do not fit", body.len() - 16));
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    let mut p = 16usize;
+    for _ in 0..count {
+        if body.len() - p < files::ENTRY_HEAD {
+            return Err(format!("entry at body offset {p}: shorter than its 144-byte head"));
+        }
+        let head = files::EntryHead::decode(body[p..p + files::ENTRY_HEAD].try_into().expect("144 bytes"));
+        let length = head.entry_length as usize;
+        if length < files::ENTRY_HEAD || length > body.len() - p {
+            return Err(format!("entry at body offset {p}: entry_length {length}, {} bytes left", body.len() - p));
+        }
+        let stop = p + length;
+        let mut q = p + files::ENTRY_HEAD;
+        let strings =
+            [head.name_length as usize, head.user_length.into(), head.group_length.into(), head.target_length as usize];
+        if strings.iter().sum::<usize>() > stop - q {
+            return Err(format!("entry {}: its names and target exceed entry_length {length}", head.entry_id));
+        }
+        let mut take = |n: usize| {
+            let bytes = body[q..q + n].to_vec();
+            q += n;
+            bytes
+        };
+        let (name, user, group, target) = (take(strings[0]), take(strings[1]), take(strings[2]), take(strings[3]));
+        let mut xattrs = Vec::new();
+        for _ in 0..head.xattr_count {
+            if stop - q < 5 {
+                return Err(format!("entry {}: its xattrs do not fit in entry_length {length}", head.entry_id));
+            }
+            let name_length = body[q] as usize;
+            let value_length = u32_at(q + 1) as usize;
+            q += 5;
+            if name_length + value_length > stop - q {
+                return Err(format!("entry {}: an xattr does not fit in entry_length {length}", head.entry_id));
+            }
+            let name = body[q..q + name_length].to_vec();
+            let value = body[q + name_length..q + name_length + value_length].to_vec();
+            q += name_length + value_length;
+            xattrs.push(files::Xattr { name, value });
+        }
+        if head.extent_count as usize * FileExtent::SIZE != stop - q {
+            return Err(format!(
+                "entry {}: entry_length {length} is not 144 plus the lengths that follow",
+                head.entry_id
+            ));
+        }
+        let extents = body[q..stop]
+            .chunks_exact(FileExtent::SIZE)
+            .map(|raw| FileExtent::decode(raw.try_into().expect("40 bytes")))
+            .collect();
+        let entry = Entry {
+            kind: EntryKind::from_code(head.kind).unwrap_or(EntryKind::Fifo),
+            flags: head.flags,
+            entry_id: head.entry_id,
+            parent_id: head.parent_id,
+            mode: head.mode,
+            uid: head.uid,
+            gid: head.gid,
+            rdev_major: head.rdev_major,
+            rdev_minor: head.rdev_minor,
+            mtime_ns: head.mtime_ns,
+            atime_ns: head.atime_ns,
+            ctime_ns: head.ctime_ns,
+            btime_ns: head.btime_ns,
+            size: head.size,
+            link_id: head.link_id,
+            blake3: head.blake3,
+            name,
+            user,
+            group,
+            target,
+            xattrs,
+            extents,
+        };
+        let reserved = head.reserved != 0 || head.reserved2 != 0;
+        entries.push(ReadEntry { offset: p as u32, entry, kind_code: head.kind, reserved });
+        p = stop;
+    }
+    if p != body.len() {
+        return Err(format!("{count} entries end at body offset {p}, the body has {} bytes", body.len()));
+    }
+    Ok((section_id, entries))
+}
+
+/// The rules of 8.3 that one entry can be checked against on its own, with
+/// its section's `captured` bits: `record-malformed`, and `extent-map` for an
+/// extent that is empty or runs past the end of any file or chunk.
+fn entry_faults(e: &Entry, kind_code: u8, reserved: bool, captured: u64) -> Vec<(ErrorClass, String)> {
+    use files::{Captured, EntryFlags};
+    use EntryKind::*;
+    let mut out: Vec<(ErrorClass, String)> = Vec::new();
+    let mut bad = |detail: &str| out.push((ErrorClass::RecordMalformed, format!("entry {}: {detail}", e.entry_id)));
+    let known = EntryKind::from_code(kind_code);
+    let is = |k: EntryKind| known == Some(k);
+    let missing = |bit: u64| captured & bit == 0;
+    if known.is_none() {
+        bad("unknown kind");
+    }
+    if e.flags & !EntryFlags::KNOWN != 0 {
+        bad("reserved flag bits set");
+    }
+    if e.flags & EntryFlags::LOST_IN_SALVAGE != 0 && known.is_some() && !is(File) && !is(Directory) {
+        bad("flag bit 3 (lost in salvage) on an entry that is neither a file nor a directory");
+    }
+    if reserved {
+        bad("reserved field set");
+    }
+    if e.mode & !0o7777 != 0 {
+        bad("mode has bits beyond 07777");
+    }
+    if !is(CharDevice) && !is(BlockDevice) && (e.rdev_major != 0 || e.rdev_minor != 0) {
+        bad("device numbers on an entry that is not a device");
+    }
+    if missing(Captured::ATIME) && e.atime_ns != 0 {
+        bad("an atime, but atimes were not captured");
+    }
+    if missing(Captured::CTIME) && e.ctime_ns != 0 {
+        bad("a ctime, but ctimes were not captured");
+    }
+    if missing(Captured::BTIME) && e.flags & EntryFlags::BTIME != 0 {
+        bad("a birth time, but birth times were not captured");
+    }
+    if e.flags & EntryFlags::BTIME == 0 && e.btime_ns != 0 {
+        bad("a birth time without flag bit 0");
+    }
+    if is(Symlink) {
+        if e.size != e.target.len() as u64 {
+            bad("a symbolic link's size is not its target's length");
+        }
+    } else if !is(File) && e.size != 0 {
+        bad("a size on an entry that is neither a file nor a symbolic link");
+    }
+    if !is(Hardlink) && e.link_id != 0 {
+        bad("link_id on an entry that is not a hard link");
+    }
+    if !is(File) && e.blake3 != [0; 32] {
+        bad("a BLAKE3 on an entry that is not a regular file");
+    }
+    if e.entry_id != 0 || e.parent_id != NO_PARENT {
+        if !Entry::name_is_safe(&e.name) {
+            bad("unsafe name (empty, `.`, `..`, or holds `/` or NUL)");
+        } else if e.name.len() > 255 {
+            bad("a name longer than 255 bytes");
+        }
+    }
+    if missing(Captured::OWNER_NAMES) && (!e.user.is_empty() || !e.group.is_empty()) {
+        bad("owner names, but owner names were not captured");
+    }
+    if is(Symlink) {
+        if e.target.is_empty() || e.target.len() > files::MAX_TARGET as usize || e.target.contains(&0) {
+            bad("a symbolic link's target is 1 to 4095 bytes, none of them NUL");
+        }
+    } else if !e.target.is_empty() {
+        bad("only symbolic links have a target");
+    }
+    if missing(Captured::XATTRS) && !e.xattrs.is_empty() {
+        bad("extended attributes, but they were not captured");
+    }
+    for (i, x) in e.xattrs.iter().enumerate() {
+        if x.name.is_empty() || x.value.len() > files::MAX_XATTR_VALUE as usize {
+            bad("an xattr with an empty name or a value over 64 KiB");
+        }
+        if i > 0 && e.xattrs[i - 1].name >= x.name {
+            bad("xattr names not in increasing order");
+        }
+    }
+    if !e.extents.is_empty() && !is(File) {
+        bad("extents on an entry that is not a regular file");
+    }
+    if is(File)
+        && e.flags & (EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) != 0
+        && (e.size != 0 || !e.extents.is_empty() || e.blake3 != *blake3::hash(b"").as_bytes())
+    {
+        bad("content on a file whose flag bit 2 or 3 says it has none");
+    }
+    for x in &e.extents {
+        if x.entry_id != e.entry_id || x.reserved != 0 || x.chunk_ref < strata_format::image::REF_FIRST_OFFSET {
+            bad("an extent of another entry, with a reserved field set, or whose chunk_ref is not an offset");
+        }
+    }
+    for x in &e.extents {
+        if x.length == 0
+            || x.file_offset.checked_add(x.length).is_none()
+            || u64::from(x.chunk_offset) + x.length > u64::from(strata_format::limits::MAX_CHUNK_RAW)
+        {
+            out.push((
+                ErrorClass::ExtentMap,
+                format!("entry {}: an extent that is empty or runs past any file or chunk", e.entry_id),
+            ));
+        }
+    }
+    out
+}
+
+/// A regular file's extents are not in increasing order, overlap, or end
+/// past its size (FORMAT.md 8.2).
+fn extents_misplaced(e: &Entry) -> bool {
+    let mut end = 0u64;
+    for x in &e.extents {
+        if x.file_offset < end {
+            return true;
+        }
+        end = end.max(x.file_offset.saturating_add(x.length));
+    }
+    end > e.size
 }

@@ -95,6 +95,26 @@ fn check_valid(name: &str, bytes: Vec<u8>, expected: &[serde_json::Value]) {
     }
 }
 
+/// A problem of the report in the manifest's form: class, offset, affects.
+fn problem_json(p: &verify::Problem) -> serde_json::Value {
+    let affects: Vec<serde_json::Value> = p
+        .affects
+        .iter()
+        .map(|a| match &a.path {
+            Some(path) => serde_json::json!({
+                "section": a.section, "path": String::from_utf8_lossy(path), "start": a.range.start, "end": a.range.end,
+            }),
+            None => serde_json::json!({"section": a.section, "start": a.range.start, "end": a.range.end}),
+        })
+        .collect();
+    serde_json::json!({"class": p.class.name(), "offset": p.offset, "affects": affects})
+}
+
+/// A problem of the manifest, with only the normative fields.
+fn normal_problem(p: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"class": p["class"], "offset": p["offset"], "affects": p["affects"]})
+}
+
 #[test]
 fn every_vector_gives_its_expected_outcome() {
     let manifest = manifest();
@@ -114,6 +134,12 @@ fn every_vector_gives_its_expected_outcome() {
             "{name}: expected {class}, verify reported {:?}",
             report.problems.iter().map(|p| (p.class, p.detail.as_str())).collect::<Vec<_>>()
         );
+        // The whole list, as conformance.md makes it normative: one problem per
+        // class and offset, in increasing offset, with what it affects.
+        let got: Vec<serde_json::Value> = report.problems.iter().map(problem_json).collect();
+        let want: Vec<serde_json::Value> =
+            vector["problems"].as_array().expect("problems").iter().map(normal_problem).collect();
+        assert_eq!(got, want, "{name}: verify's problems are not the manifest's");
         if let Some(refused) = vector.get("refused") {
             check_hostile(name, &bytes, refused.as_array().expect("refused is a list"));
         } else if class == ErrorClass::RecordMalformed && name.starts_with("tree-") {

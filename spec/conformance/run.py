@@ -7,6 +7,7 @@ spec/vectors/manifest.json and prints one line per vector, `PASS name` or
 `FAIL name: reason`, then `N passed, M failed`; exits 1 if any vector failed.
 
     python3 spec/conformance/run.py --impl 'COMMAND' [--vectors DIR] [--only NAME]...
+    python3 spec/conformance/run.py --impl 'COMMAND' --compare 'OTHER' [--show]
 
 COMMAND is split like a shell command line and the protocol's arguments are
 appended. Each vector runs in a fresh temporary directory, which is also the
@@ -36,11 +37,19 @@ valid vector
     the entries the manifest marks `lost_in_salvage`.
 
 invalid vector
-  * `verify ARCHIVE --json` exits 1 or 2 and reports a problem of the
-    manifest's class;
+  * `verify ARCHIVE --json` exits 1 or 2 and reports exactly the manifest's
+    `problems`, compared as conformance.md makes them normative: one problem per
+    class and offset, with what it affects (for each section and file path, the
+    union of the ranges); `what`, `detail` and the order are not compared;
   * with `refused`: every file tree that `info` names is extracted into a fresh
     DEST; the extraction exits 1 and its `refused` holds every listed path, and
     nothing appears beside DEST.
+
+With --compare, the runner instead runs `verify ARCHIVE --json` of both
+implementations on every vector and prints `SAME name` or `DIFF name` with what
+differs (exit status, status, records, chunks, verified_bytes, the sections'
+normative fields, and the problems only one of them reports); --show also prints
+the first implementation's whole list. It exits 1 if any vector differs.
 
 For every vector, the `verify --json` object must have the fields and types of
 conformance.md ("`verify --json`"), classes from FORMAT.md section 12, `archive`
@@ -326,17 +335,23 @@ class Vector:
 
     # -- invalid vectors -----------------------------------------------------------------
     def invalid(self):
-        self.step(self.check_verify_class)
+        self.step(self.check_verify_problems)
         if self.vec.get("refused"):
             self.step(self.check_refused)
 
-    def check_verify_class(self):
+    def check_verify_problems(self):
         rc, rep = self.verify()
         classes = [p["class"] for p in rep["problems"]]
         if rc not in (1, 2):
             raise Fail(f"`verify ARCHIVE --json` exited {rc}, expected 1 or 2 (classes {classes})")
         if self.vec["error"] not in classes:
             raise Fail(f"`verify ARCHIVE --json` reports classes {classes}, expected {self.vec['error']!r}")
+        got, want = normal_problems(rep["problems"]), normal_problems(self.vec["problems"])
+        extra, missing = diff_problems(got, want)
+        if extra or missing:
+            raise Fail("`verify ARCHIVE --json` problems differ from the manifest's: "
+                       + "; ".join([f"unexpected {show_problem(p)}" for p in extra]
+                                   + [f"missing {show_problem(p)}" for p in missing]))
 
     def check_refused(self):
         rc, out, err = self.cmd("info", self.archive, "--json")
@@ -403,6 +418,50 @@ def check_verify_object(rep, rc, archive, size, shown):
             raise Fail(f"`{shown}`: section {short(json.dumps(s), 200)} has no kind")
 
 
+def normal_affects(items):
+    """`affects` as conformance.md makes it normative: for each section (and file
+    path), the union of its byte ranges, as maximal disjoint ranges in increasing
+    order (an empty range names nothing). Returns a sorted tuple of (section,
+    path, start, end)."""
+    by = {}
+    for a in items:
+        key = (str(a.get("section")), a.get("path"))
+        by.setdefault(key, []).append((a.get("start"), a.get("end")))
+    out = []
+    for key, ranges in by.items():
+        spans = sorted((s, e) for s, e in ranges if is_int(s) and is_int(e) and e > s)
+        merged = []
+        for s, e in spans:
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        out += [(key[0], key[1] if key[1] is not None else "", s, e) for s, e in merged]
+    return tuple(sorted(out))
+
+
+def normal_problems(problems):
+    """A problem list as conformance.md makes it normative: one problem per (class,
+    offset), its `affects` the union of theirs (`what`, `detail` and the order of
+    the list are not compared). Returns a sorted list of (class, offset, affects)."""
+    by = {}
+    for p in problems:
+        by.setdefault((p.get("class"), p.get("offset")), []).extend(p.get("affects") or [])
+    return sorted((c, o, normal_affects(a)) for (c, o), a in by.items())
+
+
+def show_problem(p):
+    c, o, aff = p
+    cut = lambda path: path if len(path) <= 40 else path[:18] + "..." + path[-18:]
+    ranges = ", ".join((f"{s}:{cut(path)} " if path else f"{s} ") + f"{a}..{b}" for s, path, a, b in aff)
+    return f"{c} @{o}" + (f" [{ranges}]" if ranges else "")
+
+
+def diff_problems(a, b):
+    """The problems of list a that list b lacks, and those of b that a lacks."""
+    return [p for p in a if p not in b], [p for p in b if p not in a]
+
+
 def compare_tree(dest, entries, shown):
     """DEST holds exactly the manifest's entries, as conformance.md says."""
     want = {bytes.fromhex(e["path_hex"]): e for e in entries}
@@ -467,13 +526,84 @@ def remove_tree(top):
         shutil.rmtree(top, onerror=retry)
 
 
+SECTION_FIELDS = ("kind", "name", "logical_size", "data_bytes", "lost_bytes", "flagged_entries")
+
+
+def verify_facts(impl, path):
+    """`verify ARCHIVE --json` of one implementation, as the normative facts it gives:
+    (exit status, a dict of the compared fields). The archive is copied into a fresh
+    folder, as for the vectors."""
+    tmp = tempfile.mkdtemp(prefix="strata-conformance-")
+    try:
+        archive = os.path.join(tmp, os.path.basename(path))
+        shutil.copyfile(path, archive)
+        shown = "verify ARCHIVE --json"
+        rc, out, err = impl.run(["verify", archive, "--json"], tmp)
+        rep = load_json(out, shown)
+        check_verify_object(rep, rc, archive, os.path.getsize(archive), shown)
+    finally:
+        remove_tree(tmp)
+    facts = {k: rep[k] for k in ("status", "records", "chunks", "verified_bytes")}
+    facts["sections"] = [{k: s.get(k) for k in SECTION_FIELDS if k in s or k != "flagged_entries"}
+                         for s in rep["sections"]]
+    facts["problems"] = normal_problems(rep["problems"])
+    return rc, facts
+
+
+def compare(a, b, vectors, only, show):
+    """--compare: runs `verify --json` of two implementations on every vector and
+    prints, per vector, `SAME name` or `DIFF name` with what differs; exits 1 if
+    any differs."""
+    with open(os.path.join(vectors, "manifest.json")) as f:
+        manifest = json.load(f)
+    same = differ = 0
+    for vec in manifest["vectors"]:
+        if only and vec["name"] not in only:
+            continue
+        path = os.path.join(vectors, vec["file"])
+        lines = []
+        try:
+            ra, fa = verify_facts(a, path)
+            rb, fb = verify_facts(b, path)
+        except Fail as e:
+            print(f"DIFF {vec['name']}: {e}")
+            differ += 1
+            continue
+        if ra != rb:
+            lines.append(f"exit status {ra} against {rb}")
+        for k in ("status", "records", "chunks", "verified_bytes", "sections"):
+            if fa[k] != fb[k]:
+                lines.append(f"{k}: {short(json.dumps(fa[k]), 300)} against {short(json.dumps(fb[k]), 300)}")
+        only_a, only_b = diff_problems(fa["problems"], fb["problems"])
+        lines += [f"only the first:  {show_problem(p)}" for p in only_a]
+        lines += [f"only the second: {show_problem(p)}" for p in only_b]
+        if lines:
+            differ += 1
+            print(f"DIFF {vec['name']}")
+        else:
+            same += 1
+            print(f"SAME {vec['name']}")
+        for line in lines:
+            print(f"    {line}")
+        if show:
+            for p in fa["problems"]:
+                print(f"    problem: {show_problem(p)}")
+    print(f"{same} the same, {differ} differ")
+    return 1 if differ else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description="Run the Strata conformance vectors against an implementation.")
     ap.add_argument("--impl", required=True, help="the implementation's command line, e.g. 'target/debug/strata'")
     ap.add_argument("--vectors", default=os.path.join(HERE, "..", "vectors"), help="folder of manifest.json")
     ap.add_argument("--only", action="append", help="run only this vector (repeatable)")
+    ap.add_argument("--compare", metavar="COMMAND",
+                    help="compare the full `verify --json` problem lists of --impl and COMMAND on every vector")
+    ap.add_argument("--show", action="store_true", help="with --compare, print --impl's whole list for every vector")
     args = ap.parse_args()
     impl = Impl(args.impl)
+    if args.compare:
+        return compare(impl, Impl(args.compare), args.vectors, args.only, args.show)
     with open(os.path.join(args.vectors, "manifest.json")) as f:
         manifest = json.load(f)
     passed = failed = 0

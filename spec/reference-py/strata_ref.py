@@ -314,20 +314,10 @@ def parse_extents(body, what, bounded, width):
     if res:                             # the record is not used: its extents are lost (7.2)
         return None, [("record-malformed", f"{what}.reserved", "not zero")]
     errs = []
-    if width == 24:
+    if width == 24:                     # an extent's own rules are the walker's (7.2, 9.1)
         extents = list(IMG_EXTENT.iter_unpack(body[16:]))
-        for i, (_, _, ref) in enumerate(extents):
-            if 2 <= ref < 128:
-                errs.append(("record-malformed", f"{what}.extents[{i}].chunk_ref", f"{ref}, a reserved kind (2..127)"))
-    else:
-        extents = []
-        for i, (eid, foff, length, ref, coff, r) in enumerate(FILE_EXTENT.iter_unpack(body[16:])):
-            if r:
-                errs.append(("record-malformed", f"{what}.extents[{i}].reserved", "not zero"))
-            if ref < 128:
-                errs.append(("record-malformed", f"{what}.extents[{i}].chunk_ref",
-                             f"{ref}: not a record offset (file extents have no zero or lost kind)"))
-            extents.append((eid, foff, length, ref, coff))
+    else:                               # (entry_id, file_offset, length, chunk_ref, chunk_offset, reserved)
+        extents = list(FILE_EXTENT.iter_unpack(body[16:]))
     return (sid, extents), errs
 
 
@@ -404,25 +394,28 @@ def parse_entry(body, p, end):
 
 
 def parse_entries(body):
-    """FILES_ENTRIES body: ((section_id, [(body offset, entry)]), errors)."""
+    """FILES_ENTRIES body: ((section_id, [(body offset, entry)]), errors). The value is
+    None when the entries cannot be read: the head breaks a rule, or the entries'
+    lengths do not fill the body exactly (FORMAT.md 11: the record is then lost)."""
     if len(body) < 16:
         return None, [("record-malformed", "FILES_ENTRIES.body_length", f"{len(body)}, at least 16 needed")]
     sid, res, count = struct.unpack_from("<IIQ", body, 0)
-    errs = [("record-malformed", "FILES_ENTRIES.reserved", "not zero")] if res else []
-    if count > (len(body) - 16) // 144:  # checked before anything is allocated
-        return None, errs + [("record-malformed", "FILES_ENTRIES.count",
-                              f"{count} entries cannot fit in a {len(body)}-byte body")]
+    if res:
+        return None, [("record-malformed", "FILES_ENTRIES.reserved", "not zero")]
+    if not 1 <= count <= (len(body) - 16) // 144:  # checked before anything is allocated
+        return None, [("record-malformed", "FILES_ENTRIES.count",
+                       f"{count} entries: at least 1, and they cannot fit in a {len(body)}-byte body")]
     out, p = [], 16
     for _ in range(count):
         e, why = parse_entry(body, p, len(body))
         if e is None:
-            return (sid, out), errs + [("record-malformed", "FILES_ENTRIES.entry_length", why)]
+            return None, [("record-malformed", "FILES_ENTRIES.entry_length", why)]
         out.append((p, e))
         p += e["entry_length"]
     if p != len(body):
-        errs.append(("record-malformed", "FILES_ENTRIES.count",
-                     f"{count} entries end at body offset {p}, the body has {len(body)} bytes"))
-    return (sid, out), errs
+        return None, [("record-malformed", "FILES_ENTRIES.count",
+                       f"{count} entries end at body offset {p}, the body has {len(body)} bytes")]
+    return (sid, out), []
 
 
 def entry_rule_errors(e, captured):
@@ -530,7 +523,7 @@ def file_extent_own_errors(foff, length, coff):
 def file_extent_errors(extents, size):
     """8.2: a file's extents increase, do not overlap, are not empty and end by its size."""
     errs, pos = [], 0
-    for foff, length, ref, coff in extents:
+    for foff, length, ref, coff, _ in extents:
         if length == 0:
             errs.append(f"extent at file offset {foff} has length 0")
         if foff < pos:
@@ -734,30 +727,19 @@ def decode_chunk(fields, stored):
 # 5. Extent map rules of an image (7.2 rules 1-4)
 
 class MapChecker:
-    """Checks that extents tile an image; tolerates gaps left by damaged records."""
+    """Checks that extents tile an image (7.2 rules 1 to 4); after a gap left by a lost
+    record the walker moves `next` to where the map resumes (11)."""
 
     def __init__(self, chunk_size, size_hint=None):
         self.cs, self.size_hint = chunk_size, size_hint
         self.next, self.off_window = 0, False
-        self.gap_from = None            # the map is unknown from here (damage)
-        self.unknown = []               # [start, end] spans the walk could not map
         self.count = self.data = self.lost = 0
-
-    def gap(self):
-        if self.gap_from is None:
-            self.gap_from = self.next
 
     def feed(self, start, length, ref):
         """Checks one extent; returns its problems. An extent counts in data and lost
         only when it breaks no rule but where it starts (conformance.md, sections[])."""
         errs = []
-        if self.gap_from is not None:
-            if start > self.gap_from:
-                self.unknown.append([self.gap_from, start])
-            elif start < self.gap_from:
-                errs.append(("extent-map", f"extent at {start} overlaps the image before {self.gap_from}"))
-            self.gap_from = None
-        elif start != self.next:
+        if start != self.next:
             errs.append(("extent-map", f"extent starts at {start}, previous extent ended at {self.next}"))
         elif self.off_window:
             errs.append(("extent-map", f"extent at {start} follows an extent that ended off a window boundary"))
@@ -777,7 +759,7 @@ class MapChecker:
             errs.append(("extent-map", f"extent at {start} ends at {end}, past logical_size {self.size_hint}"))
         self.next = end
         self.count += 1
-        if len(errs) == placed:
+        if len(errs) == placed and not 2 <= ref < 128:
             if ref >= 128:
                 self.data += length
             elif ref == 1:
@@ -785,11 +767,7 @@ class MapChecker:
         return errs
 
     def finish(self, logical_size):
-        if self.gap_from is not None:
-            if logical_size > self.gap_from:
-                self.unknown.append([self.gap_from, logical_size])
-            self.gap_from = None
-            return []
+        """Rule 4: the last extent ends at logical_size."""
         if self.next != logical_size:
             return [("extent-map", f"extents end at {self.next}, logical_size is {logical_size}")]
         return []
@@ -808,10 +786,12 @@ def map_digest(extents, chunk_blake3):
 # ----------------------------------------------------------------------------
 # 6. Front-to-back verification (sections 2, 7, 8, 9, 10.2, 11)
 
-def entry_place_errors(e, get):
+def entry_place_errors(e, get, lost=False):
     """The rules of 8.3 that place an entry among the others: the root, the
     parent, the hard-link target. get(entry_id) returns the Ent of an earlier
-    entry, or None when it is unknown. Returns (what, detail) pairs."""
+    entry read, or None; after a lost record of the section (lost), an id below
+    the entry's own that no entry read carries is no problem (11). Returns
+    (what, detail) pairs."""
     eid, parent, k = e["entry_id"], e["parent_id"], e["kind"]
     out = []
     if eid == 0:
@@ -823,25 +803,28 @@ def entry_place_errors(e, get):
         out.append(("parent_id", f"{parent} is not an earlier entry"))
     else:
         p = get(parent)
-        if p is not None and p.kind != K_DIR:
+        if p is None and not lost:
+            out.append(("parent_id", f"{parent} is no entry read before it"))
+        elif p is not None and p.kind != K_DIR:
             out.append(("parent_id", f"{parent} is a {KIND_NAMES.get(p.kind, 'entry')}, not a directory"))
     if k == K_HARDLINK:
         lid, t = e["link_id"], get(e["link_id"])
-        if lid >= eid or (t is not None and t.kind != K_FILE):
-            what = "not an earlier entry" if lid >= eid else f"a {KIND_NAMES.get(t.kind, 'entry')}"
+        if lid >= eid or (t is None and not lost) or (t is not None and t.kind != K_FILE):
+            what = "not an earlier entry" if lid >= eid or t is None else f"a {KIND_NAMES.get(t.kind, 'entry')}"
             out.append(("link_id", f"{lid} is {what}, not an earlier regular file of this section"))
     return out
 
 
 def entry_path(e, get):
-    """Path bytes of an entry (the root is b''), from its parent's path."""
+    """Path bytes of an entry (the root is b''), from its parent's; a parent the walk
+    did not read before it is written #ID and ends the path (conformance.md, affects)."""
     eid, parent = e["entry_id"], e["parent_id"]
     if parent == ALL_ONES:
         return b"" if eid == 0 else e["name"]
     if parent == 0:
         return e["name"]
     p = get(parent) if parent < eid else None
-    return (p.path if p is not None else b"<entry %d>" % parent) + b"/" + e["name"]
+    return (p.path if p is not None else b"#%d" % parent) + b"/" + e["name"]
 
 
 class ImageSection:
@@ -849,34 +832,31 @@ class ImageSection:
 
     def __init__(self, sid, begin_off, begin):
         self.sid, self.begin_off, self.begin = sid, begin_off, begin
-        self.name = begin["name"] if begin else None
-        cs = begin["chunk_size"] if begin else None
-        hint = begin["logical_size"] if begin and begin["logical_size"] != ALL_ONES else None
+        self.name = begin["name"]
+        cs = begin["chunk_size"]
+        hint = begin["logical_size"] if begin["logical_size"] != ALL_ONES else None
         self.map = MapChecker(cs if cs and is_pow2(cs) and cs <= MAX_RAW else None, hint)
         self.extents = []               # (image_offset, length, chunk_ref) in archive order
-        self.end = self.end_off = self.table_off = None
-        self.damaged = begin is None    # any damage while this section was open
+        self.end = self.end_off = None  # the intact IMAGE_END and its offset
         self.chunk_count = self.chunk_bytes = 0
-        self.gap_probs = []             # problems whose damage opened a gap in the map
-        self.recovered = False          # unknown spans filled in from the IMAGE_INDEX
-        self.map_broken = False         # an extent-map problem was reported
+        self.gap = None                 # the problem of a lost record since the last extent read
 
-    def note_damage(self, prob):
-        self.damaged = True
-        self.map.gap()
-        self.gap_probs.append(prob)
+    def note_lost(self, prob):
+        """A lost record inside the section: a gap in the map, charged to the first (11)."""
+        if self.gap is None:
+            self.gap = prob
 
-    def close_damaged(self):
-        self.damaged = True
-        self.map.finish(self.map.next if self.map.gap_from is None else self.map.gap_from)
+    def size(self):
+        """conformance.md, sections[]: from IMAGE_END if it is intact, else from IMAGE_BEGIN
+        if it gave one, else the end of the last extent found."""
+        if self.end:
+            return self.end["logical_size"]
+        return self.begin["logical_size"] if self.begin["logical_size"] != ALL_ONES else self.map.next
 
     def listing(self):
-        """conformance.md, sections[]: the size from IMAGE_END if it is intact, else from
-        IMAGE_BEGIN if it gave one, else the end of the last extent found; data and lost
-        bytes from the extents found in intact IMAGE_EXTENTS records, never IMAGE_END's."""
-        size = self.end["logical_size"] if self.end else (
-            self.begin["logical_size"] if self.begin and self.begin["logical_size"] != ALL_ONES else self.map.next)
-        return {"kind": "image", "name": self.name, "logical_size": size,
+        """data and lost bytes from the extents found in intact IMAGE_EXTENTS records,
+        never IMAGE_END's (conformance.md, sections[])."""
+        return {"kind": "image", "name": self.name, "logical_size": self.size(),
                 "data_bytes": self.map.data, "lost_bytes": self.map.lost}
 
 
@@ -885,26 +865,26 @@ class FilesSection:
 
     def __init__(self, sid, begin_off, begin):
         self.sid, self.begin_off, self.begin = sid, begin_off, begin
-        self.name = begin["name"] if begin else None
-        self.captured = begin["captured"] if begin else 0x3F    # unknown: accept what was captured
-        self.end = self.end_off = self.table_off = None
-        self.damaged = begin is None
+        self.name = begin["name"]
+        self.captured = begin["captured"]
+        self.end = self.end_off = None
         self.chunk_count = self.chunk_bytes = 0
         self.entries = {}               # entry_id -> Ent
         self.next_id = 0
+        self.jump_ok = False            # a record was lost since the last entry read (11)
+        self.lost = False               # a record of the section was lost (11)
         self.announced = {}             # entry_id -> [(file_offset, length, chunk_ref, chunk_offset)]
         self.names = {}                 # directory id -> names of its children so far
-        self.children = {}              # directory id -> number of children
-        self.entries_records = []       # offsets of the section's FILES_ENTRIES records
-        self.dir_tables = {}            # directory id -> offset of its FILES_DIR
+        self.entries_records = []       # offsets of the section's FILES_ENTRIES records read
+        self.dirs = []                  # (offset, directory id, children) of every FILES_DIR read
+        self.dir_tables = {}            # directory id -> offset of its first FILES_DIR
+        self.children = {}              # directory id -> entries read that name it as their parent
+        self.indexes = []               # (offset, parsed) of every FILES_INDEX read
         self.entry_count = self.file_count = self.dir_count = 0
         self.content_bytes = 0
 
-    def note_damage(self, prob):
-        self.damaged = True
-
-    def close_damaged(self):
-        self.damaged = True
+    def note_lost(self, prob):
+        self.jump_ok = self.lost = True
 
     def listing(self):
         return {"kind": "files", "name": self.name, "logical_size": self.content_bytes,
@@ -912,47 +892,47 @@ class FilesSection:
 
 
 class Walker:
-    """Walks every record from the header to the trailer and reports problems."""
+    """Walks every record from the header to the trailer and reports problems, by
+    the rules of FORMAT.md section 11, "What a verifier reports"."""
 
     def __init__(self, path, mm, size):
         self.path, self.mm, self.size = path, mm, size
         self.problems = []
         self.sections, self.open = [], None
         self.chunks = {}                # offset -> [raw_length, blake3 field, problem]
-        self.spans = []                 # damaged spans [start, end, problem]
-        self.data_refs = []             # (section id, entry id or None, start, end, chunk_ref)
-        self.pending = OrderedDict()    # forward references of the last extents record
+        self.damage = []                # [start, end, problem]: lost records, damaged spans and chunks
+        self.span_to_end = False        # a damaged span runs to the end of the file
+        self.image_refs = []            # (section, start, length, chunk_ref) of every data extent read
+        self.file_refs = []             # (section, entry id, file offset, length, chunk_ref, chunk_offset)
+        self.pending = OrderedDict()    # forward references of the last extents record -> their targets
         self.arrival = []               # the pending chunks in the order they arrived
-        self.run_owner, self.in_run = None, False
+        self.run_owner = None
+        self.unanswered = []            # (chunk_ref, targets) of forward references no run answered
+        self.in_place = False           # the run of CHUNK records now read follows an extents or lost record
         self.records = self.chunk_records = 0
         self.good = []                  # (offset, length) of records that passed their CRCs
         self.phase = 0                  # 0 sections, 1 table records, 2 ARCHIVE_INDEX seen, 3 TRAILER
-        self.table_cursor = 0           # the section whose table records come next
-        self.archive_index_off = None
-        self.unexplained = False        # damage since the last begin or end record
+        self.archive_index = None       # (offset, entries) of the ARCHIVE_INDEX read
+        self.trailer = None             # (offset, fields) of the TRAILER read
+        self.trailer_at = None          # the record where the walk stopped: a TRAILER by its header
+        self.image_indexes = []         # (offset, section, extents) of every IMAGE_INDEX of a section found
+        self.summaries = []             # (offset, check): made after the walk (11)
         self.tag, self.header_bytes, self.status = None, 0, None
         self.cache = OrderedDict()      # at most two decoded chunks, for file contents
         self.hash_budget = HASH_BUDGET
         self.lost_entries = []          # (section, path bytes) of entries with flag bit 3, in archive order
         self.unreadable_entries = []    # (section, path bytes) of regular files with flag bit 2
         self.changed_entries = []       # (section, path bytes) of regular files with flag bit 1
-        self.own = set()                # record offsets of records with a problem of their own
 
-    def problem(self, cls, offset, what, detail, affects=None, own=False):
-        """Reports a problem. own: whether it is found while checking the record at offset
-        during the walk, by its own rules or its agreement with the records before it, so
-        that the record does not count in verified_bytes (conformance.md, verified_bytes).
-        Problems found by comparing a table record, the trailer or a reference with the
-        records, and the few checks conformance.md lists apart, leave it counted."""
+    def problem(self, cls, offset, what, detail, affects=None):
+        """Reports a problem: its class, offset, and what it affects as (section, entry id
+        or None, start, end) tuples, resolved to JSON in finish()."""
         p = {"class": cls, "offset": offset, "what": what, "detail": detail, "affects": list(affects or [])}
         self.problems.append(p)
-        if own:
-            self.own.add(offset)
         return p
 
     def errs(self, offset, errs):
-        """The problems of a record's body rules: always its own."""
-        return [self.problem(c, offset, w, d, own=True) for c, w, d in errs]
+        return [self.problem(c, offset, w, d) for c, w, d in errs]
 
     # -- driver -----------------------------------------------------------------
     def run(self):
@@ -1022,6 +1002,9 @@ class Walker:
                     prob["detail"] += f"; record skipped ({32 + blen} bytes)"
                     self.lost_body(pos, typ, blen, prob, counted=False)
                     pos += 32 + blen
+                    if typ == TRAILER:
+                        self.stop(pos, pos - 32 - blen)
+                        return
                 else:
                     pos = self.resync(pos, prob)
                 continue
@@ -1036,11 +1019,19 @@ class Walker:
                 self.lost_body(pos, typ, blen, prob)
             else:
                 self.good.append((pos, 32 + blen))
-                if typ == TRAILER:
-                    self.on_trailer(pos, body)
-                    return
+                self.header_seen(pos, typ, True)
                 self.dispatch(pos, typ, body)
+            if typ == TRAILER:
+                self.stop(pos + 32 + blen, pos)
+                return
             pos += 32 + blen
+
+    def stop(self, pos, trailer):
+        """The walk stops after the first record whose header says TRAILER (11); bytes
+        after it are index-mismatch at it, and nothing else (9.3)."""
+        self.trailer_at = trailer
+        if pos < self.size:
+            self.problem("index-mismatch", trailer, "TRAILER", f"{self.size - pos} bytes follow the trailer")
 
     def resync(self, bad, prob):
         """Scan from the next byte for a record header of this archive (11)."""
@@ -1048,86 +1039,80 @@ class Walker:
         nxt = self.size if nxt is None else nxt
         prob["detail"] += f"; damaged span {bad}..{nxt}" + (
             f", resynchronised at {nxt}" if nxt < self.size else ", no record found after it")
-        self.spans.append([bad, nxt, prob])
-        self.note_damage(prob)
+        if nxt >= self.size:
+            self.span_to_end = True
+        self.damage.append([bad, nxt, prob])
+        self.in_place = True            # a damaged span does not end a run of chunks (7.2)
+        self.note_lost(prob)
         return nxt
 
-    def note_damage(self, prob):
-        self.unexplained = True
+    def note_lost(self, prob):
+        """A record lost inside the open section, or one whose extents or entries
+        cannot be read (11)."""
         if self.open:
-            self.open.note_damage(prob)
+            self.open.note_lost(prob)
 
-    def in_span(self, off):
-        """The damaged span holding off; a span that reaches the end of the file
-        also holds every offset past it (what a truncation cut off)."""
-        for s in self.spans:
+    def damage_at(self, off):
+        """The problem of the damage holding off (11): a lost record, a damaged span or
+        a damaged chunk; a span that reaches the end of the file holds every offset past
+        it (what a truncation cut off)."""
+        for s in self.damage:
             if s[0] <= off < s[1] or (s[1] >= self.size and off >= s[0]):
-                return s
+                return s[2]
         return None
 
     # -- records whose content is lost, but whose header is trusted for type and length
     def lost_body(self, pos, typ, blen, prob, counted=True):
+        self.damage.append([pos, pos + 32 + blen, prob])
+        self.header_seen(pos, typ, False)
         if typ == CHUNK:                # references to it are charged to prob in finish()
             self.chunk_records += counted
-            if self.open and self.phase == 0:
+            if counted and self.open and self.phase == 0:
                 self.open.chunk_count += 1
                 self.open.chunk_bytes += 32 + blen
             self.chunks[pos] = [None, None, prob]
-            self.arrival.append(pos)
+            self.chunk_in_run(pos, False)
             return
-        self.spans.append([pos, pos + 32 + blen, prob])
-        self.end_run()
-        if typ not in TYPE_NAMES:
-            self.note_damage(prob)
-        elif typ in (IMAGE_BEGIN, FILES_BEGIN):
-            self.begin_failed(pos)
-        elif typ in (IMAGE_EXTENTS, FILES_EXTENTS, FILES_ENTRIES):
-            self.note_damage(prob)
-            if typ == FILES_ENTRIES and isinstance(self.open, FilesSection):
-                self.open.entries_records.append(pos)
-        elif typ in (IMAGE_END, FILES_END):
-            if self.open:
-                self.open.end_off = pos
-                self.open.close_damaged()
-                self.open = None
-            self.unexplained = False
-        elif typ in TABLE_TYPES:
-            self.close_open(pos)
-            self.phase = max(self.phase, 1)
-            self.unexplained = True
-            if typ != FILES_DIR:
-                self.table_cursor += 1
-        elif typ == ARCHIVE_INDEX:
-            self.close_open(pos)
+        self.note_lost(prob)
+        if typ == ARCHIVE_INDEX:
             self.phase = 2
-            self.archive_index_off = pos
-        elif typ == TRAILER:
-            self.phase = 3
+        elif typ in TABLE_TYPES:
+            self.phase = max(self.phase, 1)
+
+    def header_seen(self, pos, typ, read):
+        """What a record whose header passed its magic, CRC and tag checks does to the
+        open section and to the run of chunks, by its type alone (11)."""
+        ends = typ in (IMAGE_BEGIN, FILES_BEGIN, ARCHIVE_INDEX, TRAILER) or typ in TABLE_TYPES
+        if ends and self.open:          # left open: its end record never came
+            self.summaries.append((pos, ("left-open",)))
+            self.open = None
+        if not read and self.open and typ == (IMAGE_END if self.open.kind == "image" else FILES_END):
+            self.open = None            # an end record whose body is not read still ends it
+        if typ != CHUNK:
+            self.end_run()              # any other record ends a run of chunks (7.2 rule 6)
+            self.in_place = not read or typ in (IMAGE_EXTENTS, FILES_EXTENTS)
 
     def dispatch(self, pos, typ, body):
         if typ == CHUNK:
             self.on_chunk(pos, body)
             return
-        self.end_run()                  # any other record ends a run of chunks (7.2 rule 6)
         if typ not in TYPE_NAMES:       # ANCILLARY record of an unknown type: skipped
             if self.phase >= 2:
-                self.problem("record-malformed", pos, f"{tname(typ)} (ancillary)", "an ancillary record after the ARCHIVE_INDEX",
-                             own=False)
+                self.problem("record-malformed", pos, f"{tname(typ)} (ancillary)", "an ancillary record after the ARCHIVE_INDEX")
             return
         if typ in SECTION_TYPES and self.phase >= 1:
-            self.problem("record-malformed", pos, tname(typ), "a section record after the table records", own=False)
+            self.problem("record-malformed", pos, tname(typ), "a section record after the table records")
             self.out_of_place(pos, typ, body)
             return
         {IMAGE_BEGIN: self.on_image_begin, IMAGE_EXTENTS: self.on_image_extents, IMAGE_END: self.on_image_end,
          IMAGE_INDEX: self.on_image_index, FILES_BEGIN: self.on_files_begin,
          FILES_EXTENTS: self.on_files_extents, FILES_ENTRIES: self.on_files_entries,
          FILES_END: self.on_files_end, FILES_DIR: self.on_files_dir, FILES_INDEX: self.on_files_index,
-         ARCHIVE_INDEX: self.on_archive_index}[typ](pos, body)
+         ARCHIVE_INDEX: self.on_archive_index, TRAILER: self.on_trailer}[typ](pos, body)
 
     def out_of_place(self, pos, typ, body):
-        """A section record after the table records belongs to no section, but the rules
-        of its body are still checked, and one that needs an open section has none: both
-        keep it out of verified_bytes, the record order alone does not (conformance.md)."""
+        """A section record after the table records belongs to no section; the rules of
+        its body are still checked, and one that needs an open section has none."""
         parse = {IMAGE_BEGIN: parse_image_begin, FILES_BEGIN: parse_files_begin, IMAGE_END: parse_image_end,
                  FILES_END: parse_files_end, FILES_ENTRIES: parse_entries,
                  IMAGE_EXTENTS: lambda b: parse_extents(b, "IMAGE_EXTENTS", True, 24),
@@ -1135,114 +1120,62 @@ class Walker:
         _, errs = parse(body)
         self.errs(pos, errs)
         if typ not in (IMAGE_BEGIN, FILES_BEGIN):
-            self.problem("record-malformed", pos, f"{tname(typ)}.section_id", "no section is open after the table records",
-                         own=True)
-
-    def close_open(self, pos):
-        """A section still open when a record that cannot be inside it arrives."""
-        sec = self.open
-        if sec is None:
-            return
-        if not sec.damaged:
-            self.problem("record-malformed", sec.begin_off, tname(IMAGE_BEGIN if sec.kind == "image" else FILES_BEGIN),
-                         f"section {sec.sid} is not closed by its end record before offset {pos}", own=False)
-        sec.close_damaged()
-        self.open = None
+            self.problem("record-malformed", pos, f"{tname(typ)}.section_id", "no section is open after the table records")
 
     def new_section(self, pos, cls, begin):
-        """A begin record that passed every check of its own opens a section (E)."""
-        self.close_open(pos)
-        self.unexplained = False
+        """A begin record that passed every check of its own opens a section (11)."""
         sid = len(self.sections)
         what = "FILES_BEGIN" if cls is FilesSection else "IMAGE_BEGIN"
         if sid >= MAX_SECTIONS:
-            self.problem("limit-exceeded", pos, what, f"section {sid}: more than 65536 sections", own=False)
+            self.problem("limit-exceeded", pos, what, f"section {sid}: more than 65536 sections")
         if begin["section_id"] != sid:
-            self.problem("record-malformed", pos, f"{what}.section_id", f"{begin['section_id']}, expected {sid}", own=False)
+            self.problem("record-malformed", pos, f"{what}.section_id", f"{begin['section_id']}, expected {sid}")
         if any(s.name == begin["name"] for s in self.sections):
-            self.problem("record-malformed", pos, f"{what}.name", f"{begin['name']!r} is not unique among the sections",
-                         own=False)
+            self.problem("record-malformed", pos, f"{what}.name", f"{begin['name']!r} is not unique among the sections")
         self.open = cls(sid, pos, begin)
         self.sections.append(self.open)
 
-    def begin_failed(self, pos):
-        """A begin record with a problem of its own (a header check of 5 that lets it be
-        skipped, its body CRC, a rule of its body) opens no section and takes no
-        section_id: the records that follow it with its section_id belong to no open
-        section (record-malformed, and not otherwise checked); its CHUNK records are
-        checked as chunks only (section 2, "Begin records")."""
-        self.close_open(pos)
-        self.unexplained = True         # what follows is explained by this record
-
     def section_for(self, pos, typ, sid, kind):
-        """The open section a record of a section belongs to (or None): the one whose
-        begin record carried sid (7.2)."""
+        """The open section a record of a section belongs to (or None, with the problem):
+        the one whose begin record carried sid (7.2)."""
         sec = self.open
         if sec is None:
-            self.problem("record-malformed", pos, f"{tname(typ)}.section_id",
-                         (f"{sid}: " if sid is not None else "") + "no section is open", own=True)
-            return None
+            return None, self.problem("record-malformed", pos, f"{tname(typ)}.section_id", f"{sid}: no section is open")
         if sec.kind != kind:
-            self.problem("record-malformed", pos, tname(typ), f"inside {sec.kind} section {sec.sid}", own=True)
-            return None
-        if sid is not None and sid != sec.begin["section_id"]:
-            self.problem("record-malformed", pos, f"{tname(typ)}.section_id",
-                         f"{sid}, the open section is {sec.begin['section_id']}", own=True)
-            return None
-        return sec
+            return None, self.problem("record-malformed", pos, tname(typ), f"inside {sec.kind} section {sec.sid}")
+        if sid != sec.begin["section_id"]:
+            return None, self.problem("record-malformed", pos, f"{tname(typ)}.section_id",
+                                      f"{sid}, the open section is {sec.begin['section_id']}")
+        return sec, None
 
     # -- chunk references (7.2 rules 5 and 6, 8.2) -------------------------------
-    def start_run(self, pos):
-        self.run_owner, self.in_run = pos, True
+    def chunk_in_run(self, pos, read):
+        """A CHUNK record whose header passed, read or not: its place in the run (2, 7.2)."""
+        if read and not self.in_place:
+            self.problem("record-malformed", pos, "CHUNK",
+                         "a CHUNK record in a run that follows neither an extents record nor a lost record")
+        if pos in self.pending:
+            self.arrival.append(pos)
 
-    # A reference problem is reported at the chunk_ref it names (7.2 rule 5).
-    def add_ref(self, pos, rec_end, sec, eid, start, length, coff, ref):
-        self.data_refs.append((sec.sid, eid, start, start + length, ref))
-        aff = [(sec.sid, eid, start, start + length)]
-        what = f"{tname(IMAGE_EXTENTS if sec.kind == 'image' else FILES_EXTENTS)}.chunk_ref"
-        if ref >= rec_end:              # forward: one of the CHUNK records that follow
-            self.pending.setdefault(ref, []).append((sec, eid, start, length, coff))
-        elif ref in self.chunks:        # backward, to a CHUNK record before this record
-            raw_length, _, bad = self.chunks[ref]
-            if raw_length is not None and bad is None:
-                self.check_fit(sec, eid, start, length, coff, ref, raw_length)
-        elif ref >= pos:
-            self.problem("dangling-reference", ref, what, f"{ref}: inside the extents record at {pos}", aff)
-        elif not self.in_span(ref):
-            self.problem("dangling-reference", ref, what,
-                         f"{ref}: not the offset of a CHUNK record before the extents record at {pos}", aff)
-
-    def check_fit(self, sec, eid, start, length, coff, ref, raw_length):
-        aff = [(sec.sid, eid, start, start + length)]
-        if sec.kind == "image":
-            if raw_length != length:
-                sec.map_broken = True
-                self.problem("extent-map", ref, "IMAGE_EXTENTS", f"data extent at {start} is {length} bytes, chunk {ref} holds {raw_length}", aff)
-        elif coff + length > raw_length:
-            self.problem("extent-map", ref, "FILES_EXTENTS", f"extent of entry {eid} at file offset {start}: "
-                         f"chunk_offset {coff} + length {length} > raw_length {raw_length} of chunk {ref}", aff)
+    def forward(self, owner, ref, target):
+        """A reference of the extents record at owner to an offset after its own (7.2 rule 6)."""
+        self.run_owner = owner
+        self.pending.setdefault(ref, []).append(target)
 
     def end_run(self):
-        """The run of CHUNK records after an extents record ends: every forward
-        reference must have arrived, in the order of first reference (7.2 rule 6)."""
-        if self.run_owner is not None and self.pending:
+        """The run of CHUNK records after an extents record ends: the CHUNK records it
+        referred to forward came in the order of first reference; the others are
+        reported in finish(), when the damage is known (7.2 rule 6)."""
+        if self.pending:
             came = set(self.arrival)
             order = [r for r in self.pending if r in came]
-            arrived = [r for r in self.arrival if r in self.pending]
-            if arrived != order:        # at the first CHUNK record out of place
-                first = next(a for a, o in zip(arrived, order) if a != o)
+            if self.arrival != order:   # at the first CHUNK record out of place
+                first = next(a for a, o in zip(self.arrival, order) if a != o)
                 self.problem("dangling-reference", first, "chunk_ref",
                              f"the CHUNK records after the extents record at {self.run_owner} arrive in the order "
-                             f"{arrived}, their first references are in the order {order}")
-            for ref, targets in self.pending.items():
-                if ref in came or self.in_span(ref):
-                    continue
-                self.problem("dangling-reference", ref, "chunk_ref",
-                             f"{ref}: a forward reference of the extents record at {self.run_owner} "
-                             "to no CHUNK record in the run following it",
-                             [(s.sid, eid, a, a + n) for s, eid, a, n, _ in targets])
-        self.pending, self.arrival = OrderedDict(), []
-        self.run_owner, self.in_run = None, False
+                             f"{self.arrival}, their first references are in the order {order}")
+            self.unanswered += [(ref, targets) for ref, targets in self.pending.items() if ref not in came]
+        self.pending, self.arrival, self.run_owner = OrderedDict(), [], None
 
     def decoded(self, ref):
         """The raw bytes of the valid CHUNK record at ref, decoded again (at most two kept)."""
@@ -1258,146 +1191,150 @@ class Walker:
             self.cache.popitem(last=False)
         return raw
 
+    def valid_chunk(self, ref):
+        """raw_length of the CHUNK record at ref when it passed every check, else None."""
+        c = self.chunks.get(ref)
+        return c[0] if c is not None and c[2] is None and c[0] is not None else None
+
     # -- record handlers: chunks and image sections ------------------------------------
     def on_chunk(self, pos, body):
         self.chunk_records += 1
+        self.chunk_in_run(pos, True)
         sec = self.open
-        if self.phase >= 1 or sec is None:
-            if not self.unexplained:
-                self.problem("record-malformed", pos, "CHUNK", "a CHUNK record outside a section", own=False)
-        else:
-            if not self.in_run and not self.unexplained:
-                self.problem("record-malformed", pos, "CHUNK",
-                             "a CHUNK record that does not follow an extents record or a CHUNK record", own=False)
+        if sec is not None and self.phase == 0:
             sec.chunk_count += 1
             sec.chunk_bytes += 32 + len(body)
         fields, errs = parse_chunk_fields(body)
         if fields is not None and not errs:
             _, errs = decode_chunk(fields, body[40:])
         probs = self.errs(pos, errs)
+        if probs:
+            self.damage.append([pos, pos + 32 + len(body), probs[0]])
         self.chunks[pos] = [fields["raw_length"] if fields else None, fields["blake3"] if fields else None,
                             probs[0] if probs else None]
-        if pos in self.pending:
-            self.arrival.append(pos)
-            if not probs:
-                for s, eid, start, length, coff in self.pending[pos]:
-                    self.check_fit(s, eid, start, length, coff, pos, fields["raw_length"])
 
     def on_image_begin(self, pos, body):
         begin, errs = parse_image_begin(body)
         self.errs(pos, errs)
-        if begin is None or errs:
-            self.begin_failed(pos)
-        else:
+        if begin is not None and not errs:
             self.new_section(pos, ImageSection, begin)
 
     def on_image_extents(self, pos, body):
         parsed, errs = parse_extents(body, "IMAGE_EXTENTS", True, 24)
-        self.errs(pos, errs)
-        sec = self.section_for(pos, IMAGE_EXTENTS, parsed[0] if parsed else None, "image")
-        self.start_run(pos)
+        probs = self.errs(pos, errs)
+        if parsed is None:              # its extents cannot be read (11)
+            self.note_lost(probs[0])
+            return
+        sec, prob = self.section_for(pos, IMAGE_EXTENTS, parsed[0], "image")
         if sec is None:
+            self.note_lost(prob)
             return
-        if parsed is None:
-            sec.note_damage(self.problems[-1])
-            return
-        rec_end = pos + 32 + len(body)
         for start, length, ref in parsed[1]:
+            aff = [(sec.sid, None, start, start + length)]
+            if sec.gap is not None:     # the map resumes where this extent starts (11)
+                if start > sec.map.next:
+                    sec.gap["affects"].append((sec.sid, None, sec.map.next, start))
+                    sec.map.next = start
+                sec.gap = None
+                sec.map.off_window = False
+            if 2 <= ref < 128:
+                self.problem("record-malformed", pos, "IMAGE_EXTENTS.chunk_ref", f"{ref}, a reserved kind (2..127)", aff)
             for c, d in sec.map.feed(start, length, ref):
-                self.problem(c, pos, "IMAGE_EXTENTS", d, [(sec.sid, None, start, start + length)], own=True)
-                sec.map_broken = True
+                self.problem(c, pos, "IMAGE_EXTENTS", d, aff)
             sec.extents.append((start, length, ref))
             if ref >= 128:
-                self.add_ref(pos, rec_end, sec, None, start, length, 0, ref)
+                self.image_refs.append((sec, start, length, ref))
+                if ref > pos:
+                    self.forward(pos, ref, (sec.sid, None, start, start + length))
 
     def on_image_end(self, pos, body):
         end, errs = parse_image_end(body)
         self.errs(pos, errs)
-        sec = self.section_for(pos, IMAGE_END, end["section_id"] if end else None, "image")
-        self.unexplained = False
+        if end is None:
+            return
+        sec, _ = self.section_for(pos, IMAGE_END, end["section_id"], "image")
         if sec is None:
             return
-        self.open = None
-        sec.end_off = pos
-        if end is None or errs:         # not intact: its totals and size are not used
-            sec.close_damaged()
+        self.open = None                # it ends its section; one that breaks a rule of its body is not used
+        if errs:
             return
-        sec.end = end
+        sec.end, sec.end_off = end, pos
         size = end["logical_size"]
-        if sec.begin and sec.begin["logical_size"] not in (ALL_ONES, size):
-            self.problem("record-malformed", pos, "IMAGE_END.logical_size", f"{size}, IMAGE_BEGIN gave {sec.begin['logical_size']}",
-                         own=True)
-        for c, d in sec.map.finish(size):
-            self.problem(c, pos, "IMAGE_END.logical_size", d,
-                         [(sec.sid, None, min(size, sec.map.next), max(size, sec.map.next))], own=True)
-            sec.map_broken = True
-        if sec.begin_off is not None and end["begin_offset"] != sec.begin_off:
-            self.problem("index-mismatch", pos, "IMAGE_END.begin_offset", f"{end['begin_offset']}, IMAGE_BEGIN is at {sec.begin_off}",
-                         own=True)
-        if sec.damaged:
-            return                      # totals and digest cannot be checked against lost records
+        if sec.begin["logical_size"] not in (ALL_ONES, size):
+            self.problem("record-malformed", pos, "IMAGE_END.logical_size", f"{size}, IMAGE_BEGIN gave {sec.begin['logical_size']}")
+        self.summaries.append((pos, ("image-end", sec)))
+
+    def summary_image_end(self, pos, sec):
+        """7.3: the end of the map, the totals and the map digest."""
+        end, size = sec.end, sec.end["logical_size"]
+        if sec.map.next != size:
+            self.problem("extent-map", pos, "IMAGE_END.logical_size",
+                         f"extents end at {sec.map.next}, logical_size is {size}",
+                         [(sec.sid, None, min(size, sec.map.next), max(size, sec.map.next))])
         walked = {"extent_count": sec.map.count, "data_bytes": sec.map.data, "lost_bytes": sec.map.lost,
-                  "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes}
+                  "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes, "begin_offset": sec.begin_off}
         for k, v in walked.items():
             if end[k] != v:
-                self.problem("index-mismatch", pos, f"IMAGE_END.{k}", f"{end[k]}, the records give {v}", own=True)
+                self.problem("index-mismatch", pos, f"IMAGE_END.{k}", f"{end[k]}, the records give {v}")
         refs = {r for _, _, r in sec.extents if r >= 128}
-        if not sec.map_broken and all(r in self.chunks and self.chunks[r][2] is None and self.chunks[r][0] is not None for r in refs):
+        if all(self.valid_chunk(r) is not None for r in refs) and not any(2 <= r < 128 for _, _, r in sec.extents):
             digest = map_digest(sec.extents, lambda r: self.chunks[r][1])
             if digest != end["map_blake3"]:
                 self.problem("index-mismatch", pos, "IMAGE_END.map_blake3",
                              f"{end['map_blake3'].hex()}, the extents and chunks give {digest.hex()}",
-                             [(sec.sid, None, 0, size)], own=True)
+                             [(sec.sid, None, 0, size)])
 
     # -- record handlers: file-tree sections -------------------------------------------
     def on_files_begin(self, pos, body):
         begin, errs = parse_files_begin(body)
         self.errs(pos, errs)
-        if begin is None or errs:
-            self.begin_failed(pos)
-        else:
+        if begin is not None and not errs:
             self.new_section(pos, FilesSection, begin)
 
     def on_files_extents(self, pos, body):
         parsed, errs = parse_extents(body, "FILES_EXTENTS", True, 40)
-        self.errs(pos, errs)
-        sec = self.section_for(pos, FILES_EXTENTS, parsed[0] if parsed else None, "files")
-        self.start_run(pos)
-        if sec is None:
-            return
+        probs = self.errs(pos, errs)
         if parsed is None:
-            sec.note_damage(self.problems[-1])
+            self.note_lost(probs[0])
             return
-        rec_end = pos + 32 + len(body)
-        for eid, foff, length, ref, coff in parsed[1]:
+        sec, prob = self.section_for(pos, FILES_EXTENTS, parsed[0], "files")
+        if sec is None:
+            self.note_lost(prob)
+            return
+        for eid, foff, length, ref, coff, r in parsed[1]:
             aff = [(sec.sid, eid, foff, foff + length)]
+            if r:
+                self.problem("record-malformed", pos, "FILES_EXTENTS.reserved", f"entry {eid}: not zero", aff)
+            if ref < 128:
+                self.problem("record-malformed", pos, "FILES_EXTENTS.chunk_ref",
+                             f"entry {eid}: {ref}: not a record offset (file extents have no zero or lost kind)", aff)
             if eid < sec.next_id:
                 self.problem("record-malformed", pos, "FILES_EXTENTS.entry_id",
-                             f"{eid}: that entry came already (an entry comes after its extents)", aff, own=False)
+                             f"{eid}: that entry came already (an entry comes after its extents)", aff)
             lst = sec.announced.setdefault(eid, [])
-            # An extent that is empty or runs past any chunk breaks the record's own
-            # rules (8.2); one that overlaps the extent before it of its file is
-            # reported, but the record still counts: its entry repeats its extents and
-            # is checked (conformance.md, verified_bytes).
             for d in file_extent_own_errors(foff, length, coff):
-                self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff, own=True)
-            for d in file_extent_errors(lst[-1:] + [(foff, length, ref, coff)], None):
+                self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff)
+            for d in file_extent_errors(lst[-1:] + [(foff, length, ref, coff, r)], None):
                 if "length 0" not in d:
                     self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff)
-            lst.append((foff, length, ref, coff))
+            lst.append((foff, length, ref, coff, r))
             if ref >= 128:
-                self.add_ref(pos, rec_end, sec, eid, foff, length, coff, ref)
+                self.file_refs.append((sec, eid, foff, length, ref, coff))
+                if ref > pos:
+                    self.forward(pos, ref, (sec.sid, eid, foff, foff + length))
 
     def on_files_entries(self, pos, body):
         parsed, errs = parse_entries(body)
-        self.errs(pos, errs)
-        sec = self.section_for(pos, FILES_ENTRIES, parsed[0] if parsed else None, "files")
+        probs = self.errs(pos, errs)
+        if parsed is None:              # its entries cannot be read (11)
+            self.note_lost(probs[0])
+            return
+        sec, prob = self.section_for(pos, FILES_ENTRIES, parsed[0], "files")
         if sec is None:
+            self.note_lost(prob)
             return
         sec.entries_records.append(pos)
-        if parsed is None or any(w in ("FILES_ENTRIES.entry_length", "FILES_ENTRIES.count") for _, w, _ in errs):
-            sec.note_damage(self.problems[-1])     # entries after a broken length are lost
-        for eoff, e in (parsed[1] if parsed else []):
+        for eoff, e in parsed[1]:
             self.on_entry(pos, eoff, sec, e)
 
     def on_entry(self, pos, eoff, sec, e):
@@ -1406,9 +1343,10 @@ class Walker:
         show = lossy(path)
         w = f"FILES_ENTRIES entry {eid}"
         for c, what, d in entry_rule_errors(e, sec.captured):
-            self.problem(c, pos, what, f"{show!r}: {d}", own=True)
-        if eid != sec.next_id and not (sec.damaged and eid > sec.next_id):
-            self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}", own=True)
+            self.problem(c, pos, what, f"{show!r}: {d}")
+        if eid != sec.next_id and not (sec.jump_ok and eid > sec.next_id):
+            self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}")
+        sec.jump_ok = False
         if e["flags"] & F_LOST:         # not a problem in itself: listed apart (11); bit 3 on
             self.lost_entries.append((sec, path))     # another kind is listed too, and reported by entry_rule_errors
         if k == K_FILE and e["flags"] & F_UNREAD:    # bits 1 and 2: facts of the backup, not problems
@@ -1426,32 +1364,28 @@ class Walker:
 
         def known(i):
             return sec.entries.get(i)
-        for what, d in entry_place_errors(e, known):
-            self.problem("record-malformed", pos, f"{w}.{what}", f"{show!r}: {d}", own=True)
+        for what, d in entry_place_errors(e, known, sec.lost):
+            self.problem("record-malformed", pos, f"{w}.{what}", f"{show!r}: {d}")
         if e["parent_id"] != ALL_ONES and eid:
             names = sec.names.setdefault(e["parent_id"], set())
             if e["name"] in names:
-                self.problem("record-malformed", pos, f"{w}.name", f"{show!r} is not unique among its siblings", own=True)
+                self.problem("record-malformed", pos, f"{w}.name", f"{show!r} is not unique among its siblings")
             names.add(e["name"])
             sec.children[e["parent_id"]] = sec.children.get(e["parent_id"], 0) + 1
         announced = sec.announced.pop(eid, [])
-        own = [(x[1], x[2], x[3], x[4]) for x in e["extents"]]
-        aff = [(sec.sid, eid, 0, size)]
-        if k == K_FILE:
-            # The entry's own extents: in order, not overlapping, within its size (8.2);
-            # an empty one is entry_rule_errors'.
-            misplaced = [d for d in file_extent_errors(own, size) if "length 0" not in d]
-            for d in misplaced:
-                self.problem("extent-map", pos, f"{w}.extents", f"{show!r}: {d}", aff, own=True)
-            if own != announced:
-                self.problem("index-mismatch", pos, f"{w}.extents",
-                             f"{show!r}: {own} (file_offset, length, chunk_ref, chunk_offset), "
-                             f"its FILES_EXTENTS records gave {announced}", aff, own=True)
-            elif not misplaced:
-                self.check_content(pos, sec, e, show, announced)
-        elif announced:
-            self.problem("index-mismatch", pos, f"{w}.kind", f"{show!r}: FILES_EXTENTS records gave "
-                         f"{len(announced)} extents for an entry that is not a regular file", own=True)
+        own = [(x[1], x[2], x[3], x[4], x[5]) for x in e["extents"]]
+        # The entry's own extents: in order, not overlapping, within its size (8.2);
+        # an empty one is entry_rule_errors'.
+        misplaced = [d for d in file_extent_errors(own, size) if "length 0" not in d] if k == K_FILE else []
+        for d in misplaced:
+            self.problem("extent-map", pos, f"{w}.extents", f"{show!r}: {d}")
+        differ = own != announced or any(x[0] != eid for x in e["extents"])
+        if differ and not sec.lost:     # after a lost record, not compared (11)
+            self.problem("index-mismatch", pos, f"{w}.extents",
+                         f"{show!r}: {own} (file_offset, length, chunk_ref, chunk_offset, reserved), "
+                         f"its FILES_EXTENTS records gave {announced}", [(sec.sid, eid, 0, size)])
+        elif k == K_FILE and not misplaced:
+            self.check_content(pos, sec, e, show, own)
         sec.entry_count += 1
         sec.entries[eid] = Ent(k, e["parent_id"], e["name"], pos, eoff, path)
 
@@ -1460,18 +1394,18 @@ class Walker:
         eid, size = e["entry_id"], e["size"]
         if e["flags"] & (F_UNREAD | F_LOST) or file_extent_errors(extents, size):
             return                      # no content (entry_rule_errors checks it), or a problem reported already
-        for foff, length, ref, coff in extents:
-            c = self.chunks.get(ref)
-            if c is None or c[0] is None or c[2] is not None or coff + length > c[0]:
+        for foff, length, ref, coff, _ in extents:
+            raw_length = self.valid_chunk(ref)
+            if raw_length is None or coff + length > raw_length:
                 return                  # the chunk's own problem (or a reference problem) says so
         if size > min(HASH_LIMIT, self.hash_budget):
             self.problem("limit-exceeded", pos, f"FILES_ENTRIES entry {eid}.size",
                          f"{show!r}: content not checked: {size} bytes, this reader hashes at most "
-                         f"{HASH_LIMIT} bytes of a file and {HASH_BUDGET} in all ({self.hash_budget} left)", own=False)
+                         f"{HASH_LIMIT} bytes of a file and {HASH_BUDGET} in all ({self.hash_budget} left)")
             return
         self.hash_budget -= size
         h, p = blake3.blake3(), 0
-        for foff, length, ref, coff in extents:
+        for foff, length, ref, coff, _ in extents:
             raw = self.decoded(ref)
             if raw is None:
                 return
@@ -1482,141 +1416,104 @@ class Walker:
         if h.digest() != e["blake3"]:
             self.problem("chunk-corrupt", pos, f"FILES_ENTRIES entry {eid}.blake3",
                          f"{show!r}: stored {e['blake3'].hex()}, the content hashes to {h.hexdigest()}",
-                         [(sec.sid, eid, 0, size)], own=False)
+                         [(sec.sid, eid, 0, size)])
 
     def on_files_end(self, pos, body):
         end, errs = parse_files_end(body)
         self.errs(pos, errs)
-        sec = self.section_for(pos, FILES_END, end["section_id"] if end else None, "files")
-        self.unexplained = False
+        if end is None:
+            return
+        sec, _ = self.section_for(pos, FILES_END, end["section_id"], "files")
         if sec is None:
             return
-        self.open = None
-        sec.end_off = pos
-        if end is None:
-            sec.close_damaged()
+        self.open = None                # it ends its section; one that breaks a rule of its body is not used
+        if errs:
             return
-        sec.end = end
-        if sec.begin_off is not None and end["begin_offset"] != sec.begin_off:
-            self.problem("index-mismatch", pos, "FILES_END.begin_offset", f"{end['begin_offset']}, FILES_BEGIN is at {sec.begin_off}",
-                         own=True)
-        if sec.damaged:
-            return
-        if 0 not in sec.entries:
-            self.problem("record-malformed", pos, "FILES_END", f"section {sec.sid} has no root entry", own=False)
-        for eid, lst in sec.announced.items():
-            self.problem("index-mismatch", pos, "FILES_EXTENTS.entry_id",
-                         f"{len(lst)} extent(s) announced for entry {eid}, which never came",
-                         [(sec.sid, eid, a, a + n) for a, n, _, _ in lst], own=True)
+        sec.end, sec.end_off = end, pos
+        self.summaries.append((pos, ("files-end", sec)))
+
+    def summary_files_end(self, pos, sec):
+        """8.4: the totals, content announced for entries that never came, the root."""
+        end = sec.end
         walked = {"entry_count": sec.entry_count, "file_count": sec.file_count,
                   "directory_count": sec.dir_count, "content_bytes": sec.content_bytes,
-                  "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes}
+                  "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes, "begin_offset": sec.begin_off}
         for k, v in walked.items():
             if end[k] != v:
-                self.problem("index-mismatch", pos, f"FILES_END.{k}", f"{end[k]}, the records give {v}", own=True)
+                self.problem("index-mismatch", pos, f"FILES_END.{k}", f"{end[k]}, the records give {v}")
+        for eid, lst in sec.announced.items():
+            self.problem("index-mismatch", pos, "FILES_EXTENTS.entry_id",
+                         f"{len(lst)} extent(s) announced for entry {eid}, which never came")
+        if 0 not in sec.entries:
+            self.problem("record-malformed", pos, "FILES_END", f"section {sec.sid} has no root entry")
 
     # -- table records (9.1, 8.5, 8.6) ---------------------------------------------------
     def table_section(self, pos, typ, sid, kind):
-        """The section a table record describes (None when its body could not be read,
-        sid None); checks the section order (2). A table names a section by the
-        section_id its begin record carried: the section's place in the walk differs
-        from it only after a begin record that failed or carried a wrong id (11)."""
-        self.close_open(pos)
+        """The section a table record describes: the one whose begin record carried sid
+        (11). A FILES_DIR or FILES_INDEX naming no file-tree section is record-malformed
+        (8.5, 8.6); an IMAGE_INDEX naming no image section, index-mismatch (9.1)."""
         if self.phase >= 2:
-            self.problem("record-malformed", pos, tname(typ), "a table record after the ARCHIVE_INDEX", own=False)
+            self.problem("record-malformed", pos, tname(typ), "a table record after the ARCHIVE_INDEX")
         self.phase = max(self.phase, 1)
-        cursor, step = self.table_cursor, typ != FILES_DIR
         named = [s for s in self.sections if s.begin["section_id"] == sid]
         sec = next((s for s in named if s.kind == kind), None)
-        self.table_cursor = (sec.sid if sec is not None else cursor) + step
-        if sid is None:
-            return None
-        # A FILES_DIR or FILES_INDEX naming no file-tree section is record-malformed (8.5,
-        # 8.6); an IMAGE_INDEX naming no image section, index-mismatch (9.1).
-        # The first removes the record from verified_bytes, the second does not (an
-        # IMAGE_INDEX is compared with the sections after the walk; conformance.md).
-        cls = "index-mismatch" if typ == IMAGE_INDEX else "record-malformed"
-        own = typ != IMAGE_INDEX
         if sec is None:
             detail = f"{sid} is a {named[0].kind} section" if named else f"{sid}: no such section"
-            self.problem(cls, pos, f"{tname(typ)}.section_id", detail, own=own)
-            return None
-        if sec.sid != cursor and not self.unexplained:
-            self.problem("index-mismatch", pos, f"{tname(typ)}.section_id",
-                         f"{sid}: out of section order, the table records of section {cursor} come next")
+            self.problem("index-mismatch" if typ == IMAGE_INDEX else "record-malformed", pos,
+                         f"{tname(typ)}.section_id", detail)
         return sec
 
     def on_image_index(self, pos, body):
         parsed, errs = parse_extents(body, "IMAGE_INDEX", False, 24)
         self.errs(pos, errs)
         if parsed is None:
-            self.table_section(pos, IMAGE_INDEX, None, "image")
+            self.phase = max(self.phase, 1)
             return
-        sid, entries = parsed
-        sec = self.table_section(pos, IMAGE_INDEX, sid, "image")
-        if sec is None:
-            return
-        sec.table_off = pos
-        if sec.end and len(entries) != sec.end["extent_count"]:
-            self.problem("index-mismatch", pos, "IMAGE_INDEX.count", f"{len(entries)}, IMAGE_END gives {sec.end['extent_count']}")
-        if not entries and sec.end and sec.end["logical_size"]:
-            self.problem("index-mismatch", pos, "IMAGE_INDEX.count", "0 for an image that is not empty")
-        if not sec.damaged and not sec.map.unknown:
-            if entries != sec.extents:
-                i = next((i for i, (a, b) in enumerate(zip(entries, sec.extents)) if a != b),
-                         min(len(entries), len(sec.extents)))
-                got = entries[i] if i < len(entries) else "nothing"
-                want = sec.extents[i] if i < len(sec.extents) else "nothing"
-                self.problem("index-mismatch", pos, f"IMAGE_INDEX.extents[{i}]",
-                             f"{got} (start, length, chunk_ref), the IMAGE_EXTENTS records give {want}; "
-                             f"{len(entries)} extents against {len(sec.extents)}")
-            return
-        # A damaged section: the index must agree with every extent the walk saw, and
-        # supplies the extents of the spans the walk could not map (11).
-        known = set(entries)
-        missing = [e for e in sec.extents if e not in known]
-        if missing:
-            self.problem("index-mismatch", pos, "IMAGE_INDEX.extents",
-                         f"{len(missing)} extent(s) of the IMAGE_EXTENTS records are not in the index, first {missing[0]}")
-            return
-        check = MapChecker(sec.map.cs, sec.end["logical_size"] if sec.end else None)
-        errs = [x for s, l, r in entries for x in check.feed(s, l, r)]
-        errs += check.finish(sec.end["logical_size"]) if sec.end else []
-        if errs:
-            self.problem("index-mismatch", pos, "IMAGE_INDEX.extents", "cannot stand in for the lost extents: " + errs[0][1])
-            return
-        seen = set(sec.extents)
-        for s, l, r in entries:
-            if r >= 128 and (s, l, r) not in seen:
-                self.data_refs.append((sec.sid, None, s, s + l, r))
-                if r not in self.chunks and not self.in_span(r):
-                    self.problem("dangling-reference", r, "IMAGE_INDEX.chunk_ref",
-                                 f"{r}: not a CHUNK record (in the IMAGE_INDEX at {pos})", [(sec.sid, None, s, s + l)])
-        if sec.end or not sec.map.unknown:
-            sec.recovered = True
+        sec = self.table_section(pos, IMAGE_INDEX, parsed[0], "image")
+        if sec is not None:
+            self.image_indexes.append((pos, sec, parsed[1]))
+            self.summaries.append((pos, ("image-index", sec, parsed[1])))
+
+    def summary_image_index(self, pos, sec, entries):
+        """9.1: the index is the concatenation of the section's extents."""
+        if entries != sec.extents:
+            i = next((i for i, (a, b) in enumerate(zip(entries, sec.extents)) if a != b),
+                     min(len(entries), len(sec.extents)))
+            got = entries[i] if i < len(entries) else "nothing"
+            want = sec.extents[i] if i < len(sec.extents) else "nothing"
+            self.problem("index-mismatch", pos, f"IMAGE_INDEX.extents[{i}]",
+                         f"{got} (start, length, chunk_ref), the IMAGE_EXTENTS records give {want}; "
+                         f"{len(entries)} extents against {len(sec.extents)}")
 
     def on_files_dir(self, pos, body):
         parsed, errs = parse_files_dir(body)
         self.errs(pos, errs)
-        if parsed is None:
-            self.table_section(pos, FILES_DIR, None, "files")
+        if parsed is None or errs:      # a table that breaks a rule of its body is not used
+            self.phase = max(self.phase, 1)
             return
         sid, did, children = parsed
         sec = self.table_section(pos, FILES_DIR, sid, "files")
         if sec is None:
             return
+        sec.dirs.append((pos, did, children))
+        sec.dir_tables.setdefault(did, pos)
+        self.summaries.append((pos, ("files-dir", sec, len(sec.dirs) - 1)))
+
+    def summary_files_dir(self, pos, sec, i):
+        """8.5: the table of a directory of the section no earlier table named, listing
+        exactly its children where they are."""
+        _, did, children = sec.dirs[i]
         w = f"FILES_DIR (directory {did})"
-        if did in sec.dir_tables:
+        if sec.dir_tables.get(did) != pos:
             self.problem("index-mismatch", pos, f"{w}.entry_id", f"a second FILES_DIR for directory {did}")
-        sec.dir_tables[did] = pos
-        if sec.damaged:
-            return                      # the entries it describes may be lost
+            return
         d = sec.entries.get(did)
         if d is None or d.kind != K_DIR:
-            self.problem("index-mismatch", pos, f"{w}.entry_id", f"{did} is not a directory of section {sid}")
+            self.problem("index-mismatch", pos, f"{w}.entry_id", f"{did} is not a directory of section {sec.sid}")
             return
-        if len(children) != sec.children.get(did, 0):
-            self.problem("index-mismatch", pos, f"{w}.count", f"{len(children)}, the directory has {sec.children.get(did, 0)} children")
+        count = sec.children.get(did, 0)
+        if len(children) != count:
+            self.problem("index-mismatch", pos, f"{w}.count", f"{len(children)}, the directory has {count} children")
         for i, (ceid, rec, off, nl, kind, table, name) in enumerate(children):
             cw = f"{w}.children[{i}]"
             c = sec.entries.get(ceid)
@@ -1631,27 +1528,28 @@ class Walker:
                 self.problem("index-mismatch", pos, f"{cw}.kind", f"{kind}, the entry's kind is {c.kind}")
             want = sec.dir_tables.get(ceid) if c.kind == K_DIR else 0
             if table != want:
-                self.problem("index-mismatch", pos, f"{cw}.dir_table", f"{table}, expected {want}"
-                             + (" (the child's FILES_DIR, which comes before its parent's)" if c.kind == K_DIR else ""))
+                self.problem("index-mismatch", pos, f"{cw}.dir_table", f"{table}, expected {want}")
 
     def on_files_index(self, pos, body):
         parsed, errs = parse_files_index(body)
         self.errs(pos, errs)
-        if parsed is None:
-            self.table_section(pos, FILES_INDEX, None, "files")
+        if parsed is None or errs:
+            self.phase = max(self.phase, 1)
             return
         sec = self.table_section(pos, FILES_INDEX, parsed["section_id"], "files")
-        if sec is None:
-            return
-        sec.table_off = pos
-        if sec.damaged:
-            return
+        if sec is not None:
+            sec.indexes.append((pos, parsed))
+            self.summaries.append((pos, ("files-index", sec, parsed)))
+
+    def summary_files_index(self, pos, sec, parsed):
+        """8.6: the root's table and entry, the FILES_ENTRIES records, every directory's table."""
         root = sec.entries.get(0)
         if parsed["root_dir"] != sec.dir_tables.get(0):
             self.problem("index-mismatch", pos, "FILES_INDEX.root_dir", f"{parsed['root_dir']}, the root's FILES_DIR is at {sec.dir_tables.get(0)}")
-        if root and (parsed["root_entries_record"], parsed["root_entry_offset"]) != (root.rec, root.off):
+        if root is None or (parsed["root_entries_record"], parsed["root_entry_offset"]) != (root.rec, root.off):
             self.problem("index-mismatch", pos, "FILES_INDEX.root_entries_record",
-                         f"({parsed['root_entries_record']}, {parsed['root_entry_offset']}), the root entry is at ({root.rec}, {root.off})")
+                         f"({parsed['root_entries_record']}, {parsed['root_entry_offset']}), the root entry is "
+                         + (f"at ({root.rec}, {root.off})" if root else "missing"))
         if parsed["records"] != sec.entries_records:
             self.problem("index-mismatch", pos, "FILES_INDEX.records",
                          f"{len(parsed['records'])} offsets, the section's FILES_ENTRIES records are {len(sec.entries_records)} at {sec.entries_records[:8]}")
@@ -1661,101 +1559,154 @@ class Walker:
                          + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
 
     def on_archive_index(self, pos, body):
-        self.close_open(pos)
-        if self.archive_index_off is not None:
-            self.problem("record-malformed", pos, "ARCHIVE_INDEX", f"a second ARCHIVE_INDEX (the first is at {self.archive_index_off})",
-                         own=False)
+        if self.phase >= 2:
+            self.problem("record-malformed", pos, "ARCHIVE_INDEX", "a second ARCHIVE_INDEX")
         self.phase = 2
-        self.archive_index_off = pos
         entries, errs = parse_archive_index(body)
         self.errs(pos, errs)
-        if self.table_cursor < len(self.sections) and not self.unexplained:
-            self.problem("index-mismatch", pos, "ARCHIVE_INDEX",
-                         f"the table records of section {self.table_cursor} and after are missing")
-        if entries is None:
-            return
+        if entries is not None and not errs:
+            self.archive_index = (pos, entries)
+            self.summaries.append((pos, ("archive-index",)))
+
+    def summary_archive_index(self, pos):
+        """9.2: the sections the walk found, in order: kinds and record offsets."""
+        entries = self.archive_index[1]
+        tables = {}
+        for o, s, _ in self.image_indexes:
+            tables.setdefault(id(s), o)
         if len(entries) != len(self.sections):
             self.problem("index-mismatch", pos, "ARCHIVE_INDEX.section_count", f"{len(entries)}, the records hold {len(self.sections)} sections")
         for e, sec in zip(entries, self.sections):
             w = f"ARCHIVE_INDEX.sections[{sec.sid}]"
-            if e["kind"] in (1, 2) and e["kind"] != (1 if sec.kind == "image" else 2):
+            if e["kind"] != (1 if sec.kind == "image" else 2):
                 self.problem("index-mismatch", pos, f"{w}.kind", f"{e['kind']}, section {sec.sid} is a {sec.kind} section")
-            for key, walked in (("begin", sec.begin_off), ("end", sec.end_off), ("table", sec.table_off)):
-                if walked is not None and e[key] != walked:
+            if sec.kind == "image":
+                table = tables.get(id(sec))
+            else:
+                table = sec.indexes[0][0] if sec.indexes else None
+            for key, walked in (("begin", sec.begin_off), ("end", sec.end_off), ("table", table)):
+                if e[key] != walked:
                     self.problem("index-mismatch", pos, f"{w}.{key}_offset", f"{e[key]}, the record is at {walked}")
 
     def on_trailer(self, pos, body):
-        self.close_open(pos)
-        self.end_run()
         self.phase = 3
         t, errs = parse_trailer(body)
         self.errs(pos, errs)
         if t is None:
             return
-        if t["index_offset"] != self.archive_index_off:
-            self.problem("index-mismatch", pos, "TRAILER.index_offset",
-                         f"{t['index_offset']}, the ARCHIVE_INDEX is at {self.archive_index_off}")
         if t["archive_length"] > self.size:
             self.problem("truncated", pos, "TRAILER.archive_length", f"{t['archive_length']}, file size {self.size}")
         elif t["archive_length"] != self.size:
             self.problem("index-mismatch", pos, "TRAILER.archive_length", f"{t['archive_length']}, file size {self.size}")
-        if t["record_count"] != self.records - 1 and not self.spans:
+        self.trailer = (pos, t)
+        self.summaries.append((pos, ("trailer",)))
+
+    def summary_trailer(self, pos):
+        """9.3: the ARCHIVE_INDEX the walk found, and the records before the trailer."""
+        t = self.trailer[1]
+        ai = self.archive_index[0] if self.archive_index else None
+        if t["index_offset"] != ai:
+            self.problem("index-mismatch", pos, "TRAILER.index_offset", f"{t['index_offset']}, the ARCHIVE_INDEX is at {ai}")
+        if t["record_count"] != self.records - 1:
             self.problem("index-mismatch", pos, "TRAILER.record_count",
                          f"{t['record_count']}, {self.records - 1} records come before the trailer")
-        # Bytes after the trailer: the archive_length check above says so, index-mismatch
-        # and nothing else (9.3); the walk stops here.
 
     # -- end of the walk -----------------------------------------------------------
     def finish(self):
         if self.tag is not None:
             self.end_run()
-            if self.phase < 3 and not any(s[1] >= self.size for s in self.spans):
+            self.open = None
+            self.references()
+            if self.trailer_at is None and not self.span_to_end:
                 self.problem("truncated", self.size, "TRAILER", "the file ends before the trailer")
-            if self.open:
-                self.open.close_damaged()
-        for sid, eid, start, end, ref in self.data_refs:       # ranges lost with their chunks
-            c = self.chunks.get(ref)
-            prob = c[2] if c else None
-            if c is None:
-                span = self.in_span(ref)
-                prob = span[2] if span else None
-            if prob is not None:
-                prob["affects"].append((sid, eid, start, end))
-        for sec in self.sections:                              # image ranges the walk could not map
-            if sec.kind != "image" or sec.recovered:
-                continue
-            for start, end in sec.map.unknown:
-                prob = sec.gap_probs[0] if sec.gap_probs else self.problems[-1]
-                prob["affects"].append((sec.sid, None, start, end))
+            self.summary_checks()
         for p in self.problems:
             p["affects"] = self.affects(p["affects"])
-        self.problems.sort(key=lambda p: p["offset"])
+        self.problems = merge_problems(self.problems)
         if self.status is None:
             self.status = "ok" if not self.problems else "damaged"
 
+    def references(self):
+        """7.2 rules 5 and 6: every data extent read against its chunk, forward references
+        no run answered, and the gaps the damage left in the maps (11)."""
+        for sec in self.sections:       # a gap still open at the end of its section
+            if sec.kind == "image" and sec.gap is not None and sec.size() > sec.map.next:
+                sec.gap["affects"].append((sec.sid, None, sec.map.next, sec.size()))
+        for ref, targets in self.unanswered:
+            prob = self.damage_at(ref)
+            if prob is not None:
+                prob["affects"] += targets
+            else:
+                self.problem("dangling-reference", ref, "chunk_ref",
+                             f"{ref}: a forward reference to no CHUNK record in the run following its extents record",
+                             targets)
+        for sec, start, length, ref in self.image_refs:
+            self.check_ref(ref, (sec.sid, None, start, start + length), lambda raw: raw == length,
+                           f"data extent at {start} is {length} bytes, chunk {ref} holds")
+        for sec, eid, foff, length, ref, coff in self.file_refs:
+            self.check_ref(ref, (sec.sid, eid, foff, foff + length), lambda raw: coff + length <= raw,
+                           f"extent of entry {eid} at file offset {foff}: chunk_offset {coff} + length {length} > raw_length of chunk {ref},")
+
+    def check_ref(self, ref, target, fits, what):
+        raw_length = self.valid_chunk(ref)
+        if raw_length is not None:
+            if not fits(raw_length):
+                self.problem("extent-map", ref, "chunk_ref", f"{what} {raw_length}", [target])
+            return
+        prob = self.damage_at(ref)
+        if prob is not None:
+            prob["affects"].append(target)
+        else:
+            self.problem("dangling-reference", ref, "chunk_ref", f"{ref}: not the offset of a CHUNK record", [target])
+
+    def summary_checks(self):
+        """The checks of a record against the records before it as a whole, in archive
+        order, each only when no problem is reported at a lower offset (11)."""
+        lowest = min((p["offset"] for p in self.problems), default=None)
+        for pos, check in sorted(self.summaries, key=lambda x: x[0]):
+            if lowest is not None and lowest < pos:
+                continue
+            before = len(self.problems)
+            self.summary_check(pos, check)
+            if len(self.problems) > before:
+                lowest = pos if lowest is None else min(lowest, pos)
+
+    def summary_check(self, pos, check):
+        """One summary check, by its kind."""
+        kind, args = check[0], check[1:]
+        if kind == "left-open":
+            self.problem("record-malformed", pos, "section end", "a section was left open: this record came before its end record")
+            return
+        {"image-end": self.summary_image_end, "files-end": self.summary_files_end,
+         "image-index": self.summary_image_index, "files-dir": self.summary_files_dir,
+         "files-index": self.summary_files_index, "archive-index": self.summary_archive_index,
+         "trailer": self.summary_trailer}[kind](pos, *args)
+
     def affects(self, items):
-        """(section, entry or None, start, end) tuples as merged JSON objects."""
+        """(section, entry or None, start, end) tuples as merged JSON objects; empty
+        ranges name nothing."""
         out = []
-        for sid, eid, start, end in sorted(set(items), key=lambda t: (t[0], -1 if t[1] is None else t[1], t[2], t[3])):
+        for sid, eid, start, end in sorted({t for t in items if t[3] > t[2]},
+                                           key=lambda t: (t[0], -1 if t[1] is None else t[1], t[2], t[3])):
             if out and out[-1][0] == (sid, eid) and start <= out[-1][2]:
                 out[-1][2] = max(out[-1][2], end)
             else:
                 out.append([(sid, eid), start, end])
         res = []
         for (sid, eid), start, end in out:
-            sec = self.sections[sid] if sid < len(self.sections) else None
+            sec = self.sections[sid]
             if eid is None:
-                res.append({"section": section_label(sec, sid), "start": start, "end": end})
+                res.append({"section": sec.name, "start": start, "end": end})
             else:
-                ent = sec.entries.get(eid) if isinstance(sec, FilesSection) else None
-                res.append({"section": section_label(sec, sid), "path": lossy(ent.path) if ent else f"<entry {eid}>",
+                ent = sec.entries.get(eid)
+                res.append({"section": sec.name, "path": lossy(ent.path if ent else b"#%d" % eid),
                             "start": start, "end": end})
         return res
 
     def report(self):
-        # verified_bytes: the records whose CRCs passed, less those with a problem of
-        # their own; a fault found by comparing records does not remove a record.
-        verified = self.header_bytes + sum(n for o, n in self.good if o not in self.own)
+        # verified_bytes: the records at whose offset no problem is reported (conformance.md).
+        at_fault = {p["offset"] for p in self.problems}
+        verified = (0 if 0 in at_fault else self.header_bytes) + sum(n for o, n in self.good if o not in at_fault)
         sections = []
         for s in self.sections:
             listing = s.listing()
@@ -1765,7 +1716,7 @@ class Walker:
                     "changed_while_read": sum(x is s for x, _ in self.changed_entries),
                     "lost_in_salvage": sum(x is s for x, _ in self.lost_entries)}
             sections.append(listing)
-        listed = lambda entries: [{"section": section_label(sec, sec.sid), "path": lossy(path), "path_hex": path.hex()}
+        listed = lambda entries: [{"section": sec.name, "path": lossy(path), "path_hex": path.hex()}
                                   for sec, path in entries]
         return {"archive": self.path, "status": self.status, "problems": self.problems,
                 "sections": sections,
@@ -1776,11 +1727,40 @@ class Walker:
                 "changed_entries": listed(self.changed_entries)}
 
 
-def section_label(sec, sid):
-    """How verify --json names a section: by its name (conformance.md). A section
-    exists only from a begin record that passed (FORMAT.md 11, "Begin records"), so
-    the number is only a fallback for an id that names no section."""
-    return sec.name if sec is not None and sec.name is not None else sid
+def merge_problems(problems):
+    """One problem per class and offset, affecting the union of what they affect, in
+    increasing offset (11, "What a verifier reports")."""
+    out, at = [], {}
+    for p in problems:
+        key = (p["class"], p["offset"])
+        if key in at:
+            first = at[key]
+            if p["detail"] != first["detail"]:
+                first["detail"] += f"; {p['what']}: {p['detail']}"
+            first["affects"] = merge_affects(first["affects"] + p["affects"])
+        else:
+            at[key] = p
+            out.append(p)
+    out.sort(key=lambda p: p["offset"])
+    return out
+
+
+def merge_affects(items):
+    """JSON affects objects merged: per section and path, touching ranges joined."""
+    by = {}
+    for a in items:
+        by.setdefault((a["section"], a.get("path")), []).append((a["start"], a["end"]))
+    res = []
+    for (section, path), ranges in sorted(by.items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or "")):
+        merged = []
+        for s, e in sorted(ranges):
+            if merged and s <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], e)
+            else:
+                merged.append([s, e])
+        for s, e in merged:
+            res.append({"section": section, **({"path": path} if path is not None else {}), "start": s, "end": e})
+    return res
 
 
 # ----------------------------------------------------------------------------
@@ -1877,7 +1857,8 @@ class Archive:
         if begin["logical_size"] not in (ALL_ONES, size):
             raise StrataError("record-malformed", e["end"], "IMAGE_END.logical_size", f"{size}, IMAGE_BEGIN gave {begin['logical_size']}")
         check = MapChecker(begin["chunk_size"], size)
-        errs = [x for s, l, r in extents for x in check.feed(s, l, r)] + check.finish(size)
+        errs = [("record-malformed", f"chunk_ref {r}, a reserved kind (2..127)") for _, _, r in extents if 2 <= r < 128]
+        errs += [x for s, l, r in extents for x in check.feed(s, l, r)] + check.finish(size)
         if errs:
             raise StrataError(errs[0][0], e["table"], "IMAGE_INDEX.extents", errs[0][1])
         for k, v in (("extent_count", check.count), ("data_bytes", check.data), ("lost_bytes", check.lost)):
@@ -1908,8 +1889,8 @@ class Archive:
         index, out = sec["index"], []
         for rec in index["records"]:
             parsed, errs = parse_entries(self.record(rec, FILES_ENTRIES, "FILES_INDEX.records"))
-            fatal = [x for x in errs if x[1] in ("FILES_ENTRIES.entry_length", "FILES_ENTRIES.count", "FILES_ENTRIES.body_length")]
-            self.raise_first(rec, fatal)
+            if parsed is None:
+                self.raise_first(rec, errs)
             if parsed[0] != sec["sid"]:
                 raise StrataError("index-mismatch", rec, "FILES_ENTRIES.section_id", f"{parsed[0]}, the section is {sec['sid']}")
             # An entry_id out of sequence breaks a rule of 8.3: list reports it and
@@ -2172,7 +2153,7 @@ class Extractor:
     # -- one kind each ---------------------------------------------------------------
     def make_file(self, pfd, e, path, _):
         eid, name, size = e["entry_id"], e["name"], e["size"]
-        extents = [(x[1], x[2], x[3], x[4]) for x in e["extents"]]
+        extents = [(x[1], x[2], x[3], x[4], x[5]) for x in e["extents"]]
         errs = file_extent_errors(extents, size)
         if errs:
             self.warn(path, f"not extracted: {errs[0]} [extent-map]")
@@ -2199,7 +2180,7 @@ class Extractor:
                 self.warn(path, f"content not checked: {size} bytes, this reader hashes at most {HASH_LIMIT} "
                           f"bytes of a file and {HASH_BUDGET} in all [limit-exceeded]")
             h, pos = blake3.blake3(), 0
-            for foff, length, ref, coff in extents:
+            for foff, length, ref, coff, _ in extents:
                 fields, raw = self.ar.chunk(ref, "FILES_EXTENTS.chunk_ref")
                 if coff + length > len(raw):
                     self.warn(path, f"not extracted: extent at {foff} runs past its chunk's {len(raw)} bytes [extent-map]")

@@ -13,7 +13,10 @@ use strata_format::files::{self, Captured, DirTable};
 use strata_format::{ErrorClass, RecordType};
 use strata_writer::{ArchiveWriter, EntrySource, NoProgress, SliceSource, SourceEntry, TreeOptions, WriterOptions};
 
-use crate::{of_type, refix_record, Expectation, ImageModel, Rec, Vector, CHUNK, CREATED_NS, UUID};
+use crate::{
+    normalise, of_type, problem, refix_record, Affects, Expectation, Expected, ImageModel, Rec, Vector, CHUNK,
+    CREATED_NS, UUID,
+};
 
 /// One node of a tree model.
 #[derive(Clone, Debug)]
@@ -258,12 +261,14 @@ fn entry_name_at(bytes: &[u8], name: &[u8]) -> (Rec, usize) {
 }
 
 /// Renames an entry in place (same length) in its entry record and its parent's
-/// directory table, fixing both CRCs.
-fn rename(bytes: &mut [u8], from: &[u8], to: &[u8]) {
+/// directory table, fixing both CRCs. Returns the offsets of both records and
+/// whether the table's names still increase strictly (FORMAT.md 8.5: else the
+/// table breaks a rule of its body).
+fn rename(bytes: &mut [u8], from: &[u8], to: &[u8]) -> (usize, usize, bool) {
     assert_eq!(from.len(), to.len(), "a rename in place keeps the length");
-    let (rec, at) = entry_name_at(bytes, from);
+    let (entries, at) = entry_name_at(bytes, from);
     bytes[at..at + to.len()].copy_from_slice(to);
-    refix_record(bytes, rec.offset);
+    refix_record(bytes, entries.offset);
     for rec in of_type(bytes, RecordType::FilesDir) {
         let table = DirTable::parse(&bytes[rec.body_start..rec.body_end]).expect("valid table");
         let mut at = rec.body_start + 24 + table.children.len() * 32;
@@ -271,12 +276,44 @@ fn rename(bytes: &mut [u8], from: &[u8], to: &[u8]) {
             if name == from {
                 bytes[at..at + to.len()].copy_from_slice(to);
                 refix_record(bytes, rec.offset);
-                return;
+                let names: Vec<&[u8]> =
+                    table.children.iter().map(|(_, n)| if n == from { to } else { n.as_slice() }).collect();
+                let sorted = names.windows(2).all(|w| w[0] < w[1]);
+                return (entries.offset, rec.offset, sorted);
             }
             at += name.len();
         }
     }
     panic!("no directory table lists {}", String::from_utf8_lossy(from));
+}
+
+/// The problems of a rename that breaks a rule of 8.3: the entry's, at its
+/// record; the table's, when its names no longer increase strictly.
+fn renamed(bytes: &mut [u8], from: &[u8], to: &[u8]) -> Vec<Expected> {
+    let (entries, table, sorted) = rename(bytes, from, to);
+    let mut out = vec![problem(ErrorClass::RecordMalformed, entries, Vec::new())];
+    if !sorted {
+        out.push(problem(ErrorClass::RecordMalformed, table, Vec::new()));
+    }
+    out
+}
+
+/// The record holding the entry named `name`.
+fn entries_record_of(bytes: &[u8], name: &[u8]) -> usize {
+    entry_name_at(bytes, name).0.offset
+}
+
+/// A file of the standard tree's section ("tree"): the range `start..end` of
+/// the file at `path`.
+fn file_range(path: &str, start: u64, end: u64) -> Affects {
+    Affects { section: "tree".to_string(), path: Some(path.to_string()), start, end }
+}
+
+/// The size of a file of the standard tree, from its model.
+fn model_size(path: &str) -> u64 {
+    let entries = expected_entries(&standard_tree());
+    let entry = entries.iter().find(|e| e["path"] == path).expect("the model has the file");
+    entry["size"].as_u64().expect("a size")
 }
 
 /// Changes one fixed field of the entry named `name` (offset inside the entry).
@@ -293,20 +330,23 @@ fn entry_id(bytes: &[u8], name: &[u8]) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
+/// The standard tree with one defect: `mutate` makes it and says every problem
+/// `verify` must report.
 fn tree_vector(
     name: &'static str,
     description: &'static str,
     class: ErrorClass,
     refused: &[&str],
-    mutate: impl FnOnce(&mut Vec<u8>),
+    mutate: impl FnOnce(&mut Vec<u8>) -> Vec<Expected>,
 ) -> Vector {
     let mut bytes = build_with_tree(&[], &standard_tree());
-    mutate(&mut bytes);
+    let problems = normalise(mutate(&mut bytes));
+    assert!(problems.iter().any(|p| p.class == class), "{name}: the defect's class is among its problems");
     Vector {
         name,
         description,
         bytes,
-        expect: Expectation::Invalid { class, refused: refused.iter().map(|s| s.to_string()).collect() },
+        expect: Expectation::Invalid { class, problems, refused: refused.iter().map(|s| s.to_string()).collect() },
     }
 }
 
@@ -518,24 +558,24 @@ pub fn vectors() -> Vec<Vector> {
         "a directory named \"..\" holding a file: extraction must not climb out",
         RecordMalformed,
         &["..", "../evil"],
-        |b| rename(b, b"zz", b".."),
+        |b| renamed(b, b"zz", b".."),
     ));
     v.push(tree_vector("tree-name-slash", "a file named \"a/c\"", RecordMalformed, &["a/c"], |b| {
-        rename(b, b"abc", b"a/c")
+        renamed(b, b"abc", b"a/c")
     }));
     v.push(tree_vector(
         "tree-duplicate-name",
         "two files named \"d1\" in one directory",
         RecordMalformed,
         &["d1"],
-        |b| rename(b, b"d2", b"d1"),
+        |b| renamed(b, b"d2", b"d1"),
     ));
     v.push(tree_vector(
         "tree-symlink-escape",
         "a symbolic link \"esc\" pointing outside, then a directory of the same name with a file in it",
         RecordMalformed,
         &["esc", "esc/pwned"],
-        |b| rename(b, b"esd", b"esc"),
+        |b| renamed(b, b"esd", b"esc"),
     ));
     v.push(tree_vector(
         "tree-hardlink-escape",
@@ -545,6 +585,7 @@ pub fn vectors() -> Vec<Vector> {
         |b| {
             let target = entry_id(b, b"dangling");
             patch_entry(b, b"readme.txt", 88, &target.to_le_bytes());
+            vec![problem(RecordMalformed, entries_record_of(b, b"readme.txt"), Vec::new())]
         },
     ));
     v.push(tree_vector(
@@ -556,6 +597,9 @@ pub fn vectors() -> Vec<Vector> {
         |b| {
             let parent = entry_id(b, b"abc");
             patch_entry(b, b"evil", 16, &parent.to_le_bytes());
+            // The tables disagree with the entries now, but their comparison is a
+            // summary check, and the entry's problem comes before them.
+            vec![problem(RecordMalformed, entries_record_of(b, b"evil"), Vec::new())]
         },
     ));
     v.push(tree_vector(
@@ -563,7 +607,11 @@ pub fn vectors() -> Vec<Vector> {
         "a file's whole-content BLAKE3 does not match its chunks (CRC fixed)",
         ChunkCorrupt,
         &[],
-        |b| patch_entry(b, b"big.bin", 96, &[0xEE; 4]),
+        |b| {
+            patch_entry(b, b"big.bin", 96, &[0xEE; 4]);
+            let size = model_size("docs/big.bin");
+            vec![problem(ChunkCorrupt, entries_record_of(b, b"big.bin"), vec![file_range("docs/big.bin", 0, size)])]
+        },
     ));
     v.push(tree_vector(
         "tree-extents-differ",
@@ -578,6 +626,9 @@ pub fn vectors() -> Vec<Vector> {
             let last_extent = entry + length - files::FileExtent::SIZE;
             b[last_extent + 32] = 1;
             refix_record(b, rec.offset);
+            // The content is then not checked: the mismatch costs the whole file.
+            let size = model_size("docs/big.bin");
+            vec![problem(IndexMismatch, rec.offset, vec![file_range("docs/big.bin", 0, size)])]
         },
     ));
     v.push(tree_vector(
@@ -588,6 +639,20 @@ pub fn vectors() -> Vec<Vector> {
         |b| {
             let at = crate::inside_chunk_run(b, RecordType::FilesExtents, 2);
             crate::insert_record(b, at, &crate::ancillary_record());
+            // The extents of the first FILES_EXTENTS record, named by the paths
+            // of the model's entries (in entry_id order).
+            let owner = of_type(b, RecordType::FilesExtents)[0];
+            let paths: Vec<String> = expected_entries(&standard_tree())
+                .iter()
+                .map(|e| e["path"].as_str().expect("a path").to_string())
+                .collect();
+            let (_, extents) =
+                files::parse_file_extents(&b[owner.body_start..owner.body_end]).expect("a valid FILES_EXTENTS");
+            let refs: Vec<(u64, Affects)> = extents
+                .iter()
+                .map(|e| (e.chunk_ref, file_range(&paths[e.entry_id as usize], e.file_offset, e.end())))
+                .collect();
+            crate::cut_run(b, owner.offset, at, &refs)
         },
     ));
     // The "else 0" and "0 unless captured" rules of 8.3, one vector each kind:
@@ -611,7 +676,10 @@ pub fn vectors() -> Vec<Vector> {
         ),
     ];
     for (name, description, entry, field, value) in field_rules {
-        v.push(tree_vector(name, description, RecordMalformed, &[], |b| patch_entry(b, entry, field, &value)));
+        v.push(tree_vector(name, description, RecordMalformed, &[], |b| {
+            patch_entry(b, entry, field, &value);
+            vec![problem(RecordMalformed, entries_record_of(b, entry), Vec::new())]
+        }));
     }
     v
 }

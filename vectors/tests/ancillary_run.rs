@@ -31,7 +31,14 @@ fn chunks_after(bytes: &[u8], at: usize) -> Vec<u64> {
 
 fn problems(bytes: &[u8], class: ErrorClass) -> Vec<verify::Problem> {
     let report = verify::verify(bytes, Limits::default(), &|_| {}).expect("reading memory cannot fail");
-    assert_eq!(report.verified_bytes, report.archive_size, "the order breaks remove no record from verified_bytes");
+    // verified_bytes leaves out the records at whose offsets problems are
+    // reported (conformance.md): here the CHUNK records after the ancillary one.
+    let at_fault: u64 = records(bytes)
+        .iter()
+        .filter(|r| report.problems.iter().any(|p| p.offset == r.offset as u64))
+        .map(|r| (r.body_end - r.offset) as u64)
+        .sum();
+    assert_eq!(report.verified_bytes, report.archive_size - at_fault);
     report.problems.into_iter().filter(|p| p.class == class).collect()
 }
 
