@@ -55,6 +55,7 @@ HASH_LIMIT bytes of one file and HASH_BUDGET bytes in all; beyond, verify report
 limit-exceeded and extract warns (section 13 lets a reader refuse less).
 """
 import argparse
+import errno
 import grp
 import json
 import mmap
@@ -1979,6 +1980,8 @@ def tree_listing(entries, captured):
 # 8. File-tree extraction (8.7)
 
 O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+ACL_ACCESS, ACL_DEFAULT = b"system.posix_acl_access", b"system.posix_acl_default"
+NO_XATTR_ERRNOS = {errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP}   # "no such attribute", "not supported"
 
 
 class Extractor:
@@ -1989,8 +1992,10 @@ class Extractor:
     directory this extraction created), so nothing outside DEST is created,
     written or changed. Per entry: content to a temporary name, renamed into
     place; then owner (root only), extended attributes (capabilities last), mode
-    (not for symbolic links), times. Directories get their mode and times last,
-    deepest first."""
+    (not for symbolic links), times. Directories get their default ACL, mode and
+    times last, deepest first. With captured bit 1, ACLs are exact: an access ACL
+    (or a directory's default ACL) an entry does not record is removed. The root
+    entry's metadata applies to DEST only if this extraction created it (8.7)."""
 
     def __init__(self, archive, sec, entries, dest):
         self.ar, self.sec, self.entries, self.dest = archive, sec, entries, dest
@@ -2008,6 +2013,7 @@ class Extractor:
         self.deferred = []              # (depth, entry_id, entry): directory mode and times
         self.extracted = 0
         self.root_fd = None
+        self.dest_created = False       # 8.7 "The destination": set in run()
         self.hash_budget = HASH_BUDGET
 
     def refuse(self, path, reason):
@@ -2037,6 +2043,7 @@ class Extractor:
         return os.dup(fd)
 
     def run(self):
+        self.dest_created = not os.path.lexists(self.dest)
         os.makedirs(self.dest, exist_ok=True)
         self.root_fd = os.open(self.dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -2045,6 +2052,7 @@ class Extractor:
             for depth, eid, e in sorted(self.deferred, key=lambda t: (-t[0], -t[1])):
                 fd = self.dirfd(eid)
                 try:
+                    self.set_default_acl(fd, e, self.paths[eid])
                     self.set_mode_times(fd, e, self.paths[eid])
                 except (OSError, OverflowError, ValueError) as ex:
                     self.warn(self.paths[eid], f"mode or times: {getattr(ex, 'strerror', None) or ex}")
@@ -2084,12 +2092,13 @@ class Extractor:
                 self.refuse(path, f"the root {why}: nothing can be extracted under it")
                 return
             self.dirs[0] = (None, b"", 0)
-            fd = self.dirfd(0)
-            try:
-                self.set_owner_xattrs(fd, None, None, e, path)
-            finally:
-                os.close(fd)
-            self.deferred.append((0, 0, e))
+            if self.dest_created:       # 8.7: an existing destination keeps its own metadata
+                fd = self.dirfd(0)
+                try:
+                    self.set_owner_xattrs(fd, None, None, e, path)
+                finally:
+                    os.close(fd)
+                self.deferred.append((0, 0, e))
             self.extracted += 1
             return
         why = bad_name(name)
@@ -2273,6 +2282,7 @@ class Extractor:
     def set_owner_xattrs(self, fd, pfd, name, e, path):
         """Owner (as root only), then extended attributes, capabilities last. Through
         the handle fd, or (pfd, name) without following a symbolic link."""
+        is_dir = e["kind"] == K_DIR
         if self.as_root:
             uid, gid = self.owner(e)
             try:
@@ -2282,19 +2292,48 @@ class Extractor:
                     os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
             except OSError as ex:
                 self.warn(path, f"owner {uid}:{gid}: {ex.strerror}")
-        xattrs = sorted(e["xattrs"], key=lambda x: x[0] == b"security.capability")
+        if self.captured & CAP_XATTRS and e["kind"] != K_SYMLINK:
+            # 8.7 "ACLs are exact": drop an access ACL the entry does not record (one
+            # inherited from a folder of the destination) and, on a directory, any default
+            # ACL now: the recorded one is set with its mode and times, after its contents.
+            recorded = {xn for xn, _ in e["xattrs"]}
+            drop = ([] if ACL_ACCESS in recorded else [ACL_ACCESS]) + ([ACL_DEFAULT] if is_dir else [])
+            for xn in drop:
+                try:
+                    self.xattr_call(os.removexattr, fd, pfd, name, xn)
+                except OSError as ex:
+                    if ex.errno not in NO_XATTR_ERRNOS:
+                        self.warn(path, f"removing the unrecorded {lossy(xn)!r}: {ex.strerror}")
+        xattrs = sorted((x for x in e["xattrs"] if not (is_dir and x[0] == ACL_DEFAULT)),
+                        key=lambda x: x[0] == b"security.capability")
         for xn, xv in xattrs:
             try:
-                if fd is not None:
-                    os.setxattr(fd, xn, xv)
-                else:                   # an O_PATH handle on the entry itself, never its target
-                    h = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
-                    try:
-                        os.setxattr(f"/proc/self/fd/{h}", xn, xv)
-                    finally:
-                        os.close(h)
+                self.xattr_call(os.setxattr, fd, pfd, name, xn, xv)
             except OSError as ex:
                 self.warn(path, f"extended attribute {lossy(xn)!r}: {ex.strerror}")
+
+    @staticmethod
+    def xattr_call(fn, fd, pfd, name, *args):
+        """fn (os.setxattr or os.removexattr) on the entry: through the handle fd, or an
+        O_PATH handle on (pfd, name) opened without following a symbolic link (the
+        /proc/self/fd name then leads to the entry itself, never to a link's target)."""
+        if fd is not None:
+            return fn(fd, *args)
+        h = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            return fn(f"/proc/self/fd/{h}", *args)
+        finally:
+            os.close(h)
+
+    def set_default_acl(self, fd, e, path):
+        """A directory's recorded default ACL, set with its mode and times, once everything
+        inside it is written, so that nothing extracted into it inherits from it (8.7)."""
+        for xn, xv in e["xattrs"]:
+            if xn == ACL_DEFAULT:
+                try:
+                    os.setxattr(fd, xn, xv)
+                except OSError as ex:
+                    self.warn(path, f"extended attribute {lossy(xn)!r}: {ex.strerror}")
 
     def times(self, e, st):
         atime = e["atime_ns"] if self.captured & CAP_ATIME else st.st_atime_ns
