@@ -322,19 +322,17 @@ pub fn parse_time(value: &str) -> Result<i64, String> {
         }
         seconds_of_day = hour * 3600 + minute * 60 + second;
     }
-    Ok(days_from_civil(year, month, day) * 86_400 + seconds_of_day - offset)
+    let days = days_from_civil(year, month, day).ok_or_else(bad)?;
+    Ok(days * 86_400 + seconds_of_day - offset)
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Days since 1970-01-01 of a valid proleptic Gregorian date (jiff, the
+/// calendar `list -l` already uses), or `None` for one that does not exist.
+fn days_from_civil(year: i64, month: i64, day: i64) -> Option<i64> {
+    let date =
+        jiff::civil::Date::new(i16::try_from(year).ok()?, i8::try_from(month).ok()?, i8::try_from(day).ok()?).ok()?;
+    let epoch = jiff::civil::date(1970, 1, 1);
+    Some(i64::from(date.since(epoch).ok()?.get_days()))
 }
 
 #[cfg(test)]

@@ -74,20 +74,11 @@ pub fn byte_range(range: &std::ops::Range<u64>) -> String {
 
 /// UTC date and time from nanoseconds since the epoch, `2026-11-25 12:00:03 UTC`.
 pub fn utc(ns: i64) -> String {
-    let secs = ns.div_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rem / 3600, rem % 3600 / 60, rem % 60)
+    // Every i64 of nanoseconds is a time jiff holds (1677..2262).
+    match jiff::Timestamp::from_nanosecond(i128::from(ns)) {
+        Ok(t) => t.to_zoned_datetime(jiff::tz::TimeZone::UTC).strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Err(_) => format!("{ns} ns after 1970"),
+    }
 }
 
 /// Local date and time from nanoseconds since the epoch, as `ls -l` and `tar -tv`
@@ -98,7 +89,7 @@ pub fn local(ns: i64) -> String {
         jiff::Timestamp::from_nanosecond(i128::from(ns)).map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()));
     match zoned {
         Ok(zoned) => zoned.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-        Err(_) => utc(ns).trim_end_matches(" UTC").to_string(),
+        Err(_) => utc(ns),
     }
 }
 
