@@ -30,7 +30,8 @@ Layout of this file
     5. MapChecker: the extent-map rules of an image (7.2);
     6. Walker: the front-to-back verifier (10.2) with resynchronisation (11),
        the record order (2), the end, index, directory and trailer cross-checks,
-       the map digest (7.3) and each file's whole-content BLAKE3 (8.3);
+       the map digest (7.3) and each file's digest over its data ranges and
+       holes (8.3);
     7. Archive: the random-access reader from the end (10.1), for info, list,
        restore and extract;
     8. Extractor: file-tree extraction with the restore order and safety rules
@@ -45,14 +46,18 @@ FILES_INDEX) and unknown ancillary bodies are further limited to TABLE_LIMIT
 a read-only mmap, so checking a CRC copies nothing. Every count read from a body
 is checked against the body's length before anything is allocated for it. A
 chunk is decoded into exactly raw_length (at most 16 MiB) bytes, never a size
-taken from the frame, and at most two decoded chunks are kept. Holes are hashed
-from one shared 1 MiB buffer of zeros.
+taken from the frame, and at most two decoded chunks are kept.
 
-Time bounds. Checking a file's whole-content BLAKE3 (8.3) costs its declared
-size, holes included, whatever the archive's size: a few hundred bytes of
-archive can declare a sparse file of 2^63 bytes. So one command hashes at most
-HASH_LIMIT bytes of one file and HASH_BUDGET bytes in all; beyond, verify reports
-limit-exceeded and extract warns (section 13 lets a reader refuse less).
+Time bounds. A file's digest (8.3) hashes its data ranges and, for each hole,
+only its offset and length: checking a file costs what its stored bytes cost,
+however large its holes (a few hundred bytes of archive can declare a sparse
+file of 2^63 bytes). Holes are never read, hashed or written: extraction leaves
+them unallocated with ftruncate.
+
+Times (8.3, 8.7). Each time is a (seconds i64, nanoseconds u32) pair; the
+reader sets it as the exact integer seconds * 10^9 + nanoseconds (Python ints
+do not overflow), reads it back from the entry it set it on, and warns, naming
+the path, the recorded and the kept time, when the destination kept another.
 """
 import argparse
 import errno
@@ -98,8 +103,6 @@ ALL_ONES = 0xFFFFFFFFFFFFFFFF           # unknown image size; the root's parent_
 MAX_SECTIONS = 65536
 MAX_EXTENTS = 65536                     # per IMAGE_EXTENTS / FILES_EXTENTS record
 TABLE_LIMIT = 256 * MIB                 # implementation limit (section 13)
-HASH_LIMIT = 1 << 34                    # implementation limit: bytes of one file hashed (16 GiB)
-HASH_BUDGET = 1 << 36                   # implementation limit: bytes of file content hashed per command
 MAX_BODY = {CHUNK: 40 + MAX_RAW, IMAGE_BEGIN: 24 + 255, IMAGE_EXTENTS: 16 + MAX_EXTENTS * 24,
             IMAGE_END: 96, IMAGE_INDEX: TABLE_LIMIT, FILES_BEGIN: 24 + 255,
             FILES_EXTENTS: 16 + MAX_EXTENTS * 40, FILES_ENTRIES: 64 * MIB, FILES_END: 64,
@@ -112,12 +115,13 @@ K_FILE, K_DIR, K_SYMLINK, K_HARDLINK, K_CHR, K_BLK, K_FIFO, K_SOCK = range(1, 9)
 CAP_NAMES, CAP_XATTRS, CAP_ATIME, CAP_CTIME, CAP_BTIME, CAP_HOLES = (1 << i for i in range(6))
 F_BTIME, F_CHANGED, F_UNREAD, F_LOST = (1 << i for i in range(4))   # entry flags (8.3)
 ZERO32, ONES32 = bytes(32), b"\xff" * 32
-EMPTY_BLAKE3 = blake3.blake3(b"").digest()  # the blake3 of a file with no content (flag bit 2 or 3)
+EMPTY_DIGEST = blake3.blake3(b"").digest()[:16]  # the file digest of no items (size 0, flag bit 2 or 3)
+NSEC = 1_000_000_000                    # nanoseconds in a second; a *_nsec is below it (8.3)
 ZEROS = bytes(MIB)
 REC_HDR = struct.Struct("<4sHH8sQII")
 IMG_EXTENT = struct.Struct("<QQQ")
 FILE_EXTENT = struct.Struct("<QQQQII")
-ENTRY_FIXED = struct.Struct("<IBBHQQIIIIIIqqqqQQ32sHBBIII")
+ENTRY_FIXED = struct.Struct("<IBBHQQIIIIIIqqqqQQ16sIIIIHBBIII")   # 8.3, bytes 0..144
 DIR_CHILD = struct.Struct("<QQIHBBQ")
 
 Ent = namedtuple("Ent", "kind parent name rec off path")
@@ -156,11 +160,61 @@ def lossy(b):
     return bytes(b).decode("utf-8", "replace")
 
 
-def hash_zeros(h, n):
-    while n > 0:
-        k = min(n, len(ZEROS))
-        h.update(memoryview(ZEROS)[:k])
-        n -= k
+class FileDigest:
+    """The file digest of 8.3, fed a file's extents' bytes in file order.
+
+    Items: each data range (a maximal run of extents, each starting where the one
+    before it ends) as le64(offset) le64(length) BLAKE3(its bytes), and each hole (a
+    maximal range of 0..size that no data range covers) as le64(offset) le64(length)
+    and 32 zero bytes. The digest is the first 16 bytes of the BLAKE3 of the items.
+    A hole costs 48 bytes of hashing whatever its length."""
+
+    def __init__(self, size):
+        self.size = size
+        self.items = blake3.blake3()
+        self.covered = 0                # end of the last item
+        self.run = None                 # [first byte, end, hasher] of the data range being read
+
+    def _close(self):
+        if self.run is not None:
+            start, end, h = self.run
+            self.items.update(struct.pack("<QQ", start, end - start) + h.digest())
+            self.covered, self.run = end, None
+
+    def data(self, foff, data):
+        """The bytes of one extent at file offset foff (extents in increasing order)."""
+        if self.run is None or foff != self.run[1]:
+            self._close()
+            if foff > self.covered:
+                self.items.update(struct.pack("<QQ", self.covered, foff - self.covered) + ZERO32)
+            self.run = [foff, foff, blake3.blake3()]
+        self.run[2].update(data)
+        self.run[1] = foff + len(data)
+
+    def digest(self):
+        self._close()
+        if self.size > self.covered:
+            self.items.update(struct.pack("<QQ", self.covered, self.size - self.covered) + ZERO32)
+            self.covered = self.size
+        return self.items.digest()[:16]
+
+
+def civil(s, nsec):
+    """A time of 8.3 as an ISO 8601 UTC date of any year (proleptic Gregorian), with the
+    exact pair: '2262-04-11T23:47:16.854775808Z (9223372036 s, 854775808 ns)'."""
+    days, sod = divmod(s, 86400)
+    z = days + 719468                   # days since 0000-03-01
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (m <= 2)
+    year = f"{y:04d}" if 0 <= y <= 9999 else f"{y:+05d}"
+    return (f"{year}-{m:02d}-{d:02d}T{sod // 3600:02d}:{sod // 60 % 60:02d}:{sod % 60:02d}.{nsec:09d}Z"
+            f" ({s} s, {nsec} ns)")
 
 
 def bad_name(name):
@@ -357,8 +411,9 @@ def parse_entry(body, p, end):
     add up; the rules on field values are entry_rule_errors'."""
     if end - p < 144:
         return None, f"entry at body offset {p}: {end - p} bytes left, an entry takes at least 144"
-    (el, kind, flags, res1, eid, parent, mode, uid, gid, rmaj, rmin, res2, mtime, atime, ctime,
-     btime, size, link_id, digest, nl, ul, gl, tl, xc, ec) = ENTRY_FIXED.unpack_from(body, p)
+    (el, kind, flags, res1, eid, parent, mode, uid, gid, rmaj, rmin, mtime_nsec, mtime_s, atime_s,
+     ctime_s, btime_s, size, link_id, digest, atime_nsec, ctime_nsec, btime_nsec, res2,
+     nl, ul, gl, tl, xc, ec) = ENTRY_FIXED.unpack_from(body, p)
     if el < 144 or el > end - p:
         return None, f"entry at body offset {p}: entry_length {el}, {end - p} bytes left"
     stop = p + el
@@ -388,9 +443,10 @@ def parse_entry(body, p, end):
     extents = [(x[0], x[1], x[2], x[3], x[4], x[5]) for x in FILE_EXTENT.iter_unpack(body[q:stop])]
     return {"entry_length": el, "kind": kind, "flags": flags, "res1": res1, "res2": res2,
             "entry_id": eid, "parent_id": parent, "mode": mode, "uid": uid, "gid": gid,
-            "rdev_major": rmaj, "rdev_minor": rmin, "mtime_ns": mtime, "atime_ns": atime,
-            "ctime_ns": ctime, "btime_ns": btime, "size": size, "link_id": link_id,
-            "blake3": digest, "name": name, "user": user, "group": group, "target": target,
+            "rdev_major": rmaj, "rdev_minor": rmin, "mtime_s": mtime_s, "mtime_nsec": mtime_nsec,
+            "atime_s": atime_s, "atime_nsec": atime_nsec, "ctime_s": ctime_s, "ctime_nsec": ctime_nsec,
+            "btime_s": btime_s, "btime_nsec": btime_nsec, "size": size, "link_id": link_id,
+            "digest": digest, "name": name, "user": user, "group": group, "target": target,
             "xattrs": xattrs, "extents": extents}, None
 
 
@@ -443,14 +499,17 @@ def entry_rule_errors(e, captured):
         bad("mode", f"0o{e['mode']:o}, above 0o7777")
     if k not in (K_CHR, K_BLK) and (e["rdev_major"] or e["rdev_minor"]):
         bad("rdev", "not zero for an entry that is not a device")
-    if not captured & CAP_ATIME and e["atime_ns"]:
-        bad("atime_ns", "not zero, but atime was not captured")
-    if not captured & CAP_CTIME and e["ctime_ns"]:
-        bad("ctime_ns", "not zero, but ctime was not captured")
+    for t in ("mtime", "atime", "ctime", "btime"):     # 8.3 "Times": 0 to 999,999,999
+        if e[f"{t}_nsec"] >= NSEC:
+            bad(f"{t}_nsec", f"{e[f'{t}_nsec']}, above 999999999")
+    if not captured & CAP_ATIME and (e["atime_s"] or e["atime_nsec"]):
+        bad("atime", "not zero, but atime was not captured")
+    if not captured & CAP_CTIME and (e["ctime_s"] or e["ctime_nsec"]):
+        bad("ctime", "not zero, but ctime was not captured")
     if flags & 1 and not captured & CAP_BTIME:
         bad("flags", "birth time present, but birth times were not captured")
-    if not flags & 1 and e["btime_ns"]:
-        bad("btime_ns", "not zero without flag bit 0")
+    if not flags & 1 and (e["btime_s"] or e["btime_nsec"]):
+        bad("btime", "not zero without flag bit 0")
     if k == K_SYMLINK:
         if e["size"] != len(e["target"]):
             bad("size", f"{e['size']}, the target is {len(e['target'])} bytes")
@@ -458,8 +517,8 @@ def entry_rule_errors(e, captured):
         bad("size", f"{e['size']}, expected 0 for a {KIND_NAMES.get(k, 'entry')}")
     if k != K_HARDLINK and e["link_id"]:
         bad("link_id", f"{e['link_id']}, expected 0 for an entry that is not a hard link")
-    if k != K_FILE and e["blake3"] != ZERO32:
-        bad("blake3", "not zero for an entry that is not a regular file")
+    if k != K_FILE and e["digest"] != ZERO32[:16]:
+        bad("digest", "not zero for an entry that is not a regular file")
     if eid != 0 or e["parent_id"] != ALL_ONES:
         why = bad_name(e["name"])
         if why:
@@ -494,8 +553,9 @@ def entry_rule_errors(e, captured):
             bad("size", f"{e['size']}, expected 0: the content {why}")
         if e["extents"]:
             bad("extent_count", f"{len(e['extents'])}, expected 0: the content {why}")
-        if e["blake3"] != EMPTY_BLAKE3:
-            bad("blake3", f"{e['blake3'].hex()}, expected the BLAKE3 of no bytes: the content {why}")
+        if e["digest"] != EMPTY_DIGEST:
+            bad("digest", f"{e['digest'].hex()}, expected {EMPTY_DIGEST.hex()}, the digest of no items: "
+                          f"the content {why}")
     for i, x in enumerate(e["extents"]):
         for d in file_extent_own_errors(x[1], x[2], x[4]):
             errs.append(("extent-map", f"{w}.extents[{i}]", d))
@@ -920,7 +980,6 @@ class Walker:
         self.summaries = []             # (offset, check): made after the walk (11)
         self.tag, self.header_bytes, self.status = None, 0, None
         self.cache = OrderedDict()      # at most two decoded chunks, for file contents
-        self.hash_budget = HASH_BUDGET
         self.lost_entries = []          # (section, path bytes) of entries with flag bit 3, in archive order
         self.unreadable_entries = []    # (section, path bytes) of regular files with flag bit 2
         self.changed_entries = []       # (section, path bytes) of regular files with flag bit 1
@@ -1391,7 +1450,7 @@ class Walker:
         sec.entries[eid] = Ent(k, e["parent_id"], e["name"], pos, eoff, path)
 
     def check_content(self, pos, sec, e, show, extents):
-        """8.3: the BLAKE3 of the whole content, holes as zeros, from the chunks."""
+        """8.3: the file digest of the content, from the chunks; holes cost 48 bytes each."""
         eid, size = e["entry_id"], e["size"]
         if e["flags"] & (F_UNREAD | F_LOST) or file_extent_errors(extents, size):
             return                      # no content (entry_rule_errors checks it), or a problem reported already
@@ -1399,24 +1458,16 @@ class Walker:
             raw_length = self.valid_chunk(ref)
             if raw_length is None or coff + length > raw_length:
                 return                  # the chunk's own problem (or a reference problem) says so
-        if size > min(HASH_LIMIT, self.hash_budget):
-            self.problem("limit-exceeded", pos, f"FILES_ENTRIES entry {eid}.size",
-                         f"{show!r}: content not checked: {size} bytes, this reader hashes at most "
-                         f"{HASH_LIMIT} bytes of a file and {HASH_BUDGET} in all ({self.hash_budget} left)")
-            return
-        self.hash_budget -= size
-        h, p = blake3.blake3(), 0
+        fd = FileDigest(size)
         for foff, length, ref, coff, _ in extents:
             raw = self.decoded(ref)
             if raw is None:
                 return
-            hash_zeros(h, foff - p)
-            h.update(memoryview(raw)[coff:coff + length])
-            p = foff + length
-        hash_zeros(h, size - p)
-        if h.digest() != e["blake3"]:
-            self.problem("chunk-corrupt", pos, f"FILES_ENTRIES entry {eid}.blake3",
-                         f"{show!r}: stored {e['blake3'].hex()}, the content hashes to {h.hexdigest()}",
+            fd.data(foff, memoryview(raw)[coff:coff + length])
+        digest = fd.digest()
+        if digest != e["digest"]:
+            self.problem("chunk-corrupt", pos, f"FILES_ENTRIES entry {eid}.digest",
+                         f"{show!r}: stored {e['digest'].hex()}, the content gives {digest.hex()}",
                          [(sec.sid, eid, 0, size)])
 
     def on_files_end(self, pos, body):
@@ -1943,17 +1994,18 @@ def tree_listing(entries, captured):
         if eid == i:
             ents[eid] = Ent(k, e["parent_id"], e["name"], rec, off, path)
         o = {"path": lossy(path), "path_hex": path.hex(), "kind": KIND_NAMES.get(k, f"kind-{k}"),
-             "mode": e["mode"], "size": e["size"], "mtime_ns": e["mtime_ns"], "entry_id": eid,
+             "mode": e["mode"], "size": e["size"], "mtime_s": e["mtime_s"], "mtime_nsec": e["mtime_nsec"],
+             "entry_id": eid,
              "uid": e["uid"], "gid": e["gid"], "user": lossy(e["user"]), "group": lossy(e["group"]),
              "xattrs": [lossy(n) for n, _ in e["xattrs"]]}
-        if captured & CAP_ATIME:
-            o["atime_ns"] = e["atime_ns"]
+        if captured & CAP_ATIME:        # beyond the protocol's fields (more are allowed)
+            o["atime_s"], o["atime_nsec"] = e["atime_s"], e["atime_nsec"]
         if captured & CAP_CTIME:
-            o["ctime_ns"] = e["ctime_ns"]
+            o["ctime_s"], o["ctime_nsec"] = e["ctime_s"], e["ctime_nsec"]
         if e["flags"] & 1:
-            o["btime_ns"] = e["btime_ns"]
+            o["btime_s"], o["btime_nsec"] = e["btime_s"], e["btime_nsec"]
         if k == K_FILE:
-            o["blake3"] = e["blake3"].hex()
+            o["digest"] = e["digest"].hex()
         elif k == K_SYMLINK:
             o["target"] = lossy(e["target"])
             o["target_hex"] = e["target"].hex()
@@ -2014,7 +2066,6 @@ class Extractor:
         self.extracted = 0
         self.root_fd = None
         self.dest_created = False       # 8.7 "The destination": set in run()
-        self.hash_budget = HASH_BUDGET
 
     def refuse(self, path, reason):
         self.refused.append({"path": lossy(path), "path_hex": path.hex(), "reason": reason})
@@ -2182,13 +2233,7 @@ class Extractor:
         if tmp is None:
             raise OSError("cannot create a temporary file")
         try:
-            check = size <= min(HASH_LIMIT, self.hash_budget)
-            if check:
-                self.hash_budget -= size
-            else:
-                self.warn(path, f"content not checked: {size} bytes, this reader hashes at most {HASH_LIMIT} "
-                          f"bytes of a file and {HASH_BUDGET} in all [limit-exceeded]")
-            h, pos = blake3.blake3(), 0
+            digest = FileDigest(size)   # 8.3: over the data written; holes are neither written nor hashed
             for foff, length, ref, coff, _ in extents:
                 fields, raw = self.ar.chunk(ref, "FILES_EXTENTS.chunk_ref")
                 if coff + length > len(raw):
@@ -2198,16 +2243,11 @@ class Extractor:
                 done = 0
                 while done < length:
                     done += os.pwrite(fd, data[done:], foff + done)
-                if check:
-                    hash_zeros(h, foff - pos)
-                    h.update(data)
-                pos = foff + length
+                digest.data(foff, data)
             os.ftruncate(fd, size)      # the rest of the file is a hole
-            if check:
-                hash_zeros(h, size - pos)
-                if h.digest() != e["blake3"]:
-                    self.warn(path, "not extracted: the content does not match its BLAKE3 [chunk-corrupt]")
-                    return
+            if digest.digest() != e["digest"]:
+                self.warn(path, "not extracted: the content does not give its digest [chunk-corrupt]")
+                return
             os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
             tmp = None
             self.set_owner_xattrs(fd, None, None, e, path)
@@ -2335,9 +2375,28 @@ class Extractor:
                 except OSError as ex:
                     self.warn(path, f"extended attribute {lossy(xn)!r}: {ex.strerror}")
 
-    def times(self, e, st):
-        atime = e["atime_ns"] if self.captured & CAP_ATIME else st.st_atime_ns
-        return atime, e["mtime_ns"]
+    def set_times(self, e, path, set_ns, stat_now):
+        """8.7: mtime (and atime when captured; else the entry keeps the atime it has) set to
+        the recorded (seconds, nanoseconds) exactly, as the integer seconds * 10^9 + ns,
+        which cannot overflow or round; then read back from the entry (stat_now), with a
+        warning naming the path, the recorded time and the one kept for each that differs.
+        A time the system refuses (OverflowError, OSError) is a warning, not a failure."""
+        mtime = e["mtime_s"] * NSEC + e["mtime_nsec"]
+        atime = e["atime_s"] * NSEC + e["atime_nsec"] if self.captured & CAP_ATIME else None
+        try:
+            before = stat_now()
+            set_ns((before.st_atime_ns if atime is None else atime, mtime))
+            kept = stat_now()
+        except (OSError, OverflowError, ValueError) as ex:
+            wanted = f"mtime {civil(e['mtime_s'], e['mtime_nsec'])}"
+            if atime is not None:
+                wanted += f", atime {civil(e['atime_s'], e['atime_nsec'])}"
+            self.warn(path, f"times not set ({wanted}): {getattr(ex, 'strerror', None) or ex}")
+            return
+        for which, want, got in (("mtime", mtime, kept.st_mtime_ns), ("atime", atime, kept.st_atime_ns)):
+            if want is not None and got != want:
+                self.warn(path, f"{which} {civil(*divmod(want, NSEC))} recorded, the destination kept "
+                                f"{civil(*divmod(got, NSEC))}")
 
     def mode(self, e, path):
         """The permission bits to set; a mode beyond 0o7777 breaks 8.3 (warned, masked)."""
@@ -2347,7 +2406,7 @@ class Extractor:
 
     def set_mode_times(self, fd, e, path):
         os.fchmod(fd, self.mode(e, path))
-        os.utime(fd, ns=self.times(e, os.fstat(fd)))
+        self.set_times(e, path, lambda t: os.utime(fd, ns=t), lambda: os.fstat(fd))
 
     def meta_by_name(self, pfd, e, path):
         """Metadata of an entry without a handle of its own (links, fifos, devices, sockets)."""
@@ -2360,10 +2419,10 @@ class Extractor:
                     os.chmod(f"/proc/self/fd/{h}", self.mode(e, path))
                 finally:
                     os.close(h)
-            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-            os.utime(name, ns=self.times(e, st), dir_fd=pfd, follow_symlinks=False)
-        except (OSError, OverflowError, ValueError) as ex:
-            self.warn(path, f"mode or times: {getattr(ex, 'strerror', None) or ex}")
+        except (OSError, ValueError) as ex:
+            self.warn(path, f"mode: {getattr(ex, 'strerror', None) or ex}")
+        self.set_times(e, path, lambda t: os.utime(name, ns=t, dir_fd=pfd, follow_symlinks=False),
+                       lambda: os.stat(name, dir_fd=pfd, follow_symlinks=False))
         self.extracted += 1
 
 
