@@ -35,7 +35,7 @@ import json
 
 import blake3
 
-FIELDS = ("path_hex", "kind", "mode", "size", "mtime_ns", "blake3", "target", "link", "rdev",
+FIELDS = ("path_hex", "kind", "mode", "size", "mtime_s", "mtime_nsec", "digest", "target", "link", "rdev",
           "uid", "gid", "user", "group", "xattrs")
 CHUNK = 64 << 10
 
