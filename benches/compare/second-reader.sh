@@ -25,7 +25,7 @@ log "list: every field of every entry, both readers"
 "$PY" - "$W/list.rust.json" "$W/list.py.json" <<'EOF'
 import json, sys
 rust, py = (json.load(open(p))["sections"][0]["entries"] for p in sys.argv[1:3])
-fields = ["path", "path_hex", "kind", "mode", "size", "mtime_ns", "blake3", "target", "link", "rdev",
+fields = ["path", "path_hex", "kind", "mode", "size", "mtime_s", "mtime_nsec", "digest", "target", "link", "rdev",
           "uid", "gid", "user", "group", "xattrs"]
 assert len(rust) == len(py), (len(rust), len(py))
 for a, b in zip(rust, py):

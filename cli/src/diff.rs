@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::json;
-use strata_format::files::{Entry, EntryKind};
+use strata_format::files::{Entry, EntryKind, FileDigest, Timestamp, DIGEST_LEN};
 
 use crate::files::{pick_section, SectionKind};
 use crate::inspect::open_intact;
@@ -40,10 +40,14 @@ struct Facts {
     uid: u32,
     gid: u32,
     size: u64,
-    mtime_ns: i64,
+    mtime: Timestamp,
     target: Vec<u8>,
-    /// Regular files: BLAKE3 of the content (holes as zeros), as entries record it.
-    content: Option<[u8; 32]>,
+    /// Regular files: the content's digest (`spec/FORMAT.md` 8.3), as entries
+    /// record it.
+    content: Option<[u8; DIGEST_LEN]>,
+    /// Regular files of an archive: their data ranges (offset, length), the
+    /// layout a folder's file is hashed by to compare with this one.
+    data_ranges: Vec<(u64, u64)>,
     /// Hard links: nothing of their own is compared but their kind.
     link: bool,
 }
@@ -56,9 +60,10 @@ impl Facts {
             uid: entry.uid,
             gid: entry.gid,
             size: entry.size,
-            mtime_ns: entry.mtime_ns,
+            mtime: entry.mtime,
             target: entry.target.clone(),
-            content: (entry.kind == EntryKind::File).then_some(entry.blake3),
+            content: (entry.kind == EntryKind::File).then_some(entry.digest),
+            data_ranges: data_ranges(&entry.extents),
             link: entry.kind == EntryKind::Hardlink,
         }
     }
@@ -88,7 +93,7 @@ impl Facts {
         }
         // A hard link's own times and content are its file's: not compared twice.
         if !(self.link || other.link) {
-            if self.kind != "directory" && self.mtime_ns != other.mtime_ns {
+            if self.kind != "directory" && self.mtime != other.mtime {
                 out.push("mtime".to_string());
             }
             if self.size == other.size
@@ -157,16 +162,16 @@ fn folder_facts(root: &Path, wanted: &ByPath) -> Result<ByPath, Failure> {
             EntryKind::Symlink => target.len() as u64,
             _ => 0,
         };
-        let content = if kind == EntryKind::File && wanted.get(&relative).is_some_and(|f| f.size == size) {
-            let mut hasher = blake3::Hasher::new();
-            hasher
-                .update_reader(
-                    std::fs::File::open(&path).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?,
+        let content = match wanted.get(&relative) {
+            Some(theirs) if kind == EntryKind::File && theirs.size == size => {
+                let file =
+                    std::fs::File::open(&path).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
+                Some(
+                    digest_as_laid_out(&file, size, &theirs.data_ranges)
+                        .map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?,
                 )
-                .map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
-            Some(*hasher.finalize().as_bytes())
-        } else {
-            None
+            }
+            _ => None,
         };
         if kind == EntryKind::Directory {
             let listing = std::fs::read_dir(&path).map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
@@ -189,9 +194,10 @@ fn folder_facts(root: &Path, wanted: &ByPath) -> Result<ByPath, Failure> {
                 uid: meta.uid(),
                 gid: meta.gid(),
                 size,
-                mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+                mtime: Timestamp { secs: meta.mtime(), nsec: meta.mtime_nsec().clamp(0, 999_999_999) as u32 },
                 target,
                 content,
+                data_ranges: Vec::new(),
                 link: false,
             },
         );
@@ -264,4 +270,74 @@ pub fn run(args: DiffArgs) -> Result<u8, Failure> {
     );
     // As diff and tar --diff: 1 when something differs.
     Ok(u8::from(!changes.is_empty() || damaged))
+}
+
+/// A file's data ranges: its extents, adjacent ones joined.
+fn data_ranges(extents: &[strata_format::files::FileExtent]) -> Vec<(u64, u64)> {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for extent in extents {
+        match ranges.last_mut() {
+            Some((start, length)) if *start + *length == extent.file_offset => *length += extent.length,
+            _ => ranges.push((extent.file_offset, extent.length)),
+        }
+    }
+    ranges
+}
+
+/// The digest a file of a folder has when laid out as an archive's file is
+/// (`ranges` its data, holes elsewhere), or a digest no content has when the
+/// folder's file holds a non-zero byte where that layout has a hole. Only the
+/// bytes the folder's file stores are read: its own holes are skipped.
+fn digest_as_laid_out(file: &std::fs::File, size: u64, ranges: &[(u64, u64)]) -> std::io::Result<[u8; DIGEST_LEN]> {
+    use std::os::unix::fs::FileExt;
+    let mut digest = FileDigest::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    let mut read_range = |start: u64, length: u64, visit: &mut dyn FnMut(u64, &[u8])| -> std::io::Result<()> {
+        let mut done = 0;
+        while done < length {
+            let take = (length - done).min(buf.len() as u64) as usize;
+            let got = file.read_at(&mut buf[..take], start + done)?;
+            if got == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while read"));
+            }
+            visit(start + done, &buf[..got]);
+            done += got as u64;
+        }
+        Ok(())
+    };
+    let mut zeros_only = true;
+    let mut holes = Vec::new();
+    for &(start, length) in ranges {
+        holes.push((at, start - at));
+        read_range(start, length, &mut |offset, bytes| digest.data(offset, bytes))?;
+        at = start + length;
+    }
+    holes.push((at, size.saturating_sub(at)));
+    for (start, length) in holes {
+        // Only what the folder's file stores in this range can be non-zero.
+        let end = start + length;
+        let mut pos = start;
+        while pos < end {
+            let data = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(pos)) {
+                Ok(data) => data,
+                Err(rustix::io::Errno::NXIO) => break, // nothing stored from here on
+                Err(_) => pos,                         // no SEEK_DATA here: read it all
+            };
+            if data >= end {
+                break;
+            }
+            let hole = match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(data)) {
+                Ok(hole) if hole > data => hole.min(end),
+                _ => end,
+            };
+            read_range(data, hole - data, &mut |_, bytes| zeros_only &= bytes.iter().all(|&b| b == 0))?;
+            pos = hole;
+        }
+    }
+    if zeros_only {
+        Ok(digest.finish(size))
+    } else {
+        Ok([0xff; DIGEST_LEN])
+    }
 }

@@ -242,22 +242,26 @@ fn entry_json(item: &PathEntry, link: Option<&[u8]>, captured: u64) -> serde_jso
         "user": String::from_utf8_lossy(&e.user),
         "group": String::from_utf8_lossy(&e.group),
         "size": e.size,
-        "mtime_ns": e.mtime_ns,
+        "mtime_s": e.mtime.secs,
+        "mtime_nsec": e.mtime.nsec,
         "xattrs": e.xattrs.iter().map(|x| String::from_utf8_lossy(&x.name)).collect::<Vec<_>>(),
     });
     // Times the section captured, and only those (a time not captured is
     // unknown, not zero).
     if captured & Captured::ATIME != 0 {
-        value["atime_ns"] = json!(e.atime_ns);
+        value["atime_s"] = json!(e.atime.secs);
+        value["atime_nsec"] = json!(e.atime.nsec);
     }
     if captured & Captured::CTIME != 0 {
-        value["ctime_ns"] = json!(e.ctime_ns);
+        value["ctime_s"] = json!(e.ctime.secs);
+        value["ctime_nsec"] = json!(e.ctime.nsec);
     }
     if e.flags & strata_format::files::EntryFlags::BTIME != 0 {
-        value["btime_ns"] = json!(e.btime_ns);
+        value["btime_s"] = json!(e.btime.secs);
+        value["btime_nsec"] = json!(e.btime.nsec);
     }
     if e.kind == EntryKind::File {
-        value["blake3"] = json!(hex(&e.blake3));
+        value["digest"] = json!(hex(&e.digest));
     }
     if e.kind == EntryKind::Symlink {
         value["target"] = json!(String::from_utf8_lossy(&e.target));
@@ -322,7 +326,7 @@ fn print_entry(out: &mut impl Write, item: &PathEntry, args: &ListArgs, link: Op
         _ if args.human => human(e.size),
         _ => e.size.to_string(),
     };
-    let when = output::local(e.mtime_ns);
+    let when = output::local(e.mtime);
     let suffix = match e.kind {
         EntryKind::Symlink => format!(" -> {}", String::from_utf8_lossy(&e.target)),
         EntryKind::Hardlink => match link {

@@ -81,15 +81,15 @@ pub fn utc(ns: i64) -> String {
     }
 }
 
-/// Local date and time from nanoseconds since the epoch, as `ls -l` and `tar -tv`
-/// show it: `2026-11-25 13:00:03` (the system's time zone; UTC where it has
-/// none, or for a time the zone database cannot place).
-pub fn local(ns: i64) -> String {
-    let zoned =
-        jiff::Timestamp::from_nanosecond(i128::from(ns)).map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()));
+/// Local date and time, as `ls -l` and `tar -tv` show it: `2026-11-25
+/// 13:00:03` (the system's time zone; UTC where it has none). A time outside
+/// the years -9999..9999 that jiff places is shown in UTC, expanded
+/// (`+292277026596-12-04T15:30:07Z`).
+pub fn local(t: strata_format::files::Timestamp) -> String {
+    let zoned = jiff::Timestamp::new(t.secs, t.nsec as i32).map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()));
     match zoned {
         Ok(zoned) => zoned.strftime("%Y-%m-%d %H:%M:%S").to_string(),
-        Err(_) => utc(ns),
+        Err(_) => t.to_string(),
     }
 }
 

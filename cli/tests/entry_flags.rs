@@ -42,10 +42,10 @@ fn flagged_archive(dir: &Path) -> PathBuf {
         entry_id: id,
         parent_id: parent,
         mode: if kind == EntryKind::Directory { 0o755 } else { 0o644 },
-        mtime_ns: 1_767_225_600_000_000_000,
+        mtime: strata_format::files::Timestamp { secs: 1_767_225_600, nsec: 0 },
         flags,
-        // A file without content carries the BLAKE3 of no bytes (8.3).
-        blake3: if kind == EntryKind::File { *blake3::hash(b"").as_bytes() } else { [0; 32] },
+        // A file without content carries the digest of no items (8.3).
+        digest: if kind == EntryKind::File { strata_format::files::EMPTY_DIGEST } else { [0; 16] },
         ..Entry::bare(kind, name)
     };
     let mut ok = entry(2, 1, EntryKind::File, b"ok.txt", 0);

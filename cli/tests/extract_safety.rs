@@ -46,7 +46,7 @@ fn dir(id: u64, parent: u64, name: &[u8], mode: u32) -> (SourceEntry, Vec<u8>) {
     entry.entry_id = id;
     entry.parent_id = parent;
     entry.mode = mode;
-    entry.mtime_ns = 1_600_000_000_000_000_000;
+    entry.mtime = strata_format::files::Timestamp { secs: 1_600_000_000, nsec: 0 };
     (SourceEntry { entry, path: name.to_vec(), data_ranges: Vec::new() }, Vec::new())
 }
 
@@ -56,7 +56,7 @@ fn file(id: u64, parent: u64, name: &[u8], content: &[u8]) -> (SourceEntry, Vec<
     entry.parent_id = parent;
     entry.mode = 0o644;
     entry.size = content.len() as u64;
-    entry.mtime_ns = 1_600_000_000_000_000_000;
+    entry.mtime = strata_format::files::Timestamp { secs: 1_600_000_000, nsec: 0 };
     let ranges = if content.is_empty() { Vec::new() } else { vec![(0, content.len() as u64)] };
     (SourceEntry { entry, path: name.to_vec(), data_ranges: ranges }, content.to_vec())
 }

@@ -88,12 +88,10 @@ struct Expect {
 }
 
 /// Builds `case` at the size the environment says, then: `create` (exit 0
-/// and no warning, unless the case holds times the archive cannot; then a
-/// warning naming each such path and exit 1), the source unchanged, `verify`
-/// exit 0, `list --json` naming every path once, `extract` into a new folder
-/// with no warning, and the extraction equal to the source in every field
-/// (times out of range: the nearest the archive holds). A file with more
-/// holes than a reader hashes is a known defect (see `verify` below).
+/// and no warning), the source unchanged, `verify` exit 0, `list --json`
+/// naming every path once with its exact mtime (years past 2262 included),
+/// `extract` into a new folder with no warning, and the extraction equal to
+/// the source in every field.
 fn round_trip(case: Case, expect: Expect) {
     let size = Size::from_env();
     let work = temp_dir();
@@ -109,53 +107,14 @@ fn round_trip(case: Case, expect: Expect) {
     let archive = work.path().join("hard.strata");
     let source = format!("t={}", path_str(&src));
     let out = step(case, "create", &["create", path_str(&archive), "--files", &source, "--quiet"]);
-    let warnings: Vec<String> = stderr(&out).lines().filter(|l| l.starts_with("warning:")).map(String::from).collect();
-    if built.out_of_range.is_empty() {
-        assert!(out.status.success(), "create failed with {:?}: {}", out.status.code(), stderr(&out));
-        assert!(!stderr(&out).contains("warning"), "create warned: {}", stderr(&out));
-    } else {
-        // A time the archive cannot hold is changed, so said, path by path.
-        assert_eq!(out.status.code(), Some(1), "create must warn and exit 1: {}", stderr(&out));
-        for (path, _) in &built.out_of_range {
-            let named = format!("warning: t/{}: mtime ", String::from_utf8_lossy(path));
-            assert!(warnings.iter().any(|w| w.starts_with(&named)), "no warning names {named:?}: {warnings:?}");
-        }
-        for warning in &warnings {
-            assert!(
-                built
-                    .out_of_range
-                    .iter()
-                    .any(|(p, _)| { warning.starts_with(&format!("warning: t/{}: ", String::from_utf8_lossy(p))) }),
-                "a warning for a time the archive holds: {warning}"
-            );
-        }
-    }
+    assert!(out.status.success(), "create failed with {:?}: {}", out.status.code(), stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "create warned: {}", stderr(&out));
     let after = timed(case, "manifest", || manifest_all(&src));
     let changed = differences(&before, &after);
     assert!(changed.is_empty(), "the backup changed its source:\n{}", changed.join("\n"));
 
     let out = step(case, "verify", &["verify", path_str(&archive)]);
-    if built.holes_past_limit.is_empty() {
-        assert!(out.status.success(), "verify failed with {:?}: {}", out.status.code(), stdout(&out));
-    } else {
-        // KNOWN DEFECT: (defect 7) a file's BLAKE3 covers its holes, so a
-        // reader hashes at most `Limits::max_hole_hash_bytes` (16 GiB) of them
-        // and leaves a sparser file unchecked: `verify` calls the archive
-        // `create` just wrote damaged (exit 1), `extract` writes the file with
-        // a warning (exit 1). The format change that takes holes out of the
-        // hash ends this; then this branch must go.
-        let report = stdout(&out);
-        assert_eq!(out.status.code(), Some(1), "{report}");
-        assert!(report.contains(&format!("{} problem", built.holes_past_limit.len())), "{report}");
-        for path in &built.holes_past_limit {
-            let named = format!("{:?}", String::from_utf8_lossy(path));
-            assert!(
-                report.lines().any(|l| l.contains(&named) && l.contains("[limit-exceeded]")),
-                "verify does not name {named} as not checked: {report}"
-            );
-        }
-        println!("KNOWN DEFECT (defect 7): {} verify: {}", case.name(), report.lines().nth(1).unwrap_or("").trim());
-    }
+    assert!(out.status.success(), "verify failed with {:?}: {}", out.status.code(), stdout(&out));
 
     let entries = timed(case, "json", || listed(case, &archive));
     let mut seen = BTreeSet::new();
@@ -171,35 +130,19 @@ fn round_trip(case: Case, expect: Expect) {
         assert_eq!(got, links, "hard-link entries in the archive");
     }
     let by_path: BTreeMap<&[u8], &serde_json::Value> = entries.iter().map(|(p, e)| (p.as_slice(), e)).collect();
-    for (path, recorded) in &built.out_of_range {
-        let json = by_path[path.as_slice()]["mtime_ns"].as_i64().expect("mtime_ns");
-        assert_eq!(i128::from(json), *recorded, "{}: recorded mtime", shown(path));
+    // Every time as the source holds it, whatever the year.
+    for (path, facts) in &before {
+        let json = by_path[path.as_slice()];
+        let recorded = i128::from(json["mtime_s"].as_i64().expect("mtime_s")) * 1_000_000_000
+            + i128::from(json["mtime_nsec"].as_u64().expect("mtime_nsec"));
+        assert_eq!(recorded, facts.mtime_ns, "{}: recorded mtime", shown(path));
     }
 
     let dest = work.path().join("dest");
     let out = step(case, "extract", &["extract", path_str(&archive), "--files", "t", path_str(&dest), "--quiet"]);
-    if built.holes_past_limit.is_empty() {
-        assert!(out.status.success(), "extract failed with {:?}: {}", out.status.code(), stderr(&out));
-        assert!(!stderr(&out).contains("warning"), "extract warned: {}", stderr(&out));
-    } else {
-        // KNOWN DEFECT: (defect 7) as for verify above.
-        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-        let err = stderr(&out);
-        let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning:")).collect();
-        assert_eq!(warnings.len(), built.holes_past_limit.len(), "{err}");
-        for path in &built.holes_past_limit {
-            let named =
-                format!("warning: {} in files t: content written but not checked", String::from_utf8_lossy(path));
-            assert!(warnings.iter().any(|w| w.starts_with(&named)), "no warning names {named:?}: {err}");
-        }
-    }
-    let mut expected = before;
-    for (path, recorded) in &built.out_of_range {
-        let facts = expected.get_mut(path).expect("in the source");
-        facts.mtime_ns = *recorded;
-        // The access time was set with the modification time.
-        facts.atime_ns = facts.atime_ns.map(|atime| atime.clamp(i64::MIN.into(), i64::MAX.into()));
-    }
+    assert!(out.status.success(), "extract failed with {:?}: {}", out.status.code(), stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "extract warned: {}", stderr(&out));
+    let expected = before;
     let got = timed(case, "compare", || manifest_all(&dest));
     let diff = differences(&expected, &got);
     assert!(

@@ -7,14 +7,182 @@
 use crate::layout::fixed_layout;
 use crate::{limits, ErrorClass, FormatError};
 
-/// Feeds `n` zero bytes to a hasher: how holes enter a file's whole-content
-/// BLAKE3 (`spec/FORMAT.md` 8.3), for writers and readers alike.
-pub fn hash_zeros(hasher: &mut blake3::Hasher, mut n: u64) {
-    static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-    while n > 0 {
-        let take = n.min(ZEROS.len() as u64) as usize;
-        hasher.update(&ZEROS[..take]);
-        n -= take as u64;
+/// A time as a file system keeps it: whole seconds since 1970-01-01T00:00:00Z
+/// and the nanoseconds after them (`spec/FORMAT.md` 8.3, "Times"; the
+/// `struct timespec` convention, so half a second before the epoch is
+/// `(-1, 500_000_000)`).
+///
+/// ```
+/// use strata_format::files::Timestamp;
+/// let t = Timestamp::new(-1, 500_000_000).expect("nanoseconds below 10^9");
+/// assert_eq!(t.unix_nanos(), -500_000_000);
+/// assert!(Timestamp::new(0, 1_000_000_000).is_none());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
+    /// Seconds since the epoch, negative before it.
+    pub secs: i64,
+    /// Nanoseconds after `secs`: 0 to 999,999,999 in a valid time.
+    pub nsec: u32,
+}
+
+impl Timestamp {
+    /// The epoch, and what an uncaptured time is recorded as.
+    pub const ZERO: Timestamp = Timestamp { secs: 0, nsec: 0 };
+
+    /// A time, or `None` when `nsec` is 10^9 or more.
+    pub const fn new(secs: i64, nsec: u32) -> Option<Timestamp> {
+        if nsec < 1_000_000_000 {
+            Some(Timestamp { secs, nsec })
+        } else {
+            None
+        }
+    }
+
+    /// Whether `nsec` is below 10^9, as the format requires.
+    pub const fn is_valid(self) -> bool {
+        self.nsec < 1_000_000_000
+    }
+
+    /// Nanoseconds since the epoch; an `i128`, since an `i64` ends in 2262.
+    pub const fn unix_nanos(self) -> i128 {
+        self.secs as i128 * 1_000_000_000 + self.nsec as i128
+    }
+
+    /// The time `nanos` nanoseconds after the epoch (rounding toward the past).
+    pub const fn from_unix_nanos(nanos: i64) -> Timestamp {
+        Timestamp { secs: nanos.div_euclid(1_000_000_000), nsec: nanos.rem_euclid(1_000_000_000) as u32 }
+    }
+}
+
+/// ISO 8601 in UTC, to the nanosecond when there are any:
+/// `2026-12-03T10:19:50Z`, `1969-12-31T23:59:59.5Z`; years outside 0000..9999
+/// are written expanded, with a sign (`+292277026596-12-04T15:30:07Z`), so every
+/// `i64` second has a text.
+///
+/// ```
+/// use strata_format::files::Timestamp;
+/// assert_eq!(Timestamp { secs: -1, nsec: 500_000_000 }.to_string(), "1969-12-31T23:59:59.5Z");
+/// assert_eq!(Timestamp { secs: 16_725_225_600, nsec: 1 }.to_string(), "2500-01-01T00:00:00.000000001Z");
+/// ```
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = i128::from(self.secs);
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        // Civil date from days since 1970-01-01 (H. Hinnant's algorithm), in
+        // i128 so that no i64 second overflows it.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i128::from(month <= 2);
+        if (0..=9999).contains(&year) {
+            write!(f, "{year:04}")?;
+        } else {
+            write!(f, "{year:+05}")?;
+        }
+        write!(f, "-{month:02}-{day:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)?;
+        if self.nsec != 0 {
+            let digits = format!("{:09}", self.nsec);
+            write!(f, ".{}", digits.trim_end_matches('0'))?;
+        }
+        f.write_str("Z")
+    }
+}
+
+/// Length of a regular file's `digest` (`spec/FORMAT.md` 8.3, "The file digest").
+pub const DIGEST_LEN: usize = 16;
+
+/// The digest of a file without items: size 0, or flag bit 2 or 3 (the first
+/// 16 bytes of BLAKE3 of no bytes).
+pub const EMPTY_DIGEST: [u8; DIGEST_LEN] =
+    [0xaf, 0x13, 0x49, 0xb9, 0xf5, 0xf9, 0xa1, 0xa6, 0xa0, 0x40, 0x4d, 0xea, 0x36, 0xdc, 0xc9, 0x49];
+
+/// Computes a regular file's digest (`spec/FORMAT.md` 8.3) from its data in
+/// file order: the one home of that rule, for writers and readers alike.
+///
+/// Data given at the offset where the previous data ended continues a data
+/// range; data after a gap closes the range and records the gap as a hole.
+/// Holes cost nothing to hash, so a 1 TiB sparse file costs what its stored
+/// bytes cost.
+///
+/// ```
+/// use strata_format::files::{FileDigest, EMPTY_DIGEST};
+/// assert_eq!(FileDigest::new().finish(0), EMPTY_DIGEST);
+/// // How the data is split does not matter, only where it lies.
+/// let mut a = FileDigest::new();
+/// a.data(1 << 40, b"hello world");
+/// let mut b = FileDigest::new();
+/// b.data(1 << 40, b"hello ");
+/// b.data((1 << 40) + 6, b"world");
+/// assert_eq!(a.finish(1 << 41), b.finish(1 << 41));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct FileDigest {
+    items: blake3::Hasher,
+    /// The open data range: its first byte and the hash of its bytes so far.
+    range: Option<(u64, blake3::Hasher)>,
+    /// Where the data seen so far ends.
+    end: u64,
+}
+
+impl FileDigest {
+    /// A digest of no data yet.
+    pub fn new() -> FileDigest {
+        FileDigest::default()
+    }
+
+    fn item(&mut self, offset: u64, length: u64, identity: &[u8; 32]) {
+        self.items.update(&offset.to_le_bytes());
+        self.items.update(&length.to_le_bytes());
+        self.items.update(identity);
+    }
+
+    fn close_range(&mut self) {
+        if let Some((start, hasher)) = self.range.take() {
+            let identity = *hasher.finalize().as_bytes();
+            self.item(start, self.end - start, &identity);
+        }
+    }
+
+    /// Adds `bytes` of the file's data at file offset `offset`. Data comes in
+    /// file order; data that starts before the end of earlier data (which a
+    /// valid extent map never gives) opens a new range, so the digest differs.
+    pub fn data(&mut self, offset: u64, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        match &mut self.range {
+            Some((_, hasher)) if offset == self.end => {
+                hasher.update(bytes);
+            }
+            _ => {
+                self.close_range();
+                if offset > self.end {
+                    self.item(self.end, offset - self.end, &[0; 32]);
+                }
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(bytes);
+                self.range = Some((offset, hasher));
+            }
+        }
+        self.end = offset.saturating_add(bytes.len() as u64);
+    }
+
+    /// The digest of a file of `size` bytes: the data given, and holes
+    /// everywhere else up to `size`.
+    pub fn finish(mut self, size: u64) -> [u8; DIGEST_LEN] {
+        self.close_range();
+        if size > self.end {
+            self.item(self.end, size - self.end, &[0; 32]);
+        }
+        let mut digest = [0; DIGEST_LEN];
+        digest.copy_from_slice(&self.items.finalize().as_bytes()[..DIGEST_LEN]);
+        digest
     }
 }
 
@@ -289,14 +457,18 @@ fixed_layout! {
         pub gid: u32,
         pub rdev_major: u32,
         pub rdev_minor: u32,
-        pub reserved2: u32,
-        pub mtime_ns: i64,
-        pub atime_ns: i64,
-        pub ctime_ns: i64,
-        pub btime_ns: i64,
+        pub mtime_nsec: u32,
+        pub mtime_s: i64,
+        pub atime_s: i64,
+        pub ctime_s: i64,
+        pub btime_s: i64,
         pub size: u64,
         pub link_id: u64,
-        pub blake3: [u8; 32],
+        pub digest: [u8; 16],
+        pub atime_nsec: u32,
+        pub ctime_nsec: u32,
+        pub btime_nsec: u32,
+        pub reserved2: u32,
         pub name_length: u16,
         pub user_length: u8,
         pub group_length: u8,
@@ -325,13 +497,18 @@ pub struct Entry {
     pub gid: u32,
     pub rdev_major: u32,
     pub rdev_minor: u32,
-    pub mtime_ns: i64,
-    pub atime_ns: i64,
-    pub ctime_ns: i64,
-    pub btime_ns: i64,
+    /// Modification time.
+    pub mtime: Timestamp,
+    /// Access time; zero unless captured.
+    pub atime: Timestamp,
+    /// Change time; zero unless captured.
+    pub ctime: Timestamp,
+    /// Birth time; zero unless flag bit 0.
+    pub btime: Timestamp,
     pub size: u64,
     pub link_id: u64,
-    pub blake3: [u8; 32],
+    /// A regular file's digest ([`FileDigest`]); zero on other kinds.
+    pub digest: [u8; DIGEST_LEN],
     pub name: Vec<u8>,
     pub user: Vec<u8>,
     pub group: Vec<u8>,
@@ -364,13 +541,13 @@ impl Entry {
             gid: 0,
             rdev_major: 0,
             rdev_minor: 0,
-            mtime_ns: 0,
-            atime_ns: 0,
-            ctime_ns: 0,
-            btime_ns: 0,
+            mtime: Timestamp::ZERO,
+            atime: Timestamp::ZERO,
+            ctime: Timestamp::ZERO,
+            btime: Timestamp::ZERO,
             size: 0,
             link_id: 0,
-            blake3: [0; 32],
+            digest: [0; DIGEST_LEN],
             name: name.to_vec(),
             user: Vec::new(),
             group: Vec::new(),
@@ -405,14 +582,18 @@ impl Entry {
             gid: self.gid,
             rdev_major: self.rdev_major,
             rdev_minor: self.rdev_minor,
-            reserved2: 0,
-            mtime_ns: self.mtime_ns,
-            atime_ns: self.atime_ns,
-            ctime_ns: self.ctime_ns,
-            btime_ns: self.btime_ns,
+            mtime_nsec: self.mtime.nsec,
+            mtime_s: self.mtime.secs,
+            atime_s: self.atime.secs,
+            ctime_s: self.ctime.secs,
+            btime_s: self.btime.secs,
             size: self.size,
             link_id: self.link_id,
-            blake3: self.blake3,
+            digest: self.digest,
+            atime_nsec: self.atime.nsec,
+            ctime_nsec: self.ctime.nsec,
+            btime_nsec: self.btime.nsec,
+            reserved2: 0,
             name_length: self.name.len() as u16,
             user_length: self.user.len() as u8,
             group_length: self.group.len() as u8,
@@ -527,13 +708,13 @@ impl Entry {
             gid: head.gid,
             rdev_major: head.rdev_major,
             rdev_minor: head.rdev_minor,
-            mtime_ns: head.mtime_ns,
-            atime_ns: head.atime_ns,
-            ctime_ns: head.ctime_ns,
-            btime_ns: head.btime_ns,
+            mtime: Timestamp { secs: head.mtime_s, nsec: head.mtime_nsec },
+            atime: Timestamp { secs: head.atime_s, nsec: head.atime_nsec },
+            ctime: Timestamp { secs: head.ctime_s, nsec: head.ctime_nsec },
+            btime: Timestamp { secs: head.btime_s, nsec: head.btime_nsec },
             size: head.size,
             link_id: head.link_id,
-            blake3: head.blake3,
+            digest: head.digest,
             name,
             user,
             group,
@@ -563,17 +744,20 @@ impl Entry {
         if self.kind != EntryKind::Hardlink && self.link_id != 0 {
             return bad("link_id on an entry that is not a hard link");
         }
-        if self.kind != EntryKind::File && self.blake3 != [0; 32] {
-            return bad("a BLAKE3 on an entry that is not a regular file");
+        if [self.mtime, self.atime, self.ctime, self.btime].iter().any(|t| !t.is_valid()) {
+            return bad("a time's nanoseconds are 1,000,000,000 or more");
         }
-        if self.flags & EntryFlags::BTIME == 0 && self.btime_ns != 0 {
+        if self.kind != EntryKind::File && self.digest != [0; DIGEST_LEN] {
+            return bad("a digest on an entry that is not a regular file");
+        }
+        if self.flags & EntryFlags::BTIME == 0 && self.btime != Timestamp::ZERO {
             return bad("a birth time without flag bit 0");
         }
         // Bits 1 and 2 mean something only on regular files (readers ignore them
         // elsewhere); bit 3 also on directories.
         if self.kind == EntryKind::File
             && self.flags & (EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) != 0
-            && (self.size != 0 || !self.extents.is_empty() || self.blake3 != *blake3::hash(b"").as_bytes())
+            && (self.size != 0 || !self.extents.is_empty() || self.digest != EMPTY_DIGEST)
         {
             return bad("content on a file whose flag bit 2 or 3 says it has none");
         }
@@ -597,9 +781,9 @@ impl Entry {
     /// not captured is zero or empty.
     pub fn check_captured(&self, captured: u64) -> Result<(), FormatError> {
         let missing = |bit: u64| captured & bit == 0;
-        let fault = if missing(Captured::ATIME) && self.atime_ns != 0 {
+        let fault = if missing(Captured::ATIME) && self.atime != Timestamp::ZERO {
             Some("an atime, but atimes were not captured")
-        } else if missing(Captured::CTIME) && self.ctime_ns != 0 {
+        } else if missing(Captured::CTIME) && self.ctime != Timestamp::ZERO {
             Some("a ctime, but ctimes were not captured")
         } else if missing(Captured::BTIME) && self.flags & EntryFlags::BTIME != 0 {
             Some("a birth time, but birth times were not captured")

@@ -20,22 +20,12 @@ use crate::{chunk, Error, ReadAt};
 pub struct Limits {
     /// Largest `IMAGE_INDEX` (or unknown ancillary) record body loaded into memory.
     pub max_index_bytes: u64,
-    /// Most bytes of holes hashed to check one file's whole-content BLAKE3. Holes
-    /// cost no archive bytes, so a few bytes can declare a file of 2^63 bytes; a
-    /// larger file's check is skipped (extraction, `cat`) or reported as
-    /// `limit-exceeded` (`verify`).
-    pub max_hole_hash_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_index_bytes: 256 << 20, max_hole_hash_bytes: 16 << 30 }
+        Limits { max_index_bytes: 256 << 20 }
     }
-}
-
-/// Bytes of a file that no extent covers.
-pub fn hole_bytes(entry: &strata_format::files::Entry) -> u64 {
-    entry.size.saturating_sub(entry.extents.iter().map(|e| e.length).sum())
 }
 
 /// One section of an archive.

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, XattrFlags};
-use strata_format::files::{Entry, EntryKind, NO_PARENT};
+use strata_format::files::{Captured, Entry, EntryKind, Timestamp, NO_PARENT};
 
 use crate::{Archive, Error, PathEntry, ReadAt, TreeSection};
 
@@ -100,12 +100,36 @@ pub struct ExtractReport {
     pub not_found: Vec<Vec<u8>>,
 }
 
-fn ts(ns: i64) -> Timespec {
-    Timespec { tv_sec: ns.div_euclid(1_000_000_000), tv_nsec: ns.rem_euclid(1_000_000_000) as _ }
+fn ts(t: Timestamp) -> Timespec {
+    Timespec { tv_sec: t.secs, tv_nsec: t.nsec as _ }
 }
 
-fn times(entry: &Entry) -> Timestamps {
-    Timestamps { last_access: ts(entry.atime_ns), last_modification: ts(entry.mtime_ns) }
+/// The times to set: `mtime`, and `atime` when the section captured it (else
+/// left as extraction made it, as tar does).
+fn times(entry: &Entry, captured: u64) -> Timestamps {
+    let last_access = if captured & Captured::ATIME != 0 {
+        ts(entry.atime)
+    } else {
+        Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT }
+    };
+    Timestamps { last_access, last_modification: ts(entry.mtime) }
+}
+
+/// The recorded times the destination did not keep (`spec/FORMAT.md` 8.7,
+/// "Times the destination cannot hold"), as a warning, from what it holds now.
+#[allow(clippy::unnecessary_cast)]
+fn times_kept(entry: &Entry, captured: u64, st: &rustix::fs::Stat) -> Option<String> {
+    let kept = |secs: i64, nsec: i64| Timestamp { secs, nsec: nsec.clamp(0, 999_999_999) as u32 };
+    let mut differ = Vec::new();
+    let mtime = kept(st.st_mtime as i64, st.st_mtime_nsec as i64);
+    if mtime != entry.mtime {
+        differ.push(format!("mtime recorded {}, the destination keeps {mtime}", entry.mtime));
+    }
+    let atime = kept(st.st_atime as i64, st.st_atime_nsec as i64);
+    if captured & Captured::ATIME != 0 && atime != entry.atime {
+        differ.push(format!("atime recorded {}, the destination keeps {atime}", entry.atime));
+    }
+    (!differ.is_empty()).then(|| differ.join("; "))
 }
 
 /// User or group ids by name, from `/etc/passwd` or `/etc/group`.
@@ -526,8 +550,21 @@ impl<R: ReadAt> Extractor<'_, R> {
         if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode)) {
             self.warn(&self.path_of(id), format!("mode not set: {e}"));
         }
-        if let Err(e) = rustix::fs::futimens(fd, &times(&entry)) {
-            self.warn(&self.path_of(id), format!("times not set: {e}"));
+        if let Some(problem) = self.set_times_fd(fd, &entry) {
+            self.warn(&self.path_of(id), problem);
+        }
+    }
+
+    /// Sets an entry's times on `fd` and reads them back: a problem to warn
+    /// about, if any.
+    fn set_times_fd(&self, fd: impl AsFd, entry: &Entry) -> Option<String> {
+        let captured = self.tree.begin.captured;
+        if let Err(e) = rustix::fs::futimens(&fd, &times(entry, captured)) {
+            return Some(format!("times not set: {e}"));
+        }
+        match rustix::fs::fstat(&fd) {
+            Ok(st) => times_kept(entry, captured, &st),
+            Err(e) => Some(format!("times not read back: {e}")),
         }
     }
 
@@ -719,13 +756,10 @@ impl<R: ReadAt> Extractor<'_, R> {
         self.temp = Some((parent.clone(), temp_name.clone()));
         let file = File::from(fd);
         let written = self.write_content(&file, entry);
-        let renamed = written.and_then(|checked| {
-            if !checked {
-                self.warn(path, "content written but not checked: its holes exceed the hashing limit");
-            }
+        let renamed = written.and_then(|()| {
             self.apply_fd_metadata(file.as_fd(), path, entry, true, false);
-            if let Err(e) = rustix::fs::futimens(&file, &times(entry)) {
-                self.warn(path, format!("times not set: {e}"));
+            if let Some(problem) = self.set_times_fd(&file, entry) {
+                self.warn(path, problem);
             }
             let flags = if self.options.overwrite { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
             rustix::fs::renameat_with(&**parent, temp_name.as_str(), &**parent, name, flags)
@@ -759,11 +793,11 @@ impl<R: ReadAt> Extractor<'_, R> {
     }
 
     /// Writes a file's data extents at their offsets (holes stay holes), checking
-    /// the whole content against the entry's BLAKE3.
-    fn write_content(&self, file: &File, entry: &Entry) -> Result<bool, Error> {
+    /// the content against the entry's digest.
+    fn write_content(&self, file: &File, entry: &Entry) -> Result<(), Error> {
         let cancel = self.options.cancel;
         let progress = self.options.progress.as_deref();
-        let checked = self.archive.file_content(self.tree, entry, |offset, piece| {
+        self.archive.file_content(self.tree, entry, |offset, piece| {
             if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
                 return Err(interrupted());
             }
@@ -780,7 +814,7 @@ impl<R: ReadAt> Extractor<'_, R> {
             Ok(())
         })?;
         file.set_len(entry.size).map_err(|e| Error::local_io("setting the file size", e))?;
-        Ok(checked)
+        Ok(())
     }
 
     fn make_symlink(
@@ -920,8 +954,18 @@ impl<R: ReadAt> Extractor<'_, R> {
                 self.warn(path, format!("mode not set: {e}"));
             }
         }
-        if let Err(e) = rustix::fs::utimensat(parent, name, &times(entry), AtFlags::SYMLINK_NOFOLLOW) {
+        let captured = self.tree.begin.captured;
+        if let Err(e) = rustix::fs::utimensat(parent, name, &times(entry, captured), AtFlags::SYMLINK_NOFOLLOW) {
             self.warn(path, format!("times not set: {e}"));
+        } else {
+            match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    if let Some(problem) = times_kept(entry, captured, &st) {
+                        self.warn(path, problem);
+                    }
+                }
+                Err(e) => self.warn(path, format!("times not read back: {e}")),
+            }
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use strata_format::files::{self, DirTable, Entry, EntryKind, FilesBegin, FilesEnd, NO_PARENT};
+use strata_format::files::{self, DirTable, Entry, EntryKind, FileDigest, FilesBegin, FilesEnd, NO_PARENT};
 use strata_format::{ErrorClass, RecordType};
 
 use crate::archive::{expect_type, Archive};
@@ -328,15 +328,15 @@ impl<R: ReadAt> Archive<R> {
     }
 
     /// Calls `visit` with each piece of a regular file in order, data or hole,
-    /// with its file offset; then checks the whole against the entry's BLAKE3.
-    /// Returns false when the check was skipped: the holes exceed
-    /// [`crate::Limits::max_hole_hash_bytes`].
+    /// with its file offset; then checks the whole against the entry's digest
+    /// (`spec/FORMAT.md` 8.3), which costs what the data costs: holes are not
+    /// hashed.
     pub fn file_content(
         &self,
         tree: &TreeSection,
         entry: &Entry,
         visit: impl FnMut(u64, Piece<'_>) -> Result<(), Error>,
-    ) -> Result<bool, Error> {
+    ) -> Result<(), Error> {
         self.visit_file(tree, entry, false, visit)
     }
 
@@ -348,26 +348,19 @@ impl<R: ReadAt> Archive<R> {
         entry: &Entry,
         partial: bool,
         mut visit: impl FnMut(u64, Piece<'_>) -> Result<(), Error>,
-    ) -> Result<bool, Error> {
-        let check = crate::archive::hole_bytes(entry) <= self.limits().max_hole_hash_bytes;
-        let mut hasher = blake3::Hasher::new();
-        let hash_zeros = |hasher: &mut blake3::Hasher, n: u64| {
-            if check {
-                strata_format::files::hash_zeros(hasher, n)
-            }
-        };
+    ) -> Result<(), Error> {
+        let mut digest = FileDigest::new();
         let mut at = 0u64;
         for extent in &entry.extents {
             if extent.file_offset > at {
-                hash_zeros(&mut hasher, extent.file_offset - at);
                 visit(at, Piece::Hole(extent.file_offset - at))?;
             }
             let start = extent.chunk_offset as usize;
             let end = start.saturating_add(extent.length as usize);
-            // The file's BLAKE3 is checked below only when `check` holds: a partial
-            // decode, which skips the chunk's BLAKE3, is used only then.
+            // The file's digest, checked below, covers a partial decode, which
+            // skips the chunk's BLAKE3.
             let (whole, part);
-            let raw: &[u8] = if partial && check && entry.extents.len() == 1 && self.first_read_of(extent.chunk_ref) {
+            let raw: &[u8] = if partial && entry.extents.len() == 1 && self.first_read_of(extent.chunk_ref) {
                 part = self.read_chunk_prefix(extent.chunk_ref, end).map_err(|e| e.in_section(&tree.name))?;
                 &part
             } else {
@@ -383,26 +376,22 @@ impl<R: ReadAt> Archive<R> {
                 .at(extent.chunk_ref)
                 .in_section(&tree.name)
             })?;
-            hasher.update(bytes);
+            digest.data(extent.file_offset, bytes);
             visit(extent.file_offset, Piece::Data(bytes))?;
             at = extent.end();
         }
         if entry.size > at {
-            hash_zeros(&mut hasher, entry.size - at);
             visit(at, Piece::Hole(entry.size - at))?;
         }
-        if !check {
-            return Ok(false);
-        }
-        if hasher.finalize().as_bytes() != &entry.blake3 {
+        if digest.finish(entry.size) != entry.digest {
             return Err(Error::new(
                 ErrorClass::ChunkCorrupt,
-                "file content BLAKE3",
-                format!("entry {}: the content does not match its BLAKE3", entry.entry_id),
+                "file content digest",
+                format!("entry {}: the content does not match its digest", entry.entry_id),
             )
             .in_section(&tree.name));
         }
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -438,34 +438,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
     }
 
-    /// Rebuilds a file's content from its chunks and checks its BLAKE3. Damaged
-    /// chunks are reported where the walk met them; this adds the file's path.
-    /// Returns whether every chunk is valid and the content matches (or, past the
-    /// hole limit, whether every chunk is valid).
+    /// Rebuilds a file's data from its chunks and checks its digest (holes are
+    /// not hashed). Damaged chunks are reported where the walk met them; this
+    /// adds the file's path. Returns whether every chunk is valid and the
+    /// content matches.
     fn check_content(&mut self, open: usize, pos: u64, entry: &Entry) -> bool {
         // Paths only for messages (see check_entry).
         let path_of = |walk: &Self| entry_path(&walk.trees[open], entry);
-        let holes = crate::archive::hole_bytes(entry);
-        if holes > self.limits.max_hole_hash_bytes {
-            let limit = self.limits.max_hole_hash_bytes;
-            self.problem(
-                ErrorClass::LimitExceeded,
-                pos,
-                "file content BLAKE3",
-                format!(
-                    "{:?}: {holes} bytes of holes; this reader hashes at most {limit} per file, so its content is not checked",
-                    String::from_utf8_lossy(&path_of(self))
-                ),
-            );
-            return entry.extents.iter().all(|e| {
-                self.chunks.get(&e.chunk_ref).is_some_and(|c| e.chunk_offset as u64 + e.length <= u64::from(c.0))
-            });
-        }
-        let mut hasher = blake3::Hasher::new();
-        let mut at = 0u64;
+        let mut digest = files::FileDigest::new();
         let name = self.trees[open].name.clone();
         for extent in &entry.extents {
-            strata_format::files::hash_zeros(&mut hasher, extent.file_offset.saturating_sub(at));
             let Some(data) = self.chunk_data(extent.chunk_ref) else {
                 // Unreadable chunk: the reference check names this file.
                 return false;
@@ -475,17 +457,15 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 // Past its chunk: the reference check names this file.
                 return false;
             };
-            hasher.update(bytes);
-            at = extent.end();
+            digest.data(extent.file_offset, bytes);
         }
-        strata_format::files::hash_zeros(&mut hasher, entry.size.saturating_sub(at));
-        if hasher.finalize().as_bytes() != &entry.blake3 {
+        if digest.finish(entry.size) != entry.digest {
             let path = path_of(self);
             let p = self.problem(
                 ErrorClass::ChunkCorrupt,
                 pos,
-                "file content BLAKE3",
-                format!("{:?}: the content does not match its BLAKE3", String::from_utf8_lossy(&path)),
+                "file content digest",
+                format!("{:?}: the content does not match its digest", String::from_utf8_lossy(&path)),
             );
             self.report.problems[p].affects.push(Affected { section: name, path: Some(path), range: 0..entry.size });
             return false;
@@ -804,13 +784,13 @@ pub(crate) fn read_entries(body: &[u8]) -> Result<(u32, Vec<ReadEntry>), String>
             gid: head.gid,
             rdev_major: head.rdev_major,
             rdev_minor: head.rdev_minor,
-            mtime_ns: head.mtime_ns,
-            atime_ns: head.atime_ns,
-            ctime_ns: head.ctime_ns,
-            btime_ns: head.btime_ns,
+            mtime: files::Timestamp { secs: head.mtime_s, nsec: head.mtime_nsec },
+            atime: files::Timestamp { secs: head.atime_s, nsec: head.atime_nsec },
+            ctime: files::Timestamp { secs: head.ctime_s, nsec: head.ctime_nsec },
+            btime: files::Timestamp { secs: head.btime_s, nsec: head.btime_nsec },
             size: head.size,
             link_id: head.link_id,
-            blake3: head.blake3,
+            digest: head.digest,
             name,
             user,
             group,
@@ -857,16 +837,19 @@ fn entry_faults(e: &Entry, kind_code: u8, reserved: bool, captured: u64) -> Vec<
     if !is(CharDevice) && !is(BlockDevice) && (e.rdev_major != 0 || e.rdev_minor != 0) {
         bad("device numbers on an entry that is not a device");
     }
-    if missing(Captured::ATIME) && e.atime_ns != 0 {
+    if [e.mtime, e.atime, e.ctime, e.btime].iter().any(|t| !t.is_valid()) {
+        bad("a time's nanoseconds are 1,000,000,000 or more");
+    }
+    if missing(Captured::ATIME) && e.atime != files::Timestamp::ZERO {
         bad("an atime, but atimes were not captured");
     }
-    if missing(Captured::CTIME) && e.ctime_ns != 0 {
+    if missing(Captured::CTIME) && e.ctime != files::Timestamp::ZERO {
         bad("a ctime, but ctimes were not captured");
     }
     if missing(Captured::BTIME) && e.flags & EntryFlags::BTIME != 0 {
         bad("a birth time, but birth times were not captured");
     }
-    if e.flags & EntryFlags::BTIME == 0 && e.btime_ns != 0 {
+    if e.flags & EntryFlags::BTIME == 0 && e.btime != files::Timestamp::ZERO {
         bad("a birth time without flag bit 0");
     }
     if is(Symlink) {
@@ -879,8 +862,8 @@ fn entry_faults(e: &Entry, kind_code: u8, reserved: bool, captured: u64) -> Vec<
     if !is(Hardlink) && e.link_id != 0 {
         bad("link_id on an entry that is not a hard link");
     }
-    if !is(File) && e.blake3 != [0; 32] {
-        bad("a BLAKE3 on an entry that is not a regular file");
+    if !is(File) && e.digest != [0; files::DIGEST_LEN] {
+        bad("a digest on an entry that is not a regular file");
     }
     if e.entry_id != 0 || e.parent_id != NO_PARENT {
         if !Entry::name_is_safe(&e.name) {
@@ -915,7 +898,7 @@ fn entry_faults(e: &Entry, kind_code: u8, reserved: bool, captured: u64) -> Vec<
     }
     if is(File)
         && e.flags & (EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) != 0
-        && (e.size != 0 || !e.extents.is_empty() || e.blake3 != *blake3::hash(b"").as_bytes())
+        && (e.size != 0 || !e.extents.is_empty() || e.digest != files::EMPTY_DIGEST)
     {
         bad("content on a file whose flag bit 2 or 3 says it has none");
     }

@@ -411,7 +411,7 @@ impl<R: ReadAt + ?Sized> PlanSource<'_, R> {
         entry.flags = if lost_found { 0 } else { EntryFlags::LOST_IN_SALVAGE };
         // As fsck makes lost+found: for its owner only.
         entry.mode = if lost_found { 0o700 } else { 0o755 };
-        entry.mtime_ns = self.created_ns;
+        entry.mtime = strata_format::files::Timestamp::from_unix_nanos(self.created_ns);
         entry
     }
 }
@@ -451,7 +451,7 @@ impl<R: ReadAt + ?Sized> EntrySource for PlanSource<'_, R> {
                         // Kept as an entry whose content was lost in salvage (8.3 flag bit 3).
                         entry.flags |= EntryFlags::LOST_IN_SALVAGE;
                         entry.size = 0;
-                        entry.blake3 = *blake3::hash(b"").as_bytes();
+                        entry.digest = strata_format::files::EMPTY_DIGEST;
                         entry.extents.clear();
                         self.content_lost.push(path.clone());
                     }
@@ -467,7 +467,7 @@ impl<R: ReadAt + ?Sized> EntrySource for PlanSource<'_, R> {
                 let mut entry = self.made_up_folder(node);
                 entry.kind = EntryKind::File;
                 entry.mode = 0o644;
-                entry.blake3 = *blake3::hash(b"").as_bytes();
+                entry.digest = strata_format::files::EMPTY_DIGEST;
                 entry
             }
         };

@@ -215,6 +215,38 @@ pub(crate) fn image_range(section: &str, start: u64, end: u64) -> Affects {
 /// The problem list as `verify` gives it: one problem per class and offset,
 /// what it affects the union of theirs, touching ranges merged, empty ones
 /// dropped; in increasing offset.
+/// A regular file's digest, computed here from the definition of
+/// `spec/FORMAT.md` 8.3 and not through `strata_format::files::FileDigest`, so
+/// that the vectors check that code: `data` gives the file's data ranges
+/// (offset, bytes) in increasing order, not touching each other; everything
+/// else up to `size` is holes.
+pub fn file_digest(data: &[(u64, &[u8])], size: u64) -> [u8; 16] {
+    let mut items = Vec::new();
+    let mut at = 0u64;
+    let mut item = |offset: u64, length: u64, identity: [u8; 32]| {
+        items.extend_from_slice(&offset.to_le_bytes());
+        items.extend_from_slice(&length.to_le_bytes());
+        items.extend_from_slice(&identity);
+    };
+    for &(offset, bytes) in data.iter().filter(|(_, bytes)| !bytes.is_empty()) {
+        assert!(offset > at || (offset == 0 && at == 0), "data ranges apart and in order");
+        if offset > at {
+            item(at, offset - at, [0; 32]);
+        }
+        item(offset, bytes.len() as u64, *blake3::hash(bytes).as_bytes());
+        at = offset + bytes.len() as u64;
+    }
+    if size > at {
+        item(at, size - at, [0; 32]);
+    }
+    blake3::hash(&items).as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+/// [`file_digest`] as the manifests give it: lowercase hex.
+pub fn file_digest_hex(data: &[(u64, &[u8])], size: u64) -> String {
+    file_digest(data, size).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn normalise(problems: Vec<Expected>) -> Vec<Expected> {
     let mut out: Vec<Expected> = Vec::new();
     for p in problems {

@@ -169,7 +169,7 @@ pub fn expected_entries(model: &TreeModel) -> Vec<serde_json::Value> {
     };
     let mut out = vec![json!({
         "path": "", "path_hex": "", "kind": "directory", "mode": 0o755, "size": 0,
-        "mtime_ns": 1_767_225_600_000_000_000i64, "uid": 0, "gid": 0, "user": "", "group": "", "xattrs": [],
+        "mtime_s": 1_767_225_600i64, "mtime_nsec": 0, "uid": 0, "gid": 0, "user": "", "group": "", "xattrs": [],
     })];
     for path in &order {
         let (node, _, _) = by_path[path];
@@ -183,7 +183,8 @@ pub fn expected_entries(model: &TreeModel) -> Vec<serde_json::Value> {
             _ => Vec::new(),
         };
         let mut entry = json!({
-            "path": shown, "path_hex": hex, "mode": mode, "mtime_ns": mtime,
+            "path": shown, "path_hex": hex, "mode": mode,
+            "mtime_s": mtime.div_euclid(1_000_000_000), "mtime_nsec": mtime.rem_euclid(1_000_000_000),
             "uid": 0, "gid": 0, "user": "", "group": "", "xattrs": xattrs,
         });
         match (node, content_node) {
@@ -200,7 +201,7 @@ pub fn expected_entries(model: &TreeModel) -> Vec<serde_json::Value> {
                 entry["kind"] = json!("fifo");
                 entry["size"] = json!(0);
             }
-            (_, Node::File(bytes, _)) => match first_of_inode.get(&inode) {
+            (_, Node::File(bytes, holes)) => match first_of_inode.get(&inode) {
                 Some(first) => {
                     entry["kind"] = json!("hardlink");
                     entry["size"] = json!(0);
@@ -211,6 +212,7 @@ pub fn expected_entries(model: &TreeModel) -> Vec<serde_json::Value> {
                     entry["kind"] = json!("file");
                     entry["size"] = json!(bytes.len());
                     entry["blake3"] = json!(blake3::hash(bytes).to_hex().to_string());
+                    entry["digest"] = json!(digest_with_holes(bytes, holes));
                 }
             },
             _ => unreachable!("a hard link in the model names a file"),
@@ -218,6 +220,20 @@ pub fn expected_entries(model: &TreeModel) -> Vec<serde_json::Value> {
         out.push(entry);
     }
     out
+}
+
+/// The digest of `content` whose byte ranges `holes` (start, end; in order)
+/// are holes.
+fn digest_with_holes(content: &[u8], holes: &[(u64, u64)]) -> String {
+    let mut data = Vec::new();
+    let mut at = 0u64;
+    for &(start, end) in holes.iter().chain([(content.len() as u64, content.len() as u64)].iter()) {
+        if start > at {
+            data.push((at, &content[at as usize..start as usize]));
+        }
+        at = end;
+    }
+    crate::file_digest_hex(&data, content.len() as u64)
 }
 
 fn name_of(path: &[u8]) -> &[u8] {
@@ -400,15 +416,16 @@ impl EntrySource for ModelEntries {
 /// and block devices and a socket, beside a directory and a file. Returns the
 /// archive and its expected listing.
 fn devices_tree() -> (Vec<u8>, serde_json::Value) {
-    use files::{Entry, EntryKind, NO_PARENT};
+    use files::{Entry, EntryKind, Timestamp, NO_PARENT};
     let t = 1_767_225_600_000_000_000i64;
+    let at = Timestamp::from_unix_nanos;
     let entry = |id: u64, parent: u64, kind: EntryKind, name: &[u8], mode: u32, rdev: (u32, u32)| Entry {
         entry_id: id,
         parent_id: parent,
         mode,
         rdev_major: rdev.0,
         rdev_minor: rdev.1,
-        mtime_ns: t + id as i64,
+        mtime: at(t + id as i64),
         ..Entry::bare(kind, name)
     };
     let readme = b"device numbers are major, minor\n".to_vec();
@@ -444,11 +461,11 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
             e.user = format!("strata-vector-user-{}", e.uid).into_bytes();
             e.group = format!("strata-vector-group-{}", e.gid).into_bytes();
         }
-        e.atime_ns = t + 1_000_000 + id as i64;
-        e.ctime_ns = t + 2_000_000 + id as i64;
+        e.atime = at(t + 1_000_000 + id as i64);
+        e.ctime = at(t + 2_000_000 + id as i64);
         if id % 3 == 0 {
             e.flags |= files::EntryFlags::BTIME;
-            e.btime_ns = t - 1_000_000_000 * id as i64 - 1;
+            e.btime = at(t - 1_000_000_000 * id as i64 - 1);
         }
     }
     let mut expected = Vec::new();
@@ -464,11 +481,14 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
         let xattrs: Vec<String> = e.xattrs.iter().map(|x| String::from_utf8_lossy(&x.name).into_owned()).collect();
         let mut item = json!({
             "path": String::from_utf8_lossy(&path), "path_hex": hex, "kind": e.kind.name(), "mode": e.mode,
-            "size": content.len(), "mtime_ns": e.mtime_ns, "uid": e.uid, "gid": e.gid,
+            "size": content.len(), "mtime_s": e.mtime.secs, "mtime_nsec": e.mtime.nsec, "uid": e.uid, "gid": e.gid,
             "user": String::from_utf8_lossy(&e.user), "group": String::from_utf8_lossy(&e.group), "xattrs": xattrs,
         });
         match e.kind {
-            EntryKind::File => item["blake3"] = json!(blake3::hash(content).to_hex().to_string()),
+            EntryKind::File => {
+                item["blake3"] = json!(blake3::hash(content).to_hex().to_string());
+                item["digest"] = json!(crate::file_digest_hex(&[(0, content)], content.len() as u64));
+            }
             EntryKind::CharDevice | EntryKind::BlockDevice => item["rdev"] = json!([e.rdev_major, e.rdev_minor]),
             _ => {}
         }
@@ -482,6 +502,134 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
     writer.add_tree_from("devices", Captured::KNOWN, &mut source, &NoProgress).expect("the model is a valid tree");
     let bytes = writer.finish().expect("writing to memory").0;
     (bytes, json!({"kind": "files", "name": "devices", "entries": expected}))
+}
+
+/// Entries whose times span what Linux file systems hold and more (FORMAT.md
+/// 8.3, "Times"): before 1677 and after 2262, where nanoseconds in an `i64`
+/// end, the ends of 32-bit seconds and of ext4 and XFS, half a second before
+/// the epoch, and the largest nanoseconds. Every time field carries them.
+fn times_tree() -> (Vec<u8>, serde_json::Value) {
+    use files::{Entry, EntryKind, Timestamp, NO_PARENT};
+    let times: [(&[u8], i64, u32); 8] = [
+        (b"y1600", -11_676_096_000, 0),
+        (b"y1901", -2_147_483_648, 0),
+        (b"y1969.5", -1, 500_000_000),
+        (b"y2262", 9_223_372_800, 0),
+        (b"y2446", 15_032_385_535, 0),
+        (b"y2486", 16_299_187_200, 0),
+        (b"y2500", 16_725_225_600, 1),
+        (b"nsec-max", 1_767_225_600, 999_999_999),
+    ];
+    let root = Entry {
+        entry_id: 0,
+        parent_id: NO_PARENT,
+        mode: 0o755,
+        mtime: Timestamp { secs: 1_767_225_600, nsec: 0 },
+        ..Entry::bare(EntryKind::Directory, b"")
+    };
+    let mut model = vec![(root, Vec::new())];
+    let mut expected = vec![json!({
+        "path": "", "path_hex": "", "kind": "directory", "mode": 0o755, "size": 0,
+        "mtime_s": 1_767_225_600i64, "mtime_nsec": 0, "uid": 0, "gid": 0, "user": "", "group": "", "xattrs": [],
+    })];
+    for (i, &(name, secs, nsec)) in times.iter().enumerate() {
+        let time = Timestamp { secs, nsec };
+        let content = name.to_vec();
+        let mut entry = Entry {
+            entry_id: i as u64 + 1,
+            parent_id: 0,
+            mode: 0o644,
+            mtime: time,
+            atime: time,
+            ctime: time,
+            btime: time,
+            flags: files::EntryFlags::BTIME,
+            ..Entry::bare(EntryKind::File, name)
+        };
+        entry.size = content.len() as u64;
+        let hex: String = name.iter().map(|b| format!("{b:02x}")).collect();
+        expected.push(json!({
+            "path": String::from_utf8_lossy(name), "path_hex": hex, "kind": "file", "mode": 0o644,
+            "size": content.len(), "mtime_s": secs, "mtime_nsec": nsec, "uid": 0, "gid": 0,
+            "user": "", "group": "", "xattrs": [],
+            "blake3": blake3::hash(&content).to_hex().to_string(),
+            "digest": crate::file_digest_hex(&[(0, &content)], content.len() as u64),
+        }));
+        model.push((entry, content));
+    }
+    let mut options = WriterOptions::new(UUID, CREATED_NS);
+    options.chunk_size = CHUNK as u32;
+    options.threads = 1;
+    let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
+    let captured = Captured::ATIME | Captured::CTIME | Captured::BTIME;
+    writer.add_tree_from("times", captured, &mut ModelEntries::new(model), &NoProgress).expect("a valid tree");
+    let bytes = writer.finish().expect("writing to memory").0;
+    (bytes, json!({"kind": "files", "name": "times", "entries": expected}))
+}
+
+/// One file of 1 TiB holding 8 KiB of data at 1 GiB and its last 4 KiB: its
+/// digest costs 12 KiB of hashing (FORMAT.md 8.3), and a reader that hashed
+/// its holes would take an hour.
+fn sparse_tib_tree() -> (Vec<u8>, serde_json::Value) {
+    use files::{Entry, EntryKind, Timestamp, NO_PARENT};
+    const SIZE: u64 = 1 << 40;
+    let pieces: Vec<(u64, Vec<u8>)> = vec![(1 << 30, text(8_192, 21)), (SIZE - 4_096, text(4_096, 22))];
+    let mtime = Timestamp { secs: 1_767_225_600, nsec: 0 };
+    let root = Entry { parent_id: NO_PARENT, mode: 0o755, mtime, ..Entry::bare(EntryKind::Directory, b"") };
+    let file =
+        Entry { entry_id: 1, parent_id: 0, mode: 0o644, mtime, size: SIZE, ..Entry::bare(EntryKind::File, b"tib") };
+    struct Pieces {
+        entries: std::vec::IntoIter<SourceEntry>,
+        pieces: Vec<(u64, Vec<u8>)>,
+    }
+    impl EntrySource for Pieces {
+        fn next_entry(&mut self) -> std::io::Result<Option<SourceEntry>> {
+            Ok(self.entries.next())
+        }
+        fn read_content(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            let Some((start, bytes)) =
+                self.pieces.iter().find(|(start, bytes)| (*start..*start + bytes.len() as u64).contains(&offset))
+            else {
+                return Ok(0);
+            };
+            let rest = &bytes[(offset - start) as usize..];
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            Ok(n)
+        }
+    }
+    let ranges = pieces.iter().map(|(start, bytes)| (*start, start + bytes.len() as u64)).collect();
+    let mut source = Pieces {
+        entries: vec![
+            SourceEntry { path: Vec::new(), entry: root, data_ranges: Vec::new() },
+            SourceEntry { path: b"tib".to_vec(), entry: file, data_ranges: ranges },
+        ]
+        .into_iter(),
+        pieces: pieces.clone(),
+    };
+    let mut options = WriterOptions::new(UUID, CREATED_NS);
+    options.chunk_size = CHUNK as u32;
+    options.threads = 1;
+    let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
+    writer.add_tree_from("sparse", Captured::HOLES, &mut source, &NoProgress).expect("a valid tree");
+    let bytes = writer.finish().expect("writing to memory").0;
+    let data: Vec<(u64, &[u8])> = pieces.iter().map(|(start, bytes)| (*start, bytes.as_slice())).collect();
+    let ranges: Vec<serde_json::Value> = pieces
+        .iter()
+        .map(|(start, bytes)| json!({"offset": start, "length": bytes.len(), "blake3": blake3::hash(bytes).to_hex().to_string()}))
+        .collect();
+    let expected = vec![
+        json!({
+            "path": "", "path_hex": "", "kind": "directory", "mode": 0o755, "size": 0,
+            "mtime_s": 1_767_225_600i64, "mtime_nsec": 0, "uid": 0, "gid": 0, "user": "", "group": "", "xattrs": [],
+        }),
+        json!({
+            "path": "tib", "path_hex": "746962", "kind": "file", "mode": 0o644, "size": SIZE,
+            "mtime_s": 1_767_225_600i64, "mtime_nsec": 0, "uid": 0, "gid": 0, "user": "", "group": "", "xattrs": [],
+            "digest": crate::file_digest_hex(&data, SIZE), "ranges": ranges,
+        }),
+    ];
+    (bytes, json!({"kind": "files", "name": "sparse", "entries": expected}))
 }
 
 /// The standard tree after damage to the first chunk of `docs/big.bin` and a
@@ -511,6 +659,7 @@ fn salvaged_tree() -> (Vec<u8>, serde_json::Value) {
         if entry["path"] == "docs/big.bin" {
             entry["size"] = json!(0);
             entry["blake3"] = json!(blake3::hash(b"").to_hex().to_string());
+            entry["digest"] = json!(crate::file_digest_hex(&[], 0));
             entry["lost_in_salvage"] = json!(true);
         }
     }
@@ -543,6 +692,20 @@ pub fn vectors() -> Vec<Vector> {
     v.push(Vector {
         name: "tree-salvaged",
         description: "the standard tree salvaged after damage to a chunk of docs/big.bin: the file is kept with flag bit 3 (lost in salvage), size 0; extraction warns about it and extracts the rest",
+        bytes,
+        expect: Expectation::Valid(vec![listing]),
+    });
+    let (bytes, listing) = times_tree();
+    v.push(Vector {
+        name: "tree-times",
+        description: "times from 1600 to 2500 with nanoseconds, on mtime, atime, ctime and birth time: every time a Linux file system holds, and more; a destination that cannot hold one keeps another with a warning",
+        bytes,
+        expect: Expectation::Valid(vec![listing]),
+    });
+    let (bytes, listing) = sparse_tib_tree();
+    v.push(Vector {
+        name: "tree-sparse-1tib",
+        description: "a file of 1 TiB with 8 KiB of data at 1 GiB and its last 4 KiB: checking its digest costs 12 KiB of hashing; extraction leaves its holes unallocated",
         bytes,
         expect: Expectation::Valid(vec![listing]),
     });
@@ -603,8 +766,8 @@ pub fn vectors() -> Vec<Vector> {
         },
     ));
     v.push(tree_vector(
-        "tree-content-blake3",
-        "a file's whole-content BLAKE3 does not match its chunks (CRC fixed)",
+        "tree-content-digest",
+        "a file's digest does not match its chunks (CRC fixed)",
         ChunkCorrupt,
         &[],
         |b| {
@@ -658,7 +821,7 @@ pub fn vectors() -> Vec<Vector> {
     // The "else 0" and "0 unless captured" rules of 8.3, one vector each kind:
     // (name, description, entry, field offset in the entry, new value).
     type FieldRule = (&'static str, &'static str, &'static [u8], usize, Vec<u8>);
-    let field_rules: [FieldRule; 3] = [
+    let field_rules: [FieldRule; 4] = [
         (
             "tree-atime-not-captured",
             "an entry with an atime in a section whose captured bits leave atimes out",
@@ -673,6 +836,13 @@ pub fn vectors() -> Vec<Vector> {
             b"d1",
             72,
             1i64.to_le_bytes().to_vec(),
+        ),
+        (
+            "tree-time-nsec",
+            "an mtime whose nanoseconds field is 1,000,000,000",
+            b"d1",
+            44,
+            1_000_000_000u32.to_le_bytes().to_vec(),
         ),
     ];
     for (name, description, entry, field, value) in field_rules {

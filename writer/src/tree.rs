@@ -14,8 +14,8 @@ use std::path::Path;
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use strata_format::files::{
-    self, Captured, DirChild, DirTable, Entry, EntryFlags, EntryKind, FileExtent, FilesBegin, FilesEnd, FilesIndexHead,
-    Xattr, NO_PARENT,
+    self, Captured, DirChild, DirTable, Entry, EntryFlags, EntryKind, FileDigest, FileExtent, FilesBegin, FilesEnd,
+    FilesIndexHead, Timestamp, Xattr, DIGEST_LEN, EMPTY_DIGEST, NO_PARENT,
 };
 use strata_format::RecordType;
 
@@ -144,6 +144,10 @@ struct Batch {
     /// The raw chunk small files are being packed into, if any.
     open_pack: Option<usize>,
     extents: Vec<(FileExtent, Loc)>,
+    /// Small files packed in this batch, by index into `extents`, with the
+    /// BLAKE3 of their bytes: once the batch is written, later copies refer to
+    /// them (the entry's 16-byte digest is not a deduplication key).
+    packed_small: Vec<(usize, [u8; 32])>,
     entries: Vec<PendingEntry>,
     entry_bytes: usize,
 }
@@ -182,32 +186,13 @@ impl Names {
     }
 }
 
-/// A time as the archive holds it, nanoseconds since 1970 in an i64
-/// (1677-09-21 to 2262-04-11), and whether it had to be moved there: a time
-/// outside is recorded as the nearest the archive holds.
-fn time_ns(secs: i64, nsecs: i64) -> (i64, bool) {
-    let exact = i128::from(secs) * 1_000_000_000 + i128::from(nsecs);
-    let held = exact.clamp(i128::from(i64::MIN), i128::from(i64::MAX));
-    (held as i64, held != exact)
-}
-
-/// `2262-04-11 23:47:16.854775807 UTC`, for messages, whatever the year.
-fn utc(secs: i64, nsecs: i64) -> String {
-    let (secs, nsecs) =
-        (i128::from(secs) + i128::from(nsecs.div_euclid(1_000_000_000)), nsecs.rem_euclid(1_000_000_000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i128::from(month <= 2);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    format!("{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{nsecs:09} UTC")
+/// A time from a `struct timespec` whose nanoseconds may be out of range (only
+/// `fstat`'s `long` can be): carried into the seconds, as the kernel means them.
+fn timespec(secs: i64, nsecs: i64) -> Timestamp {
+    Timestamp {
+        secs: secs.saturating_add(nsecs.div_euclid(1_000_000_000)),
+        nsec: nsecs.rem_euclid(1_000_000_000) as u32,
+    }
 }
 
 /// Directory handles the walk keeps open at most. Each directory being walked
@@ -235,15 +220,15 @@ struct Meta {
     gid: u32,
     rdev: u64,
     size: u64,
-    atime: (i64, i64),
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    btime: Option<(i64, i64)>,
+    atime: Timestamp,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    btime: Option<Timestamp>,
 }
 
 impl Meta {
     fn from_statx(x: &rustix::fs::Statx) -> Meta {
-        let time = |t: &rustix::fs::StatxTimestamp| (t.tv_sec, i64::from(t.tv_nsec));
+        let time = |t: &rustix::fs::StatxTimestamp| timespec(t.tv_sec, i64::from(t.tv_nsec));
         let has_btime = x.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0;
         Meta {
             dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
@@ -273,9 +258,9 @@ impl Meta {
             gid: st.st_gid,
             rdev: st.st_rdev as u64,
             size: st.st_size as u64,
-            atime: (st.st_atime as i64, st.st_atime_nsec as i64),
-            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
-            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            atime: timespec(st.st_atime as i64, st.st_atime_nsec as i64),
+            mtime: timespec(st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: timespec(st.st_ctime as i64, st.st_ctime_nsec as i64),
             btime: None,
         }
     }
@@ -791,23 +776,6 @@ impl Walk<'_> {
         self.summary.warnings.push(TreeWarning { path: relative.to_vec(), message: message.into() });
     }
 
-    /// A time of the entry at `relative` as the archive holds it; one it
-    /// cannot hold is recorded as the nearest it can, with a warning.
-    fn held_time(&mut self, relative: &[u8], what: &str, (secs, nsecs): (i64, i64)) -> i64 {
-        let (held, moved) = time_ns(secs, nsecs);
-        if moved {
-            self.warn(
-                relative,
-                format!(
-                    "{what} {} is outside the times an archive holds (1677-09-21 to 2262-04-11): recorded as {}",
-                    utc(secs, nsecs),
-                    utc(held.div_euclid(1_000_000_000), held.rem_euclid(1_000_000_000))
-                ),
-            );
-        }
-        held
-    }
-
     /// The metadata part of an entry (no content), with the next id.
     fn entry_for(
         &mut self,
@@ -821,14 +789,10 @@ impl Walk<'_> {
         let entry_id = self.next_id;
         self.next_id += 1;
         let capture = self.options.capture;
-        let mtime_ns = self.held_time(relative, "mtime", meta.mtime);
-        let atime_ns = if capture & Captured::ATIME != 0 { self.held_time(relative, "atime", meta.atime) } else { 0 };
-        let ctime_ns = if capture & Captured::CTIME != 0 { self.held_time(relative, "ctime", meta.ctime) } else { 0 };
-        let (btime_ns, flags) = match meta.btime {
-            Some(btime) if capture & Captured::BTIME != 0 => {
-                (self.held_time(relative, "birth time", btime), EntryFlags::BTIME)
-            }
-            _ => (0, 0),
+        let captured = |bit: u64, time: Timestamp| if capture & bit != 0 { time } else { Timestamp::ZERO };
+        let (btime, flags) = match meta.btime {
+            Some(btime) if capture & Captured::BTIME != 0 => (btime, EntryFlags::BTIME),
+            _ => (Timestamp::ZERO, 0),
         };
         let xattrs = match xattrs_of(xattrs) {
             Ok(x) => x,
@@ -857,13 +821,13 @@ impl Walk<'_> {
             gid,
             rdev_major: if is_device { rustix::fs::major(rdev) } else { 0 },
             rdev_minor: if is_device { rustix::fs::minor(rdev) } else { 0 },
-            mtime_ns,
-            atime_ns,
-            ctime_ns,
-            btime_ns,
+            mtime: meta.mtime,
+            atime: captured(Captured::ATIME, meta.atime),
+            ctime: captured(Captured::CTIME, meta.ctime),
+            btime,
             size: 0,
             link_id: 0,
-            blake3: [0; 32],
+            digest: [0; DIGEST_LEN],
             user,
             group,
             name,
@@ -1040,8 +1004,8 @@ impl Walk<'_> {
             Err(e) => {
                 self.warn(relative, format!("content not read: {e}"));
                 entry.flags |= EntryFlags::UNREADABLE;
-                // No content: size 0 and the BLAKE3 of nothing, as for an empty file.
-                entry.blake3 = *blake3::hash(b"").as_bytes();
+                // No content: size 0 and the digest of nothing, as for an empty file.
+                entry.digest = EMPTY_DIGEST;
                 return self.complete(writer, entry, Vec::new());
             }
         };
@@ -1053,10 +1017,8 @@ impl Walk<'_> {
         // A file that changed while it was read is kept as read, and said so.
         match file.metadata() {
             Ok(after)
-                if !shrank
-                    && after.len() == meta.size
-                    && after.mtime() == meta.mtime.0
-                    && after.mtime_nsec() == meta.mtime.1 => {}
+                if !shrank && after.len() == meta.size && timespec(after.mtime(), after.mtime_nsec()) == meta.mtime => {
+            }
             Ok(after) => {
                 entry.flags |= EntryFlags::CHANGED_WHILE_READ;
                 self.warn(
@@ -1082,7 +1044,7 @@ impl Walk<'_> {
         ranges: Vec<(u64, u64)>,
         read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
     ) -> Result<(bool, Vec<usize>), WriteError> {
-        let mut hasher = blake3::Hasher::new();
+        let mut digest = FileDigest::new();
         let mut unresolved = Vec::new();
         let mut resolved_before: Vec<FileExtent> = Vec::new();
         let mut covered = 0u64;
@@ -1108,9 +1070,7 @@ impl Walk<'_> {
                     break 'ranges;
                 }
                 buf.truncate(got);
-                // Holes read as zeros in the content hash.
-                files::hash_zeros(&mut hasher, at - covered);
-                hasher.update(&buf);
+                digest.data(at, &buf);
                 covered = at + got as u64;
                 let extent = FileExtent {
                     entry_id: entry.entry_id,
@@ -1120,13 +1080,16 @@ impl Walk<'_> {
                     chunk_offset: 0,
                     reserved: 0,
                 };
-                let (chunk_offset, loc) = if small {
+                let (chunk_offset, loc, packed) = if small {
                     self.pack(&buf)
                 } else {
                     self.batch.raw_chunks.push(std::mem::take(&mut buf));
                     self.batch.raw_bytes += got;
-                    (0, Loc::Raw(self.batch.raw_chunks.len() - 1))
+                    (0, Loc::Raw(self.batch.raw_chunks.len() - 1), None)
                 };
+                if let Some(hash) = packed {
+                    self.batch.packed_small.push((self.batch.extents.len(), hash));
+                }
                 self.batch.extents.push((FileExtent { chunk_offset, ..extent }, loc));
                 unresolved.push(self.batch.extents.len() - 1);
                 self.progress.advance(got as u64);
@@ -1142,9 +1105,8 @@ impl Walk<'_> {
             }
         }
         let final_size = if shrank { covered } else { size };
-        files::hash_zeros(&mut hasher, final_size - covered);
         entry.size = final_size;
-        entry.blake3 = *hasher.finalize().as_bytes();
+        entry.digest = digest.finish(final_size);
         entry.extents = resolved_before;
         self.summary.content_bytes += final_size;
         Ok((shrank, unresolved))
@@ -1165,11 +1127,13 @@ impl Walk<'_> {
     }
 
     /// Appends a small file to the open pack chunk, starting a new one when full.
-    fn pack(&mut self, bytes: &[u8]) -> (u32, Loc) {
+    /// Returns where the bytes are, and their BLAKE3 when they were packed
+    /// rather than found.
+    fn pack(&mut self, bytes: &[u8]) -> (u32, Loc, Option<[u8; 32]>) {
         let hash = *blake3::hash(bytes).as_bytes();
         if let Some(&(chunk_ref, offset)) = self.small_files.get(&hash) {
             self.summary.deduplicated_chunks += 1;
-            return (offset, Loc::Stored(chunk_ref));
+            return (offset, Loc::Stored(chunk_ref), None);
         }
         let index = match self.batch.open_pack {
             Some(i) if self.batch.raw_chunks[i].len() + bytes.len() <= self.pack_size() => i,
@@ -1183,7 +1147,7 @@ impl Walk<'_> {
         let offset = pack.len() as u32;
         pack.extend_from_slice(bytes);
         self.batch.raw_bytes += bytes.len();
-        (offset, Loc::Raw(index))
+        (offset, Loc::Raw(index), Some(hash))
     }
 
     /// Adds a finished entry to the batch, flushing when the batch is full.
@@ -1243,6 +1207,11 @@ impl Walk<'_> {
                 (files::encode_file_extents(section_id, &extents), extents)
             })?
         };
+        // Small files now have a place: later copies refer to it.
+        for &(index, hash) in &batch.packed_small {
+            let e = resolved[index];
+            self.small_files.entry(hash).or_insert((e.chunk_ref, e.chunk_offset));
+        }
         if !batch.entries.is_empty() {
             let mut body = Vec::with_capacity(16 + batch.entry_bytes);
             body.extend_from_slice(
@@ -1253,14 +1222,6 @@ impl Walk<'_> {
             for pending in batch.entries {
                 let mut entry = pending.entry;
                 entry.extents.extend(pending.unresolved.iter().map(|&i| resolved[i]));
-                // Small files now have a place: later copies refer to it.
-                if entry.kind == EntryKind::File
-                    && entry.extents.len() == 1
-                    && entry.size < (self.chunk_size as u64).min(1 << 20) / 2
-                {
-                    let e = entry.extents[0];
-                    self.small_files.entry(entry.blake3).or_insert((e.chunk_ref, e.chunk_offset));
-                }
                 offsets.push((entry.entry_id, body.len() as u32));
                 entry.encode_into(&mut body);
             }
@@ -1278,60 +1239,20 @@ impl Walk<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::{time_ns, utc};
+    use super::timespec;
+    use strata_format::files::Timestamp;
 
-    /// Every time is either recorded exactly or moved to the nearest the
-    /// archive holds, and then said to be moved (the walk warns on that).
+    /// Every time a file system gives is recorded as it is: `fstat`'s
+    /// nanoseconds, out of range or not, carry into the seconds.
     #[test]
-    fn no_time_is_ever_changed_without_a_warning() {
-        let mut secs: Vec<i64> = vec![
-            i64::MIN,
-            i64::MIN + 1,
-            -9_223_372_037,
-            -9_223_372_036,
-            -(1 << 31),
-            -1,
-            0,
-            1,
-            9_223_372_036,
-            9_223_372_037,
-            15_021_158_400,
-            i64::MAX - 1,
-            i64::MAX,
-        ];
-        // And a spread between, both signs.
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..10_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            secs.push((x as i64) >> (x % 53));
-        }
-        for &s in &secs {
-            for nsecs in [0, 1, 145_224_191, 145_224_192, 500_000_000, 854_775_807, 854_775_808, 999_999_999] {
-                let exact = i128::from(s) * 1_000_000_000 + i128::from(nsecs);
-                let (held, moved) = time_ns(s, nsecs);
-                if moved {
-                    let nearest = if exact < 0 { i64::MIN } else { i64::MAX };
-                    assert_eq!(held, nearest, "{s} s {nsecs} ns");
-                    assert!(exact < i128::from(i64::MIN) || exact > i128::from(i64::MAX), "{s} s {nsecs} ns");
-                } else {
-                    assert_eq!(i128::from(held), exact, "{s} s {nsecs} ns changed without a warning");
-                }
+    fn times_are_recorded_exactly_whatever_the_year() {
+        for secs in [i64::MIN + 1, -(1 << 31), -1, 0, 1, 9_223_372_037, 15_021_158_400, i64::MAX - 1] {
+            for nsec in [0i64, 1, 500_000_000, 999_999_999] {
+                assert_eq!(timespec(secs, nsec), Timestamp { secs, nsec: nsec as u32 });
             }
         }
-        // The earliest representable time, reached from the second before it:
-        // seconds that alone overflow, brought back in range by nanoseconds.
-        assert_eq!(time_ns(-9_223_372_037, 145_224_192), (i64::MIN, false));
-        assert_eq!(time_ns(9_223_372_036, 854_775_807), (i64::MAX, false));
-        assert_eq!(time_ns(9_223_372_036, 854_775_808), (i64::MAX, true));
-    }
-
-    #[test]
-    fn times_in_messages_are_dates() {
-        assert_eq!(utc(9_223_372_036, 854_775_807), "2262-04-11 23:47:16.854775807 UTC");
-        assert_eq!(utc(-9_223_372_037, 145_224_192), "1677-09-21 00:12:43.145224192 UTC");
-        assert_eq!(utc(15_021_158_400, 250_000_000), "2446-01-01 00:00:00.250000000 UTC");
-        assert_eq!(utc(-1, 500_000_000), "1969-12-31 23:59:59.500000000 UTC");
+        assert_eq!(timespec(0, -500_000_000), Timestamp { secs: -1, nsec: 500_000_000 });
+        assert_eq!(timespec(5, 2_000_000_001), Timestamp { secs: 7, nsec: 1 });
+        assert_eq!(timespec(i64::MAX, 1_000_000_000), Timestamp { secs: i64::MAX, nsec: 0 });
     }
 }
