@@ -2376,11 +2376,12 @@ class Extractor:
                     self.warn(path, f"extended attribute {lossy(xn)!r}: {ex.strerror}")
 
     def set_times(self, e, path, set_ns, stat_now):
-        """8.7: mtime (and atime when captured; else the entry keeps the atime it has) set to
-        the recorded (seconds, nanoseconds) exactly, as the integer seconds * 10^9 + ns,
-        which cannot overflow or round; then read back from the entry (stat_now), with a
-        warning naming the path, the recorded time and the one kept for each that differs.
-        A time the system refuses (OverflowError, OSError) is a warning, not a failure."""
+        """8.7: mtime, and atime when captured, set to the recorded (seconds, nanoseconds)
+        exactly, as the integer seconds * 10^9 + ns, which cannot overflow or round; then
+        read back from the entry (stat_now), with a warning naming the path, the recorded
+        time and the one kept for each that differs. An atime not captured is not set: the
+        entry keeps the one extraction gave it (passed back as read: os.utime has no
+        UTIME_OMIT). A time the system refuses (OverflowError, OSError) is a warning."""
         mtime = e["mtime_s"] * NSEC + e["mtime_nsec"]
         atime = e["atime_s"] * NSEC + e["atime_nsec"] if self.captured & CAP_ATIME else None
         try:
