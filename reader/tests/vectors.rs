@@ -213,6 +213,17 @@ fn check_tree(name: &str, archive: &Archive<Vec<u8>>, tree: &TreeSection, want: 
         assert_eq!(e.size, w["size"].as_u64().expect("size"), "{name}: {path}");
         assert_eq!(e.mtime.secs, w["mtime_s"].as_i64().expect("mtime_s"), "{name}: {path}");
         assert_eq!(u64::from(e.mtime.nsec), w["mtime_nsec"].as_u64().expect("mtime_nsec"), "{name}: {path}");
+        let times = [("atime", e.atime), ("ctime", e.ctime), ("btime", e.btime)];
+        for (field, time) in times {
+            if let Some(secs) = w.get(format!("{field}_s")) {
+                let nsec = &w[format!("{field}_nsec")];
+                assert_eq!(
+                    (time.secs, u64::from(time.nsec)),
+                    (secs.as_i64().unwrap(), nsec.as_u64().unwrap()),
+                    "{name}: {path} {field}"
+                );
+            }
+        }
         if let Some(d) = w.get("digest") {
             assert_eq!(hex(&e.digest), d.as_str().expect("digest"), "{name}: {path}");
         }

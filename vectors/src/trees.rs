@@ -484,6 +484,14 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
             "size": content.len(), "mtime_s": e.mtime.secs, "mtime_nsec": e.mtime.nsec, "uid": e.uid, "gid": e.gid,
             "user": String::from_utf8_lossy(&e.user), "group": String::from_utf8_lossy(&e.group), "xattrs": xattrs,
         });
+        item["atime_s"] = json!(e.atime.secs);
+        item["atime_nsec"] = json!(e.atime.nsec);
+        item["ctime_s"] = json!(e.ctime.secs);
+        item["ctime_nsec"] = json!(e.ctime.nsec);
+        if e.flags & files::EntryFlags::BTIME != 0 {
+            item["btime_s"] = json!(e.btime.secs);
+            item["btime_nsec"] = json!(e.btime.nsec);
+        }
         match e.kind {
             EntryKind::File => {
                 item["blake3"] = json!(blake3::hash(content).to_hex().to_string());
@@ -531,6 +539,7 @@ fn times_tree() -> (Vec<u8>, serde_json::Value) {
     let mut expected = vec![json!({
         "path": "", "path_hex": "", "kind": "directory", "mode": 0o755, "size": 0,
         "mtime_s": 1_767_225_600i64, "mtime_nsec": 0, "uid": 0, "gid": 0, "user": "", "group": "", "xattrs": [],
+        "atime_s": 0, "atime_nsec": 0, "ctime_s": 0, "ctime_nsec": 0,
     })];
     for (i, &(name, secs, nsec)) in times.iter().enumerate() {
         let time = Timestamp { secs, nsec };
@@ -552,6 +561,8 @@ fn times_tree() -> (Vec<u8>, serde_json::Value) {
             "path": String::from_utf8_lossy(name), "path_hex": hex, "kind": "file", "mode": 0o644,
             "size": content.len(), "mtime_s": secs, "mtime_nsec": nsec, "uid": 0, "gid": 0,
             "user": "", "group": "", "xattrs": [],
+            "atime_s": secs, "atime_nsec": nsec, "ctime_s": secs, "ctime_nsec": nsec,
+            "btime_s": secs, "btime_nsec": nsec,
             "blake3": blake3::hash(&content).to_hex().to_string(),
             "digest": crate::file_digest_hex(&[(0, &content)], content.len() as u64),
         }));
