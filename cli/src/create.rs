@@ -417,7 +417,7 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
         .flat_map(|t| {
             t.warnings
                 .iter()
-                .map(move |w| format!("warning: {}/{}: {}", t.name, String::from_utf8_lossy(&w.path), w.message))
+                .map(move |w| format!("warning: {}/{}: {}", t.name, strata_format::escaped(&w.path), w.message))
         })
         .collect();
     let ratio = output::ratio(logical, stored);

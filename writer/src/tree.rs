@@ -606,7 +606,7 @@ impl<W: Write> ArchiveWriter<W> {
             if let Some(detail) = invalid {
                 return Err(WriteError::Invalid {
                     what: "tree entry",
-                    detail: format!("{:?}: {detail}", String::from_utf8_lossy(&path)),
+                    detail: format!("\"{}\": {detail}", strata_format::escaped(&path)),
                 });
             }
             walk.next_id += 1;
