@@ -436,7 +436,17 @@ fn build_template(root: &Path) -> Vec<u8> {
 }
 
 /// Runs one example in a fresh copy of the template; returns what went wrong.
-fn run_example(example: &Example, template: &Path, scratch: &Path, disk: &[u8], index: usize) -> Result<(), String> {
+/// Where examples run: the template every sandbox is copied from, the folder
+/// the copies go in, the template's disk image, and the commands `strata` has.
+struct Stage<'a> {
+    template: &'a Path,
+    scratch: &'a Path,
+    disk: &'a [u8],
+    verbs: &'a [String],
+}
+
+fn run_example(example: &Example, stage: &Stage<'_>, index: usize) -> Result<(), String> {
+    let Stage { template, scratch, disk, verbs } = *stage;
     let line = parse(&example.line).map_err(|e| format!("cannot be parsed: {e}"))?;
     if let Some(reason) = unrunnable(&line) {
         return Err(format!("cannot run as written on a test machine: {reason}"));
@@ -445,15 +455,16 @@ fn run_example(example: &Example, template: &Path, scratch: &Path, disk: &[u8], 
         return Err("runs no strata command".to_string());
     };
     let verb = strata.words.get(1).cloned().unwrap_or_default();
+    if !verbs.contains(&verb) {
+        return Err(format!("`strata {verb}` is not one of the commands `strata --help` lists"));
+    }
     let sandbox = scratch.join(format!("example-{index}"));
     run_tool(scratch, "cp", &["-a", path_str(template), path_str(&sandbox)]);
     let home = sandbox.join("home");
     let tmp = sandbox.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
 
-    let known =
-        ["create", "info", "verify", "salvage", "list", "extract", "restore", "cat", "diff", "completions", "manpage"];
-    let options = if known.contains(&verb.as_str()) { options_of(&verb) } else { Vec::new() };
+    let options = options_of(&verb);
     let operands = operands(&strata.words[2..], &options);
     let output = output_of(&verb, &operands).map(|o| resolve(&sandbox, &home, &o));
     if let Some(output) = &output {
@@ -536,6 +547,8 @@ fn run_all(examples: &[Example]) {
     let template = scratch.path().join("template");
     std::fs::create_dir_all(&template).unwrap();
     let disk = build_template(&template);
+    let verbs = subcommands(&help_text(&["--help"]));
+    let stage = Stage { template: &template, scratch: scratch.path(), disk: &disk, verbs: &verbs };
     // Two at a time: the machine has two cores.
     let next = std::sync::atomic::AtomicUsize::new(0);
     let failures = std::sync::Mutex::new(Vec::new());
@@ -544,7 +557,7 @@ fn run_all(examples: &[Example]) {
             scope.spawn(|| loop {
                 let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let Some(example) = examples.get(index) else { break };
-                if let Err(problem) = run_example(example, &template, scratch.path(), &disk, index) {
+                if let Err(problem) = run_example(example, &stage, index) {
                     let said = format!("{}: `{}`: {problem}", example.origin, example.line);
                     failures.lock().unwrap().push(said);
                 }
