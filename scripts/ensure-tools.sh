@@ -10,6 +10,8 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 { command -v setpriv && command -v prlimit; } >/dev/null || need+=(util-linux)
 command -v script >/dev/null || need+=(bsdutils)
 command -v tmux >/dev/null || need+=(tmux)
+# The README's examples pipe into xxd (cli/tests/examples.rs runs them).
+command -v xxd >/dev/null || need+=(xxd)
 { command -v setfacl && command -v getfacl; } >/dev/null || need+=(acl)
 # GNU time measures the peak memory of each command of the hostile-archive test.
 [[ -x /usr/bin/time ]] || need+=(time)

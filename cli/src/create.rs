@@ -3,10 +3,13 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::Args;
-use strata_writer::{ArchiveWriter, FileSource, ImageSource, Progress, StreamSource, TreeOptions, WriterOptions};
+use strata_writer::{
+    ArchiveWriter, FileSource, ImageSource, Progress, StreamSource, TreeOptions, TreeTotals, WriterOptions,
+};
 
 use crate::atomic::AtomicFile;
 use crate::{device, output, Failure};
@@ -242,6 +245,76 @@ impl Progress for BarProgress {
     }
 }
 
+/// A tree's progress: bytes on the bar, entries counted for its message.
+struct TreeProgress {
+    bar: indicatif::ProgressBar,
+    entries: AtomicU64,
+}
+
+impl Progress for TreeProgress {
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn entry(&self) {
+        self.entries.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How long a tree's pre-count may run before the bar goes without a total.
+const COUNT_FOR: Duration = Duration::from_secs(20);
+/// How long the walk waits for the count, so that a tree of ordinary size
+/// shows its total from the start (the count warms the cache the walk reads).
+const COUNT_HEAD_START: Duration = Duration::from_millis(300);
+
+/// Counts the tree in the background (bounded by [`COUNT_FOR`]; stopped when
+/// the walk ends first) and keeps the bar's message at `done / total entries`,
+/// or `done entries` until the total is known; once it is, the bar shows the
+/// bytes to go and the time left.
+fn show_tree_progress<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    (dir, options): (&'scope std::path::Path, &'scope TreeOptions),
+    progress: &'scope TreeProgress,
+    totals: &'scope std::sync::OnceLock<TreeTotals>,
+    finished: &'scope AtomicBool,
+) {
+    let counting = scope.spawn(move || {
+        let started = Instant::now();
+        let keep_going = |_: &TreeTotals| !finished.load(Ordering::Relaxed) && started.elapsed() < COUNT_FOR;
+        if let Some(counted) = strata_writer::count_tree(dir, options, &keep_going) {
+            let _ = totals.set(counted);
+        }
+    });
+    let waited = Instant::now();
+    while !counting.is_finished() && waited.elapsed() < COUNT_HEAD_START {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    scope.spawn(move || {
+        let mut total_shown = false;
+        loop {
+            let done = progress.entries.load(Ordering::Relaxed);
+            match totals.get() {
+                Some(total) => {
+                    if !total_shown {
+                        output::set_total(&progress.bar, total.bytes);
+                        total_shown = true;
+                    }
+                    let entries = total.entries.max(done);
+                    progress.bar.set_message(format!(
+                        "{} / {} entries",
+                        output::grouped(done),
+                        output::grouped(entries)
+                    ));
+                }
+                None => progress.bar.set_message(output::count(done, "entry", "entries")),
+            }
+            if finished.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+}
+
 /// The archive's destination: a file written atomically, or standard output.
 enum Destination {
     File(AtomicFile),
@@ -344,7 +417,7 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
         .flat_map(|t| {
             t.warnings
                 .iter()
-                .map(move |w| format!("warning: {}/{}: {}", t.name, String::from_utf8_lossy(&w.path), w.message))
+                .map(move |w| format!("warning: {}/{}: {}", t.name, strata_format::escaped(&w.path), w.message))
         })
         .collect();
     let ratio = output::ratio(logical, stored);
@@ -435,9 +508,17 @@ fn write_archive<W: Write>(
     }
     for (name, dir) in trees {
         let bar = output::bar(name, None, quiet);
-        let tree = writer
-            .add_tree(name, dir, tree_options, &BarProgress(bar.clone()))
-            .map_err(|e| Failure::fatal(format!("files {name} from {}: {e}", dir.display())))?;
+        let progress = TreeProgress { bar: bar.clone(), entries: AtomicU64::new(0) };
+        let (finished, totals) = (AtomicBool::new(false), std::sync::OnceLock::new());
+        let tree = std::thread::scope(|scope| {
+            if !quiet && output::progress_shown() {
+                show_tree_progress(scope, (dir, tree_options), &progress, &totals, &finished);
+            }
+            let tree = writer.add_tree(name, dir, tree_options, &progress);
+            finished.store(true, Ordering::Relaxed);
+            tree
+        })
+        .map_err(|e| Failure::fatal(format!("files {name} from {}: {e}", dir.display())))?;
         bar.finish_and_clear();
         if !quiet {
             eprintln!(

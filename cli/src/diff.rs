@@ -87,8 +87,8 @@ impl Facts {
         if self.target != other.target {
             out.push(format!(
                 "target {} -> {}",
-                String::from_utf8_lossy(&self.target),
-                String::from_utf8_lossy(&other.target)
+                strata_format::escaped(&self.target),
+                strata_format::escaped(&other.target)
             ));
         }
         // A hard link's own times and content are its file's: not compared twice.
@@ -234,15 +234,15 @@ pub fn run(args: DiffArgs) -> Result<u8, Failure> {
         changes.push((path.clone(), "added", Vec::new()));
     }
     changes.sort_by(|a, b| a.0.cmp(&b.0));
-    let shown =
-        |path: &[u8]| if path.is_empty() { ".".to_string() } else { String::from_utf8_lossy(path).into_owned() };
+    let text = |path: &[u8]| if path.is_empty() { ".".to_string() } else { String::from_utf8_lossy(path).into_owned() };
+    let shown = |path: &[u8]| if path.is_empty() { ".".to_string() } else { strata_format::escaped(path) };
     if args.json {
         output::print_json(&json!({
             "archive": args.archive.display().to_string(),
             "section": name,
             "other": args.other.display().to_string(),
             "changes": changes.iter().map(|(path, kind, what)| json!({
-                "path": shown(path), "change": kind, "what": what,
+                "path": text(path), "change": kind, "what": what,
             })).collect::<Vec<_>>(),
         }));
     } else {

@@ -209,15 +209,17 @@ fn owner(name: &[u8], id: u32) -> String {
     if name.is_empty() {
         id.to_string()
     } else {
-        String::from_utf8_lossy(name).into_owned()
+        strata_format::escaped(name)
     }
 }
 
-fn shown(path: &[u8]) -> String {
+/// A tree path as `list` and every message show it: `.` for the root, control
+/// characters and bytes that are not UTF-8 escaped (as `tar -t` does).
+pub(crate) fn shown(path: &[u8]) -> String {
     if path.is_empty() {
         ".".to_string()
     } else {
-        String::from_utf8_lossy(path).into_owned()
+        strata_format::escaped(path)
     }
 }
 
@@ -328,9 +330,9 @@ fn print_entry(out: &mut impl Write, item: &PathEntry, args: &ListArgs, link: Op
     };
     let when = output::local(e.mtime);
     let suffix = match e.kind {
-        EntryKind::Symlink => format!(" -> {}", String::from_utf8_lossy(&e.target)),
+        EntryKind::Symlink => format!(" -> {}", strata_format::escaped(&e.target)),
         EntryKind::Hardlink => match link {
-            Some(path) => format!(" link to {}", String::from_utf8_lossy(path)),
+            Some(path) => format!(" link to {}", shown(path)),
             None => format!(" link to entry {}", e.link_id),
         },
         _ => String::new(),

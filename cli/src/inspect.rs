@@ -449,7 +449,7 @@ fn shown_path(path: &[u8]) -> String {
     if path.is_empty() {
         "(the root folder)".to_string()
     } else {
-        String::from_utf8_lossy(path).into_owned()
+        strata_format::escaped(path)
     }
 }
 
@@ -557,12 +557,12 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
                     output::size(end - start)
                 ),
                 Some(path) if start == end => {
-                    say!("      files {}: {} (its entry is lost)", affected.section, String::from_utf8_lossy(path))
+                    say!("      files {}: {} (its entry is lost)", affected.section, shown_path(path))
                 }
                 Some(path) => say!(
                     "      files {}: {}, bytes {}-{}",
                     affected.section,
-                    String::from_utf8_lossy(path),
+                    shown_path(path),
                     output::grouped(start),
                     output::grouped(end.saturating_sub(1))
                 ),

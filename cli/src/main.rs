@@ -22,7 +22,13 @@ use clap::{Parser, Subcommand};
 
 /// Strata: one open format for system images and backups.
 #[derive(Parser)]
-#[command(name = "strata", version, about, propagate_version = true)]
+#[command(
+    name = "strata",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Examples:\n  strata create backup.strata --image disk=disk.img --files home=$HOME\n  strata verify backup.strata\n  strata extract backup.strata --files home restored\n  strata restore backup.strata --image disk restored.img\n\n`strata COMMAND --help` shows each command's options and more examples."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +46,7 @@ struct Cli {
 enum Command {
     /// Create an archive from block images (disks, partitions, image files) and file trees.
     #[command(
-        after_help = "Examples:\n  strata create backup.strata /etc /home/alice\n  strata create backup.strata --image disk=/dev/sdb --files home=/home --exclude '*.tmp'\n  strata create - --image root=rootfs.img > backup.strata\n  dd if=/dev/sdb | strata create backup.strata --image disk=-"
+        after_help = "Examples:\n  strata create backup.strata ~/Documents ~/Pictures\n  strata create backup.strata --image disk=disk.img --files home=$HOME --exclude '*.tmp'\n  strata create - --image disk.img > backup.strata\n  gzip -dc disk.img.gz | strata create backup.strata --image disk=-\n\nA disk or partition is imaged the same way: --image disk=/dev/sdb (a device mounted read-write is refused without --force)."
     )]
     Create(create::CreateArgs),
     /// Show an archive's sections, sizes and features without reading its data.
@@ -53,44 +59,46 @@ enum Command {
     Verify(inspect::VerifyArgs),
     /// Write a new, valid archive holding everything intact from a damaged one.
     #[command(
-        after_help = "Exit status: 0 nothing was lost, 1 something was lost (listed), 2 nothing usable.\n\nExample:\n  strata salvage old.strata recovered.strata"
+        after_help = "Exit status: 0 nothing was lost, 1 something was lost (listed), 2 nothing usable.\n\nExample:\n  strata salvage damaged.strata recovered.strata"
     )]
     Salvage(salvage::SalvageArgs),
     /// List a file tree, like `tar -tv`.
     #[command(
-        after_help = "Examples:\n  strata list backup.strata --long\n  strata list backup.strata --files home alice/docs --json"
+        after_help = "Examples:\n  strata list backup.strata --long\n  strata list backup.strata --files home Documents --json"
     )]
     List(files::ListArgs),
     /// Extract a file tree (or chosen paths) into a folder, safely.
     #[command(
-        after_help = "Examples:\n  strata extract backup.strata /tmp/restore\n  strata extract backup.strata --files home /tmp/restore alice/thesis.pdf"
+        after_help = "Examples:\n  strata extract backup.strata restored\n  strata extract backup.strata --files home restored Documents/thesis.pdf"
     )]
     Extract(files::ExtractArgs),
     /// Restore an image to a file, a block device, or standard output.
     #[command(
-        after_help = "Examples:\n  strata restore backup.strata disk.img\n  strata restore backup.strata --image disk /dev/sdc\n  strata restore - --image disk disk.img < backup.strata"
+        after_help = "Examples:\n  strata restore backup.strata restored.img\n  strata restore backup.strata --image disk - | gzip > disk.img.gz\n  strata restore - --image disk restored.img < backup.strata\n\nTo a disk, name its device as DEST (/dev/sdc): it must not be mounted and must be at least as large as the image."
     )]
     Restore(restore::RestoreArgs),
     /// Write a byte range of an image, or one file of a tree, to standard output.
     #[command(
-        after_help = "Examples:\n  strata cat backup.strata --image disk --offset 1M --length 512 | xxd\n  strata cat backup.strata --files home alice/notes.txt"
+        after_help = "Examples:\n  strata cat backup.strata --image disk --offset 1M --length 512 | xxd\n  strata cat backup.strata --files home Documents/notes.txt"
     )]
     Cat(inspect::CatArgs),
     /// What differs between a file tree and a folder, or between two archives.
     #[command(
-        after_help = "Exit status: 0 no differences, 1 differences (listed: + added, - removed, M modified), 2 trouble.\n\nExamples:\n  strata diff backup.strata --files home /home\n  strata diff monday.strata tuesday.strata --files home --json"
+        after_help = "Exit status: 0 no differences, 1 differences (listed: + added, - removed, M modified), 2 trouble.\n\nExamples:\n  strata diff backup.strata --files home ~\n  strata diff monday.strata tuesday.strata --files home --json"
     )]
     Diff(diff::DiffArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
-        after_help = "Examples:\n  strata completions bash > /etc/bash_completion.d/strata\n  strata completions zsh > \"${fpath[1]}/_strata\""
+        after_help = "Examples (for your user; the folders must exist):\n  strata completions bash > ~/.local/share/bash-completion/completions/strata\n  strata completions zsh > ~/.zfunc/_strata\n  strata completions fish > ~/.config/fish/completions/strata.fish"
     )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
     /// Print the manual page (roff), for `man`.
-    #[command(after_help = "Example:\n  strata manpage > /usr/local/share/man/man1/strata.1 && mandb -q")]
+    #[command(
+        after_help = "Example (for your user; `man strata` finds it when ~/.local/bin is on PATH):\n  strata manpage > ~/.local/share/man/man1/strata.1"
+    )]
     Manpage,
 }
 

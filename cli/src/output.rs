@@ -132,13 +132,9 @@ pub fn bar(label: &str, total: Option<u64>, hide: bool) -> ProgressBar {
         return bar;
     }
     let bar = match total {
-        Some(total) => ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_style(
-            ProgressStyle::with_template(
-                "{prefix:8} [{bar:24}] {bytes:>10} / {total_bytes:10} {bytes_per_sec:>12} {eta} {msg}",
-            )
-            .expect("the template is valid")
-            .progress_chars("#>-"),
-        ),
+        Some(total) => {
+            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()).with_style(with_total())
+        }
         None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
             ProgressStyle::with_template("{prefix:8} {spinner} {bytes:>10} {bytes_per_sec:>12} {msg}")
                 .expect("the template is valid"),
@@ -147,6 +143,28 @@ pub fn bar(label: &str, total: Option<u64>, hide: bool) -> ProgressBar {
     bar.set_prefix(label.to_string());
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+/// A bar with its total: done, total, rate, time left.
+fn with_total() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:8} [{bar:24}] {bytes:>10} / {total_bytes:10} {bytes_per_sec:>12} {eta} {msg}")
+        .expect("the template is valid")
+        .progress_chars("#>-")
+}
+
+/// Gives a [`bar`] made without a total the `total` found since (a tree's
+/// count): the bar then shows how far it has come and the time left.
+pub fn set_total(bar: &ProgressBar, total: u64) {
+    bar.set_length(total);
+    if !bar.is_hidden() {
+        bar.set_style(with_total());
+    }
+}
+
+/// Whether a [`bar`] would show anything: not quiet, and stderr a terminal or
+/// `--progress` given (work done only for a display can be skipped otherwise).
+pub fn progress_shown() -> bool {
+    !quiet() && (std::io::stderr().is_terminal() || PLAIN_PROGRESS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Prints `bar`'s state as one plain line every [`PLAIN_EVERY`] until it is

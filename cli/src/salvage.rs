@@ -128,7 +128,7 @@ fn print_outcome(outcome: &Outcome) {
             eprintln!("    {} lost", output::byte_range(&(*start..*end)));
         }
     }
-    let shown = |path: &[u8]| String::from_utf8_lossy(path).into_owned();
+    let shown = |path: &[u8]| strata_format::escaped(path);
     for tree in &outcome.trees {
         let intact = tree.lost.is_empty()
             && !tree.end_lost

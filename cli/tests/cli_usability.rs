@@ -259,8 +259,13 @@ fn extraction_shows_progress_on_a_terminal_and_in_logs() {
     let strata = env!("CARGO_BIN_EXE_strata");
     let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().expect("tmux runs");
     for (round, (verb, seen)) in [
-        (format!("{strata} extract {} {}", path_str(&archive), path_str(&work.path().join("out"))), "entries"),
-        (format!("{strata} create {} {} --force", path_str(&work.path().join("b.strata")), path_str(&src)), "big"),
+        (format!("{strata} extract {} {}", path_str(&archive), path_str(&work.path().join("out"))), &["entries"][..]),
+        // A tree being created shows its total (counted ahead), its entries
+        // done of how many, and so the time left.
+        (
+            format!("{strata} create {} {} --force", path_str(&work.path().join("b.strata")), path_str(&src)),
+            &["big", "/ 192.00 MiB", "/ 4 entries"][..],
+        ),
     ]
     .into_iter()
     .enumerate()
@@ -279,7 +284,7 @@ fn extraction_shows_progress_on_a_terminal_and_in_logs() {
         while start.elapsed() < std::time::Duration::from_secs(60) {
             screen = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
             // A bar: its label, a byte count and a rate, while the work runs.
-            if screen.contains(seen) && screen.contains("/s") {
+            if seen.iter().all(|s| screen.contains(s)) && screen.contains("/s") {
                 shown = true;
                 break;
             }
@@ -295,6 +300,11 @@ fn extraction_shows_progress_on_a_terminal_and_in_logs() {
     let said = stderr(&log);
     assert!(said.contains("extract: ") && said.contains("/s") && said.contains("entries"), "{said}");
     assert!(said.contains("entries, 192.0 MiB extracted"), "the summary stays: {said}");
+    // So does create's, with the tree's total, entry count and time left.
+    let log = run_ok(&["--progress", "create", path_str(&work.path().join("c.strata")), path_str(&src)]);
+    let said = stderr(&log);
+    let line = said.lines().find(|l| l.starts_with("big: ")).unwrap_or_else(|| panic!("no progress line: {said}"));
+    assert!(line.contains(" / 192.0 MiB (") && line.contains(" s left") && line.contains(" / 4 entries"), "{said}");
 }
 
 #[test]

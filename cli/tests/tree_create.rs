@@ -67,6 +67,59 @@ fn an_unreadable_file_is_a_warning_with_exit_1_and_a_valid_archive() {
     assert_eq!(ok.stdout, b"fine\n");
 }
 
+/// Names are shown escaped in every warning and listing, as `list` shows them:
+/// a name cannot move the cursor, clear the screen or forge a line.
+#[test]
+fn warnings_and_listings_escape_what_names_hold() {
+    use std::os::unix::ffi::OsStrExt;
+    if !require_tool("setpriv") {
+        return;
+    }
+    let work = temp_dir();
+    let dir = work.path();
+    let src = dir.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let evil = src.join(std::ffi::OsStr::from_bytes(b"evil\nline\x1b[2J.txt"));
+    std::fs::write(&evil, b"secret\n").unwrap();
+    std::fs::write(src.join(std::ffi::OsStr::from_bytes(b"caf\xe9")), b"latin-1\n").unwrap();
+    sh(&format!(
+        "chmod 000 '{}' && chmod 755 {} && chmod 777 {}",
+        path_str(&evil).replace('\'', ""),
+        path_str(&src),
+        path_str(dir)
+    ));
+    let shown = r"evil\nline\u{1b}[2J.txt";
+    let clean = |what: &str, bytes: &[u8]| {
+        assert!(!bytes.contains(&0x1b), "{what} wrote a raw escape: {}", String::from_utf8_lossy(bytes));
+        let text =
+            String::from_utf8(bytes.to_vec()).unwrap_or_else(|_| panic!("{what} wrote bytes that are not UTF-8"));
+        assert!(!text.contains("evil\n"), "{what} wrote a raw newline of a name: {text}");
+        text
+    };
+    // Root reads anything: drop to nobody so the open fails as it would for a user.
+    let archive = dir.join("w.strata");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_strata"), "create"])
+        .arg(&archive)
+        .args(["--files", &format!("s={}", path_str(&src))])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = clean("create", &out.stderr);
+    assert!(said.lines().any(|l| l.starts_with(&format!("warning: s/{shown}: content not read"))), "{said}");
+    // list, plain and long, verify's list of unreadable files, extract's warning.
+    let listed = clean("list", &run_ok(&["list", path_str(&archive)]).stdout);
+    assert_eq!(listed, format!(".\ncaf\\xe9\n{shown}\n"));
+    let long = clean("list -l", &run_ok(&["list", "-l", path_str(&archive)]).stdout);
+    assert!(long.lines().any(|l| l.ends_with(&format!("  {shown}  [unreadable at backup]"))), "{long}");
+    let verify = run_ok(&["verify", path_str(&archive)]);
+    assert!(clean("verify", &verify.stdout).contains(shown), "{}", String::from_utf8_lossy(&verify.stdout));
+    let extract = run(&["extract", path_str(&archive), path_str(&dir.join("out"))]);
+    assert_eq!(extract.status.code(), Some(1));
+    let said = clean("extract", &extract.stderr);
+    assert!(said.contains(&format!("{shown} in files s")), "{said}");
+}
+
 #[test]
 fn device_nodes_round_trip_as_root() {
     if !rustix::process::geteuid().is_root() {

@@ -112,8 +112,8 @@ pub fn validate_section_name(name: &[u8]) -> Result<(), FormatError> {
         Err(FormatError::malformed(
             "section name",
             format!(
-                "{:?}: expected 1 to 255 bytes of UTF-8 without '/' or NUL, not '.' or '..'",
-                String::from_utf8_lossy(name)
+                "\"{}\": expected 1 to 255 bytes of UTF-8 without '/' or NUL, not '.' or '..'",
+                crate::escaped(name)
             ),
         ))
     }

@@ -18,6 +18,7 @@ pub mod header;
 pub mod image;
 pub mod index;
 pub mod record;
+pub mod text;
 
 pub use chunk::{ChunkEncoding, ChunkHeader};
 pub use error::{ErrorClass, FormatError};
@@ -26,6 +27,7 @@ pub use image::{Extent, ExtentKind, ImageBegin, ImageEnd};
 pub use index::{ArchiveIndex, SectionEntry, SectionKind, Trailer};
 pub use layout::{split_array, LeField};
 pub use record::{RecordFlags, RecordHeader, RecordType};
+pub use text::escaped;
 
 /// CRC-32C (Castagnoli), the one checksum of every header and record.
 pub fn crc32c(bytes: &[u8]) -> u32 {

@@ -697,7 +697,7 @@ impl<R: ReadAt> Extractor<'_, R> {
             if let Some(io) = io_error.filter(|io| fatal_to_destination(io)) {
                 let io =
                     io.raw_os_error().map_or_else(|| io::Error::other(io.to_string()), io::Error::from_raw_os_error);
-                return Err(Error::local_io(format!("{}: {}", String::from_utf8_lossy(&path), e.what()), io));
+                return Err(Error::local_io(format!("{}: {}", strata_format::escaped(&path), e.what()), io));
             }
             // A failure of the archive (corrupt chunk) is a warning for this file;
             // the extraction goes on, and hard links to the file are skipped with a
@@ -899,7 +899,7 @@ impl<R: ReadAt> Extractor<'_, R> {
         }
         for xattr in ordered_xattrs(entry).into_iter().filter(|x| !(is_dir && x.name == DEFAULT_ACL)) {
             if let Err(e) = rustix::fs::fsetxattr(&fd, xattr_name(&xattr.name), &xattr.value, XattrFlags::empty()) {
-                self.warn(path, format!("extended attribute {} not set: {e}", String::from_utf8_lossy(&xattr.name)));
+                self.warn(path, format!("extended attribute {} not set: {e}", strata_format::escaped(&xattr.name)));
             }
         }
         if with_mode {
@@ -942,10 +942,7 @@ impl<R: ReadAt> Extractor<'_, R> {
                 if let Err(e) =
                     rustix::fs::lsetxattr(proc_path, xattr_name(&xattr.name), &xattr.value, XattrFlags::empty())
                 {
-                    self.warn(
-                        path,
-                        format!("extended attribute {} not set: {e}", String::from_utf8_lossy(&xattr.name)),
-                    );
+                    self.warn(path, format!("extended attribute {} not set: {e}", strata_format::escaped(&xattr.name)));
                 }
             }
         }

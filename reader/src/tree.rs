@@ -147,8 +147,8 @@ impl<R: ReadAt> Archive<R> {
         }
         if let Some((child, name)) = table.children.iter().find(|(child, _)| child.entry_id <= dir_id) {
             return Err(mismatch(format!(
-                "child {:?} is entry {}, not after its directory (entry {dir_id})",
-                String::from_utf8_lossy(name),
+                "child \"{}\" is entry {}, not after its directory (entry {dir_id})",
+                strata_format::escaped(name),
                 child.entry_id
             )));
         }
@@ -418,12 +418,12 @@ fn normal_path(path: &[u8]) -> Vec<u8> {
     path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect::<Vec<_>>().join(&b'/')
 }
 
-/// A path for messages: `.` for the root.
+/// A path for messages: `.` for the root, escaped as everywhere.
 fn shown_path(path: &[u8]) -> String {
     if path.is_empty() {
         ".".to_string()
     } else {
-        String::from_utf8_lossy(path).into_owned()
+        strata_format::escaped(path)
     }
 }
 

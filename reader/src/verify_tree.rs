@@ -317,7 +317,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let lost = |other: u64| other < id && !tree.entries.contains_key(&other) && section_lost;
         // The path is built only for a message: building it for every entry
         // would cost its depth each time, quadratic in a deep tree.
-        let shown = |tree: &WalkTree| String::from_utf8_lossy(&entry_path(tree, &entry)).into_owned();
+        let shown = |tree: &WalkTree| strata_format::escaped(&entry_path(tree, &entry));
         let mut faults: Vec<(ErrorClass, String)> = entry_faults(&entry, kind_code, reserved, tree.captured);
         if id != expected_id && !lost_before {
             faults.push((ErrorClass::RecordMalformed, format!("entry_id {id}, expected {expected_id}")));
@@ -341,7 +341,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             if misplaced {
                 faults.push((
                     ErrorClass::ExtentMap,
-                    format!("{:?}: extents out of order, overlapping, or past its size", shown(tree)),
+                    format!("\"{}\": extents out of order, overlapping, or past its size", shown(tree)),
                 ));
             }
             if id == 0 {
@@ -354,7 +354,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 if !parent_ok && !lost(entry.parent_id) {
                     faults.push((
                         ErrorClass::RecordMalformed,
-                        format!("{:?}: parent {} is not an earlier directory", shown(tree), entry.parent_id),
+                        format!("\"{}\": parent {} is not an earlier directory", shown(tree), entry.parent_id),
                     ));
                 }
             }
@@ -364,7 +364,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 if !target_ok && !lost(entry.link_id) {
                     faults.push((
                         ErrorClass::RecordMalformed,
-                        format!("{:?}: hard link to {}, not an earlier file", shown(tree), entry.link_id),
+                        format!("\"{}\": hard link to {}, not an earlier file", shown(tree), entry.link_id),
                     ));
                 }
             }
@@ -372,7 +372,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 if !tree.siblings.insert((entry.parent_id, entry.name.clone())) {
                     faults.push((
                         ErrorClass::RecordMalformed,
-                        format!("{:?}: a second entry of that name in one directory", shown(tree)),
+                        format!("\"{}\": a second entry of that name in one directory", shown(tree)),
                     ));
                 }
                 *tree.children.entry(entry.parent_id).or_default() += 1;
@@ -383,7 +383,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             if extents_differ {
                 faults.push((
                     ErrorClass::IndexMismatch,
-                    format!("{:?}: its extents differ from those its FILES_EXTENTS records announced", shown(tree)),
+                    format!("\"{}\": its extents differ from those its FILES_EXTENTS records announced", shown(tree)),
                 ));
             }
             let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
@@ -465,7 +465,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 ErrorClass::ChunkCorrupt,
                 pos,
                 "file content digest",
-                format!("{:?}: the content does not match its digest", String::from_utf8_lossy(&path)),
+                format!("\"{}\": the content does not match its digest", strata_format::escaped(&path)),
             );
             self.report.problems[p].affects.push(Affected { section: name, path: Some(path), range: 0..entry.size });
             return false;
@@ -665,9 +665,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             });
         if !agrees {
             let detail = format!(
-                "section {:?}: the FILES_DIR of {:?} disagrees with the entries",
+                "section {:?}: the FILES_DIR of \"{}\" disagrees with the entries",
                 tree.name,
-                String::from_utf8_lossy(&tree.path_of(id))
+                strata_format::escaped(&tree.path_of(id))
             );
             let offset = *offset;
             self.problem(ErrorClass::IndexMismatch, offset, "FILES_DIR", detail);

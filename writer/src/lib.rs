@@ -15,12 +15,15 @@ mod tree;
 pub use archive::{ArchiveSummary, ArchiveWriter, ImageSummary, WriterOptions};
 pub use error::WriteError;
 pub use source::{FileSource, ImageSource, SliceSource, StreamSource, Window, WindowReader};
-pub use tree::{EntrySource, SourceEntry, TreeOptions, TreeSummary, TreeWarning};
+pub use tree::{count_tree, EntrySource, SourceEntry, TreeOptions, TreeSummary, TreeTotals, TreeWarning};
 
 /// Receives progress as bytes of source are consumed. The CLI draws bars with it.
 pub trait Progress: Sync {
     /// `bytes` more bytes of the source have been processed.
     fn advance(&self, bytes: u64);
+    /// One more entry of a file tree has been recorded (set against
+    /// [`TreeTotals::entries`] for a file count).
+    fn entry(&self) {}
 }
 
 /// A [`Progress`] that ignores everything.

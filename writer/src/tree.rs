@@ -2,7 +2,7 @@
 //! their content as file extents into the shared chunk store (small files packed
 //! together, holes kept as holes), and at the end one sorted table per directory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
@@ -220,6 +220,8 @@ struct Meta {
     gid: u32,
     rdev: u64,
     size: u64,
+    /// Allocated 512-byte blocks.
+    blocks: u64,
     atime: Timestamp,
     mtime: Timestamp,
     ctime: Timestamp,
@@ -239,6 +241,7 @@ impl Meta {
             gid: x.stx_gid,
             rdev: rustix::fs::makedev(x.stx_rdev_major, x.stx_rdev_minor),
             size: x.stx_size,
+            blocks: x.stx_blocks,
             atime: time(&x.stx_atime),
             mtime: time(&x.stx_mtime),
             ctime: time(&x.stx_ctime),
@@ -258,6 +261,7 @@ impl Meta {
             gid: st.st_gid,
             rdev: st.st_rdev as u64,
             size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
             atime: timespec(st.st_atime as i64, st.st_atime_nsec as i64),
             mtime: timespec(st.st_mtime as i64, st.st_mtime_nsec as i64),
             ctime: timespec(st.st_ctime as i64, st.st_ctime_nsec as i64),
@@ -587,7 +591,7 @@ impl<W: Write> ArchiveWriter<W> {
             if let Some(detail) = invalid {
                 return Err(WriteError::Invalid {
                     what: "tree entry",
-                    detail: format!("{:?}: {detail}", String::from_utf8_lossy(&path)),
+                    detail: format!("\"{}\": {detail}", strata_format::escaped(&path)),
                 });
             }
             walk.next_id += 1;
@@ -728,6 +732,89 @@ impl<W: Write> ArchiveWriter<W> {
         };
         self.write_record(RecordType::FilesIndex, &[&files::encode_files_index(&head, &tables.entries_records)])
     }
+}
+
+/// What a tree holds, counted ahead of writing it so that a progress display
+/// can show a total, a file count and the time left.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TreeTotals {
+    /// The entries [`ArchiveWriter::add_tree`] would record, the root included.
+    pub entries: u64,
+    /// The content bytes it would read: allocated bytes for a sparse file when
+    /// holes are captured, each hard-linked file once.
+    pub bytes: u64,
+}
+
+/// Counts what [`ArchiveWriter::add_tree`] would record of the folder `root`
+/// with `options` (the same exclusions, cache folders, file-system boundary
+/// and skipped inodes), from directory listings and metadata alone, opening
+/// directories with `O_NOATIME` as the walk does. `keep_going` is asked before
+/// each directory is listed: when it says no, or the tree is deeper than the
+/// open directories allowed, the count stops and gives `None`, so a caller
+/// bounds its cost. What cannot be read is left out (the walk warns of it).
+pub fn count_tree(root: &Path, options: &TreeOptions, keep_going: &dyn Fn(&TreeTotals) -> bool) -> Option<TreeTotals> {
+    let root_meta = stat_at(rustix::fs::CWD, root, AtFlags::empty()).ok()?;
+    if kind_of(root_meta.mode) != EntryKind::Directory {
+        return None;
+    }
+    let (excludes, excludes_by_name) = build_excludes(&options.excludes).ok()?;
+    let holes = options.capture & Captured::HOLES != 0;
+    let max_depth = open_dirs_allowed() / 2;
+    let mut totals = TreeTotals { entries: 1, bytes: 0 };
+    let mut linked: HashSet<(u64, u64)> = HashSet::new();
+    // The directories being walked, each with the children still to visit and
+    // the length of its path in `relative`.
+    let mut stack: Vec<(File, Vec<CString>, usize)> = Vec::new();
+    let mut relative: Vec<u8> = Vec::new();
+    let mut pending = Some((open_root(root, &root_meta).ok()?, 0));
+    loop {
+        if let Some((dir, relative_len)) = pending.take() {
+            if !keep_going(&totals) || stack.len() >= max_depth {
+                return None;
+            }
+            if let Ok((children, _)) = list_directory(&dir) {
+                let children = if options.exclude_caches && is_cache_dir(&dir, &children) {
+                    children.into_iter().filter(|name| name.as_bytes() == CACHEDIR_TAG).collect()
+                } else {
+                    children
+                };
+                stack.push((dir, children, relative_len));
+            }
+        }
+        let Some((dir, children, relative_len)) = stack.last_mut() else { break };
+        let Some(child) = children.pop() else {
+            stack.pop();
+            continue;
+        };
+        relative.truncate(*relative_len);
+        if !relative.is_empty() {
+            relative.push(b'/');
+        }
+        relative.extend_from_slice(child.to_bytes());
+        if (!excludes.is_empty() && excludes.is_match(OsStr::from_bytes(&relative)))
+            || (!excludes_by_name.is_empty() && excludes_by_name.is_match(OsStr::from_bytes(child.to_bytes())))
+        {
+            continue;
+        }
+        let Ok(meta) = stat_at(dir.as_fd(), child.as_c_str(), AtFlags::SYMLINK_NOFOLLOW) else { continue };
+        if options.skip_inodes.contains(&meta.id()) {
+            continue;
+        }
+        totals.entries += 1;
+        match kind_of(meta.mode) {
+            EntryKind::Directory if !(options.one_file_system && meta.dev != root_meta.dev) => {
+                if let Ok(below) = open_directory(dir.as_fd(), &child, &meta) {
+                    pending = Some((below, relative.len()));
+                }
+            }
+            EntryKind::File if meta.nlink < 2 || linked.insert(meta.id()) => {
+                let allocated = meta.blocks.saturating_mul(512);
+                totals.bytes += if holes && allocated < meta.size { allocated } else { meta.size };
+            }
+            _ => {}
+        }
+    }
+    Some(totals)
 }
 
 fn build_excludes(patterns: &[String]) -> Result<(globset::GlobSet, globset::GlobSet), WriteError> {
@@ -1166,6 +1253,7 @@ impl Walk<'_> {
             entry_offset: 0,
         });
         self.batch.entries.push(PendingEntry { entry, unresolved });
+        self.progress.entry();
         if self.batch_is_full() {
             self.flush(writer)?;
         }
@@ -1254,5 +1342,53 @@ mod tests {
         assert_eq!(timespec(0, -500_000_000), Timestamp { secs: -1, nsec: 500_000_000 });
         assert_eq!(timespec(5, 2_000_000_001), Timestamp { secs: 7, nsec: 1 });
         assert_eq!(timespec(i64::MAX, 1_000_000_000), Timestamp { secs: i64::MAX, nsec: 0 });
+    }
+
+    /// The count ahead of a walk gives what the walk then records and reads:
+    /// exclusions, a cache folder, a hard link, a sparse file and a symbolic
+    /// link included.
+    #[test]
+    fn the_count_agrees_with_the_walk() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        struct Tally(AtomicU64, AtomicU64);
+        impl crate::Progress for Tally {
+            fn advance(&self, bytes: u64) {
+                self.0.fetch_add(bytes, Ordering::Relaxed);
+            }
+            fn entry(&self) {
+                self.1.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let root = std::env::temp_dir().join(format!("strata-count-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for dir in ["a/b", "cache", "skip"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("a/one"), vec![1u8; 5000]).unwrap();
+        std::fs::write(root.join("a/b/two"), vec![2u8; 300_000]).unwrap();
+        std::fs::hard_link(root.join("a/b/two"), root.join("a/two-again")).unwrap();
+        std::fs::write(root.join("a/junk.tmp"), vec![3u8; 7000]).unwrap();
+        std::fs::write(root.join("skip/inside"), b"left out by path").unwrap();
+        std::fs::write(root.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55").unwrap();
+        std::fs::write(root.join("cache/blob"), vec![4u8; 9000]).unwrap();
+        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+        sparse.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&sparse, &[5u8; 4096], 1 << 20).unwrap();
+        std::os::unix::fs::symlink("a/one", root.join("link")).unwrap();
+        let options = super::TreeOptions {
+            excludes: vec!["*.tmp".to_string(), "skip/inside".to_string()],
+            exclude_caches: true,
+            ..super::TreeOptions::default()
+        };
+        let counted = super::count_tree(&root, &options, &|_| true).expect("the count completes");
+        let tally = Tally(AtomicU64::new(0), AtomicU64::new(0));
+        let mut writer =
+            crate::ArchiveWriter::new(Vec::new(), crate::WriterOptions::new([7; 16], 0)).expect("a writer");
+        let summary = writer.add_tree("t", &root, &options, &tally).expect("the walk completes");
+        assert_eq!(counted.entries, summary.entries);
+        assert_eq!(tally.1.load(Ordering::Relaxed), summary.entries, "one call per entry");
+        assert_eq!(counted.bytes, tally.0.load(Ordering::Relaxed));
+        assert!(super::count_tree(&root, &options, &|_| false).is_none(), "a count told to stop gives no total");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

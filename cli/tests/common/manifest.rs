@@ -71,10 +71,10 @@ impl Facts {
     }
 }
 
-/// A path for a message: lossy UTF-8 with control characters escaped, and
-/// the middle of a very long one left out.
+/// A path for a message: escaped as the CLI shows it, and the middle of a
+/// very long one left out.
 pub fn shown(path: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(path).escape_debug().collect();
+    let text = strata_format::escaped(path);
     if text.chars().count() <= 160 {
         return text;
     }
