@@ -68,6 +68,11 @@ impl ChunkCache {
         self.capacity
     }
 
+    /// Whether the chunk at `chunk_ref` is held, or being decoded by some thread.
+    pub fn holds(&self, chunk_ref: u64) -> bool {
+        self.lock().entries.contains_key(&chunk_ref)
+    }
+
     /// Bytes of decoded chunks held now.
     pub fn held(&self) -> usize {
         self.lock().held

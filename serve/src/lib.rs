@@ -10,12 +10,14 @@
 //!   (`base:allocation`), flush, disconnect; writes are refused with EPERM.
 //! - [`ImageExport`]: an image section as an export, read through a shared
 //!   [`strata_reader::ChunkCache`]; zero extents are holes, and a damaged or
-//!   lost range answers EIO while the rest reads as stored.
+//!   lost range answers EIO while the rest reads as stored; a read-ahead
+//!   thread decodes the next stored chunk while a client is being answered.
 //! - [`server`]: a thread per client up to a maximum, until a stop flag is set.
 //!
 //! # Memory
 //! Bounded by configuration: the chunk cache's budget, plus one decoded chunk
-//! the archive keeps, plus for each client up to two chunks being decoded
+//! the archive keeps, plus for the read-ahead thread and for each client up to
+//! two chunks being decoded
 //! (raw and stored bytes, at most 16 MiB each by the format), plus, only for a
 //! client that did not negotiate structured replies or asks for an unfragmented
 //! read, a buffer of its request's length (at most `max_request`, 32 MiB by
