@@ -5,6 +5,8 @@ set -euo pipefail
 need=()
 command -v mke2fs >/dev/null || need+=(e2fsprogs)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
+# Real NBD clients for the `strata serve` tests: nbdinfo, nbdcopy.
+{ command -v nbdinfo && command -v nbdcopy; } >/dev/null || need+=(libnbd-bin)
 command -v python3 >/dev/null || need+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 { command -v setpriv && command -v prlimit; } >/dev/null || need+=(util-linux)

@@ -1,4 +1,4 @@
-//! `strata`: create, inspect, verify and restore Strata archives.
+//! `strata`: create, inspect, verify, restore and serve Strata archives.
 //!
 //! Exit codes (every command): 0 success; 1 finished but damage was found or
 //! something was refused or warned about; 2 usage error, I/O failure, or nothing
@@ -14,6 +14,7 @@ mod inspect;
 mod output;
 mod restore;
 mod salvage;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +88,11 @@ enum Command {
         after_help = "Exit status: 0 no differences, 1 differences (listed: + added, - removed, M modified), 2 trouble.\n\nExamples:\n  strata diff backup.strata --files home ~\n  strata diff monday.strata tuesday.strata --files home --json"
     )]
     Diff(diff::DiffArgs),
+    /// Serve an image section over NBD, read-only, to qemu, nbdcopy and VMs.
+    #[command(
+        after_help = "Exit status: 0 stopped cleanly, 1 stopped after answering reads of damaged ranges with EIO, 2 could not start.\n\nExamples:\n  strata serve backup.strata --unix /tmp/disk.sock &\n  qemu-img convert -O qcow2 'nbd+unix:///disk?socket=/tmp/disk.sock' disk.qcow2\n  strata serve backup.strata --image disk --port 10809\n  nbdinfo --map nbd://127.0.0.1/disk"
+    )]
+    Serve(serve::ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Examples (for your user; the folders must exist):\n  strata completions bash > ~/.local/share/bash-completion/completions/strata\n  strata completions zsh > ~/.zfunc/_strata\n  strata completions fish > ~/.config/fish/completions/strata.fish"
@@ -138,6 +144,7 @@ fn main() -> ExitCode {
         Command::Extract(args) => files::extract(args),
         Command::Cat(args) => inspect::cat(args),
         Command::Diff(args) => diff::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics on a closed pipe.
             let mut script = Vec::new();

@@ -2,7 +2,8 @@
 //!
 //! - [`Archive`] opens an archive through positional reads ([`ReadAt`]: a file, a
 //!   byte slice, anything), finds the index from the trailer, and reads any byte
-//!   range of any image with an O(log n) extent lookup.
+//!   range of any image with an O(log n) extent lookup; a [`ChunkCache`] keeps
+//!   decoded chunks for readers that come back to them (a server, a mount).
 //! - [`stream`] reads an archive front to back from a pipe, without the index.
 //! - [`verify`] walks every record, resynchronises past damage, and reports every
 //!   problem with its location and the image byte ranges it affects.
@@ -13,6 +14,7 @@
 //! format's limits and the caller's [`Limits`].
 
 mod archive;
+mod cache;
 mod chunk;
 mod error;
 pub mod extract;
@@ -25,6 +27,7 @@ pub mod verify;
 mod verify_tree;
 
 pub use archive::{chunk_at, Archive, Chunk, ImageSection, Limits, Section};
+pub use cache::ChunkCache;
 pub use chunk::{decode_chunk, decode_chunk_prefix};
 pub use error::Error;
 pub use read_at::ReadAt;

@@ -1,0 +1,196 @@
+//! A decoded-chunk cache shared by readers that come back to the same chunks:
+//! an NBD server answering many small reads, a mounted archive.
+//!
+//! [`Archive`] keeps only the chunk it decoded last, which is enough for one
+//! sequential reader. Several readers at once (clients of a server, files read
+//! in parallel through a mount) take turns and would each evict the others'
+//! chunk; a [`ChunkCache`] keeps the chunks used most recently up to a byte
+//! budget, and decodes a chunk that several threads ask for at once only once.
+//!
+//! ```no_run
+//! use std::fs::File;
+//! use strata_reader::{Archive, ChunkCache};
+//!
+//! let archive = Archive::open(File::open("backup.strata")?)?;
+//! let cache = ChunkCache::new(64 << 20);
+//! let image = archive.image("disk").expect("an image section called disk");
+//! let mut buf = vec![0; 4096];
+//! cache.read_image_at(&archive, image, 1 << 20, &mut buf)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use strata_format::ExtentKind;
+
+use crate::{Archive, Chunk, Error, ImageSection, ReadAt};
+
+/// Decoded chunks of one archive, least recently used first out, holding at
+/// most `capacity` bytes of decoded data (a chunk larger than the whole budget
+/// is returned but not kept). Keys are the chunks' record offsets, so a cache
+/// belongs to one archive: give each archive its own.
+#[derive(Debug)]
+pub struct ChunkCache {
+    capacity: usize,
+    state: Mutex<State>,
+    /// Woken when a chunk some thread was decoding is ready (or failed).
+    decoded: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    entries: HashMap<u64, Slot>,
+    /// Last use → chunk reference, oldest first: the eviction order.
+    by_use: BTreeMap<u64, u64>,
+    clock: u64,
+    held: usize,
+}
+
+#[derive(Debug)]
+enum Slot {
+    /// Another thread is decoding it; wait for `decoded`.
+    Decoding,
+    Ready {
+        chunk: Arc<Chunk>,
+        last_use: u64,
+    },
+}
+
+impl ChunkCache {
+    /// A cache holding at most `capacity` bytes of decoded chunks.
+    pub fn new(capacity: usize) -> Self {
+        ChunkCache { capacity, state: Mutex::new(State::default()), decoded: Condvar::new() }
+    }
+
+    /// The byte budget given to [`ChunkCache::new`].
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether the chunk at `chunk_ref` is held, or being decoded by some thread.
+    pub fn holds(&self, chunk_ref: u64) -> bool {
+        self.lock().entries.contains_key(&chunk_ref)
+    }
+
+    /// Bytes of decoded chunks held now.
+    pub fn held(&self) -> usize {
+        self.lock().held
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A thread that panicked while holding the lock left the maps
+        // consistent (every change is one insert or remove): keep using them.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The chunk at `chunk_ref`, which must hold `expected_length` raw bytes
+    /// (as [`Archive::read_chunk`]), from the cache or read, checked and kept.
+    pub fn chunk<R: ReadAt>(
+        &self,
+        archive: &Archive<R>,
+        chunk_ref: u64,
+        expected_length: u64,
+    ) -> Result<Arc<Chunk>, Error> {
+        let mut state = self.lock();
+        loop {
+            match state.entries.get(&chunk_ref) {
+                Some(Slot::Ready { .. }) => {
+                    state.clock += 1;
+                    let now = state.clock;
+                    let Some(Slot::Ready { chunk, last_use }) = state.entries.get_mut(&chunk_ref) else {
+                        unreachable!("the slot was just seen ready under the same lock");
+                    };
+                    let (chunk, before) = (chunk.clone(), std::mem::replace(last_use, now));
+                    state.by_use.remove(&before);
+                    state.by_use.insert(now, chunk_ref);
+                    if chunk.raw.len() as u64 != expected_length {
+                        // Two extents disagreeing about one chunk's length: let the
+                        // archive say so in its words.
+                        drop(state);
+                        return archive.read_chunk(chunk_ref, expected_length);
+                    }
+                    return Ok(chunk);
+                }
+                Some(Slot::Decoding) => {
+                    state = self.decoded.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+                }
+                None => break,
+            }
+        }
+        state.entries.insert(chunk_ref, Slot::Decoding);
+        drop(state);
+        let decoding = Decoding { cache: self, chunk_ref };
+        let result = archive.read_chunk(chunk_ref, expected_length);
+        std::mem::forget(decoding);
+        let mut state = self.lock();
+        state.entries.remove(&chunk_ref);
+        if let Ok(chunk) = &result {
+            let size = chunk.raw.len();
+            if size <= self.capacity {
+                while state.held + size > self.capacity {
+                    let Some((_, oldest)) = state.by_use.pop_first() else { break };
+                    if let Some(Slot::Ready { chunk, .. }) = state.entries.remove(&oldest) {
+                        state.held -= chunk.raw.len();
+                    }
+                }
+                state.clock += 1;
+                let now = state.clock;
+                state.entries.insert(chunk_ref, Slot::Ready { chunk: chunk.clone(), last_use: now });
+                state.by_use.insert(now, chunk_ref);
+                state.held += size;
+            }
+        }
+        drop(state);
+        self.decoded.notify_all();
+        result
+    }
+
+    /// Reads image bytes at `offset` into `buf` through the cache, as
+    /// [`Archive::read_image_at`] does; returns how many were read (fewer than
+    /// `buf.len()` only at the end of the image). A range recorded as lost in
+    /// salvage reads as zeros here too; [`ImageSection::lost_ranges`] lists them.
+    pub fn read_image_at<R: ReadAt>(
+        &self,
+        archive: &Archive<R>,
+        image: &ImageSection,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Error> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let Some(index) = image.extent_at(at) else {
+                break;
+            };
+            let extent = image.extents[index];
+            let within = (at - extent.image_offset) as usize;
+            let take = (extent.length - within as u64).min((buf.len() - done) as u64) as usize;
+            match extent.kind().map_err(|e| Error::from(e).in_section(&image.name))? {
+                ExtentKind::Zero | ExtentKind::Lost => buf[done..done + take].fill(0),
+                ExtentKind::Data(chunk_ref) => {
+                    let chunk = self
+                        .chunk(archive, chunk_ref, extent.length)
+                        .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end()))?;
+                    buf[done..done + take].copy_from_slice(&chunk.raw[within..within + take]);
+                }
+            }
+            done += take;
+        }
+        Ok(done)
+    }
+}
+
+/// Clears a chunk's `Decoding` mark if its decoding thread panics, so that
+/// the threads waiting for it decode it themselves instead of waiting for ever.
+struct Decoding<'a> {
+    cache: &'a ChunkCache,
+    chunk_ref: u64,
+}
+
+impl Drop for Decoding<'_> {
+    fn drop(&mut self) {
+        self.cache.lock().entries.remove(&self.chunk_ref);
+        self.cache.decoded.notify_all();
+    }
+}
