@@ -28,5 +28,6 @@ pub use archive::{chunk_at, Archive, Chunk, ImageSection, Limits, Section};
 pub use chunk::{decode_chunk, decode_chunk_prefix};
 pub use error::Error;
 pub use read_at::ReadAt;
+pub use record::decode_table_body;
 pub use strata_format::ErrorClass;
 pub use tree::{PathEntry, Piece, TreeSection};
