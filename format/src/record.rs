@@ -150,8 +150,77 @@ pub struct RecordFlags;
 impl RecordFlags {
     /// A reader that does not know the record's type may skip the record.
     pub const ANCILLARY: u16 = 1 << 0;
+    /// The body is stored as one zstd frame (`spec/FORMAT.md` 5.2).
+    pub const ZSTD: u16 = 1 << 1;
     /// Every bit this version defines; the others are reserved and must be zero.
-    pub const KNOWN: u16 = Self::ANCILLARY;
+    pub const KNOWN: u16 = Self::ANCILLARY | Self::ZSTD;
+}
+
+impl RecordType {
+    /// Whether a body of this type may be stored compressed (`spec/FORMAT.md`
+    /// 5.2): the tables, and nothing a reader must read before knowing how.
+    pub const fn may_compress(self) -> bool {
+        matches!(
+            self,
+            RecordType::ImageExtents
+                | RecordType::ImageIndex
+                | RecordType::FilesExtents
+                | RecordType::FilesEntries
+                | RecordType::FilesDir
+                | RecordType::FilesIndex
+        )
+    }
+}
+
+/// Rules 1 to 4 of `spec/FORMAT.md` 5.2 for a body stored compressed, checked
+/// on the stored bytes before anything is decoded: returns the decoded length,
+/// which the caller may then allocate. `limit` is the reader's own bound for
+/// the type (at most the type's maximum body length). Rule 5 (the frame decodes
+/// to exactly that length and is the whole body) is the decoder's. The type's
+/// own permission ([`RecordType::may_compress`]) is a header rule, checked
+/// again here.
+///
+/// ```
+/// use strata_format::record::check_compressed_body;
+/// use strata_format::{ErrorClass, RecordType};
+/// // A CHUNK is never compressed this way: it has its own encoding.
+/// let e = check_compressed_body(RecordType::Chunk, b"", 1 << 20).unwrap_err();
+/// assert_eq!(e.class, ErrorClass::RecordMalformed);
+/// ```
+pub fn check_compressed_body(record_type: RecordType, stored: &[u8], limit: u64) -> Result<u64, FormatError> {
+    let malformed = |detail: String| FormatError::new(ErrorClass::RecordMalformed, "compressed body", detail);
+    if !record_type.may_compress() {
+        return Err(malformed(format!("flag ZSTD on a {} record, whose body is never compressed", record_type.name())));
+    }
+    let info = crate::chunk::parse_zstd_frame_header(stored).map_err(|e| malformed(e.detail))?;
+    let Some(decoded) = info.content_size else {
+        return Err(malformed("the zstd frame header has no Frame_Content_Size".to_string()));
+    };
+    let bound = limit.min(record_type.max_body_length());
+    if decoded > bound {
+        return Err(FormatError::new(
+            ErrorClass::LimitExceeded,
+            "compressed body",
+            format!("decodes to {decoded} bytes; at most {bound} are accepted for a {} record", record_type.name()),
+        ));
+    }
+    if stored.len() as u64 >= decoded {
+        return Err(malformed(format!(
+            "{} stored bytes for {decoded} decoded: a body is compressed only when that makes it smaller",
+            stored.len()
+        )));
+    }
+    if info.dictionary_id != 0 {
+        return Err(malformed(format!("Dictionary_ID {} (dictionaries are not allowed)", info.dictionary_id)));
+    }
+    if info.window_size > crate::limits::MAX_ZSTD_WINDOW {
+        return Err(malformed(format!(
+            "Window_Size {} exceeds the limit {}",
+            info.window_size,
+            crate::limits::MAX_ZSTD_WINDOW
+        )));
+    }
+    Ok(decoded)
 }
 
 impl RecordHeader {
@@ -227,6 +296,12 @@ impl RecordHeader {
                 format!("{:#06x} is unknown and not marked ancillary", self.record_type),
             ));
         };
+        if self.flags & RecordFlags::ZSTD != 0 && !record_type.may_compress() {
+            return Err(FormatError::malformed(
+                "record flags",
+                format!("ZSTD on a {} record, whose body is never compressed", record_type.name()),
+            ));
+        }
         if self.body_length > record_type.max_body_length() {
             return Err(FormatError::new(
                 ErrorClass::LimitExceeded,

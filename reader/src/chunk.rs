@@ -31,11 +31,7 @@ fn split_checked(body: &[u8]) -> Result<(ChunkHeader, ChunkEncoding, &[u8]), For
     let stored = &body[ChunkHeader::SIZE..];
     if encoding == ChunkEncoding::Zstd {
         validate_zstd_frame(stored, header.raw_length)?;
-        match zstd::zstd_safe::find_frame_compressed_size(stored) {
-            Ok(n) if n == stored.len() => {}
-            Ok(n) => return Err(one_frame_rule(n as u64, stored.len() as u64)),
-            Err(code) => return Err(corrupt("zstd frame", zstd::zstd_safe::get_error_name(code).to_string())),
-        }
+        one_frame(stored).map_err(|e| corrupt("zstd frame", e))?;
     }
     Ok((header, encoding, stored))
 }
@@ -225,36 +221,45 @@ pub fn decode_chunk(body: &[u8]) -> Result<(ChunkHeader, Vec<u8>), FormatError> 
     let raw_length = header.raw_length as usize;
     let raw = match encoding {
         ChunkEncoding::Raw => stored.to_vec(),
-        ChunkEncoding::Zstd => {
-            // Capacity is the raw length from the chunk header, never a size from the
-            // frame: a frame that expands further fails instead of allocating.
-            let mut out = Vec::with_capacity(raw_length);
-            DECOMPRESSOR
-                .with(|cell| {
-                    let mut cell = cell.borrow_mut();
-                    if cell.is_none() {
-                        let mut d = zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?;
-                        d.window_log_max(24).map_err(|e| e.to_string())?;
-                        *cell = Some(d);
-                    }
-                    let d = cell.as_mut().expect("decompressor was just installed");
-                    d.decompress_to_buffer(stored, &mut out).map_err(|e| e.to_string())
-                })
-                .map_err(|e| corrupt("zstd frame", e))?;
-            if out.len() != raw_length {
-                return Err(corrupt(
-                    "zstd frame",
-                    format!("decodes to {} bytes, the chunk declares {raw_length}", out.len()),
-                ));
-            }
-            out
-        }
+        ChunkEncoding::Zstd => decompress_exact(stored, raw_length).map_err(|e| corrupt("zstd frame", e))?,
     };
     let hash = blake3::hash(&raw);
     if hash.as_bytes() != &header.blake3 {
         return Err(corrupt("chunk BLAKE3", format!("stored {}, computed {}", hex(&header.blake3), hash.to_hex())));
     }
     Ok((header, raw))
+}
+
+/// Decodes one zstd frame, whose frame rules were checked, into exactly
+/// `length` bytes: the capacity is the length the caller checked, never a size
+/// from the frame, so a frame that expands further fails instead of
+/// allocating. The caller has checked that the frame is the whole input.
+pub(crate) fn decompress_exact(stored: &[u8], length: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(length);
+    DECOMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            let mut d = zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?;
+            d.window_log_max(24).map_err(|e| e.to_string())?;
+            *cell = Some(d);
+        }
+        let d = cell.as_mut().expect("decompressor was just installed");
+        d.decompress_to_buffer(stored, &mut out).map_err(|e| e.to_string())
+    })?;
+    if out.len() != length {
+        return Err(format!("decodes to {} bytes, {length} declared", out.len()));
+    }
+    Ok(out)
+}
+
+/// The length of the one zstd frame at the start of `stored`, when it is the
+/// whole of `stored`: no second frame, no skippable frame, nothing after it.
+pub(crate) fn one_frame(stored: &[u8]) -> Result<(), String> {
+    match zstd::zstd_safe::find_frame_compressed_size(stored) {
+        Ok(n) if n == stored.len() => Ok(()),
+        Ok(n) => Err(format!("the frame takes {n} of the {} stored bytes; exactly one frame is allowed", stored.len())),
+        Err(code) => Err(zstd::zstd_safe::get_error_name(code).to_string()),
+    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -31,5 +31,6 @@ pub use cache::ChunkCache;
 pub use chunk::{decode_chunk, decode_chunk_prefix};
 pub use error::Error;
 pub use read_at::ReadAt;
+pub use record::decode_table_body;
 pub use strata_format::ErrorClass;
 pub use tree::{PathEntry, Piece, TreeSection};

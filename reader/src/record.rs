@@ -3,16 +3,66 @@
 
 use std::io::{self, Read};
 
+use strata_format::record::{check_compressed_body, RecordFlags};
 use strata_format::{ErrorClass, RecordHeader, RecordType};
 
 use crate::{Error, ReadAt};
 
-/// A record whose header and body CRC have been checked.
+/// A record whose header and body CRC have been checked, its body decoded
+/// when it was stored compressed.
 pub(crate) struct Record {
     pub offset: u64,
     /// `None` for an unknown ancillary type.
     pub record_type: Option<RecordType>,
+    /// The body the type's section describes (decoded bytes, FORMAT.md 5.2).
     pub body: Vec<u8>,
+}
+
+/// The body a record's type describes: `stored` itself, or, with flag `ZSTD`,
+/// its one zstd frame decoded under the rules of FORMAT.md 5.2 (the decoded
+/// length checked before it is allocated). Call after the body CRC passed.
+/// An unknown ancillary body is returned as stored: it is never decoded.
+pub(crate) fn decode_body(
+    header: &RecordHeader,
+    record_type: Option<RecordType>,
+    stored: Vec<u8>,
+    offset: u64,
+    index_limit: u64,
+) -> Result<Vec<u8>, Error> {
+    let Some(record_type) = record_type else { return Ok(stored) };
+    decode_table_body(record_type, header.flags, stored, index_limit).map_err(|e| e.at(offset))
+}
+
+/// The body a record of `record_type` with header `flags` describes, from its
+/// `stored` bytes (whose CRC passed): as stored, or decoded when `ZSTD` is set,
+/// under the rules of `spec/FORMAT.md` 5.2 (nothing larger than the type's
+/// maximum or `index_limit` is allocated). For tools that read records
+/// themselves, and the fuzzer.
+///
+/// ```
+/// use strata_format::{record::RecordFlags, ErrorClass, RecordType};
+/// let body = vec![7u8; 4096];
+/// let stored = zstd::bulk::compress(&body, 3).unwrap();
+/// let decoded = strata_reader::decode_table_body(RecordType::FilesDir, RecordFlags::ZSTD, stored.clone(), 1 << 20);
+/// assert_eq!(decoded.unwrap(), body);
+/// // A frame is never longer than the body it gives.
+/// let e = strata_reader::decode_table_body(RecordType::FilesDir, RecordFlags::ZSTD, stored, 100).unwrap_err();
+/// assert_eq!(e.class(), Some(ErrorClass::LimitExceeded));
+/// ```
+pub fn decode_table_body(
+    record_type: RecordType,
+    flags: u16,
+    stored: Vec<u8>,
+    index_limit: u64,
+) -> Result<Vec<u8>, Error> {
+    if flags & RecordFlags::ZSTD == 0 {
+        return Ok(stored);
+    }
+    let limit = body_limit(Some(record_type), index_limit);
+    let decoded = check_compressed_body(record_type, &stored, limit).map_err(Error::from)?;
+    let malformed = |detail: String| Error::new(ErrorClass::RecordMalformed, "compressed body", detail);
+    crate::chunk::one_frame(&stored).map_err(malformed)?;
+    crate::chunk::decompress_exact(&stored, decoded as usize).map_err(malformed)
 }
 
 /// The largest body the reader accepts for `record_type`: the format's bound,
@@ -94,6 +144,7 @@ pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
 ) -> Result<Record, Error> {
     let (header, record_type) = read_record_header_at(source, size, offset, tag, index_limit)?;
     let body = read_checked_body(source, offset, &header)?;
+    let body = decode_body(&header, record_type, body, offset, index_limit)?;
     Ok(Record { offset, record_type, body })
 }
 
@@ -173,6 +224,7 @@ impl<R: Read> RecordStream<R> {
         }
         check_body(&header, &body, offset)?;
         self.position += RecordHeader::SIZE as u64 + header.body_length;
+        let body = decode_body(&header, record_type, body, offset, self.index_limit)?;
         Ok(Some(Record { offset, record_type, body }))
     }
 }

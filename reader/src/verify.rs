@@ -13,9 +13,10 @@ use strata_format::{
 };
 
 use crate::archive::read_header;
-use crate::record::{check_body, check_header};
+use crate::record::{check_body, check_header, decode_body};
 use crate::verify_tree::WalkTree;
 use crate::{chunk, Error, Limits, ReadAt};
+use strata_format::record::RecordFlags;
 use strata_format::SectionKind;
 
 /// Image bytes a problem makes unreadable.
@@ -560,8 +561,37 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 pos = end;
                 continue;
             }
+            // A compressed table is decoded here, once (FORMAT.md 5.2); one
+            // that does not decode is unusable as a whole, as a body that fails
+            // its CRC is.
+            let decoded;
+            let body: &[u8] = if header.flags & RecordFlags::ZSTD == 0 {
+                &body
+            } else {
+                let stored = std::mem::take(&mut body);
+                match decode_body(&header, record_type, stored, pos, self.limits.max_index_bytes) {
+                    Ok(bytes) => {
+                        decoded = bytes;
+                        &decoded
+                    }
+                    Err(e) => {
+                        let p = self.problem_from(e, pos);
+                        self.damaged.push((pos..end, p));
+                        self.header_seen(pos, record_type, false);
+                        if record_type == Some(RecordType::Chunk) {
+                            self.chunk_in_run(pos, false);
+                            self.note_chunk_record(pos, end);
+                        } else {
+                            self.lost(p);
+                        }
+                        pos = end;
+                        continue;
+                    }
+                }
+            };
+            // (A trailer is never compressed: ZSTD on one fails its header.)
             self.header_seen(pos, record_type, true);
-            self.handle(pos, record_type, &body);
+            self.handle(pos, record_type, body);
             if record_type == Some(RecordType::Trailer) {
                 self.trailer_at = Some(pos);
                 pos = end;

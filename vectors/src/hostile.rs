@@ -25,12 +25,12 @@
 use strata_format::files::{self, Captured, DirTable, Entry, EntryKind, FilesIndexHead, Timestamp, NO_PARENT};
 use strata_format::image::{MapDigest, ZERO_ID};
 use strata_format::{ErrorClass, Extent, RecordType};
-use strata_writer::{ArchiveWriter, NoProgress, WriterOptions};
+use strata_writer::{ArchiveWriter, NoProgress};
 
 use crate::trees::{ModelEntries, ModelEntry};
 use crate::{
     edit_extent, get_u64, of_type, put_u64, random_bytes, records, refix_record, ImageModel, ModelSource, Rec, Segment,
-    CHUNK, CREATED_NS, UUID,
+    CHUNK,
 };
 
 /// The file-tree section of every case.
@@ -246,9 +246,7 @@ impl Tree {
 /// writer. `batch_bytes` small makes the writer cut the tree's entries into
 /// several `FILES_ENTRIES` records.
 fn write(images: &[ImageModel], tree: Option<&Tree>, chunk_size: usize, batch_bytes: usize) -> Vec<u8> {
-    let mut options = WriterOptions::new(UUID, CREATED_NS);
-    options.chunk_size = chunk_size as u32;
-    options.threads = 1;
+    let mut options = crate::vector_options(chunk_size);
     options.batch_bytes = batch_bytes;
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("case options are valid");
     for image in images {

@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde_json::json;
 use strata_format::index::TRAILER_RECORD_SIZE;
+use strata_format::record::RecordFlags;
 use strata_format::{ArchiveHeader, ErrorClass, RecordHeader, RecordType};
 use strata_writer::{ArchiveWriter, ImageSource, NoProgress, Window, WriterOptions};
 
@@ -247,6 +248,18 @@ pub fn file_digest_hex(data: &[(u64, &[u8])], size: u64) -> String {
     file_digest(data, size).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The writer options of every vector: fixed UUID and time, one thread, and
+/// tables stored plain, so that a vector's defect can be made by patching a
+/// table's bytes in place. The vectors of compressed tables (5.2) compress
+/// them on purpose.
+pub fn vector_options(chunk_size: usize) -> WriterOptions {
+    let mut options = WriterOptions::new(UUID, CREATED_NS);
+    options.chunk_size = chunk_size as u32;
+    options.threads = 1;
+    options.compress_tables = false;
+    options
+}
+
 pub fn normalise(problems: Vec<Expected>) -> Vec<Expected> {
     let mut out: Vec<Expected> = Vec::new();
     for p in problems {
@@ -286,9 +299,7 @@ pub fn build(images: &[ImageModel]) -> Vec<u8> {
 
 /// Writes `images` with the reference writer and a chunk size of `chunk_size`.
 fn build_chunked(images: &[ImageModel], chunk_size: usize) -> Vec<u8> {
-    let mut options = WriterOptions::new(UUID, CREATED_NS);
-    options.chunk_size = chunk_size as u32;
-    options.threads = 1;
+    let options = crate::vector_options(chunk_size);
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
     for image in images {
         let (bytes, holes) = image.materialise();
@@ -575,6 +586,141 @@ pub fn all() -> Vec<Vector> {
 
 /// An unknown record type marked `ANCILLARY`, header and body, as a future
 /// writer might add one (a comment).
+/// A zstd frame of `content` in raw blocks, with `Frame_Content_Size` as an
+/// 8-byte field saying `declared` (or absent, with a 1 MiB window): frames
+/// the reference writer never makes, for the rules of FORMAT.md 5.2.
+fn raw_block_frame(content: &[u8], declared: Option<u64>) -> Vec<u8> {
+    let mut frame = vec![0x28, 0xb5, 0x2f, 0xfd];
+    match declared {
+        // Frame_Content_Size_Flag 3 (8 bytes), Single_Segment_Flag.
+        Some(size) => {
+            frame.push(0xe0);
+            frame.extend_from_slice(&size.to_le_bytes());
+        }
+        // No content size: a window descriptor instead (2^(10+10) bytes).
+        None => frame.extend_from_slice(&[0x00, 10 << 3]),
+    }
+    let blocks: Vec<&[u8]> = content.chunks(128 << 10).collect();
+    for (i, block) in blocks.iter().enumerate() {
+        let last = u32::from(i + 1 == blocks.len());
+        let header = (block.len() as u32) << 3 | last;
+        frame.extend_from_slice(&header.to_le_bytes()[..3]);
+        frame.extend_from_slice(block);
+    }
+    frame
+}
+
+/// Replaces the body of the archive's `IMAGE_INDEX` (the last table before
+/// the `ARCHIVE_INDEX`) with `stored`, flags `flags`: the `ARCHIVE_INDEX` and
+/// the trailer move, and the trailer says where.
+fn replace_image_index(bytes: &mut Vec<u8>, flags: u16, stored: &[u8]) {
+    let index = of_type(bytes, RecordType::ImageIndex)[0];
+    let shift = stored.len() as i64 - (index.body_end - index.body_start) as i64;
+    bytes.splice(index.body_start..index.body_end, stored.iter().copied());
+    edit_record_header(bytes, index.offset, |h| {
+        h.flags = flags;
+        h.body_length = stored.len() as u64;
+        h.body_crc = strata_format::crc32c(stored);
+    });
+    let trailer = of_type(bytes, RecordType::Trailer)[0];
+    add_u64(bytes, trailer.body_start, shift);
+    add_u64(bytes, trailer.body_start + 8, shift);
+    refix_record(bytes, trailer.offset);
+}
+
+/// Archives whose tables are compressed (FORMAT.md 5.2): valid, and each rule
+/// of 5.2 broken once in the `IMAGE_INDEX`, whose body alone is then unusable.
+fn compressed_table_vectors() -> Vec<Vector> {
+    use ErrorClass::*;
+    let image = small_image();
+    let mut options = vector_options(CHUNK);
+    options.compress_tables = true;
+    let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
+    let (content, holes) = image.materialise();
+    let mut source = ModelSource { bytes: content, holes, position: 0, size_known: image.size_known };
+    writer.add_image(image.name, &mut source, &NoProgress).expect("writing to memory cannot fail");
+    let base = writer.finish().expect("writing to memory cannot fail").0;
+    let compressed: Vec<Rec> = records(&base)
+        .into_iter()
+        .filter(|r| {
+            let flags = RecordHeader::decode(base[r.offset..r.offset + 32].try_into().expect("32 bytes")).flags;
+            flags & RecordFlags::ZSTD != 0
+        })
+        .collect();
+    assert!(
+        compressed.iter().any(|r| r.record_type == RecordType::ImageIndex.code()),
+        "the writer compresses the IMAGE_INDEX"
+    );
+    let index = of_type(&base, RecordType::ImageIndex)[0];
+    let plain = zstd::bulk::decompress(&base[index.body_start..index.body_end], 1 << 20).expect("a valid frame");
+    let mut v = vec![Vector {
+        name: "table-zstd-image",
+        description:
+            "the image-small archive with its extent map and index stored compressed (flag ZSTD, FORMAT.md 5.2)",
+        bytes: base.clone(),
+        expect: Expectation::Valid(vec![image.expectation().to_json()]),
+    }];
+    let frame = zstd::bulk::compress(&plain, 3).expect("compressing in memory");
+    let mut cases: Vec<(&'static str, &'static str, ErrorClass, Vec<u8>)> = vec![
+        (
+            "table-zstd-no-content-size",
+            "a compressed IMAGE_INDEX whose frame header has no Frame_Content_Size (rule 1)",
+            RecordMalformed,
+            raw_block_frame(&plain, None),
+        ),
+        (
+            "table-zstd-limit",
+            "a compressed IMAGE_INDEX whose frame declares 1 TiB of content, past any reader's limit for tables (rule 2)",
+            LimitExceeded,
+            raw_block_frame(&plain, Some(1 << 40)),
+        ),
+        (
+            "table-zstd-not-smaller",
+            "a compressed IMAGE_INDEX stored in raw blocks: longer than the body it decodes to (rule 3)",
+            RecordMalformed,
+            raw_block_frame(&plain, Some(plain.len() as u64)),
+        ),
+        (
+            "table-zstd-trailing-byte",
+            "a compressed IMAGE_INDEX with one byte after its frame (rule 5)",
+            RecordMalformed,
+            [frame.clone(), vec![0]].concat(),
+        ),
+    ];
+    // Frame_Content_Size one more than the frame holds: decoding gives fewer
+    // bytes than declared (rule 5). The field's place follows the descriptor.
+    let mut lie = frame.clone();
+    let descriptor = lie[4];
+    let (single, fcs_len) = (descriptor & 0x20 != 0, [0usize, 2, 4, 8][usize::from(descriptor >> 6)]);
+    let fcs_len = if fcs_len == 0 && single { 1 } else { fcs_len };
+    let at = 5 + usize::from(!single) + [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let mut field = [0u8; 8];
+    field[..fcs_len].copy_from_slice(&lie[at..at + fcs_len]);
+    let declared = u64::from_le_bytes(field) + if fcs_len == 2 { 256 } else { 0 };
+    assert_eq!(declared, plain.len() as u64, "the frame declares the body's length");
+    let more = declared + 1 - if fcs_len == 2 { 256 } else { 0 };
+    lie[at..at + fcs_len].copy_from_slice(&more.to_le_bytes()[..fcs_len]);
+    cases.push((
+        "table-zstd-size-lie",
+        "a compressed IMAGE_INDEX whose Frame_Content_Size is one more than its frame decodes to (rule 5)",
+        RecordMalformed,
+        lie,
+    ));
+    for (name, description, class, stored) in cases {
+        let mut bytes = base.clone();
+        replace_image_index(&mut bytes, RecordFlags::ZSTD, &stored);
+        let offset = of_type(&bytes, RecordType::ImageIndex)[0].offset;
+        let problems = normalise(vec![problem(class, offset, Vec::new())]);
+        v.push(Vector {
+            name,
+            description,
+            bytes,
+            expect: Expectation::Invalid { class, problems, refused: Vec::new() },
+        });
+    }
+    v
+}
+
 pub fn ancillary_record() -> Vec<u8> {
     let body = b"a comment a reader may skip".to_vec();
     let head = RecordHeader::for_body(
@@ -1007,6 +1153,17 @@ fn invalid_vectors() -> Vec<Vector> {
         out.push(problem(IndexMismatch, of_type(b, RecordType::ImageIndex)[0].offset, Vec::new()));
         out
     };
+    v.push(invalid(
+        "record-flag-zstd-on-begin",
+        "flag ZSTD on an IMAGE_BEGIN, a type that is never compressed (header CRC fixed)",
+        RecordMalformed,
+        |b| {
+            let rec = of_type(b, RecordType::ImageBegin)[0];
+            edit_record_header(b, rec.offset, |h| h.flags = RecordFlags::ZSTD);
+            no_section(b, rec.offset)
+        },
+    ));
+    v.extend(compressed_table_vectors());
     v.push(invalid(
         "record-flags-reserved",
         "reserved record flag bit 3 set (header CRC fixed)",

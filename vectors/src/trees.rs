@@ -10,12 +10,12 @@ use std::path::Path;
 
 use serde_json::json;
 use strata_format::files::{self, Captured, DirTable};
+use strata_format::record::RecordFlags;
 use strata_format::{ErrorClass, RecordType};
-use strata_writer::{ArchiveWriter, EntrySource, NoProgress, SliceSource, SourceEntry, TreeOptions, WriterOptions};
+use strata_writer::{ArchiveWriter, EntrySource, NoProgress, SliceSource, SourceEntry, TreeOptions};
 
 use crate::{
     normalise, of_type, problem, refix_record, Affects, Expectation, Expected, ImageModel, Rec, Vector, CHUNK,
-    CREATED_NS, UUID,
 };
 
 /// One node of a tree model.
@@ -242,12 +242,17 @@ fn name_of(path: &[u8]) -> &[u8] {
 
 /// Writes `images` then the tree `model` (named "tree").
 pub fn build_with_tree(images: &[ImageModel], model: &TreeModel) -> Vec<u8> {
+    build_tree_archive(images, model, false)
+}
+
+/// [`build_with_tree`], its tables stored compressed when `compress_tables`
+/// (FORMAT.md 5.2).
+fn build_tree_archive(images: &[ImageModel], model: &TreeModel, compress_tables: bool) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let root = dir.path().join("tree");
     materialise(model, &root).expect("the tree model builds on this file system");
-    let mut options = WriterOptions::new(UUID, CREATED_NS);
-    options.chunk_size = CHUNK as u32;
-    options.threads = 1;
+    let mut options = crate::vector_options(CHUNK);
+    options.compress_tables = compress_tables;
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
     for image in images {
         let (bytes, _) = image.materialise();
@@ -502,9 +507,7 @@ fn devices_tree() -> (Vec<u8>, serde_json::Value) {
         }
         expected.push(item);
     }
-    let mut options = WriterOptions::new(UUID, CREATED_NS);
-    options.chunk_size = CHUNK as u32;
-    options.threads = 1;
+    let options = crate::vector_options(CHUNK);
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
     let mut source = ModelEntries::new(model);
     writer.add_tree_from("devices", Captured::KNOWN, &mut source, &NoProgress).expect("the model is a valid tree");
@@ -568,9 +571,7 @@ fn times_tree() -> (Vec<u8>, serde_json::Value) {
         }));
         model.push((entry, content));
     }
-    let mut options = WriterOptions::new(UUID, CREATED_NS);
-    options.chunk_size = CHUNK as u32;
-    options.threads = 1;
+    let options = crate::vector_options(CHUNK);
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
     let captured = Captured::ATIME | Captured::CTIME | Captured::BTIME;
     writer.add_tree_from("times", captured, &mut ModelEntries::new(model), &NoProgress).expect("a valid tree");
@@ -618,9 +619,7 @@ fn sparse_tib_tree() -> (Vec<u8>, serde_json::Value) {
         .into_iter(),
         pieces: pieces.clone(),
     };
-    let mut options = WriterOptions::new(UUID, CREATED_NS);
-    options.chunk_size = CHUNK as u32;
-    options.threads = 1;
+    let options = crate::vector_options(CHUNK);
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
     writer.add_tree_from("sparse", Captured::HOLES, &mut source, &NoProgress).expect("a valid tree");
     let bytes = writer.finish().expect("writing to memory").0;
@@ -653,9 +652,7 @@ fn salvaged_tree() -> (Vec<u8>, serde_json::Value) {
     let big = crate::random_bytes(11, 10_000);
     let at = damaged.windows(64).position(|w| w == &big[..64]).expect("big.bin's first chunk is stored raw");
     damaged[at + 100] ^= 0x01;
-    let mut options = WriterOptions::new(UUID, CREATED_NS);
-    options.chunk_size = CHUNK as u32;
-    options.threads = 1;
+    let options = crate::vector_options(CHUNK);
     let (bytes, _) = strata_salvage::salvage(
         damaged.as_slice(),
         Vec::new(),
@@ -699,6 +696,25 @@ pub fn vectors() -> Vec<Vector> {
             ]),
         },
     ];
+    let compressed = build_tree_archive(std::slice::from_ref(&image), &model, true);
+    let flags = |bytes: &[u8], rec: &Rec| {
+        strata_format::RecordHeader::decode(bytes[rec.offset..rec.offset + 32].try_into().expect("32 bytes")).flags
+    };
+    for table in [RecordType::FilesExtents, RecordType::FilesEntries, RecordType::FilesDir, RecordType::FilesIndex] {
+        assert!(
+            of_type(&compressed, table).iter().any(|r| flags(&compressed, r) & RecordFlags::ZSTD != 0),
+            "the writer compresses {table:?} records"
+        );
+    }
+    v.push(Vector {
+        name: "table-zstd-tree",
+        description: "image-and-tree with every table that gains stored compressed (flag ZSTD, FORMAT.md 5.2): extent maps, entries, directory tables, indexes",
+        bytes: compressed,
+        expect: Expectation::Valid(vec![
+            image.expectation().to_json(),
+            json!({"kind": "files", "name": "tree", "entries": expected_entries(&model)}),
+        ]),
+    });
     let (bytes, listing) = salvaged_tree();
     v.push(Vector {
         name: "tree-salvaged",

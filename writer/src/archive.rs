@@ -6,8 +6,8 @@ use std::io::Write;
 use strata_format::image::{self, ExtentMapCheck, REF_LOST, REF_ZERO, UNKNOWN_SIZE};
 use strata_format::index::{SectionKind, TRAILER_MAGIC};
 use strata_format::{
-    limits, ArchiveHeader, ArchiveIndex, ChunkHeader, Extent, ImageBegin, ImageEnd, RecordHeader, RecordType,
-    SectionEntry, Trailer,
+    limits, record::RecordFlags, ArchiveHeader, ArchiveIndex, ChunkHeader, Extent, ImageBegin, ImageEnd, RecordHeader,
+    RecordType, SectionEntry, Trailer,
 };
 
 use crate::chunker::{prepare, PreparedChunk, PreparedWindow, SparePool};
@@ -30,12 +30,25 @@ pub struct WriterOptions {
     pub threads: usize,
     /// Raw bytes read ahead and compressed as one batch: bounds memory in flight.
     pub batch_bytes: usize,
+    /// Store table bodies (extent maps, entries, directory tables, indexes)
+    /// compressed where that makes them smaller (`spec/FORMAT.md` 5.2). On by
+    /// default; off gives the same archive with every table as plain bytes,
+    /// which tools that patch tables in place (the test vectors) need.
+    pub compress_tables: bool,
 }
 
 impl WriterOptions {
     /// The defaults of `strata create`: 4 MiB chunks, zstd level 3, all cores.
     pub fn new(archive_uuid: [u8; 16], created_ns: i64) -> Self {
-        WriterOptions { chunk_size: 4 << 20, level: 3, archive_uuid, created_ns, threads: 0, batch_bytes: 32 << 20 }
+        WriterOptions {
+            chunk_size: 4 << 20,
+            level: 3,
+            archive_uuid,
+            created_ns,
+            threads: 0,
+            batch_bytes: 32 << 20,
+            compress_tables: true,
+        }
     }
 }
 
@@ -198,10 +211,30 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     /// Writes one record whose body is the concatenation of `body`; returns its offset.
+    /// Writes a record; a table's body goes compressed when that makes it
+    /// smaller (`spec/FORMAT.md` 5.2). Returns its offset.
     pub(crate) fn write_record(&mut self, record_type: RecordType, body: &[&[u8]]) -> Result<u64, WriteError> {
+        if let [whole] = body {
+            if let Some(stored) = self.compressed_table(record_type, whole) {
+                return self.write_record_as(record_type, RecordFlags::ZSTD, &[&stored]);
+            }
+        }
+        self.write_record_as(record_type, 0, body)
+    }
+
+    /// The body of a table stored compressed, when this writer compresses
+    /// tables, the type allows it and the frame is smaller than the body.
+    fn compressed_table(&self, record_type: RecordType, body: &[u8]) -> Option<Vec<u8>> {
+        if !self.options.compress_tables || !record_type.may_compress() {
+            return None;
+        }
+        crate::chunker::compress_table(body, self.options.level)
+    }
+
+    fn write_record_as(&mut self, record_type: RecordType, flags: u16, body: &[&[u8]]) -> Result<u64, WriteError> {
         let length: u64 = body.iter().map(|part| part.len() as u64).sum();
         let crc = body.iter().fold(0u32, |crc, part| crc32c::crc32c_append(crc, part));
-        let header = RecordHeader::for_body(record_type.code(), 0, self.tag, length, crc);
+        let header = RecordHeader::for_body(record_type.code(), flags, self.tag, length, crc);
         let offset = self.position;
         self.write_bytes(&[&header.encode()])?;
         self.write_bytes(body)?;
@@ -537,22 +570,55 @@ impl<W: Write> ArchiveWriter<W> {
         summary: &mut impl ChunkTally,
         encode: impl Fn(&dyn Fn(&ChunkLocation) -> u64) -> (Vec<u8>, T),
     ) -> Result<T, WriteError> {
-        // The body's length does not depend on the offsets: encode once to learn
-        // it, then again with the chunks' real offsets.
+        // The plain body's length does not depend on the offsets, but a
+        // compressed one's does, and the offsets of the chunks after it depend
+        // on that length: compress with the offsets the previous length gives
+        // until the length stays (FORMAT.md 14), else store it plain.
         let (probe, _) = encode(&|_| 0);
-        let mut chunk_offsets = Vec::with_capacity(new_chunks.len());
-        let mut at = self.position + (RecordHeader::SIZE + probe.len()) as u64;
-        for chunk in &new_chunks {
-            chunk_offsets.push(at);
-            at += Self::chunk_record_size(chunk);
-        }
-        let resolve = |location: &ChunkLocation| match *location {
-            ChunkLocation::Stored(offset) => offset,
-            ChunkLocation::New(index) => chunk_offsets[index],
+        let offsets_after = |stored_length: usize| {
+            let mut at = self.position + (RecordHeader::SIZE + stored_length) as u64;
+            let mut offsets = Vec::with_capacity(new_chunks.len());
+            for chunk in &new_chunks {
+                offsets.push(at);
+                at += Self::chunk_record_size(chunk);
+            }
+            offsets
         };
-        let (body, result) = encode(&resolve);
-        debug_assert_eq!(body.len(), probe.len(), "an announcement's length cannot depend on offsets");
-        self.write_record(record_type, &[&body])?;
+        let encode_at = |chunk_offsets: &[u64]| {
+            encode(&|location: &ChunkLocation| match *location {
+                ChunkLocation::Stored(offset) => offset,
+                ChunkLocation::New(index) => chunk_offsets[index],
+            })
+        };
+        let mut compressed = None;
+        if let Some(first) = self.compressed_table(record_type, &probe) {
+            let mut assumed = first.len();
+            for _ in 0..4 {
+                let chunk_offsets = offsets_after(assumed);
+                let (body, result) = encode_at(&chunk_offsets);
+                match self.compressed_table(record_type, &body) {
+                    Some(stored) if stored.len() == assumed => {
+                        compressed = Some((stored, result, chunk_offsets));
+                        break;
+                    }
+                    Some(stored) => assumed = stored.len(),
+                    None => break,
+                }
+            }
+        }
+        let (result, chunk_offsets) = match compressed {
+            Some((stored, result, chunk_offsets)) => {
+                self.write_record_as(record_type, RecordFlags::ZSTD, &[&stored])?;
+                (result, chunk_offsets)
+            }
+            None => {
+                let chunk_offsets = offsets_after(probe.len());
+                let (body, result) = encode_at(&chunk_offsets);
+                debug_assert_eq!(body.len(), probe.len(), "a plain announcement's length cannot depend on offsets");
+                self.write_record_as(record_type, 0, &[&body])?;
+                (result, chunk_offsets)
+            }
+        };
         for (chunk, expected_offset) in new_chunks.iter().zip(&chunk_offsets) {
             let header = ChunkHeader {
                 blake3: chunk.blake3,

@@ -88,6 +88,15 @@ fn compress_into(raw: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
     })
 }
 
+/// A table's body compressed under `spec/FORMAT.md` 5.2 (one frame, content
+/// size present, no dictionary, a window that covers the body up to 16 MiB),
+/// or `None` when that does not make it smaller. Tables are small and
+/// deterministic input, so the same body always gives the same frame.
+pub(crate) fn compress_table(body: &[u8], level: i32) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    compress_into(body, level, &mut out).then_some(out)
+}
+
 /// Whether a large chunk is already compressed (media, archives, encrypted or
 /// random bytes): 256 samples of 256 bytes, one every 1/256 of the chunk,
 /// compressed alone, save under 0.5% together, and the chunk has no more zero
