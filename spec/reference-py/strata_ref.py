@@ -702,11 +702,13 @@ def parse_chunk_fields(body):
     return {"blake3": bytes(body[0:32]), "raw_length": raw_length, "encoding": encoding}, errs
 
 
-def check_zstd_frame(stored, raw_length):
-    """Section 6: exactly one frame, Frame_Content_Size == raw_length, no dictionary,
-    Window_Size at most 16 MiB, nothing after the frame. Returns a reason or None."""
+def zstd_frame_header(stored):
+    """The header of the zstd frame at the start of stored (RFC 8878 3.1.1.1): a dict
+    (fcs: Frame_Content_Size or None, window: Window_Size or None when it comes from
+    an absent Frame_Content_Size, dict_id, checksum, reserved, end), or a reason it
+    cannot be read. Reads only the header; allocates nothing."""
     n = len(stored)
-    if n < 6:
+    if n < 5:
         return "too short to be a zstd frame"
     magic = u32(stored, 0)
     if 0x184D2A50 <= magic <= 0x184D2A5F:
@@ -715,10 +717,10 @@ def check_zstd_frame(stored, raw_length):
         return f"zstd magic 0x{magic:08x}"
     fhd, p = stored[4], 5
     fcs_flag, single, checksum, did_flag = fhd >> 6, fhd >> 5 & 1, fhd >> 2 & 1, fhd & 3
-    if fhd >> 3 & 1:
-        return "reserved bit of Frame_Header_Descriptor set"
     window = None
     if not single:
+        if p >= n:
+            return "frame ends inside its header"
         wd = stored[p]
         p += 1
         base = 1 << (10 + (wd >> 3))
@@ -727,19 +729,24 @@ def check_zstd_frame(stored, raw_length):
     fcs_size = (1 if single else 0, 2, 4, 8)[fcs_flag]
     if p + did_size + fcs_size > n:
         return "frame ends inside its header"
-    if int.from_bytes(stored[p:p + did_size], "little"):
-        return "Dictionary_ID is not 0"
+    dict_id = int.from_bytes(stored[p:p + did_size], "little")
     p += did_size
-    if fcs_size == 0:
-        return "frame header has no Frame_Content_Size"
-    fcs = int.from_bytes(stored[p:p + fcs_size], "little") + (256 if fcs_size == 2 else 0)
-    p += fcs_size
-    if fcs != raw_length:
-        return f"Frame_Content_Size {fcs}, raw_length {raw_length}"
+    fcs = None
+    if fcs_size:
+        fcs = int.from_bytes(stored[p:p + fcs_size], "little") + (256 if fcs_size == 2 else 0)
+        p += fcs_size
     if single:
         window = fcs
-    if window > MAX_RAW:
-        return f"Window_Size {window}, above 16 MiB"
+    return {"fcs": fcs, "window": window, "dict_id": dict_id, "checksum": checksum,
+            "reserved": fhd >> 3 & 1, "end": p}
+
+
+def zstd_frame_rest(stored, h):
+    """After a frame header h: the blocks and checksum run to exactly the end of stored
+    (one frame, nothing after it, RFC 8878 3.1.1.2). A reason, or None."""
+    if h["reserved"]:
+        return "reserved bit of Frame_Header_Descriptor set"
+    n, p = len(stored), h["end"]
     while True:
         if p + 3 > n:
             return "frame ends inside a block header"
@@ -753,12 +760,46 @@ def check_zstd_frame(stored, raw_length):
             return "frame ends inside a block"
         if bh & 1:
             break
-    p += 4 * checksum
+    p += 4 * h["checksum"]
     if p > n:
         return "frame ends inside its content checksum"
     if p != n:
         return f"{n - p} byte(s) follow the zstd frame"
     return None
+
+
+def zstd_decode(stored, length):
+    """Decode the one zstd frame of stored (its header and blocks already checked) into
+    exactly length bytes: (bytes, None) or (None, reason). The output buffer is length
+    bytes, allocated by this reader's bound, never by a size the frame gives; the
+    decoder refuses windows above 16 MiB and checks the content checksum."""
+    try:
+        with zstandard.ZstdDecompressor(max_window_size=MAX_RAW).stream_reader(
+                bytes(stored), read_across_frames=False) as r:
+            out = r.read(length)
+            more = r.read(1)
+    except zstandard.ZstdError as e:
+        return None, f"zstd: {e}"
+    if len(out) != length or more:
+        return None, f"the frame decodes to {'more than ' if more else ''}{len(out)} bytes, not {length}"
+    return out, None
+
+
+def check_zstd_frame(stored, raw_length):
+    """Section 6: exactly one frame, Frame_Content_Size == raw_length, no dictionary,
+    Window_Size at most 16 MiB, nothing after the frame. Returns a reason or None."""
+    h = zstd_frame_header(stored)
+    if isinstance(h, str):
+        return h
+    if h["dict_id"]:
+        return "Dictionary_ID is not 0"
+    if h["fcs"] is None:
+        return "frame header has no Frame_Content_Size"
+    if h["fcs"] != raw_length:
+        return f"Frame_Content_Size {h['fcs']}, raw_length {raw_length}"
+    if h["window"] > MAX_RAW:
+        return f"Window_Size {h['window']}, above 16 MiB"
+    return zstd_frame_rest(stored, h)
 
 
 def decode_chunk(fields, stored):
@@ -769,15 +810,10 @@ def decode_chunk(fields, stored):
         raw = bytes(stored)
     else:
         why = check_zstd_frame(stored, raw_length)
+        if why is None:                 # the output is bounded by raw_length, never by the frame
+            raw, why = zstd_decode(stored, raw_length)
         if why:
             return None, [("chunk-corrupt", "CHUNK.stored", why)]
-        try:                            # the output is bounded by raw_length, never by the frame
-            raw = zstandard.ZstdDecompressor(max_window_size=MAX_RAW).decompress(
-                bytes(stored), max_output_size=raw_length)
-        except zstandard.ZstdError as e:
-            return None, [("chunk-corrupt", "CHUNK.stored", f"zstd: {e}")]
-        if len(raw) != raw_length:
-            return None, [("chunk-corrupt", "CHUNK.stored", f"decoded {len(raw)} bytes, raw_length {raw_length}")]
     digest = blake3.blake3(raw).digest()
     if digest != fields["blake3"]:
         return None, [("chunk-corrupt", "CHUNK.blake3", f"stored {fields['blake3'].hex()}, computed {digest.hex()}")]
