@@ -26,7 +26,8 @@ Layout of this file
     2. the header (3, 4);
     3. body parsers, one per record type; each returns (value, errors) with
        errors as (class, what, detail) triples and never raises on bad input;
-    4. chunks: the zstd frame rules and decoding (6);
+    4. zstd frames: chunks (6) and compressed table bodies (5.2, decode_table_body,
+       the one decoding step of the walk and of random access);
     5. MapChecker: the extent-map rules of an image (7.2);
     6. Walker: the front-to-back verifier (10.2) with resynchronisation (11),
        the record order (2), the end, index, directory and trailer cross-checks,
@@ -46,7 +47,12 @@ FILES_INDEX) and unknown ancillary bodies are further limited to TABLE_LIMIT
 a read-only mmap, so checking a CRC copies nothing. Every count read from a body
 is checked against the body's length before anything is allocated for it. A
 chunk is decoded into exactly raw_length (at most 16 MiB) bytes, never a size
-taken from the frame, and at most two decoded chunks are kept.
+taken from the frame, and at most two decoded chunks are kept. A compressed table
+body (flag ZSTD, 5.2) is decoded only after its CRC and after its frame header's
+Frame_Content_Size passed the type's maximum and TABLE_LIMIT; the decoder's output
+buffer is that checked length (a bounded stream read, never an allocation the frame
+asks for), and this reader's own walk of the frame's blocks refuses a second frame or
+any byte after the first.
 
 Time bounds. A file's digest (8.3) hashes its data ranges and, for each hole,
 only its offset and length: checking a file costs what its stored bytes cost,
@@ -95,6 +101,8 @@ TYPE_NAMES = {CHUNK: "CHUNK", IMAGE_BEGIN: "IMAGE_BEGIN", IMAGE_EXTENTS: "IMAGE_
 SECTION_TYPES = {CHUNK, IMAGE_BEGIN, IMAGE_EXTENTS, IMAGE_END,
                  FILES_BEGIN, FILES_EXTENTS, FILES_ENTRIES, FILES_END}
 TABLE_TYPES = {IMAGE_INDEX, FILES_DIR, FILES_INDEX}
+MAY_COMPRESS = {IMAGE_EXTENTS, IMAGE_INDEX, FILES_EXTENTS, FILES_ENTRIES, FILES_DIR, FILES_INDEX}   # 5.2
+R_ANCILLARY, R_ZSTD = 1, 2              # record flags (5); bits 2..15 reserved
 
 MIB = 1 << 20
 MAX_RAW = 1 << 24                       # chunk raw length, zstd window, chunk size
@@ -702,11 +710,13 @@ def parse_chunk_fields(body):
     return {"blake3": bytes(body[0:32]), "raw_length": raw_length, "encoding": encoding}, errs
 
 
-def check_zstd_frame(stored, raw_length):
-    """Section 6: exactly one frame, Frame_Content_Size == raw_length, no dictionary,
-    Window_Size at most 16 MiB, nothing after the frame. Returns a reason or None."""
+def zstd_frame_header(stored):
+    """The header of the zstd frame at the start of stored (RFC 8878 3.1.1.1): a dict
+    (fcs: Frame_Content_Size or None, window: Window_Size or None when it comes from
+    an absent Frame_Content_Size, dict_id, checksum, reserved, end), or a reason it
+    cannot be read. Reads only the header; allocates nothing."""
     n = len(stored)
-    if n < 6:
+    if n < 5:
         return "too short to be a zstd frame"
     magic = u32(stored, 0)
     if 0x184D2A50 <= magic <= 0x184D2A5F:
@@ -715,10 +725,10 @@ def check_zstd_frame(stored, raw_length):
         return f"zstd magic 0x{magic:08x}"
     fhd, p = stored[4], 5
     fcs_flag, single, checksum, did_flag = fhd >> 6, fhd >> 5 & 1, fhd >> 2 & 1, fhd & 3
-    if fhd >> 3 & 1:
-        return "reserved bit of Frame_Header_Descriptor set"
     window = None
     if not single:
+        if p >= n:
+            return "frame ends inside its header"
         wd = stored[p]
         p += 1
         base = 1 << (10 + (wd >> 3))
@@ -727,19 +737,24 @@ def check_zstd_frame(stored, raw_length):
     fcs_size = (1 if single else 0, 2, 4, 8)[fcs_flag]
     if p + did_size + fcs_size > n:
         return "frame ends inside its header"
-    if int.from_bytes(stored[p:p + did_size], "little"):
-        return "Dictionary_ID is not 0"
+    dict_id = int.from_bytes(stored[p:p + did_size], "little")
     p += did_size
-    if fcs_size == 0:
-        return "frame header has no Frame_Content_Size"
-    fcs = int.from_bytes(stored[p:p + fcs_size], "little") + (256 if fcs_size == 2 else 0)
-    p += fcs_size
-    if fcs != raw_length:
-        return f"Frame_Content_Size {fcs}, raw_length {raw_length}"
+    fcs = None
+    if fcs_size:
+        fcs = int.from_bytes(stored[p:p + fcs_size], "little") + (256 if fcs_size == 2 else 0)
+        p += fcs_size
     if single:
         window = fcs
-    if window > MAX_RAW:
-        return f"Window_Size {window}, above 16 MiB"
+    return {"fcs": fcs, "window": window, "dict_id": dict_id, "checksum": checksum,
+            "reserved": fhd >> 3 & 1, "end": p}
+
+
+def zstd_frame_rest(stored, h):
+    """After a frame header h: the blocks and checksum run to exactly the end of stored
+    (one frame, nothing after it, RFC 8878 3.1.1.2). A reason, or None."""
+    if h["reserved"]:
+        return "reserved bit of Frame_Header_Descriptor set"
+    n, p = len(stored), h["end"]
     while True:
         if p + 3 > n:
             return "frame ends inside a block header"
@@ -753,12 +768,46 @@ def check_zstd_frame(stored, raw_length):
             return "frame ends inside a block"
         if bh & 1:
             break
-    p += 4 * checksum
+    p += 4 * h["checksum"]
     if p > n:
         return "frame ends inside its content checksum"
     if p != n:
         return f"{n - p} byte(s) follow the zstd frame"
     return None
+
+
+def zstd_decode(stored, length):
+    """Decode the one zstd frame of stored (its header and blocks already checked) into
+    exactly length bytes: (bytes, None) or (None, reason). The output buffer is length
+    bytes, allocated by this reader's bound, never by a size the frame gives; the
+    decoder refuses windows above 16 MiB and checks the content checksum."""
+    try:
+        with zstandard.ZstdDecompressor(max_window_size=MAX_RAW).stream_reader(
+                bytes(stored), read_across_frames=False) as r:
+            out = r.read(length)
+            more = r.read(1)
+    except zstandard.ZstdError as e:
+        return None, f"zstd: {e}"
+    if len(out) != length or more:
+        return None, f"the frame decodes to {'more than ' if more else ''}{len(out)} bytes, not {length}"
+    return out, None
+
+
+def check_zstd_frame(stored, raw_length):
+    """Section 6: exactly one frame, Frame_Content_Size == raw_length, no dictionary,
+    Window_Size at most 16 MiB, nothing after the frame. Returns a reason or None."""
+    h = zstd_frame_header(stored)
+    if isinstance(h, str):
+        return h
+    if h["dict_id"]:
+        return "Dictionary_ID is not 0"
+    if h["fcs"] is None:
+        return "frame header has no Frame_Content_Size"
+    if h["fcs"] != raw_length:
+        return f"Frame_Content_Size {h['fcs']}, raw_length {raw_length}"
+    if h["window"] > MAX_RAW:
+        return f"Window_Size {h['window']}, above 16 MiB"
+    return zstd_frame_rest(stored, h)
 
 
 def decode_chunk(fields, stored):
@@ -769,19 +818,46 @@ def decode_chunk(fields, stored):
         raw = bytes(stored)
     else:
         why = check_zstd_frame(stored, raw_length)
+        if why is None:                 # the output is bounded by raw_length, never by the frame
+            raw, why = zstd_decode(stored, raw_length)
         if why:
             return None, [("chunk-corrupt", "CHUNK.stored", why)]
-        try:                            # the output is bounded by raw_length, never by the frame
-            raw = zstandard.ZstdDecompressor(max_window_size=MAX_RAW).decompress(
-                bytes(stored), max_output_size=raw_length)
-        except zstandard.ZstdError as e:
-            return None, [("chunk-corrupt", "CHUNK.stored", f"zstd: {e}")]
-        if len(raw) != raw_length:
-            return None, [("chunk-corrupt", "CHUNK.stored", f"decoded {len(raw)} bytes, raw_length {raw_length}")]
     digest = blake3.blake3(raw).digest()
     if digest != fields["blake3"]:
         return None, [("chunk-corrupt", "CHUNK.blake3", f"stored {fields['blake3'].hex()}, computed {digest.hex()}")]
     return raw, []
+
+
+def decode_table_body(typ, flags, body, limit=TABLE_LIMIT):
+    """The body of a table record (5.2) whose header and body CRC passed: the stored
+    body itself without flag ZSTD, else the decoded one, checked by 5.2's rules in
+    their order. Returns (body or None, errors); the first error is the rule broken.
+    The decoded length D is bounded by the type's maximum and limit (rule 2) before
+    anything is allocated for it. The one decoding step of every reader path."""
+    if not flags & R_ZSTD or typ not in MAY_COMPRESS:
+        return body, []
+    what, n = f"{tname(typ)}.body", len(body)
+    h = zstd_frame_header(body)
+    if isinstance(h, str):              # no frame header, so no Frame_Content_Size (rule 1)
+        return None, [("record-malformed", what, f"compressed body: {h}")]
+    d = h["fcs"]
+    if d is None:
+        return None, [("record-malformed", what, "compressed body: the frame header has no Frame_Content_Size")]
+    bound = min(MAX_BODY[typ], limit)
+    if d > bound:
+        return None, [("limit-exceeded", what, f"compressed body decodes to {d} bytes, maximum {bound}")]
+    if n >= d:
+        return None, [("record-malformed", what, f"compressed body of {n} bytes decodes to {d}: not smaller")]
+    if h["dict_id"]:
+        return None, [("record-malformed", what, f"compressed body: Dictionary_ID {h['dict_id']}, not 0")]
+    if h["window"] > MAX_RAW:
+        return None, [("record-malformed", what, f"compressed body: Window_Size {h['window']}, above 16 MiB")]
+    why = zstd_frame_rest(body, h)
+    if why is None:
+        out, why = zstd_decode(body, d)
+    if why:
+        return None, [("record-malformed", what, f"compressed body: {why}")]
+    return out, []
 
 
 # ----------------------------------------------------------------------------
@@ -1047,10 +1123,12 @@ class Walker:
                                                     f"{tag.hex()}, the archive tag is {self.tag.hex()}"))
                 continue
             fail = None
-            if flags & 0xFFFE:
+            if flags & ~(R_ANCILLARY | R_ZSTD):
                 fail = ("record-malformed", "record.flags", f"reserved flag bits set: 0x{flags:04x}")
-            elif typ not in TYPE_NAMES and not flags & 1:
+            elif typ not in TYPE_NAMES and not flags & R_ANCILLARY:
                 fail = ("unknown-record", "record.record_type", f"0x{typ:04x}, unknown and not ANCILLARY")
+            elif flags & R_ZSTD and typ in TYPE_NAMES and typ not in MAY_COMPRESS:
+                fail = ("record-malformed", "record.flags", f"ZSTD on a {tname(typ)}, a type never compressed (5.2)")
             else:
                 limit = MAX_BODY.get(typ, TABLE_LIMIT)
                 if blen > limit:
@@ -1080,7 +1158,11 @@ class Walker:
             else:
                 self.good.append((pos, 32 + blen))
                 self.header_seen(pos, typ, True)
-                self.dispatch(pos, typ, body)
+                body, errs = decode_table_body(typ, flags, body)
+                if errs:
+                    self.unusable(pos, typ, self.errs(pos, errs)[0])
+                else:
+                    self.dispatch(pos, typ, body)
             if typ == TRAILER:
                 self.stop(pos + 32 + blen, pos)
                 return
@@ -1169,6 +1251,17 @@ class Walker:
          FILES_EXTENTS: self.on_files_extents, FILES_ENTRIES: self.on_files_entries,
          FILES_END: self.on_files_end, FILES_DIR: self.on_files_dir, FILES_INDEX: self.on_files_index,
          ARCHIVE_INDEX: self.on_archive_index, TRAILER: self.on_trailer}[typ](pos, body)
+
+    def unusable(self, pos, typ, prob):
+        """A compressed body whose decoding failed (5.2): unusable as a whole, as a body
+        that breaks a rule of its type is (its extents or entries cannot be read, 11)."""
+        if typ in SECTION_TYPES:
+            if self.phase >= 1:
+                self.problem("record-malformed", pos, tname(typ), "a section record after the table records")
+            else:
+                self.note_lost(prob)
+        else:
+            self.phase = max(self.phase, 1)
 
     def out_of_place(self, pos, typ, body):
         """A section record after the table records belongs to no section; the rules of
@@ -1876,8 +1969,10 @@ class Archive:
             raise StrataError("record-checksum", pos, tname(typ), "record header magic or CRC mismatch")
         if tag != self.tag:
             raise StrataError("record-malformed", pos, "record.archive_tag", f"{tag.hex()}, the archive tag is {self.tag.hex()}")
-        if flags & 0xFFFE:
+        if flags & ~(R_ANCILLARY | R_ZSTD):
             raise StrataError("record-malformed", pos, "record.flags", f"reserved bits set: 0x{flags:04x}")
+        if flags & R_ZSTD and rtyp in TYPE_NAMES and rtyp not in MAY_COMPRESS:
+            raise StrataError("record-malformed", pos, "record.flags", f"ZSTD on a {tname(rtyp)}, a type never compressed (5.2)")
         if rtyp != typ:
             raise StrataError("dangling-reference" if typ == CHUNK else "index-mismatch", pos, what,
                               f"points at a {tname(rtyp)} record, expected {tname(typ)}")
@@ -1888,6 +1983,8 @@ class Archive:
         body = memoryview(mm)[pos + 32:pos + 32 + blen]
         if crc(body) != bcrc:
             raise StrataError("record-checksum", pos, f"{tname(typ)} body", "body_crc mismatch")
+        body, errs = decode_table_body(typ, flags, body)     # 5.2, after the CRC
+        self.raise_first(pos, errs)
         return body
 
     def load_image(self, e):
