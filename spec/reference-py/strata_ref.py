@@ -840,6 +840,8 @@ def decode_table_body(typ, flags, body, limit=TABLE_LIMIT):
     h = zstd_frame_header(body)
     if isinstance(h, str):              # no frame header, so no Frame_Content_Size (rule 1)
         return None, [("record-malformed", what, f"compressed body: {h}")]
+    if h["reserved"]:                   # a header no reader parses: rule 1 too (5.2)
+        return None, [("record-malformed", what, "compressed body: reserved bit of Frame_Header_Descriptor set")]
     d = h["fcs"]
     if d is None:
         return None, [("record-malformed", what, "compressed body: the frame header has no Frame_Content_Size")]
