@@ -90,7 +90,7 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Serve an image section over NBD, read-only, to qemu, nbdcopy and VMs.
     #[command(
-        after_help = "Exit status: 0 stopped cleanly, 1 stopped after answering reads of damaged ranges with EIO, 2 could not start.\n\nExamples:\n  strata serve backup.strata --unix /tmp/disk.sock &\n  qemu-img convert -O qcow2 'nbd+unix:///disk?socket=/tmp/disk.sock' disk.qcow2\n  strata serve backup.strata --image disk --port 10809\n  nbdinfo --map nbd://127.0.0.1/disk"
+        after_help = "Exit status: 0 stopped cleanly, 1 stopped after answering reads of damaged ranges with EIO, 2 could not start.\n\nExamples:\n  strata serve backup.strata --unix disk.sock\n  strata serve backup.strata --image disk --port 10809\n\nThen, from another terminal: qemu-img convert -O qcow2 'nbd+unix:///disk?socket=disk.sock' disk.qcow2, or nbdinfo --map nbd://127.0.0.1/disk."
     )]
     Serve(serve::ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

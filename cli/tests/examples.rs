@@ -445,6 +445,9 @@ struct Stage<'a> {
     verbs: &'a [String],
 }
 
+/// Commands that serve until they are stopped.
+const SERVERS: &[&str] = &["serve", "mount"];
+
 fn run_example(example: &Example, stage: &Stage<'_>, index: usize) -> Result<(), String> {
     let Stage { template, scratch, disk, verbs } = *stage;
     let line = parse(&example.line).map_err(|e| format!("cannot be parsed: {e}"))?;
@@ -479,16 +482,36 @@ fn run_example(example: &Example, stage: &Stage<'_>, index: usize) -> Result<(),
 
     let bin_dir = Path::new(strata_bin()).parent().expect("the binary has a folder");
     let path = format!("{}:{}", path_str(bin_dir), std::env::var("PATH").unwrap_or_default());
-    let out = Command::new("timeout")
-        .args(["60", "bash", "-o", "pipefail", "-c", &example.line])
+    let mut command = Command::new("timeout");
+    command
         .current_dir(&sandbox)
         .env("PATH", path)
         .env("HOME", &home)
         .env("TMPDIR", &tmp)
         .env_remove("SOURCE_DATE_EPOCH")
-        .stdin(Stdio::null())
-        .output()
-        .expect("bash runs");
+        .stdin(Stdio::null());
+    let out = if SERVERS.contains(&verb.as_str()) {
+        // A server runs until it is stopped: it is given a few seconds, then
+        // one SIGTERM (bash execs it, so the signal is its alone), after which
+        // it must stop cleanly; `timeout` stays as a backstop.
+        let child = command
+            .args(["-s", "KILL", "30", "bash", "-c", &format!("exec {}", example.line)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bash runs");
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        // `timeout` runs bash (then the server) as its one child.
+        let children =
+            std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id())).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            // Gone already: its exit status says why.
+            let _ = Command::new("kill").args(["-TERM", pid]).status();
+        }
+        child.wait_with_output().expect("the server stops")
+    } else {
+        command.args(["60", "bash", "-o", "pipefail", "-c", &example.line]).output().expect("bash runs")
+    };
     let said = || {
         format!(
             "\n  stdout: {}\n  stderr: {}",

@@ -19,7 +19,15 @@ fn layout(bytes: &[u8]) -> Vec<(strata_format::Extent, usize, usize)> {
                 chunk_ends.insert(at as u64, end);
             }
             Some(RecordType::ImageExtents) => {
-                let (_, table) = image::parse_extent_table(&bytes[at + 32..end], "test").unwrap();
+                // Stored compressed or not (FORMAT.md 5.2).
+                let body = strata_reader::decode_table_body(
+                    RecordType::ImageExtents,
+                    head.flags,
+                    bytes[at + 32..end].to_vec(),
+                    1 << 30,
+                )
+                .unwrap();
+                let (_, table) = image::parse_extent_table(&body, "test").unwrap();
                 announced.extend(image::extents_of(table).map(|e| (e, end)));
             }
             _ => {}
