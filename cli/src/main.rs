@@ -11,6 +11,7 @@ mod device;
 mod diff;
 mod files;
 mod inspect;
+mod mount;
 mod output;
 mod restore;
 mod salvage;
@@ -87,6 +88,11 @@ enum Command {
         after_help = "Exit status: 0 stopped cleanly, 1 stopped after answering reads of damaged ranges with EIO, 2 could not start.\n\nExamples:\n  strata serve backup.strata --unix /tmp/disk.sock &\n  qemu-img convert -O qcow2 'nbd+unix:///disk?socket=/tmp/disk.sock' disk.qcow2\n  strata serve backup.strata --image disk --port 10809\n  nbdinfo --map nbd://127.0.0.1/disk"
     )]
     Serve(serve::ServeArgs),
+    /// Mount an archive read-only: a folder per file tree, a file per image.
+    #[command(
+        after_help = "Exit status: 0 unmounted cleanly (or, without -f, mounted), 1 the archive was damaged and only its intact part was mounted, 2 could not mount.\n\nExamples:\n  strata mount backup.strata /mnt/backup\n  ls /mnt/backup; cp /mnt/backup/home/notes.txt .\n  mount -o loop,ro /mnt/backup/disk /mnt/disk\n  fusermount3 -u /mnt/backup\n  strata mount -f backup.strata /mnt/backup --cache 256M"
+    )]
+    Mount(mount::MountArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Examples:\n  strata completions bash > /etc/bash_completion.d/strata\n  strata completions zsh > \"${fpath[1]}/_strata\""
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
         Command::Cat(args) => inspect::cat(args),
         Command::Diff(args) => diff::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Mount(args) => mount::run(args),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics on a closed pipe.
             let mut script = Vec::new();
@@ -148,7 +155,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("strata: {}", failure.message);
+            // An empty message: the failure was told already (a detached mount's).
+            if !failure.message.is_empty() {
+                eprintln!("strata: {}", failure.message);
+            }
             ExitCode::from(failure.code)
         }
     }
