@@ -13,6 +13,9 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v script >/dev/null || need+=(bsdutils)
 command -v tmux >/dev/null || need+=(tmux)
 { command -v setfacl && command -v getfacl; } >/dev/null || need+=(acl)
+# `strata mount` tests: fusermount3 unmounts, getfattr/setfattr compare xattrs.
+command -v fusermount3 >/dev/null || need+=(fuse3)
+{ command -v getfattr && command -v setfattr; } >/dev/null || need+=(attr)
 # GNU time measures the peak memory of each command of the hostile-archive test.
 [[ -x /usr/bin/time ]] || need+=(time)
 if ((${#need[@]})); then
