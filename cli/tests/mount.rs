@@ -326,3 +326,53 @@ fn a_damaged_chunk_answers_eio_for_its_file_only_and_sigterm_unmounts() {
     assert_eq!(lines.len(), 1, "one line names the damaged range: {log}");
     assert!(lines[0].contains("unreadable") && lines[0].contains("bytes "), "{log}");
 }
+
+/// Unmounts a kernel mount (here a loop mount of an image file) when dropped.
+struct KernelMount(PathBuf);
+
+impl Drop for KernelMount {
+    fn drop(&mut self) {
+        if mounted(&self.0) {
+            let _ = Command::new("umount").arg(&self.0).stderr(Stdio::null()).status();
+        }
+        if mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+#[test]
+fn an_ext4_image_in_the_mount_loop_mounts() {
+    if !fuse_present() || !require_tool("mke2fs") {
+        return;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: no loop devices here (/dev/loop-control is missing)");
+        return;
+    }
+    let dir = temp_dir();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"archived\n").unwrap();
+    std::fs::write(src.join("data.bin"), noise(9, 500_000)).unwrap();
+    let image = dir.path().join("ext4.img");
+    sh(&format!("mke2fs -q -t ext4 -d '{}' '{}' 16M", path_str(&src), path_str(&image)));
+    let archive = dir.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), "--image", &format!("disk={}", path_str(&image)), "-q"]);
+    let mountpoint = dir.path().join("mnt");
+    let inner = dir.path().join("inner");
+    std::fs::create_dir(&mountpoint).unwrap();
+    std::fs::create_dir(&inner).unwrap();
+    let _mount = Mount::detached(&archive, &mountpoint);
+    sh(&format!("cmp '{}' '{}'", path_str(&image), path_str(&mountpoint.join("disk"))));
+    let loop_mount = KernelMount(inner.clone());
+    let status = Command::new("mount")
+        .args(["-o", "loop,ro", path_str(&mountpoint.join("disk")), path_str(&inner)])
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount -o loop,ro of the image file failed");
+    assert_eq!(std::fs::read(inner.join("etc/hostname")).unwrap(), b"archived\n");
+    assert!(std::fs::read(inner.join("data.bin")).unwrap() == noise(9, 500_000));
+    drop(loop_mount);
+    assert!(!mounted(&inner));
+}
