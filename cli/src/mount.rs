@@ -2,9 +2,10 @@
 //!
 //! The file system lives in the `strata-mount` crate; this module opens the
 //! archive, reports damage, unmounts on SIGINT and SIGTERM, and without `-f`
-//! runs itself again in the foreground, detached, and returns once the mount
+//! runs itself again with `-f` in a session of its own, and returns once the mount
 //! is in place (as sshfs and squashfuse do).
 
+use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -44,7 +45,15 @@ pub fn run(args: MountArgs) -> Result<u8, Failure> {
     let label = args.archive.display().to_string();
     let (archive, salvaged) = crate::inspect::open_intact(&args.archive)?;
     let cache = usize::try_from(args.cache).map_err(|_| Failure::fatal("--cache is larger than memory"))?;
-    let fs = ArchiveFs::new(archive, cache, Box::new(|damage| eprintln!("strata: {damage}")));
+    // A detached mount outlives its terminal: a log line that cannot be
+    // written is dropped, never a panic in a request thread.
+    let fs = ArchiveFs::new(
+        archive,
+        cache,
+        Box::new(|damage| {
+            let _ = writeln!(std::io::stderr(), "strata: {damage}");
+        }),
+    );
     let names: Vec<String> = fs.root_names().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
 
     let stop = cleanup::cancellation();
@@ -89,12 +98,14 @@ fn detach(args: &MountArgs, mountpoint: &std::path::Path, dev_before: u64) -> Re
     if output::quiet() {
         command.arg("-q");
     }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| Failure::fatal(format!("cannot start the mount process: {e}")))?;
+    command.stdin(Stdio::null()).stdout(Stdio::null());
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    // A session of its own: closing the terminal or its job control sends it
+    // no SIGHUP or SIGINT meant for the shell's jobs.
+    unsafe {
+        command.pre_exec(|| rustix::process::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    let mut child = command.spawn().map_err(|e| Failure::fatal(format!("cannot start the mount process: {e}")))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().map_err(|e| Failure::fatal(e.to_string()))? {
