@@ -292,13 +292,28 @@ fn a_damaged_chunk_answers_eio_for_its_file_only_and_sigterm_unmounts() {
     let (hurt, whole) = (noise(7, 400_000), noise(8, 400_000));
     std::fs::write(src.join("hurt.bin"), &hurt).unwrap();
     std::fs::write(src.join("whole.bin"), &whole).unwrap();
+    let image = dir.path().join("disk.img");
+    let disk = noise(9, 512 << 10);
+    std::fs::write(&image, &disk).unwrap();
     let archive = dir.path().join("a.strata");
-    run_ok(&["create", path_str(&archive), "--files", &format!("t={}", path_str(&src)), "--chunk-size", "64K", "-q"]);
-    // Noise is stored verbatim: find a piece of the middle of hurt.bin and flip it.
+    run_ok(&[
+        "create",
+        path_str(&archive),
+        "--files",
+        &format!("t={}", path_str(&src)),
+        "--image",
+        &format!("disk={}", path_str(&image)),
+        "--chunk-size",
+        "64K",
+        "-q",
+    ]);
+    // Noise is stored verbatim: find a piece of the middle of hurt.bin, and
+    // of the image's third chunk, and flip a byte in each.
     let mut bytes = std::fs::read(&archive).unwrap();
-    let needle = &hurt[200_000..200_064];
-    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the noise is stored as it is");
-    bytes[at + 10] ^= 0x40;
+    for needle in [&hurt[200_000..200_064], &disk[150_000..150_064]] {
+        let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the noise is stored as it is");
+        bytes[at + 10] ^= 0x40;
+    }
     std::fs::write(&archive, &bytes).unwrap();
 
     let mountpoint = dir.path().join("mnt");
@@ -315,6 +330,16 @@ fn a_damaged_chunk_answers_eio_for_its_file_only_and_sigterm_unmounts() {
     start.read_exact_at(&mut first, 0).unwrap();
     assert_eq!(first, hurt[..4096]);
     drop(start);
+    // The image: its damaged chunk (bytes 131072-196607) answers EIO, the rest reads.
+    let file = std::fs::File::open(mount.path("disk")).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let error = file.read_exact_at(&mut buf, 140_000).expect_err("the damaged image range is EIO");
+    assert_eq!(error.raw_os_error(), Some(5), "EIO, got {error}");
+    for at in [0u64, 65_536, 200_000, 400_000] {
+        file.read_exact_at(&mut buf, at).unwrap();
+        assert_eq!(buf, disk[at as usize..at as usize + 4096], "image bytes at {at}");
+    }
+    drop(file);
 
     let pid = rustix::process::Pid::from_child(mount.child.as_ref().unwrap());
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
@@ -325,6 +350,9 @@ fn a_damaged_chunk_answers_eio_for_its_file_only_and_sigterm_unmounts() {
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("hurt.bin")).collect();
     assert_eq!(lines.len(), 1, "one line names the damaged range: {log}");
     assert!(lines[0].contains("unreadable") && lines[0].contains("bytes "), "{log}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("image disk")).collect();
+    assert_eq!(lines.len(), 1, "one line names the damaged image range: {log}");
+    assert!(lines[0].contains("bytes 131072-196607 unreadable"), "{log}");
 }
 
 /// Unmounts a kernel mount (here a loop mount of an image file) when dropped.

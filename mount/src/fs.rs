@@ -507,6 +507,11 @@ impl<R: ReadAt + Send + 'static> Filesystem for ArchiveFs<R> {
                 | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
                 | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
         );
+        // Sequential readers (tar, cp, qemu-img) are served in fewer, larger
+        // requests; the kernel offers its own maximum if this is more.
+        if let Err(most) = config.set_max_readahead(1 << 20) {
+            let _ = config.set_max_readahead(most);
+        }
         Ok(())
     }
 
