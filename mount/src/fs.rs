@@ -290,7 +290,7 @@ impl<R: ReadAt> ArchiveFs<R> {
 
     fn root_attr(&self) -> FileAttr {
         let created = time(self.archive.header().created_ns);
-        let trees = self.slots.iter().filter(|s| s.count > 1 || self.is_tree(s)).count() as u32;
+        let trees = self.slots.iter().filter(|s| self.is_tree(s)).count() as u32;
         FileAttr {
             ino: INodeNo(ROOT),
             size: 0,
