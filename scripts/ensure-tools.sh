@@ -15,6 +15,9 @@ command -v tmux >/dev/null || need+=(tmux)
 # The README's examples pipe into xxd (cli/tests/examples.rs runs them).
 command -v xxd >/dev/null || need+=(xxd)
 { command -v setfacl && command -v getfacl; } >/dev/null || need+=(acl)
+# `strata mount` tests: fusermount3 unmounts, getfattr/setfattr compare xattrs.
+command -v fusermount3 >/dev/null || need+=(fuse3)
+{ command -v getfattr && command -v setfattr; } >/dev/null || need+=(attr)
 # GNU time measures the peak memory of each command of the hostile-archive test.
 [[ -x /usr/bin/time ]] || need+=(time)
 if ((${#need[@]})); then

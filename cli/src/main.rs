@@ -11,6 +11,7 @@ mod device;
 mod diff;
 mod files;
 mod inspect;
+mod mount;
 mod output;
 mod restore;
 mod salvage;
@@ -93,6 +94,11 @@ enum Command {
         after_help = "Exit status: 0 stopped cleanly, 1 stopped after answering reads of damaged ranges with EIO, 2 could not start.\n\nExamples:\n  strata serve backup.strata --unix disk.sock\n  strata serve backup.strata --image disk --port 10809\n\nThen, from another terminal: qemu-img convert -O qcow2 'nbd+unix:///disk?socket=disk.sock' disk.qcow2, or nbdinfo --map nbd://127.0.0.1/disk."
     )]
     Serve(serve::ServeArgs),
+    /// Mount an archive read-only: a folder per file tree, a file per image.
+    #[command(
+        after_help = "Exit status: 0 unmounted cleanly (or, without -f, mounted), 1 the archive was damaged and only its intact part was mounted, 2 could not mount.\n\nExamples:\n  mkdir -p mnt && strata mount backup.strata mnt\n  mkdir -p mnt && strata mount -f backup.strata mnt --cache 256M\n\nThen `ls mnt` shows a folder per file tree and a file per image (`mount -o loop,ro mnt/disk /mnt/disk` mounts one); `fusermount3 -u mnt`, or Ctrl-C or SIGTERM to `strata mount -f`, unmounts."
+    )]
+    Mount(mount::MountArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Examples (for your user; the folders must exist):\n  strata completions bash > ~/.local/share/bash-completion/completions/strata\n  strata completions zsh > ~/.zfunc/_strata\n  strata completions fish > ~/.config/fish/completions/strata.fish"
@@ -145,6 +151,7 @@ fn main() -> ExitCode {
         Command::Cat(args) => inspect::cat(args),
         Command::Diff(args) => diff::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Mount(args) => mount::run(args),
         Command::Completions { shell } => {
             // Into memory first: clap_complete panics on a closed pipe.
             let mut script = Vec::new();
@@ -156,7 +163,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(failure) => {
-            eprintln!("strata: {}", failure.message);
+            // An empty message: the failure was told already (a detached mount's).
+            if !failure.message.is_empty() {
+                eprintln!("strata: {}", failure.message);
+            }
             ExitCode::from(failure.code)
         }
     }

@@ -508,7 +508,19 @@ fn run_example(example: &Example, stage: &Stage<'_>, index: usize) -> Result<(),
             // Gone already: its exit status says why.
             let _ = Command::new("kill").args(["-TERM", pid]).status();
         }
-        child.wait_with_output().expect("the server stops")
+        let out = child.wait_with_output().expect("the server stops");
+        // A mount that detached is still there: unmount whatever the example
+        // mounted in its sandbox (its process then exits).
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        for point in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if Path::new(point).starts_with(&sandbox) {
+                let unmounted = Command::new("fusermount3").args(["-u", point]).status().is_ok_and(|s| s.success());
+                if !unmounted {
+                    let _ = Command::new("umount").args(["-l", point]).status();
+                }
+            }
+        }
+        out
     } else {
         command.args(["60", "bash", "-o", "pipefail", "-c", &example.line]).output().expect("bash runs")
     };

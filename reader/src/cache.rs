@@ -92,6 +92,26 @@ impl ChunkCache {
         chunk_ref: u64,
         expected_length: u64,
     ) -> Result<Arc<Chunk>, Error> {
+        self.fetch(archive, chunk_ref, Some(expected_length))
+    }
+
+    /// The chunk at `chunk_ref` whatever its length (as
+    /// [`Archive::read_chunk_whole`]), for file extents, which name a range of a
+    /// chunk rather than its length: from the cache or read, checked and kept.
+    pub fn chunk_whole<R: ReadAt>(&self, archive: &Archive<R>, chunk_ref: u64) -> Result<Arc<Chunk>, Error> {
+        self.fetch(archive, chunk_ref, None)
+    }
+
+    fn fetch<R: ReadAt>(
+        &self,
+        archive: &Archive<R>,
+        chunk_ref: u64,
+        expected_length: Option<u64>,
+    ) -> Result<Arc<Chunk>, Error> {
+        let read = || match expected_length {
+            Some(length) => archive.read_chunk(chunk_ref, length),
+            None => archive.read_chunk_whole(chunk_ref),
+        };
         let mut state = self.lock();
         loop {
             match state.entries.get(&chunk_ref) {
@@ -104,11 +124,11 @@ impl ChunkCache {
                     let (chunk, before) = (chunk.clone(), std::mem::replace(last_use, now));
                     state.by_use.remove(&before);
                     state.by_use.insert(now, chunk_ref);
-                    if chunk.raw.len() as u64 != expected_length {
+                    if expected_length.is_some_and(|length| chunk.raw.len() as u64 != length) {
                         // Two extents disagreeing about one chunk's length: let the
                         // archive say so in its words.
                         drop(state);
-                        return archive.read_chunk(chunk_ref, expected_length);
+                        return read();
                     }
                     return Ok(chunk);
                 }
@@ -121,7 +141,7 @@ impl ChunkCache {
         state.entries.insert(chunk_ref, Slot::Decoding);
         drop(state);
         let decoding = Decoding { cache: self, chunk_ref };
-        let result = archive.read_chunk(chunk_ref, expected_length);
+        let result = read();
         std::mem::forget(decoding);
         let mut state = self.lock();
         state.entries.remove(&chunk_ref);
