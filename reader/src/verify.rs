@@ -543,16 +543,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 let p = self.problem_from(e, pos);
                 let name = record_type.map_or("ancillary", |t| t.name());
                 self.report.problems[p].what = format!("{name} record body CRC-32C");
-                self.damaged.push((pos..end, p));
-                self.header_seen(pos, record_type, false);
-                if record_type == Some(RecordType::Chunk) {
-                    // The header is sound: the chunk still takes its place in the
-                    // run and the totals, so only its own loss is reported.
-                    self.chunk_in_run(pos, false);
-                    self.note_chunk_record(pos, end);
-                } else {
-                    self.lost(p);
-                }
+                self.body_unusable(pos..end, record_type, p);
                 if record_type == Some(RecordType::Trailer) {
                     self.trailer_at = Some(pos);
                     pos = end;
@@ -576,14 +567,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     }
                     Err(e) => {
                         let p = self.problem_from(e, pos);
-                        self.damaged.push((pos..end, p));
-                        self.header_seen(pos, record_type, false);
-                        if record_type == Some(RecordType::Chunk) {
-                            self.chunk_in_run(pos, false);
-                            self.note_chunk_record(pos, end);
-                        } else {
-                            self.lost(p);
-                        }
+                        self.body_unusable(pos..end, record_type, p);
                         pos = end;
                         continue;
                     }
@@ -609,6 +593,23 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             );
         }
         Ok(())
+    }
+
+    /// A record whose header passed but whose body cannot be used (its CRC
+    /// fails, or, compressed, it does not decode): its bytes are a damaged
+    /// span, reported as problem `p`.
+    fn body_unusable(&mut self, span: std::ops::Range<u64>, record_type: Option<RecordType>, p: usize) {
+        let (pos, end) = (span.start, span.end);
+        self.damaged.push((span, p));
+        self.header_seen(pos, record_type, false);
+        if record_type == Some(RecordType::Chunk) {
+            // The header is sound: the chunk still takes its place in the
+            // run and the totals, so only its own loss is reported.
+            self.chunk_in_run(pos, false);
+            self.note_chunk_record(pos, end);
+        } else {
+            self.lost(p);
+        }
     }
 
     /// Finds the next valid record of this archive after a damaged one at `pos`.
