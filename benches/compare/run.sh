@@ -7,14 +7,23 @@
 #   CORPUS=DIR   the corpus (built by benches/compare/corpus.sh when missing)
 #   RUNS=3       runs per measurement; the table shows medians
 #   WORK=DIR     scratch space (default /var/tmp/strata-compare, about 12 GB)
-#   OUT=FILE     where the table goes (default benches/RESULTS.md)
+#   OUT=FILE     where the table goes (default benches/RESULTS.md; with ONLY,
+#                $WORK/results-ONLY.md, to be merged by hand)
+#   ONLY=LIST    run only these sections (comma-separated; default all):
+#                images, nbd, trees, mount. What a section reads and another
+#                section makes (an archive, a repository) is made unmeasured, and
+#                nbd and mount measure their reference rows (strata restore,
+#                strata extract) themselves: ONLY=nbd,mount runs issue 18's rows.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 CORPUS=${CORPUS:-/var/tmp/strata-corpus}
 RUNS=${RUNS:-3}
 WORK=${WORK:-/var/tmp/strata-compare}
-OUT=${OUT:-$ROOT/benches/RESULTS.md}
+ONLY=${ONLY:-}
+if [[ -n $ONLY ]]; then OUT=${OUT:-$WORK/results-${ONLY//,/-}.md}; else OUT=${OUT:-$ROOT/benches/RESULTS.md}; fi
+# want SECTION: whether this run includes SECTION.
+want() { [[ -z $ONLY || ,$ONLY, == *,$1,* ]]; }
 export RESTIC_PASSWORD=strata-compare BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 
 log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -22,7 +31,8 @@ log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 # --- tools -------------------------------------------------------------------
 need=()
 for pair in zstd:zstd qemu-img:qemu-utils partclone.ext4:partclone bsdtar:libarchive-tools \
-  mksquashfs:squashfs-tools borg:borgbackup restic:restic /usr/bin/time:time hyperfine:hyperfine; do
+  mksquashfs:squashfs-tools borg:borgbackup restic:restic /usr/bin/time:time hyperfine:hyperfine \
+  squashfuse:squashfuse fusermount3:fuse3 nbdinfo:libnbd-bin qemu-nbd:qemu-utils; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
@@ -100,6 +110,8 @@ measure_quick() {
 }
 
 # --- images --------------------------------------------------------------------
+IMG=$C/image-clean.raw
+if want images; then
 for kind in clean dirty; do
   IMG=$C/image-$kind.raw
   measure "image-$kind create" strata "$W/$kind.strata" "rm -f $W/$kind.strata" "$STRATA create $W/$kind.strata --image disk=$IMG --quiet"
@@ -116,6 +128,16 @@ measure "image-clean restore" strata - "rm -f $W/r.img; cat $W/clean.strata" "$S
 cmp "$W/r.img" "$IMG" || { log "strata restore is not bit-identical"; exit 1; }
 measure "image-clean restore" "zstd -d" - "rm -f $W/r.img; cat $W/clean.zst" "zstd -d -q -f $W/clean.zst -o $W/r.img"
 measure "image-clean restore" "qemu-img qcow2" - "rm -f $W/r.img; cat $W/clean.qcow2" "qemu-img convert -O raw $W/clean.qcow2 $W/r.img"
+fi
+if want nbd; then
+if ! want images; then
+  # What the images section makes, unmeasured; and the reference row of the
+  # convert (issue 18: at least 0.8x the speed of strata restore).
+  log "nbd: making clean.strata and clean.qcow2 (unmeasured)"
+  $STRATA create "$W/clean.strata" --image "disk=$IMG" --quiet
+  qemu-img convert -c -O qcow2 -o compression_type=zstd "$IMG" "$W/clean.qcow2"
+  measure "image-clean restore" strata - "rm -f $W/r.img; cat $W/clean.strata" "$STRATA restore $W/clean.strata --image disk $W/r.img --quiet"
+fi
 # qemu-img convert reading over NBD (issue 18): from `strata serve` on the archive,
 # and from qemu-nbd on the qcow2 of the same image, both on a Unix socket. Each
 # server starts and stops inside the measured command; starting takes milliseconds.
@@ -128,15 +150,30 @@ cmp "$W/r.img" "$IMG" || { log "qemu-img convert from strata serve is not bit-id
 measure "image-clean convert over NBD" "qemu-nbd qcow2" - "cat $W/clean.qcow2" \
   "$(over_nbd "qemu-nbd -r -f qcow2 -k $W/nbd.sock $W/clean.qcow2" "nbd+unix:///?socket=$W/nbd.sock")"
 rm -f "$W/r.img"
+# Holes as the server reports them (base:allocation), beside the image's own.
+rm -f "$W/nbd.sock"
+$STRATA serve "$W/clean.strata" --image disk --unix "$W/nbd.sock" --quiet &
+serve_pid=$!
+for _ in $(seq 1000); do [[ -S $W/nbd.sock ]] && break; sleep 0.01; done
+if nbdinfo --map "nbd+unix:///disk?socket=$W/nbd.sock" >"$W/map.txt" 2>"$W/stderr"; then
+  log "nbdinfo --map of strata serve: $(awk '$3 != 0 {n++; b += $2} END {printf "%d hole or zero extents, %.1f MB", n, b / 1e6}' "$W/map.txt") (the image: $(du -B1 "$IMG" | cut -f1) of $(stat -c %s "$IMG") bytes allocated)"
+else
+  log "nbdinfo --map of strata serve failed: $(tail -3 "$W/stderr")"
+fi
+kill $serve_pid; wait $serve_pid || true
+fi
+if want images; then
 measure_quick "16 KiB read at an image offset" strata "cat $W/clean.strata" \
   "$STRATA cat $W/clean.strata --image disk --offset $DEEP_OFF --length 16384"
 measure_quick "16 KiB read at an image offset" "qemu-io qcow2" "cat $W/clean.qcow2" \
   "qemu-io -r -c 'read $DEEP_OFF 16k' $W/clean.qcow2"
 measure_quick "16 KiB read at an image offset" "zstd -d (stream to the offset)" "cat $W/clean.zst" \
   "zstd -dc $W/clean.zst | tail -c +$((DEEP_OFF + 1)) | head -c 16384"
+fi
 
 # --- trees ---------------------------------------------------------------------
 T=$C/tree
+if want trees; then
 measure "tree create" strata "$W/tree.strata" "rm -f $W/tree.strata" "$STRATA create $W/tree.strata --files tree=$T --quiet"
 measure "tree create" "tar + zstd -3 -T2" "$W/tree.tar.zst" "rm -f $W/tree.tar.zst" "tar -C $T -cf - . | zstd -3 -T2 -q > $W/tree.tar.zst"
 measure "tree create" "bsdtar --zstd" "$W/tree.bsdtar" "rm -f $W/tree.bsdtar" "bsdtar --zstd -cf $W/tree.bsdtar -C $T ."
@@ -167,6 +204,119 @@ measure_quick "one deep file out of the tree archive" "tar + zstd" "cat $W/tree.
 measure_quick "one deep file out of the tree archive" "unsquashfs -cat" "cat $W/tree.sqfs" "unsquashfs -cat $W/tree.sqfs $DEEP_REL"
 measure_quick "one deep file out of the tree archive" "borg" "tar -C $W/borg -cf - ." "borg extract --stdout $W/borg::a ${T#/}/$DEEP_REL"
 measure_quick "one deep file out of the tree archive" "restic dump" "tar -C $W/restic -cf - ." "restic -q -r $W/restic dump latest $T/$DEEP_REL"
+fi
+
+# --- mounts (issue 18) ---------------------------------------------------------
+# The tree archive mounted, beside squashfuse on the squashfs of the same tree and
+# borg mount and restic mount on their repositories: (1) from starting the mount
+# until the first `ls` of the mount root answers; on a fresh mount each time,
+# (2) `find DIR | wc -l` and (3) reading every file, `tar -cf - -C DIR . | wc -c`,
+# DIR being the tree's folder in the mount (restic's root holds the snapshot
+# several times: ids/, hosts/, snapshots/). Every mount runs in the foreground in
+# the background of this shell; peak RSS is the mount process's. `strata extract`
+# is the reference for (3).
+if want mount; then
+if ! want trees; then
+  log "mount: making the tree archive, the squashfs and the borg and restic repositories (unmeasured)"
+  $STRATA create "$W/tree.strata" --files "tree=$T" --quiet
+  mksquashfs "$T" "$W/tree.sqfs" -comp zstd -Xcompression-level 3 -processors 2 -noappend -quiet >/dev/null
+  borg init -e none "$W/borg" && borg create --compression zstd,3 "$W/borg::a" "$T"
+  restic init -q --repo "$W/restic" && restic -q -r "$W/restic" backup "$T" >/dev/null
+fi
+MNT=$W/mnt
+mkdir -p "$MNT"
+MOUNT_PID=
+# unmount: ends the mount at $MNT and its process, whatever state they are in.
+unmount() {
+  if mountpoint -q "$MNT"; then
+    fusermount3 -u "$MNT" 2>/dev/null || { sleep 0.5; fusermount3 -u -z "$MNT" 2>/dev/null; } || true
+  fi
+  if [[ -n $MOUNT_PID ]]; then
+    for _ in $(seq 200); do kill -0 "$MOUNT_PID" 2>/dev/null || break; sleep 0.05; done
+    if kill -0 "$MOUNT_PID" 2>/dev/null; then pkill -P "$MOUNT_PID" || true; kill "$MOUNT_PID" 2>/dev/null || true; fi
+    wait "$MOUNT_PID" 2>/dev/null || true
+    MOUNT_PID=
+  fi
+}
+trap 'unmount' EXIT
+trap 'exit 130' INT TERM
+# mounted_run MOUNT_COMMAND STEP: mounts (MOUNT_COMMAND in the background under
+# time(1)), waits for the first `ls` of $MNT to answer, runs STEP ("-" for none),
+# unmounts. Sets ls_s, step_s, step_out and rss_k; fails when the mount does not
+# answer within 60 s or STEP fails.
+mounted_run() {
+  local start t1 t2 ok=1
+  start=$EPOCHREALTIME
+  /usr/bin/time -f '%M' -o "$W/mtime.txt" bash -c "exec $1" >/dev/null 2>"$W/mstderr" &
+  MOUNT_PID=$!
+  for _ in $(seq 30000); do
+    [[ -n $(ls -A "$MNT" 2>/dev/null) ]] && break
+    kill -0 "$MOUNT_PID" 2>/dev/null || { ok=0; break; }
+    sleep 0.002
+  done
+  t1=$EPOCHREALTIME
+  [[ -n $(ls -A "$MNT" 2>/dev/null) ]] || ok=0
+  ls_s=$(awk -v a="$start" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+  step_s=- step_out=-
+  if ((ok)) && [[ $2 != - ]]; then
+    t1=$EPOCHREALTIME
+    if step_out=$(bash -c "$2" 2>>"$W/mstderr"); then
+      t2=$EPOCHREALTIME
+      step_s=$(awk -v a="$t1" -v b="$t2" 'BEGIN { printf "%.3f", b - a }')
+    else
+      ok=0
+    fi
+  fi
+  unmount
+  rss_k=$(tail -1 "$W/mtime.txt" 2>/dev/null)
+  [[ $rss_k =~ ^[0-9]+$ ]] || rss_k=0
+  ((ok))
+}
+# measure_mount TOOL PREPARE MOUNT_COMMAND DIR: the three rows for one tool,
+# each the median of RUNS runs on a fresh mount, inputs warmed, PREPARE run and
+# earlier output synced first (as measure does).
+measure_mount() {
+  local tool=$1 prepare=$2 mount=$3 dir=$4 work step i times rss out
+  for work in "first ls of the root" "find | wc -l" "tar of every file | wc -c"; do
+    case $work in
+      first*) step=- ;;
+      find*) step="find $dir | wc -l" ;;
+      *) step="tar -cf - -C $dir . | wc -c" ;;
+    esac
+    times=() rss=() out=-
+    for ((i = 0; i < RUNS; i++)); do
+      warm
+      bash -c "$prepare" >/dev/null 2>&1 || true
+      sync
+      if ! mounted_run "$mount" "$step"; then
+        log "$tool tree mount: $work failed: $(tail -3 "$W/mstderr")"
+        times=()
+        break
+      fi
+      if [[ $step == - ]]; then times+=("$ls_s"); else times+=("$step_s"); fi
+      rss+=("$rss_k") out=$step_out
+    done
+    if ((${#times[@]} == 0)); then
+      ROWS+=("tree mount: $work|$tool|failed|-|-")
+      continue
+    fi
+    local t r
+    t=$(printf '%s\n' "${times[@]}" | median)
+    r=$(printf '%s\n' "${rss[@]}" | median)
+    log "tree mount: $work $tool: ${t}s, $((r / 1024)) MiB RSS (mount process), output $out"
+    ROWS+=("tree mount: $work|$tool|$t|-|$((r / 1024))")
+  done
+}
+measure_mount strata "cat $W/tree.strata" "$STRATA mount -f $W/tree.strata $MNT --quiet" "$MNT/tree"
+measure_mount squashfuse "cat $W/tree.sqfs" "squashfuse -f $W/tree.sqfs $MNT" "$MNT"
+measure_mount "borg mount" "tar -C $W/borg -cf - ." "borg mount -f $W/borg::a $MNT" "$MNT/${T#/}"
+measure_mount "restic mount" "tar -C $W/restic -cf - ." "restic -q -r $W/restic mount $MNT" "$MNT/snapshots/latest/${T#/}"
+X=$W/x
+measure "tree mount: tar of every file | wc -c" "strata extract" - "rm -rf $X; cat $W/tree.strata" \
+  "$STRATA extract $W/tree.strata --files tree $X --quiet"
+rm -rf "$X"
+fi
+
 
 # --- the table -----------------------------------------------------------------
 {
@@ -202,7 +352,9 @@ measure_quick "one deep file out of the tree archive" "restic dump" "tar -C $W/r
   echo "Tool versions: strata $("$STRATA" --version | cut -d' ' -f2), $(zstd --version | head -1),"
   echo "$(qemu-img --version | head -1), partclone $(dpkg-query -W -f='${Version}' partclone),"
   echo "$(bsdtar --version | head -1), mksquashfs $(dpkg-query -W -f='${Version}' squashfs-tools),"
-  echo "$(borg --version), $(restic version | cut -d' ' -f1-2), $(tar --version | head -1)."
+  echo "$(borg --version), $(restic version | cut -d' ' -f1-2), $(tar --version | head -1),"
+  echo "squashfuse $(dpkg-query -W -f='${Version}' squashfuse), fuse3 $(dpkg-query -W -f='${Version}' fuse3)."
+  [[ -n $ONLY ]] && echo && echo "Sections run: $ONLY (ONLY=$ONLY)."
   echo
   echo "partclone stores used blocks only: its image is not bit-identical (shown for context)."
 } >"$OUT"
