@@ -277,7 +277,8 @@ mounted_run() {
 # earlier output synced first (as measure does).
 measure_mount() {
   local tool=$1 prepare=$2 mount=$3 dir=$4 work step i times rss out
-  for work in "first ls of the root" "find | wc -l" "tar of every file | wc -c"; do
+  # (Row names hold no "|": it separates the fields of ROWS.)
+  for work in "first ls of the root" "find, wc -l" "every file read: tar, wc -c"; do
     case $work in
       first*) step=- ;;
       find*) step="find $dir | wc -l" ;;
@@ -312,7 +313,7 @@ measure_mount squashfuse "cat $W/tree.sqfs" "squashfuse -f $W/tree.sqfs $MNT" "$
 measure_mount "borg mount" "tar -C $W/borg -cf - ." "borg mount -f $W/borg::a $MNT" "$MNT/${T#/}"
 measure_mount "restic mount" "tar -C $W/restic -cf - ." "restic -q -r $W/restic mount $MNT" "$MNT/snapshots/latest/${T#/}"
 X=$W/x
-measure "tree mount: tar of every file | wc -c" "strata extract" - "rm -rf $X; cat $W/tree.strata" \
+measure "tree mount: every file read: tar, wc -c" "strata extract" - "rm -rf $X; cat $W/tree.strata" \
   "$STRATA extract $W/tree.strata --files tree $X --quiet"
 rm -rf "$X"
 fi
