@@ -100,13 +100,15 @@ pub fn run(args: ServeArgs) -> Result<u8, Failure> {
             (Listener::Tcp(listener), format!("nbd://{bound}/{}", uri_escape(&name)), None)
         }
     };
-    eprintln!(
-        "strata: serving image {name} ({}) of {label}, read-only, at {uri}\n  \
-         up to {} clients, {} chunk cache; Ctrl-C or SIGTERM stops",
-        output::size(size),
-        args.max_clients,
-        output::size(args.cache)
-    );
+    if !output::quiet() {
+        eprintln!(
+            "strata: serving image {name} ({}) of {label}, read-only, at {uri}\n  \
+             up to {} clients, {} chunk cache; Ctrl-C or SIGTERM stops",
+            output::size(size),
+            args.max_clients,
+            output::size(args.cache)
+        );
+    }
     let config = server::Config { max_clients: args.max_clients as usize, ..server::Config::default() };
     let log: server::Log = Arc::new(|line| eprintln!("strata: {line}"));
     let result = server::run(&listener, export.clone(), config, stop, log);

@@ -471,6 +471,20 @@ fn choosing_the_image_and_the_socket() {
 
 // ---- A raw NBD client, to say what real clients never would ----
 
+/// `--quiet` says nothing while serving and stopping cleanly (ux.md: only
+/// warnings), and the default says where it serves.
+#[test]
+fn quiet_serving_prints_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, _, _) = make_archive(dir.path());
+    let mut server = Server::start(&archive, dir.path(), &["--quiet"]);
+    assert_eq!(server.stop_with(rustix::process::Signal::TERM), 0);
+    assert_eq!(server.log(), "", "--quiet printed something");
+    let mut server = Server::start(&archive, dir.path(), &[]);
+    assert_eq!(server.stop_with(rustix::process::Signal::TERM), 0);
+    assert!(server.log().contains("serving image"), "{}", server.log());
+}
+
 fn option_head(option: u32, length: u32) -> Vec<u8> {
     let mut head = b"IHAVEOPT".to_vec();
     head.extend_from_slice(&option.to_be_bytes());
