@@ -127,7 +127,7 @@ pub fn bar(label: &str, total: Option<u64>, hide: bool) -> ProgressBar {
     if !std::io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::hidden());
         if PLAIN_PROGRESS.load(std::sync::atomic::Ordering::Relaxed) {
-            plain_lines(label.to_string(), bar.clone());
+            plain_lines(label.to_string(), bar.clone(), total.is_some());
         }
         return bar;
     }
@@ -169,11 +169,33 @@ pub fn progress_shown() -> bool {
 
 /// Prints `bar`'s state as one plain line every [`PLAIN_EVERY`] until it is
 /// finished: `extract: 1.2 GiB / 3.4 GiB (35%), 210 MiB/s, 11 s left, 10,432 files`.
-fn plain_lines(label: String, bar: ProgressBar) {
+fn plain_lines(label: String, bar: ProgressBar, total_known: bool) {
+    let line = move |bar: &ProgressBar| {
+        let done = bar.position();
+        let rate = format!("{}/s", size(bar.per_sec() as u64));
+        let message = bar.message();
+        let message = if message.is_empty() { String::new() } else { format!(", {message}") };
+        match bar.length().filter(|&t| t > 0) {
+            Some(total) => format!(
+                "{label}: {} / {} ({}%), {rate}, {} s left{message}",
+                size(done),
+                size(total),
+                done * 100 / total,
+                bar.eta().as_secs()
+            ),
+            None => format!("{label}: {}, {rate}{message}", size(done)),
+        }
+    };
+    // The first line says that the work began and how much there is: at once
+    // when the total is known (however short the work turns out to be), else
+    // a moment later, when a count running beside the work has given it.
+    let mut waited = if total_known {
+        eprintln!("{}", line(&bar));
+        Duration::ZERO
+    } else {
+        PLAIN_EVERY
+    };
     std::thread::spawn(move || {
-        // The first line at once, so a log shows that work began and how much
-        // there is.
-        let mut waited = PLAIN_EVERY;
         while !bar.is_finished() {
             std::thread::sleep(Duration::from_millis(100));
             waited += Duration::from_millis(100);
@@ -181,21 +203,7 @@ fn plain_lines(label: String, bar: ProgressBar) {
                 continue;
             }
             waited = Duration::ZERO;
-            let done = bar.position();
-            let rate = format!("{}/s", size(bar.per_sec() as u64));
-            let message = bar.message();
-            let message = if message.is_empty() { String::new() } else { format!(", {message}") };
-            let line = match bar.length().filter(|&t| t > 0) {
-                Some(total) => format!(
-                    "{label}: {} / {} ({}%), {rate}, {} s left{message}",
-                    size(done),
-                    size(total),
-                    done * 100 / total,
-                    bar.eta().as_secs()
-                ),
-                None => format!("{label}: {}, {rate}{message}", size(done)),
-            };
-            eprintln!("{line}");
+            eprintln!("{}", line(&bar));
         }
     });
 }
