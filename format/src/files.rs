@@ -478,6 +478,32 @@ fixed_layout! {
     }
 }
 
+impl EntryHead {
+    /// The entry this head describes, its variable-length parts (name, owner
+    /// names, target, xattrs, extents) left empty: the one mapping from the
+    /// head's fields to [`Entry`]'s, for the strict parser and a lenient one.
+    pub fn entry_fields(&self, kind: EntryKind) -> Entry {
+        Entry {
+            flags: self.flags,
+            entry_id: self.entry_id,
+            parent_id: self.parent_id,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            rdev_major: self.rdev_major,
+            rdev_minor: self.rdev_minor,
+            mtime: Timestamp { secs: self.mtime_s, nsec: self.mtime_nsec },
+            atime: Timestamp { secs: self.atime_s, nsec: self.atime_nsec },
+            ctime: Timestamp { secs: self.ctime_s, nsec: self.ctime_nsec },
+            btime: Timestamp { secs: self.btime_s, nsec: self.btime_nsec },
+            size: self.size,
+            link_id: self.link_id,
+            digest: self.digest,
+            ..Entry::bare(kind, b"")
+        }
+    }
+}
+
 /// One extended attribute.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Xattr {
@@ -698,30 +724,7 @@ impl Entry {
                 format!("entry {}: {} bytes left over", head.entry_id, rest.len()),
             ));
         }
-        let entry = Entry {
-            kind,
-            flags: head.flags,
-            entry_id: head.entry_id,
-            parent_id: head.parent_id,
-            mode: head.mode,
-            uid: head.uid,
-            gid: head.gid,
-            rdev_major: head.rdev_major,
-            rdev_minor: head.rdev_minor,
-            mtime: Timestamp { secs: head.mtime_s, nsec: head.mtime_nsec },
-            atime: Timestamp { secs: head.atime_s, nsec: head.atime_nsec },
-            ctime: Timestamp { secs: head.ctime_s, nsec: head.ctime_nsec },
-            btime: Timestamp { secs: head.btime_s, nsec: head.btime_nsec },
-            size: head.size,
-            link_id: head.link_id,
-            digest: head.digest,
-            name,
-            user,
-            group,
-            target,
-            xattrs,
-            extents,
-        };
+        let entry = Entry { name, user, group, target, xattrs, extents, ..head.entry_fields(kind) };
         // The per-entry rules (validate_kind, check_captured) are the caller's:
         // an entry that breaks one is refused alone, its record's others kept.
         Ok((entry, length))

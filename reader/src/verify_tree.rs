@@ -774,30 +774,8 @@ pub(crate) fn read_entries(body: &[u8]) -> Result<(u32, Vec<ReadEntry>), String>
             .chunks_exact(FileExtent::SIZE)
             .map(|raw| FileExtent::decode(raw.try_into().expect("40 bytes")))
             .collect();
-        let entry = Entry {
-            kind: EntryKind::from_code(head.kind).unwrap_or(EntryKind::Fifo),
-            flags: head.flags,
-            entry_id: head.entry_id,
-            parent_id: head.parent_id,
-            mode: head.mode,
-            uid: head.uid,
-            gid: head.gid,
-            rdev_major: head.rdev_major,
-            rdev_minor: head.rdev_minor,
-            mtime: files::Timestamp { secs: head.mtime_s, nsec: head.mtime_nsec },
-            atime: files::Timestamp { secs: head.atime_s, nsec: head.atime_nsec },
-            ctime: files::Timestamp { secs: head.ctime_s, nsec: head.ctime_nsec },
-            btime: files::Timestamp { secs: head.btime_s, nsec: head.btime_nsec },
-            size: head.size,
-            link_id: head.link_id,
-            digest: head.digest,
-            name,
-            user,
-            group,
-            target,
-            xattrs,
-            extents,
-        };
+        let kind = EntryKind::from_code(head.kind).unwrap_or(EntryKind::Fifo);
+        let entry = Entry { name, user, group, target, xattrs, extents, ..head.entry_fields(kind) };
         let reserved = head.reserved != 0 || head.reserved2 != 0;
         entries.push(ReadEntry { offset: p as u32, entry, kind_code: head.kind, reserved });
         p = stop;
