@@ -17,19 +17,6 @@ use std::time::{Duration, Instant};
 use common::manifest::{differences, manifest};
 use common::*;
 
-/// Deterministic bytes that do not compress.
-fn noise(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// Whether FUSE mounts are possible here; if not, says why the test stops.
 fn fuse_present() -> bool {
     if !Path::new("/dev/fuse").exists() {

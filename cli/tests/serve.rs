@@ -15,19 +15,6 @@ const CHUNK: u64 = 64 << 10;
 /// Not a multiple of the chunk size: the last extent is short.
 const SIZE: u64 = (8 << 20) + 5000;
 
-/// Deterministic bytes that do not compress.
-fn noise(seed: u64, length: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// A sparse image with data, holes, written zeros, text and a short tail.
 fn source_image(dir: &Path) -> (PathBuf, Vec<u8>) {
     let mut bytes = vec![0u8; SIZE as usize];

@@ -84,3 +84,16 @@ pub fn fix_crcs(bytes: &mut [u8], at: usize) {
     let header = strata_format::crc32c(&bytes[at..at + 28]);
     bytes[at + 28..at + 32].copy_from_slice(&header.to_le_bytes());
 }
+
+/// Deterministic bytes that do not compress.
+pub fn noise(seed: u64, length: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..length)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
