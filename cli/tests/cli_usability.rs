@@ -257,7 +257,12 @@ fn extraction_shows_progress_on_a_terminal_and_in_logs() {
     let archive = work.path().join("a.strata");
     run_ok(&["create", path_str(&archive), path_str(&src)]);
     let strata = env!("CARGO_BIN_EXE_strata");
-    let tmux = |args: &[&str]| std::process::Command::new("tmux").args(args).output().expect("tmux runs");
+    // Each round has a tmux server of its own: the last session killed ends
+    // its server, and a new session started while that server is going away
+    // fails (the screen stayed empty once in CI).
+    let tmux = |socket: &str, args: &[&str]| {
+        std::process::Command::new("tmux").args(["-L", socket]).args(args).output().expect("tmux runs")
+    };
     for (round, (verb, seen)) in [
         (format!("{strata} extract {} {}", path_str(&archive), path_str(&work.path().join("out"))), &["entries"][..]),
         // A tree being created shows its total (counted ahead), its entries
@@ -271,13 +276,15 @@ fn extraction_shows_progress_on_a_terminal_and_in_logs() {
     .enumerate()
     {
         let session = format!("strata-progress-{}-{round}", std::process::id());
+        let socket = session.as_str();
         // Everything the terminal receives is logged (pipe-pane, set up during
         // the pause before the command), so a bar drawn and cleared between
         // two looks at the screen is still seen.
         let log = work.path().join(format!("screen-{round}.log"));
         let command = format!("sleep 1; {verb}; sleep 30");
-        tmux(&["new-session", "-d", "-s", &session, "-x", "160", "-y", "20", &command]);
-        tmux(&["pipe-pane", "-o", "-t", &session, &format!("cat >> {}", path_str(&log))]);
+        let started = tmux(socket, &["new-session", "-d", "-s", &session, "-x", "160", "-y", "20", &command]);
+        assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
+        tmux(socket, &["pipe-pane", "-o", "-t", &session, &format!("cat >> {}", path_str(&log))]);
         let start = std::time::Instant::now();
         let mut screen = String::new();
         let mut shown = false;
@@ -290,7 +297,7 @@ fn extraction_shows_progress_on_a_terminal_and_in_logs() {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        tmux(&["kill-session", "-t", &session]);
+        tmux(socket, &["kill-server"]);
         assert!(shown, "no progress seen for `{verb}`; the screen:\n{screen}");
     }
     // Not a terminal: nothing but the summary, unless --progress asks for lines.
