@@ -3,18 +3,17 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyXattr, Request,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyXattr, Request,
 };
 use strata_format::files::{Entry, EntryKind, Timestamp};
 use strata_format::ExtentKind;
-use strata_reader::{Archive, ChunkCache, Error, ImageSection, ReadAt, Section, TreeSection};
+use strata_reader::{Archive, Chunk, ChunkCache, Error, ImageSection, ReadAhead, ReadAt, Section, TreeSection};
 
 use crate::table::{valid_name, Node, Table};
 use crate::{Damage, DamageLog};
@@ -22,11 +21,16 @@ use crate::{Damage, DamageLog};
 /// Nothing in an archive changes: the kernel may keep what it was told.
 const TTL: Duration = Duration::from_secs(3600);
 const ROOT: u64 = 1;
+/// Regular files whose entries are kept between reads: files read in
+/// parallel by the kernel's read-ahead and by several readers.
+const FILES_HELD: usize = 1024;
 
 /// An opened archive as a FUSE file system. See the crate docs.
 pub struct ArchiveFs<R: ReadAt> {
-    archive: Archive<R>,
-    cache: ChunkCache,
+    archive: Arc<Archive<R>>,
+    cache: Arc<ChunkCache>,
+    /// Decodes the chunks a sequential reader comes to next.
+    ahead: ReadAhead<R>,
     /// Per section in archive order: its name in the root and inode range.
     slots: Vec<Slot>,
     /// Root name → index into `slots`.
@@ -34,14 +38,30 @@ pub struct ArchiveFs<R: ReadAt> {
     /// The entry record read last, parsed: readlink, xattrs and opens of
     /// neighbouring entries hit it.
     record: Mutex<Option<(u64, Arc<Record>)>>,
-    /// Open regular files: handle → section slot, entry id, whole entry.
-    open: Mutex<HashMap<u64, Arc<OpenFile>>>,
-    next_handle: AtomicU64,
+    /// Regular files read lately: inode → section slot, entry id, whole
+    /// entry. Bounded by [`FILES_HELD`]; emptied when full.
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     /// (inode, start of range) already reported.
     reported: Mutex<HashSet<(u64, u64)>>,
     on_damage: DamageLog,
     uid: u32,
     gid: u32,
+}
+
+/// The bytes a read answers with: part of a decoded chunk, or assembled.
+enum Bytes {
+    Chunk(Arc<Chunk>, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Chunk(chunk, range) => &chunk.raw[range.clone()],
+            Bytes::Owned(bytes) => bytes,
+        }
+    }
 }
 
 /// A parsed entry record: each entry with its byte offset in the body.
@@ -102,7 +122,7 @@ fn file_type(kind: EntryKind) -> FileType {
     }
 }
 
-impl<R: ReadAt> ArchiveFs<R> {
+impl<R: ReadAt + Send + 'static> ArchiveFs<R> {
     /// The file system of `archive`, keeping up to `cache_bytes` of decoded
     /// chunks, telling `on_damage` about ranges that cannot be read.
     pub fn new(archive: Archive<R>, cache_bytes: usize, on_damage: DamageLog) -> Self {
@@ -127,21 +147,37 @@ impl<R: ReadAt> ArchiveFs<R> {
             slots.push(Slot { name, section: index, base, count, head: OnceLock::new(), table: OnceLock::new() });
             base = base.saturating_add(count);
         }
+        let (archive, cache) = (Arc::new(archive), Arc::new(ChunkCache::new(cache_bytes)));
+        // One worker: `tar` and `cp` read one file at a time, and the kernel's
+        // own read-ahead already sends a large file's requests in parallel.
+        let largest_chunk = archive
+            .sections()
+            .iter()
+            .map(|s| match s {
+                Section::Image(image) => image.chunk_size as usize,
+                Section::Tree(tree) => tree.begin.chunk_size as usize,
+            })
+            .max()
+            .unwrap_or(0);
+        let workers = usize::from(cache_bytes >= 4 * largest_chunk.max(1));
+        let ahead = ReadAhead::new(archive.clone(), cache.clone(), workers);
         ArchiveFs {
             archive,
-            cache: ChunkCache::new(cache_bytes),
+            cache,
+            ahead,
             slots,
             by_name,
             record: Mutex::new(None),
-            open: Mutex::new(HashMap::new()),
-            next_handle: AtomicU64::new(1),
+            files: Mutex::new(HashMap::new()),
             reported: Mutex::new(HashSet::new()),
             on_damage,
             uid: rustix_ids().0,
             gid: rustix_ids().1,
         }
     }
+}
 
+impl<R: ReadAt> ArchiveFs<R> {
     /// The names in the root, in archive order.
     pub fn root_names(&self) -> impl Iterator<Item = &[u8]> {
         self.slots.iter().map(|s| s.name.as_slice())
@@ -354,10 +390,11 @@ impl<R: ReadAt> ArchiveFs<R> {
             }
         };
         drop(held);
+        // Entries are in body order: one binary search, not a scan per file.
         entries
-            .iter()
-            .find(|(at, _)| *at == node.offset)
-            .map(|(_, e)| e.clone())
+            .binary_search_by_key(&node.offset, |(at, _)| *at)
+            .ok()
+            .map(|i| entries[i].1.clone())
             .ok_or_else(|| format!("entry record at byte {record}: no entry at body byte {}", node.offset))
     }
 
@@ -387,14 +424,17 @@ impl<R: ReadAt> ArchiveFs<R> {
     }
 
     /// Bytes `offset..offset + size` of an open regular file.
-    fn read_file(&self, ino: u64, file: &OpenFile, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    fn read_file(&self, ino: u64, file: &OpenFile, offset: u64, size: u32) -> Result<Bytes, Errno> {
         let entry = &file.entry;
         let end = entry.size.min(offset.saturating_add(u64::from(size)));
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(Bytes::Owned(Vec::new()));
         }
-        let mut buf = vec![0u8; (end - offset) as usize];
         let first = entry.extents.partition_point(|e| e.end() <= offset);
+        // Most reads lie within one extent: answer from the decoded chunk
+        // itself, without a buffer to fill and copy.
+        let whole = entry.extents.get(first).filter(|e| e.file_offset <= offset && e.end() >= end).is_some();
+        let mut buf = if whole { Vec::new() } else { vec![0u8; (end - offset) as usize] };
         for extent in &entry.extents[first..] {
             if extent.file_offset >= end {
                 break;
@@ -413,14 +453,19 @@ impl<R: ReadAt> ArchiveFs<R> {
                 Errno::EIO
             };
             let chunk = self.cache.chunk_whole(&self.archive, extent.chunk_ref).map_err(|e| fail(e.to_string()))?;
+            self.ahead.read_in_record_order(extent.chunk_ref, &chunk);
             let start = extent.chunk_offset as u64 + (from - extent.file_offset);
-            let bytes = usize::try_from(start)
+            let range = usize::try_from(start)
                 .ok()
-                .and_then(|start| chunk.raw.get(start..start + (to - from) as usize))
+                .map(|start| start..start + (to - from) as usize)
+                .filter(|range| range.end <= chunk.raw.len())
                 .ok_or_else(|| fail(format!("the extent runs past its chunk's end at byte {}", chunk.raw.len())))?;
-            buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(bytes);
+            if whole {
+                return Ok(Bytes::Chunk(chunk, range));
+            }
+            buf[(from - offset) as usize..(to - offset) as usize].copy_from_slice(&chunk.raw[range]);
         }
-        Ok(buf)
+        Ok(Bytes::Owned(buf))
     }
 
     fn read_image(&self, ino: u64, image: &ImageSection, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
@@ -453,6 +498,7 @@ impl<R: ReadAt> ArchiveFs<R> {
         let mut buf = vec![0u8; (end - offset) as usize];
         match self.cache.read_image_at(&self.archive, image, offset, &mut buf) {
             Ok(n) => {
+                self.ahead.image_from(image, end);
                 buf.truncate(n);
                 Ok(buf)
             }
@@ -464,8 +510,38 @@ impl<R: ReadAt> ArchiveFs<R> {
         }
     }
 
-    fn open_file(&self, handle: FileHandle) -> Option<Arc<OpenFile>> {
-        self.open.lock().ok()?.get(&handle.0).cloned()
+    /// The regular file behind tree inode `ino`, its extents checked to be
+    /// in order (else EIO, told to the damage log).
+    fn file(&self, ino: u64) -> Result<Arc<OpenFile>, Errno> {
+        let held = |files: &HashMap<u64, Arc<OpenFile>>| files.get(&ino).cloned();
+        if let Some(file) = self.files.lock().ok().as_deref().and_then(held) {
+            return Ok(file);
+        }
+        let (slot, id, entry) = self.tree_entry(ino)?;
+        if entry.kind != EntryKind::File {
+            return Err(Errno::EINVAL);
+        }
+        let sorted = entry.extents.windows(2).all(|w| w[0].end() <= w[1].file_offset);
+        if !sorted {
+            self.damage(
+                ino,
+                Damage {
+                    section: self.tree(slot).name.clone(),
+                    path: self.table(slot).ok().map(|t| t.path_of(id)),
+                    range: 0..0,
+                    why: "its extents overlap or are out of order".into(),
+                },
+            );
+            return Err(Errno::EIO);
+        }
+        let file = Arc::new(OpenFile { slot, id, entry });
+        if let Ok(mut files) = self.files.lock() {
+            if files.len() >= FILES_HELD {
+                files.clear();
+            }
+            files.insert(ino, file.clone());
+        }
+        Ok(file)
     }
 }
 
@@ -556,48 +632,20 @@ impl<R: ReadAt + Send + 'static> Filesystem for ArchiveFs<R> {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EROFS);
-        }
-        match self.resolve(ino.0) {
-            Some(Inode::Image(_)) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Some(Inode::Tree(..)) => match self.tree_entry(ino.0) {
-                Ok((slot, id, entry)) => {
-                    if entry.kind != EntryKind::File {
-                        return reply.opened(FileHandle(0), FopenFlags::empty());
-                    }
-                    let sorted = entry.extents.windows(2).all(|w| w[0].end() <= w[1].file_offset);
-                    if !sorted {
-                        self.damage(
-                            ino.0,
-                            Damage {
-                                section: self.tree(slot).name.clone(),
-                                path: self.table(slot).ok().map(|t| t.path_of(id)),
-                                range: 0..0,
-                                why: "its extents overlap or are out of order".into(),
-                            },
-                        );
-                        return reply.error(Errno::EIO);
-                    }
-                    let handle = self.next_handle.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut open) = self.open.lock() {
-                        open.insert(handle, Arc::new(OpenFile { slot, id, entry }));
-                    }
-                    reply.opened(FileHandle(handle), FopenFlags::FOPEN_KEEP_CACHE)
-                }
-                Err(e) => reply.error(e),
-            },
-            Some(Inode::Root) => reply.error(Errno::EISDIR),
-            None => reply.error(Errno::ENOENT),
-        }
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // ENOSYS tells the kernel that opening needs nothing from this file
+        // system: it stops sending OPEN and RELEASE, two of the three requests
+        // a small file costs (the mount is read-only, and the kernel checks
+        // permissions itself: `default_permissions`). Reads find the entry by
+        // inode.
+        reply.error(Errno::ENOSYS)
     }
 
     fn read(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
@@ -605,11 +653,8 @@ impl<R: ReadAt + Send + 'static> Filesystem for ArchiveFs<R> {
         reply: ReplyData,
     ) {
         let result = match self.resolve(ino.0) {
-            Some(Inode::Image(image)) => self.read_image(ino.0, image, offset, size),
-            Some(Inode::Tree(..)) => match self.open_file(fh) {
-                Some(file) => self.read_file(ino.0, &file, offset, size),
-                None => Err(Errno::EBADF),
-            },
+            Some(Inode::Image(image)) => self.read_image(ino.0, image, offset, size).map(Bytes::Owned),
+            Some(Inode::Tree(..)) => self.file(ino.0).and_then(|file| self.read_file(ino.0, &file, offset, size)),
             Some(Inode::Root) => Err(Errno::EISDIR),
             None => Err(Errno::ENOENT),
         };
@@ -617,22 +662,6 @@ impl<R: ReadAt + Send + 'static> Filesystem for ArchiveFs<R> {
             Ok(bytes) => reply.data(&bytes),
             Err(e) => reply.error(e),
         }
-    }
-
-    fn release(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
-        if let Ok(mut open) = self.open.lock() {
-            open.remove(&fh.0);
-        }
-        reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -721,7 +750,7 @@ impl<R: ReadAt + Send + 'static> Filesystem for ArchiveFs<R> {
         }
     }
 
-    fn lseek(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
         let data = match whence {
             libc::SEEK_DATA => true,
             libc::SEEK_HOLE => false,
@@ -742,11 +771,11 @@ impl<R: ReadAt + Send + 'static> Filesystem for ArchiveFs<R> {
                 offset,
                 data,
             ),
-            Some(Inode::Tree(..)) => match self.open_file(fh) {
-                Some(file) => {
+            Some(Inode::Tree(..)) => match self.file(ino.0) {
+                Ok(file) => {
                     seek(file.entry.extents.iter().map(|e| (e.file_offset, e.end())), file.entry.size, offset, data)
                 }
-                None => return reply.error(Errno::EBADF),
+                Err(e) => return reply.error(e),
             },
             _ => return reply.error(Errno::EINVAL),
         };

@@ -23,7 +23,15 @@
 //! table (about 110 bytes and the name per entry);
 //! owner names, targets, xattrs and extents are read again when asked for,
 //! through a one-record cache. File and image bytes come through a shared
-//! [`ChunkCache`], so sequential reads decode each chunk once.
+//! [`ChunkCache`](strata_reader::ChunkCache), so sequential reads decode each chunk once, and a
+//! [`ReadAhead`](strata_reader::ReadAhead) worker decodes the chunk a reader
+//! going through files in archive order (`tar`, `cp -r`) comes to next.
+//!
+//! Opening a file costs no request: `open` answers ENOSYS, which tells the
+//! kernel to send neither OPEN nor RELEASE again, and reads find the entry by
+//! inode. As root, the mount's read-ahead is raised to 1 MiB
+//! (`/sys/class/bdi/MAJ:MIN/read_ahead_kb`): a large file is read in 1 MiB
+//! requests rather than 128 KiB ones.
 //!
 //! # Damage
 //! A chunk that cannot be read or fails its checks answers EIO for the reads
@@ -119,9 +127,73 @@ pub fn mount<R: strata_reader::ReadAt + Send + 'static>(
     ];
     config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)));
     config.clone_fd = true;
+    // Resolved before mounting: afterwards, a look at the mount point waits
+    // for this file system, which answers nothing until it runs.
+    let resolved = std::fs::canonicalize(mountpoint);
     let mut session = fuser::Session::new(fs, mountpoint, &config)?;
+    if let Ok(resolved) = resolved {
+        raise_read_ahead(&resolved);
+    }
     if let Some(on_mounted) = on_mounted {
         on_mounted(Unmounter(session.unmount_callable()));
     }
     session.run()
+}
+
+/// The kernel's read-ahead for the mount, in KiB: what a sequential reader's
+/// requests grow to. The kernel gives FUSE mounts 128 KiB and lets the file
+/// system only lower it at start; larger requests mean fewer round trips (a
+/// file read with `tar` costs a quarter fewer requests at 1 MiB).
+const READ_AHEAD_KB: u32 = 1024;
+
+/// Sets the mount's read-ahead through sysfs (`/sys/class/bdi/MAJ:MIN`), as an
+/// administrator would; where that is not allowed (not root), it stays as the
+/// kernel set it and reads are only smaller. The device comes from
+/// `/proc/self/mountinfo`: a `stat` of the mount point would wait for this
+/// very file system, which answers nothing before it runs.
+fn raise_read_ahead(mountpoint: &Path) {
+    let Ok(mounts) = std::fs::read("/proc/self/mountinfo") else { return };
+    let Some(device) = mount_device(&mounts, mountpoint) else { return };
+    let knob = format!("/sys/class/bdi/{device}/read_ahead_kb");
+    if let Ok(now) = std::fs::read_to_string(&knob) {
+        if now.trim().parse::<u32>().is_ok_and(|kb| kb < READ_AHEAD_KB) {
+            let _ = std::fs::write(&knob, READ_AHEAD_KB.to_string());
+        }
+    }
+}
+
+/// The `MAJ:MIN` of the last mount at `mountpoint` (a path without symbolic
+/// links) in a mountinfo text (fields: id, parent, MAJ:MIN, root, mount point
+/// with space, tab, newline and backslash as octal escapes, ...).
+fn mount_device(mountinfo: &[u8], mountpoint: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut escaped = Vec::new();
+    for &byte in mountpoint.as_os_str().as_bytes() {
+        match byte {
+            b' ' | b'\t' | b'\n' | b'\\' => escaped.extend(format!("\\{byte:03o}").bytes()),
+            _ => escaped.push(byte),
+        }
+    }
+    mountinfo.split(|&b| b == b'\n').rev().find_map(|line| {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        (fields.get(4) == Some(&escaped.as_slice()))
+            .then(|| fields.get(2).map(|d| String::from_utf8_lossy(d).into_owned()))
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_of_the_last_mount_at_a_path_is_found_with_escapes() {
+        let info = "22 1 0:21 / /mnt/a\\040b rw - tmpfs tmpfs rw\n\
+                    30 22 0:55 / /mnt/a\\040b ro - fuse.strata x ro\n\
+                    31 1 0:56 / /mnt/other ro - fuse.strata y ro\n";
+        let info = info.as_bytes();
+        assert_eq!(mount_device(info, Path::new("/mnt/a b")).as_deref(), Some("0:55"));
+        assert_eq!(mount_device(info, Path::new("/mnt/other")).as_deref(), Some("0:56"));
+        assert_eq!(mount_device(info, Path::new("/mnt/a")), None);
+    }
 }

@@ -455,7 +455,8 @@ pub(crate) fn decode_chunk_record<R: ReadAt + ?Sized>(
 ) -> Result<Chunk, Error> {
     let record = read_chunk_record(source, size, offset, tag, limits)?;
     let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(offset))?;
-    Ok(Chunk { blake3: header.blake3, raw })
+    let next_record = offset + RecordHeader::SIZE as u64 + record.body.len() as u64;
+    Ok(Chunk { blake3: header.blake3, raw, next_record })
 }
 
 /// Reads the record at `offset`, which a reference says is a `CHUNK`, and checks
@@ -513,8 +514,13 @@ fn short_chunk(expected_length: u64, holds: u64) -> Error {
 /// A decoded chunk and its identity.
 #[derive(Debug)]
 pub struct Chunk {
+    /// The BLAKE3 of `raw`, as the chunk's header records it (checked).
     pub blake3: [u8; 32],
+    /// The decoded bytes.
     pub raw: Vec<u8>,
+    /// Offset of the record after this chunk's: where the next chunk of a
+    /// writer's output usually is, which read-ahead decodes before it is asked for.
+    pub next_record: u64,
 }
 
 /// Compares the digest of what a restore wrote with the one `IMAGE_END` holds.

@@ -20,6 +20,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use strata_format::ExtentKind;
@@ -198,6 +199,165 @@ impl ChunkCache {
             done += take;
         }
         Ok(done)
+    }
+}
+
+/// Worker threads that decode chunks into a shared [`ChunkCache`] before a
+/// reader asks for them, so that a client reading front to back (`tar` through
+/// a mount, `qemu-img convert` over NBD) finds each chunk decoded while it was
+/// busy with the previous one, and decoding uses every core.
+///
+/// Requests never block: a request made while every worker is busy and the
+/// queue is full is dropped, and the reader then decodes that chunk itself, as
+/// without read-ahead. A chunk that fails its checks is not reported here: the
+/// reader meets the failure when it reads the chunk.
+///
+/// ```no_run
+/// use std::{fs::File, sync::Arc};
+/// use strata_reader::{Archive, ChunkCache, ReadAhead};
+///
+/// let archive = Arc::new(Archive::open(File::open("backup.strata")?)?);
+/// let ahead = ReadAhead::new(archive.clone(), Arc::new(ChunkCache::new(64 << 20)), 2);
+/// let image = archive.image("disk").expect("an image section called disk");
+/// let mut buf = vec![0; 1 << 20];
+/// let mut offset = 0;
+/// while offset < image.logical_size {
+///     let n = ahead.cache().read_image_at(&archive, image, offset, &mut buf)?;
+///     offset += n as u64;
+///     ahead.image_from(image, offset);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ReadAhead<R: ReadAt> {
+    archive: Arc<Archive<R>>,
+    cache: Arc<ChunkCache>,
+    /// Chunk reference and, for an image extent, its expected length.
+    queue: Option<SyncSender<(u64, Option<u64>)>>,
+    workers: usize,
+    /// The chunk a reader in record order read last, and the record after it.
+    last: Mutex<Option<(u64, u64)>>,
+}
+
+impl<R: ReadAt> std::fmt::Debug for ReadAhead<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAhead").field("workers", &self.workers).field("cache", &self.cache).finish()
+    }
+}
+
+impl<R: ReadAt + Send + 'static> ReadAhead<R> {
+    /// Starts `workers` threads decoding into `cache` (none with 0: requests
+    /// are then ignored). A chunk decoded ahead is only worth it when the
+    /// cache holds a few chunks: give it room for `workers + 2` at least.
+    pub fn new(archive: Arc<Archive<R>>, cache: Arc<ChunkCache>, workers: usize) -> Self {
+        let mut started = 0;
+        let queue = (workers > 0)
+            .then(|| {
+                let (sender, receiver) = sync_channel::<(u64, Option<u64>)>(workers);
+                let receiver = Arc::new(Mutex::new(receiver));
+                for n in 0..workers {
+                    let (archive, cache, receiver) = (archive.clone(), cache.clone(), receiver.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("read-ahead-{n}"))
+                        .spawn(move || decode_requests(&archive, &cache, &receiver));
+                    // No thread, no read-ahead: readers decode for themselves.
+                    if spawned.is_ok() {
+                        started += 1;
+                    }
+                }
+                (started > 0).then_some(sender)
+            })
+            .flatten();
+        ReadAhead { archive, cache, queue, workers: started, last: Mutex::new(None) }
+    }
+}
+
+/// A worker's loop: until every sender is gone, decode what is asked for.
+fn decode_requests<R: ReadAt>(
+    archive: &Archive<R>,
+    cache: &ChunkCache,
+    receiver: &Mutex<Receiver<(u64, Option<u64>)>>,
+) {
+    loop {
+        let request = match receiver.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        let Ok((chunk_ref, expected_length)) = request else { return };
+        // A failure is the reader's to report when it reads the chunk.
+        let _ = match expected_length {
+            Some(length) => cache.chunk(archive, chunk_ref, length),
+            None => cache.chunk_whole(archive, chunk_ref),
+        };
+    }
+}
+
+impl<R: ReadAt> ReadAhead<R> {
+    /// The archive read.
+    pub fn archive(&self) -> &Arc<Archive<R>> {
+        &self.archive
+    }
+
+    /// The cache decoded into.
+    pub fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
+    }
+
+    /// Worker threads running.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Asks for the chunk at `chunk_ref` (holding `expected_length` raw bytes,
+    /// when known) to be decoded soon, unless it is held or being decoded.
+    /// Returns whether it was queued.
+    pub fn request(&self, chunk_ref: u64, expected_length: Option<u64>) -> bool {
+        let Some(queue) = &self.queue else { return false };
+        if self.cache.holds(chunk_ref) {
+            return false;
+        }
+        match queue.try_send((chunk_ref, expected_length)) {
+            Ok(()) => true,
+            // Busy: the reader decodes it itself if it needs it.
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// For readers that go through chunks in the order the writer stored
+    /// them (files of a tree in walk order, a large file's chunks): tells that
+    /// `chunk` at `chunk_ref` was read. When the reader moved here from the
+    /// chunk stored just before it, the chunk stored just after is requested;
+    /// a random reader, which does not move that way, starts no decoding.
+    /// Returns the chunk it requested, if any.
+    pub fn read_in_record_order(&self, chunk_ref: u64, chunk: &Chunk) -> Option<u64> {
+        let sequential = {
+            let Ok(mut last) = self.last.lock() else { return None };
+            let moved_on = last.is_some_and(|(_, next)| next == chunk_ref);
+            if last.is_none_or(|(read, _)| read != chunk_ref) {
+                *last = Some((chunk_ref, chunk.next_record));
+            }
+            moved_on
+        };
+        (sequential && chunk.next_record < self.archive.size() && self.request(chunk.next_record, None))
+            .then_some(chunk.next_record)
+    }
+
+    /// For readers of an image front to back: requests the stored chunks
+    /// that come next from image `offset` on (one per worker, and one more),
+    /// looking past zero extents, which cost nothing to serve.
+    /// Returns how many chunks it queued.
+    pub fn image_from(&self, image: &ImageSection, offset: u64) -> usize {
+        let Some(first) = image.extent_at(offset) else { return 0 };
+        let (mut stored, mut queued) = (0, 0);
+        for extent in image.extents[first..].iter().take(16) {
+            if let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() {
+                queued += usize::from(self.request(chunk_ref, Some(extent.length)));
+                stored += 1;
+                if stored > self.workers {
+                    break;
+                }
+            }
+        }
+        queued
     }
 }
 

@@ -27,7 +27,7 @@ pub mod verify;
 mod verify_tree;
 
 pub use archive::{chunk_at, Archive, Chunk, ImageSection, Limits, Section};
-pub use cache::ChunkCache;
+pub use cache::{ChunkCache, ReadAhead};
 pub use chunk::{decode_chunk, decode_chunk_prefix};
 pub use error::Error;
 pub use read_at::ReadAt;

@@ -3,17 +3,16 @@
 //!
 //! A client answers one request at a time per connection, so a client that
 //! reads an image front to back would leave a core idle while its connection
-//! sends a chunk and waits for the next request. A read-ahead thread decodes
-//! the next stored chunk after each read into the cache meanwhile; the cache
-//! decodes a chunk that both ask for once.
+//! sends a chunk and waits for the next request. [`ReadAhead`] workers decode
+//! the next stored chunks after each read into the cache meanwhile; the cache
+//! decodes a chunk that several ask for once.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use strata_format::ExtentKind;
-use strata_reader::{Archive, ChunkCache, ImageSection, ReadAt, Section};
+use strata_reader::{Archive, ChunkCache, ImageSection, ReadAhead, ReadAt, Section};
 
 use crate::nbd::{Allocation, Export, Segment};
 
@@ -22,72 +21,44 @@ pub type DamageLog = Box<dyn Fn(std::ops::Range<u64>, &str) + Send + Sync>;
 
 /// One image section of an opened archive, served read-only.
 pub struct ImageExport<R: ReadAt> {
-    shared: Arc<Shared<R>>,
+    /// The archive, the shared cache and the workers that decode ahead.
+    ahead: ReadAhead<R>,
+    /// Position of the section in `archive.sections()`.
+    section: usize,
     description: String,
     /// Extents (by image offset) already reported as unreadable.
     reported: Mutex<HashSet<u64>>,
     unreadable_reads: AtomicU64,
     on_damage: DamageLog,
-    /// Chunks for the read-ahead thread to decode; it ends when this is dropped.
-    read_ahead: Option<SyncSender<(u64, u64)>>,
-}
-
-/// What the read-ahead thread reads with the clients.
-struct Shared<R: ReadAt> {
-    archive: Archive<R>,
-    /// Position of the section in `archive.sections()`.
-    section: usize,
-    cache: ChunkCache,
-}
-
-impl<R: ReadAt> Shared<R> {
-    fn image(&self) -> &ImageSection {
-        match &self.archive.sections()[self.section] {
-            Section::Image(image) => image,
-            Section::Tree(_) => unreachable!("the section was chosen as an image in ImageExport::new"),
-        }
-    }
 }
 
 impl<R: ReadAt> std::fmt::Debug for ImageExport<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImageExport").field("name", &self.image().name).field("cache", &self.shared.cache).finish()
+        f.debug_struct("ImageExport").field("name", &self.image().name).field("read_ahead", &self.ahead).finish()
     }
 }
 
 impl<R: ReadAt + Send + 'static> ImageExport<R> {
     /// Serves the image section `name` of `archive`, keeping up to
-    /// `cache_bytes` of decoded chunks, with one read-ahead thread. `None` if
-    /// there is no such image section.
+    /// `cache_bytes` of decoded chunks, with read-ahead workers (one per core)
+    /// when the cache has room for what they decode. `None` if there is no
+    /// such image section.
     pub fn new(archive: Archive<R>, name: &str, cache_bytes: usize, on_damage: DamageLog) -> Option<Self> {
         let section =
             archive.sections().iter().position(|s| matches!(s, Section::Image(image) if image.name == name))?;
-        let shared = Arc::new(Shared { archive, section, cache: ChunkCache::new(cache_bytes) });
-        // A chunk decoded ahead is kept only if the cache holds a chunk or more.
-        let chunk_size = shared.image().chunk_size as usize;
-        let read_ahead = (cache_bytes >= 2 * chunk_size)
-            .then(|| {
-                let (sender, receiver) = sync_channel::<(u64, u64)>(2);
-                let worker = shared.clone();
-                std::thread::Builder::new()
-                    .name("nbd-read-ahead".into())
-                    .spawn(move || {
-                        for (chunk_ref, length) in receiver {
-                            // A chunk that fails is reported when a client reads it.
-                            let _ = worker.cache.chunk(&worker.archive, chunk_ref, length);
-                        }
-                    })
-                    .ok()
-                    .map(|_| sender)
-            })
-            .flatten();
+        let Section::Image(image) = &archive.sections()[section] else { return None };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+        // A chunk decoded ahead must still be held when the client reads it:
+        // each worker's chunk, the one being read and one more must fit.
+        let fit = (cache_bytes / (image.chunk_size.max(1) as usize)).saturating_sub(2);
+        let ahead = ReadAhead::new(Arc::new(archive), Arc::new(ChunkCache::new(cache_bytes)), cores.min(fit));
         Some(ImageExport {
             description: format!("image section {name:?} of a Strata archive, read-only"),
-            shared,
+            ahead,
+            section,
             reported: Mutex::new(HashSet::new()),
             unreadable_reads: AtomicU64::new(0),
             on_damage,
-            read_ahead,
         })
     }
 }
@@ -95,12 +66,15 @@ impl<R: ReadAt + Send + 'static> ImageExport<R> {
 impl<R: ReadAt> ImageExport<R> {
     /// The image section served.
     pub fn image(&self) -> &ImageSection {
-        self.shared.image()
+        match &self.ahead.archive().sections()[self.section] {
+            Section::Image(image) => image,
+            Section::Tree(_) => unreachable!("the section was chosen as an image in ImageExport::new"),
+        }
     }
 
     /// The decoded-chunk cache.
     pub fn cache(&self) -> &ChunkCache {
-        &self.shared.cache
+        self.ahead.cache()
     }
 
     /// How many reads met a range that could not be read (answered EIO).
@@ -113,30 +87,6 @@ impl<R: ReadAt> ImageExport<R> {
         let first = self.reported.lock().map(|mut seen| seen.insert(range.start)).unwrap_or(true);
         if first {
             (self.on_damage)(range, reason);
-        }
-    }
-
-    /// Asks the read-ahead thread for the next stored chunk from `offset` on
-    /// that is not held yet (looking two stored chunks ahead, past zeros),
-    /// unless the thread is busy.
-    fn read_ahead_from(&self, offset: u64) {
-        let Some(sender) = &self.read_ahead else { return };
-        let image = self.image();
-        let Some(first) = image.extent_at(offset) else { return };
-        let mut stored = 0;
-        // Zero extents cost nothing to serve; look past a few of them.
-        for extent in image.extents[first..].iter().take(16) {
-            if let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() {
-                if !self.shared.cache.holds(chunk_ref) {
-                    // Busy or gone: the client reads the chunk itself, as without read-ahead.
-                    let _ = sender.try_send((chunk_ref, extent.length));
-                    return;
-                }
-                stored += 1;
-                if stored == 2 {
-                    return;
-                }
-            }
         }
     }
 }
@@ -176,7 +126,7 @@ impl<R: ReadAt + Send + 'static> Export for ImageExport<R> {
                     visit(Segment::Unreadable { length: take, reason })?;
                 }
                 Ok(ExtentKind::Data(chunk_ref)) => {
-                    match self.shared.cache.chunk(&self.shared.archive, chunk_ref, extent.length) {
+                    match self.ahead.cache().chunk(self.ahead.archive(), chunk_ref, extent.length) {
                         Ok(chunk) => {
                             let within = within as usize;
                             visit(Segment::Data(&chunk.raw[within..within + take as usize]))?;
@@ -196,7 +146,7 @@ impl<R: ReadAt + Send + 'static> Export for ImageExport<R> {
             }
             at += take;
         }
-        self.read_ahead_from(end);
+        self.ahead.image_from(image, end);
         if at < offset.saturating_add(length) {
             // The map tiles the image (the reader checked it): only a caller
             // reading past the end gets here.

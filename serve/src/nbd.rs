@@ -329,6 +329,11 @@ impl Connection<'_> {
         greeting[16..].copy_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
         self.send(&greeting)?;
         self.flush()?;
+        // A client that closes before saying anything (a probe of the socket,
+        // or one cut off by the server stopping) just left: nothing to report.
+        if at_end(self.reader)? {
+            return Ok(Handshake::Ended(Ending::Left));
+        }
         let mut client_flags = [0u8; 4];
         read_exact(self.reader, &mut client_flags, "the handshake")?;
         let client_flags = u32::from_be_bytes(client_flags);

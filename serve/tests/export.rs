@@ -142,3 +142,77 @@ fn the_export_yields_data_holes_and_allocation() {
     assert_eq!(runs, vec![(c - 100, Allocation::Data), (8 * c, Allocation::Zero), (c + 100, Allocation::Data)]);
     assert_eq!(export.allocation(start, length, 1), vec![(c - 100, Allocation::Data)]);
 }
+
+/// A client that closes before its first byte (a probe of the socket, or one
+/// the server's stop cut off) has just left: no failure for the log to show,
+/// whereas one that stops in the middle of a message is told apart.
+#[test]
+fn a_client_that_closes_before_a_word_just_left() {
+    let image = image();
+    let export = ImageExport::new(archive(&image), "disk", 1 << 20, Box::new(|_, _| {})).unwrap();
+    let (mut sent, mut input) = (Vec::new(), std::io::BufReader::new(&[][..]));
+    let ended = strata_serve::nbd::serve_connection(&mut input, &mut sent, &export, Default::default(), &mut || {});
+    assert!(matches!(ended, Ok(strata_serve::nbd::Ending::Left)), "{:?}", ended.err().map(|e| e.to_string()));
+    assert_eq!(sent.len(), 18, "the greeting is all that was sent");
+    // Two of the four bytes of the client's flags, then the end.
+    let mut input = std::io::BufReader::new(&[0u8, 0][..]);
+    let ended =
+        strata_serve::nbd::serve_connection(&mut input, &mut Vec::new(), &export, Default::default(), &mut || {});
+    assert!(matches!(ended, Err(strata_serve::nbd::Failure::Cut(_))));
+}
+
+/// Read-ahead decodes the chunk a reader in record order comes to next, once,
+/// and starts nothing for a reader that jumps about.
+#[test]
+fn read_ahead_decodes_what_a_sequential_reader_needs_next_once() {
+    use std::sync::Arc;
+    use strata_format::ExtentKind;
+    use strata_reader::ReadAhead;
+
+    let image = image();
+    let archive = Arc::new(archive(&image));
+    let refs: Vec<u64> = archive
+        .image("disk")
+        .unwrap()
+        .extents
+        .iter()
+        .filter_map(|e| match e.kind() {
+            Ok(ExtentKind::Data(chunk_ref)) => Some(chunk_ref),
+            _ => None,
+        })
+        .collect();
+    let ahead = ReadAhead::new(archive.clone(), Arc::new(ChunkCache::new(8 * CHUNK)), 1);
+    let opened = archive.source().read.load(Ordering::Relaxed);
+    let read = |chunk_ref| ahead.cache().chunk_whole(&archive, chunk_ref).unwrap();
+
+    let first = read(refs[0]);
+    assert_eq!(ahead.read_in_record_order(refs[0], &first), None, "one read says nothing of the next");
+    assert_eq!(first.next_record, refs[1], "an image's chunks follow one another");
+    let second = read(refs[1]);
+    assert_eq!(ahead.read_in_record_order(refs[1], &second), Some(refs[2]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ahead.cache().holds(refs[2]) {
+        assert!(std::time::Instant::now() < deadline, "the worker never took the request");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let third = read(refs[2]);
+    assert_eq!(third.raw, image[2 * CHUNK..3 * CHUNK]);
+    // Three records, each read once: the worker's decode served the reader.
+    let records = third.next_record - refs[0];
+    assert_eq!(archive.source().read.load(Ordering::Relaxed) - opened, records);
+
+    // A jump, then another: nothing is decoded ahead.
+    for jump in [10, 4, 20] {
+        let chunk = read(refs[jump]);
+        assert_eq!(ahead.read_in_record_order(refs[jump], &chunk), None, "after a jump to chunk {jump}");
+    }
+    // An image reader asks for the stored chunks after its position, past zeros.
+    let image_section = archive.image("disk").unwrap();
+    assert!(ahead.image_from(image_section, (15 * CHUNK) as u64) <= 2);
+    let mut none = ReadAhead::new(archive.clone(), Arc::new(ChunkCache::new(8 * CHUNK)), 0);
+    assert_eq!(none.workers(), 0);
+    assert_eq!(none.image_from(image_section, 0), 0);
+    none = ReadAhead::new(archive.clone(), Arc::new(ChunkCache::new(8 * CHUNK)), 2);
+    // Up to one more than the workers, as far as the queue takes them.
+    assert!((2..=3).contains(&none.image_from(image_section, 0)));
+}
