@@ -30,6 +30,10 @@ pub struct MountArgs {
     /// Decoded chunks kept for reuse by all readers (K, M, G suffixes).
     #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = crate::parse_bytes)]
     cache: u64,
+    /// Let every user in, not only you; the kernel checks the archive's modes,
+    /// owners and ACLs (non-root users need user_allow_other in /etc/fuse.conf).
+    #[arg(long)]
+    allow_other: bool,
 }
 
 pub fn run(args: MountArgs) -> Result<u8, Failure> {
@@ -80,7 +84,9 @@ pub fn run(args: MountArgs) -> Result<u8, Failure> {
             }
         });
     });
-    strata_mount::mount(fs, &mountpoint, &source.display().to_string(), Some(on_mounted))
+    let mut options = strata_mount::MountOptions::default();
+    options.allow_other = args.allow_other;
+    strata_mount::mount(fs, &mountpoint, &source.display().to_string(), &options, Some(on_mounted))
         .map_err(|e| Failure::fatal(format!("cannot mount on {}: {e}", mountpoint.display())))?;
     if !quiet {
         eprintln!("strata: unmounted {}", mountpoint.display());
@@ -97,6 +103,9 @@ fn detach(args: &MountArgs, mountpoint: &std::path::Path, dev_before: u64) -> Re
     command.arg("mount").arg("-f").arg(&args.archive).arg(mountpoint).arg("--cache").arg(args.cache.to_string());
     if output::quiet() {
         command.arg("-q");
+    }
+    if args.allow_other {
+        command.arg("--allow-other");
     }
     command.stdin(Stdio::null()).stdout(Stdio::null());
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent.

@@ -44,9 +44,15 @@ struct Mount {
 impl Mount {
     /// `strata mount` without `-f`: returns once mounted.
     fn detached(archive: &Path, mountpoint: &Path) -> Mount {
+        Mount::detached_with(archive, mountpoint, &[])
+    }
+
+    /// `strata mount ARCHIVE MOUNTPOINT EXTRA...` without `-f`.
+    fn detached_with(archive: &Path, mountpoint: &Path, extra: &[&str]) -> Mount {
         let stderr = mountpoint.with_extension("stderr");
         let status = strata()
             .args(["mount", path_str(archive), path_str(mountpoint)])
+            .args(extra)
             .stdin(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .status()
@@ -390,4 +396,49 @@ fn an_ext4_image_in_the_mount_loop_mounts() {
     assert!(std::fs::read(inner.join("data.bin")).unwrap() == noise(9, 500_000));
     drop(loop_mount);
     assert!(!mounted(&inner));
+}
+
+/// With `--allow-other`, other users come in, and the kernel checks the
+/// archive's modes, owners and ACLs for them: a user an ACL names reads a file
+/// its mode alone would refuse, and everyone else is refused.
+#[test]
+fn other_users_get_what_modes_and_acls_allow() {
+    if !fuse_present() || !require_tool("setfacl") || !require_tool("setpriv") {
+        return;
+    }
+    let dir = temp_dir();
+    // Other users must reach the mount point.
+    sh(&format!("chmod 0755 '{}'", path_str(dir.path())));
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    std::fs::write(src.join("shared"), b"for 1234\n").unwrap();
+    std::fs::write(src.join("private"), b"root only\n").unwrap();
+    sh(&format!("chmod 0600 '{0}/shared' '{0}/private' && chmod 0755 '{0}'", path_str(&src)));
+    sh(&format!("setfacl -m u:1234:r '{}'", path_str(&src.join("shared"))));
+    let archive = dir.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), "--files", &format!("tree={}", path_str(&src)), "-q"]);
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    let mut mount = Mount::detached_with(&archive, &mountpoint, &["--allow-other"]);
+    let cat_as = |uid: u32, name: &str| {
+        Command::new("setpriv")
+            .args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "cat"])
+            .arg(mount.path("tree").join(name))
+            .output()
+            .unwrap()
+    };
+    let read = cat_as(1234, "shared");
+    assert!(read.status.success(), "the ACL lets 1234 read: {}", String::from_utf8_lossy(&read.stderr));
+    assert_eq!(read.stdout, b"for 1234\n");
+    for (uid, name) in [(1234, "private"), (4321, "shared"), (4321, "private")] {
+        let refused = cat_as(uid, name);
+        assert!(!refused.status.success(), "user {uid} read {name}");
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("Permission denied"), "user {uid}, {name}");
+    }
+    // The ACL still reads back as recorded.
+    let acl = stdout_in(&mount.path("tree"), "getfacl -c shared 2>/dev/null");
+    assert!(acl.contains("user:1234:r--"), "{acl}");
+    let status = Command::new("fusermount3").args(["-u", path_str(&mountpoint)]).status().unwrap();
+    assert!(status.success());
+    mount.wait_gone();
 }

@@ -545,6 +545,12 @@ impl<R: ReadAt> ArchiveFs<R> {
     }
 }
 
+/// A kernel without POSIX ACL support for FUSE still shows the ACLs as
+/// attributes; only modes and owners are then enforced.
+fn warn_acls_not_enforced() {
+    eprintln!("strata: this kernel does not enforce ACLs on FUSE mounts: access is checked by modes and owners only");
+}
+
 /// The real user and group of this process: the owners of the root and images.
 fn rustix_ids() -> (u32, u32) {
     // SAFETY: getuid and getgid cannot fail and touch no memory.
@@ -585,6 +591,11 @@ impl<R: ReadAt + Send + 'static> Filesystem for ArchiveFs<R> {
                 | fuser::InitFlags::FUSE_READDIRPLUS_AUTO
                 | fuser::InitFlags::FUSE_PARALLEL_DIROPS,
         );
+        // ACLs recorded as `system.posix_acl_*` attributes are enforced by the
+        // kernel, not only shown (needs `default_permissions`, which is set).
+        if config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL).is_err() {
+            warn_acls_not_enforced();
+        }
         // Sequential readers (tar, cp, qemu-img) are served in fewer, larger
         // requests; the kernel offers its own maximum if this is more.
         if let Err(most) = config.set_max_readahead(1 << 20) {

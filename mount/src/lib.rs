@@ -40,11 +40,11 @@
 //!
 //! ```no_run
 //! use strata_reader::Archive;
-//! use strata_mount::{mount, ArchiveFs};
+//! use strata_mount::{mount, ArchiveFs, MountOptions};
 //!
 //! let archive = Archive::open(std::fs::File::open("backup.strata")?)?;
 //! let fs = ArchiveFs::new(archive, 64 << 20, Box::new(|damage| eprintln!("{damage}")));
-//! mount(fs, "/mnt/backup".as_ref(), "backup.strata", None)?;
+//! mount(fs, "/mnt/backup".as_ref(), "backup.strata", &MountOptions::default(), None)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -107,6 +107,17 @@ impl Unmounter {
     }
 }
 
+/// How a mount is made.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct MountOptions {
+    /// Let every user of the machine in, not only the one who mounted (FUSE's
+    /// `allow_other`); each access is then checked against the archive's
+    /// modes, owners and ACLs by the kernel. Users other than root need
+    /// `user_allow_other` in /etc/fuse.conf.
+    pub allow_other: bool,
+}
+
 /// Mounts `fs` read-only at `mountpoint` (named `source` in /proc/mounts) and
 /// answers requests until it is unmounted. `on_mounted` is given an
 /// [`Unmounter`] once the mount is in place.
@@ -114,6 +125,7 @@ pub fn mount<R: strata_reader::ReadAt + Send + 'static>(
     fs: ArchiveFs<R>,
     mountpoint: &Path,
     source: &str,
+    options: &MountOptions,
     on_mounted: Option<Box<dyn FnOnce(Unmounter) + Send>>,
 ) -> std::io::Result<()> {
     let mut config = fuser::Config::default();
@@ -121,10 +133,14 @@ pub fn mount<R: strata_reader::ReadAt + Send + 'static>(
         fuser::MountOption::RO,
         fuser::MountOption::FSName(source.replace([',', ' ', '\t', '\n'], "_")),
         fuser::MountOption::Subtype("strata".into()),
-        // The kernel checks modes, owners (and ACLs) as on any file system.
+        // The kernel checks modes, owners and ACLs (FUSE_POSIX_ACL, asked for
+        // at init) as on any file system.
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoAtime,
     ];
+    if options.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
     config.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)));
     config.clone_fd = true;
     // Resolved before mounting: afterwards, a look at the mount point waits
