@@ -25,7 +25,7 @@ use std::rc::Rc;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, XattrFlags};
 use strata_format::files::{Captured, Entry, EntryKind, Timestamp, NO_PARENT};
 
-use crate::{Archive, Error, PathEntry, ReadAt, TreeSection};
+use crate::{Archive, Error, PathEntry, Piece, ReadAt, TreeSection};
 
 /// How owners are restored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,9 +146,41 @@ fn user_ids(path: &str) -> IdsByName {
         .collect()
 }
 
-struct Extractor<'a, R: ReadAt> {
+/// Where the content of regular files comes from: an archive's chunks, or a
+/// file system inside an image. Extraction knows nothing else of its source.
+pub trait FileContent {
+    /// Hands the content of the regular file `entry`, at `path` of the
+    /// source, to `piece`, front to back, as data at its offset or holes; an
+    /// error for content that cannot be read or fails its check.
+    fn content(
+        &self,
+        path: &[u8],
+        entry: &Entry,
+        piece: &mut dyn FnMut(u64, Piece<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error>;
+}
+
+/// A file-tree section's content: its chunks, checked against each file's digest.
+struct SectionContent<'a, R: ReadAt> {
     archive: &'a Archive<R>,
     tree: &'a TreeSection,
+}
+
+impl<R: ReadAt> FileContent for SectionContent<'_, R> {
+    fn content(
+        &self,
+        _path: &[u8],
+        entry: &Entry,
+        piece: &mut dyn FnMut(u64, Piece<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.archive.file_content(self.tree, entry, piece)
+    }
+}
+
+struct Extractor<'a> {
+    content: &'a dyn FileContent,
+    /// The source's `captured` bits (FORMAT.md 8.1): which fields its entries hold.
+    captured: u64,
     dest: Rc<OwnedFd>,
     /// Whether extraction made the destination folder: only then does it take
     /// the root entry's metadata (an existing folder keeps its own).
@@ -233,6 +265,28 @@ pub fn extract<R: ReadAt>(
     dest: &Path,
     options: &ExtractOptions,
 ) -> Result<ExtractReport, Error> {
+    extract_entries(
+        |visit| archive.walk_tree(tree, visit),
+        tree.begin.captured,
+        &SectionContent { archive, tree },
+        dest,
+        options,
+    )
+}
+
+/// Extracts entries from any source into `dest` under every rule of
+/// [`extract`] (nothing outside `dest`, temporary names, unsafe names refused
+/// by path). `walk` hands each entry to its argument in an order where a
+/// directory comes before what it holds, ids growing: entry 0 is the root
+/// directory (`parent_id` [`NO_PARENT`]); `captured` says which fields the
+/// entries hold (FORMAT.md 8.1); `content` gives regular files their bytes.
+pub fn extract_entries(
+    walk: impl FnOnce(&mut dyn FnMut(PathEntry) -> Result<(), Error>) -> Result<(), Error>,
+    captured: u64,
+    content: &dyn FileContent,
+    dest: &Path,
+    options: &ExtractOptions,
+) -> Result<ExtractReport, Error> {
     let dest_created = !dest.exists();
     std::fs::create_dir_all(dest).map_err(|e| Error::local_io(format!("creating {}", dest.display()), e))?;
     let dest_fd = rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
@@ -245,8 +299,8 @@ pub fn extract<R: ReadAt>(
         Owners::Numeric => Some((HashMap::new(), HashMap::new())),
     };
     let mut extractor = Extractor {
-        archive,
-        tree,
+        content,
+        captured,
         dest: Rc::new(dest_fd),
         dest_created,
         options,
@@ -265,7 +319,7 @@ pub fn extract<R: ReadAt>(
         temp_counter: 0,
     };
     let mut found: HashSet<Vec<u8>> = HashSet::new();
-    let walked = archive.walk_tree(tree, |item| {
+    let walked = walk(&mut |item| {
         if options.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
             return Err(interrupted());
         }
@@ -298,7 +352,7 @@ pub fn extract<R: ReadAt>(
     Ok(extractor.report)
 }
 
-impl<R: ReadAt> Extractor<'_, R> {
+impl Extractor<'_> {
     fn refuse(&mut self, path: &[u8], reason: impl Into<String>) {
         self.report.refused.push(Refusal { path: path.to_vec(), reason: reason.into() });
     }
@@ -558,7 +612,7 @@ impl<R: ReadAt> Extractor<'_, R> {
     /// Sets an entry's times on `fd` and reads them back: a problem to warn
     /// about, if any.
     fn set_times_fd(&self, fd: impl AsFd, entry: &Entry) -> Option<String> {
-        let captured = self.tree.begin.captured;
+        let captured = self.captured;
         if let Err(e) = rustix::fs::futimens(&fd, &times(entry, captured)) {
             return Some(format!("times not set: {e}"));
         }
@@ -617,7 +671,7 @@ impl<R: ReadAt> Extractor<'_, R> {
             self.refuse(&path, "a second entry of the same name in one directory");
             return Ok(());
         }
-        if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(self.tree.begin.captured)) {
+        if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(self.captured)) {
             self.refuse(&path, format!("it breaks a rule of the format: {}", e.detail));
             return Ok(());
         }
@@ -755,7 +809,7 @@ impl<R: ReadAt> Extractor<'_, R> {
         let (temp_name, fd) = self.temp_file(parent)?;
         self.temp = Some((parent.clone(), temp_name.clone()));
         let file = File::from(fd);
-        let written = self.write_content(&file, entry);
+        let written = self.write_content(&file, path, entry);
         let renamed = written.and_then(|()| {
             self.apply_fd_metadata(file.as_fd(), path, entry, true, false);
             if let Some(problem) = self.set_times_fd(&file, entry) {
@@ -794,10 +848,10 @@ impl<R: ReadAt> Extractor<'_, R> {
 
     /// Writes a file's data extents at their offsets (holes stay holes), checking
     /// the content against the entry's digest.
-    fn write_content(&self, file: &File, entry: &Entry) -> Result<(), Error> {
+    fn write_content(&self, file: &File, path: &[u8], entry: &Entry) -> Result<(), Error> {
         let cancel = self.options.cancel;
         let progress = self.options.progress.as_deref();
-        self.archive.file_content(self.tree, entry, |offset, piece| {
+        self.content.content(path, entry, &mut |offset, piece| {
             if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
                 return Err(interrupted());
             }
@@ -871,7 +925,7 @@ impl<R: ReadAt> Extractor<'_, R> {
     /// so that an entry gets exactly the ACLs it was recorded with. Only when
     /// the section captured extended attributes: otherwise nothing is known.
     fn inherited_acls(&self, entry: &Entry, is_dir: bool) -> Vec<&'static [u8]> {
-        if self.tree.begin.captured & strata_format::files::Captured::XATTRS == 0 {
+        if self.captured & strata_format::files::Captured::XATTRS == 0 {
             return Vec::new();
         }
         let names: &[&'static [u8]] = if is_dir { &[ACCESS_ACL, DEFAULT_ACL] } else { &[ACCESS_ACL] };
@@ -951,7 +1005,7 @@ impl<R: ReadAt> Extractor<'_, R> {
                 self.warn(path, format!("mode not set: {e}"));
             }
         }
-        let captured = self.tree.begin.captured;
+        let captured = self.captured;
         if let Err(e) = rustix::fs::utimensat(parent, name, &times(entry, captured), AtFlags::SYMLINK_NOFOLLOW) {
             self.warn(path, format!("times not set: {e}"));
         } else {
