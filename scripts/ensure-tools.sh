@@ -18,6 +18,11 @@ command -v xxd >/dev/null || need+=(xxd)
 # `strata mount` tests: fusermount3 unmounts, getfattr/setfattr compare xattrs.
 command -v fusermount3 >/dev/null || need+=(fuse3)
 { command -v getfattr && command -v setfattr; } >/dev/null || need+=(attr)
+# Disks with partitions and file systems for the files-inside-images tests.
+command -v mkfs.vfat >/dev/null || need+=(dosfstools)
+command -v mcopy >/dev/null || need+=(mtools)
+command -v sgdisk >/dev/null || need+=(gdisk)
+command -v sfdisk >/dev/null || need+=(fdisk)
 # GNU time measures the peak memory of each command of the hostile-archive test.
 [[ -x /usr/bin/time ]] || need+=(time)
 if ((${#need[@]})); then

@@ -21,6 +21,13 @@ pub struct ListArgs {
     /// The file-tree section (default: every one).
     #[arg(long = "files", value_name = "NAME")]
     files: Option<String>,
+    /// List the files of the file system inside this image section instead.
+    #[arg(long, value_name = "NAME", conflicts_with = "files")]
+    image: Option<String>,
+    /// With --image: the partition, numbered as /dev/sdb2 is (may be left out
+    /// when the image holds one file system).
+    #[arg(long, value_name = "N", requires = "image")]
+    partition: Option<u32>,
     /// Paths to list (relative to the section's root), with everything below
     /// them; `*`, `?` and `[...]` match as in tar (`*` also across `/`).
     paths: Vec<String>,
@@ -49,6 +56,13 @@ pub struct ExtractArgs {
     /// The file-tree section to extract (may be left out when the archive holds one).
     #[arg(long = "files", value_name = "NAME")]
     files: Option<String>,
+    /// Extract from the file system inside this image section instead.
+    #[arg(long, value_name = "NAME", conflicts_with = "files")]
+    image: Option<String>,
+    /// With --image: the partition, numbered as /dev/sdb2 is (may be left out
+    /// when the image holds one file system).
+    #[arg(long, value_name = "N", requires = "image")]
+    partition: Option<u32>,
     /// The destination folder (created if missing).
     dest: PathBuf,
     /// Only these paths (with their parent directories and everything below
@@ -476,7 +490,64 @@ impl Places {
     }
 }
 
+/// `list --image NAME [--partition N] [PATH...]`: the files of the file
+/// system inside an image section, in the shapes of a file-tree listing.
+fn list_image(args: &ListArgs) -> Result<u8, Failure> {
+    let label = args.archive.display().to_string();
+    let (archive, damaged) = open_intact(&args.archive)?;
+    if args.paths.iter().any(|p| is_pattern(p)) {
+        return Err(Failure::fatal("patterns are not matched inside images yet: give paths"));
+    }
+    let archive = std::rc::Rc::new(archive);
+    let opened = crate::volumes::open(&archive, args.image.as_deref(), args.partition, &label)?;
+    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| clean(p)).collect();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut closed = false;
+    if args.json {
+        let head = json!({
+            "kind": "image-files",
+            "name": opened.image,
+            "partition": opened.volume.number(),
+            "filesystem": opened.fs.info().kind.name(),
+        })
+        .to_string();
+        closed |= write!(out, "{{\"sections\": [\n{}, \"entries\": [", head.trim_end_matches('}')).is_err();
+    }
+    let mut first = true;
+    let missing = crate::volumes::walk_entries(&opened, &paths, &mut |item| {
+        if closed {
+            return Ok(());
+        }
+        let written = if args.json {
+            let comma = if first { "" } else { "," };
+            first = false;
+            write!(out, "{comma}\n  {}", entry_json(&item, None, 0))
+        } else if args.json_lines {
+            let mut value = entry_json(&item, None, 0);
+            value["section"] = json!(opened.image);
+            writeln!(out, "{value}")
+        } else {
+            print_entry(&mut out, &item, args, None)
+        };
+        closed |= written.is_err();
+        Ok(())
+    })?;
+    if args.json {
+        closed |= writeln!(out, "]}}\n]}}").is_err();
+    }
+    if !closed {
+        let _ = out.flush();
+    }
+    for path in &missing {
+        eprintln!("strata: {}: not in {}", shown(path), opened.shown());
+    }
+    Ok(u8::from(!missing.is_empty() || damaged))
+}
+
 pub fn list(args: ListArgs) -> Result<u8, Failure> {
+    if args.image.is_some() {
+        return list_image(&args);
+    }
     let label = args.archive.display().to_string();
     let (archive, damaged) = open_intact(&args.archive)?;
     let trees = trees(&archive, args.files.as_deref(), &label)?;
@@ -576,12 +647,8 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
     Ok(u8::from(missing > 0 || damaged))
 }
 
-pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
-    let label = args.archive.display().to_string();
-    let (archive, damaged) = open_intact(&args.archive)?;
-    let name = pick_section(&archive, args.files.as_deref(), SectionKind::Files, &label)?;
-    let tree = trees(&archive, Some(&name), &label)?[0];
-    let options = ExtractOptions {
+fn extract_options(args: &ExtractArgs, select: Vec<Vec<u8>>) -> ExtractOptions {
+    ExtractOptions {
         overwrite: args.overwrite,
         owners: if args.no_same_owner {
             Owners::Never
@@ -590,11 +657,67 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
         } else {
             Owners::Auto
         },
-        select: selected_paths(&archive, tree, &args.paths, &label)?,
+        select,
         cancel: Some(crate::cleanup::cancellation()),
         strip_components: args.strip_components,
         progress: Some(std::sync::Arc::new(extract::ExtractProgress::default())),
-    };
+    }
+}
+
+/// `extract --image NAME [--partition N] DEST [PATH...]`: files of the file
+/// system inside an image section, under every rule of tree extraction.
+fn extract_image(args: &ExtractArgs) -> Result<u8, Failure> {
+    let label = args.archive.display().to_string();
+    let (archive, damaged) = open_intact(&args.archive)?;
+    if args.paths.iter().any(|p| is_pattern(p)) {
+        return Err(Failure::fatal("patterns are not matched inside images yet: give paths"));
+    }
+    let archive = std::rc::Rc::new(archive);
+    let opened = crate::volumes::open(&archive, args.image.as_deref(), args.partition, &label)?;
+    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| clean(p)).collect();
+    let options = extract_options(args, paths.clone());
+    let started = std::time::Instant::now();
+    let mut missing = Vec::new();
+    let mut walk_failure = None;
+    let report = extract::extract_entries(
+        |visit| {
+            match crate::volumes::walk_entries(&opened, &paths, visit) {
+                Ok(not_found) => missing = not_found,
+                Err(failure) => walk_failure = Some(failure),
+            }
+            Ok(())
+        },
+        0,
+        &crate::volumes::FsContent(opened.fs.as_ref()),
+        &args.dest,
+        &options,
+    );
+    let report = report.map_err(|e| {
+        if crate::cleanup::cancelled() {
+            return Failure { code: 130, message: "interrupted; temporary files removed".to_string() };
+        }
+        Failure::fatal(format!("{}: {e}", args.dest.display()))
+    })?;
+    if let Some(failure) = walk_failure {
+        return Err(failure);
+    }
+    let mut report = report;
+    // Paths the walk did not find are the selection's "not found"; the
+    // extraction's own list would repeat them.
+    report.not_found = missing;
+    let troubled = report_extraction(args, &report, &opened.shown(), started);
+    Ok(u8::from(troubled || damaged))
+}
+
+pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
+    if args.image.is_some() {
+        return extract_image(&args);
+    }
+    let label = args.archive.display().to_string();
+    let (archive, damaged) = open_intact(&args.archive)?;
+    let name = pick_section(&archive, args.files.as_deref(), SectionKind::Files, &label)?;
+    let tree = trees(&archive, Some(&name), &label)?[0];
+    let options = extract_options(&args, selected_paths(&archive, tree, &args.paths, &label)?);
     let started = std::time::Instant::now();
     // The totals come from the section's end record: bytes for the bar, entries
     // for its message (a selection extracts fewer; the bar then ends early).
@@ -620,6 +743,18 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
         let place = if e.class().is_none() { args.dest.display().to_string() } else { label.clone() };
         Failure::fatal(format!("{place}: {e}"))
     })?;
+    let troubled = report_extraction(&args, &report, &format!("files {}", tree.name), started);
+    Ok(u8::from(troubled || damaged))
+}
+
+/// What an extraction refused, warned about and did not find, and its
+/// one-line summary; whether there was any of the first three.
+fn report_extraction(
+    args: &ExtractArgs,
+    report: &extract::ExtractReport,
+    source: &str,
+    started: std::time::Instant,
+) -> bool {
     if args.json {
         let list = |items: &[extract::Refusal]| -> Vec<serde_json::Value> {
             items
@@ -638,13 +773,13 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
         }));
     }
     for refusal in &report.refused {
-        eprintln!("strata: refusing {} in files {}: {}", shown(&refusal.path), tree.name, refusal.reason);
+        eprintln!("strata: refusing {} in {source}: {}", shown(&refusal.path), refusal.reason);
     }
     for warning in &report.warnings {
-        eprintln!("warning: {} in files {}: {}", shown(&warning.path), tree.name, warning.reason);
+        eprintln!("warning: {} in {source}: {}", shown(&warning.path), warning.reason);
     }
     for path in &report.not_found {
-        eprintln!("strata: {}: not in files {}", shown(path), tree.name);
+        eprintln!("strata: {}: not in {source}", shown(path));
     }
     // The one-line summary stays with --quiet, as for every command.
     {
@@ -661,6 +796,5 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
             }
         );
     }
-    let troubled = damaged || !report.refused.is_empty() || !report.warnings.is_empty() || !report.not_found.is_empty();
-    Ok(u8::from(troubled))
+    !report.refused.is_empty() || !report.warnings.is_empty() || !report.not_found.is_empty()
 }

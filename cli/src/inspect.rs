@@ -37,19 +37,25 @@ pub struct CatArgs {
     /// The archive.
     archive: PathBuf,
     /// A file to write, relative to the file tree's root (the tree may be left
-    /// out when the archive holds one).
+    /// out when the archive holds one); with --image, a file of the image's
+    /// file system.
     path: Option<String>,
-    /// Write bytes of this image section instead of a file.
-    #[arg(long, conflicts_with_all = ["files", "path"])]
+    /// Write bytes of this image section; with PATH, a file of the file
+    /// system inside it.
+    #[arg(long, conflicts_with = "files")]
     image: Option<String>,
+    /// With --image and PATH: the partition whose file system to read, numbered
+    /// as /dev/sdb2 is (may be left out when the image holds one file system).
+    #[arg(long, value_name = "N", requires_all = ["image", "path"])]
+    partition: Option<u32>,
     /// The file-tree section to read PATH from.
     #[arg(long, requires = "path")]
     files: Option<String>,
     /// With --image: the first byte to write (K, M, G suffixes).
-    #[arg(long, default_value = "0", value_parser = crate::parse_bytes)]
+    #[arg(long, default_value = "0", value_parser = crate::parse_bytes, conflicts_with = "path")]
     offset: u64,
     /// With --image: how many bytes to write (default: to the end of the image).
-    #[arg(long, value_parser = crate::parse_bytes)]
+    #[arg(long, value_parser = crate::parse_bytes, conflicts_with = "path")]
     length: Option<u64>,
 }
 
@@ -129,7 +135,18 @@ pub fn open_error(path: &Path, e: &strata_reader::Error) -> String {
 }
 
 pub fn info(args: InfoArgs) -> Result<u8, Failure> {
-    let archive = open_archive(&args.archive)?;
+    let archive = std::rc::Rc::new(open_archive(&args.archive)?);
+    let label = args.archive.display().to_string();
+    // What each image holds: its partition table and file systems (a few
+    // chunks of each image are read).
+    let volumes: Vec<Option<(Vec<String>, serde_json::Value)>> = archive
+        .sections()
+        .iter()
+        .map(|section| match section {
+            Section::Image(image) => Some(crate::volumes::describe(&archive, &image.name, &label)),
+            Section::Tree(_) => None,
+        })
+        .collect();
     let header = archive.header();
     // Entries flagged unreadable, changed while read or lost in salvage, per
     // section: a walk of each tree's entry records.
@@ -145,10 +162,12 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         .sections()
         .iter()
         .zip(&flagged)
-        .map(|(section, flagged)| match section {
+        .zip(&volumes)
+        .map(|((section, flagged), volumes)| match section {
             Section::Image(image) => {
                 let zero = image.logical_size - image.end.data_bytes - image.end.lost_bytes;
                 json!({
+                    "volumes": volumes.as_ref().map(|(_, json)| json.clone()),
                     "kind": "image",
                     "name": image.name,
                     "image": {
@@ -232,7 +251,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         output::size(given_back),
         output::ratio(given_back, archive.size())
     );
-    for (section, flagged) in archive.sections().iter().zip(&flagged) {
+    for ((section, flagged), volumes) in archive.sections().iter().zip(&flagged).zip(&volumes) {
         match section {
             Section::Image(image) => {
                 let ratio = format!(" ({})", output::ratio(image.logical_size, image.end.chunk_bytes));
@@ -253,6 +272,9 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                 );
                 for range in image.lost_ranges() {
                     say!("         lost in salvage: {}", output::byte_range(&range));
+                }
+                for line in volumes.iter().flat_map(|(lines, _)| lines) {
+                    say!("         {line}");
                 }
             }
             Section::Tree(tree) => {
@@ -596,6 +618,9 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
 pub fn cat(args: CatArgs) -> Result<u8, Failure> {
     let (archive, damaged) = open_intact(&args.archive)?;
     let label = args.archive.display().to_string();
+    if let (Some(image), Some(path)) = (&args.image, &args.path) {
+        return cat_image_file(archive, &label, image, args.partition, path).map(|code| code.max(u8::from(damaged)));
+    }
     if let Some(path) = &args.path {
         let files = crate::files::pick_section(&archive, args.files.as_deref(), SectionKind::Files, &label)?;
         return cat_file(&archive, &args.archive, &files, path).map(|code| code.max(u8::from(damaged)));
@@ -638,6 +663,37 @@ pub fn cat(args: CatArgs) -> Result<u8, Failure> {
     }
     out.flush().map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
     Ok(u8::from(damaged))
+}
+
+/// `cat --image NAME [--partition N] PATH`: a file of the file system inside
+/// an image section; only the chunks holding its metadata and blocks are read.
+fn cat_image_file(
+    archive: Archive<File>,
+    label: &str,
+    image: &str,
+    partition: Option<u32>,
+    path: &str,
+) -> Result<u8, Failure> {
+    let archive = std::rc::Rc::new(archive);
+    let opened = crate::volumes::open(&archive, Some(image), partition, label)?;
+    let wanted = path.trim_matches('/').trim_start_matches("./").as_bytes();
+    let node = opened.fs.node(wanted).map_err(|e| Failure::fatal(format!("{label}: {}: {e}", opened.shown())))?;
+    if node.kind == strata_disk::NodeKind::Directory {
+        return Err(Failure::fatal(format!("{path} in {} is a directory: `strata list` shows it", opened.shown())));
+    }
+    let mut out = io::stdout().lock();
+    let mut written = Ok(());
+    let read = opened.fs.read_file(wanted, &mut |bytes| {
+        written = out.write_all(bytes);
+        written
+            .as_ref()
+            .map_err(|e| strata_disk::Error::new(strata_disk::ErrorKind::Io, "standard output", e.to_string()))?;
+        Ok(())
+    });
+    written.map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
+    read.map_err(|e| Failure::fatal(format!("{label}: {}: {e}", opened.shown())))?;
+    out.flush().map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
+    Ok(0)
 }
 
 /// `cat --files NAME PATH`: one file's content, checked against its BLAKE3.

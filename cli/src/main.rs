@@ -16,6 +16,7 @@ mod output;
 mod restore;
 mod salvage;
 mod serve;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

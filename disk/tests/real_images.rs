@@ -1,0 +1,207 @@
+//! Disk images made by the real tools (sgdisk, sfdisk, mkfs.ext4 -d,
+//! mkfs.vfat and mtools), read back by the crate and compared with what the
+//! tools were given.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+use std::rc::Rc;
+
+use strata_disk::{filesystems::walk, open_filesystem, scan, Disk, ErrorKind, FsKind, NodeKind, TableKind};
+
+const MIB: u64 = 1 << 20;
+
+fn tool(name: &str) -> bool {
+    let found =
+        Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIPPED: {name} is missing (scripts/ensure-tools.sh installs it)");
+    }
+    found
+}
+
+fn run(command: &str) {
+    let out = Command::new("sh").arg("-c").arg(command).output().unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A source tree with nested folders, a symbolic link, modes and times.
+fn source_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("etc/deep/er")).unwrap();
+    std::fs::write(root.join("etc/hostname"), b"strata-test\n").unwrap();
+    std::fs::write(root.join("etc/deep/er/big.bin"), (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>())
+        .unwrap();
+    std::fs::write(root.join("empty"), b"").unwrap();
+    std::os::unix::fs::symlink("etc/hostname", root.join("link")).unwrap();
+    std::fs::set_permissions(root.join("etc/hostname"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    run(&format!("touch -h -d '2020-05-06 07:08:09.123456789' '{}'/etc/hostname", root.display()));
+}
+
+fn write_at(disk: &mut [u8], offset: u64, path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    disk[offset as usize..offset as usize + bytes.len()].copy_from_slice(&bytes);
+}
+
+fn ext4_image(dir: &Path, src: &Path, size_mib: u64) -> std::path::PathBuf {
+    let image = dir.join("ext4.img");
+    run(&format!(
+        "mkfs.ext4 -q -F -I 256 -L rootfs -U 0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9 -d '{}' '{}' {size_mib}M",
+        src.display(),
+        image.display()
+    ));
+    image
+}
+
+#[test]
+fn a_gpt_disk_with_fat_and_ext4_lists_its_partitions_and_reads_its_files() {
+    if !["sgdisk", "mkfs.ext4", "mkfs.vfat", "mcopy", "tune2fs"].iter().all(|t| tool(t)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    source_tree(&src);
+    let ext4 = ext4_image(dir.path(), &src, 16);
+    let fat = dir.path().join("fat.img");
+    run(&format!("mkfs.vfat -n BOOT -i 1234ABCD -C '{}' 8192 >/dev/null", fat.display()));
+    run(&format!("mcopy -i '{}' '{}' ::/hostname", fat.display(), src.join("etc/hostname").display()));
+    let disk_path = dir.path().join("disk.img");
+    run(&format!("truncate -s 40M '{0}' && sgdisk -o -n1:2048:+8M -t1:ef00 -c1:esp -n2:0:+16M -t2:8300 -c2:root '{0}' >/dev/null 2>&1", disk_path.display()));
+    let mut bytes = std::fs::read(&disk_path).unwrap();
+    write_at(&mut bytes, MIB, &fat);
+    write_at(&mut bytes, 9 * MIB, &ext4);
+    let disk: Rc<dyn Disk> = Rc::new(bytes);
+
+    let layout = scan(&disk).unwrap();
+    assert_eq!(layout.table, TableKind::Gpt);
+    let numbers: Vec<u32> = layout.partitions.iter().filter_map(|v| v.number()).collect();
+    assert_eq!(numbers, [1, 2]);
+    let (esp, root) = (&layout.partitions[0], &layout.partitions[1]);
+    assert_eq!((esp.start, esp.length), (MIB, 8 * MIB));
+    assert!(esp.partition.as_ref().unwrap().type_name.contains("EFI system"));
+    assert_eq!(root.partition.as_ref().unwrap().name, "root");
+    let fat_info = esp.filesystem.as_ref().expect("FAT recognised");
+    assert!(matches!(fat_info.kind, FsKind::Fat12 | FsKind::Fat16), "{fat_info:?}");
+    assert_eq!((fat_info.label.as_str(), fat_info.uuid.as_str()), ("BOOT", "1234-ABCD"));
+    assert!(fat_info.used.unwrap() > 0 && fat_info.used.unwrap() < 8 * MIB);
+    let ext_info = root.filesystem.as_ref().expect("ext4 recognised");
+    assert_eq!(ext_info.kind, FsKind::Ext4);
+    assert_eq!(ext_info.label, "rootfs");
+    assert_eq!(ext_info.uuid, "0a1b2c3d-4e5f-4061-8293-a4b5c6d7e8f9");
+    assert_eq!(ext_info.size, 16 * MIB);
+    // Used bytes as tune2fs reports them.
+    let out = Command::new("tune2fs").arg("-l").arg(&ext4).output().unwrap();
+    let field = |name: &str| -> u64 {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+        line.split(':').nth(1).unwrap().trim().parse().unwrap()
+    };
+    let used = (field("Block count") - field("Free blocks")) * field("Block size");
+    assert_eq!(ext_info.used, Some(used));
+
+    // Two volumes hold file systems: one must be chosen.
+    let e = layout.volume(None).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.to_string().contains("--partition"), "{e}");
+    assert_eq!(layout.volume(Some(3)).unwrap_err().kind(), ErrorKind::NotFound);
+
+    // The ext4 partition's files, as the source had them.
+    let fs = open_filesystem(&disk, layout.volume(Some(2)).unwrap()).unwrap();
+    let mut seen = Vec::new();
+    walk(fs.as_ref(), b"", root.length, &mut |path, node| {
+        seen.push(String::from_utf8_lossy(path).into_owned());
+        if path.is_empty() || path == b"lost+found" || path.starts_with(b"lost+found/") {
+            return Ok(path.is_empty());
+        }
+        let source = src.join(String::from_utf8_lossy(path).as_ref());
+        let meta = std::fs::symlink_metadata(&source).unwrap();
+        assert_eq!(node.mode, meta.mode() & 0o7777, "{}", source.display());
+        // mkfs.ext4 -d copies times to the second.
+        assert_eq!(node.mtime.0, meta.mtime(), "{}", source.display());
+        match node.kind {
+            NodeKind::File => {
+                let mut content = Vec::new();
+                fs.read_file(path, &mut |piece| {
+                    content.extend_from_slice(piece);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(content, std::fs::read(&source).unwrap(), "{}", source.display());
+            }
+            NodeKind::Symlink => assert_eq!(node.target, b"etc/hostname"),
+            NodeKind::Directory => assert!(meta.is_dir()),
+            other => panic!("{other:?} at {}", source.display()),
+        }
+        Ok(true)
+    })
+    .unwrap();
+    let mut want = vec![
+        "",
+        "empty",
+        "etc",
+        "etc/deep",
+        "etc/deep/er",
+        "etc/deep/er/big.bin",
+        "etc/hostname",
+        "link",
+        "lost+found",
+    ];
+    want.sort();
+    seen.sort();
+    assert_eq!(seen, want);
+    // A missing path is NotFound, with the path in the message.
+    let e = fs.node(b"etc/nothing").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.to_string().contains("/etc/nothing"), "{e}");
+}
+
+#[test]
+fn an_mbr_disk_numbers_logical_partitions_from_five() {
+    if !["sfdisk", "mkfs.ext4"].iter().all(|t| tool(t)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    source_tree(&src);
+    let ext4 = ext4_image(dir.path(), &src, 8);
+    let disk_path = dir.path().join("disk.img");
+    // Primary 1 and an extended partition fill the disk, so the partitions
+    // appended after them can only be logical ones inside it.
+    run(&format!(
+        "truncate -s 29M '{0}' && printf 'label: dos\\n2048,8M,83\\n,20M,5\\n' | sfdisk -q '{0}' \\
+         && printf ',4M,83\\n' | sfdisk -q -a '{0}' && printf ',8M,83\\n' | sfdisk -q -a '{0}'",
+        disk_path.display()
+    ));
+    let table = Command::new("sfdisk").arg("-J").arg(&disk_path).output().unwrap();
+    let json = String::from_utf8_lossy(&table.stdout).to_string();
+    let mut bytes = std::fs::read(&disk_path).unwrap();
+    // The last logical partition (5 or 6 by sfdisk's numbering) takes the ext4 image.
+    let layout = scan(&(Rc::new(bytes.clone()) as Rc<dyn Disk>)).unwrap();
+    assert_eq!(layout.table, TableKind::Mbr);
+    let numbers: Vec<u32> = layout.partitions.iter().filter_map(|v| v.number()).collect();
+    assert_eq!(numbers, [1, 5, 6], "{json}");
+    let sixth = layout.partitions[2].start;
+    write_at(&mut bytes, sixth, &ext4);
+    let disk: Rc<dyn Disk> = Rc::new(bytes);
+    let layout = scan(&disk).unwrap();
+    let volume = layout.volume(None).unwrap();
+    assert_eq!(volume.number(), Some(6));
+    let fs = open_filesystem(&disk, volume).unwrap();
+    assert_eq!(fs.node(b"etc/hostname").unwrap().size, 12);
+}
+
+#[test]
+fn an_unpartitioned_file_system_is_the_whole_disk() {
+    if !tool("mkfs.ext4") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    source_tree(&src);
+    let ext4 = ext4_image(dir.path(), &src, 8);
+    let disk: Rc<dyn Disk> = Rc::new(std::fs::read(&ext4).unwrap());
+    let layout = scan(&disk).unwrap();
+    assert_eq!(layout.table, TableKind::None);
+    let volume = layout.volume(None).unwrap();
+    assert_eq!((volume.number(), volume.start), (None, 0));
+    assert_eq!(volume.filesystem.as_ref().unwrap().kind, FsKind::Ext4);
+}
