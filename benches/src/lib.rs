@@ -187,7 +187,7 @@ pub fn write_archive(image: &[u8], options: WriterOptions) -> Vec<u8> {
 
 /// The one image section of an archive written by [`write_archive`].
 pub fn image_section<R: strata_reader::ReadAt>(archive: &Archive<R>) -> ImageSection {
-    archive.image(IMAGE_NAME).expect("the benchmark image").clone()
+    archive.image(IMAGE_NAME).expect("the benchmark image").section().clone()
 }
 
 /// The body of the `CHUNK` record behind the `nth` data extent of the image, and

@@ -631,29 +631,33 @@ pub fn cat(args: CatArgs) -> Result<u8, Failure> {
         ));
     }
     let name = crate::files::pick_section(&archive, args.image.as_deref(), SectionKind::Image, &label)?;
-    let image = archive.image(&name).expect("picked among the archive's images");
-    if args.offset > image.logical_size {
+    let image = archive.image(&name).map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+    if args.offset > image.len() {
         return Err(Failure::fatal(format!(
             "--offset {} is past the end of image {} ({} bytes)",
-            args.offset, image.name, image.logical_size
+            args.offset,
+            image.name(),
+            image.len()
         )));
     }
     let end = match args.length {
-        Some(length) => args.offset.checked_add(length).filter(|&e| e <= image.logical_size).ok_or_else(|| {
+        Some(length) => args.offset.checked_add(length).filter(|&e| e <= image.len()).ok_or_else(|| {
             Failure::fatal(format!(
                 "--offset {} --length {length} runs past the end of image {} ({} bytes)",
-                args.offset, image.name, image.logical_size
+                args.offset,
+                image.name(),
+                image.len()
             ))
         })?,
-        None => image.logical_size,
+        None => image.len(),
     };
     let mut out = io::stdout().lock();
     let mut buf = vec![0u8; 1 << 20];
     let mut at = args.offset;
     while at < end {
         let take = (end - at).min(buf.len() as u64) as usize;
-        let n = archive
-            .read_image_at(image, at, &mut buf[..take])
+        let n = image
+            .read_at(at, &mut buf[..take])
             .map_err(|e| Failure::fatal(format!("{}: {e}", args.archive.display())))?;
         out.write_all(&buf[..n]).map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
         at += n as u64;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use strata_reader::sink::{FileSink, ImageSink, StreamSink};
-use strata_reader::{stream, Archive, ErrorClass, Limits};
+use strata_reader::{stream, Archive, ErrorClass, ErrorKind, Limits};
 
 use crate::files::SectionKind;
 
@@ -121,7 +121,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
         }
     };
     let image_name = image_name.as_str();
-    let total = archive.as_ref().and_then(|a| a.image(image_name)).map(|i| i.logical_size);
+    let total = archive.as_ref().and_then(|a| a.image(image_name).ok()).map(|i| i.len());
     if let Some(archive) = &archive {
         if total.is_none() {
             crate::files::pick_section(archive, Some(image_name), SectionKind::Image, &label)?;
@@ -132,7 +132,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     let target = open_target(&args.dest, args.force)?;
     // Ranges a salvage recorded as lost restore as zeros; the user is told which
     // (FORMAT.md 7: a reader reports them), whatever --quiet says.
-    let lost = archive.as_ref().and_then(|a| a.image(image_name)).map(|i| i.lost_ranges()).unwrap_or_default();
+    let lost = archive.as_ref().and_then(|a| a.image(image_name).ok()).map(|i| i.lost_ranges()).unwrap_or_default();
     let bar = output::bar(image_name, total, output::quiet() || matches!(target, Target::Stdout));
     let run = |sink: &mut dyn ImageSink, wrote: &(dyn Fn(u64) + Sync)| -> Result<u64, Failure> {
         let progress = |n| {
@@ -141,8 +141,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
         };
         let result = match &archive {
             Some(archive) => {
-                let image = archive.image(image_name).expect("checked above");
-                archive.restore_image(image, sink, &progress).map(|_| image.logical_size)
+                archive.image(image_name).and_then(|image| image.restore_to(sink, &progress).map(|()| image.len()))
             }
             None => {
                 let input: Box<dyn io::Read> = if crate::is_stdio(&args.archive) {
@@ -161,7 +160,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
         };
         // A failure of the destination (full, read-only) names the destination.
         let place = |e: &strata_reader::Error| {
-            if e.class().is_none() {
+            if e.kind() == ErrorKind::Io {
                 args.dest.display().to_string()
             } else {
                 label.clone()

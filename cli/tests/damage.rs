@@ -230,7 +230,7 @@ fn short_reads_from_a_pipe_do_not_change_the_result() {
     let opened = Archive::open(bytes).unwrap();
     let image = opened.image("disk").unwrap();
     let mut out = vec![0u8; disk.len()];
-    opened.read_image_at(image, 0, &mut out).unwrap();
+    image.read_at(0, &mut out).unwrap();
     assert_eq!(out, disk);
 }
 

@@ -172,9 +172,9 @@ fn real_clients_read_the_image_its_size_and_its_holes() {
     }
     let opened = strata_reader::Archive::open(std::fs::File::open(&archive).unwrap()).unwrap();
     let mut expected: Vec<(u64, u64, bool)> = Vec::new();
-    for extent in &opened.image("disk").unwrap().extents {
-        let zero = matches!(extent.kind(), Ok(strata_format::ExtentKind::Zero));
-        push_run(&mut expected, extent.image_offset, extent.length, zero);
+    for extent in opened.image("disk").unwrap().extents() {
+        let zero = extent.kind == strata_format::ExtentKind::Zero;
+        push_run(&mut expected, extent.offset, extent.length, zero);
     }
     assert_eq!(shown, expected, "nbdinfo --map:\n{map}");
     assert!(expected.iter().any(|r| r.2) && expected.iter().any(|r| !r.2));
@@ -337,7 +337,7 @@ fn a_damaged_chunk_is_eio_and_the_rest_reads_as_stored() {
     let (archive, bytes, _) = make_archive(dir.path());
     // Flip a byte inside the stored bytes of the chunk holding image byte 1 MiB.
     let opened = strata_reader::Archive::open(std::fs::File::open(&archive).unwrap()).unwrap();
-    let image = opened.image("disk").unwrap();
+    let image = opened.image("disk").unwrap().section();
     let extent = image.extents[image.extent_at(1 << 20).unwrap()];
     let Ok(strata_format::ExtentKind::Data(chunk_ref)) = extent.kind() else { panic!("1 MiB is data") };
     drop(opened);

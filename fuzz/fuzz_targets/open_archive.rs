@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         let Section::Image(image) = section else {
             continue;
         };
-        assert!(archive.image(&image.name).is_some());
+        assert!(archive.image(&image.name).is_ok());
         if image.logical_size <= RESTORE_MAX {
             let mut sink = MemorySink::new();
             if archive.restore_image(image, &mut sink, &|_| {}).is_ok() {

@@ -138,15 +138,21 @@ fn holds_images(archive: &[u8], images: &[Vec<u8>]) -> Result<(), String> {
         return Err(format!("{} sections for {} images", archive.sections().len(), images.len()));
     }
     for (name, expected) in NAMES.iter().zip(images) {
-        let image = archive.image(name).ok_or_else(|| format!("no section {name:?}"))?;
-        if image.logical_size != expected.len() as u64 {
-            return Err(format!("{name:?}: logical size {}, expected {}", image.logical_size, expected.len()));
+        let image = archive.image(name).map_err(|e| format!("{name:?}: {e}"))?;
+        if image.len() != expected.len() as u64 {
+            return Err(format!("{name:?}: logical size {}, expected {}", image.len(), expected.len()));
         }
         // One byte more than the image, to check the read stops at its end.
         let mut buf = vec![0xa5; expected.len() + 1];
-        let n = archive.read_image_at(image, 0, &mut buf).map_err(|e| format!("{name:?}: read: {e}"))?;
+        let n = image.read_at(0, &mut buf).map_err(|e| format!("{name:?}: read: {e}"))?;
         if n != expected.len() || buf[..n] != expected[..] {
             return Err(format!("{name:?}: read back {n} bytes that differ from the image"));
+        }
+        let mut streamed = Vec::new();
+        std::io::Read::read_to_end(&mut image.reader(), &mut streamed)
+            .map_err(|e| format!("{name:?}: read through Read: {e}"))?;
+        if streamed != *expected {
+            return Err(format!("{name:?}: Read gave {} bytes that differ from the image", streamed.len()));
         }
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! in-memory image source for the writer, and bounded random reads of an opened
 //! archive.
 
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 
 use strata_reader::sink::ImageSink;
 use strata_reader::{Archive, ImageSection, ReadAt, Section};
@@ -100,8 +100,8 @@ impl ImageSink for MemorySink {
 pub use strata_writer::SliceSource;
 
 /// Reads a few ranges of every image of `archive` (start, middle, end, across the
-/// end, past the end), at most `budget` bytes in all. Errors are fine; panics are
-/// not.
+/// end, past the end), by position and through `Read` + `Seek`, at most `budget`
+/// bytes in all each way. Errors are fine; panics are not.
 pub fn read_some<R: ReadAt>(archive: &Archive<R>, budget: usize) {
     let mut left = budget;
     for section in archive.sections() {
@@ -127,14 +127,18 @@ fn read_ranges<R: ReadAt>(archive: &Archive<R>, image: &ImageSection, left: &mut
         size.saturating_add(4096),
         u64::MAX - 10,
     ];
+    let handle = archive.image(&image.name).expect("a section of the archive is found by its name");
+    let mut reader = handle.reader();
     let mut buf = vec![0u8; piece];
+    let mut again = vec![0u8; piece];
     for offset in offsets {
         let take = piece.min(*left);
         if take == 0 {
             return;
         }
         *left -= take;
-        if let Ok(n) = archive.read_image_at(image, offset, &mut buf[..take]) {
+        let by_position = archive.read_image_at(image, offset, &mut buf[..take]);
+        if let Ok(n) = by_position {
             assert!(n <= take, "read_image_at returned {n} for a {take}-byte buffer");
             // Fewer bytes than asked only at the end of the image.
             let expected = (take as u64).min(size.saturating_sub(offset)) as usize;
@@ -142,6 +146,13 @@ fn read_ranges<R: ReadAt>(archive: &Archive<R>, image: &ImageSection, left: &mut
                 n, expected,
                 "read_image_at returned {n} bytes for {take} asked at {offset} of an image of {size}"
             );
+        }
+        // The same range through Seek + Read: the same bytes, where both read
+        // (a whole-chunk decode checks more than a partial one, so it may fail alone).
+        assert_eq!(reader.seek(SeekFrom::Start(offset)).expect("seeking from the start never fails"), offset);
+        if let (Ok(n), Ok(m)) = (by_position, reader.read(&mut again[..take])) {
+            assert_eq!(n, m, "Read gave {m} bytes at {offset}, read_image_at {n}");
+            assert!(buf[..n] == again[..m], "Read and read_image_at differ at {offset}");
         }
     }
 }

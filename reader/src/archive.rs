@@ -10,6 +10,7 @@ use strata_format::{
     Trailer,
 };
 
+use crate::image::{read_image_range, Image};
 use crate::record::{read_checked_body, read_record_at, read_record_header_at, Record, BODY_CRC_WHAT};
 use crate::sink::ImageSink;
 use crate::{chunk, Error, ReadAt};
@@ -259,12 +260,34 @@ impl<R: ReadAt> Archive<R> {
         &self.sections
     }
 
-    /// The image section called `name`.
-    pub fn image(&self, name: &str) -> Option<&ImageSection> {
-        self.sections.iter().find_map(|s| match s {
+    /// The image section called `name`, as a handle to read it by
+    /// ([`Image::read_at`], [`Image::reader`]). An archive without such an
+    /// image (none by that name, or a file tree by that name) gives an error
+    /// of kind [`ErrorKind::NoSuchSection`](crate::ErrorKind::NoSuchSection).
+    pub fn image(&self, name: &str) -> Result<Image<'_, R>, Error> {
+        let found = self.sections.iter().find_map(|s| match s {
             Section::Image(image) if image.name == name => Some(image),
             _ => None,
-        })
+        });
+        if let Some(section) = found {
+            return Ok(Image::new(self, section));
+        }
+        let images: Vec<String> = self
+            .sections
+            .iter()
+            .filter_map(|s| match s {
+                Section::Image(image) => Some(format!("{:?}", image.name)),
+                Section::Tree(_) => None,
+            })
+            .collect();
+        let detail = if self.sections.iter().any(|s| s.name() == name) {
+            "the section of that name is a file tree, not an image".to_string()
+        } else if images.is_empty() {
+            "the archive holds no image section".to_string()
+        } else {
+            format!("the archive has none of that name; its images: {}", images.join(", "))
+        };
+        Err(Error::no_such_section("image section", name, detail))
     }
 
     /// Reads, checks and decodes the chunk record at `chunk_ref`, which must hold
@@ -312,38 +335,24 @@ impl<R: ReadAt> Archive<R> {
     }
 
     /// Reads image bytes at `offset` into `buf`; returns how many were read (fewer
-    /// than `buf.len()` only at the end of the image).
+    /// than `buf.len()` only at the end of the image). Ranges lost in salvage
+    /// read as zeros. [`Image::read_at`] is the same read through a handle.
     pub fn read_image_at(&self, image: &ImageSection, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = offset + done as u64;
-            let Some(index) = image.extent_at(at) else {
-                break;
-            };
-            let extent = image.extents[index];
-            let within = at - extent.image_offset;
-            let take = (extent.length - within).min((buf.len() - done) as u64) as usize;
-            match extent.kind().map_err(|e| Error::from(e).in_section(&image.name))? {
-                ExtentKind::Zero | ExtentKind::Lost => buf[done..done + take].fill(0),
-                ExtentKind::Data(chunk_ref) => {
-                    let range = within as usize..within as usize + take;
-                    let in_context =
-                        |e: Error| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end());
-                    if (range.end as u64) < extent.length && self.first_read_of(chunk_ref) {
-                        let prefix = self.read_chunk_prefix(chunk_ref, range.end).map_err(in_context)?;
-                        let part = prefix
-                            .get(range)
-                            .ok_or_else(|| in_context(short_chunk(extent.length, prefix.len() as u64).at(chunk_ref)))?;
-                        buf[done..done + take].copy_from_slice(part);
-                    } else {
-                        let data = self.read_chunk(chunk_ref, extent.length).map_err(in_context)?;
-                        buf[done..done + take].copy_from_slice(&data.raw[range]);
-                    }
-                }
+        read_image_range(image, offset, buf, |part, dest| {
+            // The first read of part of a chunk decodes only up to its end; a
+            // second read in it decodes it whole and keeps it (`first_read_of`).
+            if (part.range.end as u64) < part.chunk_length && self.first_read_of(part.chunk_ref) {
+                let prefix = self.read_chunk_prefix(part.chunk_ref, part.range.end)?;
+                let bytes = prefix
+                    .get(part.range.clone())
+                    .ok_or_else(|| short_chunk(part.chunk_length, prefix.len() as u64).at(part.chunk_ref))?;
+                dest.copy_from_slice(bytes);
+                Ok(())
+            } else {
+                let chunk = self.read_chunk(part.chunk_ref, part.chunk_length)?;
+                part.copy_from(&chunk, dest)
             }
-            done += take;
-        }
-        Ok(done)
+        })
     }
 
     /// Restores a whole image into `sink`, decoding chunks in parallel batches and
@@ -503,7 +512,7 @@ fn read_chunk_record_header<R: ReadAt + ?Sized>(
 }
 
 /// A data extent longer or shorter than the chunk it refers to.
-fn short_chunk(expected_length: u64, holds: u64) -> Error {
+pub(crate) fn short_chunk(expected_length: u64, holds: u64) -> Error {
     Error::new(
         ErrorClass::ExtentMap,
         "data extent length",

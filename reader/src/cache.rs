@@ -9,13 +9,18 @@
 //!
 //! ```no_run
 //! use std::fs::File;
+//! use std::io::{Read, Seek, SeekFrom};
 //! use strata_reader::{Archive, ChunkCache};
 //!
 //! let archive = Archive::open(File::open("backup.strata")?)?;
 //! let cache = ChunkCache::new(64 << 20);
-//! let image = archive.image("disk").expect("an image section called disk");
+//! let image = archive.image("disk")?;
 //! let mut buf = vec![0; 4096];
-//! cache.read_image_at(&archive, image, 1 << 20, &mut buf)?;
+//! cache.read_image_at(&archive, image.section(), 1 << 20, &mut buf)?;
+//! // The same bytes through Read + Seek, with the same cache:
+//! let mut reader = image.reader_with_cache(&cache);
+//! reader.seek(SeekFrom::Start(1 << 20))?;
+//! reader.read_exact(&mut buf)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -23,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use crate::image::read_image_range;
 use strata_format::ExtentKind;
 
 use crate::{Archive, Chunk, Error, ImageSection, ReadAt};
@@ -178,27 +184,10 @@ impl ChunkCache {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, Error> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let at = offset + done as u64;
-            let Some(index) = image.extent_at(at) else {
-                break;
-            };
-            let extent = image.extents[index];
-            let within = (at - extent.image_offset) as usize;
-            let take = (extent.length - within as u64).min((buf.len() - done) as u64) as usize;
-            match extent.kind().map_err(|e| Error::from(e).in_section(&image.name))? {
-                ExtentKind::Zero | ExtentKind::Lost => buf[done..done + take].fill(0),
-                ExtentKind::Data(chunk_ref) => {
-                    let chunk = self
-                        .chunk(archive, chunk_ref, extent.length)
-                        .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end()))?;
-                    buf[done..done + take].copy_from_slice(&chunk.raw[within..within + take]);
-                }
-            }
-            done += take;
-        }
-        Ok(done)
+        read_image_range(image, offset, buf, |part, dest| {
+            let chunk = self.chunk(archive, part.chunk_ref, part.chunk_length)?;
+            part.copy_from(&chunk, dest)
+        })
     }
 }
 
@@ -218,13 +207,13 @@ impl ChunkCache {
 ///
 /// let archive = Arc::new(Archive::open(File::open("backup.strata")?)?);
 /// let ahead = ReadAhead::new(archive.clone(), Arc::new(ChunkCache::new(64 << 20)), 2);
-/// let image = archive.image("disk").expect("an image section called disk");
+/// let image = archive.image("disk")?;
 /// let mut buf = vec![0; 1 << 20];
 /// let mut offset = 0;
-/// while offset < image.logical_size {
-///     let n = ahead.cache().read_image_at(&archive, image, offset, &mut buf)?;
+/// while offset < image.len() {
+///     let n = ahead.cache().read_image_at(&archive, image.section(), offset, &mut buf)?;
 ///     offset += n as u64;
-///     ahead.image_from(image, offset);
+///     ahead.image_from(image.section(), offset);
 /// }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

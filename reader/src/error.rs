@@ -6,15 +6,48 @@ use std::ops::Range;
 
 use strata_format::{ErrorClass, FormatError};
 
-/// An error reading an archive. Says what was wrong ([`Error::class`], a label and
-/// a detail), where (byte offset of the structure, section name, image byte range),
-/// and carries the I/O error when reading itself failed.
+/// An error reading an archive. Says what was wrong ([`Error::kind`] and
+/// [`Error::class`], a label and a detail), where (byte offset of the structure,
+/// section name, image byte range), and carries the I/O error when reading
+/// itself failed.
 #[derive(Debug)]
 pub struct Error(Box<Inner>);
 
+/// What kind of failure an [`Error`] is, for callers that act on it rather than
+/// print it: a defect of the archive, a failing read or write, or a request
+/// the archive cannot answer.
+///
+/// ```
+/// use strata_reader::{Archive, ErrorKind};
+///
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/image-small.strata");
+/// let archive = Archive::open(std::fs::File::open(path)?)?;
+/// match archive.image("no-such-image") {
+///     Err(e) if e.kind() == ErrorKind::NoSuchSection => println!("not there: {e}"),
+///     Err(e) => return Err(e.into()),
+///     Ok(image) => println!("{} holds {} bytes", image.name(), image.len()),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The archive breaks a rule of `spec/FORMAT.md`; the class says which
+    /// (also given by [`Error::class`]). An archive that ends early is
+    /// [`ErrorClass::Truncated`].
+    Archive(ErrorClass),
+    /// Reading the archive, or writing a destination, failed for a reason
+    /// other than its end: [`std::error::Error::source`] is the `io::Error`.
+    Io,
+    /// The caller asked for a section the archive does not hold, or one of
+    /// another kind (an image by the name of a file tree). Nothing is wrong
+    /// with the archive; [`Error::section`] is the name asked for.
+    NoSuchSection,
+}
+
 #[derive(Debug)]
 struct Inner {
-    class: Option<ErrorClass>,
+    kind: ErrorKind,
     what: String,
     detail: String,
     offset: Option<u64>,
@@ -25,8 +58,12 @@ struct Inner {
 
 impl Error {
     pub(crate) fn new(class: ErrorClass, what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::of_kind(ErrorKind::Archive(class), what, detail)
+    }
+
+    fn of_kind(kind: ErrorKind, what: impl Into<String>, detail: impl Into<String>) -> Self {
         Error(Box::new(Inner {
-            class: Some(class),
+            kind,
             what: what.into(),
             detail: detail.into(),
             offset: None,
@@ -38,20 +75,25 @@ impl Error {
 
     /// Reading the archive failed. An early end of file is a truncation.
     pub(crate) fn io(what: impl Into<String>, offset: u64, e: io::Error) -> Self {
-        let class = (e.kind() == io::ErrorKind::UnexpectedEof).then_some(ErrorClass::Truncated);
-        let detail = if class.is_some() { "the file ends before it".to_string() } else { e.to_string() };
-        let mut error = Error::new(ErrorClass::Truncated, what, detail).at(offset);
-        error.0.class = class;
+        let ends_early = e.kind() == io::ErrorKind::UnexpectedEof;
+        let detail = if ends_early { "the file ends before it".to_string() } else { e.to_string() };
+        let kind = if ends_early { ErrorKind::Archive(ErrorClass::Truncated) } else { ErrorKind::Io };
+        let mut error = Error::of_kind(kind, what, detail).at(offset);
         error.0.io = Some(e);
         error
     }
 
     /// A failure of the destination or another local file, not of the archive.
     pub fn local_io(what: impl Into<String>, e: io::Error) -> Self {
-        let mut error = Error::new(ErrorClass::Truncated, what, e.to_string());
-        error.0.class = None;
+        let mut error = Error::of_kind(ErrorKind::Io, what, e.to_string());
         error.0.io = Some(e);
         error
+    }
+
+    /// The archive has no section `name` of the kind `what` names ("image
+    /// section"); `detail` says what it has instead.
+    pub(crate) fn no_such_section(what: &str, name: &str, detail: impl Into<String>) -> Self {
+        Error::of_kind(ErrorKind::NoSuchSection, what, detail).in_section(name)
     }
 
     pub(crate) fn at(mut self, offset: u64) -> Self {
@@ -69,9 +111,18 @@ impl Error {
         self
     }
 
-    /// The error class of `spec/FORMAT.md`; `None` when reading (not the archive) failed.
+    /// What kind of failure this is: match on it (or compare it) to tell a
+    /// damaged archive, a failing read and a missing section apart.
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+    /// The error class of `spec/FORMAT.md`; `None` when the archive is not at
+    /// fault (reading failed, or a section asked for is not there: see [`Error::kind`]).
     pub fn class(&self) -> Option<ErrorClass> {
-        self.0.class
+        match self.0.kind {
+            ErrorKind::Archive(class) => Some(class),
+            ErrorKind::Io | ErrorKind::NoSuchSection => None,
+        }
     }
     /// Byte offset in the archive of the structure at fault.
     pub fn offset(&self) -> Option<u64> {
@@ -115,10 +166,26 @@ impl fmt::Display for Error {
             (None, None) => {}
         }
         write!(f, ": {}", inner.detail)?;
-        if let Some(class) = inner.class {
+        if let ErrorKind::Archive(class) = inner.kind {
             write!(f, " [{class}]")?;
         }
         Ok(())
+    }
+}
+
+/// An error as an `io::Error`, for code that reads an archive through
+/// [`std::io::Read`] (an [`crate::ImageReader`]): the kind is `InvalidData` for
+/// a defect of the archive, `NotFound` for a missing section, and the
+/// original kind for a failing read; the strata `Error` stays inside, to be
+/// had back with `io::Error::get_ref` or `into_inner` and `downcast`.
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        let kind = match e.kind() {
+            ErrorKind::Archive(_) => io::ErrorKind::InvalidData,
+            ErrorKind::NoSuchSection => io::ErrorKind::NotFound,
+            ErrorKind::Io => e.0.io.as_ref().map_or(io::ErrorKind::Other, io::Error::kind),
+        };
+        io::Error::new(kind, e)
     }
 }
 

@@ -4,6 +4,9 @@
 //!   byte slice, anything), finds the index from the trailer, and reads any byte
 //!   range of any image with an O(log n) extent lookup; a [`ChunkCache`] keeps
 //!   decoded chunks for readers that come back to them (a server, a mount).
+//! - [`Archive::image`] gives an [`Image`] handle: bytes by position, or through
+//!   [`std::io::Read`] and [`std::io::Seek`] ([`Image::reader`]) for crates that
+//!   parse a disk that way; its extents, lost ranges, and a restore.
 //! - [`stream`] reads an archive front to back from a pipe, without the index.
 //! - [`verify`] walks every record, resynchronises past damage, and reports every
 //!   problem with its location and the image byte ranges it affects.
@@ -18,6 +21,7 @@ mod cache;
 mod chunk;
 mod error;
 pub mod extract;
+mod image;
 mod read_at;
 mod record;
 pub mod sink;
@@ -29,8 +33,9 @@ mod verify_tree;
 pub use archive::{chunk_at, Archive, Chunk, ImageSection, Limits, Section};
 pub use cache::{ChunkCache, ReadAhead};
 pub use chunk::{decode_chunk, decode_chunk_prefix};
-pub use error::Error;
+pub use error::{Error, ErrorKind};
+pub use image::{Image, ImageExtent, ImageReader};
 pub use read_at::ReadAt;
 pub use record::decode_table_body;
-pub use strata_format::ErrorClass;
+pub use strata_format::{ErrorClass, ExtentKind};
 pub use tree::{PathEntry, Piece, TreeSection};

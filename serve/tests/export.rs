@@ -55,7 +55,7 @@ fn sequential_small_reads_decode_each_chunk_once() {
     let archive = archive(&image);
     let stored = archive.size();
     let cache = ChunkCache::new(4 * CHUNK);
-    let section = archive.image("disk").unwrap().clone();
+    let section = archive.image("disk").unwrap().section().clone();
     let mut buf = vec![0u8; 4096];
     for offset in (0..image.len()).step_by(4096) {
         assert_eq!(cache.read_image_at(&archive, &section, offset as u64, &mut buf).unwrap(), 4096);
@@ -72,7 +72,7 @@ fn the_cache_keeps_to_its_budget_and_the_most_recent_chunks() {
     let image = image();
     let archive = archive(&image);
     let cache = ChunkCache::new(2 * CHUNK);
-    let section = archive.image("disk").unwrap().clone();
+    let section = archive.image("disk").unwrap().section().clone();
     let mut buf = vec![0u8; 10];
     for chunk in 0..4u64 {
         cache.read_image_at(&archive, &section, chunk * CHUNK as u64, &mut buf).unwrap();
@@ -95,7 +95,7 @@ fn threads_reading_one_chunk_at_once_decode_it_once() {
     let image = image();
     let archive = archive(&image);
     let cache = ChunkCache::new(64 * CHUNK);
-    let section = archive.image("disk").unwrap().clone();
+    let section = archive.image("disk").unwrap().section().clone();
     let before = archive.source().read.load(Ordering::Relaxed);
     std::thread::scope(|scope| {
         for t in 0..8u64 {
@@ -174,6 +174,7 @@ fn read_ahead_decodes_what_a_sequential_reader_needs_next_once() {
     let refs: Vec<u64> = archive
         .image("disk")
         .unwrap()
+        .section()
         .extents
         .iter()
         .filter_map(|e| match e.kind() {
@@ -207,7 +208,8 @@ fn read_ahead_decodes_what_a_sequential_reader_needs_next_once() {
         assert_eq!(ahead.read_in_record_order(refs[jump], &chunk), None, "after a jump to chunk {jump}");
     }
     // An image reader asks for the stored chunks after its position, past zeros.
-    let image_section = archive.image("disk").unwrap();
+    let image = archive.image("disk").unwrap();
+    let image_section = image.section();
     assert!(ahead.image_from(image_section, (15 * CHUNK) as u64) <= 2);
     let mut none = ReadAhead::new(archive.clone(), Arc::new(ChunkCache::new(8 * CHUNK)), 0);
     assert_eq!(none.workers(), 0);

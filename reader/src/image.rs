@@ -1,0 +1,341 @@
+//! An image section as a handle: its bytes by position ([`Image::read_at`]) or
+//! through [`std::io::Read`] and [`std::io::Seek`] ([`Image::reader`]), its
+//! extents, its lost ranges, and a restore.
+//!
+//! Every read of image bytes in this crate goes through [`read_image_range`],
+//! whoever keeps the decoded chunks: the archive's last chunk
+//! ([`Archive::read_image_at`]), a [`ChunkCache`]
+//! ([`ChunkCache::read_image_at`]), or an [`ImageReader`]'s own chunk.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::sync::Arc;
+
+use strata_format::{Extent, ExtentKind};
+
+use crate::archive::short_chunk;
+use crate::sink::ImageSink;
+use crate::{Archive, Chunk, ChunkCache, Error, ImageSection, ReadAt};
+
+/// The part of a chunk one step of [`read_image_range`] needs.
+pub(crate) struct ChunkPart {
+    /// Archive offset of the chunk's record.
+    pub chunk_ref: u64,
+    /// Raw bytes the chunk holds, as its data extent says.
+    pub chunk_length: u64,
+    /// The bytes wanted, within the chunk's raw bytes (inside `0..chunk_length`).
+    pub range: Range<usize>,
+}
+
+impl ChunkPart {
+    /// Copies the part from `chunk`, the decoded chunk at `chunk_ref`, into
+    /// `dest` (as long as the part).
+    pub fn copy_from(&self, chunk: &Chunk, dest: &mut [u8]) -> Result<(), Error> {
+        // The fetches check that a chunk holds `chunk_length` bytes, which
+        // holds the range; a chunk that does not is an error, not a panic.
+        let bytes = chunk
+            .raw
+            .get(self.range.clone())
+            .ok_or_else(|| short_chunk(self.chunk_length, chunk.raw.len() as u64).at(self.chunk_ref))?;
+        dest.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// The one extent walk: reads image bytes at `offset` into `buf` and returns
+/// how many were read (fewer than `buf.len()` only at the end of the image).
+/// Zero extents, and ranges lost in salvage, read as zeros; a data extent's
+/// bytes are copied by `copy_from_chunk` into the slice it is given (as long
+/// as the part's range), so each caller decides how chunks are decoded and kept.
+/// A failure is placed in the image: its section and the extent's byte range.
+pub(crate) fn read_image_range(
+    image: &ImageSection,
+    offset: u64,
+    buf: &mut [u8],
+    mut copy_from_chunk: impl FnMut(&ChunkPart, &mut [u8]) -> Result<(), Error>,
+) -> Result<usize, Error> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let at = offset + done as u64;
+        let Some(index) = image.extent_at(at) else {
+            break;
+        };
+        let extent = image.extents[index];
+        // Below the extent's length, which `extent_at` found to hold `at`.
+        let within = at - extent.image_offset;
+        let take = (extent.length - within).min((buf.len() - done) as u64) as usize;
+        let dest = &mut buf[done..done + take];
+        match extent.kind().map_err(|e| Error::from(e).in_section(&image.name))? {
+            ExtentKind::Zero | ExtentKind::Lost => dest.fill(0),
+            ExtentKind::Data(chunk_ref) => {
+                // A data extent spans one chunk (16 MiB at most): `within` fits.
+                let within = within as usize;
+                let part = ChunkPart { chunk_ref, chunk_length: extent.length, range: within..within + take };
+                copy_from_chunk(&part, dest)
+                    .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end()))?;
+            }
+        }
+        done += take;
+    }
+    Ok(done)
+}
+
+/// One extent of an image: a range of image bytes and what holds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ImageExtent {
+    /// Image offset of the first byte.
+    pub offset: u64,
+    /// Bytes covered (never 0).
+    pub length: u64,
+    /// Stored in a chunk, zeros, or lost in salvage (reads as zeros).
+    pub kind: ExtentKind,
+}
+
+impl ImageExtent {
+    /// Image offset just past the last byte.
+    pub fn end(&self) -> u64 {
+        self.offset + self.length
+    }
+
+    /// The image bytes covered, `offset..end()`.
+    pub fn range(&self) -> Range<u64> {
+        self.offset..self.end()
+    }
+
+    fn from_checked(extent: &Extent) -> Self {
+        // `Archive::open` checked every extent of the map (`ExtentMapCheck`
+        // refuses reserved kinds), so `kind` cannot fail for a section of an
+        // opened archive; were it to, that range holds nothing to read, as a
+        // lost one, and reading it reports the defect.
+        let kind = extent.kind().unwrap_or(ExtentKind::Lost);
+        ImageExtent { offset: extent.image_offset, length: extent.length, kind }
+    }
+}
+
+/// An image section of an opened archive, ready to read: the handle
+/// [`Archive::image`] gives. It borrows the archive, and is cheap to copy.
+///
+/// ```
+/// use std::io::{Read, Seek, SeekFrom};
+/// use strata_format::ExtentKind;
+/// use strata_reader::Archive;
+///
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/image-small.strata");
+/// let archive = Archive::open(std::fs::File::open(path)?)?;
+/// let disk = archive.image("disk")?;
+/// assert_eq!(disk.len(), 50_000);
+///
+/// // By position...
+/// let mut first = [0u8; 512];
+/// assert_eq!(disk.read_at(0, &mut first)?, 512);
+///
+/// // ...or through Read + Seek, as any parser of disks reads a file.
+/// let mut reader = disk.reader();
+/// let mut again = [0u8; 512];
+/// reader.read_exact(&mut again)?;
+/// assert_eq!(first, again);
+/// reader.seek(SeekFrom::End(-100))?;
+/// let mut tail = Vec::new();
+/// assert_eq!(reader.read_to_end(&mut tail)?, 100);
+///
+/// // The map: what is stored, what is zeros.
+/// let stored: u64 = disk.extents().filter(|e| matches!(e.kind, ExtentKind::Data(_))).map(|e| e.length).sum();
+/// assert_eq!(stored, disk.section().end.data_bytes);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Image<'a, R: ReadAt> {
+    archive: &'a Archive<R>,
+    section: &'a ImageSection,
+}
+
+impl<R: ReadAt> Clone for Image<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R: ReadAt> Copy for Image<'_, R> {}
+
+impl<R: ReadAt> std::fmt::Debug for Image<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image").field("name", &self.section.name).field("len", &self.section.logical_size).finish()
+    }
+}
+
+impl<'a, R: ReadAt> Image<'a, R> {
+    pub(crate) fn new(archive: &'a Archive<R>, section: &'a ImageSection) -> Self {
+        Image { archive, section }
+    }
+
+    /// The section's name.
+    pub fn name(&self) -> &'a str {
+        &self.section.name
+    }
+
+    /// The image's logical size in bytes.
+    pub fn len(&self) -> u64 {
+        self.section.logical_size
+    }
+
+    /// Whether the image holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The section's layout as the archive records it: sector and chunk size,
+    /// `IMAGE_END` totals and digest, the raw extent map.
+    pub fn section(&self) -> &'a ImageSection {
+        self.section
+    }
+
+    /// The archive the image is read from.
+    pub fn archive(&self) -> &'a Archive<R> {
+        self.archive
+    }
+
+    /// Reads image bytes at `offset` into `buf`; returns how many were read,
+    /// fewer than `buf.len()` only at the end of the image (0 from the end
+    /// on). Ranges lost in salvage read as zeros ([`Image::lost_ranges`] lists
+    /// them). The same as [`Archive::read_image_at`]: a single small read of a
+    /// chunk decodes only as far as it needs.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize, Error> {
+        self.archive.read_image_at(self.section, offset, buf)
+    }
+
+    /// A reader of the image from its start, implementing [`Read`] and
+    /// [`Seek`], for code that parses a disk through them (partition tables,
+    /// file systems). It keeps the chunk it decoded last, so reading front to
+    /// back decodes each chunk once, however small the reads. Each decode is
+    /// of a whole chunk: for a few small reads far apart,
+    /// [`Image::read_at`] decodes less.
+    ///
+    /// ```
+    /// use std::io::{Read, Seek, SeekFrom};
+    /// use strata_reader::Archive;
+    ///
+    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/image-small.strata");
+    /// let archive = Archive::open(std::fs::File::open(path)?)?;
+    /// let mut disk = archive.image("disk")?.reader();
+    /// // The second sector, as a partition table parser would read it.
+    /// let mut sector = [0u8; 512];
+    /// disk.seek(SeekFrom::Start(512))?;
+    /// disk.read_exact(&mut sector)?;
+    /// // The whole image, through std::io.
+    /// disk.rewind()?;
+    /// let copied = std::io::copy(&mut disk, &mut std::io::sink())?;
+    /// assert_eq!(copied, 50_000);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reader(&self) -> ImageReader<'a, R> {
+        ImageReader { image: *self, position: 0, cache: None, held: None }
+    }
+
+    /// As [`Image::reader`], with chunks decoded through `cache`, shared with
+    /// other readers of the archive (several readers at once, or readers that
+    /// come back to the same chunks).
+    pub fn reader_with_cache(&self, cache: &'a ChunkCache) -> ImageReader<'a, R> {
+        ImageReader { image: *self, position: 0, cache: Some(cache), held: None }
+    }
+
+    /// The extent map, in image order: extents tile `0..len()` without gaps.
+    pub fn extents(&self) -> impl ExactSizeIterator<Item = ImageExtent> + DoubleEndedIterator + 'a {
+        self.section.extents.iter().map(ImageExtent::from_checked)
+    }
+
+    /// The ranges recorded as lost in salvage, half-open, touching ones merged.
+    /// They read as zeros here; a consumer that must not take those zeros for
+    /// the image's bytes (as `strata serve` and `strata mount`, which answer
+    /// EIO) checks reads against them.
+    pub fn lost_ranges(&self) -> Vec<Range<u64>> {
+        self.section.lost_ranges()
+    }
+
+    /// Restores the whole image into `sink` (a file, a device, a stream: see
+    /// [`crate::sink`]), decoding chunks in parallel, and checks what was
+    /// written against the map digest of `IMAGE_END`. `progress` is told each
+    /// restored byte count. The same as [`Archive::restore_image`].
+    pub fn restore_to(&self, sink: &mut dyn ImageSink, progress: &(dyn Fn(u64) + Sync)) -> Result<(), Error> {
+        self.archive.restore_image(self.section, sink, progress)
+    }
+}
+
+/// Reads an image through [`Read`] and [`Seek`]: made by [`Image::reader`]
+/// or [`Image::reader_with_cache`].
+///
+/// Seeking past the end is allowed, and reads there return 0; seeking to a
+/// negative position fails with [`io::ErrorKind::InvalidInput`]. A read that
+/// meets damage fails with the archive's [`Error`] inside the `io::Error`
+/// (see `From<Error> for io::Error`), and reads nothing.
+pub struct ImageReader<'a, R: ReadAt> {
+    image: Image<'a, R>,
+    position: u64,
+    cache: Option<&'a ChunkCache>,
+    /// The chunk decoded last, and its record offset.
+    held: Option<(u64, Arc<Chunk>)>,
+}
+
+impl<R: ReadAt> std::fmt::Debug for ImageReader<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageReader")
+            .field("image", &self.image)
+            .field("position", &self.position)
+            .field("held_chunk", &self.held.as_ref().map(|(chunk_ref, _)| chunk_ref))
+            .finish()
+    }
+}
+
+impl<'a, R: ReadAt> ImageReader<'a, R> {
+    /// The image read.
+    pub fn image(&self) -> Image<'a, R> {
+        self.image
+    }
+
+    /// The image offset the next read starts at (may lie past the end).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+impl<R: ReadAt> Read for ImageReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let ImageReader { image, position, cache, held } = self;
+        let read = read_image_range(image.section, *position, buf, |part, dest| {
+            let chunk = match held {
+                Some((chunk_ref, chunk)) if *chunk_ref == part.chunk_ref => chunk.clone(),
+                _ => {
+                    let chunk = match cache {
+                        Some(cache) => cache.chunk(image.archive, part.chunk_ref, part.chunk_length)?,
+                        None => image.archive.read_chunk(part.chunk_ref, part.chunk_length)?,
+                    };
+                    *held = Some((part.chunk_ref, chunk.clone()));
+                    chunk
+                }
+            };
+            part.copy_from(&chunk, dest)
+        })?;
+        *position += read as u64;
+        Ok(read)
+    }
+}
+
+impl<R: ReadAt> Seek for ImageReader<'_, R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let (base, delta) = match to {
+            SeekFrom::Start(offset) => (offset, 0),
+            SeekFrom::End(delta) => (self.image.len(), delta),
+            SeekFrom::Current(delta) => (self.position, delta),
+        };
+        self.position = base.checked_add_signed(delta).ok_or_else(|| {
+            let beyond = if delta < 0 { "before the image's start" } else { "past the largest offset, 2^64 - 1" };
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("seeking image {:?} by {delta} bytes from byte {base} lands {beyond}", self.image.name()),
+            )
+        })?;
+        Ok(self.position)
+    }
+
+    fn stream_position(&mut self) -> io::Result<u64> {
+        Ok(self.position)
+    }
+}
