@@ -27,6 +27,12 @@ pub struct CreateArgs {
     /// `disk.img` gives `disk`). Repeatable.
     #[arg(long = "image", value_name = "[NAME=]SOURCE", value_parser = crate::parse_named_path)]
     images: Vec<(Option<String>, PathBuf)>,
+    /// Store only the blocks the file systems inside each image use (ext2/3/4,
+    /// FAT), and everything outside them whole (partition tables, boot code,
+    /// other partitions): a restore gives the same files, with free space as
+    /// zeros. Without it, images are stored bit for bit.
+    #[arg(long, requires = "images")]
+    used_blocks: bool,
     /// Add a file-tree section holding the folder DIR, named NAME or after the
     /// folder. Repeatable.
     #[arg(long = "files", value_name = "[NAME=]DIR", value_parser = crate::parse_named_path)]
@@ -364,12 +370,23 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
     let mut sources: Vec<(String, PathBuf, Box<dyn ImageSource>)> = Vec::new();
     for (name, path) in &images {
         let source: Box<dyn ImageSource> = if crate::is_stdio(path) {
+            if args.used_blocks {
+                return Err(Failure::fatal(
+                    "--used-blocks needs the image as a file or device: it reads the partition table and the \
+                     file systems' allocation maps before the image",
+                ));
+            }
             Box::new(StreamSource::new(io::stdin()))
         } else {
             device::refuse_if_mounted(path, args.force, "image")?;
-            Box::new(
-                FileSource::open(path).map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?,
-            )
+            let file =
+                FileSource::open(path).map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?;
+            if args.used_blocks {
+                let free = crate::volumes::free_space(path, name, output::quiet())?;
+                Box::new(strata_writer::UsedBlocks::new(file, free))
+            } else {
+                Box::new(file)
+            }
         };
         sources.push((name.clone(), path.clone(), source));
     }
@@ -497,8 +514,13 @@ fn write_archive<W: Write>(
             .map_err(|e| Failure::fatal(format!("image {name} from {}: {e}", path.display())))?;
         bar.finish_and_clear();
         if !quiet {
+            let free = if image.free_bytes > 0 {
+                format!(", {} free in its file systems (not stored)", output::size(image.free_bytes))
+            } else {
+                String::new()
+            };
             eprintln!(
-                "{name:8} {} image, {} data, {} zero (not stored), {} stored",
+                "{name:8} {} image, {} data, {} zero (not stored){free}, {} stored",
                 output::size(image.logical_size),
                 output::size(image.data_bytes),
                 output::size(image.zero_bytes),

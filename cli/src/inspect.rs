@@ -165,7 +165,8 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         .zip(&volumes)
         .map(|((section, flagged), volumes)| match section {
             Section::Image(image) => {
-                let zero = image.logical_size - image.end.data_bytes - image.end.lost_bytes;
+                let free = image.free_bytes();
+                let zero = (image.logical_size - image.end.data_bytes - image.end.lost_bytes).saturating_sub(free);
                 json!({
                     "volumes": volumes.as_ref().map(|(_, json)| json.clone()),
                     "kind": "image",
@@ -176,6 +177,8 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                         "chunk_size": image.chunk_size,
                         "data_bytes": image.end.data_bytes,
                         "zero_bytes": zero,
+                        "free_bytes": free,
+                        "used_blocks": image.used_blocks(),
                         "lost_bytes": image.end.lost_bytes,
                         "extents": image.end.extent_count,
                         "chunks": image.end.chunk_count,
@@ -272,6 +275,12 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
                 );
                 for range in image.lost_ranges() {
                     say!("         lost in salvage: {}", output::byte_range(&range));
+                }
+                if image.used_blocks() {
+                    say!(
+                        "         used blocks only: {} free in its file systems was not stored (restores as zeros)",
+                        output::size(image.free_bytes())
+                    );
                 }
                 for line in volumes.iter().flat_map(|(lines, _)| lines) {
                     say!("         {line}");
@@ -447,6 +456,9 @@ pub fn report_json(path: &Path, report: &Report) -> serde_json::Value {
                 "data_bytes": s.data_bytes,
                 "lost_bytes": s.lost_bytes,
             });
+            if s.kind == "image" {
+                section["free_bytes"] = json!(s.free_bytes);
+            }
             if s.kind == "files" {
                 section["flagged_entries"] = json!({
                     "unreadable": count_in(&report.unreadable_entries, &s.name),
@@ -538,6 +550,14 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
     // Facts the archive records about its entries: not damage.
     let mut facts =
         flag_words(report.unreadable_entries.len(), report.changed_entries.len(), report.lost_entries.len());
+    // Used-blocks images are complete as recorded: their free space was never stored.
+    for section in report.sections.iter().filter(|s| s.free_bytes > 0) {
+        facts.push(format!(
+            "image {} is used blocks only ({} free space not stored)",
+            section.name,
+            output::size(section.free_bytes)
+        ));
+    }
     if report.is_clean() {
         let lost: u64 = report.sections.iter().map(|s| s.lost_bytes).sum();
         if lost > 0 {

@@ -353,3 +353,48 @@ fn layout_json(layout: &Layout) -> serde_json::Value {
         "whole": layout.whole.as_ref().map(volume_json),
     })
 }
+
+/// The free space of the file systems inside the image at `path`, for
+/// `create --used-blocks`, saying on stderr what each volume becomes. A volume
+/// whose file system is not known, or whose allocation map cannot be read or
+/// trusted, is stored whole: the safe side of every doubt.
+pub fn free_space(path: &std::path::Path, name: &str, quiet: bool) -> Result<Vec<std::ops::Range<u64>>, Failure> {
+    let file = File::open(path).map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?;
+    let disk: Rc<dyn Disk> = Rc::new(file);
+    let layout = match strata_disk::scan(&disk) {
+        Ok(layout) => layout,
+        Err(e) => {
+            eprintln!("warning: image {name}: {e}; stored whole");
+            return Ok(Vec::new());
+        }
+    };
+    let mut free = Vec::new();
+    for volume in layout.volumes() {
+        let place = match volume.number() {
+            Some(n) => format!("image {name} partition {n}"),
+            None => format!("image {name}"),
+        };
+        let Some(fs) = &volume.filesystem else {
+            if !quiet && volume.partition.is_some() {
+                eprintln!("{place}: no file system recognised: stored whole");
+            }
+            continue;
+        };
+        match strata_disk::allocation::free_ranges(&disk, volume) {
+            Ok(Some(ranges)) => {
+                let bytes: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+                if !quiet {
+                    eprintln!("{place}: {}, {} free: not stored", fs.kind.name(), output::size(bytes));
+                }
+                free.extend(ranges);
+            }
+            Ok(None) => {
+                if !quiet {
+                    eprintln!("{place}: {}: its allocation map is not read here: stored whole", fs.kind.name());
+                }
+            }
+            Err(e) => eprintln!("warning: {place}: {}: {e}; stored whole", fs.kind.name()),
+        }
+    }
+    Ok(free)
+}

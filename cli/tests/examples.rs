@@ -19,8 +19,10 @@
 //! folder (`Documents`, `Pictures`, a cache, a `*.tmp` file), `disk.img`,
 //! `efi.img`, `disk.img.gz`, and the archives `backup.strata` (image `disk`
 //! from `disk.img`, files `home` from `$HOME`), `monday.strata` and
-//! `tuesday.strata` (two backups of one home a day apart) and
-//! `damaged.strata` (`backup.strata` with a byte of its image flipped).
+//! `tuesday.strata` (two backups of one home a day apart),
+//! `damaged.strata` (`backup.strata` with a byte of its image flipped),
+//! `system.img` (a GPT disk whose partition 1 is ext4 holding `etc/hostname`
+//! and `etc/os-release`) and `system.strata` (its used blocks, image `system`).
 //! Before the run, the file or folder the command writes (the archive of
 //! `create`, the output of `salvage` and `restore`, the destination of
 //! `extract`) is removed, as it would not exist yet, and the folder of every
@@ -411,12 +413,25 @@ fn build_template(root: &Path) -> Vec<u8> {
     std::fs::write(root.join("disk.img"), &disk).unwrap();
     std::fs::write(root.join("efi.img"), noise(6, 64 << 10)).unwrap();
     run_tool(root, "gzip", &["-k", "disk.img"]);
+    // A system disk: GPT, partition 1 an ext4 file system made from a folder
+    // holding etc/hostname and etc/os-release (sgdisk and mkfs.ext4 -d).
+    let system = root.join(".system");
+    std::fs::create_dir_all(system.join("etc")).unwrap();
+    std::fs::write(system.join("etc/hostname"), b"strata-demo\n").unwrap();
+    std::fs::write(system.join("etc/os-release"), b"NAME=Demo\n").unwrap();
+    run_tool(root, "truncate", &["-s", "12M", "system.img"]);
+    run_tool(root, "sh", &["-c", "sgdisk -o -n1:2048:+8M -t1:8300 system.img >/dev/null"]);
+    run_tool(root, "sh", &["-c", "mkfs.ext4 -q -F -d .system .system.part 8M 2>/dev/null >/dev/null"]);
+    run_tool(root, "dd", &["if=.system.part", "of=system.img", "bs=1M", "seek=1", "conv=notrunc", "status=none"]);
+    std::fs::remove_file(root.join(".system.part")).unwrap();
+    std::fs::remove_dir_all(&system).unwrap();
     let strata = |args: &[&str]| {
         let out = Command::new(strata_bin()).args(args).current_dir(root).stdin(Stdio::null()).output().unwrap();
         assert!(out.status.success(), "fixture: strata {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     let home_files = format!("home={}", path_str(&home));
     strata(&["create", "backup.strata", "--image", "disk=disk.img", "--files", &home_files]);
+    strata(&["create", "system.strata", "--image", "system.img", "--used-blocks", "-q"]);
     // Two days of one home, made from a copy so that the sandbox's is untouched.
     let days = root.join("..").join("days");
     run_tool(root, "cp", &["-a", path_str(&home), path_str(&days)]);

@@ -28,6 +28,7 @@
 //! assert!(layout.volumes().all(|v| v.filesystem.is_none()));
 //! ```
 
+pub mod allocation;
 mod error;
 pub mod filesystems;
 mod partitions;

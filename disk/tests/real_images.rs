@@ -205,3 +205,127 @@ fn an_unpartitioned_file_system_is_the_whole_disk() {
     assert_eq!((volume.number(), volume.start), (None, 0));
     assert_eq!(volume.filesystem.as_ref().unwrap().kind, FsKind::Ext4);
 }
+
+/// The free ranges of an ext4 file system with deleted files, and of a FAT
+/// one: they add up to what the file system itself counts as free, and a copy
+/// of the image with every free range overwritten still checks clean and
+/// holds the same files: no used block is called free.
+#[test]
+fn free_ranges_are_exactly_the_free_space_and_nothing_used() {
+    if !["mkfs.ext4", "e2fsck", "debugfs", "tune2fs", "mkfs.vfat", "mcopy", "fsck.vfat"].iter().all(|t| tool(t)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    source_tree(&src);
+    for i in 0..40 {
+        std::fs::write(src.join(format!("gone{i}")), vec![0xA5u8; 20_000 + i * 3000]).unwrap();
+    }
+    // 64 MiB: several block groups, most never written (BLOCK_UNINIT).
+    let image = dir.path().join("ext4.img");
+    run(&format!("mkfs.ext4 -q -F -b 1024 -g 8192 -d '{}' '{}' 64M", src.display(), image.display()));
+    for i in (0..40).step_by(2) {
+        run(&format!("debugfs -w -R 'rm /gone{i}' '{}' >/dev/null 2>&1", image.display()));
+    }
+    let check = |bytes: Vec<u8>| {
+        let disk: Rc<dyn Disk> = Rc::new(bytes);
+        let layout = scan(&disk).unwrap();
+        let volume = layout.volume(None).unwrap().clone();
+        let free = strata_disk::allocation::free_ranges(&disk, &volume).unwrap().expect("a map for this file system");
+        (disk, volume, free)
+    };
+    let (_, _, free) = check(std::fs::read(&image).unwrap());
+    let out = Command::new("tune2fs").arg("-l").arg(&image).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |name: &str| -> u64 {
+        text.lines().find(|l| l.starts_with(name)).unwrap().split(':').nth(1).unwrap().trim().parse().unwrap()
+    };
+    let free_bytes: u64 = free.iter().map(|r| r.end - r.start).sum();
+    assert_eq!(free_bytes, field("Free blocks") * field("Block size"), "free ranges against the superblock's count");
+    assert!(free.windows(2).all(|w| w[0].end < w[1].start), "sorted, merged");
+    // Overwrite every free byte: the file system must not notice.
+    let mut bytes = std::fs::read(&image).unwrap();
+    for range in &free {
+        bytes[range.start as usize..range.end as usize].fill(0xEE);
+    }
+    let scribbled = dir.path().join("scribbled.img");
+    std::fs::write(&scribbled, &bytes).unwrap();
+    let fsck = Command::new("e2fsck").args(["-fn"]).arg(&scribbled).output().unwrap();
+    assert!(fsck.status.success(), "e2fsck: {}", String::from_utf8_lossy(&fsck.stdout));
+    let (disk, volume, _) = check(bytes);
+    let fs = open_filesystem(&disk, &volume).unwrap();
+    for i in (1..40).step_by(2) {
+        let mut content = Vec::new();
+        fs.read_file(format!("gone{i}").as_bytes(), &mut |p| {
+            content.extend_from_slice(p);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(content, std::fs::read(src.join(format!("gone{i}"))).unwrap(), "gone{i}");
+    }
+
+    // FAT: free clusters as the FAT says, and scribbling over them is harmless.
+    let fat = dir.path().join("fat.img");
+    run(&format!("mkfs.vfat -C '{}' 16384 >/dev/null", fat.display()));
+    for i in 0..10 {
+        let file = dir.path().join(format!("f{i}"));
+        std::fs::write(&file, vec![i as u8 + 1; 5000 * (i + 1)]).unwrap();
+        run(&format!("mcopy -i '{}' '{}' ::/f{i}", fat.display(), file.display()));
+    }
+    run(&format!("mdel -i '{}' ::/f3 ::/f7", fat.display()));
+    let (_, _, free) = check(std::fs::read(&fat).unwrap());
+    let free_bytes: u64 = free.iter().map(|r| r.end - r.start).sum();
+    let mdir = Command::new("mdir").args(["-i"]).arg(&fat).arg("::/").output().unwrap();
+    let said = String::from_utf8_lossy(&mdir.stdout).to_string();
+    let line = said.lines().find(|l| l.contains("bytes free")).unwrap().to_string();
+    let mdir_free: u64 = line.split_whitespace().take_while(|w| *w != "bytes").collect::<String>().parse().unwrap();
+    assert_eq!(free_bytes, mdir_free, "{line}");
+    let mut bytes = std::fs::read(&fat).unwrap();
+    for range in &free {
+        bytes[range.start as usize..range.end as usize].fill(0xEE);
+    }
+    std::fs::write(&fat, &bytes).unwrap();
+    let fsck = Command::new("fsck.vfat").args(["-n"]).arg(&fat).output().unwrap();
+    assert!(fsck.status.success(), "fsck.vfat: {}", String::from_utf8_lossy(&fsck.stdout));
+    for i in [0, 1, 2, 4, 5, 6, 8, 9] {
+        let out = Command::new("mtype").args(["-i"]).arg(&fat).arg(format!("::/f{i}")).output().unwrap();
+        assert_eq!(out.stdout, vec![i as u8 + 1; 5000 * (i + 1)], "f{i}");
+    }
+}
+
+/// A file system that claims more than its volume holds (a FAT whose boot
+/// sector counts more sectors than the image has): its allocation map is an
+/// error, never free ranges outside the volume.
+#[test]
+fn an_allocation_map_past_its_volume_is_an_error() {
+    if !tool("mkfs.vfat") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fat = dir.path().join("fat.img");
+    run(&format!("mkfs.vfat -C '{}' 1024 >/dev/null", fat.display()));
+    let mut bytes = std::fs::read(&fat).unwrap();
+    // 2048 sectors (1 MiB) in a 1 MiB image, then cut the image to 512 KiB.
+    bytes.truncate(512 << 10);
+    let disk: Rc<dyn Disk> = Rc::new(bytes);
+    let layout = scan(&disk).unwrap();
+    let volume = layout.volume(None).unwrap();
+    let e = strata_disk::allocation::free_ranges(&disk, volume).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Damaged);
+    assert!(e.to_string().contains("past the end of its volume"), "{e}");
+}
+
+/// An MBR entry that starts at sector 0 (the MBR itself) is a damaged table,
+/// named as such, not a crash of the crate that parses MBRs.
+#[test]
+fn an_mbr_partition_at_sector_zero_is_a_damaged_table() {
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[510] = 0x55;
+    bytes[511] = 0xAA;
+    bytes[446 + 4] = 0x83;
+    bytes[446 + 12..446 + 16].copy_from_slice(&100u32.to_le_bytes());
+    let disk: Rc<dyn Disk> = Rc::new(bytes);
+    let e = scan(&disk).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Damaged);
+    assert!(e.to_string().contains("sector 0"), "{e}");
+}

@@ -13,6 +13,23 @@ pub const EXTENT_TABLE_HEAD: usize = 16;
 pub const REF_ZERO: u64 = 0;
 /// `chunk_ref` of an extent whose data was lost (written by salvage); reads as zeros.
 pub const REF_LOST: u64 = 1;
+/// `chunk_ref` of free space of a file system in a used-blocks section: not
+/// read, not stored; reads as zeros.
+pub const REF_FREE: u64 = 2;
+
+/// `IMAGE_BEGIN` flag bits (`spec/FORMAT.md` 7.1).
+pub struct ImageFlags;
+
+impl ImageFlags {
+    /// Only the blocks the image's file systems use were stored; the section
+    /// may hold free extents, and its extents are at 512-byte granularity.
+    pub const USED_BLOCKS: u16 = 1;
+    /// Every bit defined so far.
+    pub const KNOWN: u16 = Self::USED_BLOCKS;
+}
+
+/// The granularity of extents in a used-blocks section.
+pub const USED_BLOCKS_GRAIN: u64 = 512;
 /// `chunk_ref` values below this are kinds, not offsets (no record starts inside
 /// the 128-byte header).
 pub const REF_FIRST_OFFSET: u64 = 128;
@@ -32,8 +49,8 @@ pub struct ImageBegin {
     pub chunk_size: u32,
     #[bw(calc = name.len() as u16)]
     name_length: u16,
-    /// Zero.
-    pub reserved: u16,
+    /// [`ImageFlags`] bits.
+    pub flags: u16,
     /// The section's name: UTF-8, 1 to 255 bytes, no `/`, no NUL, not `.` or `..`.
     #[br(count = name_length)]
     pub name: Vec<u8>,
@@ -63,8 +80,8 @@ impl ImageBegin {
 
     pub fn validate(&self) -> Result<(), FormatError> {
         validate_section_name(&self.name)?;
-        if self.reserved != 0 {
-            return Err(FormatError::malformed("IMAGE_BEGIN reserved", "not zero"));
+        if self.flags & !ImageFlags::KNOWN != 0 {
+            return Err(FormatError::malformed("IMAGE_BEGIN flags", format!("{:#06x} sets reserved bits", self.flags)));
         }
         if !self.sector_size.is_power_of_two()
             || !(limits::MIN_SECTOR_SIZE..=limits::MAX_SECTOR_SIZE).contains(&self.sector_size)
@@ -94,6 +111,11 @@ impl ImageBegin {
 
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    /// Whether this is a used-blocks section (free extents, 512-byte granularity).
+    pub fn used_blocks(&self) -> bool {
+        self.flags & ImageFlags::USED_BLOCKS != 0
     }
 }
 
@@ -126,7 +148,7 @@ fixed_layout! {
         pub image_offset: u64,
         /// Length of the range in bytes, at least 1.
         pub length: u64,
-        /// [`REF_ZERO`], [`REF_LOST`], or the archive offset of a `CHUNK` record.
+        /// [`REF_ZERO`], [`REF_LOST`], [`REF_FREE`], or the archive offset of a `CHUNK` record.
         pub chunk_ref: u64,
     }
 }
@@ -138,6 +160,9 @@ pub enum ExtentKind {
     Zero,
     /// Lost in salvage; reads as zeros, reported as lost.
     Lost,
+    /// Free space of a file system in a used-blocks section: not stored,
+    /// reads as zeros.
+    Free,
     /// Stored in the chunk record at this archive offset.
     Data(u64),
 }
@@ -147,6 +172,7 @@ impl Extent {
         match self.chunk_ref {
             REF_ZERO => Ok(ExtentKind::Zero),
             REF_LOST => Ok(ExtentKind::Lost),
+            REF_FREE => Ok(ExtentKind::Free),
             r if r < REF_FIRST_OFFSET => {
                 Err(FormatError::malformed("extent chunk_ref", format!("{r} is a reserved kind")))
             }
@@ -236,6 +262,22 @@ fixed_layout! {
 pub const ZERO_ID: [u8; 32] = [0; 32];
 /// Content identity of a lost extent in the map digest.
 pub const LOST_ID: [u8; 32] = [0xFF; 32];
+/// Content identity of a free extent in the map digest.
+pub const FREE_ID: [u8; 32] = [0xFE; 32];
+
+impl ExtentKind {
+    /// The map-digest identity of an extent of this kind that stores nothing
+    /// ([`ZERO_ID`], [`LOST_ID`], [`FREE_ID`]); `None` for data, whose
+    /// identity is its chunk's BLAKE3.
+    pub fn hole_identity(self) -> Option<[u8; 32]> {
+        match self {
+            ExtentKind::Zero => Some(ZERO_ID),
+            ExtentKind::Lost => Some(LOST_ID),
+            ExtentKind::Free => Some(FREE_ID),
+            ExtentKind::Data(_) => None,
+        }
+    }
+}
 
 /// The map digest of `IMAGE_END`: BLAKE3 over, for each extent in image order,
 /// `image_offset` (u64 LE), `length` (u64 LE) and a 32-byte content identity (the
@@ -286,23 +328,29 @@ impl ImageEnd {
 #[derive(Clone, Debug)]
 pub struct ExtentMapCheck {
     chunk_size: u64,
+    /// A used-blocks section: free extents allowed, 512-byte granularity.
+    used_blocks: bool,
     /// The size declared by `IMAGE_BEGIN`, if it was known.
     declared_size: Option<u64>,
     next_offset: u64,
     pub extent_count: u64,
     pub data_bytes: u64,
     pub lost_bytes: u64,
+    /// Bytes of free extents (used-blocks sections).
+    pub free_bytes: u64,
 }
 
 impl ExtentMapCheck {
     pub fn new(begin: &ImageBegin) -> Self {
         ExtentMapCheck {
             chunk_size: u64::from(begin.chunk_size),
+            used_blocks: begin.used_blocks(),
             declared_size: (begin.logical_size != UNKNOWN_SIZE).then_some(begin.logical_size),
             next_offset: 0,
             extent_count: 0,
             data_bytes: 0,
             lost_bytes: 0,
+            free_bytes: 0,
         }
     }
 
@@ -337,24 +385,44 @@ impl ExtentMapCheck {
                 )));
             }
         }
-        if !extent.image_offset.is_multiple_of(self.chunk_size) {
+        if kind == ExtentKind::Free && !self.used_blocks {
+            return Err(FormatError::malformed(
+                "extent chunk_ref",
+                format!("a free extent at image offset {} in a section that is not used-blocks", extent.image_offset),
+            ));
+        }
+        // Rule 2: where an extent may start.
+        let grain = if self.used_blocks { USED_BLOCKS_GRAIN } else { self.chunk_size };
+        if !extent.image_offset.is_multiple_of(grain) {
             return Err(err(format!(
-                "image offset {} is not a multiple of the chunk size {}",
-                extent.image_offset, self.chunk_size
+                "image offset {} is not a multiple of {grain}{}",
+                extent.image_offset,
+                if self.used_blocks { "" } else { " (the chunk size)" }
             )));
         }
         match kind {
-            // A data extent covers one chunk window; only the image's last may be short.
+            // Rule 3: a data extent covers one chunk window, only the image's
+            // last may be short; in a used-blocks section it lies within one.
             ExtentKind::Data(_) => {
-                if extent.length > self.chunk_size {
+                let window = extent.image_offset / self.chunk_size;
+                let within = if self.used_blocks {
+                    (end - 1) / self.chunk_size == window
+                } else {
+                    extent.length <= self.chunk_size
+                };
+                if !within {
                     return Err(err(format!(
-                        "data extent at image offset {} is {} bytes, longer than the chunk size {}",
-                        extent.image_offset, extent.length, self.chunk_size
+                        "data extent at image offset {} is {} bytes: it {} the chunk size {}",
+                        extent.image_offset,
+                        extent.length,
+                        if self.used_blocks { "crosses a chunk window of" } else { "is longer than" },
+                        self.chunk_size
                     )));
                 }
                 self.data_bytes += extent.length;
             }
             ExtentKind::Lost => self.lost_bytes += extent.length,
+            ExtentKind::Free => self.free_bytes += extent.length,
             ExtentKind::Zero => {}
         }
         self.next_offset = end;
@@ -386,5 +454,77 @@ impl ExtentMapCheck {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn begin(flags: u16) -> ImageBegin {
+        ImageBegin {
+            section_id: 0,
+            sector_size: 512,
+            logical_size: 3 * 4096 + 1000,
+            chunk_size: 4096,
+            flags,
+            name: b"disk".to_vec(),
+        }
+    }
+
+    fn map(flags: u16, extents: &[(u64, u64, u64)]) -> Result<ExtentMapCheck, FormatError> {
+        let mut check = ExtentMapCheck::new(&begin(flags));
+        for &(image_offset, length, chunk_ref) in extents {
+            check.push(&Extent { image_offset, length, chunk_ref })?;
+        }
+        check.finish(3 * 4096 + 1000)?;
+        Ok(check)
+    }
+
+    const DATA: u64 = REF_FIRST_OFFSET;
+
+    #[test]
+    fn a_used_blocks_map_splits_windows_at_512_bytes_and_counts_free_bytes() {
+        let u = ImageFlags::USED_BLOCKS;
+        let check = map(
+            u,
+            &[(0, 1024, DATA), (1024, 5120, REF_FREE), (6144, 2048, DATA), (8192, 4096, REF_ZERO), (12288, 1000, DATA)],
+        )
+        .unwrap();
+        assert_eq!((check.data_bytes, check.free_bytes, check.lost_bytes), (1024 + 2048 + 1000, 5120, 0));
+        // The same map is wrong without the flag: free is refused outright,
+        // and a split window breaks rule 2.
+        let e = map(0, &[(0, 1024, DATA), (1024, 5120, REF_FREE)]).unwrap_err();
+        assert_eq!(e.class, ErrorClass::RecordMalformed);
+        let e = map(0, &[(0, 1024, DATA), (1024, 3072, REF_ZERO)]).unwrap_err();
+        assert_eq!(e.class, ErrorClass::ExtentMap);
+    }
+
+    #[test]
+    fn a_used_blocks_map_keeps_data_inside_one_window_and_starts_on_512() {
+        let u = ImageFlags::USED_BLOCKS;
+        // A data extent across a window boundary.
+        let e = map(u, &[(0, 2048, REF_FREE), (2048, 4096, DATA)]).unwrap_err();
+        assert_eq!(e.class, ErrorClass::ExtentMap);
+        assert!(e.to_string().contains("crosses a chunk window"), "{e}");
+        // An extent that does not start on a 512-byte boundary.
+        let e = map(u, &[(0, 1000, DATA), (1000, 3096, REF_FREE)]).unwrap_err();
+        assert_eq!(e.class, ErrorClass::ExtentMap);
+        // Free extents may span windows and end the image off a boundary.
+        map(u, &[(0, 3 * 4096 + 1000, REF_FREE)]).unwrap();
+    }
+
+    #[test]
+    fn reserved_flags_and_kinds_are_malformed() {
+        let mut b = begin(2);
+        assert_eq!(b.validate().unwrap_err().class, ErrorClass::RecordMalformed);
+        b.flags = ImageFlags::USED_BLOCKS;
+        b.validate().unwrap();
+        assert!(b.used_blocks());
+        let kind = Extent { image_offset: 0, length: 1, chunk_ref: 3 }.kind();
+        assert_eq!(kind.unwrap_err().class, ErrorClass::RecordMalformed);
+        assert_eq!(ExtentKind::Free.hole_identity(), Some(FREE_ID));
+        assert_ne!(FREE_ID, ZERO_ID);
+        assert_ne!(FREE_ID, LOST_ID);
     }
 }

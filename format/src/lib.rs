@@ -23,7 +23,7 @@ pub mod text;
 pub use chunk::{ChunkEncoding, ChunkHeader};
 pub use error::{ErrorClass, FormatError};
 pub use header::{ArchiveHeader, Features};
-pub use image::{Extent, ExtentKind, ImageBegin, ImageEnd};
+pub use image::{Extent, ExtentKind, ImageBegin, ImageEnd, ImageFlags};
 pub use index::{ArchiveIndex, SectionEntry, SectionKind, Trailer};
 pub use layout::{split_array, LeField};
 pub use record::{RecordFlags, RecordHeader, RecordType};

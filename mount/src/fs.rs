@@ -305,8 +305,12 @@ impl<R: ReadAt> ArchiveFs<R> {
 
     fn image_attr(&self, slot: usize, image: &ImageSection) -> FileAttr {
         let created = time(Timestamp::from_unix_nanos(self.archive.header().created_ns));
-        let stored: u64 =
-            image.extents.iter().filter(|e| !matches!(e.kind(), Ok(ExtentKind::Zero))).map(|e| e.length).sum();
+        let stored: u64 = image
+            .extents
+            .iter()
+            .filter(|e| !matches!(e.kind(), Ok(ExtentKind::Zero | ExtentKind::Free)))
+            .map(|e| e.length)
+            .sum();
         FileAttr {
             ino: INodeNo(self.slots[slot].base),
             size: image.logical_size,
@@ -776,7 +780,7 @@ impl<R: ReadAt + Send + 'static> Filesystem for ArchiveFs<R> {
                 image
                     .extents
                     .iter()
-                    .filter(|e| !matches!(e.kind(), Ok(ExtentKind::Zero)))
+                    .filter(|e| !matches!(e.kind(), Ok(ExtentKind::Zero | ExtentKind::Free)))
                     .map(|e| (e.image_offset, e.end())),
                 image.logical_size,
                 offset,

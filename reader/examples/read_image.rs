@@ -81,6 +81,7 @@ fn run(path: &str, name: Option<String>) -> Result<(), Box<dyn std::error::Error
             ExtentKind::Data(chunk_ref) => format!("data, chunk at archive byte {chunk_ref}"),
             ExtentKind::Zero => "zeros".to_string(),
             ExtentKind::Lost => "lost in salvage (reads as zeros)".to_string(),
+            ExtentKind::Free => "free space of a file system, not stored (reads as zeros)".to_string(),
         };
         println!("  {:>12}..{:<12} {what}", extent.offset, extent.end());
     }

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
-use strata_format::image::{self, ExtentMapCheck, MapDigest, LOST_ID, ZERO_ID};
+use strata_format::image::{self, ExtentMapCheck, MapDigest, ZERO_ID};
 use strata_format::index::{SectionKind, TRAILER_RECORD_SIZE};
 use strata_format::{
     ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordHeader, RecordType,
@@ -58,6 +58,8 @@ pub struct ImageSection {
     pub name: String,
     pub sector_size: u32,
     pub chunk_size: u32,
+    /// `IMAGE_BEGIN` flags ([`strata_format::ImageFlags`]).
+    pub flags: u16,
     pub logical_size: u64,
     pub end: ImageEnd,
     /// The extent map, in image order, tiling `0..logical_size`.
@@ -72,6 +74,17 @@ impl ImageSection {
         }
         let after = self.extents.partition_point(|e| e.image_offset <= offset);
         after.checked_sub(1)
+    }
+
+    /// Whether only the blocks the image's file systems use were stored
+    /// (`spec/FORMAT.md` 7): its free extents read as zeros.
+    pub fn used_blocks(&self) -> bool {
+        self.flags & strata_format::ImageFlags::USED_BLOCKS != 0
+    }
+
+    /// Bytes of free extents: free space of the image's file systems, not stored.
+    pub fn free_bytes(&self) -> u64 {
+        self.extents.iter().filter(|e| e.chunk_ref == image::REF_FREE).map(|e| e.length).sum()
     }
 
     /// The ranges recorded as lost in salvage (`chunk_ref` 1), half-open, with
@@ -390,10 +403,9 @@ impl<R: ReadAt> Archive<R> {
                                     })?;
                                     target.write_data_at(extent.image_offset, &chunk.raw).map(|()| chunk.blake3)
                                 }
-                                ExtentKind::Lost => {
-                                    target.write_hole_at(extent.image_offset, extent.length).map(|()| LOST_ID)
-                                }
-                                _ => target.write_hole_at(extent.image_offset, extent.length).map(|()| ZERO_ID),
+                                hole => target
+                                    .write_hole_at(extent.image_offset, extent.length)
+                                    .map(|()| hole.hole_identity().unwrap_or(ZERO_ID)),
                             }
                             .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
                             progress(extent.length);
@@ -429,11 +441,9 @@ impl<R: ReadAt> Archive<R> {
                         sink.write_data(extent.image_offset, &chunk.raw)
                     }
                     None => {
-                        let lost = extent.chunk_ref == strata_format::image::REF_LOST;
-                        digest.push(
-                            extent,
-                            if lost { &strata_format::image::LOST_ID } else { &strata_format::image::ZERO_ID },
-                        );
+                        // Checked above: a kind, and not data.
+                        let id = extent.kind().ok().and_then(ExtentKind::hole_identity).unwrap_or(ZERO_ID);
+                        digest.push(extent, &id);
                         sink.write_hole(extent.image_offset, extent.length)
                     }
                 }
@@ -635,6 +645,7 @@ fn load_image_section<R: ReadAt>(
         section_id: entry.section_id,
         name,
         sector_size: begin.sector_size,
+        flags: begin.flags,
         chunk_size: begin.chunk_size,
         logical_size: end.logical_size,
         end,

@@ -66,7 +66,7 @@ pub(crate) fn read_image_range(
         let take = (extent.length - within).min((buf.len() - done) as u64) as usize;
         let dest = &mut buf[done..done + take];
         match extent.kind().map_err(|e| Error::from(e).in_section(&image.name))? {
-            ExtentKind::Zero | ExtentKind::Lost => dest.fill(0),
+            ExtentKind::Zero | ExtentKind::Lost | ExtentKind::Free => dest.fill(0),
             ExtentKind::Data(chunk_ref) => {
                 // A data extent spans one chunk (16 MiB at most): `within` fits.
                 let within = within as usize;

@@ -305,12 +305,8 @@ fn drain_resolved(
     while let Some(&extent) = state.pending.front() {
         let write_error = |e| Error::local_io(format!("writing image byte {}", extent.image_offset), e);
         match extent.kind().map_err(|e| Error::from(e).in_section(name))? {
-            ExtentKind::Zero => {
-                state.digest.push(&extent, &image::ZERO_ID);
-                sink.write_hole(extent.image_offset, extent.length).map_err(write_error)?
-            }
-            ExtentKind::Lost => {
-                state.digest.push(&extent, &image::LOST_ID);
+            hole @ (ExtentKind::Zero | ExtentKind::Lost | ExtentKind::Free) => {
+                state.digest.push(&extent, &hole.hole_identity().unwrap_or(image::ZERO_ID));
                 sink.write_hole(extent.image_offset, extent.length).map_err(write_error)?
             }
             ExtentKind::Data(chunk_ref) => match seen.get(&chunk_ref) {

@@ -50,6 +50,8 @@ pub struct SectionReport {
     pub logical_size: u64,
     pub data_bytes: u64,
     pub lost_bytes: u64,
+    /// Bytes of free extents (used-blocks images); 0 for file trees.
+    pub free_bytes: u64,
     pub extents: u64,
     pub chunks: u64,
     pub stored_bytes: u64,
@@ -190,6 +192,8 @@ pub struct RecoveredImage {
     pub name: String,
     pub sector_size: u32,
     pub chunk_size: u32,
+    /// `IMAGE_BEGIN` flags (a used-blocks section keeps its free extents).
+    pub flags: u16,
     /// From `IMAGE_END`, or else the end of the last extent found.
     pub logical_size: u64,
     /// The extents found, sorted by image offset; ranges no extent covers were lost.
@@ -867,12 +871,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let mut digest = strata_format::image::MapDigest::new();
         for extent in &self.sections[section].extents {
             let id = match extent.kind() {
-                Ok(ExtentKind::Zero) => strata_format::image::ZERO_ID,
-                Ok(ExtentKind::Lost) => strata_format::image::LOST_ID,
                 Ok(ExtentKind::Data(chunk_ref)) => match self.chunks.get(&chunk_ref) {
                     Some(&(_, blake3)) => blake3,
                     None => return true,
                 },
+                Ok(hole) => hole.hole_identity().unwrap_or(strata_format::image::ZERO_ID),
                 Err(_) => return true,
             };
             digest.push(extent, &id);
@@ -1288,6 +1291,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     name: s.name.clone(),
                     sector_size: s.begin.sector_size,
                     chunk_size: s.begin.chunk_size,
+                    flags: s.begin.flags,
                     logical_size: s.end.map_or(
                         if s.begin.logical_size != strata_format::image::UNKNOWN_SIZE {
                             s.begin.logical_size
@@ -1356,6 +1360,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         },
                         data_bytes: s.check.data_bytes,
                         lost_bytes: s.check.lost_bytes,
+                        free_bytes: s.check.free_bytes,
                         extents: s.check.extent_count,
                         chunks: s.chunk_count,
                         stored_bytes: s.chunk_bytes,
@@ -1369,6 +1374,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                         logical_size: t.content_bytes,
                         data_bytes: t.content_bytes,
                         lost_bytes: 0,
+                        free_bytes: 0,
                         extents: 0,
                         chunks: t.chunk_count,
                         stored_bytes: t.chunk_bytes,

@@ -300,7 +300,7 @@ fn extents_tile_the_image_and_say_what_holds_it() {
             assert_eq!(Ok(extent.kind), raw.kind(), "{what}");
             match extent.kind {
                 ExtentKind::Data(_) => stored += extent.length,
-                ExtentKind::Zero => {
+                ExtentKind::Zero | ExtentKind::Free => {
                     let mut zeros = vec![0xa5u8; extent.length.min(1 << 20) as usize];
                     image.read_at(extent.offset, &mut zeros).expect("reads");
                     assert!(zeros.iter().all(|&b| b == 0), "{what}: a zero extent reads as zeros");

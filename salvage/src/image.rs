@@ -1,14 +1,14 @@
-//! Images: every window whose extent and chunk survive keeps its data, zero
-//! windows stay zero, everything else becomes a lost extent.
+//! Images: every window whose extents and chunks survive keeps its data, zero
+//! and free windows stay zero and free, everything else becomes a lost extent.
 
 use std::collections::HashMap;
 use std::io;
 
-use strata_format::image::{REF_FIRST_OFFSET, REF_ZERO};
+use strata_format::image::{ImageFlags, REF_FIRST_OFFSET, REF_FREE, REF_LOST, REF_ZERO};
 use strata_format::Extent;
 use strata_reader::verify::{Recovered, RecoveredImage};
 use strata_reader::{chunk_at, Limits, ReadAt};
-use strata_writer::{ArchiveWriter, ImageSource, Progress, Window};
+use strata_writer::{ArchiveWriter, Hole, ImageSource, Progress, Window};
 
 use crate::SalvageError;
 
@@ -32,12 +32,15 @@ struct RecoveredSource<'a, R: ReadAt + ?Sized> {
     limits: &'a Limits,
     position: u64,
     lost: Vec<(u64, u64)>,
+    /// The free and lost ranges of the last window given, in a used-blocks section.
+    holes: Vec<(std::ops::Range<u64>, Hole)>,
 }
 
-impl<R: ReadAt + ?Sized> RecoveredSource<'_, R> {
+impl<'a, R: ReadAt + ?Sized> RecoveredSource<'a, R> {
     /// The extents that overlap `start..end`.
-    fn covering(&self, start: u64, end: u64) -> &[Extent] {
-        let extents = &self.image.extents;
+    fn covering(&self, start: u64, end: u64) -> &'a [Extent] {
+        let image: &'a RecoveredImage = self.image;
+        let extents = &image.extents;
         let first = extents.partition_point(|e| e.end() <= start);
         let last = extents.partition_point(|e| e.image_offset < end);
         &extents[first..last.max(first)]
@@ -73,23 +76,98 @@ impl<R: ReadAt + ?Sized> ImageSource for RecoveredSource<'_, R> {
         let covered = covering.first().is_some_and(|e| e.image_offset <= start)
             && covering.last().is_some_and(|e| e.end() >= end)
             && covering.windows(2).all(|w| w[0].end() == w[1].image_offset);
-        if covered && covering.iter().all(|e| e.chunk_ref == REF_ZERO) {
+        if covered && covering.iter().all(|e| e.chunk_ref == REF_FREE) {
+            return Ok(Window::Free(n));
+        }
+        if covered && covering.iter().all(|e| matches!(e.chunk_ref, REF_ZERO | REF_FREE)) {
             return Ok(Window::Hole(n));
         }
-        // One data extent holding exactly this window, whose chunk survived.
-        if let [extent] = covering {
-            let intact = extent.image_offset == start
-                && extent.end() == end
-                && self.chunks.get(&extent.chunk_ref).is_some_and(|&raw| u64::from(raw) == extent.length);
-            if extent.chunk_ref >= REF_FIRST_OFFSET && intact {
-                if let Ok(chunk) = chunk_at(self.archive, extent.chunk_ref, self.tag, self.limits) {
-                    buf.extend_from_slice(&chunk.raw);
-                    return Ok(Window::Data(n));
+        self.holes.clear();
+        if covered && self.used_blocks() {
+            // Extents split windows here: each keeps its kind, and only a data
+            // extent whose chunk is gone becomes lost.
+            buf.resize(n, 0);
+            let mut holes = Vec::new();
+            let mut lost = Vec::new();
+            for extent in covering {
+                let (from, to) = (extent.image_offset.max(start), extent.end().min(end));
+                let hole = match extent.chunk_ref {
+                    REF_ZERO => None,
+                    REF_FREE => Some(Hole::Free),
+                    REF_LOST => Some(Hole::Lost),
+                    _ => {
+                        let intact = extent.image_offset >= start
+                            && extent.end() <= end
+                            && self.chunks.get(&extent.chunk_ref).is_some_and(|&raw| u64::from(raw) == extent.length);
+                        match chunk_at(self.archive, extent.chunk_ref, self.tag, self.limits) {
+                            Ok(chunk) if intact && chunk.raw.len() as u64 == extent.length => {
+                                let at = (from - start) as usize;
+                                buf[at..at + chunk.raw.len()].copy_from_slice(&chunk.raw);
+                                None
+                            }
+                            _ => Some(Hole::Lost),
+                        }
+                    }
+                };
+                if let Some(hole) = hole {
+                    if hole == Hole::Lost {
+                        lost.push((from, to));
+                    }
+                    holes.push((from..to, hole));
                 }
             }
+            for (from, to) in lost {
+                self.note_lost(from, to);
+            }
+            self.holes = holes;
+            return Ok(Window::Data(n));
+        }
+        // Data extents (one per window, or in a used-blocks section several
+        // with zero and free ones between) whose chunks survived: the window's
+        // bytes, free space as zeros.
+        if covered && covering.iter().all(|e| e.chunk_ref != REF_LOST) {
+            buf.resize(n, 0);
+            let whole = covering.iter().all(|extent| {
+                if extent.chunk_ref < REF_FIRST_OFFSET {
+                    let (from, to) = (extent.image_offset.max(start), extent.end().min(end));
+                    buf[(from - start) as usize..(to - start) as usize].fill(0);
+                    return true;
+                }
+                let intact = extent.image_offset >= start
+                    && extent.end() <= end
+                    && self.chunks.get(&extent.chunk_ref).is_some_and(|&raw| u64::from(raw) == extent.length);
+                match chunk_at(self.archive, extent.chunk_ref, self.tag, self.limits) {
+                    Ok(chunk) if intact && chunk.raw.len() as u64 == extent.length => {
+                        let from = (extent.image_offset - start) as usize;
+                        buf[from..from + chunk.raw.len()].copy_from_slice(&chunk.raw);
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            if whole {
+                return Ok(Window::Data(n));
+            }
+            buf.clear();
         }
         self.note_lost(start, end);
         Ok(Window::Lost(n))
+    }
+
+    fn used_blocks(&self) -> bool {
+        self.image.flags & ImageFlags::USED_BLOCKS != 0
+    }
+
+    /// The free and lost ranges of the window `next_window` gave last, in a
+    /// used-blocks section: free extents stay free, and only the damaged
+    /// extents of a window become lost.
+    fn holes_within(&self, offset: u64, len: usize) -> Vec<(std::ops::Range<usize>, Hole)> {
+        let end = offset + len as u64;
+        self.holes
+            .iter()
+            .filter(|(r, _)| r.start < end && offset < r.end)
+            .map(|(r, hole)| ((r.start.max(offset) - offset) as usize..(r.end.min(end) - offset) as usize, *hole))
+            .collect()
     }
 }
 
@@ -110,6 +188,7 @@ pub(crate) fn salvage_image<R: ReadAt + ?Sized, W: io::Write>(
         limits,
         position: 0,
         lost: Vec::new(),
+        holes: Vec::new(),
     };
     let summary = writer.add_image(&image.name, &mut source, progress)?;
     Ok(ImageOutcome {

@@ -119,7 +119,8 @@ impl<R: ReadAt + Send + 'static> Export for ImageExport<R> {
             let within = at - extent.image_offset;
             let take = (extent.length - within).min(end - at);
             match extent.kind() {
-                Ok(ExtentKind::Zero) => visit(Segment::Zero(take))?,
+                // Free space of a used-blocks image reads as zeros, and is a hole to clients.
+                Ok(ExtentKind::Zero | ExtentKind::Free) => visit(Segment::Zero(take))?,
                 Ok(ExtentKind::Lost) => {
                     let reason = "lost in salvage: the archive this one was salvaged from was damaged here";
                     self.unreadable(extent.image_offset..extent.end(), reason);
@@ -167,7 +168,7 @@ impl<R: ReadAt + Send + 'static> Export for ImageExport<R> {
             // Lost and damaged ranges are reported as data, so that a client
             // reads them and is told they fail, rather than taking them for zeros.
             let allocation = match extent.kind() {
-                Ok(ExtentKind::Zero) => Allocation::Zero,
+                Ok(ExtentKind::Zero | ExtentKind::Free) => Allocation::Zero,
                 _ => Allocation::Data,
             };
             let full = runs.len() >= max_runs;

@@ -15,8 +15,9 @@ Commands (the protocol of conformance.md, "The runner and its command protocol")
 Exit status
     verify  0 ok, 1 damaged or unsupported, 2 unreadable (conformance.md);
     info    0, or 2 when the archive cannot be opened;
-    restore 0 (lost extents included: written as zeros, named on stderr), or 2
-            with no file left at DEST;
+    restore 0 (lost extents included: written as zeros, named on stderr; free
+            extents of a used-blocks image too, counted on stderr), or 2 with no
+            file left at DEST;
     list    0, or 1 when the entries break rules of section 8 (listed anyway),
             2 when the archive cannot be opened;
     extract 0 when nothing was refused or warned about, else 1 (2: cannot open).
@@ -122,7 +123,10 @@ KIND_NAMES = {1: "file", 2: "directory", 3: "symlink", 4: "hardlink",
 K_FILE, K_DIR, K_SYMLINK, K_HARDLINK, K_CHR, K_BLK, K_FIFO, K_SOCK = range(1, 9)
 CAP_NAMES, CAP_XATTRS, CAP_ATIME, CAP_CTIME, CAP_BTIME, CAP_HOLES = (1 << i for i in range(6))
 F_BTIME, F_CHANGED, F_UNREAD, F_LOST = (1 << i for i in range(4))   # entry flags (8.3)
-ZERO32, ONES32 = bytes(32), b"\xff" * 32
+ZERO32, ONES32, FE32 = bytes(32), b"\xff" * 32, b"\xfe" * 32   # map digest identities (7.3)
+REF_ZERO, REF_LOST, REF_FREE = 0, 1, 2  # chunk_ref kinds below 128 (7.2); 3..127 reserved
+B_USED_BLOCKS = 1                       # IMAGE_BEGIN flags bit 0 (7.1); bits 1..15 reserved
+SECTOR = 512                            # the granularity of a used-blocks section (7.2 rules 2, 3)
 EMPTY_DIGEST = blake3.blake3(b"").digest()[:16]  # the file digest of no items (size 0, flag bit 2 or 3)
 NSEC = 1_000_000_000                    # nanoseconds in a second; a *_nsec is below it (8.3)
 ZEROS = bytes(MIB)
@@ -255,8 +259,9 @@ def check_header(mm, size):
     if hl % 8 or not 128 <= hl <= 4096:
         return None, [("bad-header", 0, "header.header_length",
                        f"{hl}, expected a multiple of 8 from 128 to 4096")], "recover"
-    if size < hl:
-        return None, [("truncated", 0, "header", f"file of {size} bytes ends inside the {hl}-byte header")], "stop"
+    if size < hl:                       # the CRC cannot be checked: the header is not trusted, and
+        # only unsupported-version and -feature stop a verifier (3), so it scans for records (11)
+        return None, [("truncated", 0, "header", f"file of {size} bytes ends inside the {hl}-byte header")], "recover"
     want = crc(bytes(mm[128:hl]), crc(bytes(mm[0:124]) + b"\0\0\0\0"))
     if want != u32(mm, 124):
         return None, [("bad-header", 0, "header.header_crc",
@@ -325,13 +330,13 @@ def check_chunk_size(cs, what):
 def parse_image_begin(body):
     if len(body) < 24:
         return None, [("record-malformed", "IMAGE_BEGIN.body_length", f"{len(body)}, at least 25 needed")]
-    sid, sector, size, chunk_size, name_len, res = struct.unpack_from("<IIQIHH", body, 0)
+    sid, sector, size, chunk_size, name_len, flags = struct.unpack_from("<IIQIHH", body, 0)
     if len(body) != 24 + name_len:
         return None, [("record-malformed", "IMAGE_BEGIN.body_length",
                        f"{len(body)}, expected 24 + name_length ({name_len})")]
     errs = []
-    if res:
-        errs.append(("record-malformed", "IMAGE_BEGIN.reserved", "not zero"))
+    if flags & ~B_USED_BLOCKS:          # 7.1: bits 1 to 15 are reserved
+        errs.append(("record-malformed", "IMAGE_BEGIN.flags", f"reserved bits set: 0x{flags:04x}"))
     if not (is_pow2(sector) and 512 <= sector <= 65536):
         errs.append(("record-malformed", "IMAGE_BEGIN.sector_size", f"{sector}, expected a power of two from 512 to 65536"))
     if size != ALL_ONES and size > MAX_IMAGE:
@@ -339,8 +344,8 @@ def parse_image_begin(body):
     errs += check_chunk_size(chunk_size, "IMAGE_BEGIN.chunk_size")
     raw_name = bytes(body[24:])
     errs += check_section_name(raw_name, "IMAGE_BEGIN.name")
-    return {"section_id": sid, "sector_size": sector, "logical_size": size,
-            "chunk_size": chunk_size, "name": lossy(raw_name)}, errs
+    return {"section_id": sid, "sector_size": sector, "logical_size": size, "chunk_size": chunk_size,
+            "used_blocks": bool(flags & B_USED_BLOCKS), "name": lossy(raw_name)}, errs
 
 
 def parse_files_begin(body):
@@ -865,45 +870,87 @@ def decode_table_body(typ, flags, body, limit=TABLE_LIMIT):
 # ----------------------------------------------------------------------------
 # 5. Extent map rules of an image (7.2 rules 1-4)
 
+def extent_kind_error(ref, used_blocks):
+    """7.2, chunk_ref: 0 zero, 1 lost, 2 free, 128 and above the offset of a CHUNK
+    record. A free extent belongs only in a used-blocks section (7.1 flag bit 0) and
+    3..127 are reserved: both are record-malformed. Returns the detail, or None."""
+    if REF_FREE < ref < 128:
+        return f"{ref}, a reserved kind (3..127)"
+    if ref == REF_FREE and not used_blocks:
+        return "2, a free extent, in a section that is not used-blocks (IMAGE_BEGIN flag bit 0 clear)"
+    return None
+
+
 class MapChecker:
     """Checks that extents tile an image (7.2 rules 1 to 4); after a gap left by a lost
-    record the walker moves `next` to where the map resumes (11)."""
+    record the walker moves `next` to where the map resumes (11).
 
-    def __init__(self, chunk_size, size_hint=None):
-        self.cs, self.size_hint = chunk_size, size_hint
+    A used-blocks section (7.1 flag bit 0) has its own rules 2 and 3: extents start
+    at multiples of 512 rather than of chunk_size, every extent but the last ends at
+    a multiple of 512 rather than on a window boundary, and a data extent lies
+    within one chunk window instead of filling it."""
+
+    def __init__(self, chunk_size, size_hint=None, used_blocks=False):
+        self.cs, self.size_hint, self.used = chunk_size, size_hint, used_blocks
+        # The grain of rules 2 and 3: where every extent starts, and where every
+        # extent but the last ends.
+        self.grain = SECTOR if used_blocks else chunk_size
+        self.grain_name = "512" if used_blocks else f"chunk_size {chunk_size}"
         self.next, self.off_window = 0, False
-        self.count = self.data = self.lost = 0
+        self.count = self.data = self.lost = self.free = 0
 
     def feed(self, start, length, ref):
-        """Checks one extent; returns its problems. An extent counts in data and lost
-        only when it breaks no rule but where it starts (conformance.md, sections[])."""
+        """Checks one extent; returns its problems. An extent counts in data, lost and
+        free only when it breaks no rule but where it starts, and its chunk_ref is a
+        kind the section may hold (conformance.md, sections[])."""
         errs = []
         if start != self.next:
             errs.append(("extent-map", f"extent starts at {start}, previous extent ended at {self.next}"))
-        elif self.off_window:
-            errs.append(("extent-map", f"extent at {start} follows an extent that ended off a window boundary"))
+        elif self.off_window:           # rule 3, of the extent before it: it was not the last
+            errs.append(("extent-map", f"extent at {start} follows an extent that ended off a multiple of "
+                                       f"{self.grain_name}"))
         placed = len(errs)                # the problems of where it starts
         if length == 0:
             errs.append(("extent-map", f"extent at {start} has length 0"))
         end = start + length
         if self.cs:
-            if start % self.cs:
-                errs.append(("extent-map", f"extent start {start} is not a multiple of chunk_size {self.cs}"))
-            if ref >= 128 and length > self.cs:
-                errs.append(("extent-map", f"data extent at {start} is {length} bytes, chunk_size is {self.cs}"))
-            self.off_window = end % self.cs != 0
+            errs += self.rule_2(start) + self.rule_3(start, length, ref)
+            self.off_window = end % self.grain != 0
         if end > MAX_IMAGE:
             errs.append(("extent-map", f"extent at {start} ends at {end}, beyond 2^63-1"))
         elif self.size_hint is not None and end > self.size_hint:
             errs.append(("extent-map", f"extent at {start} ends at {end}, past logical_size {self.size_hint}"))
         self.next = end
         self.count += 1
-        if len(errs) == placed and not 2 <= ref < 128:
+        if len(errs) == placed and extent_kind_error(ref, self.used) is None:
             if ref >= 128:
                 self.data += length
-            elif ref == 1:
+            elif ref == REF_LOST:
                 self.lost += length
+            elif ref == REF_FREE:
+                self.free += length
         return errs
+
+    def rule_2(self, start):
+        """Every extent starts at a multiple of chunk_size (of 512 in a used-blocks section)."""
+        if start % self.grain:
+            return [("extent-map", f"extent start {start} is not a multiple of {self.grain_name}")]
+        return []
+
+    def rule_3(self, start, length, ref):
+        """A data extent is at most one window: at most chunk_size long (whole but for the
+        last, which rule 2 and the off-window check of feed() enforce), or, in a
+        used-blocks section, inside one chunk window, of any length. Zero, lost and free
+        extents may span windows."""
+        if ref < 128:
+            return []
+        if self.used:
+            if length and start // self.cs != (start + length - 1) // self.cs:
+                return [("extent-map", f"data extent {start}..{start + length} crosses the boundary of "
+                                       f"the chunk window {start // self.cs * self.cs}..{(start // self.cs + 1) * self.cs}")]
+        elif length > self.cs:
+            return [("extent-map", f"data extent at {start} is {length} bytes, chunk_size is {self.cs}")]
+        return []
 
     def finish(self, logical_size):
         """Rule 4: the last extent ends at logical_size."""
@@ -912,12 +959,16 @@ class MapChecker:
         return []
 
 
+MAP_IDENTITY = {REF_ZERO: ZERO32, REF_LOST: ONES32, REF_FREE: FE32}   # 7.3
+
+
 def map_digest(extents, chunk_blake3):
     """The map digest of 7.3 over (image_offset, length, chunk_ref) extents;
-    chunk_blake3(ref) gives the blake3 field of the CHUNK record at ref."""
+    chunk_blake3(ref) gives the blake3 field of the CHUNK record at ref. The
+    callers leave out maps with a kind the section may not hold (extent_kind_error)."""
     h = blake3.blake3()
     for start, length, ref in extents:
-        ident = chunk_blake3(ref) if ref >= 128 else (ZERO32 if ref == 0 else ONES32)
+        ident = chunk_blake3(ref) if ref >= 128 else MAP_IDENTITY[ref]
         h.update(struct.pack("<QQ", start, length) + ident)
     return h.digest()
 
@@ -974,7 +1025,8 @@ class ImageSection:
         self.name = begin["name"]
         cs = begin["chunk_size"]
         hint = begin["logical_size"] if begin["logical_size"] != ALL_ONES else None
-        self.map = MapChecker(cs if cs and is_pow2(cs) and cs <= MAX_RAW else None, hint)
+        self.used = begin["used_blocks"]    # a used-blocks section (7.1 flag bit 0)
+        self.map = MapChecker(cs if cs and is_pow2(cs) and cs <= MAX_RAW else None, hint, self.used)
         self.extents = []               # (image_offset, length, chunk_ref) in archive order
         self.end = self.end_off = None  # the intact IMAGE_END and its offset
         self.chunk_count = self.chunk_bytes = 0
@@ -993,10 +1045,12 @@ class ImageSection:
         return self.begin["logical_size"] if self.begin["logical_size"] != ALL_ONES else self.map.next
 
     def listing(self):
-        """data and lost bytes from the extents found in intact IMAGE_EXTENTS records,
-        never IMAGE_END's (conformance.md, sections[])."""
+        """data, lost and free bytes from the extents found in intact IMAGE_EXTENTS
+        records, never IMAGE_END's (conformance.md, sections[]); free_bytes is 0 unless
+        the section is used-blocks (7)."""
         return {"kind": "image", "name": self.name, "logical_size": self.size(),
-                "data_bytes": self.map.data, "lost_bytes": self.map.lost}
+                "data_bytes": self.map.data, "lost_bytes": self.map.lost, "free_bytes": self.map.free,
+                "used_blocks": self.used}
 
 
 class FilesSection:
@@ -1392,8 +1446,9 @@ class Walker:
                     sec.map.next = start
                 sec.gap = None
                 sec.map.off_window = False
-            if 2 <= ref < 128:
-                self.problem("record-malformed", pos, "IMAGE_EXTENTS.chunk_ref", f"{ref}, a reserved kind (2..127)", aff)
+            why = extent_kind_error(ref, sec.used)
+            if why:                     # 7.2: affecting the extent's range (conformance.md)
+                self.problem("record-malformed", pos, "IMAGE_EXTENTS.chunk_ref", why, aff)
             for c, d in sec.map.feed(start, length, ref):
                 self.problem(c, pos, "IMAGE_EXTENTS", d, aff)
             sec.extents.append((start, length, ref))
@@ -1432,7 +1487,8 @@ class Walker:
             if end[k] != v:
                 self.problem("index-mismatch", pos, f"IMAGE_END.{k}", f"{end[k]}, the records give {v}")
         refs = {r for _, _, r in sec.extents if r >= 128}
-        if all(self.valid_chunk(r) is not None for r in refs) and not any(2 <= r < 128 for _, _, r in sec.extents):
+        if all(self.valid_chunk(r) is not None for r in refs) and \
+                not any(extent_kind_error(r, sec.used) for _, _, r in sec.extents):
             digest = map_digest(sec.extents, lambda r: self.chunks[r][1])
             if digest != end["map_blake3"]:
                 self.problem("index-mismatch", pos, "IMAGE_END.map_blake3",
@@ -2007,15 +2063,18 @@ class Archive:
         size = end["logical_size"]
         if begin["logical_size"] not in (ALL_ONES, size):
             raise StrataError("record-malformed", e["end"], "IMAGE_END.logical_size", f"{size}, IMAGE_BEGIN gave {begin['logical_size']}")
-        check = MapChecker(begin["chunk_size"], size)
-        errs = [("record-malformed", f"chunk_ref {r}, a reserved kind (2..127)") for _, _, r in extents if 2 <= r < 128]
+        check = MapChecker(begin["chunk_size"], size, begin["used_blocks"])
+        errs = [("record-malformed", f"chunk_ref {why}") for why in
+                (extent_kind_error(r, begin["used_blocks"]) for _, _, r in extents) if why]
         errs += [x for s, l, r in extents for x in check.feed(s, l, r)] + check.finish(size)
         if errs:
             raise StrataError(errs[0][0], e["table"], "IMAGE_INDEX.extents", errs[0][1])
         for k, v in (("extent_count", check.count), ("data_bytes", check.data), ("lost_bytes", check.lost)):
             if end[k] != v:
                 raise StrataError("index-mismatch", e["end"], f"IMAGE_END.{k}", f"{end[k]}, the IMAGE_INDEX gives {v}")
-        return {"kind": "image", "sid": sid, "name": begin["name"], "begin": begin, "end": end, "extents": extents}
+        # IMAGE_END has no free total (7.3): free_bytes comes from the IMAGE_INDEX.
+        return {"kind": "image", "sid": sid, "name": begin["name"], "begin": begin, "end": end, "extents": extents,
+                "free_bytes": check.free}
 
     def load_files(self, e):
         sid = e["section_id"]
@@ -2623,7 +2682,7 @@ def cmd_info(args):
         for s in w.sections:
             l = s.listing()
             if s.kind == "image":
-                img = {k: l[k] for k in ("logical_size", "data_bytes", "lost_bytes")}
+                img = {k: l[k] for k in ("logical_size", "data_bytes", "lost_bytes", "free_bytes", "used_blocks")}
                 img["lost_ranges"] = lost_ranges(s.extents)    # those the walk met
                 secs.append({"kind": "image", "name": s.name, "image": img})
             else:
@@ -2635,11 +2694,13 @@ def cmd_info(args):
         h, secs = ar.hdr, []
         for s in ar.sections:
             if s["kind"] == "image":
-                b, e = s["begin"], s["end"]
+                b, e, free = s["begin"], s["end"], s["free_bytes"]
                 secs.append({"kind": "image", "name": s["name"], "image": {
                     "logical_size": e["logical_size"], "sector_size": b["sector_size"], "chunk_size": b["chunk_size"],
-                    "data_bytes": e["data_bytes"], "zero_bytes": e["logical_size"] - e["data_bytes"] - e["lost_bytes"],
-                    "lost_bytes": e["lost_bytes"], "extents": e["extent_count"], "chunks": e["chunk_count"],
+                    "data_bytes": e["data_bytes"],
+                    "zero_bytes": e["logical_size"] - e["data_bytes"] - e["lost_bytes"] - free,
+                    "lost_bytes": e["lost_bytes"], "free_bytes": free, "used_blocks": b["used_blocks"],
+                    "extents": e["extent_count"], "chunks": e["chunk_count"],
                     "stored_bytes": e["chunk_bytes"], "lost_ranges": lost_ranges(s["extents"])}})
             else:
                 b, e = s["begin"], s["end"]
@@ -2670,7 +2731,8 @@ def cmd_info(args):
 def cmd_restore(args):
     """Exit 0, or 2 when the restore fails (nothing usable: no file at DEST), as
     conformance.md says. Lost extents do not fail it: they are written as zeros and
-    named on stderr, and the exit status stays 0 (7, 11)."""
+    named on stderr, and the exit status stays 0 (7, 11). Free extents of a used-blocks
+    section are holes too (10.2): the bytes they hold are counted on stderr (7)."""
     ar, err = open_or_report(args.archive)
     if ar is None:
         print(f"strata_ref: {err}", file=sys.stderr)
@@ -2705,7 +2767,7 @@ def cmd_restore(args):
                 if seekable:
                     out.seek(start)
                 out.write(raw)
-            else:
+            else:                       # zero, lost, free: holes in a file, zeros elsewhere (10.2)
                 if not seekable:
                     for o in range(0, length, len(ZEROS)):
                         out.write(memoryview(ZEROS)[:min(len(ZEROS), length - o)])
@@ -2724,6 +2786,9 @@ def cmd_restore(args):
             out.flush()
         for a, b in lost_ranges(sec["extents"]):   # recorded as lost: not a failure (7)
             print(f"strata_ref: note: image bytes {a}..{b} are recorded as lost; restored as zeros", file=sys.stderr)
+        if sec["free_bytes"]:           # 7: say how many bytes are free, not the source's
+            print(f"strata_ref: note: used-blocks image: {sec['free_bytes']} bytes of free space were not stored; "
+                  f"restored as zeros (holes)", file=sys.stderr)
     except StrataError as e:
         print(f"strata_ref: restore failed: {e}", file=sys.stderr)
         return 2

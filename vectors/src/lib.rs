@@ -9,6 +9,7 @@
 
 pub mod hostile;
 mod trees;
+mod used_blocks;
 
 use std::io;
 use std::path::Path;
@@ -105,17 +106,18 @@ impl ImageModel {
             name: self.name,
             logical_size: bytes.len() as u64,
             data_bytes,
+            free_bytes: 0,
             blake3: blake3::hash(&bytes).to_hex().to_string(),
         }
     }
 }
 
 /// An in-memory image source that reports the model's holes as holes.
-struct ModelSource {
-    bytes: Vec<u8>,
-    holes: Vec<(usize, usize)>,
-    position: usize,
-    size_known: bool,
+pub(crate) struct ModelSource {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) holes: Vec<(usize, usize)>,
+    pub(crate) position: usize,
+    pub(crate) size_known: bool,
 }
 
 impl ImageSource for ModelSource {
@@ -144,6 +146,8 @@ pub struct SectionExpectation {
     pub name: &'static str,
     pub logical_size: u64,
     pub data_bytes: u64,
+    /// Bytes of free extents (used-blocks images).
+    pub free_bytes: u64,
     pub blake3: String,
 }
 
@@ -155,6 +159,7 @@ impl SectionExpectation {
             "logical_size": self.logical_size,
             "data_bytes": self.data_bytes,
             "lost_bytes": 0,
+            "free_bytes": self.free_bytes,
             "blake3": self.blake3,
         })
     }
@@ -579,6 +584,7 @@ pub fn all() -> Vec<Vector> {
     insert_ancillary(&mut ancillary.bytes);
     vectors.push(ancillary);
 
+    vectors.extend(used_blocks::valid_vectors());
     vectors.extend(invalid_vectors());
     vectors.extend(trees::vectors());
     vectors
@@ -1196,6 +1202,28 @@ fn invalid_vectors() -> Vec<Vector> {
         refix_record(b, rec.offset);
         no_section(b, rec.offset)
     }));
+    v.push(invalid(
+        "image-flags-reserved",
+        "IMAGE_BEGIN flags with reserved bit 1 set (CRC fixed)",
+        RecordMalformed,
+        |b| {
+            let rec = of_type(b, RecordType::ImageBegin)[0];
+            b[rec.body_start + 22] |= 2;
+            refix_record(b, rec.offset);
+            no_section(b, rec.offset)
+        },
+    ));
+    v.push(invalid(
+        "extent-free-not-used-blocks",
+        "a zero extent made free (chunk_ref 2) in a section that is not used-blocks (both tables, CRCs fixed)",
+        RecordMalformed,
+        |b| {
+            let n = image_extents(b).iter().position(|&(_, _, r)| r == 0).expect("the small image has a zero extent");
+            edit_extent(b, n, |e| e[16..24].copy_from_slice(&2u64.to_le_bytes()));
+            let (offset, length, _) = extent(b, n);
+            vec![problem(RecordMalformed, extents_record(b), vec![image_range("disk", offset, offset + length)])]
+        },
+    ));
     v
 }
 

@@ -3,14 +3,15 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use strata_format::image::{self, ExtentMapCheck, REF_LOST, REF_ZERO, UNKNOWN_SIZE};
+use strata_format::image::{self, ExtentMapCheck, ImageFlags, REF_FREE, REF_LOST, REF_ZERO, UNKNOWN_SIZE};
 use strata_format::index::{SectionKind, TRAILER_MAGIC};
+use strata_format::ExtentKind;
 use strata_format::{
     limits, record::RecordFlags, ArchiveHeader, ArchiveIndex, ChunkHeader, Extent, ImageBegin, ImageEnd, RecordHeader,
     RecordType, SectionEntry, Trailer,
 };
 
-use crate::chunker::{prepare, PreparedChunk, PreparedWindow, SparePool};
+use crate::chunker::{prepare_split, PreparedChunk, PreparedWindow, SparePool};
 use crate::source::{ImageSource, Window};
 use crate::{Progress, WriteError};
 
@@ -61,6 +62,8 @@ pub struct ImageSummary {
     pub zero_bytes: u64,
     /// Bytes the source reported lost (salvage), recorded as lost extents.
     pub lost_bytes: u64,
+    /// Free space of the image's file systems, not stored (used-blocks capture).
+    pub free_bytes: u64,
     pub new_chunks: u64,
     pub deduplicated_chunks: u64,
     /// Bytes of chunk records this section added to the archive.
@@ -87,13 +90,9 @@ pub(crate) enum SectionTables {
     Tree(crate::tree::TreeTables),
 }
 
-/// The content identity of a zero or lost run in the map digest.
+/// The content identity of a run that stores nothing (zero, lost, free) in the map digest.
 fn run_id(run: &Extent) -> [u8; 32] {
-    if run.chunk_ref == REF_LOST {
-        image::LOST_ID
-    } else {
-        image::ZERO_ID
-    }
+    run.kind().ok().and_then(ExtentKind::hole_identity).unwrap_or(image::ZERO_ID)
 }
 
 /// Why the image pipeline stopped.
@@ -272,7 +271,7 @@ impl<W: Write> ArchiveWriter<W> {
             sector_size: source.sector_size(),
             logical_size: source.known_size().unwrap_or(UNKNOWN_SIZE),
             chunk_size: self.options.chunk_size,
-            reserved: 0,
+            flags: if source.used_blocks() { ImageFlags::USED_BLOCKS } else { 0 },
             name: name.as_bytes().to_vec(),
         };
         begin.validate()?;
@@ -331,8 +330,9 @@ impl<W: Write> ArchiveWriter<W> {
         let end_offset = self.write_record(RecordType::ImageEnd, &[&end.encode()])?;
         summary.logical_size = logical_size;
         summary.data_bytes = check.data_bytes;
-        summary.zero_bytes = logical_size - check.data_bytes - check.lost_bytes;
+        summary.zero_bytes = logical_size - check.data_bytes - check.lost_bytes - check.free_bytes;
         summary.lost_bytes = check.lost_bytes;
+        summary.free_bytes = check.free_bytes;
         self.sections.push(SectionState { begin_offset, end_offset, tables: SectionTables::Image(extents) });
         self.summary.images.push(summary.clone());
         Ok(summary)
@@ -354,9 +354,10 @@ impl<W: Write> ArchiveWriter<W> {
         let level = self.options.level;
         let workers = self.pool.current_num_threads().max(1);
         let slots = group + 2 * workers;
-        // A job: sequence number, buffer, image offset, length, and whether the
-        // worker must read the bytes itself (sources with a window reader).
-        type Job = (u64, Vec<u8>, u64, usize, bool);
+        // A job: sequence number, buffer, image offset, length, whether the
+        // worker must read the bytes itself (sources with a window reader), and
+        // the free ranges to split off (used-blocks capture).
+        type Job = (u64, Vec<u8>, u64, usize, bool, Vec<(std::ops::Range<usize>, crate::Hole)>);
         type Done = (u64, Result<PreparedWindow, (u64, std::io::Error)>, Vec<u8>);
         let (work_tx, work_rx) = std::sync::mpsc::channel::<Job>();
         let work_rx = std::sync::Mutex::new(work_rx);
@@ -370,12 +371,13 @@ impl<W: Write> ArchiveWriter<W> {
                 let (work_rx, done_tx, reader, spares) = (&work_rx, done_tx.clone(), reader.as_deref(), &*spares);
                 scope.spawn(move || loop {
                     let job = work_rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok((seq, mut buffer, offset, len, unread)) = job else { break };
+                    let Ok((seq, mut buffer, offset, len, unread, free)) = job else { break };
                     let read = match (unread, reader) {
                         (true, Some(reader)) => reader.read_window(&mut buffer, offset, len),
                         _ => Ok(()),
                     };
-                    let prepared = read.map(|()| prepare(&mut buffer, len, level, spares)).map_err(|e| (offset, e));
+                    let prepared =
+                        read.map(|()| prepare_split(&mut buffer, len, &free, level, spares)).map_err(|e| (offset, e));
                     if done_tx.send((seq, prepared, buffer)).is_err() {
                         break;
                     }
@@ -404,19 +406,21 @@ impl<W: Write> ArchiveWriter<W> {
                             break;
                         }
                         Window::Data(n) => {
+                            let free = source.holes_within(read_offset, n);
                             work_tx
-                                .send((next_seq, buffer, read_offset, n, reader.is_some()))
+                                .send((next_seq, buffer, read_offset, n, reader.is_some(), free))
                                 .expect("workers run until the sender is dropped");
                             in_flight += 1;
                             n
                         }
-                        Window::Hole(n) | Window::Lost(n) => {
+                        Window::Hole(n) | Window::Lost(n) | Window::Free(n) => {
                             let length = n as u64;
-                            let lost = matches!(window, Window::Lost(_));
-                            ready.insert(
-                                next_seq,
-                                if lost { PreparedWindow::Lost { length } } else { PreparedWindow::Zero { length } },
-                            );
+                            let prepared = match window {
+                                Window::Lost(_) => PreparedWindow::Lost { length },
+                                Window::Free(_) => PreparedWindow::Free { length },
+                                _ => PreparedWindow::Zero { length },
+                            };
+                            ready.insert(next_seq, prepared);
                             free.push(buffer);
                             n
                         }
@@ -489,10 +493,18 @@ impl<W: Write> ArchiveWriter<W> {
         let mut new_chunks: Vec<PreparedChunk> = Vec::new();
         let mut new_by_hash: HashMap<[u8; 32], usize> = HashMap::new();
         let mut offset = image_offset;
-        for window in prepared {
+        let pieces = prepared.into_iter().flat_map(|window| match window {
+            PreparedWindow::Pieces(pieces) => pieces,
+            whole => vec![whole],
+        });
+        for window in pieces {
             match window {
-                PreparedWindow::Zero { length } | PreparedWindow::Lost { length } => {
-                    let kind = if matches!(window, PreparedWindow::Lost { .. }) { REF_LOST } else { REF_ZERO };
+                PreparedWindow::Zero { length } | PreparedWindow::Lost { length } | PreparedWindow::Free { length } => {
+                    let kind = match window {
+                        PreparedWindow::Lost { .. } => REF_LOST,
+                        PreparedWindow::Free { .. } => REF_FREE,
+                        _ => REF_ZERO,
+                    };
                     match open_zero {
                         Some(run) if run.chunk_ref == kind => run.length += length,
                         _ => {
@@ -518,6 +530,7 @@ impl<W: Write> ArchiveWriter<W> {
                     offset += length;
                     progress.advance(length);
                 }
+                PreparedWindow::Pieces(_) => unreachable!("pieces were flattened above and hold no pieces"),
             }
         }
         if planned.is_empty() {

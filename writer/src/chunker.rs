@@ -11,6 +11,11 @@ pub(crate) enum PreparedWindow {
     Zero { length: u64 },
     /// A window whose data was lost (salvage): becomes (part of) a lost extent.
     Lost { length: u64 },
+    /// Free space of a file system (used-blocks capture): becomes (part of) a free extent.
+    Free { length: u64 },
+    /// A window split at free ranges (used-blocks capture): its pieces in
+    /// image order, each data, zero or free, none itself split.
+    Pieces(Vec<PreparedWindow>),
     /// A window with data: becomes a data extent and, unless deduplicated, a chunk.
     Data(PreparedChunk),
 }
@@ -19,7 +24,10 @@ impl PreparedWindow {
     /// The image bytes the window covers.
     pub(crate) fn length(&self) -> u64 {
         match self {
-            PreparedWindow::Zero { length } | PreparedWindow::Lost { length } => *length,
+            PreparedWindow::Zero { length } | PreparedWindow::Lost { length } | PreparedWindow::Free { length } => {
+                *length
+            }
+            PreparedWindow::Pieces(pieces) => pieces.iter().map(PreparedWindow::length).sum(),
             PreparedWindow::Data(chunk) => u64::from(chunk.raw_length),
         }
     }
@@ -147,6 +155,45 @@ pub(crate) fn prepare(buffer: &mut Vec<u8>, len: usize, level: i32, spares: &Spa
         std::mem::swap(buffer, &mut chunk.stored);
     }
     PreparedWindow::Data(chunk)
+}
+
+/// Prepares a window of a used-blocks source split at `holes`, ranges of
+/// window bytes that hold free space or were lost: each stretch between them
+/// becomes its own chunk (or zero extent), each hole an extent of its kind.
+/// Without holes, as [`prepare`].
+pub(crate) fn prepare_split(
+    buffer: &mut Vec<u8>,
+    len: usize,
+    holes: &[(std::ops::Range<usize>, crate::Hole)],
+    level: i32,
+    spares: &SparePool,
+) -> PreparedWindow {
+    if holes.is_empty() {
+        return prepare(buffer, len, level, spares);
+    }
+    let mut pieces = Vec::with_capacity(2 * holes.len() + 1);
+    let mut used_from = 0;
+    let used = |from: usize, to: usize, pieces: &mut Vec<PreparedWindow>| {
+        if from < to {
+            let raw = &buffer[from..to];
+            pieces.push(if is_all_zero(raw) {
+                PreparedWindow::Zero { length: (to - from) as u64 }
+            } else {
+                PreparedWindow::Data(prepare_chunk(raw, level, spares))
+            });
+        }
+    };
+    for (range, hole) in holes {
+        used(used_from, range.start, &mut pieces);
+        let length = (range.end - range.start) as u64;
+        pieces.push(match hole {
+            crate::Hole::Free => PreparedWindow::Free { length },
+            crate::Hole::Lost => PreparedWindow::Lost { length },
+        });
+        used_from = range.end;
+    }
+    used(used_from, len, &mut pieces);
+    PreparedWindow::Pieces(pieces)
 }
 
 /// Hashes and compresses one chunk's raw bytes.

@@ -14,7 +14,7 @@ mod tree;
 
 pub use archive::{ArchiveSummary, ArchiveWriter, ImageSummary, WriterOptions};
 pub use error::WriteError;
-pub use source::{FileSource, ImageSource, SliceSource, StreamSource, Window, WindowReader};
+pub use source::{FileSource, Hole, ImageSource, SliceSource, StreamSource, UsedBlocks, Window, WindowReader};
 pub use tree::{count_tree, EntrySource, SourceEntry, TreeOptions, TreeSummary, TreeTotals, TreeWarning};
 
 /// Receives progress as bytes of source are consumed. The CLI draws bars with it.

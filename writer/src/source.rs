@@ -15,6 +15,9 @@ pub enum Window {
     /// This many bytes were lost before they reached the writer (salvage of a
     /// damaged archive): recorded as a lost extent, read back as zeros.
     Lost(usize),
+    /// This many bytes are free space of a file system (used-blocks capture):
+    /// not read, recorded as a free extent, read back as zeros.
+    Free(usize),
     /// The source has no more bytes.
     End,
 }
@@ -42,6 +45,179 @@ pub trait ImageSource: Send {
     fn skip_window(&mut self, len: usize) -> io::Result<Window> {
         let _ = len;
         Err(io::Error::other("this source cannot be read out of order"))
+    }
+    /// Whether the source leaves out free space (used-blocks capture): the
+    /// section is then marked used-blocks (`spec/FORMAT.md` 7.1).
+    fn used_blocks(&self) -> bool {
+        false
+    }
+    /// The ranges inside the data window of `len` bytes at image `offset`
+    /// that hold no data, as window byte ranges in order, each free space
+    /// (used-blocks capture) or lost (salvage of a used-blocks section): each
+    /// becomes an extent of its kind, and the stretches between them chunks of
+    /// their own. Only a used-blocks source may give any: its extents may
+    /// split a window (`spec/FORMAT.md` 7.2).
+    fn holes_within(&self, offset: u64, len: usize) -> Vec<(std::ops::Range<usize>, Hole)> {
+        let _ = (offset, len);
+        Vec::new()
+    }
+}
+
+/// What a range inside a data window holds instead of data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hole {
+    /// Free space of a file system: a free extent.
+    Free,
+    /// Lost before it reached the writer (salvage): a lost extent.
+    Lost,
+}
+
+/// A source of which only the blocks in use by the file systems inside it
+/// are stored: `free` lists the free ranges (sorted, not overlapping). A window
+/// wholly inside free space is a free window, neither read nor stored; in a
+/// window that holds used blocks, the free bytes are stored as zeros (they
+/// compress to almost nothing, and a restore writes zeros there either way).
+pub struct UsedBlocks<S> {
+    inner: S,
+    free: std::sync::Arc<Vec<std::ops::Range<u64>>>,
+    position: u64,
+    /// Free ranges inside a window shorter than this are stored as zeros
+    /// rather than split off: each split costs two extents and a chunk.
+    min_gap: u64,
+}
+
+/// The default shortest free range split off inside a window.
+pub const USED_BLOCKS_MIN_GAP: u64 = 32 << 10;
+
+impl<S: ImageSource> UsedBlocks<S> {
+    /// `inner` with the free ranges `free` (in any order; overlaps merged).
+    pub fn new(inner: S, mut free: Vec<std::ops::Range<u64>>) -> Self {
+        free.retain(|r| r.start < r.end);
+        free.sort_by_key(|r| r.start);
+        let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(free.len());
+        for range in free {
+            match merged.last_mut() {
+                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+                _ => merged.push(range),
+            }
+        }
+        UsedBlocks { inner, free: std::sync::Arc::new(merged), position: 0, min_gap: USED_BLOCKS_MIN_GAP }
+    }
+
+    /// The same source, splitting off free ranges of at least `bytes` (a
+    /// multiple of 512) inside windows.
+    pub fn with_min_gap(mut self, bytes: u64) -> Self {
+        self.min_gap = bytes.max(image_grain());
+        self
+    }
+
+    /// Bytes of the image listed as free.
+    pub fn free_bytes(&self) -> u64 {
+        self.free.iter().map(|r| r.end - r.start).sum()
+    }
+
+    /// What a window becomes: free when the free ranges cover it whole.
+    fn classify(&mut self, window: Window) -> Window {
+        let start = self.position;
+        let length = match window {
+            Window::Data(n) | Window::Hole(n) | Window::Lost(n) | Window::Free(n) => n,
+            Window::End => return window,
+        };
+        self.position += length as u64;
+        if matches!(window, Window::Data(_)) && covered(&self.free, start, start + length as u64) {
+            Window::Free(length)
+        } else {
+            window
+        }
+    }
+}
+
+/// Whether `start..end` lies inside one of the sorted, merged `ranges`.
+fn covered(ranges: &[std::ops::Range<u64>], start: u64, end: u64) -> bool {
+    let at = ranges.partition_point(|r| r.end <= start);
+    ranges.get(at).is_some_and(|r| r.start <= start && end <= r.end)
+}
+
+/// Zeroes the bytes of `buf` (image bytes `offset..`) that the free ranges cover.
+fn zero_free(ranges: &[std::ops::Range<u64>], buf: &mut [u8], offset: u64) {
+    let end = offset + buf.len() as u64;
+    let mut at = ranges.partition_point(|r| r.end <= offset);
+    while let Some(range) = ranges.get(at).filter(|r| r.start < end) {
+        let (from, to) = (range.start.max(offset), range.end.min(end));
+        buf[(from - offset) as usize..(to - offset) as usize].fill(0);
+        at += 1;
+    }
+}
+
+impl<S: ImageSource> ImageSource for UsedBlocks<S> {
+    fn known_size(&self) -> Option<u64> {
+        self.inner.known_size()
+    }
+
+    fn sector_size(&self) -> u32 {
+        self.inner.sector_size()
+    }
+
+    fn next_window(&mut self, buf: &mut Vec<u8>, len: usize) -> io::Result<Window> {
+        let start = self.position;
+        let window = self.inner.next_window(buf, len)?;
+        let window = self.classify(window);
+        if let Window::Data(n) = window {
+            zero_free(&self.free, &mut buf[..n], start);
+        }
+        Ok(window)
+    }
+
+    fn window_reader(&self) -> Option<Box<dyn WindowReader>> {
+        let inner = self.inner.window_reader()?;
+        Some(Box::new(UsedBlocksReader { inner, free: self.free.clone() }))
+    }
+
+    fn skip_window(&mut self, len: usize) -> io::Result<Window> {
+        let window = self.inner.skip_window(len)?;
+        Ok(self.classify(window))
+    }
+
+    fn used_blocks(&self) -> bool {
+        true
+    }
+
+    fn holes_within(&self, offset: u64, len: usize) -> Vec<(std::ops::Range<usize>, Hole)> {
+        let end = offset + len as u64;
+        let grain = image_grain();
+        let mut out = Vec::new();
+        let mut at = self.free.partition_point(|r| r.end <= offset);
+        while let Some(range) = self.free.get(at).filter(|r| r.start < end) {
+            // Extents of a used-blocks section start and end on 512-byte
+            // boundaries: a free range is cut inwards to them.
+            let from = range.start.max(offset).next_multiple_of(grain);
+            let to = range.end.min(end) / grain * grain;
+            let to = if range.end >= end { end } else { to };
+            if to > from && to - from >= self.min_gap {
+                out.push(((from - offset) as usize..(to - offset) as usize, Hole::Free));
+            }
+            at += 1;
+        }
+        out
+    }
+}
+
+/// The granularity of extents in a used-blocks section.
+fn image_grain() -> u64 {
+    strata_format::image::USED_BLOCKS_GRAIN
+}
+
+/// Reads data windows of a used-blocks source: free bytes come back as zeros.
+struct UsedBlocksReader {
+    inner: Box<dyn WindowReader>,
+    free: std::sync::Arc<Vec<std::ops::Range<u64>>>,
+}
+
+impl WindowReader for UsedBlocksReader {
+    fn read_window(&self, buf: &mut Vec<u8>, offset: u64, len: usize) -> io::Result<()> {
+        self.inner.read_window(buf, offset, len)?;
+        zero_free(&self.free, &mut buf[..len], offset);
+        Ok(())
     }
 }
 
@@ -272,5 +448,23 @@ impl ImageSource for SliceSource<'_> {
         let n = end - self.position;
         self.position = end;
         Ok(Window::Data(n))
+    }
+}
+
+#[cfg(test)]
+mod used_blocks_tests {
+    use super::*;
+
+    #[test]
+    fn free_ranges_are_merged_and_zeroed_and_whole_free_windows_found() {
+        let ranges = UsedBlocks::new(SliceSource::new(&[]), vec![10..20, 15..30, 40..50, 50..60]).free;
+        assert_eq!(*ranges, vec![10..30, 40..60]);
+        assert!(covered(&ranges, 12, 30) && covered(&ranges, 40, 60));
+        assert!(!covered(&ranges, 5, 12) && !covered(&ranges, 25, 45));
+        let mut buf = vec![1u8; 50];
+        zero_free(&ranges, &mut buf, 20);
+        // Image bytes 20..30 and 40..60 of 20..70 are free.
+        assert!(buf[..10].iter().all(|&b| b == 0) && buf[10..20].iter().all(|&b| b == 1));
+        assert!(buf[20..40].iter().all(|&b| b == 0) && buf[40..].iter().all(|&b| b == 1));
     }
 }

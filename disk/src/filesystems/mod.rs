@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use crate::{Disk, Error, ErrorKind, Volume};
 
-pub(crate) use signatures::detect;
+pub(crate) use signatures::{detect, fat_layout, for_each_fat_entry};
 
 /// A recognised file system type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

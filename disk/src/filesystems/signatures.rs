@@ -176,11 +176,23 @@ fn swap(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<FsInfo>, 
     }))
 }
 
-/// FAT: the boot sector's BIOS parameter block decides FAT12, FAT16 or FAT32
-/// (by cluster count, as Microsoft's specification does); used bytes are the
-/// reserved area, the FATs and root directory, and every cluster the first
-/// FAT marks as not free.
-fn fat(disk: &Rc<dyn Disk>, start: u64, length: u64, head: &[u8]) -> Result<Option<FsInfo>, Error> {
+/// Where a FAT volume keeps what, from its boot sector's BIOS parameter block.
+pub(crate) struct FatLayout {
+    pub(crate) kind: FsKind,
+    pub(crate) bytes_per_sector: u64,
+    pub(crate) total_sectors: u64,
+    /// Clusters in the data area (numbered from 2).
+    pub(crate) clusters: u64,
+    /// Byte offset of the first FAT in the volume.
+    pub(crate) fat_at: u64,
+    /// Byte offset of cluster 2 in the volume.
+    pub(crate) data_start: u64,
+    pub(crate) cluster_size: u64,
+}
+
+/// The layout a FAT boot sector describes, if its fields are plausible; the
+/// type follows from the cluster count, as Microsoft's specification says.
+pub(crate) fn fat_layout(head: &[u8]) -> Option<FatLayout> {
     let bytes_per_sector = le16(head, 11);
     let sectors_per_cluster = u64::from(head[13]);
     let (reserved, fats, root_entries) = (le16(head, 14), u64::from(head[16]), le16(head, 17));
@@ -196,54 +208,77 @@ fn fat(disk: &Rc<dyn Disk>, start: u64, length: u64, head: &[u8]) -> Result<Opti
         && fat_sectors > 0
         && total > 0;
     if !plausible {
-        return Ok(None);
+        return None;
     }
     let root_sectors = (root_entries * 32).div_ceil(bytes_per_sector);
     let meta_sectors = reserved + fats * fat_sectors + root_sectors;
-    let Some(data_sectors) = total.checked_sub(meta_sectors) else { return Ok(None) };
-    let clusters = data_sectors / sectors_per_cluster;
-    let (kind, id_at, label_at) = match clusters {
-        0..4085 => (FsKind::Fat12, 39, 43),
-        4085..65525 => (FsKind::Fat16, 39, 43),
-        _ => (FsKind::Fat32, 67, 71),
+    let clusters = total.checked_sub(meta_sectors)? / sectors_per_cluster;
+    let kind = match clusters {
+        0..4085 => FsKind::Fat12,
+        4085..65525 => FsKind::Fat16,
+        _ => FsKind::Fat32,
     };
+    Some(FatLayout {
+        kind,
+        bytes_per_sector,
+        total_sectors: total,
+        clusters,
+        fat_at: reserved * bytes_per_sector,
+        data_start: meta_sectors * bytes_per_sector,
+        cluster_size: sectors_per_cluster * bytes_per_sector,
+    })
+}
+
+/// FAT: label and serial from the boot sector; used bytes are the reserved
+/// area, the FATs and root directory, and every cluster the first FAT marks as
+/// not free.
+fn fat(disk: &Rc<dyn Disk>, start: u64, length: u64, head: &[u8]) -> Result<Option<FsInfo>, Error> {
+    let Some(layout) = fat_layout(head) else { return Ok(None) };
+    let (id_at, label_at) = if layout.kind == FsKind::Fat32 { (67, 71) } else { (39, 43) };
     let serial = le32(head, id_at);
     let label = text(&head[label_at..label_at + 11]);
-    let size = total * bytes_per_sector;
-    let used = fat_used_clusters(disk, start, length, reserved * bytes_per_sector, kind, clusters)?
-        .map(|n| n * sectors_per_cluster * bytes_per_sector + meta_sectors * bytes_per_sector);
+    let mut used_clusters = 0u64;
+    let counted = for_each_fat_entry(disk, start, length, &layout, layout.kind, &mut |_, value| {
+        used_clusters += u64::from(value != 0);
+    });
+    // A FAT that lies past the volume leaves used bytes unknown, not the volume unrecognised.
+    let used = match counted {
+        Ok(()) => Some(used_clusters * layout.cluster_size + layout.data_start),
+        Err(e) if e.kind() == crate::ErrorKind::Damaged => None,
+        Err(e) => return Err(e),
+    };
     Ok(Some(FsInfo {
-        kind,
+        kind: layout.kind,
         label: if label == "NO NAME" { String::new() } else { label },
         uuid: format!("{:04X}-{:04X}", serial >> 16, serial & 0xFFFF),
-        size,
+        size: layout.total_sectors * layout.bytes_per_sector,
         used,
     }))
 }
 
-/// Clusters 2.. that the FAT at `fat_at` marks as not free; `None` when the
-/// FAT lies outside the volume.
-fn fat_used_clusters(
+/// Calls `visit(cluster, value)` for each cluster 2.. of the data area with its
+/// entry in the first FAT (28 bits for FAT32), reading the FAT in pieces.
+pub(crate) fn for_each_fat_entry(
     disk: &Rc<dyn Disk>,
     start: u64,
     length: u64,
-    fat_at: u64,
+    layout: &FatLayout,
     kind: FsKind,
-    clusters: u64,
-) -> Result<Option<u64>, Error> {
+    visit: &mut dyn FnMut(u64, u32),
+) -> Result<(), Error> {
     // Entries 0 and 1 are reserved; cluster n's entry is entry n.
-    let entries = clusters + 2;
+    let entries = layout.clusters + 2;
     let fat_bytes = match kind {
         FsKind::Fat12 => (entries * 3).div_ceil(2),
         FsKind::Fat16 => entries * 2,
         _ => entries * 4,
     };
+    let fat_at = layout.fat_at;
     if fat_at.checked_add(fat_bytes).is_none_or(|end| end > length) {
-        return Ok(None);
+        return Err(Error::new(crate::ErrorKind::Damaged, "the FAT", "lies past the end of the volume").at(start));
     }
-    // Read in pieces that hold whole entries (a multiple of 3, 2 and 4 bytes).
+    // Pieces hold whole entries: a multiple of 3 (two FAT12 entries), 2 and 4 bytes.
     const PIECE: u64 = 3 * 4 * 4096;
-    let mut used = 0u64;
     let mut at = 0u64;
     let mut buf = Vec::new();
     while at < fat_bytes {
@@ -251,15 +286,10 @@ fn fat_used_clusters(
         buf.resize(n, 0);
         disk.read_exact_at(start + fat_at + at, &mut buf)
             .map_err(|e| Error::io("the FAT", e).at(start + fat_at + at))?;
-        let first_entry = match kind {
-            FsKind::Fat12 => at * 2 / 3,
-            FsKind::Fat16 => at / 2,
-            _ => at / 4,
-        };
-        let entry_count = match kind {
-            FsKind::Fat12 => (n as u64 * 2) / 3,
-            FsKind::Fat16 => n as u64 / 2,
-            _ => n as u64 / 4,
+        let (first_entry, entry_count) = match kind {
+            FsKind::Fat12 => (at * 2 / 3, (n as u64 * 2) / 3),
+            FsKind::Fat16 => (at / 2, n as u64 / 2),
+            _ => (at / 4, n as u64 / 4),
         };
         for i in 0..entry_count {
             let entry = first_entry + i;
@@ -282,9 +312,9 @@ fn fat_used_clusters(
                     u32::from_le_bytes(buf[at..at + 4].try_into().expect("4 bytes")) & 0x0FFF_FFFF
                 }
             };
-            used += u64::from(value != 0);
+            visit(entry, value);
         }
         at += n as u64;
     }
-    Ok(Some(used))
+    Ok(())
 }

@@ -1,0 +1,125 @@
+//! `create --used-blocks`: only the blocks the file systems inside an image
+//! use are stored. A GPT disk made by the real tools (sgdisk, mkfs.ext4 -d with
+//! files deleted afterwards by debugfs, mkfs.vfat with mtools), with garbage in
+//! every free block and between the partitions, restores to a disk whose file
+//! systems check clean (e2fsck -fn, fsck.vfat -n), whose every file is the
+//! source's, and whose bytes outside the file systems are the source's.
+
+mod common;
+
+use common::*;
+
+const MIB: usize = 1 << 20;
+
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+fn stdout_of(command: &str) -> Vec<u8> {
+    let out = std::process::Command::new("sh").args(["-c", command]).output().unwrap();
+    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[test]
+fn a_used_blocks_image_restores_clean_file_systems_with_the_same_files() {
+    if !["mkfs.ext4", "debugfs", "e2fsck", "mkfs.vfat", "mcopy", "fsck.vfat", "sgdisk"].iter().all(|t| require_tool(t))
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Garbage everywhere first: what deleted files and old data leave behind.
+    let disk_path = d.join("disk.img");
+    std::fs::write(&disk_path, noise(1, 40 * MIB)).unwrap();
+    sh(&format!("sgdisk -o -n1:2048:+8M -t1:0700 -n2:0:+24M -t2:8300 '{}' >/dev/null", path_str(&disk_path)));
+    // ext4 from a tree, on an image full of garbage; then files deleted.
+    let src = d.join("src");
+    std::fs::create_dir_all(src.join("keep")).unwrap();
+    for i in 0..30 {
+        std::fs::write(src.join(format!("keep/k{i}")), noise(100 + i, 20_000 + 7_000 * i as usize)).unwrap();
+        std::fs::write(src.join(format!("gone{i}")), noise(200 + i, 30_000)).unwrap();
+    }
+    let ext4 = d.join("ext4.img");
+    std::fs::write(&ext4, noise(2, 24 * MIB)).unwrap();
+    sh(&format!("mkfs.ext4 -q -F -E nodiscard -d '{}' '{}' >/dev/null", path_str(&src), path_str(&ext4)));
+    for i in 0..30 {
+        sh(&format!("debugfs -w -R 'rm /gone{i}' '{}' >/dev/null 2>&1", path_str(&ext4)));
+    }
+    let fat = d.join("fat.img");
+    std::fs::write(&fat, noise(3, 8 * MIB)).unwrap();
+    sh(&format!("mkfs.vfat '{}' >/dev/null", path_str(&fat)));
+    for i in 0..6 {
+        let file = d.join(format!("f{i}"));
+        std::fs::write(&file, noise(300 + i, 40_000 * (i as usize + 1))).unwrap();
+        sh(&format!("mcopy -i '{}' '{}' ::/f{i}", path_str(&fat), path_str(&file)));
+    }
+    sh(&format!("mdel -i '{}' ::/f2 ::/f4", path_str(&fat)));
+    let mut disk = std::fs::read(&disk_path).unwrap();
+    disk[MIB..9 * MIB].copy_from_slice(&std::fs::read(&fat).unwrap());
+    disk[9 * MIB..33 * MIB].copy_from_slice(&std::fs::read(&ext4).unwrap());
+    std::fs::write(&disk_path, &disk).unwrap();
+
+    let (whole, used) = (d.join("whole.strata"), d.join("used.strata"));
+    run_ok(&["create", path_str(&whole), "--image", &format!("disk={}", path_str(&disk_path)), "-q"]);
+    let created =
+        run_ok(&["create", path_str(&used), "--image", &format!("disk={}", path_str(&disk_path)), "--used-blocks"]);
+    let said = String::from_utf8_lossy(&created.stderr);
+    assert!(said.contains("partition 1: fat") && said.contains("partition 2: ext4"), "{said}");
+    assert!(said.contains("free in its file systems (not stored)"), "{said}");
+    let (whole_size, used_size) = (std::fs::metadata(&whole).unwrap().len(), std::fs::metadata(&used).unwrap().len());
+    assert!(used_size * 2 < whole_size, "used blocks {used_size} bytes, whole {whole_size}");
+    let info = String::from_utf8_lossy(&run_ok(&["info", path_str(&used)]).stdout).into_owned();
+    assert!(info.contains("used blocks only"), "{info}");
+    let json: serde_json::Value = serde_json::from_slice(&run_ok(&["info", path_str(&used), "--json"]).stdout).unwrap();
+    let image = &json["sections"][0]["image"];
+    assert_eq!(image["used_blocks"], true);
+    assert!(image["free_bytes"].as_u64().unwrap() > 10 * MIB as u64, "{image}");
+    run_ok(&["verify", path_str(&used)]);
+
+    let restored = d.join("restored.img");
+    run_ok(&["restore", path_str(&used), "--image", "disk", path_str(&restored), "-q"]);
+    let back = std::fs::read(&restored).unwrap();
+    assert_eq!(back.len(), disk.len());
+    // Outside the file systems: the source's bytes (the GPT, the gap before
+    // partition 1, the space after partition 2).
+    assert!(back[..MIB] == disk[..MIB], "the table and the gap before the first partition");
+    assert!(back[33 * MIB..] == disk[33 * MIB..], "the space after the last partition");
+    let (ext4_back, fat_back) = (d.join("ext4.back"), d.join("fat.back"));
+    std::fs::write(&ext4_back, &back[9 * MIB..33 * MIB]).unwrap();
+    std::fs::write(&fat_back, &back[MIB..9 * MIB]).unwrap();
+    sh(&format!("e2fsck -fn '{}' >/dev/null 2>&1", path_str(&ext4_back)));
+    sh(&format!("fsck.vfat -n '{}' >/dev/null", path_str(&fat_back)));
+    for i in 0..30 {
+        let got = stdout_of(&format!("debugfs -R 'cat /keep/k{i}' '{}' 2>/dev/null", path_str(&ext4_back)));
+        assert!(got == std::fs::read(src.join(format!("keep/k{i}"))).unwrap(), "keep/k{i}");
+    }
+    for i in [0, 1, 3, 5] {
+        let got = stdout_of(&format!("mtype -i '{}' ::/f{i}", path_str(&fat_back)));
+        assert!(got == std::fs::read(d.join(format!("f{i}"))).unwrap(), "f{i}");
+    }
+    // The free space came back as zeros, not as the garbage that was there.
+    assert!(back != disk, "free space is not stored: the disk is not bit-identical");
+
+    // A salvage keeps the section used-blocks and its free extents free.
+    let mut damaged = std::fs::read(&used).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xFF;
+    let (hurt, saved) = (d.join("hurt.strata"), d.join("saved.strata"));
+    std::fs::write(&hurt, &damaged).unwrap();
+    let out = run(&["salvage", path_str(&hurt), path_str(&saved), "-q"]);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", path_str(&saved), "--json"]).stdout).unwrap();
+    let salvaged = &json["sections"][0]["image"];
+    assert_eq!(salvaged["used_blocks"], true, "{salvaged}");
+    assert_eq!(salvaged["free_bytes"], image["free_bytes"], "{salvaged}");
+}
