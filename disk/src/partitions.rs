@@ -84,6 +84,12 @@ pub(crate) fn read(disk: &Rc<dyn Disk>) -> Result<(TableKind, Vec<Partition>), E
     if !plausible || types.iter().all(|&t| t == 0) {
         return Ok((TableKind::None, Vec::new()));
     }
+    // mbrman panics on a used entry that starts at sector 0 (over the table
+    // itself), which no real table has: refused here first.
+    if let Some(i) = (0..4).find(|&i| types[i] != 0 && mbr[446 + 16 * i + 8..446 + 16 * i + 12] == [0; 4]) {
+        return Err(damaged("MBR", format!("partition {} starts at sector 0, over the table itself", i + 1))
+            .at(446 + 16 * i as u64));
+    }
     mbr_partitions(disk).map(|p| (TableKind::Mbr, p))
 }
 
