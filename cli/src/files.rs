@@ -21,7 +21,8 @@ pub struct ListArgs {
     /// The file-tree section (default: every one).
     #[arg(long = "files", value_name = "NAME")]
     files: Option<String>,
-    /// List the files of the file system inside this image section instead.
+    /// List the files of the file system inside this image section instead
+    /// (ext2/3/4, FAT12/16/32 or NTFS).
     #[arg(long, value_name = "NAME", conflicts_with = "files")]
     image: Option<String>,
     /// With --image: the partition, numbered as /dev/sdb2 is (may be left out
@@ -56,7 +57,8 @@ pub struct ExtractArgs {
     /// The file-tree section to extract (may be left out when the archive holds one).
     #[arg(long = "files", value_name = "NAME")]
     files: Option<String>,
-    /// Extract from the file system inside this image section instead.
+    /// Extract from the file system inside this image section instead
+    /// (ext2/3/4, FAT12/16/32 or NTFS).
     #[arg(long, value_name = "NAME", conflicts_with = "files")]
     image: Option<String>,
     /// With --image: the partition, numbered as /dev/sdb2 is (may be left out

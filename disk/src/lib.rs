@@ -10,12 +10,19 @@
 //! length, so the source can be an archive's image section, a file or memory.
 //! Nothing here writes.
 //!
+//! Files are read from ext2/3/4 (through ext4-view), FAT12/16/32 (fatfs) and
+//! NTFS (ntfs); exFAT, XFS, btrfs and swap are recognised only.
+//!
 //! # Bad input
 //! Tables and file systems come from images that may be damaged or made to
 //! harm: every structure is checked before it is used, reads of partition
-//! tables go through a byte budget, and walks through directory trees through
-//! a budget of directory bytes, so no input makes this crate read, allocate or
-//! loop without bound. Failures are [`Error`]s that say what, where and why.
+//! tables go through a byte budget, FAT and NTFS reads through a budget
+//! granted per operation from what it can need (FAT cluster chains are also
+//! followed and checked here before fatfs follows them), and walks through
+//! directory trees through a budget of entries, a depth limit and a check of
+//! each directory against those above it, so no input makes this crate read,
+//! allocate or loop without bound. Failures are [`Error`]s that say what,
+//! where and why.
 //!
 //! ```
 //! use std::rc::Rc;

@@ -85,11 +85,8 @@ pub(crate) fn read(disk: &Rc<dyn Disk>) -> Result<(TableKind, Vec<Partition>), E
         return Ok((TableKind::None, Vec::new()));
     }
     // A partition cannot start at LBA 0, the MBR itself (mbrman 0.6 panics
-    // on one, finding no alignment).
-    if let Some(i) = (0..4).find(|&i| {
-        let entry = &mbr[446 + 16 * i..462 + 16 * i];
-        entry[4] != 0 && u32::from_le_bytes([entry[8], entry[9], entry[10], entry[11]]) == 0
-    }) {
+    // on one, finding no alignment): refused here first.
+    if let Some(i) = (0..4).find(|&i| types[i] != 0 && mbr[446 + 16 * i + 8..446 + 16 * i + 12] == [0; 4]) {
         return Err(
             damaged("MBR", format!("partition {} starts at sector 0, the MBR itself", i + 1)).at(446 + 16 * i as u64)
         );

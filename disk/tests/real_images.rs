@@ -7,23 +7,12 @@ use std::path::Path;
 use std::process::Command;
 use std::rc::Rc;
 
+mod common;
+
+use common::{run, tool};
 use strata_disk::{filesystems::walk, open_filesystem, scan, Disk, ErrorKind, FsKind, NodeKind, TableKind};
 
 const MIB: u64 = 1 << 20;
-
-fn tool(name: &str) -> bool {
-    let found =
-        Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("SKIPPED: {name} is missing (scripts/ensure-tools.sh installs it)");
-    }
-    found
-}
-
-fn run(command: &str) {
-    let out = Command::new("sh").arg("-c").arg(command).output().unwrap();
-    assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
-}
 
 /// A source tree with nested folders, a symbolic link, modes and times.
 fn source_tree(root: &Path) {
@@ -152,6 +141,17 @@ fn a_gpt_disk_with_fat_and_ext4_lists_its_partitions_and_reads_its_files() {
     let e = fs.node(b"etc/nothing").unwrap_err();
     assert_eq!(e.kind(), ErrorKind::NotFound);
     assert!(e.to_string().contains("/etc/nothing"), "{e}");
+
+    // The FAT partition's file, through fatfs.
+    let fat_fs = open_filesystem(&disk, layout.volume(Some(1)).unwrap()).unwrap();
+    let mut hostname = Vec::new();
+    fat_fs
+        .read_file(b"/hostname", &mut |piece| {
+            hostname.extend_from_slice(piece);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(hostname, b"strata-test\n");
 }
 
 #[test]

@@ -93,6 +93,8 @@ impl Ext {
             ctime: None,
             btime: meta.created().map(time),
             target,
+            // ext4-view does not give inode numbers.
+            id: None,
         })
     }
 }

@@ -3,10 +3,14 @@
 //! [`detect`] knows ext2/3/4, FAT12/16/32, NTFS, exFAT, XFS, btrfs and Linux
 //! swap by their superblocks (type, label, UUID, size, used bytes where the
 //! superblock or allocation table says). [`open_filesystem`] gives a
-//! [`FileSystem`] for those whose files can be read here: ext2/3/4.
+//! [`FileSystem`] for those whose files can be read here: ext2/3/4 (through
+//! ext4-view), FAT12/16/32 (fatfs) and NTFS (ntfs).
 
 mod ext;
+mod fat;
+mod ntfs;
 mod signatures;
+mod stream;
 
 use std::rc::Rc;
 
@@ -53,6 +57,7 @@ impl FsKind {
 /// What the superblock of a file system says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsInfo {
+    /// Its type.
     pub kind: FsKind,
     /// Its label; empty when it has none.
     pub label: String,
@@ -82,16 +87,20 @@ pub enum NodeKind {
 pub struct Node {
     /// Its name in its directory; empty for the root.
     pub name: Vec<u8>,
+    /// Its type.
     pub kind: NodeKind,
     /// Permission bits (07777).
     pub mode: u32,
+    /// Owner and group ids (0 where the file system keeps none: FAT, NTFS).
     pub uid: u32,
+    /// See `uid`.
     pub gid: u32,
     /// Content length of a regular file or symbolic link; the directory's
-    /// own size for a directory.
+    /// own size for a directory (0 where the file system keeps none).
     pub size: u64,
-    /// Modification and access times: seconds and nanoseconds.
+    /// Modification time: seconds and nanoseconds since 1970 (UTC).
     pub mtime: (i64, u32),
+    /// Access time, as `mtime`.
     pub atime: (i64, u32),
     /// Change time, when the crate reading the file system gives it.
     pub ctime: Option<(i64, u32)>,
@@ -99,6 +108,10 @@ pub struct Node {
     pub btime: Option<(i64, u32)>,
     /// A symbolic link's target.
     pub target: Vec<u8>,
+    /// What identifies the node within its file system, when the crate
+    /// reading it says: an NTFS file record number, a FAT directory's first
+    /// cluster. [`walk`] uses it to stop at a directory linked below itself.
+    pub id: Option<u64>,
 }
 
 /// A file system read through paths: bytes separated by `/`, relative to its
@@ -117,8 +130,10 @@ pub trait FileSystem {
     fn read_file(&self, path: &[u8], piece: &mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<(), Error>;
 }
 
-/// Opens the file system of `volume` for reading files: an error that names
-/// the type when it is recognised but its files are not read here.
+/// Opens the file system of `volume` for reading files: ext2/3/4, FAT12/16/32
+/// or NTFS; an error of kind [`ErrorKind::Unsupported`] that names the type
+/// when it is recognised but its files are not read here (exFAT, XFS, btrfs,
+/// swap).
 pub fn open_filesystem(disk: &Rc<dyn Disk>, volume: &Volume) -> Result<Box<dyn FileSystem>, Error> {
     let info = volume.filesystem.clone().ok_or_else(|| match &volume.unreadable {
         Some(why) => Error::new(ErrorKind::Io, "file system", format!("its superblock cannot be read: {why}")),
@@ -130,6 +145,10 @@ pub fn open_filesystem(disk: &Rc<dyn Disk>, volume: &Volume) -> Result<Box<dyn F
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => {
             Ok(Box::new(ext::Ext::open(disk.clone(), volume.start, volume.length, info)?))
         }
+        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
+            Ok(Box::new(fat::Fat::open(disk.clone(), volume.start, volume.length, info)?))
+        }
+        FsKind::Ntfs => Ok(Box::new(ntfs::Ntfs::open(disk.clone(), volume.start, volume.length, info)?)),
         kind => Err(Error::new(
             ErrorKind::Unsupported,
             format!("{} file system", kind.name()),
@@ -145,6 +164,15 @@ pub fn open_filesystem(disk: &Rc<dyn Disk>, volume: &Volume) -> Result<Box<dyn F
 /// file system (a directory linked below itself).
 const WALK_ENTRY_BYTES: u64 = 8;
 
+/// The deepest path a walk follows, in bytes (Linux's `PATH_MAX`) and in
+/// levels. A walk that goes deeper has most likely gone round a directory
+/// linked below itself; the level limit also bounds the cost of such a walk,
+/// which grows with the square of the depth (each directory is found from the
+/// root by path).
+const MAX_WALK_PATH: usize = 4096;
+/// See [`MAX_WALK_PATH`].
+const MAX_WALK_DEPTH: usize = 512;
+
 /// What [`walk`] calls with each node's path and the node; it returns
 /// whether to go into a directory.
 pub type Visit<'a> = dyn FnMut(&[u8], &Node) -> Result<bool, Error> + 'a;
@@ -153,7 +181,8 @@ pub type Visit<'a> = dyn FnMut(&[u8], &Node) -> Result<bool, Error> + 'a;
 /// node's path (relative to the root, no leading `/`) and the node, a
 /// directory before what it holds; `visit` returns whether to go into a
 /// directory. Bounded: a walk that lists more entries than the volume could
-/// hold (`volume_length` / 8) stops with an error.
+/// hold (`volume_length` / 8), or goes deeper than 512 levels or 4096
+/// bytes of path, stops with an error.
 pub fn walk(fs: &dyn FileSystem, from: &[u8], volume_length: u64, visit: &mut Visit<'_>) -> Result<(), Error> {
     let from = trim(from);
     let root = fs.node(from)?;
@@ -161,19 +190,43 @@ pub fn walk(fs: &dyn FileSystem, from: &[u8], volume_length: u64, visit: &mut Vi
     if !visit(from, &root)? || root.kind != NodeKind::Directory {
         return Ok(());
     }
-    let mut pending = vec![from.to_vec()];
-    while let Some(dir) = pending.pop() {
+    let mut pending = vec![(from.to_vec(), Rc::new(Ancestry { id: root.id, path: from.to_vec(), parent: None }))];
+    while let Some((dir, ancestry)) = pending.pop() {
         let mut children = Vec::new();
         let mut below = Vec::new();
         // Name order, so that listings and extractions come out the same
         // whatever order the file system keeps (ext4's hash order, say); a
         // directory too large to hold in memory is taken in its own order.
         let mut sorted = true;
-        let mut take = |node: Node, below: &mut Vec<Vec<u8>>| -> Result<(), Error> {
+        let mut take = |node: Node, below: &mut Vec<(Vec<u8>, Rc<Ancestry>)>| -> Result<(), Error> {
             let path = join(&dir, &node.name);
-            if visit(&path, &node)? && node.kind == NodeKind::Directory {
-                below.push(path);
+            if !visit(&path, &node)? || node.kind != NodeKind::Directory {
+                return Ok(());
             }
+            if let Some(above) = node.id.and_then(|id| ancestry.find(id)) {
+                return Err(Error::new(
+                    ErrorKind::Damaged,
+                    format!("/{}", String::from_utf8_lossy(&path)),
+                    format!(
+                        "it is the directory /{} again: a directory is linked below itself",
+                        String::from_utf8_lossy(&above.path)
+                    ),
+                ));
+            }
+            let depth = path.iter().filter(|&&b| b == b'/').count() + 1;
+            if path.len() >= MAX_WALK_PATH || depth >= MAX_WALK_DEPTH {
+                let shown = String::from_utf8_lossy(&path[..path.len().min(120)]).into_owned();
+                return Err(Error::new(
+                    ErrorKind::Damaged,
+                    "directory tree",
+                    format!(
+                        "/{shown}... goes deeper than {MAX_WALK_DEPTH} levels or {MAX_WALK_PATH} bytes: \
+                         a directory is linked below itself (or the tree is deeper than this reader follows)"
+                    ),
+                ));
+            }
+            let parent = Some(ancestry.clone());
+            below.push((path.clone(), Rc::new(Ancestry { id: node.id, path, parent })));
             Ok(())
         };
         fs.for_each_child(&dir, &mut |node| {
@@ -203,6 +256,27 @@ pub fn walk(fs: &dyn FileSystem, from: &[u8], volume_length: u64, visit: &mut Vi
         pending.extend(below.into_iter().rev());
     }
     Ok(())
+}
+
+/// The directories a walk is below, innermost first, with their ids.
+struct Ancestry {
+    id: Option<u64>,
+    path: Vec<u8>,
+    parent: Option<Rc<Ancestry>>,
+}
+
+impl Ancestry {
+    /// The directory with `id` among these, if any.
+    fn find(self: &Rc<Self>, id: u64) -> Option<&Ancestry> {
+        let mut at = Some(self.as_ref());
+        while let Some(a) = at {
+            if a.id == Some(id) {
+                return Some(a);
+            }
+            at = a.parent.as_deref();
+        }
+        None
+    }
 }
 
 /// Entries of one directory held to be sorted by name; a larger directory

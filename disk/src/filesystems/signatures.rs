@@ -58,7 +58,12 @@ pub(crate) fn detect(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Opt
     }
     if let Some(head) = read(disk, start, length, 0, 512)? {
         if &head[3..11] == b"NTFS    " {
-            return Ok(ntfs(&head));
+            return Ok(ntfs(&head).map(|mut info| {
+                let (label, used) = super::ntfs::label_and_used(disk, start, length);
+                info.label = label.unwrap_or_default();
+                info.used = used;
+                info
+            }));
         }
         if &head[3..11] == b"EXFAT   " {
             return Ok(exfat(&head));
