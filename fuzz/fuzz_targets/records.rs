@@ -117,7 +117,8 @@ fn extent_table(body: &[u8]) {
         sector_size: 512,
         logical_size: if declared == u32::MAX { UNKNOWN_SIZE } else { u64::from(declared) * 512 },
         chunk_size,
-        reserved: 0,
+        // Both rule sets of FORMAT.md 7.2: plain and used-blocks sections.
+        flags: if params[0] & 0x80 != 0 { strata_format::ImageFlags::USED_BLOCKS } else { 0 },
         name: b"disk".to_vec(),
     };
     let mut check = ExtentMapCheck::new(&begin);
