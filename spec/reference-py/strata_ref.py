@@ -6,7 +6,8 @@ implementation that tests the specification and the reference tools: it shares
 no code with the Rust implementation. Section numbers below are FORMAT.md's.
 
 Commands (the protocol of conformance.md, "The runner and its command protocol")
-    info    ARCHIVE [--json]                     sections, from the index (10.1)
+    info    ARCHIVE [--json]                     sections, from the index (10.1); for an
+                                                 image its free bytes and used_blocks flag (7)
     verify  ARCHIVE [--json]                     walk and check every record (10.2, 11)
     restore ARCHIVE --image NAME DEST            restore one image (DEST '-' = stdout)
     list    ARCHIVE [--files NAME] [--json]      the entries of file trees (8.6)
@@ -2625,6 +2626,10 @@ def cmd_verify(args):
                           ("lost_entries", "lost in salvage")):
             for x in rep[key]:
                 print(f"{what}: section {x['section']}: {x['path']!r}")
+        for s in rep["sections"]:       # 7: how many bytes of an image are free, not the source's
+            if s.get("used_blocks"):
+                print(f"section {s['name']}: used-blocks image, {s['free_bytes']} bytes of free space not stored "
+                      f"(they restore as zeros)")
         print(f"{rep['status']}: {rep['records']} records, {rep['chunks']} chunks, "
               f"{rep['verified_bytes']} of {rep['archive_size']} bytes verified, {len(rep['problems'])} problem(s)")
     return {"ok": 0, "damaged": 1, "unsupported": 1}.get(rep["status"], 2)
