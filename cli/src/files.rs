@@ -492,17 +492,28 @@ impl Places {
     }
 }
 
-/// `list --image NAME [--partition N] [PATH...]`: the files of the file
-/// system inside an image section, in the shapes of a file-tree listing.
-fn list_image(args: &ListArgs) -> Result<u8, Failure> {
-    let label = args.archive.display().to_string();
-    let (archive, damaged) = open_intact(&args.archive)?;
-    if args.paths.iter().any(|p| is_pattern(p)) {
+/// The file system `--image NAME [--partition N]` names, opened, with the PATH
+/// arguments as paths in it, and whether the archive was damaged.
+fn open_image_files(
+    archive: &std::path::Path,
+    image: Option<&str>,
+    partition: Option<u32>,
+    paths: &[String],
+) -> Result<(crate::volumes::Opened, Vec<Vec<u8>>, bool), Failure> {
+    let label = archive.display().to_string();
+    let (archive, damaged) = open_intact(archive)?;
+    if paths.iter().any(|p| is_pattern(p)) {
         return Err(Failure::fatal("patterns are not matched inside images yet: give paths"));
     }
     let archive = std::rc::Rc::new(archive);
-    let opened = crate::volumes::open(&archive, args.image.as_deref(), args.partition, &label)?;
-    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| clean(p)).collect();
+    let opened = crate::volumes::open(&archive, image, partition, &label)?;
+    Ok((opened, paths.iter().map(|p| clean(p)).collect(), damaged))
+}
+
+/// `list --image NAME [--partition N] [PATH...]`: the files of the file
+/// system inside an image section, in the shapes of a file-tree listing.
+fn list_image(args: &ListArgs) -> Result<u8, Failure> {
+    let (opened, paths, damaged) = open_image_files(&args.archive, args.image.as_deref(), args.partition, &args.paths)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut closed = false;
     if args.json {
@@ -669,14 +680,7 @@ fn extract_options(args: &ExtractArgs, select: Vec<Vec<u8>>) -> ExtractOptions {
 /// `extract --image NAME [--partition N] DEST [PATH...]`: files of the file
 /// system inside an image section, under every rule of tree extraction.
 fn extract_image(args: &ExtractArgs) -> Result<u8, Failure> {
-    let label = args.archive.display().to_string();
-    let (archive, damaged) = open_intact(&args.archive)?;
-    if args.paths.iter().any(|p| is_pattern(p)) {
-        return Err(Failure::fatal("patterns are not matched inside images yet: give paths"));
-    }
-    let archive = std::rc::Rc::new(archive);
-    let opened = crate::volumes::open(&archive, args.image.as_deref(), args.partition, &label)?;
-    let paths: Vec<Vec<u8>> = args.paths.iter().map(|p| clean(p)).collect();
+    let (opened, paths, damaged) = open_image_files(&args.archive, args.image.as_deref(), args.partition, &args.paths)?;
     let options = extract_options(args, paths.clone());
     let started = std::time::Instant::now();
     let mut missing = Vec::new();

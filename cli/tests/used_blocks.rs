@@ -11,18 +11,6 @@ use common::*;
 
 const MIB: usize = 1 << 20;
 
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 fn stdout_of(command: &str) -> Vec<u8> {
     let out = std::process::Command::new("sh").args(["-c", command]).output().unwrap();
     assert!(out.status.success(), "{command}: {}", String::from_utf8_lossy(&out.stderr));
