@@ -19,8 +19,8 @@ Checks, as conformance.md describes them:
 
 valid vector
   * `info ARCHIVE --json` exits 0 and lists exactly the manifest's sections, in
-    order: kind and name, and for an image image.logical_size, data_bytes and
-    lost_bytes;
+    order: kind and name, and for an image image.logical_size, data_bytes,
+    lost_bytes and free_bytes;
   * `restore ARCHIVE --image NAME DEST` of every image exits 0 and DEST hashes
     (BLAKE3) to the manifest's value;
   * `list ARCHIVE --files NAME --json` of every file tree exits 0 and gives the
