@@ -28,28 +28,15 @@ fn write(image: &[u8], chunk_size: u32) -> Vec<u8> {
     writer.finish().expect("writing to memory").0
 }
 
-/// Noise that zstd cannot shrink, from a fixed seed.
-fn noise(length: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
 /// About 3.5 MiB: noise, a zero run starting off any chunk boundary and longer
 /// than twice the largest chunk size tried (so every size has zero chunks),
 /// repeated text, a short zero run, noise, and a zero tail off a boundary.
 fn sample_image() -> Vec<u8> {
-    let mut image = noise(300_001, 1);
+    let mut image = common::noise(1, 300_001);
     image.resize(image.len() + (2 << 20) + 70_000, 0);
     image.extend(b"a disk image, in a Strata archive. ".iter().cycle().take(200_000));
     image.resize(image.len() + 5_000, 0);
-    image.extend(noise(700_000, 2));
+    image.extend(common::noise(2, 700_000));
     image.resize(image.len() + 4_321, 0);
     image
 }
@@ -108,7 +95,7 @@ fn step(reach: i64) -> impl Strategy<Value = Step> {
 fn generated_image() -> impl Strategy<Value = Vec<u8>> {
     let piece = prop_oneof![
         (1usize..40_000).prop_map(|n| vec![0; n]),
-        (1usize..30_000, any::<u64>()).prop_map(|(n, seed)| noise(n, seed)),
+        (1usize..30_000, any::<u64>()).prop_map(|(n, seed)| common::noise(seed, n)),
         (any::<u8>(), 1usize..40_000).prop_map(|(b, n)| vec![b; n]),
     ];
     proptest::collection::vec(piece, 1..8).prop_map(|pieces| pieces.concat())
@@ -172,7 +159,7 @@ proptest! {
 #[test]
 fn ranges_lost_in_salvage_read_as_zeros_and_are_listed() {
     let chunk_size = 4096u32;
-    let source = noise(20 * chunk_size as usize + 100, 3);
+    let source = common::noise(3, 20 * chunk_size as usize + 100);
     let archive = write(&source, chunk_size);
     // Damage the stored bytes of the chunk holding image bytes 8192..12288.
     let lost = 8192..12288u64;
@@ -232,7 +219,7 @@ impl ReadAt for Recorded {
 #[test]
 fn small_sequential_reads_decode_each_chunk_once() {
     // Distinct chunks only (noise), 64 KiB each, read 4 KiB at a time.
-    let source = noise(40 << 16, 4);
+    let source = common::noise(4, 40 << 16);
     let archive =
         Archive::open(Recorded { bytes: write(&source, 64 << 10), reads: Mutex::new(Vec::new()) }).expect("opens");
     let image = archive.image("disk").expect("written above");
