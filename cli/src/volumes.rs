@@ -31,6 +31,8 @@ pub struct ImageDisk {
     archive: Rc<Archive<File>>,
     section: usize,
     cache: ChunkCache,
+    /// The ranges lost in salvage, found once: every read checks them.
+    lost: Vec<std::ops::Range<u64>>,
 }
 
 impl ImageDisk {
@@ -55,10 +57,10 @@ impl Disk for ImageDisk {
         };
         // A range lost in salvage reads as zeros in the reader; a file system
         // must not take zeros for its metadata or a file's bytes.
-        if let Some(lost) = image.lost_ranges().into_iter().find(|r| r.start < end && offset < r.end) {
+        if let Some(lost) = self.lost.iter().find(|r| r.start < end && offset < r.end) {
             return Err(std::io::Error::other(format!(
                 "image bytes {} were lost in salvage",
-                output::byte_range(&lost)
+                output::byte_range(lost)
             )));
         }
         let n = self.cache.read_image_at(&self.archive, image, offset, buf).map_err(std::io::Error::other)?;
@@ -77,7 +79,11 @@ pub fn image_disk(archive: &Rc<Archive<File>>, name: Option<&str>, label: &str) 
         .iter()
         .position(|s| matches!(s, Section::Image(i) if i.name == name))
         .expect("picked among the archive's images");
-    Ok(Rc::new(ImageDisk { archive: archive.clone(), section, cache: ChunkCache::new(CACHE_BYTES) }))
+    let lost = match &archive.sections()[section] {
+        Section::Image(image) => image.lost_ranges(),
+        Section::Tree(_) => Vec::new(),
+    };
+    Ok(Rc::new(ImageDisk { archive: archive.clone(), section, cache: ChunkCache::new(CACHE_BYTES), lost }))
 }
 
 /// A file system chosen by `--image NAME [--partition N]`, opened.
@@ -183,7 +189,7 @@ pub fn walk_entries(
         let parent = if path.is_empty() {
             NO_PARENT
         } else {
-            let dir = path.rsplit_once_byte();
+            let dir = parent_of(path);
             *ids.get(dir).unwrap_or(&0)
         };
         let id = next;
@@ -230,15 +236,9 @@ pub fn walk_entries(
     Ok(missing)
 }
 
-trait ParentPath {
-    /// The part before the last `/` (empty for a name at the root).
-    fn rsplit_once_byte(&self) -> &[u8];
-}
-
-impl ParentPath for [u8] {
-    fn rsplit_once_byte(&self) -> &[u8] {
-        self.iter().rposition(|&b| b == b'/').map_or(&[], |at| &self[..at])
-    }
+/// The part of `path` before its last `/` (empty for a name at the root).
+fn parent_of(path: &[u8]) -> &[u8] {
+    path.iter().rposition(|&b| b == b'/').map_or(&[], |at| &path[..at])
 }
 
 /// File content read from the file system, for extraction.
