@@ -84,6 +84,33 @@ pub struct CreateArgs {
     /// ratio, and the warnings (not with `-` as the archive).
     #[arg(long)]
     json: bool,
+    /// With --parent: read every file, even those whose size and times say they
+    /// did not change since the parent (unchanged content is still not stored).
+    #[arg(long)]
+    reread: bool,
+}
+
+/// The parent of an incremental archive (`--parent`): what the child refers to.
+struct Parent {
+    base: strata_writer::ChainBase,
+    /// Per file-tree name, the parent's files that need not be read again.
+    caches: std::collections::HashMap<String, std::sync::Arc<strata_writer::FilesCache>>,
+}
+
+impl Parent {
+    fn open(path: &std::path::Path, trees: &[(String, PathBuf)], reread: bool) -> Result<Parent, Failure> {
+        let archive = crate::inspect::open_archive(path)?;
+        let base = crate::chain::chain_base(path, &archive)?;
+        let mut caches = std::collections::HashMap::new();
+        if !reread {
+            for (name, _) in trees {
+                if let Some(cache) = crate::chain::files_cache(path, &archive, name)? {
+                    caches.insert(name.clone(), std::sync::Arc::new(cache));
+                }
+            }
+        }
+        Ok(Parent { base, caches })
+    }
 }
 
 fn parse_level(value: &str) -> Result<i32, String> {
@@ -391,6 +418,11 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
         sources.push((name.clone(), path.clone(), source));
     }
 
+    let parent = match crate::chain::parent_files() {
+        [] => None,
+        [path] => Some(Parent::open(path, &trees, args.reread)?),
+        _ => return Err(Failure::fatal("create takes one --parent: the archive to store only the changes since")),
+    };
     let destination = if crate::is_stdio(&args.archive) {
         Destination::Stdout
     } else {
@@ -414,11 +446,18 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
     let summary = match destination {
         Destination::Stdout => {
             let out = BufWriter::with_capacity(1 << 20, io::stdout().lock());
-            write_archive(out, options, &mut sources, &trees, &tree_options, output::quiet())?.1
+            write_archive(out, options, &mut sources, &trees, &tree_options, parent.as_ref(), output::quiet())?.1
         }
         Destination::File(atomic) => {
-            let (out, summary) =
-                write_archive(atomic.writer()?, options, &mut sources, &trees, &tree_options, output::quiet())?;
+            let (out, summary) = write_archive(
+                atomic.writer()?,
+                options,
+                &mut sources,
+                &trees,
+                &tree_options,
+                parent.as_ref(),
+                output::quiet(),
+            )?;
             atomic.commit_written(out)?;
             summary
         }
@@ -464,6 +503,7 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
                 "kind": "files", "name": t.name, "entries": t.entries, "files": t.files, "directories": t.directories,
                 "symlinks": t.symlinks, "content_bytes": t.content_bytes, "stored_bytes": t.stored_bytes,
                 "new_chunks": t.new_chunks, "deduplicated_chunks": t.deduplicated_chunks,
+                "unchanged_files": t.reused_files,
             })
         }));
         let warnings: Vec<serde_json::Value> = summary
@@ -504,9 +544,15 @@ fn write_archive<W: Write>(
     sources: &mut [(String, PathBuf, Box<dyn ImageSource>)],
     trees: &[(String, PathBuf)],
     tree_options: &TreeOptions,
+    parent: Option<&Parent>,
     quiet: bool,
 ) -> Result<(W, strata_writer::ArchiveSummary), Failure> {
-    let mut writer = ArchiveWriter::new(out, options).map_err(|e| Failure::fatal(e.to_string()))?;
+    let base = parent.map(|p| p.base.clone());
+    let mut writer = match base {
+        Some(base) => ArchiveWriter::new_child(out, options, base),
+        None => ArchiveWriter::new(out, options),
+    }
+    .map_err(|e| Failure::fatal(e.to_string()))?;
     for (name, path, source) in sources.iter_mut() {
         let bar = output::bar(name, source.known_size(), quiet);
         let image = writer
@@ -528,6 +574,12 @@ fn write_archive<W: Write>(
             );
         }
     }
+    // Each tree takes the files cache of the parent's tree of the same name.
+    let tree_options_for = |name: &str| {
+        let mut options = tree_options.clone();
+        options.files_cache = parent.and_then(|p| p.caches.get(name).cloned());
+        options
+    };
     for (name, dir) in trees {
         let bar = output::bar(name, None, quiet);
         let progress = TreeProgress { bar: bar.clone(), entries: AtomicU64::new(0) };
@@ -536,15 +588,20 @@ fn write_archive<W: Write>(
             if !quiet && output::progress_shown() {
                 show_tree_progress(scope, (dir, tree_options), &progress, &totals, &finished);
             }
-            let tree = writer.add_tree(name, dir, tree_options, &progress);
+            let tree = writer.add_tree(name, dir, &tree_options_for(name), &progress);
             finished.store(true, Ordering::Relaxed);
             tree
         })
         .map_err(|e| Failure::fatal(format!("files {name} from {}: {e}", dir.display())))?;
         bar.finish_and_clear();
         if !quiet {
+            let unchanged = if tree.reused_files > 0 {
+                format!(", {} unchanged since the parent (not read)", output::grouped(tree.reused_files))
+            } else {
+                String::new()
+            };
             eprintln!(
-                "{name:8} {} entries ({} files, {} dirs, {} symlinks), {}, {} stored",
+                "{name:8} {} entries ({} files, {} dirs, {} symlinks), {}, {} stored{unchanged}",
                 output::grouped(tree.entries),
                 output::grouped(tree.files),
                 output::grouped(tree.directories),

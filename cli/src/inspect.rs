@@ -73,7 +73,9 @@ pub fn open_archive(path: &Path) -> Result<Archive<File>, Failure> {
         return Err(Failure::fatal(format!("{} is a folder, not an archive", path.display())));
     }
     let file = open_file(path)?;
-    Archive::open(file).map_err(|e| Failure::fatal(open_error(path, &e)))
+    let archive = Archive::open(file).map_err(|e| Failure::fatal(open_error(path, &e)))?;
+    archive.set_parent_search(crate::chain::search_for(path));
+    Ok(archive)
 }
 
 /// Opens an archive for reading its content; one whose end is cut or whose
@@ -86,7 +88,10 @@ pub fn open_intact(path: &Path) -> Result<(Archive<File>, bool), Failure> {
     }
     let file = open_file(path)?;
     let error = match Archive::open(file) {
-        Ok(archive) => return Ok((archive, false)),
+        Ok(archive) => {
+            archive.set_parent_search(crate::chain::search_for(path));
+            return Ok((archive, false));
+        }
         Err(e) if matches!(e.class(), None | Some(ErrorClass::NotStrata | ErrorClass::UnsupportedFeature)) => {
             return Err(Failure::fatal(open_error(path, &e)))
         }
@@ -207,9 +212,43 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
             }),
         })
         .collect();
+    // An incremental archive's ancestors (FORMAT.md 15): each is looked for
+    // and bound (three small reads), so `info` says whether the chain is whole.
+    let chain: Vec<(String, String, Result<String, strata_reader::Error>)> = archive
+        .chain()
+        .map(|chain| {
+            chain
+                .ancestors
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let status = archive.ancestor_status(i + 1).expect("listed").map(|p| p.display().to_string());
+                    (a.name_lossy(), a.uuid_text(), status)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let chain_json: Vec<serde_json::Value> = chain
+        .iter()
+        .enumerate()
+        .map(|(i, (name, uuid, status))| {
+            json!({
+                "depth": i + 1,
+                "name": name,
+                "uuid": uuid,
+                "found": status.as_ref().ok(),
+                "problem": status.as_ref().err().map(|e| json!({
+                    "class": e.class().map(|c| c.name()),
+                    "detail": e.detail(),
+                })),
+            })
+        })
+        .collect();
     if args.json {
         output::print_json(&json!({
             "archive": args.archive.display().to_string(),
+            "incremental": archive.chain().is_some(),
+            "chain": chain_json,
             "format_version": format!("{}.{}", header.version_major, header.version_minor),
             "uuid": output::uuid(&header.archive_uuid),
             "created_ns": header.created_ns,
@@ -238,6 +277,21 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         "required features: {}",
         if required.is_empty() { "none beyond 1.0".to_string() } else { required.join(", ") }
     );
+    if !chain.is_empty() {
+        say!(
+            "incremental: stores only what its {} ancestor{} lack (the parent first):",
+            chain.len(),
+            if chain.len() == 1 { "" } else { "s" }
+        );
+        for (i, (name, uuid, status)) in chain.iter().enumerate() {
+            match status {
+                Ok(path) => say!("  {} {name} (uuid {uuid}), found at {path}", i + 1),
+                Err(e) => {
+                    say!("  {} {name} (uuid {uuid}): {} [{}]", i + 1, e.detail(), e.class().map_or("i/o", |c| c.name()))
+                }
+            }
+        }
+    }
     let given_back: u64 = archive
         .sections()
         .iter()
@@ -532,7 +586,8 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
     let file = open_file(&args.archive)?;
     let size = file.metadata().map(|m| m.len()).ok();
     let bar = output::bar("verify", size, output::quiet() || args.json);
-    let report = verify::verify(&file, Limits::default(), &|n| bar.inc(n))
+    let parents = crate::chain::search_for(&args.archive);
+    let report = verify::verify_with_parents(&file, Limits::default(), &parents, &|n| bar.inc(n))
         .map_err(|e| Failure::fatal(format!("{}: {e}", args.archive.display())))?;
     bar.finish_and_clear();
     let code = if report.is_clean() {

@@ -5,6 +5,7 @@
 //! usable.
 
 mod atomic;
+mod chain;
 mod cleanup;
 mod create;
 mod device;
@@ -43,6 +44,11 @@ struct Cli {
     /// terminal (on a terminal a bar is shown anyway).
     #[arg(long, global = true, conflicts_with = "quiet")]
     progress: bool,
+    /// An ancestor of an incremental archive, when it is not beside the archive
+    /// under the name the archive records (matched by its UUID; repeatable).
+    /// With `create`: the parent to store only the changes since.
+    #[arg(long, global = true, value_name = "PATH")]
+    parent: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -65,6 +71,11 @@ enum Command {
         after_help = "Exit status: 0 nothing was lost, 1 something was lost (listed), 2 nothing usable.\n\nExample:\n  strata salvage damaged.strata recovered.strata"
     )]
     Salvage(salvage::SalvageArgs),
+    /// Write a self-contained copy of an incremental archive (made with --parent).
+    #[command(
+        after_help = "Example:\n  strata flatten tuesday.strata tuesday-full.strata\n\nThe copy needs no ancestor; use it to start a new chain or to keep one file. Exit status: 0 written, 2 an ancestor is missing or damaged (nothing written)."
+    )]
+    Flatten(salvage::FlattenArgs),
     /// List a file tree, like `tar -tv`.
     #[command(
         after_help = "Examples:\n  strata list backup.strata --long\n  strata list backup.strata --files home Documents --json"
@@ -141,6 +152,7 @@ fn main() -> ExitCode {
         }
     };
     output::configure(cli.quiet, cli.progress);
+    chain::set_parent_files(cli.parent.clone());
     let result = match cli.command {
         Command::Create(args) => create::run(args),
         Command::Info(args) => inspect::info(args),
@@ -148,6 +160,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => restore::run(args),
         Command::List(args) => files::list(args),
         Command::Salvage(args) => salvage::run(args),
+        Command::Flatten(args) => salvage::flatten(args),
         Command::Extract(args) => files::extract(args),
         Command::Cat(args) => inspect::cat(args),
         Command::Diff(args) => diff::run(args),

@@ -101,7 +101,10 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
     } else {
         let file = open_file(&args.archive)?;
         match Archive::open(file) {
-            Ok(archive) => Some(archive),
+            Ok(archive) => {
+                archive.set_parent_search(crate::chain::search_for(&args.archive));
+                Some(archive)
+            }
             // Not an archive at all, or one this reader cannot read: reading it
             // front to back would only say so a second time.
             Err(e) if matches!(e.class(), Some(ErrorClass::NotStrata | ErrorClass::UnsupportedFeature)) => {
@@ -149,11 +152,12 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
                 } else {
                     Box::new(open_file(&args.archive)?)
                 };
-                stream::restore_image(
+                stream::restore_image_with_parents(
                     BufReader::with_capacity(1 << 20, input),
                     image_name,
                     sink,
                     Limits::default(),
+                    &crate::chain::search_for(&args.archive),
                     &progress,
                 )
             }

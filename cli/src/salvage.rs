@@ -24,6 +24,62 @@ pub struct SalvageArgs {
     json: bool,
 }
 
+#[derive(Args)]
+pub struct FlattenArgs {
+    /// An incremental archive (made with `create --parent`).
+    archive: PathBuf,
+    /// The self-contained archive to write: the same sections, with every
+    /// chunk taken from the ancestors stored in it.
+    out: PathBuf,
+}
+
+/// `strata flatten`: a self-contained copy of an incremental archive (FORMAT.md
+/// 15.7), for starting a new chain or keeping one file. It is salvage of an
+/// intact archive; anything that cannot be read whole is an error, and no
+/// archive is left under OUT.
+pub fn flatten(args: FlattenArgs) -> Result<u8, Failure> {
+    let label = args.archive.display().to_string();
+    if args.archive == args.out {
+        return Err(Failure::fatal("flatten writes a new archive: give another name for OUT"));
+    }
+    // Refused early and in plain words when an ancestor is missing or wrong.
+    let archive = crate::inspect::open_archive(&args.archive)?;
+    if archive.chain().is_none() {
+        return Err(Failure::fatal(format!("{label} is not incremental: it is self-contained already")));
+    }
+    archive.check_ancestors().map_err(|e| Failure::fatal(format!("{label}: {}", e.detail())))?;
+    let file = open_file(&args.archive)?;
+    let created_ns =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
+    let atomic = AtomicFile::create(&args.out)?;
+    let bar = output::bar("flatten", None, output::quiet());
+    let (out, outcome) = strata_salvage::salvage_with_parents(
+        &file,
+        atomic.writer()?,
+        WriterOptions::new(random_uuid()?, created_ns),
+        Limits::default(),
+        &crate::chain::search_for(&args.archive),
+        &|_| {},
+        &BarProgress(bar.clone()),
+    )
+    .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+    bar.finish_and_clear();
+    if outcome.lost_anything() {
+        print_outcome(&outcome);
+        return Err(Failure::fatal(format!(
+            "{label} is damaged: nothing was written to {} (`strata salvage` keeps what is intact)",
+            args.out.display()
+        )));
+    }
+    atomic.commit_written(out)?;
+    eprintln!(
+        "{}: self-contained copy of {label}, {} written",
+        args.out.display(),
+        output::size(outcome.archive_length)
+    );
+    Ok(0)
+}
+
 pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
     let label = args.damaged.display().to_string();
     if args.damaged == args.out {
@@ -37,11 +93,12 @@ pub fn run(args: SalvageArgs) -> Result<u8, Failure> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0);
     let atomic = AtomicFile::create(&args.out)?;
     let out = atomic.writer()?;
-    let result = strata_salvage::salvage(
+    let result = strata_salvage::salvage_with_parents(
         &file,
         out,
         WriterOptions::new(random_uuid()?, created_ns),
         Limits::default(),
+        &crate::chain::search_for(&args.damaged),
         &|n| scan_bar.inc(n),
         &BarProgress(write_bar.clone()),
     );

@@ -19,7 +19,8 @@
 //! folder (`Documents`, `Pictures`, a cache, a `*.tmp` file), `disk.img`,
 //! `efi.img`, `disk.img.gz`, and the archives `backup.strata` (image `disk`
 //! from `disk.img`, files `home` from `$HOME`), `monday.strata` and
-//! `tuesday.strata` (two backups of one home a day apart),
+//! `tuesday.strata` (two backups of one home a day apart, Tuesday's made with
+//! `--parent monday.strata`: it stores only the changes),
 //! `damaged.strata` (`backup.strata` with a byte of its image flipped),
 //! `system.img` (a GPT disk whose partition 1 is ext4 holding `etc/hostname`
 //! and `etc/os-release`) and `system.strata` (its used blocks, image `system`).
@@ -357,7 +358,7 @@ fn resolve(sandbox: &Path, home: &Path, word: &str) -> PathBuf {
 fn output_of(verb: &str, operands: &[String]) -> Option<String> {
     let at = match verb {
         "create" => 0,
-        "extract" | "salvage" => 1,
+        "extract" | "salvage" | "flatten" => 1,
         "restore" => operands.len().checked_sub(1)?,
         _ => return None,
     };
@@ -439,7 +440,8 @@ fn build_template(root: &Path) -> Vec<u8> {
     strata(&["create", "monday.strata", "--files", &day_files]);
     std::fs::write(days.join("Documents/notes.txt"), b"buy milk\n").unwrap();
     std::fs::write(days.join("Documents/letter.txt"), b"Dear bank,\n").unwrap();
-    strata(&["create", "tuesday.strata", "--files", &day_files]);
+    // Tuesday's is incremental: it stores only what Monday's lacks.
+    strata(&["create", "tuesday.strata", "--parent", "monday.strata", "--files", &day_files]);
     // One byte flipped in the image's data: verify and salvage find it.
     let mut damaged = std::fs::read(root.join("backup.strata")).unwrap();
     let at = damaged.len() / 8;
@@ -561,7 +563,7 @@ fn run_example(example: &Example, stage: &Stage<'_>, index: usize) -> Result<(),
     };
     if let Some(output) = &output {
         match verb.as_str() {
-            "create" | "salvage" => verify(output)?,
+            "create" | "salvage" | "flatten" => verify(output)?,
             "restore" if std::fs::read(output).ok().as_deref() != Some(disk) => {
                 return Err(format!("{} is not the image that was backed up", output.display()))
             }

@@ -34,11 +34,16 @@ pub enum ErrorClass {
     IndexMismatch,
     /// A declared size or count exceeds a format limit or the reader's configured limit.
     LimitExceeded,
+    /// An ancestor of an incremental archive cannot be found or opened.
+    ParentMissing,
+    /// A file found for an ancestor is not the archive the child was written
+    /// from, or an ancestor chunk is not the one the child lists.
+    ParentMismatch,
 }
 
 impl ErrorClass {
     /// Every class, in the order the specification lists them.
-    pub const ALL: [ErrorClass; 13] = [
+    pub const ALL: [ErrorClass; 15] = [
         ErrorClass::NotStrata,
         ErrorClass::UnsupportedVersion,
         ErrorClass::UnsupportedFeature,
@@ -52,6 +57,8 @@ impl ErrorClass {
         ErrorClass::Truncated,
         ErrorClass::IndexMismatch,
         ErrorClass::LimitExceeded,
+        ErrorClass::ParentMissing,
+        ErrorClass::ParentMismatch,
     ];
 
     /// The stable kebab-case name used in JSON and in the vectors' manifest.
@@ -70,6 +77,8 @@ impl ErrorClass {
             ErrorClass::Truncated => "truncated",
             ErrorClass::IndexMismatch => "index-mismatch",
             ErrorClass::LimitExceeded => "limit-exceeded",
+            ErrorClass::ParentMissing => "parent-missing",
+            ErrorClass::ParentMismatch => "parent-mismatch",
         }
     }
 

@@ -50,10 +50,11 @@ pub struct Features;
 impl Features {
     /// Incompatible bit 0, reserved: section data is encrypted.
     pub const INCOMPAT_ENCRYPTION: u64 = 1 << 0;
-    /// Incompatible bit 1, reserved: the archive refers to a parent archive.
+    /// Incompatible bit 1: the archive refers to chunks of its ancestors
+    /// (section 15).
     pub const INCOMPAT_INCREMENTAL: u64 = 1 << 1;
-    /// Incompatible bits a reader of this version implements: none are needed yet.
-    pub const INCOMPAT_SUPPORTED: u64 = 0;
+    /// Incompatible bits a reader of this version implements.
+    pub const INCOMPAT_SUPPORTED: u64 = Self::INCOMPAT_INCREMENTAL;
     /// Compatible bits this version defines: none.
     pub const COMPAT_KNOWN: u64 = 0;
     /// Autoclear bits this version defines: none.

@@ -1,8 +1,6 @@
 //! The archive index and the trailer: written last, they let a reader find every
 //! section from the end of the file without walking the records.
 
-use binrw::{binrw, BinRead, BinWrite};
-
 use crate::layout::fixed_layout;
 use crate::{limits, ErrorClass, FormatError};
 
@@ -94,29 +92,50 @@ fixed_layout! {
     }
 }
 
+/// Bytes before the section entries of an incremental archive's
+/// `ARCHIVE_INDEX` (9.2): the 8-byte head, `chain_index_offset` and
+/// `chain_index_blake3`.
+pub const ARCHIVE_INDEX_CHAIN_HEAD: usize = 48;
+
+/// Where an incremental archive's `CHAIN_INDEX` is, and its BLAKE3 (9.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainIndexPointer {
+    /// Record offset of the `CHAIN_INDEX`.
+    pub offset: u64,
+    /// BLAKE3 of its (decoded) body.
+    pub blake3: [u8; 32],
+}
+
 /// The body of `ARCHIVE_INDEX`.
-#[binrw]
-#[brw(little)]
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ArchiveIndex {
-    #[bw(calc = sections.len() as u32)]
-    section_count: u32,
     /// Zero.
     pub reserved: u32,
+    /// Present exactly in an archive with feature bit 1 (`incremental`).
+    pub chain_index: Option<ChainIndexPointer>,
     /// Section entries in section-id order.
-    #[br(count = section_count, map = |raw: Vec<[u8; 32]>| raw.iter().map(SectionEntry::decode).collect())]
-    #[bw(map = |entries: &Vec<SectionEntry>| entries.iter().map(SectionEntry::encode).collect::<Vec<_>>())]
     pub sections: Vec<SectionEntry>,
 }
 
 impl ArchiveIndex {
+    /// Encodes the body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = binrw::io::Cursor::new(Vec::with_capacity(8 + 32 * self.sections.len()));
-        self.write(&mut out).expect("writing to a Vec cannot fail");
-        out.into_inner()
+        let mut out = Vec::with_capacity(ARCHIVE_INDEX_CHAIN_HEAD + 32 * self.sections.len());
+        out.extend_from_slice(&(self.sections.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.reserved.to_le_bytes());
+        if let Some(pointer) = &self.chain_index {
+            out.extend_from_slice(&pointer.offset.to_le_bytes());
+            out.extend_from_slice(&pointer.blake3);
+        }
+        for entry in &self.sections {
+            out.extend_from_slice(&entry.encode());
+        }
+        out
     }
 
-    /// Parses and validates a body whose CRC has been checked.
+    /// Parses and validates a body whose CRC has been checked. Its length says
+    /// whether it has the chain fields (8 + 32n without, 48 + 32n with: the two
+    /// never coincide); the caller checks that against feature bit 1.
     pub fn parse(body: &[u8]) -> Result<ArchiveIndex, FormatError> {
         let Some((count, _)) = crate::split_array::<4>(body) else {
             return Err(FormatError::malformed("ARCHIVE_INDEX body", "shorter than 8 bytes"));
@@ -129,17 +148,30 @@ impl ArchiveIndex {
                 format!("{count} exceeds {}", limits::MAX_SECTIONS),
             ));
         }
-        if body.len() as u64 != 8 + u64::from(count) * SectionEntry::SIZE as u64 {
-            return Err(FormatError::malformed(
-                "ARCHIVE_INDEX body",
-                format!("{} bytes for {count} sections", body.len()),
-            ));
-        }
-        let index = ArchiveIndex::read(&mut binrw::io::Cursor::new(body))
-            .map_err(|e| FormatError::malformed("ARCHIVE_INDEX body", e.to_string()))?;
-        if index.reserved != 0 {
+        let entries_length = u64::from(count) * SectionEntry::SIZE as u64;
+        let head = match body.len() as u64 {
+            n if n == 8 + entries_length => 8,
+            n if n == ARCHIVE_INDEX_CHAIN_HEAD as u64 + entries_length => ARCHIVE_INDEX_CHAIN_HEAD,
+            _ => {
+                return Err(FormatError::malformed(
+                    "ARCHIVE_INDEX body",
+                    format!("{} bytes for {count} sections", body.len()),
+                ))
+            }
+        };
+        let reserved = u32::from_le_bytes(body[4..8].try_into().expect("4 bytes"));
+        if reserved != 0 {
             return Err(FormatError::malformed("ARCHIVE_INDEX reserved", "not zero"));
         }
+        let chain_index = (head == ARCHIVE_INDEX_CHAIN_HEAD).then(|| ChainIndexPointer {
+            offset: u64::from_le_bytes(body[8..16].try_into().expect("8 bytes")),
+            blake3: body[16..48].try_into().expect("32 bytes"),
+        });
+        let sections: Vec<SectionEntry> = body[head..]
+            .chunks_exact(SectionEntry::SIZE)
+            .map(|raw| SectionEntry::decode(raw.try_into().expect("32 bytes")))
+            .collect();
+        let index = ArchiveIndex { reserved, chain_index, sections };
         for (position, entry) in index.sections.iter().enumerate() {
             if entry.section_id as usize != position {
                 return Err(FormatError::new(

@@ -11,6 +11,7 @@
 
 pub(crate) mod layout;
 
+pub mod chain;
 pub mod chunk;
 pub mod error;
 pub mod files;
@@ -20,6 +21,7 @@ pub mod index;
 pub mod record;
 pub mod text;
 
+pub use chain::{Ancestor, Chain, ChainIndex, ChainRef, ChunkRef};
 pub use chunk::{ChunkEncoding, ChunkHeader};
 pub use error::{ErrorClass, FormatError};
 pub use header::{ArchiveHeader, Features};
@@ -68,4 +70,6 @@ pub mod limits {
     /// Smallest and largest sector size an image section may declare.
     pub const MIN_SECTOR_SIZE: u32 = 512;
     pub const MAX_SECTOR_SIZE: u32 = 65_536;
+    /// Most ancestors an incremental archive may list (section 15.2).
+    pub const MAX_CHAIN_DEPTH: u32 = 64;
 }

@@ -53,6 +53,10 @@ pub enum RecordType {
     FilesDir,
     /// A file-tree section's table record, written after all sections.
     FilesIndex,
+    /// The ancestors of an incremental archive: its first record (15.2).
+    Chain,
+    /// The chain's copy and the ancestor chunks referred to (15.3).
+    ChainIndex,
     /// The list of sections, written just before the trailer.
     ArchiveIndex,
     /// The fixed-size last record.
@@ -73,6 +77,8 @@ impl RecordType {
             RecordType::FilesEnd => 0x0023,
             RecordType::FilesDir => 0x0024,
             RecordType::FilesIndex => 0x0025,
+            RecordType::Chain => 0x0002,
+            RecordType::ChainIndex => 0x00F1,
             RecordType::ArchiveIndex => 0x00F0,
             RecordType::Trailer => 0x00FF,
         }
@@ -91,6 +97,8 @@ impl RecordType {
             0x0023 => RecordType::FilesEnd,
             0x0024 => RecordType::FilesDir,
             0x0025 => RecordType::FilesIndex,
+            0x0002 => RecordType::Chain,
+            0x00F1 => RecordType::ChainIndex,
             0x00F0 => RecordType::ArchiveIndex,
             0x00FF => RecordType::Trailer,
             _ => return None,
@@ -111,6 +119,8 @@ impl RecordType {
             RecordType::FilesEnd => "FILES_END",
             RecordType::FilesDir => "FILES_DIR",
             RecordType::FilesIndex => "FILES_INDEX",
+            RecordType::Chain => "CHAIN",
+            RecordType::ChainIndex => "CHAIN_INDEX",
             RecordType::ArchiveIndex => "ARCHIVE_INDEX",
             RecordType::Trailer => "TRAILER",
         }
@@ -137,8 +147,12 @@ impl RecordType {
             RecordType::FilesEntries => crate::files::MAX_ENTRIES_BODY,
             RecordType::FilesEnd => crate::files::FilesEnd::SIZE as u64,
             // Bounded by the file size and the reader's configured limit only.
-            RecordType::ImageIndex | RecordType::FilesDir | RecordType::FilesIndex => u64::MAX,
-            RecordType::ArchiveIndex => 8 + crate::limits::MAX_SECTIONS as u64 * crate::SectionEntry::SIZE as u64,
+            RecordType::ImageIndex | RecordType::FilesDir | RecordType::FilesIndex | RecordType::ChainIndex => u64::MAX,
+            RecordType::Chain => crate::chain::MAX_CHAIN_BODY,
+            RecordType::ArchiveIndex => {
+                crate::index::ARCHIVE_INDEX_CHAIN_HEAD as u64
+                    + crate::limits::MAX_SECTIONS as u64 * crate::SectionEntry::SIZE as u64
+            }
             RecordType::Trailer => crate::Trailer::SIZE as u64,
         }
     }
@@ -168,6 +182,7 @@ impl RecordType {
                 | RecordType::FilesEntries
                 | RecordType::FilesDir
                 | RecordType::FilesIndex
+                | RecordType::ChainIndex
         )
     }
 }

@@ -9,7 +9,8 @@ use strata_format::image::{
     encode_extent_table, extents_of, parse_extent_table, validate_section_name, ExtentMapCheck, UNKNOWN_SIZE,
 };
 use strata_format::{
-    split_array, ArchiveHeader, ArchiveIndex, ChunkHeader, ImageBegin, ImageEnd, RecordHeader, RecordType, Trailer,
+    split_array, ArchiveHeader, ArchiveIndex, Chain, ChainIndex, ChunkHeader, ImageBegin, ImageEnd, RecordHeader,
+    RecordType, Trailer,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -152,6 +153,24 @@ fn archive_index(body: &[u8]) {
         }
         Err(e) => {
             let _ = e.to_string();
+        }
+    }
+    // The other index-area bodies of an incremental archive (FORMAT.md 15).
+    chain(body);
+}
+
+fn chain(body: &[u8]) {
+    let own = [0x5a; 16];
+    if let Ok(chain) = Chain::parse(body, &own, 64) {
+        assert_eq!(chain.to_bytes(), body, "CHAIN must re-encode as parsed");
+        assert!((1..=64).contains(&chain.depth()));
+        assert!(chain.ancestors.iter().all(|a| a.uuid != own), "a cycle is refused");
+    }
+    if let Ok(index) = ChainIndex::parse(body, &own, 64) {
+        assert_eq!(ChainIndex::encode(&index.chain_body, &index.refs), body, "CHAIN_INDEX must re-encode as parsed");
+        for row in &index.refs {
+            assert!(row.chunk_ref.archive >= 1 && usize::from(row.chunk_ref.archive) <= index.chain.depth());
+            assert_eq!(index.identity_of(row.chunk_ref), Some(row.blake3));
         }
     }
 }

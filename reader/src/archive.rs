@@ -6,10 +6,11 @@ use rayon::prelude::*;
 use strata_format::image::{self, ExtentMapCheck, MapDigest, ZERO_ID};
 use strata_format::index::{SectionKind, TRAILER_RECORD_SIZE};
 use strata_format::{
-    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordHeader, RecordType,
-    Trailer,
+    ArchiveHeader, ArchiveIndex, Chain, ChunkRef, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordHeader,
+    RecordType, Trailer,
 };
 
+use crate::chain::{open_chain, ChainState, ParentSearch};
 use crate::image::{read_image_range, Image};
 use crate::record::{read_checked_body, read_record_at, read_record_header_at, Record, BODY_CRC_WHAT};
 use crate::sink::ImageSink;
@@ -21,11 +22,13 @@ use crate::{chunk, Error, ReadAt};
 pub struct Limits {
     /// Largest `IMAGE_INDEX` (or unknown ancillary) record body loaded into memory.
     pub max_index_bytes: u64,
+    /// Most ancestors an incremental archive may list (at most the format's 64).
+    pub max_chain_depth: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_index_bytes: 256 << 20 }
+        Limits { max_index_bytes: 256 << 20, max_chain_depth: strata_format::limits::MAX_CHAIN_DEPTH as usize }
     }
 }
 
@@ -113,6 +116,58 @@ pub struct Archive<R: ReadAt> {
     last_chunk: Mutex<Option<(u64, Arc<Chunk>)>>,
     /// The last chunk read only in part: a second read in it decodes it whole.
     last_partial: std::sync::atomic::AtomicU64,
+    /// The ancestors of an incremental archive (FORMAT.md 15).
+    chain: Option<Arc<ChainState>>,
+    /// BLAKE3 of the `ARCHIVE_INDEX` body: what a child binds this archive by.
+    binding: [u8; 32],
+    /// Record offset of the `ARCHIVE_INDEX`.
+    index_offset: u64,
+}
+
+/// Reads and checks the trailer (the last 64 bytes) and the `ARCHIVE_INDEX` it
+/// points at (FORMAT.md 10.1 steps 2 and 3): the trailer and the index body.
+/// The caller has checked that the file can hold a trailer after the header.
+pub(crate) fn read_trailer_and_index<R: ReadAt + ?Sized>(
+    source: &R,
+    size: u64,
+    tag: [u8; 8],
+    limits: &Limits,
+) -> Result<(Trailer, Vec<u8>), Error> {
+    let trailer_offset = size - TRAILER_RECORD_SIZE;
+    let trailer_record = read_record_at(source, size, trailer_offset, tag, limits.max_index_bytes)
+        .map_err(|e| {
+            // A record header that passes says a trailer is there: a body that
+            // then fails its CRC is damage to it, not a cut (FORMAT.md 10.1).
+            if e.what() == BODY_CRC_WHAT {
+                return e;
+            }
+            Error::new(
+                ErrorClass::Truncated,
+                "trailer",
+                format!(
+                    "the last 64 bytes are not a valid trailer ({e}): the archive is truncated or its end is damaged; `strata salvage` recovers what is complete"
+                ),
+            )
+            .at(trailer_offset)
+        })?;
+    let trailer = expect_type(&trailer_record, RecordType::Trailer)?;
+    let trailer = Trailer::decode(
+        trailer
+            .try_into()
+            .map_err(|_| Error::new(ErrorClass::RecordMalformed, "TRAILER body", "not 32 bytes").at(trailer_offset))?,
+    );
+    trailer.validate().map_err(|e| Error::from(e).at(trailer_offset))?;
+    if trailer.archive_length != size {
+        return Err(Error::new(
+            if trailer.archive_length > size { ErrorClass::Truncated } else { ErrorClass::IndexMismatch },
+            "TRAILER archive_length",
+            format!("{}, but the file has {size} bytes", trailer.archive_length),
+        )
+        .at(trailer_offset));
+    }
+    let index_record = read_record_at(source, size, trailer.index_offset, tag, limits.max_index_bytes)?;
+    let index_body = expect_type(&index_record, RecordType::ArchiveIndex)?.to_vec();
+    Ok((trailer, index_body))
 }
 
 /// Reads and checks the header at offset 0.
@@ -180,40 +235,9 @@ impl<R: ReadAt> Archive<R> {
             )
             .at(size));
         }
-        let trailer_offset = size - TRAILER_RECORD_SIZE;
-        let trailer_record = read_record_at(&source, size, trailer_offset, tag, limits.max_index_bytes)
-            .map_err(|e| {
-                // A record header that passes says a trailer is there: a body that
-                // then fails its CRC is damage to it, not a cut (FORMAT.md 10.1).
-                if e.what() == BODY_CRC_WHAT {
-                    return e;
-                }
-                Error::new(
-                    ErrorClass::Truncated,
-                    "trailer",
-                    format!(
-                        "the last 64 bytes are not a valid trailer ({e}): the archive is truncated or its end is damaged; `strata salvage` recovers what is complete"
-                    ),
-                )
-                .at(trailer_offset)
-            })?;
-        let trailer = expect_type(&trailer_record, RecordType::Trailer)?;
-        let trailer =
-            Trailer::decode(trailer.try_into().map_err(|_| {
-                Error::new(ErrorClass::RecordMalformed, "TRAILER body", "not 32 bytes").at(trailer_offset)
-            })?);
-        trailer.validate().map_err(|e| Error::from(e).at(trailer_offset))?;
-        if trailer.archive_length != size {
-            return Err(Error::new(
-                if trailer.archive_length > size { ErrorClass::Truncated } else { ErrorClass::IndexMismatch },
-                "TRAILER archive_length",
-                format!("{}, but the file has {size} bytes", trailer.archive_length),
-            )
-            .at(trailer_offset));
-        }
-        let index_record = read_record_at(&source, size, trailer.index_offset, tag, limits.max_index_bytes)?;
-        let index = ArchiveIndex::parse(expect_type(&index_record, RecordType::ArchiveIndex)?)
-            .map_err(|e| Error::from(e).at(trailer.index_offset))?;
+        let (trailer, index_body) = read_trailer_and_index(&source, size, tag, &limits)?;
+        let index = ArchiveIndex::parse(&index_body).map_err(|e| Error::from(e).at(trailer.index_offset))?;
+        let chain = open_chain(&source, size, &header, &limits, &index, trailer.index_offset)?;
         let mut sections = Vec::with_capacity(index.sections.len());
         for entry in &index.sections {
             let section = match SectionKind::from_code(entry.kind) {
@@ -249,6 +273,9 @@ impl<R: ReadAt> Archive<R> {
             sections,
             last_chunk: Mutex::new(None),
             last_partial: std::sync::atomic::AtomicU64::new(0),
+            chain,
+            binding: *blake3::hash(&index_body).as_bytes(),
+            index_offset: trailer.index_offset,
         })
     }
 
@@ -271,6 +298,75 @@ impl<R: ReadAt> Archive<R> {
     }
     pub fn sections(&self) -> &[Section] {
         &self.sections
+    }
+
+    /// The chain of an incremental archive (FORMAT.md 15): its ancestors,
+    /// the parent first. `None` for a self-contained archive.
+    pub fn chain(&self) -> Option<&Chain> {
+        self.chain.as_ref().map(|c| &c.chain)
+    }
+
+    /// Sets where the ancestors of an incremental archive are looked for
+    /// (FORMAT.md 15.4). Nothing is opened until a read needs an ancestor.
+    /// Without a call, ancestors are found only by `--parent`-style files
+    /// given here, so a caller that opened the archive from a path should
+    /// pass [`ParentSearch::beside`] that path.
+    pub fn set_parent_search(&self, search: ParentSearch) {
+        if let Some(chain) = &self.chain {
+            chain.set_search(search);
+        }
+    }
+
+    /// Opens and checks ancestor `k` (1 is the parent), giving the path it was
+    /// found at, or the error (`parent-missing`, `parent-mismatch`) that
+    /// every read needing it reports.
+    pub fn ancestor_status(&self, k: usize) -> Option<Result<std::path::PathBuf, Error>> {
+        let chain = self.chain.as_ref()?;
+        (1..=chain.chain.depth()).contains(&k).then(|| chain.status(k))
+    }
+
+    /// What a child of this archive binds it by (FORMAT.md 15.2): the BLAKE3
+    /// of its `ARCHIVE_INDEX` body.
+    pub fn binding(&self) -> [u8; 32] {
+        self.binding
+    }
+
+    /// The ancestor chunks this archive refers to, with the identity each
+    /// must have (the rows of its `CHAIN_INDEX`, FORMAT.md 15.3): a writer
+    /// of a child may refer to them too. Empty for a self-contained archive.
+    pub fn ancestor_chunks(&self) -> Vec<(u64, [u8; 32])> {
+        self.chain
+            .as_ref()
+            .and_then(|c| c.index.as_ref())
+            .map(|index| index.refs.iter().map(|r| (r.chunk_ref.join(), r.blake3)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every `CHUNK` record of this archive: its record offset and identity,
+    /// from a walk of the record headers up to the index area (each chunk's
+    /// 40-byte head is read, never its data). A writer of a child refers to
+    /// these instead of storing the same data again (FORMAT.md 15.5).
+    pub fn local_chunks(&self) -> Result<Vec<(u64, [u8; 32])>, Error> {
+        let mut chunks = Vec::new();
+        let mut at = u64::from(self.header.header_length);
+        while at < self.index_offset {
+            let (header, record_type) =
+                read_record_header_at(&self.source, self.size, at, self.tag, self.limits.max_index_bytes)?;
+            if record_type == Some(RecordType::Chunk) {
+                let mut head = [0u8; 32];
+                self.source
+                    .read_exact_at(&mut head, at + RecordHeader::SIZE as u64)
+                    .map_err(|e| Error::io("chunk header", at, e))?;
+                chunks.push((at, head));
+            }
+            at += RecordHeader::SIZE as u64 + header.body_length;
+        }
+        Ok(chunks)
+    }
+
+    /// Opens and checks every ancestor (`verify` does this first).
+    pub fn check_ancestors(&self) -> Result<(), Error> {
+        self.chain.as_ref().map_or(Ok(()), |c| c.check_all())
     }
 
     /// The image section called `name`, as a handle to read it by
@@ -320,7 +416,11 @@ impl<R: ReadAt> Archive<R> {
                 return Ok(data);
             }
         }
-        let chunk = Arc::new(decode_chunk_record(&self.source, self.size, chunk_ref, self.tag, &self.limits)?);
+        let reference = ChunkRef::split(chunk_ref);
+        let chunk = Arc::new(match &self.chain {
+            Some(chain) if reference.is_ancestor() => chain.chunk(reference)?,
+            _ => decode_chunk_record(&self.source, self.size, chunk_ref, self.tag, &self.limits)?,
+        });
         if let Ok(mut cache) = self.last_chunk.lock() {
             *cache = Some((chunk_ref, chunk.clone()));
         }
@@ -341,6 +441,12 @@ impl<R: ReadAt> Archive<R> {
     /// rules are checked, the chunk's BLAKE3 is not (FORMAT.md 10.1, steps 4
     /// and 5), so the caller checks what it reads some other way or says so.
     pub(crate) fn read_chunk_prefix(&self, chunk_ref: u64, prefix: usize) -> Result<Vec<u8>, Error> {
+        if self.chain.is_some() && ChunkRef::split(chunk_ref).is_ancestor() {
+            // An ancestor chunk is checked whole, against the identity the
+            // child's CHAIN_INDEX lists for it (FORMAT.md 15.4 step 5).
+            let chunk = self.read_chunk_whole(chunk_ref)?;
+            return Ok(chunk.raw[..prefix.min(chunk.raw.len())].to_vec());
+        }
         let header = read_chunk_record_header(&self.source, self.size, chunk_ref, self.tag, &self.limits)?;
         let body_start = chunk_ref + RecordHeader::SIZE as u64;
         chunk::decode_prefix_streamed(&self.source, body_start, header.body_length, Some((&header, chunk_ref)), prefix)

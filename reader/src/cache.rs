@@ -326,8 +326,10 @@ impl<R: ReadAt> ReadAhead<R> {
             }
             moved_on
         };
-        (sequential && chunk.next_record < self.archive.size() && self.request(chunk.next_record, None))
-            .then_some(chunk.next_record)
+        // A chunk of an ancestor names the next record there (FORMAT.md 15.1).
+        let next_exists =
+            chunk.next_record < self.archive.size() || strata_format::ChunkRef::split(chunk.next_record).is_ancestor();
+        (sequential && next_exists && self.request(chunk.next_record, None)).then_some(chunk.next_record)
     }
 
     /// For readers of an image front to back: requests the stored chunks

@@ -18,6 +18,7 @@
 
 mod archive;
 mod cache;
+mod chain;
 mod chunk;
 mod error;
 pub mod extract;
@@ -28,10 +29,12 @@ pub mod sink;
 pub mod stream;
 pub mod tree;
 pub mod verify;
+mod verify_chain;
 mod verify_tree;
 
 pub use archive::{chunk_at, Archive, Chunk, ImageSection, Limits, Section};
 pub use cache::{ChunkCache, ReadAhead};
+pub use chain::{ParentSearch, MAX_OPEN_ANCESTORS};
 pub use chunk::{decode_chunk, decode_chunk_prefix};
 pub use error::{Error, ErrorKind};
 pub use image::{Image, ImageExtent, ImageReader};

@@ -70,7 +70,9 @@ pub fn decode_table_body(
 pub(crate) fn body_limit(record_type: Option<RecordType>, index_limit: u64) -> u64 {
     match record_type {
         // Every table is loaded into memory: the reader's limit (FORMAT.md 13).
-        Some(RecordType::ImageIndex | RecordType::FilesDir | RecordType::FilesIndex) => index_limit,
+        Some(RecordType::ImageIndex | RecordType::FilesDir | RecordType::FilesIndex | RecordType::ChainIndex) => {
+            index_limit
+        }
         Some(t) => t.max_body_length(),
         // Unknown ancillary records are skipped, but never read larger than an index.
         None => index_limit,

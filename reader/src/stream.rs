@@ -12,8 +12,9 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
 use strata_format::image::{self, ExtentMapCheck, MapDigest};
-use strata_format::{ArchiveHeader, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType};
+use strata_format::{ArchiveHeader, ChunkRef, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType};
 
+use crate::chain::ChainState;
 use crate::record::{read_full, RecordStream};
 use crate::sink::ImageSink;
 use crate::{chunk, Error, Limits};
@@ -86,13 +87,29 @@ struct Active {
 /// Restores the image section `name` from an archive read front to back. Returns
 /// the image size.
 pub fn restore_image(
-    mut input: impl Read,
+    input: impl Read,
     name: &str,
     sink: &mut dyn ImageSink,
     limits: Limits,
     progress: &dyn Fn(u64),
 ) -> Result<u64, Error> {
+    restore_image_with_parents(input, name, sink, limits, &crate::ParentSearch::default(), progress)
+}
+
+/// [`restore_image`] of an archive whose ancestors (an incremental archive,
+/// FORMAT.md 15) are looked for as `parents` says. Ancestors are files read
+/// by random access; the child itself may come from a pipe.
+pub fn restore_image_with_parents(
+    mut input: impl Read,
+    name: &str,
+    sink: &mut dyn ImageSink,
+    limits: Limits,
+    parents: &crate::ParentSearch,
+    progress: &dyn Fn(u64),
+) -> Result<u64, Error> {
     let header = read_stream_header(&mut input)?;
+    let incremental = header.incompatible_features & strata_format::Features::INCOMPAT_INCREMENTAL != 0;
+    let mut chain: Option<ChainState> = None;
     let mut records =
         RecordStream::new(input, u64::from(header.header_length), header.archive_tag(), limits.max_index_bytes);
     let can_read_back = sink.read_back(0, &mut []).unwrap_or(false);
@@ -117,6 +134,23 @@ pub fn restore_image(
         };
         let offset = record.offset;
         let section_error = |e: Error| e.at(offset).in_section(name);
+        if incremental && offset == u64::from(header.header_length) {
+            // The ancestors are known before any reference (FORMAT.md 15.4).
+            if record.record_type != Some(RecordType::Chain) {
+                return Err(Error::new(
+                    ErrorClass::RecordMalformed,
+                    "first record",
+                    "the archive is incremental (feature bit 1), but its first record is not CHAIN",
+                )
+                .at(offset));
+            }
+            let parsed = strata_format::Chain::parse(&record.body, &header.archive_uuid, limits.max_chain_depth)
+                .map_err(|e| Error::from(e).at(offset))?;
+            let state = ChainState::new(parsed, offset, None, header.archive_uuid, limits);
+            state.set_search(parents.clone());
+            chain = Some(state);
+            continue;
+        }
         match record.record_type {
             Some(RecordType::Chunk) => {
                 let wanted = active.as_ref().and_then(|a| a.pending.front().copied());
@@ -214,7 +248,15 @@ pub fn restore_image(
                     sink.start(None).map_err(|e| Error::local_io("preparing the destination", e))?;
                     started = true;
                 }
-                drain_resolved(state, &seen, &spill, sink, name, progress)?;
+                drain_resolved(state, &seen, &spill, chain.as_ref(), sink, name, progress)?;
+            }
+            Some(RecordType::Chain) => {
+                return Err(Error::new(
+                    ErrorClass::RecordMalformed,
+                    "CHAIN",
+                    "a CHAIN record that is not the first record of an incremental archive",
+                )
+                .at(offset))
             }
             Some(RecordType::ImageEnd) => {
                 let Some(state) = active.as_mut() else {
@@ -257,7 +299,7 @@ pub fn restore_image(
             }
         }
         if let Some(state) = active.as_mut() {
-            drain_resolved(state, &seen, &spill, sink, name, progress)?;
+            drain_resolved(state, &seen, &spill, chain.as_ref(), sink, name, progress)?;
         }
     }
 }
@@ -298,6 +340,7 @@ fn drain_resolved(
     state: &mut Active,
     seen: &HashMap<u64, Seen>,
     spill: &Spill,
+    chain: Option<&ChainState>,
     sink: &mut dyn ImageSink,
     name: &str,
     progress: &dyn Fn(u64),
@@ -308,6 +351,17 @@ fn drain_resolved(
             hole @ (ExtentKind::Zero | ExtentKind::Lost | ExtentKind::Free) => {
                 state.digest.push(&extent, &hole.hole_identity().unwrap_or(image::ZERO_ID));
                 sink.write_hole(extent.image_offset, extent.length).map_err(write_error)?
+            }
+            ExtentKind::Data(chunk_ref) if chain.is_some() && ChunkRef::split(chunk_ref).is_ancestor() => {
+                // Read from the ancestor; its own checks and the map digest
+                // check it (FORMAT.md 15.4: the CHAIN_INDEX comes only at the end).
+                let chain = chain.expect("checked");
+                let chunk = chain.chunk(ChunkRef::split(chunk_ref)).map_err(|e| {
+                    e.at(state.extents_record).in_section(name).in_image_range(extent.image_offset..extent.end())
+                })?;
+                check_length(&extent, chunk.raw.len(), name)?;
+                state.digest.push(&extent, &chunk.blake3);
+                sink.write_data(extent.image_offset, &chunk.raw).map_err(write_error)?;
             }
             ExtentKind::Data(chunk_ref) => match seen.get(&chunk_ref) {
                 Some(Seen::Restored { image_offset, blake3 }) => {

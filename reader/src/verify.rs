@@ -117,6 +117,8 @@ pub(crate) enum Summary {
     /// A `FILES_INDEX` of a tree: the tree and its place in the tree's indexes.
     FilesIndex(usize, usize),
     ArchiveIndex,
+    /// The `CHAIN_INDEX` of an incremental archive (FORMAT.md 15.3).
+    ChainIndex,
     Trailer,
 }
 
@@ -158,7 +160,7 @@ pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
     pub(crate) file_affects: Vec<(usize, usize, u64, Range<u64>)>,
     /// Every `IMAGE_INDEX` read: its offset, `section_id` and extents.
     image_indexes: Vec<(u64, u32, Vec<Extent>)>,
-    archive_index: Option<(u64, ArchiveIndex)>,
+    pub(crate) archive_index: Option<(u64, ArchiveIndex)>,
     trailer: Option<(u64, Trailer)>,
     /// The walk stopped at a record whose header says `TRAILER`: its offset.
     trailer_at: Option<u64>,
@@ -170,6 +172,16 @@ pub(crate) struct Walk<'a, R: ReadAt + ?Sized> {
     pub(crate) summaries: Vec<(u64, Summary)>,
     /// The header passed every check: its length.
     header_bytes: u64,
+    /// Record offset of the first record: the header's length.
+    pub(crate) first_record: u64,
+    /// Where the record being handled ends in the file (its stored body).
+    pub(crate) record_end: u64,
+    /// The header's `archive_uuid` (zero when the header failed).
+    pub(crate) own_uuid: [u8; 16],
+    /// Where the ancestors of an incremental archive are looked for.
+    pub(crate) parents: crate::ParentSearch,
+    /// The chain of an incremental archive (FORMAT.md 15).
+    pub(crate) chain: crate::verify_chain::WalkChain,
 }
 
 /// What a forward reference stands for: an image range, or a range of a file
@@ -239,6 +251,38 @@ pub struct Recovered {
     pub chunks: HashMap<u64, u32>,
     /// The archive tag its records carry.
     pub tag: [u8; 8],
+    /// The ancestors of an incremental archive (FORMAT.md 15), to read the
+    /// chunks its extents take from them.
+    pub(crate) ancestors: Option<std::sync::Arc<crate::chain::ChainState>>,
+}
+
+impl Recovered {
+    /// Whether the chunk at `chunk_ref` survived and holds `length` bytes,
+    /// as far as the walk knows: a chunk of an ancestor is checked only when
+    /// it is read ([`Recovered::read_chunk`]).
+    pub fn holds_chunk(&self, chunk_ref: u64, length: u64) -> bool {
+        if self.ancestors.is_some() && strata_format::ChunkRef::split(chunk_ref).is_ancestor() {
+            return true;
+        }
+        self.chunks.get(&chunk_ref).is_some_and(|&raw| u64::from(raw) == length)
+    }
+
+    /// Reads, checks and decodes the chunk at `chunk_ref` of the walked
+    /// archive `source`, or of one of its ancestors (checked as FORMAT.md
+    /// 15.4 says).
+    pub fn read_chunk<R: ReadAt + ?Sized>(
+        &self,
+        source: &R,
+        chunk_ref: u64,
+        limits: &Limits,
+    ) -> Result<crate::Chunk, Error> {
+        match &self.ancestors {
+            Some(chain) if strata_format::ChunkRef::split(chunk_ref).is_ancestor() => {
+                chain.chunk(strata_format::ChunkRef::split(chunk_ref))
+            }
+            _ => crate::archive::chunk_at(source, chunk_ref, self.tag, limits),
+        }
+    }
 }
 
 /// Reads one `FILES_ENTRIES` record again (salvage does, after the walk found
@@ -266,13 +310,38 @@ pub fn scan<R: ReadAt + ?Sized>(
     limits: Limits,
     progress: &dyn Fn(u64),
 ) -> Result<(Report, Recovered), Error> {
+    scan_with_parents(source, limits, &crate::ParentSearch::default(), progress)
+}
+
+/// [`verify`] of an archive whose ancestors (an incremental archive,
+/// FORMAT.md 15) are looked for as `parents` says.
+pub fn verify_with_parents<R: ReadAt + ?Sized>(
+    source: &R,
+    limits: Limits,
+    parents: &crate::ParentSearch,
+    progress: &dyn Fn(u64),
+) -> Result<Report, Error> {
+    scan_with_parents(source, limits, parents, progress).map(|(report, _)| report)
+}
+
+/// [`scan`], with ancestors looked for as `parents` says.
+pub fn scan_with_parents<R: ReadAt + ?Sized>(
+    source: &R,
+    limits: Limits,
+    parents: &crate::ParentSearch,
+    progress: &dyn Fn(u64),
+) -> Result<(Report, Recovered), Error> {
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
     let mut report = Report { archive_size: size, ..Report::default() };
     let mut start = ArchiveHeader::SIZE as u64;
+    let mut chain = crate::verify_chain::WalkChain::default();
+    let mut own_uuid = [0u8; 16];
     let tag = match read_header(source, size) {
         Ok(header) => {
             report.recognised = true;
             start = u64::from(header.header_length);
+            chain.incremental = header.incompatible_features & strata_format::Features::INCOMPAT_INCREMENTAL != 0;
+            own_uuid = header.archive_uuid;
             Some(header.archive_tag())
         }
         Err(e) => {
@@ -348,10 +417,20 @@ pub fn scan<R: ReadAt + ?Sized>(
         counted: Vec::new(),
         summaries: Vec::new(),
         header_bytes,
+        first_record: start,
+        record_end: 0,
+        own_uuid,
+        parents: parents.clone(),
+        chain,
     };
     walk.walk(start, progress)?;
     walk.cross_check();
-    let recovered = walk.recovered();
+    let mut recovered = walk.recovered();
+    recovered.ancestors = walk.chain.state.take().map(|state| {
+        // With the CHAIN_INDEX read, each ancestor chunk is checked against it.
+        let index = walk.chain.index.as_ref().map(|(_, _, index, _)| index.clone());
+        std::sync::Arc::new(state.with_index(index))
+    });
     Ok((walk.finish(), recovered))
 }
 
@@ -579,6 +658,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             };
             // (A trailer is never compressed: ZSTD on one fails its header.)
             self.header_seen(pos, record_type, true);
+            self.record_end = end;
             self.handle(pos, record_type, body);
             if record_type == Some(RecordType::Trailer) {
                 self.trailer_at = Some(pos);
@@ -657,8 +737,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         use RecordType::*;
         let ends_section = matches!(
             record_type,
-            Some(ImageBegin | FilesBegin | ImageIndex | FilesDir | FilesIndex | ArchiveIndex | Trailer)
+            Some(ImageBegin | FilesBegin | ImageIndex | FilesDir | FilesIndex | ChainIndex | ArchiveIndex | Trailer)
         );
+        if pos == self.first_record {
+            self.chain.first_type = record_type;
+        }
         if ends_section && (self.open.is_some() || self.open_tree.is_some()) {
             // Left open: its end record never came (FORMAT.md section 11).
             self.open = None;
@@ -738,7 +821,21 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             Some(RecordType::FilesEnd) => self.handle_files_end(pos, body),
             Some(RecordType::FilesDir) => self.handle_files_dir(pos, body),
             Some(RecordType::FilesIndex) => self.handle_files_index(pos, body),
+            Some(RecordType::Chain) => self.handle_chain(pos, body),
+            Some(RecordType::ChainIndex) => self.handle_chain_index(pos, self.record_end, body),
             Some(RecordType::ArchiveIndex) => match ArchiveIndex::parse(body) {
+                Ok(index) if index.chain_index.is_some() != self.chain.incremental && self.header_bytes > 0 => {
+                    self.problem(
+                        ErrorClass::RecordMalformed,
+                        pos,
+                        "ARCHIVE_INDEX body",
+                        if self.chain.incremental {
+                            "the archive is incremental (feature bit 1), but its ARCHIVE_INDEX has no chain fields"
+                        } else {
+                            "it has the chain fields of an incremental archive, but feature bit 1 is clear"
+                        },
+                    );
+                }
                 Ok(index) => {
                     self.archive_index = Some((pos, index));
                     self.summaries.push((pos, Summary::ArchiveIndex));
@@ -871,6 +968,12 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let mut digest = strata_format::image::MapDigest::new();
         for extent in &self.sections[section].extents {
             let id = match extent.kind() {
+                Ok(ExtentKind::Data(chunk_ref)) if self.is_ancestor_ref(chunk_ref) => {
+                    match self.chain.resolved.get(&chunk_ref) {
+                        Some(Ok((_, blake3))) => *blake3,
+                        _ => return true,
+                    }
+                }
                 Ok(ExtentKind::Data(chunk_ref)) => match self.chunks.get(&chunk_ref) {
                     Some(&(_, blake3)) => blake3,
                     None => return true,
@@ -985,7 +1088,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
             }
             if let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() {
-                if chunk_ref > pos {
+                if self.is_ancestor_ref(chunk_ref) {
+                    let target =
+                        ForwardTarget::Image { section: name.clone(), range: extent.image_offset..extent.end() };
+                    self.note_ancestor_ref(pos, chunk_ref, target, extent.length, true);
+                } else if chunk_ref > pos {
                     let target =
                         ForwardTarget::Image { section: name.clone(), range: extent.image_offset..extent.end() };
                     self.expect_forward(pos, chunk_ref, target);
@@ -1113,6 +1220,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
         self.report_broken_forward();
         self.check_tree_references();
+        self.check_chain();
         // Every data extent must resolve to a valid chunk of its length.
         for i in 0..self.sections.len() {
             let name = self.sections[i].name.clone();
@@ -1121,6 +1229,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() else {
                     continue;
                 };
+                if self.is_ancestor_ref(chunk_ref) {
+                    // Checked through the ancestors (check_chain).
+                    continue;
+                }
                 let affected = Affected { section: name.clone(), path: None, range: extent.image_offset..extent.end() };
                 match self.chunks.get(&chunk_ref) {
                     Some(&(raw_length, _)) if u64::from(raw_length) == extent.length => {}
@@ -1184,6 +1296,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 Summary::FilesDir(t, i) => self.summary_files_dir(t, i),
                 Summary::FilesIndex(t, i) => self.summary_files_index(t, i),
                 Summary::ArchiveIndex => self.summary_archive_index(),
+                Summary::ChainIndex => self.summary_chain_index(),
                 Summary::Trailer => self.summary_trailer(),
             }
             if self.report.problems.len() > before {
@@ -1238,6 +1351,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             {
                 faults.push(format!("section {name:?}: its kind or offsets disagree with the records"));
             }
+        }
+        if self.chain.incremental && self.chain.index.is_some() != index.chain_index.is_some() {
+            faults.push("its chain fields disagree with the records (an incremental archive has a CHAIN_INDEX)".into());
         }
         if !faults.is_empty() {
             self.problem(ErrorClass::IndexMismatch, index_offset, "ARCHIVE_INDEX", faults.join("; "));
@@ -1320,6 +1436,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 .collect(),
             chunks: self.chunks.iter().map(|(&offset, &(raw, _))| (offset, raw)).collect(),
             tag: self.tag,
+            ancestors: None,
         }
     }
 

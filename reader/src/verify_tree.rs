@@ -272,7 +272,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 );
                 self.file_affects.push((p, open, extent.entry_id, range.clone()));
             }
-            if extent.chunk_ref >= strata_format::image::REF_FIRST_OFFSET {
+            if self.is_ancestor_ref(extent.chunk_ref) {
+                let target = ForwardTarget::File { tree: open, entry_id: extent.entry_id, range: range.clone() };
+                let needs = u64::from(extent.chunk_offset) + extent.length;
+                self.note_ancestor_ref(pos, extent.chunk_ref, target, needs, false);
+            } else if extent.chunk_ref >= strata_format::image::REF_FIRST_OFFSET {
                 self.trees[open].file_extents.push(extent);
                 if extent.chunk_ref > pos {
                     let target = ForwardTarget::File { tree: open, entry_id: extent.entry_id, range };
@@ -476,6 +480,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// A valid chunk's raw bytes, decoded again (one cached): `None` if the walk
     /// did not find a valid chunk there.
     fn chunk_data(&mut self, chunk_ref: u64) -> Option<Arc<Vec<u8>>> {
+        if self.is_ancestor_ref(chunk_ref) {
+            return self.ancestor_chunk(chunk_ref).map(|(raw, _)| raw);
+        }
         self.chunks.get(&chunk_ref)?;
         if let Some((cached, data)) = &self.chunk_cache {
             if *cached == chunk_ref {

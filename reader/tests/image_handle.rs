@@ -68,6 +68,7 @@ fn the_reader_gives_every_valid_image_whole() {
     let mut with_zeros = 0;
     for want in &images {
         let archive = Archive::open(vector(&want.file)).expect("a valid vector opens");
+        archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(&want.file)));
         let image = archive.image(&want.name).expect("the manifest's image is there");
         let what = format!("{} {:?}", want.file, want.name);
         assert_eq!((image.name(), image.len(), image.is_empty()), (want.name.as_str(), want.size, want.size == 0));
@@ -128,6 +129,7 @@ fn seekable_images() -> &'static [Seekable] {
             .filter(|want| wanted.contains(&want.file.as_str()))
             .map(|want| {
                 let archive = Archive::open(vector(&want.file)).expect("a valid vector opens");
+                archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(&want.file)));
                 let mut bytes = Vec::new();
                 archive.image(&want.name).expect("there").reader().read_to_end(&mut bytes).expect("reads");
                 assert_eq!(blake3::hash(&bytes).to_hex().to_string(), want.blake3, "{}", want.file);
@@ -285,6 +287,7 @@ fn a_negative_position_is_invalid_input() {
 fn extents_tile_the_image_and_say_what_holds_it() {
     for want in valid_images() {
         let archive = Archive::open(vector(&want.file)).expect("a valid vector opens");
+        archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(&want.file)));
         let image = archive.image(&want.name).expect("there");
         let what = format!("{} {:?}", want.file, want.name);
         let extents: Vec<_> = image.extents().collect();

@@ -8,7 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use strata_reader::sink::ImageSink;
 
 use strata_reader::extract::{self, ExtractOptions, Owners};
-use strata_reader::{stream, verify, Archive, ErrorClass, Limits, Section, TreeSection};
+use strata_reader::{stream, verify, Archive, ErrorClass, Limits, ParentSearch, Section, TreeSection};
 
 fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors")
@@ -56,10 +56,12 @@ impl ImageSink for HashSink {
     }
 }
 
-fn check_valid(name: &str, bytes: Vec<u8>, expected: &[serde_json::Value]) {
-    let report = verify::verify(&bytes, Limits::default(), &|_| {}).expect("reading memory cannot fail");
+fn check_valid(name: &str, bytes: Vec<u8>, expected: &[serde_json::Value], parents: &ParentSearch) {
+    let report =
+        verify::verify_with_parents(&bytes, Limits::default(), parents, &|_| {}).expect("reading memory cannot fail");
     assert!(report.is_clean(), "{name}: verify found {:?}", report.problems);
     let archive = Archive::open(bytes.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    archive.set_parent_search(parents.clone());
     assert_eq!(archive.sections().len(), expected.len(), "{name}: section count");
     for (section, want) in archive.sections().iter().zip(expected) {
         let image = match section {
@@ -88,8 +90,15 @@ fn check_valid(name: &str, bytes: Vec<u8>, expected: &[serde_json::Value]) {
         assert_eq!(hasher.finalize().to_hex().as_str(), blake3, "{name}: random-access content");
         // Front to back, as from a pipe.
         let mut sink = HashSink { hasher: blake3::Hasher::new(), position: 0 };
-        let size = stream::restore_image(bytes.as_slice(), &image.name, &mut sink, Limits::default(), &|_| {})
-            .unwrap_or_else(|e| panic!("{name}: stream restore: {e}"));
+        let size = stream::restore_image_with_parents(
+            bytes.as_slice(),
+            &image.name,
+            &mut sink,
+            Limits::default(),
+            parents,
+            &|_| {},
+        )
+        .unwrap_or_else(|e| panic!("{name}: stream restore: {e}"));
         assert_eq!(size, image.logical_size);
         assert_eq!(sink.hasher.finalize().to_hex().as_str(), blake3, "{name}: front-to-back content");
     }
@@ -122,13 +131,17 @@ fn every_vector_gives_its_expected_outcome() {
     assert!(vectors.len() >= 30, "the manifest lists {} vectors", vectors.len());
     for vector in vectors {
         let name = vector["name"].as_str().expect("name");
-        let bytes = std::fs::read(vectors_dir().join(vector["file"].as_str().expect("file"))).expect("vector file");
+        let path = vectors_dir().join(vector["file"].as_str().expect("file"));
+        let bytes = std::fs::read(&path).expect("vector file");
+        // An incremental vector's ancestors are vectors beside it (conformance.md).
+        let parents = ParentSearch::beside(&path);
         if vector["valid"].as_bool().expect("valid") {
-            check_valid(name, bytes, vector["sections"].as_array().expect("sections"));
+            check_valid(name, bytes, vector["sections"].as_array().expect("sections"), &parents);
             continue;
         }
         let class = ErrorClass::from_name(vector["error"].as_str().expect("error")).expect("a known class");
-        let report = verify::verify(&bytes, Limits::default(), &|_| {}).expect("reading memory cannot fail");
+        let report = verify::verify_with_parents(&bytes, Limits::default(), &parents, &|_| {})
+            .expect("reading memory cannot fail");
         assert!(
             report.problems.iter().any(|p| p.class == class),
             "{name}: expected {class}, verify reported {:?}",

@@ -1,13 +1,12 @@
 //! Images: every window whose extents and chunks survive keeps its data, zero
 //! and free windows stay zero and free, everything else becomes a lost extent.
 
-use std::collections::HashMap;
 use std::io;
 
 use strata_format::image::{ImageFlags, REF_FIRST_OFFSET, REF_FREE, REF_LOST, REF_ZERO};
 use strata_format::Extent;
 use strata_reader::verify::{Recovered, RecoveredImage};
-use strata_reader::{chunk_at, Limits, ReadAt};
+use strata_reader::{Limits, ReadAt};
 use strata_writer::{ArchiveWriter, Hole, ImageSource, Progress, Window};
 
 use crate::SalvageError;
@@ -27,8 +26,7 @@ pub struct ImageOutcome {
 struct RecoveredSource<'a, R: ReadAt + ?Sized> {
     archive: &'a R,
     image: &'a RecoveredImage,
-    chunks: &'a HashMap<u64, u32>,
-    tag: [u8; 8],
+    recovered: &'a Recovered,
     limits: &'a Limits,
     position: u64,
     lost: Vec<(u64, u64)>,
@@ -98,8 +96,8 @@ impl<R: ReadAt + ?Sized> ImageSource for RecoveredSource<'_, R> {
                     _ => {
                         let intact = extent.image_offset >= start
                             && extent.end() <= end
-                            && self.chunks.get(&extent.chunk_ref).is_some_and(|&raw| u64::from(raw) == extent.length);
-                        match chunk_at(self.archive, extent.chunk_ref, self.tag, self.limits) {
+                            && self.recovered.holds_chunk(extent.chunk_ref, extent.length);
+                        match self.recovered.read_chunk(self.archive, extent.chunk_ref, self.limits) {
                             Ok(chunk) if intact && chunk.raw.len() as u64 == extent.length => {
                                 let at = (from - start) as usize;
                                 buf[at..at + chunk.raw.len()].copy_from_slice(&chunk.raw);
@@ -135,8 +133,8 @@ impl<R: ReadAt + ?Sized> ImageSource for RecoveredSource<'_, R> {
                 }
                 let intact = extent.image_offset >= start
                     && extent.end() <= end
-                    && self.chunks.get(&extent.chunk_ref).is_some_and(|&raw| u64::from(raw) == extent.length);
-                match chunk_at(self.archive, extent.chunk_ref, self.tag, self.limits) {
+                    && self.recovered.holds_chunk(extent.chunk_ref, extent.length);
+                match self.recovered.read_chunk(self.archive, extent.chunk_ref, self.limits) {
                     Ok(chunk) if intact && chunk.raw.len() as u64 == extent.length => {
                         let from = (extent.image_offset - start) as usize;
                         buf[from..from + chunk.raw.len()].copy_from_slice(&chunk.raw);
@@ -180,16 +178,8 @@ pub(crate) fn salvage_image<R: ReadAt + ?Sized, W: io::Write>(
     progress: &dyn Progress,
 ) -> Result<ImageOutcome, SalvageError> {
     writer.set_chunk_size(image.chunk_size)?;
-    let mut source = RecoveredSource {
-        archive,
-        image,
-        chunks: &recovered.chunks,
-        tag: recovered.tag,
-        limits,
-        position: 0,
-        lost: Vec::new(),
-        holes: Vec::new(),
-    };
+    let mut source =
+        RecoveredSource { archive, image, recovered, limits, position: 0, lost: Vec::new(), holes: Vec::new() };
     let summary = writer.add_image(&image.name, &mut source, progress)?;
     Ok(ImageOutcome {
         name: image.name.clone(),

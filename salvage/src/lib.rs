@@ -15,7 +15,7 @@ mod tree;
 use std::io::Write;
 
 use strata_reader::verify::{self, Report};
-use strata_reader::{Limits, ReadAt};
+use strata_reader::{Limits, ParentSearch, ReadAt};
 use strata_writer::{ArchiveWriter, Progress, WriteError, WriterOptions};
 
 pub use image::ImageOutcome;
@@ -65,7 +65,24 @@ pub fn salvage<R: ReadAt + ?Sized, W: Write>(
     scanned: &dyn Fn(u64),
     progress: &dyn Progress,
 ) -> Result<(W, Outcome), SalvageError> {
-    let (report, recovered) = verify::scan(damaged, limits, scanned)?;
+    salvage_with_parents(damaged, out, options, limits, &ParentSearch::default(), scanned, progress)
+}
+
+/// [`salvage`] of an archive whose ancestors (an incremental archive,
+/// `spec/FORMAT.md` 15) are looked for as `parents` says. The new archive is
+/// self-contained: every ancestor chunk that can be read and checked is
+/// stored in it, and what needs an ancestor that cannot is lost. Of an intact
+/// child, that is its flattened copy (15.7).
+pub fn salvage_with_parents<R: ReadAt + ?Sized, W: Write>(
+    damaged: &R,
+    out: W,
+    options: WriterOptions,
+    limits: Limits,
+    parents: &ParentSearch,
+    scanned: &dyn Fn(u64),
+    progress: &dyn Progress,
+) -> Result<(W, Outcome), SalvageError> {
+    let (report, recovered) = verify::scan_with_parents(damaged, limits, parents, scanned)?;
     if !report.recognised {
         return Err(SalvageError::NotStrata);
     }

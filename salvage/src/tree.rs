@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use strata_format::files::{Entry, EntryFlags, EntryKind, FileExtent, NO_PARENT};
 use strata_reader::verify::{entries_record_at, EntryFacts, Recovered, RecoveredTree};
-use strata_reader::{chunk_at, Limits, ReadAt};
+use strata_reader::{Limits, ReadAt};
 use strata_writer::{ArchiveWriter, EntrySource, Progress, SourceEntry};
 
 use crate::SalvageError;
@@ -397,7 +397,9 @@ impl<R: ReadAt + ?Sized> PlanSource<'_, R> {
                 return Ok(raw.clone());
             }
         }
-        let chunk = chunk_at(self.archive, chunk_ref, self.recovered.tag, self.limits)
+        let chunk = self
+            .recovered
+            .read_chunk(self.archive, chunk_ref, self.limits)
             .map_err(|e| io::Error::other(e.to_string()))?;
         let raw = Arc::new(chunk.raw);
         self.chunk_cache = Some((chunk_ref, raw.clone()));

@@ -83,7 +83,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 60
 CLASSES = {"not-strata", "unsupported-version", "unsupported-feature", "bad-header", "record-checksum",
            "record-malformed", "unknown-record", "chunk-corrupt", "dangling-reference", "extent-map",
-           "truncated", "index-mismatch", "limit-exceeded"}
+           "truncated", "index-mismatch", "limit-exceeded", "parent-missing", "parent-mismatch"}
 STATUS_EXIT = {"ok": 0, "damaged": 1, "unsupported": 1, "unreadable": 2}
 ENTRY_FIELDS = ("path", "path_hex", "kind", "mode", "size", "mtime_s", "mtime_nsec", "digest", "target", "link",
                 "rdev", "uid", "gid", "user", "group", "xattrs", "lost_in_salvage")
@@ -218,6 +218,10 @@ class Vector:
         try:
             self.archive = os.path.join(self.tmp, os.path.basename(self.vec["file"]))
             shutil.copyfile(self.src, self.archive)
+            # The ancestors of an incremental vector sit beside it, under the
+            # names its CHAIN records (conformance.md, "The vectors").
+            for parent in self.vec.get("parents", []):
+                shutil.copyfile(os.path.join(os.path.dirname(self.src), parent), os.path.join(self.tmp, parent))
             self.size = os.path.getsize(self.archive)
             if self.vec["valid"]:
                 self.valid()
@@ -614,7 +618,7 @@ def remove_tree(top):
 SECTION_FIELDS = ("kind", "name", "logical_size", "data_bytes", "lost_bytes", "free_bytes", "flagged_entries")
 
 
-def verify_facts(impl, path):
+def verify_facts(impl, path, parents=()):
     """`verify ARCHIVE --json` of one implementation, as the normative facts it gives:
     (exit status, a dict of the compared fields). The archive is copied into a fresh
     folder, as for the vectors."""
@@ -622,6 +626,8 @@ def verify_facts(impl, path):
     try:
         archive = os.path.join(tmp, os.path.basename(path))
         shutil.copyfile(path, archive)
+        for parent in parents:
+            shutil.copyfile(os.path.join(os.path.dirname(path), parent), os.path.join(tmp, parent))
         shown = "verify ARCHIVE --json"
         rc, out, err = impl.run(["verify", archive, "--json"], tmp)
         rep = load_json(out, shown)
@@ -650,8 +656,8 @@ def compare(a, b, vectors, only, show):
         path = os.path.join(vectors, vec["file"])
         lines = []
         try:
-            ra, fa = verify_facts(a, path)
-            rb, fb = verify_facts(b, path)
+            ra, fa = verify_facts(a, path, vec.get("parents", ()))
+            rb, fb = verify_facts(b, path, vec.get("parents", ()))
         except Fail as e:
             print(f"DIFF {vec['name']}: {e}")
             differ += 1

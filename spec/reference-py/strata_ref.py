@@ -12,6 +12,22 @@ Commands (the protocol of conformance.md, "The runner and its command protocol")
     restore ARCHIVE --image NAME DEST            restore one image (DEST '-' = stdout)
     list    ARCHIVE [--files NAME] [--json]      the entries of file trees (8.6)
     extract ARCHIVE --files NAME DEST [--json]   extract a file tree safely (8.7)
+    (every command also takes --parent PATH, repeatable: an ancestor of an
+    incremental archive, matched by its UUID, 15.4 rule 1)
+
+Incremental archives (feature bit 1, section 15; conformance level R3). A child's
+chunk_refs are (archive, offset) pairs (15.1); ancestors are found beside the
+child by the names its CHAIN records (or named with --parent), opened only when a
+chunk is needed (info and list open none), bound by UUID, length, trailer and the
+BLAKE3 of their ARCHIVE_INDEX body, their own chain checked against the child's,
+and each ancestor chunk checked by sections 5 and 6 and against the child's
+CHAIN_INDEX row (15.4). At most 16 ancestors are open at once (least recently used
+closed first), each holding its header only once checked. verify reports an
+ancestor missing or mismatched once, at the CHAIN record, affecting every range
+and file that refers to it, and every other reference problem at the referring
+record of the child; the CHAIN_INDEX is compared with the CHAIN record and the
+extents, and the ARCHIVE_INDEX's chain fields with the CHAIN_INDEX, as summary
+checks. A damaged CHAIN is replaced by the CHAIN_INDEX's copy (11).
 
 Exit status
     verify  0 ok, 1 damaged or unsupported, 2 unreadable (conformance.md);
@@ -36,7 +52,8 @@ Layout of this file
        the map digest (7.3) and each file's digest over its data ranges and
        holes (8.3);
     7. Archive: the random-access reader from the end (10.1), for info, list,
-       restore and extract;
+       restore and extract; AncestorFile and Ancestors: the ancestors of an
+       incremental archive (15.4), shared by the walk and random access;
     8. Extractor: file-tree extraction with the restore order and safety rules
        of 8.7 (every path resolved from a handle on DEST, never through a link);
     9. the commands.
@@ -44,7 +61,7 @@ Layout of this file
 Allocation bounds. A body is read only after its record header passed every
 check of section 5, including body_length against the type's maximum (5.1);
 bodies whose format maximum is "file size" (IMAGE_INDEX, FILES_DIR,
-FILES_INDEX) and unknown ancillary bodies are further limited to TABLE_LIMIT
+FILES_INDEX, CHAIN_INDEX) and unknown ancillary bodies are further limited to TABLE_LIMIT
 (256 MiB, the reference reader's default of section 13). Bodies are slices of
 a read-only mmap, so checking a CRC copies nothing. Every count read from a body
 is checked against the body's length before anything is allocated for it. A
@@ -91,11 +108,11 @@ HEADER_MAGIC = b"\x89STRATA\n"
 REC_MAGIC = b"\xd3REC"
 TRAILER_MAGIC = b"STRATA\r\n"
 
-CHUNK = 0x0001
+CHUNK, CHAIN = 0x0001, 0x0002
 IMAGE_BEGIN, IMAGE_EXTENTS, IMAGE_END, IMAGE_INDEX = 0x0010, 0x0011, 0x0012, 0x0013
 FILES_BEGIN, FILES_EXTENTS, FILES_ENTRIES, FILES_END, FILES_DIR, FILES_INDEX = range(0x0020, 0x0026)
-ARCHIVE_INDEX, TRAILER = 0x00F0, 0x00FF
-TYPE_NAMES = {CHUNK: "CHUNK", IMAGE_BEGIN: "IMAGE_BEGIN", IMAGE_EXTENTS: "IMAGE_EXTENTS",
+ARCHIVE_INDEX, CHAIN_INDEX, TRAILER = 0x00F0, 0x00F1, 0x00FF
+TYPE_NAMES = {CHUNK: "CHUNK", CHAIN: "CHAIN", CHAIN_INDEX: "CHAIN_INDEX", IMAGE_BEGIN: "IMAGE_BEGIN", IMAGE_EXTENTS: "IMAGE_EXTENTS",
               IMAGE_END: "IMAGE_END", IMAGE_INDEX: "IMAGE_INDEX", FILES_BEGIN: "FILES_BEGIN",
               FILES_EXTENTS: "FILES_EXTENTS", FILES_ENTRIES: "FILES_ENTRIES", FILES_END: "FILES_END",
               FILES_DIR: "FILES_DIR", FILES_INDEX: "FILES_INDEX", ARCHIVE_INDEX: "ARCHIVE_INDEX",
@@ -103,7 +120,8 @@ TYPE_NAMES = {CHUNK: "CHUNK", IMAGE_BEGIN: "IMAGE_BEGIN", IMAGE_EXTENTS: "IMAGE_
 SECTION_TYPES = {CHUNK, IMAGE_BEGIN, IMAGE_EXTENTS, IMAGE_END,
                  FILES_BEGIN, FILES_EXTENTS, FILES_ENTRIES, FILES_END}
 TABLE_TYPES = {IMAGE_INDEX, FILES_DIR, FILES_INDEX}
-MAY_COMPRESS = {IMAGE_EXTENTS, IMAGE_INDEX, FILES_EXTENTS, FILES_ENTRIES, FILES_DIR, FILES_INDEX}   # 5.2
+MAY_COMPRESS = {IMAGE_EXTENTS, IMAGE_INDEX, FILES_EXTENTS, FILES_ENTRIES, FILES_DIR, FILES_INDEX,
+                CHAIN_INDEX}            # 5.2
 R_ANCILLARY, R_ZSTD = 1, 2              # record flags (5); bits 2..15 reserved
 
 MIB = 1 << 20
@@ -117,8 +135,14 @@ MAX_BODY = {CHUNK: 40 + MAX_RAW, IMAGE_BEGIN: 24 + 255, IMAGE_EXTENTS: 16 + MAX_
             IMAGE_END: 96, IMAGE_INDEX: TABLE_LIMIT, FILES_BEGIN: 24 + 255,
             FILES_EXTENTS: 16 + MAX_EXTENTS * 40, FILES_ENTRIES: 64 * MIB, FILES_END: 64,
             FILES_DIR: TABLE_LIMIT, FILES_INDEX: TABLE_LIMIT,
-            ARCHIVE_INDEX: 8 + MAX_SECTIONS * 32, TRAILER: 32}
+            ARCHIVE_INDEX: 48 + MAX_SECTIONS * 32, TRAILER: 32,
+            CHAIN: 48 + 64 * 319, CHAIN_INDEX: TABLE_LIMIT}     # 5.1
 INCOMPATIBLE_NAMES = {0: "encryption", 1: "incremental"}
+F_INCREMENTAL = 1 << 1                  # incompatible bit 1, the one this reader implements (4, 15)
+IMPLEMENTED_INCOMPATIBLE = F_INCREMENTAL
+MAX_DEPTH = 64                          # chain depth: the format's limit and this reader's (13, 15.2)
+MAX_OPEN_ANCESTORS = 16                 # ancestors kept open at once, least recently used closed (15.4)
+REF_SHIFT, REF_OFFSET = 56, (1 << 56) - 1   # a chunk_ref is (archive, offset) (15.1)
 KIND_NAMES = {1: "file", 2: "directory", 3: "symlink", 4: "hardlink",
               5: "char-device", 6: "block-device", 7: "fifo", 8: "socket"}
 K_FILE, K_DIR, K_SYMLINK, K_HARDLINK, K_CHR, K_BLK, K_FIFO, K_SOCK = range(1, 9)
@@ -279,8 +303,9 @@ def check_header(mm, size):
     problems = []
     if any(mm[96:124]):
         problems.append(("bad-header", 0, "header.reserved", "reserved bytes 96..124 are not zero"))
-    if hdr["incompatible"]:             # this reader implements no incompatible feature
-        names = [INCOMPATIBLE_NAMES.get(b, f"bit {b}") for b in range(64) if hdr["incompatible"] >> b & 1]
+    unknown = hdr["incompatible"] & ~IMPLEMENTED_INCOMPATIBLE
+    if unknown:                         # this reader implements bit 1 (incremental, 15) only
+        names = [INCOMPATIBLE_NAMES.get(b, f"bit {b}") for b in range(64) if unknown >> b & 1]
         problems.append(("unsupported-feature", 0, "header.incompatible_features",
                          "unimplemented incompatible feature(s): " + ", ".join(names)))
         return hdr, problems, "stop"
@@ -651,19 +676,30 @@ def parse_files_index(body):
             "root_entry_offset": root_off, "records": offsets}, errs
 
 
-def parse_archive_index(body):
+def parse_archive_index(body, chained):
+    """ARCHIVE_INDEX body (9.2): ({"entries", "chain"}, errors). chain is None, or the
+    (chain_index_offset, chain_index_blake3) pair that an archive with feature bit 1
+    carries at body offsets 8..48. chained: True (bit 1 set), False (clear) or None
+    (a header that is not trusted, 11: either form is taken, and the body's length
+    tells them apart, since 8 + 32n and 48 + 32n never meet)."""
     if len(body) < 8:
         return None, [("record-malformed", "ARCHIVE_INDEX.body_length", f"{len(body)}, at least 8 needed")]
     count, res = struct.unpack_from("<II", body, 0)
     if count > MAX_SECTIONS:
         return None, [("limit-exceeded", "ARCHIVE_INDEX.section_count", f"{count}, above 65536")]
-    if len(body) != 8 + 32 * count:
+    forms = {True: (48,), False: (8,), None: (8, 48)}[chained]
+    head = next((h for h in forms if len(body) == h + 32 * count), None)
+    if head is None:
+        want = " or ".join(str(h + 32 * count) for h in forms)
         return None, [("record-malformed", "ARCHIVE_INDEX.section_count",
-                       f"{count} sections need a {8 + 32 * count}-byte body, body_length is {len(body)}")]
+                       f"{count} sections need a {want}-byte body"
+                       + (" (feature bit 1: 48 + 32 x section_count)" if chained else "")
+                       + f", body_length is {len(body)}")]
     errs = [("record-malformed", "ARCHIVE_INDEX.reserved", "not zero")] if res else []
+    chain = (u64(body, 8), bytes(body[16:48])) if head == 48 else None
     entries = []
     for i in range(count):
-        kind, r0, r1, r2, sid, b, e, t = struct.unpack_from("<BBBBIQQQ", body, 8 + 32 * i)
+        kind, r0, r1, r2, sid, b, e, t = struct.unpack_from("<BBBBIQQQ", body, head + 32 * i)
         w = f"ARCHIVE_INDEX.sections[{i}]"
         if kind not in (1, 2):
             errs.append(("record-malformed", f"{w}.kind", f"{kind}, expected 1 (image) or 2 (file tree)"))
@@ -674,7 +710,125 @@ def parse_archive_index(body):
         if not b < e < t:
             errs.append(("index-mismatch", w, f"offsets begin {b}, end {e}, table {t} are not increasing"))
         entries.append({"kind": kind, "section_id": sid, "begin": b, "end": e, "table": t})
-    return entries, errs
+    return {"entries": entries, "chain": chain}, errs
+
+
+# -- incremental archives (15) --------------------------------------------------
+
+def split_ref(ref):
+    """A chunk_ref of 128 or more as (archive, offset) (15.1): bits 56..63, bits 0..55."""
+    return ref >> REF_SHIFT, ref & REF_OFFSET
+
+
+def show_uuid(u):
+    h = bytes(u).hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def parse_chain(body, own_uuid=None, what="CHAIN", depth_limit=MAX_DEPTH):
+    """CHAIN body (15.2): ({"depth", "id_scheme", "ancestors": [{uuid, binding,
+    archive_length, name}]}, errors); the value is None when the ancestors cannot be
+    read. own_uuid, when known, is the archive's own archive_uuid, which no ancestor
+    may carry (a cycle). A depth of 0 or above the limit stops the parse: the count
+    of what follows is not trusted."""
+    n = len(body)
+    if n < 48:
+        return None, [("record-malformed", f"{what}.body_length", f"{n}, at least 48 + one ancestor needed")]
+    depth, scheme = body[0], body[1]
+    if depth == 0:
+        return None, [("record-malformed", f"{what}.depth", "0, expected 1 to 64")]
+    if depth > min(MAX_DEPTH, depth_limit):
+        return None, [("limit-exceeded", f"{what}.depth", f"{depth}, above {min(MAX_DEPTH, depth_limit)}")]
+    errs = []
+    if scheme != 0:                     # 15.6: the others are kept for encryption
+        errs.append(("record-malformed", f"{what}.id_scheme", f"{scheme}, this version knows only 0 (unkeyed BLAKE3)"))
+    if any(body[2:8]):
+        errs.append(("record-malformed", f"{what}.reserved", "bytes 2..8 are not zero"))
+    if scheme == 0 and any(body[8:40]):
+        errs.append(("record-malformed", f"{what}.id_key_check", "not zero with id_scheme 0"))
+    if any(body[40:48]):
+        errs.append(("record-malformed", f"{what}.reserved", "bytes 40..48 are not zero"))
+    ancestors, p = [], 48
+    for i in range(depth):
+        w = f"{what}.ancestors[{i}]"
+        if n - p < 64:
+            return None, errs + [("record-malformed", f"{what}.body_length",
+                                  f"{n}: ancestor {i} of {depth} runs past the body")]
+        uuid, binding, alen, nl = bytes(body[p:p + 16]), bytes(body[p + 16:p + 48]), u64(body, p + 48), body[p + 56]
+        if any(body[p + 57:p + 64]):
+            errs.append(("record-malformed", f"{w}.reserved", "not zero"))
+        if nl == 0:
+            errs.append(("record-malformed", f"{w}.name_length", "0, expected 1 to 255"))
+        if n - p - 64 < nl:
+            return None, errs + [("record-malformed", f"{what}.body_length",
+                                  f"{n}: the name of ancestor {i} runs past the body")]
+        name = bytes(body[p + 64:p + 64 + nl])
+        why = bad_name(name) if nl else None
+        if why:
+            errs.append(("record-malformed", f"{w}.name", f"{lossy(name)!r} {why}: not a base name"))
+        ancestors.append({"uuid": uuid, "binding": binding, "archive_length": alen, "name": name})
+        p += 64 + nl
+    if p != n:
+        errs.append(("record-malformed", f"{what}.body_length",
+                     f"{n}, 48 plus the {depth} ancestor entries make {p}"))
+    seen = set() if own_uuid is None else {bytes(own_uuid)}
+    for i, a in enumerate(ancestors):
+        if a["uuid"] in seen:
+            errs.append(("record-malformed", f"{what}.ancestors[{i}].uuid",
+                         f"{show_uuid(a['uuid'])} repeats the archive's own or an earlier ancestor's: a cycle"))
+        seen.add(a["uuid"])
+    return {"depth": depth, "id_scheme": scheme, "ancestors": ancestors}, errs
+
+
+ROW = struct.Struct("<Q32s")
+
+
+def parse_chain_index(body, own_uuid=None):
+    """CHAIN_INDEX body (15.3, decoded): ({"chain_body", "chain", "rows", "count"},
+    errors). rows is the body's slice of 40-byte rows (chunk_ref, blake3), kept as
+    it is and searched in place (row_lookup), never copied into a table."""
+    n = len(body)
+    if n < 16:
+        return None, [("record-malformed", "CHAIN_INDEX.body_length", f"{n}, at least 16 needed")]
+    chain_length, res, count = struct.unpack_from("<IIQ", body, 0)
+    if n != 16 + chain_length + 40 * count:     # checked before anything is read for the rows
+        return None, [("record-malformed", "CHAIN_INDEX.body_length",
+                       f"{n}, 16 + chain_length {chain_length} + 40 x ref_count {count} make "
+                       f"{16 + chain_length + 40 * count}")]
+    errs = [("record-malformed", "CHAIN_INDEX.reserved", "not zero")] if res else []
+    copy = body[16:16 + chain_length]
+    chain, cerrs = parse_chain(copy, own_uuid, "CHAIN_INDEX.chain")
+    # 15.3: a copy that breaks a rule of 15.2 is record-malformed, whatever 15.2 calls it
+    errs += [("record-malformed", w, d) for _, w, d in cerrs]
+    rows = body[16 + chain_length:]
+    depth = chain["depth"] if chain else None
+    prev, order, kind = -1, None, None
+    for i, (ref, _) in enumerate(ROW.iter_unpack(rows)):
+        archive = ref >> REF_SHIFT
+        if ref <= prev and order is None:
+            order = ("record-malformed", f"CHAIN_INDEX.rows[{i}].chunk_ref",
+                     f"0x{ref:016x} does not follow 0x{prev:016x}: rows are in strictly increasing chunk_ref")
+        if (archive == 0 or (depth is not None and archive > depth)) and kind is None:
+            kind = ("record-malformed", f"CHAIN_INDEX.rows[{i}].chunk_ref",
+                    f"0x{ref:016x}: archive {archive}, expected 1 to the depth {depth}")
+        prev = ref
+    errs += [x for x in (order, kind) if x]
+    return {"chain_body": bytes(copy), "chain": chain, "rows": rows, "count": count}, errs
+
+
+def row_lookup(rows, count, ref):
+    """The blake3 a CHAIN_INDEX row gives ref (binary search over the rows), or None."""
+    lo, hi = 0, count
+    while lo < hi:
+        mid = (lo + hi) // 2
+        v = u64(rows, 40 * mid)
+        if v == ref:
+            return bytes(rows[40 * mid + 8:40 * mid + 40])
+        if v < ref:
+            lo = mid + 1
+        else:
+            hi = mid
+    return None
 
 
 def parse_trailer(body):
@@ -1089,8 +1243,9 @@ class Walker:
     """Walks every record from the header to the trailer and reports problems, by
     the rules of FORMAT.md section 11, "What a verifier reports"."""
 
-    def __init__(self, path, mm, size):
+    def __init__(self, path, mm, size, parents=None):
         self.path, self.mm, self.size = path, mm, size
+        self.parents = parents          # --parent files by uuid (15.4 rule 1)
         self.problems = []
         self.sections, self.open = [], None
         self.chunks = {}                # offset -> [raw_length, blake3 field, problem]
@@ -1116,6 +1271,26 @@ class Walker:
         self.lost_entries = []          # (section, path bytes) of entries with flag bit 3, in archive order
         self.unreadable_entries = []    # (section, path bytes) of regular files with flag bit 2
         self.changed_entries = []       # (section, path bytes) of regular files with flag bit 1
+        # Incremental archives (15)
+        self.own_uuid = None            # the header's archive_uuid, when the header is trusted
+        self.chained = False            # feature bit 1; None: header not trusted, the first record tells
+        self.bit1_known = False         # the header was trusted, so bit 1 is known
+        self.first_off = None           # offset of the first record of the walk (15: the CHAIN's place)
+        self.chain = self.chain_body = None     # the intact CHAIN record's chain and body
+        self.chain_index = None         # (offset, parsed) of the CHAIN_INDEX whose body passed its rules
+        self.ci_seen = False            # a CHAIN_INDEX record's header was met
+        self.ci_hash = {}               # CHAIN_INDEX offset -> BLAKE3 of its (decoded) body
+        self.prev_rec = None            # (offset, type, end) of the last record whose header passed
+        self.before_ai = None           # prev_rec when the ARCHIVE_INDEX was met
+        self.anc_refs = []              # (referring record, target, chunk_ref, fits, what) into ancestors
+        self.held_anc = {}              # FILES_ENTRIES or IMAGE_INDEX offset -> {(archive, offset < 128)}
+                                        # of the ancestor refs it holds (15.1: checked against the depth)
+        self.anc_ref_set = set()        # every distinct chunk_ref with archive >= 1 of the extents read
+        self.anc_memo = {}              # chunk_ref -> resolution of an ancestor chunk (resolve_anc)
+        self.anc_probs = {}             # k -> the parent-missing / parent-mismatch problem of ancestor k
+        self.deferred_content = []      # file digests that need ancestor chunks: checked in finish()
+        self.ancestors = None           # Ancestors, once the chain is known
+        self.final_chain = None         # the chain used for references: CHAIN, else the CHAIN_INDEX copy
 
     def problem(self, cls, offset, what, detail, affects=None):
         """Reports a problem: its class, offset, and what it affects as (section, entry id
@@ -1137,14 +1312,25 @@ class Walker:
             self.status = "unsupported" if unsupported else "damaged"
         elif mode == "ok":
             self.tag, start = hdr["tag"], hdr["header_length"]
+            self.own_uuid = hdr["uuid"]
+            self.chained = bool(hdr["incompatible"] & F_INCREMENTAL)
+            self.bit1_known = True
             if not hprobs:
                 self.header_bytes = start
+            self.first_off = start
             self.walk(start)
         else:
             start = self.recover_tag(mode)
             if start is not None:
+                # Feature bits of a damaged header are not trusted (11): the archive is
+                # taken as incremental when the first record found is a CHAIN.
+                self.chained, self.first_off = None, start
                 self.walk(start)
-        self.finish()
+        try:
+            self.finish()
+        finally:
+            if self.ancestors is not None:
+                self.ancestors.close()
 
     def recover_tag(self, mode):
         """Header not trusted: take the tag of the first record found from byte 128 (11)."""
@@ -1179,6 +1365,8 @@ class Walker:
                 pos = self.resync(pos, self.problem("record-malformed", pos, "record.archive_tag",
                                                     f"{tag.hex()}, the archive tag is {self.tag.hex()}"))
                 continue
+            if pos == self.first_off:
+                self.first_record(pos, typ)
             fail = None
             if flags & ~(R_ANCILLARY | R_ZSTD):
                 fail = ("record-malformed", "record.flags", f"reserved flag bits set: 0x{flags:04x}")
@@ -1196,6 +1384,7 @@ class Walker:
                 if within:              # the header CRC vouches for the length (11)
                     prob["detail"] += f"; record skipped ({32 + blen} bytes)"
                     self.lost_body(pos, typ, blen, prob, counted=False)
+                    self.prev_rec = (pos, typ, pos + 32 + blen)
                     pos += 32 + blen
                     if typ == TRAILER:
                         self.stop(pos, pos - 32 - blen)
@@ -1220,6 +1409,7 @@ class Walker:
                     self.unusable(pos, typ, self.errs(pos, errs)[0])
                 else:
                     self.dispatch(pos, typ, body)
+            self.prev_rec = (pos, typ, pos + 32 + blen)
             if typ == TRAILER:
                 self.stop(pos + 32 + blen, pos)
                 return
@@ -1241,6 +1431,7 @@ class Walker:
         if nxt >= self.size:
             self.span_to_end = True
         self.damage.append([bad, nxt, prob])
+        self.prev_rec = None
         self.in_place = True            # a damaged span does not end a run of chunks (7.2)
         self.note_lost(prob)
         return nxt
@@ -1277,6 +1468,9 @@ class Walker:
             self.phase = 2
         elif typ in TABLE_TYPES:
             self.phase = max(self.phase, 1)
+        elif typ == CHAIN_INDEX:
+            self.phase = max(self.phase, 1)
+            self.ci_seen = True
 
     def header_seen(self, pos, typ, read):
         """What a record whose header passed its magic, CRC and tag checks does to the
@@ -1307,7 +1501,8 @@ class Walker:
          IMAGE_INDEX: self.on_image_index, FILES_BEGIN: self.on_files_begin,
          FILES_EXTENTS: self.on_files_extents, FILES_ENTRIES: self.on_files_entries,
          FILES_END: self.on_files_end, FILES_DIR: self.on_files_dir, FILES_INDEX: self.on_files_index,
-         ARCHIVE_INDEX: self.on_archive_index, TRAILER: self.on_trailer}[typ](pos, body)
+         ARCHIVE_INDEX: self.on_archive_index, TRAILER: self.on_trailer,
+         CHAIN: self.on_chain, CHAIN_INDEX: self.on_chain_index}[typ](pos, body)
 
     def unusable(self, pos, typ, prob):
         """A compressed body whose decoding failed (5.2): unusable as a whole, as a body
@@ -1388,23 +1583,93 @@ class Walker:
         self.pending, self.arrival, self.run_owner = OrderedDict(), [], None
 
     def decoded(self, ref):
-        """The raw bytes of the valid CHUNK record at ref, decoded again (at most two kept)."""
+        """The raw bytes of the valid CHUNK record at ref, decoded again (at most two kept);
+        a reference into an ancestor is read there (15.4)."""
         if ref in self.cache:
             self.cache.move_to_end(ref)
             return self.cache[ref]
-        blen = u64(self.mm, ref + 16)
-        body = memoryview(self.mm)[ref + 32:ref + 32 + blen]
-        fields, errs = parse_chunk_fields(body)
-        raw = decode_chunk(fields, body[40:])[0] if not errs else None
+        if self.chained and ref >> REF_SHIFT:
+            k, o = split_ref(ref)
+            try:
+                raw = self.ancestors.get(k).chunk(o)[1]
+            except StrataError:
+                raw = None
+        else:
+            blen = u64(self.mm, ref + 16)
+            body = memoryview(self.mm)[ref + 32:ref + 32 + blen]
+            fields, errs = parse_chunk_fields(body)
+            raw = decode_chunk(fields, body[40:])[0] if not errs else None
         self.cache[ref] = raw
         while len(self.cache) > 2:
             self.cache.popitem(last=False)
         return raw
 
     def valid_chunk(self, ref):
-        """raw_length of the CHUNK record at ref when it passed every check, else None."""
+        """raw_length of the CHUNK record at ref when it passed every check, else None.
+        An ancestor's chunk passes when it passes sections 5 and 6 in its ancestor, bound
+        and agreeing (15.4 rules 3, 4), and its blake3 is the CHAIN_INDEX row's when a
+        row lists it (rule 5)."""
+        if self.chained and ref >> REF_SHIFT:
+            return self.valid_anc(ref)
         c = self.chunks.get(ref)
         return c[0] if c is not None and c[2] is None and c[0] is not None else None
+
+    # -- incremental archives: the chain records (15) ---------------------------------
+    def first_record(self, pos, typ):
+        """15: feature bit 1 is set if and only if the first record is a CHAIN; either
+        way round, the first record is record-malformed. A header that is not trusted
+        says nothing of bit 1: the first record found tells."""
+        if self.chained is None:
+            self.chained = typ == CHAIN
+        elif typ == CHAIN and not self.chained:
+            self.problem("record-malformed", pos, "CHAIN", "the first record is a CHAIN, but feature bit 1 is clear")
+        elif typ != CHAIN and self.chained:
+            self.problem("record-malformed", pos, tname(typ),
+                         "feature bit 1 (incremental) is set, but the first record is not a CHAIN")
+
+    def on_chain(self, pos, body):
+        """15.2: the rules of the body; only the first record of an incremental archive
+        is the archive's chain."""
+        chain, errs = parse_chain(body, self.own_uuid)
+        self.errs(pos, errs)
+        if pos != self.first_off:
+            self.problem("record-malformed", pos, "CHAIN", "a CHAIN record that is not the archive's first record")
+            return
+        if self.chained and chain is not None and not errs:
+            self.chain, self.chain_body = chain, bytes(body)
+
+    def on_chain_index(self, pos, body):
+        """15.3: the rules of the body, the record's place (once, in an incremental
+        archive, in the index area before the ARCHIVE_INDEX); its chain copy and rows are
+        compared with the records after the walk (summary checks)."""
+        self.ci_hash[pos] = blake3.blake3(body).digest()
+        used = True
+        if not self.chained:
+            used = False
+            if self.bit1_known:
+                self.problem("record-malformed", pos, "CHAIN_INDEX", "a CHAIN_INDEX in an archive without feature bit 1")
+        elif self.ci_seen:
+            used = False
+            self.problem("record-malformed", pos, "CHAIN_INDEX", "a second CHAIN_INDEX")
+        elif self.phase >= 2:
+            used = False
+            self.problem("record-malformed", pos, "CHAIN_INDEX", "a CHAIN_INDEX after the ARCHIVE_INDEX")
+        elif self.open is not None:
+            self.problem("record-malformed", pos, "CHAIN_INDEX",
+                         f"a CHAIN_INDEX inside section {self.open.sid}: it belongs after every section table")
+        self.ci_seen = True
+        self.phase = max(self.phase, 1)
+        parsed, errs = parse_chain_index(body, self.own_uuid)
+        self.errs(pos, errs)
+        if used and parsed is not None and not errs:
+            self.chain_index = (pos, parsed)
+            self.summaries.append((pos, ("chain-index",)))
+
+    def anc_ref(self, pos, target, ref, length, coff):
+        """A data extent of the record at pos that refers into an ancestor (15.1):
+        checked after the walk, when the chain is known (resolve_anc)."""
+        self.anc_refs.append((pos, target, ref, length, coff))
+        self.anc_ref_set.add(ref)
 
     # -- record handlers: chunks and image sections ------------------------------------
     def on_chunk(self, pos, body):
@@ -1453,7 +1718,9 @@ class Walker:
             for c, d in sec.map.feed(start, length, ref):
                 self.problem(c, pos, "IMAGE_EXTENTS", d, aff)
             sec.extents.append((start, length, ref))
-            if ref >= 128:
+            if ref >= 128 and self.chained and ref >> REF_SHIFT:    # into an ancestor: backward (15.1)
+                self.anc_ref(pos, (sec.sid, None, start, start + length), ref, length, None)
+            elif ref >= 128:
                 self.image_refs.append((sec, start, length, ref))
                 if ref > pos:
                     self.forward(pos, ref, (sec.sid, None, start, start + length))
@@ -1490,7 +1757,7 @@ class Walker:
         refs = {r for _, _, r in sec.extents if r >= 128}
         if all(self.valid_chunk(r) is not None for r in refs) and \
                 not any(extent_kind_error(r, sec.used) for _, _, r in sec.extents):
-            digest = map_digest(sec.extents, lambda r: self.chunks[r][1])
+            digest = map_digest(sec.extents, self.chunk_blake3)
             if digest != end["map_blake3"]:
                 self.problem("index-mismatch", pos, "IMAGE_END.map_blake3",
                              f"{end['map_blake3'].hex()}, the extents and chunks give {digest.hex()}",
@@ -1530,7 +1797,9 @@ class Walker:
                 if "length 0" not in d:
                     self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff)
             lst.append((foff, length, ref, coff, r))
-            if ref >= 128:
+            if ref >= 128 and self.chained and ref >> REF_SHIFT:    # into an ancestor: backward (15.1)
+                self.anc_ref(pos, (sec.sid, eid, foff, foff + length), ref, length, coff)
+            elif ref >= 128:
                 self.file_refs.append((sec, eid, foff, length, ref, coff))
                 if ref > pos:
                     self.forward(pos, ref, (sec.sid, eid, foff, foff + length))
@@ -1556,6 +1825,11 @@ class Walker:
         w = f"FILES_ENTRIES entry {eid}"
         for c, what, d in entry_rule_errors(e, sec.captured):
             self.problem(c, pos, what, f"{show!r}: {d}")
+        if self.chained:                # 15.1: checked in finish(), when the depth is known
+            for x in e["extents"]:
+                if x[3] >= 128 and x[3] >> REF_SHIFT:
+                    self.held_anc.setdefault(pos, set()).add((x[3] >> REF_SHIFT, x[3] & REF_OFFSET < 128))
+                    self.anc_ref_set.add(x[3])
         if eid != sec.next_id and not (sec.jump_ok and eid > sec.next_id):
             self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}")
         sec.jump_ok = False
@@ -1601,11 +1875,17 @@ class Walker:
         sec.entry_count += 1
         sec.entries[eid] = Ent(k, e["parent_id"], e["name"], pos, eoff, path)
 
-    def check_content(self, pos, sec, e, show, extents):
-        """8.3: the file digest of the content, from the chunks; holes cost 48 bytes each."""
+    def check_content(self, pos, sec, e, show, extents, deferred=False):
+        """8.3: the file digest of the content, from the chunks; holes cost 48 bytes each.
+        Content that takes chunks from ancestors is checked after the walk, once the
+        CHAIN_INDEX rows are known (15.4 rule 5)."""
         eid, size = e["entry_id"], e["size"]
         if e["flags"] & (F_UNREAD | F_LOST) or file_extent_errors(extents, size):
             return                      # no content (entry_rule_errors checks it), or a problem reported already
+        if not deferred and self.chained and any(x[2] >> REF_SHIFT for x in extents):
+            slim = {k: e[k] for k in ("entry_id", "size", "flags", "digest")}
+            self.deferred_content.append((pos, sec, slim, show, extents))
+            return
         for foff, length, ref, coff, _ in extents:
             raw_length = self.valid_chunk(ref)
             if raw_length is None or coff + length > raw_length:
@@ -1658,6 +1938,8 @@ class Walker:
         (8.5, 8.6); an IMAGE_INDEX naming no image section, index-mismatch (9.1)."""
         if self.phase >= 2:
             self.problem("record-malformed", pos, tname(typ), "a table record after the ARCHIVE_INDEX")
+        elif self.ci_seen:              # 15.3: the CHAIN_INDEX comes after every section table
+            self.problem("record-malformed", pos, tname(typ), "a table record after the CHAIN_INDEX")
         self.phase = max(self.phase, 1)
         named = [s for s in self.sections if s.begin["section_id"] == sid]
         sec = next((s for s in named if s.kind == kind), None)
@@ -1674,6 +1956,10 @@ class Walker:
             self.phase = max(self.phase, 1)
             return
         sec = self.table_section(pos, IMAGE_INDEX, parsed[0], "image")
+        if self.chained:                # 15.1: its chunk_refs are split too, and checked against the depth
+            for _, _, ref in parsed[1]:
+                if ref >= 128 and ref >> REF_SHIFT:
+                    self.held_anc.setdefault(pos, set()).add((ref >> REF_SHIFT, ref & REF_OFFSET < 128))
         if sec is not None:
             self.image_indexes.append((pos, sec, parsed[1]))
             self.summaries.append((pos, ("image-index", sec, parsed[1])))
@@ -1766,10 +2052,11 @@ class Walker:
         if self.phase >= 2:
             self.problem("record-malformed", pos, "ARCHIVE_INDEX", "a second ARCHIVE_INDEX")
         self.phase = 2
-        entries, errs = parse_archive_index(body)
+        self.before_ai = self.prev_rec
+        parsed, errs = parse_archive_index(body, self.chained if self.bit1_known else None)
         self.errs(pos, errs)
-        if entries is not None and not errs:
-            self.archive_index = (pos, entries)
+        if parsed is not None and not errs:
+            self.archive_index = (pos, parsed["entries"], parsed["chain"])
             self.summaries.append((pos, ("archive-index",)))
 
     def summary_archive_index(self, pos):
@@ -1791,6 +2078,35 @@ class Walker:
             for key, walked in (("begin", sec.begin_off), ("end", sec.end_off), ("table", table)):
                 if e[key] != walked:
                     self.problem("index-mismatch", pos, f"{w}.{key}_offset", f"{e[key]}, the record is at {walked}")
+        if self.archive_index[2] is not None:     # 9.2: the chain fields of an incremental archive
+            cio, cib = self.archive_index[2]
+            prev = self.before_ai
+            if prev is None or prev[1] != CHAIN_INDEX or prev[2] != pos:
+                self.problem("index-mismatch", pos, "ARCHIVE_INDEX.chain_index_offset",
+                             f"{cio}: the record directly before the ARCHIVE_INDEX is not a CHAIN_INDEX")
+            elif cio != prev[0]:
+                self.problem("index-mismatch", pos, "ARCHIVE_INDEX.chain_index_offset",
+                             f"{cio}, the CHAIN_INDEX is at {prev[0]}")
+            elif self.ci_hash.get(cio) != cib:
+                self.problem("index-mismatch", pos, "ARCHIVE_INDEX.chain_index_blake3",
+                             f"{cib.hex()}, the CHAIN_INDEX body gives {(self.ci_hash.get(cio) or b'').hex()}")
+
+    def summary_chain_index(self, pos):
+        """15.3: the chain is a copy of the CHAIN record's body, and the rows are exactly
+        the distinct ancestor references of the archive's extents."""
+        parsed = self.chain_index[1]
+        if self.chain_body is not None and parsed["chain_body"] != self.chain_body:
+            self.problem("index-mismatch", pos, "CHAIN_INDEX.chain", "differs from the body of the CHAIN record")
+        refs = sorted(self.anc_ref_set)
+        rows = [ref for ref, _ in ROW.iter_unpack(parsed["rows"])]
+        if rows != refs:
+            extra = next((r for r in rows if r not in self.anc_ref_set), None)
+            listed = set(rows)
+            missing = next((r for r in refs if r not in listed), None)
+            self.problem("index-mismatch", pos, "CHAIN_INDEX.rows",
+                         f"{len(rows)} rows, the extents hold {len(refs)} distinct ancestor references"
+                         + (f"; 0x{extra:016x} is referred to by no extent" if extra is not None else "")
+                         + (f"; 0x{missing:016x} is not listed" if missing is not None else ""))
 
     def on_trailer(self, pos, body):
         self.phase = 3
@@ -1821,6 +2137,10 @@ class Walker:
             self.end_run()
             self.open = None
             self.references()
+            self.settle_chain()
+            self.ancestor_references()
+            for args in self.deferred_content:
+                self.check_content(*args, deferred=True)
             if self.trailer_at is None and not self.span_to_end:
                 self.problem("truncated", self.size, "TRAILER", "the file ends before the trailer")
             self.summary_checks()
@@ -1863,6 +2183,136 @@ class Walker:
         else:
             self.problem("dangling-reference", ref, "chunk_ref", f"{ref}: not the offset of a CHUNK record", [target])
 
+    # -- references into ancestors (15.1, 15.4) ------------------------------------
+    def settle_chain(self):
+        """The chain the references use: the CHAIN record's, else (a damaged CHAIN, 11)
+        the copy in the CHAIN_INDEX."""
+        if not self.chained:
+            return
+        chain = self.chain
+        if chain is None and self.chain_index is not None:
+            chain = self.chain_index[1]["chain"]
+        self.final_chain = chain
+        if chain is not None:
+            self.ancestors = Ancestors(self.path, chain, self.first_off, self.parents)
+
+    def chain_damage(self):
+        """The problem of the first record, where the chain should be: references into
+        ancestors, which no chain names, are charged to it (11)."""
+        prob = self.damage_at(self.first_off)
+        if prob is None:
+            prob = next((p for p in self.problems if p["offset"] == self.first_off), None)
+        return prob
+
+    def resolve_anc(self, ref):
+        """15.4, rules 3 to 5 but the row: ("ok", raw_length, blake3), ("anc", error of
+        the ancestor: missing or mismatched) or ("bad", class, what, detail) for a record
+        at o that is not a CHUNK or fails sections 5 and 6. Memoised per chunk_ref."""
+        r = self.anc_memo.get(ref)
+        if r is not None:
+            return r
+        k, o = split_ref(ref)
+        try:
+            af = self.ancestors.get(k)
+        except StrataError as e:
+            r = ("anc", e)
+        else:
+            try:
+                fields, raw = af.chunk(o)
+            except StrataError as e:
+                r = ("bad", e.cls, f"{e.what} (ancestor {k}, offset {o})",
+                     f"{self.ancestors.name(k)}, file {af.path}, offset {o}: {e.detail}")
+            else:
+                r = ("ok", fields["raw_length"], fields["blake3"])
+                self.cache[ref] = raw
+                while len(self.cache) > 2:
+                    self.cache.popitem(last=False)
+        self.anc_memo[ref] = r
+        return r
+
+    def row(self, ref):
+        """The blake3 the CHAIN_INDEX lists for ref, or None (no usable CHAIN_INDEX, or
+        not listed: a summary check reports that)."""
+        if self.chain_index is None:
+            return None
+        parsed = self.chain_index[1]
+        return row_lookup(parsed["rows"], parsed["count"], ref)
+
+    def valid_anc(self, ref):
+        chain = self.final_chain
+        k, o = split_ref(ref)
+        if chain is None or self.ancestors is None or k > chain["depth"] or o < 128:
+            return None
+        r = self.resolve_anc(ref)
+        if r[0] != "ok":
+            return None
+        row = self.row(ref)
+        return r[1] if row is None or row == r[2] else None
+
+    def chunk_blake3(self, ref):
+        """The blake3 field of the chunk a data extent refers to (7.3, 15.1)."""
+        if self.chained and ref >> REF_SHIFT:
+            return self.anc_memo[ref][2]
+        return self.chunks[ref][1]
+
+    def ancestor_references(self):
+        """15.1 and 15.4 for every data extent read that refers into an ancestor: archive
+        within the depth and offset of 128 or more (record-malformed at the record that
+        holds it); an ancestor missing or mismatched is one problem at the CHAIN record,
+        affecting every range that refers to it; else, at the referring record, the
+        record at o is a CHUNK (dangling-reference) that passes sections 5 and 6 (the
+        class of its damage), holds the extent (extent-map) and is the row's
+        (parent-mismatch)."""
+        if not self.chained:
+            return
+        chain = self.final_chain
+        for pos, refs in sorted(self.held_anc.items()):
+            what = f"{tname(u16(self.mm, pos + 4))} extents.chunk_ref"
+            for k, low in sorted(refs):
+                if low:
+                    self.problem("record-malformed", pos, what, f"archive {k} with an offset below 128")
+                elif chain is not None and k > chain["depth"]:
+                    self.problem("record-malformed", pos, what, f"archive {k}, above the chain's depth {chain['depth']}")
+        for pos, target, ref, length, coff in self.anc_refs:
+            k, o = split_ref(ref)
+            what = f"{tname(u16(self.mm, pos + 4))}.chunk_ref"
+            if o < 128:
+                self.problem("record-malformed", pos, what, f"0x{ref:016x}: archive {k} with an offset below 128",
+                             [target])
+                continue
+            if chain is None:           # no chain to find the ancestors by: charged to the CHAIN's damage
+                prob = self.chain_damage()
+                if prob is not None:
+                    prob["affects"].append(target)
+                continue
+            if k > chain["depth"]:
+                self.problem("record-malformed", pos, what,
+                             f"0x{ref:016x}: archive {k}, above the chain's depth {chain['depth']}", [target])
+                continue
+            r = self.resolve_anc(ref)
+            if r[0] == "anc":
+                prob = self.anc_probs.get(k)
+                if prob is None:
+                    e = r[1]
+                    prob = self.anc_probs[k] = self.problem(e.cls, e.offset, e.what, e.detail)
+                prob["affects"].append(target)
+                continue
+            if r[0] == "bad":
+                self.problem(r[1], pos, r[2], r[3], [target])
+                continue
+            raw_length, digest = r[1], r[2]
+            fits = raw_length == length if coff is None else coff + length <= raw_length
+            if not fits:
+                self.problem("extent-map", pos, what,
+                             f"the extent of {length} bytes" + (f" at chunk_offset {coff}" if coff is not None else "")
+                             + f" does not fit the {raw_length} bytes of {self.ancestors.name(k)}'s chunk at {o}",
+                             [target])
+            row = self.row(ref)
+            if row is not None and row != digest:
+                self.problem("parent-mismatch", pos, what,
+                             f"{self.ancestors.name(k)}, offset {o}: the chunk is {digest.hex()}, "
+                             f"the CHAIN_INDEX lists {row.hex()}", [target])
+
     def summary_checks(self):
         """The checks of a record against the records before it as a whole, in archive
         order, each only when no problem is reported at a lower offset (11)."""
@@ -1884,7 +2334,7 @@ class Walker:
         {"image-end": self.summary_image_end, "files-end": self.summary_files_end,
          "image-index": self.summary_image_index, "files-dir": self.summary_files_dir,
          "files-index": self.summary_files_index, "archive-index": self.summary_archive_index,
-         "trailer": self.summary_trailer}[kind](pos, *args)
+         "chain-index": self.summary_chain_index, "trailer": self.summary_trailer}[kind](pos, *args)
 
     def affects(self, items):
         """(section, entry or None, start, end) tuples as merged JSON objects; empty
@@ -1970,11 +2420,235 @@ def merge_affects(items):
 # ----------------------------------------------------------------------------
 # 7. Random access from the end (10.1)
 
+def read_record(mm, size, tag, pos, typ, via=None):
+    """Read and check the record at pos of the archive in mm, of type typ, with the
+    archive tag tag (checks in the order of 5); its body, decoded (5.2). Raises
+    StrataError. A CHUNK expected where there is no record, or a record of another
+    type, is dangling-reference (7.2 rule 5, 15.4 rule 5); for other types a wrong
+    offset read through an index field (via) is index-mismatch."""
+    what = via or tname(typ)
+    if pos < 128 or pos + 32 > size:
+        raise StrataError("dangling-reference" if typ == CHUNK else ("index-mismatch" if via else "truncated"),
+                          pos, what, f"offset {pos} cannot hold a record")
+    magic, rtyp, flags, rtag, blen, bcrc, hcrc = REC_HDR.unpack_from(mm, pos)
+    if magic != REC_MAGIC or crc(mm[pos:pos + 28]) != hcrc:
+        if typ == CHUNK and magic != REC_MAGIC:
+            raise StrataError("dangling-reference", pos, what, "not the offset of a record")
+        raise StrataError("record-checksum", pos, tname(typ), "record header magic or CRC mismatch")
+    if rtag != tag:
+        raise StrataError("record-malformed", pos, "record.archive_tag", f"{rtag.hex()}, the archive tag is {tag.hex()}")
+    if flags & ~(R_ANCILLARY | R_ZSTD):
+        raise StrataError("record-malformed", pos, "record.flags", f"reserved bits set: 0x{flags:04x}")
+    if flags & R_ZSTD and rtyp in TYPE_NAMES and rtyp not in MAY_COMPRESS:
+        raise StrataError("record-malformed", pos, "record.flags", f"ZSTD on a {tname(rtyp)}, a type never compressed (5.2)")
+    if rtyp != typ:
+        raise StrataError("dangling-reference" if typ == CHUNK else "index-mismatch", pos, what,
+                          f"points at a {tname(rtyp)} record, expected {tname(typ)}")
+    if blen > MAX_BODY[typ]:
+        raise StrataError("limit-exceeded", pos, f"{tname(typ)}.body_length", f"{blen}, maximum {MAX_BODY[typ]}")
+    if pos + 32 + blen > size:
+        raise StrataError("truncated", pos, tname(typ), "the body runs past the end of the file")
+    body = memoryview(mm)[pos + 32:pos + 32 + blen]
+    if crc(body) != bcrc:
+        raise StrataError("record-checksum", pos, f"{tname(typ)} body", "body_crc mismatch")
+    body, errs = decode_table_body(typ, flags, body)     # 5.2, after the CRC
+    if errs:
+        c, w, d = errs[0]
+        raise StrataError(c, pos, w, d)
+    return body
+
+
+def parent_files(paths):
+    """--parent PATH (15.4 rule 1): the files the user names for ancestors, by the
+    archive_uuid in their header (read from the first 32 bytes only)."""
+    out = {}
+    for path in paths or ():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(32)
+        except OSError as e:
+            print(f"strata_ref: --parent {path}: {e.strerror}", file=sys.stderr)
+            continue
+        if len(head) == 32 and head[:8] == HEADER_MAGIC:
+            out.setdefault(head[16:32], path)
+        else:
+            print(f"strata_ref: --parent {path}: not a Strata archive", file=sys.stderr)
+    return out
+
+
+class AncestorFile:
+    """One open ancestor (15.4): its file, and its header, trailer and ARCHIVE_INDEX
+    as far as the checks need them. Its chunks are read by random access."""
+
+    def __init__(self, path, fd, size):
+        self.path, self.fd, self.size = path, fd, size
+        self.mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if size else b""
+        self.hdr = self.tag = self.ai_body = None
+
+    def close(self):
+        if self.size:
+            self.mm.close()
+        os.close(self.fd)
+
+    def bind(self, entry):
+        """15.4 rule 3: its header passes section 3 (with the listed uuid), its size is
+        archive_length, its trailer passes (9.3) and the BLAKE3 of its ARCHIVE_INDEX
+        body is binding. Returns what differs, or None."""
+        mm, size = self.mm, self.size
+        hdr, probs, mode = check_header(mm, size)
+        if probs or mode != "ok":
+            c, _, w, d = probs[0]
+            return f"its header fails section 3: {c}: {w}: {d}"
+        self.hdr, self.tag = hdr, hdr["tag"]
+        if hdr["uuid"] != entry["uuid"]:
+            return f"its archive_uuid is {show_uuid(hdr['uuid'])}, the chain lists {show_uuid(entry['uuid'])}"
+        if size != entry["archive_length"]:
+            return f"its size is {size} bytes, the chain lists archive_length {entry['archive_length']}"
+        try:
+            if size < hdr["header_length"] + 64:
+                raise StrataError("truncated", size, "TRAILER", "no room for a trailer")
+            tpos = size - 64
+            t, errs = parse_trailer(read_record(mm, size, self.tag, tpos, TRAILER))
+            if errs:
+                raise StrataError(errs[0][0], tpos, errs[0][1], errs[0][2])
+            if t["archive_length"] != size:
+                raise StrataError("index-mismatch", tpos, "TRAILER.archive_length", f"{t['archive_length']}, file size {size}")
+            if not hdr["header_length"] <= t["index_offset"] < tpos:
+                raise StrataError("index-mismatch", tpos, "TRAILER.index_offset", f"{t['index_offset']} is outside the records")
+            body = read_record(mm, size, self.tag, t["index_offset"], ARCHIVE_INDEX, "TRAILER.index_offset")
+        except StrataError as e:
+            return f"its trailer or ARCHIVE_INDEX fails: {e}"
+        digest = blake3.blake3(body).digest()
+        if digest != entry["binding"]:
+            return f"the BLAKE3 of its ARCHIVE_INDEX body is {digest.hex()}, the binding is {entry['binding'].hex()}"
+        self.ai_body = bytes(body)
+        return None
+
+    def own_chain(self, chain, k):
+        """15.4 rule 4: an ancestor with bit 1 lists, in its CHAIN_INDEX (bound by its
+        ARCHIVE_INDEX), the child's ancestors after k, as far as both lists go, and has
+        the child's id_scheme. Returns what disagrees, or None. Holds nothing after."""
+        if not self.hdr["incompatible"] & F_INCREMENTAL:
+            # no CHAIN: its chunk identities are those of section 6, scheme 0
+            return None if chain["id_scheme"] == 0 else f"it has id_scheme 0, the child {chain['id_scheme']}"
+        if len(self.ai_body) < 48:
+            return "the chains disagree: its ARCHIVE_INDEX has no chain fields"
+        cio, cib = u64(self.ai_body, 8), self.ai_body[16:48]
+        try:
+            body = read_record(self.mm, self.size, self.tag, cio, CHAIN_INDEX, "ARCHIVE_INDEX.chain_index_offset")
+        except StrataError as e:
+            return f"the chains disagree: its CHAIN_INDEX cannot be read: {e}"
+        if blake3.blake3(body).digest() != cib:
+            return "the chains disagree: its CHAIN_INDEX is not the one its ARCHIVE_INDEX binds"
+        parsed, errs = parse_chain_index(body, self.hdr["uuid"])
+        if errs or parsed["chain"] is None:
+            return f"the chains disagree: its CHAIN_INDEX breaks a rule: {errs[0][1]}: {errs[0][2]}"
+        its = parsed["chain"]
+        if its["id_scheme"] != chain["id_scheme"]:
+            return f"its id_scheme is {its['id_scheme']}, the child's {chain['id_scheme']}"
+        for i, (mine, theirs) in enumerate(zip(chain["ancestors"][k:], its["ancestors"])):
+            for key in ("uuid", "binding", "archive_length"):
+                if mine[key] != theirs[key]:
+                    return (f"the chains disagree: the child's ancestor {k + i + 1} and the ancestor's own "
+                            f"ancestor {i + 1} differ in {key}")
+        return None
+
+    def chunk(self, o):
+        """(fields, raw bytes) of the CHUNK record at offset o, read and checked as in
+        sections 5 and 6 with this ancestor's tag; raises StrataError at o."""
+        body = read_record(self.mm, self.size, self.tag, o, CHUNK)
+        fields, errs = parse_chunk_fields(body)
+        if not errs:
+            raw, errs = decode_chunk(fields, body[40:])
+        if errs:
+            raise StrataError(errs[0][0], o, errs[0][1], errs[0][2])
+        return fields, raw
+
+
+class Ancestors:
+    """The ancestors of a child (15.4), each opened when first needed: found by the
+    user's --parent files (by UUID), else by its name beside the child; bound (rule 3)
+    and its own chain checked (rule 4) before any chunk is read from it. At most 16
+    are open at once (least recently used closed first), and each holds its header,
+    trailer and ARCHIVE_INDEX only, so memory and open files do not grow with the
+    depth. An ancestor that fails stays failed: its error is raised again."""
+
+    def __init__(self, child_path, chain, chain_off, explicit=None, max_open=MAX_OPEN_ANCESTORS):
+        self.folder = os.getcwd() if child_path in (None, "-") else os.path.dirname(os.path.abspath(child_path))
+        self.chain, self.chain_off = chain, chain_off
+        self.explicit = explicit or {}
+        self.max_open = max_open
+        self.open = OrderedDict()       # k -> AncestorFile
+        self.failed = {}                # k -> the StrataError that refused it
+        self.chain_checked = set()      # k whose own chain agreed (rule 4; it is bound by rule 3)
+
+    def close(self):
+        while self.open:
+            self.open.popitem(last=False)[1].close()
+
+    def name(self, k):
+        a = self.chain["ancestors"][k - 1]
+        return f"ancestor {k} {lossy(a['name'])!r} (uuid {show_uuid(a['uuid'])})"
+
+    def get(self, k):
+        """The AncestorFile of ancestor k (1 = the parent), or StrataError
+        parent-missing / parent-mismatch at the child's CHAIN record offset."""
+        if k in self.failed:
+            raise self.failed[k]
+        if k in self.open:
+            self.open.move_to_end(k)
+            return self.open[k]
+        try:
+            af = self.load(k)
+        except StrataError as e:
+            self.failed[k] = e
+            raise
+        self.open[k] = af
+        while len(self.open) > self.max_open:
+            self.open.popitem(last=False)[1].close()
+        return af
+
+    def load(self, k):
+        entry = self.chain["ancestors"][k - 1]
+        path = self.explicit.get(entry["uuid"]) or os.path.join(self.folder, os.fsdecode(entry["name"]))
+        show = f"{self.name(k)}, file {path}"
+        try:                            # O_NONBLOCK: a fifo in its place must not hang the reader
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise StrataError("parent-missing", self.chain_off, "CHAIN.ancestors", f"{show}: {e.strerror}")
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise StrataError("parent-missing", self.chain_off, "CHAIN.ancestors", f"{show}: not a regular file")
+            af = AncestorFile(path, fd, st.st_size)
+        except (OSError, ValueError) as e:
+            os.close(fd)
+            raise StrataError("parent-missing", self.chain_off, "CHAIN.ancestors",
+                              f"{show}: {getattr(e, 'strerror', None) or e}")
+        except StrataError:
+            os.close(fd)
+            raise
+        try:
+            why = af.bind(entry)
+            if why is None and k not in self.chain_checked:
+                why = af.own_chain(self.chain, k)
+                if why is None:
+                    self.chain_checked.add(k)
+            if why:
+                raise StrataError("parent-mismatch", self.chain_off, "CHAIN.ancestors", f"{show}: {why}")
+        except BaseException:
+            af.close()
+            raise
+        af.ai_body = None               # checked: only the header is kept (15.4, bounded memory)
+        return af
+
+
+
 class Archive:
     """Opens an archive by its trailer and index; raises StrataError on any problem met."""
 
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, parents=None):
+        self.path, self.parents = path, parents
         self.file = open(path, "rb")
         self.size = os.fstat(self.file.fileno()).st_size
         self.mm = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
@@ -1984,6 +2658,9 @@ class Archive:
         if probs:
             raise CannotOpen(*probs[0])
         self.hdr, self.tag, hl = hdr, hdr["tag"], hdr["header_length"]
+        self.chained = bool(hdr["incompatible"] & F_INCREMENTAL)    # an incremental archive (15)
+        self._chain = self._chain_index = self._ancestors = None
+        self._chain_err = self._ci_err = None
         if size < hl + 64:
             raise StrataError("truncated", size, "TRAILER", f"a file of {size} bytes has no room for a trailer")
         tpos = size - 64
@@ -2000,8 +2677,9 @@ class Archive:
         body = self.record(ipos, ARCHIVE_INDEX, "TRAILER.index_offset")
         if ipos + 32 + len(body) != tpos:
             raise StrataError("index-mismatch", ipos, "ARCHIVE_INDEX", "is not the record before the trailer")
-        entries, errs = parse_archive_index(body)
+        parsed, errs = parse_archive_index(body, self.chained)
         self.raise_first(ipos, errs)
+        self.index_offset, entries, self.chain_fields = ipos, parsed["entries"], parsed["chain"]
         self.sections = [self.load_image(e) if e["kind"] == 1 else self.load_files(e) for e in entries]
         names = [s["name"] for s in self.sections]
         for i, e in enumerate(entries):
@@ -2016,35 +2694,7 @@ class Archive:
 
     def record(self, pos, typ, via=None):
         """Read and check the record at pos, of type typ (checks in the order of 5); its body."""
-        mm, size = self.mm, self.size
-        what = via or tname(typ)
-        if pos < 128 or pos + 32 > size:
-            raise StrataError("dangling-reference" if typ == CHUNK else ("index-mismatch" if via else "truncated"),
-                              pos, what, f"offset {pos} cannot hold a record")
-        magic, rtyp, flags, tag, blen, bcrc, hcrc = REC_HDR.unpack_from(mm, pos)
-        if magic != REC_MAGIC or crc(mm[pos:pos + 28]) != hcrc:
-            if typ == CHUNK and magic != REC_MAGIC:
-                raise StrataError("dangling-reference", pos, what, "not the offset of a record")
-            raise StrataError("record-checksum", pos, tname(typ), "record header magic or CRC mismatch")
-        if tag != self.tag:
-            raise StrataError("record-malformed", pos, "record.archive_tag", f"{tag.hex()}, the archive tag is {self.tag.hex()}")
-        if flags & ~(R_ANCILLARY | R_ZSTD):
-            raise StrataError("record-malformed", pos, "record.flags", f"reserved bits set: 0x{flags:04x}")
-        if flags & R_ZSTD and rtyp in TYPE_NAMES and rtyp not in MAY_COMPRESS:
-            raise StrataError("record-malformed", pos, "record.flags", f"ZSTD on a {tname(rtyp)}, a type never compressed (5.2)")
-        if rtyp != typ:
-            raise StrataError("dangling-reference" if typ == CHUNK else "index-mismatch", pos, what,
-                              f"points at a {tname(rtyp)} record, expected {tname(typ)}")
-        if blen > MAX_BODY[typ]:
-            raise StrataError("limit-exceeded", pos, f"{tname(typ)}.body_length", f"{blen}, maximum {MAX_BODY[typ]}")
-        if pos + 32 + blen > size:
-            raise StrataError("truncated", pos, tname(typ), "the body runs past the end of the file")
-        body = memoryview(mm)[pos + 32:pos + 32 + blen]
-        if crc(body) != bcrc:
-            raise StrataError("record-checksum", pos, f"{tname(typ)} body", "body_crc mismatch")
-        body, errs = decode_table_body(typ, flags, body)     # 5.2, after the CRC
-        self.raise_first(pos, errs)
-        return body
+        return read_record(self.mm, self.size, self.tag, pos, typ, via)
 
     def load_image(self, e):
         sid = e["section_id"]
@@ -2117,18 +2767,124 @@ class Archive:
         return out
 
     def chunk(self, ref, via):
-        """(fields, raw bytes) of the CHUNK record at ref, read, checked and decoded (6)."""
+        """(fields, raw bytes) of the CHUNK record at ref, read, checked and decoded (6);
+        in an incremental archive a reference into an ancestor is read there (15.4)."""
         if ref in self.cache:
             self.cache.move_to_end(ref)
             return self.cache[ref]
-        body = self.record(ref, CHUNK, via)
-        fields, errs = parse_chunk_fields(body)
-        self.raise_first(ref, errs)
-        raw, errs = decode_chunk(fields, body[40:])
-        self.raise_first(ref, errs)
+        if self.chained and ref >> REF_SHIFT:
+            fields, raw = self.ancestor_chunk(ref, via)
+        else:                           # without bit 1 a chunk_ref is an offset, whatever its bits (15.1)
+            body = self.record(ref, CHUNK, via)
+            fields, errs = parse_chunk_fields(body)
+            self.raise_first(ref, errs)
+            raw, errs = decode_chunk(fields, body[40:])
+            self.raise_first(ref, errs)
         self.cache[ref] = (fields, raw)
         while len(self.cache) > 2:
             self.cache.popitem(last=False)
+        return fields, raw
+
+    # -- incremental archives (15) ---------------------------------------------------
+    def chain(self):
+        """The chain of an incremental archive (15.2): from its CHAIN record, the first
+        record; when that record is damaged or breaks a rule, from the copy in the
+        CHAIN_INDEX (11). Raises the CHAIN record's error when neither can be used."""
+        if self._chain is not None or self._chain_err is not None:
+            if self._chain_err is not None:
+                raise self._chain_err
+            return self._chain
+        hl = self.hdr["header_length"]
+        try:
+            if record_header_ok(self.mm, hl, self.size, self.tag) and u16(self.mm, hl + 4) != CHAIN:
+                raise StrataError("record-malformed", hl, "CHAIN",
+                                  f"feature bit 1 is set, but the first record is a {tname(u16(self.mm, hl + 4))}")
+            chain, errs = parse_chain(self.record(hl, CHAIN), self.hdr["uuid"])
+            self.raise_first(hl, errs)
+            self._chain = chain
+        except StrataError as e:
+            try:
+                ci = self.chain_index()
+            except StrataError:
+                self._chain_err = e
+                raise e
+            print(f"strata_ref: the CHAIN record is unusable ({e}); the chain is taken from the CHAIN_INDEX",
+                  file=sys.stderr)
+            self._chain = ci["chain"]
+        return self._chain
+
+    def chain_index(self):
+        """The CHAIN_INDEX the ARCHIVE_INDEX points at (9.2, 15.3): directly before the
+        ARCHIVE_INDEX, with the BLAKE3 the ARCHIVE_INDEX gives, passing its rules, and
+        its chain equal to the CHAIN record's body when that record is intact."""
+        if self._ci_err is not None:
+            raise self._ci_err
+        if self._chain_index is not None:
+            return self._chain_index
+        try:
+            cio, cib = self.chain_fields
+            body = self.record(cio, CHAIN_INDEX, "ARCHIVE_INDEX.chain_index_offset")
+            if cio + 32 + u64(self.mm, cio + 16) != self.index_offset:
+                raise StrataError("index-mismatch", self.index_offset, "ARCHIVE_INDEX.chain_index_offset",
+                                  f"{cio}: not the record directly before the ARCHIVE_INDEX")
+            if blake3.blake3(body).digest() != cib:
+                raise StrataError("index-mismatch", self.index_offset, "ARCHIVE_INDEX.chain_index_blake3",
+                                  "differs from the BLAKE3 of the CHAIN_INDEX body")
+            parsed, errs = parse_chain_index(body, self.hdr["uuid"])
+            self.raise_first(cio, errs)
+            hl = self.hdr["header_length"]
+            try:
+                first = bytes(self.record(hl, CHAIN))
+            except StrataError:
+                first = None            # a damaged CHAIN: the copy stands in for it (11)
+            if first is not None and first != parsed["chain_body"]:
+                raise StrataError("index-mismatch", cio, "CHAIN_INDEX.chain", "differs from the CHAIN record's body")
+            parsed["offset"] = cio
+            self._chain_index = parsed
+        except StrataError as e:
+            self._ci_err = e
+            raise
+        return parsed
+
+    def ancestors(self):
+        if self._ancestors is None:
+            self._ancestors = Ancestors(self.path, self.chain(), self.hdr["header_length"], self.parents)
+        return self._ancestors
+
+    def ancestor_chunk(self, ref, via):
+        """15.4 rule 5, by random access: (k, o) within the chain, listed in the
+        CHAIN_INDEX rows, a CHUNK record of ancestor k that passes sections 5 and 6,
+        and whose blake3 is the row's. Without a usable CHAIN_INDEX (damaged, 11) the
+        rows' check is lost: the chunk's own checks and the end-to-end digests remain."""
+        k, o = split_ref(ref)
+        chain = self.chain()
+        if k > chain["depth"] or o < 128:
+            raise StrataError("record-malformed", ref, via or "chunk_ref",
+                              f"0x{ref:016x}: archive {k}, offset {o}: the chain has depth {chain['depth']}, "
+                              f"and an ancestor's chunk is at an offset of 128 or more")
+        row = None
+        try:
+            ci = self.chain_index()
+        except StrataError as e:
+            if not getattr(self, "_ci_warned", False):
+                self._ci_warned = True
+                print(f"strata_ref: warning: the CHAIN_INDEX cannot be used ({e}): ancestor chunks are not "
+                      f"checked against its rows, only by their own checks and the digests", file=sys.stderr)
+        else:
+            row = row_lookup(ci["rows"], ci["count"], ref)
+            if row is None:
+                raise StrataError("index-mismatch", ci["offset"], "CHAIN_INDEX.rows",
+                                  f"the reference (archive {k}, offset {o}) is not listed")
+        ancestors = self.ancestors()
+        af = ancestors.get(k)
+        try:
+            fields, raw = af.chunk(o)
+        except StrataError as e:
+            raise StrataError(e.cls, o, e.what, f"{ancestors.name(k)}, file {af.path}, offset {o}: {e.detail}")
+        if row is not None and fields["blake3"] != row:
+            raise StrataError("parent-mismatch", o, "CHUNK.blake3",
+                              f"{ancestors.name(k)}, file {af.path}, offset {o}: the chunk is "
+                              f"{fields['blake3'].hex()}, the CHAIN_INDEX lists {row.hex()}")
         return fields, raw
 
 
@@ -2589,10 +3345,11 @@ class Extractor:
 # ----------------------------------------------------------------------------
 # 9. Commands
 
-def open_or_report(path):
-    """(Archive, None), or (None, the StrataError that stopped it)."""
+def open_or_report(path, args=None):
+    """(Archive, None), or (None, the StrataError that stopped it). args.parent: the
+    --parent files (15.4 rule 1)."""
     try:
-        return Archive(path), None
+        return Archive(path, parent_files(getattr(args, "parent", None))), None
     except StrataError as e:
         return None, e
     except OSError as e:
@@ -2611,7 +3368,7 @@ def cmd_verify(args):
                               "records": 0, "chunks": 0, "verified_bytes": 0, "archive_size": 0,
                               "lost_entries": [], "unreadable_entries": [], "changed_entries": []}))
         return 2
-    w = Walker(args.archive, mm, size)
+    w = Walker(args.archive, mm, size, parent_files(getattr(args, "parent", None)))
     w.run()
     rep = w.report()
     if args.json:
@@ -2669,7 +3426,7 @@ def flagged_entries(ar, sec):
 
 
 def cmd_info(args):
-    ar, err = open_or_report(args.archive)
+    ar, err = open_or_report(args.archive, args)
     if ar is None:
         print(f"strata_ref: {err}", file=sys.stderr)
         if isinstance(err, CannotOpen):
@@ -2679,7 +3436,7 @@ def cmd_info(args):
         with open(args.archive, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            w = Walker(args.archive, mm, size)
+            w = Walker(args.archive, mm, size, parent_files(getattr(args, "parent", None)))
             w.run()
         if w.tag is None:
             return 2
@@ -2714,12 +3471,21 @@ def cmd_info(args):
                     "regular_files": e["file_count"], "directories": e["directory_count"],
                     "content_bytes": e["content_bytes"], "chunks": e["chunk_count"], "stored_bytes": e["chunk_bytes"]},
                     **flagged_entries(ar, s)})
-        u = h["uuid"].hex()
         out = {"archive": args.archive, "format_version": f"{h['version_major']}.{h['version_minor']}",
-               "uuid": f"{u[:8]}-{u[8:12]}-{u[12:16]}-{u[16:20]}-{u[20:]}", "created_ns": h["created_ns"],
+               "uuid": show_uuid(h["uuid"]), "created_ns": h["created_ns"],
                "writer": h["writer"], "archive_size": ar.size,
                "features": {"incompatible": h["incompatible"], "compatible": h["compatible"], "autoclear": h["autoclear"]},
                "sections": secs}
+        if ar.chained:                  # 15.2: the ancestors (info opens none of them, 15.4)
+            try:
+                chain = ar.chain()
+                out["chain"] = {"depth": chain["depth"], "id_scheme": chain["id_scheme"], "ancestors": [
+                    {"uuid": show_uuid(a["uuid"]), "name": lossy(a["name"]), "name_hex": a["name"].hex(),
+                     "archive_length": a["archive_length"], "binding": a["binding"].hex()}
+                    for a in chain["ancestors"]]}
+            except StrataError as e:
+                print(f"strata_ref: the chain cannot be read: {e}", file=sys.stderr)
+                out["chain"] = None
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -2738,7 +3504,7 @@ def cmd_restore(args):
     conformance.md says. Lost extents do not fail it: they are written as zeros and
     named on stderr, and the exit status stays 0 (7, 11). Free extents of a used-blocks
     section are holes too (10.2): the bytes they hold are counted on stderr (7)."""
-    ar, err = open_or_report(args.archive)
+    ar, err = open_or_report(args.archive, args)
     if ar is None:
         print(f"strata_ref: {err}", file=sys.stderr)
         return 2
@@ -2807,7 +3573,7 @@ def cmd_restore(args):
 
 
 def cmd_list(args):
-    ar, err = open_or_report(args.archive)
+    ar, err = open_or_report(args.archive, args)
     if ar is None:
         print(f"strata_ref: {err}", file=sys.stderr)
         return 2 if isinstance(err, CannotOpen) else 1
@@ -2842,7 +3608,7 @@ def cmd_extract(args):
         if args.json:
             print(json.dumps({"refused": [], "warnings": [{"path": "", "path_hex": "", "reason": reason}]}, indent=2))
         return rc
-    ar, err = open_or_report(args.archive)
+    ar, err = open_or_report(args.archive, args)
     if ar is None:
         return fail(str(err), 2 if isinstance(err, CannotOpen) else 1)
     sec = next((s for s in ar.sections if s["kind"] == "files" and s["name"] == args.files), None)
@@ -2886,6 +3652,9 @@ def main(argv=None):
     p.add_argument("--files", required=True)
     p.add_argument("dest")
     p.add_argument("--json", action="store_true")
+    for sp in sub.choices.values():     # 15.4 rule 1: files named for ancestors, matched by UUID
+        sp.add_argument("--parent", action="append", metavar="PATH",
+                        help="an ancestor of an incremental archive, found by its UUID (repeatable)")
     args = ap.parse_args(argv)
     return {"info": cmd_info, "verify": cmd_verify, "restore": cmd_restore,
             "list": cmd_list, "extract": cmd_extract}[args.cmd](args)

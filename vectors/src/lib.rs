@@ -7,6 +7,7 @@
 //! one deliberate defect, their checksums fixed up so that the defect is the one a
 //! reader meets; the expected error class is stated here, never observed.
 
+mod chain;
 pub mod hostile;
 mod trees;
 mod used_blocks;
@@ -456,7 +457,7 @@ fn invalid(
 }
 
 /// The extents of the first image, from its `IMAGE_INDEX`: (offset, length, chunk_ref).
-fn image_extents(bytes: &[u8]) -> Vec<(u64, u64, u64)> {
+pub(crate) fn image_extents(bytes: &[u8]) -> Vec<(u64, u64, u64)> {
     let index = of_type(bytes, RecordType::ImageIndex)[0];
     let count = get_u64(bytes, index.body_start + 8) as usize;
     (0..count).map(|n| extent(bytes, n)).collect()
@@ -464,7 +465,7 @@ fn image_extents(bytes: &[u8]) -> Vec<(u64, u64, u64)> {
 
 /// The image ranges of the small image ("disk") whose data extents refer to a
 /// chunk at an offset `refers` accepts: what losing those chunks costs.
-fn disk_ranges(bytes: &[u8], refers: impl Fn(u64) -> bool) -> Vec<Affects> {
+pub(crate) fn disk_ranges(bytes: &[u8], refers: impl Fn(u64) -> bool) -> Vec<Affects> {
     image_extents(bytes)
         .into_iter()
         .filter(|&(_, _, chunk_ref)| chunk_ref >= 128 && refers(chunk_ref))
@@ -585,6 +586,7 @@ pub fn all() -> Vec<Vector> {
     vectors.push(ancillary);
 
     vectors.extend(used_blocks::valid_vectors());
+    vectors.extend(chain::vectors());
     vectors.extend(invalid_vectors());
     vectors.extend(trees::vectors());
     vectors
@@ -908,11 +910,13 @@ fn invalid_vectors() -> Vec<Vector> {
     ));
     v.push(invalid(
         "feature-incremental",
-        "incompatible bit 1 (\"incremental\", reserved) set",
-        UnsupportedFeature,
+        "incompatible bit 1 (\"incremental\") set, but the first record is not a CHAIN and the ARCHIVE_INDEX has no chain fields (FORMAT.md 15, 9.2)",
+        RecordMalformed,
         |b| {
             edit_header(b, |h| h.incompatible_features = 1 << 1);
-            at_header(UnsupportedFeature)
+            let first = records(b)[0].offset;
+            let index = of_type(b, RecordType::ArchiveIndex)[0].offset;
+            vec![problem(RecordMalformed, first, Vec::new()), problem(RecordMalformed, index, Vec::new())]
         },
     ));
     v.push(invalid("feature-unknown-incompatible", "unknown incompatible bit 40 set", UnsupportedFeature, |b| {
@@ -1242,6 +1246,14 @@ pub fn manifest(vectors: &[Vector]) -> serde_json::Value {
                     entry["valid"] = json!(true);
                     entry["sections"] = json!(sections);
                 }
+                Expectation::Invalid { .. } => {}
+            }
+            let parents = chain::parents_of(v.name);
+            if !parents.is_empty() {
+                entry["parents"] = json!(parents);
+            }
+            match &v.expect {
+                Expectation::Valid(_) => {}
                 Expectation::Invalid { class, problems, refused } => {
                     entry["valid"] = json!(false);
                     entry["error"] = json!(class.name());

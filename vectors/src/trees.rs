@@ -85,7 +85,7 @@ pub fn standard_tree() -> TreeModel {
 }
 
 /// Builds the model under `root`.
-fn materialise(model: &TreeModel, root: &Path) -> std::io::Result<()> {
+pub(crate) fn materialise(model: &TreeModel, root: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(root)?;
     let path_of = |p: &[u8]| root.join(std::ffi::OsStr::from_bytes(p));
     for (path, node, _, _) in &model.nodes {
@@ -258,16 +258,15 @@ fn build_tree_archive(images: &[ImageModel], model: &TreeModel, compress_tables:
         let (bytes, _) = image.materialise();
         writer.add_image(image.name, &mut SliceSource::new(&bytes), &NoProgress).expect("writing to memory");
     }
-    let tree_options = TreeOptions {
-        // Nothing that differs between machines: no atime, ctime, birth time or
-        // owner names, and every entry recorded as owned by 0:0.
-        capture: Captured::XATTRS | Captured::HOLES,
-        fixed_owner: Some((0, 0)),
-        ..TreeOptions::default()
-    };
-    let summary = writer.add_tree("tree", &root, &tree_options, &NoProgress).expect("the model is readable");
+    let summary = writer.add_tree("tree", &root, &tree_options(), &NoProgress).expect("the model is readable");
     assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
     writer.finish().expect("writing to memory").0
+}
+
+/// How the vectors' trees are written: nothing that differs between machines
+/// (no atime, ctime, birth time or owner names; every entry owned by 0:0).
+pub(crate) fn tree_options() -> TreeOptions {
+    TreeOptions { capture: Captured::XATTRS | Captured::HOLES, fixed_owner: Some((0, 0)), ..TreeOptions::default() }
 }
 
 /// Where an entry named `name` sits: its record and the name's byte offset.

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use strata_format::image::{self, ExtentMapCheck, ImageFlags, REF_FREE, REF_LOST, REF_ZERO, UNKNOWN_SIZE};
+use strata_format::index::ChainIndexPointer;
 use strata_format::index::{SectionKind, TRAILER_MAGIC};
 use strata_format::ExtentKind;
 use strata_format::{
-    limits, record::RecordFlags, ArchiveHeader, ArchiveIndex, ChunkHeader, Extent, ImageBegin, ImageEnd, RecordHeader,
-    RecordType, SectionEntry, Trailer,
+    limits, record::RecordFlags, ArchiveHeader, ArchiveIndex, Chain, ChainIndex, ChainRef, ChunkHeader, ChunkRef,
+    Extent, Features, ImageBegin, ImageEnd, RecordHeader, RecordType, SectionEntry, Trailer,
 };
 
 use crate::chunker::{prepare_split, PreparedChunk, PreparedWindow, SparePool};
@@ -52,6 +53,76 @@ impl WriterOptions {
         }
     }
 }
+
+/// What a child archive (`spec/FORMAT.md` 15.5) refers to instead of
+/// storing: its chain, and the identity and reference of every chunk of the
+/// chain it may refer to (its parent's own chunks as `archive` 1, and those
+/// the parent itself took from its ancestors, one number further).
+#[derive(Clone, Debug)]
+pub struct ChainBase {
+    /// The child's `CHAIN`: the parent first, then the parent's ancestors.
+    pub chain: Chain,
+    /// Chunk identity to the `chunk_ref` (with its `archive` byte ≥ 1) that
+    /// finds it.
+    pub chunks: HashMap<[u8; 32], u64>,
+}
+
+/// What a writer needs to know of a parent archive to write its child: the
+/// facts a reader gives of it (`spec/FORMAT.md` 15.5).
+#[derive(Clone, Debug)]
+pub struct ParentFacts {
+    /// The parent's file name, as the child records it (a base name).
+    pub name: Vec<u8>,
+    /// Its `archive_uuid`.
+    pub uuid: [u8; 16],
+    /// BLAKE3 of its `ARCHIVE_INDEX` body.
+    pub binding: [u8; 32],
+    /// Its file size.
+    pub archive_length: u64,
+    /// Its own chain, if it is itself a child.
+    pub chain: Option<Chain>,
+    /// Its `CHUNK` records: record offset and identity.
+    pub local_chunks: Vec<(u64, [u8; 32])>,
+    /// The ancestor chunks it refers to: its `CHAIN_INDEX` rows.
+    pub ancestor_chunks: Vec<(u64, [u8; 32])>,
+}
+
+impl ChainBase {
+    /// The base of a child of the parent `facts` describe: the parent first in
+    /// its chain, then the parent's ancestors; its chunks as ancestor 1, and
+    /// those it refers to one number further (15.5).
+    pub fn from_parent(facts: ParentFacts) -> Result<ChainBase, WriteError> {
+        let ParentFacts { name, uuid, binding, archive_length, chain, local_chunks, ancestor_chunks } = facts;
+        if name.is_empty()
+            || name.len() > 255
+            || name.contains(&b'/')
+            || name.contains(&0)
+            || name == b"."
+            || name == b".."
+        {
+            return Err(WriteError::Invalid {
+                what: "parent name",
+                detail: "the parent's file name must be a base name of 1 to 255 bytes".into(),
+            });
+        }
+        let mut ancestors = vec![strata_format::Ancestor { uuid, binding, archive_length, name }];
+        ancestors.extend(chain.map(|c| c.ancestors).unwrap_or_default());
+        let mut chunks = HashMap::with_capacity(local_chunks.len() + ancestor_chunks.len());
+        // The parent's own copy of an identity wins over an older one: the
+        // nearer ancestor is the one a reader most likely has open.
+        for (chunk_ref, id) in ancestor_chunks {
+            chunks.insert(id, ChunkRef::split(chunk_ref).rebased().join());
+        }
+        for (offset, id) in local_chunks {
+            chunks.insert(id, ChunkRef { archive: 1, offset }.join());
+        }
+        Ok(ChainBase { chain: Chain::new(ancestors), chunks })
+    }
+}
+
+/// A child's `CHAIN` body, and the identity of each ancestor chunk it may
+/// refer to, by `chunk_ref`.
+type ChainBody = (Vec<u8>, HashMap<u64, [u8; 32]>);
 
 /// What one image section holds, for the summary a caller prints.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -151,7 +222,14 @@ pub struct ArchiveWriter<W: Write> {
     pub(crate) sections: Vec<SectionState>,
     names: Vec<Vec<u8>>,
     /// BLAKE3 of every stored chunk, to its record offset: the deduplication map.
+    /// In a child it starts with every chunk of the chain (their `chunk_ref`s
+    /// carry the ancestor's number), so they are referred to, not stored.
     stored_chunks: HashMap<[u8; 32], u64>,
+    /// A child's chain: its `CHAIN` body, and each ancestor chunk's identity
+    /// by `chunk_ref`.
+    chain: Option<ChainBody>,
+    /// The ancestor chunks this child referred to: the `CHAIN_INDEX` rows.
+    ancestor_refs: std::sync::Mutex<std::collections::BTreeMap<u64, [u8; 32]>>,
     pub(crate) summary: ArchiveSummary,
     /// Buffers for stored chunk bytes, reused from chunk to chunk.
     pub(crate) spares: std::sync::Arc<SparePool>,
@@ -160,6 +238,36 @@ pub struct ArchiveWriter<W: Write> {
 impl<W: Write> ArchiveWriter<W> {
     /// Starts an archive: checks the options and writes the header.
     pub fn new(out: W, options: WriterOptions) -> Result<Self, WriteError> {
+        Self::start(out, options, None)
+    }
+
+    /// Starts an incremental archive (`spec/FORMAT.md` section 15), a child
+    /// of the archives `base` lists: it stores only the chunks they lack, and
+    /// refers to theirs.
+    pub fn new_child(out: W, options: WriterOptions, base: ChainBase) -> Result<Self, WriteError> {
+        Self::start(out, options, Some(base))
+    }
+
+    fn start(out: W, options: WriterOptions, base: Option<ChainBase>) -> Result<Self, WriteError> {
+        if let Some(base) = &base {
+            let depth = base.chain.depth();
+            if depth == 0 || depth > limits::MAX_CHAIN_DEPTH as usize {
+                return Err(WriteError::Invalid {
+                    what: "chain depth",
+                    detail: format!(
+                        "{depth} ancestors; a chain holds 1 to {} (flatten the parent, `strata flatten`, to start a \
+                         new chain)",
+                        limits::MAX_CHAIN_DEPTH
+                    ),
+                });
+            }
+            if base.chain.ancestors.iter().any(|a| a.uuid == options.archive_uuid) {
+                return Err(WriteError::Invalid {
+                    what: "archive UUID",
+                    detail: "the child would have the UUID of one of its ancestors".into(),
+                });
+            }
+        }
         let chunk_size = options.chunk_size;
         if !chunk_size.is_power_of_two() || !(limits::MIN_CHUNK_SIZE..=limits::MAX_CHUNK_RAW).contains(&chunk_size) {
             return Err(WriteError::Invalid {
@@ -182,8 +290,19 @@ impl<W: Write> ArchiveWriter<W> {
             .num_threads(options.threads)
             .build()
             .map_err(|e| WriteError::Invalid { what: "threads", detail: e.to_string() })?;
-        let header =
+        let mut header =
             ArchiveHeader::new(options.archive_uuid, options.created_ns, concat!("strata ", env!("CARGO_PKG_VERSION")));
+        if base.is_some() {
+            header.incompatible_features |= Features::INCOMPAT_INCREMENTAL;
+            header.header_crc = ArchiveHeader::compute_crc(&header.encode(), &[]);
+        }
+        let (stored_chunks, chain) = match base {
+            Some(base) => {
+                let by_ref = base.chunks.iter().map(|(&id, &chunk_ref)| (chunk_ref, id)).collect();
+                (base.chunks, Some((base.chain.to_bytes(), by_ref)))
+            }
+            None => (HashMap::new(), None),
+        };
         let mut writer = ArchiveWriter {
             out,
             position: 0,
@@ -193,11 +312,17 @@ impl<W: Write> ArchiveWriter<W> {
             pool,
             sections: Vec::new(),
             names: Vec::new(),
-            stored_chunks: HashMap::new(),
+            stored_chunks,
+            chain,
+            ancestor_refs: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             summary: ArchiveSummary::default(),
             spares: std::sync::Arc::new(SparePool::default()),
         };
         writer.write_bytes(&[&header.encode()])?;
+        if let Some((body, _)) = &writer.chain {
+            let body = body.clone();
+            writer.write_record(RecordType::Chain, &[&body])?;
+        }
         Ok(writer)
     }
 
@@ -563,6 +688,7 @@ impl<W: Write> ArchiveWriter<W> {
         new_by_hash: &mut HashMap<[u8; 32], usize>,
     ) -> (ChunkLocation, bool) {
         if let Some(&stored) = self.stored_chunks.get(&chunk.blake3) {
+            self.note_reference(stored);
             return (ChunkLocation::Stored(stored), true);
         }
         if let Some(&index) = new_by_hash.get(&chunk.blake3) {
@@ -571,6 +697,20 @@ impl<W: Write> ArchiveWriter<W> {
         new_by_hash.insert(chunk.blake3, new_chunks.len());
         new_chunks.push(chunk);
         (ChunkLocation::New(new_chunks.len() - 1), false)
+    }
+
+    /// Notes that an extent refers to `chunk_ref`: an ancestor chunk becomes a
+    /// row of the `CHAIN_INDEX` (`spec/FORMAT.md` 15.3). Returns false for a
+    /// reference into an ancestor that the chain does not offer.
+    pub(crate) fn note_reference(&self, chunk_ref: u64) -> bool {
+        if !ChunkRef::split(chunk_ref).is_ancestor() {
+            return true;
+        }
+        let Some(id) = self.chain.as_ref().and_then(|(_, by_ref)| by_ref.get(&chunk_ref)) else {
+            return false;
+        };
+        self.ancestor_refs.lock().expect("not poisoned").insert(chunk_ref, *id);
+        true
     }
 
     /// Writes a record announcing `new_chunks` (built by `encode`, which is given a
@@ -672,7 +812,20 @@ impl<W: Write> ArchiveWriter<W> {
                 table_offset,
             });
         }
-        let index = ArchiveIndex { reserved: 0, sections: entries };
+        let chain_index = match self.chain.take() {
+            Some((chain_body, _)) => {
+                let refs = std::mem::take(&mut *self.ancestor_refs.lock().expect("not poisoned"));
+                let rows: Vec<ChainRef> = refs
+                    .into_iter()
+                    .map(|(chunk_ref, blake3)| ChainRef { chunk_ref: ChunkRef::split(chunk_ref), blake3 })
+                    .collect();
+                let body = ChainIndex::encode(&chain_body, &rows);
+                let offset = self.write_record(RecordType::ChainIndex, &[&body])?;
+                Some(ChainIndexPointer { offset, blake3: *blake3::hash(&body).as_bytes() })
+            }
+            None => None,
+        };
+        let index = ArchiveIndex { reserved: 0, chain_index, sections: entries };
         let index_offset = self.write_record(RecordType::ArchiveIndex, &[&index.to_bytes()])?;
         let trailer = Trailer {
             index_offset,

@@ -9,11 +9,13 @@
 mod archive;
 mod chunker;
 mod error;
+mod files_cache;
 mod source;
 mod tree;
 
-pub use archive::{ArchiveSummary, ArchiveWriter, ImageSummary, WriterOptions};
+pub use archive::{ArchiveSummary, ArchiveWriter, ChainBase, ImageSummary, ParentFacts, WriterOptions};
 pub use error::WriteError;
+pub use files_cache::FilesCache;
 pub use source::{FileSource, Hole, ImageSource, SliceSource, StreamSource, UsedBlocks, Window, WindowReader};
 pub use tree::{count_tree, EntrySource, SourceEntry, TreeOptions, TreeSummary, TreeTotals, TreeWarning};
 

@@ -42,6 +42,10 @@ pub struct TreeOptions {
     /// file (bford.info/cachedir), keeping the folder and the tag itself, as
     /// `tar --exclude-caches` and borg do.
     pub exclude_caches: bool,
+    /// The parent's files of an incremental archive (`spec/FORMAT.md` 15.5):
+    /// a file whose size, mtime and ctime match is not read; its entry refers
+    /// to the parent's chunks.
+    pub files_cache: Option<std::sync::Arc<crate::FilesCache>>,
 }
 
 impl Default for TreeOptions {
@@ -53,6 +57,7 @@ impl Default for TreeOptions {
             capture: Captured::KNOWN,
             fixed_owner: None,
             exclude_caches: false,
+            files_cache: None,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct TreeSummary {
     pub new_chunks: u64,
     pub deduplicated_chunks: u64,
     pub stored_bytes: u64,
+    /// Regular files not read: unchanged since the parent (the files cache).
+    pub reused_files: u64,
     pub warnings: Vec<TreeWarning>,
 }
 
@@ -1059,6 +1066,20 @@ impl Walk<'_> {
                         return Ok(None);
                     }
                 }
+                if let Some(cached) = self
+                    .options
+                    .files_cache
+                    .as_ref()
+                    .and_then(|cache| cache.unchanged(relative, meta.size, meta.mtime, meta.ctime))
+                {
+                    let cached = cached.clone();
+                    let entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
+                    if meta.nlink > 1 {
+                        self.hardlinks.insert(meta.id(), entry.entry_id);
+                    }
+                    self.summary.files += 1;
+                    return self.take_over(writer, entry, cached).map(|()| None);
+                }
                 let file = open_content(dir, name);
                 let xattrs = file.as_ref().map_or(at, XattrsFrom::Handle);
                 let entry = self.entry_for(&meta, xattrs, name.to_bytes().to_vec(), parent_id, relative);
@@ -1075,6 +1096,41 @@ impl Walk<'_> {
                 Ok(None)
             }
         }
+    }
+
+    /// Completes a regular file's entry with the content of the parent's
+    /// unchanged file (`spec/FORMAT.md` 15.5): its digest, and its extents
+    /// announced again in this archive's `FILES_EXTENTS` with the parent's
+    /// chunks as references. Nothing of the file is read.
+    fn take_over<W: Write>(
+        &mut self,
+        writer: &mut ArchiveWriter<W>,
+        mut entry: Entry,
+        cached: crate::files_cache::CachedFile,
+    ) -> Result<(), WriteError> {
+        entry.size = cached.size;
+        entry.digest = cached.digest;
+        let mut resolved_before = Vec::new();
+        let mut unresolved = Vec::new();
+        for extent in cached.extents {
+            if !writer.note_reference(extent.chunk_ref) {
+                return Err(WriteError::Invalid {
+                    what: "files cache",
+                    detail: format!("a cached extent refers to {}, a chunk the chain does not offer", extent.chunk_ref),
+                });
+            }
+            let loc = Loc::Stored(extent.chunk_ref);
+            self.batch.extents.push((FileExtent { entry_id: entry.entry_id, ..extent }, loc));
+            unresolved.push(self.batch.extents.len() - 1);
+            if self.batch_is_full() {
+                let resolved = self.flush(writer)?;
+                resolved_before.extend(unresolved.drain(..).map(|i| resolved[i]));
+            }
+        }
+        entry.extents = resolved_before;
+        self.summary.content_bytes += cached.size;
+        self.summary.reused_files += 1;
+        self.complete(writer, entry, unresolved)
     }
 
     /// Reads a regular file's content into the batch and completes its entry.

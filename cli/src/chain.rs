@@ -1,0 +1,76 @@
+//! Incremental archives in the CLI (`spec/FORMAT.md` section 15): where the
+//! ancestors of a child are looked for (`--parent`, repeatable, and the
+//! child's folder), and what `create --parent` takes from its parent.
+
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use strata_reader::{Archive, ParentSearch, Section};
+use strata_writer::{ChainBase, FilesCache, ParentFacts};
+
+use crate::Failure;
+
+/// The `--parent` files given on the command line.
+static PARENT_FILES: OnceLock<Vec<PathBuf>> = OnceLock::new();
+
+/// Records the `--parent` files of this run (once, from `main`).
+pub fn set_parent_files(files: Vec<PathBuf>) {
+    let _ = PARENT_FILES.set(files);
+}
+
+/// The `--parent` files of this run.
+pub fn parent_files() -> &'static [PathBuf] {
+    PARENT_FILES.get().map_or(&[], Vec::as_slice)
+}
+
+/// Where the ancestors of the archive at `archive` are looked for: the
+/// `--parent` files first (matched by UUID), then the names the child records,
+/// beside it.
+pub fn search_for(archive: &Path) -> ParentSearch {
+    parent_files().iter().fold(ParentSearch::beside(archive), |search, file| search.with_file(file))
+}
+
+/// What a child of the archive at `parent_path` is built on: its chain (the
+/// parent first, then the parent's own ancestors), and every chunk it may
+/// refer to, by identity.
+pub fn chain_base(parent_path: &Path, parent: &Archive<File>) -> Result<ChainBase, Failure> {
+    let shown = parent_path.display();
+    let name = parent_path.file_name().map(|n| n.as_bytes().to_vec()).unwrap_or_default();
+    let local_chunks = parent
+        .local_chunks()
+        .map_err(|e| Failure::fatal(format!("--parent {shown}: its chunks cannot be listed: {e}")))?;
+    ChainBase::from_parent(ParentFacts {
+        name,
+        uuid: parent.header().archive_uuid,
+        binding: parent.binding(),
+        archive_length: parent.size(),
+        chain: parent.chain().cloned(),
+        local_chunks,
+        ancestor_chunks: parent.ancestor_chunks(),
+    })
+    .map_err(|e| Failure::fatal(format!("--parent {shown}: {e}")))
+}
+
+/// The files cache of the parent's file-tree section `name` (FORMAT.md 15.5):
+/// `None` when the parent has no tree of that name.
+pub fn files_cache(parent_path: &Path, parent: &Archive<File>, name: &str) -> Result<Option<FilesCache>, Failure> {
+    let Some(tree) = parent.sections().iter().find_map(|s| match s {
+        Section::Tree(tree) if tree.name == name => Some(tree),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let mut cache = FilesCache::new(parent.header().created_ns);
+    let captured = tree.begin.captured;
+    parent
+        .walk_tree(tree, |found| {
+            cache.offer(&found.path, &found.entry, captured);
+            Ok(())
+        })
+        .map_err(|e| {
+            Failure::fatal(format!("--parent {}: its tree {name:?} cannot be read: {e}", parent_path.display()))
+        })?;
+    Ok(Some(cache))
+}

@@ -1,0 +1,303 @@
+//! Incremental archives (`spec/FORMAT.md` section 15): `create --parent`
+//! stores only what the chain lacks, every read verb finds the ancestors
+//! beside the child or by `--parent`, and a missing, replaced or damaged
+//! ancestor is a clear error that costs only what refers to it.
+
+mod common;
+
+use std::path::Path;
+
+use common::manifest::{differences, manifest};
+use common::*;
+
+const MIB: usize = 1 << 20;
+
+/// A tree of many small files, a few large ones and a link, all older than a
+/// second, so that a parent made now records them as settled.
+fn make_tree(root: &Path) {
+    std::fs::create_dir_all(root.join("docs/deep")).unwrap();
+    for i in 0..40u64 {
+        std::fs::write(root.join(format!("docs/f{i}.txt")), format!("file {i} ").repeat(100 + i as usize)).unwrap();
+    }
+    std::fs::write(root.join("docs/deep/big.bin"), noise(7, 12 * MIB)).unwrap();
+    std::fs::write(root.join("log.txt"), noise(8, 3 * MIB)).unwrap();
+    std::os::unix::fs::symlink("docs/f1.txt", root.join("link")).unwrap();
+    // ctime cannot be set: waiting makes every file at least a second older
+    // than a parent made next (whose creation time is in whole seconds).
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+}
+
+fn create_json(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = run_ok(&all);
+    serde_json::from_slice(&out.stdout).expect("create --json prints JSON")
+}
+
+fn tree_of(json: &serde_json::Value) -> &serde_json::Value {
+    json["sections"].as_array().unwrap().iter().find(|s| s["kind"] == "files").expect("a tree section")
+}
+
+fn extract_same(archive: &Path, src: &Path, dest: &Path, extra: &[&str]) {
+    let mut args = vec!["extract", path_str(archive), "--files", "t", path_str(dest), "-q"];
+    args.extend_from_slice(extra);
+    run_ok(&args);
+    let diff = differences(&manifest(src), &manifest(dest));
+    assert!(diff.is_empty(), "extracted tree differs from its source: {diff:?}");
+}
+
+#[test]
+fn a_chain_stores_only_changes_and_reads_back_whole() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let src = d.join("src");
+    make_tree(&src);
+    let disk = d.join("disk.img");
+    std::fs::write(&disk, noise(3, 16 * MIB)).unwrap();
+    let full = d.join("mon.strata");
+    let full_json = create_json(&[
+        "create",
+        path_str(&full),
+        "--files",
+        &format!("t={}", path_str(&src)),
+        "--image",
+        &format!("disk={}", path_str(&disk)),
+    ]);
+    let full_size = full_json["archive_size"].as_u64().unwrap();
+
+    // Unchanged: the child reads no file and adds a tiny fraction.
+    let tue = d.join("tue.strata");
+    let json = create_json(&[
+        "create",
+        path_str(&tue),
+        "--parent",
+        path_str(&full),
+        "--files",
+        &format!("t={}", path_str(&src)),
+        "--image",
+        &format!("disk={}", path_str(&disk)),
+    ]);
+    let files = tree_of(&json)["files"].as_u64().unwrap();
+    assert_eq!(tree_of(&json)["unchanged_files"].as_u64().unwrap(), files, "no file is read again");
+    assert_eq!(tree_of(&json)["stored_bytes"].as_u64().unwrap(), 0, "no content is stored again");
+    let tue_size = json["archive_size"].as_u64().unwrap();
+    assert!(tue_size * 100 < full_size, "an unchanged child is small: {tue_size} of {full_size}");
+
+    // Changes: a file rewritten in place, one appended, one added, one removed,
+    // a window of the image and a MiB in the middle of the big file.
+    std::fs::write(src.join("docs/f3.txt"), "changed").unwrap();
+    {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new().append(true).open(src.join("log.txt")).unwrap();
+        log.write_all(&noise(9, MIB)).unwrap();
+    }
+    std::fs::write(src.join("docs/new.txt"), "new file").unwrap();
+    std::fs::remove_file(src.join("docs/f5.txt")).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let big = std::fs::OpenOptions::new().write(true).open(src.join("docs/deep/big.bin")).unwrap();
+        big.write_all_at(&noise(10, MIB), 5 * MIB as u64).unwrap();
+        let image = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        image.write_all_at(&noise(11, 4096), 9 * MIB as u64).unwrap();
+    }
+    let wed = d.join("wed.strata");
+    let json = create_json(&[
+        "create",
+        path_str(&wed),
+        "--parent",
+        path_str(&tue),
+        "--files",
+        &format!("t={}", path_str(&src)),
+        "--image",
+        &format!("disk={}", path_str(&disk)),
+    ]);
+    let wed_size = json["archive_size"].as_u64().unwrap();
+    // About the changed data: a 4 MiB window of the image, two of big.bin, the
+    // log's new tail, small files; far from the 31 MiB a full copy takes.
+    assert!(wed_size < 16 * MIB as u64, "the child stores about the changes: {wed_size} bytes");
+
+    // Every generation reads back whole; the grandchild through both ancestors.
+    let info = run_ok(&["info", path_str(&wed), "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["chain"].as_array().unwrap().len(), 2, "{info}");
+    assert!(info["chain"].as_array().unwrap().iter().all(|a| a["found"].is_string()), "{info}");
+    for archive in [&full, &tue, &wed] {
+        run_ok(&["verify", path_str(archive)]);
+    }
+    extract_same(&wed, &src, &d.join("out-wed"), &[]);
+    let restored = d.join("disk-wed.img");
+    run_ok(&["restore", path_str(&wed), "--image", "disk", path_str(&restored)]);
+    assert_eq!(std::fs::read(&restored).unwrap(), std::fs::read(&disk).unwrap(), "the image restores bit for bit");
+    // From a pipe too: ancestors are read by random access beside the child.
+    let piped = d.join("disk-piped.img");
+    sh(&format!(
+        "cd '{}' && '{}' restore - --image disk '{}' < '{}'",
+        path_str(d),
+        env!("CARGO_BIN_EXE_strata"),
+        path_str(&piped),
+        path_str(&wed)
+    ));
+    assert_eq!(std::fs::read(&piped).unwrap(), std::fs::read(&disk).unwrap());
+    let cat = run_ok(&["cat", path_str(&wed), "--files", "t", "docs/f7.txt"]);
+    assert_eq!(cat.stdout, std::fs::read(src.join("docs/f7.txt")).unwrap());
+}
+
+#[test]
+fn missing_moved_and_replaced_ancestors_are_named_and_cost_only_their_ranges() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let src = d.join("src");
+    make_tree(&src);
+    let full = d.join("full.strata");
+    run_ok(&["create", path_str(&full), "--files", &format!("t={}", path_str(&src)), "-q"]);
+    std::fs::write(src.join("docs/only-in-child.txt"), "kept in the child").unwrap();
+    let child = d.join("child.strata");
+    run_ok(&[
+        "create",
+        path_str(&child),
+        "--parent",
+        path_str(&full),
+        "--files",
+        &format!("t={}", path_str(&src)),
+        "-q",
+    ]);
+
+    // Moved away: every read verb that needs it says which file and UUID, and
+    // listing still works (entries are in the child).
+    let away = d.join("away");
+    std::fs::create_dir(&away).unwrap();
+    std::fs::rename(&full, away.join("full.strata")).unwrap();
+    run_ok(&["list", path_str(&child), "--files", "t"]);
+    let out = run(&["verify", path_str(&child), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problem = &report["problems"][0];
+    assert_eq!(problem["class"], "parent-missing", "{report}");
+    assert!(problem["detail"].as_str().unwrap().contains("full.strata"), "{report}");
+    // What is stored in the child alone still comes back.
+    let own = run_ok(&["cat", path_str(&child), "--files", "t", "docs/only-in-child.txt"]);
+    assert_eq!(own.stdout, b"kept in the child");
+    let out = run(&["cat", path_str(&child), "--files", "t", "docs/f1.txt"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("full.strata") && err.contains("missing"), "{err}");
+    // --parent finds it elsewhere, by its UUID.
+    let moved = away.join("full.strata");
+    run_ok(&["verify", path_str(&child), "--parent", path_str(&moved)]);
+    extract_same(&child, &src, &d.join("out"), &["--parent", path_str(&moved)]);
+
+    // Another archive under the parent's name does not bind.
+    run_ok(&["create", path_str(&full), "--files", &format!("t={}", path_str(&src)), "-q"]);
+    let out = run(&["verify", path_str(&child), "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["problems"][0]["class"], "parent-mismatch", "{report}");
+    let out = run(&["extract", path_str(&child), "--files", "t", path_str(&d.join("wrong"))]);
+    assert_ne!(out.status.code(), Some(0), "a wrong parent never gives bytes");
+    std::fs::remove_file(&full).unwrap();
+
+    // A damaged ancestor: its damaged chunk costs the files in it, by path.
+    std::fs::copy(&moved, &full).unwrap();
+    let mut bytes = std::fs::read(&full).unwrap();
+    let big_at = bytes.len() / 2;
+    bytes[big_at] ^= 0xFF;
+    std::fs::write(&full, &bytes).unwrap();
+    let out = run(&["verify", path_str(&child), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let affected: Vec<String> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["affects"].as_array().unwrap().iter().filter_map(|a| a["path"].as_str().map(String::from)))
+        .collect();
+    assert!(!affected.is_empty(), "the damage is named by file: {report}");
+    assert!(!affected.iter().any(|p| p.contains("only-in-child")), "what the child holds is intact: {affected:?}");
+}
+
+#[test]
+fn a_file_changed_since_the_parent_is_read_again_and_reread_reads_all() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let src = d.join("src");
+    make_tree(&src);
+    let full = d.join("full.strata");
+    run_ok(&["create", path_str(&full), "--files", &format!("t={}", path_str(&src)), "-q"]);
+    // Same size, and the mtime put back: only the ctime tells.
+    let path = src.join("docs/f2.txt");
+    let before = std::fs::metadata(&path).unwrap();
+    let mut content = std::fs::read(&path).unwrap();
+    content[0] ^= 1;
+    std::fs::write(&path, &content).unwrap();
+    filetime::set_file_mtime(&path, filetime::FileTime::from_last_modification_time(&before)).unwrap();
+    let child = d.join("child.strata");
+    let json = create_json(&[
+        "create",
+        path_str(&child),
+        "--parent",
+        path_str(&full),
+        "--files",
+        &format!("t={}", path_str(&src)),
+    ]);
+    let files = tree_of(&json)["files"].as_u64().unwrap();
+    assert_eq!(tree_of(&json)["unchanged_files"].as_u64().unwrap(), files - 1, "the touched file is read again");
+    extract_same(&child, &src, &d.join("out"), &[]);
+    let reread = d.join("reread.strata");
+    let json = create_json(&[
+        "create",
+        path_str(&reread),
+        "--parent",
+        path_str(&full),
+        "--reread",
+        "--files",
+        &format!("t={}", path_str(&src)),
+    ]);
+    assert_eq!(tree_of(&json)["unchanged_files"].as_u64().unwrap(), 0);
+    assert!(
+        json["archive_size"].as_u64().unwrap() < 4 * MIB as u64,
+        "content read again is still deduplicated: {json}"
+    );
+    extract_same(&reread, &src, &d.join("out2"), &[]);
+}
+
+#[test]
+fn a_chain_of_ten_reads_back_and_the_depth_limit_is_stated() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let disk = d.join("disk.img");
+    std::fs::write(&disk, noise(1, 2 * MIB)).unwrap();
+    let mut parent = d.join("g0.strata");
+    run_ok(&[
+        "create",
+        path_str(&parent),
+        "--image",
+        &format!("disk={}", path_str(&disk)),
+        "--chunk-size",
+        "64K",
+        "-q",
+    ]);
+    for generation in 1..=10u64 {
+        use std::os::unix::fs::FileExt;
+        let image = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+        image.write_all_at(&noise(100 + generation, 4096), generation * 65_536).unwrap();
+        let child = d.join(format!("g{generation}.strata"));
+        run_ok(&[
+            "create",
+            path_str(&child),
+            "--parent",
+            path_str(&parent),
+            "--image",
+            &format!("disk={}", path_str(&disk)),
+            "--chunk-size",
+            "64K",
+            "-q",
+        ]);
+        parent = child;
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", path_str(&parent), "--json"]).stdout).unwrap();
+    assert_eq!(info["chain"].as_array().unwrap().len(), 10);
+    let out = d.join("tip.img");
+    run_ok(&["restore", path_str(&parent), "--image", "disk", path_str(&out)]);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&disk).unwrap());
+    run_ok(&["verify", path_str(&parent)]);
+}
