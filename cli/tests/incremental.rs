@@ -301,3 +301,44 @@ fn a_chain_of_ten_reads_back_and_the_depth_limit_is_stated() {
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&disk).unwrap());
     run_ok(&["verify", path_str(&parent)]);
 }
+
+#[test]
+fn a_cycle_and_a_chain_past_the_limit_are_refused_in_plain_words() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let disk = d.join("disk.img");
+    std::fs::write(&disk, noise(2, 64 << 10)).unwrap();
+    let image = format!("disk={}", path_str(&disk));
+    let uuid_a = "11111111111111111111111111111111";
+    let a = d.join("a.strata");
+    run_ok(&["create", path_str(&a), "--image", &image, "--uuid", uuid_a, "-q"]);
+    let b = d.join("b.strata");
+    run_ok(&["create", path_str(&b), "--parent", path_str(&a), "--image", &image, "-q"]);
+    // A child that would carry its grandparent's UUID closes a cycle.
+    let c = d.join("c.strata");
+    let out = run(&["create", path_str(&c), "--parent", path_str(&b), "--image", &image, "--uuid", uuid_a]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UUID"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!c.exists(), "nothing is left under the name");
+    // 64 ancestors is the format's limit: the 65th generation is refused,
+    // naming the way out.
+    let mut parent = b;
+    for generation in 2..=64 {
+        let child = d.join(format!("g{generation}.strata"));
+        run_ok(&["create", path_str(&child), "--parent", path_str(&parent), "--image", &image, "-q"]);
+        parent = child;
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", path_str(&parent), "--json"]).stdout).unwrap();
+    assert_eq!(info["chain"].as_array().unwrap().len(), 64);
+    let out = run(&["create", path_str(&d.join("too-deep.strata")), "--parent", path_str(&parent), "--image", &image]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("64") && err.contains("flatten"), "{err}");
+    // Flattened, the chain starts again.
+    let flat = d.join("flat.strata");
+    run_ok(&["flatten", path_str(&parent), path_str(&flat)]);
+    let info: serde_json::Value = serde_json::from_slice(&run_ok(&["info", path_str(&flat), "--json"]).stdout).unwrap();
+    assert_eq!(info["incremental"], false);
+    run_ok(&["create", path_str(&d.join("new.strata")), "--parent", path_str(&flat), "--image", &image, "-q"]);
+}
