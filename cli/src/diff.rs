@@ -117,7 +117,7 @@ fn section_facts(archive: &std::path::Path, name: Option<&str>) -> Result<(Strin
     let label = archive.display().to_string();
     let (archive, damaged) = open_intact(archive)?;
     let name = pick_section(&archive, name, SectionKind::Files, &label)?;
-    let tree = archive.tree(&name).expect("picked among the archive's trees");
+    let tree = archive.tree_section(&name).expect("picked among the archive's trees");
     let mut facts = BTreeMap::new();
     archive
         .walk_tree(tree, |item| {

@@ -723,8 +723,9 @@ fn cat_image_file(
 /// `cat --files NAME PATH`: one file's content, checked against its BLAKE3.
 fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> Result<u8, Failure> {
     let label = label.display();
-    let tree =
-        archive.tree(files).ok_or_else(|| Failure::fatal(format!("{label} has no file tree named {files:?}")))?;
+    let tree = archive
+        .tree_section(files)
+        .ok_or_else(|| Failure::fatal(format!("{label} has no file tree named {files:?}")))?;
     let wanted = path.trim_matches('/').trim_start_matches("./");
     let entry = archive
         .lookup(tree, wanted.as_bytes())
