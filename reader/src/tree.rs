@@ -279,6 +279,12 @@ impl<R: ReadAt> Archive<R> {
         id: u64,
         cache: &mut RecordCache,
     ) -> Result<Option<Entry>, Error> {
+        // A record read lately may hold it: a directory is usually near the
+        // entries it holds, so a climb from an entry to the root costs little
+        // more than the first search.
+        if let Some(entries) = cache.holding(id) {
+            return Ok(entries.iter().find(|(_, e)| e.entry_id == id).map(|(_, e)| e.clone()));
+        }
         let records = &tree.entries_records;
         let (mut low, mut high) = (0, records.len());
         while low < high {
@@ -657,6 +663,15 @@ pub(crate) type ParsedRecord = std::rc::Rc<Vec<(u32, Entry)>>;
 impl RecordCache {
     /// How many records are kept.
     const RECORDS: usize = 4;
+
+    /// A record kept whose entry ids span `id` (from its first entry's to its
+    /// last's).
+    fn holding(&self, id: u64) -> Option<ParsedRecord> {
+        self.records.iter().find_map(|(_, entries)| {
+            let (first, last) = (entries.first()?.1.entry_id, entries.last()?.1.entry_id);
+            (first..=last).contains(&id).then(|| entries.clone())
+        })
+    }
 
     /// The entries of the record at `offset`, read if they are not kept.
     pub(crate) fn get<R: ReadAt>(
