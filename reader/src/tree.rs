@@ -692,18 +692,25 @@ impl RecordCache {
     }
 }
 
-/// Builds entry paths in one pass over entries in id order, in time and memory
-/// linear in the entries whatever the depth: the path of the current directory
-/// chain is one buffer, and each directory keeps only its parent and name.
+/// Builds entry paths in one pass over entries in id order, in time linear in
+/// the entries whatever the depth, and memory that grows with the directories
+/// alone: the path of the current directory chain is one buffer, each
+/// directory keeps only its parent, name and depth, and other entries nothing.
 #[derive(Default)]
 struct PathBuilder {
-    /// Per entry id: a directory's parent and name (`None` for other entries).
-    dirs: Vec<Option<(u64, Box<[u8]>)>>,
-    /// Per entry id: a directory's depth, which is its place in any chain.
-    depths: Vec<usize>,
+    /// The directories placed so far, by entry id.
+    dirs: std::collections::HashMap<u64, PlacedDir>,
     /// The current chain of directories: entry id and the path length up to it.
     chain: Vec<(u64, usize)>,
     path: Vec<u8>,
+}
+
+/// What a path needs of a directory.
+struct PlacedDir {
+    parent: u64,
+    name: Box<[u8]>,
+    /// Its depth, which is its place in any chain.
+    depth: usize,
 }
 
 impl PathBuilder {
@@ -736,13 +743,14 @@ impl PathBuilder {
             if let Some(at) = at {
                 self.chain.truncate(at + 1);
             }
-            self.dirs.push(Some((entry.parent_id, entry.name.clone().into_boxed_slice())));
-            self.depths.push(self.chain.len());
+            let placed = PlacedDir {
+                parent: entry.parent_id,
+                name: entry.name.clone().into_boxed_slice(),
+                depth: self.chain.len(),
+            };
+            self.dirs.insert(entry.entry_id, placed);
             self.path.clone_from(&path);
             self.chain.push((entry.entry_id, path.len()));
-        } else {
-            self.dirs.push(None);
-            self.depths.push(0);
         }
         path
     }
@@ -750,7 +758,7 @@ impl PathBuilder {
     /// Where `dir` is in the current chain, making it the chain's end when it
     /// is not on it; `None` if it is not a directory seen before.
     fn find(&mut self, dir: u64) -> Option<usize> {
-        let depth = self.depths.get(dir as usize).copied().unwrap_or(0);
+        let depth = self.dirs.get(&dir)?.depth;
         if self.chain.get(depth).is_some_and(|c| c.0 == dir) {
             return Some(depth);
         }
@@ -759,29 +767,25 @@ impl PathBuilder {
         let mut ids = Vec::new();
         let mut at = dir;
         loop {
-            match self.dirs.get(at as usize) {
-                Some(Some((parent, _))) => {
-                    ids.push(at);
-                    if *parent == NO_PARENT {
-                        break;
-                    }
-                    if *parent >= at {
-                        return None;
-                    }
-                    at = *parent;
-                }
-                _ => return None,
+            let parent = self.dirs.get(&at)?.parent;
+            ids.push(at);
+            if parent == NO_PARENT {
+                break;
             }
+            if parent >= at {
+                return None;
+            }
+            at = parent;
         }
         self.chain.clear();
         self.path.clear();
         for &id in ids.iter().rev() {
-            if let Some(Some((parent, name))) = self.dirs.get(id as usize) {
-                if *parent != NO_PARENT {
+            if let Some(dir) = self.dirs.get(&id) {
+                if dir.parent != NO_PARENT {
                     if !self.path.is_empty() {
                         self.path.push(b'/');
                     }
-                    self.path.extend_from_slice(name);
+                    self.path.extend_from_slice(&dir.name);
                 }
             }
             self.chain.push((id, self.path.len()));
