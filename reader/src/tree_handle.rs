@@ -482,6 +482,23 @@ impl<'a, R: ReadAt> Tree<'a, R> {
 
 /// Every entry of a tree in the archive's order: made by [`Tree::entries`].
 /// Yields `Err` once, for a damaged record, and then ends.
+///
+/// ```
+/// use strata_reader::Archive;
+///
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/tree-small.strata");
+/// let archive = Archive::open(std::fs::File::open(path)?)?;
+/// let tree = archive.tree("tree")?;
+/// let mut bytes = 0;
+/// for entry in tree.entries() {
+///     let entry = entry?;
+///     if entry.is_file() {
+///         bytes += entry.size();
+///     }
+/// }
+/// assert_eq!(bytes, tree.section().end.content_bytes);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Entries<'a, R: ReadAt> {
     walk: EntryWalk<'a, R>,
     captured: u64,
@@ -507,6 +524,28 @@ impl<R: ReadAt> std::fmt::Debug for Entries<'_, R> {
 /// The children of one directory in name order: made by [`Tree::read_dir`].
 /// Yields `Err` once, for a child whose entry does not match its table, and
 /// then ends.
+///
+/// ```
+/// use strata_reader::Archive;
+///
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/tree-small.strata");
+/// let archive = Archive::open(std::fs::File::open(path)?)?;
+/// let tree = archive.tree("tree")?;
+/// // Directories first, depth first, as a file manager opens them.
+/// let mut pending = vec![tree.root()?];
+/// let mut seen = 0;
+/// while let Some(dir) = pending.pop() {
+///     for child in tree.read_dir(&dir)? {
+///         let child = child?;
+///         seen += 1;
+///         if child.is_dir() {
+///             pending.push(child);
+///         }
+///     }
+/// }
+/// assert_eq!(seen + 1, tree.entry_count());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ReadDir<'a, R: ReadAt> {
     tree: Tree<'a, R>,
     cursor: DirCursor,
@@ -544,6 +583,18 @@ impl<R: ReadAt> std::fmt::Debug for ReadDir<'_, R> {
 /// An entry and everything below it, through the directory tables: made by
 /// [`Tree::subtree`]. Yields `Err` once, for a table or entry that breaks the
 /// rules of FORMAT.md 8.5, and then ends.
+///
+/// ```
+/// use strata_reader::Archive;
+///
+/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/tree-small.strata");
+/// let archive = Archive::open(std::fs::File::open(path)?)?;
+/// let tree = archive.tree("tree")?;
+/// let docs = tree.subtree("docs")?.expect("in the archive");
+/// let symlinks = docs.filter(|e| e.as_ref().is_ok_and(|e| e.is_symlink())).count();
+/// assert_eq!(symlinks, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Subtree<'a, R: ReadAt> {
     walk: TableWalk<'a, R>,
     captured: u64,
