@@ -190,8 +190,12 @@ impl<'a, R: ReadAt> FileReader<'a, R> {
                 Some(extent) if extent.file_offset <= at => {
                     let within = at - extent.file_offset;
                     let take = (extent.length - within).min(left) as usize;
-                    let start = (u64::from(extent.chunk_offset) + within) as usize;
-                    let end = start + take;
+                    // Parsed extents lie inside 16 MiB of their chunk; one
+                    // made up by a caller ([`crate::Entry::from_raw`]) may
+                    // not, and then fails below rather than overflowing.
+                    let start =
+                        usize::try_from(u64::from(extent.chunk_offset).saturating_add(within)).unwrap_or(usize::MAX);
+                    let end = start.saturating_add(take);
                     let dest = &mut buf[done..done + take];
                     if let Some(single) = &self.single {
                         let raw = single.raw();
