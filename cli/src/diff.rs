@@ -117,14 +117,12 @@ fn section_facts(archive: &std::path::Path, name: Option<&str>) -> Result<(Strin
     let label = archive.display().to_string();
     let (archive, damaged) = open_intact(archive)?;
     let name = pick_section(&archive, name, SectionKind::Files, &label)?;
-    let tree = archive.tree(&name).expect("picked among the archive's trees");
+    let tree = archive.tree(&name).map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
     let mut facts = BTreeMap::new();
-    archive
-        .walk_tree(tree, |item| {
-            facts.insert(item.path, Facts::of_entry(&item.entry));
-            Ok(())
-        })
-        .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+    for entry in tree.entries() {
+        let entry = entry.map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+        facts.insert(entry.path().to_vec(), Facts::of_entry(entry.raw()));
+    }
     Ok((name, facts, damaged))
 }
 

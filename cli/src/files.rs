@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::json;
-use strata_format::files::{Entry, EntryKind};
 use strata_reader::extract::{self, ExtractOptions, Owners};
-use strata_reader::{Archive, PathEntry, ReadAt, Section, TreeSection};
+use strata_reader::{Archive, Entry, ReadAt, Section, Tree};
 
 use crate::inspect::open_intact;
 use crate::{output, Failure};
@@ -175,20 +174,16 @@ pub fn pick_section<R: ReadAt>(
     }
 }
 
-fn trees<'a, R: ReadAt>(
-    archive: &'a Archive<R>,
-    name: Option<&str>,
-    label: &str,
-) -> Result<Vec<&'a TreeSection>, Failure> {
+fn trees<'a, R: ReadAt>(archive: &'a Archive<R>, name: Option<&str>, label: &str) -> Result<Vec<Tree<'a, R>>, Failure> {
     let wanted = match name {
         Some(name) => Some(pick_section(archive, Some(name), SectionKind::Files, label)?),
         None => None,
     };
-    let trees: Vec<&TreeSection> = archive
+    let trees: Vec<Tree<'a, R>> = archive
         .sections()
         .iter()
         .filter_map(|s| match s {
-            Section::Tree(t) if wanted.as_ref().is_none_or(|n| *n == t.name) => Some(t),
+            Section::Tree(t) if wanted.as_ref().is_none_or(|n| *n == t.name) => archive.tree(&t.name).ok(),
             _ => None,
         })
         .collect();
@@ -199,7 +194,7 @@ fn trees<'a, R: ReadAt>(
 }
 
 fn mode_string(entry: &Entry) -> String {
-    let m = entry.mode;
+    let m = entry.mode();
     let bit = |mask: u32, c: char| if m & mask != 0 { c } else { '-' };
     let exec = |mask: u32, special: u32, set: char, unset: char| match (m & mask != 0, m & special != 0) {
         (true, true) => set,
@@ -208,7 +203,7 @@ fn mode_string(entry: &Entry) -> String {
         (false, false) => '-',
     };
     let mut s = String::with_capacity(10);
-    s.push(entry.kind.letter());
+    s.push(entry.kind().letter());
     s.push(bit(0o400, 'r'));
     s.push(bit(0o200, 'w'));
     s.push(exec(0o100, 0o4000, 's', 'S'));
@@ -221,11 +216,10 @@ fn mode_string(entry: &Entry) -> String {
     s
 }
 
-fn owner(name: &[u8], id: u32) -> String {
-    if name.is_empty() {
-        id.to_string()
-    } else {
-        strata_format::escaped(name)
+fn owner(name: Option<&[u8]>, id: u32) -> String {
+    match name {
+        Some(name) => strata_format::escaped(name),
+        None => id.to_string(),
     }
 }
 
@@ -244,54 +238,46 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// One entry in the JSON shape of `spec/conformance.md`; `link` is the path of a
-/// hard link's first entry when known.
-fn entry_json(item: &PathEntry, link: Option<&[u8]>, captured: u64) -> serde_json::Value {
-    use strata_format::files::Captured;
-    let e = &item.entry;
+/// hard link's first entry when known. Times appear when the section captured
+/// them, and only then (a time not captured is unknown, not zero).
+fn entry_json(e: &Entry, link: Option<&[u8]>) -> serde_json::Value {
+    let lossy = |bytes: Option<&[u8]>| String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned();
     let mut value = json!({
-        "path": String::from_utf8_lossy(&item.path),
-        "path_hex": hex(&item.path),
-        "kind": e.kind.name(),
-        "mode": e.mode,
-        "mode_octal": format!("{:04o}", e.mode),
+        "path": String::from_utf8_lossy(e.path()),
+        "path_hex": hex(e.path()),
+        "kind": e.kind().name(),
+        "mode": e.mode(),
+        "mode_octal": format!("{:04o}", e.mode()),
         "mode_string": mode_string(e),
-        "uid": e.uid,
-        "gid": e.gid,
-        "user": String::from_utf8_lossy(&e.user),
-        "group": String::from_utf8_lossy(&e.group),
-        "size": e.size,
-        "mtime_s": e.mtime.secs,
-        "mtime_nsec": e.mtime.nsec,
-        "xattrs": e.xattrs.iter().map(|x| String::from_utf8_lossy(&x.name)).collect::<Vec<_>>(),
+        "uid": e.uid(),
+        "gid": e.gid(),
+        "user": lossy(e.user()),
+        "group": lossy(e.group()),
+        "size": e.size(),
+        "mtime_s": e.mtime().secs,
+        "mtime_nsec": e.mtime().nsec,
+        "xattrs": e.xattrs().iter().map(|x| String::from_utf8_lossy(&x.name)).collect::<Vec<_>>(),
     });
-    // Times the section captured, and only those (a time not captured is
-    // unknown, not zero).
-    if captured & Captured::ATIME != 0 {
-        value["atime_s"] = json!(e.atime.secs);
-        value["atime_nsec"] = json!(e.atime.nsec);
+    for (field, time) in [("atime", e.atime()), ("ctime", e.ctime()), ("btime", e.birth_time())] {
+        if let Some(time) = time {
+            value[format!("{field}_s")] = json!(time.secs);
+            value[format!("{field}_nsec")] = json!(time.nsec);
+        }
     }
-    if captured & Captured::CTIME != 0 {
-        value["ctime_s"] = json!(e.ctime.secs);
-        value["ctime_nsec"] = json!(e.ctime.nsec);
+    if let Some(digest) = e.digest() {
+        value["digest"] = json!(hex(&digest));
     }
-    if e.flags & strata_format::files::EntryFlags::BTIME != 0 {
-        value["btime_s"] = json!(e.btime.secs);
-        value["btime_nsec"] = json!(e.btime.nsec);
+    if let Some(target) = e.symlink_target() {
+        value["target"] = json!(String::from_utf8_lossy(target));
     }
-    if e.kind == EntryKind::File {
-        value["digest"] = json!(hex(&e.digest));
-    }
-    if e.kind == EntryKind::Symlink {
-        value["target"] = json!(String::from_utf8_lossy(&e.target));
-    }
-    if e.kind == EntryKind::Hardlink {
-        value["link_id"] = json!(e.link_id);
+    if let Some(link_id) = e.link_id() {
+        value["link_id"] = json!(link_id);
         if let Some(link) = link {
             value["link"] = json!(String::from_utf8_lossy(link));
         }
     }
-    if matches!(e.kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
-        value["rdev"] = json!([e.rdev_major, e.rdev_minor]);
+    if let Some((major, minor)) = e.device() {
+        value["rdev"] = json!([major, minor]);
     }
     let flags = flag_names(e);
     for name in ["changed_while_read", "unreadable", "lost_in_salvage"] {
@@ -306,17 +292,15 @@ fn entry_json(item: &PathEntry, link: Option<&[u8]>, captured: u64) -> serde_jso
 /// The names of an entry's flags (FORMAT.md 8.3), in bit order. Bits 1 and 2
 /// mean something on regular files only, and are not named elsewhere.
 fn flag_names(e: &Entry) -> Vec<&'static str> {
-    use strata_format::files::EntryFlags;
-    let file = e.kind == EntryKind::File;
     [
-        (EntryFlags::BTIME, true, "birth_time"),
-        (EntryFlags::CHANGED_WHILE_READ, file, "changed_while_read"),
-        (EntryFlags::UNREADABLE, file, "unreadable"),
-        (EntryFlags::LOST_IN_SALVAGE, true, "lost_in_salvage"),
+        (e.birth_time().is_some(), "birth_time"),
+        (e.changed_while_read(), "changed_while_read"),
+        (e.is_unreadable(), "unreadable"),
+        (e.lost_in_salvage(), "lost_in_salvage"),
     ]
     .into_iter()
-    .filter(|&(bit, applies, _)| applies && e.flags & bit != 0)
-    .map(|(_, _, name)| name)
+    .filter(|&(set, _)| set)
+    .map(|(_, name)| name)
     .collect()
 }
 
@@ -334,34 +318,33 @@ fn flag_marks(e: &Entry) -> String {
         .collect()
 }
 
-fn print_entry(out: &mut impl Write, item: &PathEntry, args: &ListArgs, link: Option<&[u8]>) -> std::io::Result<()> {
-    let e = &item.entry;
+fn print_entry(out: &mut impl Write, e: &Entry, args: &ListArgs, link: Option<&[u8]>) -> std::io::Result<()> {
     if !args.long {
-        return writeln!(out, "{}", shown(&item.path));
+        return writeln!(out, "{}", shown(e.path()));
     }
-    let size = match e.kind {
-        EntryKind::CharDevice | EntryKind::BlockDevice => format!("{},{}", e.rdev_major, e.rdev_minor),
-        _ if args.human => human(e.size),
-        _ => e.size.to_string(),
+    let size = match e.device() {
+        Some((major, minor)) => format!("{major},{minor}"),
+        None if args.human => human(e.size()),
+        None => e.size().to_string(),
     };
-    let when = output::local(e.mtime);
-    let suffix = match e.kind {
-        EntryKind::Symlink => format!(" -> {}", strata_format::escaped(&e.target)),
-        EntryKind::Hardlink => match link {
+    let when = output::local(e.mtime());
+    let suffix = match (e.symlink_target(), e.link_id()) {
+        (Some(target), _) => format!(" -> {}", strata_format::escaped(target)),
+        (None, Some(link_id)) => match link {
             Some(path) => format!(" link to {}", shown(path)),
-            None => format!(" link to entry {}", e.link_id),
+            None => format!(" link to entry {link_id}"),
         },
-        _ => String::new(),
+        (None, None) => String::new(),
     };
     writeln!(
         out,
         "{}  {}/{} {:>10} {}  {}{suffix}{}",
         mode_string(e),
-        owner(&e.user, e.uid),
-        owner(&e.group, e.gid),
+        owner(e.user(), e.uid()),
+        owner(e.group(), e.gid()),
         size,
         when,
-        shown(&item.path),
+        shown(e.path()),
         flag_marks(e)
     )
 }
@@ -426,29 +409,22 @@ fn patterns(paths: &[String]) -> Result<globset::GlobSet, Failure> {
 /// The exact paths an extraction selects: the PATH arguments, with each
 /// pattern replaced by the paths it matches (found from the entry records,
 /// before anything is written, so the matched entries' folders come too).
-fn selected_paths<R: ReadAt>(
-    archive: &Archive<R>,
-    tree: &TreeSection,
-    paths: &[String],
-    label: &str,
-) -> Result<Vec<Vec<u8>>, Failure> {
+fn selected_paths<R: ReadAt>(tree: Tree<'_, R>, paths: &[String], label: &str) -> Result<Vec<Vec<u8>>, Failure> {
     let mut selected: Vec<Vec<u8>> = paths.iter().filter(|p| !is_pattern(p)).map(|p| clean(p)).collect();
     if paths.iter().any(|p| is_pattern(p)) {
         let set = patterns(paths)?;
         let mut matched = 0usize;
-        archive
-            .walk_tree(tree, |item| {
-                if !item.path.is_empty() && set.is_match(std::ffi::OsStr::from_bytes(&item.path)) {
-                    selected.push(item.path);
-                    matched += 1;
-                }
-                Ok(())
-            })
-            .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+        for entry in tree.entries() {
+            let entry = entry.map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+            if !entry.path().is_empty() && set.is_match(std::ffi::OsStr::from_bytes(entry.path())) {
+                selected.push(entry.path().to_vec());
+                matched += 1;
+            }
+        }
         if matched == 0 {
             return Err(Failure::fatal(format!(
                 "no entry of files {} matches {}",
-                tree.name,
+                tree.name(),
                 paths.iter().filter(|p| is_pattern(p)).cloned().collect::<Vec<_>>().join(" ")
             )));
         }
@@ -463,13 +439,17 @@ fn clean(path: &str) -> Vec<u8> {
 /// Where regular files and directories were listed, as parent and name, so a
 /// hard link can name its file: memory grows with the names, not with the
 /// depth of their paths.
+///
+/// (`Tree::link_target` finds a link's file without a walk, but a few record
+/// reads for each link would cost more than this, along a listing that
+/// reads every entry anyway.)
 #[derive(Default)]
-struct Places(std::collections::HashMap<u64, (u64, Vec<u8>)>);
+struct Places(std::collections::HashMap<u64, (Option<u64>, Vec<u8>)>);
 
 impl Places {
     fn note(&mut self, entry: &Entry) {
-        if matches!(entry.kind, EntryKind::File | EntryKind::Directory) {
-            self.0.insert(entry.entry_id, (entry.parent_id, entry.name.clone()));
+        if entry.is_file() || entry.is_dir() {
+            self.0.insert(entry.id(), (entry.parent_id(), entry.name().to_vec()));
         }
     }
 
@@ -478,14 +458,14 @@ impl Places {
         let mut names = Vec::new();
         loop {
             let (parent, name) = self.0.get(&id)?;
-            if *parent == strata_format::files::NO_PARENT {
+            let Some(parent) = *parent else {
                 break;
-            }
-            if *parent >= id {
+            };
+            if parent >= id {
                 return None;
             }
             names.push(name.as_slice());
-            id = *parent;
+            id = parent;
         }
         names.reverse();
         Some(names.join(&b'/'))
@@ -531,16 +511,19 @@ fn list_image(args: &ListArgs) -> Result<u8, Failure> {
         if closed {
             return Ok(());
         }
+        // In the shape of a tree's entries; a file system's walk captures no
+        // times beside mtime.
+        let entry = Entry::from_raw(item.path, item.entry, 0);
         let written = if args.json {
             let comma = if first { "" } else { "," };
             first = false;
-            write!(out, "{comma}\n  {}", entry_json(&item, None, 0))
+            write!(out, "{comma}\n  {}", entry_json(&entry, None))
         } else if args.json_lines {
-            let mut value = entry_json(&item, None, 0);
+            let mut value = entry_json(&entry, None);
             value["section"] = json!(opened.image);
             writeln!(out, "{value}")
         } else {
-            print_entry(&mut out, &item, args, None)
+            print_entry(&mut out, &entry, args, None)
         };
         closed |= written.is_err();
         Ok(())
@@ -574,40 +557,42 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
         closed |= write!(out, "{{\"sections\": [").is_err();
     }
     for (index, tree) in trees.iter().enumerate() {
-        let captured = tree.begin.captured;
+        let fail = |e: strata_reader::Error| Failure::fatal(format!("{label}: {e}"));
         if args.json {
-            let head = json!({ "kind": "files", "name": tree.name, "captured": captured_names(captured) }).to_string();
+            let head = json!({ "kind": "files", "name": tree.name(), "captured": captured_names(tree.captured()) })
+                .to_string();
             let comma = if index > 0 { "," } else { "" };
             closed |= write!(out, "{comma}\n{}, \"entries\": [", head.trim_end_matches('}')).is_err();
         } else if trees.len() > 1 && !args.json_lines {
-            closed |= writeln!(out, "files {}:", tree.name).is_err();
+            closed |= writeln!(out, "files {}:", tree.name()).is_err();
         }
         let mut places = Places::default();
         let mut first = true;
         // Entries are printed as they come: nothing grows with the tree but the
         // names kept for hard links.
-        let mut show = |item: PathEntry| {
-            places.note(&item.entry);
-            let link = (item.entry.kind == EntryKind::Hardlink).then(|| places.path(item.entry.link_id)).flatten();
+        let mut show = |entry: &Entry| {
+            places.note(entry);
+            let link = entry.link_id().and_then(|id| places.path(id));
             if closed {
-                return Ok(());
+                return;
             }
             let written = if args.json {
                 let comma = if first { "" } else { "," };
                 first = false;
-                write!(out, "{comma}\n  {}", entry_json(&item, link.as_deref(), captured))
+                write!(out, "{comma}\n  {}", entry_json(entry, link.as_deref()))
             } else if args.json_lines {
-                let mut value = entry_json(&item, link.as_deref(), captured);
-                value["section"] = json!(tree.name);
+                let mut value = entry_json(entry, link.as_deref());
+                value["section"] = json!(tree.name());
                 writeln!(out, "{value}")
             } else {
-                print_entry(&mut out, &item, &args, link.as_deref())
+                print_entry(&mut out, entry, &args, link.as_deref())
             };
             closed |= written.is_err();
-            Ok(())
         };
         if args.paths.is_empty() {
-            archive.walk_tree(tree, &mut show).map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+            for entry in tree.entries() {
+                show(&entry.map_err(fail)?);
+            }
         } else {
             if args.paths.iter().any(|p| is_pattern(p)) {
                 // Patterns match against every path, as tar's do: one walk of
@@ -615,35 +600,33 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
                 let set = patterns(&args.paths)?;
                 let mut below: Vec<Vec<u8>> = Vec::new();
                 let mut matched = false;
-                archive
-                    .walk_tree(tree, |item| {
-                        let inside =
-                            below.iter().any(|m| item.path.starts_with(m) && item.path.get(m.len()) == Some(&b'/'));
-                        if !item.path.is_empty() && set.is_match(std::ffi::OsStr::from_bytes(&item.path)) {
-                            matched = true;
-                            if item.entry.kind == EntryKind::Directory {
-                                below.push(item.path.clone());
-                            }
-                            return show(item);
+                for entry in tree.entries() {
+                    let entry = entry.map_err(fail)?;
+                    let path = entry.path();
+                    let inside = below.iter().any(|m| path.starts_with(m) && path.get(m.len()) == Some(&b'/'));
+                    if !path.is_empty() && set.is_match(std::ffi::OsStr::from_bytes(path)) {
+                        matched = true;
+                        if entry.is_dir() {
+                            below.push(path.to_vec());
                         }
-                        if inside {
-                            return show(item);
-                        }
-                        Ok(())
-                    })
-                    .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+                        show(&entry);
+                    } else if inside {
+                        show(&entry);
+                    }
+                }
                 if !matched {
-                    eprintln!("strata: no entry of files {} matches the patterns given", tree.name);
+                    eprintln!("strata: no entry of files {} matches the patterns given", tree.name());
                     missing += 1;
                 }
             }
             for path in args.paths.iter().filter(|p| !is_pattern(p)) {
-                let found = archive
-                    .walk_below(tree, &clean(path), &mut show)
-                    .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
-                if !found {
-                    eprintln!("strata: {path}: not in files {}", tree.name);
+                let Some(below) = tree.subtree(clean(path)).map_err(fail)? else {
+                    eprintln!("strata: {path}: not in files {}", tree.name());
                     missing += 1;
+                    continue;
+                };
+                for entry in below {
+                    show(&entry.map_err(fail)?);
                 }
             }
         }
@@ -722,14 +705,14 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
     let label = args.archive.display().to_string();
     let (archive, damaged) = open_intact(&args.archive)?;
     let name = pick_section(&archive, args.files.as_deref(), SectionKind::Files, &label)?;
-    let tree = trees(&archive, Some(&name), &label)?[0];
-    let options = extract_options(&args, selected_paths(&archive, tree, &args.paths, &label)?);
+    let tree = archive.tree(&name).map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+    let options = extract_options(&args, selected_paths(tree, &args.paths, &label)?);
     let started = std::time::Instant::now();
     // The totals come from the section's end record: bytes for the bar, entries
     // for its message (a selection extracts fewer; the bar then ends early).
-    let bar = output::bar("extract", Some(tree.end.content_bytes), false);
+    let bar = output::bar("extract", Some(tree.section().end.content_bytes), false);
     let counters = options.progress.clone().expect("set above");
-    let (total_entries, ticking) = (tree.end.entry_count, bar.clone());
+    let (total_entries, ticking) = (tree.entry_count(), bar.clone());
     let ticker = std::thread::spawn(move || {
         while !ticking.is_finished() {
             ticking.set_position(counters.bytes.load(std::sync::atomic::Ordering::Relaxed));
@@ -738,7 +721,7 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     });
-    let report = extract::extract(&archive, tree, &args.dest, &options);
+    let report = tree.extract_to(&args.dest, &options);
     bar.finish_and_clear();
     let _ = ticker.join();
     let report = report.map_err(|e| {
@@ -749,7 +732,7 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
         let place = if e.class().is_none() { args.dest.display().to_string() } else { label.clone() };
         Failure::fatal(format!("{place}: {e}"))
     })?;
-    let troubled = report_extraction(&args, &report, &format!("files {}", tree.name), started);
+    let troubled = report_extraction(&args, &report, &format!("files {}", tree.name()), started);
     Ok(u8::from(troubled || damaged))
 }
 

@@ -1,14 +1,14 @@
 //! `strata info`, `strata verify`, `strata cat`: reading without restoring.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::json;
 use strata_format::{ErrorClass, Features};
 use strata_reader::verify::{self, Report};
-use strata_reader::{Archive, Limits, Section};
+use strata_reader::{Archive, ErrorKind, Limits, Section};
 
 use crate::files::SectionKind;
 use crate::output::say;
@@ -159,7 +159,7 @@ pub fn info(args: InfoArgs) -> Result<u8, Failure> {
         .sections()
         .iter()
         .map(|section| match section {
-            Section::Tree(tree) => flagged_entries(&archive, tree),
+            Section::Tree(tree) => flagged_entries(&archive, &tree.name),
             Section::Image(_) => Flagged::default(),
         })
         .collect();
@@ -429,22 +429,22 @@ fn flag_words(unreadable: usize, changed: usize, lost: usize) -> Vec<String> {
 /// Entries of a tree flagged unreadable, changed while read (regular files
 /// only: the bits mean nothing elsewhere) or lost in salvage, by path. Reads
 /// the entry records, never file content.
-fn flagged_entries(archive: &Archive<File>, tree: &strata_reader::TreeSection) -> Flagged {
-    use strata_format::files::{EntryFlags, EntryKind};
+fn flagged_entries(archive: &Archive<File>, name: &str) -> Flagged {
     let mut flagged = Flagged::default();
-    let _ = archive.walk_tree(tree, |item| {
-        let (flags, file) = (item.entry.flags, item.entry.kind == EntryKind::File);
-        if file && flags & EntryFlags::UNREADABLE != 0 {
-            flagged.unreadable.push(item.path.clone());
+    let Ok(tree) = archive.tree(name) else {
+        return flagged;
+    };
+    for entry in tree.entries().map_while(Result::ok) {
+        if entry.is_unreadable() {
+            flagged.unreadable.push(entry.path().to_vec());
         }
-        if file && flags & EntryFlags::CHANGED_WHILE_READ != 0 {
-            flagged.changed.push(item.path.clone());
+        if entry.changed_while_read() {
+            flagged.changed.push(entry.path().to_vec());
         }
-        if flags & EntryFlags::LOST_IN_SALVAGE != 0 {
-            flagged.lost.push(item.path);
+        if entry.lost_in_salvage() {
+            flagged.lost.push(entry.path().to_vec());
         }
-        Ok(())
-    });
+    }
     flagged
 }
 
@@ -775,61 +775,40 @@ fn cat_image_file(
     Ok(0)
 }
 
-/// `cat --files NAME PATH`: one file's content, checked against its BLAKE3.
+/// `cat --files NAME PATH`: one file's content (a hard link's is its file's),
+/// checked as the reader checks it (FORMAT.md 10.1, step 5).
 fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> Result<u8, Failure> {
     let label = label.display();
-    let tree =
-        archive.tree(files).ok_or_else(|| Failure::fatal(format!("{label} has no file tree named {files:?}")))?;
+    let tree = archive.tree(files).map_err(|_| Failure::fatal(format!("{label} has no file tree named {files:?}")))?;
     let wanted = path.trim_matches('/').trim_start_matches("./");
-    let entry = archive
-        .lookup(tree, wanted.as_bytes())
+    let entry = tree
+        .lookup(wanted)
         .map_err(|e| Failure::fatal(format!("{label}: {e}")))?
         .ok_or_else(|| Failure::fatal(format!("{wanted}: not in files {files}")))?;
-    let entry = match entry.kind {
-        strata_format::files::EntryKind::File => entry,
-        strata_format::files::EntryKind::Hardlink => {
-            // The content is the first entry's: find it among the entries. Only
-            // an earlier regular file can be it (FORMAT.md 8.3); whatever else
-            // link_id names (a link, a directory, a later entry) gives nothing.
-            let mut target = None;
-            archive
-                .walk_tree(tree, |item| {
-                    if item.entry.entry_id == entry.link_id {
-                        target = Some(item.entry);
-                    }
-                    Ok(())
-                })
-                .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
-            target
-                .filter(|t| t.kind == strata_format::files::EntryKind::File && t.entry_id < entry.entry_id)
-                .ok_or_else(|| {
-                    Failure::fatal(format!(
-                        "{wanted}: a hard link to entry {}, which is not an earlier regular file of files {files}",
-                        entry.link_id
-                    ))
-                })?
+    let mut file = match tree.open(&entry) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotAFile => {
+            return Err(Failure::fatal(format!("{wanted} is a {}, not a regular file", entry.kind().name())))
         }
-        other => return Err(Failure::fatal(format!("{wanted} is a {}, not a regular file", other.name()))),
+        // What the backup or a salvage recorded about the file (FORMAT.md
+        // 8.3): no content to give is exit 1 with nothing written, as
+        // extraction skips it.
+        Err(e) if e.kind() == ErrorKind::NotStored => {
+            return Err(Failure { code: 1, message: format!("{wanted} in files {files}: {}", e.detail()) })
+        }
+        Err(e) => return Err(Failure::fatal(format!("{label}: files {files}: {wanted}: {e}"))),
     };
-    // What the backup or a salvage recorded about the file (FORMAT.md 8.3):
-    // no content to give is exit 1 with nothing written, as extraction skips it.
-    use strata_format::files::EntryFlags;
-    let missing = if entry.flags & EntryFlags::UNREADABLE != 0 {
-        Some("its content could not be read when the archive was written: the archive holds none")
-    } else if entry.flags & EntryFlags::LOST_IN_SALVAGE != 0 {
-        Some("its content was lost in salvage: the archive holds none")
-    } else {
-        None
-    };
-    if let Some(why) = missing {
-        return Err(Failure { code: 1, message: format!("{wanted} in files {files}: {why}") });
-    }
     let mut out = std::io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
-    archive
-        .read_file(tree, &entry, &mut out)
-        .map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
+    }
     out.flush().map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
-    if entry.flags & EntryFlags::CHANGED_WHILE_READ != 0 {
+    if file.changed_while_read() {
         eprintln!(
             "warning: {wanted} in files {files}: it changed while it was read when the archive was written; written as read"
         );

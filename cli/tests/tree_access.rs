@@ -50,7 +50,7 @@ fn one_file_reads_only_the_index_and_its_own_chunks() {
 
     // The deepest regular file of the tree, found with a full listing first.
     let listing = Archive::open(std::fs::File::open(&archive_path).unwrap()).unwrap();
-    let tree = listing.tree("doc").unwrap();
+    let tree = listing.tree_section("doc").unwrap();
     let mut deepest: Option<(Vec<u8>, u64)> = None;
     listing
         .walk_tree(tree, |item| {
@@ -67,7 +67,7 @@ fn one_file_reads_only_the_index_and_its_own_chunks() {
 
     let counting = Counting { file: std::fs::File::open(&archive_path).unwrap(), reads: Mutex::new(Vec::new()) };
     let archive = Archive::open(counting).unwrap();
-    let tree = archive.tree("doc").unwrap();
+    let tree = archive.tree_section("doc").unwrap();
     let entry = archive.lookup(tree, &path).unwrap().expect("the file is found");
     let mut content = Vec::new();
     archive.read_file(tree, &entry, &mut content).unwrap();
@@ -284,7 +284,7 @@ fn cat_of_a_packed_file_is_checked_by_its_own_digest() {
     }
 
     let archive = Archive::open(std::fs::File::open(&archive_path).unwrap()).unwrap();
-    let tree = archive.tree("t").unwrap();
+    let tree = archive.tree_section("t").unwrap();
     let b = archive.lookup(tree, b"b").unwrap().unwrap();
     let a = archive.lookup(tree, b"a").unwrap().unwrap();
     let (pack, b_offset) = (b.extents[0].chunk_ref, b.extents[0].chunk_offset);

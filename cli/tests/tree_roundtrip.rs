@@ -12,7 +12,7 @@ use common::manifest::{differences, manifest, Facts};
 use common::*;
 use proptest::prelude::*;
 use strata_format::files::Captured;
-use strata_reader::extract::{self, ExtractOptions, Owners};
+use strata_reader::extract::{ExtractOptions, Owners};
 use strata_reader::Archive;
 use strata_writer::{ArchiveWriter, NoProgress, TreeOptions, WriterOptions};
 
@@ -223,9 +223,8 @@ fn archive_tree(root: &Path, threads: usize, capture: u64) -> Vec<u8> {
 
 fn extract_all(archive: Vec<u8>, dest: &Path) {
     let archive = Archive::open(archive).unwrap();
-    let tree = archive.tree("tree").unwrap();
     let options = ExtractOptions { owners: Owners::Auto, ..ExtractOptions::default() };
-    let report = extract::extract(&archive, tree, dest, &options).unwrap();
+    let report = archive.tree("tree").unwrap().extract_to(dest, &options).unwrap();
     assert!(report.refused.is_empty(), "{:?}", report.refused);
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }

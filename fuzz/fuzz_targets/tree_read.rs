@@ -1,7 +1,11 @@
 //! File trees by random access: list every entry, walk the directory tables,
-//! look each path up through them, and read files into memory (bounded). Errors are fine;
-//! panics, hangs and unbounded allocation are not.
+//! look each path up through them, and read files into memory (bounded); then
+//! the same through the tree handle (`Archive::tree`): entries by id, hard
+//! links followed, directories listed, files read through `Read` + `Seek`.
+//! Errors are fine; panics, hangs and unbounded allocation are not.
 #![no_main]
+
+use std::io::{Read, Seek, SeekFrom};
 
 use libfuzzer_sys::fuzz_target;
 use strata_reader::{Archive, Section};
@@ -58,6 +62,46 @@ fuzz_target!(|data: &[u8]| {
                 }
                 budget -= item.entry.size;
             }
+        }
+        let Ok(handle) = archive.tree(&tree.name) else {
+            continue;
+        };
+        // Entries by id and hard links: binary searches of the entry records,
+        // which must end and find only what is there, however ids lie.
+        for entry in handle.entries().take(256) {
+            let Ok(entry) = entry else {
+                break;
+            };
+            if let Ok(Some(found)) = handle.entry(entry.id()) {
+                assert_eq!(found.id(), entry.id(), "an entry found by id is that entry");
+            }
+            if let Ok(Some(file)) = handle.link_target(&entry) {
+                assert!(file.is_file() && file.id() < entry.id(), "a link leads to an earlier regular file");
+            }
+            if entry.is_dir() {
+                if let Ok(children) = handle.read_dir(&entry) {
+                    children.take(256).for_each(drop);
+                }
+            }
+            let Ok(mut file) = handle.open(&entry) else {
+                continue;
+            };
+            let length = file.len();
+            if length > budget {
+                continue;
+            }
+            budget -= length;
+            let mut out = Vec::new();
+            if file.read_to_end(&mut out).is_ok() {
+                assert_eq!(out.len() as u64, length, "a file reads as long as it says");
+            }
+            // And from the middle, in the same reader.
+            if file.seek(SeekFrom::Start(length / 2)).is_ok() {
+                let _ = file.read(&mut [0; 4096]);
+            }
+        }
+        if let Ok(Some(below)) = handle.subtree("") {
+            below.take(1 << 16).for_each(drop);
         }
     }
 });

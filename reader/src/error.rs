@@ -43,6 +43,22 @@ pub enum ErrorKind {
     /// another kind (an image by the name of a file tree). Nothing is wrong
     /// with the archive; [`Error::section`] is the name asked for.
     NoSuchSection,
+    /// The caller asked for the content of an entry that has none to give:
+    /// [`Tree::open`](crate::Tree::open) of a directory, a symbolic link, a
+    /// device, a fifo or a socket. Nothing is wrong with the archive.
+    NotAFile,
+    /// The caller asked for the children of an entry that is not a directory
+    /// ([`Tree::read_dir`](crate::Tree::read_dir)). Nothing is wrong with the
+    /// archive.
+    NotADirectory,
+    /// The archive records that it does not hold the content asked for: a
+    /// file that could not be read when the archive was written
+    /// ([`Entry::is_unreadable`](crate::Entry::is_unreadable)), or whose
+    /// content was lost to damage before a salvage
+    /// ([`Entry::lost_in_salvage`](crate::Entry::lost_in_salvage)). The
+    /// archive is as it should be; no bytes stand for what is missing, not
+    /// even zeros.
+    NotStored,
 }
 
 #[derive(Debug)]
@@ -96,6 +112,13 @@ impl Error {
         Error::of_kind(ErrorKind::NoSuchSection, what, detail).in_section(name)
     }
 
+    /// A request the entry cannot answer (`kind` is [`ErrorKind::NotAFile`],
+    /// [`ErrorKind::NotADirectory`] or [`ErrorKind::NotStored`]); `what`
+    /// names the entry.
+    pub(crate) fn of_entry(kind: ErrorKind, what: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::of_kind(kind, what, detail)
+    }
+
     pub(crate) fn at(mut self, offset: u64) -> Self {
         self.0.offset.get_or_insert(offset);
         self
@@ -121,7 +144,11 @@ impl Error {
     pub fn class(&self) -> Option<ErrorClass> {
         match self.0.kind {
             ErrorKind::Archive(class) => Some(class),
-            ErrorKind::Io | ErrorKind::NoSuchSection => None,
+            ErrorKind::Io
+            | ErrorKind::NoSuchSection
+            | ErrorKind::NotAFile
+            | ErrorKind::NotADirectory
+            | ErrorKind::NotStored => None,
         }
     }
     /// Byte offset in the archive of the structure at fault.
@@ -174,15 +201,21 @@ impl fmt::Display for Error {
 }
 
 /// An error as an `io::Error`, for code that reads an archive through
-/// [`std::io::Read`] (an [`crate::ImageReader`]): the kind is `InvalidData` for
-/// a defect of the archive, `NotFound` for a missing section, and the
-/// original kind for a failing read; the strata `Error` stays inside, to be
-/// had back with `io::Error::get_ref` or `into_inner` and `downcast`.
+/// [`std::io::Read`] (an [`crate::ImageReader`] or a [`crate::FileReader`]):
+/// the kind is `InvalidData` for a defect of the archive, `NotFound` for a
+/// missing section, `InvalidInput` for content asked of an entry that has
+/// none, `NotADirectory` for children asked of one that is not a directory,
+/// `Other` for content the archive records it does not hold, and the original
+/// kind for a failing read; the strata `Error` stays inside, to be had back
+/// with `io::Error::get_ref` or `into_inner` and `downcast`.
 impl From<Error> for io::Error {
     fn from(e: Error) -> Self {
         let kind = match e.kind() {
             ErrorKind::Archive(_) => io::ErrorKind::InvalidData,
             ErrorKind::NoSuchSection => io::ErrorKind::NotFound,
+            ErrorKind::NotAFile => io::ErrorKind::InvalidInput,
+            ErrorKind::NotADirectory => io::ErrorKind::NotADirectory,
+            ErrorKind::NotStored => io::ErrorKind::Other,
             ErrorKind::Io => e.0.io.as_ref().map_or(io::ErrorKind::Other, io::Error::kind),
         };
         io::Error::new(kind, e)

@@ -7,6 +7,12 @@
 //! - [`Archive::image`] gives an [`Image`] handle: bytes by position, or through
 //!   [`std::io::Read`] and [`std::io::Seek`] ([`Image::reader`]) for crates that
 //!   parse a disk that way; its extents, lost ranges, and a restore.
+//! - [`Archive::tree`] gives a [`Tree`] handle on a file-tree section: its
+//!   [`Entry`]s in order ([`Tree::entries`]), a path looked up through the
+//!   directory tables ([`Tree::lookup`]), a directory's children
+//!   ([`Tree::read_dir`]), a file's content through [`std::io::Read`] and
+//!   [`std::io::Seek`] ([`Tree::open`], hard links followed), an extraction
+//!   ([`Tree::extract_to`]).
 //! - [`stream`] reads an archive front to back from a pipe, without the index.
 //! - [`verify`] walks every record, resynchronises past damage, and reports every
 //!   problem with its location and the image byte ranges it affects.
@@ -20,14 +26,17 @@ mod archive;
 mod cache;
 mod chain;
 mod chunk;
+mod entry;
 mod error;
 pub mod extract;
+mod file_reader;
 mod image;
 mod read_at;
 mod record;
 pub mod sink;
 pub mod stream;
 pub mod tree;
+mod tree_handle;
 pub mod verify;
 mod verify_chain;
 mod verify_tree;
@@ -36,9 +45,13 @@ pub use archive::{chunk_at, Archive, Chunk, ImageSection, Limits, Section};
 pub use cache::{ChunkCache, ReadAhead};
 pub use chain::{ParentSearch, MAX_OPEN_ANCESTORS};
 pub use chunk::{decode_chunk, decode_chunk_prefix};
+pub use entry::Entry;
 pub use error::{Error, ErrorKind};
+pub use file_reader::FileReader;
 pub use image::{Image, ImageExtent, ImageReader};
 pub use read_at::ReadAt;
 pub use record::decode_table_body;
+pub use strata_format::files::{Captured, EntryKind, Timestamp, Xattr};
 pub use strata_format::{ErrorClass, ExtentKind};
 pub use tree::{PathEntry, Piece, TreeSection};
+pub use tree_handle::{Entries, ReadDir, Subtree, Tree};

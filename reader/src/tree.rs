@@ -34,8 +34,10 @@ pub struct PathEntry {
 }
 
 impl<R: ReadAt> Archive<R> {
-    /// The file-tree section called `name`.
-    pub fn tree(&self, name: &str) -> Option<&TreeSection> {
+    /// The records of the file-tree section called `name`, for code that works
+    /// at the level of the format; [`Archive::tree`] gives the handle to read
+    /// it by.
+    pub fn tree_section(&self, name: &str) -> Option<&TreeSection> {
         self.sections().iter().find_map(|s| match s {
             crate::Section::Tree(tree) if tree.name == name => Some(tree),
             _ => None,
@@ -88,31 +90,8 @@ impl<R: ReadAt> Archive<R> {
         tree: &TreeSection,
         mut visit: impl FnMut(PathEntry) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let mut paths = PathBuilder::default();
-        let mut next_id = 0u64;
-        for &record in &tree.entries_records {
-            for (_, entry) in self.entries_at(tree, record)? {
-                if entry.entry_id != next_id {
-                    return Err(Error::new(
-                        ErrorClass::RecordMalformed,
-                        "entry_id",
-                        format!("{}, expected {next_id}", entry.entry_id),
-                    )
-                    .at(record)
-                    .in_section(&tree.name));
-                }
-                next_id += 1;
-                let path = paths.place(&entry);
-                visit(PathEntry { path, entry })?;
-            }
-        }
-        if next_id != tree.end.entry_count {
-            return Err(Error::new(
-                ErrorClass::IndexMismatch,
-                "FILES_END entry_count",
-                format!("{}, but the entry records hold {next_id}", tree.end.entry_count),
-            )
-            .in_section(&tree.name));
+        for item in EntryWalk::new(self, tree) {
+            visit(item?)?;
         }
         Ok(())
     }
@@ -135,7 +114,13 @@ impl<R: ReadAt> Archive<R> {
     /// `dir_id` reached as `dir_path`: a table that names another directory, or a
     /// child that is not a later entry than its directory, would let a walk loop
     /// or reach a path that no entry has (FORMAT.md 8.5).
-    fn table_of(&self, tree: &TreeSection, offset: u64, dir_id: u64, dir_path: &[u8]) -> Result<DirTable, Error> {
+    pub(crate) fn table_of(
+        &self,
+        tree: &TreeSection,
+        offset: u64,
+        dir_id: u64,
+        dir_path: &[u8],
+    ) -> Result<DirTable, Error> {
         let table = self.dir_table(tree, offset)?;
         let mismatch = |detail: String| {
             Error::new(ErrorClass::IndexMismatch, format!("FILES_DIR of {}", shown_path(dir_path)), detail)
@@ -157,7 +142,7 @@ impl<R: ReadAt> Archive<R> {
 
     /// The entry a directory-table child points to, checked against the child
     /// and the directory (`dir_id`) whose table lists it.
-    fn child_entry(
+    pub(crate) fn child_entry(
         &self,
         tree: &TreeSection,
         cache: &mut Option<(u64, Vec<(u32, Entry)>)>,
@@ -198,7 +183,7 @@ impl<R: ReadAt> Archive<R> {
 
     /// [`Archive::lookup`], with the record offset of the directory table of the
     /// entry found when it is a directory.
-    fn find(&self, tree: &TreeSection, path: &[u8]) -> Result<Option<(Entry, u64)>, Error> {
+    pub(crate) fn find(&self, tree: &TreeSection, path: &[u8]) -> Result<Option<(Entry, u64)>, Error> {
         let components: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
         if components.is_empty() {
             let root = self.entry_at(tree, tree.root_entries_record, tree.root_entry_offset)?;
@@ -254,11 +239,10 @@ impl<R: ReadAt> Archive<R> {
         cache: &mut Option<(u64, Vec<(u32, Entry)>)>,
         mut visit: impl FnMut(PathEntry, u64) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let table = self.table_of(tree, table_offset, dir_id, dir_path)?;
-        for (child, name) in &table.children {
-            let path = join(dir_path, name);
-            let entry = self.child_entry(tree, cache, child, dir_id, &path)?;
-            visit(PathEntry { path, entry }, child.dir_table)?;
+        let mut cursor = DirCursor::open(self, tree, table_offset, dir_id, dir_path.to_vec())?;
+        while let Some(child) = cursor.next_child(self, tree, cache) {
+            let (item, table) = child?;
+            visit(item, table)?;
         }
         Ok(())
     }
@@ -274,31 +258,51 @@ impl<R: ReadAt> Archive<R> {
         path: &[u8],
         mut visit: impl FnMut(PathEntry) -> Result<(), Error>,
     ) -> Result<bool, Error> {
-        let Some((entry, table_offset)) = self.find(tree, path)? else {
+        let Some(walk) = TableWalk::new(self, tree, path)? else {
             return Ok(false);
         };
-        let base = normal_path(path);
-        let is_dir = entry.kind == EntryKind::Directory;
-        let dir_id = entry.entry_id;
-        visit(PathEntry { path: base.clone(), entry })?;
-        if !is_dir {
-            return Ok(true);
-        }
-        // Directories still to list: (path, table, entry id). Children are
-        // pushed in reverse so the smallest name is listed first.
-        let mut pending = vec![(base, table_offset, dir_id)];
-        let mut cache = None;
-        while let Some((dir_path, table_offset, dir_id)) = pending.pop() {
-            let mut below = Vec::new();
-            self.dir_children(tree, table_offset, dir_id, &dir_path, &mut cache, |item, table| {
-                if item.entry.kind == EntryKind::Directory && table != 0 {
-                    below.push((item.path.clone(), table, item.entry.entry_id));
-                }
-                visit(item)
-            })?;
-            pending.extend(below.into_iter().rev());
+        for item in walk {
+            visit(item?.0)?;
         }
         Ok(true)
+    }
+
+    /// The entry `id` of `tree`, found by a binary search of the section's
+    /// entry records: entry ids grow from record to record (FORMAT.md 8.3), so
+    /// it costs at most log2(records) + 1 record reads, never a walk. `cache`
+    /// keeps the records read, for searches close to each other (a path
+    /// climbed parent by parent). `None` when no record holds it; a record
+    /// that holds it twice gives the first.
+    pub(crate) fn entry_by_id(
+        &self,
+        tree: &TreeSection,
+        id: u64,
+        cache: &mut RecordCache,
+    ) -> Result<Option<Entry>, Error> {
+        // A record read lately may hold it: a directory is usually near the
+        // entries it holds, so a climb from an entry to the root costs little
+        // more than the first search.
+        if let Some(entries) = cache.holding(id) {
+            return Ok(entries.iter().find(|(_, e)| e.entry_id == id).map(|(_, e)| e.clone()));
+        }
+        let records = &tree.entries_records;
+        let (mut low, mut high) = (0, records.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let entries = cache.get(self, tree, records[middle])?;
+            // `parse_entries` gives at least one entry per record.
+            let (Some((_, first)), Some((_, last))) = (entries.first(), entries.last()) else {
+                return Ok(None);
+            };
+            if id < first.entry_id {
+                high = middle;
+            } else if id > last.entry_id {
+                low = middle + 1;
+            } else {
+                return Ok(entries.iter().find(|(_, e)| e.entry_id == id).map(|(_, e)| e.clone()));
+            }
+        }
+        Ok(None)
     }
 
     /// Writes a regular file's content to `out` (holes as zeros), checking it
@@ -414,7 +418,7 @@ pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 /// `path` without empty and `.` components.
-fn normal_path(path: &[u8]) -> Vec<u8> {
+pub(crate) fn normal_path(path: &[u8]) -> Vec<u8> {
     path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect::<Vec<_>>().join(&b'/')
 }
 
@@ -427,18 +431,286 @@ fn shown_path(path: &[u8]) -> String {
     }
 }
 
-/// Builds entry paths in one pass over entries in id order, in time and memory
-/// linear in the entries whatever the depth: the path of the current directory
-/// chain is one buffer, and each directory keeps only its parent and name.
+/// The entries of a section in id order, with their paths, read from its
+/// entry records one record at a time: the walk under [`Archive::walk_tree`]
+/// and [`crate::Tree::entries`]. Memory holds one record's entries and the
+/// directories' names ([`PathBuilder`]), whatever the number of entries. It
+/// ends after the first error.
+pub(crate) struct EntryWalk<'a, R: ReadAt> {
+    archive: &'a Archive<R>,
+    tree: &'a TreeSection,
+    paths: PathBuilder,
+    next_id: u64,
+    /// Index in `tree.entries_records` of the next record to read.
+    next_record: usize,
+    /// What is left of the record being walked.
+    current: std::vec::IntoIter<(u32, Entry)>,
+    current_record: u64,
+    done: bool,
+}
+
+impl<'a, R: ReadAt> EntryWalk<'a, R> {
+    pub(crate) fn new(archive: &'a Archive<R>, tree: &'a TreeSection) -> Self {
+        EntryWalk {
+            archive,
+            tree,
+            paths: PathBuilder::default(),
+            next_id: 0,
+            next_record: 0,
+            current: Vec::new().into_iter(),
+            current_record: 0,
+            done: false,
+        }
+    }
+
+    fn fail(&mut self, error: Error) -> Option<Result<PathEntry, Error>> {
+        self.done = true;
+        Some(Err(error))
+    }
+}
+
+impl<R: ReadAt> Iterator for EntryWalk<'_, R> {
+    type Item = Result<PathEntry, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if let Some((_, entry)) = self.current.next() {
+                if entry.entry_id != self.next_id {
+                    let error = Error::new(
+                        ErrorClass::RecordMalformed,
+                        "entry_id",
+                        format!("{}, expected {}", entry.entry_id, self.next_id),
+                    )
+                    .at(self.current_record)
+                    .in_section(&self.tree.name);
+                    return self.fail(error);
+                }
+                self.next_id += 1;
+                let path = self.paths.place(&entry);
+                return Some(Ok(PathEntry { path, entry }));
+            }
+            let Some(&record) = self.tree.entries_records.get(self.next_record) else {
+                self.done = true;
+                if self.next_id != self.tree.end.entry_count {
+                    let error = Error::new(
+                        ErrorClass::IndexMismatch,
+                        "FILES_END entry_count",
+                        format!("{}, but the entry records hold {}", self.tree.end.entry_count, self.next_id),
+                    )
+                    .in_section(&self.tree.name);
+                    return Some(Err(error));
+                }
+                return None;
+            };
+            self.next_record += 1;
+            match self.archive.entries_at(self.tree, record) {
+                Ok(entries) => (self.current, self.current_record) = (entries.into_iter(), record),
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+}
+
+/// The children of one directory, read through its table in name order: the
+/// table is read and checked once (one record, bounded by
+/// [`crate::Limits::max_index_bytes`]), each child's entry when it is reached.
+pub(crate) struct DirCursor {
+    dir_path: Vec<u8>,
+    dir_id: u64,
+    table: std::vec::IntoIter<(files::DirChild, Vec<u8>)>,
+}
+
+impl DirCursor {
+    /// The cursor over the table at `table_offset`, which must be that of
+    /// the directory `dir_id` reached as `dir_path`.
+    pub(crate) fn open<R: ReadAt>(
+        archive: &Archive<R>,
+        tree: &TreeSection,
+        table_offset: u64,
+        dir_id: u64,
+        dir_path: Vec<u8>,
+    ) -> Result<Self, Error> {
+        let table = archive.table_of(tree, table_offset, dir_id, &dir_path)?;
+        Ok(DirCursor { dir_path, dir_id, table: table.children.into_iter() })
+    }
+
+    /// The next child with its path, and the record offset of its own table
+    /// (0 unless it is a directory); `None` after the last.
+    pub(crate) fn next_child<R: ReadAt>(
+        &mut self,
+        archive: &Archive<R>,
+        tree: &TreeSection,
+        cache: &mut Option<(u64, Vec<(u32, Entry)>)>,
+    ) -> Option<Result<(PathEntry, u64), Error>> {
+        let (child, name) = self.table.next()?;
+        let path = join(&self.dir_path, &name);
+        Some(
+            archive
+                .child_entry(tree, cache, &child, self.dir_id, &path)
+                .map(|entry| (PathEntry { path, entry }, child.dir_table)),
+        )
+    }
+}
+
+/// The entry at a path and everything below it, through the directory tables
+/// only: the walk under [`Archive::walk_below`] and [`crate::Tree::subtree`].
+/// A directory's children come in name order, then those of each child
+/// directory in turn. Each table is read once, and must belong to the
+/// directory that leads to it, so the walk ends whatever the tables hold; it
+/// ends after the first error. Each item has the record offset of the entry's
+/// own table (0 unless it is a directory).
+pub(crate) struct TableWalk<'a, R: ReadAt> {
+    archive: &'a Archive<R>,
+    tree: &'a TreeSection,
+    /// The entry the walk starts at, until it is given.
+    first: Option<(PathEntry, u64)>,
+    /// Directories still to list: (path, table, entry id). Children are
+    /// pushed in reverse so the smallest name is listed first.
+    pending: Vec<(Vec<u8>, u64, u64)>,
+    /// The directory being listed, and the directories found in it so far.
+    current: Option<DirCursor>,
+    below: Vec<(Vec<u8>, u64, u64)>,
+    cache: Option<(u64, Vec<(u32, Entry)>)>,
+    done: bool,
+}
+
+impl<'a, R: ReadAt> TableWalk<'a, R> {
+    /// The walk from `path`; `None` when the archive holds no such path.
+    pub(crate) fn new(archive: &'a Archive<R>, tree: &'a TreeSection, path: &[u8]) -> Result<Option<Self>, Error> {
+        let Some((entry, table)) = archive.find(tree, path)? else {
+            return Ok(None);
+        };
+        Ok(Some(TableWalk::from_entry(archive, tree, PathEntry { path: normal_path(path), entry }, table)))
+    }
+
+    /// The walk from `start`, whose own table (if it is a directory) is at
+    /// `table`.
+    pub(crate) fn from_entry(archive: &'a Archive<R>, tree: &'a TreeSection, start: PathEntry, table: u64) -> Self {
+        TableWalk {
+            archive,
+            tree,
+            first: Some((start, table)),
+            pending: Vec::new(),
+            current: None,
+            below: Vec::new(),
+            cache: None,
+            done: false,
+        }
+    }
+}
+
+impl<R: ReadAt> Iterator for TableWalk<'_, R> {
+    type Item = Result<(PathEntry, u64), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if let Some((first, table)) = self.first.take() {
+            if first.entry.kind == EntryKind::Directory {
+                self.pending.push((first.path.clone(), table, first.entry.entry_id));
+            }
+            return Some(Ok((first, table)));
+        }
+        loop {
+            if let Some(cursor) = &mut self.current {
+                match cursor.next_child(self.archive, self.tree, &mut self.cache) {
+                    Some(Ok((item, table))) => {
+                        if item.entry.kind == EntryKind::Directory && table != 0 {
+                            self.below.push((item.path.clone(), table, item.entry.entry_id));
+                        }
+                        return Some(Ok((item, table)));
+                    }
+                    Some(Err(e)) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                    None => {
+                        self.current = None;
+                        self.pending.extend(self.below.drain(..).rev());
+                    }
+                }
+            }
+            let Some((path, table, id)) = self.pending.pop() else {
+                self.done = true;
+                return None;
+            };
+            match DirCursor::open(self.archive, self.tree, table, id, path) {
+                Ok(cursor) => self.current = Some(cursor),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// The entry records read last, parsed, for lookups by id close to each
+/// other: a few records, so memory stays bounded whatever the section holds.
+#[derive(Default)]
+pub(crate) struct RecordCache {
+    /// Record offset and entries, the most recently used first.
+    records: Vec<(u64, ParsedRecord)>,
+}
+
+/// The entries of one record, with their offsets in its body.
+pub(crate) type ParsedRecord = std::rc::Rc<Vec<(u32, Entry)>>;
+
+impl RecordCache {
+    /// How many records are kept.
+    const RECORDS: usize = 4;
+
+    /// A record kept whose entry ids span `id` (from its first entry's to its
+    /// last's).
+    fn holding(&self, id: u64) -> Option<ParsedRecord> {
+        self.records.iter().find_map(|(_, entries)| {
+            let (first, last) = (entries.first()?.1.entry_id, entries.last()?.1.entry_id);
+            (first..=last).contains(&id).then(|| entries.clone())
+        })
+    }
+
+    /// The entries of the record at `offset`, read if they are not kept.
+    pub(crate) fn get<R: ReadAt>(
+        &mut self,
+        archive: &Archive<R>,
+        tree: &TreeSection,
+        offset: u64,
+    ) -> Result<ParsedRecord, Error> {
+        if let Some(at) = self.records.iter().position(|(o, _)| *o == offset) {
+            let found = self.records.remove(at);
+            self.records.insert(0, found);
+        } else {
+            let entries = std::rc::Rc::new(archive.entries_at(tree, offset)?);
+            self.records.truncate(Self::RECORDS - 1);
+            self.records.insert(0, (offset, entries));
+        }
+        Ok(self.records[0].1.clone())
+    }
+}
+
+/// Builds entry paths in one pass over entries in id order, in time linear in
+/// the entries whatever the depth, and memory that grows with the directories
+/// alone: the path of the current directory chain is one buffer, each
+/// directory keeps only its parent, name and depth, and other entries nothing.
 #[derive(Default)]
 struct PathBuilder {
-    /// Per entry id: a directory's parent and name (`None` for other entries).
-    dirs: Vec<Option<(u64, Box<[u8]>)>>,
-    /// Per entry id: a directory's depth, which is its place in any chain.
-    depths: Vec<usize>,
+    /// The directories placed so far, by entry id.
+    dirs: std::collections::HashMap<u64, PlacedDir>,
     /// The current chain of directories: entry id and the path length up to it.
     chain: Vec<(u64, usize)>,
     path: Vec<u8>,
+}
+
+/// What a path needs of a directory.
+struct PlacedDir {
+    parent: u64,
+    name: Box<[u8]>,
+    /// Its depth, which is its place in any chain.
+    depth: usize,
 }
 
 impl PathBuilder {
@@ -471,13 +743,14 @@ impl PathBuilder {
             if let Some(at) = at {
                 self.chain.truncate(at + 1);
             }
-            self.dirs.push(Some((entry.parent_id, entry.name.clone().into_boxed_slice())));
-            self.depths.push(self.chain.len());
+            let placed = PlacedDir {
+                parent: entry.parent_id,
+                name: entry.name.clone().into_boxed_slice(),
+                depth: self.chain.len(),
+            };
+            self.dirs.insert(entry.entry_id, placed);
             self.path.clone_from(&path);
             self.chain.push((entry.entry_id, path.len()));
-        } else {
-            self.dirs.push(None);
-            self.depths.push(0);
         }
         path
     }
@@ -485,7 +758,7 @@ impl PathBuilder {
     /// Where `dir` is in the current chain, making it the chain's end when it
     /// is not on it; `None` if it is not a directory seen before.
     fn find(&mut self, dir: u64) -> Option<usize> {
-        let depth = self.depths.get(dir as usize).copied().unwrap_or(0);
+        let depth = self.dirs.get(&dir)?.depth;
         if self.chain.get(depth).is_some_and(|c| c.0 == dir) {
             return Some(depth);
         }
@@ -494,29 +767,25 @@ impl PathBuilder {
         let mut ids = Vec::new();
         let mut at = dir;
         loop {
-            match self.dirs.get(at as usize) {
-                Some(Some((parent, _))) => {
-                    ids.push(at);
-                    if *parent == NO_PARENT {
-                        break;
-                    }
-                    if *parent >= at {
-                        return None;
-                    }
-                    at = *parent;
-                }
-                _ => return None,
+            let parent = self.dirs.get(&at)?.parent;
+            ids.push(at);
+            if parent == NO_PARENT {
+                break;
             }
+            if parent >= at {
+                return None;
+            }
+            at = parent;
         }
         self.chain.clear();
         self.path.clear();
         for &id in ids.iter().rev() {
-            if let Some(Some((parent, name))) = self.dirs.get(id as usize) {
-                if *parent != NO_PARENT {
+            if let Some(dir) = self.dirs.get(&id) {
+                if dir.parent != NO_PARENT {
                     if !self.path.is_empty() {
                         self.path.push(b'/');
                     }
-                    self.path.extend_from_slice(name);
+                    self.path.extend_from_slice(&dir.name);
                 }
             }
             self.chain.push((id, self.path.len()));
