@@ -54,29 +54,23 @@ fn a_chain_stores_only_changes_and_reads_back_whole() {
     make_tree(&src);
     let disk = d.join("disk.img");
     std::fs::write(&disk, noise(3, 16 * MIB)).unwrap();
+    let files_arg = format!("t={}", path_str(&src));
+    let image_arg = format!("disk={}", path_str(&disk));
+    // One backup of the tree and the image, a child of `parent` when given.
+    let backup = |out: &Path, parent: Option<&Path>| {
+        let mut args = vec!["create", path_str(out), "--files", &files_arg, "--image", &image_arg];
+        if let Some(parent) = parent {
+            args.extend(["--parent", path_str(parent)]);
+        }
+        create_json(&args)
+    };
     let full = d.join("mon.strata");
-    let full_json = create_json(&[
-        "create",
-        path_str(&full),
-        "--files",
-        &format!("t={}", path_str(&src)),
-        "--image",
-        &format!("disk={}", path_str(&disk)),
-    ]);
+    let full_json = backup(&full, None);
     let full_size = full_json["archive_size"].as_u64().unwrap();
 
     // Unchanged: the child reads no file and adds a tiny fraction.
     let tue = d.join("tue.strata");
-    let json = create_json(&[
-        "create",
-        path_str(&tue),
-        "--parent",
-        path_str(&full),
-        "--files",
-        &format!("t={}", path_str(&src)),
-        "--image",
-        &format!("disk={}", path_str(&disk)),
-    ]);
+    let json = backup(&tue, Some(&full));
     let files = tree_of(&json)["files"].as_u64().unwrap();
     assert_eq!(tree_of(&json)["unchanged_files"].as_u64().unwrap(), files, "no file is read again");
     assert_eq!(tree_of(&json)["stored_bytes"].as_u64().unwrap(), 0, "no content is stored again");
@@ -101,16 +95,7 @@ fn a_chain_stores_only_changes_and_reads_back_whole() {
         image.write_all_at(&noise(11, 4096), 9 * MIB as u64).unwrap();
     }
     let wed = d.join("wed.strata");
-    let json = create_json(&[
-        "create",
-        path_str(&wed),
-        "--parent",
-        path_str(&tue),
-        "--files",
-        &format!("t={}", path_str(&src)),
-        "--image",
-        &format!("disk={}", path_str(&disk)),
-    ]);
+    let json = backup(&wed, Some(&tue));
     let wed_size = json["archive_size"].as_u64().unwrap();
     // About the changed data: a 4 MiB window of the image, two of big.bin, the
     // log's new tail, small files; far from the 31 MiB a full copy takes.

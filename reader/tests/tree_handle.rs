@@ -146,6 +146,8 @@ fn every_valid_tree_reads_as_its_manifest_says() {
     for (file, want) in &trees {
         let bytes = vector(file);
         let archive = Archive::open(bytes).expect("a valid vector opens");
+        // An incremental vector's ancestors are vectors beside it.
+        archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(file)));
         let name = want["name"].as_str().expect("name");
         let tree = archive.tree(name).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(tree.name(), name);
