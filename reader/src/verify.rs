@@ -1352,8 +1352,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 faults.push(format!("section {name:?}: its kind or offsets disagree with the records"));
             }
         }
-        if self.chain.incremental && self.chain.index.is_some() != index.chain_index.is_some() {
-            faults.push("its chain fields disagree with the records (an incremental archive has a CHAIN_INDEX)".into());
+        if let Some(fault) = self.chain_pointer_fault(index_offset, &index) {
+            faults.push(fault);
         }
         if !faults.is_empty() {
             self.problem(ErrorClass::IndexMismatch, index_offset, "ARCHIVE_INDEX", faults.join("; "));

@@ -54,7 +54,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     /// Notes a reference into an ancestor from the extent record at `owner`;
-    /// one that names no listed ancestor breaks a rule of that record (15.1).
+    /// it is checked after the walk, when the chain is known (`check_chain`).
     pub(crate) fn note_ancestor_ref(
         &mut self,
         owner: u64,
@@ -63,21 +63,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         needs: u64,
         exact: bool,
     ) {
-        let reference = ChunkRef::split(chunk_ref);
-        let depth = self.chain.state.as_ref().map_or(0, |s| s.chain.depth());
-        if usize::from(reference.archive) > depth || reference.offset < 128 {
-            let p = self.problem(
-                ErrorClass::RecordMalformed,
-                owner,
-                "chunk reference",
-                format!(
-                    "refers to archive {} at offset {}, but the chain lists {depth} ancestors",
-                    reference.archive, reference.offset
-                ),
-            );
-            self.attach(p, target);
-            return;
-        }
         self.chain.refs.push(AncestorRef { owner, chunk_ref, target, needs, exact });
     }
 
@@ -166,11 +151,45 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 "the archive is incremental (feature bit 1), but its first record is not CHAIN",
             );
         }
+        if !self.chain.incremental {
+            return;
+        }
         let chain_offset = self.first_record;
+        let refs = std::mem::take(&mut self.chain.refs);
+        if self.chain.state.is_none() {
+            // No chain to resolve them by: each reference is lost to the
+            // problem at the first record (FORMAT.md 15.4, last paragraph).
+            let p = match self.report.problems.iter().position(|p| p.offset == chain_offset) {
+                Some(p) => p,
+                None => self.problem(
+                    ErrorClass::RecordMalformed,
+                    chain_offset,
+                    "CHAIN",
+                    "the archive's chain cannot be read: its ancestors are unknown",
+                ),
+            };
+            for reference in refs {
+                self.chain.refs_seen.insert(reference.chunk_ref);
+                self.attach(p, reference.target);
+            }
+            return;
+        }
+        let depth = self.chain.state.as_ref().map_or(0, |s| s.chain.depth());
         let mut per_ancestor: HashMap<u8, usize> = HashMap::new();
-        for reference in std::mem::take(&mut self.chain.refs) {
+        for reference in refs {
             self.chain.refs_seen.insert(reference.chunk_ref);
             let k = ChunkRef::split(reference.chunk_ref).archive;
+            let offset = ChunkRef::split(reference.chunk_ref).offset;
+            if usize::from(k) > depth || offset < 128 {
+                let p = self.problem(
+                    ErrorClass::RecordMalformed,
+                    reference.owner,
+                    "chunk reference",
+                    format!("refers to archive {k} at offset {offset}, but the chain lists {depth} ancestors"),
+                );
+                self.attach(p, reference.target);
+                continue;
+            }
             // An ancestor that does not open or bind is one problem, at the CHAIN record.
             if let Some(state) = &self.chain.state {
                 if let Err(e) = state.status(usize::from(k)) {
@@ -219,8 +238,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     /// The `CHAIN_INDEX` compared with the records (15.3, a summary check):
-    /// its copy of the chain, its rows, its place and the `ARCHIVE_INDEX`'s
-    /// pointer to it.
+    /// its copy of the chain and its rows.
     pub(crate) fn summary_chain_index(&mut self) {
         let Some((pos, stored_end, index, digest)) = self.chain.index.take() else { return };
         let mut faults = Vec::new();
@@ -237,21 +255,24 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 self.chain.refs_seen.len()
             ));
         }
-        if let Some((index_offset, Some(pointer))) =
-            self.archive_index.as_ref().map(|(offset, index)| (*offset, index.chain_index))
-        {
-            if pointer.offset != pos || stored_end != index_offset {
-                faults.push(
-                    "the ARCHIVE_INDEX does not point at it, or it is not directly before the ARCHIVE_INDEX".into(),
-                );
-            } else if pointer.blake3 != digest {
-                faults.push("its BLAKE3 is not the one the ARCHIVE_INDEX holds".into());
-            }
-        }
         if !faults.is_empty() {
             self.problem(ErrorClass::IndexMismatch, pos, "CHAIN_INDEX", faults.join("; "));
         }
         self.chain.index = Some((pos, stored_end, index, digest));
+    }
+
+    /// The `ARCHIVE_INDEX`'s pointer to the `CHAIN_INDEX` (9.2): what is
+    /// wrong with it, if anything (a fault of the `ARCHIVE_INDEX`).
+    pub(crate) fn chain_pointer_fault(&self, index_offset: u64, index: &strata_format::ArchiveIndex) -> Option<String> {
+        let pointer = index.chain_index?;
+        match &self.chain.index {
+            Some((pos, stored_end, _, digest)) if pointer.offset == *pos && *stored_end == index_offset => {
+                (pointer.blake3 != *digest)
+                    .then(|| "its chain_index_blake3 is not the BLAKE3 of the CHAIN_INDEX".into())
+            }
+            Some(_) => Some("its chain_index_offset is not the CHAIN_INDEX directly before it".into()),
+            None => Some("it points at a CHAIN_INDEX the walk did not find".into()),
+        }
     }
 
     /// Attaches what a reference stands for to problem `p`.
