@@ -352,6 +352,11 @@ pub fn scan_with_parents<R: ReadAt + ?Sized>(
             let class = class.expect("checked above");
             // Past a damaged header, the records still say which archive they belong to.
             let found = find_any_record(source, size, ArchiveHeader::SIZE as u64)?;
+            // Its feature bits are not trusted: the archive is incremental when
+            // its first record is a CHAIN (FORMAT.md 15).
+            chain.incremental = found.is_some_and(|(offset, tag)| {
+                crate::chain::record_type_at(source, size, offset, tag, &limits) == Some(RecordType::Chain)
+            });
             let fatal = matches!(class, ErrorClass::UnsupportedVersion | ErrorClass::UnsupportedFeature);
             if class != ErrorClass::NotStrata || found.is_some() {
                 report.recognised = true;
@@ -740,7 +745,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             Some(ImageBegin | FilesBegin | ImageIndex | FilesDir | FilesIndex | ChainIndex | ArchiveIndex | Trailer)
         );
         if pos == self.first_record {
-            self.chain.first_type = record_type;
+            self.chain.first_type = Some(record_type);
         }
         if ends_section && (self.open.is_some() || self.open_tree.is_some()) {
             // Left open: its end record never came (FORMAT.md section 11).

@@ -43,8 +43,17 @@ pub(crate) struct WalkChain {
     pub resolved: HashMap<u64, Result<AncestorChunk, (ErrorClass, String)>>,
     /// Every ancestor reference the extents hold, for the `CHAIN_INDEX` rows.
     pub refs_seen: BTreeSet<u64>,
-    /// The type of the record at `header_length`, if its header passed.
-    pub first_type: Option<RecordType>,
+    /// The type of the record at `header_length`, if its header passed
+    /// (`None` inside for an unknown ancillary type).
+    pub first_type: Option<Option<RecordType>>,
+}
+
+impl WalkChain {
+    /// Whether the first record passed its header checks as another type than
+    /// `CHAIN` (an ancillary record included): the chain is then unknown.
+    fn first_is_not_chain(&self) -> bool {
+        matches!(self.first_type, Some(t) if t != Some(RecordType::Chain))
+    }
 }
 
 impl<R: ReadAt + ?Sized> Walk<'_, R> {
@@ -70,13 +79,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// checked once (its own checks, 15.4 step 5); `None` if it cannot be had.
     pub(crate) fn ancestor_chunk(&mut self, chunk_ref: u64) -> Option<(std::sync::Arc<Vec<u8>>, [u8; 32])> {
         if !self.chain.resolved.contains_key(&chunk_ref) {
-            let result = match &self.chain.state {
-                Some(state) => state
-                    .chunk(ChunkRef::split(chunk_ref))
-                    .map(|c| (std::sync::Arc::new(c.raw), c.blake3))
-                    .map_err(|e| (e.class().unwrap_or(ErrorClass::ParentMissing), e.detail().to_string())),
-                None => Err((ErrorClass::ParentMissing, "the archive's chain is not known".to_string())),
-            };
+            // Before the chain is known (a damaged CHAIN whose copy comes at
+            // the end), nothing is read, and nothing is remembered as failed.
+            let state = self.chain.state.as_ref()?;
+            let result = state
+                .chunk(ChunkRef::split(chunk_ref))
+                .map(|c| (std::sync::Arc::new(c.raw), c.blake3))
+                .map_err(|e| (e.class().unwrap_or(ErrorClass::ParentMissing), e.detail().to_string()));
             self.chain.resolved.insert(chunk_ref, result);
         }
         self.chain.resolved[&chunk_ref].as_ref().ok().cloned()
@@ -121,8 +130,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
         match ChainIndex::parse(body, &self.own_uuid, self.limits.max_chain_depth) {
             Ok(index) => {
-                if self.chain.state.is_none() {
-                    // The front copy was lost: the index's copy names the ancestors (FORMAT.md 11).
+                // A CHAIN that was lost to damage costs nothing: the index's
+                // copy names the ancestors (FORMAT.md 11). A first record of
+                // another type leaves the chain unknown (15.4).
+                if self.chain.state.is_none() && !self.chain.first_is_not_chain() {
                     let state =
                         ChainState::new(index.chain.clone(), self.first_record, None, self.own_uuid, self.limits);
                     state.set_search(self.parents.clone());
@@ -142,7 +153,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// (15.4), problems at the referring record or, for an ancestor that is
     /// missing or does not bind, at the `CHAIN` record.
     pub(crate) fn check_chain(&mut self) {
-        if self.chain.incremental && self.chain.front.is_none() && self.chain.first_type != Some(RecordType::Chain) {
+        // Only a first record that passes as another type breaks the rule; one
+        // lost to damage is that damage's problem (section 11).
+        if self.chain.incremental && self.chain.first_is_not_chain() {
             let first = self.first_record;
             self.problem(
                 ErrorClass::RecordMalformed,

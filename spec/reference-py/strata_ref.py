@@ -27,7 +27,9 @@ ancestor missing or mismatched once, at the CHAIN record, affecting every range
 and file that refers to it, and every other reference problem at the referring
 record of the child; the CHAIN_INDEX is compared with the CHAIN record and the
 extents, and the ARCHIVE_INDEX's chain fields with the CHAIN_INDEX, as summary
-checks. A damaged CHAIN is replaced by the CHAIN_INDEX's copy (11).
+checks. A damaged CHAIN is replaced by the CHAIN_INDEX's copy (11); when the chain
+cannot be known (both fail, or the first record is not a CHAIN), every ancestor
+reference is charged to the first record's problem (15.4).
 
 Exit status
     verify  0 ok, 1 damaged or unsupported, 2 unreadable (conformance.md);
@@ -811,6 +813,9 @@ def parse_chain_index(body, own_uuid=None):
         if (archive == 0 or (depth is not None and archive > depth)) and kind is None:
             kind = ("record-malformed", f"CHAIN_INDEX.rows[{i}].chunk_ref",
                     f"0x{ref:016x}: archive {archive}, expected 1 to the depth {depth}")
+        elif ref & REF_OFFSET < 128 and kind is None:
+            kind = ("record-malformed", f"CHAIN_INDEX.rows[{i}].chunk_ref",
+                    f"0x{ref:016x}: offset {ref & REF_OFFSET}, below 128")
         prev = ref
     errs += [x for x in (order, kind) if x]
     return {"chain_body": bytes(copy), "chain": chain, "rows": rows, "count": count}, errs
@@ -1276,6 +1281,8 @@ class Walker:
         self.chained = False            # feature bit 1; None: header not trusted, the first record tells
         self.bit1_known = False         # the header was trusted, so bit 1 is known
         self.first_off = None           # offset of the first record of the walk (15: the CHAIN's place)
+        self.first_typ = None           # its type, when its header passed
+        self.first_prob = None          # the problem of a first record that is not a CHAIN (bit 1 set)
         self.chain = self.chain_body = None     # the intact CHAIN record's chain and body
         self.chain_index = None         # (offset, parsed) of the CHAIN_INDEX whose body passed its rules
         self.ci_seen = False            # a CHAIN_INDEX record's header was met
@@ -1283,8 +1290,6 @@ class Walker:
         self.prev_rec = None            # (offset, type, end) of the last record whose header passed
         self.before_ai = None           # prev_rec when the ARCHIVE_INDEX was met
         self.anc_refs = []              # (referring record, target, chunk_ref, fits, what) into ancestors
-        self.held_anc = {}              # FILES_ENTRIES or IMAGE_INDEX offset -> {(archive, offset < 128)}
-                                        # of the ancestor refs it holds (15.1: checked against the depth)
         self.anc_ref_set = set()        # every distinct chunk_ref with archive >= 1 of the extents read
         self.anc_memo = {}              # chunk_ref -> resolution of an ancestor chunk (resolve_anc)
         self.anc_probs = {}             # k -> the parent-missing / parent-mismatch problem of ancestor k
@@ -1475,7 +1480,7 @@ class Walker:
     def header_seen(self, pos, typ, read):
         """What a record whose header passed its magic, CRC and tag checks does to the
         open section and to the run of chunks, by its type alone (11)."""
-        ends = typ in (IMAGE_BEGIN, FILES_BEGIN, ARCHIVE_INDEX, TRAILER) or typ in TABLE_TYPES
+        ends = typ in (IMAGE_BEGIN, FILES_BEGIN, ARCHIVE_INDEX, TRAILER, CHAIN_INDEX) or typ in TABLE_TYPES
         if ends and self.open:          # left open: its end record never came
             self.summaries.append((pos, ("left-open",)))
             self.open = None
@@ -1619,13 +1624,14 @@ class Walker:
         """15: feature bit 1 is set if and only if the first record is a CHAIN; either
         way round, the first record is record-malformed. A header that is not trusted
         says nothing of bit 1: the first record found tells."""
+        self.first_typ = typ
         if self.chained is None:
             self.chained = typ == CHAIN
         elif typ == CHAIN and not self.chained:
             self.problem("record-malformed", pos, "CHAIN", "the first record is a CHAIN, but feature bit 1 is clear")
         elif typ != CHAIN and self.chained:
-            self.problem("record-malformed", pos, tname(typ),
-                         "feature bit 1 (incremental) is set, but the first record is not a CHAIN")
+            self.first_prob = self.problem("record-malformed", pos, tname(typ),
+                                           "feature bit 1 (incremental) is set, but the first record is not a CHAIN")
 
     def on_chain(self, pos, body):
         """15.2: the rules of the body; only the first record of an incremental archive
@@ -1654,9 +1660,6 @@ class Walker:
         elif self.phase >= 2:
             used = False
             self.problem("record-malformed", pos, "CHAIN_INDEX", "a CHAIN_INDEX after the ARCHIVE_INDEX")
-        elif self.open is not None:
-            self.problem("record-malformed", pos, "CHAIN_INDEX",
-                         f"a CHAIN_INDEX inside section {self.open.sid}: it belongs after every section table")
         self.ci_seen = True
         self.phase = max(self.phase, 1)
         parsed, errs = parse_chain_index(body, self.own_uuid)
@@ -1825,10 +1828,9 @@ class Walker:
         w = f"FILES_ENTRIES entry {eid}"
         for c, what, d in entry_rule_errors(e, sec.captured):
             self.problem(c, pos, what, f"{show!r}: {d}")
-        if self.chained:                # 15.1: checked in finish(), when the depth is known
-            for x in e["extents"]:
-                if x[3] >= 128 and x[3] >> REF_SHIFT:
-                    self.held_anc.setdefault(pos, set()).add((x[3] >> REF_SHIFT, x[3] & REF_OFFSET < 128))
+        if self.chained:                # 15.3: the rows list the ancestor references of the extents; an
+            for x in e["extents"]:      # entry's are compared with its FILES_EXTENTS records (8.2) and
+                if x[3] >= 128 and x[3] >> REF_SHIFT:   # not reported again (15.1)
                     self.anc_ref_set.add(x[3])
         if eid != sec.next_id and not (sec.jump_ok and eid > sec.next_id):
             self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}")
@@ -1956,10 +1958,8 @@ class Walker:
             self.phase = max(self.phase, 1)
             return
         sec = self.table_section(pos, IMAGE_INDEX, parsed[0], "image")
-        if self.chained:                # 15.1: its chunk_refs are split too, and checked against the depth
-            for _, _, ref in parsed[1]:
-                if ref >= 128 and ref >> REF_SHIFT:
-                    self.held_anc.setdefault(pos, set()).add((ref >> REF_SHIFT, ref & REF_OFFSET < 128))
+        # 15.1: its ancestor references are compared with the IMAGE_EXTENTS records (9.1)
+        # and not reported again.
         if sec is not None:
             self.image_indexes.append((pos, sec, parsed[1]))
             self.summaries.append((pos, ("image-index", sec, parsed[1])))
@@ -2190,7 +2190,9 @@ class Walker:
         if not self.chained:
             return
         chain = self.chain
-        if chain is None and self.chain_index is not None:
+        if chain is None and self.chain_index is not None and self.first_typ in (None, CHAIN):
+            # a damaged CHAIN: the copy stands in for it (11); a first record that is not
+            # a CHAIN leaves the chain unknown (15.4)
             chain = self.chain_index[1]["chain"]
         self.final_chain = chain
         if chain is not None:
@@ -2198,7 +2200,10 @@ class Walker:
 
     def chain_damage(self):
         """The problem of the first record, where the chain should be: references into
-        ancestors, which no chain names, are charged to it (11)."""
+        ancestors, which no chain names, are charged to it (15.4): record-malformed for a
+        first record that is not a CHAIN, else the CHAIN's damage or broken rule."""
+        if self.first_prob is not None:
+            return self.first_prob
         prob = self.damage_at(self.first_off)
         if prob is None:
             prob = next((p for p in self.problems if p["offset"] == self.first_off), None)
@@ -2244,10 +2249,9 @@ class Walker:
         if chain is None or self.ancestors is None or k > chain["depth"] or o < 128:
             return None
         r = self.resolve_anc(ref)
-        if r[0] != "ok":
-            return None
-        row = self.row(ref)
-        return r[1] if row is None or row == r[2] else None
+        # A chunk that is not the one its row lists is parent-mismatch at the extents
+        # record; the digests are still computed over what the ancestor gives (15.4 rule 5).
+        return r[1] if r[0] == "ok" else None
 
     def chunk_blake3(self, ref):
         """The blake3 field of the chunk a data extent refers to (7.3, 15.1)."""
@@ -2266,24 +2270,17 @@ class Walker:
         if not self.chained:
             return
         chain = self.final_chain
-        for pos, refs in sorted(self.held_anc.items()):
-            what = f"{tname(u16(self.mm, pos + 4))} extents.chunk_ref"
-            for k, low in sorted(refs):
-                if low:
-                    self.problem("record-malformed", pos, what, f"archive {k} with an offset below 128")
-                elif chain is not None and k > chain["depth"]:
-                    self.problem("record-malformed", pos, what, f"archive {k}, above the chain's depth {chain['depth']}")
         for pos, target, ref, length, coff in self.anc_refs:
             k, o = split_ref(ref)
             what = f"{tname(u16(self.mm, pos + 4))}.chunk_ref"
+            if chain is None:           # the chain cannot be known: every reference into an ancestor
+                prob = self.chain_damage()      # is charged to the first record's problem, and
+                if prob is not None:            # nothing else is reported for it (15.4)
+                    prob["affects"].append(target)
+                continue
             if o < 128:
                 self.problem("record-malformed", pos, what, f"0x{ref:016x}: archive {k} with an offset below 128",
                              [target])
-                continue
-            if chain is None:           # no chain to find the ancestors by: charged to the CHAIN's damage
-                prob = self.chain_damage()
-                if prob is not None:
-                    prob["affects"].append(target)
                 continue
             if k > chain["depth"]:
                 self.problem("record-malformed", pos, what,
@@ -2555,8 +2552,24 @@ class AncestorFile:
 
     def chunk(self, o):
         """(fields, raw bytes) of the CHUNK record at offset o, read and checked as in
-        sections 5 and 6 with this ancestor's tag; raises StrataError at o."""
-        body = read_record(self.mm, self.size, self.tag, o, CHUNK)
+        sections 5 and 6 with this ancestor's tag; raises StrataError at o. The classes
+        are those of 15.4 rule 5: a record header that fails its magic or CRC is
+        record-checksum, a record that runs past the ancestor's end truncated, any
+        other record there (another type, another archive's tag) dangling-reference,
+        and a CHUNK record that fails a later check that check's class."""
+        mm, size = self.mm, self.size
+        if o + 32 > size:
+            raise StrataError("truncated", o, "CHUNK", f"offset {o}: the record runs past the ancestor's end ({size} bytes)")
+        magic, rtyp, flags, rtag, blen, bcrc, hcrc = REC_HDR.unpack_from(mm, o)
+        if magic != REC_MAGIC or crc(mm[o:o + 28]) != hcrc:
+            raise StrataError("record-checksum", o, "record header",
+                              "bad magic" if magic != REC_MAGIC else "header_crc mismatch")
+        if rtag != self.tag:
+            raise StrataError("dangling-reference", o, "record.archive_tag",
+                              f"a record of another archive (tag {rtag.hex()}, the ancestor's is {self.tag.hex()})")
+        if rtyp != CHUNK:
+            raise StrataError("dangling-reference", o, "record.record_type", f"a {tname(rtyp)} record, not a CHUNK")
+        body = read_record(mm, size, self.tag, o, CHUNK)    # flags, length, body CRC: their classes
         fields, errs = parse_chunk_fields(body)
         if not errs:
             raw, errs = decode_chunk(fields, body[40:])
@@ -2795,10 +2808,12 @@ class Archive:
                 raise self._chain_err
             return self._chain
         hl = self.hdr["header_length"]
+        if record_header_ok(self.mm, hl, self.size, self.tag) and u16(self.mm, hl + 4) != CHAIN:
+            # the chain cannot be known: the copy in the CHAIN_INDEX does not stand in (15.4)
+            self._chain_err = StrataError("record-malformed", hl, "CHAIN",
+                                          f"feature bit 1 is set, but the first record is a {tname(u16(self.mm, hl + 4))}")
+            raise self._chain_err
         try:
-            if record_header_ok(self.mm, hl, self.size, self.tag) and u16(self.mm, hl + 4) != CHAIN:
-                raise StrataError("record-malformed", hl, "CHAIN",
-                                  f"feature bit 1 is set, but the first record is a {tname(u16(self.mm, hl + 4))}")
             chain, errs = parse_chain(self.record(hl, CHAIN), self.hdr["uuid"])
             self.raise_first(hl, errs)
             self._chain = chain
