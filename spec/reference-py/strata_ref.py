@@ -2554,9 +2554,12 @@ class AncestorFile:
         """(fields, raw bytes) of the CHUNK record at offset o, read and checked as in
         sections 5 and 6 with this ancestor's tag; raises StrataError at o. The classes
         are those of 15.4 rule 5: a record header that fails its magic or CRC is
-        record-checksum, a record that runs past the ancestor's end truncated, any
-        other record there (another type, another archive's tag) dangling-reference,
-        and a CHUNK record that fails a later check that check's class."""
+        record-checksum, a record that runs past the ancestor's end (or an o at or past
+        it) truncated, any other record header there (another archive's tag, reserved
+        or ZSTD flags, another type, a body over the type's limit) dangling-reference,
+        and a CHUNK record whose header passes and that fails a later check (body CRC,
+        fields, frame, BLAKE3) that check's class. The header checks run in the order
+        of section 5."""
         mm, size = self.mm, self.size
         if o + 32 > size:
             raise StrataError("truncated", o, "CHUNK", f"offset {o}: the record runs past the ancestor's end ({size} bytes)")
@@ -2564,12 +2567,20 @@ class AncestorFile:
         if magic != REC_MAGIC or crc(mm[o:o + 28]) != hcrc:
             raise StrataError("record-checksum", o, "record header",
                               "bad magic" if magic != REC_MAGIC else "header_crc mismatch")
+        # Every other header check of section 5, in its order, is dangling-reference:
+        # there is no CHUNK record of this ancestor at o.
         if rtag != self.tag:
             raise StrataError("dangling-reference", o, "record.archive_tag",
                               f"a record of another archive (tag {rtag.hex()}, the ancestor's is {self.tag.hex()})")
+        if flags & ~(R_ANCILLARY | R_ZSTD):
+            raise StrataError("dangling-reference", o, "record.flags", f"reserved flag bits set: 0x{flags:04x}")
         if rtyp != CHUNK:
             raise StrataError("dangling-reference", o, "record.record_type", f"a {tname(rtyp)} record, not a CHUNK")
-        body = read_record(mm, size, self.tag, o, CHUNK)    # flags, length, body CRC: their classes
+        if flags & R_ZSTD:
+            raise StrataError("dangling-reference", o, "record.flags", "ZSTD on a CHUNK, a type never compressed (5.2)")
+        if blen > MAX_BODY[CHUNK]:
+            raise StrataError("dangling-reference", o, "CHUNK.body_length", f"{blen}, maximum {MAX_BODY[CHUNK]}")
+        body = read_record(mm, size, self.tag, o, CHUNK)    # end of the file, body CRC: their classes
         fields, errs = parse_chunk_fields(body)
         if not errs:
             raw, errs = decode_chunk(fields, body[40:])
