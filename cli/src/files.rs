@@ -478,6 +478,7 @@ fn open_image_files(
     archive: &std::path::Path,
     image: Option<&str>,
     partition: Option<u32>,
+    checks: crate::volumes::Checks,
     paths: &[String],
 ) -> Result<(crate::volumes::Opened, Vec<Vec<u8>>, bool), Failure> {
     let label = archive.display().to_string();
@@ -486,14 +487,17 @@ fn open_image_files(
         return Err(Failure::fatal("patterns are not matched inside images yet: give paths"));
     }
     let archive = std::rc::Rc::new(archive);
-    let opened = crate::volumes::open(&archive, image, partition, &label)?;
+    let opened = crate::volumes::open(&archive, image, partition, checks, &label)?;
     Ok((opened, paths.iter().map(|p| clean(p)).collect(), damaged))
 }
 
 /// `list --image NAME [--partition N] [PATH...]`: the files of the file
 /// system inside an image section, in the shapes of a file-tree listing.
 fn list_image(args: &ListArgs) -> Result<u8, Failure> {
-    let (opened, paths, damaged) = open_image_files(&args.archive, args.image.as_deref(), args.partition, &args.paths)?;
+    // Metadata only: chunks read once need not be decoded whole.
+    let checks = crate::volumes::Checks::Partial;
+    let (opened, paths, damaged) =
+        open_image_files(&args.archive, args.image.as_deref(), args.partition, checks, &args.paths)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut closed = false;
     if args.json {
@@ -663,7 +667,10 @@ fn extract_options(args: &ExtractArgs, select: Vec<Vec<u8>>) -> ExtractOptions {
 /// `extract --image NAME [--partition N] DEST [PATH...]`: files of the file
 /// system inside an image section, under every rule of tree extraction.
 fn extract_image(args: &ExtractArgs) -> Result<u8, Failure> {
-    let (opened, paths, damaged) = open_image_files(&args.archive, args.image.as_deref(), args.partition, &args.paths)?;
+    // Extraction checks every chunk it reads by its BLAKE3 (FORMAT.md 10.1).
+    let checks = crate::volumes::Checks::Whole;
+    let (opened, paths, damaged) =
+        open_image_files(&args.archive, args.image.as_deref(), args.partition, checks, &args.paths)?;
     let options = extract_options(args, paths.clone());
     let started = std::time::Instant::now();
     let mut missing = Vec::new();

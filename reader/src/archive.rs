@@ -453,6 +453,27 @@ impl<R: ReadAt> Archive<R> {
             .map_err(|e| e.at(chunk_ref))
     }
 
+    /// The chunk at `chunk_ref`, which must hold `expected_length` raw bytes
+    /// (as [`Archive::read_chunk`] checks), as a stream to decode only as far
+    /// as needed, into `out` (emptied, its room kept): its record CRC and frame
+    /// rules are checked now, its BLAKE3 once decoded whole.
+    pub(crate) fn chunk_stream(
+        &self,
+        chunk_ref: u64,
+        expected_length: u64,
+        out: Vec<u8>,
+    ) -> Result<chunk::ChunkStream, Error> {
+        let header = read_chunk_record_header(&self.source, self.size, chunk_ref, self.tag, &self.limits)?;
+        let body_start = chunk_ref + RecordHeader::SIZE as u64;
+        let stream =
+            chunk::ChunkStream::open(&self.source, body_start, header.body_length, Some((&header, chunk_ref)), out)
+                .map_err(|e| e.at(chunk_ref))?;
+        if stream.raw_length() != expected_length {
+            return Err(short_chunk(expected_length, stream.raw_length()).at(chunk_ref));
+        }
+        Ok(stream)
+    }
+
     /// Reads image bytes at `offset` into `buf`; returns how many were read (fewer
     /// than `buf.len()` only at the end of the image). Ranges lost in salvage
     /// read as zeros. [`Image::read_at`] is the same read through a handle.

@@ -24,11 +24,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::image::read_image_range;
+use crate::archive::short_chunk;
+use crate::chunk::ChunkStream;
+use crate::image::{read_image_range, ChunkPart};
 use strata_format::ExtentKind;
 
 use crate::{Archive, Chunk, Error, ImageSection, ReadAt};
@@ -43,6 +45,13 @@ pub struct ChunkCache {
     state: Mutex<State>,
     /// Woken when a chunk some thread was decoding is ready (or failed).
     decoded: Condvar,
+    /// The chunk [`ChunkCache::read_image_at_partial`] read in part last,
+    /// decoded as far as that read needed, and its decoder: a second read in
+    /// it goes on from there to the chunk's end, and the next first read of
+    /// another chunk decodes into its buffer, whose pages are then touched
+    /// already (a fresh process pays for each page it touches). Outside the
+    /// budget: one chunk's raw bytes at most.
+    begun: Mutex<Option<(u64, ChunkStream)>>,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +61,9 @@ struct State {
     by_use: BTreeMap<u64, u64>,
     clock: u64,
     held: usize,
+    /// Chunks [`ChunkCache::read_image_at_partial`] decoded only in part: the
+    /// next read in one of them decodes it whole.
+    read_in_part: HashSet<u64>,
 }
 
 #[derive(Debug)]
@@ -67,7 +79,7 @@ enum Slot {
 impl ChunkCache {
     /// A cache holding at most `capacity` bytes of decoded chunks.
     pub fn new(capacity: usize) -> Self {
-        ChunkCache { capacity, state: Mutex::new(State::default()), decoded: Condvar::new() }
+        ChunkCache { capacity, state: Mutex::new(State::default()), decoded: Condvar::new(), begun: Mutex::new(None) }
     }
 
     /// The byte budget given to [`ChunkCache::new`].
@@ -99,21 +111,24 @@ impl ChunkCache {
         chunk_ref: u64,
         expected_length: u64,
     ) -> Result<Arc<Chunk>, Error> {
-        self.fetch(archive, chunk_ref, Some(expected_length))
+        self.fetch(archive, chunk_ref, Some(expected_length), None)
     }
 
     /// The chunk at `chunk_ref` whatever its length (as
     /// [`Archive::read_chunk_whole`]), for file extents, which name a range of a
     /// chunk rather than its length: from the cache or read, checked and kept.
     pub fn chunk_whole<R: ReadAt>(&self, archive: &Archive<R>, chunk_ref: u64) -> Result<Arc<Chunk>, Error> {
-        self.fetch(archive, chunk_ref, None)
+        self.fetch(archive, chunk_ref, None, None)
     }
 
+    /// The chunk from the cache, else decoded: by going on with `begun`, the
+    /// stream of its first read in part, when given, else from its start.
     fn fetch<R: ReadAt>(
         &self,
         archive: &Archive<R>,
         chunk_ref: u64,
         expected_length: Option<u64>,
+        begun: Option<ChunkStream>,
     ) -> Result<Arc<Chunk>, Error> {
         let read = || match expected_length {
             Some(length) => archive.read_chunk(chunk_ref, length),
@@ -148,7 +163,16 @@ impl ChunkCache {
         state.entries.insert(chunk_ref, Slot::Decoding);
         drop(state);
         let decoding = Decoding { cache: self, chunk_ref };
-        let result = read();
+        let result = match begun {
+            Some(stream) => {
+                let next_record = stream.end();
+                stream
+                    .finish(archive.source())
+                    .map(|(header, raw)| Arc::new(Chunk { blake3: header.blake3, raw, next_record }))
+                    .map_err(|e| e.at(chunk_ref))
+            }
+            None => read(),
+        };
         std::mem::forget(decoding);
         let mut state = self.lock();
         state.entries.remove(&chunk_ref);
@@ -188,6 +212,75 @@ impl ChunkCache {
             let chunk = self.chunk(archive, part.chunk_ref, part.chunk_length)?;
             part.copy_from(&chunk, dest)
         })
+    }
+
+    /// Reads image bytes as [`ChunkCache::read_image_at`] does, for a reader
+    /// of small parts far apart, such as a file system's metadata and one
+    /// file: the first read in a chunk that is not held decodes the chunk only
+    /// up to the end of the part it needs; a second read in that chunk decodes
+    /// it whole (going on from where the first stopped, when it was the last
+    /// chunk read so), checks its BLAKE3 and keeps it, as every read of a held
+    /// chunk is served.
+    ///
+    /// A part read by a first read is checked by the chunk's record CRC, which
+    /// covers every stored byte, and by the zstd frame rules, but not by the
+    /// chunk's BLAKE3, which needs the whole chunk (FORMAT.md 10.1, step 4).
+    /// Use it where that is enough and said (`cat` and `list` of files inside
+    /// an image), never to verify, restore or extract.
+    pub fn read_image_at_partial<R: ReadAt>(
+        &self,
+        archive: &Archive<R>,
+        image: &ImageSection,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Error> {
+        read_image_range(image, offset, buf, |part, dest| {
+            // A part that runs to the chunk's end needs it all: check it whole.
+            if (part.range.end as u64) < part.chunk_length && self.first_read_in_part(part.chunk_ref) {
+                return self.read_first_part(archive, part, dest);
+            }
+            let begun = {
+                let mut begun = self.begun();
+                match begun.take() {
+                    Some((chunk_ref, stream)) if chunk_ref == part.chunk_ref => Some(stream),
+                    other => {
+                        *begun = other;
+                        None
+                    }
+                }
+            };
+            let chunk = self.fetch(archive, part.chunk_ref, Some(part.chunk_length), begun)?;
+            part.copy_from(&chunk, dest)
+        })
+    }
+
+    /// Whether the chunk at `chunk_ref` is neither held (or being decoded) nor
+    /// was read in part before; notes that it is being read in part now.
+    fn first_read_in_part(&self, chunk_ref: u64) -> bool {
+        let mut state = self.lock();
+        !state.entries.contains_key(&chunk_ref) && state.read_in_part.insert(chunk_ref)
+    }
+
+    /// Decodes the chunk of `part` up to the part's end, copies the part into
+    /// `dest`, and keeps the stream as the one begun last.
+    fn read_first_part<R: ReadAt>(&self, archive: &Archive<R>, part: &ChunkPart, dest: &mut [u8]) -> Result<(), Error> {
+        // The buffer of the stream begun last, whose pages are touched already.
+        let buffer = self.begun().take().map(|(_, stream)| stream.into_buffer()).unwrap_or_default();
+        let mut stream = archive.chunk_stream(part.chunk_ref, part.chunk_length, buffer)?;
+        stream.decode_to(archive.source(), part.range.end).map_err(|e| e.at(part.chunk_ref))?;
+        let bytes = stream
+            .decoded()
+            .get(part.range.clone())
+            .ok_or_else(|| short_chunk(part.chunk_length, stream.decoded().len() as u64).at(part.chunk_ref))?;
+        dest.copy_from_slice(bytes);
+        *self.begun() = Some((part.chunk_ref, stream));
+        Ok(())
+    }
+
+    fn begun(&self) -> MutexGuard<'_, Option<(u64, ChunkStream)>> {
+        // A stream is taken out to be decoded and put back only once decoded:
+        // what a panicking thread left is whole.
+        self.begun.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

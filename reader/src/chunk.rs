@@ -12,7 +12,7 @@ use crate::{Error, ReadAt};
 thread_local! {
     /// One zstd decompression context per thread, reused.
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
-    /// One streaming context per thread, for partial decodes.
+    /// A spare streaming context per thread, for [`ChunkStream`].
     static STREAM: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
 }
 
@@ -56,11 +56,8 @@ pub fn decode_chunk_prefix(body: &[u8], prefix: usize) -> Result<Vec<u8>, Error>
 }
 
 /// Decodes the first `prefix` raw bytes of the `CHUNK` body of `body_length`
-/// bytes at `body_start` of `source`, without holding the body: it goes through
-/// one piece-sized buffer twice, once for the CRC (when the record header's
-/// `body_crc` is given) and the frame's structure, once to decode. A fresh
-/// process pays for every page it touches, and this keeps a small read's pages
-/// to the decoded prefix and one piece.
+/// bytes at `body_start` of `source`, without holding the body (see
+/// [`ChunkStream`]).
 pub(crate) fn decode_prefix_streamed<R: ReadAt + ?Sized>(
     source: &R,
     body_start: u64,
@@ -68,142 +65,323 @@ pub(crate) fn decode_prefix_streamed<R: ReadAt + ?Sized>(
     record: Option<(&RecordHeader, u64)>,
     prefix: usize,
 ) -> Result<Vec<u8>, Error> {
-    decode_prefix_in_pieces(source, body_start, body_length, record, prefix, PARTIAL_INPUT_STEP)
+    let mut stream = ChunkStream::open(source, body_start, body_length, record, Vec::new())?;
+    stream.decode_to(source, prefix)?;
+    Ok(stream.into_prefix(prefix))
 }
 
-fn decode_prefix_in_pieces<R: ReadAt + ?Sized>(
-    source: &R,
+/// A `CHUNK` body decoded front to back only as far as its readers need, from
+/// a positional source, without holding its stored bytes.
+///
+/// [`ChunkStream::open`] reads the body once, through one piece-sized buffer,
+/// for its record CRC and the frame's structure (the header and frame rules,
+/// one frame); [`ChunkStream::decode_to`] decodes on to a raw length, and a
+/// later call goes on from where the last stopped; [`ChunkStream::finish`]
+/// decodes the rest and checks the chunk's BLAKE3. Until then the decoded bytes
+/// are checked by the CRC and the frame rules only (FORMAT.md 10.1, step 4).
+///
+/// A fresh process pays for every page it touches: a small read's pages are
+/// the decoded part and one piece.
+pub(crate) struct ChunkStream {
     body_start: u64,
     body_length: u64,
-    record: Option<(&RecordHeader, u64)>,
-    prefix: usize,
-    piece_size: usize,
-) -> Result<Vec<u8>, Error> {
-    let read = |buf: &mut [u8], at: u64| {
-        source.read_exact_at(buf, body_start + at).map_err(|e| Error::io("record body", body_start + at, e))
-    };
-    let mut piece = vec![0u8; usize::try_from(body_length).map_or(piece_size, |n| n.min(piece_size))];
-    const HEAD: usize = ChunkHeader::SIZE + MAX_ZSTD_FRAME_HEADER;
-    let mut head = [0u8; HEAD];
-    let head_len = usize::try_from(body_length).map_or(HEAD, |n| n.min(HEAD));
-    read(&mut head[..head_len], 0)?;
-    let zstd_frame = (head_len > ChunkHeader::SIZE
-        && ChunkHeader::decode(split_array(&head).expect("head holds a chunk header").0).encoding
-            == ChunkEncoding::Zstd.code())
-    .then(|| parse_zstd_frame_header(&head[ChunkHeader::SIZE..head_len]).ok())
-    .flatten();
+    header: ChunkHeader,
+    /// The raw bytes decoded so far, with room for the whole chunk: zstd
+    /// decodes straight into it (a stable output buffer) instead of into a
+    /// window of its own, and the pages past what was decoded are not touched.
+    out: Vec<u8>,
+    piece: Vec<u8>,
+    /// The stored bytes `piece` holds: `held` of them from frame byte `held_at`.
+    held_at: u64,
+    held: usize,
+    /// Stored bytes handed to the decoder so far.
+    fed: u64,
+    /// The decoder of a zstd chunk; `None` for a raw one.
+    zstd: Option<ZstdStream>,
+}
 
-    // Pass 1: the CRC over every stored byte and, for a zstd chunk, the block
-    // headers up to the frame's end. A structure fault is told only once the CRC
-    // has passed, as for a body read whole.
-    let mut crc = 0u32;
-    let mut walk: Option<Result<ZstdBlockWalk, FormatError>> = zstd_frame.map(|info| Ok(ZstdBlockWalk::new(&info)));
-    let stored_start = ChunkHeader::SIZE as u64;
-    let mut at = 0u64;
-    while at < body_length {
-        let n = (body_length - at).min(piece_size as u64) as usize;
-        let buf = &mut piece[..n];
-        read(buf, at)?;
-        crc = strata_format::crc32c_append(crc, buf);
-        let end = at + n as u64;
-        while let Some(Ok(state)) = walk.as_mut() {
-            let Some(next) = state.next_header() else { break };
-            let pos = stored_start.saturating_add(next);
-            if pos.saturating_add(3) > end {
-                break;
-            }
-            let mut block = [0u8; 3];
-            if pos >= at {
-                let from = (pos - at) as usize;
-                block.copy_from_slice(&buf[from..from + 3]);
-            } else {
-                // The header straddles the previous piece's end.
-                read(&mut block, pos)?;
-            }
-            if let Err(e) = state.take(block) {
-                walk = Some(Err(e));
-            }
-        }
-        at = end;
+impl std::fmt::Debug for ChunkStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkStream")
+            .field("body_start", &self.body_start)
+            .field("raw_length", &self.header.raw_length)
+            .field("decoded", &self.out.len())
+            .finish()
     }
-    if let Some((header, offset)) = record {
-        check_body_crc(header, crc, offset)?;
+}
+
+struct ZstdStream {
+    dctx: DCtx<'static>,
+    /// Where the next block starts: the decoder is given one block at a time.
+    blocks: ZstdBlockWalk,
+    /// The decoder said the frame is complete.
+    ended: bool,
+}
+
+impl ChunkStream {
+    /// Reads the body of `body_length` bytes at `body_start` of `source` once
+    /// and checks its CRC (when the record header is given, with the record's
+    /// offset), its chunk header and, for zstd, its frame rules; then decodes
+    /// nothing yet. `out` is a buffer to decode into (emptied; its room kept).
+    pub(crate) fn open<R: ReadAt + ?Sized>(
+        source: &R,
+        body_start: u64,
+        body_length: u64,
+        record: Option<(&RecordHeader, u64)>,
+        out: Vec<u8>,
+    ) -> Result<Self, Error> {
+        Self::open_in_pieces(source, body_start, body_length, record, out, PARTIAL_INPUT_STEP)
     }
 
-    let (header, encoding) = check_chunk_header(&head[..head_len], body_length)?;
-    let stored_length = body_length - stored_start;
-    let prefix = prefix.min(header.raw_length as usize);
-    match encoding {
-        ChunkEncoding::Raw => {
-            let mut out = vec![0u8; prefix];
-            read(&mut out, stored_start)?;
-            Ok(out)
-        }
-        ChunkEncoding::Zstd => {
-            validate_zstd_frame(&head[ChunkHeader::SIZE..head_len], header.raw_length)?;
-            match walk {
-                Some(Ok(state)) => match state.frame_length() {
-                    Some(n) if n == stored_length => {}
-                    Some(n) => return Err(one_frame_rule(n, stored_length).into()),
-                    None => {
-                        return Err(corrupt(
-                            "zstd frame",
-                            format!("its blocks run past the {stored_length} stored bytes"),
-                        )
-                        .into())
-                    }
-                },
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(corrupt("zstd frame", "the frame header did not parse").into()),
+    fn open_in_pieces<R: ReadAt + ?Sized>(
+        source: &R,
+        body_start: u64,
+        body_length: u64,
+        record: Option<(&RecordHeader, u64)>,
+        mut out: Vec<u8>,
+        piece_size: usize,
+    ) -> Result<Self, Error> {
+        out.clear();
+        let read = |buf: &mut [u8], at: u64| {
+            source.read_exact_at(buf, body_start + at).map_err(|e| Error::io("record body", body_start + at, e))
+        };
+        let mut piece = vec![0u8; usize::try_from(body_length).map_or(piece_size, |n| n.min(piece_size))];
+        const HEAD: usize = ChunkHeader::SIZE + MAX_ZSTD_FRAME_HEADER;
+        let mut head = [0u8; HEAD];
+        let head_len = usize::try_from(body_length).map_or(HEAD, |n| n.min(HEAD));
+        read(&mut head[..head_len], 0)?;
+        let zstd_frame = (head_len > ChunkHeader::SIZE
+            && ChunkHeader::decode(split_array(&head).expect("head holds a chunk header").0).encoding
+                == ChunkEncoding::Zstd.code())
+        .then(|| parse_zstd_frame_header(&head[ChunkHeader::SIZE..head_len]).ok())
+        .flatten();
+
+        // The CRC over every stored byte and, for a zstd chunk, the block
+        // headers up to the frame's end. A structure fault is told only once the
+        // CRC has passed, as for a body read whole.
+        let mut crc = 0u32;
+        let mut walk: Option<Result<ZstdBlockWalk, FormatError>> =
+            zstd_frame.as_ref().map(|info| Ok(ZstdBlockWalk::new(info)));
+        let stored_start = ChunkHeader::SIZE as u64;
+        let mut at = 0u64;
+        while at < body_length {
+            let n = (body_length - at).min(piece_size as u64) as usize;
+            let buf = &mut piece[..n];
+            read(buf, at)?;
+            crc = strata_format::crc32c_append(crc, buf);
+            let end = at + n as u64;
+            while let Some(Ok(state)) = walk.as_mut() {
+                let Some(next) = state.next_header() else { break };
+                let pos = stored_start.saturating_add(next);
+                if pos.saturating_add(3) > end {
+                    break;
+                }
+                let mut block = [0u8; 3];
+                if pos >= at {
+                    let from = (pos - at) as usize;
+                    block.copy_from_slice(&buf[from..from + 3]);
+                } else {
+                    // The header straddles the previous piece's end.
+                    read(&mut block, pos)?;
+                }
+                if let Err(e) = state.take(block) {
+                    walk = Some(Err(e));
+                }
             }
-            // Pass 2: room for the whole chunk (the header's raw length, never a
-            // size from the frame) lets zstd decode straight into `out` with a
-            // stable output buffer instead of into a window of its own and then
-            // copying; the pages past the prefix are never touched.
-            let mut out: Vec<u8> = Vec::with_capacity(header.raw_length as usize);
-            let decoded = STREAM.with(|cell| -> Result<(), Error> {
-                let mut cell = cell.borrow_mut();
-                if cell.is_none() {
-                    let mut d = DCtx::create();
-                    d.set_parameter(DParameter::WindowLogMax(24)).map_err(zstd_error)?;
-                    d.set_parameter(DParameter::StableOutBuffer(true)).map_err(zstd_error)?;
-                    *cell = Some(d);
+            at = end;
+        }
+        if let Some((header, offset)) = record {
+            check_body_crc(header, crc, offset)?;
+        }
+
+        let (header, encoding) = check_chunk_header(&head[..head_len], body_length)?;
+        let stored_length = body_length - stored_start;
+        let zstd = match encoding {
+            ChunkEncoding::Raw => None,
+            ChunkEncoding::Zstd => {
+                validate_zstd_frame(&head[ChunkHeader::SIZE..head_len], header.raw_length)?;
+                match walk {
+                    Some(Ok(state)) => match state.frame_length() {
+                        Some(n) if n == stored_length => {}
+                        Some(n) => return Err(one_frame_rule(n, stored_length).into()),
+                        None => {
+                            return Err(corrupt(
+                                "zstd frame",
+                                format!("its blocks run past the {stored_length} stored bytes"),
+                            )
+                            .into())
+                        }
+                    },
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(corrupt("zstd frame", "the frame header did not parse").into()),
                 }
-                let d = cell.as_mut().expect("context was just installed");
-                d.reset(ResetDirective::SessionOnly).map_err(zstd_error)?;
-                let mut output = OutBuffer::around(&mut out);
-                // Input is given a piece at a time: handed the whole frame and room
-                // for all of it, zstd would decode it all at once.
-                let mut at = 0u64;
-                'feed: while output.pos() < prefix && at < stored_length {
-                    let n = (stored_length - at).min(piece_size as u64) as usize;
-                    read(&mut piece[..n], stored_start + at)?;
-                    at += n as u64;
-                    let mut input = InBuffer::around(&piece[..n]);
-                    loop {
-                        let before = (input.pos(), output.pos());
-                        if d.decompress_stream(&mut output, &mut input).map_err(zstd_error)? == 0 {
-                            break 'feed;
-                        }
-                        if output.pos() >= prefix || input.pos() == n {
-                            break;
-                        }
-                        if (input.pos(), output.pos()) == before {
-                            break 'feed;
-                        }
+                let info = zstd_frame.as_ref().expect("a block walk was made from the frame header");
+                let mut dctx = STREAM.with(|cell| cell.borrow_mut().take()).map_or_else(stream_context, Ok)?;
+                dctx.reset(ResetDirective::SessionOnly).map_err(zstd_error)?;
+                Some(ZstdStream { dctx, blocks: ZstdBlockWalk::new(info), ended: false })
+            }
+        };
+        // Room for the whole chunk: the header's raw length, never a size from
+        // the frame.
+        out.reserve(header.raw_length as usize);
+        Ok(ChunkStream { body_start, body_length, header, out, piece, held_at: 0, held: 0, fed: 0, zstd })
+    }
+
+    /// The chunk's raw length, as its header says.
+    pub(crate) fn raw_length(&self) -> u64 {
+        self.header.raw_length.into()
+    }
+
+    /// The raw bytes decoded so far.
+    pub(crate) fn decoded(&self) -> &[u8] {
+        &self.out
+    }
+
+    /// The offset just past the chunk's record.
+    pub(crate) fn end(&self) -> u64 {
+        self.body_start + self.body_length
+    }
+
+    /// Decodes on until at least `want` raw bytes are decoded (all of them
+    /// when the chunk is shorter). The decoder is given the stored bytes up to
+    /// the end of one block at a time: zstd decodes a block as soon as its
+    /// input is whole and goes on while it has input, so it stops within a
+    /// block (128 KiB at most) past `want`. Handed many blocks, it would
+    /// decode them all, and a chunk of zeros stores megabytes in kilobytes.
+    pub(crate) fn decode_to<R: ReadAt + ?Sized>(&mut self, source: &R, want: usize) -> Result<(), Error> {
+        self.feed(source, want.min(self.header.raw_length as usize), false)
+    }
+
+    fn feed<R: ReadAt + ?Sized>(&mut self, source: &R, want: usize, to_the_end: bool) -> Result<(), Error> {
+        let stored_start = self.body_start + ChunkHeader::SIZE as u64;
+        let stored_length = self.body_length - ChunkHeader::SIZE as u64;
+        let read = |buf: &mut [u8], at: u64| {
+            source.read_exact_at(buf, stored_start + at).map_err(|e| Error::io("record body", stored_start + at, e))
+        };
+        let ChunkStream { out, piece, held_at, held, fed, zstd, .. } = self;
+        let Some(z) = zstd else {
+            // Stored raw: the bytes themselves.
+            let from = out.len();
+            if from < want {
+                out.resize(want, 0);
+                read(&mut out[from..], from as u64)?;
+            }
+            return Ok(());
+        };
+        // On from what was decoded: the same buffer at the same position, as
+        // a stable output buffer must be.
+        let decoded = out.len();
+        let mut output = OutBuffer::around_pos(out, decoded);
+        'feed: while (output.pos() < want || to_the_end) && !z.ended && *fed < stored_length {
+            let until = match z.blocks.next_header() {
+                Some(next) if next > *fed => next,
+                Some(_) => {
+                    // The next block's header: where that block ends.
+                    let mut block = [0u8; 3];
+                    let within = fed.checked_sub(*held_at).map(|from| from as usize).filter(|&from| from + 3 <= *held);
+                    match within {
+                        Some(from) => block.copy_from_slice(&piece[from..from + 3]),
+                        None => read(&mut block, *fed)?,
                     }
+                    z.blocks.take(block)?;
+                    z.blocks.next_header().or(z.blocks.frame_length()).unwrap_or(stored_length)
                 }
-                Ok(())
+                None => stored_length,
+            }
+            .min(stored_length);
+            while *fed < until {
+                if !(*held_at..*held_at + *held as u64).contains(fed) {
+                    *held_at = *fed;
+                    *held = (stored_length - *fed).min(piece.len() as u64) as usize;
+                    read(&mut piece[..*held], *fed)?;
+                }
+                let from = (*fed - *held_at) as usize;
+                let to = (until.min(*held_at + *held as u64) - *held_at) as usize;
+                let mut input = InBuffer::around(&piece[from..to]);
+                let stuck = loop {
+                    let before = (input.pos(), output.pos());
+                    if z.dctx.decompress_stream(&mut output, &mut input).map_err(zstd_error)? == 0 {
+                        z.ended = true;
+                        break false;
+                    }
+                    if input.pos() == to - from {
+                        break false;
+                    }
+                    if (input.pos(), output.pos()) == before {
+                        break true;
+                    }
+                };
+                *fed += input.pos() as u64;
+                if stuck || z.ended {
+                    break 'feed;
+                }
+            }
+        }
+        if out.len() < want {
+            return Err(corrupt("zstd frame", format!("decodes to fewer than the {want} bytes asked for")).into());
+        }
+        Ok(())
+    }
+
+    /// Decodes the rest of the chunk and checks it whole: its length and its
+    /// BLAKE3. Returns its header and raw bytes.
+    pub(crate) fn finish<R: ReadAt + ?Sized>(mut self, source: &R) -> Result<(ChunkHeader, Vec<u8>), Error> {
+        let raw_length = self.header.raw_length as usize;
+        self.feed(source, raw_length, true)?;
+        if let Some(z) = &self.zstd {
+            if !z.ended || self.fed != self.body_length - ChunkHeader::SIZE as u64 {
+                return Err(corrupt("zstd frame", "it does not end where its blocks do").into());
+            }
+        }
+        if self.out.len() != raw_length {
+            return Err(
+                corrupt("zstd frame", format!("decodes to {} bytes, {raw_length} declared", self.out.len())).into()
+            );
+        }
+        let hash = blake3::hash(&self.out);
+        if hash.as_bytes() != &self.header.blake3 {
+            return Err(corrupt(
+                "chunk BLAKE3",
+                format!("stored {}, computed {}", hex(&self.header.blake3), hash.to_hex()),
+            )
+            .into());
+        }
+        Ok((self.header, std::mem::take(&mut self.out)))
+    }
+
+    /// The first `prefix` bytes decoded (fewer if fewer were).
+    pub(crate) fn into_prefix(mut self, prefix: usize) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.out);
+        out.truncate(prefix);
+        out
+    }
+
+    /// The buffer decoded into, for the next stream to decode into.
+    pub(crate) fn into_buffer(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+}
+
+impl Drop for ChunkStream {
+    fn drop(&mut self) {
+        // The decoder goes back to the thread's spare, for the next stream.
+        if let Some(z) = self.zstd.take() {
+            let _ = STREAM.try_with(|cell| {
+                if let Ok(mut cell) = cell.try_borrow_mut() {
+                    cell.get_or_insert(z.dctx);
+                }
             });
-            decoded?;
-            // zstd stops at a block's end, which may lie past the prefix.
-            if out.len() < prefix {
-                return Err(corrupt("zstd frame", format!("decodes to fewer than the {prefix} bytes asked for")).into());
-            }
-            out.truncate(prefix);
-            Ok(out)
         }
     }
+}
+
+/// A zstd context for [`ChunkStream`]: a window no larger than the format
+/// allows, and a stable output buffer.
+fn stream_context() -> Result<DCtx<'static>, Error> {
+    let mut d = DCtx::create();
+    d.set_parameter(DParameter::WindowLogMax(24)).map_err(zstd_error)?;
+    d.set_parameter(DParameter::StableOutBuffer(true)).map_err(zstd_error)?;
+    Ok(d)
 }
 
 fn zstd_error(code: usize) -> Error {
@@ -296,6 +474,82 @@ mod tests {
         (raw, body)
     }
 
+    /// A `CHUNK` body of `raw` in `encoding` (zstd level 3, or stored raw).
+    fn body_of(raw: &[u8], encoding: ChunkEncoding) -> Vec<u8> {
+        let stored = match encoding {
+            ChunkEncoding::Zstd => zstd::bulk::compress(raw, 3).unwrap(),
+            _ => raw.to_vec(),
+        };
+        let header = ChunkHeader {
+            blake3: *blake3::hash(raw).as_bytes(),
+            raw_length: raw.len() as u32,
+            encoding: encoding.code(),
+            reserved: [0; 3],
+        };
+        let mut body = header.encode().to_vec();
+        body.extend_from_slice(&stored);
+        body
+    }
+
+    fn stream(body: &[u8]) -> ChunkStream {
+        ChunkStream::open(body, 0, body.len() as u64, None, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn a_stream_goes_on_where_it_stopped_and_finishes_checked() {
+        let (raw, zstd) = zstd_body(1 << 20);
+        let stored = body_of(&raw, ChunkEncoding::Raw);
+        for body in [&zstd, &stored] {
+            for steps in [&[1usize, 2, 100_000, 100_001, 700_000][..], &[0, 1 << 20], &[], &[5 << 20]] {
+                let mut s = stream(body);
+                for &want in steps {
+                    s.decode_to(&body[..], want).unwrap();
+                    let decoded = s.decoded();
+                    assert!(decoded.len() >= want.min(raw.len()), "{steps:?}: {want}");
+                    assert_eq!(decoded, &raw[..decoded.len()], "{steps:?}: {want}");
+                }
+                let (header, whole) = s.finish(&body[..]).unwrap();
+                assert_eq!(whole, raw, "{steps:?}");
+                assert_eq!(header.blake3, *blake3::hash(&raw).as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_decodes_at_most_a_block_past_what_is_asked() {
+        // Zeros store 4 MiB in a few bytes per block: handed all of them,
+        // zstd would decode the chunk whole for its first byte.
+        let zeros = vec![0u8; 4 << 20];
+        let body = body_of(&zeros, ChunkEncoding::Zstd);
+        assert!(body.len() < PARTIAL_INPUT_STEP, "the test needs many blocks in one piece");
+        let mut s = stream(&body);
+        s.decode_to(&body[..], 1).unwrap();
+        assert!(s.decoded().len() <= 128 << 10, "decoded {} bytes for one", s.decoded().len());
+        s.decode_to(&body[..], (1 << 20) + 1).unwrap();
+        assert!(s.decoded().len() <= (1 << 20) + (128 << 10), "decoded {} bytes", s.decoded().len());
+        // A raw chunk reads what is asked, no more.
+        let body = body_of(&zeros[..1 << 20], ChunkEncoding::Raw);
+        let mut s = stream(&body);
+        s.decode_to(&body[..], 1000).unwrap();
+        assert_eq!(s.decoded().len(), 1000);
+    }
+
+    #[test]
+    fn a_stream_checks_the_blake3_once_decoded_whole() {
+        let (raw, zstd) = zstd_body(1 << 20);
+        for mut body in [zstd, body_of(&raw, ChunkEncoding::Raw)] {
+            body[0] ^= 1; // the header's BLAKE3
+            let mut s = stream(&body);
+            // The start decodes: only the whole chunk can be checked.
+            s.decode_to(&body[..], 4096).unwrap();
+            assert_eq!(s.decoded()[..4096], raw[..4096]);
+            let e = s.finish(&body[..]).unwrap_err();
+            assert_eq!(e.class(), Some(ErrorClass::ChunkCorrupt));
+            assert_eq!(e.what(), "chunk BLAKE3");
+            assert_eq!(decode_chunk(&body).unwrap_err().what, "chunk BLAKE3");
+        }
+    }
+
     #[test]
     fn a_prefix_is_the_start_of_the_whole_decode() {
         let (raw, body) = zstd_body(1 << 20);
@@ -314,7 +568,9 @@ mod tests {
         // Pieces shorter than a block header put headers across piece ends.
         for piece in [1, 2, 3, 5, 4096, 65_537] {
             for prefix in [1, 200_000, 1 << 20] {
-                let part = decode_prefix_in_pieces(&body[..], 0, len, None, prefix, piece).unwrap();
+                let mut stream = ChunkStream::open_in_pieces(&body[..], 0, len, None, Vec::new(), piece).unwrap();
+                stream.decode_to(&body[..], prefix).unwrap();
+                let part = stream.into_prefix(prefix);
                 assert_eq!(part, raw[..prefix], "piece {piece}, prefix {prefix}");
             }
         }

@@ -512,3 +512,113 @@ impl ImageSink for MemorySink {
         Ok(())
     }
 }
+
+/// Reads in part through a cache (`read_image_at_partial`: a first read in a
+/// chunk decodes it only up to what it needs, a second decodes it whole) give
+/// the image's bytes, whatever the order: scattered reads come back to chunks
+/// begun, finished and begun by others.
+#[test]
+fn partial_reads_give_the_image_bytes() {
+    for want in valid_images() {
+        let archive = Archive::open(vector(&want.file)).expect("a valid vector opens");
+        let image = archive.image(&want.name).expect("there");
+        let mut whole = Vec::new();
+        image.reader().read_to_end(&mut whole).expect("reads");
+        let cache = ChunkCache::new(64 << 20);
+        let len = image.len();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..300 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let offset = state % (len + 1);
+            let length = (state >> 40) % 5000;
+            let mut buf = vec![0u8; length as usize];
+            let n = cache.read_image_at_partial(&archive, image.section(), offset, &mut buf).expect("reads");
+            let end = (offset + length).min(len);
+            assert_eq!(n as u64, end - offset, "{} {}: {offset}+{length}", want.file, want.name);
+            assert_eq!(
+                buf[..n],
+                whole[offset as usize..end as usize],
+                "{} {}: {offset}+{length}",
+                want.file,
+                want.name
+            );
+        }
+    }
+}
+
+/// The first read in a chunk is checked by the record CRC and the frame rules
+/// only (FORMAT.md 10.1, step 4); the second decodes the chunk whole and checks
+/// its BLAKE3. In chunk-blake3-mismatch a stored byte of the raw chunk holding
+/// image bytes 20480..24576 was changed and its CRC fixed: only BLAKE3 sees it.
+#[test]
+fn a_second_read_in_a_chunk_checks_its_blake3() {
+    let archive = Archive::open(vector("chunk-blake3-mismatch.strata")).expect("opens: chunks are read later");
+    let image = archive.image("disk").expect("there");
+    let chunk_ref = 3324;
+    let cache = ChunkCache::new(1 << 20);
+    let mut buf = [0u8; 16];
+    let n = cache.read_image_at_partial(&archive, image.section(), 20480, &mut buf).expect("the CRC passes");
+    assert_eq!(n, 16);
+    assert!(!cache.holds(chunk_ref), "a chunk read in part is not kept");
+    for offset in [20480 + 200, 20480] {
+        let e = cache.read_image_at_partial(&archive, image.section(), offset, &mut buf).unwrap_err();
+        assert_eq!(e.class(), Some(ErrorClass::ChunkCorrupt), "{e}");
+        assert_eq!(e.what(), "chunk BLAKE3", "{e}");
+        assert_eq!(e.image_range(), Some(20480..24576), "{e}");
+        assert!(!cache.holds(chunk_ref));
+    }
+    // A read that needs the chunk to its end decodes and checks it whole at once.
+    let fresh = ChunkCache::new(1 << 20);
+    let e = fresh.read_image_at_partial(&archive, image.section(), 24576 - 16, &mut buf).unwrap_err();
+    assert_eq!(e.what(), "chunk BLAKE3", "{e}");
+    // The other chunks read, in part or whole.
+    for offset in [0, 100, 4096, 24576] {
+        fresh.read_image_at_partial(&archive, image.section(), offset, &mut buf).expect("intact chunks read");
+    }
+}
+
+/// A stored byte changed (chunk-body-crc): the first read in the chunk fails
+/// on the record CRC, which covers every stored byte, however little it needs.
+#[test]
+fn a_damaged_chunk_read_in_part_is_an_error() {
+    let archive = Archive::open(vector("chunk-body-crc.strata")).expect("opens: chunks are read later");
+    let image = archive.image("disk").expect("there");
+    let cache = ChunkCache::new(1 << 20);
+    let mut buf = [0u8; 1];
+    let e = cache.read_image_at_partial(&archive, image.section(), 0, &mut buf).unwrap_err();
+    assert_eq!(e.class(), Some(ErrorClass::RecordChecksum), "{e}");
+    assert_eq!(e.offset(), Some(548), "{e}");
+    assert_eq!(e.image_range(), Some(0..4096), "{e}");
+}
+
+/// A second read in the chunk read in part last goes on decoding from where
+/// the first stopped: its record is not read again from its start. A chunk
+/// begun before another was is decoded whole from its start.
+#[test]
+fn a_second_read_goes_on_from_the_first() {
+    let archive =
+        Archive::open(Recorded { bytes: vector("image-small.strata"), reads: Mutex::new(Vec::new()) }).expect("opens");
+    let image = archive.image("disk").expect("there");
+    let chunk_at = |offset: u64| match image.extents().find(|e| e.range().contains(&offset)).map(|e| e.kind) {
+        Some(ExtentKind::Data(chunk_ref)) => chunk_ref,
+        other => panic!("image byte {offset} is {other:?}"),
+    };
+    let (a, b, c) = (chunk_at(0), chunk_at(4096), chunk_at(8192));
+    assert!(a != b && b != c && a != c);
+    let cache = ChunkCache::new(1 << 20);
+    let mut buf = [0u8; 10];
+    let mut read = |offset| {
+        cache.read_image_at_partial(&archive, image.section(), offset, &mut buf).expect("reads");
+        archive.source().take_reads()
+    };
+    archive.source().take_reads();
+    assert_eq!(read(0).get(&a), Some(&1), "the record header, once");
+    assert_eq!(read(100).get(&a), None, "went on from the first read");
+    assert!(cache.holds(a));
+    assert_eq!(read(4096).get(&b), Some(&1));
+    assert_eq!(read(8192).get(&c), Some(&1));
+    assert_eq!(read(4200).get(&b), Some(&1), "decoded again from its start");
+    assert!(cache.holds(b) && !cache.holds(c));
+}
