@@ -327,3 +327,33 @@ fn a_cycle_and_a_chain_past_the_limit_are_refused_in_plain_words() {
     assert_eq!(info["incremental"], false);
     run_ok(&["create", path_str(&d.join("new.strata")), "--parent", path_str(&flat), "--image", &image, "-q"]);
 }
+
+#[test]
+fn files_inside_an_image_read_through_the_chain() {
+    if !require_tool("mkfs.ext4") {
+        return;
+    }
+    let dir = temp_dir();
+    let d = dir.path();
+    let src = d.join("fs");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"chain-host\n").unwrap();
+    std::fs::write(src.join("etc/big"), noise(4, 3 * MIB)).unwrap();
+    let disk = d.join("disk.img");
+    sh(&format!("mkfs.ext4 -q -F -d '{}' '{}' 16M", path_str(&src), path_str(&disk)));
+    let image = format!("disk={}", path_str(&disk));
+    let full = d.join("full.strata");
+    run_ok(&["create", path_str(&full), "--image", &image, "--chunk-size", "256K", "-q"]);
+    let child = d.join("child.strata");
+    run_ok(&["create", path_str(&child), "--parent", path_str(&full), "--image", &image, "--chunk-size", "256K", "-q"]);
+    // Every window of the child is its parent's: the file system is read
+    // from the parent's chunks, partly decoded or whole.
+    let info: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", path_str(&child), "--json"]).stdout).unwrap();
+    assert!(info["sections"][0]["image"]["stored_bytes"].as_u64().unwrap() < 4096, "{info}");
+    let out = run_ok(&["cat", path_str(&child), "--image", "disk", "etc/hostname"]);
+    assert_eq!(out.stdout, b"chain-host\n");
+    let out = run_ok(&["cat", path_str(&child), "--image", "disk", "etc/big"]);
+    assert_eq!(out.stdout, std::fs::read(src.join("etc/big")).unwrap());
+    run_ok(&["list", path_str(&child), "--image", "disk", "-l"]);
+}

@@ -441,7 +441,7 @@ impl<R: ReadAt> Archive<R> {
     /// rules are checked, the chunk's BLAKE3 is not (FORMAT.md 10.1, steps 4
     /// and 5), so the caller checks what it reads some other way or says so.
     pub(crate) fn read_chunk_prefix(&self, chunk_ref: u64, prefix: usize) -> Result<Vec<u8>, Error> {
-        if self.chain.is_some() && ChunkRef::split(chunk_ref).is_ancestor() {
+        if self.is_ancestor_ref(chunk_ref) {
             // An ancestor chunk is checked whole, against the identity the
             // child's CHAIN_INDEX lists for it (FORMAT.md 15.4 step 5).
             let chunk = self.read_chunk_whole(chunk_ref)?;
@@ -453,10 +453,16 @@ impl<R: ReadAt> Archive<R> {
             .map_err(|e| e.at(chunk_ref))
     }
 
+    /// Whether `chunk_ref` names a chunk of an ancestor (FORMAT.md 15.1).
+    pub(crate) fn is_ancestor_ref(&self, chunk_ref: u64) -> bool {
+        self.chain.is_some() && ChunkRef::split(chunk_ref).is_ancestor()
+    }
+
     /// The chunk at `chunk_ref`, which must hold `expected_length` raw bytes
     /// (as [`Archive::read_chunk`] checks), as a stream to decode only as far
     /// as needed, into `out` (emptied, its room kept): its record CRC and frame
-    /// rules are checked now, its BLAKE3 once decoded whole.
+    /// rules are checked now, its BLAKE3 once decoded whole. Local chunks only:
+    /// an ancestor's ([`Archive::is_ancestor_ref`]) is read whole.
     pub(crate) fn chunk_stream(
         &self,
         chunk_ref: u64,

@@ -236,7 +236,11 @@ impl ChunkCache {
     ) -> Result<usize, Error> {
         read_image_range(image, offset, buf, |part, dest| {
             // A part that runs to the chunk's end needs it all: check it whole.
-            if (part.range.end as u64) < part.chunk_length && self.first_read_in_part(part.chunk_ref) {
+            // So is an ancestor's chunk, against the child's CHAIN_INDEX (FORMAT.md 15.4).
+            if (part.range.end as u64) < part.chunk_length
+                && !archive.is_ancestor_ref(part.chunk_ref)
+                && self.first_read_in_part(part.chunk_ref)
+            {
                 return self.read_first_part(archive, part, dest);
             }
             let begun = {
