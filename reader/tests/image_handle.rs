@@ -23,6 +23,13 @@ fn vector(file: &str) -> Vec<u8> {
     std::fs::read(vectors_dir().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
+/// A valid vector, opened; an incremental one finds its ancestors beside it.
+fn open_vector(file: &str) -> Archive<Vec<u8>> {
+    let archive = Archive::open(vector(file)).expect("a valid vector opens");
+    archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(file)));
+    archive
+}
+
 /// An image of a valid vector, as the manifest describes it.
 struct Expected {
     file: String,
@@ -67,8 +74,7 @@ fn the_reader_gives_every_valid_image_whole() {
     let mut chunk_sizes = std::collections::BTreeSet::new();
     let mut with_zeros = 0;
     for want in &images {
-        let archive = Archive::open(vector(&want.file)).expect("a valid vector opens");
-        archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(&want.file)));
+        let archive = open_vector(&want.file);
         let image = archive.image(&want.name).expect("the manifest's image is there");
         let what = format!("{} {:?}", want.file, want.name);
         assert_eq!((image.name(), image.len(), image.is_empty()), (want.name.as_str(), want.size, want.size == 0));
@@ -128,7 +134,7 @@ fn seekable_images() -> &'static [Seekable] {
             .into_iter()
             .filter(|want| wanted.contains(&want.file.as_str()))
             .map(|want| {
-                let archive = Archive::open(vector(&want.file)).expect("a valid vector opens");
+                let archive = open_vector(&want.file);
                 archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(&want.file)));
                 let mut bytes = Vec::new();
                 archive.image(&want.name).expect("there").reader().read_to_end(&mut bytes).expect("reads");
@@ -287,8 +293,7 @@ fn a_negative_position_is_invalid_input() {
 #[test]
 fn extents_tile_the_image_and_say_what_holds_it() {
     for want in valid_images() {
-        let archive = Archive::open(vector(&want.file)).expect("a valid vector opens");
-        archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(&want.file)));
+        let archive = open_vector(&want.file);
         let image = archive.image(&want.name).expect("there");
         let what = format!("{} {:?}", want.file, want.name);
         let extents: Vec<_> = image.extents().collect();
@@ -520,7 +525,7 @@ impl ImageSink for MemorySink {
 #[test]
 fn partial_reads_give_the_image_bytes() {
     for want in valid_images() {
-        let archive = Archive::open(vector(&want.file)).expect("a valid vector opens");
+        let archive = open_vector(&want.file);
         let image = archive.image(&want.name).expect("there");
         let mut whole = Vec::new();
         image.reader().read_to_end(&mut whole).expect("reads");
