@@ -423,9 +423,18 @@ fn tcp_listens_on_loopback_and_the_client_limit_holds() {
     // One client holds the only place; the next is refused, and served once
     // the first has gone.
     let address = uri.trim_start_matches("nbd://").split('/').next().unwrap().to_string();
-    let mut holder = std::net::TcpStream::connect(&address).unwrap();
-    let mut greeting = [0u8; 18];
-    holder.read_exact(&mut greeting).unwrap();
+    // The server frees nbdinfo's place a moment after nbdinfo hangs up: until
+    // then a new client is refused, so the holder tries again for a while.
+    let holder_deadline = Instant::now() + Duration::from_secs(10);
+    let holder = loop {
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let mut greeting = [0u8; 18];
+        match stream.read_exact(&mut greeting) {
+            Ok(()) => break stream,
+            Err(e) => assert!(Instant::now() < holder_deadline, "the only place never came free: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(!output(Command::new("nbdinfo").args(["--size", &uri])).status.success());
     drop(holder);
     std::thread::sleep(Duration::from_millis(500));
