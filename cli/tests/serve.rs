@@ -402,12 +402,15 @@ fn tcp_listens_on_loopback_and_the_client_limit_holds() {
     let dir = temp_dir();
     let (archive, _, _) = make_archive(dir.path());
     let stderr = dir.path().join("tcp.stderr");
-    let mut child = strata()
+    let child = strata()
         .args(["serve", path_str(&archive), "--port", "0", "--max-clients", "1"])
         .stdin(Stdio::null())
         .stderr(std::fs::File::create(&stderr).unwrap())
         .spawn()
         .unwrap();
+    // Stopped when dropped, so a failing assertion leaves no server behind
+    // (one would hold the test harness's output open).
+    let mut server = Server { child: Some(child), socket: dir.path().join("no-socket"), stderr: stderr.clone() };
     let deadline = Instant::now() + Duration::from_secs(30);
     let uri = loop {
         let log = std::fs::read_to_string(&stderr).unwrap();
@@ -439,8 +442,7 @@ fn tcp_listens_on_loopback_and_the_client_limit_holds() {
     drop(holder);
     std::thread::sleep(Duration::from_millis(500));
     succeeded(&output(Command::new("nbdinfo").args(["--size", &uri])), "nbdinfo after the holder left");
-    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(server.stop_with(rustix::process::Signal::TERM), 0);
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert!(log.contains("refusing a client"), "{log}");
 }
