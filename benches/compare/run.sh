@@ -88,6 +88,51 @@ measure() {
   ROWS+=("$work|$tool|$t|$size|$((r / 1024))")
 }
 
+# measure_set WORK TOOL OUTPUT PREPARE COMMAND [TOOL OUTPUT PREPARE COMMAND]...:
+# measure for several tools doing the same work, their runs taken in turn (the
+# first run of each, then the second of each, ...), so that a change in the
+# machine's load falls on all of them alike. Each run is warmed, prepared, synced
+# and timed as in measure; the log shows every run's time.
+measure_set() {
+  local work=$1 i j t r start size
+  shift
+  local -a tools=() outputs=() prepares=() commands=() times=() rss=() failed=()
+  while (($# >= 4)); do
+    tools+=("$1") outputs+=("$2") prepares+=("$3") commands+=("$4")
+    shift 4
+  done
+  for ((i = 0; i < RUNS; i++)); do
+    for j in "${!tools[@]}"; do
+      [[ -n ${failed[j]:-} ]] && continue
+      warm
+      bash -c "${prepares[j]}" >/dev/null 2>&1 || true
+      sync
+      start=$EPOCHREALTIME
+      if ! /usr/bin/time -f '%M' -o "$W/time.txt" bash -c "${commands[j]}" >/dev/null 2>"$W/stderr"; then
+        log "${tools[j]} $work failed: $(tail -3 "$W/stderr")"
+        failed[j]=1
+        continue
+      fi
+      times[j]+="$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }') "
+      rss[j]+="$(tail -1 "$W/time.txt") "
+    done
+  done
+  for j in "${!tools[@]}"; do
+    if [[ -n ${failed[j]:-} ]]; then
+      ROWS+=("$work|${tools[j]}|failed|-|-")
+      continue
+    fi
+    # shellcheck disable=SC2086 # the runs' figures, one per word
+    t=$(printf '%s\n' ${times[j]} | median)
+    # shellcheck disable=SC2086
+    r=$(printf '%s\n' ${rss[j]} | median)
+    size=-
+    [[ ${outputs[j]} != - ]] && size=$(du -sb "${outputs[j]}" | cut -f1)
+    log "$work ${tools[j]}: ${t}s (runs: ${times[j]% }), $((r / 1024)) MiB RSS, size $size"
+    ROWS+=("$work|${tools[j]}|$t|$size|$((r / 1024))")
+  done
+}
+
 # measure_quick WORK TOOL PREPARE COMMAND: for the one-file reads, which take
 # milliseconds. "For the whole process" means the tool's own process: hyperfine
 # starts it directly (no shell, whose start-up would be most of the figure), or,
@@ -367,24 +412,27 @@ fi
 #     beside its flattened copy (`strata flatten`); the tree chain continues the
 #     three generations above with change-tree.sh seeds 2 to 9, the image chain
 #     the two with change-image.sh 0.1% seeds 2 to 10.
-# Every run of a backup starts from the same state: Strata writes a new child of
-# the same parent; borg's and restic's repository and cache are copied back from
-# a snapshot taken after the previous generation (unmeasured).
+# The tools' runs are taken in turn (measure_set). Every run of a backup starts
+# from the same state: Strata writes a new child of the same parent; borg's and
+# restic's repository and cache are copied back from a snapshot taken after the
+# previous generation (unmeasured).
 if want incremental; then
 I=$W/inc
 rm -rf "$I" && mkdir -p "$I"
 export BORG_BASE_DIR=$I/borg-home RESTIC_CACHE_DIR=$I/restic-cache
 SRC=$I/tree X=$I/x
 BORG="borg create --compression zstd,3"
-# added BASE: the last row's size becomes its growth over BASE (the copy of the
-# repository as it was before the run).
+# added WORK TOOL BASE: the size of TOOL's row becomes its growth over BASE (the
+# copy of the repository as it was before the run).
 added() {
-  local work tool t size rss
-  IFS='|' read -r work tool t size rss <<<"${ROWS[-1]}"
-  [[ $t == failed ]] && return
-  size=$((size - $(du -sb "$1" | cut -f1)))
-  log "$work $tool: $size bytes added"
-  ROWS[-1]="$work|$tool|$t|$size|$rss"
+  local i work tool t size rss
+  for i in "${!ROWS[@]}"; do
+    IFS='|' read -r work tool t size rss <<<"${ROWS[i]}"
+    [[ $work == "$1" && $tool == "$2" && $t != failed ]] || continue
+    size=$((size - $(du -sb "$3" | cut -f1)))
+    log "$work $tool: $size bytes added"
+    ROWS[i]="$work|$tool|$t|$size|$rss"
+  done
 }
 # snap NAME: copies borg's and restic's repositories and caches as they are now.
 # from NAME TOOL: the command that puts TOOL's back as they were at snap NAME.
@@ -401,13 +449,14 @@ from() {
 }
 # same_tree DIR WANT WHAT: whether DIR's manifest is WANT (logged either way).
 same_tree() {
+  local diffs=$W/${3//[^a-z0-9]/-}.diff
   "$py" "$HERE/manifest.py" "$1" >"$I/got.txt"
   if cmp -s "$2" "$I/got.txt"; then
     log "$3: identical to its source (manifest.py: types, modes, owners, sizes, mtimes, xattrs, links, content)"
     return 0
   fi
-  diff "$2" "$I/got.txt" >"$W/${3//[^a-z0-9]/-}.diff" || true
-  log "$3 differs from its source: $(grep -c '^[<>]' "$W/${3//[^a-z0-9]/-}.diff") manifest lines differ (in $W/${3//[^a-z0-9]/-}.diff)"
+  diff "$2" "$I/got.txt" >"$diffs" || true
+  log "$3 differs from its source: $(grep -c '^[<>]' "$diffs") manifest lines differ (in $diffs)"
   return 1
 }
 
@@ -422,22 +471,23 @@ bash "$HERE/change-tree.sh" --prepare "$SRC"
 sleep 2
 w="incremental: tree, 1st backup (full)"
 INC_REF[$w]=borg
-measure "$w" strata "$I/t1.strata" "rm -f $I/t1.strata" "$STRATA create $I/t1.strata --files tree=$SRC --quiet"
-measure "$w" borg "$I/borg" "rm -rf $I/borg $I/borg-home && borg init -e none $I/borg" "$BORG $I/borg::g1 $SRC"
-measure "$w" restic "$I/restic" "rm -rf $I/restic $I/restic-cache && restic init -q --repo $I/restic" \
+measure_set "$w" \
+  strata "$I/t1.strata" "rm -f $I/t1.strata" "$STRATA create $I/t1.strata --files tree=$SRC --quiet" \
+  borg "$I/borg" "rm -rf $I/borg $I/borg-home && borg init -e none $I/borg" "$BORG $I/borg::g1 $SRC" \
+  restic "$I/restic" "rm -rf $I/restic $I/restic-cache && restic init -q --repo $I/restic" \
   "restic -q -r $I/restic backup $SRC"
 snap 1
 w="incremental: tree, 2nd backup, nothing changed"
 INC_REF[$w]=borg
-measure "$w" strata "$I/t2.strata" "rm -f $I/t2.strata" \
-  "$STRATA create $I/t2.strata --parent $I/t1.strata --files tree=$SRC --quiet"
-measure "$w" "strata --reread" "$I/t2r.strata" "rm -f $I/t2r.strata" \
-  "$STRATA create $I/t2r.strata --parent $I/t1.strata --reread --files tree=$SRC --quiet"
+measure_set "$w" \
+  strata "$I/t2.strata" "rm -f $I/t2.strata" "$STRATA create $I/t2.strata --parent $I/t1.strata --files tree=$SRC --quiet" \
+  "strata --reread" "$I/t2r.strata" "rm -f $I/t2r.strata" \
+  "$STRATA create $I/t2r.strata --parent $I/t1.strata --reread --files tree=$SRC --quiet" \
+  borg "$I/borg" "$(from 1 borg)" "$BORG $I/borg::g2 $SRC" \
+  restic "$I/restic" "$(from 1 restic)" "restic -q -r $I/restic backup $SRC"
+added "$w" borg "$I/snap-1/borg"
+added "$w" restic "$I/snap-1/restic"
 rm -f "$I/t2r.strata"
-measure "$w" borg "$I/borg" "$(from 1 borg)" "$BORG $I/borg::g2 $SRC"
-added "$I/snap-1/borg"
-measure "$w" restic "$I/restic" "$(from 1 restic)" "restic -q -r $I/restic backup $SRC"
-added "$I/snap-1/restic"
 snap 2
 rm -rf "$I/snap-1"
 
@@ -446,12 +496,12 @@ bash "$HERE/change-tree.sh" "$SRC" 1
 "$py" "$HERE/manifest.py" "$SRC" >"$I/want-3.txt"
 w="incremental: tree, 3rd backup, after change-tree.sh seed 1"
 INC_REF[$w]=borg
-measure "$w" strata "$I/t3.strata" "rm -f $I/t3.strata" \
-  "$STRATA create $I/t3.strata --parent $I/t2.strata --files tree=$SRC --quiet"
-measure "$w" borg "$I/borg" "$(from 2 borg)" "$BORG $I/borg::g3 $SRC"
-added "$I/snap-2/borg"
-measure "$w" restic "$I/restic" "$(from 2 restic)" "restic -q -r $I/restic backup $SRC"
-added "$I/snap-2/restic"
+measure_set "$w" \
+  strata "$I/t3.strata" "rm -f $I/t3.strata" "$STRATA create $I/t3.strata --parent $I/t2.strata --files tree=$SRC --quiet" \
+  borg "$I/borg" "$(from 2 borg)" "$BORG $I/borg::g3 $SRC" \
+  restic "$I/restic" "$(from 2 restic)" "restic -q -r $I/restic backup $SRC"
+added "$w" borg "$I/snap-2/borg"
+added "$w" restic "$I/snap-2/restic"
 rm -rf "$I/snap-2"
 for g in 1 2 3; do
   rm -rf "$X"
@@ -479,12 +529,16 @@ $STRATA flatten "$I/t11.strata" "$I/t11-flat.strata" --quiet
 for g in $(seq 1 11); do
   $STRATA verify "$I/t$g.strata" --quiet || { log "strata verify of tree generation $g failed"; exit 1; }
 done
+for a in t11-flat t11; do
+  rm -rf "$X"
+  $STRATA extract "$I/$a.strata" "$X" --quiet
+  same_tree "$X" "$I/want-11.txt" "strata extract of $a.strata (tree generation 11)" || exit 1
+done
 w="incremental: tree extract, tip of a 10-deep chain (vs its flattened copy)"
 INC_REF[$w]="strata, flattened copy"
-measure "$w" "strata, flattened copy" - "rm -rf $X; cat $I/t11-flat.strata" "$STRATA extract $I/t11-flat.strata $X --quiet"
-same_tree "$X" "$I/want-11.txt" "strata extract of the flattened tip (tree generation 11)" || exit 1
-measure "$w" strata - "rm -rf $X; cat $I/t*.strata" "$STRATA extract $I/t11.strata $X --quiet"
-same_tree "$X" "$I/want-11.txt" "strata extract of the tip of the tree chain (generation 11)" || exit 1
+measure_set "$w" \
+  "strata, flattened copy" - "rm -rf $X; cat $I/t11-flat.strata" "$STRATA extract $I/t11-flat.strata $X --quiet" \
+  strata - "rm -rf $X; cat $I/t{1..11}.strata" "$STRATA extract $I/t11.strata $X --quiet"
 rm -rf "$X" "$SRC" "$I"/t*.strata
 
 # 3. The image, 1% of its blocks rewritten.
@@ -500,12 +554,13 @@ w="incremental: image, 2nd backup, after change-image.sh seed 1 (1% of the 4 KiB
 INC_REF[$w]=borg
 ROWS+=("$w|the changed blocks concatenated, zstd -3|-|$(zstd -3 -q -c "$I/changed.bin" | wc -c)|-")
 rm -f "$I/changed.bin"
-measure "$w" strata "$I/c01.strata" "rm -f $I/c01.strata" \
-  "$STRATA create $I/c01.strata --parent $I/c00.strata --image disk=$IMGW --quiet"
-measure "$w" borg "$I/borg" "$(from i0 borg)" "$BORG $I/borg::i1 $IMGW"
-added "$I/snap-i0/borg"
-measure "$w" restic "$I/restic" "$(from i0 restic)" "restic -q -r $I/restic backup $IMGW"
-added "$I/snap-i0/restic"
+measure_set "$w" \
+  strata "$I/c01.strata" "rm -f $I/c01.strata" \
+  "$STRATA create $I/c01.strata --parent $I/c00.strata --image disk=$IMGW --quiet" \
+  borg "$I/borg" "$(from i0 borg)" "$BORG $I/borg::i1 $IMGW" \
+  restic "$I/restic" "$(from i0 restic)" "restic -q -r $I/restic backup $IMGW"
+added "$w" borg "$I/snap-i0/borg"
+added "$w" restic "$I/snap-i0/restic"
 rm -rf "$I/snap-i0" "$I/borg" "$I/borg-home" "$I/restic" "$I/restic-cache"
 measure "incremental: image restore of that child" strata - "rm -f $I/r.img; cat $I/c0*.strata" \
   "$STRATA restore $I/c01.strata --image disk $I/r.img --quiet"
@@ -526,11 +581,14 @@ for a in "$I"/c*.strata; do
 done
 w="incremental: image restore, tip of a 10-deep chain (vs its flattened copy)"
 INC_REF[$w]="strata, flattened copy"
-measure "$w" "strata, flattened copy" - "rm -f $I/r.img; cat $I/c10-flat.strata" \
-  "$STRATA restore $I/c10-flat.strata --image disk $I/r.img --quiet"
-cmp "$I/r.img" "$IMGW" || { log "strata restore of the flattened tip is not bit-identical"; exit 1; }
-measure "$w" strata - "rm -f $I/r.img; cat $I/c*.strata" "$STRATA restore $I/c10.strata --image disk $I/r.img --quiet"
+measure_set "$w" \
+  "strata, flattened copy" - "rm -f $I/r.img; cat $I/c10-flat.strata" \
+  "$STRATA restore $I/c10-flat.strata --image disk $I/r.img --quiet" \
+  strata - "rm -f $I/r.img; cat $I/c{00..10}.strata" "$STRATA restore $I/c10.strata --image disk $I/r.img --quiet"
 cmp "$I/r.img" "$IMGW" || { log "strata restore of the tip of the image chain is not bit-identical"; exit 1; }
+rm -f "$I/r.img"
+$STRATA restore "$I/c10-flat.strata" --image disk "$I/r.img" --quiet
+cmp "$I/r.img" "$IMGW" || { log "strata restore of the flattened tip of the image chain is not bit-identical"; exit 1; }
 log "strata restore of the tip of the image chain and of its flattened copy: bit-identical"
 rm -rf "$I"
 fi
