@@ -606,7 +606,7 @@ fi
   echo "the page cache), timing the tool's own process: no shell, or for a pipeline the shell's"
   echo "start-up subtracted. Ratio: Strata's time over the tool's (below 1: Strata faster)."
   echo "Sizes in MB (10^6 bytes); RSS is the peak resident set of the whole command."
-  echo "Scratch space (outputs, archives, repositories): $WORK, on $(stat -f -c %T "$WORK")."
+  echo "Scratch space (outputs, archives, repositories): $WORK, on $(findmnt -no FSTYPE -T "$WORK" | head -1)."
   declare -A strata_time
   plain=0
   for row in "${ROWS[@]}"; do
