@@ -10,10 +10,11 @@
 #   OUT=FILE     where the table goes (default benches/RESULTS.md; with ONLY,
 #                $WORK/results-ONLY.md, to be merged by hand)
 #   ONLY=LIST    run only these sections (comma-separated; default all):
-#                images, nbd, trees, mount. What a section reads and another
+#                images, nbd, trees, mount, incremental. What a section reads and another
 #                section makes (an archive, a repository) is made unmeasured, and
 #                nbd and mount measure their reference rows (strata restore,
-#                strata extract) themselves: ONLY=nbd,mount runs issue 18's rows.
+#                strata extract) themselves: ONLY=nbd,mount runs issue 18's rows,
+#                ONLY=incremental issue 17's (which make all they need).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -53,6 +54,9 @@ W=$WORK C=$CORPUS
 # and warming the inputs), recording median wall time, median peak RSS and the
 # size of OUTPUT (a file or folder; "-" for none).
 ROWS=()
+# Rows whose work starts with "incremental:" get a table of their own, their
+# ratios against the tool INC_REF[work] names.
+declare -A INC_REF=()
 warm() { cat "$C/image-clean.raw" "$C/image-dirty.raw" >/dev/null; tar -C "$C/tree" -cf - . >/dev/null; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 measure() {
@@ -84,6 +88,51 @@ measure() {
   ROWS+=("$work|$tool|$t|$size|$((r / 1024))")
 }
 
+# measure_set WORK TOOL OUTPUT PREPARE COMMAND [TOOL OUTPUT PREPARE COMMAND]...:
+# measure for several tools doing the same work, their runs taken in turn (the
+# first run of each, then the second of each, ...), so that a change in the
+# machine's load falls on all of them alike. Each run is warmed, prepared, synced
+# and timed as in measure; the log shows every run's time.
+measure_set() {
+  local work=$1 i j t r start size
+  shift
+  local -a tools=() outputs=() prepares=() commands=() times=() rss=() failed=()
+  while (($# >= 4)); do
+    tools+=("$1") outputs+=("$2") prepares+=("$3") commands+=("$4")
+    shift 4
+  done
+  for ((i = 0; i < RUNS; i++)); do
+    for j in "${!tools[@]}"; do
+      [[ -n ${failed[j]:-} ]] && continue
+      warm
+      bash -c "${prepares[j]}" >/dev/null 2>&1 || true
+      sync
+      start=$EPOCHREALTIME
+      if ! /usr/bin/time -f '%M' -o "$W/time.txt" bash -c "${commands[j]}" >/dev/null 2>"$W/stderr"; then
+        log "${tools[j]} $work failed: $(tail -3 "$W/stderr")"
+        failed[j]=1
+        continue
+      fi
+      times[j]+="$(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }') "
+      rss[j]+="$(tail -1 "$W/time.txt") "
+    done
+  done
+  for j in "${!tools[@]}"; do
+    if [[ -n ${failed[j]:-} ]]; then
+      ROWS+=("$work|${tools[j]}|failed|-|-")
+      continue
+    fi
+    # shellcheck disable=SC2086 # the runs' figures, one per word
+    t=$(printf '%s\n' ${times[j]} | median)
+    # shellcheck disable=SC2086
+    r=$(printf '%s\n' ${rss[j]} | median)
+    size=-
+    [[ ${outputs[j]} != - ]] && size=$(du -sb "${outputs[j]}" | cut -f1)
+    log "$work ${tools[j]}: ${t}s (runs: ${times[j]% }), $((r / 1024)) MiB RSS, size $size"
+    ROWS+=("$work|${tools[j]}|$t|$size|$((r / 1024))")
+  done
+}
+
 # measure_quick WORK TOOL PREPARE COMMAND: for the one-file reads, which take
 # milliseconds. "For the whole process" means the tool's own process: hyperfine
 # starts it directly (no shell, whose start-up would be most of the figure), or,
@@ -108,6 +157,13 @@ measure_quick() {
   log "$work $tool: ${t}s, $((r / 1024)) MiB RSS"
   ROWS+=("$work|$tool|$t|-|$((r / 1024))")
 }
+
+# The Python that runs manifest.py (BLAKE3 with the venv, else SHA-256).
+if [[ -x $ROOT/.venv/bin/python ]] && "$ROOT/.venv/bin/python" -c 'import blake3' 2>/dev/null; then
+  py=$ROOT/.venv/bin/python
+else
+  py=python3
+fi
 
 # --- images --------------------------------------------------------------------
 IMG=$C/image-clean.raw
@@ -207,11 +263,6 @@ measure "tree create" "restic" "$W/restic" "rm -rf $W/restic && restic init -q -
   "restic -q -r $W/restic backup $T"
 X=$W/x
 measure "tree extract" strata - "rm -rf $X; cat $W/tree.strata" "$STRATA extract $W/tree.strata --files tree $X --quiet"
-if [[ -x $ROOT/.venv/bin/python ]] && "$ROOT/.venv/bin/python" -c 'import blake3' 2>/dev/null; then
-  py=$ROOT/.venv/bin/python
-else
-  py=python3
-fi
 "$py" "$HERE/manifest.py" "$T" >"$W/want.txt"
 "$py" "$HERE/manifest.py" "$X" >"$W/got.txt"
 cmp -s "$W/want.txt" "$W/got.txt" || { log "strata extract differs from the tree"; exit 1; }
@@ -341,6 +392,207 @@ rm -rf "$X"
 fi
 
 
+# --- incremental archives (issue 17) ---------------------------------------------
+# Daily backups beside borg 1.2 (`--encryption none`, `--compression zstd,3` as in
+# the tree rows: the compression closest to Strata's zstd level 3 rather than
+# borg's default lz4; borg has no threads) and restic 0.14 (repository version 2,
+# its default `--compression auto`; threads as many as cores), on a copy of the
+# corpus tree in $WORK, then on a copy of the clean image. Repositories, archives
+# and borg's and restic's caches (BORG_BASE_DIR, RESTIC_CACHE_DIR) are in $WORK
+# too. Rows:
+#  1. the first backup, and the second of the unchanged tree: time and bytes
+#     added (Strata: the size of the child archive; borg and restic: the growth
+#     of the repository);
+#  2. the third, after change-tree.sh (seed 1); every Strata generation extracts
+#     identical to its source (manifest.py), and borg's and restic's third too;
+#  3. the clean image after change-image.sh (1% of its 4 KiB blocks, seed 1),
+#     beside "the changed data compressed" (the new contents of the changed
+#     blocks concatenated, zstd -3); the child restores bit-identical;
+#  4. extraction (tree) and restore (image) from the tip of a 10-deep chain
+#     beside its flattened copy (`strata flatten`); the tree chain continues the
+#     three generations above with change-tree.sh seeds 2 to 9, the image chain
+#     the two with change-image.sh 0.1% seeds 2 to 10.
+# The tools' runs are taken in turn (measure_set). Every run of a backup starts
+# from the same state: Strata writes a new child of the same parent; borg's and
+# restic's repository and cache are copied back from a snapshot taken after the
+# previous generation (unmeasured).
+if want incremental; then
+I=$W/inc
+rm -rf "$I" && mkdir -p "$I"
+export BORG_BASE_DIR=$I/borg-home RESTIC_CACHE_DIR=$I/restic-cache
+SRC=$I/tree X=$I/x
+BORG="borg create --compression zstd,3"
+# added WORK TOOL BASE: the size of TOOL's row becomes its growth over BASE (the
+# copy of the repository as it was before the run).
+added() {
+  local i work tool t size rss
+  for i in "${!ROWS[@]}"; do
+    IFS='|' read -r work tool t size rss <<<"${ROWS[i]}"
+    [[ $work == "$1" && $tool == "$2" && $t != failed ]] || continue
+    size=$((size - $(du -sb "$3" | cut -f1)))
+    log "$work $tool: $size bytes added"
+    ROWS[i]="$work|$tool|$t|$size|$rss"
+  done
+}
+# snap NAME: copies borg's and restic's repositories and caches as they are now.
+# from NAME TOOL: the command that puts TOOL's back as they were at snap NAME.
+snap() {
+  rm -rf "$I/snap-$1" && mkdir -p "$I/snap-$1"
+  cp -a "$I/borg" "$I/borg-home" "$I/restic" "$I/restic-cache" "$I/snap-$1/"
+}
+from() {
+  if [[ $2 == borg ]]; then
+    printf '%s' "rm -rf $I/borg $I/borg-home && cp -a $I/snap-$1/borg $I/snap-$1/borg-home $I/"
+  else
+    printf '%s' "rm -rf $I/restic $I/restic-cache && cp -a $I/snap-$1/restic $I/snap-$1/restic-cache $I/"
+  fi
+}
+# same_tree DIR WANT WHAT: whether DIR's manifest is WANT (logged either way).
+same_tree() {
+  local diffs=$W/${3//[^a-z0-9]/-}.diff
+  "$py" "$HERE/manifest.py" "$1" >"$I/got.txt"
+  if cmp -s "$2" "$I/got.txt"; then
+    log "$3: identical to its source (manifest.py: types, modes, owners, sizes, mtimes, xattrs, links, content)"
+    return 0
+  fi
+  diff "$2" "$I/got.txt" >"$diffs" || true
+  log "$3 differs from its source: $(grep -c '^[<>]' "$diffs") manifest lines differ (in $diffs)"
+  return 1
+}
+
+# 1. The first and second backups of the tree.
+log "incremental: copying the tree to $SRC"
+cp -a "$T" "$SRC"
+bash "$HERE/change-tree.sh" --prepare "$SRC"
+"$py" "$HERE/manifest.py" "$SRC" >"$I/want-1.txt"
+# Strata's files cache trusts a file only if its ctime is at least 1 s older than
+# the parent; borg's and restic's are no stricter. A backup of the tree just as
+# it was copied would read some files again.
+sleep 2
+w="incremental: tree, 1st backup (full)"
+INC_REF[$w]=borg
+measure_set "$w" \
+  strata "$I/t1.strata" "rm -f $I/t1.strata" "$STRATA create $I/t1.strata --files tree=$SRC --quiet" \
+  borg "$I/borg" "rm -rf $I/borg $I/borg-home && borg init -e none $I/borg" "$BORG $I/borg::g1 $SRC" \
+  restic "$I/restic" "rm -rf $I/restic $I/restic-cache && restic init -q --repo $I/restic" \
+  "restic -q -r $I/restic backup $SRC"
+snap 1
+w="incremental: tree, 2nd backup, nothing changed"
+INC_REF[$w]=borg
+measure_set "$w" \
+  strata "$I/t2.strata" "rm -f $I/t2.strata" "$STRATA create $I/t2.strata --parent $I/t1.strata --files tree=$SRC --quiet" \
+  "strata --reread" "$I/t2r.strata" "rm -f $I/t2r.strata" \
+  "$STRATA create $I/t2r.strata --parent $I/t1.strata --reread --files tree=$SRC --quiet" \
+  borg "$I/borg" "$(from 1 borg)" "$BORG $I/borg::g2 $SRC" \
+  restic "$I/restic" "$(from 1 restic)" "restic -q -r $I/restic backup $SRC"
+added "$w" borg "$I/snap-1/borg"
+added "$w" restic "$I/snap-1/restic"
+rm -f "$I/t2r.strata"
+snap 2
+rm -rf "$I/snap-1"
+
+# 2. The third backup, after a day's changes.
+bash "$HERE/change-tree.sh" "$SRC" 1
+"$py" "$HERE/manifest.py" "$SRC" >"$I/want-3.txt"
+w="incremental: tree, 3rd backup, after change-tree.sh seed 1"
+INC_REF[$w]=borg
+measure_set "$w" \
+  strata "$I/t3.strata" "rm -f $I/t3.strata" "$STRATA create $I/t3.strata --parent $I/t2.strata --files tree=$SRC --quiet" \
+  borg "$I/borg" "$(from 2 borg)" "$BORG $I/borg::g3 $SRC" \
+  restic "$I/restic" "$(from 2 restic)" "restic -q -r $I/restic backup $SRC"
+added "$w" borg "$I/snap-2/borg"
+added "$w" restic "$I/snap-2/restic"
+rm -rf "$I/snap-2"
+for g in 1 2 3; do
+  rm -rf "$X"
+  $STRATA extract "$I/t$g.strata" "$X" --quiet
+  want=$I/want-$g.txt
+  [[ $g == 2 ]] && want=$I/want-1.txt
+  same_tree "$X" "$want" "strata extract of tree generation $g" || exit 1
+done
+rm -rf "$X" && mkdir -p "$X"
+(cd "$X" && borg extract "$I/borg::g3") && same_tree "$X/${SRC#/}" "$I/want-3.txt" "borg extract of its 3rd backup" || true
+rm -rf "$X"
+restic -q -r "$I/restic" restore latest --target "$X" >/dev/null &&
+  same_tree "$X/${SRC#/}" "$I/want-3.txt" "restic restore of its 3rd backup" || true
+rm -rf "$X" "$I/borg" "$I/borg-home" "$I/restic" "$I/restic-cache"
+
+# 4a. Extraction from the tip of a 10-deep chain of trees, beside its flattened copy.
+log "incremental: tree generations 4 to 11 (change-tree.sh seeds 2 to 9), each a child of the one before"
+for g in $(seq 4 11); do
+  bash "$HERE/change-tree.sh" "$SRC" $((g - 2)) 2>/dev/null
+  $STRATA create "$I/t$g.strata" --parent "$I/t$((g - 1)).strata" --files "tree=$SRC" --quiet
+done
+log "tree chain: $(cd "$I" && stat -c '%n %s' t{1..11}.strata | tr '\n' ' ')"
+"$py" "$HERE/manifest.py" "$SRC" >"$I/want-11.txt"
+$STRATA flatten "$I/t11.strata" "$I/t11-flat.strata" --quiet
+for g in $(seq 1 11); do
+  $STRATA verify "$I/t$g.strata" --quiet || { log "strata verify of tree generation $g failed"; exit 1; }
+done
+for a in t11-flat t11; do
+  rm -rf "$X"
+  $STRATA extract "$I/$a.strata" "$X" --quiet
+  same_tree "$X" "$I/want-11.txt" "strata extract of $a.strata (tree generation 11)" || exit 1
+done
+w="incremental: tree extract, tip of a 10-deep chain (vs its flattened copy)"
+INC_REF[$w]="strata, flattened copy"
+measure_set "$w" \
+  "strata, flattened copy" - "rm -rf $X; cat $I/t11-flat.strata" "$STRATA extract $I/t11-flat.strata $X --quiet" \
+  strata - "rm -rf $X; cat $I/t{1..11}.strata" "$STRATA extract $I/t11.strata $X --quiet"
+rm -rf "$X" "$SRC" "$I"/t*.strata
+
+# 3. The image, 1% of its blocks rewritten.
+IMGW=$I/disk.raw
+cp --sparse=always "$IMG" "$IMGW"
+log "incremental: first backups of the image (unmeasured)"
+$STRATA create "$I/c00.strata" --image "disk=$IMGW" --quiet
+borg init -e none "$I/borg" && $BORG "$I/borg::i0" "$IMGW"
+restic init -q --repo "$I/restic" && restic -q -r "$I/restic" backup "$IMGW" >/dev/null
+snap i0
+bash "$HERE/change-image.sh" "$IMGW" 1 0.01 "$I/changed.bin"
+w="incremental: image, 2nd backup, after change-image.sh seed 1 (1% of the 4 KiB blocks)"
+INC_REF[$w]=borg
+ROWS+=("$w|the changed blocks concatenated, zstd -3|-|$(zstd -3 -q -c "$I/changed.bin" | wc -c)|-")
+rm -f "$I/changed.bin"
+measure_set "$w" \
+  strata "$I/c01.strata" "rm -f $I/c01.strata" \
+  "$STRATA create $I/c01.strata --parent $I/c00.strata --image disk=$IMGW --quiet" \
+  borg "$I/borg" "$(from i0 borg)" "$BORG $I/borg::i1 $IMGW" \
+  restic "$I/restic" "$(from i0 restic)" "restic -q -r $I/restic backup $IMGW"
+added "$w" borg "$I/snap-i0/borg"
+added "$w" restic "$I/snap-i0/restic"
+rm -rf "$I/snap-i0" "$I/borg" "$I/borg-home" "$I/restic" "$I/restic-cache"
+measure "incremental: image restore of that child" strata - "rm -f $I/r.img; cat $I/c0*.strata" \
+  "$STRATA restore $I/c01.strata --image disk $I/r.img --quiet"
+cmp "$I/r.img" "$IMGW" || { log "strata restore of the image child is not bit-identical"; exit 1; }
+log "strata restore of the image child: bit-identical"
+rm -f "$I/r.img"
+
+# 4b. Restore from the tip of a 10-deep chain of images, beside its flattened copy.
+log "incremental: image generations 2 to 10 (change-image.sh 0.1%, seeds 2 to 10), each a child of the one before"
+for g in $(seq 2 10); do
+  bash "$HERE/change-image.sh" "$IMGW" "$g" 0.001 2>/dev/null
+  $STRATA create "$I/c$(printf %02d "$g").strata" --parent "$I/c$(printf %02d $((g - 1))).strata" --image "disk=$IMGW" --quiet
+done
+log "image chain: $(cd "$I" && stat -c '%n %s' c*.strata | tr '\n' ' ')"
+$STRATA flatten "$I/c10.strata" "$I/c10-flat.strata" --quiet
+for a in "$I"/c*.strata; do
+  $STRATA verify "$a" --quiet || { log "strata verify of $a failed"; exit 1; }
+done
+w="incremental: image restore, tip of a 10-deep chain (vs its flattened copy)"
+INC_REF[$w]="strata, flattened copy"
+measure_set "$w" \
+  "strata, flattened copy" - "rm -f $I/r.img; cat $I/c10-flat.strata" \
+  "$STRATA restore $I/c10-flat.strata --image disk $I/r.img --quiet" \
+  strata - "rm -f $I/r.img; cat $I/c{00..10}.strata" "$STRATA restore $I/c10.strata --image disk $I/r.img --quiet"
+cmp "$I/r.img" "$IMGW" || { log "strata restore of the tip of the image chain is not bit-identical"; exit 1; }
+rm -f "$I/r.img"
+$STRATA restore "$I/c10-flat.strata" --image disk "$I/r.img" --quiet
+cmp "$I/r.img" "$IMGW" || { log "strata restore of the flattened tip of the image chain is not bit-identical"; exit 1; }
+log "strata restore of the tip of the image chain and of its flattened copy: bit-identical"
+rm -rf "$I"
+fi
+
 # --- the table -----------------------------------------------------------------
 {
   echo "# Strata beside the tools people use today"
@@ -354,16 +606,22 @@ fi
   echo "the page cache), timing the tool's own process: no shell, or for a pipeline the shell's"
   echo "start-up subtracted. Ratio: Strata's time over the tool's (below 1: Strata faster)."
   echo "Sizes in MB (10^6 bytes); RSS is the peak resident set of the whole command."
-  echo
-  echo "| work | tool | median s | Strata / tool | size MB | peak RSS MiB |"
-  echo "|---|---|---:|---:|---:|---:|"
+  echo "Scratch space (outputs, archives, repositories): $WORK, on $(findmnt -no FSTYPE -T "$WORK" | head -1)."
   declare -A strata_time
+  plain=0
   for row in "${ROWS[@]}"; do
     IFS='|' read -r work tool t size rss <<<"$row"
     [[ $tool == strata ]] && strata_time[$work]=$t
+    [[ $work == incremental:* ]] || plain=1
   done
+  if ((plain)); then
+    echo
+    echo "| work | tool | median s | Strata / tool | size MB | peak RSS MiB |"
+    echo "|---|---|---:|---:|---:|---:|"
+  fi
   for row in "${ROWS[@]}"; do
     IFS='|' read -r work tool t size rss <<<"$row"
+    [[ $work == incremental:* ]] && continue
     ratio="-"
     if [[ $tool != strata && $t != failed && -n ${strata_time[$work]:-} ]]; then
       ratio=$(awk -v s="${strata_time[$work]}" -v p="$t" 'BEGIN { if (p > 0) printf "%.2f", s / p; else print "-" }')
@@ -371,6 +629,32 @@ fi
     [[ $size != - ]] && size=$(awk -v b="$size" 'BEGIN { printf "%.1f", b / 1e6 }')
     echo "| $work | $tool | $t | $ratio | $size | ${rss:--} |"
   done
+  if ((${#INC_REF[@]})); then
+    echo
+    echo "Incremental archives (issue 17). \"added MB\": for Strata the size of the new archive,"
+    echo "for borg and restic the growth of the repository (the first backup: the whole archive or"
+    echo "repository). Each ratio is the row's figure over that of the work's reference row"
+    echo "(borg's, or for the chain rows the flattened copy's)."
+    echo
+    echo "| work | tool | median s | time / ref | added MB | added / ref | peak RSS MiB |"
+    echo "|---|---|---:|---:|---:|---:|---:|"
+    declare -A ref_t ref_size
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.3f", a / b; else print "-" }'; }
+    for row in "${ROWS[@]}"; do
+      IFS='|' read -r work tool t size rss <<<"$row"
+      [[ ${INC_REF[$work]:-} == "$tool" ]] && ref_t[$work]=$t ref_size[$work]=$size
+    done
+    for row in "${ROWS[@]}"; do
+      IFS='|' read -r work tool t size rss <<<"$row"
+      [[ $work == incremental:* ]] || continue
+      tr=- sr=-
+      if [[ ${INC_REF[$work]:-} != "$tool" ]]; then
+        tr=$(ratio "$t" "${ref_t[$work]:--}") sr=$(ratio "$size" "${ref_size[$work]:--}")
+      fi
+      [[ $size != - ]] && size=$(awk -v b="$size" 'BEGIN { printf "%.3f", b / 1e6 }')
+      echo "| ${work#incremental: } | $tool | $t | $tr | $size | $sr | ${rss:--} |"
+    done
+  fi
   echo
   echo "Tool versions: strata $("$STRATA" --version | cut -d' ' -f2), $(zstd --version | head -1),"
   echo "$(qemu-img --version | head -1), partclone $(dpkg-query -W -f='${Version}' partclone),"
@@ -378,7 +662,9 @@ fi
   echo "$(borg --version), $(restic version | cut -d' ' -f1-2), $(tar --version | head -1),"
   echo "squashfuse $(dpkg-query -W -f='${Version}' squashfuse), fuse3 $(dpkg-query -W -f='${Version}' fuse3)."
   [[ -n $ONLY ]] && echo && echo "Sections run: $ONLY (ONLY=$ONLY)."
-  echo
-  echo "partclone stores used blocks only: its image is not bit-identical (shown for context)."
+  if want images; then
+    echo
+    echo "partclone stores used blocks only: its image is not bit-identical (shown for context)."
+  fi
 } >"$OUT"
 cat "$OUT"
