@@ -27,6 +27,16 @@ fn make_tree(root: &Path) {
     std::thread::sleep(std::time::Duration::from_millis(2100));
 }
 
+/// The tree of `make_tree` in `d/src`, and a full backup of it as section
+/// `t` in `d/full.strata`.
+fn tree_and_full_backup(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let src = d.join("src");
+    make_tree(&src);
+    let full = d.join("full.strata");
+    run_ok(&["create", path_str(&full), "--files", &format!("t={}", path_str(&src)), "-q"]);
+    (src, full)
+}
+
 fn create_json(args: &[&str]) -> serde_json::Value {
     let mut all = args.to_vec();
     all.push("--json");
@@ -131,10 +141,7 @@ fn a_chain_stores_only_changes_and_reads_back_whole() {
 fn missing_moved_and_replaced_ancestors_are_named_and_cost_only_their_ranges() {
     let dir = temp_dir();
     let d = dir.path();
-    let src = d.join("src");
-    make_tree(&src);
-    let full = d.join("full.strata");
-    run_ok(&["create", path_str(&full), "--files", &format!("t={}", path_str(&src)), "-q"]);
+    let (src, full) = tree_and_full_backup(d);
     std::fs::write(src.join("docs/only-in-child.txt"), "kept in the child").unwrap();
     let child = d.join("child.strata");
     run_ok(&[
@@ -203,10 +210,7 @@ fn missing_moved_and_replaced_ancestors_are_named_and_cost_only_their_ranges() {
 fn a_file_changed_since_the_parent_is_read_again_and_reread_reads_all() {
     let dir = temp_dir();
     let d = dir.path();
-    let src = d.join("src");
-    make_tree(&src);
-    let full = d.join("full.strata");
-    run_ok(&["create", path_str(&full), "--files", &format!("t={}", path_str(&src)), "-q"]);
+    let (src, full) = tree_and_full_backup(d);
     // Same size, and the mtime put back: only the ctime tells.
     let path = src.join("docs/f2.txt");
     let before = std::fs::metadata(&path).unwrap();
