@@ -1,5 +1,6 @@
 //! `strata list` and `strata extract`: file-tree sections.
 
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ pub struct ListArgs {
     partition: Option<u32>,
     /// Paths to list (relative to the section's root), with everything below
     /// them; `*`, `?` and `[...]` match as in tar (`*` also across `/`).
-    paths: Vec<String>,
+    paths: Vec<OsString>,
     /// Mode, owner, size and local time, like `ls -l` and `tar -tv`.
     #[arg(long, short)]
     long: bool,
@@ -68,7 +69,7 @@ pub struct ExtractArgs {
     dest: PathBuf,
     /// Only these paths (with their parent directories and everything below
     /// them); `*`, `?` and `[...]` match as in tar (`*` also across `/`).
-    paths: Vec<String>,
+    paths: Vec<OsString>,
     /// Leave out this many leading path components, as tar does.
     #[arg(long, value_name = "N", default_value_t = 0)]
     strip_components: u32,
@@ -387,12 +388,12 @@ fn captured_names(captured: u64) -> Vec<&'static str> {
 }
 
 /// Whether a PATH argument is a pattern rather than a path.
-fn is_pattern(path: &str) -> bool {
-    path.contains(['*', '?', '['])
+fn is_pattern(path: &OsStr) -> bool {
+    path.as_bytes().iter().any(|b| matches!(b, b'*' | b'?' | b'['))
 }
 
 /// PATH arguments as tar matches members: `*` also across `/`.
-fn patterns(paths: &[String]) -> Result<globset::GlobSet, Failure> {
+fn patterns(paths: &[OsString]) -> Result<globset::GlobSet, Failure> {
     let mut set = globset::GlobSetBuilder::new();
     for path in paths.iter().filter(|p| is_pattern(p)) {
         let cleaned = String::from_utf8_lossy(&clean(path)).into_owned();
@@ -409,7 +410,7 @@ fn patterns(paths: &[String]) -> Result<globset::GlobSet, Failure> {
 /// The exact paths an extraction selects: the PATH arguments, with each
 /// pattern replaced by the paths it matches (found from the entry records,
 /// before anything is written, so the matched entries' folders come too).
-fn selected_paths<R: ReadAt>(tree: Tree<'_, R>, paths: &[String], label: &str) -> Result<Vec<Vec<u8>>, Failure> {
+fn selected_paths<R: ReadAt>(tree: Tree<'_, R>, paths: &[OsString], label: &str) -> Result<Vec<Vec<u8>>, Failure> {
     let mut selected: Vec<Vec<u8>> = paths.iter().filter(|p| !is_pattern(p)).map(|p| clean(p)).collect();
     if paths.iter().any(|p| is_pattern(p)) {
         let set = patterns(paths)?;
@@ -425,15 +426,34 @@ fn selected_paths<R: ReadAt>(tree: Tree<'_, R>, paths: &[String], label: &str) -
             return Err(Failure::fatal(format!(
                 "no entry of files {} matches {}",
                 tree.name(),
-                paths.iter().filter(|p| is_pattern(p)).cloned().collect::<Vec<_>>().join(" ")
+                paths.iter().filter(|p| is_pattern(p)).map(|p| p.to_string_lossy()).collect::<Vec<_>>().join(" ")
             )));
         }
     }
     Ok(selected)
 }
 
-fn clean(path: &str) -> Vec<u8> {
-    path.trim_matches('/').trim_start_matches("./").as_bytes().to_vec()
+/// A PATH argument as the bytes of a path relative to the section's root:
+/// without leading and trailing `/` and leading `./`. Paths are bytes, not
+/// text: a name that is not UTF-8 is given as the shell passes it.
+pub(crate) fn clean(path: &OsStr) -> Vec<u8> {
+    let mut bytes = path.as_bytes();
+    loop {
+        let before = bytes.len();
+        while let [b'/', rest @ ..] = bytes {
+            bytes = rest;
+        }
+        while let [b'.', b'/', rest @ ..] = bytes {
+            bytes = rest;
+        }
+        if bytes.len() == before {
+            break;
+        }
+    }
+    while let [rest @ .., b'/'] = bytes {
+        bytes = rest;
+    }
+    bytes.to_vec()
 }
 
 /// Where regular files and directories were listed, as parent and name, so a
@@ -479,7 +499,7 @@ fn open_image_files(
     image: Option<&str>,
     partition: Option<u32>,
     checks: crate::volumes::Checks,
-    paths: &[String],
+    paths: &[OsString],
 ) -> Result<(crate::volumes::Opened, Vec<Vec<u8>>, bool), Failure> {
     let label = archive.display().to_string();
     let (archive, damaged) = open_intact(archive)?;
@@ -625,7 +645,7 @@ pub fn list(args: ListArgs) -> Result<u8, Failure> {
             }
             for path in args.paths.iter().filter(|p| !is_pattern(p)) {
                 let Some(below) = tree.subtree(clean(path)).map_err(fail)? else {
-                    eprintln!("strata: {path}: not in files {}", tree.name());
+                    eprintln!("strata: {}: not in files {}", strata_format::escaped(path.as_bytes()), tree.name());
                     missing += 1;
                     continue;
                 };

@@ -39,7 +39,7 @@ pub struct CatArgs {
     /// A file to write, relative to the file tree's root (the tree may be left
     /// out when the archive holds one); with --image, a file of the image's
     /// file system.
-    path: Option<String>,
+    path: Option<std::ffi::OsString>,
     /// Write bytes of this image section; with PATH, a file of the file
     /// system inside it.
     #[arg(long, conflicts_with = "files")]
@@ -759,11 +759,11 @@ fn cat_image_file(
     label: &str,
     image: &str,
     partition: Option<u32>,
-    path: &str,
+    path: &std::ffi::OsStr,
 ) -> Result<u8, Failure> {
     let archive = std::rc::Rc::new(archive);
     let opened = crate::volumes::open(&archive, Some(image), partition, crate::volumes::Checks::Partial, label)?;
-    let wanted = path.trim_matches('/').trim_start_matches("./").as_bytes();
+    let wanted = &crate::files::clean(path)[..];
     let mut out = io::stdout().lock();
     let mut written = Ok(());
     let mut started = false;
@@ -785,7 +785,11 @@ fn cat_image_file(
         let directory =
             !started && opened.fs.node(wanted).is_ok_and(|node| node.kind == strata_disk::NodeKind::Directory);
         if directory {
-            return Err(Failure::fatal(format!("{path} in {} is a directory: `strata list` shows it", opened.shown())));
+            return Err(Failure::fatal(format!(
+                "{} in {} is a directory: `strata list` shows it",
+                strata_format::escaped(wanted),
+                opened.shown()
+            )));
         }
         return Err(Failure::fatal(format!("{label}: {}: {e}", opened.shown())));
     }
@@ -795,31 +799,32 @@ fn cat_image_file(
 
 /// `cat --files NAME PATH`: one file's content (a hard link's is its file's),
 /// checked as the reader checks it (FORMAT.md 10.1, step 5).
-fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> Result<u8, Failure> {
+fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &std::ffi::OsStr) -> Result<u8, Failure> {
     let label = label.display();
     let tree = archive.tree(files).map_err(|_| Failure::fatal(format!("{label} has no file tree named {files:?}")))?;
-    let wanted = path.trim_matches('/').trim_start_matches("./");
+    let wanted = crate::files::clean(path);
+    let shown = strata_format::escaped(&wanted);
     let entry = tree
-        .lookup(wanted)
+        .lookup(&wanted)
         .map_err(|e| Failure::fatal(format!("{label}: {e}")))?
-        .ok_or_else(|| Failure::fatal(format!("{wanted}: not in files {files}")))?;
+        .ok_or_else(|| Failure::fatal(format!("{shown}: not in files {files}")))?;
     let mut file = match tree.open(&entry) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotAFile => {
-            return Err(Failure::fatal(format!("{wanted} is a {}, not a regular file", entry.kind().name())))
+            return Err(Failure::fatal(format!("{shown} is a {}, not a regular file", entry.kind().name())))
         }
         // What the backup or a salvage recorded about the file (FORMAT.md
         // 8.3): no content to give is exit 1 with nothing written, as
         // extraction skips it.
         Err(e) if e.kind() == ErrorKind::NotStored => {
-            return Err(Failure { code: 1, message: format!("{wanted} in files {files}: {}", e.detail()) })
+            return Err(Failure { code: 1, message: format!("{shown} in files {files}: {}", e.detail()) })
         }
-        Err(e) => return Err(Failure::fatal(format!("{label}: files {files}: {wanted}: {e}"))),
+        Err(e) => return Err(Failure::fatal(format!("{label}: files {files}: {shown}: {e}"))),
     };
     let mut out = std::io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
+        let n = file.read(&mut buf).map_err(|e| Failure::fatal(format!("{label}: files {files}: {shown}: {e}")))?;
         if n == 0 {
             break;
         }
@@ -828,7 +833,7 @@ fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> R
     out.flush().map_err(|e| Failure::fatal(format!("writing to standard output: {e}")))?;
     if file.changed_while_read() {
         eprintln!(
-            "warning: {wanted} in files {files}: it changed while it was read when the archive was written; written as read"
+            "warning: {shown} in files {files}: it changed while it was read when the archive was written; written as read"
         );
         return Ok(1);
     }
