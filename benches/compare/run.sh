@@ -10,7 +10,7 @@
 #   OUT=FILE     where the table goes (default benches/RESULTS.md; with ONLY,
 #                $WORK/results-ONLY.md, to be merged by hand)
 #   ONLY=LIST    run only these sections (comma-separated; default all):
-#                images, nbd, trees, mount, incremental. What a section reads and another
+#                images, nbd, trees, smalltrees, mount, incremental. What a section reads and another
 #                section makes (an archive, a repository) is made unmeasured, and
 #                nbd and mount measure their reference rows (strata restore,
 #                strata extract) themselves: ONLY=nbd,mount runs issue 18's rows,
@@ -57,6 +57,9 @@ ROWS=()
 # Rows whose work starts with "incremental:" get a table of their own, their
 # ratios against the tool INC_REF[work] names.
 declare -A INC_REF=()
+# Rows whose work starts with "small tree:" get a table of sizes, their ratio
+# against the tool SIZE_REF[work] names.
+declare -A SIZE_REF=()
 warm() { cat "$C/image-clean.raw" "$C/image-dirty.raw" >/dev/null; tar -C "$C/tree" -cf - . >/dev/null; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 measure() {
@@ -277,6 +280,41 @@ measure_quick "one deep file out of the tree archive" "tar + zstd" "cat $W/tree.
 measure_quick "one deep file out of the tree archive" "unsquashfs -cat" "cat $W/tree.sqfs" "unsquashfs -cat $W/tree.sqfs $DEEP_REL"
 measure_quick "one deep file out of the tree archive" "borg" "tar -C $W/borg -cf - ." "borg extract --stdout $W/borg::a ${T#/}/$DEEP_REL"
 measure_quick "one deep file out of the tree archive" "restic dump" "tar -C $W/restic -cf - ." "restic -q -r $W/restic dump latest $T/$DEEP_REL"
+fi
+
+# --- small-file trees (issue 14, acceptance 3) ------------------------------------
+# Trees of small files, built the same way on every run: the project's own
+# dependencies as `cargo vendor --versioned-dirs` gives them, /usr/include and
+# the system Python's standard library (copied with their metadata), and
+# 200,000 empty files in 100 folders (names and times fixed).
+if want smalltrees; then
+S=$W/small
+rm -rf "$S" && mkdir -p "$S"
+log "smalltrees: building the trees in $S"
+(cd "$ROOT" && cargo vendor --versioned-dirs --locked -q "$S/src-vendor" >/dev/null)
+cp -a /usr/include "$S/src-include"
+cp -a "$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" "$S/src-python"
+python3 - "$S/src-empty" <<'PY'
+import os, sys
+top = sys.argv[1]
+for d in range(100):
+    folder = os.path.join(top, "d%03d" % d)
+    os.makedirs(folder)
+    for f in range(2000):
+        path = os.path.join(folder, "f%05d" % f)
+        open(path, "w").close()
+        os.utime(path, (1700000000, 1700000000))
+    os.utime(folder, (1700000000, 1700000000))
+os.utime(top, (1700000000, 1700000000))
+PY
+for name in vendor include python empty; do
+  src=$S/src-$name
+  w="small tree: $name ($(find "$src" | wc -l) entries)"
+  SIZE_REF[$w]="tar + zstd -3 -T2"
+  measure_set "$w" \
+    strata "$S/$name.strata" "rm -f $S/$name.strata" "$STRATA create $S/$name.strata --files t=$src --quiet" \
+    "tar + zstd -3 -T2" "$S/$name.tar.zst" "rm -f $S/$name.tar.zst" "tar -C $src -cf - . | zstd -3 -T2 -q > $S/$name.tar.zst"
+done
 fi
 
 # --- mounts (issue 18) ---------------------------------------------------------
@@ -612,7 +650,7 @@ fi
   for row in "${ROWS[@]}"; do
     IFS='|' read -r work tool t size rss <<<"$row"
     [[ $tool == strata ]] && strata_time[$work]=$t
-    [[ $work == incremental:* ]] || plain=1
+    [[ $work == incremental:* || $work == "small tree:"* ]] || plain=1
   done
   if ((plain)); then
     echo
@@ -621,7 +659,7 @@ fi
   fi
   for row in "${ROWS[@]}"; do
     IFS='|' read -r work tool t size rss <<<"$row"
-    [[ $work == incremental:* ]] && continue
+    [[ $work == incremental:* || $work == "small tree:"* ]] && continue
     ratio="-"
     if [[ $tool != strata && $t != failed && -n ${strata_time[$work]:-} ]]; then
       ratio=$(awk -v s="${strata_time[$work]}" -v p="$t" 'BEGIN { if (p > 0) printf "%.2f", s / p; else print "-" }')
@@ -629,6 +667,26 @@ fi
     [[ $size != - ]] && size=$(awk -v b="$size" 'BEGIN { printf "%.1f", b / 1e6 }')
     echo "| $work | $tool | $t | $ratio | $size | ${rss:--} |"
   done
+  if ((${#SIZE_REF[@]})); then
+    echo
+    echo "Small-file trees (issue 14, acceptance 3: Strata's archive at most 0.95x the size of"
+    echo "\`tar | zstd -3\`, 0.5x for the empty files). \"size / ref\": the row's size over the"
+    echo "reference tool's (\`tar | zstd -3 -T2\`, whose output is that of \`zstd -3\`)."
+    echo
+    echo "| work | tool | size MB | size / ref | median s |"
+    echo "|---|---|---:|---:|---:|"
+    declare -A ref_bytes
+    for row in "${ROWS[@]}"; do
+      IFS='|' read -r work tool t size rss <<<"$row"
+      [[ ${SIZE_REF[$work]:-} == "$tool" ]] && ref_bytes[$work]=$size
+    done
+    for row in "${ROWS[@]}"; do
+      IFS='|' read -r work tool t size rss <<<"$row"
+      [[ -n ${SIZE_REF[$work]:-} ]] || continue
+      sr=$(awk -v a="$size" -v b="${ref_bytes[$work]:--}" 'BEGIN { if (a ~ /^[0-9]+$/ && b ~ /^[0-9]+$/ && b > 0) printf "%.3f", a / b; else print "-" }')
+      echo "| ${work#small tree: } | $tool | $(awk -v b="$size" 'BEGIN { printf "%.3f", b / 1e6 }') | $sr | $t |"
+    done
+  fi
   if ((${#INC_REF[@]})); then
     echo
     echo "Incremental archives (issue 17). \"added MB\": for Strata the size of the new archive,"
