@@ -1640,4 +1640,172 @@ mod tests {
         assert!(super::count_tree(&root, &options, &|_| false).is_none(), "a count told to stop gives no total");
         std::fs::remove_dir_all(&root).unwrap();
     }
+    /// Writes `root` with `threads` threads and plain tables.
+    fn write_plain(root: &std::path::Path, threads: usize) -> Vec<u8> {
+        let mut options = crate::WriterOptions::new([9; 16], 5);
+        options.compress_tables = false;
+        options.threads = threads;
+        options.chunk_size = 64 << 10;
+        let mut writer = crate::ArchiveWriter::new(Vec::new(), options).expect("a writer");
+        let summary = writer.add_tree("t", root, &super::TreeOptions::default(), &crate::NoProgress).expect("walk");
+        assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+        writer.finish().expect("finish").0
+    }
+
+    /// The tree's records, checked against the rules of FORMAT.md 8 with the
+    /// format crate alone: the entry order, groups and their extent lists,
+    /// extents stored once, the per-group FILES_DIR and the FILES_INDEX.
+    #[test]
+    fn the_tree_is_written_in_runs_with_groups_and_their_tables() {
+        use strata_format::files::*;
+        use strata_format::record::{RecordHeader, RecordType};
+        let root = std::env::temp_dir().join(format!("strata-groups-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("b/c/d")).unwrap();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        for i in 0..1500 {
+            std::fs::write(root.join(format!("a/f{i:04}")), format!("file {i}")).unwrap();
+        }
+        std::fs::create_dir_all(root.join("a/sub")).unwrap();
+        std::fs::write(root.join("a/sub/x"), vec![7u8; 200_000]).unwrap();
+        std::fs::write(root.join("b/c/d/deep"), b"deep").unwrap();
+        std::fs::write(root.join("z"), b"zed").unwrap();
+        std::fs::hard_link(root.join("z"), root.join("b/link")).unwrap();
+        let bytes = write_plain(&root, 1);
+        assert_eq!(bytes, write_plain(&root, 3), "the same bytes whatever the thread count");
+        std::fs::remove_dir_all(&root).unwrap();
+
+        let mut at = 128usize;
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut extents: Vec<FileExtent> = Vec::new();
+        let mut extent_records: Vec<(u64, u64)> = Vec::new();
+        let mut groups: Vec<(u64, EntryGroup)> = Vec::new();
+        let mut dirs: Vec<(u64, GroupDir)> = Vec::new();
+        let mut index = None;
+        let mut end = None;
+        while at < bytes.len() {
+            let header = RecordHeader::decode(bytes[at..at + 32].try_into().unwrap());
+            let body = &bytes[at + 32..at + 32 + header.body_length as usize];
+            match RecordType::from_code(header.record_type).unwrap() {
+                RecordType::FilesExtents => {
+                    assert_eq!(header.flags, 0);
+                    let parsed = parse_file_extents(body).unwrap();
+                    assert_eq!(parsed.head.first_index, extents.len() as u64);
+                    assert!(parsed.extents.len() <= 4096);
+                    extent_records.push((at as u64, parsed.head.first_index));
+                    extents.extend(parsed.extents);
+                }
+                RecordType::FilesEntries => {
+                    let group = parse_group(body).unwrap();
+                    assert_eq!(group.head.first_id, entries.len() as u64);
+                    assert!(group.head.count as usize <= 1024);
+                    assert!(body.len() <= 256 << 10);
+                    assert_eq!(group.head.captured, Captured::KNOWN);
+                    let base: u64 = entries.iter().map(|e| e.extent_count).sum();
+                    assert_eq!(group.head.extent_base, base);
+                    let mine: u64 = group.entries.iter().map(|e| e.as_ref().unwrap().extent_count).sum();
+                    let listed: Vec<(u64, u64)> = extent_records
+                        .iter()
+                        .copied()
+                        .filter(|&(_, first)| {
+                            let next = extent_records.iter().find(|r| r.1 > first).map_or(extents.len() as u64, |r| r.1);
+                            first < base + mine && next > base
+                        })
+                        .collect();
+                    let list: Vec<(u64, u64)> =
+                        group.extent_list.iter().map(|r| (r.extents_record, r.first_index)).collect();
+                    assert_eq!(list, listed);
+                    entries.extend(group.entries.iter().map(|e| e.clone().unwrap()));
+                    groups.push((at as u64, group));
+                }
+                RecordType::FilesEnd => end = Some(FilesEnd::decode(body.try_into().unwrap())),
+                RecordType::FilesDir => dirs.push((at as u64, GroupDir::parse(body).unwrap())),
+                RecordType::FilesIndex => index = Some(parse_files_index(body).unwrap().1),
+                _ => {}
+            }
+            at += 32 + body.len();
+        }
+        assert!(groups.len() >= 2, "1,500 entries take two groups at least");
+        let end = end.unwrap();
+        assert_eq!(end.extent_count, extents.len() as u64);
+        assert_eq!(end.entry_count, entries.len() as u64);
+        // Entry order: runs consecutive, names increasing, the directory first.
+        let mut ended = std::collections::HashSet::new();
+        let mut previous: Option<&Entry> = None;
+        for e in &entries[1..] {
+            assert!(entries[e.parent_id as usize].kind == EntryKind::Directory);
+            match previous {
+                Some(p) if p.parent_id == e.parent_id => assert!(p.name < e.name),
+                Some(p) => {
+                    ended.insert(p.parent_id);
+                    assert!(!ended.contains(&e.parent_id));
+                }
+                None => {}
+            }
+            previous = Some(e);
+        }
+        let names: Vec<&[u8]> = entries.iter().filter(|e| e.parent_id == 0).map(|e| &e.name[..]).collect();
+        assert_eq!(names, [&b"a"[..], b"b", b"z"]);
+        // The run of the root comes first, then a's, then a/sub's, then b's.
+        assert_eq!(entries[4].parent_id, 1);
+        let link = entries.iter().find(|e| e.kind == EntryKind::Hardlink).unwrap();
+        assert_eq!(entries[link.link_id as usize].name, b"z", "first seen in walk order is the file");
+        assert_eq!(entries[link.link_id as usize].ino, link.ino);
+        assert!(entries.iter().all(|e| e.ino != 0));
+        // Extents stored once, in entry order, counted by their entries.
+        let mut next = 0usize;
+        for e in &entries {
+            let mine = &extents[next..next + e.extent_count as usize];
+            assert!(mine.iter().all(|x| x.entry_id == e.entry_id));
+            assert_eq!(mine.iter().map(|x| x.length).sum::<u64>(), e.size);
+            next += e.extent_count as usize;
+        }
+        assert_eq!(next, extents.len());
+        // FILES_DIR: one per group with a directory, last group first.
+        let with_dirs: Vec<u64> = groups
+            .iter()
+            .filter(|(_, g)| g.entries.iter().any(|e| e.as_ref().unwrap().kind == EntryKind::Directory))
+            .map(|(offset, _)| *offset)
+            .collect();
+        let described: Vec<u64> = dirs.iter().rev().map(|(_, d)| d.entries_record).collect();
+        assert_eq!(described, with_dirs);
+        let dir_of = |group: u64| dirs.iter().find(|(_, d)| d.entries_record == group).map_or(0, |(o, _)| *o);
+        let group_of = |id: u64| groups.iter().rfind(|(_, g)| g.head.first_id <= id).unwrap();
+        for (_, table) in &dirs {
+            let (_, group) = groups.iter().find(|(o, _)| *o == table.entries_record).unwrap();
+            let own: Vec<u64> = group
+                .entries
+                .iter()
+                .map(|e| e.as_ref().unwrap())
+                .filter(|e| e.kind == EntryKind::Directory)
+                .map(|e| e.entry_id)
+                .collect();
+            assert_eq!(table.locators.iter().map(|l| l.entry_id).collect::<Vec<_>>(), own);
+            for (i, locator) in table.locators.iter().enumerate() {
+                let run: Vec<&Entry> = entries.iter().filter(|e| e.parent_id == locator.entry_id && e.entry_id > 0).collect();
+                assert_eq!(locator.child_count, run.len() as u64);
+                assert_eq!(locator.first_child_id, run.first().map_or(0, |e| e.entry_id));
+                let mut expected = Vec::new();
+                for e in &run {
+                    let (offset, g) = group_of(e.entry_id);
+                    if expected.last().map(|&(o, _, _, _)| o) != Some(*offset) {
+                        expected.push((*offset, dir_of(*offset), e.entry_id, e.name.clone()));
+                    }
+                    let _ = g;
+                }
+                let fences: Vec<(u64, u64, u64, Vec<u8>)> = table
+                    .fences_of(i)
+                    .unwrap()
+                    .iter()
+                    .map(|(f, name)| (f.entries_record, f.dir_record, f.first_child_id, name.clone()))
+                    .collect();
+                assert_eq!(fences, expected);
+            }
+        }
+        let rows: Vec<(u64, u64, u64)> =
+            index.unwrap().iter().map(|r| (r.entries_record, r.dir_record, r.first_id)).collect();
+        let expected: Vec<(u64, u64, u64)> =
+            groups.iter().map(|(o, g)| (*o, dir_of(*o), g.head.first_id)).collect();
+        assert_eq!(rows, expected);
+    }
 }
