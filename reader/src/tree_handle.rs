@@ -14,7 +14,7 @@ use strata_format::files::{self, EntryKind, NO_PARENT};
 use strata_format::ErrorClass;
 
 use crate::extract::{self, ExtractOptions, ExtractReport};
-use crate::tree::{normal_path, DirCursor, EntryWalk, RecordCache, TableWalk};
+use crate::tree::{normal_path, DirCursor, EntryWalk, TableWalk};
 use crate::{Archive, Entry, Error, ErrorKind, FileReader, ReadAt, Section, TreeSection};
 
 impl<R: ReadAt> Archive<R> {
@@ -146,9 +146,8 @@ impl<'a, R: ReadAt> Tree<'a, R> {
 
     /// The root directory's entry (its path is empty).
     pub fn root(&self) -> Result<Entry, Error> {
-        let root =
-            self.archive.entry_at(self.section, self.section.root_entries_record, self.section.root_entry_offset)?;
-        Ok(Entry::located(Vec::new(), root, self.captured(), self.section.root_dir))
+        let (root, dir_record) = self.archive.root_of(self.section)?;
+        Ok(Entry::located(Vec::new(), root, self.captured(), dir_record))
     }
 
     /// Every entry, in the order of the archive: entry ids 0, 1, 2, ...,
@@ -235,20 +234,21 @@ impl<'a, R: ReadAt> Tree<'a, R> {
         }
         let table = match dir.dir_table() {
             Some(table) => table,
-            None => match self.archive.find(self.section, dir.path())? {
+            // The FILES_DIR of the group holding it, by the FILES_INDEX.
+            None => match self.archive.entry_by_id(self.section, dir.id())? {
                 Some((found, table)) if found.entry_id == dir.id() && found.kind == EntryKind::Directory => table,
                 _ => {
                     return Err(Error::new(
                         ErrorClass::IndexMismatch,
                         format!("FILES_DIR of {}", shown_path(dir.path())),
-                        format!("the directory tables do not lead to entry {} by its path", dir.id()),
+                        format!("the FILES_INDEX does not lead to directory entry {}", dir.id()),
                     )
                     .in_section(self.name()))
                 }
             },
         };
         let cursor = DirCursor::open(self.archive, self.section, table, dir.id(), dir.path().to_vec())?;
-        Ok(ReadDir { tree: *self, cursor, cache: None, done: false })
+        Ok(ReadDir { tree: *self, cursor })
     }
 
     /// The entry at `path` and everything below it, through the directory
@@ -295,18 +295,17 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn entry(&self, id: u64) -> Result<Option<Entry>, Error> {
-        let mut cache = RecordCache::default();
-        let Some(raw) = self.archive.entry_by_id(self.section, id, &mut cache)? else {
+        let Some((raw, dir_record)) = self.archive.entry_by_id(self.section, id)? else {
             return Ok(None);
         };
-        let path = self.path_of(&raw, &mut cache)?;
-        Ok(Some(Entry::from_raw(path, raw, self.captured())))
+        let path = self.path_of(&raw)?;
+        Ok(Some(Entry::located(path, raw, self.captured(), dir_record)))
     }
 
     /// The path of `entry`, from its directories found by id: each is an
     /// earlier directory entry (FORMAT.md 8.3), so the climb ends, after at
     /// most as many steps as the entry has directories above it.
-    fn path_of(&self, entry: &files::Entry, cache: &mut RecordCache) -> Result<Vec<u8>, Error> {
+    fn path_of(&self, entry: &files::Entry) -> Result<Vec<u8>, Error> {
         let mut names: Vec<Vec<u8>> = Vec::new();
         let (mut id, mut parent, mut name) = (entry.entry_id, entry.parent_id, entry.name.clone());
         let malformed = |detail: String| {
@@ -319,7 +318,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
                 )));
             }
             names.push(name);
-            let dir = self.archive.entry_by_id(self.section, parent, cache)?.ok_or_else(|| {
+            let (dir, _) = self.archive.entry_by_id(self.section, parent)?.ok_or_else(|| {
                 Error::new(
                     ErrorClass::IndexMismatch,
                     "parent_id",
@@ -360,20 +359,19 @@ impl<'a, R: ReadAt> Tree<'a, R> {
         if !link.is_hard_link() {
             return Ok(None);
         }
-        let mut cache = RecordCache::default();
-        let file = self.linked_file(link, &mut cache)?;
-        let path = self.path_of(&file, &mut cache)?;
+        let file = self.linked_file(link)?;
+        let path = self.path_of(&file)?;
         Ok(Some(Entry::from_raw(path, file, self.captured())))
     }
 
     /// The regular file whose content `entry` gives: itself, or the file a
     /// hard link names, which must be an earlier regular file.
-    fn linked_file(&self, entry: &Entry, cache: &mut RecordCache) -> Result<files::Entry, Error> {
+    fn linked_file(&self, entry: &Entry) -> Result<files::Entry, Error> {
         match entry.kind() {
             EntryKind::File => Ok(entry.raw().clone()),
             EntryKind::Hardlink => {
                 let link_id = entry.raw().link_id;
-                match self.archive.entry_by_id(self.section, link_id, cache)? {
+                match self.archive.entry_by_id(self.section, link_id)?.map(|(file, _)| file) {
                     Some(file) if file.kind == EntryKind::File && file.entry_id < entry.id() => Ok(file),
                     found => Err(Error::new(
                         ErrorClass::RecordMalformed,
@@ -442,7 +440,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     ///
     /// [`Read`]: std::io::Read
     pub fn open(&self, entry: &Entry) -> Result<FileReader<'a, R>, Error> {
-        let file = self.linked_file(entry, &mut RecordCache::default())?;
+        let mut file = self.linked_file(entry)?;
         let missing = if file.flags & files::EntryFlags::UNREADABLE != 0 {
             Some("its content could not be read when the archive was written: the archive holds none")
         } else if file.flags & files::EntryFlags::LOST_IN_SALVAGE != 0 {
@@ -453,6 +451,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
         if let Some(why) = missing {
             return Err(Error::of_entry(ErrorKind::NotStored, shown_path(entry.path()), why).in_section(self.name()));
         }
+        file.extents = self.archive.file_extents(self.section, &file)?;
         FileReader::new(*self, file)
     }
 
@@ -509,7 +508,7 @@ impl<R: ReadAt> Iterator for Entries<'_, R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let captured = self.captured;
-        self.walk.next().map(|item| item.map(|item| Entry::from_raw(item.path, item.entry, captured)))
+        self.walk.next().map(|item| item.map(|(item, dir)| Entry::located(item.path, item.entry, captured, dir)))
     }
 }
 
@@ -549,26 +548,14 @@ impl<R: ReadAt> std::fmt::Debug for Entries<'_, R> {
 pub struct ReadDir<'a, R: ReadAt> {
     tree: Tree<'a, R>,
     cursor: DirCursor,
-    /// The entry record read last: siblings are usually in the same one.
-    cache: Option<(u64, Vec<(u32, files::Entry)>)>,
-    done: bool,
 }
 
 impl<R: ReadAt> Iterator for ReadDir<'_, R> {
     type Item = Result<Entry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let child = self.cursor.next_child(self.tree.archive, self.tree.section, &mut self.cache);
-        match child? {
-            Ok((item, table)) => Some(Ok(Entry::located(item.path, item.entry, self.tree.captured(), table))),
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        let child = self.cursor.next_child(self.tree.archive, self.tree.section)?;
+        Some(child.map(|(item, table)| Entry::located(item.path, item.entry, self.tree.captured(), table)))
     }
 }
 
