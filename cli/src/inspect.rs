@@ -38,8 +38,8 @@ pub struct CatArgs {
     archive: PathBuf,
     /// A file to write, relative to the file tree's root (the tree may be left
     /// out when the archive holds one); with --image, a file of the image's
-    /// file system.
-    path: Option<String>,
+    /// file system. Bytes: a name that is not UTF-8 is given as it is.
+    path: Option<std::ffi::OsString>,
     /// Write bytes of this image section; with PATH, a file of the file
     /// system inside it.
     #[arg(long, conflicts_with = "files")]
@@ -694,10 +694,14 @@ pub fn cat(args: CatArgs) -> Result<u8, Failure> {
     let (archive, damaged) = open_intact(&args.archive)?;
     let label = args.archive.display().to_string();
     if let (Some(image), Some(path)) = (&args.image, &args.path) {
+        let path = path
+            .to_str()
+            .ok_or_else(|| Failure::fatal(format!("{}: a path inside an image is UTF-8", path.to_string_lossy())))?;
         return cat_image_file(archive, &label, image, args.partition, path).map(|code| code.max(u8::from(damaged)));
     }
     if let Some(path) = &args.path {
         let files = crate::files::pick_section(&archive, args.files.as_deref(), SectionKind::Files, &label)?;
+        let path = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
         return cat_file(&archive, &args.archive, &files, path).map(|code| code.max(u8::from(damaged)));
     }
     if args.image.is_none() {
@@ -794,13 +798,20 @@ fn cat_image_file(
 }
 
 /// `cat --files NAME PATH`: one file's content (a hard link's is its file's),
-/// checked as the reader checks it (FORMAT.md 10.1, step 5).
-fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> Result<u8, Failure> {
+/// found by the lookup of FORMAT.md 8.5 and checked as the reader checks it
+/// (10.1, step 5). PATH is bytes. Nothing is written unless the whole content
+/// passes its checks: a file of one extent is checked before its first byte
+/// is given (`Tree::open`); one of several is read and checked once, then
+/// written.
+fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &[u8]) -> Result<u8, Failure> {
     let label = label.display();
     let tree = archive.tree(files).map_err(|_| Failure::fatal(format!("{label} has no file tree named {files:?}")))?;
-    let wanted = path.trim_matches('/').trim_start_matches("./");
+    let start = path.iter().position(|&b| b != b'/').unwrap_or(path.len());
+    let end = path.iter().rposition(|&b| b != b'/').map_or(start, |i| i + 1);
+    let wanted_bytes = &path[start..end.max(start)];
+    let wanted = strata_format::escaped(wanted_bytes);
     let entry = tree
-        .lookup(wanted)
+        .lookup(wanted_bytes)
         .map_err(|e| Failure::fatal(format!("{label}: {e}")))?
         .ok_or_else(|| Failure::fatal(format!("{wanted}: not in files {files}")))?;
     let mut file = match tree.open(&entry) {
@@ -816,6 +827,13 @@ fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &str) -> R
         }
         Err(e) => return Err(Failure::fatal(format!("{label}: files {files}: {wanted}: {e}"))),
     };
+    if file.extent_count() > 1 {
+        // Checked whole (every chunk's BLAKE3 and the digest) before any byte
+        // is written.
+        let mut sink = io::sink();
+        let mut check = tree.open(&entry).map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
+        io::copy(&mut check, &mut sink).map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
+    }
     let mut out = std::io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -287,10 +287,8 @@ impl Recovered {
 
 /// Reads one `FILES_ENTRIES` record (a group) again (salvage does, after
 /// the walk found it sound): its entries that can be read, each with its row
-/// in the group. A regular file's extents are filled in as far as its group's
-/// extent list finds them in the `FILES_EXTENTS` records (FORMAT.md 10.1
-/// step 5), each checked to be the file's; a file whose extents cannot all be
-/// found this way has none (the walk found its content not intact).
+/// in the group. Their `extents` are empty: the walk keeps each file's
+/// ([`EntryFacts::extents`]).
 pub fn entries_record_at<R: ReadAt + ?Sized>(
     source: &R,
     offset: u64,
@@ -301,53 +299,7 @@ pub fn entries_record_at<R: ReadAt + ?Sized>(
     let record = crate::record::read_record_at(source, size, offset, tag, limits.max_index_bytes)?;
     let body = crate::archive::expect_type(&record, RecordType::FilesEntries)?;
     let group = strata_format::files::parse_group(body).map_err(|e| Error::from(e).at(offset))?;
-    let mut records: HashMap<u64, Option<Vec<strata_format::files::FileExtent>>> = HashMap::new();
-    let mut extents_of = |at: u64, first_index: u64| -> Option<Vec<strata_format::files::FileExtent>> {
-        records
-            .entry(at)
-            .or_insert_with(|| {
-                let record = crate::record::read_record_at(source, size, at, tag, limits.max_index_bytes).ok()?;
-                let body = crate::archive::expect_type(&record, RecordType::FilesExtents).ok()?;
-                let parsed = strata_format::files::parse_file_extents(body).ok()?;
-                (parsed.head.first_index == first_index).then_some(parsed.extents)
-            })
-            .clone()
-    };
-    let mut out = Vec::new();
-    let mut x = group.head.extent_base;
-    for (row, entry) in group.entries.into_iter().enumerate() {
-        let Ok(mut entry) = entry else { continue };
-        let count = entry.extent_count;
-        if entry.kind == strata_format::files::EntryKind::File && count > 0 {
-            let mut found = Vec::new();
-            let mut list = group.extent_list.partition_point(|r| r.first_index <= x);
-            let mut next = x;
-            while list > 0 && (found.len() as u64) < count {
-                let Some(item) = group.extent_list.get(list - 1) else { break };
-                let Some(extents) = extents_of(item.extents_record, item.first_index) else { break };
-                let from = next.saturating_sub(item.first_index) as usize;
-                let mut taken = 0;
-                for extent in extents.iter().skip(from) {
-                    if found.len() as u64 == count || extent.entry_id != entry.entry_id {
-                        break;
-                    }
-                    found.push(*extent);
-                    taken += 1;
-                    next += 1;
-                }
-                if (found.len() as u64) < count && from + taken < extents.len() {
-                    break;
-                }
-                list += 1;
-            }
-            if found.len() as u64 == count {
-                entry.extents = found;
-            }
-        }
-        x = x.saturating_add(count);
-        out.push((row as u32, entry));
-    }
-    Ok(out)
+    Ok(group.entries.into_iter().enumerate().filter_map(|(row, e)| Some((row as u32, e.ok()?))).collect())
 }
 
 /// [`verify`], also returning what survives.

@@ -30,6 +30,9 @@ pub struct EntryFacts {
     pub sound: bool,
     /// A regular file whose every chunk is valid and whose content matches its BLAKE3.
     pub content_intact: bool,
+    /// A regular file's extents as the `FILES_EXTENTS` records read announced
+    /// them (FORMAT.md 8.2), in order; empty for other entries.
+    pub extents: Vec<FileExtent>,
 }
 
 /// A file-tree section as the walk finds it.
@@ -564,6 +567,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     offset: row,
                     sound,
                     content_intact: false,
+                    extents: Vec::new(),
                 },
             );
         }
@@ -601,6 +605,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             let intact = no_content || self.check_content(open, pos, &entry, &extents);
             if let Some(facts) = self.trees[open].entries.get_mut(&id) {
                 facts.content_intact = intact;
+                facts.extents = extents;
+            }
+        } else if first && is_file {
+            if let Some(facts) = self.trees[open].entries.get_mut(&id) {
+                facts.extents = extents;
             }
         }
     }
