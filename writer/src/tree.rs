@@ -147,8 +147,6 @@ pub(crate) struct TreeTables {
     groups: Vec<GroupInfo>,
 }
 
-/// Most entries in a group the reference writer writes (`spec/FORMAT.md` 14).
-const GROUP_ENTRIES: usize = 1024;
 /// The decoded body a group of the reference writer does not pass.
 const GROUP_BYTES: usize = 256 << 10;
 /// Most extents in one `FILES_EXTENTS` record of the reference writer.
@@ -525,6 +523,8 @@ struct Walk<'a> {
     chunk_size: usize,
     level: i32,
     batch_bytes: usize,
+    /// Most entries in a group ([`crate::WriterOptions::group_entries`]).
+    group_entries: usize,
     captured: u64,
     excludes: globset::GlobSet,
     excludes_by_name: globset::GlobSet,
@@ -731,6 +731,7 @@ impl<W: Write> ArchiveWriter<W> {
             chunk_size: self.options.chunk_size as usize,
             level: self.options.level,
             batch_bytes: self.options.batch_bytes,
+            group_entries: self.options.group_entries.clamp(1, files::MAX_GROUP_ENTRIES as usize),
             captured,
             excludes,
             excludes_by_name,
@@ -1401,7 +1402,7 @@ impl Walk<'_> {
     }
 
     /// Ends the group being filled when `entry` would not fit in it: at
-    /// [`GROUP_ENTRIES`] entries, or when its decoded body would pass
+    /// `group_entries` entries (1,024 by default), or when its decoded body would pass
     /// [`GROUP_BYTES`] (counting one more extent-list row for the entry's
     /// content). Called before a file's content is read, so that its
     /// extents are written for the group that holds it.
@@ -1414,7 +1415,7 @@ impl Walk<'_> {
             + ExtentListRow::SIZE * (group.list.len() + 1)
             + group.entry_bytes
             + entry.group_len(self.captured);
-        if group.entries.len() >= GROUP_ENTRIES || body > GROUP_BYTES {
+        if group.entries.len() >= self.group_entries || body > GROUP_BYTES {
             self.end_group(writer)?;
         }
         Ok(())
@@ -1467,7 +1468,7 @@ impl Walk<'_> {
         self.group.extent_count += entry.extent_count;
         self.group.entries.push(entry);
         self.progress.entry();
-        if self.group.entries.len() >= GROUP_ENTRIES {
+        if self.group.entries.len() >= self.group_entries {
             self.end_group(writer)?;
         }
         Ok(())
