@@ -379,11 +379,6 @@ mod field {
     pub use crate::patch::row::{DIGEST, EXTENT_COUNT, LINK_ID, PARENT_ID, SIZE, XATTR_COUNT};
 }
 
-/// Entry `id` of the model last written: its group and its row.
-fn entry_at(bytes: &[u8], id: u64) -> (Rec, usize) {
-    patch::entry_at(bytes, aid(id))
-}
-
 /// Sets a field of the row of the model's entry `id`; a parent or hard-link
 /// target given as a model id becomes the archive's.
 fn set_entry(bytes: &mut [u8], id: u64, field: usize, value: &[u8]) {

@@ -13,9 +13,7 @@ use crate::{of_type, refix_record, Rec};
 
 /// Offsets of the fields of an entry row (FORMAT.md 8.3).
 pub(crate) mod row {
-    pub const KIND: usize = 0;
     pub const FLAGS: usize = 1;
-    pub const MODE: usize = 2;
     pub const NAME_LENGTH: usize = 4;
     pub const XATTR_COUNT: usize = 9;
     pub const RDEV_MAJOR: usize = 19;
