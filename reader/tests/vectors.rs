@@ -423,23 +423,28 @@ fn check_hostile(name: &str, bytes: &[u8], refused: &[serde_json::Value]) {
 #[test]
 fn a_file_declaring_a_terabyte_of_holes_is_not_hashed() {
     let mut bytes = std::fs::read(vectors_dir().join("tree-small.strata")).expect("vector");
-    // The FILES_ENTRIES record holding "abc", and the size field of that entry.
+    // The group (FILES_ENTRIES record) holding "abc", and the size field of
+    // that entry: row i's value in the `size` column (row offset 47), stored
+    // column by column after the head and the extent list (FORMAT.md 8.3).
     let header_length = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
     let mut record = header_length;
-    let entry = loop {
+    let size_field = loop {
         let head = strata_format::RecordHeader::decode(bytes[record..record + 32].try_into().unwrap());
         let body = &bytes[record + 32..record + 32 + head.body_length as usize];
         if head.record_type == strata_format::RecordType::FilesEntries.code() {
-            let (_, entries) = strata_format::files::parse_entries(body).expect("valid entries");
-            if let Some((offset, _)) = entries.iter().find(|(_, e)| e.name == b"abc") {
-                break record + 32 + *offset as usize;
+            assert_eq!(head.flags & strata_format::RecordFlags::ZSTD, 0, "a small vector's groups are stored plain");
+            let group = strata_format::files::parse_group(body).expect("a valid group");
+            let found = group.entries.iter().position(|e| e.as_ref().is_ok_and(|e| e.name == b"abc"));
+            if let Some(row) = found {
+                let count = group.head.count as usize;
+                let table = 56 + 16 * group.head.list_count as usize;
+                break record + 32 + table + 47 * count + 8 * row;
             }
         }
         record += 32 + head.body_length as usize;
     };
     let body_length = u64::from_le_bytes(bytes[record + 16..record + 24].try_into().unwrap()) as usize;
     let body = record + 32;
-    let size_field = entry + 80;
     bytes[size_field..size_field + 8].copy_from_slice(&((1u64 << 40) + 40).to_le_bytes());
     let body_crc = crc32c::crc32c(&bytes[body..body + body_length]);
     bytes[record + 24..record + 28].copy_from_slice(&body_crc.to_le_bytes());
