@@ -204,10 +204,10 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// its directory table: one table record, then each child's entry as it
     /// is reached. An entry that is not a directory gives an error of kind
     /// [`ErrorKind::NotADirectory`](crate::ErrorKind::NotADirectory). A
-    /// directory given by [`Tree::entries`] is first looked up by its path
-    /// (its table is found through its parents'); one given by
-    /// [`Tree::lookup`], [`Tree::read_dir`] or [`Tree::subtree`] is listed
-    /// at once.
+    /// directory given by [`Tree::entries`], [`Tree::entry`],
+    /// [`Tree::lookup`], [`Tree::read_dir`] or [`Tree::subtree`] is listed at
+    /// once (it knows its group's `FILES_DIR`); one made elsewhere
+    /// ([`Entry::from_raw`]) is first looked up by its path.
     ///
     /// ```
     /// use strata_reader::Archive;
@@ -234,14 +234,15 @@ impl<'a, R: ReadAt> Tree<'a, R> {
         }
         let table = match dir.dir_table() {
             Some(table) => table,
-            // The FILES_DIR of the group holding it, by the FILES_INDEX.
-            None => match self.archive.entry_by_id(self.section, dir.id())? {
+            // An entry made elsewhere: looked up by its path, which must
+            // lead to it (its children's paths are made from it).
+            None => match self.archive.find(self.section, dir.path())? {
                 Some((found, table)) if found.entry_id == dir.id() && found.kind == EntryKind::Directory => table,
                 _ => {
                     return Err(Error::new(
                         ErrorClass::IndexMismatch,
                         format!("FILES_DIR of {}", shown_path(dir.path())),
-                        format!("the FILES_INDEX does not lead to directory entry {}", dir.id()),
+                        format!("the directory tables do not lead to entry {} by its path", dir.id()),
                     )
                     .in_section(self.name()))
                 }

@@ -28,8 +28,12 @@ mod list;
 #[path = "../examples/cat.rs"]
 mod cat;
 
+/// The committed vectors, or those `STRATA_VECTORS` names (a folder
+/// `strata-vectors DIR` wrote, to test before they are committed).
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors")
+    std::env::var_os("STRATA_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors"))
 }
 
 fn vector_path(file: &str) -> String {

@@ -10,8 +10,12 @@ use strata_reader::sink::ImageSink;
 use strata_reader::extract::{self, ExtractOptions, Owners};
 use strata_reader::{stream, verify, Archive, ErrorClass, Limits, ParentSearch, Section, TreeSection};
 
+/// The committed vectors, or those `STRATA_VECTORS` names (a folder
+/// `strata-vectors DIR` wrote, to test before they are committed).
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors")
+    std::env::var_os("STRATA_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors"))
 }
 
 fn manifest() -> serde_json::Value {
