@@ -56,6 +56,10 @@ pub struct Group {
     pub extent_list: Vec<ExtentListRow>,
     /// Its rows; a row that breaks a rule of its own is an error.
     pub entries: Vec<Result<Entry, FormatError>>,
+    /// For each row, the index of its first extent in the section's extent
+    /// sequence (`extent_base` + the `extent_count` of the rows before it);
+    /// `None` from a row that cannot be read, or a sum that overflows, on.
+    starts: Vec<Option<u64>>,
 }
 
 impl Group {
@@ -160,8 +164,26 @@ impl<R: ReadAt> Archive<R> {
             .at(offset)
             .in_section(&tree.name));
         }
-        let group =
-            Arc::new(Group { offset, head: parsed.head, extent_list: parsed.extent_list, entries: parsed.entries });
+        let mut next = Some(parsed.head.extent_base);
+        let starts = parsed
+            .entries
+            .iter()
+            .map(|row| {
+                let start = next;
+                next = match row {
+                    Ok(entry) => next.and_then(|n| n.checked_add(entry.extent_count)),
+                    Err(_) => None,
+                };
+                start
+            })
+            .collect();
+        let group = Arc::new(Group {
+            offset,
+            head: parsed.head,
+            extent_list: parsed.extent_list,
+            entries: parsed.entries,
+            starts,
+        });
         if let Ok(mut cache) = self.tree_cache().lock() {
             keep(&mut cache.groups, offset, group.clone());
         }
@@ -409,16 +431,14 @@ impl<R: ReadAt> Archive<R> {
         };
         let at = group.offset;
         let row = (id - group.head.first_id) as usize;
-        let mut x = group.head.extent_base;
-        for earlier in &group.entries[..row] {
-            let count = match earlier {
-                Ok(e) => e.extent_count,
-                Err(e) => return Err(Error::from(e.clone()).at(at).in_section(&tree.name)),
-            };
-            x = x.checked_add(count).ok_or_else(|| {
-                mismatch("FILES_ENTRIES extent_count", "the rows' extent counts overflow", at, &tree.name)
-            })?;
-        }
+        let Some(x) = group.starts.get(row).copied().flatten() else {
+            return Err(mismatch(
+                format!("extents of entry {id}"),
+                "a row before it cannot be read, or the rows' extent counts overflow",
+                at,
+                &tree.name,
+            ));
+        };
         let lost = |detail: String| mismatch(format!("extents of entry {id}"), detail, at, &tree.name);
         let mut list = group.extent_list.partition_point(|r| r.first_index <= x);
         if list == 0 {

@@ -713,12 +713,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             end.extent_count,
         );
         let orphans = tree.announced.len();
-        let mut orphan_ranges: Vec<(u64, std::ops::Range<u64>)> = tree
-            .announced
-            .iter()
-            .flat_map(|(&id, list)| list.iter().map(move |(_, e)| (id, e.file_offset..e.end())))
-            .collect();
-        orphan_ranges.sort_unstable_by_key(|(id, r)| (*id, r.start));
         let rootless = !tree.entries.contains_key(&0);
         if counts != declared {
             self.problem(
@@ -729,15 +723,12 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             );
         }
         if orphans > 0 {
-            let p = self.problem(
+            self.problem(
                 ErrorClass::IndexMismatch,
                 pos,
                 "FILES_EXTENTS",
                 format!("content was announced for {orphans} entries that never came"),
             );
-            for (id, range) in orphan_ranges {
-                self.file_affects.push((p, t, id, range));
-            }
         }
         if rootless {
             self.problem(ErrorClass::RecordMalformed, pos, "FILES_END", "the section has no root entry");
