@@ -364,6 +364,14 @@ impl<R: ReadAt> Archive<R> {
                     std::cmp::Ordering::Less => low = middle + 1,
                     std::cmp::Ordering::Greater => high = middle,
                     std::cmp::Ordering::Equal => {
+                        // Its neighbours in the run, in memory already: a
+                        // repeated name is a defect (FORMAT.md 8, entry order),
+                        // not a choice between two entries.
+                        let before = middle > start && run.child(&group, middle - 1, &tree.name)?.name >= entry.name;
+                        let after = middle + 1 < end && run.child(&group, middle + 1, &tree.name)?.name <= entry.name;
+                        if before || after {
+                            return Err(run.out_of_order(group.offset, &entry.name, &tree.name));
+                        }
                         found = Some(entry.clone());
                         break;
                     }
@@ -715,6 +723,20 @@ impl DirRun {
         (self.fences[k].0.first_child_id, end)
     }
 
+    /// The error of a run whose names are repeated or out of order.
+    fn out_of_order(&self, group: u64, name: &[u8], section: &str) -> Error {
+        Error::new(
+            ErrorClass::RecordMalformed,
+            format!("entries of {}", shown_path(&self.dir_path)),
+            format!(
+                "\"{}\" is repeated or out of name order in the directory's run (FORMAT.md 8, entry order)",
+                strata_format::escaped(name)
+            ),
+        )
+        .at(group)
+        .in_section(section)
+    }
+
     /// Entry `id` of `group`, checked to be in the directory.
     fn child<'g>(&self, group: &'g Group, id: u64, section: &str) -> Result<&'g Entry, Error> {
         let entry = group.entry(id, section)?;
@@ -739,6 +761,8 @@ pub(crate) struct DirCursor {
     fence: usize,
     group: Option<(Arc<Group>, u64, u64)>,
     given: u64,
+    /// The name of the child given last: names grow through a run.
+    last_name: Option<Vec<u8>>,
     done: bool,
 }
 
@@ -758,7 +782,7 @@ impl DirCursor {
             None => return Err(mismatch("FILES_INDEX", format!("no group for entry {dir_id}"), tree.index_offset, &tree.name)),
         };
         let run = DirRun::open(archive, tree, dir_record, group_record, dir_id, &dir_path)?;
-        Ok(DirCursor { run, fence: 0, group: None, given: 0, done: false })
+        Ok(DirCursor { run, fence: 0, group: None, given: 0, last_name: None, done: false })
     }
 
     /// The next child with its path, and the record offset of its group's
@@ -789,6 +813,10 @@ impl DirCursor {
                         Ok(entry) => entry.clone(),
                         Err(e) => return Some(Err(e)),
                     };
+                    if self.last_name.as_ref().is_some_and(|last| entry.name <= *last) {
+                        return Some(Err(self.run.out_of_order(group.offset, &entry.name, &tree.name)));
+                    }
+                    self.last_name = Some(entry.name.clone());
                     self.given += 1;
                     let path = join(&self.run.dir_path, &entry.name);
                     return Some(Ok((PathEntry { path, entry }, dir_record)));
