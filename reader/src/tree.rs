@@ -324,8 +324,10 @@ impl<R: ReadAt> Archive<R> {
                 &tree.name,
             ));
         }
+        // Entry 0 is where a lookup starts (FORMAT.md 8.5): only the root
+        // directory is one (8.3).
         let root = group.entry(0, &tree.name)?.clone();
-        if root.kind != EntryKind::Directory || root.parent_id != NO_PARENT {
+        if root.kind != EntryKind::Directory || root.parent_id != NO_PARENT || !root.name.is_empty() {
             return Err(Error::new(ErrorClass::RecordMalformed, "root entry", "entry 0 is not the root directory")
                 .at(first.entries_record)
                 .in_section(&tree.name));
@@ -366,9 +368,10 @@ impl<R: ReadAt> Archive<R> {
                     std::cmp::Ordering::Equal => {
                         // Its neighbours in the run, in memory already: a
                         // repeated name is a defect (FORMAT.md 8, entry order),
-                        // not a choice between two entries.
-                        let before = middle > start && run.child(&group, middle - 1, &tree.name)?.name >= entry.name;
-                        let after = middle + 1 < end && run.child(&group, middle + 1, &tree.name)?.name <= entry.name;
+                        // not a choice between two entries. (Other breaks of
+                        // the order are verify's to report.)
+                        let before = middle > start && run.child(&group, middle - 1, &tree.name)?.name == entry.name;
+                        let after = middle + 1 < end && run.child(&group, middle + 1, &tree.name)?.name == entry.name;
                         if before || after {
                             return Err(run.out_of_order(group.offset, &entry.name, &tree.name));
                         }
