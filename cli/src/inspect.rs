@@ -831,8 +831,10 @@ fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &[u8]) -> 
         // Checked whole (every chunk's BLAKE3 and the digest) before any byte
         // is written.
         let mut sink = io::sink();
-        let mut check = tree.open(&entry).map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
-        io::copy(&mut check, &mut sink).map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
+        let mut check =
+            tree.open(&entry).map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
+        io::copy(&mut check, &mut sink)
+            .map_err(|e| Failure::fatal(format!("{label}: files {files}: {wanted}: {e}")))?;
     }
     let mut out = std::io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
     let mut buf = vec![0u8; 1 << 20];

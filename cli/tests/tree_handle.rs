@@ -99,8 +99,7 @@ impl Model {
             if old[dir].entry.kind != EntryKind::Directory {
                 continue;
             }
-            let mut children: Vec<usize> =
-                (1..old.len()).filter(|&i| old[i].entry.parent_id == dir as u64).collect();
+            let mut children: Vec<usize> = (1..old.len()).filter(|&i| old[i].entry.parent_id == dir as u64).collect();
             children.sort_by(|a, b| old[*a].entry.name.cmp(&old[*b].entry.name));
             order.extend(children);
         }
@@ -230,7 +229,11 @@ fn model() -> (Model, [u64; 4]) {
     // After a swap, the file is the earlier of the two: name them so.
     let pair = |file: u64, link: u64| {
         let (file, link) = (new_id[file as usize], new_id[link as usize]);
-        if file < link { (file, link) } else { (link, file) }
+        if file < link {
+            (file, link)
+        } else {
+            (link, file)
+        }
     };
     let ((deep, to_deep), (first, to_first)) = (pair(deep, to_deep), pair(first, to_first));
     (m, [deep, first, to_deep, to_first])

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use strata_format::files::{
-    self, Entry, EntryKind, ExtentListRow, FileDigest, FileExtent, FilesBegin, FilesEnd, GroupDir, GroupHead,
-    GroupRow, NO_PARENT,
+    self, Entry, EntryKind, ExtentListRow, FileDigest, FileExtent, FilesBegin, FilesEnd, GroupDir, GroupHead, GroupRow,
+    NO_PARENT,
 };
 use strata_format::{ErrorClass, FormatError, RecordType};
 
@@ -132,7 +132,12 @@ impl<R: ReadAt> Archive<R> {
         })
     }
 
-    fn tree_record(&self, tree: &TreeSection, offset: u64, expected: RecordType) -> Result<crate::record::Record, Error> {
+    fn tree_record(
+        &self,
+        tree: &TreeSection,
+        offset: u64,
+        expected: RecordType,
+    ) -> Result<crate::record::Record, Error> {
         let record = read_record_at(self.source(), self.size(), offset, self.tag(), self.limits().max_index_bytes)
             .map_err(|e| e.in_section(&tree.name))?;
         expect_type(&record, expected).map_err(|e| e.in_section(&tree.name))?;
@@ -255,11 +260,7 @@ impl<R: ReadAt> Archive<R> {
     /// The group of `tree` holding entry `id`, found by a binary search of
     /// the `FILES_INDEX` `first_id`s (FORMAT.md 8.6), with its index row.
     /// `None` when no group holds it.
-    pub(crate) fn group_holding(
-        &self,
-        tree: &TreeSection,
-        id: u64,
-    ) -> Result<Option<(Arc<Group>, GroupRow)>, Error> {
+    pub(crate) fn group_holding(&self, tree: &TreeSection, id: u64) -> Result<Option<(Arc<Group>, GroupRow)>, Error> {
         let Some(at) = tree.group_of(id) else {
             return Ok(None);
         };
@@ -312,9 +313,11 @@ impl<R: ReadAt> Archive<R> {
     /// The root entry and its group's `FILES_DIR`, from the first
     /// `FILES_INDEX` row.
     pub(crate) fn root_of(&self, tree: &TreeSection) -> Result<(Entry, u64), Error> {
-        let first = tree.groups.first().copied().ok_or_else(|| {
-            mismatch("FILES_INDEX", "no groups", tree.index_offset, &tree.name)
-        })?;
+        let first = tree
+            .groups
+            .first()
+            .copied()
+            .ok_or_else(|| mismatch("FILES_INDEX", "no groups", tree.index_offset, &tree.name))?;
         let group = self.group_at(tree, first.entries_record)?;
         if first.first_id != 0 || !group.holds(0) {
             return Err(mismatch(
@@ -655,7 +658,12 @@ impl DirRun {
             return Err(mismatch(what(), format!("no locator for entry {dir_id}"), dir_record, &tree.name));
         };
         let Some(fences) = table.fences_of(index) else {
-            return Err(mismatch(what(), format!("entry {dir_id}'s fences are out of the table"), dir_record, &tree.name));
+            return Err(mismatch(
+                what(),
+                format!("entry {dir_id}'s fences are out of the table"),
+                dir_record,
+                &tree.name,
+            ));
         };
         let run_end = locator.first_child_id.checked_add(locator.child_count);
         let sound = if locator.child_count == 0 {
@@ -782,7 +790,14 @@ impl DirCursor {
         // The group holding the directory, by the FILES_INDEX.
         let group_record = match tree.group_of(dir_id) {
             Some(at) => tree.groups[at].entries_record,
-            None => return Err(mismatch("FILES_INDEX", format!("no group for entry {dir_id}"), tree.index_offset, &tree.name)),
+            None => {
+                return Err(mismatch(
+                    "FILES_INDEX",
+                    format!("no group for entry {dir_id}"),
+                    tree.index_offset,
+                    &tree.name,
+                ))
+            }
         };
         let run = DirRun::open(archive, tree, dir_record, group_record, dir_id, &dir_path)?;
         Ok(DirCursor { run, fence: 0, group: None, given: 0, last_name: None, done: false })
@@ -961,7 +976,15 @@ pub(crate) struct EntryWalk<'a, R: ReadAt> {
 
 impl<'a, R: ReadAt> EntryWalk<'a, R> {
     pub(crate) fn new(archive: &'a Archive<R>, tree: &'a TreeSection) -> Self {
-        EntryWalk { archive, tree, paths: PathBuilder::default(), next_id: 0, next_group: 0, current: None, done: false }
+        EntryWalk {
+            archive,
+            tree,
+            paths: PathBuilder::default(),
+            next_id: 0,
+            next_group: 0,
+            current: None,
+            done: false,
+        }
     }
 
     fn fail(&mut self, error: Error) -> Option<Result<(PathEntry, u64), Error>> {
@@ -1162,7 +1185,6 @@ impl PathBuilder {
         Some(self.chain.len() - 1)
     }
 }
-
 
 /// Loads a file-tree section's records named by the archive index.
 pub(crate) fn load_tree_section<R: ReadAt>(

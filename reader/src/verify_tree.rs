@@ -319,16 +319,14 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 Some((id, _, _)) if extent.entry_id < id => {
                     faults.push((ErrorClass::ExtentMap, "out of order: after an extent of a later entry"))
                 }
-                Some((id, offset, end)) if extent.entry_id == id && extent.file_offset < end => {
-                    faults.push((
-                        ErrorClass::ExtentMap,
-                        if extent.file_offset <= offset {
-                            "out of order: not after the file's extent before it"
-                        } else {
-                            "overlaps the file's extent before it"
-                        },
-                    ))
-                }
+                Some((id, offset, end)) if extent.entry_id == id && extent.file_offset < end => faults.push((
+                    ErrorClass::ExtentMap,
+                    if extent.file_offset <= offset {
+                        "out of order: not after the file's extent before it"
+                    } else {
+                        "overlaps the file's extent before it"
+                    },
+                )),
                 _ => {}
             }
             tree.last_extent = Some((extent.entry_id, extent.file_offset, extent.end()));
@@ -480,12 +478,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             // run, in increasing name order.
             let gap = std::mem::take(&mut tree.order_gap);
             let order_fault = match &tree.run {
-                Some((dir, last)) if *dir == entry.parent_id => {
-                    (!gap && entry.name <= *last).then_some("its name is not greater than the one before it in its directory")
-                }
-                _ if tree.run_ended(entry.parent_id) => {
-                    Some("its directory's run of entries ended before it")
-                }
+                Some((dir, last)) if *dir == entry.parent_id => (!gap && entry.name <= *last)
+                    .then_some("its name is not greater than the one before it in its directory"),
+                _ if tree.run_ended(entry.parent_id) => Some("its directory's run of entries ended before it"),
                 _ => None,
             };
             if let Some(detail) = order_fault {
@@ -982,10 +977,8 @@ fn entry_faults(e: &Entry, captured: u64) -> Vec<(ErrorClass, String)> {
     if !is(File) && e.extent_count != 0 {
         bad("extent_count on an entry that is not a regular file");
     }
-    if e.entry_id != 0 || e.parent_id != NO_PARENT {
-        if !Entry::name_is_safe(&e.name) {
-            bad("unsafe name (empty, `.`, `..`, or holds `/` or NUL)");
-        }
+    if (e.entry_id != 0 || e.parent_id != NO_PARENT) && !Entry::name_is_safe(&e.name) {
+        bad("unsafe name (empty, `.`, `..`, or holds `/` or NUL)");
     }
     if missing(Captured::OWNER_NAMES) && (!e.user.is_empty() || !e.group.is_empty()) {
         bad("owner names, but owner names were not captured");

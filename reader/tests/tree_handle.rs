@@ -399,14 +399,15 @@ fn listing_and_looking_up_read_no_content_and_a_file_only_its_own() {
     assert_eq!(content.len() as u64, hard.size());
     let reads = std::mem::take(&mut *archive.source().1.lock().unwrap());
     // Entries carry no extents (FORMAT.md 8.2): they are found in the FILES_EXTENTS records.
-    let own: Vec<u64> =
-        archive.file_extents(tree.section(), hard.raw()).unwrap().iter().map(|e| e.chunk_ref).collect();
+    let own: Vec<u64> = archive.file_extents(tree.section(), hard.raw()).unwrap().iter().map(|e| e.chunk_ref).collect();
     for (offset, _) in reads {
         let &(start, _, kind) = records.iter().find(|(start, end, _)| (*start..*end).contains(&offset)).unwrap();
         match kind {
             Some(RecordType::Chunk) => assert!(own.contains(&start), "a chunk that is not the file's"),
             Some(RecordType::FilesEntries | RecordType::FilesExtents) => {}
-            other => panic!("the link's file is found by id, in entry groups, its extents in FILES_EXTENTS: read a {other:?}"),
+            other => panic!(
+                "the link's file is found by id, in entry groups, its extents in FILES_EXTENTS: read a {other:?}"
+            ),
         }
     }
 }
