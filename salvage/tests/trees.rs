@@ -151,7 +151,10 @@ fn a_lost_entries_record_costs_its_entries_and_keeps_the_rest_in_place() {
             if *kind == EntryKind::File && flags & EntryFlags::LOST_IN_SALVAGE == 0 {
                 let name = path.rsplit(|&b| b == b'/').next().unwrap();
                 let twin = original.iter().any(|(p, (k, _, c))| {
-                    *k == EntryKind::File && p.ends_with(name) && p[..p.len() - name.len()].ends_with(b"/") && c == content
+                    *k == EntryKind::File
+                        && p.ends_with(name)
+                        && p[..p.len() - name.len()].ends_with(b"/")
+                        && c == content
                 });
                 assert!(twin, "{} is a file of the original tree", String::from_utf8_lossy(path));
                 kept_files += 1;

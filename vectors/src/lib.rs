@@ -837,7 +837,8 @@ pub fn insert_record(bytes: &mut Vec<u8>, at: usize, record: &[u8]) {
                 true
             }
             Some(RecordType::FilesIndex) => {
-                let (head, mut rows) = files::parse_files_index(&bytes[body..rec.body_end]).expect("a valid FILES_INDEX");
+                let (head, mut rows) =
+                    files::parse_files_index(&bytes[body..rec.body_end]).expect("a valid FILES_INDEX");
                 for row in &mut rows {
                     row.entries_record = moved(row.entries_record);
                     if row.dir_record != 0 {

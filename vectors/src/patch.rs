@@ -31,7 +31,8 @@ pub(crate) fn group_heads(bytes: &[u8]) -> Vec<(Rec, GroupHead)> {
     of_type(bytes, RecordType::FilesEntries)
         .into_iter()
         .map(|rec| {
-            let head = GroupHead::decode(bytes[rec.body_start..rec.body_start + GroupHead::SIZE].try_into().expect("56"));
+            let head =
+                GroupHead::decode(bytes[rec.body_start..rec.body_start + GroupHead::SIZE].try_into().expect("56"));
             (rec, head)
         })
         .collect()
@@ -161,10 +162,7 @@ pub(crate) fn rewrite_dir(bytes: &mut [u8], rec: Rec, table: &GroupDir) {
 
 /// The `FILES_DIR` of the group holding directory `id`.
 pub(crate) fn dir_table_of(bytes: &[u8], id: u64) -> (Rec, GroupDir) {
-    dir_tables(bytes)
-        .into_iter()
-        .find(|(_, t)| t.locator(id).is_some())
-        .expect("every directory has a locator")
+    dir_tables(bytes).into_iter().find(|(_, t)| t.locator(id).is_some()).expect("every directory has a locator")
 }
 
 /// Renames entry `id` in place (the same length) in its group and in the

@@ -899,7 +899,13 @@ pub fn vectors() -> Vec<Vector> {
             row::DIGEST,
             vec![0xAB; 16],
         ),
-        ("tree-rdev-on-file", "a regular file with device numbers", b"abc", row::RDEV_MAJOR, 8u32.to_le_bytes().to_vec()),
+        (
+            "tree-rdev-on-file",
+            "a regular file with device numbers",
+            b"abc",
+            row::RDEV_MAJOR,
+            8u32.to_le_bytes().to_vec(),
+        ),
         (
             "tree-btime-not-captured",
             "an entry with flag bit 0 (birth time present) in a section whose captured bits leave birth times out",

@@ -129,7 +129,8 @@ mod tests {
         assert!(!cache.offer(b"c", &file(999, 0).clone_with_nsec(1), Captured::KNOWN));
         assert!(!cache.offer(b"d", &file(10, EntryFlags::CHANGED_WHILE_READ), Captured::KNOWN));
         assert!(!cache.offer(b"e", &file(10, 0), Captured::KNOWN & !Captured::CTIME));
-        let kept = cache.unchanged(b"a", 10, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 }, 77, DEV);
+        let kept =
+            cache.unchanged(b"a", 10, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 }, 77, DEV);
         assert_eq!(kept.unwrap().extents[0].chunk_ref, (1u64 << 56) | 4096, "rebased to the parent's number");
         assert!(cache
             .unchanged(b"a", 11, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 }, 77, DEV)
@@ -139,7 +140,9 @@ mod tests {
             .is_none());
         // Another file put in its place (another inode, or another device)
         // is read again when the parent captured identity, and only then.
-        let same = |ino, dev| cache.unchanged(b"a", 10, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 }, ino, dev);
+        let same = |ino, dev| {
+            cache.unchanged(b"a", 10, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 }, ino, dev)
+        };
         assert!(same(78, DEV).is_none());
         assert!(same(77, rustix::fs::makedev(8, 2)).is_none());
         let mut blind = FilesCache::new(created);

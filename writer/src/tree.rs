@@ -1182,9 +1182,11 @@ impl Walk<'_> {
                         return Ok(None);
                     }
                 }
-                if let Some(cached) = self.options.files_cache.as_ref().and_then(|cache| {
-                    cache.unchanged(relative, meta.size, meta.mtime, meta.ctime, meta.ino, meta.dev)
-                }) {
+                if let Some(cached) =
+                    self.options.files_cache.as_ref().and_then(|cache| {
+                        cache.unchanged(relative, meta.size, meta.mtime, meta.ctime, meta.ino, meta.dev)
+                    })
+                {
                     let cached = cached.clone();
                     let entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
                     if meta.nlink > 1 {
@@ -1324,8 +1326,13 @@ impl Walk<'_> {
                 buf.truncate(got);
                 digest.data(at, &buf);
                 covered = at + got as u64;
-                let extent =
-                    FileExtent { entry_id: entry.entry_id, file_offset: at, length: got as u64, chunk_ref: 0, chunk_offset: 0 };
+                let extent = FileExtent {
+                    entry_id: entry.entry_id,
+                    file_offset: at,
+                    length: got as u64,
+                    chunk_ref: 0,
+                    chunk_offset: 0,
+                };
                 let (chunk_offset, loc, packed) = if small {
                     self.pack(&buf)
                 } else {
@@ -1564,8 +1571,14 @@ impl Walk<'_> {
         }
         let group = std::mem::take(&mut self.group);
         let first_id = group.entries[0].entry_id;
-        let body =
-            files::encode_group(self.section_id, first_id, self.captured, self.extent_base, &group.list, &group.entries);
+        let body = files::encode_group(
+            self.section_id,
+            first_id,
+            self.captured,
+            self.extent_base,
+            &group.list,
+            &group.entries,
+        );
         let entries_record = writer.write_record(RecordType::FilesEntries, &[&body])?;
         let has_dir = group.entries.iter().any(|e| e.kind == EntryKind::Directory);
         self.tables.groups.push(GroupInfo { entries_record, first_id, has_dir });
@@ -1709,7 +1722,8 @@ mod tests {
                         .iter()
                         .copied()
                         .filter(|&(_, first)| {
-                            let next = extent_records.iter().find(|r| r.1 > first).map_or(extents.len() as u64, |r| r.1);
+                            let next =
+                                extent_records.iter().find(|r| r.1 > first).map_or(extents.len() as u64, |r| r.1);
                             first < base + mine && next > base
                         })
                         .collect();
@@ -1783,7 +1797,8 @@ mod tests {
                 .collect();
             assert_eq!(table.locators.iter().map(|l| l.entry_id).collect::<Vec<_>>(), own);
             for (i, locator) in table.locators.iter().enumerate() {
-                let run: Vec<&Entry> = entries.iter().filter(|e| e.parent_id == locator.entry_id && e.entry_id > 0).collect();
+                let run: Vec<&Entry> =
+                    entries.iter().filter(|e| e.parent_id == locator.entry_id && e.entry_id > 0).collect();
                 assert_eq!(locator.child_count, run.len() as u64);
                 assert_eq!(locator.first_child_id, run.first().map_or(0, |e| e.entry_id));
                 let mut expected = Vec::new();
@@ -1805,8 +1820,7 @@ mod tests {
         }
         let rows: Vec<(u64, u64, u64)> =
             index.unwrap().iter().map(|r| (r.entries_record, r.dir_record, r.first_id)).collect();
-        let expected: Vec<(u64, u64, u64)> =
-            groups.iter().map(|(o, g)| (*o, dir_of(*o), g.head.first_id)).collect();
+        let expected: Vec<(u64, u64, u64)> = groups.iter().map(|(o, g)| (*o, dir_of(*o), g.head.first_id)).collect();
         assert_eq!(rows, expected);
     }
 }
