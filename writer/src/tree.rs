@@ -1823,4 +1823,54 @@ mod tests {
         let expected: Vec<(u64, u64, u64)> = groups.iter().map(|(o, g)| (*o, dir_of(*o), g.head.first_id)).collect();
         assert_eq!(rows, expected);
     }
+    /// Entries from a source must come in the entry order of FORMAT.md 8:
+    /// the writer refuses a name out of its run's order and a run that
+    /// starts again, and takes the same entries in order.
+    #[test]
+    fn entries_from_a_source_out_of_the_entry_order_are_refused() {
+        use strata_format::files::{Entry, EntryKind, NO_PARENT};
+        struct Model(std::vec::IntoIter<Entry>);
+        impl super::EntrySource for Model {
+            fn next_entry(&mut self) -> std::io::Result<Option<super::SourceEntry>> {
+                Ok(self.0.next().map(|entry| super::SourceEntry {
+                    path: entry.name.clone(),
+                    entry,
+                    data_ranges: Vec::new(),
+                }))
+            }
+            fn read_content(&mut self, _buf: &mut [u8], _offset: u64) -> std::io::Result<usize> {
+                Ok(0)
+            }
+        }
+        let entry = |id: u64, parent: u64, kind: EntryKind, name: &[u8]| Entry {
+            entry_id: id,
+            parent_id: parent,
+            ..Entry::bare(kind, name)
+        };
+        let write = |entries: Vec<Entry>| {
+            let mut writer =
+                crate::ArchiveWriter::new(Vec::new(), crate::WriterOptions::new([7; 16], 0)).expect("a writer");
+            writer.add_tree_from("t", 0, &mut Model(entries.into_iter()), &crate::NoProgress).map(|_| ())
+        };
+        let root = || entry(0, NO_PARENT, EntryKind::Directory, b"");
+        // In order: the root's run (a, d), then d's run.
+        let good = vec![
+            root(),
+            entry(1, 0, EntryKind::Fifo, b"a"),
+            entry(2, 0, EntryKind::Directory, b"d"),
+            entry(3, 2, EntryKind::Fifo, b"x"),
+        ];
+        assert!(write(good).is_ok());
+        let unsorted = vec![root(), entry(1, 0, EntryKind::Fifo, b"b"), entry(2, 0, EntryKind::Fifo, b"a")];
+        assert!(write(unsorted).is_err(), "a name before the previous one of its run");
+        let repeated = vec![root(), entry(1, 0, EntryKind::Fifo, b"a"), entry(2, 0, EntryKind::Fifo, b"a")];
+        assert!(write(repeated).is_err(), "a repeated name");
+        let split = vec![
+            root(),
+            entry(1, 0, EntryKind::Directory, b"d"),
+            entry(2, 1, EntryKind::Fifo, b"x"),
+            entry(3, 0, EntryKind::Fifo, b"z"),
+        ];
+        assert!(write(split).is_err(), "the root's run starts again after d's");
+    }
 }
