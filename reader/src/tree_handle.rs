@@ -61,10 +61,11 @@ impl<R: ReadAt> Archive<R> {
 /// [`Archive::tree`] gives. It borrows the archive, and is cheap to copy.
 ///
 /// Nothing is read until asked for, and what is asked for is bounded:
-/// [`Tree::entries`] reads the entry records one at a time (memory holds one
-/// record and the directories' names, however many entries there are),
-/// [`Tree::lookup`] one directory table per path component and one entry
-/// record, [`Tree::open`] the file's own chunks, one at a time.
+/// [`Tree::entries`] reads the entry groups (`FILES_ENTRIES` records) one at
+/// a time (memory holds one group and the directories' names, however many
+/// entries there are), [`Tree::lookup`] one `FILES_DIR` and one group per
+/// path component (FORMAT.md 8.5), [`Tree::open`] the file's
+/// `FILES_EXTENTS` record(s) and its own chunks, one at a time.
 ///
 /// ```
 /// use std::io::Read;
@@ -151,9 +152,10 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     }
 
     /// Every entry, in the order of the archive: entry ids 0, 1, 2, ...,
-    /// each after its directory (the root first), with its path. Reads the
-    /// entry records one at a time and never file content; memory holds one
-    /// record's entries and the names of the directories, whatever the
+    /// each after its directory (the root first; each directory's children
+    /// one run, by name: FORMAT.md 8), with its path. Reads the groups the
+    /// `FILES_INDEX` names one at a time and never file content; memory holds
+    /// one group's entries and the names of the directories, whatever the
     /// number of entries. A damaged record ends the iteration with its error.
     ///
     /// ```
@@ -172,10 +174,12 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     }
 
     /// The entry at `path` (relative to the root; `""` and `"."` are the root,
-    /// empty and `.` components are skipped), through the directory tables
-    /// (FORMAT.md 8.5): one table per path component and one entry record,
-    /// so the bytes read grow with the path's depth and the size of the
-    /// directories on its way, not with the tree. `None` when no entry has
+    /// empty and `.` components are skipped), as FORMAT.md 8.5 says: one
+    /// `FILES_DIR` and one group per path component, a binary search of the
+    /// fences' names then of the run's names in the group, every table and
+    /// entry reached checked against the way that led to it
+    /// (`index-mismatch` otherwise), so the bytes read grow with the path's
+    /// depth, not with the tree. `None` when no entry has
     /// that path. Symbolic links on the way are not followed: a path through
     /// one is not found.
     ///
@@ -201,8 +205,8 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     }
 
     /// The children of the directory `dir`, in name order (bytewise), through
-    /// its directory table: one table record, then each child's entry as it
-    /// is reached. An entry that is not a directory gives an error of kind
+    /// its run: its group's `FILES_DIR` (its locator and fences), then each
+    /// group holding part of the run as it is reached. An entry that is not a directory gives an error of kind
     /// [`ErrorKind::NotADirectory`](crate::ErrorKind::NotADirectory). A
     /// directory given by [`Tree::entries`], [`Tree::entry`],
     /// [`Tree::lookup`], [`Tree::read_dir`] or [`Tree::subtree`] is listed at
@@ -277,11 +281,11 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     }
 
     /// The entry numbered `id` ([`Entry::id`]), with its path, without a
-    /// walk of the tree: entry ids grow from one entry record to the next,
-    /// so the record holding it is found by a binary search (at most
-    /// log2(records) + 1 record reads), and its path by climbing its
-    /// directories the same way (about as many per level; a few records
-    /// are kept, so directories written together cost one read). `None`
+    /// walk of the tree: the group holding it is found by a binary search of
+    /// the `FILES_INDEX` `first_id`s (in memory: one group read), and its path
+    /// by climbing its directories the same way (one group per level at
+    /// most; a few groups are kept, so directories written together cost one
+    /// read). `None`
     /// when the section has no such entry.
     ///
     /// ```
