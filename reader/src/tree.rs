@@ -357,6 +357,7 @@ impl<R: ReadAt> Archive<R> {
             };
             let (fence, _) = &run.fences[k];
             let group = run.fence_group(self, tree, k)?;
+            run.check_fence_name(&group, k, &tree.name)?;
             let (start, end) = run.rows_in(&group, k);
             // Binary search of the run's names in the group, each entry read
             // checked to be the directory's.
@@ -454,6 +455,9 @@ impl<R: ReadAt> Archive<R> {
             ));
         };
         let lost = |detail: String| mismatch(format!("extents of entry {id}"), detail, at, &tree.name);
+        if group.extent_list.windows(2).any(|w| w[0].first_index >= w[1].first_index) {
+            return Err(lost("the group's extent list's first_index values do not grow".into()));
+        }
         let mut list = group.extent_list.partition_point(|r| r.first_index <= x);
         if list == 0 {
             return Err(lost(format!("the group's extent list holds no record with extent {x}")));
@@ -734,6 +738,27 @@ impl DirRun {
         (self.fences[k].0.first_child_id, end)
     }
 
+    /// The entry at fence `k`'s `first_child_id`, in `group`, carries the
+    /// fence's name (FORMAT.md 8.5).
+    fn check_fence_name(&self, group: &Group, k: usize, section: &str) -> Result<(), Error> {
+        let (fence, name) = &self.fences[k];
+        let entry = self.child(group, fence.first_child_id, section)?;
+        if entry.name != *name {
+            return Err(mismatch(
+                format!("FILES_DIR of {}", shown_path(&self.dir_path)),
+                format!(
+                    "a fence names entry {} \"{}\", the entry is \"{}\"",
+                    fence.first_child_id,
+                    strata_format::escaped(name),
+                    strata_format::escaped(&entry.name)
+                ),
+                self.dir_record,
+                section,
+            ));
+        }
+        Ok(())
+    }
+
     /// The error of a run whose names are repeated or out of order.
     fn out_of_order(&self, group: u64, name: &[u8], section: &str) -> Error {
         Error::new(
@@ -856,7 +881,11 @@ impl DirCursor {
                 }
                 return None;
             }
-            match self.run.fence_group(archive, tree, self.fence) {
+            match self
+                .run
+                .fence_group(archive, tree, self.fence)
+                .and_then(|group| self.run.check_fence_name(&group, self.fence, &tree.name).map(|()| group))
+            {
                 Ok(group) => {
                     let (start, end) = self.run.rows_in(&group, self.fence);
                     self.group = Some((group, start, end));

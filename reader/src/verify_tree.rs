@@ -79,8 +79,9 @@ pub(crate) struct WalkTree {
     /// has ended.
     run: Option<(u64, Vec<u8>)>,
     ended: Vec<u64>,
-    /// An entry or group was lost since the last entry read: the order is
-    /// not checked between the next entry and the one before.
+    /// The next entry is the first of a group whose `first_id` follows a gap
+    /// of lost entries: it is not compared by name with the entry before it
+    /// (section 11, point 3).
     order_gap: bool,
     /// The first `FILES_DIR` read of each group, by the group's offset.
     pub dir_tables: HashMap<u64, (u64, GroupDir)>,
@@ -97,7 +98,6 @@ impl WalkTree {
     pub(crate) fn note_lost(&mut self) {
         self.jump_ok = true;
         self.lost = true;
-        self.order_gap = true;
     }
 
     fn run_ended(&self, dir: u64) -> bool {
@@ -301,11 +301,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             if extent.length == 0 {
                 faults.push((ErrorClass::ExtentMap, "empty"));
             }
-            if extent.file_offset.checked_add(extent.length).is_none()
-                || u64::from(extent.chunk_offset) + extent.length > u64::from(strata_format::limits::MAX_CHUNK_RAW)
-            {
-                faults.push((ErrorClass::ExtentMap, "runs past the end of any file or chunk"));
-            }
+            // Past its chunk: charged at the chunk (7.2 rule 5, in
+            // check_tree_references); past its file's size: when the entry
+            // comes (check_entry).
             if extent.chunk_ref < strata_format::image::REF_FIRST_OFFSET {
                 faults.push((ErrorClass::RecordMalformed, "its chunk_ref is not a record offset"));
             }
@@ -374,7 +372,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let tree = &self.trees[open];
         let fault = if head.captured != tree.captured {
             Some(format!("captured {:#x}, the section's FILES_BEGIN says {:#x}", head.captured, tree.captured))
-        } else if head.first_id != tree.next_id && !(tree.jump_ok && head.first_id > tree.next_id) {
+        } else if head.first_id != tree.next_id && !(tree.lost && head.first_id > tree.next_id) {
             Some(format!("first_id {}, expected {}", head.first_id, tree.next_id))
         } else {
             None
@@ -432,7 +430,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     let tree = &mut self.trees[open];
                     let id = head.first_id + row as u64;
                     tree.next_id = tree.next_id.max(id + 1);
-                    tree.order_gap = true;
                     tree.jump_ok = false;
                 }
             }
