@@ -65,7 +65,14 @@ pub fn files_cache(parent_path: &Path, parent: &Archive<File>, name: &str) -> Re
     let mut cache = FilesCache::new(parent.header().created_ns);
     let captured = tree.begin.captured;
     parent
-        .walk_tree(tree, |found| {
+        .walk_tree(tree, |mut found| {
+            // Entries carry only their extent_count: a file's extents are
+            // found in the FILES_EXTENTS records (FORMAT.md 10.1 step 5),
+            // records read lately being kept, so a walk in order reads each
+            // about once.
+            if found.entry.kind == strata_format::files::EntryKind::File && found.entry.extent_count > 0 {
+                found.entry.extents = parent.file_extents(tree, &found.entry)?;
+            }
             cache.offer(&found.path, &found.entry, captured);
             Ok(())
         })

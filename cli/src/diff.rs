@@ -81,7 +81,8 @@ impl Facts {
         if (self.uid, self.gid) != (other.uid, other.gid) {
             out.push(format!("owner {}:{} -> {}:{}", self.uid, self.gid, other.uid, other.gid));
         }
-        if self.kind == "file" && self.size != other.size {
+        // A hard link records no size of its own (FORMAT.md 8.3): its file's is compared.
+        if self.kind == "file" && !(self.link || other.link) && self.size != other.size {
             out.push(format!("size {} -> {}", self.size, other.size));
         }
         if self.target != other.target {
@@ -121,7 +122,16 @@ fn section_facts(archive: &std::path::Path, name: Option<&str>) -> Result<(Strin
     let mut facts = BTreeMap::new();
     for entry in tree.entries() {
         let entry = entry.map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
-        facts.insert(entry.path().to_vec(), Facts::of_entry(entry.raw()));
+        let mut of_entry = Facts::of_entry(entry.raw());
+        if entry.is_file() && entry.raw().extent_count > 0 {
+            // Its data ranges, from its extents in the FILES_EXTENTS records
+            // (FORMAT.md 10.1 step 5): entries carry only their count.
+            let extents = archive
+                .file_extents(tree.section(), entry.raw())
+                .map_err(|e| Failure::fatal(format!("{label}: {e}")))?;
+            of_entry.data_ranges = data_ranges(&extents);
+        }
+        facts.insert(entry.path().to_vec(), of_entry);
     }
     Ok((name, facts, damaged))
 }

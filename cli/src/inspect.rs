@@ -38,7 +38,7 @@ pub struct CatArgs {
     archive: PathBuf,
     /// A file to write, relative to the file tree's root (the tree may be left
     /// out when the archive holds one); with --image, a file of the image's
-    /// file system.
+    /// file system. Bytes: a name that is not UTF-8 is given as it is.
     path: Option<std::ffi::OsString>,
     /// Write bytes of this image section; with PATH, a file of the file
     /// system inside it.
@@ -798,7 +798,10 @@ fn cat_image_file(
 }
 
 /// `cat --files NAME PATH`: one file's content (a hard link's is its file's),
-/// checked as the reader checks it (FORMAT.md 10.1, step 5).
+/// found by the lookup of FORMAT.md 8.5 and checked as the reader checks it
+/// (10.1, step 5): each chunk before its bytes are given, the file's digest
+/// at its end (a fault there is exit 2 after the bytes given, as `zstd -dc`
+/// and `tar -xO` report a fault found late). PATH is bytes.
 fn cat_file(archive: &Archive<File>, label: &Path, files: &str, path: &std::ffi::OsStr) -> Result<u8, Failure> {
     let label = label.display();
     let tree = archive.tree(files).map_err(|_| Failure::fatal(format!("{label} has no file tree named {files:?}")))?;

@@ -48,20 +48,21 @@ fn flagged_archive(dir: &Path) -> PathBuf {
         digest: if kind == EntryKind::File { strata_format::files::EMPTY_DIGEST } else { [0; 16] },
         ..Entry::bare(kind, name)
     };
-    let mut ok = entry(2, 1, EntryKind::File, b"ok.txt", 0);
+    // In the entry order of FORMAT.md 8: d's children one run, by name.
+    let mut ok = entry(6, 1, EntryKind::File, b"ok.txt", 0);
     ok.size = 5;
-    let mut growing = entry(4, 1, EntryKind::File, b"growing.log", EntryFlags::CHANGED_WHILE_READ);
+    let mut growing = entry(3, 1, EntryKind::File, b"growing.log", EntryFlags::CHANGED_WHILE_READ);
     growing.size = AS_READ.len() as u64;
-    let mut link = entry(6, 1, EntryKind::Hardlink, b"locked-link", 0);
-    link.link_id = 3;
+    let mut link = entry(5, 1, EntryKind::Hardlink, b"locked-link", 0);
+    link.link_id = 4;
     let model = vec![
         (entry(0, NO_PARENT, EntryKind::Directory, b"", 0), Vec::new()),
         (entry(1, 0, EntryKind::Directory, b"d", 0), Vec::new()),
-        (ok, b"fine\n".to_vec()),
-        (entry(3, 1, EntryKind::File, b"locked", EntryFlags::UNREADABLE), Vec::new()),
+        (entry(2, 1, EntryKind::File, b"gone", EntryFlags::LOST_IN_SALVAGE), Vec::new()),
         (growing, AS_READ.to_vec()),
-        (entry(5, 1, EntryKind::File, b"gone", EntryFlags::LOST_IN_SALVAGE), Vec::new()),
+        (entry(4, 1, EntryKind::File, b"locked", EntryFlags::UNREADABLE), Vec::new()),
         (link, Vec::new()),
+        (ok, b"fine\n".to_vec()),
     ];
     let mut options = WriterOptions::new(*b"0123456789abcdef", 1_767_225_600_000_000_000);
     options.chunk_size = 4096;
@@ -106,7 +107,7 @@ fn list_long_marks_each_flag_and_json_names_them_on_every_entry() {
     assert!(!line("d/locked-link").contains('['), "the link's own entry has no flag: {listing}");
     // Without --long, paths only, as scripts expect.
     let plain = text(&run_ok(&["list", path_str(&archive), "--files", "t"]).stdout);
-    assert_eq!(plain, ".\nd\nd/ok.txt\nd/locked\nd/growing.log\nd/gone\nd/locked-link\n");
+    assert_eq!(plain, ".\nd\nd/gone\nd/growing.log\nd/locked\nd/locked-link\nd/ok.txt\n");
 
     let listing = json_of(&run_ok(&["list", path_str(&archive), "--files", "t", "--json"]));
     let entries = listing["sections"][0]["entries"].as_array().unwrap();
@@ -117,17 +118,17 @@ fn list_long_marks_each_flag_and_json_names_them_on_every_entry() {
         [
             ("", serde_json::json!([])),
             ("d", serde_json::json!([])),
-            ("d/ok.txt", serde_json::json!([])),
-            ("d/locked", serde_json::json!(["unreadable"])),
-            ("d/growing.log", serde_json::json!(["changed_while_read"])),
             ("d/gone", serde_json::json!(["lost_in_salvage"])),
+            ("d/growing.log", serde_json::json!(["changed_while_read"])),
+            ("d/locked", serde_json::json!(["unreadable"])),
             ("d/locked-link", serde_json::json!([])),
+            ("d/ok.txt", serde_json::json!([])),
         ]
         .map(|(p, f)| (p.to_string(), f))
     );
-    assert_eq!(entries[3]["unreadable"], true);
-    assert_eq!(entries[4]["changed_while_read"], true);
-    assert_eq!(entries[5]["lost_in_salvage"], true);
+    assert_eq!(entries[4]["unreadable"], true);
+    assert_eq!(entries[3]["changed_while_read"], true);
+    assert_eq!(entries[2]["lost_in_salvage"], true);
 }
 
 #[test]
@@ -251,8 +252,8 @@ fn extract_skips_an_unreadable_file_and_its_link_naming_them_and_exits_1() {
         .map(|w| (w["path"].as_str().unwrap(), w["reason"].as_str().unwrap()))
         .collect();
     let paths: Vec<&str> = warned.iter().map(|w| w.0).collect();
-    assert_eq!(paths, ["d/locked", "d/growing.log", "d/gone", "d/locked-link"], "{warned:?}");
-    assert!(warned[0].1.contains("could not be read"), "{warned:?}");
+    assert_eq!(paths, ["d/gone", "d/growing.log", "d/locked", "d/locked-link"], "{warned:?}");
+    assert!(warned[2].1.contains("could not be read"), "{warned:?}");
     assert!(warned[1].1.contains("changed while it was read"), "{warned:?}");
     assert!(!dest.join("d/locked").exists() && !dest.join("d/gone").exists() && !dest.join("d/locked-link").exists());
     assert_eq!(std::fs::read(dest.join("d/ok.txt")).unwrap(), b"fine\n");

@@ -73,8 +73,11 @@ fn one_file_reads_only_the_index_and_its_own_chunks() {
     archive.read_file(tree, &entry, &mut content).unwrap();
     assert_eq!(content.len() as u64, size);
 
-    let own_chunks: BTreeSet<u64> = entry.extents.iter().map(|e| e.chunk_ref).collect();
     let reads = std::mem::take(&mut *archive_reads(&archive));
+    // Entries carry only their extent_count (FORMAT.md 8.2).
+    let extents = archive.file_extents(tree, &entry).unwrap();
+    let own_chunks: BTreeSet<u64> = extents.iter().map(|e| e.chunk_ref).collect();
+    let mut extent_records = BTreeSet::new();
     let mut total = 0;
     let mut entry_records = BTreeSet::new();
     for (offset, length) in reads {
@@ -92,6 +95,9 @@ fn one_file_reads_only_the_index_and_its_own_chunks() {
             Some(RecordType::FilesEntries) => {
                 entry_records.insert(start);
             }
+            Some(RecordType::FilesExtents) => {
+                extent_records.insert(start);
+            }
             Some(
                 RecordType::Trailer
                 | RecordType::ArchiveIndex
@@ -103,8 +109,10 @@ fn one_file_reads_only_the_index_and_its_own_chunks() {
             other => panic!("read a {other:?} record for one path"),
         }
     }
-    assert_eq!(entry_records.len(), 1, "one entry record is enough to find one file");
     let depth = path.iter().filter(|&&b| b == b'/').count() + 1;
+    // One group per component at most (FORMAT.md 8.5), the root's included.
+    assert!(entry_records.len() <= depth + 1, "{} groups read for a path of depth {depth}", entry_records.len());
+    assert!(extent_records.len() <= extents.len(), "{} FILES_EXTENTS records read", extent_records.len());
     eprintln!(
         "looked up {} (depth {depth}, {size} bytes): {total} bytes read of a {}-byte archive",
         String::from_utf8_lossy(&path),
@@ -287,9 +295,10 @@ fn cat_of_a_packed_file_is_checked_by_its_own_digest() {
     let tree = archive.tree_section("t").unwrap();
     let b = archive.lookup(tree, b"b").unwrap().unwrap();
     let a = archive.lookup(tree, b"a").unwrap().unwrap();
-    let (pack, b_offset) = (b.extents[0].chunk_ref, b.extents[0].chunk_offset);
-    assert_eq!(a.extents[0].chunk_ref, pack, "the small files share one pack");
-    assert!(a.extents[0].chunk_offset < b_offset, "a is packed before b");
+    let (a_extents, b_extents) = (archive.file_extents(tree, &a).unwrap(), archive.file_extents(tree, &b).unwrap());
+    let (pack, b_offset) = (b_extents[0].chunk_ref, b_extents[0].chunk_offset);
+    assert_eq!(a_extents[0].chunk_ref, pack, "the small files share one pack");
+    assert!(a_extents[0].chunk_offset < b_offset, "a is packed before b");
     drop(archive);
     let mut bytes = std::fs::read(&archive_path).unwrap();
     let stored = pack as usize + 32 + strata_format::ChunkHeader::SIZE;

@@ -32,7 +32,8 @@ fn exclude_patterns_match_names_and_relative_paths() {
         "a/cache",
         "--quiet",
     ]);
-    assert_eq!(listing(&archive, "s"), ".\na\na/keep.txt\nb\nb/keep.log\n");
+    // In the entry order of FORMAT.md 8: each folder's children one run.
+    assert_eq!(listing(&archive, "s"), ".\na\nb\na/keep.txt\nb/keep.log\n");
 }
 
 #[test]
@@ -286,16 +287,18 @@ fn a_deep_tree_moved_while_it_is_walked_is_a_warning_not_a_wrong_path() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use strata_writer::{ArchiveWriter, Progress, TreeOptions, WriterOptions};
 
-    /// Moves a directory elsewhere when the walk reads its first content, at
-    /// the bottom of the chain, so that its parent is no longer its `..`.
+    /// Moves a directory elsewhere when the walk reads the bottom file's
+    /// content (its length tells it from the `zz.txt` files), so that its
+    /// parent is no longer its `..`.
     struct MoveOnce {
         from: std::path::PathBuf,
         to: std::path::PathBuf,
+        bottom: u64,
         done: AtomicBool,
     }
     impl Progress for MoveOnce {
-        fn advance(&self, _bytes: u64) {
-            if !self.done.swap(true, Ordering::SeqCst) {
+        fn advance(&self, bytes: u64) {
+            if bytes == self.bottom && !self.done.swap(true, Ordering::SeqCst) {
                 std::fs::rename(&self.from, &self.to).unwrap();
             }
         }
@@ -306,10 +309,21 @@ fn a_deep_tree_moved_while_it_is_walked_is_a_warning_not_a_wrong_path() {
     std::fs::create_dir(&src).unwrap();
     let _cleanup = RemoveDeep(src.clone());
     // Deeper than the directory handles the walk keeps open, so that `chain`
-    // and `chain/dd` are reopened through `..` on the way back up; each has a
-    // `zz.txt` still to read then.
+    // and `chain/dd` are reopened through `..` on the way back up. The walk
+    // records each folder's whole run before it descends (FORMAT.md 14), so
+    // what is left to read in them then is the folder `ee` each holds after
+    // `dd`.
     deep_chain(&src, 300, 1, b"bottom\n");
-    let progress = MoveOnce { from: src.join("chain/dd/dd"), to: src.join("elsewhere"), done: AtomicBool::new(false) };
+    for dir in ["chain/ee", "chain/dd/ee"] {
+        std::fs::create_dir(src.join(dir)).unwrap();
+        std::fs::write(src.join(dir).join("late.txt"), b"read after the chain\n").unwrap();
+    }
+    let progress = MoveOnce {
+        from: src.join("chain/dd/dd"),
+        to: src.join("elsewhere"),
+        bottom: b"bottom\n".len() as u64,
+        done: AtomicBool::new(false),
+    };
     let options = WriterOptions::new(*b"0123456789abcdef", 1_700_000_000_000_000_000);
     let mut writer = ArchiveWriter::new(Vec::new(), options).unwrap();
     let summary = writer.add_tree("t", &src, &TreeOptions::default(), &progress).unwrap();

@@ -5,6 +5,7 @@
 //! tree of a million entries must not go field by field through a generic parser.
 
 use crate::layout::fixed_layout;
+use crate::table::{decode_columns, encode_columns, row_width, Column};
 use crate::{limits, ErrorClass, FormatError};
 
 /// A time as a file system keeps it: whole seconds since 1970-01-01T00:00:00Z
@@ -188,8 +189,6 @@ impl FileDigest {
 
 /// `parent_id` of the root entry.
 pub const NO_PARENT: u64 = u64::MAX;
-/// Fixed part of an entry, before its variable fields.
-pub const ENTRY_HEAD: usize = 144;
 /// Longest symbolic-link target.
 pub const MAX_TARGET: u32 = 4095;
 /// Longest extended-attribute value.
@@ -207,7 +206,9 @@ impl Captured {
     pub const CTIME: u64 = 1 << 3;
     pub const BTIME: u64 = 1 << 4;
     pub const HOLES: u64 = 1 << 5;
-    pub const KNOWN: u64 = (1 << 6) - 1;
+    /// Source identity: each entry's inode number and device (8.3).
+    pub const IDENTITY: u64 = 1 << 6;
+    pub const KNOWN: u64 = (1 << 7) - 1;
 }
 
 /// Entry flag bits.
@@ -364,144 +365,214 @@ impl FilesBegin {
 }
 
 fixed_layout! {
-    /// One piece of a regular file's content.
-    pub struct FileExtent : 40 bytes {
+    /// One piece of a regular file's content: a row of a `FILES_EXTENTS`
+    /// table (`spec/FORMAT.md` 8.2).
+    pub struct FileExtent : 36 bytes {
+        /// The regular file this content belongs to.
         pub entry_id: u64,
+        /// Where the extent starts in the file.
         pub file_offset: u64,
+        /// Its length, at least 1.
         pub length: u64,
-        /// Record offset of the `CHUNK` holding the bytes.
+        /// The `CHUNK` holding the bytes (a chunk reference, 15.1).
         pub chunk_ref: u64,
         /// Where the bytes start in the chunk's raw bytes.
         pub chunk_offset: u32,
-        pub reserved: u32,
     }
 }
 
+/// The columns of a `FILES_EXTENTS` table, in row order.
+pub const FILE_EXTENT_COLUMNS: [Column; 5] =
+    [Column::delta(), Column::plain(8), Column::plain(8), Column::delta(), Column::plain(4)];
+
 impl FileExtent {
+    /// The first file offset after the extent (saturating).
     pub fn end(&self) -> u64 {
         self.file_offset.saturating_add(self.length)
     }
 
+    /// The rules of one extent alone (8.2): not empty, a chunk reference that
+    /// is an offset, and an end that fits.
     pub fn validate(&self) -> Result<(), FormatError> {
-        if self.length == 0 || self.chunk_ref < crate::image::REF_FIRST_OFFSET || self.reserved != 0 {
+        if self.chunk_ref < crate::image::REF_FIRST_OFFSET {
             return Err(FormatError::malformed(
                 "file extent",
                 format!(
-                    "entry {} at file offset {}: empty, reserved field set, or chunk_ref {} is not an offset",
+                    "entry {} at file offset {}: chunk_ref {} is not an offset",
                     self.entry_id, self.file_offset, self.chunk_ref
                 ),
             ));
         }
-        if self.file_offset.checked_add(self.length).is_none()
+        if self.length == 0
+            || self.file_offset.checked_add(self.length).is_none()
             || u64::from(self.chunk_offset) + self.length > u64::from(limits::MAX_CHUNK_RAW)
         {
             return Err(FormatError::new(
                 ErrorClass::ExtentMap,
                 "file extent",
-                format!("entry {} at file offset {}: runs past its chunk", self.entry_id, self.file_offset),
+                format!("entry {} at file offset {}: empty, or runs past its chunk", self.entry_id, self.file_offset),
             ));
         }
         Ok(())
     }
 }
 
-/// Decodes the extents of a `FILES_EXTENTS` table (head parsed by
-/// [`crate::image::parse_extent_table`]-like rules with 40-byte entries).
-pub fn parse_file_extents(body: &[u8]) -> Result<(u32, Vec<FileExtent>), FormatError> {
-    let (head, rest) = crate::split_array::<16>(body)
-        .ok_or_else(|| FormatError::malformed("FILES_EXTENTS body", "shorter than 16 bytes"))?;
-    let head = crate::image::ExtentTableHead::decode(head);
+fixed_layout! {
+    /// The head of a `FILES_EXTENTS` body (8.2).
+    pub struct FileExtentsHead : 24 bytes {
+        pub section_id: u32,
+        pub reserved: u32,
+        /// Extents in the record: 1 to 65,536.
+        pub count: u64,
+        /// Index of the first one in the section's extent sequence.
+        pub first_index: u64,
+    }
+}
+
+/// A parsed `FILES_EXTENTS` body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileExtents {
+    /// The head.
+    pub head: FileExtentsHead,
+    /// The extents, decoded from their columns; each still to be checked
+    /// with [`FileExtent::validate`] and against its neighbours.
+    pub extents: Vec<FileExtent>,
+}
+
+/// Parses a `FILES_EXTENTS` body: the head's rules (`record-malformed`), then
+/// the table. The extents' own rules are the caller's, extent by extent.
+pub fn parse_file_extents(body: &[u8]) -> Result<FileExtents, FormatError> {
+    let (head, rest) = crate::split_array::<{ FileExtentsHead::SIZE }>(body)
+        .ok_or_else(|| FormatError::malformed("FILES_EXTENTS body", "shorter than 24 bytes"))?;
+    let head = FileExtentsHead::decode(head);
     if head.reserved != 0 || head.count == 0 || head.count > u64::from(limits::MAX_EXTENTS_PER_RECORD) {
         return Err(FormatError::malformed(
             "FILES_EXTENTS head",
             format!("count {} (expected 1 to 65536) or reserved field set", head.count),
         ));
     }
-    if head.count.checked_mul(FileExtent::SIZE as u64) != Some(rest.len() as u64) {
+    if head.count * FileExtent::SIZE as u64 != rest.len() as u64 {
         return Err(FormatError::malformed(
             "FILES_EXTENTS body",
             format!("count {} does not match {} bytes of extents", head.count, rest.len()),
         ));
     }
-    let extents = rest
-        .chunks_exact(FileExtent::SIZE)
-        .map(|raw| FileExtent::decode(raw.try_into().expect("chunks_exact yields 40 bytes")))
-        .collect::<Vec<_>>();
-    for extent in &extents {
-        extent.validate()?;
-    }
-    Ok((head.section_id, extents))
+    let rows = decode_columns(rest, head.count as usize, &FILE_EXTENT_COLUMNS)?;
+    let extents =
+        rows.chunks_exact(FileExtent::SIZE).map(|raw| FileExtent::decode(raw.try_into().expect("36 bytes"))).collect();
+    Ok(FileExtents { head, extents })
 }
 
-pub fn encode_file_extents(section_id: u32, extents: &[FileExtent]) -> Vec<u8> {
-    let head = crate::image::ExtentTableHead { section_id, reserved: 0, count: extents.len() as u64 };
-    let mut body = Vec::with_capacity(16 + extents.len() * FileExtent::SIZE);
-    body.extend_from_slice(&head.encode());
+/// Encodes a `FILES_EXTENTS` body.
+pub fn encode_file_extents(section_id: u32, first_index: u64, extents: &[FileExtent]) -> Vec<u8> {
+    let head = FileExtentsHead { section_id, reserved: 0, count: extents.len() as u64, first_index };
+    let mut rows = Vec::with_capacity(extents.len() * FileExtent::SIZE);
     for extent in extents {
-        body.extend_from_slice(&extent.encode());
+        rows.extend_from_slice(&extent.encode());
     }
+    let mut body = head.encode().to_vec();
+    encode_columns(&rows, &FILE_EXTENT_COLUMNS, &mut body);
     body
 }
 
 fixed_layout! {
-    /// The fixed head of an entry.
-    pub struct EntryHead : 144 bytes {
-        pub entry_length: u32,
+    /// The head of a `FILES_ENTRIES` body: an entry group (8.3).
+    pub struct GroupHead : 56 bytes {
+        pub section_id: u32,
+        /// Entries in the group: 1 to 65,536.
+        pub count: u32,
+        /// The `entry_id` of row 0.
+        pub first_id: u64,
+        /// The section's `captured` bits.
+        pub captured: u64,
+        /// Index of the first extent of the group's entries.
+        pub extent_base: u64,
+        /// Rows of the extent list.
+        pub list_count: u32,
+        /// Bytes of the names area.
+        pub names_length: u32,
+        /// Bytes of the strings area.
+        pub strings_length: u64,
+        pub reserved: u64,
+    }
+}
+
+fixed_layout! {
+    /// A row of a group's extent list: a `FILES_EXTENTS` record holding some
+    /// of the group's extents.
+    pub struct ExtentListRow : 16 bytes {
+        /// Record offset of the `FILES_EXTENTS` record.
+        pub extents_record: u64,
+        /// Its `first_index`.
+        pub first_index: u64,
+    }
+}
+
+const EXTENT_LIST_COLUMNS: [Column; 2] = [Column::plain(8), Column::plain(8)];
+
+fixed_layout! {
+    /// The fixed part of an entry row (8.3); the captured times and the
+    /// source identity follow when the section captured them.
+    pub struct EntryRow : 87 bytes {
         pub kind: u8,
         pub flags: u8,
-        pub reserved: u16,
-        pub entry_id: u64,
-        pub parent_id: u64,
-        pub mode: u32,
+        pub mode: u16,
+        pub name_length: u8,
+        pub user_length: u8,
+        pub group_length: u8,
+        pub target_length: u16,
+        pub xattr_count: u16,
         pub uid: u32,
         pub gid: u32,
         pub rdev_major: u32,
         pub rdev_minor: u32,
-        pub mtime_nsec: u32,
         pub mtime_s: i64,
-        pub atime_s: i64,
-        pub ctime_s: i64,
-        pub btime_s: i64,
+        pub mtime_nsec: u32,
+        pub parent_id: u64,
         pub size: u64,
         pub link_id: u64,
+        pub extent_count: u64,
         pub digest: [u8; 16],
-        pub atime_nsec: u32,
-        pub ctime_nsec: u32,
-        pub btime_nsec: u32,
-        pub reserved2: u32,
-        pub name_length: u16,
-        pub user_length: u8,
-        pub group_length: u8,
-        pub target_length: u32,
-        pub xattr_count: u32,
-        pub extent_count: u32,
     }
 }
 
-impl EntryHead {
-    /// The entry this head describes, its variable-length parts (name, owner
-    /// names, target, xattrs, extents) left empty: the one mapping from the
-    /// head's fields to [`Entry`]'s, for the strict parser and a lenient one.
-    pub fn entry_fields(&self, kind: EntryKind) -> Entry {
-        Entry {
-            flags: self.flags,
-            entry_id: self.entry_id,
-            parent_id: self.parent_id,
-            mode: self.mode,
-            uid: self.uid,
-            gid: self.gid,
-            rdev_major: self.rdev_major,
-            rdev_minor: self.rdev_minor,
-            mtime: Timestamp { secs: self.mtime_s, nsec: self.mtime_nsec },
-            atime: Timestamp { secs: self.atime_s, nsec: self.atime_nsec },
-            ctime: Timestamp { secs: self.ctime_s, nsec: self.ctime_nsec },
-            btime: Timestamp { secs: self.btime_s, nsec: self.btime_nsec },
-            size: self.size,
-            link_id: self.link_id,
-            digest: self.digest,
-            ..Entry::bare(kind, b"")
+const ENTRY_ROW_COLUMNS: [Column; 19] = [
+    Column::plain(1),
+    Column::plain(1),
+    Column::plain(2),
+    Column::plain(1),
+    Column::plain(1),
+    Column::plain(1),
+    Column::plain(2),
+    Column::plain(2),
+    Column::plain(4),
+    Column::plain(4),
+    Column::plain(4),
+    Column::plain(4),
+    Column::plain(8),
+    Column::plain(4),
+    Column::plain(8),
+    Column::plain(8),
+    Column::plain(8),
+    Column::plain(8),
+    Column::plain(16),
+];
+const TIME_COLUMNS: [Column; 2] = [Column::plain(8), Column::plain(4)];
+const IDENTITY_COLUMNS: [Column; 3] = [Column::delta(), Column::plain(4), Column::plain(4)];
+
+/// The columns of an entry row under `captured`: the fixed part, then atime,
+/// ctime, birth time (bits 2, 3, 4) and the source identity (bit 6).
+pub fn entry_columns(captured: u64) -> Vec<Column> {
+    let mut columns = ENTRY_ROW_COLUMNS.to_vec();
+    for bit in [Captured::ATIME, Captured::CTIME, Captured::BTIME] {
+        if captured & bit != 0 {
+            columns.extend_from_slice(&TIME_COLUMNS);
         }
     }
+    if captured & Captured::IDENTITY != 0 {
+        columns.extend_from_slice(&IDENTITY_COLUMNS);
+    }
+    columns
 }
 
 /// One extended attribute.
@@ -511,11 +582,14 @@ pub struct Xattr {
     pub value: Vec<u8>,
 }
 
-/// A parsed entry.
+/// An entry: the fields of its row, its name and strings, and (filled by the
+/// writer before encoding, or by a reader from the `FILES_EXTENTS` records)
+/// its extents.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     pub kind: EntryKind,
     pub flags: u8,
+    /// Implicit in the format: the group's `first_id` plus the row.
     pub entry_id: u64,
     pub parent_id: u64,
     pub mode: u32,
@@ -535,18 +609,27 @@ pub struct Entry {
     pub link_id: u64,
     /// A regular file's digest ([`FileDigest`]); zero on other kinds.
     pub digest: [u8; DIGEST_LEN],
+    /// Regular files: the number of extents announced with this entry's id.
+    /// [`encode_group`] writes this field, not `extents.len()`.
+    pub extent_count: u64,
+    /// Source identity (`captured` bit 6): the source's inode number.
+    pub ino: u64,
+    /// Source identity: the source's device (major, minor).
+    pub dev: (u32, u32),
     pub name: Vec<u8>,
     pub user: Vec<u8>,
     pub group: Vec<u8>,
     pub target: Vec<u8>,
     pub xattrs: Vec<Xattr>,
+    /// The file's extents: not part of the entry's row (8.2 holds the only
+    /// copy); empty in a freshly parsed group.
     pub extents: Vec<FileExtent>,
 }
 
 /// Takes `n` bytes from the front of `rest`.
 fn take<'a>(rest: &mut &'a [u8], n: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
     if rest.len() < n {
-        return Err(FormatError::malformed(what, format!("needs {n} bytes, {} remain in the entry", rest.len())));
+        return Err(FormatError::malformed(what, format!("needs {n} bytes, {} remain", rest.len())));
     }
     let (head, tail) = rest.split_at(n);
     *rest = tail;
@@ -574,6 +657,9 @@ impl Entry {
             size: 0,
             link_id: 0,
             digest: [0; DIGEST_LEN],
+            extent_count: 0,
+            ino: 0,
+            dev: (0, 0),
             name: name.to_vec(),
             user: Vec::new(),
             group: Vec::new(),
@@ -583,151 +669,41 @@ impl Entry {
         }
     }
 
-    /// Encoded length.
-    pub fn encoded_len(&self) -> usize {
-        ENTRY_HEAD
-            + self.name.len()
-            + self.user.len()
+    /// Bytes this entry takes in a group's strings area.
+    pub fn strings_len(&self) -> usize {
+        self.user.len()
             + self.group.len()
             + self.target.len()
             + self.xattrs.iter().map(|x| 5 + x.name.len() + x.value.len()).sum::<usize>()
-            + self.extents.len() * FileExtent::SIZE
     }
 
-    /// Appends the encoded entry to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let head = EntryHead {
-            entry_length: self.encoded_len() as u32,
+    /// Bytes this entry adds to a group's decoded body under `captured`.
+    pub fn group_len(&self, captured: u64) -> usize {
+        row_width(&entry_columns(captured)) + self.name.len() + self.strings_len()
+    }
+
+    fn row(&self) -> EntryRow {
+        EntryRow {
             kind: self.kind.code(),
             flags: self.flags,
-            reserved: 0,
-            entry_id: self.entry_id,
-            parent_id: self.parent_id,
-            mode: self.mode,
+            mode: self.mode as u16,
+            name_length: self.name.len() as u8,
+            user_length: self.user.len() as u8,
+            group_length: self.group.len() as u8,
+            target_length: self.target.len() as u16,
+            xattr_count: self.xattrs.len() as u16,
             uid: self.uid,
             gid: self.gid,
             rdev_major: self.rdev_major,
             rdev_minor: self.rdev_minor,
-            mtime_nsec: self.mtime.nsec,
             mtime_s: self.mtime.secs,
-            atime_s: self.atime.secs,
-            ctime_s: self.ctime.secs,
-            btime_s: self.btime.secs,
+            mtime_nsec: self.mtime.nsec,
+            parent_id: self.parent_id,
             size: self.size,
             link_id: self.link_id,
+            extent_count: self.extent_count,
             digest: self.digest,
-            atime_nsec: self.atime.nsec,
-            ctime_nsec: self.ctime.nsec,
-            btime_nsec: self.btime.nsec,
-            reserved2: 0,
-            name_length: self.name.len() as u16,
-            user_length: self.user.len() as u8,
-            group_length: self.group.len() as u8,
-            target_length: self.target.len() as u32,
-            xattr_count: self.xattrs.len() as u32,
-            extent_count: self.extents.len() as u32,
-        };
-        out.extend_from_slice(&head.encode());
-        out.extend_from_slice(&self.name);
-        out.extend_from_slice(&self.user);
-        out.extend_from_slice(&self.group);
-        out.extend_from_slice(&self.target);
-        for x in &self.xattrs {
-            out.push(x.name.len() as u8);
-            out.extend_from_slice(&(x.value.len() as u32).to_le_bytes());
-            out.extend_from_slice(&x.name);
-            out.extend_from_slice(&x.value);
         }
-        for e in &self.extents {
-            out.extend_from_slice(&e.encode());
-        }
-    }
-
-    /// Parses the entry at the front of `bytes`; returns it and its length.
-    pub fn parse(bytes: &[u8]) -> Result<(Entry, usize), FormatError> {
-        let (head, _) = crate::split_array::<ENTRY_HEAD>(bytes)
-            .ok_or_else(|| FormatError::malformed("entry", "shorter than its 144-byte head"))?;
-        let head = EntryHead::decode(head);
-        let length = head.entry_length as usize;
-        if length < ENTRY_HEAD || length > bytes.len() {
-            return Err(FormatError::malformed(
-                "entry_length",
-                format!("{length}, with {} bytes left in the record", bytes.len()),
-            ));
-        }
-        let kind = EntryKind::from_code(head.kind)
-            .ok_or_else(|| FormatError::malformed("entry kind", format!("unknown kind {}", head.kind)))?;
-        if head.reserved != 0 || head.reserved2 != 0 {
-            return Err(FormatError::malformed("entry", format!("entry {}: reserved bits set", head.entry_id)));
-        }
-        if head.target_length > MAX_TARGET || head.name_length as usize > limits::MAX_SECTION_NAME {
-            return Err(FormatError::new(
-                ErrorClass::LimitExceeded,
-                "entry",
-                format!("entry {}: name or target too long", head.entry_id),
-            ));
-        }
-        let mut rest = &bytes[ENTRY_HEAD..length];
-        let name = take(&mut rest, head.name_length.into(), "entry name")?.to_vec();
-        let user = take(&mut rest, head.user_length.into(), "entry user name")?.to_vec();
-        let group = take(&mut rest, head.group_length.into(), "entry group name")?.to_vec();
-        let target = take(&mut rest, head.target_length as usize, "symlink target")?.to_vec();
-        // Each xattr takes at least 6 bytes: bound the count before allocating.
-        if head.xattr_count as usize > rest.len() / 6 + 1
-            || head.extent_count as usize > rest.len() / FileExtent::SIZE + 1
-        {
-            return Err(FormatError::malformed("entry", format!("entry {}: counts exceed its length", head.entry_id)));
-        }
-        let mut xattrs = Vec::with_capacity(head.xattr_count as usize);
-        for _ in 0..head.xattr_count {
-            let name_length = take(&mut rest, 1, "xattr name length")?[0] as usize;
-            let value_length =
-                u32::from_le_bytes(take(&mut rest, 4, "xattr value length")?.try_into().expect("4 bytes"));
-            if name_length == 0 || value_length > MAX_XATTR_VALUE {
-                return Err(FormatError::malformed(
-                    "xattr",
-                    format!("entry {}: empty name or value over 64 KiB", head.entry_id),
-                ));
-            }
-            let name = take(&mut rest, name_length, "xattr name")?.to_vec();
-            let value = take(&mut rest, value_length as usize, "xattr value")?.to_vec();
-            if xattrs.last().is_some_and(|last: &Xattr| last.name >= name) {
-                return Err(FormatError::malformed(
-                    "xattr",
-                    format!("entry {}: names not in increasing order", head.entry_id),
-                ));
-            }
-            xattrs.push(Xattr { name, value });
-        }
-        let mut extents = Vec::with_capacity(head.extent_count as usize);
-        let mut next = 0u64;
-        for _ in 0..head.extent_count {
-            let raw: &[u8; 40] = take(&mut rest, FileExtent::SIZE, "file extent")?.try_into().expect("40 bytes");
-            let extent = FileExtent::decode(raw);
-            extent.validate()?;
-            if extent.entry_id != head.entry_id || extent.file_offset < next || extent.end() > head.size {
-                return Err(FormatError::new(
-                    ErrorClass::ExtentMap,
-                    "file extent",
-                    format!(
-                        "entry {}: extent at file offset {} overlaps, is out of order, or runs past the size {}",
-                        head.entry_id, extent.file_offset, head.size
-                    ),
-                ));
-            }
-            next = extent.end();
-            extents.push(extent);
-        }
-        if !rest.is_empty() {
-            return Err(FormatError::malformed(
-                "entry_length",
-                format!("entry {}: {} bytes left over", head.entry_id, rest.len()),
-            ));
-        }
-        let entry = Entry { name, user, group, target, xattrs, extents, ..head.entry_fields(kind) };
-        // The per-entry rules (validate_kind, check_captured) are the caller's:
-        // an entry that breaks one is refused alone, its record's others kept.
-        Ok((entry, length))
     }
 
     /// Rules tied to the kind that a reader checks on each entry alone. Name
@@ -753,6 +729,9 @@ impl Entry {
         if self.kind != EntryKind::File && self.digest != [0; DIGEST_LEN] {
             return bad("a digest on an entry that is not a regular file");
         }
+        if self.kind != EntryKind::File && self.extent_count != 0 {
+            return bad("extents announced on an entry that is not a regular file");
+        }
         if self.flags & EntryFlags::BTIME == 0 && self.btime != Timestamp::ZERO {
             return bad("a birth time without flag bit 0");
         }
@@ -760,7 +739,7 @@ impl Entry {
         // elsewhere); bit 3 also on directories.
         if self.kind == EntryKind::File
             && self.flags & (EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) != 0
-            && (self.size != 0 || !self.extents.is_empty() || self.digest != EMPTY_DIGEST)
+            && (self.size != 0 || self.extent_count != 0 || self.digest != EMPTY_DIGEST)
         {
             return bad("content on a file whose flag bit 2 or 3 says it has none");
         }
@@ -775,13 +754,14 @@ impl Entry {
             EntryKind::Symlink => Ok(()),
             _ if !self.target.is_empty() => bad("only symbolic links have a target"),
             EntryKind::File => Ok(()),
-            _ if !self.extents.is_empty() || self.size != 0 => bad("only regular files have content"),
+            _ if self.size != 0 => bad("only regular files have content"),
             _ => Ok(()),
         }
     }
 
     /// The rules that tie an entry to its section's `captured` bits: what was
-    /// not captured is zero or empty.
+    /// not captured is zero or empty. (Times and identity that were not
+    /// captured have no column, so a parsed entry holds zero there.)
     pub fn check_captured(&self, captured: u64) -> Result<(), FormatError> {
         let missing = |bit: u64| captured & bit == 0;
         let fault = if missing(Captured::ATIME) && self.atime != Timestamp::ZERO {
@@ -809,37 +789,235 @@ impl Entry {
     }
 }
 
-/// Parses a `FILES_ENTRIES` body: returns the section id and each entry with its
-/// byte offset in the body.
-pub fn parse_entries(body: &[u8]) -> Result<(u32, Vec<(u32, Entry)>), FormatError> {
-    let (head, _) = crate::split_array::<16>(body)
-        .ok_or_else(|| FormatError::malformed("FILES_ENTRIES body", "shorter than 16 bytes"))?;
-    let head = crate::image::ExtentTableHead::decode(head);
-    if head.reserved != 0 || head.count == 0 || head.count > (body.len() / ENTRY_HEAD) as u64 {
-        return Err(FormatError::malformed(
-            "FILES_ENTRIES head",
-            format!("count {} for a body of {} bytes, or reserved field set", head.count, body.len()),
-        ));
-    }
-    let mut entries = Vec::with_capacity(head.count as usize);
-    let mut at = 16usize;
-    for _ in 0..head.count {
-        let (entry, length) = Entry::parse(&body[at..])?;
-        entries.push((at as u32, entry));
-        at += length;
-    }
-    if at != body.len() {
-        return Err(FormatError::malformed(
-            "FILES_ENTRIES body",
-            format!("{} bytes follow the last entry", body.len() - at),
-        ));
-    }
-    Ok((head.section_id, entries))
+/// A parsed `FILES_ENTRIES` body: an entry group.
+#[derive(Clone, Debug)]
+pub struct EntryGroup {
+    /// The head.
+    pub head: GroupHead,
+    /// The extent list: the `FILES_EXTENTS` records holding the group's extents.
+    pub extent_list: Vec<ExtentListRow>,
+    /// Each row: its entry (with `entry_id` = `first_id` + row and no
+    /// extents), or what breaks a rule of the row alone (an unknown kind,
+    /// attributes out of order). Rules between entries and the kind rules of
+    /// [`Entry::validate_kind`] are the caller's.
+    pub entries: Vec<Result<Entry, FormatError>>,
 }
 
+impl EntryGroup {
+    /// The id one past the group's last entry.
+    pub fn end_id(&self) -> u64 {
+        self.head.first_id.saturating_add(u64::from(self.head.count))
+    }
+}
+
+/// Parses a `FILES_ENTRIES` body (8.3). A head that breaks a rule, or areas
+/// that do not fill the body exactly, are `record-malformed` for the whole
+/// group; a row that breaks a rule of its own is an `Err` in its place.
+pub fn parse_group(body: &[u8]) -> Result<EntryGroup, FormatError> {
+    let (head, rest) = crate::split_array::<{ GroupHead::SIZE }>(body)
+        .ok_or_else(|| FormatError::malformed("FILES_ENTRIES body", "shorter than its 56-byte head"))?;
+    let head = GroupHead::decode(head);
+    if head.reserved != 0 || head.count == 0 || head.count > MAX_GROUP_ENTRIES || head.captured & !Captured::KNOWN != 0
+    {
+        return Err(FormatError::malformed(
+            "FILES_ENTRIES head",
+            format!("count {} (expected 1 to 65536), or reserved bits set", head.count),
+        ));
+    }
+    let columns = entry_columns(head.captured);
+    let width = row_width(&columns) as u64;
+    let expected = (ExtentListRow::SIZE as u64)
+        .checked_mul(u64::from(head.list_count))
+        .and_then(|n| n.checked_add(u64::from(head.count) * width))
+        .and_then(|n| n.checked_add(u64::from(head.names_length)))
+        .and_then(|n| n.checked_add(head.strings_length));
+    if expected != Some(rest.len() as u64) {
+        return Err(FormatError::malformed(
+            "FILES_ENTRIES body",
+            format!(
+                "{} list rows, {} entries, {} name bytes and {} string bytes do not fill {} bytes",
+                head.list_count,
+                head.count,
+                head.names_length,
+                head.strings_length,
+                rest.len()
+            ),
+        ));
+    }
+    let (list, rest) = rest.split_at(head.list_count as usize * ExtentListRow::SIZE);
+    let (table, rest) = rest.split_at(head.count as usize * width as usize);
+    let (mut names, mut strings) = rest.split_at(head.names_length as usize);
+    let extent_list = decode_columns(list, head.list_count as usize, &EXTENT_LIST_COLUMNS)?
+        .chunks_exact(ExtentListRow::SIZE)
+        .map(|raw| ExtentListRow::decode(raw.try_into().expect("16 bytes")))
+        .collect();
+    let rows = decode_columns(table, head.count as usize, &columns)?;
+    let mut entries = Vec::with_capacity(head.count as usize);
+    for (i, raw) in rows.chunks_exact(width as usize).enumerate() {
+        let entry_id = head.first_id.wrapping_add(i as u64);
+        let (fixed, mut optional) = raw.split_at(EntryRow::SIZE);
+        let row = EntryRow::decode(fixed.try_into().expect("87 bytes"));
+        let mut time = |bit: u64| {
+            if head.captured & bit == 0 {
+                return Timestamp::ZERO;
+            }
+            let secs = i64::from_le_bytes(optional[..8].try_into().expect("8 bytes"));
+            let nsec = u32::from_le_bytes(optional[8..12].try_into().expect("4 bytes"));
+            optional = &optional[12..];
+            Timestamp { secs, nsec }
+        };
+        let atime = time(Captured::ATIME);
+        let ctime = time(Captured::CTIME);
+        let btime = time(Captured::BTIME);
+        let (ino, dev) = if head.captured & Captured::IDENTITY != 0 {
+            let ino = u64::from_le_bytes(optional[..8].try_into().expect("8 bytes"));
+            let major = u32::from_le_bytes(optional[8..12].try_into().expect("4 bytes"));
+            let minor = u32::from_le_bytes(optional[12..16].try_into().expect("4 bytes"));
+            (ino, (major, minor))
+        } else {
+            (0, (0, 0))
+        };
+        let name = take(&mut names, row.name_length.into(), "entry names")?.to_vec();
+        let user = take(&mut strings, row.user_length.into(), "entry strings")?.to_vec();
+        let group = take(&mut strings, row.group_length.into(), "entry strings")?.to_vec();
+        let target = take(&mut strings, row.target_length.into(), "entry strings")?.to_vec();
+        let mut xattrs: Vec<Xattr> = Vec::new();
+        let mut xattr_fault = None;
+        for _ in 0..row.xattr_count {
+            let name_length = take(&mut strings, 1, "entry strings")?[0] as usize;
+            let value_length = u32::from_le_bytes(take(&mut strings, 4, "entry strings")?.try_into().expect("4 bytes"));
+            if value_length > MAX_XATTR_VALUE {
+                return Err(FormatError::malformed(
+                    "FILES_ENTRIES strings",
+                    format!("entry {entry_id}: an attribute value of {value_length} bytes, over 65536"),
+                ));
+            }
+            let name = take(&mut strings, name_length, "entry strings")?.to_vec();
+            let value = take(&mut strings, value_length as usize, "entry strings")?.to_vec();
+            if name.is_empty() || xattrs.last().is_some_and(|last| last.name >= name) {
+                xattr_fault.get_or_insert("attribute names empty or not in increasing order");
+            }
+            xattrs.push(Xattr { name, value });
+        }
+        let kind = EntryKind::from_code(row.kind);
+        let fault = match (kind, xattr_fault) {
+            (None, _) => Some(format!("unknown kind {}", row.kind)),
+            (_, Some(fault)) => Some(fault.to_string()),
+            _ if row.target_length as u32 > MAX_TARGET => Some("a target over 4095 bytes".to_string()),
+            _ => None,
+        };
+        entries.push(match (kind, fault) {
+            (Some(kind), None) => Ok(Entry {
+                kind,
+                flags: row.flags,
+                entry_id,
+                parent_id: row.parent_id,
+                mode: row.mode.into(),
+                uid: row.uid,
+                gid: row.gid,
+                rdev_major: row.rdev_major,
+                rdev_minor: row.rdev_minor,
+                mtime: Timestamp { secs: row.mtime_s, nsec: row.mtime_nsec },
+                atime,
+                ctime,
+                btime,
+                size: row.size,
+                link_id: row.link_id,
+                digest: row.digest,
+                extent_count: row.extent_count,
+                ino,
+                dev,
+                name,
+                user,
+                group,
+                target,
+                xattrs,
+                extents: Vec::new(),
+            }),
+            (_, fault) => {
+                Err(FormatError::malformed("entry", format!("entry {entry_id}: {}", fault.unwrap_or_default())))
+            }
+        });
+    }
+    if !names.is_empty() || !strings.is_empty() {
+        return Err(FormatError::malformed(
+            "FILES_ENTRIES body",
+            "the rows' lengths do not add up to names_length and strings_length",
+        ));
+    }
+    Ok(EntryGroup { head, extent_list, entries })
+}
+
+/// Encodes a `FILES_ENTRIES` body: the group of `entries`, whose ids are
+/// `first_id`, `first_id` + 1, ... (their `entry_id` fields are not written).
+pub fn encode_group(
+    section_id: u32,
+    first_id: u64,
+    captured: u64,
+    extent_base: u64,
+    extent_list: &[ExtentListRow],
+    entries: &[Entry],
+) -> Vec<u8> {
+    let columns = entry_columns(captured);
+    let width = row_width(&columns);
+    let mut rows = Vec::with_capacity(entries.len() * width);
+    let mut names = Vec::new();
+    let mut strings = Vec::new();
+    for entry in entries {
+        rows.extend_from_slice(&entry.row().encode());
+        for (bit, time) in
+            [(Captured::ATIME, entry.atime), (Captured::CTIME, entry.ctime), (Captured::BTIME, entry.btime)]
+        {
+            if captured & bit != 0 {
+                rows.extend_from_slice(&time.secs.to_le_bytes());
+                rows.extend_from_slice(&time.nsec.to_le_bytes());
+            }
+        }
+        if captured & Captured::IDENTITY != 0 {
+            rows.extend_from_slice(&entry.ino.to_le_bytes());
+            rows.extend_from_slice(&entry.dev.0.to_le_bytes());
+            rows.extend_from_slice(&entry.dev.1.to_le_bytes());
+        }
+        names.extend_from_slice(&entry.name);
+        strings.extend_from_slice(&entry.user);
+        strings.extend_from_slice(&entry.group);
+        strings.extend_from_slice(&entry.target);
+        for x in &entry.xattrs {
+            strings.push(x.name.len() as u8);
+            strings.extend_from_slice(&(x.value.len() as u32).to_le_bytes());
+            strings.extend_from_slice(&x.name);
+            strings.extend_from_slice(&x.value);
+        }
+    }
+    let head = GroupHead {
+        section_id,
+        count: entries.len() as u32,
+        first_id,
+        captured,
+        extent_base,
+        list_count: extent_list.len() as u32,
+        names_length: names.len() as u32,
+        strings_length: strings.len() as u64,
+        reserved: 0,
+    };
+    let mut body = head.encode().to_vec();
+    let mut list = Vec::with_capacity(extent_list.len() * ExtentListRow::SIZE);
+    for row in extent_list {
+        list.extend_from_slice(&row.encode());
+    }
+    encode_columns(&list, &EXTENT_LIST_COLUMNS, &mut body);
+    encode_columns(&rows, &columns, &mut body);
+    body.extend_from_slice(&names);
+    body.extend_from_slice(&strings);
+    body
+}
+
+/// Most entries in one group (8.3).
+pub const MAX_GROUP_ENTRIES: u32 = 65_536;
+
 fixed_layout! {
-    /// The body of `FILES_END`.
-    pub struct FilesEnd : 64 bytes {
+    /// The body of `FILES_END` (8.4).
+    pub struct FilesEnd : 72 bytes {
         pub section_id: u32,
         pub reserved: u32,
         pub entry_count: u64,
@@ -849,129 +1027,308 @@ fixed_layout! {
         pub chunk_count: u64,
         pub chunk_bytes: u64,
         pub begin_offset: u64,
+        /// The length of the section's extent sequence.
+        pub extent_count: u64,
     }
 }
 
 fixed_layout! {
-    /// The head of a `FILES_DIR` body.
-    pub struct DirHead : 24 bytes {
+    /// The head of a `FILES_DIR` body (8.5).
+    pub struct DirHead : 40 bytes {
         pub section_id: u32,
         pub reserved: u32,
-        pub entry_id: u64,
-        pub count: u64,
+        /// The group described.
+        pub entries_record: u64,
+        pub dir_count: u64,
+        pub fence_count: u64,
+        pub names_length: u64,
     }
 }
 
 fixed_layout! {
-    /// One child in a `FILES_DIR`.
-    pub struct DirChild : 32 bytes {
+    /// A directory of the group, and where its run is.
+    pub struct Locator : 32 bytes {
         pub entry_id: u64,
-        pub entries_record: u64,
-        pub entry_offset: u32,
-        pub name_length: u16,
-        pub kind: u8,
-        pub reserved: u8,
-        pub dir_table: u64,
+        pub child_count: u64,
+        pub first_child_id: u64,
+        pub first_fence: u64,
     }
 }
 
-/// A parsed `FILES_DIR`: children sorted by name, with their names.
-#[derive(Clone, Debug)]
-pub struct DirTable {
-    pub section_id: u32,
-    pub entry_id: u64,
-    pub children: Vec<(DirChild, Vec<u8>)>,
+const LOCATOR_COLUMNS: [Column; 4] = [Column::delta(), Column::plain(8), Column::delta(), Column::delta()];
+
+fixed_layout! {
+    /// A group holding part of a directory's run.
+    pub struct Fence : 25 bytes {
+        pub entries_record: u64,
+        pub dir_record: u64,
+        pub first_child_id: u64,
+        pub name_length: u8,
+    }
 }
 
-impl DirTable {
+const FENCE_COLUMNS: [Column; 4] = [Column::delta(), Column::delta(), Column::delta(), Column::plain(1)];
+
+/// A parsed `FILES_DIR`: a group's locators and their fences with names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDir {
+    pub section_id: u32,
+    /// The group described.
+    pub entries_record: u64,
+    /// One per directory entry of the group, in entry order.
+    pub locators: Vec<Locator>,
+    /// The fences, with the name of each one's first entry.
+    pub fences: Vec<(Fence, Vec<u8>)>,
+}
+
+impl GroupDir {
+    /// Encodes the body.
     pub fn encode(&self) -> Vec<u8> {
+        let names: Vec<u8> = self.fences.iter().flat_map(|(_, name)| name.iter().copied()).collect();
         let head = DirHead {
             section_id: self.section_id,
             reserved: 0,
-            entry_id: self.entry_id,
-            count: self.children.len() as u64,
+            entries_record: self.entries_record,
+            dir_count: self.locators.len() as u64,
+            fence_count: self.fences.len() as u64,
+            names_length: names.len() as u64,
         };
         let mut body = head.encode().to_vec();
-        for (child, _) in &self.children {
-            body.extend_from_slice(&child.encode());
-        }
-        for (_, name) in &self.children {
-            body.extend_from_slice(name);
-        }
+        let locators: Vec<u8> = self.locators.iter().flat_map(|l| l.encode()).collect();
+        encode_columns(&locators, &LOCATOR_COLUMNS, &mut body);
+        let fences: Vec<u8> = self.fences.iter().flat_map(|(f, _)| f.encode()).collect();
+        encode_columns(&fences, &FENCE_COLUMNS, &mut body);
+        body.extend_from_slice(&names);
         body
     }
 
-    pub fn parse(body: &[u8]) -> Result<DirTable, FormatError> {
+    /// Parses the body: lengths and reserved fields (`record-malformed`).
+    /// Whether the table agrees with the groups is the caller's to check.
+    pub fn parse(body: &[u8]) -> Result<GroupDir, FormatError> {
         let (head, rest) = crate::split_array::<{ DirHead::SIZE }>(body)
-            .ok_or_else(|| FormatError::malformed("FILES_DIR body", "shorter than 24 bytes"))?;
+            .ok_or_else(|| FormatError::malformed("FILES_DIR body", "shorter than 40 bytes"))?;
         let head = DirHead::decode(head);
-        let table_bytes = head.count.checked_mul(DirChild::SIZE as u64).filter(|&n| n <= rest.len() as u64);
-        let Some(table_bytes) = table_bytes else {
+        if head.reserved != 0 || head.dir_count == 0 || head.dir_count > u64::from(MAX_GROUP_ENTRIES) {
             return Err(FormatError::malformed(
-                "FILES_DIR count",
-                format!("{} children do not fit the body", head.count),
+                "FILES_DIR head",
+                format!("dir_count {} (expected 1 to 65536) or reserved field set", head.dir_count),
             ));
-        };
-        if head.reserved != 0 {
-            return Err(FormatError::malformed("FILES_DIR", "reserved field set"));
         }
-        let (table, mut names) = rest.split_at(table_bytes as usize);
-        let mut children = Vec::with_capacity(head.count as usize);
-        for raw in table.chunks_exact(DirChild::SIZE) {
-            let child = DirChild::decode(raw.try_into().expect("32 bytes"));
-            let name = take(&mut names, child.name_length.into(), "FILES_DIR name")?.to_vec();
-            if child.reserved != 0 || EntryKind::from_code(child.kind).is_none() {
-                return Err(FormatError::malformed("FILES_DIR child", "reserved field set or unknown kind"));
-            }
-            if children.last().is_some_and(|(_, last): &(DirChild, Vec<u8>)| *last >= name) {
-                return Err(FormatError::malformed("FILES_DIR", "children not sorted by name, or a name repeats"));
-            }
-            children.push((child, name));
+        let expected = head
+            .fence_count
+            .checked_mul(Fence::SIZE as u64)
+            .and_then(|n| n.checked_add(head.dir_count * Locator::SIZE as u64))
+            .and_then(|n| n.checked_add(head.names_length));
+        if expected != Some(rest.len() as u64) {
+            return Err(FormatError::malformed(
+                "FILES_DIR body",
+                format!(
+                    "{} locators, {} fences and {} name bytes do not fill {} bytes",
+                    head.dir_count,
+                    head.fence_count,
+                    head.names_length,
+                    rest.len()
+                ),
+            ));
+        }
+        let (locators, rest) = rest.split_at(head.dir_count as usize * Locator::SIZE);
+        let (fences, mut names) = rest.split_at(head.fence_count as usize * Fence::SIZE);
+        let locators = decode_columns(locators, head.dir_count as usize, &LOCATOR_COLUMNS)?
+            .chunks_exact(Locator::SIZE)
+            .map(|raw| Locator::decode(raw.try_into().expect("32 bytes")))
+            .collect();
+        let mut parsed = Vec::with_capacity(head.fence_count as usize);
+        for raw in decode_columns(fences, head.fence_count as usize, &FENCE_COLUMNS)?.chunks_exact(Fence::SIZE) {
+            let fence = Fence::decode(raw.try_into().expect("25 bytes"));
+            let name = take(&mut names, fence.name_length.into(), "FILES_DIR fence names")?.to_vec();
+            parsed.push((fence, name));
         }
         if !names.is_empty() {
-            return Err(FormatError::malformed("FILES_DIR", "bytes left after the names"));
+            return Err(FormatError::malformed("FILES_DIR body", "name bytes left after the fences' names"));
         }
-        Ok(DirTable { section_id: head.section_id, entry_id: head.entry_id, children })
+        Ok(GroupDir { section_id: head.section_id, entries_record: head.entries_record, locators, fences: parsed })
     }
 
-    /// Finds a child by name (binary search).
-    pub fn find(&self, name: &[u8]) -> Option<&DirChild> {
-        self.children.binary_search_by(|(_, n)| n.as_slice().cmp(name)).ok().map(|i| &self.children[i].0)
+    /// The locator of directory `entry_id` (binary search).
+    pub fn locator(&self, entry_id: u64) -> Option<(usize, &Locator)> {
+        let i = self.locators.binary_search_by_key(&entry_id, |l| l.entry_id).ok()?;
+        Some((i, &self.locators[i]))
+    }
+
+    /// The fences of the locator at `index`, or `None` when its range does not
+    /// fit the table (`index-mismatch` for the caller).
+    pub fn fences_of(&self, index: usize) -> Option<&[(Fence, Vec<u8>)]> {
+        let start = self.locators.get(index)?.first_fence;
+        let end = self.locators.get(index + 1).map_or(self.fences.len() as u64, |next| next.first_fence);
+        if start > end || end > self.fences.len() as u64 {
+            return None;
+        }
+        Some(&self.fences[start as usize..end as usize])
     }
 }
 
 fixed_layout! {
-    /// The fixed head of `FILES_INDEX`; `record_count` u64 offsets follow.
-    pub struct FilesIndexHead : 40 bytes {
+    /// The head of a `FILES_INDEX` body (8.6).
+    pub struct FilesIndexHead : 24 bytes {
         pub section_id: u32,
         pub reserved: u32,
-        pub root_dir: u64,
-        pub root_entries_record: u64,
-        pub root_entry_offset: u32,
-        pub reserved2: u32,
-        pub record_count: u64,
+        pub group_count: u64,
+        pub reserved2: u64,
     }
 }
+
+fixed_layout! {
+    /// A row of `FILES_INDEX`: one group.
+    pub struct GroupRow : 24 bytes {
+        /// Record offset of the group's `FILES_ENTRIES`.
+        pub entries_record: u64,
+        /// Record offset of its `FILES_DIR`, 0 when it holds no directory.
+        pub dir_record: u64,
+        /// Its `first_id`.
+        pub first_id: u64,
+    }
+}
+
+const GROUP_ROW_COLUMNS: [Column; 3] = [Column::delta(), Column::delta(), Column::delta()];
 
 /// Parses a `FILES_INDEX` body.
-pub fn parse_files_index(body: &[u8]) -> Result<(FilesIndexHead, Vec<u64>), FormatError> {
+pub fn parse_files_index(body: &[u8]) -> Result<(FilesIndexHead, Vec<GroupRow>), FormatError> {
     let (head, rest) = crate::split_array::<{ FilesIndexHead::SIZE }>(body)
-        .ok_or_else(|| FormatError::malformed("FILES_INDEX body", "shorter than 40 bytes"))?;
+        .ok_or_else(|| FormatError::malformed("FILES_INDEX body", "shorter than 24 bytes"))?;
     let head = FilesIndexHead::decode(head);
-    if head.reserved != 0 || head.reserved2 != 0 || head.record_count.checked_mul(8) != Some(rest.len() as u64) {
+    if head.reserved != 0
+        || head.reserved2 != 0
+        || head.group_count == 0
+        || head.group_count.checked_mul(GroupRow::SIZE as u64) != Some(rest.len() as u64)
+    {
         return Err(FormatError::malformed(
             "FILES_INDEX body",
-            format!("record_count {} for {} bytes, or reserved field set", head.record_count, rest.len()),
+            format!("group_count {} for {} bytes, or reserved field set", head.group_count, rest.len()),
         ));
     }
-    let offsets = rest.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
-    Ok((head, offsets))
+    let rows = decode_columns(rest, head.group_count as usize, &GROUP_ROW_COLUMNS)?
+        .chunks_exact(GroupRow::SIZE)
+        .map(|raw| GroupRow::decode(raw.try_into().expect("24 bytes")))
+        .collect();
+    Ok((head, rows))
 }
 
-pub fn encode_files_index(head: &FilesIndexHead, offsets: &[u64]) -> Vec<u8> {
+/// Encodes a `FILES_INDEX` body.
+pub fn encode_files_index(section_id: u32, groups: &[GroupRow]) -> Vec<u8> {
+    let head = FilesIndexHead { section_id, reserved: 0, group_count: groups.len() as u64, reserved2: 0 };
     let mut body = head.encode().to_vec();
-    for offset in offsets {
-        body.extend_from_slice(&offset.to_le_bytes());
-    }
+    let rows: Vec<u8> = groups.iter().flat_map(|g| g.encode()).collect();
+    encode_columns(&rows, &GROUP_ROW_COLUMNS, &mut body);
     body
+}
+
+#[cfg(test)]
+mod group_tests {
+    use super::*;
+
+    fn sample(captured: u64) -> Vec<Entry> {
+        let root = Entry { parent_id: NO_PARENT, mode: 0o755, ..Entry::bare(EntryKind::Directory, b"") };
+        let file = Entry {
+            entry_id: 1,
+            mode: 0o644,
+            size: 5,
+            extent_count: 1,
+            digest: [7; DIGEST_LEN],
+            mtime: Timestamp { secs: -1, nsec: 500_000_000 },
+            atime: if captured & Captured::ATIME != 0 { Timestamp { secs: 9, nsec: 1 } } else { Timestamp::ZERO },
+            ino: if captured & Captured::IDENTITY != 0 { 1234 } else { 0 },
+            dev: if captured & Captured::IDENTITY != 0 { (8, 1) } else { (0, 0) },
+            user: if captured & Captured::OWNER_NAMES != 0 { b"root".to_vec() } else { Vec::new() },
+            xattrs: if captured & Captured::XATTRS != 0 {
+                vec![Xattr { name: b"user.a".to_vec(), value: b"1".to_vec() }]
+            } else {
+                Vec::new()
+            },
+            ..Entry::bare(EntryKind::File, b"a")
+        };
+        let link = Entry {
+            entry_id: 2,
+            kind: EntryKind::Symlink,
+            target: b"a".to_vec(),
+            size: 1,
+            ..Entry::bare(EntryKind::Symlink, b"b")
+        };
+        vec![root, file, link]
+    }
+
+    #[test]
+    fn a_group_round_trips_under_every_capture() {
+        for captured in [0, Captured::KNOWN, Captured::ATIME | Captured::IDENTITY, Captured::OWNER_NAMES] {
+            let entries = sample(captured);
+            let list = [ExtentListRow { extents_record: 4096, first_index: 0 }];
+            let body = encode_group(3, 0, captured, 0, &list, &entries);
+            let group = parse_group(&body).unwrap();
+            assert_eq!(group.head.section_id, 3);
+            assert_eq!(group.extent_list, list);
+            let parsed: Vec<Entry> = group.entries.into_iter().map(Result::unwrap).collect();
+            assert_eq!(parsed, entries, "captured {captured:#x}");
+            assert_eq!(body.len(), 56 + 16 + entries.iter().map(|e| e.group_len(captured)).sum::<usize>());
+        }
+    }
+
+    #[test]
+    fn a_group_whose_areas_do_not_fill_the_body_is_refused_whole() {
+        let body = encode_group(0, 0, 0, 0, &[], &sample(0));
+        for cut in [1, 2, 10] {
+            let err = parse_group(&body[..body.len() - cut]).unwrap_err();
+            assert_eq!(err.class, ErrorClass::RecordMalformed);
+        }
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(parse_group(&longer).is_err());
+        // A huge count is refused from the head, before anything is allocated.
+        let mut lying = body.clone();
+        lying[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse_group(&lying).is_err());
+    }
+
+    #[test]
+    fn an_unknown_kind_costs_its_row_only() {
+        let mut body = encode_group(0, 0, 0, 0, &[], &sample(0));
+        // The kind column is the first of the table: row 1's kind byte.
+        body[56 + 1] = 99;
+        let group = parse_group(&body).unwrap();
+        assert!(group.entries[0].is_ok() && group.entries[2].is_ok());
+        assert_eq!(group.entries[1].as_ref().unwrap_err().class, ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn extents_dir_tables_and_the_index_round_trip() {
+        let extents = [
+            FileExtent { entry_id: 4, file_offset: 0, length: 10, chunk_ref: 300, chunk_offset: 0 },
+            FileExtent { entry_id: 5, file_offset: 0, length: 3, chunk_ref: 300, chunk_offset: 10 },
+        ];
+        let parsed = parse_file_extents(&encode_file_extents(1, 7, &extents)).unwrap();
+        assert_eq!((parsed.head.first_index, parsed.extents.as_slice()), (7, &extents[..]));
+
+        let dir = GroupDir {
+            section_id: 1,
+            entries_record: 500,
+            locators: vec![
+                Locator { entry_id: 0, child_count: 2, first_child_id: 1, first_fence: 0 },
+                Locator { entry_id: 2, child_count: 0, first_child_id: 0, first_fence: 1 },
+            ],
+            fences: vec![(
+                Fence { entries_record: 500, dir_record: 900, first_child_id: 1, name_length: 1 },
+                b"a".to_vec(),
+            )],
+        };
+        let parsed = GroupDir::parse(&dir.encode()).unwrap();
+        assert_eq!(parsed, dir);
+        assert_eq!(parsed.fences_of(0).unwrap().len(), 1);
+        assert_eq!(parsed.fences_of(1).unwrap().len(), 0);
+        assert_eq!(parsed.locator(2).unwrap().0, 1);
+
+        let rows = [
+            GroupRow { entries_record: 500, dir_record: 900, first_id: 0 },
+            GroupRow { entries_record: 700, dir_record: 0, first_id: 3 },
+        ];
+        let (head, parsed) = parse_files_index(&encode_files_index(1, &rows)).unwrap();
+        assert_eq!((head.group_count, parsed.as_slice()), (2, &rows[..]));
+    }
 }

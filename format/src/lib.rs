@@ -19,6 +19,7 @@ pub mod header;
 pub mod image;
 pub mod index;
 pub mod record;
+pub mod table;
 pub mod text;
 
 pub use chain::{Ancestor, Chain, ChainIndex, ChainRef, ChunkRef};

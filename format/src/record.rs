@@ -141,7 +141,7 @@ impl RecordType {
                 crate::files::FilesBeginHead::SIZE as u64 + crate::limits::MAX_SECTION_NAME as u64
             }
             RecordType::FilesExtents => {
-                crate::image::EXTENT_TABLE_HEAD as u64
+                crate::files::FileExtentsHead::SIZE as u64
                     + crate::limits::MAX_EXTENTS_PER_RECORD as u64 * crate::files::FileExtent::SIZE as u64
             }
             RecordType::FilesEntries => crate::files::MAX_ENTRIES_BODY,

@@ -266,12 +266,14 @@ impl<R: ReadAt> ArchiveFs<R> {
             }
             let tree = self.tree(slot);
             let read = || -> Result<Node, Error> {
-                let root = self.archive.entry_at(tree, tree.root_entries_record, tree.root_entry_offset)?;
-                let table = self.archive.dir_table(tree, tree.root_dir)?;
-                let subdirs =
-                    table.children.iter().filter(|(child, _)| child.kind == EntryKind::Directory.code()).count();
-                let record = tree.entries_records.iter().position(|&r| r == tree.root_entries_record).unwrap_or(0);
-                let mut node = Node::from_entry(&root, record as u32, tree.root_entry_offset, tree.begin.captured);
+                let handle = self.archive.tree(&tree.name)?;
+                let root = handle.root()?;
+                let mut subdirs = 0usize;
+                for child in handle.read_dir(&root)? {
+                    subdirs += usize::from(child?.is_dir());
+                }
+                // The root is row 0 of the first group (FORMAT.md 8.6).
+                let mut node = Node::from_entry(root.raw(), 0, 0, tree.begin.captured);
                 node.nlink = 2 + subdirs as u32;
                 Ok(node)
             };
@@ -383,7 +385,7 @@ impl<R: ReadAt> ArchiveFs<R> {
     /// The whole entry `id` of the file tree in `slot`, from its record.
     fn entry(&self, slot: usize, node: &Node) -> Result<Entry, String> {
         let tree = self.tree(slot);
-        let record = *tree.entries_records.get(node.record as usize).ok_or("no such entry record")?;
+        let record = tree.groups.get(node.record as usize).ok_or("no such entry group")?.entries_record;
         let mut held = self.record.lock().unwrap_or_else(|p| p.into_inner());
         let entries = match &*held {
             Some((at, entries)) if *at == record => entries.clone(),
@@ -399,7 +401,7 @@ impl<R: ReadAt> ArchiveFs<R> {
             .binary_search_by_key(&node.offset, |(at, _)| *at)
             .ok()
             .map(|i| entries[i].1.clone())
-            .ok_or_else(|| format!("entry record at byte {record}: no entry at body byte {}", node.offset))
+            .ok_or_else(|| format!("entry group at byte {record}: no entry at row {}", node.offset))
     }
 
     /// The node behind a tree inode and its whole entry.
@@ -521,9 +523,25 @@ impl<R: ReadAt> ArchiveFs<R> {
         if let Some(file) = self.files.lock().ok().as_deref().and_then(held) {
             return Ok(file);
         }
-        let (slot, id, entry) = self.tree_entry(ino)?;
+        let (slot, id, mut entry) = self.tree_entry(ino)?;
         if entry.kind != EntryKind::File {
             return Err(Errno::EINVAL);
+        }
+        // Its extents, located in the FILES_EXTENTS records (FORMAT.md 10.1 step 5).
+        match self.archive.file_extents(self.tree(slot), &entry) {
+            Ok(extents) => entry.extents = extents,
+            Err(e) => {
+                self.damage(
+                    ino,
+                    Damage {
+                        section: self.tree(slot).name.clone(),
+                        path: self.table(slot).ok().map(|t| t.path_of(id)),
+                        range: 0..0,
+                        why: e.to_string(),
+                    },
+                );
+                return Err(Errno::EIO);
+            }
         }
         let sorted = entry.extents.windows(2).all(|w| w[0].end() <= w[1].file_offset);
         if !sorted {

@@ -35,7 +35,7 @@ pub(crate) struct Node {
     /// Device number in the kernel's `new_encode_dev` form.
     pub rdev: u32,
     /// Where the whole entry is: index into the section's entry records, and
-    /// the entry's byte offset in that record's body.
+    /// the entry's row in that group.
     pub record: u32,
     pub offset: u32,
     pub kind: EntryKind,
@@ -105,7 +105,8 @@ impl Table {
             return Err(format!("{count} entries; a mount holds at most {} per section", u32::MAX - 1));
         }
         let mut nodes: Vec<Node> = Vec::with_capacity(count.min(1 << 20) as usize);
-        for (index, &record) in tree.entries_records.iter().enumerate() {
+        for (index, group) in tree.groups.iter().enumerate() {
+            let record = group.entries_record;
             for (offset, entry) in archive.entries_at(tree, record).map_err(|e| e.to_string())? {
                 if entry.entry_id != nodes.len() as u64 {
                     return Err(format!(

@@ -116,6 +116,8 @@ pub struct Archive<R: ReadAt> {
     last_chunk: Mutex<Option<(u64, Arc<Chunk>)>>,
     /// The last chunk read only in part: a second read in it decodes it whole.
     last_partial: std::sync::atomic::AtomicU64,
+    /// File-tree records read lately (groups, tables, extents records).
+    tree_cache: crate::tree::SharedTreeCache,
     /// The ancestors of an incremental archive (FORMAT.md 15).
     chain: Option<Arc<ChainState>>,
     /// BLAKE3 of the `ARCHIVE_INDEX` body: what a child binds this archive by.
@@ -273,6 +275,7 @@ impl<R: ReadAt> Archive<R> {
             sections,
             last_chunk: Mutex::new(None),
             last_partial: std::sync::atomic::AtomicU64::new(0),
+            tree_cache: Default::default(),
             chain,
             binding: *blake3::hash(&index_body).as_bytes(),
             index_offset: trailer.index_offset,
@@ -431,6 +434,10 @@ impl<R: ReadAt> Archive<R> {
     /// part: true for the first read of a chunk not held whole. A second read in
     /// the same chunk decodes it whole, checks its BLAKE3 and keeps it, so reads
     /// that walk a chunk piece by piece decode it about twice, not once per piece.
+    pub(crate) fn tree_cache(&self) -> &crate::tree::SharedTreeCache {
+        &self.tree_cache
+    }
+
     pub(crate) fn first_read_of(&self, chunk_ref: u64) -> bool {
         let cached = self.last_chunk.lock().ok().is_some_and(|c| c.as_ref().is_some_and(|(r, _)| *r == chunk_ref));
         !cached && self.last_partial.swap(chunk_ref, std::sync::atomic::Ordering::Relaxed) != chunk_ref

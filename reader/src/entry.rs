@@ -170,6 +170,24 @@ impl Entry {
         self.raw.mtime
     }
 
+    /// The source's inode number, when the section captured source
+    /// identity (FORMAT.md 8.1 bit 6).
+    pub fn ino(&self) -> Option<u64> {
+        (self.captured & Captured::IDENTITY != 0).then_some(self.raw.ino)
+    }
+
+    /// The source's device (major, minor), when the section captured source
+    /// identity (FORMAT.md 8.1 bit 6).
+    pub fn dev(&self) -> Option<(u32, u32)> {
+        (self.captured & Captured::IDENTITY != 0).then_some(self.raw.dev)
+    }
+
+    /// How many extents hold a regular file's content (FORMAT.md 8.3
+    /// `extent_count`); 0 for other entries.
+    pub fn extent_count(&self) -> u64 {
+        self.raw.extent_count
+    }
+
     /// The access time, when the section captured access times.
     pub fn atime(&self) -> Option<Timestamp> {
         (self.captured & Captured::ATIME != 0).then_some(self.raw.atime)

@@ -92,6 +92,11 @@ impl<'a, R: ReadAt> FileReader<'a, R> {
         Ok(reader)
     }
 
+    /// How many extents the file's content is stored in (FORMAT.md 8.2).
+    pub fn extent_count(&self) -> usize {
+        self.file.extents.len()
+    }
+
     /// The file's length in bytes, holes included.
     pub fn len(&self) -> u64 {
         self.file.size

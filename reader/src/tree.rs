@@ -1,29 +1,43 @@
-//! File-tree sections by random access: listing from the entry records alone,
-//! path lookup through the per-directory tables (O(depth × directory size) bytes
-//! read), and file content through its extents.
+//! File-tree sections by random access (FORMAT.md 8, 10.1 step 5): listing
+//! from the entry groups alone, path lookup through the per-group `FILES_DIR`
+//! tables (one table and one group per path component), entries by id through
+//! the `FILES_INDEX`, and file content through its extents, located from the
+//! group's `extent_base` and extent list in the `FILES_EXTENTS` records.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 
-use strata_format::files::{self, DirTable, Entry, EntryKind, FileDigest, FilesBegin, FilesEnd, NO_PARENT};
-use strata_format::{ErrorClass, RecordType};
+use strata_format::files::{
+    self, Entry, EntryKind, ExtentListRow, FileDigest, FileExtent, FilesBegin, FilesEnd, GroupDir, GroupHead, GroupRow,
+    NO_PARENT,
+};
+use strata_format::{ErrorClass, FormatError, RecordType};
 
 use crate::archive::{expect_type, Archive};
 use crate::record::read_record_at;
 use crate::{Error, ReadAt};
 
-/// A file-tree section: its begin and end records and where its tables are.
+/// A file-tree section: its begin and end records and its groups, as its
+/// `FILES_INDEX` lists them.
 #[derive(Clone, Debug)]
 pub struct TreeSection {
     pub section_id: u32,
     pub name: String,
     pub begin: FilesBegin,
     pub end: FilesEnd,
-    /// Record offset of the root directory's `FILES_DIR`.
-    pub root_dir: u64,
-    pub root_entries_record: u64,
-    pub root_entry_offset: u32,
-    /// Record offsets of the section's `FILES_ENTRIES` records, in order.
-    pub entries_records: Vec<u64>,
+    /// Record offset of the section's `FILES_INDEX`.
+    pub index_offset: u64,
+    /// The `FILES_INDEX` rows: one per `FILES_ENTRIES` record, in order, with
+    /// its `FILES_DIR` (0 when it holds no directory) and its `first_id`.
+    pub groups: Vec<GroupRow>,
+}
+
+impl TreeSection {
+    /// The index in [`TreeSection::groups`] of the group that should hold
+    /// entry `id` by the `FILES_INDEX` (the last whose `first_id` ≤ `id`).
+    pub fn group_of(&self, id: u64) -> Option<usize> {
+        self.groups.partition_point(|g| g.first_id <= id).checked_sub(1)
+    }
 }
 
 /// An entry with its path relative to the section's root.
@@ -31,6 +45,80 @@ pub struct TreeSection {
 pub struct PathEntry {
     pub path: Vec<u8>,
     pub entry: Entry,
+}
+
+/// One `FILES_ENTRIES` record of a section, parsed (FORMAT.md 8.3).
+#[derive(Debug)]
+pub struct Group {
+    /// Its record offset.
+    pub offset: u64,
+    pub head: GroupHead,
+    pub extent_list: Vec<ExtentListRow>,
+    /// Its rows; a row that breaks a rule of its own is an error.
+    pub entries: Vec<Result<Entry, FormatError>>,
+    /// For each row, the index of its first extent in the section's extent
+    /// sequence (`extent_base` + the `extent_count` of the rows before it);
+    /// `None` from a row that cannot be read, or a sum that overflows, on.
+    starts: Vec<Option<u64>>,
+}
+
+impl Group {
+    /// The id after its last entry.
+    pub fn end_id(&self) -> u64 {
+        self.head.first_id.saturating_add(u64::from(self.head.count))
+    }
+
+    /// Whether it holds entry `id`.
+    pub fn holds(&self, id: u64) -> bool {
+        (self.head.first_id..self.end_id()).contains(&id)
+    }
+
+    /// Entry `id`, which it holds; a row that breaks a rule is an error at
+    /// the group.
+    pub fn entry(&self, id: u64, section: &str) -> Result<&Entry, Error> {
+        let row = id.checked_sub(self.head.first_id).and_then(|i| self.entries.get(i as usize));
+        match row {
+            Some(Ok(entry)) => Ok(entry),
+            Some(Err(e)) => Err(Error::from(e.clone()).at(self.offset).in_section(section)),
+            None => Err(Error::new(
+                ErrorClass::IndexMismatch,
+                "FILES_ENTRIES",
+                format!("entry {id} is not in the group of entries {}..{}", self.head.first_id, self.end_id()),
+            )
+            .at(self.offset)
+            .in_section(section)),
+        }
+    }
+}
+
+/// The tree records read lately, parsed, for reads close to each other:
+/// a few of each type, so memory stays bounded whatever the section holds.
+#[derive(Default)]
+pub(crate) struct TreeCache {
+    groups: Vec<(u64, Arc<Group>)>,
+    extents: Vec<(u64, Arc<files::FileExtents>)>,
+    dirs: Vec<(u64, Arc<GroupDir>)>,
+}
+
+/// How many records of each type [`TreeCache`] keeps.
+const CACHED: usize = 4;
+
+fn cached<T>(list: &mut Vec<(u64, Arc<T>)>, offset: u64) -> Option<Arc<T>> {
+    let at = list.iter().position(|(o, _)| *o == offset)?;
+    let found = list.remove(at);
+    list.insert(0, found.clone());
+    Some(found.1)
+}
+
+fn keep<T>(list: &mut Vec<(u64, Arc<T>)>, offset: u64, value: Arc<T>) {
+    list.truncate(CACHED - 1);
+    list.insert(0, (offset, value));
+}
+
+pub(crate) type SharedTreeCache = Mutex<TreeCache>;
+
+fn mismatch(what: impl Into<String>, detail: impl Into<String>, at: u64, section: &str) -> Error {
+    Error::new(ErrorClass::IndexMismatch, what, detail).at(at).in_section(section)
 }
 
 impl<R: ReadAt> Archive<R> {
@@ -44,175 +132,270 @@ impl<R: ReadAt> Archive<R> {
         })
     }
 
-    /// Reads and parses one `FILES_ENTRIES` record of `tree`.
-    pub fn entries_at(&self, tree: &TreeSection, offset: u64) -> Result<Vec<(u32, Entry)>, Error> {
+    fn tree_record(
+        &self,
+        tree: &TreeSection,
+        offset: u64,
+        expected: RecordType,
+    ) -> Result<crate::record::Record, Error> {
         let record = read_record_at(self.source(), self.size(), offset, self.tag(), self.limits().max_index_bytes)
             .map_err(|e| e.in_section(&tree.name))?;
-        let body = expect_type(&record, RecordType::FilesEntries)?;
-        let (section_id, entries) =
-            files::parse_entries(body).map_err(|e| Error::from(e).at(offset).in_section(&tree.name))?;
-        if section_id != tree.section_id {
-            return Err(Error::new(
-                ErrorClass::IndexMismatch,
+        expect_type(&record, expected).map_err(|e| e.in_section(&tree.name))?;
+        Ok(record)
+    }
+
+    /// Reads and parses the `FILES_ENTRIES` record (a group) at `offset`
+    /// of `tree` (a few are kept, so reads close to each other cost one).
+    pub fn group_at(&self, tree: &TreeSection, offset: u64) -> Result<Arc<Group>, Error> {
+        if let Some(group) = self.tree_cache().lock().ok().and_then(|mut c| cached(&mut c.groups, offset)) {
+            return Ok(group);
+        }
+        let record = self.tree_record(tree, offset, RecordType::FilesEntries)?;
+        let parsed = files::parse_group(&record.body).map_err(|e| Error::from(e).at(offset).in_section(&tree.name))?;
+        if parsed.head.section_id != tree.section_id {
+            return Err(mismatch(
                 "FILES_ENTRIES section_id",
-                format!("{section_id}, expected {}", tree.section_id),
+                format!("{}, expected {}", parsed.head.section_id, tree.section_id),
+                offset,
+                &tree.name,
+            ));
+        }
+        if parsed.head.captured != tree.begin.captured {
+            return Err(Error::new(
+                ErrorClass::RecordMalformed,
+                "FILES_ENTRIES captured",
+                format!("{:#x}, the section's FILES_BEGIN says {:#x}", parsed.head.captured, tree.begin.captured),
             )
             .at(offset)
             .in_section(&tree.name));
         }
-        Ok(entries)
+        let mut next = Some(parsed.head.extent_base);
+        let starts = parsed
+            .entries
+            .iter()
+            .map(|row| {
+                let start = next;
+                next = match row {
+                    Ok(entry) => next.and_then(|n| n.checked_add(entry.extent_count)),
+                    Err(_) => None,
+                };
+                start
+            })
+            .collect();
+        let group = Arc::new(Group {
+            offset,
+            head: parsed.head,
+            extent_list: parsed.extent_list,
+            entries: parsed.entries,
+            starts,
+        });
+        if let Ok(mut cache) = self.tree_cache().lock() {
+            keep(&mut cache.groups, offset, group.clone());
+        }
+        Ok(group)
     }
 
-    /// The entry at (`record`, `offset`) of `tree`.
-    pub fn entry_at(&self, tree: &TreeSection, record: u64, offset: u32) -> Result<Entry, Error> {
-        self.entries_at(tree, record)?.into_iter().find(|(at, _)| *at == offset).map(|(_, entry)| entry).ok_or_else(
-            || {
-                Error::new(
-                    ErrorClass::IndexMismatch,
-                    "entry location",
-                    format!("no entry starts at body byte {offset}"),
-                )
-                .at(record)
-                .in_section(&tree.name)
-            },
-        )
+    /// Reads and parses one `FILES_ENTRIES` record of `tree`: its entries
+    /// with their row numbers. A row that breaks a rule of its own is an
+    /// error.
+    pub fn entries_at(&self, tree: &TreeSection, offset: u64) -> Result<Vec<(u32, Entry)>, Error> {
+        let group = self.group_at(tree, offset)?;
+        group
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match e {
+                Ok(entry) => Ok((i as u32, entry.clone())),
+                Err(e) => Err(Error::from(e.clone()).at(offset).in_section(&tree.name)),
+            })
+            .collect()
+    }
+
+    /// Reads one `FILES_DIR` table of `tree` (a few are kept).
+    pub fn dir_table(&self, tree: &TreeSection, offset: u64) -> Result<Arc<GroupDir>, Error> {
+        if let Some(dir) = self.tree_cache().lock().ok().and_then(|mut c| cached(&mut c.dirs, offset)) {
+            return Ok(dir);
+        }
+        let record = self.tree_record(tree, offset, RecordType::FilesDir)?;
+        let table = GroupDir::parse(&record.body).map_err(|e| Error::from(e).at(offset).in_section(&tree.name))?;
+        if table.section_id != tree.section_id {
+            return Err(Error::new(
+                ErrorClass::RecordMalformed,
+                "FILES_DIR section_id",
+                format!("{}, the section's is {}", table.section_id, tree.section_id),
+            )
+            .at(offset)
+            .in_section(&tree.name));
+        }
+        let table = Arc::new(table);
+        if let Ok(mut cache) = self.tree_cache().lock() {
+            keep(&mut cache.dirs, offset, table.clone());
+        }
+        Ok(table)
+    }
+
+    /// Reads one `FILES_EXTENTS` record of `tree` (a few are kept).
+    pub fn extents_at(&self, tree: &TreeSection, offset: u64) -> Result<Arc<files::FileExtents>, Error> {
+        if let Some(found) = self.tree_cache().lock().ok().and_then(|mut c| cached(&mut c.extents, offset)) {
+            return Ok(found);
+        }
+        let record = self.tree_record(tree, offset, RecordType::FilesExtents)?;
+        let parsed =
+            files::parse_file_extents(&record.body).map_err(|e| Error::from(e).at(offset).in_section(&tree.name))?;
+        if parsed.head.section_id != tree.section_id {
+            return Err(mismatch(
+                "FILES_EXTENTS section_id",
+                format!("{}, expected {}", parsed.head.section_id, tree.section_id),
+                offset,
+                &tree.name,
+            ));
+        }
+        let parsed = Arc::new(parsed);
+        if let Ok(mut cache) = self.tree_cache().lock() {
+            keep(&mut cache.extents, offset, parsed.clone());
+        }
+        Ok(parsed)
+    }
+
+    /// The group of `tree` holding entry `id`, found by a binary search of
+    /// the `FILES_INDEX` `first_id`s (FORMAT.md 8.6), with its index row.
+    /// `None` when no group holds it.
+    pub(crate) fn group_holding(&self, tree: &TreeSection, id: u64) -> Result<Option<(Arc<Group>, GroupRow)>, Error> {
+        let Some(at) = tree.group_of(id) else {
+            return Ok(None);
+        };
+        let row = tree.groups[at];
+        let group = self.group_at(tree, row.entries_record)?;
+        if group.head.first_id != row.first_id {
+            return Err(mismatch(
+                "FILES_INDEX first_id",
+                format!("{}, but the group holds entries from {}", row.first_id, group.head.first_id),
+                row.entries_record,
+                &tree.name,
+            ));
+        }
+        if !group.holds(id) {
+            return Ok(None);
+        }
+        Ok(Some((group, row)))
+    }
+
+    /// The entry `id` of `tree`, with the record offset of its group's
+    /// `FILES_DIR` (0 when none): one binary search of the `FILES_INDEX` and
+    /// one group read. `None` when no group holds it.
+    pub(crate) fn entry_by_id(&self, tree: &TreeSection, id: u64) -> Result<Option<(Entry, u64)>, Error> {
+        match self.group_holding(tree, id)? {
+            Some((group, row)) => Ok(Some((group.entry(id, &tree.name)?.clone(), row.dir_record))),
+            None => Ok(None),
+        }
     }
 
     /// Calls `visit` with every entry of `tree` in order, with its path. Reads the
-    /// entry records only, never file content.
-    ///
-    /// Time and memory are linear in the entries whatever the depth: the path of
-    /// the current directory is kept in one buffer, and only a directory's parent
-    /// and name are remembered (a path is rebuilt from them only when entries do
-    /// not come depth first).
+    /// entry groups only, never file content.
     pub fn walk_tree(
         &self,
         tree: &TreeSection,
         mut visit: impl FnMut(PathEntry) -> Result<(), Error>,
     ) -> Result<(), Error> {
         for item in EntryWalk::new(self, tree) {
-            visit(item?)?;
+            visit(item?.0)?;
         }
         Ok(())
     }
 
-    /// Reads one directory table.
-    pub fn dir_table(&self, tree: &TreeSection, offset: u64) -> Result<DirTable, Error> {
-        let record = read_record_at(self.source(), self.size(), offset, self.tag(), self.limits().max_index_bytes)
-            .map_err(|e| e.in_section(&tree.name))?;
-        let table = DirTable::parse(expect_type(&record, RecordType::FilesDir)?)
-            .map_err(|e| Error::from(e).at(offset).in_section(&tree.name))?;
-        if table.section_id != tree.section_id {
-            return Err(Error::new(ErrorClass::IndexMismatch, "FILES_DIR section_id", format!("{}", table.section_id))
-                .at(offset)
-                .in_section(&tree.name));
-        }
-        Ok(table)
-    }
-
-    /// Reads the directory table at `offset`, which must belong to the directory
-    /// `dir_id` reached as `dir_path`: a table that names another directory, or a
-    /// child that is not a later entry than its directory, would let a walk loop
-    /// or reach a path that no entry has (FORMAT.md 8.5).
-    pub(crate) fn table_of(
-        &self,
-        tree: &TreeSection,
-        offset: u64,
-        dir_id: u64,
-        dir_path: &[u8],
-    ) -> Result<DirTable, Error> {
-        let table = self.dir_table(tree, offset)?;
-        let mismatch = |detail: String| {
-            Error::new(ErrorClass::IndexMismatch, format!("FILES_DIR of {}", shown_path(dir_path)), detail)
-                .at(offset)
-                .in_section(&tree.name)
-        };
-        if table.entry_id != dir_id {
-            return Err(mismatch(format!("the table is entry {}'s, but entry {dir_id} leads to it", table.entry_id)));
-        }
-        if let Some((child, name)) = table.children.iter().find(|(child, _)| child.entry_id <= dir_id) {
-            return Err(mismatch(format!(
-                "child \"{}\" is entry {}, not after its directory (entry {dir_id})",
-                strata_format::escaped(name),
-                child.entry_id
-            )));
-        }
-        Ok(table)
-    }
-
-    /// The entry a directory-table child points to, checked against the child
-    /// and the directory (`dir_id`) whose table lists it.
-    pub(crate) fn child_entry(
-        &self,
-        tree: &TreeSection,
-        cache: &mut Option<(u64, Vec<(u32, Entry)>)>,
-        child: &files::DirChild,
-        dir_id: u64,
-        path: &[u8],
-    ) -> Result<Entry, Error> {
-        if cache.as_ref().map(|c| c.0) != Some(child.entries_record) {
-            *cache = Some((child.entries_record, self.entries_at(tree, child.entries_record)?));
-        }
-        let entries = &cache.as_ref().expect("just filled").1;
-        let entry = entries.iter().find(|(at, _)| *at == child.entry_offset).map(|(_, e)| e);
-        match entry {
-            Some(entry) if entry.entry_id == child.entry_id && entry.parent_id == dir_id => Ok(entry.clone()),
-            found => Err(Error::new(
-                ErrorClass::IndexMismatch,
-                format!("FILES_DIR child {}", shown_path(path)),
-                match found {
-                    None => format!("no entry starts at body byte {}", child.entry_offset),
-                    Some(e) => format!(
-                        "the table names entry {} in directory {dir_id}, the record holds entry {} in directory {}",
-                        child.entry_id, e.entry_id, e.parent_id
-                    ),
-                },
-            )
-            .at(child.entries_record)
-            .in_section(&tree.name)),
-        }
-    }
-
     /// Finds the entry at `path` (relative to the section's root; `""` is the
-    /// root) through the directory tables: one table per path component and one
-    /// entry record. Every table must belong to the directory that leads to it,
-    /// so a lookup ends after at most `depth` tables and finds only real paths.
+    /// root) as FORMAT.md 8.5 says: one `FILES_DIR` and one group per
+    /// component, each checked against the way that led to it.
     pub fn lookup(&self, tree: &TreeSection, path: &[u8]) -> Result<Option<Entry>, Error> {
         Ok(self.find(tree, path)?.map(|(entry, _)| entry))
     }
 
-    /// [`Archive::lookup`], with the record offset of the directory table of the
-    /// entry found when it is a directory.
+    /// The root entry and its group's `FILES_DIR`, from the first
+    /// `FILES_INDEX` row.
+    pub(crate) fn root_of(&self, tree: &TreeSection) -> Result<(Entry, u64), Error> {
+        let first = tree
+            .groups
+            .first()
+            .copied()
+            .ok_or_else(|| mismatch("FILES_INDEX", "no groups", tree.index_offset, &tree.name))?;
+        let group = self.group_at(tree, first.entries_record)?;
+        if first.first_id != 0 || !group.holds(0) {
+            return Err(mismatch(
+                "FILES_INDEX",
+                format!("its first group holds entries from {}, not entry 0", group.head.first_id),
+                first.entries_record,
+                &tree.name,
+            ));
+        }
+        // Entry 0 is where a lookup starts (FORMAT.md 8.5): only the root
+        // directory is one (8.3).
+        let root = group.entry(0, &tree.name)?.clone();
+        if root.kind != EntryKind::Directory || root.parent_id != NO_PARENT || !root.name.is_empty() {
+            return Err(Error::new(ErrorClass::RecordMalformed, "root entry", "entry 0 is not the root directory")
+                .at(first.entries_record)
+                .in_section(&tree.name));
+        }
+        Ok((root, first.dir_record))
+    }
+
+    /// [`Archive::lookup`], with the record offset of the `FILES_DIR` of the
+    /// group holding the entry found (0 when none).
     pub(crate) fn find(&self, tree: &TreeSection, path: &[u8]) -> Result<Option<(Entry, u64)>, Error> {
         let components: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
-        if components.is_empty() {
-            let root = self.entry_at(tree, tree.root_entries_record, tree.root_entry_offset)?;
-            return Ok(Some((root, tree.root_dir)));
-        }
-        let (mut table_offset, mut dir_id) = (tree.root_dir, 0u64);
-        let mut cache = None;
+        let (mut dir, mut dir_record) = self.root_of(tree)?;
+        let mut group_record = tree.groups[0].entries_record;
         let mut walked: Vec<u8> = Vec::new();
-        for (depth, component) in components.iter().enumerate() {
-            let table = self.table_of(tree, table_offset, dir_id, &walked)?;
-            let Some(child) = table.find(component) else {
+        for component in components {
+            if dir.kind != EntryKind::Directory {
+                return Ok(None);
+            }
+            let run = DirRun::open(self, tree, dir_record, group_record, dir.entry_id, &walked)?;
+            // The last fence whose name is not greater than the component.
+            let at = run.fences.partition_point(|(_, name)| name.as_slice() <= component);
+            let Some(k) = at.checked_sub(1) else {
+                return Ok(None);
+            };
+            let (fence, _) = &run.fences[k];
+            let group = run.fence_group(self, tree, k)?;
+            run.check_fence_name(&group, k, &tree.name)?;
+            let (start, end) = run.rows_in(&group, k);
+            // Binary search of the run's names in the group, each entry read
+            // checked to be the directory's.
+            let (mut low, mut high) = (start, end);
+            let mut found = None;
+            while low < high {
+                let middle = low + (high - low) / 2;
+                let entry = run.child(&group, middle, &tree.name)?;
+                match entry.name.as_slice().cmp(component) {
+                    std::cmp::Ordering::Less => low = middle + 1,
+                    std::cmp::Ordering::Greater => high = middle,
+                    std::cmp::Ordering::Equal => {
+                        // Its neighbours in the run, in memory already: a
+                        // repeated name is a defect (FORMAT.md 8, entry order),
+                        // not a choice between two entries. (Other breaks of
+                        // the order are verify's to report.)
+                        let before = middle > start && run.child(&group, middle - 1, &tree.name)?.name == entry.name;
+                        let after = middle + 1 < end && run.child(&group, middle + 1, &tree.name)?.name == entry.name;
+                        if before || after {
+                            return Err(run.out_of_order(group.offset, &entry.name, &tree.name));
+                        }
+                        found = Some(entry.clone());
+                        break;
+                    }
+                }
+            }
+            let Some(entry) = found else {
                 return Ok(None);
             };
             walked = join(&walked, component);
-            if depth + 1 == components.len() {
-                let entry = self.child_entry(tree, &mut cache, child, dir_id, &walked)?;
-                return Ok(Some((entry, child.dir_table)));
-            }
-            if child.kind != EntryKind::Directory.code() || child.dir_table == 0 {
-                return Ok(None);
-            }
-            (table_offset, dir_id) = (child.dir_table, child.entry_id);
+            (dir, dir_record, group_record) = (entry, fence.dir_record, fence.entries_record);
         }
-        Ok(None)
+        Ok(Some((dir, dir_record)))
     }
 
     /// The children of the directory at `path`, with their entries, sorted by name.
     pub fn list_dir(&self, tree: &TreeSection, path: &[u8]) -> Result<Option<Vec<PathEntry>>, Error> {
-        let Some((dir, table_offset)) = self.find(tree, path)? else {
+        let Some((dir, dir_record)) = self.find(tree, path)? else {
             return Ok(None);
         };
         if dir.kind != EntryKind::Directory {
@@ -220,38 +403,16 @@ impl<R: ReadAt> Archive<R> {
         }
         let base = normal_path(path);
         let mut out = Vec::new();
-        self.dir_children(tree, table_offset, dir.entry_id, &base, &mut None, |item, _| {
-            out.push(item);
-            Ok(())
-        })?;
-        Ok(Some(out))
-    }
-
-    /// Calls `visit` with each child of the directory `dir_id` at `dir_path`,
-    /// whose table is at `table_offset`, in name order, with the record offset of
-    /// the child's own table (0 unless it is a directory).
-    fn dir_children(
-        &self,
-        tree: &TreeSection,
-        table_offset: u64,
-        dir_id: u64,
-        dir_path: &[u8],
-        cache: &mut Option<(u64, Vec<(u32, Entry)>)>,
-        mut visit: impl FnMut(PathEntry, u64) -> Result<(), Error>,
-    ) -> Result<(), Error> {
-        let mut cursor = DirCursor::open(self, tree, table_offset, dir_id, dir_path.to_vec())?;
-        while let Some(child) = cursor.next_child(self, tree, cache) {
-            let (item, table) = child?;
-            visit(item, table)?;
+        let mut cursor = DirCursor::open(self, tree, dir_record, dir.entry_id, base)?;
+        while let Some(child) = cursor.next_child(self, tree) {
+            out.push(child?.0);
         }
-        Ok(())
+        Ok(Some(out))
     }
 
     /// Calls `visit` with the entry at `path` and everything below it, depth
     /// first in name order, through the directory tables only (no whole-tree
-    /// walk). Returns false when the archive holds no such path. Each table is
-    /// read once, and tables must belong to the directories that lead to them,
-    /// so the walk ends whatever the tables hold.
+    /// walk). Returns false when the archive holds no such path.
     pub fn walk_below(
         &self,
         tree: &TreeSection,
@@ -267,49 +428,105 @@ impl<R: ReadAt> Archive<R> {
         Ok(true)
     }
 
-    /// The entry `id` of `tree`, found by a binary search of the section's
-    /// entry records: entry ids grow from record to record (FORMAT.md 8.3), so
-    /// it costs at most log2(records) + 1 record reads, never a walk. `cache`
-    /// keeps the records read, for searches close to each other (a path
-    /// climbed parent by parent). `None` when no record holds it; a record
-    /// that holds it twice gives the first.
-    pub(crate) fn entry_by_id(
-        &self,
-        tree: &TreeSection,
-        id: u64,
-        cache: &mut RecordCache,
-    ) -> Result<Option<Entry>, Error> {
-        // A record read lately may hold it: a directory is usually near the
-        // entries it holds, so a climb from an entry to the root costs little
-        // more than the first search.
-        if let Some(entries) = cache.holding(id) {
-            return Ok(entries.iter().find(|(_, e)| e.entry_id == id).map(|(_, e)| e.clone()));
+    /// The extents of the regular file `entry` of `tree`, located as
+    /// FORMAT.md 10.1 step 5 says: its group's `extent_base` and the
+    /// `extent_count` of the rows before it give the index of its first
+    /// extent; the extent list gives the `FILES_EXTENTS` record holding it;
+    /// the file's extents follow from there. Each is checked to be the
+    /// file's, and in order inside its size. Nothing is allocated by
+    /// `extent_count` before the extents are found. An entry that carries
+    /// its extents already gives them.
+    pub fn file_extents(&self, tree: &TreeSection, entry: &Entry) -> Result<Vec<FileExtent>, Error> {
+        if !entry.extents.is_empty() || entry.kind != EntryKind::File || entry.extent_count == 0 {
+            return Ok(entry.extents.clone());
         }
-        let records = &tree.entries_records;
-        let (mut low, mut high) = (0, records.len());
-        while low < high {
-            let middle = low + (high - low) / 2;
-            let entries = cache.get(self, tree, records[middle])?;
-            // `parse_entries` gives at least one entry per record.
-            let (Some((_, first)), Some((_, last))) = (entries.first(), entries.last()) else {
-                return Ok(None);
+        let id = entry.entry_id;
+        let Some((group, _)) = self.group_holding(tree, id)? else {
+            return Err(mismatch("file extents", format!("no group holds entry {id}"), tree.index_offset, &tree.name));
+        };
+        let at = group.offset;
+        let row = (id - group.head.first_id) as usize;
+        let Some(x) = group.starts.get(row).copied().flatten() else {
+            return Err(mismatch(
+                format!("extents of entry {id}"),
+                "a row before it cannot be read, or the rows' extent counts overflow",
+                at,
+                &tree.name,
+            ));
+        };
+        let lost = |detail: String| mismatch(format!("extents of entry {id}"), detail, at, &tree.name);
+        if group.extent_list.windows(2).any(|w| w[0].first_index >= w[1].first_index) {
+            return Err(lost("the group's extent list's first_index values do not grow".into()));
+        }
+        let mut list = group.extent_list.partition_point(|r| r.first_index <= x);
+        if list == 0 {
+            return Err(lost(format!("the group's extent list holds no record with extent {x}")));
+        }
+        list -= 1;
+        let mut extents: Vec<FileExtent> = Vec::new();
+        let mut next = x;
+        let mut end_of_file = 0u64;
+        while (extents.len() as u64) < entry.extent_count {
+            let Some(list_row) = group.extent_list.get(list) else {
+                return Err(lost(format!(
+                    "{} extents announced, the group's extent list ends after {}",
+                    entry.extent_count,
+                    extents.len()
+                )));
             };
-            if id < first.entry_id {
-                high = middle;
-            } else if id > last.entry_id {
-                low = middle + 1;
-            } else {
-                return Ok(entries.iter().find(|(_, e)| e.entry_id == id).map(|(_, e)| e.clone()));
+            let record = self.extents_at(tree, list_row.extents_record)?;
+            if record.head.first_index != list_row.first_index || next < list_row.first_index {
+                return Err(lost(format!(
+                    "the extent list gives FILES_EXTENTS at {} first_index {}, the record says {}",
+                    list_row.extents_record, list_row.first_index, record.head.first_index
+                )));
             }
+            let from = (next - list_row.first_index) as usize;
+            if from >= record.extents.len() {
+                return Err(lost(format!(
+                    "extent {next} is not in the FILES_EXTENTS record at {}, which the extent list names",
+                    list_row.extents_record
+                )));
+            }
+            for extent in &record.extents[from..] {
+                if extents.len() as u64 == entry.extent_count {
+                    break;
+                }
+                if extent.entry_id != id {
+                    return Err(mismatch(
+                        format!("extents of entry {id}"),
+                        format!("extent {next} belongs to entry {}", extent.entry_id),
+                        list_row.extents_record,
+                        &tree.name,
+                    ));
+                }
+                extent.validate().map_err(|e| Error::from(e).at(list_row.extents_record).in_section(&tree.name))?;
+                if extent.file_offset < end_of_file || extent.end() > entry.size {
+                    return Err(Error::new(
+                        ErrorClass::ExtentMap,
+                        format!("extents of entry {id}"),
+                        format!(
+                            "extent at file offset {} (length {}) overlaps the one before or runs past the size {}",
+                            extent.file_offset, extent.length, entry.size
+                        ),
+                    )
+                    .at(list_row.extents_record)
+                    .in_section(&tree.name));
+                }
+                end_of_file = extent.end();
+                extents.push(*extent);
+                next += 1;
+            }
+            list += 1;
         }
-        Ok(None)
+        Ok(extents)
     }
 
     /// Writes a regular file's content to `out` (holes as zeros), checking it
-    /// against the entry's BLAKE3. Returns the bytes written.
+    /// against the entry's digest. Returns the bytes written.
     ///
     /// A file held in one extent of a chunk not read before is decoded only up to
-    /// the file's end (FORMAT.md 10.1, step 5): the file's BLAKE3 checks every byte
+    /// the file's end (FORMAT.md 10.1, step 5): the file's digest checks every byte
     /// given, the chunk's own BLAKE3 is not checked.
     pub fn read_file(&self, tree: &TreeSection, entry: &Entry, out: &mut dyn Write) -> Result<u64, Error> {
         static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
@@ -353,9 +570,10 @@ impl<R: ReadAt> Archive<R> {
         partial: bool,
         mut visit: impl FnMut(u64, Piece<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let extents = self.file_extents(tree, entry)?;
         let mut digest = FileDigest::new();
         let mut at = 0u64;
-        for extent in &entry.extents {
+        for extent in &extents {
             if extent.file_offset > at {
                 visit(at, Piece::Hole(extent.file_offset - at))?;
             }
@@ -364,7 +582,7 @@ impl<R: ReadAt> Archive<R> {
             // The file's digest, checked below, covers a partial decode, which
             // skips the chunk's BLAKE3.
             let (whole, part);
-            let raw: &[u8] = if partial && entry.extents.len() == 1 && self.first_read_of(extent.chunk_ref) {
+            let raw: &[u8] = if partial && extents.len() == 1 && self.first_read_of(extent.chunk_ref) {
                 part = self.read_chunk_prefix(extent.chunk_ref, end).map_err(|e| e.in_section(&tree.name))?;
                 &part
             } else {
@@ -399,181 +617,302 @@ impl<R: ReadAt> Archive<R> {
     }
 }
 
-/// A piece of a file's content.
-pub enum Piece<'a> {
-    Data(&'a [u8]),
-    /// This many bytes of hole: zeros, nothing stored.
-    Hole(u64),
-}
-
-/// `parent/name`, or `name` at the root.
-pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    let mut path = Vec::with_capacity(parent.len() + 1 + name.len());
-    if !parent.is_empty() {
-        path.extend_from_slice(parent);
-        path.push(b'/');
-    }
-    path.extend_from_slice(name);
-    path
-}
-
-/// `path` without empty and `.` components.
-pub(crate) fn normal_path(path: &[u8]) -> Vec<u8> {
-    path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect::<Vec<_>>().join(&b'/')
-}
-
-/// A path for messages: `.` for the root, escaped as everywhere.
-fn shown_path(path: &[u8]) -> String {
-    if path.is_empty() {
-        ".".to_string()
-    } else {
-        strata_format::escaped(path)
-    }
-}
-
-/// The entries of a section in id order, with their paths, read from its
-/// entry records one record at a time: the walk under [`Archive::walk_tree`]
-/// and [`crate::Tree::entries`]. Memory holds one record's entries and the
-/// directories' names ([`PathBuilder`]), whatever the number of entries. It
-/// ends after the first error.
-pub(crate) struct EntryWalk<'a, R: ReadAt> {
-    archive: &'a Archive<R>,
-    tree: &'a TreeSection,
-    paths: PathBuilder,
-    next_id: u64,
-    /// Index in `tree.entries_records` of the next record to read.
-    next_record: usize,
-    /// What is left of the record being walked.
-    current: std::vec::IntoIter<(u32, Entry)>,
-    current_record: u64,
-    done: bool,
-}
-
-impl<'a, R: ReadAt> EntryWalk<'a, R> {
-    pub(crate) fn new(archive: &'a Archive<R>, tree: &'a TreeSection) -> Self {
-        EntryWalk {
-            archive,
-            tree,
-            paths: PathBuilder::default(),
-            next_id: 0,
-            next_record: 0,
-            current: Vec::new().into_iter(),
-            current_record: 0,
-            done: false,
-        }
-    }
-
-    fn fail(&mut self, error: Error) -> Option<Result<PathEntry, Error>> {
-        self.done = true;
-        Some(Err(error))
-    }
-}
-
-impl<R: ReadAt> Iterator for EntryWalk<'_, R> {
-    type Item = Result<PathEntry, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        loop {
-            if let Some((_, entry)) = self.current.next() {
-                if entry.entry_id != self.next_id {
-                    let error = Error::new(
-                        ErrorClass::RecordMalformed,
-                        "entry_id",
-                        format!("{}, expected {}", entry.entry_id, self.next_id),
-                    )
-                    .at(self.current_record)
-                    .in_section(&self.tree.name);
-                    return self.fail(error);
-                }
-                self.next_id += 1;
-                let path = self.paths.place(&entry);
-                return Some(Ok(PathEntry { path, entry }));
-            }
-            let Some(&record) = self.tree.entries_records.get(self.next_record) else {
-                self.done = true;
-                if self.next_id != self.tree.end.entry_count {
-                    let error = Error::new(
-                        ErrorClass::IndexMismatch,
-                        "FILES_END entry_count",
-                        format!("{}, but the entry records hold {}", self.tree.end.entry_count, self.next_id),
-                    )
-                    .in_section(&self.tree.name);
-                    return Some(Err(error));
-                }
-                return None;
-            };
-            self.next_record += 1;
-            match self.archive.entries_at(self.tree, record) {
-                Ok(entries) => (self.current, self.current_record) = (entries.into_iter(), record),
-                Err(e) => return self.fail(e),
-            }
-        }
-    }
-}
-
-/// The children of one directory, read through its table in name order: the
-/// table is read and checked once (one record, bounded by
-/// [`crate::Limits::max_index_bytes`]), each child's entry when it is reached.
-pub(crate) struct DirCursor {
-    dir_path: Vec<u8>,
+/// A directory's run as its `FILES_DIR` gives it (FORMAT.md 8.5): its
+/// locator and its fences, checked against the way that led to them.
+pub(crate) struct DirRun {
     dir_id: u64,
-    table: std::vec::IntoIter<(files::DirChild, Vec<u8>)>,
+    /// The directory's path, for messages.
+    dir_path: Vec<u8>,
+    dir_record: u64,
+    first_child_id: u64,
+    child_count: u64,
+    fences: Vec<(files::Fence, Vec<u8>)>,
 }
 
-impl DirCursor {
-    /// The cursor over the table at `table_offset`, which must be that of
-    /// the directory `dir_id` reached as `dir_path`.
+impl DirRun {
+    /// The run of directory `dir_id` (reached as `dir_path`), held in the
+    /// group at `group_record`, whose `FILES_DIR` is at `dir_record`.
     pub(crate) fn open<R: ReadAt>(
         archive: &Archive<R>,
         tree: &TreeSection,
-        table_offset: u64,
+        dir_record: u64,
+        group_record: u64,
+        dir_id: u64,
+        dir_path: &[u8],
+    ) -> Result<Self, Error> {
+        let what = || format!("FILES_DIR of {}", shown_path(dir_path));
+        if dir_record == 0 {
+            return Err(mismatch(
+                what(),
+                format!("the group holding directory entry {dir_id} has no FILES_DIR"),
+                group_record,
+                &tree.name,
+            ));
+        }
+        let table = archive.dir_table(tree, dir_record)?;
+        if table.entries_record != group_record {
+            return Err(mismatch(
+                what(),
+                format!("the table describes the group at {}, expected {group_record}", table.entries_record),
+                dir_record,
+                &tree.name,
+            ));
+        }
+        let Some((index, locator)) = table.locator(dir_id) else {
+            return Err(mismatch(what(), format!("no locator for entry {dir_id}"), dir_record, &tree.name));
+        };
+        let Some(fences) = table.fences_of(index) else {
+            return Err(mismatch(
+                what(),
+                format!("entry {dir_id}'s fences are out of the table"),
+                dir_record,
+                &tree.name,
+            ));
+        };
+        let run_end = locator.first_child_id.checked_add(locator.child_count);
+        let sound = if locator.child_count == 0 {
+            fences.is_empty()
+        } else {
+            locator.first_child_id > dir_id
+                && run_end.is_some()
+                && fences.first().is_some_and(|(f, _)| f.first_child_id == locator.first_child_id)
+                && fences.windows(2).all(|w| w[0].0.first_child_id < w[1].0.first_child_id)
+                && fences.last().is_some_and(|(f, _)| Some(f.first_child_id) < run_end)
+        };
+        if !sound {
+            return Err(mismatch(
+                what(),
+                format!(
+                    "entry {dir_id}'s run ({} children from entry {}) and its {} fences disagree",
+                    locator.child_count,
+                    locator.first_child_id,
+                    fences.len()
+                ),
+                dir_record,
+                &tree.name,
+            ));
+        }
+        Ok(DirRun {
+            dir_id,
+            dir_path: dir_path.to_vec(),
+            dir_record,
+            first_child_id: locator.first_child_id,
+            child_count: locator.child_count,
+            fences: fences.to_vec(),
+        })
+    }
+
+    fn run_end(&self) -> u64 {
+        self.first_child_id + self.child_count
+    }
+
+    /// The group fence `k` names, checked to hold the fence's first entry.
+    fn fence_group<R: ReadAt>(&self, archive: &Archive<R>, tree: &TreeSection, k: usize) -> Result<Arc<Group>, Error> {
+        let (fence, _) = &self.fences[k];
+        let group = archive.group_at(tree, fence.entries_record)?;
+        if !group.holds(fence.first_child_id) {
+            return Err(mismatch(
+                format!("FILES_DIR of {}", shown_path(&self.dir_path)),
+                format!(
+                    "a fence names entry {} in the group at {}, which holds entries {}..{}",
+                    fence.first_child_id,
+                    fence.entries_record,
+                    group.head.first_id,
+                    group.end_id()
+                ),
+                self.dir_record,
+                &tree.name,
+            ));
+        }
+        Ok(group)
+    }
+
+    /// The ids of the run's rows in `group`, which fence `k` names: from the
+    /// fence's first entry to the end of the group, of the run, or the next
+    /// fence's first entry, whichever comes first.
+    fn rows_in(&self, group: &Group, k: usize) -> (u64, u64) {
+        let mut end = group.end_id().min(self.run_end());
+        if let Some((next, _)) = self.fences.get(k + 1) {
+            end = end.min(next.first_child_id);
+        }
+        (self.fences[k].0.first_child_id, end)
+    }
+
+    /// The entry at fence `k`'s `first_child_id`, in `group`, carries the
+    /// fence's name (FORMAT.md 8.5).
+    fn check_fence_name(&self, group: &Group, k: usize, section: &str) -> Result<(), Error> {
+        let (fence, name) = &self.fences[k];
+        let entry = self.child(group, fence.first_child_id, section)?;
+        if entry.name != *name {
+            return Err(mismatch(
+                format!("FILES_DIR of {}", shown_path(&self.dir_path)),
+                format!(
+                    "a fence names entry {} \"{}\", the entry is \"{}\"",
+                    fence.first_child_id,
+                    strata_format::escaped(name),
+                    strata_format::escaped(&entry.name)
+                ),
+                self.dir_record,
+                section,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error of a run whose names are repeated or out of order.
+    fn out_of_order(&self, group: u64, name: &[u8], section: &str) -> Error {
+        Error::new(
+            ErrorClass::RecordMalformed,
+            format!("entries of {}", shown_path(&self.dir_path)),
+            format!(
+                "\"{}\" is repeated or out of name order in the directory's run (FORMAT.md 8, entry order)",
+                strata_format::escaped(name)
+            ),
+        )
+        .at(group)
+        .in_section(section)
+    }
+
+    /// Entry `id` of `group`, checked to be in the directory.
+    fn child<'g>(&self, group: &'g Group, id: u64, section: &str) -> Result<&'g Entry, Error> {
+        let entry = group.entry(id, section)?;
+        if entry.parent_id != self.dir_id {
+            return Err(mismatch(
+                format!("FILES_DIR of {}", shown_path(&self.dir_path)),
+                format!("entry {id}, in directory {}'s run, is in directory {}", self.dir_id, entry.parent_id),
+                group.offset,
+                section,
+            ));
+        }
+        Ok(entry)
+    }
+}
+
+/// The children of one directory, read through its run in name order: the
+/// `FILES_DIR` once, then each group holding part of the run as it is
+/// reached (FORMAT.md 8.5).
+pub(crate) struct DirCursor {
+    run: DirRun,
+    /// The fence being read, its group, and the next id in it.
+    fence: usize,
+    group: Option<(Arc<Group>, u64, u64)>,
+    given: u64,
+    /// The name of the child given last: names grow through a run.
+    last_name: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl DirCursor {
+    /// The cursor over the run of the directory `dir_id` reached as
+    /// `dir_path`, whose group's `FILES_DIR` is at `dir_record`.
+    pub(crate) fn open<R: ReadAt>(
+        archive: &Archive<R>,
+        tree: &TreeSection,
+        dir_record: u64,
         dir_id: u64,
         dir_path: Vec<u8>,
     ) -> Result<Self, Error> {
-        let table = archive.table_of(tree, table_offset, dir_id, &dir_path)?;
-        Ok(DirCursor { dir_path, dir_id, table: table.children.into_iter() })
+        // The group holding the directory, by the FILES_INDEX.
+        let group_record = match tree.group_of(dir_id) {
+            Some(at) => tree.groups[at].entries_record,
+            None => {
+                return Err(mismatch(
+                    "FILES_INDEX",
+                    format!("no group for entry {dir_id}"),
+                    tree.index_offset,
+                    &tree.name,
+                ))
+            }
+        };
+        let run = DirRun::open(archive, tree, dir_record, group_record, dir_id, &dir_path)?;
+        Ok(DirCursor { run, fence: 0, group: None, given: 0, last_name: None, done: false })
     }
 
-    /// The next child with its path, and the record offset of its own table
-    /// (0 unless it is a directory); `None` after the last.
+    /// The next child with its path, and the record offset of its group's
+    /// `FILES_DIR`; `None` after the last.
     pub(crate) fn next_child<R: ReadAt>(
         &mut self,
         archive: &Archive<R>,
         tree: &TreeSection,
-        cache: &mut Option<(u64, Vec<(u32, Entry)>)>,
     ) -> Option<Result<(PathEntry, u64), Error>> {
-        let (child, name) = self.table.next()?;
-        let path = join(&self.dir_path, &name);
-        Some(
-            archive
-                .child_entry(tree, cache, &child, self.dir_id, &path)
-                .map(|entry| (PathEntry { path, entry }, child.dir_table)),
-        )
+        if self.done {
+            return None;
+        }
+        let item = self.step(archive, tree);
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
+    }
+
+    fn step<R: ReadAt>(&mut self, archive: &Archive<R>, tree: &TreeSection) -> Option<Result<(PathEntry, u64), Error>> {
+        loop {
+            if let Some((group, next, end)) = &mut self.group {
+                if *next < *end {
+                    let id = *next;
+                    *next += 1;
+                    let dir_record = self.run.fences[self.fence].0.dir_record;
+                    let entry = match self.run.child(group, id, &tree.name) {
+                        Ok(entry) => entry.clone(),
+                        Err(e) => return Some(Err(e)),
+                    };
+                    if self.last_name.as_ref().is_some_and(|last| entry.name <= *last) {
+                        return Some(Err(self.run.out_of_order(group.offset, &entry.name, &tree.name)));
+                    }
+                    self.last_name = Some(entry.name.clone());
+                    self.given += 1;
+                    let path = join(&self.run.dir_path, &entry.name);
+                    return Some(Ok((PathEntry { path, entry }, dir_record)));
+                }
+                self.group = None;
+                self.fence += 1;
+            }
+            if self.fence >= self.run.fences.len() {
+                if self.given != self.run.child_count {
+                    return Some(Err(mismatch(
+                        format!("FILES_DIR of {}", shown_path(&self.run.dir_path)),
+                        format!(
+                            "entry {}'s run has {} children, its fences lead to {}",
+                            self.run.dir_id, self.run.child_count, self.given
+                        ),
+                        self.run.dir_record,
+                        &tree.name,
+                    )));
+                }
+                return None;
+            }
+            match self
+                .run
+                .fence_group(archive, tree, self.fence)
+                .and_then(|group| self.run.check_fence_name(&group, self.fence, &tree.name).map(|()| group))
+            {
+                Ok(group) => {
+                    let (start, end) = self.run.rows_in(&group, self.fence);
+                    self.group = Some((group, start, end));
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 }
 
 /// The entry at a path and everything below it, through the directory tables
 /// only: the walk under [`Archive::walk_below`] and [`crate::Tree::subtree`].
 /// A directory's children come in name order, then those of each child
-/// directory in turn. Each table is read once, and must belong to the
-/// directory that leads to it, so the walk ends whatever the tables hold; it
-/// ends after the first error. Each item has the record offset of the entry's
-/// own table (0 unless it is a directory).
+/// directory in turn. Each run is read once, and ids grow along every path,
+/// so the walk ends whatever the tables hold; it ends after the first error.
+/// Each item has the record offset of its group's `FILES_DIR`.
 pub(crate) struct TableWalk<'a, R: ReadAt> {
     archive: &'a Archive<R>,
     tree: &'a TreeSection,
     /// The entry the walk starts at, until it is given.
     first: Option<(PathEntry, u64)>,
-    /// Directories still to list: (path, table, entry id). Children are
+    /// Directories still to list: (path, FILES_DIR, entry id). Children are
     /// pushed in reverse so the smallest name is listed first.
     pending: Vec<(Vec<u8>, u64, u64)>,
     /// The directory being listed, and the directories found in it so far.
     current: Option<DirCursor>,
     below: Vec<(Vec<u8>, u64, u64)>,
-    cache: Option<(u64, Vec<(u32, Entry)>)>,
     done: bool,
 }
 
@@ -586,8 +925,7 @@ impl<'a, R: ReadAt> TableWalk<'a, R> {
         Ok(Some(TableWalk::from_entry(archive, tree, PathEntry { path: normal_path(path), entry }, table)))
     }
 
-    /// The walk from `start`, whose own table (if it is a directory) is at
-    /// `table`.
+    /// The walk from `start`, whose group's `FILES_DIR` is at `table`.
     pub(crate) fn from_entry(archive: &'a Archive<R>, tree: &'a TreeSection, start: PathEntry, table: u64) -> Self {
         TableWalk {
             archive,
@@ -596,7 +934,6 @@ impl<'a, R: ReadAt> TableWalk<'a, R> {
             pending: Vec::new(),
             current: None,
             below: Vec::new(),
-            cache: None,
             done: false,
         }
     }
@@ -617,9 +954,9 @@ impl<R: ReadAt> Iterator for TableWalk<'_, R> {
         }
         loop {
             if let Some(cursor) = &mut self.current {
-                match cursor.next_child(self.archive, self.tree, &mut self.cache) {
+                match cursor.next_child(self.archive, self.tree) {
                     Some(Ok((item, table))) => {
-                        if item.entry.kind == EntryKind::Directory && table != 0 {
+                        if item.entry.kind == EntryKind::Directory {
                             self.below.push((item.path.clone(), table, item.entry.entry_id));
                         }
                         return Some(Ok((item, table)));
@@ -649,46 +986,130 @@ impl<R: ReadAt> Iterator for TableWalk<'_, R> {
     }
 }
 
-/// The entry records read last, parsed, for lookups by id close to each
-/// other: a few records, so memory stays bounded whatever the section holds.
-#[derive(Default)]
-pub(crate) struct RecordCache {
-    /// Record offset and entries, the most recently used first.
-    records: Vec<(u64, ParsedRecord)>,
+/// The entries of a section in id order, with their paths and their groups'
+/// `FILES_DIR`, read group by group from the `FILES_INDEX`: the walk under
+/// [`Archive::walk_tree`] and [`crate::Tree::entries`]. Memory holds one
+/// group and the directories' names ([`PathBuilder`]), whatever the number
+/// of entries. It ends after the first error.
+pub(crate) struct EntryWalk<'a, R: ReadAt> {
+    archive: &'a Archive<R>,
+    tree: &'a TreeSection,
+    paths: PathBuilder,
+    next_id: u64,
+    /// Index in `tree.groups` of the next group to read.
+    next_group: usize,
+    /// The group being walked, its `FILES_DIR`, and the next row.
+    current: Option<(Arc<Group>, u64, usize)>,
+    done: bool,
 }
 
-/// The entries of one record, with their offsets in its body.
-pub(crate) type ParsedRecord = std::rc::Rc<Vec<(u32, Entry)>>;
-
-impl RecordCache {
-    /// How many records are kept.
-    const RECORDS: usize = 4;
-
-    /// A record kept whose entry ids span `id` (from its first entry's to its
-    /// last's).
-    fn holding(&self, id: u64) -> Option<ParsedRecord> {
-        self.records.iter().find_map(|(_, entries)| {
-            let (first, last) = (entries.first()?.1.entry_id, entries.last()?.1.entry_id);
-            (first..=last).contains(&id).then(|| entries.clone())
-        })
+impl<'a, R: ReadAt> EntryWalk<'a, R> {
+    pub(crate) fn new(archive: &'a Archive<R>, tree: &'a TreeSection) -> Self {
+        EntryWalk {
+            archive,
+            tree,
+            paths: PathBuilder::default(),
+            next_id: 0,
+            next_group: 0,
+            current: None,
+            done: false,
+        }
     }
 
-    /// The entries of the record at `offset`, read if they are not kept.
-    pub(crate) fn get<R: ReadAt>(
-        &mut self,
-        archive: &Archive<R>,
-        tree: &TreeSection,
-        offset: u64,
-    ) -> Result<ParsedRecord, Error> {
-        if let Some(at) = self.records.iter().position(|(o, _)| *o == offset) {
-            let found = self.records.remove(at);
-            self.records.insert(0, found);
-        } else {
-            let entries = std::rc::Rc::new(archive.entries_at(tree, offset)?);
-            self.records.truncate(Self::RECORDS - 1);
-            self.records.insert(0, (offset, entries));
+    fn fail(&mut self, error: Error) -> Option<Result<(PathEntry, u64), Error>> {
+        self.done = true;
+        Some(Err(error))
+    }
+}
+
+impl<R: ReadAt> Iterator for EntryWalk<'_, R> {
+    type Item = Result<(PathEntry, u64), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
         }
-        Ok(self.records[0].1.clone())
+        loop {
+            if let Some((group, dir_record, row)) = &mut self.current {
+                if let Some(item) = group.entries.get(*row) {
+                    *row += 1;
+                    let dir_record = *dir_record;
+                    let entry = match item {
+                        Ok(entry) => entry.clone(),
+                        Err(e) => {
+                            let error = Error::from(e.clone()).at(group.offset).in_section(&self.tree.name);
+                            return self.fail(error);
+                        }
+                    };
+                    self.next_id += 1;
+                    let path = self.paths.place(&entry);
+                    return Some(Ok((PathEntry { path, entry }, dir_record)));
+                }
+                self.current = None;
+            }
+            let Some(&row) = self.tree.groups.get(self.next_group) else {
+                self.done = true;
+                if self.next_id != self.tree.end.entry_count {
+                    let error = Error::new(
+                        ErrorClass::IndexMismatch,
+                        "FILES_END entry_count",
+                        format!("{}, but the groups hold {}", self.tree.end.entry_count, self.next_id),
+                    )
+                    .in_section(&self.tree.name);
+                    return Some(Err(error));
+                }
+                return None;
+            };
+            self.next_group += 1;
+            match self.archive.group_at(self.tree, row.entries_record) {
+                Ok(group) if group.head.first_id == self.next_id && row.first_id == self.next_id => {
+                    self.current = Some((group, row.dir_record, 0))
+                }
+                Ok(group) => {
+                    let error = Error::new(
+                        ErrorClass::RecordMalformed,
+                        "FILES_ENTRIES first_id",
+                        format!("{} (FILES_INDEX {}), expected {}", group.head.first_id, row.first_id, self.next_id),
+                    )
+                    .at(row.entries_record)
+                    .in_section(&self.tree.name);
+                    return self.fail(error);
+                }
+                Err(e) => return self.fail(e),
+            }
+        }
+    }
+}
+
+/// A piece of a file's content.
+pub enum Piece<'a> {
+    Data(&'a [u8]),
+    /// This many bytes of hole: zeros, nothing stored.
+    Hole(u64),
+}
+
+/// `parent/name`, or `name` at the root.
+pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut path = Vec::with_capacity(parent.len() + 1 + name.len());
+    if !parent.is_empty() {
+        path.extend_from_slice(parent);
+        path.push(b'/');
+    }
+    path.extend_from_slice(name);
+    path
+}
+
+/// `path` without empty and `.` components.
+pub(crate) fn normal_path(path: &[u8]) -> Vec<u8> {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty() && *c != b".").collect::<Vec<_>>().join(&b'/')
+}
+
+/// A path for messages: `.` for the root, escaped as everywhere.
+fn shown_path(path: &[u8]) -> String {
+    if path.is_empty() {
+        ".".to_string()
+    } else {
+        strata_format::escaped(path)
     }
 }
 
@@ -810,10 +1231,10 @@ pub(crate) fn load_tree_section<R: ReadAt>(
     let end_record = read(entry.end_offset).map_err(|e| e.in_section(&name))?;
     let end_body: &[u8; FilesEnd::SIZE] = expect_type(&end_record, RecordType::FilesEnd)?
         .try_into()
-        .map_err(|_| Error::new(ErrorClass::RecordMalformed, "FILES_END body", "not 64 bytes").at(entry.end_offset))?;
+        .map_err(|_| Error::new(ErrorClass::RecordMalformed, "FILES_END body", "not 72 bytes").at(entry.end_offset))?;
     let end = FilesEnd::decode(end_body);
     let index_record = read(entry.table_offset).map_err(|e| e.in_section(&name))?;
-    let (head, entries_records) = files::parse_files_index(expect_type(&index_record, RecordType::FilesIndex)?)
+    let (head, groups) = files::parse_files_index(expect_type(&index_record, RecordType::FilesIndex)?)
         .map_err(|e| Error::from(e).at(entry.table_offset).in_section(&name))?;
     let consistent = begin.section_id == entry.section_id
         && end.section_id == entry.section_id
@@ -829,14 +1250,15 @@ pub(crate) fn load_tree_section<R: ReadAt>(
         .at(entry.begin_offset)
         .in_section(&name));
     }
-    Ok(TreeSection {
-        section_id: entry.section_id,
-        name,
-        begin,
-        end,
-        root_dir: head.root_dir,
-        root_entries_record: head.root_entries_record,
-        root_entry_offset: head.root_entry_offset,
-        entries_records,
-    })
+    // The groups' first ids grow (FORMAT.md 8.6): a binary search needs it.
+    if groups.first().map(|g| g.first_id) != Some(0) || groups.windows(2).any(|w| w[0].first_id >= w[1].first_id) {
+        return Err(Error::new(
+            ErrorClass::IndexMismatch,
+            "FILES_INDEX",
+            "its groups' first_id do not start at 0 and grow",
+        )
+        .at(entry.table_offset)
+        .in_section(&name));
+    }
+    Ok(TreeSection { section_id: entry.section_id, name, begin, end, index_offset: entry.table_offset, groups })
 }

@@ -14,7 +14,7 @@ use strata_format::files::{self, EntryKind, NO_PARENT};
 use strata_format::ErrorClass;
 
 use crate::extract::{self, ExtractOptions, ExtractReport};
-use crate::tree::{normal_path, DirCursor, EntryWalk, RecordCache, TableWalk};
+use crate::tree::{normal_path, DirCursor, EntryWalk, TableWalk};
 use crate::{Archive, Entry, Error, ErrorKind, FileReader, ReadAt, Section, TreeSection};
 
 impl<R: ReadAt> Archive<R> {
@@ -61,10 +61,11 @@ impl<R: ReadAt> Archive<R> {
 /// [`Archive::tree`] gives. It borrows the archive, and is cheap to copy.
 ///
 /// Nothing is read until asked for, and what is asked for is bounded:
-/// [`Tree::entries`] reads the entry records one at a time (memory holds one
-/// record and the directories' names, however many entries there are),
-/// [`Tree::lookup`] one directory table per path component and one entry
-/// record, [`Tree::open`] the file's own chunks, one at a time.
+/// [`Tree::entries`] reads the entry groups (`FILES_ENTRIES` records) one at
+/// a time (memory holds one group and the directories' names, however many
+/// entries there are), [`Tree::lookup`] one `FILES_DIR` and one group per
+/// path component (FORMAT.md 8.5), [`Tree::open`] the file's
+/// `FILES_EXTENTS` record(s) and its own chunks, one at a time.
 ///
 /// ```
 /// use std::io::Read;
@@ -146,15 +147,15 @@ impl<'a, R: ReadAt> Tree<'a, R> {
 
     /// The root directory's entry (its path is empty).
     pub fn root(&self) -> Result<Entry, Error> {
-        let root =
-            self.archive.entry_at(self.section, self.section.root_entries_record, self.section.root_entry_offset)?;
-        Ok(Entry::located(Vec::new(), root, self.captured(), self.section.root_dir))
+        let (root, dir_record) = self.archive.root_of(self.section)?;
+        Ok(Entry::located(Vec::new(), root, self.captured(), dir_record))
     }
 
     /// Every entry, in the order of the archive: entry ids 0, 1, 2, ...,
-    /// each after its directory (the root first), with its path. Reads the
-    /// entry records one at a time and never file content; memory holds one
-    /// record's entries and the names of the directories, whatever the
+    /// each after its directory (the root first; each directory's children
+    /// one run, by name: FORMAT.md 8), with its path. Reads the groups the
+    /// `FILES_INDEX` names one at a time and never file content; memory holds
+    /// one group's entries and the names of the directories, whatever the
     /// number of entries. A damaged record ends the iteration with its error.
     ///
     /// ```
@@ -173,10 +174,12 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     }
 
     /// The entry at `path` (relative to the root; `""` and `"."` are the root,
-    /// empty and `.` components are skipped), through the directory tables
-    /// (FORMAT.md 8.5): one table per path component and one entry record,
-    /// so the bytes read grow with the path's depth and the size of the
-    /// directories on its way, not with the tree. `None` when no entry has
+    /// empty and `.` components are skipped), as FORMAT.md 8.5 says: one
+    /// `FILES_DIR` and one group per path component, a binary search of the
+    /// fences' names then of the run's names in the group, every table and
+    /// entry reached checked against the way that led to it
+    /// (`index-mismatch` otherwise), so the bytes read grow with the path's
+    /// depth, not with the tree. `None` when no entry has
     /// that path. Symbolic links on the way are not followed: a path through
     /// one is not found.
     ///
@@ -202,13 +205,13 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     }
 
     /// The children of the directory `dir`, in name order (bytewise), through
-    /// its directory table: one table record, then each child's entry as it
-    /// is reached. An entry that is not a directory gives an error of kind
+    /// its run: its group's `FILES_DIR` (its locator and fences), then each
+    /// group holding part of the run as it is reached. An entry that is not a directory gives an error of kind
     /// [`ErrorKind::NotADirectory`](crate::ErrorKind::NotADirectory). A
-    /// directory given by [`Tree::entries`] is first looked up by its path
-    /// (its table is found through its parents'); one given by
-    /// [`Tree::lookup`], [`Tree::read_dir`] or [`Tree::subtree`] is listed
-    /// at once.
+    /// directory given by [`Tree::entries`], [`Tree::entry`],
+    /// [`Tree::lookup`], [`Tree::read_dir`] or [`Tree::subtree`] is listed at
+    /// once (it knows its group's `FILES_DIR`); one made elsewhere
+    /// ([`Entry::from_raw`]) is first looked up by its path.
     ///
     /// ```
     /// use strata_reader::Archive;
@@ -235,6 +238,8 @@ impl<'a, R: ReadAt> Tree<'a, R> {
         }
         let table = match dir.dir_table() {
             Some(table) => table,
+            // An entry made elsewhere: looked up by its path, which must
+            // lead to it (its children's paths are made from it).
             None => match self.archive.find(self.section, dir.path())? {
                 Some((found, table)) if found.entry_id == dir.id() && found.kind == EntryKind::Directory => table,
                 _ => {
@@ -248,7 +253,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
             },
         };
         let cursor = DirCursor::open(self.archive, self.section, table, dir.id(), dir.path().to_vec())?;
-        Ok(ReadDir { tree: *self, cursor, cache: None, done: false })
+        Ok(ReadDir { tree: *self, cursor })
     }
 
     /// The entry at `path` and everything below it, through the directory
@@ -276,11 +281,11 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     }
 
     /// The entry numbered `id` ([`Entry::id`]), with its path, without a
-    /// walk of the tree: entry ids grow from one entry record to the next,
-    /// so the record holding it is found by a binary search (at most
-    /// log2(records) + 1 record reads), and its path by climbing its
-    /// directories the same way (about as many per level; a few records
-    /// are kept, so directories written together cost one read). `None`
+    /// walk of the tree: the group holding it is found by a binary search of
+    /// the `FILES_INDEX` `first_id`s (in memory: one group read), and its path
+    /// by climbing its directories the same way (one group per level at
+    /// most; a few groups are kept, so directories written together cost one
+    /// read). `None`
     /// when the section has no such entry.
     ///
     /// ```
@@ -295,18 +300,17 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn entry(&self, id: u64) -> Result<Option<Entry>, Error> {
-        let mut cache = RecordCache::default();
-        let Some(raw) = self.archive.entry_by_id(self.section, id, &mut cache)? else {
+        let Some((raw, dir_record)) = self.archive.entry_by_id(self.section, id)? else {
             return Ok(None);
         };
-        let path = self.path_of(&raw, &mut cache)?;
-        Ok(Some(Entry::from_raw(path, raw, self.captured())))
+        let path = self.path_of(&raw)?;
+        Ok(Some(Entry::located(path, raw, self.captured(), dir_record)))
     }
 
     /// The path of `entry`, from its directories found by id: each is an
     /// earlier directory entry (FORMAT.md 8.3), so the climb ends, after at
     /// most as many steps as the entry has directories above it.
-    fn path_of(&self, entry: &files::Entry, cache: &mut RecordCache) -> Result<Vec<u8>, Error> {
+    fn path_of(&self, entry: &files::Entry) -> Result<Vec<u8>, Error> {
         let mut names: Vec<Vec<u8>> = Vec::new();
         let (mut id, mut parent, mut name) = (entry.entry_id, entry.parent_id, entry.name.clone());
         let malformed = |detail: String| {
@@ -319,7 +323,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
                 )));
             }
             names.push(name);
-            let dir = self.archive.entry_by_id(self.section, parent, cache)?.ok_or_else(|| {
+            let (dir, _) = self.archive.entry_by_id(self.section, parent)?.ok_or_else(|| {
                 Error::new(
                     ErrorClass::IndexMismatch,
                     "parent_id",
@@ -360,20 +364,19 @@ impl<'a, R: ReadAt> Tree<'a, R> {
         if !link.is_hard_link() {
             return Ok(None);
         }
-        let mut cache = RecordCache::default();
-        let file = self.linked_file(link, &mut cache)?;
-        let path = self.path_of(&file, &mut cache)?;
+        let file = self.linked_file(link)?;
+        let path = self.path_of(&file)?;
         Ok(Some(Entry::from_raw(path, file, self.captured())))
     }
 
     /// The regular file whose content `entry` gives: itself, or the file a
     /// hard link names, which must be an earlier regular file.
-    fn linked_file(&self, entry: &Entry, cache: &mut RecordCache) -> Result<files::Entry, Error> {
+    fn linked_file(&self, entry: &Entry) -> Result<files::Entry, Error> {
         match entry.kind() {
             EntryKind::File => Ok(entry.raw().clone()),
             EntryKind::Hardlink => {
                 let link_id = entry.raw().link_id;
-                match self.archive.entry_by_id(self.section, link_id, cache)? {
+                match self.archive.entry_by_id(self.section, link_id)?.map(|(file, _)| file) {
                     Some(file) if file.kind == EntryKind::File && file.entry_id < entry.id() => Ok(file),
                     found => Err(Error::new(
                         ErrorClass::RecordMalformed,
@@ -442,7 +445,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     ///
     /// [`Read`]: std::io::Read
     pub fn open(&self, entry: &Entry) -> Result<FileReader<'a, R>, Error> {
-        let file = self.linked_file(entry, &mut RecordCache::default())?;
+        let mut file = self.linked_file(entry)?;
         let missing = if file.flags & files::EntryFlags::UNREADABLE != 0 {
             Some("its content could not be read when the archive was written: the archive holds none")
         } else if file.flags & files::EntryFlags::LOST_IN_SALVAGE != 0 {
@@ -453,6 +456,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
         if let Some(why) = missing {
             return Err(Error::of_entry(ErrorKind::NotStored, shown_path(entry.path()), why).in_section(self.name()));
         }
+        file.extents = self.archive.file_extents(self.section, &file)?;
         FileReader::new(*self, file)
     }
 
@@ -509,7 +513,7 @@ impl<R: ReadAt> Iterator for Entries<'_, R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let captured = self.captured;
-        self.walk.next().map(|item| item.map(|item| Entry::from_raw(item.path, item.entry, captured)))
+        self.walk.next().map(|item| item.map(|(item, dir)| Entry::located(item.path, item.entry, captured, dir)))
     }
 }
 
@@ -549,26 +553,14 @@ impl<R: ReadAt> std::fmt::Debug for Entries<'_, R> {
 pub struct ReadDir<'a, R: ReadAt> {
     tree: Tree<'a, R>,
     cursor: DirCursor,
-    /// The entry record read last: siblings are usually in the same one.
-    cache: Option<(u64, Vec<(u32, files::Entry)>)>,
-    done: bool,
 }
 
 impl<R: ReadAt> Iterator for ReadDir<'_, R> {
     type Item = Result<Entry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let child = self.cursor.next_child(self.tree.archive, self.tree.section, &mut self.cache);
-        match child? {
-            Ok((item, table)) => Some(Ok(Entry::located(item.path, item.entry, self.tree.captured(), table))),
-            Err(e) => {
-                self.done = true;
-                Some(Err(e))
-            }
-        }
+        let child = self.cursor.next_child(self.tree.archive, self.tree.section)?;
+        Some(child.map(|(item, table)| Entry::located(item.path, item.entry, self.tree.captured(), table)))
     }
 }
 

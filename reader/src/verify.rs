@@ -285,8 +285,10 @@ impl Recovered {
     }
 }
 
-/// Reads one `FILES_ENTRIES` record again (salvage does, after the walk found
-/// it sound): its entries with their byte offsets in the body.
+/// Reads one `FILES_ENTRIES` record (a group) again (salvage does, after
+/// the walk found it sound): its entries that can be read, each with its row
+/// in the group. Their `extents` are empty: the walk keeps each file's
+/// ([`EntryFacts::extents`]).
 pub fn entries_record_at<R: ReadAt + ?Sized>(
     source: &R,
     offset: u64,
@@ -296,12 +298,8 @@ pub fn entries_record_at<R: ReadAt + ?Sized>(
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
     let record = crate::record::read_record_at(source, size, offset, tag, limits.max_index_bytes)?;
     let body = crate::archive::expect_type(&record, RecordType::FilesEntries)?;
-    // As the walk read it: entries that break a rule of their own are there too.
-    let (_, entries) = crate::verify_tree::read_entries(body).map_err(|detail| {
-        Error::from(strata_format::FormatError::new(ErrorClass::RecordMalformed, "FILES_ENTRIES body", detail))
-            .at(offset)
-    })?;
-    Ok(entries.into_iter().map(|e| (e.offset, e.entry)).collect())
+    let group = strata_format::files::parse_group(body).map_err(|e| Error::from(e).at(offset))?;
+    Ok(group.entries.into_iter().enumerate().filter_map(|(row, e)| Some((row as u32, e.ok()?))).collect())
 }
 
 /// [`verify`], also returning what survives.

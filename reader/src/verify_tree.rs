@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use strata_format::files::{
-    self, DirTable, Entry, EntryKind, FileExtent, FilesBegin, FilesEnd, FilesIndexHead, NO_PARENT,
+    self, Entry, EntryKind, ExtentListRow, FileExtent, FilesBegin, FilesEnd, FilesIndexHead, GroupDir, GroupRow,
+    NO_PARENT,
 };
-use strata_format::image::ExtentTableHead;
 use strata_format::ErrorClass;
 
 use crate::verify::{Affected, ForwardTarget, Summary, Walk};
@@ -22,12 +22,17 @@ pub struct EntryFacts {
     pub kind: EntryKind,
     /// A hard link's `link_id`; else 0.
     pub link_id: u64,
+    /// Record offset of its group (`FILES_ENTRIES`).
     pub record: u64,
+    /// Its row in the group.
     pub offset: u32,
     /// The entry broke no rule of its table (8.3).
     pub sound: bool,
     /// A regular file whose every chunk is valid and whose content matches its BLAKE3.
     pub content_intact: bool,
+    /// A regular file's extents as the `FILES_EXTENTS` records read announced
+    /// them (FORMAT.md 8.2), in order; empty for other entries.
+    pub extents: Vec<FileExtent>,
 }
 
 /// A file-tree section as the walk finds it.
@@ -53,20 +58,39 @@ pub(crate) struct WalkTree {
     /// A record of the section was lost: entries may name lost ones, and their
     /// extents are no longer compared with those announced.
     lost: bool,
-    siblings: HashSet<(u64, Vec<u8>)>,
-    /// Extents announced by `FILES_EXTENTS` for entries not seen yet.
-    announced: HashMap<u64, Vec<FileExtent>>,
+    /// Extents announced by `FILES_EXTENTS` for entries not seen yet, with
+    /// the record offset of each.
+    announced: HashMap<u64, Vec<(u64, FileExtent)>>,
     /// Every extent of the `FILES_EXTENTS` records read, for the reference check.
     file_extents: Vec<FileExtent>,
-    entries_records: Vec<u64>,
-    /// The first `FILES_DIR` read of each directory.
-    pub dir_tables: HashMap<u64, (u64, DirTable)>,
+    /// The `FILES_EXTENTS` records read: offset, `first_index`, `count`.
+    extent_records: Vec<(u64, u64, u64)>,
+    /// The index the next `FILES_EXTENTS` record's first extent should have.
+    next_extent: u64,
+    /// The last extent read of the section: its entry and where it ends, for
+    /// the order of 8.2.
+    last_extent: Option<(u64, u64, u64)>,
+    /// The sum of the `extent_count` of the groups read.
+    extents_counted: u64,
+    /// The groups read: offset, `first_id`, whether it holds a directory.
+    groups: Vec<(u64, u64, bool)>,
+    /// The entry order of section 8: the directory whose run is going on and
+    /// the name of its last entry read; one bit per directory id whose run
+    /// has ended.
+    run: Option<(u64, Vec<u8>)>,
+    ended: Vec<u64>,
+    /// The next entry is the first of a group whose `first_id` follows a gap
+    /// of lost entries: it is not compared by name with the entry before it
+    /// (section 11, point 3).
+    order_gap: bool,
+    /// The first `FILES_DIR` read of each group, by the group's offset.
+    pub dir_tables: HashMap<u64, (u64, GroupDir)>,
     /// Every `FILES_DIR` read, in archive order.
-    dirs: Vec<(u64, DirTable)>,
-    /// How many entries read name each directory as their parent.
-    children: HashMap<u64, usize>,
+    dirs: Vec<(u64, GroupDir)>,
+    /// What the tables should hold, made at the first summary check.
+    expected_dirs: Option<HashMap<u64, GroupDir>>,
     /// Every `FILES_INDEX` read, in archive order.
-    pub(crate) indexes: Vec<(u64, FilesIndexHead, Vec<u64>)>,
+    pub(crate) indexes: Vec<(u64, FilesIndexHead, Vec<GroupRow>)>,
 }
 
 impl WalkTree {
@@ -74,6 +98,22 @@ impl WalkTree {
     pub(crate) fn note_lost(&mut self) {
         self.jump_ok = true;
         self.lost = true;
+    }
+
+    fn run_ended(&self, dir: u64) -> bool {
+        usize::try_from(dir / 64).ok().and_then(|w| self.ended.get(w)).is_some_and(|w| w & (1 << (dir % 64)) != 0)
+    }
+
+    fn end_run(&mut self, dir: u64) {
+        // Directory ids are entry ids, which the entries read bound.
+        let Ok(word) = usize::try_from(dir / 64) else { return };
+        if word >= self.ended.len() {
+            if dir >= self.next_id {
+                return;
+            }
+            self.ended.resize(word + 1, 0);
+        }
+        self.ended[word] |= 1 << (dir % 64);
     }
 
     /// The path of an entry, from its parents.
@@ -87,15 +127,23 @@ impl WalkTree {
         tree_path(&self.entries, &|id| listed.get(&id).map(|(parent, name, _)| (*parent, name.as_slice())), entry_id)
     }
 
-    /// What the surviving `FILES_DIR` tables say of each child: its `entry_id` to
-    /// its parent's id, its name and its kind code.
+    /// What the surviving `FILES_DIR` tables say of entries: each fence
+    /// names the first entry of a directory's run in a group, with its
+    /// directory's id and its name; its kind code is that of a directory when
+    /// a table has a locator for it, else 0 (the tables do not say).
     pub fn listed(&self) -> Listed {
-        self.dir_tables
-            .values()
-            .flat_map(|(_, table)| {
-                table.children.iter().map(|(child, name)| (child.entry_id, (table.entry_id, name.clone(), child.kind)))
-            })
-            .collect()
+        let dirs: HashSet<u64> =
+            self.dir_tables.values().flat_map(|(_, table)| table.locators.iter().map(|l| l.entry_id)).collect();
+        let mut out = Listed::new();
+        for (_, table) in self.dir_tables.values() {
+            for (i, locator) in table.locators.iter().enumerate() {
+                for (fence, name) in table.fences_of(i).unwrap_or_default() {
+                    let kind = if dirs.contains(&fence.first_child_id) { EntryKind::Directory.code() } else { 0 };
+                    out.entry(fence.first_child_id).or_insert((locator.entry_id, name.clone(), kind));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -182,13 +230,19 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             next_id: 0,
             jump_ok: false,
             lost: false,
-            siblings: HashSet::new(),
             announced: HashMap::new(),
             file_extents: Vec::new(),
-            entries_records: Vec::new(),
+            extent_records: Vec::new(),
+            next_extent: 0,
+            last_extent: None,
+            extents_counted: 0,
+            groups: Vec::new(),
+            run: None,
+            ended: Vec::new(),
+            order_gap: false,
             dir_tables: HashMap::new(),
             dirs: Vec::new(),
-            children: HashMap::new(),
+            expected_dirs: None,
             indexes: Vec::new(),
         });
     }
@@ -208,61 +262,72 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     pub(crate) fn handle_files_extents(&mut self, pos: u64, body: &[u8]) {
-        // The head as for IMAGE_EXTENTS, with 40-byte extents; each extent's own
-        // rules are checked below, one by one (FORMAT.md 8.2), and the record is
-        // read whatever they say.
-        let head = body.get(..16).map(|raw| ExtentTableHead::decode(raw.try_into().expect("16 bytes")));
-        let max = u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD);
-        let fault = match head {
-            None => Some("a body shorter than 16 bytes".to_string()),
-            Some(h) if h.reserved != 0 => Some("reserved field set".to_string()),
-            Some(h) if h.count == 0 || h.count > max => Some(format!("count {}, expected 1 to 65536", h.count)),
-            Some(h) if h.count * FileExtent::SIZE as u64 != body.len() as u64 - 16 => {
-                Some(format!("count {} does not match {} bytes of extents", h.count, body.len() - 16))
+        // The head's rules first (FORMAT.md 8.2): a head that breaks one costs
+        // the record's extents. Each extent's own rules are checked below, one
+        // by one, and the record is read whatever they say.
+        let parsed = match files::parse_file_extents(body) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let p = self.problem(ErrorClass::RecordMalformed, pos, "FILES_EXTENTS head", e.detail);
+                self.lost(p);
+                return;
             }
-            Some(_) => None,
         };
-        let (Some(head), None) = (head, fault.clone()) else {
-            let p = self.problem(ErrorClass::RecordMalformed, pos, "FILES_EXTENTS head", fault.unwrap_or_default());
-            self.lost(p);
-            return;
-        };
-        let table = &body[16..];
-        let open = match self.open_tree_for(pos, head.section_id, "FILES_EXTENTS") {
+        let open = match self.open_tree_for(pos, parsed.head.section_id, "FILES_EXTENTS") {
             Ok(open) => open,
             Err(p) => {
                 self.lost(p);
                 return;
             }
         };
-        let extents: Vec<FileExtent> = table
-            .chunks_exact(FileExtent::SIZE)
-            .map(|raw| FileExtent::decode(raw.try_into().expect("40 bytes")))
-            .collect();
-        for extent in extents {
+        let (first_index, count) = (parsed.head.first_index, parsed.head.count);
+        let tree = &self.trees[open];
+        // After a lost record, the sequence may go on further (section 11, point 3).
+        let expected = tree.next_extent;
+        if first_index != expected && !(tree.lost && first_index > expected) {
+            self.problem(
+                ErrorClass::IndexMismatch,
+                pos,
+                "FILES_EXTENTS first_index",
+                format!("{first_index}, but the section's earlier FILES_EXTENTS records hold {expected} extents"),
+            );
+        }
+        let tree = &mut self.trees[open];
+        tree.extent_records.push((pos, first_index, count));
+        tree.next_extent = first_index.saturating_add(count);
+        for extent in parsed.extents {
             let range = extent.file_offset..extent.file_offset.saturating_add(extent.length);
             let mut faults: Vec<(ErrorClass, &str)> = Vec::new();
             if extent.length == 0 {
                 faults.push((ErrorClass::ExtentMap, "empty"));
             }
-            if extent.file_offset.checked_add(extent.length).is_none()
-                || u64::from(extent.chunk_offset) + extent.length > u64::from(strata_format::limits::MAX_CHUNK_RAW)
-            {
-                faults.push((ErrorClass::ExtentMap, "runs past the end of any file or chunk"));
-            }
+            // Past its chunk: charged at the chunk (7.2 rule 5, in
+            // check_tree_references); past its file's size: when the entry
+            // comes (check_entry).
             if extent.chunk_ref < strata_format::image::REF_FIRST_OFFSET {
                 faults.push((ErrorClass::RecordMalformed, "its chunk_ref is not a record offset"));
             }
-            if extent.reserved != 0 {
-                faults.push((ErrorClass::RecordMalformed, "reserved field set"));
-            }
-            if extent.entry_id < self.trees[open].next_id {
+            let tree = &mut self.trees[open];
+            if extent.entry_id < tree.next_id {
                 faults.push((ErrorClass::RecordMalformed, "its entry came already (an entry comes after its extents)"));
             }
-            let before = self.trees[open].announced.get(&extent.entry_id).and_then(|l| l.last()).map(FileExtent::end);
-            if extent.length > 0 && before.is_some_and(|end| extent.file_offset < end) {
-                faults.push((ErrorClass::ExtentMap, "starts before the file's extent before it ends"));
+            // The order of 8.2: increasing (entry_id, file_offset), a file's
+            // extents not overlapping.
+            match tree.last_extent {
+                Some((id, _, _)) if extent.entry_id < id => {
+                    faults.push((ErrorClass::ExtentMap, "out of order: after an extent of a later entry"))
+                }
+                Some((id, offset, end)) if extent.entry_id == id && extent.file_offset < end => faults.push((
+                    ErrorClass::ExtentMap,
+                    if extent.file_offset <= offset {
+                        "out of order: not after the file's extent before it"
+                    } else {
+                        "overlaps the file's extent before it"
+                    },
+                )),
+                _ => {}
             }
+            tree.last_extent = Some((extent.entry_id, extent.file_offset, extent.end()));
             for (class, detail) in faults {
                 let p = self.problem(
                     class,
@@ -283,49 +348,106 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     self.expect_forward(pos, extent.chunk_ref, target);
                 }
             }
-            self.trees[open].announced.entry(extent.entry_id).or_default().push(extent);
+            self.trees[open].announced.entry(extent.entry_id).or_default().push((pos, extent));
         }
     }
 
     pub(crate) fn handle_files_entries(&mut self, pos: u64, body: &[u8]) {
-        let (section_id, entries) = match read_entries(body) {
-            Ok(parsed) => parsed,
-            Err(detail) => {
-                let p = self.problem(ErrorClass::RecordMalformed, pos, "FILES_ENTRIES body", detail);
+        let group = match files::parse_group(body) {
+            Ok(group) => group,
+            Err(e) => {
+                let p = self.problem(ErrorClass::RecordMalformed, pos, "FILES_ENTRIES body", e.detail);
                 self.lost(p);
                 return;
             }
         };
-        let open = match self.open_tree_for(pos, section_id, "FILES_ENTRIES") {
+        let head = group.head;
+        let open = match self.open_tree_for(pos, head.section_id, "FILES_ENTRIES") {
             Ok(open) => open,
             Err(p) => {
                 self.lost(p);
                 return;
             }
         };
-        self.trees[open].entries_records.push(pos);
-        for entry in entries {
-            self.check_entry(open, pos, entry);
+        let tree = &self.trees[open];
+        let fault = if head.captured != tree.captured {
+            Some(format!("captured {:#x}, the section's FILES_BEGIN says {:#x}", head.captured, tree.captured))
+        } else if head.first_id != tree.next_id && !(tree.lost && head.first_id > tree.next_id) {
+            Some(format!("first_id {}, expected {}", head.first_id, tree.next_id))
+        } else {
+            None
+        };
+        if let Some(detail) = fault {
+            let p = self.problem(ErrorClass::RecordMalformed, pos, "FILES_ENTRIES head", detail);
+            self.lost(p);
+            return;
+        }
+        // The group's extents: extent_base and the extent list, checked when
+        // every earlier group and FILES_EXTENTS record was read (8.3).
+        let counts: u64 =
+            group.entries.iter().filter_map(|e| e.as_ref().ok()).fold(0u64, |n, e| n.saturating_add(e.extent_count));
+        let tree = &self.trees[open];
+        if !tree.lost {
+            let base = tree.extents_counted;
+            let expected_list: Vec<ExtentListRow> = if counts == 0 {
+                Vec::new()
+            } else {
+                let last = base.saturating_add(counts);
+                tree.extent_records
+                    .iter()
+                    .filter(|&&(_, first, count)| first < last && first.saturating_add(count) > base)
+                    .map(|&(record, first, _)| ExtentListRow { extents_record: record, first_index: first })
+                    .collect()
+            };
+            let detail = if head.extent_base != base {
+                Some(format!("extent_base {}, but the earlier groups announce {base} extents", head.extent_base))
+            } else if group.extent_list != expected_list {
+                Some("its extent list disagrees with the FILES_EXTENTS records that hold the group's extents".into())
+            } else {
+                None
+            };
+            if let Some(detail) = detail {
+                self.problem(ErrorClass::IndexMismatch, pos, "FILES_ENTRIES extents", detail);
+            }
+        }
+        let tree = &mut self.trees[open];
+        tree.extents_counted = tree.extents_counted.saturating_add(counts);
+        if head.first_id > tree.next_id {
+            // Entries lost with a damaged record: the order is not checked
+            // across them.
+            tree.order_gap = true;
+        }
+        tree.next_id = tree.next_id.max(head.first_id);
+        let has_dir = group.entries.iter().any(|e| e.as_ref().is_ok_and(|e| e.kind == EntryKind::Directory));
+        tree.groups.push((pos, head.first_id, has_dir));
+        for (row, entry) in group.entries.into_iter().enumerate() {
+            match entry {
+                Ok(entry) => self.check_entry(open, pos, row as u32, entry),
+                Err(e) => {
+                    // A row that cannot be read as an entry (an unknown kind,
+                    // attributes out of order): reported, and placed by its id.
+                    self.problem(ErrorClass::RecordMalformed, pos, "entry", e.detail);
+                    let tree = &mut self.trees[open];
+                    let id = head.first_id + row as u64;
+                    tree.next_id = tree.next_id.max(id + 1);
+                    tree.jump_ok = false;
+                }
+            }
         }
     }
 
-    fn check_entry(&mut self, open: usize, pos: u64, read: ReadEntry) {
-        let ReadEntry { offset, entry, kind_code, reserved } = read;
+    fn check_entry(&mut self, open: usize, pos: u64, row: u32, entry: Entry) {
         let tree = &mut self.trees[open];
-        let expected_id = tree.next_id;
         let id = entry.entry_id;
-        let lost_before = id > expected_id && tree.jump_ok;
         let section_lost = tree.lost;
         // An entry whose parent or link target was in a lost record is not at
         // fault itself: salvage keeps it elsewhere (FORMAT.md section 11).
         let lost = |other: u64| other < id && !tree.entries.contains_key(&other) && section_lost;
+        let (parent_lost, link_lost) = (lost(entry.parent_id), lost(entry.link_id));
         // The path is built only for a message: building it for every entry
         // would cost its depth each time, quadratic in a deep tree.
         let shown = |tree: &WalkTree| strata_format::escaped(&entry_path(tree, &entry));
-        let mut faults: Vec<(ErrorClass, String)> = entry_faults(&entry, kind_code, reserved, tree.captured);
-        if id != expected_id && !lost_before {
-            faults.push((ErrorClass::RecordMalformed, format!("entry_id {id}, expected {expected_id}")));
-        }
+        let mut faults: Vec<(ErrorClass, String)> = entry_faults(&entry, tree.captured);
         tree.jump_ok = false;
         match entry.kind {
             EntryKind::File => {
@@ -335,62 +457,97 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             EntryKind::Directory => tree.directories += 1,
             _ => {}
         }
-        // A repeated id keeps the first entry that had it; the later one is
-        // checked by its own rules and its id only.
-        let first = !tree.entries.contains_key(&id);
-        let mut extents_differ = false;
-        let misplaced = entry.kind == EntryKind::File && extents_misplaced(&entry);
-        if first {
-            tree.next_id = tree.next_id.max(id.saturating_add(1));
-            if misplaced {
+        tree.next_id = tree.next_id.max(id.saturating_add(1));
+        if id == 0 {
+            if entry.parent_id != NO_PARENT || entry.kind != EntryKind::Directory || !entry.name.is_empty() {
+                faults.push((ErrorClass::RecordMalformed, "entry 0 is not a root directory".into()));
+            }
+        } else {
+            let parent_ok = entry.parent_id < id
+                && tree.entries.get(&entry.parent_id).is_some_and(|p| p.kind == EntryKind::Directory);
+            if !parent_ok && !parent_lost {
                 faults.push((
-                    ErrorClass::ExtentMap,
-                    format!("\"{}\": extents out of order, overlapping, or past its size", shown(tree)),
+                    ErrorClass::RecordMalformed,
+                    format!("\"{}\": parent {} is not an earlier directory", shown(tree), entry.parent_id),
                 ));
             }
-            if id == 0 {
-                if entry.parent_id != NO_PARENT || entry.kind != EntryKind::Directory || !entry.name.is_empty() {
-                    faults.push((ErrorClass::RecordMalformed, "entry 0 is not a root directory".into()));
-                }
-            } else {
-                let parent_ok = entry.parent_id < id
-                    && tree.entries.get(&entry.parent_id).is_some_and(|p| p.kind == EntryKind::Directory);
-                if !parent_ok && !lost(entry.parent_id) {
-                    faults.push((
-                        ErrorClass::RecordMalformed,
-                        format!("\"{}\": parent {} is not an earlier directory", shown(tree), entry.parent_id),
-                    ));
+            // The entry order of section 8: each directory's children one
+            // run, in increasing name order.
+            let gap = std::mem::take(&mut tree.order_gap);
+            let order_fault = match &tree.run {
+                Some((dir, last)) if *dir == entry.parent_id => (!gap && entry.name <= *last)
+                    .then_some("its name is not greater than the one before it in its directory"),
+                _ if tree.run_ended(entry.parent_id) => Some("its directory's run of entries ended before it"),
+                _ => None,
+            };
+            if let Some(detail) = order_fault {
+                faults.push((ErrorClass::RecordMalformed, format!("\"{}\": {detail}", shown(tree))));
+            }
+            if let Some((dir, _)) = tree.run.take() {
+                if dir != entry.parent_id {
+                    tree.end_run(dir);
                 }
             }
-            if entry.kind == EntryKind::Hardlink {
-                let target_ok =
-                    entry.link_id < id && tree.entries.get(&entry.link_id).is_some_and(|t| t.kind == EntryKind::File);
-                if !target_ok && !lost(entry.link_id) {
-                    faults.push((
-                        ErrorClass::RecordMalformed,
-                        format!("\"{}\": hard link to {}, not an earlier file", shown(tree), entry.link_id),
-                    ));
-                }
+            tree.run = Some((entry.parent_id, entry.name.clone()));
+        }
+        if entry.kind == EntryKind::Hardlink {
+            let target_ok =
+                entry.link_id < id && tree.entries.get(&entry.link_id).is_some_and(|t| t.kind == EntryKind::File);
+            if !target_ok && !link_lost {
+                faults.push((
+                    ErrorClass::RecordMalformed,
+                    format!("\"{}\": hard link to {}, not an earlier file", shown(tree), entry.link_id),
+                ));
             }
-            if entry.parent_id != NO_PARENT && id != 0 {
-                if !tree.siblings.insert((entry.parent_id, entry.name.clone())) {
-                    faults.push((
-                        ErrorClass::RecordMalformed,
-                        format!("\"{}\": a second entry of that name in one directory", shown(tree)),
-                    ));
-                }
-                *tree.children.entry(entry.parent_id).or_default() += 1;
-            }
-            let announced = tree.announced.remove(&id).unwrap_or_default();
-            // After a lost record, what was announced may be lost too: not compared.
-            extents_differ = !section_lost && announced != entry.extents;
-            if extents_differ {
+        }
+        let announced = tree.announced.remove(&id).unwrap_or_default();
+        // Content announced for an entry that is not a regular file (8.2).
+        let mut extents_differ = false;
+        if entry.kind != EntryKind::File && !announced.is_empty() {
+            faults.push((
+                ErrorClass::IndexMismatch,
+                format!("\"{}\": content announced for a {}", shown(tree), entry.kind.name()),
+            ));
+        }
+        // After a lost record, what was announced may be lost too: not
+        // compared, and the content is not checked (section 11, point 3).
+        if entry.kind == EntryKind::File && announced.len() as u64 != entry.extent_count {
+            extents_differ = true;
+            if !section_lost {
                 faults.push((
                     ErrorClass::IndexMismatch,
-                    format!("\"{}\": its extents differ from those its FILES_EXTENTS records announced", shown(tree)),
+                    format!(
+                        "\"{}\": extent_count {}, but {} extents were announced for it",
+                        shown(tree),
+                        entry.extent_count,
+                        announced.len()
+                    ),
                 ));
             }
-            let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
+        }
+        // Extents past the file's size: extent-map at their record.
+        let mut past_size = false;
+        if entry.kind == EntryKind::File {
+            for (at, extent) in &announced {
+                if extent.end() > entry.size {
+                    past_size = true;
+                    let p = self.problem(
+                        ErrorClass::ExtentMap,
+                        *at,
+                        "file extent",
+                        format!(
+                            "entry {id} at file offset {}: runs past the file's size {}",
+                            extent.file_offset, entry.size
+                        ),
+                    );
+                    self.file_affects.push((p, open, id, extent.file_offset..extent.end()));
+                }
+            }
+        }
+        let tree = &mut self.trees[open];
+        let sound = faults.iter().all(|(class, _)| *class != ErrorClass::RecordMalformed);
+        let first = !tree.entries.contains_key(&id);
+        if first {
             tree.entries.insert(
                 id,
                 EntryFacts {
@@ -399,9 +556,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     kind: entry.kind,
                     link_id: entry.link_id,
                     record: pos,
-                    offset,
+                    offset: row,
                     sound,
                     content_intact: false,
+                    extents: Vec::new(),
                 },
             );
         }
@@ -434,10 +592,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             }
         }
         let no_content = entry.flags & (files::EntryFlags::UNREADABLE | files::EntryFlags::LOST_IN_SALVAGE) != 0;
-        if first && is_file && !extents_differ && !misplaced {
-            let intact = no_content || self.check_content(open, pos, &entry);
+        let extents: Vec<FileExtent> = announced.into_iter().map(|(_, e)| e).collect();
+        if first && is_file && !extents_differ && !past_size && !extents_misplaced(&extents, entry.size) {
+            let intact = no_content || self.check_content(open, pos, &entry, &extents);
             if let Some(facts) = self.trees[open].entries.get_mut(&id) {
                 facts.content_intact = intact;
+                facts.extents = extents;
+            }
+        } else if first && is_file {
+            if let Some(facts) = self.trees[open].entries.get_mut(&id) {
+                facts.extents = extents;
             }
         }
     }
@@ -446,12 +610,12 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     /// not hashed). Damaged chunks are reported where the walk met them; this
     /// adds the file's path. Returns whether every chunk is valid and the
     /// content matches.
-    fn check_content(&mut self, open: usize, pos: u64, entry: &Entry) -> bool {
+    fn check_content(&mut self, open: usize, pos: u64, entry: &Entry, extents: &[FileExtent]) -> bool {
         // Paths only for messages (see check_entry).
         let path_of = |walk: &Self| entry_path(&walk.trees[open], entry);
         let mut digest = files::FileDigest::new();
         let name = self.trees[open].name.clone();
-        for extent in &entry.extents {
+        for extent in extents {
             let Some(data) = self.chunk_data(extent.chunk_ref) else {
                 // Unreadable chunk: the reference check names this file.
                 return false;
@@ -498,7 +662,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
 
     pub(crate) fn handle_files_end(&mut self, pos: u64, body: &[u8]) {
         let Ok(raw) = <&[u8; FilesEnd::SIZE]>::try_from(body) else {
-            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END body", "not 64 bytes");
+            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END body", "not 72 bytes");
             return;
         };
         let end = FilesEnd::decode(raw);
@@ -528,6 +692,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             tree.chunk_count,
             tree.chunk_bytes,
             tree.begin_offset,
+            tree.next_extent,
         );
         let declared = (
             end.entry_count,
@@ -537,6 +702,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             end.chunk_count,
             end.chunk_bytes,
             end.begin_offset,
+            end.extent_count,
         );
         let orphans = tree.announced.len();
         let rootless = !tree.entries.contains_key(&0);
@@ -545,7 +711,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 ErrorClass::IndexMismatch,
                 pos,
                 "FILES_END totals",
-                format!("entries, files, directories, content bytes, chunks, chunk bytes, begin offset: records give {counts:?}, FILES_END says {declared:?}"),
+                format!("entries, files, directories, content bytes, chunks, chunk bytes, begin offset, extents: records give {counts:?}, FILES_END says {declared:?}"),
             );
         }
         if orphans > 0 {
@@ -562,11 +728,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     pub(crate) fn handle_files_dir(&mut self, pos: u64, body: &[u8]) {
-        match DirTable::parse(body) {
+        match GroupDir::parse(body) {
             Ok(table) => match self.trees.iter().position(|t| t.section_id == table.section_id) {
                 Some(t) => {
                     let tree = &mut self.trees[t];
-                    tree.dir_tables.entry(table.entry_id).or_insert_with(|| (pos, table.clone()));
+                    tree.dir_tables.entry(table.entries_record).or_insert_with(|| (pos, table.clone()));
                     self.summaries.push((pos, Summary::FilesDir(t, tree.dirs.len())));
                     tree.dirs.push((pos, table));
                 }
@@ -587,11 +753,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
 
     pub(crate) fn handle_files_index(&mut self, pos: u64, body: &[u8]) {
         match files::parse_files_index(body) {
-            Ok((head, records)) => match self.trees.iter().position(|t| t.section_id == head.section_id) {
+            Ok((head, rows)) => match self.trees.iter().position(|t| t.section_id == head.section_id) {
                 Some(t) => {
                     let tree = &mut self.trees[t];
                     self.summaries.push((pos, Summary::FilesIndex(t, tree.indexes.len())));
-                    tree.indexes.push((pos, head, records));
+                    tree.indexes.push((pos, head, rows));
                 }
                 None => {
                     self.problem(
@@ -643,56 +809,109 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
     }
 
-    /// A `FILES_DIR` compared with the entries (FORMAT.md 8.5): the table of a
-    /// directory of the section that no earlier table named, listing exactly
-    /// its children where they are.
+    /// The `FILES_DIR` tables the section's groups call for (FORMAT.md 8.5),
+    /// by group offset: for each group holding a directory, a locator per
+    /// directory in entry order, and per run a fence for each group holding
+    /// part of it, with that group's `FILES_DIR` (the first read naming it)
+    /// or 0, the run's first entry in it and that entry's name.
+    fn expected_dirs(tree: &WalkTree) -> HashMap<u64, GroupDir> {
+        // The runs, from the entries in id order: directory id to its first
+        // child's id and count (runs are consecutive: the summary checks are
+        // made only when no entry broke the order).
+        let mut runs: HashMap<u64, (u64, u64)> = HashMap::new();
+        for (&id, facts) in &tree.entries {
+            if id == 0 {
+                continue;
+            }
+            let run = runs.entry(facts.parent_id).or_insert((id, 0));
+            run.1 += 1;
+        }
+        let group_of = |id: u64| -> Option<(u64, u64)> {
+            // (group offset, group end id)
+            let at = tree.groups.partition_point(|g| g.1 <= id).checked_sub(1)?;
+            let end = tree.groups.get(at + 1).map_or(tree.next_id, |g| g.1);
+            Some((tree.groups[at].0, end))
+        };
+        let dir_of = |group: u64| -> u64 {
+            let has_dir = tree.groups.iter().find(|g| g.0 == group).is_some_and(|g| g.2);
+            if has_dir {
+                tree.dir_tables.get(&group).map_or(0, |(o, _)| *o)
+            } else {
+                0
+            }
+        };
+        let mut out: HashMap<u64, GroupDir> = HashMap::new();
+        for (&id, facts) in &tree.entries {
+            if facts.kind != EntryKind::Directory {
+                continue;
+            }
+            let table = out.entry(facts.record).or_insert_with(|| GroupDir {
+                section_id: tree.section_id,
+                entries_record: facts.record,
+                locators: Vec::new(),
+                fences: Vec::new(),
+            });
+            let (first_child_id, child_count) = runs.get(&id).copied().unwrap_or((0, 0));
+            table.locators.push(files::Locator {
+                entry_id: id,
+                child_count,
+                first_child_id,
+                first_fence: table.fences.len() as u64,
+            });
+            let mut child = first_child_id;
+            let end = first_child_id + child_count;
+            while child < end {
+                let Some((group, group_end)) = group_of(child) else { break };
+                let name = tree.entries.get(&child).map(|f| f.name.clone()).unwrap_or_default();
+                table.fences.push((
+                    files::Fence {
+                        entries_record: group,
+                        dir_record: dir_of(group),
+                        first_child_id: child,
+                        name_length: name.len() as u8,
+                    },
+                    name,
+                ));
+                child = group_end.max(child + 1);
+            }
+        }
+        out
+    }
+
+    /// A `FILES_DIR` compared with the groups (FORMAT.md 8.5): the first
+    /// table naming a group that holds a directory, holding what its
+    /// directories' runs call for.
     pub(crate) fn summary_files_dir(&mut self, t: usize, i: usize) {
+        if self.trees[t].expected_dirs.is_none() {
+            let expected = Self::expected_dirs(&self.trees[t]);
+            self.trees[t].expected_dirs = Some(expected);
+        }
         let tree = &self.trees[t];
         let (offset, table) = &tree.dirs[i];
-        let id = table.entry_id;
-        let first = tree.dir_tables.get(&id).is_some_and(|(o, _)| o == offset);
-        let is_dir = tree.entries.get(&id).is_some_and(|d| d.kind == EntryKind::Directory);
-        let children = tree.children.get(&id).copied().unwrap_or(0);
-        let agrees = first
-            && is_dir
-            && table.children.len() == children
-            && table.children.iter().all(|(child, child_name)| {
-                tree.entries.get(&child.entry_id).is_some_and(|c| {
-                    c.parent_id == id
-                        && &c.name == child_name
-                        && c.kind.code() == child.kind
-                        && c.record == child.entries_record
-                        && c.offset == child.entry_offset
-                        && if c.kind == EntryKind::Directory {
-                            tree.dir_tables.get(&child.entry_id).map(|(o, _)| *o) == Some(child.dir_table)
-                        } else {
-                            child.dir_table == 0
-                        }
-                })
-            });
+        let first = tree.dir_tables.get(&table.entries_record).is_some_and(|(o, _)| o == offset);
+        let expected = tree.expected_dirs.as_ref().and_then(|e| e.get(&table.entries_record));
+        let agrees = first && expected == Some(table);
         if !agrees {
             let detail = format!(
-                "section {:?}: the FILES_DIR of \"{}\" disagrees with the entries",
-                tree.name,
-                strata_format::escaped(&tree.path_of(id))
+                "section {:?}: the FILES_DIR of the group at {} disagrees with the groups",
+                tree.name, table.entries_record
             );
             let offset = *offset;
             self.problem(ErrorClass::IndexMismatch, offset, "FILES_DIR", detail);
         }
     }
 
-    /// A `FILES_INDEX` compared with its section (FORMAT.md 8.6).
+    /// A `FILES_INDEX` compared with its section (FORMAT.md 8.6): a row per
+    /// group in order, each with its `FILES_DIR` (which must have been read
+    /// for a group holding a directory) and its `first_id`.
     pub(crate) fn summary_files_index(&mut self, t: usize, i: usize) {
         let tree = &self.trees[t];
-        let (offset, head, records) = &tree.indexes[i];
-        let root = tree.entries.get(&0).map(|r| (r.record, r.offset));
-        let agrees = records == &tree.entries_records
-            && root == Some((head.root_entries_record, head.root_entry_offset))
-            && tree.dir_tables.get(&0).map(|(o, _)| *o) == Some(head.root_dir)
-            && tree
-                .entries
-                .iter()
-                .all(|(id, facts)| facts.kind != EntryKind::Directory || tree.dir_tables.contains_key(id));
+        let (offset, _, rows) = &tree.indexes[i];
+        let agrees = rows.len() == tree.groups.len()
+            && rows.iter().zip(&tree.groups).all(|(row, &(group, first_id, has_dir))| {
+                let dir = if has_dir { tree.dir_tables.get(&group).map(|(o, _)| *o) } else { Some(0) };
+                row.entries_record == group && row.first_id == first_id && Some(row.dir_record) == dir
+            });
         if !agrees {
             let detail = format!("section {:?}: FILES_INDEX disagrees with the section's records", tree.name);
             let offset = *offset;
@@ -701,120 +920,22 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 }
 
-/// An entry as a verifier reads it (FORMAT.md section 11): its fields, with
-/// what the `Entry` type cannot hold kept apart.
-pub(crate) struct ReadEntry {
-    /// Byte offset of the entry in its record's body.
-    pub offset: u32,
-    /// The entry; a `kind` this version does not know reads as a fifo, which
-    /// is neither a file nor a directory, and is reported by `kind_code`.
-    pub entry: Entry,
-    pub kind_code: u8,
-    /// A reserved field of the entry is not zero.
-    pub reserved: bool,
-}
-
-/// Reads a `FILES_ENTRIES` body: its `section_id` and entries, or why it
-/// cannot be read (FORMAT.md section 11: its head breaks a rule, or the lengths
-/// of its entries do not fill it exactly). Every other rule of 8.3 is the
-/// caller's, entry by entry.
-pub(crate) fn read_entries(body: &[u8]) -> Result<(u32, Vec<ReadEntry>), String> {
-    let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
-    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-    if body.len() < 16 {
-        return Err(format!("a body of {} bytes, shorter than its 16-byte head", body.len()));
-    }
-    let (section_id, reserved, count) = (u32_at(0), u32_at(4), u64_at(8));
-    if reserved != 0 {
-        return Err("reserved field of the head set".into());
-    }
-    if count == 0 || count > ((body.len() - 16) / files::ENTRY_HEAD) as u64 {
-        return Err(format!("count {count}: at least 1, and entries of {} bytes do not fit", body.len() - 16));
-    }
-    let mut entries = Vec::with_capacity(count as usize);
-    let mut p = 16usize;
-    for _ in 0..count {
-        if body.len() - p < files::ENTRY_HEAD {
-            return Err(format!("entry at body offset {p}: shorter than its 144-byte head"));
-        }
-        let head = files::EntryHead::decode(body[p..p + files::ENTRY_HEAD].try_into().expect("144 bytes"));
-        let length = head.entry_length as usize;
-        if length < files::ENTRY_HEAD || length > body.len() - p {
-            return Err(format!("entry at body offset {p}: entry_length {length}, {} bytes left", body.len() - p));
-        }
-        let stop = p + length;
-        let mut q = p + files::ENTRY_HEAD;
-        let strings =
-            [head.name_length as usize, head.user_length.into(), head.group_length.into(), head.target_length as usize];
-        if strings.iter().sum::<usize>() > stop - q {
-            return Err(format!("entry {}: its names and target exceed entry_length {length}", head.entry_id));
-        }
-        let mut take = |n: usize| {
-            let bytes = body[q..q + n].to_vec();
-            q += n;
-            bytes
-        };
-        let (name, user, group, target) = (take(strings[0]), take(strings[1]), take(strings[2]), take(strings[3]));
-        let mut xattrs = Vec::new();
-        for _ in 0..head.xattr_count {
-            if stop - q < 5 {
-                return Err(format!("entry {}: its xattrs do not fit in entry_length {length}", head.entry_id));
-            }
-            let name_length = body[q] as usize;
-            let value_length = u32_at(q + 1) as usize;
-            q += 5;
-            if name_length + value_length > stop - q {
-                return Err(format!("entry {}: an xattr does not fit in entry_length {length}", head.entry_id));
-            }
-            let name = body[q..q + name_length].to_vec();
-            let value = body[q + name_length..q + name_length + value_length].to_vec();
-            q += name_length + value_length;
-            xattrs.push(files::Xattr { name, value });
-        }
-        if head.extent_count as usize * FileExtent::SIZE != stop - q {
-            return Err(format!(
-                "entry {}: entry_length {length} is not 144 plus the lengths that follow",
-                head.entry_id
-            ));
-        }
-        let extents = body[q..stop]
-            .chunks_exact(FileExtent::SIZE)
-            .map(|raw| FileExtent::decode(raw.try_into().expect("40 bytes")))
-            .collect();
-        let kind = EntryKind::from_code(head.kind).unwrap_or(EntryKind::Fifo);
-        let entry = Entry { name, user, group, target, xattrs, extents, ..head.entry_fields(kind) };
-        let reserved = head.reserved != 0 || head.reserved2 != 0;
-        entries.push(ReadEntry { offset: p as u32, entry, kind_code: head.kind, reserved });
-        p = stop;
-    }
-    if p != body.len() {
-        return Err(format!("{count} entries end at body offset {p}, the body has {} bytes", body.len()));
-    }
-    Ok((section_id, entries))
-}
-
 /// The rules of 8.3 that one entry can be checked against on its own, with
-/// its section's `captured` bits: `record-malformed`, and `extent-map` for an
-/// extent that is empty or runs past the end of any file or chunk.
-fn entry_faults(e: &Entry, kind_code: u8, reserved: bool, captured: u64) -> Vec<(ErrorClass, String)> {
+/// its section's `captured` bits: `record-malformed`. (An unknown kind and
+/// attributes out of order make the row unreadable: `files::parse_group`
+/// reports them.)
+fn entry_faults(e: &Entry, captured: u64) -> Vec<(ErrorClass, String)> {
     use files::{Captured, EntryFlags};
     use EntryKind::*;
     let mut out: Vec<(ErrorClass, String)> = Vec::new();
     let mut bad = |detail: &str| out.push((ErrorClass::RecordMalformed, format!("entry {}: {detail}", e.entry_id)));
-    let known = EntryKind::from_code(kind_code);
-    let is = |k: EntryKind| known == Some(k);
+    let is = |k: EntryKind| e.kind == k;
     let missing = |bit: u64| captured & bit == 0;
-    if known.is_none() {
-        bad("unknown kind");
-    }
     if e.flags & !EntryFlags::KNOWN != 0 {
         bad("reserved flag bits set");
     }
-    if e.flags & EntryFlags::LOST_IN_SALVAGE != 0 && known.is_some() && !is(File) && !is(Directory) {
+    if e.flags & EntryFlags::LOST_IN_SALVAGE != 0 && !is(File) && !is(Directory) {
         bad("flag bit 3 (lost in salvage) on an entry that is neither a file nor a directory");
-    }
-    if reserved {
-        bad("reserved field set");
     }
     if e.mode & !0o7777 != 0 {
         bad("mode has bits beyond 07777");
@@ -850,12 +971,11 @@ fn entry_faults(e: &Entry, kind_code: u8, reserved: bool, captured: u64) -> Vec<
     if !is(File) && e.digest != [0; files::DIGEST_LEN] {
         bad("a digest on an entry that is not a regular file");
     }
-    if e.entry_id != 0 || e.parent_id != NO_PARENT {
-        if !Entry::name_is_safe(&e.name) {
-            bad("unsafe name (empty, `.`, `..`, or holds `/` or NUL)");
-        } else if e.name.len() > 255 {
-            bad("a name longer than 255 bytes");
-        }
+    if !is(File) && e.extent_count != 0 {
+        bad("extent_count on an entry that is not a regular file");
+    }
+    if (e.entry_id != 0 || e.parent_id != NO_PARENT) && !Entry::name_is_safe(&e.name) {
+        bad("unsafe name (empty, `.`, `..`, or holds `/` or NUL)");
     }
     if missing(Captured::OWNER_NAMES) && (!e.user.is_empty() || !e.group.is_empty()) {
         bad("owner names, but owner names were not captured");
@@ -870,51 +990,29 @@ fn entry_faults(e: &Entry, kind_code: u8, reserved: bool, captured: u64) -> Vec<
     if missing(Captured::XATTRS) && !e.xattrs.is_empty() {
         bad("extended attributes, but they were not captured");
     }
-    for (i, x) in e.xattrs.iter().enumerate() {
-        if x.name.is_empty() || x.value.len() > files::MAX_XATTR_VALUE as usize {
-            bad("an xattr with an empty name or a value over 64 KiB");
+    for x in &e.xattrs {
+        if x.value.len() > files::MAX_XATTR_VALUE as usize {
+            bad("an xattr value over 64 KiB");
         }
-        if i > 0 && e.xattrs[i - 1].name >= x.name {
-            bad("xattr names not in increasing order");
-        }
-    }
-    if !e.extents.is_empty() && !is(File) {
-        bad("extents on an entry that is not a regular file");
     }
     if is(File)
         && e.flags & (EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) != 0
-        && (e.size != 0 || !e.extents.is_empty() || e.digest != files::EMPTY_DIGEST)
+        && (e.size != 0 || e.extent_count != 0 || e.digest != files::EMPTY_DIGEST)
     {
         bad("content on a file whose flag bit 2 or 3 says it has none");
-    }
-    for x in &e.extents {
-        if x.entry_id != e.entry_id || x.reserved != 0 || x.chunk_ref < strata_format::image::REF_FIRST_OFFSET {
-            bad("an extent of another entry, with a reserved field set, or whose chunk_ref is not an offset");
-        }
-    }
-    for x in &e.extents {
-        if x.length == 0
-            || x.file_offset.checked_add(x.length).is_none()
-            || u64::from(x.chunk_offset) + x.length > u64::from(strata_format::limits::MAX_CHUNK_RAW)
-        {
-            out.push((
-                ErrorClass::ExtentMap,
-                format!("entry {}: an extent that is empty or runs past any file or chunk", e.entry_id),
-            ));
-        }
     }
     out
 }
 
 /// A regular file's extents are not in increasing order, overlap, or end
 /// past its size (FORMAT.md 8.2).
-fn extents_misplaced(e: &Entry) -> bool {
+fn extents_misplaced(extents: &[FileExtent], size: u64) -> bool {
     let mut end = 0u64;
-    for x in &e.extents {
-        if x.file_offset < end {
+    for x in extents {
+        if x.file_offset < end || x.length == 0 {
             return true;
         }
         end = end.max(x.file_offset.saturating_add(x.length));
     }
-    end > e.size
+    end > size
 }

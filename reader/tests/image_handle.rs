@@ -15,8 +15,12 @@ use proptest::prelude::*;
 use strata_reader::sink::ImageSink;
 use strata_reader::{Archive, ChunkCache, ErrorClass, ErrorKind, ExtentKind, ReadAt};
 
+/// The committed vectors, or those `STRATA_VECTORS` names (a folder
+/// `strata-vectors DIR` wrote, to test before they are committed).
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors")
+    std::env::var_os("STRATA_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors"))
 }
 
 fn vector(file: &str) -> Vec<u8> {

@@ -10,8 +10,12 @@ use strata_reader::sink::ImageSink;
 use strata_reader::extract::{self, ExtractOptions, Owners};
 use strata_reader::{stream, verify, Archive, ErrorClass, Limits, ParentSearch, Section, TreeSection};
 
+/// The committed vectors, or those `STRATA_VECTORS` names (a folder
+/// `strata-vectors DIR` wrote, to test before they are committed).
 fn vectors_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors")
+    std::env::var_os("STRATA_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors"))
 }
 
 fn manifest() -> serde_json::Value {
@@ -423,23 +427,28 @@ fn check_hostile(name: &str, bytes: &[u8], refused: &[serde_json::Value]) {
 #[test]
 fn a_file_declaring_a_terabyte_of_holes_is_not_hashed() {
     let mut bytes = std::fs::read(vectors_dir().join("tree-small.strata")).expect("vector");
-    // The FILES_ENTRIES record holding "abc", and the size field of that entry.
+    // The group (FILES_ENTRIES record) holding "abc", and the size field of
+    // that entry: row i's value in the `size` column (row offset 47), stored
+    // column by column after the head and the extent list (FORMAT.md 8.3).
     let header_length = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
     let mut record = header_length;
-    let entry = loop {
+    let size_field = loop {
         let head = strata_format::RecordHeader::decode(bytes[record..record + 32].try_into().unwrap());
         let body = &bytes[record + 32..record + 32 + head.body_length as usize];
         if head.record_type == strata_format::RecordType::FilesEntries.code() {
-            let (_, entries) = strata_format::files::parse_entries(body).expect("valid entries");
-            if let Some((offset, _)) = entries.iter().find(|(_, e)| e.name == b"abc") {
-                break record + 32 + *offset as usize;
+            assert_eq!(head.flags & strata_format::RecordFlags::ZSTD, 0, "a small vector's groups are stored plain");
+            let group = strata_format::files::parse_group(body).expect("a valid group");
+            let found = group.entries.iter().position(|e| e.as_ref().is_ok_and(|e| e.name == b"abc"));
+            if let Some(row) = found {
+                let count = group.head.count as usize;
+                let table = 56 + 16 * group.head.list_count as usize;
+                break record + 32 + table + 47 * count + 8 * row;
             }
         }
         record += 32 + head.body_length as usize;
     };
     let body_length = u64::from_le_bytes(bytes[record + 16..record + 24].try_into().unwrap()) as usize;
     let body = record + 32;
-    let size_field = entry + 80;
     bytes[size_field..size_field + 8].copy_from_slice(&((1u64 << 40) + 40).to_le_bytes());
     let body_crc = crc32c::crc32c(&bytes[body..body + body_length]);
     bytes[record + 24..record + 28].copy_from_slice(&body_crc.to_le_bytes());
@@ -453,4 +462,131 @@ fn a_file_declaring_a_terabyte_of_holes_is_not_hashed() {
         report.problems
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "verify took {:?}", started.elapsed());
+}
+
+/// The records of a valid archive: (offset, type, body range).
+fn record_list(bytes: &[u8]) -> Vec<(usize, strata_format::RecordType, std::ops::Range<usize>)> {
+    let header_length = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let mut at = header_length;
+    let mut out = Vec::new();
+    while at + 32 <= bytes.len() {
+        let head = strata_format::RecordHeader::decode(bytes[at..at + 32].try_into().unwrap());
+        let end = at + 32 + head.body_length as usize;
+        if let Some(t) = strata_format::RecordType::from_code(head.record_type) {
+            assert_eq!(head.flags & strata_format::RecordFlags::ZSTD, 0, "a small vector's records are plain");
+            out.push((at, t, at + 32..end));
+        }
+        at = end;
+    }
+    out
+}
+
+/// Replaces a record's body by one of the same length, its CRCs fixed.
+fn rewrite_body(bytes: &mut [u8], offset: usize, body: &[u8]) {
+    let start = offset + 32;
+    bytes[start..start + body.len()].copy_from_slice(body);
+    let body_crc = crc32c::crc32c(body);
+    bytes[offset + 24..offset + 28].copy_from_slice(&body_crc.to_le_bytes());
+    let header_crc = crc32c::crc32c(&bytes[offset..offset + 28]);
+    bytes[offset + 28..offset + 32].copy_from_slice(&header_crc.to_le_bytes());
+}
+
+/// tree-small with one group changed by `edit` (same body length), and the
+/// group's record offset.
+fn with_group_edited(edit: impl Fn(&mut strata_format::files::EntryGroup) -> bool) -> (Vec<u8>, u64) {
+    use strata_format::files;
+    let mut bytes = std::fs::read(vectors_dir().join("tree-small.strata")).expect("vector");
+    for (offset, t, body) in record_list(&bytes) {
+        if t != strata_format::RecordType::FilesEntries {
+            continue;
+        }
+        let mut group = files::parse_group(&bytes[body.clone()]).unwrap();
+        if !edit(&mut group) {
+            continue;
+        }
+        let entries: Vec<files::Entry> = group.entries.iter().map(|e| e.clone().unwrap()).collect();
+        let h = group.head;
+        let new = files::encode_group(h.section_id, h.first_id, h.captured, h.extent_base, &group.extent_list, &entries);
+        assert_eq!(new.len(), body.len());
+        rewrite_body(&mut bytes, offset, &new);
+        return (bytes, offset as u64);
+    }
+    panic!("no group to edit");
+}
+
+fn problems_of(bytes: &[u8]) -> Vec<(ErrorClass, u64)> {
+    let report = verify::verify(bytes, Limits::default(), &|_| {}).unwrap();
+    report.problems.iter().map(|p| (p.class, p.offset)).collect()
+}
+
+#[test]
+fn a_group_whose_extent_base_is_off_is_an_index_mismatch_at_it() {
+    let (bytes, at) = with_group_edited(|g| {
+        let holds = g.entries.iter().any(|e| e.as_ref().is_ok_and(|e| e.extent_count > 0));
+        g.head.extent_base += u64::from(holds);
+        holds
+    });
+    assert_eq!(problems_of(&bytes), [(ErrorClass::IndexMismatch, at)]);
+    // A reader locating a file's extents from it (FORMAT.md 10.1 step 5)
+    // meets another entry's extent, or the end of the list: never its bytes.
+    let archive = Archive::open(bytes).unwrap();
+    let tree = archive.tree("tree").unwrap();
+    let abc = tree.lookup("abc").unwrap().unwrap();
+    let e = archive.file_extents(tree.section(), abc.raw()).unwrap_err();
+    assert_eq!(e.class(), Some(ErrorClass::IndexMismatch), "{e}");
+}
+
+#[test]
+fn an_extent_count_other_than_announced_is_an_index_mismatch_at_the_group() {
+    let (bytes, at) = with_group_edited(|g| {
+        let Some(file) = g.entries.iter_mut().flatten().find(|e| e.extent_count == 1) else { return false };
+        file.extent_count = 2;
+        true
+    });
+    let problems = problems_of(&bytes);
+    assert!(problems.contains(&(ErrorClass::IndexMismatch, at)), "{problems:?}");
+    assert!(problems.iter().all(|p| p.1 == at), "{problems:?}");
+}
+
+#[test]
+fn a_name_out_of_its_runs_order_is_record_malformed_at_its_group() {
+    // The root's first child, renamed past every other name of the same length.
+    let (bytes, at) = with_group_edited(|g| {
+        let Some(first) = g.entries.iter_mut().flatten().find(|e| e.parent_id == 0 && e.entry_id > 0) else {
+            return false;
+        };
+        first.name = vec![b'~'; first.name.len()];
+        true
+    });
+    let problems = problems_of(&bytes);
+    assert!(problems.contains(&(ErrorClass::RecordMalformed, at)), "{problems:?}");
+}
+
+#[test]
+fn a_files_extents_first_index_off_is_an_index_mismatch_at_it() {
+    use strata_format::files;
+    let mut bytes = std::fs::read(vectors_dir().join("tree-small.strata")).expect("vector");
+    let (offset, _, body) = record_list(&bytes)
+        .into_iter()
+        .find(|r| r.1 == strata_format::RecordType::FilesExtents)
+        .expect("a FILES_EXTENTS record");
+    let parsed = files::parse_file_extents(&bytes[body]).unwrap();
+    let new = files::encode_file_extents(parsed.head.section_id, parsed.head.first_index + 1, &parsed.extents);
+    rewrite_body(&mut bytes, offset, &new);
+    let problems = problems_of(&bytes);
+    assert_eq!(problems.first(), Some(&(ErrorClass::IndexMismatch, offset as u64)), "{problems:?}");
+}
+
+#[test]
+fn a_files_index_naming_another_dir_table_is_an_index_mismatch_at_it() {
+    use strata_format::files;
+    let mut bytes = std::fs::read(vectors_dir().join("tree-small.strata")).expect("vector");
+    let (offset, _, body) = record_list(&bytes)
+        .into_iter()
+        .find(|r| r.1 == strata_format::RecordType::FilesIndex)
+        .expect("a FILES_INDEX");
+    let (head, mut rows) = files::parse_files_index(&bytes[body]).unwrap();
+    rows[0].dir_record += 1;
+    rewrite_body(&mut bytes, offset, &files::encode_files_index(head.section_id, &rows));
+    assert_eq!(problems_of(&bytes), [(ErrorClass::IndexMismatch, offset as u64)]);
 }

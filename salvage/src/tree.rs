@@ -1,8 +1,9 @@
-//! File trees: every entry whose record survives keeps its metadata; it keeps
-//! its place when its folder survives or is named by a surviving directory
-//! table, and goes under `lost+found` otherwise.
+//! File trees (`spec/FORMAT.md` section 11): every entry whose group
+//! survives keeps its metadata; it keeps its place when its folder survives,
+//! and goes under `lost+found`, in a folder `#ID` made up for its lost
+//! folder, otherwise. The new tree is written in the entry order of section 8.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::Arc;
 
@@ -16,8 +17,8 @@ use crate::SalvageError;
 /// An entry of the damaged tree that the new archive does not hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LostEntry {
-    /// Its path in the damaged tree, as far as the surviving records name it; a
-    /// folder nothing names shows as `#ID`.
+    /// Its path in the damaged tree, as far as the surviving entries name it;
+    /// a folder nothing names shows as `#ID`.
     pub path: Vec<u8>,
     pub why: &'static str,
 }
@@ -42,8 +43,8 @@ pub struct TreeOutcome {
     /// Entries kept under `lost+found` because their folder is not known: paths
     /// in the new tree.
     pub relocated: Vec<Vec<u8>>,
-    /// Folders the new tree holds in place of lost ones (named by a directory
-    /// table, metadata unknown): paths in the new tree.
+    /// Folders the new tree holds in place of lost ones (`lost+found/#ID`,
+    /// metadata unknown): paths in the new tree.
     pub made_up: Vec<Vec<u8>>,
 }
 
@@ -62,13 +63,10 @@ impl TreeOutcome {
 enum Origin {
     /// A surviving entry, by its old id.
     Kept(u64),
-    /// A folder made up for a lost one, by its old id (named by a table, or `#ID`).
+    /// A folder made up for a lost one, by its old id (`lost+found/#ID`).
     MadeUp(u64),
     /// The root, when entry 0 was lost.
     Root,
-    /// A regular file (or hard link) whose entry was lost but which a table
-    /// names: recorded as a file lost in salvage.
-    LostFile(u64),
     /// `lost+found`.
     LostFound,
 }
@@ -77,15 +75,9 @@ struct Node {
     origin: Origin,
     name: Vec<u8>,
     parent: usize,
-    /// Children are written in this order: old ids keep the old order.
-    key: u64,
     children: Vec<usize>,
     is_dir: bool,
 }
-
-/// Deep enough for any real tree; a longer chain of made-up folders is hostile
-/// and ends in `lost+found`.
-const MAX_DEPTH: usize = 4096;
 
 struct Plan<'a> {
     tree: &'a RecoveredTree,
@@ -105,12 +97,12 @@ impl<'a> Plan<'a> {
         self.tree.entries.get(&id).filter(|f| f.sound)
     }
 
-    fn add(&mut self, origin: Origin, parent: usize, name: Vec<u8>, key: u64, is_dir: bool) -> usize {
+    fn add(&mut self, origin: Origin, parent: usize, name: Vec<u8>, is_dir: bool) -> usize {
         let index = self.nodes.len();
-        self.nodes.push(Node { origin, name: name.clone(), parent, key, children: Vec::new(), is_dir });
+        self.nodes.push(Node { origin, name: name.clone(), parent, children: Vec::new(), is_dir });
         self.nodes[parent].children.push(index);
         self.names.insert((parent, name), index);
-        if let Origin::Kept(id) | Origin::MadeUp(id) | Origin::LostFile(id) = origin {
+        if let Origin::Kept(id) | Origin::MadeUp(id) = origin {
             self.node_of.insert(id, index);
         }
         index
@@ -126,7 +118,7 @@ impl<'a> Plan<'a> {
             n += 1;
             name = format!("lost+found.{n}").into_bytes();
         }
-        let node = self.add(Origin::LostFound, 0, name, u64::MAX, true);
+        let node = self.add(Origin::LostFound, 0, name, true);
         self.lost_found = Some(node);
         node
     }
@@ -134,33 +126,19 @@ impl<'a> Plan<'a> {
     /// Under `lost+found`, as `#ID`.
     fn numbered(&mut self, origin: Origin, id: u64, is_dir: bool) -> usize {
         let lost_found = self.lost_found();
-        self.add(origin, lost_found, format!("#{id}").into_bytes(), id, is_dir)
+        self.add(origin, lost_found, format!("#{id}").into_bytes(), is_dir)
     }
 
-    /// The node of the folder that had old id `id`, making it up if it was lost.
-    fn folder(&mut self, id: u64, depth: usize) -> usize {
-        if let Some(&node) = self.node_of.get(&id) {
-            if self.nodes[node].is_dir {
-                return node;
-            }
+    /// The node of the folder that had old id `id`, making it up in
+    /// `lost+found` as `#ID` if it was lost (section 11: no name is
+    /// recovered for a lost folder).
+    fn folder(&mut self, id: u64) -> usize {
+        match self.node_of.get(&id) {
+            Some(&node) if self.nodes[node].is_dir => node,
             // Not a folder after all: the records disagree; keep the child apart.
-            return self.lost_found();
+            Some(_) => self.lost_found(),
+            None => self.numbered(Origin::MadeUp(id), id, true),
         }
-        if let Some(&(parent, ref name, kind)) = self.tree.listed.get(&id) {
-            // A table's names are not checked as entries' are: a damaged or hostile
-            // table may name a folder `..` or `a/b`, which then goes to lost+found.
-            let usable = kind == EntryKind::Directory.code() && Entry::name_is_safe(name);
-            if depth < MAX_DEPTH && usable && parent != id && parent < id {
-                let parent_node = self.folder(parent, depth + 1);
-                if !self.names.contains_key(&(parent_node, name.clone()))
-                    && parent_node != self.lost_found.unwrap_or(usize::MAX)
-                {
-                    let node = self.add(Origin::MadeUp(id), parent_node, name.clone(), id, true);
-                    return node;
-                }
-            }
-        }
-        self.numbered(Origin::MadeUp(id), id, true)
     }
 
     /// A path in the new tree.
@@ -172,6 +150,34 @@ impl<'a> Plan<'a> {
         }
         parts.reverse();
         parts.join(&b'/')
+    }
+
+    /// The entry order of `spec/FORMAT.md` section 8, as the reference writer
+    /// walks (section 14): the root, its run in name order, then each
+    /// directory of the run in order, depth first.
+    fn entry_order(&self) -> Vec<usize> {
+        let mut order = vec![0usize];
+        let run = |node: usize, order: &mut Vec<usize>| -> Vec<usize> {
+            let mut children = self.nodes[node].children.clone();
+            children.sort_by(|&a, &b| self.nodes[a].name.cmp(&self.nodes[b].name));
+            order.extend_from_slice(&children);
+            let mut dirs: Vec<usize> = children.into_iter().filter(|&c| self.nodes[c].is_dir).collect();
+            dirs.reverse();
+            dirs
+        };
+        let mut stack = vec![run(0, &mut order)];
+        while let Some(top) = stack.last_mut() {
+            match top.pop() {
+                Some(dir) => {
+                    let below = run(dir, &mut order);
+                    stack.push(below);
+                }
+                None => {
+                    stack.pop();
+                }
+            }
+        }
+        order
     }
 }
 
@@ -190,13 +196,7 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
         nodes: Vec::new(),
         node_of: HashMap::new(),
         names: HashMap::new(),
-        root_names: tree
-            .entries
-            .values()
-            .filter(|f| f.parent_id == 0)
-            .map(|f| f.name.clone())
-            .chain(tree.listed.values().filter(|l| l.0 == 0).map(|l| l.1.clone()))
-            .collect(),
+        root_names: tree.entries.values().filter(|f| f.parent_id == 0).map(|f| f.name.clone()).collect(),
         lost_found: None,
         outcome: TreeOutcome { name: tree.name.clone(), ..TreeOutcome::default() },
     };
@@ -205,13 +205,12 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
         origin: if root_kept { Origin::Kept(0) } else { Origin::Root },
         name: Vec::new(),
         parent: usize::MAX,
-        key: 0,
         children: Vec::new(),
         is_dir: true,
     });
     plan.node_of.insert(0, 0);
 
-    // Every surviving entry, in the old order, under its folder.
+    // Every surviving entry, in the old order (parents first), under its folder.
     let mut hard_links = Vec::new();
     for (&id, facts) in &tree.entries {
         if id == 0 {
@@ -231,11 +230,11 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
             hard_links.push(id);
         }
         let is_dir = facts.kind == EntryKind::Directory;
-        let parent = plan.folder(facts.parent_id, 0);
+        let parent = plan.folder(facts.parent_id);
         let node = if plan.names.contains_key(&(parent, facts.name.clone())) {
             plan.numbered(Origin::Kept(id), id, is_dir)
         } else {
-            plan.add(Origin::Kept(id), parent, facts.name.clone(), id, is_dir)
+            plan.add(Origin::Kept(id), parent, facts.name.clone(), is_dir)
         };
         let parent = plan.nodes[node].parent;
         let moved = Some(parent) == plan.lost_found
@@ -247,87 +246,41 @@ pub(crate) fn salvage_tree<R: ReadAt + ?Sized, W: io::Write>(
         }
     }
 
-    // Files lost whole that a table names are recorded where they were, flagged.
-    let mut named_files: Vec<u64> = tree
-        .listed
-        .iter()
-        .filter(|(id, (_, name, kind))| {
-            !tree.entries.contains_key(id)
-                && (*kind == EntryKind::File.code() || *kind == EntryKind::Hardlink.code())
-                && Entry::name_is_safe(name)
-        })
-        .map(|(&id, _)| id)
-        .collect();
-    named_files.sort_unstable();
-    for id in named_files {
-        let (parent, name, _) = &tree.listed[&id];
-        let folder = plan.folder(*parent, 0);
-        if !plan.names.contains_key(&(folder, name.clone())) {
-            plan.add(Origin::LostFile(id), folder, name.clone(), id, false);
-        }
-    }
-
-    // The new order: depth first, children in the old order, lost+found last.
-    let mut order = Vec::with_capacity(plan.nodes.len());
-    let mut stack = vec![0usize];
-    while let Some(node) = stack.pop() {
-        order.push(node);
-        let mut children = plan.nodes[node].children.clone();
-        children.sort_by_key(|&c| std::cmp::Reverse(plan.nodes[c].key));
-        stack.extend(children);
-    }
-    let mut new_id: HashMap<usize, u64> = HashMap::with_capacity(order.len());
+    let mut order = plan.entry_order();
     // A hard link needs its file kept and written before it.
     let mut dropped: HashSet<usize> = HashSet::new();
     {
         let position: HashMap<usize, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
         for id in hard_links {
             let link_node = plan.node_of[&id];
-            let link_id = Some(tree.entries[&id].link_id);
-            let ok = link_id.and_then(|t| plan.node_of.get(&t).copied()).is_some_and(|t| {
-                matches!(plan.nodes[t].origin, Origin::Kept(_))
-                    && !plan.nodes[t].is_dir
-                    && position[&t] < position[&link_node]
-                    && plan
-                        .kept(match plan.nodes[t].origin {
-                            Origin::Kept(old) => old,
-                            _ => u64::MAX,
-                        })
-                        .is_some_and(|f| f.kind == EntryKind::File)
+            let target = tree.entries[&id].link_id;
+            let file = plan.node_of.get(&target).copied().filter(|&t| {
+                plan.nodes[t].origin == Origin::Kept(target)
+                    && plan.kept(target).is_some_and(|f| f.kind == EntryKind::File)
             });
-            if !ok {
+            let why = match file {
+                None => Some("a hard link whose file was lost"),
+                // The file moved after it (to lost+found, with its folder).
+                Some(t) if position[&t] > position[&link_node] => {
+                    Some("a hard link whose file now comes after it (moved to lost+found)")
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = why {
                 dropped.insert(link_node);
                 let path = tree.path_of(id);
-                plan.outcome.lost.push(LostEntry { path, why: "a hard link whose file was lost" });
+                plan.outcome.lost.push(LostEntry { path, why });
                 let new_path = plan.new_path(link_node);
                 plan.outcome.relocated.retain(|p| p != &new_path);
             }
         }
     }
     order.retain(|n| !dropped.contains(n));
-    for (i, &node) in order.iter().enumerate() {
-        new_id.insert(node, i as u64);
-    }
+    let new_id: HashMap<usize, u64> = order.iter().enumerate().map(|(i, &node)| (node, i as u64)).collect();
 
-    // Entries lost whole: the tables name some of them.
-    let mut named_lost: Vec<u64> = tree.listed.keys().copied().filter(|id| !tree.entries.contains_key(id)).collect();
-    named_lost.sort_unstable();
-    for id in named_lost {
-        let stands_in = plan.node_of.get(&id).map(|&n| plan.nodes[n].origin);
-        let path = tree.path_of(id);
-        plan.outcome.lost.push(LostEntry {
-            path,
-            why: match stands_in {
-                Some(Origin::MadeUp(_)) => "its entry was lost; a folder of that name stands in",
-                Some(Origin::LostFile(_)) => "its entry and content were lost; recorded as a file lost in salvage",
-                _ => "its entry was lost",
-            },
-        });
-    }
-    let known = tree.entries.len() as u64
-        + tree.listed.keys().filter(|id| !tree.entries.contains_key(id)).count() as u64
-        + u64::from(!tree.entries.contains_key(&0) && !tree.listed.contains_key(&0));
+    // Entries lost with their group: only counted (their names were in it).
     plan.outcome.end_lost = tree.entry_count.is_none();
+    let known = tree.entries.len() as u64;
     plan.outcome.unnamed_lost = tree.entry_count.map_or(0, |count| count.saturating_sub(known));
     for &node in &order {
         if let Origin::MadeUp(_) = plan.nodes[node].origin {
@@ -369,8 +322,9 @@ struct PlanSource<'a, R: ReadAt + ?Sized> {
     new_id: &'a HashMap<usize, u64>,
     next: usize,
     created_ns: i64,
-    /// The last `FILES_ENTRIES` record read, parsed: entries come mostly in order.
-    record_cache: Option<(u64, BTreeMap<u32, Entry>)>,
+    /// The last `FILES_ENTRIES` record read, parsed, by entry id: entries of
+    /// one run come from one or a few groups.
+    record_cache: Option<(u64, HashMap<u64, Entry>)>,
     chunk_cache: Option<(u64, Arc<Vec<u8>>)>,
     /// The current file's extents in the damaged archive.
     extents: Vec<FileExtent>,
@@ -378,17 +332,17 @@ struct PlanSource<'a, R: ReadAt + ?Sized> {
 }
 
 impl<R: ReadAt + ?Sized> PlanSource<'_, R> {
-    fn entry(&mut self, facts: &EntryFacts) -> io::Result<Entry> {
+    fn entry(&mut self, id: u64, facts: &EntryFacts) -> io::Result<Entry> {
         if self.record_cache.as_ref().is_none_or(|(at, _)| *at != facts.record) {
             let entries = entries_record_at(self.archive, facts.record, self.recovered.tag, self.limits)
                 .map_err(|e| io::Error::other(e.to_string()))?;
-            self.record_cache = Some((facts.record, entries.into_iter().collect()));
+            self.record_cache = Some((facts.record, entries.into_iter().map(|(_, e)| (e.entry_id, e)).collect()));
         }
         let (_, entries) = self.record_cache.as_ref().expect("filled above");
         entries
-            .get(&facts.offset)
+            .get(&id)
             .cloned()
-            .ok_or_else(|| io::Error::other(format!("no entry at byte {} of record {}", facts.offset, facts.record)))
+            .ok_or_else(|| io::Error::other(format!("no entry {id} in the group at byte {}", facts.record)))
     }
 
     fn chunk(&mut self, chunk_ref: u64) -> io::Result<Arc<Vec<u8>>> {
@@ -444,19 +398,24 @@ impl<R: ReadAt + ?Sized> EntrySource for PlanSource<'_, R> {
         let mut entry = match n.origin {
             Origin::Kept(old) => {
                 let facts = &self.tree.entries[&old];
-                let mut entry = self.entry(facts)?;
+                let mut entry = self.entry(old, facts)?;
                 if entry.kind == EntryKind::File {
-                    if facts.content_intact {
-                        data = data_ranges(&entry.extents);
-                        self.extents = std::mem::take(&mut entry.extents);
+                    // The extents the walk found for it, all of them in
+                    // surviving FILES_EXTENTS records, as many as its entry
+                    // says, every chunk sound and the digest right.
+                    let whole = facts.content_intact && facts.extents.len() as u64 == entry.extent_count;
+                    if whole {
+                        self.extents = facts.extents.clone();
+                        data = data_ranges(&self.extents);
                     } else {
                         // Kept as an entry whose content was lost in salvage (8.3 flag bit 3).
                         entry.flags |= EntryFlags::LOST_IN_SALVAGE;
                         entry.size = 0;
                         entry.digest = strata_format::files::EMPTY_DIGEST;
-                        entry.extents.clear();
                         self.content_lost.push(path.clone());
                     }
+                    entry.extent_count = 0;
+                    entry.extents.clear();
                 }
                 if entry.kind == EntryKind::Hardlink {
                     let target = plan.node_of[&entry.link_id];
@@ -465,13 +424,6 @@ impl<R: ReadAt + ?Sized> EntrySource for PlanSource<'_, R> {
                 entry
             }
             Origin::MadeUp(_) | Origin::Root | Origin::LostFound => self.made_up_folder(node),
-            Origin::LostFile(_) => {
-                let mut entry = self.made_up_folder(node);
-                entry.kind = EntryKind::File;
-                entry.mode = 0o644;
-                entry.digest = strata_format::files::EMPTY_DIGEST;
-                entry
-            }
         };
         entry.entry_id = self.new_id[&node];
         entry.parent_id = if node == 0 { NO_PARENT } else { self.new_id[&n.parent] };

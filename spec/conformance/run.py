@@ -27,6 +27,9 @@ valid vector
     manifest's entries in order (the entry fields of conformance.md, `mtime_s`,
     `mtime_nsec` and `digest` included, `blake3` and `ranges` not: a field the
     manifest leaves out must be absent or null);
+  * `cat ARCHIVE --files NAME PATH` of every regular file and hard link the
+    manifest hashes whole (at most CAT_LIMIT per section) exits 0 and gives
+    bytes with the manifest's `blake3`;
   * `extract ARCHIVE --files NAME DEST --json` refuses nothing, warns about
     every one of the section's `warned` paths and about nothing else but the
     entries whose recorded mtime the destination did not keep (and, run
@@ -81,6 +84,8 @@ import blake3
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TIMEOUT = 60
+# `cat` calls per file-tree section of a valid vector (each starts a process).
+CAT_LIMIT = 40
 CLASSES = {"not-strata", "unsupported-version", "unsupported-feature", "bad-header", "record-checksum",
            "record-malformed", "unknown-record", "chunk-corrupt", "dangling-reference", "extent-map",
            "truncated", "index-mismatch", "limit-exceeded", "parent-missing", "parent-mismatch"}
@@ -242,6 +247,7 @@ class Vector:
                 self.step(self.check_restore, i, s)
             elif s["kind"] == "files":
                 self.step(self.check_list, s)
+                self.step(self.check_cat, s)
                 self.step(self.check_extract_valid, i, s)
         self.step(self.check_verify_ok)
 
@@ -294,6 +300,31 @@ class Vector:
                     raise Fail(f"`{shown}` entry {i} ({w['path']!r}): {k} {g.get(k)!r}, expected {w.get(k)!r}")
         if len(got) > len(want):
             raise Fail(f"`{shown}`: {len(got)} entries, expected {len(want)} (first extra: {short(json.dumps(got[len(want)]), 200)})")
+
+    def check_cat(self, s):
+        """`cat` of every regular file and hard link whose whole content the
+        manifest hashes (at most CAT_LIMIT per section) gives those bytes."""
+        done = 0
+        for e in s["entries"]:
+            if done >= CAT_LIMIT:
+                break
+            if e["kind"] == "hardlink":
+                target = next((t for t in s["entries"] if t["path"] == e.get("link")), None)
+            elif e["kind"] == "file":
+                target = e
+            else:
+                continue
+            if target is None or "blake3" not in target or target.get("lost_in_salvage") or target.get("unreadable"):
+                continue
+            path = os.fsdecode(bytes.fromhex(e["path_hex"]))
+            shown = f"cat ARCHIVE --files {s['name']} {e['path']!r}"
+            rc, out, err = self.cmd("cat", self.archive, "--files", s["name"], path)
+            if rc != 0:
+                raise Fail(f"`{shown}` exited {rc}: {short(err)}")
+            got = blake3.blake3(out).hexdigest()
+            if got != target["blake3"]:
+                raise Fail(f"`{shown}`: {len(out)} bytes hashing to {got}, expected {target['blake3']}")
+            done += 1
 
     def extract(self, name):
         """Extract one file tree into a fresh DEST; returns (rc, report, dest, what appeared beside DEST)."""

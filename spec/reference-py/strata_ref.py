@@ -10,8 +10,14 @@ Commands (the protocol of conformance.md, "The runner and its command protocol")
                                                  image its free bytes and used_blocks flag (7)
     verify  ARCHIVE [--json]                     walk and check every record (10.2, 11)
     restore ARCHIVE --image NAME DEST            restore one image (DEST '-' = stdout)
-    list    ARCHIVE [--files NAME] [--json]      the entries of file trees (8.6)
-    extract ARCHIVE --files NAME DEST [--json]   extract a file tree safely (8.7)
+    list    ARCHIVE [--files NAME] [--json]      the entries of file trees: the groups the
+                                                 FILES_INDEX names, no chunk (8.3, 8.6)
+    cat     ARCHIVE --files NAME PATH            one file's content, found by the lookup of 8.5
+                                                 (FILES_INDEX, then one FILES_DIR and one group per
+                                                 component) and read as 10.1 step 5 says
+    extract ARCHIVE --files NAME DEST [--json]   extract a file tree safely (8.7), each file's
+                                                 content from the extents its FILES_EXTENTS
+                                                 records announce (8.2, 10.1 step 5)
     (every command also takes --parent PATH, repeatable: an ancestor of an
     incremental archive, matched by its UUID, 15.4 rule 1)
 
@@ -39,6 +45,9 @@ Exit status
             file left at DEST;
     list    0, or 1 when the entries break rules of section 8 (listed anyway),
             2 when the archive cannot be opened;
+    cat     0, or 2 with nothing on standard output when PATH names no regular file
+            or hard link, or its content cannot be given whole and checked (its
+            digest is checked before the first byte is written);
     extract 0 when nothing was refused or warned about, else 1 (2: cannot open).
 
 Layout of this file
@@ -51,14 +60,22 @@ Layout of this file
     5. MapChecker: the extent-map rules of an image (7.2);
     6. Walker: the front-to-back verifier (10.2) with resynchronisation (11),
        the record order (2), the end, index, directory and trailer cross-checks,
-       the map digest (7.3) and each file's digest over its data ranges and
-       holes (8.3);
+       the map digest (7.3), the entry order of file trees (8), each file's
+       extents (8.2: announced once, in FILES_EXTENTS, counted by the entry's
+       extent_count) and its digest over its data ranges and holes (8.3);
     7. Archive: the random-access reader from the end (10.1), for info, list,
-       restore and extract; AncestorFile and Ancestors: the ancestors of an
-       incremental archive (15.4), shared by the walk and random access;
+       restore, cat and extract: groups, directory tables (8.5), the path lookup
+       and the location of a file's extents through its group's extent list;
+       AncestorFile and Ancestors: the ancestors of an incremental archive
+       (15.4), shared by the walk and random access;
     8. Extractor: file-tree extraction with the restore order and safety rules
        of 8.7 (every path resolved from a handle on DEST, never through a link);
     9. the commands.
+
+Tables (8, "Tables"). FILES_EXTENTS, FILES_ENTRIES, FILES_DIR and FILES_INDEX hold
+tables stored column by column, each column plain or delta coded (read_table);
+a body's length is checked against its head (counts and lengths) before any
+column is read.
 
 Allocation bounds. A body is read only after its record header passed every
 check of section 5, including body_length against the type's maximum (5.1);
@@ -87,6 +104,7 @@ do not overflow), reads it back from the entry it set it on, and warns, naming
 the path, the recorded and the kept time, when the destination kept another.
 """
 import argparse
+import bisect
 import errno
 import grp
 import json
@@ -135,7 +153,7 @@ MAX_EXTENTS = 65536                     # per IMAGE_EXTENTS / FILES_EXTENTS reco
 TABLE_LIMIT = 256 * MIB                 # implementation limit (section 13)
 MAX_BODY = {CHUNK: 40 + MAX_RAW, IMAGE_BEGIN: 24 + 255, IMAGE_EXTENTS: 16 + MAX_EXTENTS * 24,
             IMAGE_END: 96, IMAGE_INDEX: TABLE_LIMIT, FILES_BEGIN: 24 + 255,
-            FILES_EXTENTS: 16 + MAX_EXTENTS * 40, FILES_ENTRIES: 64 * MIB, FILES_END: 64,
+            FILES_EXTENTS: 24 + MAX_EXTENTS * 36, FILES_ENTRIES: 64 * MIB, FILES_END: 72,
             FILES_DIR: TABLE_LIMIT, FILES_INDEX: TABLE_LIMIT,
             ARCHIVE_INDEX: 48 + MAX_SECTIONS * 32, TRAILER: 32,
             CHAIN: 48 + 64 * 319, CHAIN_INDEX: TABLE_LIMIT}     # 5.1
@@ -148,7 +166,9 @@ REF_SHIFT, REF_OFFSET = 56, (1 << 56) - 1   # a chunk_ref is (archive, offset) (
 KIND_NAMES = {1: "file", 2: "directory", 3: "symlink", 4: "hardlink",
               5: "char-device", 6: "block-device", 7: "fifo", 8: "socket"}
 K_FILE, K_DIR, K_SYMLINK, K_HARDLINK, K_CHR, K_BLK, K_FIFO, K_SOCK = range(1, 9)
-CAP_NAMES, CAP_XATTRS, CAP_ATIME, CAP_CTIME, CAP_BTIME, CAP_HOLES = (1 << i for i in range(6))
+CAP_NAMES, CAP_XATTRS, CAP_ATIME, CAP_CTIME, CAP_BTIME, CAP_HOLES, CAP_SOURCE = (1 << i for i in range(7))
+MAX_GROUP = 65536                       # entries per FILES_ENTRIES group, locators per FILES_DIR (8.3, 8.5)
+MASK64 = (1 << 64) - 1
 F_BTIME, F_CHANGED, F_UNREAD, F_LOST = (1 << i for i in range(4))   # entry flags (8.3)
 ZERO32, ONES32, FE32 = bytes(32), b"\xff" * 32, b"\xfe" * 32   # map digest identities (7.3)
 REF_ZERO, REF_LOST, REF_FREE = 0, 1, 2  # chunk_ref kinds below 128 (7.2); 3..127 reserved
@@ -159,9 +179,6 @@ NSEC = 1_000_000_000                    # nanoseconds in a second; a *_nsec is b
 ZEROS = bytes(MIB)
 REC_HDR = struct.Struct("<4sHH8sQII")
 IMG_EXTENT = struct.Struct("<QQQ")
-FILE_EXTENT = struct.Struct("<QQQQII")
-ENTRY_FIXED = struct.Struct("<IBBHQQIIIIIIqqqqQQ16sIIIIHBBIII")   # 8.3, bytes 0..144
-DIR_CHILD = struct.Struct("<QQIHBBQ")
 
 Ent = namedtuple("Ent", "kind parent name rec off path")
 
@@ -386,7 +403,7 @@ def parse_files_begin(body):
     errs = []
     if any(body[18:24]):
         errs.append(("record-malformed", "FILES_BEGIN.reserved", "not zero"))
-    if captured >> 6:
+    if captured >> 7:                   # bits 7..63 reserved (8.1)
         errs.append(("record-malformed", "FILES_BEGIN.captured", f"reserved bits set: 0x{captured:x}"))
     errs += check_chunk_size(chunk_size, "FILES_BEGIN.chunk_size")
     raw_name = bytes(body[24:])
@@ -394,11 +411,11 @@ def parse_files_begin(body):
     return {"section_id": sid, "chunk_size": chunk_size, "captured": captured, "name": lossy(raw_name)}, errs
 
 
-def parse_extents(body, what, bounded, width):
-    """IMAGE_EXTENTS / FILES_EXTENTS (bounded) or IMAGE_INDEX (unbounded) body.
+def parse_extents(body, what, bounded, width=24):
+    """IMAGE_EXTENTS (bounded) or IMAGE_INDEX (unbounded) body.
 
-    Returns ((section_id, extents), errors); extents are tuples of the 7.2 or 8.2
-    layout; the value is None when the body cannot be parsed."""
+    Returns ((section_id, extents), errors); extents are (image_offset, length,
+    chunk_ref) tuples (7.2); the value is None when the body cannot be parsed."""
     if len(body) < 16:
         return None, [("record-malformed", f"{what}.body_length", f"{len(body)}, at least 16 needed")]
     sid, res, count = struct.unpack_from("<IIQ", body, 0)
@@ -409,12 +426,8 @@ def parse_extents(body, what, bounded, width):
                        f"{count} extents need a {16 + width * count}-byte body, body_length is {len(body)}")]
     if res:                             # the record is not used: its extents are lost (7.2)
         return None, [("record-malformed", f"{what}.reserved", "not zero")]
-    errs = []
-    if width == 24:                     # an extent's own rules are the walker's (7.2, 9.1)
-        extents = list(IMG_EXTENT.iter_unpack(body[16:]))
-    else:                               # (entry_id, file_offset, length, chunk_ref, chunk_offset, reserved)
-        extents = list(FILE_EXTENT.iter_unpack(body[16:]))
-    return (sid, extents), errs
+    # an extent's own rules are the walker's (7.2, 9.1)
+    return (sid, list(IMG_EXTENT.iter_unpack(body[16:]))), []
 
 
 def parse_image_end(body):
@@ -436,91 +449,186 @@ def parse_image_end(body):
 
 
 def parse_files_end(body):
-    if len(body) != 64:
-        return None, [("record-malformed", "FILES_END.body_length", f"{len(body)}, expected 64")]
+    """FILES_END body (8.4): 72 bytes."""
+    if len(body) != 72:                 # a longer body failed the type's limit already
+        return None, [("record-malformed", "FILES_END.body_length", f"{len(body)}, expected 72")]
     keys = ("section_id", "reserved", "entry_count", "file_count", "directory_count",
-            "content_bytes", "chunk_count", "chunk_bytes", "begin_offset")
-    end = dict(zip(keys, struct.unpack_from("<IIQQQQQQQ", body, 0)))
+            "content_bytes", "chunk_count", "chunk_bytes", "begin_offset", "extent_count")
+    end = dict(zip(keys, struct.unpack_from("<IIQQQQQQQQ", body, 0)))
     errs = [("record-malformed", "FILES_END.reserved", "not zero")] if end["reserved"] else []
     return end, errs
 
 
-def parse_entry(body, p, end):
-    """Parse one FILES_ENTRIES entry at body offset p (8.3), structure only.
+# -- tables stored column by column (8, "Tables") ----------------------------------
 
-    Returns (entry dict, None) or (None, detail) when the entry's lengths do not
-    add up; the rules on field values are entry_rule_errors'."""
-    if end - p < 144:
-        return None, f"entry at body offset {p}: {end - p} bytes left, an entry takes at least 144"
-    (el, kind, flags, res1, eid, parent, mode, uid, gid, rmaj, rmin, mtime_nsec, mtime_s, atime_s,
-     ctime_s, btime_s, size, link_id, digest, atime_nsec, ctime_nsec, btime_nsec, res2,
-     nl, ul, gl, tl, xc, ec) = ENTRY_FIXED.unpack_from(body, p)
-    if el < 144 or el > end - p:
-        return None, f"entry at body offset {p}: entry_length {el}, {end - p} bytes left"
-    stop = p + el
-    q = p + 144
-    if nl + ul + gl + tl > el - 144:
-        return None, f"entry {eid}: name, user, group and target lengths exceed entry_length {el}"
-    name = bytes(body[q:q + nl])
-    q += nl
-    user = bytes(body[q:q + ul])
-    q += ul
-    group = bytes(body[q:q + gl])
-    q += gl
-    target = bytes(body[q:q + tl])
-    q += tl
-    xattrs = []
-    for _ in range(xc):                 # every xattr takes at least 5 bytes: bounded by el
-        if stop - q < 5:
-            return None, f"entry {eid}: xattr_count {xc} does not fit in entry_length {el}"
-        xn, xv = struct.unpack_from("<BI", body, q)
-        q += 5
-        if xn + xv > stop - q:
-            return None, f"entry {eid}: an xattr of {xn} + {xv} bytes does not fit in entry_length {el}"
-        xattrs.append((bytes(body[q:q + xn]), bytes(body[q + xn:q + xn + xv])))
-        q += xn + xv
-    if ec * 40 != stop - q:
-        return None, f"entry {eid}: entry_length {el} is not 144 plus the lengths that follow"
-    extents = [(x[0], x[1], x[2], x[3], x[4], x[5]) for x in FILE_EXTENT.iter_unpack(body[q:stop])]
-    return {"entry_length": el, "kind": kind, "flags": flags, "res1": res1, "res2": res2,
-            "entry_id": eid, "parent_id": parent, "mode": mode, "uid": uid, "gid": gid,
-            "rdev_major": rmaj, "rdev_minor": rmin, "mtime_s": mtime_s, "mtime_nsec": mtime_nsec,
-            "atime_s": atime_s, "atime_nsec": atime_nsec, "ctime_s": ctime_s, "ctime_nsec": ctime_nsec,
-            "btime_s": btime_s, "btime_nsec": btime_nsec, "size": size, "link_id": link_id,
-            "digest": digest, "name": name, "user": user, "group": group, "target": target,
-            "xattrs": xattrs, "extents": extents}, None
+PLAIN, DELTA = "plain", "delta"
+INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
-def parse_entries(body):
-    """FILES_ENTRIES body: ((section_id, [(body offset, entry)]), errors). The value is
-    None when the entries cannot be read: the head breaks a rule, or the entries'
-    lengths do not fill the body exactly (FORMAT.md 11: the record is then lost)."""
-    if len(body) < 16:
-        return None, [("record-malformed", "FILES_ENTRIES.body_length", f"{len(body)}, at least 16 needed")]
-    sid, res, count = struct.unpack_from("<IIQ", body, 0)
+def row_width(cols):
+    return sum(c[1] for c in cols)
+
+
+def read_table(body, off, count, cols):
+    """The table of count rows stored column by column at body offset off (8, "Tables"):
+    the count values of the row's first field, then those of the second, and so on.
+    cols: (name, width, kind, coding), kind 'u' (unsigned), 'i' (i64) or 'b' (bytes);
+    a delta column is decoded by adding its stored values up modulo 2^64. Returns
+    ({name: [values]}, end offset). The caller checked that the body holds
+    count x the row width bytes at off before calling (nothing is allocated before)."""
+    out = {}
+    for name, width, kind, coding in cols:
+        if kind == "b":
+            vals = [bytes(body[off + width * i:off + width * (i + 1)]) for i in range(count)]
+        else:
+            fmt = INT_FORMATS[width]
+            vals = list(struct.unpack_from(f"<{count}{fmt.lower() if kind == 'i' else fmt}", body, off))
+            if coding == DELTA:
+                acc = 0
+                for i, v in enumerate(vals):
+                    acc = (acc + v) & MASK64
+                    vals[i] = acc
+        out[name] = vals
+        off += width * count
+    return out, off
+
+
+FILE_EXTENT_COLS = (("entry_id", 8, "u", DELTA), ("file_offset", 8, "u", PLAIN), ("length", 8, "u", PLAIN),
+                    ("chunk_ref", 8, "u", DELTA), ("chunk_offset", 4, "u", PLAIN))            # 8.2, 36 bytes
+EXTENT_LIST_COLS = (("extents_record", 8, "u", PLAIN), ("first_index", 8, "u", PLAIN))       # 8.3, 16 bytes
+ENTRY_COLS = (("kind", 1, "u", PLAIN), ("flags", 1, "u", PLAIN), ("mode", 2, "u", PLAIN),
+              ("name_length", 1, "u", PLAIN), ("user_length", 1, "u", PLAIN), ("group_length", 1, "u", PLAIN),
+              ("target_length", 2, "u", PLAIN), ("xattr_count", 2, "u", PLAIN), ("uid", 4, "u", PLAIN),
+              ("gid", 4, "u", PLAIN), ("rdev_major", 4, "u", PLAIN), ("rdev_minor", 4, "u", PLAIN),
+              ("mtime_s", 8, "i", PLAIN), ("mtime_nsec", 4, "u", PLAIN), ("parent_id", 8, "u", PLAIN),
+              ("size", 8, "u", PLAIN), ("link_id", 8, "u", PLAIN), ("extent_count", 8, "u", PLAIN),
+              ("digest", 16, "b", PLAIN))                                                       # 8.3, 87 bytes
+ENTRY_TIME_COLS = ((CAP_ATIME, "atime"), (CAP_CTIME, "ctime"), (CAP_BTIME, "btime"))
+SOURCE_COLS = (("ino", 8, "u", DELTA), ("dev_major", 4, "u", PLAIN), ("dev_minor", 4, "u", PLAIN))
+LOCATOR_COLS = (("entry_id", 8, "u", DELTA), ("child_count", 8, "u", PLAIN), ("first_child_id", 8, "u", DELTA),
+                ("first_fence", 8, "u", DELTA))                                                 # 8.5, 32 bytes
+FENCE_COLS = (("entries_record", 8, "u", DELTA), ("dir_record", 8, "u", DELTA),
+              ("first_child_id", 8, "u", DELTA), ("name_length", 1, "u", PLAIN))                # 8.5, 25 bytes
+INDEX_COLS = (("entries_record", 8, "u", DELTA), ("dir_record", 8, "u", DELTA),
+              ("first_id", 8, "u", DELTA))                                                      # 8.6, 24 bytes
+
+
+def entry_cols(captured):
+    """The entry row's columns for a section's captured bits (8.3): 87 bytes, plus 12
+    for each of bits 2, 3 and 4 (a time pair) and 16 for bit 6 (source identity), in
+    the order of the table."""
+    cols = list(ENTRY_COLS)
+    for bit, t in ENTRY_TIME_COLS:
+        if captured & bit:
+            cols += [(f"{t}_s", 8, "i", PLAIN), (f"{t}_nsec", 4, "u", PLAIN)]
+    if captured & CAP_SOURCE:
+        cols += list(SOURCE_COLS)
+    return cols
+
+
+def parse_files_extents(body):
+    """FILES_EXTENTS body (8.2): a 24-byte head and a table of count 36-byte file
+    extents. Returns ({"section_id", "first_index", "count", "extents": [(entry_id,
+    file_offset, length, chunk_ref, chunk_offset)]}, errors); None when the head
+    breaks a rule (none of the record's extents is read)."""
+    n = len(body)
+    if n < 24:
+        return None, [("record-malformed", "FILES_EXTENTS.body_length", f"{n}, at least 24 needed")]
+    sid, res, count, first_index = struct.unpack_from("<IIQQ", body, 0)
+    if not 1 <= count <= MAX_EXTENTS:
+        return None, [("record-malformed", "FILES_EXTENTS.count", f"{count}, expected 1 to 65536")]
+    if n != 24 + 36 * count:            # checked before anything is allocated
+        return None, [("record-malformed", "FILES_EXTENTS.count",
+                       f"{count} extents need a {24 + 36 * count}-byte body, body_length is {n}")]
+    if res:
+        return None, [("record-malformed", "FILES_EXTENTS.reserved", "not zero")]
+    cols, _ = read_table(body, 24, count, FILE_EXTENT_COLS)
+    extents = list(zip(*(cols[c[0]] for c in FILE_EXTENT_COLS)))
+    return {"section_id": sid, "first_index": first_index, "count": count, "extents": extents}, []
+
+
+def parse_group(body):
+    """FILES_ENTRIES body (8.3), an entry group: ({head fields, "list": [(extents_record,
+    first_index)], "entries": [entry dict]}, errors). The value is None when the head
+    breaks a rule or the lengths do not fit: none of the group's entries is read (8.3,
+    11). Each entry's entry_id is first_id + its row; "extent_index" is the index of its
+    first extent in the section's extent sequence (10.1 step 5). The section's own
+    captured, and the first_id the section expects, are the caller's to compare."""
+    n = len(body)
+    if n < 56:
+        return None, [("record-malformed", "FILES_ENTRIES.body_length", f"{n}, at least 56 needed")]
+    (sid, count, first_id, captured, extent_base, list_count, names_length, strings_length,
+     res) = struct.unpack_from("<IIQQQIIQQ", body, 0)
     if res:
         return None, [("record-malformed", "FILES_ENTRIES.reserved", "not zero")]
-    if not 1 <= count <= (len(body) - 16) // 144:  # checked before anything is allocated
-        return None, [("record-malformed", "FILES_ENTRIES.count",
-                       f"{count} entries: at least 1, and they cannot fit in a {len(body)}-byte body")]
-    out, p = [], 16
-    for _ in range(count):
-        e, why = parse_entry(body, p, len(body))
-        if e is None:
-            return None, [("record-malformed", "FILES_ENTRIES.entry_length", why)]
-        out.append((p, e))
-        p += e["entry_length"]
-    if p != len(body):
-        return None, [("record-malformed", "FILES_ENTRIES.count",
-                       f"{count} entries end at body offset {p}, the body has {len(body)} bytes")]
-    return (sid, out), []
+    if not 1 <= count <= MAX_GROUP:
+        return None, [("record-malformed", "FILES_ENTRIES.count", f"{count}, expected 1 to 65536")]
+    if captured >> 7:                   # bits 7..63 reserved (8.1): the row width is not known
+        return None, [("record-malformed", "FILES_ENTRIES.captured", f"reserved bits set: 0x{captured:x}")]
+    cols = entry_cols(captured)
+    w = row_width(cols)
+    want = 56 + 16 * list_count + count * w + names_length + strings_length
+    if n != want:                       # from the head, before anything is allocated
+        return None, [("record-malformed", "FILES_ENTRIES.body_length",
+                       f"{n}, the head gives 56 + 16 x list_count {list_count} + count {count} x {w} + "
+                       f"names_length {names_length} + strings_length {strings_length} = {want}")]
+    lst, p = read_table(body, 56, list_count, EXTENT_LIST_COLS)
+    rows, p = read_table(body, p, count, cols)
+    if sum(rows["name_length"]) != names_length:
+        return None, [("record-malformed", "FILES_ENTRIES.names_length",
+                       f"{names_length}, the rows' name lengths add up to {sum(rows['name_length'])}")]
+    names_at, strings_at, strings_end = p, p + names_length, p + names_length + strings_length
+    entries, q, np_, xi = [], strings_at, names_at, extent_base
+    for i in range(count):
+        e = {c[0]: rows[c[0]][i] for c in cols}
+        for bit, t in ENTRY_TIME_COLS:  # a time not captured has no column: shown as absent, 0 in numbers
+            if not captured & bit:
+                e[f"{t}_s"] = e[f"{t}_nsec"] = 0
+        if not captured & CAP_SOURCE:
+            e["ino"] = e["dev_major"] = e["dev_minor"] = 0
+        e["entry_id"] = (first_id + i) & MASK64
+        e["row"] = i
+        e["extent_index"] = xi
+        xi += e["extent_count"]
+        e["name"] = bytes(body[np_:np_ + e["name_length"]])
+        np_ += e["name_length"]
+        fixed = e["user_length"] + e["group_length"] + e["target_length"]
+        if fixed > strings_end - q:
+            return None, [("record-malformed", "FILES_ENTRIES.strings_length",
+                           f"{strings_length}: the strings of row {i} run past the strings area")]
+        e["user"] = bytes(body[q:q + e["user_length"]])
+        q += e["user_length"]
+        e["group"] = bytes(body[q:q + e["group_length"]])
+        q += e["group_length"]
+        e["target"] = bytes(body[q:q + e["target_length"]])
+        q += e["target_length"]
+        xattrs = []
+        for _ in range(e["xattr_count"]):      # each takes at least 5 bytes: bounded by the area
+            if strings_end - q < 5:
+                return None, [("record-malformed", "FILES_ENTRIES.strings_length",
+                               f"{strings_length}: the attributes of row {i} run past the strings area")]
+            xn, xv = struct.unpack_from("<BI", body, q)
+            q += 5
+            if xn + xv > strings_end - q:
+                return None, [("record-malformed", "FILES_ENTRIES.strings_length",
+                               f"{strings_length}: an attribute of row {i} ({xn} + {xv} bytes) runs past the strings area")]
+            xattrs.append((bytes(body[q:q + xn]), bytes(body[q + xn:q + xn + xv])))
+            q += xn + xv
+        e["xattrs"] = xattrs
+        entries.append(e)
+    if q != strings_end:
+        return None, [("record-malformed", "FILES_ENTRIES.strings_length",
+                       f"{strings_length}, the rows' strings and attributes take {q - strings_at}")]
+    return {"section_id": sid, "count": count, "first_id": first_id, "captured": captured,
+            "extent_base": extent_base, "extent_total": xi - extent_base,
+            "list": list(zip(lst["extents_record"], lst["first_index"])), "entries": entries}, []
 
 
 def entry_rule_errors(e, captured):
     """The rules of 8.3 that one entry can be checked against on its own.
 
     Returns (class, what, detail) triples; the rules that involve other
-    entries (ids, parents, siblings, links, extents) are the callers'."""
+    entries (ids, parents, order, links, extents) are the callers'."""
     errs = []
     k, flags, eid = e["kind"], e["flags"], e["entry_id"]
     w = f"FILES_ENTRIES entry {eid}"
@@ -534,8 +642,6 @@ def entry_rule_errors(e, captured):
         bad("flags", f"reserved bits set: 0x{flags:02x}")
     if flags & F_LOST and k in KIND_NAMES and k not in (K_FILE, K_DIR):
         bad("flags", f"bit 3 (lost in salvage) on a {KIND_NAMES[k]}: only a regular file or a directory is")
-    if e["res1"] or e["res2"]:
-        bad("reserved", "not zero")
     if e["mode"] > 0o7777:
         bad("mode", f"0o{e['mode']:o}, above 0o7777")
     if k not in (K_CHR, K_BLK) and (e["rdev_major"] or e["rdev_minor"]):
@@ -543,14 +649,10 @@ def entry_rule_errors(e, captured):
     for t in ("mtime", "atime", "ctime", "btime"):     # 8.3 "Times": 0 to 999,999,999
         if e[f"{t}_nsec"] >= NSEC:
             bad(f"{t}_nsec", f"{e[f'{t}_nsec']}, above 999999999")
-    if not captured & CAP_ATIME and (e["atime_s"] or e["atime_nsec"]):
-        bad("atime", "not zero, but atime was not captured")
-    if not captured & CAP_CTIME and (e["ctime_s"] or e["ctime_nsec"]):
-        bad("ctime", "not zero, but ctime was not captured")
-    if flags & 1 and not captured & CAP_BTIME:
+    if flags & F_BTIME and not captured & CAP_BTIME:
         bad("flags", "birth time present, but birth times were not captured")
-    if not flags & 1 and (e["btime_s"] or e["btime_nsec"]):
-        bad("btime", "not zero without flag bit 0")
+    if not flags & F_BTIME and (e["btime_s"] or e["btime_nsec"]):
+        bad("btime", "not (0, 0) without flag bit 0")
     if k == K_SYMLINK:
         if e["size"] != len(e["target"]):
             bad("size", f"{e['size']}, the target is {len(e['target'])} bytes")
@@ -560,19 +662,17 @@ def entry_rule_errors(e, captured):
         bad("link_id", f"{e['link_id']}, expected 0 for an entry that is not a hard link")
     if k != K_FILE and e["digest"] != ZERO32[:16]:
         bad("digest", "not zero for an entry that is not a regular file")
+    if k != K_FILE and e["extent_count"]:
+        bad("extent_count", f"{e['extent_count']}, expected 0 for an entry that is not a regular file")
     if eid != 0 or e["parent_id"] != ALL_ONES:
         why = bad_name(e["name"])
         if why:
             bad("name", f"the name {why}")
-        elif len(e["name"]) > 255:
-            bad("name_length", f"{len(e['name'])}, above 255")
     if not captured & CAP_NAMES and (e["user"] or e["group"]):
         bad("user_length", "owner names present, but names were not captured")
     if k == K_SYMLINK:
         if not 1 <= len(e["target"]) <= 4095:
             bad("target_length", f"{len(e['target'])}, expected 1 to 4095")
-        if b"\0" in e["target"]:
-            bad("target", "contains NUL")
     elif e["target"]:
         bad("target_length", f"{len(e['target'])}, expected 0 for an entry that is not a symbolic link")
     if e["xattrs"] and not captured & CAP_XATTRS:
@@ -586,26 +686,15 @@ def entry_rule_errors(e, captured):
         if prev is not None and xn <= prev:
             bad("xattrs", f"xattr {lossy(xn)!r} is not after {lossy(prev)!r} (increasing, unique names)")
         prev = xn
-    if e["extents"] and k != K_FILE:
-        bad("extent_count", f"{len(e['extents'])} extents for an entry that is not a regular file")
     if k == K_FILE and flags & (F_UNREAD | F_LOST):    # the file has no content (8.3)
         why = "lost in salvage (flag bit 3)" if flags & F_LOST else "could not be read (flag bit 2)"
         if e["size"]:
             bad("size", f"{e['size']}, expected 0: the content {why}")
-        if e["extents"]:
-            bad("extent_count", f"{len(e['extents'])}, expected 0: the content {why}")
+        if e["extent_count"]:
+            bad("extent_count", f"{e['extent_count']}, expected 0: the content {why}")
         if e["digest"] != EMPTY_DIGEST:
             bad("digest", f"{e['digest'].hex()}, expected {EMPTY_DIGEST.hex()}, the digest of no items: "
                           f"the content {why}")
-    for i, x in enumerate(e["extents"]):
-        for d in file_extent_own_errors(x[1], x[2], x[4]):
-            errs.append(("extent-map", f"{w}.extents[{i}]", d))
-        if x[0] != eid:
-            bad(f"extents[{i}].entry_id", f"{x[0]}, the entry is {eid}")
-        if x[5]:
-            bad(f"extents[{i}].reserved", "not zero")
-        if x[3] < 128:
-            bad(f"extents[{i}].chunk_ref", f"{x[3]}: not a record offset")
     return errs
 
 
@@ -623,9 +712,11 @@ def file_extent_own_errors(foff, length, coff):
 
 
 def file_extent_errors(extents, size):
-    """8.2: a file's extents increase, do not overlap, are not empty and end by its size."""
+    """8.2: a file's extents, (file_offset, length, chunk_ref, chunk_offset, ...) in the
+    order announced, increase, do not overlap, are not empty and end by its size."""
     errs, pos = [], 0
-    for foff, length, ref, coff, _ in extents:
+    for x in extents:
+        foff, length = x[0], x[1]
         if length == 0:
             errs.append(f"extent at file offset {foff} has length 0")
         if foff < pos:
@@ -637,45 +728,51 @@ def file_extent_errors(extents, size):
 
 
 def parse_files_dir(body):
-    """FILES_DIR body (8.5): ((section_id, dir entry_id, children), errors)."""
-    if len(body) < 24:
-        return None, [("record-malformed", "FILES_DIR.body_length", f"{len(body)}, at least 24 needed")]
-    sid, res, did, count = struct.unpack_from("<IIQQ", body, 0)
-    if count > (len(body) - 24) // 32:
-        return None, [("record-malformed", "FILES_DIR.count", f"{count} children cannot fit in a {len(body)}-byte body")]
-    errs = [("record-malformed", "FILES_DIR.reserved", "not zero")] if res else []
-    children, q = [], 24 + 32 * count
-    for i, (eid, rec, off, nl, kind, r, table) in enumerate(DIR_CHILD.iter_unpack(body[24:24 + 32 * count])):
-        if r:
-            errs.append(("record-malformed", f"FILES_DIR.children[{i}].reserved", "not zero"))
-        if kind not in KIND_NAMES:
-            errs.append(("record-malformed", f"FILES_DIR.children[{i}].kind", f"{kind}, expected 1 to 8"))
-        if nl > len(body) - q:
-            return None, errs + [("record-malformed", "FILES_DIR.body_length", "the names run past the body")]
-        name = bytes(body[q:q + nl])
-        if children and not children[-1][6] < name:     # sorted, names unique (8.5)
-            errs.append(("record-malformed", f"FILES_DIR.children[{i}].name",
-                         f"{lossy(name)!r} does not sort after {lossy(children[-1][6])!r}"))
-        children.append((eid, rec, off, nl, kind, table, name))
-        q += nl
-    if q != len(body):
-        errs.append(("record-malformed", "FILES_DIR.body_length",
-                     f"{len(body)}, the children and their names take {q}"))
-    return (sid, did, children), errs
+    """FILES_DIR body (8.5): ({"section_id", "entries_record", "locators": [(entry_id,
+    child_count, first_child_id, first_fence)], "fences": [(entries_record, dir_record,
+    first_child_id, name)]}, errors); None when the body breaks a rule of its own."""
+    n = len(body)
+    if n < 40:
+        return None, [("record-malformed", "FILES_DIR.body_length", f"{n}, at least 40 needed")]
+    sid, res, entries_record, dir_count, fence_count, names_length = struct.unpack_from("<IIQQQQ", body, 0)
+    if res:
+        return None, [("record-malformed", "FILES_DIR.reserved", "not zero")]
+    if not 1 <= dir_count <= MAX_GROUP:
+        return None, [("record-malformed", "FILES_DIR.dir_count", f"{dir_count}, expected 1 to 65536")]
+    want = 40 + 32 * dir_count + 25 * fence_count + names_length
+    if n != want:                       # checked before allocating
+        return None, [("record-malformed", "FILES_DIR.body_length",
+                       f"{n}, 40 + 32 x dir_count {dir_count} + 25 x fence_count {fence_count} + "
+                       f"names_length {names_length} = {want}")]
+    locs, p = read_table(body, 40, dir_count, LOCATOR_COLS)
+    fen, p = read_table(body, p, fence_count, FENCE_COLS)
+    if sum(fen["name_length"]) != names_length:
+        return None, [("record-malformed", "FILES_DIR.names_length",
+                       f"{names_length}, the fences' name lengths add up to {sum(fen['name_length'])}")]
+    fences = []
+    for i in range(fence_count):
+        nl = fen["name_length"][i]
+        fences.append((fen["entries_record"][i], fen["dir_record"][i], fen["first_child_id"][i],
+                       bytes(body[p:p + nl])))
+        p += nl
+    return {"section_id": sid, "entries_record": entries_record,
+            "locators": list(zip(*(locs[c[0]] for c in LOCATOR_COLS))), "fences": fences}, []
 
 
 def parse_files_index(body):
-    """FILES_INDEX body (8.6)."""
-    if len(body) < 40:
-        return None, [("record-malformed", "FILES_INDEX.body_length", f"{len(body)}, at least 40 needed")]
-    sid, res, root_dir, root_rec, root_off, res2, count = struct.unpack_from("<IIQQIIQ", body, 0)
-    if len(body) != 40 + 8 * count:
-        return None, [("record-malformed", "FILES_INDEX.record_count",
-                       f"{count} offsets need a {40 + 8 * count}-byte body, body_length is {len(body)}")]
-    errs = [("record-malformed", "FILES_INDEX.reserved", "not zero")] if res or res2 else []
-    offsets = [v[0] for v in struct.iter_unpack("<Q", body[40:])]
-    return {"section_id": sid, "root_dir": root_dir, "root_entries_record": root_rec,
-            "root_entry_offset": root_off, "records": offsets}, errs
+    """FILES_INDEX body (8.6): ({"section_id", "rows": [(entries_record, dir_record,
+    first_id)]}, errors); None when the body breaks a rule of its own."""
+    n = len(body)
+    if n < 24:
+        return None, [("record-malformed", "FILES_INDEX.body_length", f"{n}, at least 24 needed")]
+    sid, res, count, res2 = struct.unpack_from("<IIQQ", body, 0)
+    if res or res2:
+        return None, [("record-malformed", "FILES_INDEX.reserved", "not zero")]
+    if count < 1 or n != 24 + 24 * count:
+        return None, [("record-malformed", "FILES_INDEX.group_count",
+                       f"{count} groups (at least 1) need a {24 + 24 * count}-byte body, body_length is {n}")]
+    rows, _ = read_table(body, 24, count, INDEX_COLS)
+    return {"section_id": sid, "rows": list(zip(*(rows[c[0]] for c in INDEX_COLS)))}, []
 
 
 def parse_archive_index(body, chained):
@@ -1177,6 +1274,36 @@ def entry_path(e, get):
     return (p.path if p is not None else b"#%d" % parent) + b"/" + e["name"]
 
 
+class RunOrder:
+    """8, "Entry order": the children of each directory are consecutive entries, its
+    run, in strictly increasing bytewise name order. Fed the entries in entry order;
+    check() gives the rule an entry breaks, as (field, detail), or None: its parent's
+    run has ended (an entry with another parent came after that run's last entry), or
+    its name is not greater than the previous entry's of the same run. after_gap: the
+    entry before it was lost (11 point 3), so the order is not checked against it."""
+
+    def __init__(self):
+        self.parent = self.name = None
+        self.ended = set()
+
+    def check(self, e, after_gap=False):
+        parent, name = e["parent_id"], e["name"]
+        if not e["entry_id"] or parent == ALL_ONES:
+            return None                 # the root, or an entry claiming to be one: in no run
+        err = None
+        if parent != self.parent:
+            if parent in self.ended:
+                err = ("parent_id", f"the run of the children of entry {parent} has ended (an entry with another "
+                                    f"parent came after its last entry)")
+            if self.parent is not None:
+                self.ended.add(self.parent)
+        elif not after_gap and not name > self.name:
+            err = ("name", f"not after {lossy(self.name)!r}, the previous name of its run (strictly increasing "
+                           f"bytewise)")
+        self.parent, self.name = parent, name
+        return err
+
+
 class ImageSection:
     kind = "image"
 
@@ -1222,22 +1349,35 @@ class FilesSection:
         self.captured = begin["captured"]
         self.end = self.end_off = None
         self.chunk_count = self.chunk_bytes = 0
-        self.entries = {}               # entry_id -> Ent
-        self.next_id = 0
-        self.jump_ok = False            # a record was lost since the last entry read (11)
-        self.lost = False               # a record of the section was lost (11)
-        self.announced = {}             # entry_id -> [(file_offset, length, chunk_ref, chunk_offset)]
-        self.names = {}                 # directory id -> names of its children so far
-        self.entries_records = []       # offsets of the section's FILES_ENTRIES records read
-        self.dirs = []                  # (offset, directory id, children) of every FILES_DIR read
-        self.dir_tables = {}            # directory id -> offset of its first FILES_DIR
-        self.children = {}              # directory id -> entries read that name it as their parent
+        self.entries = {}               # entry_id -> Ent (rec: its group's offset, off: its row)
+        self.next_id = 0                # the first_id the next group carries (8.3)
+        self.lost = False               # a record of the section was lost or unreadable (11 point 3)
+        self.announced = {}             # entry_id -> [(file_offset, length, chunk_ref, chunk_offset, record)]
+        self.ext_count = 0              # extents the section's FILES_EXTENTS records read hold (8.2, 8.4)
+        self.ext_records = []           # (offset, first_index, count) of the FILES_EXTENTS records read
+        self.ext_last = None            # (entry_id, file_offset, end) of the last file extent read
+        self.ext_base = 0               # the sum of the extent_count of the groups read (8.3 extent_base)
+        self.groups = []                # (offset, first_id, count, [directory ids]) of the groups read
+        self.group_at = {}              # group offset -> its item of groups
+        self.children = {}              # directory id -> its children read, in entry order (its run)
+        self.order = RunOrder()         # 8, "Entry order"
+        self.dirs = []                  # (offset, parsed) of every FILES_DIR read
+        self.dir_of = {}                # group offset -> offset of the first FILES_DIR naming it
         self.indexes = []               # (offset, parsed) of every FILES_INDEX read
         self.entry_count = self.file_count = self.dir_count = 0
         self.content_bytes = 0
 
     def note_lost(self, prob):
-        self.jump_ok = self.lost = True
+        self.lost = True
+
+    def dir_record(self, goff):
+        """The offset of the FILES_DIR of the group at goff as the tables must name it
+        (8.5, 8.6): 0 when it holds no directory; None when it holds one and no
+        FILES_DIR of it was read."""
+        g = self.group_at.get(goff)
+        if g is not None and not g[3]:
+            return 0
+        return self.dir_of.get(goff)
 
     def listing(self):
         return {"kind": "files", "name": self.name, "logical_size": self.content_bytes,
@@ -1524,9 +1664,9 @@ class Walker:
         """A section record after the table records belongs to no section; the rules of
         its body are still checked, and one that needs an open section has none."""
         parse = {IMAGE_BEGIN: parse_image_begin, FILES_BEGIN: parse_files_begin, IMAGE_END: parse_image_end,
-                 FILES_END: parse_files_end, FILES_ENTRIES: parse_entries,
+                 FILES_END: parse_files_end, FILES_ENTRIES: parse_group,
                  IMAGE_EXTENTS: lambda b: parse_extents(b, "IMAGE_EXTENTS", True, 24),
-                 FILES_EXTENTS: lambda b: parse_extents(b, "FILES_EXTENTS", True, 40)}[typ]
+                 FILES_EXTENTS: parse_files_extents}[typ]
         _, errs = parse(body)
         self.errs(pos, errs)
         if typ not in (IMAGE_BEGIN, FILES_BEGIN):
@@ -1774,32 +1914,52 @@ class Walker:
             self.new_section(pos, FilesSection, begin)
 
     def on_files_extents(self, pos, body):
-        parsed, errs = parse_extents(body, "FILES_EXTENTS", True, 40)
+        """8.2: the head, first_index, and each extent's own rules and order; the
+        extents are kept by entry_id until the entry comes (its extent_count)."""
+        parsed, errs = parse_files_extents(body)
         probs = self.errs(pos, errs)
-        if parsed is None:
+        if parsed is None:              # its extents cannot be read (11)
             self.note_lost(probs[0])
             return
-        sec, prob = self.section_for(pos, FILES_EXTENTS, parsed[0], "files")
+        sec, prob = self.section_for(pos, FILES_EXTENTS, parsed["section_id"], "files")
         if sec is None:
             self.note_lost(prob)
             return
-        for eid, foff, length, ref, coff, r in parsed[1]:
+        fi, count = parsed["first_index"], parsed["count"]
+        # Checked only when every earlier FILES_EXTENTS record of the section was read
+        # (8.2): after a lost record the sequence may go on further on (11 point 3),
+        # and is counted from the first_index found.
+        if sec.lost:
+            sec.ext_count = fi
+        elif fi != sec.ext_count:
+            self.problem("index-mismatch", pos, "FILES_EXTENTS.first_index",
+                         f"{fi}, the section's earlier FILES_EXTENTS records hold {sec.ext_count} extents")
+        sec.ext_records.append((pos, fi, count))    # its extents are indices first_index onwards either way
+        sec.ext_count += count
+        for eid, foff, length, ref, coff in parsed["extents"]:
             aff = [(sec.sid, eid, foff, foff + length)]
-            if r:
-                self.problem("record-malformed", pos, "FILES_EXTENTS.reserved", f"entry {eid}: not zero", aff)
             if ref < 128:
                 self.problem("record-malformed", pos, "FILES_EXTENTS.chunk_ref",
                              f"entry {eid}: {ref}: not a record offset (file extents have no zero or lost kind)", aff)
-            if eid < sec.next_id:
+            came = eid < sec.next_id
+            if came:
                 self.problem("record-malformed", pos, "FILES_EXTENTS.entry_id",
                              f"{eid}: that entry came already (an entry comes after its extents)", aff)
-            lst = sec.announced.setdefault(eid, [])
             for d in file_extent_own_errors(foff, length, coff):
                 self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff)
-            for d in file_extent_errors(lst[-1:] + [(foff, length, ref, coff, r)], None):
-                if "length 0" not in d:
-                    self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff)
-            lst.append((foff, length, ref, coff, r))
+            last = sec.ext_last
+            if last is not None:        # increasing (entry_id, file_offset), no overlap (8.2)
+                if (eid, foff) <= (last[0], last[1]):
+                    self.problem("extent-map", pos, "FILES_EXTENTS",
+                                 f"extent ({eid}, {foff}) does not follow ({last[0]}, {last[1]}): extents are in "
+                                 f"increasing (entry_id, file_offset)", aff)
+                elif eid == last[0] and foff < last[2]:
+                    self.problem("extent-map", pos, "FILES_EXTENTS",
+                                 f"entry {eid}: extent at file offset {foff} starts before the previous one "
+                                 f"ended ({last[2]})", aff)
+            sec.ext_last = (eid, foff, foff + length)
+            if not came:
+                sec.announced.setdefault(eid, []).append((foff, length, ref, coff, pos))
             if ref >= 128 and self.chained and ref >> REF_SHIFT:    # into an ancestor: backward (15.1)
                 self.anc_ref(pos, (sec.sid, eid, foff, foff + length), ref, length, coff)
             elif ref >= 128:
@@ -1808,33 +1968,58 @@ class Walker:
                     self.forward(pos, ref, (sec.sid, eid, foff, foff + length))
 
     def on_files_entries(self, pos, body):
-        parsed, errs = parse_entries(body)
+        """8.3: an entry group. A head that breaks a rule (captured other than the
+        section's and a first_id out of sequence included) makes its entries unreadable
+        (11 point 3); else extent_base and the extent list are compared with the records
+        read, while nothing of the section was lost, and every entry is checked."""
+        g, errs = parse_group(body)
         probs = self.errs(pos, errs)
-        if parsed is None:              # its entries cannot be read (11)
+        if g is None:                   # its entries cannot be read (11)
             self.note_lost(probs[0])
             return
-        sec, prob = self.section_for(pos, FILES_ENTRIES, parsed[0], "files")
+        sec, prob = self.section_for(pos, FILES_ENTRIES, g["section_id"], "files")
         if sec is None:
             self.note_lost(prob)
             return
-        sec.entries_records.append(pos)
-        for eoff, e in parsed[1]:
-            self.on_entry(pos, eoff, sec, e)
+        if g["captured"] != sec.captured:
+            self.note_lost(self.problem("record-malformed", pos, "FILES_ENTRIES.captured",
+                                        f"0x{g['captured']:x}, the section's FILES_BEGIN gives 0x{sec.captured:x}"))
+            return
+        first, gap = g["first_id"], False
+        if first != sec.next_id:
+            if sec.lost and first > sec.next_id:    # after damage: the entries between are lost (8.3)
+                gap = True
+            else:
+                self.note_lost(self.problem("record-malformed", pos, "FILES_ENTRIES.first_id",
+                                            f"{first}, the section's earlier groups hold {sec.next_id} entries"))
+                return
+        total = g["extent_total"]
+        if not sec.lost:                # 8.3: checked only when every earlier record of the section was read
+            if g["extent_base"] != sec.ext_base:
+                self.problem("index-mismatch", pos, "FILES_ENTRIES.extent_base",
+                             f"{g['extent_base']}, the earlier groups' extent_count add up to {sec.ext_base}")
+            lo, hi = sec.ext_base, sec.ext_base + total
+            want = [(o, f) for o, f, c in sec.ext_records if f < hi and f + c > lo] if total else []
+            if g["list"] != want:
+                self.problem("index-mismatch", pos, "FILES_ENTRIES.extent_list",
+                             f"{g['list']} (extents_record, first_index), the FILES_EXTENTS records holding the "
+                             f"group's extents {lo}..{hi} are {want}")
+        sec.ext_base += total
+        dirs = [e["entry_id"] for e in g["entries"] if e["kind"] == K_DIR]
+        grp = (pos, first, g["count"], dirs)
+        sec.groups.append(grp)
+        sec.group_at.setdefault(pos, grp)
+        sec.next_id = first + g["count"]
+        for e in g["entries"]:
+            self.on_entry(pos, sec, e, gap and e["row"] == 0)
 
-    def on_entry(self, pos, eoff, sec, e):
+    def on_entry(self, pos, sec, e, after_gap):
         eid, k, size = e["entry_id"], e["kind"], e["size"]
         path = entry_path(e, sec.entries.get)
         show = lossy(path)
         w = f"FILES_ENTRIES entry {eid}"
         for c, what, d in entry_rule_errors(e, sec.captured):
             self.problem(c, pos, what, f"{show!r}: {d}")
-        if self.chained:                # 15.3: the rows list the ancestor references of the extents; an
-            for x in e["extents"]:      # entry's are compared with its FILES_EXTENTS records (8.2) and
-                if x[3] >= 128 and x[3] >> REF_SHIFT:   # not reported again (15.1)
-                    self.anc_ref_set.add(x[3])
-        if eid != sec.next_id and not (sec.jump_ok and eid > sec.next_id):
-            self.problem("record-malformed", pos, f"{w}.entry_id", f"{show!r}: {eid}, expected {sec.next_id}")
-        sec.jump_ok = False
         if e["flags"] & F_LOST:         # not a problem in itself: listed apart (11); bit 3 on
             self.lost_entries.append((sec, path))     # another kind is listed too, and reported by entry_rule_errors
         if k == K_FILE and e["flags"] & F_UNREAD:    # bits 1 and 2: facts of the backup, not problems
@@ -1846,44 +2031,49 @@ class Walker:
             sec.content_bytes += size
         elif k == K_DIR:
             sec.dir_count += 1
-        if eid in sec.entries:
-            return
-        sec.next_id = max(sec.next_id, eid + 1)
 
         def known(i):
             return sec.entries.get(i)
         for what, d in entry_place_errors(e, known, sec.lost):
             self.problem("record-malformed", pos, f"{w}.{what}", f"{show!r}: {d}")
-        if e["parent_id"] != ALL_ONES and eid:
-            names = sec.names.setdefault(e["parent_id"], set())
-            if e["name"] in names:
-                self.problem("record-malformed", pos, f"{w}.name", f"{show!r} is not unique among its siblings")
-            names.add(e["name"])
-            sec.children[e["parent_id"]] = sec.children.get(e["parent_id"], 0) + 1
+        parent = e["parent_id"]
+        bad = sec.order.check(e, after_gap)    # 8, "Entry order"
+        if bad:
+            self.problem("record-malformed", pos, f"{w}.{bad[0]}", f"{show!r}: {bad[1]}")
+        if eid and parent != ALL_ONES:
+            sec.children.setdefault(parent, []).append(eid)
         announced = sec.announced.pop(eid, [])
-        own = [(x[1], x[2], x[3], x[4], x[5]) for x in e["extents"]]
-        # The entry's own extents: in order, not overlapping, within its size (8.2);
-        # an empty one is entry_rule_errors'.
-        misplaced = [d for d in file_extent_errors(own, size) if "length 0" not in d] if k == K_FILE else []
-        for d in misplaced:
-            self.problem("extent-map", pos, f"{w}.extents", f"{show!r}: {d}")
-        differ = own != announced or any(x[0] != eid for x in e["extents"])
-        if differ and not sec.lost:     # after a lost record, not compared (11)
-            self.problem("index-mismatch", pos, f"{w}.extents",
-                         f"{show!r}: {own} (file_offset, length, chunk_ref, chunk_offset, reserved), "
-                         f"its FILES_EXTENTS records gave {announced}", [(sec.sid, eid, 0, size)])
-        elif k == K_FILE and not misplaced:
-            self.check_content(pos, sec, e, show, own)
+        if k != K_FILE:
+            if announced:               # content announced for an entry that is not a regular file (8.2)
+                self.problem("index-mismatch", pos, f"{w}.extent_count",
+                             f"{show!r}: {len(announced)} extent(s) announced for a "
+                             f"{KIND_NAMES.get(k, 'entry')}", [(sec.sid, eid, 0, size)])
+        else:
+            past = [x for x in announced if x[0] + x[1] > size]
+            for foff, length, ref, coff, rpos in past:   # 8.2: at the record, affecting the extent
+                self.problem("extent-map", rpos, "FILES_EXTENTS",
+                             f"entry {eid}: extent at file offset {foff} of {length} bytes ends past the "
+                             f"file's size {size}", [(sec.sid, eid, foff, foff + length)])
+            if len(announced) != e["extent_count"]:
+                if not sec.lost:        # after a lost record its extents may have been there (11)
+                    self.problem("index-mismatch", pos, f"{w}.extent_count",
+                                 f"{show!r}: {e['extent_count']}, {len(announced)} extent(s) announced with its "
+                                 f"entry_id", [(sec.sid, eid, 0, size)])
+            elif not past:
+                self.check_content(pos, sec, e, show, announced)
         sec.entry_count += 1
-        sec.entries[eid] = Ent(k, e["parent_id"], e["name"], pos, eoff, path)
+        sec.entries[eid] = Ent(k, parent, e["name"], pos, e["row"], path)
 
     def check_content(self, pos, sec, e, show, extents, deferred=False):
         """8.3: the file digest of the content, from the chunks; holes cost 48 bytes each.
         Content that takes chunks from ancestors is checked after the walk, once the
-        CHAIN_INDEX rows are known (15.4 rule 5)."""
+        CHAIN_INDEX rows are known (15.4 rule 5). extents: (file_offset, length,
+        chunk_ref, chunk_offset, record) in the order announced."""
         eid, size = e["entry_id"], e["size"]
         if e["flags"] & (F_UNREAD | F_LOST) or file_extent_errors(extents, size):
             return                      # no content (entry_rule_errors checks it), or a problem reported already
+        if any(x[2] < 128 for x in extents):
+            return                      # record-malformed at its record already
         if not deferred and self.chained and any(x[2] >> REF_SHIFT for x in extents):
             slim = {k: e[k] for k in ("entry_id", "size", "flags", "digest")}
             self.deferred_content.append((pos, sec, slim, show, extents))
@@ -1923,7 +2113,8 @@ class Walker:
         end = sec.end
         walked = {"entry_count": sec.entry_count, "file_count": sec.file_count,
                   "directory_count": sec.dir_count, "content_bytes": sec.content_bytes,
-                  "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes, "begin_offset": sec.begin_off}
+                  "chunk_count": sec.chunk_count, "chunk_bytes": sec.chunk_bytes, "begin_offset": sec.begin_off,
+                  "extent_count": sec.ext_count}
         for k, v in walked.items():
             if end[k] != v:
                 self.problem("index-mismatch", pos, f"FILES_END.{k}", f"{end[k]}, the records give {v}")
@@ -1978,52 +2169,85 @@ class Walker:
     def on_files_dir(self, pos, body):
         parsed, errs = parse_files_dir(body)
         self.errs(pos, errs)
-        if parsed is None or errs:      # a table that breaks a rule of its body is not used
+        if parsed is None:              # a table that breaks a rule of its body is not used
             self.phase = max(self.phase, 1)
             return
-        sid, did, children = parsed
-        sec = self.table_section(pos, FILES_DIR, sid, "files")
+        sec = self.table_section(pos, FILES_DIR, parsed["section_id"], "files")
         if sec is None:
             return
-        sec.dirs.append((pos, did, children))
-        sec.dir_tables.setdefault(did, pos)
-        self.summaries.append((pos, ("files-dir", sec, len(sec.dirs) - 1)))
+        sec.dirs.append((pos, parsed))
+        sec.dir_of.setdefault(parsed["entries_record"], pos)
+        self.summaries.append((pos, ("files-dir", sec, parsed)))
 
-    def summary_files_dir(self, pos, sec, i):
-        """8.5: the table of a directory of the section no earlier table named, listing
-        exactly its children where they are."""
-        _, did, children = sec.dirs[i]
-        w = f"FILES_DIR (directory {did})"
-        if sec.dir_tables.get(did) != pos:
-            self.problem("index-mismatch", pos, f"{w}.entry_id", f"a second FILES_DIR for directory {did}")
+    def expected_dir(self, sec, grp):
+        """The locators and fences of 8.5 for the group grp, from the entries read."""
+        locs, fences = [], []
+        for d in grp[3]:
+            kids = sec.children.get(d, [])
+            locs.append((d, len(kids), kids[0] if kids else 0, len(fences)))
+            prev = None
+            for c in kids:
+                ent = sec.entries[c]
+                if ent.rec != prev:
+                    fences.append((ent.rec, sec.dir_record(ent.rec), c, ent.name))
+                    prev = ent.rec
+        return locs, fences
+
+    def table_dir_ok(self, got, want):
+        """A dir_record a table gives against the one it must give (FilesSection.dir_record):
+        where no FILES_DIR of a group holding a directory was read, one in damage is
+        charged to the damage (11)."""
+        if want is None:
+            return got != 0 and self.damage_at(got) is not None
+        return got == want
+
+    def summary_files_dir(self, pos, sec, parsed):
+        """8.5: one FILES_DIR for each group holding a directory and none other, naming
+        its group, a locator for each directory of the group in entry order with its run,
+        and the fences of each run: each group holding part of it, in order, with that
+        group's FILES_DIR (or 0), the run's first entry in it and that entry's name."""
+        goff = parsed["entries_record"]
+        grp = sec.group_at.get(goff)
+        if grp is None:
+            self.problem("index-mismatch", pos, "FILES_DIR.entries_record",
+                         f"{goff} is not a FILES_ENTRIES record of section {sec.sid}")
             return
-        d = sec.entries.get(did)
-        if d is None or d.kind != K_DIR:
-            self.problem("index-mismatch", pos, f"{w}.entry_id", f"{did} is not a directory of section {sec.sid}")
+        if not grp[3]:
+            self.problem("index-mismatch", pos, "FILES_DIR.entries_record",
+                         f"the group at {goff} holds no directory")
             return
-        count = sec.children.get(did, 0)
-        if len(children) != count:
-            self.problem("index-mismatch", pos, f"{w}.count", f"{len(children)}, the directory has {count} children")
-        for i, (ceid, rec, off, nl, kind, table, name) in enumerate(children):
-            cw = f"{w}.children[{i}]"
-            c = sec.entries.get(ceid)
-            if c is None or c.parent != did:
-                self.problem("index-mismatch", pos, f"{cw}.entry_id", f"{ceid} is not a child of directory {did}")
-                continue
-            if (rec, off) != (c.rec, c.off):
-                self.problem("index-mismatch", pos, f"{cw}.entries_record", f"({rec}, {off}), the entry is at ({c.rec}, {c.off})")
-            if name != c.name:
-                self.problem("index-mismatch", pos, f"{cw}.name", f"{lossy(name)!r}, the entry's name is {lossy(c.name)!r}")
-            if kind != c.kind:
-                self.problem("index-mismatch", pos, f"{cw}.kind", f"{kind}, the entry's kind is {c.kind}")
-            want = sec.dir_tables.get(ceid) if c.kind == K_DIR else 0
-            if table != want:
-                self.problem("index-mismatch", pos, f"{cw}.dir_table", f"{table}, expected {want}")
+        if sec.dir_of.get(goff) != pos:
+            self.problem("index-mismatch", pos, "FILES_DIR.entries_record",
+                         f"a second FILES_DIR for the group at {goff} (the first is at {sec.dir_of.get(goff)})")
+            return
+        locs, fences = self.expected_dir(sec, grp)
+        got_l, got_f = parsed["locators"], parsed["fences"]
+        if got_l != locs:
+            i = next((i for i, (a, b) in enumerate(zip(got_l, locs)) if a != b), min(len(got_l), len(locs)))
+            self.problem("index-mismatch", pos, f"FILES_DIR.locators[{i}]",
+                         f"{got_l[i] if i < len(got_l) else 'nothing'} (entry_id, child_count, first_child_id, "
+                         f"first_fence), the entries give {locs[i] if i < len(locs) else 'nothing'}; "
+                         f"{len(got_l)} locators against {len(locs)} directories")
+            return
+        bad = len(got_f) != len(fences)
+        for i, (a, b) in enumerate(zip(got_f, fences)):
+            if (a[0], a[2], a[3]) != (b[0], b[2], b[3]) or not self.table_dir_ok(a[1], b[1]):
+                bad = True
+                break
+        if bad:
+            i = next((i for i, (a, b) in enumerate(zip(got_f, fences))
+                      if (a[0], a[2], a[3]) != (b[0], b[2], b[3]) or not self.table_dir_ok(a[1], b[1])),
+                     min(len(got_f), len(fences)))
+            show = lambda f: f"({f[0]}, {f[1]}, {f[2]}, {lossy(f[3])!r})"
+            self.problem("index-mismatch", pos, f"FILES_DIR.fences[{i}]",
+                         f"{show(got_f[i]) if i < len(got_f) else 'nothing'} (entries_record, dir_record, "
+                         f"first_child_id, name), the entries give {show(fences[i]) if i < len(fences) else 'nothing'}; "
+                         f"{len(got_f)} fences against {len(fences)}")
 
     def on_files_index(self, pos, body):
         parsed, errs = parse_files_index(body)
         self.errs(pos, errs)
-        if parsed is None or errs:
+        if parsed is None:
             self.phase = max(self.phase, 1)
             return
         sec = self.table_section(pos, FILES_INDEX, parsed["section_id"], "files")
@@ -2032,21 +2256,19 @@ class Walker:
             self.summaries.append((pos, ("files-index", sec, parsed)))
 
     def summary_files_index(self, pos, sec, parsed):
-        """8.6: the root's table and entry, the FILES_ENTRIES records, every directory's table."""
-        root = sec.entries.get(0)
-        if parsed["root_dir"] != sec.dir_tables.get(0):
-            self.problem("index-mismatch", pos, "FILES_INDEX.root_dir", f"{parsed['root_dir']}, the root's FILES_DIR is at {sec.dir_tables.get(0)}")
-        if root is None or (parsed["root_entries_record"], parsed["root_entry_offset"]) != (root.rec, root.off):
-            self.problem("index-mismatch", pos, "FILES_INDEX.root_entries_record",
-                         f"({parsed['root_entries_record']}, {parsed['root_entry_offset']}), the root entry is "
-                         + (f"at ({root.rec}, {root.off})" if root else "missing"))
-        if parsed["records"] != sec.entries_records:
-            self.problem("index-mismatch", pos, "FILES_INDEX.records",
-                         f"{len(parsed['records'])} offsets, the section's FILES_ENTRIES records are {len(sec.entries_records)} at {sec.entries_records[:8]}")
-        missing = [i for i, x in sec.entries.items() if x.kind == K_DIR and i not in sec.dir_tables]
-        if missing:
-            self.problem("index-mismatch", pos, "FILES_DIR", f"no FILES_DIR record for directory {missing[0]}"
-                         + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        """8.6: a row for each group of the section, in order: its offset, its FILES_DIR
+        (0 when it holds no directory) and its first_id."""
+        rows = parsed["rows"]
+        want = [(g[0], sec.dir_record(g[0]), g[1]) for g in sec.groups]
+        if len(rows) != len(want):
+            self.problem("index-mismatch", pos, "FILES_INDEX.group_count",
+                         f"{len(rows)}, the section has {len(want)} FILES_ENTRIES records")
+        for i, (a, b) in enumerate(zip(rows, want)):
+            if a[0] != b[0] or a[2] != b[2] or not self.table_dir_ok(a[1], b[1]):
+                self.problem("index-mismatch", pos, f"FILES_INDEX.groups[{i}]",
+                             f"({a[0]}, {a[1]}, {a[2]}) (entries_record, dir_record, first_id), the records give "
+                             f"({b[0]}, {'no FILES_DIR' if b[1] is None else b[1]}, {b[2]})")
+                break
 
     def on_archive_index(self, pos, body):
         if self.phase >= 2:
@@ -2677,6 +2899,7 @@ class Archive:
         self.size = os.fstat(self.file.fileno()).st_size
         self.mm = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
         self.cache = OrderedDict()      # at most two decoded chunks
+        self.tables = OrderedDict()     # the last few parsed groups, directory tables, extent records
         mm, size = self.mm, self.size
         hdr, probs, mode = check_header(mm, size)
         if probs:
@@ -2766,28 +2989,210 @@ class Archive:
         if end["begin_offset"] != e["begin"]:
             raise StrataError("index-mismatch", e["end"], "FILES_END.begin_offset", f"{end['begin_offset']}, the ARCHIVE_INDEX gives {e['begin']}")
         return {"kind": "files", "sid": sid, "name": begin["name"], "begin": begin, "end": end, "index": index,
-                "table": e["table"]}
+                "table": e["table"], "first_ids": [r[2] for r in index["rows"]]}
+
+    # -- file trees by random access (8.5, 8.6, 10.1 step 5) ---------------------------
+    def cached(self, key, make):
+        """A parsed table record, kept among the last few read (groups, directory tables
+        and extent records are read again when a listing or a lookup comes back to them)."""
+        c = self.tables
+        if key in c:
+            c.move_to_end(key)
+            return c[key]
+        v = make()
+        c[key] = v
+        while len(c) > 8:
+            c.popitem(last=False)
+        return v
+
+    def group(self, sec, off, via):
+        """The FILES_ENTRIES record at off, parsed (8.3): its head fits the section."""
+        def make():
+            g, errs = parse_group(self.record(off, FILES_ENTRIES, via))
+            if g is None:
+                self.raise_first(off, errs)
+            if g["section_id"] != sec["sid"]:
+                raise StrataError("index-mismatch", off, "FILES_ENTRIES.section_id",
+                                  f"{g['section_id']}, reached through {via} of section {sec['sid']}")
+            if g["captured"] != sec["begin"]["captured"]:
+                raise StrataError("record-malformed", off, "FILES_ENTRIES.captured",
+                                  f"0x{g['captured']:x}, the section's FILES_BEGIN gives 0x{sec['begin']['captured']:x}")
+            g["offset"] = off
+            return g
+        return self.cached(("g", off), make)
+
+    def files_dir(self, sec, off, via):
+        def make():
+            d, errs = parse_files_dir(self.record(off, FILES_DIR, via))
+            if d is None:
+                self.raise_first(off, errs)
+            if d["section_id"] != sec["sid"]:
+                raise StrataError("index-mismatch", off, "FILES_DIR.section_id",
+                                  f"{d['section_id']}, reached through {via} of section {sec['sid']}")
+            return d
+        return self.cached(("d", off), make)
+
+    def files_extents(self, sec, off, via):
+        def make():
+            x, errs = parse_files_extents(self.record(off, FILES_EXTENTS, via))
+            if x is None:
+                self.raise_first(off, errs)
+            if x["section_id"] != sec["sid"]:
+                raise StrataError("index-mismatch", off, "FILES_EXTENTS.section_id",
+                                  f"{x['section_id']}, reached through {via} of section {sec['sid']}")
+            return x
+        return self.cached(("x", off), make)
 
     def entries(self, sec):
-        """Every entry of a file-tree section, in entry order, from the records its
-        FILES_INDEX lists (8.6): [(record offset, body offset, entry)]. Reads no chunk."""
-        index, out = sec["index"], []
-        for rec in index["records"]:
-            parsed, errs = parse_entries(self.record(rec, FILES_ENTRIES, "FILES_INDEX.records"))
-            if parsed is None:
-                self.raise_first(rec, errs)
-            if parsed[0] != sec["sid"]:
-                raise StrataError("index-mismatch", rec, "FILES_ENTRIES.section_id", f"{parsed[0]}, the section is {sec['sid']}")
-            # An entry_id out of sequence breaks a rule of 8.3: list reports it and
-            # extract refuses the entries it cannot place by their ids (8.7 lets a
-            # reader stop there; this one goes on), so it does not stop the reader.
-            out += [(rec, off, e) for off, e in parsed[1]]
+        """Every entry of a file-tree section, in entry order, from the groups its
+        FILES_INDEX lists (8.6): [(group offset, row, entry)], each entry with "_group",
+        its group (for its extents, 10.1 step 5). Reads no chunk."""
+        out = []
+        for i, (rec, _, fid) in enumerate(sec["index"]["rows"]):
+            g = self.group(sec, rec, "FILES_INDEX.entries_record")
+            if g["first_id"] != fid:
+                raise StrataError("index-mismatch", sec["table"], f"FILES_INDEX.groups[{i}].first_id",
+                                  f"{fid}, the group at {rec} has first_id {g['first_id']}")
+            # A first_id out of sequence breaks a rule of 8.3: list reports it and extract
+            # refuses the entries it cannot place by their ids (8.7 lets a reader stop
+            # there; this one goes on), so it does not stop the reader.
+            for e in g["entries"]:
+                e["_group"] = g
+                out.append((rec, e["row"], e))
         if len(out) != sec["end"]["entry_count"]:
-            raise StrataError("index-mismatch", sec["table"], "FILES_INDEX.records",
+            raise StrataError("index-mismatch", sec["table"], "FILES_INDEX.groups",
                               f"they hold {len(out)} entries, FILES_END counts {sec['end']['entry_count']}")
-        if out and (index["root_entries_record"], index["root_entry_offset"]) != out[0][:2]:
-            raise StrataError("index-mismatch", sec["table"], "FILES_INDEX.root_entries_record",
-                              f"({index['root_entries_record']}, {index['root_entry_offset']}), entry 0 is at {out[0][:2]}")
+        return out
+
+    def entry_by_id(self, sec, eid):
+        """The entry eid, found by a binary search of the FILES_INDEX first_ids (8.6):
+        (group, entry), or None when no group holds it."""
+        i = bisect.bisect_right(sec["first_ids"], eid) - 1
+        if i < 0:
+            return None
+        rec = sec["index"]["rows"][i][0]
+        g = self.group(sec, rec, "FILES_INDEX.entries_record")
+        if g["first_id"] != sec["first_ids"][i]:
+            raise StrataError("index-mismatch", sec["table"], f"FILES_INDEX.groups[{i}].first_id",
+                              f"{sec['first_ids'][i]}, the group at {rec} has first_id {g['first_id']}")
+        if not g["first_id"] <= eid < g["first_id"] + g["count"]:
+            return None
+        return g, g["entries"][eid - g["first_id"]]
+
+    def lookup(self, sec, path):
+        """8.5 "Looking up a path": from the root, one FILES_DIR and one FILES_ENTRIES
+        record per component, every pointer followed checked (index-mismatch). Returns
+        (group, entry), or None when the path names no entry."""
+        rows = sec["index"]["rows"]
+        rec, dir_rec, fid = rows[0]
+        g = self.group(sec, rec, "FILES_INDEX.entries_record")
+        if g["first_id"] != fid or g["first_id"] != 0:
+            raise StrataError("index-mismatch", sec["table"], "FILES_INDEX.groups[0]",
+                              f"first_id {fid}, the group at {rec} has first_id {g['first_id']}: not the group of entry 0")
+        d = g["entries"][0]
+        if d["kind"] != K_DIR or d["parent_id"] != ALL_ONES or d["name"]:
+            raise StrataError("index-mismatch", rec, "FILES_ENTRIES entry 0", "not the root directory")
+        comps = [c for c in path.split(b"/") if c]
+        for comp in comps:
+            if d["kind"] != K_DIR:
+                return None             # a component under an entry that is not a directory
+            did, via = d["entry_id"], "FILES_INDEX.dir_record" if d["entry_id"] == 0 else "FILES_DIR.fences.dir_record"
+            if dir_rec == 0:
+                raise StrataError("index-mismatch", g["offset"], via,
+                                  f"0, but the group at {g['offset']} holds the directory {did}")
+            x = self.files_dir(sec, dir_rec, via)
+            if x["entries_record"] != g["offset"]:
+                raise StrataError("index-mismatch", dir_rec, "FILES_DIR.entries_record",
+                                  f"{x['entries_record']}, expected the group at {g['offset']}")
+            locs = x["locators"]
+            i = bisect.bisect_left(locs, (did,))
+            if i >= len(locs) or locs[i][0] != did:
+                raise StrataError("index-mismatch", dir_rec, "FILES_DIR.locators",
+                                  f"no locator for directory {did}")
+            _, child_count, first_child, ff = locs[i]
+            nf = locs[i + 1][3] if i + 1 < len(locs) else len(x["fences"])
+            if not ff <= nf <= len(x["fences"]):
+                raise StrataError("index-mismatch", dir_rec, f"FILES_DIR.locators[{i}].first_fence",
+                                  f"fences {ff}..{nf} of {len(x['fences'])}")
+            if child_count == 0:
+                return None
+            run_end = first_child + child_count
+            fences = x["fences"][ff:nf]
+            if first_child <= did or not fences or fences[0][2] != first_child or any(
+                    not a[2] < b[2] for a, b in zip(fences, fences[1:])) or fences[-1][2] >= run_end:
+                raise StrataError("index-mismatch", dir_rec, f"FILES_DIR.locators[{i}]",
+                                  f"directory {did}: first_child_id {first_child}, {child_count} children, fences at "
+                                  f"{[f[2] for f in fences]}: not ids growing from a first child after it inside its run")
+            j = bisect.bisect_right([f[3] for f in fences], comp) - 1
+            if j < 0:
+                return None             # every fence's name is greater: not there
+            frec, fdir, fchild, fname = fences[j]
+            g = self.group(sec, frec, "FILES_DIR.fences.entries_record")
+            base = g["first_id"]
+            if not base <= fchild < base + g["count"]:
+                raise StrataError("index-mismatch", frec, "FILES_ENTRIES.first_id",
+                                  f"the group holds {base}..{base + g['count']}, the fence names entry {fchild}")
+            ents = g["entries"]
+            lo, hi = fchild - base, min(g["count"], run_end - base)
+            if ents[lo]["name"] != fname:
+                raise StrataError("index-mismatch", dir_rec, f"FILES_DIR.fences[{ff + j}].name",
+                                  f"{lossy(fname)!r}, entry {fchild} is named {lossy(ents[lo]['name'])!r}")
+            found = None
+            while lo < hi:              # binary search of the run's names in this group
+                mid = (lo + hi) // 2
+                m = ents[mid]
+                if m["parent_id"] != did:
+                    raise StrataError("index-mismatch", frec, f"FILES_ENTRIES entry {m['entry_id']}.parent_id",
+                                      f"{m['parent_id']}, reached as a child of directory {did}")
+                if m["name"] == comp:
+                    found = m
+                    break
+                if m["name"] < comp:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if found is None:
+                return None
+            d, dir_rec = found, fdir
+        return g, d
+
+    def file_extents(self, sec, g, e):
+        """10.1 step 5, "Locating a file's extents": from index x = extent_base + the
+        extent_count of the rows before it, through the group's extent list, into the
+        following rows' records when a record ends; each extent is the file's, and none
+        runs past the list (else index-mismatch). Returns [(file_offset, length,
+        chunk_ref, chunk_offset, record)]; nothing is allocated by extent_count."""
+        n, x, eid = e["extent_count"], e["extent_index"], e["entry_id"]
+        out = []
+        if n == 0:
+            return out
+        lst = g["list"]
+        firsts = [f for _, f in lst]
+        if any(not a < b for a, b in zip(firsts, firsts[1:])):
+            raise StrataError("index-mismatch", g["offset"], "FILES_ENTRIES.extent_list",
+                              f"first_index values {firsts[:8]} do not increase")
+        i = bisect.bisect_right(firsts, x) - 1
+        while len(out) < n:
+            if i < 0 or i >= len(lst):
+                raise StrataError("index-mismatch", g["offset"], "FILES_ENTRIES.extent_list",
+                                  f"entry {eid}: its {n} extents from index {x} run past the extent list "
+                                  f"({len(out)} found)")
+            rec, fi = lst[i]
+            fx = self.files_extents(sec, rec, "FILES_ENTRIES.extent_list")
+            if fx["first_index"] != fi:
+                raise StrataError("index-mismatch", rec, "FILES_EXTENTS.first_index",
+                                  f"{fx['first_index']}, the extent list of the group at {g['offset']} gives {fi}")
+            start = x + len(out) - fi
+            if not 0 <= start < fx["count"]:
+                raise StrataError("index-mismatch", g["offset"], "FILES_ENTRIES.extent_list",
+                                  f"entry {eid}: extent {x + len(out)} is not in the record at {rec} "
+                                  f"({fi}..{fi + fx['count']})")
+            for xe, foff, length, ref, coff in fx["extents"][start:start + n - len(out)]:
+                if xe != eid:
+                    raise StrataError("index-mismatch", rec, "FILES_EXTENTS.entry_id",
+                                      f"{xe}, extent {x + len(out)} was located for entry {eid}")
+                out.append((foff, length, ref, coff, rec))
+            i += 1
         return out
 
     def chunk(self, ref, via):
@@ -2917,7 +3322,7 @@ class Archive:
 def tree_listing(entries, captured):
     """Entries as the JSON objects of conformance.md (list), with the problems found
     by the rules of 8.3 as (path, detail) pairs."""
-    ents, out, issues, names = {}, [], [], {}
+    ents, out, issues, names, order = {}, [], [], {}, RunOrder()
     for i, (rec, off, e) in enumerate(entries):
         eid, k = e["entry_id"], e["kind"]
         path = entry_path(e, ents.get)
@@ -2932,6 +3337,9 @@ def tree_listing(entries, captured):
             if e["name"] in sib:
                 issues.append((path, "name: not unique among its siblings"))
             sib.add(e["name"])
+        bad = order.check(e)            # 8, "Entry order"
+        if bad:
+            issues.append((path, f"{bad[0]}: {bad[1]}"))
         if eid == i:
             ents[eid] = Ent(k, e["parent_id"], e["name"], rec, off, path)
         o = {"path": lossy(path), "path_hex": path.hex(), "kind": KIND_NAMES.get(k, f"kind-{k}"),
@@ -2943,8 +3351,10 @@ def tree_listing(entries, captured):
             o["atime_s"], o["atime_nsec"] = e["atime_s"], e["atime_nsec"]
         if captured & CAP_CTIME:
             o["ctime_s"], o["ctime_nsec"] = e["ctime_s"], e["ctime_nsec"]
-        if e["flags"] & 1:
+        if e["flags"] & F_BTIME:
             o["btime_s"], o["btime_nsec"] = e["btime_s"], e["btime_nsec"]
+        if captured & CAP_SOURCE:       # source identity (8.1 bit 6): information, not restored
+            o["ino"], o["dev"] = e["ino"], [e["dev_major"], e["dev_minor"]]
         if k == K_FILE:
             o["digest"] = e["digest"].hex()
         elif k == K_SYMLINK:
@@ -3007,6 +3417,8 @@ class Extractor:
         self.extracted = 0
         self.root_fd = None
         self.dest_created = False       # 8.7 "The destination": set in run()
+        self.order = RunOrder()         # 8, "Entry order", over the entries in entry order
+        self.out_of_order = None
 
     def refuse(self, path, reason):
         self.refused.append({"path": lossy(path), "path_hex": path.hex(), "reason": reason})
@@ -3064,6 +3476,7 @@ class Extractor:
 
     def one(self, e, position):
         refused = len(self.refused)
+        self.out_of_order = self.order.check(e)     # 8, "Entry order": a rule of 8.3, refused (8.7)
         self.place(e, position)
         if len(self.refused) > refused and e["entry_id"] == position:
             self.refused_ids.add(position)      # what is inside it is refused with it (8.7)
@@ -3108,6 +3521,10 @@ class Extractor:
             self.refuse(path, "a second entry of the same name in one directory")
             return
         taken.add(name)
+        if self.out_of_order:
+            self.refuse(path, f"out of the entry order of section 8: {self.out_of_order[0]}: "
+                              f"{self.out_of_order[1]} [record-malformed]")
+            return
         why = self.rule_errors(e)       # 8.7: refused by path; the other entries are extracted
         if why:
             self.refuse(path, why)
@@ -3154,10 +3571,17 @@ class Extractor:
     # -- one kind each ---------------------------------------------------------------
     def make_file(self, pfd, e, path, _):
         eid, name, size = e["entry_id"], e["name"], e["size"]
-        extents = [(x[1], x[2], x[3], x[4], x[5]) for x in e["extents"]]
+        # Its extents, announced in FILES_EXTENTS records and located through its
+        # group's extent list (10.1 step 5); a problem there leaves it out with a warning.
+        extents = self.ar.file_extents(self.sec, e["_group"], e)
         errs = file_extent_errors(extents, size)
         if errs:
             self.warn(path, f"not extracted: {errs[0]} [extent-map]")
+            return
+        low = next((x for x in extents if x[2] < 128), None)
+        if low is not None:
+            self.warn(path, f"not extracted: chunk_ref {low[2]} of the extent at {low[0]} is not a record "
+                            f"offset [record-malformed]")
             return
         if size > MAX_IMAGE:            # beyond off_t: no file system holds it
             self.warn(path, f"not extracted: a size of {size} bytes is beyond 2^63-1 [limit-exceeded]")
@@ -3495,7 +3919,8 @@ def cmd_info(args):
                 secs.append({"kind": "files", "name": s["name"], "files": {
                     "chunk_size": b["chunk_size"], "captured": b["captured"], "entries": e["entry_count"],
                     "regular_files": e["file_count"], "directories": e["directory_count"],
-                    "content_bytes": e["content_bytes"], "chunks": e["chunk_count"], "stored_bytes": e["chunk_bytes"]},
+                    "content_bytes": e["content_bytes"], "chunks": e["chunk_count"], "stored_bytes": e["chunk_bytes"],
+                    "extents": e["extent_count"], "groups": len(s["index"]["rows"])},
                     **flagged_entries(ar, s)})
         out = {"archive": args.archive, "format_version": f"{h['version_major']}.{h['version_minor']}",
                "uuid": show_uuid(h["uuid"]), "created_ns": h["created_ns"],
@@ -3628,6 +4053,89 @@ def cmd_list(args):
     return rc
 
 
+def cmd_cat(args):
+    """conformance.md `cat ARCHIVE --files NAME PATH`: the content of the regular file
+    (or of the file a hard link shares an inode with) at PATH, found by the lookup of
+    8.5 (FILES_INDEX, then one FILES_DIR and one FILES_ENTRIES record per component)
+    and read as 10.1 step 5 says: its extents located through its group's extent list,
+    every chunk read and checked whole (section 6), holes as zeros, and the file's
+    digest checked before a byte is written. Exit 0; 2 and nothing on standard output
+    when PATH names no such entry or the content cannot be given whole and checked.
+    Memory: a first pass hashes the content (at most two decoded chunks held), a
+    second writes it."""
+    ar, err = open_or_report(args.archive, args)
+    if ar is None:
+        print(f"strata_ref: {err}", file=sys.stderr)
+        return 2
+    sec = next((s for s in ar.sections if s["kind"] == "files" and s["name"] == args.files), None)
+    if sec is None:
+        print(f"strata_ref: no file-tree section named {args.files!r}", file=sys.stderr)
+        return 2
+    path = os.fsencode(args.path)
+    try:
+        found = ar.lookup(sec, path)
+        if found is None:
+            print(f"strata_ref: {lossy(path)!r}: no such entry in section {args.files!r}", file=sys.stderr)
+            return 2
+        g, e = found
+        if e["kind"] == K_HARDLINK:     # the file it shares an inode with: an earlier regular file
+            lid = e["link_id"]
+            t = ar.entry_by_id(sec, lid) if lid < e["entry_id"] else None
+            if t is None or t[1]["kind"] != K_FILE:
+                print(f"strata_ref: {lossy(path)!r}: a hard link to entry {lid}, which is not an earlier "
+                      f"regular file [record-malformed]", file=sys.stderr)
+                return 2
+            g, e = t
+        elif e["kind"] != K_FILE:
+            print(f"strata_ref: {lossy(path)!r} is a {KIND_NAMES.get(e['kind'], 'entry')}, not a regular file",
+                  file=sys.stderr)
+            return 2
+        if e["flags"] & (F_LOST | F_UNREAD):
+            why = "was lost in salvage" if e["flags"] & F_LOST else "could not be read when the archive was written"
+            print(f"strata_ref: {lossy(path)!r}: its content {why}", file=sys.stderr)
+            return 2
+        size = e["size"]
+        extents = ar.file_extents(sec, g, e)
+        errs = file_extent_errors(extents, size)
+        if errs:
+            raise StrataError("extent-map", extents[0][4] if extents else g["offset"], "FILES_EXTENTS", errs[0])
+        for foff, length, ref, coff, rec in extents:
+            if ref < 128:
+                raise StrataError("record-malformed", rec, "FILES_EXTENTS.chunk_ref", f"{ref}: not a record offset")
+
+        def pieces():
+            for foff, length, ref, coff, rec in extents:
+                fields, raw = ar.chunk(ref, "FILES_EXTENTS.chunk_ref")
+                if coff + length > len(raw):
+                    raise StrataError("extent-map", ref, "FILES_EXTENTS.chunk_offset",
+                                      f"the extent at file offset {foff} runs past the {len(raw)} bytes of its chunk")
+                yield foff, memoryview(raw)[coff:coff + length]
+        fd = FileDigest(size)
+        for foff, data in pieces():
+            fd.data(foff, data)
+        digest = fd.digest()
+        if digest != e["digest"]:
+            raise StrataError("chunk-corrupt", g["offset"], f"FILES_ENTRIES entry {e['entry_id']}.digest",
+                              f"stored {e['digest'].hex()}, the content gives {digest.hex()}")
+        out, pos = sys.stdout.buffer, 0
+
+        def zeros(n):
+            for o in range(0, n, len(ZEROS)):
+                out.write(memoryview(ZEROS)[:min(len(ZEROS), n - o)])
+        for foff, data in pieces():     # the same chunks again: checked whole once more
+            zeros(foff - pos)
+            out.write(data)
+            pos = foff + len(data)
+        zeros(size - pos)
+        out.flush()
+    except StrataError as ex:
+        print(f"strata_ref: cat {lossy(path)!r} failed: {ex}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return 0
+
+
 def cmd_extract(args):
     def fail(reason, rc):
         print(f"strata_ref: {reason}", file=sys.stderr)
@@ -3673,6 +4181,10 @@ def main(argv=None):
     p.add_argument("archive")
     p.add_argument("--files", help="the file-tree section (default: every one)")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("cat", help="write one file of a file tree to standard output")
+    p.add_argument("archive")
+    p.add_argument("--files", required=True)
+    p.add_argument("path", help="the file's path in the section, components joined by '/'")
     p = sub.add_parser("extract", help="extract a file tree into DEST")
     p.add_argument("archive")
     p.add_argument("--files", required=True)
@@ -3683,7 +4195,7 @@ def main(argv=None):
                         help="an ancestor of an incremental archive, found by its UUID (repeatable)")
     args = ap.parse_args(argv)
     return {"info": cmd_info, "verify": cmd_verify, "restore": cmd_restore,
-            "list": cmd_list, "extract": cmd_extract}[args.cmd](args)
+            "list": cmd_list, "cat": cmd_cat, "extract": cmd_extract}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 
 mod chain;
 pub mod hostile;
+mod patch;
 mod trees;
 mod used_blocks;
 
@@ -16,6 +17,7 @@ use std::io;
 use std::path::Path;
 
 use serde_json::json;
+use strata_format::files;
 use strata_format::index::TRAILER_RECORD_SIZE;
 use strata_format::record::RecordFlags;
 use strata_format::{ArchiveHeader, ErrorClass, RecordHeader, RecordType};
@@ -763,10 +765,13 @@ pub fn inside_chunk_run(bytes: &[u8], extents: RecordType, n: usize) -> usize {
         "the extent record is followed by at least {} CHUNK records",
         n + 1
     );
-    let (entry_size, ref_at) = if extents == RecordType::ImageExtents { (24, 16) } else { (40, 24) };
-    let count = get_u64(bytes, owner.body_start + 8) as usize;
-    let refers =
-        (0..count).any(|i| get_u64(bytes, owner.body_start + 16 + i * entry_size + ref_at) == chunk.offset as u64);
+    let refers = if extents == RecordType::ImageExtents {
+        let count = get_u64(bytes, owner.body_start + 8) as usize;
+        (0..count).any(|i| get_u64(bytes, owner.body_start + 16 + i * 24 + 16) == chunk.offset as u64)
+    } else {
+        let parsed = files::parse_file_extents(&bytes[owner.body_start..owner.body_end]).expect("valid extents");
+        parsed.extents.iter().any(|e| e.chunk_ref == chunk.offset as u64)
+    };
     assert!(refers, "the extent record refers forward to the CHUNK record at {}", chunk.offset);
     chunk.offset
 }
@@ -799,21 +804,19 @@ pub fn insert_record(bytes: &mut Vec<u8>, at: usize, record: &[u8]) {
                 true
             }
             Some(RecordType::FilesExtents) => {
-                for n in 0..count_at(bytes, body + 8) {
-                    fix(bytes, body + 16 + n * 40 + 24);
-                }
+                let parsed = files::parse_file_extents(&bytes[body..rec.body_end]).expect("valid extents");
+                let extents: Vec<files::FileExtent> =
+                    parsed.extents.iter().map(|e| files::FileExtent { chunk_ref: moved(e.chunk_ref), ..*e }).collect();
+                let encoded = files::encode_file_extents(parsed.head.section_id, parsed.head.first_index, &extents);
+                bytes[body..rec.body_end].copy_from_slice(&encoded);
                 true
             }
             Some(RecordType::FilesEntries) => {
-                let mut entry = body + 16;
-                for _ in 0..count_at(bytes, body + 8) {
-                    let length = u32::from_le_bytes(bytes[entry..entry + 4].try_into().expect("4 bytes")) as usize;
-                    let extents = u32::from_le_bytes(bytes[entry + 140..entry + 144].try_into().expect("4 bytes"));
-                    let first = entry + length - extents as usize * 40;
-                    for n in 0..extents as usize {
-                        fix(bytes, first + n * 40 + 24);
-                    }
-                    entry += length;
+                // The extent list: the FILES_EXTENTS records holding the group's extents.
+                let list_count = u32::from_le_bytes(bytes[body + 32..body + 36].try_into().expect("4 bytes")) as usize;
+                for n in 0..list_count {
+                    // Stored column by column: the records' offsets first, plain.
+                    fix(bytes, body + 56 + n * 8);
                 }
                 true
             }
@@ -822,21 +825,27 @@ pub fn insert_record(bytes: &mut Vec<u8>, at: usize, record: &[u8]) {
                 true
             }
             Some(RecordType::FilesDir) => {
-                for n in 0..count_at(bytes, body + 16) {
-                    let child = body + 24 + n * 32;
-                    fix(bytes, child + 8);
-                    if get_u64(bytes, child + 24) != 0 {
-                        fix(bytes, child + 24);
+                let mut table = files::GroupDir::parse(&bytes[body..rec.body_end]).expect("a valid FILES_DIR");
+                table.entries_record = moved(table.entries_record);
+                for (fence, _) in &mut table.fences {
+                    fence.entries_record = moved(fence.entries_record);
+                    if fence.dir_record != 0 {
+                        fence.dir_record = moved(fence.dir_record);
                     }
                 }
+                bytes[body..rec.body_end].copy_from_slice(&table.encode());
                 true
             }
             Some(RecordType::FilesIndex) => {
-                fix(bytes, body + 8);
-                fix(bytes, body + 16);
-                for n in 0..count_at(bytes, body + 32) {
-                    fix(bytes, body + 40 + n * 8);
+                let (head, mut rows) =
+                    files::parse_files_index(&bytes[body..rec.body_end]).expect("a valid FILES_INDEX");
+                for row in &mut rows {
+                    row.entries_record = moved(row.entries_record);
+                    if row.dir_record != 0 {
+                        row.dir_record = moved(row.dir_record);
+                    }
                 }
+                bytes[body..rec.body_end].copy_from_slice(&files::encode_files_index(head.section_id, &rows));
                 true
             }
             Some(RecordType::ArchiveIndex) => {

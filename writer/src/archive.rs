@@ -37,6 +37,11 @@ pub struct WriterOptions {
     /// default; off gives the same archive with every table as plain bytes,
     /// which tools that patch tables in place (the test vectors) need.
     pub compress_tables: bool,
+    /// Most entries in one group (`FILES_ENTRIES` record) of a file tree:
+    /// 1,024 by default (`spec/FORMAT.md` 14), 1 to 65,536. Smaller groups
+    /// let tests and the vectors build trees of several groups from a few
+    /// entries; the 256 KiB bound on a group's body applies either way.
+    pub group_entries: usize,
 }
 
 impl WriterOptions {
@@ -50,6 +55,7 @@ impl WriterOptions {
             threads: 0,
             batch_bytes: 32 << 20,
             compress_tables: true,
+            group_entries: 1024,
         }
     }
 }

@@ -15,6 +15,9 @@ pub(crate) struct CachedFile {
     pub mtime: Timestamp,
     pub ctime: Timestamp,
     pub digest: [u8; DIGEST_LEN],
+    /// The parent's source identity (inode, device major and minor), when its
+    /// section captured it (`captured` bit 6).
+    pub identity: Option<(u64, (u32, u32))>,
     /// The parent's extents, their `chunk_ref`s as the child refers to them.
     pub extents: Vec<FileExtent>,
 }
@@ -37,7 +40,8 @@ impl FilesCache {
 
     /// Offers the parent's entry at `path` (its section captured `captured`):
     /// kept when the rules of 15.5 let a child take it over, its extents
-    /// rebased to the child's numbering. Returns whether it was kept.
+    /// rebased to the child's numbering (`entry.extents` must hold the
+    /// file's extents, as the reader locates them). Returns whether it was kept.
     pub fn offer(&mut self, path: &[u8], entry: &Entry, captured: u64) -> bool {
         let whole =
             entry.flags & (EntryFlags::CHANGED_WHILE_READ | EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) == 0;
@@ -53,7 +57,14 @@ impl FilesCache {
             .collect();
         self.files.insert(
             path.to_vec(),
-            CachedFile { size: entry.size, mtime: entry.mtime, ctime: entry.ctime, digest: entry.digest, extents },
+            CachedFile {
+                size: entry.size,
+                mtime: entry.mtime,
+                ctime: entry.ctime,
+                digest: entry.digest,
+                identity: (captured & Captured::IDENTITY != 0).then_some((entry.ino, entry.dev)),
+                extents,
+            },
         );
         true
     }
@@ -70,9 +81,22 @@ impl FilesCache {
 
     /// The parent's file at `path`, if the file now there has the same size,
     /// mtime and ctime (borg's test; ctime changes on any write, rename or
-    /// change of metadata, and no one can set it).
-    pub(crate) fn unchanged(&self, path: &[u8], size: u64, mtime: Timestamp, ctime: Timestamp) -> Option<&CachedFile> {
-        self.files.get(path).filter(|f| f.size == size && f.mtime == mtime && f.ctime == ctime)
+    /// change of metadata, and no one can set it), and, when the parent's
+    /// section captured source identity, the same inode `ino` and device
+    /// `dev` (as `st_dev`; a file replaced by another keeps neither).
+    pub(crate) fn unchanged(
+        &self,
+        path: &[u8],
+        size: u64,
+        mtime: Timestamp,
+        ctime: Timestamp,
+        ino: u64,
+        dev: u64,
+    ) -> Option<&CachedFile> {
+        let identity = (ino, (rustix::fs::major(dev), rustix::fs::minor(dev)));
+        self.files.get(path).filter(|f| {
+            f.size == size && f.mtime == mtime && f.ctime == ctime && f.identity.is_none_or(|id| id == identity)
+        })
     }
 }
 
@@ -86,10 +110,13 @@ mod tests {
         entry.flags = flags;
         entry.mtime = Timestamp { secs: 100, nsec: 5 };
         entry.ctime = Timestamp { secs: ctime_secs, nsec: 0 };
-        entry.extents =
-            vec![FileExtent { entry_id: 0, file_offset: 0, length: 10, chunk_ref: 4096, chunk_offset: 0, reserved: 0 }];
+        entry.ino = 77;
+        entry.dev = (8, 1);
+        entry.extents = vec![FileExtent { entry_id: 0, file_offset: 0, length: 10, chunk_ref: 4096, chunk_offset: 0 }];
         entry
     }
+
+    const DEV: u64 = (8 << 8) | 1;
 
     #[test]
     fn only_settled_whole_files_with_ctime_are_kept() {
@@ -102,14 +129,27 @@ mod tests {
         assert!(!cache.offer(b"c", &file(999, 0).clone_with_nsec(1), Captured::KNOWN));
         assert!(!cache.offer(b"d", &file(10, EntryFlags::CHANGED_WHILE_READ), Captured::KNOWN));
         assert!(!cache.offer(b"e", &file(10, 0), Captured::KNOWN & !Captured::CTIME));
-        let kept = cache.unchanged(b"a", 10, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 });
+        let kept =
+            cache.unchanged(b"a", 10, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 }, 77, DEV);
         assert_eq!(kept.unwrap().extents[0].chunk_ref, (1u64 << 56) | 4096, "rebased to the parent's number");
         assert!(cache
-            .unchanged(b"a", 11, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 })
+            .unchanged(b"a", 11, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 }, 77, DEV)
             .is_none());
         assert!(cache
-            .unchanged(b"a", 10, Timestamp { secs: 100, nsec: 6 }, Timestamp { secs: 998, nsec: 0 })
+            .unchanged(b"a", 10, Timestamp { secs: 100, nsec: 6 }, Timestamp { secs: 998, nsec: 0 }, 77, DEV)
             .is_none());
+        // Another file put in its place (another inode, or another device)
+        // is read again when the parent captured identity, and only then.
+        let same = |ino, dev| {
+            cache.unchanged(b"a", 10, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 }, ino, dev)
+        };
+        assert!(same(78, DEV).is_none());
+        assert!(same(77, rustix::fs::makedev(8, 2)).is_none());
+        let mut blind = FilesCache::new(created);
+        assert!(blind.offer(b"a", &file(998, 0), Captured::KNOWN & !Captured::IDENTITY));
+        assert!(blind
+            .unchanged(b"a", 10, Timestamp { secs: 100, nsec: 5 }, Timestamp { secs: 998, nsec: 0 }, 78, 0)
+            .is_some());
     }
 
     trait WithNsec {

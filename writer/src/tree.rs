@@ -1,6 +1,8 @@
-//! File-tree sections: walks a folder in a fixed order and writes its entries,
-//! their content as file extents into the shared chunk store (small files packed
-//! together, holes kept as holes), and at the end one sorted table per directory.
+//! File-tree sections: walks a folder in the entry order of `spec/FORMAT.md`
+//! section 8 (each directory's children one run, sorted by name) and writes
+//! its entries in groups, their content as file extents into the shared chunk
+//! store (small files packed together, holes kept as holes), and at the end
+//! one `FILES_DIR` per group holding a directory and the `FILES_INDEX`.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CStr, CString, OsStr, OsString};
@@ -14,8 +16,8 @@ use std::path::Path;
 use rayon::prelude::*;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use strata_format::files::{
-    self, Captured, DirChild, DirTable, Entry, EntryFlags, EntryKind, FileDigest, FileExtent, FilesBegin, FilesEnd,
-    FilesIndexHead, Timestamp, Xattr, DIGEST_LEN, EMPTY_DIGEST, NO_PARENT,
+    self, Captured, Entry, EntryFlags, EntryKind, ExtentListRow, Fence, FileDigest, FileExtent, FilesBegin, FilesEnd,
+    GroupDir, GroupHead, GroupRow, Locator, Timestamp, Xattr, DIGEST_LEN, EMPTY_DIGEST, NO_PARENT,
 };
 use strata_format::RecordType;
 
@@ -34,7 +36,8 @@ pub struct TreeOptions {
     /// Files to skip by (device, inode): the archive being written, for one.
     pub skip_inodes: Vec<(u64, u64)>,
     /// Which `Captured` bits to record (owner names, xattrs, atime, ctime, birth
-    /// time, holes); what is left out is recorded as not captured.
+    /// time, holes, source identity); what is left out is recorded as not
+    /// captured. The default records them all.
     pub capture: u64,
     /// Record every entry as owned by this uid and gid, like `tar --owner --group`.
     pub fixed_owner: Option<(u32, u32)>,
@@ -114,20 +117,40 @@ impl ChunkTally for TreeSummary {
     }
 }
 
-/// Per entry, what the directory tables need at the end.
-struct EntryPlace {
-    parent_id: u64,
-    name: Vec<u8>,
-    kind: EntryKind,
+/// Per directory, what its group's `FILES_DIR` needs at the end
+/// (`spec/FORMAT.md` 8.5): kept for every directory, so the tables cost
+/// O(directories + groups) memory, never a copy of every entry's name.
+struct DirInfo {
+    entry_id: u64,
+    /// The group holding the directory's own entry (an index into
+    /// [`TreeTables::groups`]).
+    group: usize,
+    child_count: u64,
+    first_child_id: u64,
+    /// One per group holding part of the run: the group, the id of the run's
+    /// first entry in it and that entry's name.
+    fences: Vec<(usize, u64, Vec<u8>)>,
+}
+
+/// Per group (`FILES_ENTRIES` record), what `FILES_DIR` and `FILES_INDEX` need.
+struct GroupInfo {
     entries_record: u64,
-    entry_offset: u32,
+    first_id: u64,
+    /// Whether it holds a directory entry (and so gets a `FILES_DIR`).
+    has_dir: bool,
 }
 
 /// Kept from the walk until `finish` writes the tables.
 pub(crate) struct TreeTables {
-    places: Vec<EntryPlace>,
-    entries_records: Vec<u64>,
+    /// In entry order.
+    dirs: Vec<DirInfo>,
+    groups: Vec<GroupInfo>,
 }
+
+/// The decoded body a group of the reference writer does not pass.
+const GROUP_BYTES: usize = 256 << 10;
+/// Most extents in one `FILES_EXTENTS` record of the reference writer.
+const RECORD_EXTENTS: usize = 4096;
 
 /// Where an extent's bytes are before the batch is written.
 #[derive(Clone, Copy)]
@@ -138,12 +161,8 @@ enum Loc {
     Stored(u64),
 }
 
-struct PendingEntry {
-    entry: Entry,
-    /// Extents of this batch still to resolve, as indices into `Batch::extents`.
-    unresolved: Vec<usize>,
-}
-
+/// Content read and not written yet: the chunks and extents of the next
+/// `FILES_EXTENTS` record.
 #[derive(Default)]
 struct Batch {
     raw_chunks: Vec<Vec<u8>>,
@@ -155,8 +174,18 @@ struct Batch {
     /// BLAKE3 of their bytes: once the batch is written, later copies refer to
     /// them (the entry's 16-byte digest is not a deduplication key).
     packed_small: Vec<(usize, [u8; 32])>,
-    entries: Vec<PendingEntry>,
+}
+
+/// The group being filled: its entries (each complete, its content already
+/// in the batch or written) and the `FILES_EXTENTS` records written for them.
+#[derive(Default)]
+struct Group {
+    entries: Vec<Entry>,
+    /// Bytes of the entries' rows, names and strings.
     entry_bytes: usize,
+    list: Vec<ExtentListRow>,
+    /// The sum of the entries' `extent_count`.
+    extent_count: u64,
 }
 
 /// Owner names, from the system's user and group databases, cached.
@@ -344,8 +373,8 @@ fn same_directory(handle: File, id: (u64, u64), what: &str) -> io::Result<File> 
     }
 }
 
-/// The names in a directory, sorted so that popping gives the smallest first:
-/// a fixed order makes the archive reproducible. Also the errors met, when the
+/// The names in a directory, in increasing bytewise order (the order of a
+/// run, `spec/FORMAT.md` section 8). Also the errors met, when the
 /// listing stopped early.
 fn list_directory(dir: &File) -> io::Result<(Vec<CString>, Option<io::Error>)> {
     // `read_from` opens the directory again with the handle's flags, O_NOATIME
@@ -360,7 +389,7 @@ fn list_directory(dir: &File) -> io::Result<(Vec<CString>, Option<io::Error>)> {
             Err(e) => failed = Some(e.into()),
         }
     }
-    children.sort_unstable_by(|a, b| b.as_bytes().cmp(a.as_bytes()));
+    children.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     Ok((children, failed))
 }
 
@@ -464,7 +493,8 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// A directory being walked.
+/// A directory whose run is recorded, with the directories of the run still
+/// to descend into.
 struct Frame {
     /// Its handle, while it is among the deepest [`open_dirs_allowed`] ones.
     dir: Option<File>,
@@ -473,9 +503,17 @@ struct Frame {
     /// The length of its path relative to the root, a prefix of the walk's
     /// current path.
     relative_len: usize,
+    /// The directories of its run still to descend into, last first.
+    subdirs: Vec<Subdir>,
+}
+
+/// A directory recorded in its parent's run, to descend into later.
+struct Subdir {
+    name: CString,
     entry_id: u64,
-    /// Child names still to visit, sorted, last first.
-    children: Vec<CString>,
+    /// Its (device, inode) when it was recorded: the directory opened to
+    /// descend into it must be the same.
+    id: (u64, u64),
 }
 
 /// The state of one `add_tree` call.
@@ -485,6 +523,9 @@ struct Walk<'a> {
     chunk_size: usize,
     level: i32,
     batch_bytes: usize,
+    /// Most entries in a group ([`crate::WriterOptions::group_entries`]).
+    group_entries: usize,
+    captured: u64,
     excludes: globset::GlobSet,
     excludes_by_name: globset::GlobSet,
     options: &'a TreeOptions,
@@ -495,6 +536,22 @@ struct Walk<'a> {
     /// BLAKE3 of small files already stored, to (chunk_ref, chunk_offset).
     small_files: HashMap<[u8; 32], (u64, u32)>,
     batch: Batch,
+    group: Group,
+    /// Extents announced so far (pushed into a batch): the next extent's index.
+    extents_total: u64,
+    /// Extents in `FILES_EXTENTS` records written so far: the next record's
+    /// `first_index`.
+    extents_written: u64,
+    /// The `extent_base` of the group being filled.
+    extent_base: u64,
+    /// The directory whose run is being recorded (`NO_PARENT` before the
+    /// first), its index in `tables.dirs`, and the name of the run's last entry.
+    run_parent: u64,
+    run_dir: usize,
+    run_last_name: Vec<u8>,
+    /// For entries from a source only: one bit per entry, set for regular
+    /// files, to check hard-link targets.
+    file_ids: Option<Vec<u64>>,
     tables: TreeTables,
     summary: TreeSummary,
     progress: &'a dyn Progress,
@@ -503,6 +560,11 @@ struct Walk<'a> {
 impl<W: Write> ArchiveWriter<W> {
     /// Adds a file-tree section named `name` holding everything under `root`.
     /// Entries that cannot be read are recorded with a warning in the summary.
+    ///
+    /// The walk writes the entries in the order of `spec/FORMAT.md` section 8
+    /// (section 14): it lists a directory, sorts its children bytewise,
+    /// records the whole run (reading the files' content), then descends into
+    /// the run's directories in order, depth first.
     pub fn add_tree(
         &mut self,
         name: &str,
@@ -526,20 +588,22 @@ impl<W: Write> ArchiveWriter<W> {
         let handle = open_root(root, &root_meta);
         let xattrs = handle.as_ref().map_or(XattrsFrom::Path(root), XattrsFrom::Handle);
         let root_entry = walk.entry_for(&root_meta, xattrs, Vec::new(), NO_PARENT, b"");
-        // The path of the entry visited last, relative to the root; every frame's
-        // own path is a prefix of it.
+        walk.summary.directories += 1;
+        walk.add_entry(self, root_entry)?;
+        // The path of the directory whose run is recorded last, relative to
+        // the root; every frame's own path is a prefix of it.
         let mut relative = Vec::new();
         let mut stack: Vec<Frame> =
-            walk.enter_dir(self, handle, &root_meta, &relative, root_entry)?.into_iter().collect();
+            walk.record_run(self, handle, root_meta.id(), &mut relative, 0)?.into_iter().collect();
         let open_allowed = open_dirs_allowed();
         // Frames below this index have had their handles closed.
         let mut open_from = 0;
         while let Some(frame) = stack.last_mut() {
             let next = match &frame.dir {
-                Some(dir) => frame.children.pop().map(|child| (dir.as_fd(), child)),
+                Some(dir) => frame.subdirs.pop().map(|sub| (dir.as_fd(), sub)),
                 None => None,
             };
-            let Some((dir, child)) = next else {
+            let Some((dir, sub)) = next else {
                 let done = stack.pop().map(|done| done.dir).unwrap_or_default();
                 walk.back_to_parent(stack.last_mut(), done, &relative);
                 open_from = open_from.min(stack.len().saturating_sub(1));
@@ -549,8 +613,11 @@ impl<W: Write> ArchiveWriter<W> {
             if !relative.is_empty() {
                 relative.push(b'/');
             }
-            relative.extend_from_slice(child.to_bytes());
-            if let Some(below) = walk.visit(self, dir, &relative, frame.entry_id, &child)? {
+            relative.extend_from_slice(sub.name.to_bytes());
+            // Opened only now, and checked to be the directory recorded.
+            let handle = open_at(dir, sub.name.as_c_str(), OFlags::DIRECTORY | OFlags::NOFOLLOW)
+                .and_then(|handle| same_directory(handle, sub.id, "replaced since it was recorded"));
+            if let Some(below) = walk.record_run(self, handle, sub.id, &mut relative, sub.entry_id)? {
                 stack.push(below);
                 if stack.len() - open_from > open_allowed {
                     stack[open_from].dir = None;
@@ -563,8 +630,14 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Adds a file-tree section named `name` holding the entries `source` gives,
     /// as they are (salvage rebuilds a tree this way). `captured` is the
-    /// section's `Captured` bits. Regular files get their size, BLAKE3 and
+    /// section's `Captured` bits. Regular files get their size, digest and
     /// extents from the content read.
+    ///
+    /// The source gives the entries in the order of `spec/FORMAT.md` section
+    /// 8: each directory's children one run, consecutive, in strictly
+    /// increasing bytewise name order, after the directory's own entry. An
+    /// entry that breaks it is refused with [`WriteError::Invalid`] (the
+    /// writer does not sort: that would hold the whole tree).
     pub fn add_tree_from(
         &mut self,
         name: &str,
@@ -574,22 +647,26 @@ impl<W: Write> ArchiveWriter<W> {
     ) -> Result<TreeSummary, WriteError> {
         let options = TreeOptions { capture: captured, ..TreeOptions::default() };
         let mut walk = self.begin_tree(name, &options, 0, progress)?;
+        walk.file_ids = Some(Vec::new());
         while let Some(SourceEntry { mut entry, path, data_ranges }) = source
             .next_entry()
             .map_err(|e| WriteError::Source { what: format!("tree {name:?}"), offset: 0, source: e })?
         {
             let id = walk.next_id;
-            let place = |other: u64| walk.tables.places.get(other as usize).map(|p| p.kind);
+            if entry.kind == EntryKind::File {
+                // Recomputed from the content read.
+                entry.extent_count = 0;
+            }
             let invalid = if entry.entry_id != id {
                 Some(format!("entry_id {}, expected {id}", entry.entry_id))
             } else if (id == 0) != (entry.parent_id == NO_PARENT) || (id == 0 && entry.kind != EntryKind::Directory) {
                 Some("only entry 0, a directory, has no parent".to_string())
-            } else if id > 0 && place(entry.parent_id) != Some(EntryKind::Directory) {
+            } else if id > 0 && walk.dir_index(entry.parent_id).is_none() {
                 Some(format!("parent {} is not an earlier directory", entry.parent_id))
-            } else if entry.kind == EntryKind::Hardlink && place(entry.link_id) != Some(EntryKind::File) {
+            } else if entry.kind == EntryKind::Hardlink && !walk.is_file(entry.link_id) {
                 Some(format!("hard link to {}, not an earlier file", entry.link_id))
             } else {
-                None
+                walk.order_fault(&entry)
             };
             let invalid = invalid.or_else(|| {
                 let rules = entry.validate_kind().and_then(|()| entry.check_captured(captured));
@@ -601,17 +678,21 @@ impl<W: Write> ArchiveWriter<W> {
                     detail: format!("\"{}\": {detail}", strata_format::escaped(&path)),
                 });
             }
+            if captured & Captured::IDENTITY == 0 {
+                entry.ino = 0;
+                entry.dev = (0, 0);
+            }
             walk.next_id += 1;
             match entry.kind {
                 EntryKind::File => {
                     walk.summary.files += 1;
                     let size = data_ranges.last().map_or(0, |r| r.1).max(entry.size);
                     entry.extents.clear();
-                    let (_, unresolved) =
-                        walk.store_content(self, &path, &mut entry, size, data_ranges, &mut |buf, at| {
-                            source.read_content(buf, at)
-                        })?;
-                    walk.complete(self, entry, unresolved)?;
+                    walk.reserve(self, &entry)?;
+                    walk.store_content(self, &path, &mut entry, size, data_ranges, &mut |buf, at| {
+                        source.read_content(buf, at)
+                    })?;
+                    walk.add_entry(self, entry)?;
                 }
                 kind => {
                     match kind {
@@ -619,7 +700,7 @@ impl<W: Write> ArchiveWriter<W> {
                         EntryKind::Symlink => walk.summary.symlinks += 1,
                         _ => {}
                     }
-                    walk.complete(self, entry, Vec::new())?;
+                    walk.add_entry(self, entry)?;
                 }
             }
         }
@@ -650,6 +731,8 @@ impl<W: Write> ArchiveWriter<W> {
             chunk_size: self.options.chunk_size as usize,
             level: self.options.level,
             batch_bytes: self.options.batch_bytes,
+            group_entries: self.options.group_entries.clamp(1, files::MAX_GROUP_ENTRIES as usize),
+            captured,
             excludes,
             excludes_by_name,
             options,
@@ -659,15 +742,23 @@ impl<W: Write> ArchiveWriter<W> {
             hardlinks: HashMap::new(),
             small_files: HashMap::new(),
             batch: Batch::default(),
-            tables: TreeTables { places: Vec::new(), entries_records: Vec::new() },
+            group: Group::default(),
+            extents_total: 0,
+            extents_written: 0,
+            extent_base: 0,
+            run_parent: NO_PARENT,
+            run_dir: 0,
+            run_last_name: Vec::new(),
+            file_ids: None,
+            tables: TreeTables { dirs: Vec::new(), groups: Vec::new() },
             summary: TreeSummary { name: name.to_string(), ..TreeSummary::default() },
             progress,
         })
     }
 
-    /// Ends a file-tree section: the last batch and its `FILES_END`.
+    /// Ends a file-tree section: the last group and its `FILES_END`.
     fn end_tree(&mut self, mut walk: Walk<'_>) -> Result<TreeSummary, WriteError> {
-        walk.flush(self)?;
+        walk.end_group(self)?;
         let end = FilesEnd {
             section_id: walk.section_id,
             reserved: 0,
@@ -678,6 +769,7 @@ impl<W: Write> ArchiveWriter<W> {
             chunk_count: walk.summary.new_chunks,
             chunk_bytes: walk.summary.stored_bytes,
             begin_offset: walk.begin_offset,
+            extent_count: walk.extents_written,
         };
         let end_offset = self.write_record(RecordType::FilesEnd, &[&end.encode()])?;
         walk.summary.entries = walk.next_id;
@@ -690,54 +782,59 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(walk.summary)
     }
 
-    /// Writes one `FILES_DIR` per directory, children before parents, then the
-    /// `FILES_INDEX`; returns the index's offset.
+    /// Writes one `FILES_DIR` per group holding a directory, last group
+    /// first (so every fence's `dir_record` points to a table already
+    /// written, or to the one being written), then the `FILES_INDEX`; returns
+    /// the index's offset.
     pub(crate) fn write_tree_tables(&mut self, section_id: u32, tables: TreeTables) -> Result<u64, WriteError> {
-        let places = &tables.places;
-        let mut children: Vec<Vec<u64>> = vec![Vec::new(); places.len()];
-        for (id, place) in places.iter().enumerate().skip(1) {
-            children[place.parent_id as usize].push(id as u64);
-        }
-        let mut dir_tables = vec![0u64; places.len()];
-        // Pre-order ids put every child after its parent: walking ids downwards
-        // writes each directory's children's tables before its own.
-        for id in (0..places.len()).rev() {
-            if places[id].kind != EntryKind::Directory {
+        let TreeTables { dirs, groups } = tables;
+        let mut dir_records = vec![0u64; groups.len()];
+        // `dirs` is in entry order, so in group order: each group's
+        // directories are one stretch of it.
+        let mut end = dirs.len();
+        for g in (0..groups.len()).rev() {
+            if !groups[g].has_dir {
                 continue;
             }
-            let mut kids: Vec<(DirChild, Vec<u8>)> = children[id]
-                .iter()
-                .map(|&child| {
-                    let place = &places[child as usize];
-                    (
-                        DirChild {
-                            entry_id: child,
-                            entries_record: place.entries_record,
-                            entry_offset: place.entry_offset,
-                            name_length: place.name.len() as u16,
-                            kind: place.kind.code(),
-                            reserved: 0,
-                            dir_table: dir_tables[child as usize],
-                        },
-                        place.name.clone(),
-                    )
-                })
-                .collect();
-            kids.sort_by(|a, b| a.1.cmp(&b.1));
-            let table = DirTable { section_id, entry_id: id as u64, children: kids };
-            dir_tables[id] = self.write_record(RecordType::FilesDir, &[&table.encode()])?;
+            let start = dirs[..end].partition_point(|d| d.group < g);
+            let own = self.position;
+            let mut locators = Vec::with_capacity(end - start);
+            let mut fences = Vec::new();
+            for dir in &dirs[start..end] {
+                locators.push(Locator {
+                    entry_id: dir.entry_id,
+                    child_count: dir.child_count,
+                    first_child_id: dir.first_child_id,
+                    first_fence: fences.len() as u64,
+                });
+                for (group, first_child_id, name) in &dir.fences {
+                    let dir_record = if *group == g { own } else { dir_records[*group] };
+                    debug_assert!(*group >= g, "a run comes after its directory");
+                    let fence = Fence {
+                        entries_record: groups[*group].entries_record,
+                        dir_record: if groups[*group].has_dir { dir_record } else { 0 },
+                        first_child_id: *first_child_id,
+                        name_length: name.len() as u8,
+                    };
+                    fences.push((fence, name.clone()));
+                }
+            }
+            let table = GroupDir { section_id, entries_record: groups[g].entries_record, locators, fences };
+            let offset = self.write_record(RecordType::FilesDir, &[&table.encode()])?;
+            debug_assert_eq!(offset, own);
+            dir_records[g] = offset;
+            end = start;
         }
-        let root = &places[0];
-        let head = FilesIndexHead {
-            section_id,
-            reserved: 0,
-            root_dir: dir_tables[0],
-            root_entries_record: root.entries_record,
-            root_entry_offset: root.entry_offset,
-            reserved2: 0,
-            record_count: tables.entries_records.len() as u64,
-        };
-        self.write_record(RecordType::FilesIndex, &[&files::encode_files_index(&head, &tables.entries_records)])
+        let rows: Vec<GroupRow> = groups
+            .iter()
+            .zip(&dir_records)
+            .map(|(group, &dir_record)| GroupRow {
+                entries_record: group.entries_record,
+                dir_record,
+                first_id: group.first_id,
+            })
+            .collect();
+        self.write_record(RecordType::FilesIndex, &[&files::encode_files_index(section_id, &rows)])
     }
 }
 
@@ -922,6 +1019,13 @@ impl Walk<'_> {
             size: 0,
             link_id: 0,
             digest: [0; DIGEST_LEN],
+            extent_count: 0,
+            ino: if capture & Captured::IDENTITY != 0 { meta.ino } else { 0 },
+            dev: if capture & Captured::IDENTITY != 0 {
+                (rustix::fs::major(meta.dev), rustix::fs::minor(meta.dev))
+            } else {
+                (0, 0)
+            },
             user,
             group,
             name,
@@ -931,20 +1035,20 @@ impl Walk<'_> {
         }
     }
 
-    /// Records a directory entry and lists its children; returns a frame to
-    /// walk them unless there are none.
-    fn enter_dir<W: Write>(
+    /// Lists the directory `entry_id` (open as `handle`, `relative` its
+    /// path) and records its whole run: every child in bytewise name order,
+    /// files with their content. Returns a frame holding the run's
+    /// directories to descend into, unless there are none.
+    fn record_run<W: Write>(
         &mut self,
         writer: &mut ArchiveWriter<W>,
         handle: io::Result<File>,
-        meta: &Meta,
-        relative: &[u8],
-        entry: Entry,
+        id: (u64, u64),
+        relative: &mut Vec<u8>,
+        entry_id: u64,
     ) -> Result<Option<Frame>, WriteError> {
-        let entry_id = entry.entry_id;
+        let relative_len = relative.len();
         let listed = handle.and_then(|dir| list_directory(&dir).map(|listed| (dir, listed)));
-        self.summary.directories += 1;
-        self.complete(writer, entry, Vec::new())?;
         let (dir, children) = match listed {
             Ok((dir, (children, None))) => (dir, children),
             Ok((dir, (children, Some(e)))) => {
@@ -952,7 +1056,7 @@ impl Walk<'_> {
                 (dir, children)
             }
             Err(e) => {
-                self.warn(relative, format!("directory not listed: {e}"));
+                self.warn(relative, format!("directory not listed: {e}; its content is skipped"));
                 return Ok(None);
             }
         };
@@ -961,10 +1065,23 @@ impl Walk<'_> {
         } else {
             children
         };
-        if children.is_empty() {
+        let mut subdirs = Vec::new();
+        for child in &children {
+            relative.truncate(relative_len);
+            if !relative.is_empty() {
+                relative.push(b'/');
+            }
+            relative.extend_from_slice(child.to_bytes());
+            if let Some(sub) = self.visit(writer, dir.as_fd(), relative, entry_id, child)? {
+                subdirs.push(sub);
+            }
+        }
+        relative.truncate(relative_len);
+        if subdirs.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Frame { dir: Some(dir), id: meta.id(), relative_len: relative.len(), entry_id, children }))
+        subdirs.reverse();
+        Ok(Some(Frame { dir: Some(dir), id, relative_len, subdirs }))
     }
 
     /// Gives `parent`, once a frame below it is done, its handle back if it was
@@ -982,17 +1099,18 @@ impl Walk<'_> {
         };
         match reopened {
             Ok(dir) => parent.dir = Some(dir),
-            Err(e) if !parent.children.is_empty() => {
+            Err(e) if !parent.subdirs.is_empty() => {
                 let path = &relative[..parent.relative_len.min(relative.len())];
                 self.warn(path, format!("directory not reopened: {e}; the rest of it is skipped"));
-                parent.children.clear();
+                parent.subdirs.clear();
             }
             Err(_) => {}
         }
     }
 
-    /// Visits `name` in `dir`, `relative` being its path; returns a frame if it
-    /// is a directory to descend into.
+    /// Records `name` in `dir`, `relative` being its path, as an entry of
+    /// the run of `parent_id`; returns it if it is a directory to descend
+    /// into later.
     fn visit<W: Write>(
         &mut self,
         writer: &mut ArchiveWriter<W>,
@@ -1000,7 +1118,7 @@ impl Walk<'_> {
         relative: &[u8],
         parent_id: u64,
         name: &CStr,
-    ) -> Result<Option<Frame>, WriteError> {
+    ) -> Result<Option<Subdir>, WriteError> {
         // Matching copies the path even against no pattern, which costs a deep
         // tree its depth for every entry.
         if (!self.excludes.is_empty() && self.excludes.is_match(OsStr::from_bytes(relative)))
@@ -1021,17 +1139,15 @@ impl Walk<'_> {
         let at = XattrsFrom::At(dir, name);
         match kind_of(meta.mode) {
             EntryKind::Directory => {
+                let entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
+                let entry_id = entry.entry_id;
+                self.summary.directories += 1;
+                self.add_entry(writer, entry)?;
                 if self.options.one_file_system && meta.dev != self.root_dev {
                     // Like tar: the mount point is kept, its content is not.
-                    let entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
-                    self.summary.directories += 1;
-                    self.complete(writer, entry, Vec::new())?;
                     return Ok(None);
                 }
-                let handle = open_directory(dir, name, &meta);
-                let xattrs = handle.as_ref().map_or(at, XattrsFrom::Handle);
-                let entry = self.entry_for(&meta, xattrs, name.to_bytes().to_vec(), parent_id, relative);
-                self.enter_dir(writer, handle, &meta, relative, entry)
+                Ok(Some(Subdir { name: name.to_owned(), entry_id, id: meta.id() }))
             }
             EntryKind::Symlink => {
                 let target = rustix::fs::readlinkat(dir, name, Vec::new());
@@ -1053,7 +1169,7 @@ impl Walk<'_> {
                     return Ok(None);
                 }
                 self.summary.symlinks += 1;
-                self.complete(writer, entry, Vec::new())?;
+                self.add_entry(writer, entry)?;
                 Ok(None)
             }
             EntryKind::File => {
@@ -1062,15 +1178,14 @@ impl Walk<'_> {
                         let mut entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
                         entry.kind = EntryKind::Hardlink;
                         entry.link_id = first;
-                        self.complete(writer, entry, Vec::new())?;
+                        self.add_entry(writer, entry)?;
                         return Ok(None);
                     }
                 }
-                if let Some(cached) = self
-                    .options
-                    .files_cache
-                    .as_ref()
-                    .and_then(|cache| cache.unchanged(relative, meta.size, meta.mtime, meta.ctime))
+                if let Some(cached) =
+                    self.options.files_cache.as_ref().and_then(|cache| {
+                        cache.unchanged(relative, meta.size, meta.mtime, meta.ctime, meta.ino, meta.dev)
+                    })
                 {
                     let cached = cached.clone();
                     let entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
@@ -1092,7 +1207,7 @@ impl Walk<'_> {
             }
             _ => {
                 let entry = self.entry_for(&meta, at, name.to_bytes().to_vec(), parent_id, relative);
-                self.complete(writer, entry, Vec::new())?;
+                self.add_entry(writer, entry)?;
                 Ok(None)
             }
         }
@@ -1108,10 +1223,10 @@ impl Walk<'_> {
         mut entry: Entry,
         cached: crate::files_cache::CachedFile,
     ) -> Result<(), WriteError> {
+        self.reserve(writer, &entry)?;
         entry.size = cached.size;
         entry.digest = cached.digest;
-        let mut resolved_before = Vec::new();
-        let mut unresolved = Vec::new();
+        entry.extent_count = cached.extents.len() as u64;
         for extent in cached.extents {
             if !writer.note_reference(extent.chunk_ref) {
                 return Err(WriteError::Invalid {
@@ -1119,21 +1234,14 @@ impl Walk<'_> {
                     detail: format!("a cached extent refers to {}, a chunk the chain does not offer", extent.chunk_ref),
                 });
             }
-            let loc = Loc::Stored(extent.chunk_ref);
-            self.batch.extents.push((FileExtent { entry_id: entry.entry_id, ..extent }, loc));
-            unresolved.push(self.batch.extents.len() - 1);
-            if self.batch_is_full() {
-                let resolved = self.flush(writer)?;
-                resolved_before.extend(unresolved.drain(..).map(|i| resolved[i]));
-            }
+            self.push_extent(writer, FileExtent { entry_id: entry.entry_id, ..extent }, Loc::Stored(extent.chunk_ref))?;
         }
-        entry.extents = resolved_before;
         self.summary.content_bytes += cached.size;
         self.summary.reused_files += 1;
-        self.complete(writer, entry, unresolved)
+        self.add_entry(writer, entry)
     }
 
-    /// Reads a regular file's content into the batch and completes its entry.
+    /// Reads a regular file's content into the batch and records its entry.
     fn read_content<W: Write>(
         &mut self,
         writer: &mut ArchiveWriter<W>,
@@ -1149,13 +1257,16 @@ impl Walk<'_> {
                 entry.flags |= EntryFlags::UNREADABLE;
                 // No content: size 0 and the digest of nothing, as for an empty file.
                 entry.digest = EMPTY_DIGEST;
-                return self.complete(writer, entry, Vec::new());
+                return self.add_entry(writer, entry);
             }
         };
+        // The group is chosen before the content is read: the file's extents
+        // then belong to the group that holds its entry.
+        self.reserve(writer, &entry)?;
         let size = meta.size;
         let ranges =
             if self.options.capture & Captured::HOLES != 0 { data_ranges(&file, size) } else { vec![(0, size)] };
-        let (shrank, unresolved) = self
+        let shrank = self
             .store_content(writer, relative, &mut entry, size, ranges, &mut |buf, at| read_at_most(&file, buf, at))?;
         // A file that changed while it was read is kept as read, and said so.
         match file.metadata() {
@@ -1171,13 +1282,14 @@ impl Walk<'_> {
             }
             Err(e) => self.warn(relative, format!("not checked after reading: {e}")),
         }
-        self.complete(writer, entry, unresolved)
+        self.add_entry(writer, entry)
     }
 
     /// Reads the `ranges` of a `size`-byte file through `read` into the batch,
     /// in windows aligned to file offset 0 (small files packed), and fills in the
-    /// entry's size, BLAKE3 and the extents already resolved. Returns whether the
-    /// content ended early (kept as read) and the extents still to resolve.
+    /// entry's size, digest and `extent_count`. Returns whether the content
+    /// ended early (kept as read). The caller has reserved the entry's place
+    /// in the group ([`Walk::reserve`]).
     fn store_content<W: Write>(
         &mut self,
         writer: &mut ArchiveWriter<W>,
@@ -1186,10 +1298,9 @@ impl Walk<'_> {
         size: u64,
         ranges: Vec<(u64, u64)>,
         read: &mut dyn FnMut(&mut [u8], u64) -> io::Result<usize>,
-    ) -> Result<(bool, Vec<usize>), WriteError> {
+    ) -> Result<bool, WriteError> {
         let mut digest = FileDigest::new();
-        let mut unresolved = Vec::new();
-        let mut resolved_before: Vec<FileExtent> = Vec::new();
+        let mut count = 0u64;
         let mut covered = 0u64;
         let mut shrank = false;
         let small = size < (self.chunk_size as u64).min(1 << 20) / 2 && ranges == [(0, size)];
@@ -1221,7 +1332,6 @@ impl Walk<'_> {
                     length: got as u64,
                     chunk_ref: 0,
                     chunk_offset: 0,
-                    reserved: 0,
                 };
                 let (chunk_offset, loc, packed) = if small {
                     self.pack(&buf)
@@ -1233,34 +1343,39 @@ impl Walk<'_> {
                 if let Some(hash) = packed {
                     self.batch.packed_small.push((self.batch.extents.len(), hash));
                 }
-                self.batch.extents.push((FileExtent { chunk_offset, ..extent }, loc));
-                unresolved.push(self.batch.extents.len() - 1);
+                count += 1;
                 self.progress.advance(got as u64);
+                self.push_extent(writer, FileExtent { chunk_offset, ..extent }, loc)?;
                 at += got as u64;
                 if got < piece {
                     shrank = true;
                     break 'ranges;
-                }
-                if self.batch_is_full() {
-                    let resolved = self.flush(writer)?;
-                    resolved_before.extend(unresolved.drain(..).map(|i| resolved[i]));
                 }
             }
         }
         let final_size = if shrank { covered } else { size };
         entry.size = final_size;
         entry.digest = digest.finish(final_size);
-        entry.extents = resolved_before;
+        entry.extent_count = count;
         self.summary.content_bytes += final_size;
-        Ok((shrank, unresolved))
+        Ok(shrank)
     }
 
-    /// Whether the batch should be written now: enough data read ahead, enough
-    /// entries, or as many extents as one `FILES_EXTENTS` record may hold.
-    fn batch_is_full(&self) -> bool {
-        self.batch.raw_bytes >= self.batch_bytes
-            || self.batch.entry_bytes >= 256 << 10
-            || self.batch.extents.len() >= strata_format::limits::MAX_EXTENTS_PER_RECORD as usize - 1
+    /// Adds an extent to the batch, writing the batch when it is full: enough
+    /// data read ahead, or as many extents as the writer puts in one
+    /// `FILES_EXTENTS` record.
+    fn push_extent<W: Write>(
+        &mut self,
+        writer: &mut ArchiveWriter<W>,
+        extent: FileExtent,
+        loc: Loc,
+    ) -> Result<(), WriteError> {
+        self.batch.extents.push((extent, loc));
+        self.extents_total += 1;
+        if self.batch.raw_bytes >= self.batch_bytes || self.batch.extents.len() >= RECORD_EXTENTS {
+            self.flush_data(writer)?;
+        }
+        Ok(())
     }
 
     /// The largest pack of small files: reading one small file decodes its whole
@@ -1293,32 +1408,119 @@ impl Walk<'_> {
         (offset, Loc::Raw(index), Some(hash))
     }
 
-    /// Adds a finished entry to the batch, flushing when the batch is full.
-    fn complete<W: Write>(
-        &mut self,
-        writer: &mut ArchiveWriter<W>,
-        entry: Entry,
-        unresolved: Vec<usize>,
-    ) -> Result<(), WriteError> {
-        self.batch.entry_bytes += entry.encoded_len();
-        self.tables.places.push(EntryPlace {
-            parent_id: entry.parent_id,
-            name: entry.name.clone(),
-            kind: entry.kind,
-            entries_record: 0,
-            entry_offset: 0,
-        });
-        self.batch.entries.push(PendingEntry { entry, unresolved });
-        self.progress.entry();
-        if self.batch_is_full() {
-            self.flush(writer)?;
+    /// Ends the group being filled when `entry` would not fit in it: at
+    /// `group_entries` entries (1,024 by default), or when its decoded body would pass
+    /// [`GROUP_BYTES`] (counting one more extent-list row for the entry's
+    /// content). Called before a file's content is read, so that its
+    /// extents are written for the group that holds it.
+    fn reserve<W: Write>(&mut self, writer: &mut ArchiveWriter<W>, entry: &Entry) -> Result<(), WriteError> {
+        let group = &self.group;
+        if group.entries.is_empty() {
+            return Ok(());
+        }
+        let body = GroupHead::SIZE
+            + ExtentListRow::SIZE * (group.list.len() + 1)
+            + group.entry_bytes
+            + entry.group_len(self.captured);
+        if group.entries.len() >= self.group_entries || body > GROUP_BYTES {
+            self.end_group(writer)?;
         }
         Ok(())
     }
 
-    /// Writes the batch: `FILES_EXTENTS` and its new chunks, then `FILES_ENTRIES`.
-    /// Returns the batch's extents with their chunk offsets resolved.
-    fn flush<W: Write>(&mut self, writer: &mut ArchiveWriter<W>) -> Result<Vec<FileExtent>, WriteError> {
+    /// Adds a finished entry to the group (ending the group first when the
+    /// entry does not fit, unless its content is already in it), and keeps
+    /// what the directory tables need: the runs, their fences, the
+    /// directories.
+    fn add_entry<W: Write>(&mut self, writer: &mut ArchiveWriter<W>, entry: Entry) -> Result<(), WriteError> {
+        if entry.extent_count == 0 {
+            self.reserve(writer, &entry)?;
+        }
+        let group_index = self.tables.groups.len();
+        if entry.parent_id != NO_PARENT {
+            if entry.parent_id != self.run_parent {
+                let index = self.dir_index(entry.parent_id).expect("the parent is an earlier directory");
+                self.run_parent = entry.parent_id;
+                self.run_dir = index;
+                self.tables.dirs[index].first_child_id = entry.entry_id;
+                self.run_last_name.clear();
+            }
+            let dir = &mut self.tables.dirs[self.run_dir];
+            if dir.child_count == 0 || self.group.entries.is_empty() {
+                dir.fences.push((group_index, entry.entry_id, entry.name.clone()));
+            }
+            dir.child_count += 1;
+            self.run_last_name.clear();
+            self.run_last_name.extend_from_slice(&entry.name);
+        }
+        if entry.kind == EntryKind::Directory {
+            self.tables.dirs.push(DirInfo {
+                entry_id: entry.entry_id,
+                group: group_index,
+                child_count: 0,
+                first_child_id: 0,
+                fences: Vec::new(),
+            });
+        }
+        if let Some(file_ids) = &mut self.file_ids {
+            let id = entry.entry_id as usize;
+            if file_ids.len() <= id / 64 {
+                file_ids.resize(id / 64 + 1, 0);
+            }
+            if entry.kind == EntryKind::File {
+                file_ids[id / 64] |= 1 << (id % 64);
+            }
+        }
+        self.group.entry_bytes += entry.group_len(self.captured);
+        self.group.extent_count += entry.extent_count;
+        self.group.entries.push(entry);
+        self.progress.entry();
+        if self.group.entries.len() >= self.group_entries {
+            self.end_group(writer)?;
+        }
+        Ok(())
+    }
+
+    /// The index in `tables.dirs` of directory `entry_id`, if it is one.
+    fn dir_index(&self, entry_id: u64) -> Option<usize> {
+        self.tables.dirs.binary_search_by_key(&entry_id, |d| d.entry_id).ok()
+    }
+
+    /// Whether `entry_id` is an earlier regular file (entries from a source).
+    fn is_file(&self, entry_id: u64) -> bool {
+        let id = entry_id as usize;
+        entry_id < self.next_id
+            && self.file_ids.as_ref().is_some_and(|ids| ids.get(id / 64).is_some_and(|word| word >> (id % 64) & 1 == 1))
+    }
+
+    /// What breaks the entry order of `spec/FORMAT.md` section 8 if `entry`
+    /// comes next: a parent whose run has ended, or a name not after the
+    /// previous one of the run.
+    fn order_fault(&self, entry: &Entry) -> Option<String> {
+        if entry.parent_id == NO_PARENT {
+            return None;
+        }
+        if entry.parent_id == self.run_parent {
+            return (entry.name <= self.run_last_name).then(|| {
+                format!(
+                    "name not after \"{}\", the previous name of its folder's run (the entry order of FORMAT.md 8)",
+                    strata_format::escaped(&self.run_last_name)
+                )
+            });
+        }
+        let dir = &self.tables.dirs[self.dir_index(entry.parent_id)?];
+        (dir.child_count > 0).then(|| {
+            format!("the run of its folder {} ended before it (the entry order of FORMAT.md 8)", entry.parent_id)
+        })
+    }
+
+    /// Writes the batch: a `FILES_EXTENTS` record and its new chunks, noted in
+    /// the group's extent list.
+    fn flush_data<W: Write>(&mut self, writer: &mut ArchiveWriter<W>) -> Result<(), WriteError> {
+        if self.batch.extents.is_empty() {
+            debug_assert!(self.batch.raw_chunks.is_empty());
+            return Ok(());
+        }
         let batch = std::mem::take(&mut self.batch);
         let level = self.level;
         let prepared: Vec<PreparedChunk> = writer
@@ -1333,9 +1535,9 @@ impl Walk<'_> {
             raw_locations.push(location);
         }
         let section_id = self.section_id;
-        let resolved: Vec<FileExtent> = if batch.extents.is_empty() {
-            Vec::new()
-        } else {
+        let first_index = self.extents_written;
+        let extents_record = writer.position;
+        let resolved: Vec<FileExtent> =
             writer.write_announced(RecordType::FilesExtents, new_chunks, &mut self.summary, |resolve| {
                 let extents: Vec<FileExtent> = batch
                     .extents
@@ -1348,36 +1550,41 @@ impl Walk<'_> {
                         ..*extent
                     })
                     .collect();
-                (files::encode_file_extents(section_id, &extents), extents)
-            })?
-        };
+                (files::encode_file_extents(section_id, first_index, &extents), extents)
+            })?;
+        self.group.list.push(ExtentListRow { extents_record, first_index });
+        self.extents_written += resolved.len() as u64;
         // Small files now have a place: later copies refer to it.
         for &(index, hash) in &batch.packed_small {
             let e = resolved[index];
             self.small_files.entry(hash).or_insert((e.chunk_ref, e.chunk_offset));
         }
-        if !batch.entries.is_empty() {
-            let mut body = Vec::with_capacity(16 + batch.entry_bytes);
-            body.extend_from_slice(
-                &strata_format::image::ExtentTableHead { section_id, reserved: 0, count: batch.entries.len() as u64 }
-                    .encode(),
-            );
-            let mut offsets = Vec::with_capacity(batch.entries.len());
-            for pending in batch.entries {
-                let mut entry = pending.entry;
-                entry.extents.extend(pending.unresolved.iter().map(|&i| resolved[i]));
-                offsets.push((entry.entry_id, body.len() as u32));
-                entry.encode_into(&mut body);
-            }
-            let record = writer.write_record(RecordType::FilesEntries, &[&body])?;
-            self.tables.entries_records.push(record);
-            for (entry_id, offset) in offsets {
-                let place = &mut self.tables.places[entry_id as usize];
-                place.entries_record = record;
-                place.entry_offset = offset;
-            }
+        Ok(())
+    }
+
+    /// Writes the group being filled: the content not written yet, then its
+    /// `FILES_ENTRIES` record.
+    fn end_group<W: Write>(&mut self, writer: &mut ArchiveWriter<W>) -> Result<(), WriteError> {
+        self.flush_data(writer)?;
+        if self.group.entries.is_empty() {
+            return Ok(());
         }
-        Ok(resolved)
+        let group = std::mem::take(&mut self.group);
+        let first_id = group.entries[0].entry_id;
+        let body = files::encode_group(
+            self.section_id,
+            first_id,
+            self.captured,
+            self.extent_base,
+            &group.list,
+            &group.entries,
+        );
+        let entries_record = writer.write_record(RecordType::FilesEntries, &[&body])?;
+        let has_dir = group.entries.iter().any(|e| e.kind == EntryKind::Directory);
+        self.tables.groups.push(GroupInfo { entries_record, first_id, has_dir });
+        self.extent_base += group.extent_count;
+        debug_assert_eq!(self.extent_base, self.extents_written, "a group's extents are written before it");
+        Ok(())
     }
 }
 
@@ -1446,5 +1653,224 @@ mod tests {
         assert_eq!(counted.bytes, tally.0.load(Ordering::Relaxed));
         assert!(super::count_tree(&root, &options, &|_| false).is_none(), "a count told to stop gives no total");
         std::fs::remove_dir_all(&root).unwrap();
+    }
+    /// Writes `root` with `threads` threads and plain tables.
+    fn write_plain(root: &std::path::Path, threads: usize) -> Vec<u8> {
+        let mut options = crate::WriterOptions::new([9; 16], 5);
+        options.compress_tables = false;
+        options.threads = threads;
+        options.chunk_size = 64 << 10;
+        let mut writer = crate::ArchiveWriter::new(Vec::new(), options).expect("a writer");
+        let summary = writer.add_tree("t", root, &super::TreeOptions::default(), &crate::NoProgress).expect("walk");
+        assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+        writer.finish().expect("finish").0
+    }
+
+    /// The tree's records, checked against the rules of FORMAT.md 8 with the
+    /// format crate alone: the entry order, groups and their extent lists,
+    /// extents stored once, the per-group FILES_DIR and the FILES_INDEX.
+    #[test]
+    fn the_tree_is_written_in_runs_with_groups_and_their_tables() {
+        use strata_format::files::*;
+        use strata_format::record::{RecordHeader, RecordType};
+        let root = std::env::temp_dir().join(format!("strata-groups-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("b/c/d")).unwrap();
+        std::fs::create_dir_all(root.join("a")).unwrap();
+        for i in 0..1500 {
+            std::fs::write(root.join(format!("a/f{i:04}")), format!("file {i}")).unwrap();
+        }
+        std::fs::create_dir_all(root.join("a/sub")).unwrap();
+        std::fs::write(root.join("a/sub/x"), vec![7u8; 200_000]).unwrap();
+        std::fs::write(root.join("b/c/d/deep"), b"deep").unwrap();
+        std::fs::write(root.join("z"), b"zed").unwrap();
+        std::fs::hard_link(root.join("z"), root.join("b/link")).unwrap();
+        let bytes = write_plain(&root, 1);
+        assert_eq!(bytes, write_plain(&root, 3), "the same bytes whatever the thread count");
+        std::fs::remove_dir_all(&root).unwrap();
+
+        let mut at = 128usize;
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut extents: Vec<FileExtent> = Vec::new();
+        let mut extent_records: Vec<(u64, u64)> = Vec::new();
+        let mut groups: Vec<(u64, EntryGroup)> = Vec::new();
+        let mut dirs: Vec<(u64, GroupDir)> = Vec::new();
+        let mut index = None;
+        let mut end = None;
+        while at < bytes.len() {
+            let header = RecordHeader::decode(bytes[at..at + 32].try_into().unwrap());
+            let body = &bytes[at + 32..at + 32 + header.body_length as usize];
+            match RecordType::from_code(header.record_type).unwrap() {
+                RecordType::FilesExtents => {
+                    assert_eq!(header.flags, 0);
+                    let parsed = parse_file_extents(body).unwrap();
+                    assert_eq!(parsed.head.first_index, extents.len() as u64);
+                    assert!(parsed.extents.len() <= 4096);
+                    extent_records.push((at as u64, parsed.head.first_index));
+                    extents.extend(parsed.extents);
+                }
+                RecordType::FilesEntries => {
+                    let group = parse_group(body).unwrap();
+                    assert_eq!(group.head.first_id, entries.len() as u64);
+                    assert!(group.head.count as usize <= 1024);
+                    assert!(body.len() <= 256 << 10);
+                    assert_eq!(group.head.captured, Captured::KNOWN);
+                    let base: u64 = entries.iter().map(|e| e.extent_count).sum();
+                    assert_eq!(group.head.extent_base, base);
+                    let mine: u64 = group.entries.iter().map(|e| e.as_ref().unwrap().extent_count).sum();
+                    let listed: Vec<(u64, u64)> = extent_records
+                        .iter()
+                        .copied()
+                        .filter(|&(_, first)| {
+                            let next =
+                                extent_records.iter().find(|r| r.1 > first).map_or(extents.len() as u64, |r| r.1);
+                            first < base + mine && next > base
+                        })
+                        .collect();
+                    let list: Vec<(u64, u64)> =
+                        group.extent_list.iter().map(|r| (r.extents_record, r.first_index)).collect();
+                    assert_eq!(list, listed);
+                    entries.extend(group.entries.iter().map(|e| e.clone().unwrap()));
+                    groups.push((at as u64, group));
+                }
+                RecordType::FilesEnd => end = Some(FilesEnd::decode(body.try_into().unwrap())),
+                RecordType::FilesDir => dirs.push((at as u64, GroupDir::parse(body).unwrap())),
+                RecordType::FilesIndex => index = Some(parse_files_index(body).unwrap().1),
+                _ => {}
+            }
+            at += 32 + body.len();
+        }
+        assert!(groups.len() >= 2, "1,500 entries take two groups at least");
+        let end = end.unwrap();
+        assert_eq!(end.extent_count, extents.len() as u64);
+        assert_eq!(end.entry_count, entries.len() as u64);
+        // Entry order: runs consecutive, names increasing, the directory first.
+        let mut ended = std::collections::HashSet::new();
+        let mut previous: Option<&Entry> = None;
+        for e in &entries[1..] {
+            assert!(entries[e.parent_id as usize].kind == EntryKind::Directory);
+            match previous {
+                Some(p) if p.parent_id == e.parent_id => assert!(p.name < e.name),
+                Some(p) => {
+                    ended.insert(p.parent_id);
+                    assert!(!ended.contains(&e.parent_id));
+                }
+                None => {}
+            }
+            previous = Some(e);
+        }
+        let names: Vec<&[u8]> = entries.iter().filter(|e| e.parent_id == 0).map(|e| &e.name[..]).collect();
+        assert_eq!(names, [&b"a"[..], b"b", b"z"]);
+        // The run of the root comes first, then a's, then a/sub's, then b's.
+        assert_eq!(entries[4].parent_id, 1);
+        let link = entries.iter().find(|e| e.kind == EntryKind::Hardlink).unwrap();
+        assert_eq!(entries[link.link_id as usize].name, b"z", "first seen in walk order is the file");
+        assert_eq!(entries[link.link_id as usize].ino, link.ino);
+        assert!(entries.iter().all(|e| e.ino != 0));
+        // Extents stored once, in entry order, counted by their entries.
+        let mut next = 0usize;
+        for e in &entries {
+            let mine = &extents[next..next + e.extent_count as usize];
+            assert!(mine.iter().all(|x| x.entry_id == e.entry_id));
+            assert_eq!(mine.iter().map(|x| x.length).sum::<u64>(), e.size);
+            next += e.extent_count as usize;
+        }
+        assert_eq!(next, extents.len());
+        // FILES_DIR: one per group with a directory, last group first.
+        let with_dirs: Vec<u64> = groups
+            .iter()
+            .filter(|(_, g)| g.entries.iter().any(|e| e.as_ref().unwrap().kind == EntryKind::Directory))
+            .map(|(offset, _)| *offset)
+            .collect();
+        let described: Vec<u64> = dirs.iter().rev().map(|(_, d)| d.entries_record).collect();
+        assert_eq!(described, with_dirs);
+        let dir_of = |group: u64| dirs.iter().find(|(_, d)| d.entries_record == group).map_or(0, |(o, _)| *o);
+        let group_of = |id: u64| groups.iter().rfind(|(_, g)| g.head.first_id <= id).unwrap();
+        for (_, table) in &dirs {
+            let (_, group) = groups.iter().find(|(o, _)| *o == table.entries_record).unwrap();
+            let own: Vec<u64> = group
+                .entries
+                .iter()
+                .map(|e| e.as_ref().unwrap())
+                .filter(|e| e.kind == EntryKind::Directory)
+                .map(|e| e.entry_id)
+                .collect();
+            assert_eq!(table.locators.iter().map(|l| l.entry_id).collect::<Vec<_>>(), own);
+            for (i, locator) in table.locators.iter().enumerate() {
+                let run: Vec<&Entry> =
+                    entries.iter().filter(|e| e.parent_id == locator.entry_id && e.entry_id > 0).collect();
+                assert_eq!(locator.child_count, run.len() as u64);
+                assert_eq!(locator.first_child_id, run.first().map_or(0, |e| e.entry_id));
+                let mut expected = Vec::new();
+                for e in &run {
+                    let (offset, g) = group_of(e.entry_id);
+                    if expected.last().map(|&(o, _, _, _)| o) != Some(*offset) {
+                        expected.push((*offset, dir_of(*offset), e.entry_id, e.name.clone()));
+                    }
+                    let _ = g;
+                }
+                let fences: Vec<(u64, u64, u64, Vec<u8>)> = table
+                    .fences_of(i)
+                    .unwrap()
+                    .iter()
+                    .map(|(f, name)| (f.entries_record, f.dir_record, f.first_child_id, name.clone()))
+                    .collect();
+                assert_eq!(fences, expected);
+            }
+        }
+        let rows: Vec<(u64, u64, u64)> =
+            index.unwrap().iter().map(|r| (r.entries_record, r.dir_record, r.first_id)).collect();
+        let expected: Vec<(u64, u64, u64)> = groups.iter().map(|(o, g)| (*o, dir_of(*o), g.head.first_id)).collect();
+        assert_eq!(rows, expected);
+    }
+    /// Entries from a source must come in the entry order of FORMAT.md 8:
+    /// the writer refuses a name out of its run's order and a run that
+    /// starts again, and takes the same entries in order.
+    #[test]
+    fn entries_from_a_source_out_of_the_entry_order_are_refused() {
+        use strata_format::files::{Entry, EntryKind, NO_PARENT};
+        struct Model(std::vec::IntoIter<Entry>);
+        impl super::EntrySource for Model {
+            fn next_entry(&mut self) -> std::io::Result<Option<super::SourceEntry>> {
+                Ok(self.0.next().map(|entry| super::SourceEntry {
+                    path: entry.name.clone(),
+                    entry,
+                    data_ranges: Vec::new(),
+                }))
+            }
+            fn read_content(&mut self, _buf: &mut [u8], _offset: u64) -> std::io::Result<usize> {
+                Ok(0)
+            }
+        }
+        let entry = |id: u64, parent: u64, kind: EntryKind, name: &[u8]| Entry {
+            entry_id: id,
+            parent_id: parent,
+            ..Entry::bare(kind, name)
+        };
+        let write = |entries: Vec<Entry>| {
+            let mut writer =
+                crate::ArchiveWriter::new(Vec::new(), crate::WriterOptions::new([7; 16], 0)).expect("a writer");
+            writer.add_tree_from("t", 0, &mut Model(entries.into_iter()), &crate::NoProgress).map(|_| ())
+        };
+        let root = || entry(0, NO_PARENT, EntryKind::Directory, b"");
+        // In order: the root's run (a, d), then d's run.
+        let good = vec![
+            root(),
+            entry(1, 0, EntryKind::Fifo, b"a"),
+            entry(2, 0, EntryKind::Directory, b"d"),
+            entry(3, 2, EntryKind::Fifo, b"x"),
+        ];
+        assert!(write(good).is_ok());
+        let unsorted = vec![root(), entry(1, 0, EntryKind::Fifo, b"b"), entry(2, 0, EntryKind::Fifo, b"a")];
+        assert!(write(unsorted).is_err(), "a name before the previous one of its run");
+        let repeated = vec![root(), entry(1, 0, EntryKind::Fifo, b"a"), entry(2, 0, EntryKind::Fifo, b"a")];
+        assert!(write(repeated).is_err(), "a repeated name");
+        let split = vec![
+            root(),
+            entry(1, 0, EntryKind::Directory, b"d"),
+            entry(2, 1, EntryKind::Fifo, b"x"),
+            entry(3, 0, EntryKind::Fifo, b"z"),
+        ];
+        assert!(write(split).is_err(), "the root's run starts again after d's");
     }
 }
