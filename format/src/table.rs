@@ -43,7 +43,7 @@ pub fn row_width(columns: &[Column]) -> usize {
 /// column, appending to `out`.
 pub fn encode_columns(rows: &[u8], columns: &[Column], out: &mut Vec<u8>) {
     let width = row_width(columns);
-    debug_assert!(width > 0 && rows.len() % width == 0);
+    debug_assert!(width > 0 && rows.len().is_multiple_of(width));
     let count = rows.len().checked_div(width).unwrap_or(0);
     out.reserve(rows.len());
     let mut at = 0;

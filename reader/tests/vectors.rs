@@ -506,7 +506,8 @@ fn with_group_edited(edit: impl Fn(&mut strata_format::files::EntryGroup) -> boo
         }
         let entries: Vec<files::Entry> = group.entries.iter().map(|e| e.clone().unwrap()).collect();
         let h = group.head;
-        let new = files::encode_group(h.section_id, h.first_id, h.captured, h.extent_base, &group.extent_list, &entries);
+        let new =
+            files::encode_group(h.section_id, h.first_id, h.captured, h.extent_base, &group.extent_list, &entries);
         assert_eq!(new.len(), body.len());
         rewrite_body(&mut bytes, offset, &new);
         return (bytes, offset as u64);
@@ -581,10 +582,8 @@ fn a_files_extents_first_index_off_is_an_index_mismatch_at_it() {
 fn a_files_index_naming_another_dir_table_is_an_index_mismatch_at_it() {
     use strata_format::files;
     let mut bytes = std::fs::read(vectors_dir().join("tree-small.strata")).expect("vector");
-    let (offset, _, body) = record_list(&bytes)
-        .into_iter()
-        .find(|r| r.1 == strata_format::RecordType::FilesIndex)
-        .expect("a FILES_INDEX");
+    let (offset, _, body) =
+        record_list(&bytes).into_iter().find(|r| r.1 == strata_format::RecordType::FilesIndex).expect("a FILES_INDEX");
     let (head, mut rows) = files::parse_files_index(&bytes[body]).unwrap();
     rows[0].dir_record += 1;
     rewrite_body(&mut bytes, offset, &files::encode_files_index(head.section_id, &rows));
