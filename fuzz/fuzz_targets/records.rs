@@ -17,7 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
-    match selector % 8 {
+    match selector % 9 {
+        8 => tree_tables(body),
         0 => record_header(body),
         1 => archive_header(body),
         2 => image_begin(body),
@@ -198,6 +199,59 @@ fn chunk(body: &[u8]) {
         assert_eq!(&header.encode(), head);
         if header.validate(stored.len() as u64).is_ok() {
             let _ = validate_zstd_frame(stored, header.raw_length);
+        }
+    }
+}
+
+/// The file-tree tables (FORMAT.md 8.2 to 8.6): whatever the bytes, each
+/// parser refuses them or gives what re-encodes to the same bytes, and never
+/// allocates more than the body holds (the fuzzer's RSS limit sees it).
+fn tree_tables(body: &[u8]) {
+    use strata_format::files;
+    let Some((&which, body)) = body.split_first() else {
+        return;
+    };
+    match which % 4 {
+        0 => {
+            if let Ok(parsed) = files::parse_file_extents(body) {
+                let again = files::encode_file_extents(parsed.head.section_id, parsed.head.first_index, &parsed.extents);
+                assert_eq!(again, body, "FILES_EXTENTS must re-encode as parsed");
+            }
+        }
+        1 => {
+            if let Ok(group) = files::parse_group(body) {
+                assert_eq!(group.entries.len(), group.head.count as usize);
+                // Rows with a fault of their own cannot be re-encoded; a group
+                // whose rows all parse must come back byte for byte.
+                let entries: Result<Vec<_>, _> = group.entries.into_iter().collect();
+                if let Ok(entries) = entries {
+                    for (i, entry) in entries.iter().enumerate() {
+                        assert_eq!(entry.entry_id, group.head.first_id.wrapping_add(i as u64));
+                    }
+                    let again = files::encode_group(
+                        group.head.section_id,
+                        group.head.first_id,
+                        group.head.captured,
+                        group.head.extent_base,
+                        &group.extent_list,
+                        &entries,
+                    );
+                    assert_eq!(again, body, "FILES_ENTRIES must re-encode as parsed");
+                }
+            }
+        }
+        2 => {
+            if let Ok(dir) = files::GroupDir::parse(body) {
+                assert_eq!(dir.encode(), body, "FILES_DIR must re-encode as parsed");
+                for i in 0..dir.locators.len() {
+                    let _ = dir.fences_of(i);
+                }
+            }
+        }
+        _ => {
+            if let Ok((head, rows)) = files::parse_files_index(body) {
+                assert_eq!(files::encode_files_index(head.section_id, &rows), body, "FILES_INDEX must re-encode");
+            }
         }
     }
 }
