@@ -57,13 +57,16 @@ pub struct CreateArgs {
     #[arg(long)]
     one_file_system: bool,
     /// zstd compression level: 1 (fastest) to 22 (smallest), negative levels
-    /// for more speed, `max` for 22.
-    #[arg(long, default_value = "3", value_parser = parse_level, allow_negative_numbers = true)]
-    level: i32,
+    /// for more speed, `max` for 22. Default: 3, and 5 for images with
+    /// --used-blocks (their smaller chunks compress as well so).
+    #[arg(long, value_parser = parse_level, allow_negative_numbers = true)]
+    level: Option<i32>,
     /// Chunk size: a power of two from 4K to 16M (4096 to 16777216 bytes; K, KiB,
-    /// M and MiB suffixes).
-    #[arg(long, default_value = "4M", value_parser = parse_chunk_size)]
-    chunk_size: u32,
+    /// M and MiB suffixes). Default: 4M, and 2M for images with --used-blocks
+    /// (a file read out of the image decodes less), or for an image of a
+    /// --parent archive the chunk size of its image of the same name.
+    #[arg(long, value_parser = parse_chunk_size)]
+    chunk_size: Option<u32>,
     /// Worker threads for hashing and compression (0: one per core). The archive is
     /// the same whatever the number.
     #[arg(long, default_value_t = 0)]
@@ -95,7 +98,23 @@ struct Parent {
     base: strata_writer::ChainBase,
     /// Per file-tree name, the parent's files that need not be read again.
     caches: std::collections::HashMap<String, std::sync::Arc<strata_writer::FilesCache>>,
+    /// Per image name, the chunk size of the parent's image: a child cut into
+    /// other windows would share no chunk with it.
+    image_chunk_sizes: std::collections::HashMap<String, u32>,
 }
+
+/// The defaults of `create`: 4 MiB chunks at zstd level 3 ...
+const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;
+const DEFAULT_LEVEL: i32 = 3;
+/// ... and for used-blocks images 2 MiB chunks at level 5. A file read out of
+/// a file system inside the image (`cat --image`) decodes each chunk holding
+/// its metadata up to the bytes it needs, about half a chunk each: with 2 MiB
+/// chunks half as much. Level 5 wins back what the smaller chunks lose
+/// (benches/RESULTS.md, issue 16: 421.7 MB for the corpus's dirty image
+/// where 4 MiB at level 3 stored 424.1 MB), at a compression time that
+/// used-blocks imaging, which reads only the used blocks, can afford.
+const USED_BLOCKS_CHUNK_SIZE: u32 = 2 << 20;
+const USED_BLOCKS_LEVEL: i32 = 5;
 
 impl Parent {
     fn open(path: &std::path::Path, trees: &[(String, PathBuf)], reread: bool) -> Result<Parent, Failure> {
@@ -109,7 +128,15 @@ impl Parent {
                 }
             }
         }
-        Ok(Parent { base, caches })
+        let image_chunk_sizes = archive
+            .sections()
+            .iter()
+            .filter_map(|section| match section {
+                strata_reader::Section::Image(image) => Some((image.name.clone(), image.chunk_size)),
+                strata_reader::Section::Tree(_) => None,
+            })
+            .collect();
+        Ok(Parent { base, caches, image_chunk_sizes })
     }
 }
 
@@ -386,15 +413,20 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
         crate::atomic::check_output(&args.archive, args.force)?;
     }
     let mut options = WriterOptions::new(uuid, created_s.saturating_mul(1_000_000_000));
-    options.level = args.level;
-    options.chunk_size = args.chunk_size;
+    options.level = args.level.unwrap_or(DEFAULT_LEVEL);
+    options.chunk_size = args.chunk_size.unwrap_or(DEFAULT_CHUNK_SIZE);
     options.threads = args.threads;
 
     if images.iter().filter(|(_, p)| crate::is_stdio(p)).count() > 1 {
         return Err(Failure::fatal("only one --image can read standard input"));
     }
+    let parent = match crate::chain::parent_files() {
+        [] => None,
+        [path] => Some(Parent::open(path, &trees, args.reread)?),
+        _ => return Err(Failure::fatal("create takes one --parent: the archive to store only the changes since")),
+    };
     // Open every source before writing anything, so a typo costs nothing.
-    let mut sources: Vec<(String, PathBuf, Box<dyn ImageSource>)> = Vec::new();
+    let mut sources: Vec<ImageInput> = Vec::new();
     for (name, path) in &images {
         let source: Box<dyn ImageSource> = if crate::is_stdio(path) {
             if args.used_blocks {
@@ -415,14 +447,14 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
                 Box::new(file)
             }
         };
-        sources.push((name.clone(), path.clone(), source));
+        let chunk_size = args
+            .chunk_size
+            .or_else(|| parent.as_ref().and_then(|p| p.image_chunk_sizes.get(name).copied()))
+            .unwrap_or(if args.used_blocks { USED_BLOCKS_CHUNK_SIZE } else { DEFAULT_CHUNK_SIZE });
+        let level = args.level.unwrap_or(if args.used_blocks { USED_BLOCKS_LEVEL } else { DEFAULT_LEVEL });
+        sources.push(ImageInput { name: name.clone(), path: path.clone(), source, chunk_size, level });
     }
 
-    let parent = match crate::chain::parent_files() {
-        [] => None,
-        [path] => Some(Parent::open(path, &trees, args.reread)?),
-        _ => return Err(Failure::fatal("create takes one --parent: the archive to store only the changes since")),
-    };
     let destination = if crate::is_stdio(&args.archive) {
         Destination::Stdout
     } else {
@@ -538,22 +570,34 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// An image to add, opened, and the chunk size and level to store it with.
+struct ImageInput {
+    name: String,
+    path: PathBuf,
+    source: Box<dyn ImageSource>,
+    chunk_size: u32,
+    level: i32,
+}
+
 fn write_archive<W: Write>(
     out: W,
     options: WriterOptions,
-    sources: &mut [(String, PathBuf, Box<dyn ImageSource>)],
+    sources: &mut [ImageInput],
     trees: &[(String, PathBuf)],
     tree_options: &TreeOptions,
     parent: Option<&Parent>,
     quiet: bool,
 ) -> Result<(W, strata_writer::ArchiveSummary), Failure> {
     let base = parent.map(|p| p.base.clone());
+    let (chunk_size, level) = (options.chunk_size, options.level);
     let mut writer = match base {
         Some(base) => ArchiveWriter::new_child(out, options, base),
         None => ArchiveWriter::new(out, options),
     }
     .map_err(|e| Failure::fatal(e.to_string()))?;
-    for (name, path, source) in sources.iter_mut() {
+    for ImageInput { name, path, source, chunk_size, level } in sources.iter_mut() {
+        writer.set_chunk_size(*chunk_size).map_err(|e| Failure::fatal(e.to_string()))?;
+        writer.set_level(*level).map_err(|e| Failure::fatal(e.to_string()))?;
         let bar = output::bar(name, source.known_size(), quiet);
         let image = writer
             .add_image(name, source.as_mut(), &BarProgress(bar.clone()))
@@ -574,6 +618,9 @@ fn write_archive<W: Write>(
             );
         }
     }
+    // Trees take the archive's chunk size and level.
+    writer.set_chunk_size(chunk_size).map_err(|e| Failure::fatal(e.to_string()))?;
+    writer.set_level(level).map_err(|e| Failure::fatal(e.to_string()))?;
     // Each tree takes the files cache of the parent's tree of the same name.
     let tree_options_for = |name: &str| {
         let mut options = tree_options.clone();

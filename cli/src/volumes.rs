@@ -31,11 +31,12 @@ const CACHE_BYTES: usize = 32 << 20;
 pub enum Checks {
     /// Every chunk is decoded whole and checked by its BLAKE3: extraction.
     Whole,
-    /// The first read in a chunk decodes it only up to the end of the bytes
-    /// it needs, checked by the record CRC and the zstd frame rules but not
-    /// by the chunk's BLAKE3; a second read in it decodes it whole and checks
-    /// its BLAKE3 (FORMAT.md 10.1, step 4): `cat` and `list` of files inside
-    /// an image, `info`. A file system's metadata and one small file are
+    /// Reads in a chunk decode it only up to the end of the bytes they need,
+    /// each going on from where the last stopped, checked by the record CRC
+    /// and the zstd frame rules but not by the chunk's BLAKE3; a read that
+    /// comes back to a chunk after reads in another decodes it whole and
+    /// checks its BLAKE3 (FORMAT.md 10.1, step 4): `cat` and `list` of files
+    /// inside an image, `info`. A file system's metadata and one small file are
     /// spread over a few chunks read once each; decoding them whole, most of
     /// what a one-file `cat` costs, gives nothing back.
     Partial,

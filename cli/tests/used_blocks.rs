@@ -109,5 +109,52 @@ fn a_used_blocks_image_restores_clean_file_systems_with_the_same_files() {
         serde_json::from_slice(&run_ok(&["info", path_str(&saved), "--json"]).stdout).unwrap();
     let salvaged = &json["sections"][0]["image"];
     assert_eq!(salvaged["used_blocks"], true, "{salvaged}");
-    assert_eq!(salvaged["free_bytes"], image["free_bytes"], "{salvaged}");
+    assert_eq!(salvaged["free_bytes"], image["free_bytes"], "{salvaged} {image}");
+}
+
+/// The chunk size and level of an image: a used-blocks image defaults to
+/// 2 MiB chunks (level 5), a bit-for-bit one to 4 MiB; `--chunk-size` is
+/// obeyed either way, and a child's image keeps its parent's chunk size, so
+/// that an unchanged image shares every chunk with the parent.
+#[test]
+fn used_blocks_images_default_to_smaller_chunks_and_children_keep_their_parents() {
+    if !require_tool("mkfs.ext4") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..8 {
+        std::fs::write(src.join(format!("f{i}")), noise(400 + i, 300_000)).unwrap();
+    }
+    let image = d.join("ext4.img");
+    std::fs::write(&image, noise(5, 16 * MIB)).unwrap();
+    sh(&format!("mkfs.ext4 -q -F -E nodiscard -d '{}' '{}' >/dev/null", path_str(&src), path_str(&image)));
+    let source = format!("disk={}", path_str(&image));
+    let chunk_size = |archive: &std::path::Path| {
+        let json: serde_json::Value =
+            serde_json::from_slice(&run_ok(&["info", path_str(archive), "--json"]).stdout).expect("info --json");
+        json["sections"][0]["image"]["chunk_size"].as_u64().expect("a chunk size")
+    };
+    let archive = |name: &str, extra: &[&str]| {
+        let path = d.join(name);
+        let mut args = vec!["create", path_str(&path), "--image", &source, "-q"];
+        args.extend_from_slice(extra);
+        run_ok(&args);
+        path
+    };
+    assert_eq!(chunk_size(&archive("whole.strata", &[])), 4 << 20);
+    assert_eq!(chunk_size(&archive("used.strata", &["--used-blocks"])), 2 << 20);
+    assert_eq!(chunk_size(&archive("used-1m.strata", &["--used-blocks", "--chunk-size", "1M"])), 1 << 20);
+    let parent = archive("parent.strata", &["--used-blocks", "--chunk-size", "4M"]);
+    let child = archive("child.strata", &["--used-blocks", "--parent", path_str(&parent)]);
+    assert_eq!(chunk_size(&child), 4 << 20, "the parent's chunk size");
+    let (parent_size, child_size) =
+        (std::fs::metadata(&parent).unwrap().len(), std::fs::metadata(&child).unwrap().len());
+    assert!(
+        child_size * 20 < parent_size,
+        "the unchanged image is not stored again: {child_size} of {parent_size} bytes"
+    );
+    run_ok(&["verify", path_str(&child)]);
 }

@@ -46,8 +46,9 @@ pub struct ChunkCache {
     /// Woken when a chunk some thread was decoding is ready (or failed).
     decoded: Condvar,
     /// The chunk [`ChunkCache::read_image_at_partial`] read in part last,
-    /// decoded as far as that read needed, and its decoder: a second read in
-    /// it goes on from there to the chunk's end, and the next first read of
+    /// decoded as far as the reads in it needed, and its decoder: a later
+    /// read in it goes on from there (to the chunk's end when it needs the
+    /// chunk whole), and the next first read of
     /// another chunk decodes into its buffer, whose pages are then touched
     /// already (a fresh process pays for each page it touches). Outside the
     /// budget: one chunk's raw bytes at most.
@@ -61,8 +62,9 @@ struct State {
     by_use: BTreeMap<u64, u64>,
     clock: u64,
     held: usize,
-    /// Chunks [`ChunkCache::read_image_at_partial`] decoded only in part: the
-    /// next read in one of them decodes it whole.
+    /// Chunks [`ChunkCache::read_image_at_partial`] decoded only in part: a
+    /// read in one of them that is not the one read in part last decodes it
+    /// whole.
     read_in_part: HashSet<u64>,
 }
 
@@ -217,14 +219,15 @@ impl ChunkCache {
     /// Reads image bytes as [`ChunkCache::read_image_at`] does, for a reader
     /// of small parts far apart, such as a file system's metadata and one
     /// file: the first read in a chunk that is not held decodes the chunk only
-    /// up to the end of the part it needs; a second read in that chunk decodes
-    /// it whole (going on from where the first stopped, when it was the last
-    /// chunk read so), checks its BLAKE3 and keeps it, as every read of a held
-    /// chunk is served.
+    /// up to the end of the part it needs, and so do the reads in it that
+    /// follow, each going on from where the last stopped, until a chunk is
+    /// read in part: a read in a chunk read in part before, after reads in
+    /// others, decodes it whole, checks its BLAKE3 and keeps it, as is a read
+    /// that needs a chunk to its end; every read of a held chunk is served.
     ///
-    /// A part read by a first read is checked by the chunk's record CRC, which
-    /// covers every stored byte, and by the zstd frame rules, but not by the
-    /// chunk's BLAKE3, which needs the whole chunk (FORMAT.md 10.1, step 4).
+    /// A part read in part is checked by the chunk's record CRC, which covers
+    /// every stored byte, and by the zstd frame rules, but not by the chunk's
+    /// BLAKE3, which needs the whole chunk (FORMAT.md 10.1, step 4).
     /// Use it where that is enough and said (`cat` and `list` of files inside
     /// an image), never to verify, restore or extract.
     pub fn read_image_at_partial<R: ReadAt>(
@@ -237,11 +240,13 @@ impl ChunkCache {
         read_image_range(image, offset, buf, |part, dest| {
             // A part that runs to the chunk's end needs it all: check it whole.
             // So is an ancestor's chunk, against the child's CHAIN_INDEX (FORMAT.md 15.4).
-            if (part.range.end as u64) < part.chunk_length
-                && !archive.is_ancestor_ref(part.chunk_ref)
-                && self.first_read_in_part(part.chunk_ref)
-            {
-                return self.read_first_part(archive, part, dest);
+            if (part.range.end as u64) < part.chunk_length && !archive.is_ancestor_ref(part.chunk_ref) {
+                if let Some(read) = self.read_more_of_begun(archive, part, dest) {
+                    return read;
+                }
+                if self.first_read_in_part(part.chunk_ref) {
+                    return self.read_first_part(archive, part, dest);
+                }
             }
             let begun = {
                 let mut begun = self.begun();
@@ -263,6 +268,33 @@ impl ChunkCache {
     fn first_read_in_part(&self, chunk_ref: u64) -> bool {
         let mut state = self.lock();
         !state.entries.contains_key(&chunk_ref) && state.read_in_part.insert(chunk_ref)
+    }
+
+    /// When the chunk of `part` is the one read in part last: decodes on to
+    /// the part's end, from where the last read stopped, and copies the part
+    /// into `dest`. `None` for another chunk.
+    fn read_more_of_begun<R: ReadAt>(
+        &self,
+        archive: &Archive<R>,
+        part: &ChunkPart,
+        dest: &mut [u8],
+    ) -> Option<Result<(), Error>> {
+        let mut begun = self.begun();
+        let (_, stream) = begun.as_mut().filter(|(chunk_ref, _)| *chunk_ref == part.chunk_ref)?;
+        let read =
+            stream.decode_to(archive.source(), part.range.end).map_err(|e| e.at(part.chunk_ref)).and_then(|()| {
+                let bytes = stream
+                    .decoded()
+                    .get(part.range.clone())
+                    .ok_or_else(|| short_chunk(part.chunk_length, stream.decoded().len() as u64).at(part.chunk_ref))?;
+                dest.copy_from_slice(bytes);
+                Ok(())
+            });
+        if read.is_err() {
+            // A stream that failed is not gone on with.
+            *begun = None;
+        }
+        Some(read)
     }
 
     /// Decodes the chunk of `part` up to the part's end, copies the part into

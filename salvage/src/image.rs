@@ -77,7 +77,9 @@ impl<R: ReadAt + ?Sized> ImageSource for RecoveredSource<'_, R> {
         if covered && covering.iter().all(|e| e.chunk_ref == REF_FREE) {
             return Ok(Window::Free(n));
         }
-        if covered && covering.iter().all(|e| matches!(e.chunk_ref, REF_ZERO | REF_FREE)) {
+        // In a used-blocks section a window of zero and free extents keeps
+        // both kinds (below): as a hole, its free space would become zeros.
+        if covered && !self.used_blocks() && covering.iter().all(|e| matches!(e.chunk_ref, REF_ZERO | REF_FREE)) {
             return Ok(Window::Hole(n));
         }
         self.holes.clear();

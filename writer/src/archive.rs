@@ -60,6 +60,15 @@ impl WriterOptions {
     }
 }
 
+/// A zstd level the library accepts.
+fn check_level(level: i32) -> Result<(), WriteError> {
+    let (min, max) = (zstd::zstd_safe::min_c_level(), zstd::zstd_safe::max_c_level());
+    if !(min..=max).contains(&level) {
+        return Err(WriteError::Invalid { what: "zstd level", detail: format!("{level}: expected {min} to {max}") });
+    }
+    Ok(())
+}
+
 /// What a child archive (`spec/FORMAT.md` 15.5) refers to instead of
 /// storing: its chain, and the identity and reference of every chunk of the
 /// chain it may refer to (its parent's own chunks as `archive` 1, and those
@@ -281,17 +290,7 @@ impl<W: Write> ArchiveWriter<W> {
                 detail: format!("{chunk_size}: expected a power of two from 4 KiB to 16 MiB"),
             });
         }
-        if !(zstd::zstd_safe::min_c_level()..=zstd::zstd_safe::max_c_level()).contains(&options.level) {
-            return Err(WriteError::Invalid {
-                what: "zstd level",
-                detail: format!(
-                    "{}: expected {} to {}",
-                    options.level,
-                    zstd::zstd_safe::min_c_level(),
-                    zstd::zstd_safe::max_c_level()
-                ),
-            });
-        }
+        check_level(options.level)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(options.threads)
             .build()
@@ -386,6 +385,13 @@ impl<W: Write> ArchiveWriter<W> {
             });
         }
         self.options.chunk_size = chunk_size;
+        Ok(())
+    }
+
+    /// Sets the zstd level of the chunks and tables written from now on.
+    pub fn set_level(&mut self, level: i32) -> Result<(), WriteError> {
+        check_level(level)?;
+        self.options.level = level;
         Ok(())
     }
 
