@@ -348,6 +348,55 @@ fn a_damaged_chunk_answers_eio_for_its_file_only_and_sigterm_unmounts() {
     assert!(lines[0].contains("bytes 131072-196607 unreadable"), "{log}");
 }
 
+#[test]
+fn reading_ahead_into_a_damaged_chunk_fails_only_the_file_it_holds() {
+    if !fuse_present() {
+        return;
+    }
+    let dir = temp_dir();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let files: Vec<Vec<u8>> = (0..24).map(|i| noise(100 + i, 150_000)).collect();
+    for (i, bytes) in files.iter().enumerate() {
+        std::fs::write(src.join(format!("f{i:02}")), bytes).unwrap();
+    }
+    let archive = dir.path().join("a.strata");
+    run_ok(&["create", path_str(&archive), "--files", &format!("t={}", path_str(&src)), "--chunk-size", "64K", "-q"]);
+    // A byte in the middle of f12, whose chunk holds nothing of another file
+    // (150,000-byte files, 64 KiB chunks).
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let needle = &files[12][75_000..75_064];
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the noise is stored as it is");
+    bytes[at + 10] ^= 0x40;
+    std::fs::write(&archive, &bytes).unwrap();
+
+    let mountpoint = dir.path().join("mnt");
+    std::fs::create_dir(&mountpoint).unwrap();
+    // A 1 MiB cache: the chunks after the one read are decoded ahead.
+    let mut mount = Mount::foreground(&archive, &mountpoint);
+    // In archive order, as `tar` reads them: the damaged chunk is decoded
+    // ahead (and fails) while the files before it are read; they read whole,
+    // it answers EIO, and the files after it read whole again.
+    for round in 0..2 {
+        for (i, expected) in files.iter().enumerate() {
+            let read = std::fs::read(mount.path(&format!("t/f{i:02}")));
+            if i == 12 {
+                let error = read.expect_err("a damaged chunk is never read as bytes");
+                assert_eq!(error.raw_os_error(), Some(5), "EIO for f12, got {error} (round {round})");
+            } else {
+                assert!(read.unwrap() == *expected, "f{i:02} reads as stored (round {round})");
+            }
+        }
+    }
+    let pid = rustix::process::Pid::from_child(mount.child.as_ref().unwrap());
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert_eq!(mount.wait_gone(), Some(0), "{}", mount.log());
+    let log = mount.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("unreadable")).collect();
+    assert_eq!(lines.len(), 1, "one line, for f12 only: {log}");
+    assert!(lines[0].contains("f12"), "{log}");
+}
+
 /// Unmounts a kernel mount (here a loop mount of an image file) when dropped.
 struct KernelMount(PathBuf);
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags,
+    ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
     ReplyStatfs, ReplyXattr, Request,
 };
 use strata_format::files::{Entry, EntryKind, Timestamp};
@@ -24,6 +24,10 @@ const ROOT: u64 = 1;
 /// Regular files whose entries are kept between reads: files read in
 /// parallel by the kernel's read-ahead and by several readers.
 const FILES_HELD: usize = 1024;
+/// Most stored chunks decoded ahead of a reader going through the archive in
+/// order (16 MiB of 4 MiB chunks): enough that a reader seldom waits for a
+/// decode when the machine is busy, within the chunk cache's budget.
+const READ_AHEAD_CHUNKS: usize = 4;
 
 /// An opened archive as a FUSE file system. See the crate docs.
 pub struct ArchiveFs<R: ReadAt> {
@@ -148,8 +152,11 @@ impl<R: ReadAt + Send + 'static> ArchiveFs<R> {
             base = base.saturating_add(count);
         }
         let (archive, cache) = (Arc::new(archive), Arc::new(ChunkCache::new(cache_bytes)));
-        // One worker: `tar` and `cp` read one file at a time, and the kernel's
-        // own read-ahead already sends a large file's requests in parallel.
+        // `tar` and `cp` read one file at a time, and the kernel's own
+        // read-ahead already sends a large file's requests in parallel: one
+        // worker decodes the chunks such a reader comes to next, up to
+        // READ_AHEAD_CHUNKS of them, as far as the cache holds them beside the
+        // chunk being read and one more (none without that room).
         let largest_chunk = archive
             .sections()
             .iter()
@@ -159,8 +166,9 @@ impl<R: ReadAt + Send + 'static> ArchiveFs<R> {
             })
             .max()
             .unwrap_or(0);
-        let workers = usize::from(cache_bytes >= 4 * largest_chunk.max(1));
-        let ahead = ReadAhead::new(archive.clone(), cache.clone(), workers);
+        let fit = (cache_bytes / largest_chunk.max(1)).saturating_sub(2);
+        let workers = usize::from(fit >= 2);
+        let ahead = ReadAhead::with_depth(archive.clone(), cache.clone(), workers, fit.min(READ_AHEAD_CHUNKS));
         ArchiveFs {
             archive,
             cache,
@@ -697,16 +705,14 @@ impl<R: ReadAt + Send + 'static> Filesystem for ArchiveFs<R> {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.resolve(ino.0) {
-            Some(Inode::Root) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Some(Inode::Tree(slot, _)) => match self.table(slot) {
-                Ok(_) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-                Err(e) => reply.error(e),
-            },
-            Some(Inode::Image(_)) => reply.error(Errno::ENOTDIR),
-            None => reply.error(Errno::ENOENT),
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // As for files: ENOSYS tells the kernel that opening a directory needs
+        // nothing from this file system (FUSE_NO_OPENDIR_SUPPORT), so it sends
+        // neither OPENDIR nor RELEASEDIR again: two round trips of the four a
+        // small directory costs `tar` or `find`. The kernel then keeps
+        // listings in its cache as with FOPEN_CACHE_DIR. A section that cannot
+        // be listed fails at READDIR instead (EIO).
+        reply.error(Errno::ENOSYS)
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {

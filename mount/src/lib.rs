@@ -24,12 +24,15 @@
 //! owner names, targets, xattrs and extents are read again when asked for,
 //! through a one-record cache. File and image bytes come through a shared
 //! [`ChunkCache`](strata_reader::ChunkCache), so sequential reads decode each chunk once, and a
-//! [`ReadAhead`](strata_reader::ReadAhead) worker decodes the chunk a reader
-//! going through files in archive order (`tar`, `cp -r`) comes to next.
+//! [`ReadAhead`](strata_reader::ReadAhead) worker keeps the chunks a reader
+//! going through files in archive order (`tar`, `cp -r`) comes to next
+//! decoded: up to four, as far as the cache holds them besides two more (with
+//! the default 64 MiB and 4 MiB chunks, four). They live in the cache and
+//! count in its budget: `--cache` bounds them too.
 //!
-//! Opening a file costs no request: `open` answers ENOSYS, which tells the
-//! kernel to send neither OPEN nor RELEASE again, and reads find the entry by
-//! inode. As root, the mount's read-ahead is raised to 1 MiB
+//! Opening a file or a directory costs no request: `open` and `opendir`
+//! answer ENOSYS, which tells the kernel to send neither OPEN nor RELEASE
+//! (OPENDIR nor RELEASEDIR) again, and reads find the entry by inode. As root, the mount's read-ahead is raised to 1 MiB
 //! (`/sys/class/bdi/MAJ:MIN/read_ahead_kb`): a large file is read in 1 MiB
 //! requests rather than 128 KiB ones.
 //!

@@ -460,6 +460,35 @@ impl<R: ReadAt> Archive<R> {
             .map_err(|e| e.at(chunk_ref))
     }
 
+    /// Up to `want` `CHUNK` records of this archive from the record at `offset`
+    /// on, in record order, found by their checked record headers alone (the
+    /// records between them, at most 16 in a row, are stepped over): fewer at
+    /// the end of the archive or at a header that fails its checks. For
+    /// read-ahead, which only needs to know what a reader comes to next; each
+    /// chunk is checked whole when it is decoded.
+    pub(crate) fn chunk_records_from(&self, mut offset: u64, want: usize) -> Vec<u64> {
+        let mut found = Vec::with_capacity(want);
+        let mut others = 0;
+        while found.len() < want && others <= 16 {
+            let Ok((header, record_type)) =
+                read_record_header_at(&self.source, self.size, offset, self.tag, self.limits.max_index_bytes)
+            else {
+                break;
+            };
+            if record_type == Some(RecordType::Chunk) {
+                found.push(offset);
+                others = 0;
+            } else {
+                others += 1;
+            }
+            match offset.checked_add(RecordHeader::SIZE as u64 + header.body_length) {
+                Some(next) => offset = next,
+                None => break,
+            }
+        }
+        found
+    }
+
     /// Whether `chunk_ref` names a chunk of an ancestor (FORMAT.md 15.1).
     pub(crate) fn is_ancestor_ref(&self, chunk_ref: u64) -> bool {
         self.chain.is_some() && ChunkRef::split(chunk_ref).is_ancestor()

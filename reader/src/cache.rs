@@ -352,25 +352,71 @@ pub struct ReadAhead<R: ReadAt> {
     /// Chunk reference and, for an image extent, its expected length.
     queue: Option<SyncSender<(u64, Option<u64>)>>,
     workers: usize,
-    /// The chunk a reader in record order read last, and the record after it.
-    last: Mutex<Option<(u64, u64)>>,
+    /// Stored chunks kept decoded ahead of a reader that goes on in order.
+    depth: usize,
+    /// What a reader in record order is doing.
+    order: Mutex<RecordOrder>,
 }
+
+/// The reader in record order as [`ReadAhead::read_in_record_order`] follows it.
+#[derive(Debug, Default)]
+struct RecordOrder {
+    /// Runs of reads in record order, the one read last first: the main run
+    /// and one that a look back started (a deduplicated file of several
+    /// chunks pointing to earlier ones), so that returning to the main run
+    /// finds it as it was.
+    runs: Vec<Run>,
+    /// The last chunk read out of any run (an earlier chunk that a
+    /// deduplicated file points back to, a random read) and the chunk stored
+    /// after it: moving on to that one starts a run.
+    stray: Option<(u64, u64)>,
+}
+
+/// Reads in record order.
+#[derive(Debug)]
+struct Run {
+    /// The chunk read last in it.
+    read: u64,
+    /// The chunks stored after it that were asked for: where the reader is
+    /// expected next.
+    ahead: Vec<u64>,
+    /// Moves in order so far: a run is given as many chunks ahead, up to the
+    /// depth, so that a short one (a look back) costs little.
+    moves: usize,
+}
+
+/// Runs followed at once.
+const RUNS: usize = 2;
 
 impl<R: ReadAt> std::fmt::Debug for ReadAhead<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadAhead").field("workers", &self.workers).field("cache", &self.cache).finish()
+        f.debug_struct("ReadAhead")
+            .field("workers", &self.workers)
+            .field("depth", &self.depth)
+            .field("cache", &self.cache)
+            .finish()
     }
 }
 
 impl<R: ReadAt + Send + 'static> ReadAhead<R> {
     /// Starts `workers` threads decoding into `cache` (none with 0: requests
-    /// are then ignored). A chunk decoded ahead is only worth it when the
+    /// are then ignored), keeping one chunk more than the workers decoded
+    /// ahead of a reader. A chunk decoded ahead is only worth it when the
     /// cache holds a few chunks: give it room for `workers + 2` at least.
     pub fn new(archive: Arc<Archive<R>>, cache: Arc<ChunkCache>, workers: usize) -> Self {
+        Self::with_depth(archive, cache, workers, workers + 1)
+    }
+
+    /// As [`ReadAhead::new`], keeping `depth` stored chunks (at least one)
+    /// decoded ahead of a reader that goes on in order. What is decoded ahead
+    /// lives in the cache and counts in its budget: give it room for
+    /// `depth + 2` chunks, or chunks decoded ahead are dropped before use.
+    pub fn with_depth(archive: Arc<Archive<R>>, cache: Arc<ChunkCache>, workers: usize, depth: usize) -> Self {
+        let depth = depth.max(1);
         let mut started = 0;
         let queue = (workers > 0)
             .then(|| {
-                let (sender, receiver) = sync_channel::<(u64, Option<u64>)>(workers);
+                let (sender, receiver) = sync_channel::<(u64, Option<u64>)>(workers.max(depth));
                 let receiver = Arc::new(Mutex::new(receiver));
                 for n in 0..workers {
                     let (archive, cache, receiver) = (archive.clone(), cache.clone(), receiver.clone());
@@ -385,7 +431,7 @@ impl<R: ReadAt + Send + 'static> ReadAhead<R> {
                 (started > 0).then_some(sender)
             })
             .flatten();
-        ReadAhead { archive, cache, queue, workers: started, last: Mutex::new(None) }
+        ReadAhead { archive, cache, queue, workers: started, depth, order: Mutex::new(RecordOrder::default()) }
     }
 }
 
@@ -440,39 +486,79 @@ impl<R: ReadAt> ReadAhead<R> {
         }
     }
 
+    /// Stored chunks kept decoded ahead of a reader that goes on in order.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
     /// For readers that go through chunks in the order the writer stored
     /// them (files of a tree in walk order, a large file's chunks): tells that
     /// `chunk` at `chunk_ref` was read. When the reader moved here from the
-    /// chunk stored just before it, the chunk stored just after is requested;
-    /// a random reader, which does not move that way, starts no decoding.
-    /// Returns the chunk it requested, if any.
+    /// chunk stored just before it (records other than chunks in between do
+    /// not count), the chunks stored after it are requested, found by their
+    /// record headers: one after the first such move, one more after each
+    /// next, up to the depth. A random reader, which does not move that way,
+    /// starts no decoding; a look back (a deduplicated file pointing to
+    /// earlier chunks) does not end the run it left. Returns the first chunk
+    /// it requested, if any.
     pub fn read_in_record_order(&self, chunk_ref: u64, chunk: &Chunk) -> Option<u64> {
-        let sequential = {
-            let Ok(mut last) = self.last.lock() else { return None };
-            let moved_on = last.is_some_and(|(_, next)| next == chunk_ref);
-            if last.is_none_or(|(read, _)| read != chunk_ref) {
-                *last = Some((chunk_ref, chunk.next_record));
+        let Ok(mut order) = self.order.lock() else { return None };
+        if order.runs.iter().any(|run| run.read == chunk_ref) {
+            return None;
+        }
+        let moves = match order.runs.iter().position(|run| run.ahead.contains(&chunk_ref)) {
+            Some(at) => order.runs.remove(at).moves + 1,
+            None if order.stray.is_some_and(|(read, next)| read != chunk_ref && next == chunk_ref) => {
+                order.runs.truncate(RUNS - 1);
+                1
             }
-            moved_on
+            None => {
+                if order.stray.is_none_or(|(read, _)| read != chunk_ref) {
+                    let next = self.chunks_after(chunk, 1).first().copied().unwrap_or(u64::MAX);
+                    order.stray = Some((chunk_ref, next));
+                }
+                return None;
+            }
         };
-        // A chunk of an ancestor names the next record there (FORMAT.md 15.1).
-        let next_exists =
-            chunk.next_record < self.archive.size() || strata_format::ChunkRef::split(chunk.next_record).is_ancestor();
-        (sequential && next_exists && self.request(chunk.next_record, None)).then_some(chunk.next_record)
+        let ahead = self.chunks_after(chunk, moves.min(self.depth));
+        order.runs.insert(0, Run { read: chunk_ref, ahead: ahead.clone(), moves });
+        order.stray = None;
+        drop(order);
+        let mut first = None;
+        for &next in &ahead {
+            if self.request(next, None) {
+                first.get_or_insert(next);
+            }
+        }
+        first
+    }
+
+    /// Up to `want` chunks stored after `chunk`, in record order.
+    fn chunks_after(&self, chunk: &Chunk, want: usize) -> Vec<u64> {
+        let next = chunk.next_record;
+        if strata_format::ChunkRef::split(next).is_ancestor() {
+            // A chunk of an ancestor names the next record there (FORMAT.md
+            // 15.1), whose headers this archive does not read: that one only.
+            return vec![next];
+        }
+        if next >= self.archive.size() {
+            return Vec::new();
+        }
+        self.archive.chunk_records_from(next, want)
     }
 
     /// For readers of an image front to back: requests the stored chunks
-    /// that come next from image `offset` on (one per worker, and one more),
+    /// that come next from image `offset` on (as many as the depth),
     /// looking past zero extents, which cost nothing to serve.
     /// Returns how many chunks it queued.
     pub fn image_from(&self, image: &ImageSection, offset: u64) -> usize {
         let Some(first) = image.extent_at(offset) else { return 0 };
         let (mut stored, mut queued) = (0, 0);
-        for extent in image.extents[first..].iter().take(16) {
+        for extent in image.extents[first..].iter().take(16.max(4 * self.depth)) {
             if let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() {
                 queued += usize::from(self.request(chunk_ref, Some(extent.length)));
                 stored += 1;
-                if stored > self.workers {
+                if stored >= self.depth {
                     break;
                 }
             }

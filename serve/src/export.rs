@@ -16,6 +16,10 @@ use strata_reader::{Archive, ChunkCache, ImageSection, ReadAhead, ReadAt, Sectio
 
 use crate::nbd::{Allocation, Export, Segment};
 
+/// Most stored chunks decoded ahead of the end of the last read (24 MiB of
+/// 4 MiB chunks), as far as the cache holds them.
+const READ_AHEAD_CHUNKS: usize = 6;
+
 /// Told once about each range that cannot be read: the image byte range and why.
 pub type DamageLog = Box<dyn Fn(std::ops::Range<u64>, &str) + Send + Sync>;
 
@@ -51,7 +55,16 @@ impl<R: ReadAt + Send + 'static> ImageExport<R> {
         // A chunk decoded ahead must still be held when the client reads it:
         // each worker's chunk, the one being read and one more must fit.
         let fit = (cache_bytes / (image.chunk_size.max(1) as usize)).saturating_sub(2);
-        let ahead = ReadAhead::new(Arc::new(archive), Arc::new(ChunkCache::new(cache_bytes)), cores.min(fit));
+        // Decoded ahead: as many stored chunks as the cache holds beside those,
+        // up to READ_AHEAD_CHUNKS; a client such as `qemu-img convert` has
+        // several requests of a few MiB in flight, all of them after the read
+        // being answered.
+        let ahead = ReadAhead::with_depth(
+            Arc::new(archive),
+            Arc::new(ChunkCache::new(cache_bytes)),
+            cores.min(fit),
+            fit.min(READ_AHEAD_CHUNKS),
+        );
         Some(ImageExport {
             description: format!("image section {name:?} of a Strata archive, read-only"),
             ahead,

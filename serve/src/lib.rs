@@ -10,19 +10,24 @@
 //!   (`base:allocation`), flush, disconnect; writes are refused with EPERM.
 //! - [`ImageExport`]: an image section as an export, read through a shared
 //!   [`strata_reader::ChunkCache`]; zero extents are holes, and a damaged or
-//!   lost range answers EIO while the rest reads as stored; a read-ahead
-//!   thread decodes the next stored chunk while a client is being answered.
+//!   lost range answers EIO while the rest reads as stored; read-ahead
+//!   workers (one per core) keep the next stored chunks after each read
+//!   decoded (up to six, as far as the cache holds them besides two more)
+//!   while a client is being answered.
 //! - [`server`]: a thread per client up to a maximum, until a stop flag is set.
 //!
 //! # Memory
-//! Bounded by configuration: the chunk cache's budget, plus one decoded chunk
-//! the archive keeps, plus for the read-ahead thread and for each client up to
-//! two chunks being decoded
+//! Bounded by configuration: the chunk cache's budget (chunks decoded ahead
+//! live in it), plus one decoded chunk the archive keeps, plus for each
+//! read-ahead worker and for each client up to two chunks being decoded
 //! (raw and stored bytes, at most 16 MiB each by the format), plus, only for a
 //! client that did not negotiate structured replies or asks for an unfragmented
 //! read, a buffer of its request's length (at most `max_request`, 32 MiB by
 //! default). Option data is capped at [`nbd::MAX_OPTION`]; write data is read
-//! and dropped, never kept.
+//! and dropped, never kept. In the kernel, each client's socket holds up to
+//! [`server::SEND_BUFFER`] of replies not yet read (as `net.core.wmem_max`
+//! allows), so that the server answers the next request while the client
+//! still reads the last.
 //!
 //! ```no_run
 //! use std::sync::{atomic::AtomicBool, Arc};

@@ -182,7 +182,8 @@ fn read_ahead_decodes_what_a_sequential_reader_needs_next_once() {
             _ => None,
         })
         .collect();
-    let ahead = ReadAhead::new(archive.clone(), Arc::new(ChunkCache::new(8 * CHUNK)), 1);
+    // One chunk ahead, so that what is read can be counted exactly.
+    let ahead = ReadAhead::with_depth(archive.clone(), Arc::new(ChunkCache::new(8 * CHUNK)), 1, 1);
     let opened = archive.source().read.load(Ordering::Relaxed);
     let read = |chunk_ref| ahead.cache().chunk_whole(&archive, chunk_ref).unwrap();
 
@@ -199,8 +200,10 @@ fn read_ahead_decodes_what_a_sequential_reader_needs_next_once() {
     let third = read(refs[2]);
     assert_eq!(third.raw, image[2 * CHUNK..3 * CHUNK]);
     // Three records, each read once: the worker's decode served the reader.
+    // Besides, the read-ahead read the record headers of the chunk after the
+    // first and after the second (32 bytes each) to know what comes next.
     let records = third.next_record - refs[0];
-    assert_eq!(archive.source().read.load(Ordering::Relaxed) - opened, records);
+    assert_eq!(archive.source().read.load(Ordering::Relaxed) - opened, records + 2 * 32);
 
     // A jump, then another: nothing is decoded ahead.
     for jump in [10, 4, 20] {
@@ -217,4 +220,61 @@ fn read_ahead_decodes_what_a_sequential_reader_needs_next_once() {
     none = ReadAhead::new(archive.clone(), Arc::new(ChunkCache::new(8 * CHUNK)), 2);
     // Up to one more than the workers, as far as the queue takes them.
     assert!((2..=3).contains(&none.image_from(image_section, 0)));
+}
+
+#[test]
+fn read_ahead_keeps_its_depth_ahead_and_a_look_back_does_not_end_it() {
+    use std::sync::Arc;
+    use strata_format::ExtentKind;
+    use strata_reader::ReadAhead;
+
+    let image = image();
+    let archive = Arc::new(archive(&image));
+    let refs: Vec<u64> = archive
+        .image("disk")
+        .unwrap()
+        .section()
+        .extents
+        .iter()
+        .filter_map(|e| match e.kind() {
+            Ok(ExtentKind::Data(chunk_ref)) => Some(chunk_ref),
+            _ => None,
+        })
+        .collect();
+    let ahead = ReadAhead::with_depth(archive.clone(), Arc::new(ChunkCache::new(12 * CHUNK)), 1, 3);
+    assert_eq!(ahead.depth(), 3);
+    let read = |chunk_ref| ahead.cache().chunk_whole(&archive, chunk_ref).unwrap();
+    let held_soon = |chunk_ref| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !ahead.cache().holds(chunk_ref) {
+            assert!(std::time::Instant::now() < deadline, "chunk at {chunk_ref} was never decoded ahead");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    };
+    // One chunk ahead after the first move in order, one more after each
+    // next: after chunk 1, chunk 2; after 2, chunks 3 and 4; after 3, 4 to 6.
+    let expected = [None, Some(refs[2]), Some(refs[3]), Some(refs[5])];
+    for (n, expected) in expected.into_iter().enumerate() {
+        let chunk = read(refs[n]);
+        assert_eq!(ahead.read_in_record_order(refs[n], &chunk), expected, "after reading chunk {n}");
+        // What was asked for is decoded before the next read, so that the
+        // next asks only for what is new.
+        for &next in &refs[n + 1..n + 1 + n.min(3)] {
+            held_soon(next);
+        }
+    }
+    for &next in &refs[4..7] {
+        held_soon(next);
+    }
+    assert!(!ahead.cache().holds(refs[7]), "no deeper than asked");
+    // A look back at earlier chunks (a deduplicated file of two chunks), then
+    // on in order: the run left is taken up again as it was.
+    for back in [0, 1] {
+        let chunk = read(refs[back]);
+        assert_eq!(ahead.read_in_record_order(refs[back], &chunk), None, "the chunks ahead of it are held");
+    }
+    let fourth = read(refs[4]);
+    assert_eq!(ahead.read_in_record_order(refs[4], &fourth), Some(refs[7]));
+    held_soon(refs[7]);
+    assert_eq!(read(refs[7]).raw, image[7 * CHUNK..8 * CHUNK]);
 }
