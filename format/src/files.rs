@@ -1332,3 +1332,40 @@ mod group_tests {
         assert_eq!((head.group_count, parsed.as_slice()), (2, &rows[..]));
     }
 }
+
+/// The entry order of `spec/FORMAT.md` section 8 over a tree given as
+/// `children[node]` (node 0 the root, each list already in bytewise name
+/// order): the root, its run, then each directory of the run in order, depth
+/// first, as the reference writer walks (section 14). Returns the nodes in
+/// that order; nodes not reachable from the root are left out.
+pub fn entry_order(children: &[Vec<usize>], is_dir: impl Fn(usize) -> bool) -> Vec<usize> {
+    let mut order = vec![0usize];
+    let run = |node: usize, order: &mut Vec<usize>| -> Vec<usize> {
+        order.extend_from_slice(&children[node]);
+        children[node].iter().rev().copied().filter(|&c| is_dir(c)).collect()
+    };
+    let mut stack = vec![run(0, &mut order)];
+    while let Some(top) = stack.last_mut() {
+        match top.pop() {
+            Some(dir) => {
+                let below = run(dir, &mut order);
+                stack.push(below);
+            }
+            None => {
+                stack.pop();
+            }
+        }
+    }
+    order
+}
+
+#[cfg(test)]
+mod order_tests {
+    #[test]
+    fn runs_come_whole_and_directories_descend_in_name_order() {
+        // 0: root {1: a/, 2: b, 3: c/}; 1: {4: x}; 3: {5: y/}; 5: {6: z}
+        let children = vec![vec![1, 2, 3], vec![4], vec![], vec![5], vec![], vec![6], vec![]];
+        let dirs = [0, 1, 3, 5];
+        assert_eq!(super::entry_order(&children, |n| dirs.contains(&n)), [0, 1, 2, 3, 4, 5, 6]);
+    }
+}

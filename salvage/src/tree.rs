@@ -156,28 +156,14 @@ impl<'a> Plan<'a> {
     /// walks (section 14): the root, its run in name order, then each
     /// directory of the run in order, depth first.
     fn entry_order(&self) -> Vec<usize> {
-        let mut order = vec![0usize];
-        let run = |node: usize, order: &mut Vec<usize>| -> Vec<usize> {
-            let mut children = self.nodes[node].children.clone();
-            children.sort_by(|&a, &b| self.nodes[a].name.cmp(&self.nodes[b].name));
-            order.extend_from_slice(&children);
-            let mut dirs: Vec<usize> = children.into_iter().filter(|&c| self.nodes[c].is_dir).collect();
-            dirs.reverse();
-            dirs
-        };
-        let mut stack = vec![run(0, &mut order)];
-        while let Some(top) = stack.last_mut() {
-            match top.pop() {
-                Some(dir) => {
-                    let below = run(dir, &mut order);
-                    stack.push(below);
-                }
-                None => {
-                    stack.pop();
-                }
-            }
-        }
-        order
+        let children: Vec<Vec<usize>> = (0..self.nodes.len())
+            .map(|node| {
+                let mut children = self.nodes[node].children.clone();
+                children.sort_by(|&a, &b| self.nodes[a].name.cmp(&self.nodes[b].name));
+                children
+            })
+            .collect();
+        strata_format::files::entry_order(&children, |n| self.nodes[n].is_dir)
     }
 }
 

@@ -251,23 +251,7 @@ impl Tree {
         for list in &mut children {
             list.sort_by(|&a, &b| self.items[a].0.name.cmp(&self.items[b].0.name));
         }
-        let mut order = vec![0usize];
-        let run = |node: usize, order: &mut Vec<usize>| -> Vec<usize> {
-            order.extend_from_slice(&children[node]);
-            children[node].iter().rev().copied().filter(|&c| self.items[c].0.kind == EntryKind::Directory).collect()
-        };
-        let mut stack = vec![run(0, &mut order)];
-        while let Some(top) = stack.last_mut() {
-            match top.pop() {
-                Some(dir) => {
-                    let below = run(dir, &mut order);
-                    stack.push(below);
-                }
-                None => {
-                    stack.pop();
-                }
-            }
-        }
+        let order = strata_format::files::entry_order(&children, |c| self.items[c].0.kind == EntryKind::Directory);
         assert_eq!(order.len(), n, "every entry of a model is under the root");
         let mut map = vec![0u64; n];
         for (new, &old) in order.iter().enumerate() {

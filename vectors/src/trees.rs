@@ -405,24 +405,7 @@ pub(crate) fn entry_order(entries: &[&files::Entry]) -> Vec<usize> {
     for list in &mut children {
         list.sort_by(|&a, &b| entries[a].name.cmp(&entries[b].name));
     }
-    let mut order = vec![0usize];
-    let run = |node: usize, order: &mut Vec<usize>| -> Vec<usize> {
-        order.extend_from_slice(&children[node]);
-        children[node].iter().rev().copied().filter(|&c| entries[c].kind == files::EntryKind::Directory).collect()
-    };
-    let mut stack = vec![run(0, &mut order)];
-    while let Some(top) = stack.last_mut() {
-        match top.pop() {
-            Some(dir) => {
-                let below = run(dir, &mut order);
-                stack.push(below);
-            }
-            None => {
-                stack.pop();
-            }
-        }
-    }
-    order
+    files::entry_order(&children, |c| entries[c].kind == files::EntryKind::Directory)
 }
 
 /// A model given in any order of ids (parents first) and its expected
