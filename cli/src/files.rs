@@ -85,6 +85,10 @@ pub struct ExtractArgs {
     /// Print what was refused and warned about as JSON (spec/conformance.md).
     #[arg(long)]
     json: bool,
+    /// Threads that decode, check and write files' content (default: one per
+    /// core); the result is the same for any number.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+    threads: Option<u32>,
 }
 
 /// The two kinds of section, for messages and for picking one.
@@ -681,6 +685,7 @@ fn extract_options(args: &ExtractArgs, select: Vec<Vec<u8>>) -> ExtractOptions {
         cancel: Some(crate::cleanup::cancellation()),
         strip_components: args.strip_components,
         progress: Some(std::sync::Arc::new(extract::ExtractProgress::default())),
+        threads: args.threads.map_or_else(|| ExtractOptions::default().threads, |n| n as usize),
     }
 }
 

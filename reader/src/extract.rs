@@ -20,12 +20,16 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, XattrFlags};
 use strata_format::files::{Captured, Entry, EntryKind, Timestamp, NO_PARENT};
 
-use crate::{Archive, Error, PathEntry, Piece, ReadAt, TreeSection};
+use strata_format::files::FileDigest;
+use strata_format::ErrorClass;
+
+use crate::{Archive, Chunk, Error, PathEntry, Piece, ReadAt, TreeSection};
 
 /// How owners are restored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +49,7 @@ pub enum Owners {
 pub struct ExtractOptions {
     /// Replace files that already exist (never follows a symbolic link to do so).
     pub overwrite: bool,
+    /// Whose files they become ([`Owners`]).
     pub owners: Owners,
     /// Only these paths (and what is below them, and their parent directories).
     pub select: Vec<Vec<u8>>,
@@ -58,6 +63,11 @@ pub struct ExtractOptions {
     /// entries no deeper than that are not created, and what is below them
     /// goes that many levels up.
     pub strip_components: u32,
+    /// Threads that decode, check and write regular files' content, besides
+    /// the one that walks the entries; 1 writes content on the walking thread.
+    /// The default is one per core ([`std::thread::available_parallelism`]).
+    /// The result is the same whatever the number.
+    pub threads: usize,
 }
 
 impl Default for ExtractOptions {
@@ -69,6 +79,7 @@ impl Default for ExtractOptions {
             cancel: None,
             progress: None,
             strip_components: 0,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -76,20 +87,28 @@ impl Default for ExtractOptions {
 /// How far an extraction has come: entries done and content bytes written.
 #[derive(Debug, Default)]
 pub struct ExtractProgress {
-    pub entries: std::sync::atomic::AtomicU64,
-    pub bytes: std::sync::atomic::AtomicU64,
+    /// Entries handed to the extraction so far (selected or not refused).
+    pub entries: AtomicU64,
+    /// Content bytes written so far (holes included).
+    pub bytes: AtomicU64,
 }
 
 /// One entry that was not extracted, or not completely.
 #[derive(Clone, Debug)]
 pub struct Refusal {
+    /// The entry's path in the source, relative to its root.
     pub path: Vec<u8>,
+    /// Why, in words.
     pub reason: String,
 }
 
+/// What an extraction did: every list is in the order of the entries (the
+/// walk's), whatever the number of threads.
 #[derive(Clone, Debug, Default)]
 pub struct ExtractReport {
+    /// Entries extracted (the root included).
     pub entries: u64,
+    /// Content bytes of the regular files extracted.
     pub bytes: u64,
     /// Entries refused for safety or because they already exist.
     pub refused: Vec<Refusal>,
@@ -160,35 +179,203 @@ pub trait FileContent {
     ) -> Result<(), Error>;
 }
 
+/// A decoded chunk a content thread keeps, with its record offset: small
+/// files packed many to a chunk are read from it without decoding it again.
+type Held = Option<(u64, Arc<Chunk>)>;
+
+/// Content as the writers of files read it: [`FileContent`], plus what a
+/// thread keeps between files ([`Held`]) and the extents known ahead, for
+/// cutting batches at chunk starts.
+trait Source {
+    /// Gives `entry` its extents when they can be known before its content
+    /// is read (left empty otherwise, or when they cannot be read: the
+    /// content read then reports it).
+    fn find_extents(&self, _entry: &mut Entry) {}
+
+    /// [`FileContent::content`], with the chunk kept by the calling thread.
+    fn content(
+        &self,
+        held: &mut Held,
+        path: &[u8],
+        entry: &Entry,
+        piece: &mut dyn FnMut(u64, Piece<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error>;
+}
+
+/// Any [`FileContent`]: read on the walking thread, as it need not be `Sync`.
+struct AnyContent<'a>(&'a dyn FileContent);
+
+impl Source for AnyContent<'_> {
+    fn content(
+        &self,
+        _held: &mut Held,
+        path: &[u8],
+        entry: &Entry,
+        piece: &mut dyn FnMut(u64, Piece<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.0.content(path, entry, piece)
+    }
+}
+
 /// A file-tree section's content: its chunks, checked against each file's digest.
 struct SectionContent<'a, R: ReadAt> {
     archive: &'a Archive<R>,
     tree: &'a TreeSection,
 }
 
-impl<R: ReadAt> FileContent for SectionContent<'_, R> {
+impl<R: ReadAt> Source for SectionContent<'_, R> {
+    fn find_extents(&self, entry: &mut Entry) {
+        if let Ok(extents) = self.archive.file_extents(self.tree, entry) {
+            entry.extents = extents;
+        }
+    }
+
+    /// What [`Archive::file_content`] does, each chunk decoded whole and its
+    /// BLAKE3 checked, but through the thread's own held chunk rather than
+    /// the archive's one shared slot, which threads would take from each other.
     fn content(
         &self,
+        held: &mut Held,
         _path: &[u8],
         entry: &Entry,
         piece: &mut dyn FnMut(u64, Piece<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        self.archive.file_content(self.tree, entry, piece)
+        let name = &self.tree.name;
+        let extents = self.archive.file_extents(self.tree, entry)?;
+        let mut digest = FileDigest::new();
+        let mut at = 0u64;
+        for extent in &extents {
+            if extent.file_offset > at {
+                piece(at, Piece::Hole(extent.file_offset - at))?;
+            }
+            let chunk = match held {
+                Some((chunk_ref, chunk)) if *chunk_ref == extent.chunk_ref => chunk.clone(),
+                _ => {
+                    let chunk = self.archive.read_chunk_whole(extent.chunk_ref).map_err(|e| e.in_section(name))?;
+                    *held = Some((extent.chunk_ref, chunk.clone()));
+                    chunk
+                }
+            };
+            let start = extent.chunk_offset as usize;
+            let end = start.saturating_add(extent.length as usize);
+            let bytes = chunk.raw.get(start..end).ok_or_else(|| {
+                Error::new(
+                    ErrorClass::ExtentMap,
+                    "file extent",
+                    format!("bytes {start}..{end}, past the chunk's end at byte {}", chunk.raw.len()),
+                )
+                .at(extent.chunk_ref)
+                .in_section(name)
+            })?;
+            digest.data(extent.file_offset, bytes);
+            piece(extent.file_offset, Piece::Data(bytes))?;
+            at = extent.end();
+        }
+        if entry.size > at {
+            piece(at, Piece::Hole(entry.size - at))?;
+        }
+        if digest.finish(entry.size) != entry.digest {
+            return Err(Error::new(
+                ErrorClass::ChunkCorrupt,
+                "file content digest",
+                format!("entry {}: the content does not match its digest", entry.entry_id),
+            )
+            .in_section(name));
+        }
+        Ok(())
     }
 }
 
-struct Extractor<'a> {
-    content: &'a dyn FileContent,
+/// What every thread that writes files shares: how to apply metadata, and
+/// the run's switches.
+struct Shared {
     /// The source's `captured` bits (FORMAT.md 8.1): which fields its entries hold.
     captured: u64,
-    dest: Rc<OwnedFd>,
+    /// Owners to apply: `None` to leave them.
+    owners: Option<(IdsByName, IdsByName)>,
+    overwrite: bool,
+    cancel: Option<&'static AtomicBool>,
+    progress: Option<Arc<ExtractProgress>>,
+    /// Numbers the temporary names, across threads.
+    temp_counter: AtomicU64,
+    /// Set when the extraction stops (an error fatal to it, a cancel): files
+    /// handed out and not started are not written.
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// A regular file to write: its directory is open, its name checked, what
+/// stood there dealt with; what is left is content, metadata and the rename.
+struct FileJob {
+    /// The entry's position in the walk: the order its warnings are reported in.
+    seq: u64,
+    parent: Arc<OwnedFd>,
+    path: Vec<u8>,
+    entry: Entry,
+}
+
+/// How writing a [`FileJob`] went, for the walking thread to record.
+struct FileDone {
+    seq: u64,
+    path: Vec<u8>,
+    entry: Entry,
+    /// `None` when not tried (the extraction had stopped).
+    outcome: Option<Result<(), Error>>,
+    /// Metadata that could not be applied, in the order met.
+    warnings: Vec<Refusal>,
+}
+
+/// Batches of files handed to the threads end at a chunk start once they
+/// hold this many files, this many stored bytes, or files in this many
+/// directories (each a handle held open until the batch is written)...
+const BATCH_FILES: usize = 256;
+const BATCH_BYTES: u64 = 16 << 20;
+const BATCH_DIRS: usize = 16;
+/// ...and anywhere once they hold this many files (a chunk of very many tiny
+/// files is then decoded by two threads).
+const BATCH_FILES_MAX: usize = 4 * BATCH_FILES;
+
+/// The threads writing files, as the walking thread sees them.
+struct Pool {
+    /// Batches to write: at most as many waiting as there are threads, so
+    /// memory and open handles stay bounded whatever the tree.
+    jobs: Option<mpsc::SyncSender<Vec<FileJob>>>,
+    done: mpsc::Receiver<FileDone>,
+    batch: Vec<FileJob>,
+    batch_bytes: u64,
+    batch_dirs: usize,
+    /// The chunk the batch's last file ends in, and the directory it is in.
+    last_chunk: Option<u64>,
+    last_dir: Option<u64>,
+    /// Files handed out and not yet recorded, by entry id.
+    pending: HashSet<u64>,
+}
+
+struct Extractor<'a> {
+    shared: &'a Shared,
+    /// Where content is read when no thread pool writes files.
+    content: &'a dyn Source,
+    pool: Option<Pool>,
+    dest: Arc<OwnedFd>,
     /// Whether extraction made the destination folder: only then does it take
     /// the root entry's metadata (an existing folder keeps its own).
     dest_created: bool,
     options: &'a ExtractOptions,
     report: ExtractReport,
-    /// Owners to apply: `None` to leave them.
-    owners: Option<(IdsByName, IdsByName)>,
+    /// Warnings with the walk position of the entry they are about: sorted by
+    /// it at the end, so threads finishing in any order report the same.
+    warnings: Vec<(u64, Refusal)>,
+    /// The walk position of the entry being extracted.
+    seq: u64,
+    /// The first error that stops the extraction met by a thread writing files.
+    fatal: Option<(u64, Error)>,
+    /// The chunk held when files are written on the walking thread.
+    held: Held,
     /// Directories placed in the destination, by entry id.
     dirs: HashMap<u64, PlacedDir>,
     /// Regular files placed, by entry id: their directory and name, for hard links.
@@ -203,7 +390,7 @@ struct Extractor<'a> {
     /// Handles on the directories most recently extracted into, by entry id,
     /// with when each was last used: at most [`MAX_OPEN_DIRS`], so neither depth
     /// nor width exhausts file descriptors.
-    handles: HashMap<u64, (Rc<OwnedFd>, u64)>,
+    handles: HashMap<u64, (Arc<OwnedFd>, u64)>,
     uses: u64,
     /// The directories from the root to the one being finished, in the last
     /// pass that gives every directory its mode and times.
@@ -211,9 +398,6 @@ struct Extractor<'a> {
     /// How many of the deepest frames of `chain` hold an open handle: at most
     /// [`MAX_OPEN_DIRS`].
     open_frames: usize,
-    /// The temporary file being written, removed if the run stops.
-    temp: Option<(Rc<OwnedFd>, String)>,
-    temp_counter: u64,
 }
 
 /// Directory handles kept open: while extracting, those of the directories
@@ -234,7 +418,7 @@ struct PlacedDir {
 /// One directory of the chain.
 struct Frame {
     id: u64,
-    fd: Option<Rc<OwnedFd>>,
+    fd: Option<Arc<OwnedFd>>,
     dev: u64,
     ino: u64,
 }
@@ -258,20 +442,17 @@ fn interrupted() -> Error {
 /// call creates takes the root entry's. Time and memory grow with the number of
 /// entries, not with their depth, in whatever order the entries come. A
 /// destination that is full or read-only stops the extraction with an error
-/// (the entries before it stay extracted).
+/// (the entries before it stay extracted). Regular files' content is written
+/// by [`ExtractOptions::threads`] threads; the result and the report are the
+/// same for any number.
 pub fn extract<R: ReadAt>(
     archive: &Archive<R>,
     tree: &TreeSection,
     dest: &Path,
     options: &ExtractOptions,
 ) -> Result<ExtractReport, Error> {
-    extract_entries(
-        |visit| archive.walk_tree(tree, visit),
-        tree.begin.captured,
-        &SectionContent { archive, tree },
-        dest,
-        options,
-    )
+    let content = SectionContent { archive, tree };
+    run(|visit| archive.walk_tree(tree, visit), tree.begin.captured, &content, Some(&content), dest, options)
 }
 
 /// Extracts entries from any source into `dest` under every rule of
@@ -279,11 +460,26 @@ pub fn extract<R: ReadAt>(
 /// by path). `walk` hands each entry to its argument in an order where a
 /// directory comes before what it holds, ids growing: entry 0 is the root
 /// directory (`parent_id` [`NO_PARENT`]); `captured` says which fields the
-/// entries hold (FORMAT.md 8.1); `content` gives regular files their bytes.
+/// entries hold (FORMAT.md 8.1); `content` gives regular files their bytes,
+/// on the calling thread (it need not be `Sync`), so
+/// [`ExtractOptions::threads`] does not apply.
 pub fn extract_entries(
     walk: impl FnOnce(&mut dyn FnMut(PathEntry) -> Result<(), Error>) -> Result<(), Error>,
     captured: u64,
     content: &dyn FileContent,
+    dest: &Path,
+    options: &ExtractOptions,
+) -> Result<ExtractReport, Error> {
+    run(walk, captured, &AnyContent(content), None, dest, options)
+}
+
+/// The extraction: on this thread, or with a pool of threads writing files
+/// when `parallel` gives content they can share.
+fn run(
+    walk: impl FnOnce(&mut dyn FnMut(PathEntry) -> Result<(), Error>) -> Result<(), Error>,
+    captured: u64,
+    content: &dyn Source,
+    parallel: Option<&(dyn Source + Sync)>,
     dest: &Path,
     options: &ExtractOptions,
 ) -> Result<ExtractReport, Error> {
@@ -298,14 +494,27 @@ pub fn extract_entries(
         Owners::Auto => Some((user_ids("/etc/passwd"), user_ids("/etc/group"))),
         Owners::Numeric => Some((HashMap::new(), HashMap::new())),
     };
-    let mut extractor = Extractor {
-        content,
+    let shared = Shared {
         captured,
-        dest: Rc::new(dest_fd),
+        owners,
+        overwrite: options.overwrite,
+        cancel: options.cancel,
+        progress: options.progress.clone(),
+        temp_counter: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    };
+    let extractor = Extractor {
+        shared: &shared,
+        content,
+        pool: None,
+        dest: Arc::new(dest_fd),
         dest_created,
         options,
         report: ExtractReport::default(),
-        owners,
+        warnings: Vec::new(),
+        seq: 0,
+        fatal: None,
+        held: None,
         dirs: HashMap::new(),
         files: HashMap::new(),
         siblings: HashSet::new(),
@@ -315,50 +524,336 @@ pub fn extract_entries(
         uses: 0,
         chain: Vec::new(),
         open_frames: 0,
-        temp: None,
-        temp_counter: 0,
     };
-    let mut found: HashSet<Vec<u8>> = HashSet::new();
-    let walked = walk(&mut |item| {
-        if options.cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
-            return Err(interrupted());
-        }
-        if !options.select.is_empty() {
-            let wanted = options.select.iter().any(|s| {
-                let exact = item.path == *s;
-                let below = item.path.len() > s.len() && item.path.starts_with(s) && item.path[s.len()] == b'/';
-                let above = s.len() > item.path.len()
-                    && s.starts_with(&item.path)
-                    && (item.path.is_empty() || s[item.path.len()] == b'/');
-                if exact {
-                    found.insert(s.clone());
+    let threads = options.threads.max(1);
+    let Some(source) = parallel.filter(|_| threads > 1) else {
+        return extractor.run(walk);
+    };
+    let (jobs, waiting) = mpsc::sync_channel::<Vec<FileJob>>(threads);
+    let waiting = Mutex::new(waiting);
+    std::thread::scope(|scope| {
+        let (done_tx, done) = mpsc::channel();
+        for _ in 0..threads {
+            let (waiting, done_tx, shared) = (&waiting, done_tx.clone(), &shared);
+            scope.spawn(move || {
+                let mut held = None;
+                loop {
+                    let batch = match waiting.lock() {
+                        Ok(waiting) => waiting.recv(),
+                        Err(_) => break,
+                    };
+                    let Ok(batch) = batch else { break };
+                    for job in batch {
+                        if done_tx.send(write_file(shared, source, &mut held, job)).is_err() {
+                            return;
+                        }
+                    }
                 }
-                exact || below || above
             });
-            if !wanted {
-                return Ok(());
+        }
+        drop(done_tx);
+        let mut extractor = extractor;
+        extractor.pool = Some(Pool {
+            jobs: Some(jobs),
+            done,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            batch_dirs: 0,
+            last_chunk: None,
+            last_dir: None,
+            pending: HashSet::new(),
+        });
+        extractor.run(walk)
+    })
+}
+
+/// Writes one regular file under a temporary name in its directory, gives it
+/// its metadata, and renames it into place; on any failure removes it.
+fn write_file(shared: &Shared, source: &dyn Source, held: &mut Held, job: FileJob) -> FileDone {
+    let FileJob { seq, parent, path, entry } = job;
+    let mut warnings = Vec::new();
+    if shared.stop.load(Ordering::Relaxed) {
+        return FileDone { seq, path, entry, outcome: None, warnings };
+    }
+    let outcome = (|| {
+        let (temp_name, fd) = temp_file(shared, &parent)?;
+        let file = File::from(fd);
+        let written = write_content(shared, source, held, &file, &path, &entry);
+        let renamed = written.and_then(|()| {
+            apply_fd_metadata(shared, file.as_fd(), &path, &entry, true, false, &mut warnings);
+            if let Some(problem) = set_times_fd(shared.captured, &file, &entry) {
+                warnings.push(Refusal { path: path.clone(), reason: problem });
+            }
+            let flags = if shared.overwrite { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
+            rustix::fs::renameat_with(&*parent, temp_name.as_str(), &*parent, os(&entry.name), flags)
+                .map_err(|e| Error::local_io("renaming into place", e.into()))
+        });
+        if renamed.is_err() {
+            let _ = rustix::fs::unlinkat(&*parent, temp_name.as_str(), AtFlags::empty());
+        }
+        renamed
+    })();
+    if outcome.is_err() {
+        // A fatal error or a cancel: the other threads stop too; a damaged
+        // chunk is only a warning, and they go on.
+        if let Err(e) = &outcome {
+            let io_error = std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>());
+            if io_error.is_some_and(|io| io.kind() == io::ErrorKind::Interrupted || fatal_to_destination(io)) {
+                shared.stop.store(true, Ordering::Relaxed);
             }
         }
-        extractor.entry(item)
-    });
-    if let Some((dir, name)) = extractor.temp.take() {
-        let _ = rustix::fs::unlinkat(&*dir, name.as_str(), AtFlags::empty());
     }
-    // Directories get their modes and times even when the walk failed, so what
-    // was extracted is left as complete as it can be.
-    extractor.finish_dirs();
-    walked?;
-    extractor.report.not_found = options.select.iter().filter(|s| !found.contains(*s)).cloned().collect();
-    Ok(extractor.report)
+    FileDone { seq, path, entry, outcome: Some(outcome), warnings }
+}
+
+fn temp_file(shared: &Shared, parent: &OwnedFd) -> Result<(String, OwnedFd), Error> {
+    loop {
+        let n = shared.temp_counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = format!(".strata-{}-{n}.tmp", std::process::id());
+        match rustix::fs::openat(
+            parent,
+            name.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        ) {
+            Ok(fd) => return Ok((name, fd)),
+            Err(rustix::io::Errno::EXIST) => continue,
+            Err(e) => return Err(Error::local_io("creating a temporary file", e.into())),
+        }
+    }
+}
+
+/// Writes a file's data extents at their offsets (holes stay holes), checking
+/// the content against the entry's digest.
+fn write_content(
+    shared: &Shared,
+    source: &dyn Source,
+    held: &mut Held,
+    file: &File,
+    path: &[u8],
+    entry: &Entry,
+) -> Result<(), Error> {
+    let progress = shared.progress.as_deref();
+    source.content(held, path, entry, &mut |offset, piece| {
+        if shared.cancelled() || shared.stop.load(Ordering::Relaxed) {
+            return Err(interrupted());
+        }
+        let length = match piece {
+            Piece::Data(bytes) => {
+                file.write_all_at(bytes, offset).map_err(|e| Error::local_io("writing file content", e))?;
+                bytes.len() as u64
+            }
+            Piece::Hole(n) => n,
+        };
+        if let Some(progress) = progress {
+            progress.bytes.fetch_add(length, Ordering::Relaxed);
+        }
+        Ok(())
+    })?;
+    file.set_len(entry.size).map_err(|e| Error::local_io("setting the file size", e))?;
+    Ok(())
 }
 
 impl Extractor<'_> {
+    /// Walks the entries, extracting each; then waits for the files handed
+    /// out, and gives directories their modes and times.
+    fn run(
+        mut self,
+        walk: impl FnOnce(&mut dyn FnMut(PathEntry) -> Result<(), Error>) -> Result<(), Error>,
+    ) -> Result<ExtractReport, Error> {
+        let options = self.options;
+        let mut found: HashSet<Vec<u8>> = HashSet::new();
+        let mut next_seq = 0u64;
+        let walked = walk(&mut |item| {
+            if options.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                self.shared.stop.store(true, Ordering::Relaxed);
+                return Err(interrupted());
+            }
+            if let Some((_, e)) = self.fatal.take() {
+                return Err(e);
+            }
+            if !options.select.is_empty() {
+                let wanted = options.select.iter().any(|s| {
+                    let exact = item.path == *s;
+                    let below = item.path.len() > s.len() && item.path.starts_with(s) && item.path[s.len()] == b'/';
+                    let above = s.len() > item.path.len()
+                        && s.starts_with(&item.path)
+                        && (item.path.is_empty() || s[item.path.len()] == b'/');
+                    if exact {
+                        found.insert(s.clone());
+                    }
+                    exact || below || above
+                });
+                if !wanted {
+                    return Ok(());
+                }
+            }
+            self.seq = next_seq;
+            next_seq += 1;
+            self.entry(item)
+        });
+        // Files handed out are written even when the walk failed (unless it
+        // was stopped): then every outcome is recorded.
+        if let Err(e) = &walked {
+            let stopped = std::error::Error::source(e)
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .is_some_and(|io| io.kind() == io::ErrorKind::Interrupted);
+            if stopped {
+                self.shared.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        self.close_pool();
+        // Directories get their modes and times even when the walk failed, so what
+        // was extracted is left as complete as it can be.
+        self.seq = u64::MAX;
+        self.finish_dirs();
+        let mut warnings = std::mem::take(&mut self.warnings);
+        warnings.sort_by_key(|(seq, _)| *seq);
+        self.report.warnings = warnings.into_iter().map(|(_, w)| w).collect();
+        if let Some((_, e)) = self.fatal.take() {
+            return Err(e);
+        }
+        walked?;
+        self.report.not_found = options.select.iter().filter(|s| !found.contains(*s)).cloned().collect();
+        Ok(self.report)
+    }
+
+    /// Hands out the last batch, lets the threads finish, and records every
+    /// file they wrote.
+    fn close_pool(&mut self) {
+        let Some(mut pool) = self.pool.take() else { return };
+        let batch = std::mem::take(&mut pool.batch);
+        if let Some(jobs) = pool.jobs.take() {
+            if !batch.is_empty() {
+                let _ = jobs.send(batch);
+            }
+        }
+        // The threads end once the queue is empty and closed.
+        while let Ok(done) = pool.done.recv() {
+            self.record(done);
+        }
+    }
+
+    /// Hands a file to the threads, or writes it now without them.
+    fn hand_out(&mut self, job: FileJob) {
+        if self.pool.is_none() {
+            let mut held = self.held.take();
+            let done = write_file(self.shared, self.content, &mut held, job);
+            self.held = held;
+            self.record(done);
+            return;
+        }
+        let mut job = job;
+        self.content.find_extents(&mut job.entry);
+        let pool = self.pool.as_mut().expect("checked above");
+        let first = job.entry.extents.first().map(|e| e.chunk_ref);
+        let full = pool.batch.len() >= BATCH_FILES || pool.batch_bytes >= BATCH_BYTES || pool.batch_dirs >= BATCH_DIRS;
+        let chunk_start = first.is_none() || first != pool.last_chunk;
+        if !pool.batch.is_empty() && ((full && chunk_start) || pool.batch.len() >= BATCH_FILES_MAX) {
+            self.send_batch();
+        }
+        let pool = self.pool.as_mut().expect("checked above");
+        if pool.last_dir != Some(job.entry.parent_id) {
+            pool.batch_dirs += 1;
+            pool.last_dir = Some(job.entry.parent_id);
+        }
+        pool.batch_bytes += job.entry.extents.iter().map(|e| e.length).sum::<u64>();
+        pool.last_chunk = job.entry.extents.last().map(|e| e.chunk_ref);
+        pool.pending.insert(job.entry.entry_id);
+        pool.batch.push(job);
+    }
+
+    /// Sends the batch being filled to the threads (waiting while the queue
+    /// is full), recording what they finished meanwhile.
+    fn send_batch(&mut self) {
+        let Some(pool) = &mut self.pool else { return };
+        let batch = std::mem::take(&mut pool.batch);
+        (pool.batch_bytes, pool.batch_dirs, pool.last_dir) = (0, 0, None);
+        if let Some(jobs) = &pool.jobs {
+            if !batch.is_empty() {
+                let _ = jobs.send(batch);
+            }
+        }
+        let finished: Vec<FileDone> = pool.done.try_iter().collect();
+        for done in finished {
+            self.record(done);
+        }
+    }
+
+    /// Waits until the file `id`, if handed out, is written and recorded: a
+    /// hard link to it needs to know.
+    fn wait_for(&mut self, id: u64) {
+        if !self.pool.as_ref().is_some_and(|p| p.pending.contains(&id)) {
+            return;
+        }
+        if self.pool.as_ref().is_some_and(|p| p.batch.iter().any(|j| j.entry.entry_id == id)) {
+            self.send_batch();
+        }
+        while self.pool.as_ref().is_some_and(|p| p.pending.contains(&id)) {
+            let Some(Ok(done)) = self.pool.as_ref().map(|p| p.done.recv()) else { break };
+            self.record(done);
+        }
+    }
+
+    /// Records how writing a file went, as if it had been written in its
+    /// place in the walk: its warnings under its walk position.
+    fn record(&mut self, done: FileDone) {
+        let FileDone { seq, path, entry, outcome, warnings } = done;
+        if let Some(pool) = &mut self.pool {
+            pool.pending.remove(&entry.entry_id);
+        }
+        let Some(outcome) = outcome else { return };
+        self.warnings.extend(warnings.into_iter().map(|w| (seq, w)));
+        let warn = |this: &mut Self, reason: String| {
+            this.warnings.push((seq, Refusal { path: path.clone(), reason }));
+        };
+        match outcome {
+            Ok(()) => {
+                self.report.bytes += entry.size;
+                self.files.insert(entry.entry_id, (entry.parent_id, entry.name.clone()));
+                if entry.flags & strata_format::files::EntryFlags::CHANGED_WHILE_READ != 0 {
+                    // Extracted as the archive holds it, which may not be what the file
+                    // ever was: the writer saw it change while it read it (8.3 bit 1).
+                    warn(self, "it changed while it was read when the archive was written: extracted as read".into());
+                }
+            }
+            Err(e) => {
+                let io_error = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<io::Error>());
+                if io_error.is_some_and(|io| io.kind() == io::ErrorKind::Interrupted) {
+                    self.stop_with(seq, e);
+                    return;
+                }
+                if let Some(io) = io_error.filter(|io| fatal_to_destination(io)) {
+                    let io = io
+                        .raw_os_error()
+                        .map_or_else(|| io::Error::other(io.to_string()), io::Error::from_raw_os_error);
+                    let e = Error::local_io(format!("{}: {}", strata_format::escaped(&path), e.what()), io);
+                    self.stop_with(seq, e);
+                    return;
+                }
+                // A failure of the archive (corrupt chunk) is a warning for this file;
+                // the extraction goes on, and hard links to the file are skipped with a
+                // warning too (FORMAT.md 8.7).
+                self.skipped.insert(entry.entry_id);
+                warn(self, e.to_string());
+            }
+        }
+    }
+
+    /// Keeps the error that stops the extraction met first in walk order.
+    fn stop_with(&mut self, seq: u64, e: Error) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if self.fatal.as_ref().is_none_or(|(first, _)| seq < *first) {
+            self.fatal = Some((seq, e));
+        }
+    }
+
     fn refuse(&mut self, path: &[u8], reason: impl Into<String>) {
         self.report.refused.push(Refusal { path: path.to_vec(), reason: reason.into() });
     }
 
     fn warn(&mut self, path: &[u8], reason: impl Into<String>) {
-        self.report.warnings.push(Refusal { path: path.to_vec(), reason: reason.into() });
+        self.warnings.push((self.seq, Refusal { path: path.to_vec(), reason: reason.into() }));
     }
 
     /// The path of a placed directory, for messages and for reopening it.
@@ -391,7 +886,7 @@ impl Extractor<'_> {
 
     /// Adds directory `id` (open as `fd`) to the end of the chain, dropping the
     /// handle of the shallowest frame that holds one when too many are open.
-    fn push_frame(&mut self, id: u64, fd: Rc<OwnedFd>) -> io::Result<Rc<OwnedFd>> {
+    fn push_frame(&mut self, id: u64, fd: Arc<OwnedFd>) -> io::Result<Arc<OwnedFd>> {
         let stat = rustix::fs::fstat(&*fd)?;
         self.chain.push(Frame { id, fd: Some(fd.clone()), dev: stat.st_dev, ino: stat.st_ino });
         self.open_frames += 1;
@@ -427,7 +922,7 @@ impl Extractor<'_> {
     /// each its mode and times now that nothing more is written inside; the new
     /// end of the chain gets its handle back if it was dropped.
     fn leave_to(&mut self, len: usize) {
-        let mut child: Option<Rc<OwnedFd>> = None;
+        let mut child: Option<Arc<OwnedFd>> = None;
         while self.chain.len() > len {
             let Some(frame) = self.chain.pop() else { break };
             let fd = match frame.fd.clone() {
@@ -435,7 +930,7 @@ impl Extractor<'_> {
                     self.open_frames -= 1;
                     Ok(fd)
                 }
-                None => self.reopen(&frame, child.as_deref()).map(Rc::new),
+                None => self.reopen(&frame, child.as_deref()).map(Arc::new),
             };
             match fd {
                 Ok(fd) => {
@@ -454,7 +949,7 @@ impl Extractor<'_> {
                 let reopened = self.reopen(top, child.as_deref());
                 let top = self.chain.last_mut().expect("checked above");
                 if let Ok(fd) = reopened {
-                    top.fd = Some(Rc::new(fd));
+                    top.fd = Some(Arc::new(fd));
                     self.open_frames += 1;
                 }
             }
@@ -467,7 +962,7 @@ impl Extractor<'_> {
     /// be the directory placed there. Entries in any order cost the distance to
     /// a kept directory, not the depth: going back and forth between two deep
     /// directories reuses both handles.
-    fn dir_handle(&mut self, id: u64) -> io::Result<Rc<OwnedFd>> {
+    fn dir_handle(&mut self, id: u64) -> io::Result<Arc<OwnedFd>> {
         self.uses += 1;
         let uses = self.uses;
         let mut below = Vec::new();
@@ -499,7 +994,7 @@ impl Extractor<'_> {
             if (stat.st_dev, stat.st_ino) != (dir.dev, dir.ino) {
                 return Err(io::Error::other("the directory was replaced during the extraction"));
             }
-            fd = Rc::new(next);
+            fd = Arc::new(next);
         }
         if !below.is_empty() {
             self.keep(id, fd.clone());
@@ -509,7 +1004,7 @@ impl Extractor<'_> {
 
     /// Keeps a handle on directory `id`, dropping the one used longest ago when
     /// [`MAX_OPEN_DIRS`] are kept.
-    fn keep(&mut self, id: u64, fd: Rc<OwnedFd>) {
+    fn keep(&mut self, id: u64, fd: Arc<OwnedFd>) {
         if self.handles.len() >= MAX_OPEN_DIRS {
             let oldest = self.handles.iter().min_by_key(|(_, (_, used))| *used).map(|(&id, _)| id);
             if let Some(oldest) = oldest {
@@ -572,7 +1067,7 @@ impl Extractor<'_> {
                 }
                 Ok(fd)
             })
-            .and_then(|fd| self.push_frame(child, Rc::new(fd)));
+            .and_then(|fd| self.push_frame(child, Arc::new(fd)));
             match opened {
                 Ok(_) => next.push(0),
                 Err(e) => {
@@ -604,21 +1099,8 @@ impl Extractor<'_> {
         if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode)) {
             self.warn(&self.path_of(id), format!("mode not set: {e}"));
         }
-        if let Some(problem) = self.set_times_fd(fd, &entry) {
+        if let Some(problem) = set_times_fd(self.shared.captured, fd, &entry) {
             self.warn(&self.path_of(id), problem);
-        }
-    }
-
-    /// Sets an entry's times on `fd` and reads them back: a problem to warn
-    /// about, if any.
-    fn set_times_fd(&self, fd: impl AsFd, entry: &Entry) -> Option<String> {
-        let captured = self.captured;
-        if let Err(e) = rustix::fs::futimens(&fd, &times(entry, captured)) {
-            return Some(format!("times not set: {e}"));
-        }
-        match rustix::fs::fstat(&fd) {
-            Ok(st) => times_kept(entry, captured, &st),
-            Err(e) => Some(format!("times not read back: {e}")),
         }
     }
 
@@ -671,9 +1153,12 @@ impl Extractor<'_> {
             self.refuse(&path, "a second entry of the same name in one directory");
             return Ok(());
         }
-        if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(self.captured)) {
+        if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(self.shared.captured)) {
             self.refuse(&path, format!("it breaks a rule of the format: {}", e.detail));
             return Ok(());
+        }
+        if entry.kind == EntryKind::Hardlink {
+            self.wait_for(entry.link_id);
         }
         // A hard link whose file was not extracted is not made: decided before
         // anything in the destination is touched, so that --overwrite does not
@@ -733,12 +1218,12 @@ impl Extractor<'_> {
             }
         }
         self.report.entries += 1;
-        let (kind, entry_id) = (entry.kind, entry.entry_id);
-        let changed =
-            kind == EntryKind::File && entry.flags & strata_format::files::EntryFlags::CHANGED_WHILE_READ != 0;
+        if entry.kind == EntryKind::File {
+            self.hand_out(FileJob { seq: self.seq, parent, path, entry });
+            return Ok(());
+        }
         let result = match entry.kind {
             EntryKind::Directory => self.make_dir(&parent, name, &path, entry, reuse_dir),
-            EntryKind::File => self.make_file(&parent, name, &path, &entry),
             EntryKind::Symlink => self.make_symlink(&parent, name, &path, &entry),
             EntryKind::Hardlink => self.make_hardlink(&parent, name, &entry),
             _ => self.make_node(&parent, name, &path, &entry),
@@ -753,17 +1238,7 @@ impl Extractor<'_> {
                     io.raw_os_error().map_or_else(|| io::Error::other(io.to_string()), io::Error::from_raw_os_error);
                 return Err(Error::local_io(format!("{}: {}", strata_format::escaped(&path), e.what()), io));
             }
-            // A failure of the archive (corrupt chunk) is a warning for this file;
-            // the extraction goes on, and hard links to the file are skipped with a
-            // warning too (FORMAT.md 8.7).
-            if kind == EntryKind::File {
-                self.skipped.insert(entry_id);
-            }
             self.warn(&path, e.to_string());
-        } else if changed {
-            // Extracted as the archive holds it, which may not be what the file
-            // ever was: the writer saw it change while it read it (8.3 bit 1).
-            self.warn(&path, "it changed while it was read when the archive was written: extracted as read");
         }
         Ok(())
     }
@@ -795,79 +1270,7 @@ impl Extractor<'_> {
         let (dev, ino) = (stat.st_dev, stat.st_ino);
         self.dirs.insert(id, PlacedDir { parent_id: entry.parent_id, name: entry.name.clone(), entry, dev, ino });
         // Entries inside it usually come next.
-        self.keep(id, Rc::new(dir));
-        Ok(())
-    }
-
-    fn make_file(
-        &mut self,
-        parent: &Rc<OwnedFd>,
-        name: &std::ffi::OsStr,
-        path: &[u8],
-        entry: &Entry,
-    ) -> Result<(), Error> {
-        let (temp_name, fd) = self.temp_file(parent)?;
-        self.temp = Some((parent.clone(), temp_name.clone()));
-        let file = File::from(fd);
-        let written = self.write_content(&file, path, entry);
-        let renamed = written.and_then(|()| {
-            self.apply_fd_metadata(file.as_fd(), path, entry, true, false);
-            if let Some(problem) = self.set_times_fd(&file, entry) {
-                self.warn(path, problem);
-            }
-            let flags = if self.options.overwrite { RenameFlags::empty() } else { RenameFlags::NOREPLACE };
-            rustix::fs::renameat_with(&**parent, temp_name.as_str(), &**parent, name, flags)
-                .map_err(|e| Error::local_io("renaming into place", e.into()))
-        });
-        self.temp = None;
-        if let Err(e) = renamed {
-            let _ = rustix::fs::unlinkat(&**parent, temp_name.as_str(), AtFlags::empty());
-            return Err(e);
-        }
-        self.report.bytes += entry.size;
-        self.files.insert(entry.entry_id, (entry.parent_id, entry.name.clone()));
-        Ok(())
-    }
-
-    fn temp_file(&mut self, parent: &OwnedFd) -> Result<(String, OwnedFd), Error> {
-        loop {
-            self.temp_counter += 1;
-            let name = format!(".strata-{}-{}.tmp", std::process::id(), self.temp_counter);
-            match rustix::fs::openat(
-                parent,
-                name.as_str(),
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o600),
-            ) {
-                Ok(fd) => return Ok((name, fd)),
-                Err(rustix::io::Errno::EXIST) => continue,
-                Err(e) => return Err(Error::local_io("creating a temporary file", e.into())),
-            }
-        }
-    }
-
-    /// Writes a file's data extents at their offsets (holes stay holes), checking
-    /// the content against the entry's digest.
-    fn write_content(&self, file: &File, path: &[u8], entry: &Entry) -> Result<(), Error> {
-        let cancel = self.options.cancel;
-        let progress = self.options.progress.as_deref();
-        self.content.content(path, entry, &mut |offset, piece| {
-            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
-                return Err(interrupted());
-            }
-            let length = match piece {
-                crate::tree::Piece::Data(bytes) => {
-                    file.write_all_at(bytes, offset).map_err(|e| Error::local_io("writing file content", e))?;
-                    bytes.len() as u64
-                }
-                crate::tree::Piece::Hole(n) => n,
-            };
-            if let Some(progress) = progress {
-                progress.bytes.fetch_add(length, std::sync::atomic::Ordering::Relaxed);
-            }
-            Ok(())
-        })?;
-        file.set_len(entry.size).map_err(|e| Error::local_io("setting the file size", e))?;
+        self.keep(id, Arc::new(dir));
         Ok(())
     }
 
@@ -913,54 +1316,12 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn owner_ids(&self, entry: &Entry) -> Option<(u32, u32)> {
-        let (users, groups) = self.owners.as_ref()?;
-        let uid = users.get(&entry.user).copied().unwrap_or(entry.uid);
-        let gid = groups.get(&entry.group).copied().unwrap_or(entry.gid);
-        Some((uid, gid))
-    }
-
-    /// The ACLs a new entry may have inherited from the default ACL of the
-    /// folder it was made in, and that its own record does not hold: removed,
-    /// so that an entry gets exactly the ACLs it was recorded with. Only when
-    /// the section captured extended attributes: otherwise nothing is known.
-    fn inherited_acls(&self, entry: &Entry, is_dir: bool) -> Vec<&'static [u8]> {
-        if self.captured & strata_format::files::Captured::XATTRS == 0 {
-            return Vec::new();
-        }
-        let names: &[&'static [u8]] = if is_dir { &[ACCESS_ACL, DEFAULT_ACL] } else { &[ACCESS_ACL] };
-        names.iter().copied().filter(|n| !entry.xattrs.iter().any(|x| x.name == *n)).collect()
-    }
-
-    /// Owner, then ACLs inherited and not recorded removed, then xattrs
-    /// (capabilities last; a directory's default ACL when it is left), then mode,
-    /// on an open file or directory. `with_mode` is false for directories, whose
-    /// mode is set when they are left, so that a read-only directory can still
-    /// be filled by a user who is not root.
+    /// [`apply_fd_metadata`], its warnings under the current entry.
     fn apply_fd_metadata(&mut self, fd: impl AsFd, path: &[u8], entry: &Entry, with_mode: bool, is_dir: bool) {
-        if let Some((uid, gid)) = self.owner_ids(entry) {
-            if let Err(e) =
-                rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
-            {
-                self.warn(path, format!("owner not set: {e}"));
-            }
-        }
-        for name in self.inherited_acls(entry, is_dir) {
-            match rustix::fs::fremovexattr(&fd, xattr_name(name)) {
-                Ok(()) | Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => {}
-                Err(e) => self.warn(path, format!("inherited ACL not removed: {e}")),
-            }
-        }
-        for xattr in ordered_xattrs(entry).into_iter().filter(|x| !(is_dir && x.name == DEFAULT_ACL)) {
-            if let Err(e) = rustix::fs::fsetxattr(&fd, xattr_name(&xattr.name), &xattr.value, XattrFlags::empty()) {
-                self.warn(path, format!("extended attribute {} not set: {e}", strata_format::escaped(&xattr.name)));
-            }
-        }
-        if with_mode {
-            if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode)) {
-                self.warn(path, format!("mode not set: {e}"));
-            }
-        }
+        let mut warnings = Vec::new();
+        apply_fd_metadata(self.shared, fd, path, entry, with_mode, is_dir, &mut warnings);
+        let seq = self.seq;
+        self.warnings.extend(warnings.into_iter().map(|w| (seq, w)));
     }
 
     /// The same, by name in `parent`, for links and special files; then times.
@@ -972,13 +1333,13 @@ impl Extractor<'_> {
         entry: &Entry,
         is_link: bool,
     ) {
-        if let Some((uid, gid)) = self.owner_ids(entry) {
+        if let Some((uid, gid)) = owner_ids(self.shared, entry) {
             let ids = (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)));
             if let Err(e) = rustix::fs::chownat(parent, name, ids.0, ids.1, AtFlags::SYMLINK_NOFOLLOW) {
                 self.warn(path, format!("owner not set: {e}"));
             }
         }
-        let inherited = if is_link { Vec::new() } else { self.inherited_acls(entry, false) };
+        let inherited = if is_link { Vec::new() } else { inherited_acls(self.shared.captured, entry, false) };
         if !entry.xattrs.is_empty() || !inherited.is_empty() {
             // l*xattr through the parent's /proc/self/fd link: the last component
             // is not followed.
@@ -1005,7 +1366,7 @@ impl Extractor<'_> {
                 self.warn(path, format!("mode not set: {e}"));
             }
         }
-        let captured = self.captured;
+        let captured = self.shared.captured;
         if let Err(e) = rustix::fs::utimensat(parent, name, &times(entry, captured), AtFlags::SYMLINK_NOFOLLOW) {
             self.warn(path, format!("times not set: {e}"));
         } else {
@@ -1018,6 +1379,77 @@ impl Extractor<'_> {
                 Err(e) => self.warn(path, format!("times not read back: {e}")),
             }
         }
+    }
+}
+
+fn owner_ids(shared: &Shared, entry: &Entry) -> Option<(u32, u32)> {
+    let (users, groups) = shared.owners.as_ref()?;
+    let uid = users.get(&entry.user).copied().unwrap_or(entry.uid);
+    let gid = groups.get(&entry.group).copied().unwrap_or(entry.gid);
+    Some((uid, gid))
+}
+
+/// The ACLs a new entry may have inherited from the default ACL of the
+/// folder it was made in, and that its own record does not hold: removed,
+/// so that an entry gets exactly the ACLs it was recorded with. Only when
+/// the section captured extended attributes: otherwise nothing is known.
+fn inherited_acls(captured: u64, entry: &Entry, is_dir: bool) -> Vec<&'static [u8]> {
+    if captured & strata_format::files::Captured::XATTRS == 0 {
+        return Vec::new();
+    }
+    let names: &[&'static [u8]] = if is_dir { &[ACCESS_ACL, DEFAULT_ACL] } else { &[ACCESS_ACL] };
+    names.iter().copied().filter(|n| !entry.xattrs.iter().any(|x| x.name == *n)).collect()
+}
+
+/// Owner, then ACLs inherited and not recorded removed, then xattrs
+/// (capabilities last; a directory's default ACL when it is left), then mode,
+/// on an open file or directory. `with_mode` is false for directories, whose
+/// mode is set when they are left, so that a read-only directory can still
+/// be filled by a user who is not root.
+fn apply_fd_metadata(
+    shared: &Shared,
+    fd: impl AsFd,
+    path: &[u8],
+    entry: &Entry,
+    with_mode: bool,
+    is_dir: bool,
+    warnings: &mut Vec<Refusal>,
+) {
+    let mut warn = |reason: String| warnings.push(Refusal { path: path.to_vec(), reason });
+    if let Some((uid, gid)) = owner_ids(shared, entry) {
+        if let Err(e) =
+            rustix::fs::fchown(&fd, Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(gid)))
+        {
+            warn(format!("owner not set: {e}"));
+        }
+    }
+    for name in inherited_acls(shared.captured, entry, is_dir) {
+        match rustix::fs::fremovexattr(&fd, xattr_name(name)) {
+            Ok(()) | Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => {}
+            Err(e) => warn(format!("inherited ACL not removed: {e}")),
+        }
+    }
+    for xattr in ordered_xattrs(entry).into_iter().filter(|x| !(is_dir && x.name == DEFAULT_ACL)) {
+        if let Err(e) = rustix::fs::fsetxattr(&fd, xattr_name(&xattr.name), &xattr.value, XattrFlags::empty()) {
+            warn(format!("extended attribute {} not set: {e}", strata_format::escaped(&xattr.name)));
+        }
+    }
+    if with_mode {
+        if let Err(e) = rustix::fs::fchmod(&fd, Mode::from_raw_mode(entry.mode)) {
+            warn(format!("mode not set: {e}"));
+        }
+    }
+}
+
+/// Sets an entry's times on `fd` and reads them back: a problem to warn
+/// about, if any.
+fn set_times_fd(captured: u64, fd: impl AsFd, entry: &Entry) -> Option<String> {
+    if let Err(e) = rustix::fs::futimens(&fd, &times(entry, captured)) {
+        return Some(format!("times not set: {e}"));
+    }
+    match rustix::fs::fstat(&fd) {
+        Ok(st) => times_kept(entry, captured, &st),
+        Err(e) => Some(format!("times not read back: {e}")),
     }
 }
 
