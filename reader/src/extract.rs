@@ -13,6 +13,31 @@
 //! Files are written under a temporary name in their folder, given their owner,
 //! extended attributes, mode and times, and only then renamed into place: an
 //! interrupted extraction leaves no truncated file under a real name.
+//!
+//! # Threads
+//!
+//! One thread walks the entries and does everything that decides what goes
+//! where: directories, symbolic links, devices, hard links, every check above,
+//! and at the end the directories' modes and times, deepest first. Only the
+//! regular files' content is handed to a pool of [`ExtractOptions::threads`]
+//! threads (`std::thread::scope`, no runtime): decoding zstd, checking BLAKE3
+//! and writing are where the time goes, and they need nothing from other files.
+//! Each file is handed out with its directory's handle, its name checked and
+//! whatever stood there dealt with, so a thread creates, writes, renames and
+//! gives metadata through that handle (`openat`), and the safety rules stay
+//! in one place.
+//!
+//! Files go out in batches, in walk order, cut where a file starts a new chunk
+//! (small files are packed many to a chunk: a chunk split between two threads
+//! is decoded twice) once a batch holds 256 files, 16 MiB or files of 16
+//! directories; each thread keeps the last chunk it decoded. At most as many
+//! batches wait as there are threads, so memory and open handles stay bounded
+//! whatever the tree. A hard link waits for its file to be written; what the
+//! threads report is sorted back into walk order, so the report and the tree
+//! are the same for any number of threads. A damaged chunk is a warning for
+//! each file in it; an error of the destination (full, read-only) or a cancel
+//! stops every thread, and files not started are not written; when the walk
+//! itself fails, files already handed out are still written.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
