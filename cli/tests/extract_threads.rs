@@ -13,6 +13,9 @@ use strata_writer::{ArchiveWriter, NoProgress, TreeOptions, WriterOptions};
 
 const THREADS: [&str; 4] = ["1", "2", "4", "7"];
 
+/// An extraction's exit code, JSON report and tree.
+type Outcome = (Option<i32>, String, std::collections::BTreeMap<Vec<u8>, common::manifest::Facts>);
+
 fn set_mtime(path: &Path, secs: i64, nsec: u32) {
     filetime::set_symlink_file_times(
         path,
@@ -158,7 +161,7 @@ fn a_damaged_chunk_gives_the_same_report_for_every_thread_count() {
         fix_crcs(&mut bytes, at);
     }
     std::fs::write(&file, &bytes).unwrap();
-    let mut first: Option<(Option<i32>, String, std::collections::BTreeMap<Vec<u8>, _>)> = None;
+    let mut first: Option<Outcome> = None;
     for threads in THREADS {
         let dest = work.path().join(format!("out-{threads}"));
         let out = extract(&file, &dest, threads);
