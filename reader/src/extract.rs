@@ -618,15 +618,22 @@ fn write_file(shared: &Shared, source: &dyn Source, held: &mut Held, job: FileJo
         }
         renamed
     })();
-    if outcome.is_err() {
-        // A fatal error or a cancel: the other threads stop too; a damaged
-        // chunk is only a warning, and they go on.
-        if let Err(e) = &outcome {
-            let io_error = std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>());
-            if io_error.is_some_and(|io| io.kind() == io::ErrorKind::Interrupted || fatal_to_destination(io)) {
-                shared.stop.store(true, Ordering::Relaxed);
-            }
+    // A fatal error or a cancel: the other threads stop too; a damaged chunk
+    // is only a warning, and they go on.
+    if let Err(e) = &outcome {
+        let io_error = std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>());
+        if io_error.is_some_and(|io| io.kind() == io::ErrorKind::Interrupted || fatal_to_destination(io)) {
+            shared.stop.store(true, Ordering::Relaxed);
         }
+    }
+    // Stopped by another thread's error, not cancelled: as if not tried, so
+    // that error, not this one, is the one reported.
+    let stopped_by_other = outcome.as_ref().err().is_some_and(|e| {
+        let io_error = std::error::Error::source(e).and_then(|s| s.downcast_ref::<io::Error>());
+        io_error.is_some_and(|io| io.kind() == io::ErrorKind::Interrupted) && !shared.cancelled()
+    });
+    if stopped_by_other {
+        return FileDone { seq, path, entry, outcome: None, warnings };
     }
     FileDone { seq, path, entry, outcome: Some(outcome), warnings }
 }
