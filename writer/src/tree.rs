@@ -1823,6 +1823,104 @@ mod tests {
         let expected: Vec<(u64, u64, u64)> = groups.iter().map(|(o, g)| (*o, dir_of(*o), g.head.first_id)).collect();
         assert_eq!(rows, expected);
     }
+    /// Sets a fixed mode and fixed times on everything under `root`, deepest
+    /// first, so an archive of it depends on its shape and content alone.
+    fn pin_tree(root: &std::path::Path) {
+        use rustix::fs::{AtFlags, Timespec, Timestamps};
+        fn all(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let path = e.unwrap().path();
+                if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+                    all(&path, out);
+                }
+                out.push(path);
+            }
+        }
+        let mut paths = Vec::new();
+        all(root, &mut paths);
+        paths.push(root.to_path_buf());
+        for (i, path) in paths.iter().enumerate() {
+            let meta = std::fs::symlink_metadata(path).unwrap();
+            if !meta.file_type().is_symlink() {
+                let mode = if meta.is_dir() { 0o755 } else { 0o640 };
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+            }
+            let at = Timespec { tv_sec: 1_600_000_000 + i as i64, tv_nsec: 250 };
+            let times = Timestamps { last_access: at, last_modification: at };
+            rustix::fs::utimensat(rustix::fs::CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        }
+    }
+
+    /// Archives of generated trees, with fixed options, hash to what the
+    /// walk wrote before it became an `EntrySource` (issue 13): the folder
+    /// source must give the same entries, content and warnings in the same
+    /// order. The hashes were computed by the walk inside `add_tree`.
+    #[test]
+    fn archives_of_fixed_trees_keep_their_bytes() {
+        use strata_format::files::Captured;
+        let root = std::env::temp_dir().join(format!("strata-golden-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let write = |root: &std::path::Path, tree: &super::TreeOptions, threads: usize, group_entries: usize| {
+            let mut options = crate::WriterOptions::new([3; 16], 1_700_000_000_000_000_000);
+            options.threads = threads;
+            options.chunk_size = 64 << 10;
+            options.group_entries = group_entries;
+            let mut writer = crate::ArchiveWriter::new(Vec::new(), options).expect("a writer");
+            let summary = writer.add_tree("t", root, tree, &crate::NoProgress).expect("walk");
+            let warnings: Vec<String> = summary.warnings.iter().map(|w| w.message.clone()).collect();
+            (blake3::hash(&writer.finish().expect("finish").0).to_hex().to_string(), summary.entries, warnings)
+        };
+        let pinned = |extra: super::TreeOptions| super::TreeOptions {
+            capture: Captured::HOLES,
+            fixed_owner: Some((1000, 100)),
+            ..extra
+        };
+
+        // Mixed: exclusions, a cache folder, a hard link, a sparse file, a
+        // symbolic link, an empty file, a file larger than a chunk.
+        for dir in ["a/b", "cache", "skip", "empty-dir"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("a/one"), vec![1u8; 5000]).unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(root.join("a/b/two"), &big).unwrap();
+        std::fs::hard_link(root.join("a/b/two"), root.join("a/two-again")).unwrap();
+        std::fs::write(root.join("a/junk.tmp"), vec![3u8; 7000]).unwrap();
+        std::fs::write(root.join("a/empty"), b"").unwrap();
+        std::fs::write(root.join("a/same-as-one"), vec![1u8; 5000]).unwrap();
+        std::fs::write(root.join("skip/inside"), b"left out by path").unwrap();
+        std::fs::write(root.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55").unwrap();
+        std::fs::write(root.join("cache/blob"), vec![4u8; 9000]).unwrap();
+        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+        sparse.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&sparse, &[5u8; 4096], 1 << 20).unwrap();
+        drop(sparse);
+        std::os::unix::fs::symlink("a/one", root.join("link")).unwrap();
+        pin_tree(&root);
+        let mixed = pinned(super::TreeOptions {
+            excludes: vec!["*.tmp".to_string(), "skip/inside".to_string()],
+            exclude_caches: true,
+            ..super::TreeOptions::default()
+        });
+        let got = write(&root, &mixed, 1, 1024);
+        assert_eq!(got, write(&root, &mixed, 2, 1024), "the thread count changes nothing");
+        assert_eq!(got.0, "ea887b2ad41917cd1aac3ff20d91c27fa35b91a217c8d9a95553d220354f01a6", "mixed tree: {got:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+
+        // Wide and deep: many small files in several groups, nested runs.
+        for i in 0..40 {
+            std::fs::create_dir_all(root.join(format!("d{:02}/e{}/f", i % 7, i % 3))).unwrap();
+            std::fs::write(root.join(format!("d{:02}/e{}/f/x{i}", i % 7, i % 3)), format!("deep {i}")).unwrap();
+        }
+        for i in 0..300 {
+            std::fs::write(root.join(format!("d0{}/s{i:03}", i % 5)), vec![(i % 251) as u8; i * 37]).unwrap();
+        }
+        pin_tree(&root);
+        let got = write(&root, &pinned(super::TreeOptions::default()), 2, 64);
+        assert_eq!(got.0, "df414c24c5198dd9a78e7d0dd7d849d2e93d92798050dd503d91282da5529ff3", "wide tree: {got:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     /// Entries from a source must come in the entry order of FORMAT.md 8:
     /// the writer refuses a name out of its run's order and a run that
     /// starts again, and takes the same entries in order.
