@@ -1,7 +1,7 @@
 //! The folder walk: [`FolderSource`], the [`EntrySource`] behind
-//! [`ArchiveWriter::add_tree`](crate::ArchiveWriter::add_tree), owns
+//! [`ArchiveWriter::add_tree`](crate::ArchiveWriter::add_tree)(crate::ArchiveWriter::add_tree), owns
 //! everything a file system adds to a file tree (`spec/FORMAT.md` section 8
-//! for the entries and their order, section 14 for what is captured):
+//! for the entries and their order, section 14 for the walk that gives it):
 //! listing by directory handles with `O_NOATIME`, exclusions, `CACHEDIR.TAG`,
 //! one file system, owner names, extended attributes, hard links, holes,
 //! the files cache of an incremental archive (section 15.5), and the checks
@@ -398,14 +398,14 @@ struct Subdir {
 /// can show a total, a file count and the time left.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TreeTotals {
-    /// The entries [`ArchiveWriter::add_tree`] would record, the root included.
+    /// The entries [`ArchiveWriter::add_tree`](crate::ArchiveWriter::add_tree) would record, the root included.
     pub entries: u64,
     /// The content bytes it would read: allocated bytes for a sparse file when
     /// holes are captured, each hard-linked file once.
     pub bytes: u64,
 }
 
-/// Counts what [`ArchiveWriter::add_tree`] would record of the folder `root`
+/// Counts what [`ArchiveWriter::add_tree`](crate::ArchiveWriter::add_tree) would record of the folder `root`
 /// with `options` (the same exclusions, cache folders, file-system boundary
 /// and skipped inodes), from directory listings and metadata alone, opening
 /// directories with `O_NOATIME` as the walk does. `keep_going` is asked before
@@ -544,9 +544,23 @@ struct Current {
 /// descends into the run's directories in order, depth first. What cannot
 /// be read is left out or recorded as unreadable, with a warning.
 ///
-/// Memory: one listing per directory on the path being walked (as
-/// `add_tree` always held), at most [`open_dirs_allowed`] directory handles
-/// open, one file open at a time.
+/// Memory, as the walk inside `add_tree` always held: the listing of the
+/// directory whose run is being given, and for each directory on the path
+/// the names of its subdirectories still to descend into; at most 128
+/// directory handles open (fewer under a low descriptor limit), one file
+/// open at a time.
+///
+/// ```no_run
+/// use strata_writer::{ArchiveWriter, FolderSource, NoProgress, TreeOptions, WriterOptions};
+/// # fn main() -> Result<(), strata_writer::WriteError> {
+/// let mut writer = ArchiveWriter::new(Vec::new(), WriterOptions::new([1; 16], 0))?;
+/// let options = TreeOptions { excludes: vec!["*.tmp".into()], ..TreeOptions::default() };
+/// // The same as `writer.add_tree("home", "/home".as_ref(), &options, &NoProgress)`.
+/// let mut source = FolderSource::new("/home".as_ref(), &options)?;
+/// let summary = writer.add_tree_from("home", options.capture, &mut source, &NoProgress)?;
+/// println!("{} entries, {} warnings", summary.entries, summary.warnings.len());
+/// # Ok(()) }
+/// ```
 pub struct FolderSource<'a> {
     options: &'a TreeOptions,
     root: std::path::PathBuf,

@@ -1,8 +1,12 @@
-//! File-tree sections: walks a folder in the entry order of `spec/FORMAT.md`
-//! section 8 (each directory's children one run, sorted by name) and writes
-//! its entries in groups, their content as file extents into the shared chunk
-//! store (small files packed together, holes kept as holes), and at the end
-//! one `FILES_DIR` per group holding a directory and the `FILES_INDEX`.
+//! File-tree sections: the encoder. It takes entries from an
+//! [`EntrySource`] in the entry order of `spec/FORMAT.md` section 8 (each
+//! directory's children one run, sorted by name; section 14 for the walk that
+//! gives it), checks that order, and writes the entries in groups, their
+//! content as file extents into the shared chunk store (small files packed
+//! together, holes kept as holes), and at the end one `FILES_DIR` per group
+//! holding a directory and the `FILES_INDEX`.
+//! It knows no file system: the folder walk is [`FolderSource`]
+//! (`fs_source.rs`), one source among others (salvage, converters).
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -83,7 +87,7 @@ pub trait EntrySource {
     }
     /// Called once the current regular file's content has been read;
     /// `ended_early` says it gave less than its size. Returns
-    /// [`EntryFlags`] bits to add to its entry (`CHANGED_WHILE_READ` when
+    /// [`EntryFlags`](strata_format::files::EntryFlags) bits to add to its entry (`CHANGED_WHILE_READ` when
     /// the file changed under the reader); the default adds none.
     fn content_read(&mut self, ended_early: bool) -> u8 {
         let _ = ended_early;
@@ -102,23 +106,35 @@ pub trait EntrySource {
 pub struct TreeWarning {
     /// Path relative to the tree's root, as bytes.
     pub path: Vec<u8>,
+    /// What went wrong, and what the archive holds instead.
     pub message: String,
 }
 
 /// What one file-tree section holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TreeSummary {
+    /// The section's name.
     pub name: String,
+    /// Entries recorded, the root included (`FILES_END.entry_count`).
     pub entries: u64,
+    /// Regular files among them (hard links not counted).
     pub files: u64,
+    /// Directories among them, the root included.
     pub directories: u64,
+    /// Symbolic links among them.
     pub symlinks: u64,
+    /// Bytes of file content recorded: the sum of the regular files' sizes,
+    /// holes included.
     pub content_bytes: u64,
+    /// Chunks this section stored.
     pub new_chunks: u64,
+    /// Pieces of content found already stored (by this archive or its chain).
     pub deduplicated_chunks: u64,
+    /// Bytes of the chunk records this section wrote.
     pub stored_bytes: u64,
     /// Regular files not read: unchanged since the parent (the files cache).
     pub reused_files: u64,
+    /// What went wrong with single entries, in walk order.
     pub warnings: Vec<TreeWarning>,
 }
 
