@@ -1145,6 +1145,59 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// A source's own warnings reach the summary in order, and its
+    /// post-read hook is called once per file read, with whether the
+    /// content ended early.
+    #[test]
+    fn a_source_reports_warnings_and_is_told_when_a_file_is_read() {
+        use strata_format::files::{Entry, EntryFlags, EntryKind, NO_PARENT};
+        struct Two {
+            given: u64,
+            hooks: Vec<bool>,
+            warnings: Vec<super::TreeWarning>,
+        }
+        impl super::EntrySource for Two {
+            fn next_entry(&mut self) -> std::io::Result<Option<super::SourceEntry>> {
+                self.given += 1;
+                let warn = |path: &[u8]| super::TreeWarning { path: path.to_vec(), message: "seen".to_string() };
+                Ok(match self.given {
+                    1 => {
+                        let root = Entry { parent_id: NO_PARENT, ..Entry::bare(EntryKind::Directory, b"") };
+                        Some(super::SourceEntry::new(root, Vec::new()))
+                    }
+                    2 => {
+                        self.warnings.push(warn(b"f"));
+                        let entry = Entry { entry_id: 1, parent_id: 0, size: 8, ..Entry::bare(EntryKind::File, b"f") };
+                        Some(super::SourceEntry { entry, path: b"f".to_vec(), data_ranges: vec![(0, 8)] })
+                    }
+                    _ => None,
+                })
+            }
+            fn read_content(&mut self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+                // Five bytes of the eight announced: the file shrank.
+                let have = 5usize.saturating_sub(offset as usize).min(buf.len());
+                buf[..have].fill(b'x');
+                Ok(have)
+            }
+            fn content_read(&mut self, ended_early: bool) -> u8 {
+                self.hooks.push(ended_early);
+                self.warnings.push(super::TreeWarning { path: b"f".to_vec(), message: "changed".to_string() });
+                EntryFlags::CHANGED_WHILE_READ
+            }
+            fn take_warnings(&mut self) -> Vec<super::TreeWarning> {
+                std::mem::take(&mut self.warnings)
+            }
+        }
+        let mut source = Two { given: 0, hooks: Vec::new(), warnings: Vec::new() };
+        let mut writer =
+            crate::ArchiveWriter::new(Vec::new(), crate::WriterOptions::new([7; 16], 0)).expect("a writer");
+        let summary = writer.add_tree_from("t", 0, &mut source, &crate::NoProgress).expect("a valid tree");
+        assert_eq!(source.hooks, [true], "one call, for the one file, which ended early");
+        let messages: Vec<&str> = summary.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(messages, ["seen", "changed"]);
+        assert_eq!((summary.entries, summary.files, summary.content_bytes), (2, 1, 5));
+    }
+
     /// Entries from a source must come in the entry order of FORMAT.md 8:
     /// the writer refuses a name out of its run's order and a run that
     /// starts again, and takes the same entries in order.
