@@ -10,14 +10,16 @@ mod archive;
 mod chunker;
 mod error;
 mod files_cache;
+mod fs_source;
 mod source;
 mod tree;
 
 pub use archive::{ArchiveSummary, ArchiveWriter, ChainBase, ImageSummary, ParentFacts, WriterOptions};
 pub use error::WriteError;
 pub use files_cache::FilesCache;
+pub use fs_source::{count_tree, FolderSource, TreeOptions, TreeTotals};
 pub use source::{FileSource, Hole, ImageSource, SliceSource, StreamSource, UsedBlocks, Window, WindowReader};
-pub use tree::{count_tree, EntrySource, SourceEntry, TreeOptions, TreeSummary, TreeTotals, TreeWarning};
+pub use tree::{EntrySource, ReusedContent, SourceEntry, TreeSummary, TreeWarning};
 
 /// Receives progress as bytes of source are consumed. The CLI draws bars with it.
 pub trait Progress: Sync {
