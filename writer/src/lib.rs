@@ -17,6 +17,10 @@ pub use archive::{ArchiveSummary, ArchiveWriter, ChainBase, ImageSummary, Parent
 pub use error::WriteError;
 pub use files_cache::FilesCache;
 pub use source::{FileSource, Hole, ImageSource, SliceSource, StreamSource, UsedBlocks, Window, WindowReader};
+/// The format's types an [`EntrySource`] builds its entries from
+/// (`spec/FORMAT.md` section 8), re-exported so that a caller needs only this
+/// crate.
+pub use strata_format::files::{entry_order, Captured, Entry, EntryFlags, EntryKind, Timestamp, Xattr, NO_PARENT};
 pub use tree::{count_tree, EntrySource, SourceEntry, TreeOptions, TreeSummary, TreeTotals, TreeWarning};
 
 /// Receives progress as bytes of source are consumed. The CLI draws bars with it.
