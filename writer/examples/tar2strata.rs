@@ -355,6 +355,17 @@ fn read_tar(input: &mut dyn Read) -> Result<TarTree> {
 }
 
 impl TarTree {
+    /// The path of `node` from the root.
+    fn path(&self, mut node: usize) -> Vec<u8> {
+        let mut parts = Vec::new();
+        while node != 0 {
+            parts.push(self.nodes[node].name.as_slice());
+            node = self.nodes[node].parent;
+        }
+        parts.reverse();
+        parts.join(&b'/')
+    }
+
     /// The node at `parts`, if there is one.
     fn find(&self, parts: &[&[u8]]) -> Option<usize> {
         parts.iter().try_fold(0, |node, part| self.nodes[node].children.get(*part).copied())
@@ -428,7 +439,11 @@ impl TarTree {
         for &node in &order {
             let file = match self.nodes[node].item {
                 Item::File { .. } => node,
-                Item::Link(file) => file,
+                Item::Link(file) if matches!(self.nodes[file].item, Item::File { .. }) => file,
+                Item::Link(_) => {
+                    let path = String::from_utf8_lossy(&self.path(node)).into_owned();
+                    return Err(format!("member \"{path}\": a hard link to a file a later member replaced").into());
+                }
                 _ => continue,
             };
             leader.entry(file).or_insert(node);
@@ -447,18 +462,6 @@ struct TarSource {
     next: usize,
     /// The current file's content in the spool: start and length.
     content: (u64, u64),
-}
-
-impl TarSource {
-    fn path(&self, mut node: usize) -> Vec<u8> {
-        let mut parts = Vec::new();
-        while node != 0 {
-            parts.push(self.tree.nodes[node].name.as_slice());
-            node = self.tree.nodes[node].parent;
-        }
-        parts.reverse();
-        parts.join(&b'/')
-    }
 }
 
 impl EntrySource for TarSource {
@@ -521,7 +524,7 @@ impl EntrySource for TarSource {
                 data_ranges.push((0, len));
             }
         }
-        Ok(Some(SourceEntry { path: self.path(node), entry, data_ranges }))
+        Ok(Some(SourceEntry { path: self.tree.path(node), entry, data_ranges }))
     }
 
     fn read_content(&mut self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
