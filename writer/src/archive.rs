@@ -1,4 +1,7 @@
-//! The archive writer: header first, then sections, then the index and trailer.
+//! The archive writer: header first, then sections, then the index and trailer
+//! (`spec/FORMAT.md` sections 2, 3, 9 and 14). It owns the output and the
+//! archive-wide state: the chunk store's deduplication map (section 6), the
+//! section list, and the tables written at the end.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -17,7 +20,8 @@ use crate::source::{ImageSource, Window};
 use crate::{Progress, WriteError};
 
 /// Choices that change the archive's bytes. Equal options and equal input give a
-/// byte-identical archive, whatever `threads` is.
+/// byte-identical archive, whatever `threads` is (`spec/FORMAT.md` section 14:
+/// the reference writer is deterministic).
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
     /// Chunk window size for images: a power of two from 4 KiB to 16 MiB.
@@ -139,18 +143,27 @@ impl ChainBase {
 /// refer to, by `chunk_ref`.
 type ChainBody = (Vec<u8>, HashMap<u64, [u8; 32]>);
 
-/// What one image section holds, for the summary a caller prints.
+/// What one image section (`spec/FORMAT.md` section 7) holds, for the
+/// summary a caller prints.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImageSummary {
+    /// The section's name.
     pub name: String,
+    /// The image's size in bytes (`IMAGE_END`'s `logical_size`, 7.3).
     pub logical_size: u64,
+    /// Bytes of the image stored as data extents.
     pub data_bytes: u64,
+    /// Bytes of the image recorded as zero extents (all-zero windows and
+    /// holes of a sparse source), not stored.
     pub zero_bytes: u64,
     /// Bytes the source reported lost (salvage), recorded as lost extents.
     pub lost_bytes: u64,
     /// Free space of the image's file systems, not stored (used-blocks capture).
     pub free_bytes: u64,
+    /// Chunks this section stored (`CHUNK` records, section 6).
     pub new_chunks: u64,
+    /// Chunk windows found already stored in the archive (or, in a child,
+    /// in its chain), referred to rather than stored again.
     pub deduplicated_chunks: u64,
     /// Bytes of chunk records this section added to the archive.
     pub stored_bytes: u64,
@@ -159,8 +172,11 @@ pub struct ImageSummary {
 /// What the whole archive holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArchiveSummary {
+    /// The archive's length in bytes, trailer included.
     pub archive_length: u64,
+    /// Each image section, in the order added.
     pub images: Vec<ImageSummary>,
+    /// Each file-tree section, in the order added.
     pub trees: Vec<crate::TreeSummary>,
 }
 
@@ -226,7 +242,31 @@ pub(crate) enum ChunkLocation {
     New(usize),
 }
 
-/// Writes one archive to `W` in a single pass; nothing is ever sought back to.
+/// Writes one archive to `W` in a single pass; nothing is ever sought back to
+/// (`spec/FORMAT.md` section 14).
+///
+/// [`ArchiveWriter::new`] writes the header (section 3); each
+/// [`add_image`](ArchiveWriter::add_image) (section 7),
+/// [`add_tree`](ArchiveWriter::add_tree) or
+/// [`add_tree_from`](ArchiveWriter::add_tree_from) (section 8) writes one
+/// section, whose chunks go into the one store all sections share and
+/// deduplicate against (section 6); [`finish`](ArchiveWriter::finish) writes
+/// the index and trailer (section 9) and hands the output back. The same
+/// options (UUID and creation time included) and input give the same bytes.
+///
+/// ```
+/// use strata_writer::{ArchiveWriter, NoProgress, SliceSource, WriterOptions};
+///
+/// let disk = vec![7u8; 1 << 20];
+/// let options = WriterOptions::new([1; 16], 1_700_000_000_000_000_000);
+/// let mut writer = ArchiveWriter::new(Vec::new(), options)?;
+/// let image = writer.add_image("disk", &mut SliceSource::new(&disk), &NoProgress)?;
+/// assert_eq!(image.logical_size, 1 << 20);
+/// let (bytes, summary) = writer.finish()?;
+/// assert!(bytes.starts_with(b"\x89STRATA\n"), "the archive magic");
+/// assert_eq!(summary.archive_length, bytes.len() as u64);
+/// # Ok::<(), strata_writer::WriteError>(())
+/// ```
 pub struct ArchiveWriter<W: Write> {
     out: W,
     pub(crate) position: u64,
@@ -248,6 +288,19 @@ pub struct ArchiveWriter<W: Write> {
     pub(crate) summary: ArchiveSummary,
     /// Buffers for stored chunk bytes, reused from chunk to chunk.
     pub(crate) spares: std::sync::Arc<SparePool>,
+}
+
+impl<W: Write> std::fmt::Debug for ArchiveWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveWriter")
+            .field("position", &self.position)
+            .field("records", &self.record_count)
+            .field("sections", &self.sections.len())
+            .field("stored_chunks", &self.stored_chunks.len())
+            .field("child", &self.chain.is_some())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<W: Write> ArchiveWriter<W> {

@@ -1,5 +1,6 @@
 //! Turns one chunk window into what the archive stores for it: nothing (all
-//! zeros), or a chunk with its identity and its stored bytes.
+//! zeros), or a chunk with its identity and its stored bytes
+//! (`spec/FORMAT.md` section 6, and section 14 on when a chunk is stored raw).
 
 use std::cell::RefCell;
 

@@ -23,7 +23,8 @@ pub(crate) struct CachedFile {
 }
 
 /// The files of one parent section that may be taken over, by path relative
-/// to the section's root.
+/// to the section's root (`spec/FORMAT.md` 15.5); given to a tree walk in
+/// [`TreeOptions::files_cache`](crate::TreeOptions::files_cache).
 #[derive(Clone, Debug, Default)]
 pub struct FilesCache {
     files: HashMap<Vec<u8>, CachedFile>,

@@ -1,11 +1,34 @@
-//! Where block-image bytes come from: a seekable file or device, or a stream.
+//! Where block-image bytes come from (`spec/FORMAT.md` section 7): a seekable
+//! file or device ([`FileSource`]), a stream ([`StreamSource`]), memory
+//! ([`SliceSource`]), or any of them with free space left out
+//! ([`UsedBlocks`]). The writer asks a source for one chunk window at a time
+//! ([`ImageSource::next_window`]), so a source never holds more than a window.
+//!
+//! ```
+//! use strata_writer::{ImageSource, SliceSource, StreamSource, Window};
+//!
+//! let mut buf = Vec::new();
+//! let mut memory = SliceSource::new(b"twelve bytes");
+//! assert_eq!(memory.known_size(), Some(12));
+//! assert_eq!(memory.next_window(&mut buf, 8)?, Window::Data(8));
+//! assert_eq!(memory.next_window(&mut buf, 8)?, Window::Data(4));
+//! assert_eq!(memory.next_window(&mut buf, 8)?, Window::End);
+//!
+//! // A pipe's size is not known; short reads still fill a window.
+//! let mut pipe = StreamSource::new(&b"from a pipe"[..]);
+//! assert_eq!(pipe.known_size(), None);
+//! assert_eq!(pipe.next_window(&mut buf, 4096)?, Window::Data(11));
+//! assert_eq!(buf, b"from a pipe");
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-/// What the next chunk window of a source holds.
+/// What the next chunk window of a source holds: each kind becomes an extent
+/// of its kind in the image's extent map (`spec/FORMAT.md` 7.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Window {
     /// This many bytes were read into the buffer.
@@ -22,7 +45,8 @@ pub enum Window {
     End,
 }
 
-/// A block-image source, read front to back one chunk window at a time.
+/// A block-image source (`spec/FORMAT.md` section 7), read front to back one
+/// chunk window at a time; windows are aligned to image offset 0 (section 14).
 pub trait ImageSource: Send {
     /// The size in bytes, if known before reading (not for a pipe).
     fn known_size(&self) -> Option<u64>;
@@ -73,10 +97,11 @@ pub enum Hole {
 }
 
 /// A source of which only the blocks in use by the file systems inside it
-/// are stored: `free` lists the free ranges (sorted, not overlapping). A window
+/// are stored (a used-blocks section, `spec/FORMAT.md` 7.1 and 7.2): `free` lists the free ranges (sorted, not overlapping). A window
 /// wholly inside free space is a free window, neither read nor stored; in a
 /// window that holds used blocks, the free bytes are stored as zeros (they
 /// compress to almost nothing, and a restore writes zeros there either way).
+#[derive(Debug)]
 pub struct UsedBlocks<S> {
     inner: S,
     free: std::sync::Arc<Vec<std::ops::Range<u64>>>,
@@ -266,7 +291,20 @@ impl WindowReader for FileWindowReader {
 }
 
 /// A regular file or a block device, read with positional reads. Holes of a sparse
-/// regular file are found with `SEEK_DATA`/`SEEK_HOLE` and never read.
+/// regular file are found with `SEEK_DATA`/`SEEK_HOLE` and never read: they
+/// become zero extents (`spec/FORMAT.md` 7.2 and 14).
+///
+/// ```no_run
+/// use strata_writer::{ArchiveWriter, FileSource, NoProgress, WriterOptions};
+///
+/// let mut disk = FileSource::open(std::path::Path::new("disk.img"))?;
+/// let out = std::fs::File::create("disk.strata")?;
+/// let mut writer = ArchiveWriter::new(out, WriterOptions::new([0; 16], 0))?;
+/// writer.add_image("disk", &mut disk, &NoProgress)?;
+/// writer.finish()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
 pub struct FileSource {
     file: File,
     size: u64,
@@ -380,13 +418,17 @@ impl ImageSource for FileSource {
     }
 }
 
-/// A source of unknown size read front to back, such as standard input.
+/// A source of unknown size read front to back, such as standard input; its
+/// image's `logical_size` is known only at its end (`spec/FORMAT.md` 7.1,
+/// 7.3).
+#[derive(Debug)]
 pub struct StreamSource<R> {
     reader: R,
     ended: bool,
 }
 
 impl<R: Read + Send> StreamSource<R> {
+    /// Reads the image from `reader` until it ends.
     pub fn new(reader: R) -> Self {
         StreamSource { reader, ended: false }
     }
@@ -421,13 +463,21 @@ impl<R: Read + Send> ImageSource for StreamSource<R> {
     }
 }
 
-/// An image held in memory, of known size.
+/// An image held in memory, of known size (tests, and images built in memory).
 pub struct SliceSource<'a> {
     bytes: &'a [u8],
     position: usize,
 }
 
+impl std::fmt::Debug for SliceSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The bytes themselves would flood a log.
+        f.debug_struct("SliceSource").field("len", &self.bytes.len()).field("position", &self.position).finish()
+    }
+}
+
 impl<'a> SliceSource<'a> {
+    /// The image `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
         SliceSource { bytes, position: 0 }
     }

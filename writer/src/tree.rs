@@ -25,6 +25,7 @@ use crate::fs_source::{FolderSource, TreeOptions};
 use crate::{Progress, WriteError};
 
 /// One entry an [`EntrySource`] gives [`ArchiveWriter::add_tree_from`].
+#[derive(Debug)]
 pub struct SourceEntry {
     /// The entry as it is to be written; for a regular file, `size` is its length
     /// (holes included) and `digest` and `extents` are recomputed.
