@@ -27,12 +27,14 @@ pub enum ChunkEncoding {
 }
 
 impl ChunkEncoding {
+    /// The encoding code stored in `ChunkHeader::encoding` (spec 6).
     pub const fn code(self) -> u8 {
         match self {
             ChunkEncoding::Raw => 0,
             ChunkEncoding::Zstd => 1,
         }
     }
+    /// The encoding with code `code`, or `None` for a value the spec does not define (a reader refuses it).
     pub const fn from_code(code: u8) -> Option<ChunkEncoding> {
         match code {
             0 => Some(ChunkEncoding::Raw),
@@ -40,6 +42,7 @@ impl ChunkEncoding {
             _ => None,
         }
     }
+    /// The short name used in messages and JSON.
     pub const fn name(self) -> &'static str {
         match self {
             ChunkEncoding::Raw => "raw",
@@ -96,8 +99,11 @@ impl ChunkHeader {
 /// The fields of a zstd frame header that the format constrains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ZstdFrameInfo {
+    /// `Frame_Content_Size`, if the frame header carries it (the format requires it).
     pub content_size: Option<u64>,
+    /// `Window_Size`: at most [`crate::limits::MAX_ZSTD_WINDOW`] in a valid archive.
     pub window_size: u64,
+    /// `Dictionary_ID`: 0 (absent) in a valid archive.
     pub dictionary_id: u32,
     /// Bytes from the magic to the first block header.
     pub header_length: u64,
@@ -181,6 +187,7 @@ pub struct ZstdBlockWalk {
 }
 
 impl ZstdBlockWalk {
+    /// Starts the walk at the first block header of the frame described by `info`.
     pub fn new(info: &ZstdFrameInfo) -> Self {
         ZstdBlockWalk {
             next_header: info.header_length,

@@ -108,6 +108,7 @@ pub struct FormatError {
 }
 
 impl FormatError {
+    /// A defect of class `class` in the structure or field `what`, with `detail` saying what was found and what was expected.
     pub fn new(class: ErrorClass, what: &'static str, detail: impl Into<String>) -> Self {
         FormatError { class, what, detail: detail.into() }
     }

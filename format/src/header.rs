@@ -45,6 +45,7 @@ fixed_layout! {
 }
 
 /// Feature bits and their names (`spec/FORMAT.md`, "Feature bits").
+#[derive(Debug)]
 pub struct Features;
 
 impl Features {

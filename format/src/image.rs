@@ -18,6 +18,7 @@ pub const REF_LOST: u64 = 1;
 pub const REF_FREE: u64 = 2;
 
 /// `IMAGE_BEGIN` flag bits (`spec/FORMAT.md` 7.1).
+#[derive(Debug)]
 pub struct ImageFlags;
 
 impl ImageFlags {
@@ -57,6 +58,7 @@ pub struct ImageBegin {
 }
 
 impl ImageBegin {
+    /// Encodes the body: the fixed fields, then the name.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = binrw::io::Cursor::new(Vec::with_capacity(24 + self.name.len()));
         self.write(&mut out).expect("writing to a Vec cannot fail");
@@ -78,6 +80,7 @@ impl ImageBegin {
         Ok(begin)
     }
 
+    /// Checks the rules of spec 7.1: section name, reserved flag bits, sector size, chunk size and logical size.
     pub fn validate(&self) -> Result<(), FormatError> {
         validate_section_name(&self.name)?;
         if self.flags & !ImageFlags::KNOWN != 0 {
@@ -109,6 +112,7 @@ impl ImageBegin {
         Ok(())
     }
 
+    /// The name as text, for display (invalid UTF-8 replaced).
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
@@ -168,6 +172,7 @@ pub enum ExtentKind {
 }
 
 impl Extent {
+    /// What the extent holds, from its `chunk_ref` (spec 7.2); a reserved kind below 128 is refused.
     pub fn kind(&self) -> Result<ExtentKind, FormatError> {
         match self.chunk_ref {
             REF_ZERO => Ok(ExtentKind::Zero),
@@ -180,6 +185,7 @@ impl Extent {
         }
     }
 
+    /// The image offset just past the extent (saturating, so a lying length cannot overflow).
     pub fn end(&self) -> u64 {
         self.image_offset.saturating_add(self.length)
     }
@@ -188,9 +194,11 @@ impl Extent {
 fixed_layout! {
     /// The head of an `IMAGE_EXTENTS` or `IMAGE_INDEX` body; `count` extents follow.
     pub struct ExtentTableHead : 16 bytes {
+        /// The section the extents belong to.
         pub section_id: u32,
         /// Zero.
         pub reserved: u32,
+        /// Extents that follow: 1 to 65,536 in `IMAGE_EXTENTS`.
         pub count: u64,
     }
 }
@@ -235,6 +243,7 @@ pub fn encode_extent_table(section_id: u32, extents: &[Extent]) -> Vec<u8> {
 fixed_layout! {
     /// The body of `IMAGE_END`, which closes a block-image section.
     pub struct ImageEnd : 96 bytes {
+        /// The section being closed.
         pub section_id: u32,
         /// Zero.
         pub reserved: u32,
@@ -287,6 +296,7 @@ impl ExtentKind {
 pub struct MapDigest(blake3::Hasher);
 
 impl MapDigest {
+    /// An empty digest, before the first extent.
     pub fn new() -> Self {
         MapDigest(blake3::Hasher::new())
     }
@@ -298,12 +308,14 @@ impl MapDigest {
         self.0.update(content_id);
     }
 
+    /// The digest of the extents pushed so far: the value `IMAGE_END.map_blake3` holds.
     pub fn finish(&self) -> [u8; 32] {
         *self.0.finalize().as_bytes()
     }
 }
 
 impl ImageEnd {
+    /// Checks the rules of spec 7.3 that concern the body alone: reserved zero, size limit, totals within the size.
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.reserved != 0 {
             return Err(FormatError::malformed("IMAGE_END reserved", "not zero"));
@@ -333,14 +345,18 @@ pub struct ExtentMapCheck {
     /// The size declared by `IMAGE_BEGIN`, if it was known.
     declared_size: Option<u64>,
     next_offset: u64,
+    /// Extents checked so far.
     pub extent_count: u64,
+    /// Bytes of the image held by data extents.
     pub data_bytes: u64,
+    /// Bytes of the image in lost extents.
     pub lost_bytes: u64,
     /// Bytes of free extents (used-blocks sections).
     pub free_bytes: u64,
 }
 
 impl ExtentMapCheck {
+    /// A check for the section opened by `begin`, taking its chunk size, used-blocks flag and declared size.
     pub fn new(begin: &ImageBegin) -> Self {
         ExtentMapCheck {
             chunk_size: u64::from(begin.chunk_size),

@@ -25,6 +25,7 @@ fixed_layout! {
 }
 
 impl Trailer {
+    /// Checks the rules of spec 9.3 on the trailer alone: magic, and `index_offset` within the archive.
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.magic != TRAILER_MAGIC {
             return Err(FormatError::malformed("TRAILER magic", format!("{:02x?}", self.magic)));
@@ -53,12 +54,14 @@ pub enum SectionKind {
 }
 
 impl SectionKind {
+    /// The code stored in `SectionEntry::kind` (spec 9.2).
     pub const fn code(self) -> u8 {
         match self {
             SectionKind::Image => 1,
             SectionKind::FileTree => 2,
         }
     }
+    /// The kind with code `code`, or `None` for a value the spec does not define (`record-malformed`).
     pub const fn from_code(code: u8) -> Option<SectionKind> {
         match code {
             1 => Some(SectionKind::Image),
@@ -82,6 +85,7 @@ fixed_layout! {
         pub kind: u8,
         /// Zero.
         pub reserved: [u8; 3],
+        /// The section's number: equal to the entry's position.
         pub section_id: u32,
         /// Archive offset of the section's first record (`IMAGE_BEGIN`).
         pub begin_offset: u64,

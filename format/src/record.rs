@@ -64,6 +64,7 @@ pub enum RecordType {
 }
 
 impl RecordType {
+    /// The code stored in `RecordHeader::record_type` (spec 5.1).
     pub const fn code(self) -> u16 {
         match self {
             RecordType::Chunk => 0x0001,
@@ -84,6 +85,7 @@ impl RecordType {
         }
     }
 
+    /// The type with code `code`, or `None` for a type this version does not define.
     pub const fn from_code(code: u16) -> Option<RecordType> {
         Some(match code {
             0x0001 => RecordType::Chunk,
@@ -159,6 +161,7 @@ impl RecordType {
 }
 
 /// Record flag bits.
+#[derive(Debug)]
 pub struct RecordFlags;
 
 impl RecordFlags {
@@ -259,6 +262,7 @@ impl RecordHeader {
         header
     }
 
+    /// The header CRC-32C of encoded header `bytes`: over bytes 0 to 27, so the stored CRC itself is not covered.
     pub fn compute_crc(bytes: &[u8; 32]) -> u32 {
         crate::crc32c(&bytes[..RECORD_HEADER_CRC_OFFSET])
     }
