@@ -205,7 +205,7 @@ impl Chain {
     }
 }
 
-/// One row of a `CHAIN_INDEX`: an ancestor chunk the archive refers to, and
+/// One row of a `CHAIN_INDEX` (`spec/FORMAT.md` 15.3): an ancestor chunk the archive refers to, and
 /// the identity it must have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChainRef {

@@ -1,10 +1,13 @@
-//! Chunks: the unit of stored data, shared by every section of an archive.
+//! Chunks (`spec/FORMAT.md` section 6): the unit of stored data, shared by every
+//! section of an archive. This module owns the fixed head of a `CHUNK` body
+//! ([`ChunkHeader`]), the chunk encodings, and the checks of a zstd frame header
+//! that sections 5.2 and 6 require before anything is decompressed.
 
 use crate::layout::fixed_layout;
 use crate::{limits, ErrorClass, FormatError};
 
 fixed_layout! {
-    /// The fixed start of a `CHUNK` record's body; the stored bytes follow it.
+    /// The fixed start of a `CHUNK` record's body (`spec/FORMAT.md` 6); the stored bytes follow it.
     pub struct ChunkHeader : 40 bytes {
         /// BLAKE3-256 of the raw bytes: the chunk's identity.
         pub blake3: [u8; 32],
@@ -17,7 +20,7 @@ fixed_layout! {
     }
 }
 
-/// How a chunk's raw bytes are stored.
+/// How a chunk's raw bytes are stored: the `encoding` byte of a `CHUNK` body (`spec/FORMAT.md` 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChunkEncoding {
     /// Stored as they are; used when zstd would not make them smaller.
@@ -96,7 +99,7 @@ impl ChunkHeader {
     }
 }
 
-/// The fields of a zstd frame header that the format constrains.
+/// The fields of a zstd frame header that the format constrains (`spec/FORMAT.md` 5.2 and 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ZstdFrameInfo {
     /// `Frame_Content_Size`, if the frame header carries it (the format requires it).

@@ -1,5 +1,6 @@
-//! The closed list of error classes, shared by the specification, the vectors'
-//! manifest, `verify --json` and every conforming reader.
+//! The closed list of error classes (`spec/FORMAT.md` section 12), shared by the
+//! specification, the vectors' manifest, `verify --json` and every conforming
+//! reader, and [`FormatError`], the error every check of this crate returns.
 
 use core::fmt;
 
@@ -94,7 +95,8 @@ impl fmt::Display for ErrorClass {
     }
 }
 
-/// A rule of the format broken by one structure, found without I/O. The reader
+/// A rule of the format broken by one structure, found without I/O; its class is
+/// one of `spec/FORMAT.md` section 12. The reader
 /// adds where the structure was (byte offset, section).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{what}: {detail}")]

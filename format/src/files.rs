@@ -196,7 +196,8 @@ pub const MAX_XATTR_VALUE: u32 = 65_536;
 /// Largest `FILES_ENTRIES` body.
 pub const MAX_ENTRIES_BODY: u64 = 64 << 20;
 
-/// What a writer captured for every entry of a section (`FILES_BEGIN.captured`).
+/// What a writer captured for every entry of a section (`FILES_BEGIN.captured`,
+/// `spec/FORMAT.md` 8.1).
 #[derive(Debug)]
 pub struct Captured;
 
@@ -219,7 +220,7 @@ impl Captured {
     pub const KNOWN: u64 = (1 << 7) - 1;
 }
 
-/// Entry flag bits.
+/// Entry flag bits: the `flags` byte of an entry row (`spec/FORMAT.md` 8.3).
 #[derive(Debug)]
 pub struct EntryFlags;
 
@@ -237,7 +238,7 @@ impl EntryFlags {
     pub const KNOWN: u8 = (1 << 4) - 1;
 }
 
-/// Entry kinds.
+/// Entry kinds: the `kind` byte of an entry row (`spec/FORMAT.md` 8.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {
     /// 1: a regular file.
@@ -314,7 +315,7 @@ impl EntryKind {
 }
 
 fixed_layout! {
-    /// The fixed head of `FILES_BEGIN`; the name follows.
+    /// The fixed head of `FILES_BEGIN` (`spec/FORMAT.md` 8.1); the name follows.
     pub struct FilesBeginHead : 24 bytes {
         /// The section number, as for images (spec 7.1).
         pub section_id: u32,
@@ -329,7 +330,7 @@ fixed_layout! {
     }
 }
 
-/// The body of `FILES_BEGIN`.
+/// The body of `FILES_BEGIN` (`spec/FORMAT.md` 8.1), which opens a file-tree section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilesBegin {
     /// The section number (spec 7.1, 8.1).
@@ -455,7 +456,7 @@ impl FileExtent {
 }
 
 fixed_layout! {
-    /// The head of a `FILES_EXTENTS` body (8.2).
+    /// The head of a `FILES_EXTENTS` body (`spec/FORMAT.md` 8.2).
     pub struct FileExtentsHead : 24 bytes {
         /// The open section.
         pub section_id: u32,
@@ -468,7 +469,7 @@ fixed_layout! {
     }
 }
 
-/// A parsed `FILES_EXTENTS` body.
+/// A parsed `FILES_EXTENTS` body (`spec/FORMAT.md` 8.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileExtents {
     /// The head.
@@ -515,7 +516,7 @@ pub fn encode_file_extents(section_id: u32, first_index: u64, extents: &[FileExt
 }
 
 fixed_layout! {
-    /// The head of a `FILES_ENTRIES` body: an entry group (8.3).
+    /// The head of a `FILES_ENTRIES` body: an entry group (`spec/FORMAT.md` 8.3).
     pub struct GroupHead : 56 bytes {
         /// The open section.
         pub section_id: u32,
@@ -552,7 +553,7 @@ fixed_layout! {
 const EXTENT_LIST_COLUMNS: [Column; 2] = [Column::plain(8), Column::plain(8)];
 
 fixed_layout! {
-    /// The fixed part of an entry row (8.3); the captured times and the
+    /// The fixed part of an entry row (`spec/FORMAT.md` 8.3); the captured times and the
     /// source identity follow when the section captured them.
     pub struct EntryRow : 87 bytes {
         /// An [`EntryKind`] code: 1 regular file to 8 socket.
@@ -635,7 +636,7 @@ pub fn entry_columns(captured: u64) -> Vec<Column> {
     columns
 }
 
-/// One extended attribute.
+/// One extended attribute, as the strings area of a group holds it (`spec/FORMAT.md` 8.3).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Xattr {
     /// Attribute name, with its namespace prefix (`user.`, `security.`, ...).
@@ -644,7 +645,7 @@ pub struct Xattr {
     pub value: Vec<u8>,
 }
 
-/// An entry: the fields of its row, its name and strings, and (filled by the
+/// An entry (`spec/FORMAT.md` 8.3): the fields of its row, its name and strings, and (filled by the
 /// writer before encoding, or by a reader from the `FILES_EXTENTS` records)
 /// its extents.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -866,7 +867,7 @@ impl Entry {
     }
 }
 
-/// A parsed `FILES_ENTRIES` body: an entry group.
+/// A parsed `FILES_ENTRIES` body: an entry group (`spec/FORMAT.md` 8.3).
 #[derive(Clone, Debug)]
 pub struct EntryGroup {
     /// The head.
@@ -1093,7 +1094,7 @@ pub fn encode_group(
 pub const MAX_GROUP_ENTRIES: u32 = 65_536;
 
 fixed_layout! {
-    /// The body of `FILES_END` (8.4).
+    /// The body of `FILES_END` (`spec/FORMAT.md` 8.4), which closes a file-tree section.
     pub struct FilesEnd : 72 bytes {
         /// The section being closed.
         pub section_id: u32,
@@ -1119,7 +1120,7 @@ fixed_layout! {
 }
 
 fixed_layout! {
-    /// The head of a `FILES_DIR` body (8.5).
+    /// The head of a `FILES_DIR` body (`spec/FORMAT.md` 8.5).
     pub struct DirHead : 40 bytes {
         /// The file-tree section of the group.
         pub section_id: u32,
@@ -1137,7 +1138,7 @@ fixed_layout! {
 }
 
 fixed_layout! {
-    /// A directory of the group, and where its run is.
+    /// A locator row of `FILES_DIR` (`spec/FORMAT.md` 8.5): a directory of the group, and where its run is.
     pub struct Locator : 32 bytes {
         /// The directory.
         pub entry_id: u64,
@@ -1153,7 +1154,7 @@ fixed_layout! {
 const LOCATOR_COLUMNS: [Column; 4] = [Column::delta(), Column::plain(8), Column::delta(), Column::delta()];
 
 fixed_layout! {
-    /// A group holding part of a directory's run.
+    /// A fence row of `FILES_DIR` (`spec/FORMAT.md` 8.5): a group holding part of a directory's run.
     pub struct Fence : 25 bytes {
         /// Record offset of the `FILES_ENTRIES` group.
         pub entries_record: u64,
@@ -1168,7 +1169,7 @@ fixed_layout! {
 
 const FENCE_COLUMNS: [Column; 4] = [Column::delta(), Column::delta(), Column::delta(), Column::plain(1)];
 
-/// A parsed `FILES_DIR`: a group's locators and their fences with names.
+/// A parsed `FILES_DIR` (`spec/FORMAT.md` 8.5): a group's locators and their fences with names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDir {
     /// The file-tree section of the group.
@@ -1268,7 +1269,7 @@ impl GroupDir {
 }
 
 fixed_layout! {
-    /// The head of a `FILES_INDEX` body (8.6).
+    /// The head of a `FILES_INDEX` body (`spec/FORMAT.md` 8.6).
     pub struct FilesIndexHead : 24 bytes {
         /// The file-tree section.
         pub section_id: u32,

@@ -1,4 +1,6 @@
-//! The archive header at offset 0 and the feature masks.
+//! The archive header at offset 0 (`spec/FORMAT.md` section 3) and the feature
+//! masks (section 4): its byte layout, the constants it holds and the checks a
+//! reader makes before trusting it.
 
 use crate::layout::fixed_layout;
 use crate::{limits, ErrorClass, FormatError};
@@ -14,7 +16,7 @@ pub const VERSION_MINOR: u16 = 0;
 pub const HEADER_CRC_OFFSET: usize = 124;
 
 fixed_layout! {
-    /// The archive header (`spec/FORMAT.md`, "Header").
+    /// The archive header (`spec/FORMAT.md` section 3, "Header").
     pub struct ArchiveHeader : 128 bytes {
         /// [`MAGIC`].
         pub magic: [u8; 8],
@@ -44,7 +46,7 @@ fixed_layout! {
     }
 }
 
-/// Feature bits and their names (`spec/FORMAT.md`, "Feature bits").
+/// Feature bits and their names (`spec/FORMAT.md` section 4, "Feature bits").
 #[derive(Debug)]
 pub struct Features;
 

@@ -1,4 +1,7 @@
-//! Block-image sections: `IMAGE_BEGIN`, `IMAGE_EXTENTS`, `IMAGE_END`, `IMAGE_INDEX`.
+//! Block-image sections (`spec/FORMAT.md` section 7, and 9.1 for the index):
+//! the bodies of `IMAGE_BEGIN`, `IMAGE_EXTENTS`, `IMAGE_END` and `IMAGE_INDEX`,
+//! the extent row they share, and the check that a section's extents tile its
+//! image.
 
 use binrw::{binrw, BinRead, BinWrite};
 
@@ -35,7 +38,7 @@ pub const USED_BLOCKS_GRAIN: u64 = 512;
 /// the 128-byte header).
 pub const REF_FIRST_OFFSET: u64 = 128;
 
-/// The body of `IMAGE_BEGIN`, which opens a block-image section.
+/// The body of `IMAGE_BEGIN` (`spec/FORMAT.md` 7.1), which opens a block-image section.
 #[binrw]
 #[brw(little)]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,7 +149,7 @@ pub fn validate_section_name(name: &[u8]) -> Result<(), FormatError> {
 }
 
 fixed_layout! {
-    /// One entry of an extent map: a byte range of the image and what it holds.
+    /// One entry of an extent map (`spec/FORMAT.md` 7.2): a byte range of the image and what it holds.
     pub struct Extent : 24 bytes {
         /// First byte of the range in the image.
         pub image_offset: u64,
@@ -157,7 +160,7 @@ fixed_layout! {
     }
 }
 
-/// What an extent holds, from its `chunk_ref`.
+/// What an extent holds, from its `chunk_ref` (`spec/FORMAT.md` 7.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExtentKind {
     /// Reads as zeros; nothing stored.
@@ -192,7 +195,8 @@ impl Extent {
 }
 
 fixed_layout! {
-    /// The head of an `IMAGE_EXTENTS` or `IMAGE_INDEX` body; `count` extents follow.
+    /// The head of an `IMAGE_EXTENTS` or `IMAGE_INDEX` body (`spec/FORMAT.md` 7.2, 9.1);
+    /// `count` extents follow.
     pub struct ExtentTableHead : 16 bytes {
         /// The section the extents belong to.
         pub section_id: u32,
@@ -241,7 +245,7 @@ pub fn encode_extent_table(section_id: u32, extents: &[Extent]) -> Vec<u8> {
 }
 
 fixed_layout! {
-    /// The body of `IMAGE_END`, which closes a block-image section.
+    /// The body of `IMAGE_END` (`spec/FORMAT.md` 7.3), which closes a block-image section.
     pub struct ImageEnd : 96 bytes {
         /// The section being closed.
         pub section_id: u32,

@@ -1,5 +1,6 @@
-//! The archive index and the trailer: written last, they let a reader find every
-//! section from the end of the file without walking the records.
+//! The archive index and the trailer (`spec/FORMAT.md` section 9.2 and 9.3):
+//! written last, they let a reader find every section from the end of the file
+//! without walking the records (section 10.1).
 
 use crate::layout::fixed_layout;
 use crate::{limits, ErrorClass, FormatError};
@@ -11,7 +12,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"STRATA\r\n";
 pub const TRAILER_RECORD_SIZE: u64 = 32 + Trailer::SIZE as u64;
 
 fixed_layout! {
-    /// The body of the `TRAILER` record, the last record of an archive.
+    /// The body of the `TRAILER` record (`spec/FORMAT.md` 9.3), the last record of an archive.
     pub struct Trailer : 32 bytes {
         /// Archive offset of the `ARCHIVE_INDEX` record.
         pub index_offset: u64,
@@ -44,7 +45,7 @@ impl Trailer {
     }
 }
 
-/// Section kinds.
+/// Section kinds: the `kind` byte of a section entry (`spec/FORMAT.md` 9.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SectionKind {
     /// A block image (`IMAGE_*` records).
@@ -79,7 +80,7 @@ impl SectionKind {
 }
 
 fixed_layout! {
-    /// One section in the `ARCHIVE_INDEX`.
+    /// One section in the `ARCHIVE_INDEX` (`spec/FORMAT.md` 9.2).
     pub struct SectionEntry : 32 bytes {
         /// A [`SectionKind`] code.
         pub kind: u8,
@@ -110,7 +111,7 @@ pub struct ChainIndexPointer {
     pub blake3: [u8; 32],
 }
 
-/// The body of `ARCHIVE_INDEX`.
+/// The body of `ARCHIVE_INDEX` (`spec/FORMAT.md` 9.2).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ArchiveIndex {
     /// Zero.

@@ -53,7 +53,7 @@ pub fn is_zero(bytes: &[u8]) -> bool {
     bytes.iter().fold(0u8, |acc, &b| acc | b) == 0
 }
 
-/// Format limits: what a valid archive may contain. Implementation limits (how
+/// Format limits (`spec/FORMAT.md` section 13): what a valid archive may contain. Implementation limits (how
 /// much a given reader is willing to allocate) are the reader's, and are smaller.
 pub mod limits {
     /// Largest raw (uncompressed) length of one chunk: 16 MiB.

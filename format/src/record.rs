@@ -1,4 +1,6 @@
-//! The record framing: one header type for everything after the archive header.
+//! The record framing (`spec/FORMAT.md` section 5): one header type for everything
+//! after the archive header, the closed list of record types (5.1) and the rules
+//! for a compressed body (5.2).
 
 use crate::layout::fixed_layout;
 use crate::{ErrorClass, FormatError};
@@ -9,7 +11,7 @@ pub const RECORD_MAGIC: [u8; 4] = *b"\xd3REC";
 pub const RECORD_HEADER_CRC_OFFSET: usize = 28;
 
 fixed_layout! {
-    /// The header of every record (`spec/FORMAT.md`, "Record framing").
+    /// The header of every record (`spec/FORMAT.md` section 5, "Record framing").
     pub struct RecordHeader : 32 bytes {
         /// [`RECORD_MAGIC`].
         pub magic: [u8; 4],
@@ -28,7 +30,7 @@ fixed_layout! {
     }
 }
 
-/// Record types (`spec/FORMAT.md`, "Record types").
+/// Record types (`spec/FORMAT.md` 5.1, "Record types").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RecordType {
     /// A chunk of stored data.
@@ -160,7 +162,7 @@ impl RecordType {
     }
 }
 
-/// Record flag bits.
+/// Record flag bits: the `flags` field of a record header (`spec/FORMAT.md` 5).
 #[derive(Debug)]
 pub struct RecordFlags;
 
