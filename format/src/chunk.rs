@@ -8,6 +8,20 @@ use crate::{limits, ErrorClass, FormatError};
 
 fixed_layout! {
     /// The fixed start of a `CHUNK` record's body (`spec/FORMAT.md` 6); the stored bytes follow it.
+    ///
+    /// ```
+    /// use strata_format::{ChunkEncoding, ChunkHeader, ErrorClass};
+    /// let header = ChunkHeader { blake3: [0xab; 32], raw_length: 5, encoding: ChunkEncoding::Raw.code(), reserved: [0; 3] };
+    /// let bytes = header.encode();
+    /// assert_eq!(ChunkHeader::decode(&bytes), header);
+    /// assert_eq!(header.validate(5), Ok(ChunkEncoding::Raw));
+    ///
+    /// // A raw chunk stores exactly its raw length.
+    /// assert_eq!(header.validate(4).unwrap_err().class, ErrorClass::RecordMalformed);
+    /// // More than 16 MiB is past the format's limit.
+    /// let huge = ChunkHeader { raw_length: (1 << 24) + 1, ..header };
+    /// assert_eq!(huge.validate(5).unwrap_err().class, ErrorClass::LimitExceeded);
+    /// ```
     pub struct ChunkHeader : 40 bytes {
         /// BLAKE3-256 of the raw bytes: the chunk's identity.
         pub blake3: [u8; 32],

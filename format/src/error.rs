@@ -98,6 +98,18 @@ impl fmt::Display for ErrorClass {
 /// A rule of the format broken by one structure, found without I/O; its class is
 /// one of `spec/FORMAT.md` section 12. The reader
 /// adds where the structure was (byte offset, section).
+///
+/// ```
+/// use strata_format::{ChunkHeader, ErrorClass, FormatError};
+/// // Every check returns one: here a chunk that claims to hold no byte.
+/// let header = ChunkHeader { raw_length: 0, ..ChunkHeader::default() };
+/// let err: FormatError = header.validate(0).unwrap_err();
+/// assert_eq!(err.class, ErrorClass::RecordMalformed);
+/// assert_eq!(err.what, "chunk raw_length");
+/// assert_eq!(err.to_string(), format!("{}: {}", err.what, err.detail));
+/// assert_eq!(err.class.name(), "record-malformed");
+/// assert_eq!(ErrorClass::from_name("record-malformed"), Some(err.class));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{what}: {detail}")]
 pub struct FormatError {

@@ -648,6 +648,19 @@ pub struct Xattr {
 /// An entry (`spec/FORMAT.md` 8.3): the fields of its row, its name and strings, and (filled by the
 /// writer before encoding, or by a reader from the `FILES_EXTENTS` records)
 /// its extents.
+///
+/// ```
+/// use strata_format::files::{encode_group, parse_group, Entry, EntryKind, NO_PARENT};
+/// let root = Entry { parent_id: NO_PARENT, mode: 0o755, ..Entry::bare(EntryKind::Directory, b"") };
+/// let link = Entry { entry_id: 1, target: b"/etc".to_vec(), size: 4, ..Entry::bare(EntryKind::Symlink, b"etc") };
+/// let body = encode_group(0, 0, 0, 0, &[], &[root.clone(), link.clone()]);
+/// let group = parse_group(&body).unwrap();
+/// let entries: Vec<Entry> = group.entries.into_iter().map(Result::unwrap).collect();
+/// assert_eq!(entries, [root, link]);
+///
+/// // A group cut short is refused whole.
+/// assert!(parse_group(&body[..body.len() - 1]).is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// What the entry is.

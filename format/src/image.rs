@@ -150,6 +150,27 @@ pub fn validate_section_name(name: &[u8]) -> Result<(), FormatError> {
 
 fixed_layout! {
     /// One entry of an extent map (`spec/FORMAT.md` 7.2): a byte range of the image and what it holds.
+    ///
+    /// ```
+    /// use strata_format::image::{encode_extent_table, extents_of, parse_extent_table};
+    /// use strata_format::{Extent, ExtentKind};
+    /// let extents = [
+    ///     Extent { image_offset: 0, length: 4096, chunk_ref: 128 },
+    ///     Extent { image_offset: 4096, length: 4096, chunk_ref: 0 },
+    /// ];
+    /// assert_eq!(Extent::decode(&extents[0].encode()), extents[0]);
+    /// let body = encode_extent_table(0, &extents);
+    /// let (head, table) = parse_extent_table(&body, "IMAGE_EXTENTS").unwrap();
+    /// assert_eq!(head.count, 2);
+    /// assert_eq!(extents_of(table).collect::<Vec<_>>(), extents);
+    /// assert_eq!(extents[0].kind(), Ok(ExtentKind::Data(128)));
+    /// assert_eq!(extents[1].kind(), Ok(ExtentKind::Zero));
+    ///
+    /// // A `chunk_ref` from 3 to 127 is a reserved kind.
+    /// assert!(Extent { chunk_ref: 5, ..extents[0] }.kind().is_err());
+    /// // A body one byte short of its `count` is refused.
+    /// assert!(parse_extent_table(&body[..body.len() - 1], "IMAGE_EXTENTS").is_err());
+    /// ```
     pub struct Extent : 24 bytes {
         /// First byte of the range in the image.
         pub image_offset: u64,

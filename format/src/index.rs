@@ -112,6 +112,28 @@ pub struct ChainIndexPointer {
 }
 
 /// The body of `ARCHIVE_INDEX` (`spec/FORMAT.md` 9.2).
+///
+/// ```
+/// use strata_format::{ArchiveIndex, ErrorClass, SectionEntry, SectionKind};
+/// let entry = SectionEntry {
+///     kind: SectionKind::Image.code(),
+///     reserved: [0; 3],
+///     section_id: 0,
+///     begin_offset: 128,
+///     end_offset: 4096,
+///     table_offset: 8192,
+/// };
+/// let index = ArchiveIndex { reserved: 0, chain_index: None, sections: vec![entry] };
+/// let body = index.to_bytes();
+/// assert_eq!(body.len(), 8 + 32);
+/// assert_eq!(ArchiveIndex::parse(&body), Ok(index));
+///
+/// // A length that fits no section count is refused.
+/// assert_eq!(ArchiveIndex::parse(&body[..39]).unwrap_err().class, ErrorClass::RecordMalformed);
+/// // An entry whose id is not its position disagrees with the records.
+/// let wrong = ArchiveIndex { reserved: 0, chain_index: None, sections: vec![SectionEntry { section_id: 1, ..entry }] };
+/// assert_eq!(ArchiveIndex::parse(&wrong.to_bytes()).unwrap_err().class, ErrorClass::IndexMismatch);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ArchiveIndex {
     /// Zero.

@@ -12,6 +12,24 @@ pub const RECORD_HEADER_CRC_OFFSET: usize = 28;
 
 fixed_layout! {
     /// The header of every record (`spec/FORMAT.md` section 5, "Record framing").
+    ///
+    /// ```
+    /// use strata_format::{ErrorClass, RecordHeader, RecordType};
+    /// let tag = [1; 8];
+    /// let header = RecordHeader::new(RecordType::ImageEnd, 0, tag, &[0; 96]);
+    /// let bytes = header.encode();
+    /// assert_eq!(RecordHeader::decode(&bytes), header);
+    /// assert_eq!(header.validate(&bytes, tag), Ok(Some(RecordType::ImageEnd)));
+    ///
+    /// // A damaged `body_length` fails the header CRC.
+    /// let mut damaged = bytes;
+    /// damaged[16] ^= 1;
+    /// let err = RecordHeader::decode(&damaged).validate(&damaged, tag).unwrap_err();
+    /// assert_eq!(err.class, ErrorClass::RecordChecksum);
+    ///
+    /// // A record of another archive is refused.
+    /// assert_eq!(header.validate(&bytes, [2; 8]).unwrap_err().class, ErrorClass::RecordMalformed);
+    /// ```
     pub struct RecordHeader : 32 bytes {
         /// [`RECORD_MAGIC`].
         pub magic: [u8; 4],
