@@ -87,6 +87,19 @@ pub fn uuid_text(uuid: &[u8; 16]) -> String {
 }
 
 /// The body of a `CHAIN` record (15.2).
+///
+/// ```
+/// use strata_format::{Ancestor, Chain, ErrorClass};
+/// let parent = Ancestor { uuid: [1; 16], binding: [2; 32], archive_length: 4096, name: b"mon.strata".to_vec() };
+/// let chain = Chain::new(vec![parent]);
+/// let body = chain.to_bytes();
+/// assert_eq!(Chain::parse(&body, &[9; 16], 64), Ok(chain));
+///
+/// // A child that lists itself as its own ancestor is a cycle.
+/// assert_eq!(Chain::parse(&body, &[1; 16], 64).unwrap_err().class, ErrorClass::RecordMalformed);
+/// // A body cut short is refused.
+/// assert!(Chain::parse(&body[..body.len() - 1], &[9; 16], 64).is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chain {
     /// 0: unkeyed BLAKE3 chunk identities; others are reserved (15.6).
@@ -205,7 +218,7 @@ impl Chain {
     }
 }
 
-/// One row of a `CHAIN_INDEX`: an ancestor chunk the archive refers to, and
+/// One row of a `CHAIN_INDEX` (`spec/FORMAT.md` 15.3): an ancestor chunk the archive refers to, and
 /// the identity it must have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChainRef {
@@ -216,6 +229,22 @@ pub struct ChainRef {
 }
 
 /// The body of a `CHAIN_INDEX` record (15.3).
+///
+/// ```
+/// use strata_format::{Ancestor, Chain, ChainIndex, ChainRef, ChunkRef};
+/// let parent = Ancestor { uuid: [1; 16], binding: [2; 32], archive_length: 4096, name: b"mon.strata".to_vec() };
+/// let chain_body = Chain::new(vec![parent]).to_bytes();
+/// let at = ChunkRef { archive: 1, offset: 128 };
+/// let body = ChainIndex::encode(&chain_body, &[ChainRef { chunk_ref: at, blake3: [7; 32] }]);
+/// let index = ChainIndex::parse(&body, &[9; 16], 64).unwrap();
+/// assert_eq!(index.chain_body, chain_body);
+/// assert_eq!(index.identity_of(at), Some([7; 32]));
+///
+/// // A row naming this archive (archive 0) is not an ancestor chunk.
+/// let own = ChunkRef { archive: 0, offset: 128 };
+/// let body = ChainIndex::encode(&chain_body, &[ChainRef { chunk_ref: own, blake3: [7; 32] }]);
+/// assert!(ChainIndex::parse(&body, &[9; 16], 64).is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainIndex {
     /// The copy of the `CHAIN` body, byte for byte.

@@ -1,10 +1,27 @@
-//! Chunks: the unit of stored data, shared by every section of an archive.
+//! Chunks (`spec/FORMAT.md` section 6): the unit of stored data, shared by every
+//! section of an archive. This module owns the fixed head of a `CHUNK` body
+//! ([`ChunkHeader`]), the chunk encodings, and the checks of a zstd frame header
+//! that sections 5.2 and 6 require before anything is decompressed.
 
 use crate::layout::fixed_layout;
 use crate::{limits, ErrorClass, FormatError};
 
 fixed_layout! {
-    /// The fixed start of a `CHUNK` record's body; the stored bytes follow it.
+    /// The fixed start of a `CHUNK` record's body (`spec/FORMAT.md` 6); the stored bytes follow it.
+    ///
+    /// ```
+    /// use strata_format::{ChunkEncoding, ChunkHeader, ErrorClass};
+    /// let header = ChunkHeader { blake3: [0xab; 32], raw_length: 5, encoding: ChunkEncoding::Raw.code(), reserved: [0; 3] };
+    /// let bytes = header.encode();
+    /// assert_eq!(ChunkHeader::decode(&bytes), header);
+    /// assert_eq!(header.validate(5), Ok(ChunkEncoding::Raw));
+    ///
+    /// // A raw chunk stores exactly its raw length.
+    /// assert_eq!(header.validate(4).unwrap_err().class, ErrorClass::RecordMalformed);
+    /// // More than 16 MiB is past the format's limit.
+    /// let huge = ChunkHeader { raw_length: (1 << 24) + 1, ..header };
+    /// assert_eq!(huge.validate(5).unwrap_err().class, ErrorClass::LimitExceeded);
+    /// ```
     pub struct ChunkHeader : 40 bytes {
         /// BLAKE3-256 of the raw bytes: the chunk's identity.
         pub blake3: [u8; 32],
@@ -17,7 +34,7 @@ fixed_layout! {
     }
 }
 
-/// How a chunk's raw bytes are stored.
+/// How a chunk's raw bytes are stored: the `encoding` byte of a `CHUNK` body (`spec/FORMAT.md` 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChunkEncoding {
     /// Stored as they are; used when zstd would not make them smaller.
@@ -27,12 +44,14 @@ pub enum ChunkEncoding {
 }
 
 impl ChunkEncoding {
+    /// The encoding code stored in `ChunkHeader::encoding` (spec 6).
     pub const fn code(self) -> u8 {
         match self {
             ChunkEncoding::Raw => 0,
             ChunkEncoding::Zstd => 1,
         }
     }
+    /// The encoding with code `code`, or `None` for a value the spec does not define (a reader refuses it).
     pub const fn from_code(code: u8) -> Option<ChunkEncoding> {
         match code {
             0 => Some(ChunkEncoding::Raw),
@@ -40,6 +59,7 @@ impl ChunkEncoding {
             _ => None,
         }
     }
+    /// The short name used in messages and JSON.
     pub const fn name(self) -> &'static str {
         match self {
             ChunkEncoding::Raw => "raw",
@@ -93,11 +113,14 @@ impl ChunkHeader {
     }
 }
 
-/// The fields of a zstd frame header that the format constrains.
+/// The fields of a zstd frame header that the format constrains (`spec/FORMAT.md` 5.2 and 6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ZstdFrameInfo {
+    /// `Frame_Content_Size`, if the frame header carries it (the format requires it).
     pub content_size: Option<u64>,
+    /// `Window_Size`: at most [`crate::limits::MAX_ZSTD_WINDOW`] in a valid archive.
     pub window_size: u64,
+    /// `Dictionary_ID`: 0 (absent) in a valid archive.
     pub dictionary_id: u32,
     /// Bytes from the magic to the first block header.
     pub header_length: u64,
@@ -181,6 +204,7 @@ pub struct ZstdBlockWalk {
 }
 
 impl ZstdBlockWalk {
+    /// Starts the walk at the first block header of the frame described by `info`.
     pub fn new(info: &ZstdFrameInfo) -> Self {
         ZstdBlockWalk {
             next_header: info.header_length,

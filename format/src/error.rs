@@ -1,5 +1,6 @@
-//! The closed list of error classes, shared by the specification, the vectors'
-//! manifest, `verify --json` and every conforming reader.
+//! The closed list of error classes (`spec/FORMAT.md` section 12), shared by the
+//! specification, the vectors' manifest, `verify --json` and every conforming
+//! reader, and [`FormatError`], the error every check of this crate returns.
 
 use core::fmt;
 
@@ -94,8 +95,21 @@ impl fmt::Display for ErrorClass {
     }
 }
 
-/// A rule of the format broken by one structure, found without I/O. The reader
+/// A rule of the format broken by one structure, found without I/O; its class is
+/// one of `spec/FORMAT.md` section 12. The reader
 /// adds where the structure was (byte offset, section).
+///
+/// ```
+/// use strata_format::{ChunkHeader, ErrorClass, FormatError};
+/// // Every check returns one: here a chunk that claims to hold no byte.
+/// let header = ChunkHeader { raw_length: 0, ..ChunkHeader::default() };
+/// let err: FormatError = header.validate(0).unwrap_err();
+/// assert_eq!(err.class, ErrorClass::RecordMalformed);
+/// assert_eq!(err.what, "chunk raw_length");
+/// assert_eq!(err.to_string(), format!("{}: {}", err.what, err.detail));
+/// assert_eq!(err.class.name(), "record-malformed");
+/// assert_eq!(ErrorClass::from_name("record-malformed"), Some(err.class));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{what}: {detail}")]
 pub struct FormatError {
@@ -108,6 +122,7 @@ pub struct FormatError {
 }
 
 impl FormatError {
+    /// A defect of class `class` in the structure or field `what`, with `detail` saying what was found and what was expected.
     pub fn new(class: ErrorClass, what: &'static str, detail: impl Into<String>) -> Self {
         FormatError { class, what, detail: detail.into() }
     }

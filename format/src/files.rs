@@ -196,48 +196,71 @@ pub const MAX_XATTR_VALUE: u32 = 65_536;
 /// Largest `FILES_ENTRIES` body.
 pub const MAX_ENTRIES_BODY: u64 = 64 << 20;
 
-/// What a writer captured for every entry of a section (`FILES_BEGIN.captured`).
+/// What a writer captured for every entry of a section (`FILES_BEGIN.captured`,
+/// `spec/FORMAT.md` 8.1).
+#[derive(Debug)]
 pub struct Captured;
 
 impl Captured {
+    /// Bit 0: owner user and group names.
     pub const OWNER_NAMES: u64 = 1 << 0;
+    /// Bit 1: extended attributes (POSIX ACLs and file capabilities among them).
     pub const XATTRS: u64 = 1 << 1;
+    /// Bit 2: access times.
     pub const ATIME: u64 = 1 << 2;
+    /// Bit 3: change times (informational).
     pub const CTIME: u64 = 1 << 3;
+    /// Bit 4: birth times, where the source has them.
     pub const BTIME: u64 = 1 << 4;
+    /// Bit 5: holes (sparse files).
     pub const HOLES: u64 = 1 << 5;
     /// Source identity: each entry's inode number and device (8.3).
     pub const IDENTITY: u64 = 1 << 6;
+    /// Every bit this version defines; bits 7 to 63 are reserved and refused.
     pub const KNOWN: u64 = (1 << 7) - 1;
 }
 
-/// Entry flag bits.
+/// Entry flag bits: the `flags` byte of an entry row (`spec/FORMAT.md` 8.3).
+#[derive(Debug)]
 pub struct EntryFlags;
 
 impl EntryFlags {
+    /// Bit 0: the entry carries a birth time.
     pub const BTIME: u8 = 1 << 0;
+    /// Bit 1: the file changed while it was read; its content is kept as read.
     pub const CHANGED_WHILE_READ: u8 = 1 << 1;
+    /// Bit 2: the content could not be read when the archive was written (size 0, no extents).
     pub const UNREADABLE: u8 = 1 << 2;
     /// Lost to damage before a salvage: a file's content (size 0, no extents),
     /// or, on a directory, the entry itself (the salvager made this one up).
     pub const LOST_IN_SALVAGE: u8 = 1 << 3;
+    /// Every bit this version defines; the others are reserved and refused.
     pub const KNOWN: u8 = (1 << 4) - 1;
 }
 
-/// Entry kinds.
+/// Entry kinds: the `kind` byte of an entry row (`spec/FORMAT.md` 8.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EntryKind {
+    /// 1: a regular file.
     File,
+    /// 2: a directory.
     Directory,
+    /// 3: a symbolic link.
     Symlink,
+    /// 4: a hard link to an earlier regular file of the section.
     Hardlink,
+    /// 5: a character device.
     CharDevice,
+    /// 6: a block device.
     BlockDevice,
+    /// 7: a fifo.
     Fifo,
+    /// 8: a socket.
     Socket,
 }
 
 impl EntryKind {
+    /// The code stored in `EntryRow::kind` (spec 8.3).
     pub const fn code(self) -> u8 {
         match self {
             EntryKind::File => 1,
@@ -250,6 +273,7 @@ impl EntryKind {
             EntryKind::Socket => 8,
         }
     }
+    /// The kind with code `code`, or `None` for a value the spec does not define.
     pub const fn from_code(code: u8) -> Option<EntryKind> {
         Some(match code {
             1 => EntryKind::File,
@@ -275,6 +299,7 @@ impl EntryKind {
             EntryKind::Socket => 's',
         }
     }
+    /// The name used in JSON output.
     pub const fn name(self) -> &'static str {
         match self {
             EntryKind::File => "file",
@@ -290,26 +315,36 @@ impl EntryKind {
 }
 
 fixed_layout! {
-    /// The fixed head of `FILES_BEGIN`; the name follows.
+    /// The fixed head of `FILES_BEGIN` (`spec/FORMAT.md` 8.1); the name follows.
     pub struct FilesBeginHead : 24 bytes {
+        /// The section number, as for images (spec 7.1).
         pub section_id: u32,
+        /// Window size of large files and the largest packed chunk: a power of two from 4 KiB to 16 MiB.
         pub chunk_size: u32,
+        /// [`Captured`] bits: what the writer captured for every entry.
         pub captured: u64,
+        /// Length of the section name that follows: 1 to 255.
         pub name_length: u16,
+        /// Zero.
         pub reserved: [u8; 6],
     }
 }
 
-/// The body of `FILES_BEGIN`.
+/// The body of `FILES_BEGIN` (`spec/FORMAT.md` 8.1), which opens a file-tree section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilesBegin {
+    /// The section number (spec 7.1, 8.1).
     pub section_id: u32,
+    /// Window size of large files and the largest packed chunk: a power of two from 4 KiB to 16 MiB.
     pub chunk_size: u32,
+    /// [`Captured`] bits.
     pub captured: u64,
+    /// The section's name: UTF-8, 1 to 255 bytes, no `/`, no NUL, not `.` or `..`.
     pub name: Vec<u8>,
 }
 
 impl FilesBegin {
+    /// Encodes the body: the [`FilesBeginHead`] then the name.
     pub fn to_bytes(&self) -> Vec<u8> {
         let head = FilesBeginHead {
             section_id: self.section_id,
@@ -323,6 +358,7 @@ impl FilesBegin {
         body
     }
 
+    /// Parses and validates a body whose CRC has been checked: exact length, zero reserved bytes, known `captured` bits, name and chunk size rules.
     pub fn parse(body: &[u8]) -> Result<FilesBegin, FormatError> {
         let (head, name) = crate::split_array::<{ FilesBeginHead::SIZE }>(body)
             .ok_or_else(|| FormatError::malformed("FILES_BEGIN body", "shorter than 24 bytes"))?;
@@ -346,6 +382,7 @@ impl FilesBegin {
         Ok(begin)
     }
 
+    /// Checks the name and chunk size rules of spec 8.1.
     pub fn validate(&self) -> Result<(), FormatError> {
         crate::image::validate_section_name(&self.name)?;
         if !self.chunk_size.is_power_of_two()
@@ -359,6 +396,7 @@ impl FilesBegin {
         Ok(())
     }
 
+    /// The name as text, for display (invalid UTF-8 replaced).
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
@@ -418,9 +456,11 @@ impl FileExtent {
 }
 
 fixed_layout! {
-    /// The head of a `FILES_EXTENTS` body (8.2).
+    /// The head of a `FILES_EXTENTS` body (`spec/FORMAT.md` 8.2).
     pub struct FileExtentsHead : 24 bytes {
+        /// The open section.
         pub section_id: u32,
+        /// Zero.
         pub reserved: u32,
         /// Extents in the record: 1 to 65,536.
         pub count: u64,
@@ -429,7 +469,7 @@ fixed_layout! {
     }
 }
 
-/// A parsed `FILES_EXTENTS` body.
+/// A parsed `FILES_EXTENTS` body (`spec/FORMAT.md` 8.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileExtents {
     /// The head.
@@ -476,8 +516,9 @@ pub fn encode_file_extents(section_id: u32, first_index: u64, extents: &[FileExt
 }
 
 fixed_layout! {
-    /// The head of a `FILES_ENTRIES` body: an entry group (8.3).
+    /// The head of a `FILES_ENTRIES` body: an entry group (`spec/FORMAT.md` 8.3).
     pub struct GroupHead : 56 bytes {
+        /// The open section.
         pub section_id: u32,
         /// Entries in the group: 1 to 65,536.
         pub count: u32,
@@ -493,6 +534,7 @@ fixed_layout! {
         pub names_length: u32,
         /// Bytes of the strings area.
         pub strings_length: u64,
+        /// Zero.
         pub reserved: u64,
     }
 }
@@ -511,27 +553,46 @@ fixed_layout! {
 const EXTENT_LIST_COLUMNS: [Column; 2] = [Column::plain(8), Column::plain(8)];
 
 fixed_layout! {
-    /// The fixed part of an entry row (8.3); the captured times and the
+    /// The fixed part of an entry row (`spec/FORMAT.md` 8.3); the captured times and the
     /// source identity follow when the section captured them.
     pub struct EntryRow : 87 bytes {
+        /// An [`EntryKind`] code: 1 regular file to 8 socket.
         pub kind: u8,
+        /// Bit 0 birth time present, bit 1 changed while read, bit 2 content unreadable; the others zero.
         pub flags: u8,
+        /// Permission bits with setuid, setgid and sticky: at most 0o7777.
         pub mode: u16,
+        /// Bytes of the name in the names area: 1 to 255 (0 only for the root).
         pub name_length: u8,
+        /// Bytes of the owner's user name in the strings area; 0 if unknown or not captured.
         pub user_length: u8,
+        /// Bytes of the owner's group name in the strings area; 0 if unknown or not captured.
         pub group_length: u8,
+        /// Symbolic link: bytes of its target, 1 to 4,095; else 0.
         pub target_length: u16,
+        /// Extended attributes in the strings area.
         pub xattr_count: u16,
+        /// Owner user id.
         pub uid: u32,
+        /// Owner group id.
         pub gid: u32,
+        /// Devices only: major number; else 0.
         pub rdev_major: u32,
+        /// Devices only: minor number; else 0.
         pub rdev_minor: u32,
+        /// Modification time: seconds since 1970-01-01T00:00:00Z (negative before it).
         pub mtime_s: i64,
+        /// Nanoseconds of the modification time: 0 to 999,999,999.
         pub mtime_nsec: u32,
+        /// `entry_id` of an earlier directory entry; `u64::MAX` for the root.
         pub parent_id: u64,
+        /// Regular file: content length, holes included; symbolic link: target length; else 0.
         pub size: u64,
+        /// Hard link: the `entry_id` of the earlier regular file it shares an inode with; else 0.
         pub link_id: u64,
+        /// Regular file: the number of extents announced with its `entry_id` (8.2); else 0.
         pub extent_count: u64,
+        /// Regular file: the file digest of its content; else zero.
         pub digest: [u8; 16],
     }
 }
@@ -575,27 +636,50 @@ pub fn entry_columns(captured: u64) -> Vec<Column> {
     columns
 }
 
-/// One extended attribute.
+/// One extended attribute, as the strings area of a group holds it (`spec/FORMAT.md` 8.3).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Xattr {
+    /// Attribute name, with its namespace prefix (`user.`, `security.`, ...).
     pub name: Vec<u8>,
+    /// Attribute value: at most 64 KiB.
     pub value: Vec<u8>,
 }
 
-/// An entry: the fields of its row, its name and strings, and (filled by the
+/// An entry (`spec/FORMAT.md` 8.3): the fields of its row, its name and strings, and (filled by the
 /// writer before encoding, or by a reader from the `FILES_EXTENTS` records)
 /// its extents.
+///
+/// ```
+/// use strata_format::files::{encode_group, parse_group, Entry, EntryKind, NO_PARENT};
+/// let root = Entry { parent_id: NO_PARENT, mode: 0o755, ..Entry::bare(EntryKind::Directory, b"") };
+/// let link = Entry { entry_id: 1, target: b"/etc".to_vec(), size: 4, ..Entry::bare(EntryKind::Symlink, b"etc") };
+/// let body = encode_group(0, 0, 0, 0, &[], &[root.clone(), link.clone()]);
+/// let group = parse_group(&body).unwrap();
+/// let entries: Vec<Entry> = group.entries.into_iter().map(Result::unwrap).collect();
+/// assert_eq!(entries, [root, link]);
+///
+/// // A group cut short is refused whole.
+/// assert!(parse_group(&body[..body.len() - 1]).is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// What the entry is.
     pub kind: EntryKind,
+    /// [`EntryFlags`] bits.
     pub flags: u8,
     /// Implicit in the format: the group's `first_id` plus the row.
     pub entry_id: u64,
+    /// `entry_id` of the parent directory; [`NO_PARENT`] for the root.
     pub parent_id: u64,
+    /// Permission bits with setuid, setgid and sticky: at most 0o7777.
     pub mode: u32,
+    /// Owner user id.
     pub uid: u32,
+    /// Owner group id.
     pub gid: u32,
+    /// Devices only: major number; else 0.
     pub rdev_major: u32,
+    /// Devices only: minor number; else 0.
     pub rdev_minor: u32,
     /// Modification time.
     pub mtime: Timestamp,
@@ -605,7 +689,9 @@ pub struct Entry {
     pub ctime: Timestamp,
     /// Birth time; zero unless flag bit 0.
     pub btime: Timestamp,
+    /// Regular file: content length, holes included; symbolic link: target length; else 0.
     pub size: u64,
+    /// Hard link: the `entry_id` of the regular file it shares an inode with; else 0.
     pub link_id: u64,
     /// A regular file's digest ([`FileDigest`]); zero on other kinds.
     pub digest: [u8; DIGEST_LEN],
@@ -616,10 +702,15 @@ pub struct Entry {
     pub ino: u64,
     /// Source identity: the source's device (major, minor).
     pub dev: (u32, u32),
+    /// The entry name (one path component; empty only for the root).
     pub name: Vec<u8>,
+    /// Owner user name; empty if unknown or not captured.
     pub user: Vec<u8>,
+    /// Owner group name; empty if unknown or not captured.
     pub group: Vec<u8>,
+    /// Symbolic link target; empty for other kinds.
     pub target: Vec<u8>,
+    /// Extended attributes, when captured.
     pub xattrs: Vec<Xattr>,
     /// The file's extents: not part of the entry's row (8.2 holds the only
     /// copy); empty in a freshly parsed group.
@@ -789,7 +880,7 @@ impl Entry {
     }
 }
 
-/// A parsed `FILES_ENTRIES` body: an entry group.
+/// A parsed `FILES_ENTRIES` body: an entry group (`spec/FORMAT.md` 8.3).
 #[derive(Clone, Debug)]
 pub struct EntryGroup {
     /// The head.
@@ -1016,16 +1107,25 @@ pub fn encode_group(
 pub const MAX_GROUP_ENTRIES: u32 = 65_536;
 
 fixed_layout! {
-    /// The body of `FILES_END` (8.4).
+    /// The body of `FILES_END` (`spec/FORMAT.md` 8.4), which closes a file-tree section.
     pub struct FilesEnd : 72 bytes {
+        /// The section being closed.
         pub section_id: u32,
+        /// Zero.
         pub reserved: u32,
+        /// Entries in the section.
         pub entry_count: u64,
+        /// Regular-file entries (hard links not counted).
         pub file_count: u64,
+        /// Directory entries, the root included.
         pub directory_count: u64,
+        /// Sum of the regular-file entries' sizes.
         pub content_bytes: u64,
+        /// Number of `CHUNK` records of the section.
         pub chunk_count: u64,
+        /// Total size (headers and bodies) of those `CHUNK` records.
         pub chunk_bytes: u64,
+        /// Archive offset of the section's `FILES_BEGIN` record.
         pub begin_offset: u64,
         /// The length of the section's extent sequence.
         pub extent_count: u64,
@@ -1033,24 +1133,33 @@ fixed_layout! {
 }
 
 fixed_layout! {
-    /// The head of a `FILES_DIR` body (8.5).
+    /// The head of a `FILES_DIR` body (`spec/FORMAT.md` 8.5).
     pub struct DirHead : 40 bytes {
+        /// The file-tree section of the group.
         pub section_id: u32,
+        /// Zero.
         pub reserved: u32,
         /// The group described.
         pub entries_record: u64,
+        /// Locator rows: 1 to 65,536.
         pub dir_count: u64,
+        /// Fence rows.
         pub fence_count: u64,
+        /// Bytes of the fence names.
         pub names_length: u64,
     }
 }
 
 fixed_layout! {
-    /// A directory of the group, and where its run is.
+    /// A locator row of `FILES_DIR` (`spec/FORMAT.md` 8.5): a directory of the group, and where its run is.
     pub struct Locator : 32 bytes {
+        /// The directory.
         pub entry_id: u64,
+        /// The length of its run of children.
         pub child_count: u64,
+        /// The `entry_id` of its run's first entry; 0 when `child_count` is 0.
         pub first_child_id: u64,
+        /// Index of its first fence row; its fences run to the next locator's `first_fence`.
         pub first_fence: u64,
     }
 }
@@ -1058,20 +1167,25 @@ fixed_layout! {
 const LOCATOR_COLUMNS: [Column; 4] = [Column::delta(), Column::plain(8), Column::delta(), Column::delta()];
 
 fixed_layout! {
-    /// A group holding part of a directory's run.
+    /// A fence row of `FILES_DIR` (`spec/FORMAT.md` 8.5): a group holding part of a directory's run.
     pub struct Fence : 25 bytes {
+        /// Record offset of the `FILES_ENTRIES` group.
         pub entries_record: u64,
+        /// Record offset of that group's `FILES_DIR`; 0 when it holds no directory.
         pub dir_record: u64,
+        /// The `entry_id` of the run's first entry in that group.
         pub first_child_id: u64,
+        /// Length of that entry's name, whose bytes are in the fence names.
         pub name_length: u8,
     }
 }
 
 const FENCE_COLUMNS: [Column; 4] = [Column::delta(), Column::delta(), Column::delta(), Column::plain(1)];
 
-/// A parsed `FILES_DIR`: a group's locators and their fences with names.
+/// A parsed `FILES_DIR` (`spec/FORMAT.md` 8.5): a group's locators and their fences with names.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupDir {
+    /// The file-tree section of the group.
     pub section_id: u32,
     /// The group described.
     pub entries_record: u64,
@@ -1168,11 +1282,15 @@ impl GroupDir {
 }
 
 fixed_layout! {
-    /// The head of a `FILES_INDEX` body (8.6).
+    /// The head of a `FILES_INDEX` body (`spec/FORMAT.md` 8.6).
     pub struct FilesIndexHead : 24 bytes {
+        /// The file-tree section.
         pub section_id: u32,
+        /// Zero.
         pub reserved: u32,
+        /// Rows that follow, one per `FILES_ENTRIES` record of the section: at least 1.
         pub group_count: u64,
+        /// Zero (the second `reserved` field of the head).
         pub reserved2: u64,
     }
 }

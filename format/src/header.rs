@@ -1,4 +1,6 @@
-//! The archive header at offset 0 and the feature masks.
+//! The archive header at offset 0 (`spec/FORMAT.md` section 3) and the feature
+//! masks (section 4): its byte layout, the constants it holds and the checks a
+//! reader makes before trusting it.
 
 use crate::layout::fixed_layout;
 use crate::{limits, ErrorClass, FormatError};
@@ -14,7 +16,26 @@ pub const VERSION_MINOR: u16 = 0;
 pub const HEADER_CRC_OFFSET: usize = 124;
 
 fixed_layout! {
-    /// The archive header (`spec/FORMAT.md`, "Header").
+    /// The archive header (`spec/FORMAT.md` section 3, "Header").
+    ///
+    /// ```
+    /// use strata_format::{ArchiveHeader, ErrorClass};
+    /// let header = ArchiveHeader::new([7; 16], 0, "example 1.0");
+    /// let bytes = header.encode();
+    /// let back = ArchiveHeader::decode(&bytes);
+    /// assert_eq!(back, header);
+    /// back.validate(&bytes, &[]).expect("a fresh header is valid");
+    /// assert_eq!(back.writer_name(), "example 1.0");
+    ///
+    /// // One flipped bit (in `compatible_features`) is caught by the CRC.
+    /// let mut damaged = bytes;
+    /// damaged[40] ^= 1;
+    /// let err = ArchiveHeader::decode(&damaged).validate(&damaged, &[]).unwrap_err();
+    /// assert_eq!(err.class, ErrorClass::BadHeader);
+    ///
+    /// // Only exactly 128 bytes decode.
+    /// assert!(<&[u8; ArchiveHeader::SIZE]>::try_from(&bytes[..127]).is_err());
+    /// ```
     pub struct ArchiveHeader : 128 bytes {
         /// [`MAGIC`].
         pub magic: [u8; 8],
@@ -44,7 +65,8 @@ fixed_layout! {
     }
 }
 
-/// Feature bits and their names (`spec/FORMAT.md`, "Feature bits").
+/// Feature bits and their names (`spec/FORMAT.md` section 4, "Feature bits").
+#[derive(Debug)]
 pub struct Features;
 
 impl Features {

@@ -1,4 +1,7 @@
-//! Block-image sections: `IMAGE_BEGIN`, `IMAGE_EXTENTS`, `IMAGE_END`, `IMAGE_INDEX`.
+//! Block-image sections (`spec/FORMAT.md` section 7, and 9.1 for the index):
+//! the bodies of `IMAGE_BEGIN`, `IMAGE_EXTENTS`, `IMAGE_END` and `IMAGE_INDEX`,
+//! the extent row they share, and the check that a section's extents tile its
+//! image.
 
 use binrw::{binrw, BinRead, BinWrite};
 
@@ -18,6 +21,7 @@ pub const REF_LOST: u64 = 1;
 pub const REF_FREE: u64 = 2;
 
 /// `IMAGE_BEGIN` flag bits (`spec/FORMAT.md` 7.1).
+#[derive(Debug)]
 pub struct ImageFlags;
 
 impl ImageFlags {
@@ -34,7 +38,7 @@ pub const USED_BLOCKS_GRAIN: u64 = 512;
 /// the 128-byte header).
 pub const REF_FIRST_OFFSET: u64 = 128;
 
-/// The body of `IMAGE_BEGIN`, which opens a block-image section.
+/// The body of `IMAGE_BEGIN` (`spec/FORMAT.md` 7.1), which opens a block-image section.
 #[binrw]
 #[brw(little)]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +61,7 @@ pub struct ImageBegin {
 }
 
 impl ImageBegin {
+    /// Encodes the body: the fixed fields, then the name.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = binrw::io::Cursor::new(Vec::with_capacity(24 + self.name.len()));
         self.write(&mut out).expect("writing to a Vec cannot fail");
@@ -78,6 +83,7 @@ impl ImageBegin {
         Ok(begin)
     }
 
+    /// Checks the rules of spec 7.1: section name, reserved flag bits, sector size, chunk size and logical size.
     pub fn validate(&self) -> Result<(), FormatError> {
         validate_section_name(&self.name)?;
         if self.flags & !ImageFlags::KNOWN != 0 {
@@ -109,6 +115,7 @@ impl ImageBegin {
         Ok(())
     }
 
+    /// The name as text, for display (invalid UTF-8 replaced).
     pub fn name_lossy(&self) -> String {
         String::from_utf8_lossy(&self.name).into_owned()
     }
@@ -142,7 +149,28 @@ pub fn validate_section_name(name: &[u8]) -> Result<(), FormatError> {
 }
 
 fixed_layout! {
-    /// One entry of an extent map: a byte range of the image and what it holds.
+    /// One entry of an extent map (`spec/FORMAT.md` 7.2): a byte range of the image and what it holds.
+    ///
+    /// ```
+    /// use strata_format::image::{encode_extent_table, extents_of, parse_extent_table};
+    /// use strata_format::{Extent, ExtentKind};
+    /// let extents = [
+    ///     Extent { image_offset: 0, length: 4096, chunk_ref: 128 },
+    ///     Extent { image_offset: 4096, length: 4096, chunk_ref: 0 },
+    /// ];
+    /// assert_eq!(Extent::decode(&extents[0].encode()), extents[0]);
+    /// let body = encode_extent_table(0, &extents);
+    /// let (head, table) = parse_extent_table(&body, "IMAGE_EXTENTS").unwrap();
+    /// assert_eq!(head.count, 2);
+    /// assert_eq!(extents_of(table).collect::<Vec<_>>(), extents);
+    /// assert_eq!(extents[0].kind(), Ok(ExtentKind::Data(128)));
+    /// assert_eq!(extents[1].kind(), Ok(ExtentKind::Zero));
+    ///
+    /// // A `chunk_ref` from 3 to 127 is a reserved kind.
+    /// assert!(Extent { chunk_ref: 5, ..extents[0] }.kind().is_err());
+    /// // A body one byte short of its `count` is refused.
+    /// assert!(parse_extent_table(&body[..body.len() - 1], "IMAGE_EXTENTS").is_err());
+    /// ```
     pub struct Extent : 24 bytes {
         /// First byte of the range in the image.
         pub image_offset: u64,
@@ -153,7 +181,7 @@ fixed_layout! {
     }
 }
 
-/// What an extent holds, from its `chunk_ref`.
+/// What an extent holds, from its `chunk_ref` (`spec/FORMAT.md` 7.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExtentKind {
     /// Reads as zeros; nothing stored.
@@ -168,6 +196,7 @@ pub enum ExtentKind {
 }
 
 impl Extent {
+    /// What the extent holds, from its `chunk_ref` (spec 7.2); a reserved kind below 128 is refused.
     pub fn kind(&self) -> Result<ExtentKind, FormatError> {
         match self.chunk_ref {
             REF_ZERO => Ok(ExtentKind::Zero),
@@ -180,17 +209,21 @@ impl Extent {
         }
     }
 
+    /// The image offset just past the extent (saturating, so a lying length cannot overflow).
     pub fn end(&self) -> u64 {
         self.image_offset.saturating_add(self.length)
     }
 }
 
 fixed_layout! {
-    /// The head of an `IMAGE_EXTENTS` or `IMAGE_INDEX` body; `count` extents follow.
+    /// The head of an `IMAGE_EXTENTS` or `IMAGE_INDEX` body (`spec/FORMAT.md` 7.2, 9.1);
+    /// `count` extents follow.
     pub struct ExtentTableHead : 16 bytes {
+        /// The section the extents belong to.
         pub section_id: u32,
         /// Zero.
         pub reserved: u32,
+        /// Extents that follow: 1 to 65,536 in `IMAGE_EXTENTS`.
         pub count: u64,
     }
 }
@@ -233,8 +266,9 @@ pub fn encode_extent_table(section_id: u32, extents: &[Extent]) -> Vec<u8> {
 }
 
 fixed_layout! {
-    /// The body of `IMAGE_END`, which closes a block-image section.
+    /// The body of `IMAGE_END` (`spec/FORMAT.md` 7.3), which closes a block-image section.
     pub struct ImageEnd : 96 bytes {
+        /// The section being closed.
         pub section_id: u32,
         /// Zero.
         pub reserved: u32,
@@ -287,6 +321,7 @@ impl ExtentKind {
 pub struct MapDigest(blake3::Hasher);
 
 impl MapDigest {
+    /// An empty digest, before the first extent.
     pub fn new() -> Self {
         MapDigest(blake3::Hasher::new())
     }
@@ -298,12 +333,14 @@ impl MapDigest {
         self.0.update(content_id);
     }
 
+    /// The digest of the extents pushed so far: the value `IMAGE_END.map_blake3` holds.
     pub fn finish(&self) -> [u8; 32] {
         *self.0.finalize().as_bytes()
     }
 }
 
 impl ImageEnd {
+    /// Checks the rules of spec 7.3 that concern the body alone: reserved zero, size limit, totals within the size.
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.reserved != 0 {
             return Err(FormatError::malformed("IMAGE_END reserved", "not zero"));
@@ -333,14 +370,18 @@ pub struct ExtentMapCheck {
     /// The size declared by `IMAGE_BEGIN`, if it was known.
     declared_size: Option<u64>,
     next_offset: u64,
+    /// Extents checked so far.
     pub extent_count: u64,
+    /// Bytes of the image held by data extents.
     pub data_bytes: u64,
+    /// Bytes of the image in lost extents.
     pub lost_bytes: u64,
     /// Bytes of free extents (used-blocks sections).
     pub free_bytes: u64,
 }
 
 impl ExtentMapCheck {
+    /// A check for the section opened by `begin`, taking its chunk size, used-blocks flag and declared size.
     pub fn new(begin: &ImageBegin) -> Self {
         ExtentMapCheck {
             chunk_size: u64::from(begin.chunk_size),

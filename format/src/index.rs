@@ -1,5 +1,6 @@
-//! The archive index and the trailer: written last, they let a reader find every
-//! section from the end of the file without walking the records.
+//! The archive index and the trailer (`spec/FORMAT.md` section 9.2 and 9.3):
+//! written last, they let a reader find every section from the end of the file
+//! without walking the records (section 10.1).
 
 use crate::layout::fixed_layout;
 use crate::{limits, ErrorClass, FormatError};
@@ -11,7 +12,7 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"STRATA\r\n";
 pub const TRAILER_RECORD_SIZE: u64 = 32 + Trailer::SIZE as u64;
 
 fixed_layout! {
-    /// The body of the `TRAILER` record, the last record of an archive.
+    /// The body of the `TRAILER` record (`spec/FORMAT.md` 9.3), the last record of an archive.
     pub struct Trailer : 32 bytes {
         /// Archive offset of the `ARCHIVE_INDEX` record.
         pub index_offset: u64,
@@ -25,6 +26,7 @@ fixed_layout! {
 }
 
 impl Trailer {
+    /// Checks the rules of spec 9.3 on the trailer alone: magic, and `index_offset` within the archive.
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.magic != TRAILER_MAGIC {
             return Err(FormatError::malformed("TRAILER magic", format!("{:02x?}", self.magic)));
@@ -43,7 +45,7 @@ impl Trailer {
     }
 }
 
-/// Section kinds.
+/// Section kinds: the `kind` byte of a section entry (`spec/FORMAT.md` 9.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SectionKind {
     /// A block image (`IMAGE_*` records).
@@ -53,12 +55,14 @@ pub enum SectionKind {
 }
 
 impl SectionKind {
+    /// The code stored in `SectionEntry::kind` (spec 9.2).
     pub const fn code(self) -> u8 {
         match self {
             SectionKind::Image => 1,
             SectionKind::FileTree => 2,
         }
     }
+    /// The kind with code `code`, or `None` for a value the spec does not define (`record-malformed`).
     pub const fn from_code(code: u8) -> Option<SectionKind> {
         match code {
             1 => Some(SectionKind::Image),
@@ -76,12 +80,13 @@ impl SectionKind {
 }
 
 fixed_layout! {
-    /// One section in the `ARCHIVE_INDEX`.
+    /// One section in the `ARCHIVE_INDEX` (`spec/FORMAT.md` 9.2).
     pub struct SectionEntry : 32 bytes {
         /// A [`SectionKind`] code.
         pub kind: u8,
         /// Zero.
         pub reserved: [u8; 3],
+        /// The section's number: equal to the entry's position.
         pub section_id: u32,
         /// Archive offset of the section's first record (`IMAGE_BEGIN`).
         pub begin_offset: u64,
@@ -106,7 +111,29 @@ pub struct ChainIndexPointer {
     pub blake3: [u8; 32],
 }
 
-/// The body of `ARCHIVE_INDEX`.
+/// The body of `ARCHIVE_INDEX` (`spec/FORMAT.md` 9.2).
+///
+/// ```
+/// use strata_format::{ArchiveIndex, ErrorClass, SectionEntry, SectionKind};
+/// let entry = SectionEntry {
+///     kind: SectionKind::Image.code(),
+///     reserved: [0; 3],
+///     section_id: 0,
+///     begin_offset: 128,
+///     end_offset: 4096,
+///     table_offset: 8192,
+/// };
+/// let index = ArchiveIndex { reserved: 0, chain_index: None, sections: vec![entry] };
+/// let body = index.to_bytes();
+/// assert_eq!(body.len(), 8 + 32);
+/// assert_eq!(ArchiveIndex::parse(&body), Ok(index));
+///
+/// // A length that fits no section count is refused.
+/// assert_eq!(ArchiveIndex::parse(&body[..39]).unwrap_err().class, ErrorClass::RecordMalformed);
+/// // An entry whose id is not its position disagrees with the records.
+/// let wrong = ArchiveIndex { reserved: 0, chain_index: None, sections: vec![SectionEntry { section_id: 1, ..entry }] };
+/// assert_eq!(ArchiveIndex::parse(&wrong.to_bytes()).unwrap_err().class, ErrorClass::IndexMismatch);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ArchiveIndex {
     /// Zero.

@@ -1,4 +1,4 @@
-//! Fixed-layout little-endian structures.
+//! Fixed-layout little-endian structures (`spec/FORMAT.md` section 1, "Conventions").
 //!
 //! Every fixed structure of the format is declared with [`fixed_layout!`], which
 //! lists the fields in on-disk order and asserts at compile time that their widths

@@ -9,6 +9,10 @@
 //! [`RecordType::Trailer`] record whose fixed size lets a reader find the index
 //! from the last bytes of the file.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
+
 pub(crate) mod layout;
 
 pub mod chain;
@@ -49,7 +53,7 @@ pub fn is_zero(bytes: &[u8]) -> bool {
     bytes.iter().fold(0u8, |acc, &b| acc | b) == 0
 }
 
-/// Format limits: what a valid archive may contain. Implementation limits (how
+/// Format limits (`spec/FORMAT.md` section 13): what a valid archive may contain. Implementation limits (how
 /// much a given reader is willing to allocate) are the reader's, and are smaller.
 pub mod limits {
     /// Largest raw (uncompressed) length of one chunk: 16 MiB.
@@ -68,8 +72,9 @@ pub mod limits {
     pub const MAX_IMAGE_SIZE: u64 = i64::MAX as u64;
     /// Largest header_length a reader must accept.
     pub const MAX_HEADER_LENGTH: u32 = 4096;
-    /// Smallest and largest sector size an image section may declare.
+    /// Smallest sector size an image section may declare.
     pub const MIN_SECTOR_SIZE: u32 = 512;
+    /// Largest sector size an image section may declare.
     pub const MAX_SECTOR_SIZE: u32 = 65_536;
     /// Most ancestors an incremental archive may list (section 15.2).
     pub const MAX_CHAIN_DEPTH: u32 = 64;

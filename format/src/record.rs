@@ -1,4 +1,6 @@
-//! The record framing: one header type for everything after the archive header.
+//! The record framing (`spec/FORMAT.md` section 5): one header type for everything
+//! after the archive header, the closed list of record types (5.1) and the rules
+//! for a compressed body (5.2).
 
 use crate::layout::fixed_layout;
 use crate::{ErrorClass, FormatError};
@@ -9,7 +11,25 @@ pub const RECORD_MAGIC: [u8; 4] = *b"\xd3REC";
 pub const RECORD_HEADER_CRC_OFFSET: usize = 28;
 
 fixed_layout! {
-    /// The header of every record (`spec/FORMAT.md`, "Record framing").
+    /// The header of every record (`spec/FORMAT.md` section 5, "Record framing").
+    ///
+    /// ```
+    /// use strata_format::{ErrorClass, RecordHeader, RecordType};
+    /// let tag = [1; 8];
+    /// let header = RecordHeader::new(RecordType::ImageEnd, 0, tag, &[0; 96]);
+    /// let bytes = header.encode();
+    /// assert_eq!(RecordHeader::decode(&bytes), header);
+    /// assert_eq!(header.validate(&bytes, tag), Ok(Some(RecordType::ImageEnd)));
+    ///
+    /// // A damaged `body_length` fails the header CRC.
+    /// let mut damaged = bytes;
+    /// damaged[16] ^= 1;
+    /// let err = RecordHeader::decode(&damaged).validate(&damaged, tag).unwrap_err();
+    /// assert_eq!(err.class, ErrorClass::RecordChecksum);
+    ///
+    /// // A record of another archive is refused.
+    /// assert_eq!(header.validate(&bytes, [2; 8]).unwrap_err().class, ErrorClass::RecordMalformed);
+    /// ```
     pub struct RecordHeader : 32 bytes {
         /// [`RECORD_MAGIC`].
         pub magic: [u8; 4],
@@ -28,7 +48,7 @@ fixed_layout! {
     }
 }
 
-/// Record types (`spec/FORMAT.md`, "Record types").
+/// Record types (`spec/FORMAT.md` 5.1, "Record types").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RecordType {
     /// A chunk of stored data.
@@ -64,6 +84,7 @@ pub enum RecordType {
 }
 
 impl RecordType {
+    /// The code stored in `RecordHeader::record_type` (spec 5.1).
     pub const fn code(self) -> u16 {
         match self {
             RecordType::Chunk => 0x0001,
@@ -84,6 +105,7 @@ impl RecordType {
         }
     }
 
+    /// The type with code `code`, or `None` for a type this version does not define.
     pub const fn from_code(code: u16) -> Option<RecordType> {
         Some(match code {
             0x0001 => RecordType::Chunk,
@@ -158,7 +180,8 @@ impl RecordType {
     }
 }
 
-/// Record flag bits.
+/// Record flag bits: the `flags` field of a record header (`spec/FORMAT.md` 5).
+#[derive(Debug)]
 pub struct RecordFlags;
 
 impl RecordFlags {
@@ -259,6 +282,7 @@ impl RecordHeader {
         header
     }
 
+    /// The header CRC-32C of encoded header `bytes`: over bytes 0 to 27, so the stored CRC itself is not covered.
     pub fn compute_crc(bytes: &[u8; 32]) -> u32 {
         crate::crc32c(&bytes[..RECORD_HEADER_CRC_OFFSET])
     }

@@ -1,6 +1,7 @@
 //! How a name or path from an archive or a source is shown to a person: one
 //! rule for every listing, warning and error, so that a name cannot write to
-//! the terminal or forge a line.
+//! the terminal or forge a line. The format stores names as bytes
+//! (`spec/FORMAT.md` section 8.3); this module owns only how they are shown.
 
 /// `bytes` (a name, a path, a link target) as text that holds no control
 /// character and says exactly which bytes it stands for, as GNU tar's
