@@ -287,13 +287,27 @@ impl RecordHeader {
         crate::crc32c(&bytes[..RECORD_HEADER_CRC_OFFSET])
     }
 
+    /// Whether `bytes` are a record header of some archive: its magic, and a
+    /// header CRC that vouches for every other field (type, length, tag),
+    /// whether or not their values are ones this reader accepts.
+    ///
+    /// ```
+    /// use strata_format::{RecordHeader, RecordType};
+    /// let bytes = RecordHeader::new(RecordType::ImageEnd, 0, [7; 8], &[0; 96]).encode();
+    /// assert!(RecordHeader::is_intact(&bytes));
+    /// let mut damaged = bytes;
+    /// damaged[8] ^= 1;
+    /// assert!(!RecordHeader::is_intact(&damaged));
+    /// ```
+    pub fn is_intact(bytes: &[u8; 32]) -> bool {
+        let header = Self::decode(bytes);
+        header.magic == RECORD_MAGIC && header.header_crc == Self::compute_crc(bytes)
+    }
+
     /// Whether `bytes` start like a record of the archive with `archive_tag`: magic,
     /// tag and header CRC. Used to resynchronise after damage.
     pub fn looks_valid(bytes: &[u8; 32], archive_tag: [u8; 8]) -> bool {
-        let header = Self::decode(bytes);
-        header.magic == RECORD_MAGIC
-            && header.archive_tag == archive_tag
-            && header.header_crc == Self::compute_crc(bytes)
+        Self::is_intact(bytes) && Self::decode(bytes).archive_tag == archive_tag
     }
 
     /// Validates the header alone: magic, CRC, tag, flags, and the body length

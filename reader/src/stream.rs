@@ -15,7 +15,7 @@ use strata_format::image::{self, ExtentMapCheck, MapDigest};
 use strata_format::{ArchiveHeader, ChunkRef, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType};
 
 use crate::chain::ChainState;
-use crate::record::{read_full, RecordStream};
+use crate::record::{read_full, Records, Sequential};
 use crate::sink::ImageSink;
 use crate::{chunk, Error, Limits};
 
@@ -111,7 +111,7 @@ pub fn restore_image_with_parents(
     let incremental = header.incompatible_features & strata_format::Features::INCOMPAT_INCREMENTAL != 0;
     let mut chain: Option<ChainState> = None;
     let mut records =
-        RecordStream::new(input, u64::from(header.header_length), header.archive_tag(), limits.max_index_bytes);
+        Records::new(Sequential(input), u64::from(header.header_length), header.archive_tag(), limits.max_index_bytes);
     let can_read_back = sink.read_back(0, &mut []).unwrap_or(false);
     let mut seen: HashMap<u64, Seen> = HashMap::new();
     let mut spill = Spill { file: None, length: 0 };

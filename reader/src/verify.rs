@@ -6,17 +6,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use strata_format::image::{self, ExtentMapCheck};
-use strata_format::record::RECORD_MAGIC;
 use strata_format::{
-    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordHeader, RecordType,
-    Trailer,
+    ArchiveHeader, ArchiveIndex, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType, Trailer,
 };
 
 use crate::archive::read_header;
-use crate::record::{check_body, check_header, decode_body};
+use crate::record::{find_any_record, Positional, Records, Step, Unusable};
 use crate::verify_tree::WalkTree;
 use crate::{chunk, Error, Limits, ReadAt};
-use strata_format::record::RecordFlags;
 use strata_format::SectionKind;
 
 /// Image bytes a problem makes unreadable.
@@ -437,48 +434,6 @@ pub fn scan_with_parents<R: ReadAt + ?Sized>(
     Ok((walk.finish(), recovered))
 }
 
-/// Scans from `from` for the first 32 bytes that form a valid record header of
-/// any archive; returns its offset and tag.
-fn find_any_record<R: ReadAt + ?Sized>(source: &R, size: u64, from: u64) -> Result<Option<(u64, [u8; 8])>, Error> {
-    scan_for_record(source, size, from, |raw| {
-        let header = RecordHeader::decode(raw);
-        header.header_crc == RecordHeader::compute_crc(raw)
-    })
-    .map(|found| found.map(|(offset, raw)| (offset, RecordHeader::decode(&raw).archive_tag)))
-}
-
-/// Scans from `from` for a record header accepted by `accept`, reading in blocks.
-fn scan_for_record<R: ReadAt + ?Sized>(
-    source: &R,
-    size: u64,
-    from: u64,
-    accept: impl Fn(&[u8; 32]) -> bool,
-) -> Result<Option<(u64, [u8; 32])>, Error> {
-    const BLOCK: u64 = 1 << 20;
-    let mut block_start = from;
-    let mut buf = Vec::new();
-    while block_start + 32 <= size {
-        // Blocks overlap by 31 bytes so no header straddles two unseen.
-        let len = (size - block_start).min(BLOCK + 31) as usize;
-        buf.resize(len, 0);
-        source.read_exact_at(&mut buf, block_start).map_err(|e| Error::io("scanning for records", block_start, e))?;
-        let mut at = 0usize;
-        while at + 32 <= len {
-            let Some(found) = buf[at..len - 31].windows(4).position(|w| w == RECORD_MAGIC) else {
-                break;
-            };
-            let candidate = at + found;
-            let raw: &[u8; 32] = buf[candidate..candidate + 32].try_into().expect("32 bytes remain");
-            if accept(raw) {
-                return Ok(Some((block_start + candidate as u64, *raw)));
-            }
-            at = candidate + 1;
-        }
-        block_start += BLOCK;
-    }
-    Ok(None)
-}
-
 /// One problem per class and offset, what it affects the union of theirs, in
 /// increasing offset (FORMAT.md section 11, "What a verifier reports").
 fn merge_problems(problems: Vec<Problem>) -> Vec<Problem> {
@@ -551,125 +506,63 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     fn walk(&mut self, start: u64, progress: &dyn Fn(u64)) -> Result<(), Error> {
-        let mut pos = start;
-        let mut body = Vec::new();
-        while pos < self.size {
-            if self.size - pos < RecordHeader::SIZE as u64 {
-                let p = self.problem(
-                    ErrorClass::Truncated,
-                    pos,
-                    "record header",
-                    format!("the archive ends {} bytes into a record header", self.size - pos),
-                );
-                self.damaged.push((pos..u64::MAX, p));
-                self.span_to_end = true;
-                self.lost(p);
-                break;
-            }
-            let mut raw = [0u8; 32];
-            self.source.read_exact_at(&mut raw, pos).map_err(|e| Error::io("record header", pos, e))?;
-            let header = RecordHeader::decode(&raw);
-            let checked = check_header(&raw, pos, self.tag, self.limits.max_index_bytes);
-            let crc_ok = header.magic == RECORD_MAGIC && header.header_crc == RecordHeader::compute_crc(&raw);
-            let record_type = match checked {
-                Ok((_, record_type)) => record_type,
-                Err(e) => {
-                    let skippable = crc_ok
-                        && header.archive_tag == self.tag
-                        && pos + 32 + header.body_length <= self.size
-                        && matches!(
-                            e.class(),
-                            Some(ErrorClass::UnknownRecord | ErrorClass::LimitExceeded | ErrorClass::RecordMalformed)
-                        );
-                    let p = self.problem_from(e, pos);
-                    if skippable {
-                        // The header CRC vouches for the type and the length:
-                        // the record is skipped, and lost (FORMAT.md section 11).
-                        let end = pos + 32 + header.body_length;
-                        self.damaged.push((pos..end, p));
-                        let code = header.record_type;
-                        self.header_seen(pos, RecordType::from_code(code), false);
-                        if code == RecordType::Chunk.code() {
-                            self.chunk_in_run(pos, false);
-                        } else {
-                            self.lost(p);
+        let source = Positional { source: self.source, size: self.size };
+        let mut records = Records::new(source, start, self.tag, self.limits.max_index_bytes);
+        while let Some(step) = records.step()? {
+            match step {
+                Step::Record { record, end } => {
+                    let pos = record.offset;
+                    self.report.records += 1;
+                    self.counted.push((pos, end - pos));
+                    progress(end - pos);
+                    // (A trailer is never compressed: ZSTD on one fails its header.)
+                    self.header_seen(pos, record.record_type, true);
+                    self.record_end = end;
+                    self.handle(pos, record.record_type, &record.body);
+                    if record.record_type == Some(RecordType::Trailer) {
+                        self.trailer_at = Some(pos);
+                        records.stop();
+                    }
+                    records.recycle(record.body);
+                }
+                Step::Unusable { offset: pos, end, code, record_type, why, error } => {
+                    let p = self.problem_from(error, pos);
+                    match why {
+                        Unusable::Header => {
+                            // The record is skipped, and lost (FORMAT.md section 11).
+                            self.damaged.push((pos..end, p));
+                            self.header_seen(pos, record_type, false);
+                            if code == RecordType::Chunk.code() {
+                                self.chunk_in_run(pos, false);
+                            } else {
+                                self.lost(p);
+                            }
                         }
-                        if code == RecordType::Trailer.code() {
-                            self.trailer_at = Some(pos);
-                            pos = end;
-                            break;
+                        Unusable::BodyChecksum | Unusable::Body => {
+                            self.report.records += 1;
+                            self.counted.push((pos, end - pos));
+                            progress(end - pos);
+                            if why == Unusable::BodyChecksum {
+                                let name = record_type.map_or("ancillary", |t| t.name());
+                                self.report.problems[p].what = format!("{name} record body CRC-32C");
+                            }
+                            // A compressed table that does not decode is
+                            // unusable as a whole, as a body that fails its CRC is.
+                            self.body_unusable(pos..end, record_type, p);
                         }
-                        pos = end;
-                    } else {
-                        pos = self.resync(pos, p)?;
                     }
-                    continue;
-                }
-            };
-            let end = pos + 32 + header.body_length;
-            if end > self.size {
-                let p = self.problem(
-                    ErrorClass::Truncated,
-                    pos,
-                    "record body",
-                    format!(
-                        "a {}-byte body runs past the end of the archive at byte {}: the archive is truncated",
-                        header.body_length, self.size
-                    ),
-                );
-                pos = self.resync(pos, p)?;
-                continue;
-            }
-            body.resize(header.body_length as usize, 0);
-            self.source.read_exact_at(&mut body, pos + 32).map_err(|e| Error::io("record body", pos + 32, e))?;
-            self.report.records += 1;
-            self.counted.push((pos, end - pos));
-            progress(end - pos);
-            if let Err(e) = check_body(&header, &body, pos) {
-                let p = self.problem_from(e, pos);
-                let name = record_type.map_or("ancillary", |t| t.name());
-                self.report.problems[p].what = format!("{name} record body CRC-32C");
-                self.body_unusable(pos..end, record_type, p);
-                if record_type == Some(RecordType::Trailer) {
-                    self.trailer_at = Some(pos);
-                    pos = end;
-                    break;
-                }
-                pos = end;
-                continue;
-            }
-            // A compressed table is decoded here, once (FORMAT.md 5.2); one
-            // that does not decode is unusable as a whole, as a body that fails
-            // its CRC is.
-            let decoded;
-            let body: &[u8] = if header.flags & RecordFlags::ZSTD == 0 {
-                &body
-            } else {
-                let stored = std::mem::take(&mut body);
-                match decode_body(&header, record_type, stored, pos, self.limits.max_index_bytes) {
-                    Ok(bytes) => {
-                        decoded = bytes;
-                        &decoded
-                    }
-                    Err(e) => {
-                        let p = self.problem_from(e, pos);
-                        self.body_unusable(pos..end, record_type, p);
-                        pos = end;
-                        continue;
+                    if code == RecordType::Trailer.code() {
+                        self.trailer_at = Some(pos);
+                        records.stop();
                     }
                 }
-            };
-            // (A trailer is never compressed: ZSTD on one fails its header.)
-            self.header_seen(pos, record_type, true);
-            self.record_end = end;
-            self.handle(pos, record_type, body);
-            if record_type == Some(RecordType::Trailer) {
-                self.trailer_at = Some(pos);
-                pos = end;
-                break;
+                Step::Damaged { offset: pos, next, error } => {
+                    let p = self.problem_from(error, pos);
+                    self.resynced(pos, next, p);
+                }
             }
-            pos = end;
         }
+        let pos = records.position;
         if let Some(at) = self.trailer_at.filter(|_| pos < self.size) {
             // Bytes after the first trailer: at the trailer (FORMAT.md 9.3).
             self.problem(
@@ -699,11 +592,10 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
     }
 
-    /// Finds the next valid record of this archive after a damaged one at `pos`.
-    fn resync(&mut self, pos: u64, problem: usize) -> Result<u64, Error> {
-        let tag = self.tag;
-        let next = scan_for_record(self.source, self.size, pos + 1, |raw| RecordHeader::looks_valid(raw, tag))?
-            .map_or(self.size, |(offset, _)| offset);
+    /// Damage at `pos`: the walk goes on at `next`, the next valid record of
+    /// this archive, or (`None`) no valid record follows.
+    fn resynced(&mut self, pos: u64, next: Option<u64>, problem: usize) {
+        let next = next.unwrap_or(self.size);
         // Past the last valid record, everything is gone, references beyond the
         // end of a cut file included.
         self.damaged.push((pos..if next == self.size { u64::MAX } else { next }, problem));
@@ -719,7 +611,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         };
         let p = &mut self.report.problems[problem];
         p.detail = format!("{}; {detail}", p.detail);
-        Ok(next)
     }
 
     /// A record lost to the walk, or whose extents or entries cannot be read,
