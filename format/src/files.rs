@@ -6,6 +6,7 @@
 
 use crate::layout::fixed_layout;
 use crate::table::{decode_columns, encode_columns, row_width, Column};
+pub use crate::tree_check::TreeCheck;
 use crate::{limits, ErrorClass, FormatError};
 
 /// A time as a file system keeps it: whole seconds since 1970-01-01T00:00:00Z
@@ -797,79 +798,111 @@ impl Entry {
         }
     }
 
-    /// Rules tied to the kind that a reader checks on each entry alone. Name
-    /// safety (no `/`, no `..`) is the extractor's to enforce and report by path.
-    pub fn validate_kind(&self) -> Result<(), FormatError> {
-        let bad = |detail: &str| Err(FormatError::malformed("entry", format!("entry {}: {detail}", self.entry_id)));
-        if self.mode & !0o7777 != 0 {
-            return bad("mode has bits beyond 07777");
-        }
+    /// Every rule of `spec/FORMAT.md` section 8 that this entry breaks on its
+    /// own, given its section's `captured` bits: each fault a
+    /// [`ErrorClass::RecordMalformed`](crate::ErrorClass::RecordMalformed)
+    /// error naming the entry. The rules between entries (parents, order,
+    /// link targets) are [`TreeCheck`]'s. A verifier reports them all; a
+    /// writer or an extractor refuses the entry on the first
+    /// ([`Entry::check`]).
+    ///
+    /// ```
+    /// use strata_format::files::{Captured, Entry, EntryKind};
+    /// let mut link = Entry::bare(EntryKind::Symlink, b"link");
+    /// link.entry_id = 3;
+    /// link.target = b"target".to_vec();
+    /// link.size = 6;
+    /// assert!(link.faults(Captured::OWNER_NAMES).is_empty());
+    /// link.mode = 0o170777;
+    /// link.user = b"root".to_vec();
+    /// let faults = link.faults(0);
+    /// assert_eq!(faults.len(), 2, "a mode beyond 07777, owner names not captured");
+    /// assert!(faults[0].detail.starts_with("entry 3: mode"));
+    /// ```
+    pub fn faults(&self, captured: u64) -> Vec<FormatError> {
+        use EntryKind::*;
+        let mut out = Vec::new();
+        let mut bad =
+            |detail: &str| out.push(FormatError::malformed("entry", format!("entry {}: {detail}", self.entry_id)));
+        let is = |kind: EntryKind| self.kind == kind;
+        let missing = |bit: u64| captured & bit == 0;
         if self.flags & !EntryFlags::KNOWN != 0 {
-            return bad("reserved flag bits set");
+            bad("reserved flag bits set");
         }
-        let device = matches!(self.kind, EntryKind::CharDevice | EntryKind::BlockDevice);
-        if !device && (self.rdev_major != 0 || self.rdev_minor != 0) {
-            return bad("device numbers on an entry that is not a device");
+        if self.flags & EntryFlags::LOST_IN_SALVAGE != 0 && !is(File) && !is(Directory) {
+            bad("flag bit 3 (lost in salvage) on an entry that is neither a file nor a directory");
         }
-        if self.kind != EntryKind::Hardlink && self.link_id != 0 {
-            return bad("link_id on an entry that is not a hard link");
+        if self.mode & !0o7777 != 0 {
+            bad("mode has bits beyond 07777");
+        }
+        if !is(CharDevice) && !is(BlockDevice) && (self.rdev_major != 0 || self.rdev_minor != 0) {
+            bad("device numbers on an entry that is not a device");
         }
         if [self.mtime, self.atime, self.ctime, self.btime].iter().any(|t| !t.is_valid()) {
-            return bad("a time's nanoseconds are 1,000,000,000 or more");
+            bad("a time's nanoseconds are 1,000,000,000 or more");
         }
-        if self.kind != EntryKind::File && self.digest != [0; DIGEST_LEN] {
-            return bad("a digest on an entry that is not a regular file");
+        if missing(Captured::ATIME) && self.atime != Timestamp::ZERO {
+            bad("an atime, but atimes were not captured");
         }
-        if self.kind != EntryKind::File && self.extent_count != 0 {
-            return bad("extents announced on an entry that is not a regular file");
+        if missing(Captured::CTIME) && self.ctime != Timestamp::ZERO {
+            bad("a ctime, but ctimes were not captured");
+        }
+        if missing(Captured::BTIME) && self.flags & EntryFlags::BTIME != 0 {
+            bad("a birth time, but birth times were not captured");
         }
         if self.flags & EntryFlags::BTIME == 0 && self.btime != Timestamp::ZERO {
-            return bad("a birth time without flag bit 0");
+            bad("a birth time without flag bit 0");
         }
-        // Bits 1 and 2 mean something only on regular files (readers ignore them
-        // elsewhere); bit 3 also on directories.
-        if self.kind == EntryKind::File
+        if is(Symlink) {
+            if self.size != self.target.len() as u64 {
+                bad("a symbolic link's size is not its target's length");
+            }
+        } else if !is(File) && self.size != 0 {
+            bad("a size on an entry that is neither a file nor a symbolic link");
+        }
+        if !is(Hardlink) && self.link_id != 0 {
+            bad("link_id on an entry that is not a hard link");
+        }
+        if !is(File) && self.digest != [0; DIGEST_LEN] {
+            bad("a digest on an entry that is not a regular file");
+        }
+        if !is(File) && self.extent_count != 0 {
+            bad("extent_count on an entry that is not a regular file");
+        }
+        if (self.entry_id != 0 || self.parent_id != NO_PARENT) && !Entry::name_is_safe(&self.name) {
+            bad("unsafe name (empty, `.`, `..`, or holds `/` or NUL)");
+        }
+        if missing(Captured::OWNER_NAMES) && (!self.user.is_empty() || !self.group.is_empty()) {
+            bad("owner names, but owner names were not captured");
+        }
+        if is(Symlink) {
+            if self.target.is_empty() || self.target.len() > MAX_TARGET as usize || self.target.contains(&0) {
+                bad("a symbolic link's target is 1 to 4095 bytes, none of them NUL");
+            }
+        } else if !self.target.is_empty() {
+            bad("only symbolic links have a target");
+        }
+        if missing(Captured::XATTRS) && !self.xattrs.is_empty() {
+            bad("extended attributes, but they were not captured");
+        }
+        if self.xattrs.iter().any(|x| x.value.len() > MAX_XATTR_VALUE as usize) {
+            bad("an xattr value over 64 KiB");
+        }
+        // Bits 1 and 2 mean something only on regular files (readers ignore
+        // them elsewhere); bit 3 also on directories.
+        if is(File)
             && self.flags & (EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) != 0
             && (self.size != 0 || self.extent_count != 0 || self.digest != EMPTY_DIGEST)
         {
-            return bad("content on a file whose flag bit 2 or 3 says it has none");
+            bad("content on a file whose flag bit 2 or 3 says it has none");
         }
-        if self.flags & EntryFlags::LOST_IN_SALVAGE != 0 && !matches!(self.kind, EntryKind::File | EntryKind::Directory)
-        {
-            return bad("flag bit 3 (lost in salvage) on an entry that is neither a file nor a directory");
-        }
-        match self.kind {
-            EntryKind::Symlink if self.target.is_empty() || self.size != self.target.len() as u64 => {
-                bad("a symbolic link needs a target of `size` bytes")
-            }
-            EntryKind::Symlink => Ok(()),
-            _ if !self.target.is_empty() => bad("only symbolic links have a target"),
-            EntryKind::File => Ok(()),
-            _ if self.size != 0 => bad("only regular files have content"),
-            _ => Ok(()),
-        }
+        out
     }
 
-    /// The rules that tie an entry to its section's `captured` bits: what was
-    /// not captured is zero or empty. (Times and identity that were not
-    /// captured have no column, so a parsed entry holds zero there.)
-    pub fn check_captured(&self, captured: u64) -> Result<(), FormatError> {
-        let missing = |bit: u64| captured & bit == 0;
-        let fault = if missing(Captured::ATIME) && self.atime != Timestamp::ZERO {
-            Some("an atime, but atimes were not captured")
-        } else if missing(Captured::CTIME) && self.ctime != Timestamp::ZERO {
-            Some("a ctime, but ctimes were not captured")
-        } else if missing(Captured::BTIME) && self.flags & EntryFlags::BTIME != 0 {
-            Some("a birth time, but birth times were not captured")
-        } else if missing(Captured::OWNER_NAMES) && (!self.user.is_empty() || !self.group.is_empty()) {
-            Some("owner names, but owner names were not captured")
-        } else if missing(Captured::XATTRS) && !self.xattrs.is_empty() {
-            Some("extended attributes, but they were not captured")
-        } else {
-            None
-        };
-        match fault {
-            Some(detail) => Err(FormatError::malformed("entry", format!("entry {}: {detail}", self.entry_id))),
+    /// The first rule this entry breaks on its own ([`Entry::faults`]), if any.
+    pub fn check(&self, captured: u64) -> Result<(), FormatError> {
+        match self.faults(captured).into_iter().next() {
+            Some(fault) => Err(fault),
             None => Ok(()),
         }
     }
@@ -890,7 +923,7 @@ pub struct EntryGroup {
     /// Each row: its entry (with `entry_id` = `first_id` + row and no
     /// extents), or what breaks a rule of the row alone (an unknown kind,
     /// attributes out of order). Rules between entries and the kind rules of
-    /// [`Entry::validate_kind`] are the caller's.
+    /// [`Entry::check`] are the caller's.
     pub entries: Vec<Result<Entry, FormatError>>,
 }
 

@@ -25,6 +25,7 @@ pub mod index;
 pub mod record;
 pub mod table;
 pub mod text;
+pub mod tree_check;
 
 pub use chain::{Ancestor, Chain, ChainIndex, ChainRef, ChunkRef};
 pub use chunk::{ChunkEncoding, ChunkHeader};

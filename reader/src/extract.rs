@@ -1185,7 +1185,7 @@ impl Extractor<'_> {
             self.refuse(&path, "a second entry of the same name in one directory");
             return Ok(());
         }
-        if let Err(e) = entry.validate_kind().and_then(|()| entry.check_captured(self.shared.captured)) {
+        if let Err(e) = entry.check(self.shared.captured) {
             self.refuse(&path, format!("it breaks a rule of the format: {}", e.detail));
             return Ok(());
         }

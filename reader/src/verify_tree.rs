@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use strata_format::files::{
     self, Entry, EntryKind, ExtentListRow, FileExtent, FilesBegin, FilesEnd, FilesIndexHead, GroupDir, GroupRow,
-    NO_PARENT,
+    TreeCheck, NO_PARENT,
 };
 use strata_format::ErrorClass;
 
@@ -74,15 +74,8 @@ pub(crate) struct WalkTree {
     extents_counted: u64,
     /// The groups read: offset, `first_id`, whether it holds a directory.
     groups: Vec<(u64, u64, bool)>,
-    /// The entry order of section 8: the directory whose run is going on and
-    /// the name of its last entry read; one bit per directory id whose run
-    /// has ended.
-    run: Option<(u64, Vec<u8>)>,
-    ended: Vec<u64>,
-    /// The next entry is the first of a group whose `first_id` follows a gap
-    /// of lost entries: it is not compared by name with the entry before it
-    /// (section 11, point 3).
-    order_gap: bool,
+    /// The rules between entries (section 8), the entry order among them.
+    check: TreeCheck,
     /// The first `FILES_DIR` read of each group, by the group's offset.
     pub dir_tables: HashMap<u64, (u64, GroupDir)>,
     /// Every `FILES_DIR` read, in archive order.
@@ -98,22 +91,7 @@ impl WalkTree {
     pub(crate) fn note_lost(&mut self) {
         self.jump_ok = true;
         self.lost = true;
-    }
-
-    fn run_ended(&self, dir: u64) -> bool {
-        usize::try_from(dir / 64).ok().and_then(|w| self.ended.get(w)).is_some_and(|w| w & (1 << (dir % 64)) != 0)
-    }
-
-    fn end_run(&mut self, dir: u64) {
-        // Directory ids are entry ids, which the entries read bound.
-        let Ok(word) = usize::try_from(dir / 64) else { return };
-        if word >= self.ended.len() {
-            if dir >= self.next_id {
-                return;
-            }
-            self.ended.resize(word + 1, 0);
-        }
-        self.ended[word] |= 1 << (dir % 64);
+        self.check.entries_lost();
     }
 
     /// The path of an entry, from its parents.
@@ -237,9 +215,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             last_extent: None,
             extents_counted: 0,
             groups: Vec::new(),
-            run: None,
-            ended: Vec::new(),
-            order_gap: false,
+            check: TreeCheck::new(),
             dir_tables: HashMap::new(),
             dirs: Vec::new(),
             expected_dirs: None,
@@ -414,8 +390,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         tree.extents_counted = tree.extents_counted.saturating_add(counts);
         if head.first_id > tree.next_id {
             // Entries lost with a damaged record: the order is not checked
-            // across them.
-            tree.order_gap = true;
+            // across them (section 11, point 3).
+            tree.check.gap();
         }
         tree.next_id = tree.next_id.max(head.first_id);
         let has_dir = group.entries.iter().any(|e| e.as_ref().is_ok_and(|e| e.kind == EntryKind::Directory));
@@ -440,14 +416,11 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let tree = &mut self.trees[open];
         let id = entry.entry_id;
         let section_lost = tree.lost;
-        // An entry whose parent or link target was in a lost record is not at
-        // fault itself: salvage keeps it elsewhere (FORMAT.md section 11).
-        let lost = |other: u64| other < id && !tree.entries.contains_key(&other) && section_lost;
-        let (parent_lost, link_lost) = (lost(entry.parent_id), lost(entry.link_id));
         // The path is built only for a message: building it for every entry
         // would cost its depth each time, quadratic in a deep tree.
         let shown = |tree: &WalkTree| strata_format::escaped(&entry_path(tree, &entry));
-        let mut faults: Vec<(ErrorClass, String)> = entry_faults(&entry, tree.captured);
+        let mut faults: Vec<(ErrorClass, String)> =
+            entry.faults(tree.captured).into_iter().map(|e| (e.class, e.detail)).collect();
         tree.jump_ok = false;
         match entry.kind {
             EntryKind::File => {
@@ -458,47 +431,12 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             _ => {}
         }
         tree.next_id = tree.next_id.max(id.saturating_add(1));
-        if id == 0 {
-            if entry.parent_id != NO_PARENT || entry.kind != EntryKind::Directory || !entry.name.is_empty() {
-                faults.push((ErrorClass::RecordMalformed, "entry 0 is not a root directory".into()));
-            }
-        } else {
-            let parent_ok = entry.parent_id < id
-                && tree.entries.get(&entry.parent_id).is_some_and(|p| p.kind == EntryKind::Directory);
-            if !parent_ok && !parent_lost {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("\"{}\": parent {} is not an earlier directory", shown(tree), entry.parent_id),
-                ));
-            }
-            // The entry order of section 8: each directory's children one
-            // run, in increasing name order.
-            let gap = std::mem::take(&mut tree.order_gap);
-            let order_fault = match &tree.run {
-                Some((dir, last)) if *dir == entry.parent_id => (!gap && entry.name <= *last)
-                    .then_some("its name is not greater than the one before it in its directory"),
-                _ if tree.run_ended(entry.parent_id) => Some("its directory's run of entries ended before it"),
-                _ => None,
-            };
-            if let Some(detail) = order_fault {
-                faults.push((ErrorClass::RecordMalformed, format!("\"{}\": {detail}", shown(tree))));
-            }
-            if let Some((dir, _)) = tree.run.take() {
-                if dir != entry.parent_id {
-                    tree.end_run(dir);
-                }
-            }
-            tree.run = Some((entry.parent_id, entry.name.clone()));
-        }
-        if entry.kind == EntryKind::Hardlink {
-            let target_ok =
-                entry.link_id < id && tree.entries.get(&entry.link_id).is_some_and(|t| t.kind == EntryKind::File);
-            if !target_ok && !link_lost {
-                faults.push((
-                    ErrorClass::RecordMalformed,
-                    format!("\"{}\": hard link to {}, not an earlier file", shown(tree), entry.link_id),
-                ));
-            }
+        // An entry whose parent or link target was in a lost record is not at
+        // fault itself: salvage keeps it elsewhere (FORMAT.md section 11).
+        let between = tree.check.push(&entry);
+        if !between.is_empty() {
+            let path = shown(tree);
+            faults.extend(between.into_iter().map(|e| (e.class, format!("\"{path}\": {}", e.detail))));
         }
         let announced = tree.announced.remove(&id).unwrap_or_default();
         // Content announced for an entry that is not a regular file (8.2).
@@ -924,86 +862,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
 /// its section's `captured` bits: `record-malformed`. (An unknown kind and
 /// attributes out of order make the row unreadable: `files::parse_group`
 /// reports them.)
-fn entry_faults(e: &Entry, captured: u64) -> Vec<(ErrorClass, String)> {
-    use files::{Captured, EntryFlags};
-    use EntryKind::*;
-    let mut out: Vec<(ErrorClass, String)> = Vec::new();
-    let mut bad = |detail: &str| out.push((ErrorClass::RecordMalformed, format!("entry {}: {detail}", e.entry_id)));
-    let is = |k: EntryKind| e.kind == k;
-    let missing = |bit: u64| captured & bit == 0;
-    if e.flags & !EntryFlags::KNOWN != 0 {
-        bad("reserved flag bits set");
-    }
-    if e.flags & EntryFlags::LOST_IN_SALVAGE != 0 && !is(File) && !is(Directory) {
-        bad("flag bit 3 (lost in salvage) on an entry that is neither a file nor a directory");
-    }
-    if e.mode & !0o7777 != 0 {
-        bad("mode has bits beyond 07777");
-    }
-    if !is(CharDevice) && !is(BlockDevice) && (e.rdev_major != 0 || e.rdev_minor != 0) {
-        bad("device numbers on an entry that is not a device");
-    }
-    if [e.mtime, e.atime, e.ctime, e.btime].iter().any(|t| !t.is_valid()) {
-        bad("a time's nanoseconds are 1,000,000,000 or more");
-    }
-    if missing(Captured::ATIME) && e.atime != files::Timestamp::ZERO {
-        bad("an atime, but atimes were not captured");
-    }
-    if missing(Captured::CTIME) && e.ctime != files::Timestamp::ZERO {
-        bad("a ctime, but ctimes were not captured");
-    }
-    if missing(Captured::BTIME) && e.flags & EntryFlags::BTIME != 0 {
-        bad("a birth time, but birth times were not captured");
-    }
-    if e.flags & EntryFlags::BTIME == 0 && e.btime != files::Timestamp::ZERO {
-        bad("a birth time without flag bit 0");
-    }
-    if is(Symlink) {
-        if e.size != e.target.len() as u64 {
-            bad("a symbolic link's size is not its target's length");
-        }
-    } else if !is(File) && e.size != 0 {
-        bad("a size on an entry that is neither a file nor a symbolic link");
-    }
-    if !is(Hardlink) && e.link_id != 0 {
-        bad("link_id on an entry that is not a hard link");
-    }
-    if !is(File) && e.digest != [0; files::DIGEST_LEN] {
-        bad("a digest on an entry that is not a regular file");
-    }
-    if !is(File) && e.extent_count != 0 {
-        bad("extent_count on an entry that is not a regular file");
-    }
-    if (e.entry_id != 0 || e.parent_id != NO_PARENT) && !Entry::name_is_safe(&e.name) {
-        bad("unsafe name (empty, `.`, `..`, or holds `/` or NUL)");
-    }
-    if missing(Captured::OWNER_NAMES) && (!e.user.is_empty() || !e.group.is_empty()) {
-        bad("owner names, but owner names were not captured");
-    }
-    if is(Symlink) {
-        if e.target.is_empty() || e.target.len() > files::MAX_TARGET as usize || e.target.contains(&0) {
-            bad("a symbolic link's target is 1 to 4095 bytes, none of them NUL");
-        }
-    } else if !e.target.is_empty() {
-        bad("only symbolic links have a target");
-    }
-    if missing(Captured::XATTRS) && !e.xattrs.is_empty() {
-        bad("extended attributes, but they were not captured");
-    }
-    for x in &e.xattrs {
-        if x.value.len() > files::MAX_XATTR_VALUE as usize {
-            bad("an xattr value over 64 KiB");
-        }
-    }
-    if is(File)
-        && e.flags & (EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) != 0
-        && (e.size != 0 || e.extent_count != 0 || e.digest != files::EMPTY_DIGEST)
-    {
-        bad("content on a file whose flag bit 2 or 3 says it has none");
-    }
-    out
-}
-
 /// A regular file's extents are not in increasing order, overlap, or end
 /// past its size (FORMAT.md 8.2).
 fn extents_misplaced(extents: &[FileExtent], size: u64) -> bool {

@@ -15,7 +15,7 @@ use std::path::Path;
 use rayon::prelude::*;
 use strata_format::files::{
     self, Captured, Entry, EntryKind, ExtentListRow, Fence, FileDigest, FileExtent, FilesBegin, FilesEnd, GroupDir,
-    GroupHead, GroupRow, Locator, DIGEST_LEN, NO_PARENT,
+    GroupHead, GroupRow, Locator, TreeCheck, DIGEST_LEN, NO_PARENT,
 };
 use strata_format::RecordType;
 
@@ -240,12 +240,11 @@ struct Walk<'a> {
     /// The `extent_base` of the group being filled.
     extent_base: u64,
     /// The directory whose run is being recorded (`NO_PARENT` before the
-    /// first), its index in `tables.dirs`, and the name of the run's last entry.
+    /// first) and its index in `tables.dirs`.
     run_parent: u64,
     run_dir: usize,
-    run_last_name: Vec<u8>,
-    /// One bit per entry, set for regular files, to check hard-link targets.
-    file_ids: Vec<u64>,
+    /// The rules between the entries from a source.
+    check: TreeCheck,
     tables: TreeTables,
     summary: TreeSummary,
     progress: &'a dyn Progress,
@@ -300,21 +299,14 @@ impl<W: Write> ArchiveWriter<W> {
                 // Recomputed from the content read.
                 entry.extent_count = 0;
             }
+            // The rules of `spec/FORMAT.md` section 8, in their one home: the
+            // ids are the writer's own, the rest format's.
             let invalid = if entry.entry_id != id {
                 Some(format!("entry_id {}, expected {id}", entry.entry_id))
-            } else if (id == 0) != (entry.parent_id == NO_PARENT) || (id == 0 && entry.kind != EntryKind::Directory) {
-                Some("only entry 0, a directory, has no parent".to_string())
-            } else if id > 0 && walk.dir_index(entry.parent_id).is_none() {
-                Some(format!("parent {} is not an earlier directory", entry.parent_id))
-            } else if entry.kind == EntryKind::Hardlink && !walk.is_file(entry.link_id) {
-                Some(format!("hard link to {}, not an earlier file", entry.link_id))
             } else {
-                walk.order_fault(&entry)
+                let between = walk.check.push(&entry).into_iter().next();
+                between.or_else(|| entry.check(captured).err()).map(|e| e.detail)
             };
-            let invalid = invalid.or_else(|| {
-                let rules = entry.validate_kind().and_then(|()| entry.check_captured(captured));
-                rules.err().map(|e| e.detail)
-            });
             if let Some(detail) = invalid {
                 return Err(WriteError::Invalid {
                     what: "tree entry",
@@ -391,8 +383,7 @@ impl<W: Write> ArchiveWriter<W> {
             extent_base: 0,
             run_parent: NO_PARENT,
             run_dir: 0,
-            run_last_name: Vec::new(),
-            file_ids: Vec::new(),
+            check: TreeCheck::new(),
             tables: TreeTables { dirs: Vec::new(), groups: Vec::new() },
             summary: TreeSummary { name: name.to_string(), ..TreeSummary::default() },
             progress,
@@ -667,19 +658,21 @@ impl Walk<'_> {
         let group_index = self.tables.groups.len();
         if entry.parent_id != NO_PARENT {
             if entry.parent_id != self.run_parent {
-                let index = self.dir_index(entry.parent_id).expect("the parent is an earlier directory");
+                // `TreeCheck` took the parent as an earlier directory, and every
+                // directory passes here.
+                let index = self.dir_index(entry.parent_id).ok_or_else(|| WriteError::Invalid {
+                    what: "tree entry",
+                    detail: format!("entry {}: parent {} is not an earlier directory", entry.entry_id, entry.parent_id),
+                })?;
                 self.run_parent = entry.parent_id;
                 self.run_dir = index;
                 self.tables.dirs[index].first_child_id = entry.entry_id;
-                self.run_last_name.clear();
             }
             let dir = &mut self.tables.dirs[self.run_dir];
             if dir.child_count == 0 || self.group.entries.is_empty() {
                 dir.fences.push((group_index, entry.entry_id, entry.name.clone()));
             }
             dir.child_count += 1;
-            self.run_last_name.clear();
-            self.run_last_name.extend_from_slice(&entry.name);
         }
         if entry.kind == EntryKind::Directory {
             self.tables.dirs.push(DirInfo {
@@ -689,13 +682,6 @@ impl Walk<'_> {
                 first_child_id: 0,
                 fences: Vec::new(),
             });
-        }
-        let id = entry.entry_id as usize;
-        if self.file_ids.len() <= id / 64 {
-            self.file_ids.resize(id / 64 + 1, 0);
-        }
-        if entry.kind == EntryKind::File {
-            self.file_ids[id / 64] |= 1 << (id % 64);
         }
         self.group.entry_bytes += entry.group_len(self.captured);
         self.group.extent_count += entry.extent_count;
@@ -710,33 +696,6 @@ impl Walk<'_> {
     /// The index in `tables.dirs` of directory `entry_id`, if it is one.
     fn dir_index(&self, entry_id: u64) -> Option<usize> {
         self.tables.dirs.binary_search_by_key(&entry_id, |d| d.entry_id).ok()
-    }
-
-    /// Whether `entry_id` is an earlier regular file (entries from a source).
-    fn is_file(&self, entry_id: u64) -> bool {
-        let id = entry_id as usize;
-        entry_id < self.next_id && self.file_ids.get(id / 64).is_some_and(|word| word >> (id % 64) & 1 == 1)
-    }
-
-    /// What breaks the entry order of `spec/FORMAT.md` section 8 if `entry`
-    /// comes next: a parent whose run has ended, or a name not after the
-    /// previous one of the run.
-    fn order_fault(&self, entry: &Entry) -> Option<String> {
-        if entry.parent_id == NO_PARENT {
-            return None;
-        }
-        if entry.parent_id == self.run_parent {
-            return (entry.name <= self.run_last_name).then(|| {
-                format!(
-                    "name not after \"{}\", the previous name of its folder's run (the entry order of FORMAT.md 8)",
-                    strata_format::escaped(&self.run_last_name)
-                )
-            });
-        }
-        let dir = &self.tables.dirs[self.dir_index(entry.parent_id)?];
-        (dir.child_count > 0).then(|| {
-            format!("the run of its folder {} ended before it (the entry order of FORMAT.md 8)", entry.parent_id)
-        })
     }
 
     /// Writes the batch: a `FILES_EXTENTS` record and its new chunks, noted in
