@@ -13,6 +13,20 @@ use strata_reader::{Archive, Entry, ReadAt, Section, Tree};
 use crate::inspect::open_intact;
 use crate::{output, Failure};
 
+/// The files of a file system inside an image section, for `list` and
+/// `extract` alike.
+#[derive(Args)]
+struct InImage {
+    /// Read the files of the file system inside this image section instead
+    /// (ext2/3/4, FAT12/16/32 or NTFS).
+    #[arg(long, value_name = "NAME", conflicts_with = "files")]
+    image: Option<String>,
+    /// With --image: the partition, numbered as /dev/sdb2 is (may be left out
+    /// when the image holds one file system).
+    #[arg(long, value_name = "N", requires = "image")]
+    partition: Option<u32>,
+}
+
 #[derive(Args)]
 #[command(disable_help_flag = true)]
 pub struct ListArgs {
@@ -21,14 +35,8 @@ pub struct ListArgs {
     /// The file-tree section (default: every one).
     #[arg(long = "files", value_name = "NAME")]
     files: Option<String>,
-    /// List the files of the file system inside this image section instead
-    /// (ext2/3/4, FAT12/16/32 or NTFS).
-    #[arg(long, value_name = "NAME", conflicts_with = "files")]
-    image: Option<String>,
-    /// With --image: the partition, numbered as /dev/sdb2 is (may be left out
-    /// when the image holds one file system).
-    #[arg(long, value_name = "N", requires = "image")]
-    partition: Option<u32>,
+    #[command(flatten)]
+    in_image: InImage,
     /// Paths to list (relative to the section's root), with everything below
     /// them; `*`, `?` and `[...]` match as in tar (`*` also across `/`).
     paths: Vec<OsString>,
@@ -57,14 +65,8 @@ pub struct ExtractArgs {
     /// The file-tree section to extract (may be left out when the archive holds one).
     #[arg(long = "files", value_name = "NAME")]
     files: Option<String>,
-    /// Extract from the file system inside this image section instead
-    /// (ext2/3/4, FAT12/16/32 or NTFS).
-    #[arg(long, value_name = "NAME", conflicts_with = "files")]
-    image: Option<String>,
-    /// With --image: the partition, numbered as /dev/sdb2 is (may be left out
-    /// when the image holds one file system).
-    #[arg(long, value_name = "N", requires = "image")]
-    partition: Option<u32>,
+    #[command(flatten)]
+    in_image: InImage,
     /// The destination folder (created if missing).
     dest: PathBuf,
     /// Only these paths (with their parent directories and everything below
@@ -521,7 +523,7 @@ fn list_image(args: &ListArgs) -> Result<u8, Failure> {
     // Metadata only: chunks read once need not be decoded whole.
     let checks = crate::volumes::Checks::Partial;
     let (opened, paths, damaged) =
-        open_image_files(&args.archive, args.image.as_deref(), args.partition, checks, &args.paths)?;
+        open_image_files(&args.archive, args.in_image.image.as_deref(), args.in_image.partition, checks, &args.paths)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut closed = false;
     if args.json {
@@ -569,7 +571,7 @@ fn list_image(args: &ListArgs) -> Result<u8, Failure> {
 }
 
 pub fn list(args: ListArgs) -> Result<u8, Failure> {
-    if args.image.is_some() {
+    if args.in_image.image.is_some() {
         return list_image(&args);
     }
     let label = args.archive.display().to_string();
@@ -695,7 +697,7 @@ fn extract_image(args: &ExtractArgs) -> Result<u8, Failure> {
     // Extraction checks every chunk it reads by its BLAKE3 (FORMAT.md 10.1).
     let checks = crate::volumes::Checks::Whole;
     let (opened, paths, damaged) =
-        open_image_files(&args.archive, args.image.as_deref(), args.partition, checks, &args.paths)?;
+        open_image_files(&args.archive, args.in_image.image.as_deref(), args.in_image.partition, checks, &args.paths)?;
     let options = extract_options(args, paths.clone());
     let started = std::time::Instant::now();
     let mut missing = Vec::new();
@@ -731,7 +733,7 @@ fn extract_image(args: &ExtractArgs) -> Result<u8, Failure> {
 }
 
 pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
-    if args.image.is_some() {
+    if args.in_image.image.is_some() {
         return extract_image(&args);
     }
     let label = args.archive.display().to_string();

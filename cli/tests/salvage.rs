@@ -53,15 +53,7 @@ fn sample(dir: &std::path::Path) -> (Vec<u8>, std::path::PathBuf) {
         path_str(&image)
     ));
     let archive = dir.join("a.strata");
-    run_ok(&[
-        "create",
-        path_str(&archive),
-        "--image",
-        &format!("disk={}", path_str(&image)),
-        "--chunk-size",
-        "4K",
-        "--quiet",
-    ]);
+    create_image_archive(&archive, &image, "4K");
     (std::fs::read(&image).unwrap(), archive)
 }
 

@@ -41,15 +41,7 @@ fn source_image(dir: &Path) -> (PathBuf, Vec<u8>) {
 fn make_archive(dir: &Path) -> (PathBuf, Vec<u8>, PathBuf) {
     let (image, bytes) = source_image(dir);
     let archive = dir.join("a.strata");
-    run_ok(&[
-        "create",
-        path_str(&archive),
-        "--image",
-        &format!("disk={}", path_str(&image)),
-        "--chunk-size",
-        "64K",
-        "-q",
-    ]);
+    create_image_archive(&archive, &image, "64K");
     (archive, bytes, image)
 }
 

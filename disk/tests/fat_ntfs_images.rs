@@ -10,10 +10,20 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
-use strata_disk::{open_filesystem, scan, ErrorKind, FsKind, NodeKind, TableKind};
+use strata_disk::{open_filesystem, scan, ErrorKind, FsKind, Node, NodeKind, TableKind};
 
 /// Path to size (`None` for a directory), as a tool or the crate sees a tree.
 type Listing = BTreeMap<String, Option<u64>>;
+
+/// What the tools' listings show of `nodes`: each path below the root, with
+/// a regular file's size.
+fn listing(nodes: &[(String, Node)]) -> Listing {
+    nodes
+        .iter()
+        .filter(|(path, _)| !path.is_empty())
+        .map(|(path, node)| (path.clone(), (node.kind == NodeKind::File).then_some(node.size)))
+        .collect()
+}
 
 /// `line` split after `n` whitespace-separated fields: the fields and the rest.
 fn fields(line: &str, n: usize) -> (Vec<&str>, &str) {
@@ -107,11 +117,7 @@ fn fat12_fat16_and_fat32_read_as_mdir_lists_them() {
         let fs = open_filesystem(&disk, volume).unwrap();
 
         let nodes = all_nodes(fs.as_ref(), volume.length);
-        let ours: Listing = nodes
-            .iter()
-            .filter(|(path, _)| !path.is_empty())
-            .map(|(path, node)| (path.clone(), (node.kind == NodeKind::File).then_some(node.size)))
-            .collect();
+        let ours = listing(&nodes);
         assert_eq!(ours.len(), 7, "{ours:?}");
         assert_eq!(ours, mdir(&image), "{options}");
 
@@ -165,11 +171,7 @@ fn an_ntfs_volume_reads_as_ntfsls_and_ntfscat_show_it() {
 
     let fs = open_filesystem(&disk, volume).unwrap();
     let nodes = all_nodes(fs.as_ref(), volume.length);
-    let ours: Listing = nodes
-        .iter()
-        .filter(|(path, _)| !path.is_empty())
-        .map(|(path, node)| (path.clone(), (node.kind == NodeKind::File).then_some(node.size)))
-        .collect();
+    let ours = listing(&nodes);
     // The DOS name given to the long one is not listed.
     assert_eq!(ours.len(), 7, "{ours:?}");
     assert_eq!(ours, ntfsls(&image));

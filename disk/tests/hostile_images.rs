@@ -43,6 +43,21 @@ fn read_everything(fs: &dyn FileSystem, length: u64) -> Result<(), Error> {
     })
 }
 
+/// The one file system of the damaged image `bytes`, opened.
+fn only_file_system(bytes: Vec<u8>) -> Box<dyn FileSystem> {
+    let disk: Rc<dyn Disk> = Rc::new(bytes);
+    let layout = scan(&disk).unwrap();
+    open_filesystem(&disk, layout.volume(None).unwrap()).unwrap()
+}
+
+/// Reads `file`: the read must fail as damage, in bounded time; gives the error.
+fn reading_fails(fs: &dyn FileSystem, file: &str) -> Error {
+    let e = timed("reading the file", || fs.read_file(file.as_bytes(), &mut |_| Ok(()))).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Damaged, "{e}");
+    eprintln!("said: {e}");
+    e
+}
+
 /// The clusters `mshowfat` gives for `path` in `image`: first and last of
 /// each run.
 fn clusters(image: &Path, path: &str) -> Vec<u32> {
@@ -88,14 +103,10 @@ fn a_fat_cluster_chain_that_loops_is_an_error_not_a_hang() {
     // The last cluster of each leads back to its first.
     set_fat16(&mut bytes, *chain.last().unwrap(), chain[0] as u16);
     set_fat16(&mut bytes, *folder.last().unwrap(), folder[0] as u16);
-    let disk: Rc<dyn Disk> = Rc::new(bytes);
-    let layout = scan(&disk).unwrap();
-    let volume = layout.volume(None).unwrap();
-    let fs = open_filesystem(&disk, volume).unwrap();
-
-    let e = timed("reading the file", || fs.read_file(file.as_bytes(), &mut |_| Ok(()))).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Damaged, "{e}");
-    eprintln!("said: {e}");
+    // The image is the volume: no partition table.
+    let length = bytes.len() as u64;
+    let fs = only_file_system(bytes);
+    let e = reading_fails(fs.as_ref(), file);
     let said = e.to_string();
     assert!(said.contains(file) && said.contains("loops") && said.contains("image byte"), "{said}");
     assert!(said.contains(&format!("cluster {} leads back to cluster {}", chain.last().unwrap(), chain[0])), "{said}");
@@ -107,7 +118,7 @@ fn a_fat_cluster_chain_that_loops_is_an_error_not_a_hang() {
     assert_eq!(e.kind(), ErrorKind::Damaged, "{e}");
     eprintln!("said: {e}");
     assert!(e.to_string().contains("/many") && e.to_string().contains("loops"), "{e}");
-    let e = timed("walking everything", || read_everything(fs.as_ref(), volume.length)).unwrap_err();
+    let e = timed("walking everything", || read_everything(fs.as_ref(), length)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Damaged, "{e}");
     eprintln!("said: {e}");
 
@@ -125,7 +136,7 @@ fn a_fat_cluster_chain_that_loops_is_an_error_not_a_hang() {
     bytes[slot + 26..slot + 28].copy_from_slice(&(docs as u16).to_le_bytes());
     let disk: Rc<dyn Disk> = Rc::new(bytes);
     let fs = open_filesystem(&disk, scan(&disk).unwrap().volume(None).unwrap()).unwrap();
-    let e = timed("walking a loop", || read_everything(fs.as_ref(), volume.length)).unwrap_err();
+    let e = timed("walking a loop", || read_everything(fs.as_ref(), length)).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Damaged, "{e}");
     eprintln!("said: {e}");
     assert!(e.to_string().contains("/Docs/Deep/er") && e.to_string().contains("directory /Docs again"), "{e}");
@@ -181,13 +192,8 @@ fn an_ntfs_data_run_past_the_image_is_an_error() {
     let mut bytes = clean.clone();
     let (_, run) = first_data_run(&bytes, "A long file name with spaces.bin");
     point_past_the_end(&mut bytes, run);
-    let disk: Rc<dyn Disk> = Rc::new(bytes);
-    let layout = scan(&disk).unwrap();
-    let volume = layout.volume(None).unwrap();
-    let fs = open_filesystem(&disk, volume).unwrap();
-    let e = timed("reading the file", || fs.read_file(file.as_bytes(), &mut |_| Ok(()))).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Damaged, "{e}");
-    eprintln!("said: {e}");
+    let fs = only_file_system(bytes);
+    let e = reading_fails(fs.as_ref(), file);
     assert!(e.to_string().contains(file), "{e}");
     assert!(e.to_string().contains("past") || e.to_string().contains("out of bounds"), "{e}");
     assert_eq!(content(fs.as_ref(), "Docs/readme.txt"), b"hello from a FAT or NTFS volume\n");

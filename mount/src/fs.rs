@@ -230,38 +230,22 @@ impl<R: ReadAt> ArchiveFs<R> {
     fn table(&self, slot: usize) -> Result<Arc<Table>, Errno> {
         let result = self.slots[slot].table.get_or_init(|| {
             let tree = self.tree(slot);
-            match Table::load(&self.archive, tree) {
-                Ok(table) => {
-                    if table.unreachable > 0 {
-                        self.damage(
-                            self.slots[slot].base,
-                            Damage {
-                                section: tree.name.clone(),
-                                path: Some(".".into()),
-                                range: 0..0,
-                                why: format!(
-                                    "{} entries have no place in the tree (no directory before them, or a name \
-                                     no directory can hold) and are not shown",
-                                    table.unreachable
-                                ),
-                            },
-                        );
-                    }
-                    Ok(Arc::new(table))
-                }
-                Err(why) => {
-                    self.damage(
-                        self.slots[slot].base,
-                        Damage {
-                            section: tree.name.clone(),
-                            path: Some(".".into()),
-                            range: 0..0,
-                            why: format!("cannot list the section: {why}"),
-                        },
-                    );
-                    Err(why)
-                }
+            // Said once, at the section's folder.
+            let say = |why: String| {
+                let damage = Damage { section: tree.name.clone(), path: Some(".".into()), range: 0..0, why };
+                self.damage(self.slots[slot].base, damage);
+            };
+            let table = Table::load(&self.archive, tree);
+            match &table {
+                Ok(table) if table.unreachable > 0 => say(format!(
+                    "{} entries have no place in the tree (no directory before them, or a name no directory can \
+                     hold) and are not shown",
+                    table.unreachable
+                )),
+                Ok(_) => {}
+                Err(why) => say(format!("cannot list the section: {why}")),
             }
+            table.map(Arc::new)
         });
         result.clone().map_err(|_| Errno::EIO)
     }

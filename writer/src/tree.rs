@@ -794,6 +794,30 @@ mod tests {
     /// The count ahead of a walk gives what the walk then records and reads:
     /// exclusions, a cache folder, a hard link, a sparse file and a symbolic
     /// link included.
+    /// A tree of every hard case the walk meets: exclusions, a cache folder,
+    /// a hard link, a sparse file, a symbolic link, an empty file and folder,
+    /// a file larger than a chunk, two files of the same content.
+    fn mixed_tree(root: &std::path::Path) {
+        for dir in ["a/b", "cache", "skip", "empty-dir"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("a/one"), vec![1u8; 5000]).unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        std::fs::write(root.join("a/b/two"), &big).unwrap();
+        std::fs::hard_link(root.join("a/b/two"), root.join("a/two-again")).unwrap();
+        std::fs::write(root.join("a/junk.tmp"), vec![3u8; 7000]).unwrap();
+        std::fs::write(root.join("a/empty"), b"").unwrap();
+        std::fs::write(root.join("a/same-as-one"), vec![1u8; 5000]).unwrap();
+        std::fs::write(root.join("skip/inside"), b"left out by path").unwrap();
+        std::fs::write(root.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55").unwrap();
+        std::fs::write(root.join("cache/blob"), vec![4u8; 9000]).unwrap();
+        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
+        sparse.set_len(8 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&sparse, &[5u8; 4096], 1 << 20).unwrap();
+        drop(sparse);
+        std::os::unix::fs::symlink("a/one", root.join("link")).unwrap();
+    }
+
     #[test]
     fn the_count_agrees_with_the_walk() {
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -808,20 +832,7 @@ mod tests {
         }
         let root = std::env::temp_dir().join(format!("strata-count-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        for dir in ["a/b", "cache", "skip"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        std::fs::write(root.join("a/one"), vec![1u8; 5000]).unwrap();
-        std::fs::write(root.join("a/b/two"), vec![2u8; 300_000]).unwrap();
-        std::fs::hard_link(root.join("a/b/two"), root.join("a/two-again")).unwrap();
-        std::fs::write(root.join("a/junk.tmp"), vec![3u8; 7000]).unwrap();
-        std::fs::write(root.join("skip/inside"), b"left out by path").unwrap();
-        std::fs::write(root.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55").unwrap();
-        std::fs::write(root.join("cache/blob"), vec![4u8; 9000]).unwrap();
-        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
-        sparse.set_len(8 << 20).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&sparse, &[5u8; 4096], 1 << 20).unwrap();
-        std::os::unix::fs::symlink("a/one", root.join("link")).unwrap();
+        mixed_tree(&root);
         let options = crate::TreeOptions {
             excludes: vec!["*.tmp".to_string(), "skip/inside".to_string()],
             exclude_caches: true,
@@ -1062,24 +1073,7 @@ mod tests {
 
         // Mixed: exclusions, a cache folder, a hard link, a sparse file, a
         // symbolic link, an empty file, a file larger than a chunk.
-        for dir in ["a/b", "cache", "skip", "empty-dir"] {
-            std::fs::create_dir_all(root.join(dir)).unwrap();
-        }
-        std::fs::write(root.join("a/one"), vec![1u8; 5000]).unwrap();
-        let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        std::fs::write(root.join("a/b/two"), &big).unwrap();
-        std::fs::hard_link(root.join("a/b/two"), root.join("a/two-again")).unwrap();
-        std::fs::write(root.join("a/junk.tmp"), vec![3u8; 7000]).unwrap();
-        std::fs::write(root.join("a/empty"), b"").unwrap();
-        std::fs::write(root.join("a/same-as-one"), vec![1u8; 5000]).unwrap();
-        std::fs::write(root.join("skip/inside"), b"left out by path").unwrap();
-        std::fs::write(root.join("cache/CACHEDIR.TAG"), b"Signature: 8a477f597d28d172789f06886806bc55").unwrap();
-        std::fs::write(root.join("cache/blob"), vec![4u8; 9000]).unwrap();
-        let sparse = std::fs::File::create(root.join("sparse")).unwrap();
-        sparse.set_len(8 << 20).unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&sparse, &[5u8; 4096], 1 << 20).unwrap();
-        drop(sparse);
-        std::os::unix::fs::symlink("a/one", root.join("link")).unwrap();
+        mixed_tree(&root);
         pin_tree(&root);
         let mixed = pinned(crate::TreeOptions {
             excludes: vec!["*.tmp".to_string(), "skip/inside".to_string()],

@@ -97,3 +97,10 @@ pub fn noise(seed: u64, length: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Writes `archive` holding `image` as the image section `disk`, in chunks of
+/// `chunk_size` (as `--chunk-size` takes it).
+pub fn create_image_archive(archive: &Path, image: &Path, chunk_size: &str) {
+    let image = format!("disk={}", path_str(image));
+    run_ok(&["create", path_str(archive), "--image", &image, "--chunk-size", chunk_size, "--quiet"]);
+}
