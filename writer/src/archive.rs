@@ -6,18 +6,17 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use strata_format::image::{self, ExtentMapCheck, ImageFlags, REF_FREE, REF_LOST, REF_ZERO, UNKNOWN_SIZE};
+use strata_format::image;
 use strata_format::index::ChainIndexPointer;
 use strata_format::index::{SectionKind, TRAILER_MAGIC};
-use strata_format::ExtentKind;
 use strata_format::{
-    limits, record::RecordFlags, ArchiveHeader, ArchiveIndex, Chain, ChainIndex, ChainRef, ChunkHeader, ChunkRef,
-    Extent, Features, ImageBegin, ImageEnd, RecordHeader, RecordType, SectionEntry, Trailer,
+    limits, record::RecordFlags, ArchiveHeader, ArchiveIndex, Chain, ChainIndex, ChainRef, ChunkRef, Extent, Features,
+    RecordHeader, RecordType, SectionEntry, Trailer,
 };
 
-use crate::chunker::{prepare_split, PreparedChunk, PreparedWindow, SparePool};
-use crate::source::{ImageSource, Window};
-use crate::{Progress, WriteError};
+use crate::chunker::SparePool;
+use crate::image::ImageSummary;
+use crate::WriteError;
 
 /// Choices that change the archive's bytes. Equal options and equal input give a
 /// byte-identical archive, whatever `threads` is (`spec/FORMAT.md` section 14:
@@ -65,7 +64,7 @@ impl WriterOptions {
 }
 
 /// A zstd level the library accepts.
-fn check_level(level: i32) -> Result<(), WriteError> {
+pub(crate) fn check_level(level: i32) -> Result<(), WriteError> {
     let (min, max) = (zstd::zstd_safe::min_c_level(), zstd::zstd_safe::max_c_level());
     if !(min..=max).contains(&level) {
         return Err(WriteError::Invalid { what: "zstd level", detail: format!("{level}: expected {min} to {max}") });
@@ -143,32 +142,6 @@ impl ChainBase {
 /// refer to, by `chunk_ref`.
 type ChainBody = (Vec<u8>, HashMap<u64, [u8; 32]>);
 
-/// What one image section (`spec/FORMAT.md` section 7) holds, for the
-/// summary a caller prints.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ImageSummary {
-    /// The section's name.
-    pub name: String,
-    /// The image's size in bytes (`IMAGE_END`'s `logical_size`, 7.3).
-    pub logical_size: u64,
-    /// Bytes of the image stored as data extents.
-    pub data_bytes: u64,
-    /// Bytes of the image recorded as zero extents (all-zero windows and
-    /// holes of a sparse source), not stored.
-    pub zero_bytes: u64,
-    /// Bytes the source reported lost (salvage), recorded as lost extents.
-    pub lost_bytes: u64,
-    /// Free space of the image's file systems, not stored (used-blocks capture).
-    pub free_bytes: u64,
-    /// Chunks this section stored (`CHUNK` records, section 6).
-    pub new_chunks: u64,
-    /// Chunk windows found already stored in the archive (or, in a child,
-    /// in its chain), referred to rather than stored again.
-    pub deduplicated_chunks: u64,
-    /// Bytes of chunk records this section added to the archive.
-    pub stored_bytes: u64,
-}
-
 /// What the whole archive holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ArchiveSummary {
@@ -190,56 +163,6 @@ pub(crate) struct SectionState {
 pub(crate) enum SectionTables {
     Image(Vec<Extent>),
     Tree(crate::tree::TreeTables),
-}
-
-/// The content identity of a run that stores nothing (zero, lost, free) in the map digest.
-fn run_id(run: &Extent) -> [u8; 32] {
-    run.kind().ok().and_then(ExtentKind::hole_identity).unwrap_or(image::ZERO_ID)
-}
-
-/// Why the image pipeline stopped.
-enum PipelineError {
-    Read(u64, std::io::Error),
-    Write(WriteError),
-}
-
-impl PipelineError {
-    fn into_write_error(self, read_error: &dyn Fn(u64, std::io::Error) -> WriteError) -> WriteError {
-        match self {
-            PipelineError::Read(offset, e) => read_error(offset, e),
-            PipelineError::Write(e) => e,
-        }
-    }
-}
-
-/// What `add_image` carries from batch to batch.
-struct ImageState {
-    section_id: u32,
-    /// A run of zero windows stays open until data or the end closes it, so that
-    /// neighbouring zero windows become one extent even across batches.
-    open_zero: Option<Extent>,
-    extents: Vec<Extent>,
-    summary: ImageSummary,
-    digest: image::MapDigest,
-}
-
-/// Counts the chunks a section adds to the archive.
-pub(crate) trait ChunkTally {
-    fn add_chunk(&mut self, record_bytes: u64);
-}
-
-impl ChunkTally for ImageSummary {
-    fn add_chunk(&mut self, record_bytes: u64) {
-        self.new_chunks += 1;
-        self.stored_bytes += record_bytes;
-    }
-}
-
-/// Where a data extent's chunk is: already in the archive, or the n-th new chunk
-/// of the batch being written.
-pub(crate) enum ChunkLocation {
-    Stored(u64),
-    New(usize),
 }
 
 /// Writes one archive to `W` in a single pass; nothing is ever sought back to
@@ -268,23 +191,23 @@ pub(crate) enum ChunkLocation {
 /// # Ok::<(), strata_writer::WriteError>(())
 /// ```
 pub struct ArchiveWriter<W: Write> {
-    out: W,
+    pub(crate) out: W,
     pub(crate) position: u64,
-    record_count: u64,
-    tag: [u8; 8],
+    pub(crate) record_count: u64,
+    pub(crate) tag: [u8; 8],
     pub(crate) options: WriterOptions,
     pub(crate) pool: rayon::ThreadPool,
     pub(crate) sections: Vec<SectionState>,
-    names: Vec<Vec<u8>>,
+    pub(crate) names: Vec<Vec<u8>>,
     /// BLAKE3 of every stored chunk, to its record offset: the deduplication map.
     /// In a child it starts with every chunk of the chain (their `chunk_ref`s
     /// carry the ancestor's number), so they are referred to, not stored.
-    stored_chunks: HashMap<[u8; 32], u64>,
+    pub(crate) stored_chunks: HashMap<[u8; 32], u64>,
     /// A child's chain: its `CHAIN` body, and each ancestor chunk's identity
     /// by `chunk_ref`.
-    chain: Option<ChainBody>,
+    pub(crate) chain: Option<ChainBody>,
     /// The ancestor chunks this child referred to: the `CHAIN_INDEX` rows.
-    ancestor_refs: std::sync::Mutex<std::collections::BTreeMap<u64, [u8; 32]>>,
+    pub(crate) ancestor_refs: std::sync::Mutex<std::collections::BTreeMap<u64, [u8; 32]>>,
     pub(crate) summary: ArchiveSummary,
     /// Buffers for stored chunk bytes, reused from chunk to chunk.
     pub(crate) spares: std::sync::Arc<SparePool>,
@@ -406,14 +329,19 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// The body of a table stored compressed, when this writer compresses
     /// tables, the type allows it and the frame is smaller than the body.
-    fn compressed_table(&self, record_type: RecordType, body: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn compressed_table(&self, record_type: RecordType, body: &[u8]) -> Option<Vec<u8>> {
         if !self.options.compress_tables || !record_type.may_compress() {
             return None;
         }
         crate::chunker::compress_table(body, self.options.level)
     }
 
-    fn write_record_as(&mut self, record_type: RecordType, flags: u16, body: &[&[u8]]) -> Result<u64, WriteError> {
+    pub(crate) fn write_record_as(
+        &mut self,
+        record_type: RecordType,
+        flags: u16,
+        body: &[&[u8]],
+    ) -> Result<u64, WriteError> {
         let length: u64 = body.iter().map(|part| part.len() as u64).sum();
         let crc = body.iter().fold(0u32, |crc, part| crc32c::crc32c_append(crc, part));
         let header = RecordHeader::for_body(record_type.code(), flags, self.tag, length, crc);
@@ -422,10 +350,6 @@ impl<W: Write> ArchiveWriter<W> {
         self.write_bytes(body)?;
         self.record_count += 1;
         Ok(offset)
-    }
-
-    pub(crate) fn chunk_record_size(chunk: &PreparedChunk) -> u64 {
-        (RecordHeader::SIZE + ChunkHeader::SIZE + chunk.stored.len()) as u64
     }
 
     /// Sets the chunk size of the sections added from now on (salvage keeps each
@@ -448,208 +372,6 @@ impl<W: Write> ArchiveWriter<W> {
         Ok(())
     }
 
-    /// Adds a block-image section named `name` holding everything `source` yields.
-    pub fn add_image(
-        &mut self,
-        name: &str,
-        source: &mut dyn ImageSource,
-        progress: &dyn Progress,
-    ) -> Result<ImageSummary, WriteError> {
-        let section_id = self.begin_section(name)?;
-        let begin = ImageBegin {
-            section_id,
-            sector_size: source.sector_size(),
-            logical_size: source.known_size().unwrap_or(UNKNOWN_SIZE),
-            chunk_size: self.options.chunk_size,
-            flags: if source.used_blocks() { ImageFlags::USED_BLOCKS } else { 0 },
-            name: name.as_bytes().to_vec(),
-        };
-        begin.validate()?;
-        let begin_offset = self.write_record(RecordType::ImageBegin, &[&begin.to_bytes()])?;
-        let mut check = ExtentMapCheck::new(&begin);
-        let mut state = ImageState {
-            section_id,
-            open_zero: None,
-            extents: Vec::new(),
-            summary: ImageSummary { name: name.to_string(), ..ImageSummary::default() },
-            digest: image::MapDigest::new(),
-        };
-
-        let chunk_size = self.options.chunk_size as usize;
-        // Half the batch is one group of windows (one IMAGE_EXTENTS record and its
-        // chunks); the other half is read ahead and in the workers' hands.
-        let windows_per_batch = (self.options.batch_bytes / 2 / chunk_size).clamp(1, 4096);
-        let read_error = |offset: u64, source: std::io::Error| WriteError::Source {
-            what: format!("image {name:?}"),
-            offset,
-            source,
-        };
-        let logical_size = self
-            .pipeline(&mut state, source, windows_per_batch, progress)
-            .map_err(|e| e.into_write_error(&read_error))?;
-        let ImageState { mut open_zero, mut extents, mut summary, mut digest, .. } = state;
-        if let Some(run) = open_zero.take() {
-            extents.push(run);
-            digest.push(&run, &run_id(&run));
-            self.write_record(RecordType::ImageExtents, &[&image::encode_extent_table(section_id, &[run])])?;
-        }
-        if let Some(expected) = source.known_size() {
-            if expected != logical_size {
-                return Err(read_error(
-                    logical_size,
-                    std::io::Error::other(format!("the source changed size from {expected} while it was read")),
-                ));
-            }
-        }
-        for extent in &extents {
-            check.push(extent)?;
-        }
-        check.finish(logical_size)?;
-        let end = ImageEnd {
-            section_id,
-            reserved: 0,
-            logical_size,
-            extent_count: extents.len() as u64,
-            data_bytes: check.data_bytes,
-            lost_bytes: check.lost_bytes,
-            chunk_count: summary.new_chunks,
-            chunk_bytes: summary.stored_bytes,
-            begin_offset,
-            map_blake3: digest.finish(),
-        };
-        let end_offset = self.write_record(RecordType::ImageEnd, &[&end.encode()])?;
-        summary.logical_size = logical_size;
-        summary.data_bytes = check.data_bytes;
-        summary.zero_bytes = logical_size - check.data_bytes - check.lost_bytes - check.free_bytes;
-        summary.lost_bytes = check.lost_bytes;
-        summary.free_bytes = check.free_bytes;
-        self.sections.push(SectionState { begin_offset, end_offset, tables: SectionTables::Image(extents) });
-        self.summary.images.push(summary.clone());
-        Ok(summary)
-    }
-
-    /// Reads `source` window by window on this thread while worker threads hash
-    /// and compress, and writes the results in image order, `group` windows to an
-    /// `IMAGE_EXTENTS` record. No batch waits for its slowest chunk before the next
-    /// starts; memory holds at most `group` + 2 per worker windows. Returns the
-    /// image's size.
-    fn pipeline(
-        &mut self,
-        state: &mut ImageState,
-        source: &mut dyn ImageSource,
-        group: usize,
-        progress: &dyn Progress,
-    ) -> Result<u64, PipelineError> {
-        let chunk_size = self.options.chunk_size as usize;
-        let level = self.options.level;
-        let workers = self.pool.current_num_threads().max(1);
-        let slots = group + 2 * workers;
-        // A job: sequence number, buffer, image offset, length, whether the
-        // worker must read the bytes itself (sources with a window reader), and
-        // the free ranges to split off (used-blocks capture).
-        type Job = (u64, Vec<u8>, u64, usize, bool, Vec<(std::ops::Range<usize>, crate::Hole)>);
-        type Done = (u64, Result<PreparedWindow, (u64, std::io::Error)>, Vec<u8>);
-        let (work_tx, work_rx) = std::sync::mpsc::channel::<Job>();
-        let work_rx = std::sync::Mutex::new(work_rx);
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
-        let reader = source.window_reader();
-        let spares = self.spares.clone();
-        std::thread::scope(|scope| {
-            // Workers stop when `work_tx` is dropped, which the early returns do too.
-            let work_tx = work_tx;
-            for _ in 0..workers {
-                let (work_rx, done_tx, reader, spares) = (&work_rx, done_tx.clone(), reader.as_deref(), &*spares);
-                scope.spawn(move || loop {
-                    let job = work_rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok((seq, mut buffer, offset, len, unread, free)) = job else { break };
-                    let read = match (unread, reader) {
-                        (true, Some(reader)) => reader.read_window(&mut buffer, offset, len),
-                        _ => Ok(()),
-                    };
-                    let prepared =
-                        read.map(|()| prepare_split(&mut buffer, len, &free, level, spares)).map_err(|e| (offset, e));
-                    if done_tx.send((seq, prepared, buffer)).is_err() {
-                        break;
-                    }
-                });
-            }
-            drop(done_tx);
-            let mut free: Vec<Vec<u8>> = (0..slots).map(|_| Vec::new()).collect();
-            let mut ready: std::collections::BTreeMap<u64, PreparedWindow> = std::collections::BTreeMap::new();
-            let (mut next_seq, mut next_write, mut in_flight) = (0u64, 0u64, 0usize);
-            let (mut image_offset, mut group_offset, mut read_offset) = (0u64, 0u64, 0u64);
-            let mut pending: Vec<PreparedWindow> = Vec::with_capacity(group);
-            let mut ended = false;
-            loop {
-                while !ended {
-                    let Some(mut buffer) = free.pop() else { break };
-                    let window = if reader.is_some() {
-                        source.skip_window(chunk_size)
-                    } else {
-                        source.next_window(&mut buffer, chunk_size)
-                    }
-                    .map_err(|e| PipelineError::Read(read_offset, e))?;
-                    let n = match window {
-                        Window::End => {
-                            free.push(buffer);
-                            ended = true;
-                            break;
-                        }
-                        Window::Data(n) => {
-                            let free = source.holes_within(read_offset, n);
-                            work_tx
-                                .send((next_seq, buffer, read_offset, n, reader.is_some(), free))
-                                .expect("workers run until the sender is dropped");
-                            in_flight += 1;
-                            n
-                        }
-                        Window::Hole(n) | Window::Lost(n) | Window::Free(n) => {
-                            let length = n as u64;
-                            let prepared = match window {
-                                Window::Lost(_) => PreparedWindow::Lost { length },
-                                Window::Free(_) => PreparedWindow::Free { length },
-                                _ => PreparedWindow::Zero { length },
-                            };
-                            ready.insert(next_seq, prepared);
-                            free.push(buffer);
-                            n
-                        }
-                    };
-                    next_seq += 1;
-                    read_offset += n as u64;
-                    // A short window ends the image: nothing may follow it.
-                    ended = n < chunk_size;
-                }
-                // Write what is ready, in order, a group at a time.
-                while let Some(window) = ready.remove(&next_write) {
-                    next_write += 1;
-                    image_offset += window.length();
-                    pending.push(window);
-                    if pending.len() == group {
-                        self.write_batch(state, group_offset, std::mem::take(&mut pending), progress)
-                            .map_err(PipelineError::Write)?;
-                        group_offset = image_offset;
-                    }
-                }
-                if in_flight == 0 {
-                    if ended {
-                        break;
-                    }
-                    continue;
-                }
-                let (seq, prepared, buffer) = done_rx.recv().expect("a worker answers every job it took");
-                let prepared = prepared.map_err(|(offset, e)| PipelineError::Read(offset, e))?;
-                ready.insert(seq, prepared);
-                free.push(buffer);
-                in_flight -= 1;
-            }
-            if !pending.is_empty() {
-                self.write_batch(state, group_offset, pending, progress).map_err(PipelineError::Write)?;
-            }
-            Ok(image_offset)
-        })
-    }
-
     pub(crate) fn begin_section(&mut self, name: &str) -> Result<u32, WriteError> {
         image::validate_section_name(name.as_bytes())?;
         if self.names.iter().any(|n| n == name.as_bytes()) {
@@ -666,193 +388,6 @@ impl<W: Write> ArchiveWriter<W> {
         }
         self.names.push(name.as_bytes().to_vec());
         Ok(self.sections.len() as u32)
-    }
-
-    /// Turns a prepared batch into extents, then writes its `IMAGE_EXTENTS` record
-    /// followed by its new chunks, in the order their extents first use them.
-    fn write_batch(
-        &mut self,
-        state: &mut ImageState,
-        image_offset: u64,
-        prepared: Vec<PreparedWindow>,
-        progress: &dyn Progress,
-    ) -> Result<(), WriteError> {
-        let ImageState { section_id, open_zero, extents, summary, digest } = state;
-        let section_id = *section_id;
-        let mut planned: Vec<(Extent, Option<ChunkLocation>, [u8; 32])> = Vec::new();
-        let mut new_chunks: Vec<PreparedChunk> = Vec::new();
-        let mut new_by_hash: HashMap<[u8; 32], usize> = HashMap::new();
-        let mut offset = image_offset;
-        let pieces = prepared.into_iter().flat_map(|window| match window {
-            PreparedWindow::Pieces(pieces) => pieces,
-            whole => vec![whole],
-        });
-        for window in pieces {
-            match window {
-                PreparedWindow::Zero { length } | PreparedWindow::Lost { length } | PreparedWindow::Free { length } => {
-                    let kind = match window {
-                        PreparedWindow::Lost { .. } => REF_LOST,
-                        PreparedWindow::Free { .. } => REF_FREE,
-                        _ => REF_ZERO,
-                    };
-                    match open_zero {
-                        Some(run) if run.chunk_ref == kind => run.length += length,
-                        _ => {
-                            if let Some(run) =
-                                open_zero.replace(Extent { image_offset: offset, length, chunk_ref: kind })
-                            {
-                                planned.push((run, None, run_id(&run)));
-                            }
-                        }
-                    }
-                    offset += length;
-                    progress.advance(length);
-                }
-                PreparedWindow::Data(chunk) => {
-                    if let Some(run) = open_zero.take() {
-                        planned.push((run, None, run_id(&run)));
-                    }
-                    let length = u64::from(chunk.raw_length);
-                    let content_id = chunk.blake3;
-                    let (location, deduplicated) = self.locate_chunk(chunk, &mut new_chunks, &mut new_by_hash);
-                    summary.deduplicated_chunks += u64::from(deduplicated);
-                    planned.push((Extent { image_offset: offset, length, chunk_ref: 0 }, Some(location), content_id));
-                    offset += length;
-                    progress.advance(length);
-                }
-                PreparedWindow::Pieces(_) => unreachable!("pieces were flattened above and hold no pieces"),
-            }
-        }
-        if planned.is_empty() {
-            return Ok(());
-        }
-        let extents_written = self.write_announced(RecordType::ImageExtents, new_chunks, summary, |resolve| {
-            let batch: Vec<Extent> = planned
-                .iter()
-                .map(|(extent, location, _)| Extent {
-                    chunk_ref: location.as_ref().map_or(extent.chunk_ref, resolve),
-                    ..*extent
-                })
-                .collect();
-            (image::encode_extent_table(section_id, &batch), batch)
-        })?;
-        for (extent, (_, _, content_id)) in extents_written.iter().zip(&planned) {
-            digest.push(extent, content_id);
-        }
-        extents.extend_from_slice(&extents_written);
-        Ok(())
-    }
-
-    /// Looks a prepared chunk up in the archive's store and in the batch's new
-    /// chunks; adds it to the new ones if it is neither. One deduplication rule
-    /// for every section kind.
-    pub(crate) fn locate_chunk(
-        &self,
-        chunk: PreparedChunk,
-        new_chunks: &mut Vec<PreparedChunk>,
-        new_by_hash: &mut HashMap<[u8; 32], usize>,
-    ) -> (ChunkLocation, bool) {
-        if let Some(&stored) = self.stored_chunks.get(&chunk.blake3) {
-            self.note_reference(stored);
-            return (ChunkLocation::Stored(stored), true);
-        }
-        if let Some(&index) = new_by_hash.get(&chunk.blake3) {
-            return (ChunkLocation::New(index), true);
-        }
-        new_by_hash.insert(chunk.blake3, new_chunks.len());
-        new_chunks.push(chunk);
-        (ChunkLocation::New(new_chunks.len() - 1), false)
-    }
-
-    /// Notes that an extent refers to `chunk_ref`: an ancestor chunk becomes a
-    /// row of the `CHAIN_INDEX` (`spec/FORMAT.md` 15.3). Returns false for a
-    /// reference into an ancestor that the chain does not offer.
-    pub(crate) fn note_reference(&self, chunk_ref: u64) -> bool {
-        if !ChunkRef::split(chunk_ref).is_ancestor() {
-            return true;
-        }
-        let Some(id) = self.chain.as_ref().and_then(|(_, by_ref)| by_ref.get(&chunk_ref)) else {
-            return false;
-        };
-        self.ancestor_refs.lock().expect("not poisoned").insert(chunk_ref, *id);
-        true
-    }
-
-    /// Writes a record announcing `new_chunks` (built by `encode`, which is given a
-    /// resolver from chunk locations to record offsets), then the chunks, in the
-    /// order of their first use. Returns what `encode` returned besides the body.
-    pub(crate) fn write_announced<T>(
-        &mut self,
-        record_type: RecordType,
-        new_chunks: Vec<PreparedChunk>,
-        summary: &mut impl ChunkTally,
-        encode: impl Fn(&dyn Fn(&ChunkLocation) -> u64) -> (Vec<u8>, T),
-    ) -> Result<T, WriteError> {
-        // The plain body's length does not depend on the offsets, but a
-        // compressed one's does, and the offsets of the chunks after it depend
-        // on that length: compress with the offsets the previous length gives
-        // until the length stays (FORMAT.md 14), else store it plain.
-        let (probe, _) = encode(&|_| 0);
-        let offsets_after = |stored_length: usize| {
-            let mut at = self.position + (RecordHeader::SIZE + stored_length) as u64;
-            let mut offsets = Vec::with_capacity(new_chunks.len());
-            for chunk in &new_chunks {
-                offsets.push(at);
-                at += Self::chunk_record_size(chunk);
-            }
-            offsets
-        };
-        let encode_at = |chunk_offsets: &[u64]| {
-            encode(&|location: &ChunkLocation| match *location {
-                ChunkLocation::Stored(offset) => offset,
-                ChunkLocation::New(index) => chunk_offsets[index],
-            })
-        };
-        let mut compressed = None;
-        if let Some(first) = self.compressed_table(record_type, &probe) {
-            let mut assumed = first.len();
-            for _ in 0..4 {
-                let chunk_offsets = offsets_after(assumed);
-                let (body, result) = encode_at(&chunk_offsets);
-                match self.compressed_table(record_type, &body) {
-                    Some(stored) if stored.len() == assumed => {
-                        compressed = Some((stored, result, chunk_offsets));
-                        break;
-                    }
-                    Some(stored) => assumed = stored.len(),
-                    None => break,
-                }
-            }
-        }
-        let (result, chunk_offsets) = match compressed {
-            Some((stored, result, chunk_offsets)) => {
-                self.write_record_as(record_type, RecordFlags::ZSTD, &[&stored])?;
-                (result, chunk_offsets)
-            }
-            None => {
-                let chunk_offsets = offsets_after(probe.len());
-                let (body, result) = encode_at(&chunk_offsets);
-                debug_assert_eq!(body.len(), probe.len(), "a plain announcement's length cannot depend on offsets");
-                self.write_record_as(record_type, 0, &[&body])?;
-                (result, chunk_offsets)
-            }
-        };
-        for (chunk, expected_offset) in new_chunks.iter().zip(&chunk_offsets) {
-            let header = ChunkHeader {
-                blake3: chunk.blake3,
-                raw_length: chunk.raw_length,
-                encoding: chunk.encoding.code(),
-                reserved: [0; 3],
-            };
-            let offset = self.write_record(RecordType::Chunk, &[&header.encode(), &chunk.stored])?;
-            debug_assert_eq!(offset, *expected_offset, "chunk offsets are planned before writing");
-            self.stored_chunks.insert(chunk.blake3, offset);
-            summary.add_chunk(Self::chunk_record_size(chunk));
-        }
-        for chunk in new_chunks {
-            self.spares.give(chunk.stored);
-        }
-        Ok(result)
     }
 
     /// Writes the index and the trailer, flushes, and hands the output back.

@@ -37,13 +37,16 @@ mod chunker;
 mod error;
 mod files_cache;
 mod fs_source;
+mod image;
 mod source;
+mod store;
 mod tree;
 
-pub use archive::{ArchiveSummary, ArchiveWriter, ChainBase, ImageSummary, ParentFacts, WriterOptions};
+pub use archive::{ArchiveSummary, ArchiveWriter, ChainBase, ParentFacts, WriterOptions};
 pub use error::WriteError;
 pub use files_cache::FilesCache;
 pub use fs_source::{count_tree, FolderSource, TreeOptions, TreeTotals};
+pub use image::ImageSummary;
 pub use source::{FileSource, Hole, ImageSource, SliceSource, StreamSource, UsedBlocks, Window, WindowReader};
 /// The format's types an [`EntrySource`] builds its entries from
 /// (`spec/FORMAT.md` section 8), re-exported so that a caller needs only this

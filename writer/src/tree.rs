@@ -19,9 +19,10 @@ use strata_format::files::{
 };
 use strata_format::RecordType;
 
-use crate::archive::{ArchiveWriter, ChunkTally, SectionState, SectionTables};
+use crate::archive::{ArchiveWriter, SectionState, SectionTables};
 use crate::chunker::{prepare_chunk, PreparedChunk};
 use crate::fs_source::{FolderSource, TreeOptions};
+use crate::store::ChunkTally;
 use crate::{Progress, WriteError};
 
 /// One entry an [`EntrySource`] gives [`ArchiveWriter::add_tree_from`].
