@@ -1,0 +1,431 @@
+//! The byte tables of `spec/FORMAT.md`, checked against the code.
+//!
+//! For each fixed structure the expected bytes are written out here from the
+//! specification's table, field by field at the offsets the table gives (never
+//! by calling an encoder), then compared with what the crate encodes; the same
+//! bytes are decoded back; and each rule that the structure alone decides is
+//! broken once, asserting the error's class (`spec/FORMAT.md` section 12), not
+//! its text. CRCs are computed here with the `crc32c` crate over the bytes the
+//! specification says they cover.
+
+use strata_format::{ErrorClass, FormatError};
+
+/// Writes `bytes` at offset `at` of `buf`, as one row of a byte table.
+fn put(buf: &mut [u8], at: usize, bytes: &[u8]) {
+    buf[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// The class of the error a check returned (the check must fail).
+fn class<T: std::fmt::Debug>(result: Result<T, FormatError>) -> ErrorClass {
+    result.expect_err("the check must refuse this").class
+}
+
+const UUID: [u8; 16] = [0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8];
+/// The archive tag: bytes 16..24 of the header, the UUID's first 8 bytes.
+const TAG: [u8; 8] = [0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8];
+
+#[test]
+fn crc32c_is_the_castagnoli_crc_of_section_1() {
+    assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    assert_eq!(strata_format::crc32c(b"123456789"), 0xE306_9283);
+}
+
+mod archive_header {
+    use super::*;
+    use strata_format::{ArchiveHeader, Features};
+
+    const WRITER: &str = "strata-test 1.0";
+
+    /// Section 3: `header_crc` is the CRC-32C of the header with bytes
+    /// 124..128 taken as zero.
+    fn reseal(bytes: &mut [u8]) {
+        bytes[124..128].fill(0);
+        let crc = crc32c::crc32c(bytes);
+        put(bytes, 124, &crc.to_le_bytes());
+    }
+
+    /// The header of section 3, one table row at a time.
+    fn spec_bytes(compatible: u64, autoclear: u64, created_ns: i64) -> [u8; 128] {
+        let mut b = [0u8; 128];
+        put(&mut b, 0, &[0x89, 0x53, 0x54, 0x52, 0x41, 0x54, 0x41, 0x0A]); // magic
+        put(&mut b, 8, &1u16.to_le_bytes()); // version_major
+        put(&mut b, 10, &0u16.to_le_bytes()); // version_minor
+        put(&mut b, 12, &128u32.to_le_bytes()); // header_length
+        put(&mut b, 16, &UUID); // archive_uuid
+        put(&mut b, 32, &0u64.to_le_bytes()); // incompatible_features
+        put(&mut b, 40, &compatible.to_le_bytes()); // compatible_features
+        put(&mut b, 48, &autoclear.to_le_bytes()); // autoclear_features
+        put(&mut b, 56, &created_ns.to_le_bytes()); // created_ns, i64
+        put(&mut b, 64, WRITER.as_bytes()); // writer, zero padded to 32
+                                            // 96..124 reserved: zero.
+        reseal(&mut b);
+        b
+    }
+
+    fn value(compatible: u64, autoclear: u64, created_ns: i64, header_crc: u32) -> ArchiveHeader {
+        let mut writer = [0u8; 32];
+        writer[..WRITER.len()].copy_from_slice(WRITER.as_bytes());
+        ArchiveHeader {
+            magic: *b"\x89STRATA\n",
+            version_major: 1,
+            version_minor: 0,
+            header_length: 128,
+            archive_uuid: UUID,
+            incompatible_features: 0,
+            compatible_features: compatible,
+            autoclear_features: autoclear,
+            created_ns,
+            writer,
+            reserved: [0; 28],
+            header_crc,
+        }
+    }
+
+    fn crc_of(bytes: &[u8; 128]) -> u32 {
+        u32::from_le_bytes(bytes[124..128].try_into().unwrap())
+    }
+
+    #[test]
+    fn encodes_and_decodes_as_the_table_says() {
+        let spec = spec_bytes(0x0807_0605_0403_0201, 0x1122_3344_5566_7788, -1_234_567_890_123);
+        let header = value(0x0807_0605_0403_0201, 0x1122_3344_5566_7788, -1_234_567_890_123, crc_of(&spec));
+        assert_eq!(ArchiveHeader::SIZE, 128);
+        assert_eq!(header.encode(), spec);
+        assert_eq!(ArchiveHeader::decode(&spec), header);
+        assert_eq!(header.archive_tag(), TAG);
+        header.validate(&spec, &[]).expect("the table's header is valid");
+    }
+
+    #[test]
+    fn new_writes_the_table_with_its_crc() {
+        let spec = spec_bytes(0, 0, 1_700_000_000_000_000_000);
+        assert_eq!(ArchiveHeader::new(UUID, 1_700_000_000_000_000_000, WRITER).encode(), spec);
+        assert_eq!(ArchiveHeader::compute_crc(&spec, &[]), crc_of(&spec));
+    }
+
+    fn check(bytes: &[u8; 128]) -> Result<(), FormatError> {
+        ArchiveHeader::decode(bytes).validate(bytes, &[])
+    }
+
+    #[test]
+    fn a_wrong_magic_is_not_strata() {
+        let mut b = spec_bytes(0, 0, 0);
+        b[7] = b'\r';
+        reseal(&mut b);
+        assert_eq!(class(check(&b)), ErrorClass::NotStrata);
+        assert!(!ArchiveHeader::has_magic(&b));
+        assert!(!ArchiveHeader::has_magic(&spec_bytes(0, 0, 0)[..7]), "a prefix of the magic is not the magic");
+    }
+
+    #[test]
+    fn a_header_length_out_of_rule_is_a_bad_header() {
+        for length in [0u32, 120, 127, 129, 132, 4097, 4104, u32::MAX] {
+            let mut b = spec_bytes(0, 0, 0);
+            put(&mut b, 12, &length.to_le_bytes());
+            reseal(&mut b);
+            assert_eq!(class(check(&b)), ErrorClass::BadHeader, "header_length {length}");
+            assert_eq!(class(ArchiveHeader::decode(&b).validate_length()), ErrorClass::BadHeader);
+        }
+    }
+
+    #[test]
+    fn an_extension_area_is_covered_by_the_crc() {
+        let mut b = [0u8; 136];
+        b[..128].copy_from_slice(&spec_bytes(0, 0, 0));
+        put(&mut b, 12, &136u32.to_le_bytes());
+        put(&mut b, 128, b"extended");
+        reseal(&mut b);
+        let fixed: [u8; 128] = b[..128].try_into().unwrap();
+        ArchiveHeader::decode(&fixed).validate(&fixed, &b[128..]).expect("header_length 136 with its extension");
+        let mut other = b;
+        other[135] ^= 1;
+        let err = ArchiveHeader::decode(&fixed).validate(&fixed, &other[128..]);
+        assert_eq!(class(err), ErrorClass::BadHeader);
+        let mut b = spec_bytes(0, 0, 0);
+        put(&mut b, 12, &4096u32.to_le_bytes());
+        ArchiveHeader::decode(&b).validate_length().expect("4096 is allowed");
+    }
+
+    #[test]
+    fn a_crc_mismatch_is_a_bad_header() {
+        let mut b = spec_bytes(0, 0, 0);
+        b[40] ^= 1;
+        assert_eq!(class(check(&b)), ErrorClass::BadHeader);
+    }
+
+    #[test]
+    fn another_major_version_is_unsupported_but_only_after_the_crc() {
+        let mut b = spec_bytes(0, 0, 0);
+        put(&mut b, 8, &2u16.to_le_bytes());
+        assert_eq!(class(check(&b)), ErrorClass::BadHeader, "a damaged version reads as damage");
+        reseal(&mut b);
+        assert_eq!(class(check(&b)), ErrorClass::UnsupportedVersion);
+    }
+
+    #[test]
+    fn any_minor_version_is_accepted() {
+        let mut b = spec_bytes(0, 0, 0);
+        put(&mut b, 10, &7u16.to_le_bytes());
+        reseal(&mut b);
+        check(&b).expect("minor versions only add what is safe to ignore");
+    }
+
+    #[test]
+    fn a_reserved_byte_set_is_a_bad_header() {
+        for at in [96, 110, 123] {
+            let mut b = spec_bytes(0, 0, 0);
+            b[at] = 1;
+            reseal(&mut b);
+            assert_eq!(class(check(&b)), ErrorClass::BadHeader, "reserved byte {at}");
+        }
+    }
+
+    #[test]
+    fn unimplemented_incompatible_bits_are_unsupported() {
+        for (bits, ok) in [(1u64 << 0, false), (1 << 1, true), (1 << 2, false), (1 << 63, false)] {
+            let mut b = spec_bytes(0, 0, 0);
+            put(&mut b, 32, &bits.to_le_bytes());
+            reseal(&mut b);
+            match ok {
+                true => check(&b).expect("bit 1, incremental, is implemented"),
+                false => assert_eq!(class(check(&b)), ErrorClass::UnsupportedFeature, "bits {bits:#x}"),
+            }
+        }
+        assert_eq!(Features::INCOMPAT_ENCRYPTION, 1);
+        assert_eq!(Features::INCOMPAT_INCREMENTAL, 2);
+        assert_eq!(Features::incompatible_name(0), Some("encryption"));
+        assert_eq!(Features::incompatible_name(1), Some("incremental"));
+    }
+
+    #[test]
+    fn the_writer_text_ends_at_its_first_zero() {
+        let mut b = spec_bytes(0, 0, 0);
+        put(&mut b, 64 + WRITER.len() + 1, b"ignored");
+        reseal(&mut b);
+        let header = ArchiveHeader::decode(&b);
+        check(&b).expect("bytes after the first zero are not checked");
+        assert_eq!(header.writer_name(), WRITER);
+        put(&mut b, 64, &[b'x'; 32]);
+        assert_eq!(ArchiveHeader::decode(&b).writer_name(), "x".repeat(32));
+    }
+}
+
+mod record_header {
+    use super::*;
+    use strata_format::{RecordFlags, RecordHeader, RecordType};
+
+    /// Section 5: `header_crc` is the CRC-32C of bytes 0..28.
+    fn reseal(b: &mut [u8; 32]) {
+        let crc = crc32c::crc32c(&b[..28]);
+        put(b, 28, &crc.to_le_bytes());
+    }
+
+    fn spec_bytes(record_type: u16, flags: u16, body: &[u8]) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        put(&mut b, 0, &[0xD3, 0x52, 0x45, 0x43]); // magic
+        put(&mut b, 4, &record_type.to_le_bytes());
+        put(&mut b, 6, &flags.to_le_bytes());
+        put(&mut b, 8, &TAG);
+        put(&mut b, 16, &(body.len() as u64).to_le_bytes());
+        put(&mut b, 24, &crc32c::crc32c(body).to_le_bytes());
+        reseal(&mut b);
+        b
+    }
+
+    fn check(b: &[u8; 32]) -> Result<Option<RecordType>, FormatError> {
+        RecordHeader::decode(b).validate(b, TAG)
+    }
+
+    #[test]
+    fn encodes_and_decodes_as_the_table_says() {
+        let body: Vec<u8> = (0..96u8).collect();
+        let spec = spec_bytes(0x0012, 0, &body);
+        let header = RecordHeader::new(RecordType::ImageEnd, 0, TAG, &body);
+        assert_eq!(RecordHeader::SIZE, 32);
+        assert_eq!(header.encode(), spec);
+        let value = RecordHeader {
+            magic: *b"\xd3REC",
+            record_type: 0x0012,
+            flags: 0,
+            archive_tag: TAG,
+            body_length: 96,
+            body_crc: crc32c::crc32c(&body),
+            header_crc: u32::from_le_bytes(spec[28..32].try_into().unwrap()),
+        };
+        assert_eq!(RecordHeader::decode(&spec), value);
+        assert_eq!(check(&spec), Ok(Some(RecordType::ImageEnd)));
+        assert!(RecordHeader::is_intact(&spec));
+        assert!(RecordHeader::looks_valid(&spec, TAG));
+        assert_eq!(RecordHeader::compute_crc(&spec), crc32c::crc32c(&spec[..28]));
+    }
+
+    #[test]
+    fn the_type_codes_and_maximum_lengths_are_those_of_table_5_1() {
+        let table: [(u16, &str, u64); 15] = [
+            (0x0001, "CHUNK", 40 + 16_777_216),
+            (0x0002, "CHAIN", 20_464),
+            (0x0010, "IMAGE_BEGIN", 24 + 255),
+            (0x0011, "IMAGE_EXTENTS", 16 + 65_536 * 24),
+            (0x0012, "IMAGE_END", 96),
+            (0x0013, "IMAGE_INDEX", u64::MAX),
+            (0x0020, "FILES_BEGIN", 24 + 255),
+            (0x0021, "FILES_EXTENTS", 24 + 65_536 * 36),
+            (0x0022, "FILES_ENTRIES", 64 << 20),
+            (0x0023, "FILES_END", 72),
+            (0x0024, "FILES_DIR", u64::MAX),
+            (0x0025, "FILES_INDEX", u64::MAX),
+            (0x00F0, "ARCHIVE_INDEX", 48 + 65_536 * 32),
+            (0x00F1, "CHAIN_INDEX", u64::MAX),
+            (0x00FF, "TRAILER", 32),
+        ];
+        for (code, name, max) in table {
+            let t = RecordType::from_code(code).unwrap_or_else(|| panic!("{code:#06x} is {name}"));
+            assert_eq!((t.code(), t.name(), t.max_body_length()), (code, name, max));
+        }
+        for code in [0x0000, 0x0003, 0x000F, 0x0014, 0x0026, 0x002F, 0x00EF, 0x00F2, 0x00FE, 0x0100, 0xFFFF] {
+            assert_eq!(RecordType::from_code(code), None, "{code:#06x} is unassigned");
+        }
+        assert_eq!((RecordFlags::ANCILLARY, RecordFlags::ZSTD), (1, 2));
+    }
+
+    #[test]
+    fn a_wrong_magic_is_a_record_checksum() {
+        let mut b = spec_bytes(0x0012, 0, &[0; 96]);
+        b[3] = 0x44;
+        reseal(&mut b);
+        assert_eq!(class(check(&b)), ErrorClass::RecordChecksum);
+        assert!(!RecordHeader::is_intact(&b));
+    }
+
+    #[test]
+    fn a_header_crc_mismatch_is_a_record_checksum() {
+        for at in [4, 8, 16, 24, 28] {
+            let mut b = spec_bytes(0x0012, 0, &[0; 96]);
+            b[at] ^= 0x10;
+            assert_eq!(class(check(&b)), ErrorClass::RecordChecksum, "byte {at}");
+        }
+    }
+
+    #[test]
+    fn another_archives_tag_is_malformed() {
+        let b = spec_bytes(0x0012, 0, &[0; 96]);
+        assert_eq!(class(RecordHeader::decode(&b).validate(&b, [0; 8])), ErrorClass::RecordMalformed);
+        assert!(!RecordHeader::looks_valid(&b, [0; 8]));
+        assert!(RecordHeader::is_intact(&b));
+    }
+
+    #[test]
+    fn reserved_flag_bits_are_malformed() {
+        for bit in 2..16 {
+            let b = spec_bytes(0x0012, 1 << bit, &[0; 96]);
+            assert_eq!(class(check(&b)), ErrorClass::RecordMalformed, "flag bit {bit}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_type_is_unknown_unless_ancillary() {
+        for code in [0x0000u16, 0x0003, 0x0026, 0x1234] {
+            let b = spec_bytes(code, 0, b"note");
+            assert_eq!(class(check(&b)), ErrorClass::UnknownRecord, "{code:#06x}");
+            let b = spec_bytes(code, 1, b"note");
+            assert_eq!(check(&b), Ok(None), "{code:#06x} ancillary is skipped");
+            let b = spec_bytes(code, 1 | 2, b"note");
+            assert_eq!(check(&b), Ok(None), "ZSTD on an unknown ancillary type is allowed");
+        }
+        // ANCILLARY is ignored on a known type.
+        assert_eq!(check(&spec_bytes(0x0012, 1, &[0; 96])), Ok(Some(RecordType::ImageEnd)));
+    }
+
+    #[test]
+    fn zstd_on_a_type_never_compressed_is_malformed() {
+        for code in [0x0001u16, 0x0002, 0x0010, 0x0012, 0x0020, 0x0023, 0x00F0, 0x00FF] {
+            let b = spec_bytes(code, 2, &[0; 8]);
+            assert_eq!(class(check(&b)), ErrorClass::RecordMalformed, "{code:#06x}");
+        }
+        for code in [0x0011u16, 0x0013, 0x0021, 0x0022, 0x0024, 0x0025, 0x00F1] {
+            let b = spec_bytes(code, 2, &[0; 8]);
+            assert!(check(&b).is_ok(), "{code:#06x} may be compressed");
+        }
+    }
+
+    #[test]
+    fn a_body_over_the_types_maximum_is_limit_exceeded() {
+        for (code, max) in [(0x0012u16, 96u64), (0x0023, 72), (0x00FF, 32), (0x0001, 40 + (1 << 24)), (0x0002, 20_464)]
+        {
+            let mut b = spec_bytes(code, 0, &[]);
+            put(&mut b, 16, &max.to_le_bytes());
+            reseal(&mut b);
+            assert!(check(&b).is_ok(), "{code:#06x} at its maximum {max}");
+            put(&mut b, 16, &(max + 1).to_le_bytes());
+            reseal(&mut b);
+            assert_eq!(class(check(&b)), ErrorClass::LimitExceeded, "{code:#06x} over {max}");
+        }
+    }
+}
+
+mod chunk_header {
+    use super::*;
+    use strata_format::{ChunkEncoding, ChunkHeader};
+
+    fn spec_bytes(raw_length: u32, encoding: u8) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        put(&mut b, 0, &[0x5a; 32]); // blake3
+        put(&mut b, 32, &raw_length.to_le_bytes());
+        put(&mut b, 36, &[encoding]);
+        // 37..40 reserved: zero.
+        b
+    }
+
+    #[test]
+    fn encodes_and_decodes_as_the_table_says() {
+        let value = ChunkHeader { blake3: [0x5a; 32], raw_length: 0x0001_0203, encoding: 1, reserved: [0; 3] };
+        let spec = spec_bytes(0x0001_0203, 1);
+        assert_eq!(ChunkHeader::SIZE, 40);
+        assert_eq!(value.encode(), spec);
+        assert_eq!(ChunkHeader::decode(&spec), value);
+        assert_eq!(value.validate(100), Ok(ChunkEncoding::Zstd));
+        assert_eq!((ChunkEncoding::Raw.code(), ChunkEncoding::Zstd.code()), (0, 1));
+    }
+
+    fn check(b: &[u8; 40], stored: u64) -> Result<ChunkEncoding, FormatError> {
+        ChunkHeader::decode(b).validate(stored)
+    }
+
+    #[test]
+    fn a_raw_length_of_zero_is_malformed() {
+        assert_eq!(class(check(&spec_bytes(0, 0), 0)), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn a_raw_length_over_16_mib_is_limit_exceeded_whatever_the_stored_length() {
+        assert_eq!(check(&spec_bytes(1 << 24, 0), 1 << 24), Ok(ChunkEncoding::Raw));
+        assert_eq!(class(check(&spec_bytes((1 << 24) + 1, 0), 5)), ErrorClass::LimitExceeded);
+        assert_eq!(class(check(&spec_bytes(u32::MAX, 9), 5)), ErrorClass::LimitExceeded);
+    }
+
+    #[test]
+    fn reserved_bytes_set_are_malformed() {
+        for at in 37..40 {
+            let mut b = spec_bytes(5, 0);
+            b[at] = 1;
+            assert_eq!(class(check(&b, 5)), ErrorClass::RecordMalformed, "byte {at}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_encoding_is_malformed() {
+        for encoding in [2u8, 3, 0xFF] {
+            assert_eq!(class(check(&spec_bytes(5, encoding), 5)), ErrorClass::RecordMalformed);
+        }
+    }
+
+    #[test]
+    fn a_stored_length_that_breaks_its_encodings_rule_is_malformed() {
+        // raw: exactly raw_length bytes.
+        assert_eq!(class(check(&spec_bytes(5, 0), 4)), ErrorClass::RecordMalformed);
+        assert_eq!(class(check(&spec_bytes(5, 0), 6)), ErrorClass::RecordMalformed);
+        // zstd: fewer than raw_length bytes.
+        assert_eq!(check(&spec_bytes(5, 1), 4), Ok(ChunkEncoding::Zstd));
+        assert_eq!(class(check(&spec_bytes(5, 1), 5)), ErrorClass::RecordMalformed);
+    }
+}
