@@ -709,3 +709,234 @@ mod image_end {
         assert_eq!(check(&spec_bytes(0, 100, u64::MAX, 2)), ErrorClass::RecordMalformed);
     }
 }
+
+mod files_begin {
+    use super::*;
+    use strata_format::files::{Captured, FilesBegin};
+
+    fn spec_bytes(chunk_size: u32, captured: u64, name_length: u16, reserved: [u8; 6], name: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 24 + name.len()];
+        put(&mut b, 0, &9u32.to_le_bytes()); // section_id
+        put(&mut b, 4, &chunk_size.to_le_bytes());
+        put(&mut b, 8, &captured.to_le_bytes());
+        put(&mut b, 16, &name_length.to_le_bytes());
+        put(&mut b, 18, &reserved);
+        put(&mut b, 24, name);
+        b
+    }
+
+    fn ok(chunk_size: u32, captured: u64, name: &[u8]) -> Vec<u8> {
+        spec_bytes(chunk_size, captured, name.len() as u16, [0; 6], name)
+    }
+
+    #[test]
+    fn encodes_and_decodes_as_the_table_says() {
+        let value = FilesBegin { section_id: 9, chunk_size: 1 << 22, captured: 0x7f, name: b"home".to_vec() };
+        let spec = ok(1 << 22, 0x7f, b"home");
+        assert_eq!(value.to_bytes(), spec);
+        assert_eq!(FilesBegin::parse(&spec), Ok(value));
+        let bits = [
+            Captured::OWNER_NAMES,
+            Captured::XATTRS,
+            Captured::ATIME,
+            Captured::CTIME,
+            Captured::BTIME,
+            Captured::HOLES,
+            Captured::IDENTITY,
+        ];
+        assert_eq!(bits, [1, 2, 4, 8, 16, 32, 64]);
+    }
+
+    fn check(b: &[u8]) -> ErrorClass {
+        class(FilesBegin::parse(b))
+    }
+
+    #[test]
+    fn a_name_length_that_disagrees_with_the_body_is_malformed() {
+        assert_eq!(check(&spec_bytes(4096, 0, 5, [0; 6], b"home")), ErrorClass::RecordMalformed);
+        assert_eq!(check(&spec_bytes(4096, 0, 3, [0; 6], b"home")), ErrorClass::RecordMalformed);
+        assert_eq!(check(&ok(4096, 0, b"home")[..20]), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn reserved_bytes_set_are_malformed() {
+        for at in 0..6 {
+            let mut reserved = [0u8; 6];
+            reserved[at] = 1;
+            assert_eq!(check(&spec_bytes(4096, 0, 4, reserved, b"home")), ErrorClass::RecordMalformed);
+        }
+    }
+
+    #[test]
+    fn reserved_captured_bits_are_malformed() {
+        for bit in [7, 8, 31, 63] {
+            assert_eq!(check(&ok(4096, 1 << bit, b"home")), ErrorClass::RecordMalformed, "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn a_chunk_size_out_of_rule_is_malformed_even_a_power_of_two_above_16_mib() {
+        FilesBegin::parse(&ok(1 << 24, 0, b"home")).expect("16 MiB");
+        for chunk in [0u32, 2048, 5000, 1 << 25] {
+            assert_eq!(check(&ok(chunk, 0, b"home")), ErrorClass::RecordMalformed, "{chunk}");
+        }
+    }
+
+    #[test]
+    fn a_bad_name_is_malformed() {
+        for name in [&b""[..], b".", b"..", b"a/b", b"a\0", b"\xc3"] {
+            assert_eq!(check(&ok(4096, 0, name)), ErrorClass::RecordMalformed, "{name:?}");
+        }
+    }
+}
+
+mod file_extents {
+    use super::*;
+    use strata_format::files::{encode_file_extents, parse_file_extents, FileExtent};
+
+    /// One row of the file extent table of 8.2, in its row layout.
+    fn spec_row(e: &FileExtent) -> [u8; 36] {
+        let mut b = [0u8; 36];
+        put(&mut b, 0, &e.entry_id.to_le_bytes());
+        put(&mut b, 8, &e.file_offset.to_le_bytes());
+        put(&mut b, 16, &e.length.to_le_bytes());
+        put(&mut b, 24, &e.chunk_ref.to_le_bytes());
+        put(&mut b, 32, &e.chunk_offset.to_le_bytes());
+        b
+    }
+
+    fn head(reserved: u32, count: u64, first_index: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 24];
+        put(&mut b, 0, &2u32.to_le_bytes()); // section_id
+        put(&mut b, 4, &reserved.to_le_bytes());
+        put(&mut b, 8, &count.to_le_bytes());
+        put(&mut b, 16, &first_index.to_le_bytes());
+        b
+    }
+
+    const E0: FileExtent = FileExtent { entry_id: 5, file_offset: 0, length: 100, chunk_ref: 1000, chunk_offset: 0 };
+    const E1: FileExtent = FileExtent { entry_id: 5, file_offset: 100, length: 50, chunk_ref: 900, chunk_offset: 7 };
+    const E2: FileExtent =
+        FileExtent { entry_id: 8, file_offset: 1 << 40, length: 4096, chunk_ref: 1 << 56 | 128, chunk_offset: 0 };
+
+    /// The body of E0, E1, E2 stored column by column (section 8, "Tables"):
+    /// `entry_id` and `chunk_ref` coded `delta`, the others `plain`.
+    fn spec_body() -> Vec<u8> {
+        let mut b = head(0, 3, 17);
+        for v in [5u64, 0, 3] {
+            b.extend_from_slice(&v.to_le_bytes()); // entry_id, delta
+        }
+        for v in [0u64, 100, 1 << 40] {
+            b.extend_from_slice(&v.to_le_bytes()); // file_offset
+        }
+        for v in [100u64, 50, 4096] {
+            b.extend_from_slice(&v.to_le_bytes()); // length
+        }
+        for v in [1000u64, 100u64.wrapping_neg(), (1 << 56 | 128) - 900] {
+            b.extend_from_slice(&v.to_le_bytes()); // chunk_ref, delta modulo 2^64
+        }
+        for v in [0u32, 7, 0] {
+            b.extend_from_slice(&v.to_le_bytes()); // chunk_offset
+        }
+        b
+    }
+
+    #[test]
+    fn a_row_encodes_and_decodes_as_the_table_says() {
+        assert_eq!(FileExtent::SIZE, 36);
+        for e in [E0, E1, E2] {
+            assert_eq!(e.encode(), spec_row(&e));
+            assert_eq!(FileExtent::decode(&spec_row(&e)), e);
+        }
+    }
+
+    #[test]
+    fn a_body_is_stored_column_by_column() {
+        let spec = spec_body();
+        assert_eq!(spec.len(), 24 + 3 * 36);
+        assert_eq!(encode_file_extents(2, 17, &[E0, E1, E2]), spec);
+        let parsed = parse_file_extents(&spec).unwrap();
+        assert_eq!(
+            (parsed.head.section_id, parsed.head.reserved, parsed.head.count, parsed.head.first_index),
+            (2, 0, 3, 17)
+        );
+        assert_eq!(parsed.extents, [E0, E1, E2]);
+    }
+
+    fn check(b: &[u8]) -> ErrorClass {
+        class(parse_file_extents(b))
+    }
+
+    #[test]
+    fn a_reserved_field_set_is_malformed() {
+        let mut b = spec_body();
+        put(&mut b, 4, &1u32.to_le_bytes());
+        assert_eq!(check(&b), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn a_count_out_of_range_or_not_matching_the_length_is_malformed() {
+        assert_eq!(check(&head(0, 0, 0)), ErrorClass::RecordMalformed);
+        let mut b = head(0, 65_537, 0);
+        b.resize(24 + 65_537 * 36, 0);
+        assert_eq!(check(&b), ErrorClass::RecordMalformed);
+        let mut b = head(0, 65_536, 0);
+        b.resize(24 + 65_536 * 36, 0);
+        parse_file_extents(&b).expect("65,536 extents");
+        let mut b = spec_body();
+        put(&mut b, 8, &2u64.to_le_bytes());
+        assert_eq!(check(&b), ErrorClass::RecordMalformed);
+        assert_eq!(check(&spec_body()[..spec_body().len() - 1]), ErrorClass::RecordMalformed);
+        assert_eq!(check(&spec_body()[..23]), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn a_chunk_ref_below_128_is_malformed() {
+        for chunk_ref in [0u64, 1, 2, 127] {
+            assert_eq!(class(FileExtent { chunk_ref, ..E0 }.validate()), ErrorClass::RecordMalformed);
+        }
+        E0.validate().expect("valid");
+        E2.validate().expect("a reference into an ancestor is still an offset");
+    }
+
+    #[test]
+    fn an_empty_extent_or_one_past_any_chunk_is_an_extent_map_problem() {
+        assert_eq!(class(FileExtent { length: 0, ..E0 }.validate()), ErrorClass::ExtentMap);
+        let past = FileExtent { chunk_offset: (1 << 24) - 10, length: 11, ..E0 };
+        assert_eq!(class(past.validate()), ErrorClass::ExtentMap);
+        FileExtent { chunk_offset: (1 << 24) - 10, length: 10, ..E0 }.validate().expect("ends at 16 MiB");
+    }
+}
+
+mod files_end {
+    use super::*;
+    use strata_format::files::FilesEnd;
+
+    #[test]
+    fn encodes_and_decodes_as_the_table_says() {
+        let mut spec = [0u8; 72];
+        put(&mut spec, 0, &4u32.to_le_bytes()); // section_id
+        put(&mut spec, 4, &0u32.to_le_bytes()); // reserved
+        let totals = [11u64, 12, 13, 1 << 33, 15, 1 << 34, 0x0102_0304_0506_0708, 18];
+        for (i, v) in totals.iter().enumerate() {
+            // entry_count, file_count, directory_count, content_bytes,
+            // chunk_count, chunk_bytes, begin_offset, extent_count
+            put(&mut spec, 8 + 8 * i, &v.to_le_bytes());
+        }
+        let value = FilesEnd {
+            section_id: 4,
+            reserved: 0,
+            entry_count: 11,
+            file_count: 12,
+            directory_count: 13,
+            content_bytes: 1 << 33,
+            chunk_count: 15,
+            chunk_bytes: 1 << 34,
+            begin_offset: 0x0102_0304_0506_0708,
+            extent_count: 18,
+        };
+        assert_eq!(FilesEnd::SIZE, 72);
+        assert_eq!(value.encode(), spec);
+        assert_eq!(FilesEnd::decode(&spec), value);
+    }
+}
