@@ -800,7 +800,7 @@ impl Entry {
 
     /// Every rule of `spec/FORMAT.md` section 8 that this entry breaks on its
     /// own, given its section's `captured` bits: each fault a
-    /// [`ErrorClass::RecordMalformed`](crate::ErrorClass::RecordMalformed)
+    /// [`ErrorClass::RecordMalformed`]
     /// error naming the entry. The rules between entries (parents, order,
     /// link targets) are [`TreeCheck`]'s. A verifier reports them all; a
     /// writer or an extractor refuses the entry on the first
