@@ -1509,3 +1509,190 @@ mod chain {
         }
     }
 }
+
+mod files_entries {
+    use super::*;
+    use strata_format::files::{
+        encode_group, parse_group, Captured, Entry, EntryKind, EntryRow, ExtentListRow, GroupHead, Timestamp,
+    };
+
+    /// `captured` of the sample: owner names, atime and source identity.
+    const CAPTURED: u64 = Captured::OWNER_NAMES | Captured::ATIME | Captured::IDENTITY;
+
+    fn entry() -> Entry {
+        Entry {
+            entry_id: 7,
+            parent_id: 2,
+            mode: 0o4755,
+            uid: 1000,
+            gid: 100,
+            mtime: Timestamp { secs: -1, nsec: 500_000_000 },
+            atime: Timestamp { secs: 1 << 33, nsec: 999_999_999 },
+            size: 5,
+            extent_count: 1,
+            digest: [0x77; 16],
+            ino: 0x0102_0304_0506_0708,
+            dev: (8, 1),
+            user: b"root".to_vec(),
+            ..Entry::bare(EntryKind::File, b"ab")
+        }
+    }
+
+    fn head(reserved: u64, count: u32, captured: u64) -> Vec<u8> {
+        let mut b = vec![0u8; 56];
+        put(&mut b, 0, &3u32.to_le_bytes()); // section_id
+        put(&mut b, 4, &count.to_le_bytes());
+        put(&mut b, 8, &7u64.to_le_bytes()); // first_id
+        put(&mut b, 16, &captured.to_le_bytes());
+        put(&mut b, 24, &40u64.to_le_bytes()); // extent_base
+        put(&mut b, 32, &1u32.to_le_bytes()); // list_count
+        put(&mut b, 36, &2u32.to_le_bytes()); // names_length
+        put(&mut b, 40, &4u64.to_le_bytes()); // strings_length
+        put(&mut b, 48, &reserved.to_le_bytes());
+        b
+    }
+
+    /// The row of `entry()`, *W* = 87 + 12 (bit 2) + 16 (bit 6) = 115 bytes,
+    /// at the offsets of the 8.3 table and its worked example.
+    fn spec_row(kind: u8, flags: u8, mode: u16, mtime_nsec: u32) -> [u8; 115] {
+        let mut b = [0u8; 115];
+        put(&mut b, 0, &[kind]);
+        put(&mut b, 1, &[flags]);
+        put(&mut b, 2, &mode.to_le_bytes());
+        put(&mut b, 4, &[2]); // name_length
+        put(&mut b, 5, &[4]); // user_length
+        put(&mut b, 6, &[0]); // group_length
+        put(&mut b, 7, &0u16.to_le_bytes()); // target_length
+        put(&mut b, 9, &0u16.to_le_bytes()); // xattr_count
+        put(&mut b, 11, &1000u32.to_le_bytes()); // uid
+        put(&mut b, 15, &100u32.to_le_bytes()); // gid
+        put(&mut b, 19, &0u32.to_le_bytes()); // rdev_major
+        put(&mut b, 23, &0u32.to_le_bytes()); // rdev_minor
+        put(&mut b, 27, &(-1i64).to_le_bytes()); // mtime_s
+        put(&mut b, 35, &mtime_nsec.to_le_bytes());
+        put(&mut b, 39, &2u64.to_le_bytes()); // parent_id
+        put(&mut b, 47, &5u64.to_le_bytes()); // size
+        put(&mut b, 55, &0u64.to_le_bytes()); // link_id
+        put(&mut b, 63, &1u64.to_le_bytes()); // extent_count
+        put(&mut b, 71, &[0x77; 16]); // digest
+        put(&mut b, 87, &(1i64 << 33).to_le_bytes()); // atime_s
+        put(&mut b, 95, &999_999_999u32.to_le_bytes()); // atime_nsec
+        put(&mut b, 99, &0x0102_0304_0506_0708u64.to_le_bytes()); // ino
+        put(&mut b, 107, &8u32.to_le_bytes()); // dev_major
+        put(&mut b, 111, &1u32.to_le_bytes()); // dev_minor
+        b
+    }
+
+    /// A group of one entry: head, extent list, the row (one row stored by
+    /// columns is the row itself), names, strings.
+    fn spec_body(row: &[u8; 115]) -> Vec<u8> {
+        let mut b = head(0, 1, CAPTURED);
+        b.extend_from_slice(&4096u64.to_le_bytes()); // extent list: extents_record
+        b.extend_from_slice(&40u64.to_le_bytes()); // extent list: first_index
+        b.extend_from_slice(row);
+        b.extend_from_slice(b"ab"); // names
+        b.extend_from_slice(b"root"); // strings: user, group, target
+        b
+    }
+
+    fn good_row() -> [u8; 115] {
+        spec_row(1, 0, 0o4755, 500_000_000)
+    }
+
+    #[test]
+    fn the_head_and_the_fixed_row_are_the_tables_sizes() {
+        assert_eq!((GroupHead::SIZE, EntryRow::SIZE, ExtentListRow::SIZE), (56, 87, 16));
+        let h = GroupHead::decode(head(0, 1, CAPTURED)[..].try_into().unwrap());
+        assert_eq!(
+            (h.section_id, h.count, h.first_id, h.captured, h.extent_base, h.list_count, h.names_length),
+            (3, 1, 7, CAPTURED, 40, 1, 2)
+        );
+        assert_eq!((h.strings_length, h.reserved), (4, 0));
+        let fixed: [u8; 87] = good_row()[..87].try_into().unwrap();
+        let row = EntryRow::decode(&fixed);
+        assert_eq!(row.encode(), fixed);
+        assert_eq!((row.kind, row.mode, row.mtime_s, row.parent_id, row.digest), (1, 0o4755, -1, 2, [0x77; 16]));
+    }
+
+    #[test]
+    fn a_group_encodes_and_decodes_as_the_table_says() {
+        let spec = spec_body(&good_row());
+        let list = [ExtentListRow { extents_record: 4096, first_index: 40 }];
+        assert_eq!(encode_group(3, 7, CAPTURED, 40, &list, &[entry()]), spec);
+        let group = parse_group(&spec).unwrap();
+        assert_eq!(group.extent_list, list);
+        let entries: Vec<Entry> = group.entries.into_iter().map(Result::unwrap).collect();
+        assert_eq!(entries, [entry()]);
+        entry().check(CAPTURED).expect("a valid entry");
+    }
+
+    fn check(b: &[u8]) -> ErrorClass {
+        class(parse_group(b))
+    }
+
+    #[test]
+    fn a_reserved_field_or_captured_bit_set_is_malformed() {
+        let mut b = spec_body(&good_row());
+        put(&mut b, 48, &1u64.to_le_bytes());
+        assert_eq!(check(&b), ErrorClass::RecordMalformed);
+        let mut b = spec_body(&good_row());
+        put(&mut b, 16, &(CAPTURED | 1 << 7).to_le_bytes());
+        assert_eq!(check(&b), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn a_count_out_of_range_is_malformed() {
+        let mut b = spec_body(&good_row());
+        put(&mut b, 4, &0u32.to_le_bytes());
+        assert_eq!(check(&b), ErrorClass::RecordMalformed);
+        let mut b = spec_body(&good_row());
+        put(&mut b, 4, &65_537u32.to_le_bytes());
+        assert_eq!(check(&b), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn lengths_that_do_not_fit_are_malformed() {
+        let spec = spec_body(&good_row());
+        assert_eq!(check(&spec[..spec.len() - 1]), ErrorClass::RecordMalformed);
+        assert_eq!(check(&spec[..55]), ErrorClass::RecordMalformed);
+        // names_length 3 and strings_length 3: the body's length fits, the rows' lengths do not.
+        let mut b = spec.clone();
+        put(&mut b, 36, &3u32.to_le_bytes());
+        put(&mut b, 40, &3u64.to_le_bytes());
+        assert_eq!(check(&b), ErrorClass::RecordMalformed);
+    }
+
+    /// The class of the one row's problem: an `Err` in its place, or the
+    /// first rule [`Entry::check`] finds.
+    fn row_class(row: &[u8; 115]) -> ErrorClass {
+        let group = parse_group(&spec_body(row)).expect("the head is sound");
+        match group.entries.into_iter().next().unwrap() {
+            Err(e) => e.class,
+            Ok(entry) => class(entry.check(CAPTURED)),
+        }
+    }
+
+    #[test]
+    fn an_unknown_kind_is_malformed() {
+        for kind in [0u8, 9, 0xFF] {
+            assert_eq!(row_class(&spec_row(kind, 0, 0o644, 0)), ErrorClass::RecordMalformed, "kind {kind}");
+        }
+    }
+
+    #[test]
+    fn reserved_entry_flags_are_malformed() {
+        for bit in 4..8 {
+            assert_eq!(row_class(&spec_row(1, 1 << bit, 0o644, 0)), ErrorClass::RecordMalformed, "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn a_mode_above_0o7777_is_malformed() {
+        assert_eq!(row_class(&spec_row(1, 0, 0o10000, 0)), ErrorClass::RecordMalformed);
+    }
+
+    #[test]
+    fn nanoseconds_of_a_second_or_more_are_malformed() {
+        assert_eq!(row_class(&spec_row(1, 0, 0o644, 1_000_000_000)), ErrorClass::RecordMalformed);
+    }
+}
