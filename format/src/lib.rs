@@ -37,6 +37,11 @@ pub use layout::{split_array, LeField};
 pub use record::{RecordFlags, RecordHeader, RecordType};
 pub use text::escaped;
 
+/// The README's example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// CRC-32C (Castagnoli), the one checksum of every header and record.
 pub fn crc32c(bytes: &[u8]) -> u32 {
     crc32c::crc32c(bytes)
