@@ -27,7 +27,7 @@ fn layout(bytes: &[u8]) -> Vec<(strata_format::Extent, usize, usize)> {
                     1 << 30,
                 )
                 .unwrap();
-                let (_, table) = image::parse_extent_table(&body, "test").unwrap();
+                let (_, table) = image::parse_extent_table(&body, strata_format::RecordType::ImageExtents).unwrap();
                 announced.extend(image::extents_of(table).map(|e| (e, end)));
             }
             _ => {}

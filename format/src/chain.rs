@@ -293,7 +293,10 @@ impl ChainIndex {
         }
         let rows_start = CHAIN_INDEX_HEAD + chain_length as usize;
         let chain_body = body[CHAIN_INDEX_HEAD..rows_start].to_vec();
-        let chain = Chain::parse(&chain_body, own_uuid, max_depth)?;
+        // Every rule of 15.2 broken inside the copy is the copy's fault, a
+        // malformed CHAIN_INDEX, limits included (15.3).
+        let chain = Chain::parse(&chain_body, own_uuid, max_depth)
+            .map_err(|e| malformed(format!("its copy of the CHAIN: {}: {}", e.what, e.detail)))?;
         let mut refs = Vec::with_capacity(ref_count as usize);
         for (n, row) in body[rows_start..].chunks_exact(REF_ROW).enumerate() {
             let chunk_ref = ChunkRef::split(u64::from_le_bytes(row[..8].try_into().expect("8 bytes")));

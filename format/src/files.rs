@@ -1165,6 +1165,24 @@ fixed_layout! {
     }
 }
 
+impl FilesEnd {
+    /// Checks what `FILES_END` alone can break (8.4): its reserved field.
+    /// Its totals are checked against the section by the reader.
+    ///
+    /// ```
+    /// use strata_format::{files::FilesEnd, ErrorClass};
+    /// assert!(FilesEnd::default().validate().is_ok());
+    /// let end = FilesEnd { reserved: 1, ..FilesEnd::default() };
+    /// assert_eq!(end.validate().unwrap_err().class, ErrorClass::RecordMalformed);
+    /// ```
+    pub fn validate(&self) -> Result<(), FormatError> {
+        if self.reserved != 0 {
+            return Err(FormatError::malformed("FILES_END reserved", "not zero"));
+        }
+        Ok(())
+    }
+}
+
 fixed_layout! {
     /// The head of a `FILES_DIR` body (`spec/FORMAT.md` 8.5).
     pub struct DirHead : 40 bytes {

@@ -6,7 +6,7 @@
 use binrw::{binrw, BinRead, BinWrite};
 
 use crate::layout::fixed_layout;
-use crate::{limits, ErrorClass, FormatError};
+use crate::{limits, ErrorClass, FormatError, RecordType};
 
 /// `logical_size` in `IMAGE_BEGIN` when the writer did not know it (a pipe).
 pub const UNKNOWN_SIZE: u64 = u64::MAX;
@@ -153,14 +153,14 @@ fixed_layout! {
     ///
     /// ```
     /// use strata_format::image::{encode_extent_table, extents_of, parse_extent_table};
-    /// use strata_format::{Extent, ExtentKind};
+    /// use strata_format::{Extent, ExtentKind, RecordType};
     /// let extents = [
     ///     Extent { image_offset: 0, length: 4096, chunk_ref: 128 },
     ///     Extent { image_offset: 4096, length: 4096, chunk_ref: 0 },
     /// ];
     /// assert_eq!(Extent::decode(&extents[0].encode()), extents[0]);
     /// let body = encode_extent_table(0, &extents);
-    /// let (head, table) = parse_extent_table(&body, "IMAGE_EXTENTS").unwrap();
+    /// let (head, table) = parse_extent_table(&body, RecordType::ImageExtents).unwrap();
     /// assert_eq!(head.count, 2);
     /// assert_eq!(extents_of(table).collect::<Vec<_>>(), extents);
     /// assert_eq!(extents[0].kind(), Ok(ExtentKind::Data(128)));
@@ -169,7 +169,7 @@ fixed_layout! {
     /// // A `chunk_ref` from 3 to 127 is a reserved kind.
     /// assert!(Extent { chunk_ref: 5, ..extents[0] }.kind().is_err());
     /// // A body one byte short of its `count` is refused.
-    /// assert!(parse_extent_table(&body[..body.len() - 1], "IMAGE_EXTENTS").is_err());
+    /// assert!(parse_extent_table(&body[..body.len() - 1], RecordType::ImageExtents).is_err());
     /// ```
     pub struct Extent : 24 bytes {
         /// First byte of the range in the image.
@@ -228,14 +228,25 @@ fixed_layout! {
     }
 }
 
-/// Parses an extent table body (`IMAGE_EXTENTS` or `IMAGE_INDEX`) whose CRC has been
-/// checked. The extents are decoded lazily by the caller via [`extents_of`].
-pub fn parse_extent_table<'a>(body: &'a [u8], what: &'static str) -> Result<(ExtentTableHead, &'a [u8]), FormatError> {
+/// Parses the body of an extent table record, `record_type` being
+/// [`RecordType::ImageExtents`] (a run of 1 to 65,536 extents, 7.2) or
+/// [`RecordType::ImageIndex`] (a whole map, any count, 9.1), whose CRC has
+/// been checked. The extents are decoded lazily by the caller via
+/// [`extents_of`].
+pub fn parse_extent_table(body: &[u8], record_type: RecordType) -> Result<(ExtentTableHead, &[u8]), FormatError> {
+    let what = match record_type {
+        RecordType::ImageExtents => "IMAGE_EXTENTS body",
+        _ => "IMAGE_INDEX body",
+    };
     let (head, rest) = crate::split_array::<EXTENT_TABLE_HEAD>(body)
         .ok_or_else(|| FormatError::malformed(what, format!("body of {} bytes is too short", body.len())))?;
     let head = ExtentTableHead::decode(head);
     if head.reserved != 0 {
         return Err(FormatError::malformed(what, "reserved field not zero"));
+    }
+    let per_record = 1..=u64::from(limits::MAX_EXTENTS_PER_RECORD);
+    if record_type == RecordType::ImageExtents && !per_record.contains(&head.count) {
+        return Err(FormatError::malformed(what, format!("count {}, expected 1 to 65536", head.count)));
     }
     let expected = head.count.checked_mul(Extent::SIZE as u64);
     if expected != Some(rest.len() as u64) {

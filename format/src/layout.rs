@@ -79,6 +79,16 @@ macro_rules! fixed_layout {
                 Self { $($field,)* }
             }
 
+            /// Decodes a record body that must be exactly [`Self::SIZE`] bytes
+            /// (`spec/FORMAT.md` 5.1, "exactly"): any other length is
+            /// `record-malformed`, named `what`. Performs no other validation.
+            pub fn decode_exact(body: &[u8], what: &'static str) -> Result<Self, $crate::FormatError> {
+                let bytes: &[u8; $size] = body.try_into().map_err(|_| {
+                    $crate::FormatError::malformed(what, format!("{} bytes, expected exactly {}", body.len(), $size))
+                })?;
+                Ok(Self::decode(bytes))
+            }
+
             /// Encodes the structure into its on-disk bytes.
             pub fn encode(&self) -> [u8; $size] {
                 let mut bytes = [0u8; $size];

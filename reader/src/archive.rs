@@ -153,11 +153,7 @@ pub(crate) fn read_trailer_and_index<R: ReadAt + ?Sized>(
             .at(trailer_offset)
         })?;
     let trailer = expect_type(&trailer_record, RecordType::Trailer)?;
-    let trailer = Trailer::decode(
-        trailer
-            .try_into()
-            .map_err(|_| Error::new(ErrorClass::RecordMalformed, "TRAILER body", "not 32 bytes").at(trailer_offset))?,
-    );
+    let trailer = Trailer::decode_exact(trailer, "TRAILER body").map_err(|e| Error::from(e).at(trailer_offset))?;
     trailer.validate().map_err(|e| Error::from(e).at(trailer_offset))?;
     if trailer.archive_length != size {
         return Err(Error::new(
@@ -764,10 +760,8 @@ fn load_image_section<R: ReadAt>(
         ));
     }
     let end_record = read(entry.end_offset).map_err(|e| e.in_section(&name))?;
-    let end_body: &[u8; ImageEnd::SIZE] = expect_type(&end_record, RecordType::ImageEnd)?
-        .try_into()
-        .map_err(|_| Error::new(ErrorClass::RecordMalformed, "IMAGE_END body", "not 96 bytes").at(entry.end_offset))?;
-    let end = ImageEnd::decode(end_body);
+    let end = ImageEnd::decode_exact(expect_type(&end_record, RecordType::ImageEnd)?, "IMAGE_END body")
+        .map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
     end.validate().map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
     if end.section_id != entry.section_id || end.begin_offset != entry.begin_offset {
         return Err(mismatch(
@@ -778,7 +772,7 @@ fn load_image_section<R: ReadAt>(
     }
     let table_record = read(entry.table_offset).map_err(|e| e.in_section(&name))?;
     let (head, table) =
-        image::parse_extent_table(expect_type(&table_record, RecordType::ImageIndex)?, "IMAGE_INDEX body")
+        image::parse_extent_table(expect_type(&table_record, RecordType::ImageIndex)?, RecordType::ImageIndex)
             .map_err(|e| Error::from(e).at(entry.table_offset).in_section(&name))?;
     if head.section_id != entry.section_id {
         return Err(mismatch("IMAGE_INDEX section_id", format!("{}", head.section_id), entry.table_offset));

@@ -221,20 +221,13 @@ pub fn restore_image_with_parents(
                 let Some(state) = active.as_mut() else {
                     continue;
                 };
-                let (head, table) = image::parse_extent_table(&record.body, "IMAGE_EXTENTS body")
+                let (head, table) = image::parse_extent_table(&record.body, RecordType::ImageExtents)
                     .map_err(|e| section_error(e.into()))?;
                 if head.section_id != state.section_id {
                     continue;
                 }
                 if !state.pending.is_empty() {
                     return Err(unresolved(state, name));
-                }
-                if head.count == 0 || head.count > u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD) {
-                    return Err(section_error(Error::new(
-                        ErrorClass::RecordMalformed,
-                        "IMAGE_EXTENTS count",
-                        format!("{}, expected 1 to 65536", head.count),
-                    )));
                 }
                 for extent in image::extents_of(table) {
                     state
@@ -262,10 +255,8 @@ pub fn restore_image_with_parents(
                 let Some(state) = active.as_mut() else {
                     continue;
                 };
-                let body: &[u8; ImageEnd::SIZE] = record.body.as_slice().try_into().map_err(|_| {
-                    section_error(Error::new(ErrorClass::RecordMalformed, "IMAGE_END body", "not 96 bytes"))
-                })?;
-                let end = ImageEnd::decode(body);
+                let end =
+                    ImageEnd::decode_exact(&record.body, "IMAGE_END body").map_err(|e| section_error(e.into()))?;
                 if end.section_id != state.section_id {
                     continue;
                 }

@@ -1229,18 +1229,16 @@ pub(crate) fn load_tree_section<R: ReadAt>(
         .map_err(|e| Error::from(e).at(entry.begin_offset))?;
     let name = begin.name_lossy();
     let end_record = read(entry.end_offset).map_err(|e| e.in_section(&name))?;
-    let end_body: &[u8; FilesEnd::SIZE] = expect_type(&end_record, RecordType::FilesEnd)?
-        .try_into()
-        .map_err(|_| Error::new(ErrorClass::RecordMalformed, "FILES_END body", "not 72 bytes").at(entry.end_offset))?;
-    let end = FilesEnd::decode(end_body);
+    let end = FilesEnd::decode_exact(expect_type(&end_record, RecordType::FilesEnd)?, "FILES_END body")
+        .and_then(|end| end.validate().map(|()| end))
+        .map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
     let index_record = read(entry.table_offset).map_err(|e| e.in_section(&name))?;
     let (head, groups) = files::parse_files_index(expect_type(&index_record, RecordType::FilesIndex)?)
         .map_err(|e| Error::from(e).at(entry.table_offset).in_section(&name))?;
     let consistent = begin.section_id == entry.section_id
         && end.section_id == entry.section_id
         && end.begin_offset == entry.begin_offset
-        && head.section_id == entry.section_id
-        && end.reserved == 0;
+        && head.section_id == entry.section_id;
     if !consistent {
         return Err(Error::new(
             ErrorClass::IndexMismatch,

@@ -700,7 +700,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             },
             Some(RecordType::ImageExtents) => self.handle_extents(pos, body),
             Some(RecordType::ImageEnd) => self.handle_end(pos, body),
-            Some(RecordType::ImageIndex) => match image::parse_extent_table(body, "IMAGE_INDEX body") {
+            Some(RecordType::ImageIndex) => match image::parse_extent_table(body, RecordType::ImageIndex) {
                 Ok((head, table)) => {
                     self.summaries.push((pos, Summary::ImageIndex(self.image_indexes.len())));
                     self.image_indexes.push((pos, head.section_id, image::extents_of(table).collect()));
@@ -739,11 +739,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
             },
             Some(RecordType::Trailer) => {
-                let trailer = Trailer::decode(body.try_into().unwrap_or(&[0u8; 32]));
-                if body.len() != Trailer::SIZE {
-                    self.problem(ErrorClass::RecordMalformed, pos, "TRAILER body", "not 32 bytes");
-                    return;
-                }
+                let trailer = match Trailer::decode_exact(body, "TRAILER body") {
+                    Ok(trailer) => trailer,
+                    Err(e) => {
+                        self.problem(e.class, pos, e.what, e.detail);
+                        return;
+                    }
+                };
                 if let Err(e) = trailer.validate() {
                     self.problem(e.class, pos, e.what, e.detail);
                 }
@@ -927,7 +929,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     fn handle_extents(&mut self, pos: u64, body: &[u8]) {
-        let (head, table) = match image::parse_extent_table(body, "IMAGE_EXTENTS body") {
+        let (head, table) = match image::parse_extent_table(body, RecordType::ImageExtents) {
             Ok(parsed) => parsed,
             Err(e) => {
                 let p = self.problem(e.class, pos, e.what, e.detail);
@@ -935,16 +937,6 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 return;
             }
         };
-        if head.count == 0 || head.count > u64::from(strata_format::limits::MAX_EXTENTS_PER_RECORD) {
-            let p = self.problem(
-                ErrorClass::RecordMalformed,
-                pos,
-                "IMAGE_EXTENTS count",
-                format!("{}, expected 1 to 65536", head.count),
-            );
-            self.lost(p);
-            return;
-        }
         let Some(open) = self.open.filter(|&i| self.sections[i].begin.section_id == head.section_id) else {
             let p = self.problem(
                 ErrorClass::RecordMalformed,
@@ -997,11 +989,13 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     fn handle_end(&mut self, pos: u64, body: &[u8]) {
-        let Ok(raw) = <&[u8; ImageEnd::SIZE]>::try_from(body) else {
-            self.problem(ErrorClass::RecordMalformed, pos, "IMAGE_END body", "not 96 bytes");
-            return;
+        let end = match ImageEnd::decode_exact(body, "IMAGE_END body") {
+            Ok(end) => end,
+            Err(e) => {
+                self.problem(e.class, pos, e.what, e.detail);
+                return;
+            }
         };
-        let end = ImageEnd::decode(raw);
         let valid = match end.validate() {
             Ok(()) => true,
             Err(e) => {

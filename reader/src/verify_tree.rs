@@ -599,18 +599,20 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     }
 
     pub(crate) fn handle_files_end(&mut self, pos: u64, body: &[u8]) {
-        let Ok(raw) = <&[u8; FilesEnd::SIZE]>::try_from(body) else {
-            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END body", "not 72 bytes");
-            return;
+        let end = match FilesEnd::decode_exact(body, "FILES_END body") {
+            Ok(end) => end,
+            Err(e) => {
+                self.problem(e.class, pos, e.what, e.detail);
+                return;
+            }
         };
-        let end = FilesEnd::decode(raw);
         let Ok(open) = self.open_tree_for(pos, end.section_id, "FILES_END") else {
             return;
         };
         // It ends its section; one that breaks a rule of its body is not used.
         self.open_tree = None;
-        if end.reserved != 0 {
-            self.problem(ErrorClass::RecordMalformed, pos, "FILES_END reserved", "not zero");
+        if let Err(e) = end.validate() {
+            self.problem(e.class, pos, e.what, e.detail);
             return;
         }
         self.trees[open].end = Some((pos, end));
