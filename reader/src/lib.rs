@@ -28,6 +28,7 @@ mod chain;
 mod chunk;
 mod entry;
 mod error;
+#[cfg(feature = "extract")]
 pub mod extract;
 mod file_reader;
 mod image;

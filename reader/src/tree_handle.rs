@@ -8,11 +8,13 @@
 //! [`crate::tree`] (entry records, directory tables) and the archive's chunk
 //! reads; the handle adds the typed [`Entry`] and the bounds on what is read.
 
+#[cfg(feature = "extract")]
 use std::path::Path;
 
 use strata_format::files::{self, EntryKind, NO_PARENT};
 use strata_format::ErrorClass;
 
+#[cfg(feature = "extract")]
 use crate::extract::{self, ExtractOptions, ExtractReport};
 use crate::tree::{normal_path, DirCursor, EntryWalk, TableWalk};
 use crate::{Archive, Entry, Error, ErrorKind, FileReader, ReadAt, Section, TreeSection};
@@ -479,6 +481,9 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// assert!(!dest.path().join("abc").exists(), "not selected");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// Only with the `extract` feature (on by default).
+    #[cfg(feature = "extract")]
     pub fn extract_to(&self, dest: impl AsRef<Path>, options: &ExtractOptions) -> Result<ExtractReport, Error> {
         extract::extract(self.archive, self.section, dest.as_ref(), options)
     }
