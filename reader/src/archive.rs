@@ -36,17 +36,21 @@ impl Default for Limits {
 /// One section of an archive.
 #[derive(Clone, Debug)]
 pub enum Section {
+    /// A block-image section (FORMAT.md 7).
     Image(ImageSection),
+    /// A file-tree section (FORMAT.md 8).
     Tree(crate::tree::TreeSection),
 }
 
 impl Section {
+    /// The section's name, unique among all the archive's sections (FORMAT.md 7.1, 8.1).
     pub fn name(&self) -> &str {
         match self {
             Section::Image(image) => &image.name,
             Section::Tree(tree) => &tree.name,
         }
     }
+    /// Which kind of section this is, as the `ARCHIVE_INDEX` records it (FORMAT.md 9.2).
     pub fn kind(&self) -> SectionKind {
         match self {
             Section::Image(_) => SectionKind::Image,
@@ -58,13 +62,23 @@ impl Section {
 /// A block-image section with its complete extent map.
 #[derive(Clone, Debug)]
 pub struct ImageSection {
+    /// The section's number: sections of every kind count 0, 1, 2, ... in
+    /// archive order (FORMAT.md 7.1).
     pub section_id: u32,
+    /// The section's name (UTF-8, no `/`, unique in the archive).
     pub name: String,
+    /// Sector size of the source in bytes (512 to 65,536): informational, but a
+    /// device smaller than the image is refused on restore.
     pub sector_size: u32,
+    /// Chunk size in bytes (a power of two from 4 KiB to 16 MiB): no chunk of
+    /// the section decodes to more.
     pub chunk_size: u32,
     /// `IMAGE_BEGIN` flags ([`strata_format::ImageFlags`]).
     pub flags: u16,
+    /// The image's size in bytes, from `IMAGE_END` (authoritative, FORMAT.md 7.3).
     pub logical_size: u64,
+    /// The section's `IMAGE_END` record: totals and the map digest, which a
+    /// restore checks (FORMAT.md 7.3).
     pub end: ImageEnd,
     /// The extent map, in image order, tiling `0..logical_size`.
     pub extents: Vec<Extent>,
@@ -106,6 +120,8 @@ impl ImageSection {
 }
 
 /// An archive opened for random access.
+///
+/// Its `Debug` names the size and the sections, not the whole index.
 pub struct Archive<R: ReadAt> {
     source: R,
     size: u64,
@@ -125,6 +141,17 @@ pub struct Archive<R: ReadAt> {
     binding: [u8; 32],
     /// Record offset of the `ARCHIVE_INDEX`.
     index_offset: u64,
+}
+
+impl<R: ReadAt> std::fmt::Debug for Archive<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sections: Vec<(SectionKind, &str)> = self.sections.iter().map(|s| (s.kind(), s.name())).collect();
+        f.debug_struct("Archive")
+            .field("size", &self.size)
+            .field("sections", &sections)
+            .field("incremental", &self.chain.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads and checks the trailer (the last 64 bytes) and the `ARCHIVE_INDEX` it
@@ -294,12 +321,18 @@ impl<R: ReadAt> Archive<R> {
         &self.limits
     }
 
+    /// The archive header (FORMAT.md 3): version, feature bits, the tag.
     pub fn header(&self) -> &ArchiveHeader {
         &self.header
     }
+
+    /// The archive's size in bytes, as its source reported it when opened.
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// Every section, in the order of the `ARCHIVE_INDEX` (FORMAT.md 9.2),
+    /// which is the archive order.
     pub fn sections(&self) -> &[Section] {
         &self.sections
     }

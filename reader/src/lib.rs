@@ -22,6 +22,10 @@
 //! Nothing here trusts a size from the archive before checking it against the
 //! format's limits and the caller's [`Limits`].
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
+
 mod archive;
 mod cache;
 mod chain;

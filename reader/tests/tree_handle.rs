@@ -16,17 +16,15 @@ use proptest::prelude::*;
 use strata_format::{RecordHeader, RecordType};
 use strata_reader::{Archive, Entry, EntryKind, ErrorClass, ErrorKind, ReadAt, Tree};
 
-#[allow(dead_code)]
+// `pub`, with `pub fn main`, so that the examples' `main`s are not dead code here.
 #[path = "../examples/tour.rs"]
-mod tour;
+pub mod tour;
 
-#[allow(dead_code)]
 #[path = "../examples/list.rs"]
-mod list;
+pub mod list;
 
-#[allow(dead_code)]
 #[path = "../examples/cat.rs"]
-mod cat;
+pub mod cat;
 
 /// The committed vectors, or those `STRATA_VECTORS` names (a folder
 /// `strata-vectors DIR` wrote, to test before they are committed).
