@@ -18,7 +18,19 @@ use crate::sink::ImageSink;
 use crate::{chunk, Error, ReadAt};
 
 /// How much the reader is willing to allocate for structures whose size the
-/// format does not bound. Every other size is bounded by the format itself.
+/// format does not bound. Every other size is bounded by the format itself
+/// (FORMAT.md 13).
+///
+/// ```
+/// use strata_reader::{Archive, ErrorClass, ErrorKind, Limits};
+///
+/// let bytes = &include_bytes!("../../spec/vectors/image-small.strata")[..];
+/// // This archive's IMAGE_INDEX body is 328 bytes: allow fewer and it is refused.
+/// let tight = Limits { max_index_bytes: 100, ..Limits::default() };
+/// let error = Archive::open_with_limits(bytes, tight).unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::Archive(ErrorClass::LimitExceeded));
+/// assert!(Archive::open_with_limits(bytes, Limits::default()).is_ok());
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Largest `IMAGE_INDEX` (or unknown ancillary) record body loaded into memory.
@@ -119,9 +131,31 @@ impl ImageSection {
     }
 }
 
-/// An archive opened for random access.
+/// An archive opened for random access (FORMAT.md 10.1): [`Archive::open`]
+/// reads the header, the trailer, the `ARCHIVE_INDEX` and every section's
+/// extent map; content is read only when asked for, through [`Archive::image`]
+/// and [`Archive::tree`]. The source is anything [`ReadAt`]: a file, a byte
+/// slice, a `Vec<u8>`.
 ///
 /// Its `Debug` names the size and the sections, not the whole index.
+///
+/// ```
+/// use strata_reader::{Archive, Section};
+///
+/// let bytes: Vec<u8> = include_bytes!("../../spec/vectors/image-and-tree.strata").to_vec();
+/// let archive = Archive::open(bytes)?;
+/// assert_eq!(archive.size(), 16_970);
+/// let names: Vec<&str> = archive.sections().iter().map(Section::name).collect();
+/// assert_eq!(names, ["disk", "tree"]);
+/// match &archive.sections()[0] {
+///     Section::Image(image) => assert_eq!(image.logical_size, 18_192),
+///     Section::Tree(_) => unreachable!("the first section is the image"),
+/// }
+/// assert_eq!(archive.image("disk")?.len(), 18_192);
+/// assert!(archive.tree("tree")?.lookup("abc")?.is_some());
+/// assert!(format!("{archive:?}").starts_with("Archive { size: 16970, sections: [(Image, \"disk\"), (FileTree, \"tree\")]"));
+/// # Ok::<(), strata_reader::Error>(())
+/// ```
 pub struct Archive<R: ReadAt> {
     source: R,
     size: u64,

@@ -1,6 +1,25 @@
 //! Verification: walk every record front to back, check every checksum and every
 //! rule, resynchronise past damage, and say what each problem costs in image byte
-//! ranges. Reports every problem, not just the first.
+//! ranges. Reports every problem, not just the first (FORMAT.md 11, 12).
+//!
+//! ```
+//! use strata_reader::{verify, ErrorClass, Limits};
+//!
+//! let good = &include_bytes!("../../spec/vectors/image-small.strata")[..];
+//! let report = verify::verify(good, Limits::default(), &|_| {})?;
+//! assert!(report.is_clean());
+//! assert_eq!(report.sections[0].logical_size, 50_000);
+//!
+//! // One stored byte of the first chunk changed: one problem, and what it costs.
+//! let damaged = &include_bytes!("../../spec/vectors/chunk-body-crc.strata")[..];
+//! let report = verify::verify(damaged, Limits::default(), &|_| {})?;
+//! assert!(!report.is_clean());
+//! let [problem] = &report.problems[..] else { panic!("one problem: {:?}", report.problems) };
+//! assert_eq!((problem.class, problem.offset), (ErrorClass::RecordChecksum, 548));
+//! assert_eq!(problem.affects[0].section, "disk");
+//! assert_eq!(problem.affects[0].range, 0..4096);
+//! # Ok::<(), strata_reader::Error>(())
+//! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
