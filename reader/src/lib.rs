@@ -21,6 +21,11 @@
 //!
 //! Nothing here trusts a size from the archive before checking it against the
 //! format's limits and the caller's [`Limits`].
+//!
+//! Features, both on by default: `parallel` decodes the chunks of restores
+//! and whole-image reads on several threads (rayon; without it, the same work
+//! on the calling thread, with the same results), and `extract` gives the
+//! `extract` module and `Tree::extract_to`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -60,3 +65,8 @@ pub use strata_format::files::{Captured, EntryKind, Timestamp, Xattr};
 pub use strata_format::{ErrorClass, ExtentKind};
 pub use tree::{PathEntry, Piece, TreeSection};
 pub use tree_handle::{Entries, ReadDir, Subtree, Tree};
+
+/// The README's example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
