@@ -606,7 +606,10 @@ impl<R: ReadAt> Archive<R> {
     }
 
     /// Restores a whole image into `sink`, decoding chunks in parallel batches and
-    /// writing them in image order. `progress` is told each restored byte count.
+    /// writing them in image order (with the `parallel` feature; without it the
+    /// same batches decode one chunk after another). `progress` is told each
+    /// restored byte count. The map digest of what was written is checked
+    /// against `IMAGE_END`'s (FORMAT.md 7.3).
     pub fn restore_image(
         &self,
         image: &ImageSection,

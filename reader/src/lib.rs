@@ -12,7 +12,7 @@
 //!   directory tables ([`Tree::lookup`]), a directory's children
 //!   ([`Tree::read_dir`]), a file's content through [`std::io::Read`] and
 //!   [`std::io::Seek`] ([`Tree::open`], hard links followed), an extraction
-//!   ([`Tree::extract_to`]).
+//!   (`Tree::extract_to`, with the `extract` feature).
 //! - [`stream`] reads an archive front to back from a pipe, without the index.
 //! - [`verify`] walks every record, resynchronises past damage, and reports every
 //!   problem with its location and the image byte ranges it affects.
@@ -22,10 +22,10 @@
 //! Nothing here trusts a size from the archive before checking it against the
 //! format's limits and the caller's [`Limits`].
 //!
-//! Features, both on by default: `parallel` decodes the chunks of restores
-//! and whole-image reads on several threads (rayon; without it, the same work
-//! on the calling thread, with the same results), and `extract` gives the
-//! `extract` module and `Tree::extract_to`.
+//! Features, both on by default: `parallel` decodes the chunks of
+//! [`Archive::restore_image`] on several threads (rayon; without it, the same
+//! batches on the calling thread, with the same results), and `extract` gives
+//! the `extract` module and `Tree::extract_to`.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
