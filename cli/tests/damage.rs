@@ -118,12 +118,12 @@ fn a_damaged_trailer_is_told_apart_from_a_cut() {
     // A header that passes says a trailer is there: damage to its body is damage.
     let mut body_flipped = archive.clone();
     body_flipped[trailer + 40] ^= 1;
-    let error = Archive::open(body_flipped).err().expect("a trailer whose body fails its CRC is refused");
+    let error = Archive::open(body_flipped).expect_err("a trailer whose body fails its CRC is refused");
     assert_eq!((error.class(), error.offset()), (Some(ErrorClass::RecordChecksum), Some(trailer as u64)));
     // Without a sound record header in the last 64 bytes there is no trailer at all.
     let mut header_flipped = archive.clone();
     header_flipped[trailer + 2] ^= 1;
-    let error = Archive::open(header_flipped).err().expect("a trailer whose header fails its CRC is refused");
+    let error = Archive::open(header_flipped).expect_err("a trailer whose header fails its CRC is refused");
     assert_eq!((error.class(), error.offset()), (Some(ErrorClass::Truncated), Some(trailer as u64)));
 }
 

@@ -14,7 +14,7 @@ use strata_reader::{Archive, ErrorKind};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [archive, tree, path] = &args[..] else {
         eprintln!("usage: cat ARCHIVE TREE PATH");

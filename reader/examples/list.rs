@@ -13,7 +13,7 @@ use strata_reader::Archive;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn main() -> Result<()> {
+pub fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (archive, tree, path) = match &args[..] {
         [archive, tree] => (archive, tree, None),

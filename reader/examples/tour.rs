@@ -12,7 +12,7 @@ use strata_reader::Archive;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn main() -> Result<()> {
+pub fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [archive, tree, file, image, offset, out] = &args[..] else {
         return Err("usage: tour ARCHIVE TREE FILE IMAGE OFFSET OUT".into());

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
+#[cfg(feature = "parallel")]
 use rayon::prelude::*;
 use strata_format::image::{self, ExtentMapCheck, MapDigest, ZERO_ID};
 use strata_format::index::{SectionKind, TRAILER_RECORD_SIZE};
@@ -17,7 +18,19 @@ use crate::sink::ImageSink;
 use crate::{chunk, Error, ReadAt};
 
 /// How much the reader is willing to allocate for structures whose size the
-/// format does not bound. Every other size is bounded by the format itself.
+/// format does not bound. Every other size is bounded by the format itself
+/// (FORMAT.md 13).
+///
+/// ```
+/// use strata_reader::{Archive, ErrorClass, ErrorKind, Limits};
+///
+/// let bytes = &include_bytes!("../../spec/vectors/image-small.strata")[..];
+/// // This archive's IMAGE_INDEX body is 328 bytes: allow fewer and it is refused.
+/// let tight = Limits { max_index_bytes: 100, ..Limits::default() };
+/// let error = Archive::open_with_limits(bytes, tight).unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::Archive(ErrorClass::LimitExceeded));
+/// assert!(Archive::open_with_limits(bytes, Limits::default()).is_ok());
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Largest `IMAGE_INDEX` (or unknown ancillary) record body loaded into memory.
@@ -35,17 +48,21 @@ impl Default for Limits {
 /// One section of an archive.
 #[derive(Clone, Debug)]
 pub enum Section {
+    /// A block-image section (FORMAT.md 7).
     Image(ImageSection),
+    /// A file-tree section (FORMAT.md 8).
     Tree(crate::tree::TreeSection),
 }
 
 impl Section {
+    /// The section's name, unique among all the archive's sections (FORMAT.md 7.1, 8.1).
     pub fn name(&self) -> &str {
         match self {
             Section::Image(image) => &image.name,
             Section::Tree(tree) => &tree.name,
         }
     }
+    /// Which kind of section this is, as the `ARCHIVE_INDEX` records it (FORMAT.md 9.2).
     pub fn kind(&self) -> SectionKind {
         match self {
             Section::Image(_) => SectionKind::Image,
@@ -57,13 +74,23 @@ impl Section {
 /// A block-image section with its complete extent map.
 #[derive(Clone, Debug)]
 pub struct ImageSection {
+    /// The section's number: sections of every kind count 0, 1, 2, ... in
+    /// archive order (FORMAT.md 7.1).
     pub section_id: u32,
+    /// The section's name (UTF-8, no `/`, unique in the archive).
     pub name: String,
+    /// Sector size of the source in bytes (512 to 65,536): informational, but a
+    /// device smaller than the image is refused on restore.
     pub sector_size: u32,
+    /// Chunk size in bytes (a power of two from 4 KiB to 16 MiB): no chunk of
+    /// the section decodes to more.
     pub chunk_size: u32,
     /// `IMAGE_BEGIN` flags ([`strata_format::ImageFlags`]).
     pub flags: u16,
+    /// The image's size in bytes, from `IMAGE_END` (authoritative, FORMAT.md 7.3).
     pub logical_size: u64,
+    /// The section's `IMAGE_END` record: totals and the map digest, which a
+    /// restore checks (FORMAT.md 7.3).
     pub end: ImageEnd,
     /// The extent map, in image order, tiling `0..logical_size`.
     pub extents: Vec<Extent>,
@@ -104,7 +131,31 @@ impl ImageSection {
     }
 }
 
-/// An archive opened for random access.
+/// An archive opened for random access (FORMAT.md 10.1): [`Archive::open`]
+/// reads the header, the trailer, the `ARCHIVE_INDEX` and every section's
+/// extent map; content is read only when asked for, through [`Archive::image`]
+/// and [`Archive::tree`]. The source is anything [`ReadAt`]: a file, a byte
+/// slice, a `Vec<u8>`.
+///
+/// Its `Debug` names the size and the sections, not the whole index.
+///
+/// ```
+/// use strata_reader::{Archive, Section};
+///
+/// let bytes: Vec<u8> = include_bytes!("../../spec/vectors/image-and-tree.strata").to_vec();
+/// let archive = Archive::open(bytes)?;
+/// assert_eq!(archive.size(), 16_970);
+/// let names: Vec<&str> = archive.sections().iter().map(Section::name).collect();
+/// assert_eq!(names, ["disk", "tree"]);
+/// match &archive.sections()[0] {
+///     Section::Image(image) => assert_eq!(image.logical_size, 18_192),
+///     Section::Tree(_) => unreachable!("the first section is the image"),
+/// }
+/// assert_eq!(archive.image("disk")?.len(), 18_192);
+/// assert!(archive.tree("tree")?.lookup("abc")?.is_some());
+/// assert!(format!("{archive:?}").starts_with("Archive { size: 16970, sections: [(Image, \"disk\"), (FileTree, \"tree\")]"));
+/// # Ok::<(), strata_reader::Error>(())
+/// ```
 pub struct Archive<R: ReadAt> {
     source: R,
     size: u64,
@@ -124,6 +175,17 @@ pub struct Archive<R: ReadAt> {
     binding: [u8; 32],
     /// Record offset of the `ARCHIVE_INDEX`.
     index_offset: u64,
+}
+
+impl<R: ReadAt> std::fmt::Debug for Archive<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sections: Vec<(SectionKind, &str)> = self.sections.iter().map(|s| (s.kind(), s.name())).collect();
+        f.debug_struct("Archive")
+            .field("size", &self.size)
+            .field("sections", &sections)
+            .field("incremental", &self.chain.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads and checks the trailer (the last 64 bytes) and the `ARCHIVE_INDEX` it
@@ -289,12 +351,18 @@ impl<R: ReadAt> Archive<R> {
         &self.limits
     }
 
+    /// The archive header (FORMAT.md 3): version, feature bits, the tag.
     pub fn header(&self) -> &ArchiveHeader {
         &self.header
     }
+
+    /// The archive's size in bytes, as its source reported it when opened.
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// Every section, in the order of the `ARCHIVE_INDEX` (FORMAT.md 9.2),
+    /// which is the archive order.
     pub fn sections(&self) -> &[Section] {
         &self.sections
     }
@@ -534,7 +602,10 @@ impl<R: ReadAt> Archive<R> {
     }
 
     /// Restores a whole image into `sink`, decoding chunks in parallel batches and
-    /// writing them in image order. `progress` is told each restored byte count.
+    /// writing them in image order (with the `parallel` feature; without it the
+    /// same batches decode one chunk after another). `progress` is told each
+    /// restored byte count. The map digest of what was written is checked
+    /// against `IMAGE_END`'s (FORMAT.md 7.3).
     pub fn restore_image(
         &self,
         image: &ImageSection,
@@ -551,33 +622,32 @@ impl<R: ReadAt> Archive<R> {
             // write (a direct one goes to the device), and meanwhile another decodes.
             // Measured restoring the corpus image: 1.57 s median with 4 workers on 2
             // cores, 1.92 s with 2.
-            let workers = rayon::current_num_threads().saturating_mul(2);
+            let restore_one = |extent: &Extent| -> Result<[u8; 32], Error> {
+                let id = match extent.kind().map_err(Error::from)? {
+                    ExtentKind::Data(chunk_ref) => {
+                        let chunk = self
+                            .read_chunk(chunk_ref, extent.length)
+                            .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end()))?;
+                        target.write_data_at(extent.image_offset, &chunk.raw).map(|()| chunk.blake3)
+                    }
+                    hole => target
+                        .write_hole_at(extent.image_offset, extent.length)
+                        .map(|()| hole.hole_identity().unwrap_or(ZERO_ID)),
+                }
+                .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
+                progress(extent.length);
+                Ok(id)
+            };
+            #[cfg(feature = "parallel")]
             let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(workers)
+                .num_threads(rayon::current_num_threads().saturating_mul(2))
                 .build()
                 .map_err(|e| Error::local_io("starting the restore workers", std::io::Error::other(e)))?;
             for batch in image.extents.chunks(4096) {
-                let ids = pool.install(|| {
-                    batch
-                        .par_iter()
-                        .map(|extent| {
-                            let id = match extent.kind().map_err(Error::from)? {
-                                ExtentKind::Data(chunk_ref) => {
-                                    let chunk = self.read_chunk(chunk_ref, extent.length).map_err(|e| {
-                                        e.in_section(&image.name).in_image_range(extent.image_offset..extent.end())
-                                    })?;
-                                    target.write_data_at(extent.image_offset, &chunk.raw).map(|()| chunk.blake3)
-                                }
-                                hole => target
-                                    .write_hole_at(extent.image_offset, extent.length)
-                                    .map(|()| hole.hole_identity().unwrap_or(ZERO_ID)),
-                            }
-                            .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
-                            progress(extent.length);
-                            Ok(id)
-                        })
-                        .collect::<Result<Vec<[u8; 32]>, Error>>()
-                })?;
+                #[cfg(feature = "parallel")]
+                let ids = pool.install(|| batch.par_iter().map(restore_one).collect::<Result<Vec<_>, Error>>())?;
+                #[cfg(not(feature = "parallel"))]
+                let ids = batch.iter().map(restore_one).collect::<Result<Vec<_>, Error>>()?;
                 for (extent, id) in batch.iter().zip(&ids) {
                     digest.push(extent, id);
                 }
@@ -589,16 +659,18 @@ impl<R: ReadAt> Archive<R> {
         // whatever the chunk size (at least two chunks, so both cores work).
         let per_batch = ((32usize << 20) / image.chunk_size.max(1) as usize).max(2);
         for batch in image.extents.chunks(per_batch) {
-            let decoded: Vec<Result<Option<Arc<Chunk>>, Error>> = batch
-                .par_iter()
-                .map(|extent| match extent.kind().map_err(Error::from)? {
-                    ExtentKind::Data(chunk_ref) => self
-                        .read_chunk(chunk_ref, extent.length)
-                        .map(Some)
-                        .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end())),
-                    _ => Ok(None),
-                })
-                .collect();
+            let decode = |extent: &Extent| match extent.kind().map_err(Error::from)? {
+                ExtentKind::Data(chunk_ref) => self
+                    .read_chunk(chunk_ref, extent.length)
+                    .map(Some)
+                    .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end())),
+                _ => Ok(None),
+            };
+            // Without `parallel` the same batches decode one chunk after another.
+            #[cfg(feature = "parallel")]
+            let decoded: Vec<Result<Option<Arc<Chunk>>, Error>> = batch.par_iter().map(decode).collect();
+            #[cfg(not(feature = "parallel"))]
+            let decoded: Vec<Result<Option<Arc<Chunk>>, Error>> = batch.iter().map(decode).collect();
             for (extent, data) in batch.iter().zip(decoded) {
                 match data? {
                     Some(chunk) => {

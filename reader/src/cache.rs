@@ -39,6 +39,22 @@ use crate::{Archive, Chunk, Error, ImageSection, ReadAt};
 /// most `capacity` bytes of decoded data (a chunk larger than the whole budget
 /// is returned but not kept). Keys are the chunks' record offsets, so a cache
 /// belongs to one archive: give each archive its own.
+///
+/// ```
+/// use strata_reader::{Archive, ChunkCache};
+///
+/// let archive = Archive::open(&include_bytes!("../../spec/vectors/image-small.strata")[..])?;
+/// let image = archive.image("disk")?;
+/// let cache = ChunkCache::new(1 << 20);
+/// let mut through_cache = [0u8; 3000];
+/// assert_eq!(cache.read_image_at(&archive, image.section(), 1000, &mut through_cache)?, 3000);
+/// assert!(cache.held() > 0 && cache.held() <= cache.capacity(), "the chunk read is kept");
+/// // The same bytes as a read without the cache.
+/// let mut direct = [0u8; 3000];
+/// image.read_at(1000, &mut direct)?;
+/// assert_eq!(through_cache, direct);
+/// # Ok::<(), strata_reader::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ChunkCache {
     capacity: usize,

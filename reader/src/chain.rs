@@ -22,6 +22,8 @@ use crate::record::read_record_at;
 use crate::{Error, ReadAt};
 
 /// Ancestor files kept open at once; the least recently used is closed first.
+/// A chain may list 64 ancestors (FORMAT.md 15.2), more than a process may
+/// want to hold open for one archive.
 pub const MAX_OPEN_ANCESTORS: usize = 16;
 
 /// Where the ancestors of an incremental archive are looked for

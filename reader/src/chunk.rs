@@ -393,7 +393,8 @@ fn one_frame_rule(frame: u64, stored: u64) -> FormatError {
 }
 
 /// Decodes the body of a `CHUNK` record (CRC already checked) into its raw bytes,
-/// checking every rule of the format's chunk section. Returns the header too.
+/// checking every rule of the format's chunk section (FORMAT.md 6): encoding,
+/// lengths, the zstd frame and the BLAKE3 of the raw bytes. Returns the header too.
 pub fn decode_chunk(body: &[u8]) -> Result<(ChunkHeader, Vec<u8>), FormatError> {
     let (header, encoding, stored) = split_checked(body)?;
     let raw_length = header.raw_length as usize;

@@ -16,8 +16,7 @@ use strata_format::files::{self, Captured, EntryFlags, EntryKind, Timestamp, Xat
 /// ```
 /// use strata_reader::{Archive, EntryKind};
 ///
-/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/tree-devices.strata");
-/// let archive = Archive::open(std::fs::File::open(path)?)?;
+/// let archive = Archive::open(&include_bytes!("../../spec/vectors/tree-devices.strata")[..])?;
 /// let tree = archive.tree("devices")?;
 /// let null = tree.lookup("dev/null")?.expect("in the archive");
 /// assert_eq!(null.kind(), EntryKind::CharDevice);

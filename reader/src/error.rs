@@ -10,6 +10,22 @@ use strata_format::{ErrorClass, FormatError};
 /// [`Error::class`], a label and a detail), where (byte offset of the structure,
 /// section name, image byte range), and carries the I/O error when reading
 /// itself failed.
+///
+/// ```
+/// use strata_reader::{Archive, ErrorClass, ErrorKind};
+///
+/// // One stored byte of the first chunk, at archive byte 548, was changed.
+/// let archive = Archive::open(&include_bytes!("../../spec/vectors/chunk-body-crc.strata")[..])?;
+/// let mut buf = [0u8; 100];
+/// let error = archive.image("disk")?.read_at(10, &mut buf).unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::Archive(ErrorClass::RecordChecksum));
+/// assert_eq!(error.class(), Some(ErrorClass::RecordChecksum));
+/// assert_eq!(error.offset(), Some(548));
+/// assert_eq!(error.section(), Some("disk"));
+/// assert_eq!(error.image_range(), Some(0..4096), "the image bytes that chunk held");
+/// assert!(error.to_string().ends_with("[record-checksum]"));
+/// # Ok::<(), strata_reader::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Error(Box<Inner>);
 
@@ -20,13 +36,14 @@ pub struct Error(Box<Inner>);
 /// ```
 /// use strata_reader::{Archive, ErrorKind};
 ///
-/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/image-small.strata");
-/// let archive = Archive::open(std::fs::File::open(path)?)?;
+/// let archive = Archive::open(&include_bytes!("../../spec/vectors/image-and-tree.strata")[..])?;
 /// match archive.image("no-such-image") {
-///     Err(e) if e.kind() == ErrorKind::NoSuchSection => println!("not there: {e}"),
+///     Err(e) if e.kind() == ErrorKind::NoSuchSection => assert_eq!(e.section(), Some("no-such-image")),
 ///     Err(e) => return Err(e.into()),
-///     Ok(image) => println!("{} holds {} bytes", image.name(), image.len()),
+///     Ok(image) => panic!("{} is not in this archive", image.name()),
 /// }
+/// // A tree is not an image, whatever its name.
+/// assert_eq!(archive.image("tree").unwrap_err().kind(), ErrorKind::NoSuchSection);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -161,19 +161,25 @@ fn times(entry: &Entry, captured: u64) -> Timestamps {
 
 /// The recorded times the destination did not keep (`spec/FORMAT.md` 8.7,
 /// "Times the destination cannot hold"), as a warning, from what it holds now.
-#[allow(clippy::unnecessary_cast)]
 fn times_kept(entry: &Entry, captured: u64, st: &rustix::fs::Stat) -> Option<String> {
     let kept = |secs: i64, nsec: i64| Timestamp { secs, nsec: nsec.clamp(0, 999_999_999) as u32 };
     let mut differ = Vec::new();
-    let mtime = kept(st.st_mtime as i64, st.st_mtime_nsec as i64);
+    let mtime = kept(seconds(st.st_mtime), st.st_mtime_nsec as i64);
     if mtime != entry.mtime {
         differ.push(format!("mtime recorded {}, the destination keeps {mtime}", entry.mtime));
     }
-    let atime = kept(st.st_atime as i64, st.st_atime_nsec as i64);
+    let atime = kept(seconds(st.st_atime), st.st_atime_nsec as i64);
     if captured & Captured::ATIME != 0 && atime != entry.atime {
         differ.push(format!("atime recorded {}, the destination keeps {atime}", entry.atime));
     }
     (!differ.is_empty()).then(|| differ.join("; "))
+}
+
+/// A `stat` time in seconds as an `i64`: the field is an `i64` on some
+/// targets and a narrower C `long` on others, where a cast would be flagged
+/// as needless on the first.
+fn seconds(secs: impl Into<i64>) -> i64 {
+    secs.into()
 }
 
 /// User or group ids by name, from `/etc/passwd` or `/etc/group`.

@@ -120,8 +120,7 @@ impl ImageExtent {
 /// use strata_format::ExtentKind;
 /// use strata_reader::Archive;
 ///
-/// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/image-small.strata");
-/// let archive = Archive::open(std::fs::File::open(path)?)?;
+/// let archive = Archive::open(&include_bytes!("../../spec/vectors/image-small.strata")[..])?;
 /// let disk = archive.image("disk")?;
 /// assert_eq!(disk.len(), 50_000);
 ///
@@ -213,8 +212,7 @@ impl<'a, R: ReadAt> Image<'a, R> {
     /// use std::io::{Read, Seek, SeekFrom};
     /// use strata_reader::Archive;
     ///
-    /// # let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/image-small.strata");
-    /// let archive = Archive::open(std::fs::File::open(path)?)?;
+    /// let archive = Archive::open(&include_bytes!("../../spec/vectors/image-small.strata")[..])?;
     /// let mut disk = archive.image("disk")?.reader();
     /// // The second sector, as a partition table parser would read it.
     /// let mut sector = [0u8; 512];
@@ -266,6 +264,27 @@ impl<'a, R: ReadAt> Image<'a, R> {
 /// negative position fails with [`io::ErrorKind::InvalidInput`]. A read that
 /// meets damage fails with the archive's [`Error`] inside the `io::Error`
 /// (see `From<Error> for io::Error`), and reads nothing.
+///
+/// ```
+/// use std::io::{Read, Seek, SeekFrom};
+/// use strata_reader::Archive;
+///
+/// let archive = Archive::open(&include_bytes!("../../spec/vectors/image-small.strata")[..])?;
+/// let image = archive.image("disk")?;
+/// let mut reader = image.reader();
+/// // The whole image, as the vectors' manifest hashes it.
+/// let mut hasher = blake3::Hasher::new();
+/// assert_eq!(std::io::copy(&mut reader, &mut hasher)?, 50_000);
+/// assert_eq!(hasher.finalize().to_hex().as_str(), "0ee37a2c2d092eef66594065f2afc6f0ba0cee0e0300e70d4c211c2f7b48eb7e");
+/// // Any part again, after a seek: the same bytes as a positional read.
+/// let mut part = [0u8; 1000];
+/// reader.seek(SeekFrom::Start(4000))?;
+/// reader.read_exact(&mut part)?;
+/// let mut again = [0u8; 1000];
+/// image.read_at(4000, &mut again)?;
+/// assert_eq!(part, again);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ImageReader<'a, R: ReadAt> {
     image: Image<'a, R>,
     position: u64,

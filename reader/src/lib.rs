@@ -12,7 +12,7 @@
 //!   directory tables ([`Tree::lookup`]), a directory's children
 //!   ([`Tree::read_dir`]), a file's content through [`std::io::Read`] and
 //!   [`std::io::Seek`] ([`Tree::open`], hard links followed), an extraction
-//!   ([`Tree::extract_to`]).
+//!   (`Tree::extract_to`, with the `extract` feature).
 //! - [`stream`] reads an archive front to back from a pipe, without the index.
 //! - [`verify`] walks every record, resynchronises past damage, and reports every
 //!   problem with its location and the image byte ranges it affects.
@@ -21,6 +21,15 @@
 //!
 //! Nothing here trusts a size from the archive before checking it against the
 //! format's limits and the caller's [`Limits`].
+//!
+//! Features, both on by default: `parallel` decodes the chunks of
+//! [`Archive::restore_image`] on several threads (rayon; without it, the same
+//! batches on the calling thread, with the same results), and `extract` gives
+//! the `extract` module and `Tree::extract_to`.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(missing_debug_implementations)]
 
 mod archive;
 mod cache;
@@ -28,6 +37,7 @@ mod chain;
 mod chunk;
 mod entry;
 mod error;
+#[cfg(feature = "extract")]
 pub mod extract;
 mod file_reader;
 mod image;
@@ -55,3 +65,8 @@ pub use strata_format::files::{Captured, EntryKind, Timestamp, Xattr};
 pub use strata_format::{ErrorClass, ExtentKind};
 pub use tree::{PathEntry, Piece, TreeSection};
 pub use tree_handle::{Entries, ReadDir, Subtree, Tree};
+
+/// The README's example runs as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -4,7 +4,9 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// A source of archive bytes read at absolute offsets.
+/// A source of archive bytes read at absolute offsets: a [`File`], a byte
+/// slice, a `Vec<u8>`, or a reference to any of them. `Sync` because a
+/// restore reads chunks from several threads at once.
 pub trait ReadAt: Sync {
     /// Fills `buf` from `offset`; fails with `UnexpectedEof` if the source ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;

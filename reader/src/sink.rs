@@ -8,15 +8,19 @@ use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Where a restored image goes.
 /// A destination that takes data at any offset from several threads at once:
 /// restore decodes and writes each chunk on the same thread, while it is hot in
 /// the cache, instead of handing it to one writer.
 pub trait PositionalSink: Sync {
+    /// Writes image bytes at image byte `offset`.
     fn write_data_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Records that image bytes `offset..offset + length` read as zeros: a
+    /// zero, free or lost extent (FORMAT.md 7.2).
     fn write_hole_at(&self, offset: u64, length: u64) -> io::Result<()>;
 }
 
+/// Where a restored image goes, in the calls' order: [`ImageSink::start`],
+/// writes of data and holes, [`ImageSink::finish`].
 pub trait ImageSink {
     /// Called once before anything is written, with the image size if known.
     fn start(&mut self, logical_size: Option<u64>) -> io::Result<()>;
@@ -38,6 +42,7 @@ pub trait ImageSink {
 static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 
 /// A regular file or a block device, written with positional writes.
+#[derive(Debug)]
 pub struct FileSink {
     file: File,
     is_device: bool,
@@ -62,25 +67,37 @@ pub struct AlignedBuffer {
     len: usize,
 }
 
+impl std::fmt::Debug for AlignedBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuffer").field("len", &self.len).finish_non_exhaustive()
+    }
+}
+
 impl AlignedBuffer {
+    /// A buffer of `len` zero bytes, aligned to [`DIRECT_ALIGN`] (it allocates
+    /// that much more, to find the aligned start in).
     pub fn new(len: usize) -> AlignedBuffer {
         let storage = vec![0u8; len + DIRECT_ALIGN];
         let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
         AlignedBuffer { storage, start, len }
     }
 
+    /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether it holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Its bytes, starting at the aligned address.
     pub fn as_slice(&self) -> &[u8] {
         &self.storage[self.start..self.start + self.len]
     }
 
+    /// Its bytes to fill, starting at the aligned address.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.start + self.len]
     }
@@ -92,6 +109,9 @@ thread_local! {
 }
 
 impl FileSink {
+    /// A sink writing to `file`, opened for writing: a block device is told
+    /// apart by its metadata (holes zeroed, size checked), anything else is
+    /// truncated at the start and gets holes.
     pub fn new(file: File) -> io::Result<FileSink> {
         let is_device = file.metadata()?.file_type().is_block_device();
         Ok(FileSink { file, is_device, direct: None, direct_works: AtomicBool::new(false) })
@@ -133,6 +153,7 @@ impl FileSink {
         self.file.write_all_at(data, offset)
     }
 
+    /// The file written, once the restore is done.
     pub fn into_file(self) -> File {
         self.file
     }
@@ -228,7 +249,15 @@ pub struct StreamSink<W: Write> {
     position: u64,
 }
 
+impl<W: Write> std::fmt::Debug for StreamSink<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSink").field("position", &self.position).finish_non_exhaustive()
+    }
+}
+
 impl<W: Write> StreamSink<W> {
+    /// A sink writing every image byte to `out` in order; it cannot read back,
+    /// so only a restore by positional reads can use it.
     pub fn new(out: W) -> Self {
         StreamSink { out, position: 0 }
     }

@@ -5,6 +5,19 @@
 //! once and written straight to its place. References back to earlier chunks
 //! (deduplicated data) are served by reading the destination back where it can,
 //! or from a spill file holding the stored bytes of chunks seen so far.
+//!
+//! ```
+//! use strata_reader::{sink::StreamSink, stream, Limits};
+//!
+//! // Anything `Read` will do: a pipe, standard input, here a byte slice.
+//! let input = &include_bytes!("../../spec/vectors/image-small.strata")[..];
+//! let mut restored = Vec::new();
+//! let size = stream::restore_image(input, "disk", &mut StreamSink::new(&mut restored), Limits::default(), &|_| {})?;
+//! assert_eq!(size, 50_000);
+//! assert_eq!(restored.len(), 50_000);
+//! assert_eq!(blake3::hash(&restored).to_hex().as_str(), "0ee37a2c2d092eef66594065f2afc6f0ba0cee0e0300e70d4c211c2f7b48eb7e");
+//! # Ok::<(), strata_reader::Error>(())
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;

@@ -21,9 +21,14 @@ use crate::{Error, ReadAt};
 /// `FILES_INDEX` lists them.
 #[derive(Clone, Debug)]
 pub struct TreeSection {
+    /// The section's number: sections of every kind count 0, 1, 2, ... in
+    /// archive order (FORMAT.md 8.1, as 7.1).
     pub section_id: u32,
+    /// The section's name (UTF-8, no `/`, unique in the archive).
     pub name: String,
+    /// Its `FILES_BEGIN` record (8.1): chunk size and what was captured.
     pub begin: FilesBegin,
+    /// Its `FILES_END` record (8.4): the section's totals.
     pub end: FilesEnd,
     /// Record offset of the section's `FILES_INDEX`.
     pub index_offset: u64,
@@ -43,7 +48,10 @@ impl TreeSection {
 /// An entry with its path relative to the section's root.
 #[derive(Clone, Debug)]
 pub struct PathEntry {
+    /// `a/b/c` from the section's root, no leading `/`, as stored (not
+    /// checked to be UTF-8).
     pub path: Vec<u8>,
+    /// The entry's row (FORMAT.md 8.3).
     pub entry: Entry,
 }
 
@@ -52,7 +60,11 @@ pub struct PathEntry {
 pub struct Group {
     /// Its record offset.
     pub offset: u64,
+    /// The group's fixed fields before the rows (8.3): its first `entry_id`,
+    /// row count, first extent index and the sizes of its areas.
     pub head: GroupHead,
+    /// Its extent list (8.3): the `FILES_EXTENTS` records that hold its
+    /// files' extents, each with the index of its first extent.
     pub extent_list: Vec<ExtentListRow>,
     /// Its rows; a row that breaks a rule of its own is an error.
     pub entries: Vec<Result<Entry, FormatError>>,
@@ -1082,7 +1094,9 @@ impl<R: ReadAt> Iterator for EntryWalk<'_, R> {
 }
 
 /// A piece of a file's content.
+#[derive(Debug)]
 pub enum Piece<'a> {
+    /// These bytes, decoded from a chunk.
     Data(&'a [u8]),
     /// This many bytes of hole: zeros, nothing stored.
     Hole(u64),

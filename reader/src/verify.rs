@@ -1,6 +1,25 @@
 //! Verification: walk every record front to back, check every checksum and every
 //! rule, resynchronise past damage, and say what each problem costs in image byte
-//! ranges. Reports every problem, not just the first.
+//! ranges. Reports every problem, not just the first (FORMAT.md 11, 12).
+//!
+//! ```
+//! use strata_reader::{verify, ErrorClass, Limits};
+//!
+//! let good = &include_bytes!("../../spec/vectors/image-small.strata")[..];
+//! let report = verify::verify(good, Limits::default(), &|_| {})?;
+//! assert!(report.is_clean());
+//! assert_eq!(report.sections[0].logical_size, 50_000);
+//!
+//! // One stored byte of the first chunk changed: one problem, and what it costs.
+//! let damaged = &include_bytes!("../../spec/vectors/chunk-body-crc.strata")[..];
+//! let report = verify::verify(damaged, Limits::default(), &|_| {})?;
+//! assert!(!report.is_clean());
+//! let [problem] = &report.problems[..] else { panic!("one problem: {:?}", report.problems) };
+//! assert_eq!((problem.class, problem.offset), (ErrorClass::RecordChecksum, 548));
+//! assert_eq!(problem.affects[0].section, "disk");
+//! assert_eq!(problem.affects[0].range, 0..4096);
+//! # Ok::<(), strata_reader::Error>(())
+//! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
@@ -19,15 +38,18 @@ use strata_format::SectionKind;
 /// Image bytes a problem makes unreadable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Affected {
+    /// The name of the section the bytes belong to.
     pub section: String,
     /// For a file-tree section, the file's path; the range is then in the file.
     pub path: Option<Vec<u8>>,
+    /// The bytes, half-open: image bytes, or bytes of the file `path` names.
     pub range: Range<u64>,
 }
 
 /// One thing wrong with an archive.
 #[derive(Clone, Debug)]
 pub struct Problem {
+    /// Its error class (FORMAT.md 12).
     pub class: ErrorClass,
     /// Byte offset in the archive of the structure at fault.
     pub offset: u64,
@@ -42,27 +64,41 @@ pub struct Problem {
 /// A section as the walk found it.
 #[derive(Clone, Debug, Default)]
 pub struct SectionReport {
+    /// The section's name.
     pub name: String,
+    /// `"image"` for a block image (FORMAT.md 7), `"files"` for a file tree (8).
     pub kind: &'static str,
+    /// Bytes: an image's size (from `IMAGE_END`, else as declared or as far as
+    /// the extents found reach); a tree's total file content.
     pub logical_size: u64,
+    /// Bytes of data extents (of file content, for a tree).
     pub data_bytes: u64,
+    /// Bytes of lost extents, recorded in salvage (`chunk_ref` 1); 0 for file trees.
     pub lost_bytes: u64,
     /// Bytes of free extents (used-blocks images); 0 for file trees.
     pub free_bytes: u64,
+    /// Extents of the image's map found; 0 for file trees.
     pub extents: u64,
+    /// `CHUNK` records found in the section.
     pub chunks: u64,
+    /// Bytes of those chunks, record headers included (`chunk_bytes` of 7.3).
     pub stored_bytes: u64,
 }
 
 /// Everything `verify` found.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
+    /// Bytes read: the whole source.
     pub archive_size: u64,
     /// Whether anything of Strata was found (a header magic or a valid record).
     pub recognised: bool,
+    /// Every problem, in archive order.
     pub problems: Vec<Problem>,
+    /// Every section found, in archive order.
     pub sections: Vec<SectionReport>,
+    /// Records whose header passed its checks.
     pub records: u64,
+    /// `CHUNK` records found, in every section.
     pub chunks: u64,
     /// Bytes of the archive inside records that passed every check.
     pub verified_bytes: u64,
@@ -79,6 +115,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether the source is a Strata archive with nothing wrong in it.
     pub fn is_clean(&self) -> bool {
         self.recognised && self.problems.is_empty()
     }
@@ -198,8 +235,11 @@ pub fn verify<R: ReadAt + ?Sized>(source: &R, limits: Limits, progress: &dyn Fn(
 /// An image section as a walk of the records found it: what salvage rebuilds.
 #[derive(Clone, Debug)]
 pub struct RecoveredImage {
+    /// The section's name, from `IMAGE_BEGIN`.
     pub name: String,
+    /// Sector size of the source in bytes, from `IMAGE_BEGIN` (7.1).
     pub sector_size: u32,
+    /// Chunk size in bytes, from `IMAGE_BEGIN` (7.1).
     pub chunk_size: u32,
     /// `IMAGE_BEGIN` flags (a used-blocks section keeps its free extents).
     pub flags: u16,
@@ -214,8 +254,12 @@ pub use crate::verify_tree::EntryFacts;
 /// A file-tree section as the walk found it.
 #[derive(Clone, Debug)]
 pub struct RecoveredTree {
+    /// The section's name, from `FILES_BEGIN`.
     pub name: String,
+    /// Chunk size in bytes, from `FILES_BEGIN` (8.1).
     pub chunk_size: u32,
+    /// What the writer captured for every entry: the bits of `FILES_BEGIN`
+    /// `captured` (8.1).
     pub captured: u64,
     /// The entries whose `FILES_ENTRIES` records survived, by `entry_id`.
     pub entries: BTreeMap<u64, EntryFacts>,
@@ -242,7 +286,9 @@ impl RecoveredTree {
 /// What survives in a damaged archive, for salvage.
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
+    /// The image sections found, in archive order.
     pub images: Vec<RecoveredImage>,
+    /// The file-tree sections found, in archive order.
     pub trees: Vec<RecoveredTree>,
     /// Every chunk that passed all its checks: record offset to raw length.
     pub chunks: HashMap<u64, u32>,

@@ -17,8 +17,11 @@ use crate::ReadAt;
 /// What the walk keeps of each entry, and salvage starts from.
 #[derive(Clone, Debug)]
 pub struct EntryFacts {
+    /// The `entry_id` of its directory (8.3).
     pub parent_id: u64,
+    /// Its name in that directory, as stored (not checked to be UTF-8).
     pub name: Vec<u8>,
+    /// Its kind (8.3).
     pub kind: EntryKind,
     /// A hard link's `link_id`; else 0.
     pub link_id: u64,

@@ -2,7 +2,7 @@
 //! listings, walks below a path, entries by id, hard links, files through
 //! `Read` + `Seek`, and its errors, on the archives of spec/vectors, whose
 //! manifest gives every entry and every file's BLAKE3. The examples that use
-//! it (examples/tour.rs, list.rs, cat.rs) run here too.
+//! it (examples/tour.rs, list.rs, cat.rs) and info.rs run here too.
 //!
 //! The reader never depends on the writer, not even for tests: trees the
 //! writer makes in memory (many entry records, damage, salvage) are in
@@ -16,17 +16,18 @@ use proptest::prelude::*;
 use strata_format::{RecordHeader, RecordType};
 use strata_reader::{Archive, Entry, EntryKind, ErrorClass, ErrorKind, ReadAt, Tree};
 
-#[allow(dead_code)]
+// `pub`, with `pub fn main`, so that the examples' `main`s are not dead code here.
 #[path = "../examples/tour.rs"]
-mod tour;
+pub mod tour;
 
-#[allow(dead_code)]
 #[path = "../examples/list.rs"]
-mod list;
+pub mod list;
 
-#[allow(dead_code)]
 #[path = "../examples/cat.rs"]
-mod cat;
+pub mod cat;
+
+#[path = "../examples/info.rs"]
+pub mod info;
 
 /// The committed vectors, or those `STRATA_VECTORS` names (a folder
 /// `strata-vectors DIR` wrote, to test before they are committed).
@@ -472,6 +473,32 @@ fn the_list_and_cat_examples_give_what_the_handle_gives() {
     assert_eq!(e.to_string(), "a directory, not a file");
     let e = cat::cat(&salvaged, "tree", "docs/big.bin", &mut Vec::new()).unwrap_err();
     assert!(e.to_string().contains("lost in salvage"), "{e}");
+}
+
+#[test]
+fn the_info_example_prints_each_section_as_the_manifest_gives_it() {
+    let name = "image-and-tree";
+    let manifest = manifest();
+    let entry = manifest["vectors"].as_array().unwrap().iter().find(|v| v["name"] == name).expect("in the manifest");
+    let path = vector_path(&format!("{name}.strata"));
+    let mut expected = format!("{path}: {} bytes, 2 sections\n", vector(&format!("{name}.strata")).len());
+    for section in entry["sections"].as_array().unwrap() {
+        let (kind, size) = match section["kind"].as_str().unwrap() {
+            "image" => ("image", section["logical_size"].as_u64().unwrap()),
+            _ => {
+                let files = section["entries"].as_array().unwrap().iter().filter(|e| e["kind"] == "file");
+                ("tree", files.map(|e| e["size"].as_u64().unwrap()).sum())
+            }
+        };
+        expected += &format!("{kind} {} {size} bytes\n", section["name"].as_str().unwrap());
+    }
+    let mut said = Vec::new();
+    info::info(&path, &mut said).unwrap();
+    assert_eq!(String::from_utf8(said).unwrap(), expected);
+    assert!(expected.contains("image disk 18192 bytes\n") && expected.contains("tree tree 30981 bytes\n"));
+    // Its errors are the reader's.
+    let e = info::info(&vector_path("truncated-trailer.strata"), &mut Vec::new()).unwrap_err();
+    assert_eq!(e.downcast_ref::<strata_reader::Error>().map(|e| e.class()), Some(Some(ErrorClass::Truncated)));
 }
 
 #[test]
