@@ -695,7 +695,12 @@ impl<R: ReadAt> Archive<R> {
 
 /// Reads and decodes the `CHUNK` record at `offset` of any positional source,
 /// without an opened archive (salvage reads what a walk found).
-pub fn chunk_at<R: ReadAt + ?Sized>(source: &R, offset: u64, tag: [u8; 8], limits: &Limits) -> Result<Chunk, Error> {
+pub(crate) fn chunk_at<R: ReadAt + ?Sized>(
+    source: &R,
+    offset: u64,
+    tag: [u8; 8],
+    limits: &Limits,
+) -> Result<Chunk, Error> {
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
     decode_chunk_record(source, size, offset, tag, limits)
 }

@@ -43,6 +43,7 @@ mod file_reader;
 mod image;
 mod read_at;
 mod record;
+pub mod recovery;
 pub mod sink;
 pub mod stream;
 pub mod tree;
@@ -51,7 +52,7 @@ pub mod verify;
 mod verify_chain;
 mod verify_tree;
 
-pub use archive::{chunk_at, Archive, Chunk, ImageSection, Limits, Section};
+pub use archive::{Archive, Chunk, ImageSection, Limits, Section};
 pub use cache::{ChunkCache, ReadAhead};
 pub use chain::{ParentSearch, MAX_OPEN_ANCESTORS};
 pub use chunk::{decode_chunk, decode_chunk_prefix};

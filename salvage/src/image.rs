@@ -5,7 +5,7 @@ use std::io;
 
 use strata_format::image::{ImageFlags, REF_FIRST_OFFSET, REF_FREE, REF_LOST, REF_ZERO};
 use strata_format::Extent;
-use strata_reader::verify::{Recovered, RecoveredImage};
+use strata_reader::recovery::{Recovered, RecoveredImage};
 use strata_reader::{Limits, ReadAt};
 use strata_writer::{ArchiveWriter, Hole, ImageSource, Progress, Window};
 

@@ -1,7 +1,7 @@
 //! Salvage: everything intact in a damaged archive, written into a new valid one
 //! (`spec/FORMAT.md` section 11).
 //!
-//! The reader's walk ([`strata_reader::verify::scan`]) finds what survives,
+//! The reader's walk ([`strata_reader::recovery::scan`]) finds what survives,
 //! resynchronising past damage; this crate decides what the new archive holds
 //! and feeds it to the writer. Image ranges whose data is gone become lost
 //! extents. File-tree entries whose records survive keep their metadata and
@@ -14,7 +14,7 @@ mod tree;
 
 use std::io::Write;
 
-use strata_reader::verify::{self, Report};
+use strata_reader::verify::Report;
 use strata_reader::{Limits, ParentSearch, ReadAt};
 use strata_writer::{ArchiveWriter, Progress, WriteError, WriterOptions};
 
@@ -82,7 +82,7 @@ pub fn salvage_with_parents<R: ReadAt + ?Sized, W: Write>(
     scanned: &dyn Fn(u64),
     progress: &dyn Progress,
 ) -> Result<(W, Outcome), SalvageError> {
-    let (report, recovered) = verify::scan_with_parents(damaged, limits, parents, scanned)?;
+    let (report, recovered) = strata_reader::recovery::scan_with_parents(damaged, limits, parents, scanned)?;
     if !report.recognised {
         return Err(SalvageError::NotStrata);
     }

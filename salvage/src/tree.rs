@@ -8,7 +8,7 @@ use std::io;
 use std::sync::Arc;
 
 use strata_format::files::{Entry, EntryFlags, EntryKind, FileExtent, NO_PARENT};
-use strata_reader::verify::{entries_record_at, EntryFacts, Recovered, RecoveredTree};
+use strata_reader::recovery::{entries_record_at, EntryFacts, Recovered, RecoveredTree};
 use strata_reader::{Limits, ReadAt};
 use strata_writer::{ArchiveWriter, EntrySource, Progress, SourceEntry};
 
