@@ -49,8 +49,6 @@ pub mod stream;
 pub mod tree;
 mod tree_handle;
 pub mod verify;
-mod verify_chain;
-mod verify_tree;
 
 pub use archive::{Archive, Chunk, ImageSection, Limits, Section};
 pub use cache::{ChunkCache, ReadAhead};

@@ -48,7 +48,7 @@ pub struct RecoveredImage {
     pub extents: Vec<Extent>,
 }
 
-pub use crate::verify_tree::EntryFacts;
+pub use crate::verify::tree::EntryFacts;
 
 /// A file-tree section as the walk found it.
 #[derive(Clone, Debug)]
@@ -65,7 +65,7 @@ pub struct RecoveredTree {
     /// What the surviving `FILES_DIR` tables say of each child: its `entry_id`
     /// to its parent's id, its name and its kind code. This names entries whose
     /// own records were lost.
-    pub listed: crate::verify_tree::Listed,
+    pub listed: crate::verify::tree::Listed,
     /// `entry_count` of the section's `FILES_END`, if that survived.
     pub entry_count: Option<u64>,
 }
@@ -74,7 +74,7 @@ impl RecoveredTree {
     /// The path of an entry in the damaged tree, as far as the surviving entries
     /// and directory tables name it (a part nothing names shows as `#ID`).
     pub fn path_of(&self, entry_id: u64) -> Vec<u8> {
-        crate::verify_tree::tree_path(
+        crate::verify::tree::tree_path(
             &self.entries,
             &|id| self.listed.get(&id).map(|(parent, name, _)| (*parent, name.as_slice())),
             entry_id,
