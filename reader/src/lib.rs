@@ -18,6 +18,12 @@
 //!   problem with its location and the image byte ranges it affects.
 //! - [`sink`] holds the restore destinations: a regular file (holes stay holes),
 //!   a block device (holes are zeroed), or a stream.
+//! - [`recovery`] is for salvage: what a walk of a damaged archive found sound.
+//!
+//! Inside, image and tree code are peers: `image/` and `tree/` each hold
+//! their section's loading and its handle, `verify/` its walk and one file of
+//! checks per section kind; `record` is the one place records are read
+//! (`spec/FORMAT.md` sections 5 and 11).
 //!
 //! Nothing here trusts a size from the archive before checking it against the
 //! format's limits and the caller's [`Limits`].
@@ -35,11 +41,9 @@ mod archive;
 mod cache;
 mod chain;
 mod chunk;
-mod entry;
 mod error;
 #[cfg(feature = "extract")]
 pub mod extract;
-mod file_reader;
 mod image;
 mod read_at;
 mod record;
@@ -47,23 +51,23 @@ pub mod recovery;
 pub mod sink;
 pub mod stream;
 pub mod tree;
-mod tree_handle;
 pub mod verify;
 
-pub use archive::{Archive, Chunk, ImageSection, Limits, Section};
+pub use archive::{Archive, Chunk, Limits, Section};
 pub use cache::{ChunkCache, ReadAhead};
 pub use chain::{ParentSearch, MAX_OPEN_ANCESTORS};
 pub use chunk::{decode_chunk, decode_chunk_prefix};
-pub use entry::Entry;
 pub use error::{Error, ErrorKind};
-pub use file_reader::FileReader;
+pub use image::section::ImageSection;
 pub use image::{Image, ImageExtent, ImageReader};
 pub use read_at::ReadAt;
 pub use record::decode_table_body;
 pub use strata_format::files::{Captured, EntryKind, Timestamp, Xattr};
 pub use strata_format::{ErrorClass, ExtentKind};
+pub use tree::entry::Entry;
+pub use tree::file_reader::FileReader;
+pub use tree::handle::{Entries, ReadDir, Subtree, Tree};
 pub use tree::{PathEntry, Piece, TreeSection};
-pub use tree_handle::{Entries, ReadDir, Subtree, Tree};
 
 /// The README's example runs as a doctest.
 #[doc = include_str!("../README.md")]

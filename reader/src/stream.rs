@@ -278,7 +278,7 @@ pub fn restore_image_with_parents(
                     return Err(unresolved(state, name));
                 }
                 state.check.finish(end.logical_size).map_err(|e| section_error(e.into()))?;
-                crate::archive::check_map_digest(&state.digest, &end, name)?;
+                crate::image::section::check_map_digest(&state.digest, &end, name)?;
                 if !started {
                     sink.start(Some(end.logical_size)).map_err(|e| Error::local_io("preparing the destination", e))?;
                 }

@@ -4,6 +4,10 @@
 //! the `FILES_INDEX`, and file content through its extents, located from the
 //! group's `extent_base` and extent list in the `FILES_EXTENTS` records.
 
+pub(crate) mod entry;
+pub(crate) mod file_reader;
+pub(crate) mod handle;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
