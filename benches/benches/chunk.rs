@@ -30,7 +30,7 @@ fn chunk(c: &mut Criterion) {
 
     // The reader caches the last chunk it decoded: alternate between two chunk
     // windows so that every read decodes one.
-    let archive = Archive::open(archive_bytes.as_slice()).expect("a valid archive");
+    let archive = Archive::new(archive_bytes.as_slice()).expect("a valid archive");
     let section = image_section(&archive);
     let offsets = data_extent_offsets(&section);
     let mut buf = vec![0u8; MIB];

@@ -193,7 +193,7 @@ pub fn image_section<R: strata_reader::ReadAt>(archive: &Archive<R>) -> ImageSec
 /// The body of the `CHUNK` record behind the `nth` data extent of the image, and
 /// that chunk's raw length.
 pub fn chunk_body(archive_bytes: &[u8], nth: usize) -> (&[u8], u64) {
-    let archive = Archive::open(archive_bytes).expect("a valid archive");
+    let archive = Archive::new(archive_bytes).expect("a valid archive");
     let image = image_section(&archive);
     let (chunk_ref, raw_length) = image
         .extents

@@ -73,7 +73,7 @@ pub fn open_archive(path: &Path) -> Result<Archive<File>, Failure> {
         return Err(Failure::fatal(format!("{} is a folder, not an archive", path.display())));
     }
     let file = open_file(path)?;
-    let archive = Archive::open(file).map_err(|e| Failure::fatal(open_error(path, &e)))?;
+    let archive = Archive::new(file).map_err(|e| Failure::fatal(open_error(path, &e)))?;
     archive.set_parent_search(crate::chain::search_for(path));
     Ok(archive)
 }
@@ -87,7 +87,7 @@ pub fn open_intact(path: &Path) -> Result<(Archive<File>, bool), Failure> {
         return open_archive(path).map(|a| (a, false));
     }
     let file = open_file(path)?;
-    let error = match Archive::open(file) {
+    let error = match Archive::new(file) {
         Ok(archive) => {
             archive.set_parent_search(crate::chain::search_for(path));
             return Ok((archive, false));
@@ -116,7 +116,7 @@ pub fn open_intact(path: &Path) -> Result<(Archive<File>, bool), Failure> {
         &strata_writer::NoProgress,
     )
     .map_err(|e| Failure::fatal(format!("{shown}: nothing could be read ({e}); {}", open_error(path, &error))))?;
-    let archive = Archive::open(temp).map_err(|e| Failure::fatal(format!("{shown}: reading what is intact: {e}")))?;
+    let archive = Archive::new(temp).map_err(|e| Failure::fatal(format!("{shown}: reading what is intact: {e}")))?;
     Ok((archive, true))
 }
 

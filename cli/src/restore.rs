@@ -100,7 +100,7 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
         None
     } else {
         let file = open_file(&args.archive)?;
-        match Archive::open(file) {
+        match Archive::new(file) {
             Ok(archive) => {
                 archive.set_parent_search(crate::chain::search_for(&args.archive));
                 Some(archive)

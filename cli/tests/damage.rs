@@ -55,7 +55,7 @@ fn every_flipped_byte_is_reported_and_chunk_damage_names_the_image_range() {
     assert!(archive.len() < 64 << 10, "the sample is small: {} bytes", archive.len());
     let clean = verify::verify(&archive, Limits::default(), &|_| {}).unwrap();
     assert!(clean.is_clean(), "{:?}", clean.problems);
-    let opened = Archive::open(archive.clone()).unwrap();
+    let opened = Archive::new(archive.clone()).unwrap();
     let chunk_records: Vec<(usize, usize)> =
         records(&archive).into_iter().filter(|r| r.1 == RecordType::Chunk.code()).map(|r| (r.0, r.2)).collect();
     let mut damaged = archive.clone();
@@ -98,7 +98,7 @@ fn every_truncation_gives_a_clear_error_and_no_panic() {
         let truncated = &archive[..cut];
         let report = verify::verify(truncated, Limits::default(), &|_| {}).unwrap();
         assert!(!report.is_clean(), "a cut at {cut} went unnoticed");
-        let error = Archive::open(truncated.to_vec()).err().unwrap_or_else(|| panic!("cut at {cut} opened"));
+        let error = Archive::new(truncated.to_vec()).err().unwrap_or_else(|| panic!("cut at {cut} opened"));
         assert!(!error.to_string().is_empty());
         let mut sink = MemorySink::default();
         let streamed = stream::restore_image(truncated, "disk", &mut sink, Limits::default(), &|_| {});
@@ -118,12 +118,12 @@ fn a_damaged_trailer_is_told_apart_from_a_cut() {
     // A header that passes says a trailer is there: damage to its body is damage.
     let mut body_flipped = archive.clone();
     body_flipped[trailer + 40] ^= 1;
-    let error = Archive::open(body_flipped).expect_err("a trailer whose body fails its CRC is refused");
+    let error = Archive::new(body_flipped).expect_err("a trailer whose body fails its CRC is refused");
     assert_eq!((error.class(), error.offset()), (Some(ErrorClass::RecordChecksum), Some(trailer as u64)));
     // Without a sound record header in the last 64 bytes there is no trailer at all.
     let mut header_flipped = archive.clone();
     header_flipped[trailer + 2] ^= 1;
-    let error = Archive::open(header_flipped).expect_err("a trailer whose header fails its CRC is refused");
+    let error = Archive::new(header_flipped).expect_err("a trailer whose header fails its CRC is refused");
     assert_eq!((error.class(), error.offset()), (Some(ErrorClass::Truncated), Some(trailer as u64)));
 }
 
@@ -227,7 +227,7 @@ fn short_reads_from_a_pipe_do_not_change_the_result() {
     let mut source = strata_writer::StreamSource::new(Trickle(&disk, 3));
     writer.add_image("disk", &mut source, &strata_writer::NoProgress).unwrap();
     let bytes = writer.finish().unwrap().0;
-    let opened = Archive::open(bytes).unwrap();
+    let opened = Archive::new(bytes).unwrap();
     let image = opened.image("disk").unwrap();
     let mut out = vec![0u8; disk.len()];
     image.read_at(0, &mut out).unwrap();

@@ -367,7 +367,7 @@ fn cat_gives_a_file_over_many_chunks_and_never_a_damaged_byte() {
     let raw = std::fs::read(&image).unwrap();
     let needle = &text[1 << 20..(1 << 20) + 64];
     let at = raw.windows(needle.len()).position(|w| w == needle).expect("the text is in the image") as u64;
-    let opened = strata_reader::Archive::open(std::fs::File::open(&archive).unwrap()).unwrap();
+    let opened = strata_reader::Archive::new(std::fs::File::open(&archive).unwrap()).unwrap();
     let extent = opened.image("disk").unwrap().extents().find(|e| e.range().contains(&at)).unwrap();
     let strata_reader::ExtentKind::Data(chunk_ref) = extent.kind else { panic!("{extent:?} holds the text") };
     let mut bytes = std::fs::read(&archive).unwrap();

@@ -45,7 +45,7 @@ fn sample_image() -> Vec<u8> {
 fn the_reader_gives_back_the_source_for_several_chunk_sizes() {
     let source = sample_image();
     for chunk_size in [4 << 10, 16 << 10, 64 << 10, 1 << 20] {
-        let archive = Archive::open(write(&source, chunk_size)).expect("the writer's archive opens");
+        let archive = Archive::new(write(&source, chunk_size)).expect("the writer's archive opens");
         let image = archive.image("disk").expect("written above");
         assert_eq!(image.len(), source.len() as u64);
         let mut read = Vec::new();
@@ -112,7 +112,7 @@ proptest! {
         chunk_size in prop_oneof![Just(4096u32), Just(8192), Just(65536)],
         steps in proptest::collection::vec(step(300_000), 1..48),
     ) {
-        let archive = Archive::open(write(&source, chunk_size)).expect("the writer's archive opens");
+        let archive = Archive::new(write(&source, chunk_size)).expect("the writer's archive opens");
         let image = archive.image("disk").expect("written above");
         let len = source.len() as u64;
         let mut reader = image.reader();
@@ -164,7 +164,7 @@ fn ranges_lost_in_salvage_read_as_zeros_and_are_listed() {
     // Damage the stored bytes of the chunk holding image bytes 8192..12288.
     let lost = 8192..12288u64;
     let chunk_ref = {
-        let opened = Archive::open(archive.as_slice()).expect("opens");
+        let opened = Archive::new(archive.as_slice()).expect("opens");
         let image = opened.image("disk").expect("written above");
         let extent = image.extents().find(|e| e.offset == lost.start).expect("an extent starts there");
         let ExtentKind::Data(chunk_ref) = extent.kind else { panic!("noise is stored: {extent:?}") };
@@ -183,7 +183,7 @@ fn ranges_lost_in_salvage_read_as_zeros_and_are_listed() {
     .expect("salvage writes what survives");
     assert!(outcome.lost_anything());
 
-    let archive = Archive::open(salvaged).expect("a salvaged archive opens");
+    let archive = Archive::new(salvaged).expect("a salvaged archive opens");
     let image = archive.image("disk").expect("salvage keeps the section");
     assert_eq!(image.len(), source.len() as u64);
     assert_eq!(image.lost_ranges(), vec![lost.clone()]);
@@ -221,7 +221,7 @@ fn small_sequential_reads_decode_each_chunk_once() {
     // Distinct chunks only (noise), 64 KiB each, read 4 KiB at a time.
     let source = common::noise(4, 40 << 16);
     let archive =
-        Archive::open(Recorded { bytes: write(&source, 64 << 10), reads: Mutex::new(Vec::new()) }).expect("opens");
+        Archive::new(Recorded { bytes: write(&source, 64 << 10), reads: Mutex::new(Vec::new()) }).expect("opens");
     let image = archive.image("disk").expect("written above");
     let chunks: Vec<u64> = image
         .extents()

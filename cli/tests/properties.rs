@@ -65,7 +65,7 @@ proptest! {
         let archive_bytes = write(&[("a", &a), ("b", &b)], 2, size_known);
         let report = verify::verify(&archive_bytes, Limits::default(), &|_| {}).unwrap();
         prop_assert!(report.is_clean(), "{:?}", report.problems);
-        let archive = Archive::open(archive_bytes.clone()).unwrap();
+        let archive = Archive::new(archive_bytes.clone()).unwrap();
         prop_assert_eq!(archive.sections().len(), 2);
         prop_assert_eq!(&read_all(&archive, "a"), &a);
         prop_assert_eq!(&read_all(&archive, "b"), &b);

@@ -162,7 +162,7 @@ fn real_clients_read_the_image_its_size_and_its_holes() {
             (fields[0].parse().unwrap(), fields[1].parse().unwrap(), fields[2].parse().unwrap());
         push_run(&mut shown, offset, length, state == 3);
     }
-    let opened = strata_reader::Archive::open(std::fs::File::open(&archive).unwrap()).unwrap();
+    let opened = strata_reader::Archive::new(std::fs::File::open(&archive).unwrap()).unwrap();
     let mut expected: Vec<(u64, u64, bool)> = Vec::new();
     for extent in opened.image("disk").unwrap().extents() {
         let zero = extent.kind == strata_format::ExtentKind::Zero;
@@ -328,7 +328,7 @@ fn a_damaged_chunk_is_eio_and_the_rest_reads_as_stored() {
     let dir = temp_dir();
     let (archive, bytes, _) = make_archive(dir.path());
     // Flip a byte inside the stored bytes of the chunk holding image byte 1 MiB.
-    let opened = strata_reader::Archive::open(std::fs::File::open(&archive).unwrap()).unwrap();
+    let opened = strata_reader::Archive::new(std::fs::File::open(&archive).unwrap()).unwrap();
     let image = opened.image("disk").unwrap().section();
     let extent = image.extents[image.extent_at(1 << 20).unwrap()];
     let Ok(strata_format::ExtentKind::Data(chunk_ref)) = extent.kind() else { panic!("1 MiB is data") };

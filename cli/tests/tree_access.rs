@@ -49,7 +49,7 @@ fn one_file_reads_only_the_index_and_its_own_chunks() {
     let records = record_map(&bytes);
 
     // The deepest regular file of the tree, found with a full listing first.
-    let listing = Archive::open(std::fs::File::open(&archive_path).unwrap()).unwrap();
+    let listing = Archive::new(std::fs::File::open(&archive_path).unwrap()).unwrap();
     let tree = listing.tree_section("doc").unwrap();
     let mut deepest: Option<(Vec<u8>, u64)> = None;
     listing
@@ -66,7 +66,7 @@ fn one_file_reads_only_the_index_and_its_own_chunks() {
     let (path, size) = deepest.expect("the tree holds files");
 
     let counting = Counting { file: std::fs::File::open(&archive_path).unwrap(), reads: Mutex::new(Vec::new()) };
-    let archive = Archive::open(counting).unwrap();
+    let archive = Archive::new(counting).unwrap();
     let tree = archive.tree_section("doc").unwrap();
     let entry = archive.lookup(tree, &path).unwrap().expect("the file is found");
     let mut content = Vec::new();
@@ -291,7 +291,7 @@ fn cat_of_a_packed_file_is_checked_by_its_own_digest() {
         assert_eq!(&out.stdout, bytes, "cat {name}");
     }
 
-    let archive = Archive::open(std::fs::File::open(&archive_path).unwrap()).unwrap();
+    let archive = Archive::new(std::fs::File::open(&archive_path).unwrap()).unwrap();
     let tree = archive.tree_section("t").unwrap();
     let b = archive.lookup(tree, b"b").unwrap().unwrap();
     let a = archive.lookup(tree, b"a").unwrap().unwrap();

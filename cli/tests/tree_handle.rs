@@ -298,7 +298,7 @@ fn every_file_of_a_written_tree_reads_back_through_the_handle() {
     // finds every table as the groups call for it (FORMAT.md 8.3, 8.5, 8.6).
     let report = strata_reader::verify::verify(&bytes, strata_reader::Limits::default(), &|_| {}).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    let archive = Archive::open(bytes).unwrap();
+    let archive = Archive::new(bytes).unwrap();
     let tree = archive.tree("t").unwrap();
     assert!(tree.section().groups.len() >= 32, "{} entry records", tree.section().groups.len());
     let extents_records = strata_vectors::records(&archive_bytes(&archive))
@@ -380,7 +380,7 @@ fn a_hard_link_is_followed_with_a_few_record_reads_never_a_walk() {
     let (model, [deep, first, to_deep, to_first]) = model();
     let bytes = model.write();
     let records = record_map(&bytes);
-    let archive = Archive::open(Counting(bytes, Mutex::new(Vec::new()))).unwrap();
+    let archive = Archive::new(Counting(bytes, Mutex::new(Vec::new()))).unwrap();
     let tree = archive.tree("t").unwrap();
     let count = tree.section().groups.len();
     // A binary search reads at most log2(records) + 1 of them.
@@ -425,7 +425,7 @@ fn a_listing_reads_one_entry_record_at_a_time() {
     let (model, _) = model();
     let bytes = model.write();
     let records = record_map(&bytes);
-    let archive = Archive::open(Counting(bytes, Mutex::new(Vec::new()))).unwrap();
+    let archive = Archive::new(Counting(bytes, Mutex::new(Vec::new()))).unwrap();
     let tree = archive.tree("t").unwrap();
     entry_records_read(&archive, &records);
     let mut entries = tree.entries();
@@ -440,7 +440,7 @@ fn a_listing_reads_one_entry_record_at_a_time() {
 fn a_damaged_chunk_is_a_read_error_and_the_files_beside_it_still_read() {
     let (model, [_, first, ..]) = model();
     let mut bytes = model.write();
-    let archive = Archive::open(bytes.clone()).unwrap();
+    let archive = Archive::new(bytes.clone()).unwrap();
     let tree = archive.tree("t").unwrap();
     // A windowed file: its second chunk is damaged (CRCs fixed, so the chunk
     // decodes and fails its BLAKE3).
@@ -450,7 +450,7 @@ fn a_damaged_chunk_is_a_read_error_and_the_files_beside_it_still_read() {
     let stored = chunk + RecordHeader::SIZE + strata_format::ChunkHeader::SIZE;
     bytes[stored + 10] ^= 1;
     common::fix_crcs(&mut bytes, chunk);
-    let archive = Archive::open(bytes).unwrap();
+    let archive = Archive::new(bytes).unwrap();
     let tree = archive.tree("t").unwrap();
     let mut file = tree.open(&windowed).unwrap();
     let mut first_window = vec![0; 4096];

@@ -222,7 +222,7 @@ fn archive_tree(root: &Path, threads: usize, capture: u64) -> Vec<u8> {
 }
 
 fn extract_all(archive: Vec<u8>, dest: &Path) {
-    let archive = Archive::open(archive).unwrap();
+    let archive = Archive::new(archive).unwrap();
     let options = ExtractOptions { owners: Owners::Auto, ..ExtractOptions::default() };
     let report = archive.tree("tree").unwrap().extract_to(dest, &options).unwrap();
     assert!(report.refused.is_empty(), "{:?}", report.refused);

@@ -10,7 +10,7 @@ use strata_reader::{Archive, Section};
 const RESTORE_MAX: u64 = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(archive) = Archive::open(data.to_vec()) else {
+    let Ok(archive) = Archive::new(data.to_vec()) else {
         return;
     };
     let _ = archive.header();

@@ -105,7 +105,7 @@ fn extent_table(body: &[u8]) {
     let Some((params, table)) = split_array::<5>(body) else {
         return;
     };
-    let Ok((head, extents)) = parse_extent_table(table, "IMAGE_EXTENTS") else {
+    let Ok((head, extents)) = parse_extent_table(table, strata_format::RecordType::ImageExtents) else {
         return;
     };
     let decoded: Vec<_> = extents_of(extents).collect();

@@ -133,7 +133,7 @@ fn write_archive(input: &Input, images: &[Vec<u8>]) -> Vec<u8> {
 
 /// Whether `archive` opens and holds exactly `images`, read by random access.
 fn holds_images(archive: &[u8], images: &[Vec<u8>]) -> Result<(), String> {
-    let archive = Archive::open(archive).map_err(|e| format!("open: {e}"))?;
+    let archive = Archive::new(archive).map_err(|e| format!("open: {e}"))?;
     if archive.sections().len() != images.len() {
         return Err(format!("{} sections for {} images", archive.sections().len(), images.len()));
     }
@@ -188,7 +188,7 @@ fuzz_target!(|input: Input| {
     let report = verify(&original, Limits::default(), &|_| {}).expect("verify of a Vec");
     assert!(report.is_clean(), "verify found problems in the unmutated archive: {:?}", report.problems);
     assert_eq!(report.sections.len(), images.len());
-    let archive = Archive::open(original.as_slice()).expect("opened above");
+    let archive = Archive::new(original.as_slice()).expect("opened above");
     for (name, expected) in NAMES.iter().zip(&images) {
         let Some(Section::Image(image)) = archive.sections().iter().find(|s| s.name() == *name) else {
             panic!("no section {name:?}");
@@ -209,7 +209,7 @@ fuzz_target!(|input: Input| {
     // Damage it: nothing may panic, and verify must notice.
     let mut damaged = original.clone();
     mutate(&mut damaged, &input.mutations);
-    if let Ok(archive) = Archive::open(damaged.as_slice()) {
+    if let Ok(archive) = Archive::new(damaged.as_slice()) {
         read_some(&archive, 64 << 10);
         for section in archive.sections() {
             let Section::Image(image) = section else {

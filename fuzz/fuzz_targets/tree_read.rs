@@ -30,7 +30,7 @@ impl std::io::Write for Capped {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(archive) = Archive::open(data.to_vec()) else {
+    let Ok(archive) = Archive::new(data.to_vec()) else {
         return;
     };
     let mut budget = READ_BUDGET;

@@ -45,7 +45,7 @@
 //! use strata_reader::Archive;
 //! use strata_mount::{mount, ArchiveFs, MountOptions};
 //!
-//! let archive = Archive::open(std::fs::File::open("backup.strata")?)?;
+//! let archive = Archive::new(std::fs::File::open("backup.strata")?)?;
 //! let fs = ArchiveFs::new(archive, 64 << 20, Box::new(|damage| eprintln!("{damage}")));
 //! mount(fs, "/mnt/backup".as_ref(), "backup.strata", &MountOptions::default(), None)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())

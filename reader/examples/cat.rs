@@ -31,7 +31,7 @@ pub fn main() -> ExitCode {
 
 /// Writes the file at `path` of the tree `tree` to `out`; returns its length.
 pub fn cat(archive: &str, tree: &str, path: &str, out: &mut dyn Write) -> Result<u64> {
-    let archive = Archive::open(std::fs::File::open(archive)?)?;
+    let archive = Archive::new(std::fs::File::open(archive)?)?;
     let tree = archive.tree(tree)?;
     let entry = tree.lookup(path)?.ok_or("not in the archive")?;
     let mut file = match tree.open(&entry) {

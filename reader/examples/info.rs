@@ -20,7 +20,7 @@ pub fn main() -> Result<()> {
 }
 
 pub fn info(path: &str, out: &mut dyn Write) -> Result<()> {
-    let archive = Archive::open(std::fs::File::open(path)?)?;
+    let archive = Archive::new(std::fs::File::open(path)?)?;
     writeln!(out, "{path}: {} bytes, {} sections", archive.size(), archive.sections().len())?;
     for section in archive.sections() {
         let (kind, size) = match section {

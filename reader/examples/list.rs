@@ -24,7 +24,7 @@ pub fn main() -> Result<()> {
 }
 
 pub fn list(path: &str, tree: &str, below: Option<&str>, out: &mut dyn Write) -> Result<()> {
-    let archive = Archive::open(std::fs::File::open(path)?)?;
+    let archive = Archive::new(std::fs::File::open(path)?)?;
     let tree = archive.tree(tree)?;
     let entries: Box<dyn Iterator<Item = _>> = match below {
         None => Box::new(tree.entries()),

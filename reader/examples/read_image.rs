@@ -31,7 +31,7 @@ fn main() -> ExitCode {
 }
 
 fn run(path: &str, name: Option<String>) -> Result<(), Box<dyn std::error::Error>> {
-    let archive = Archive::open(File::open(path)?)?;
+    let archive = Archive::new(File::open(path)?)?;
     let images: Vec<&str> = archive
         .sections()
         .iter()

@@ -22,7 +22,7 @@ pub fn main() -> Result<()> {
 }
 
 pub fn tour(path: &str, tree: &str, file: &str, image: &str, at: u64, out: &str, say: &mut dyn Write) -> Result<u64> {
-    let archive = Archive::open(std::fs::File::open(path)?)?;
+    let archive = Archive::open(path)?;
     let tree = archive.tree(tree)?;
     for entry in tree.entries() {
         let entry = entry?;

@@ -21,9 +21,9 @@ use crate::{chunk, Error, ReadAt};
 /// let bytes = &include_bytes!("../../spec/vectors/image-small.strata")[..];
 /// // This archive's IMAGE_INDEX body is 328 bytes: allow fewer and it is refused.
 /// let tight = Limits { max_index_bytes: 100, ..Limits::default() };
-/// let error = Archive::open_with_limits(bytes, tight).unwrap_err();
+/// let error = Archive::new_with_limits(bytes, tight).unwrap_err();
 /// assert_eq!(error.kind(), ErrorKind::Archive(ErrorClass::LimitExceeded));
-/// assert!(Archive::open_with_limits(bytes, Limits::default()).is_ok());
+/// assert!(Archive::new_with_limits(bytes, Limits::default()).is_ok());
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -77,7 +77,7 @@ impl Section {
 /// use strata_reader::{Archive, Section};
 ///
 /// let bytes: Vec<u8> = include_bytes!("../../spec/vectors/image-and-tree.strata").to_vec();
-/// let archive = Archive::open(bytes)?;
+/// let archive = Archive::new(bytes)?;
 /// assert_eq!(archive.size(), 16_970);
 /// let names: Vec<&str> = archive.sections().iter().map(Section::name).collect();
 /// assert_eq!(names, ["disk", "tree"]);
@@ -209,14 +209,33 @@ pub fn not_strata_detail(start: &[u8]) -> String {
     format!("not a Strata archive (it starts with {}{guess})", shown.join(" "))
 }
 
+impl Archive<std::fs::File> {
+    /// Opens the archive file at `path` with the default [`Limits`]:
+    /// [`Archive::new`] over the opened file.
+    ///
+    /// ```no_run
+    /// let archive = strata_reader::Archive::open("backup.strata")?;
+    /// for section in archive.sections() {
+    ///     println!("{:?} {}", section.kind(), section.name());
+    /// }
+    /// # Ok::<(), strata_reader::Error>(())
+    /// ```
+    pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let file = std::fs::File::open(path).map_err(|e| Error::local_io(format!("opening {}", path.display()), e))?;
+        Archive::new(file)
+    }
+}
+
 impl<R: ReadAt> Archive<R> {
-    /// Opens an archive with the default [`Limits`].
-    pub fn open(source: R) -> Result<Self, Error> {
-        Self::open_with_limits(source, Limits::default())
+    /// Opens an archive read through `source` (a file, a byte slice, any
+    /// [`ReadAt`]) with the default [`Limits`].
+    pub fn new(source: R) -> Result<Self, Error> {
+        Self::new_with_limits(source, Limits::default())
     }
 
     /// Opens an archive: header, trailer, index, and every section's extent map.
-    pub fn open_with_limits(source: R, limits: Limits) -> Result<Self, Error> {
+    pub fn new_with_limits(source: R, limits: Limits) -> Result<Self, Error> {
         let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
         let header = read_header(&source, size)?;
         let tag = header.archive_tag();

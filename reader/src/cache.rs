@@ -12,7 +12,7 @@
 //! use std::io::{Read, Seek, SeekFrom};
 //! use strata_reader::{Archive, ChunkCache};
 //!
-//! let archive = Archive::open(File::open("backup.strata")?)?;
+//! let archive = Archive::new(File::open("backup.strata")?)?;
 //! let cache = ChunkCache::new(64 << 20);
 //! let image = archive.image("disk")?;
 //! let mut buf = vec![0; 4096];
@@ -43,7 +43,7 @@ use crate::{Archive, Chunk, Error, ImageSection, ReadAt};
 /// ```
 /// use strata_reader::{Archive, ChunkCache};
 ///
-/// let archive = Archive::open(&include_bytes!("../../spec/vectors/image-small.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../spec/vectors/image-small.strata")[..])?;
 /// let image = archive.image("disk")?;
 /// let cache = ChunkCache::new(1 << 20);
 /// let mut through_cache = [0u8; 3000];
@@ -350,7 +350,7 @@ impl ChunkCache {
 /// use std::{fs::File, sync::Arc};
 /// use strata_reader::{Archive, ChunkCache, ReadAhead};
 ///
-/// let archive = Arc::new(Archive::open(File::open("backup.strata")?)?);
+/// let archive = Arc::new(Archive::new(File::open("backup.strata")?)?);
 /// let ahead = ReadAhead::new(archive.clone(), Arc::new(ChunkCache::new(64 << 20)), 2);
 /// let image = archive.image("disk")?;
 /// let mut buf = vec![0; 1 << 20];

@@ -15,7 +15,7 @@ use strata_format::{ErrorClass, FormatError};
 /// use strata_reader::{Archive, ErrorClass, ErrorKind};
 ///
 /// // One stored byte of the first chunk, at archive byte 548, was changed.
-/// let archive = Archive::open(&include_bytes!("../../spec/vectors/chunk-body-crc.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../spec/vectors/chunk-body-crc.strata")[..])?;
 /// let mut buf = [0u8; 100];
 /// let error = archive.image("disk")?.read_at(10, &mut buf).unwrap_err();
 /// assert_eq!(error.kind(), ErrorKind::Archive(ErrorClass::RecordChecksum));
@@ -36,7 +36,7 @@ pub struct Error(Box<Inner>);
 /// ```
 /// use strata_reader::{Archive, ErrorKind};
 ///
-/// let archive = Archive::open(&include_bytes!("../../spec/vectors/image-and-tree.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../spec/vectors/image-and-tree.strata")[..])?;
 /// match archive.image("no-such-image") {
 ///     Err(e) if e.kind() == ErrorKind::NoSuchSection => assert_eq!(e.section(), Some("no-such-image")),
 ///     Err(e) => return Err(e.into()),

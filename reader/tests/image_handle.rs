@@ -29,7 +29,7 @@ fn vector(file: &str) -> Vec<u8> {
 
 /// A valid vector, opened; an incremental one finds its ancestors beside it.
 fn open_vector(file: &str) -> Archive<Vec<u8>> {
-    let archive = Archive::open(vector(file)).expect("a valid vector opens");
+    let archive = Archive::new(vector(file)).expect("a valid vector opens");
     archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(file)));
     archive
 }
@@ -335,7 +335,7 @@ fn extents_tile_the_image_and_say_what_holds_it() {
 
 #[test]
 fn a_missing_image_is_a_typed_error() {
-    let archive = Archive::open(vector("image-and-tree.strata")).expect("opens");
+    let archive = Archive::new(vector("image-and-tree.strata")).expect("opens");
     let tree_name = archive.sections().iter().find(|s| s.name() != "disk").expect("a tree").name().to_string();
     for (name, says) in [("nope", "its images: \"disk\""), (tree_name.as_str(), "is a file tree, not an image")] {
         let error = archive.image(name).expect_err("not an image of the archive");
@@ -349,12 +349,12 @@ fn a_missing_image_is_a_typed_error() {
         let inner = io_error.get_ref().and_then(|e| e.downcast_ref::<strata_reader::Error>()).expect("inside");
         assert_eq!(inner.kind(), ErrorKind::NoSuchSection);
     }
-    let trees_only = Archive::open(vector("tree-small.strata")).expect("opens");
+    let trees_only = Archive::new(vector("tree-small.strata")).expect("opens");
     let error = trees_only.image("disk").expect_err("no images at all");
     assert_eq!(error.kind(), ErrorKind::NoSuchSection);
     assert!(error.to_string().contains("holds no image"), "{error}");
     // The other kinds, for contrast.
-    let damaged = Archive::open(vector("chunk-body-crc.strata")).expect("the index is intact");
+    let damaged = Archive::new(vector("chunk-body-crc.strata")).expect("the index is intact");
     let image = damaged.image("disk").expect("there");
     let error = image.read_at(0, &mut [0u8; 16]).expect_err("its first chunk is damaged");
     assert_eq!(error.kind(), ErrorKind::Archive(ErrorClass::RecordChecksum));
@@ -363,7 +363,7 @@ fn a_missing_image_is_a_typed_error() {
 
 #[test]
 fn damage_read_through_read_is_invalid_data_with_the_archive_error_inside() {
-    let archive = Archive::open(vector("chunk-body-crc.strata")).expect("the index is intact");
+    let archive = Archive::new(vector("chunk-body-crc.strata")).expect("the index is intact");
     let image = archive.image("disk").expect("there");
     let mut reader = image.reader();
     let error = reader.read(&mut [0u8; 100]).expect_err("the first chunk is damaged");
@@ -410,7 +410,7 @@ impl Recorded {
 #[test]
 fn sequential_reads_decode_each_chunk_once() {
     for file in ["image-small.strata", "two-images-dedup.strata", "image-sparse.strata"] {
-        let archive = Archive::open(Recorded { bytes: vector(file), reads: Mutex::new(Vec::new()) }).expect("opens");
+        let archive = Archive::new(Recorded { bytes: vector(file), reads: Mutex::new(Vec::new()) }).expect("opens");
         for section in archive.sections() {
             let image = archive.image(section.name()).expect("there");
             // A chunk is decoded again only when the reader comes back to it
@@ -464,7 +464,7 @@ fn sequential_reads_decode_each_chunk_once() {
 #[test]
 fn readers_taking_turns_each_decode_a_chunk_once() {
     let archive =
-        Archive::open(Recorded { bytes: vector("image-small.strata"), reads: Mutex::new(Vec::new()) }).expect("opens");
+        Archive::new(Recorded { bytes: vector("image-small.strata"), reads: Mutex::new(Vec::new()) }).expect("opens");
     let image = archive.image("disk").expect("there");
     let chunks: Vec<u64> = image
         .extents()
@@ -566,7 +566,7 @@ fn partial_reads_give_the_image_bytes() {
 /// BLAKE3 sees it.
 #[test]
 fn a_read_in_a_chunk_after_another_checks_its_blake3() {
-    let archive = Archive::open(vector("chunk-blake3-mismatch.strata")).expect("opens: chunks are read later");
+    let archive = Archive::new(vector("chunk-blake3-mismatch.strata")).expect("opens: chunks are read later");
     let image = archive.image("disk").expect("there");
     let chunk_ref = 3324;
     let cache = ChunkCache::new(1 << 20);
@@ -599,7 +599,7 @@ fn a_read_in_a_chunk_after_another_checks_its_blake3() {
 /// on the record CRC, which covers every stored byte, however little it needs.
 #[test]
 fn a_damaged_chunk_read_in_part_is_an_error() {
-    let archive = Archive::open(vector("chunk-body-crc.strata")).expect("opens: chunks are read later");
+    let archive = Archive::new(vector("chunk-body-crc.strata")).expect("opens: chunks are read later");
     let image = archive.image("disk").expect("there");
     let cache = ChunkCache::new(1 << 20);
     let mut buf = [0u8; 1];
@@ -616,7 +616,7 @@ fn a_damaged_chunk_read_in_part_is_an_error() {
 #[test]
 fn a_later_read_goes_on_from_the_last() {
     let archive =
-        Archive::open(Recorded { bytes: vector("image-small.strata"), reads: Mutex::new(Vec::new()) }).expect("opens");
+        Archive::new(Recorded { bytes: vector("image-small.strata"), reads: Mutex::new(Vec::new()) }).expect("opens");
     let image = archive.image("disk").expect("there");
     let chunk_at = |offset: u64| match image.extents().find(|e| e.range().contains(&offset)).map(|e| e.kind) {
         Some(ExtentKind::Data(chunk_ref)) => chunk_ref,

@@ -150,7 +150,7 @@ fn every_valid_tree_reads_as_its_manifest_says() {
     assert!(trees.len() >= 7, "the vectors hold trees");
     for (file, want) in &trees {
         let bytes = vector(file);
-        let archive = Archive::open(bytes).expect("a valid vector opens");
+        let archive = Archive::new(bytes).expect("a valid vector opens");
         // An incremental vector's ancestors are vectors beside it.
         archive.set_parent_search(strata_reader::ParentSearch::beside(&vectors_dir().join(file)));
         let name = want["name"].as_str().expect("name");
@@ -240,7 +240,7 @@ fn every_valid_tree_reads_as_its_manifest_says() {
 
 #[test]
 fn a_missing_tree_is_a_typed_error_naming_what_there_is() {
-    let archive = Archive::open(vector("image-and-tree.strata")).unwrap();
+    let archive = Archive::new(vector("image-and-tree.strata")).unwrap();
     let e = archive.tree("disk").unwrap_err();
     assert_eq!((e.kind(), e.class(), e.section()), (ErrorKind::NoSuchSection, None, Some("disk")));
     assert!(e.detail().contains("an image, not a file tree"), "{e}");
@@ -248,7 +248,7 @@ fn a_missing_tree_is_a_typed_error_naming_what_there_is() {
     assert_eq!(e.kind(), ErrorKind::NoSuchSection);
     assert!(e.detail().contains("its file trees: \"tree\""), "{e}");
     assert_eq!(io::Error::from(e).kind(), io::ErrorKind::NotFound);
-    let images_only = Archive::open(vector("image-small.strata")).unwrap();
+    let images_only = Archive::new(vector("image-small.strata")).unwrap();
     assert!(images_only.tree("tree").unwrap_err().detail().contains("holds no file-tree section"));
     // And the other way round: a tree is no image.
     assert_eq!(archive.image("tree").unwrap_err().kind(), ErrorKind::NoSuchSection);
@@ -271,7 +271,7 @@ proptest! {
     /// packed one reads as the same range of the whole: holes as zeros.
     #[test]
     fn any_range_of_a_file_reads_as_the_whole_gives_it(offset in 0u64..21_000, length in 0usize..12_000) {
-        let archive = Archive::open(vector("tree-small.strata")).unwrap();
+        let archive = Archive::new(vector("tree-small.strata")).unwrap();
         let tree = archive.tree("tree").unwrap();
         for path in ["docs/big.bin", "docs/sparse", "abc", "docs/readme.txt"] {
             let mut whole = Vec::new();
@@ -285,7 +285,7 @@ proptest! {
 
 #[test]
 fn a_file_reader_seeks_as_a_file_does() {
-    let archive = Archive::open(vector("tree-small.strata")).unwrap();
+    let archive = Archive::new(vector("tree-small.strata")).unwrap();
     let tree = archive.tree("tree").unwrap();
     let sparse = tree.lookup("docs/sparse").unwrap().unwrap();
     let mut file = tree.open(&sparse).unwrap();
@@ -306,7 +306,7 @@ fn a_file_reader_seeks_as_a_file_does() {
 
 #[test]
 fn content_that_does_not_match_its_digest_is_an_error_not_bytes() {
-    let archive = Archive::open(vector("tree-content-digest.strata")).unwrap();
+    let archive = Archive::new(vector("tree-content-digest.strata")).unwrap();
     let mut failed = Vec::new();
     for section in archive.sections() {
         let tree = archive.tree(section.name()).unwrap();
@@ -332,7 +332,7 @@ fn content_that_does_not_match_its_digest_is_an_error_not_bytes() {
 
 #[test]
 fn a_hard_link_to_what_is_not_an_earlier_file_is_an_error() {
-    let archive = Archive::open(vector("tree-hardlink-escape.strata")).unwrap();
+    let archive = Archive::new(vector("tree-hardlink-escape.strata")).unwrap();
     let tree = archive.tree(archive.sections()[0].name()).unwrap();
     let links: Vec<Entry> = tree.entries().map_while(Result::ok).filter(Entry::is_hard_link).collect();
     assert!(!links.is_empty());
@@ -374,7 +374,7 @@ fn record_map(bytes: &[u8]) -> Vec<(u64, u64, Option<RecordType>)> {
 fn listing_and_looking_up_read_no_content_and_a_file_only_its_own() {
     let bytes = vector("tree-small.strata");
     let records = record_map(&bytes);
-    let archive = Archive::open(Counting(bytes, Default::default())).unwrap();
+    let archive = Archive::new(Counting(bytes, Default::default())).unwrap();
     let tree = archive.tree("tree").unwrap();
     // The record types read since the last call.
     let read = || -> Vec<Option<RecordType>> {
@@ -422,7 +422,7 @@ fn the_tour_lists_a_tree_prints_a_file_and_copies_16_kib_of_an_image() {
     let copied = tour::tour(&path, "tree", "docs/hard", "disk", 1000, out.to_str().unwrap(), &mut said).unwrap();
     assert_eq!(copied, 16 << 10);
 
-    let archive = Archive::open(vector("image-and-tree.strata")).unwrap();
+    let archive = Archive::new(vector("image-and-tree.strata")).unwrap();
     let image = archive.image("disk").unwrap();
     let mut want = vec![0; 16 << 10];
     assert_eq!(image.read_at(1000, &mut want).unwrap(), want.len());
@@ -464,7 +464,7 @@ fn the_list_and_cat_examples_give_what_the_handle_gives() {
 
     let mut content = Vec::new();
     assert_eq!(cat::cat(&path, "tree", "docs/readme.txt", &mut content).unwrap(), 300);
-    let archive = Archive::open(vector("tree-small.strata")).unwrap();
+    let archive = Archive::new(vector("tree-small.strata")).unwrap();
     let tree = archive.tree("tree").unwrap();
     let mut hard = Vec::new();
     tree.open(&tree.lookup("docs/hard").unwrap().unwrap()).unwrap().read_to_end(&mut hard).unwrap();
@@ -503,7 +503,7 @@ fn the_info_example_prints_each_section_as_the_manifest_gives_it() {
 
 #[test]
 fn entries_of_a_tree_compare_by_path_and_fields() {
-    let archive = Archive::open(vector("tree-small.strata")).unwrap();
+    let archive = Archive::new(vector("tree-small.strata")).unwrap();
     let tree = archive.tree("tree").unwrap();
     let docs = tree.lookup("docs").unwrap().unwrap();
     let from_listing = tree.read_dir(&tree.root().unwrap()).unwrap().map(|e| e.unwrap()).find(|e| e.name() == b"docs");

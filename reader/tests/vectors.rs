@@ -68,7 +68,7 @@ fn check_valid(name: &str, bytes: Vec<u8>, expected: &[serde_json::Value], paren
     let report =
         verify::verify_with_parents(&bytes, Limits::default(), parents, &|_| {}).expect("reading memory cannot fail");
     assert!(report.is_clean(), "{name}: verify found {:?}", report.problems);
-    let archive = Archive::open(bytes.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let archive = Archive::new(bytes.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
     archive.set_parent_search(parents.clone());
     assert_eq!(archive.sections().len(), expected.len(), "{name}: section count");
     for (section, want) in archive.sections().iter().zip(expected) {
@@ -168,7 +168,7 @@ fn every_vector_gives_its_expected_outcome() {
             check_hostile(name, &bytes, &[]);
         }
         // Opening may fail, but never panics; nor does reading what opens.
-        if let Ok(archive) = Archive::open(bytes.clone()) {
+        if let Ok(archive) = Archive::new(bytes.clone()) {
             for section in archive.sections() {
                 let Section::Image(image) = section else { continue };
                 let mut buf = vec![0u8; 4096];
@@ -189,7 +189,7 @@ fn every_vector_gives_its_expected_outcome() {
 #[test]
 fn a_swapped_index_fails_the_restore_by_its_map_digest() {
     let bytes = std::fs::read(vectors_dir().join("index-extents-differ.strata")).expect("vector");
-    let archive = Archive::open(bytes).expect("the index itself is well formed");
+    let archive = Archive::new(bytes).expect("the index itself is well formed");
     let Section::Image(image) = &archive.sections()[0] else { panic!("an image section") };
     let mut sink = HashSink { hasher: blake3::Hasher::new(), position: 0 };
     let error = archive.restore_image(image, &mut sink, &|_| {}).expect_err("the restore must fail");
@@ -412,7 +412,7 @@ fn check_hostile(name: &str, bytes: &[u8], refused: &[serde_json::Value]) {
     let dest = sandbox.path().join("a/b/c/dest");
     let outside_tmp = std::path::Path::new("/tmp/pwned");
     let existed = outside_tmp.exists();
-    let Ok(archive) = Archive::open(bytes.to_vec()) else {
+    let Ok(archive) = Archive::new(bytes.to_vec()) else {
         return; // nothing to extract from
     };
     for section in archive.sections() {
@@ -549,7 +549,7 @@ fn a_group_whose_extent_base_is_off_is_an_index_mismatch_at_it() {
     assert_eq!(problems_of(&bytes), [(ErrorClass::IndexMismatch, at)]);
     // A reader locating a file's extents from it (FORMAT.md 10.1 step 5)
     // meets another entry's extent, or the end of the list: never its bytes.
-    let archive = Archive::open(bytes).unwrap();
+    let archive = Archive::new(bytes).unwrap();
     let tree = archive.tree("tree").unwrap();
     let abc = tree.lookup("abc").unwrap().unwrap();
     let e = archive.file_extents(tree.section(), abc.raw()).unwrap_err();

@@ -42,7 +42,7 @@ fn archive_of(root: &Path) -> Vec<u8> {
 type Listing = BTreeMap<Vec<u8>, (EntryKind, u8, Vec<u8>)>;
 
 fn listing(bytes: &[u8]) -> Listing {
-    let archive = Archive::open(bytes).expect("the salvaged archive opens");
+    let archive = Archive::new(bytes).expect("the salvaged archive opens");
     let tree = archive.tree_section("t").expect("the tree survives").clone();
     let mut out = BTreeMap::new();
     let mut files = Vec::new();
@@ -176,7 +176,7 @@ fn a_lost_entries_record_costs_its_entries_and_keeps_the_rest_in_place() {
 fn a_cut_keeps_every_entry_whose_records_came_before_it() {
     let (good, original) = sample(300);
     let entry_records = records(&good, RecordType::FilesEntries);
-    let archive = Archive::open(good.as_slice()).unwrap();
+    let archive = Archive::new(good.as_slice()).unwrap();
     let tree = archive.tree_section("t").unwrap().clone();
     let mut paths = std::collections::HashMap::new();
     archive

@@ -34,7 +34,7 @@
 //! use strata_reader::Archive;
 //! use strata_serve::{server, ImageExport};
 //!
-//! let archive = Archive::open(std::fs::File::open("backup.strata")?)?;
+//! let archive = Archive::new(std::fs::File::open("backup.strata")?)?;
 //! let export = ImageExport::new(archive, "disk", 64 << 20, Box::new(|range, why| {
 //!     eprintln!("bytes {range:?} unreadable: {why}")
 //! }))

@@ -46,7 +46,7 @@ fn archive(image: &[u8]) -> Archive<Counted> {
     let mut writer = ArchiveWriter::new(Vec::new(), options).unwrap();
     writer.add_image("disk", &mut SliceSource::new(image), &NoProgress).unwrap();
     let (bytes, _) = writer.finish().unwrap();
-    Archive::open(Counted { bytes, read: AtomicU64::new(0) }).unwrap()
+    Archive::new(Counted { bytes, read: AtomicU64::new(0) }).unwrap()
 }
 
 #[test]

@@ -61,7 +61,7 @@ fn build(uuid: [u8; 16], base: Option<ChainBase>, image: &ImageModel, model: Opt
 
 /// What a child of the archive `bytes`, stored under `name`, is built on.
 fn base_of(name: &str, bytes: &[u8]) -> ChainBase {
-    let parent = Archive::open(bytes.to_vec()).expect("the parent vector is valid");
+    let parent = Archive::new(bytes.to_vec()).expect("the parent vector is valid");
     ChainBase::from_parent(ParentFacts {
         name: name.as_bytes().to_vec(),
         uuid: parent.header().archive_uuid,

@@ -122,7 +122,7 @@ impl ImageExtent {
 /// use strata_format::ExtentKind;
 /// use strata_reader::Archive;
 ///
-/// let archive = Archive::open(&include_bytes!("../../../spec/vectors/image-small.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../../spec/vectors/image-small.strata")[..])?;
 /// let disk = archive.image("disk")?;
 /// assert_eq!(disk.len(), 50_000);
 ///
@@ -214,7 +214,7 @@ impl<'a, R: ReadAt> Image<'a, R> {
     /// use std::io::{Read, Seek, SeekFrom};
     /// use strata_reader::Archive;
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/image-small.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/image-small.strata")[..])?;
     /// let mut disk = archive.image("disk")?.reader();
     /// // The second sector, as a partition table parser would read it.
     /// let mut sector = [0u8; 512];
@@ -271,7 +271,7 @@ impl<'a, R: ReadAt> Image<'a, R> {
 /// use std::io::{Read, Seek, SeekFrom};
 /// use strata_reader::Archive;
 ///
-/// let archive = Archive::open(&include_bytes!("../../../spec/vectors/image-small.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../../spec/vectors/image-small.strata")[..])?;
 /// let image = archive.image("disk")?;
 /// let mut reader = image.reader();
 /// // The whole image, as the vectors' manifest hashes it.

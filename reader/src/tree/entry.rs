@@ -16,7 +16,7 @@ use strata_format::files::{self, Captured, EntryFlags, EntryKind, Timestamp, Xat
 /// ```
 /// use strata_reader::{Archive, EntryKind};
 ///
-/// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-devices.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-devices.strata")[..])?;
 /// let tree = archive.tree("devices")?;
 /// let null = tree.lookup("dev/null")?.expect("in the archive");
 /// assert_eq!(null.kind(), EntryKind::CharDevice);

@@ -24,7 +24,7 @@ use crate::{Chunk, Error, ReadAt, Tree};
 /// use std::io::{Read, Seek, SeekFrom};
 /// use strata_reader::Archive;
 ///
-/// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
 /// let tree = archive.tree("tree")?;
 /// let mut big = tree.open(&tree.lookup("docs/big.bin")?.expect("in the archive"))?;
 /// // Front to back, as std::io::copy reads: checked against the file's digest.

@@ -28,7 +28,7 @@ impl<R: ReadAt> Archive<R> {
     /// ```
     /// use strata_reader::{Archive, ErrorKind};
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/image-and-tree.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/image-and-tree.strata")[..])?;
     /// let tree = archive.tree("tree")?;
     /// assert_eq!(tree.name(), "tree");
     /// // "disk" is an image: no file tree by that name.
@@ -72,7 +72,7 @@ impl<R: ReadAt> Archive<R> {
 /// use std::io::Read;
 /// use strata_reader::{Archive, EntryKind};
 ///
-/// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
 /// let tree = archive.tree("tree")?;
 ///
 /// // Every entry, in the archive's order, without reading any content.
@@ -161,7 +161,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// ```
     /// use strata_reader::Archive;
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
     /// let tree = archive.tree("tree")?;
     /// let paths = tree.entries().map(|e| e.map(|e| e.path().to_vec())).collect::<Result<Vec<_>, _>>()?;
     /// assert_eq!(paths.len() as u64, tree.entry_count());
@@ -185,7 +185,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// ```
     /// use strata_reader::Archive;
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
     /// let tree = archive.tree("tree")?;
     /// let link = tree.lookup("docs/link")?.expect("in the archive");
     /// assert_eq!(link.symlink_target(), Some(&b"readme.txt"[..]));
@@ -214,7 +214,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// ```
     /// use strata_reader::Archive;
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
     /// let tree = archive.tree("tree")?;
     /// let root = tree.root()?;
     /// let names = tree.read_dir(&root)?.map(|e| e.map(|e| e.name().to_vec())).collect::<Result<Vec<_>, _>>()?;
@@ -264,7 +264,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// ```
     /// use strata_reader::Archive;
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
     /// let tree = archive.tree("tree")?;
     /// let below = tree.subtree("esd")?.expect("in the archive");
     /// let paths = below.map(|e| e.map(|e| e.path().to_vec())).collect::<Result<Vec<_>, _>>()?;
@@ -287,7 +287,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// ```
     /// use strata_reader::Archive;
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
     /// let tree = archive.tree("tree")?;
     /// let hard = tree.lookup("docs/hard")?.expect("in the archive");
     /// assert_eq!(tree.entry(hard.id())?, Some(hard));
@@ -347,7 +347,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// ```
     /// use strata_reader::Archive;
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
     /// let tree = archive.tree("tree")?;
     /// let link = tree.lookup("docs/readme.txt")?.expect("in the archive");
     /// let file = tree.link_target(&link)?.expect("a hard link");
@@ -419,7 +419,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// use std::io::{Read, Seek, SeekFrom};
     /// use strata_reader::{Archive, ErrorKind};
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-salvaged.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-salvaged.strata")[..])?;
     /// let tree = archive.tree("tree")?;
     /// let sparse = tree.lookup("docs/sparse")?.expect("in the archive");
     /// let mut file = tree.open(&sparse)?;
@@ -462,7 +462,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
     /// use strata_reader::extract::{ExtractOptions, Owners};
     /// use strata_reader::Archive;
     ///
-    /// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
     /// let dest = tempfile::tempdir()?;
     /// let options = ExtractOptions { owners: Owners::Never, select: vec![b"docs".to_vec()], ..Default::default() };
     /// let report = archive.tree("tree")?.extract_to(dest.path(), &options)?;
@@ -485,7 +485,7 @@ impl<'a, R: ReadAt> Tree<'a, R> {
 /// ```
 /// use strata_reader::Archive;
 ///
-/// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
 /// let tree = archive.tree("tree")?;
 /// let mut bytes = 0;
 /// for entry in tree.entries() {
@@ -526,7 +526,7 @@ impl<R: ReadAt> std::fmt::Debug for Entries<'_, R> {
 /// ```
 /// use strata_reader::Archive;
 ///
-/// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
 /// let tree = archive.tree("tree")?;
 /// // Directories first, depth first, as a file manager opens them.
 /// let mut pending = vec![tree.root()?];
@@ -572,7 +572,7 @@ impl<R: ReadAt> std::fmt::Debug for ReadDir<'_, R> {
 /// ```
 /// use strata_reader::Archive;
 ///
-/// let archive = Archive::open(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
+/// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
 /// let tree = archive.tree("tree")?;
 /// let docs = tree.subtree("docs")?.expect("in the archive");
 /// let symlinks = docs.filter(|e| e.as_ref().is_ok_and(|e| e.is_symlink())).count();
