@@ -24,6 +24,7 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
+use strata_format::files::EntryKind;
 use strata_format::image::{self, ExtentMapCheck, MapDigest};
 use strata_format::{ArchiveHeader, ChunkRef, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType};
 
@@ -400,4 +401,273 @@ fn drain_resolved(
         state.pending.pop_front();
     }
     Ok(())
+}
+
+/// What a front-to-back read of an archive meets, in archive order
+/// (`spec/FORMAT.md` 10.2): the sections' beginnings and ends, an image's
+/// extent map run by run, a tree's entries with their paths. Content is not
+/// delivered here: [`restore_image`] restores an image from a stream, and an
+/// [`crate::Archive`] reads files by position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Item {
+    /// A block-image section begins (7.1).
+    ImageBegin {
+        /// The section's name.
+        name: String,
+        /// Its number among the archive's sections.
+        section_id: u32,
+        /// Its chunk size in bytes.
+        chunk_size: u32,
+    },
+    /// A run of the open image's extent map (7.2), in image order.
+    ImageExtents(Vec<crate::ImageExtent>),
+    /// The open image section ends (7.3).
+    ImageEnd {
+        /// The section's name.
+        name: String,
+        /// The image's size in bytes.
+        logical_size: u64,
+    },
+    /// A file-tree section begins (8.1).
+    TreeBegin {
+        /// The section's name.
+        name: String,
+        /// Its number among the archive's sections.
+        section_id: u32,
+    },
+    /// An entry of the open file-tree section, in entry order, with its path.
+    Entry(Box<crate::Entry>),
+    /// The open file-tree section ends (8.4).
+    TreeEnd {
+        /// The section's name.
+        name: String,
+        /// How many entries it holds.
+        entry_count: u64,
+    },
+}
+
+/// Reads an archive front to back from any [`Read`] (a pipe, standard input)
+/// through the one record walker, as an iterator of [`Item`]s: the same
+/// image extents and tree entries an [`crate::Archive`] gives by position,
+/// without the index and without seeking. Every record's CRC is checked, and
+/// the rules of section 8 between entries; the first fault ends the
+/// iteration with its error. The paths of the open tree's directories are
+/// held, bounded by [`Limits::max_index_bytes`].
+///
+/// ```
+/// use strata_reader::stream::{Item, Stream};
+/// use strata_reader::Limits;
+///
+/// let input = &include_bytes!("../../spec/vectors/image-and-tree.strata")[..];
+/// let mut paths = Vec::new();
+/// let mut image_bytes = 0;
+/// for item in Stream::new(input, Limits::default())? {
+///     match item? {
+///         Item::Entry(entry) => paths.push(String::from_utf8_lossy(entry.path()).into_owned()),
+///         Item::ImageExtents(run) => image_bytes += run.iter().map(|e| e.length).sum::<u64>(),
+///         _ => {}
+///     }
+/// }
+/// assert!(paths.contains(&"docs/hard".to_string()), "{paths:?}");
+/// assert!(image_bytes > 0);
+/// # Ok::<(), strata_reader::Error>(())
+/// ```
+pub struct Stream<R: Read> {
+    records: Records<Sequential<R>>,
+    header: ArchiveHeader,
+    limits: Limits,
+    /// Items made from one record and not yet given.
+    ready: VecDeque<Item>,
+    /// The open section: image or tree, its name, id and (for a tree) what
+    /// it captured, the check between its entries and its directories' paths.
+    open: Option<OpenSection>,
+    /// The trailer was read, or an error given: nothing more comes.
+    done: bool,
+}
+
+enum OpenSection {
+    Image { name: String, section_id: u32 },
+    Tree(Box<OpenTree>),
+}
+
+struct OpenTree {
+    name: String,
+    section_id: u32,
+    captured: u64,
+    check: strata_format::files::TreeCheck,
+    dirs: DirPaths,
+}
+
+/// The paths of a tree's directories by entry id, with their total size.
+#[derive(Default)]
+struct DirPaths {
+    paths: HashMap<u64, Vec<u8>>,
+    bytes: u64,
+}
+
+impl<R: Read> std::fmt::Debug for Stream<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("position", &self.records.position)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> Stream<R> {
+    /// Reads the archive header from `input`; the records follow as the
+    /// stream is iterated.
+    pub fn new(mut input: R, limits: Limits) -> Result<Self, Error> {
+        let header = read_stream_header(&mut input)?;
+        let records = Records::new(
+            Sequential(input),
+            u64::from(header.header_length),
+            header.archive_tag(),
+            limits.max_index_bytes,
+        );
+        Ok(Stream { records, header, limits, ready: VecDeque::new(), open: None, done: false })
+    }
+
+    /// The archive's header.
+    pub fn header(&self) -> &ArchiveHeader {
+        &self.header
+    }
+
+    /// The next record's items; `Ok(false)` after the trailer.
+    fn read_record(&mut self) -> Result<bool, Error> {
+        let Some(record) = self.records.next_record()? else {
+            return Err(Error::new(ErrorClass::Truncated, "archive", "the input ended before the trailer")
+                .at(self.records.position));
+        };
+        let offset = record.offset;
+        let at = |e: strata_format::FormatError| Error::from(e).at(offset);
+        let body = &record.body;
+        match record.record_type {
+            Some(RecordType::ImageBegin) => {
+                let begin = ImageBegin::parse(body).map_err(at)?;
+                let name = begin.name_lossy();
+                self.open = Some(OpenSection::Image { name: name.clone(), section_id: begin.section_id });
+                self.ready.push_back(Item::ImageBegin {
+                    name,
+                    section_id: begin.section_id,
+                    chunk_size: begin.chunk_size,
+                });
+            }
+            Some(RecordType::ImageExtents) => {
+                let (head, table) = image::parse_extent_table(body, RecordType::ImageExtents).map_err(at)?;
+                if matches!(&self.open, Some(OpenSection::Image { section_id, .. }) if *section_id == head.section_id) {
+                    let run = image::extents_of(table)
+                        .map(|e| {
+                            Ok(crate::ImageExtent {
+                                offset: e.image_offset,
+                                length: e.length,
+                                kind: e.kind().map_err(at)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, Error>>()?;
+                    self.ready.push_back(Item::ImageExtents(run));
+                }
+            }
+            Some(RecordType::ImageEnd) => {
+                let end = ImageEnd::decode_exact(body, "IMAGE_END body").map_err(at)?;
+                end.validate().map_err(at)?;
+                if let Some(OpenSection::Image { name, section_id }) = self.open.take() {
+                    if section_id == end.section_id {
+                        self.ready.push_back(Item::ImageEnd { name, logical_size: end.logical_size });
+                    }
+                }
+            }
+            Some(RecordType::FilesBegin) => {
+                let begin = strata_format::files::FilesBegin::parse(body).map_err(at)?;
+                let name = begin.name_lossy();
+                self.open = Some(OpenSection::Tree(Box::new(OpenTree {
+                    name: name.clone(),
+                    section_id: begin.section_id,
+                    captured: begin.captured,
+                    check: strata_format::files::TreeCheck::new(),
+                    dirs: DirPaths::default(),
+                })));
+                self.ready.push_back(Item::TreeBegin { name, section_id: begin.section_id });
+            }
+            Some(RecordType::FilesEntries) => {
+                let group = strata_format::files::parse_group(body).map_err(at)?;
+                let Some(OpenSection::Tree(tree)) = &mut self.open else {
+                    return Ok(true);
+                };
+                let OpenTree { name, section_id, captured, check, dirs } = &mut **tree;
+                if group.head.section_id != *section_id {
+                    return Ok(true);
+                }
+                for entry in group.entries {
+                    let entry = entry.map_err(at)?;
+                    let fault = check.push(&entry).into_iter().next().or_else(|| entry.check(*captured).err());
+                    if let Some(fault) = fault {
+                        return Err(at(fault).in_section(name));
+                    }
+                    let path = match dirs.paths.get(&entry.parent_id) {
+                        Some(parent) if parent.is_empty() => entry.name.clone(),
+                        Some(parent) => [parent.as_slice(), b"/", &entry.name].concat(),
+                        None => Vec::new(), // the root: TreeCheck refused any other parentless entry
+                    };
+                    if entry.kind == EntryKind::Directory {
+                        dirs.bytes += path.len() as u64 + 64;
+                        if dirs.bytes > self.limits.max_index_bytes {
+                            return Err(Error::new(
+                                ErrorClass::LimitExceeded,
+                                "directory paths",
+                                format!(
+                                    "the paths of this tree's directories pass the reader's limit of {} bytes",
+                                    self.limits.max_index_bytes
+                                ),
+                            )
+                            .at(offset)
+                            .in_section(name));
+                        }
+                        dirs.paths.insert(entry.entry_id, path.clone());
+                    }
+                    self.ready.push_back(Item::Entry(Box::new(crate::Entry::from_raw(path, entry, *captured))));
+                }
+            }
+            Some(RecordType::FilesEnd) => {
+                let end = strata_format::files::FilesEnd::decode_exact(body, "FILES_END body").map_err(at)?;
+                end.validate().map_err(at)?;
+                if let Some(OpenSection::Tree(tree)) = self.open.take() {
+                    if tree.section_id == end.section_id {
+                        self.ready.push_back(Item::TreeEnd { name: tree.name, entry_count: end.entry_count });
+                    }
+                }
+            }
+            Some(RecordType::Trailer) => return Ok(false),
+            // Chunks (their CRC checked by the walker), the tables written
+            // after the sections, a chain, and ancillary records say nothing
+            // a front-to-back reader gives.
+            _ => {}
+        }
+        self.records.recycle(record.body);
+        Ok(true)
+    }
+}
+
+impl<R: Read> Iterator for Stream<R> {
+    type Item = Result<Item, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                return Some(Ok(item));
+            }
+            if self.done {
+                return None;
+            }
+            match self.read_record() {
+                Ok(true) => {}
+                Ok(false) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
 }
