@@ -3,7 +3,10 @@
 use std::io;
 
 /// Why writing an archive failed. Every variant says what was being done.
+/// More variants may come (encryption, object storage): match with a
+/// wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WriteError {
     /// Reading the source failed.
     #[error("reading {what} at byte {offset}: {source}")]
