@@ -1166,6 +1166,14 @@ fixed_layout! {
 }
 
 impl FilesEnd {
+    /// Parses and validates a body whose CRC has been checked: exactly 72
+    /// bytes ([`FilesEnd::decode_exact`]), then [`FilesEnd::validate`].
+    pub fn parse(body: &[u8]) -> Result<FilesEnd, FormatError> {
+        let end = FilesEnd::decode_exact(body, "FILES_END body")?;
+        end.validate()?;
+        Ok(end)
+    }
+
     /// Checks what `FILES_END` alone can break (8.4): its reserved field.
     /// Its totals are checked against the section by the reader.
     ///

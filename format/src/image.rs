@@ -351,6 +351,14 @@ impl MapDigest {
 }
 
 impl ImageEnd {
+    /// Parses and validates a body whose CRC has been checked: exactly 96
+    /// bytes ([`ImageEnd::decode_exact`]), then [`ImageEnd::validate`].
+    pub fn parse(body: &[u8]) -> Result<ImageEnd, FormatError> {
+        let end = ImageEnd::decode_exact(body, "IMAGE_END body")?;
+        end.validate()?;
+        Ok(end)
+    }
+
     /// Checks the rules of spec 7.3 that concern the body alone: reserved zero, size limit, totals within the size.
     pub fn validate(&self) -> Result<(), FormatError> {
         if self.reserved != 0 {

@@ -104,12 +104,18 @@ impl TreeCheck {
                 }
                 _ => {}
             }
-            if let Some((dir, _)) = self.run.take() {
-                if dir != parent {
-                    self.ended.insert(dir);
+            match &mut self.run {
+                // The name buffer is reused: this runs once per entry.
+                Some((dir, last)) => {
+                    if *dir != parent {
+                        self.ended.insert(*dir);
+                        *dir = parent;
+                    }
+                    last.clear();
+                    last.extend_from_slice(&entry.name);
                 }
+                None => self.run = Some((parent, entry.name.clone())),
             }
-            self.run = Some((parent, entry.name.clone()));
         }
         if entry.kind == EntryKind::Hardlink {
             let target = entry.link_id;

@@ -570,8 +570,7 @@ impl<R: Read> Stream<R> {
                 }
             }
             Some(RecordType::ImageEnd) => {
-                let end = ImageEnd::decode_exact(body, "IMAGE_END body").map_err(at)?;
-                end.validate().map_err(at)?;
+                let end = ImageEnd::parse(body).map_err(at)?;
                 if let Some(OpenSection::Image { name, section_id }) = self.open.take() {
                     if section_id == end.section_id {
                         self.ready.push_back(Item::ImageEnd { name, logical_size: end.logical_size });
@@ -605,11 +604,11 @@ impl<R: Read> Stream<R> {
                     if let Some(fault) = fault {
                         return Err(at(fault).in_section(name));
                     }
-                    let path = match dirs.paths.get(&entry.parent_id) {
-                        Some(parent) if parent.is_empty() => entry.name.clone(),
-                        Some(parent) => [parent.as_slice(), b"/", &entry.name].concat(),
-                        None => Vec::new(), // the root: TreeCheck refused any other parentless entry
-                    };
+                    // The root has no parent: TreeCheck refused any other entry without one.
+                    let path = dirs
+                        .paths
+                        .get(&entry.parent_id)
+                        .map_or_else(Vec::new, |parent| crate::tree::join(parent, &entry.name));
                     if entry.kind == EntryKind::Directory {
                         dirs.bytes += path.len() as u64 + 64;
                         if dirs.bytes > self.limits.max_index_bytes {
@@ -630,8 +629,7 @@ impl<R: Read> Stream<R> {
                 }
             }
             Some(RecordType::FilesEnd) => {
-                let end = strata_format::files::FilesEnd::decode_exact(body, "FILES_END body").map_err(at)?;
-                end.validate().map_err(at)?;
+                let end = strata_format::files::FilesEnd::parse(body).map_err(at)?;
                 if let Some(OpenSection::Tree(tree)) = self.open.take() {
                     if tree.section_id == end.section_id {
                         self.ready.push_back(Item::TreeEnd { name: tree.name, entry_count: end.entry_count });

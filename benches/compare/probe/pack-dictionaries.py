@@ -11,16 +11,9 @@ On /usr/include (7,911 files, 110.5 MB, 2026-12-04): tar|zstd -3 14.13 MB;
 80 s; raw-content dictionaries about 0.99x. pack-sizes.py gives 2 MiB packs
 15.67 MB and 4 MiB 14.78 MB: the pack size is the lever."""
 import os, sys, zstandard, subprocess, time
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tree_walk import walk
 top=sys.argv[1]
-def walk(d):
-    names=sorted(os.listdir(d)); out=[]; subs=[]
-    for n in names:
-        p=os.path.join(d,n)
-        if os.path.islink(p): continue
-        if os.path.isdir(p): subs.append(p)
-        elif os.path.isfile(p): out.append(p)
-    for p in out: yield p
-    for s in subs: yield from walk(s)
 data=[open(p,'rb').read() for p in walk(top)]
 small=[d for d in data if len(d) < 512*1024]
 blob=b''.join(small)

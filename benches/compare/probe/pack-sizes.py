@@ -2,17 +2,9 @@
 entry order, cut into 1, 4 and 16 MiB pieces compressed alone at zstd levels
 3, 6, 9 and 19. Usage: python3 pack-sizes.py DIR (needs the zstandard module)."""
 import os, sys, zstandard
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tree_walk import walk
 top=sys.argv[1]
-def walk(d):
-    names=sorted(os.listdir(d))
-    out=[]; subs=[]
-    for n in names:
-        p=os.path.join(d,n)
-        if os.path.islink(p): continue
-        if os.path.isdir(p): subs.append(p)
-        elif os.path.isfile(p): out.append(p)
-    for p in out: yield p
-    for s in subs: yield from walk(s)
 data=[open(p,'rb').read() for p in walk(top)]
 small=[d for d in data if len(d) < 512*1024]
 big=[d for d in data if len(d) >= 512*1024]

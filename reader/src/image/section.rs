@@ -113,9 +113,8 @@ pub(crate) fn load_image_section<R: ReadAt>(
         ));
     }
     let end_record = read(entry.end_offset).map_err(|e| e.in_section(&name))?;
-    let end = ImageEnd::decode_exact(expect_type(&end_record, RecordType::ImageEnd)?, "IMAGE_END body")
+    let end = ImageEnd::parse(expect_type(&end_record, RecordType::ImageEnd)?)
         .map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
-    end.validate().map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
     if end.section_id != entry.section_id || end.begin_offset != entry.begin_offset {
         return Err(mismatch(
             "IMAGE_END",

@@ -1247,8 +1247,7 @@ pub(crate) fn load_tree_section<R: ReadAt>(
         .map_err(|e| Error::from(e).at(entry.begin_offset))?;
     let name = begin.name_lossy();
     let end_record = read(entry.end_offset).map_err(|e| e.in_section(&name))?;
-    let end = FilesEnd::decode_exact(expect_type(&end_record, RecordType::FilesEnd)?, "FILES_END body")
-        .and_then(|end| end.validate().map(|()| end))
+    let end = FilesEnd::parse(expect_type(&end_record, RecordType::FilesEnd)?)
         .map_err(|e| Error::from(e).at(entry.end_offset).in_section(&name))?;
     let index_record = read(entry.table_offset).map_err(|e| e.in_section(&name))?;
     let (head, groups) = files::parse_files_index(expect_type(&index_record, RecordType::FilesIndex)?)
