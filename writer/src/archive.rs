@@ -33,7 +33,10 @@ pub struct WriterOptions {
     pub created_ns: i64,
     /// Worker threads for hashing and compression; 0 means one per core.
     pub threads: usize,
-    /// Raw bytes read ahead and compressed as one batch: bounds memory in flight.
+    /// Raw bytes read ahead: bounds memory in flight. An image's batch of
+    /// windows takes half of it; a tree cuts its batches (each one
+    /// `FILES_EXTENTS` record) at a quarter of it and reads on while up to
+    /// the rest is being compressed.
     pub batch_bytes: usize,
     /// Store table bodies (extent maps, entries, directory tables, indexes)
     /// compressed where that makes them smaller (`spec/FORMAT.md` 5.2). On by

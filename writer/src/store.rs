@@ -18,6 +18,7 @@ pub(crate) trait ChunkTally {
 
 /// Where a data extent's chunk is: already in the archive, or the n-th new chunk
 /// of the batch being written.
+#[derive(Clone, Copy)]
 pub(crate) enum ChunkLocation {
     Stored(u64),
     New(usize),

@@ -8,9 +8,10 @@
 //! It knows no file system: the folder walk is [`FolderSource`]
 //! (`fs_source.rs`), one source among others (salvage, converters).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::mpsc::{Receiver, TryRecvError};
 
 use rayon::prelude::*;
 use strata_format::files::{
@@ -22,7 +23,7 @@ use strata_format::RecordType;
 use crate::archive::{ArchiveWriter, SectionState, SectionTables};
 use crate::chunker::{prepare_chunk, PreparedChunk};
 use crate::fs_source::{FolderSource, TreeOptions};
-use crate::store::ChunkTally;
+use crate::store::{ChunkLocation, ChunkTally};
 use crate::{Progress, WriteError};
 
 /// One entry an [`EntrySource`] gives [`ArchiveWriter::add_tree_from`].
@@ -182,6 +183,10 @@ const GROUP_BYTES: usize = 256 << 10;
 /// Most extents in one `FILES_EXTENTS` record of the reference writer.
 const RECORD_EXTENTS: usize = 4096;
 
+/// Most items in the write queue: bounds the groups held behind a batch
+/// still being compressed.
+const MAX_QUEUED: usize = 64;
+
 /// Where an extent's bytes are before the batch is written.
 #[derive(Clone, Copy)]
 enum Loc {
@@ -189,6 +194,36 @@ enum Loc {
     Raw(usize),
     /// A chunk already written.
     Stored(u64),
+    /// A small file's copy packed in an earlier batch that is queued and not
+    /// written yet: where it went is known once that batch is written, which
+    /// is before this one.
+    Queued([u8; 32]),
+}
+
+/// Where the bytes of a small file (by their BLAKE3) went.
+#[derive(Clone, Copy)]
+enum SmallPlace {
+    /// Packed in a batch handed to the pool and not written yet.
+    Queued,
+    /// Written: its `chunk_ref` and `chunk_offset`.
+    Written(u64, u32),
+}
+
+/// A batch handed to the pool: its chunks are being compressed while the
+/// walk reads on; it is written in turn.
+struct QueuedBatch {
+    extents: Vec<(FileExtent, Loc)>,
+    packed_small: Vec<(usize, [u8; 32])>,
+    raw_bytes: usize,
+    /// The batch's chunks, compressed, in the order of its raw chunks.
+    prepared: Receiver<Vec<PreparedChunk>>,
+}
+
+/// What the walk has finished and the output has not taken yet, in the
+/// order of the archive: batches and the groups they precede.
+enum Queued {
+    Batch(QueuedBatch),
+    Group(Group),
 }
 
 /// Content read and not written yet: the chunks and extents of the next
@@ -207,13 +242,16 @@ struct Batch {
 }
 
 /// The group being filled: its entries (each complete, its content already
-/// in the batch or written) and the `FILES_EXTENTS` records written for them.
+/// in the batch or queued) and how many `FILES_EXTENTS` records (batches)
+/// were queued for them.
 #[derive(Default)]
 struct Group {
     entries: Vec<Entry>,
     /// Bytes of the entries' rows, names and strings.
     entry_bytes: usize,
-    list: Vec<ExtentListRow>,
+    /// Rows its extent list will have: one per batch queued since the
+    /// previous group.
+    batches: usize,
     /// The sum of the entries' `extent_count`.
     extent_count: u64,
 }
@@ -224,15 +262,27 @@ struct Walk<'a> {
     begin_offset: u64,
     chunk_size: usize,
     level: i32,
+    /// Raw bytes that end a batch.
     batch_bytes: usize,
+    /// Raw bytes of queued batches beyond which the walk waits for the pool.
+    queue_bytes: usize,
     /// Most entries in a group ([`crate::WriterOptions::group_entries`]).
     group_entries: usize,
     captured: u64,
     next_id: u64,
-    /// BLAKE3 of small files already stored, to (chunk_ref, chunk_offset).
-    small_files: HashMap<[u8; 32], (u64, u32)>,
+    /// BLAKE3 of small files in batches handed on, to where they are.
+    small_files: HashMap<[u8; 32], SmallPlace>,
     batch: Batch,
     group: Group,
+    /// Groups handed to the queue: the index of the group being filled.
+    groups_queued: usize,
+    /// Batches and groups not written yet, in archive order.
+    queue: VecDeque<Queued>,
+    /// Raw bytes of the batches in `queue`.
+    queued_bytes: usize,
+    /// The extent-list rows of the batches written since the last group
+    /// was: the next group's list.
+    written_rows: Vec<ExtentListRow>,
     /// Extents announced so far (pushed into a batch): the next extent's index.
     extents_total: u64,
     /// Extents in `FILES_EXTENTS` records written so far: the next record's
@@ -372,13 +422,21 @@ impl<W: Write> ArchiveWriter<W> {
             begin_offset,
             chunk_size: self.options.chunk_size as usize,
             level: self.options.level,
-            batch_bytes: self.options.batch_bytes,
+            // A quarter of the read-ahead fills the batch, the rest is being
+            // compressed meanwhile: several batches, so that a worker done
+            // with its part of one finds the next.
+            batch_bytes: (self.options.batch_bytes / 4).max(1),
+            queue_bytes: self.options.batch_bytes - self.options.batch_bytes / 4,
             group_entries: self.options.group_entries.clamp(1, files::MAX_GROUP_ENTRIES as usize),
             captured,
             next_id: 0,
             small_files: HashMap::new(),
             batch: Batch::default(),
             group: Group::default(),
+            groups_queued: 0,
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            written_rows: Vec::new(),
             extents_total: 0,
             extents_written: 0,
             extent_base: 0,
@@ -394,6 +452,8 @@ impl<W: Write> ArchiveWriter<W> {
     /// Ends a file-tree section: the last group and its `FILES_END`.
     fn end_tree(&mut self, mut walk: Walk<'_>) -> Result<TreeSummary, WriteError> {
         walk.end_group(self)?;
+        walk.write_queued(self, true)?;
+        debug_assert!(walk.queue.is_empty() && walk.written_rows.is_empty(), "every batch precedes its group");
         let end = FilesEnd {
             section_id: walk.section_id,
             reserved: 0,
@@ -593,7 +653,7 @@ impl Walk<'_> {
         self.batch.extents.push((extent, loc));
         self.extents_total += 1;
         if self.batch.raw_bytes >= self.batch_bytes || self.batch.extents.len() >= RECORD_EXTENTS {
-            self.flush_data(writer)?;
+            self.submit(writer)?;
         }
         Ok(())
     }
@@ -609,9 +669,16 @@ impl Walk<'_> {
     /// rather than found.
     fn pack(&mut self, bytes: &[u8]) -> (u32, Loc, Option<[u8; 32]>) {
         let hash = *blake3::hash(bytes).as_bytes();
-        if let Some(&(chunk_ref, offset)) = self.small_files.get(&hash) {
-            self.summary.deduplicated_chunks += 1;
-            return (offset, Loc::Stored(chunk_ref), None);
+        match self.small_files.get(&hash) {
+            Some(&SmallPlace::Written(chunk_ref, offset)) => {
+                self.summary.deduplicated_chunks += 1;
+                return (offset, Loc::Stored(chunk_ref), None);
+            }
+            Some(SmallPlace::Queued) => {
+                self.summary.deduplicated_chunks += 1;
+                return (0, Loc::Queued(hash), None);
+            }
+            None => {}
         }
         let index = match self.batch.open_pack {
             Some(i) if self.batch.raw_chunks[i].len() + bytes.len() <= self.pack_size() => i,
@@ -639,7 +706,7 @@ impl Walk<'_> {
             return Ok(());
         }
         let body = GroupHead::SIZE
-            + ExtentListRow::SIZE * (group.list.len() + 1)
+            + ExtentListRow::SIZE * (group.batches + 1)
             + group.entry_bytes
             + entry.group_len(self.captured);
         if group.entries.len() >= self.group_entries || body > GROUP_BYTES {
@@ -656,7 +723,7 @@ impl Walk<'_> {
         if entry.extent_count == 0 {
             self.reserve(writer, &entry)?;
         }
-        let group_index = self.tables.groups.len();
+        let group_index = self.groups_queued;
         if entry.parent_id != NO_PARENT {
             if entry.parent_id != self.run_parent {
                 // `TreeCheck` took the parent as an earlier directory, and every
@@ -699,18 +766,84 @@ impl Walk<'_> {
         self.tables.dirs.binary_search_by_key(&entry_id, |d| d.entry_id).ok()
     }
 
-    /// Writes the batch: a `FILES_EXTENTS` record and its new chunks, noted in
-    /// the group's extent list.
-    fn flush_data<W: Write>(&mut self, writer: &mut ArchiveWriter<W>) -> Result<(), WriteError> {
+    /// Hands the batch to the pool to be compressed and queues it behind
+    /// what was queued before; writes what is ready.
+    fn submit<W: Write>(&mut self, writer: &mut ArchiveWriter<W>) -> Result<(), WriteError> {
         if self.batch.extents.is_empty() {
             debug_assert!(self.batch.raw_chunks.is_empty());
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
-        let level = self.level;
-        let prepared: Vec<PreparedChunk> = writer
-            .pool
-            .install(|| batch.raw_chunks.par_iter().map(|raw| prepare_chunk(raw, level, &writer.spares)).collect());
+        let Batch { raw_chunks, raw_bytes, open_pack: _, extents, packed_small } = std::mem::take(&mut self.batch);
+        // Later batches refer to these small files rather than pack them
+        // again, as they would once this batch is written: the archive is the
+        // same however far the compression lags behind the walk.
+        for &(_, hash) in &packed_small {
+            self.small_files.entry(hash).or_insert(SmallPlace::Queued);
+        }
+        let (sender, prepared) = std::sync::mpsc::sync_channel(1);
+        if raw_chunks.is_empty() {
+            // The channel holds one message: this send does not wait.
+            let _ = sender.send(Vec::new());
+        } else {
+            let (level, spares) = (self.level, writer.spares.clone());
+            writer.pool.spawn(move || {
+                let chunks = raw_chunks.par_iter().map(|raw| prepare_chunk(raw, level, &spares)).collect();
+                // No one receives only when the writer stopped on an error.
+                let _ = sender.send(chunks);
+            });
+        }
+        self.group.batches += 1;
+        self.queued_bytes += raw_bytes;
+        self.queue.push_back(Queued::Batch(QueuedBatch { extents, packed_small, raw_bytes, prepared }));
+        self.write_queued(writer, false)
+    }
+
+    /// Writes the queue's items in order: a group at once (its batches are
+    /// written), a batch once the pool has compressed it. Waits for the pool
+    /// while `all`, or while the queue holds more than its bound (read-ahead
+    /// bytes or items), else stops at the first batch not ready.
+    fn write_queued<W: Write>(&mut self, writer: &mut ArchiveWriter<W>, all: bool) -> Result<(), WriteError> {
+        loop {
+            let wait = all || self.queued_bytes > self.queue_bytes || self.queue.len() > MAX_QUEUED;
+            match self.queue.pop_front() {
+                None => return Ok(()),
+                Some(Queued::Group(group)) => self.write_group(writer, group)?,
+                Some(Queued::Batch(batch)) => {
+                    let received = if wait {
+                        batch.prepared.recv().map_err(|_| TryRecvError::Disconnected)
+                    } else {
+                        batch.prepared.try_recv()
+                    };
+                    match received {
+                        Ok(prepared) => {
+                            self.queued_bytes -= batch.raw_bytes;
+                            self.write_batch(writer, batch, prepared)?;
+                        }
+                        Err(TryRecvError::Empty) => {
+                            self.queue.push_front(Queued::Batch(batch));
+                            return Ok(());
+                        }
+                        Err(TryRecvError::Disconnected) => {
+                            return Err(WriteError::Invalid {
+                                what: "tree writer",
+                                detail: "a compression worker stopped before it finished its batch".into(),
+                            })
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a compressed batch: a `FILES_EXTENTS` record and its new
+    /// chunks, noted in the next group's extent list.
+    fn write_batch<W: Write>(
+        &mut self,
+        writer: &mut ArchiveWriter<W>,
+        batch: QueuedBatch,
+        prepared: Vec<PreparedChunk>,
+    ) -> Result<(), WriteError> {
+        let QueuedBatch { extents, packed_small, .. } = batch;
         let mut new_chunks = Vec::new();
         let mut new_by_hash = HashMap::new();
         let mut raw_locations = Vec::with_capacity(prepared.len());
@@ -719,51 +852,70 @@ impl Walk<'_> {
             self.summary.deduplicated_chunks += u64::from(deduplicated);
             raw_locations.push(location);
         }
+        let mut planned = Vec::with_capacity(extents.len());
+        for (mut extent, loc) in extents {
+            let location = match loc {
+                Loc::Stored(offset) => ChunkLocation::Stored(offset),
+                Loc::Raw(i) => raw_locations[i],
+                Loc::Queued(hash) => {
+                    // Its batch was queued before this one, so it is written.
+                    let Some(&SmallPlace::Written(chunk_ref, chunk_offset)) = self.small_files.get(&hash) else {
+                        return Err(WriteError::Invalid {
+                            what: "tree writer",
+                            detail: "a small file refers to a copy that was not written before it".into(),
+                        });
+                    };
+                    extent.chunk_offset = chunk_offset;
+                    ChunkLocation::Stored(chunk_ref)
+                }
+            };
+            planned.push((extent, location));
+        }
         let section_id = self.section_id;
         let first_index = self.extents_written;
         let extents_record = writer.position;
         let resolved: Vec<FileExtent> =
             writer.write_announced(RecordType::FilesExtents, new_chunks, &mut self.summary, |resolve| {
-                let extents: Vec<FileExtent> = batch
-                    .extents
+                let extents: Vec<FileExtent> = planned
                     .iter()
-                    .map(|(extent, loc)| FileExtent {
-                        chunk_ref: match *loc {
-                            Loc::Stored(offset) => offset,
-                            Loc::Raw(i) => resolve(&raw_locations[i]),
-                        },
-                        ..*extent
-                    })
+                    .map(|(extent, location)| FileExtent { chunk_ref: resolve(location), ..*extent })
                     .collect();
                 (files::encode_file_extents(section_id, first_index, &extents), extents)
             })?;
-        self.group.list.push(ExtentListRow { extents_record, first_index });
+        self.written_rows.push(ExtentListRow { extents_record, first_index });
         self.extents_written += resolved.len() as u64;
-        // Small files now have a place: later copies refer to it.
-        for &(index, hash) in &batch.packed_small {
+        // Small files now have a place: later copies refer to it (the first
+        // of several copies in one batch).
+        for &(index, hash) in &packed_small {
             let e = resolved[index];
-            self.small_files.entry(hash).or_insert((e.chunk_ref, e.chunk_offset));
+            let place = self.small_files.entry(hash).or_insert(SmallPlace::Queued);
+            if let SmallPlace::Queued = place {
+                *place = SmallPlace::Written(e.chunk_ref, e.chunk_offset);
+            }
         }
         Ok(())
     }
 
-    /// Writes the group being filled: the content not written yet, then its
-    /// `FILES_ENTRIES` record.
+    /// Ends the group being filled: hands on the batch not handed on yet,
+    /// then queues the group behind it.
     fn end_group<W: Write>(&mut self, writer: &mut ArchiveWriter<W>) -> Result<(), WriteError> {
-        self.flush_data(writer)?;
+        self.submit(writer)?;
         if self.group.entries.is_empty() {
             return Ok(());
         }
         let group = std::mem::take(&mut self.group);
+        self.groups_queued += 1;
+        self.queue.push_back(Queued::Group(group));
+        self.write_queued(writer, false)
+    }
+
+    /// Writes a group's `FILES_ENTRIES` record: its batches are written.
+    fn write_group<W: Write>(&mut self, writer: &mut ArchiveWriter<W>, group: Group) -> Result<(), WriteError> {
+        let list = std::mem::take(&mut self.written_rows);
+        debug_assert_eq!(list.len(), group.batches, "a group's batches are written before it");
         let first_id = group.entries[0].entry_id;
-        let body = files::encode_group(
-            self.section_id,
-            first_id,
-            self.captured,
-            self.extent_base,
-            &group.list,
-            &group.entries,
-        );
+        let body =
+            files::encode_group(self.section_id, first_id, self.captured, self.extent_base, &list, &group.entries);
         let entries_record = writer.write_record(RecordType::FilesEntries, &[&body])?;
         let has_dir = group.entries.iter().any(|e| e.kind == EntryKind::Directory);
         self.tables.groups.push(GroupInfo { entries_record, first_id, has_dir });
@@ -1097,6 +1249,49 @@ mod tests {
         pin_tree(&root);
         let got = write(&root, &pinned(crate::TreeOptions::default()), 2, 64);
         assert_eq!(got.0, "df414c24c5198dd9a78e7d0dd7d849d2e93d92798050dd503d91282da5529ff3", "wide tree: {got:?}");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Many batches in flight at once: tiny batches of a few small files,
+    /// each content repeated at every distance, so later copies refer to
+    /// copies whose batch the pool may still be compressing. The archive
+    /// is the one the writer gave when it wrote each batch before reading
+    /// on (the hash is of commit 3771317's output, its batches cut at the
+    /// same 2 KiB), whatever the threads and however the pool lags.
+    #[test]
+    fn batches_queued_behind_the_walk_give_the_same_archive() {
+        let root = std::env::temp_dir().join(format!("strata-queued-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for i in 0..400usize {
+            let dir = root.join(format!("r{}", i % 4));
+            std::fs::create_dir_all(&dir).unwrap();
+            let kind = (i * 7) % 53;
+            std::fs::write(dir.join(format!("c{i:03}")), format!("small file {kind}\n").repeat(1 + kind % 9)).unwrap();
+        }
+        pin_tree(&root);
+        let write = |threads: usize| {
+            let mut options = crate::WriterOptions::new([4; 16], 1_700_000_000_000_000_000);
+            options.threads = threads;
+            options.chunk_size = 64 << 10;
+            options.group_entries = 32;
+            options.batch_bytes = BATCH_CUT * 4;
+            let mut writer = crate::ArchiveWriter::new(Vec::new(), options).expect("a writer");
+            let tree =
+                crate::TreeOptions { capture: Captured::HOLES, fixed_owner: Some((1000, 100)), ..Default::default() };
+            let summary = writer.add_tree("t", &root, &tree, &crate::NoProgress).expect("walk");
+            (blake3::hash(&writer.finish().expect("finish").0).to_hex().to_string(), summary.deduplicated_chunks)
+        };
+        const BATCH_CUT: usize = 2 << 10;
+        use strata_format::files::Captured;
+        let got = write(1);
+        // 53 contents among 400 files: every later copy is found.
+        assert_eq!(got.1, 400 - 53, "copies referred to, not stored again");
+        for threads in [1, 2, 3] {
+            for _ in 0..3 {
+                assert_eq!(write(threads), got, "{threads} threads");
+            }
+        }
+        assert_eq!(got.0, "2827a6fd22425058f37592598899f6a8cb2cf151547e3017a595d1ca3aa8e339", "{got:?}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 
