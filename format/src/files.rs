@@ -175,6 +175,41 @@ impl FileDigest {
         self.end = offset.saturating_add(bytes.len() as u64);
     }
 
+    /// Adds a data range of `length` bytes at file offset `offset` whose
+    /// BLAKE3 the caller already has (a writer hashes a small file once, for
+    /// this digest and to find its copies). The range is taken whole: the
+    /// digest is the one [`data`](Self::data) with those bytes gives when no
+    /// later data continues the range (data given after it, even at its end,
+    /// starts a range of its own). Returns false, adding nothing, when the
+    /// range would continue the data before it (`offset` equal to its end):
+    /// only the bytes can extend an open range, so pass them to
+    /// [`data`](Self::data) instead.
+    ///
+    /// ```
+    /// use strata_format::files::FileDigest;
+    /// let bytes = b"a small file";
+    /// let mut by_bytes = FileDigest::new();
+    /// by_bytes.data(0, bytes);
+    /// let mut by_hash = FileDigest::new();
+    /// assert!(by_hash.hashed_range(0, bytes.len() as u64, blake3::hash(bytes).as_bytes()));
+    /// assert_eq!(by_hash.finish(12), by_bytes.finish(12));
+    /// ```
+    pub fn hashed_range(&mut self, offset: u64, length: u64, blake3: &[u8; 32]) -> bool {
+        if length == 0 {
+            return true;
+        }
+        if self.range.is_some() && offset == self.end {
+            return false;
+        }
+        self.close_range();
+        if offset > self.end {
+            self.item(self.end, offset - self.end, &[0; 32]);
+        }
+        self.item(offset, length, blake3);
+        self.end = offset.saturating_add(length);
+        true
+    }
+
     /// The digest of a file of `size` bytes: the data given, and holes
     /// everywhere else up to `size`.
     pub fn finish(mut self, size: u64) -> [u8; DIGEST_LEN] {

@@ -35,7 +35,7 @@ pub struct WriterOptions {
     pub threads: usize,
     /// Raw bytes read ahead: bounds memory in flight. An image's batch of
     /// windows takes half of it; a tree cuts its batches (each one
-    /// `FILES_EXTENTS` record) at a quarter of it and reads on while up to
+    /// `FILES_EXTENTS` record) at an eighth of it and reads on while up to
     /// the rest is being compressed.
     pub batch_bytes: usize,
     /// Store table bodies (extent maps, entries, directory tables, indexes)

@@ -183,6 +183,14 @@ const GROUP_BYTES: usize = 256 << 10;
 /// Most extents in one `FILES_EXTENTS` record of the reference writer.
 const RECORD_EXTENTS: usize = 4096;
 
+/// The read-ahead ([`crate::WriterOptions::batch_bytes`]) is cut into this
+/// many batches: one fills while the others are queued for the pool. Many
+/// small batches (one 4 MiB chunk each by default) keep every worker busy: a
+/// worker done with its part of one batch finds the next. Measured on the
+/// corpus tree, 2 cores, interleaved runs, medians of 9: 8 batches 2.44 s,
+/// 4 batches 2.58 s.
+const BATCHES_IN_FLIGHT: usize = 8;
+
 /// Most items in the write queue: bounds the groups held behind a batch
 /// still being compressed.
 const MAX_QUEUED: usize = 64;
@@ -422,11 +430,8 @@ impl<W: Write> ArchiveWriter<W> {
             begin_offset,
             chunk_size: self.options.chunk_size as usize,
             level: self.options.level,
-            // A quarter of the read-ahead fills the batch, the rest is being
-            // compressed meanwhile: several batches, so that a worker done
-            // with its part of one finds the next.
-            batch_bytes: (self.options.batch_bytes / 4).max(1),
-            queue_bytes: self.options.batch_bytes - self.options.batch_bytes / 4,
+            batch_bytes: (self.options.batch_bytes / BATCHES_IN_FLIGHT).max(1),
+            queue_bytes: self.options.batch_bytes - self.options.batch_bytes / BATCHES_IN_FLIGHT,
             group_entries: self.options.group_entries.clamp(1, files::MAX_GROUP_ENTRIES as usize),
             captured,
             next_id: 0,
@@ -604,7 +609,13 @@ impl Walk<'_> {
                     break 'ranges;
                 }
                 buf.truncate(got);
-                digest.data(at, &buf);
+                // A small file is hashed once: the same BLAKE3 is its range's
+                // identity in the digest and its key for deduplication.
+                let small_hash = small.then(|| *blake3::hash(&buf).as_bytes());
+                match &small_hash {
+                    Some(hash) if digest.hashed_range(at, got as u64, hash) => {}
+                    _ => digest.data(at, &buf),
+                }
                 covered = at + got as u64;
                 let extent = FileExtent {
                     entry_id: entry.entry_id,
@@ -613,8 +624,8 @@ impl Walk<'_> {
                     chunk_ref: 0,
                     chunk_offset: 0,
                 };
-                let (chunk_offset, loc, packed) = if small {
-                    self.pack(&buf)
+                let (chunk_offset, loc, packed) = if let Some(hash) = small_hash {
+                    self.pack(&buf, hash)
                 } else {
                     self.batch.raw_chunks.push(std::mem::take(&mut buf));
                     self.batch.raw_bytes += got;
@@ -667,8 +678,7 @@ impl Walk<'_> {
     /// Appends a small file to the open pack chunk, starting a new one when full.
     /// Returns where the bytes are, and their BLAKE3 when they were packed
     /// rather than found.
-    fn pack(&mut self, bytes: &[u8]) -> (u32, Loc, Option<[u8; 32]>) {
-        let hash = *blake3::hash(bytes).as_bytes();
+    fn pack(&mut self, bytes: &[u8], hash: [u8; 32]) -> (u32, Loc, Option<[u8; 32]>) {
         match self.small_files.get(&hash) {
             Some(&SmallPlace::Written(chunk_ref, offset)) => {
                 self.summary.deduplicated_chunks += 1;
@@ -1274,7 +1284,7 @@ mod tests {
             options.threads = threads;
             options.chunk_size = 64 << 10;
             options.group_entries = 32;
-            options.batch_bytes = BATCH_CUT * 4;
+            options.batch_bytes = BATCH_CUT * super::BATCHES_IN_FLIGHT;
             let mut writer = crate::ArchiveWriter::new(Vec::new(), options).expect("a writer");
             let tree =
                 crate::TreeOptions { capture: Captured::HOLES, fixed_owner: Some((1000, 100)), ..Default::default() };
