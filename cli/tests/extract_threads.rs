@@ -183,3 +183,65 @@ fn a_damaged_chunk_gives_the_same_report_for_every_thread_count() {
     let (code, _, _) = first.unwrap();
     assert_ne!(code, Some(0), "damage is not a success");
 }
+
+/// A chunk stored raw whose bytes are changed (its CRCs made right again)
+/// fails only its BLAKE3: no frame rule or length catches it. Extraction
+/// checks every byte it writes against the files' digests and keeps every
+/// file that takes bytes from that chunk out of place, names the chunk by its
+/// BLAKE3 failure, and gives back every other file exactly: whatever the
+/// threads, never a file with wrong bytes.
+#[test]
+fn a_chunk_failing_only_its_blake3_keeps_its_files_out_and_is_named() {
+    let work = temp_dir();
+    let source = work.path().join("source");
+    std::fs::create_dir(&source).unwrap();
+    build(&source);
+    let file = work.path().join("a.strata");
+    let mut bytes = archive(&source, &file);
+    restore_ro_mode(&source);
+    let want = manifest(&source);
+    std::fs::set_permissions(source.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The raw chunks (the noise does not compress): damage one in the middle.
+    let mut raw_chunks = Vec::new();
+    let mut at = 128;
+    while at + 32 <= bytes.len() {
+        let head = strata_format::RecordHeader::decode(bytes[at..at + 32].try_into().unwrap());
+        let body = at + 32;
+        if head.record_type == RecordType::Chunk.code() && bytes[body + 36] == strata_format::ChunkEncoding::Raw.code()
+        {
+            raw_chunks.push((at, head.body_length as usize));
+        }
+        at = body + head.body_length as usize;
+    }
+    assert!(raw_chunks.len() > 10, "{} raw chunks", raw_chunks.len());
+    let (damaged, length) = raw_chunks[raw_chunks.len() / 2];
+    bytes[damaged + 32 + 40 + (length - 40) / 2] ^= 0x01;
+    fix_crcs(&mut bytes, damaged);
+    std::fs::write(&file, &bytes).unwrap();
+    for threads in THREADS {
+        let dest = work.path().join(format!("out-{threads}"));
+        let out = extract(&file, &dest, threads);
+        let json = String::from_utf8(out.stdout).unwrap();
+        assert_ne!(out.status.code(), Some(0), "--threads {threads}: damage is not a success");
+        assert!(json.contains("chunk BLAKE3"), "--threads {threads}: the chunk is not named: {json}");
+        assert!(json.contains(&damaged.to_string()), "--threads {threads}: not at offset {damaged}: {json}");
+        let got = manifest(&dest);
+        let (mut missing, mut same) = (0, 0);
+        for (path, facts) in &want {
+            match got.get(path) {
+                None => missing += 1,
+                Some(got_facts) => {
+                    assert_eq!(
+                        got_facts.blake3,
+                        facts.blake3,
+                        "--threads {threads}: {} has wrong bytes",
+                        String::from_utf8_lossy(path)
+                    );
+                    same += 1;
+                }
+            }
+        }
+        assert!(missing > 0, "--threads {threads}: no file was kept out");
+        assert!(same > want.len() / 2, "--threads {threads}: only {same} of {} entries back", want.len());
+    }
+}

@@ -447,6 +447,22 @@ impl<R: ReadAt> Archive<R> {
         Ok(chunk)
     }
 
+    /// The raw bytes of the chunk at `chunk_ref`, decoded whole with every
+    /// check of section 6 but its BLAKE3 (the record CRC, the frame rules, the
+    /// length), for a caller that checks every byte it takes against a file
+    /// digest (FORMAT.md 10.1 step 5) and, when that fails, reads the chunk
+    /// again with [`read_chunk_whole`](Self::read_chunk_whole) to name it. An
+    /// ancestor chunk is checked whole, against the identity the child's
+    /// `CHAIN_INDEX` lists for it (15.4 step 5).
+    pub(crate) fn read_chunk_unhashed(&self, chunk_ref: u64) -> Result<Arc<Vec<u8>>, Error> {
+        if self.is_ancestor_ref(chunk_ref) {
+            return Ok(Arc::new(self.read_chunk_whole(chunk_ref)?.raw.clone()));
+        }
+        let record = read_chunk_record(&self.source, self.size, chunk_ref, self.tag, &self.limits)?;
+        let (_, raw) = chunk::decode_chunk_unhashed(&record.body).map_err(|e| Error::from(e).at(chunk_ref))?;
+        Ok(Arc::new(raw))
+    }
+
     /// Whether a read of part of the chunk at `chunk_ref` should decode only the
     /// part: true for the first read of a chunk not held whole. A second read in
     /// the same chunk decodes it whole, checks its BLAKE3 and keeps it, so reads
