@@ -135,17 +135,20 @@ fn every_thread_count_extracts_the_same_tree() {
     }
 }
 
-#[test]
-fn a_damaged_chunk_gives_the_same_report_for_every_thread_count() {
-    let work = temp_dir();
-    let source = work.path().join("source");
+/// The test tree under `work`, built and archived: its folder, the archive's
+/// path and bytes.
+fn built(work: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let source = work.join("source");
     std::fs::create_dir(&source).unwrap();
     build(&source);
-    let file = work.path().join("a.strata");
-    let mut bytes = archive(&source, &file);
+    let file = work.join("a.strata");
+    let bytes = archive(&source, &file);
     restore_ro_mode(&source);
-    // Damage the body of chunks in the middle of the archive (their CRCs made
-    // right again): their BLAKE3 fails, and so does every file in them.
+    (source, file, bytes)
+}
+
+/// The `CHUNK` records of an archive: their offsets and body lengths.
+fn chunk_records(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut chunks = Vec::new();
     let mut at = 128;
     while at + 32 <= bytes.len() {
@@ -155,6 +158,16 @@ fn a_damaged_chunk_gives_the_same_report_for_every_thread_count() {
         }
         at += 32 + head.body_length as usize;
     }
+    chunks
+}
+
+#[test]
+fn a_damaged_chunk_gives_the_same_report_for_every_thread_count() {
+    let work = temp_dir();
+    let (_, file, mut bytes) = built(work.path());
+    // Damage the body of chunks in the middle of the archive (their CRCs made
+    // right again): their BLAKE3 fails, and so does every file in them.
+    let chunks = chunk_records(&bytes);
     assert!(chunks.len() > 20, "{} chunks", chunks.len());
     for &(at, length) in [chunks[chunks.len() / 3], chunks[chunks.len() / 2]].iter() {
         bytes[at + 32 + length - 1] ^= 0x40;
@@ -193,26 +206,14 @@ fn a_damaged_chunk_gives_the_same_report_for_every_thread_count() {
 #[test]
 fn a_chunk_failing_only_its_blake3_keeps_its_files_out_and_is_named() {
     let work = temp_dir();
-    let source = work.path().join("source");
-    std::fs::create_dir(&source).unwrap();
-    build(&source);
-    let file = work.path().join("a.strata");
-    let mut bytes = archive(&source, &file);
-    restore_ro_mode(&source);
+    let (source, file, mut bytes) = built(work.path());
     let want = manifest(&source);
     std::fs::set_permissions(source.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // The raw chunks (the noise does not compress): damage one in the middle.
-    let mut raw_chunks = Vec::new();
-    let mut at = 128;
-    while at + 32 <= bytes.len() {
-        let head = strata_format::RecordHeader::decode(bytes[at..at + 32].try_into().unwrap());
-        let body = at + 32;
-        if head.record_type == RecordType::Chunk.code() && bytes[body + 36] == strata_format::ChunkEncoding::Raw.code()
-        {
-            raw_chunks.push((at, head.body_length as usize));
-        }
-        at = body + head.body_length as usize;
-    }
+    // The raw chunks (the noise does not compress; the encoding is byte 36
+    // of the chunk header): damage one in the middle.
+    let raw = strata_format::ChunkEncoding::Raw.code();
+    let raw_chunks: Vec<(usize, usize)> =
+        chunk_records(&bytes).into_iter().filter(|&(at, _)| bytes[at + 32 + 36] == raw).collect();
     assert!(raw_chunks.len() > 10, "{} raw chunks", raw_chunks.len());
     let (damaged, length) = raw_chunks[raw_chunks.len() / 2];
     bytes[damaged + 32 + 40 + (length - 40) / 2] ^= 0x01;
