@@ -206,6 +206,9 @@ pub struct ArchiveWriter<W: Write> {
     /// In a child it starts with every chunk of the chain (their `chunk_ref`s
     /// carry the ancestor's number), so they are referred to, not stored.
     pub(crate) stored_chunks: HashMap<[u8; 32], u64>,
+    /// The chain's chunks, by BLAKE3 (empty without a parent): shared with
+    /// the workers, which do not compress a chunk found here.
+    pub(crate) chain_chunks: std::sync::Arc<crate::chunker::KnownChunks>,
     /// A child's chain: its `CHAIN` body, and each ancestor chunk's identity
     /// by `chunk_ref`.
     pub(crate) chain: Option<ChainBody>,
@@ -280,7 +283,7 @@ impl<W: Write> ArchiveWriter<W> {
             header.incompatible_features |= Features::INCOMPAT_INCREMENTAL;
             header.header_crc = ArchiveHeader::compute_crc(&header.encode(), &[]);
         }
-        let (stored_chunks, chain) = match base {
+        let (chain_chunks, chain) = match base {
             Some(base) => {
                 let by_ref = base.chunks.iter().map(|(&id, &chunk_ref)| (chunk_ref, id)).collect();
                 (base.chunks, Some((base.chain.to_bytes(), by_ref)))
@@ -296,7 +299,8 @@ impl<W: Write> ArchiveWriter<W> {
             pool,
             sections: Vec::new(),
             names: Vec::new(),
-            stored_chunks,
+            stored_chunks: HashMap::new(),
+            chain_chunks: std::sync::Arc::new(chain_chunks),
             chain,
             ancestor_refs: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             summary: ArchiveSummary::default(),

@@ -38,8 +38,17 @@ pub(crate) struct PreparedChunk {
     pub blake3: [u8; 32],
     pub raw_length: u32,
     pub encoding: ChunkEncoding,
-    /// The bytes after the chunk header: the zstd frame, or the raw bytes.
+    /// The bytes after the chunk header: the zstd frame, or the raw bytes;
+    /// empty for a chunk the chain has, which is not compressed.
     pub stored: Vec<u8>,
+}
+
+impl PreparedChunk {
+    /// Whether its bytes were prepared for writing: false for a chunk the
+    /// chain has ([`prepare_chunk`]), which may only be referred to.
+    pub(crate) fn is_stored(&self) -> bool {
+        self.raw_length == 0 || !self.stored.is_empty()
+    }
 }
 
 /// Whether every byte is zero, tested 4 KiB at a time so non-zero data stops early.
@@ -146,12 +155,18 @@ fn looks_incompressible(compressor: &mut zstd::bulk::Compressor<'static>, raw: &
 /// all-zero windows store nothing.
 ///
 /// A chunk stored raw takes `buffer` itself, and `buffer` becomes a spare: no copy.
-pub(crate) fn prepare(buffer: &mut Vec<u8>, len: usize, level: i32, spares: &SparePool) -> PreparedWindow {
+pub(crate) fn prepare(
+    buffer: &mut Vec<u8>,
+    len: usize,
+    level: i32,
+    spares: &SparePool,
+    known: &KnownChunks,
+) -> PreparedWindow {
     let raw = &buffer[..len];
     if is_all_zero(raw) {
         return PreparedWindow::Zero { length: len as u64 };
     }
-    let mut chunk = prepare_chunk(raw, level, spares);
+    let mut chunk = prepare_chunk(raw, level, spares, known);
     if chunk.encoding == ChunkEncoding::Raw && buffer.len() == len {
         std::mem::swap(buffer, &mut chunk.stored);
     }
@@ -168,9 +183,10 @@ pub(crate) fn prepare_split(
     holes: &[(std::ops::Range<usize>, crate::Hole)],
     level: i32,
     spares: &SparePool,
+    known: &KnownChunks,
 ) -> PreparedWindow {
     if holes.is_empty() {
-        return prepare(buffer, len, level, spares);
+        return prepare(buffer, len, level, spares, known);
     }
     let mut pieces = Vec::with_capacity(2 * holes.len() + 1);
     let mut used_from = 0;
@@ -180,7 +196,7 @@ pub(crate) fn prepare_split(
             pieces.push(if is_all_zero(raw) {
                 PreparedWindow::Zero { length: (to - from) as u64 }
             } else {
-                PreparedWindow::Data(prepare_chunk(raw, level, spares))
+                PreparedWindow::Data(prepare_chunk(raw, level, spares, known))
             });
         }
     };
@@ -197,10 +213,19 @@ pub(crate) fn prepare_split(
     PreparedWindow::Pieces(pieces)
 }
 
-/// Hashes and compresses one chunk's raw bytes.
-pub(crate) fn prepare_chunk(raw: &[u8], level: i32, spares: &SparePool) -> PreparedChunk {
+/// The chunks of an incremental archive's chain, by BLAKE3, to their
+/// `chunk_ref`s: fixed when the writer starts, shared with the workers.
+pub(crate) type KnownChunks = std::collections::HashMap<[u8; 32], u64>;
+
+/// Hashes and compresses one chunk's raw bytes. A chunk the chain already
+/// has (`known`) is not compressed: it will be referred to, never written,
+/// so its `stored` stays empty ([`PreparedChunk::is_stored`] is false).
+pub(crate) fn prepare_chunk(raw: &[u8], level: i32, spares: &SparePool, known: &KnownChunks) -> PreparedChunk {
     let blake3 = *blake3::hash(raw).as_bytes();
     let raw_length = u32::try_from(raw.len()).expect("windows are at most 16 MiB");
+    if known.contains_key(&blake3) {
+        return PreparedChunk { blake3, raw_length, encoding: ChunkEncoding::Raw, stored: Vec::new() };
+    }
     let mut stored = spares.take();
     let encoding = if compress_into(raw, level, &mut stored) {
         ChunkEncoding::Zstd
@@ -258,10 +283,25 @@ mod tests {
             .collect()
     }
 
+    /// A chunk the chain has is hashed, not compressed: it is referred to and
+    /// never written, and the store refuses to write one (`is_stored`).
+    #[test]
+    fn a_chunk_the_chain_has_is_not_compressed() {
+        let raw: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let fresh = prepare_chunk(&raw, 3, &SparePool::default(), &KnownChunks::default());
+        assert!(fresh.is_stored() && fresh.encoding == ChunkEncoding::Zstd);
+        let known: KnownChunks = [(fresh.blake3, 7u64)].into_iter().collect();
+        let found = prepare_chunk(&raw, 3, &SparePool::default(), &known);
+        assert_eq!((found.blake3, found.raw_length), (fresh.blake3, fresh.raw_length));
+        assert!(!found.is_stored() && found.stored.is_empty(), "not compressed");
+        let other = prepare_chunk(&raw[1..], 3, &SparePool::default(), &known);
+        assert!(other.is_stored(), "other bytes are compressed as ever");
+    }
+
     #[test]
     fn random_chunks_are_stored_raw_without_a_full_compression() {
         let raw = noise(4 << 20, 7);
-        let chunk = prepare_chunk(&raw, 3, &SparePool::default());
+        let chunk = prepare_chunk(&raw, 3, &SparePool::default(), &KnownChunks::default());
         assert_eq!(chunk.encoding, ChunkEncoding::Raw);
         assert_eq!(chunk.stored, raw);
     }
@@ -273,7 +313,7 @@ mod tests {
         for block in raw.chunks_mut(4096) {
             block[3000..].fill(0);
         }
-        let chunk = prepare_chunk(&raw, 3, &SparePool::default());
+        let chunk = prepare_chunk(&raw, 3, &SparePool::default(), &KnownChunks::default());
         assert_eq!(chunk.encoding, ChunkEncoding::Zstd);
         assert!(chunk.stored.len() < raw.len() * 80 / 100, "{}", chunk.stored.len());
     }
@@ -283,7 +323,7 @@ mod tests {
         let mut raw = noise(4 << 20, 11);
         // Text between two sample positions of a sparser probe (every 64 KiB).
         raw[70_000..120_000].copy_from_slice(&b"strata ".repeat(50_000 / 7 + 1)[..50_000]);
-        let chunk = prepare_chunk(&raw, 3, &SparePool::default());
+        let chunk = prepare_chunk(&raw, 3, &SparePool::default(), &KnownChunks::default());
         assert_eq!(chunk.encoding, ChunkEncoding::Zstd);
         assert!(chunk.stored.len() < raw.len());
     }
@@ -298,11 +338,11 @@ mod tests {
             .chain([b"strata ".repeat(40), noise(5000, 3)])
             .collect();
         for raw in &inputs {
-            let fresh = prepare_chunk(raw, 3, &SparePool::default());
+            let fresh = prepare_chunk(raw, 3, &SparePool::default(), &KnownChunks::default());
             for capacity in [0, raw.len(), raw.len() + 1, 1 << 20] {
                 let spares = SparePool::default();
                 spares.give(Vec::with_capacity(capacity));
-                let chunk = prepare_chunk(raw, 3, &spares);
+                let chunk = prepare_chunk(raw, 3, &spares, &KnownChunks::default());
                 assert_eq!((chunk.encoding, &chunk.stored), (fresh.encoding, &fresh.stored), "{} bytes", raw.len());
             }
         }
@@ -312,7 +352,9 @@ mod tests {
     fn a_raw_window_gives_its_buffer_to_the_chunk() {
         let mut buffer = noise(1 << 20, 5);
         let copy = buffer.clone();
-        let PreparedWindow::Data(chunk) = prepare(&mut buffer, copy.len(), 3, &SparePool::default()) else {
+        let PreparedWindow::Data(chunk) =
+            prepare(&mut buffer, copy.len(), 3, &SparePool::default(), &KnownChunks::default())
+        else {
             panic!("data")
         };
         assert_eq!(chunk.encoding, ChunkEncoding::Raw);

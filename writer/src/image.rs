@@ -185,11 +185,13 @@ impl<W: Write> ArchiveWriter<W> {
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
         let reader = source.window_reader();
         let spares = self.spares.clone();
+        let known = self.chain_chunks.clone();
         std::thread::scope(|scope| {
             // Workers stop when `work_tx` is dropped, which the early returns do too.
             let work_tx = work_tx;
             for _ in 0..workers {
-                let (work_rx, done_tx, reader, spares) = (&work_rx, done_tx.clone(), reader.as_deref(), &*spares);
+                let (work_rx, done_tx, reader, spares, known) =
+                    (&work_rx, done_tx.clone(), reader.as_deref(), &*spares, &*known);
                 scope.spawn(move || loop {
                     let job = work_rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
                     let Ok((seq, mut buffer, offset, len, unread, free)) = job else { break };
@@ -197,8 +199,9 @@ impl<W: Write> ArchiveWriter<W> {
                         (true, Some(reader)) => reader.read_window(&mut buffer, offset, len),
                         _ => Ok(()),
                     };
-                    let prepared =
-                        read.map(|()| prepare_split(&mut buffer, len, &free, level, spares)).map_err(|e| (offset, e));
+                    let prepared = read
+                        .map(|()| prepare_split(&mut buffer, len, &free, level, spares, known))
+                        .map_err(|e| (offset, e));
                     if done_tx.send((seq, prepared, buffer)).is_err() {
                         break;
                     }

@@ -38,7 +38,7 @@ impl<W: Write> ArchiveWriter<W> {
         new_chunks: &mut Vec<PreparedChunk>,
         new_by_hash: &mut HashMap<[u8; 32], usize>,
     ) -> (ChunkLocation, bool) {
-        if let Some(&stored) = self.stored_chunks.get(&chunk.blake3) {
+        if let Some(&stored) = self.chain_chunks.get(&chunk.blake3).or_else(|| self.stored_chunks.get(&chunk.blake3)) {
             self.note_reference(stored);
             return (ChunkLocation::Stored(stored), true);
         }
@@ -124,6 +124,14 @@ impl<W: Write> ArchiveWriter<W> {
             }
         };
         for (chunk, expected_offset) in new_chunks.iter().zip(&chunk_offsets) {
+            // A chunk the chain has is found by `locate_chunk` before it
+            // could be new: one map decides both.
+            if !chunk.is_stored() {
+                return Err(WriteError::Invalid {
+                    what: "chunk store",
+                    detail: "a chunk left uncompressed as the chain's is not in the chain".into(),
+                });
+            }
             let header = ChunkHeader {
                 blake3: chunk.blake3,
                 raw_length: chunk.raw_length,

@@ -795,9 +795,9 @@ impl Walk<'_> {
             // The channel holds one message: this send does not wait.
             let _ = sender.send(Vec::new());
         } else {
-            let (level, spares) = (self.level, writer.spares.clone());
+            let (level, spares, known) = (self.level, writer.spares.clone(), writer.chain_chunks.clone());
             writer.pool.spawn(move || {
-                let chunks = raw_chunks.par_iter().map(|raw| prepare_chunk(raw, level, &spares)).collect();
+                let chunks = raw_chunks.par_iter().map(|raw| prepare_chunk(raw, level, &spares, &known)).collect();
                 // No one receives only when the writer stopped on an error.
                 let _ = sender.send(chunks);
             });
