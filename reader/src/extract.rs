@@ -51,8 +51,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps, XattrFlags};
 use strata_format::files::{Captured, Entry, EntryKind, Timestamp, NO_PARENT};
 
-use strata_format::files::FileDigest;
-use strata_format::ErrorClass;
+use strata_format::files::FileExtent;
 
 use crate::{Archive, Error, PathEntry, Piece, ReadAt, TreeSection};
 
@@ -277,55 +276,16 @@ impl<R: ReadAt> Source for SectionContent<'_, R> {
         entry: &Entry,
         piece: &mut dyn FnMut(u64, Piece<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let name = &self.tree.name;
         let extents = self.archive.file_extents(self.tree, entry)?;
-        let mut digest = FileDigest::new();
-        let mut at = 0u64;
-        for extent in &extents {
-            if extent.file_offset > at {
-                piece(at, Piece::Hole(extent.file_offset - at))?;
+        let chunk = |extent: &FileExtent, _end: usize| match held {
+            Some((chunk_ref, chunk)) if *chunk_ref == extent.chunk_ref => Ok(chunk.clone()),
+            _ => {
+                let chunk = self.archive.read_chunk_unhashed(extent.chunk_ref)?;
+                *held = Some((extent.chunk_ref, chunk.clone()));
+                Ok(chunk)
             }
-            let chunk = match held {
-                Some((chunk_ref, chunk)) if *chunk_ref == extent.chunk_ref => chunk.clone(),
-                _ => {
-                    let chunk = self.archive.read_chunk_unhashed(extent.chunk_ref).map_err(|e| e.in_section(name))?;
-                    *held = Some((extent.chunk_ref, chunk.clone()));
-                    chunk
-                }
-            };
-            let start = extent.chunk_offset as usize;
-            let end = start.saturating_add(extent.length as usize);
-            let bytes = chunk.get(start..end).ok_or_else(|| {
-                Error::new(
-                    ErrorClass::ExtentMap,
-                    "file extent",
-                    format!("bytes {start}..{end}, past the chunk's end at byte {}", chunk.len()),
-                )
-                .at(extent.chunk_ref)
-                .in_section(name)
-            })?;
-            digest.data(extent.file_offset, bytes);
-            piece(extent.file_offset, Piece::Data(bytes))?;
-            at = extent.end();
-        }
-        if entry.size > at {
-            piece(at, Piece::Hole(entry.size - at))?;
-        }
-        if digest.finish(entry.size) != entry.digest {
-            // A chunk that fails its own BLAKE3 is the better report: it
-            // names the damage, not only the file.
-            *held = None;
-            for extent in &extents {
-                self.archive.read_chunk_whole(extent.chunk_ref).map_err(|e| e.in_section(name))?;
-            }
-            return Err(Error::new(
-                ErrorClass::ChunkCorrupt,
-                "file content digest",
-                format!("entry {}: the content does not match its digest", entry.entry_id),
-            )
-            .in_section(name));
-        }
-        Ok(())
+        };
+        self.archive.walk_content(self.tree, entry, &extents, true, chunk, piece)
     }
 }
 

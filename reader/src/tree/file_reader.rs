@@ -123,12 +123,7 @@ impl<'a, R: ReadAt> FileReader<'a, R> {
     }
 
     fn digest_mismatch(&self) -> Error {
-        Error::new(
-            ErrorClass::ChunkCorrupt,
-            "file content digest",
-            format!("entry {}: the content does not match its digest", self.file.entry_id),
-        )
-        .in_section(self.tree.name())
+        super::digest_mismatch(self.tree.name(), self.file.entry_id)
     }
 
     /// A file extent that runs past its chunk's end.

@@ -584,27 +584,64 @@ impl<R: ReadAt> Archive<R> {
         tree: &TreeSection,
         entry: &Entry,
         partial: bool,
+        visit: impl FnMut(u64, Piece<'_>) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        /// A chunk decoded whole (its BLAKE3 checked), or only up to the
+        /// file's end (checked by the file's digest alone).
+        enum Raw {
+            Whole(Arc<crate::Chunk>),
+            Part(Vec<u8>),
+        }
+        impl std::ops::Deref for Raw {
+            type Target = [u8];
+            fn deref(&self) -> &[u8] {
+                match self {
+                    Raw::Whole(chunk) => &chunk.raw,
+                    Raw::Part(part) => part,
+                }
+            }
+        }
+        let extents = self.file_extents(tree, entry)?;
+        let single = extents.len() == 1;
+        let chunk = |extent: &FileExtent, end: usize| {
+            Ok(if partial && single && self.first_read_of(extent.chunk_ref) {
+                Raw::Part(self.read_chunk_prefix(extent.chunk_ref, end)?)
+            } else {
+                Raw::Whole(self.read_chunk_whole(extent.chunk_ref)?)
+            })
+        };
+        // Partial decodes are left to the digest alone, as `cat` reports them.
+        self.walk_content(tree, entry, &extents, false, chunk, visit)
+    }
+
+    /// The one walk of a regular file's content: calls `visit` with each
+    /// piece in order, data or hole, with its file offset, taking each
+    /// extent's bytes from what `chunk` gives for it (the chunk's raw bytes,
+    /// decoded at least to `end`, the extent's end in it); then checks the
+    /// whole against the entry's digest (`spec/FORMAT.md` 8.3), which covers
+    /// every byte given. With `unhashed` (`chunk` gives bytes whose BLAKE3
+    /// was not checked), a failed digest has the file's chunks read again with
+    /// their BLAKE3 checked, so that a damaged chunk is named rather than only
+    /// the file (FORMAT.md 10.1 step 5).
+    pub(crate) fn walk_content<B: std::ops::Deref<Target: AsRef<[u8]>>>(
+        &self,
+        tree: &TreeSection,
+        entry: &Entry,
+        extents: &[FileExtent],
+        unhashed: bool,
+        mut chunk: impl FnMut(&FileExtent, usize) -> Result<B, Error>,
         mut visit: impl FnMut(u64, Piece<'_>) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let extents = self.file_extents(tree, entry)?;
         let mut digest = FileDigest::new();
         let mut at = 0u64;
-        for extent in &extents {
+        for extent in extents {
             if extent.file_offset > at {
                 visit(at, Piece::Hole(extent.file_offset - at))?;
             }
             let start = extent.chunk_offset as usize;
             let end = start.saturating_add(extent.length as usize);
-            // The file's digest, checked below, covers a partial decode, which
-            // skips the chunk's BLAKE3.
-            let (whole, part);
-            let raw: &[u8] = if partial && extents.len() == 1 && self.first_read_of(extent.chunk_ref) {
-                part = self.read_chunk_prefix(extent.chunk_ref, end).map_err(|e| e.in_section(&tree.name))?;
-                &part
-            } else {
-                whole = self.read_chunk_whole(extent.chunk_ref).map_err(|e| e.in_section(&tree.name))?;
-                &whole.raw
-            };
+            let held = chunk(extent, end).map_err(|e| e.in_section(&tree.name))?;
+            let raw = (*held).as_ref();
             let bytes = raw.get(start..end).ok_or_else(|| {
                 Error::new(
                     ErrorClass::ExtentMap,
@@ -622,15 +659,28 @@ impl<R: ReadAt> Archive<R> {
             visit(at, Piece::Hole(entry.size - at))?;
         }
         if digest.finish(entry.size) != entry.digest {
-            return Err(Error::new(
-                ErrorClass::ChunkCorrupt,
-                "file content digest",
-                format!("entry {}: the content does not match its digest", entry.entry_id),
-            )
-            .in_section(&tree.name));
+            // A chunk that fails its own BLAKE3 is the better report: it
+            // names the damage, not only the file.
+            if unhashed {
+                for extent in extents {
+                    self.read_chunk_whole(extent.chunk_ref).map_err(|e| e.in_section(&tree.name))?;
+                }
+            }
+            return Err(digest_mismatch(&tree.name, entry.entry_id));
         }
         Ok(())
     }
+}
+
+/// A regular file whose content, read from chunks that pass their checks,
+/// does not give its entry's digest (FORMAT.md 8.3).
+pub(crate) fn digest_mismatch(section: &str, entry_id: u64) -> Error {
+    Error::new(
+        ErrorClass::ChunkCorrupt,
+        "file content digest",
+        format!("entry {entry_id}: the content does not match its digest"),
+    )
+    .in_section(section)
 }
 
 /// A directory's run as its `FILES_DIR` gives it (FORMAT.md 8.5): its
