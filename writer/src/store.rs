@@ -78,6 +78,14 @@ impl<W: Write> ArchiveWriter<W> {
         // compressed one's does, and the offsets of the chunks after it depend
         // on that length: compress with the offsets the previous length gives
         // until the length stays (FORMAT.md 14), else store it plain.
+        // A chunk the chain has is found by `locate_chunk` before it could be
+        // new (one map decides both); checked before anything is written.
+        if new_chunks.iter().any(|chunk| !chunk.is_stored()) {
+            return Err(WriteError::Invalid {
+                what: "chunk store",
+                detail: "a chunk left uncompressed as the chain's is not in the chain".into(),
+            });
+        }
         let (probe, _) = encode(&|_| 0);
         let offsets_after = |stored_length: usize| {
             let mut at = self.position + (RecordHeader::SIZE + stored_length) as u64;
@@ -124,14 +132,6 @@ impl<W: Write> ArchiveWriter<W> {
             }
         };
         for (chunk, expected_offset) in new_chunks.iter().zip(&chunk_offsets) {
-            // A chunk the chain has is found by `locate_chunk` before it
-            // could be new: one map decides both.
-            if !chunk.is_stored() {
-                return Err(WriteError::Invalid {
-                    what: "chunk store",
-                    detail: "a chunk left uncompressed as the chain's is not in the chain".into(),
-                });
-            }
             let header = ChunkHeader {
                 blake3: chunk.blake3,
                 raw_length: chunk.raw_length,
