@@ -441,8 +441,8 @@ pub fn run(args: CreateArgs) -> Result<u8, Failure> {
             let file =
                 FileSource::open(path).map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?;
             if args.used_blocks {
-                let free = crate::volumes::free_space(path, name, output::quiet())?;
-                Box::new(strata_writer::UsedBlocks::new(file, free))
+                let map = crate::volumes::used_blocks_map(path, name, output::quiet())?;
+                Box::new(strata_writer::UsedBlocks::new(file, map.free).with_metadata(map.metadata))
             } else {
                 Box::new(file)
             }

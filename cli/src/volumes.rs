@@ -384,21 +384,30 @@ fn layout_json(layout: &Layout) -> serde_json::Value {
     })
 }
 
-/// The free space of the file systems inside the image at `path`, for
-/// `create --used-blocks`, saying on stderr what each volume becomes. A volume
-/// whose file system is not known, or whose allocation map cannot be read or
-/// trusted, is stored whole: the safe side of every doubt.
-pub fn free_space(path: &std::path::Path, name: &str, quiet: bool) -> Result<Vec<std::ops::Range<u64>>, Failure> {
+/// What `create --used-blocks` needs to know of the file systems inside an
+/// image: where they are free, and where their metadata is.
+pub struct UsedBlocksMap {
+    /// Free space: not stored.
+    pub free: Vec<std::ops::Range<u64>>,
+    /// Metadata a lookup reads: cut into small chunks (a hint).
+    pub metadata: Vec<std::ops::Range<u64>>,
+}
+
+/// The free space and metadata of the file systems inside the image at
+/// `path`, for `create --used-blocks`, saying on stderr what each volume
+/// becomes. A volume whose file system is not known, or whose allocation map
+/// cannot be read or trusted, is stored whole: the safe side of every doubt.
+pub fn used_blocks_map(path: &std::path::Path, name: &str, quiet: bool) -> Result<UsedBlocksMap, Failure> {
     let file = File::open(path).map_err(|e| Failure::fatal(format!("cannot read {}: {e}", path.display())))?;
     let disk: Rc<dyn Disk> = Rc::new(file);
     let layout = match strata_disk::scan(&disk) {
         Ok(layout) => layout,
         Err(e) => {
             eprintln!("warning: image {name}: {e}; stored whole");
-            return Ok(Vec::new());
+            return Ok(UsedBlocksMap { free: Vec::new(), metadata: Vec::new() });
         }
     };
-    let mut free = Vec::new();
+    let (mut free, mut metadata) = (Vec::new(), Vec::new());
     for volume in layout.volumes() {
         let place = match volume.number() {
             Some(n) => format!("image {name} partition {n}"),
@@ -417,6 +426,7 @@ pub fn free_space(path: &std::path::Path, name: &str, quiet: bool) -> Result<Vec
                     eprintln!("{place}: {}, {} free: not stored", fs.kind.name(), output::size(bytes));
                 }
                 free.extend(ranges);
+                metadata.extend(strata_disk::metadata::metadata_ranges(&disk, volume));
             }
             Ok(None) => {
                 if !quiet {
@@ -426,5 +436,5 @@ pub fn free_space(path: &std::path::Path, name: &str, quiet: bool) -> Result<Vec
             Err(e) => eprintln!("warning: {place}: {}: {e}; stored whole", fs.kind.name()),
         }
     }
-    Ok(free)
+    Ok(UsedBlocksMap { free, metadata })
 }

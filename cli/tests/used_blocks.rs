@@ -158,3 +158,89 @@ fn used_blocks_images_default_to_smaller_chunks_and_children_keep_their_parents(
     );
     run_ok(&["verify", path_str(&child)]);
 }
+
+/// A used-blocks archive of a real ext4 file system (many folders among
+/// many small files, as a system disk has) keeps what a lookup reads near
+/// the start of a chunk: every folder's blocks within half a window of where
+/// their chunk starts, the inode table in chunks of at most 64 KiB. So
+/// finding a file decodes a little of each chunk on its path, not up to a
+/// whole window (issue 16's one file out of an image).
+#[test]
+fn a_lookup_in_a_used_blocks_image_decodes_little_of_each_chunk() {
+    use strata_reader::{Archive, Section};
+    if !["mkfs.ext4", "debugfs"].iter().all(|t| require_tool(t)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = d.join("src");
+    for folder in 0..60 {
+        let sub = src.join(format!("f{folder}/g{}", folder % 7));
+        std::fs::create_dir_all(&sub).unwrap();
+        for file in 0..20 {
+            std::fs::write(sub.join(format!("file{file}")), noise(folder * 100 + file, 5_000 + file as usize * 700))
+                .unwrap();
+        }
+    }
+    let image = d.join("ext4.img");
+    sh(&format!("mkfs.ext4 -q -F -E nodiscard -d '{}' '{}' 64M >/dev/null", path_str(&src), path_str(&image)));
+    let archive_path = d.join("used.strata");
+    run_ok(&[
+        "create",
+        path_str(&archive_path),
+        "--image",
+        &format!("disk={}", path_str(&image)),
+        "--used-blocks",
+        "-q",
+    ]);
+    let archive = Archive::new(std::fs::read(&archive_path).unwrap()).unwrap();
+    let Section::Image(section) = &archive.sections()[0] else { panic!("an image section") };
+    let window = u64::from(section.chunk_size);
+    // The data extent (one chunk each) holding image byte `at`: how far into
+    // its chunk `at` is, which is what reading it decodes.
+    let depth = |at: u64| {
+        let extent = &section.extents[section.extent_at(at).unwrap()];
+        assert!(extent.chunk_ref >= 128, "byte {at} is stored");
+        (at - extent.image_offset, extent.length)
+    };
+    let mut folders = vec!["/".to_string()];
+    for folder in 0..60 {
+        folders.push(format!("/f{folder}"));
+        folders.push(format!("/f{folder}/g{}", folder % 7));
+    }
+    let stats = String::from_utf8(
+        std::process::Command::new("debugfs").args(["-R", "stats"]).arg(&image).output().unwrap().stdout,
+    )
+    .unwrap();
+    let field = |name: &str| stats.lines().find_map(|l| l.trim().strip_prefix(name)).unwrap().trim().to_string();
+    let block_size: u64 = field("Block size:").parse().unwrap();
+    let mut blocks_seen = 0;
+    for folder in &folders {
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", &format!("blocks \"{folder}\"")])
+            .arg(&image)
+            .output()
+            .unwrap();
+        for block in String::from_utf8(out.stdout).unwrap().split_whitespace() {
+            let at = block.parse::<u64>().unwrap() * block_size;
+            let (into, _) = depth(at);
+            assert!(into < window / 2, "{folder}: block at {at} lies {into} bytes into its chunk");
+            blocks_seen += 1;
+        }
+    }
+    assert!(blocks_seen >= folders.len(), "every folder has a block");
+    let table: u64 = stats
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Group  0:"))
+        .and_then(|l| l.split("inode table at ").nth(1))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (_, length) = depth(table * block_size);
+    assert!(length <= 64 << 10, "the inode table's first chunk holds {length} bytes");
+    // And the image is the same image.
+    let restored = d.join("restored.img");
+    run_ok(&["restore", path_str(&archive_path), "--image", "disk", path_str(&restored), "-q"]);
+    assert!(std::fs::read(&restored).unwrap() == std::fs::read(&image).unwrap(), "restored byte for byte");
+}

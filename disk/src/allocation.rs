@@ -45,7 +45,14 @@ fn push(ranges: &mut Vec<Range<u64>>, start: u64, end: u64) {
     }
 }
 
-fn read(disk: &Rc<dyn Disk>, start: u64, length: u64, offset: u64, n: usize, what: &str) -> Result<Vec<u8>, Error> {
+pub(crate) fn read(
+    disk: &Rc<dyn Disk>,
+    start: u64,
+    length: u64,
+    offset: u64,
+    n: usize,
+    what: &str,
+) -> Result<Vec<u8>, Error> {
     if offset.checked_add(n as u64).is_none_or(|end| end > length) {
         return Err(Error::new(ErrorKind::Damaged, what, "lies past the end of the volume").at(start + offset));
     }
@@ -54,10 +61,10 @@ fn read(disk: &Rc<dyn Disk>, start: u64, length: u64, offset: u64, n: usize, wha
     Ok(buf)
 }
 
-fn le16(b: &[u8], at: usize) -> u64 {
+pub(crate) fn le16(b: &[u8], at: usize) -> u64 {
     u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
 }
-fn le32(b: &[u8], at: usize) -> u64 {
+pub(crate) fn le32(b: &[u8], at: usize) -> u64 {
     u64::from(u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")))
 }
 
@@ -75,65 +82,144 @@ fn has_backup(group: u64, sparse_super: bool) -> bool {
     })
 }
 
+/// What an ext2/3/4 superblock and its group descriptors say about where
+/// things are, checked against the volume: shared by the free-space map here
+/// and the metadata hints of [`crate::metadata`].
+pub(crate) struct ExtGeometry {
+    pub block_size: u64,
+    pub blocks: u64,
+    pub first_data_block: u64,
+    pub per_group: u64,
+    pub groups: u64,
+    pub gdt_blocks: u64,
+    pub reserved_gdt: u64,
+    pub sparse_super: bool,
+    /// `GDT_CSUM` or `METADATA_CSUM`: `bg_itable_unused` and `INODE_UNINIT` can be trusted.
+    pub group_checksums: bool,
+    pub inode_size: u64,
+    pub inodes_per_group: u64,
+    pub inode_table_blocks: u64,
+    wide: bool,
+    desc_size: u64,
+    gdt: Vec<u8>,
+}
+
+impl ExtGeometry {
+    /// Reads the superblock and group descriptors of the ext file system at
+    /// `start`; `None` for layouts this crate does not follow (meta_bg,
+    /// sparse_super2, a journal still to replay) or values that make no sense.
+    pub fn read(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<ExtGeometry>, Error> {
+        let sb = read(disk, start, length, 1024, 1024, "ext superblock")?;
+        let block_size = 1024u64 << le32(&sb, 0x18).min(6);
+        let (compat, incompat, ro_compat) = (le32(&sb, 0x5C), le32(&sb, 0x60), le32(&sb, 0x64));
+        let wide = incompat & 0x80 != 0;
+        // needs_recovery: the journal holds changes the bitmaps do not show yet.
+        // meta_bg and sparse_super2 place descriptors and backups elsewhere.
+        if incompat & (0x4 | 0x10) != 0 || compat & 0x200 != 0 {
+            return Ok(None);
+        }
+        let blocks = le32(&sb, 0x04) | if wide { le32(&sb, 0x150) << 32 } else { 0 };
+        let first_data_block = le32(&sb, 0x14);
+        let per_group = le32(&sb, 0x20);
+        let desc_size = if wide { le16(&sb, 0xFE).max(32) } else { 32 };
+        if per_group == 0 || per_group > 8 * block_size || blocks <= first_data_block || desc_size > 1024 {
+            return Ok(None);
+        }
+        if blocks.saturating_mul(block_size) > length {
+            return Err(Error::new(ErrorKind::Damaged, "ext superblock", "the file system is larger than its volume")
+                .at(start + 1024));
+        }
+        let groups = (blocks - first_data_block).div_ceil(per_group);
+        let gdt_blocks = (groups * desc_size).div_ceil(block_size);
+        let gdt = read(
+            disk,
+            start,
+            length,
+            (first_data_block + 1) * block_size,
+            (groups * desc_size) as usize,
+            "ext group descriptors",
+        )?;
+        // s_inode_size exists from revision 1 on; revision 0 inodes are 128 bytes.
+        let inode_size = if le32(&sb, 0x4C) >= 1 { le16(&sb, 0x58).max(128) } else { 128 };
+        let inodes_per_group = le32(&sb, 0x28);
+        Ok(Some(ExtGeometry {
+            block_size,
+            blocks,
+            first_data_block,
+            per_group,
+            groups,
+            gdt_blocks,
+            reserved_gdt: le16(&sb, 0xCE),
+            sparse_super: ro_compat & 0x1 != 0,
+            group_checksums: ro_compat & (0x10 | 0x400) != 0,
+            inode_size,
+            inodes_per_group,
+            inode_table_blocks: (inodes_per_group * inode_size).div_ceil(block_size),
+            wide,
+            desc_size,
+            gdt,
+        }))
+    }
+
+    /// Group `g`'s descriptor.
+    pub fn desc(&self, g: u64) -> &[u8] {
+        &self.gdt[(g * self.desc_size) as usize..((g + 1) * self.desc_size) as usize]
+    }
+
+    /// A 64-bit field of a descriptor from its low and high halves.
+    fn location(&self, d: &[u8], lo: usize, hi: usize) -> u64 {
+        le32(d, lo) | if self.wide && self.desc_size >= 64 { le32(d, hi) << 32 } else { 0 }
+    }
+
+    /// Group `g`'s block bitmap, inode bitmap and inode table, as blocks.
+    pub fn group_tables(&self, g: u64) -> (u64, u64, u64) {
+        let d = self.desc(g);
+        (self.location(d, 0x0, 0x20), self.location(d, 0x4, 0x24), self.location(d, 0x8, 0x28))
+    }
+
+    /// Group `g`'s `bg_flags`.
+    pub fn group_flags(&self, g: u64) -> u64 {
+        le16(self.desc(g), 0x12)
+    }
+
+    /// How many inodes at the start of group `g`'s table may be in use: all
+    /// of them unless the descriptors are checksummed and say fewer.
+    pub fn inodes_in_use(&self, g: u64) -> u64 {
+        if !self.group_checksums {
+            return self.inodes_per_group;
+        }
+        if self.group_flags(g) & 0x1 != 0 {
+            return 0; // INODE_UNINIT
+        }
+        let d = self.desc(g);
+        let unused = le16(d, 0x1C) | if self.desc_size >= 64 { le16(d, 0x32) << 16 } else { 0 };
+        self.inodes_per_group.saturating_sub(unused)
+    }
+}
+
 /// ext2/3/4: a block is free when its group's bitmap says so; a group whose
 /// bitmap was never written (`BLOCK_UNINIT`) holds nothing but metadata.
 fn ext_free(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<Vec<Range<u64>>>, Error> {
-    let sb = read(disk, start, length, 1024, 1024, "ext superblock")?;
-    let block_size = 1024u64 << le32(&sb, 0x18).min(6);
-    let (compat, incompat, ro_compat) = (le32(&sb, 0x5C), le32(&sb, 0x60), le32(&sb, 0x64));
-    let wide = incompat & 0x80 != 0;
-    // needs_recovery: the journal holds changes the bitmaps do not show yet.
-    // meta_bg and sparse_super2 place descriptors and backups elsewhere.
-    if incompat & (0x4 | 0x10) != 0 || compat & 0x200 != 0 {
-        return Ok(None);
-    }
-    let blocks = le32(&sb, 0x04) | if wide { le32(&sb, 0x150) << 32 } else { 0 };
-    let first_data_block = le32(&sb, 0x14);
-    let per_group = le32(&sb, 0x20);
-    let desc_size = if wide { le16(&sb, 0xFE).max(32) } else { 32 };
-    if per_group == 0 || per_group > 8 * block_size || blocks <= first_data_block || desc_size > 1024 {
-        return Ok(None);
-    }
-    if blocks.saturating_mul(block_size) > length {
-        return Err(Error::new(ErrorKind::Damaged, "ext superblock", "the file system is larger than its volume")
-            .at(start + 1024));
-    }
-    let groups = (blocks - first_data_block).div_ceil(per_group);
-    let gdt_blocks = (groups * desc_size).div_ceil(block_size);
-    let reserved_gdt = le16(&sb, 0xCE);
-    let sparse_super = ro_compat & 0x1 != 0;
-    let gdt = read(
-        disk,
-        start,
-        length,
-        (first_data_block + 1) * block_size,
-        (groups * desc_size) as usize,
-        "ext group descriptors",
-    )?;
-    let desc = |g: u64| &gdt[(g * desc_size) as usize..((g + 1) * desc_size) as usize];
-    let location =
-        |d: &[u8], lo: usize, hi: usize| le32(d, lo) | if wide && desc_size >= 64 { le32(d, hi) << 32 } else { 0 };
-    // s_inode_size exists from revision 1 on; revision 0 inodes are 128 bytes.
-    let inode_size = if le32(&sb, 0x4C) >= 1 { le16(&sb, 0x58).max(128) } else { 128 };
-    let inode_table_blocks = (le32(&sb, 0x28) * inode_size).div_ceil(block_size);
+    let Some(geometry) = ExtGeometry::read(disk, start, length)? else { return Ok(None) };
+    let ExtGeometry { block_size, blocks, first_data_block, per_group, groups, gdt_blocks, reserved_gdt, .. } =
+        geometry;
+    let (sparse_super, inode_table_blocks) = (geometry.sparse_super, geometry.inode_table_blocks);
     // Every group's bitmaps and inode table, wherever they are (flex_bg puts
     // them together): used, even in a group whose bitmap is not written.
     let mut metadata: Vec<Range<u64>> = Vec::with_capacity(3 * groups as usize);
     for g in 0..groups {
-        let d = desc(g);
-        metadata.push(location(d, 0x0, 0x20)..location(d, 0x0, 0x20) + 1);
-        metadata.push(location(d, 0x4, 0x24)..location(d, 0x4, 0x24) + 1);
-        let table = location(d, 0x8, 0x28);
+        let (block_bitmap, inode_bitmap, table) = geometry.group_tables(g);
+        metadata.push(block_bitmap..block_bitmap + 1);
+        metadata.push(inode_bitmap..inode_bitmap + 1);
         metadata.push(table..table + inode_table_blocks);
     }
     metadata.sort_by_key(|r| r.start);
     let mut free = Vec::new();
     let mut bitmap = vec![0u8; block_size as usize];
     for g in 0..groups {
-        let d = desc(g);
         let first = first_data_block + g * per_group;
         let count = per_group.min(blocks - first);
-        let uninit = le16(d, 0x12) & 0x2 != 0;
+        let uninit = geometry.group_flags(g) & 0x2 != 0;
         if uninit {
             // Free except its backup superblock and descriptors and any
             // group's bitmaps and inode table placed in it.
@@ -155,7 +241,7 @@ fn ext_free(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<Vec<R
             }
             continue;
         }
-        let at = location(d, 0x0, 0x20);
+        let (at, _, _) = geometry.group_tables(g);
         if at.checked_mul(block_size).is_none_or(|o| o + block_size > length) {
             return Err(Error::new(
                 ErrorKind::Damaged,

@@ -11,7 +11,9 @@
 //! Nothing here writes.
 //!
 //! Files are read from ext2/3/4 (through ext4-view), FAT12/16/32 (fatfs) and
-//! NTFS (ntfs); exFAT, XFS, btrfs and swap are recognised only.
+//! NTFS (ntfs); exFAT, XFS, btrfs and swap are recognised only. For
+//! used-blocks imaging, [`allocation`] says which bytes a file system leaves
+//! free and [`metadata`] where it keeps what a lookup reads.
 //!
 //! # Bad input
 //! Tables and file systems come from images that may be damaged or made to
@@ -38,6 +40,7 @@
 pub mod allocation;
 mod error;
 pub mod filesystems;
+pub mod metadata;
 mod partitions;
 mod window;
 

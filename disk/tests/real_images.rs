@@ -329,3 +329,70 @@ fn an_mbr_partition_at_sector_zero_is_a_damaged_table() {
     assert_eq!(e.kind(), ErrorKind::Damaged);
     assert!(e.to_string().contains("sector 0"), "{e}");
 }
+
+/// The metadata hints name what a lookup reads (every directory's blocks,
+/// the used part of the inode tables, the superblock) and no file's data,
+/// for extent-mapped ext4 and block-mapped ext2 with indirect blocks.
+#[test]
+fn metadata_ranges_cover_every_directory_and_no_file_data() {
+    if !["mkfs.ext4", "debugfs", "dumpe2fs"].iter().all(|t| tool(t)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    source_tree(&src);
+    // A folder of long names spans many 1 KiB blocks: past the 12 direct
+    // blocks of an ext2 block map, so its indirect block is used too.
+    let wide = src.join("wide");
+    std::fs::create_dir_all(&wide).unwrap();
+    for i in 0..300 {
+        std::fs::write(wide.join(format!("{i:04}-a-name-long-enough-to-fill-directory-blocks-quickly")), b"x").unwrap();
+    }
+    for d in 0..20 {
+        let sub = src.join(format!("d{d}/e{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join("data"), vec![d as u8; 9000]).unwrap();
+    }
+    let directories: Vec<String> = {
+        let out = Command::new("find").arg(&src).args(["-type", "d", "-printf", "/%P\n"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    };
+    for kind in ["ext4", "ext2"] {
+        let image = dir.path().join(format!("{kind}.img"));
+        run(&format!("mkfs.ext4 -q -F -t {kind} -b 1024 -d '{}' '{}' 32M", src.display(), image.display()));
+        let disk: Rc<dyn Disk> = Rc::new(std::fs::read(&image).unwrap());
+        let layout = scan(&disk).unwrap();
+        let volume = layout.volume(None).unwrap().clone();
+        let metadata = strata_disk::metadata::metadata_ranges(&disk, &volume);
+        assert!(metadata.windows(2).all(|w| w[0].end < w[1].start), "{kind}: sorted, merged");
+        let covered = |offset: u64| metadata.iter().any(|r| r.start <= offset && offset + 1024 <= r.end);
+        let blocks_of = |path: &str| -> Vec<u64> {
+            let out = Command::new("debugfs").args(["-R", &format!("blocks \"{path}\"")]).arg(&image).output().unwrap();
+            String::from_utf8(out.stdout).unwrap().split_whitespace().map(|b| b.parse().unwrap()).collect()
+        };
+        let mut directory_blocks = 0;
+        for path in &directories {
+            for block in blocks_of(path) {
+                assert!(covered(block * 1024), "{kind}: block {block} of directory {path} is not in the hints");
+                directory_blocks += 1;
+            }
+        }
+        assert!(directory_blocks > 12 + directories.len(), "{kind}: the wide folder spans many blocks");
+        for file in ["/etc/deep/er/big.bin", "/d3/e3/data"] {
+            for block in blocks_of(file) {
+                assert!(!covered(block * 1024), "{kind}: data block {block} of {file} is named as metadata");
+            }
+        }
+        assert!(covered(1024), "{kind}: the superblock");
+        let out = Command::new("dumpe2fs").arg(&image).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let table: u64 = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Inode table at "))
+            .and_then(|l| l.split('-').next())
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(covered(table * 1024), "{kind}: group 0's inode table at block {table}");
+    }
+}

@@ -1,5 +1,6 @@
 //! A disk image as the partition and file-system layers read it (issue 16):
-//! the partition table, each volume's superblock and allocation map, and a
+//! the partition table, each volume's superblock, allocation map and metadata
+//! hints, and a
 //! bounded walk of each readable file system with some files read. Nothing may
 //! panic, hang or allocate without bound, whatever the bytes say. Seeds are
 //! small real images made by sgdisk, mkfs.ext4 -d and mkfs.vfat
@@ -19,6 +20,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(free.windows(2).all(|w| w[0].end < w[1].start), "free ranges sorted and merged");
             assert!(free.iter().all(|r| r.start < r.end && r.end <= volume.start + volume.length));
         }
+        // Metadata hints: bounded whatever the inodes and trees claim.
+        let metadata = strata_disk::metadata::metadata_ranges(&disk, volume);
+        assert!(metadata.windows(2).all(|w| w[0].end < w[1].start), "metadata ranges sorted and merged");
+        assert!(metadata.iter().all(|r| r.start < r.end && r.end <= volume.start + volume.length));
         let Ok(fs) = strata_disk::open_filesystem(&disk, volume) else { continue };
         let mut seen = 0u32;
         let _ = strata_disk::filesystems::walk(fs.as_ref(), b"", volume.length, &mut |path, node| {

@@ -181,23 +181,31 @@ pub(crate) fn prepare_split(
     buffer: &mut Vec<u8>,
     len: usize,
     holes: &[(std::ops::Range<usize>, crate::Hole)],
+    cuts: &[usize],
     level: i32,
     spares: &SparePool,
     known: &KnownChunks,
 ) -> PreparedWindow {
-    if holes.is_empty() {
+    if holes.is_empty() && cuts.is_empty() {
         return prepare(buffer, len, level, spares, known);
     }
-    let mut pieces = Vec::with_capacity(2 * holes.len() + 1);
+    let mut pieces = Vec::with_capacity(2 * holes.len() + cuts.len() + 1);
     let mut used_from = 0;
+    // The bytes `from..to` between holes: a chunk, or zeros, between each
+    // two cuts.
     let used = |from: usize, to: usize, pieces: &mut Vec<PreparedWindow>| {
-        if from < to {
-            let raw = &buffer[from..to];
-            pieces.push(if is_all_zero(raw) {
-                PreparedWindow::Zero { length: (to - from) as u64 }
-            } else {
-                PreparedWindow::Data(prepare_chunk(raw, level, spares, known))
-            });
+        let inside = cuts.iter().copied().filter(|&cut| cut > from && cut < to);
+        let mut at = from;
+        for end in inside.chain(std::iter::once(to)) {
+            if at < end {
+                let raw = &buffer[at..end];
+                pieces.push(if is_all_zero(raw) {
+                    PreparedWindow::Zero { length: (end - at) as u64 }
+                } else {
+                    PreparedWindow::Data(prepare_chunk(raw, level, spares, known))
+                });
+            }
+            at = end;
         }
     };
     for (range, hole) in holes {

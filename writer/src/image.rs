@@ -177,8 +177,8 @@ impl<W: Write> ArchiveWriter<W> {
         let slots = group + 2 * workers;
         // A job: sequence number, buffer, image offset, length, whether the
         // worker must read the bytes itself (sources with a window reader), and
-        // the free ranges to split off (used-blocks capture).
-        type Job = (u64, Vec<u8>, u64, usize, bool, Vec<(std::ops::Range<usize>, crate::Hole)>);
+        // the free ranges to split off and the cuts (used-blocks capture).
+        type Job = (u64, Vec<u8>, u64, usize, bool, Vec<(std::ops::Range<usize>, crate::Hole)>, Vec<usize>);
         type Done = (u64, Result<PreparedWindow, (u64, std::io::Error)>, Vec<u8>);
         let (work_tx, work_rx) = std::sync::mpsc::channel::<Job>();
         let work_rx = std::sync::Mutex::new(work_rx);
@@ -194,13 +194,13 @@ impl<W: Write> ArchiveWriter<W> {
                     (&work_rx, done_tx.clone(), reader.as_deref(), &*spares, &*known);
                 scope.spawn(move || loop {
                     let job = work_rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
-                    let Ok((seq, mut buffer, offset, len, unread, free)) = job else { break };
+                    let Ok((seq, mut buffer, offset, len, unread, free, cuts)) = job else { break };
                     let read = match (unread, reader) {
                         (true, Some(reader)) => reader.read_window(&mut buffer, offset, len),
                         _ => Ok(()),
                     };
                     let prepared = read
-                        .map(|()| prepare_split(&mut buffer, len, &free, level, spares, known))
+                        .map(|()| prepare_split(&mut buffer, len, &free, &cuts, level, spares, known))
                         .map_err(|e| (offset, e));
                     if done_tx.send((seq, prepared, buffer)).is_err() {
                         break;
@@ -231,8 +231,9 @@ impl<W: Write> ArchiveWriter<W> {
                         }
                         Window::Data(n) => {
                             let free = source.holes_within(read_offset, n);
+                            let cuts = source.cuts_within(read_offset, n);
                             work_tx
-                                .send((next_seq, buffer, read_offset, n, reader.is_some(), free))
+                                .send((next_seq, buffer, read_offset, n, reader.is_some(), free, cuts))
                                 .expect("workers run until the sender is dropped");
                             in_flight += 1;
                             n

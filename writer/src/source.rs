@@ -85,6 +85,16 @@ pub trait ImageSource: Send {
         let _ = (offset, len);
         Vec::new()
     }
+    /// Where inside the data window of `len` bytes at image `offset` a chunk
+    /// must end, as window byte offsets in increasing order (each a multiple
+    /// of 512, between 0 and `len`): a used-blocks source cuts its file
+    /// systems' metadata into small chunks, so that finding a file in the
+    /// archive decodes little (`spec/FORMAT.md` 14). Only a used-blocks
+    /// source may give any: its extents may split a window (7.2).
+    fn cuts_within(&self, offset: u64, len: usize) -> Vec<usize> {
+        let _ = (offset, len);
+        Vec::new()
+    }
 }
 
 /// What a range inside a data window holds instead of data.
@@ -109,24 +119,42 @@ pub struct UsedBlocks<S> {
     /// Free ranges inside a window shorter than this are stored as zeros
     /// rather than split off: each split costs two extents and a chunk.
     min_gap: u64,
+    /// File-system metadata (sorted, merged): cut into chunks of at most
+    /// [`METADATA_CHUNK`] bytes.
+    metadata: std::sync::Arc<Vec<std::ops::Range<u64>>>,
 }
+
+/// The largest chunk a used-blocks source cuts file-system metadata into: a
+/// lookup that needs one inode or directory block decodes at most this much
+/// of its chunk, where a whole window's chunk would cost up to `chunk_size`.
+/// Small enough that a path of ten components decodes well under a
+/// megabyte; large enough that the inode tables still compress (measured in
+/// `benches/RESULTS.md`, issue 16).
+pub const METADATA_CHUNK: u64 = 64 << 10;
 
 /// The default shortest free range split off inside a window.
 pub const USED_BLOCKS_MIN_GAP: u64 = 32 << 10;
 
 impl<S: ImageSource> UsedBlocks<S> {
     /// `inner` with the free ranges `free` (in any order; overlaps merged).
-    pub fn new(inner: S, mut free: Vec<std::ops::Range<u64>>) -> Self {
-        free.retain(|r| r.start < r.end);
-        free.sort_by_key(|r| r.start);
-        let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(free.len());
-        for range in free {
-            match merged.last_mut() {
-                Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
-                _ => merged.push(range),
-            }
+    pub fn new(inner: S, free: Vec<std::ops::Range<u64>>) -> Self {
+        let merged = merge(free);
+        UsedBlocks {
+            inner,
+            free: std::sync::Arc::new(merged),
+            position: 0,
+            min_gap: USED_BLOCKS_MIN_GAP,
+            metadata: std::sync::Arc::new(Vec::new()),
         }
-        UsedBlocks { inner, free: std::sync::Arc::new(merged), position: 0, min_gap: USED_BLOCKS_MIN_GAP }
+    }
+
+    /// The same source, cutting the file systems' metadata `ranges` (image
+    /// byte ranges, in any order, from `strata_disk::metadata`) into chunks
+    /// of at most [`METADATA_CHUNK`] bytes. A hint: it changes how the image
+    /// is cut into chunks, never what it holds.
+    pub fn with_metadata(mut self, ranges: Vec<std::ops::Range<u64>>) -> Self {
+        self.metadata = std::sync::Arc::new(merge(ranges));
+        self
     }
 
     /// The same source, splitting off free ranges of at least `bytes` (a
@@ -155,6 +183,20 @@ impl<S: ImageSource> UsedBlocks<S> {
             window
         }
     }
+}
+
+/// `ranges` sorted, without empty ones, overlapping and touching ones merged.
+fn merge(mut ranges: Vec<std::ops::Range<u64>>) -> Vec<std::ops::Range<u64>> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<std::ops::Range<u64>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    merged
 }
 
 /// Whether `start..end` lies inside one of the sorted, merged `ranges`.
@@ -224,6 +266,47 @@ impl<S: ImageSource> ImageSource for UsedBlocks<S> {
             at += 1;
         }
         out
+    }
+
+    fn cuts_within(&self, offset: u64, len: usize) -> Vec<usize> {
+        let end = offset + len as u64;
+        let grain = image_grain();
+        // A small range (a directory's blocks) begins a chunk only when the
+        // last cut is at least half a window behind it: each cut costs the
+        // compression of what follows it (the bytes before it are out of
+        // zstd's reach), and directories sit among small files, dozens to a
+        // window. Half a window at most per directory keeps most of the
+        // lookup's gain for about 1% of stored bytes; a cut at every
+        // directory cost 3.4% (`benches/RESULTS.md`, issue 16).
+        let min_piece = (len as u64 / 2).max(METADATA_CHUNK);
+        let mut cuts = Vec::new();
+        let mut last = offset;
+        let mut push = |at: u64, always: bool| {
+            // Inwards to the 512-byte grain of used-blocks extents.
+            let at = at / grain * grain;
+            if at > last && at < end && (always || at - last >= min_piece) {
+                cuts.push((at - offset) as usize);
+                last = at;
+            }
+        };
+        let mut at = self.metadata.partition_point(|r| r.end <= offset);
+        while let Some(range) = self.metadata.get(at).filter(|r| r.start < end) {
+            // A large range (an inode table) is cut at both ends and into
+            // pieces aligned to image offsets, so that a child cuts an
+            // unchanged table as its parent did and finds its chunks.
+            let large = range.end - range.start > METADATA_CHUNK;
+            push(range.start, large);
+            if large {
+                let mut cut = range.start.max(offset) / METADATA_CHUNK * METADATA_CHUNK + METADATA_CHUNK;
+                while cut < range.end.min(end) {
+                    push(cut, true);
+                    cut += METADATA_CHUNK;
+                }
+                push(range.end, true);
+            }
+            at += 1;
+        }
+        cuts
     }
 }
 
@@ -516,5 +599,57 @@ mod used_blocks_tests {
         // Image bytes 20..30 and 40..60 of 20..70 are free.
         assert!(buf[..10].iter().all(|&b| b == 0) && buf[10..20].iter().all(|&b| b == 1));
         assert!(buf[20..40].iter().all(|&b| b == 0) && buf[40..].iter().all(|&b| b == 1));
+    }
+
+    /// For any metadata ranges: cuts lie inside the window in increasing
+    /// order on the 512-byte grain; a large range is cut at its ends and at
+    /// every 64 KiB boundary inside it; a small range starts at most half a
+    /// window after the last cut before it (the most a lookup decodes).
+    #[test]
+    fn metadata_is_cut_into_small_chunks_and_directories_within_half_a_window() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |bound: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % bound
+        };
+        let window = 2u64 << 20;
+        for _ in 0..300 {
+            let mut ranges = Vec::new();
+            for _ in 0..next(40) {
+                let start = next(8 * window) / 1024 * 1024;
+                let length = if next(4) == 0 { 1024 * (1 + next(4096)) } else { 1024 * (1 + next(8)) };
+                ranges.push(start..start + length);
+            }
+            let source = UsedBlocks::new(SliceSource::new(&[]), Vec::new()).with_metadata(ranges);
+            let metadata = source.metadata.clone();
+            for w in 0..8 {
+                let offset = w * window;
+                let len = if w == 7 { window as usize - 4096 } else { window as usize };
+                let cuts = source.cuts_within(offset, len);
+                assert!(cuts.windows(2).all(|p| p[0] < p[1]), "{cuts:?}");
+                assert!(cuts.iter().all(|&c| c > 0 && c < len && c % 512 == 0), "{cuts:?}");
+                let last_cut = |at: u64| {
+                    let inside = (at - offset) as usize;
+                    cuts.iter().rev().find(|&&c| c <= inside).map_or(offset, |&c| offset + c as u64)
+                };
+                let end = offset + len as u64;
+                for range in metadata.iter().filter(|r| r.start < end && r.end > offset) {
+                    if range.end - range.start > METADATA_CHUNK {
+                        let mut must = vec![range.start, range.end];
+                        let mut at = range.start / METADATA_CHUNK * METADATA_CHUNK + METADATA_CHUNK;
+                        while at < range.end {
+                            must.push(at);
+                            at += METADATA_CHUNK;
+                        }
+                        for at in must.into_iter().filter(|&at| at > offset && at < end) {
+                            assert!(cuts.contains(&((at - offset) as usize)), "large {range:?}: no cut at {at}");
+                        }
+                    } else if range.start >= offset {
+                        let from = last_cut(range.start);
+                        assert!(range.start - from < len as u64 / 2, "small {range:?}: last cut at {from}");
+                    }
+                }
+            }
+        }
     }
 }
