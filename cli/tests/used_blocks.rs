@@ -244,3 +244,107 @@ fn a_lookup_in_a_used_blocks_image_decodes_little_of_each_chunk() {
     run_ok(&["restore", path_str(&archive_path), "--image", "disk", path_str(&restored), "-q"]);
     assert!(std::fs::read(&restored).unwrap() == std::fs::read(&image).unwrap(), "restored byte for byte");
 }
+
+/// NTFS's free clusters, from `$Bitmap`, are not stored: a volume made by
+/// mkntfs over garbage and filled by ntfscp restores to one that ntfsfix
+/// finds clean, whose files ntfscat reads back, whose free space is zeros,
+/// and whose free bytes are what ntfsinfo counts.
+#[test]
+fn an_ntfs_volume_keeps_only_its_used_clusters() {
+    if !["mkntfs", "ntfscp", "ntfscat", "ntfsfix", "ntfsinfo"].iter().all(|t| require_tool(t)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let image = d.join("ntfs.img");
+    std::fs::write(&image, noise(7, 24 * MIB)).unwrap();
+    sh(&format!("mkntfs -F -Q -L data '{}' >/dev/null 2>&1", path_str(&image)));
+    let mut files = Vec::new();
+    for i in 0..8 {
+        let file = d.join(format!("file{i}"));
+        std::fs::write(&file, noise(700 + i, 1_000 + 150_000 * i as usize)).unwrap();
+        sh(&format!("ntfscp '{}' '{}' file{i} >/dev/null 2>&1", path_str(&image), path_str(&file)));
+        files.push(file);
+    }
+    let archive = d.join("used.strata");
+    let created =
+        run_ok(&["create", path_str(&archive), "--image", &format!("disk={}", path_str(&image)), "--used-blocks"]);
+    let said = String::from_utf8_lossy(&created.stderr);
+    assert!(said.contains("ntfs") && said.contains("free: not stored"), "{said}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", path_str(&archive), "--json"]).stdout).unwrap();
+    let free_bytes = json["sections"][0]["image"]["free_bytes"].as_u64().unwrap();
+    let ntfsinfo = stdout_of(&format!("ntfsinfo -m '{}' 2>/dev/null", path_str(&image)));
+    let ntfsinfo = String::from_utf8_lossy(&ntfsinfo).into_owned();
+    let field = |name: &str| -> u64 {
+        let line = ntfsinfo.lines().find_map(|l| l.trim().strip_prefix(name)).expect(name).trim().to_string();
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    // Free clusters shorter than the writer's smallest split stay stored as
+    // zeros: the free extents hold at most what the bitmap says is free.
+    let bitmap_free = field("Free Clusters:") * field("Cluster Size:");
+    assert!(free_bytes <= bitmap_free && free_bytes * 10 >= bitmap_free * 9, "{free_bytes} of {bitmap_free}");
+    assert!(
+        std::fs::metadata(&archive).unwrap().len() < 24 * MIB as u64 - bitmap_free / 2,
+        "free garbage is not stored"
+    );
+    run_ok(&["verify", path_str(&archive)]);
+    let restored = d.join("restored.img");
+    run_ok(&["restore", path_str(&archive), "--image", "disk", path_str(&restored), "-q"]);
+    sh(&format!("ntfsfix -n '{}' >/dev/null", path_str(&restored)));
+    for (i, file) in files.iter().enumerate() {
+        let got = stdout_of(&format!("ntfscat '{}' file{i} 2>/dev/null", path_str(&restored)));
+        assert!(got == std::fs::read(file).unwrap(), "file{i}");
+    }
+    let (back, source) = (std::fs::read(&restored).unwrap(), std::fs::read(&image).unwrap());
+    assert_eq!(back.len(), source.len());
+    let zeroed = back.iter().zip(&source).filter(|(b, s)| b != s).count() as u64;
+    assert!(zeroed * 2 > free_bytes, "the garbage in free space came back as zeros: {zeroed} bytes differ");
+
+    // A volume marked dirty (not cleanly unmounted) may have changes in its
+    // log that its bitmap does not show yet: stored whole.
+    let mut dirty = source;
+    set_ntfs_dirty(&mut dirty);
+    let dirty_image = d.join("dirty.img");
+    std::fs::write(&dirty_image, &dirty).unwrap();
+    let dirty_archive = d.join("dirty.strata");
+    let created = run_ok(&[
+        "create",
+        path_str(&dirty_archive),
+        "--image",
+        &format!("disk={}", path_str(&dirty_image)),
+        "--used-blocks",
+    ]);
+    let said = String::from_utf8_lossy(&created.stderr);
+    assert!(said.contains("stored whole"), "{said}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&run_ok(&["info", path_str(&dirty_archive), "--json"]).stdout).unwrap();
+    assert_eq!(json["sections"][0]["image"]["free_bytes"], 0, "{json}");
+}
+
+/// Sets the dirty flag of an NTFS volume: `VOLUME_INFORMATION` (attribute
+/// 0x70) of `$Volume` (MFT record 3), whose flags are at offset 10 of its
+/// value. The flag lies inside the record's first sector, away from the
+/// update-sequence bytes at its end.
+fn set_ntfs_dirty(image: &mut [u8]) {
+    let le = |b: &[u8], at: usize, n: usize| b[at..at + n].iter().rev().fold(0u64, |v, &x| v << 8 | u64::from(x));
+    let cluster = le(image, 0x0B, 2) * le(image, 0x0D, 1);
+    let record_size = match le(image, 0x40, 1) as i8 {
+        n if n < 0 => 1u64 << -n,
+        n => n as u64 * cluster,
+    };
+    let record = (le(image, 0x30, 8) * cluster + 3 * record_size) as usize;
+    assert_eq!(&image[record..record + 4], b"FILE", "MFT record 3");
+    let mut at = record + le(image, record + 0x14, 2) as usize;
+    loop {
+        let (kind, length) = (le(image, at, 4), le(image, at + 4, 4) as usize);
+        assert!(kind != 0xFFFF_FFFF && length > 0, "no VOLUME_INFORMATION in $Volume");
+        if kind == 0x70 {
+            let flags = at + le(image, at + 0x14, 2) as usize + 10;
+            assert!(flags - record < 510, "the flag lies clear of the update sequence");
+            image[flags] |= 0x01;
+            return;
+        }
+        at += length;
+    }
+}

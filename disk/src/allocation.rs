@@ -2,7 +2,7 @@
 //! used-blocks imaging (`strata create --used-blocks`).
 //!
 //! ext2/3/4 from the block bitmaps (`struct ext4_group_desc`), FAT from the
-//! FAT itself. A file system whose map is not read here, or whose map cannot
+//! FAT itself, NTFS from `$Bitmap`. A file system whose map is not read here, or whose map cannot
 //! be trusted as it stands (an ext4 journal still to replay, layouts this code
 //! does not follow), gives `None`: its volume is imaged whole. Every answer
 //! errs towards "used": a block wrongly called free would be lost from the
@@ -21,6 +21,7 @@ pub fn free_ranges(disk: &Rc<dyn Disk>, volume: &Volume) -> Result<Option<Vec<Ra
     let ranges = match fs.kind {
         FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => ext_free(disk, volume.start, volume.length)?,
         FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => fat_free(disk, volume.start, volume.length, fs.kind)?,
+        FsKind::Ntfs => crate::filesystems::ntfs::free_ranges(disk, volume.start, volume.length)?,
         _ => None,
     };
     let Some(free) = ranges else { return Ok(None) };

@@ -293,6 +293,50 @@ fn free_ranges_are_exactly_the_free_space_and_nothing_used() {
     }
 }
 
+/// NTFS: the free clusters are exactly those `$Bitmap` leaves clear, as
+/// ntfsinfo counts them, and scribbling over them harms nothing.
+#[test]
+fn ntfs_free_ranges_are_the_clusters_its_bitmap_leaves_clear() {
+    if !["mkntfs", "ntfscp", "ntfscat", "ntfsfix", "ntfsinfo"].iter().all(|t| tool(t)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("ntfs.img");
+    run(&format!("truncate -s 20M '{0}' && mkntfs -F -Q -L data '{0}' >/dev/null 2>&1", image.display()));
+    let mut files = Vec::new();
+    for i in 0..6usize {
+        let file = dir.path().join(format!("f{i}"));
+        std::fs::write(&file, (0..40_000 * (i + 1)).map(|b| (b * 13 % 251) as u8 ^ i as u8).collect::<Vec<_>>())
+            .unwrap();
+        run(&format!("ntfscp '{}' '{}' f{i} >/dev/null 2>&1", image.display(), file.display()));
+        files.push(file);
+    }
+    let mut bytes = std::fs::read(&image).unwrap();
+    let disk: Rc<dyn Disk> = Rc::new(bytes.clone());
+    let layout = scan(&disk).unwrap();
+    let volume = layout.volume(None).unwrap().clone();
+    let free = strata_disk::allocation::free_ranges(&disk, &volume).unwrap().expect("a map for NTFS");
+    assert!(free.windows(2).all(|w| w[0].end < w[1].start), "sorted, merged");
+    let out = Command::new("ntfsinfo").arg("-m").arg(&image).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let field = |name: &str| -> u64 {
+        let line = text.lines().find_map(|l| l.trim().strip_prefix(name)).unwrap().trim().to_string();
+        line.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    let free_bytes: u64 = free.iter().map(|r| r.end - r.start).sum();
+    assert_eq!(free_bytes, field("Free Clusters:") * field("Cluster Size:"), "free ranges against ntfsinfo");
+    for range in &free {
+        bytes[range.start as usize..range.end as usize].fill(0xEE);
+    }
+    std::fs::write(&image, &bytes).unwrap();
+    let fix = Command::new("ntfsfix").arg("-n").arg(&image).output().unwrap();
+    assert!(fix.status.success(), "ntfsfix: {}", String::from_utf8_lossy(&fix.stdout));
+    for (i, file) in files.iter().enumerate() {
+        let out = Command::new("ntfscat").arg(&image).arg(format!("f{i}")).output().unwrap();
+        assert!(out.stdout == std::fs::read(file).unwrap(), "f{i}");
+    }
+}
+
 /// A file system that claims more than its volume holds (a FAT whose boot
 /// sector counts more sectors than the image has): its allocation map is an
 /// error, never free ranges outside the volume.

@@ -8,7 +8,7 @@
 
 mod ext;
 mod fat;
-mod ntfs;
+pub(crate) mod ntfs;
 mod signatures;
 mod stream;
 

@@ -341,58 +341,112 @@ impl FileSystem for Ntfs {
     }
 }
 
+/// Opens the NTFS volume at `start` for a read of its metafiles: the
+/// crate's handle with its stream and the stream's budget, or `None` when
+/// its boot sector cannot be read or gives records of a size NTFS never uses.
+fn open_metafiles(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Option<(ntfs::Ntfs, Stream, Rc<VolumeReader>)> {
+    let reader = VolumeReader::new(Window::new(disk.clone(), start, length));
+    reader.grant(OPEN_BUDGET);
+    let mut stream = Stream::new(reader.clone());
+    let ntfs = ntfs::Ntfs::new(&mut stream).ok()?;
+    plausible_records(&ntfs).then_some((ntfs, stream, reader))
+}
+
+/// Reads `$Bitmap` (record 6), one bit per cluster, within a budget of its
+/// size as the volume's cluster count gives it, and gives `visit` each
+/// cluster number with whether it is in use, in order. `Ok(false)` when the
+/// bitmap is shorter than the volume's clusters need.
+fn each_cluster(
+    ntfs: &ntfs::Ntfs,
+    stream: &mut Stream,
+    reader: &VolumeReader,
+    visit: &mut dyn FnMut(u64, bool),
+) -> Result<bool, NtfsError> {
+    let clusters = ntfs.size() / u64::from(ntfs.cluster_size());
+    reader.grant(RECORD_BUDGET);
+    let bitmap = ntfs.file(stream, 6)?;
+    let Some(item) = bitmap.data(stream, "") else { return Ok(false) };
+    let item = item?;
+    let attribute = item.to_attribute()?;
+    let bytes = clusters.div_ceil(8);
+    if attribute.value_length() < bytes {
+        return Ok(false);
+    }
+    reader.allow(bytes);
+    let mut value = attribute.value(stream)?;
+    let mut buf = vec![0u8; bytes.min(64 << 10) as usize];
+    let mut done = 0u64;
+    while done < bytes {
+        let want = buf.len().min((bytes - done) as usize);
+        value.read_exact(stream, &mut buf[..want])?;
+        for (i, &byte) in buf[..want].iter().enumerate() {
+            // Bits past the last cluster pad the last byte.
+            let first = (done + i as u64) * 8;
+            for bit in 0..clusters.saturating_sub(first).min(8) {
+                visit(first + bit, byte & (1 << bit) != 0);
+            }
+        }
+        done += want as u64;
+    }
+    Ok(true)
+}
+
 /// The label (from `$Volume`'s volume name) and used bytes (clusters set in
 /// `$Bitmap` times the cluster size) of the NTFS volume at `start`, read
 /// through the crate within a budget: the records, and the bitmap's size as
 /// the volume's cluster count gives it. `None` for what cannot be read: they
 /// are shown when known, and their absence does not hide the file system.
 pub(crate) fn label_and_used(disk: &Rc<dyn Disk>, start: u64, length: u64) -> (Option<String>, Option<u64>) {
-    let reader = VolumeReader::new(Window::new(disk.clone(), start, length));
-    reader.grant(OPEN_BUDGET);
-    let mut stream = Stream::new(reader.clone());
-    let Ok(ntfs) = ntfs::Ntfs::new(&mut stream) else { return (None, None) };
-    if !plausible_records(&ntfs) {
-        return (None, None);
-    }
+    let Some((ntfs, mut stream, reader)) = open_metafiles(disk, start, length) else { return (None, None) };
     reader.grant(RECORD_BUDGET);
     let label = match ntfs.volume_name(&mut stream) {
         Some(Ok(name)) => Some(name.name().to_string_lossy()),
         Some(Err(_)) => None,
         None => Some(String::new()),
     };
-    let cluster = u64::from(ntfs.cluster_size());
-    let clusters = ntfs.size() / cluster;
-    let used = (|| -> Result<Option<u64>, NtfsError> {
-        reader.grant(RECORD_BUDGET);
-        let bitmap = ntfs.file(&mut stream, 6)?;
-        let Some(item) = bitmap.data(&mut stream, "") else { return Ok(None) };
-        let item = item?;
-        let attribute = item.to_attribute()?;
-        let bytes = clusters.div_ceil(8);
-        if attribute.value_length() < bytes {
-            return Ok(None);
-        }
-        reader.allow(bytes);
-        let mut value = attribute.value(&mut stream)?;
-        let mut buf = vec![0u8; bytes.min(64 << 10) as usize];
-        let (mut done, mut set) = (0u64, 0u64);
-        while done < bytes {
-            let want = buf.len().min((bytes - done) as usize);
-            value.read_exact(&mut stream, &mut buf[..want])?;
-            for (i, byte) in buf[..want].iter().enumerate() {
-                // Bits past the last cluster pad the last byte.
-                let first_bit = (done + i as u64) * 8;
-                let valid = clusters.saturating_sub(first_bit).min(8) as u32;
-                let mask = if valid >= 8 { 0xFF } else { (1u8 << valid) - 1 };
-                set += u64::from((byte & mask).count_ones());
-            }
-            done += want as u64;
-        }
-        Ok(Some(set * cluster))
-    })()
-    .ok()
-    .flatten();
+    let mut set = 0u64;
+    let used = match each_cluster(&ntfs, &mut stream, &reader, &mut |_, used| set += u64::from(used)) {
+        Ok(true) => Some(set * u64::from(ntfs.cluster_size())),
+        _ => None,
+    };
     (label, used)
+}
+
+/// The free clusters of the NTFS volume at `start`, as byte ranges of the
+/// volume (sorted, touching ones merged), from `$Bitmap`; `None` for a
+/// volume marked dirty (not cleanly unmounted: `$LogFile` may hold changes
+/// the bitmap does not show yet), which is then stored whole. Everything past
+/// the last cluster (NTFS keeps its backup boot sector there) is used.
+pub(crate) fn free_ranges(
+    disk: &Rc<dyn Disk>,
+    start: u64,
+    length: u64,
+) -> Result<Option<Vec<std::ops::Range<u64>>>, Error> {
+    let damaged = |detail: String| Error::new(ErrorKind::Damaged, "ntfs allocation map ($Bitmap)", detail).at(start);
+    let Some((ntfs, mut stream, reader)) = open_metafiles(disk, start, length) else {
+        return Err(damaged("its boot sector cannot be read".to_string()));
+    };
+    reader.grant(RECORD_BUDGET);
+    let flags = ntfs.volume_info(&mut stream).map_err(|e| fail(&reader, "ntfs $Volume".to_string(), start, e))?;
+    if flags.flags().contains(ntfs::structured_values::NtfsVolumeFlags::IS_DIRTY) {
+        return Ok(None);
+    }
+    let cluster = u64::from(ntfs.cluster_size());
+    let mut free: Vec<std::ops::Range<u64>> = Vec::new();
+    let read = each_cluster(&ntfs, &mut stream, &reader, &mut |c, used| {
+        if !used {
+            let at = c * cluster;
+            match free.last_mut() {
+                Some(last) if last.end == at => last.end = at + cluster,
+                _ => free.push(at..at + cluster),
+            }
+        }
+    })
+    .map_err(|e| fail(&reader, "ntfs allocation map ($Bitmap)".to_string(), start, e))?;
+    if !read {
+        return Err(damaged("it is shorter than the volume's clusters need".to_string()));
+    }
+    Ok(Some(free))
 }
 
 #[cfg(test)]
