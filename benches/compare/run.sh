@@ -199,8 +199,8 @@ log "used-blocks restore of image-dirty: e2fsck -fn clean, every file identical"
 if command -v 7zz >/dev/null; then
   measure_quick "one file out of an image section" strata "cat $W/clean.strata" \
     "$STRATA cat $W/clean.strata --image disk $DEEP_REL"
-  # The same from the used-blocks archive of the same image (its default
-  # 2 MiB chunks: a lookup decodes about half of each chunk it reads in).
+  # The same from the used-blocks archive of the same image (its file
+  # system's metadata begins chunks of its own: a lookup decodes little).
   measure_quick "one file out of an image section" "strata, --used-blocks archive" "cat $W/clean.ub.strata" \
     "$STRATA cat $W/clean.ub.strata --image disk $DEEP_REL"
   measure_quick "one file out of an image section" "7zz e (raw image)" "cat $C/image-clean.raw" \

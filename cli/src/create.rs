@@ -58,13 +58,12 @@ pub struct CreateArgs {
     one_file_system: bool,
     /// zstd compression level: 1 (fastest) to 22 (smallest), negative levels
     /// for more speed, `max` for 22. Default: 3, and 5 for images with
-    /// --used-blocks (their smaller chunks compress as well so).
+    /// --used-blocks (what they leave out pays for it).
     #[arg(long, value_parser = parse_level, allow_negative_numbers = true)]
     level: Option<i32>,
     /// Chunk size: a power of two from 4K to 16M (4096 to 16777216 bytes; K, KiB,
-    /// M and MiB suffixes). Default: 4M, and 2M for images with --used-blocks
-    /// (a file read out of the image decodes less), or for an image of a
-    /// --parent archive the chunk size of its image of the same name.
+    /// M and MiB suffixes). Default: 4M, or for an image of a --parent archive
+    /// the chunk size of its image of the same name.
     #[arg(long, value_parser = parse_chunk_size)]
     chunk_size: Option<u32>,
     /// Worker threads for hashing and compression (0: one per core). The archive is
@@ -106,14 +105,14 @@ struct Parent {
 /// The defaults of `create`: 4 MiB chunks at zstd level 3 ...
 const DEFAULT_CHUNK_SIZE: u32 = 4 << 20;
 const DEFAULT_LEVEL: i32 = 3;
-/// ... and for used-blocks images 2 MiB chunks at level 5. A file read out of
-/// a file system inside the image (`cat --image`) decodes each chunk holding
-/// its metadata up to the bytes it needs, about half a chunk each: with 2 MiB
-/// chunks half as much. Level 5 wins back what the smaller chunks lose
-/// (benches/RESULTS.md, issue 16: 421.7 MB for the corpus's dirty image
-/// where 4 MiB at level 3 stored 424.1 MB), at a compression time that
-/// used-blocks imaging, which reads only the used blocks, can afford.
-const USED_BLOCKS_CHUNK_SIZE: u32 = 2 << 20;
+/// ... and for used-blocks images 4 MiB chunks at level 5: level 5 because
+/// used-blocks imaging reads only the used blocks and can afford the
+/// compression time, and it wins back what the cuts at the file systems'
+/// metadata cost (`strata_writer::METADATA_CHUNK`, `METADATA_REACH`), which
+/// keep a file read out of the image (`cat --image`) from decoding much of
+/// any chunk (benches/RESULTS.md, issue 16: on the corpus's dirty image
+/// 417.6 MB and 9 ms for one file, where 2 MiB chunks stored 422.7 MB).
+const USED_BLOCKS_CHUNK_SIZE: u32 = 4 << 20;
 const USED_BLOCKS_LEVEL: i32 = 5;
 
 impl Parent {

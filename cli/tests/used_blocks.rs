@@ -112,12 +112,12 @@ fn a_used_blocks_image_restores_clean_file_systems_with_the_same_files() {
     assert_eq!(salvaged["free_bytes"], image["free_bytes"], "{salvaged} {image}");
 }
 
-/// The chunk size and level of an image: a used-blocks image defaults to
-/// 2 MiB chunks (level 5), a bit-for-bit one to 4 MiB; `--chunk-size` is
-/// obeyed either way, and a child's image keeps its parent's chunk size, so
-/// that an unchanged image shares every chunk with the parent.
+/// The chunk size of an image: 4 MiB by default, used-blocks or not;
+/// `--chunk-size` is obeyed either way, and a child's image keeps its
+/// parent's chunk size (not the default), so that an unchanged image shares
+/// every chunk with the parent.
 #[test]
-fn used_blocks_images_default_to_smaller_chunks_and_children_keep_their_parents() {
+fn image_chunk_sizes_default_to_4_mib_and_children_keep_their_parents() {
     if !require_tool("mkfs.ext4") {
         return;
     }
@@ -145,11 +145,11 @@ fn used_blocks_images_default_to_smaller_chunks_and_children_keep_their_parents(
         path
     };
     assert_eq!(chunk_size(&archive("whole.strata", &[])), 4 << 20);
-    assert_eq!(chunk_size(&archive("used.strata", &["--used-blocks"])), 2 << 20);
+    assert_eq!(chunk_size(&archive("used.strata", &["--used-blocks"])), 4 << 20);
     assert_eq!(chunk_size(&archive("used-1m.strata", &["--used-blocks", "--chunk-size", "1M"])), 1 << 20);
-    let parent = archive("parent.strata", &["--used-blocks", "--chunk-size", "4M"]);
+    let parent = archive("parent.strata", &["--used-blocks", "--chunk-size", "2M"]);
     let child = archive("child.strata", &["--used-blocks", "--parent", path_str(&parent)]);
-    assert_eq!(chunk_size(&child), 4 << 20, "the parent's chunk size");
+    assert_eq!(chunk_size(&child), 2 << 20, "the parent's chunk size");
     let (parent_size, child_size) =
         (std::fs::metadata(&parent).unwrap().len(), std::fs::metadata(&child).unwrap().len());
     assert!(
@@ -161,8 +161,9 @@ fn used_blocks_images_default_to_smaller_chunks_and_children_keep_their_parents(
 
 /// A used-blocks archive of a real ext4 file system (many folders among
 /// many small files, as a system disk has) keeps what a lookup reads near
-/// the start of a chunk: every folder's blocks within half a window of where
-/// their chunk starts, the inode table in chunks of at most 64 KiB. So
+/// the start of a chunk: every folder's blocks less than METADATA_REACH
+/// (1 MiB) from where their chunk starts, the inode table in chunks of at
+/// most 64 KiB. So
 /// finding a file decodes a little of each chunk on its path, not up to a
 /// whole window (issue 16's one file out of an image).
 #[test]
@@ -195,7 +196,6 @@ fn a_lookup_in_a_used_blocks_image_decodes_little_of_each_chunk() {
     ]);
     let archive = Archive::new(std::fs::read(&archive_path).unwrap()).unwrap();
     let Section::Image(section) = &archive.sections()[0] else { panic!("an image section") };
-    let window = u64::from(section.chunk_size);
     // The data extent (one chunk each) holding image byte `at`: how far into
     // its chunk `at` is, which is what reading it decodes.
     let depth = |at: u64| {
@@ -224,7 +224,7 @@ fn a_lookup_in_a_used_blocks_image_decodes_little_of_each_chunk() {
         for block in String::from_utf8(out.stdout).unwrap().split_whitespace() {
             let at = block.parse::<u64>().unwrap() * block_size;
             let (into, _) = depth(at);
-            assert!(into < window / 2, "{folder}: block at {at} lies {into} bytes into its chunk");
+            assert!(into < strata_writer::METADATA_REACH, "{folder}: block at {at} lies {into} bytes into its chunk");
             blocks_seen += 1;
         }
     }

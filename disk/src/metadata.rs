@@ -13,9 +13,11 @@
 //! failing it, and the scan reads at most [`SCAN_BUDGET`] bytes and keeps at
 //! most [`MAX_RANGES`] ranges whatever the file system claims.
 //!
-//! ext2/3/4 only for now: the superblock and group descriptors, the inode
-//! tables' used part, every directory's blocks, and the extent-tree blocks
-//! of every inode (a file's extent tree is read before its data).
+//! For ext2/3/4: the superblock and group descriptors, the inode tables'
+//! used part, every directory's blocks, and the extent-tree blocks of every
+//! inode (a file's extent tree is read before its data). For NTFS: `$MFT`,
+//! where every lookup reads a file record per path component (directories'
+//! index blocks are not found here). FAT: nothing yet.
 
 use std::ops::Range;
 use std::rc::Rc;
@@ -48,8 +50,15 @@ pub const MAX_RANGES: usize = 1 << 20;
 pub fn metadata_ranges(disk: &Rc<dyn Disk>, volume: &Volume) -> Vec<Range<u64>> {
     let Some(fs) = &volume.filesystem else { return Vec::new() };
     let mut hints = Hints::default();
-    if let FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 = fs.kind {
-        ext_metadata(disk, volume.start, volume.length, &mut hints);
+    match fs.kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => ext_metadata(disk, volume.start, volume.length, &mut hints),
+        FsKind::Ntfs => {
+            hints.unit = 1;
+            for range in crate::filesystems::ntfs::mft_ranges(disk, volume.start, volume.length) {
+                hints.add(range);
+            }
+        }
+        _ => {}
     }
     hints.into_image_ranges(volume.start, volume.length)
 }

@@ -325,6 +325,15 @@ fn ntfs_free_ranges_are_the_clusters_its_bitmap_leaves_clear() {
     };
     let free_bytes: u64 = free.iter().map(|r| r.end - r.start).sum();
     assert_eq!(free_bytes, field("Free Clusters:") * field("Cluster Size:"), "free ranges against ntfsinfo");
+    // The metadata hints name $MFT, where a lookup reads its records, and
+    // none of the free space.
+    let mft = field("LCN of Data Attribute for FILE_MFT:") * field("Cluster Size:");
+    let metadata = strata_disk::metadata::metadata_ranges(&disk, &volume);
+    assert!(metadata.iter().any(|r| r.start <= mft && mft + 1024 * 16 <= r.end), "{metadata:?}: $MFT at {mft}");
+    assert!(
+        metadata.iter().all(|m| free.iter().all(|f| m.end <= f.start || f.end <= m.start)),
+        "{metadata:?} overlaps free space"
+    );
     for range in &free {
         bytes[range.start as usize..range.end as usize].fill(0xEE);
     }

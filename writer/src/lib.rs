@@ -49,6 +49,7 @@ pub use fs_source::{count_tree, FolderSource, TreeOptions, TreeTotals};
 pub use image::ImageSummary;
 pub use source::{
     FileSource, Hole, ImageSource, SliceSource, StreamSource, UsedBlocks, Window, WindowReader, METADATA_CHUNK,
+    METADATA_REACH,
 };
 /// The format's types an [`EntrySource`] builds its entries from
 /// (`spec/FORMAT.md` section 8), re-exported so that a caller needs only this

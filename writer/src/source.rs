@@ -132,6 +132,13 @@ pub struct UsedBlocks<S> {
 /// `benches/RESULTS.md`, issue 16).
 pub const METADATA_CHUNK: u64 = 64 << 10;
 
+/// The most a used-blocks source lets a lookup decode of a chunk before a
+/// directory's blocks: a directory begins a chunk of its own unless the
+/// chunk it would be in starts less than this before it. A cut at every
+/// directory cost 3.4% of stored bytes on the benchmark corpus; this costs
+/// about 1%, for most of the lookup's gain (`benches/RESULTS.md`, issue 16).
+pub const METADATA_REACH: u64 = 1 << 20;
+
 /// The default shortest free range split off inside a window.
 pub const USED_BLOCKS_MIN_GAP: u64 = 32 << 10;
 
@@ -272,13 +279,11 @@ impl<S: ImageSource> ImageSource for UsedBlocks<S> {
         let end = offset + len as u64;
         let grain = image_grain();
         // A small range (a directory's blocks) begins a chunk only when the
-        // last cut is at least half a window behind it: each cut costs the
+        // last cut is METADATA_REACH or more behind it: each cut costs the
         // compression of what follows it (the bytes before it are out of
         // zstd's reach), and directories sit among small files, dozens to a
-        // window. Half a window at most per directory keeps most of the
-        // lookup's gain for about 1% of stored bytes; a cut at every
-        // directory cost 3.4% (`benches/RESULTS.md`, issue 16).
-        let min_piece = (len as u64 / 2).max(METADATA_CHUNK);
+        // window.
+        let min_piece = METADATA_REACH;
         let mut cuts = Vec::new();
         let mut last = offset;
         let mut push = |at: u64, always: bool| {
@@ -603,16 +608,16 @@ mod used_blocks_tests {
 
     /// For any metadata ranges: cuts lie inside the window in increasing
     /// order on the 512-byte grain; a large range is cut at its ends and at
-    /// every 64 KiB boundary inside it; a small range starts at most half a
-    /// window after the last cut before it (the most a lookup decodes).
+    /// every 64 KiB boundary inside it; a small range starts less than
+    /// METADATA_REACH after the last cut before it (the most a lookup decodes).
     #[test]
-    fn metadata_is_cut_into_small_chunks_and_directories_within_half_a_window() {
+    fn metadata_is_cut_into_small_chunks_and_directories_within_reach() {
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move |bound: u64| {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             (seed >> 33) % bound
         };
-        let window = 2u64 << 20;
+        let window = 4u64 << 20;
         for _ in 0..300 {
             let mut ranges = Vec::new();
             for _ in 0..next(40) {
@@ -646,7 +651,7 @@ mod used_blocks_tests {
                         }
                     } else if range.start >= offset {
                         let from = last_cut(range.start);
-                        assert!(range.start - from < len as u64 / 2, "small {range:?}: last cut at {from}");
+                        assert!(range.start - from < METADATA_REACH, "small {range:?}: last cut at {from}");
                     }
                 }
             }

@@ -449,6 +449,33 @@ pub(crate) fn free_ranges(
     Ok(Some(free))
 }
 
+/// The most `$MFT` data runs [`mft_ranges`] gives: an MFT in more pieces
+/// than this is hinted at in part.
+const MAX_MFT_RUNS: usize = 4096;
+
+/// Where `$MFT` (record 0's unnamed `$DATA`) lies in the NTFS volume at
+/// `start`, as byte ranges of the volume: every lookup reads a file record
+/// there per path component. Empty when the volume or the record cannot be
+/// read: a hint for used-blocks imaging ([`crate::metadata`]), never an error.
+pub(crate) fn mft_ranges(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Vec<std::ops::Range<u64>> {
+    let Some((ntfs, mut stream, reader)) = open_metafiles(disk, start, length) else { return Vec::new() };
+    reader.grant(RECORD_BUDGET);
+    let mut out = Vec::new();
+    let Ok(mft) = ntfs.file(&mut stream, 0) else { return out };
+    let Some(Ok(item)) = mft.data(&mut stream, "") else { return out };
+    let Ok(attribute) = item.to_attribute() else { return out };
+    let Ok(ntfs::attribute_value::NtfsAttributeValue::NonResident(value)) = attribute.value(&mut stream) else {
+        return out;
+    };
+    for run in value.data_runs().take(MAX_MFT_RUNS) {
+        let Ok(run) = run else { break };
+        if let Some(at) = run.data_position().value() {
+            out.push(at.get()..at.get().saturating_add(run.allocated_size()));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
