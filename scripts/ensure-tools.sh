@@ -24,8 +24,10 @@ command -v mcopy >/dev/null || need+=(mtools)
 command -v sgdisk >/dev/null || need+=(gdisk)
 command -v sfdisk >/dev/null || need+=(fdisk)
 # NTFS volumes for the same tests: mkntfs makes them, ntfs-3g mounts them to
-# fill them (FUSE, as root), ntfsls/ntfscat/ntfscluster give the tools' view.
-{ command -v mkntfs && command -v ntfs-3g && command -v ntfsls && command -v ntfscat && command -v ntfscluster; } >/dev/null || need+=(ntfs-3g)
+# fill them (FUSE, as root) or ntfscp does, ntfsls/ntfscat/ntfscluster/ntfsinfo
+# give the tools' view and ntfsfix checks a restored volume.
+{ command -v mkntfs && command -v ntfs-3g && command -v ntfsls && command -v ntfscat && command -v ntfscluster &&
+  command -v ntfscp && command -v ntfsinfo && command -v ntfsfix; } >/dev/null || need+=(ntfs-3g)
 # GNU time measures the peak memory of each command of the hostile-archive test.
 [[ -x /usr/bin/time ]] || need+=(time)
 if ((${#need[@]})); then

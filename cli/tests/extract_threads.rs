@@ -246,3 +246,47 @@ fn a_chunk_failing_only_its_blake3_keeps_its_files_out_and_is_named() {
         assert!(same > want.len() / 2, "--threads {threads}: only {same} of {} entries back", want.len());
     }
 }
+
+/// The same through an incremental chain: a child of an unchanged tree
+/// refers to its parent's chunks, which extraction decodes without their
+/// BLAKE3 (each file's digest checks every byte). A parent chunk whose bytes
+/// changed with its CRCs made to match still keeps every file using it out,
+/// is named with its offset in the parent, and the other files come back.
+#[test]
+fn an_ancestor_chunk_failing_only_its_blake3_keeps_its_files_out_and_is_named() {
+    let work = temp_dir();
+    let (source, parent, mut bytes) = built(work.path());
+    let want = manifest(&source);
+    std::fs::set_permissions(source.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let child = work.path().join("child.strata");
+    let tree = format!("tree={}", path_str(&source));
+    let args = ["create", path_str(&child), "--parent", path_str(&parent), "--reread", "--chunk-size", "64K"];
+    run_ok(&[&args[..], &["--files", &tree, "-q"]].concat());
+    restore_ro_mode(&source);
+    assert!(std::fs::metadata(&child).unwrap().len() * 4 < bytes.len() as u64, "the child refers to its parent");
+    let raw = strata_format::ChunkEncoding::Raw.code();
+    let raw_chunks: Vec<(usize, usize)> =
+        chunk_records(&bytes).into_iter().filter(|&(at, _)| bytes[at + 32 + 36] == raw).collect();
+    let (damaged, length) = raw_chunks[raw_chunks.len() / 2];
+    bytes[damaged + 32 + 40 + (length - 40) / 2] ^= 0x01;
+    fix_crcs(&mut bytes, damaged);
+    std::fs::write(&parent, &bytes).unwrap();
+    for threads in THREADS {
+        let dest = work.path().join(format!("out-{threads}"));
+        let out = extract(&child, &dest, threads);
+        let json = String::from_utf8(out.stdout).unwrap();
+        assert_ne!(out.status.code(), Some(0), "--threads {threads}: damage is not a success");
+        assert!(json.contains("chunk BLAKE3"), "--threads {threads}: the chunk is not named: {json}");
+        assert!(json.contains(&format!("offset {damaged}")), "--threads {threads}: not at offset {damaged}: {json}");
+        let got = manifest(&dest);
+        let mut missing = 0;
+        for (path, facts) in &want {
+            match got.get(path) {
+                None => missing += 1,
+                Some(got) => assert_eq!(got.blake3, facts.blake3, "--threads {threads}: {:?}", path),
+            }
+        }
+        assert!(missing > 0, "--threads {threads}: no file was kept out");
+        assert!(got.len() > want.len() / 2, "--threads {threads}: only {} of {} entries back", got.len(), want.len());
+    }
+}

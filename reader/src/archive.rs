@@ -439,7 +439,7 @@ impl<R: ReadAt> Archive<R> {
         let reference = ChunkRef::split(chunk_ref);
         let chunk = Arc::new(match &self.chain {
             Some(chain) if reference.is_ancestor() => chain.chunk(reference)?,
-            _ => decode_chunk_record(&self.source, self.size, chunk_ref, self.tag, &self.limits)?,
+            _ => decode_chunk_record(&self.source, self.size, chunk_ref, self.tag, &self.limits, true)?,
         });
         if let Ok(mut cache) = self.last_chunk.lock() {
             *cache = Some((chunk_ref, chunk.clone()));
@@ -452,11 +452,11 @@ impl<R: ReadAt> Archive<R> {
     /// length), for a caller that checks every byte it takes against a file
     /// digest (FORMAT.md 10.1 step 5) and, when that fails, reads the chunk
     /// again with [`read_chunk_whole`](Self::read_chunk_whole) to name it. An
-    /// ancestor chunk is checked whole, against the identity the child's
+    /// ancestor chunk's record must still hold the identity the child's
     /// `CHAIN_INDEX` lists for it (15.4 step 5).
     pub(crate) fn read_chunk_unhashed(&self, chunk_ref: u64) -> Result<Arc<Vec<u8>>, Error> {
-        if self.is_ancestor_ref(chunk_ref) {
-            return Ok(Arc::new(self.read_chunk_whole(chunk_ref)?.raw.clone()));
+        if let Some(chain) = self.chain.as_ref().filter(|_| self.is_ancestor_ref(chunk_ref)) {
+            return Ok(Arc::new(chain.chunk_checked(ChunkRef::split(chunk_ref), false)?.raw));
         }
         let record = read_chunk_record(&self.source, self.size, chunk_ref, self.tag, &self.limits)?;
         let (_, raw) = chunk::decode_chunk_unhashed(&record.body).map_err(|e| Error::from(e).at(chunk_ref))?;
@@ -559,7 +559,7 @@ pub(crate) fn chunk_at<R: ReadAt + ?Sized>(
     limits: &Limits,
 ) -> Result<Chunk, Error> {
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
-    decode_chunk_record(source, size, offset, tag, limits)
+    decode_chunk_record(source, size, offset, tag, limits, true)
 }
 
 /// Reads the record at `offset`, which a reference says is a `CHUNK`, and decodes
@@ -570,9 +570,11 @@ pub(crate) fn decode_chunk_record<R: ReadAt + ?Sized>(
     offset: u64,
     tag: [u8; 8],
     limits: &Limits,
+    hashed: bool,
 ) -> Result<Chunk, Error> {
     let record = read_chunk_record(source, size, offset, tag, limits)?;
-    let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| Error::from(e).at(offset))?;
+    let decoded = if hashed { chunk::decode_chunk(&record.body) } else { chunk::decode_chunk_unhashed(&record.body) };
+    let (header, raw) = decoded.map_err(|e| Error::from(e).at(offset))?;
     let next_record = offset + RecordHeader::SIZE as u64 + record.body.len() as u64;
     Ok(Chunk { blake3: header.blake3, raw, next_record })
 }

@@ -142,6 +142,14 @@ impl ChainState {
     /// (15.4 step 5): listed in the `CHAIN_INDEX`, a `CHUNK` record there that
     /// passes every check, with the identity the index lists.
     pub fn chunk(&self, reference: ChunkRef) -> Result<Chunk, Error> {
+        self.chunk_checked(reference, true)
+    }
+
+    /// [`chunk`](Self::chunk), but without the BLAKE3 of the decoded bytes
+    /// when `hashed` is false (FORMAT.md 10.1 step 5: the caller checks every
+    /// byte it takes against a file digest). The identity the record holds is
+    /// still compared with the one the `CHAIN_INDEX` lists.
+    pub(crate) fn chunk_checked(&self, reference: ChunkRef, hashed: bool) -> Result<Chunk, Error> {
         let k = usize::from(reference.archive);
         if k == 0 || k > self.chain.depth() || reference.offset < 128 {
             return Err(Error::new(
@@ -167,8 +175,8 @@ impl ChainState {
         let bound = self.bound(k)?;
         let file = self.file(k, &bound)?;
         let name = self.chain.ancestors[k - 1].name_lossy();
-        let chunk =
-            decode_chunk_record(&*file, bound.size, reference.offset, bound.tag, &self.limits).map_err(|e| {
+        let chunk = decode_chunk_record(&*file, bound.size, reference.offset, bound.tag, &self.limits, hashed)
+            .map_err(|e| {
                 let class = e.class().unwrap_or(ErrorClass::DanglingReference);
                 Error::new(
                     class,

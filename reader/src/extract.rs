@@ -545,7 +545,15 @@ fn run(
                         Ok(waiting) => waiting.recv(),
                         Err(_) => break,
                     };
-                    let Ok(batch) = batch else { break };
+                    let Ok(mut batch) = batch else { break };
+                    // In chunk order: a thread keeps one decoded chunk, and
+                    // the files of one folder may use chunks in any order (in
+                    // an incremental chain, unchanged files sit in the
+                    // parents' packs, changed ones in the child's), so path
+                    // order would decode a chunk again each time it comes
+                    // back. Each file is put in place on its own, so the
+                    // order within a batch changes nothing else.
+                    batch.sort_by_key(|job| job.entry.extents.first().map(|e| e.chunk_ref));
                     for job in batch {
                         if done_tx.send(write_file(shared, source, &mut held, job)).is_err() {
                             return;

@@ -595,7 +595,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             }
         }
         let chunk =
-            crate::archive::decode_chunk_record(self.source, self.size, chunk_ref, self.tag, &self.limits).ok()?;
+            crate::archive::decode_chunk_record(self.source, self.size, chunk_ref, self.tag, &self.limits, true)
+                .ok()?;
         let raw = Arc::new(chunk.raw);
         self.chunk_cache = Some((chunk_ref, raw.clone()));
         Some(raw)
