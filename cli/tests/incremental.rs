@@ -361,3 +361,38 @@ fn files_inside_an_image_read_through_the_chain() {
     assert_eq!(out.stdout, std::fs::read(src.join("etc/big")).unwrap());
     run_ok(&["list", path_str(&child), "--image", "disk", "-l"]);
 }
+
+/// Small files that moved (a renamed folder) or were copied since the parent
+/// are read, found in the parent by their content, and referred to: the
+/// child does not store them again, and reads back whole.
+#[test]
+fn small_files_that_moved_or_were_copied_refer_to_the_parents_copies() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let src = d.join("src");
+    std::fs::create_dir_all(src.join("pics")).unwrap();
+    for i in 0..60u64 {
+        std::fs::write(src.join(format!("pics/p{i}.jpg")), noise(300 + i, 10_000 + i as usize * 37)).unwrap();
+    }
+    make_tree(&src);
+    let full = d.join("full.strata");
+    run_ok(&["create", path_str(&full), "--files", &format!("t={}", path_str(&src)), "-q"]);
+    std::fs::rename(src.join("pics"), src.join("photos")).unwrap();
+    std::fs::copy(src.join("photos/p3.jpg"), src.join("docs/copy-of-p3.jpg")).unwrap();
+    let child = d.join("child.strata");
+    let json = create_json(&[
+        "create",
+        path_str(&child),
+        "--parent",
+        path_str(&full),
+        "--files",
+        &format!("t={}", path_str(&src)),
+    ]);
+    let moved_bytes: u64 = (0..60u64).map(|i| 10_000 + i * 37).sum();
+    let size = json["archive_size"].as_u64().unwrap();
+    assert!(size < moved_bytes / 4, "the moved files are stored again: {size} bytes for {moved_bytes}: {json}");
+    let files = tree_of(&json)["files"].as_u64().unwrap();
+    assert_eq!(tree_of(&json)["unchanged_files"].as_u64().unwrap(), files, "every file found in the parent");
+    extract_same(&child, &src, &d.join("out"), &[]);
+    run_ok(&["verify", path_str(&child)]);
+}

@@ -28,6 +28,13 @@ pub(crate) struct CachedFile {
 #[derive(Clone, Debug, Default)]
 pub struct FilesCache {
     files: HashMap<Vec<u8>, CachedFile>,
+    /// The parent's files held in one extent, by size and digest, wherever
+    /// they are now: a small file that moved (a renamed folder) or was copied
+    /// has the content of one of them, and its entry can refer to that
+    /// extent instead of packing the bytes again (borg and restic find such
+    /// files by their chunks). Their first extent, `chunk_ref` as the child
+    /// refers to it.
+    copies: HashMap<(u64, [u8; DIGEST_LEN]), FileExtent>,
     /// The parent's `created_ns`: a file whose ctime is not at least a second
     /// before it may have changed while the parent read it.
     parent_created_ns: i64,
@@ -36,26 +43,38 @@ pub struct FilesCache {
 impl FilesCache {
     /// An empty cache for a parent archive created at `parent_created_ns`.
     pub fn new(parent_created_ns: i64) -> FilesCache {
-        FilesCache { files: HashMap::new(), parent_created_ns }
+        FilesCache { files: HashMap::new(), copies: HashMap::new(), parent_created_ns }
     }
 
     /// Offers the parent's entry at `path` (its section captured `captured`):
     /// kept when the rules of 15.5 let a child take it over, its extents
     /// rebased to the child's numbering (`entry.extents` must hold the
-    /// file's extents, as the reader locates them). Returns whether it was kept.
+    /// file's extents, as the reader locates them). Returns whether it was
+    /// kept. A whole file held in one extent is also kept as a copy by
+    /// content ([`copy_of`](Self::copy_of)), whether kept by path or not.
     pub fn offer(&mut self, path: &[u8], entry: &Entry, captured: u64) -> bool {
         let whole =
             entry.flags & (EntryFlags::CHANGED_WHILE_READ | EntryFlags::UNREADABLE | EntryFlags::LOST_IN_SALVAGE) == 0;
         let ctime_ns = i128::from(entry.ctime.secs) * 1_000_000_000 + i128::from(entry.ctime.nsec);
         let settled = ctime_ns <= i128::from(self.parent_created_ns) - 1_000_000_000;
-        if entry.kind != EntryKind::File || !whole || captured & Captured::CTIME == 0 || !settled {
+        if entry.kind != EntryKind::File || !whole {
             return false;
         }
-        let extents = entry
+        let extents: Vec<FileExtent> = entry
             .extents
             .iter()
             .map(|e| FileExtent { chunk_ref: ChunkRef::split(e.chunk_ref).rebased().join(), ..*e })
             .collect();
+        // Content found by digest is read and hashed first, so neither the
+        // file's times nor its path need to vouch for it.
+        if let [extent] = extents[..] {
+            if extent.file_offset == 0 && extent.length == entry.size && entry.size > 0 {
+                self.copies.entry((entry.size, entry.digest)).or_insert(extent);
+            }
+        }
+        if captured & Captured::CTIME == 0 || !settled {
+            return false;
+        }
         self.files.insert(
             path.to_vec(),
             CachedFile {
@@ -78,6 +97,13 @@ impl FilesCache {
     /// Whether no file may be taken over.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty()
+    }
+
+    /// An extent of the parent holding a whole file of `size` bytes whose
+    /// digest is `digest`, wherever that file was: the content of a file read
+    /// now and found to be the same, to refer to rather than store again.
+    pub fn copy_of(&self, size: u64, digest: &[u8; DIGEST_LEN]) -> Option<FileExtent> {
+        self.copies.get(&(size, *digest)).copied()
     }
 
     /// The parent's file at `path`, if the file now there has the same size,

@@ -944,6 +944,10 @@ impl EntrySource for FolderSource<'_> {
         self.reused.take()
     }
 
+    fn parent_copies(&self) -> Option<std::sync::Arc<crate::FilesCache>> {
+        self.options.files_cache.clone()
+    }
+
     /// A file that changed while it was read is kept as read, and said so.
     fn content_read(&mut self, ended_early: bool) -> u8 {
         let Some(Current { file, size, mtime, relative }) = self.current.take() else { return 0 };

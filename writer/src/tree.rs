@@ -24,6 +24,7 @@ use crate::archive::{ArchiveWriter, SectionState, SectionTables};
 use crate::chunker::{prepare_chunk, PreparedChunk};
 use crate::fs_source::{FolderSource, TreeOptions};
 use crate::store::{ChunkLocation, ChunkTally};
+use crate::FilesCache;
 use crate::{Progress, WriteError};
 
 /// One entry an [`EntrySource`] gives [`ArchiveWriter::add_tree_from`].
@@ -86,6 +87,12 @@ pub trait EntrySource {
     /// archive, to reference instead of reading it. `None` (the default)
     /// reads it.
     fn reused_content(&mut self) -> Option<ReusedContent> {
+        None
+    }
+    /// The parent's files by content ([`FilesCache::copy_of`]): a small file
+    /// read now whose content one of them holds refers to it rather than
+    /// being stored again. `None` (the default) looks for none.
+    fn parent_copies(&self) -> Option<std::sync::Arc<FilesCache>> {
         None
     }
     /// Called once the current regular file's content has been read;
@@ -280,6 +287,8 @@ struct Walk<'a> {
     next_id: u64,
     /// BLAKE3 of small files in batches handed on, to where they are.
     small_files: HashMap<[u8; 32], SmallPlace>,
+    /// The parent's files by content ([`EntrySource::parent_copies`]).
+    parent_copies: Option<std::sync::Arc<FilesCache>>,
     batch: Batch,
     group: Group,
     /// Groups handed to the queue: the index of the group being filled.
@@ -348,6 +357,7 @@ impl<W: Write> ArchiveWriter<W> {
         progress: &dyn Progress,
     ) -> Result<TreeSummary, WriteError> {
         let mut walk = self.begin_tree(name, captured, progress)?;
+        walk.parent_copies = source.parent_copies();
         let failed = |e| WriteError::Source { what: format!("tree {name:?}"), offset: 0, source: e };
         loop {
             let next = source.next_entry().map_err(failed);
@@ -436,6 +446,7 @@ impl<W: Write> ArchiveWriter<W> {
             captured,
             next_id: 0,
             small_files: HashMap::new(),
+            parent_copies: None,
             batch: Batch::default(),
             group: Group::default(),
             groups_queued: 0,
@@ -624,7 +635,11 @@ impl Walk<'_> {
                     chunk_ref: 0,
                     chunk_offset: 0,
                 };
-                let (chunk_offset, loc, packed) = if let Some(hash) = small_hash {
+                let copy = small_hash.and_then(|hash| self.parent_copy(writer, &hash, got as u64, size));
+                let (chunk_offset, loc, packed) = if let Some(copy) = copy {
+                    self.summary.reused_files += 1;
+                    (copy.chunk_offset, Loc::Stored(copy.chunk_ref), None)
+                } else if let Some(hash) = small_hash {
                     self.pack(&buf, hash)
                 } else {
                     self.batch.raw_chunks.push(std::mem::take(&mut buf));
@@ -667,6 +682,28 @@ impl Walk<'_> {
             self.submit(writer)?;
         }
         Ok(())
+    }
+
+    /// The parent's extent holding the same content as a small file read whole
+    /// (`got` bytes of `size`, whose BLAKE3 is `hash`), unless this archive
+    /// holds a copy already (packing finds that one) or the chain does not
+    /// offer the parent's chunk. The whole file is compared through its
+    /// digest, the one the parent recorded for its copy.
+    fn parent_copy<W: Write>(
+        &self,
+        writer: &mut ArchiveWriter<W>,
+        hash: &[u8; 32],
+        got: u64,
+        size: u64,
+    ) -> Option<FileExtent> {
+        let copies = self.parent_copies.as_ref()?;
+        if got != size || self.small_files.contains_key(hash) {
+            return None;
+        }
+        let mut digest = FileDigest::new();
+        digest.hashed_range(0, size, hash);
+        let copy = copies.copy_of(size, &digest.finish(size))?;
+        writer.note_reference(copy.chunk_ref).then_some(copy)
     }
 
     /// The largest pack of small files: reading one small file decodes its whole
