@@ -39,7 +39,7 @@ pub fn free_ranges(disk: &Rc<dyn Disk>, volume: &Volume) -> Result<Option<Vec<Ra
 }
 
 /// Adds `start..end` to `ranges`, merging with the last when they touch.
-fn push(ranges: &mut Vec<Range<u64>>, start: u64, end: u64) {
+pub(crate) fn push(ranges: &mut Vec<Range<u64>>, start: u64, end: u64) {
     match ranges.last_mut() {
         Some(last) if last.end == start => last.end = end,
         _ => ranges.push(start..end),

@@ -635,7 +635,7 @@ impl Walk<'_> {
                     chunk_ref: 0,
                     chunk_offset: 0,
                 };
-                let copy = small_hash.and_then(|hash| self.parent_copy(writer, &hash, got as u64, size));
+                let copy = small_hash.and_then(|hash| self.parent_copy(writer, &hash, &digest, got as u64, size));
                 let (chunk_offset, loc, packed) = if let Some(copy) = copy {
                     self.summary.reused_files += 1;
                     (copy.chunk_offset, Loc::Stored(copy.chunk_ref), None)
@@ -688,11 +688,13 @@ impl Walk<'_> {
     /// (`got` bytes of `size`, whose BLAKE3 is `hash`), unless this archive
     /// holds a copy already (packing finds that one) or the chain does not
     /// offer the parent's chunk. The whole file is compared through its
-    /// digest, the one the parent recorded for its copy.
+    /// digest (`digest`, which holds the file's one range), the one the
+    /// parent recorded for its copy.
     fn parent_copy<W: Write>(
         &self,
         writer: &mut ArchiveWriter<W>,
         hash: &[u8; 32],
+        digest: &FileDigest,
         got: u64,
         size: u64,
     ) -> Option<FileExtent> {
@@ -700,9 +702,7 @@ impl Walk<'_> {
         if got != size || self.small_files.contains_key(hash) {
             return None;
         }
-        let mut digest = FileDigest::new();
-        digest.hashed_range(0, size, hash);
-        let copy = copies.copy_of(size, &digest.finish(size))?;
+        let copy = copies.copy_of(size, &digest.clone().finish(size))?;
         writer.note_reference(copy.chunk_ref).then_some(copy)
     }
 

@@ -435,11 +435,7 @@ pub(crate) fn free_ranges(
     let mut free: Vec<std::ops::Range<u64>> = Vec::new();
     let read = each_cluster(&ntfs, &mut stream, &reader, &mut |c, used| {
         if !used {
-            let at = c * cluster;
-            match free.last_mut() {
-                Some(last) if last.end == at => last.end = at + cluster,
-                _ => free.push(at..at + cluster),
-            }
+            crate::allocation::push(&mut free, c * cluster, (c + 1) * cluster);
         }
     })
     .map_err(|e| fail(&reader, "ntfs allocation map ($Bitmap)".to_string(), start, e))?;
