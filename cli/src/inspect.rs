@@ -27,9 +27,14 @@ pub struct InfoArgs {
 pub struct VerifyArgs {
     /// The archive.
     archive: PathBuf,
-    /// Print JSON (schema in spec/conformance.md).
+    /// Print JSON (schema in spec/conformance.md); with `--chain`, a JSON
+    /// array of such reports, the archive's first, then each ancestor's.
     #[arg(long)]
     json: bool,
+    /// Also verify each ancestor of an incremental archive in full, parent
+    /// first (without it, only the chunks the archive takes from them are checked).
+    #[arg(long)]
+    chain: bool,
 }
 
 #[derive(Args)]
@@ -583,12 +588,86 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
     if crate::is_stdio(&args.archive) {
         return Err(Failure::fatal("verify needs the archive as a file"));
     }
-    let file = open_file(&args.archive)?;
+    let mut reports = Vec::new();
+    let mut code = verify_one(&args.archive, args.json.then_some(&mut reports))?;
+    if args.chain {
+        code = code.max(verify_ancestors(&args.archive, args.json.then_some(&mut reports)));
+    }
+    match reports.len() {
+        0 => {}
+        1 if !args.chain => output::print_json(&reports[0]),
+        _ => output::print_json(&serde_json::Value::Array(reports)),
+    }
+    Ok(code)
+}
+
+/// `verify --chain` after the archive itself: each ancestor it records, found
+/// as every read verb finds it, verified in full as an archive of its own
+/// (its own references into deeper ancestors included). Returns the worst
+/// exit status.
+fn verify_ancestors(archive: &Path, mut json: Option<&mut Vec<serde_json::Value>>) -> u8 {
+    let ancestors = match open_archive(archive) {
+        Ok(child) => match child.chain() {
+            None => {
+                say!("{}: not incremental: no ancestor to verify", archive.display());
+                return 0;
+            }
+            Some(chain) => chain
+                .ancestors
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (i + 1, a.name_lossy(), a.uuid_text(), child.ancestor_status(i + 1).expect("listed")))
+                .collect::<Vec<_>>(),
+        },
+        Err(e) => {
+            eprintln!(
+                "strata: {}: its chain cannot be read, so no ancestor is verified: {}",
+                archive.display(),
+                e.message
+            );
+            return 2;
+        }
+    };
+    let mut code = 0;
+    for (depth, name, uuid, status) in ancestors {
+        // A missing or different ancestor is damage to the chain, as the
+        // archive's own report counts it (1); one that is found but cannot be
+        // read as an archive is 2.
+        let outcome = match status {
+            Ok(path) => verify_one(&path, json.as_deref_mut()),
+            Err(e) => Err(Failure {
+                code: 1,
+                message: format!(
+                    "ancestor {depth} {name} (uuid {uuid}): {} [{}]",
+                    e.detail(),
+                    e.class().map_or("i/o", |c| c.name())
+                ),
+            }),
+        };
+        match outcome {
+            Ok(c) => code = code.max(c),
+            Err(failure) => {
+                eprintln!("strata: {}", failure.message);
+                if let Some(reports) = json.as_deref_mut() {
+                    reports.push(json!({ "archive": name, "uuid": uuid, "error": failure.message }));
+                }
+                code = code.max(failure.code);
+            }
+        }
+    }
+    code
+}
+
+/// Verifies the archive at `path`: prints what it found, or, when `json` is
+/// given, adds its report there instead. Returns the exit status (0 clean, 1
+/// damaged, 2 not recognised).
+fn verify_one(path: &Path, json: Option<&mut Vec<serde_json::Value>>) -> Result<u8, Failure> {
+    let file = open_file(path)?;
     let size = file.metadata().map(|m| m.len()).ok();
-    let bar = output::bar("verify", size, output::quiet() || args.json);
-    let parents = crate::chain::search_for(&args.archive);
+    let bar = output::bar("verify", size, output::quiet() || json.is_some());
+    let parents = crate::chain::search_for(path);
     let report = verify::verify_with_parents(&file, Limits::default(), &parents, &|n| bar.inc(n))
-        .map_err(|e| Failure::fatal(format!("{}: {e}", args.archive.display())))?;
+        .map_err(|e| Failure::fatal(format!("{}: {e}", path.display())))?;
     bar.finish_and_clear();
     let code = if report.is_clean() {
         0
@@ -597,11 +676,11 @@ pub fn verify(args: VerifyArgs) -> Result<u8, Failure> {
     } else {
         2
     };
-    if args.json {
-        output::print_json(&report_json(&args.archive, &report));
+    if let Some(reports) = json {
+        reports.push(report_json(path, &report));
         return Ok(code);
     }
-    let name = args.archive.display();
+    let name = path.display();
     // Facts the archive records about its entries: not damage.
     let mut facts =
         flag_words(report.unreadable_entries.len(), report.changed_entries.len(), report.lost_entries.len());

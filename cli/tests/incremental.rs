@@ -173,6 +173,10 @@ fn missing_moved_and_replaced_ancestors_are_named_and_cost_only_their_ranges() {
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("full.strata") && err.contains("missing"), "{err}");
+    let out = run(&["verify", path_str(&child), "--chain"]);
+    assert_eq!(out.status.code(), Some(1), "a missing ancestor is damage to the chain");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ancestor 1 full.strata") && err.contains("missing"), "{err}");
     // --parent finds it elsewhere, by its UUID.
     let moved = away.join("full.strata");
     run_ok(&["verify", path_str(&child), "--parent", path_str(&moved)]);
@@ -204,6 +208,14 @@ fn missing_moved_and_replaced_ancestors_are_named_and_cost_only_their_ranges() {
         .collect();
     assert!(!affected.is_empty(), "the damage is named by file: {report}");
     assert!(!affected.iter().any(|p| p.contains("only-in-child")), "what the child holds is intact: {affected:?}");
+    // --chain verifies the parent in full too: one report for each archive.
+    let out = run(&["verify", path_str(&child), "--chain", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = reports.as_array().expect("an array of reports");
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports[1]["archive"].as_str().unwrap().ends_with("full.strata"), "{:?}", reports[1]);
+    assert!(!reports[1]["problems"].as_array().unwrap().is_empty(), "the parent's damage: {:?}", reports[1]);
 }
 
 #[test]
@@ -395,4 +407,39 @@ fn small_files_that_moved_or_were_copied_refer_to_the_parents_copies() {
     assert_eq!(tree_of(&json)["unchanged_files"].as_u64().unwrap(), files, "every file found in the parent");
     extract_same(&child, &src, &d.join("out"), &[]);
     run_ok(&["verify", path_str(&child)]);
+}
+
+/// Bytes inserted into and removed from the middle of a large file move the
+/// content after them: the child stores the pieces around each change, not
+/// the rest of the file (content-defined cuts, `spec/FORMAT.md` 14).
+#[test]
+fn an_insert_in_the_middle_of_a_large_file_costs_about_the_change() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let src = d.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let original = noise(21, 48 * MIB);
+    std::fs::write(src.join("dump.sql"), &original).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let full = d.join("full.strata");
+    let files_arg = format!("t={}", path_str(&src));
+    run_ok(&["create", path_str(&full), "--files", &files_arg, "-q"]);
+
+    // 1,000 bytes in at 8 MiB, 5,000 bytes out at 30 MiB: with windows fixed
+    // at file offset 0, every byte after 8 MiB (40 MiB) would be new.
+    let mut changed = original[..8 * MIB].to_vec();
+    changed.extend_from_slice(&noise(22, 1000));
+    changed.extend_from_slice(&original[8 * MIB..30 * MIB]);
+    changed.extend_from_slice(&original[30 * MIB + 5000..]);
+    std::fs::write(src.join("dump.sql"), &changed).unwrap();
+    let child = d.join("child.strata");
+    let json = create_json(&["create", path_str(&child), "--parent", path_str(&full), "--files", &files_arg]);
+    let stored = tree_of(&json)["stored_bytes"].as_u64().unwrap();
+    // Each change costs the piece that holds it and at most the next one,
+    // each at most a chunk (4 MiB).
+    assert!(stored <= 16 * MIB as u64, "the child stores {stored} bytes for two small changes: {json}");
+    let size = json["archive_size"].as_u64().unwrap();
+    assert!(size <= 16 * MIB as u64 + MIB as u64, "the child is {size} bytes");
+    extract_same(&child, &src, &d.join("out"), &[]);
+    run_ok(&["verify", path_str(&child), "--chain"]);
 }

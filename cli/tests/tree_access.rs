@@ -134,7 +134,7 @@ fn two_images_and_two_trees_are_independent_sections() {
     sh(&format!("head -c 3000000 /dev/urandom > {0} && head -c 2097152 {0} > {1}", path_str(&disk), path_str(&part)));
     let (a, b) = (dir.join("a"), dir.join("b"));
     sh(&format!(
-        "mkdir -p {0}/x {1}/y && cp {2} {0}/x/disk-copy && echo one > {0}/one && echo two > {1}/y/two",
+        "mkdir -p {0}/x {1}/y && cp {2} {0}/x/disk-copy && cp {2} {1}/y/disk-copy && echo one > {0}/one && echo two > {1}/y/two",
         path_str(&a),
         path_str(&b),
         path_str(&part)
@@ -176,16 +176,18 @@ fn two_images_and_two_trees_are_independent_sections() {
         assert_eq!(file_blake3(source), file_blake3(&out));
     }
     let list_b = run_ok(&["list", path_str(&archive), "--files", "b"]);
-    assert_eq!(String::from_utf8_lossy(&list_b.stdout), ".\ny\ny/two\n");
+    assert_eq!(String::from_utf8_lossy(&list_b.stdout), ".\ny\ny/disk-copy\ny/two\n");
     for (name, source) in [("a", &a), ("b", &b)] {
         let out = dir.join(format!("{name}.out"));
         run_ok(&["extract", path_str(&archive), "--files", name, path_str(&out), "--quiet"]);
         sh(&format!("diff -r {} {}", path_str(source), path_str(&out)));
     }
-    // The partition is the disk's first two chunk windows, and the file is a copy
-    // of the partition: one chunk store holds those 2 MiB once.
+    // One chunk store for all sections: the partition is the disk's first two
+    // chunk windows, so the image holds them once; both trees hold a copy of
+    // the partition as a file, cut where its content says (not in windows),
+    // and the two copies are stored once.
     let size = std::fs::metadata(&archive).unwrap().len();
-    assert!(size < 3_000_000 + 200_000, "{size} bytes: the file did not deduplicate against the image");
+    assert!(size < 3_000_000 + 2_097_152 + 200_000, "{size} bytes: a section did not deduplicate against the others");
     let out = run_ok(&["cat", path_str(&archive), "--files", "a", "x/disk-copy"]);
     assert_eq!(blake3::hash(&out.stdout).to_hex().to_string(), file_blake3(&part));
 }

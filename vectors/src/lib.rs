@@ -259,12 +259,15 @@ pub fn file_digest_hex(data: &[(u64, &[u8])], size: u64) -> String {
 /// The writer options of every vector: fixed UUID and time, one thread, and
 /// tables stored plain, so that a vector's defect can be made by patching a
 /// table's bytes in place. The vectors of compressed tables (5.2) compress
-/// them on purpose.
+/// them on purpose. Large files are cut in windows aligned to file offset 0,
+/// so that a file's pieces can be the chunks of an image (`image-and-tree`);
+/// `tree-content-cuts` cuts them where their content says.
 pub fn vector_options(chunk_size: usize) -> WriterOptions {
     let mut options = WriterOptions::new(UUID, CREATED_NS);
     options.chunk_size = chunk_size as u32;
     options.threads = 1;
     options.compress_tables = false;
+    options.file_cuts = strata_writer::FileCuts::Windows;
     options
 }
 

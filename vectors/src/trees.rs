@@ -260,11 +260,22 @@ pub fn build_with_tree(images: &[ImageModel], model: &TreeModel) -> Vec<u8> {
 /// [`build_with_tree`], its tables stored compressed when `compress_tables`
 /// (FORMAT.md 5.2).
 fn build_tree_archive(images: &[ImageModel], model: &TreeModel, compress_tables: bool) -> Vec<u8> {
+    build_tree_archive_cut(images, model, compress_tables, strata_writer::FileCuts::Windows)
+}
+
+/// [`build_tree_archive`] with large files cut as `cuts` says.
+fn build_tree_archive_cut(
+    images: &[ImageModel],
+    model: &TreeModel,
+    compress_tables: bool,
+    cuts: strata_writer::FileCuts,
+) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let root = dir.path().join("tree");
     materialise(model, &root).expect("the tree model builds on this file system");
     let mut options = crate::vector_options(CHUNK);
     options.compress_tables = compress_tables;
+    options.file_cuts = cuts;
     let mut writer = ArchiveWriter::new(Vec::new(), options).expect("vector options are valid");
     for image in images {
         let (bytes, _) = image.materialise();
@@ -745,6 +756,32 @@ pub fn vectors() -> Vec<Vector> {
         description: "the standard tree salvaged after damage to a chunk of docs/big.bin: the file is kept with flag bit 3 (lost in salvage), size 0; extraction warns about it and extracts the rest",
         bytes,
         expect: Expectation::Valid(vec![listing]),
+    });
+    // Two large files, the second the first with 700 bytes inserted in its
+    // middle: cut where their content says (FORMAT.md 14), the pieces before
+    // and after the insert are the same chunks, so the extents of both files
+    // start and end off any window boundary and share chunks at different
+    // file offsets.
+    let original = crate::random_bytes(41, 30_000);
+    let mut inserted = original[..15_000].to_vec();
+    inserted.extend(crate::random_bytes(42, 700));
+    inserted.extend_from_slice(&original[15_000..]);
+    let t = 1_767_225_600_000_000_000i64;
+    let cuts_model = TreeModel {
+        nodes: vec![
+            (b"a.bin".to_vec(), Node::File(original, vec![]), 0o644, t),
+            (b"b.bin".to_vec(), Node::File(inserted, vec![]), 0o644, t + 1),
+        ],
+        xattr: None,
+    };
+    let bytes = build_tree_archive_cut(&[], &cuts_model, false, strata_writer::FileCuts::ContentDefined);
+    let stored: usize = of_type(&bytes, RecordType::Chunk).iter().map(|r| r.body_end - r.body_start).sum();
+    assert!(stored < 40_000, "the two files share their pieces: {stored} bytes of chunks for 60,700 of content");
+    v.push(Vector {
+        name: "tree-content-cuts",
+        description: "two 30,000-byte files cut at content-defined boundaries (4 KiB chunk size), the second the first with 700 bytes inserted in its middle: extents of any length up to the chunk size, off window boundaries, and chunks shared by both files at different offsets",
+        bytes,
+        expect: Expectation::Valid(vec![json!({"kind": "files", "name": "tree", "entries": expected_entries(&cuts_model)})]),
     });
     let (bytes, listing) = times_tree();
     v.push(Vector {

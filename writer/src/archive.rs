@@ -48,6 +48,9 @@ pub struct WriterOptions {
     /// let tests and the vectors build trees of several groups from a few
     /// entries; the 256 KiB bound on a group's body applies either way.
     pub group_entries: usize,
+    /// Where large files of a file tree are cut into chunks: at
+    /// content-defined boundaries by default ([`FileCuts`]).
+    pub file_cuts: crate::FileCuts,
 }
 
 impl WriterOptions {
@@ -62,6 +65,7 @@ impl WriterOptions {
             batch_bytes: 32 << 20,
             compress_tables: true,
             group_entries: 1024,
+            file_cuts: crate::FileCuts::ContentDefined,
         }
     }
 }

@@ -35,6 +35,7 @@
 mod archive;
 mod chunker;
 mod error;
+mod file_cuts;
 mod files_cache;
 mod fs_source;
 mod image;
@@ -44,6 +45,7 @@ mod tree;
 
 pub use archive::{ArchiveSummary, ArchiveWriter, ChainBase, ParentFacts, WriterOptions};
 pub use error::WriteError;
+pub use file_cuts::FileCuts;
 pub use files_cache::FilesCache;
 pub use fs_source::{count_tree, FolderSource, TreeOptions, TreeTotals};
 pub use image::ImageSummary;

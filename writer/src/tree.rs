@@ -22,9 +22,10 @@ use strata_format::RecordType;
 
 use crate::archive::{ArchiveWriter, SectionState, SectionTables};
 use crate::chunker::{prepare_chunk, PreparedChunk};
+use crate::file_cuts::ContentCutter;
 use crate::fs_source::{FolderSource, TreeOptions};
 use crate::store::{ChunkLocation, ChunkTally};
-use crate::FilesCache;
+use crate::{FileCuts, FilesCache};
 use crate::{Progress, WriteError};
 
 /// One entry an [`EntrySource`] gives [`ArchiveWriter::add_tree_from`].
@@ -276,6 +277,8 @@ struct Walk<'a> {
     section_id: u32,
     begin_offset: u64,
     chunk_size: usize,
+    /// Content-defined cuts of large files, unless they are cut in windows.
+    cutter: Option<ContentCutter>,
     level: i32,
     /// Raw bytes that end a batch.
     batch_bytes: usize,
@@ -439,6 +442,8 @@ impl<W: Write> ArchiveWriter<W> {
             section_id,
             begin_offset,
             chunk_size: self.options.chunk_size as usize,
+            cutter: (self.options.file_cuts == FileCuts::ContentDefined)
+                .then(|| ContentCutter::new(self.options.chunk_size as usize)),
             level: self.options.level,
             batch_bytes: (self.options.batch_bytes / BATCHES_IN_FLIGHT).max(1),
             queue_bytes: self.options.batch_bytes - self.options.batch_bytes / BATCHES_IN_FLIGHT,
@@ -582,10 +587,12 @@ impl Walk<'_> {
     }
 
     /// Reads the `ranges` of a `size`-byte file through `read` into the batch,
-    /// in windows aligned to file offset 0 (small files packed), and fills in the
-    /// entry's size, digest and `extent_count`. Returns whether the content
-    /// ended early (kept as read). The caller has reserved the entry's place
-    /// in the group ([`Walk::reserve`]).
+    /// cut into pieces (section 14: small files packed whole, large ones cut
+    /// where their content says or in windows aligned to file offset 0, and
+    /// always at the edges of holes), and fills in the entry's size, digest
+    /// and `extent_count`. Returns whether the content ended early (kept as
+    /// read). The caller has reserved the entry's place in the group
+    /// ([`Walk::reserve`]).
     fn store_content<W: Write>(
         &mut self,
         writer: &mut ArchiveWriter<W>,
@@ -600,26 +607,52 @@ impl Walk<'_> {
         let mut covered = 0u64;
         let mut shrank = false;
         let small = size < (self.chunk_size as u64).min(1 << 20) / 2 && ranges == [(0, size)];
-        let mut buf = Vec::new();
+        let cutter = if small { None } else { self.cutter };
         'ranges: for (start, end) in ranges {
             let mut at = start;
+            // Bytes read from `at` on and not stored yet: what follows a
+            // content-defined cut is kept for the next piece, not read again.
+            let mut pending = Vec::new();
+            // The source gave fewer bytes than asked: its content ends at
+            // `at` + `pending.len()`.
+            let mut short = false;
             while at < end {
-                let window_end = ((at / self.chunk_size as u64) + 1) * self.chunk_size as u64;
-                let piece = (end.min(window_end) - at) as usize;
-                buf.resize(piece, 0);
-                let got = match read(&mut buf, at) {
-                    Ok(got) => got,
-                    Err(e) => {
-                        self.warn(relative, format!("content read failed at byte {at}: {e}; kept up to there"));
-                        shrank = true;
-                        break 'ranges;
-                    }
+                let want = match cutter {
+                    Some(cutter) => (end - at).min(cutter.max() as u64) as usize,
+                    None => (end.min((at / self.chunk_size as u64 + 1) * self.chunk_size as u64) - at) as usize,
                 };
-                if got == 0 {
+                if pending.len() < want && !short {
+                    let have = pending.len();
+                    pending.resize(want, 0);
+                    match read(&mut pending[have..], at + have as u64) {
+                        Ok(got) => {
+                            pending.truncate(have + got);
+                            short = have + got < want;
+                        }
+                        Err(e) => {
+                            let failed_at = at + have as u64;
+                            self.warn(
+                                relative,
+                                format!("content read failed at byte {failed_at}: {e}; kept up to there"),
+                            );
+                            pending.truncate(have);
+                            short = true;
+                        }
+                    }
+                }
+                if pending.is_empty() {
                     shrank = true;
                     break 'ranges;
                 }
-                buf.truncate(got);
+                let take = cutter.map_or(pending.len(), |cutter| cutter.first_piece(&pending));
+                let buf = if take == pending.len() {
+                    std::mem::take(&mut pending)
+                } else {
+                    let piece = pending[..take].to_vec();
+                    pending.drain(..take);
+                    piece
+                };
+                let got = buf.len();
                 // A small file is hashed once: the same BLAKE3 is its range's
                 // identity in the digest and its key for deduplication.
                 let small_hash = small.then(|| *blake3::hash(&buf).as_bytes());
@@ -642,7 +675,7 @@ impl Walk<'_> {
                 } else if let Some(hash) = small_hash {
                     self.pack(&buf, hash)
                 } else {
-                    self.batch.raw_chunks.push(std::mem::take(&mut buf));
+                    self.batch.raw_chunks.push(buf);
                     self.batch.raw_bytes += got;
                     (0, Loc::Raw(self.batch.raw_chunks.len() - 1), None)
                 };
@@ -653,7 +686,7 @@ impl Walk<'_> {
                 self.progress.advance(got as u64);
                 self.push_extent(writer, FileExtent { chunk_offset, ..extent }, loc)?;
                 at += got as u64;
-                if got < piece {
+                if short && pending.is_empty() {
                     shrank = true;
                     break 'ranges;
                 }
@@ -1255,15 +1288,25 @@ mod tests {
         use strata_format::files::Captured;
         let root = std::env::temp_dir().join(format!("strata-golden-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
-        let write = |root: &std::path::Path, tree: &crate::TreeOptions, threads: usize, group_entries: usize| {
+        let write_cut = |root: &std::path::Path,
+                         tree: &crate::TreeOptions,
+                         threads: usize,
+                         group_entries: usize,
+                         cuts: crate::FileCuts| {
             let mut options = crate::WriterOptions::new([3; 16], 1_700_000_000_000_000_000);
             options.threads = threads;
             options.chunk_size = 64 << 10;
             options.group_entries = group_entries;
+            // The hashes were taken before content-defined cuts: windows
+            // keep the layout they pin.
+            options.file_cuts = cuts;
             let mut writer = crate::ArchiveWriter::new(Vec::new(), options).expect("a writer");
             let summary = writer.add_tree("t", root, tree, &crate::NoProgress).expect("walk");
             let warnings: Vec<String> = summary.warnings.iter().map(|w| w.message.clone()).collect();
             (blake3::hash(&writer.finish().expect("finish").0).to_hex().to_string(), summary.entries, warnings)
+        };
+        let write = |root: &std::path::Path, tree: &crate::TreeOptions, threads: usize, group_entries: usize| {
+            write_cut(root, tree, threads, group_entries, crate::FileCuts::Windows)
         };
         let pinned = |extra: crate::TreeOptions| crate::TreeOptions {
             capture: Captured::HOLES,
@@ -1282,6 +1325,9 @@ mod tests {
         });
         let got = write(&root, &mixed, 1, 1024);
         assert_eq!(got, write(&root, &mixed, 2, 1024), "the thread count changes nothing");
+        let cut = write_cut(&root, &mixed, 1, 1024, crate::FileCuts::ContentDefined);
+        assert_eq!(cut, write_cut(&root, &mixed, 2, 1024, crate::FileCuts::ContentDefined));
+        assert_ne!(cut.0, got.0, "the file larger than a chunk is cut elsewhere");
         assert_eq!(got.0, "ea887b2ad41917cd1aac3ff20d91c27fa35b91a217c8d9a95553d220354f01a6", "mixed tree: {got:?}");
         std::fs::remove_dir_all(&root).unwrap();
 
