@@ -34,7 +34,10 @@ for kind in clean dirty; do
   rm -f "$img.part"
   if [[ $kind == dirty ]]; then
     # Free space full of old data: a deterministic pseudo-random stream.
-    openssl enc -aes-128-ctr -nosalt -pass pass:strata-corpus -in /dev/zero 2>/dev/null | head -c 4G >"$img.part"
+    # openssl ends by SIGPIPE when head has its 4 GiB: with pipefail that is a
+    # failure, so the size is what is checked.
+    openssl enc -aes-128-ctr -nosalt -pass pass:strata-corpus -in /dev/zero 2>/dev/null | head -c 4G >"$img.part" || true
+    [[ $(stat -c %s "$img.part") -eq $((4 << 30)) ]] || { echo "corpus.sh: could not fill $img.part" >&2; exit 1; }
   else
     truncate -s 4G "$img.part"
   fi
@@ -44,7 +47,8 @@ done
 
 if [[ ! -s meta.env ]]; then
   # A deep, small regular file: the one-file benchmark.
-  deep=$(cd tree && find . -type f -size -64k -size +8k -printf '%d %P\n' | sort -k1,1nr -k2 | head -1 | cut -d' ' -f2-)
+  # sed reads all its input (head would end sort by SIGPIPE, a failure under pipefail).
+  deep=$(cd tree && find . -type f -size -64k -size +8k -printf '%d %P\n' | sort -k1,1nr -k2 | sed -n 1p | cut -d' ' -f2-)
   block=$(debugfs -R "bmap /$deep 0" image-clean.raw 2>/dev/null | tail -1)
   {
     echo "DEEP_REL='$deep'"
