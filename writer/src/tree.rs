@@ -645,13 +645,15 @@ impl Walk<'_> {
                     break 'ranges;
                 }
                 let take = cutter.map_or(pending.len(), |cutter| cutter.first_piece(&pending));
-                let buf = if take == pending.len() {
-                    std::mem::take(&mut pending)
-                } else {
-                    let piece = pending[..take].to_vec();
-                    pending.drain(..take);
-                    piece
-                };
+                // The piece keeps the buffer it was read into; only the bytes
+                // after the cut are copied, to the next piece's buffer.
+                let rest = if take == pending.len() { Vec::new() } else { pending[take..].to_vec() };
+                let mut buf = std::mem::replace(&mut pending, rest);
+                if buf.len() != take {
+                    buf.truncate(take);
+                    // Memory in flight is counted by length: give back the tail.
+                    buf.shrink_to_fit();
+                }
                 let got = buf.len();
                 // A small file is hashed once: the same BLAKE3 is its range's
                 // identity in the digest and its key for deduplication.
