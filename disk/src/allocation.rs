@@ -210,9 +210,11 @@ fn ext_free(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<Vec<R
     let mut metadata: Vec<Range<u64>> = Vec::with_capacity(3 * groups as usize);
     for g in 0..groups {
         let (block_bitmap, inode_bitmap, table) = geometry.group_tables(g);
-        metadata.push(block_bitmap..block_bitmap + 1);
-        metadata.push(inode_bitmap..inode_bitmap + 1);
-        metadata.push(table..table + inode_table_blocks);
+        // Block numbers come from the descriptors as stored: a damaged one
+        // may lie anywhere up to 2^64, and only what falls inside a group counts.
+        metadata.push(block_bitmap..block_bitmap.saturating_add(1));
+        metadata.push(inode_bitmap..inode_bitmap.saturating_add(1));
+        metadata.push(table..table.saturating_add(inode_table_blocks));
     }
     metadata.sort_by_key(|r| r.start);
     let mut free = Vec::new();
@@ -243,7 +245,7 @@ fn ext_free(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<Vec<R
             continue;
         }
         let (at, _, _) = geometry.group_tables(g);
-        if at.checked_mul(block_size).is_none_or(|o| o + block_size > length) {
+        if at.checked_mul(block_size).is_none_or(|o| o.saturating_add(block_size) > length) {
             return Err(Error::new(
                 ErrorKind::Damaged,
                 "ext block bitmap",

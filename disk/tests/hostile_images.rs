@@ -260,7 +260,9 @@ impl Random {
     }
 }
 
-/// Damages `clean` at random in `range` `rounds` times and reads all it can:
+/// Damages `clean` at random in `range` `rounds` times and reads all it can,
+/// as imaging does (the allocation map and the metadata hints of each
+/// volume) and as `cat --image` does (the file system walked and read):
 /// errors are expected, panics are not, and each round ends in time.
 fn random_damage(clean: &[u8], range: std::ops::Range<usize>, rounds: u64) {
     let started = Instant::now();
@@ -269,13 +271,23 @@ fn random_damage(clean: &[u8], range: std::ops::Range<usize>, rounds: u64) {
         let mut bytes = clean.to_vec();
         for _ in 0..1 + random.below(16) {
             let at = range.start + random.below(range.len());
-            bytes[at] = random.below(256) as u8;
+            if random.below(4) == 0 {
+                // A field at its largest: an aligned run of 0xFF, so that
+                // 32- and 64-bit numbers reach 2^32 - 1 and 2^64 - 1.
+                let at = at & !3;
+                let end = (at + 4 * (1 + random.below(4))).min(range.end);
+                bytes[at..end].fill(0xFF);
+            } else {
+                bytes[at] = random.below(256) as u8;
+            }
         }
         let disk: Rc<dyn Disk> = Rc::new(bytes);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             timed(&format!("round {seed}"), || {
                 let Ok(layout) = scan(&disk) else { return };
                 for volume in layout.volumes() {
+                    let _ = strata_disk::allocation::free_ranges(&disk, volume);
+                    let _ = strata_disk::metadata::metadata_ranges(&disk, volume);
                     if let Ok(fs) = open_filesystem(&disk, volume) {
                         let _ = read_everything(fs.as_ref(), volume.length);
                     }
@@ -285,6 +297,50 @@ fn random_damage(clean: &[u8], range: std::ops::Range<usize>, rounds: u64) {
         assert!(outcome.is_ok(), "round {seed} panicked");
     }
     eprintln!("{rounds} rounds of damage to {range:?} took {:?}", started.elapsed());
+}
+
+/// Every field of an ext4 superblock and group descriptor table is read from
+/// the disk as stored: block numbers up to 2^64 among them.
+#[test]
+fn random_damage_to_ext4_metadata_never_panics() {
+    if !tool("mkfs.ext4") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hostname"), b"demo\n").unwrap();
+    std::fs::write(src.join("numbers"), (1..3000).map(|n| format!("{n}\n")).collect::<String>()).unwrap();
+    let image = dir.path().join("ext4.img");
+    // 1 KiB blocks: the superblock at 1024, the descriptors from 2048.
+    // Without checksums, so that damage is read rather than refused at once.
+    run(&format!("mkfs.ext4 -q -F -b 1024 -N 64 -O ^metadata_csum,64bit -d {} {} 2M", quoted(&src), quoted(&image)));
+    let clean = std::fs::read(&image).unwrap();
+    random_damage(&clean, 1024..4096, 400);
+}
+
+/// A group descriptor whose bitmaps and inode table lie at block 2^64 - 1
+/// (every 64-bit location field all ones): an error, not an overflow.
+#[test]
+fn ext4_group_tables_at_the_end_of_the_block_space_are_an_error() {
+    if !tool("mkfs.ext4") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("ext4.img");
+    run(&format!("mkfs.ext4 -q -F -b 1024 -O ^metadata_csum,64bit {} 2M", quoted(&image)));
+    let mut bytes = std::fs::read(&image).unwrap();
+    // Group 0's 64-byte descriptor, in the block after the superblock's:
+    // the low words of the three locations at 0, 4, 8, the high ones at 0x20.
+    for field in [0, 4, 8, 0x20, 0x24, 0x28] {
+        bytes[2048 + field..2048 + field + 4].fill(0xFF);
+    }
+    let disk: Rc<dyn Disk> = Rc::new(bytes);
+    let layout = scan(&disk).unwrap();
+    let volume = layout.volume(None).unwrap();
+    let free = strata_disk::allocation::free_ranges(&disk, volume);
+    assert!(free.is_err(), "the bitmap lies outside the volume: {free:?}");
+    let _ = strata_disk::metadata::metadata_ranges(&disk, volume);
 }
 
 #[test]
