@@ -81,3 +81,50 @@ pub fn files_cache(parent_path: &Path, parent: &Archive<File>, name: &str) -> Re
         })?;
     Ok(Some(cache))
 }
+
+/// The parent's image of one name, as a child's image is written against it
+/// (FORMAT.md 15.5): its bytes and the chunks holding them, window by window.
+pub struct ParentImageView {
+    archive: std::sync::Arc<Archive<File>>,
+    name: String,
+}
+
+impl ParentImageView {
+    /// The parent's image `name`, when it has one of that name cut into
+    /// windows of `chunk_size` (else the child's windows would not line up).
+    pub fn new(archive: &std::sync::Arc<Archive<File>>, name: &str, chunk_size: u32) -> Option<ParentImageView> {
+        let image = archive.image(name).ok().filter(|image| image.section().chunk_size == chunk_size)?;
+        Some(ParentImageView { archive: archive.clone(), name: image.name().to_string() })
+    }
+}
+
+impl strata_writer::ParentImage for ParentImageView {
+    fn window(&self, offset: u64, len: usize, buf: &mut Vec<u8>) -> Option<Vec<strata_writer::ParentPart>> {
+        let image = self.archive.image(&self.name).ok()?;
+        if offset.checked_add(len as u64)? > image.len() {
+            return None;
+        }
+        buf.clear();
+        buf.resize(len, 0);
+        // Damage in the parent: the child stores its window whole.
+        let pieces = image.read_pieces(offset, buf).ok()?;
+        pieces.into_iter().map(parent_part).collect()
+    }
+}
+
+/// A piece of the parent's image as its child refers to it: a chunk of the
+/// parent, or of an ancestor, one archive number further (FORMAT.md 15.1).
+/// `None` for a lost piece: those bytes are not the source's.
+pub fn parent_part(piece: strata_reader::ImagePiece) -> Option<strata_writer::ParentPart> {
+    use strata_format::{ChunkRef, ExtentKind};
+    let chunk = match piece.kind {
+        ExtentKind::Zero | ExtentKind::Free => None,
+        ExtentKind::Lost => return None,
+        ExtentKind::Data(chunk_ref) => Some(strata_writer::ParentChunk {
+            chunk_ref: ChunkRef::split(chunk_ref).rebased().join(),
+            chunk_offset: u32::try_from(piece.chunk_offset).ok()?,
+            blake3: piece.blake3,
+        }),
+    };
+    Some(strata_writer::ParentPart { length: piece.length, chunk })
+}

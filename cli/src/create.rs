@@ -100,6 +100,9 @@ struct Parent {
     /// Per image name, the chunk size of the parent's image: a child cut into
     /// other windows would share no chunk with it.
     image_chunk_sizes: std::collections::HashMap<String, u32>,
+    /// The parent, read again for its images' bytes: a child's window of which
+    /// only some blocks changed refers to the parent's chunks for the rest.
+    archive: std::sync::Arc<strata_reader::Archive<std::fs::File>>,
 }
 
 /// The defaults of `create`: 4 MiB chunks at zstd level 3 ...
@@ -135,7 +138,7 @@ impl Parent {
                 strata_reader::Section::Tree(_) => None,
             })
             .collect();
-        Ok(Parent { base, caches, image_chunk_sizes })
+        Ok(Parent { base, caches, image_chunk_sizes, archive: std::sync::Arc::new(archive) })
     }
 }
 
@@ -598,8 +601,14 @@ fn write_archive<W: Write>(
         writer.set_chunk_size(*chunk_size).map_err(|e| Failure::fatal(e.to_string()))?;
         writer.set_level(*level).map_err(|e| Failure::fatal(e.to_string()))?;
         let bar = output::bar(name, source.known_size(), quiet);
+        let over = parent.and_then(|p| crate::chain::ParentImageView::new(&p.archive, name, *chunk_size));
         let image = writer
-            .add_image(name, source.as_mut(), &BarProgress(bar.clone()))
+            .add_image_over(
+                name,
+                source.as_mut(),
+                over.as_ref().map(|view| view as &dyn strata_writer::ParentImage),
+                &BarProgress(bar.clone()),
+            )
             .map_err(|e| Failure::fatal(format!("image {name} from {}: {e}", path.display())))?;
         bar.finish_and_clear();
         if !quiet {

@@ -26,14 +26,15 @@ pub struct ImageFlags;
 
 impl ImageFlags {
     /// Only the blocks the image's file systems use were stored; the section
-    /// may hold free extents, and its extents are at 512-byte granularity.
+    /// may hold free extents.
     pub const USED_BLOCKS: u16 = 1;
     /// Every bit defined so far.
     pub const KNOWN: u16 = Self::USED_BLOCKS;
 }
 
-/// The granularity of extents in a used-blocks section.
-pub const USED_BLOCKS_GRAIN: u64 = 512;
+/// The granularity of extents (7.2 rules 2 and 3): every extent starts on it,
+/// and every extent but the image's last ends on it.
+pub const EXTENT_GRAIN: u64 = 512;
 /// `chunk_ref` values below this are kinds, not offsets (no record starts inside
 /// the 128-byte header).
 pub const REF_FIRST_OFFSET: u64 = 128;
@@ -155,8 +156,8 @@ fixed_layout! {
     /// use strata_format::image::{encode_extent_table, extents_of, parse_extent_table};
     /// use strata_format::{Extent, ExtentKind, RecordType};
     /// let extents = [
-    ///     Extent { image_offset: 0, length: 4096, chunk_ref: 128 },
-    ///     Extent { image_offset: 4096, length: 4096, chunk_ref: 0 },
+    ///     Extent::data(0, 4096, 128, 0),
+    ///     Extent::hole(4096, 4096, ExtentKind::Zero),
     /// ];
     /// assert_eq!(Extent::decode(&extents[0].encode()), extents[0]);
     /// let body = encode_extent_table(0, &extents);
@@ -168,16 +169,22 @@ fixed_layout! {
     ///
     /// // A `chunk_ref` from 3 to 127 is a reserved kind.
     /// assert!(Extent { chunk_ref: 5, ..extents[0] }.kind().is_err());
+    /// // A data extent reads raw bytes `chunk_offset..chunk_offset + length` of its chunk.
+    /// assert_eq!(Extent::data(0, 512, 128, 1024).chunk_range(), 1024..1536);
     /// // A body one byte short of its `count` is refused.
     /// assert!(parse_extent_table(&body[..body.len() - 1], RecordType::ImageExtents).is_err());
     /// ```
-    pub struct Extent : 24 bytes {
+    pub struct Extent : 32 bytes {
         /// First byte of the range in the image.
         pub image_offset: u64,
         /// Length of the range in bytes, at least 1.
         pub length: u64,
         /// [`REF_ZERO`], [`REF_LOST`], [`REF_FREE`], or the archive offset of a `CHUNK` record.
         pub chunk_ref: u64,
+        /// For a data extent, where its bytes start in the chunk's raw bytes; 0 otherwise.
+        pub chunk_offset: u32,
+        /// Zero.
+        pub reserved: u32,
     }
 }
 
@@ -196,6 +203,35 @@ pub enum ExtentKind {
 }
 
 impl Extent {
+    /// A data extent: image bytes `image_offset..+length` are the chunk's raw
+    /// bytes from `chunk_offset` on.
+    pub fn data(image_offset: u64, length: u64, chunk_ref: u64, chunk_offset: u32) -> Extent {
+        Extent { image_offset, length, chunk_ref, chunk_offset, reserved: 0 }
+    }
+
+    /// An extent that stores nothing: `kind` is [`ExtentKind::Zero`],
+    /// [`ExtentKind::Lost`] or [`ExtentKind::Free`] (a data kind gives a zero extent).
+    pub fn hole(image_offset: u64, length: u64, kind: ExtentKind) -> Extent {
+        let chunk_ref = match kind {
+            ExtentKind::Lost => REF_LOST,
+            ExtentKind::Free => REF_FREE,
+            ExtentKind::Zero | ExtentKind::Data(_) => REF_ZERO,
+        };
+        Extent { image_offset, length, chunk_ref, chunk_offset: 0, reserved: 0 }
+    }
+
+    /// The raw bytes of its chunk a data extent reads: `chunk_offset..chunk_offset + length`
+    /// (saturating, so a lying length cannot overflow).
+    pub fn chunk_range(&self) -> core::ops::Range<u64> {
+        let start = u64::from(self.chunk_offset);
+        start..start.saturating_add(self.length)
+    }
+
+    /// Whether a data extent reads its chunk whole, given the chunk's `raw_length`.
+    pub fn is_whole_chunk(&self, raw_length: u64) -> bool {
+        self.chunk_offset == 0 && self.length == raw_length
+    }
+
     /// What the extent holds, from its `chunk_ref` (spec 7.2); a reserved kind below 128 is refused.
     pub fn kind(&self) -> Result<ExtentKind, FormatError> {
         match self.chunk_ref {
@@ -341,6 +377,7 @@ impl MapDigest {
     pub fn push(&mut self, extent: &Extent, content_id: &[u8; 32]) {
         self.0.update(&extent.image_offset.to_le_bytes());
         self.0.update(&extent.length.to_le_bytes());
+        self.0.update(&u64::from(extent.chunk_offset).to_le_bytes());
         self.0.update(content_id);
     }
 
@@ -379,12 +416,12 @@ impl ImageEnd {
 }
 
 /// Checks that a sequence of extents tiles an image: in order, contiguous from 0,
-/// aligned to the chunk size, data extents exactly one chunk window long. Feed it
+/// on the 512-byte grain, each data extent within one chunk window. Feed it
 /// extents in order, then call [`ExtentMapCheck::finish`] with the final size.
 #[derive(Clone, Debug)]
 pub struct ExtentMapCheck {
     chunk_size: u64,
-    /// A used-blocks section: free extents allowed, 512-byte granularity.
+    /// A used-blocks section: free extents allowed.
     used_blocks: bool,
     /// The size declared by `IMAGE_BEGIN`, if it was known.
     declared_size: Option<u64>,
@@ -423,6 +460,21 @@ impl ExtentMapCheck {
     pub fn push(&mut self, extent: &Extent) -> Result<ExtentKind, FormatError> {
         let err = |detail: String| FormatError::new(ErrorClass::ExtentMap, "extent", detail);
         let kind = extent.kind()?;
+        if extent.reserved != 0 {
+            return Err(FormatError::malformed(
+                "extent reserved",
+                format!("{} at image offset {}, expected 0", extent.reserved, extent.image_offset),
+            ));
+        }
+        if extent.chunk_offset != 0 && !matches!(kind, ExtentKind::Data(_)) {
+            return Err(FormatError::malformed(
+                "extent chunk_offset",
+                format!(
+                    "{} on an extent that stores nothing at image offset {}, expected 0",
+                    extent.chunk_offset, extent.image_offset
+                ),
+            ));
+        }
         if extent.image_offset != self.next_offset {
             return Err(err(format!(
                 "starts at image offset {}, expected {} (extents must tile the image in order)",
@@ -452,31 +504,16 @@ impl ExtentMapCheck {
             ));
         }
         // Rule 2: where an extent may start.
-        let grain = if self.used_blocks { USED_BLOCKS_GRAIN } else { self.chunk_size };
-        if !extent.image_offset.is_multiple_of(grain) {
-            return Err(err(format!(
-                "image offset {} is not a multiple of {grain}{}",
-                extent.image_offset,
-                if self.used_blocks { "" } else { " (the chunk size)" }
-            )));
+        if !extent.image_offset.is_multiple_of(EXTENT_GRAIN) {
+            return Err(err(format!("image offset {} is not a multiple of {EXTENT_GRAIN}", extent.image_offset)));
         }
         match kind {
-            // Rule 3: a data extent covers one chunk window, only the image's
-            // last may be short; in a used-blocks section it lies within one.
+            // Rule 3: a data extent lies within one chunk window.
             ExtentKind::Data(_) => {
-                let window = extent.image_offset / self.chunk_size;
-                let within = if self.used_blocks {
-                    (end - 1) / self.chunk_size == window
-                } else {
-                    extent.length <= self.chunk_size
-                };
-                if !within {
+                if (end - 1) / self.chunk_size != extent.image_offset / self.chunk_size {
                     return Err(err(format!(
-                        "data extent at image offset {} is {} bytes: it {} the chunk size {}",
-                        extent.image_offset,
-                        extent.length,
-                        if self.used_blocks { "crosses a chunk window of" } else { "is longer than" },
-                        self.chunk_size
+                        "data extent at image offset {} is {} bytes: it crosses a chunk window of the chunk size {}",
+                        extent.image_offset, extent.length, self.chunk_size
                     )));
                 }
                 self.data_bytes += extent.length;
@@ -535,7 +572,7 @@ mod tests {
     fn map(flags: u16, extents: &[(u64, u64, u64)]) -> Result<ExtentMapCheck, FormatError> {
         let mut check = ExtentMapCheck::new(&begin(flags));
         for &(image_offset, length, chunk_ref) in extents {
-            check.push(&Extent { image_offset, length, chunk_ref })?;
+            check.push(&Extent { image_offset, length, chunk_ref, chunk_offset: 0, reserved: 0 })?;
         }
         check.finish(3 * 4096 + 1000)?;
         Ok(check)
@@ -552,12 +589,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!((check.data_bytes, check.free_bytes, check.lost_bytes), (1024 + 2048 + 1000, 5120, 0));
-        // The same map is wrong without the flag: free is refused outright,
-        // and a split window breaks rule 2.
+        // Without the flag free is refused outright; a split window is not.
         let e = map(0, &[(0, 1024, DATA), (1024, 5120, REF_FREE)]).unwrap_err();
         assert_eq!(e.class, ErrorClass::RecordMalformed);
-        let e = map(0, &[(0, 1024, DATA), (1024, 3072, REF_ZERO)]).unwrap_err();
-        assert_eq!(e.class, ErrorClass::ExtentMap);
+        let check = map(0, &[(0, 1024, DATA), (1024, 3072, REF_ZERO), (4096, 9192, DATA)]);
+        assert_eq!(check.unwrap_err().class, ErrorClass::ExtentMap, "a data extent across windows");
+        map(0, &[(0, 1024, DATA), (1024, 3072, REF_ZERO), (4096, 4096, DATA), (8192, 5096, REF_ZERO)]).unwrap();
+    }
+
+    #[test]
+    fn chunk_offset_and_reserved_are_checked_with_the_extent() {
+        let check = |extent: Extent| {
+            let mut check = ExtentMapCheck::new(&begin(0));
+            check.push(&extent).map(|_| ())
+        };
+        check(Extent::data(0, 512, DATA, 4096)).unwrap();
+        for bad in [
+            Extent { chunk_offset: 512, ..Extent::hole(0, 512, ExtentKind::Zero) },
+            Extent { chunk_offset: 1, ..Extent::hole(0, 512, ExtentKind::Lost) },
+            Extent { reserved: 1, ..Extent::data(0, 512, DATA, 0) },
+        ] {
+            assert_eq!(check(bad).unwrap_err().class, ErrorClass::RecordMalformed, "{bad:?}");
+        }
+        // The map digest tells the same chunk at two offsets apart.
+        let digest = |extent: &Extent| {
+            let mut d = MapDigest::new();
+            d.push(extent, &[7; 32]);
+            d.finish()
+        };
+        assert_ne!(digest(&Extent::data(0, 512, DATA, 0)), digest(&Extent::data(0, 512, DATA, 512)));
     }
 
     #[test]
@@ -581,7 +641,7 @@ mod tests {
         b.flags = ImageFlags::USED_BLOCKS;
         b.validate().unwrap();
         assert!(b.used_blocks());
-        let kind = Extent { image_offset: 0, length: 1, chunk_ref: 3 }.kind();
+        let kind = Extent { chunk_ref: 3, ..Extent::default() }.kind();
         assert_eq!(kind.unwrap_err().class, ErrorClass::RecordMalformed);
         assert_eq!(ExtentKind::Free.hole_identity(), Some(FREE_ID));
         assert_ne!(FREE_ID, ZERO_ID);

@@ -265,7 +265,7 @@ mod record_header {
             (0x0001, "CHUNK", 40 + 16_777_216),
             (0x0002, "CHAIN", 20_464),
             (0x0010, "IMAGE_BEGIN", 24 + 255),
-            (0x0011, "IMAGE_EXTENTS", 16 + 65_536 * 24),
+            (0x0011, "IMAGE_EXTENTS", 16 + 65_536 * 32),
             (0x0012, "IMAGE_END", 96),
             (0x0013, "IMAGE_INDEX", u64::MAX),
             (0x0020, "FILES_BEGIN", 24 + 255),
@@ -535,16 +535,22 @@ mod image_extents {
     use strata_format::{Extent, ExtentKind, ImageBegin, RecordType};
 
     /// One extent entry of 7.2.
-    fn spec_extent(image_offset: u64, length: u64, chunk_ref: u64) -> [u8; 24] {
-        let mut b = [0u8; 24];
+    fn spec_extent(image_offset: u64, length: u64, chunk_ref: u64) -> [u8; 32] {
+        spec_extent_at(image_offset, length, chunk_ref, 0)
+    }
+
+    fn spec_extent_at(image_offset: u64, length: u64, chunk_ref: u64, chunk_offset: u32) -> [u8; 32] {
+        let mut b = [0u8; 32];
         put(&mut b, 0, &image_offset.to_le_bytes());
         put(&mut b, 8, &length.to_le_bytes());
         put(&mut b, 16, &chunk_ref.to_le_bytes());
+        put(&mut b, 24, &chunk_offset.to_le_bytes());
+        // Bytes 28..32: `reserved`, zero.
         b
     }
 
     /// An `IMAGE_EXTENTS` (or `IMAGE_INDEX`) body: the 16-byte head, then the entries.
-    fn spec_body(section_id: u32, reserved: u32, count: u64, extents: &[[u8; 24]]) -> Vec<u8> {
+    fn spec_body(section_id: u32, reserved: u32, count: u64, extents: &[[u8; 32]]) -> Vec<u8> {
         let mut b = vec![0u8; 16];
         put(&mut b, 0, &section_id.to_le_bytes());
         put(&mut b, 4, &reserved.to_le_bytes());
@@ -555,15 +561,19 @@ mod image_extents {
         b
     }
 
-    const A: Extent = Extent { image_offset: 0, length: 4096, chunk_ref: 0x0000_0000_0001_0080 };
-    const B: Extent = Extent { image_offset: 4096, length: 0x0102_0304_0506_0000, chunk_ref: 1 };
+    const A: Extent =
+        Extent { image_offset: 0, length: 4096, chunk_ref: 0x0000_0000_0001_0080, chunk_offset: 0, reserved: 0 };
+    const B: Extent =
+        Extent { image_offset: 4096, length: 0x0102_0304_0506_0000, chunk_ref: 1, chunk_offset: 0, reserved: 0 };
 
     #[test]
     fn an_extent_encodes_and_decodes_as_the_table_says() {
         let spec = spec_extent(A.image_offset, A.length, A.chunk_ref);
-        assert_eq!(Extent::SIZE, 24);
+        assert_eq!(Extent::SIZE, 32);
         assert_eq!(A.encode(), spec);
         assert_eq!(Extent::decode(&spec), A);
+        let part = Extent::data(8192, 512, 0x1_0080, 0x0102_0304);
+        assert_eq!(part.encode(), spec_extent_at(8192, 512, 0x1_0080, 0x0102_0304));
     }
 
     #[test]
@@ -598,7 +608,7 @@ mod image_extents {
     #[test]
     fn a_count_that_disagrees_with_the_length_is_malformed() {
         let rows = [spec_extent(0, 4096, 0), spec_extent(4096, 4096, 0)];
-        for count in [1u64, 3, u64::MAX / 12] {
+        for count in [1u64, 3, u64::MAX / 16] {
             let spec = spec_body(0, 0, count, &rows);
             assert_eq!(class(parse_extent_table(&spec, RecordType::ImageExtents)), ErrorClass::RecordMalformed);
         }
@@ -629,12 +639,13 @@ mod image_extents {
     #[test]
     fn an_extent_of_length_0_is_an_extent_map_problem() {
         let mut check = ExtentMapCheck::new(&begin(0));
-        assert_eq!(class(check.push(&Extent { image_offset: 0, length: 0, chunk_ref: 0 })), ErrorClass::ExtentMap);
+        assert_eq!(class(check.push(&Extent::hole(0, 0, ExtentKind::Zero))), ErrorClass::ExtentMap);
     }
 
     #[test]
     fn a_free_extent_outside_a_used_blocks_section_is_malformed() {
-        let free = Extent { image_offset: 0, length: 8192, chunk_ref: 2 };
+        let free = Extent::hole(0, 8192, ExtentKind::Free);
+        assert_eq!(free.chunk_ref, 2);
         assert_eq!(class(ExtentMapCheck::new(&begin(0)).push(&free)), ErrorClass::RecordMalformed);
         assert_eq!(ExtentMapCheck::new(&begin(1)).push(&free), Ok(ExtentKind::Free));
     }

@@ -78,7 +78,7 @@ impl Section {
 ///
 /// let bytes: Vec<u8> = include_bytes!("../../spec/vectors/image-and-tree.strata").to_vec();
 /// let archive = Archive::new(bytes)?;
-/// assert_eq!(archive.size(), 16_970);
+/// assert_eq!(archive.size(), 17_034);
 /// let names: Vec<&str> = archive.sections().iter().map(Section::name).collect();
 /// assert_eq!(names, ["disk", "tree"]);
 /// match &archive.sections()[0] {
@@ -87,7 +87,7 @@ impl Section {
 /// }
 /// assert_eq!(archive.image("disk")?.len(), 18_192);
 /// assert!(archive.tree("tree")?.lookup("abc")?.is_some());
-/// assert!(format!("{archive:?}").starts_with("Archive { size: 16970, sections: [(Image, \"disk\"), (FileTree, \"tree\")]"));
+/// assert!(format!("{archive:?}").starts_with("Archive { size: 17034, sections: [(Image, \"disk\"), (FileTree, \"tree\")]"));
 /// # Ok::<(), strata_reader::Error>(())
 /// ```
 pub struct Archive<R: ReadAt> {
@@ -420,11 +420,12 @@ impl<R: ReadAt> Archive<R> {
     }
 
     /// Reads, checks and decodes the chunk record at `chunk_ref`, which must hold
-    /// `expected_length` raw bytes.
-    pub fn read_chunk(&self, chunk_ref: u64, expected_length: u64) -> Result<Arc<Chunk>, Error> {
+    /// at least `raw_needed` raw bytes (where the extent that refers to it ends
+    /// in it: `chunk_offset` + `length`, FORMAT.md 7.2 rule 5).
+    pub fn read_chunk(&self, chunk_ref: u64, raw_needed: u64) -> Result<Arc<Chunk>, Error> {
         let chunk = self.read_chunk_whole(chunk_ref)?;
-        if chunk.raw.len() as u64 != expected_length {
-            return Err(short_chunk(expected_length, chunk.raw.len() as u64).at(chunk_ref));
+        if (chunk.raw.len() as u64) < raw_needed {
+            return Err(short_chunk(raw_needed, chunk.raw.len() as u64).at(chunk_ref));
         }
         Ok(chunk)
     }
@@ -527,7 +528,7 @@ impl<R: ReadAt> Archive<R> {
         self.chain.is_some() && ChunkRef::split(chunk_ref).is_ancestor()
     }
 
-    /// The chunk at `chunk_ref`, which must hold `expected_length` raw bytes
+    /// The chunk at `chunk_ref`, which must hold at least `raw_needed` raw bytes
     /// (as [`Archive::read_chunk`] checks), as a stream to decode only as far
     /// as needed, into `out` (emptied, its room kept): its record CRC and frame
     /// rules are checked now, its BLAKE3 once decoded whole. Local chunks only:
@@ -535,7 +536,7 @@ impl<R: ReadAt> Archive<R> {
     pub(crate) fn chunk_stream(
         &self,
         chunk_ref: u64,
-        expected_length: u64,
+        raw_needed: u64,
         out: Vec<u8>,
     ) -> Result<chunk::ChunkStream, Error> {
         let header = read_chunk_record_header(&self.source, self.size, chunk_ref, self.tag, &self.limits)?;
@@ -543,8 +544,8 @@ impl<R: ReadAt> Archive<R> {
         let stream =
             chunk::ChunkStream::open(&self.source, body_start, header.body_length, Some((&header, chunk_ref)), out)
                 .map_err(|e| e.at(chunk_ref))?;
-        if stream.raw_length() != expected_length {
-            return Err(short_chunk(expected_length, stream.raw_length()).at(chunk_ref));
+        if stream.raw_length() < raw_needed {
+            return Err(short_chunk(raw_needed, stream.raw_length()).at(chunk_ref));
         }
         Ok(stream)
     }
@@ -623,11 +624,13 @@ fn read_chunk_record_header<R: ReadAt + ?Sized>(
 }
 
 /// A data extent longer or shorter than the chunk it refers to.
-pub(crate) fn short_chunk(expected_length: u64, holds: u64) -> Error {
+/// A data extent that runs past the end of its chunk (FORMAT.md 7.2 rule 5):
+/// it needs `raw_needed` raw bytes (`chunk_offset` + `length`).
+pub(crate) fn short_chunk(raw_needed: u64, holds: u64) -> Error {
     Error::new(
         ErrorClass::ExtentMap,
         "data extent length",
-        format!("{expected_length}, but its chunk holds {holds} bytes"),
+        format!("the extent ends at byte {raw_needed} of its chunk, but the chunk holds {holds} bytes"),
     )
 }
 

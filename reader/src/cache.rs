@@ -121,15 +121,10 @@ impl ChunkCache {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The chunk at `chunk_ref`, which must hold `expected_length` raw bytes
+    /// The chunk at `chunk_ref`, which must hold at least `raw_needed` raw bytes
     /// (as [`Archive::read_chunk`]), from the cache or read, checked and kept.
-    pub fn chunk<R: ReadAt>(
-        &self,
-        archive: &Archive<R>,
-        chunk_ref: u64,
-        expected_length: u64,
-    ) -> Result<Arc<Chunk>, Error> {
-        self.fetch(archive, chunk_ref, Some(expected_length), None)
+    pub fn chunk<R: ReadAt>(&self, archive: &Archive<R>, chunk_ref: u64, raw_needed: u64) -> Result<Arc<Chunk>, Error> {
+        self.fetch(archive, chunk_ref, Some(raw_needed), None)
     }
 
     /// The chunk at `chunk_ref` whatever its length (as
@@ -145,10 +140,10 @@ impl ChunkCache {
         &self,
         archive: &Archive<R>,
         chunk_ref: u64,
-        expected_length: Option<u64>,
+        raw_needed: Option<u64>,
         begun: Option<ChunkStream>,
     ) -> Result<Arc<Chunk>, Error> {
-        let read = || match expected_length {
+        let read = || match raw_needed {
             Some(length) => archive.read_chunk(chunk_ref, length),
             None => archive.read_chunk_whole(chunk_ref),
         };
@@ -164,9 +159,9 @@ impl ChunkCache {
                     let (chunk, before) = (chunk.clone(), std::mem::replace(last_use, now));
                     state.by_use.remove(&before);
                     state.by_use.insert(now, chunk_ref);
-                    if expected_length.is_some_and(|length| chunk.raw.len() as u64 != length) {
-                        // Two extents disagreeing about one chunk's length: let the
-                        // archive say so in its words.
+                    if raw_needed.is_some_and(|length| (chunk.raw.len() as u64) < length) {
+                        // An extent that runs past its chunk: let the archive
+                        // say so in its words.
                         drop(state);
                         return read();
                     }
@@ -227,7 +222,7 @@ impl ChunkCache {
         buf: &mut [u8],
     ) -> Result<usize, Error> {
         read_image_range(image, offset, buf, |part, dest| {
-            let chunk = self.chunk(archive, part.chunk_ref, part.chunk_length)?;
+            let chunk = self.chunk(archive, part.chunk_ref, part.raw_needed)?;
             part.copy_from(&chunk, dest)
         })
     }
@@ -256,7 +251,7 @@ impl ChunkCache {
         read_image_range(image, offset, buf, |part, dest| {
             // A part that runs to the chunk's end needs it all: check it whole.
             // So is an ancestor's chunk, against the child's CHAIN_INDEX (FORMAT.md 15.4).
-            if (part.range.end as u64) < part.chunk_length && !archive.is_ancestor_ref(part.chunk_ref) {
+            if (part.range.end as u64) < part.raw_needed && !archive.is_ancestor_ref(part.chunk_ref) {
                 if let Some(read) = self.read_more_of_begun(archive, part, dest) {
                     return read;
                 }
@@ -274,7 +269,7 @@ impl ChunkCache {
                     }
                 }
             };
-            let chunk = self.fetch(archive, part.chunk_ref, Some(part.chunk_length), begun)?;
+            let chunk = self.fetch(archive, part.chunk_ref, Some(part.raw_needed), begun)?;
             part.copy_from(&chunk, dest)
         })
     }
@@ -302,7 +297,7 @@ impl ChunkCache {
                 let bytes = stream
                     .decoded()
                     .get(part.range.clone())
-                    .ok_or_else(|| short_chunk(part.chunk_length, stream.decoded().len() as u64).at(part.chunk_ref))?;
+                    .ok_or_else(|| short_chunk(part.raw_needed, stream.decoded().len() as u64).at(part.chunk_ref))?;
                 dest.copy_from_slice(bytes);
                 Ok(())
             });
@@ -318,12 +313,12 @@ impl ChunkCache {
     fn read_first_part<R: ReadAt>(&self, archive: &Archive<R>, part: &ChunkPart, dest: &mut [u8]) -> Result<(), Error> {
         // The buffer of the stream begun last, whose pages are touched already.
         let buffer = self.begun().take().map(|(_, stream)| stream.into_buffer()).unwrap_or_default();
-        let mut stream = archive.chunk_stream(part.chunk_ref, part.chunk_length, buffer)?;
+        let mut stream = archive.chunk_stream(part.chunk_ref, part.raw_needed, buffer)?;
         stream.decode_to(archive.source(), part.range.end).map_err(|e| e.at(part.chunk_ref))?;
         let bytes = stream
             .decoded()
             .get(part.range.clone())
-            .ok_or_else(|| short_chunk(part.chunk_length, stream.decoded().len() as u64).at(part.chunk_ref))?;
+            .ok_or_else(|| short_chunk(part.raw_needed, stream.decoded().len() as u64).at(part.chunk_ref))?;
         dest.copy_from_slice(bytes);
         *self.begun() = Some((part.chunk_ref, stream));
         Ok(())
@@ -462,9 +457,9 @@ fn decode_requests<R: ReadAt>(
             Ok(receiver) => receiver.recv(),
             Err(_) => return,
         };
-        let Ok((chunk_ref, expected_length)) = request else { return };
+        let Ok((chunk_ref, raw_needed)) = request else { return };
         // A failure is the reader's to report when it reads the chunk.
-        let _ = match expected_length {
+        let _ = match raw_needed {
             Some(length) => cache.chunk(archive, chunk_ref, length),
             None => cache.chunk_whole(archive, chunk_ref),
         };
@@ -487,15 +482,15 @@ impl<R: ReadAt> ReadAhead<R> {
         self.workers
     }
 
-    /// Asks for the chunk at `chunk_ref` (holding `expected_length` raw bytes,
+    /// Asks for the chunk at `chunk_ref` (holding at least `raw_needed` raw bytes,
     /// when known) to be decoded soon, unless it is held or being decoded.
     /// Returns whether it was queued.
-    pub fn request(&self, chunk_ref: u64, expected_length: Option<u64>) -> bool {
+    pub fn request(&self, chunk_ref: u64, raw_needed: Option<u64>) -> bool {
         let Some(queue) = &self.queue else { return false };
         if self.cache.holds(chunk_ref) {
             return false;
         }
-        match queue.try_send((chunk_ref, expected_length)) {
+        match queue.try_send((chunk_ref, raw_needed)) {
             Ok(()) => true,
             // Busy: the reader decodes it itself if it needs it.
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
@@ -569,10 +564,13 @@ impl<R: ReadAt> ReadAhead<R> {
     /// Returns how many chunks it queued.
     pub fn image_from(&self, image: &ImageSection, offset: u64) -> usize {
         let Some(first) = image.extent_at(offset) else { return 0 };
-        let (mut stored, mut queued) = (0, 0);
+        let (mut stored, mut queued, mut last) = (0, 0, None);
         for extent in image.extents[first..].iter().take(16.max(4 * self.depth)) {
-            if let Ok(ExtentKind::Data(chunk_ref)) = extent.kind() {
-                queued += usize::from(self.request(chunk_ref, Some(extent.length)));
+            // A window split into parts of a few chunks (a child's changed
+            // blocks, FORMAT.md 15.5) counts each chunk once.
+            if let (Ok(ExtentKind::Data(chunk_ref)), true) = (extent.kind(), last != Some(extent.chunk_ref)) {
+                last = Some(chunk_ref);
+                queued += usize::from(self.request(chunk_ref, Some(extent.chunk_range().end)));
                 stored += 1;
                 if stored >= self.depth {
                     break;

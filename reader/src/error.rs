@@ -14,13 +14,13 @@ use strata_format::{ErrorClass, FormatError};
 /// ```
 /// use strata_reader::{Archive, ErrorClass, ErrorKind};
 ///
-/// // One stored byte of the first chunk, at archive byte 548, was changed.
+/// // One stored byte of the first chunk, at archive byte 652, was changed.
 /// let archive = Archive::new(&include_bytes!("../../spec/vectors/chunk-body-crc.strata")[..])?;
 /// let mut buf = [0u8; 100];
 /// let error = archive.image("disk")?.read_at(10, &mut buf).unwrap_err();
 /// assert_eq!(error.kind(), ErrorKind::Archive(ErrorClass::RecordChecksum));
 /// assert_eq!(error.class(), Some(ErrorClass::RecordChecksum));
-/// assert_eq!(error.offset(), Some(548));
+/// assert_eq!(error.offset(), Some(652));
 /// assert_eq!(error.section(), Some("disk"));
 /// assert_eq!(error.image_range(), Some(0..4096), "the image bytes that chunk held");
 /// assert!(error.to_string().ends_with("[record-checksum]"));

@@ -59,7 +59,7 @@ pub use chain::{ParentSearch, MAX_OPEN_ANCESTORS};
 pub use chunk::{decode_chunk, decode_chunk_prefix};
 pub use error::{Error, ErrorKind};
 pub use image::section::ImageSection;
-pub use image::{Image, ImageExtent, ImageReader};
+pub use image::{Image, ImageExtent, ImagePiece, ImageReader};
 pub use read_at::ReadAt;
 pub use record::decode_table_body;
 pub use strata_format::files::{Captured, EntryKind, Timestamp, Xattr};

@@ -99,14 +99,15 @@ pub struct Recovered {
 }
 
 impl Recovered {
-    /// Whether the chunk at `chunk_ref` survived and holds `length` bytes,
-    /// as far as the walk knows: a chunk of an ancestor is checked only when
-    /// it is read ([`Recovered::read_chunk`]).
-    pub fn holds_chunk(&self, chunk_ref: u64, length: u64) -> bool {
+    /// Whether the chunk at `chunk_ref` survived and holds at least
+    /// `raw_needed` bytes (where the extent that refers to it ends in it), as
+    /// far as the walk knows: a chunk of an ancestor is checked only when it
+    /// is read ([`Recovered::read_chunk`]).
+    pub fn holds_chunk(&self, chunk_ref: u64, raw_needed: u64) -> bool {
         if self.ancestors.is_some() && strata_format::ChunkRef::split(chunk_ref).is_ancestor() {
             return true;
         }
-        self.chunks.get(&chunk_ref).is_some_and(|&raw| u64::from(raw) == length)
+        self.chunks.get(&chunk_ref).is_some_and(|&raw| raw_needed <= u64::from(raw))
     }
 
     /// Reads, checks and decodes the chunk at `chunk_ref` of the walked

@@ -35,8 +35,8 @@ use crate::{chunk, Error, Limits};
 
 /// Where a chunk seen earlier in the stream can be found again.
 enum Seen {
-    /// Written to the destination at this image offset; its BLAKE3.
-    Restored { image_offset: u64, blake3: [u8; 32] },
+    /// Written whole to the destination at this image offset; its length and BLAKE3.
+    Restored { image_offset: u64, raw_length: u64, blake3: [u8; 32] },
     /// Its record body is in the spill file at this position.
     Spilled { position: u64, length: u64 },
 }
@@ -171,16 +171,22 @@ pub fn restore_image_with_parents(
                 match wanted {
                     Some(extent) if extent.chunk_ref == offset => {
                         let (header, raw) = chunk::decode_chunk(&record.body).map_err(|e| section_error(e.into()))?;
-                        check_length(&extent, raw.len(), name)?;
+                        let part = extent_part(&extent, &raw, name)?;
                         if !started {
                             sink.start(None).map_err(|e| Error::local_io("preparing the destination", e))?;
                             started = true;
                         }
-                        sink.write_data(extent.image_offset, &raw)
+                        sink.write_data(extent.image_offset, part)
                             .map_err(|e| Error::local_io(format!("writing image byte {}", extent.image_offset), e))?;
                         progress(extent.length);
-                        let place = if can_read_back {
-                            Seen::Restored { image_offset: extent.image_offset, blake3: header.blake3 }
+                        // Only a chunk written whole can be read back from the
+                        // destination; one written in part is spilled (FORMAT.md 10.2).
+                        let place = if can_read_back && extent.is_whole_chunk(raw.len() as u64) {
+                            Seen::Restored {
+                                image_offset: extent.image_offset,
+                                raw_length: raw.len() as u64,
+                                blake3: header.blake3,
+                            }
                         } else {
                             spill.store(&record.body)?
                         };
@@ -309,17 +315,17 @@ pub fn restore_image_with_parents(
     }
 }
 
-fn check_length(extent: &Extent, raw_length: usize, name: &str) -> Result<(), Error> {
-    if extent.length != raw_length as u64 {
-        return Err(Error::new(
-            ErrorClass::ExtentMap,
-            "data extent length",
-            format!("{}, but its chunk holds {raw_length} bytes", extent.length),
-        )
-        .in_section(name)
-        .in_image_range(extent.image_offset..extent.end()));
+/// The raw bytes of its chunk `extent` reads, or `extent-map` when it runs
+/// past the chunk's end (FORMAT.md 7.2 rule 5).
+fn extent_part<'r>(extent: &Extent, raw: &'r [u8], name: &str) -> Result<&'r [u8], Error> {
+    let range = extent.chunk_range();
+    match raw.get(range.start as usize..range.end as usize) {
+        Some(part) => Ok(part),
+        None => Err(crate::archive::short_chunk(range.end, raw.len() as u64)
+            .at(extent.chunk_ref)
+            .in_section(name)
+            .in_image_range(extent.image_offset..extent.end())),
     }
-    Ok(())
 }
 
 /// A forward reference of the last extent record that the run of `CHUNK`
@@ -364,14 +370,21 @@ fn drain_resolved(
                 let chunk = chain.chunk(ChunkRef::split(chunk_ref)).map_err(|e| {
                     e.at(state.extents_record).in_section(name).in_image_range(extent.image_offset..extent.end())
                 })?;
-                check_length(&extent, chunk.raw.len(), name)?;
+                let part = extent_part(&extent, &chunk.raw, name)?;
                 state.digest.push(&extent, &chunk.blake3);
-                sink.write_data(extent.image_offset, &chunk.raw).map_err(write_error)?;
+                sink.write_data(extent.image_offset, part).map_err(write_error)?;
             }
             ExtentKind::Data(chunk_ref) => match seen.get(&chunk_ref) {
-                Some(Seen::Restored { image_offset, blake3 }) => {
+                Some(Seen::Restored { image_offset, raw_length, blake3 }) => {
+                    let range = extent.chunk_range();
+                    if range.end > *raw_length {
+                        return Err(crate::archive::short_chunk(range.end, *raw_length)
+                            .at(chunk_ref)
+                            .in_section(name)
+                            .in_image_range(extent.image_offset..extent.end()));
+                    }
                     let mut data = vec![0u8; extent.length as usize];
-                    sink.read_back(*image_offset, &mut data)
+                    sink.read_back(image_offset + range.start, &mut data)
                         .map_err(|e| Error::local_io("reading the destination back", e))?;
                     state.digest.push(&extent, blake3);
                     sink.write_data(extent.image_offset, &data).map_err(write_error)?;
@@ -380,9 +393,9 @@ fn drain_resolved(
                     let body = spill.load(*position, *length)?;
                     let (header, raw) =
                         chunk::decode_chunk(&body).map_err(|e| Error::from(e).at(chunk_ref).in_section(name))?;
-                    check_length(&extent, raw.len(), name)?;
+                    let part = extent_part(&extent, &raw, name)?;
                     state.digest.push(&extent, &header.blake3);
-                    sink.write_data(extent.image_offset, &raw).map_err(write_error)?;
+                    sink.write_data(extent.image_offset, part).map_err(write_error)?;
                 }
                 None if chunk_ref > state.extents_record => return Ok(()),
                 None => {
@@ -563,6 +576,7 @@ impl<R: Read> Stream<R> {
                                 offset: e.image_offset,
                                 length: e.length,
                                 kind: e.kind().map_err(at)?,
+                                chunk_offset: e.chunk_offset,
                             })
                         })
                         .collect::<Result<Vec<_>, Error>>()?;

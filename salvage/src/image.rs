@@ -98,14 +98,15 @@ impl<R: ReadAt + ?Sized> ImageSource for RecoveredSource<'_, R> {
                     _ => {
                         let intact = extent.image_offset >= start
                             && extent.end() <= end
-                            && self.recovered.holds_chunk(extent.chunk_ref, extent.length);
-                        match self.recovered.read_chunk(self.archive, extent.chunk_ref, self.limits) {
-                            Ok(chunk) if intact && chunk.raw.len() as u64 == extent.length => {
+                            && self.recovered.holds_chunk(extent.chunk_ref, extent.chunk_range().end);
+                        let chunk = self.recovered.read_chunk(self.archive, extent.chunk_ref, self.limits);
+                        match chunk.as_ref().ok().filter(|_| intact).and_then(|chunk| part_of(&chunk.raw, extent)) {
+                            Some(part) => {
                                 let at = (from - start) as usize;
-                                buf[at..at + chunk.raw.len()].copy_from_slice(&chunk.raw);
+                                buf[at..at + part.len()].copy_from_slice(part);
                                 None
                             }
-                            _ => Some(Hole::Lost),
+                            None => Some(Hole::Lost),
                         }
                     }
                 };
@@ -135,14 +136,15 @@ impl<R: ReadAt + ?Sized> ImageSource for RecoveredSource<'_, R> {
                 }
                 let intact = extent.image_offset >= start
                     && extent.end() <= end
-                    && self.recovered.holds_chunk(extent.chunk_ref, extent.length);
-                match self.recovered.read_chunk(self.archive, extent.chunk_ref, self.limits) {
-                    Ok(chunk) if intact && chunk.raw.len() as u64 == extent.length => {
+                    && self.recovered.holds_chunk(extent.chunk_ref, extent.chunk_range().end);
+                let chunk = self.recovered.read_chunk(self.archive, extent.chunk_ref, self.limits);
+                match chunk.as_ref().ok().filter(|_| intact).and_then(|chunk| part_of(&chunk.raw, extent)) {
+                    Some(part) => {
                         let from = (extent.image_offset - start) as usize;
-                        buf[from..from + chunk.raw.len()].copy_from_slice(&chunk.raw);
+                        buf[from..from + part.len()].copy_from_slice(part);
                         true
                     }
-                    _ => false,
+                    None => false,
                 }
             });
             if whole {
@@ -169,6 +171,12 @@ impl<R: ReadAt + ?Sized> ImageSource for RecoveredSource<'_, R> {
             .map(|(r, hole)| ((r.start.max(offset) - offset) as usize..(r.end.min(end) - offset) as usize, *hole))
             .collect()
     }
+}
+
+/// The raw bytes of a chunk a data extent reads, if the chunk holds them.
+fn part_of<'c>(raw: &'c [u8], extent: &Extent) -> Option<&'c [u8]> {
+    let range = extent.chunk_range();
+    raw.get(usize::try_from(range.start).ok()?..usize::try_from(range.end).ok()?)
 }
 
 pub(crate) fn salvage_image<R: ReadAt + ?Sized, W: io::Write>(

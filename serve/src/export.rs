@@ -140,10 +140,11 @@ impl<R: ReadAt + Send + 'static> Export for ImageExport<R> {
                     visit(Segment::Unreadable { length: take, reason })?;
                 }
                 Ok(ExtentKind::Data(chunk_ref)) => {
-                    match self.ahead.cache().chunk(self.ahead.archive(), chunk_ref, extent.length) {
+                    match self.ahead.cache().chunk(self.ahead.archive(), chunk_ref, extent.chunk_range().end) {
                         Ok(chunk) => {
-                            let within = within as usize;
-                            visit(Segment::Data(&chunk.raw[within..within + take as usize]))?;
+                            // The cache checked the chunk holds the extent's range.
+                            let start = (u64::from(extent.chunk_offset) + within) as usize;
+                            visit(Segment::Data(&chunk.raw[start..start + take as usize]))?;
                         }
                         Err(e) => {
                             let reason = e.to_string();

@@ -57,7 +57,9 @@ Layout of this file
        errors as (class, what, detail) triples and never raises on bad input;
     4. zstd frames: chunks (6) and compressed table bodies (5.2, decode_table_body,
        the one decoding step of the walk and of random access);
-    5. MapChecker: the extent-map rules of an image (7.2);
+    5. MapChecker: the extent-map rules of an image (7.2: 32-byte extent entries with
+       chunk_offset, every section on the 512-byte grain, a data extent a range of its
+       chunk's raw bytes inside one chunk window) and the map digest (7.3);
     6. Walker: the front-to-back verifier (10.2) with resynchronisation (11),
        the record order (2), the end, index, directory and trailer cross-checks,
        the map digest (7.3), the entry order of file trees (8), each file's
@@ -146,12 +148,13 @@ R_ANCILLARY, R_ZSTD = 1, 2              # record flags (5); bits 2..15 reserved
 
 MIB = 1 << 20
 MAX_RAW = 1 << 24                       # chunk raw length, zstd window, chunk size
+IMG_EXTENT_SIZE = 32                    # an IMAGE_EXTENTS / IMAGE_INDEX extent entry (7.2)
 MAX_IMAGE = (1 << 63) - 1
 ALL_ONES = 0xFFFFFFFFFFFFFFFF           # unknown image size; the root's parent_id
 MAX_SECTIONS = 65536
 MAX_EXTENTS = 65536                     # per IMAGE_EXTENTS / FILES_EXTENTS record
 TABLE_LIMIT = 256 * MIB                 # implementation limit (section 13)
-MAX_BODY = {CHUNK: 40 + MAX_RAW, IMAGE_BEGIN: 24 + 255, IMAGE_EXTENTS: 16 + MAX_EXTENTS * 24,
+MAX_BODY = {CHUNK: 40 + MAX_RAW, IMAGE_BEGIN: 24 + 255, IMAGE_EXTENTS: 16 + MAX_EXTENTS * IMG_EXTENT_SIZE,
             IMAGE_END: 96, IMAGE_INDEX: TABLE_LIMIT, FILES_BEGIN: 24 + 255,
             FILES_EXTENTS: 24 + MAX_EXTENTS * 36, FILES_ENTRIES: 64 * MIB, FILES_END: 72,
             FILES_DIR: TABLE_LIMIT, FILES_INDEX: TABLE_LIMIT,
@@ -173,12 +176,13 @@ F_BTIME, F_CHANGED, F_UNREAD, F_LOST = (1 << i for i in range(4))   # entry flag
 ZERO32, ONES32, FE32 = bytes(32), b"\xff" * 32, b"\xfe" * 32   # map digest identities (7.3)
 REF_ZERO, REF_LOST, REF_FREE = 0, 1, 2  # chunk_ref kinds below 128 (7.2); 3..127 reserved
 B_USED_BLOCKS = 1                       # IMAGE_BEGIN flags bit 0 (7.1); bits 1..15 reserved
-SECTOR = 512                            # the granularity of a used-blocks section (7.2 rules 2, 3)
+SECTOR = 512                            # the grain of every image section's extents (7.2 rules 2, 3)
 EMPTY_DIGEST = blake3.blake3(b"").digest()[:16]  # the file digest of no items (size 0, flag bit 2 or 3)
 NSEC = 1_000_000_000                    # nanoseconds in a second; a *_nsec is below it (8.3)
 ZEROS = bytes(MIB)
 REC_HDR = struct.Struct("<4sHH8sQII")
-IMG_EXTENT = struct.Struct("<QQQ")
+# image_offset, length, chunk_ref, chunk_offset, reserved (7.2, 32 bytes)
+IMG_EXTENT = struct.Struct("<QQQII")
 
 Ent = namedtuple("Ent", "kind parent name rec off path")
 
@@ -411,11 +415,13 @@ def parse_files_begin(body):
     return {"section_id": sid, "chunk_size": chunk_size, "captured": captured, "name": lossy(raw_name)}, errs
 
 
-def parse_extents(body, what, bounded, width=24):
+def parse_extents(body, what, bounded, width=IMG_EXTENT_SIZE):
     """IMAGE_EXTENTS (bounded) or IMAGE_INDEX (unbounded) body.
 
     Returns ((section_id, extents), errors); extents are (image_offset, length,
-    chunk_ref) tuples (7.2); the value is None when the body cannot be parsed."""
+    chunk_ref, chunk_offset, reserved) tuples, the 32-byte entries of 7.2; the
+    value is None when the body cannot be parsed. The rules of each entry's own
+    fields are extent_entry_errors' and extent_kind_error's."""
     if len(body) < 16:
         return None, [("record-malformed", f"{what}.body_length", f"{len(body)}, at least 16 needed")]
     sid, res, count = struct.unpack_from("<IIQ", body, 0)
@@ -1125,7 +1131,7 @@ def decode_table_body(typ, flags, body, limit=TABLE_LIMIT):
 
 
 # ----------------------------------------------------------------------------
-# 5. Extent map rules of an image (7.2 rules 1-4)
+# 5. Extent map rules of an image (7.2 rules 1-5, 7.3)
 
 def extent_kind_error(ref, used_blocks):
     """7.2, chunk_ref: 0 zero, 1 lost, 2 free, 128 and above the offset of a CHUNK
@@ -1138,48 +1144,61 @@ def extent_kind_error(ref, used_blocks):
     return None
 
 
+def extent_entry_errors(ref, coff, res):
+    """7.2, the fields after chunk_ref of a 32-byte extent entry: chunk_offset is 0 for
+    a zero, lost or free extent (any value for a data extent: rule 5 bounds it by the
+    chunk), and reserved is 0. Both are record-malformed at the extents record,
+    affecting the extent's range, as a reserved chunk_ref is. Returns (field, detail)
+    pairs."""
+    errs = []
+    if ref < 128 and coff:
+        errs.append(("chunk_offset", f"{coff} on an extent that is not data (chunk_ref {ref}), expected 0"))
+    if res:
+        errs.append(("reserved", f"0x{res:08x} in the extent entry, expected 0"))
+    return errs
+
+
 class MapChecker:
     """Checks that extents tile an image (7.2 rules 1 to 4); after a gap left by a lost
     record the walker moves `next` to where the map resumes (11).
 
-    A used-blocks section (7.1 flag bit 0) has its own rules 2 and 3: extents start
-    at multiples of 512 rather than of chunk_size, every extent but the last ends at
-    a multiple of 512 rather than on a window boundary, and a data extent lies
-    within one chunk window instead of filling it."""
+    Every image section, used-blocks or not, has the 512-byte grain: every extent
+    starts at a multiple of 512 (rule 2), every extent but the last ends at one (rule 3,
+    reported at the extent that follows it, where rule 2 fails), a data extent lies
+    within one chunk window (of any length and anywhere on the grain in it), and zero,
+    lost and free extents may span windows. (The drafts before 2026-12-05 held a
+    section without the used-blocks flag to whole windows.)"""
 
     def __init__(self, chunk_size, size_hint=None, used_blocks=False):
         self.cs, self.size_hint, self.used = chunk_size, size_hint, used_blocks
-        # The grain of rules 2 and 3: where every extent starts, and where every
-        # extent but the last ends.
-        self.grain = SECTOR if used_blocks else chunk_size
-        self.grain_name = "512" if used_blocks else f"chunk_size {chunk_size}"
-        self.next, self.off_window = 0, False
+        self.next, self.off_grain = 0, False
         self.count = self.data = self.lost = self.free = 0
 
-    def feed(self, start, length, ref):
+    def feed(self, start, length, ref, coff=0, res=0):
         """Checks one extent; returns its problems. An extent counts in data, lost and
-        free only when it breaks no rule but where it starts, and its chunk_ref is a
-        kind the section may hold (conformance.md, sections[])."""
+        free only when it breaks no rule but where it starts, its chunk_ref is a kind
+        the section may hold (conformance.md, sections[]) and its chunk_offset and
+        reserved fields keep their rules (7.2: they break the entry as a reserved kind
+        does)."""
         errs = []
         if start != self.next:
             errs.append(("extent-map", f"extent starts at {start}, previous extent ended at {self.next}"))
-        elif self.off_window:           # rule 3, of the extent before it: it was not the last
-            errs.append(("extent-map", f"extent at {start} follows an extent that ended off a multiple of "
-                                       f"{self.grain_name}"))
+        elif self.off_grain:            # rule 3, of the extent before it: it was not the last
+            errs.append(("extent-map", f"extent at {start} follows an extent that ended off a multiple of 512"))
         placed = len(errs)                # the problems of where it starts
         if length == 0:
             errs.append(("extent-map", f"extent at {start} has length 0"))
         end = start + length
-        if self.cs:
-            errs += self.rule_2(start) + self.rule_3(start, length, ref)
-            self.off_window = end % self.grain != 0
+        errs += self.rule_2(start) + self.rule_3(start, length, ref)
+        self.off_grain = end % SECTOR != 0
         if end > MAX_IMAGE:
             errs.append(("extent-map", f"extent at {start} ends at {end}, beyond 2^63-1"))
         elif self.size_hint is not None and end > self.size_hint:
             errs.append(("extent-map", f"extent at {start} ends at {end}, past logical_size {self.size_hint}"))
         self.next = end
         self.count += 1
-        if len(errs) == placed and extent_kind_error(ref, self.used) is None:
+        if len(errs) == placed and extent_kind_error(ref, self.used) is None \
+                and not extent_entry_errors(ref, coff, res):
             if ref >= 128:
                 self.data += length
             elif ref == REF_LOST:
@@ -1188,25 +1207,24 @@ class MapChecker:
                 self.free += length
         return errs
 
-    def rule_2(self, start):
-        """Every extent starts at a multiple of chunk_size (of 512 in a used-blocks section)."""
-        if start % self.grain:
-            return [("extent-map", f"extent start {start} is not a multiple of {self.grain_name}")]
+    @staticmethod
+    def rule_2(start):
+        """Every extent starts at a multiple of 512, in every section."""
+        if start % SECTOR:
+            return [("extent-map", f"extent start {start} is not a multiple of 512")]
         return []
 
     def rule_3(self, start, length, ref):
-        """A data extent is at most one window: at most chunk_size long (whole but for the
-        last, which rule 2 and the off-window check of feed() enforce), or, in a
-        used-blocks section, inside one chunk window, of any length. Zero, lost and free
-        extents may span windows."""
-        if ref < 128:
+        """A data extent lies within one chunk window, in every section: it may be shorter
+        than chunk_size and start anywhere on the grain in the window. Zero, lost and free
+        extents may span windows. (That every extent but the last ends on the grain is
+        checked at the extent that follows it, in feed().)"""
+        if ref < 128 or not self.cs or not length:
             return []
-        if self.used:
-            if length and start // self.cs != (start + length - 1) // self.cs:
-                return [("extent-map", f"data extent {start}..{start + length} crosses the boundary of "
-                                       f"the chunk window {start // self.cs * self.cs}..{(start // self.cs + 1) * self.cs}")]
-        elif length > self.cs:
-            return [("extent-map", f"data extent at {start} is {length} bytes, chunk_size is {self.cs}")]
+        first, last = start // self.cs, (start + length - 1) // self.cs
+        if first != last:
+            return [("extent-map", f"data extent {start}..{start + length} crosses the boundary of "
+                                   f"the chunk window {first * self.cs}..{(first + 1) * self.cs}")]
         return []
 
     def finish(self, logical_size):
@@ -1216,17 +1234,27 @@ class MapChecker:
         return []
 
 
+def extent_fits(coff, length, raw_length):
+    """7.2 rule 5 (and 8.2 for a file extent): the extent reads raw bytes chunk_offset ..
+    chunk_offset + length of its chunk, which must hold them."""
+    return coff + length <= raw_length
+
+
 MAP_IDENTITY = {REF_ZERO: ZERO32, REF_LOST: ONES32, REF_FREE: FE32}   # 7.3
 
 
 def map_digest(extents, chunk_blake3):
-    """The map digest of 7.3 over (image_offset, length, chunk_ref) extents;
-    chunk_blake3(ref) gives the blake3 field of the CHUNK record at ref. The
+    """The map digest of 7.3 over the (image_offset, length, chunk_ref, chunk_offset,
+    reserved) extents: for each, image_offset (u64), length (u64), chunk_offset (u64,
+    the entry's u32 widened; 0 for an extent that is not data) and the content
+    identity. chunk_blake3(ref) gives the blake3 field of the CHUNK record at ref. The
     callers leave out maps with a kind the section may not hold (extent_kind_error)."""
     h = blake3.blake3()
-    for start, length, ref in extents:
-        ident = chunk_blake3(ref) if ref >= 128 else MAP_IDENTITY[ref]
-        h.update(struct.pack("<QQ", start, length) + ident)
+    for start, length, ref, coff, _ in extents:
+        if ref >= 128:
+            h.update(struct.pack("<QQQ", start, length, coff) + chunk_blake3(ref))
+        else:
+            h.update(struct.pack("<QQQ", start, length, 0) + MAP_IDENTITY[ref])
     return h.digest()
 
 
@@ -1314,7 +1342,7 @@ class ImageSection:
         hint = begin["logical_size"] if begin["logical_size"] != ALL_ONES else None
         self.used = begin["used_blocks"]    # a used-blocks section (7.1 flag bit 0)
         self.map = MapChecker(cs if cs and is_pow2(cs) and cs <= MAX_RAW else None, hint, self.used)
-        self.extents = []               # (image_offset, length, chunk_ref) in archive order
+        self.extents = []               # (image_offset, length, chunk_ref, chunk_offset, reserved) in archive order
         self.end = self.end_off = None  # the intact IMAGE_END and its offset
         self.chunk_count = self.chunk_bytes = 0
         self.gap = None                 # the problem of a lost record since the last extent read
@@ -1396,7 +1424,7 @@ class Walker:
         self.chunks = {}                # offset -> [raw_length, blake3 field, problem]
         self.damage = []                # [start, end, problem]: lost records, damaged spans and chunks
         self.span_to_end = False        # a damaged span runs to the end of the file
-        self.image_refs = []            # (section, start, length, chunk_ref) of every data extent read
+        self.image_refs = []            # (section, start, length, chunk_ref, chunk_offset) of every data extent read
         self.file_refs = []             # (section, entry id, file offset, length, chunk_ref, chunk_offset)
         self.pending = OrderedDict()    # forward references of the last extents record -> their targets
         self.arrival = []               # the pending chunks in the order they arrived
@@ -1665,7 +1693,7 @@ class Walker:
         its body are still checked, and one that needs an open section has none."""
         parse = {IMAGE_BEGIN: parse_image_begin, FILES_BEGIN: parse_files_begin, IMAGE_END: parse_image_end,
                  FILES_END: parse_files_end, FILES_ENTRIES: parse_group,
-                 IMAGE_EXTENTS: lambda b: parse_extents(b, "IMAGE_EXTENTS", True, 24),
+                 IMAGE_EXTENTS: lambda b: parse_extents(b, "IMAGE_EXTENTS", True),
                  FILES_EXTENTS: parse_files_extents}[typ]
         _, errs = parse(body)
         self.errs(pos, errs)
@@ -1838,7 +1866,7 @@ class Walker:
             self.new_section(pos, ImageSection, begin)
 
     def on_image_extents(self, pos, body):
-        parsed, errs = parse_extents(body, "IMAGE_EXTENTS", True, 24)
+        parsed, errs = parse_extents(body, "IMAGE_EXTENTS", True)
         probs = self.errs(pos, errs)
         if parsed is None:              # its extents cannot be read (11)
             self.note_lost(probs[0])
@@ -1847,24 +1875,27 @@ class Walker:
         if sec is None:
             self.note_lost(prob)
             return
-        for start, length, ref in parsed[1]:
+        for ext in parsed[1]:
+            start, length, ref, coff, res = ext
             aff = [(sec.sid, None, start, start + length)]
             if sec.gap is not None:     # the map resumes where this extent starts (11)
                 if start > sec.map.next:
                     sec.gap["affects"].append((sec.sid, None, sec.map.next, start))
                     sec.map.next = start
                 sec.gap = None
-                sec.map.off_window = False
+                sec.map.off_grain = False
             why = extent_kind_error(ref, sec.used)
             if why:                     # 7.2: affecting the extent's range (conformance.md)
                 self.problem("record-malformed", pos, "IMAGE_EXTENTS.chunk_ref", why, aff)
-            for c, d in sec.map.feed(start, length, ref):
+            for field, d in extent_entry_errors(ref, coff, res):    # 7.2: likewise
+                self.problem("record-malformed", pos, f"IMAGE_EXTENTS.{field}", d, aff)
+            for c, d in sec.map.feed(start, length, ref, coff, res):
                 self.problem(c, pos, "IMAGE_EXTENTS", d, aff)
-            sec.extents.append((start, length, ref))
+            sec.extents.append(ext)
             if ref >= 128 and self.chained and ref >> REF_SHIFT:    # into an ancestor: backward (15.1)
-                self.anc_ref(pos, (sec.sid, None, start, start + length), ref, length, None)
+                self.anc_ref(pos, (sec.sid, None, start, start + length), ref, length, coff)
             elif ref >= 128:
-                self.image_refs.append((sec, start, length, ref))
+                self.image_refs.append((sec, start, length, ref, coff))
                 if ref > pos:
                     self.forward(pos, ref, (sec.sid, None, start, start + length))
 
@@ -1897,9 +1928,9 @@ class Walker:
         for k, v in walked.items():
             if end[k] != v:
                 self.problem("index-mismatch", pos, f"IMAGE_END.{k}", f"{end[k]}, the records give {v}")
-        refs = {r for _, _, r in sec.extents if r >= 128}
+        refs = {x[2] for x in sec.extents if x[2] >= 128}
         if all(self.valid_chunk(r) is not None for r in refs) and \
-                not any(extent_kind_error(r, sec.used) for _, _, r in sec.extents):
+                not any(extent_kind_error(x[2], sec.used) for x in sec.extents):
             digest = map_digest(sec.extents, self.chunk_blake3)
             if digest != end["map_blake3"]:
                 self.problem("index-mismatch", pos, "IMAGE_END.map_blake3",
@@ -2143,7 +2174,7 @@ class Walker:
         return sec
 
     def on_image_index(self, pos, body):
-        parsed, errs = parse_extents(body, "IMAGE_INDEX", False, 24)
+        parsed, errs = parse_extents(body, "IMAGE_INDEX", False)
         self.errs(pos, errs)
         if parsed is None:
             self.phase = max(self.phase, 1)
@@ -2163,7 +2194,8 @@ class Walker:
             got = entries[i] if i < len(entries) else "nothing"
             want = sec.extents[i] if i < len(sec.extents) else "nothing"
             self.problem("index-mismatch", pos, f"IMAGE_INDEX.extents[{i}]",
-                         f"{got} (start, length, chunk_ref), the IMAGE_EXTENTS records give {want}; "
+                         f"{got} (start, length, chunk_ref, chunk_offset, reserved), the IMAGE_EXTENTS "
+                         f"records give {want}; "
                          f"{len(entries)} extents against {len(sec.extents)}")
 
     def on_files_dir(self, pos, body):
@@ -2386,11 +2418,13 @@ class Walker:
                 self.problem("dangling-reference", ref, "chunk_ref",
                              f"{ref}: a forward reference to no CHUNK record in the run following its extents record",
                              targets)
-        for sec, start, length, ref in self.image_refs:
-            self.check_ref(ref, (sec.sid, None, start, start + length), lambda raw: raw == length,
-                           f"data extent at {start} is {length} bytes, chunk {ref} holds")
+        for sec, start, length, ref, coff in self.image_refs:
+            self.check_ref(ref, (sec.sid, None, start, start + length),
+                           lambda raw, coff=coff, length=length: extent_fits(coff, length, raw),
+                           f"data extent at {start}: chunk_offset {coff} + length {length} > raw_length of chunk {ref},")
         for sec, eid, foff, length, ref, coff in self.file_refs:
-            self.check_ref(ref, (sec.sid, eid, foff, foff + length), lambda raw: coff + length <= raw,
+            self.check_ref(ref, (sec.sid, eid, foff, foff + length),
+                           lambda raw, coff=coff, length=length: extent_fits(coff, length, raw),
                            f"extent of entry {eid} at file offset {foff}: chunk_offset {coff} + length {length} > raw_length of chunk {ref},")
 
     def check_ref(self, ref, target, fits, what):
@@ -2520,11 +2554,10 @@ class Walker:
                 self.problem(r[1], pos, r[2], r[3], [target])
                 continue
             raw_length, digest = r[1], r[2]
-            fits = raw_length == length if coff is None else coff + length <= raw_length
-            if not fits:
+            if not extent_fits(coff, length, raw_length):     # 7.2 rule 5, 8.2
                 self.problem("extent-map", pos, what,
-                             f"the extent of {length} bytes" + (f" at chunk_offset {coff}" if coff is not None else "")
-                             + f" does not fit the {raw_length} bytes of {self.ancestors.name(k)}'s chunk at {o}",
+                             f"the extent of {length} bytes at chunk_offset {coff}"
+                             f" does not fit the {raw_length} bytes of {self.ancestors.name(k)}'s chunk at {o}",
                              [target])
             row = self.row(ref)
             if row is not None and row != digest:
@@ -2949,7 +2982,7 @@ class Archive:
         self.raise_first(e["begin"], errs)
         end, errs = parse_image_end(self.record(e["end"], IMAGE_END, "ARCHIVE_INDEX.end_offset"))
         self.raise_first(e["end"], errs)
-        parsed, errs = parse_extents(self.record(e["table"], IMAGE_INDEX, "ARCHIVE_INDEX.table_offset"), "IMAGE_INDEX", False, 24)
+        parsed, errs = parse_extents(self.record(e["table"], IMAGE_INDEX, "ARCHIVE_INDEX.table_offset"), "IMAGE_INDEX", False)
         self.raise_first(e["table"], errs)
         tsid, extents = parsed
         for off, what, got in ((e["begin"], "IMAGE_BEGIN", begin["section_id"]), (e["end"], "IMAGE_END", end["section_id"]),
@@ -2963,8 +2996,10 @@ class Archive:
             raise StrataError("record-malformed", e["end"], "IMAGE_END.logical_size", f"{size}, IMAGE_BEGIN gave {begin['logical_size']}")
         check = MapChecker(begin["chunk_size"], size, begin["used_blocks"])
         errs = [("record-malformed", f"chunk_ref {why}") for why in
-                (extent_kind_error(r, begin["used_blocks"]) for _, _, r in extents) if why]
-        errs += [x for s, l, r in extents for x in check.feed(s, l, r)] + check.finish(size)
+                (extent_kind_error(x[2], begin["used_blocks"]) for x in extents) if why]
+        errs += [("record-malformed", f"{field} {why}") for x in extents
+                 for field, why in extent_entry_errors(x[2], x[3], x[4])]     # 7.2, the 32-byte entry
+        errs += [x for ext in extents for x in check.feed(*ext)] + check.finish(size)
         if errs:
             raise StrataError(errs[0][0], e["table"], "IMAGE_INDEX.extents", errs[0][1])
         for k, v in (("extent_count", check.count), ("data_bytes", check.data), ("lost_bytes", check.lost)):
@@ -3846,7 +3881,7 @@ def lost_ranges(extents):
     """The [start, end] ranges of an image recorded as lost in salvage (7, 11), for
     info: its lost extents (chunk_ref 1), neighbouring ones merged."""
     out = []
-    for start, length, ref in extents:
+    for start, length, ref, _, _ in extents:
         if ref != 1:
             continue
         if out and out[-1][1] == start:
@@ -3980,15 +4015,16 @@ def cmd_restore(args):
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
             out, seekable = os.fdopen(fd, "wb"), True
         blakes = {}
-        for start, length, ref in sec["extents"]:
-            if ref >= 128:
+        for start, length, ref, coff, _ in sec["extents"]:
+            if ref >= 128:              # raw bytes chunk_offset .. chunk_offset + length (10.1 step 4)
                 fields, raw = ar.chunk(ref, "IMAGE_INDEX.chunk_ref")
-                if fields["raw_length"] != length:
-                    raise StrataError("extent-map", ref, "CHUNK.raw_length", f"{fields['raw_length']}, the extent is {length} bytes")
+                if not extent_fits(coff, length, fields["raw_length"]):    # 7.2 rule 5
+                    raise StrataError("extent-map", ref, "CHUNK.raw_length",
+                                      f"{fields['raw_length']}, the extent reads chunk_offset {coff} + length {length}")
                 blakes[ref] = fields["blake3"]
                 if seekable:
                     out.seek(start)
-                out.write(raw)
+                out.write(memoryview(raw)[coff:coff + length])
             else:                       # zero, lost, free: holes in a file, zeros elsewhere (10.2)
                 if not seekable:
                     for o in range(0, length, len(ZEROS)):

@@ -21,25 +21,37 @@ pub(crate) fn parents_of(name: &str) -> &'static [&'static str] {
     }
 }
 
-/// Five windows and a short one; `changed` replaces windows by new random ones.
-fn image(changed: &[(usize, u64)]) -> ImageModel {
-    let mut windows = vec![
-        Segment::Text(CHUNK),
-        Segment::Random(21, CHUNK),
-        Segment::Repeat(0x5A, CHUNK),
-        Segment::Random(22, CHUNK),
-        Segment::Random(23, CHUNK),
-        Segment::Text(3_000),
-    ];
-    for &(window, seed) in changed {
-        windows[window] = Segment::Random(seed, CHUNK);
-    }
-    ImageModel::new("disk", windows)
+/// Five windows and a short one, windows 1, 3 and 4 of eight 512-byte
+/// random blocks; `changed` replaces blocks (window, first block, blocks) by
+/// new random ones from a seed.
+fn image(changed: &[(usize, usize, usize, u64)]) -> ImageModel {
+    let random = |window: usize, seed: u64| {
+        (0..CHUNK / 512)
+            .map(|block| {
+                let new = changed.iter().find(|c| c.0 == window && (c.1..c.1 + c.2).contains(&block));
+                Segment::Random(new.map_or(seed * 100 + block as u64, |c| c.3 * 100 + block as u64), 512)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut segments = vec![Segment::Text(CHUNK)];
+    segments.extend(random(1, 21));
+    segments.push(Segment::Repeat(0x5A, CHUNK));
+    segments.extend(random(3, 22));
+    segments.extend(random(4, 23));
+    segments.push(Segment::Text(3_000));
+    ImageModel::new("disk", segments)
 }
 
 /// Writes an archive with UUID `uuid`, a child of `base` when given, holding
-/// `image` and, when given, the tree `model` as section "tree".
-fn build(uuid: [u8; 16], base: Option<ChainBase>, image: &ImageModel, model: Option<&TreeModel>) -> Vec<u8> {
+/// `image` (written against `over`, the parent's, when given) and, when
+/// given, the tree `model` as section "tree".
+fn build(
+    uuid: [u8; 16],
+    base: Option<ChainBase>,
+    image: &ImageModel,
+    over: Option<&dyn strata_writer::ParentImage>,
+    model: Option<&TreeModel>,
+) -> Vec<u8> {
     let mut options = crate::vector_options(CHUNK);
     options.archive_uuid = uuid;
     let mut writer = match base {
@@ -48,7 +60,7 @@ fn build(uuid: [u8; 16], base: Option<ChainBase>, image: &ImageModel, model: Opt
     }
     .expect("vector options are valid");
     let (bytes, _) = image.materialise();
-    writer.add_image(image.name, &mut SliceSource::new(&bytes), &NoProgress).expect("writing to memory");
+    writer.add_image_over(image.name, &mut SliceSource::new(&bytes), over, &NoProgress).expect("writing to memory");
     if let Some(model) = model {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let root = dir.path().join("tree");
@@ -74,6 +86,26 @@ fn base_of(name: &str, bytes: &[u8]) -> ChainBase {
     .expect("the parent is a valid base")
 }
 
+/// The image "disk" of the first of `files` (name and bytes), the others
+/// being its ancestors, as a child of it is written against it (15.5). The
+/// files are written to a temporary folder, where the reader finds the
+/// ancestors beside the archive by name.
+fn view(files: &[(&str, &[u8])]) -> crate::partial::SectionView<std::fs::File> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).expect("writing a temporary file");
+    }
+    let path = dir.path().join(files[0].0);
+    let archive = Archive::new(std::fs::File::open(&path).expect("just written")).expect("a valid archive");
+    archive.set_parent_search(strata_reader::ParentSearch::beside(&path));
+    // Ancestors are opened when first read: read every chunk now, while the
+    // folder is there (what a reader keeps open is bounded, FORMAT.md 15.4).
+    let image = archive.image("disk").expect("the chain vectors hold an image \"disk\"");
+    let mut all = vec![0u8; image.len() as usize];
+    image.read_pieces(0, &mut all).expect("the ancestors are beside it");
+    crate::partial::SectionView { archive, name: "disk", rebase: true }
+}
+
 /// The image ranges of a child that refer to an ancestor.
 fn ancestor_ranges(bytes: &[u8]) -> Vec<crate::Affects> {
     disk_ranges(bytes, |chunk_ref| strata_format::ChunkRef::split(chunk_ref).is_ancestor())
@@ -84,24 +116,41 @@ pub(crate) fn vectors() -> Vec<Vector> {
     let model = standard_tree();
     let tree = |m: &TreeModel| serde_json::json!({"kind": "files", "name": "tree", "entries": expected_entries(m)});
     let parent_image = image(&[]);
-    let parent = build(crate::UUID, None, &parent_image, Some(&model));
-    let child_image = image(&[(1, 31)]);
-    let child = build(CHILD_UUID, Some(base_of("chain-parent.strata", &parent)), &child_image, Some(&model));
-    let grandchild_image = image(&[(1, 31), (3, 32)]);
-    let grandchild =
-        build(GRANDCHILD_UUID, Some(base_of("chain-child.strata", &child)), &grandchild_image, Some(&model));
-    assert!(
-        crate::image_extents(&grandchild).iter().any(|e| strata_format::ChunkRef::split(e.2).archive == 2),
-        "the grandchild refers to its grandparent"
+    let parent = build(crate::UUID, None, &parent_image, None, Some(&model));
+    // The child: two blocks of window 1 changed, stored; the rest of the
+    // window read from the parent's chunk in two parts.
+    let child_image = image(&[(1, 2, 2, 31)]);
+    let over_parent = view(&[("chain-parent.strata", &parent)]);
+    let child = build(
+        CHILD_UUID,
+        Some(base_of("chain-parent.strata", &parent)),
+        &child_image,
+        Some(&over_parent),
+        Some(&model),
     );
+    // The grandchild: window 3 replaced whole and stored; window 1 read from
+    // the child's chunk and the grandparent's.
+    let grandchild_image = image(&[(1, 2, 2, 31), (3, 0, 8, 32)]);
+    let over_child = view(&[("chain-child.strata", &child), ("chain-parent.strata", &parent)]);
+    let grandchild = build(
+        GRANDCHILD_UUID,
+        Some(base_of("chain-child.strata", &child)),
+        &grandchild_image,
+        Some(&over_child),
+        Some(&model),
+    );
+    let refs = crate::image_extent_rows(&grandchild);
+    let of = |archive: u8| refs.iter().filter(move |e| strata_format::ChunkRef::split(e.chunk_ref).archive == archive);
+    assert!(of(2).any(|e| e.chunk_offset > 0), "the grandchild reads part of a chunk of its grandparent");
+    assert!(of(1).any(|e| e.length < CHUNK as u64), "and the child's chunk of changed blocks");
     // Children of the parent whose CHAIN names a file that is not there, or
     // records a binding the parent does not give.
     let mut absent = base_of("chain-absent.strata", &parent);
     absent.chain.ancestors[0].name = b"chain-absent.strata".to_vec();
-    let missing = build(CHILD_UUID, Some(absent), &child_image, None);
+    let missing = build(CHILD_UUID, Some(absent), &child_image, Some(&over_parent), None);
     let mut wrong = base_of("chain-parent.strata", &parent);
     wrong.chain.ancestors[0].binding[0] ^= 1;
-    let mismatch = build(CHILD_UUID, Some(wrong), &child_image, None);
+    let mismatch = build(CHILD_UUID, Some(wrong), &child_image, Some(&over_parent), None);
     let chain_offset = 128;
     let missing_problems = vec![problem(ParentMissing, chain_offset, ancestor_ranges(&missing))];
     let mismatch_problems = vec![problem(ParentMismatch, chain_offset, ancestor_ranges(&mismatch))];
@@ -114,13 +163,13 @@ pub(crate) fn vectors() -> Vec<Vector> {
         },
         Vector {
             name: "chain-child",
-            description: "an incremental archive (feature bit 1) whose parent is chain-parent.strata: one image window changed and stored, the others and the whole tree's content referred to in the parent",
+            description: "an incremental archive (feature bit 1) whose parent is chain-parent.strata: two 512-byte blocks of one image window changed and stored in a chunk of their own, the rest of that window read from two parts of the parent's chunk (chunk_offset), the other windows and the whole tree's content referred to in the parent",
             bytes: child,
             expect: Expectation::Valid(vec![child_image.expectation().to_json(), tree(&model)]),
         },
         Vector {
             name: "chain-grandchild",
-            description: "a chain of depth 2 (chain-child.strata, then chain-parent.strata): references into both ancestors and one window stored",
+            description: "a chain of depth 2 (chain-child.strata, then chain-parent.strata): references into both ancestors, parts of chunks among them, and one window replaced whole and stored",
             bytes: grandchild,
             expect: Expectation::Valid(vec![grandchild_image.expectation().to_json(), tree(&model)]),
         },

@@ -24,7 +24,7 @@
 
 use strata_format::files::{self, Captured, Entry, EntryKind, GroupDir, Timestamp, NO_PARENT};
 use strata_format::image::{MapDigest, ZERO_ID};
-use strata_format::{ErrorClass, Extent, RecordType};
+use strata_format::{ErrorClass, RecordType};
 use strata_writer::{ArchiveWriter, NoProgress};
 
 use crate::patch::{self, row};
@@ -445,27 +445,11 @@ fn set_body_u64(bytes: &mut [u8], rec: Rec, field: usize, value: u64) {
     refix_record(bytes, rec.offset);
 }
 
-/// The extents of the first image, from its `IMAGE_INDEX`.
-fn image_extents(bytes: &[u8]) -> Vec<Extent> {
-    let index = of_type(bytes, RecordType::ImageIndex)[0];
-    let count = get_u64(bytes, index.body_start + 8) as usize;
-    (0..count)
-        .map(|n| {
-            let at = index.body_start + 16 + n * 24;
-            Extent {
-                image_offset: get_u64(bytes, at),
-                length: get_u64(bytes, at + 8),
-                chunk_ref: get_u64(bytes, at + 16),
-            }
-        })
-        .collect()
-}
-
 /// Recomputes the first image's map digest in its `IMAGE_END` from its index
 /// (the content identities from the chunks' own headers).
 fn refix_map_digest(bytes: &mut [u8]) {
     let mut digest = MapDigest::new();
-    for extent in image_extents(bytes) {
+    for extent in crate::image_extent_rows(bytes) {
         let id: [u8; 32] = if extent.chunk_ref >= 128 {
             let body = extent.chunk_ref as usize + 32;
             bytes[body..body + 32].try_into().expect("32 bytes")
@@ -489,7 +473,7 @@ fn set_image_size(bytes: &mut [u8], size: u64) {
 
 /// The `CHUNK` record the first image's extent `n` refers to.
 fn chunk_of_extent(bytes: &[u8], n: usize) -> Rec {
-    let chunk_ref = image_extents(bytes)[n].chunk_ref as usize;
+    let chunk_ref = crate::image_extent_rows(bytes)[n].chunk_ref as usize;
     records(bytes).into_iter().find(|r| r.offset == chunk_ref).expect("a data extent refers to a record")
 }
 

@@ -9,6 +9,7 @@
 
 mod chain;
 pub mod hostile;
+mod partial;
 mod patch;
 mod trees;
 mod used_blocks;
@@ -22,6 +23,9 @@ use strata_format::index::TRAILER_RECORD_SIZE;
 use strata_format::record::RecordFlags;
 use strata_format::{ArchiveHeader, ErrorClass, RecordHeader, RecordType};
 use strata_writer::{ArchiveWriter, ImageSource, NoProgress, Window, WriterOptions};
+
+/// Bytes of one `IMAGE_EXTENTS` / `IMAGE_INDEX` extent entry (FORMAT.md 7.2).
+const EXTENT: usize = strata_format::Extent::SIZE;
 
 /// Chunk size of every vector: small, so vectors stay a few KiB.
 pub const CHUNK: usize = 4096;
@@ -397,24 +401,31 @@ fn edit_extent(bytes: &mut [u8], n: usize, edit: impl Fn(&mut [u8])) {
     for rec in of_type(bytes, RecordType::ImageExtents) {
         let count = get_u64(bytes, rec.body_start + 8) as usize;
         if n < seen + count {
-            let at = rec.body_start + 16 + (n - seen) * 24;
-            edit(&mut bytes[at..at + 24]);
+            let at = rec.body_start + 16 + (n - seen) * EXTENT;
+            edit(&mut bytes[at..at + EXTENT]);
             refix_record(bytes, rec.offset);
             break;
         }
         seen += count;
     }
     let index = of_type(bytes, RecordType::ImageIndex)[0];
-    let at = index.body_start + 16 + n * 24;
-    edit(&mut bytes[at..at + 24]);
+    let at = index.body_start + 16 + n * EXTENT;
+    edit(&mut bytes[at..at + EXTENT]);
     refix_record(bytes, index.offset);
 }
 
 /// The n-th extent of the first image, from its `IMAGE_INDEX`: (offset, length, chunk_ref).
 fn extent(bytes: &[u8], n: usize) -> (u64, u64, u64) {
+    let e = image_extent_rows(bytes)[n];
+    (e.image_offset, e.length, e.chunk_ref)
+}
+
+/// The extents of the first image, from its `IMAGE_INDEX`.
+pub(crate) fn image_extent_rows(bytes: &[u8]) -> Vec<strata_format::Extent> {
     let index = of_type(bytes, RecordType::ImageIndex)[0];
-    let at = index.body_start + 16 + n * 24;
-    (get_u64(bytes, at), get_u64(bytes, at + 8), get_u64(bytes, at + 16))
+    let count = get_u64(bytes, index.body_start + 8) as usize;
+    let table = &bytes[index.body_start + 16..index.body_start + 16 + count * EXTENT];
+    strata_format::image::extents_of(table).collect()
 }
 
 /// The first chunk record with the given encoding.
@@ -463,9 +474,7 @@ fn invalid(
 
 /// The extents of the first image, from its `IMAGE_INDEX`: (offset, length, chunk_ref).
 pub(crate) fn image_extents(bytes: &[u8]) -> Vec<(u64, u64, u64)> {
-    let index = of_type(bytes, RecordType::ImageIndex)[0];
-    let count = get_u64(bytes, index.body_start + 8) as usize;
-    (0..count).map(|n| extent(bytes, n)).collect()
+    image_extent_rows(bytes).iter().map(|e| (e.image_offset, e.length, e.chunk_ref)).collect()
 }
 
 /// The image ranges of the small image ("disk") whose data extents refer to a
@@ -591,6 +600,7 @@ pub fn all() -> Vec<Vector> {
     vectors.push(ancillary);
 
     vectors.extend(used_blocks::valid_vectors());
+    vectors.extend(partial::vectors());
     vectors.extend(chain::vectors());
     vectors.extend(invalid_vectors());
     vectors.extend(trees::vectors());
@@ -770,7 +780,7 @@ pub fn inside_chunk_run(bytes: &[u8], extents: RecordType, n: usize) -> usize {
     );
     let refers = if extents == RecordType::ImageExtents {
         let count = get_u64(bytes, owner.body_start + 8) as usize;
-        (0..count).any(|i| get_u64(bytes, owner.body_start + 16 + i * 24 + 16) == chunk.offset as u64)
+        (0..count).any(|i| get_u64(bytes, owner.body_start + 16 + i * EXTENT + 16) == chunk.offset as u64)
     } else {
         let parsed = files::parse_file_extents(&bytes[owner.body_start..owner.body_end]).expect("valid extents");
         parsed.extents.iter().any(|e| e.chunk_ref == chunk.offset as u64)
@@ -799,7 +809,7 @@ pub fn insert_record(bytes: &mut Vec<u8>, at: usize, record: &[u8]) {
         let changed = match RecordType::from_code(rec.record_type) {
             Some(RecordType::ImageExtents | RecordType::ImageIndex) => {
                 for n in 0..count_at(bytes, body + 8) {
-                    let chunk_ref = body + 16 + n * 24 + 16;
+                    let chunk_ref = body + 16 + n * EXTENT + 16;
                     if get_u64(bytes, chunk_ref) >= 128 {
                         fix(bytes, chunk_ref);
                     }
@@ -1109,7 +1119,7 @@ fn invalid_vectors() -> Vec<Vector> {
         |b| {
             let index = of_type(b, RecordType::ImageIndex)[0];
             // Extents 0 and 1 hold the first two (different, full) text windows.
-            let (a, c) = (index.body_start + 16 + 16, index.body_start + 16 + 24 + 16);
+            let (a, c) = (index.body_start + 16 + 16, index.body_start + 16 + EXTENT + 16);
             let (ra, rc) = (get_u64(b, a), get_u64(b, c));
             put_u64(b, a, rc);
             put_u64(b, c, ra);

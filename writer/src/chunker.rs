@@ -19,6 +19,9 @@ pub(crate) enum PreparedWindow {
     Pieces(Vec<PreparedWindow>),
     /// A window with data: becomes a data extent and, unless deduplicated, a chunk.
     Data(PreparedChunk),
+    /// A child's window written against its parent's: parts of the chain's
+    /// chunks, and a chunk of its changed blocks (`spec/FORMAT.md` 15.5).
+    Delta(crate::image_delta::DeltaWindow),
 }
 
 impl PreparedWindow {
@@ -30,6 +33,7 @@ impl PreparedWindow {
             }
             PreparedWindow::Pieces(pieces) => pieces.iter().map(PreparedWindow::length).sum(),
             PreparedWindow::Data(chunk) => u64::from(chunk.raw_length),
+            PreparedWindow::Delta(delta) => delta.parts.iter().map(crate::image_delta::DeltaPart::length).sum(),
         }
     }
 }

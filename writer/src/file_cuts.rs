@@ -87,19 +87,7 @@ impl ContentCutter {
 #[cfg(test)]
 mod tests {
     use super::ContentCutter;
-
-    /// A deterministic stream of bytes that compresses poorly, as file content.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect()
-    }
+    use crate::test_bytes::noise;
 
     fn pieces(cutter: &ContentCutter, data: &[u8]) -> Vec<usize> {
         let mut out = Vec::new();

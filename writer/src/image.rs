@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use strata_format::image::{self, ExtentMapCheck, ImageFlags, REF_FREE, REF_LOST, REF_ZERO, UNKNOWN_SIZE};
+use strata_format::image::{self, ExtentMapCheck, ImageFlags, UNKNOWN_SIZE};
 use strata_format::{Extent, ExtentKind, ImageBegin, ImageEnd, RecordType};
 
 use crate::archive::{ArchiveWriter, SectionState, SectionTables};
 use crate::chunker::{prepare_split, PreparedChunk, PreparedWindow};
+use crate::image_delta::{delta_block, delta_window, DeltaPart, DeltaWindow, ParentImage};
 use crate::source::{ImageSource, Window};
 use crate::store::{ChunkLocation, ChunkTally};
 use crate::{Progress, WriteError};
@@ -43,6 +44,30 @@ pub struct ImageSummary {
 /// The content identity of a run that stores nothing (zero, lost, free) in the map digest.
 fn run_id(run: &Extent) -> [u8; 32] {
     run.kind().ok().and_then(ExtentKind::hole_identity).unwrap_or(image::ZERO_ID)
+}
+
+/// An extent the writer plans, with where its chunk will be and its content identity.
+type Planned = (Extent, Option<ChunkLocation>, [u8; 32]);
+
+/// Adds `hole` (a zero, lost or free extent) to the open run of its kind, or
+/// closes the open run into `planned` and opens one with it: neighbouring
+/// holes of one kind become one extent, even across windows and batches.
+fn extend_hole_run(open: &mut Option<Extent>, planned: &mut Vec<Planned>, hole: Extent) {
+    match open {
+        Some(run) if run.chunk_ref == hole.chunk_ref => run.length += hole.length,
+        _ => {
+            if let Some(run) = open.replace(hole) {
+                planned.push((run, None, run_id(&run)));
+            }
+        }
+    }
+}
+
+/// Closes the open run of holes, if any, into `planned`.
+fn close_hole_run(open: &mut Option<Extent>, planned: &mut Vec<Planned>) {
+    if let Some(run) = open.take() {
+        planned.push((run, None, run_id(&run)));
+    }
 }
 
 /// Why the image pipeline stopped.
@@ -86,6 +111,22 @@ impl<W: Write> ArchiveWriter<W> {
         source: &mut dyn ImageSource,
         progress: &dyn Progress,
     ) -> Result<ImageSummary, WriteError> {
+        self.add_image_over(name, source, None, progress)
+    }
+
+    /// Adds a block-image section as [`add_image`](Self::add_image) does; in
+    /// a child, against `parent`, its parent's image of the same name: a
+    /// window of which at most half the blocks changed refers to the parent's
+    /// chunks for the rest, and stores only the changed blocks
+    /// (`spec/FORMAT.md` 15.5). The parent's image must have this writer's
+    /// chunk size, so that windows line up.
+    pub fn add_image_over(
+        &mut self,
+        name: &str,
+        source: &mut dyn ImageSource,
+        parent: Option<&dyn ParentImage>,
+        progress: &dyn Progress,
+    ) -> Result<ImageSummary, WriteError> {
         let section_id = self.begin_section(name)?;
         let begin = ImageBegin {
             section_id,
@@ -116,7 +157,7 @@ impl<W: Write> ArchiveWriter<W> {
             source,
         };
         let logical_size = self
-            .pipeline(&mut state, source, windows_per_batch, progress)
+            .pipeline(&mut state, source, parent, windows_per_batch, progress)
             .map_err(|e| e.into_write_error(&read_error))?;
         let ImageState { mut open_zero, mut extents, mut summary, mut digest, .. } = state;
         if let Some(run) = open_zero.take() {
@@ -168,9 +209,11 @@ impl<W: Write> ArchiveWriter<W> {
         &mut self,
         state: &mut ImageState,
         source: &mut dyn ImageSource,
+        parent: Option<&dyn ParentImage>,
         group: usize,
         progress: &dyn Progress,
     ) -> Result<u64, PipelineError> {
+        let block = delta_block(self.options.chunk_size as usize);
         let chunk_size = self.options.chunk_size as usize;
         let level = self.options.level;
         let workers = self.pool.current_num_threads().max(1);
@@ -192,6 +235,7 @@ impl<W: Write> ArchiveWriter<W> {
             for _ in 0..workers {
                 let (work_rx, done_tx, reader, spares, known) =
                     (&work_rx, done_tx.clone(), reader.as_deref(), &*spares, &*known);
+                let mut parent_bytes = Vec::new();
                 scope.spawn(move || loop {
                     let job = work_rx.lock().map_err(|_| ()).and_then(|rx| rx.recv().map_err(|_| ()));
                     let Ok((seq, mut buffer, offset, len, unread, free, cuts)) = job else { break };
@@ -200,7 +244,18 @@ impl<W: Write> ArchiveWriter<W> {
                         _ => Ok(()),
                     };
                     let prepared = read
-                        .map(|()| prepare_split(&mut buffer, len, &free, &cuts, level, spares, known))
+                        .map(|()| {
+                            // A window split at free ranges or cuts (used-blocks
+                            // capture) is not compared: its pieces are chunks of their own.
+                            let delta = parent.filter(|_| free.is_empty() && cuts.is_empty()).and_then(|parent| {
+                                let window = &buffer[..len];
+                                delta_window(window, offset, block, parent, &mut parent_bytes, level, spares, known)
+                            });
+                            match delta {
+                                Some(delta) => PreparedWindow::Delta(delta),
+                                None => prepare_split(&mut buffer, len, &free, &cuts, level, spares, known),
+                            }
+                        })
                         .map_err(|e| (offset, e));
                     if done_tx.send((seq, prepared, buffer)).is_err() {
                         break;
@@ -296,7 +351,7 @@ impl<W: Write> ArchiveWriter<W> {
     ) -> Result<(), WriteError> {
         let ImageState { section_id, open_zero, extents, summary, digest } = state;
         let section_id = *section_id;
-        let mut planned: Vec<(Extent, Option<ChunkLocation>, [u8; 32])> = Vec::new();
+        let mut planned: Vec<Planned> = Vec::new();
         let mut new_chunks: Vec<PreparedChunk> = Vec::new();
         let mut new_by_hash: HashMap<[u8; 32], usize> = HashMap::new();
         let mut offset = image_offset;
@@ -308,34 +363,62 @@ impl<W: Write> ArchiveWriter<W> {
             match window {
                 PreparedWindow::Zero { length } | PreparedWindow::Lost { length } | PreparedWindow::Free { length } => {
                     let kind = match window {
-                        PreparedWindow::Lost { .. } => REF_LOST,
-                        PreparedWindow::Free { .. } => REF_FREE,
-                        _ => REF_ZERO,
+                        PreparedWindow::Lost { .. } => ExtentKind::Lost,
+                        PreparedWindow::Free { .. } => ExtentKind::Free,
+                        _ => ExtentKind::Zero,
                     };
-                    match open_zero {
-                        Some(run) if run.chunk_ref == kind => run.length += length,
-                        _ => {
-                            if let Some(run) =
-                                open_zero.replace(Extent { image_offset: offset, length, chunk_ref: kind })
-                            {
-                                planned.push((run, None, run_id(&run)));
-                            }
-                        }
-                    }
+                    extend_hole_run(open_zero, &mut planned, Extent::hole(offset, length, kind));
                     offset += length;
                     progress.advance(length);
                 }
                 PreparedWindow::Data(chunk) => {
-                    if let Some(run) = open_zero.take() {
-                        planned.push((run, None, run_id(&run)));
-                    }
+                    close_hole_run(open_zero, &mut planned);
                     let length = u64::from(chunk.raw_length);
                     let content_id = chunk.blake3;
                     let (location, deduplicated) = self.locate_chunk(chunk, &mut new_chunks, &mut new_by_hash);
                     summary.deduplicated_chunks += u64::from(deduplicated);
-                    planned.push((Extent { image_offset: offset, length, chunk_ref: 0 }, Some(location), content_id));
+                    planned.push((Extent::data(offset, length, 0, 0), Some(location), content_id));
                     offset += length;
                     progress.advance(length);
+                }
+                PreparedWindow::Delta(DeltaWindow { parts, pack }) => {
+                    let pack = pack.map(|pack| {
+                        let content_id = pack.blake3;
+                        let (location, deduplicated) = self.locate_chunk(pack, &mut new_chunks, &mut new_by_hash);
+                        summary.deduplicated_chunks += u64::from(deduplicated);
+                        (location, content_id)
+                    });
+                    for part in parts {
+                        let length = part.length();
+                        match part {
+                            DeltaPart::Zero { .. } => {
+                                extend_hole_run(open_zero, &mut planned, Extent::hole(offset, length, ExtentKind::Zero))
+                            }
+                            DeltaPart::Parent { chunk, .. } => {
+                                close_hole_run(open_zero, &mut planned);
+                                if !self.note_reference(chunk.chunk_ref) {
+                                    return Err(WriteError::Invalid {
+                                        what: "parent image",
+                                        detail: format!(
+                                            "image byte {offset} refers to chunk {:#x}, which the parent's chain does not list",
+                                            chunk.chunk_ref
+                                        ),
+                                    });
+                                }
+                                let extent = Extent::data(offset, length, chunk.chunk_ref, chunk.chunk_offset);
+                                planned.push((extent, None, chunk.blake3));
+                            }
+                            DeltaPart::Changed { pack_offset, .. } => {
+                                close_hole_run(open_zero, &mut planned);
+                                let (location, content_id) =
+                                    pack.as_ref().expect("changed parts come with the window's chunk");
+                                let extent = Extent::data(offset, length, 0, pack_offset);
+                                planned.push((extent, Some(*location), *content_id));
+                            }
+                        }
+                        offset += length;
+                        progress.advance(length);
+                    }
                 }
                 PreparedWindow::Pieces(_) => unreachable!("pieces were flattened above and hold no pieces"),
             }

@@ -39,8 +39,11 @@ mod file_cuts;
 mod files_cache;
 mod fs_source;
 mod image;
+mod image_delta;
 mod source;
 mod store;
+#[cfg(test)]
+mod test_bytes;
 mod tree;
 
 pub use archive::{ArchiveSummary, ArchiveWriter, ChainBase, ParentFacts, WriterOptions};
@@ -49,6 +52,7 @@ pub use file_cuts::FileCuts;
 pub use files_cache::FilesCache;
 pub use fs_source::{count_tree, FolderSource, TreeOptions, TreeTotals};
 pub use image::ImageSummary;
+pub use image_delta::{ParentChunk, ParentImage, ParentPart};
 pub use source::{
     FileSource, Hole, ImageSource, SliceSource, StreamSource, UsedBlocks, Window, WindowReader, METADATA_CHUNK,
     METADATA_REACH,

@@ -317,7 +317,7 @@ impl<S: ImageSource> ImageSource for UsedBlocks<S> {
 
 /// The granularity of extents in a used-blocks section.
 fn image_grain() -> u64 {
-    strata_format::image::USED_BLOCKS_GRAIN
+    strata_format::image::EXTENT_GRAIN
 }
 
 /// Reads data windows of a used-blocks source: free bytes come back as zeros.

@@ -23,9 +23,10 @@ use crate::{Archive, Chunk, ChunkCache, Error, ImageSection, ReadAt};
 pub(crate) struct ChunkPart {
     /// Archive offset of the chunk's record.
     pub chunk_ref: u64,
-    /// Raw bytes the chunk holds, as its data extent says.
-    pub chunk_length: u64,
-    /// The bytes wanted, within the chunk's raw bytes (inside `0..chunk_length`).
+    /// Raw bytes the chunk must hold at least: where its data extent ends in
+    /// it (`chunk_offset` + `length`, FORMAT.md 7.2 rule 5).
+    pub raw_needed: u64,
+    /// The bytes wanted, within the chunk's raw bytes (inside `0..raw_needed`).
     pub range: Range<usize>,
 }
 
@@ -33,12 +34,12 @@ impl ChunkPart {
     /// Copies the part from `chunk`, the decoded chunk at `chunk_ref`, into
     /// `dest` (as long as the part).
     pub fn copy_from(&self, chunk: &Chunk, dest: &mut [u8]) -> Result<(), Error> {
-        // The fetches check that a chunk holds `chunk_length` bytes, which
-        // holds the range; a chunk that does not is an error, not a panic.
+        // The fetches check that a chunk holds at least `raw_needed` bytes,
+        // which holds the range; a chunk that does not is an error, not a panic.
         let bytes = chunk
             .raw
             .get(self.range.clone())
-            .ok_or_else(|| short_chunk(self.chunk_length, chunk.raw.len() as u64).at(self.chunk_ref))?;
+            .ok_or_else(|| short_chunk(self.raw_needed, chunk.raw.len() as u64).at(self.chunk_ref))?;
         dest.copy_from_slice(bytes);
         Ok(())
     }
@@ -70,9 +71,10 @@ pub(crate) fn read_image_range(
         match extent.kind().map_err(|e| Error::from(e).in_section(&image.name))? {
             ExtentKind::Zero | ExtentKind::Lost | ExtentKind::Free => dest.fill(0),
             ExtentKind::Data(chunk_ref) => {
-                // A data extent spans one chunk (16 MiB at most): `within` fits.
-                let within = within as usize;
-                let part = ChunkPart { chunk_ref, chunk_length: extent.length, range: within..within + take };
+                // A data extent lies in one chunk (16 MiB at most, FORMAT.md 7.2
+                // rule 3): its range in the chunk fits a usize.
+                let start = (u64::from(extent.chunk_offset) + within) as usize;
+                let part = ChunkPart { chunk_ref, raw_needed: extent.chunk_range().end, range: start..start + take };
                 copy_from_chunk(&part, dest)
                     .map_err(|e| e.in_section(&image.name).in_image_range(extent.image_offset..extent.end()))?;
             }
@@ -80,6 +82,20 @@ pub(crate) fn read_image_range(
         done += take;
     }
     Ok(done)
+}
+
+/// A piece of image bytes that [`Image::read_pieces`] read, and where it is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImagePiece {
+    /// Bytes of the image, at least 1.
+    pub length: u64,
+    /// What holds them: a chunk (by record offset, FORMAT.md 15.1), or zeros
+    /// (a zero, free or lost range).
+    pub kind: ExtentKind,
+    /// For data, where the piece starts in the chunk's raw bytes; 0 otherwise.
+    pub chunk_offset: u64,
+    /// For data, the chunk's BLAKE3 (checked); zeros otherwise.
+    pub blake3: [u8; 32],
 }
 
 /// One extent of an image: a range of image bytes and what holds them.
@@ -91,6 +107,9 @@ pub struct ImageExtent {
     pub length: u64,
     /// Stored in a chunk, zeros, or lost in salvage (reads as zeros).
     pub kind: ExtentKind,
+    /// For data, where the extent's bytes start in the chunk's raw bytes
+    /// (FORMAT.md 7.2); 0 otherwise.
+    pub chunk_offset: u32,
 }
 
 impl ImageExtent {
@@ -110,7 +129,7 @@ impl ImageExtent {
         // opened archive; were it to, that range holds nothing to read, as a
         // lost one, and reading it reports the defect.
         let kind = extent.kind().unwrap_or(ExtentKind::Lost);
-        ImageExtent { offset: extent.image_offset, length: extent.length, kind }
+        ImageExtent { offset: extent.image_offset, length: extent.length, kind, chunk_offset: extent.chunk_offset }
     }
 }
 
@@ -237,6 +256,68 @@ impl<'a, R: ReadAt> Image<'a, R> {
         ImageReader { image: *self, position: 0, cache: Some(cache), held: None }
     }
 
+    /// Reads image bytes at `offset` into `buf`, as [`Image::read_at`], and
+    /// says where each piece of them is held: a zero, free or lost range, or
+    /// a range of a chunk with that chunk's identity. The pieces tile what was
+    /// read, in image order. Each chunk is decoded whole and checked (its
+    /// BLAKE3 included), once however many pieces it holds. For a writer of a
+    /// child that refers to its parent's chunks (FORMAT.md 15.5), and for
+    /// tools that show where an image's bytes live.
+    ///
+    /// ```
+    /// use strata_format::ExtentKind;
+    /// use strata_reader::Archive;
+    ///
+    /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/image-small.strata")[..])?;
+    /// let disk = archive.image("disk")?;
+    /// let mut buf = vec![0u8; 10_000];
+    /// let pieces = disk.read_pieces(3_000, &mut buf)?;
+    /// assert_eq!(pieces.iter().map(|p| p.length).sum::<u64>(), 10_000);
+    /// let mut first = vec![0u8; 10_000];
+    /// disk.read_at(3_000, &mut first)?;
+    /// assert_eq!(buf, first);
+    /// assert!(pieces.iter().any(|p| matches!(p.kind, ExtentKind::Data(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_pieces(&self, offset: u64, buf: &mut [u8]) -> Result<Vec<ImagePiece>, Error> {
+        let mut pieces: Vec<ImagePiece> = Vec::new();
+        let mut chunks: Vec<(u64, Arc<Chunk>)> = Vec::new();
+        let archive = self.archive;
+        let done = read_image_range(self.section, offset, buf, |part, dest| {
+            let chunk = match chunks.iter().find(|(r, _)| *r == part.chunk_ref) {
+                Some((_, chunk)) => chunk.clone(),
+                None => {
+                    let chunk = archive.read_chunk(part.chunk_ref, part.raw_needed)?;
+                    chunks.push((part.chunk_ref, chunk.clone()));
+                    chunk
+                }
+            };
+            part.copy_from(&chunk, dest)?;
+            pieces.push(ImagePiece {
+                length: dest.len() as u64,
+                kind: ExtentKind::Data(part.chunk_ref),
+                chunk_offset: part.range.start as u64,
+                blake3: chunk.blake3,
+            });
+            Ok(())
+        })?;
+        // The holes between the data pieces, from the map.
+        let mut all = Vec::with_capacity(pieces.len() + 2);
+        let mut data = pieces.into_iter();
+        let (mut at, end) = (offset, offset + done as u64);
+        while at < end {
+            let Some(index) = self.section.extent_at(at) else { break };
+            let extent = &self.section.extents[index];
+            let length = extent.end().min(end) - at;
+            match extent.kind().map_err(|e| Error::from(e).in_section(&self.section.name))? {
+                ExtentKind::Data(_) => all.extend(data.next()),
+                kind => all.push(ImagePiece { length, kind, chunk_offset: 0, blake3: [0; 32] }),
+            }
+            at += length;
+        }
+        Ok(all)
+    }
+
     /// The extent map, in image order: extents tile `0..len()` without gaps.
     pub fn extents(&self) -> impl ExactSizeIterator<Item = ImageExtent> + DoubleEndedIterator + 'a {
         self.section.extents.iter().map(ImageExtent::from_checked)
@@ -325,8 +406,8 @@ impl<R: ReadAt> Read for ImageReader<'_, R> {
                 Some((chunk_ref, chunk)) if *chunk_ref == part.chunk_ref => chunk.clone(),
                 _ => {
                     let chunk = match cache {
-                        Some(cache) => cache.chunk(image.archive, part.chunk_ref, part.chunk_length)?,
-                        None => image.archive.read_chunk(part.chunk_ref, part.chunk_length)?,
+                        Some(cache) => cache.chunk(image.archive, part.chunk_ref, part.raw_needed)?,
+                        None => image.archive.read_chunk(part.chunk_ref, part.raw_needed)?,
                     };
                     *held = Some((part.chunk_ref, chunk.clone()));
                     chunk

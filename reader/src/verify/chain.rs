@@ -16,11 +16,9 @@ pub(crate) struct AncestorRef {
     pub owner: u64,
     pub chunk_ref: u64,
     pub target: ForwardTarget,
-    /// The bytes of the chunk the extent needs: its length for an image
-    /// extent (which must equal the chunk's), `chunk_offset + length` for a
-    /// file extent (which must fit in it).
+    /// The raw bytes the chunk must hold at least: where the extent ends in
+    /// it, `chunk_offset + length` (FORMAT.md 7.2 rule 5, 8.2).
     pub needs: u64,
-    pub exact: bool,
 }
 
 /// An ancestor chunk's raw bytes and identity.
@@ -64,15 +62,8 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
 
     /// Notes a reference into an ancestor from the extent record at `owner`;
     /// it is checked after the walk, when the chain is known (`check_chain`).
-    pub(crate) fn note_ancestor_ref(
-        &mut self,
-        owner: u64,
-        chunk_ref: u64,
-        target: ForwardTarget,
-        needs: u64,
-        exact: bool,
-    ) {
-        self.chain.refs.push(AncestorRef { owner, chunk_ref, target, needs, exact });
+    pub(crate) fn note_ancestor_ref(&mut self, owner: u64, chunk_ref: u64, target: ForwardTarget, needs: u64) {
+        self.chain.refs.push(AncestorRef { owner, chunk_ref, target, needs });
     }
 
     /// The raw bytes and identity of the ancestor chunk `chunk_ref`, read and
@@ -227,8 +218,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
                 Some((raw, blake3)) => {
                     let holds = raw.len() as u64;
-                    let fits = if reference.exact { holds == reference.needs } else { reference.needs <= holds };
-                    if !fits {
+                    if reference.needs > holds {
                         let p = self.problem(
                             ErrorClass::ExtentMap,
                             reference.owner,

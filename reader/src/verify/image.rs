@@ -78,7 +78,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 if self.is_ancestor_ref(chunk_ref) {
                     let target =
                         ForwardTarget::Image { section: name.clone(), range: extent.image_offset..extent.end() };
-                    self.note_ancestor_ref(pos, chunk_ref, target, extent.length, true);
+                    self.note_ancestor_ref(pos, chunk_ref, target, extent.chunk_range().end);
                 } else if chunk_ref > pos {
                     let target =
                         ForwardTarget::Image { section: name.clone(), range: extent.image_offset..extent.end() };

@@ -35,13 +35,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                 }
                 let affected = Affected { section: name.clone(), path: None, range: extent.image_offset..extent.end() };
                 match self.chunks.get(&chunk_ref) {
-                    Some(&(raw_length, _)) if u64::from(raw_length) == extent.length => {}
+                    Some(&(raw_length, _)) if extent.chunk_range().end <= u64::from(raw_length) => {}
                     Some(&(raw_length, _)) => {
                         let p = self.problem(
                             ErrorClass::ExtentMap,
                             chunk_ref,
                             "data extent length",
-                            format!("{}, but its chunk holds {raw_length} bytes", extent.length),
+                            format!(
+                                "the extent ends at byte {} of its chunk, but the chunk holds {raw_length} bytes",
+                                extent.chunk_range().end
+                            ),
                         );
                         self.report.problems[p].affects.push(affected);
                     }

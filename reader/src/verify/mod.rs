@@ -20,7 +20,7 @@
 //! let report = verify::verify(damaged, Limits::default(), &|_| {})?;
 //! assert!(!report.is_clean());
 //! let [problem] = &report.problems[..] else { panic!("one problem: {:?}", report.problems) };
-//! assert_eq!((problem.class, problem.offset), (ErrorClass::RecordChecksum, 548));
+//! assert_eq!((problem.class, problem.offset), (ErrorClass::RecordChecksum, 652));
 //! assert_eq!(problem.affects[0].section, "disk");
 //! assert_eq!(problem.affects[0].range, 0..4096);
 //! # Ok::<(), strata_reader::Error>(())

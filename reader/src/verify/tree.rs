@@ -319,7 +319,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
             if self.is_ancestor_ref(extent.chunk_ref) {
                 let target = ForwardTarget::File { tree: open, entry_id: extent.entry_id, range: range.clone() };
                 let needs = u64::from(extent.chunk_offset) + extent.length;
-                self.note_ancestor_ref(pos, extent.chunk_ref, target, needs, false);
+                self.note_ancestor_ref(pos, extent.chunk_ref, target, needs);
             } else if extent.chunk_ref >= strata_format::image::REF_FIRST_OFFSET {
                 self.trees[open].file_extents.push(extent);
                 if extent.chunk_ref > pos {
