@@ -281,17 +281,10 @@ impl<'a, R: ReadAt> Image<'a, R> {
     /// ```
     pub fn read_pieces(&self, offset: u64, buf: &mut [u8]) -> Result<Vec<ImagePiece>, Error> {
         let mut pieces: Vec<ImagePiece> = Vec::new();
-        let mut chunks: Vec<(u64, Arc<Chunk>)> = Vec::new();
+        let mut chunks = section::WindowChunks::default();
         let archive = self.archive;
         let done = read_image_range(self.section, offset, buf, |part, dest| {
-            let chunk = match chunks.iter().find(|(r, _)| *r == part.chunk_ref) {
-                Some((_, chunk)) => chunk.clone(),
-                None => {
-                    let chunk = archive.read_chunk(part.chunk_ref, part.raw_needed)?;
-                    chunks.push((part.chunk_ref, chunk.clone()));
-                    chunk
-                }
-            };
+            let chunk = chunks.get(archive, part.chunk_ref, part.raw_needed)?;
             part.copy_from(&chunk, dest)?;
             pieces.push(ImagePiece {
                 length: dest.len() as u64,

@@ -227,7 +227,8 @@ impl<R: ReadAt> Archive<R> {
                 for extent in window {
                     let id = match extent.kind().map_err(Error::from)? {
                         ExtentKind::Data(chunk_ref) => {
-                            let chunk = chunks.get(self, chunk_ref, extent).map_err(in_image(extent))?;
+                            let chunk =
+                                chunks.get(self, chunk_ref, extent.chunk_range().end).map_err(in_image(extent))?;
                             target.write_data_at(extent.image_offset, part_of(&chunk, extent)).map(|()| chunk.blake3)
                         }
                         hole => target
@@ -268,7 +269,7 @@ impl<R: ReadAt> Archive<R> {
                 let mut chunks = WindowChunks::default();
                 for extent in window.iter() {
                     if let ExtentKind::Data(chunk_ref) = extent.kind().map_err(Error::from)? {
-                        chunks.get(self, chunk_ref, extent).map_err(in_image(extent))?;
+                        chunks.get(self, chunk_ref, extent.chunk_range().end).map_err(in_image(extent))?;
                     }
                 }
                 Ok(chunks)
@@ -283,7 +284,8 @@ impl<R: ReadAt> Archive<R> {
                 for extent in window.iter() {
                     match extent.kind().map_err(Error::from)? {
                         ExtentKind::Data(chunk_ref) => {
-                            let chunk = chunks.get(self, chunk_ref, extent).map_err(in_image(extent))?;
+                            let chunk =
+                                chunks.get(self, chunk_ref, extent.chunk_range().end).map_err(in_image(extent))?;
                             digest.push(extent, &chunk.blake3);
                             sink.write_data(extent.image_offset, part_of(&chunk, extent))
                         }
@@ -304,12 +306,17 @@ impl<R: ReadAt> Archive<R> {
 
 /// The chunks one window's extents read, each decoded once.
 #[derive(Default)]
-struct WindowChunks(Vec<(u64, Arc<Chunk>)>);
+pub(crate) struct WindowChunks(Vec<(u64, Arc<Chunk>)>);
 
 impl WindowChunks {
-    /// The chunk at `chunk_ref` that `extent` reads, checked to hold its range.
-    fn get<R: ReadAt>(&mut self, archive: &Archive<R>, chunk_ref: u64, extent: &Extent) -> Result<Arc<Chunk>, Error> {
-        let needed = extent.chunk_range().end;
+    /// The chunk at `chunk_ref`, checked to hold at least `needed` raw bytes
+    /// (where the extent that reads it ends in it).
+    pub(crate) fn get<R: ReadAt>(
+        &mut self,
+        archive: &Archive<R>,
+        chunk_ref: u64,
+        needed: u64,
+    ) -> Result<Arc<Chunk>, Error> {
         if let Some((_, chunk)) = self.0.iter().find(|(r, _)| *r == chunk_ref) {
             if (chunk.raw.len() as u64) < needed {
                 return Err(short_chunk(needed, chunk.raw.len() as u64).at(chunk_ref));
