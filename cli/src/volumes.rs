@@ -426,6 +426,8 @@ pub fn used_blocks_map(path: &std::path::Path, name: &str, quiet: bool) -> Resul
                     eprintln!("{place}: {}, {} free: not stored", fs.kind.name(), output::size(bytes));
                 }
                 free.extend(ranges);
+                // Each volume's list is bounded; so is the image's, over all of them.
+                strata_disk::allocation::limit_free_ranges(&mut free, strata_disk::allocation::MAX_FREE_RANGES);
                 metadata.extend(strata_disk::metadata::metadata_ranges(&disk, volume));
             }
             Ok(None) => {

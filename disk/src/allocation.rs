@@ -14,17 +14,41 @@ use std::rc::Rc;
 use crate::filesystems::{fat_layout, for_each_fat_entry, FsKind};
 use crate::{Disk, Error, ErrorKind, Volume};
 
+/// The most free ranges [`free_ranges`] gives for one volume (16 bytes
+/// each: 16 MiB). A file system whose free space is cut into more pieces
+/// than this (a worn or a hostile one) keeps its longest free ranges; the
+/// shorter ones are imaged as if they were used, which costs their bytes and
+/// loses nothing. So memory is bounded here whatever the map claims.
+pub const MAX_FREE_RANGES: usize = 1 << 20;
+
 /// Free ranges of the volume's file system, as image byte ranges (sorted, not
-/// overlapping), or `None` when its allocation map is not read here.
+/// overlapping), or `None` when its allocation map is not read here. At most
+/// [`MAX_FREE_RANGES`] of them.
 pub fn free_ranges(disk: &Rc<dyn Disk>, volume: &Volume) -> Result<Option<Vec<Range<u64>>>, Error> {
+    free_ranges_within(disk, volume, MAX_FREE_RANGES)
+}
+
+/// [`free_ranges`] keeping at most `max_ranges` (at least 2): the longest
+/// free ranges when there are more, the others being taken as used.
+pub fn free_ranges_within(
+    disk: &Rc<dyn Disk>,
+    volume: &Volume,
+    max_ranges: usize,
+) -> Result<Option<Vec<Range<u64>>>, Error> {
     let Some(fs) = &volume.filesystem else { return Ok(None) };
-    let ranges = match fs.kind {
-        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => ext_free(disk, volume.start, volume.length)?,
-        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => fat_free(disk, volume.start, volume.length, fs.kind)?,
-        FsKind::Ntfs => crate::filesystems::ntfs::free_ranges(disk, volume.start, volume.length)?,
-        _ => None,
+    let mut free = FreeList::new(max_ranges);
+    let read = match fs.kind {
+        FsKind::Ext2 | FsKind::Ext3 | FsKind::Ext4 => ext_free(disk, volume.start, volume.length, &mut free)?,
+        FsKind::Fat12 | FsKind::Fat16 | FsKind::Fat32 => {
+            fat_free(disk, volume.start, volume.length, fs.kind, &mut free)?
+        }
+        FsKind::Ntfs => crate::filesystems::ntfs::free_ranges(disk, volume.start, volume.length, &mut free)?,
+        _ => false,
     };
-    let Some(free) = ranges else { return Ok(None) };
+    if !read {
+        return Ok(None);
+    }
+    let free = free.finish();
     // A map that names bytes past its volume describes some other volume: a
     // superblock that claims more than its partition holds.
     if free.last().is_some_and(|r| r.end > volume.length) {
@@ -38,11 +62,74 @@ pub fn free_ranges(disk: &Rc<dyn Disk>, volume: &Volume) -> Result<Option<Vec<Ra
     Ok(Some(free.into_iter().map(|r| volume.start + r.start..volume.start + r.end).collect()))
 }
 
-/// Adds `start..end` to `ranges`, merging with the last when they touch.
-pub(crate) fn push(ranges: &mut Vec<Range<u64>>, start: u64, end: u64) {
-    match ranges.last_mut() {
-        Some(last) if last.end == start => last.end = end,
-        _ => ranges.push(start..end),
+/// Free ranges in the order a map gives them, touching ones merged, never
+/// more than a maximum: past it, the shortest are dropped (taken as used).
+pub(crate) struct FreeList {
+    ranges: Vec<Range<u64>>,
+    max: usize,
+    /// Ranges shorter than this are dropped: 0 until the list first fills.
+    shortest: u64,
+}
+
+impl FreeList {
+    pub(crate) fn new(max: usize) -> Self {
+        FreeList { ranges: Vec::new(), max: max.max(2), shortest: 0 }
+    }
+
+    /// Adds `start..end`, merging with the last range when they touch.
+    pub(crate) fn push(&mut self, start: u64, end: u64) {
+        if let Some(last) = self.ranges.last_mut() {
+            if last.end == start {
+                last.end = end;
+                return;
+            }
+            // The last range can no longer grow: drop it if it is too short.
+            if last.end - last.start < self.shortest {
+                self.ranges.pop();
+            }
+        }
+        self.ranges.push(start..end);
+        if self.ranges.len() > self.max {
+            // The last range may still grow: it is judged when it is done.
+            let last = self.ranges.pop();
+            keep_longest(&mut self.ranges, &mut self.shortest, self.max - 1);
+            self.ranges.extend(last);
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<Range<u64>> {
+        if self.ranges.last().is_some_and(|last| last.end - last.start < self.shortest) {
+            self.ranges.pop();
+        }
+        self.ranges
+    }
+}
+
+/// Drops the shortest of `ranges` until at most half of `max` are left,
+/// raising `shortest` (the length below which a range is dropped) each
+/// round. Half, so that a list being filled is not cut again at every push.
+fn keep_longest(ranges: &mut Vec<Range<u64>>, shortest: &mut u64, max: usize) {
+    let keep = (max / 2).max(1);
+    while ranges.len() > keep {
+        let least = ranges.iter().map(|r| r.end - r.start).min().unwrap_or(0);
+        let most = ranges.iter().map(|r| r.end - r.start).max().unwrap_or(0);
+        if least == most {
+            // All of one length: the first of them stay.
+            ranges.truncate(keep);
+            break;
+        }
+        // Never above the longest: they stay, whatever comes after.
+        *shortest = shortest.saturating_mul(2).max(least + 1).min(most);
+        let bar = *shortest;
+        ranges.retain(|r| r.end - r.start >= bar);
+    }
+}
+
+/// `ranges` cut to at most `max` (at least 2), keeping the longest: for
+/// callers that gather the free ranges of several volumes.
+pub fn limit_free_ranges(ranges: &mut Vec<Range<u64>>, max: usize) {
+    if ranges.len() > max.max(2) {
+        keep_longest(ranges, &mut 0, max.max(2));
     }
 }
 
@@ -82,6 +169,12 @@ fn has_backup(group: u64, sparse_super: bool) -> bool {
         power == group
     })
 }
+
+/// The most ext block groups followed: 128 TiB in 4 KiB blocks.
+const MAX_EXT_GROUPS: u64 = 1 << 20;
+
+/// The most bytes of ext group descriptors read (1,048,576 of 64 bytes).
+const MAX_EXT_DESCRIPTOR_BYTES: u64 = 64 << 20;
 
 /// What an ext2/3/4 superblock and its group descriptors say about where
 /// things are, checked against the volume: shared by the free-space map here
@@ -131,6 +224,13 @@ impl ExtGeometry {
                 .at(start + 1024));
         }
         let groups = (blocks - first_data_block).div_ceil(per_group);
+        // A real ext file system has at most some hundreds of thousands of
+        // groups (16 TiB in 4 KiB blocks: 131,072). A superblock claiming
+        // more is a layout not followed here (the volume is imaged whole),
+        // so that what is read and kept stays bounded whatever it says.
+        if groups > MAX_EXT_GROUPS || groups * desc_size > MAX_EXT_DESCRIPTOR_BYTES {
+            return Ok(None);
+        }
         let gdt_blocks = (groups * desc_size).div_ceil(block_size);
         let gdt = read(
             disk,
@@ -200,8 +300,8 @@ impl ExtGeometry {
 
 /// ext2/3/4: a block is free when its group's bitmap says so; a group whose
 /// bitmap was never written (`BLOCK_UNINIT`) holds nothing but metadata.
-fn ext_free(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<Vec<Range<u64>>>, Error> {
-    let Some(geometry) = ExtGeometry::read(disk, start, length)? else { return Ok(None) };
+fn ext_free(disk: &Rc<dyn Disk>, start: u64, length: u64, free: &mut FreeList) -> Result<bool, Error> {
+    let Some(geometry) = ExtGeometry::read(disk, start, length)? else { return Ok(false) };
     let ExtGeometry { block_size, blocks, first_data_block, per_group, groups, gdt_blocks, reserved_gdt, .. } =
         geometry;
     let (sparse_super, inode_table_blocks) = (geometry.sparse_super, geometry.inode_table_blocks);
@@ -217,7 +317,6 @@ fn ext_free(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<Vec<R
         metadata.push(table..table.saturating_add(inode_table_blocks));
     }
     metadata.sort_by_key(|r| r.start);
-    let mut free = Vec::new();
     let mut bitmap = vec![0u8; block_size as usize];
     for g in 0..groups {
         let first = first_data_block + g * per_group;
@@ -235,12 +334,12 @@ fn ext_free(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<Vec<R
             let mut cursor = at;
             for used in inside {
                 if used.start > cursor {
-                    push(&mut free, cursor * block_size, used.start.min(end) * block_size);
+                    free.push(cursor * block_size, used.start.min(end) * block_size);
                 }
                 cursor = cursor.max(used.end);
             }
             if cursor < end {
-                push(&mut free, cursor * block_size, end * block_size);
+                free.push(cursor * block_size, end * block_size);
             }
             continue;
         }
@@ -257,23 +356,72 @@ fn ext_free(disk: &Rc<dyn Disk>, start: u64, length: u64) -> Result<Option<Vec<R
         for bit in 0..count {
             if bitmap[(bit / 8) as usize] & (1 << (bit % 8)) == 0 {
                 let block = first + bit;
-                push(&mut free, block * block_size, (block + 1) * block_size);
+                free.push(block * block_size, (block + 1) * block_size);
             }
         }
     }
-    Ok(Some(free))
+    Ok(true)
 }
 
 /// FAT: a cluster is free when its FAT entry is 0.
-fn fat_free(disk: &Rc<dyn Disk>, start: u64, length: u64, kind: FsKind) -> Result<Option<Vec<Range<u64>>>, Error> {
+fn fat_free(disk: &Rc<dyn Disk>, start: u64, length: u64, kind: FsKind, free: &mut FreeList) -> Result<bool, Error> {
     let head = read(disk, start, length, 0, 512, "FAT boot sector")?;
-    let Some(layout) = fat_layout(&head) else { return Ok(None) };
-    let mut free = Vec::new();
+    let Some(layout) = fat_layout(&head) else { return Ok(false) };
     for_each_fat_entry(disk, start, length, &layout, kind, &mut |cluster, value| {
         if value == 0 {
             let at = layout.data_start + (cluster - 2) * layout.cluster_size;
-            push(&mut free, at, at + layout.cluster_size);
+            free.push(at, at + layout.cluster_size);
         }
     })?;
-    Ok(Some(free))
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A map in more pieces than the list may hold, with pieces of every
+    /// length: the list never holds more than its maximum, and what it keeps
+    /// is free (each kept range lies inside one of the map's free ranges),
+    /// with the longest pieces among it.
+    #[test]
+    fn a_free_list_past_its_maximum_keeps_its_longest_free_ranges() {
+        for max in [2usize, 3, 16, 64, 1000] {
+            let mut list = FreeList::new(max);
+            let mut map = Vec::new();
+            let mut at = 0u64;
+            let mut most = 0usize;
+            for i in 0..20_000u64 {
+                // Lengths that go up and down; pushed block by block, as maps are read.
+                let length = 1 + (i * 7919) % 97;
+                for block in at..at + length {
+                    list.push(block, block + 1);
+                }
+                map.push(at..at + length);
+                at += length + 1 + i % 3;
+                most = most.max(list.ranges.len());
+            }
+            let kept = list.finish();
+            assert!(most <= max && kept.len() <= max, "max {max}: held {most}, kept {}", kept.len());
+            assert!(kept.windows(2).all(|w| w[0].end < w[1].start), "sorted and apart");
+            for range in &kept {
+                assert!(map.iter().any(|m| m.start <= range.start && range.end <= m.end), "{range:?} is not free");
+            }
+            let longest = map.iter().map(|r| r.end - r.start).max().unwrap();
+            assert!(kept.iter().any(|r| r.end - r.start == longest), "max {max}: the longest range was dropped");
+        }
+    }
+
+    /// Below its maximum a list keeps every range, merged where they touch.
+    #[test]
+    fn a_free_list_within_its_maximum_keeps_everything() {
+        let mut list = FreeList::new(8);
+        for (start, end) in [(0, 4), (4, 8), (10, 11), (20, 30), (30, 31)] {
+            list.push(start, end);
+        }
+        assert_eq!(list.finish(), vec![0..8, 10..11, 20..31]);
+        let mut ranges: Vec<Range<u64>> = (0..100u64).map(|i| i * 10..i * 10 + 1 + i % 5).collect();
+        limit_free_ranges(&mut ranges, 10);
+        assert!(ranges.len() <= 10 && ranges.iter().all(|r| r.end - r.start == 5), "{ranges:?}");
+    }
 }

@@ -373,3 +373,84 @@ fn random_damage_to_fat_and_ntfs_never_panics() {
     random_damage(&clean, mft..mft + 96 * 1024, 300);
     random_damage(&clean, 0..512, 50);
 }
+
+/// A disk that reads as zeros but for its first bytes: room for a file
+/// system whose superblock claims a terabyte, without the terabyte.
+struct MostlyZeros {
+    head: Vec<u8>,
+    length: u64,
+}
+
+impl Disk for MostlyZeros {
+    fn len(&self) -> u64 {
+        self.length
+    }
+
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if offset.checked_add(buf.len() as u64).is_none_or(|end| end > self.length) {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "past the end"));
+        }
+        buf.fill(0);
+        if let Ok(start) = usize::try_from(offset) {
+            if start < self.head.len() {
+                let n = buf.len().min(self.head.len() - start);
+                buf[..n].copy_from_slice(&self.head[start..start + n]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An ext superblock claiming millions of block groups (a terabyte in
+/// groups of 256 blocks): the allocation map is not followed and the
+/// volume is imaged whole, without reading or keeping anything per group.
+#[test]
+fn an_ext_superblock_claiming_millions_of_groups_is_not_followed() {
+    let Some(mut head) = small_ext4() else { return };
+    head[1024 + 0x04..1024 + 0x08].copy_from_slice(&(1u32 << 30).to_le_bytes()); // s_blocks_count_lo
+    head[1024 + 0x20..1024 + 0x24].copy_from_slice(&256u32.to_le_bytes()); // s_blocks_per_group
+    let disk: Rc<dyn Disk> = Rc::new(MostlyZeros { head, length: 1 << 40 });
+    let before = peak_mib();
+    let started = std::time::Instant::now();
+    let layout = scan(&disk).unwrap();
+    let volume = layout.volume(None).unwrap();
+    assert!(matches!(strata_disk::allocation::free_ranges(&disk, volume), Ok(None)));
+    assert!(strata_disk::metadata::metadata_ranges(&disk, volume).is_empty());
+    assert!(peak_mib() < before + 100, "memory grew from {before} to {} MiB", peak_mib());
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+}
+
+/// A real ext4 file system whose free space is in many pieces (files
+/// deleted every other one), read with a small maximum: at most that many
+/// ranges, each of them free space, the longest kept.
+#[test]
+fn a_fragmented_free_space_map_is_cut_to_its_longest_ranges() {
+    if !["mkfs.ext4", "debugfs"].iter().all(|t| tool(t)) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..60 {
+        std::fs::write(src.join(format!("f{i:02}")), vec![0x5Au8; 3000 + i * 1500]).unwrap();
+    }
+    let image = dir.path().join("ext4.img");
+    run(&format!("mkfs.ext4 -q -F -b 1024 -d {} {} 8M", quoted(&src), quoted(&image)));
+    for i in (0..60).step_by(2) {
+        run(&format!("debugfs -w -R 'rm /f{i:02}' {} >/dev/null 2>&1", quoted(&image)));
+    }
+    let disk: Rc<dyn Disk> = Rc::new(std::fs::read(&image).unwrap());
+    let layout = scan(&disk).unwrap();
+    let volume = layout.volume(None).unwrap();
+    let all = strata_disk::allocation::free_ranges(&disk, volume).unwrap().unwrap();
+    assert!(all.len() > 20, "the deletions left {} free ranges", all.len());
+    for max in [2, 5, 12] {
+        let kept = strata_disk::allocation::free_ranges_within(&disk, volume, max).unwrap().unwrap();
+        assert!(!kept.is_empty() && kept.len() <= max, "max {max}: {} ranges", kept.len());
+        for range in &kept {
+            assert!(all.iter().any(|r| r.start <= range.start && range.end <= r.end), "{range:?} is not free");
+        }
+        let longest = all.iter().map(|r| r.end - r.start).max().unwrap();
+        assert!(kept.iter().any(|r| r.end - r.start == longest), "max {max}: the longest range was dropped");
+    }
+}

@@ -413,15 +413,16 @@ pub(crate) fn label_and_used(disk: &Rc<dyn Disk>, start: u64, length: u64) -> (O
 }
 
 /// The free clusters of the NTFS volume at `start`, as byte ranges of the
-/// volume (sorted, touching ones merged), from `$Bitmap`; `None` for a
-/// volume marked dirty (not cleanly unmounted: `$LogFile` may hold changes
+/// volume (sorted, touching ones merged) added to `free`, from `$Bitmap`;
+/// false for a volume marked dirty (not cleanly unmounted: `$LogFile` may hold changes
 /// the bitmap does not show yet), which is then stored whole. Everything past
 /// the last cluster (NTFS keeps its backup boot sector there) is used.
 pub(crate) fn free_ranges(
     disk: &Rc<dyn Disk>,
     start: u64,
     length: u64,
-) -> Result<Option<Vec<std::ops::Range<u64>>>, Error> {
+    free: &mut crate::allocation::FreeList,
+) -> Result<bool, Error> {
     let damaged = |detail: String| Error::new(ErrorKind::Damaged, "ntfs allocation map ($Bitmap)", detail).at(start);
     let Some((ntfs, mut stream, reader)) = open_metafiles(disk, start, length) else {
         return Err(damaged("its boot sector cannot be read".to_string()));
@@ -429,20 +430,19 @@ pub(crate) fn free_ranges(
     reader.grant(RECORD_BUDGET);
     let flags = ntfs.volume_info(&mut stream).map_err(|e| fail(&reader, "ntfs $Volume".to_string(), start, e))?;
     if flags.flags().contains(ntfs::structured_values::NtfsVolumeFlags::IS_DIRTY) {
-        return Ok(None);
+        return Ok(false);
     }
     let cluster = u64::from(ntfs.cluster_size());
-    let mut free: Vec<std::ops::Range<u64>> = Vec::new();
     let read = each_cluster(&ntfs, &mut stream, &reader, &mut |c, used| {
         if !used {
-            crate::allocation::push(&mut free, c * cluster, (c + 1) * cluster);
+            free.push(c * cluster, (c + 1) * cluster);
         }
     })
     .map_err(|e| fail(&reader, "ntfs allocation map ($Bitmap)".to_string(), start, e))?;
     if !read {
         return Err(damaged("it is shorter than the volume's clusters need".to_string()));
     }
-    Ok(Some(free))
+    Ok(true)
 }
 
 /// The most `$MFT` data runs [`mft_ranges`] gives: an MFT in more pieces
