@@ -7,8 +7,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use strata_format::RecordType;
 use strata_reader::{Archive, ParentSearch, Section};
-use strata_writer::{ChainBase, FilesCache, ParentFacts};
+use strata_writer::{ChainBase, FilesCache, ParentFacts, ParentTables, TablePrefix};
 
 use crate::Failure;
 
@@ -51,6 +52,29 @@ pub fn chain_base(parent_path: &Path, parent: &Archive<File>) -> Result<ChainBas
         ancestor_chunks: parent.ancestor_chunks(),
     })
     .map_err(|e| Failure::fatal(format!("--parent {shown}: {e}")))
+}
+
+/// The tables of a parent's file-tree section, read one record at a time,
+/// which the child's section of the same name is stored against (FORMAT.md
+/// 5.3, 15.5).
+pub struct ParentTreeTables {
+    pub archive: std::sync::Arc<Archive<File>>,
+    pub section: String,
+}
+
+impl ParentTables for ParentTreeTables {
+    fn table(&self, record_type: RecordType, first_id: u64) -> Option<TablePrefix> {
+        let tree = self.archive.tree_section(&self.section)?;
+        let row = &tree.groups[tree.group_of(first_id)?];
+        let record = match record_type {
+            RecordType::FilesEntries => row.entries_record,
+            RecordType::FilesDir if row.dir_record != 0 => row.dir_record,
+            _ => return None,
+        };
+        // A parent table that cannot be read leaves the child's stored whole.
+        let body = self.archive.table_body(record, record_type).ok()?;
+        Some(TablePrefix { record, body })
+    }
 }
 
 /// The files cache of the parent's file-tree section `name` (FORMAT.md 15.5):

@@ -633,6 +633,10 @@ fn write_archive<W: Write>(
     let tree_options_for = |name: &str| {
         let mut options = tree_options.clone();
         options.files_cache = parent.and_then(|p| p.caches.get(name).cloned());
+        options.parent_tables = parent.filter(|p| p.archive.tree_section(name).is_some()).map(|p| {
+            let tables = crate::chain::ParentTreeTables { archive: p.archive.clone(), section: name.to_string() };
+            std::sync::Arc::new(tables) as std::sync::Arc<dyn strata_writer::ParentTables>
+        });
         options
     };
     for (name, dir) in trees {

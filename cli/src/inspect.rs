@@ -78,9 +78,8 @@ pub fn open_archive(path: &Path) -> Result<Archive<File>, Failure> {
         return Err(Failure::fatal(format!("{} is a folder, not an archive", path.display())));
     }
     let file = open_file(path)?;
-    let archive = Archive::new(file).map_err(|e| Failure::fatal(open_error(path, &e)))?;
-    archive.set_parent_search(crate::chain::search_for(path));
-    Ok(archive)
+    Archive::new_with_parents(file, strata_reader::Limits::default(), crate::chain::search_for(path))
+        .map_err(|e| Failure::fatal(open_error(path, &e)))
 }
 
 /// Opens an archive for reading its content; one whose end is cut or whose
@@ -92,11 +91,8 @@ pub fn open_intact(path: &Path) -> Result<(Archive<File>, bool), Failure> {
         return open_archive(path).map(|a| (a, false));
     }
     let file = open_file(path)?;
-    let error = match Archive::new(file) {
-        Ok(archive) => {
-            archive.set_parent_search(crate::chain::search_for(path));
-            return Ok((archive, false));
-        }
+    let error = match Archive::new_with_parents(file, Limits::default(), crate::chain::search_for(path)) {
+        Ok(archive) => return Ok((archive, false)),
         Err(e) if matches!(e.class(), None | Some(ErrorClass::NotStrata | ErrorClass::UnsupportedFeature)) => {
             return Err(Failure::fatal(open_error(path, &e)))
         }

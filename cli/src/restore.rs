@@ -100,11 +100,8 @@ pub fn run(args: RestoreArgs) -> Result<u8, Failure> {
         None
     } else {
         let file = open_file(&args.archive)?;
-        match Archive::new(file) {
-            Ok(archive) => {
-                archive.set_parent_search(crate::chain::search_for(&args.archive));
-                Some(archive)
-            }
+        match Archive::new_with_parents(file, Limits::default(), crate::chain::search_for(&args.archive)) {
+            Ok(archive) => Some(archive),
             // Not an archive at all, or one this reader cannot read: reading it
             // front to back would only say so a second time.
             Err(e) if matches!(e.class(), Some(ErrorClass::NotStrata | ErrorClass::UnsupportedFeature)) => {

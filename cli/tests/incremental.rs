@@ -154,25 +154,28 @@ fn missing_moved_and_replaced_ancestors_are_named_and_cost_only_their_ranges() {
         "-q",
     ]);
 
-    // Moved away: every read verb that needs it says which file and UUID, and
-    // listing still works (entries are in the child).
+    // Moved away: every read verb that needs it says which file and UUID.
+    // Listing needs it too: the child's entry groups are stored against the
+    // parent's (FORMAT.md 5.3), so the child alone names no file.
     let away = d.join("away");
     std::fs::create_dir(&away).unwrap();
     std::fs::rename(&full, away.join("full.strata")).unwrap();
-    run_ok(&["list", path_str(&child), "--files", "t"]);
-    let out = run(&["verify", path_str(&child), "--json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let problem = &report["problems"][0];
-    assert_eq!(problem["class"], "parent-missing", "{report}");
-    assert!(problem["detail"].as_str().unwrap().contains("full.strata"), "{report}");
-    // What is stored in the child alone still comes back.
-    let own = run_ok(&["cat", path_str(&child), "--files", "t", "docs/only-in-child.txt"]);
-    assert_eq!(own.stdout, b"kept in the child");
-    let out = run(&["cat", path_str(&child), "--files", "t", "docs/f1.txt"]);
+    let out = run(&["list", path_str(&child), "--files", "t"]);
     assert_ne!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("full.strata") && err.contains("missing"), "{err}");
+    let out = run(&["verify", path_str(&child), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap();
+    assert!(problems.iter().all(|p| p["class"] == "parent-missing"), "{report}");
+    assert!(problems.iter().all(|p| p["detail"].as_str().unwrap().contains("full.strata")), "{report}");
+    for verb in [["cat", "docs/only-in-child.txt"], ["cat", "docs/f1.txt"]] {
+        let out = run(&[verb[0], path_str(&child), "--files", "t", verb[1]]);
+        assert_ne!(out.status.code(), Some(0));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("full.strata") && err.contains("missing"), "{err}");
+    }
     let out = run(&["verify", path_str(&child), "--chain"]);
     assert_eq!(out.status.code(), Some(1), "a missing ancestor is damage to the chain");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -504,4 +507,94 @@ fn scattered_block_writes_to_an_image_cost_about_the_blocks() {
     // A read in the middle of a split window gives the image's bytes.
     let cat = run_ok(&["cat", path_str(&parent), "--image", "disk", "--offset", "5000000", "--length", "20000"]);
     assert_eq!(cat.stdout, std::fs::read(&disk).unwrap()[5_000_000..5_020_000]);
+}
+
+/// The records of an archive, front to back: (offset, type, flags, stored body length).
+fn records_of(bytes: &[u8]) -> Vec<(usize, u16, u16, usize)> {
+    let mut out = Vec::new();
+    let mut at = u16::from_le_bytes([bytes[12], bytes[13]]) as usize;
+    while at + 32 <= bytes.len() && bytes[at..at + 4] == *b"\xd3REC" {
+        let kind = u16::from_le_bytes([bytes[at + 4], bytes[at + 5]]);
+        let flags = u16::from_le_bytes([bytes[at + 6], bytes[at + 7]]);
+        let length = u64::from_le_bytes(bytes[at + 16..at + 24].try_into().unwrap()) as usize;
+        out.push((at, kind, flags, length));
+        at += 32 + length;
+    }
+    out
+}
+
+const FILES_ENTRIES: u16 = 0x22;
+const PREFIXED: u16 = 1 << 3;
+
+/// A second backup of a tree that did not change stores its entry groups
+/// against the parent's (FORMAT.md 5.3): a few bytes each instead of the
+/// whole metadata again. After renames, additions and removals (entry ids
+/// shift) the next child is still stored against its parent's groups, and
+/// every generation reads back whole, through nested prefixes. A damaged
+/// record of the parent costs the child's table it prefixes, named.
+#[test]
+fn unchanged_tables_of_a_child_cost_a_few_bytes_and_read_back_through_the_chain() {
+    let dir = temp_dir();
+    let d = dir.path();
+    let src = d.join("src");
+    for folder in 0..30 {
+        let sub = src.join(format!("folder-{folder:02}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for file in 0..100 {
+            std::fs::write(sub.join(format!("note-{file:03}.txt")), format!("{folder} {file}")).unwrap();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let spec = format!("t={}", path_str(&src));
+    let full = d.join("full.strata");
+    run_ok(&["create", path_str(&full), "--files", &spec, "-q"]);
+    let child = d.join("child.strata");
+    run_ok(&["create", path_str(&child), "--parent", path_str(&full), "--files", &spec, "-q"]);
+    let groups = |path: &Path| -> Vec<(usize, u16, usize)> {
+        let bytes = std::fs::read(path).unwrap();
+        records_of(&bytes).into_iter().filter(|r| r.1 == FILES_ENTRIES).map(|r| (r.0, r.2, r.3)).collect()
+    };
+    let (parent_groups, child_groups) = (groups(&full), groups(&child));
+    assert!(child_groups.iter().all(|g| g.1 & PREFIXED != 0), "every group is stored against the parent's");
+    let stored = |g: &[(usize, u16, usize)]| g.iter().map(|r| r.2).sum::<usize>();
+    assert!(
+        stored(&child_groups) * 20 < stored(&parent_groups),
+        "the child's groups take {} bytes, the parent's {}",
+        stored(&child_groups),
+        stored(&parent_groups)
+    );
+    extract_same(&child, &src, &d.join("out1"), &[]);
+
+    // Renamed, added and removed entries: ids shift from the first change on.
+    std::fs::rename(src.join("folder-03"), src.join("folder-03-renamed")).unwrap();
+    for file in 0..40 {
+        std::fs::write(src.join(format!("folder-00/added-{file}.txt")), "new").unwrap();
+        std::fs::remove_file(src.join(format!("folder-20/note-{file:03}.txt"))).unwrap();
+    }
+    let grandchild = d.join("grandchild.strata");
+    run_ok(&["create", path_str(&grandchild), "--parent", path_str(&child), "--files", &spec, "-q"]);
+    assert!(groups(&grandchild).iter().any(|g| g.1 & PREFIXED != 0), "stored against the child's groups");
+    extract_same(&grandchild, &src, &d.join("out2"), &[]);
+    run_ok(&["verify", path_str(&grandchild), "--chain"]);
+
+    // One byte of the parent's first group damaged: the child's group that
+    // is stored against it is lost, reported at the child's group, and the
+    // parent's file is named.
+    let mut bytes = std::fs::read(&full).unwrap();
+    let (at, _, length) = parent_groups[0];
+    bytes[at + 32 + length / 2] ^= 0x40;
+    std::fs::write(&full, &bytes).unwrap();
+    let out = run(&["verify", path_str(&child), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let at_group = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["offset"] == child_groups[0].0 as u64)
+        .unwrap_or_else(|| panic!("a problem at the child's group: {report}"));
+    assert_eq!(at_group["class"], "record-checksum", "{report}");
+    assert!(at_group["detail"].as_str().unwrap().contains("full.strata"), "{report}");
+    let out = run(&["list", path_str(&child), "--files", "t"]);
+    assert_ne!(out.status.code(), Some(0), "a table that cannot be read is an error, never a wrong listing");
 }

@@ -34,7 +34,7 @@ pub use header::{ArchiveHeader, Features};
 pub use image::{Extent, ExtentKind, ImageBegin, ImageEnd, ImageFlags};
 pub use index::{ArchiveIndex, SectionEntry, SectionKind, Trailer};
 pub use layout::{split_array, LeField};
-pub use record::{RecordFlags, RecordHeader, RecordType};
+pub use record::{PrefixHead, RecordFlags, RecordHeader, RecordType};
 pub use text::escaped;
 
 /// The README's example runs as a doctest.

@@ -189,8 +189,11 @@ impl RecordFlags {
     pub const ANCILLARY: u16 = 1 << 0;
     /// The body is stored as one zstd frame (`spec/FORMAT.md` 5.2).
     pub const ZSTD: u16 = 1 << 1;
+    /// With `ZSTD`: the frame is decoded against a table of an ancestor, its
+    /// prefix (`spec/FORMAT.md` 5.3); the body starts with a [`PrefixHead`].
+    pub const PREFIXED: u16 = 1 << 3;
     /// Every bit this version defines; the others are reserved and must be zero.
-    pub const KNOWN: u16 = Self::ANCILLARY | Self::ZSTD;
+    pub const KNOWN: u16 = Self::ANCILLARY | Self::ZSTD | Self::PREFIXED;
 }
 
 impl RecordType {
@@ -259,6 +262,77 @@ pub fn check_compressed_body(record_type: RecordType, stored: &[u8], limit: u64)
         )));
     }
     Ok(decoded)
+}
+
+/// The head of a prefixed body (`spec/FORMAT.md` 5.3): which ancestor record
+/// the frame after it is decoded against, and what that record's decoded
+/// body (the prefix) must be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixHead {
+    /// The prefix's record, split as a chunk reference (15.1): an ancestor
+    /// and a record offset in its file.
+    pub prefix_ref: crate::ChunkRef,
+    /// The prefix's length.
+    pub prefix_length: u64,
+    /// BLAKE3 of the prefix.
+    pub prefix_blake3: [u8; 32],
+}
+
+impl PrefixHead {
+    /// Bytes of the head, before the frame.
+    pub const SIZE: usize = 48;
+
+    /// Splits a prefixed body of a record of `record_type` into its head and
+    /// its frame, checking rule 2 of 5.3 against a chain of `depth` ancestors.
+    ///
+    /// ```
+    /// use strata_format::record::PrefixHead;
+    /// use strata_format::{ChunkRef, RecordType};
+    /// let head = PrefixHead { prefix_ref: ChunkRef { archive: 1, offset: 4096 }, prefix_length: 100, prefix_blake3: [7; 32] };
+    /// let mut body = head.encode().to_vec();
+    /// body.extend_from_slice(b"frame");
+    /// let (parsed, frame) = PrefixHead::split(&body, RecordType::FilesEntries, 1).unwrap();
+    /// assert_eq!((parsed, frame), (head, &b"frame"[..]));
+    /// // Ancestor 2 of a chain of one: no such ancestor.
+    /// assert!(PrefixHead::split(&body, RecordType::FilesEntries, 0).is_err());
+    /// ```
+    pub fn split(body: &[u8], record_type: RecordType, depth: usize) -> Result<(PrefixHead, &[u8]), FormatError> {
+        let malformed = |detail: String| FormatError::new(ErrorClass::RecordMalformed, "prefix head", detail);
+        if body.len() < Self::SIZE {
+            return Err(malformed(format!("a prefixed body of {} bytes, shorter than its 48-byte head", body.len())));
+        }
+        let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        let head = PrefixHead {
+            prefix_ref: crate::ChunkRef::split(word(0)),
+            prefix_length: word(8),
+            prefix_blake3: body[16..48].try_into().expect("32 bytes"),
+        };
+        let k = usize::from(head.prefix_ref.archive);
+        if k == 0 || k > depth || head.prefix_ref.offset < 128 {
+            return Err(malformed(format!(
+                "prefix_ref names offset {} of archive {k}, not a record of one of the chain's {depth} ancestors",
+                head.prefix_ref.offset
+            )));
+        }
+        if head.prefix_length == 0 || head.prefix_length > record_type.max_body_length() {
+            return Err(malformed(format!(
+                "prefix_length {} is not 1 to {}, a {} body's most",
+                head.prefix_length,
+                record_type.max_body_length(),
+                record_type.name()
+            )));
+        }
+        Ok((head, &body[Self::SIZE..]))
+    }
+
+    /// The head's 48 bytes.
+    pub fn encode(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        out[..8].copy_from_slice(&self.prefix_ref.join().to_le_bytes());
+        out[8..16].copy_from_slice(&self.prefix_length.to_le_bytes());
+        out[16..].copy_from_slice(&self.prefix_blake3);
+        out
+    }
 }
 
 impl RecordHeader {
@@ -339,8 +413,19 @@ impl RecordHeader {
         if self.flags & !RecordFlags::KNOWN != 0 {
             return Err(FormatError::malformed("record flags", format!("reserved bits set in {:#06x}", self.flags)));
         }
+        // After the type is known (an unknown one is `unknown-record` first), on
+        // any type, ancillary ones included: a prefix is only read from a frame.
+        let prefixed_without_zstd = || {
+            let bad = self.flags & RecordFlags::PREFIXED != 0 && self.flags & RecordFlags::ZSTD == 0;
+            if bad {
+                Err(FormatError::malformed("record flags", "PREFIXED without ZSTD (FORMAT.md 5.3)"))
+            } else {
+                Ok(())
+            }
+        };
         let Some(record_type) = RecordType::from_code(self.record_type) else {
             if self.flags & RecordFlags::ANCILLARY != 0 {
+                prefixed_without_zstd()?;
                 return Ok(None);
             }
             return Err(FormatError::new(
@@ -353,6 +438,13 @@ impl RecordHeader {
             return Err(FormatError::malformed(
                 "record flags",
                 format!("ZSTD on a {} record, whose body is never compressed", record_type.name()),
+            ));
+        }
+        prefixed_without_zstd()?;
+        if self.flags & RecordFlags::PREFIXED != 0 && record_type == RecordType::ChainIndex {
+            return Err(FormatError::malformed(
+                "record flags",
+                "PREFIXED on a CHAIN_INDEX, which finds the ancestors a prefix is read from (FORMAT.md 5.3)",
             ));
         }
         if self.body_length > record_type.max_body_length() {

@@ -316,10 +316,34 @@ mod record_header {
 
     #[test]
     fn reserved_flag_bits_are_malformed() {
-        for bit in 2..16 {
+        for bit in (2..16).filter(|&bit| bit != 3) {
             let b = spec_bytes(0x0012, 1 << bit, &[0; 96]);
             assert_eq!(class(check(&b)), ErrorClass::RecordMalformed, "flag bit {bit}");
         }
+    }
+
+    /// Bit 3 `PREFIXED` (FORMAT.md 5.3): only with `ZSTD`, on any type, and
+    /// never on a `CHAIN_INDEX`; with `ZSTD` on a table it passes the header.
+    #[test]
+    fn prefixed_needs_zstd_and_a_table_other_than_the_chain_index() {
+        const PREFIXED: u16 = 1 << 3;
+        assert_eq!(RecordFlags::PREFIXED, PREFIXED);
+        for code in [0x0021u16, 0x0022, 0x0024, 0x0011, 0x1234] {
+            let b = spec_bytes(code, 1 | PREFIXED, b"note");
+            assert_eq!(class(check(&b)), ErrorClass::RecordMalformed, "{code:#06x}: PREFIXED without ZSTD");
+        }
+        for code in [0x0021u16, 0x0022, 0x0024, 0x0025, 0x0011, 0x0013] {
+            let b = spec_bytes(code, 2 | PREFIXED, b"note");
+            assert!(check(&b).is_ok(), "{code:#06x}: a prefixed table passes the header");
+        }
+        let b = spec_bytes(0x00F1, 2 | PREFIXED, b"note");
+        assert_eq!(class(check(&b)), ErrorClass::RecordMalformed, "a prefixed CHAIN_INDEX");
+        let b = spec_bytes(0x0012, 2 | PREFIXED, &[0; 96]);
+        assert_eq!(class(check(&b)), ErrorClass::RecordMalformed, "IMAGE_END is never compressed");
+        let b = spec_bytes(0x1234, PREFIXED, b"note");
+        assert_eq!(class(check(&b)), ErrorClass::UnknownRecord, "the type is checked first");
+        let b = spec_bytes(0x1234, 1 | 2 | PREFIXED, b"note");
+        assert_eq!(check(&b), Ok(None), "an unknown ancillary prefixed body is skipped");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use strata_format::{ArchiveHeader, ArchiveIndex, Chain, ChunkRef, ErrorClass, Re
 use crate::chain::{open_chain, ChainState, ParentSearch};
 use crate::image::section::{load_image_section, ImageSection};
 use crate::image::Image;
-use crate::record::{read_checked_body, read_record_at, read_record_header_at, Record, BODY_CRC_WHAT};
+use crate::record::{read_checked_body, read_record_at, read_record_header_at, Prefixes, Record, BODY_CRC_WHAT};
 use crate::{chunk, Error, ReadAt};
 
 /// How much the reader is willing to allocate for structures whose size the
@@ -132,7 +132,7 @@ pub(crate) fn read_trailer_and_index<R: ReadAt + ?Sized>(
     limits: &Limits,
 ) -> Result<(Trailer, Vec<u8>), Error> {
     let trailer_offset = size - TRAILER_RECORD_SIZE;
-    let trailer_record = read_record_at(source, size, trailer_offset, tag, limits.max_index_bytes)
+    let trailer_record = read_record_at(source, size, trailer_offset, tag, limits.max_index_bytes, Prefixes::None)
         .map_err(|e| {
             // A record header that passes says a trailer is there: a body that
             // then fails its CRC is damage to it, not a cut (FORMAT.md 10.1).
@@ -159,7 +159,7 @@ pub(crate) fn read_trailer_and_index<R: ReadAt + ?Sized>(
         )
         .at(trailer_offset));
     }
-    let index_record = read_record_at(source, size, trailer.index_offset, tag, limits.max_index_bytes)?;
+    let index_record = read_record_at(source, size, trailer.index_offset, tag, limits.max_index_bytes, Prefixes::None)?;
     let index_body = expect_type(&index_record, RecordType::ArchiveIndex)?.to_vec();
     Ok((trailer, index_body))
 }
@@ -223,7 +223,7 @@ impl Archive<std::fs::File> {
     pub fn open(path: impl AsRef<std::path::Path>) -> Result<Self, Error> {
         let path = path.as_ref();
         let file = std::fs::File::open(path).map_err(|e| Error::local_io(format!("opening {}", path.display()), e))?;
-        Archive::new(file)
+        Archive::new_with_parents(file, Limits::default(), ParentSearch::beside(path))
     }
 }
 
@@ -236,6 +236,14 @@ impl<R: ReadAt> Archive<R> {
 
     /// Opens an archive: header, trailer, index, and every section's extent map.
     pub fn new_with_limits(source: R, limits: Limits) -> Result<Self, Error> {
+        Self::new_with_parents(source, limits, ParentSearch::default())
+    }
+
+    /// Opens an archive as [`new_with_limits`](Self::new_with_limits) does,
+    /// an incremental one's ancestors looked for as `parents` says from the
+    /// start: tables read while opening may be stored against an ancestor's
+    /// (FORMAT.md 5.3).
+    pub fn new_with_parents(source: R, limits: Limits, parents: ParentSearch) -> Result<Self, Error> {
         let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
         let header = read_header(&source, size)?;
         let tag = header.archive_tag();
@@ -251,12 +259,18 @@ impl<R: ReadAt> Archive<R> {
         let (trailer, index_body) = read_trailer_and_index(&source, size, tag, &limits)?;
         let index = ArchiveIndex::parse(&index_body).map_err(|e| Error::from(e).at(trailer.index_offset))?;
         let chain = open_chain(&source, size, &header, &limits, &index, trailer.index_offset)?;
+        if let Some(chain) = &chain {
+            chain.set_search(parents);
+        }
         let mut sections = Vec::with_capacity(index.sections.len());
+        let prefixes = Prefixes::of(chain.as_deref());
         for entry in &index.sections {
             let section = match SectionKind::from_code(entry.kind) {
-                Some(SectionKind::Image) => Section::Image(load_image_section(&source, size, tag, &limits, entry)?),
+                Some(SectionKind::Image) => {
+                    Section::Image(load_image_section(&source, size, tag, &limits, entry, prefixes)?)
+                }
                 Some(SectionKind::FileTree) => {
-                    Section::Tree(crate::tree::load_tree_section(&source, size, tag, &limits, entry)?)
+                    Section::Tree(crate::tree::load_tree_section(&source, size, tag, &limits, entry, prefixes)?)
                 }
                 None => {
                     return Err(Error::new(
@@ -297,6 +311,22 @@ impl<R: ReadAt> Archive<R> {
     pub fn source(&self) -> &R {
         &self.source
     }
+    /// The decoded body of the table record at `offset`, which must be of
+    /// type `expected`: for tools that work at the level of the format (a
+    /// child's writer stores its tables against its parent's, FORMAT.md 5.3).
+    /// A prefixed body is decoded against its ancestor's record.
+    pub fn table_body(&self, offset: u64, expected: RecordType) -> Result<Vec<u8>, Error> {
+        let limit = self.limits.max_index_bytes;
+        let record = read_record_at(&self.source, self.size, offset, self.tag, limit, self.prefixes())?;
+        expect_type(&record, expected)?;
+        Ok(record.body)
+    }
+
+    /// What this archive's prefixed tables are decoded against (FORMAT.md 5.3).
+    pub(crate) fn prefixes(&self) -> Prefixes<'_> {
+        Prefixes::of(self.chain.as_deref())
+    }
+
     pub(crate) fn tag(&self) -> [u8; 8] {
         self.tag
     }

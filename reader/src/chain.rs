@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex};
 
 use strata_format::chain::uuid_text;
 use strata_format::index::TRAILER_RECORD_SIZE;
+use strata_format::record::{PrefixHead, RecordFlags};
 use strata_format::{
     Ancestor, ArchiveHeader, ArchiveIndex, Chain, ChainIndex, ChunkRef, ErrorClass, Features, RecordHeader, RecordType,
 };
 
 use crate::archive::{decode_chunk_record, read_header, read_trailer_and_index, Chunk, Limits};
-use crate::record::read_record_at;
+use crate::record::{decode_prefixed, read_checked_body, read_record_at, read_record_header_at, Prefixes};
 use crate::{Error, ReadAt};
 
 /// Ancestor files kept open at once; the least recently used is closed first.
@@ -68,6 +69,8 @@ struct Bound {
     path: PathBuf,
     size: u64,
     tag: [u8; 8],
+    /// Its feature bit 1: whether its own tables may be prefixed (5.3 rule 1).
+    incremental: bool,
 }
 
 /// What is known about one ancestor: not tried yet, bound, or failed (kept
@@ -90,6 +93,9 @@ pub(crate) struct ChainState {
     pub index: Option<ChainIndex>,
     own_uuid: [u8; 16],
     limits: Limits,
+    /// Whether the `CHAIN` record at the front passed its checks: prefixed
+    /// tables are decoded only with that chain (FORMAT.md 5.3 rule 5).
+    pub front_read: bool,
     search: Mutex<ParentSearch>,
     slots: Mutex<Vec<Slot>>,
     open: Mutex<Vec<(usize, Arc<File>)>>,
@@ -104,6 +110,7 @@ impl ChainState {
             index,
             own_uuid,
             limits,
+            front_read: true,
             search: Mutex::new(ParentSearch::default()),
             slots: Mutex::new(slots),
             open: Mutex::new(Vec::new()),
@@ -205,6 +212,72 @@ impl ChainState {
             ));
         }
         Ok(chunk)
+    }
+
+    /// The prefix of a prefixed table (`spec/FORMAT.md` 5.3, rules 6 to 9):
+    /// the decoded body of the record `head` names in ancestor
+    /// `head.prefix_ref.archive` (counted in this chain), of type
+    /// `record_type`, checked against the head's length and BLAKE3. A record
+    /// that is itself prefixed is decoded first, in its own ancestors.
+    pub(crate) fn table_prefix(&self, record_type: RecordType, head: &PrefixHead) -> Result<Vec<u8>, Error> {
+        let k = usize::from(head.prefix_ref.archive);
+        let offset = head.prefix_ref.offset;
+        // Reported at the child's record (5.3), not at its CHAIN record.
+        let unbound = |e: Error| {
+            Error::new(e.class().unwrap_or(ErrorClass::ParentMissing), "table prefix", e.detail().to_string())
+        };
+        let bound = self.bound(k).map_err(unbound)?;
+        let file = self.file(k, &bound).map_err(unbound)?;
+        let name = self.chain.ancestors[k - 1].name_lossy();
+        let fail = |class: ErrorClass, what: &str, detail: String| {
+            Error::new(
+                class,
+                "table prefix",
+                format!("{name} ({}), offset {offset}: {what}: {detail}", bound.path.display()),
+            )
+        };
+        let limit = self.limits.max_index_bytes;
+        let (header, found) = read_record_header_at(&*file, bound.size, offset, bound.tag, limit).map_err(|e| {
+            // Rule 7: a header that is not there is a reference to nothing.
+            let class = match e.class() {
+                Some(c @ (ErrorClass::RecordChecksum | ErrorClass::Truncated)) => c,
+                _ => ErrorClass::DanglingReference,
+            };
+            fail(class, e.what(), e.detail().to_string())
+        })?;
+        if found != Some(record_type) {
+            return Err(fail(
+                ErrorClass::DanglingReference,
+                "record type",
+                format!(
+                    "a {} record, where a {} is named",
+                    found.map_or("ancillary", |t| t.name()),
+                    record_type.name()
+                ),
+            ));
+        }
+        let stored = read_checked_body(&*file, offset, &header)
+            .map_err(|e| fail(e.class().unwrap_or(ErrorClass::RecordChecksum), e.what(), e.detail().to_string()))?;
+        let decoded = if header.flags & RecordFlags::PREFIXED != 0 {
+            // Rule 1 for the ancestor's record: the ancestor is incremental.
+            let prefixes = if bound.incremental { Prefixes::Chain(self) } else { Prefixes::None };
+            decode_prefixed(record_type, &stored, limit, prefixes, k)
+        } else {
+            crate::record::decode_table_body(record_type, header.flags, stored, limit)
+        }
+        .map_err(|e| fail(e.class().unwrap_or(ErrorClass::RecordMalformed), e.what(), e.detail().to_string()))?;
+        if decoded.len() as u64 != head.prefix_length || *blake3::hash(&decoded).as_bytes() != head.prefix_blake3 {
+            return Err(fail(
+                ErrorClass::ParentMismatch,
+                "prefix",
+                format!(
+                    "the record there decodes to {} bytes that are not the {} bytes the child was written against",
+                    decoded.len(),
+                    head.prefix_length
+                ),
+            ));
+        }
+        Ok(decoded)
     }
 
     /// Ancestor `k`, opened and bound on first use.
@@ -319,7 +392,8 @@ impl ChainState {
             }
         }
         debug_assert_ne!(header.archive_uuid, self.own_uuid, "Chain::parse refuses cycles");
-        Ok(Bound { path, size, tag })
+        let incremental = header.incompatible_features & Features::INCOMPAT_INCREMENTAL != 0;
+        Ok(Bound { path, size, tag, incremental })
     }
 }
 
@@ -394,6 +468,7 @@ pub(crate) fn open_chain<R: ReadAt + ?Sized>(
         )
         .at(index_offset));
     }
+    let mut front_read = true;
     match read_front_chain(source, size, first, tag, limits) {
         Ok(front) if front != chain_index.chain_body => {
             return Err(Error::new(
@@ -405,11 +480,13 @@ pub(crate) fn open_chain<R: ReadAt + ?Sized>(
         }
         Ok(_) => {}
         // A damaged front copy costs nothing: the index holds the chain (FORMAT.md 11).
-        Err(e) if e.class() == Some(ErrorClass::RecordChecksum) => {}
+        Err(e) if e.class() == Some(ErrorClass::RecordChecksum) => front_read = false,
         Err(e) => return Err(e),
     }
     let chain = chain_index.chain.clone();
-    Ok(Some(Arc::new(ChainState::new(chain, first, Some(chain_index), header.archive_uuid, *limits))))
+    let mut state = ChainState::new(chain, first, Some(chain_index), header.archive_uuid, *limits);
+    state.front_read = front_read;
+    Ok(Some(Arc::new(state)))
 }
 
 /// Reads the `CHAIN_INDEX` an incremental archive's `ARCHIVE_INDEX` points at,
@@ -429,7 +506,7 @@ pub(crate) fn read_chain_index<R: ReadAt + ?Sized>(
             "the archive is incremental (feature bit 1), but its ARCHIVE_INDEX has no chain fields",
         ));
     };
-    let record = read_record_at(source, size, pointer.offset, tag, limits.max_index_bytes)?;
+    let record = read_record_at(source, size, pointer.offset, tag, limits.max_index_bytes, Prefixes::None)?;
     let body = crate::archive::expect_type(&record, RecordType::ChainIndex)?;
     if *blake3::hash(body).as_bytes() != pointer.blake3 {
         return Err(Error::new(
@@ -450,7 +527,7 @@ pub(crate) fn read_front_chain<R: ReadAt + ?Sized>(
     tag: [u8; 8],
     limits: &Limits,
 ) -> Result<Vec<u8>, Error> {
-    let record = read_record_at(source, size, header_length, tag, limits.max_index_bytes)?;
+    let record = read_record_at(source, size, header_length, tag, limits.max_index_bytes, Prefixes::None)?;
     if record.record_type != Some(RecordType::Chain) {
         return Err(Error::new(
             ErrorClass::RecordMalformed,

@@ -440,6 +440,20 @@ pub(crate) fn decompress_exact(stored: &[u8], length: usize) -> Result<Vec<u8>, 
     Ok(out)
 }
 
+/// Decodes `stored`, one zstd frame, against `prefix` as its dictionary of
+/// raw content (`spec/FORMAT.md` 5.3), to exactly `length` bytes.
+pub(crate) fn decompress_exact_with_prefix(stored: &[u8], length: usize, prefix: &[u8]) -> Result<Vec<u8>, String> {
+    use zstd::zstd_safe::{get_error_name, DCtx};
+    let mut dctx = DCtx::create();
+    dctx.ref_prefix(prefix).map_err(|code| get_error_name(code).to_string())?;
+    let mut out = Vec::with_capacity(length);
+    dctx.decompress(&mut out, stored).map_err(|code| get_error_name(code).to_string())?;
+    if out.len() != length {
+        return Err(format!("decodes to {} bytes, {length} declared", out.len()));
+    }
+    Ok(out)
+}
+
 /// The length of the one zstd frame at the start of `stored`, when it is the
 /// whole of `stored`: no second frame, no skippable frame, nothing after it.
 pub(crate) fn one_frame(stored: &[u8]) -> Result<(), String> {

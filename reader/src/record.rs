@@ -3,10 +3,54 @@
 
 use std::io::{self, Read};
 
-use strata_format::record::{check_compressed_body, RecordFlags, RECORD_MAGIC};
+use strata_format::record::{check_compressed_body, PrefixHead, RecordFlags, RECORD_MAGIC};
 use strata_format::{ErrorClass, RecordHeader, RecordType};
 
+use crate::chain::ChainState;
 use crate::{Error, ReadAt};
+
+/// Where the prefixes of prefixed tables come from (`spec/FORMAT.md` 5.3):
+/// what a reader knows of the archive's chain when it decodes a record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Prefixes<'a> {
+    /// The archive is not incremental: a prefixed table is malformed (rule 1).
+    None,
+    /// The archive is incremental but its chain is not known (rule 5).
+    Unknown,
+    /// The chain, whose ancestors hold the prefixes.
+    Chain(&'a ChainState),
+}
+
+impl<'a> Prefixes<'a> {
+    /// What an opened archive's prefixed tables are decoded against: its
+    /// chain when it read the `CHAIN` record at the front (5.3 rule 5).
+    pub fn of(chain: Option<&'a ChainState>) -> Prefixes<'a> {
+        match chain {
+            Some(chain) if chain.front_read => Prefixes::Chain(chain),
+            Some(_) => Prefixes::Unknown,
+            None => Prefixes::None,
+        }
+    }
+}
+
+/// [`Prefixes`] owned by a walk, which learns the chain as it goes.
+#[derive(Clone, Debug, Default)]
+pub(crate) enum PrefixSource {
+    #[default]
+    None,
+    Unknown,
+    Chain(std::sync::Arc<ChainState>),
+}
+
+impl PrefixSource {
+    pub fn get(&self) -> Prefixes<'_> {
+        match self {
+            PrefixSource::None => Prefixes::None,
+            PrefixSource::Unknown => Prefixes::Unknown,
+            PrefixSource::Chain(chain) => Prefixes::Chain(chain),
+        }
+    }
+}
 
 /// A record whose header and body CRC have been checked, its body decoded
 /// when it was stored compressed.
@@ -29,9 +73,78 @@ pub(crate) fn decode_body(
     stored: Vec<u8>,
     offset: u64,
     index_limit: u64,
+    prefixes: Prefixes<'_>,
 ) -> Result<Vec<u8>, Error> {
     let Some(record_type) = record_type else { return Ok(stored) };
+    if header.flags & RecordFlags::PREFIXED != 0 {
+        return decode_prefixed(record_type, &stored, index_limit, prefixes, 0).map_err(|e| e.at(offset));
+    }
     decode_table_body(record_type, header.flags, stored, index_limit).map_err(|e| e.at(offset))
+}
+
+/// A prefixed body (`spec/FORMAT.md` 5.3) decoded by the rules of 5.3 in
+/// their order. `rebase` is 0 for the archive's own records; for a record of
+/// ancestor *k* that is itself prefixed, *k*: its ancestor *j* is the
+/// chain's *k* + *j*.
+pub(crate) fn decode_prefixed(
+    record_type: RecordType,
+    stored: &[u8],
+    index_limit: u64,
+    prefixes: Prefixes<'_>,
+    rebase: usize,
+) -> Result<Vec<u8>, Error> {
+    let malformed = |detail: String| Error::new(ErrorClass::RecordMalformed, "prefixed body", detail);
+    let chain = match prefixes {
+        Prefixes::None => {
+            return Err(malformed(
+                "PREFIXED in an archive that is not incremental: it has no ancestor to hold the prefix".into(),
+            ))
+        }
+        Prefixes::Unknown => None,
+        Prefixes::Chain(chain) => Some(chain),
+    };
+    // Rule 2: against the chain's depth; while the chain is unknown, and for
+    // an ancestor's own record (whose *j* is checked against the chain
+    // below), against the most any chain lists.
+    let most = strata_format::limits::MAX_CHAIN_DEPTH as usize;
+    let depth = match chain {
+        Some(chain) if rebase == 0 => chain.chain.depth(),
+        _ => most,
+    };
+    let (mut head, frame) = PrefixHead::split(stored, record_type, depth).map_err(Error::from)?;
+    let limit = body_limit(Some(record_type), index_limit);
+    if head.prefix_length > limit {
+        return Err(Error::new(
+            ErrorClass::LimitExceeded,
+            "prefix_length",
+            format!("{} bytes; this reader accepts tables of at most {limit}", head.prefix_length),
+        ));
+    }
+    let decoded = check_compressed_body(record_type, frame, limit).map_err(Error::from)?;
+    let Some(chain) = chain else {
+        return Err(Error::new(
+            ErrorClass::ParentMissing,
+            "prefixed body",
+            "its prefix is in an ancestor, and the archive's CHAIN record, which names the ancestors, could not be read",
+        ));
+    };
+    let k = usize::from(head.prefix_ref.archive) + rebase;
+    if k > chain.chain.depth() {
+        return Err(Error::new(
+            ErrorClass::ParentMismatch,
+            "prefixed body",
+            format!(
+                "an ancestor's table refers to ancestor {} of its own, beyond the {} the child lists",
+                head.prefix_ref.archive,
+                chain.chain.depth() - rebase
+            ),
+        ));
+    }
+    head.prefix_ref.archive = k as u8;
+    let prefix = chain.table_prefix(record_type, &head)?;
+    // Rule 10: one frame, the whole of it, decoded to exactly its length.
+    crate::chunk::one_frame(frame).map_err(malformed)?;
+    crate::chunk::decompress_exact_with_prefix(frame, decoded as usize, &prefix).map_err(malformed)
 }
 
 /// The body a record of `record_type` with header `flags` describes, from its
@@ -58,6 +171,13 @@ pub fn decode_table_body(
 ) -> Result<Vec<u8>, Error> {
     if flags & RecordFlags::ZSTD == 0 {
         return Ok(stored);
+    }
+    if flags & RecordFlags::PREFIXED != 0 {
+        return Err(Error::new(
+            ErrorClass::ParentMissing,
+            "prefixed body",
+            "its prefix is a table of an ancestor (FORMAT.md 5.3): read it through its archive",
+        ));
     }
     let limit = body_limit(Some(record_type), index_limit);
     let decoded = check_compressed_body(record_type, &stored, limit).map_err(Error::from)?;
@@ -144,10 +264,11 @@ pub(crate) fn read_record_at<R: ReadAt + ?Sized>(
     offset: u64,
     tag: [u8; 8],
     index_limit: u64,
+    prefixes: Prefixes<'_>,
 ) -> Result<Record, Error> {
     let (header, record_type) = read_record_header_at(source, size, offset, tag, index_limit)?;
     let body = read_checked_body(source, offset, &header)?;
-    let body = decode_body(&header, record_type, body, offset, index_limit)?;
+    let body = decode_body(&header, record_type, body, offset, index_limit, prefixes)?;
     Ok(Record { offset, record_type, body })
 }
 
@@ -280,12 +401,21 @@ pub(crate) struct Records<S> {
     /// A spare body buffer handed back by [`Records::recycle`].
     spare: Vec<u8>,
     done: bool,
+    /// What prefixed tables are decoded against (FORMAT.md 5.3).
+    prefixes: PrefixSource,
 }
 
 impl<S: RecordSource> Records<S> {
     /// A walk over `source` starting at byte `position`, for the archive with `tag`.
     pub fn new(source: S, position: u64, tag: [u8; 8], index_limit: u64) -> Self {
-        Records { source, position, tag, index_limit, spare: Vec::new(), done: false }
+        Records { source, position, tag, index_limit, spare: Vec::new(), done: false, prefixes: PrefixSource::None }
+    }
+
+    /// Sets what prefixed tables met from now on are decoded against: an
+    /// incremental archive's walk starts with [`PrefixSource::Unknown`] and
+    /// learns the chain from its `CHAIN` record.
+    pub fn set_prefixes(&mut self, prefixes: PrefixSource) {
+        self.prefixes = prefixes;
     }
 
     /// Takes back a record's body so that the next one reuses its memory.
@@ -405,7 +535,7 @@ impl<S: RecordSource> Records<S> {
             self.spare = body;
             return Ok(Some(unusable(Unusable::BodyChecksum, error)));
         }
-        let body = match decode_body(&header, record_type, body, offset, self.index_limit) {
+        let body = match decode_body(&header, record_type, body, offset, self.index_limit, self.prefixes.get()) {
             Ok(body) => body,
             Err(error) => return Ok(Some(unusable(Unusable::Body, error))),
         };

@@ -135,11 +135,14 @@ impl Recovered {
 pub fn entries_record_at<R: ReadAt + ?Sized>(
     source: &R,
     offset: u64,
-    tag: [u8; 8],
+    recovered: &Recovered,
     limits: &Limits,
 ) -> Result<Vec<(u32, strata_format::files::Entry)>, Error> {
     let size = source.size().map_err(|e| Error::io("archive size", 0, e))?;
-    let record = crate::record::read_record_at(source, size, offset, tag, limits.max_index_bytes)?;
+    // A group the walk read whole, prefixed or not, reads again the same way.
+    let prefixes =
+        recovered.ancestors.as_deref().map_or(crate::record::Prefixes::Unknown, crate::record::Prefixes::Chain);
+    let record = crate::record::read_record_at(source, size, offset, recovered.tag, limits.max_index_bytes, prefixes)?;
     let body = crate::archive::expect_type(&record, RecordType::FilesEntries)?;
     let group = strata_format::files::parse_group(body).map_err(|e| Error::from(e).at(offset))?;
     Ok(group.entries.into_iter().enumerate().filter_map(|(row, e)| Some((row as u32, e.ok()?))).collect())

@@ -29,7 +29,7 @@ use strata_format::image::{self, ExtentMapCheck, MapDigest};
 use strata_format::{ArchiveHeader, ChunkRef, ErrorClass, Extent, ExtentKind, ImageBegin, ImageEnd, RecordType};
 
 use crate::chain::ChainState;
-use crate::record::{read_full, Records, Sequential};
+use crate::record::{read_full, PrefixSource, Records, Sequential};
 use crate::sink::ImageSink;
 use crate::{chunk, Error, Limits};
 
@@ -123,9 +123,12 @@ pub fn restore_image_with_parents(
 ) -> Result<u64, Error> {
     let header = read_stream_header(&mut input)?;
     let incremental = header.incompatible_features & strata_format::Features::INCOMPAT_INCREMENTAL != 0;
-    let mut chain: Option<ChainState> = None;
+    let mut chain: Option<std::sync::Arc<ChainState>> = None;
     let mut records =
         Records::new(Sequential(input), u64::from(header.header_length), header.archive_tag(), limits.max_index_bytes);
+    if incremental {
+        records.set_prefixes(PrefixSource::Unknown);
+    }
     let can_read_back = sink.read_back(0, &mut []).unwrap_or(false);
     let mut seen: HashMap<u64, Seen> = HashMap::new();
     let mut spill = Spill { file: None, length: 0 };
@@ -162,6 +165,8 @@ pub fn restore_image_with_parents(
                 .map_err(|e| Error::from(e).at(offset))?;
             let state = ChainState::new(parsed, offset, None, header.archive_uuid, limits);
             state.set_search(parents.clone());
+            let state = std::sync::Arc::new(state);
+            records.set_prefixes(PrefixSource::Chain(state.clone()));
             chain = Some(state);
             continue;
         }
@@ -261,7 +266,7 @@ pub fn restore_image_with_parents(
                     sink.start(None).map_err(|e| Error::local_io("preparing the destination", e))?;
                     started = true;
                 }
-                drain_resolved(state, &seen, &spill, chain.as_ref(), sink, name, progress)?;
+                drain_resolved(state, &seen, &spill, chain.as_deref(), sink, name, progress)?;
             }
             Some(RecordType::Chain) => {
                 return Err(Error::new(
@@ -310,7 +315,7 @@ pub fn restore_image_with_parents(
             }
         }
         if let Some(state) = active.as_mut() {
-            drain_resolved(state, &seen, &spill, chain.as_ref(), sink, name, progress)?;
+            drain_resolved(state, &seen, &spill, chain.as_deref(), sink, name, progress)?;
         }
     }
 }
@@ -533,12 +538,16 @@ impl<R: Read> Stream<R> {
     /// stream is iterated.
     pub fn new(mut input: R, limits: Limits) -> Result<Self, Error> {
         let header = read_stream_header(&mut input)?;
-        let records = Records::new(
+        let mut records = Records::new(
             Sequential(input),
             u64::from(header.header_length),
             header.archive_tag(),
             limits.max_index_bytes,
         );
+        if header.incompatible_features & strata_format::Features::INCOMPAT_INCREMENTAL != 0 {
+            // Prefixed tables need the ancestors, named by the CHAIN record first.
+            records.set_prefixes(PrefixSource::Unknown);
+        }
         Ok(Stream { records, header, limits, ready: VecDeque::new(), open: None, done: false })
     }
 
@@ -651,6 +660,15 @@ impl<R: Read> Stream<R> {
                 }
             }
             Some(RecordType::Trailer) => return Ok(false),
+            Some(RecordType::Chain) if offset == u64::from(self.header.header_length) => {
+                // Ancestors of an archive from a pipe are looked for in the
+                // current folder (FORMAT.md 15.4), for its prefixed tables.
+                let chain = strata_format::Chain::parse(body, &self.header.archive_uuid, self.limits.max_chain_depth)
+                    .map_err(at)?;
+                let state = ChainState::new(chain, offset, None, self.header.archive_uuid, self.limits);
+                state.set_search(crate::ParentSearch::beside(std::path::Path::new("-")));
+                self.records.set_prefixes(PrefixSource::Chain(std::sync::Arc::new(state)));
+            }
             // Chunks (their CRC checked by the walker), the tables written
             // after the sections, a chain, and ancillary records say nothing
             // a front-to-back reader gives.

@@ -320,7 +320,7 @@ struct PlanSource<'a, R: ReadAt + ?Sized> {
 impl<R: ReadAt + ?Sized> PlanSource<'_, R> {
     fn entry(&mut self, id: u64, facts: &EntryFacts) -> io::Result<Entry> {
         if self.record_cache.as_ref().is_none_or(|(at, _)| *at != facts.record) {
-            let entries = entries_record_at(self.archive, facts.record, self.recovered.tag, self.limits)
+            let entries = entries_record_at(self.archive, facts.record, self.recovered, self.limits)
                 .map_err(|e| io::Error::other(e.to_string()))?;
             self.record_cache = Some((facts.record, entries.into_iter().map(|(_, e)| (e.entry_id, e)).collect()));
         }

@@ -24,10 +24,11 @@ Commands (the protocol of conformance.md, "The runner and its command protocol")
 Incremental archives (feature bit 1, section 15; conformance level R3). A child's
 chunk_refs are (archive, offset) pairs (15.1); ancestors are found beside the
 child by the names its CHAIN records (or named with --parent), opened only when a
-chunk is needed (info and list open none), bound by UUID, length, trailer and the
-BLAKE3 of their ARCHIVE_INDEX body, their own chain checked against the child's,
-and each ancestor chunk checked by sections 5 and 6 and against the child's
-CHAIN_INDEX row (15.4). At most 16 ancestors are open at once (least recently used
+chunk or a prefix is needed (info and list open only the ancestors whose records
+prefix the tables they read), bound by UUID, length, trailer and the BLAKE3 of
+their ARCHIVE_INDEX body, their own chain checked against the child's, and each
+ancestor chunk checked by sections 5 and 6 and against the child's CHAIN_INDEX row
+(15.4). At most 16 ancestors are open at once (least recently used
 closed first), each holding its header only once checked. verify reports an
 ancestor missing or mismatched once, at the CHAIN record, affecting every range
 and file that refers to it, and every other reference problem at the referring
@@ -36,6 +37,19 @@ extents, and the ARCHIVE_INDEX's chain fields with the CHAIN_INDEX, as summary
 checks. A damaged CHAIN is replaced by the CHAIN_INDEX's copy (11); when the chain
 cannot be known (both fail, or the first record is not a CHAIN), every ancestor
 reference is charged to the first record's problem (15.4).
+
+Prefixed tables (flags ZSTD and PREFIXED, 5.3). A table of a child may be stored as
+a zstd frame whose raw-content dictionary is the decoded body of a record of the same
+type in an ancestor. Every reader path decodes table bodies in one place
+(decode_table_body, through read_record for random access and in the walk), which
+checks the rules of 5.3 in their order and reports them at the child's record:
+the head, the frame, the chain (only a CHAIN record that passed: its copy in the
+CHAIN_INDEX does not stand in), the ancestor (found and bound as for chunks), its
+record, that record's own decoding (a prefixed prefix is read in the ancestor's own
+chain: its ancestor j, held to 64, is the child's m + j, within the child's depth),
+the prefix's length and BLAKE3, and the decoding. The walk opens an ancestor when a prefixed table needs it, and reports
+a failure once, at the prefixed record, which is then lost as a record whose body
+fails its rules.
 
 Exit status
     verify  0 ok, 1 damaged or unsupported, 2 unreadable (conformance.md);
@@ -56,7 +70,8 @@ Layout of this file
     3. body parsers, one per record type; each returns (value, errors) with
        errors as (class, what, detail) triples and never raises on bad input;
     4. zstd frames: chunks (6) and compressed table bodies (5.2, decode_table_body,
-       the one decoding step of the walk and of random access);
+       the one decoding step of the walk and of random access), prefixed ones
+       included (5.3, decode_prefixed);
     5. MapChecker: the extent-map rules of an image (7.2: 32-byte extent entries with
        chunk_offset, every section on the 512-byte grain, a data extent a range of its
        chunk's raw bytes inside one chunk window) and the map digest (7.3);
@@ -92,7 +107,10 @@ body (flag ZSTD, 5.2) is decoded only after its CRC and after its frame header's
 Frame_Content_Size passed the type's maximum and TABLE_LIMIT; the decoder's output
 buffer is that checked length (a bounded stream read, never an allocation the frame
 asks for), and this reader's own walk of the frame's blocks refuses a second frame or
-any byte after the first.
+any byte after the first. A prefixed body (5.3) is decoded the same way, after its
+head's prefix_length passed the type's maximum and TABLE_LIMIT; its prefix is the
+decoded body of a record of an ancestor, bounded likewise, and a chain of prefixes
+(at most the chain's depth) holds one ancestor record and one decoded prefix at a time.
 
 Time bounds. A file's digest (8.3) hashes its data ranges and, for each hole,
 only its offset and length: checking a file costs what its stored bytes cost,
@@ -142,9 +160,11 @@ TYPE_NAMES = {CHUNK: "CHUNK", CHAIN: "CHAIN", CHAIN_INDEX: "CHAIN_INDEX", IMAGE_
 SECTION_TYPES = {CHUNK, IMAGE_BEGIN, IMAGE_EXTENTS, IMAGE_END,
                  FILES_BEGIN, FILES_EXTENTS, FILES_ENTRIES, FILES_END}
 TABLE_TYPES = {IMAGE_INDEX, FILES_DIR, FILES_INDEX}
+FILE_SIZE_TYPES = TABLE_TYPES | {CHAIN_INDEX}   # 5.1: maximum body length "file size", no format maximum
 MAY_COMPRESS = {IMAGE_EXTENTS, IMAGE_INDEX, FILES_EXTENTS, FILES_ENTRIES, FILES_DIR, FILES_INDEX,
                 CHAIN_INDEX}            # 5.2
-R_ANCILLARY, R_ZSTD = 1, 2              # record flags (5); bits 2..15 reserved
+R_ANCILLARY, R_ZSTD, R_PREFIXED = 1, 2, 8     # record flags (5); bits 2 and 4..15 reserved
+R_KNOWN = R_ANCILLARY | R_ZSTD | R_PREFIXED
 
 MIB = 1 << 20
 MAX_RAW = 1 << 24                       # chunk raw length, zstd window, chunk size
@@ -181,6 +201,8 @@ EMPTY_DIGEST = blake3.blake3(b"").digest()[:16]  # the file digest of no items (
 NSEC = 1_000_000_000                    # nanoseconds in a second; a *_nsec is below it (8.3)
 ZEROS = bytes(MIB)
 REC_HDR = struct.Struct("<4sHH8sQII")
+# prefix_ref, prefix_length, prefix_blake3: the head of a prefixed body (5.3, 48 bytes)
+PREFIX_HEAD = struct.Struct("<QQ32s")
 # image_offset, length, chunk_ref, chunk_offset, reserved (7.2, 32 bytes)
 IMG_EXTENT = struct.Struct("<QQQII")
 
@@ -333,6 +355,20 @@ def check_header(mm, size):
                          "unimplemented incompatible feature(s): " + ", ".join(names)))
         return hdr, problems, "stop"
     return hdr, problems, "ok"
+
+
+def flag_fault(typ, flags):
+    """The flag rules of section 5 that depend on the type, checked after the reserved
+    bits: ZSTD on a known type that is never compressed (5.2), PREFIXED without ZSTD or
+    on a CHAIN_INDEX (5.3). A reason, or None. PREFIXED without ZSTD is a fault on
+    every type, an unknown ancillary one included."""
+    if flags & R_ZSTD and typ in TYPE_NAMES and typ not in MAY_COMPRESS:
+        return f"ZSTD on a {tname(typ)}, a type never compressed (5.2)"
+    if flags & R_PREFIXED and not flags & R_ZSTD:
+        return f"PREFIXED without ZSTD on a {tname(typ)} (5.3)"
+    if flags & R_PREFIXED and typ == CHAIN_INDEX:
+        return "PREFIXED on a CHAIN_INDEX, which holds the copy of the chain (5.3)"
+    return None
 
 
 def record_header_ok(mm, pos, size, tag):
@@ -1044,14 +1080,17 @@ def zstd_frame_rest(stored, h):
     return None
 
 
-def zstd_decode(stored, length):
+def zstd_decode(stored, length, prefix=None):
     """Decode the one zstd frame of stored (its header and blocks already checked) into
     exactly length bytes: (bytes, None) or (None, reason). The output buffer is length
     bytes, allocated by this reader's bound, never by a size the frame gives; the
-    decoder refuses windows above 16 MiB and checks the content checksum."""
+    decoder refuses windows above 16 MiB and checks the content checksum. prefix: the
+    bytes of a raw-content dictionary that precedes the frame (5.3), or None."""
     try:
-        with zstandard.ZstdDecompressor(max_window_size=MAX_RAW).stream_reader(
-                bytes(stored), read_across_frames=False) as r:
+        opts = {"max_window_size": MAX_RAW}
+        if prefix is not None:
+            opts["dict_data"] = zstandard.ZstdCompressionDict(prefix, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        with zstandard.ZstdDecompressor(**opts).stream_reader(bytes(stored), read_across_frames=False) as r:
             out = r.read(length)
             more = r.read(1)
     except zstandard.ZstdError as e:
@@ -1096,38 +1135,207 @@ def decode_chunk(fields, stored):
     return raw, []
 
 
-def decode_table_body(typ, flags, body, limit=TABLE_LIMIT):
-    """The body of a table record (5.2) whose header and body CRC passed: the stored
-    body itself without flag ZSTD, else the decoded one, checked by 5.2's rules in
-    their order. Returns (body or None, errors); the first error is the rule broken.
-    The decoded length D is bounded by the type's maximum and limit (rule 2) before
-    anything is allocated for it. The one decoding step of every reader path."""
-    if not flags & R_ZSTD or typ not in MAY_COMPRESS:
-        return body, []
-    what, n = f"{tname(typ)}.body", len(body)
-    h = zstd_frame_header(body)
+def type_bound(typ, limit):
+    """The most a body of type typ may hold for this reader: the type's maximum (5.1)
+    and the reader's table limit (13); a type whose maximum is the file size has no
+    format maximum, only the limit (5.2 rule 2, 5.3 rules 2 and 3)."""
+    return limit if typ in FILE_SIZE_TYPES else min(MAX_BODY[typ], limit)
+
+
+def frame_rules(typ, frame, limit, what, label="compressed body"):
+    """Rules 1 to 4 of 5.2 for the zstd frame of a table record (the stored body, or
+    the frame after a prefix head, 5.3 rule 4): (frame header, errors), the first error
+    the rule broken. Reads the frame header only; D is bounded by the type's maximum and
+    limit (rule 2) before anything is allocated for it."""
+    n = len(frame)
+    h = zstd_frame_header(frame)
     if isinstance(h, str):              # no frame header, so no Frame_Content_Size (rule 1)
-        return None, [("record-malformed", what, f"compressed body: {h}")]
+        return None, [("record-malformed", what, f"{label}: {h}")]
     if h["reserved"]:                   # a header no reader parses: rule 1 too (5.2)
-        return None, [("record-malformed", what, "compressed body: reserved bit of Frame_Header_Descriptor set")]
+        return None, [("record-malformed", what, f"{label}: reserved bit of Frame_Header_Descriptor set")]
     d = h["fcs"]
     if d is None:
-        return None, [("record-malformed", what, "compressed body: the frame header has no Frame_Content_Size")]
-    bound = min(MAX_BODY[typ], limit)
+        return None, [("record-malformed", what, f"{label}: the frame header has no Frame_Content_Size")]
+    bound = type_bound(typ, limit)
     if d > bound:
-        return None, [("limit-exceeded", what, f"compressed body decodes to {d} bytes, maximum {bound}")]
+        return None, [("limit-exceeded", what, f"{label} decodes to {d} bytes, maximum {bound}")]
     if n >= d:
-        return None, [("record-malformed", what, f"compressed body of {n} bytes decodes to {d}: not smaller")]
+        return None, [("record-malformed", what, f"{label} of {n} bytes decodes to {d}: not smaller")]
     if h["dict_id"]:
-        return None, [("record-malformed", what, f"compressed body: Dictionary_ID {h['dict_id']}, not 0")]
+        return None, [("record-malformed", what, f"{label}: Dictionary_ID {h['dict_id']}, not 0")]
     if h["window"] > MAX_RAW:
-        return None, [("record-malformed", what, f"compressed body: Window_Size {h['window']}, above 16 MiB")]
-    why = zstd_frame_rest(body, h)
-    if why is None:
-        out, why = zstd_decode(body, d)
+        return None, [("record-malformed", what, f"{label}: Window_Size {h['window']}, above 16 MiB")]
+    return h, []
+
+
+def frame_decode(frame, h, prefix=None):
+    """Rule 5 of 5.2 (rule 10 of 5.3 with a prefix): the frame whose header h passed
+    frame_rules is one frame and nothing after it, and decodes to exactly its D bytes.
+    (bytes, None) or (None, reason)."""
+    why = zstd_frame_rest(frame, h)
+    if why is not None:
+        return None, why
+    return zstd_decode(frame, h["fcs"], prefix)
+
+
+def decode_table_body(typ, flags, body, limit=TABLE_LIMIT, prefixes=None):
+    """The body of a table record (5.2) whose header and body CRC passed: the stored
+    body itself without flag ZSTD, else the decoded one, checked by 5.2's rules in
+    their order, or with flag PREFIXED by 5.3's (decode_prefixed; prefixes: the
+    PrefixSource of the archive that holds the record). Returns (body or None, errors);
+    the first error is the rule broken. The decoded length D is bounded by the type's
+    maximum and limit (rule 2) before anything is allocated for it. The one decoding
+    step of every reader path."""
+    if not flags & R_ZSTD or typ not in MAY_COMPRESS:
+        return body, []
+    if flags & R_PREFIXED:
+        return decode_prefixed(typ, body, limit, prefixes)
+    what = f"{tname(typ)}.body"
+    h, errs = frame_rules(typ, body, limit, what)
+    if errs:
+        return None, errs
+    out, why = frame_decode(body, h)
     if why:
         return None, [("record-malformed", what, f"compressed body: {why}")]
     return out, []
+
+
+# A child's view of its chain, for prefixed bodies (5.3): incremental() is feature bit
+# 1 (rule 1); chain() the chain of its CHAIN record when that record passed its checks,
+# else None (rule 5: the copy in the CHAIN_INDEX does not stand in); ancestors() its
+# Ancestors (rule 6), which also know each ancestor's own chain (rule 8).
+PrefixSource = namedtuple("PrefixSource", "incremental chain ancestors")
+
+
+def prefix_head(typ, stored, limit, depth, where):
+    """Rules 2 to 4 of 5.3 for the stored body of a prefixed record: its head
+    {"k", "o", "length", "blake3", "frame"} (frame: the frame header, 5.2 rules 1 to 4,
+    the frame standing for the stored body), or errors. depth: the child's chain's
+    depth for the child's own record; None while that chain is not known (rule 5
+    refuses it next) and for an ancestor's prefixed record read under rule 8 (whose k
+    is checked against 64, never against that ancestor's own depth: the child's depth
+    bounds its k + j after these rules). k is then held to 64, the most a chain lists.
+    prefix_length has the type's maximum (5.1), none for a type whose maximum is the
+    file size, and the reader's limit (rule 3). where: how the errors name the record,
+    "" for the child's own."""
+    what = f"{tname(typ)}.prefix"
+    if len(stored) < 48:
+        return None, [("record-malformed", f"{tname(typ)}.body_length",
+                       f"{where}a prefixed body of {len(stored)} bytes, shorter than its 48-byte head")]
+    ref, length, digest = PREFIX_HEAD.unpack_from(stored, 0)
+    k, o = split_ref(ref)
+    top = MAX_DEPTH if depth is None else depth
+    if not 1 <= k <= top or o < 128:
+        return None, [("record-malformed", f"{what}_ref",
+                       f"{where}0x{ref:016x}: ancestor {k}, offset {o}; expected an ancestor 1 to "
+                       f"{f'the depth {top}' if depth is not None else f'{top}, the most a chain lists'} "
+                       "and an offset of 128 or more")]
+    fmax = None if typ in FILE_SIZE_TYPES else MAX_BODY[typ]    # 5.1: these types' maximum is the file size
+    if length == 0 or (fmax is not None and length > fmax):
+        return None, [("record-malformed", f"{what}_length",
+                       f"{where}{length}, expected 1 to " + (f"{fmax}, the type's maximum" if fmax else "the file size"))]
+    if length > limit:
+        return None, [("limit-exceeded", f"{what}_length", f"{where}{length}, above this reader's limit {limit}")]
+    h, errs = frame_rules(typ, stored[48:], limit, f"{tname(typ)}.body", f"{where}prefixed frame")
+    if errs:
+        return None, errs
+    return {"k": k, "o": o, "length": length, "blake3": bytes(digest), "frame": h}, []
+
+
+def decode_prefixed(typ, body, limit, src):
+    """5.3: the stored body of a record with flags ZSTD and PREFIXED, checked by the
+    rules of its table in their order and decoded against its prefix, the decoded body
+    of the record of the same type that prefix_ref names in an ancestor. Returns
+    (decoded body or None, errors): the first rule broken, in this record or in a
+    prefix's own record (rule 8: that failure takes its class), its detail naming the
+    ancestor's file and the offset in it; the caller reports it at the record's own
+    offset.
+
+    A prefix may be prefixed in turn, in the ancestor's own chain: its ancestor j is
+    the child's ancestor m + j (rule 4 of 15.4, which binding checked, makes them the
+    same archive), so each step goes to an older ancestor and a chain of prefixes has
+    at most depth records. Such a record's j is checked against 64 by its rule 2 (not
+    against the ancestor's own depth), and after its rules 2 to 4 an m + j beyond the
+    child's depth is parent-mismatch. Only its decoding counts: the rules of its type
+    are never checked on it. They are checked outermost first (rules 1 to 4 of each; 5 to
+    7, the next record's header and CRC; the next record's rules being rule 8 of the
+    one before), then decoded innermost first (rule 8 of the innermost by 5.2, then
+    rules 9 and 10 outwards), which is the order in which rules nested in rule 8 come.
+    At most one record of an ancestor is held at a time, and one decoded prefix: a
+    record is read again for its decoding, since at most 16 ancestors stay open and
+    one may be closed in between (15.4)."""
+    what = f"{tname(typ)}.body"
+    if src is None or not src.incremental():                # rule 1
+        return None, [("record-malformed", what, "a prefixed body (5.3) in an archive without feature bit 1")]
+    chain = src.chain()
+    heads, holder, stored, where, depth = [], 0, body, "", chain["depth"] if chain else None
+    while True:
+        head, errs = prefix_head(typ, stored, limit, depth, where)     # rules 2 to 4
+        if holder:
+            stored.release()            # the ancestor's mmap may be closed by the next get()
+        if errs:
+            return None, errs
+        if chain is None:               # rule 5: only a CHAIN record that passed its checks
+            return None, [("parent-missing", f"{tname(typ)}.prefix_ref",
+                           "the chain is not known (the CHAIN record did not pass its checks), so ancestor "
+                           f"{head['k']} of the prefix cannot be found")]
+        t = holder + head["k"]          # the child's ancestor holding the prefix
+        if t > chain["depth"]:          # rule 8 of the record before, after this one's rules 2 to 4
+            # (the child's own record's k was held to the depth by rule 2, so only a nested one gets here)
+            return None, [("parent-mismatch", f"{tname(typ)}.prefix_ref",
+                           f"{where}its ancestor {head['k']} would be the child's ancestor {t}, beyond the "
+                           f"child's depth {chain['depth']}")]
+        head["t"] = t
+        heads.append(head)
+        anc = src.ancestors()
+        try:
+            af = anc.get(t)             # rule 6: found and bound (15.4 rules 1 to 4)
+        except StrataError as e:
+            return None, [(e.cls, f"{tname(typ)}.prefix_ref", f"{where}the prefix's ancestor: {e.detail}")]
+        head["at"] = f"{anc.name(t)}, file {af.path}, offset {head['o']}"     # the prefix's record
+        named = head["at"] + ": "
+        try:
+            flags, stored = af.record(head["o"], typ, limit)   # rule 7
+        except StrataError as e:
+            return None, [(e.cls, f"{tname(typ)}.prefix_ref", f"{where}the prefix's record, {named}{e.detail}")]
+        if not flags & R_PREFIXED:
+            break
+        holder, where = t, named        # rule 8: a prefixed prefix, read in its ancestor's own chain
+        if not af.hdr["incompatible"] & F_INCREMENTAL:     # its rule 1: the ancestor's feature bit 1
+            stored.release()
+            return None, [("record-malformed", what, f"{where}a prefixed body (5.3) in an archive without feature bit 1")]
+        depth = None                    # its rule 2: its k to 64; k + j beyond the child's depth next
+    # The innermost prefix: a record of its ancestor decoded by 5.2 (rule 8).
+    out, errs = decode_table_body(typ, flags, stored, limit)
+    prefix = None if errs else bytes(out)
+    del out
+    stored.release()
+    if errs:
+        c, w, d = errs[0]
+        return None, [(c, w, f"the prefix's record, {named}{d}")]
+    for i in range(len(heads) - 1, -1, -1):
+        head, outer = heads[i], heads[i - 1] if i else None
+        here = "" if outer is None else outer["at"] + ": "
+        digest = blake3.blake3(prefix).digest()
+        if len(prefix) != head["length"] or digest != head["blake3"]:      # rule 9
+            return None, [("parent-mismatch", f"{tname(typ)}.prefix_blake3",
+                           f"{here}the prefix, the decoded body of {head['at']}, has {len(prefix)} bytes "
+                           f"and BLAKE3 {digest.hex()}; the head gives prefix_length {head['length']} and "
+                           f"prefix_blake3 {head['blake3'].hex()}")]
+        if outer is None:
+            stored = body
+        else:                           # the record is read again: its ancestor may have been closed
+            try:
+                stored = anc.get(outer["t"]).record(outer["o"], typ, limit)[1]
+            except StrataError as e:
+                return None, [(e.cls, f"{tname(typ)}.prefix_ref", f"the prefix's record, {here}{e.detail}")]
+        prefix, why = frame_decode(stored[48:], head["frame"], prefix)    # rule 10
+        if outer is not None:
+            stored.release()
+        if why:
+            return None, [("record-malformed", what,
+                           f"{here}prefixed frame, decoded with its prefix ({head['at']}): {why}")]
+    return prefix, []
 
 
 # ----------------------------------------------------------------------------
@@ -1462,7 +1670,8 @@ class Walker:
         self.anc_memo = {}              # chunk_ref -> resolution of an ancestor chunk (resolve_anc)
         self.anc_probs = {}             # k -> the parent-missing / parent-mismatch problem of ancestor k
         self.deferred_content = []      # file digests that need ancestor chunks: checked in finish()
-        self.ancestors = None           # Ancestors, once the chain is known
+        self.ancestors = None           # Ancestors, once the chain is known (or a prefix needs them, 5.3)
+        self.prefixes = PrefixSource(lambda: bool(self.chained), lambda: self.chain, self.chain_ancestors)
         self.final_chain = None         # the chain used for references: CHAIN, else the CHAIN_INDEX copy
 
     def problem(self, cls, offset, what, detail, affects=None):
@@ -1541,12 +1750,12 @@ class Walker:
             if pos == self.first_off:
                 self.first_record(pos, typ)
             fail = None
-            if flags & ~(R_ANCILLARY | R_ZSTD):
+            if flags & ~R_KNOWN:
                 fail = ("record-malformed", "record.flags", f"reserved flag bits set: 0x{flags:04x}")
             elif typ not in TYPE_NAMES and not flags & R_ANCILLARY:
                 fail = ("unknown-record", "record.record_type", f"0x{typ:04x}, unknown and not ANCILLARY")
-            elif flags & R_ZSTD and typ in TYPE_NAMES and typ not in MAY_COMPRESS:
-                fail = ("record-malformed", "record.flags", f"ZSTD on a {tname(typ)}, a type never compressed (5.2)")
+            elif flag_fault(typ, flags):
+                fail = ("record-malformed", "record.flags", flag_fault(typ, flags))
             else:
                 limit = MAX_BODY.get(typ, TABLE_LIMIT)
                 if blen > limit:
@@ -1577,7 +1786,7 @@ class Walker:
             else:
                 self.good.append((pos, 32 + blen))
                 self.header_seen(pos, typ, True)
-                body, errs = decode_table_body(typ, flags, body)
+                body, errs = decode_table_body(typ, flags, body, prefixes=self.prefixes)
                 if errs:
                     self.unusable(pos, typ, self.errs(pos, errs)[0])
                 else:
@@ -1678,7 +1887,8 @@ class Walker:
          CHAIN: self.on_chain, CHAIN_INDEX: self.on_chain_index}[typ](pos, body)
 
     def unusable(self, pos, typ, prob):
-        """A compressed body whose decoding failed (5.2): unusable as a whole, as a body
+        """A compressed body whose decoding failed (5.2), or a prefixed one that breaks a
+        rule of 5.3, in its own record or in its prefix's: unusable as a whole, as a body
         that breaks a rule of its type is (its extents or entries cannot be read, 11)."""
         if typ in SECTION_TYPES:
             if self.phase >= 1:
@@ -2451,8 +2661,17 @@ class Walker:
             # a CHAIN leaves the chain unknown (15.4)
             chain = self.chain_index[1]["chain"]
         self.final_chain = chain
-        if chain is not None:
+        if chain is not None and self.ancestors is None:
             self.ancestors = Ancestors(self.path, chain, self.first_off, self.parents)
+
+    def chain_ancestors(self):
+        """The ancestors of the CHAIN record's chain, opened during the walk as the
+        prefixed tables need them (5.3: only once the CHAIN record passed, rule 5), and
+        kept for the references checked after it (settle_chain: then the chain is the
+        CHAIN record's too)."""
+        if self.ancestors is None:
+            self.ancestors = Ancestors(self.path, self.chain, self.first_off, self.parents)
+        return self.ancestors
 
     def chain_damage(self):
         """The problem of the first record, where the chain should be: references into
@@ -2672,12 +2891,14 @@ def merge_affects(items):
 # ----------------------------------------------------------------------------
 # 7. Random access from the end (10.1)
 
-def read_record(mm, size, tag, pos, typ, via=None):
+def read_record(mm, size, tag, pos, typ, via=None, prefixes=None):
     """Read and check the record at pos of the archive in mm, of type typ, with the
-    archive tag tag (checks in the order of 5); its body, decoded (5.2). Raises
-    StrataError. A CHUNK expected where there is no record, or a record of another
-    type, is dangling-reference (7.2 rule 5, 15.4 rule 5); for other types a wrong
-    offset read through an index field (via) is index-mismatch."""
+    archive tag tag (checks in the order of 5); its body, decoded (5.2; 5.3 with the
+    PrefixSource prefixes of the archive). Raises StrataError. A CHUNK expected where
+    there is no record, or a record of another type, is dangling-reference (7.2 rule 5,
+    15.4 rule 5); for other types a wrong offset read through an index field (via) is
+    index-mismatch. A prefixed body's problems are at pos, whatever ancestor they are
+    in (5.3)."""
     what = via or tname(typ)
     if pos < 128 or pos + 32 > size:
         raise StrataError("dangling-reference" if typ == CHUNK else ("index-mismatch" if via else "truncated"),
@@ -2689,10 +2910,11 @@ def read_record(mm, size, tag, pos, typ, via=None):
         raise StrataError("record-checksum", pos, tname(typ), "record header magic or CRC mismatch")
     if rtag != tag:
         raise StrataError("record-malformed", pos, "record.archive_tag", f"{rtag.hex()}, the archive tag is {tag.hex()}")
-    if flags & ~(R_ANCILLARY | R_ZSTD):
+    if flags & ~R_KNOWN:
         raise StrataError("record-malformed", pos, "record.flags", f"reserved bits set: 0x{flags:04x}")
-    if flags & R_ZSTD and rtyp in TYPE_NAMES and rtyp not in MAY_COMPRESS:
-        raise StrataError("record-malformed", pos, "record.flags", f"ZSTD on a {tname(rtyp)}, a type never compressed (5.2)")
+    fault = flag_fault(rtyp, flags)
+    if fault:
+        raise StrataError("record-malformed", pos, "record.flags", fault)
     if rtyp != typ:
         raise StrataError("dangling-reference" if typ == CHUNK else "index-mismatch", pos, what,
                           f"points at a {tname(rtyp)} record, expected {tname(typ)}")
@@ -2703,7 +2925,7 @@ def read_record(mm, size, tag, pos, typ, via=None):
     body = memoryview(mm)[pos + 32:pos + 32 + blen]
     if crc(body) != bcrc:
         raise StrataError("record-checksum", pos, f"{tname(typ)} body", "body_crc mismatch")
-    body, errs = decode_table_body(typ, flags, body)     # 5.2, after the CRC
+    body, errs = decode_table_body(typ, flags, body, prefixes=prefixes)     # 5.2, 5.3, after the CRC
     if errs:
         c, w, d = errs[0]
         raise StrataError(c, pos, w, d)
@@ -2805,40 +3027,55 @@ class AncestorFile:
                             f"ancestor {i + 1} differ in {key}")
         return None
 
-    def chunk(self, o):
-        """(fields, raw bytes) of the CHUNK record at offset o, read and checked as in
-        sections 5 and 6 with this ancestor's tag; raises StrataError at o. The classes
-        are those of 15.4 rule 5: a record header that fails its magic or CRC is
-        record-checksum, a record that runs past the ancestor's end (or an o at or past
-        it) truncated, any other record header there (another archive's tag, reserved
-        or ZSTD flags, another type, a body over the type's limit) dangling-reference,
-        and a CHUNK record whose header passes and that fails a later check (body CRC,
-        fields, frame, BLAKE3) that check's class. The header checks run in the order
-        of section 5."""
+    def record(self, o, typ, limit=TABLE_LIMIT):
+        """(flags, body) of the record of type typ at offset o, its header checked by
+        section 5 with this ancestor's tag, in its order, and its body CRC; the body is
+        not decoded. Raises StrataError at o, with the classes of 15.4 rule 5 and 5.3
+        rule 7: a record header that fails its magic or CRC is record-checksum, a record
+        that runs past the ancestor's end (or an o at or past it) truncated, any other
+        record header there (another archive's tag, reserved flags, another type, ZSTD
+        or PREFIXED where section 5 refuses them, a body over the type's maximum or the
+        reader's limit) dangling-reference (there is no record of that type of this ancestor at o), and
+        a body that fails its CRC record-checksum."""
         mm, size = self.mm, self.size
         if o + 32 > size:
-            raise StrataError("truncated", o, "CHUNK", f"offset {o}: the record runs past the ancestor's end ({size} bytes)")
+            raise StrataError("truncated", o, tname(typ), f"the record runs past the ancestor's end ({size} bytes)")
         magic, rtyp, flags, rtag, blen, bcrc, hcrc = REC_HDR.unpack_from(mm, o)
         if magic != REC_MAGIC or crc(mm[o:o + 28]) != hcrc:
             raise StrataError("record-checksum", o, "record header",
                               "bad magic" if magic != REC_MAGIC else "header_crc mismatch")
-        # Every other header check of section 5, in its order, is dangling-reference:
-        # there is no CHUNK record of this ancestor at o.
         if rtag != self.tag:
             raise StrataError("dangling-reference", o, "record.archive_tag",
                               f"a record of another archive (tag {rtag.hex()}, the ancestor's is {self.tag.hex()})")
-        if flags & ~(R_ANCILLARY | R_ZSTD):
+        if flags & ~R_KNOWN:
             raise StrataError("dangling-reference", o, "record.flags", f"reserved flag bits set: 0x{flags:04x}")
-        if rtyp != CHUNK:
-            raise StrataError("dangling-reference", o, "record.record_type", f"a {tname(rtyp)} record, not a CHUNK")
-        if flags & R_ZSTD:
-            raise StrataError("dangling-reference", o, "record.flags", "ZSTD on a CHUNK, a type never compressed (5.2)")
-        if blen > MAX_BODY[CHUNK]:
-            raise StrataError("dangling-reference", o, "CHUNK.body_length", f"{blen}, maximum {MAX_BODY[CHUNK]}")
-        body = read_record(mm, size, self.tag, o, CHUNK)    # end of the file, body CRC: their classes
+        if rtyp != typ:
+            raise StrataError("dangling-reference", o, "record.record_type", f"a {tname(rtyp)} record, not a {tname(typ)}")
+        fault = flag_fault(rtyp, flags)
+        if fault:
+            raise StrataError("dangling-reference", o, "record.flags", fault)
+        cap = MAX_BODY[CHUNK] if typ == CHUNK else type_bound(typ, limit)   # limit: the table limit (13)
+        if blen > cap:
+            raise StrataError("dangling-reference", o, f"{tname(typ)}.body_length", f"{blen}, maximum {cap}")
+        if blen > size - o - 32:
+            raise StrataError("truncated", o, tname(typ),
+                              f"a body of {blen} bytes runs past the ancestor's end ({size} bytes)")
+        body = memoryview(mm)[o + 32:o + 32 + blen]
+        if crc(body) != bcrc:
+            body.release()
+            raise StrataError("record-checksum", o, f"{tname(typ)} body", "body_crc mismatch")
+        return flags, body
+
+    def chunk(self, o):
+        """(fields, raw bytes) of the CHUNK record at offset o, read and checked as in
+        sections 5 and 6 with this ancestor's tag (record); raises StrataError at o. A
+        CHUNK record whose header passes and that fails a later check (body CRC, fields,
+        frame, BLAKE3) has that check's class (15.4 rule 5)."""
+        _, body = self.record(o, CHUNK)
         fields, errs = parse_chunk_fields(body)
         if not errs:
             raw, errs = decode_chunk(fields, body[40:])
+        body.release()
         if errs:
             raise StrataError(errs[0][0], o, errs[0][1], errs[0][2])
         return fields, raw
@@ -2847,7 +3084,8 @@ class AncestorFile:
 class Ancestors:
     """The ancestors of a child (15.4), each opened when first needed: found by the
     user's --parent files (by UUID), else by its name beside the child; bound (rule 3)
-    and its own chain checked (rule 4) before any chunk is read from it. At most 16
+    and its own chain checked (rule 4) before any chunk or prefix (5.3) is read from
+    it. At most 16
     are open at once (least recently used closed first), and each holds its header,
     trailer and ARCHIVE_INDEX only, so memory and open files do not grow with the
     depth. An ancestor that fails stays failed: its error is raised again."""
@@ -2941,6 +3179,9 @@ class Archive:
         self.chained = bool(hdr["incompatible"] & F_INCREMENTAL)    # an incremental archive (15)
         self._chain = self._chain_index = self._ancestors = None
         self._chain_err = self._ci_err = None
+        self._chain_copied = False      # the chain was taken from the CHAIN_INDEX's copy (11)
+        # 5.3: prefixed tables are decoded against the CHAIN record's chain only
+        self.prefixes = PrefixSource(lambda: self.chained, self.chain_record, self.ancestors)
         if size < hl + 64:
             raise StrataError("truncated", size, "TRAILER", f"a file of {size} bytes has no room for a trailer")
         tpos = size - 64
@@ -2973,8 +3214,10 @@ class Archive:
             raise StrataError(c, offset, w, d)
 
     def record(self, pos, typ, via=None):
-        """Read and check the record at pos, of type typ (checks in the order of 5); its body."""
-        return read_record(self.mm, self.size, self.tag, pos, typ, via)
+        """Read and check the record at pos, of type typ (checks in the order of 5); its
+        body, decoded (5.2), against its prefix in an ancestor when it is prefixed (5.3:
+        the ancestors a listing or info needs are those its prefixed tables name)."""
+        return read_record(self.mm, self.size, self.tag, pos, typ, via, self.prefixes)
 
     def load_image(self, e):
         sid = e["section_id"]
@@ -3276,8 +3519,18 @@ class Archive:
                 raise e
             print(f"strata_ref: the CHAIN record is unusable ({e}); the chain is taken from the CHAIN_INDEX",
                   file=sys.stderr)
-            self._chain = ci["chain"]
+            self._chain, self._chain_copied = ci["chain"], True
         return self._chain
+
+    def chain_record(self):
+        """5.3 rule 5: the chain of the CHAIN record when that record passed its checks,
+        else None: the copy in the CHAIN_INDEX, which stands in for references into
+        ancestors (11), does not for prefixed tables."""
+        try:
+            chain = self.chain()
+        except StrataError:
+            return None
+        return None if self._chain_copied else chain
 
     def chain_index(self):
         """The CHAIN_INDEX the ARCHIVE_INDEX points at (9.2, 15.3): directly before the
@@ -3962,7 +4215,7 @@ def cmd_info(args):
                "writer": h["writer"], "archive_size": ar.size,
                "features": {"incompatible": h["incompatible"], "compatible": h["compatible"], "autoclear": h["autoclear"]},
                "sections": secs}
-        if ar.chained:                  # 15.2: the ancestors (info opens none of them, 15.4)
+        if ar.chained:                  # 15.2: the ancestors (info opens only those prefixed tables need, 15.4)
             try:
                 chain = ar.chain()
                 out["chain"] = {"depth": chain["depth"], "id_scheme": chain["id_scheme"], "ancestors": [

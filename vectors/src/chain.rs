@@ -3,8 +3,9 @@
 //! whose parent is missing or does not bind. Each child's ancestors are other
 //! vectors of the manifest (`parents`), found beside it by name.
 
+use strata_format::RecordType;
 use strata_reader::Archive;
-use strata_writer::{ArchiveWriter, ChainBase, NoProgress, ParentFacts, SliceSource};
+use strata_writer::{ArchiveWriter, ChainBase, NoProgress, ParentFacts, ParentTables, SliceSource, TablePrefix};
 
 use crate::trees::{expected_entries, materialise, standard_tree, tree_options, TreeModel};
 use crate::{disk_ranges, problem, Expectation, ImageModel, Segment, Vector, CHUNK};
@@ -16,7 +17,7 @@ const GRANDCHILD_UUID: [u8; 16] = *b"strata-vectors-3";
 pub(crate) fn parents_of(name: &str) -> &'static [&'static str] {
     match name {
         "chain-child" | "chain-parent-mismatch" => &["chain-parent.strata"],
-        "chain-grandchild" => &["chain-child.strata", "chain-parent.strata"],
+        "chain-grandchild" | "chain-prefix-mismatch" => &["chain-child.strata", "chain-parent.strata"],
         _ => &[],
     }
 }
@@ -51,9 +52,12 @@ fn build(
     image: &ImageModel,
     over: Option<&dyn strata_writer::ParentImage>,
     model: Option<&TreeModel>,
+    tables: Option<std::sync::Arc<dyn ParentTables>>,
 ) -> Vec<u8> {
     let mut options = crate::vector_options(CHUNK);
     options.archive_uuid = uuid;
+    // A child's tables stored against its parent's (FORMAT.md 5.3) are compressed.
+    options.compress_tables = tables.is_some();
     let mut writer = match base {
         Some(base) => ArchiveWriter::new_child(Vec::new(), options, base),
         None => ArchiveWriter::new(Vec::new(), options),
@@ -65,7 +69,8 @@ fn build(
         let dir = tempfile::tempdir().expect("a temporary directory");
         let root = dir.path().join("tree");
         materialise(model, &root).expect("the tree model builds on this file system");
-        let summary = writer.add_tree("tree", &root, &tree_options(), &NoProgress).expect("the model is readable");
+        let options = strata_writer::TreeOptions { parent_tables: tables, ..tree_options() };
+        let summary = writer.add_tree("tree", &root, &options, &NoProgress).expect("the model is readable");
         assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
     }
     writer.finish().expect("writing to memory").0
@@ -106,6 +111,41 @@ fn view(files: &[(&str, &[u8])]) -> crate::partial::SectionView<std::fs::File> {
     crate::partial::SectionView { archive, name: "disk", rebase: true }
 }
 
+/// The tables of the tree "tree" of the first of `files` (name and bytes),
+/// the others being its ancestors, that a child's tables are stored against
+/// (FORMAT.md 5.3): all of them, read while the ancestors are beside it.
+struct TreeTables(Vec<(RecordType, u64, TablePrefix)>);
+
+impl ParentTables for TreeTables {
+    fn table(&self, record_type: RecordType, first_id: u64) -> Option<TablePrefix> {
+        // The last group of the type whose first id is at most `first_id`.
+        let group = self.0.iter().filter(|(_, first, _)| *first <= first_id).map(|(_, first, _)| *first).max()?;
+        self.0.iter().find(|(t, first, _)| *t == record_type && *first == group).map(|(_, _, table)| table.clone())
+    }
+}
+
+fn tree_tables(files: &[(&str, &[u8])]) -> std::sync::Arc<dyn ParentTables> {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).expect("writing a temporary file");
+    }
+    let path = dir.path().join(files[0].0);
+    let archive = Archive::open(&path).expect("a valid archive");
+    let tree = archive.tree_section("tree").expect("the chain vectors hold a tree \"tree\"");
+    let mut tables = Vec::new();
+    for row in &tree.groups {
+        for (record_type, record) in
+            [(RecordType::FilesEntries, row.entries_record), (RecordType::FilesDir, row.dir_record)]
+        {
+            if record != 0 {
+                let body = archive.table_body(record, record_type).expect("the ancestors are beside it");
+                tables.push((record_type, row.first_id, TablePrefix { record, body }));
+            }
+        }
+    }
+    std::sync::Arc::new(TreeTables(tables))
+}
+
 /// The image ranges of a child that refer to an ancestor.
 fn ancestor_ranges(bytes: &[u8]) -> Vec<crate::Affects> {
     disk_ranges(bytes, |chunk_ref| strata_format::ChunkRef::split(chunk_ref).is_ancestor())
@@ -116,7 +156,7 @@ pub(crate) fn vectors() -> Vec<Vector> {
     let model = standard_tree();
     let tree = |m: &TreeModel| serde_json::json!({"kind": "files", "name": "tree", "entries": expected_entries(m)});
     let parent_image = image(&[]);
-    let parent = build(crate::UUID, None, &parent_image, None, Some(&model));
+    let parent = build(crate::UUID, None, &parent_image, None, Some(&model), None);
     // The child: two blocks of window 1 changed, stored; the rest of the
     // window read from the parent's chunk in two parts.
     let child_image = image(&[(1, 2, 2, 31)]);
@@ -127,6 +167,7 @@ pub(crate) fn vectors() -> Vec<Vector> {
         &child_image,
         Some(&over_parent),
         Some(&model),
+        Some(tree_tables(&[("chain-parent.strata", &parent)])),
     );
     // The grandchild: window 3 replaced whole and stored; window 1 read from
     // the child's chunk and the grandparent's.
@@ -138,6 +179,7 @@ pub(crate) fn vectors() -> Vec<Vector> {
         &grandchild_image,
         Some(&over_child),
         Some(&model),
+        Some(tree_tables(&[("chain-child.strata", &child), ("chain-parent.strata", &parent)])),
     );
     let refs = crate::image_extent_rows(&grandchild);
     let of = |archive: u8| refs.iter().filter(move |e| strata_format::ChunkRef::split(e.chunk_ref).archive == archive);
@@ -147,10 +189,20 @@ pub(crate) fn vectors() -> Vec<Vector> {
     // records a binding the parent does not give.
     let mut absent = base_of("chain-absent.strata", &parent);
     absent.chain.ancestors[0].name = b"chain-absent.strata".to_vec();
-    let missing = build(CHILD_UUID, Some(absent), &child_image, Some(&over_parent), None);
+    let missing = build(CHILD_UUID, Some(absent), &child_image, Some(&over_parent), None, None);
     let mut wrong = base_of("chain-parent.strata", &parent);
     wrong.chain.ancestors[0].binding[0] ^= 1;
-    let mismatch = build(CHILD_UUID, Some(wrong), &child_image, Some(&over_parent), None);
+    let mismatch = build(CHILD_UUID, Some(wrong), &child_image, Some(&over_parent), None, None);
+    // The grandchild with the BLAKE3 its directory table records of its
+    // prefix (the child's FILES_DIR) changed: the table cannot be read, which
+    // costs fast lookup only (FORMAT.md 11); every entry is still there.
+    let mut prefix_mismatch = grandchild.clone();
+    let dir_table = crate::of_type(&prefix_mismatch, RecordType::FilesDir)
+        .into_iter()
+        .find(|r| u16::from_le_bytes([prefix_mismatch[r.offset + 6], prefix_mismatch[r.offset + 7]]) & 8 != 0)
+        .expect("the grandchild's FILES_DIR is prefixed");
+    prefix_mismatch[dir_table.body_start + 16] ^= 1;
+    crate::refix_record(&mut prefix_mismatch, dir_table.offset);
     let chain_offset = 128;
     let missing_problems = vec![problem(ParentMissing, chain_offset, ancestor_ranges(&missing))];
     let mismatch_problems = vec![problem(ParentMismatch, chain_offset, ancestor_ranges(&mismatch))];
@@ -163,15 +215,25 @@ pub(crate) fn vectors() -> Vec<Vector> {
         },
         Vector {
             name: "chain-child",
-            description: "an incremental archive (feature bit 1) whose parent is chain-parent.strata: two 512-byte blocks of one image window changed and stored in a chunk of their own, the rest of that window read from two parts of the parent's chunk (chunk_offset), the other windows and the whole tree's content referred to in the parent",
+            description: "an incremental archive (feature bit 1) whose parent is chain-parent.strata: two 512-byte blocks of one image window changed and stored in a chunk of their own, the rest of that window read from two parts of the parent's chunk (chunk_offset), the other windows and the whole tree's content referred to in the parent, its entry group stored against the parent's (PREFIXED, FORMAT.md 5.3)",
             bytes: child,
             expect: Expectation::Valid(vec![child_image.expectation().to_json(), tree(&model)]),
         },
         Vector {
             name: "chain-grandchild",
-            description: "a chain of depth 2 (chain-child.strata, then chain-parent.strata): references into both ancestors, parts of chunks among them, and one window replaced whole and stored",
+            description: "a chain of depth 2 (chain-child.strata, then chain-parent.strata): references into both ancestors, parts of chunks among them, and one window replaced whole and stored; its entry group and directory table stored against the child's (PREFIXED, FORMAT.md 5.3), whose group is itself stored against the parent's",
             bytes: grandchild,
             expect: Expectation::Valid(vec![grandchild_image.expectation().to_json(), tree(&model)]),
+        },
+        Vector {
+            name: "chain-prefix-mismatch",
+            description: "chain-grandchild.strata with one byte of the prefix_blake3 of its prefixed FILES_DIR changed (CRC fixed): the child's table it names is not the one it was written against, so that table is lost (parent-mismatch, FORMAT.md 5.3 rule 9), which costs fast lookup only",
+            bytes: prefix_mismatch,
+            expect: Expectation::Invalid {
+                class: ParentMismatch,
+                problems: vec![problem(ParentMismatch, dir_table.offset, Vec::new())],
+                refused: Vec::new(),
+            },
         },
         Vector {
             name: "chain-parent-missing",

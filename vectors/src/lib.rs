@@ -420,12 +420,16 @@ fn extent(bytes: &[u8], n: usize) -> (u64, u64, u64) {
     (e.image_offset, e.length, e.chunk_ref)
 }
 
-/// The extents of the first image, from its `IMAGE_INDEX`.
+/// The extents of the first image, from its `IMAGE_INDEX` (decoded when
+/// it is stored compressed).
 pub(crate) fn image_extent_rows(bytes: &[u8]) -> Vec<strata_format::Extent> {
     let index = of_type(bytes, RecordType::ImageIndex)[0];
-    let count = get_u64(bytes, index.body_start + 8) as usize;
-    let table = &bytes[index.body_start + 16..index.body_start + 16 + count * EXTENT];
-    strata_format::image::extents_of(table).collect()
+    let flags = u16::from_le_bytes([bytes[index.offset + 6], bytes[index.offset + 7]]);
+    let stored = bytes[index.body_start..index.body_end].to_vec();
+    let body = strata_reader::decode_table_body(RecordType::ImageIndex, flags, stored, 1 << 30)
+        .expect("the vector's IMAGE_INDEX decodes");
+    let count = get_u64(&body, 8) as usize;
+    strata_format::image::extents_of(&body[16..16 + count * EXTENT]).collect()
 }
 
 /// The first chunk record with the given encoding.

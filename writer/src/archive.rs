@@ -338,6 +338,38 @@ impl<W: Write> ArchiveWriter<W> {
         self.write_record_as(record_type, 0, body)
     }
 
+    /// Writes a table record of a child against `prefix`, a table of the
+    /// same type in the parent (`spec/FORMAT.md` 5.3), when that makes it
+    /// smaller than [`write_record`](Self::write_record) would; else as that
+    /// does. Returns its offset.
+    pub(crate) fn write_table(
+        &mut self,
+        record_type: RecordType,
+        body: &[u8],
+        prefix: Option<&crate::TablePrefix>,
+    ) -> Result<u64, WriteError> {
+        let plain = self.compressed_table(record_type, body);
+        let prefix = prefix.filter(|_| self.chain.is_some() && self.options.compress_tables);
+        if let Some(prefix) = prefix.filter(|_| record_type != RecordType::ChainIndex) {
+            if let Some(frame) = crate::chunker::compress_table_with_prefix(body, self.options.level, &prefix.body) {
+                let head = strata_format::PrefixHead {
+                    prefix_ref: strata_format::ChunkRef { archive: 1, offset: prefix.record },
+                    prefix_length: prefix.body.len() as u64,
+                    prefix_blake3: *blake3::hash(&prefix.body).as_bytes(),
+                };
+                let best = plain.as_ref().map_or(body.len(), Vec::len);
+                if strata_format::PrefixHead::SIZE + frame.len() < best {
+                    let flags = RecordFlags::ZSTD | RecordFlags::PREFIXED;
+                    return self.write_record_as(record_type, flags, &[&head.encode(), &frame]);
+                }
+            }
+        }
+        match plain {
+            Some(stored) => self.write_record_as(record_type, RecordFlags::ZSTD, &[&stored]),
+            None => self.write_record_as(record_type, 0, &[body]),
+        }
+    }
+
     /// The body of a table stored compressed, when this writer compresses
     /// tables, the type allows it and the frame is smaller than the body.
     pub(crate) fn compressed_table(&self, record_type: RecordType, body: &[u8]) -> Option<Vec<u8>> {

@@ -119,6 +119,30 @@ pub(crate) fn compress_table(body: &[u8], level: i32) -> Option<Vec<u8>> {
     compress_into(body, level, &mut out).then_some(out)
 }
 
+/// A table's body compressed against `prefix`, a table of the parent
+/// (`spec/FORMAT.md` 5.3): one frame under the rules of 5.2, whose matches
+/// may reach into the prefix, with a window that covers the prefix and the
+/// body (up to 16 MiB). `None` when it is not smaller than the body.
+pub(crate) fn compress_table_with_prefix(body: &[u8], level: i32, prefix: &[u8]) -> Option<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let mut cctx = CCtx::create();
+    let span = body.len().saturating_add(prefix.len());
+    let window_log = (usize::BITS - span.saturating_sub(1).leading_zeros()).clamp(10, 24);
+    for parameter in [
+        CParameter::CompressionLevel(level),
+        CParameter::WindowLog(window_log),
+        CParameter::ContentSizeFlag(true),
+        CParameter::ChecksumFlag(false),
+        CParameter::DictIdFlag(false),
+    ] {
+        cctx.set_parameter(parameter).ok()?;
+    }
+    cctx.ref_prefix(prefix).ok()?;
+    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(body.len()));
+    let n = cctx.compress2(&mut out, body).ok()?;
+    (n < body.len()).then_some(out)
+}
+
 /// Whether a large chunk is already compressed (media, archives, encrypted or
 /// random bytes): 256 samples of 256 bytes, one every 1/256 of the chunk,
 /// compressed alone, save under 0.5% together, and the chunk has no more zero

@@ -49,6 +49,15 @@ pub struct TreeOptions {
     /// a file whose size, mtime and ctime match is not read; its entry refers
     /// to the parent's chunks.
     pub files_cache: Option<std::sync::Arc<crate::FilesCache>>,
+    /// The parent's tables of the section of the same name (`spec/FORMAT.md`
+    /// 5.3): the child's groups and directory tables are stored against them.
+    pub parent_tables: Option<std::sync::Arc<dyn crate::ParentTables>>,
+}
+
+impl std::fmt::Debug for dyn crate::ParentTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParentTables")
+    }
 }
 
 impl Default for TreeOptions {
@@ -61,6 +70,7 @@ impl Default for TreeOptions {
             fixed_owner: None,
             exclude_caches: false,
             files_cache: None,
+            parent_tables: None,
         }
     }
 }
@@ -946,6 +956,10 @@ impl EntrySource for FolderSource<'_> {
 
     fn parent_copies(&self) -> Option<std::sync::Arc<crate::FilesCache>> {
         self.options.files_cache.clone()
+    }
+
+    fn parent_tables(&self) -> Option<std::sync::Arc<dyn crate::ParentTables>> {
+        self.options.parent_tables.clone()
     }
 
     /// A file that changed while it was read is kept as read, and said so.

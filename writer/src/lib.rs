@@ -61,7 +61,7 @@ pub use source::{
 /// (`spec/FORMAT.md` section 8), re-exported so that a caller needs only this
 /// crate.
 pub use strata_format::files::{entry_order, Captured, Entry, EntryFlags, EntryKind, Timestamp, Xattr, NO_PARENT};
-pub use tree::{EntrySource, ReusedContent, SourceEntry, TreeSummary, TreeWarning};
+pub use tree::{EntrySource, ParentTables, ReusedContent, SourceEntry, TablePrefix, TreeSummary, TreeWarning};
 
 /// The README's example runs as a doctest.
 #[doc = include_str!("../README.md")]

@@ -62,6 +62,43 @@ pub struct ReusedContent {
     pub extents: Vec<FileExtent>,
 }
 
+/// A table of the parent that a child's table is stored against
+/// (`spec/FORMAT.md` 5.3): its record offset in the parent's file and its
+/// decoded body.
+#[derive(Clone, Debug)]
+pub struct TablePrefix {
+    /// Record offset of the parent's record.
+    pub record: u64,
+    /// The record's body, decoded.
+    pub body: Vec<u8>,
+}
+
+/// The tables of the parent's file-tree section of the same name, which the
+/// reference writer stores a child's `FILES_ENTRIES` and `FILES_DIR` records
+/// against (`spec/FORMAT.md` 5.3, 15.5). Read one record at a time, as the
+/// child's groups are written, so memory does not grow with the tree.
+///
+/// ```
+/// use strata_format::RecordType;
+/// use strata_writer::{ParentTables, TablePrefix};
+/// /// A parent with one group, at offset 4096.
+/// struct OneGroup(Vec<u8>);
+/// impl ParentTables for OneGroup {
+///     fn table(&self, record_type: RecordType, _first_id: u64) -> Option<TablePrefix> {
+///         (record_type == RecordType::FilesEntries).then(|| TablePrefix { record: 4096, body: self.0.clone() })
+///     }
+/// }
+/// let parent = OneGroup(vec![1, 2, 3]);
+/// assert!(parent.table(RecordType::FilesDir, 0).is_none());
+/// ```
+pub trait ParentTables: Send + Sync {
+    /// The parent's record of `record_type` (`FILES_ENTRIES` or `FILES_DIR`)
+    /// for the child's group that starts at entry `first_id`: the parent's
+    /// group that holds that id, or its `FILES_DIR`. `None` when there is
+    /// none or it cannot be read (the child's record is then stored whole).
+    fn table(&self, record_type: RecordType, first_id: u64) -> Option<TablePrefix>;
+}
+
 /// Where a file-tree section's entries come from: a folder ([`FolderSource`],
 /// behind [`ArchiveWriter::add_tree`]) or a tool's own data (salvage, a tar
 /// converter). The writer knows no file system; it encodes what it is given.
@@ -94,6 +131,12 @@ pub trait EntrySource {
     /// read now whose content one of them holds refers to it rather than
     /// being stored again. `None` (the default) looks for none.
     fn parent_copies(&self) -> Option<std::sync::Arc<FilesCache>> {
+        None
+    }
+    /// The parent's tables of this section ([`ParentTables`]): the child's
+    /// groups and directory tables are stored against them. `None` (the
+    /// default) stores them whole.
+    fn parent_tables(&self) -> Option<std::sync::Arc<dyn ParentTables>> {
         None
     }
     /// Called once the current regular file's content has been read;
@@ -184,6 +227,8 @@ pub(crate) struct TreeTables {
     /// In entry order.
     dirs: Vec<DirInfo>,
     groups: Vec<GroupInfo>,
+    /// The parent's tables, which the section's are stored against.
+    parent: Option<std::sync::Arc<dyn ParentTables>>,
 }
 
 /// The decoded body a group of the reference writer does not pass.
@@ -361,6 +406,7 @@ impl<W: Write> ArchiveWriter<W> {
     ) -> Result<TreeSummary, WriteError> {
         let mut walk = self.begin_tree(name, captured, progress)?;
         walk.parent_copies = source.parent_copies();
+        walk.tables.parent = source.parent_tables();
         let failed = |e| WriteError::Source { what: format!("tree {name:?}"), offset: 0, source: e };
         loop {
             let next = source.next_entry().map_err(failed);
@@ -464,7 +510,7 @@ impl<W: Write> ArchiveWriter<W> {
             run_parent: NO_PARENT,
             run_dir: 0,
             check: TreeCheck::new(),
-            tables: TreeTables { dirs: Vec::new(), groups: Vec::new() },
+            tables: TreeTables { dirs: Vec::new(), groups: Vec::new(), parent: None },
             summary: TreeSummary { name: name.to_string(), ..TreeSummary::default() },
             progress,
         })
@@ -503,7 +549,7 @@ impl<W: Write> ArchiveWriter<W> {
     /// written, or to the one being written), then the `FILES_INDEX`; returns
     /// the index's offset.
     pub(crate) fn write_tree_tables(&mut self, section_id: u32, tables: TreeTables) -> Result<u64, WriteError> {
-        let TreeTables { dirs, groups } = tables;
+        let TreeTables { dirs, groups, parent } = tables;
         let mut dir_records = vec![0u64; groups.len()];
         // `dirs` is in entry order, so in group order: each group's
         // directories are one stretch of it.
@@ -536,7 +582,8 @@ impl<W: Write> ArchiveWriter<W> {
                 }
             }
             let table = GroupDir { section_id, entries_record: groups[g].entries_record, locators, fences };
-            let offset = self.write_record(RecordType::FilesDir, &[&table.encode()])?;
+            let prefix = parent.as_ref().and_then(|p| p.table(RecordType::FilesDir, groups[g].first_id));
+            let offset = self.write_table(RecordType::FilesDir, &table.encode(), prefix.as_ref())?;
             debug_assert_eq!(offset, own);
             dir_records[g] = offset;
             end = start;
@@ -998,7 +1045,8 @@ impl Walk<'_> {
         let first_id = group.entries[0].entry_id;
         let body =
             files::encode_group(self.section_id, first_id, self.captured, self.extent_base, &list, &group.entries);
-        let entries_record = writer.write_record(RecordType::FilesEntries, &[&body])?;
+        let prefix = self.tables.parent.as_ref().and_then(|p| p.table(RecordType::FilesEntries, first_id));
+        let entries_record = writer.write_table(RecordType::FilesEntries, &body, prefix.as_ref())?;
         let has_dir = group.entries.iter().any(|e| e.kind == EntryKind::Directory);
         self.tables.groups.push(GroupInfo { entries_record, first_id, has_dir });
         self.extent_base += group.extent_count;

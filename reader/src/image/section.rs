@@ -96,8 +96,9 @@ pub(crate) fn load_image_section<R: ReadAt>(
     tag: [u8; 8],
     limits: &Limits,
     entry: &strata_format::SectionEntry,
+    prefixes: crate::record::Prefixes<'_>,
 ) -> Result<ImageSection, Error> {
-    let read = |offset: u64| read_record_at(source, size, offset, tag, limits.max_index_bytes);
+    let read = |offset: u64| read_record_at(source, size, offset, tag, limits.max_index_bytes, prefixes);
     let begin_record = read(entry.begin_offset)?;
     let begin = ImageBegin::parse(expect_type(&begin_record, RecordType::ImageBegin)?)
         .map_err(|e| Error::from(e).at(entry.begin_offset))?;

@@ -154,7 +154,8 @@ impl<R: ReadAt> Archive<R> {
         offset: u64,
         expected: RecordType,
     ) -> Result<crate::record::Record, Error> {
-        let record = read_record_at(self.source(), self.size(), offset, self.tag(), self.limits().max_index_bytes)
+        let limit = self.limits().max_index_bytes;
+        let record = read_record_at(self.source(), self.size(), offset, self.tag(), limit, self.prefixes())
             .map_err(|e| e.in_section(&tree.name))?;
         expect_type(&record, expected).map_err(|e| e.in_section(&tree.name))?;
         Ok(record)
@@ -1290,8 +1291,9 @@ pub(crate) fn load_tree_section<R: ReadAt>(
     tag: [u8; 8],
     limits: &crate::Limits,
     entry: &strata_format::SectionEntry,
+    prefixes: crate::record::Prefixes<'_>,
 ) -> Result<TreeSection, Error> {
-    let read = |offset: u64| read_record_at(archive_source, size, offset, tag, limits.max_index_bytes);
+    let read = |offset: u64| read_record_at(archive_source, size, offset, tag, limits.max_index_bytes, prefixes);
     let begin_record = read(entry.begin_offset)?;
     let begin = FilesBegin::parse(expect_type(&begin_record, RecordType::FilesBegin)?)
         .map_err(|e| Error::from(e).at(entry.begin_offset))?;

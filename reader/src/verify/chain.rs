@@ -36,6 +36,10 @@ pub(crate) struct WalkChain {
     pub index: Option<(u64, u64, ChainIndex, [u8; 32])>,
     /// The ancestors, once the chain is known.
     pub state: Option<ChainState>,
+    /// The chain of the `CHAIN` record at the front, once read, for the walk
+    /// to decode prefixed tables with (FORMAT.md 5.3 rule 5: not the copy in
+    /// the `CHAIN_INDEX`, which comes after them).
+    pub prefixes: Option<std::sync::Arc<ChainState>>,
     pub refs: Vec<AncestorRef>,
     /// Each ancestor chunk resolved: its raw bytes and identity, or why not.
     pub resolved: HashMap<u64, Result<AncestorChunk, (ErrorClass, String)>>,
@@ -96,6 +100,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         match Chain::parse(body, &self.own_uuid, self.limits.max_chain_depth) {
             Ok(chain) => {
                 self.chain.front = Some((pos, body.to_vec()));
+                let prefixes = ChainState::new(chain.clone(), pos, None, self.own_uuid, self.limits);
+                prefixes.set_search(self.parents.clone());
+                self.chain.prefixes = Some(std::sync::Arc::new(prefixes));
                 self.chain.state = Some(ChainState::new(chain, pos, None, self.own_uuid, self.limits));
                 if let Some(state) = &self.chain.state {
                     state.set_search(self.parents.clone());

@@ -41,7 +41,7 @@ use strata_format::{
 };
 
 use crate::archive::read_header;
-use crate::record::{find_any_record, Positional, Records, Step, Unusable};
+use crate::record::{find_any_record, Positional, PrefixSource, Records, Step, Unusable};
 use crate::recovery::{Recovered, RecoveredImage, RecoveredTree};
 use crate::verify::tree::WalkTree;
 use crate::{chunk, Error, Limits, ReadAt};

@@ -9,7 +9,16 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
     pub(crate) fn walk(&mut self, start: u64, progress: &dyn Fn(u64)) -> Result<(), Error> {
         let source = Positional { source: self.source, size: self.size };
         let mut records = Records::new(source, start, self.tag, self.limits.max_index_bytes);
-        while let Some(step) = records.step()? {
+        if self.chain.incremental {
+            records.set_prefixes(PrefixSource::Unknown);
+        }
+        loop {
+            // The CHAIN record, handled in the last round, names the ancestors
+            // of the prefixed tables that follow it.
+            if let Some(chain) = self.chain.prefixes.take() {
+                records.set_prefixes(PrefixSource::Chain(chain));
+            }
+            let Some(step) = records.step()? else { break };
             match step {
                 Step::Record { record, end } => {
                     let pos = record.offset;
