@@ -226,13 +226,14 @@ fi
 # qemu-img convert reading over NBD (issue 18): from `strata serve` on the archive,
 # and from qemu-nbd on the qcow2 of the same image, both on a Unix socket. Each
 # server starts and stops inside the measured command; starting takes milliseconds.
+# The previous run's output is removed before, unmeasured, as for strata restore.
 over_nbd() { # SERVER_COMMAND URI: the measured command
-  printf '%s' "rm -f $W/nbd.sock $W/r.img; $1 & pid=\$!; for i in \$(seq 1000); do [[ -S $W/nbd.sock ]] && break; sleep 0.01; done; sleep 0.02; qemu-img convert -O raw '$2' $W/r.img; status=\$?; kill \$pid; wait \$pid; exit \$status"
+  printf '%s' "$1 & pid=\$!; for i in \$(seq 1000); do [[ -S $W/nbd.sock ]] && break; sleep 0.01; done; sleep 0.02; qemu-img convert -O raw '$2' $W/r.img; status=\$?; kill \$pid; wait \$pid; exit \$status"
 }
-measure "image-clean convert over NBD" strata - "cat $W/clean.strata" \
+measure "image-clean convert over NBD" strata - "rm -f $W/nbd.sock $W/r.img; cat $W/clean.strata" \
   "$(over_nbd "$STRATA serve $W/clean.strata --image disk --unix $W/nbd.sock --quiet" "nbd+unix:///disk?socket=$W/nbd.sock")"
 cmp "$W/r.img" "$IMG" || { log "qemu-img convert from strata serve is not bit-identical"; exit 1; }
-measure "image-clean convert over NBD" "qemu-nbd qcow2" - "cat $W/clean.qcow2" \
+measure "image-clean convert over NBD" "qemu-nbd qcow2" - "rm -f $W/nbd.sock $W/r.img; cat $W/clean.qcow2" \
   "$(over_nbd "qemu-nbd -r -f qcow2 -k $W/nbd.sock $W/clean.qcow2" "nbd+unix:///?socket=$W/nbd.sock")"
 rm -f "$W/r.img"
 # Holes as the server reports them (base:allocation), beside the image's own.

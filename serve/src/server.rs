@@ -127,7 +127,7 @@ struct Client {
 }
 
 /// Serves `export` to every client that connects to `listener` until `stop`
-/// is set (checked at least every 200 ms). Then stops accepting, lets each
+/// is set (checked at least every 25 ms). Then stops accepting, lets each
 /// client finish the request it is answering, closes every connection and
 /// returns. A client's failure ends that client only.
 pub fn run(
@@ -151,7 +151,10 @@ pub fn run(
                 Listener::Tcp(l) => l.as_fd(),
             };
             let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-            let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: 200_000_000 };
+            // A signal that sets `stop` may land on any thread and need not
+            // interrupt this poll: the flag is looked at every 25 ms, so that a
+            // stop (and the script or service manager waiting on it) is prompt.
+            let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: 25_000_000 };
             match rustix::event::poll(&mut fds, Some(&timeout)) {
                 Ok(n) => n > 0,
                 Err(rustix::io::Errno::INTR) => false,
