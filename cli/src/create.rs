@@ -329,15 +329,16 @@ const COUNT_FOR: Duration = Duration::from_secs(20);
 const COUNT_HEAD_START: Duration = Duration::from_millis(300);
 
 /// Counts the tree in the background (bounded by [`COUNT_FOR`]; stopped when
-/// the walk ends first) and keeps the bar's message at `done / total entries`,
-/// or `done entries` until the total is known; once it is, the bar shows the
-/// bytes to go and the time left.
+/// the walk ends first) and, until the sender of `stopped` is dropped, keeps
+/// the bar's message at `done / total entries`, or `done entries` until the
+/// total is known; once it is, the bar shows the bytes to go and the time left.
 fn show_tree_progress<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     (dir, options): (&'scope std::path::Path, &'scope TreeOptions),
     progress: &'scope TreeProgress,
     totals: &'scope std::sync::OnceLock<TreeTotals>,
     finished: &'scope AtomicBool,
+    stopped: std::sync::mpsc::Receiver<()>,
 ) {
     let counting = scope.spawn(move || {
         let started = Instant::now();
@@ -369,10 +370,9 @@ fn show_tree_progress<'scope>(
                 }
                 None => progress.bar.set_message(output::count(done, "entry", "entries")),
             }
-            if finished.load(Ordering::Relaxed) {
+            if !output::tick_again(&stopped, Duration::from_millis(100)) {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
     });
 }
@@ -644,11 +644,13 @@ fn write_archive<W: Write>(
         let progress = TreeProgress { bar: bar.clone(), entries: AtomicU64::new(0) };
         let (finished, totals) = (AtomicBool::new(false), std::sync::OnceLock::new());
         let tree = std::thread::scope(|scope| {
+            let (stop, stopped) = std::sync::mpsc::channel();
             if !quiet && output::progress_shown() {
-                show_tree_progress(scope, (dir, tree_options), &progress, &totals, &finished);
+                show_tree_progress(scope, (dir, tree_options), &progress, &totals, &finished, stopped);
             }
             let tree = writer.add_tree(name, dir, &tree_options_for(name), &progress);
             finished.store(true, Ordering::Relaxed);
+            drop(stop);
             tree
         })
         .map_err(|e| Failure::fatal(format!("files {name} from {}: {e}", dir.display())))?;

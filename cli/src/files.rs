@@ -747,17 +747,14 @@ pub fn extract(args: ExtractArgs) -> Result<u8, Failure> {
     let bar = output::bar("extract", Some(tree.section().end.content_bytes), false);
     let counters = options.progress.clone().expect("set above");
     let (total_entries, ticking) = (tree.entry_count(), bar.clone());
-    let ticker = std::thread::spawn(move || {
-        while !ticking.is_finished() {
-            ticking.set_position(counters.bytes.load(std::sync::atomic::Ordering::Relaxed));
-            let done = counters.entries.load(std::sync::atomic::Ordering::Relaxed);
-            ticking.set_message(format!("{} / {} entries", output::grouped(done), output::grouped(total_entries)));
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+    let ticker = output::Ticker::every(std::time::Duration::from_millis(100), move || {
+        ticking.set_position(counters.bytes.load(std::sync::atomic::Ordering::Relaxed));
+        let done = counters.entries.load(std::sync::atomic::Ordering::Relaxed);
+        ticking.set_message(format!("{} / {} entries", output::grouped(done), output::grouped(total_entries)));
     });
     let report = tree.extract_to(&args.dest, &options);
+    drop(ticker);
     bar.finish_and_clear();
-    let _ = ticker.join();
     let report = report.map_err(|e| {
         if crate::cleanup::cancelled() {
             return Failure { code: 130, message: "interrupted; temporary files removed".to_string() };
