@@ -960,6 +960,27 @@ pub struct EntryGroup {
     /// attributes out of order). Rules between entries and the kind rules of
     /// [`Entry::check`] are the caller's.
     pub entries: Vec<Result<Entry, FormatError>>,
+    /// What each `Err` row of `entries` still says, in row order: a row that
+    /// breaks a rule of its own is still read and checked (8.3), and its
+    /// fixed fields place it in the tree and bound what was announced for it.
+    pub broken_rows: Vec<BrokenRow>,
+}
+
+/// The fields of a row that breaks a rule of its own (an unknown kind,
+/// attributes out of order, a target too long), as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokenRow {
+    /// Its id: the group's `first_id` + its row.
+    pub entry_id: u64,
+    /// Its `parent_id`, as stored.
+    pub parent_id: u64,
+    /// Its name, as stored.
+    pub name: Vec<u8>,
+    /// Its `kind` code, as stored (unknown or not).
+    pub kind: u8,
+    /// Its `size`, as stored: the range `0..size` is what content announced
+    /// for it affects.
+    pub size: u64,
 }
 
 impl EntryGroup {
@@ -1012,6 +1033,7 @@ pub fn parse_group(body: &[u8]) -> Result<EntryGroup, FormatError> {
         .collect();
     let rows = decode_columns(table, head.count as usize, &columns)?;
     let mut entries = Vec::with_capacity(head.count as usize);
+    let mut broken_rows = Vec::new();
     for (i, raw) in rows.chunks_exact(width as usize).enumerate() {
         let entry_id = head.first_id.wrapping_add(i as u64);
         let (fixed, mut optional) = raw.split_at(EntryRow::SIZE);
@@ -1094,6 +1116,13 @@ pub fn parse_group(body: &[u8]) -> Result<EntryGroup, FormatError> {
                 extents: Vec::new(),
             }),
             (_, fault) => {
+                broken_rows.push(BrokenRow {
+                    entry_id,
+                    parent_id: row.parent_id,
+                    name,
+                    kind: row.kind,
+                    size: row.size,
+                });
                 Err(FormatError::malformed("entry", format!("entry {entry_id}: {}", fault.unwrap_or_default())))
             }
         });
@@ -1104,7 +1133,7 @@ pub fn parse_group(body: &[u8]) -> Result<EntryGroup, FormatError> {
             "the rows' lengths do not add up to names_length and strings_length",
         ));
     }
-    Ok(EntryGroup { head, extent_list, entries })
+    Ok(EntryGroup { head, extent_list, entries, broken_rows })
 }
 
 /// Encodes a `FILES_ENTRIES` body: the group of `entries`, whose ids are
@@ -1507,6 +1536,13 @@ mod group_tests {
         let group = parse_group(&body).unwrap();
         assert!(group.entries[0].is_ok() && group.entries[2].is_ok());
         assert_eq!(group.entries[1].as_ref().unwrap_err().class, ErrorClass::RecordMalformed);
+        // What the broken row still says, for the checks it still answers to.
+        let file = &sample(0)[1];
+        assert_eq!(
+            group.broken_rows,
+            [BrokenRow { entry_id: 1, parent_id: file.parent_id, name: file.name.clone(), kind: 99, size: file.size }]
+        );
+        assert!(parse_group(&encode_group(0, 0, 0, 0, &[], &sample(0))).unwrap().broken_rows.is_empty());
     }
 
     #[test]

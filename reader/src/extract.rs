@@ -827,7 +827,7 @@ impl Extractor<'_> {
         };
         match outcome {
             Ok(()) => {
-                self.report.bytes += entry.size;
+                self.report.bytes = self.report.bytes.saturating_add(entry.size);
                 self.files.insert(entry.entry_id, (entry.parent_id, entry.name.clone()));
                 if entry.flags & strata_format::files::EntryFlags::CHANGED_WHILE_READ != 0 {
                     // Extracted as the archive holds it, which may not be what the file

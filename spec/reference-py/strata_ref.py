@@ -740,32 +740,43 @@ def entry_rule_errors(e, captured):
     return errs
 
 
-def file_extent_own_errors(foff, length, coff):
-    """8.2: what one file extent breaks by itself: it is empty, or it runs past the
-    end of any file or of any chunk (chunk_offset + length above 16 MiB)."""
+def file_extent_own_errors(foff, length):
+    """8.2: what one file extent breaks by itself: it is empty. An extent that runs
+    past its chunk, even past 16 MiB (more than any chunk holds), breaks no rule of
+    its record: it is charged only as 7.2 rule 5 says, at the offset chunk_ref holds
+    (references). One whose file_offset + length passes 2^64 - 1 is found only as
+    one that runs past its file's size, when the entry comes (on_entry: Python
+    integers, so the end neither wraps nor overflows)."""
     errs = []
     if length == 0:
         errs.append(f"extent at file offset {foff} has length 0")
-    if foff + length > ALL_ONES:
-        errs.append(f"extent at file offset {foff} of {length} bytes ends beyond 2^64")
-    if coff + length > MAX_RAW:
-        errs.append(f"extent at file offset {foff}: chunk_offset {coff} + length {length} runs past any chunk (16 MiB)")
     return errs
+
+
+def file_extent_end(foff, length):
+    """8.2: where a file extent ends, wherever its end is used (its affected range, the
+    order and overlap checks against the next extent): file_offset + length taken at
+    most 2^64 - 1."""
+    return min(foff + length, ALL_ONES)
 
 
 def file_extent_errors(extents, size):
     """8.2: a file's extents, (file_offset, length, chunk_ref, chunk_offset, ...) in the
-    order announced, increase, do not overlap, are not empty and end by its size."""
-    errs, pos = [], 0
+    order announced, increase, do not overlap, are not empty and end by its size. The
+    overlap check uses ends taken at most 2^64 - 1 (file_extent_end); one whose
+    file_offset + length passes 2^64 - 1 runs past the file's size whatever it is."""
+    errs, pos, top = [], 0, 0
     for x in extents:
         foff, length = x[0], x[1]
         if length == 0:
             errs.append(f"extent at file offset {foff} has length 0")
         if foff < pos:
             errs.append(f"extent at file offset {foff} starts before the previous one ended ({pos})")
-        pos = max(pos, foff + length)
-    if size is not None and pos > size:
-        errs.append(f"extents end at {pos}, the file's size is {size}")
+        pos = max(pos, file_extent_end(foff, length))
+        top = max(top, foff + length)
+    if size is not None and top > size:
+        errs.append(f"extents end at {pos}{' (file_offset + length passes 2^64 - 1)' if top > ALL_ONES else ''}, "
+                    f"the file's size is {size}")
     return errs
 
 
@@ -1407,12 +1418,12 @@ class MapChecker:
         self.count += 1
         if len(errs) == placed and extent_kind_error(ref, self.used) is None \
                 and not extent_entry_errors(ref, coff, res):
-            if ref >= 128:
-                self.data += length
+            if ref >= 128:              # sums at most 2^64 - 1 (conformance.md, sections[])
+                self.data = capped_add(self.data, length)
             elif ref == REF_LOST:
-                self.lost += length
+                self.lost = capped_add(self.lost, length)
             elif ref == REF_FREE:
-                self.free += length
+                self.free = capped_add(self.free, length)
         return errs
 
     @staticmethod
@@ -1440,6 +1451,15 @@ class MapChecker:
         if self.next != logical_size:
             return [("extent-map", f"extents end at {self.next}, logical_size is {logical_size}")]
         return []
+
+
+def capped_add(total, n):
+    """A reader's sum of sizes the records give, taken at most 2^64 - 1: sizes that add
+    up past it give 2^64 - 1, never a wrapped value nor one that does not fit in a u64
+    (FORMAT.md 8.4, the totals compared with FILES_END; conformance.md, the sections
+    row: every sum of that row). The addends are never negative, so capping each step
+    gives min(sum, 2^64 - 1)."""
+    return min(total + n, ALL_ONES)
 
 
 def extent_fits(coff, length, raw_length):
@@ -1841,7 +1861,7 @@ class Walker:
             self.chunk_records += counted
             if counted and self.open and self.phase == 0:
                 self.open.chunk_count += 1
-                self.open.chunk_bytes += 32 + blen
+                self.open.chunk_bytes = capped_add(self.open.chunk_bytes, 32 + blen)    # 8.4
             self.chunks[pos] = [None, None, prob]
             self.chunk_in_run(pos, False)
             return
@@ -2059,7 +2079,7 @@ class Walker:
         sec = self.open
         if sec is not None and self.phase == 0:
             sec.chunk_count += 1
-            sec.chunk_bytes += 32 + len(body)
+            sec.chunk_bytes = capped_add(sec.chunk_bytes, 32 + len(body))      # 8.4
         fields, errs = parse_chunk_fields(body)
         if fields is not None and not errs:
             _, errs = decode_chunk(fields, body[40:])
@@ -2178,7 +2198,8 @@ class Walker:
         sec.ext_records.append((pos, fi, count))    # its extents are indices first_index onwards either way
         sec.ext_count += count
         for eid, foff, length, ref, coff in parsed["extents"]:
-            aff = [(sec.sid, eid, foff, foff + length)]
+            end = file_extent_end(foff, length)     # 8.2: the end, taken at most 2^64 - 1
+            aff = [(sec.sid, eid, foff, end)]
             if ref < 128:
                 self.problem("record-malformed", pos, "FILES_EXTENTS.chunk_ref",
                              f"entry {eid}: {ref}: not a record offset (file extents have no zero or lost kind)", aff)
@@ -2186,7 +2207,7 @@ class Walker:
             if came:
                 self.problem("record-malformed", pos, "FILES_EXTENTS.entry_id",
                              f"{eid}: that entry came already (an entry comes after its extents)", aff)
-            for d in file_extent_own_errors(foff, length, coff):
+            for d in file_extent_own_errors(foff, length):
                 self.problem("extent-map", pos, "FILES_EXTENTS", f"entry {eid}: {d}", aff)
             last = sec.ext_last
             if last is not None:        # increasing (entry_id, file_offset), no overlap (8.2)
@@ -2198,15 +2219,15 @@ class Walker:
                     self.problem("extent-map", pos, "FILES_EXTENTS",
                                  f"entry {eid}: extent at file offset {foff} starts before the previous one "
                                  f"ended ({last[2]})", aff)
-            sec.ext_last = (eid, foff, foff + length)
+            sec.ext_last = (eid, foff, end)
             if not came:
                 sec.announced.setdefault(eid, []).append((foff, length, ref, coff, pos))
             if ref >= 128 and self.chained and ref >> REF_SHIFT:    # into an ancestor: backward (15.1)
-                self.anc_ref(pos, (sec.sid, eid, foff, foff + length), ref, length, coff)
+                self.anc_ref(pos, (sec.sid, eid, foff, end), ref, length, coff)
             elif ref >= 128:
                 self.file_refs.append((sec, eid, foff, length, ref, coff))
                 if ref > pos:
-                    self.forward(pos, ref, (sec.sid, eid, foff, foff + length))
+                    self.forward(pos, ref, (sec.sid, eid, foff, end))
 
     def on_files_entries(self, pos, body):
         """8.3: an entry group. A head that breaks a rule (captured other than the
@@ -2268,8 +2289,8 @@ class Walker:
         if k == K_FILE and e["flags"] & F_CHANGED:
             self.changed_entries.append((sec, path))
         if k == K_FILE:                 # every regular-file entry read counts (sections[], FILES_END)
-            sec.file_count += 1
-            sec.content_bytes += size
+            sec.file_count += 1         # content_bytes, the files section's logical_size and data_bytes:
+            sec.content_bytes = capped_add(sec.content_bytes, size)    # at most 2^64 - 1 (8.4, sections[])
         elif k == K_DIR:
             sec.dir_count += 1
 
@@ -2290,11 +2311,13 @@ class Walker:
                              f"{show!r}: {len(announced)} extent(s) announced for a "
                              f"{KIND_NAMES.get(k, 'entry')}", [(sec.sid, eid, 0, size)])
         else:
+            # 8.2: one whose file_offset + length passes 2^64 - 1 runs past any size (the
+            # true sum is compared); its affected range ends at most at 2^64 - 1
             past = [x for x in announced if x[0] + x[1] > size]
             for foff, length, ref, coff, rpos in past:   # 8.2: at the record, affecting the extent
                 self.problem("extent-map", rpos, "FILES_EXTENTS",
                              f"entry {eid}: extent at file offset {foff} of {length} bytes ends past the "
-                             f"file's size {size}", [(sec.sid, eid, foff, foff + length)])
+                             f"file's size {size}", [(sec.sid, eid, foff, file_extent_end(foff, length))])
             if len(announced) != e["extent_count"]:
                 if not sec.lost:        # after a lost record its extents may have been there (11)
                     self.problem("index-mismatch", pos, f"{w}.extent_count",
@@ -2633,7 +2656,7 @@ class Walker:
                            lambda raw, coff=coff, length=length: extent_fits(coff, length, raw),
                            f"data extent at {start}: chunk_offset {coff} + length {length} > raw_length of chunk {ref},")
         for sec, eid, foff, length, ref, coff in self.file_refs:
-            self.check_ref(ref, (sec.sid, eid, foff, foff + length),
+            self.check_ref(ref, (sec.sid, eid, foff, file_extent_end(foff, length)),    # 8.2: end at most 2^64 - 1
                            lambda raw, coff=coff, length=length: extent_fits(coff, length, raw),
                            f"extent of entry {eid} at file offset {foff}: chunk_offset {coff} + length {length} > raw_length of chunk {ref},")
 

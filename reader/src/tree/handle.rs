@@ -487,11 +487,13 @@ impl<'a, R: ReadAt> Tree<'a, R> {
 ///
 /// let archive = Archive::new(&include_bytes!("../../../spec/vectors/tree-small.strata")[..])?;
 /// let tree = archive.tree("tree")?;
-/// let mut bytes = 0;
+/// let mut bytes = 0u64;
 /// for entry in tree.entries() {
 ///     let entry = entry?;
 ///     if entry.is_file() {
-///         bytes += entry.size();
+///         // Sizes are the archive's word: a hostile one can make them add up
+///         // past u64::MAX.
+///         bytes = bytes.saturating_add(entry.size());
 ///     }
 /// }
 /// assert_eq!(bytes, tree.section().end.content_bytes);

@@ -399,6 +399,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         tree.next_id = tree.next_id.max(head.first_id);
         let has_dir = group.entries.iter().any(|e| e.as_ref().is_ok_and(|e| e.kind == EntryKind::Directory));
         tree.groups.push((pos, head.first_id, has_dir));
+        let mut broken_rows = group.broken_rows.into_iter();
         for (row, entry) in group.entries.into_iter().enumerate() {
             match entry {
                 Ok(entry) => self.check_entry(open, pos, row as u32, entry),
@@ -410,9 +411,47 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
                     let id = head.first_id + row as u64;
                     tree.next_id = tree.next_id.max(id + 1);
                     tree.jump_ok = false;
+                    if let Some(broken) = broken_rows.next() {
+                        self.check_broken_row(open, pos, &broken);
+                    }
                 }
             }
         }
+    }
+
+    /// The rules a row that breaks one of its own still answers to (8.3: a
+    /// verifier checks every entry of a sound group): content announced for
+    /// it when its kind is not a regular file's is `index-mismatch` at its
+    /// record, affecting `0..size` (8.2).
+    fn check_broken_row(&mut self, open: usize, pos: u64, broken: &files::BrokenRow) {
+        if EntryKind::from_code(broken.kind) == Some(EntryKind::File) {
+            return;
+        }
+        let tree = &mut self.trees[open];
+        let Some(announced) = tree.announced.remove(&broken.entry_id) else { return };
+        let path = if broken.parent_id == NO_PARENT {
+            broken.name.clone()
+        } else {
+            let parent = tree.path_of(broken.parent_id);
+            if parent.is_empty() {
+                broken.name.clone()
+            } else {
+                [parent, broken.name.clone()].join(&b'/')
+            }
+        };
+        let section = tree.name.clone();
+        let p = self.problem(
+            ErrorClass::IndexMismatch,
+            pos,
+            "entry",
+            format!(
+                "\"{}\": {} extents announced for an entry of kind {}, not a regular file",
+                strata_format::escaped(&path),
+                announced.len(),
+                broken.kind
+            ),
+        );
+        self.report.problems[p].affects.push(Affected { section, path: Some(path), range: 0..broken.size });
     }
 
     fn check_entry(&mut self, open: usize, pos: u64, row: u32, entry: Entry) {
@@ -428,7 +467,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         match entry.kind {
             EntryKind::File => {
                 tree.files += 1;
-                tree.content_bytes += entry.size;
+                tree.content_bytes = tree.content_bytes.saturating_add(entry.size);
             }
             EntryKind::Directory => tree.directories += 1,
             _ => {}
@@ -470,7 +509,9 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         let mut past_size = false;
         if entry.kind == EntryKind::File {
             for (at, extent) in &announced {
-                if extent.end() > entry.size {
+                // The sum itself, not the end taken at most 2^64 - 1: an extent
+                // that passes 2^64 - 1 always runs past (8.2).
+                if extent.file_offset.checked_add(extent.length).is_none_or(|end| end > entry.size) {
                     past_size = true;
                     let p = self.problem(
                         ErrorClass::ExtentMap,
@@ -876,7 +917,9 @@ fn extents_misplaced(extents: &[FileExtent], size: u64) -> bool {
         if x.file_offset < end || x.length == 0 {
             return true;
         }
-        end = end.max(x.file_offset.saturating_add(x.length));
+        // An end past 2^64 - 1 is past any size (8.2).
+        let Some(x_end) = x.file_offset.checked_add(x.length) else { return true };
+        end = end.max(x_end);
     }
     end > size
 }
