@@ -130,11 +130,16 @@ impl WalkTree {
 
 /// The path of `entry` (not yet in the tree's entries), from its parent's.
 fn entry_path(tree: &WalkTree, entry: &Entry) -> Vec<u8> {
-    let parent = if entry.parent_id == NO_PARENT { Vec::new() } else { tree.path_of(entry.parent_id) };
+    child_path(tree, entry.parent_id, &entry.name)
+}
+
+/// The path of the entry named `name` in directory `parent_id`.
+fn child_path(tree: &WalkTree, parent_id: u64, name: &[u8]) -> Vec<u8> {
+    let parent = if parent_id == NO_PARENT { Vec::new() } else { tree.path_of(parent_id) };
     if parent.is_empty() {
-        entry.name.clone()
+        name.to_vec()
     } else {
-        [parent, entry.name.clone()].join(&b'/')
+        [parent.as_slice(), name].join(&b'/')
     }
 }
 
@@ -429,16 +434,7 @@ impl<R: ReadAt + ?Sized> Walk<'_, R> {
         }
         let tree = &mut self.trees[open];
         let Some(announced) = tree.announced.remove(&broken.entry_id) else { return };
-        let path = if broken.parent_id == NO_PARENT {
-            broken.name.clone()
-        } else {
-            let parent = tree.path_of(broken.parent_id);
-            if parent.is_empty() {
-                broken.name.clone()
-            } else {
-                [parent, broken.name.clone()].join(&b'/')
-            }
-        };
+        let path = child_path(tree, broken.parent_id, &broken.name);
         let section = tree.name.clone();
         let p = self.problem(
             ErrorClass::IndexMismatch,
